@@ -1,0 +1,72 @@
+// Package apps holds the apps a cluster serves. All state is namespaced by
+// appId; a production cluster lists its apps with their keys and refuses any
+// other appId with LeanCloud's APP_NOT_AVAILABLE (4100), while `relaymesh dev`
+// accepts any appId and creates it on first use.
+package apps
+
+import (
+	"errors"
+	"sync"
+)
+
+// App is one LeanCloud application.
+type App struct {
+	ID        string `json:"id" yaml:"id"`
+	Key       string `json:"key" yaml:"key"`
+	MasterKey string `json:"master_key" yaml:"master_key"`
+	// SignatureRequired makes session/open and conversation changes require
+	// an HMAC-SHA1 signature keyed with MasterKey.
+	SignatureRequired bool `json:"signature_required" yaml:"signature_required"`
+}
+
+// ErrUnknownApp is returned for an appId the registry does not serve.
+var ErrUnknownApp = errors.New("apps: unknown app")
+
+// MaxIDLen bounds an appId; LeanCloud ids are 24-32 characters.
+const MaxIDLen = 64
+
+// Registry resolves appIds. It is safe for concurrent use.
+type Registry struct {
+	open bool // create unknown apps on first use (dev)
+
+	mu   sync.RWMutex
+	apps map[string]App // guarded by mu
+}
+
+// NewStatic serves exactly the given apps.
+func NewStatic(list []App) *Registry {
+	r := &Registry{apps: make(map[string]App, len(list))}
+	for _, a := range list {
+		r.apps[a.ID] = a
+	}
+	return r
+}
+
+// NewDev serves any appId, creating it without keys on first use.
+func NewDev() *Registry {
+	return &Registry{open: true, apps: make(map[string]App)}
+}
+
+// Lookup returns the app for id, or ErrUnknownApp.
+func (r *Registry) Lookup(id string) (App, error) {
+	if id == "" || len(id) > MaxIDLen {
+		return App{}, ErrUnknownApp
+	}
+	r.mu.RLock()
+	a, ok := r.apps[id]
+	r.mu.RUnlock()
+	if ok {
+		return a, nil
+	}
+	if !r.open {
+		return App{}, ErrUnknownApp
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a, ok := r.apps[id]; ok {
+		return a, nil
+	}
+	a = App{ID: id}
+	r.apps[id] = a
+	return a, nil
+}
