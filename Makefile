@@ -1,7 +1,10 @@
+# relaymesh — see README.md. `make run` starts a dev region; `make test` runs the suite.
 GO ?= go
 BIN := bin/relaymesh
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+NODE_SDK := conformance/js/node_modules/leancloud-realtime
 
-.PHONY: build run test race lint bench proto lab fuzz
+.PHONY: build run test test-go race lint bench proto lab fuzz clean
 
 build:
 	$(GO) build -o $(BIN) ./cmd/relaymesh
@@ -9,18 +12,34 @@ build:
 run: build
 	./$(BIN) dev
 
-test:
-	$(GO) test -count=1 ./...
+# The whole suite: unit tests, end-to-end tests on real processes, and the
+# official LeanCloud JS SDK conformance run (needs Node; npm packages are
+# installed on first use).
+test: $(NODE_SDK)
+	$(GO) test -count=1 -timeout 20m ./...
 
-race:
-	$(GO) test -race -count=1 ./...
+$(NODE_SDK): conformance/js/package.json conformance/js/package-lock.json
+	npm ci --prefix conformance/js --no-audit --no-fund
+	touch $@
+
+race: $(NODE_SDK)
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 lint:
 	$(GO) vet ./...
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+	$(GO) run $(STATICCHECK) ./...
+
+# Short fuzzing of every frame decoder; run longer by hand with FUZZTIME=10m.
+FUZZTIME ?= 10s
+fuzz:
+	$(GO) test ./proto/lcpb -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME)
+	$(GO) test ./edge -run='^$$' -fuzz=FuzzDecodeFrame -fuzztime=$(FUZZTIME)
 
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem ./...
+	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./...
 
 proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I proto --go_out=. --go_opt=module=github.com/relaymesh/relaymesh proto/lcpb/message.proto proto/meshpb/mesh.proto
+
+clean:
+	rm -rf bin

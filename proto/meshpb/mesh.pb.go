@@ -47,6 +47,8 @@ const (
 	ClientRequest_OPEN ClientRequest_Kind = 1
 	// The session ended: connection lost or session/close. No reply.
 	ClientRequest_CLOSE ClientRequest_Kind = 2
+	// Health probe: an empty reply from the leader, not_leader otherwise.
+	ClientRequest_PING ClientRequest_Kind = 3
 )
 
 // Enum value maps for ClientRequest_Kind.
@@ -55,11 +57,13 @@ var (
 		0: "COMMAND",
 		1: "OPEN",
 		2: "CLOSE",
+		3: "PING",
 	}
 	ClientRequest_Kind_value = map[string]int32{
 		"COMMAND": 0,
 		"OPEN":    1,
 		"CLOSE":   2,
+		"PING":    3,
 	}
 )
 
@@ -224,8 +228,12 @@ type ClientReply struct {
 	// lcpb.GenericCommands to write to the requesting connection, in order.
 	Commands [][]byte `protobuf:"bytes,1,rep,name=commands,proto3" json:"commands,omitempty"`
 	// For OPEN: a non-zero LeanCloud error code refuses the login.
-	ErrorCode     int32  `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
-	ErrorReason   string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	ErrorCode   int32  `protobuf:"varint,2,opt,name=error_code,json=errorCode,proto3" json:"error_code,omitempty"`
+	ErrorReason string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
+	// The core does not lead the shard; nothing was done. leader is the mesh
+	// address of the leader when known. The edge retries there.
+	NotLeader     bool   `protobuf:"varint,4,opt,name=not_leader,json=notLeader,proto3" json:"not_leader,omitempty"`
+	Leader        string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -277,6 +285,20 @@ func (x *ClientReply) GetErrorCode() int32 {
 func (x *ClientReply) GetErrorReason() string {
 	if x != nil {
 		return x.ErrorReason
+	}
+	return ""
+}
+
+func (x *ClientReply) GetNotLeader() bool {
+	if x != nil {
+		return x.NotLeader
+	}
+	return false
+}
+
+func (x *ClientReply) GetLeader() string {
+	if x != nil {
+		return x.Leader
 	}
 	return ""
 }
@@ -463,7 +485,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x8a\x03\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x94\x03\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -476,16 +498,20 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\tdevice_id\x18\t \x01(\tR\bdeviceId\x12#\n" +
 	"\rconfig_bitmap\x18\n" +
 	" \x01(\x03R\fconfigBitmap\x12\x1c\n" +
-	"\treconnect\x18\v \x01(\bR\treconnect\"(\n" +
+	"\treconnect\x18\v \x01(\bR\treconnect\"2\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
-	"\x05CLOSE\x10\x02\"k\n" +
+	"\x05CLOSE\x10\x02\x12\b\n" +
+	"\x04PING\x10\x03\"\xa2\x01\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
 	"error_code\x18\x02 \x01(\x05R\terrorCode\x12!\n" +
-	"\ferror_reason\x18\x03 \x01(\tR\verrorReason\"$\n" +
+	"\ferror_reason\x18\x03 \x01(\tR\verrorReason\x12\x1d\n" +
+	"\n" +
+	"not_leader\x18\x04 \x01(\bR\tnotLeader\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\"$\n" +
 	"\tEdgeHello\x12\x17\n" +
 	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"[\n" +
 	"\x06Target\x12\x17\n" +

@@ -1,0 +1,256 @@
+// Conformance: the official LeanCloud realtime SDK (leancloud-realtime 4.3.1)
+// against a running relaymesh. The server URL comes from RELAYMESH_URL; the Go
+// test conformance/conformance_test.go starts `relaymesh dev` and runs this.
+// Each mode (binary .3, noBinary, pushOfflineMessages .1) runs the whole suite
+// under its own fresh appId, so runs never see each other's state.
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const {
+  Realtime,
+  TextMessage,
+  TypedMessage,
+  RecalledMessage,
+  Event,
+  MessageQueryDirection,
+  messageType,
+  messageField,
+} = require('leancloud-realtime');
+
+const URL = process.env.RELAYMESH_URL;
+if (!URL) throw new Error('RELAYMESH_URL is not set');
+
+// A custom typed message, as apps define them (_lctype 1 with a field).
+class CardMessage extends TypedMessage {}
+messageType(1)(CardMessage);
+messageField(['title'])(CardMessage);
+
+const rnd = () => Math.random().toString(36).slice(2, 10);
+
+const MODES = [
+  { name: 'lc.protobuf2.3', opts: {} },
+  { name: 'lc.proto2base64.3 (noBinary)', opts: { noBinary: true } },
+  { name: 'lc.protobuf2.1 (pushOfflineMessages)', opts: { pushOfflineMessages: true } },
+];
+
+// once resolves with the arguments of the first `event` emitted by `emitter`
+// that satisfies pred, or rejects after ms.
+function once(emitter, event, pred = () => true, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, handler);
+      reject(new Error(`timed out waiting for ${event}`));
+    }, ms);
+    function handler(...args) {
+      if (!pred(...args)) return;
+      clearTimeout(timer);
+      emitter.off(event, handler);
+      resolve(args);
+    }
+    emitter.on(event, handler);
+  });
+}
+
+// collect gathers every `event` from emitter into an array.
+function collect(emitter, event) {
+  const got = [];
+  emitter.on(event, (...args) => got.push(args));
+  return got;
+}
+
+async function until(fn, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise(r => setTimeout(r, 50));
+  }
+}
+
+for (const mode of MODES) {
+  test.describe(mode.name, () => {
+    const appId = `conf-${rnd()}`;
+    const realtimes = [];
+    const newRealtime = onClient => {
+      const plugins = onClient ? [{ name: 'spy', onIMClientCreate: onClient }] : [];
+      const rt = new Realtime({ appId, appKey: 'anykey', RTMServers: URL, plugins, ...mode.opts });
+      rt.register(CardMessage);
+      realtimes.push(rt);
+      return rt;
+    };
+    const login = (id, options) => newRealtime().createIMClient(id, options);
+
+    test.after(async () => {
+      for (const rt of realtimes) {
+        try { await rt._close(); } catch (e) { /* already closed */ }
+      }
+    });
+
+    test.it('unique conversation, invitation, text and typed messages both ways', async () => {
+      const tomId = `tom-${rnd()}`;
+      const jerryId = `jerry-${rnd()}`;
+      const tom = await login(tomId);
+      const jerry = await login(jerryId);
+
+      const invited = once(jerry, Event.INVITED);
+      const c1 = await tom.createConversation({ members: [jerryId], name: 'tom & jerry', unique: true });
+      const c2 = await tom.createConversation({ members: [jerryId], name: 'tom & jerry', unique: true });
+      assert.equal(c2.id, c1.id, 'unique createConversation must return the same conversation');
+      assert.deepEqual([...c1.members].sort(), [jerryId, tomId].sort());
+      const [payload, invConv] = await invited;
+      assert.equal(invConv.id, c1.id);
+      assert.equal(payload.invitedBy, tomId);
+
+      const got = once(jerry, Event.MESSAGE, m => m.text === 'hello jerry');
+      const sent = await c1.send(new TextMessage('hello jerry'));
+      assert.ok(sent.id, 'sent message has an id');
+      assert.ok(sent.timestamp instanceof Date);
+      const [msg, conv] = await got;
+      assert.ok(msg instanceof TextMessage);
+      assert.equal(conv.id, c1.id);
+      assert.equal(msg.from, tomId);
+      assert.equal(msg.id, sent.id);
+
+      const jc = await jerry.getConversation(c1.id);
+      assert.equal(jc.name, 'tom & jerry');
+      const card = new CardMessage();
+      card.title = 'a card';
+      const gotCard = once(tom, Event.MESSAGE, m => m instanceof CardMessage);
+      await jc.send(card);
+      const [tm] = await gotCard;
+      assert.equal(tm.title, 'a card');
+      assert.equal(tm.from, jerryId);
+      assert.equal(tm.type, 1);
+    });
+
+    test.it('queryMessages pages backwards and forwards in ascending order', async () => {
+      const a = `a-${rnd()}`;
+      const b = `b-${rnd()}`;
+      const ca = await login(a);
+      await login(b);
+      const conv = await ca.createConversation({ members: [b], name: 'history' });
+      const sent = [];
+      for (let k = 0; k < 25; k++) sent.push(await conv.send(new TextMessage(`m${k}`)));
+
+      const it = conv.createMessagesIterator({ limit: 10 });
+      const pages = [];
+      for (;;) {
+        const { value, done } = await it.next();
+        pages.push(value.map(m => m.text));
+        if (done) break;
+      }
+      const texts = k0 => Array.from({ length: 10 }, (_, k) => `m${k0 + k}`);
+      assert.deepEqual(pages[0], texts(15));
+      assert.deepEqual(pages[1], texts(5));
+      assert.deepEqual(pages[2], ['m0', 'm1', 'm2', 'm3', 'm4']);
+
+      const fwd = await conv.queryMessages({
+        startTime: sent[0].timestamp,
+        startMessageId: sent[0].id,
+        startClosed: true,
+        direction: MessageQueryDirection.OLD_TO_NEW,
+        limit: 10,
+      });
+      assert.deepEqual(fwd.map(m => m.text), texts(0));
+      const fwd2 = await conv.queryMessages({
+        startTime: fwd[9].timestamp,
+        startMessageId: fwd[9].id,
+        direction: MessageQueryDirection.OLD_TO_NEW,
+        limit: 10,
+      });
+      assert.deepEqual(fwd2.map(m => m.text), texts(10));
+      const dflt = await conv.queryMessages();
+      assert.equal(dflt.length, 20, 'server default limit is 20');
+      assert.equal(dflt[19].text, 'm24');
+    });
+
+    test.it('recall and edit reach the other member', async () => {
+      const a = `a-${rnd()}`;
+      const b = `b-${rnd()}`;
+      const ca = await login(a);
+      const cb = await login(b);
+      const conv = await ca.createConversation({ members: [b], name: 'patch' });
+      const m1 = await conv.send(new TextMessage('to be recalled'));
+      const m2 = await conv.send(new TextMessage('to be edited'));
+
+      const recalled = once(cb, Event.MESSAGE_RECALL);
+      await conv.recall(m1);
+      const [rm] = await recalled;
+      assert.ok(rm instanceof RecalledMessage, 'receiver gets a RecalledMessage');
+      assert.equal(rm.id, m1.id);
+
+      const updated = once(cb, Event.MESSAGE_UPDATE);
+      await conv.update(m2, new TextMessage('edited'));
+      const [um] = await updated;
+      assert.equal(um.id, m2.id);
+      assert.equal(um.text, 'edited');
+
+      const hist = await conv.queryMessages({ limit: 10 });
+      assert.ok(hist[0] instanceof RecalledMessage, 'history shows the recall');
+      assert.equal(hist[1].text, 'edited');
+    });
+
+    test.it('unread counts (or offline messages) after re-login, and read()', async () => {
+      const a = `a-${rnd()}`;
+      const b = `b-${rnd()}`;
+      const ca = await login(a);
+      const cb = await login(b);
+      const conv = await ca.createConversation({ members: [b], name: 'unread' });
+      await cb.close();
+      for (let k = 0; k < 3; k++) await conv.send(new TextMessage(`offline ${k}`));
+
+      // Listeners go on in onIMClientCreate so nothing pushed right after
+      // session/opened can be missed.
+      const offline = [];
+      const cb2 = await newRealtime(client => {
+        client.on(Event.MESSAGE, m => offline.push(m));
+      }).createIMClient(b);
+      if (mode.opts.pushOfflineMessages) {
+        // .1: offline messages are pushed as direct{offline:true}.
+        await until(() => offline.length >= 3);
+        assert.deepEqual(offline.map(m => m.text), ['offline 0', 'offline 1', 'offline 2']);
+        return;
+      }
+      // .3: an unread notification instead of the messages themselves.
+      const bc = await until(async () => {
+        const c = await cb2.getConversation(conv.id);
+        return c.unreadMessagesCount === 3 && c;
+      });
+      assert.equal(offline.length, 0, 'no messages replayed on .3');
+      assert.equal(bc.lastMessage.text, 'offline 2');
+      await bc.read();
+      // read is throttled (1 s) and fire-and-forget: wait until the server
+      // has it, by polling a fresh login.
+      await new Promise(r => setTimeout(r, 1500));
+      await cb2.close();
+      const counts = [];
+      const cb3 = await newRealtime(client => {
+        client.on(Event.UNREAD_MESSAGES_COUNT_UPDATE, convs => counts.push(...convs.map(c => [c.id, c.unreadMessagesCount])));
+      }).createIMClient(b);
+      const again = await cb3.getConversation(conv.id);
+      await new Promise(r => setTimeout(r, 500));
+      assert.equal(again.unreadMessagesCount, 0, 'read() cleared the unread count');
+      assert.ok(!counts.some(([id, n]) => id === conv.id && n > 0), `no unread reported: ${JSON.stringify(counts)}`);
+    });
+
+    test.it('a second login with the same tag kicks the first (CONFLICT)', async () => {
+      const id = `tag-${rnd()}`;
+      const first = await login(id, { tag: 'mobile' });
+      const conflict = once(first, Event.CONFLICT);
+      await login(id, { tag: 'mobile' });
+      const [payload] = await conflict;
+      assert.ok(payload, 'CONFLICT carries a payload');
+    });
+
+    test.it('ping reports online status', async () => {
+      const a = `a-${rnd()}`;
+      const b = `b-${rnd()}`;
+      const ca = await login(a);
+      await login(b);
+      const online = await ca.ping([b, `nobody-${rnd()}`]);
+      assert.deepEqual(online, [b]);
+    });
+  });
+}
