@@ -1,0 +1,423 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+)
+
+// Client is one IM session (one peerId) over one WebSocket at a time.
+// All methods are safe for concurrent use.
+//
+// Lock order: Client.mu before conn.mu (never the reverse).
+type Client struct {
+	url   string
+	opts  Options
+	codec lcpb.Codec
+	log   *slog.Logger
+
+	events  chan Event // closed by run when the client is finished
+	dropped atomic.Uint64
+
+	ctx       context.Context // cancelled by Close; bounds reconnects and emit
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+	done      chan struct{} // closed when run exited
+
+	mu                  sync.Mutex
+	cur                 *conn              // guarded by mu; nil while reconnecting
+	ready               chan struct{}      // guarded by mu; closed when cur is set
+	term                error              // guarded by mu; set once the client is finished
+	st                  string             // guarded by mu; session token
+	stExpiry            time.Time          // guarded by mu; zero = unknown
+	lastPatchTime       int64              // guarded by mu; ms
+	lastUnreadNotifTime int64              // guarded by mu; ms
+	last                map[string]lastMsg // guarded by mu; last message per cid, for Read
+}
+
+type lastMsg struct {
+	id, from string
+	ts       int64
+}
+
+// errGoaway kills a connection after a goaway push: reconnect at once.
+var errGoaway = fmt.Errorf("%w: goaway", ErrConnectionLost)
+
+// Dial connects to url (ws:// or wss://), opens the session and starts the
+// client. It does not retry: a failed first connection is returned.
+func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
+	if opts.AppID == "" || opts.ClientID == "" {
+		return nil, errors.New("client: Options.AppID and Options.ClientID are required")
+	}
+	opts = opts.withDefaults()
+	codec, err := lcpb.CodecFor(opts.Subprotocol)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	c := &Client{
+		url: url, opts: opts, codec: codec, log: opts.Logger,
+		events: make(chan Event, opts.EventBuffer),
+		ctx:    cctx, cancel: cancel, done: make(chan struct{}),
+		ready:         make(chan struct{}),
+		lastPatchTime: time.Now().UnixMilli(), // as JS: Date.now() at construction
+		last:          make(map[string]lastMsg),
+	}
+	cn, err := c.connect(ctx, false)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	c.cur = cn
+	close(c.ready)
+	go c.run(cn)
+	return c, nil
+}
+
+// ID returns the client id (peerId).
+func (c *Client) ID() string { return c.opts.ClientID }
+
+// Events returns the channel of pushes. It is closed once the client is
+// finished: after Close, a kick, or a fatal reconnect failure.
+func (c *Client) Events() <-chan Event { return c.events }
+
+// Dropped counts events dropped because Events stayed full for
+// Options.EventOverflowWait.
+func (c *Client) Dropped() uint64 { return c.dropped.Load() }
+
+// Close sends session/close (waiting briefly for session/closed), closes
+// the connection and returns after every goroutine exited.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		cn, polite := c.cur, c.term == nil
+		if c.term == nil {
+			c.term = ErrClosed
+		}
+		c.mu.Unlock()
+		if polite && cn != nil && !cn.dead() {
+			ctx, cancel := context.WithTimeout(context.Background(), min(c.opts.RequestTimeout, 2*time.Second))
+			_, err := cn.request(ctx, &lcpb.GenericCommand{
+				Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_close.Enum(),
+				SessionMessage: &lcpb.SessionCommand{},
+			})
+			cancel()
+			if err != nil {
+				c.log.Debug("client: session/close", "err", err)
+			}
+		}
+		c.cancel()
+	})
+	<-c.done
+	return nil
+}
+
+// Request sends cmd with a fresh i (it sets cmd.I) and returns the reply.
+// An error reply yields *Error. It waits for a reconnect in progress, and
+// gives up after Options.RequestTimeout with ErrTimeout.
+func (c *Client) Request(ctx context.Context, cmd *lcpb.GenericCommand) (*lcpb.GenericCommand, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.RequestTimeout, ErrTimeout)
+	defer cancel()
+	cn, err := c.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r, err := cn.request(ctx, cmd)
+	if errors.Is(err, ErrTimeout) {
+		err = fmt.Errorf("%w: %v/%v", err, cmd.GetCmd(), cmd.GetOp())
+	}
+	return r, err
+}
+
+// sendNoReply writes a command without i (read, ack).
+func (c *Client) sendNoReply(ctx context.Context, cmd *lcpb.GenericCommand) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.RequestTimeout, ErrTimeout)
+	defer cancel()
+	cn, err := c.conn(ctx)
+	if err != nil {
+		return err
+	}
+	return cn.send(ctx, cmd)
+}
+
+// conn returns the live connection, waiting while a reconnect is under way.
+func (c *Client) conn(ctx context.Context) (*conn, error) {
+	for {
+		c.mu.Lock()
+		cn, ready, term := c.cur, c.ready, c.term
+		c.mu.Unlock()
+		if term != nil {
+			return nil, term
+		}
+		if cn != nil {
+			if cn.dead() {
+				return nil, cn.lostErr()
+			}
+			return cn, nil
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		case <-c.ctx.Done():
+			return nil, ErrClosed
+		}
+	}
+}
+
+// connect dials and opens the session on a new connection.
+func (c *Client) connect(ctx context.Context, reconnect bool) (*conn, error) {
+	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}})
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrConnectionLost, c.url, err)
+	}
+	if got := ws.Subprotocol(); got != c.opts.Subprotocol {
+		_ = ws.CloseNow()
+		return nil, fmt.Errorf("%w: server chose subprotocol %q, want %q", ErrProtocol, got, c.opts.Subprotocol)
+	}
+	ws.SetReadLimit(c.opts.MaxFrame)
+	cn := newConn(ws, connConfig{
+		codec: c.codec, log: c.log, peerID: c.opts.ClientID, onPush: c.handlePush,
+		keepAlive: c.opts.KeepAlive, idle: c.opts.IdleTimeout, writeTimeout: c.opts.RequestTimeout,
+	})
+	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.RequestTimeout, ErrTimeout)
+	defer cancel()
+	if err := c.open(ctx, cn, reconnect); err != nil {
+		cn.kill(fmt.Errorf("%w: session/open failed: %w", ErrConnectionLost, err))
+		cn.wait()
+		return nil, err
+	}
+	return cn, nil
+}
+
+// open sends session/open and stores what session/opened returns. A reopen
+// uses the cached st; if the server rejects it with 4112 it retries once
+// with full credentials.
+func (c *Client) open(ctx context.Context, cn *conn, reconnect bool) error {
+	useST := reconnect
+	for {
+		cmd, usedST, err := c.openCommand(ctx, reconnect, useST)
+		if err != nil {
+			return err
+		}
+		r, err := cn.request(ctx, cmd)
+		if err == nil {
+			err = sessionError(r)
+		}
+		var le *Error
+		if usedST && errors.As(err, &le) && le.Code == lcpb.ErrSessionTokenExpired {
+			c.mu.Lock()
+			c.st = ""
+			c.mu.Unlock()
+			useST = false
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("client: session/open: %w", err)
+		}
+		c.opened(r)
+		return nil
+	}
+}
+
+func (c *Client) openCommand(ctx context.Context, reconnect, useST bool) (cmd *lcpb.GenericCommand, usedST bool, err error) {
+	c.mu.Lock()
+	st := c.st
+	if !c.stExpiry.IsZero() && time.Now().After(c.stExpiry) {
+		st = ""
+	}
+	sm := &lcpb.SessionCommand{
+		Ua:            proto.String(UA),
+		R:             proto.Bool(reconnect),
+		LastPatchTime: proto.Int64(c.lastPatchTime),
+		ConfigBitmap:  proto.Int64(c.opts.ConfigBitmap),
+	}
+	if c.lastUnreadNotifTime != 0 {
+		sm.LastUnreadNotifTime = proto.Int64(c.lastUnreadNotifTime)
+	}
+	c.mu.Unlock()
+	if useST && st != "" {
+		sm.St = proto.String(st)
+		usedST = true
+	} else {
+		if c.opts.Tag != "" {
+			sm.Tag = proto.String(c.opts.Tag)
+		}
+		sm.DeviceId = proto.String(c.opts.DeviceID)
+		if c.opts.Signature != nil {
+			s, t, n, err := c.opts.Signature(ctx, c.opts.ClientID)
+			if err != nil {
+				return nil, false, fmt.Errorf("client: login signature: %w", err)
+			}
+			sm.S, sm.T, sm.N = proto.String(s), proto.Int64(t), proto.String(n)
+		}
+	}
+	return &lcpb.GenericCommand{
+		Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(),
+		AppId: proto.String(c.opts.AppID), PeerId: proto.String(c.opts.ClientID),
+		SessionMessage: sm,
+	}, usedST, nil
+}
+
+// sessionError turns a refused open (closed, or a sessionMessage.code)
+// into *Error.
+func sessionError(r *lcpb.GenericCommand) error {
+	sm := r.GetSessionMessage()
+	if r.GetOp() == lcpb.OpType_closed || sm.GetCode() != 0 {
+		return &Error{Code: sm.GetCode(), Reason: sm.GetReason(), Detail: sm.GetDetail()}
+	}
+	return nil
+}
+
+func (c *Client) opened(r *lcpb.GenericCommand) {
+	if p := r.GetPeerId(); p != "" && p != c.opts.ClientID {
+		c.log.Warn("client: session/opened for another peerId", "got", p, "want", c.opts.ClientID)
+	}
+	sm := r.GetSessionMessage()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st := sm.GetSt(); st != "" {
+		c.st = st
+		c.stExpiry = time.Time{}
+		if ttl := sm.GetStTtl(); ttl > 0 {
+			c.stExpiry = time.Now().Add(time.Duration(ttl) * time.Second)
+		}
+	}
+	if ts := r.GetServerTs(); ts != 0 {
+		c.lastPatchTime = ts
+	}
+}
+
+// run owns the connection lifecycle: it waits for the current connection
+// to end and reconnects according to the rules in the package doc.
+func (c *Client) run(cn *conn) {
+	defer func() {
+		close(c.events)
+		close(c.done)
+	}()
+	for {
+		select {
+		case <-cn.done:
+		case <-c.ctx.Done():
+			cn.closeGraceful()
+		}
+		cn.wait()
+		c.mu.Lock()
+		c.cur = nil
+		c.ready = make(chan struct{})
+		term := c.term
+		c.mu.Unlock()
+		if term != nil {
+			return
+		}
+		cause := cn.err
+		c.log.Info("client: connection lost", "err", cause)
+		if ce, ok := errors.AsType[websocket.CloseError](cause); ok && (ce.Code == lcpb.ErrAppNotAvailable ||
+			ce.Code == lcpb.ErrInvalidLogin || ce.Code == lcpb.ErrInvalidOrigin) {
+			c.finish(&Error{Code: int32(ce.Code), Reason: ce.Reason})
+			return
+		}
+		if c.opts.NoReconnect {
+			c.finish(&Error{Code: 0, Reason: cause.Error()})
+			return
+		}
+		if cn = c.reconnect(errors.Is(cause, errGoaway)); cn == nil {
+			return
+		}
+	}
+}
+
+// reconnect redials with backoff until a session is open again. It returns
+// nil when the client is finished (closed, or the reopen was refused).
+func (c *Client) reconnect(immediate bool) *conn {
+	for n := 0; ; n++ {
+		if !(immediate && n == 0) {
+			t := time.NewTimer(backoff(n, c.opts.ReconnectMin, c.opts.ReconnectMax))
+			select {
+			case <-t.C:
+			case <-c.ctx.Done():
+				t.Stop()
+				return nil
+			}
+		}
+		cn, err := c.connect(c.ctx, true)
+		if err != nil {
+			var le *Error
+			if errors.As(err, &le) && le.Code >= 4100 && le.Code < 4200 {
+				c.finish(le)
+				return nil
+			}
+			if c.ctx.Err() != nil {
+				return nil
+			}
+			c.log.Info("client: reconnect failed", "attempt", n+1, "err", err)
+			continue
+		}
+		c.mu.Lock()
+		if c.term != nil {
+			c.mu.Unlock()
+			cn.closeGraceful()
+			cn.wait()
+			return nil
+		}
+		c.cur = cn
+		close(c.ready)
+		c.mu.Unlock()
+		c.emit(Reconnected{Attempts: n + 1})
+		return cn
+	}
+}
+
+// backoff is min(lo·2^n, hi) with jitter: uniform in [d/2, d].
+func backoff(n int, lo, hi time.Duration) time.Duration {
+	d := hi
+	if n < 32 {
+		if x := lo << n; x > 0 && x < hi {
+			d = x
+		}
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// finish ends the client because of the server: later requests fail with
+// ErrSessionClosed and Closed is emitted.
+func (c *Client) finish(e *Error) {
+	c.mu.Lock()
+	first := c.term == nil
+	if first {
+		c.term = fmt.Errorf("%w: %w", ErrSessionClosed, e)
+	}
+	c.mu.Unlock()
+	if first {
+		c.emit(Closed{Code: e.Code, Reason: e.Reason})
+	}
+}
+
+// emit delivers ev, blocking up to Options.EventOverflowWait on a full
+// channel, then dropping it (counted in Dropped).
+func (c *Client) emit(ev Event) {
+	select {
+	case c.events <- ev:
+		return
+	default:
+	}
+	t := time.NewTimer(c.opts.EventOverflowWait)
+	defer t.Stop()
+	select {
+	case c.events <- ev:
+	case <-t.C:
+		c.dropped.Add(1)
+	case <-c.ctx.Done():
+		c.dropped.Add(1)
+	}
+}

@@ -1,0 +1,62 @@
+// Package client is relaymesh's Go SDK: an IM client that speaks the
+// LeanCloud realtime (RTM) protocol, so it works against relaymesh and, the
+// wire being the same, against anything that serves the official SDKs.
+//
+// # Wire
+//
+// One WebSocket per Client, subprotocol lc.protobuf2.3 by default
+// (lc.protobuf2.1 to get offline messages pushed as direct{offline:true}
+// instead of an unread summary; lc.proto2base64.* for base64 text frames).
+// Every frame carries one lcpb.GenericCommand. The client mirrors what the
+// official JS SDK 4.3.1 sends (src/connection.js, im-client.js,
+// conversations/*.js):
+//
+//   - Dial opens the socket and sends session/open{appId, peerId,
+//     sessionMessage{ua, configBitmap=59, tag, deviceId, lastUnreadNotifTime,
+//     lastPatchTime, s/t/n}} and waits for session/opened, keeping st/stTtl
+//     and using serverTs as lastPatchTime.
+//   - Requests carry i, a per-connection counter from 1; the reply with the
+//     same i completes the request, cmd=error fails it with *Error. Requests
+//     time out after Options.RequestTimeout (20 s, as JS).
+//   - Frames without i are pushes, turned into Events. ack and read are
+//     sent without i. Received non-transient directs from others are acked
+//     automatically with ack{cid, fromts, tots}; acks recorded while the
+//     writer is busy are merged per conversation.
+//   - Keepalive: an echo request every Options.KeepAlive (180 s); the
+//     connection is dropped when nothing arrived for Options.IdleTimeout
+//     (380 s), as JS does. WebSocket pings are answered by the library.
+//
+// # Goroutines
+//
+// Each connection has exactly one reader and one writer goroutine; a
+// supervisor goroutine per Client owns the connection lifecycle. Close
+// returns after all of them exited, and then the Events channel is closed.
+//
+// # Events and overflow
+//
+// Pushes become Events on a bounded channel (Options.EventBuffer, default
+// 65536). When it is full the reader blocks for up to
+// Options.EventOverflowWait (1 s) and then drops the event and counts it in
+// Dropped. Nothing is dropped silently; a consumer that keeps up never loses
+// events. While the reader blocks, replies on that connection wait too.
+//
+// # Reconnect rules
+//
+//   - When the connection is lost (read/write error, idle timeout, or a
+//     goaway push), requests in flight fail with ErrConnectionLost (retryable;
+//     a retried Send should reuse SendOptions.DT so the server can dedup).
+//   - The supervisor then redials after min(ReconnectMin·2^n, ReconnectMax)
+//     with jitter (uniform in [d/2, d]), n counting failed attempts from 0;
+//     goaway reconnects at once. The reopen sends r=true and the cached st;
+//     with no valid st, or when the server rejects st with 4112, it opens
+//     with the full credentials (tag, deviceId, signature), still r=true.
+//     Success emits Reconnected; requests made meanwhile wait for it (up to
+//     their deadline).
+//   - No reconnect after session/closed (e.g. 4111, kicked by a login with
+//     the same tag), after a reopen refused with a session error (4100–4199
+//     other than 4112), or after a WebSocket close code 4100/4103/4110
+//     (fatal in JS): Closed is emitted, later requests fail with
+//     ErrSessionClosed, and the Events channel is closed.
+//   - Options.NoReconnect turns reconnecting off: a lost connection emits
+//     Closed{Code: 0} and ends the client.
+package client

@@ -1,0 +1,92 @@
+package client
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+)
+
+// UA is the sessionMessage.ua this SDK sends (JS sends "js/4.3.1").
+const UA = "relaymesh-go/0.1"
+
+// DefaultConfigBitmap is what JS 4.3.1 sends: patchMessage,
+// temporaryConversationMessage, transientMessageACK, keepNotification,
+// partialFailedMessage (bits 0,1,3,4,5 = 0b111011).
+const DefaultConfigBitmap = 59
+
+// SignFunc signs a login: it returns LeanCloud's s (signature), t
+// (timestamp, ms) and n (nonce) for clientID.
+type SignFunc func(ctx context.Context, clientID string) (s string, t int64, n string, err error)
+
+// ConvSignFunc signs a conversation operation. Like JS 4.3.1's
+// conversationSignatureFactory it gets cid ("" on create), the client id,
+// the sorted member ids and the action "create", "add" or "remove".
+type ConvSignFunc func(ctx context.Context, cid, clientID string, members []string, action string) (s string, t int64, n string, err error)
+
+// Options configures Dial. Zero values take the defaults noted.
+type Options struct {
+	AppID    string // required
+	ClientID string // required: the peerId
+	Tag      string // optional device tag; a newer login with the same tag kicks this one
+	// Subprotocol: lcpb.SubprotocolBinary3 (default), lcpb.SubprotocolBinary1,
+	// or a base64 variant.
+	Subprotocol string
+	DeviceID    string // default: a uuid generated per Client (JS: per Realtime)
+	Signature   SignFunc
+	// ConvSignature signs conv/start, add and remove when set.
+	ConvSignature ConvSignFunc
+	Logger        *slog.Logger // default: discard
+
+	// NoReconnect turns automatic reconnect off (it is on by default).
+	NoReconnect    bool
+	ReconnectMin   time.Duration // first backoff step, default 1 s
+	ReconnectMax   time.Duration // backoff cap, default 30 s
+	RequestTimeout time.Duration // default 20 s (JS COMMAND_TIMEOUT)
+	KeepAlive      time.Duration // echo interval, default 180 s; <0 disables
+	IdleTimeout    time.Duration // drop after this long without inbound frames, default 380 s; <0 disables
+
+	// EventBuffer is the Events channel capacity, default 65536.
+	EventBuffer int
+	// EventOverflowWait is how long the reader blocks on a full Events
+	// channel before dropping the event (counted in Dropped); default 1 s.
+	EventOverflowWait time.Duration
+	// ConfigBitmap overrides sessionMessage.configBitmap (default 59).
+	ConfigBitmap int64
+	// MaxFrame is the largest inbound frame accepted, default 16 MiB.
+	MaxFrame int64
+}
+
+func (o Options) withDefaults() Options {
+	if o.Subprotocol == "" {
+		o.Subprotocol = lcpb.SubprotocolBinary3
+	}
+	if o.DeviceID == "" {
+		o.DeviceID = newUUID()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&o.ReconnectMin, time.Second)
+	def(&o.ReconnectMax, 30*time.Second)
+	def(&o.RequestTimeout, 20*time.Second)
+	def(&o.KeepAlive, 180*time.Second)
+	def(&o.IdleTimeout, 380*time.Second)
+	def(&o.EventOverflowWait, time.Second)
+	if o.EventBuffer <= 0 {
+		o.EventBuffer = 65536
+	}
+	if o.ConfigBitmap == 0 {
+		o.ConfigBitmap = DefaultConfigBitmap
+	}
+	if o.MaxFrame <= 0 {
+		o.MaxFrame = 16 << 20
+	}
+	return o
+}

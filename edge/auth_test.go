@@ -1,0 +1,75 @@
+package edge
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTokenRoundTrip(t *testing.T) {
+	key := []byte("k")
+	now := time.Unix(1_700_000_000, 0)
+	cases := []tokenClaims{
+		{AppID: "app", ClientID: "alice", Tag: "mobile", Expiry: now.Add(time.Hour)},
+		{AppID: "app", ClientID: "é客户", Tag: "", Expiry: now.Add(time.Second)},
+		{AppID: strings.Repeat("a", 64), ClientID: strings.Repeat("b", 256), Tag: strings.Repeat("c", 128), Expiry: now.Add(48 * time.Hour)},
+	}
+	for _, c := range cases {
+		st := issueToken(key, c)
+		got, err := verifyToken(key, st, now)
+		if err != nil {
+			t.Fatalf("verify %v: %v", c, err)
+		}
+		if got.AppID != c.AppID || got.ClientID != c.ClientID || got.Tag != c.Tag || !got.Expiry.Equal(c.Expiry) {
+			t.Fatalf("got %v, want %v", got, c)
+		}
+		if _, err := verifyToken(key, st, c.Expiry); !errors.Is(err, errTokenExpired) {
+			t.Fatalf("at expiry: got %v, want expired", err)
+		}
+		if _, err := verifyToken([]byte("other"), st, now); !errors.Is(err, errTokenBadMAC) {
+			t.Fatalf("other key: got %v, want bad mac", err)
+		}
+		// Flip each byte of the decoded token: never accepted.
+		for i := 0; i < len(st); i++ {
+			b := []byte(st)
+			if b[i] == 'A' {
+				b[i] = 'B'
+			} else {
+				b[i] = 'A'
+			}
+			if got, err := verifyToken(key, string(b), now); err == nil && got != c {
+				t.Fatalf("tampered token at %d accepted: %v", i, got)
+			}
+		}
+	}
+}
+
+func TestLoginSignature(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	// Reference value: HMAC-SHA1("master", "app:alice::1700000000000:n1").
+	s := loginSignature("master", "app", "alice", now.UnixMilli(), "n1")
+	if len(s) != 40 {
+		t.Fatalf("signature %q is not 40 hex chars", s)
+	}
+	cases := []struct {
+		name string
+		sig  string
+		ts   int64
+		want error
+	}{
+		{"good", s, now.UnixMilli(), nil},
+		{"5h old", loginSignature("master", "app", "alice", now.Add(-5*time.Hour).UnixMilli(), "n1"), now.Add(-5 * time.Hour).UnixMilli(), nil},
+		{"7h old", loginSignature("master", "app", "alice", now.Add(-7*time.Hour).UnixMilli(), "n1"), now.Add(-7 * time.Hour).UnixMilli(), errSignatureExpired},
+		{"other nonce", loginSignature("master", "app", "alice", now.UnixMilli(), "n2"), now.UnixMilli(), errSignatureMismatch},
+		{"empty", "", now.UnixMilli(), errSignatureMissing},
+	}
+	for _, c := range cases {
+		if err := verifyLoginSignature("master", "app", "alice", c.sig, c.ts, "n1", now); !errors.Is(err, c.want) && !(err == nil && c.want == nil) {
+			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
+		}
+	}
+	if err := verifyLoginSignature("", "app", "alice", s, now.UnixMilli(), "n1", now); err == nil {
+		t.Error("empty master key accepted")
+	}
+}

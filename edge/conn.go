@@ -1,0 +1,317 @@
+package edge
+
+import (
+	"context"
+	"encoding/base64"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// WebSocket close codes the edge sends.
+const (
+	// CloseIdle: no inbound frame for Limits.IdleTimeout (LeanCloud READ_TIMEOUT).
+	CloseIdle websocket.StatusCode = 4107
+	// CloseSlowConsumer: the outbound queue overflowed with HIGH frames; the
+	// client reconnects and resyncs from history (1013 Try Again Later).
+	CloseSlowConsumer = websocket.StatusTryAgainLater
+	// CloseShutdown: the edge is shutting down (after goaway).
+	CloseShutdown = websocket.StatusGoingAway
+)
+
+// conn is one client WebSocket. Its reader is the HTTP handler goroutine
+// (readLoop, which also handles every frame and calls the Backend
+// synchronously, so replies keep request order); its writer is writeLoop,
+// the only goroutine that writes to ws and the one that closes it.
+type conn struct {
+	srv    *Server
+	id     uint64
+	codec  lcpb.Codec
+	ws     *websocket.Conn // nil when frames are handled without a socket (fuzz)
+	remote string
+	q      *outQueue
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	lastRead atomic.Int64 // unix nanos of the last inbound frame, ping or pong
+
+	mu          sync.Mutex
+	sessions    []*session           // guarded by mu; bound sessions, oldest first
+	closeCode   websocket.StatusCode // guarded by mu; set by fail
+	closeReason string               // guarded by mu
+}
+
+// session is one IMClient logged in on a connection.
+type session struct {
+	c                            *conn
+	appID, peerID, tag, deviceID string
+	configBitmap                 int64
+
+	// owned by the reader goroutine
+	sends, logs, ops bucket
+
+	// guarded by c.mu
+	bound bool
+	ready bool       // session/opened queued; until then deliveries are held
+	held  []outFrame // deliveries that arrived while opening
+}
+
+func newConn(s *Server, codec lcpb.Codec) *conn {
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &conn{
+		srv:    s,
+		id:     s.nextID.Add(1),
+		codec:  codec,
+		q:      newOutQueue(s.limits.QueueLen),
+		ctx:    ctx,
+		cancel: cancel,
+	}
+	c.touch()
+	return c
+}
+
+func (c *conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
+
+// run owns the connection until it ends, then unbinds its sessions and tells
+// the backend (CLOSE) about each.
+func (c *conn) run() {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.writeLoop()
+	}()
+	c.readLoop()
+	c.cancel()
+	wg.Wait()
+	c.teardown()
+}
+
+func (c *conn) readLoop() {
+	for c.ctx.Err() == nil {
+		// Not c.ctx: cancelling a read context makes the library drop the
+		// socket without a close frame. The writer closes ws to unblock us.
+		typ, data, err := c.ws.Read(context.Background())
+		if err != nil {
+			return
+		}
+		c.touch()
+		c.srv.metrics.FramesIn.Add(1)
+		c.srv.metrics.BytesIn.Add(int64(len(data)))
+		c.handleFrame(c.ctx, typ == websocket.MessageText, data)
+	}
+}
+
+// fail ends the connection with a close code; the writer sends it.
+func (c *conn) fail(code websocket.StatusCode, reason string) {
+	c.mu.Lock()
+	if c.closeCode == 0 {
+		c.closeCode, c.closeReason = code, reason
+	}
+	c.mu.Unlock()
+	c.cancel()
+}
+
+func (c *conn) writeLoop() {
+	idle := c.srv.limits.IdleTimeout
+	t := time.NewTimer(idle)
+	defer t.Stop()
+	for {
+		f, st := c.q.pop()
+		switch st {
+		case popFrame:
+			if err := c.write(f.b); err != nil {
+				c.cancel()
+				_ = c.ws.CloseNow()
+				return
+			}
+			continue
+		case popFinish:
+			c.closeWith(CloseShutdown, "edge shutting down")
+			return
+		case popOverflow:
+			c.srv.metrics.OverflowCloses.Add(1)
+			for _, b := range c.goAwayFrames() {
+				if c.write(b) != nil {
+					break
+				}
+			}
+			c.closeWith(CloseSlowConsumer, "slow consumer; reconnect and resync")
+			return
+		}
+		select {
+		case <-c.q.notify:
+		case <-c.ctx.Done():
+			c.mu.Lock()
+			code, reason := c.closeCode, c.closeReason
+			c.mu.Unlock()
+			if code != 0 {
+				c.closeWith(code, reason)
+			} else {
+				_ = c.ws.CloseNow()
+			}
+			return
+		case <-t.C:
+			el := time.Since(time.Unix(0, c.lastRead.Load()))
+			if el >= idle {
+				c.srv.metrics.IdleCloses.Add(1)
+				c.closeWith(CloseIdle, "idle timeout")
+				return
+			}
+			t.Reset(idle - el)
+		}
+	}
+}
+
+// closeWith runs the close handshake (bounded by the library's 5 s timeouts)
+// and then cancels the connection context so the reader exits.
+func (c *conn) closeWith(code websocket.StatusCode, reason string) {
+	_ = c.ws.Close(code, reason)
+	c.cancel()
+}
+
+func (c *conn) write(b []byte) error {
+	typ := websocket.MessageBinary
+	if c.codec.Base64 {
+		typ = websocket.MessageText
+		e := make([]byte, base64.StdEncoding.EncodedLen(len(b)))
+		base64.StdEncoding.Encode(e, b)
+		b = e
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.srv.limits.WriteTimeout)
+	defer cancel()
+	if err := c.ws.Write(ctx, typ, b); err != nil {
+		return err
+	}
+	c.srv.metrics.FramesOut.Add(1)
+	c.srv.metrics.BytesOut.Add(int64(len(b)))
+	return nil
+}
+
+// goAwayFrames builds one goaway per bound session.
+func (c *conn) goAwayFrames() [][]byte {
+	c.mu.Lock()
+	peers := make([]string, 0, len(c.sessions))
+	for _, ss := range c.sessions {
+		peers = append(peers, ss.peerID)
+	}
+	c.mu.Unlock()
+	out := make([][]byte, 0, len(peers))
+	for _, p := range peers {
+		b, err := proto.Marshal(&lcpb.GenericCommand{
+			Cmd:     lcpb.CommandType_goaway.Enum(),
+			PeerId:  proto.String(p),
+			Service: proto.Int32(lcpb.ServiceIM),
+		})
+		if err == nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// goAway queues a goaway for each session and closes the connection once
+// the queue has drained (server shutdown).
+func (c *conn) goAway() {
+	for _, b := range c.goAwayFrames() {
+		c.enqueue(outFrame{b: b, p: PriorityHigh})
+	}
+	c.q.close()
+}
+
+// enqueue pushes f and accounts for what the queue did.
+func (c *conn) enqueue(f outFrame) bool {
+	res, p := c.q.push(f)
+	switch res {
+	case pushedShedding:
+		c.srv.metrics.Dropped[p].Add(1)
+		return true
+	case droppedNew:
+		c.srv.metrics.Dropped[p].Add(1)
+		return false
+	case pushed:
+		return true
+	}
+	return false // overflowed (writer closes) or closed
+}
+
+// deliver queues a push for ss, or holds it while ss is still opening.
+func (c *conn) deliver(ss *session, f outFrame) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !ss.bound {
+		c.srv.metrics.DeliveryMisses.Add(1)
+		return false
+	}
+	if !ss.ready {
+		if len(ss.held) >= c.srv.limits.QueueLen {
+			c.srv.metrics.Dropped[f.p].Add(1)
+			return false
+		}
+		ss.held = append(ss.held, f)
+		return true
+	}
+	return c.enqueue(f)
+}
+
+// markReady releases the deliveries held while ss was opening, after the
+// session/opened reply has been queued.
+func (c *conn) markReady(ss *session) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ss.ready = true
+	if !ss.bound {
+		ss.held = nil // ended while opening (tag kick)
+		return
+	}
+	for _, f := range ss.held {
+		c.enqueue(f)
+	}
+	ss.held = nil
+}
+
+// teardown unbinds every session left and reports each to the backend.
+func (c *conn) teardown() {
+	c.mu.Lock()
+	left := append([]*session(nil), c.sessions...)
+	c.mu.Unlock()
+	for _, ss := range left {
+		if c.srv.unbind(ss) {
+			c.closeSession(ss)
+		}
+	}
+}
+
+// closeSession sends Backend CLOSE for an unbound session. It uses its own
+// context: the connection's may already be cancelled.
+func (c *conn) closeSession(ss *session) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.srv.limits.BackendTimeout)
+	defer cancel()
+	if _, err := c.srv.cfg.Backend.Do(ctx, c.request(ss, meshpb.ClientRequest_CLOSE, nil)); err != nil {
+		c.srv.metrics.BackendErrors.Add(1)
+		c.srv.log.Debug("edge: backend close failed", "peer", ss.peerID, "err", err)
+	}
+}
+
+// request builds a ClientRequest for ss.
+func (c *conn) request(ss *session, kind meshpb.ClientRequest_Kind, raw []byte) *meshpb.ClientRequest {
+	return &meshpb.ClientRequest{
+		Kind:            kind,
+		AppId:           ss.appID,
+		PeerId:          ss.peerID,
+		EdgeId:          c.srv.cfg.EdgeID,
+		ConnId:          c.id,
+		ProtocolVersion: int32(c.codec.Version),
+		Command:         raw,
+		Tag:             ss.tag,
+		DeviceId:        ss.deviceID,
+		ConfigBitmap:    ss.configBitmap,
+	}
+}

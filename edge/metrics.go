@@ -1,0 +1,113 @@
+package edge
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Metrics are the edge's counters. Per-message events are counted here,
+// never logged. All fields are safe for concurrent use; /metrics renders them
+// with WriteText in the Prometheus text format.
+type Metrics struct {
+	ConnectionsOpen   atomic.Int64 // gauge
+	ConnectionsTotal  atomic.Int64
+	HandshakesRefused atomic.Int64 // missing/unknown subprotocol, or shutting down
+	SessionsOpen      atomic.Int64 // gauge
+	SessionsTotal     atomic.Int64
+	FramesIn          atomic.Int64
+	FramesOut         atomic.Int64
+	BytesIn           atomic.Int64
+	BytesOut          atomic.Int64
+	MalformedFrames   atomic.Int64 // undecodable client frames
+	BadReplies        atomic.Int64 // undecodable frames from the backend, dropped
+	Deliveries        atomic.Int64 // Delivery messages received
+	DeliveredFrames   atomic.Int64 // frames queued for sessions by deliveries
+	DeliveryMisses    atomic.Int64 // targets with no session on this edge
+	BackendErrors     atomic.Int64 // Backend.Do transport errors
+	OverflowCloses    atomic.Int64 // connections closed because HIGH did not fit
+	IdleCloses        atomic.Int64 // connections closed by the idle timeout
+	// Dropped counts outbound frames shed by priority class (HIGH is never
+	// shed; it overflows instead).
+	Dropped [numPriorities]atomic.Int64
+
+	mu         sync.Mutex
+	rejections map[int32]*atomic.Int64 // guarded by mu; LeanCloud code → count
+}
+
+// Reject counts one client-facing rejection with a LeanCloud error code.
+func (m *Metrics) Reject(code int32) {
+	m.mu.Lock()
+	if m.rejections == nil {
+		m.rejections = make(map[int32]*atomic.Int64)
+	}
+	c, ok := m.rejections[code]
+	if !ok {
+		c = new(atomic.Int64)
+		m.rejections[code] = c
+	}
+	m.mu.Unlock()
+	c.Add(1)
+}
+
+// Rejections reports how many rejections carried code.
+func (m *Metrics) Rejections(code int32) int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c, ok := m.rejections[code]; ok {
+		return c.Load()
+	}
+	return 0
+}
+
+// WriteText writes the counters in the Prometheus text exposition format.
+func (m *Metrics) WriteText(w io.Writer) error {
+	type kv struct {
+		name, help, typ string
+		v               int64
+	}
+	rows := []kv{
+		{"relaymesh_edge_connections", "Open client connections.", "gauge", m.ConnectionsOpen.Load()},
+		{"relaymesh_edge_connections_total", "Client connections accepted.", "counter", m.ConnectionsTotal.Load()},
+		{"relaymesh_edge_handshakes_refused_total", "WebSocket handshakes refused.", "counter", m.HandshakesRefused.Load()},
+		{"relaymesh_edge_sessions", "Open IM sessions.", "gauge", m.SessionsOpen.Load()},
+		{"relaymesh_edge_sessions_total", "IM sessions opened.", "counter", m.SessionsTotal.Load()},
+		{"relaymesh_edge_frames_in_total", "Frames read from clients.", "counter", m.FramesIn.Load()},
+		{"relaymesh_edge_frames_out_total", "Frames written to clients.", "counter", m.FramesOut.Load()},
+		{"relaymesh_edge_bytes_in_total", "Bytes read from clients.", "counter", m.BytesIn.Load()},
+		{"relaymesh_edge_bytes_out_total", "Bytes written to clients.", "counter", m.BytesOut.Load()},
+		{"relaymesh_edge_malformed_frames_total", "Undecodable client frames.", "counter", m.MalformedFrames.Load()},
+		{"relaymesh_edge_bad_backend_frames_total", "Undecodable backend frames dropped.", "counter", m.BadReplies.Load()},
+		{"relaymesh_edge_deliveries_total", "Deliveries received from cores.", "counter", m.Deliveries.Load()},
+		{"relaymesh_edge_delivered_frames_total", "Frames queued by deliveries.", "counter", m.DeliveredFrames.Load()},
+		{"relaymesh_edge_delivery_misses_total", "Delivery targets without a session here.", "counter", m.DeliveryMisses.Load()},
+		{"relaymesh_edge_backend_errors_total", "Backend call failures.", "counter", m.BackendErrors.Load()},
+		{"relaymesh_edge_overflow_closes_total", "Connections closed because a HIGH frame did not fit.", "counter", m.OverflowCloses.Load()},
+		{"relaymesh_edge_idle_closes_total", "Connections closed by the idle timeout.", "counter", m.IdleCloses.Load()},
+	}
+	for _, r := range rows {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", r.name, r.help, r.name, r.typ, r.name, r.v); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(w, "# HELP relaymesh_edge_dropped_frames_total Outbound frames shed by priority class.\n# TYPE relaymesh_edge_dropped_frames_total counter\n")
+	for p := range m.Dropped {
+		fmt.Fprintf(w, "relaymesh_edge_dropped_frames_total{priority=%q} %d\n", Priority(p).String(), m.Dropped[p].Load())
+	}
+	m.mu.Lock()
+	codes := make([]int32, 0, len(m.rejections))
+	for c := range m.rejections {
+		codes = append(codes, c)
+	}
+	m.mu.Unlock()
+	sort.Slice(codes, func(i, j int) bool { return codes[i] < codes[j] })
+	_, err := fmt.Fprintf(w, "# HELP relaymesh_edge_rejections_total Client requests rejected, by LeanCloud error code.\n# TYPE relaymesh_edge_rejections_total counter\n")
+	for _, c := range codes {
+		if _, err = fmt.Fprintf(w, "relaymesh_edge_rejections_total{code=\"%d\"} %d\n", c, m.Rejections(c)); err != nil {
+			return err
+		}
+	}
+	return err
+}

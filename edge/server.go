@@ -1,0 +1,485 @@
+package edge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// Backend is what the edge needs from the core: one call per client request
+// (COMMAND), session open (OPEN) and session end (CLOSE).
+type Backend interface {
+	Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error)
+}
+
+// Limits bound what one client may do. A zero field takes the LeanCloud
+// default shown; a negative rate disables that limit.
+type Limits struct {
+	// MaxFrameBytes is the WebSocket read limit per message (frame as sent,
+	// base64 included). A bigger frame closes the connection with 1009.
+	// Default 64 KiB.
+	MaxFrameBytes int64
+	// MaxMessageBytes bounds message content: direct msg + binaryMsg +
+	// pushData, and each patch item's data + binaryMsg. Bigger → cmd:error
+	// 4109 FRAME_TOO_LONG with the request's i. Default 5120 (LeanCloud 5 KB).
+	MaxMessageBytes int
+	// Per-session token buckets, capacity = rate: direct sends, logs
+	// queries, and every other forwarded op except ack/read/echo. Over →
+	// cmd:error 4116 with i. Defaults 60, 120, 30 per minute.
+	SendsPerMinute, LogsPerMinute, OpsPerMinute int
+	// QueueLen bounds the outbound queue per connection, in frames.
+	// Default 1024.
+	QueueLen int
+	// IdleTimeout closes a connection with no inbound frame (data, ping or
+	// pong) for this long (close code 4107). Must exceed the SDKs' 180 s
+	// keepalive; default 400 s (the JS SDK's own 380 s plus slack).
+	IdleTimeout time.Duration
+	// WriteTimeout bounds one frame write. Default 10 s.
+	WriteTimeout time.Duration
+	// BackendTimeout bounds one Backend.Do. Default 10 s.
+	BackendTimeout time.Duration
+	// SessionTokenTTL is the lifetime of a session token (stTtl).
+	// Default 48 h.
+	SessionTokenTTL time.Duration
+	// MaxSessionsPerConn bounds IMClients sharing one socket. Default 32.
+	MaxSessionsPerConn int
+}
+
+// DefaultLimits are LeanCloud's published limits.
+var DefaultLimits = Limits{
+	MaxFrameBytes:      64 << 10,
+	MaxMessageBytes:    5 << 10,
+	SendsPerMinute:     60,
+	LogsPerMinute:      120,
+	OpsPerMinute:       30,
+	QueueLen:           1024,
+	IdleTimeout:        400 * time.Second,
+	WriteTimeout:       10 * time.Second,
+	BackendTimeout:     10 * time.Second,
+	SessionTokenTTL:    48 * time.Hour,
+	MaxSessionsPerConn: 32,
+}
+
+func (l Limits) withDefaults() Limits {
+	d := DefaultLimits
+	if l.MaxFrameBytes == 0 {
+		l.MaxFrameBytes = d.MaxFrameBytes
+	}
+	if l.MaxMessageBytes == 0 {
+		l.MaxMessageBytes = d.MaxMessageBytes
+	}
+	if l.SendsPerMinute == 0 {
+		l.SendsPerMinute = d.SendsPerMinute
+	}
+	if l.LogsPerMinute == 0 {
+		l.LogsPerMinute = d.LogsPerMinute
+	}
+	if l.OpsPerMinute == 0 {
+		l.OpsPerMinute = d.OpsPerMinute
+	}
+	if l.QueueLen <= 0 {
+		l.QueueLen = d.QueueLen
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = d.IdleTimeout
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = d.WriteTimeout
+	}
+	if l.BackendTimeout <= 0 {
+		l.BackendTimeout = d.BackendTimeout
+	}
+	if l.SessionTokenTTL <= 0 {
+		l.SessionTokenTTL = d.SessionTokenTTL
+	}
+	if l.MaxSessionsPerConn <= 0 {
+		l.MaxSessionsPerConn = d.MaxSessionsPerConn
+	}
+	return l
+}
+
+// Config configures a Server.
+type Config struct {
+	EdgeID  string
+	Backend Backend
+	Apps    *apps.Registry
+	// TokenKey keys session tokens; every edge of a cluster must share it.
+	// Empty means a random key: tokens then only work on this process.
+	TokenKey []byte
+	Limits   Limits // zero fields = LeanCloud defaults
+	// Ready reports readiness for /healthz; nil means always ready.
+	Ready func() bool
+	// PublicURLs are the WebSocket URLs /v1/route answers (server,
+	// secondary). Empty means ws(s)://<request Host>/.
+	PublicURLs []string
+	Logger     *slog.Logger
+}
+
+// Server is one edge: it terminates client WebSockets and serves the router
+// and health endpoints.
+//
+// Lock order: Server.mu, then conn.mu, then outQueue.mu (no path takes two
+// of them at once except conn.mu → outQueue.mu).
+type Server struct {
+	cfg     Config
+	limits  Limits
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time // injectable for tests
+	nextID  atomic.Uint64
+
+	wg sync.WaitGroup // one per accepted connection (its reader goroutine)
+
+	mu     sync.Mutex
+	closed bool                              // guarded by mu
+	conns  map[uint64]*conn                  // guarded by mu
+	peers  map[peerKey]map[*session]struct{} // guarded by mu; bound sessions by (app, clientId)
+}
+
+type peerKey struct{ app, peer string }
+
+// New returns a Server. It starts no goroutines.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Apps == nil {
+		cfg.Apps = apps.NewDev()
+	}
+	if len(cfg.TokenKey) == 0 {
+		cfg.TokenKey = make([]byte, 32)
+		_, _ = rand.Read(cfg.TokenKey)
+		cfg.Logger.Warn("edge: no TokenKey configured; session tokens work on this process only")
+	}
+	if cfg.EdgeID == "" {
+		cfg.EdgeID = "edge"
+	}
+	s := &Server{
+		cfg:     cfg,
+		limits:  cfg.Limits.withDefaults(),
+		log:     cfg.Logger,
+		metrics: new(Metrics),
+		now:     time.Now,
+		conns:   make(map[uint64]*conn),
+		peers:   make(map[peerKey]map[*session]struct{}),
+	}
+	if s.limits.IdleTimeout < 180*time.Second {
+		s.log.Warn("edge: idle timeout below the SDKs' 180 s keepalive; idle clients will be dropped", "idle", s.limits.IdleTimeout)
+	}
+	return s
+}
+
+// Metrics returns the edge's counters.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Handler serves "/v1/route", "/healthz", "/metrics", and the WebSocket on
+// every other path.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/route", s.serveRoute)
+	mux.HandleFunc("/healthz", s.serveHealth)
+	mux.HandleFunc("/metrics", s.serveMetrics)
+	mux.HandleFunc("/", s.serveWS)
+	return mux
+}
+
+// RouteTTL is the ttl /v1/route answers, in seconds.
+const RouteTTL = 3600
+
+// serveRoute answers the LeanCloud router call. Query parameters (appId,
+// secure, features, server, _t, installationId) are ignored: every app gets
+// the same edges. secondary is never empty (the Java SDK alternates server
+// and secondary and hangs on a missing one) and ttl is a number (Swift).
+func (s *Server) serveRoute(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	urls := s.cfg.PublicURLs
+	if len(urls) == 0 {
+		scheme := "ws"
+		if r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https") {
+			scheme = "wss"
+		}
+		urls = []string{scheme + "://" + r.Host + "/"}
+	}
+	secondary := urls[0]
+	if len(urls) > 1 && urls[1] != "" {
+		secondary = urls[1]
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Access-Control-Allow-Origin", "*")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(struct {
+		Server    string `json:"server"`
+		Secondary string `json:"secondary"`
+		TTL       int    `json:"ttl"`
+	}{urls[0], secondary, RouteTTL})
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed || (s.cfg.Ready != nil && !s.cfg.Ready()) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("not ready\n"))
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	_ = s.metrics.WriteText(w)
+}
+
+// Close sends goaway to every session, closes every connection once its
+// queue has drained, and returns after all connection goroutines (including
+// their Backend CLOSE calls) have exited. Later connections get 503.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	s.closed = true
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Deliver writes a push from a core to the target sessions on this edge.
+// It never blocks: frames go to each connection's bounded queue under the
+// overflow rule. Each copy gets peerId = the target's clientId and
+// service = 2 when unset. A target with end_session is unbound after its
+// frame is queued (tag kick); the core has already dropped it, so no CLOSE
+// is sent for it.
+func (s *Server) Deliver(d *meshpb.Delivery) {
+	if d == nil {
+		return
+	}
+	s.metrics.Deliveries.Add(1)
+	cmd := new(lcpb.GenericCommand)
+	if err := (proto.UnmarshalOptions{AllowPartial: true}).Unmarshal(d.GetCommand(), cmd); err != nil || len(d.GetCommand()) == 0 {
+		s.metrics.BadReplies.Add(1)
+		return
+	}
+	prio := priorityOf(d.GetPriority())
+	type hit struct {
+		ss  *session
+		end bool
+	}
+	var hits []hit
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	for _, t := range d.GetTargets() {
+		found := false
+		for ss := range s.peers[peerKey{d.GetAppId(), t.GetPeerId()}] {
+			if t.GetConnId() == 0 || ss.c.id == t.GetConnId() {
+				hits = append(hits, hit{ss, t.GetEndSession()})
+				found = true
+			}
+		}
+		if !found {
+			s.metrics.DeliveryMisses.Add(1)
+		}
+	}
+	s.mu.Unlock()
+	encoded := make(map[string][]byte, 1)
+	for _, h := range hits {
+		b, ok := encoded[h.ss.peerID]
+		if !ok {
+			if cmd.Service == nil {
+				cmd.Service = proto.Int32(lcpb.ServiceIM)
+			}
+			cmd.PeerId = proto.String(h.ss.peerID)
+			var err error
+			b, err = (proto.MarshalOptions{AllowPartial: true}).Marshal(cmd)
+			if err != nil {
+				s.metrics.BadReplies.Add(1)
+				return
+			}
+			encoded[h.ss.peerID] = b
+		}
+		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio}) {
+			s.metrics.DeliveredFrames.Add(1)
+		}
+		if h.end {
+			s.unbind(h.ss)
+		}
+	}
+}
+
+// bind registers ss with its connection and the peer index.
+func (s *Server) bind(ss *session) {
+	c := ss.c
+	c.mu.Lock()
+	ss.bound = true
+	c.sessions = append(c.sessions, ss)
+	c.mu.Unlock()
+	s.mu.Lock()
+	k := peerKey{ss.appID, ss.peerID}
+	set := s.peers[k]
+	if set == nil {
+		set = make(map[*session]struct{})
+		s.peers[k] = set
+	}
+	set[ss] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.SessionsOpen.Add(1)
+	s.metrics.SessionsTotal.Add(1)
+}
+
+// unbind removes ss; it reports false when ss was already unbound.
+func (s *Server) unbind(ss *session) bool {
+	c := ss.c
+	c.mu.Lock()
+	if !ss.bound {
+		c.mu.Unlock()
+		return false
+	}
+	ss.bound = false
+	for i, o := range c.sessions {
+		if o == ss {
+			c.sessions = append(c.sessions[:i], c.sessions[i+1:]...)
+			break
+		}
+	}
+	c.mu.Unlock()
+	s.mu.Lock()
+	k := peerKey{ss.appID, ss.peerID}
+	if set := s.peers[k]; set != nil {
+		delete(set, ss)
+		if len(set) == 0 {
+			delete(s.peers, k)
+		}
+	}
+	s.mu.Unlock()
+	s.metrics.SessionsOpen.Add(-1)
+	return true
+}
+
+// subprotocol picks the connection's subprotocol: the first one the client
+// offers in Sec-WebSocket-Protocol that we speak (echoed back exactly), or
+// else the ?subprotocol= query parameter (WeChat mini programs cannot set
+// the header; nothing is echoed then).
+func chooseSubprotocol(r *http.Request) (codec lcpb.Codec, echo bool, ok bool) {
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			if c, err := lcpb.CodecFor(strings.TrimSpace(p)); err == nil {
+				return c, true, true
+			}
+		}
+	}
+	if c, err := lcpb.CodecFor(r.URL.Query().Get("subprotocol")); err == nil {
+		return c, false, true
+	}
+	return lcpb.Codec{}, false, false
+}
+
+// serveWS upgrades to a WebSocket and runs the connection; this goroutine
+// becomes its reader. A request without a known subprotocol is refused with
+// HTTP 400 before the upgrade (the legacy JSON protocol of SDK 2.x is not
+// served).
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		if r.URL.Path == "/" {
+			http.Error(w, "relaymesh edge: connect with a LeanCloud realtime SDK (WebSocket)", http.StatusUpgradeRequired)
+			return
+		}
+		http.NotFound(w, r)
+		return
+	}
+	codec, echo, ok := chooseSubprotocol(r)
+	if !ok {
+		s.metrics.HandshakesRefused.Add(1)
+		http.Error(w, "relaymesh: unsupported or missing WebSocket subprotocol; offer one of "+strings.Join(lcpb.Subprotocols, ", "), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		s.metrics.HandshakesRefused.Add(1)
+		http.Error(w, "relaymesh: edge shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	c := newConn(s, codec)
+	opts := &websocket.AcceptOptions{
+		InsecureSkipVerify: true, // no Origin check: native SDKs send none, browsers any
+		CompressionMode:    websocket.CompressionDisabled,
+		OnPingReceived: func(context.Context, []byte) bool {
+			c.touch()
+			return true
+		},
+		OnPongReceived: func(context.Context, []byte) { c.touch() },
+	}
+	if echo {
+		opts.Subprotocols = []string{codec.Name}
+	}
+	ws, err := websocket.Accept(w, r, opts)
+	if err != nil {
+		c.cancel()
+		s.log.Debug("edge: accept failed", "err", err)
+		return
+	}
+	ws.SetReadLimit(s.limits.MaxFrameBytes)
+	c.ws = ws
+	c.remote = r.RemoteAddr
+
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		c.cancel()
+		_ = ws.Close(websocket.StatusGoingAway, "edge shutting down")
+		return
+	}
+	s.conns[c.id] = c
+	s.mu.Unlock()
+	s.metrics.ConnectionsOpen.Add(1)
+	s.metrics.ConnectionsTotal.Add(1)
+
+	c.run()
+
+	s.mu.Lock()
+	delete(s.conns, c.id)
+	s.mu.Unlock()
+	s.metrics.ConnectionsOpen.Add(-1)
+}
+
+// BackendFunc adapts a function to Backend.
+type BackendFunc func(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error)
+
+// Do calls f.
+func (f BackendFunc) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	return f(ctx, req)
+}
