@@ -1,0 +1,253 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// MaxFrameSize bounds one frame's payload, in either direction.
+const MaxFrameSize = 16 << 20
+
+// Stream kinds, the first byte of every stream.
+const (
+	kindRPC    byte = 1
+	kindStream byte = 2
+	kindRaft   byte = 3
+)
+
+// Reply status, the first byte the server sends on rpc and stream streams.
+const (
+	statusOK       byte = 0
+	statusError    byte = 1 // frame: error text
+	statusUnknown  byte = 2 // frame: method name
+	statusTooLarge byte = 3 // frame: error text
+)
+
+// Call sends req to method on the node at addr and returns its reply. A
+// handler's error comes back wrapping ErrRemote; an unregistered method wraps
+// ErrRemote and ErrUnknownMethod. When ctx ends the stream is reset and
+// ctx.Err() returned.
+func (n *Node) Call(ctx context.Context, addr, method string, req []byte) ([]byte, error) {
+	if len(req) > MaxFrameSize {
+		return nil, fmt.Errorf("mesh: call %s: request of %d bytes: %w", method, len(req), ErrFrameTooLarge)
+	}
+	s, _, err := n.openStream(ctx, addr, kindRPC, method)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: call %s: %w", method, err)
+	}
+	stop := context.AfterFunc(ctx, func() {
+		s.CancelRead(codeCanceled)
+		s.CancelWrite(codeCanceled)
+	})
+	defer stop()
+	reply, err := roundTrip(s, req)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		s.CancelRead(codeNoError)
+		s.CancelWrite(codeNoError)
+		return nil, fmt.Errorf("mesh: call %s on %s: %w", method, addr, err)
+	}
+	return reply, nil
+}
+
+func roundTrip(s *quic.Stream, req []byte) ([]byte, error) {
+	if err := writeFrame(s, req); err != nil {
+		return nil, err
+	}
+	if err := s.Close(); err != nil {
+		return nil, err
+	}
+	st, reply, err := readStatus(s)
+	if err != nil {
+		return nil, err
+	}
+	if st != statusOK {
+		return nil, remoteErr(st, reply)
+	}
+	return reply, expectEOF(s)
+}
+
+// readStatus reads a status byte and the frame that follows it (none for an
+// OK stream-open, see serveStream).
+func readStatus(s *quic.Stream) (byte, []byte, error) {
+	var b [1]byte
+	if _, err := io.ReadFull(s, b[:]); err != nil {
+		return 0, nil, err
+	}
+	frame, err := readFrame(s)
+	return b[0], frame, err
+}
+
+func remoteErr(st byte, msg []byte) error {
+	switch st {
+	case statusError:
+		return fmt.Errorf("%w: %s", ErrRemote, msg)
+	case statusUnknown:
+		return fmt.Errorf("%w: %w %q", ErrRemote, ErrUnknownMethod, msg)
+	case statusTooLarge:
+		return fmt.Errorf("%w: %w: %s", ErrRemote, ErrFrameTooLarge, msg)
+	default:
+		return fmt.Errorf("%w: status %d", ErrProtocol, st)
+	}
+}
+
+// serveStream reads a stream's header and dispatches it by kind.
+func (n *Node) serveStream(c *quic.Conn, peer string, s *quic.Stream) {
+	defer n.wg.Done()
+	s.SetReadDeadline(time.Now().Add(headerTimeout))
+	var hdr [2]byte
+	if _, err := io.ReadFull(s, hdr[:]); err != nil {
+		reset(s, codeProtocol)
+		return
+	}
+	method := make([]byte, hdr[1])
+	if _, err := io.ReadFull(s, method); err != nil {
+		reset(s, codeProtocol)
+		return
+	}
+	switch hdr[0] {
+	case kindRPC:
+		n.serveRPC(peer, string(method), s)
+	case kindStream:
+		n.serveOpen(peer, string(method), s)
+	case kindRaft:
+		s.SetReadDeadline(time.Time{})
+		n.deliverRaft(c, s)
+	default:
+		reset(s, codeProtocol)
+	}
+}
+
+func (n *Node) serveRPC(peer, method string, s *quic.Stream) {
+	s.SetReadDeadline(time.Now().Add(requestTimeout))
+	req, err := readFrame(s)
+	if err == nil {
+		err = expectEOF(s)
+	}
+	s.SetReadDeadline(time.Time{})
+	if errors.Is(err, ErrFrameTooLarge) {
+		s.CancelRead(codeProtocol)
+		writeReply(s, statusTooLarge, []byte(err.Error()))
+		return
+	}
+	if err != nil {
+		reset(s, codeProtocol)
+		return
+	}
+	n.mu.Lock()
+	h := n.rpcs[method]
+	n.mu.Unlock()
+	if h == nil {
+		writeReply(s, statusUnknown, []byte(method))
+		return
+	}
+	ctx, cancel := n.streamContext(s)
+	defer cancel()
+	reply, err := callRPC(ctx, h, peer, req)
+	switch {
+	case err != nil:
+		writeReply(s, statusError, []byte(err.Error()))
+	case len(reply) > MaxFrameSize:
+		writeReply(s, statusTooLarge, fmt.Appendf(nil, "reply of %d bytes", len(reply)))
+	default:
+		writeReply(s, statusOK, reply)
+	}
+}
+
+// callRPC runs a handler, turning a panic into an error for the caller.
+func callRPC(ctx context.Context, h RPCHandler, peer string, req []byte) (reply []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panic: %v", r)
+		}
+	}()
+	return h(ctx, peer, req)
+}
+
+// streamContext is a handler's context: it ends when the node closes or the
+// caller stops reading the stream (reset, or connection lost).
+func (n *Node) streamContext(s *quic.Stream) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(n.ctx)
+	stop := context.AfterFunc(s.Context(), cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// writeReply sends status and frame and closes the send side.
+func writeReply(s *quic.Stream, st byte, payload []byte) {
+	var hdr [5]byte
+	hdr[0] = st
+	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
+	if _, err := s.Write(hdr[:]); err != nil {
+		s.CancelRead(codeNoError)
+		return
+	}
+	if _, err := s.Write(payload); err != nil {
+		s.CancelRead(codeNoError)
+		return
+	}
+	s.Close()
+}
+
+func writeFrame(w io.Writer, payload []byte) error {
+	if len(payload) > MaxFrameSize {
+		return fmt.Errorf("frame of %d bytes: %w", len(payload), ErrFrameTooLarge)
+	}
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(payload)))
+	if _, err := w.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.Write(payload)
+	return err
+}
+
+// readFrame reads one length-prefixed frame. A length over MaxFrameSize is
+// an error before anything is allocated.
+func readFrame(r io.Reader) ([]byte, error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, err
+	}
+	size := binary.BigEndian.Uint32(hdr[:])
+	if size > MaxFrameSize {
+		return nil, fmt.Errorf("frame of %d bytes: %w", size, ErrFrameTooLarge)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return b, nil
+}
+
+// expectEOF reads the end of the stream, so quic-go can release it, and
+// rejects trailing bytes.
+func expectEOF(r io.Reader) error {
+	var b [1]byte
+	n, err := r.Read(b[:])
+	for n == 0 && err == nil {
+		n, err = r.Read(b[:])
+	}
+	if n > 0 {
+		return fmt.Errorf("%w: trailing bytes after frame", ErrProtocol)
+	}
+	if err == io.EOF {
+		return nil
+	}
+	return err
+}
+
+func reset(s *quic.Stream, code quic.StreamErrorCode) {
+	s.CancelRead(code)
+	s.CancelWrite(code)
+}

@@ -1,0 +1,138 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// Stream is a long-lived, two-way sequence of frames between two nodes.
+// Send may be called from many goroutines; Recv from one at a time.
+type Stream struct {
+	s      *quic.Stream
+	closed atomic.Bool
+
+	wmu  sync.Mutex // guards Send's writes and whdr
+	whdr [4]byte
+	rhdr [4]byte // owned by the Recv goroutine
+}
+
+// OpenStream opens a stream to method on the node at addr. ctx bounds the
+// opening only; the stream lives until Close or until the connection fails.
+func (n *Node) OpenStream(ctx context.Context, addr, method string) (*Stream, error) {
+	s, _, err := n.openStream(ctx, addr, kindStream, method)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: open stream %s: %w", method, err)
+	}
+	stop := context.AfterFunc(ctx, func() { reset(s, codeCanceled) })
+	var st [1]byte
+	_, err = io.ReadFull(s, st[:])
+	if !stop() || err != nil {
+		if ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		reset(s, codeNoError)
+		return nil, fmt.Errorf("mesh: open stream %s on %s: %w", method, addr, err)
+	}
+	if st[0] != statusOK {
+		msg, _ := readFrame(s)
+		reset(s, codeNoError)
+		return nil, fmt.Errorf("mesh: open stream %s on %s: %w", method, addr, remoteErr(st[0], msg))
+	}
+	return &Stream{s: s}, nil
+}
+
+// serveOpen answers a stream open and runs its handler.
+func (n *Node) serveOpen(peer, method string, s *quic.Stream) {
+	n.mu.Lock()
+	h := n.streams[method]
+	n.mu.Unlock()
+	if h == nil {
+		writeReply(s, statusUnknown, []byte(method))
+		s.CancelRead(codeNoError)
+		return
+	}
+	s.SetReadDeadline(time.Time{})
+	if _, err := s.Write([]byte{statusOK}); err != nil {
+		reset(s, codeNoError)
+		return
+	}
+	ctx, cancel := n.streamContext(s)
+	defer cancel()
+	st := &Stream{s: s}
+	defer st.Close()
+	h(ctx, peer, st)
+}
+
+// Send writes one frame. It is safe for concurrent use.
+func (st *Stream) Send(msg []byte) error {
+	if len(msg) > MaxFrameSize {
+		return fmt.Errorf("mesh: send: %d bytes: %w", len(msg), ErrFrameTooLarge)
+	}
+	st.wmu.Lock()
+	defer st.wmu.Unlock()
+	if st.closed.Load() {
+		return fmt.Errorf("mesh: send: %w", ErrClosed)
+	}
+	binary.BigEndian.PutUint32(st.whdr[:], uint32(len(msg)))
+	if _, err := st.s.Write(st.whdr[:]); err != nil {
+		return st.err("send", err)
+	}
+	if _, err := st.s.Write(msg); err != nil {
+		return st.err("send", err)
+	}
+	return nil
+}
+
+// Recv reads the next frame. It returns io.EOF once the peer has closed the
+// stream cleanly, and an error wrapping ErrClosed after Close.
+func (st *Stream) Recv() ([]byte, error) {
+	if _, err := io.ReadFull(st.s, st.rhdr[:]); err != nil {
+		if err == io.EOF && !st.closed.Load() {
+			return nil, io.EOF
+		}
+		return nil, st.err("recv", err)
+	}
+	size := binary.BigEndian.Uint32(st.rhdr[:])
+	if size > MaxFrameSize {
+		reset(st.s, codeProtocol)
+		return nil, fmt.Errorf("mesh: recv: frame of %d bytes: %w", size, ErrFrameTooLarge)
+	}
+	b := make([]byte, size)
+	if _, err := io.ReadFull(st.s, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, st.err("recv", err)
+	}
+	return b, nil
+}
+
+// Close ends both directions: the peer's Recv sees io.EOF once it has read
+// what was sent, and its Send fails.
+func (st *Stream) Close() error {
+	if st.closed.Swap(true) {
+		return nil
+	}
+	st.s.CancelRead(codeNoError)
+	if !st.wmu.TryLock() {
+		// A Send is blocked (peer not reading): abort rather than wait.
+		st.s.CancelWrite(codeClosed)
+		return nil
+	}
+	defer st.wmu.Unlock()
+	return st.s.Close()
+}
+
+func (st *Stream) err(op string, err error) error {
+	if st.closed.Load() {
+		return fmt.Errorf("mesh: %s: %w", op, ErrClosed)
+	}
+	return fmt.Errorf("mesh: %s: %w", op, err)
+}
