@@ -1,0 +1,298 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// Replica is the shard replica the core proposes to and reads from;
+// *raftstore.Node satisfies it.
+type Replica interface {
+	Propose(ctx context.Context, cmd []byte) (any, error)
+	State() *pebble.DB
+	IsLeader() bool
+}
+
+// NewStateMachine returns the shard FSM for raftstore.Config.SM.
+func NewStateMachine() *shard.FSM { return shard.New() }
+
+// Config configures a Core.
+type Config struct {
+	Replica Replica
+	Apps    *apps.Registry
+	Logger  *slog.Logger
+	Now     func() time.Time
+}
+
+// Core serves client requests for the conversations of one shard and relays
+// pushes to the edges of its region.
+type Core struct {
+	replica Replica
+	apps    *apps.Registry
+	log     *slog.Logger
+	now     func() time.Time
+	stats   Stats
+
+	locks convLocks
+
+	wg sync.WaitGroup // edge goroutines
+
+	mu       sync.Mutex
+	closed   bool                   // guarded by mu
+	sessions map[peerKey][]*session // guarded by mu
+	edges    map[string]*edgeLink   // guarded by mu
+}
+
+// New returns a core over cfg.Replica.
+func New(cfg Config) *Core {
+	c := &Core{
+		replica:  cfg.Replica,
+		apps:     cfg.Apps,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+		sessions: make(map[peerKey][]*session),
+		edges:    make(map[string]*edgeLink),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.apps == nil {
+		c.apps = apps.NewDev()
+	}
+	c.locks.m = make(map[string]*convLock)
+	return c
+}
+
+// Stats returns the relay counters.
+func (c *Core) Stats() *Stats { return &c.stats }
+
+// Ready reports whether the core serves requests: open and leading.
+func (c *Core) Ready() bool {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	return !closed && c.replica != nil && c.replica.IsLeader()
+}
+
+// Close stops every edge goroutine and waits for them.
+func (c *Core) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	for id, l := range c.edges {
+		close(l.done)
+		delete(c.edges, id)
+	}
+	c.sessions = make(map[peerKey][]*session)
+	c.mu.Unlock()
+	c.wg.Wait()
+	return nil
+}
+
+func (c *Core) nowMS() int64 { return c.now().UnixMilli() }
+
+func (c *Core) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// request is one decoded client command and who sent it.
+type request struct {
+	app, peer string
+	from      connKey
+	version   int32
+	cmd       *lcpb.GenericCommand
+}
+
+// reply builds a reply to r: same cmd, i echoed by presence, peerId set.
+func (r *request) reply(cmd lcpb.CommandType, op *lcpb.OpType) *lcpb.GenericCommand {
+	g := &lcpb.GenericCommand{Cmd: cmd.Enum(), PeerId: proto.String(r.peer)}
+	if op != nil {
+		g.Op = op.Enum()
+	}
+	if r.cmd != nil && r.cmd.I != nil {
+		g.I = proto.Int32(r.cmd.GetI())
+	}
+	return g
+}
+
+// errorReply builds cmd:error for err.
+func (r *request) errorReply(err error) *lcpb.GenericCommand {
+	var i *int32
+	if r.cmd != nil {
+		i = r.cmd.I
+	}
+	return lcpb.NewError(i, r.peer, codeFor(err), err.Error())
+}
+
+// HandleClient serves one request from an edge. Failures the client should
+// see are returned as cmd:error replies; the error result is reserved for
+// requests the core cannot take at all (closed).
+func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	if c.isClosed() {
+		return nil, ErrClosed
+	}
+	switch req.GetKind() {
+	case meshpb.ClientRequest_OPEN:
+		return c.open(ctx, req), nil
+	case meshpb.ClientRequest_CLOSE:
+		c.closeSession(req)
+		return &meshpb.ClientReply{}, nil
+	}
+	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{req.GetEdgeId(), req.GetConnId()}, version: req.GetProtocolVersion()}
+	cmd := new(lcpb.GenericCommand)
+	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
+		return encodeReply(r.errorReply(fmt.Errorf("%w: %v", errMalformed, err))), nil
+	}
+	r.cmd = cmd
+	out, err := c.command(ctx, r)
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		out = r.errorReply(err)
+	}
+	if out == nil {
+		return &meshpb.ClientReply{}, nil
+	}
+	return encodeReply(out), nil
+}
+
+func encodeReply(cmds ...*lcpb.GenericCommand) *meshpb.ClientReply {
+	rep := &meshpb.ClientReply{}
+	for _, g := range cmds {
+		b, err := proto.Marshal(g)
+		if err != nil {
+			continue
+		}
+		rep.Commands = append(rep.Commands, b)
+	}
+	return rep
+}
+
+// command dispatches a client command; a nil reply means none (ack, read).
+func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
+	if _, err := c.apps.Lookup(r.app); err != nil {
+		return nil, fmt.Errorf("%w: %q", errUnknownApp, r.app)
+	}
+	if r.peer == "" {
+		return nil, fmt.Errorf("%w: no session", errMalformed)
+	}
+	if r.cmd.Cmd == nil {
+		return nil, fmt.Errorf("%w: no cmd", errMalformed)
+	}
+	if c.replica == nil || !c.replica.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	op := r.cmd.GetOp()
+	switch r.cmd.GetCmd() {
+	case lcpb.CommandType_direct:
+		return c.direct(ctx, r)
+	case lcpb.CommandType_ack:
+		c.ack(ctx, r)
+		return nil, nil
+	case lcpb.CommandType_read:
+		c.read(ctx, r)
+		return nil, nil
+	case lcpb.CommandType_logs:
+		return c.logs(r)
+	case lcpb.CommandType_echo:
+		return r.reply(lcpb.CommandType_echo, nil), nil
+	case lcpb.CommandType_patch:
+		if op == lcpb.OpType_modify {
+			return c.patch(ctx, r)
+		}
+	case lcpb.CommandType_session:
+		switch op {
+		case lcpb.OpType_query:
+			return c.sessionQuery(r), nil
+		case lcpb.OpType_close:
+			c.mu.Lock()
+			c.removeSessionLocked(peerKey{r.app, r.peer}, r.from)
+			c.mu.Unlock()
+			return r.reply(lcpb.CommandType_session, lcpb.OpType_closed.Enum()), nil
+		}
+	case lcpb.CommandType_conv:
+		return c.conv(ctx, r)
+	}
+	return nil, fmt.Errorf("%w: %v/%v", errUnsupported, r.cmd.GetCmd(), op)
+}
+
+// propose runs one shard command through the replica and returns its result.
+func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, error) {
+	b, err := cmd.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errInternal, err)
+	}
+	v, err := c.replica.Propose(ctx, b)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if !c.replica.IsLeader() {
+			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
+		}
+		return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)
+	}
+	switch v := v.(type) {
+	case *shard.Result:
+		return v, nil
+	case error:
+		return nil, v
+	}
+	return nil, fmt.Errorf("%w: unexpected apply result %T", errInternal, v)
+}
+
+// state is the applied state to read from.
+func (c *Core) state() shard.Reader { return c.replica.State() }
+
+// convLocks serialises sends per conversation (see package doc).
+type convLocks struct {
+	mu sync.Mutex
+	m  map[string]*convLock // guarded by mu
+}
+
+type convLock struct {
+	sync.Mutex
+	refs int // guarded by convLocks.mu
+}
+
+func (l *convLocks) lock(key string) func() {
+	l.mu.Lock()
+	cl := l.m[key]
+	if cl == nil {
+		cl = &convLock{}
+		l.m[key] = cl
+	}
+	cl.refs++
+	l.mu.Unlock()
+	cl.Lock()
+	return func() {
+		cl.Unlock()
+		l.mu.Lock()
+		cl.refs--
+		if cl.refs == 0 {
+			delete(l.m, key)
+		}
+		l.mu.Unlock()
+	}
+}

@@ -1,0 +1,27 @@
+// Package core owns conversations and messages for the edges of a region.
+//
+// An edge forwards every command of a logged-in session as a
+// meshpb.ClientRequest; HandleClient answers with the LeanCloud reply for that
+// connection and fans pushes out to other sessions as meshpb.Delivery frames.
+//
+// Flow of a message (direct):
+//
+//	edge --ClientRequest{direct}--> HandleClient
+//	  check membership in the applied state (not a member: 4401)
+//	  assign id and timestamp, Propose(append) through raft, wait for commit
+//	  reply ack{uid,t}      -> the sending connection (ClientReply)
+//	  push direct{...}      -> one Delivery per edge holding any member's session
+//
+// State changes go through the shard state machine (package core/shard) as
+// proposals to the Replica; reads (logs, conv/query, unread) read the
+// replica's applied Pebble state directly. A core only serves while its
+// replica leads the shard; otherwise it answers 4200 so the edge retries.
+//
+// Presence — which session of which clientId lives on which edge — is
+// in-memory and region-local, never in raft: OPEN registers a session, CLOSE
+// and detaching its edge remove it.
+//
+// Locks: Core.mu guards presence and edges; convLocks serialise send and
+// fan-out per conversation so every recipient sees a conversation's messages
+// in timestamp order. Lock order: a conversation lock, then Core.mu.
+package core

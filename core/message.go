@@ -1,0 +1,329 @@
+package core
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+)
+
+// History limits (LeanCloud: 1–100, default 20).
+const (
+	defaultLogsLimit = 20
+	maxLogsLimit     = 100
+)
+
+// direct stores a message (unless transient), acks it, then fans it out.
+func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
+	dm := r.cmd.GetDirectMessage()
+	cid := dm.GetCid()
+	if dm == nil || cid == "" {
+		return nil, fmt.Errorf("%w: direct without cid", errMalformed)
+	}
+	data, bin := dm.GetMsg(), false
+	if dm.BinaryMsg != nil && dm.Msg == nil {
+		data, bin = base64.StdEncoding.EncodeToString(dm.BinaryMsg), true
+	}
+	unlock := c.locks.lock(r.app + "\x00" + cid)
+	defer unlock()
+
+	var m *shard.Message
+	var members []string
+	if dm.GetTransient() {
+		conv, err := shard.GetConv(c.state(), r.app, cid)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errInternal, err)
+		}
+		if conv == nil || !conv.IsMember(r.peer) {
+			return nil, fmt.Errorf("%w: %s", errSendTarget, cid)
+		}
+		m = &shard.Message{ID: newMessageID(), CID: cid, From: r.peer, T: c.nowMS(), Data: data, Bin: bin,
+			MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll()}
+		members = conv.Members
+	} else {
+		res, err := c.propose(ctx, &shard.Command{
+			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Now: c.nowMS(),
+			MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids,
+			MentionAll: dm.GetMentionAll(), DT: dm.GetDt(),
+		})
+		if err != nil {
+			if errors.Is(err, shard.ErrNotMember) || errors.Is(err, shard.ErrConvNotFound) {
+				return nil, fmt.Errorf("%w: %s", errSendTarget, cid)
+			}
+			return nil, err
+		}
+		m = res.Message
+		if !res.Dup {
+			members = res.Conv.Members
+		}
+	}
+	ack := r.reply(lcpb.CommandType_ack, nil)
+	ack.AckMessage = &lcpb.AckCommand{Uid: proto.String(m.ID), T: proto.Int64(m.T)}
+	if len(members) > 0 {
+		push := directPush(m, dm.GetTransient())
+		if dm.BinaryMsg != nil && dm.Msg != nil { // both given: pass both through
+			push.DirectMessage.BinaryMsg = dm.BinaryMsg
+		}
+		c.fanout(r.app, members, r.from, push)
+	}
+	return ack, nil
+}
+
+// directPush renders a stored message as a direct push.
+func directPush(m *shard.Message, transient bool) *lcpb.GenericCommand {
+	d := &lcpb.DirectCommand{
+		Id: proto.String(m.ID), Cid: proto.String(m.CID), FromPeerId: proto.String(m.From),
+		Timestamp: proto.Int64(m.T), ConvType: proto.Int32(1),
+		MentionPids: m.MentionPids,
+	}
+	if m.MentionAll {
+		d.MentionAll = proto.Bool(true)
+	}
+	if transient {
+		d.Transient = proto.Bool(true)
+	}
+	if m.PatchT > 0 {
+		d.PatchTimestamp = proto.Int64(m.PatchT)
+	}
+	data, bin := m.Content()
+	if bin {
+		raw, _ := base64.StdEncoding.DecodeString(data)
+		d.BinaryMsg = raw
+	} else {
+		d.Msg = proto.String(data)
+	}
+	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: d}
+}
+
+// ack moves the delivered cursor: (cid, mid), (cid, tots) or (cid, fromts,
+// tots). Acks by message id alone (no cid) are ignored. Never replies.
+func (c *Core) ack(ctx context.Context, r *request) {
+	a := r.cmd.GetAckMessage()
+	if a.GetCid() == "" {
+		return
+	}
+	cmd := &shard.Command{Op: shard.OpAck, App: r.app, CID: a.GetCid(), From: r.peer, Now: c.nowMS(), T: a.GetTots()}
+	if a.GetMid() != "" {
+		cmd.T, cmd.MID = 0, a.GetMid()
+	}
+	c.moveCursor(ctx, cmd)
+}
+
+// read moves read cursors for each conversation named. Never replies.
+func (c *Core) read(ctx context.Context, r *request) {
+	rm := r.cmd.GetReadMessage()
+	now := c.nowMS()
+	one := func(cid, mid string, t int64) {
+		if cid != "" {
+			c.moveCursor(ctx, &shard.Command{Op: shard.OpRead, App: r.app, CID: cid, From: r.peer, Now: now, MID: mid, T: t})
+		}
+	}
+	for _, t := range rm.GetConvs() {
+		one(t.GetCid(), t.GetMid(), t.GetTimestamp())
+	}
+	one(rm.GetCid(), "", 0)
+	for _, cid := range rm.GetCids() {
+		one(cid, "", 0)
+	}
+}
+
+// moveCursor proposes a cursor move unless the applied state shows it would
+// change nothing (acks are frequent; most are repeats).
+func (c *Core) moveCursor(ctx context.Context, cmd *shard.Command) {
+	st := c.state()
+	conv, err := shard.GetConv(st, cmd.App, cmd.CID)
+	if err != nil || conv == nil || !conv.IsMember(cmd.From) {
+		return
+	}
+	t := cmd.T
+	if cmd.MID != "" {
+		mt, ok, err := shard.MessageTS(st, cmd.App, cmd.CID, cmd.MID)
+		if err != nil || !ok {
+			return
+		}
+		t = mt
+	} else if t <= 0 && cmd.Op == shard.OpRead {
+		t = conv.LastT
+	}
+	if t > conv.LastT {
+		t = conv.LastT
+	}
+	cur, err := shard.GetCursor(st, cmd.App, cmd.CID, cmd.From)
+	if err != nil {
+		return
+	}
+	if t <= cur.Ack && (cmd.Op == shard.OpAck || t <= cur.Read) {
+		return
+	}
+	if _, err := c.propose(ctx, cmd); err != nil {
+		c.log.Debug("cursor", "op", cmd.Op, "cid", cmd.CID, "err", err)
+	}
+}
+
+// logs answers a history query; results are always ascending.
+func (c *Core) logs(r *request) (*lcpb.GenericCommand, error) {
+	q := r.cmd.GetLogsMessage()
+	cid := q.GetCid()
+	if q == nil || cid == "" {
+		return nil, fmt.Errorf("%w: logs without cid", errMalformed)
+	}
+	st := c.state()
+	conv, err := shard.GetConv(st, r.app, cid)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errInternal, err)
+	}
+	if conv == nil || (!conv.IsMember(r.peer) && !conv.Transient) {
+		return nil, fmt.Errorf("%w: %s", errLogsRejected, cid)
+	}
+	limit := int(q.GetLimit())
+	if q.L != nil {
+		limit = int(q.GetL())
+	}
+	if limit <= 0 {
+		limit = defaultLogsLimit
+	}
+	if limit > maxLogsLimit {
+		limit = maxLogsLimit
+	}
+	lq := shard.LogQuery{
+		Start: q.GetT(), StartIncl: q.GetTIncluded(),
+		End: q.GetTt(), EndIncl: q.GetTtIncluded(),
+		Newer: q.GetDirection() == lcpb.LogsCommand_NEW, Limit: limit,
+	}
+	if lq.Start <= 0 && q.GetMid() != "" {
+		if t, ok, _ := shard.MessageTS(st, r.app, cid, q.GetMid()); ok {
+			lq.Start = t
+		}
+	}
+	if lq.End <= 0 && q.GetTmid() != "" {
+		if t, ok, _ := shard.MessageTS(st, r.app, cid, q.GetTmid()); ok {
+			lq.End = t
+		}
+	}
+	if lq.Start < 0 {
+		lq.Start = 0
+	}
+	if lq.End < 0 {
+		lq.End = 0
+	}
+	if q.Lctype != nil {
+		want := q.GetLctype()
+		lq.Filter = func(m *shard.Message) bool { return msgType(m) == want }
+	}
+	msgs, err := shard.ListMessages(st, r.app, cid, lq)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errInternal, err)
+	}
+	items := make([]*lcpb.LogItem, 0, len(msgs))
+	for _, m := range msgs {
+		items = append(items, logItem(m, convType(conv)))
+	}
+	g := r.reply(lcpb.CommandType_logs, nil)
+	g.LogsMessage = &lcpb.LogsCommand{Logs: items}
+	return g, nil
+}
+
+// msgType is the _lctype of a message, 0 if it has none.
+func msgType(m *shard.Message) int32 {
+	if m.Recalled {
+		return -127
+	}
+	if m.Bin {
+		return 0
+	}
+	var v struct {
+		T *int32 `json:"_lctype"`
+	}
+	if json.Unmarshal([]byte(m.Data), &v) != nil || v.T == nil {
+		return 0
+	}
+	return *v.T
+}
+
+func logItem(m *shard.Message, ct int32) *lcpb.LogItem {
+	data, bin := m.Content()
+	it := &lcpb.LogItem{
+		MsgId: proto.String(m.ID), From: proto.String(m.From), Data: proto.String(data),
+		Timestamp: proto.Int64(m.T), MentionPids: m.MentionPids, ConvType: proto.Int32(ct),
+	}
+	if bin {
+		it.Bin = proto.Bool(true)
+	}
+	if m.MentionAll {
+		it.MentionAll = proto.Bool(true)
+	}
+	if m.PatchT > 0 {
+		it.PatchTimestamp = proto.Int64(m.PatchT)
+	}
+	return it
+}
+
+// patch edits or recalls messages: reply patch/modified, push one
+// patch/modify per message to the members.
+func (c *Core) patch(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
+	items := r.cmd.GetPatchMessage().GetPatches()
+	if len(items) == 0 {
+		return nil, fmt.Errorf("%w: patch without items", errMalformed)
+	}
+	cmd := &shard.Command{Op: shard.OpPatch, App: r.app, From: r.peer, Now: c.nowMS()}
+	for _, p := range items {
+		sp := shard.Patch{CID: p.GetCid(), MID: p.GetMid(), T: p.GetTimestamp(), Recall: p.GetRecall(),
+			Data: p.GetData(), MentionPids: p.MentionPids, MentionAll: p.GetMentionAll()}
+		if p.BinaryMsg != nil && p.Data == nil {
+			sp.Data, sp.Bin = base64.StdEncoding.EncodeToString(p.BinaryMsg), true
+		}
+		if sp.CID == "" || sp.MID == "" {
+			return nil, fmt.Errorf("%w: patch without cid or mid", errMalformed)
+		}
+		cmd.Patches = append(cmd.Patches, sp)
+	}
+	res, err := c.propose(ctx, cmd)
+	if err != nil {
+		return nil, err
+	}
+	var last int64
+	st := c.state()
+	for _, m := range res.Patched {
+		last = max(last, m.PatchT)
+		conv, err := shard.GetConv(st, r.app, m.CID)
+		if err != nil || conv == nil {
+			continue
+		}
+		c.fanout(r.app, conv.Members, r.from, patchPush(m))
+	}
+	g := r.reply(lcpb.CommandType_patch, lcpb.OpType_modified.Enum())
+	g.PatchMessage = &lcpb.PatchCommand{LastPatchTime: proto.Int64(last)}
+	return g, nil
+}
+
+// patchPush renders one patched message as a patch/modify push.
+func patchPush(m *shard.Message) *lcpb.GenericCommand {
+	data, bin := m.Content()
+	it := &lcpb.PatchItem{
+		Cid: proto.String(m.CID), Mid: proto.String(m.ID), Timestamp: proto.Int64(m.T),
+		PatchTimestamp: proto.Int64(m.PatchT), From: proto.String(m.From),
+		MentionPids: m.MentionPids,
+	}
+	if m.Recalled {
+		it.Recall = proto.Bool(true)
+	}
+	if m.MentionAll {
+		it.MentionAll = proto.Bool(true)
+	}
+	if bin {
+		raw, _ := base64.StdEncoding.DecodeString(data)
+		it.BinaryMsg = raw
+	} else {
+		it.Data = proto.String(data)
+	}
+	return &lcpb.GenericCommand{
+		Cmd: lcpb.CommandType_patch.Enum(), Op: lcpb.OpType_modify.Enum(),
+		PatchMessage: &lcpb.PatchCommand{Patches: []*lcpb.PatchItem{it}},
+	}
+}

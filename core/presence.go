@@ -1,0 +1,189 @@
+package core
+
+import (
+	"sync/atomic"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// EdgeQueueLen bounds each edge's delivery queue. When it is full a new
+// delivery is dropped and counted (Stats.Dropped); persisted messages stay
+// in history and unread counts, so the client resyncs.
+const EdgeQueueLen = 4096
+
+// session is one logged-in connection.
+type session struct {
+	app, peer, tag, edge string
+	conn                 uint64
+	version              int32
+}
+
+type peerKey struct{ app, peer string }
+
+// connKey names the connection a request came from.
+type connKey struct {
+	edge string
+	conn uint64
+}
+
+// edgeLink is one attached edge and its sending goroutine.
+type edgeLink struct {
+	id   string
+	send func(*meshpb.Delivery) error
+	q    chan *meshpb.Delivery
+	done chan struct{}
+}
+
+// Stats are counters of the relay.
+type Stats struct {
+	Delivered  atomic.Uint64 // deliveries handed to an edge's send
+	Dropped    atomic.Uint64 // deliveries dropped: queue full or edge gone
+	SendErrors atomic.Uint64 // send returned an error
+}
+
+func (l *edgeLink) loop(st *Stats) {
+	for {
+		select {
+		case <-l.done:
+			return
+		case d := <-l.q:
+			if err := l.send(d); err != nil {
+				st.SendErrors.Add(1)
+				continue
+			}
+			st.Delivered.Add(1)
+		}
+	}
+}
+
+// AttachEdge routes deliveries for edgeID through send, from a goroutine
+// owned by the core. A second attach of the same edge replaces the first and
+// keeps its sessions. detach stops the goroutine and forgets every session
+// of the edge.
+func (c *Core) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (detach func()) {
+	l := &edgeLink{id: edgeID, send: send, q: make(chan *meshpb.Delivery, EdgeQueueLen), done: make(chan struct{})}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return func() {}
+	}
+	if old := c.edges[edgeID]; old != nil {
+		close(old.done)
+	}
+	c.edges[edgeID] = l
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.wg.Done()
+		l.loop(&c.stats)
+	}()
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.edges[edgeID] != l {
+			return // replaced or closed
+		}
+		delete(c.edges, edgeID)
+		close(l.done)
+		for k, ss := range c.sessions {
+			kept := ss[:0]
+			for _, s := range ss {
+				if s.edge != edgeID {
+					kept = append(kept, s)
+				}
+			}
+			c.setSessionsLocked(k, kept)
+		}
+	}
+}
+
+func (c *Core) setSessionsLocked(k peerKey, ss []*session) {
+	if len(ss) == 0 {
+		delete(c.sessions, k)
+		return
+	}
+	c.sessions[k] = ss
+}
+
+// removeSessionLocked forgets the session on (edge, conn) of k.
+func (c *Core) removeSessionLocked(k peerKey, from connKey) {
+	ss := c.sessions[k]
+	kept := ss[:0]
+	for _, s := range ss {
+		if s.edge != from.edge || s.conn != from.conn {
+			kept = append(kept, s)
+		}
+	}
+	c.setSessionsLocked(k, kept)
+}
+
+// online reports whether the clientId has a session.
+func (c *Core) online(app, peer string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.sessions[peerKey{app, peer}]) > 0
+}
+
+// pushEnvelope stamps a push: service=2 and serverTs (NATIVE-SDKS.md §4).
+func (c *Core) pushEnvelope(cmd *lcpb.GenericCommand) {
+	cmd.I = nil
+	cmd.Service = proto.Int32(lcpb.ServiceIM)
+	cmd.ServerTs = proto.Int64(c.nowMS())
+}
+
+// fanout pushes cmd to every session of peers except the connection skip:
+// one Delivery per edge with all its target sessions.
+func (c *Core) fanout(app string, peers []string, skip connKey, cmd *lcpb.GenericCommand) {
+	c.pushEnvelope(cmd)
+	byEdge := map[string][]*meshpb.Target{}
+	c.mu.Lock()
+	for _, p := range peers {
+		for _, s := range c.sessions[peerKey{app, p}] {
+			if s.edge == skip.edge && s.conn == skip.conn {
+				continue
+			}
+			byEdge[s.edge] = append(byEdge[s.edge], &meshpb.Target{PeerId: s.peer, ConnId: s.conn})
+		}
+	}
+	c.mu.Unlock()
+	for edge, targets := range byEdge {
+		c.deliver(edge, &meshpb.Delivery{AppId: app, Targets: targets}, cmd)
+	}
+}
+
+// deliver encodes cmd for d (peerId set when all targets share one) and
+// queues it for edge without blocking.
+func (c *Core) deliver(edge string, d *meshpb.Delivery, cmd *lcpb.GenericCommand) {
+	one := d.Targets[0].PeerId
+	for _, t := range d.Targets[1:] {
+		if t.PeerId != one {
+			one = ""
+			break
+		}
+	}
+	cmd.PeerId = nil
+	if one != "" {
+		cmd.PeerId = proto.String(one)
+	}
+	b, err := proto.Marshal(cmd)
+	if err != nil {
+		c.log.Error("encode push", "err", err)
+		return
+	}
+	d.Command = b
+	c.mu.Lock()
+	l := c.edges[edge]
+	c.mu.Unlock()
+	if l == nil {
+		c.stats.Dropped.Add(1)
+		return
+	}
+	select {
+	case l.q <- d:
+	default:
+		c.stats.Dropped.Add(1)
+	}
+}

@@ -1,0 +1,31 @@
+// Package shard is the deterministic state machine of one conversation shard.
+//
+// The raft layer (raftstore) hands every committed command to Apply together
+// with an indexed Pebble batch; Apply reads and writes only through that batch
+// and depends on nothing but the command and the state: no clocks, no
+// randomness, no I/O. The proposer (the core on the shard leader) puts the
+// wall-clock time and every generated id (conversation id, message id) into
+// the command before proposing it.
+//
+// Commands are JSON (see Command); a benchmark (BenchmarkEncode) keeps the
+// cost visible. Apply returns a *Result or an error (an *Error carrying one of
+// the sentinel errors below), which raft hands back to the proposer.
+//
+// # Key layout
+//
+// Every key starts with a one-byte table tag and the appId, so all state is
+// namespaced by app. Strings are written as uvarint length + bytes, which keeps
+// keys prefix-free; timestamps are 8-byte big-endian so that keys sort by time.
+//
+//	'C' app cid                      -> Conv (JSON)
+//	'U' app memberSetHash            -> cid of the unique conversation
+//	'M' app cid ts(8) mid            -> Message (JSON)
+//	'I' app cid mid                  -> ts(8)                message id index
+//	'P' app cid patchTs(8) mid       -> ts(8)                patches by patch time
+//	'R' app cid clientId             -> Cursor (JSON)        delivered/read cursors
+//	'X' app clientId cid             -> ""                   member index
+//	'D' app sender cid dt            -> DedupEntry (JSON)    sender dedup
+//
+// Timestamps are strictly increasing per conversation: a message proposed
+// with t <= the conversation's last timestamp gets last+1.
+package shard

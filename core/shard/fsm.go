@@ -1,0 +1,341 @@
+package shard
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// FSM is the shard state machine. It has no fields: all state is in Pebble.
+type FSM struct{}
+
+// New returns the shard state machine.
+func New() *FSM { return &FSM{} }
+
+// Apply applies one committed command to b. It returns a *Result, or an
+// *Error for a command the state refuses (nothing is written then). Only a
+// failing batch write panics, because the replica cannot continue then.
+func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
+	c, err := DecodeCommand(cmd)
+	if err != nil {
+		return fail(ErrBadCommand, err.Error())
+	}
+	if c.App == "" {
+		return fail(ErrBadCommand, "no app")
+	}
+	a := &applier{b: b, c: c}
+	res, serr := a.apply()
+	if serr != nil {
+		return serr
+	}
+	if a.err != nil {
+		panic(fmt.Sprintf("shard: apply index %d: %v", index, a.err))
+	}
+	return res
+}
+
+// applier carries one command through Apply; err records the first storage
+// failure so handlers stay linear.
+type applier struct {
+	b   *pebble.Batch
+	c   *Command
+	err error
+}
+
+func (a *applier) apply() (*Result, *Error) {
+	switch a.c.Op {
+	case OpStart:
+		return a.start()
+	case OpAdd:
+		return a.add()
+	case OpRemove:
+		return a.remove()
+	case OpUpdate:
+		return a.update()
+	case OpMute:
+		return a.mute()
+	case OpAppend:
+		return a.appendMsg()
+	case OpPatch:
+		return a.patch()
+	case OpAck, OpRead:
+		return a.cursor()
+	}
+	return nil, fail(ErrBadCommand, "unknown op "+string(a.c.Op))
+}
+
+func (a *applier) set(key []byte, v any) {
+	if a.err != nil {
+		return
+	}
+	var b []byte
+	switch v := v.(type) {
+	case []byte:
+		b = v
+	case keyBuf:
+		b = v
+	default:
+		var err error
+		if b, err = json.Marshal(v); err != nil {
+			a.err = err
+			return
+		}
+	}
+	if err := a.b.Set(key, b, nil); err != nil {
+		a.err = err
+	}
+}
+
+func (a *applier) del(key []byte) {
+	if a.err != nil {
+		return
+	}
+	if err := a.b.Delete(key, nil); err != nil {
+		a.err = err
+	}
+}
+
+// conv loads the command's conversation.
+func (a *applier) conv(cid string) (*Conv, *Error) {
+	if cid == "" {
+		return nil, fail(ErrBadCommand, "no cid")
+	}
+	conv, err := GetConv(a.b, a.c.App, cid)
+	if err != nil {
+		a.err = err
+		return nil, fail(ErrConvNotFound, err.Error())
+	}
+	if conv == nil {
+		return nil, fail(ErrConvNotFound, cid)
+	}
+	return conv, nil
+}
+
+// normalize sorts and dedups ids and drops empty ones.
+func normalize(ids []string) []string {
+	out := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if id != "" {
+			out = append(out, id)
+		}
+	}
+	sort.Strings(out)
+	w := 0
+	for i, id := range out {
+		if i == 0 || id != out[w-1] {
+			out[w] = id
+			w++
+		}
+	}
+	return out[:w]
+}
+
+func containsSorted(s []string, x string) bool {
+	i := sort.SearchStrings(s, x)
+	return i < len(s) && s[i] == x
+}
+
+func containsUnsorted(s []string, x string) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// memberSetHash names a member set for unique conversations.
+func memberSetHash(sorted []string) string {
+	h := sha256.New()
+	for _, m := range sorted {
+		h.Write([]byte(m))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func (a *applier) start() (*Result, *Error) {
+	c := a.c
+	members := normalize(append(append([]string(nil), c.Members...), c.From))
+	if c.From == "" {
+		return nil, fail(ErrBadCommand, "no creator")
+	}
+	if len(members) > MaxMembers && !c.Transient {
+		return nil, fail(ErrConvFull, fmt.Sprintf("%d members", len(members)))
+	}
+	var h string
+	if c.Unique && !c.Transient {
+		h = memberSetHash(members)
+		cid, ok, err := getRaw(a.b, uniqueKey(c.App, h))
+		if err != nil {
+			a.err = err
+			return nil, fail(ErrBadCommand, err.Error())
+		}
+		if ok {
+			conv, serr := a.conv(string(cid))
+			if serr != nil {
+				return nil, serr
+			}
+			return &Result{Conv: conv, Existing: true}, nil
+		}
+	}
+	if c.CID == "" {
+		return nil, fail(ErrBadCommand, "no cid")
+	}
+	if old, err := GetConv(a.b, c.App, c.CID); err != nil || old != nil {
+		return nil, fail(ErrConvExists, c.CID)
+	}
+	attr := c.Attr
+	if !isJSONObject(attr) {
+		attr = json.RawMessage("{}")
+	}
+	conv := &Conv{
+		ID: c.CID, Creator: c.From, Members: members, Attr: attr,
+		Transient: c.Transient, Unique: c.Unique && !c.Transient,
+		CreatedAt: c.Now, UpdatedAt: c.Now,
+	}
+	if h != "" {
+		conv.UniqueID = h
+		a.set(uniqueKey(c.App, h), []byte(c.CID))
+	}
+	for _, m := range members {
+		a.set(memberKey(c.App, m, c.CID), []byte{})
+	}
+	a.set(convKey(c.App, c.CID), conv)
+	return &Result{Conv: conv}, nil
+}
+
+// dropUnique unlinks a unique conversation from its member set once the
+// set changes: it is no longer the answer for the old set.
+func (a *applier) dropUnique(conv *Conv) {
+	if conv.UniqueID != "" {
+		a.del(uniqueKey(a.c.App, conv.UniqueID))
+		conv.UniqueID = ""
+	}
+}
+
+func (a *applier) add() (*Result, *Error) {
+	c := a.c
+	conv, serr := a.conv(c.CID)
+	if serr != nil {
+		return nil, serr
+	}
+	pids := normalize(c.Members)
+	if len(pids) == 0 {
+		return nil, fail(ErrBadCommand, "no members")
+	}
+	join := len(pids) == 1 && pids[0] == c.From
+	if !join && !conv.IsMember(c.From) {
+		return nil, fail(ErrNotMember, c.From)
+	}
+	res := &Result{Conv: conv}
+	var added []string
+	for _, p := range pids {
+		switch {
+		case conv.IsMember(p):
+			res.Allowed = append(res.Allowed, p)
+		case len(conv.Members)+len(added) >= MaxMembers && !conv.Transient:
+			res.Failed = append(res.Failed, p)
+		default:
+			added = append(added, p)
+			res.Allowed = append(res.Allowed, p)
+		}
+	}
+	if len(added) > 0 {
+		conv.Members = normalize(append(conv.Members, added...))
+		conv.UpdatedAt = c.Now
+		a.dropUnique(conv)
+		for _, p := range added {
+			a.set(memberKey(c.App, p, c.CID), []byte{})
+			if conv.LastT > 0 { // history before joining is not unread
+				a.set(cursorKey(c.App, c.CID, p), Cursor{Ack: conv.LastT, Read: conv.LastT})
+			}
+		}
+		a.set(convKey(c.App, c.CID), conv)
+	}
+	res.Changed = added
+	return res, nil
+}
+
+func (a *applier) remove() (*Result, *Error) {
+	c := a.c
+	conv, serr := a.conv(c.CID)
+	if serr != nil {
+		return nil, serr
+	}
+	pids := normalize(c.Members)
+	if len(pids) == 0 {
+		return nil, fail(ErrBadCommand, "no members")
+	}
+	quit := len(pids) == 1 && pids[0] == c.From
+	if !quit && !conv.IsMember(c.From) {
+		return nil, fail(ErrNotMember, c.From)
+	}
+	res := &Result{Conv: conv, Allowed: pids}
+	var kept, removed []string
+	for _, m := range conv.Members {
+		if containsSorted(pids, m) {
+			removed = append(removed, m)
+		} else {
+			kept = append(kept, m)
+		}
+	}
+	if len(removed) > 0 {
+		conv.Members = kept
+		if conv.Members == nil {
+			conv.Members = []string{}
+		}
+		conv.UpdatedAt = c.Now
+		a.dropUnique(conv)
+		for _, p := range removed {
+			a.del(memberKey(c.App, p, c.CID))
+			a.del(cursorKey(c.App, c.CID, p))
+		}
+		a.set(convKey(c.App, c.CID), conv)
+	}
+	res.Changed = removed
+	return res, nil
+}
+
+func (a *applier) mute() (*Result, *Error) {
+	c := a.c
+	conv, serr := a.conv(c.CID)
+	if serr != nil {
+		return nil, serr
+	}
+	if !conv.IsMember(c.From) {
+		return nil, fail(ErrNotMember, c.From)
+	}
+	has := containsSorted(conv.Muted, c.From)
+	switch {
+	case c.Mute && !has:
+		conv.Muted = normalize(append(conv.Muted, c.From))
+	case !c.Mute && has:
+		var out []string
+		for _, m := range conv.Muted {
+			if m != c.From {
+				out = append(out, m)
+			}
+		}
+		conv.Muted = out
+	default:
+		return &Result{Conv: conv}, nil
+	}
+	conv.UpdatedAt = c.Now
+	a.set(convKey(c.App, c.CID), conv)
+	return &Result{Conv: conv}, nil
+}
+
+func isJSONObject(b []byte) bool {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return false
+	}
+	var m map[string]json.RawMessage
+	return json.Unmarshal(b, &m) == nil
+}

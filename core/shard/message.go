@@ -1,0 +1,164 @@
+package shard
+
+func (a *applier) appendMsg() (*Result, *Error) {
+	c := a.c
+	conv, serr := a.conv(c.CID)
+	if serr != nil {
+		return nil, serr
+	}
+	if !conv.IsMember(c.From) {
+		return nil, fail(ErrNotMember, c.From)
+	}
+	if c.MID == "" {
+		return nil, fail(ErrBadCommand, "no message id")
+	}
+	if c.DT != "" {
+		var d DedupEntry
+		ok, err := getJSON(a.b, dedupKey(c.App, c.From, c.CID, c.DT), &d)
+		if err != nil {
+			a.err = err
+			return nil, fail(ErrBadCommand, err.Error())
+		}
+		if ok {
+			m, err := GetMessage(a.b, c.App, c.CID, d.ID)
+			if err != nil {
+				a.err = err
+			}
+			if m == nil {
+				m = &Message{ID: d.ID, CID: c.CID, From: c.From, T: d.T}
+			}
+			return &Result{Conv: conv, Message: m, Dup: true}, nil
+		}
+	}
+	t := c.Now
+	if t <= conv.LastT {
+		t = conv.LastT + 1
+	}
+	m := &Message{
+		ID: c.MID, CID: c.CID, From: c.From, T: t, Data: c.Data, Bin: c.Bin,
+		MentionPids: c.MentionPids, MentionAll: c.MentionAll,
+	}
+	a.set(msgKey(c.App, c.CID, t, m.ID), m)
+	a.set(msgIDKey(c.App, c.CID, m.ID), keyBuf(nil).ts(t))
+	if c.DT != "" {
+		a.set(dedupKey(c.App, c.From, c.CID, c.DT), DedupEntry{ID: m.ID, T: t})
+	}
+	conv.LastT, conv.LastMID, conv.LastFrom = t, m.ID, m.From
+	conv.LastData, conv.LastBin, conv.LastPatch = m.Data, m.Bin, 0
+	a.set(convKey(c.App, c.CID), conv)
+	return &Result{Conv: conv, Message: m}, nil
+}
+
+func (a *applier) patch() (*Result, *Error) {
+	c := a.c
+	if len(c.Patches) == 0 {
+		return nil, fail(ErrBadCommand, "no patches")
+	}
+	// Validate everything first: a refused patch changes nothing.
+	type target struct {
+		conv *Conv
+		msg  *Message
+	}
+	convs := map[string]*Conv{}
+	targets := make([]target, len(c.Patches))
+	for i, p := range c.Patches {
+		conv := convs[p.CID]
+		if conv == nil {
+			var serr *Error
+			if conv, serr = a.conv(p.CID); serr != nil {
+				return nil, serr
+			}
+			convs[p.CID] = conv
+		}
+		m, err := GetMessage(a.b, c.App, p.CID, p.MID)
+		if err != nil {
+			a.err = err
+			return nil, fail(ErrMsgNotFound, err.Error())
+		}
+		if m == nil {
+			return nil, fail(ErrMsgNotFound, p.MID)
+		}
+		if m.From != c.From {
+			return nil, fail(ErrNotSender, p.MID)
+		}
+		targets[i] = target{conv, m}
+	}
+	res := &Result{}
+	for i, p := range c.Patches {
+		conv, m := targets[i].conv, targets[i].msg
+		pt := c.Now
+		if pt <= conv.LastPatchT {
+			pt = conv.LastPatchT + 1
+		}
+		conv.LastPatchT = pt
+		if m.PatchT != 0 {
+			a.del(patchKey(c.App, p.CID, m.PatchT, m.ID))
+		}
+		m.PatchT = pt
+		if p.Recall {
+			m.Recalled, m.Data, m.Bin = true, "", false
+		} else {
+			m.Data, m.Bin, m.MentionPids, m.MentionAll = p.Data, p.Bin, p.MentionPids, p.MentionAll
+		}
+		a.set(msgKey(c.App, p.CID, m.T, m.ID), m)
+		a.set(patchKey(c.App, p.CID, pt, m.ID), keyBuf(nil).ts(m.T))
+		if conv.LastMID == m.ID {
+			conv.LastData, conv.LastBin = m.Content()
+			conv.LastPatch = pt
+		}
+		res.Patched = append(res.Patched, m)
+	}
+	for _, p := range c.Patches { // write each conversation once, in request order
+		if conv, ok := convs[p.CID]; ok {
+			a.set(convKey(c.App, p.CID), conv)
+			delete(convs, p.CID)
+		}
+	}
+	return res, nil
+}
+
+// cursor moves the delivered (ack) or read cursor of From forward. Cursors
+// never move back and never past the last message.
+func (a *applier) cursor() (*Result, *Error) {
+	c := a.c
+	conv, serr := a.conv(c.CID)
+	if serr != nil {
+		return nil, serr
+	}
+	if !conv.IsMember(c.From) {
+		return nil, fail(ErrNotMember, c.From)
+	}
+	t := c.T
+	if c.MID != "" {
+		mt, ok, err := MessageTS(a.b, c.App, c.CID, c.MID)
+		if err != nil {
+			a.err = err
+			return nil, fail(ErrMsgNotFound, err.Error())
+		}
+		if !ok {
+			return nil, fail(ErrMsgNotFound, c.MID)
+		}
+		t = mt
+	} else if t <= 0 && c.Op == OpRead {
+		t = conv.LastT
+	}
+	if t > conv.LastT {
+		t = conv.LastT
+	}
+	cur, err := GetCursor(a.b, c.App, c.CID, c.From)
+	if err != nil {
+		a.err = err
+		return nil, fail(ErrBadCommand, err.Error())
+	}
+	old := cur
+	if t > cur.Ack {
+		cur.Ack = t
+	}
+	if c.Op == OpRead && t > cur.Read {
+		cur.Read = t
+	}
+	if cur != old {
+		a.set(cursorKey(c.App, c.CID, c.From), cur)
+	}
+	return &Result{}, nil
+}

@@ -1,0 +1,316 @@
+package shard
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Reader is the read side of the state: a *pebble.DB for the core's queries,
+// the indexed *pebble.Batch inside Apply.
+type Reader interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}
+
+// getJSON loads key into v; ok is false when the key is absent.
+func getJSON(r Reader, key []byte, v any) (ok bool, err error) {
+	b, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("shard: get: %w", err)
+	}
+	defer closer.Close()
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, fmt.Errorf("shard: decode %q: %w", key[:1], err)
+	}
+	return true, nil
+}
+
+func getRaw(r Reader, key []byte) ([]byte, bool, error) {
+	b, closer, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("shard: get: %w", err)
+	}
+	out := append([]byte(nil), b...)
+	closer.Close()
+	return out, true, nil
+}
+
+// GetConv returns the conversation, or nil if it does not exist.
+func GetConv(r Reader, app, cid string) (*Conv, error) {
+	c := new(Conv)
+	ok, err := getJSON(r, convKey(app, cid), c)
+	if !ok || err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// FindUnique returns the id of the unique conversation with exactly these
+// members (normalized by the caller or not), or "".
+func FindUnique(r Reader, app string, members []string) (string, error) {
+	b, ok, err := getRaw(r, uniqueKey(app, memberSetHash(normalize(members))))
+	if !ok || err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+// ScanConvs calls fn for each conversation of app in id order until fn
+// returns false.
+func ScanConvs(r Reader, app string, fn func(*Conv) bool) error {
+	p := convPrefix(app)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return fmt.Errorf("shard: scan convs: %w", err)
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		c := new(Conv)
+		if err := json.Unmarshal(it.Value(), c); err != nil {
+			return fmt.Errorf("shard: decode conv: %w", err)
+		}
+		if !fn(c) {
+			break
+		}
+	}
+	return it.Error()
+}
+
+// MemberConvs returns up to limit ids of the conversations pid belongs to
+// (limit <= 0: all).
+func MemberConvs(r Reader, app, pid string, limit int) ([]string, error) {
+	p := memberPrefix(app, pid)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, fmt.Errorf("shard: member convs: %w", err)
+	}
+	defer it.Close()
+	var out []string
+	for ok := it.First(); ok; ok = it.Next() {
+		cid, _, ok := readStr(it.Key()[len(p):])
+		if !ok {
+			continue
+		}
+		out = append(out, cid)
+		if limit > 0 && len(out) >= limit {
+			break
+		}
+	}
+	return out, it.Error()
+}
+
+// GetCursor returns pid's cursor in cid (zero if none).
+func GetCursor(r Reader, app, cid, pid string) (Cursor, error) {
+	var c Cursor
+	_, err := getJSON(r, cursorKey(app, cid, pid), &c)
+	return c, err
+}
+
+// Cursors returns every stored cursor of cid by clientId.
+func Cursors(r Reader, app, cid string) (map[string]Cursor, error) {
+	p := cursorPrefix(app, cid)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, fmt.Errorf("shard: cursors: %w", err)
+	}
+	defer it.Close()
+	out := make(map[string]Cursor)
+	for ok := it.First(); ok; ok = it.Next() {
+		pid, _, ok := readStr(it.Key()[len(p):])
+		if !ok {
+			continue
+		}
+		var c Cursor
+		if json.Unmarshal(it.Value(), &c) == nil {
+			out[pid] = c
+		}
+	}
+	return out, it.Error()
+}
+
+// MessageTS returns the timestamp of message mid in cid, or ok=false.
+func MessageTS(r Reader, app, cid, mid string) (int64, bool, error) {
+	b, ok, err := getRaw(r, msgIDKey(app, cid, mid))
+	if !ok || err != nil {
+		return 0, false, err
+	}
+	t, _, ok := readTS(b)
+	return t, ok, nil
+}
+
+// GetMessage returns message mid of cid, or nil.
+func GetMessage(r Reader, app, cid, mid string) (*Message, error) {
+	t, ok, err := MessageTS(r, app, cid, mid)
+	if !ok || err != nil {
+		return nil, err
+	}
+	m := new(Message)
+	ok, err = getJSON(r, msgKey(app, cid, t, mid), m)
+	if !ok || err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// LogQuery selects a page of a conversation's message log.
+type LogQuery struct {
+	// Start and End bound the page by timestamp; 0 means unbounded. Start is
+	// where reading begins: for Older the newest end, for Newer the oldest.
+	Start, End         int64
+	StartIncl, EndIncl bool
+	Newer              bool // read towards newer messages (direction NEW)
+	Limit              int  // > 0
+	Filter             func(*Message) bool
+	// MaxScan bounds how many messages a filtered query looks at (0: 10000).
+	MaxScan int
+}
+
+func tsBound(p []byte, t int64) []byte { return keyBuf(append([]byte(nil), p...)).ts(t) }
+
+func inc(t int64) int64 {
+	if t == math.MaxInt64 {
+		return t
+	}
+	return t + 1
+}
+
+// ListMessages returns the selected page in ascending timestamp order.
+func ListMessages(r Reader, app, cid string, q LogQuery) ([]*Message, error) {
+	p := msgPrefix(app, cid)
+	lo, hi := p, prefixEnd(p)
+	// Convert to [older bound, newer bound].
+	oldT, oldIncl, newT, newIncl := q.End, q.EndIncl, q.Start, q.StartIncl
+	if q.Newer {
+		oldT, oldIncl, newT, newIncl = q.Start, q.StartIncl, q.End, q.EndIncl
+	}
+	if oldT > 0 {
+		if oldIncl {
+			lo = tsBound(p, oldT)
+		} else {
+			lo = tsBound(p, inc(oldT))
+		}
+	}
+	if newT > 0 {
+		if newIncl {
+			hi = tsBound(p, inc(newT))
+		} else {
+			hi = tsBound(p, newT)
+		}
+	}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return nil, fmt.Errorf("shard: list messages: %w", err)
+	}
+	defer it.Close()
+	maxScan := q.MaxScan
+	if maxScan <= 0 {
+		maxScan = 10000
+	}
+	var out []*Message
+	step, ok := it.Last, it.Prev
+	if q.Newer {
+		step, ok = it.First, it.Next
+	}
+	scanned := 0
+	for valid := step(); valid && len(out) < q.Limit && scanned < maxScan; valid = ok() {
+		scanned++
+		m := new(Message)
+		if err := json.Unmarshal(it.Value(), m); err != nil {
+			return nil, fmt.Errorf("shard: decode message: %w", err)
+		}
+		if q.Filter != nil && !q.Filter(m) {
+			continue
+		}
+		out = append(out, m)
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("shard: list messages: %w", err)
+	}
+	if !q.Newer {
+		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+			out[i], out[j] = out[j], out[i]
+		}
+	}
+	return out, nil
+}
+
+// Unread summarizes the messages of cid after a cursor that pid did not send.
+type Unread struct {
+	Count     int
+	Mentioned bool
+	Last      *Message // newest message of the conversation (any sender)
+}
+
+// MaxUnreadScan caps how many messages CountUnread looks at; the count
+// saturates there.
+const MaxUnreadScan = 1000
+
+// CountUnread counts messages after `after` not sent by pid.
+func CountUnread(r Reader, app, cid, pid string, after int64) (Unread, error) {
+	var u Unread
+	p := msgPrefix(app, cid)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: tsBound(p, inc(after)), UpperBound: prefixEnd(p)})
+	if err != nil {
+		return u, fmt.Errorf("shard: unread: %w", err)
+	}
+	defer it.Close()
+	n := 0
+	for ok := it.Last(); ok && n < MaxUnreadScan; ok = it.Prev() {
+		n++
+		m := new(Message)
+		if err := json.Unmarshal(it.Value(), m); err != nil {
+			return u, fmt.Errorf("shard: decode message: %w", err)
+		}
+		if u.Last == nil {
+			u.Last = m
+		}
+		if m.From == pid {
+			continue
+		}
+		u.Count++
+		if m.MentionAll || containsUnsorted(m.MentionPids, pid) {
+			u.Mentioned = true
+		}
+	}
+	return u, it.Error()
+}
+
+// PatchesSince returns up to limit messages of cid patched after since, in
+// patch time order.
+func PatchesSince(r Reader, app, cid string, since int64, limit int) ([]*Message, error) {
+	p := patchPrefix(app, cid)
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: tsBound(p, inc(since)), UpperBound: prefixEnd(p)})
+	if err != nil {
+		return nil, fmt.Errorf("shard: patches: %w", err)
+	}
+	defer it.Close()
+	var out []*Message
+	for ok := it.First(); ok && len(out) < limit; ok = it.Next() {
+		_, rest, ok1 := readTS(it.Key()[len(p):])
+		mid, _, ok2 := readStr(rest)
+		t, _, ok3 := readTS(it.Value())
+		if !ok1 || !ok2 || !ok3 {
+			continue
+		}
+		m := new(Message)
+		found, err := getJSON(r, msgKey(app, cid, t, mid), m)
+		if err != nil {
+			return nil, err
+		}
+		if found {
+			out = append(out, m)
+		}
+	}
+	return out, it.Error()
+}

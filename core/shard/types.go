@@ -1,0 +1,206 @@
+package shard
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// MaxMembers bounds the member list of a normal conversation.
+const MaxMembers = 500
+
+// Conv is the stored _Conversation row.
+type Conv struct {
+	ID        string          `json:"id"`
+	Creator   string          `json:"c"`
+	Members   []string        `json:"m"`              // sorted, unique
+	Muted     []string        `json:"mu,omitempty"`   // sorted, unique
+	Attr      json.RawMessage `json:"attr,omitempty"` // JSON object as the client sent it, incl. name
+	Transient bool            `json:"tr,omitempty"`
+	System    bool            `json:"sys,omitempty"`
+	Unique    bool            `json:"unique,omitempty"`
+	UniqueID  string          `json:"uid,omitempty"` // member-set hash while the unique key points here
+	CreatedAt int64           `json:"ca"`            // ms
+	UpdatedAt int64           `json:"ua"`            // ms
+	// Last message.
+	LastT     int64  `json:"lt,omitempty"` // timestamp of the last message (lm)
+	LastMID   string `json:"lmid,omitempty"`
+	LastFrom  string `json:"lfrom,omitempty"`
+	LastData  string `json:"ldata,omitempty"`
+	LastBin   bool   `json:"lbin,omitempty"`
+	LastPatch int64  `json:"lpt,omitempty"`
+	// LastPatchT is the newest patch timestamp in this conversation.
+	LastPatchT int64 `json:"pt,omitempty"`
+}
+
+// IsMember reports whether pid is a member.
+func (c *Conv) IsMember(pid string) bool { return containsSorted(c.Members, pid) }
+
+// Message is one stored message.
+type Message struct {
+	ID          string   `json:"id"`
+	CID         string   `json:"cid"`
+	From        string   `json:"from"`
+	T           int64    `json:"t"`
+	Data        string   `json:"data,omitempty"`
+	Bin         bool     `json:"bin,omitempty"` // Data is base64 of binaryMsg
+	MentionPids []string `json:"mp,omitempty"`
+	MentionAll  bool     `json:"ma,omitempty"`
+	PatchT      int64    `json:"pt,omitempty"`
+	Recalled    bool     `json:"rc,omitempty"`
+}
+
+// RecalledData is what a recalled message's content reads as.
+const RecalledData = `{"_lctype":-127}`
+
+// Content returns the message body as clients see it.
+func (m *Message) Content() (data string, bin bool) {
+	if m.Recalled {
+		return RecalledData, false
+	}
+	return m.Data, m.Bin
+}
+
+// Cursor is one member's position in one conversation.
+type Cursor struct {
+	Ack  int64 `json:"a,omitempty"` // delivered up to and including
+	Read int64 `json:"r,omitempty"` // read up to and including
+}
+
+// DedupEntry remembers the outcome of a send for (sender, cid, dt).
+type DedupEntry struct {
+	ID string `json:"id"`
+	T  int64  `json:"t"`
+}
+
+// Op names a command.
+type Op string
+
+// Commands.
+const (
+	OpStart  Op = "start"  // create a conversation (or find the unique one)
+	OpAdd    Op = "add"    // add members
+	OpRemove Op = "remove" // remove members
+	OpUpdate Op = "update" // update attributes
+	OpMute   Op = "mute"   // mute or unmute for From
+	OpAppend Op = "append" // append a message
+	OpPatch  Op = "patch"  // edit or recall a message
+	OpAck    Op = "ack"    // move delivered cursor
+	OpRead   Op = "read"   // move read (and delivered) cursor
+)
+
+// Command is one state change, encoded as JSON in the raft log.
+type Command struct {
+	Op  Op     `json:"op"`
+	App string `json:"app"`
+	CID string `json:"cid,omitempty"`
+	// From is the clientId that initiated the change.
+	From string `json:"from,omitempty"`
+	// Now is the leader's clock in ms when it proposed the command.
+	Now int64 `json:"now"`
+
+	// start, add, remove
+	Members []string `json:"m,omitempty"`
+	// start
+	Attr      json.RawMessage `json:"attr,omitempty"`
+	Transient bool            `json:"tr,omitempty"`
+	Unique    bool            `json:"unique,omitempty"`
+	// update: attribute changes with dotted keys ("attr.k", "name").
+	Update json.RawMessage `json:"upd,omitempty"`
+	// mute
+	Mute bool `json:"mute,omitempty"`
+
+	// append
+	MID         string   `json:"mid,omitempty"`
+	Data        string   `json:"data,omitempty"`
+	Bin         bool     `json:"bin,omitempty"`
+	MentionPids []string `json:"mp,omitempty"`
+	MentionAll  bool     `json:"ma,omitempty"`
+	DT          string   `json:"dt,omitempty"`
+
+	// patch
+	Patches []Patch `json:"patches,omitempty"`
+
+	// ack, read: move the cursor to T, or to the timestamp of MID; with
+	// neither, to the last message of the conversation (read only).
+	T int64 `json:"t,omitempty"`
+}
+
+// Patch edits or recalls one message.
+type Patch struct {
+	CID         string   `json:"cid"`
+	MID         string   `json:"mid"`
+	T           int64    `json:"t,omitempty"` // the message's timestamp, if the client gave it
+	Recall      bool     `json:"recall,omitempty"`
+	Data        string   `json:"data,omitempty"`
+	Bin         bool     `json:"bin,omitempty"`
+	MentionPids []string `json:"mp,omitempty"`
+	MentionAll  bool     `json:"ma,omitempty"`
+}
+
+// Encode marshals a command for Propose.
+func (c *Command) Encode() ([]byte, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("shard: encode command: %w", err)
+	}
+	return b, nil
+}
+
+// DecodeCommand parses a command from the raft log.
+func DecodeCommand(b []byte) (*Command, error) {
+	c := new(Command)
+	if err := json.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	return c, nil
+}
+
+// Result is what Apply returns for a successful command.
+type Result struct {
+	Conv *Conv // the conversation after the change (nil for ack/read)
+	// start: the conversation already existed (unique match).
+	Existing bool
+	// add/remove: the clientIds that were changed, and the refused ones.
+	Allowed []string
+	Failed  []string
+	// add/remove: the clientIds whose membership actually changed.
+	Changed []string
+	// update: the modified attributes as nested JSON (attrModified).
+	AttrModified json.RawMessage
+	// append: the stored message; Dup is set when (sender, cid, dt) matched
+	// an earlier send, and Message then holds the original id and timestamp.
+	Message *Message
+	Dup     bool
+	// patch: the patched messages, in request order.
+	Patched []*Message
+}
+
+// Sentinel errors, classified by the core with errors.Is.
+var (
+	ErrBadCommand      = errors.New("shard: malformed command")
+	ErrConvNotFound    = errors.New("shard: conversation not found")
+	ErrNotMember       = errors.New("shard: not a member")
+	ErrConvFull        = errors.New("shard: conversation full")
+	ErrMsgNotFound     = errors.New("shard: message not found")
+	ErrNotSender       = errors.New("shard: only the sender may patch a message")
+	ErrConvExists      = errors.New("shard: conversation id taken")
+	ErrUpdateForbidden = errors.New("shard: attribute may not be updated")
+)
+
+// Error is the error value Apply returns; Err is one of the sentinels.
+type Error struct {
+	Err    error
+	Detail string
+}
+
+func (e *Error) Error() string {
+	if e.Detail == "" {
+		return e.Err.Error()
+	}
+	return e.Err.Error() + ": " + e.Detail
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func fail(err error, detail string) *Error { return &Error{Err: err, Detail: detail} }
