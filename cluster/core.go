@@ -1,0 +1,153 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/core"
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/raftstore"
+)
+
+// Mesh methods between edges and cores.
+const (
+	MethodClient     = "client"     // rpc: ClientRequest -> ClientReply
+	MethodDeliveries = "deliveries" // stream: EdgeHello, then Delivery frames core -> edge
+)
+
+// CoreConfig configures one core node hosting one shard replica.
+type CoreConfig struct {
+	NodeID   string         // raft server id and certificate name
+	MeshAddr string         // UDP host:port of the mesh node
+	DataDir  string         // replica data lives in DataDir/shard-0
+	Identity *mesh.Identity // mesh certificate
+	// Peers are the shard's voters (id -> mesh address), used to bootstrap a
+	// new group on first start. Empty means a single-node group of this node.
+	Peers  map[string]string
+	Apps   *apps.Registry
+	Logger *slog.Logger
+}
+
+// Core is a running core node.
+type Core struct {
+	Node    *mesh.Node
+	Replica *raftstore.Node
+	Service *core.Core
+	log     *slog.Logger
+}
+
+// StartCore starts a core node. Close stops it.
+func StartCore(cfg CoreConfig) (*Core, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	log = log.With("node", cfg.NodeID)
+	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: core mesh: %w", err)
+	}
+	dir := filepath.Join(cfg.DataDir, "shard-0")
+	var boot []raft.Server
+	if !exists(dir) {
+		if len(cfg.Peers) == 0 {
+			boot = []raft.Server{{ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(node.Addr())}}
+		} else {
+			for id, addr := range cfg.Peers {
+				boot = append(boot, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr)})
+			}
+		}
+	}
+	trans := raft.NewNetworkTransport(node.RaftLayer(), 8, 10*time.Second, io.Discard)
+	rep, err := raftstore.Open(raftstore.Config{
+		NodeID:    cfg.NodeID,
+		Dir:       dir,
+		Transport: trans,
+		Bootstrap: boot,
+		SM:        core.NewStateMachine(),
+		Logger:    log.With("part", "raft"),
+	})
+	if err != nil {
+		node.Close()
+		return nil, fmt.Errorf("cluster: open shard: %w", err)
+	}
+	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core")})
+	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
+	node.HandleRPC(MethodClient, c.handleClient)
+	node.HandleStream(MethodDeliveries, c.handleDeliveries)
+	return c, nil
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func (c *Core) handleClient(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	req := new(meshpb.ClientRequest)
+	if err := proto.Unmarshal(b, req); err != nil {
+		return nil, fmt.Errorf("cluster: bad client request from %s: %w", peer, err)
+	}
+	if !c.Replica.IsLeader() {
+		addr, _ := c.Replica.Leader()
+		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
+	}
+	if req.Kind == meshpb.ClientRequest_PING {
+		return proto.Marshal(&meshpb.ClientReply{})
+	}
+	rep, err := c.Service.HandleClient(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Marshal(rep)
+}
+
+// handleDeliveries serves one edge's delivery stream until it ends.
+func (c *Core) handleDeliveries(ctx context.Context, peer string, s *mesh.Stream) {
+	defer s.Close()
+	b, err := s.Recv()
+	if err != nil {
+		return
+	}
+	hello := new(meshpb.EdgeHello)
+	if err := proto.Unmarshal(b, hello); err != nil || hello.EdgeId == "" {
+		c.log.Warn("bad edge hello", "peer", peer, "err", err)
+		return
+	}
+	detach := c.Service.AttachEdge(hello.EdgeId, func(d *meshpb.Delivery) error {
+		b, err := proto.Marshal(d)
+		if err != nil {
+			return err
+		}
+		return s.Send(b)
+	})
+	defer detach()
+	// The edge sends nothing more; Recv returns when the stream or the
+	// connection ends.
+	for {
+		if _, err := s.Recv(); err != nil {
+			return
+		}
+	}
+}
+
+// Ready reports whether the shard has a leader and the core can serve.
+func (c *Core) Ready() bool { return c.Service.Ready() }
+
+// Close stops the core: service, replica, then mesh node.
+func (c *Core) Close() error {
+	err := c.Service.Close()
+	err = errors.Join(err, c.Replica.Close())
+	return errors.Join(err, c.Node.Close())
+}

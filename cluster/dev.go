@@ -1,0 +1,125 @@
+package cluster
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/mesh"
+)
+
+// DevConfig configures `relaymesh dev`: one region in one process.
+type DevConfig struct {
+	DataDir string // default ./data
+	Addr    string // HTTP/WebSocket listen address, default 127.0.0.1:8080
+	// MeshAddr is the core's UDP mesh address. Default: the HTTP host with
+	// the HTTP port + 1 (raft remembers it, so it must be stable).
+	MeshAddr string
+	Apps     *apps.Registry // default: any appId, created on first use
+	Limits   edge.Limits
+	Logger   *slog.Logger
+	// DropDelivery is EdgeConfig.DropDelivery (a test hook; 0 = off).
+	DropDelivery int64
+}
+
+// Dev is a running dev region.
+type Dev struct {
+	Core *Core
+	Edge *Edge
+}
+
+// StartDev starts a core and an edge in this process; they talk over QUIC on
+// loopback, as separate processes would.
+func StartDev(cfg DevConfig) (*Dev, error) {
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = "127.0.0.1:8080"
+	}
+	if cfg.Apps == nil {
+		cfg.Apps = apps.NewDev()
+	}
+	if cfg.MeshAddr == "" {
+		host, port, err := net.SplitHostPort(cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: --addr %q: %w", cfg.Addr, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("cluster: --addr %q needs a fixed port (the mesh uses port+1)", cfg.Addr)
+		}
+		cfg.MeshAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: data dir: %w", err)
+	}
+	ids, err := mesh.EnsureDevPKI(filepath.Join(cfg.DataDir, "pki"), "core-1", "edge-1")
+	if err != nil {
+		return nil, fmt.Errorf("cluster: pki: %w", err)
+	}
+	key, err := LoadOrCreateKey(filepath.Join(cfg.DataDir, "session-token.key"))
+	if err != nil {
+		return nil, err
+	}
+	c, err := StartCore(CoreConfig{
+		NodeID:   "core-1",
+		MeshAddr: cfg.MeshAddr,
+		DataDir:  filepath.Join(cfg.DataDir, "core-1"),
+		Identity: ids["core-1"],
+		Apps:     cfg.Apps,
+		Logger:   cfg.Logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	e, err := StartEdge(EdgeConfig{
+		EdgeID:   "edge-1",
+		HTTPAddr: cfg.Addr,
+		MeshAddr: "127.0.0.1:0",
+		Identity: ids["edge-1"],
+		Cores:    []string{c.Node.Addr()},
+		TokenKey: key,
+		Apps:     cfg.Apps,
+		Limits:   cfg.Limits,
+		Logger:   cfg.Logger,
+
+		DropDelivery: cfg.DropDelivery,
+	})
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return &Dev{Core: c, Edge: e}, nil
+}
+
+// Close stops the edge, then the core.
+func (d *Dev) Close() error {
+	return errors.Join(d.Edge.Close(), d.Core.Close())
+}
+
+// LoadOrCreateKey reads a 32-byte secret from path, creating it on first use.
+func LoadOrCreateKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err == nil && len(b) == 32 {
+		return b, nil
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("cluster: read key: %w", err)
+	}
+	b = make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return nil, fmt.Errorf("cluster: write key: %w", err)
+	}
+	return b, nil
+}

@@ -1,0 +1,267 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// EdgeConfig configures one edge.
+type EdgeConfig struct {
+	EdgeID   string
+	HTTPAddr string         // WebSocket, /v1/route, /healthz
+	MeshAddr string         // UDP host:port of the edge's mesh node ("127.0.0.1:0" is fine)
+	Identity *mesh.Identity // mesh certificate
+	Cores    []string       // mesh addresses of the region's cores
+	TokenKey []byte         // session-token key shared by every edge of the cluster
+	Apps     *apps.Registry
+	// PublicURLs answer /v1/route; empty means ws://HTTPAddr/.
+	PublicURLs []string
+	Limits     edge.Limits
+	Logger     *slog.Logger
+	// DropDelivery, when > 0, silently drops the DropDelivery-th direct
+	// message delivery this edge receives. It is a test hook that breaks the delivery path on
+	// purpose, so the load tester's ledger can be shown to catch a loss.
+	DropDelivery int64
+}
+
+// Edge is a running edge.
+type Edge struct {
+	Server *edge.Server
+	Node   *mesh.Node
+	URL    string // ws:// URL clients use
+	link   *coreLink
+	http   *http.Server
+	ln     net.Listener
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	dropAt     int64        // from EdgeConfig.DropDelivery
+	deliveries atomic.Int64 // direct-message deliveries received, for dropAt
+}
+
+// StartEdge starts an edge: its mesh node, its delivery streams from every
+// core and its HTTP listener.
+func StartEdge(cfg EdgeConfig) (*Edge, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	log = log.With("edge", cfg.EdgeID)
+	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"))
+	if err != nil {
+		return nil, fmt.Errorf("cluster: edge mesh: %w", err)
+	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		node.Close()
+		return nil, fmt.Errorf("cluster: edge listen: %w", err)
+	}
+	url := "ws://" + ln.Addr().String() + "/"
+	pub := cfg.PublicURLs
+	if len(pub) == 0 {
+		pub = []string{url}
+	}
+	link := &coreLink{node: node, cores: cfg.Cores, log: log}
+	srv := edge.New(edge.Config{
+		EdgeID:     cfg.EdgeID,
+		Backend:    link,
+		Apps:       cfg.Apps,
+		TokenKey:   cfg.TokenKey,
+		Limits:     cfg.Limits,
+		Ready:      link.ready,
+		PublicURLs: pub,
+		Logger:     log.With("part", "edge"),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, cancel: cancel, dropAt: cfg.DropDelivery}
+	e.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	for _, addr := range cfg.Cores {
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			e.deliveryLoop(ctx, addr, cfg.EdgeID, log)
+		}()
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		if err := e.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("http serve", "err", err)
+		}
+	}()
+	return e, nil
+}
+
+// deliveryLoop keeps a delivery stream open to one core, reconnecting with
+// backoff, and hands every Delivery to the edge server.
+func (e *Edge) deliveryLoop(ctx context.Context, addr, edgeID string, log *slog.Logger) {
+	hello, _ := proto.Marshal(&meshpb.EdgeHello{EdgeId: edgeID})
+	backoff := 50 * time.Millisecond
+	for ctx.Err() == nil {
+		err := e.streamOnce(ctx, addr, hello)
+		if ctx.Err() != nil {
+			return
+		}
+		log.Debug("delivery stream ended", "core", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func (e *Edge) streamOnce(ctx context.Context, addr string, hello []byte) error {
+	s, err := e.Node.OpenStream(ctx, addr, MethodDeliveries)
+	if err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	defer s.Close()
+	if err := s.Send(hello); err != nil {
+		return err
+	}
+	e.link.connected(addr, true)
+	defer e.link.connected(addr, false)
+	for {
+		b, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		d := new(meshpb.Delivery)
+		if err := proto.Unmarshal(b, d); err != nil {
+			return fmt.Errorf("cluster: bad delivery: %w", err)
+		}
+		if e.dropAt > 0 && e.dropHook(d) {
+			continue // test hook: lose this delivery on purpose
+		}
+		e.Server.Deliver(d)
+	}
+}
+
+// dropHook counts direct-message deliveries and reports whether this one is
+// the one EdgeConfig.DropDelivery asks to lose.
+func (e *Edge) dropHook(d *meshpb.Delivery) bool {
+	cmd := new(lcpb.GenericCommand)
+	if proto.Unmarshal(d.Command, cmd) != nil || cmd.GetCmd() != lcpb.CommandType_direct {
+		return false
+	}
+	return e.deliveries.Add(1) == e.dropAt
+}
+
+// Close stops accepting clients, says goaway to them, and stops the links.
+func (e *Edge) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := e.Server.Close()
+	err = errors.Join(err, e.http.Shutdown(ctx))
+	e.cancel()
+	e.wg.Wait()
+	return errors.Join(err, e.Node.Close())
+}
+
+// coreLink is the edge's edge.Backend: it sends each request to the shard
+// leader among the region's cores, following not-leader answers.
+type coreLink struct {
+	node  *mesh.Node
+	cores []string
+	log   *slog.Logger
+
+	mu     sync.Mutex
+	leader string          // guarded by mu; last core that answered as leader
+	up     map[string]bool // guarded by mu; cores with a live delivery stream
+}
+
+// ErrNoLeader is returned when no core answered as leader in time.
+var ErrNoLeader = errors.New("cluster: no shard leader")
+
+func (l *coreLink) connected(addr string, up bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.up == nil {
+		l.up = make(map[string]bool)
+	}
+	l.up[addr] = up
+}
+
+// ready is true when the edge can reach a core that leads the shard.
+func (l *coreLink) ready() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	b, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
+	_, err := l.call(ctx, b)
+	return err == nil
+}
+
+// Do implements edge.Backend.
+func (l *coreLink) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	return l.call(ctx, b)
+}
+
+func (l *coreLink) call(ctx context.Context, b []byte) (*meshpb.ClientReply, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+	}
+	l.mu.Lock()
+	target := l.leader
+	l.mu.Unlock()
+	next := 0
+	wait := 20 * time.Millisecond
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		if target == "" {
+			target = l.cores[next%len(l.cores)]
+			next++
+		}
+		out, err := l.node.Call(ctx, target, MethodClient, b)
+		if err == nil {
+			rep := new(meshpb.ClientReply)
+			if err := proto.Unmarshal(out, rep); err != nil {
+				return nil, fmt.Errorf("cluster: bad reply from %s: %w", target, err)
+			}
+			if !rep.NotLeader {
+				l.mu.Lock()
+				l.leader = target
+				l.mu.Unlock()
+				return rep, nil
+			}
+			lastErr = ErrNoLeader
+			target = rep.Leader // may be "" during an election
+		} else {
+			lastErr = err
+			target = ""
+		}
+		if attempt >= len(l.cores) {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %v", ErrNoLeader, lastErr)
+			case <-time.After(wait):
+			}
+			wait = min(wait*2, 500*time.Millisecond)
+		}
+	}
+}

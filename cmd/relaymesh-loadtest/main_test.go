@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaymesh/relaymesh/loadtest/devserver"
+)
+
+// asMain makes this test binary act as the command, so the coordinator
+// of TestWorkers can re-execute it as worker processes.
+const asMain = "RELAYMESH_LOADTEST_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMain) == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code = run(ctx, args, &o, &e)
+	t.Logf("relaymesh-loadtest %s → %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, o.String(), e.String())
+	return code, o.String(), e.String()
+}
+
+func TestHelpDocumentsFlagsAndScenarios(t *testing.T) {
+	code, _, help := runCmd(t, "--help")
+	if code != 0 {
+		t.Errorf("--help exit %d, want 0", code)
+	}
+	for _, want := range []string{"--target", "--topology", "--scenario", "--sessions", "--rate", "--duration",
+		"--out", "--workers", "--app", "--connect-rate", "--source-ips", "--server-pid", "--group-size",
+		"connect", "pairs", "group", "reconnect", "chatroom", "cross-region", "not available yet"} {
+		if !strings.Contains(help, want) {
+			t.Errorf("--help does not mention %q", want)
+		}
+	}
+	if strings.Contains(help, "--worker ") {
+		t.Error("--help shows the hidden --worker flag")
+	}
+}
+
+func TestNotAvailableScenarios(t *testing.T) {
+	for _, sc := range []string{"chatroom", "cross-region"} {
+		code, _, stderr := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", sc)
+		if code != exitUsage || !strings.Contains(stderr, "not available yet") {
+			t.Errorf("%s: exit %d, stderr %q; want 2 and 'not available yet'", sc, code, stderr)
+		}
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	if code, _, _ := runCmd(t, "--scenario", "pairs"); code != exitUsage {
+		t.Errorf("no target: exit %d, want 2", code)
+	}
+	if code, _, _ := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", "pairs", "--source-ips", "x"); code != exitUsage {
+		t.Errorf("bad --source-ips: exit %d, want 2", code)
+	}
+}
+
+// TestLedgerCatchesLoss: the server drops the 3rd direct delivery; the
+// tool must see it and fail.
+func TestLedgerCatchesLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts relaymesh dev")
+	}
+	srv := devserver.Start(t, "--test-drop-delivery", "3")
+	out := filepath.Join(t.TempDir(), "run.json")
+	code, stdout, _ := runCmd(t, "--target", srv.URL, "--scenario", "pairs", "--sessions", "10",
+		"--rate", "20", "--duration", "2s", "--drain", "2s", "--out", out, "--progress", "1s")
+	if code == 0 {
+		t.Errorf("exit %d, want non-zero", code)
+	}
+	s := readSummary(t, out)
+	if s.Lost < 1 || s.Passed {
+		t.Errorf("lost %d passed %v, want ≥1 and false", s.Lost, s.Passed)
+	}
+	if !strings.Contains(stdout, "FAIL") {
+		t.Errorf("summary does not say FAIL")
+	}
+}
+
+// TestWorkers runs pairs in two worker processes and merges them.
+func TestWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts relaymesh dev")
+	}
+	srv := devserver.Start(t)
+	t.Setenv(asMain, "1")
+	out := filepath.Join(t.TempDir(), "run.json")
+	code, _, _ := runCmd(t, "--target", srv.URL, "--scenario", "pairs", "--sessions", "12", "--workers", "2",
+		"--rate", "40", "--duration", "2s", "--out", out, "--progress", "1s", "--source-ips", "127.0.0.1-127.0.0.2")
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	s := readSummary(t, out)
+	if s.Workers != 2 || s.Sessions != 12 || s.Lost != 0 || s.Acked < 40 || s.Delivered != s.Acked {
+		t.Errorf("got workers %d sessions %d lost %d acked %d delivered %d; want 2, 12, 0, ≥40, all",
+			s.Workers, s.Sessions, s.Lost, s.Acked, s.Delivered)
+	}
+	if _, err := os.Stat(strings.TrimSuffix(out, ".json") + ".html"); err != nil {
+		t.Errorf("no HTML report: %v", err)
+	}
+}
+
+type summary struct {
+	Workers   int  `json:"workers"`
+	Sessions  int  `json:"sessions"`
+	Acked     int  `json:"acked"`
+	Delivered int  `json:"delivered"`
+	Lost      int  `json:"lost"`
+	Passed    bool `json:"passed"`
+}
+
+func readSummary(t *testing.T, path string) summary {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s summary
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatalf("summary is not JSON: %v\n%s", err, b)
+	}
+	return s
+}

@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// relaymeshBin builds cmd/relaymesh once per test binary run.
+func relaymeshBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "relaymesh-e2e-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "relaymesh")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/relaymesh").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// freeAddr returns 127.0.0.1:P where TCP P and UDP P+1 are both free.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	for range 200 {
+		p := 20000 + rand.IntN(30000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p+1))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		l.Close()
+		u.Close()
+		return "127.0.0.1:" + strconv.Itoa(p)
+	}
+	t.Fatal("no free port pair")
+	return ""
+}
+
+// devProc is a `relaymesh dev` child process.
+type devProc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	Addr string
+	URL  string
+	Data string
+	done chan struct{}
+}
+
+// startDev starts `relaymesh dev` on addr with data in dir and waits until
+// /healthz answers 200.
+func startDev(t *testing.T, dir, addr string) *devProc {
+	t.Helper()
+	cmd := exec.Command(relaymeshBin(t), "dev", "--data", dir, "--addr", addr, "--log-level", "warn")
+	pr, pw := io.Pipe()
+	cmd.Stdout = pw
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &devProc{t: t, cmd: cmd, Addr: addr, URL: "ws://" + addr + "/", Data: dir, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			t.Logf("relaymesh[%d]: %s", cmd.Process.Pid, sc.Text())
+		}
+	}()
+	go func() {
+		cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	t.Cleanup(p.Stop)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		select {
+		case <-p.done:
+			t.Fatalf("relaymesh dev exited before it was healthy")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relaymesh dev not healthy after 30s (last err %v)", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Kill9 kills the process with SIGKILL and waits for it.
+func (p *devProc) Kill9() {
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop asks the process to shut down and waits (SIGKILL after 10 s).
+func (p *devProc) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.t.Errorf("relaymesh dev did not stop on SIGTERM; killing")
+		p.Kill9()
+	}
+}
+
+// freeUDPAddr returns a free loopback UDP address for a mesh node whose
+// address must be known before it starts (raft peers).
+func freeUDPAddr(t *testing.T) string {
+	t.Helper()
+	u, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	return u.LocalAddr().String()
+}
