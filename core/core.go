@@ -245,6 +245,11 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 	}
 	v, err := c.replica.Propose(ctx, b)
 	if err != nil {
+		// The state machine refused the command (raftstore returns an
+		// error value from Apply as the error): pass its code on.
+		if se := (*shard.Error)(nil); errors.As(err, &se) {
+			return nil, se
+		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}

@@ -51,6 +51,11 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return nil, err
 	}
+	// Like raftstore.Node.Propose: an error value from Apply is returned as
+	// the error.
+	if err, ok := res.(error); ok {
+		return nil, err
+	}
 	return res, nil
 }
 
