@@ -177,7 +177,7 @@ func (c *Client) conn(ctx context.Context) (*conn, error) {
 
 // connect dials and opens the session on a new connection.
 func (c *Client) connect(ctx context.Context, reconnect bool) (*conn, error) {
-	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}})
+	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}, HTTPClient: c.opts.HTTPClient})
 	if err != nil {
 		return nil, fmt.Errorf("%w: dial %s: %w", ErrConnectionLost, c.url, err)
 	}

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"time"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
@@ -56,6 +57,9 @@ type Options struct {
 	ConfigBitmap int64
 	// MaxFrame is the largest inbound frame accepted, default 16 MiB.
 	MaxFrame int64
+	// HTTPClient dials the WebSocket (its Transport's DialContext picks
+	// source addresses, for example). Default: http.DefaultClient.
+	HTTPClient *http.Client
 }
 
 func (o Options) withDefaults() Options {

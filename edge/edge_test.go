@@ -579,7 +579,8 @@ func TestRouteHealthMetrics(t *testing.T) {
 	}
 	env.srv.Metrics().Reject(4116)
 	if _, b := get("/metrics"); !bytes.Contains(b, []byte(`relaymesh_edge_rejections_total{code="4116"} 1`)) ||
-		!bytes.Contains(b, []byte(`relaymesh_edge_dropped_frames_total{priority="low"} 0`)) {
+		!bytes.Contains(b, []byte(`relaymesh_edge_dropped_frames_total{priority="low"} 0`)) ||
+		!bytes.Contains(b, []byte("\nprocess_resident_memory_bytes ")) {
 		t.Fatalf("metrics:\n%s", b)
 	}
 

@@ -3,7 +3,10 @@ package edge
 import (
 	"fmt"
 	"io"
+	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -87,6 +90,9 @@ func (m *Metrics) WriteText(w io.Writer) error {
 		{"relaymesh_edge_overflow_closes_total", "Connections closed because a HIGH frame did not fit.", "counter", m.OverflowCloses.Load()},
 		{"relaymesh_edge_idle_closes_total", "Connections closed by the idle timeout.", "counter", m.IdleCloses.Load()},
 	}
+	if rss, ok := residentBytes(); ok {
+		rows = append(rows, kv{"process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", rss})
+	}
 	for _, r := range rows {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", r.name, r.help, r.name, r.typ, r.name, r.v); err != nil {
 			return err
@@ -110,4 +116,21 @@ func (m *Metrics) WriteText(w io.Writer) error {
 		}
 	}
 	return err
+}
+
+// residentBytes reads this process's resident set size from /proc (Linux).
+func residentBytes() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0, false
+	}
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		return 0, false
+	}
+	return pages * int64(os.Getpagesize()), true
 }

@@ -51,7 +51,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	topology := fs.String("topology", "", "JSON file {\"regions\":[{\"name\":..,\"edges\":[\"ws://..\"]}]}; its edges are added to --target")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario to run (see below)")
 	fs.IntVar(&cfg.Sessions, "sessions", 100, "client sessions in total")
-	fs.Float64Var(&cfg.Rate, "rate", 100, "messages per second in total (pairs, group)")
+	fs.Float64Var(&cfg.Rate, "rate", 100, "messages per second in total (pairs, group); the edge allows a session 60 sends/min, so keep rate ≤ senders × 1/s for runs over a minute")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (pairs, group) or stay idle (connect); capped at 24h")
 	fs.IntVar(&cfg.MaxMessages, "max-messages", 0, "cap on messages sent in total (0 = 1.1 × rate × duration)")
 	out := fs.String("out", "", "write the JSON summary to FILE and the HTML report to FILE with .html")
@@ -102,6 +102,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "relaymesh-loadtest:", err)
 		}
 		return exitUsage
+	}
+
+	if per := cfg.Sessions / max(cfg.Workers, 1); per > 19000 {
+		fmt.Fprintf(stderr, "relaymesh-loadtest: warning: %d sessions per process; one process may hold at most ~20,000 fds — raise --workers\n", per)
 	}
 
 	if *worker != "" {

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/edge"
 )
 
 var version = "0.1.0-dev"
@@ -46,7 +47,7 @@ func usage() {
 	fmt.Fprint(os.Stderr, `relaymesh: a self-hosted, LeanCloud-IM-compatible messaging service
 
 Usage:
-  relaymesh dev [--data DIR] [--addr HOST:PORT] [--log-level LEVEL]
+  relaymesh dev [--data DIR] [--addr HOST:PORT] [--log-level LEVEL] [limit flags, see relaymesh dev -h]
       Run one region (edge + core + single-node shard) in one process.
       Point the LeanCloud SDK at it: new Realtime({appId, appKey, RTMServers: 'ws://HOST:PORT/'})
   relaymesh version
@@ -58,6 +59,11 @@ func runDev(args []string) error {
 	data := fs.String("data", "data", "data directory")
 	addr := fs.String("addr", "127.0.0.1:8080", "WebSocket/HTTP listen address (the core's QUIC mesh uses port+1/udp)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	var lim edge.Limits
+	fs.IntVar(&lim.SendsPerMinute, "sends-per-minute", 0, "per-session direct messages per minute (0: LeanCloud's 60, -1: unlimited)")
+	fs.IntVar(&lim.LogsPerMinute, "logs-per-minute", 0, "per-session history queries per minute (0: LeanCloud's 120, -1: unlimited)")
+	fs.IntVar(&lim.OpsPerMinute, "ops-per-minute", 0, "per-session other operations per minute (0: LeanCloud's 30, -1: unlimited)")
+	fs.IntVar(&lim.MaxMessageBytes, "max-message-bytes", 0, "largest message content (0: LeanCloud's 5120)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -67,7 +73,7 @@ func runDev(args []string) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
-	d, err := cluster.StartDev(cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, DropDelivery: *drop})
+	d, err := cluster.StartDev(cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, DropDelivery: *drop})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,199 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Scenario names.
+const (
+	ScenarioConnect     = "connect"
+	ScenarioPairs       = "pairs"
+	ScenarioGroup       = "group"
+	ScenarioReconnect   = "reconnect"
+	ScenarioChatroom    = "chatroom"
+	ScenarioCrossRegion = "cross-region"
+)
+
+// Scenarios describes every scenario, for --help.
+var Scenarios = []struct{ Name, Help string }{
+	{ScenarioConnect, "sessions log in at --connect-rate and stay idle for --duration; reports connect latency and, with /metrics RSS or --server-pid, server RSS per session"},
+	{ScenarioPairs, "sessions/2 one-to-one conversations; both sides send, --rate in total, for --duration"},
+	{ScenarioGroup, "conversations of up to --group-size members; --senders members per group send, --rate in total"},
+	{ScenarioReconnect, "sessions (plus sessions/10 feeders that stay) connect; all drop at once, feeders send while they are away, then they come back; reports the time until every session has its unread state again"},
+	{ScenarioChatroom, "not available yet: needs chatrooms (issue 4); exits 2"},
+	{ScenarioCrossRegion, "not available yet: needs several regions; exits 2"},
+}
+
+// ErrNotAvailable is returned for scenarios the server cannot run yet.
+var ErrNotAvailable = errors.New("loadtest: scenario not available yet")
+
+// Config is one load test run.
+type Config struct {
+	Targets     []string      // edge WebSocket URLs; sessions spread round-robin
+	Scenario    string        // one of the Scenario* names
+	Sessions    int           // client sessions in total
+	Rate        float64       // messages per second in total (pairs, group)
+	Duration    time.Duration // how long the scenario sends (or idles)
+	MaxMessages int           // cap on messages sent in total, 0 = rate·duration·1.1
+	AppID       string
+	ConnectRate float64 // session logins per second in total, 0 = unlimited
+	Concurrency int     // logins in flight per worker, default 200
+	GroupSize   int     // group: members per conversation, default 500
+	Senders     int     // group: senders per conversation, default 1
+	SourceIPs   []netip.Addr
+	Drain       time.Duration // wait for stragglers after sending stopped, default 5 s
+	ServerPID   int           // read VmRSS of this pid when /metrics has no RSS
+	Workers     int           // worker processes, 0/1 = in this process
+	// WorkerCommand is the argv to start a worker (the hidden --worker flag
+	// and the worker's index are appended); default: this executable with
+	// the same flags.
+	WorkerCommand []string
+	RunID         string        // prefix of client ids, default from the clock
+	Progress      time.Duration // progress line interval, default 3 s; <0 off
+}
+
+// Defaults fills in zero values.
+func (c *Config) Defaults() {
+	if c.AppID == "" {
+		c.AppID = "loadtest"
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 200
+	}
+	if c.GroupSize <= 0 {
+		c.GroupSize = 500
+	}
+	if c.Senders <= 0 {
+		c.Senders = 1
+	}
+	if c.Drain <= 0 {
+		c.Drain = 5 * time.Second
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.MaxMessages <= 0 {
+		c.MaxMessages = int(c.Rate*c.Duration.Seconds()*1.1) + 10
+	}
+	if c.RunID == "" {
+		c.RunID = fmt.Sprintf("%x", time.Now().UnixNano()/1e6)
+	}
+	if c.Progress == 0 {
+		c.Progress = 3 * time.Second
+	}
+}
+
+// Validate reports the first problem with c.
+func (c *Config) Validate() error {
+	switch c.Scenario {
+	case ScenarioConnect, ScenarioPairs, ScenarioGroup, ScenarioReconnect:
+	case ScenarioChatroom:
+		return fmt.Errorf("%w: %s needs chatrooms (issue 4)", ErrNotAvailable, c.Scenario)
+	case ScenarioCrossRegion:
+		return fmt.Errorf("%w: %s needs several regions", ErrNotAvailable, c.Scenario)
+	case "":
+		return errors.New("loadtest: --scenario is required")
+	default:
+		return fmt.Errorf("loadtest: unknown scenario %q", c.Scenario)
+	}
+	if len(c.Targets) == 0 {
+		return errors.New("loadtest: no target: give --target or --topology")
+	}
+	for _, t := range c.Targets {
+		u, err := url.Parse(t)
+		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+			return fmt.Errorf("loadtest: target %q is not a ws:// or wss:// URL", t)
+		}
+	}
+	if c.Sessions < 1 {
+		return errors.New("loadtest: --sessions must be at least 1")
+	}
+	if (c.Scenario == ScenarioPairs) && c.Sessions < 2 {
+		return errors.New("loadtest: pairs needs at least 2 sessions")
+	}
+	if c.Scenario == ScenarioGroup && c.GroupSize < 2 {
+		return errors.New("loadtest: --group-size must be at least 2")
+	}
+	if c.Rate < 0 || c.ConnectRate < 0 {
+		return errors.New("loadtest: rates must not be negative")
+	}
+	if c.Duration > 24*time.Hour {
+		return errors.New("loadtest: --duration is capped at 24h")
+	}
+	return nil
+}
+
+// Topology is the --topology file: regions and their edges.
+//
+//	{"regions": [{"name": "sh", "edges": ["ws://10.0.0.1:8080/"]}]}
+type Topology struct {
+	Regions []struct {
+		Name  string   `json:"name"`
+		Edges []string `json:"edges"`
+	} `json:"regions"`
+}
+
+// LoadTopology reads a topology file and returns every edge URL.
+func LoadTopology(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("loadtest: topology: %w", err)
+	}
+	var t Topology
+	if err := json.Unmarshal(b, &t); err != nil {
+		return nil, fmt.Errorf("loadtest: topology %s: %w", path, err)
+	}
+	var out []string
+	for _, r := range t.Regions {
+		out = append(out, r.Edges...)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("loadtest: topology %s lists no edges", path)
+	}
+	return out, nil
+}
+
+// ParseSourceIPs parses "127.0.0.1-127.0.0.8" or "10.0.0.1,10.0.0.2" (or a
+// mix) into addresses.
+func ParseSourceIPs(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := netip.ParseAddr(strings.TrimSpace(lo))
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: source ip %q: %w", part, err)
+		}
+		if !isRange {
+			out = append(out, a)
+			continue
+		}
+		b, err := netip.ParseAddr(strings.TrimSpace(hi))
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: source ip %q: %w", part, err)
+		}
+		if b.Less(a) || a.Is4() != b.Is4() {
+			return nil, fmt.Errorf("loadtest: source ip range %q is empty", part)
+		}
+		for x := a; ; x = x.Next() {
+			out = append(out, x)
+			if x == b || len(out) > 1<<16 {
+				break
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("loadtest: --source-ips is empty")
+	}
+	return out, nil
+}

@@ -1,0 +1,60 @@
+// Package loadtest drives a relaymesh deployment with real clients — the Go
+// SDK (package client) over WebSocket lc.protobuf2.3, nothing that reaches
+// into the server — and checks that no acknowledged message was lost.
+// cmd/relaymesh-loadtest is its command line.
+//
+// # Scenarios
+//
+// connect (log in and idle), pairs (one-to-one conversations), group
+// (conversations of up to Config.GroupSize members) and reconnect (every
+// session's network drops at once and comes back). Each worker owns whole
+// conversations, so a message is sent and received within one worker and
+// its ledger settles locally; workers ship settled counts and HDR
+// histograms to the coordinator, which merges them.
+//
+// # Ledger rules
+//
+// Every message carries a ledger id in its text, "lt:<worker>:<seq>", in
+// the SDKs' text message JSON {"_lctype":-1,"_lctext":"lt:0:17"}. The
+// ledger registers the message before sending it, with the conversation's
+// members other than the sender as its expected recipients (a member whose
+// login failed is not in any conversation). Then:
+//
+//   - A message is acked when Send returned the server's ack (uid, t); a
+//     message whose Send failed is not expected anywhere (counted in
+//     failed; copies of it that still arrive are not errors).
+//   - For each acked message and each expected recipient the ledger keeps
+//     which copies arrived: live (pushed while the session was online) or
+//     by sync (fetched after a reconnect: an offline push, or history read
+//     after the unread push). The first live copy is delivered and gives the
+//     delivery latency (send start to arrival). A recipient with no live
+//     copy but a sync copy is late, not lost; a sync copy of a message
+//     already received live is resynced, not a duplicate.
+//   - Lost counts (acked message, expected recipient) pairs with no copy at
+//     all after the drain (sending stops, then up to Config.Drain until every
+//     expected copy arrived or none arrived for a second). Any lost copy
+//     fails the run (exit status 1).
+//   - Before dedup: duplicates counts live copies beyond the first per
+//     (message, recipient), whatever their server id. After dedup by message
+//     id — what an SDK that drops repeated message ids shows the user —
+//     duplicates_after_dedup counts only copies with a second, different
+//     server id (the server stored the message twice), and lost_after_dedup
+//     also counts pairs whose copies all carry another server id than the
+//     one acked.
+//   - Copies that name a ledger id this worker never issued, or reach a
+//     member that was not expected, are counted in unexpected.
+//
+// # Bounds
+//
+// Every run stops by itself: sending stops after Config.Duration or
+// Config.MaxMessages (default 1.1·rate·duration), the drain is capped, and a
+// worker's whole run has a deadline derived from its sessions, connect rate,
+// duration and drain.
+//
+// # Network
+//
+// Every session dials through its worker's http.Client
+// (client.Options.HTTPClient, netdial.go), which binds source addresses
+// (Config.SourceIPs) and can cut a group of sessions' connections at once
+// (reconnect).
+package loadtest

@@ -1,0 +1,160 @@
+package loadtest
+
+import (
+	"reflect"
+	"testing"
+	"time"
+)
+
+// copyOf is one received copy in a ledger test: message seq (of worker 0)
+// with server id uid at member position pos.
+type copyOf struct {
+	seq  uint64
+	uid  string
+	pos  int
+	sync bool
+}
+
+func TestLedger(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	tests := []struct {
+		name   string
+		msgs   int      // sent into a 3-member conversation from position 0
+		acked  []string // uid per message, "" = send failed
+		copies []copyOf
+		want   Counts
+	}{
+		{
+			name: "all delivered", msgs: 2, acked: []string{"a", "b"},
+			copies: []copyOf{{1, "a", 1, false}, {1, "a", 2, false}, {2, "b", 1, false}, {2, "b", 2, false}},
+			want:   Counts{Sent: 2, Acked: 2, Expected: 4, Delivered: 4},
+		},
+		{
+			name: "lost copy", msgs: 1, acked: []string{"a"},
+			copies: []copyOf{{1, "a", 1, false}},
+			want:   Counts{Sent: 1, Acked: 1, Expected: 2, Delivered: 1, Lost: 1, LostAfterDedup: 1},
+		},
+		{
+			name: "same id twice is a duplicate before dedup only", msgs: 1, acked: []string{"a"},
+			copies: []copyOf{{1, "a", 1, false}, {1, "a", 1, false}, {1, "a", 2, false}},
+			want:   Counts{Sent: 1, Acked: 1, Expected: 2, Delivered: 2, Duplicates: 1},
+		},
+		{
+			name: "second server id is a duplicate after dedup too", msgs: 1, acked: []string{"a"},
+			copies: []copyOf{{1, "a", 1, false}, {1, "a2", 1, false}, {1, "a", 2, false}},
+			want:   Counts{Sent: 1, Acked: 1, Expected: 2, Delivered: 2, Duplicates: 1, DuplicatesAfterDedup: 1},
+		},
+		{
+			name: "copy under another id is lost after dedup", msgs: 1, acked: []string{"a"},
+			copies: []copyOf{{1, "zz", 1, false}, {1, "a", 2, false}},
+			want:   Counts{Sent: 1, Acked: 1, Expected: 2, Delivered: 2, LostAfterDedup: 1},
+		},
+		{
+			name: "late via sync is not lost", msgs: 1, acked: []string{"a"},
+			copies: []copyOf{{1, "a", 1, true}, {1, "a", 2, false}},
+			want:   Counts{Sent: 1, Acked: 1, Expected: 2, Delivered: 1, Late: 1},
+		},
+		{
+			name: "sync after live is resynced, not duplicate", msgs: 1, acked: []string{"a"},
+			copies: []copyOf{{1, "a", 1, false}, {1, "a", 1, true}, {1, "a", 2, false}},
+			want:   Counts{Sent: 1, Acked: 1, Expected: 2, Delivered: 2, Resynced: 1},
+		},
+		{
+			name: "failed send is expected nowhere", msgs: 2, acked: []string{"", "b"},
+			copies: []copyOf{{1, "x", 1, false}, {2, "b", 1, false}, {2, "b", 2, false}},
+			want:   Counts{Sent: 2, Acked: 1, Failed: 1, Expected: 2, Delivered: 2},
+		},
+		{
+			name: "sender's own position and unknown ids are unexpected", msgs: 1, acked: []string{"a"},
+			copies: []copyOf{{1, "a", 0, false}, {1, "a", 1, false}, {1, "a", 2, false}, {9, "q", 1, false}},
+			want:   Counts{Sent: 1, Acked: 1, Expected: 2, Delivered: 2, Unexpected: 2},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := NewLedger(0, nil)
+			for i := range tt.msgs {
+				id, seq := l.Sent("c1", 3, []int{1, 2}, t0)
+				if want := LedgerID(0, uint64(i+1)); id != want || seq != uint64(i+1) {
+					t.Fatalf("Sent = %s, %d; want %s, %d", id, seq, want, i+1)
+				}
+			}
+			for i, uid := range tt.acked {
+				if uid != "" {
+					l.Acked(uint64(i+1), uid, int64(i), t0.Add(time.Millisecond))
+				}
+			}
+			for _, c := range tt.copies {
+				l.Delivered(0, c.seq, c.uid, c.pos, c.sync, t0.Add(2*time.Millisecond))
+			}
+			got := l.Settle()
+			got.LostSamples = nil
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Settle:\n got %+v\nwant %+v", got, tt.want)
+			}
+			if got, want := l.Outstanding(), int(tt.want.Lost); got != want {
+				t.Errorf("Outstanding = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestLedgerForeignWorker(t *testing.T) {
+	l := NewLedger(1, nil)
+	_, seq := l.Sent("c", 2, []int{1}, time.Now())
+	l.Acked(seq, "u", 1, time.Now())
+	l.Delivered(0, seq, "u", 1, false, time.Now()) // another worker's seq 1
+	c := l.Settle()
+	if c.Lost != 1 || c.Unexpected != 1 {
+		t.Errorf("got lost %d unexpected %d, want 1 and 1", c.Lost, c.Unexpected)
+	}
+	if len(c.LostSamples) != 1 {
+		t.Errorf("got %d lost samples, want 1", len(c.LostSamples))
+	}
+}
+
+func TestLedgerLastAckedAndLatency(t *testing.T) {
+	var lat []time.Duration
+	l := NewLedger(0, func(d time.Duration) { lat = append(lat, d) })
+	t0 := time.Unix(0, 0)
+	_, s1 := l.Sent("c", 2, []int{1}, t0)
+	_, s2 := l.Sent("c", 2, []int{1}, t0)
+	l.Acked(s2, "second", 20, t0)
+	l.Acked(s1, "first", 10, t0) // older server timestamp, acked later
+	if got := l.LastAcked("c"); got != "second" {
+		t.Errorf("LastAcked = %q, want second", got)
+	}
+	l.Delivered(0, s1, "first", 1, false, t0.Add(5*time.Millisecond))
+	l.Delivered(0, s1, "first", 1, false, t0.Add(9*time.Millisecond)) // duplicate: no latency
+	l.Delivered(0, s2, "second", 1, true, t0.Add(9*time.Millisecond)) // sync: no latency
+	if len(lat) != 1 || lat[0] != 5*time.Millisecond {
+		t.Errorf("delivery latencies = %v, want [5ms]", lat)
+	}
+	if sent, acked := l.Progress(); sent != 2 || acked != 2 {
+		t.Errorf("Progress = %d, %d; want 2, 2", sent, acked)
+	}
+	if got := l.Received(); got != 3 {
+		t.Errorf("Received = %d, want 3", got)
+	}
+}
+
+func TestParseLedgerID(t *testing.T) {
+	tests := []struct {
+		text   string
+		worker int
+		seq    uint64
+		ok     bool
+	}{
+		{`{"_lctype":-1,"_lctext":"lt:3:42"}`, 3, 42, true},
+		{"lt:0:1", 0, 1, true},
+		{"hello", 0, 0, false},
+		{"lt:x:1", 0, 0, false},
+		{"lt:1:", 0, 0, false},
+	}
+	for _, tt := range tests {
+		w, s, ok := parseLedgerID(tt.text)
+		if w != tt.worker || s != tt.seq || ok != tt.ok {
+			t.Errorf("parseLedgerID(%q) = %d, %d, %v; want %d, %d, %v", tt.text, w, s, ok, tt.worker, tt.seq, tt.ok)
+		}
+	}
+}

@@ -1,0 +1,148 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Every session of a worker dials through the worker's netDialer, passed as
+// client.Options.HTTPClient. It gives the load tester two abilities:
+//
+//   - source addresses: each TCP connection binds the next of
+//     Config.SourceIPs, spreading clients over more 4-tuples than one
+//     source address allows;
+//   - a network switch per session group (named by the lt_group query
+//     parameter of the session's URL, which the edge ignores): drop closes
+//     the group's connections at once and refuses its dials until up.
+//
+
+const groupParam = "lt_group"
+
+type groupKey struct{}
+
+var errGroupDown = errors.New("loadtest: network down for this group (reconnect scenario)")
+
+type netDialer struct {
+	ips  []netip.Addr // immutable
+	next atomic.Uint64
+	base *http.Transport // immutable
+
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{} // guarded by mu
+	down  map[string]bool           // guarded by mu
+}
+
+func newNetDialer(ips []netip.Addr) *netDialer {
+	d := &netDialer{ips: ips, conns: make(map[*trackedConn]struct{}), down: make(map[string]bool)}
+	d.base = &http.Transport{
+		DialContext:         d.dial,
+		TLSHandshakeTimeout: 10 * time.Second,
+		MaxIdleConnsPerHost: -1,
+		DisableKeepAlives:   true,
+	}
+	return d
+}
+
+// client returns an http.Client whose connections go through d.
+func (d *netDialer) client() *http.Client { return &http.Client{Transport: groupRT{d.base}} }
+
+// groupRT moves the lt_group query parameter into the request context so
+// dial can see it.
+type groupRT struct{ next http.RoundTripper }
+
+func (g groupRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	if grp := r.URL.Query().Get(groupParam); grp != "" {
+		r = r.WithContext(context.WithValue(r.Context(), groupKey{}, grp))
+	}
+	return g.next.RoundTrip(r)
+}
+
+func (d *netDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	grp, _ := ctx.Value(groupKey{}).(string)
+	d.mu.Lock()
+	down := d.down[grp]
+	d.mu.Unlock()
+	if down {
+		return nil, errGroupDown
+	}
+	nd := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if len(d.ips) > 0 {
+		ip := d.ips[(d.next.Add(1)-1)%uint64(len(d.ips))]
+		nd.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
+	}
+	c, err := nd.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, d: d, group: grp}
+	d.mu.Lock()
+	d.conns[tc] = struct{}{}
+	d.mu.Unlock()
+	return tc, nil
+}
+
+// drop closes every connection of group and refuses its dials until up.
+func (d *netDialer) drop(group string) int {
+	d.mu.Lock()
+	d.down[group] = true
+	var victims []*trackedConn
+	for c := range d.conns {
+		if c.group == group {
+			victims = append(victims, c)
+		}
+	}
+	d.mu.Unlock()
+	for _, c := range victims {
+		_ = c.Close()
+	}
+	return len(victims)
+}
+
+func (d *netDialer) up(group string) {
+	d.mu.Lock()
+	delete(d.down, group)
+	d.mu.Unlock()
+}
+
+func (d *netDialer) open() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.conns)
+}
+
+type trackedConn struct {
+	net.Conn
+	d     *netDialer
+	group string
+	once  sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.d.mu.Lock()
+		delete(c.d.conns, c)
+		c.d.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// withGroup adds the lt_group parameter to a target URL.
+func withGroup(target, group string) string {
+	if group == "" {
+		return target
+	}
+	sep := "?"
+	for i := range len(target) {
+		if target[i] == '?' {
+			sep = "&"
+			break
+		}
+	}
+	return target + sep + groupParam + "=" + group
+}

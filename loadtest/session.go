@@ -1,0 +1,175 @@
+package loadtest
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relaymesh/relaymesh/client"
+)
+
+// conv is a conversation the worker created: its members in the order
+// the ledger uses as positions.
+type conv struct {
+	cid     string
+	members []*session
+	pos     map[*session]int // immutable after creation
+}
+
+func newConv(cid string, members []*session) *conv {
+	c := &conv{cid: cid, members: members, pos: make(map[*session]int, len(members))}
+	for i, m := range members {
+		c.pos[m] = i
+	}
+	return c
+}
+
+// others returns every position but p.
+func (c *conv) others(p int) []int {
+	out := make([]int, 0, len(c.members)-1)
+	for i := range c.members {
+		if i != p {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// session is one logged-in client and the goroutine that drains its
+// events into the ledger.
+type session struct {
+	id     string
+	target string
+	w      *worker
+	cl     *client.Client // set by login, then immutable
+
+	done chan struct{} // closed when the event loop exited
+
+	mu       sync.Mutex
+	convs    map[string]*conv // guarded by mu
+	unread   *client.Unread   // guarded by mu; the last unread push since resetUnread
+	unreadCh chan struct{}    // guarded by mu; closed when unread is set
+
+	closed atomic.Bool // the server ended the session (Closed event)
+}
+
+func (s *session) addConv(c *conv) {
+	s.mu.Lock()
+	if s.convs == nil {
+		s.convs = make(map[string]*conv)
+	}
+	s.convs[c.cid] = c
+	s.mu.Unlock()
+}
+
+func (s *session) conv(cid string) *conv {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.convs[cid]
+}
+
+// resetUnread forgets the last unread push; waitUnread then waits for the
+// next one.
+func (s *session) resetUnread() {
+	s.mu.Lock()
+	s.unread = nil
+	s.unreadCh = make(chan struct{})
+	s.mu.Unlock()
+}
+
+func (s *session) waitUnread(ctx context.Context) (*client.Unread, error) {
+	s.mu.Lock()
+	ch := s.unreadCh
+	s.mu.Unlock()
+	if ch == nil {
+		return nil, context.Canceled
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unread, nil
+}
+
+// login dials the session and starts its event loop.
+func (s *session) login(ctx context.Context, opts client.Options) error {
+	cl, err := client.Dial(ctx, s.target, opts)
+	if err != nil {
+		return err
+	}
+	s.cl = cl
+	s.done = make(chan struct{})
+	go s.loop()
+	return nil
+}
+
+func (s *session) loop() {
+	defer close(s.done)
+	for ev := range s.cl.Events() {
+		switch e := ev.(type) {
+		case client.Message:
+			s.onMessage(e)
+		case client.Unread:
+			s.mu.Lock()
+			if s.unreadCh != nil && s.unread == nil {
+				s.unread = &e
+				close(s.unreadCh)
+			}
+			s.mu.Unlock()
+		case client.Reconnected:
+			s.w.reconnects.Add(1)
+		case client.Closed:
+			s.closed.Store(true)
+			s.w.sessionsClosed.Add(1)
+		}
+	}
+}
+
+func (s *session) onMessage(m client.Message) {
+	now := time.Now()
+	w, seq, ok := parseLedgerID(m.Text)
+	c := s.conv(m.ConvID)
+	if !ok || c == nil {
+		s.w.ledger.Delivered(-1, 0, m.ID, -1, m.Offline, now)
+		return
+	}
+	s.w.ledger.Delivered(w, seq, m.ID, c.pos[s], m.Offline, now)
+}
+
+// syncFrom records the messages of cid fetched from history after a
+// reconnect as sync copies.
+func (s *session) syncFrom(ctx context.Context, cid string, n int) error {
+	c := s.conv(cid)
+	if c == nil {
+		return nil
+	}
+	msgs, err := s.cl.History(ctx, cid, client.HistoryQuery{Limit: min(max(n, 1), 100)})
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for _, m := range msgs {
+		if m.From == s.id {
+			continue
+		}
+		if w, seq, ok := parseLedgerID(m.Text); ok {
+			s.w.ledger.Delivered(w, seq, m.ID, c.pos[s], true, now)
+		}
+	}
+	return nil
+}
+
+func (s *session) close() {
+	if s.cl == nil {
+		return
+	}
+	_ = s.cl.Close()
+	<-s.done
+	if d := s.cl.Dropped(); d > 0 {
+		s.w.eventsDropped.Add(int64(d))
+	}
+}

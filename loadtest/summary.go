@@ -1,0 +1,178 @@
+package loadtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Summary is the result of a run: the JSON written by --out, and what the
+// human summary and the HTML report show.
+type Summary struct {
+	Scenario          string   `json:"scenario"`
+	Targets           []string `json:"targets"`
+	Started           string   `json:"started"`
+	ElapsedS          float64  `json:"elapsed_s"`
+	Workers           int      `json:"workers"`
+	SessionsRequested int      `json:"sessions_requested"`
+	Sessions          int      `json:"sessions"` // logged in
+	ConnectFailed     int      `json:"connect_failed"`
+	Rate              float64  `json:"rate"`
+	DurationS         float64  `json:"duration_s"`
+
+	Counts // sent, acked, delivered, expected, lost, duplicates, ...
+
+	LatencyMS         Quantiles  `json:"latency_ms"`          // send → ack
+	DeliveryLatencyMS Quantiles  `json:"delivery_latency_ms"` // send → live copy at a recipient
+	ConnectLatencyMS  Quantiles  `json:"connect_latency_ms"`  // dial → session/opened
+	RecoverMS         *Quantiles `json:"recover_ms,omitempty"`
+	// RecoverAllMS is the reconnect scenario's headline: from the network
+	// coming back until every session had its unread state again.
+	RecoverAllMS   float64 `json:"recover_all_ms,omitempty"`
+	ThroughputPerS float64 `json:"throughput_per_s"` // acked messages per second of sending
+	DeliveriesPerS float64 `json:"deliveries_per_s"`
+
+	ServerRSSBytes           int64   `json:"server_rss_bytes,omitempty"`
+	ServerRSSBaselineBytes   int64   `json:"server_rss_baseline_bytes,omitempty"`
+	ServerRSSBytesPerSession float64 `json:"server_rss_bytes_per_session,omitempty"`
+	RSSSource                string  `json:"rss_source,omitempty"`
+
+	SendErrors     int64           `json:"send_errors"`
+	SendErrorCodes map[int32]int64 `json:"send_error_codes,omitempty"` // LeanCloud code → count
+	Behind         int64           `json:"behind"`
+	SessionsClosed int64           `json:"sessions_closed"`
+	Reconnects     int64           `json:"reconnects"`
+	Unrecovered    int64           `json:"unrecovered"`
+	EventsDropped  int64           `json:"events_dropped"`
+	Errors         []string        `json:"errors,omitempty"`
+	Passed         bool            `json:"passed"` // no acked message lost
+
+	AckSeries         []Point  `json:"ack_series"`
+	DeliverySeries    []Point  `json:"delivery_series"`
+	AckHistogram      []Bucket `json:"ack_histogram"` // µs buckets
+	DeliveryHistogram []Bucket `json:"delivery_histogram"`
+}
+
+// buildSummary merges the workers' reports.
+func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Duration) *Summary {
+	s := &Summary{
+		Scenario: cfg.Scenario, Targets: cfg.Targets, ElapsedS: elapsed.Seconds(), Workers: workers,
+		SessionsRequested: cfg.Sessions, Rate: cfg.Rate, DurationS: cfg.Duration.Seconds(),
+	}
+	conn, ack, del, rec := NewHist(), NewHist(), NewHist(), NewHist()
+	ackW, delW := map[int]*Hist{}, map[int]*Hist{}
+	var sendSec float64
+	for _, r := range reports {
+		s.Sessions += r.Sessions
+		s.ConnectFailed += r.ConnectFailed
+		s.Counts.Add(r.Counts)
+		conn.Merge(r.Connect)
+		ack.Merge(r.Ack)
+		del.Merge(r.Deliver)
+		rec.Merge(r.Recover)
+		mergeWindows(ackW, r.AckSeries)
+		mergeWindows(delW, r.DeliverSeries)
+		sendSec = max(sendSec, r.SendSeconds)
+		s.SendErrors += r.SendErrors
+		for c, n := range r.SendErrorCodes {
+			if s.SendErrorCodes == nil {
+				s.SendErrorCodes = make(map[int32]int64)
+			}
+			s.SendErrorCodes[c] += n
+		}
+		s.Behind += r.Behind
+		s.SessionsClosed += r.Closed
+		s.Reconnects += r.Reconnects
+		s.Unrecovered += r.Unrecovered
+		s.EventsDropped += r.EventsDropped
+		for _, e := range r.Errors {
+			if len(s.Errors) < 3*maxErrors {
+				s.Errors = append(s.Errors, fmt.Sprintf("worker %d: %s", r.Worker, e))
+			}
+		}
+	}
+	s.LatencyMS, s.DeliveryLatencyMS, s.ConnectLatencyMS = ack.Quantiles(), del.Quantiles(), conn.Quantiles()
+	if rec.Count() > 0 {
+		q := rec.Quantiles()
+		s.RecoverMS, s.RecoverAllMS = &q, q.Max
+	}
+	if sendSec > 0 {
+		s.ThroughputPerS = float64(s.Acked) / sendSec
+		s.DeliveriesPerS = float64(s.Delivered) / sendSec
+	}
+	s.AckSeries, s.DeliverySeries = Points(ackW), Points(delW)
+	s.AckHistogram, s.DeliveryHistogram = ack.Buckets(), del.Buckets()
+	s.Passed = s.Lost == 0 && len(reports) > 0 && s.Sessions > 0
+	return s
+}
+
+// WriteFiles writes the JSON summary to path and the HTML report next to
+// it (path with its extension replaced by .html).
+func (s *Summary) WriteFiles(path string) (htmlPath string, err error) {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return "", fmt.Errorf("loadtest: write summary: %w", err)
+	}
+	htmlPath = strings.TrimSuffix(path, filepath.Ext(path)) + ".html"
+	f, err := os.Create(htmlPath)
+	if err != nil {
+		return "", fmt.Errorf("loadtest: write report: %w", err)
+	}
+	if err := WriteHTML(f, s); err != nil {
+		f.Close()
+		return "", err
+	}
+	return htmlPath, f.Close()
+}
+
+// WriteText writes the human summary.
+func (s *Summary) WriteText(w io.Writer) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	q := func(name string, x Quantiles) {
+		if x.Count > 0 {
+			p("  %-18s p50 %.1f  p90 %.1f  p99 %.1f  max %.1f ms  (n=%d)", name, x.P50, x.P90, x.P99, x.Max, x.Count)
+		}
+	}
+	p("relaymesh-loadtest: %s, %d/%d sessions logged in (%d failed), %d worker(s), %.1fs",
+		s.Scenario, s.Sessions, s.SessionsRequested, s.ConnectFailed, s.Workers, s.ElapsedS)
+	if s.Sent > 0 {
+		p("  messages: sent %d, acked %d, failed %d; %.1f acked/s", s.Sent, s.Acked, s.Failed, s.ThroughputPerS)
+		p("  copies:   expected %d, delivered %d, late (via sync) %d, lost %d (after dedup %d)",
+			s.Expected, s.Delivered, s.Late, s.Lost, s.LostAfterDedup)
+		p("            duplicates %d (after dedup by message id %d), resynced %d, unexpected %d",
+			s.Duplicates, s.DuplicatesAfterDedup, s.Resynced, s.Unexpected)
+	}
+	q("connect", s.ConnectLatencyMS)
+	q("send→ack", s.LatencyMS)
+	q("send→delivery", s.DeliveryLatencyMS)
+	if s.RecoverMS != nil {
+		q("reconnect→unread", *s.RecoverMS)
+		p("  every session had its unread state again after %.0f ms (%d unrecovered)", s.RecoverAllMS, s.Unrecovered)
+	}
+	if s.ServerRSSBytes > 0 {
+		p("  server RSS: %.1f MiB (baseline %.1f MiB), %.0f bytes per session [%s]",
+			float64(s.ServerRSSBytes)/(1<<20), float64(s.ServerRSSBaselineBytes)/(1<<20), s.ServerRSSBytesPerSession, s.RSSSource)
+	}
+	if s.SendErrors+s.Behind+s.SessionsClosed+s.EventsDropped > 0 {
+		p("  send errors %d %v, skipped (behind) %d, sessions closed by server %d, events dropped %d",
+			s.SendErrors, s.SendErrorCodes, s.Behind, s.SessionsClosed, s.EventsDropped)
+	}
+	for _, l := range s.LostSamples {
+		p("  lost: %s", l)
+	}
+	for _, e := range s.Errors {
+		p("  error: %s", e)
+	}
+	if s.Passed {
+		p("PASS: no acked message lost")
+	} else {
+		p("FAIL: %d acked message copies lost", s.Lost)
+	}
+}

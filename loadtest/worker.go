@@ -1,0 +1,360 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/relaymesh/relaymesh/client"
+)
+
+// Report is what one worker measured; the coordinator merges them.
+type Report struct {
+	Worker         int             `json:"worker"`
+	Sessions       int             `json:"sessions"` // logged in
+	ConnectFailed  int             `json:"connect_failed"`
+	Counts         Counts          `json:"counts"`
+	Connect        *Hist           `json:"connect"`
+	Ack            *Hist           `json:"ack"`
+	Deliver        *Hist           `json:"deliver"`
+	Recover        *Hist           `json:"recover"` // reconnect: drop → unread state back, per session
+	AckSeries      map[int]*Hist   `json:"ack_series"`
+	DeliverSeries  map[int]*Hist   `json:"deliver_series"`
+	SendSeconds    float64         `json:"send_seconds"`
+	SendErrors     int64           `json:"send_errors"`
+	SendErrorCodes map[int32]int64 `json:"send_error_codes,omitempty"` // LeanCloud code → count
+	Behind         int64           `json:"behind"`                     // sends skipped because too many were in flight
+	Closed         int64           `json:"sessions_closed"`
+	Reconnects     int64           `json:"reconnects"`
+	Unrecovered    int64           `json:"unrecovered"` // reconnect: sessions whose unread state did not come back
+	EventsDropped  int64           `json:"events_dropped"`
+	Errors         []string        `json:"errors,omitempty"`
+}
+
+// Progress is a worker's state, reported every Config.Progress.
+type Progress struct {
+	Worker    int     `json:"worker"`
+	Phase     string  `json:"phase"` // connecting, setup, steady, draining, closing, done
+	Connected int     `json:"connected"`
+	Sent      int     `json:"sent"`
+	Acked     int     `json:"acked"`
+	P99       float64 `json:"p99_ms"`
+}
+
+// worker runs the sessions of one slice of the run.
+type worker struct {
+	cfg    Config
+	index  int
+	first  int // global index of the first session
+	n      int // sessions in this slice
+	share  float64
+	start  time.Time
+	ledger *Ledger
+	dialer *netDialer
+	http   *http.Client // dials through dialer; every session's HTTPClient
+
+	connectH, ackH, deliverH, recoverH *Hist
+	ackS, deliverS                     *Series
+
+	sendErrors, behind, sessionsClosed, reconnects, unrecovered, eventsDropped atomic.Int64
+	connected, connectFailed                                                   atomic.Int64
+
+	mu     sync.Mutex
+	phase  string          // guarded by mu
+	errors []string        // guarded by mu; first few errors
+	codes  map[int32]int64 // guarded by mu; failed sends by LeanCloud code
+}
+
+func (w *worker) countCode(code int32) {
+	w.mu.Lock()
+	if w.codes == nil {
+		w.codes = make(map[int32]int64)
+	}
+	w.codes[code]++
+	w.mu.Unlock()
+}
+
+const maxErrors = 10
+
+func (w *worker) noteErr(format string, a ...any) {
+	w.mu.Lock()
+	if len(w.errors) < maxErrors {
+		w.errors = append(w.errors, fmt.Sprintf(format, a...))
+	}
+	w.mu.Unlock()
+}
+
+func (w *worker) setPhase(p string) {
+	w.mu.Lock()
+	w.phase = p
+	w.mu.Unlock()
+}
+
+func (w *worker) progress() Progress {
+	w.mu.Lock()
+	phase := w.phase
+	w.mu.Unlock()
+	sent, acked := w.ledger.Progress()
+	return Progress{Worker: w.index, Phase: phase, Connected: int(w.connected.Load()),
+		Sent: sent, Acked: acked, P99: w.ackH.Quantiles().P99}
+}
+
+// slice returns the first session and the count of worker i of n for
+// total sessions.
+func slice(total, i, n int) (first, count int) {
+	first = total * i / n
+	return first, total*(i+1)/n - first
+}
+
+// RunWorker runs worker index of workers in this process and returns its
+// report. onProgress is called twice a second and on phase changes.
+func RunWorker(ctx context.Context, cfg Config, index, workers int, onProgress func(Progress)) (*Report, error) {
+	cfg.Defaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	workers = max(workers, 1)
+	first, n := slice(cfg.Sessions, index, workers)
+	w := &worker{
+		cfg: cfg, index: index, first: first, n: n, share: float64(n) / float64(cfg.Sessions),
+		start: time.Now(), dialer: newNetDialer(cfg.SourceIPs),
+		connectH: NewHist(), ackH: NewHist(), deliverH: NewHist(), recoverH: NewHist(),
+		phase: "connecting",
+	}
+	w.ackS, w.deliverS = NewSeries(w.start), NewSeries(w.start)
+	w.ledger = NewLedger(index, func(d Duration) {
+		w.deliverH.Record(d)
+		w.deliverS.Record(time.Now(), d)
+	})
+	w.http = w.dialer.client()
+
+	ctx, cancel := context.WithTimeout(ctx, w.budget())
+	defer cancel()
+
+	stopProgress := w.reportProgress(onProgress)
+	rep, err := w.run(ctx)
+	stopProgress()
+	return rep, err
+}
+
+// budget bounds the whole run: logins, setup, duration, drain and teardown.
+func (w *worker) budget() time.Duration {
+	login := 60*time.Second + time.Duration(w.n/200)*time.Second
+	if w.cfg.ConnectRate > 0 {
+		login += time.Duration(float64(w.n) / (w.cfg.ConnectRate * w.share) * float64(time.Second))
+	}
+	return login + 2*w.cfg.Duration + w.cfg.Drain + 60*time.Second
+}
+
+func (w *worker) reportProgress(onProgress func(Progress)) (stop func()) {
+	if onProgress == nil {
+		return func() {}
+	}
+	// Report more often than the coordinator prints, so its line is fresh
+	// and it can sample server RSS while every worker is steady.
+	every := 500 * time.Millisecond
+	if w.cfg.Progress > 0 {
+		every = min(w.cfg.Progress, every)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		last := ""
+		poll := time.NewTicker(100 * time.Millisecond)
+		defer poll.Stop()
+		for {
+			select {
+			case <-done:
+				p := w.progress()
+				p.Phase = "done"
+				onProgress(p)
+				return
+			case <-t.C:
+				p := w.progress()
+				last = p.Phase
+				onProgress(p)
+			case <-poll.C:
+				if p := w.progress(); p.Phase != last {
+					last = p.Phase
+					onProgress(p)
+				}
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+func (w *worker) run(ctx context.Context) (*Report, error) {
+	var sc scenario
+	switch w.cfg.Scenario {
+	case ScenarioConnect:
+		sc = &connectScenario{w: w}
+	case ScenarioPairs:
+		sc = &pairsScenario{w: w}
+	case ScenarioGroup:
+		sc = &groupScenario{w: w}
+	case ScenarioReconnect:
+		sc = &reconnectScenario{w: w}
+	}
+	var sendStart, sendEnd time.Time
+	func() {
+		defer func() {
+			w.setPhase("closing")
+			sc.teardown()
+		}()
+		if err := sc.setup(ctx); err != nil {
+			w.noteErr("setup: %v", err)
+			return
+		}
+		w.setPhase("steady")
+		sendStart = time.Now()
+		sc.steady(ctx)
+		sendEnd = time.Now()
+		w.setPhase("draining")
+		w.drain(ctx)
+	}()
+	rep := &Report{
+		Worker: w.index, Sessions: int(w.connected.Load()), ConnectFailed: int(w.connectFailed.Load()),
+		Counts: w.ledger.Settle(), Connect: w.connectH, Ack: w.ackH, Deliver: w.deliverH, Recover: w.recoverH,
+		AckSeries: w.ackS.Windows(), DeliverSeries: w.deliverS.Windows(),
+		SendErrors: w.sendErrors.Load(), Behind: w.behind.Load(), Closed: w.sessionsClosed.Load(),
+		Reconnects: w.reconnects.Load(), Unrecovered: w.unrecovered.Load(), EventsDropped: w.eventsDropped.Load(),
+	}
+	if !sendStart.IsZero() {
+		rep.SendSeconds = sendEnd.Sub(sendStart).Seconds()
+	}
+	w.mu.Lock()
+	rep.Errors = append(rep.Errors, w.errors...)
+	rep.SendErrorCodes = w.codes
+	w.mu.Unlock()
+	return rep, nil
+}
+
+// drain waits after sending stopped until every expected copy arrived, no
+// copy arrived for a second, or cfg.Drain passed.
+func (w *worker) drain(ctx context.Context) {
+	deadline := time.Now().Add(w.cfg.Drain)
+	last, lastChange := w.ledger.Received(), time.Now()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if w.ledger.Outstanding() == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+		if r := w.ledger.Received(); r != last {
+			last, lastChange = r, time.Now()
+		} else if time.Since(lastChange) > time.Second {
+			return
+		}
+	}
+}
+
+// scenario is one way of loading the server.
+type scenario interface {
+	setup(ctx context.Context) error // log in, create conversations
+	steady(ctx context.Context)      // send or idle for cfg.Duration
+	teardown()                       // close every session
+}
+
+// options are the client options of every session.
+func (w *worker) options(id string) client.Options {
+	return client.Options{
+		AppID: w.cfg.AppID, ClientID: id,
+		EventBuffer:  1024,
+		ReconnectMin: 200 * time.Millisecond, ReconnectMax: 2 * time.Second,
+		RequestTimeout: 20 * time.Second,
+		HTTPClient:     w.http,
+	}
+}
+
+// newSessions makes n sessions named prefix-<global index>, spread over
+// the targets, with network group grp.
+func (w *worker) newSessions(prefix string, first, n int, grp string) []*session {
+	out := make([]*session, n)
+	for i := range out {
+		g := first + i
+		t := w.cfg.Targets[g%len(w.cfg.Targets)]
+		out[i] = &session{id: fmt.Sprintf("lt-%s-%s%d", w.cfg.RunID, prefix, g), target: withGroup(t, grp), w: w}
+	}
+	return out
+}
+
+// loginAll logs in every session at the worker's share of the connect
+// rate, cfg.Concurrency at a time; it returns the sessions that made it.
+func (w *worker) loginAll(ctx context.Context, ss []*session) []*session {
+	rate := w.cfg.ConnectRate * w.share
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	ok := make([]bool, len(ss))
+	start := time.Now()
+	for i, s := range ss {
+		if rate > 0 {
+			due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+			if d := time.Until(due); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			t0 := time.Now()
+			if err := s.login(ctx, w.options(s.id)); err != nil {
+				w.connectFailed.Add(1)
+				w.noteErr("login %s: %v", s.id, err)
+				return
+			}
+			w.connectH.Record(time.Since(t0))
+			w.connected.Add(1)
+			ok[i] = true
+		})
+	}
+	wg.Wait()
+	var out []*session
+	for i, s := range ss {
+		if ok[i] {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// closeAll closes sessions, cfg.Concurrency at a time.
+func (w *worker) closeAll(ss []*session) {
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for _, s := range ss {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			s.close()
+		})
+	}
+	wg.Wait()
+}
+
+// parallel runs f for each i in [0,n), cfg.Concurrency at a time.
+func (w *worker) parallel(ctx context.Context, n int, f func(i int)) {
+	sem := make(chan struct{}, w.cfg.Concurrency)
+	var wg sync.WaitGroup
+	for i := range n {
+		if ctx.Err() != nil {
+			break
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			f(i)
+		})
+	}
+	wg.Wait()
+}
