@@ -136,3 +136,34 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkEncode(b *testing.B) {
+	for _, name := range []string{SubprotocolBinary3, SubprotocolBase64v3} {
+		c, _ := CodecFor(name)
+		cmd := sample()
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Encode(cmd); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkDecode(b *testing.B) {
+	for _, name := range []string{SubprotocolBinary3, SubprotocolBase64v3} {
+		c, _ := CodecFor(name)
+		frame, _ := c.Encode(sample())
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(frame)))
+			for b.Loop() {
+				if _, err := c.Decode(frame, c.Base64); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
