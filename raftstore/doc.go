@@ -1,0 +1,60 @@
+// Package raftstore runs a hashicorp/raft group whose log, stable store and
+// state machine all live in Pebble.
+//
+// # Layout
+//
+// A replica's Config.Dir holds three things:
+//
+//	raft/       Pebble DB: the raft log ('l' + big-endian index) and the
+//	            stable store ('s' + key: current term, last vote). Every
+//	            write is synced; StoreLogs writes a whole AppendEntries batch
+//	            in one batch and one fsync; compaction is one DeleteRange.
+//	state/      Pebble DB: the state machine's keys, plus the applied index
+//	            under ReservedPrefix. Writes are never synced, and by
+//	            default the DB has no WAL (Config.StateWAL turns one on).
+//	snapshots/  raft.FileSnapshotStore.
+//
+// Two DBs rather than one with prefixes, so the synced log traffic and the
+// unsynced state traffic do not share a WAL: a state commit never waits for,
+// or is forced into, a log fsync.
+//
+// # Applying
+//
+// The FSM adapter implements raft.BatchingFSM. With Config.BatchApplyCh raft
+// groups concurrent Propose calls into one log batch (up to MaxAppendEntries),
+// which is one fsync on each replica. ApplyBatch then runs every command of
+// the batch through StateMachine.Apply on ONE indexed Pebble batch, so later
+// commands read earlier ones' writes, stores the batch's last index as the
+// applied index in the same batch, and commits it with pebble.NoSync. Each
+// command's result goes back through raft's ApplyFuture to Propose.
+//
+// # Durability
+//
+// Propose returns only after the command is committed (synced in the raft
+// log of a majority) and applied on the leader, so an acknowledged command
+// survives the loss of any minority. The state DB is not synced (and has no
+// WAL by default), yet nothing is lost: state and applied index are written
+// in one atomic batch, and batches reach disk in order (memtable flushes),
+// so after a crash the state DB is exactly the state as of some applied
+// index A. raft replays the log after its last snapshot; ApplyBatch skips
+// entries at or below A and re-applies the rest: the raft log is the state's
+// write-ahead log, and replaying it is idempotent. raft runs with
+// NoSnapshotRestoreOnStart so a restart keeps the newer persistent state
+// rather than rolling back to the snapshot. Before raft takes a snapshot (and
+// then compacts the log behind it) the FSM flushes the state DB, so the state
+// at the snapshot index is on disk before the log entries that built it go.
+//
+// # Snapshots
+//
+// FSM snapshots are Pebble snapshots streamed as length-prefixed key/value
+// records (see snapshot.go). Restore wipes the state keyspace and loads the
+// stream, the applied index included; a restore marker written in the wiping
+// batch and cleared after the load lets Open finish a restore a crash cut
+// short, from the newest snapshot on disk.
+//
+// # Transport
+//
+// Any raft.Transport works; tests use raft.NewTCPTransport on 127.0.0.1 and
+// production raft.NewNetworkTransport over the mesh's QUIC StreamLayer. The
+// package raftstoretest has an in-process N-replica harness.
+package raftstore

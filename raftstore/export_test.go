@@ -1,0 +1,4 @@
+package raftstore
+
+// LogStoreForTest exposes the replica's log store to external tests.
+func (n *Node) LogStoreForTest() *LogStore { return n.logs }

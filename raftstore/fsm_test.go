@@ -1,0 +1,128 @@
+package raftstore
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"testing"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/hashicorp/raft"
+)
+
+type putSM struct{}
+
+// Apply stores cmd "k=v" as k -> v and returns the number of keys seen so far
+// through the batch under "n".
+func (putSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
+	k, v, _ := bytes.Cut(cmd, []byte("="))
+	_ = b.Set(k, v, nil)
+	return index
+}
+
+func openState(t *testing.T, dir string) *pebble.DB {
+	t.Helper()
+	db, err := pebble.Open(dir, &pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+func cmdLogs(from, to uint64) []*raft.Log {
+	var logs []*raft.Log
+	for i := from; i <= to; i++ {
+		logs = append(logs, &raft.Log{Index: i, Type: raft.LogCommand, Data: []byte(fmt.Sprintf("k%03d=v%d", i, i))})
+	}
+	return logs
+}
+
+func TestFSMSkipsApplied(t *testing.T) {
+	db := openState(t, t.TempDir())
+	defer db.Close()
+	f, err := newFSM(db, putSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := f.ApplyBatch(cmdLogs(1, 10))
+	if len(res) != 10 || res[9] != uint64(10) {
+		t.Fatalf("results %v", res)
+	}
+	// A replay overlapping the applied index applies only the new entries.
+	logs := append(cmdLogs(5, 12), &raft.Log{Index: 13, Type: raft.LogConfiguration})
+	res = f.ApplyBatch(logs)
+	for i, r := range res {
+		idx := logs[i].Index
+		switch {
+		case idx <= 10 || idx == 13:
+			if r != nil {
+				t.Errorf("entry %d: result %v, want nil (skipped)", idx, r)
+			}
+		case r != idx:
+			t.Errorf("entry %d: result %v, want %d", idx, r, idx)
+		}
+	}
+	if got, _ := AppliedIndex(db); got != 13 {
+		t.Fatalf("applied index = %d, want 13", got)
+	}
+}
+
+func TestFSMSnapshotRestore(t *testing.T) {
+	base := t.TempDir()
+	src := openState(t, filepath.Join(base, "src"))
+	defer src.Close()
+	f, _ := newFSM(src, putSM{})
+	f.ApplyBatch(cmdLogs(1, 500))
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ApplyBatch(cmdLogs(501, 510)) // after the snapshot: not in it
+	var buf bytes.Buffer
+	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).snap); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+
+	dst := openState(t, filepath.Join(base, "dst"))
+	defer dst.Close()
+	g, _ := newFSM(dst, putSM{})
+	g.ApplyBatch(cmdLogs(900, 905)) // stale keys the restore must wipe
+	if err := g.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if g.applied.Load() != 500 {
+		t.Fatalf("applied after restore = %d, want 500", g.applied.Load())
+	}
+	for _, k := range []string{"k001", "k500"} {
+		if v, c, err := dst.Get([]byte(k)); err != nil {
+			t.Errorf("%s missing after restore: %v", k, err)
+		} else {
+			c.Close()
+			_ = v
+		}
+	}
+	for _, k := range []string{"k501", "k900", string(restoringKey)} {
+		if _, _, err := dst.Get([]byte(k)); !errors.Is(err, pebble.ErrNotFound) {
+			t.Errorf("%q present after restore, want gone", k)
+		}
+	}
+
+	// Corrupt streams are rejected.
+	for name, bad := range map[string][]byte{
+		"empty":     nil,
+		"magic":     []byte("nope"),
+		"truncated": buf.Bytes()[:buf.Len()/2],
+		"trailer":   append(append([]byte(nil), buf.Bytes()[:buf.Len()-1]...), 0x7f),
+	} {
+		if err := g.Restore(io.NopCloser(bytes.NewReader(bad))); !errors.Is(err, ErrBadSnapshot) {
+			t.Errorf("%s: got %v, want ErrBadSnapshot", name, err)
+		}
+	}
+	// A failed restore leaves the marker, so Open would restore again.
+	if r, _ := g.restoring(); !r {
+		t.Errorf("restore marker missing after a failed restore")
+	}
+}

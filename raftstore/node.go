@@ -1,0 +1,337 @@
+package raftstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble"
+	"github.com/hashicorp/raft"
+)
+
+// Config configures one replica. Zero tuning fields take the defaults below.
+type Config struct {
+	NodeID string // raft server ID
+	Dir    string // data directory of this replica: raft/, state/, snapshots/
+	// Transport carries raft RPCs, e.g. raft.NewNetworkTransport over
+	// mesh.RaftLayer, or raft.NewTCPTransport. The Node owns it from Open on
+	// (also when Open fails): Close closes it.
+	Transport raft.Transport
+	Bootstrap []raft.Server // non-empty on first start of a new group; ignored once there is state
+	SM        StateMachine
+	Logger    *slog.Logger // nil discards
+
+	SnapshotThreshold  uint64        // log entries since the last snapshot that trigger one; default 8192
+	SnapshotInterval   time.Duration // how often to check SnapshotThreshold; default 2m
+	TrailingLogs       uint64        // entries kept behind a snapshot; default 10240
+	SnapshotRetain     int           // snapshots kept on disk; default 2
+	HeartbeatTimeout   time.Duration // default 1s
+	ElectionTimeout    time.Duration // default 1s
+	LeaderLeaseTimeout time.Duration // default 500ms
+	CommitTimeout      time.Duration // default 50ms
+	MaxAppendEntries   int           // entries per AppendEntries and per apply batch; default and maximum 1024
+	LogCacheSize       int           // recent entries cached in memory for replication; default 4*MaxAppendEntries
+	// StateWAL keeps a (never synced) WAL on the state DB, so that a process
+	// restart finds every applied entry in the state and replays nothing.
+	// Off by default: the raft log already is the state's write-ahead log.
+	StateWAL bool
+}
+
+const defaultMaxAppendEntries = 1024
+
+// Node is one replica of a raft group whose log, stable store and state
+// machine live in Pebble.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	raft  *raft.Raft
+	logs  *LogStore
+	state *pebble.DB
+	fsm   *fsm
+	trans raft.Transport
+
+	closed    atomic.Bool
+	waiters   sync.WaitGroup // Propose goroutines waiting on futures for a ctx-bound caller
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens (or creates) the replica in cfg.Dir and starts raft. If
+// cfg.Bootstrap is set and the replica has no raft state yet, the group is
+// bootstrapped with those servers first.
+func Open(cfg Config) (n *Node, err error) {
+	if cfg.Transport == nil {
+		return nil, errors.New("raftstore: open: no transport")
+	}
+	var cleanup []func() error
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				_ = cleanup[i]()
+			}
+		}
+	}()
+	cleanup = append(cleanup, func() error { return closeTransport(cfg.Transport) })
+	if cfg.NodeID == "" || cfg.Dir == "" || cfg.SM == nil {
+		return nil, errors.New("raftstore: open: NodeID, Dir and SM are required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	logger = logger.With("raft_id", cfg.NodeID)
+	if cfg.MaxAppendEntries <= 0 {
+		cfg.MaxAppendEntries = defaultMaxAppendEntries
+	}
+	if cfg.LogCacheSize <= 0 {
+		cfg.LogCacheSize = 4 * cfg.MaxAppendEntries
+	}
+	if cfg.SnapshotRetain <= 0 {
+		cfg.SnapshotRetain = 2
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("raftstore: open: %w", err)
+	}
+
+	logs, err := OpenLogStore(filepath.Join(cfg.Dir, "raft"), logDBOptions(logger))
+	if err != nil {
+		return nil, err
+	}
+	cleanup = append(cleanup, logs.Close)
+
+	state, err := pebble.Open(filepath.Join(cfg.Dir, "state"), stateDBOptions(logger, cfg.StateWAL))
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open state db: %w", err)
+	}
+	cleanup = append(cleanup, state.Close)
+
+	f, err := newFSM(state, cfg.SM)
+	if err != nil {
+		return nil, err
+	}
+	hlog := newHCLog(logger, "raft")
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), cfg.SnapshotRetain, hlog)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: open snapshot store: %w", err)
+	}
+	if err := finishRestore(f, snaps); err != nil {
+		return nil, err
+	}
+
+	rc := raftConfig(cfg, hlog)
+	cached, err := raft.NewLogCache(cfg.LogCacheSize, logs)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: log cache: %w", err)
+	}
+	if len(cfg.Bootstrap) > 0 {
+		has, err := raft.HasExistingState(cached, logs, snaps)
+		if err != nil {
+			return nil, fmt.Errorf("raftstore: open: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: cfg.Bootstrap}
+			if err := raft.BootstrapCluster(rc, cached, logs, snaps, cfg.Transport, conf); err != nil {
+				return nil, fmt.Errorf("raftstore: bootstrap: %w", err)
+			}
+		}
+	}
+	r, err := raft.NewRaft(rc, f, cached, logs, snaps, cfg.Transport)
+	if err != nil {
+		return nil, fmt.Errorf("raftstore: start raft: %w", err)
+	}
+	return &Node{cfg: cfg, log: logger, raft: r, logs: logs, state: state, fsm: f, trans: cfg.Transport}, nil
+}
+
+func raftConfig(cfg Config, hlog *hclogAdapter) *raft.Config {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = hlog
+	rc.BatchApplyCh = true
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	// The state DB is persistent and knows its applied index; restoring the
+	// last snapshot on start would only throw newer state away.
+	rc.NoSnapshotRestoreOnStart = true
+	setIf(&rc.SnapshotThreshold, cfg.SnapshotThreshold)
+	setIf(&rc.SnapshotInterval, cfg.SnapshotInterval)
+	setIf(&rc.TrailingLogs, cfg.TrailingLogs)
+	setIf(&rc.HeartbeatTimeout, cfg.HeartbeatTimeout)
+	setIf(&rc.ElectionTimeout, cfg.ElectionTimeout)
+	setIf(&rc.LeaderLeaseTimeout, cfg.LeaderLeaseTimeout)
+	setIf(&rc.CommitTimeout, cfg.CommitTimeout)
+	return rc
+}
+
+func setIf[T comparable](dst *T, v T) {
+	var zero T
+	if v != zero {
+		*dst = v
+	}
+}
+
+// finishRestore completes a snapshot restore that a crash interrupted, from
+// the newest snapshot on disk.
+func finishRestore(f *fsm, snaps raft.SnapshotStore) error {
+	restoring, err := f.restoring()
+	if err != nil || !restoring {
+		return err
+	}
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("raftstore: list snapshots: %w", err)
+	}
+	if len(list) == 0 {
+		return fmt.Errorf("%w: restore interrupted and no snapshot left", ErrBadSnapshot)
+	}
+	_, rc, err := snaps.Open(list[0].ID)
+	if err != nil {
+		return fmt.Errorf("raftstore: open snapshot %s: %w", list[0].ID, err)
+	}
+	if err := f.Restore(rc); err != nil {
+		return fmt.Errorf("raftstore: finish interrupted restore: %w", err)
+	}
+	return nil
+}
+
+// Propose commits cmd through raft and returns the state machine's result
+// once the command is applied on this (leader) replica. A result that is an
+// error is returned as the error. On a follower, or a closed Node (which
+// also matches ErrClosed), it fails with ErrNotLeader. The context bounds
+// both enqueueing and waiting; when it ends first, the command may still
+// commit.
+func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
+	if n.closed.Load() {
+		return nil, fmt.Errorf("%w: %w", ErrNotLeader, ErrClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var timeout time.Duration
+	if dl, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(dl); timeout <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+	}
+	f := n.raft.Apply(cmd, timeout)
+	var err error
+	if ctx.Done() == nil {
+		err = f.Error()
+	} else {
+		done := make(chan error, 1)
+		n.waiters.Add(1)
+		go func() {
+			defer n.waiters.Done()
+			done <- f.Error()
+		}()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("raftstore: propose (outcome unknown): %w", ctx.Err())
+		}
+	}
+	if err != nil {
+		return nil, proposeErr(err)
+	}
+	resp := f.Response()
+	if e, ok := resp.(error); ok {
+		return nil, e
+	}
+	return resp, nil
+}
+
+func proposeErr(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader),
+		errors.Is(err, raft.ErrLeadershipTransferInProgress),
+		errors.Is(err, raft.ErrLeadershipLost),
+		errors.Is(err, raft.ErrAbortedByRestore):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w: %w", ErrNotLeader, ErrClosed, err)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("raftstore: propose: %w: %w", context.DeadlineExceeded, err)
+	}
+	return fmt.Errorf("raftstore: propose: %w", err)
+}
+
+// State returns the state DB: committed and applied state, read-only for
+// callers, valid until Close. On a follower it may lag the leader.
+func (n *Node) State() *pebble.DB { return n.state }
+
+// AppliedIndex returns the raft index of the last entry applied to State.
+func (n *Node) AppliedIndex() uint64 { return n.fsm.applied.Load() }
+
+// IsLeader reports whether this replica is the leader now.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's address and ID, empty if unknown.
+func (n *Node) Leader() (addr string, id string) {
+	a, i := n.raft.LeaderWithID()
+	return string(a), string(i)
+}
+
+// WaitLeader returns once the group has a leader known to this replica.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	ch := make(chan raft.Observation, 1)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(obs)
+	defer n.raft.DeregisterObserver(obs)
+	// Observations are dropped when ch is full; the ticker covers that and
+	// leader changes raft does not announce, such as a restart.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if n.closed.Load() {
+			return ErrClosed
+		}
+		if _, id := n.raft.LeaderWithID(); id != "" {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("raftstore: wait leader: %w", ctx.Err())
+		}
+	}
+}
+
+// Raft returns the underlying raft instance, for membership changes,
+// snapshots and stats.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// Close shuts raft down, closes the transport and both DBs, and returns
+// after every goroutine it started has exited. It takes no snapshot.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.closed.Store(true)
+		errs := []error{n.raft.Shutdown().Error()}
+		n.waiters.Wait()
+		errs = append(errs, closeTransport(n.trans), n.logs.Close(), n.state.Close())
+		if err := errors.Join(errs...); err != nil {
+			n.closeErr = fmt.Errorf("raftstore: close: %w", err)
+		}
+	})
+	return n.closeErr
+}
+
+// closeTransport closes pooled outgoing connections too (raft's
+// NetworkTransport.Close leaves them open, which strands the peers'
+// connection handlers), then the transport.
+func closeTransport(t raft.Transport) error {
+	if s, ok := t.(interface{ CloseStreams() }); ok {
+		s.CloseStreams()
+	}
+	if c, ok := t.(raft.WithClose); ok {
+		return c.Close()
+	}
+	return nil
+}
