@@ -133,12 +133,19 @@ func (c *Core) handleDeliveries(ctx context.Context, peer string, s *mesh.Stream
 		return s.Send(b)
 	})
 	defer detach()
-	// The edge sends nothing more; Recv returns when the stream or the
-	// connection ends.
+	// Then the edge sends Presence frames; Recv fails when the stream or
+	// the connection ends.
 	for {
-		if _, err := s.Recv(); err != nil {
+		b, err := s.Recv()
+		if err != nil {
 			return
 		}
+		p := new(meshpb.Presence)
+		if err := proto.Unmarshal(b, p); err != nil {
+			c.log.Warn("bad presence frame", "edge", hello.EdgeId, "err", err)
+			return
+		}
+		c.Service.SyncPresence(hello.EdgeId, p)
 	}
 }
 

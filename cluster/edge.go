@@ -139,8 +139,10 @@ func (e *Edge) streamOnce(ctx context.Context, addr string, hello []byte) error 
 	if err := s.Send(hello); err != nil {
 		return err
 	}
-	e.link.connected(addr, true)
-	defer e.link.connected(addr, false)
+	if err := e.link.attach(addr, s); err != nil {
+		return err
+	}
+	defer e.link.detach(addr, s)
 	for {
 		b, err := s.Recv()
 		if err != nil {
@@ -153,6 +155,7 @@ func (e *Edge) streamOnce(ctx context.Context, addr string, hello []byte) error 
 		if e.dropAt > 0 && e.dropHook(d) {
 			continue // test hook: lose this delivery on purpose
 		}
+		e.link.ended(d)
 		e.Server.Deliver(d)
 	}
 }
@@ -185,21 +188,91 @@ type coreLink struct {
 	cores []string
 	log   *slog.Logger
 
-	mu     sync.Mutex
-	leader string          // guarded by mu; last core that answered as leader
-	up     map[string]bool // guarded by mu; cores with a live delivery stream
+	mu       sync.Mutex
+	leader   string                                 // guarded by mu; last core that answered as leader
+	streams  map[string]*mesh.Stream                // guarded by mu; live delivery stream per core
+	sessions map[sessionKey]*meshpb.PresenceSession // guarded by mu; logged-in sessions of this edge
+}
+
+type sessionKey struct {
+	app, peer string
+	conn      uint64
 }
 
 // ErrNoLeader is returned when no core answered as leader in time.
 var ErrNoLeader = errors.New("cluster: no shard leader")
 
-func (l *coreLink) connected(addr string, up bool) {
+// attach registers the delivery stream to core addr and tells that core
+// every session of this edge (Presence.replace_all). Holding mu while
+// sending keeps the snapshot ordered before any later change.
+func (l *coreLink) attach(addr string, s *mesh.Stream) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.up == nil {
-		l.up = make(map[string]bool)
+	if l.streams == nil {
+		l.streams = make(map[string]*mesh.Stream)
 	}
-	l.up[addr] = up
+	p := &meshpb.Presence{ReplaceAll: true}
+	for _, ps := range l.sessions {
+		p.Add = append(p.Add, ps)
+	}
+	b, err := proto.Marshal(p)
+	if err != nil {
+		return err
+	}
+	if err := s.Send(b); err != nil {
+		return err
+	}
+	l.streams[addr] = s
+	return nil
+}
+
+func (l *coreLink) detach(addr string, s *mesh.Stream) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.streams[addr] == s {
+		delete(l.streams, addr)
+	}
+}
+
+// track records a session that opened or ended and tells every core. A
+// core whose stream is down gets the full list when it reconnects.
+func (l *coreLink) track(ps *meshpb.PresenceSession, open bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.sessions == nil {
+		l.sessions = make(map[sessionKey]*meshpb.PresenceSession)
+	}
+	k := sessionKey{ps.AppId, ps.PeerId, ps.ConnId}
+	p := new(meshpb.Presence)
+	if open {
+		l.sessions[k] = ps
+		p.Add = []*meshpb.PresenceSession{ps}
+	} else {
+		if _, ok := l.sessions[k]; !ok {
+			return
+		}
+		delete(l.sessions, k)
+		p.Remove = []*meshpb.PresenceSession{ps}
+	}
+	b, err := proto.Marshal(p)
+	if err != nil {
+		return
+	}
+	for addr, s := range l.streams {
+		if err := s.Send(b); err != nil {
+			l.log.Debug("presence send failed; the core resyncs on reconnect", "core", addr, "err", err)
+		}
+	}
+}
+
+// ended notices deliveries that end a session (tag kick): the core that
+// sent it already forgot the session; the others must too.
+func (l *coreLink) ended(d *meshpb.Delivery) {
+	for _, t := range d.Targets {
+		if t.EndSession {
+			l.track(&meshpb.PresenceSession{AppId: d.AppId, PeerId: t.PeerId, ConnId: t.ConnId}, false)
+		}
+	}
 }
 
 // ready is true when the edge can reach a core that leads the shard.
@@ -217,7 +290,17 @@ func (l *coreLink) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 	if err != nil {
 		return nil, err
 	}
-	return l.call(ctx, b)
+	rep, err := l.call(ctx, b)
+	switch req.Kind {
+	case meshpb.ClientRequest_OPEN:
+		if err == nil && rep.ErrorCode == 0 {
+			l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId,
+				Tag: req.Tag, ProtocolVersion: req.ProtocolVersion}, true)
+		}
+	case meshpb.ClientRequest_CLOSE:
+		l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId}, false)
+	}
+	return rep, err
 }
 
 func (l *coreLink) call(ctx context.Context, b []byte) (*meshpb.ClientReply, error) {

@@ -581,3 +581,43 @@ func TestOneDeliveryPerEdge(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncPresence: sessions an edge reports through Presence frames (not
+// through OPEN on this core) are online and can be replaced, removed and
+// re-reported idempotently.
+func TestSyncPresence(t *testing.T) {
+	e := newEnv(t)
+	a := e.client("alice")
+	a.open("", false, 0)
+	online := func() []string {
+		g := mustOK(t, a.do(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_query.Enum(),
+			SessionMessage: &lcpb.SessionCommand{SessionPeerIds: []string{"bob", "carol"}}}))
+		return g.GetSessionMessage().GetOnlineSessionPeerIds()
+	}
+	sess := func(peer string, conn uint64) *meshpb.PresenceSession {
+		return &meshpb.PresenceSession{AppId: testApp, PeerId: peer, ConnId: conn, ProtocolVersion: 3}
+	}
+	e.core.SyncPresence("e2", &meshpb.Presence{ReplaceAll: true, Add: []*meshpb.PresenceSession{sess("bob", 7)}})
+	e.core.SyncPresence("e2", &meshpb.Presence{Add: []*meshpb.PresenceSession{sess("bob", 7)}}) // again: no duplicate
+	if got := online(); len(got) != 1 || got[0] != "bob" {
+		t.Fatalf("online after sync: got %v, want [bob]", got)
+	}
+	e.core.mu.Lock()
+	n := len(e.core.sessions[peerKey{testApp, "bob"}])
+	e.core.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("bob has %d sessions after a repeated add, want 1", n)
+	}
+	// replace_all from e2 swaps bob for carol and leaves e1's alice alone.
+	e.core.SyncPresence("e2", &meshpb.Presence{ReplaceAll: true, Add: []*meshpb.PresenceSession{sess("carol", 8)}})
+	if got := online(); len(got) != 1 || got[0] != "carol" {
+		t.Fatalf("online after replace_all: got %v, want [carol]", got)
+	}
+	e.core.SyncPresence("e2", &meshpb.Presence{Remove: []*meshpb.PresenceSession{sess("carol", 8)}})
+	if got := online(); len(got) != 0 {
+		t.Fatalf("online after remove: got %v, want none", got)
+	}
+	if !e.core.online(testApp, "alice") {
+		t.Fatal("alice, logged in through OPEN on edge e1, went offline")
+	}
+}

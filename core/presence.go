@@ -187,3 +187,37 @@ func (c *Core) deliver(edge string, d *meshpb.Delivery, cmd *lcpb.GenericCommand
 		c.stats.Dropped.Add(1)
 	}
 }
+
+// SyncPresence applies an edge's presence frame (meshpb.Presence): every
+// core of a region learns the sessions of every edge, so a core that becomes
+// shard leader, or restarts, can fan out without anyone logging in again.
+// It only records sessions: no tag kick and no login notifications, which
+// the leader did when it handled the OPEN. Applying a frame twice is
+// harmless.
+func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	if p.GetReplaceAll() {
+		for k, ss := range c.sessions {
+			kept := ss[:0]
+			for _, s := range ss {
+				if s.edge != edgeID {
+					kept = append(kept, s)
+				}
+			}
+			c.setSessionsLocked(k, kept)
+		}
+	}
+	for _, r := range p.GetRemove() {
+		c.removeSessionLocked(peerKey{r.GetAppId(), r.GetPeerId()}, connKey{edgeID, r.GetConnId()})
+	}
+	for _, a := range p.GetAdd() {
+		k := peerKey{a.GetAppId(), a.GetPeerId()}
+		c.removeSessionLocked(k, connKey{edgeID, a.GetConnId()})
+		c.sessions[k] = append(c.sessions[k], &session{app: a.GetAppId(), peer: a.GetPeerId(), tag: a.GetTag(),
+			edge: edgeID, conn: a.GetConnId(), version: a.GetProtocolVersion()})
+	}
+}

@@ -100,7 +100,10 @@ func TestLeaderKilledWhileSending(t *testing.T) {
 	defer cancel()
 	const senders = 4
 	owner := dial(t, ctx, r.edge.URL, "ha-app", "owner")
-	members := []string{}
+	// watcher stays online throughout and must still get live pushes from
+	// the new leader after the failover.
+	watcher := dial(t, ctx, r.edge.URL, "ha-app", "watcher")
+	members := []string{"watcher"}
 	for s := range senders {
 		members = append(members, fmt.Sprintf("s%d", s))
 	}
@@ -114,7 +117,7 @@ func TestLeaderKilledWhileSending(t *testing.T) {
 	var wg sync.WaitGroup
 	stop := make(chan struct{})
 	for s := range senders {
-		c := dial(t, ctx, r.edge.URL, "ha-app", members[s])
+		c := dial(t, ctx, r.edge.URL, "ha-app", members[s+1])
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -125,7 +128,7 @@ func TestLeaderKilledWhileSending(t *testing.T) {
 				default:
 				}
 				sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
-				sent, err := c.Send(sctx, cid, client.TextMessage(fmt.Sprintf("%s-%d", members[s], k)), client.SendOptions{})
+				sent, err := c.Send(sctx, cid, client.TextMessage(fmt.Sprintf("%s-%d", members[s+1], k)), client.SendOptions{})
 				scancel()
 				if err == nil {
 					mu.Lock()
@@ -144,6 +147,23 @@ func TestLeaderKilledWhileSending(t *testing.T) {
 	waitFor(t, 30*time.Second, func() bool { return count() >= before+100 })
 	close(stop)
 	wg.Wait()
+
+	final, err := owner.Send(ctx, cid, client.TextMessage("after the failover"), client.SendOptions{})
+	if err != nil {
+		t.Fatalf("send after failover: %v", err)
+	}
+	acked[final.ID] = final
+	live := time.After(10 * time.Second)
+	for got := false; !got; {
+		select {
+		case ev := <-watcher.Events():
+			if m, ok := ev.(client.Message); ok && m.ID == final.ID {
+				got = true
+			}
+		case <-live:
+			t.Fatalf("watcher, online through the failover, did not get a live push from the new leader")
+		}
+	}
 
 	hist := historyAll(t, ctx, owner, cid)
 	seen := map[string]bool{}

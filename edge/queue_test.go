@@ -94,8 +94,9 @@ func TestQueuePopOrderAndFinish(t *testing.T) {
 func TestBucket(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	b := newBucket(2, t0)
-	if !b.take(t0) || !b.take(t0) || b.take(t0) {
-		t.Fatal("want exactly 2 takes at t0")
+	first, second, third := b.take(t0), b.take(t0), b.take(t0)
+	if !first || !second || third {
+		t.Fatalf("takes at t0: %v %v %v, want exactly 2", first, second, third)
 	}
 	if !b.take(t0.Add(30 * time.Second)) { // refills 1 per 30 s
 		t.Fatal("want a token after 30 s")

@@ -110,12 +110,6 @@ func (d *netDialer) up(group string) {
 	d.mu.Unlock()
 }
 
-func (d *netDialer) open() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return len(d.conns)
-}
-
 type trackedConn struct {
 	net.Conn
 	d     *netDialer

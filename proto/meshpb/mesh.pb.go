@@ -303,7 +303,8 @@ func (x *ClientReply) GetLeader() string {
 	return ""
 }
 
-// First frame on a "deliveries" stream, edge -> core.
+// First frame on a "deliveries" stream, edge -> core. Presence frames
+// follow in the same direction; Delivery frames flow core -> edge.
 type EdgeHello struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	EdgeId        string                 `protobuf:"bytes,1,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
@@ -348,6 +349,149 @@ func (x *EdgeHello) GetEdgeId() string {
 	return ""
 }
 
+// One logged-in session of an edge.
+type PresenceSession struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	AppId           string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	PeerId          string                 `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	ConnId          uint64                 `protobuf:"varint,3,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
+	Tag             string                 `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
+	ProtocolVersion int32                  `protobuf:"varint,5,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *PresenceSession) Reset() {
+	*x = PresenceSession{}
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSession) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSession) ProtoMessage() {}
+
+func (x *PresenceSession) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
+func (*PresenceSession) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PresenceSession) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *PresenceSession) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
+func (x *PresenceSession) GetConnId() uint64 {
+	if x != nil {
+		return x.ConnId
+	}
+	return 0
+}
+
+func (x *PresenceSession) GetTag() string {
+	if x != nil {
+		return x.Tag
+	}
+	return ""
+}
+
+func (x *PresenceSession) GetProtocolVersion() int32 {
+	if x != nil {
+		return x.ProtocolVersion
+	}
+	return 0
+}
+
+// Presence keeps every core of the region told which sessions the edge
+// holds, so that whichever core leads a shard can fan out to them: after a
+// leader change or a core restart nobody has to log in again. The first
+// Presence on a stream has replace_all set and lists every session; later
+// ones carry changes in the order the edge saw them. Applying them is
+// idempotent.
+type Presence struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ReplaceAll    bool                   `protobuf:"varint,1,opt,name=replace_all,json=replaceAll,proto3" json:"replace_all,omitempty"`
+	Add           []*PresenceSession     `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove        []*PresenceSession     `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Presence) Reset() {
+	*x = Presence{}
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Presence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Presence) ProtoMessage() {}
+
+func (x *Presence) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Presence.ProtoReflect.Descriptor instead.
+func (*Presence) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Presence) GetReplaceAll() bool {
+	if x != nil {
+		return x.ReplaceAll
+	}
+	return false
+}
+
+func (x *Presence) GetAdd() []*PresenceSession {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+func (x *Presence) GetRemove() []*PresenceSession {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
 type Target struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	PeerId string                 `protobuf:"bytes,1,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
@@ -361,7 +505,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -373,7 +517,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -386,7 +530,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Target) GetPeerId() string {
@@ -425,7 +569,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +581,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +594,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -513,7 +657,18 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"not_leader\x18\x04 \x01(\bR\tnotLeader\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\"$\n" +
 	"\tEdgeHello\x12\x17\n" +
-	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"[\n" +
+	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\x97\x01\n" +
+	"\x0fPresenceSession\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
+	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x17\n" +
+	"\aconn_id\x18\x03 \x01(\x04R\x06connId\x12\x10\n" +
+	"\x03tag\x18\x04 \x01(\tR\x03tag\x12)\n" +
+	"\x10protocol_version\x18\x05 \x01(\x05R\x0fprotocolVersion\"\x97\x01\n" +
+	"\bPresence\x12\x1f\n" +
+	"\vreplace_all\x18\x01 \x01(\bR\n" +
+	"replaceAll\x121\n" +
+	"\x03add\x18\x02 \x03(\v2\x1f.relaymesh.mesh.PresenceSessionR\x03add\x127\n" +
+	"\x06remove\x18\x03 \x03(\v2\x1f.relaymesh.mesh.PresenceSessionR\x06remove\"[\n" +
 	"\x06Target\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\x04R\x06connId\x12\x1f\n" +
@@ -538,23 +693,27 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
 	(*ClientRequest)(nil),   // 1: relaymesh.mesh.ClientRequest
 	(*ClientReply)(nil),     // 2: relaymesh.mesh.ClientReply
 	(*EdgeHello)(nil),       // 3: relaymesh.mesh.EdgeHello
-	(*Target)(nil),          // 4: relaymesh.mesh.Target
-	(*Delivery)(nil),        // 5: relaymesh.mesh.Delivery
+	(*PresenceSession)(nil), // 4: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),        // 5: relaymesh.mesh.Presence
+	(*Target)(nil),          // 6: relaymesh.mesh.Target
+	(*Delivery)(nil),        // 7: relaymesh.mesh.Delivery
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0, // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
-	4, // 1: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	2, // [2:2] is the sub-list for method output_type
-	2, // [2:2] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	4, // 1: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	4, // 2: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	6, // 3: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	4, // [4:4] is the sub-list for method output_type
+	4, // [4:4] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -568,7 +727,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
