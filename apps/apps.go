@@ -11,12 +11,12 @@ import (
 
 // App is one LeanCloud application.
 type App struct {
-	ID        string `json:"id" yaml:"id"`
-	Key       string `json:"key" yaml:"key"`
-	MasterKey string `json:"master_key" yaml:"master_key"`
+	ID        string `json:"id" toml:"id"`
+	Key       string `json:"key" toml:"key"`
+	MasterKey string `json:"master_key" toml:"master_key"`
 	// SignatureRequired makes session/open and conversation changes require
 	// an HMAC-SHA1 signature keyed with MasterKey.
-	SignatureRequired bool `json:"signature_required" yaml:"signature_required"`
+	SignatureRequired bool `json:"signature_required" toml:"signature_required"`
 }
 
 // ErrUnknownApp is returned for an appId the registry does not serve.

@@ -78,16 +78,27 @@ type devProc struct {
 
 // startDev starts `relaymesh dev` on addr with data in dir and waits until
 // /healthz answers 200.
-func startDev(t *testing.T, dir, addr string) *devProc {
+func startDev(t *testing.T, dir, addr string, extra ...string) *devProc {
 	t.Helper()
-	cmd := exec.Command(relaymeshBin(t), "dev", "--data", dir, "--addr", addr, "--log-level", "warn")
+	args := append([]string{"dev", "--data", dir, "--addr", addr, "--log-level", "warn"}, extra...)
+	p := startProc(t, addr, args...)
+	p.Data = dir
+	return p
+}
+
+// startProc starts relaymesh with args; when healthAddr is set it waits
+// until http://healthAddr/healthz answers 200.
+func startProc(t *testing.T, healthAddr string, args ...string) *devProc {
+	t.Helper()
+	addr := healthAddr
+	cmd := exec.Command(relaymeshBin(t), args...)
 	pr, pw := io.Pipe()
 	cmd.Stdout = pw
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &devProc{t: t, cmd: cmd, Addr: addr, URL: "ws://" + addr + "/", Data: dir, done: make(chan struct{})}
+	p := &devProc{t: t, cmd: cmd, Addr: addr, URL: "ws://" + addr + "/", done: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
@@ -100,6 +111,9 @@ func startDev(t *testing.T, dir, addr string) *devProc {
 		close(p.done)
 	}()
 	t.Cleanup(p.Stop)
+	if addr == "" {
+		return p
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get("http://" + addr + "/healthz")
@@ -111,11 +125,11 @@ func startDev(t *testing.T, dir, addr string) *devProc {
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("relaymesh dev exited before it was healthy")
+			t.Fatalf("relaymesh %v exited before it was healthy", args)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("relaymesh dev not healthy after 30s (last err %v)", err)
+			t.Fatalf("relaymesh %v not healthy after 30s (last err %v)", args, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -1,20 +1,30 @@
-// Command relaymesh runs relaymesh roles.
+// Command relaymesh runs relaymesh roles. It only parses flags and wires
+// parts together (package cluster does the wiring).
 //
-//	relaymesh dev [--data DIR] [--addr HOST:PORT]   one region in one process
+//	relaymesh dev  [--data DIR] [--addr HOST:PORT] [--config FILE]   one region in one process
+//	relaymesh core --config FILE                                      a core node (shard replica)
+//	relaymesh edge --config FILE                                      an edge (client connections)
+//	relaymesh pki  init|issue ...                                     cluster CA and node certificates
 //	relaymesh version
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 
+	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/mesh"
 )
 
 var version = "0.1.0-dev"
@@ -25,17 +35,26 @@ func main() {
 		os.Exit(2)
 	}
 	var err error
-	switch os.Args[1] {
+	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "dev":
-		err = runDev(os.Args[2:])
+		err = runDev(args)
+	case "core":
+		err = runCore(args)
+	case "edge":
+		err = runEdge(args)
+	case "pki":
+		err = runPKI(args)
 	case "version", "--version":
 		fmt.Println("relaymesh", version)
 	case "help", "-h", "--help":
 		usage()
 	default:
-		fmt.Fprintf(os.Stderr, "relaymesh: unknown command %q\n\n", os.Args[1])
+		fmt.Fprintf(os.Stderr, "relaymesh: unknown command %q\n\n", cmd)
 		usage()
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "relaymesh:", err)
@@ -47,17 +66,41 @@ func usage() {
 	fmt.Fprint(os.Stderr, `relaymesh: a self-hosted, LeanCloud-IM-compatible messaging service
 
 Usage:
-  relaymesh dev [--data DIR] [--addr HOST:PORT] [--log-level LEVEL] [limit flags, see relaymesh dev -h]
-      Run one region (edge + core + single-node shard) in one process.
-      Point the LeanCloud SDK at it: new Realtime({appId, appKey, RTMServers: 'ws://HOST:PORT/'})
+  relaymesh dev [--data DIR] [--addr HOST:PORT] [--config FILE] [flags]
+      Run one region (edge + core + single-node shard) in one process; any
+      appId works unless --config lists apps. Point the LeanCloud SDK at it:
+      new Realtime({appId, appKey, RTMServers: 'ws://HOST:PORT/'})
+  relaymesh core --config FILE     run a core node ([core], [tls], [[apps]])
+  relaymesh edge --config FILE     run an edge ([edge], [tls], [[apps]], session_token_key_file)
+  relaymesh pki init --dir DIR                      create the cluster CA and a session-token key
+  relaymesh pki issue --dir DIR --name N [--hosts H1,H2]   sign a node certificate
   relaymesh version
+
+Each command takes -h for its flags. The config file format is documented in
+docs/OPERATIONS.md.
 `)
+}
+
+func logger(level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), nil
+}
+
+// waitSignal blocks until SIGINT or SIGTERM.
+func waitSignal() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
 }
 
 func runDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	data := fs.String("data", "data", "data directory")
 	addr := fs.String("addr", "127.0.0.1:8080", "WebSocket/HTTP listen address (the core's QUIC mesh uses port+1/udp)")
+	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served) and [edge.limits]")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var lim edge.Limits
 	fs.IntVar(&lim.SendsPerMinute, "sends-per-minute", 0, "per-session direct messages per minute (0: LeanCloud's 60, -1: unlimited)")
@@ -68,21 +111,147 @@ func runDev(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
+	log, err := logger(*level)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
-	d, err := cluster.StartDev(cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, DropDelivery: *drop})
+	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, DropDelivery: *drop}
+	if *cfgFile != "" {
+		c, err := cluster.LoadConfig(*cfgFile)
+		if err != nil {
+			return err
+		}
+		if len(c.Apps) > 0 {
+			cfg.Apps = apps.NewStatic(c.Apps)
+		}
+		cfg.Limits = mergeLimits(c.Limits(), lim)
+	}
+	d, err := cluster.StartDev(cfg)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("relaymesh dev: serving on %s (data in %s)\n", d.Edge.URL, *data)
 	fmt.Printf("  LeanCloud SDK:  new Realtime({ appId, appKey, RTMServers: '%s' })\n", d.Edge.URL)
 	fmt.Printf("  router:         http://%s/v1/route   health: http://%s/healthz\n", *addr, *addr)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
+	waitSignal()
 	fmt.Println("relaymesh dev: shutting down")
 	return d.Close()
+}
+
+// mergeLimits lets flags given on the command line win over the file.
+func mergeLimits(file, flags edge.Limits) edge.Limits {
+	if flags.SendsPerMinute != 0 {
+		file.SendsPerMinute = flags.SendsPerMinute
+	}
+	if flags.LogsPerMinute != 0 {
+		file.LogsPerMinute = flags.LogsPerMinute
+	}
+	if flags.OpsPerMinute != 0 {
+		file.OpsPerMinute = flags.OpsPerMinute
+	}
+	if flags.MaxMessageBytes != 0 {
+		file.MaxMessageBytes = flags.MaxMessageBytes
+	}
+	return file
+}
+
+func roleFlags(name string, args []string) (*cluster.Config, *slog.Logger, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	cfgFile := fs.String("config", "", "config file (required; see docs/OPERATIONS.md)")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	if *cfgFile == "" {
+		return nil, nil, fmt.Errorf("%s: --config is required", name)
+	}
+	log, err := logger(*level)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := cluster.LoadConfig(*cfgFile)
+	return c, log, err
+}
+
+func runCore(args []string) error {
+	c, log, err := roleFlags("core", args)
+	if err != nil {
+		return err
+	}
+	cc, err := c.CoreConfig()
+	if err != nil {
+		return err
+	}
+	cc.Logger = log
+	core, err := cluster.StartCore(cc)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("relaymesh core %s: mesh on %s/udp, data in %s\n", cc.NodeID, core.Node.Addr(), cc.DataDir)
+	waitSignal()
+	return core.Close()
+}
+
+func runEdge(args []string) error {
+	c, log, err := roleFlags("edge", args)
+	if err != nil {
+		return err
+	}
+	ec, err := c.EdgeConfig()
+	if err != nil {
+		return err
+	}
+	ec.Logger = log
+	e, err := cluster.StartEdge(ec)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("relaymesh edge %s: serving on %s\n", ec.EdgeID, e.URL)
+	waitSignal()
+	return e.Close()
+}
+
+func runPKI(args []string) error {
+	if len(args) == 0 {
+		return errors.New("pki: want `init` or `issue`")
+	}
+	fs := flag.NewFlagSet("pki "+args[0], flag.ContinueOnError)
+	dir := fs.String("dir", "pki", "directory of the cluster CA")
+	name := fs.String("name", "", "node name (issue)")
+	hosts := fs.String("hosts", "", "comma-separated IPs or DNS names the node is reached at (issue)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return err
+	}
+	switch args[0] {
+	case "init":
+		if _, err := mesh.EnsureDevPKI(*dir); err != nil {
+			return err
+		}
+		key := filepath.Join(*dir, "session-token.key")
+		if _, err := os.Stat(key); errors.Is(err, os.ErrNotExist) {
+			b := make([]byte, 32)
+			if _, err := rand.Read(b); err != nil {
+				return err
+			}
+			if err := os.WriteFile(key, b, 0o600); err != nil {
+				return err
+			}
+		}
+		fmt.Printf("cluster CA in %s (ca.crt, ca.key); session-token key %s: copy it to every edge\n", *dir, key)
+		return nil
+	case "issue":
+		if *name == "" {
+			return errors.New("pki issue: --name is required")
+		}
+		var hs []string
+		if *hosts != "" {
+			hs = strings.Split(*hosts, ",")
+		}
+		if _, err := mesh.IssueNode(*dir, *name, hs); err != nil {
+			return err
+		}
+		fmt.Printf("issued %s/%s.crt and %s.key\n", *dir, *name, *name)
+		return nil
+	}
+	return fmt.Errorf("pki: unknown subcommand %q", args[0])
 }

@@ -1,0 +1,248 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/mesh"
+)
+
+// Config is the TOML configuration file of the production roles
+// (`relaymesh core --config F`, `relaymesh edge --config F`); `relaymesh dev`
+// reads its apps and limits too. Relative paths are relative to the file.
+//
+//	data = "/var/lib/relaymesh"
+//	session_token_key_file = "session-token.key"   # shared by every edge
+//
+//	[[apps]]
+//	id = "AbCd1234-gzGzoHsz"
+//	key = "app key"
+//	master_key = "master key"                     # signs logins
+//	signature_required = true
+//
+//	[tls]                                         # mesh identity (relaymesh pki)
+//	ca = "pki/ca.crt"
+//	cert = "pki/core-1.crt"
+//	key = "pki/core-1.key"
+//
+//	[core]
+//	node_id = "core-1"
+//	mesh_addr = "10.0.0.1:7100"
+//	peers = { core-1 = "10.0.0.1:7100", core-2 = "10.0.0.2:7100", core-3 = "10.0.0.3:7100" }
+//
+//	[edge]
+//	edge_id = "edge-1"
+//	listen = "0.0.0.0:8080"
+//	cores = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]
+//	public_urls = ["wss://im-1.example.com/", "wss://im-2.example.com/"]
+//	[edge.limits]
+//	sends_per_minute = 60
+type Config struct {
+	Data                string      `toml:"data"`
+	SessionTokenKeyFile string      `toml:"session_token_key_file"`
+	Apps                []apps.App  `toml:"apps"`
+	TLS                 TLSConfig   `toml:"tls"`
+	Core                CoreSection `toml:"core"`
+	Edge                EdgeSection `toml:"edge"`
+
+	dir string // directory of the file, for relative paths
+}
+
+// TLSConfig names the mesh certificate files.
+type TLSConfig struct {
+	CA   string `toml:"ca"`
+	Cert string `toml:"cert"`
+	Key  string `toml:"key"`
+}
+
+// CoreSection configures `relaymesh core`.
+type CoreSection struct {
+	NodeID   string            `toml:"node_id"`
+	MeshAddr string            `toml:"mesh_addr"`
+	Peers    map[string]string `toml:"peers"`
+}
+
+// EdgeSection configures `relaymesh edge`.
+type EdgeSection struct {
+	EdgeID     string       `toml:"edge_id"`
+	Listen     string       `toml:"listen"`
+	MeshAddr   string       `toml:"mesh_addr"`
+	Cores      []string     `toml:"cores"`
+	PublicURLs []string     `toml:"public_urls"`
+	Limits     LimitsConfig `toml:"limits"`
+}
+
+// LimitsConfig overrides edge limits; zero keeps LeanCloud's default, a
+// negative rate disables that limit.
+type LimitsConfig struct {
+	MaxFrameBytes      int64  `toml:"max_frame_bytes"`
+	MaxMessageBytes    int    `toml:"max_message_bytes"`
+	SendsPerMinute     int    `toml:"sends_per_minute"`
+	LogsPerMinute      int    `toml:"logs_per_minute"`
+	OpsPerMinute       int    `toml:"ops_per_minute"`
+	IdleTimeout        string `toml:"idle_timeout"`
+	SessionTokenTTL    string `toml:"session_token_ttl"`
+	MaxSessionsPerConn int    `toml:"max_sessions_per_conn"`
+}
+
+// ErrConfig marks an invalid configuration file.
+var ErrConfig = errors.New("cluster: config")
+
+// LoadConfig reads and checks a configuration file.
+func LoadConfig(path string) (*Config, error) {
+	c := new(Config)
+	md, err := toml.DecodeFile(path, c)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		return nil, fmt.Errorf("%w: %s: unknown keys %v", ErrConfig, path, und)
+	}
+	c.dir = filepath.Dir(path)
+	seen := map[string]bool{}
+	for i, a := range c.Apps {
+		switch {
+		case a.ID == "" || len(a.ID) > apps.MaxIDLen:
+			return nil, fmt.Errorf("%w: apps[%d]: id must be 1..%d characters", ErrConfig, i, apps.MaxIDLen)
+		case seen[a.ID]:
+			return nil, fmt.Errorf("%w: apps[%d]: duplicate id %q", ErrConfig, i, a.ID)
+		case a.SignatureRequired && a.MasterKey == "":
+			return nil, fmt.Errorf("%w: app %q: signature_required needs master_key", ErrConfig, a.ID)
+		}
+		seen[a.ID] = true
+	}
+	if _, err := c.Edge.Limits.limits(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Path resolves p against the config file's directory.
+func (c *Config) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// DataDir is the data directory (default "data" beside the file).
+func (c *Config) DataDir() string {
+	if c.Data == "" {
+		return c.Path("data")
+	}
+	return c.Path(c.Data)
+}
+
+// Registry serves exactly the configured apps.
+func (c *Config) Registry() (*apps.Registry, error) {
+	if len(c.Apps) == 0 {
+		return nil, fmt.Errorf("%w: no [[apps]]: a production role serves only the apps it lists", ErrConfig)
+	}
+	return apps.NewStatic(c.Apps), nil
+}
+
+// Identity loads the mesh certificate named in [tls].
+func (c *Config) Identity() (*mesh.Identity, error) {
+	if c.TLS.CA == "" || c.TLS.Cert == "" || c.TLS.Key == "" {
+		return nil, fmt.Errorf("%w: [tls] needs ca, cert and key (see `relaymesh pki`)", ErrConfig)
+	}
+	return mesh.LoadIdentity(c.Path(c.TLS.Cert), c.Path(c.TLS.Key), c.Path(c.TLS.CA))
+}
+
+// TokenKey reads the session-token key every edge of the cluster shares.
+func (c *Config) TokenKey() ([]byte, error) {
+	if c.SessionTokenKeyFile == "" {
+		return nil, fmt.Errorf("%w: session_token_key_file is required for edges (32 random bytes, the same on every edge)", ErrConfig)
+	}
+	b, err := os.ReadFile(c.Path(c.SessionTokenKeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	if len(b) < 32 {
+		return nil, fmt.Errorf("%w: %s holds %d bytes, want at least 32", ErrConfig, c.SessionTokenKeyFile, len(b))
+	}
+	return b, nil
+}
+
+func (l LimitsConfig) limits() (edge.Limits, error) {
+	out := edge.Limits{
+		MaxFrameBytes: l.MaxFrameBytes, MaxMessageBytes: l.MaxMessageBytes,
+		SendsPerMinute: l.SendsPerMinute, LogsPerMinute: l.LogsPerMinute, OpsPerMinute: l.OpsPerMinute,
+		MaxSessionsPerConn: l.MaxSessionsPerConn,
+	}
+	for _, d := range []struct {
+		name string
+		s    string
+		to   *time.Duration
+	}{{"idle_timeout", l.IdleTimeout, &out.IdleTimeout}, {"session_token_ttl", l.SessionTokenTTL, &out.SessionTokenTTL}} {
+		if d.s == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.s)
+		if err != nil || v <= 0 {
+			return out, fmt.Errorf("%w: edge.limits.%s: %q is not a positive duration", ErrConfig, d.name, d.s)
+		}
+		*d.to = v
+	}
+	return out, nil
+}
+
+// Limits returns the edge limits of the file.
+func (c *Config) Limits() edge.Limits {
+	l, _ := c.Edge.Limits.limits() // checked by LoadConfig
+	return l
+}
+
+// CoreConfig builds the core role's configuration.
+func (c *Config) CoreConfig() (CoreConfig, error) {
+	s := c.Core
+	if s.NodeID == "" || s.MeshAddr == "" {
+		return CoreConfig{}, fmt.Errorf("%w: [core] needs node_id and mesh_addr", ErrConfig)
+	}
+	if len(s.Peers) > 0 && s.Peers[s.NodeID] == "" {
+		return CoreConfig{}, fmt.Errorf("%w: [core] peers must include this node %q", ErrConfig, s.NodeID)
+	}
+	reg, err := c.Registry()
+	if err != nil {
+		return CoreConfig{}, err
+	}
+	id, err := c.Identity()
+	if err != nil {
+		return CoreConfig{}, err
+	}
+	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
+		Identity: id, Peers: s.Peers, Apps: reg}, nil
+}
+
+// EdgeConfig builds the edge role's configuration.
+func (c *Config) EdgeConfig() (EdgeConfig, error) {
+	s := c.Edge
+	if s.EdgeID == "" || s.Listen == "" || len(s.Cores) == 0 {
+		return EdgeConfig{}, fmt.Errorf("%w: [edge] needs edge_id, listen and cores", ErrConfig)
+	}
+	reg, err := c.Registry()
+	if err != nil {
+		return EdgeConfig{}, err
+	}
+	id, err := c.Identity()
+	if err != nil {
+		return EdgeConfig{}, err
+	}
+	key, err := c.TokenKey()
+	if err != nil {
+		return EdgeConfig{}, err
+	}
+	mesh := s.MeshAddr
+	if mesh == "" {
+		mesh = ":0"
+	}
+	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
+		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits()}, nil
+}
