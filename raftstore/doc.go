@@ -20,8 +20,9 @@
 //
 // # Applying
 //
-// The FSM adapter implements raft.BatchingFSM. With Config.BatchApplyCh raft
-// groups concurrent Propose calls into one log batch (up to MaxAppendEntries),
+// The FSM adapter implements raft.BatchingFSM. Raft's leader loop groups
+// concurrent Propose calls waiting on its apply channel into one log batch
+// (up to MaxAppendEntries; BatchApplyCh stays off, see raftConfig),
 // which is one fsync on each replica. ApplyBatch then runs every command of
 // the batch through StateMachine.Apply on ONE indexed Pebble batch, so later
 // commands read earlier ones' writes, stores the batch's last index as the

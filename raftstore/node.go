@@ -152,7 +152,12 @@ func raftConfig(cfg Config, hlog *hclogAdapter) *raft.Config {
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.NodeID)
 	rc.Logger = hlog
-	rc.BatchApplyCh = true
+	// BatchApplyCh stays off: with a buffered applyCh, futures still in the
+	// buffer when raft shuts down are never answered (hashicorp/raft
+	// v1.8.0), so Propose and Close would wait forever. Unbuffered, the
+	// leader loop still drains every waiting Apply into one batch of up to
+	// MaxAppendEntries, and every future it took is answered on shutdown.
+	rc.BatchApplyCh = false
 	rc.MaxAppendEntries = cfg.MaxAppendEntries
 	// The state DB is persistent and knows its applied index; restoring the
 	// last snapshot on start would only throw newer state away.
