@@ -9,9 +9,9 @@ import (
 )
 
 // TestConformanceJS runs the official leancloud-realtime@4.3.1 SDK in Node
-// (conformance/js/im.test.js) against a real `relaymesh dev` process, in the
-// three modes an app can pick: binary .3, noBinary (base64) and
-// pushOfflineMessages (.1).
+// (conformance/js/*.test.js) against a real `relaymesh dev` process. The
+// core suite, im.test.js, runs in the three modes an app can pick: binary
+// .3, noBinary (base64) and pushOfflineMessages (.1).
 func TestConformanceJS(t *testing.T) {
 	if testing.Short() {
 		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
@@ -26,8 +26,13 @@ func TestConformanceJS(t *testing.T) {
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatalf("node is required for the conformance suite: %v", err)
 	}
+	files, err := filepath.Glob(filepath.Join(js, "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no conformance test files in %s (%v)", js, err)
+	}
 	p := startDev(t, t.TempDir(), freeAddr(t))
-	cmd := exec.Command("node", "--test", "--test-concurrency=1", "--test-reporter=spec", "im.test.js")
+	args := append([]string{"--test", "--test-concurrency=1", "--test-reporter=spec"}, files...)
+	cmd := exec.Command("node", args...)
 	cmd.Dir = js
 	cmd.Env = append(os.Environ(), "RELAYMESH_URL="+p.URL, "NO_COLOR=1")
 	out, err := cmd.StdoutPipe()
