@@ -1,0 +1,138 @@
+# Security groups. Inbound, exactly:
+#   clients -> load balancer   443/tcp (TLS, WebSocket) and quic_port/udp (QUIC), from allowed_client_cidrs
+#   load balancer -> edges     client_port/tcp and quic_port/udp (also its health checks)
+#   edges -> cores             mesh_port/udp
+#   cores <-> cores            mesh_port/udp
+# Nothing else: no SSH (use SSM Session Manager), no edge-to-edge, no core-to-edge
+# dials (edges dial the cores; QUIC replies ride the same flow).
+# Rules are separate aws_vpc_security_group_*_rule resources, never inline blocks,
+# so deploy/terraform/terraform_test.go can check them.
+
+resource "aws_security_group" "nlb" {
+  name_prefix = "${var.name}-nlb-"
+  description = "relaymesh ${var.region}: client-facing load balancer"
+  vpc_id      = local.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-nlb" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_security_group" "edge" {
+  name_prefix = "${var.name}-edge-"
+  description = "relaymesh ${var.region}: edges"
+  vpc_id      = local.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-edge" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+resource "aws_security_group" "core" {
+  name_prefix = "${var.name}-core-"
+  description = "relaymesh ${var.region}: cores"
+  vpc_id      = local.vpc_id
+  tags        = merge(local.tags, { Name = "${var.name}-core" })
+
+  lifecycle {
+    create_before_destroy = true
+  }
+}
+
+# --- load balancer ---------------------------------------------------------------
+
+resource "aws_vpc_security_group_ingress_rule" "nlb_wss" {
+  for_each = toset(var.allowed_client_cidrs)
+
+  security_group_id = aws_security_group.nlb.id
+  description       = "clients: WebSocket over TLS"
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_ingress_rule" "nlb_quic" {
+  for_each = toset(var.allowed_client_cidrs)
+
+  security_group_id = aws_security_group.nlb.id
+  description       = "clients: QUIC / WebTransport"
+  ip_protocol       = "udp"
+  from_port         = var.quic_port
+  to_port           = var.quic_port
+  cidr_ipv4         = each.value
+}
+
+resource "aws_vpc_security_group_egress_rule" "nlb_to_edge_client" {
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "to edges: client traffic and health checks"
+  ip_protocol                  = "tcp"
+  from_port                    = var.client_port
+  to_port                      = var.client_port
+  referenced_security_group_id = aws_security_group.edge.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "nlb_to_edge_quic" {
+  security_group_id            = aws_security_group.nlb.id
+  description                  = "to edges: QUIC"
+  ip_protocol                  = "udp"
+  from_port                    = var.quic_port
+  to_port                      = var.quic_port
+  referenced_security_group_id = aws_security_group.edge.id
+}
+
+# --- edges -----------------------------------------------------------------------
+
+resource "aws_vpc_security_group_ingress_rule" "edge_client" {
+  security_group_id            = aws_security_group.edge.id
+  description                  = "from the load balancer: WebSocket, /v1/route, health checks"
+  ip_protocol                  = "tcp"
+  from_port                    = var.client_port
+  to_port                      = var.client_port
+  referenced_security_group_id = aws_security_group.nlb.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "edge_quic" {
+  security_group_id            = aws_security_group.edge.id
+  description                  = "from the load balancer: QUIC / WebTransport"
+  ip_protocol                  = "udp"
+  from_port                    = var.quic_port
+  to_port                      = var.quic_port
+  referenced_security_group_id = aws_security_group.nlb.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "edge_all" {
+  security_group_id = aws_security_group.edge.id
+  description       = "mesh to cores, HTTPS to Secrets Manager, SSM and the artifact"
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+}
+
+# --- cores -----------------------------------------------------------------------
+
+resource "aws_vpc_security_group_ingress_rule" "core_mesh_from_edges" {
+  security_group_id            = aws_security_group.core.id
+  description                  = "QUIC mesh from edges"
+  ip_protocol                  = "udp"
+  from_port                    = var.mesh_port
+  to_port                      = var.mesh_port
+  referenced_security_group_id = aws_security_group.edge.id
+}
+
+resource "aws_vpc_security_group_ingress_rule" "core_mesh_from_cores" {
+  security_group_id            = aws_security_group.core.id
+  description                  = "QUIC mesh between cores (raft)"
+  ip_protocol                  = "udp"
+  from_port                    = var.mesh_port
+  to_port                      = var.mesh_port
+  referenced_security_group_id = aws_security_group.core.id
+}
+
+resource "aws_vpc_security_group_egress_rule" "core_all" {
+  security_group_id = aws_security_group.core.id
+  description       = "mesh to cores, HTTPS to Secrets Manager, SSM and the artifact"
+  ip_protocol       = "-1"
+  cidr_ipv4         = "0.0.0.0/0"
+}

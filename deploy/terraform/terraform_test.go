@@ -1,0 +1,907 @@
+// Package terraform tests the Terraform under deploy/terraform without a
+// terraform binary: every .tf file is parsed with HCL and loaded with
+// terraform-config-inspect, and the module's expressions, variable
+// validations and templates are evaluated with HCL and go-cty, the libraries
+// Terraform's own language is built on, against fixture values. The rendered
+// relaymesh config is loaded with cluster.LoadConfig, so a drift between the
+// template and cluster/config.go fails here.
+package terraform
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io/fs"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/ext/tryfunc"
+	"github.com/hashicorp/hcl/v2/ext/typeexpr"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/hashicorp/terraform-config-inspect/tfconfig"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/mesh"
+)
+
+const (
+	moduleDir  = "modules/region"
+	exampleDir = "examples/single-region"
+)
+
+// --- parsing and loading ---------------------------------------------------------
+
+func tfDirs(t *testing.T) map[string][]string {
+	t.Helper()
+	dirs := map[string][]string{}
+	err := filepath.WalkDir(".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && p != "." {
+			return filepath.SkipDir // .terraform
+		}
+		if !d.IsDir() && strings.HasSuffix(p, ".tf") {
+			dirs[filepath.Dir(p)] = append(dirs[filepath.Dir(p)], p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{moduleDir, exampleDir} {
+		if len(dirs[want]) == 0 {
+			t.Fatalf("no .tf files in %s", want)
+		}
+	}
+	return dirs
+}
+
+func TestEveryFileParses(t *testing.T) {
+	p := hclparse.NewParser()
+	for _, files := range tfDirs(t) {
+		for _, f := range files {
+			if _, diags := p.ParseHCLFile(f); len(diags) > 0 {
+				t.Errorf("%s: %s", f, diags.Error())
+			}
+		}
+	}
+	tpls, _ := filepath.Glob(filepath.Join(moduleDir, "templates", "*.tftpl"))
+	if len(tpls) != 2 {
+		t.Fatalf("templates: %v, want relaymesh.toml.tftpl and user-data.sh.tftpl", tpls)
+	}
+	for _, f := range tpls {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, diags := hclsyntax.ParseTemplate(src, f, hcl.InitialPos); len(diags) > 0 {
+			t.Errorf("%s: %s", f, diags.Error())
+		}
+	}
+}
+
+func TestModulesLoad(t *testing.T) {
+	for dir := range tfDirs(t) {
+		m, diags := tfconfig.LoadModule(dir)
+		if len(diags) > 0 {
+			t.Errorf("%s: %s", dir, diags.Error())
+			continue
+		}
+		if req := m.RequiredProviders["aws"]; req == nil || req.Source != "hashicorp/aws" || !slices.Contains(req.VersionConstraints, "~> 5.0") {
+			t.Errorf("%s: required_providers.aws = %+v, want hashicorp/aws ~> 5.0", dir, req)
+		}
+	}
+}
+
+func TestModuleInterface(t *testing.T) {
+	m, diags := tfconfig.LoadModule(moduleDir)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	required := []string{"region", "dns_zone_name", "dns_name", "apps", "ca_cert_pem", "core_certs",
+		"edge_cert_pem", "edge_key_pem", "session_token_key_base64"}
+	for _, name := range required {
+		if v := m.Variables[name]; v == nil || !v.Required {
+			t.Errorf("variable %q: want a required variable, got %+v", name, v)
+		}
+	}
+	for name, v := range m.Variables {
+		if v.Required && !slices.Contains(required, name) {
+			t.Errorf("variable %q is required but not in the documented list", name)
+		}
+		if v.Description == "" {
+			t.Errorf("variable %q has no description", name)
+		}
+	}
+	for _, name := range []string{"vpc_id", "public_subnet_ids", "private_subnet_ids", "edge_instance_type",
+		"core_instance_type", "edge_count", "core_count", "core_volume_size_gb", "ami_id",
+		"relaymesh_artifact_url", "relaymesh_artifact_sha256", "mesh_port", "client_port", "quic_port", "edge_limits"} {
+		if m.Variables[name] == nil {
+			t.Errorf("variable %q missing", name)
+		}
+	}
+	if d := m.Variables["core_count"].Default; d != float64(3) && d != 3 {
+		t.Errorf("core_count default = %v, want 3", d)
+	}
+	for _, name := range []string{"apps", "ca_cert_pem", "core_certs", "edge_cert_pem", "edge_key_pem", "session_token_key_base64"} {
+		if !m.Variables[name].Sensitive {
+			t.Errorf("variable %q must be sensitive", name)
+		}
+	}
+	for _, name := range []string{"rtm_servers", "route_url", "core_private_ips", "core_mesh_addrs", "nlb_dns_name"} {
+		if o := m.Outputs[name]; o == nil || o.Description == "" {
+			t.Errorf("output %q missing or undescribed", name)
+		}
+	}
+	for _, r := range []string{"aws_lb.edge", "aws_lb_listener.wss", "aws_lb_listener.quic", "aws_autoscaling_group.edge",
+		"aws_instance.core", "aws_ebs_volume.core", "aws_volume_attachment.core", "aws_route53_record.latency"} {
+		if m.ManagedResources[r] == nil {
+			t.Errorf("resource %s missing", r)
+		}
+	}
+
+	// The example sets every required variable and nothing the module lacks.
+	ex := parseDir(t, exampleDir)
+	call := ex.block(t, "module", "region")
+	if got := evalString(t, call.Body.Attributes["source"].Expr, nil); got != "../../modules/region" {
+		t.Errorf("example source = %q", got)
+	}
+	for name := range call.Body.Attributes {
+		if name != "source" && m.Variables[name] == nil {
+			t.Errorf("example sets %q, which the module does not declare", name)
+		}
+	}
+	for _, name := range required {
+		if call.Body.Attributes[name] == nil {
+			t.Errorf("example does not set required %q", name)
+		}
+	}
+}
+
+// --- security groups ---------------------------------------------------------------
+
+func TestSecurityGroupsOpenOnlyIntendedPorts(t *testing.T) {
+	m := parseDir(t, moduleDir)
+	text := func(b *hclsyntax.Block, name string) string {
+		a := b.Body.Attributes[name]
+		if a == nil {
+			return ""
+		}
+		return strings.TrimSpace(string(a.Expr.Range().SliceBytes(m.src[a.Expr.Range().Filename])))
+	}
+	sg := regexp.MustCompile(`^aws_security_group\.(\w+)\.id$`)
+	group := func(s string) string {
+		if g := sg.FindStringSubmatch(s); g != nil {
+			return g[1]
+		}
+		return "?" + s
+	}
+
+	var ingress []string
+	for _, b := range m.blocks("resource") {
+		typ, name := b.Labels[0], b.Labels[1]
+		switch typ {
+		case "aws_security_group_rule":
+			t.Errorf("%s.%s: use aws_vpc_security_group_*_rule resources", typ, name)
+		case "aws_security_group":
+			for _, nb := range b.Body.Blocks {
+				if nb.Type == "ingress" || nb.Type == "egress" {
+					t.Errorf("aws_security_group.%s has an inline %s block", name, nb.Type)
+				}
+			}
+		case "aws_vpc_security_group_ingress_rule":
+			from, to := text(b, "from_port"), text(b, "to_port")
+			if from != to {
+				t.Errorf("ingress %s opens a range %s..%s", name, from, to)
+			}
+			src := group(text(b, "referenced_security_group_id"))
+			if c := text(b, "cidr_ipv4"); c != "" {
+				src = "cidr " + c + " of " + text(b, "for_each")
+			}
+			if text(b, "cidr_ipv6") != "" || text(b, "prefix_list_id") != "" {
+				t.Errorf("ingress %s: unexpected source", name)
+			}
+			ingress = append(ingress, group(text(b, "security_group_id"))+" <- "+src+" "+text(b, "ip_protocol")+"/"+from)
+		case "aws_vpc_security_group_egress_rule":
+			// The load balancer may only talk to the edges; nodes go out freely.
+			if group(text(b, "security_group_id")) == "nlb" && group(text(b, "referenced_security_group_id")) != "edge" {
+				t.Errorf("egress %s: the load balancer may only reach the edges", name)
+			}
+		case "aws_instance", "aws_launch_template", "aws_network_interface", "aws_lb":
+			for _, attr := range []string{"vpc_security_group_ids", "security_groups"} {
+				if s := text(b, attr); s != "" && !regexp.MustCompile(`^\[aws_security_group\.\w+\.id\]$`).MatchString(s) {
+					t.Errorf("%s.%s: %s = %s, want exactly one of the module's groups", typ, name, attr, s)
+				}
+			}
+		}
+	}
+	slices.Sort(ingress)
+	want := []string{
+		`core <- core "udp"/var.mesh_port`,
+		`core <- edge "udp"/var.mesh_port`,
+		`edge <- nlb "tcp"/var.client_port`,
+		`edge <- nlb "udp"/var.quic_port`,
+		`nlb <- cidr each.value of toset(var.allowed_client_cidrs) "tcp"/443`,
+		`nlb <- cidr each.value of toset(var.allowed_client_cidrs) "udp"/var.quic_port`,
+	}
+	if !slices.Equal(ingress, want) {
+		t.Errorf("ingress rules:\n  %s\nwant:\n  %s", strings.Join(ingress, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// --- variable validations ------------------------------------------------------------
+
+func TestCoreCountMustBeOdd(t *testing.T) {
+	e := newEvaluator(t)
+	for n, ok := range map[float64]bool{0: false, 1: false, 2: false, 3: true, 4: false, 5: true, 6: false, 7: true} {
+		if got := e.valid(t, "core_count", cty.NumberFloatVal(n)); got != ok {
+			t.Errorf("core_count = %v: valid = %v, want %v", n, got, ok)
+		}
+	}
+	for n, ok := range map[float64]bool{0: false, 1: true, 2: true, 1.5: false, 40: true} {
+		if got := e.valid(t, "edge_count", cty.NumberFloatVal(n)); got != ok {
+			t.Errorf("edge_count = %v: valid = %v, want %v", n, got, ok)
+		}
+	}
+}
+
+func TestOtherValidations(t *testing.T) {
+	e := newEvaluator(t)
+	app := func(id, master string, sig bool) cty.Value {
+		return cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal(id), "key": cty.StringVal("k"),
+			"master_key": cty.StringVal(master), "signature_required": cty.BoolVal(sig)})
+	}
+	for _, c := range []struct {
+		name string
+		val  cty.Value
+		ok   bool
+	}{
+		{"apps", cty.ListVal([]cty.Value{app("a", "m", true)}), true},
+		{"apps", cty.ListValEmpty(e.types["apps"].ElementType()), false},
+		{"apps", cty.ListVal([]cty.Value{app("a", "m", true), app("a", "n", true)}), false},
+		{"apps", cty.ListVal([]cty.Value{app("a", "", true)}), false},
+		{"apps", cty.ListVal([]cty.Value{app("a", "", false)}), true},
+		{"apps", cty.ListVal([]cty.Value{app(strings.Repeat("x", 65), "m", true)}), false},
+		{"relaymesh_artifact_url", cty.StringVal(""), true},
+		{"relaymesh_artifact_url", cty.StringVal("https://example.com/relaymesh-v1"), true},
+		{"relaymesh_artifact_url", cty.StringVal("http://example.com/relaymesh"), false},
+		{"relaymesh_artifact_url", cty.StringVal("https://example.com/x';rm -rf /'"), false},
+		{"relaymesh_artifact_sha256", cty.StringVal(strings.Repeat("ab", 32)), true},
+		{"relaymesh_artifact_sha256", cty.StringVal("abc"), false},
+		{"session_token_key_base64", cty.StringVal(base64.StdEncoding.EncodeToString(make([]byte, 32))), true},
+		{"session_token_key_base64", cty.StringVal(base64.StdEncoding.EncodeToString(make([]byte, 16))), false},
+		{"architecture", cty.StringVal("arm64"), true},
+		{"architecture", cty.StringVal("riscv"), false},
+	} {
+		if got := e.valid(t, c.name, c.val); got != c.ok {
+			t.Errorf("%s = %#v: valid = %v, want %v", c.name, c.val, got, c.ok)
+		}
+	}
+}
+
+// --- rendered node configuration --------------------------------------------------------
+
+func TestRenderedConfigsLoad(t *testing.T) {
+	e := newEvaluator(t)
+
+	// Every templatefile call passes exactly the template's variables.
+	tplVars := map[string][]string{}
+	for _, name := range []string{"relaymesh.toml.tftpl", "user-data.sh.tftpl"} {
+		tplVars[name] = templateVariables(t, filepath.Join(moduleDir, "templates", name))
+	}
+	calls := 0
+	for _, body := range e.m.bodies {
+		hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+			call, ok := n.(*hclsyntax.FunctionCallExpr)
+			if !ok || call.Name != "templatefile" {
+				return nil
+			}
+			calls++
+			path := evalString(t, call.Args[0], e.ctx(nil))
+			obj, ok := call.Args[1].(*hclsyntax.ObjectConsExpr)
+			if !ok {
+				t.Errorf("%s: templatefile vars must be an object literal", call.Range())
+				return nil
+			}
+			var keys []string
+			for _, item := range obj.Items {
+				keys = append(keys, evalString(t, item.KeyExpr, nil))
+			}
+			slices.Sort(keys)
+			if want := tplVars[filepath.Base(path)]; !slices.Equal(keys, want) {
+				t.Errorf("%s: templatefile(%s) passes %v, the template uses %v", call.Range(), path, keys, want)
+			}
+			return nil
+		})
+	}
+	if calls != 4 {
+		t.Errorf("found %d templatefile calls, want 4 (core and edge config, core and edge user-data)", calls)
+	}
+
+	// Cores: the secret the module stores, unpacked by the boot script's own
+	// code, is a config that cluster.LoadConfig and CoreConfig accept.
+	peers := map[string]string{}
+	for i, n := range e.coreNames {
+		peers[n] = e.coreIPs[i] + ":7100"
+	}
+	for _, n := range e.coreNames {
+		dir := e.unpackSecret(t, e.resourceAttr(t, "aws_secretsmanager_secret_version", "core", "secret_string", n), "i-0core")
+		c, err := cluster.LoadConfig(filepath.Join(dir, "relaymesh.toml"))
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", n, err, readFile(t, filepath.Join(dir, "relaymesh.toml")))
+		}
+		cc, err := c.CoreConfig()
+		if err != nil {
+			t.Fatalf("%s: CoreConfig: %v", n, err)
+		}
+		if cc.NodeID != n || cc.MeshAddr != peers[n] || !maps.Equal(cc.Peers, peers) || cc.DataDir != "/var/lib/relaymesh/"+n {
+			t.Errorf("%s: core config %s %s %v %s", n, cc.NodeID, cc.MeshAddr, cc.Peers, cc.DataDir)
+		}
+		if cc.Identity.Name != n {
+			t.Errorf("%s: mesh identity %q", n, cc.Identity.Name)
+		}
+		if !slices.Equal(c.Apps, e.wantApps) {
+			t.Errorf("%s: apps %+v, want %+v", n, c.Apps, e.wantApps)
+		}
+		if c.SessionTokenKeyFile != "" || c.Edge.EdgeID != "" {
+			t.Errorf("%s: a core config carries edge settings: %+v", n, c)
+		}
+	}
+
+	// Edges: same, with the instance id substituted and the shared token key.
+	dir := e.unpackSecret(t, e.resourceAttr(t, "aws_secretsmanager_secret_version", "edge", "secret_string", ""), "i-0edge")
+	c, err := cluster.LoadConfig(filepath.Join(dir, "relaymesh.toml"))
+	if err != nil {
+		t.Fatalf("edge: %v\n%s", err, readFile(t, filepath.Join(dir, "relaymesh.toml")))
+	}
+	ec, err := c.EdgeConfig()
+	if err != nil {
+		t.Fatalf("edge: EdgeConfig: %v", err)
+	}
+	wantCores := []string{peers["core-1"], peers["core-2"], peers["core-3"]}
+	if ec.EdgeID != "edge-i-0edge" || ec.HTTPAddr != "0.0.0.0:8080" || !slices.Equal(ec.Cores, wantCores) {
+		t.Errorf("edge config %s %s %v", ec.EdgeID, ec.HTTPAddr, ec.Cores)
+	}
+	if want := []string{"wss://im.example.com/", "wss://eu-central-1.im.example.com/"}; !slices.Equal(ec.PublicURLs, want) {
+		t.Errorf("public_urls %v, want %v", ec.PublicURLs, want)
+	}
+	if ec.Identity.Name != "edge-eu-central-1" || len(ec.TokenKey) != 32 || !bytes.Equal(ec.TokenKey, e.tokenKey) {
+		t.Errorf("edge identity %q, token key %x", ec.Identity.Name, ec.TokenKey)
+	}
+	if l := ec.Limits; l.SendsPerMinute != 120 || l.OpsPerMinute != -1 || l.IdleTimeout != 400*time.Second || l.LogsPerMinute != 0 {
+		t.Errorf("edge limits %+v", l)
+	}
+	if !slices.Equal(c.Apps, e.wantApps) {
+		t.Errorf("edge apps %+v, want %+v", c.Apps, e.wantApps)
+	}
+}
+
+func TestUserData(t *testing.T) {
+	e := newEvaluator(t)
+	core := e.resourceAttr(t, "aws_instance", "core", "user_data", "core-2").AsString()
+	b64 := e.resourceAttr(t, "aws_launch_template", "edge", "user_data", "").AsString()
+	edgeB, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge := string(edgeB)
+	for role, script := range map[string]string{"core": core, "edge": edge} {
+		for _, want := range []string{
+			"#!/bin/bash\n", "ROLE='" + role + "'", "ExecStart=/usr/local/bin/relaymesh $ROLE --config $ETC/relaymesh.toml",
+			"systemctl enable --now relaymesh.service", "--secret-id 'arn:aws:secretsmanager:eu-central-1:123456789012:secret:relaymesh/",
+			"'https://artifacts.example.com/relaymesh-linux-amd64'", strings.Repeat("ab", 32) + "  /tmp/relaymesh' | sha256sum -c -",
+		} {
+			if !strings.Contains(script, want) {
+				t.Errorf("%s user-data lacks %q", role, want)
+			}
+		}
+		if path, err := exec.LookPath("bash"); err == nil {
+			cmd := exec.Command(path, "-n")
+			cmd.Stdin = strings.NewReader(script)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Errorf("%s user-data: bash -n: %v\n%s", role, err, out)
+			}
+		}
+	}
+	if !strings.Contains(core, "nvme-Amazon_Elastic_Block_Store_vol0core20000000000") || !strings.Contains(core, "mkfs.xfs") {
+		t.Errorf("core user-data does not mount its data volume:\n%s", core)
+	}
+	if strings.Contains(edge, "mkfs") {
+		t.Error("edge user-data formats a volume")
+	}
+}
+
+func TestOutputsAndDNS(t *testing.T) {
+	e := newEvaluator(t)
+	out := func(name string) cty.Value {
+		b := e.m.block(t, "output", name)
+		v, diags := b.Body.Attributes["value"].Expr.Value(e.ctx(nil))
+		if diags.HasErrors() {
+			t.Fatalf("output %s: %s", name, diags.Error())
+		}
+		return v
+	}
+	if got := out("rtm_servers"); !got.Equals(cty.TupleVal([]cty.Value{cty.StringVal("wss://im.example.com/"), cty.StringVal("wss://eu-central-1.im.example.com/")})).True() {
+		t.Errorf("rtm_servers = %#v", got)
+	}
+	if got := out("route_url"); got.AsString() != "https://im.example.com/v1/route" {
+		t.Errorf("route_url = %#v", got)
+	}
+	if got := out("core_mesh_addrs"); got.LengthInt() != 3 || got.GetAttr("core-1").AsString() != e.coreIPs[0]+":7100" {
+		t.Errorf("core_mesh_addrs = %#v", got)
+	}
+
+	// Latency record for the global name, keyed by region, at the load balancer.
+	rec := e.m.block(t, "resource", "aws_route53_record", "latency")
+	for _, attr := range []string{"set_identifier", "name"} {
+		v := evalString(t, rec.Body.Attributes[attr].Expr, e.ctx(nil))
+		if want := map[string]string{"set_identifier": "eu-central-1", "name": "im.example.com"}[attr]; v != want {
+			t.Errorf("latency record %s = %q, want %q", attr, v, want)
+		}
+	}
+	var lat, alias *hclsyntax.Block
+	for _, b := range rec.Body.Blocks {
+		switch b.Type {
+		case "latency_routing_policy":
+			lat = b
+		case "alias":
+			alias = b
+		}
+	}
+	if lat == nil || evalString(t, lat.Body.Attributes["region"].Expr, e.ctx(nil)) != "eu-central-1" {
+		t.Error("latency record: latency_routing_policy.region must be var.region")
+	}
+	if alias == nil || !strings.HasPrefix(string(alias.Body.Attributes["name"].Expr.Range().SliceBytes(e.m.src[alias.Body.Attributes["name"].Expr.Range().Filename])), "aws_lb.edge.") {
+		t.Error("latency record must alias the edge load balancer")
+	}
+
+	// Cores land in three different AZs.
+	azs := map[string]bool{}
+	for _, s := range e.locals["core_subnet"].AsValueMap() {
+		azs[s.GetAttr("az").AsString()] = true
+	}
+	if len(azs) != 3 {
+		t.Errorf("cores span AZs %v, want 3", azs)
+	}
+}
+
+// --- a small Terraform-like evaluator ------------------------------------------------------
+
+type module struct {
+	bodies []*hclsyntax.Body
+	src    map[string][]byte
+}
+
+func parseDir(t *testing.T, dir string) *module {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.tf"))
+	m := &module{src: map[string][]byte{}}
+	p := hclparse.NewParser()
+	for _, f := range files {
+		file, diags := p.ParseHCLFile(f)
+		if diags.HasErrors() {
+			t.Fatal(diags.Error())
+		}
+		m.bodies = append(m.bodies, file.Body.(*hclsyntax.Body))
+		m.src[f] = file.Bytes
+	}
+	return m
+}
+
+func (m *module) blocks(typ string) []*hclsyntax.Block {
+	var out []*hclsyntax.Block
+	for _, b := range m.bodies {
+		for _, blk := range b.Blocks {
+			if blk.Type == typ {
+				out = append(out, blk)
+			}
+		}
+	}
+	return out
+}
+
+func (m *module) block(t *testing.T, typ string, labels ...string) *hclsyntax.Block {
+	t.Helper()
+	for _, b := range m.blocks(typ) {
+		if slices.Equal(b.Labels, labels) {
+			return b
+		}
+	}
+	t.Fatalf("no %s %v", typ, labels)
+	return nil
+}
+
+type evaluator struct {
+	m         *module
+	vars      map[string]cty.Value
+	types     map[string]cty.Type
+	locals    map[string]cty.Value
+	refs      map[string]cty.Value // resources and data sources, as after apply
+	coreNames []string
+	coreIPs   []string
+	wantApps  []apps.App
+	tokenKey  []byte
+}
+
+var funcs = map[string]function.Function{
+	"alltrue":      alltrue,
+	"base64encode": base64encode,
+	"can":          tryfunc.CanFunc,
+	"coalesce":     stdlib.CoalesceFunc,
+	"contains":     stdlib.ContainsFunc,
+	"distinct":     stdlib.DistinctFunc,
+	"floor":        stdlib.FloorFunc,
+	"jsonencode":   stdlib.JSONEncodeFunc,
+	"keys":         stdlib.KeysFunc,
+	"length":       length,
+	"merge":        stdlib.MergeFunc,
+	"range":        stdlib.RangeFunc,
+	"regex":        stdlib.RegexFunc,
+	"replace":      stdlib.ReplaceFunc,
+	"slice":        stdlib.SliceFunc,
+	"templatefile": templatefile,
+	"toset":        function.New(&function.Spec{Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType}}, Type: func(a []cty.Value) (cty.Type, error) { return cty.Set(cty.String), nil }, Impl: func(a []cty.Value, _ cty.Type) (cty.Value, error) { return convert.Convert(a[0], cty.Set(cty.String)) }}),
+	"tostring":     stdlib.MakeToFunc(cty.String),
+}
+
+// templateFuncs are the functions the templates may use.
+var templateFuncs = map[string]function.Function{"jsonencode": stdlib.JSONEncodeFunc, "replace": stdlib.ReplaceFunc}
+
+// templatefile renders a template as Terraform's templatefile does.
+var templatefile = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "path", Type: cty.String}, {Name: "vars", Type: cty.DynamicPseudoType}},
+	Type:   function.StaticReturnType(cty.String),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		src, err := os.ReadFile(args[0].AsString())
+		if err != nil {
+			return cty.NilVal, err
+		}
+		expr, diags := hclsyntax.ParseTemplate(src, args[0].AsString(), hcl.InitialPos)
+		if diags.HasErrors() {
+			return cty.NilVal, diags
+		}
+		v, diags := expr.Value(&hcl.EvalContext{Variables: args[1].AsValueMap(), Functions: templateFuncs})
+		if diags.HasErrors() {
+			return cty.NilVal, diags
+		}
+		return convert.Convert(v, cty.String)
+	},
+})
+
+var alltrue = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "list", Type: cty.List(cty.Bool)}},
+	Type:   function.StaticReturnType(cty.Bool),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		for _, v := range args[0].AsValueSlice() {
+			if !v.True() {
+				return cty.False, nil
+			}
+		}
+		return cty.True, nil
+	},
+})
+
+var base64encode = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "s", Type: cty.String}},
+	Type:   function.StaticReturnType(cty.String),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		return cty.StringVal(base64.StdEncoding.EncodeToString([]byte(args[0].AsString()))), nil
+	},
+})
+
+// length is Terraform's: characters of a string, elements of a collection.
+var length = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType}},
+	Type:   function.StaticReturnType(cty.Number),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		if args[0].Type() == cty.String {
+			return stdlib.Strlen(args[0])
+		}
+		return cty.NumberIntVal(int64(args[0].LengthInt())), nil
+	},
+})
+
+func newEvaluator(t *testing.T) *evaluator {
+	t.Helper()
+	e := &evaluator{m: parseDir(t, moduleDir), vars: map[string]cty.Value{}, types: map[string]cty.Type{}, locals: map[string]cty.Value{}}
+	e.coreNames = []string{"core-1", "core-2", "core-3"}
+	e.coreIPs = []string{"10.42.0.11", "10.42.16.12", "10.42.32.13"}
+
+	// Real mesh identities, as `relaymesh pki init/issue` makes them.
+	pki := t.TempDir()
+	for _, n := range append(slices.Clone(e.coreNames), "edge-eu-central-1") {
+		if _, err := mesh.IssueNode(pki, n, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pem := func(f string) cty.Value { return cty.StringVal(readFile(t, filepath.Join(pki, f))) }
+	coreCerts := map[string]cty.Value{}
+	for _, n := range e.coreNames {
+		coreCerts[n] = cty.ObjectVal(map[string]cty.Value{"cert_pem": pem(n + ".crt"), "key_pem": pem(n + ".key")})
+	}
+	e.tokenKey = bytes.Repeat([]byte{0xA5, 0x00, 0xFF, 0x3C}, 8) // binary, as pki init writes it
+
+	// Tricky characters, to check the template's TOML quoting.
+	tricky := `k"ey\with 'quotes' <&> ü` + "\t"
+	fixture := map[string]cty.Value{
+		"region":        cty.StringVal("eu-central-1"),
+		"dns_zone_name": cty.StringVal("example.com"),
+		"dns_name":      cty.StringVal("im.example.com"),
+		"apps": cty.TupleVal([]cty.Value{
+			cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal("AbCd1234-gzGzoHsz"), "key": cty.StringVal(tricky), "master_key": cty.StringVal("master=" + tricky)}),
+			cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal("open-app"), "key": cty.StringVal("k2"), "master_key": cty.StringVal(""), "signature_required": cty.False}),
+		}),
+		"edge_limits":               cty.ObjectVal(map[string]cty.Value{"sends_per_minute": cty.NumberIntVal(120), "ops_per_minute": cty.NumberIntVal(-1), "idle_timeout": cty.StringVal("400s")}),
+		"relaymesh_artifact_url":    cty.StringVal("https://artifacts.example.com/relaymesh-linux-amd64"),
+		"relaymesh_artifact_sha256": cty.StringVal(strings.Repeat("ab", 32)),
+		"ca_cert_pem":               pem("ca.crt"),
+		"core_certs":                cty.ObjectVal(coreCerts),
+		"edge_cert_pem":             pem("edge-eu-central-1.crt"),
+		"edge_key_pem":              pem("edge-eu-central-1.key"),
+		"session_token_key_base64":  cty.StringVal(base64.StdEncoding.EncodeToString(e.tokenKey)),
+	}
+	e.wantApps = []apps.App{
+		{ID: "AbCd1234-gzGzoHsz", Key: tricky, MasterKey: "master=" + tricky, SignatureRequired: true},
+		{ID: "open-app", Key: "k2"},
+	}
+
+	// Variables: fixture or default, optional() defaults applied, converted
+	// to the declared type, validations checked: what Terraform does.
+	for _, b := range e.m.blocks("variable") {
+		name := b.Labels[0]
+		ty, defaults, diags := typeexpr.TypeConstraintWithDefaults(b.Body.Attributes["type"].Expr)
+		if diags.HasErrors() {
+			t.Fatalf("variable %s: %s", name, diags.Error())
+		}
+		e.types[name] = ty
+		v, given := fixture[name]
+		if !given {
+			d := b.Body.Attributes["default"]
+			if d == nil {
+				t.Fatalf("fixture lacks required variable %s", name)
+			}
+			v = evalValue(t, d.Expr, nil)
+		}
+		if defaults != nil && !v.IsNull() {
+			v = defaults.Apply(v)
+		}
+		cv, err := convert.Convert(v, ty)
+		if err != nil {
+			t.Fatalf("variable %s: %v", name, err)
+		}
+		e.vars[name] = cv
+	}
+	for name := range e.vars {
+		if !e.valid(t, name, e.vars[name]) {
+			t.Fatalf("fixture value of %s fails its validation", name)
+		}
+	}
+
+	// Resources and data sources, as after apply.
+	byName := func(f func(i int, n string) cty.Value) cty.Value {
+		m := map[string]cty.Value{}
+		for i, n := range e.coreNames {
+			m[n] = f(i, n)
+		}
+		return cty.ObjectVal(m)
+	}
+	obj := func(kv ...string) cty.Value {
+		m := map[string]cty.Value{}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = cty.StringVal(kv[i+1])
+		}
+		return cty.ObjectVal(m)
+	}
+	var subnets []cty.Value
+	for i, az := range []string{"eu-central-1a", "eu-central-1b", "eu-central-1c"} {
+		subnets = append(subnets, obj("id", "subnet-"+string(rune('a'+i)), "availability_zone", az, "cidr_block", "10.42.0.0/20"))
+	}
+	secretARN := "arn:aws:secretsmanager:eu-central-1:123456789012:secret:relaymesh/eu-central-1/"
+	e.refs = map[string]cty.Value{
+		"path": obj("module", moduleDir),
+		"data": cty.ObjectVal(map[string]cty.Value{
+			"aws_availability_zones": cty.ObjectVal(map[string]cty.Value{"available": cty.ObjectVal(map[string]cty.Value{
+				"names": cty.ListVal([]cty.Value{cty.StringVal("eu-central-1a"), cty.StringVal("eu-central-1b"), cty.StringVal("eu-central-1c")})})}),
+			"aws_ssm_parameter": cty.ObjectVal(map[string]cty.Value{"al2023": cty.TupleVal([]cty.Value{obj("insecure_value", "ami-0123")})}),
+			"aws_subnet":        cty.ObjectVal(map[string]cty.Value{"private": cty.EmptyTupleVal}), // count = 0 with a new VPC
+		}),
+		"aws_vpc":    cty.ObjectVal(map[string]cty.Value{"this": cty.TupleVal([]cty.Value{obj("id", "vpc-1")})}),
+		"aws_subnet": cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal(subnets), "public": cty.TupleVal(subnets)}),
+		"aws_network_interface": cty.ObjectVal(map[string]cty.Value{"core": byName(func(i int, n string) cty.Value {
+			return obj("private_ip", e.coreIPs[i], "id", "eni-"+n)
+		})}),
+		"aws_ebs_volume": cty.ObjectVal(map[string]cty.Value{"core": byName(func(i int, n string) cty.Value {
+			return obj("id", "vol-0"+strings.ReplaceAll(n, "-", "")+"0000000000")
+		})}),
+		"aws_secretsmanager_secret": cty.ObjectVal(map[string]cty.Value{
+			"core": byName(func(i int, n string) cty.Value { return obj("arn", secretARN+n+"-AbCdEf", "id", n) }),
+			"edge": obj("arn", secretARN+"edge-AbCdEf", "id", "edge"),
+		}),
+		"aws_lb": cty.ObjectVal(map[string]cty.Value{"edge": obj("dns_name", "rm-123.elb.eu-central-1.amazonaws.com", "zone_id", "Z0")}),
+	}
+
+	// Locals: evaluate until nothing more resolves.
+	pending := map[string]hcl.Expression{}
+	for _, b := range e.m.blocks("locals") {
+		for name, a := range b.Body.Attributes {
+			pending[name] = a.Expr
+		}
+	}
+	for progress := true; progress; {
+		progress = false
+		for name, expr := range pending {
+			if v, diags := expr.Value(e.ctx(nil)); !diags.HasErrors() {
+				e.locals[name] = v
+				delete(pending, name)
+				progress = true
+			}
+		}
+	}
+	for _, name := range []string{"core_names", "core_mesh_addrs", "core_config", "edge_config", "public_urls", "core_subnet", "ami_id"} {
+		if _, ok := e.locals[name]; !ok {
+			_, diags := pending[name].Value(e.ctx(nil))
+			t.Fatalf("local.%s does not evaluate: %s", name, diags.Error())
+		}
+	}
+	return e
+}
+
+func (e *evaluator) ctx(more map[string]cty.Value) *hcl.EvalContext {
+	vars := map[string]cty.Value{"var": cty.ObjectVal(e.vars), "local": cty.ObjectVal(e.locals)}
+	maps.Copy(vars, e.refs)
+	maps.Copy(vars, more)
+	return &hcl.EvalContext{Variables: vars, Functions: funcs}
+}
+
+// valid runs the validation blocks of variable name against v.
+func (e *evaluator) valid(t *testing.T, name string, v cty.Value) bool {
+	t.Helper()
+	b := e.m.block(t, "variable", name)
+	cv, err := convert.Convert(v, e.types[name])
+	if err != nil {
+		return false
+	}
+	vars := maps.Clone(e.vars)
+	vars[name] = cv
+	ctx := &hcl.EvalContext{Variables: map[string]cty.Value{"var": cty.ObjectVal(vars)}, Functions: funcs}
+	ok := true
+	found := false
+	for _, vb := range b.Body.Blocks {
+		if vb.Type != "validation" {
+			continue
+		}
+		found = true
+		if vb.Body.Attributes["error_message"] == nil {
+			t.Errorf("variable %s: validation without error_message", name)
+		}
+		r, diags := vb.Body.Attributes["condition"].Expr.Value(ctx)
+		if diags.HasErrors() {
+			t.Fatalf("variable %s: condition: %s", name, diags.Error())
+		}
+		ok = ok && r.True()
+	}
+	if !found && slices.Contains([]string{"core_count", "edge_count"}, name) {
+		t.Fatalf("variable %s has no validation block", name)
+	}
+	return ok
+}
+
+// resourceAttr evaluates an attribute of a resource, with each.key = key.
+func (e *evaluator) resourceAttr(t *testing.T, typ, name, attr, key string) cty.Value {
+	t.Helper()
+	b := e.m.block(t, "resource", typ, name)
+	a := b.Body.Attributes[attr]
+	if a == nil {
+		t.Fatalf("%s.%s has no %s", typ, name, attr)
+	}
+	v, diags := a.Expr.Value(e.ctx(map[string]cty.Value{"each": cty.ObjectVal(map[string]cty.Value{"key": cty.StringVal(key), "value": cty.StringVal(key)})}))
+	if diags.HasErrors() {
+		t.Fatalf("%s.%s.%s: %s", typ, name, attr, diags.Error())
+	}
+	return v
+}
+
+// unpackSecret writes a node secret to a directory laid out like
+// /etc/relaymesh, with the boot script's own Python code where python3
+// exists, and returns the directory.
+func (e *evaluator) unpackSecret(t *testing.T, secret cty.Value, instanceID string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "pki"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := readFile(t, filepath.Join(moduleDir, "templates", "user-data.sh.tftpl"))
+	start := strings.Index(script, "python3 - <<'PY'\n")
+	end := strings.Index(script, "\nPY\n")
+	if start < 0 || end < start {
+		t.Fatal("user-data: no python3 heredoc")
+	}
+	py := script[start+len("python3 - <<'PY'\n") : end]
+	if python, err := exec.LookPath("python3"); err == nil {
+		cmd := exec.Command(python, "-")
+		cmd.Stdin = strings.NewReader(py)
+		cmd.Env = append(os.Environ(), "SECRET="+secret.AsString(), "INSTANCE_ID="+instanceID, "ETC="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("boot script's python: %v\n%s", err, out)
+		}
+		return dir
+	}
+	var s map[string]string
+	if err := json.Unmarshal([]byte(secret.AsString()), &s); err != nil {
+		t.Fatal(err)
+	}
+	put := func(name string, b []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("relaymesh.toml", []byte(strings.ReplaceAll(s["config"], "@INSTANCE_ID@", instanceID)))
+	put("pki/ca.crt", []byte(s["ca_crt"]))
+	put("pki/node.crt", []byte(s["node_crt"]))
+	put("pki/node.key", []byte(s["node_key"]))
+	if k := s["session_token_key_b64"]; k != "" {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		put("pki/session-token.key", b)
+	}
+	return dir
+}
+
+// templateVariables lists the root variables a template refers to.
+func templateVariables(t *testing.T, path string) []string {
+	t.Helper()
+	src := readFile(t, path)
+	expr, diags := hclsyntax.ParseTemplate([]byte(src), path, hcl.InitialPos)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	set := map[string]bool{}
+	for _, tr := range expr.Variables() {
+		set[tr.RootName()] = true
+	}
+	return slices.Sorted(maps.Keys(set))
+}
+
+func evalValue(t *testing.T, expr hcl.Expression, ctx *hcl.EvalContext) cty.Value {
+	t.Helper()
+	v, diags := expr.Value(ctx)
+	if diags.HasErrors() {
+		t.Fatalf("%s: %s", expr.Range(), diags.Error())
+	}
+	return v
+}
+
+func evalString(t *testing.T, expr hcl.Expression, ctx *hcl.EvalContext) string {
+	t.Helper()
+	v, err := convert.Convert(evalValue(t, expr, ctx), cty.String)
+	if err != nil || v.IsNull() {
+		t.Fatalf("%s: not a string: %v", expr.Range(), err)
+	}
+	return v.AsString()
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
