@@ -35,8 +35,15 @@ fuzz:
 	$(GO) test ./proto/lcpb -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME)
 	$(GO) test ./edge -run='^$$' -fuzz=FuzzDecodeFrame -fuzztime=$(FUZZTIME)
 
+# Go micro-benchmarks and the standard load-test suite on relaymesh dev
+# (scripts/bench.sh; ~15 minutes on 2 cores); writes docs/BENCHMARKS.md.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -timeout 30m ./...
+	GO=$(GO) ./scripts/bench.sh
+
+# Long soaks, not run by CI: a 10-minute pairs run and a reconnect storm of
+# 15k sessions (~13 minutes).
+lab:
+	GO=$(GO) ./scripts/bench.sh --lab
 
 proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I proto --go_out=. --go_opt=module=github.com/relaymesh/relaymesh proto/lcpb/message.proto proto/meshpb/mesh.proto

@@ -105,8 +105,23 @@ func (c *conn) readLoop() {
 		c.touch()
 		c.srv.metrics.FramesIn.Add(1)
 		c.srv.metrics.BytesIn.Add(int64(len(data)))
-		c.handleFrame(c.ctx, typ == websocket.MessageText, data)
+		c.handleFrameOffStack(typ == websocket.MessageText, data)
 	}
+}
+
+// handleFrameOffStack runs handleFrame on a short-lived goroutine and waits
+// for it, so frames stay handled one at a time and in order. Handling a
+// frame (protobuf, the Backend call over QUIC) grows a stack to 8 KiB or
+// more, and a parked goroutine's stack only shrinks while it uses under a
+// quarter of it: run on the reader, that growth would stay with every idle
+// connection. The reader itself only ever needs the read path's stack.
+func (c *conn) handleFrameOffStack(text bool, data []byte) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.handleFrame(c.ctx, text, data)
+	}()
+	<-done
 }
 
 // fail ends the connection with a close code; the writer sends it.
@@ -127,7 +142,7 @@ func (c *conn) writeLoop() {
 		f, st := c.q.pop()
 		switch st {
 		case popFrame:
-			if err := c.write(f.b); err != nil {
+			if err := c.drainOffStack(f); err != nil {
 				c.cancel()
 				_ = c.ws.CloseNow()
 				return
@@ -168,6 +183,29 @@ func (c *conn) writeLoop() {
 			t.Reset(idle - el)
 		}
 	}
+}
+
+// drainOffStack writes f and every frame queued behind it on a short-lived
+// goroutine and waits for it; the writer loop then looks at the queue again
+// (pop's other states are sticky, so nothing is lost by stopping at one).
+// As with handleFrameOffStack, this keeps the deep write path's stack
+// growth off the writer goroutine, which an idle connection keeps parked.
+func (c *conn) drainOffStack(f outFrame) error {
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			if err := c.write(f.b); err != nil {
+				errc <- err
+				return
+			}
+			var st popState
+			if f, st = c.q.pop(); st != popFrame {
+				errc <- nil
+				return
+			}
+		}
+	}()
+	return <-errc
 }
 
 // closeWith runs the close handshake (bounded by the library's 5 s timeouts)

@@ -403,10 +403,12 @@ func chooseSubprotocol(r *http.Request) (codec lcpb.Codec, echo bool, ok bool) {
 	return lcpb.Codec{}, false, false
 }
 
-// serveWS upgrades to a WebSocket and runs the connection; this goroutine
-// becomes its reader. A request without a known subprotocol is refused with
-// HTTP 400 before the upgrade (the legacy JSON protocol of SDK 2.x is not
-// served).
+// serveWS upgrades to a WebSocket and starts the connection's reader on a
+// goroutine of its own, then returns: net/http's handler goroutine, with
+// the request, its headers and the stack grown while parsing them, would
+// otherwise stay parked for the connection's whole life. A request without
+// a known subprotocol is refused with HTTP 400 before the upgrade (the
+// legacy JSON protocol of SDK 2.x is not served).
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		if r.URL.Path == "/" {
@@ -431,7 +433,12 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
-	defer s.wg.Done()
+	started := false
+	defer func() {
+		if !started {
+			s.wg.Done()
+		}
+	}()
 
 	c := newConn(s, codec)
 	opts := &websocket.AcceptOptions{
@@ -446,7 +453,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if echo {
 		opts.Subprotocols = []string{codec.Name}
 	}
-	ws, err := websocket.Accept(w, r, opts)
+	ws, err := websocket.Accept(smallBufWriter{w}, r, opts)
 	if err != nil {
 		c.cancel()
 		s.log.Debug("edge: accept failed", "err", err)
@@ -468,12 +475,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.ConnectionsOpen.Add(1)
 	s.metrics.ConnectionsTotal.Add(1)
 
-	c.run()
-
-	s.mu.Lock()
-	delete(s.conns, c.id)
-	s.mu.Unlock()
-	s.metrics.ConnectionsOpen.Add(-1)
+	started = true
+	go func() {
+		defer s.wg.Done()
+		c.run()
+		s.mu.Lock()
+		delete(s.conns, c.id)
+		s.mu.Unlock()
+		s.metrics.ConnectionsOpen.Add(-1)
+	}()
 }
 
 // BackendFunc adapts a function to Backend.

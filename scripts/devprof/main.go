@@ -75,7 +75,7 @@ func run() error {
 	// an RSS sample after it shows live memory rather than GC headroom.
 	mux.HandleFunc("/debug/gc", func(w http.ResponseWriter, r *http.Request) {
 		runtime.GC()
-		debugFreeOSMemory()
+		debug.FreeOSMemory()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		fmt.Fprintf(w, "heap_inuse %d\nheap_alloc %d\nstack_inuse %d\nsys %d\ngoroutines %d\n",
@@ -91,5 +91,3 @@ func run() error {
 	_ = ps.Close()
 	return d.Close()
 }
-
-func debugFreeOSMemory() { debug.FreeOSMemory() }

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+)
+
+const (
+	beginMarker = "<!-- bench:begin (written by scripts/bench; edit outside the markers) -->"
+	endMarker   = "<!-- bench:end -->"
+)
+
+// machine describes this machine from /proc.
+func machine() string {
+	cpu := "unknown CPU"
+	if f, err := os.Open("/proc/cpuinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+		f.Close()
+	}
+	mem := "unknown"
+	if f, err := os.Open("/proc/meminfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+				var kb int64
+				fmt.Sscanf(strings.TrimSpace(v), "%d", &kb)
+				mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+				break
+			}
+		}
+		f.Close()
+	}
+	rev, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	dirty := ""
+	if st, _ := exec.Command("git", "status", "--porcelain").Output(); len(st) > 0 {
+		dirty = " + uncommitted changes"
+	}
+	return fmt.Sprintf("%d CPUs (nproc), %s RAM, %s; %s %s/%s; commit %s%s",
+		runtime.NumCPU(), mem, cpu, runtime.Version(), runtime.GOOS, runtime.GOARCH, strings.TrimSpace(string(rev)), dirty)
+}
+
+func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
+
+func ms(v float64) string { return fmt.Sprintf("%.2f", v) }
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**missed**"
+}
+
+// results renders the generated part of docs/BENCHMARKS.md.
+func (b *bench) results() string {
+	var w strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&w, format, args...) }
+	p("%s\n\n", beginMarker)
+	p("Run on %s, %s, by `make bench` (%s in all, %d repetitions of each measurement).\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), machine(), time.Since(b.started).Round(time.Second), b.cfg.repeat)
+	p("The machine is shared with other test runs, so the figures are noisy: every repetition is listed.\n\n")
+
+	p("### Targets\n\n| target | goal | run 1 | run 2 | verdict |\n|---|---|---|---|---|\n")
+	row := func(name, goal string, vals []string, v string) {
+		for len(vals) < 2 {
+			vals = append(vals, "–")
+		}
+		p("| %s | %s | %s | %s | %s |\n", name, goal, vals[0], vals[1], v)
+	}
+	var vals []string
+	ok := len(b.connect) > 0
+	for _, s := range b.connect {
+		vals = append(vals, fmt.Sprintf("%s (%d sessions, RSS %.0f MiB − baseline %.0f MiB)",
+			kib(s.RSSPerSession), s.Sessions, float64(s.RSS)/(1<<20), float64(s.RSSBaseline)/(1<<20)))
+		ok = ok && s.RSSPerSession > 0 && s.RSSPerSession <= 12*1024
+	}
+	row("idle WebSocket session, server RSS per session at 15k", "≤ 12 KiB", vals, verdict(ok))
+
+	vals = nil
+	ok = len(b.sweeps) > 0
+	for _, sw := range b.sweeps {
+		last := sw[len(sw)-1]
+		vals = append(vals, fmt.Sprintf("p99 %s ms at %.0f offered (%.0f acked/s)", ms(last.LatencyMS.P99), last.Rate, last.ThroughputPerS))
+		ok = ok && last.Rate >= 10000 && !saturated(last) && last.LatencyMS.P99 <= p99Target
+	}
+	row("one-to-one direct→ack p99 at 10k msgs/s", "≤ 10 ms", vals, verdict(ok))
+
+	vals = nil
+	for _, sw := range b.sweeps {
+		vals = append(vals, crossing(sw))
+	}
+	row("pairs: where p99 crosses 10 ms / saturation", "report", vals, "reported")
+
+	vals = nil
+	for i, gs := range b.groupSat {
+		best := 0.0
+		for _, s := range gs {
+			best = max(best, s.DeliveriesPerS)
+		}
+		v := fmt.Sprintf("%.0f deliveries/s at saturation", best)
+		if i < len(b.groupMid) {
+			m := b.groupMid[i]
+			v += fmt.Sprintf("; at %.0f/s (half): delivery p99 %s ms, ack p99 %s ms", m.DeliveriesPerS, ms(m.DeliveryLatencyMS.P99), ms(m.LatencyMS.P99))
+		}
+		vals = append(vals, v)
+	}
+	row("fan-out, group of 500", "report", vals, "reported")
+
+	p("\n### Every run\n\n")
+	p("| run | scenario | sessions | offered msgs/s | acked/s | deliveries/s | ack p50 / p99 / max ms | delivery p50 / p99 ms | lost | dup | behind / send errors |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	all := b.connect
+	all = append(all, b.pairs...)
+	for _, sw := range b.sweeps {
+		all = append(all, sw...)
+	}
+	for _, gs := range b.groupSat {
+		all = append(all, gs...)
+	}
+	all = append(all, b.groupMid...)
+	for _, s := range all {
+		name := s.file[strings.LastIndex(s.file, "/")+1:]
+		name = strings.TrimSuffix(name, ".json")
+		if s.Scenario == "connect" {
+			p("| %s | connect | %d | – | – | – | connect p50 %.0f / p99 %.0f ms | – | – | – | RSS/session %s |\n",
+				name, s.Sessions, s.ConnectLatencyMS.P50, s.ConnectLatencyMS.P99, kib(s.RSSPerSession))
+			continue
+		}
+		p("| %s | %s | %d | %.0f | %.0f | %.0f | %s / %s / %s | %s / %s | %d | %d | %d / %d |\n",
+			name, s.Scenario, s.Sessions, s.Rate, s.ThroughputPerS, s.DeliveriesPerS,
+			ms(s.LatencyMS.P50), ms(s.LatencyMS.P99), ms(s.LatencyMS.Max),
+			ms(s.DeliveryLatencyMS.P50), ms(s.DeliveryLatencyMS.P99), s.Lost, s.Duplicates, s.Behind, s.SendErrors)
+	}
+	for _, n := range b.notes {
+		p("\n**%s**\n", n)
+	}
+
+	p("\n### Commands\n\n```sh\n%s\n", b.devCmd)
+	seen := map[string]bool{}
+	for _, s := range all {
+		c := s.cmd
+		if i := strings.Index(c, " --out "); i >= 0 { // the output file changes every run
+			j := strings.Index(c[i+7:], " ")
+			c = c[:i] + " --out RUN.json" + c[i+7+j:]
+		}
+		if !seen[c] {
+			seen[c] = true
+			p("%s\n", c)
+		}
+	}
+	p("```\n")
+	if b.cfg.micro != "" {
+		if raw, err := os.ReadFile(b.cfg.micro); err == nil {
+			p("\n### Go micro-benchmarks\n\n```\n%s```\n", filterBench(string(raw)))
+		}
+	}
+	p("\n%s\n", endMarker)
+	return w.String()
+}
+
+// crossing names the first sweep rate whose p99 is over the target and
+// the first that saturated.
+func crossing(sw []*summary) string {
+	cross, sat := "not within 10k msgs/s", "not within 10k msgs/s"
+	for _, s := range sw {
+		if s.LatencyMS.P99 > p99Target && strings.HasPrefix(cross, "not") {
+			cross = fmt.Sprintf("%.0f msgs/s (p99 %s ms)", s.Rate, ms(s.LatencyMS.P99))
+		}
+		if saturated(s) && strings.HasPrefix(sat, "not") {
+			sat = fmt.Sprintf("%.0f offered → %.0f acked/s", s.Rate, s.ThroughputPerS)
+		}
+	}
+	return "p99 > 10 ms from " + cross + "; saturated at " + sat
+}
+
+// filterBench keeps the benchmark result lines and package headers.
+func filterBench(s string) string {
+	var w strings.Builder
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.HasPrefix(l, "Benchmark") || strings.HasPrefix(l, "pkg:") || strings.HasPrefix(l, "ok ") ||
+			strings.HasPrefix(l, "FAIL") || strings.HasPrefix(l, "cpu:") {
+			w.WriteString(l + "\n")
+		}
+	}
+	return w.String()
+}
+
+// writeDoc replaces the generated part of the document (or appends it).
+func (b *bench) writeDoc() error {
+	res := b.results()
+	old, err := os.ReadFile(b.cfg.doc)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	doc := string(old)
+	i, j := strings.Index(doc, beginMarker), strings.Index(doc, endMarker)
+	switch {
+	case i >= 0 && j > i:
+		doc = doc[:i] + strings.TrimSuffix(res, "\n") + doc[j+len(endMarker):]
+	case doc == "":
+		doc = "# Benchmarks\n\n" + res
+	default:
+		doc += "\n" + res
+	}
+	if err := os.WriteFile(b.cfg.doc, []byte(doc), 0o644); err != nil {
+		return err
+	}
+	logf("wrote %s", b.cfg.doc)
+	return nil
+}
