@@ -1,0 +1,263 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Hook names, as LeanCloud spells them.
+const (
+	HookMessageReceived    = "_messageReceived"
+	HookMessageSent        = "_messageSent"
+	HookReceiversOffline   = "_receiversOffline"
+	HookConversationStart  = "_conversationStart"
+	HookConversationAdd    = "_conversationAdd"
+	HookConversationRemove = "_conversationRemove"
+	HookConversationUpdate = "_conversationUpdate"
+)
+
+// Names lists every hook this package calls.
+var Names = []string{
+	HookMessageReceived, HookMessageSent, HookReceiversOffline,
+	HookConversationStart, HookConversationAdd, HookConversationRemove, HookConversationUpdate,
+}
+
+// LeanCloud error codes a verdict carries.
+const (
+	CodeMessageRejected      = 4402 // MESSAGE_REJECTED_BY_APP
+	CodeConversationRejected = 4305 // CONVERSATION_REJECTED_BY_APP
+)
+
+const (
+	// DefaultTimeout bounds one hook call when Config.Timeout is zero.
+	DefaultTimeout = 3 * time.Second
+	// MaxReplyBytes bounds a hook's reply body.
+	MaxReplyBytes = 1 << 20
+)
+
+var (
+	// ErrFailed is wrapped by every error reporting a failed hook call.
+	ErrFailed = errors.New("hooks: hook failed")
+	// ErrTimeout is wrapped (with ErrFailed) when a call ran out of time.
+	ErrTimeout = errors.New("hooks: hook timed out")
+	// ErrBadReply is wrapped (with ErrFailed) for a reply that is not a
+	// verdict object or is over MaxReplyBytes.
+	ErrBadReply = errors.New("hooks: bad hook reply")
+	// ErrStatus is wrapped (with ErrFailed) for a non-2xx reply.
+	ErrStatus = errors.New("hooks: hook answered with an error status")
+)
+
+// Policy says what a failed blocking hook does.
+type Policy uint8
+
+const (
+	// PolicyDefault in App means Config.Policy; in Config it means FailOpen.
+	PolicyDefault Policy = iota
+	// FailOpen proceeds as if no hook were configured.
+	FailOpen
+	// FailClosed drops the message or rejects the operation.
+	FailClosed
+)
+
+// App is one app's hook configuration.
+type App struct {
+	// URLs maps a hook name to the URL it is POSTed to.
+	URLs map[string]string
+	// BaseURL, when set, serves every hook missing from URLs at
+	// BaseURL + "/1.1/functions/" + name (LeanEngine's path).
+	BaseURL string
+	// MasterKey signs requests; empty sends them unsigned.
+	MasterKey string
+	// HookKey, when set, is sent as X-LC-Hook-Key.
+	HookKey string
+	// Policy for failed blocking hooks; PolicyDefault uses Config.Policy.
+	Policy Policy
+}
+
+// Config configures a Client.
+type Config struct {
+	Apps       map[string]App // by appId; apps not listed have no hooks
+	Timeout    time.Duration  // per call; zero means DefaultTimeout
+	Policy     Policy         // default for apps; PolicyDefault means FailOpen
+	HTTPClient *http.Client   // nil means a new client without its own timeout
+	Now        func() time.Time
+}
+
+// Client calls hooks. It is safe for concurrent use.
+type Client struct {
+	apps    map[string]App // read-only after New
+	timeout time.Duration
+	policy  Policy
+	http    *http.Client
+	now     func() time.Time
+	stats   map[string]*counters // by hook name; read-only after New
+}
+
+// New returns a Client for cfg. The configuration is copied.
+func New(cfg Config) *Client {
+	c := &Client{
+		apps:    make(map[string]App, len(cfg.Apps)),
+		timeout: cfg.Timeout,
+		policy:  cfg.Policy,
+		http:    cfg.HTTPClient,
+		now:     cfg.Now,
+		stats:   make(map[string]*counters, len(Names)),
+	}
+	for id, a := range cfg.Apps {
+		urls := make(map[string]string, len(a.URLs))
+		for k, v := range a.URLs {
+			urls[k] = v
+		}
+		a.URLs = urls
+		c.apps[id] = a
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.policy == PolicyDefault {
+		c.policy = FailOpen
+	}
+	if c.http == nil {
+		c.http = &http.Client{}
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	for _, n := range Names {
+		c.stats[n] = new(counters)
+	}
+	return c
+}
+
+// Enabled reports whether appID has a URL for hook, so callers can skip
+// building an event nobody receives.
+func (c *Client) Enabled(appID, hook string) bool {
+	return c.url(appID, hook) != ""
+}
+
+func (c *Client) url(appID, hook string) string {
+	a, ok := c.apps[appID]
+	if !ok {
+		return ""
+	}
+	if u := a.URLs[hook]; u != "" {
+		return u
+	}
+	if a.BaseURL != "" {
+		return strings.TrimSuffix(a.BaseURL, "/") + "/1.1/functions/" + hook
+	}
+	return ""
+}
+
+func (c *Client) policyFor(appID string) Policy {
+	if p := c.apps[appID].Policy; p != PolicyDefault {
+		return p
+	}
+	return c.policy
+}
+
+// call POSTs ev to appID's hook and decodes the verdict object into reply.
+// It reports whether a hook was configured; err wraps ErrFailed.
+func (c *Client) call(ctx context.Context, appID, hook string, ev, reply any) (called bool, err error) {
+	url := c.url(appID, hook)
+	if url == "" {
+		return false, nil
+	}
+	st := c.stats[hook]
+	st.calls.Add(1)
+	if err := c.do(ctx, appID, hook, url, ev, reply); err != nil {
+		st.failures.Add(1)
+		if errors.Is(err, ErrTimeout) {
+			st.timeouts.Add(1)
+		}
+		return true, fmt.Errorf("%w: %s of app %s: %w", ErrFailed, hook, appID, err)
+	}
+	return true, nil
+}
+
+func (c *Client) do(ctx context.Context, appID, hook, url string, ev, reply any) error {
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encoding event: %w", err)
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("building request: %w", err)
+	}
+	a := c.apps[appID]
+	ts := strconv.FormatInt(c.now().UnixMilli(), 10)
+	h := req.Header
+	h.Set("Content-Type", "application/json")
+	h.Set("X-LC-Id", appID)
+	if a.HookKey != "" {
+		h.Set("X-LC-Hook-Key", a.HookKey)
+	}
+	h.Set(HeaderHook, hook)
+	h.Set(HeaderTimestamp, ts)
+	if a.MasterKey != "" {
+		h.Set(HeaderSignature, Sign(a.MasterKey, ts, body))
+	}
+
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() == context.DeadlineExceeded && parent.Err() == nil {
+			return fmt.Errorf("%w after %v", ErrTimeout, c.timeout)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxReplyBytes+1))
+	if err != nil {
+		if ctx.Err() == context.DeadlineExceeded && parent.Err() == nil {
+			return fmt.Errorf("%w after %v reading the reply", ErrTimeout, c.timeout)
+		}
+		return fmt.Errorf("reading reply: %w", err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("%w %d: %.200s", ErrStatus, resp.StatusCode, data)
+	}
+	if len(data) > MaxReplyBytes {
+		return fmt.Errorf("%w: over %d bytes", ErrBadReply, MaxReplyBytes)
+	}
+	return decodeReply(data, reply)
+}
+
+// decodeReply decodes a verdict object, bare or wrapped in {"result": …}.
+// An empty body is the empty verdict.
+func decodeReply(data []byte, reply any) error {
+	data = bytes.TrimSpace(data)
+	if len(data) == 0 {
+		return nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(data, &obj); err != nil || obj == nil {
+		return fmt.Errorf("%w: not a JSON object: %.200s", ErrBadReply, data)
+	}
+	if r, ok := obj["result"]; ok {
+		r = bytes.TrimSpace(r)
+		switch {
+		case bytes.Equal(r, []byte("null")):
+			return nil
+		case len(r) > 0 && r[0] == '{':
+			data = r
+		default:
+			return fmt.Errorf("%w: result is not an object: %.200s", ErrBadReply, r)
+		}
+	}
+	if err := json.Unmarshal(data, reply); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadReply, err)
+	}
+	return nil
+}

@@ -1,0 +1,53 @@
+// Package push hands offline-push requests to push providers.
+//
+// When a message reaches members with no online session (never in
+// chatrooms), the caller builds one [Request] per message with [BuildPayload]
+// and passes it to a [Provider]. relaymesh holds no APNs or FCM credentials:
+// it ships a [Webhook] provider, which POSTs the request as JSON to a gateway
+// the operator runs, and a [Log] provider for development. A [Queue] goes in
+// front of either so that the message path never waits on a provider.
+//
+// # Payload
+//
+// The payload is a JSON object, taken from the first of these that is
+// present and usable, in the order issue 4 sets:
+//
+//  1. the message's pushData (push_data over REST);
+//  2. the app's static template, with ${convId}, ${timestamp} and
+//     ${fromClientId} substituted;
+//  3. the pushMessage returned by the _receiversOffline hook.
+//
+// LeanCloud's own documentation gives a different order — hook, then
+// pushData, then template. Sources.HookFirst selects it, for apps whose
+// hooks rely on overriding pushData.
+//
+// pushData or a pushMessage that is a JSON object is used as is; a JSON
+// string holding an object is that object; any other string, or pushData that
+// is not JSON at all, becomes {"alert": text}; other JSON values are unusable
+// and the next source is tried. In a JSON template a placeholder inside a
+// string literal is replaced by the JSON-escaped value and one outside any
+// string by a JSON value (a string, or a number for ${timestamp}); a template
+// that is not a JSON object after substitution is plain text and becomes
+// {"alert": text}. With no usable source there is nothing to push.
+//
+// Top-level keys such as "_profile" and "_apns_team_id" are LeanCloud's
+// instructions to the push service; they are passed through for the provider
+// to act on and strip.
+//
+// # Queue
+//
+// A Queue is bounded. Enqueueing never blocks: when the queue is full the
+// oldest waiting request is dropped to make room, and counted. Workers hand
+// requests to the provider one at a time each; Close cancels pushes in flight
+// and discards (and counts) the requests still waiting.
+//
+// # Webhook
+//
+// The Webhook provider POSTs the Request as JSON (fields appId, convId, from,
+// to, payload, timestamp), signed like hook calls (package hooks:
+// X-Relaymesh-Timestamp and X-Relaymesh-Signature, HMAC-SHA256 over
+// timestamp + "." + body) when a key is configured. Each attempt has a
+// timeout; transport errors, timeouts, 429 and 5xx are retried up to
+// MaxAttempts in all, after a jittered delay that doubles from Backoff up to
+// MaxBackoff; any other non-2xx status fails at once.
+package push

@@ -1,0 +1,34 @@
+package push
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+)
+
+// Request is one offline push: a message for the members in To who have no
+// online session.
+type Request struct {
+	AppID     string          `json:"appId"`
+	ConvID    string          `json:"convId"`
+	From      string          `json:"from"`      // sender's clientId
+	To        []string        `json:"to"`        // receivers' clientIds
+	Payload   json.RawMessage `json:"payload"`   // a JSON object (see BuildPayload)
+	Timestamp int64           `json:"timestamp"` // the message's, ms
+}
+
+// Provider delivers pushes. Push may block; callers that must not wait put a
+// Queue in front.
+type Provider interface {
+	Push(ctx context.Context, r Request) error
+}
+
+var (
+	// ErrClosed is returned by a Queue after Close.
+	ErrClosed = errors.New("push: closed")
+	// ErrFailed wraps the last error of a push that failed.
+	ErrFailed = errors.New("push: push failed")
+	// ErrRejected wraps a non-retryable refusal by the gateway (4xx other
+	// than 429).
+	ErrRejected = errors.New("push: rejected by gateway")
+)
