@@ -17,6 +17,11 @@ type App struct {
 	// SignatureRequired makes session/open and conversation changes require
 	// an HMAC-SHA1 signature keyed with MasterKey.
 	SignatureRequired bool `json:"signature_required" toml:"signature_required"`
+	// ConversationSignatureRequired makes conv/start, add/join (invite),
+	// remove/quit (kick) and blacklist block/unblock require a signature
+	// too. LeanCloud has separate console switches for logins and for
+	// conversation operations, each off by default.
+	ConversationSignatureRequired bool `json:"conversation_signature_required" toml:"conversation_signature_required"`
 }
 
 // ErrUnknownApp is returned for an appId the registry does not serve.

@@ -34,6 +34,14 @@ func (c *Core) conv(ctx context.Context, r *request) (*lcpb.GenericCommand, erro
 		return c.convRead(r)
 	case lcpb.OpType_is_member:
 		return c.convIsMember(r)
+	case lcpb.OpType_member_info_update:
+		return c.memberInfoUpdate(ctx, r)
+	case lcpb.OpType_add_shutup, lcpb.OpType_remove_shutup:
+		return c.shutup(ctx, r, r.cmd.GetOp() == lcpb.OpType_add_shutup)
+	case lcpb.OpType_query_shutup:
+		return c.queryShutup(r)
+	case lcpb.OpType_check_shutup:
+		return c.checkShutup(r)
 	}
 	return nil, fmt.Errorf("%w: conv/%v", errUnsupported, r.cmd.GetOp())
 }
@@ -109,11 +117,7 @@ func (c *Core) convMembers(ctx context.Context, r *request, add bool) (*lcpb.Gen
 	if g.ConvMessage.AllowedPids == nil {
 		g.ConvMessage.AllowedPids = []string{}
 	}
-	for _, p := range res.Failed {
-		g.ConvMessage.FailedPids = append(g.ConvMessage.FailedPids, &lcpb.ErrorCommand{
-			Code: proto.Int32(lcpb.ErrConversationFull), Reason: proto.String("CONVERSATION_FULL"), Pids: []string{p},
-		})
-	}
+	g.ConvMessage.FailedPids = failedPids(res.Failed)
 	if len(res.Changed) > 0 {
 		c.fanout(r.app, res.Changed, connKey{}, convPush(selfOp, res.Conv.ID, r.peer))
 		others := res.Conv.Members // after add: everyone; filter out the changed

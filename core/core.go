@@ -120,8 +120,14 @@ type request struct {
 	app, peer string
 	from      connKey
 	version   int32
+	config    int64 // the session's configBitmap
 	cmd       *lcpb.GenericCommand
 }
+
+// Session configBitmap bits the core acts on (PROTOCOL.md §3).
+const (
+	configGroupReceipt = 1 << 6 // receipts in conversations of more than two
+)
 
 // reply builds a reply to r: same cmd, i echoed by presence, peerId set.
 func (r *request) reply(cmd lcpb.CommandType, op *lcpb.OpType) *lcpb.GenericCommand {
@@ -155,10 +161,11 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	case meshpb.ClientRequest_OPEN:
 		return c.open(ctx, req), nil
 	case meshpb.ClientRequest_CLOSE:
-		c.closeSession(req)
+		c.closeSession(ctx, req)
 		return &meshpb.ClientReply{}, nil
 	}
-	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{req.GetEdgeId(), req.GetConnId()}, version: req.GetProtocolVersion()}
+	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{req.GetEdgeId(), req.GetConnId()}, version: req.GetProtocolVersion(),
+		config: req.GetConfigBitmap()}
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
 		return encodeReply(r.errorReply(fmt.Errorf("%w: %v", errMalformed, err))), nil
@@ -229,10 +236,13 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 			c.mu.Lock()
 			c.removeSessionLocked(peerKey{r.app, r.peer}, r.from)
 			c.mu.Unlock()
+			c.endWills(ctx, r.app, r.peer, r.from, false)
 			return r.reply(lcpb.CommandType_session, lcpb.OpType_closed.Enum()), nil
 		}
 	case lcpb.CommandType_conv:
 		return c.conv(ctx, r)
+	case lcpb.CommandType_blacklist:
+		return c.blacklist(ctx, r)
 	}
 	return nil, fmt.Errorf("%w: %v/%v", errUnsupported, r.cmd.GetCmd(), op)
 }

@@ -21,6 +21,12 @@
 // in-memory and region-local, never in raft: OPEN registers a session, CLOSE
 // and detaching its edge remove it.
 //
+// Beyond plain messages (one file each): receipts.go (r:true -> rcp pushes
+// driven by the shard's cursor moves; group receipts need configBitmap bit
+// 6), will.go (will messages held in the shard until the sending session
+// drops), moderation.go (roles, member mute, blacklist: who may do what is
+// decided in core/shard/moderation.go, replies and pushes here).
+//
 // Locks: Core.mu guards presence and edges; convLocks serialise send and
 // fan-out per conversation so every recipient sees a conversation's messages
 // in timestamp order. Lock order: a conversation lock, then Core.mu.

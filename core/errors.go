@@ -3,6 +3,8 @@ package core
 import (
 	"errors"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
@@ -42,9 +44,62 @@ var errorCodes = []struct {
 	{shard.ErrNotSender, lcpb.ErrMessageOwnershipRequired},
 	{shard.ErrUpdateForbidden, lcpb.ErrConversationUpdateRejected},
 	{shard.ErrConvExists, lcpb.ErrConversationAPIFailed},
+	{shard.ErrRoleTooLow, codeOperationUnauthorized},
+	{shard.ErrUnknownRole, codeUnknownRole},
+	{shard.ErrNeedOwner, codeNeedOwner},
+	{shard.ErrShutup, codeSilenced},
+	{shard.ErrShutupFull, codeSilencedListFull},
+	{shard.ErrBlocked, lcpb.ErrConversationBlacklisted},
+	{shard.ErrBlacklistFull, codeBlacklistFull},
 	{shard.ErrBadCommand, lcpb.ErrConversationAPIFailed},
 	{errMalformed, lcpb.ErrInternal},
 	{errUnsupported, lcpb.ErrInternal},
+}
+
+// LeanCloud codes the JS SDK does not name (so not in lcpb), from the
+// server's error list (REST-AND-HOOKS.md §3, DOCS im-faq.mdx).
+const (
+	codeOperationUnauthorized = 4320 // CONVERSATION_OPERATION_UNAUTHORIZED: role too low
+	codeUnknownRole           = 4321 // UNKNOWN_CONVERSATION_ROLE
+	codeNeedOwner             = 4324 // CONVERSATION_NEED_OWNER: would lose the Owner
+	codeBlacklistFull         = 4543 // BLACKLIST_FULL
+	codeSilencedListFull      = 4561 // SILIENCED_MEMBER_LIST_FULL
+	codeSilenced              = 4563 // SILIENCED: a muted member sends
+)
+
+var extraNames = map[int32]string{
+	codeOperationUnauthorized: "CONVERSATION_OPERATION_UNAUTHORIZED",
+	codeUnknownRole:           "UNKNOWN_CONVERSATION_ROLE",
+	codeNeedOwner:             "CONVERSATION_NEED_OWNER",
+	codeBlacklistFull:         "BLACKLIST_FULL",
+	codeSilencedListFull:      "SILIENCED_MEMBER_LIST_FULL",
+	codeSilenced:              "SILIENCED",
+}
+
+// codeName is the LeanCloud name of code.
+func codeName(code int32) string {
+	if n, ok := extraNames[code]; ok {
+		return n
+	}
+	return lcpb.ErrorName(code)
+}
+
+// failedPids renders partial failures as ErrorCommands, one per code in
+// order of first appearance, each listing its clientIds.
+func failedPids(fs []shard.Failure) []*lcpb.ErrorCommand {
+	var out []*lcpb.ErrorCommand
+	byCode := map[int32]*lcpb.ErrorCommand{}
+	for _, f := range fs {
+		code := codeFor(f.Err)
+		e := byCode[code]
+		if e == nil {
+			e = &lcpb.ErrorCommand{Code: proto.Int32(code), Reason: proto.String(codeName(code))}
+			byCode[code] = e
+			out = append(out, e)
+		}
+		e.Pids = append(e.Pids, f.PID)
+	}
+	return out
 }
 
 // codeFor maps err to a LeanCloud code.

@@ -169,22 +169,23 @@ const testApp = "testapp"
 
 // client is one session of a clientId on edge e1.
 type client struct {
-	e    *env
-	peer string
-	conn uint64
-	ver  int32
-	i    int32
+	e      *env
+	peer   string
+	conn   uint64
+	ver    int32
+	config int64 // configBitmap
+	i      int32
 }
 
 var connSeq atomic.Uint64
 
 func (e *env) client(peer string) *client {
-	return &client{e: e, peer: peer, conn: connSeq.Add(1), ver: 3}
+	return &client{e: e, peer: peer, conn: connSeq.Add(1), ver: 3, config: 59}
 }
 
 func (c *client) req(kind meshpb.ClientRequest_Kind, cmd []byte) *meshpb.ClientRequest {
 	return &meshpb.ClientRequest{Kind: kind, AppId: testApp, PeerId: c.peer, EdgeId: "e1", ConnId: c.conn,
-		ProtocolVersion: c.ver, Command: cmd}
+		ProtocolVersion: c.ver, Command: cmd, ConfigBitmap: c.config}
 }
 
 // open logs the session in and returns the reply.

@@ -20,6 +20,10 @@ const (
 )
 
 // direct stores a message (unless transient), acks it, then fans it out.
+// Transient messages are acked whatever the session's configBitmap bit 3
+// says: every official SDK sets the bit, and an ack nobody waits for is
+// harmless while a missing one times the send out. Will messages are
+// stored aside (will.go).
 func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
 	dm := r.cmd.GetDirectMessage()
 	cid := dm.GetCid()
@@ -29,6 +33,9 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	data, bin := dm.GetMsg(), false
 	if dm.BinaryMsg != nil && dm.Msg == nil {
 		data, bin = base64.StdEncoding.EncodeToString(dm.BinaryMsg), true
+	}
+	if dm.GetWill() && !dm.GetTransient() {
+		return c.sendWill(ctx, r, dm, data, bin)
 	}
 	unlock := c.locks.lock(r.app + "\x00" + cid)
 	defer unlock()
@@ -43,6 +50,9 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		if conv == nil || !conv.IsMember(r.peer) {
 			return nil, fmt.Errorf("%w: %s", errSendTarget, cid)
 		}
+		if conv.IsShutup(r.peer) {
+			return nil, fmt.Errorf("%w: %s", shard.ErrShutup, cid)
+		}
 		m = &shard.Message{ID: newMessageID(), CID: cid, From: r.peer, T: c.nowMS(), Data: data, Bin: bin,
 			MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll()}
 		members = conv.Members
@@ -51,6 +61,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Now: c.nowMS(),
 			MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids,
 			MentionAll: dm.GetMentionAll(), DT: dm.GetDt(),
+			Receipt: dm.GetR(), GroupReceipt: r.config&configGroupReceipt != 0,
 		})
 		if err != nil {
 			if errors.Is(err, shard.ErrNotMember) || errors.Is(err, shard.ErrConvNotFound) {
@@ -161,9 +172,12 @@ func (c *Core) moveCursor(ctx context.Context, cmd *shard.Command) {
 	if t <= cur.Ack && (cmd.Op == shard.OpAck || t <= cur.Read) {
 		return
 	}
-	if _, err := c.propose(ctx, cmd); err != nil {
+	res, err := c.propose(ctx, cmd)
+	if err != nil {
 		c.log.Debug("cursor", "op", cmd.Op, "cid", cmd.CID, "err", err)
+		return
 	}
+	c.pushReceipts(cmd.App, res.Receipts)
 }
 
 // logs answers a history query; results are always ascending.

@@ -58,6 +58,7 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	c.sessions[k] = append(kept, s)
 	c.mu.Unlock()
 	for _, o := range kicked {
+		c.endWills(ctx, app, o.peer, connKey{o.edge, o.conn}, false)
 		closed := &lcpb.GenericCommand{
 			Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_closed.Enum(),
 			SessionMessage: &lcpb.SessionCommand{
@@ -192,11 +193,15 @@ func convType(conv *shard.Conv) int32 {
 	return 1
 }
 
-// closeSession forgets the session of a CLOSE request.
-func (c *Core) closeSession(req *meshpb.ClientRequest) {
+// closeSession forgets the session of a CLOSE request and settles its will
+// messages (will.go): sent, unless the CLOSE carries the client's own
+// session/close.
+func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
+	from := connKey{req.GetEdgeId(), req.GetConnId()}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.removeSessionLocked(peerKey{req.GetAppId(), req.GetPeerId()}, connKey{req.GetEdgeId(), req.GetConnId()})
+	c.removeSessionLocked(peerKey{req.GetAppId(), req.GetPeerId()}, from)
+	c.mu.Unlock()
+	c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicitClose(req.GetCommand()))
 }
 
 // sessionQuery answers which of up to 20 clientIds are online.

@@ -8,14 +8,10 @@ import (
 	"testing"
 )
 
-// TestConformanceJS runs the official leancloud-realtime@4.3.1 SDK in Node
-// (conformance/js/*.test.js) against a real `relaymesh dev` process. The
-// core suite, im.test.js, runs in the three modes an app can pick: binary
-// .3, noBinary (base64) and pushOfflineMessages (.1).
-func TestConformanceJS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
-	}
+// sdkDir is the directory of the Node conformance suites, with the official
+// SDK installed (make test runs `npm ci --prefix conformance/js`).
+func sdkDir(t *testing.T) string {
+	t.Helper()
 	js, err := filepath.Abs("../conformance/js")
 	if err != nil {
 		t.Fatal(err)
@@ -26,15 +22,17 @@ func TestConformanceJS(t *testing.T) {
 	if _, err := exec.LookPath("node"); err != nil {
 		t.Fatalf("node is required for the conformance suite: %v", err)
 	}
-	files, err := filepath.Glob(filepath.Join(js, "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no conformance test files in %s (%v)", js, err)
-	}
-	p := startDev(t, t.TempDir(), freeAddr(t))
+	return js
+}
+
+// runNode runs node's test runner on files with env added, logging its
+// output, and fails the test if any Node test failed.
+func runNode(t *testing.T, dir string, files []string, env ...string) {
+	t.Helper()
 	args := append([]string{"--test", "--test-concurrency=1", "--test-reporter=spec"}, files...)
 	cmd := exec.Command("node", args...)
-	cmd.Dir = js
-	cmd.Env = append(os.Environ(), "RELAYMESH_URL="+p.URL, "NO_COLOR=1")
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "NO_COLOR=1"), env...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -50,4 +48,48 @@ func TestConformanceJS(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("conformance suite failed: %v", err)
 	}
+}
+
+// TestConformanceJS runs the official leancloud-realtime@4.3.1 SDK in Node
+// (conformance/js/*.test.js) against a real `relaymesh dev` process. The
+// core suite, im.test.js, runs in the three modes an app can pick: binary
+// .3, noBinary (base64) and pushOfflineMessages (.1).
+func TestConformanceJS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
+	}
+	js := sdkDir(t)
+	files, err := filepath.Glob(filepath.Join(js, "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no conformance test files in %s (%v)", js, err)
+	}
+	p := startDev(t, t.TempDir(), freeAddr(t))
+	runNode(t, js, files, "RELAYMESH_URL="+p.URL)
+}
+
+// TestConformanceSignedJS runs conformance/js/signed against a relaymesh dev
+// whose config file lists one app that requires login and conversation
+// signatures.
+func TestConformanceSignedJS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
+	}
+	js := sdkDir(t)
+	const app, master = "signed-app-0001", "signed-master-key"
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relaymesh.toml")
+	if err := os.WriteFile(cfg, []byte(`[[apps]]
+id = "`+app+`"
+master_key = "`+master+`"
+signature_required = true
+conversation_signature_required = true
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+	files, err := filepath.Glob(filepath.Join(js, "signed", "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no signed conformance tests (%v)", err)
+	}
+	runNode(t, js, files, "RELAYMESH_SIGNED_URL="+p.URL, "RELAYMESH_SIGNED_APP="+app, "RELAYMESH_SIGNED_MASTER="+master)
 }

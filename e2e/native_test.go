@@ -289,3 +289,109 @@ func TestNativeSDKChecklist(t *testing.T) {
 	}
 	_ = websocket.StatusNormalClosure
 }
+
+// TestNativeModerationAndReceipts checks the reply and push shapes of issue
+// 4's features that only native SDKs depend on: the delivered rcp after a
+// Java (cid, mid) ack has no read field, the exact moderation reply ops
+// (shutup_* and blacklist/* on cmd:blacklist), numeric next cursors,
+// member_info_changed roles spelled as Swift matches them, and the
+// Swift-only check_shutup and check_block.
+func TestNativeModerationAndReceipts(t *testing.T) {
+	p := startDev(t, t.TempDir(), freeAddr(t), "--ops-per-minute", "-1")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const app = "native-mod"
+	a, _, err := dialRaw(t, ctx, p.URL, lcpb.SubprotocolBinary3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.open(t, ctx, app, "alice", "", proto.Int32(1))
+	b, _, err := dialRaw(t, ctx, p.URL, lcpb.SubprotocolBinary3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.open(t, ctx, app, "bob", "", proto.Int32(1))
+	conv := func(op lcpb.OpType, cm *lcpb.ConvCommand) *lcpb.GenericCommand {
+		return &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: op.Enum(), ConvMessage: cm}
+	}
+	started := a.do(t, ctx, "alice", 2, conv(lcpb.OpType_start, &lcpb.ConvCommand{M: []string{"alice", "bob"}}))
+	cid := started.GetConvMessage().GetCid()
+	wantOp(t, "joined", b.push(t, ctx, "bob"), lcpb.CommandType_conv, lcpb.OpType_joined)
+
+	// Receipts: Java acks (cid, mid) with no i; read carries an i but gets no reply.
+	ack := a.do(t, ctx, "alice", 3, &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+		DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String("r?"), R: proto.Bool(true)}})
+	mid := ack.GetAckMessage().GetUid()
+	if d := b.push(t, ctx, "bob"); d.GetDirectMessage().GetId() != mid {
+		t.Fatalf("direct push = %v", d)
+	}
+	b.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_ack.Enum(), PeerId: proto.String("bob"),
+		AckMessage: &lcpb.AckCommand{Cid: proto.String(cid), Mid: proto.String(mid)}})
+	rcp := a.push(t, ctx, "alice")
+	if rcp.GetCmd() != lcpb.CommandType_rcp || rcp.GetRcpMessage().Read != nil || rcp.GetRcpMessage().GetId() != mid ||
+		rcp.GetRcpMessage().GetCid() != cid || rcp.GetRcpMessage().GetT() <= 0 || rcp.GetServerTs() <= 0 {
+		t.Fatalf("delivered rcp = %v (Java: read must be absent)", rcp)
+	}
+	b.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_read.Enum(), I: proto.Int32(4), PeerId: proto.String("bob"),
+		ReadMessage: &lcpb.ReadCommand{Convs: []*lcpb.ReadTuple{{Cid: proto.String(cid), Mid: proto.String(mid)}}}})
+	if rcp := a.push(t, ctx, "alice"); rcp.GetCmd() != lcpb.CommandType_rcp || !rcp.GetRcpMessage().GetRead() || rcp.GetRcpMessage().GetFrom() != "bob" {
+		t.Fatalf("read rcp = %v", rcp)
+	}
+
+	// Roles: member_info_updated; the push spells the role exactly.
+	up := a.do(t, ctx, "alice", 5, conv(lcpb.OpType_member_info_update, &lcpb.ConvCommand{Cid: proto.String(cid),
+		TargetClientId: proto.String("bob"), Info: &lcpb.ConvMemberInfo{Pid: proto.String("bob"), Role: proto.String("Manager")}}))
+	wantOp(t, "member_info_update", up, lcpb.CommandType_conv, lcpb.OpType_member_info_updated)
+	ch := b.push(t, ctx, "bob")
+	wantOp(t, "role push", ch, lcpb.CommandType_conv, lcpb.OpType_member_info_changed)
+	if ch.GetConvMessage().GetInfo().GetRole() != "Manager" || ch.GetConvMessage().GetInfo().GetPid() != "bob" || ch.GetServerTs() <= 0 {
+		t.Fatalf("member_info_changed = %v", ch.GetConvMessage())
+	}
+
+	// Shutup: exact ops, numeric next, Swift's check_shutup, the muted send refused.
+	su := a.do(t, ctx, "alice", 6, conv(lcpb.OpType_add_shutup, &lcpb.ConvCommand{Cid: proto.String(cid), M: []string{"bob"}}))
+	wantOp(t, "add_shutup", su, lcpb.CommandType_conv, lcpb.OpType_shutup_added)
+	if got := su.GetConvMessage().GetAllowedPids(); len(got) != 1 || got[0] != "bob" {
+		t.Fatalf("shutup_added allowedPids = %v", got)
+	}
+	wantOp(t, "shutuped", b.push(t, ctx, "bob"), lcpb.CommandType_conv, lcpb.OpType_shutuped)
+	wantOp(t, "members_shutuped", b.push(t, ctx, "bob"), lcpb.CommandType_conv, lcpb.OpType_members_shutuped)
+	q := a.do(t, ctx, "alice", 7, conv(lcpb.OpType_query_shutup, &lcpb.ConvCommand{Cid: proto.String(cid), Limit: proto.Int32(1)}))
+	wantOp(t, "query_shutup", q, lcpb.CommandType_conv, lcpb.OpType_shutup_result)
+	if m := q.GetConvMessage().GetM(); len(m) != 1 || m[0] != "bob" || q.GetConvMessage().Next != nil {
+		t.Fatalf("shutup_result = %v", q.GetConvMessage())
+	}
+	chk := b.do(t, ctx, "bob", 8, conv(lcpb.OpType_check_shutup, &lcpb.ConvCommand{Cid: proto.String(cid), M: []string{"bob"}}))
+	if m := chk.GetConvMessage().GetM(); len(m) != 1 || m[0] != "bob" {
+		t.Fatalf("check_shutup = %v", chk)
+	}
+	b.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), I: proto.Int32(9),
+		DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String("muted")}})
+	if e := b.next(ctx); e.GetCmd() != lcpb.CommandType_error || e.GetErrorMessage().GetCode() != 4563 || e.GetI() != 9 {
+		t.Fatalf("muted send = %v, want error 4563", e)
+	}
+
+	// Blacklist: replies on cmd:blacklist; the blocked client is told on cmd:conv.
+	bl := func(i int32, op lcpb.OpType, pids ...string) *lcpb.GenericCommand {
+		return a.do(t, ctx, "alice", i, &lcpb.GenericCommand{Cmd: lcpb.CommandType_blacklist.Enum(), Op: op.Enum(),
+			BlacklistMessage: &lcpb.BlacklistCommand{SrcCid: proto.String(cid), ToPids: pids}})
+	}
+	blk := bl(10, lcpb.OpType_block, "bob")
+	wantOp(t, "block", blk, lcpb.CommandType_blacklist, lcpb.OpType_blocked)
+	if blk.GetBlacklistMessage().GetSrcCid() != cid || len(blk.GetBlacklistMessage().GetAllowedPids()) != 1 {
+		t.Fatalf("blacklist/blocked = %v", blk.GetBlacklistMessage())
+	}
+	wantOp(t, "blocked push", b.push(t, ctx, "bob"), lcpb.CommandType_conv, lcpb.OpType_blocked)
+	cb := bl(11, lcpb.OpType_check_block, "bob")
+	wantOp(t, "check_block", cb, lcpb.CommandType_blacklist, lcpb.OpType_check_result)
+	if got := cb.GetBlacklistMessage().GetBlockedPids(); len(got) != 1 || got[0] != "bob" {
+		t.Fatalf("check_block blockedPids = %v", got)
+	}
+	qr := bl(12, lcpb.OpType_query)
+	wantOp(t, "blacklist query", qr, lcpb.CommandType_blacklist, lcpb.OpType_query_result)
+	if got := qr.GetBlacklistMessage().GetBlockedPids(); len(got) != 1 || got[0] != "bob" {
+		t.Fatalf("query_result blockedPids = %v", got)
+	}
+	wantOp(t, "unblock", bl(13, lcpb.OpType_unblock, "bob"), lcpb.CommandType_blacklist, lcpb.OpType_unblocked)
+	wantOp(t, "unblocked push", b.push(t, ctx, "bob"), lcpb.CommandType_conv, lcpb.OpType_unblocked)
+}

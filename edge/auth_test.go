@@ -5,6 +5,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 func TestTokenRoundTrip(t *testing.T) {
@@ -71,5 +75,59 @@ func TestLoginSignature(t *testing.T) {
 	}
 	if err := verifyLoginSignature("", "app", "alice", s, now.UnixMilli(), "n1", now); err == nil {
 		t.Error("empty master key accepted")
+	}
+}
+
+func TestConvSignatureStrings(t *testing.T) {
+	str := proto.String
+	for _, tc := range []struct {
+		name string
+		cmd  *lcpb.GenericCommand
+		want string
+		code int32
+	}{
+		{"start signs the sorted members", &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_start.Enum(),
+			ConvMessage: &lcpb.ConvCommand{M: []string{"tom", "alice"}, T: proto.Int64(1700000000000), N: str("n")}},
+			"app:alice:alice:tom:1700000000000:n", lcpb.ErrConversationSignature},
+		{"add is invite", &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_add.Enum(),
+			ConvMessage: &lcpb.ConvCommand{Cid: str("c1"), M: []string{"z", "b"}, T: proto.Int64(5), N: str("n")}},
+			"app:alice:c1:b:z:5:n:invite", lcpb.ErrConversationSignature},
+		{"remove is kick", &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_remove.Enum(),
+			ConvMessage: &lcpb.ConvCommand{Cid: str("c1"), M: []string{"b"}, T: proto.Int64(5), N: str("n")}},
+			"app:alice:c1:b:5:n:kick", lcpb.ErrConversationSignature},
+		{"blacklist block", &lcpb.GenericCommand{Cmd: lcpb.CommandType_blacklist.Enum(), Op: lcpb.OpType_block.Enum(),
+			BlacklistMessage: &lcpb.BlacklistCommand{SrcCid: str("c1"), ToPids: []string{"y", "x"}, T: proto.Int64(5), N: str("n")}},
+			"app:alice:c1:x:y:5:n:conversation-block-clients", lcpb.ErrBlacklistSignature},
+		{"blacklist unblock", &lcpb.GenericCommand{Cmd: lcpb.CommandType_blacklist.Enum(), Op: lcpb.OpType_unblock.Enum(),
+			BlacklistMessage: &lcpb.BlacklistCommand{SrcCid: str("c1"), ToPids: []string{"x"}, T: proto.Int64(5), N: str("n")}},
+			"app:alice:c1:x:5:n:conversation-unblock-clients", lcpb.ErrBlacklistSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			msg, _, _, code, ok := convSignature("app", "alice", tc.cmd)
+			if !ok || msg != tc.want || code != tc.code {
+				t.Fatalf("got %q code %d ok %v, want %q code %d", msg, code, ok, tc.want, tc.code)
+			}
+		})
+	}
+	for _, c := range []*lcpb.GenericCommand{
+		{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_update.Enum()},
+		{Cmd: lcpb.CommandType_direct.Enum()},
+		{Cmd: lcpb.CommandType_blacklist.Enum(), Op: lcpb.OpType_query.Enum()},
+	} {
+		if _, _, _, _, ok := convSignature("app", "alice", c); ok {
+			t.Errorf("%v/%v must not need a signature", c.GetCmd(), c.GetOp())
+		}
+	}
+}
+
+func TestSignatureSecondsAndCase(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	msg := "app:alice::1700000000:n"
+	sig := hmacHex("master", msg)
+	if err := verifySignature("master", strings.ToUpper(sig), 1_700_000_000, now, msg); err != nil {
+		t.Fatalf("seconds timestamp, upper-case hex: %v", err)
+	}
+	if err := verifySignature("master", sig, 1_700_000_000-7*3600, now, "app:alice::1699974800:n"); !errors.Is(err, errSignatureExpired) {
+		t.Fatalf("7 h old seconds timestamp: err %v, want expired", err)
 	}
 }

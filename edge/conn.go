@@ -322,17 +322,19 @@ func (c *conn) teardown() {
 	c.mu.Unlock()
 	for _, ss := range left {
 		if c.srv.unbind(ss) {
-			c.closeSession(ss)
+			c.closeSession(ss, nil) // the connection dropped: the session's will messages go out
 		}
 	}
 }
 
-// closeSession sends Backend CLOSE for an unbound session. It uses its own
+// closeSession sends Backend CLOSE for an unbound session, with the
+// client's session/close command when it asked to close (so the core can
+// tell an explicit close from a dropped connection). It uses its own
 // context: the connection's may already be cancelled.
-func (c *conn) closeSession(ss *session) {
+func (c *conn) closeSession(ss *session, closeCmd []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.limits.BackendTimeout)
 	defer cancel()
-	if _, err := c.srv.cfg.Backend.Do(ctx, c.request(ss, meshpb.ClientRequest_CLOSE, nil)); err != nil {
+	if _, err := c.srv.cfg.Backend.Do(ctx, c.request(ss, meshpb.ClientRequest_CLOSE, closeCmd)); err != nil {
 		c.srv.metrics.BackendErrors.Add(1)
 		c.srv.log.Debug("edge: backend close failed", "peer", ss.peerID, "err", err)
 	}

@@ -84,7 +84,7 @@ func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 			c.handleOpen(ctx, raw, cmd)
 			return
 		case lcpb.OpType_close:
-			c.handleClose(ctx, cmd)
+			c.handleClose(raw, cmd)
 			return
 		case lcpb.OpType_refresh:
 			c.handleRefresh(cmd)
@@ -178,7 +178,7 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 	// Reopening a clientId already open on this socket replaces it.
 	if old := c.sessionFor(peerID); old != nil && old.peerID == peerID {
 		if s.unbind(old) {
-			c.closeSession(old)
+			c.closeSession(old, explicitCloseCmd) // the client is still here: not a drop
 		}
 	}
 	c.mu.Lock()
@@ -266,12 +266,16 @@ func (c *conn) issue(ss *session) (string, int32) {
 // handleClose serves session/close: CLOSE to the backend and a
 // session/closed reply with the request's i and no code (a code would make
 // the Java SDK wipe the cached session).
-func (c *conn) handleClose(ctx context.Context, cmd *lcpb.GenericCommand) {
+// explicitCloseCmd is a session/close, for CLOSE requests that end a session
+// on the client's behalf without the connection dropping.
+var explicitCloseCmd, _ = proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_close.Enum()})
+
+func (c *conn) handleClose(raw []byte, cmd *lcpb.GenericCommand) {
 	peerID := cmd.GetPeerId()
 	if ss := c.sessionFor(peerID); ss != nil {
 		peerID = ss.peerID
 		if c.srv.unbind(ss) {
-			c.closeSession(ss)
+			c.closeSession(ss, raw) // the session/close itself: an explicit close (no will messages)
 		}
 	}
 	out := &lcpb.GenericCommand{
@@ -349,6 +353,15 @@ func (c *conn) forward(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand
 	if !c.allow(ss, cmd) {
 		c.reject(i, ss.peerID, lcpb.ErrMessageSentQuotaExceeded, "")
 		return
+	}
+	if app, err := s.cfg.Apps.Lookup(ss.appID); err == nil && app.ConversationSignatureRequired {
+		if msg, sig, ts, code, ok := convSignature(ss.appID, ss.peerID, cmd); ok {
+			if err := verifySignature(app.MasterKey, sig, ts, s.now(), msg); err != nil {
+				s.metrics.Reject(code)
+				c.reject(i, ss.peerID, code, err.Error())
+				return
+			}
+		}
 	}
 	bctx, cancel := context.WithTimeout(ctx, s.limits.BackendTimeout)
 	rep, err := s.cfg.Backend.Do(bctx, c.request(ss, meshpb.ClientRequest_COMMAND, raw))

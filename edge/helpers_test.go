@@ -2,8 +2,12 @@ package edge
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha1"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -279,4 +283,19 @@ func wantError(t *testing.T, cmd *lcpb.GenericCommand, code int32, i *int32) {
 	if (i == nil) != (cmd.I == nil) || (i != nil && *i != cmd.GetI()) {
 		t.Fatalf("got i %v, want %v", cmd.I, i)
 	}
+}
+
+// loginSignature is the test oracle for login signatures: hex
+// HMAC-SHA1(masterKey, "appid:clientid::timestamp:nonce").
+func loginSignature(masterKey, appID, clientID string, ts int64, nonce string) string {
+	m := hmac.New(sha1.New, []byte(masterKey))
+	fmt.Fprintf(m, "%s:%s::%d:%s", appID, clientID, ts, nonce)
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// hmacHex signs msg like LeanCloud: hex HMAC-SHA1 keyed with the master key.
+func hmacHex(masterKey, msg string) string {
+	m := hmac.New(sha1.New, []byte(masterKey))
+	m.Write([]byte(msg))
+	return hex.EncodeToString(m.Sum(nil))
 }

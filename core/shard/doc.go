@@ -25,6 +25,17 @@
 //	'R' app cid clientId             -> Cursor (JSON)        delivered/read cursors
 //	'X' app clientId cid             -> ""                   member index
 //	'D' app sender cid dt            -> DedupEntry (JSON)    sender dedup
+//	'Q' app cid ts(8) mid            -> sender               messages that asked for receipts
+//	'W' app sender cid               -> Will (JSON)          will message of a session
+//
+// Receipts: a message sent with r:true (in a conversation of two, or any
+// size when the sender's session asks for group receipts) gets a 'Q' entry.
+// When a member's delivered or read cursor moves, the 'Q' entries it passed
+// become Result.Receipts for the proposer to push as rcp.
+//
+// Moderation: Conv.Managers, Conv.Shutup and Conv.Blocked (moderation.go).
+// The Owner (Conv.Creator) and Managers may kick, mute and block; a Manager
+// may not act on the Owner; Members may not act on anyone else.
 //
 // Timestamps are strictly increasing per conversation: a message proposed
 // with t <= the conversation's last timestamp gets last+1.

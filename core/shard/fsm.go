@@ -65,6 +65,16 @@ func (a *applier) apply() (*Result, *Error) {
 		return a.patch()
 	case OpAck, OpRead:
 		return a.cursor()
+	case OpRole:
+		return a.role()
+	case OpShutup:
+		return a.shutup()
+	case OpBlock:
+		return a.block()
+	case OpWill:
+		return a.will()
+	case OpEndWills:
+		return a.endWills()
 	}
 	return nil, fail(ErrBadCommand, "unknown op "+string(a.c.Op))
 }
@@ -239,8 +249,10 @@ func (a *applier) add() (*Result, *Error) {
 		switch {
 		case conv.IsMember(p):
 			res.Allowed = append(res.Allowed, p)
+		case conv.IsBlocked(p):
+			res.Failed = append(res.Failed, Failure{p, ErrBlocked})
 		case len(conv.Members)+len(added) >= MaxMembers && !conv.Transient:
-			res.Failed = append(res.Failed, p)
+			res.Failed = append(res.Failed, Failure{p, ErrConvFull})
 		default:
 			added = append(added, p)
 			res.Allowed = append(res.Allowed, p)
@@ -262,6 +274,8 @@ func (a *applier) add() (*Result, *Error) {
 	return res, nil
 }
 
+// remove removes members. Removing others (kick) takes the Owner or a
+// Manager, and a Manager cannot kick the Owner (ErrRoleTooLow, per target).
 func (a *applier) remove() (*Result, *Error) {
 	c := a.c
 	conv, serr := a.conv(c.CID)
@@ -273,32 +287,29 @@ func (a *applier) remove() (*Result, *Error) {
 		return nil, fail(ErrBadCommand, "no members")
 	}
 	quit := len(pids) == 1 && pids[0] == c.From
-	if !quit && !conv.IsMember(c.From) {
-		return nil, fail(ErrNotMember, c.From)
-	}
-	res := &Result{Conv: conv, Allowed: pids}
-	var kept, removed []string
-	for _, m := range conv.Members {
-		if containsSorted(pids, m) {
-			removed = append(removed, m)
-		} else {
-			kept = append(kept, m)
+	if !quit {
+		if !conv.IsMember(c.From) {
+			return nil, fail(ErrNotMember, c.From)
+		}
+		if conv.Role(c.From) == RoleMember {
+			return nil, fail(ErrRoleTooLow, c.From)
 		}
 	}
-	if len(removed) > 0 {
-		conv.Members = kept
-		if conv.Members == nil {
-			conv.Members = []string{}
+	res := &Result{Conv: conv}
+	for _, p := range pids {
+		if p != c.From && !conv.mayActOn(c.From, p) {
+			res.Failed = append(res.Failed, Failure{p, ErrRoleTooLow})
+			continue
 		}
-		conv.UpdatedAt = c.Now
-		a.dropUnique(conv)
-		for _, p := range removed {
-			a.del(memberKey(c.App, p, c.CID))
-			a.del(cursorKey(c.App, c.CID, p))
+		res.Allowed = append(res.Allowed, p)
+		if conv.IsMember(p) {
+			res.Changed = append(res.Changed, p)
 		}
+	}
+	if len(res.Changed) > 0 {
+		a.dropMembers(conv, res.Changed)
 		a.set(convKey(c.App, c.CID), conv)
 	}
-	res.Changed = removed
 	return res, nil
 }
 

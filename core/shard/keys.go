@@ -14,6 +14,8 @@ const (
 	tagCursor = 'R'
 	tagMember = 'X'
 	tagDedup  = 'D'
+	tagRcp    = 'Q'
+	tagWill   = 'W'
 )
 
 // keyBuf builds keys from length-prefixed components.
@@ -49,6 +51,13 @@ func memberPrefix(app, pid string) []byte   { return newKey(tagMember).str(app).
 func dedupKey(app, sender, cid, dt string) []byte {
 	return newKey(tagDedup).str(app).str(sender).str(cid).str(dt)
 }
+
+func rcpPrefix(app, cid string) []byte { return newKey(tagRcp).str(app).str(cid) }
+func rcpKey(app, cid string, t int64, mid string) []byte {
+	return keyBuf(rcpPrefix(app, cid)).ts(t).str(mid)
+}
+func willPrefix(app, pid string) []byte   { return newKey(tagWill).str(app).str(pid) }
+func willKey(app, pid, cid string) []byte { return newKey(tagWill).str(app).str(pid).str(cid) }
 
 // prefixEnd returns the smallest key greater than every key with prefix p.
 func prefixEnd(p []byte) []byte {

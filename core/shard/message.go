@@ -9,6 +9,9 @@ func (a *applier) appendMsg() (*Result, *Error) {
 	if !conv.IsMember(c.From) {
 		return nil, fail(ErrNotMember, c.From)
 	}
+	if conv.IsShutup(c.From) {
+		return nil, fail(ErrShutup, c.From)
+	}
 	if c.MID == "" {
 		return nil, fail(ErrBadCommand, "no message id")
 	}
@@ -30,23 +33,35 @@ func (a *applier) appendMsg() (*Result, *Error) {
 			return &Result{Conv: conv, Message: m, Dup: true}, nil
 		}
 	}
-	t := c.Now
+	m := &Message{
+		ID: c.MID, CID: c.CID, From: c.From, Data: c.Data, Bin: c.Bin,
+		MentionPids: c.MentionPids, MentionAll: c.MentionAll,
+		Receipt: c.Receipt && (len(conv.Members) <= 2 || c.GroupReceipt),
+	}
+	a.store(conv, m)
+	if c.DT != "" {
+		a.set(dedupKey(c.App, c.From, c.CID, c.DT), DedupEntry{ID: m.ID, T: m.T})
+	}
+	return &Result{Conv: conv, Message: m}, nil
+}
+
+// store appends m to conv at the command's time (after the last message)
+// and writes both.
+func (a *applier) store(conv *Conv, m *Message) {
+	app := a.c.App
+	t := a.c.Now
 	if t <= conv.LastT {
 		t = conv.LastT + 1
 	}
-	m := &Message{
-		ID: c.MID, CID: c.CID, From: c.From, T: t, Data: c.Data, Bin: c.Bin,
-		MentionPids: c.MentionPids, MentionAll: c.MentionAll,
-	}
-	a.set(msgKey(c.App, c.CID, t, m.ID), m)
-	a.set(msgIDKey(c.App, c.CID, m.ID), keyBuf(nil).ts(t))
-	if c.DT != "" {
-		a.set(dedupKey(c.App, c.From, c.CID, c.DT), DedupEntry{ID: m.ID, T: t})
+	m.T = t
+	a.set(msgKey(app, conv.ID, t, m.ID), m)
+	a.set(msgIDKey(app, conv.ID, m.ID), keyBuf(nil).ts(t))
+	if m.Receipt {
+		a.set(rcpKey(app, conv.ID, t, m.ID), []byte(m.From))
 	}
 	conv.LastT, conv.LastMID, conv.LastFrom = t, m.ID, m.From
 	conv.LastData, conv.LastBin, conv.LastPatch = m.Data, m.Bin, 0
-	a.set(convKey(c.App, c.CID), conv)
-	return &Result{Conv: conv, Message: m}, nil
+	a.set(convKey(app, conv.ID), conv)
 }
 
 func (a *applier) patch() (*Result, *Error) {
@@ -157,8 +172,15 @@ func (a *applier) cursor() (*Result, *Error) {
 	if c.Op == OpRead && t > cur.Read {
 		cur.Read = t
 	}
+	res := &Result{}
 	if cur != old {
 		a.set(cursorKey(c.App, c.CID, c.From), cur)
+		if cur.Ack > old.Ack {
+			res.Receipts = a.receipts(c.CID, old.Ack, cur.Ack, false)
+		}
+		if cur.Read > old.Read {
+			res.Receipts = append(res.Receipts, a.receipts(c.CID, old.Read, cur.Read, true)...)
+		}
 	}
-	return &Result{}, nil
+	return res, nil
 }

@@ -31,6 +31,13 @@ type Conv struct {
 	LastPatch int64  `json:"lpt,omitempty"`
 	// LastPatchT is the newest patch timestamp in this conversation.
 	LastPatchT int64 `json:"pt,omitempty"`
+	// Moderation (moderation.go): Managers by clientId (the Owner is
+	// Creator, everyone else a Member), muted members (shutup) and the
+	// blacklist. Lists are sorted and unique; a blocked client is never in
+	// Members.
+	Managers []string `json:"mgr,omitempty"`
+	Shutup   []string `json:"su,omitempty"`
+	Blocked  []string `json:"bl,omitempty"`
 }
 
 // IsMember reports whether pid is a member.
@@ -48,6 +55,8 @@ type Message struct {
 	MentionAll  bool     `json:"ma,omitempty"`
 	PatchT      int64    `json:"pt,omitempty"`
 	Recalled    bool     `json:"rc,omitempty"`
+	// Receipt: the sender asked for receipts (r:true) and gets them.
+	Receipt bool `json:"r,omitempty"`
 }
 
 // RecalledData is what a recalled message's content reads as.
@@ -87,6 +96,12 @@ const (
 	OpPatch  Op = "patch"  // edit or recall a message
 	OpAck    Op = "ack"    // move delivered cursor
 	OpRead   Op = "read"   // move read (and delivered) cursor
+
+	OpRole     Op = "role"      // set a member's role (moderation.go)
+	OpShutup   Op = "shutup"    // mute (Mute) or unmute members
+	OpBlock    Op = "block"     // blacklist (Mute: block) or unblock clients
+	OpWill     Op = "will"      // store a will message (will.go)
+	OpEndWills Op = "end_wills" // a session ended: send (Fire) or drop its wills
 )
 
 // Command is one state change, encoded as JSON in the raft log.
@@ -99,7 +114,7 @@ type Command struct {
 	// Now is the leader's clock in ms when it proposed the command.
 	Now int64 `json:"now"`
 
-	// start, add, remove
+	// start, add, remove, role, shutup, block
 	Members []string `json:"m,omitempty"`
 	// start
 	Attr      json.RawMessage `json:"attr,omitempty"`
@@ -107,8 +122,10 @@ type Command struct {
 	Unique    bool            `json:"unique,omitempty"`
 	// update: attribute changes with dotted keys ("attr.k", "name").
 	Update json.RawMessage `json:"upd,omitempty"`
-	// mute
+	// mute; shutup and block: true adds, false removes
 	Mute bool `json:"mute,omitempty"`
+	// role: Members[0] gets Role
+	Role string `json:"role,omitempty"`
 
 	// append
 	MID         string   `json:"mid,omitempty"`
@@ -117,6 +134,16 @@ type Command struct {
 	MentionPids []string `json:"mp,omitempty"`
 	MentionAll  bool     `json:"ma,omitempty"`
 	DT          string   `json:"dt,omitempty"`
+	// append: the sender asked for receipts; GroupReceipt: its session
+	// takes receipts in conversations of more than two members too
+	// (configBitmap bit 6).
+	Receipt      bool `json:"r,omitempty"`
+	GroupReceipt bool `json:"gr,omitempty"`
+	// will, end_wills: the session (edge, connection) that owns the will.
+	Edge string `json:"edge,omitempty"`
+	Conn uint64 `json:"conn,omitempty"`
+	// end_wills: send the wills (the session dropped) rather than drop them.
+	Fire bool `json:"fire,omitempty"`
 
 	// patch
 	Patches []Patch `json:"patches,omitempty"`
@@ -161,11 +188,15 @@ type Result struct {
 	Conv *Conv // the conversation after the change (nil for ack/read)
 	// start: the conversation already existed (unique match).
 	Existing bool
-	// add/remove: the clientIds that were changed, and the refused ones.
+	// add/remove, shutup, block: the clientIds that were allowed, and the
+	// refused ones with why.
 	Allowed []string
-	Failed  []string
-	// add/remove: the clientIds whose membership actually changed.
+	Failed  []Failure
+	// add/remove, shutup, block, role: the clientIds whose state actually
+	// changed.
 	Changed []string
+	// block: the members the block removed from the conversation.
+	Removed []string
 	// update: the modified attributes as nested JSON (attrModified).
 	AttrModified json.RawMessage
 	// append: the stored message; Dup is set when (sender, cid, dt) matched
@@ -174,6 +205,31 @@ type Result struct {
 	Dup     bool
 	// patch: the patched messages, in request order.
 	Patched []*Message
+	// ack/read: receipts due to senders whose messages the cursor passed.
+	Receipts []Receipt
+	// end_wills: the will messages sent, now stored in their conversations.
+	Fired []Fired
+}
+
+// Failure is one clientId a partial operation refused; Err is a sentinel.
+type Failure struct {
+	PID string
+	Err error
+}
+
+// Receipt tells To that From received (or read) message MID of CID.
+type Receipt struct {
+	CID, MID string
+	To       string // the sender of the message
+	From     string // who received or read it
+	T        int64  // when (the command's Now)
+	Read     bool
+}
+
+// Fired is a will message sent and the members it goes to.
+type Fired struct {
+	Message *Message
+	Members []string
 }
 
 // Sentinel errors, classified by the core with errors.Is.
@@ -186,6 +242,11 @@ var (
 	ErrNotSender       = errors.New("shard: only the sender may patch a message")
 	ErrConvExists      = errors.New("shard: conversation id taken")
 	ErrUpdateForbidden = errors.New("shard: attribute may not be updated")
+	ErrRoleTooLow      = errors.New("shard: role does not allow the operation")
+	ErrUnknownRole     = errors.New("shard: unknown conversation role")
+	ErrNeedOwner       = errors.New("shard: the conversation would lose its owner")
+	ErrShutup          = errors.New("shard: member is muted in the conversation")
+	ErrBlocked         = errors.New("shard: client is blacklisted by the conversation")
 )
 
 // Error is the error value Apply returns; Err is one of the sentinels.

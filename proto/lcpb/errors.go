@@ -45,6 +45,9 @@ const (
 	ErrMessageEditDisabled        = 4406
 	ErrMessageRecallDisabled      = 4407
 	ErrOwnerPromotionNotAllowed   = 5130
+	// ErrBlacklistSignature is LeanCloud's code for a failed blacklist
+	// signature (REST-AND-HOOKS.md §4); the 4.3.1 SDK has no name for it.
+	ErrBlacklistSignature = 4546
 )
 
 var errorNames = map[int32]string{
@@ -88,6 +91,7 @@ var errorNames = map[int32]string{
 	ErrMessageEditDisabled:        "MESSAGE_EDIT_DISABLED",
 	ErrMessageRecallDisabled:      "MESSAGE_RECALL_DISABLED",
 	ErrOwnerPromotionNotAllowed:   "OWNER_PROMOTION_NOT_ALLOWED",
+	ErrBlacklistSignature:         "BLACKLIST_SIGNATURE_FAILED",
 }
 
 // ErrorName returns the SDK's name for a code, or "UNKNOWN_ERROR".
