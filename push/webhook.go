@@ -104,7 +104,13 @@ func (w *Webhook) Push(ctx context.Context, r Request) error {
 			return nil
 		}
 		last = err
-		if !retry || attempt >= w.cfg.MaxAttempts || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			// Cancelled while the attempt was in flight: say so, whatever
+			// the attempt itself returned.
+			w.failed.Add(1)
+			return fmt.Errorf("%w: %w (after %v)", ErrFailed, ctx.Err(), last)
+		}
+		if !retry || attempt >= w.cfg.MaxAttempts {
 			break
 		}
 		// Full delay halved plus jitter: in [delay/2, delay).
