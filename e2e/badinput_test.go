@@ -144,10 +144,17 @@ func TestBadInput(t *testing.T) {
 	if c := r.next(ctx); c.GetCmd() != lcpb.CommandType_echo || c.GetI() != 12 {
 		t.Fatalf("echo after bad input: got %v i=%v", c.GetCmd(), c.I)
 	}
-	// An oversize frame closes the connection cleanly (1009), nothing more.
-	r.sendBytes(ctx, make([]byte, 200<<10))
-	if _, _, err := r.ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
-		t.Fatalf("oversize frame: read err %v, want close 1009", err)
+	// An oversize frame closes the connection (1009), nothing more. The
+	// server may close before the client has written the whole frame, so
+	// the write itself may fail; then the connection must be gone too.
+	werr := r.ws.Write(ctx, websocket.MessageBinary, make([]byte, 200<<10))
+	_, _, rerr := r.ws.Read(ctx)
+	switch {
+	case websocket.CloseStatus(rerr) == websocket.StatusMessageTooBig:
+	case werr != nil && rerr != nil:
+		t.Logf("oversize frame: the server closed mid-write (%v)", werr)
+	default:
+		t.Fatalf("oversize frame: write err %v, read err %v; want close 1009", werr, rerr)
 	}
 
 	// The service is up and the app has no conversations: nothing changed.
