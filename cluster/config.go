@@ -12,6 +12,7 @@ import (
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/rest"
 )
 
 // Config is the TOML configuration file of the production roles
@@ -44,6 +45,9 @@ import (
 //	public_urls = ["wss://im-1.example.com/", "wss://im-2.example.com/"]
 //	[edge.limits]
 //	sends_per_minute = 60
+//	[edge.rest]                                   # the REST API (docs/REST.md)
+//	sends_per_second = 50
+//	send_queue = 10000
 type Config struct {
 	Data                string      `toml:"data"`
 	SessionTokenKeyFile string      `toml:"session_token_key_file"`
@@ -77,6 +81,19 @@ type EdgeSection struct {
 	Cores      []string     `toml:"cores"`
 	PublicURLs []string     `toml:"public_urls"`
 	Limits     LimitsConfig `toml:"limits"`
+	REST       RESTConfig   `toml:"rest"`
+}
+
+// RESTConfig bounds the REST API's message operations per app; zero keeps
+// the default (50 per second, 10000 waiting), a negative rate disables it.
+type RESTConfig struct {
+	SendsPerSecond float64 `toml:"sends_per_second"`
+	SendQueue      int     `toml:"send_queue"`
+}
+
+// RESTLimits returns the REST API limits of the file.
+func (c *Config) RESTLimits() rest.Limits {
+	return rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue}
 }
 
 // LimitsConfig overrides edge limits; zero keeps LeanCloud's default, a
@@ -244,5 +261,5 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 		mesh = ":0"
 	}
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
-		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits()}, nil
+		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits()}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/rest"
 )
 
 // DevConfig configures `relaymesh dev`: one region in one process.
@@ -24,6 +25,7 @@ type DevConfig struct {
 	MeshAddr string
 	Apps     *apps.Registry // default: any appId, created on first use
 	Limits   edge.Limits
+	REST     rest.Limits
 	Logger   *slog.Logger
 	// DropDelivery is EdgeConfig.DropDelivery (a test hook; 0 = off).
 	DropDelivery int64
@@ -89,6 +91,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		TokenKey: key,
 		Apps:     cfg.Apps,
 		Limits:   cfg.Limits,
+		REST:     cfg.REST,
 		Logger:   cfg.Logger,
 
 		DropDelivery: cfg.DropDelivery,

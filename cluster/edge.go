@@ -19,12 +19,13 @@ import (
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/rest"
 )
 
 // EdgeConfig configures one edge.
 type EdgeConfig struct {
 	EdgeID   string
-	HTTPAddr string         // WebSocket, /v1/route, /healthz
+	HTTPAddr string         // WebSocket, /v1/route, /healthz, REST API (/1.1/, /1.2/)
 	MeshAddr string         // UDP host:port of the edge's mesh node ("127.0.0.1:0" is fine)
 	Identity *mesh.Identity // mesh certificate
 	Cores    []string       // mesh addresses of the region's cores
@@ -33,7 +34,9 @@ type EdgeConfig struct {
 	// PublicURLs answer /v1/route; empty means ws://HTTPAddr/.
 	PublicURLs []string
 	Limits     edge.Limits
-	Logger     *slog.Logger
+	// REST bounds the REST API (package rest); zero fields take its defaults.
+	REST   rest.Limits
+	Logger *slog.Logger
 	// DropDelivery, when > 0, silently drops the DropDelivery-th direct
 	// message delivery this edge receives. It is a test hook that breaks the delivery path on
 	// purpose, so the load tester's ledger can be shown to catch a loss.
@@ -90,7 +93,22 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, cancel: cancel, dropAt: cfg.DropDelivery}
-	e.http = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
+	// whose master-key calls go to the shard leader through the same core
+	// link as client commands), the edge's own routes and WebSocket
+	// everywhere else.
+	api := rest.New(rest.Config{
+		Backend:     link,
+		Apps:        cfg.Apps,
+		VerifyToken: srv.VerifySessionToken,
+		Limits:      cfg.REST,
+		Logger:      log.With("part", "rest"),
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	mux.Handle("/1.1/", api)
+	mux.Handle("/1.2/", api)
+	e.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	for _, addr := range cfg.Cores {
 		e.wg.Add(1)
 		go func() {

@@ -15,6 +15,7 @@ import (
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/raftstore"
 )
 
 // Replica is the shard replica the core proposes to and reads from;
@@ -45,7 +46,10 @@ type Core struct {
 	now     func() time.Time
 	stats   Stats
 
-	locks convLocks
+	locks   convLocks
+	cursors cursorBatcher // cursors.go
+	quit    chan struct{} // closed by Close
+	fsm     *shard.FSM    // the replica's state machine, for its cache; may be nil
 
 	wg sync.WaitGroup // edge goroutines
 
@@ -64,6 +68,7 @@ func New(cfg Config) *Core {
 		now:      cfg.Now,
 		sessions: make(map[peerKey][]*session),
 		edges:    make(map[string]*edgeLink),
+		quit:     make(chan struct{}),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -75,6 +80,9 @@ func New(cfg Config) *Core {
 		c.apps = apps.NewDev()
 	}
 	c.locks.m = make(map[string]*convLock)
+	if p, ok := cfg.Replica.(interface{ StateMachine() raftstore.StateMachine }); ok {
+		c.fsm, _ = p.StateMachine().(*shard.FSM)
+	}
 	return c
 }
 
@@ -97,6 +105,7 @@ func (c *Core) Close() error {
 		return nil
 	}
 	c.closed = true
+	close(c.quit)
 	for id, l := range c.edges {
 		close(l.done)
 		delete(c.edges, id)
@@ -163,6 +172,8 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	case meshpb.ClientRequest_CLOSE:
 		c.closeSession(ctx, req)
 		return &meshpb.ClientReply{}, nil
+	case meshpb.ClientRequest_ADMIN:
+		return c.admin(ctx, req) // admin.go
 	}
 	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{req.GetEdgeId(), req.GetConnId()}, version: req.GetProtocolVersion(),
 		config: req.GetConfigBitmap()}
@@ -249,6 +260,7 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 
 // propose runs one shard command through the replica and returns its result.
 func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, error) {
+	cmd.Admin = cmd.Admin || isAdmin(ctx) // server API (admin.go)
 	b, err := cmd.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
@@ -279,6 +291,17 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 
 // state is the applied state to read from.
 func (c *Core) state() shard.Reader { return c.replica.State() }
+
+// convView returns the conversation as of the last applied command, from
+// the state machine's cache when it has it (it may be ahead of state() by
+// the batch being committed, never by uncommitted entries). The result is
+// shared: read it, never modify it.
+func (c *Core) convView(app, cid string) (*shard.Conv, error) {
+	if c.fsm != nil {
+		return c.fsm.Conv(c.state(), app, cid)
+	}
+	return shard.GetConv(c.state(), app, cid)
+}
 
 // convLocks serialises sends per conversation (see package doc).
 type convLocks struct {

@@ -27,7 +27,14 @@
 // drops), moderation.go (roles, member mute, blacklist: who may do what is
 // decided in core/shard/moderation.go, replies and pushes here).
 //
+// Hot paths read conversations through the shard FSM's decoded cache
+// (convView), not by decoding the record with its member list. Client acks
+// and reads do not propose one by one: cursors.go queues them and one
+// goroutine proposes each round of moves as one shard batch command,
+// pushing the receipts it yields.
+//
 // Locks: Core.mu guards presence and edges; convLocks serialise send and
 // fan-out per conversation so every recipient sees a conversation's messages
-// in timestamp order. Lock order: a conversation lock, then Core.mu.
+// in timestamp order. Lock order: a conversation lock, then Core.mu; the
+// cursor batcher's lock, then Core.mu.
 package core

@@ -15,6 +15,7 @@ import (
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/raftstore"
 )
 
 // fakeReplica applies proposals synchronously through the FSM, as a
@@ -306,3 +307,5 @@ func (c *client) logs(lc *lcpb.LogsCommand) []*lcpb.LogItem {
 func isOp(cmd lcpb.CommandType, op lcpb.OpType) func(*lcpb.GenericCommand) bool {
 	return func(g *lcpb.GenericCommand) bool { return g.GetCmd() == cmd && g.GetOp() == op }
 }
+
+func (f *fakeReplica) StateMachine() raftstore.StateMachine { return f.fsm }

@@ -43,7 +43,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	var m *shard.Message
 	var members []string
 	if dm.GetTransient() {
-		conv, err := shard.GetConv(c.state(), r.app, cid)
+		conv, err := c.convView(r.app, cid)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errInternal, err)
 		}
@@ -119,20 +119,17 @@ func (c *Core) ack(ctx context.Context, r *request) {
 	if a.GetCid() == "" {
 		return
 	}
-	cmd := &shard.Command{Op: shard.OpAck, App: r.app, CID: a.GetCid(), From: r.peer, Now: c.nowMS(), T: a.GetTots()}
-	if a.GetMid() != "" {
-		cmd.T, cmd.MID = 0, a.GetMid()
-	}
-	c.moveCursor(ctx, cmd)
+	waitCursors(ctx, c.moveCursor(r.app, a.GetCid(), r.peer, a.GetMid(), a.GetTots(), false, c.nowMS()))
 }
 
 // read moves read cursors for each conversation named. Never replies.
 func (c *Core) read(ctx context.Context, r *request) {
 	rm := r.cmd.GetReadMessage()
 	now := c.nowMS()
+	var rounds []*cursorRound
 	one := func(cid, mid string, t int64) {
 		if cid != "" {
-			c.moveCursor(ctx, &shard.Command{Op: shard.OpRead, App: r.app, CID: cid, From: r.peer, Now: now, MID: mid, T: t})
+			rounds = append(rounds, c.moveCursor(r.app, cid, r.peer, mid, t, true, now))
 		}
 	}
 	for _, t := range rm.GetConvs() {
@@ -142,42 +139,7 @@ func (c *Core) read(ctx context.Context, r *request) {
 	for _, cid := range rm.GetCids() {
 		one(cid, "", 0)
 	}
-}
-
-// moveCursor proposes a cursor move unless the applied state shows it would
-// change nothing (acks are frequent; most are repeats).
-func (c *Core) moveCursor(ctx context.Context, cmd *shard.Command) {
-	st := c.state()
-	conv, err := shard.GetConv(st, cmd.App, cmd.CID)
-	if err != nil || conv == nil || !conv.IsMember(cmd.From) {
-		return
-	}
-	t := cmd.T
-	if cmd.MID != "" {
-		mt, ok, err := shard.MessageTS(st, cmd.App, cmd.CID, cmd.MID)
-		if err != nil || !ok {
-			return
-		}
-		t = mt
-	} else if t <= 0 && cmd.Op == shard.OpRead {
-		t = conv.LastT
-	}
-	if t > conv.LastT {
-		t = conv.LastT
-	}
-	cur, err := shard.GetCursor(st, cmd.App, cmd.CID, cmd.From)
-	if err != nil {
-		return
-	}
-	if t <= cur.Ack && (cmd.Op == shard.OpAck || t <= cur.Read) {
-		return
-	}
-	res, err := c.propose(ctx, cmd)
-	if err != nil {
-		c.log.Debug("cursor", "op", cmd.Op, "cid", cmd.CID, "err", err)
-		return
-	}
-	c.pushReceipts(cmd.App, res.Receipts)
+	waitCursors(ctx, rounds...)
 }
 
 // logs answers a history query; results are always ascending.
@@ -188,7 +150,7 @@ func (c *Core) logs(r *request) (*lcpb.GenericCommand, error) {
 		return nil, fmt.Errorf("%w: logs without cid", errMalformed)
 	}
 	st := c.state()
-	conv, err := shard.GetConv(st, r.app, cid)
+	conv, err := c.convView(r.app, cid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
 	}
@@ -302,10 +264,9 @@ func (c *Core) patch(ctx context.Context, r *request) (*lcpb.GenericCommand, err
 		return nil, err
 	}
 	var last int64
-	st := c.state()
 	for _, m := range res.Patched {
 		last = max(last, m.PatchT)
-		conv, err := shard.GetConv(st, r.app, m.CID)
+		conv, err := c.convView(r.app, m.CID)
 		if err != nil || conv == nil {
 			continue
 		}

@@ -101,7 +101,7 @@ func (c *Core) loginNotifications(app, peer string, version int32, lastPatch int
 	offlineConvs := 0
 	var patches []*lcpb.GenericCommand
 	for _, cid := range cids {
-		conv, err := shard.GetConv(st, app, cid)
+		conv, err := c.convView(app, cid)
 		if err != nil || conv == nil {
 			continue
 		}

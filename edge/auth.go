@@ -109,6 +109,17 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 	return c, nil
 }
 
+// VerifySessionToken checks a session token issued by this cluster's edges
+// (the st of session/opened, which the JS SDK sends to the REST API as
+// X-LC-IM-Session-Token) and returns the app and clientId it names.
+func (s *Server) VerifySessionToken(st string) (appID, clientID string, err error) {
+	c, err := verifyToken(s.cfg.TokenKey, st, s.now())
+	if err != nil {
+		return "", "", err
+	}
+	return c.AppID, c.ClientID, nil
+}
+
 // Login signatures (LeanCloud "senior" guide): hex HMAC-SHA1 keyed with the
 // app's Master Key over "appid:clientid::timestamp:nonce", timestamp in
 // milliseconds. A signature is valid for signatureTTL either side of now

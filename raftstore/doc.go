@@ -29,6 +29,11 @@
 // applied index in the same batch, and commits it with pebble.NoSync. Each
 // command's result goes back through raft's ApplyFuture to Propose.
 //
+// A StateMachine that caches anything derived from the state implements
+// Resetter: raftstore calls Reset when it opens the state DB and around
+// every snapshot restore. Everything else reaches the state through the
+// batches raftstore commits, so a cache updated by Apply stays exact.
+//
 // # Durability
 //
 // Propose returns only after the command is committed (synced in the raft

@@ -21,6 +21,14 @@ type StateMachine interface {
 	Apply(b *pebble.Batch, index uint64, cmd []byte) any
 }
 
+// Resetter is implemented by a StateMachine that keeps anything derived
+// from the state DB in memory (a cache). raftstore calls Reset when it opens
+// the state DB and whenever a snapshot restore replaces the state, before
+// the next Apply.
+type Resetter interface {
+	Reset()
+}
+
 // ReservedPrefix starts the state DB keys raftstore keeps for itself (the
 // applied index and the restore marker). Byte 0xff sorts after every key a
 // state machine would normally write, so SM range scans never meet them.
@@ -63,6 +71,7 @@ var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(db *pebble.DB, sm StateMachine) (*fsm, error) {
 	f := &fsm{db: db, sm: sm}
+	f.resetSM()
 	idx, err := AppliedIndex(db)
 	if err != nil {
 		return nil, err
@@ -125,6 +134,8 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // left by a crash and restores again from the snapshot store.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	defer f.resetSM() // also after a failed load: the state is not what it was
+	f.resetSM()
 	if err := f.wipe(); err != nil {
 		return err
 	}
@@ -190,4 +201,11 @@ func (f *fsm) restoring() (bool, error) {
 	}
 	closer.Close()
 	return true, nil
+}
+
+// resetSM tells the state machine that the state DB changed behind it.
+func (f *fsm) resetSM() {
+	if r, ok := f.sm.(Resetter); ok {
+		r.Reset()
+	}
 }

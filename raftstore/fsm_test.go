@@ -126,3 +126,53 @@ func TestFSMSnapshotRestore(t *testing.T) {
 		t.Errorf("restore marker missing after a failed restore")
 	}
 }
+
+// resetSM counts Reset calls.
+type resetSM struct {
+	putSM
+	resets int
+}
+
+func (r *resetSM) Reset() { r.resets++ }
+
+func TestFSMResetsStateMachine(t *testing.T) {
+	base := t.TempDir()
+	src := openState(t, filepath.Join(base, "src"))
+	defer src.Close()
+	f, _ := newFSM(src, putSM{})
+	f.ApplyBatch(cmdLogs(1, 5))
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := writeSnapshot(&buf, snap.(*fsmSnapshot).snap); err != nil {
+		t.Fatal(err)
+	}
+	snap.Release()
+
+	dst := openState(t, filepath.Join(base, "dst"))
+	defer dst.Close()
+	sm := &resetSM{}
+	g, _ := newFSM(dst, sm)
+	if sm.resets != 1 {
+		t.Fatalf("resets after open = %d, want 1", sm.resets)
+	}
+	g.ApplyBatch(cmdLogs(1, 3))
+	if sm.resets != 1 {
+		t.Fatalf("resets after apply = %d, want 1", sm.resets)
+	}
+	if err := g.Restore(io.NopCloser(bytes.NewReader(buf.Bytes()))); err != nil {
+		t.Fatal(err)
+	}
+	if sm.resets < 2 {
+		t.Fatalf("resets after restore = %d, want at least 2", sm.resets)
+	}
+	n := sm.resets
+	if err := g.Restore(io.NopCloser(bytes.NewReader(nil))); !errors.Is(err, ErrBadSnapshot) {
+		t.Fatalf("bad restore: got %v", err)
+	}
+	if sm.resets <= n {
+		t.Fatal("a failed restore did not reset the state machine")
+	}
+}

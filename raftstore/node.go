@@ -271,6 +271,10 @@ func (n *Node) State() *pebble.DB { return n.state }
 // AppliedIndex returns the raft index of the last entry applied to State.
 func (n *Node) AppliedIndex() uint64 { return n.fsm.applied.Load() }
 
+// StateMachine returns the state machine the node applies commands to
+// (Config.SM), so that the service over it can use what it caches.
+func (n *Node) StateMachine() StateMachine { return n.cfg.SM }
+
 // IsLeader reports whether this replica is the leader now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/rest"
 )
 
 var version = "0.1.0-dev"
@@ -107,6 +108,9 @@ func runDev(args []string) error {
 	fs.IntVar(&lim.LogsPerMinute, "logs-per-minute", 0, "per-session history queries per minute (0: LeanCloud's 120, -1: unlimited)")
 	fs.IntVar(&lim.OpsPerMinute, "ops-per-minute", 0, "per-session other operations per minute (0: LeanCloud's 30, -1: unlimited)")
 	fs.IntVar(&lim.MaxMessageBytes, "max-message-bytes", 0, "largest message content (0: LeanCloud's 5120)")
+	var restLim rest.Limits
+	fs.Float64Var(&restLim.SendsPerSecond, "rest-sends-per-second", 0, "REST API message operations admitted per second per app (0: 50, -1: unlimited)")
+	fs.IntVar(&restLim.SendQueue, "rest-send-queue", 0, "REST API message operations that may wait per app before 429 (0: 10000)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -115,7 +119,7 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, DropDelivery: *drop}
+	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop}
 	if *cfgFile != "" {
 		c, err := cluster.LoadConfig(*cfgFile)
 		if err != nil {
@@ -125,6 +129,9 @@ func runDev(args []string) error {
 			cfg.Apps = apps.NewStatic(c.Apps)
 		}
 		cfg.Limits = mergeLimits(c.Limits(), lim)
+		if restLim == (rest.Limits{}) {
+			cfg.REST = c.RESTLimits()
+		}
 	}
 	d, err := cluster.StartDev(cfg)
 	if err != nil {
@@ -133,6 +140,7 @@ func runDev(args []string) error {
 	fmt.Printf("relaymesh dev: serving on %s (data in %s)\n", d.Edge.URL, *data)
 	fmt.Printf("  LeanCloud SDK:  new Realtime({ appId, appKey, RTMServers: '%s' })\n", d.Edge.URL)
 	fmt.Printf("  router:         http://%s/v1/route   health: http://%s/healthz\n", *addr, *addr)
+	fmt.Printf("  REST API:       http://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", *addr)
 	waitSignal()
 	fmt.Println("relaymesh dev: shutting down")
 	return d.Close()

@@ -97,7 +97,7 @@ func (a *applier) update() (*Result, *Error) {
 	if serr != nil {
 		return nil, serr
 	}
-	if !conv.IsMember(c.From) {
+	if !conv.IsMember(c.From) && !c.Admin {
 		return nil, fail(ErrNotMember, c.From)
 	}
 	na, mod, serr := applyAttrUpdate(conv.Attr, c.Update)
@@ -106,6 +106,6 @@ func (a *applier) update() (*Result, *Error) {
 	}
 	conv.Attr = na
 	conv.UpdatedAt = c.Now
-	a.set(convKey(c.App, c.CID), conv)
+	a.putConv(conv)
 	return &Result{Conv: conv, AttrModified: mod}, nil
 }

@@ -18,6 +18,7 @@
 // keys prefix-free; timestamps are 8-byte big-endian so that keys sort by time.
 //
 //	'C' app cid                      -> Conv (JSON)
+//	'L' app cid                      -> last message (binary, last.go)
 //	'U' app memberSetHash            -> cid of the unique conversation
 //	'M' app cid ts(8) mid            -> Message (JSON)
 //	'I' app cid mid                  -> ts(8)                message id index
@@ -27,6 +28,16 @@
 //	'D' app sender cid dt            -> DedupEntry (JSON)    sender dedup
 //	'Q' app cid ts(8) mid            -> sender               messages that asked for receipts
 //	'W' app sender cid               -> Will (JSON)          will message of a session
+//
+// The conversation record holds the member list, so it is big in a group;
+// appending a message writes only the small 'L' key, and the FSM keeps the
+// decoded records of recently used conversations in memory (cache.go): the
+// state as of the last applied command, updated on every write of the
+// record or its 'L' key, emptied by Reset when raftstore restores a
+// snapshot. The core reads it through FSM.Conv.
+//
+// OpBatch carries several commands in one raft entry, each applied as if
+// alone (batch.go); the core uses it to coalesce cursor moves.
 //
 // Receipts: a message sent with r:true (in a conversation of two, or any
 // size when the sender's session asks for group receipts) gets a 'Q' entry.

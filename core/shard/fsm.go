@@ -11,8 +11,11 @@ import (
 	"github.com/cockroachdb/pebble"
 )
 
-// FSM is the shard state machine. It has no fields: all state is in Pebble.
-type FSM struct{}
+// FSM is the shard state machine. All state is in Pebble; the FSM keeps
+// only a cache of decoded conversations (cache.go).
+type FSM struct {
+	cache convCache
+}
 
 // New returns the shard state machine.
 func New() *FSM { return &FSM{} }
@@ -20,15 +23,20 @@ func New() *FSM { return &FSM{} }
 // Apply applies one committed command to b. It returns a *Result, or an
 // *Error for a command the state refuses (nothing is written then). Only a
 // failing batch write panics, because the replica cannot continue then.
+// The caller commits b (raftstore always does); one that throws away a
+// batch with writes in it must call Reset.
 func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
 	c, err := DecodeCommand(cmd)
 	if err != nil {
 		return fail(ErrBadCommand, err.Error())
 	}
+	if c.Op == OpBatch {
+		return f.applyBatch(b, index, c)
+	}
 	if c.App == "" {
 		return fail(ErrBadCommand, "no app")
 	}
-	a := &applier{b: b, c: c}
+	a := &applier{b: b, c: c, cache: &f.cache}
 	res, serr := a.apply()
 	if serr != nil {
 		return serr
@@ -42,9 +50,10 @@ func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
 // applier carries one command through Apply; err records the first storage
 // failure so handlers stay linear.
 type applier struct {
-	b   *pebble.Batch
-	c   *Command
-	err error
+	b     *pebble.Batch
+	c     *Command
+	cache *convCache
+	err   error
 }
 
 func (a *applier) apply() (*Result, *Error) {
@@ -75,6 +84,8 @@ func (a *applier) apply() (*Result, *Error) {
 		return a.will()
 	case OpEndWills:
 		return a.endWills()
+	case OpDelete:
+		return a.deleteConv()
 	}
 	return nil, fail(ErrBadCommand, "unknown op "+string(a.c.Op))
 }
@@ -99,6 +110,7 @@ func (a *applier) set(key []byte, v any) {
 	if err := a.b.Set(key, b, nil); err != nil {
 		a.err = err
 	}
+	a.forget(key, false) // putConv caches the record again
 }
 
 func (a *applier) del(key []byte) {
@@ -108,22 +120,7 @@ func (a *applier) del(key []byte) {
 	if err := a.b.Delete(key, nil); err != nil {
 		a.err = err
 	}
-}
-
-// conv loads the command's conversation.
-func (a *applier) conv(cid string) (*Conv, *Error) {
-	if cid == "" {
-		return nil, fail(ErrBadCommand, "no cid")
-	}
-	conv, err := GetConv(a.b, a.c.App, cid)
-	if err != nil {
-		a.err = err
-		return nil, fail(ErrConvNotFound, err.Error())
-	}
-	if conv == nil {
-		return nil, fail(ErrConvNotFound, cid)
-	}
-	return conv, nil
+	a.forget(key, true)
 }
 
 // normalize sorts and dedups ids and drops empty ones.
@@ -172,7 +169,7 @@ func memberSetHash(sorted []string) string {
 func (a *applier) start() (*Result, *Error) {
 	c := a.c
 	members := normalize(append(append([]string(nil), c.Members...), c.From))
-	if c.From == "" {
+	if c.From == "" && !c.Admin {
 		return nil, fail(ErrBadCommand, "no creator")
 	}
 	if len(members) > MaxMembers && !c.Transient {
@@ -216,7 +213,7 @@ func (a *applier) start() (*Result, *Error) {
 	for _, m := range members {
 		a.set(memberKey(c.App, m, c.CID), []byte{})
 	}
-	a.set(convKey(c.App, c.CID), conv)
+	a.putConv(conv)
 	return &Result{Conv: conv}, nil
 }
 
@@ -240,7 +237,7 @@ func (a *applier) add() (*Result, *Error) {
 		return nil, fail(ErrBadCommand, "no members")
 	}
 	join := len(pids) == 1 && pids[0] == c.From
-	if !join && !conv.IsMember(c.From) {
+	if !join && !conv.IsMember(c.From) && !c.Admin {
 		return nil, fail(ErrNotMember, c.From)
 	}
 	res := &Result{Conv: conv}
@@ -268,7 +265,7 @@ func (a *applier) add() (*Result, *Error) {
 				a.set(cursorKey(c.App, c.CID, p), Cursor{Ack: conv.LastT, Read: conv.LastT})
 			}
 		}
-		a.set(convKey(c.App, c.CID), conv)
+		a.putConv(conv)
 	}
 	res.Changed = added
 	return res, nil
@@ -287,7 +284,7 @@ func (a *applier) remove() (*Result, *Error) {
 		return nil, fail(ErrBadCommand, "no members")
 	}
 	quit := len(pids) == 1 && pids[0] == c.From
-	if !quit {
+	if !quit && !c.Admin {
 		if !conv.IsMember(c.From) {
 			return nil, fail(ErrNotMember, c.From)
 		}
@@ -297,7 +294,7 @@ func (a *applier) remove() (*Result, *Error) {
 	}
 	res := &Result{Conv: conv}
 	for _, p := range pids {
-		if p != c.From && !conv.mayActOn(c.From, p) {
+		if p != c.From && !conv.mayActOn(c.From, p) && !c.Admin {
 			res.Failed = append(res.Failed, Failure{p, ErrRoleTooLow})
 			continue
 		}
@@ -308,7 +305,7 @@ func (a *applier) remove() (*Result, *Error) {
 	}
 	if len(res.Changed) > 0 {
 		a.dropMembers(conv, res.Changed)
-		a.set(convKey(c.App, c.CID), conv)
+		a.putConv(conv)
 	}
 	return res, nil
 }
@@ -338,7 +335,7 @@ func (a *applier) mute() (*Result, *Error) {
 		return &Result{Conv: conv}, nil
 	}
 	conv.UpdatedAt = c.Now
-	a.set(convKey(c.App, c.CID), conv)
+	a.putConv(conv)
 	return &Result{Conv: conv}, nil
 }
 

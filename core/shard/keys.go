@@ -16,6 +16,7 @@ const (
 	tagDedup  = 'D'
 	tagRcp    = 'Q'
 	tagWill   = 'W'
+	tagLast   = 'L'
 )
 
 // keyBuf builds keys from length-prefixed components.
@@ -34,6 +35,7 @@ func (k keyBuf) ts(t int64) keyBuf {
 
 func convKey(app, cid string) []byte   { return newKey(tagConv).str(app).str(cid) }
 func convPrefix(app string) []byte     { return newKey(tagConv).str(app) }
+func lastKey(app, cid string) []byte   { return newKey(tagLast).str(app).str(cid) }
 func uniqueKey(app, h string) []byte   { return newKey(tagUnique).str(app).str(h) }
 func msgPrefix(app, cid string) []byte { return newKey(tagMsg).str(app).str(cid) }
 func msgKey(app, cid string, t int64, mid string) []byte {

@@ -6,10 +6,10 @@ func (a *applier) appendMsg() (*Result, *Error) {
 	if serr != nil {
 		return nil, serr
 	}
-	if !conv.IsMember(c.From) {
+	if !conv.IsMember(c.From) && !c.Admin {
 		return nil, fail(ErrNotMember, c.From)
 	}
-	if conv.IsShutup(c.From) {
+	if conv.IsShutup(c.From) && !c.Admin {
 		return nil, fail(ErrShutup, c.From)
 	}
 	if c.MID == "" {
@@ -46,7 +46,7 @@ func (a *applier) appendMsg() (*Result, *Error) {
 }
 
 // store appends m to conv at the command's time (after the last message)
-// and writes both.
+// and writes the message and the conversation's last message.
 func (a *applier) store(conv *Conv, m *Message) {
 	app := a.c.App
 	t := a.c.Now
@@ -61,7 +61,7 @@ func (a *applier) store(conv *Conv, m *Message) {
 	}
 	conv.LastT, conv.LastMID, conv.LastFrom = t, m.ID, m.From
 	conv.LastData, conv.LastBin, conv.LastPatch = m.Data, m.Bin, 0
-	a.set(convKey(app, conv.ID), conv)
+	a.putLast(conv)
 }
 
 func (a *applier) patch() (*Result, *Error) {
@@ -93,7 +93,7 @@ func (a *applier) patch() (*Result, *Error) {
 		if m == nil {
 			return nil, fail(ErrMsgNotFound, p.MID)
 		}
-		if m.From != c.From {
+		if m.From != c.From && !c.Admin {
 			return nil, fail(ErrNotSender, p.MID)
 		}
 		targets[i] = target{conv, m}
@@ -125,7 +125,8 @@ func (a *applier) patch() (*Result, *Error) {
 	}
 	for _, p := range c.Patches { // write each conversation once, in request order
 		if conv, ok := convs[p.CID]; ok {
-			a.set(convKey(c.App, p.CID), conv)
+			a.putLast(conv)
+			a.putConv(conv)
 			delete(convs, p.CID)
 		}
 	}

@@ -122,7 +122,7 @@ func (a *applier) role() (*Result, *Error) {
 		conv.Managers = removeSorted(conv.Managers, target)
 	}
 	res.Changed = []string{target}
-	a.set(convKey(c.App, c.CID), conv)
+	a.putConv(conv)
 	return res, nil
 }
 
@@ -158,7 +158,7 @@ func (a *applier) shutup() (*Result, *Error) {
 		}
 	}
 	if len(res.Changed) > 0 {
-		a.set(convKey(c.App, c.CID), conv)
+		a.putConv(conv)
 	}
 	return res, nil
 }
@@ -202,7 +202,7 @@ func (a *applier) block() (*Result, *Error) {
 		a.dropMembers(conv, res.Removed)
 	}
 	if len(res.Changed) > 0 {
-		a.set(convKey(c.App, c.CID), conv)
+		a.putConv(conv)
 	}
 	return res, nil
 }

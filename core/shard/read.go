@@ -53,7 +53,28 @@ func GetConv(r Reader, app, cid string) (*Conv, error) {
 	if !ok || err != nil {
 		return nil, err
 	}
+	if err := readLast(r, app, c); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// readLast overlays the last message kept under its own key, if any.
+func readLast(r Reader, app string, c *Conv) error {
+	b, closer, err := r.Get(lastKey(app, c.ID))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("shard: get: %w", err)
+	}
+	defer closer.Close()
+	l, err := decodeLast(b)
+	if err != nil {
+		return err
+	}
+	c.setLast(l)
+	return nil
 }
 
 // FindUnique returns the id of the unique conversation with exactly these
@@ -79,6 +100,9 @@ func ScanConvs(r Reader, app string, fn func(*Conv) bool) error {
 		c := new(Conv)
 		if err := json.Unmarshal(it.Value(), c); err != nil {
 			return fmt.Errorf("shard: decode conv: %w", err)
+		}
+		if err := readLast(r, app, c); err != nil {
+			return err
 		}
 		if !fn(c) {
 			break

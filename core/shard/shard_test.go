@@ -10,13 +10,13 @@ import (
 )
 
 type harness struct {
-	t   *testing.T
+	t   testing.TB
 	db  *pebble.DB
 	fsm *FSM
 	idx uint64
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
 	if err != nil {

@@ -102,6 +102,8 @@ const (
 	OpBlock    Op = "block"     // blacklist (Mute: block) or unblock clients
 	OpWill     Op = "will"      // store a will message (will.go)
 	OpEndWills Op = "end_wills" // a session ended: send (Fire) or drop its wills
+	OpBatch    Op = "batch"     // apply Batch in order, each on its own (batch.go)
+	OpDelete   Op = "delete"    // delete a conversation (server API only, delete.go)
 )
 
 // Command is one state change, encoded as JSON in the raft log.
@@ -113,6 +115,9 @@ type Command struct {
 	From string `json:"from,omitempty"`
 	// Now is the leader's clock in ms when it proposed the command.
 	Now int64 `json:"now"`
+	// Admin is set for the server API (REST, master key): membership, role
+	// and sender checks are skipped, as LeanCloud's REST API skips them.
+	Admin bool `json:"admin,omitempty"`
 
 	// start, add, remove, role, shutup, block
 	Members []string `json:"m,omitempty"`
@@ -147,6 +152,10 @@ type Command struct {
 
 	// patch
 	Patches []Patch `json:"patches,omitempty"`
+
+	// batch: commands applied one after the other; each succeeds or fails
+	// alone (Result.Batch). No batch nests another.
+	Batch []*Command `json:"batch,omitempty"`
 
 	// ack, read: move the cursor to T, or to the timestamp of MID; with
 	// neither, to the last message of the conversation (read only).
@@ -209,6 +218,14 @@ type Result struct {
 	Receipts []Receipt
 	// end_wills: the will messages sent, now stored in their conversations.
 	Fired []Fired
+	// batch: one outcome per command, in order.
+	Batch []BatchItem
+}
+
+// BatchItem is the outcome of one command of a batch: Result, or Err.
+type BatchItem struct {
+	Result *Result
+	Err    *Error
 }
 
 // Failure is one clientId a partial operation refused; Err is a sentinel.

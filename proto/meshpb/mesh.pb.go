@@ -49,6 +49,10 @@ const (
 	ClientRequest_CLOSE ClientRequest_Kind = 2
 	// Health probe: an empty reply from the leader, not_leader otherwise.
 	ClientRequest_PING ClientRequest_Kind = 3
+	// A server-API operation (the REST API, master-key authority), described
+	// by admin; peer_id is the clientId it acts as (from_client), if any.
+	// Failures come back as error_code/error_reason, never as cmd:error.
+	ClientRequest_ADMIN ClientRequest_Kind = 4
 )
 
 // Enum value maps for ClientRequest_Kind.
@@ -58,12 +62,14 @@ var (
 		1: "OPEN",
 		2: "CLOSE",
 		3: "PING",
+		4: "ADMIN",
 	}
 	ClientRequest_Kind_value = map[string]int32{
 		"COMMAND": 0,
 		"OPEN":    1,
 		"CLOSE":   2,
 		"PING":    3,
+		"ADMIN":   4,
 	}
 )
 
@@ -94,6 +100,71 @@ func (ClientRequest_Kind) EnumDescriptor() ([]byte, []int) {
 	return file_meshpb_mesh_proto_rawDescGZIP(), []int{0, 0}
 }
 
+type AdminRequest_Op int32
+
+const (
+	// Run ClientRequest.command (a GenericCommand) as peer_id from no
+	// connection, with the server's authority: the shard skips membership,
+	// role and sender checks (LeanCloud's REST API does not check that
+	// from_client may post). The reply is commands[0]. Served: conv
+	// start/query/update/add/remove/members/count/mute/unmute, direct,
+	// patch/modify, logs (up to 1000), session/query.
+	AdminRequest_COMMAND AdminRequest_Op = 0
+	// End every session of peer_id with session/closed{code, reason}.
+	AdminRequest_KICK AdminRequest_Op = 1
+	// Delete conversation cid with its members, cursors and history.
+	AdminRequest_DELETE_CONVERSATION AdminRequest_Op = 2
+	// Unread messages of peer_id in cid, or in all its conversations.
+	AdminRequest_UNREAD_COUNT AdminRequest_Op = 3
+	// The members of cid whose role is not Member (_ConversationMemberInfo).
+	AdminRequest_MEMBER_ROLES AdminRequest_Op = 4
+)
+
+// Enum value maps for AdminRequest_Op.
+var (
+	AdminRequest_Op_name = map[int32]string{
+		0: "COMMAND",
+		1: "KICK",
+		2: "DELETE_CONVERSATION",
+		3: "UNREAD_COUNT",
+		4: "MEMBER_ROLES",
+	}
+	AdminRequest_Op_value = map[string]int32{
+		"COMMAND":             0,
+		"KICK":                1,
+		"DELETE_CONVERSATION": 2,
+		"UNREAD_COUNT":        3,
+		"MEMBER_ROLES":        4,
+	}
+)
+
+func (x AdminRequest_Op) Enum() *AdminRequest_Op {
+	p := new(AdminRequest_Op)
+	*p = x
+	return p
+}
+
+func (x AdminRequest_Op) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (AdminRequest_Op) Descriptor() protoreflect.EnumDescriptor {
+	return file_meshpb_mesh_proto_enumTypes[1].Descriptor()
+}
+
+func (AdminRequest_Op) Type() protoreflect.EnumType {
+	return &file_meshpb_mesh_proto_enumTypes[1]
+}
+
+func (x AdminRequest_Op) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use AdminRequest_Op.Descriptor instead.
+func (AdminRequest_Op) EnumDescriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1, 0}
+}
+
 type ClientRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Kind  ClientRequest_Kind     `protobuf:"varint,1,opt,name=kind,proto3,enum=relaymesh.mesh.ClientRequest_Kind" json:"kind,omitempty"`
@@ -111,7 +182,9 @@ type ClientRequest struct {
 	DeviceId     string `protobuf:"bytes,9,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
 	ConfigBitmap int64  `protobuf:"varint,10,opt,name=config_bitmap,json=configBitmap,proto3" json:"config_bitmap,omitempty"`
 	// session/open with r=true.
-	Reconnect     bool `protobuf:"varint,11,opt,name=reconnect,proto3" json:"reconnect,omitempty"`
+	Reconnect bool `protobuf:"varint,11,opt,name=reconnect,proto3" json:"reconnect,omitempty"`
+	// For ADMIN.
+	Admin         *AdminRequest `protobuf:"bytes,12,opt,name=admin,proto3" json:"admin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -223,6 +296,102 @@ func (x *ClientRequest) GetReconnect() bool {
 	return false
 }
 
+func (x *ClientRequest) GetAdmin() *AdminRequest {
+	if x != nil {
+		return x.Admin
+	}
+	return nil
+}
+
+// AdminRequest is one REST operation the edge's REST handler forwards to the
+// shard leader (history: added with the REST API, issue 4).
+type AdminRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    AdminRequest_Op        `protobuf:"varint,1,opt,name=op,proto3,enum=relaymesh.mesh.AdminRequest_Op" json:"op,omitempty"`
+	Cid   string                 `protobuf:"bytes,2,opt,name=cid,proto3" json:"cid,omitempty"`
+	// KICK: the session/closed code and reason.
+	Code   int32  `protobuf:"varint,3,opt,name=code,proto3" json:"code,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// COMMAND direct: do not echo to peer_id's own sessions.
+	NoSync bool `protobuf:"varint,5,opt,name=no_sync,json=noSync,proto3" json:"no_sync,omitempty"`
+	// COMMAND direct: Delivery.priority of the pushes.
+	Priority      int32 `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminRequest) Reset() {
+	*x = AdminRequest{}
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminRequest) ProtoMessage() {}
+
+func (x *AdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminRequest.ProtoReflect.Descriptor instead.
+func (*AdminRequest) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AdminRequest) GetOp() AdminRequest_Op {
+	if x != nil {
+		return x.Op
+	}
+	return AdminRequest_COMMAND
+}
+
+func (x *AdminRequest) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetNoSync() bool {
+	if x != nil {
+		return x.NoSync
+	}
+	return false
+}
+
+func (x *AdminRequest) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
 type ClientReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// lcpb.GenericCommands to write to the requesting connection, in order.
@@ -232,15 +401,17 @@ type ClientReply struct {
 	ErrorReason string `protobuf:"bytes,3,opt,name=error_reason,json=errorReason,proto3" json:"error_reason,omitempty"`
 	// The core does not lead the shard; nothing was done. leader is the mesh
 	// address of the leader when known. The edge retries there.
-	NotLeader     bool   `protobuf:"varint,4,opt,name=not_leader,json=notLeader,proto3" json:"not_leader,omitempty"`
-	Leader        string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	NotLeader bool   `protobuf:"varint,4,opt,name=not_leader,json=notLeader,proto3" json:"not_leader,omitempty"`
+	Leader    string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	// For ADMIN: the result of KICK, UNREAD_COUNT and MEMBER_ROLES.
+	Admin         *AdminReply `protobuf:"bytes,6,opt,name=admin,proto3" json:"admin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClientReply) Reset() {
 	*x = ClientReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -252,7 +423,7 @@ func (x *ClientReply) String() string {
 func (*ClientReply) ProtoMessage() {}
 
 func (x *ClientReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -265,7 +436,7 @@ func (x *ClientReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientReply.ProtoReflect.Descriptor instead.
 func (*ClientReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ClientReply) GetCommands() [][]byte {
@@ -303,6 +474,120 @@ func (x *ClientReply) GetLeader() string {
 	return ""
 }
 
+func (x *ClientReply) GetAdmin() *AdminReply {
+	if x != nil {
+		return x.Admin
+	}
+	return nil
+}
+
+type AdminReply struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// UNREAD_COUNT: the count; KICK: the sessions ended.
+	Count int64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// MEMBER_ROLES.
+	Roles         []*MemberRole `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminReply) Reset() {
+	*x = AdminReply{}
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminReply) ProtoMessage() {}
+
+func (x *AdminReply) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
+func (*AdminReply) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *AdminReply) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *AdminReply) GetRoles() []*MemberRole {
+	if x != nil {
+		return x.Roles
+	}
+	return nil
+}
+
+type MemberRole struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	// "Owner" or "Manager" (shard.RoleOwner, shard.RoleManager).
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberRole) Reset() {
+	*x = MemberRole{}
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberRole) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberRole) ProtoMessage() {}
+
+func (x *MemberRole) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
+func (*MemberRole) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MemberRole) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *MemberRole) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
 // First frame on a "deliveries" stream, edge -> core. Presence frames
 // follow in the same direction; Delivery frames flow core -> edge.
 type EdgeHello struct {
@@ -314,7 +599,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +611,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,7 +624,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -363,7 +648,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +660,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +673,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -443,7 +728,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +740,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +753,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -505,7 +790,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -517,7 +802,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -530,7 +815,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Target) GetPeerId() string {
@@ -569,7 +854,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +866,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +879,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -629,7 +914,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x94\x03\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xd3\x03\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -642,12 +927,27 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\tdevice_id\x18\t \x01(\tR\bdeviceId\x12#\n" +
 	"\rconfig_bitmap\x18\n" +
 	" \x01(\x03R\fconfigBitmap\x12\x1c\n" +
-	"\treconnect\x18\v \x01(\bR\treconnect\"2\n" +
+	"\treconnect\x18\v \x01(\bR\treconnect\x122\n" +
+	"\x05admin\x18\f \x01(\v2\x1c.relaymesh.mesh.AdminRequestR\x05admin\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
-	"\x04PING\x10\x03\"\xa2\x01\n" +
+	"\x04PING\x10\x03\x12\t\n" +
+	"\x05ADMIN\x10\x04\"\x8c\x02\n" +
+	"\fAdminRequest\x12/\n" +
+	"\x02op\x18\x01 \x01(\x0e2\x1f.relaymesh.mesh.AdminRequest.OpR\x02op\x12\x10\n" +
+	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x12\n" +
+	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x17\n" +
+	"\ano_sync\x18\x05 \x01(\bR\x06noSync\x12\x1a\n" +
+	"\bpriority\x18\x06 \x01(\x05R\bpriority\"X\n" +
+	"\x02Op\x12\v\n" +
+	"\aCOMMAND\x10\x00\x12\b\n" +
+	"\x04KICK\x10\x01\x12\x17\n" +
+	"\x13DELETE_CONVERSATION\x10\x02\x12\x10\n" +
+	"\fUNREAD_COUNT\x10\x03\x12\x10\n" +
+	"\fMEMBER_ROLES\x10\x04\"\xd4\x01\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
@@ -655,7 +955,16 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\ferror_reason\x18\x03 \x01(\tR\verrorReason\x12\x1d\n" +
 	"\n" +
 	"not_leader\x18\x04 \x01(\bR\tnotLeader\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\tR\x06leader\"$\n" +
+	"\x06leader\x18\x05 \x01(\tR\x06leader\x120\n" +
+	"\x05admin\x18\x06 \x01(\v2\x1a.relaymesh.mesh.AdminReplyR\x05admin\"T\n" +
+	"\n" +
+	"AdminReply\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
+	"\x05roles\x18\x02 \x03(\v2\x1a.relaymesh.mesh.MemberRoleR\x05roles\"=\n" +
+	"\n" +
+	"MemberRole\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"$\n" +
 	"\tEdgeHello\x12\x17\n" +
 	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\x97\x01\n" +
 	"\x0fPresenceSession\x12\x15\n" +
@@ -692,28 +1001,36 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 	return file_meshpb_mesh_proto_rawDescData
 }
 
-var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
-	(*ClientRequest)(nil),   // 1: relaymesh.mesh.ClientRequest
-	(*ClientReply)(nil),     // 2: relaymesh.mesh.ClientReply
-	(*EdgeHello)(nil),       // 3: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil), // 4: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),        // 5: relaymesh.mesh.Presence
-	(*Target)(nil),          // 6: relaymesh.mesh.Target
-	(*Delivery)(nil),        // 7: relaymesh.mesh.Delivery
+	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
+	(*ClientRequest)(nil),   // 2: relaymesh.mesh.ClientRequest
+	(*AdminRequest)(nil),    // 3: relaymesh.mesh.AdminRequest
+	(*ClientReply)(nil),     // 4: relaymesh.mesh.ClientReply
+	(*AdminReply)(nil),      // 5: relaymesh.mesh.AdminReply
+	(*MemberRole)(nil),      // 6: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),       // 7: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil), // 8: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),        // 9: relaymesh.mesh.Presence
+	(*Target)(nil),          // 10: relaymesh.mesh.Target
+	(*Delivery)(nil),        // 11: relaymesh.mesh.Delivery
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
-	0, // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
-	4, // 1: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	4, // 2: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	6, // 3: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	4, // [4:4] is the sub-list for method output_type
-	4, // [4:4] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
+	3,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
+	1,  // 2: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
+	5,  // 3: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
+	6,  // 4: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	8,  // 5: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	8,  // 6: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	10, // 7: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	8,  // [8:8] is the sub-list for method output_type
+	8,  // [8:8] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -726,8 +1043,8 @@ func file_meshpb_mesh_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   7,
+			NumEnums:      2,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,37 @@
+package shard
+
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// MaxBatch bounds the commands of one batch command.
+const MaxBatch = 1024
+
+// applyBatch applies the commands of a batch in order on the same Pebble
+// batch, as if each had been its own raft entry: a refused command writes
+// nothing and does not stop the others.
+func (f *FSM) applyBatch(b *pebble.Batch, index uint64, c *Command) any {
+	if len(c.Batch) == 0 || len(c.Batch) > MaxBatch {
+		return fail(ErrBadCommand, fmt.Sprintf("batch of %d", len(c.Batch)))
+	}
+	res := &Result{Batch: make([]BatchItem, len(c.Batch))}
+	for i, sub := range c.Batch {
+		switch {
+		case sub == nil || sub.Op == OpBatch:
+			res.Batch[i].Err = fail(ErrBadCommand, "nested or empty batch entry")
+			continue
+		case sub.App == "":
+			res.Batch[i].Err = fail(ErrBadCommand, "no app")
+			continue
+		}
+		a := &applier{b: b, c: sub, cache: &f.cache}
+		r, serr := a.apply()
+		if serr == nil && a.err != nil { // as Apply: only a failed write panics
+			panic(fmt.Sprintf("shard: apply index %d (batch entry %d): %v", index, i, a.err))
+		}
+		res.Batch[i] = BatchItem{Result: r, Err: serr}
+	}
+	return res
+}
