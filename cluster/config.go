@@ -51,7 +51,7 @@ import (
 type Config struct {
 	Data                string      `toml:"data"`
 	SessionTokenKeyFile string      `toml:"session_token_key_file"`
-	Apps                []apps.App  `toml:"apps"`
+	Apps                []AppConfig `toml:"apps"` // integrations.go
 	TLS                 TLSConfig   `toml:"tls"`
 	Core                CoreSection `toml:"core"`
 	Edge                EdgeSection `toml:"edge"`
@@ -133,6 +133,9 @@ func LoadConfig(path string) (*Config, error) {
 		case a.SignatureRequired && a.MasterKey == "":
 			return nil, fmt.Errorf("%w: app %q: signature_required needs master_key", ErrConfig, a.ID)
 		}
+		if err := a.check(); err != nil {
+			return nil, err
+		}
 		seen[a.ID] = true
 	}
 	if _, err := c.Edge.Limits.limits(); err != nil {
@@ -162,7 +165,7 @@ func (c *Config) Registry() (*apps.Registry, error) {
 	if len(c.Apps) == 0 {
 		return nil, fmt.Errorf("%w: no [[apps]]: a production role serves only the apps it lists", ErrConfig)
 	}
-	return apps.NewStatic(c.Apps), nil
+	return apps.NewStatic(c.AppList()), nil
 }
 
 // Identity loads the mesh certificate named in [tls].
@@ -234,8 +237,12 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	if err != nil {
 		return CoreConfig{}, err
 	}
+	integ, err := c.Integrations(nil)
+	if err != nil {
+		return CoreConfig{}, err
+	}
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
-		Identity: id, Peers: s.Peers, Apps: reg}, nil
+		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ}, nil
 }
 
 // EdgeConfig builds the edge role's configuration.

@@ -80,3 +80,63 @@ func TestLoadConfigRejects(t *testing.T) {
 		t.Errorf("a production role with no apps: err %v, want ErrConfig", err)
 	}
 }
+
+func TestLoadConfigIntegrations(t *testing.T) {
+	p := writeConfig(t, `
+[[apps]]
+id = "app-1"
+master_key = "m"
+sensitive_words_file = "words.txt"
+hook_base_url = "http://127.0.0.1:1"
+hook_policy = "fail_closed"
+push_provider = "log"
+push_template = '{"alert":"${fromClientId}"}'
+[apps.hooks]
+_messageReceived = "http://127.0.0.1:2/received"
+[[apps]]
+id = "app-2"
+`)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(p), "words.txt"), []byte("# custom\nbanana\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := c.Integrations(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ app, text, want string }{
+		{"app-1", "banana shit", "*** shit"}, // the custom list replaces the shipped one
+		{"app-2", "banana shit", "banana ***"},
+	} {
+		if got, _ := in.Words.Replace(tc.app, tc.text); got != tc.want {
+			t.Errorf("%s: Replace(%q) = %q, want %q", tc.app, tc.text, got, tc.want)
+		}
+	}
+	if in.Hooks == nil || !in.Hooks.Enabled("app-1", "_messageSent") || in.Hooks.Enabled("app-2", "_messageSent") {
+		t.Error("hooks: want app-1's base URL only")
+	}
+	if in.Push.Provider == nil || in.Push.Templates["app-1"] == "" {
+		t.Errorf("push: got %+v, want app-1's log provider and template", in.Push)
+	}
+	if got := c.AppList(); len(got) != 2 || got[0].MasterKey != "m" {
+		t.Errorf("AppList: got %+v", got)
+	}
+}
+
+func TestLoadConfigIntegrationsInvalid(t *testing.T) {
+	for name, body := range map[string]string{
+		"hook name":       "[[apps]]\nid = \"a\"\n[apps.hooks]\n_nope = \"http://x\"\n",
+		"policy":          "[[apps]]\nid = \"a\"\nhook_policy = \"maybe\"\n",
+		"provider":        "[[apps]]\nid = \"a\"\npush_provider = \"apns\"\n",
+		"webhook w/o url": "[[apps]]\nid = \"a\"\npush_provider = \"webhook\"\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := LoadConfig(writeConfig(t, body)); !errors.Is(err, ErrConfig) {
+				t.Errorf("got %v, want ErrConfig", err)
+			}
+		})
+	}
+}

@@ -37,6 +37,9 @@ type CoreConfig struct {
 	Peers  map[string]string
 	Apps   *apps.Registry
 	Logger *slog.Logger
+	// Integrations are the apps' word lists, hooks and offline push
+	// (Config.Integrations); zero means the shipped word list only.
+	Integrations Integrations
 }
 
 // Core is a running core node.
@@ -82,7 +85,12 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		node.Close()
 		return nil, fmt.Errorf("cluster: open shard: %w", err)
 	}
-	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core")})
+	integ := cfg.Integrations
+	if integ.Push.Queue.Logger == nil {
+		integ.Push.Queue.Logger = log.With("part", "push")
+	}
+	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core"),
+		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push})
 	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
 	node.HandleRPC(MethodClient, c.handleClient)
 	node.HandleStream(MethodDeliveries, c.handleDeliveries)

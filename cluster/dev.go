@@ -27,6 +27,9 @@ type DevConfig struct {
 	Limits   edge.Limits
 	REST     rest.Limits
 	Logger   *slog.Logger
+	// Integrations are the apps' word lists, hooks and offline push
+	// (Config.Integrations); zero means the shipped word list only.
+	Integrations Integrations
 	// DropDelivery is EdgeConfig.DropDelivery (a test hook; 0 = off).
 	DropDelivery int64
 }
@@ -78,6 +81,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Identity: ids["core-1"],
 		Apps:     cfg.Apps,
 		Logger:   cfg.Logger,
+
+		Integrations: cfg.Integrations,
 	})
 	if err != nil {
 		return nil, err

@@ -144,6 +144,7 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 	if dm.BinaryMsg != nil && dm.Msg == nil {
 		data, bin = base64.StdEncoding.EncodeToString(dm.BinaryMsg), true
 	}
+	data = c.filterAdmin(r.app, cid, data, bin) // filter.go
 	unlock := c.locks.lock(r.app + "\x00" + cid)
 	defer unlock()
 
@@ -176,6 +177,10 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 	}
 	if len(members) > 0 {
 		c.fanout(r.app, members, connKey{}, directPush(m, dm.GetTransient()))
+		c.afterFanout(r.app, r.peer, cid, members, m, dm) // offline.go
+	}
+	if conv, _ := c.convView(r.app, cid); conv != nil && conv.Transient { // chatroom.go
+		c.roomFanout(r.app, cid, "", r.cmd.GetPriority(), roomPush(m, dm))
 	}
 	ack := r.reply(lcpb.CommandType_ack, nil)
 	ack.AckMessage = &lcpb.AckCommand{Uid: proto.String(m.ID), T: proto.Int64(m.T)}

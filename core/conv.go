@@ -17,6 +17,9 @@ func (c *Core) conv(ctx context.Context, r *request) (*lcpb.GenericCommand, erro
 	if r.cmd.ConvMessage == nil {
 		r.cmd.ConvMessage = &lcpb.ConvCommand{}
 	}
+	if g, err, ok := c.roomConv(r); ok { // chatroom.go
+		return g, err
+	}
 	switch r.cmd.GetOp() {
 	case lcpb.OpType_start:
 		return c.convStart(ctx, r)
@@ -52,6 +55,9 @@ func (c *Core) convStart(ctx context.Context, r *request) (*lcpb.GenericCommand,
 	if cm.Attr != nil {
 		attr = json.RawMessage(cm.Attr.GetData())
 	}
+	if err := c.hookConvStart(ctx, r, cm.M, attr); err != nil { // hooks.go
+		return nil, err
+	}
 	res, err := c.propose(ctx, &shard.Command{
 		Op: shard.OpStart, App: r.app, CID: newConvID(), From: r.peer, Now: c.nowMS(),
 		Members: cm.M, Attr: attr, Transient: cm.GetTransient(), Unique: cm.GetUnique(),
@@ -60,6 +66,9 @@ func (c *Core) convStart(ctx context.Context, r *request) (*lcpb.GenericCommand,
 		return nil, err
 	}
 	conv := res.Conv
+	if conv.Transient {
+		c.roomJoinCreator(r, conv.ID) // chatroom.go
+	}
 	g := r.reply(lcpb.CommandType_conv, lcpb.OpType_started.Enum())
 	g.ConvMessage = &lcpb.ConvCommand{
 		Cid: proto.String(conv.ID), Cdate: proto.String(isoDate(conv.CreatedAt)),
@@ -108,6 +117,9 @@ func (c *Core) convMembers(ctx context.Context, r *request, add bool) (*lcpb.Gen
 			before = conv.Members
 		}
 	}
+	if err := c.hookConvMembers(ctx, r, cm.GetCid(), pids, add); err != nil { // hooks.go
+		return nil, err
+	}
 	res, err := c.propose(ctx, &shard.Command{Op: op, App: r.app, CID: cm.GetCid(), From: r.peer, Now: c.nowMS(), Members: pids})
 	if err != nil {
 		return nil, err
@@ -151,6 +163,11 @@ func (c *Core) convUpdate(ctx context.Context, r *request) (*lcpb.GenericCommand
 	if cm.Attr == nil {
 		return nil, fmt.Errorf("%w: update without attr", errMalformed)
 	}
+	if v, err := c.hookConvUpdate(ctx, r, cm.GetCid(), json.RawMessage(cm.Attr.GetData()), nil); err != nil { // hooks.go
+		return nil, err
+	} else if v.Attr != nil {
+		cm.Attr.Data = proto.String(string(v.Attr))
+	}
 	res, err := c.propose(ctx, &shard.Command{Op: shard.OpUpdate, App: r.app, CID: cm.GetCid(), From: r.peer, Now: c.nowMS(),
 		Update: json.RawMessage(cm.Attr.GetData())})
 	if err != nil {
@@ -169,8 +186,14 @@ func (c *Core) convUpdate(ctx context.Context, r *request) (*lcpb.GenericCommand
 }
 
 func (c *Core) convMute(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
+	mute := r.cmd.GetOp() == lcpb.OpType_mute
+	if v, err := c.hookConvUpdate(ctx, r, r.cmd.ConvMessage.GetCid(), nil, &mute); err != nil { // hooks.go
+		return nil, err
+	} else if v.Mute != nil {
+		mute = *v.Mute
+	}
 	res, err := c.propose(ctx, &shard.Command{Op: shard.OpMute, App: r.app, CID: r.cmd.ConvMessage.GetCid(), From: r.peer,
-		Now: c.nowMS(), Mute: r.cmd.GetOp() == lcpb.OpType_mute})
+		Now: c.nowMS(), Mute: mute})
 	if err != nil {
 		return nil, err
 	}

@@ -13,8 +13,11 @@ import (
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/hooks"
+	"github.com/relaymesh/relaymesh/moderation"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/push"
 	"github.com/relaymesh/relaymesh/raftstore"
 )
 
@@ -35,6 +38,13 @@ type Config struct {
 	Apps    *apps.Registry
 	Logger  *slog.Logger
 	Now     func() time.Time
+	// Words is the sensitive-word filter (filter.go); nil means the
+	// shipped default list for every app.
+	Words *moderation.Registry
+	// Hooks calls the apps' IM hooks (hooks.go); nil calls none.
+	Hooks *hooks.Client
+	// Push configures offline push (offline.go); a nil Provider is off.
+	Push PushConfig
 }
 
 // Core serves client requests for the conversations of one shard and relays
@@ -48,8 +58,19 @@ type Core struct {
 
 	locks   convLocks
 	cursors cursorBatcher // cursors.go
+	rooms   chatrooms     // chatroom.go
 	quit    chan struct{} // closed by Close
 	fsm     *shard.FSM    // the replica's state machine, for its cache; may be nil
+
+	// Filter, hooks and offline push (filter.go, hooks.go, offline.go);
+	// read-only after New except the counters.
+	words         *moderation.Registry
+	hooks         *hooks.Client // nil: no hooks
+	pushProvider  push.Provider
+	pushQ         *push.Queue // nil: no offline push; closed by Close
+	pushTemplates map[string]string
+	after         afterSend // _messageSent and offline push workers
+	xstats        integrationCounters
 
 	wg sync.WaitGroup // edge goroutines
 
@@ -83,6 +104,21 @@ func New(cfg Config) *Core {
 	if p, ok := cfg.Replica.(interface{ StateMachine() raftstore.StateMachine }); ok {
 		c.fsm, _ = p.StateMachine().(*shard.FSM)
 	}
+	c.words, c.hooks = cfg.Words, cfg.Hooks
+	if c.words == nil {
+		c.words = moderation.NewRegistry(nil)
+	}
+	if cfg.Push.Provider != nil {
+		qc := cfg.Push.Queue
+		if qc.Logger == nil {
+			qc.Logger = c.log
+		}
+		c.pushProvider, c.pushTemplates = cfg.Push.Provider, cfg.Push.Templates
+		c.pushQ = push.NewQueue(cfg.Push.Provider, qc)
+	}
+	if c.hooks != nil || c.pushQ != nil {
+		c.after.start(c, afterSendWorkers, afterSendQueue)
+	}
 	return c
 }
 
@@ -113,6 +149,10 @@ func (c *Core) Close() error {
 	c.sessions = make(map[peerKey][]*session)
 	c.mu.Unlock()
 	c.wg.Wait()
+	c.after.close()
+	if c.pushQ != nil {
+		c.pushQ.Close()
+	}
 	return nil
 }
 
@@ -156,7 +196,16 @@ func (r *request) errorReply(err error) *lcpb.GenericCommand {
 	if r.cmd != nil {
 		i = r.cmd.I
 	}
-	return lcpb.NewError(i, r.peer, codeFor(err), err.Error())
+	g := lcpb.NewError(i, r.peer, codeFor(err), err.Error())
+	if ae, ok := asAppError(err); ok { // refused by the app's hook
+		if ae.appCode != 0 {
+			g.ErrorMessage.AppCode = proto.Int32(ae.appCode)
+		}
+		if ae.detail != "" {
+			g.ErrorMessage.AppMsg = proto.String(ae.detail)
+		}
+	}
+	return g
 }
 
 // HandleClient serves one request from an edge. Failures the client should
@@ -247,6 +296,7 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 			c.mu.Lock()
 			c.removeSessionLocked(peerKey{r.app, r.peer}, r.from)
 			c.mu.Unlock()
+			c.rooms.closeSession(r.app, r.peer, r.from, c.now())
 			c.endWills(ctx, r.app, r.peer, r.from, false)
 			return r.reply(lcpb.CommandType_session, lcpb.OpType_closed.Enum()), nil
 		}

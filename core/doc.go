@@ -25,7 +25,15 @@
 // driven by the shard's cursor moves; group receipts need configBitmap bit
 // 6), will.go (will messages held in the shard until the sending session
 // drops), moderation.go (roles, member mute, blacklist: who may do what is
-// decided in core/shard/moderation.go, replies and pushes here).
+// decided in core/shard/moderation.go, replies and pushes here),
+// chatroom.go (chatrooms, tr:true: who is in one is region-local memory
+// like presence, never raft; the shard stores the row and the history).
+//
+// The app's say (one file each): filter.go runs the _messageReceived hook
+// and the sensitive-word filter before a message is proposed; hooks.go runs
+// the conversation hooks before their proposals and owns the after-send
+// workers; offline.go queues _messageSent and the offline push after the
+// fan-out, off the request goroutine.
 //
 // Hot paths read conversations through the shard FSM's decoded cache
 // (convView), not by decoding the record with its member list. Client acks
@@ -36,5 +44,5 @@
 // Locks: Core.mu guards presence and edges; convLocks serialise send and
 // fan-out per conversation so every recipient sees a conversation's messages
 // in timestamp order. Lock order: a conversation lock, then Core.mu; the
-// cursor batcher's lock, then Core.mu.
+// cursor batcher's lock, then Core.mu; Core.mu, then the chatrooms' lock.
 package core

@@ -34,12 +34,22 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	if dm.BinaryMsg != nil && dm.Msg == nil {
 		data, bin = base64.StdEncoding.EncodeToString(dm.BinaryMsg), true
 	}
+	in, err := c.inbound(ctx, r, cid, data, bin) // filter.go: _messageReceived, sensitive words
+	if err != nil {
+		return nil, err
+	}
+	data, bin = in.data, in.bin
 	if dm.GetWill() && !dm.GetTransient() {
 		return c.sendWill(ctx, r, dm, data, bin)
 	}
 	unlock := c.locks.lock(r.app + "\x00" + cid)
 	defer unlock()
 
+	roomConv, _ := c.convView(r.app, cid)
+	room, err := c.roomSender(r, roomConv) // chatroom.go: joined sessions only
+	if err != nil {
+		return nil, err
+	}
 	var m *shard.Message
 	var members []string
 	if dm.GetTransient() {
@@ -47,7 +57,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errInternal, err)
 		}
-		if conv == nil || !conv.IsMember(r.peer) {
+		if conv == nil || (!room && !conv.IsMember(r.peer)) {
 			return nil, fmt.Errorf("%w: %s", errSendTarget, cid)
 		}
 		if conv.IsShutup(r.peer) {
@@ -70,6 +80,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			return nil, err
 		}
 		m = res.Message
+		room = room && !res.Dup
 		if !res.Dup {
 			members = res.Conv.Members
 		}
@@ -81,7 +92,12 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		if dm.BinaryMsg != nil && dm.Msg != nil { // both given: pass both through
 			push.DirectMessage.BinaryMsg = dm.BinaryMsg
 		}
+		members = in.recipients(members, r.peer)
 		c.fanout(r.app, members, r.from, push)
+		c.afterFanout(r.app, r.peer, cid, members, m, dm) // offline.go: _messageSent, offline push
+	}
+	if room {
+		c.roomFanout(r.app, cid, r.peer, r.cmd.GetPriority(), roomPush(m, dm))
 	}
 	return ack, nil
 }

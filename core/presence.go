@@ -88,6 +88,7 @@ func (c *Core) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (det
 		}
 		delete(c.edges, edgeID)
 		close(l.done)
+		c.rooms.dropEdge(edgeID, c.now())
 		for k, ss := range c.sessions {
 			kept := ss[:0]
 			for _, s := range ss {

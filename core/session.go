@@ -58,6 +58,10 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	c.sessions[k] = append(kept, s)
 	c.mu.Unlock()
 	for _, o := range kicked {
+		c.rooms.closeSession(app, o.peer, connKey{o.edge, o.conn}, c.now())
+	}
+	c.rooms.open(roomID{app, peer, s.tag}, connKey{s.edge, s.conn}, req.GetReconnect(), c.now()) // chatroom.go
+	for _, o := range kicked {
 		c.endWills(ctx, app, o.peer, connKey{o.edge, o.conn}, false)
 		closed := &lcpb.GenericCommand{
 			Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_closed.Enum(),
@@ -201,6 +205,7 @@ func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
 	c.mu.Lock()
 	c.removeSessionLocked(peerKey{req.GetAppId(), req.GetPeerId()}, from)
 	c.mu.Unlock()
+	c.rooms.closeSession(req.GetAppId(), req.GetPeerId(), from, c.now())
 	c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicitClose(req.GetCommand()))
 }
 

@@ -126,7 +126,10 @@ func runDev(args []string) error {
 			return err
 		}
 		if len(c.Apps) > 0 {
-			cfg.Apps = apps.NewStatic(c.Apps)
+			cfg.Apps = apps.NewStatic(c.AppList())
+		}
+		if cfg.Integrations, err = c.Integrations(log); err != nil {
+			return err
 		}
 		cfg.Limits = mergeLimits(c.Limits(), lim)
 		if restLim == (rest.Limits{}) {

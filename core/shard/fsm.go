@@ -197,6 +197,7 @@ func (a *applier) start() (*Result, *Error) {
 	if old, err := GetConv(a.b, c.App, c.CID); err != nil || old != nil {
 		return nil, fail(ErrConvExists, c.CID)
 	}
+	members = storedMembers(c, members) // chatroom.go
 	attr := c.Attr
 	if !isJSONObject(attr) {
 		attr = json.RawMessage("{}")

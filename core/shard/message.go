@@ -6,7 +6,7 @@ func (a *applier) appendMsg() (*Result, *Error) {
 	if serr != nil {
 		return nil, serr
 	}
-	if !conv.IsMember(c.From) && !c.Admin {
+	if !conv.mayAppend(c.From) && !c.Admin {
 		return nil, fail(ErrNotMember, c.From)
 	}
 	if conv.IsShutup(c.From) && !c.Admin {

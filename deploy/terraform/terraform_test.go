@@ -355,8 +355,8 @@ func TestRenderedConfigsLoad(t *testing.T) {
 		if cc.Identity.Name != n {
 			t.Errorf("%s: mesh identity %q", n, cc.Identity.Name)
 		}
-		if !slices.Equal(c.Apps, e.wantApps) {
-			t.Errorf("%s: apps %+v, want %+v", n, c.Apps, e.wantApps)
+		if !slices.Equal(c.AppList(), e.wantApps) {
+			t.Errorf("%s: apps %+v, want %+v", n, c.AppList(), e.wantApps)
 		}
 		if c.SessionTokenKeyFile != "" || c.Edge.EdgeID != "" {
 			t.Errorf("%s: a core config carries edge settings: %+v", n, c)
@@ -386,8 +386,8 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	if l := ec.Limits; l.SendsPerMinute != 120 || l.OpsPerMinute != -1 || l.IdleTimeout != 400*time.Second || l.LogsPerMinute != 0 {
 		t.Errorf("edge limits %+v", l)
 	}
-	if !slices.Equal(c.Apps, e.wantApps) {
-		t.Errorf("edge apps %+v, want %+v", c.Apps, e.wantApps)
+	if !slices.Equal(c.AppList(), e.wantApps) {
+		t.Errorf("edge apps %+v, want %+v", c.AppList(), e.wantApps)
 	}
 }
 

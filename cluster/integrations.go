@@ -1,0 +1,160 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/core"
+	"github.com/relaymesh/relaymesh/hooks"
+	"github.com/relaymesh/relaymesh/moderation"
+	"github.com/relaymesh/relaymesh/push"
+)
+
+// AppConfig is one [[apps]] entry: the app and its sensitive-word list,
+// hooks and offline push (docs/OPERATIONS.md, "Filtering, hooks, push").
+//
+//	[[apps]]
+//	id = "AbCd1234-gzGzoHsz"
+//	master_key = "m"                                  # also signs hook and push calls
+//	sensitive_words_file = "words.txt"                # replaces the shipped list
+//	hook_base_url = "https://engine.example.com"      # /1.1/functions/<hook>
+//	hook_policy = "fail_open"                          # or "fail_closed"
+//	hook_key = "…"                                     # sent as X-LC-Hook-Key
+//	push_provider = "webhook"                          # "webhook", "log" or "" (off)
+//	push_webhook_url = "https://push-gateway.example.com/push"
+//	push_template = '{"alert":"${fromClientId}: new message"}'
+//	[apps.hooks]                                       # per-hook URLs, win over hook_base_url
+//	_messageReceived = "https://hooks.example.com/received"
+type AppConfig struct {
+	apps.App
+	SensitiveWordsFile string            `toml:"sensitive_words_file"`
+	HookBaseURL        string            `toml:"hook_base_url"`
+	Hooks              map[string]string `toml:"hooks"`
+	HookPolicy         string            `toml:"hook_policy"`
+	HookKey            string            `toml:"hook_key"`
+	PushProvider       string            `toml:"push_provider"`
+	PushWebhookURL     string            `toml:"push_webhook_url"`
+	PushTemplate       string            `toml:"push_template"`
+}
+
+// Integrations are the filter, hooks and push a core is built with;
+// see core.Config.
+type Integrations struct {
+	Words *moderation.Registry
+	Hooks *hooks.Client // nil: no app has hooks
+	Push  core.PushConfig
+}
+
+// check validates the integration keys of one app.
+func (a AppConfig) check() error {
+	for name := range a.Hooks {
+		if !isHook(name) {
+			return fmt.Errorf("%w: app %q: [apps.hooks] %q is not a hook (%s)", ErrConfig, a.ID, name, strings.Join(hooks.Names, ", "))
+		}
+	}
+	if _, err := policy(a.HookPolicy); err != nil {
+		return fmt.Errorf("%w: app %q: %v", ErrConfig, a.ID, err)
+	}
+	switch a.pushProvider() {
+	case "", "log":
+	case "webhook":
+		if a.PushWebhookURL == "" {
+			return fmt.Errorf("%w: app %q: push_provider webhook needs push_webhook_url", ErrConfig, a.ID)
+		}
+	default:
+		return fmt.Errorf("%w: app %q: push_provider %q: want webhook, log or empty", ErrConfig, a.ID, a.PushProvider)
+	}
+	return nil
+}
+
+func (a AppConfig) pushProvider() string {
+	if a.PushProvider == "" && a.PushWebhookURL != "" {
+		return "webhook"
+	}
+	return a.PushProvider
+}
+
+func isHook(name string) bool {
+	for _, n := range hooks.Names {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+func policy(s string) (hooks.Policy, error) {
+	switch s {
+	case "", "fail_open":
+		return hooks.FailOpen, nil
+	case "fail_closed":
+		return hooks.FailClosed, nil
+	}
+	return 0, fmt.Errorf("hook_policy %q: want fail_open or fail_closed", s)
+}
+
+// AppList returns the apps of the file without their integrations.
+func (c *Config) AppList() []apps.App {
+	out := make([]apps.App, len(c.Apps))
+	for i, a := range c.Apps {
+		out[i] = a.App
+	}
+	return out
+}
+
+// Integrations loads the apps' word lists and builds their hooks and push
+// providers. Apps without a sensitive_words_file use the shipped list.
+func (c *Config) Integrations(log *slog.Logger) (Integrations, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	out := Integrations{Words: moderation.NewRegistry(nil)}
+	hc := hooks.Config{Apps: map[string]hooks.App{}}
+	router := pushRouter{}
+	templates := map[string]string{}
+	for _, a := range c.Apps {
+		if a.SensitiveWordsFile != "" {
+			if err := out.Words.LoadFile(a.ID, c.Path(a.SensitiveWordsFile)); err != nil {
+				return Integrations{}, fmt.Errorf("%w: app %q: %v", ErrConfig, a.ID, err)
+			}
+		}
+		if a.HookBaseURL != "" || len(a.Hooks) > 0 {
+			p, _ := policy(a.HookPolicy) // checked by LoadConfig
+			hc.Apps[a.ID] = hooks.App{URLs: a.Hooks, BaseURL: a.HookBaseURL, MasterKey: a.MasterKey, HookKey: a.HookKey, Policy: p}
+		}
+		switch a.pushProvider() {
+		case "webhook":
+			router[a.ID] = push.NewWebhook(push.WebhookConfig{URL: a.PushWebhookURL, Key: a.MasterKey})
+		case "log":
+			router[a.ID] = push.NewLog(log.With("part", "push"))
+		}
+		if a.PushTemplate != "" {
+			templates[a.ID] = a.PushTemplate
+		}
+	}
+	if len(hc.Apps) > 0 {
+		out.Hooks = hooks.New(hc)
+	}
+	if len(router) > 0 {
+		out.Push = core.PushConfig{Provider: router, Templates: templates, Queue: push.QueueConfig{Logger: log.With("part", "push")}}
+	}
+	return out, nil
+}
+
+// pushRouter hands each request to its app's provider. Read-only once built.
+type pushRouter map[string]push.Provider
+
+// Enabled reports whether appID has a provider (core asks before building
+// requests).
+func (r pushRouter) Enabled(appID string) bool { return r[appID] != nil }
+
+func (r pushRouter) Push(ctx context.Context, req push.Request) error {
+	p := r[req.AppID]
+	if p == nil {
+		return fmt.Errorf("%w: app %q has no push provider", push.ErrFailed, req.AppID)
+	}
+	return p.Push(ctx, req)
+}

@@ -1,0 +1,142 @@
+// Conformance for chatrooms (transient conversations, tr:true; issue 4)
+// through the official leancloud-realtime 4.3.1 SDK against a running
+// relaymesh (RELAYMESH_URL): createChatRoom, join, fan-out to the joined
+// sessions only, count() as the online count, history, no member events,
+// one chatroom per session, and invites refused with 4308. Fresh appId and
+// clients per test keep LeanCloud's default per-client limits
+// (30 conv ops/min).
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { Realtime, TextMessage, Event } = require('leancloud-realtime');
+
+const URL = process.env.RELAYMESH_URL;
+if (!URL) throw new Error('RELAYMESH_URL is not set');
+
+const rnd = () => Math.random().toString(36).slice(2, 10);
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+// LeanCloud codes (REST-AND-HOOKS.md §3, SDK error.js) the tests expect.
+const CODE = {
+  NOT_ALLOWED: 4308, // CONVERSATION_NOT_ALLOWED: invite or kick in a chatroom
+  INVALID_TARGET: 4401, // INVALID_MESSAGING_TARGET: send without joining
+};
+
+function once(emitter, event, pred = () => true, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      emitter.off(event, handler);
+      reject(new Error(`timed out waiting for ${event}`));
+    }, ms);
+    function handler(...args) {
+      if (!pred(...args)) return;
+      clearTimeout(timer);
+      emitter.off(event, handler);
+      resolve(args);
+    }
+    emitter.on(event, handler);
+  });
+}
+
+function collect(emitter, event) {
+  const got = [];
+  emitter.on(event, (...args) => got.push(args));
+  return got;
+}
+
+async function until(fn, ms = 10000) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await sleep(50);
+  }
+}
+
+async function rejects(p, code, what) {
+  await assert.rejects(p, e => {
+    assert.equal(e.code, code, `${what}: got ${e.code} ${e.message}`);
+    return true;
+  }, what);
+}
+
+test.describe('chatrooms (lc.protobuf2.3)', () => {
+  const appId = `room-${rnd()}`;
+  const realtimes = [];
+  const login = id => {
+    const rt = new Realtime({ appId, appKey: 'anykey', RTMServers: URL });
+    realtimes.push(rt);
+    return rt.createIMClient(id);
+  };
+
+  test.after(async () => {
+    for (const rt of realtimes) {
+      try { await rt._close(); } catch (e) { /* already closed */ }
+    }
+  });
+
+  test.it('createChatRoom, join, send to joined sessions only, count, close, history', async () => {
+    const [tomId, jerryId, spikeId, nobodyId] = ['tom', 'jerry', 'spike', 'nobody'].map(n => `${n}-${rnd()}`);
+    const [tom, jerry, spike, nobody] = await Promise.all([tomId, jerryId, spikeId, nobodyId].map(login));
+    const events = [tom, jerry, spike, nobody].map(c => [
+      ...[Event.MEMBERS_JOINED, Event.MEMBERS_LEFT, Event.INVITED, Event.KICKED].map(ev => collect(c, ev)),
+    ]);
+    const nobodyGot = collect(nobody, Event.MESSAGE);
+
+    const room = await tom.createChatRoom({ name: 'lobby' });
+    assert.ok(room.id);
+    assert.equal(room.transient, true);
+    const [jr, sr] = await Promise.all([jerry.getConversation(room.id), spike.getConversation(room.id)]);
+    assert.equal(jr.transient, true, 'conv/query says tr');
+    await rejects(jr.send(new TextMessage('early')), CODE.INVALID_TARGET, 'a send before joining');
+    await Promise.all([jr.join(), sr.join()]);
+    assert.equal(await room.count(), 3, 'creator and two joined sessions are online');
+
+    const jerryGot = once(jerry, Event.MESSAGE, m => m.text === 'hello room');
+    const spikeGot = once(spike, Event.MESSAGE, m => m.text === 'hello room');
+    const sent = await room.send(new TextMessage('hello room'));
+    assert.ok(sent.id);
+    const [[jm, jconv]] = await Promise.all([jerryGot, spikeGot]);
+    assert.equal(jm.from, tomId);
+    assert.equal(jconv.id, room.id);
+
+    const hist = await sr.queryMessages({ limit: 10 });
+    assert.deepEqual(hist.map(m => m.text), ['hello room'], 'chatroom history is stored');
+
+    await spike.close();
+    await until(async () => (await room.count()) === 2);
+
+    await sleep(300); // let any stray push arrive
+    assert.equal(nobodyGot.length, 0, 'a client in no chatroom gets nothing');
+    for (const evs of events) {
+      for (const got of evs) assert.equal(got.length, 0, 'no member events in a chatroom');
+    }
+  });
+
+  test.it('joining a second chatroom leaves the first; invite and kick are refused', async () => {
+    const [tomId, jerryId, otherId] = ['tom', 'jerry', 'other'].map(n => `${n}-${rnd()}`);
+    const [tom, jerry] = await Promise.all([tomId, jerryId].map(login));
+    await login(otherId);
+    const [first, second] = await Promise.all([
+      tom.createChatRoom({ name: 'first' }),
+      (await login(`host-${rnd()}`)).createChatRoom({ name: 'second' }),
+    ]);
+    const jFirst = await jerry.getConversation(first.id);
+    await jFirst.join();
+    assert.equal(await first.count(), 2);
+
+    const jSecond = await jerry.getConversation(second.id);
+    await jSecond.join();
+    assert.equal(await first.count(), 1, 'joining the second chatroom left the first');
+    assert.equal(await second.count(), 2);
+    await rejects(jFirst.send(new TextMessage('stale')), CODE.INVALID_TARGET, 'a send to the chatroom left');
+
+    await rejects(first.add([otherId]), CODE.NOT_ALLOWED, 'inviting another client');
+    await rejects(second.remove([jerryId]), CODE.NOT_ALLOWED, 'kicking another client');
+
+    await jSecond.quit();
+    assert.equal(await second.count(), 1, 'quit leaves');
+  });
+});

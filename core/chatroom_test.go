@@ -1,0 +1,210 @@
+package core
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// TestChatroomsMembership drives the in-memory membership through join,
+// leave, one-room-per-key, CLOSE and the reconnect grace.
+func TestChatroomsMembership(t *testing.T) {
+	t0 := time.UnixMilli(1_700_000_000_000)
+	a := roomID{"app", "alice", ""}
+	b := roomID{"app", "bob", "web"}
+	c1, c2, c3 := connKey{"e1", 1}, connKey{"e1", 2}, connKey{"e2", 3}
+	type step struct {
+		name string
+		do   func(rs *chatrooms)
+		// want: online count of r1, r2 and whether alice@c1 is in r1.
+		r1, r2 int
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"join and quit", []step{
+			{"alice joins r1", func(rs *chatrooms) { rs.join(a, c1, "r1", t0) }, 1, 0},
+			{"bob joins r1", func(rs *chatrooms) { rs.join(b, c2, "r1", t0) }, 2, 0},
+			{"join twice", func(rs *chatrooms) { rs.join(a, c1, "r1", t0) }, 2, 0},
+			{"alice quits", func(rs *chatrooms) { rs.leave(a, "r1") }, 1, 0},
+			{"quit elsewhere is a no-op", func(rs *chatrooms) { rs.leave(b, "r2") }, 1, 0},
+		}},
+		{"one room per session", []step{
+			{"alice joins r1", func(rs *chatrooms) { rs.join(a, c1, "r1", t0) }, 1, 0},
+			{"alice joins r2", func(rs *chatrooms) {
+				if prev := rs.join(a, c1, "r2", t0); prev != "r1" {
+					t.Errorf("prev: got %q, want r1", prev)
+				}
+			}, 0, 1},
+		}},
+		{"close then reconnect within grace", []step{
+			{"alice joins r1", func(rs *chatrooms) { rs.join(a, c1, "r1", t0) }, 1, 0},
+			{"alice's session ends", func(rs *chatrooms) { rs.closeSession("app", "alice", c1, t0) }, 0, 0},
+			{"close twice", func(rs *chatrooms) { rs.closeSession("app", "alice", c1, t0) }, 0, 0},
+			{"reopen after 29 min", func(rs *chatrooms) {
+				if cid := rs.open(a, c3, false, t0.Add(29*time.Minute)); cid != "r1" {
+					t.Errorf("open: got %q, want r1", cid)
+				}
+				if !rs.joined("app", "alice", c3, "r1") {
+					t.Error("the new session is not in r1")
+				}
+			}, 1, 0},
+			{"a sweep later keeps the bound membership", func(rs *chatrooms) { rs.closeSession("app", "x", c2, t0.Add(2*RoomGrace)) }, 1, 0},
+		}},
+		{"grace expires", []step{
+			{"alice joins r1", func(rs *chatrooms) { rs.join(a, c1, "r1", t0) }, 1, 0},
+			{"alice's session ends", func(rs *chatrooms) { rs.closeSession("app", "alice", c1, t0) }, 0, 0},
+			{"reopen after 30 min", func(rs *chatrooms) {
+				if cid := rs.open(a, c3, false, t0.Add(RoomGrace)); cid != "" {
+					t.Errorf("open: got %q, want none", cid)
+				}
+				if n := rs.size(); n != 0 {
+					t.Errorf("memberships: got %d, want 0", n)
+				}
+			}, 0, 0},
+		}},
+		{"a parallel session does not join, a reconnect does", []step{
+			{"alice joins r1", func(rs *chatrooms) { rs.join(a, c1, "r1", t0) }, 1, 0},
+			{"second device opens", func(rs *chatrooms) {
+				if cid := rs.open(a, c2, false, t0); cid != "" || rs.joined("app", "alice", c2, "r1") {
+					t.Errorf("open: got %q, want none", cid)
+				}
+			}, 1, 0},
+			{"reconnect opens", func(rs *chatrooms) { rs.open(a, c3, true, t0) }, 1, 0},
+			{"old session ends: still online", func(rs *chatrooms) { rs.closeSession("app", "alice", c1, t0) }, 1, 0},
+		}},
+		{"edge goes away", []step{
+			{"alice joins r1 on e1", func(rs *chatrooms) { rs.join(a, c1, "r1", t0) }, 1, 0},
+			{"bob joins r1 on e2", func(rs *chatrooms) { rs.join(b, c3, "r1", t0) }, 2, 0},
+			{"e1 detaches", func(rs *chatrooms) { rs.dropEdge("e1", t0) }, 1, 0},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rs := &chatrooms{}
+			for _, s := range tt.steps {
+				s.do(rs)
+				if got1, got2 := rs.count("app", "r1"), rs.count("app", "r2"); got1 != s.r1 || got2 != s.r2 {
+					t.Fatalf("%s: count got r1=%d r2=%d, want r1=%d r2=%d", s.name, got1, got2, s.r1, s.r2)
+				}
+			}
+		})
+	}
+}
+
+func TestChatroomsTargets(t *testing.T) {
+	rs := &chatrooms{}
+	now := time.UnixMilli(1)
+	rs.join(roomID{"app", "alice", ""}, connKey{"e1", 1}, "r", now)
+	rs.join(roomID{"app", "bob", ""}, connKey{"e1", 2}, "r", now)
+	rs.join(roomID{"app", "carol", ""}, connKey{"e2", 3}, "r", now)
+	rs.join(roomID{"other", "dave", ""}, connKey{"e2", 4}, "r", now)
+	got := rs.targets("app", "r", "alice")
+	if len(got["e1"]) != 1 || got["e1"][0].PeerId != "bob" || len(got["e2"]) != 1 || got["e2"][0].PeerId != "carol" {
+		t.Fatalf("targets: got %v, want bob on e1 and carol on e2", got)
+	}
+	if m := rs.online("app", "r", 2); !slices.Equal(m, []string{"alice", "bob"}) {
+		t.Fatalf("online: got %v, want [alice bob]", m)
+	}
+}
+
+func (c *client) conv(op lcpb.OpType, cm *lcpb.ConvCommand) *lcpb.GenericCommand {
+	return c.do(convCmd(op, cm))
+}
+
+func (c *client) close() {
+	c.e.t.Helper()
+	if _, err := c.e.core.HandleClient(context.Background(), c.req(meshpb.ClientRequest_CLOSE, nil)); err != nil {
+		c.e.t.Fatal(err)
+	}
+}
+
+// TestChatroom runs a chatroom through the core: create, join, send to the
+// joined sessions only with the priority on the delivery, count, members,
+// refused invite, history, close and reconnect.
+func TestChatroom(t *testing.T) {
+	e := newEnv(t)
+	a, b, z := e.client("alice"), e.client("bob"), e.client("zed")
+	for _, c := range []*client{a, b, z} {
+		c.open("", false, 0)
+	}
+	started := mustOK(t, a.conv(lcpb.OpType_start, &lcpb.ConvCommand{M: []string{"alice"}, Transient: proto.Bool(true),
+		Attr: &lcpb.JsonObjectMessage{Data: proto.String(`{"name":"room"}`)}}))
+	cid := started.ConvMessage.GetCid()
+	countIn := func(c *client, cid string) int32 {
+		return mustOK(t, c.conv(lcpb.OpType_count, &lcpb.ConvCommand{Cid: proto.String(cid)})).ConvMessage.GetCount()
+	}
+	count := func(c *client) int32 { return countIn(c, cid) }
+	if n := count(a); n != 1 {
+		t.Fatalf("count after create: got %d, want 1 (the creator)", n)
+	}
+	wantError(t, b.sendText(cid, "not joined"), lcpb.ErrInvalidMessagingTarget)
+	add := mustOK(t, b.conv(lcpb.OpType_add, &lcpb.ConvCommand{Cid: proto.String(cid), M: []string{"bob"}}))
+	if add.GetOp() != lcpb.OpType_added || !slices.Equal(add.ConvMessage.AllowedPids, []string{"bob"}) {
+		t.Fatalf("join reply: got %v", add)
+	}
+	wantError(t, a.conv(lcpb.OpType_add, &lcpb.ConvCommand{Cid: proto.String(cid), M: []string{"zed"}}), lcpb.ErrConversationNotAllowed)
+	wantError(t, a.conv(lcpb.OpType_remove, &lcpb.ConvCommand{Cid: proto.String(cid), M: []string{"bob"}}), lcpb.ErrConversationNotAllowed)
+	if n := count(z); n != 2 {
+		t.Fatalf("count: got %d, want 2", n)
+	}
+	mem := mustOK(t, z.conv(lcpb.OpType_members, &lcpb.ConvCommand{Cid: proto.String(cid)}))
+	if !slices.Equal(mem.ConvMessage.M, []string{"alice", "bob"}) {
+		t.Fatalf("members: got %v, want [alice bob]", mem.ConvMessage.M)
+	}
+
+	low := a.do(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), Priority: proto.Int32(3),
+		DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String("hello")}})
+	mustOK(t, low)
+	e.edge.waitPush(t, "bob", b.conn, func(g *lcpb.GenericCommand) bool { return g.GetDirectMessage().GetMsg() == "hello" })
+	e.edge.noPush(t, e.core, "zed", z.conn, func(g *lcpb.GenericCommand) bool { return g.GetCmd() == lcpb.CommandType_direct })
+	e.edge.noPush(t, e.core, "alice", a.conn, func(g *lcpb.GenericCommand) bool { return g.GetCmd() == lcpb.CommandType_direct })
+	e.edge.noPush(t, e.core, "bob", b.conn, func(g *lcpb.GenericCommand) bool { return g.GetCmd() == lcpb.CommandType_conv })
+	e.edge.mu.Lock()
+	var prio int32 = -1
+	for _, d := range e.edge.got {
+		g := new(lcpb.GenericCommand)
+		if proto.Unmarshal(d.Command, g) == nil && g.GetDirectMessage().GetMsg() == "hello" {
+			prio = d.Priority
+		}
+	}
+	e.edge.mu.Unlock()
+	if prio != 3 {
+		t.Fatalf("delivery priority: got %d, want 3", prio)
+	}
+	if logs := z.logs(&lcpb.LogsCommand{Cid: proto.String(cid)}); len(logs) != 1 || logs[0].GetData() != "hello" {
+		t.Fatalf("history: got %v, want [hello]", logs)
+	}
+
+	// bob's session ends: out of the count; a reconnect brings him back.
+	b.close()
+	if n := count(a); n != 1 {
+		t.Fatalf("count after close: got %d, want 1", n)
+	}
+	b2 := e.client("bob")
+	b2.open("", true, 0)
+	if n := count(a); n != 2 {
+		t.Fatalf("count after reconnect: got %d, want 2", n)
+	}
+	mustOK(t, b2.sendText(cid, "back"))
+	e.edge.waitPush(t, "alice", a.conn, func(g *lcpb.GenericCommand) bool { return g.GetDirectMessage().GetMsg() == "back" })
+
+	// Joining another chatroom leaves the first; quit leaves.
+	other := mustOK(t, z.conv(lcpb.OpType_start, &lcpb.ConvCommand{M: []string{"zed"}, Transient: proto.Bool(true)})).ConvMessage.GetCid()
+	mustOK(t, b2.conv(lcpb.OpType_add, &lcpb.ConvCommand{Cid: proto.String(other), M: []string{"bob"}}))
+	if n, m := count(a), countIn(z, other); n != 1 || m != 2 {
+		t.Fatalf("counts after switching: got %d, %d, want 1, 2", n, m)
+	}
+	mustOK(t, b2.conv(lcpb.OpType_remove, &lcpb.ConvCommand{Cid: proto.String(other), M: []string{"bob"}}))
+	if n := countIn(z, other); n != 1 {
+		t.Fatalf("count after quit: got %d, want 1", n)
+	}
+	wantError(t, b2.sendText(other, "gone"), lcpb.ErrInvalidMessagingTarget)
+}
