@@ -89,11 +89,14 @@ type EdgeSection struct {
 type RESTConfig struct {
 	SendsPerSecond float64 `toml:"sends_per_second"`
 	SendQueue      int     `toml:"send_queue"`
+	// BroadcastsPerDay: system-conversation broadcasts per app and day.
+	BroadcastsPerDay int `toml:"broadcasts_per_day"`
 }
 
 // RESTLimits returns the REST API limits of the file.
 func (c *Config) RESTLimits() rest.Limits {
-	return rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue}
+	return rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue,
+		BroadcastsPerDay: c.Edge.REST.BroadcastsPerDay}
 }
 
 // LimitsConfig overrides edge limits; zero keeps LeanCloud's default, a

@@ -79,6 +79,12 @@ func (c *Core) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Cl
 			rep, err = c.adminUnread(app, peer, a.GetCid())
 		case meshpb.AdminRequest_MEMBER_ROLES:
 			rep, err = c.adminRoles(app, peer, a.GetCid())
+		case meshpb.AdminRequest_SYS_BROADCAST: // sysconv.go
+			rep, err = c.sysBroadcast(withAdmin(ctx), req)
+		case meshpb.AdminRequest_SYS_SEND:
+			rep, err = c.sysSend(req)
+		case meshpb.AdminRequest_SYS_MESSAGES:
+			rep, err = c.sysMessages(req)
 		default:
 			err = fmt.Errorf("%w: admin op %v", errUnsupported, a.GetOp())
 		}
@@ -103,6 +109,12 @@ func (c *Core) adminCommand(ctx context.Context, req *meshpb.ClientRequest) (*me
 	var out *lcpb.GenericCommand
 	var err error
 	op := cmd.GetOp()
+	if g, err, ok := c.sysAdmin(ctx, r, req.GetAdmin()); ok { // sysconv.go
+		if err != nil {
+			return nil, err
+		}
+		return encodeReply(g), nil
+	}
 	switch cmd.GetCmd() {
 	case lcpb.CommandType_direct:
 		out, err = c.adminSend(ctx, r, req.GetAdmin().GetNoSync())

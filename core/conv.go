@@ -20,6 +20,12 @@ func (c *Core) conv(ctx context.Context, r *request) (*lcpb.GenericCommand, erro
 	if g, err, ok := c.roomConv(r); ok { // chatroom.go
 		return g, err
 	}
+	if g, err, ok := c.sysConv(ctx, r); ok { // sysconv.go
+		return g, err
+	}
+	if g, err, ok := c.tempConv(ctx, r); ok { // tempconv.go
+		return g, err
+	}
 	switch r.cmd.GetOp() {
 	case lcpb.OpType_start:
 		return c.convStart(ctx, r)

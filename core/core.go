@@ -45,6 +45,9 @@ type Config struct {
 	Hooks *hooks.Client
 	// Push configures offline push (offline.go); a nil Provider is off.
 	Push PushConfig
+	// Limits bounds conversations and logins (limits.go); zero fields
+	// take the defaults.
+	Limits Limits
 }
 
 // Core serves client requests for the conversations of one shard and relays
@@ -55,6 +58,7 @@ type Core struct {
 	log     *slog.Logger
 	now     func() time.Time
 	stats   Stats
+	limits  Limits // limits.go, defaults filled in; read-only after New
 
 	locks   convLocks
 	cursors cursorBatcher // cursors.go
@@ -90,6 +94,7 @@ func New(cfg Config) *Core {
 		sessions: make(map[peerKey][]*session),
 		edges:    make(map[string]*edgeLink),
 		quit:     make(chan struct{}),
+		limits:   cfg.Limits.withDefaults(),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -270,6 +275,9 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 	if c.replica == nil || !c.replica.IsLeader() {
 		return nil, ErrNotLeader
 	}
+	if err := c.checkTempExpired(r); err != nil { // tempconv.go
+		return nil, err
+	}
 	op := r.cmd.GetOp()
 	switch r.cmd.GetCmd() {
 	case lcpb.CommandType_direct:
@@ -311,6 +319,9 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 // propose runs one shard command through the replica and returns its result.
 func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, error) {
 	cmd.Admin = cmd.Admin || isAdmin(ctx) // server API (admin.go)
+	if cmd.Op == shard.OpStart || cmd.Op == shard.OpAdd {
+		cmd.MaxMembers = c.limits.MaxMembers // limits.go
+	}
 	b, err := cmd.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)

@@ -27,7 +27,19 @@
 // drops), moderation.go (roles, member mute, blacklist: who may do what is
 // decided in core/shard/moderation.go, replies and pushes here),
 // chatroom.go (chatrooms, tr:true: who is in one is region-local memory
-// like presence, never raft; the shard stores the row and the history).
+// like presence, never raft; the shard stores the row and the history),
+// tempconv.go (temporary conversations, _tmp: ids: at most 10 members fixed
+// at creation, a TTL of one day by default and 30 days at most; fetched
+// only by conv/query{tempConvIds}, never by where-queries; add, remove,
+// update and mute are refused with 4314; after expiry every operation is
+// refused with 4323 — the shard decides expiry from each command's Now).
+//
+// Limits (limits.go, Config.Limits; zero fields take the defaults):
+// MaxMembers, 500 members per normal conversation (4304 past it);
+// MaxOfflinePerConv, the newest 100 offline messages per conversation
+// pushed on a .1 login (older ones stay in history, hasMore marks the
+// gap); MaxUnreadConvs, at most 50 conversations, the most recently
+// active, in a login's unread notification (.3) or offline pushes (.1).
 //
 // The app's say (one file each): filter.go runs the _messageReceived hook
 // and the sensitive-word filter before a message is proposed; hooks.go runs

@@ -39,6 +39,9 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		return nil, err
 	}
 	data, bin = in.data, in.bin
+	if g, err, ok := c.sysDirect(ctx, r, cid, data, bin); ok { // sysconv.go: for the server only
+		return g, err
+	}
 	if dm.GetWill() && !dm.GetTransient() {
 		return c.sendWill(ctx, r, dm, data, bin)
 	}
@@ -106,7 +109,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 func directPush(m *shard.Message, transient bool) *lcpb.GenericCommand {
 	d := &lcpb.DirectCommand{
 		Id: proto.String(m.ID), Cid: proto.String(m.CID), FromPeerId: proto.String(m.From),
-		Timestamp: proto.Int64(m.T), ConvType: proto.Int32(1),
+		Timestamp: proto.Int64(m.T), ConvType: proto.Int32(directConvType(m.CID)), // tempconv.go
 		MentionPids: m.MentionPids,
 	}
 	if m.MentionAll {

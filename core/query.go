@@ -138,14 +138,16 @@ func (c *Core) candidates(app string, where map[string]any) ([]*shard.Conv, erro
 			if err != nil {
 				return nil, err
 			}
-			if conv != nil {
+			if conv != nil && !conv.Temp { // temporary: no _Conversation row
 				out = append(out, conv)
 			}
 		}
 		return out, nil
 	}
 	err := shard.ScanConvs(st, app, func(conv *shard.Conv) bool {
-		out = append(out, conv)
+		if !conv.Temp {
+			out = append(out, conv)
+		}
 		return len(out) < maxQueryScan
 	})
 	return out, err
@@ -166,7 +168,7 @@ func convRow(conv *shard.Conv) map[string]any {
 	row["m"] = nonNil(conv.Members)
 	row["mu"] = nonNil(conv.Muted)
 	row["tr"] = conv.Transient
-	row["sys"] = false
+	row["sys"] = conv.System
 	row["unique"] = conv.Unique
 	if conv.Unique && conv.UniqueID != "" {
 		row["uniqueId"] = conv.UniqueID

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"sort"
 
 	"google.golang.org/protobuf/proto"
 
@@ -15,8 +16,6 @@ import (
 // Login limits.
 const (
 	maxLoginConvs      = 1000 // conversations looked at for unread / offline
-	maxOfflineConvs    = 50   // .1: conversations with offline messages pushed
-	maxOfflinePerConv  = 20   // .1: offline messages per conversation
 	maxMissedPatches   = 1000 // patches pushed on login
 	maxSessionQueryIDs = 20
 )
@@ -85,6 +84,7 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	if err != nil {
 		c.log.Error("login notifications", "app", app, "peer", peer, "err", err)
 	}
+	cmds = append(cmds, c.sysLogin(ctx, app, peer)...) // sysconv.go
 	for _, g := range cmds {
 		c.pushEnvelope(g)
 		g.PeerId = proto.String(peer)
@@ -100,52 +100,22 @@ func (c *Core) loginNotifications(app, peer string, version int32, lastPatch int
 	if err != nil {
 		return nil, err
 	}
+	now := c.nowMS()
 	var out []*lcpb.GenericCommand
-	unread := &lcpb.UnreadCommand{NotifTime: proto.Int64(c.nowMS())}
-	offlineConvs := 0
+	unread := &lcpb.UnreadCommand{NotifTime: proto.Int64(now)}
 	var patches []*lcpb.GenericCommand
+	var due []loginConv // conversations with something after the cursor
 	for _, cid := range cids {
 		conv, err := c.convView(app, cid)
-		if err != nil || conv == nil {
+		if err != nil || conv == nil || conv.Expired(now) {
 			continue
 		}
 		cur, err := shard.GetCursor(st, app, cid, peer)
 		if err != nil {
 			return nil, err
 		}
-		if version == 1 {
-			if conv.LastT > cur.Ack && offlineConvs < maxOfflineConvs {
-				msgs, err := shard.ListMessages(st, app, cid, shard.LogQuery{
-					Start: cur.Ack, Newer: true, Limit: maxOfflinePerConv + 1,
-					Filter: func(m *shard.Message) bool { return m.From != peer },
-				})
-				if err != nil {
-					return nil, err
-				}
-				if len(msgs) > 0 {
-					offlineConvs++
-				}
-				more := len(msgs) > maxOfflinePerConv
-				if more {
-					msgs = msgs[:maxOfflinePerConv]
-				}
-				for i, m := range msgs {
-					d := directPush(m, false)
-					d.DirectMessage.Offline = proto.Bool(true)
-					if more && i == len(msgs)-1 {
-						d.DirectMessage.HasMore = proto.Bool(true)
-					}
-					out = append(out, d)
-				}
-			}
-		} else if conv.LastT > cur.Read {
-			u, err := shard.CountUnread(st, app, cid, peer, cur.Read)
-			if err != nil {
-				return nil, err
-			}
-			if u.Count > 0 {
-				unread.Convs = append(unread.Convs, unreadTuple(conv, u))
-			}
+		if (version == 1 && conv.LastT > cur.Ack) || (version != 1 && conv.LastT > cur.Read) {
+			due = append(due, loginConv{conv, cur})
 		}
 		if lastPatch > 0 && conv.LastPatchT > lastPatch && len(patches) < maxMissedPatches {
 			ms, err := shard.PatchesSince(st, app, cid, lastPatch, maxMissedPatches-len(patches))
@@ -157,10 +127,74 @@ func (c *Core) loginNotifications(app, peer string, version int32, lastPatch int
 			}
 		}
 	}
+	// The most recently active conversations first, at most
+	// Limits.MaxUnreadConvs of them with something to notify (limits.go).
+	sort.SliceStable(due, func(i, j int) bool { return due[i].conv.LastT > due[j].conv.LastT })
+	notified := 0
+	for _, d := range due {
+		if notified >= c.limits.MaxUnreadConvs {
+			break
+		}
+		if version == 1 {
+			msgs, err := c.offlineMessages(app, peer, d)
+			if err != nil {
+				return nil, err
+			}
+			if len(msgs) > 0 {
+				notified++
+			}
+			out = append(out, msgs...)
+			continue
+		}
+		u, err := shard.CountUnread(st, app, d.conv.ID, peer, d.cur.Read)
+		if err != nil {
+			return nil, err
+		}
+		if u.Count > 0 {
+			notified++
+			unread.Convs = append(unread.Convs, unreadTuple(d.conv, u))
+		}
+	}
 	if version != 1 {
 		out = append(out, &lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: unread})
 	}
 	return append(out, patches...), nil
+}
+
+// loginConv is a conversation a login may notify, with the cursor of the
+// client logging in.
+type loginConv struct {
+	conv *shard.Conv
+	cur  shard.Cursor
+}
+
+// offlineMessages renders the offline messages of a .1 login for one
+// conversation: the newest Limits.MaxOfflinePerConv messages of others
+// after the delivered cursor, oldest first; when older ones stay behind
+// in history, the last pushed carries hasMore.
+func (c *Core) offlineMessages(app, peer string, d loginConv) ([]*lcpb.GenericCommand, error) {
+	n := c.limits.MaxOfflinePerConv
+	msgs, err := shard.ListMessages(c.state(), app, d.conv.ID, shard.LogQuery{
+		End: d.cur.Ack, Limit: n + 1, // towards older, from the newest
+		Filter: func(m *shard.Message) bool { return m.From != peer },
+	})
+	if err != nil {
+		return nil, err
+	}
+	more := len(msgs) > n
+	if more {
+		msgs = msgs[1:]
+	}
+	out := make([]*lcpb.GenericCommand, 0, len(msgs))
+	for i, m := range msgs {
+		d := directPush(m, false)
+		d.DirectMessage.Offline = proto.Bool(true)
+		if more && i == len(msgs)-1 {
+			d.DirectMessage.HasMore = proto.Bool(true)
+		}
+		out = append(out, d)
+	}
+	return out, nil
 }
 
 func unreadTuple(conv *shard.Conv, u shard.Unread) *lcpb.UnreadTuple {
@@ -189,10 +223,17 @@ func unreadTuple(conv *shard.Conv, u shard.Unread) *lcpb.UnreadTuple {
 	return t
 }
 
-// convType is LeanCloud's conversation type: 1 normal, 2 transient.
+// convType is LeanCloud's conversation type: 1 normal, 2 transient, 4
+// temporary.
 func convType(conv *shard.Conv) int32 {
+	if conv.System {
+		return convTypeSystem // sysconv.go
+	}
 	if conv.Transient {
 		return 2
+	}
+	if conv.Temp {
+		return convTypeTemp
 	}
 	return 1
 }
@@ -207,6 +248,7 @@ func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
 	c.mu.Unlock()
 	c.rooms.closeSession(req.GetAppId(), req.GetPeerId(), from, c.now())
 	c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicitClose(req.GetCommand()))
+	c.sysLogout(ctx, req.GetAppId(), req.GetPeerId()) // sysconv.go
 }
 
 // sessionQuery answers which of up to 20 clientIds are online.

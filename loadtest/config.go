@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"net/url"
 	"os"
@@ -27,7 +28,7 @@ var Scenarios = []struct{ Name, Help string }{
 	{ScenarioPairs, "sessions/2 one-to-one conversations; both sides send, --rate in total, for --duration"},
 	{ScenarioGroup, "conversations of up to --group-size members; --senders members per group send, --rate in total"},
 	{ScenarioReconnect, "sessions (plus sessions/10 feeders that stay) connect; all drop at once, feeders send while they are away, then they come back; reports the time until every session has its unread state again"},
-	{ScenarioChatroom, "not available yet: needs chatrooms (issue 4); exits 2"},
+	{ScenarioChatroom, "sessions join --rooms chatrooms (created once by the coordinator); --senders per room send at --rate in total with priorities drawn from --priority-mix; reports per priority delivered/expected, shedding, delivery latency and the edge's dropped frames; a lost HIGH copy fails the run"},
 	{ScenarioCrossRegion, "not available yet: needs several regions; exits 2"},
 }
 
@@ -57,6 +58,17 @@ type Config struct {
 	WorkerCommand []string
 	RunID         string        // prefix of client ids, default from the clock
 	Progress      time.Duration // progress line interval, default 3 s; <0 off
+
+	// Chatroom scenario.
+	Rooms       int         // chatrooms, default 1; session g joins room g mod Rooms
+	PriorityMix PriorityMix // share of HIGH/NORMAL/LOW sends, default all NORMAL
+	// ChatRoomIDs are the rooms' conversation ids: created by Run before
+	// the workers start and handed to them (hidden --chatroom-ids).
+	ChatRoomIDs []string
+	// Gate, when set, holds a worker after its setup until a line can be
+	// read from it: the coordinator releases every worker at once, so all
+	// rooms are full before anyone sends (worker processes: stdin).
+	Gate io.Reader `json:"-"`
 }
 
 // Defaults fills in zero values.
@@ -88,14 +100,18 @@ func (c *Config) Defaults() {
 	if c.Progress == 0 {
 		c.Progress = 3 * time.Second
 	}
+	if c.Rooms <= 0 {
+		c.Rooms = 1
+	}
+	if c.PriorityMix == (PriorityMix{}) {
+		c.PriorityMix = PriorityMix{0, 1, 0}
+	}
 }
 
 // Validate reports the first problem with c.
 func (c *Config) Validate() error {
 	switch c.Scenario {
-	case ScenarioConnect, ScenarioPairs, ScenarioGroup, ScenarioReconnect:
-	case ScenarioChatroom:
-		return fmt.Errorf("%w: %s needs chatrooms (issue 4)", ErrNotAvailable, c.Scenario)
+	case ScenarioConnect, ScenarioPairs, ScenarioGroup, ScenarioReconnect, ScenarioChatroom:
 	case ScenarioCrossRegion:
 		return fmt.Errorf("%w: %s needs several regions", ErrNotAvailable, c.Scenario)
 	case "":
@@ -120,6 +136,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Scenario == ScenarioGroup && c.GroupSize < 2 {
 		return errors.New("loadtest: --group-size must be at least 2")
+	}
+	if c.Scenario == ScenarioChatroom {
+		if c.Rooms < 0 || c.Rooms > c.Sessions {
+			return errors.New("loadtest: --rooms must be between 1 and --sessions")
+		}
+		if len(c.ChatRoomIDs) > 0 && len(c.ChatRoomIDs) != max(c.Rooms, 1) {
+			return fmt.Errorf("loadtest: %d chatroom ids for %d rooms", len(c.ChatRoomIDs), max(c.Rooms, 1))
+		}
 	}
 	if c.Rate < 0 || c.ConnectRate < 0 {
 		return errors.New("loadtest: rates must not be negative")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -53,6 +54,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) 
 	}
 	workers := max(cfg.Workers, 1)
 	probe := newRSSProbe(cfg.Targets, cfg.ServerPID)
+	var droppedBefore [numPrio]int64
+	droppedOK := false
+	if cfg.Scenario == ScenarioChatroom {
+		if len(cfg.ChatRoomIDs) == 0 {
+			ids, err := createChatRooms(ctx, cfg)
+			if err != nil {
+				return nil, err
+			}
+			cfg.ChatRoomIDs = ids
+		}
+		droppedBefore, droppedOK = probe.droppedFrames()
+	}
 	m := newMonitor(cfg, workers, progress, probe)
 	start := time.Now()
 
@@ -74,6 +87,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) 
 	s := buildSummary(cfg, workers, reports, time.Since(start))
 	s.Started = start.UTC().Format(time.RFC3339)
 	m.rss(s)
+	if c := s.Chatroom; c != nil && droppedOK {
+		if after, ok := probe.droppedFrames(); ok {
+			c.MetricsSource = strings.Join(probe.metrics, ",")
+			for i, name := range prioNames {
+				c.Priorities[name].DroppedFrames = after[i] - droppedBefore[i]
+			}
+		}
+	}
 	if err != nil {
 		s.Errors = append(s.Errors, err.Error())
 	}
@@ -92,12 +113,27 @@ func runWorkers(ctx context.Context, cfg Config, n int, onProgress func(Progress
 	}
 	reports := make([]*Report, n)
 	errs := make([]error, n)
+	var g *gate
+	if cfg.Scenario == ScenarioChatroom {
+		g = newGate(n)
+		defer g.releaseAll()
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		args := append(append([]string(nil), argv[1:]...),
 			"--run-id", cfg.RunID, "--worker", workerArg(i, n))
+		if len(cfg.ChatRoomIDs) > 0 {
+			args = append(args, "--chatroom-ids", strings.Join(cfg.ChatRoomIDs, ","))
+		}
 		cmd := exec.CommandContext(ctx, argv[0], args...)
 		cmd.Stderr = os.Stderr
+		if g != nil {
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				return nil, fmt.Errorf("loadtest: worker %d: %w", i, err)
+			}
+			g.stdin[i] = in
+		}
 		// On cancel ask the worker to stop (it still reports), then kill.
 		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 		cmd.WaitDelay = 30 * time.Second
@@ -118,12 +154,18 @@ func runWorkers(ctx context.Context, cfg Config, n int, onProgress func(Progress
 				}
 				switch {
 				case l.Progress != nil:
+					if g != nil && l.Progress.Phase != "connecting" && l.Progress.Phase != "setup" {
+						g.ready(i)
+					}
 					onProgress(*l.Progress)
 				case l.Report != nil:
 					reports[i] = l.Report
 				case l.Error != "":
 					errs[i] = errors.New(l.Error)
 				}
+			}
+			if g != nil {
+				g.ready(i) // an exited worker holds nobody up
 			}
 			if err := cmd.Wait(); err != nil && errs[i] == nil && reports[i] == nil {
 				errs[i] = fmt.Errorf("loadtest: worker %d: %w", i, err)
@@ -138,6 +180,49 @@ func runWorkers(ctx context.Context, cfg Config, n int, onProgress func(Progress
 		}
 	}
 	return ok, errors.Join(errs...)
+}
+
+// gate holds chatroom workers after their setup (Config.Gate is their
+// stdin) until every worker has joined its sessions to the rooms or ended,
+// so that every room is full before anyone sends.
+type gate struct {
+	stdin []io.WriteCloser // set before the workers start
+
+	mu       sync.Mutex
+	isReady  []bool // guarded by mu
+	released bool   // guarded by mu
+}
+
+func newGate(n int) *gate { return &gate{stdin: make([]io.WriteCloser, n), isReady: make([]bool, n)} }
+
+// ready marks worker i ready (or gone) and releases all when it was the last.
+func (g *gate) ready(i int) {
+	g.mu.Lock()
+	g.isReady[i] = true
+	for _, r := range g.isReady {
+		if !r {
+			g.mu.Unlock()
+			return
+		}
+	}
+	g.mu.Unlock()
+	g.releaseAll()
+}
+
+// releaseAll lets every worker go: a line, then EOF, on each stdin.
+func (g *gate) releaseAll() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.released {
+		return
+	}
+	g.released = true
+	for _, w := range g.stdin {
+		if w != nil {
+			_, _ = io.WriteString(w, "go\n")
+			_ = w.Close()
+		}
+	}
 }
 
 // monitor aggregates worker progress, prints the live line and samples

@@ -6,11 +6,32 @@
 // # Scenarios
 //
 // connect (log in and idle), pairs (one-to-one conversations), group
-// (conversations of up to Config.GroupSize members) and reconnect (every
-// session's network drops at once and comes back). Each worker owns whole
+// (conversations of up to Config.GroupSize members), reconnect (every
+// session's network drops at once and comes back) and chatroom (sessions
+// join Config.Rooms chatrooms and a few send with priorities drawn from
+// Config.PriorityMix). Except in chatroom, each worker owns whole
 // conversations, so a message is sent and received within one worker and
 // its ledger settles locally; workers ship settled counts and HDR
 // histograms to the coordinator, which merges them.
+//
+// # Chatroom ledger
+//
+// A room's members are spread over every worker, so its ledger settles in
+// the coordinator (chatroom.go): the coordinator creates the rooms (one
+// owner session, CreateChatRoom), hands their ids to the workers (hidden
+// --chatroom-ids) and, once every worker has logged in and joined its
+// sessions, releases them all at once (Config.Gate, the workers' stdin), so
+// every room is full before anyone sends. The text carries
+// "lt:<worker>:<seq> p=<h|n|l> t=<send unix ns>"; every worker reports
+// what it sent (room, class, acked) and, per message, how many of its
+// sessions got a first copy, with per-class latency histograms computed from
+// the send time in the text (so all workers must share one clock). An acked
+// message is expected at every joined member of its room but the sender.
+// Delivery is transient: NORMAL and LOW copies may be shed by the edge under
+// pressure and are reported per class (delivered / expected, missing) next
+// to the growth of relaymesh_edge_dropped_frames_total{priority} on each
+// target's /metrics over the run; a missing HIGH copy is lost and fails the
+// run. The drain ends when no copy arrived for 2 s or after Config.Drain.
 //
 // # Ledger rules
 //

@@ -268,7 +268,11 @@ func TestValidate(t *testing.T) {
 		notAv   bool
 	}{
 		{"ok", func(*Config) {}, false, false},
-		{"chatroom", func(c *Config) { c.Scenario = ScenarioChatroom }, true, true},
+		{"chatroom", func(c *Config) { c.Scenario = ScenarioChatroom }, false, false},
+		{"chatroom rooms > sessions", func(c *Config) { c.Scenario, c.Rooms = ScenarioChatroom, 11 }, true, false},
+		{"chatroom ids ≠ rooms", func(c *Config) {
+			c.Scenario, c.Rooms, c.ChatRoomIDs = ScenarioChatroom, 2, []string{"a"}
+		}, true, false},
 		{"cross-region", func(c *Config) { c.Scenario = ScenarioCrossRegion }, true, true},
 		{"unknown", func(c *Config) { c.Scenario = "x" }, true, false},
 		{"no target", func(c *Config) { c.Targets = nil }, true, false},

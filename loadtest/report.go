@@ -24,6 +24,9 @@ func WriteHTML(w io.Writer, s *Summary) error {
 		".fail{color:#b00}.pass{color:#070}svg{background:#fafafa;border:1px solid #ddd;margin:1em 0}</style>\n")
 	p("</head><body>\n<h1>relaymesh load test: %s</h1>\n", e(s.Scenario))
 	verdict, class := "PASS: no acked message lost", "pass"
+	if s.Chatroom != nil {
+		verdict = "PASS: no acked HIGH message copy lost"
+	}
 	if !s.Passed {
 		verdict, class = fmt.Sprintf("FAIL: %d acked message copies lost", s.Lost), "fail"
 	}
@@ -46,6 +49,17 @@ func WriteHTML(w io.Writer, s *Summary) error {
 	qrow("send→delivery latency ms", s.DeliveryLatencyMS)
 	if s.RecoverMS != nil {
 		qrow("reconnect→unread ms", *s.RecoverMS)
+	}
+	if c := s.Chatroom; c != nil {
+		row("chatroom members per room", fmt.Sprint(c.Members))
+		row("fan-out deliveries/s", fmt.Sprintf("%.0f", s.DeliveriesPerS))
+		for _, name := range prioNames {
+			if x := c.Priorities[name]; x != nil {
+				row(name+": delivered / expected (missing), edge dropped frames",
+					fmt.Sprintf("%d / %d (%.2f%%, %d), %d", x.Delivered, x.Expected, 100*x.DeliveredRatio, x.Missing, x.DroppedFrames))
+				qrow(name+": send→delivery ms", x.DeliveryLatencyMS)
+			}
+		}
 	}
 	if s.ServerRSSBytes > 0 {
 		row("server RSS bytes per session", fmt.Sprintf("%.0f (%s)", s.ServerRSSBytesPerSession, s.RSSSource))

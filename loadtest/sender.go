@@ -36,6 +36,17 @@ func (w *worker) sendAt(ctx context.Context, senders []sender, rate float64, d t
 		w.noteErr("warning: %.1f msg/s per sender (%d senders) exceeds the edge's 60 sends/min per session; expect 4116 MESSAGE_SENT_QUOTA_EXCEEDED — use more sessions (or --senders) or a lower --rate",
 			rate/float64(len(senders)), len(senders))
 	}
+	w.pace(ctx, rate, d, limit, func(i int) { w.sendOne(senders[i%len(senders)]) })
+}
+
+// pace calls send(i) for i = 0, 1, … at rate per second for d or until
+// limit calls, at most maxInFlight at a time (a call due while that many
+// run is skipped and counted in Behind), then waits for those running.
+func (w *worker) pace(ctx context.Context, rate float64, d time.Duration, limit int, send func(i int)) {
+	if rate <= 0 || limit <= 0 {
+		w.idle(ctx, d)
+		return
+	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	sem := make(chan struct{}, maxInFlight)
@@ -44,7 +55,7 @@ func (w *worker) sendAt(ctx context.Context, senders []sender, rate float64, d t
 	start := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	issued, next := 0, 0
+	issued := 0
 	for issued < limit {
 		select {
 		case <-ctx.Done():
@@ -53,17 +64,16 @@ func (w *worker) sendAt(ctx context.Context, senders []sender, rate float64, d t
 		}
 		due := min(int(rate*time.Since(start).Seconds())+1, limit)
 		for ; issued < due; issued++ {
-			sd := senders[next%len(senders)]
-			next++
 			select {
 			case sem <- struct{}{}:
 			default:
 				w.behind.Add(1)
 				continue
 			}
+			i := issued
 			wg.Go(func() {
 				defer func() { <-sem }()
-				w.sendOne(sd)
+				send(i)
 			})
 		}
 	}

@@ -44,6 +44,11 @@ type session struct {
 	w      *worker
 	cl     *client.Client // set by login, then immutable
 
+	// chatroom scenario, set before login: the room's cid and this
+	// session's index in its worker (its bit in the chat ledger)
+	chatRoom string
+	chatIdx  int
+
 	done chan struct{} // closed when the event loop exited
 
 	mu       sync.Mutex
@@ -112,7 +117,11 @@ func (s *session) loop() {
 	for ev := range s.cl.Events() {
 		switch e := ev.(type) {
 		case client.Message:
-			s.onMessage(e)
+			if s.chatRoom != "" {
+				s.onChatMessage(e)
+			} else {
+				s.onMessage(e)
+			}
 		case client.Unread:
 			s.mu.Lock()
 			if s.unreadCh != nil && s.unread == nil {

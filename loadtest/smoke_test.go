@@ -75,6 +75,32 @@ func TestSmoke(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "chatroom",
+			cfg: loadtest.Config{Scenario: loadtest.ScenarioChatroom, Sessions: 20, Rooms: 1, Senders: 2, Rate: 20,
+				Duration: 2 * time.Second, PriorityMix: loadtest.PriorityMix{0.2, 0.5, 0.3}},
+			check: func(t *testing.T, s *loadtest.Summary) {
+				c := s.Chatroom
+				if c == nil {
+					t.Fatal("no chatroom section in the summary")
+				}
+				if c.HighLost != 0 || len(c.Members) != 1 || c.Members[0] != 20 {
+					t.Errorf("high lost %d, members %v; want 0 and [20]", c.HighLost, c.Members)
+				}
+				if s.Acked < 20 || s.Expected != 19*s.Acked {
+					t.Errorf("acked %d expected %d, want ≥20 acked with 19 copies each", s.Acked, s.Expected)
+				}
+				for _, name := range []string{"high", "normal", "low"} {
+					p := c.Priorities[name]
+					if p == nil || p.Acked == 0 || p.Expected != 19*p.Acked || p.DeliveryLatencyMS.Count != p.Delivered {
+						t.Errorf("%s: %+v; want acked > 0, 19 copies expected each, a latency per delivery", name, p)
+					}
+					if p != nil && p.DroppedFrames < 0 {
+						t.Errorf("%s: dropped frames not read from /metrics", name)
+					}
+				}
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -119,7 +145,43 @@ func TestSmoke(t *testing.T) {
 			if m["scenario"] != tt.name || m["lost"] != 0.0 {
 				t.Errorf("summary scenario %v lost %v, want %s and 0", m["scenario"], m["lost"], tt.name)
 			}
+			if tt.name == "chatroom" {
+				checkChatroomJSON(t, m)
+			}
 		})
+	}
+}
+
+// checkChatroomJSON checks the chatroom part of the JSON summary: every
+// priority with its fields, and no HIGH copy lost.
+func checkChatroomJSON(t *testing.T, m map[string]any) {
+	t.Helper()
+	c, ok := m["chatroom"].(map[string]any)
+	if !ok {
+		t.Fatalf("summary has no chatroom object: %v", m["chatroom"])
+	}
+	if c["high_lost"] != 0.0 {
+		t.Errorf("chatroom.high_lost = %v, want 0", c["high_lost"])
+	}
+	ps, ok := c["priorities"].(map[string]any)
+	if !ok {
+		t.Fatalf("chatroom.priorities = %v, want an object", c["priorities"])
+	}
+	for _, name := range []string{"high", "normal", "low"} {
+		p, ok := ps[name].(map[string]any)
+		if !ok {
+			t.Errorf("chatroom.priorities.%s missing", name)
+			continue
+		}
+		for _, f := range []string{"share", "sent", "acked", "expected", "delivered", "missing", "delivered_ratio",
+			"deliveries_per_s", "delivery_latency_ms", "dropped_frames"} {
+			if _, ok := p[f]; !ok {
+				t.Errorf("chatroom.priorities.%s.%s missing", name, f)
+			}
+		}
+	}
+	if hp, _ := ps["high"].(map[string]any); hp != nil && hp["missing"] != 0.0 {
+		t.Errorf("chatroom.priorities.high.missing = %v, want 0", hp["missing"])
 	}
 }
 

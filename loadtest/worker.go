@@ -32,12 +32,13 @@ type Report struct {
 	Unrecovered    int64           `json:"unrecovered"` // reconnect: sessions whose unread state did not come back
 	EventsDropped  int64           `json:"events_dropped"`
 	Errors         []string        `json:"errors,omitempty"`
+	Chat           *ChatReport     `json:"chat,omitempty"` // chatroom scenario
 }
 
 // Progress is a worker's state, reported every Config.Progress.
 type Progress struct {
 	Worker    int     `json:"worker"`
-	Phase     string  `json:"phase"` // connecting, setup, steady, draining, closing, done
+	Phase     string  `json:"phase"` // connecting, setup, ready (chatroom: waiting for the others), steady, draining, closing, done
 	Connected int     `json:"connected"`
 	Sent      int     `json:"sent"`
 	Acked     int     `json:"acked"`
@@ -53,6 +54,7 @@ type worker struct {
 	share  float64
 	start  time.Time
 	ledger *Ledger
+	chat   *chatLedger // chatroom scenario; set by its setup
 	dialer *netDialer
 	http   *http.Client // dials through dialer; every session's HTTPClient
 
@@ -200,6 +202,8 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 		sc = &groupScenario{w: w}
 	case ScenarioReconnect:
 		sc = &reconnectScenario{w: w}
+	case ScenarioChatroom:
+		sc = &chatroomScenario{w: w}
 	}
 	var sendStart, sendEnd time.Time
 	func() {
@@ -228,6 +232,10 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 	if !sendStart.IsZero() {
 		rep.SendSeconds = sendEnd.Sub(sendStart).Seconds()
 	}
+	if c, ok := sc.(*chatroomScenario); ok && w.chat != nil {
+		rep.Chat = w.chat.report(int(rep.Counts.Sent), c.joined, c.joinFailed)
+		rep.Chat.DeliverSpanS = w.chat.deliverSpan(sendStart)
+	}
 	w.mu.Lock()
 	rep.Errors = append(rep.Errors, w.errors...)
 	rep.SendErrorCodes = w.codes
@@ -236,8 +244,12 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 }
 
 // drain waits after sending stopped until every expected copy arrived, no
-// copy arrived for a second, or cfg.Drain passed.
+// copy arrived for a second, or cfg.Drain passed (chatroom: chatLedger.drain).
 func (w *worker) drain(ctx context.Context) {
+	if w.chat != nil {
+		w.chat.drain(ctx, w)
+		return
+	}
 	deadline := time.Now().Add(w.cfg.Drain)
 	last, lastChange := w.ledger.Received(), time.Now()
 	for time.Now().Before(deadline) && ctx.Err() == nil {

@@ -56,6 +56,8 @@ func imStatus(code int32) int {
 		return http.StatusForbidden
 	case 4200, 4300, 4301:
 		return http.StatusInternalServerError
+	case 4318: // CONVERSATION_API_QUOTA_EXCEEDED: the daily broadcast limit
+		return http.StatusTooManyRequests
 	}
 	return http.StatusBadRequest
 }

@@ -43,6 +43,9 @@ type Limits struct {
 	MaxMessageBytes int
 	// Timeout bounds one backend call. Default 10 s.
 	Timeout time.Duration
+	// BroadcastsPerDay bounds each app's system-conversation broadcasts
+	// per UTC day (service.go). Default 30; negative: unlimited.
+	BroadcastsPerDay int
 }
 
 // DefaultLimits are LeanCloud's documented figures.
@@ -52,6 +55,8 @@ var DefaultLimits = Limits{
 	MaxBodyBytes:    64 << 10,
 	MaxMessageBytes: 5 << 10,
 	Timeout:         10 * time.Second,
+
+	BroadcastsPerDay: 30,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -70,6 +75,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.Timeout <= 0 {
 		l.Timeout = d.Timeout
+	}
+	if l.BroadcastsPerDay == 0 {
+		l.BroadcastsPerDay = d.BroadcastsPerDay
 	}
 	return l
 }
@@ -164,6 +172,8 @@ func (h *Handler) routes() {
 	handle("DELETE /1.2/rtm/conversations/{cid}/mutes", masterKey, func(c *call) *apiError { return h.mutes(c, false) })
 	handle("GET /1.2/rtm/conversations/{cid}/mutes", masterKey, h.listMutes)
 	handle("GET /1.2/rtm/all-conversations", masterKey, func(c *call) *apiError { return h.queryConvs(c, nil) })
+
+	h.serviceRoutes(handle) // service.go
 
 	handle("POST /1.2/rtm/clients/check-online", masterKey, h.checkOnline)
 	handle("GET /1.2/rtm/clients/{client}/unread-count", appKey, h.unreadCount)

@@ -40,7 +40,7 @@ func (t *targets) Set(v string) error { *t = append(*t, v); return nil }
 
 // hidden flags are left out of --help: the coordinator passes them to the
 // worker processes it starts.
-var hidden = map[string]bool{"worker": true}
+var hidden = map[string]bool{"worker": true, "chatroom-ids": true}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("relaymesh-loadtest", flag.ContinueOnError)
@@ -51,8 +51,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	topology := fs.String("topology", "", "JSON file {\"regions\":[{\"name\":..,\"edges\":[\"ws://..\"]}]}; its edges are added to --target")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario to run (see below)")
 	fs.IntVar(&cfg.Sessions, "sessions", 100, "client sessions in total")
-	fs.Float64Var(&cfg.Rate, "rate", 100, "messages per second in total (pairs, group); the edge allows a session 60 sends/min, so keep rate ≤ senders × 1/s for runs over a minute")
-	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (pairs, group) or stay idle (connect); capped at 24h")
+	fs.Float64Var(&cfg.Rate, "rate", 100, "messages per second in total (pairs, group, chatroom); the edge allows a session 60 sends/min, so keep rate ≤ senders × 1/s for runs over a minute")
+	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (pairs, group, chatroom) or stay idle (connect); capped at 24h")
 	fs.IntVar(&cfg.MaxMessages, "max-messages", 0, "cap on messages sent in total (0 = 1.1 × rate × duration)")
 	out := fs.String("out", "", "write the JSON summary to FILE and the HTML report to FILE with .html")
 	fs.IntVar(&cfg.Workers, "workers", 1, "worker processes (this program re-executes itself); one process holds at most ~20,000 sessions")
@@ -60,7 +60,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", 0, "session logins per second in total (0 = as fast as --concurrency allows)")
 	fs.IntVar(&cfg.Concurrency, "concurrency", 200, "logins, conversation creations and closes in flight per worker")
 	fs.IntVar(&cfg.GroupSize, "group-size", 500, "group: members per conversation")
-	fs.IntVar(&cfg.Senders, "senders", 1, "group: members of each conversation that send")
+	fs.IntVar(&cfg.Senders, "senders", 1, "group: members of each conversation that send; chatroom: members of each room that send, spread over the workers (at least one per worker and room)")
+	fs.IntVar(&cfg.Rooms, "rooms", 1, "chatroom: chatrooms; session i joins room i mod rooms")
+	mix := fs.String("priority-mix", "normal=1", "chatroom: share of sends per priority, e.g. high=0.1,normal=0.6,low=0.3 (normalised)")
+	roomIDs := fs.String("chatroom-ids", "", "hidden: the chatrooms the coordinator created, comma-separated")
 	sourceIPs := fs.String("source-ips", "", "spread client source addresses, e.g. 127.0.0.1-127.0.0.8 or 10.0.0.1,10.0.0.2")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "read the server's RSS from /proc/PID/status when /metrics has no process_resident_memory_bytes")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "after sending stops, wait up to this long for outstanding deliveries")
@@ -86,6 +89,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		cfg.Targets = append(cfg.Targets, edges...)
+	}
+	pm, err := loadtest.ParsePriorityMix(*mix)
+	if err != nil {
+		fmt.Fprintln(stderr, "relaymesh-loadtest:", err)
+		return exitUsage
+	}
+	cfg.PriorityMix = pm
+	if *roomIDs != "" {
+		cfg.ChatRoomIDs = strings.Split(*roomIDs, ",")
 	}
 	if *sourceIPs != "" {
 		ips, err := loadtest.ParseSourceIPs(*sourceIPs)
@@ -115,6 +127,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 		cfg.Workers = n
+		if cfg.Scenario == loadtest.ScenarioChatroom {
+			cfg.Gate = os.Stdin // the coordinator starts every worker's sends at once
+		}
 		if err := loadtest.WorkerMain(ctx, cfg, i, n, stdout); err != nil {
 			fmt.Fprintln(stderr, "relaymesh-loadtest: worker:", err)
 			return exitFail
@@ -157,6 +172,8 @@ func usage(fs *flag.FlagSet) {
 
 Usage:
   relaymesh-loadtest --target ws://127.0.0.1:8080/ --scenario pairs --sessions 1000 --rate 500 --duration 30s --out run.json
+  relaymesh-loadtest --target ws://127.0.0.1:8080/ --scenario chatroom --sessions 10000 --workers 4 \
+      --source-ips 127.0.0.1-127.0.0.8 --rooms 1 --senders 8 --rate 20 --priority-mix high=0.1,normal=0.6,low=0.3
 
 Flags:
 `)
@@ -180,11 +197,22 @@ Ledger: every message carries "lt:<worker>:<seq>" in its text; each acked messag
 every other member of its conversation exactly once. Copies that only arrive by sync after a
 reconnect count as late, not lost; duplicates are counted before and after dedup by message id.
 
+Chatroom ledger (transient delivery): each acked message is expected at every session that joined
+its room, except the sender. The edge may shed NORMAL and LOW copies under pressure: they are
+reported per priority as delivered/expected and missing, next to the growth of the edge's
+relaymesh_edge_dropped_frames_total{priority} read from http://HOST/metrics of each --target
+before and after the run. A missing HIGH copy is lost and fails the run. Delivery latency
+(send start → copy) is measured per priority from a send time carried in the text, so worker
+processes must share one clock (one machine).
+
 Output: a progress line on stderr every --progress; a summary on stdout; with --out, JSON
 (scenario, sessions, sent, acked, delivered, expected, lost, duplicates, latency_ms,
-delivery_latency_ms, throughput_per_s, server_rss_bytes_per_session, ...) and an HTML report.
+delivery_latency_ms, throughput_per_s, deliveries_per_s, server_rss_bytes_per_session, ...;
+chatroom: chatroom.priorities.{high,normal,low}.{sent,acked,expected,delivered,missing,
+delivered_ratio,deliveries_per_s,delivery_latency_ms,dropped_frames}, chatroom.high_lost) and an
+HTML report.
 
-Exit status: 0 no acked message lost; 1 acked messages lost or the run failed;
-2 bad flags, or a scenario that is not available yet (chatroom, cross-region).
+Exit status: 0 no acked message lost (chatroom: no acked HIGH copy lost); 1 acked messages lost
+or the run failed; 2 bad flags, or a scenario that is not available yet (cross-region).
 `)
 }

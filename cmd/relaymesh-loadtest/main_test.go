@@ -41,18 +41,20 @@ func TestHelpDocumentsFlagsAndScenarios(t *testing.T) {
 	}
 	for _, want := range []string{"--target", "--topology", "--scenario", "--sessions", "--rate", "--duration",
 		"--out", "--workers", "--app", "--connect-rate", "--source-ips", "--server-pid", "--group-size",
-		"connect", "pairs", "group", "reconnect", "chatroom", "cross-region", "not available yet"} {
+		"--rooms", "--priority-mix", "connect", "pairs", "group", "reconnect", "chatroom", "cross-region", "not available yet"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--help does not mention %q", want)
 		}
 	}
-	if strings.Contains(help, "--worker ") {
-		t.Error("--help shows the hidden --worker flag")
+	for _, h := range []string{"--worker ", "--chatroom-ids"} {
+		if strings.Contains(help, h) {
+			t.Errorf("--help shows the hidden %s flag", h)
+		}
 	}
 }
 
 func TestNotAvailableScenarios(t *testing.T) {
-	for _, sc := range []string{"chatroom", "cross-region"} {
+	for _, sc := range []string{"cross-region"} {
 		code, _, stderr := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", sc)
 		if code != exitUsage || !strings.Contains(stderr, "not available yet") {
 			t.Errorf("%s: exit %d, stderr %q; want 2 and 'not available yet'", sc, code, stderr)

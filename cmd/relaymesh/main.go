@@ -111,6 +111,7 @@ func runDev(args []string) error {
 	var restLim rest.Limits
 	fs.Float64Var(&restLim.SendsPerSecond, "rest-sends-per-second", 0, "REST API message operations admitted per second per app (0: 50, -1: unlimited)")
 	fs.IntVar(&restLim.SendQueue, "rest-send-queue", 0, "REST API message operations that may wait per app before 429 (0: 10000)")
+	fs.IntVar(&restLim.BroadcastsPerDay, "rest-broadcasts-per-day", 0, "system-conversation broadcasts per app and UTC day before 429 (0: 30, -1: unlimited)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -48,6 +48,12 @@
 // The Owner (Conv.Creator) and Managers may kick, mute and block; a Manager
 // may not act on the Owner; Members may not act on anyone else.
 //
+// Temporary conversations (tempconv.go): Conv.Temp with a TTL; every
+// command whose Now reaches CreatedAt + TTL is refused (ErrTempExpired),
+// and membership and attribute changes always are (ErrTempConv). The
+// member cap of normal conversations comes in the command (MaxMembers,
+// set by the proposer from its configuration) so Apply stays deterministic.
+//
 // Timestamps are strictly increasing per conversation: a message proposed
 // with t <= the conversation's last timestamp gets last+1.
 package shard

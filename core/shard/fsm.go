@@ -57,6 +57,9 @@ type applier struct {
 }
 
 func (a *applier) apply() (*Result, *Error) {
+	if serr := a.checkTemp(); serr != nil { // tempconv.go
+		return nil, serr
+	}
 	switch a.c.Op {
 	case OpStart:
 		return a.start()
@@ -86,6 +89,9 @@ func (a *applier) apply() (*Result, *Error) {
 		return a.endWills()
 	case OpDelete:
 		return a.deleteConv()
+	}
+	if res, serr, ok := a.sysApply(); ok { // sysconv.go
+		return res, serr
 	}
 	return nil, fail(ErrBadCommand, "unknown op "+string(a.c.Op))
 }
@@ -168,11 +174,14 @@ func memberSetHash(sorted []string) string {
 
 func (a *applier) start() (*Result, *Error) {
 	c := a.c
+	if c.Temp {
+		return a.startTemp() // tempconv.go
+	}
 	members := normalize(append(append([]string(nil), c.Members...), c.From))
 	if c.From == "" && !c.Admin {
 		return nil, fail(ErrBadCommand, "no creator")
 	}
-	if len(members) > MaxMembers && !c.Transient {
+	if len(members) > a.maxMembers() && !c.Transient {
 		return nil, fail(ErrConvFull, fmt.Sprintf("%d members", len(members)))
 	}
 	var h string
@@ -249,7 +258,7 @@ func (a *applier) add() (*Result, *Error) {
 			res.Allowed = append(res.Allowed, p)
 		case conv.IsBlocked(p):
 			res.Failed = append(res.Failed, Failure{p, ErrBlocked})
-		case len(conv.Members)+len(added) >= MaxMembers && !conv.Transient:
+		case len(conv.Members)+len(added) >= a.maxMembers() && !conv.Transient:
 			res.Failed = append(res.Failed, Failure{p, ErrConvFull})
 		default:
 			added = append(added, p)

@@ -6,7 +6,8 @@ import (
 	"fmt"
 )
 
-// MaxMembers bounds the member list of a normal conversation.
+// MaxMembers bounds the member list of a normal conversation unless the
+// command carries its own cap (Command.MaxMembers).
 const MaxMembers = 500
 
 // Conv is the stored _Conversation row.
@@ -38,6 +39,10 @@ type Conv struct {
 	Managers []string `json:"mgr,omitempty"`
 	Shutup   []string `json:"su,omitempty"`
 	Blocked  []string `json:"bl,omitempty"`
+	// Temporary conversation (tempconv.go): expires TTL seconds after
+	// CreatedAt.
+	Temp bool  `json:"tmp,omitempty"`
+	TTL  int64 `json:"ttl,omitempty"`
 }
 
 // IsMember reports whether pid is a member.
@@ -125,6 +130,12 @@ type Command struct {
 	Attr      json.RawMessage `json:"attr,omitempty"`
 	Transient bool            `json:"tr,omitempty"`
 	Unique    bool            `json:"unique,omitempty"`
+	// start: a temporary conversation (tempconv.go) with a TTL in seconds.
+	Temp bool  `json:"tmp,omitempty"`
+	TTL  int64 `json:"ttl,omitempty"`
+	// start, add: the member cap of a normal conversation (0: MaxMembers),
+	// set by the proposer from its configuration.
+	MaxMembers int `json:"max,omitempty"`
 	// update: attribute changes with dotted keys ("attr.k", "name").
 	Update json.RawMessage `json:"upd,omitempty"`
 	// mute; shutup and block: true adds, false removes
@@ -160,6 +171,11 @@ type Command struct {
 	// ack, read: move the cursor to T, or to the timestamp of MID; with
 	// neither, to the last message of the conversation (read only).
 	T int64 `json:"t,omitempty"`
+
+	// sys_broadcast (sysconv.go): the expiry in ms, and the app's limit of
+	// broadcasts per UTC day (0: none).
+	ValidTill int64 `json:"vt,omitempty"`
+	DayLimit  int   `json:"dl,omitempty"`
 }
 
 // Patch edits or recalls one message.

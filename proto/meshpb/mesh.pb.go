@@ -118,6 +118,14 @@ const (
 	AdminRequest_UNREAD_COUNT AdminRequest_Op = 3
 	// The members of cid whose role is not Member (_ConversationMemberInfo).
 	AdminRequest_MEMBER_ROLES AdminRequest_Op = 4
+	// System conversations (core/sysconv.go). SYS_BROADCAST: message
+	// (command, a direct) from peer_id to every subscriber of cid, stored
+	// with valid_till; at most limit per app and UTC day (0: no limit).
+	AdminRequest_SYS_BROADCAST AdminRequest_Op = 5
+	// SYS_SEND: message from peer_id in cid to to_clients only.
+	AdminRequest_SYS_SEND AdminRequest_Op = 6
+	// SYS_MESSAGES: what users sent to cid (command, a logs query).
+	AdminRequest_SYS_MESSAGES AdminRequest_Op = 7
 )
 
 // Enum value maps for AdminRequest_Op.
@@ -128,6 +136,9 @@ var (
 		2: "DELETE_CONVERSATION",
 		3: "UNREAD_COUNT",
 		4: "MEMBER_ROLES",
+		5: "SYS_BROADCAST",
+		6: "SYS_SEND",
+		7: "SYS_MESSAGES",
 	}
 	AdminRequest_Op_value = map[string]int32{
 		"COMMAND":             0,
@@ -135,6 +146,9 @@ var (
 		"DELETE_CONVERSATION": 2,
 		"UNREAD_COUNT":        3,
 		"MEMBER_ROLES":        4,
+		"SYS_BROADCAST":       5,
+		"SYS_SEND":            6,
+		"SYS_MESSAGES":        7,
 	}
 )
 
@@ -315,7 +329,14 @@ type AdminRequest struct {
 	// COMMAND direct: do not echo to peer_id's own sessions.
 	NoSync bool `protobuf:"varint,5,opt,name=no_sync,json=noSync,proto3" json:"no_sync,omitempty"`
 	// COMMAND direct: Delivery.priority of the pushes.
-	Priority      int32 `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,6,opt,name=priority,proto3" json:"priority,omitempty"`
+	// COMMAND conv/start: create a system conversation (sys:true).
+	System bool `protobuf:"varint,7,opt,name=system,proto3" json:"system,omitempty"`
+	// SYS_SEND: the recipients.
+	ToClients []string `protobuf:"bytes,8,rep,name=to_clients,json=toClients,proto3" json:"to_clients,omitempty"`
+	// SYS_BROADCAST: expiry (ms since the epoch) and the app's daily limit.
+	ValidTill     int64 `protobuf:"varint,9,opt,name=valid_till,json=validTill,proto3" json:"valid_till,omitempty"`
+	Limit         int32 `protobuf:"varint,10,opt,name=limit,proto3" json:"limit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -388,6 +409,34 @@ func (x *AdminRequest) GetNoSync() bool {
 func (x *AdminRequest) GetPriority() int32 {
 	if x != nil {
 		return x.Priority
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetSystem() bool {
+	if x != nil {
+		return x.System
+	}
+	return false
+}
+
+func (x *AdminRequest) GetToClients() []string {
+	if x != nil {
+		return x.ToClients
+	}
+	return nil
+}
+
+func (x *AdminRequest) GetValidTill() int64 {
+	if x != nil {
+		return x.ValidTill
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
 	}
 	return 0
 }
@@ -934,20 +983,30 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"\x8c\x02\n" +
+	"\x05ADMIN\x10\x04\"\xac\x03\n" +
 	"\fAdminRequest\x12/\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1f.relaymesh.mesh.AdminRequest.OpR\x02op\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x12\n" +
 	"\x04code\x18\x03 \x01(\x05R\x04code\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x17\n" +
 	"\ano_sync\x18\x05 \x01(\bR\x06noSync\x12\x1a\n" +
-	"\bpriority\x18\x06 \x01(\x05R\bpriority\"X\n" +
+	"\bpriority\x18\x06 \x01(\x05R\bpriority\x12\x16\n" +
+	"\x06system\x18\a \x01(\bR\x06system\x12\x1d\n" +
+	"\n" +
+	"to_clients\x18\b \x03(\tR\ttoClients\x12\x1d\n" +
+	"\n" +
+	"valid_till\x18\t \x01(\x03R\tvalidTill\x12\x14\n" +
+	"\x05limit\x18\n" +
+	" \x01(\x05R\x05limit\"\x8b\x01\n" +
 	"\x02Op\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04KICK\x10\x01\x12\x17\n" +
 	"\x13DELETE_CONVERSATION\x10\x02\x12\x10\n" +
 	"\fUNREAD_COUNT\x10\x03\x12\x10\n" +
-	"\fMEMBER_ROLES\x10\x04\"\xd4\x01\n" +
+	"\fMEMBER_ROLES\x10\x04\x12\x11\n" +
+	"\rSYS_BROADCAST\x10\x05\x12\f\n" +
+	"\bSYS_SEND\x10\x06\x12\x10\n" +
+	"\fSYS_MESSAGES\x10\a\"\xd4\x01\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +

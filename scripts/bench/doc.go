@@ -116,6 +116,13 @@ func (b *bench) results() string {
 	}
 	row("fan-out, group of 500", "report", vals, "reported")
 
+	vals = nil
+	for _, c := range b.chat {
+		vals = append(vals, chatCell(c))
+	}
+	row(fmt.Sprintf("chatroom of %d at %d msgs/s: fan-out, delivered per priority (HIGH must be 100 %%)", chatMembers, chatRate),
+		"report", vals, "reported")
+
 	p("\n### Every run\n\n")
 	p("| run | scenario | sessions | offered msgs/s | acked/s | deliveries/s | ack p50 / p99 / max ms | delivery p50 / p99 ms | lost | dup | behind / send errors |\n")
 	p("|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -128,6 +135,7 @@ func (b *bench) results() string {
 		all = append(all, gs...)
 	}
 	all = append(all, b.groupMid...)
+	all = append(all, b.chat...)
 	for _, s := range all {
 		name := s.file[strings.LastIndex(s.file, "/")+1:]
 		name = strings.TrimSuffix(name, ".json")
@@ -143,6 +151,25 @@ func (b *bench) results() string {
 	}
 	for _, n := range b.notes {
 		p("\n**%s**\n", n)
+	}
+	if len(b.chat) > 0 {
+		p("\n### Chatroom per priority\n\n")
+		p("| run | priority | sent / acked | delivered / expected | missing | deliveries/s | delivery p50 / p99 / max ms | edge dropped frames |\n")
+		p("|---|---|---|---|---|---|---|---|\n")
+		for i, c := range b.chat {
+			if c.Chatroom == nil {
+				continue
+			}
+			for _, name := range []string{"high", "normal", "low"} {
+				x := c.Chatroom.Priorities[name]
+				if x == nil {
+					continue
+				}
+				p("| %d | %s | %d / %d | %d / %d (%.1f %%) | %d | %.0f | %s / %s / %s | %d |\n", i+1, name, x.Sent, x.Acked,
+					x.Delivered, x.Expected, 100*x.DeliveredRatio, x.Missing, x.DeliveriesPerS,
+					ms(x.DeliveryLatencyMS.P50), ms(x.DeliveryLatencyMS.P99), ms(x.DeliveryLatencyMS.Max), x.DroppedFrames)
+			}
+		}
 	}
 
 	p("\n### Commands\n\n```sh\n%s\n", b.devCmd)
@@ -166,6 +193,21 @@ func (b *bench) results() string {
 	}
 	p("\n%s\n", endMarker)
 	return w.String()
+}
+
+// chatCell summarises a chatroom run for the targets table.
+func chatCell(c *summary) string {
+	v := fmt.Sprintf("%.0f deliveries/s per second of sending", c.DeliveriesPerS)
+	if c.Chatroom == nil {
+		return v
+	}
+	v = fmt.Sprintf("%.0f deliveries/s (send start → last copy), %.0f per second of sending", c.Chatroom.FanoutPerS, c.DeliveriesPerS)
+	for _, name := range []string{"high", "normal", "low"} {
+		if x := c.Chatroom.Priorities[name]; x != nil {
+			v += fmt.Sprintf("; %s %.1f %% (p99 %s ms, %d dropped)", name, 100*x.DeliveredRatio, ms(x.DeliveryLatencyMS.P99), x.DroppedFrames)
+		}
+	}
+	return v
 }
 
 // crossing names the first sweep rate whose p99 is over the target and

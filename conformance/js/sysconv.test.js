@@ -1,0 +1,66 @@
+// Conformance for system (service) conversations (issue 4) through the
+// official leancloud-realtime 4.3.1 SDK against a running relaymesh
+// (RELAYMESH_URL=ws://ADDR/; the server API is http://ADDR/1.2/): a service
+// conversation created over REST, found and subscribed with the SDK, and a
+// broadcast reaching the subscriber.
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const { Realtime, Event } = require('leancloud-realtime');
+
+const WS = process.env.RELAYMESH_URL;
+if (!WS) throw new Error('RELAYMESH_URL is not set');
+const API = `http://${new URL(WS).host}`;
+const rnd = () => Math.random().toString(36).slice(2, 10);
+
+test.describe('system conversations', () => {
+  const appId = `sys-${rnd()}`;
+  const clients = [];
+  const rest = async (method, path, body) => {
+    const res = await fetch(API + path, {
+      method,
+      headers: { 'X-LC-Id': appId, 'X-LC-Key': 'anymaster,master', 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: await res.json() };
+  };
+  test.after(async () => {
+    await Promise.all(clients.map(c => c.close().catch(() => {})));
+  });
+
+  test('subscribe, then a broadcast arrives', async () => {
+    const created = await rest('POST', '/1.2/rtm/service-conversations', { name: 'news' });
+    assert.equal(created.status, 200);
+    assert.equal(created.body.sys, true);
+    const id = created.body.objectId;
+
+    const rt = new Realtime({ appId, appKey: 'anykey', RTMServers: WS });
+    const tom = await rt.createIMClient(`tom-${rnd()}`);
+    clients.push(tom);
+    const [conv] = await tom.getServiceConversationQuery().equalTo('objectId', id).find();
+    assert.ok(conv, 'the service conversation is found');
+    assert.equal(conv.system, true);
+    await conv.subscribe();
+    const count = await rest('GET', `/1.2/rtm/service-conversations/${id}/subscribers/count`);
+    assert.equal(count.body.count, 1);
+
+    const got = new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no broadcast in 10 s')), 10000);
+      tom.on(Event.MESSAGE, (msg, c) => {
+        if (c.id !== id) return;
+        clearTimeout(timer);
+        resolve(msg);
+      });
+    });
+    const sent = await rest('POST', `/1.2/rtm/service-conversations/${id}/broadcasts`, { from_client: 'sys', message: 'hello' });
+    assert.equal(sent.status, 200);
+    const msg = await got;
+    assert.equal(msg.id, sent.body['msg-id']);
+    assert.equal(msg.content, 'hello');
+
+    await conv.unsubscribe();
+    const after = await rest('GET', `/1.2/rtm/service-conversations/${id}/subscribers/count`);
+    assert.equal(after.body.count, 0);
+  });
+});

@@ -1,0 +1,133 @@
+package loadtest
+
+import (
+	"bufio"
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParsePriorityMix(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    PriorityMix
+		wantErr bool
+	}{
+		{"high=0.1,normal=0.6,low=0.3", PriorityMix{0.1, 0.6, 0.3}, false},
+		{"high=1,low=1", PriorityMix{0.5, 0, 0.5}, false},
+		{"normal=1", PriorityMix{0, 1, 0}, false},
+		{"urgent=1", PriorityMix{}, true},
+		{"high=-1,low=2", PriorityMix{}, true},
+		{"high=0", PriorityMix{}, true},
+		{"high", PriorityMix{}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParsePriorityMix(tt.in)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err %v, want error %v", err, tt.wantErr)
+			}
+			for i := range got {
+				if math.Abs(got[i]-tt.want[i]) > 1e-9 {
+					t.Errorf("got %v, want %v", got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestPriorityMixPick(t *testing.T) {
+	m := PriorityMix{0.1, 0.6, 0.3}
+	var n [numPrio]int
+	for seq := uint64(1); seq <= 1000; seq++ {
+		n[m.pick(seq)]++
+	}
+	for i, want := range []int{100, 600, 300} {
+		if n[i] < want-10 || n[i] > want+10 {
+			t.Errorf("%s picked %d of 1000, want %d±10", prioNames[i], n[i], want)
+		}
+	}
+	if p := (PriorityMix{0, 0, 1}).pick(12345); p != prioLow {
+		t.Errorf("low-only mix picked %s, want low", prioNames[p])
+	}
+}
+
+func TestChatTagRoundTrip(t *testing.T) {
+	at := time.Unix(1700000000, 123456789)
+	for p := range numPrio {
+		text := `{"_lctype":-1,"_lctext":"` + LedgerID(3, 42) + chatTag(p, at) + `"}`
+		w, seq, ok := parseLedgerID(text)
+		if !ok || w != 3 || seq != 42 {
+			t.Errorf("ledger id from %q: %d %d %v, want 3 42 true", text, w, seq, ok)
+		}
+		gp, gt, ok := parseChatTag(text)
+		if !ok || gp != p || !gt.Equal(at) {
+			t.Errorf("tag from %q: %d %v %v, want %d %v true", text, gp, gt, ok, p, at)
+		}
+	}
+	if _, _, ok := parseChatTag(`{"_lctext":"lt:1:2"}`); ok {
+		t.Error("parsed a tag from text without one")
+	}
+}
+
+func TestParseDroppedFrames(t *testing.T) {
+	text := `# HELP relaymesh_edge_dropped_frames_total Outbound frames shed by priority class.
+# TYPE relaymesh_edge_dropped_frames_total counter
+relaymesh_edge_dropped_frames_total{priority="high"} 0
+relaymesh_edge_dropped_frames_total{priority="normal"} 12
+relaymesh_edge_dropped_frames_total{priority="low"} 3400
+relaymesh_edge_connections 5
+`
+	got, err := parseDroppedFrames(bufio.NewScanner(strings.NewReader(text)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := [numPrio]int64{0, 12, 3400}; got != want {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// TestMergeChat: two workers, one room of 4 members (2 each); worker 0
+// sends a HIGH and a LOW message, worker 1 a NORMAL one that failed. The
+// LOW message reached 2 of 3 members (shed), the HIGH one all 3.
+func TestMergeChat(t *testing.T) {
+	cfg := Config{Scenario: ScenarioChatroom, Rooms: 1, PriorityMix: PriorityMix{0.5, 0, 0.5}}
+	l0, l1 := newChatLedger(2), newChatLedger(2)
+	l0.noteSent(1, ChatSent{Room: 0, Prio: prioHigh, Acked: true})
+	l0.noteSent(2, ChatSent{Room: 0, Prio: prioLow, Acked: true})
+	l1.noteSent(1, ChatSent{Room: 0, Prio: prioNormal})
+	l0.received(0, 1, 1) // sender is worker 0's session 0
+	l1.received(0, 1, 0)
+	l1.received(0, 1, 1)
+	l1.received(0, 1, 1) // duplicate
+	l1.received(0, 2, 0)
+	l1.received(0, 2, 1)
+	reports := []*Report{
+		{Worker: 0, Chat: l0.report(2, []int{2}, 0)},
+		{Worker: 1, Chat: l1.report(1, []int{2}, 0)},
+	}
+	s := &Summary{}
+	s.mergeChat(cfg, reports, 2)
+	c := s.Chatroom
+	h, n, lo := c.Priorities["high"], c.Priorities["normal"], c.Priorities["low"]
+	if h.Expected != 3 || h.Delivered != 3 || h.Missing != 0 || c.HighLost != 0 {
+		t.Errorf("high %+v, want 3/3 delivered", h)
+	}
+	if lo.Expected != 3 || lo.Delivered != 2 || lo.Missing != 1 {
+		t.Errorf("low %+v, want 2/3 delivered, 1 missing", lo)
+	}
+	if n.Sent != 1 || n.Failed != 1 || n.Expected != 0 {
+		t.Errorf("normal %+v, want 1 sent, 1 failed, none expected", n)
+	}
+	if s.Lost != 0 || s.Expected != 6 || s.Delivered != 5 || s.Duplicates != 1 {
+		t.Errorf("lost %d expected %d delivered %d duplicates %d, want 0 6 5 1", s.Lost, s.Expected, s.Delivered, s.Duplicates)
+	}
+	// Losing a HIGH copy is a loss.
+	reports[1].Chat.Recv[0][0] = 1
+	s = &Summary{}
+	s.mergeChat(cfg, reports, 2)
+	if s.Lost != 1 || s.Chatroom.HighLost != 1 || len(s.LostSamples) != 1 {
+		t.Errorf("lost %d high lost %d samples %v, want 1 1 and one sample", s.Lost, s.Chatroom.HighLost, s.LostSamples)
+	}
+}

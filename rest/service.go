@@ -1,0 +1,277 @@
+package rest
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// Service (system) conversations, /1.2/rtm/service-conversations
+// (REST-AND-HOOKS.md §1.3, core/sysconv.go): create, query, read, update,
+// delete; subscribers (add, remove, count); broadcasts to every subscriber
+// (also POST /1.2/rtm/broadcasts with conv_id); messages to given users;
+// and GET .../{cid}/messages: what users sent to the conversation (the
+// _SysMessage rows), newest first.
+
+// maxSysTargets bounds to_clients of one send (LeanCloud: 20).
+const maxSysTargets = 20
+
+func (h *Handler) serviceRoutes(handle func(string, access, func(*call) *apiError)) {
+	base := "/1.2/rtm/service-conversations"
+	handle("POST "+base, masterKey, h.createService)
+	handle("GET "+base, masterKey, h.queryServices)
+	handle("GET "+base+"/{cid}", masterKey, h.getConv)
+	handle("PUT "+base+"/{cid}", masterKey, h.updateConv)
+	handle("DELETE "+base+"/{cid}", masterKey, h.deleteConv)
+	handle("POST "+base+"/{cid}/subscribers", masterKey, func(c *call) *apiError { return h.subscribe(c, true) })
+	handle("DELETE "+base+"/{cid}/subscribers/{client}", masterKey, func(c *call) *apiError { return h.subscribe(c, false) })
+	handle("GET "+base+"/{cid}/subscribers/count", masterKey, h.countSubscribers)
+	handle("POST "+base+"/{cid}/broadcasts", masterKey, h.broadcast)
+	handle("POST /1.2/rtm/broadcasts", masterKey, h.broadcast)
+	handle("POST "+base+"/{cid}/messages", masterKey, h.sendService)
+	handle("GET "+base+"/{cid}/messages", masterKey, h.sysMessages)
+}
+
+// POST /1.2/rtm/service-conversations {name, c?, ...custom} -> the row
+// (sys:true, no members).
+func (h *Handler) createService(c *call) *apiError {
+	var body map[string]any
+	if aerr := h.decode(c, &body); aerr != nil {
+		return aerr
+	}
+	creator, ok := body["c"].(string)
+	if body["c"] != nil && !ok {
+		return errBadRequest("c must be a client id")
+	}
+	attr := map[string]any{}
+	for k, v := range body {
+		if !systemColumns[k] {
+			attr[k] = v
+		}
+	}
+	_, out, aerr := h.do(c, creator, &meshpb.AdminRequest{Op: meshpb.AdminRequest_COMMAND, System: true},
+		convCommand(lcpb.OpType_start, &lcpb.ConvCommand{Attr: jsonObject(attr)}))
+	if aerr != nil {
+		return aerr
+	}
+	row, aerr := h.row(c, out.GetConvMessage().GetCid())
+	if aerr != nil {
+		return aerr
+	}
+	writeJSON(c.w, http.StatusOK, row)
+	return nil
+}
+
+// GET /1.2/rtm/service-conversations: as the conversations query, sys:true
+// only.
+func (h *Handler) queryServices(c *call) *apiError {
+	q := c.r.URL.Query()
+	where := map[string]any{}
+	if w := q.Get("where"); w != "" {
+		if json.Unmarshal([]byte(w), &where) != nil || where == nil {
+			return &apiError{Status: http.StatusBadRequest, Code: codeInvalidJSON, Msg: "where: " + errInvalidJSON.Msg}
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"$and": []any{where, map[string]any{"sys": true}}})
+	q.Set("where", string(b))
+	u := *c.r.URL
+	u.RawQuery = q.Encode()
+	r2 := c.r.Clone(c.r.Context())
+	r2.URL = &url.URL{Path: u.Path, RawQuery: u.RawQuery}
+	c2 := *c
+	c2.r = r2
+	return h.queryConvs(&c2, nil)
+}
+
+// POST .../{cid}/subscribers {"client_id"} and DELETE
+// .../{cid}/subscribers/{client} -> {}.
+func (h *Handler) subscribe(c *call, add bool) *apiError {
+	cid, client := c.r.PathValue("cid"), c.r.PathValue("client")
+	if add {
+		var body struct {
+			ClientID string `json:"client_id"`
+		}
+		if aerr := h.decode(c, &body); aerr != nil {
+			return aerr
+		}
+		client = body.ClientID
+	}
+	if client == "" {
+		return errBadRequest("client_id is required")
+	}
+	op := lcpb.OpType_add
+	if !add {
+		op = lcpb.OpType_remove
+	}
+	if aerr := h.requireService(c, cid); aerr != nil {
+		return aerr
+	}
+	if _, aerr := h.command(c, "", convCommand(op, &lcpb.ConvCommand{Cid: proto.String(cid), M: []string{client}})); aerr != nil {
+		return aerr
+	}
+	writeJSON(c.w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// requireService answers 4313 unless cid is a service conversation.
+func (h *Handler) requireService(c *call, cid string) *apiError {
+	row, aerr := h.row(c, cid)
+	if aerr != nil {
+		return aerr
+	}
+	if sys, _ := row["sys"].(bool); !sys {
+		return &apiError{Status: http.StatusBadRequest, Code: lcpb.ErrSystemConvRequired, Msg: "SYSTEM_CONVERSATION_REQUIRED: " + cid}
+	}
+	return nil
+}
+
+// GET .../{cid}/subscribers/count -> {"count"}.
+func (h *Handler) countSubscribers(c *call) *apiError {
+	cid := c.r.PathValue("cid")
+	if aerr := h.requireService(c, cid); aerr != nil {
+		return aerr
+	}
+	out, aerr := h.command(c, "", convCommand(lcpb.OpType_count, &lcpb.ConvCommand{Cid: proto.String(cid)}))
+	if aerr != nil {
+		return aerr
+	}
+	writeJSON(c.w, http.StatusOK, map[string]any{"count": out.GetConvMessage().GetCount()})
+	return nil
+}
+
+// sysBody is the body of a broadcast or a send.
+type sysBody struct {
+	ConvID     string          `json:"conv_id"`
+	FromClient string          `json:"from_client"`
+	Message    json.RawMessage `json:"message"`
+	ToClients  []string        `json:"to_clients"`
+	ValidTill  int64           `json:"valid_till"`
+}
+
+func (h *Handler) readSys(c *call) (*sysBody, string, *apiError) {
+	var body sysBody
+	if aerr := h.decode(c, &body); aerr != nil {
+		return nil, "", aerr
+	}
+	msg, ok := content(body.Message)
+	switch {
+	case body.FromClient == "":
+		return nil, "", errBadRequest("from_client is required")
+	case !ok:
+		return nil, "", errBadRequest("message is required")
+	case len(msg) > h.limits.MaxMessageBytes:
+		return nil, "", &apiError{Status: http.StatusBadRequest, Code: codeFrameTooLong,
+			Msg: "FRAME_TOO_LONG: message exceeds " + strconv.Itoa(h.limits.MaxMessageBytes) + " bytes"}
+	}
+	if cid := c.r.PathValue("cid"); cid != "" {
+		body.ConvID = cid
+	}
+	if body.ConvID == "" {
+		return nil, "", errBadRequest("conv_id is required")
+	}
+	return &body, msg, nil
+}
+
+func directOf(cid, msg string) *lcpb.GenericCommand {
+	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+		DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String(msg)}}
+}
+
+// POST .../{cid}/broadcasts and POST /1.2/rtm/broadcasts {conv_id,
+// from_client, message, valid_till} -> {"msg-id","timestamp"}; over the
+// app's daily limit: 429 code 4318.
+func (h *Handler) broadcast(c *call) *apiError {
+	body, msg, aerr := h.readSys(c)
+	if aerr != nil {
+		return aerr
+	}
+	if aerr := h.waitTurn(c); aerr != nil {
+		return aerr
+	}
+	_, out, aerr := h.do(c, body.FromClient, &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_BROADCAST, Cid: body.ConvID,
+		ValidTill: body.ValidTill, Limit: int32(max(h.limits.BroadcastsPerDay, 0))}, directOf(body.ConvID, msg))
+	if aerr != nil {
+		return aerr
+	}
+	ack := out.GetAckMessage()
+	writeJSON(c.w, http.StatusOK, map[string]any{"msg-id": ack.GetUid(), "timestamp": ack.GetT()})
+	return nil
+}
+
+// POST .../{cid}/messages {from_client, to_clients (1..20), message} ->
+// {"msg-id","timestamp"}: pushed to those clients' sessions, not stored.
+func (h *Handler) sendService(c *call) *apiError {
+	body, msg, aerr := h.readSys(c)
+	if aerr != nil {
+		return aerr
+	}
+	if len(body.ToClients) == 0 || len(body.ToClients) > maxSysTargets {
+		return errBadRequest("to_clients must name 1 to %d clients", maxSysTargets)
+	}
+	if aerr := h.waitTurn(c); aerr != nil {
+		return aerr
+	}
+	_, out, aerr := h.do(c, body.FromClient, &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_SEND, Cid: body.ConvID,
+		ToClients: body.ToClients}, directOf(body.ConvID, msg))
+	if aerr != nil {
+		return aerr
+	}
+	ack := out.GetAckMessage()
+	writeJSON(c.w, http.StatusOK, map[string]any{"msg-id": ack.GetUid(), "timestamp": ack.GetT()})
+	return nil
+}
+
+// GET .../{cid}/messages?timestamp&till_timestamp&limit&reversed: what
+// users sent to the conversation, newest first (reversed: oldest first).
+func (h *Handler) sysMessages(c *call) *apiError {
+	cid := c.r.PathValue("cid")
+	q := c.r.URL.Query()
+	lm := &lcpb.LogsCommand{Cid: proto.String(cid)}
+	for _, p := range []struct {
+		name string
+		dst  **int64
+	}{{"timestamp", &lm.T}, {"till_timestamp", &lm.Tt}} {
+		if s := q.Get(p.name); s != "" {
+			v, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return errBadRequest("%s must be a timestamp in milliseconds", p.name)
+			}
+			*p.dst = proto.Int64(v)
+		}
+	}
+	reversed, aerr := boolParam(q.Get("reversed"), "reversed")
+	if aerr != nil {
+		return aerr
+	}
+	limit, aerr := intParam(q.Get("limit"), "limit", defaultHistoryLimit)
+	if aerr != nil {
+		return aerr
+	}
+	lm.Limit = proto.Int32(int32(min(max(limit, 1), maxHistoryLimit)))
+	if reversed {
+		lm.Direction = lcpb.LogsCommand_NEW.Enum()
+	}
+	_, out, aerr := h.do(c, "", &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_MESSAGES, Cid: cid},
+		&lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: lm})
+	if aerr != nil {
+		return aerr
+	}
+	logs := out.GetLogsMessage().GetLogs()
+	rows := make([]historyRow, 0, len(logs))
+	for _, it := range logs {
+		rows = append(rows, historyRow{Timestamp: it.GetTimestamp(), ConvID: cid, Data: it.GetData(), From: it.GetFrom(),
+			MsgID: it.GetMsgId(), IsConv: true, To: cid, Bin: it.GetBin()})
+	}
+	if !reversed {
+		slices.Reverse(rows)
+	}
+	writeJSON(c.w, http.StatusOK, rows)
+	return nil
+}
