@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -92,4 +94,44 @@ conversation_signature_required = true
 		t.Fatalf("no signed conformance tests (%v)", err)
 	}
 	runNode(t, js, files, "RELAYMESH_SIGNED_URL="+p.URL, "RELAYMESH_SIGNED_APP="+app, "RELAYMESH_SIGNED_MASTER="+master)
+}
+
+// TestConformanceIntegrationsJS runs conformance/js/integrations against a
+// relaymesh dev whose config points one app's hooks and push webhook at an
+// HTTP server that the Node suite itself runs on a free loopback port:
+// sensitive-word filtering, _messageReceived, _conversationStart and offline
+// push through the official SDK, with every call's signature verified.
+func TestConformanceIntegrationsJS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
+	}
+	js := sdkDir(t)
+	files, err := filepath.Glob(filepath.Join(js, "integrations", "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no integrations conformance tests (%v)", err)
+	}
+	const app, master = "integ-app-0001", "integ-master-key"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close() // the Node suite listens on it
+	base := "http://127.0.0.1:" + port
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relaymesh.toml")
+	if err := os.WriteFile(cfg, []byte(`[[apps]]
+id = "`+app+`"
+master_key = "`+master+`"
+hook_base_url = "`+base+`"
+push_webhook_url = "`+base+`/push"
+
+[apps.hooks]
+_messageReceived = "`+base+`/received"
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+	runNode(t, js, files, "RELAYMESH_INTEG_URL="+p.URL, "RELAYMESH_INTEG_APP="+app,
+		"RELAYMESH_INTEG_MASTER="+master, "RELAYMESH_INTEG_HOOK_PORT="+port)
 }

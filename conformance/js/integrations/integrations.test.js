@@ -1,0 +1,265 @@
+// Conformance: sensitive-word filtering, IM hooks and offline push with the
+// official SDK (leancloud-realtime 4.3.1) against a relaymesh dev whose
+// config points one app's hooks and push webhook at the HTTP server this file
+// runs (e2e/conformance_test.go TestConformanceIntegrationsJS;
+// docs/OPERATIONS.md "Sensitive words, hooks and offline push").
+//
+// The server listens on RELAYMESH_INTEG_HOOK_PORT and serves:
+//   POST /received               _messageReceived (a per-hook URL)
+//   POST /1.1/functions/<hook>   every other hook (hook_base_url)
+//   POST /push                   the push webhook (push_webhook_url)
+// Every request must carry a valid X-Relaymesh-Signature: hex
+// HMAC-SHA256(masterKey, X-Relaymesh-Timestamp + "." + body) (hooks/doc.go).
+'use strict';
+
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const http = require('node:http');
+const { Realtime, TextMessage, Event } = require('leancloud-realtime');
+
+const URL = process.env.RELAYMESH_INTEG_URL;
+const APP = process.env.RELAYMESH_INTEG_APP;
+const MASTER = process.env.RELAYMESH_INTEG_MASTER;
+const PORT = Number(process.env.RELAYMESH_INTEG_HOOK_PORT);
+if (!URL || !APP || !MASTER || !PORT) {
+  throw new Error('RELAYMESH_INTEG_URL/APP/MASTER/HOOK_PORT not set');
+}
+
+const rnd = () => Math.random().toString(36).slice(2, 10);
+const sleep = ms => new Promise(r => setTimeout(r, ms));
+
+// LeanCloud codes (hooks/doc.go).
+const CODE = {
+  MESSAGE_REJECTED: 4402, // MESSAGE_REJECTED_BY_APP
+  CONVERSATION_REJECTED: 4305, // CONVERSATION_REJECTED_BY_APP
+};
+
+// ---- hook and push server -------------------------------------------------
+
+const calls = []; // {path, hook, headers, body, json}
+const badSignatures = []; // requests whose signature did not verify
+const waiters = new Set();
+
+function verify(req, body) {
+  const ts = req.headers['x-relaymesh-timestamp'];
+  const sig = req.headers['x-relaymesh-signature'];
+  if (!ts || !sig) return 'unsigned';
+  if (!/^\d+$/.test(ts) || Math.abs(Date.now() - Number(ts)) > 5 * 60 * 1000) return `stale timestamp ${ts}`;
+  const want = crypto.createHmac('sha256', MASTER).update(ts).update('.').update(body).digest();
+  let got;
+  try { got = Buffer.from(sig, 'hex'); } catch (e) { return 'signature not hex'; }
+  if (got.length !== want.length || !crypto.timingSafeEqual(got, want)) return 'bad signature';
+  return null;
+}
+
+// answer returns the JSON reply for a verified hook call.
+function answer(path, ev) {
+  if (path === '/received') {
+    const text = ev.content || '';
+    if (text.includes('drop me')) return { drop: true, code: 42, detail: 'dropped by the conformance hook' };
+    if (text.includes('rewrite me')) {
+      return { content: JSON.stringify({ _lctype: -1, _lctext: 'rewritten by the hook' }) };
+    }
+    return {};
+  }
+  if (path === '/1.1/functions/_conversationStart') {
+    const attr = ev.attr || {};
+    if (attr.name === 'forbidden') return { reject: true, code: 77, detail: 'forbidden by the conformance hook' };
+    return {};
+  }
+  return {};
+}
+
+const server = http.createServer((req, res) => {
+  const chunks = [];
+  req.on('data', c => chunks.push(c));
+  req.on('end', () => {
+    const body = Buffer.concat(chunks);
+    const problem = verify(req, body);
+    let json;
+    try { json = JSON.parse(body.toString('utf8')); } catch (e) { json = undefined; }
+    const call = { path: req.url, method: req.method, hook: req.headers['x-relaymesh-hook'], headers: req.headers, body: body.toString('utf8'), json };
+    if (problem) {
+      badSignatures.push({ ...call, problem });
+      res.writeHead(401, { 'Content-Type': 'application/json' });
+      res.end('{"error":"bad signature"}');
+      return;
+    }
+    calls.push(call);
+    for (const w of waiters) w();
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(req.url === '/push' ? '' : JSON.stringify(answer(req.url, json || {})));
+  });
+});
+// Listening starts at load time, before any test makes relaymesh call it.
+const listening = new Promise((resolve, reject) => {
+  server.once('error', reject);
+  server.listen(PORT, '127.0.0.1', resolve);
+});
+
+// waitCall resolves with the first recorded call matching pred.
+function waitCall(pred, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      const c = calls.find(pred);
+      if (!c) return false;
+      clearTimeout(timer);
+      waiters.delete(check);
+      resolve(c);
+      return true;
+    };
+    const timer = setTimeout(() => {
+      waiters.delete(check);
+      reject(new Error('timed out waiting for a hook or push call'));
+    }, ms);
+    if (!check()) waiters.add(check);
+  });
+}
+
+// ---- SDK helpers ----------------------------------------------------------
+
+const realtimes = [];
+const login = id => {
+  const rt = new Realtime({ appId: APP, appKey: 'anykey', RTMServers: URL });
+  realtimes.push(rt);
+  return rt.createIMClient(id);
+};
+
+test.before(() => listening);
+
+test.after(async () => {
+  for (const rt of realtimes) {
+    try { await rt._close(); } catch (e) { /* closed */ }
+  }
+  await new Promise(r => server.close(r));
+});
+
+function nextMessage(client, convId, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      client.off(Event.MESSAGE, handler);
+      reject(new Error(`${client.id}: no message in ${convId}`));
+    }, ms);
+    function handler(message, conv) {
+      if (conv.id !== convId) return;
+      clearTimeout(timer);
+      client.off(Event.MESSAGE, handler);
+      resolve(message);
+    }
+    client.on(Event.MESSAGE, handler);
+  });
+}
+
+async function history(conv) {
+  const msgs = await conv.queryMessages({ limit: 50 });
+  return msgs.map(m => m.text);
+}
+
+async function rejects(p, code, what) {
+  let caught;
+  await assert.rejects(p, e => {
+    caught = e;
+    assert.equal(e.code, code, `${what}: got ${e.code} ${e.message}`);
+    return true;
+  }, what);
+  return caught;
+}
+
+// ---- tests ----------------------------------------------------------------
+
+test('group messages are filtered with the shipped word list; 1:1 messages are not', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const bob = await login(`b-${rnd()}`);
+  const carol = await login(`c-${rnd()}`);
+
+  const group = await alice.createConversation({ members: [bob.id, carol.id], name: 'filtered group' });
+  assert.equal(group.members.length, 3);
+  const got = nextMessage(bob, group.id);
+  const sent = await group.send(new TextMessage('you bastard, buy followers here'));
+  assert.ok(sent.id);
+  const m = await got;
+  assert.equal(m.text, 'you ***, *** here', 'bob gets the filtered text');
+  const bg = await bob.getConversation(group.id);
+  assert.deepEqual(await history(bg), ['you ***, *** here'], 'history is filtered');
+
+  const direct = await alice.createConversation({ members: [bob.id], name: 'direct' });
+  assert.equal(direct.members.length, 2);
+  const got2 = nextMessage(bob, direct.id);
+  await direct.send(new TextMessage('you bastard'));
+  assert.equal((await got2).text, 'you bastard', '1:1 text is not filtered');
+  assert.deepEqual(await history(direct), ['you bastard']);
+});
+
+test('_messageReceived: drop refuses the send with 4402 and stores nothing; content rewrite reaches the receiver', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const bob = await login(`b-${rnd()}`);
+  const conv = await alice.createConversation({ members: [bob.id], name: 'hooked' });
+
+  const bobGot = [];
+  bob.on(Event.MESSAGE, (msg, c) => { if (c.id === conv.id) bobGot.push(msg.text); });
+
+  const err = await rejects(conv.send(new TextMessage('please drop me')), CODE.MESSAGE_REJECTED, 'dropped send');
+  assert.equal(err.appCode, 42, 'the hook code travels as appCode');
+  const ev = (await waitCall(c => c.path === '/received' && c.json && c.json.convId === conv.id)).json;
+  assert.equal(ev.fromPeer, alice.id);
+  assert.ok(ev.toPeers.includes(bob.id), `toPeers ${ev.toPeers}`);
+  assert.equal(JSON.parse(ev.content)._lctext, 'please drop me');
+  assert.equal(calls.find(c => c.path === '/received').hook, '_messageReceived');
+
+  const got = nextMessage(bob, conv.id);
+  await conv.send(new TextMessage('please rewrite me'));
+  assert.equal((await got).text, 'rewritten by the hook');
+
+  const got2 = nextMessage(bob, conv.id);
+  await conv.send(new TextMessage('plain'));
+  assert.equal((await got2).text, 'plain');
+
+  assert.deepEqual(bobGot, ['rewritten by the hook', 'plain'], 'bob never got the dropped message');
+  const bc = await bob.getConversation(conv.id);
+  assert.deepEqual((await history(bc)).sort(), ['plain', 'rewritten by the hook'], 'history has no dropped message');
+});
+
+test('_conversationStart: a rejected conversation fails with 4305', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const bob = `b-${rnd()}`;
+  const err = await rejects(alice.createConversation({ members: [bob], name: 'forbidden' }),
+    CODE.CONVERSATION_REJECTED, 'rejected create');
+  assert.equal(err.appCode, 77, 'the hook code travels as appCode');
+  const ev = (await waitCall(c => c.hook === '_conversationStart' && c.json && c.json.initBy === alice.id)).json;
+  assert.equal(ev.attr.name, 'forbidden');
+  assert.deepEqual([...ev.members].sort(), [alice.id, bob].sort());
+  assert.equal(calls.find(c => c.hook === '_conversationStart').path, '/1.1/functions/_conversationStart');
+
+  const ok = await alice.createConversation({ members: [bob], name: 'allowed' });
+  assert.ok(ok.id, 'other names are allowed');
+});
+
+test('offline push: an offline member causes a webhook POST carrying the pushData', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const bob = await login(`b-${rnd()}`);
+  const carol = `c-${rnd()}`; // never logs in: offline
+  const conv = await alice.createConversation({ members: [bob.id, carol], name: 'push' });
+
+  const pushData = { alert: 'you have a new message', badge: 1, sound: 'default', custom: { k: 'v' } };
+  const got = nextMessage(bob, conv.id);
+  await conv.send(new TextMessage('hello carol'), { pushData });
+  assert.equal((await got).text, 'hello carol');
+
+  const call = await waitCall(c => c.path === '/push' && c.json && c.json.convId === conv.id);
+  const req = call.json;
+  assert.equal(req.appId, APP);
+  assert.equal(req.from, alice.id);
+  assert.deepEqual(req.to, [carol], 'only the offline member is pushed');
+  assert.deepEqual(req.payload, pushData);
+  assert.equal(typeof req.timestamp, 'number');
+});
+
+test('every hook and push request was signed with the master key', async () => {
+  // Let after-send hooks (_messageSent, _receiversOffline) land.
+  await sleep(300);
+  assert.deepEqual(badSignatures.map(c => `${c.path}: ${c.problem}`), []);
+  assert.ok(calls.some(c => c.path === '/push'), 'push calls were checked');
+  assert.ok(calls.some(c => c.path === '/received'), '_messageReceived calls were checked');
+  assert.ok(calls.some(c => c.hook === '_conversationStart'), '_conversationStart calls were checked');
+});
