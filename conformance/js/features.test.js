@@ -456,4 +456,28 @@ test.describe('features (lc.protobuf2.3)', () => {
     const [again] = await other.getQuery().equalTo('objectId', conv.id).find();
     assert.deepEqual(again.mutedMembers, [], 'unmute clears mu');
   });
+  test.it('authorization: an outsider cannot send or read history; only the sender may patch', async () => {
+    const tomId = `tom-${rnd()}`;
+    const jerryId = `jerry-${rnd()}`;
+    const tom = await login(tomId);
+    const jerry = await login(jerryId);
+    const outsider = await login(`eve-${rnd()}`);
+    const conv = await tom.createConversation({ members: [jerryId], name: 'authz' });
+    const got = once(jerry, Event.MESSAGE);
+    const sent = await conv.send(new TextMessage('members only'));
+    const [received] = await got;
+
+    const ec = await outsider.getConversation(conv.id);
+    await rejects(ec.send(new TextMessage('let me in')), CODE.INVALID_TARGET, 'an outsider sends');
+    await rejects(ec.queryMessages({ limit: 10 }), 4312, 'an outsider reads history');
+    const jc = await jerry.getConversation(conv.id);
+    // The SDK refuses a Message from someone else client-side; a bare
+    // {id, timestamp} goes to the server, which must refuse it.
+    const ref = { id: received.id, timestamp: received.timestamp };
+    await rejects(jc.recall(ref), 4403, 'a member recalls someone else\'s message');
+    await rejects(jc.update(ref, new TextMessage('forged edit')), 4403, 'a member edits someone else\'s message');
+
+    const hist = await conv.queryMessages({ limit: 10 });
+    assert.deepEqual(hist.map(m => [m.id, m.text]), [[sent.id, 'members only']], 'nothing changed');
+  });
 });
