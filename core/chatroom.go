@@ -393,11 +393,12 @@ func (c *Core) roomSender(r *request, conv *shard.Conv) (room bool, err error) {
 
 // roomFanout pushes cmd to the sessions joined to chatroom cid, except the
 // sender's, with the message's LeanCloud priority (1 HIGH, 2 NORMAL, 3 LOW)
-// so the edges shed LOW first under pressure.
+// so the relay queue (relayqueue.go) and the edges shed LOW first under
+// pressure.
 func (c *Core) roomFanout(app, cid, from string, priority int32, cmd *lcpb.GenericCommand) {
 	c.pushEnvelope(cmd)
 	for edge, targets := range c.rooms.targets(app, cid, from) {
-		c.deliver(edge, &meshpb.Delivery{AppId: app, Targets: targets, Priority: priority}, cmd)
+		c.deliverAs(edge, &meshpb.Delivery{AppId: app, Targets: targets, Priority: priority}, roomClass(priority), cmd)
 	}
 }
 

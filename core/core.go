@@ -60,6 +60,10 @@ type Core struct {
 	stats   Stats
 	limits  Limits // limits.go, defaults filled in; read-only after New
 
+	// relayQueueLen bounds the relay queue of edges attached from now on;
+	// 0 is EdgeQueueLen. Tests set it before AttachEdge.
+	relayQueueLen int
+
 	locks   convLocks
 	cursors cursorBatcher // cursors.go
 	rooms   chatrooms     // chatroom.go

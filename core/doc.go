@@ -53,6 +53,21 @@
 // goroutine proposes each round of moves as one shard batch command,
 // pushing the receipts it yields.
 //
+// Relay queue (relayqueue.go, presence.go): each attached edge has one
+// bounded queue of deliveries (EdgeQueueLen) with three classes, and one
+// goroutine hands them to the edge's send, HIGH, then NORMAL, then LOW,
+// FIFO within a class. A chatroom delivery takes its message's priority
+// (1 HIGH, 3 LOW, 0, 2 or anything else NORMAL); every other delivery —
+// conversation pushes, directs of normal conversations, receipts,
+// session/closed kicks — is HIGH here, so chatroom traffic never sheds it
+// (its Delivery.priority stays 0, NORMAL at the edge's per-connection
+// queue). When the queue is full: a new LOW is dropped; a new NORMAL
+// evicts the oldest LOW, else is dropped; a new HIGH evicts the oldest LOW,
+// then the oldest NORMAL, and is dropped when only HIGH is queued. Every
+// drop counts in Stats.Dropped and, by the class of the delivery dropped,
+// in Stats.DroppedByPriority; persisted messages stay in history and
+// unread counts, so clients resync.
+//
 // Locks: Core.mu guards presence and edges; convLocks serialise send and
 // fan-out per conversation so every recipient sees a conversation's messages
 // in timestamp order. Lock order: a conversation lock, then Core.mu; the

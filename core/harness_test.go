@@ -131,7 +131,7 @@ func drain(t *testing.T, c *Core) {
 		c.mu.Lock()
 		n := 0
 		for _, l := range c.edges {
-			n += len(l.q)
+			n += l.q.len()
 		}
 		c.mu.Unlock()
 		if n == 0 {

@@ -9,9 +9,10 @@ import (
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
-// EdgeQueueLen bounds each edge's delivery queue. When it is full a new
-// delivery is dropped and counted (Stats.Dropped); persisted messages stay
-// in history and unread counts, so the client resyncs.
+// EdgeQueueLen bounds each edge's relay queue (relayqueue.go). When it is
+// full, deliveries are shed by class, LOW first, and counted
+// (Stats.Dropped, Stats.DroppedByPriority); persisted messages stay in
+// history and unread counts, so the client resyncs.
 const EdgeQueueLen = 4096
 
 // session is one logged-in connection.
@@ -33,7 +34,7 @@ type connKey struct {
 type edgeLink struct {
 	id   string
 	send func(*meshpb.Delivery) error
-	q    chan *meshpb.Delivery
+	q    *relayQueue
 	done chan struct{}
 }
 
@@ -42,20 +43,35 @@ type Stats struct {
 	Delivered  atomic.Uint64 // deliveries handed to an edge's send
 	Dropped    atomic.Uint64 // deliveries dropped: queue full or edge gone
 	SendErrors atomic.Uint64 // send returned an error
+	// DroppedByPriority counts the deliveries shed by a full relay queue,
+	// by the class of the one dropped (index with RelayHigh, RelayNormal,
+	// RelayLow); [RelayHigh] only grows when the queue holds nothing but
+	// HIGH. Their sum is the part of Dropped not due to a missing edge.
+	DroppedByPriority [NumRelayClasses]atomic.Uint64
 }
 
+// loop hands queued deliveries to send, HIGH first, until done is closed.
 func (l *edgeLink) loop(st *Stats) {
 	for {
 		select {
 		case <-l.done:
 			return
-		case d := <-l.q:
-			if err := l.send(d); err != nil {
-				st.SendErrors.Add(1)
-				continue
-			}
-			st.Delivered.Add(1)
+		default:
 		}
+		d := l.q.pop()
+		if d == nil {
+			select {
+			case <-l.done:
+				return
+			case <-l.q.notify:
+			}
+			continue
+		}
+		if err := l.send(d); err != nil {
+			st.SendErrors.Add(1)
+			continue
+		}
+		st.Delivered.Add(1)
 	}
 }
 
@@ -64,7 +80,11 @@ func (l *edgeLink) loop(st *Stats) {
 // keeps its sessions. detach stops the goroutine and forgets every session
 // of the edge.
 func (c *Core) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (detach func()) {
-	l := &edgeLink{id: edgeID, send: send, q: make(chan *meshpb.Delivery, EdgeQueueLen), done: make(chan struct{})}
+	qlen := c.relayQueueLen
+	if qlen <= 0 {
+		qlen = EdgeQueueLen
+	}
+	l := &edgeLink{id: edgeID, send: send, q: newRelayQueue(qlen), done: make(chan struct{})}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -155,9 +175,16 @@ func (c *Core) fanout(app string, peers []string, skip connKey, cmd *lcpb.Generi
 	}
 }
 
-// deliver encodes cmd for d (peerId set when all targets share one) and
-// queues it for edge without blocking.
+// deliver queues a delivery that is not chatroom traffic (conversation
+// pushes, session/closed kicks): relay class HIGH, never shed for chatroom
+// traffic (core/doc.go, "Relay queue").
 func (c *Core) deliver(edge string, d *meshpb.Delivery, cmd *lcpb.GenericCommand) {
+	c.deliverAs(edge, d, RelayHigh, cmd)
+}
+
+// deliverAs encodes cmd for d (peerId set when all targets share one) and
+// queues it for edge as class p without blocking.
+func (c *Core) deliverAs(edge string, d *meshpb.Delivery, p RelayClass, cmd *lcpb.GenericCommand) {
 	one := d.Targets[0].PeerId
 	for _, t := range d.Targets[1:] {
 		if t.PeerId != one {
@@ -182,10 +209,9 @@ func (c *Core) deliver(edge string, d *meshpb.Delivery, cmd *lcpb.GenericCommand
 		c.stats.Dropped.Add(1)
 		return
 	}
-	select {
-	case l.q <- d:
-	default:
+	if victim, dropped := l.q.push(d, p); dropped {
 		c.stats.Dropped.Add(1)
+		c.stats.DroppedByPriority[victim].Add(1)
 	}
 }
 
