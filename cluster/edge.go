@@ -272,15 +272,7 @@ func (l *coreLink) track(ps *meshpb.PresenceSession, open bool) {
 		delete(l.sessions, k)
 		p.Remove = []*meshpb.PresenceSession{ps}
 	}
-	b, err := proto.Marshal(p)
-	if err != nil {
-		return
-	}
-	for addr, s := range l.streams {
-		if err := s.Send(b); err != nil {
-			l.log.Debug("presence send failed; the core resyncs on reconnect", "core", addr, "err", err)
-		}
-	}
+	l.sendLocked(p)
 }
 
 // ended notices deliveries that end a session (tag kick): the core that
@@ -313,12 +305,46 @@ func (l *coreLink) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 	case meshpb.ClientRequest_OPEN:
 		if err == nil && rep.ErrorCode == 0 {
 			l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId,
-				Tag: req.Tag, ProtocolVersion: req.ProtocolVersion}, true)
+				Tag: req.Tag, ProtocolVersion: req.ProtocolVersion, Room: rep.Room}, true)
 		}
 	case meshpb.ClientRequest_CLOSE:
 		l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId}, false)
+	case meshpb.ClientRequest_COMMAND:
+		if err == nil && rep.RoomChanged {
+			l.setRoom(sessionKey{req.AppId, req.PeerId, req.ConnId}, rep.Room)
+		}
 	}
 	return rep, err
+}
+
+// setRoom records the chatroom the leader says session k is now in ("" for
+// none) and tells every core, which mirror it (core/chatroom.go): a new
+// leader then still fans out to the session.
+func (l *coreLink) setRoom(k sessionKey, room string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.sessions[k]
+	if old == nil {
+		return // ended meanwhile
+	}
+	// A new message: the old one may sit in a Presence being marshalled.
+	ps := proto.Clone(old).(*meshpb.PresenceSession)
+	ps.Room = room
+	l.sessions[k] = ps
+	l.sendLocked(&meshpb.Presence{Add: []*meshpb.PresenceSession{ps}})
+}
+
+// sendLocked sends p to every core with a live stream; l.mu is held.
+func (l *coreLink) sendLocked(p *meshpb.Presence) {
+	b, err := proto.Marshal(p)
+	if err != nil {
+		return
+	}
+	for addr, s := range l.streams {
+		if err := s.Send(b); err != nil {
+			l.log.Debug("presence send failed; the core resyncs on reconnect", "core", addr, "err", err)
+		}
+	}
 }
 
 func (l *coreLink) call(ctx context.Context, b []byte) (*meshpb.ClientReply, error) {

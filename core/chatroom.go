@@ -97,6 +97,10 @@ func (rs *chatrooms) join(id roomID, conn connKey, cid string, now time.Time) (p
 	defer rs.mu.Unlock()
 	rs.initLocked()
 	rs.sweepLocked(now)
+	return rs.joinLocked(id, conn, cid, now)
+}
+
+func (rs *chatrooms) joinLocked(id roomID, conn connKey, cid string, now time.Time) (prev string) {
 	rc := roomConn{id.app, id.peer, conn}
 	if o := rs.byConn[rc]; o != nil && o.id != id {
 		rs.unbindLocked(rc, now) // the connection was bound under another tag
@@ -118,6 +122,36 @@ func (rs *chatrooms) join(id roomID, conn connKey, cid string, now time.Time) (p
 	}
 	rs.bindLocked(m, rc)
 	return prev
+}
+
+// mirror applies what an edge's presence says of one session (PresenceSession.room):
+// session (id, conn) is in chatroom cid, or in none when cid is "". A
+// follower mirrors it (the leader said so in its ClientReply); the leader
+// keeps its own state authoritative and only restores (restoreOnly): it binds
+// a session it has in no chatroom, and never moves or drops a membership.
+func (rs *chatrooms) mirror(id roomID, conn connKey, cid string, restoreOnly bool, now time.Time) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.initLocked()
+	rs.sweepLocked(now)
+	cur := rs.byConn[roomConn{id.app, id.peer, conn}]
+	switch {
+	case restoreOnly:
+		if cid == "" || cur != nil {
+			return
+		}
+		if m := rs.members[id]; m != nil && m.cid != cid {
+			return
+		}
+	case cid == "":
+		if cur != nil {
+			rs.dropLocked(cur) // the session quit its chatroom
+		}
+		return
+	case cur != nil && cur.id == id && cur.cid == cid:
+		return
+	}
+	rs.joinLocked(id, conn, cid, now)
 }
 
 // leave takes key id out of chatroom cid (quit); it reports whether it was in.
@@ -306,6 +340,7 @@ func (c *Core) roomJoinCreator(r *request, cid string) {
 		return // server API: no session
 	}
 	c.rooms.join(roomID{r.app, r.peer, c.sessionTag(r.app, r.peer, r.from)}, r.from, cid, c.now())
+	r.setRoom(cid)
 }
 
 // roomConv serves the conv ops that differ for a chatroom; ok is false when
@@ -369,9 +404,12 @@ func (c *Core) roomConv(r *request) (g *lcpb.GenericCommand, err error, ok bool)
 	replyOp := lcpb.OpType_added
 	if add {
 		c.rooms.join(id, r.from, cid, c.now())
+		r.setRoom(cid)
 	} else {
 		replyOp = lcpb.OpType_removed
-		c.rooms.leave(id, cid)
+		if c.rooms.leave(id, cid) {
+			r.setRoom("")
+		}
 	}
 	g = r.reply(lcpb.CommandType_conv, replyOp.Enum())
 	g.ConvMessage = &lcpb.ConvCommand{Cid: proto.String(cid), AllowedPids: []string{r.peer}}
@@ -410,4 +448,11 @@ func roomPush(m *shard.Message, dm *lcpb.DirectCommand) *lcpb.GenericCommand {
 		push.DirectMessage.BinaryMsg = dm.BinaryMsg
 	}
 	return push
+}
+
+// ChatroomOnline is the number of sessions this core counts as joined to
+// the chatroom cid: on the leader the authoritative figure, on a follower
+// its mirror of the edges' presence reports. For operators and tests.
+func (c *Core) ChatroomOnline(app, cid string) int {
+	return c.rooms.count(app, cid)
 }

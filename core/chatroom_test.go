@@ -208,3 +208,85 @@ func TestChatroom(t *testing.T) {
 	}
 	wantError(t, b2.sendText(other, "gone"), lcpb.ErrInvalidMessagingTarget)
 }
+
+// TestChatroomPresence: the leader reports a session's chatroom in its
+// reply (ClientReply.room) and a core that learns it through presence
+// (SyncPresence, as a follower) has the membership: count, members and
+// fan-out after it leads, with nothing pushed by the sync itself.
+func TestChatroomPresence(t *testing.T) {
+	e := newEnv(t)
+	a, z := e.client("alice"), e.client("zed")
+	a.open("", false, 0)
+	z.open("", false, 0)
+	raw := func(c *client, op lcpb.OpType, cm *lcpb.ConvCommand) *meshpb.ClientReply {
+		t.Helper()
+		c.i++
+		g := convCmd(op, cm)
+		g.I = proto.Int32(c.i)
+		b, _ := proto.Marshal(g)
+		rep, err := e.core.HandleClient(context.Background(), c.req(meshpb.ClientRequest_COMMAND, b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	rep := raw(a, lcpb.OpType_start, &lcpb.ConvCommand{M: []string{"alice"}, Transient: proto.Bool(true)})
+	cid := mustOK(t, decodeAll(t, rep)[0]).ConvMessage.GetCid()
+	if !rep.RoomChanged || rep.Room != cid {
+		t.Fatalf("create reply: room %q changed %v, want %q", rep.Room, rep.RoomChanged, cid)
+	}
+	if rep := raw(z, lcpb.OpType_join, &lcpb.ConvCommand{Cid: proto.String(cid)}); !rep.RoomChanged || rep.Room != cid {
+		t.Fatalf("join reply: room %q changed %v, want %q", rep.Room, rep.RoomChanged, cid)
+	}
+	if rep := raw(z, lcpb.OpType_leave, &lcpb.ConvCommand{Cid: proto.String(cid)}); !rep.RoomChanged || rep.Room != "" {
+		t.Fatalf("quit reply: room %q changed %v, want none", rep.Room, rep.RoomChanged)
+	}
+	if rep := raw(z, lcpb.OpType_count, &lcpb.ConvCommand{Cid: proto.String(cid)}); rep.RoomChanged {
+		t.Fatal("count reply reports a room change")
+	}
+
+	// As a follower, the core mirrors bob and carol (edge e1) into the room.
+	sess := func(peer string, conn uint64, room string) *meshpb.PresenceSession {
+		return &meshpb.PresenceSession{AppId: testApp, PeerId: peer, ConnId: conn, ProtocolVersion: 3, Room: room}
+	}
+	bob, carol := connSeq.Add(1), connSeq.Add(1)
+	e.rep.follower.Store(true)
+	e.core.SyncPresence("e1", &meshpb.Presence{Add: []*meshpb.PresenceSession{sess("bob", bob, cid), sess("carol", carol, cid)}})
+	e.rep.follower.Store(false)
+	count := func() int32 {
+		return mustOK(t, z.conv(lcpb.OpType_count, &lcpb.ConvCommand{Cid: proto.String(cid)})).ConvMessage.GetCount()
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("count after sync: got %d, want 3", n)
+	}
+	mem := mustOK(t, z.conv(lcpb.OpType_members, &lcpb.ConvCommand{Cid: proto.String(cid)}))
+	if !slices.Equal(mem.ConvMessage.M, []string{"alice", "bob", "carol"}) {
+		t.Fatalf("members: got %v, want [alice bob carol]", mem.ConvMessage.M)
+	}
+	e.edge.noPush(t, e.core, "bob", bob, func(*lcpb.GenericCommand) bool { return true })
+	mustOK(t, a.sendText(cid, "hi room"))
+	isHi := func(g *lcpb.GenericCommand) bool { return g.GetDirectMessage().GetMsg() == "hi room" }
+	e.edge.waitPush(t, "bob", bob, isHi)
+	e.edge.waitPush(t, "carol", carol, isHi)
+
+	// Follower updates: carol quits (room ""), bob's session ends.
+	e.rep.follower.Store(true)
+	e.core.SyncPresence("e1", &meshpb.Presence{Add: []*meshpb.PresenceSession{sess("carol", carol, "")}})
+	e.core.SyncPresence("e1", &meshpb.Presence{Remove: []*meshpb.PresenceSession{sess("bob", bob, "")}})
+	e.rep.follower.Store(false)
+	if n := count(); n != 1 {
+		t.Fatalf("count after quit and close: got %d, want 1", n)
+	}
+
+	// The leader only restores: an unknown session is bound, a known one is
+	// not moved by presence.
+	dave := connSeq.Add(1)
+	e.core.SyncPresence("e1", &meshpb.Presence{Add: []*meshpb.PresenceSession{sess("dave", dave, cid)}})
+	if n := count(); n != 2 {
+		t.Fatalf("count after restore: got %d, want 2", n)
+	}
+	e.core.SyncPresence("e1", &meshpb.Presence{Add: []*meshpb.PresenceSession{sess("dave", dave, "")}})
+	if !e.core.rooms.joined(testApp, "dave", connKey{"e1", dave}, cid) {
+		t.Fatal("presence moved a membership on the leader")
+	}
+}

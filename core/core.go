@@ -180,6 +180,16 @@ type request struct {
 	version   int32
 	config    int64 // the session's configBitmap
 	cmd       *lcpb.GenericCommand
+
+	// The session's chatroom changed to room ("" for none); HandleClient
+	// tells the edge (ClientReply.room, chatroom.go).
+	roomSet bool
+	room    string
+}
+
+// setRoom records that r's session is now in chatroom cid ("" for none).
+func (r *request) setRoom(cid string) {
+	r.roomSet, r.room = true, cid
 }
 
 // Session configBitmap bits the core acts on (PROTOCOL.md §3).
@@ -247,10 +257,14 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 		}
 		out = r.errorReply(err)
 	}
-	if out == nil {
-		return &meshpb.ClientReply{}, nil
+	rep := &meshpb.ClientReply{}
+	if out != nil {
+		rep = encodeReply(out)
 	}
-	return encodeReply(out), nil
+	if r.roomSet {
+		rep.Room, rep.RoomChanged = r.room, true
+	}
+	return rep, nil
 }
 
 func encodeReply(cmds ...*lcpb.GenericCommand) *meshpb.ClientReply {

@@ -221,11 +221,21 @@ func (c *Core) deliverAs(edge string, d *meshpb.Delivery, p RelayClass, cmd *lcp
 // It only records sessions: no tag kick and no login notifications, which
 // the leader did when it handled the OPEN. Applying a frame twice is
 // harmless.
+//
+// It also mirrors chatroom membership (PresenceSession.room, chatroom.go),
+// pushing nothing: a follower takes what the leader told the edge; the
+// leader keeps its own state and only restores sessions it has in no
+// chatroom (after a restart).
 func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
+	leader := c.replica != nil && c.replica.IsLeader()
+	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return
+	}
+	if p.GetReplaceAll() && !leader {
+		c.rooms.dropEdge(edgeID, now) // rebound below from the list
 	}
 	if p.GetReplaceAll() {
 		for k, ss := range c.sessions {
@@ -239,12 +249,16 @@ func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
 		}
 	}
 	for _, r := range p.GetRemove() {
-		c.removeSessionLocked(peerKey{r.GetAppId(), r.GetPeerId()}, connKey{edgeID, r.GetConnId()})
+		from := connKey{edgeID, r.GetConnId()}
+		c.removeSessionLocked(peerKey{r.GetAppId(), r.GetPeerId()}, from)
+		c.rooms.closeSession(r.GetAppId(), r.GetPeerId(), from, now) // detached for RoomGrace
 	}
 	for _, a := range p.GetAdd() {
 		k := peerKey{a.GetAppId(), a.GetPeerId()}
-		c.removeSessionLocked(k, connKey{edgeID, a.GetConnId()})
+		from := connKey{edgeID, a.GetConnId()}
+		c.removeSessionLocked(k, from)
 		c.sessions[k] = append(c.sessions[k], &session{app: a.GetAppId(), peer: a.GetPeerId(), tag: a.GetTag(),
 			edge: edgeID, conn: a.GetConnId(), version: a.GetProtocolVersion()})
+		c.rooms.mirror(roomID{a.GetAppId(), a.GetPeerId(), a.GetTag()}, from, a.GetRoom(), leader, now)
 	}
 }

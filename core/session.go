@@ -59,7 +59,7 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	for _, o := range kicked {
 		c.rooms.closeSession(app, o.peer, connKey{o.edge, o.conn}, c.now())
 	}
-	c.rooms.open(roomID{app, peer, s.tag}, connKey{s.edge, s.conn}, req.GetReconnect(), c.now()) // chatroom.go
+	room := c.rooms.open(roomID{app, peer, s.tag}, connKey{s.edge, s.conn}, req.GetReconnect(), c.now()) // chatroom.go
 	for _, o := range kicked {
 		c.endWills(ctx, app, o.peer, connKey{o.edge, o.conn}, false)
 		closed := &lcpb.GenericCommand{
@@ -89,7 +89,11 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		c.pushEnvelope(g)
 		g.PeerId = proto.String(peer)
 	}
-	return encodeReply(cmds...)
+	rep := encodeReply(cmds...)
+	if room != "" { // rebound to its chatroom: presence carries it (chatroom.go)
+		rep.Room, rep.RoomChanged = room, true
+	}
+	return rep
 }
 
 // loginNotifications builds the pushes due on login: unread counts (.3) or

@@ -199,3 +199,70 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestChatroomSurvivesLeaderChange: chatroom membership travels with
+// presence, so after the shard leader is stopped the new leader still fans
+// out a member's message to the other members, who never joined again.
+func TestChatroomSurvivesLeaderChange(t *testing.T) {
+	r := startRegion(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	alice := dial(t, ctx, r.edge.URL, "room-app", "alice")
+	bob := dial(t, ctx, r.edge.URL, "room-app", "bob")
+	cid, err := alice.CreateChatRoom(ctx, "lobby", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bob.Join(ctx, cid); err != nil {
+		t.Fatal(err)
+	}
+	// receive waits for a live push of text to c.
+	receive := func(c *client.Client, text string) {
+		t.Helper()
+		live := time.After(10 * time.Second)
+		for {
+			select {
+			case ev := <-c.Events():
+				if m, ok := ev.(client.Message); ok && m.ConvID == cid && m.Text == client.TextMessage(text) {
+					return
+				}
+			case <-live:
+				t.Fatalf("no live chatroom push of %q", text)
+			}
+		}
+	}
+	if _, err := alice.Send(ctx, cid, client.TextMessage("before"), client.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	receive(bob, "before")
+	// Wait until every core mirrors both members from the presence frames.
+	waitFor(t, 10*time.Second, func() bool {
+		for _, c := range r.cores {
+			if c.Service.ChatroomOnline("room-app", cid) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+
+	leader := r.waitLeader()
+	r.cores[leader].Close()
+	r.cores[leader] = nil
+	r.waitLeader()
+
+	// The first sends may still meet the election; retry until one is acked.
+	var sendErr error
+	for range 20 {
+		sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+		_, sendErr = bob.Send(sctx, cid, client.TextMessage("after"), client.SendOptions{})
+		scancel()
+		if sendErr == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if sendErr != nil {
+		t.Fatalf("send after failover: %v", sendErr)
+	}
+	receive(alice, "after")
+}

@@ -453,7 +453,13 @@ type ClientReply struct {
 	NotLeader bool   `protobuf:"varint,4,opt,name=not_leader,json=notLeader,proto3" json:"not_leader,omitempty"`
 	Leader    string `protobuf:"bytes,5,opt,name=leader,proto3" json:"leader,omitempty"`
 	// For ADMIN: the result of KICK, UNREAD_COUNT and MEMBER_ROLES.
-	Admin         *AdminReply `protobuf:"bytes,6,opt,name=admin,proto3" json:"admin,omitempty"`
+	Admin *AdminReply `protobuf:"bytes,6,opt,name=admin,proto3" json:"admin,omitempty"`
+	// room_changed: the requesting session's chatroom membership is now room
+	// ("" for none): set on chatroom join/quit/create and on an OPEN that
+	// rebinds a chatroom membership. The edge records it in the session's
+	// PresenceSession so every core can restore it (core/chatroom.go).
+	Room          string `protobuf:"bytes,7,opt,name=room,proto3" json:"room,omitempty"`
+	RoomChanged   bool   `protobuf:"varint,8,opt,name=room_changed,json=roomChanged,proto3" json:"room_changed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +534,20 @@ func (x *ClientReply) GetAdmin() *AdminReply {
 		return x.Admin
 	}
 	return nil
+}
+
+func (x *ClientReply) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *ClientReply) GetRoomChanged() bool {
+	if x != nil {
+		return x.RoomChanged
+	}
+	return false
 }
 
 type AdminReply struct {
@@ -691,8 +711,11 @@ type PresenceSession struct {
 	ConnId          uint64                 `protobuf:"varint,3,opt,name=conn_id,json=connId,proto3" json:"conn_id,omitempty"`
 	Tag             string                 `protobuf:"bytes,4,opt,name=tag,proto3" json:"tag,omitempty"`
 	ProtocolVersion int32                  `protobuf:"varint,5,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The chatroom the session is in, "" if none, as the leader last said
+	// (ClientReply.room). Followers mirror it; a new leader keeps it.
+	Room          string `protobuf:"bytes,6,opt,name=room,proto3" json:"room,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PresenceSession) Reset() {
@@ -758,6 +781,13 @@ func (x *PresenceSession) GetProtocolVersion() int32 {
 		return x.ProtocolVersion
 	}
 	return 0
+}
+
+func (x *PresenceSession) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
 }
 
 // Presence keeps every core of the region told which sessions the edge
@@ -1006,7 +1036,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\fMEMBER_ROLES\x10\x04\x12\x11\n" +
 	"\rSYS_BROADCAST\x10\x05\x12\f\n" +
 	"\bSYS_SEND\x10\x06\x12\x10\n" +
-	"\fSYS_MESSAGES\x10\a\"\xd4\x01\n" +
+	"\fSYS_MESSAGES\x10\a\"\x8b\x02\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
@@ -1015,7 +1045,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
 	"not_leader\x18\x04 \x01(\bR\tnotLeader\x12\x16\n" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x120\n" +
-	"\x05admin\x18\x06 \x01(\v2\x1a.relaymesh.mesh.AdminReplyR\x05admin\"T\n" +
+	"\x05admin\x18\x06 \x01(\v2\x1a.relaymesh.mesh.AdminReplyR\x05admin\x12\x12\n" +
+	"\x04room\x18\a \x01(\tR\x04room\x12!\n" +
+	"\froom_changed\x18\b \x01(\bR\vroomChanged\"T\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
@@ -1025,13 +1057,14 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\"$\n" +
 	"\tEdgeHello\x12\x17\n" +
-	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\x97\x01\n" +
+	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\xab\x01\n" +
 	"\x0fPresenceSession\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
 	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x17\n" +
 	"\aconn_id\x18\x03 \x01(\x04R\x06connId\x12\x10\n" +
 	"\x03tag\x18\x04 \x01(\tR\x03tag\x12)\n" +
-	"\x10protocol_version\x18\x05 \x01(\x05R\x0fprotocolVersion\"\x97\x01\n" +
+	"\x10protocol_version\x18\x05 \x01(\x05R\x0fprotocolVersion\x12\x12\n" +
+	"\x04room\x18\x06 \x01(\tR\x04room\"\x97\x01\n" +
 	"\bPresence\x12\x1f\n" +
 	"\vreplace_all\x18\x01 \x01(\bR\n" +
 	"replaceAll\x121\n" +
