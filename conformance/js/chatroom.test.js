@@ -10,57 +10,16 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Realtime, TextMessage, Event } = require('leancloud-realtime');
+const { rnd, sleep, once, collect, until, rejects } = require('./lib');
 
 const URL = process.env.RELAYMESH_URL;
 if (!URL) throw new Error('RELAYMESH_URL is not set');
-
-const rnd = () => Math.random().toString(36).slice(2, 10);
-const sleep = ms => new Promise(r => setTimeout(r, ms));
 
 // LeanCloud codes (REST-AND-HOOKS.md §3, SDK error.js) the tests expect.
 const CODE = {
   NOT_ALLOWED: 4308, // CONVERSATION_NOT_ALLOWED: invite or kick in a chatroom
   INVALID_TARGET: 4401, // INVALID_MESSAGING_TARGET: send without joining
 };
-
-function once(emitter, event, pred = () => true, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, handler);
-      reject(new Error(`timed out waiting for ${event}`));
-    }, ms);
-    function handler(...args) {
-      if (!pred(...args)) return;
-      clearTimeout(timer);
-      emitter.off(event, handler);
-      resolve(args);
-    }
-    emitter.on(event, handler);
-  });
-}
-
-function collect(emitter, event) {
-  const got = [];
-  emitter.on(event, (...args) => got.push(args));
-  return got;
-}
-
-async function until(fn, ms = 10000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(50);
-  }
-}
-
-async function rejects(p, code, what) {
-  await assert.rejects(p, e => {
-    assert.equal(e.code, code, `${what}: got ${e.code} ${e.message}`);
-    return true;
-  }, what);
-}
 
 test.describe('chatrooms (lc.protobuf2.3)', () => {
   const appId = `room-${rnd()}`;

@@ -16,12 +16,10 @@ const {
   MessageStatus,
   ConversationMemberRole,
 } = require('leancloud-realtime');
+const { rnd, sleep, once, collect, until, rejects } = require('./lib');
 
 const URL = process.env.RELAYMESH_URL;
 if (!URL) throw new Error('RELAYMESH_URL is not set');
-
-const rnd = () => Math.random().toString(36).slice(2, 10);
-const sleep = ms => new Promise(r => setTimeout(r, ms));
 
 // LeanCloud codes (REST-AND-HOOKS.md §3) the tests expect.
 const CODE = {
@@ -30,46 +28,6 @@ const CODE = {
   INVALID_TARGET: 4401, // INVALID_MESSAGING_TARGET: not a member
   SILENCED: 4563, // SILIENCED: a muted member sends
 };
-
-function once(emitter, event, pred = () => true, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, handler);
-      reject(new Error(`timed out waiting for ${event}`));
-    }, ms);
-    function handler(...args) {
-      if (!pred(...args)) return;
-      clearTimeout(timer);
-      emitter.off(event, handler);
-      resolve(args);
-    }
-    emitter.on(event, handler);
-  });
-}
-
-function collect(emitter, event) {
-  const got = [];
-  emitter.on(event, (...args) => got.push(args));
-  return got;
-}
-
-async function until(fn, ms = 10000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await sleep(50);
-  }
-}
-
-// rejects asserts that p fails with LeanCloud error code.
-async function rejects(p, code, what) {
-  await assert.rejects(p, e => {
-    assert.equal(e.code, code, `${what}: got ${e.code} ${e.message}`);
-    return true;
-  }, what);
-}
 
 test.describe('features (lc.protobuf2.3)', () => {
   const appId = `feat-${rnd()}`;

@@ -17,6 +17,7 @@ const {
   messageType,
   messageField,
 } = require('leancloud-realtime');
+const { rnd, once, collect, until } = require('./lib');
 
 const URL = process.env.RELAYMESH_URL;
 if (!URL) throw new Error('RELAYMESH_URL is not set');
@@ -26,48 +27,11 @@ class CardMessage extends TypedMessage {}
 messageType(1)(CardMessage);
 messageField(['title'])(CardMessage);
 
-const rnd = () => Math.random().toString(36).slice(2, 10);
-
 const MODES = [
   { name: 'lc.protobuf2.3', opts: {} },
   { name: 'lc.proto2base64.3 (noBinary)', opts: { noBinary: true } },
   { name: 'lc.protobuf2.1 (pushOfflineMessages)', opts: { pushOfflineMessages: true } },
 ];
-
-// once resolves with the arguments of the first `event` emitted by `emitter`
-// that satisfies pred, or rejects after ms.
-function once(emitter, event, pred = () => true, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, handler);
-      reject(new Error(`timed out waiting for ${event}`));
-    }, ms);
-    function handler(...args) {
-      if (!pred(...args)) return;
-      clearTimeout(timer);
-      emitter.off(event, handler);
-      resolve(args);
-    }
-    emitter.on(event, handler);
-  });
-}
-
-// collect gathers every `event` from emitter into an array.
-function collect(emitter, event) {
-  const got = [];
-  emitter.on(event, (...args) => got.push(args));
-  return got;
-}
-
-async function until(fn, ms = 10000) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise(r => setTimeout(r, 50));
-  }
-}
 
 for (const mode of MODES) {
   test.describe(mode.name, () => {

@@ -9,6 +9,7 @@ const test = require('node:test');
 const assert = require('node:assert/strict');
 const axios = require('axios');
 const { Realtime, TextMessage, Event, ConversationMemberRole } = require('leancloud-realtime');
+const { rnd, once } = require('./lib');
 
 const WS = process.env.RELAYMESH_URL;
 if (!WS) throw new Error('RELAYMESH_URL is not set');
@@ -23,24 +24,6 @@ axios.interceptors.request.use(cfg => {
   if (cfg.url && cfg.url.startsWith(`https://${HOST}/`)) cfg.url = 'http://' + cfg.url.slice('https://'.length);
   return cfg;
 });
-
-const rnd = () => Math.random().toString(36).slice(2, 10);
-
-function once(emitter, event, pred = () => true, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, handler);
-      reject(new Error(`timed out waiting for ${event}`));
-    }, ms);
-    function handler(...args) {
-      if (!pred(...args)) return;
-      clearTimeout(timer);
-      emitter.off(event, handler);
-      resolve(args);
-    }
-    emitter.on(event, handler);
-  });
-}
 
 test.describe('REST API', () => {
   const appId = `rest-${rnd()}`;

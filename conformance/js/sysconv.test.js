@@ -8,11 +8,11 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Realtime, Event } = require('leancloud-realtime');
+const { rnd } = require('./lib');
 
 const WS = process.env.RELAYMESH_URL;
 if (!WS) throw new Error('RELAYMESH_URL is not set');
 const API = `http://${new URL(WS).host}`;
-const rnd = () => Math.random().toString(36).slice(2, 10);
 
 test.describe('system conversations', () => {
   const appId = `sys-${rnd()}`;

@@ -8,40 +8,15 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Realtime, TextMessage, Event, TemporaryConversation } = require('leancloud-realtime');
+const { rnd, sleep, once, rejects } = require('./lib');
 
 const URL = process.env.RELAYMESH_URL;
 if (!URL) throw new Error('RELAYMESH_URL is not set');
-
-const rnd = () => Math.random().toString(36).slice(2, 10);
-const sleep = ms => new Promise(r => setTimeout(r, ms));
 
 const CODE = {
   CONVERSATION_FULL: 4304, // more than 10 members in a temporary conversation
   TEMPORARY_CONVERSATION_EXPIRED: 4323,
 };
-
-function once(emitter, event, pred = () => true, ms = 10000) {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      emitter.off(event, handler);
-      reject(new Error(`timed out waiting for ${event}`));
-    }, ms);
-    function handler(...args) {
-      if (!pred(...args)) return;
-      clearTimeout(timer);
-      emitter.off(event, handler);
-      resolve(args);
-    }
-    emitter.on(event, handler);
-  });
-}
-
-async function rejects(p, code, what) {
-  await assert.rejects(p, e => {
-    assert.equal(e.code, code, `${what}: got ${e.code} ${e.message}`);
-    return true;
-  }, what);
-}
 
 test.describe('temporary conversations', () => {
   const appId = `tmp-${rnd()}`;
