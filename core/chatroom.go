@@ -347,23 +347,9 @@ func (c *Core) roomJoinCreator(r *request, cid string) {
 // cid is not a chatroom (or the op is not one of them) and the normal path
 // applies.
 func (c *Core) roomConv(r *request) (g *lcpb.GenericCommand, err error, ok bool) {
-	op := r.cmd.GetOp()
-	switch op {
-	case lcpb.OpType_add, lcpb.OpType_join, lcpb.OpType_remove, lcpb.OpType_leave,
-		lcpb.OpType_count, lcpb.OpType_members, lcpb.OpType_is_member:
-	default:
-		return nil, nil, false
-	}
+	op, cid, conv := c.membershipTarget(r)
 	cm := r.cmd.ConvMessage
-	cid := cm.GetCid()
-	if op == lcpb.OpType_is_member && cid == "" && len(cm.Cids) == 1 {
-		cid = cm.Cids[0]
-	}
-	if cid == "" {
-		return nil, nil, false
-	}
-	conv, err := c.convView(r.app, cid)
-	if err != nil || conv == nil || !conv.Transient {
+	if conv == nil || !conv.Transient {
 		return nil, nil, false
 	}
 	switch op {
@@ -455,4 +441,31 @@ func roomPush(m *shard.Message, dm *lcpb.DirectCommand) *lcpb.GenericCommand {
 // its mirror of the edges' presence reports. For operators and tests.
 func (c *Core) ChatroomOnline(app, cid string) int {
 	return c.rooms.count(app, cid)
+}
+
+// membershipTarget resolves the conversation of a membership-style conv op
+// (add/join, remove/leave, count, members, is_member), which chatrooms and
+// system conversations answer their own way. conv is nil for other ops or
+// when the conversation cannot be read.
+func (c *Core) membershipTarget(r *request) (op lcpb.OpType, cid string, conv *shard.Conv) {
+	op = r.cmd.GetOp()
+	switch op {
+	case lcpb.OpType_add, lcpb.OpType_join, lcpb.OpType_remove, lcpb.OpType_leave,
+		lcpb.OpType_count, lcpb.OpType_members, lcpb.OpType_is_member:
+	default:
+		return op, "", nil
+	}
+	cm := r.cmd.ConvMessage
+	cid = cm.GetCid()
+	if op == lcpb.OpType_is_member && cid == "" && len(cm.Cids) == 1 {
+		cid = cm.Cids[0]
+	}
+	if cid == "" {
+		return op, "", nil
+	}
+	conv, err := c.convView(r.app, cid)
+	if err != nil {
+		return op, cid, nil
+	}
+	return op, cid, conv
 }

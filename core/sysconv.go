@@ -40,23 +40,9 @@ const maxSysLogin = 100
 // sysConv serves the conv ops that differ for a system conversation; ok is
 // false when cid is not one.
 func (c *Core) sysConv(ctx context.Context, r *request) (g *lcpb.GenericCommand, err error, ok bool) {
-	op := r.cmd.GetOp()
-	switch op {
-	case lcpb.OpType_add, lcpb.OpType_join, lcpb.OpType_remove, lcpb.OpType_leave,
-		lcpb.OpType_count, lcpb.OpType_members, lcpb.OpType_is_member:
-	default:
-		return nil, nil, false
-	}
+	op, cid, conv := c.membershipTarget(r)
 	cm := r.cmd.ConvMessage
-	cid := cm.GetCid()
-	if op == lcpb.OpType_is_member && cid == "" && len(cm.Cids) == 1 {
-		cid = cm.Cids[0]
-	}
-	if cid == "" {
-		return nil, nil, false
-	}
-	conv, err := c.convView(r.app, cid)
-	if err != nil || conv == nil || !conv.System {
+	if conv == nil || !conv.System {
 		return nil, nil, false
 	}
 	st := c.state()
