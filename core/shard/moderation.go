@@ -129,43 +129,26 @@ func (a *applier) role() (*Result, *Error) {
 // shutup mutes (Mute) or unmutes the clientIds in Members. Targets the
 // actor may not act on fail with ErrRoleTooLow; the rest are allowed.
 func (a *applier) shutup() (*Result, *Error) {
-	c := a.c
-	conv, serr := a.moderator()
-	if serr != nil {
-		return nil, serr
-	}
-	pids := normalize(c.Members)
-	if len(pids) == 0 {
-		return nil, fail(ErrBadCommand, "no members")
-	}
-	res := &Result{Conv: conv}
-	for _, p := range pids {
-		switch {
-		case !conv.mayActOn(c.From, p):
-			res.Failed = append(res.Failed, Failure{p, ErrRoleTooLow})
-		case c.Mute && !conv.IsShutup(p) && len(conv.Shutup) >= MaxShutup:
-			res.Failed = append(res.Failed, Failure{p, ErrShutupFull})
-		default:
-			res.Allowed = append(res.Allowed, p)
-			if c.Mute != conv.IsShutup(p) {
-				res.Changed = append(res.Changed, p)
-				if c.Mute {
-					conv.Shutup = insertSorted(conv.Shutup, p)
-				} else {
-					conv.Shutup = removeSorted(conv.Shutup, p)
-				}
-			}
-		}
-	}
-	if len(res.Changed) > 0 {
-		a.putConv(conv)
-	}
-	return res, nil
+	return a.moderateList(func(conv *Conv) *[]string { return &conv.Shutup }, MaxShutup, ErrShutupFull, nil)
 }
 
 // block adds (Mute) the clientIds in Members to the blacklist, removing
 // those who are members, or takes them off it.
 func (a *applier) block() (*Result, *Error) {
+	return a.moderateList(func(conv *Conv) *[]string { return &conv.Blocked }, MaxBlocked, ErrBlacklistFull,
+		func(conv *Conv, res *Result, p string) {
+			if conv.IsMember(p) {
+				res.Removed = append(res.Removed, p)
+			}
+		})
+}
+
+// moderateList adds (Mute) the clientIds in Members to the sorted list that
+// list selects, or takes them off it. Targets the actor may not act on fail
+// with ErrRoleTooLow, additions past max with full; the rest are allowed.
+// added, if set, runs for each target newly put on the list; members in
+// res.Removed are then dropped from the conversation.
+func (a *applier) moderateList(list func(*Conv) *[]string, max int, full error, added func(conv *Conv, res *Result, p string)) (*Result, *Error) {
 	c := a.c
 	conv, serr := a.moderator()
 	if serr != nil {
@@ -175,26 +158,28 @@ func (a *applier) block() (*Result, *Error) {
 	if len(pids) == 0 {
 		return nil, fail(ErrBadCommand, "no members")
 	}
+	l := list(conv)
 	res := &Result{Conv: conv}
 	for _, p := range pids {
+		on := containsSorted(*l, p)
 		switch {
 		case !conv.mayActOn(c.From, p):
 			res.Failed = append(res.Failed, Failure{p, ErrRoleTooLow})
-		case c.Mute && !conv.IsBlocked(p) && len(conv.Blocked) >= MaxBlocked:
-			res.Failed = append(res.Failed, Failure{p, ErrBlacklistFull})
+		case c.Mute && !on && len(*l) >= max:
+			res.Failed = append(res.Failed, Failure{p, full})
 		default:
 			res.Allowed = append(res.Allowed, p)
-			if c.Mute == conv.IsBlocked(p) {
+			if c.Mute == on {
 				continue
 			}
 			res.Changed = append(res.Changed, p)
 			if !c.Mute {
-				conv.Blocked = removeSorted(conv.Blocked, p)
+				*l = removeSorted(*l, p)
 				continue
 			}
-			conv.Blocked = insertSorted(conv.Blocked, p)
-			if conv.IsMember(p) {
-				res.Removed = append(res.Removed, p)
+			*l = insertSorted(*l, p)
+			if added != nil {
+				added(conv, res, p)
 			}
 		}
 	}
