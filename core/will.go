@@ -26,14 +26,20 @@ import (
 // every session end sends the wills until the edge passes the session/close
 // bytes on its CLOSE. A client has one will per conversation; a newer one
 // replaces it. Wills of sessions whose edge vanished without CLOSE stay
-// stored until a CLOSE for that session arrives.
+// stored until a CLOSE for that session arrives. In a chatroom only a
+// joined session may leave a will; when it fires it goes, with the send's
+// priority, to the sessions joined at that moment (never the sender's).
 
 // sendWill stores a will message and acks it.
 func (c *Core) sendWill(ctx context.Context, r *request, dm *lcpb.DirectCommand, data string, bin bool) (*lcpb.GenericCommand, error) {
+	conv, _ := c.convView(r.app, dm.GetCid())
+	if _, err := c.roomSender(r, conv); err != nil { // chatroom.go: joined sessions only
+		return nil, err
+	}
 	res, err := c.propose(ctx, &shard.Command{
 		Op: shard.OpWill, App: r.app, CID: dm.GetCid(), From: r.peer, Now: c.nowMS(),
 		MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll(),
-		Edge: r.from.edge, Conn: r.from.conn,
+		Edge: r.from.edge, Conn: r.from.conn, Priority: r.cmd.GetPriority(),
 	})
 	if err != nil {
 		if errors.Is(err, shard.ErrNotMember) || errors.Is(err, shard.ErrConvNotFound) {
@@ -78,6 +84,12 @@ func (c *Core) endWills(ctx context.Context, app, peer string, from connKey, fir
 		return
 	}
 	for _, f := range res.Fired {
+		if f.Room { // chatroom.go: to the sessions still joined, the sender's excluded
+			push := directPush(f.Message, false)
+			push.DirectMessage.ConvType = proto.Int32(2)
+			c.roomFanout(app, f.Message.CID, peer, f.Priority, push)
+			continue
+		}
 		c.fanout(app, f.Members, connKey{}, directPush(f.Message, false))
 	}
 }

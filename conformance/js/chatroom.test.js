@@ -98,4 +98,33 @@ test.describe('chatrooms (lc.protobuf2.3)', () => {
     await jSecond.quit();
     assert.equal(await second.count(), 1, 'quit leaves');
   });
+
+  test.it('a will message in a chatroom reaches the joined sessions when the sender drops', async () => {
+    const [tomId, jerryId, spikeId] = ['tom', 'jerry', 'spike'].map(n => `${n}-${rnd()}`);
+    const tomRt = new Realtime({ appId, appKey: 'anykey', RTMServers: URL });
+    const tom = await tomRt.createIMClient(tomId);
+    const [jerry, spike] = await Promise.all([jerryId, spikeId].map(login));
+    const room = await tom.createChatRoom({ name: 'will-room' });
+    const jr = await jerry.getConversation(room.id);
+    await jr.join();
+    const spikeGot = collect(spike, Event.MESSAGE); // online, never joined
+    const jerryGot = collect(jerry, Event.MESSAGE);
+
+    const sc = await spike.getConversation(room.id);
+    await rejects(sc.send(new TextMessage('spike will'), { will: true }), CODE.INVALID_TARGET,
+      'a will from a session not in the chatroom');
+
+    const will = await room.send(new TextMessage('tom left the room'), { will: true });
+    assert.ok(will.id, 'a will send in a chatroom is acked');
+    await sleep(500);
+    assert.equal(jerryGot.filter(([m]) => m.text === 'tom left the room').length, 0, 'held while tom is connected');
+
+    await tomRt._close(); // the connection drops: no session/close
+    const [m] = await until(() => jerryGot.find(([x]) => x.text === 'tom left the room'));
+    assert.equal(m.from, tomId);
+    assert.equal(m.id, will.id);
+    assert.equal(spikeGot.length, 0, 'a client not in the chatroom gets nothing');
+    const hist = await jr.queryMessages({ limit: 10 });
+    assert.ok(hist.some(x => x.id === will.id), 'the fired will is in chatroom history');
+  });
 });

@@ -160,6 +160,8 @@ type Command struct {
 	Conn uint64 `json:"conn,omitempty"`
 	// end_wills: send the wills (the session dropped) rather than drop them.
 	Fire bool `json:"fire,omitempty"`
+	// will: the send's priority, kept for a chatroom will's fan-out.
+	Priority int32 `json:"pri,omitempty"`
 
 	// patch
 	Patches []Patch `json:"patches,omitempty"`
@@ -263,6 +265,10 @@ type Receipt struct {
 type Fired struct {
 	Message *Message
 	Members []string
+	// Room: the conversation is a chatroom; the core fans the message out
+	// to the joined sessions with Priority instead of to Members.
+	Room     bool
+	Priority int32
 }
 
 // Sentinel errors, classified by the core with errors.Is.

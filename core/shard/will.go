@@ -14,6 +14,9 @@ type Will struct {
 	Message
 	Edge string `json:"edge"`
 	Conn uint64 `json:"conn"`
+	// Priority is the send's LeanCloud priority (chatrooms: 1 HIGH, 2
+	// NORMAL, 3 LOW; 0 unset), carried to the fan-out when the will fires.
+	Priority int32 `json:"pri,omitempty"`
 }
 
 // will stores the command's message as From's will in CID.
@@ -23,7 +26,7 @@ func (a *applier) will() (*Result, *Error) {
 	if serr != nil {
 		return nil, serr
 	}
-	if !conv.IsMember(c.From) {
+	if !conv.mayAppend(c.From) { // chatrooms: the core checked the session joined
 		return nil, fail(ErrNotMember, c.From)
 	}
 	if conv.IsShutup(c.From) {
@@ -35,7 +38,7 @@ func (a *applier) will() (*Result, *Error) {
 	w := &Will{
 		Message: Message{ID: c.MID, CID: c.CID, From: c.From, T: c.Now, Data: c.Data, Bin: c.Bin,
 			MentionPids: c.MentionPids, MentionAll: c.MentionAll},
-		Edge: c.Edge, Conn: c.Conn,
+		Edge: c.Edge, Conn: c.Conn, Priority: c.Priority,
 	}
 	a.set(willKey(c.App, c.From, c.CID), w)
 	return &Result{Conv: conv, Message: &w.Message}, nil
@@ -65,7 +68,7 @@ func (a *applier) endWills() (*Result, *Error) {
 			a.err = err
 			return nil, fail(ErrBadCommand, err.Error())
 		}
-		if conv == nil || !conv.IsMember(c.From) || conv.IsShutup(c.From) {
+		if conv == nil || !conv.mayAppend(c.From) || conv.IsShutup(c.From) || conv.IsBlocked(c.From) {
 			continue
 		}
 		if _, ok, err := getRaw(a.b, msgIDKey(c.App, w.CID, w.ID)); err != nil || ok {
@@ -73,7 +76,7 @@ func (a *applier) endWills() (*Result, *Error) {
 		}
 		m := w.Message
 		a.store(conv, &m)
-		res.Fired = append(res.Fired, Fired{Message: &m, Members: conv.Members})
+		res.Fired = append(res.Fired, Fired{Message: &m, Members: conv.Members, Room: conv.Transient, Priority: w.Priority})
 	}
 	return res, nil
 }
