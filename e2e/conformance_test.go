@@ -110,7 +110,7 @@ func TestConformanceIntegrationsJS(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no integrations conformance tests (%v)", err)
 	}
-	const app, master = "integ-app-0001", "integ-master-key"
+	const app, templateApp, master = "integ-app-0001", "integ-app-0002", "integ-master-key"
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -128,10 +128,16 @@ push_webhook_url = "`+base+`/push"
 
 [apps.hooks]
 _messageReceived = "`+base+`/received"
+
+[[apps]]
+id = "`+templateApp+`"
+master_key = "`+master+`"
+push_webhook_url = "`+base+`/push"
+push_template = '{"alert":"${fromClientId} wrote in ${convId}","ts":"${timestamp}"}'
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
 	runNode(t, js, files, "RELAYMESH_INTEG_URL="+p.URL, "RELAYMESH_INTEG_APP="+app,
-		"RELAYMESH_INTEG_MASTER="+master, "RELAYMESH_INTEG_HOOK_PORT="+port)
+		"RELAYMESH_INTEG_MASTER="+master, "RELAYMESH_INTEG_HOOK_PORT="+port, "RELAYMESH_INTEG_TEMPLATE_APP="+templateApp)
 }

@@ -22,8 +22,10 @@ const URL = process.env.RELAYMESH_INTEG_URL;
 const APP = process.env.RELAYMESH_INTEG_APP;
 const MASTER = process.env.RELAYMESH_INTEG_MASTER;
 const PORT = Number(process.env.RELAYMESH_INTEG_HOOK_PORT);
-if (!URL || !APP || !MASTER || !PORT) {
-  throw new Error('RELAYMESH_INTEG_URL/APP/MASTER/HOOK_PORT not set');
+// A second app with a static push template (push_template) and no hooks.
+const TEMPLATE_APP = process.env.RELAYMESH_INTEG_TEMPLATE_APP;
+if (!URL || !APP || !MASTER || !PORT || !TEMPLATE_APP) {
+  throw new Error('RELAYMESH_INTEG_URL/APP/MASTER/HOOK_PORT/TEMPLATE_APP not set');
 }
 
 const rnd = () => Math.random().toString(36).slice(2, 10);
@@ -53,10 +55,12 @@ function verify(req, body) {
   return null;
 }
 
-// answer returns the JSON reply for a verified hook call.
+// answer returns the JSON reply for a verified hook call; a number is an
+// HTTP status to fail with.
 function answer(path, ev) {
   if (path === '/received') {
     const text = ev.content || '';
+    if (text.includes('hook fails')) return 500;
     if (text.includes('drop me')) return { drop: true, code: 42, detail: 'dropped by the conformance hook' };
     if (text.includes('rewrite me')) {
       return { content: JSON.stringify({ _lctype: -1, _lctext: 'rewritten by the hook' }) };
@@ -67,6 +71,25 @@ function answer(path, ev) {
     const attr = ev.attr || {};
     if (attr.name === 'forbidden') return { reject: true, code: 77, detail: 'forbidden by the conformance hook' };
     return {};
+  }
+  if (path === '/1.1/functions/_conversationAdd') {
+    if ((ev.members || []).some(m => m.startsWith('banned-'))) return { reject: true, code: 78, detail: 'no banned members' };
+    return {};
+  }
+  if (path === '/1.1/functions/_conversationRemove') {
+    if ((ev.members || []).some(m => m.startsWith('keep-'))) return { reject: true, code: 79, detail: 'keep-* stay' };
+    return {};
+  }
+  if (path === '/1.1/functions/_conversationUpdate') {
+    const attr = ev.attr || {};
+    if (attr.name === 'forbidden name') return { reject: true, code: 80, detail: 'name not allowed' };
+    if (attr.name === 'rename me') return { attr: { name: 'renamed by the hook' } };
+    return {};
+  }
+  if (path === '/1.1/functions/_receiversOffline') {
+    const text = ev.content || '';
+    if (text.includes('skip push')) return { skip: true };
+    return { pushMessage: JSON.stringify({ alert: `hook push for ${ev.offlinePeers.join(',')}` }) };
   }
   return {};
 }
@@ -88,8 +111,14 @@ const server = http.createServer((req, res) => {
     }
     calls.push(call);
     for (const w of waiters) w();
+    const reply = req.url === '/push' ? '' : answer(req.url, json || {});
+    if (typeof reply === 'number') {
+      res.writeHead(reply, { 'Content-Type': 'application/json' });
+      res.end('{"code":1,"error":"the conformance hook fails on purpose"}');
+      return;
+    }
     res.writeHead(200, { 'Content-Type': 'application/json' });
-    res.end(req.url === '/push' ? '' : JSON.stringify(answer(req.url, json || {})));
+    res.end(req.url === '/push' ? '' : JSON.stringify(reply));
   });
 });
 // Listening starts at load time, before any test makes relaymesh call it.
@@ -120,8 +149,8 @@ function waitCall(pred, ms = 10000) {
 // ---- SDK helpers ----------------------------------------------------------
 
 const realtimes = [];
-const login = id => {
-  const rt = new Realtime({ appId: APP, appKey: 'anykey', RTMServers: URL });
+const login = (id, appId = APP) => {
+  const rt = new Realtime({ appId, appKey: 'anykey', RTMServers: URL });
   realtimes.push(rt);
   return rt.createIMClient(id);
 };
@@ -253,6 +282,102 @@ test('offline push: an offline member causes a webhook POST carrying the pushDat
   assert.deepEqual(req.to, [carol], 'only the offline member is pushed');
   assert.deepEqual(req.payload, pushData);
   assert.equal(typeof req.timestamp, 'number');
+});
+
+test('_messageSent reports the stored message with its online and offline members', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const bob = await login(`b-${rnd()}`);
+  const carol = `c-${rnd()}`; // offline
+  const conv = await alice.createConversation({ members: [bob.id, carol], name: 'sent hook' });
+  const sent = await conv.send(new TextMessage('track me'));
+  const ev = (await waitCall(c => c.hook === '_messageSent' && c.json && c.json.msgId === sent.id)).json;
+  assert.equal(ev.fromPeer, alice.id);
+  assert.equal(ev.convId, conv.id);
+  assert.equal(JSON.parse(ev.content)._lctext, 'track me');
+  assert.equal(ev.timestamp, sent.timestamp.getTime());
+  assert.ok(ev.onlinePeers.includes(bob.id), `onlinePeers ${ev.onlinePeers}`);
+  assert.deepEqual(ev.offlinePeers, [carol]);
+});
+
+test('_receiversOffline: its pushMessage is pushed when the message has no pushData; skip pushes nothing', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const carol = `c-${rnd()}`; // offline
+  const dave = `d-${rnd()}`; // offline
+  const conv = await alice.createConversation({ members: [carol, dave], name: 'hook push' });
+  await conv.send(new TextMessage('hello offline'));
+  const ev = (await waitCall(c => c.hook === '_receiversOffline' && c.json && c.json.convId === conv.id)).json;
+  assert.deepEqual([...ev.offlinePeers].sort(), [carol, dave].sort());
+  assert.equal(ev.fromPeer, alice.id);
+  const req = (await waitCall(c => c.path === '/push' && c.json && c.json.convId === conv.id)).json;
+  assert.deepEqual(req.payload, { alert: `hook push for ${ev.offlinePeers.join(',')}` }, 'the hook\'s pushMessage');
+  assert.deepEqual([...req.to].sort(), [carol, dave].sort());
+
+  const skipConv = await alice.createConversation({ members: [carol], name: 'skip push' });
+  await skipConv.send(new TextMessage('please skip push'));
+  await waitCall(c => c.hook === '_receiversOffline' && c.json && c.json.convId === skipConv.id);
+  await sleep(500);
+  assert.equal(calls.filter(c => c.path === '/push' && c.json && c.json.convId === skipConv.id).length, 0,
+    'skip: no push request');
+});
+
+test('offline push: without pushData the app\'s static template is expanded', async () => {
+  const alice = await login(`a-${rnd()}`, TEMPLATE_APP);
+  const carol = `c-${rnd()}`;
+  const conv = await alice.createConversation({ members: [carol], name: 'template' });
+  const sent = await conv.send(new TextMessage('templated'));
+  const req = (await waitCall(c => c.path === '/push' && c.json && c.json.convId === conv.id)).json;
+  assert.equal(req.appId, TEMPLATE_APP);
+  assert.deepEqual(req.payload, { alert: `${alice.id} wrote in ${conv.id}`, ts: String(sent.timestamp.getTime()) });
+});
+
+test('_conversationAdd and _conversationRemove can refuse with 4305; allowed changes go through', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const [bob, banned, keeper] = [`b-${rnd()}`, `banned-${rnd()}`, `keep-${rnd()}`];
+  const conv = await alice.createConversation({ members: [bob, keeper], name: 'membership hooks' });
+  const err = await rejects(conv.add([banned]), CODE.CONVERSATION_REJECTED, 'add refused by the hook');
+  assert.equal(err.appCode, 78);
+  const ev = (await waitCall(c => c.hook === '_conversationAdd' && c.json && c.json.convId === conv.id)).json;
+  assert.equal(ev.initBy, alice.id);
+  assert.deepEqual(ev.members, [banned]);
+  const err2 = await rejects(conv.remove([keeper]), CODE.CONVERSATION_REJECTED, 'remove refused by the hook');
+  assert.equal(err2.appCode, 79);
+  await conv.remove([bob]);
+  const c2 = await alice.getConversation(conv.id, true);
+  assert.deepEqual([...c2.members].sort(), [alice.id, keeper].sort(), 'only the allowed removal happened');
+});
+
+test('_conversationUpdate can refuse (4305) or replace the attributes', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const bob = await login(`b-${rnd()}`);
+  const conv = await alice.createConversation({ members: [bob.id], name: 'before' });
+  conv.name = 'forbidden name';
+  const err = await rejects(conv.save(), CODE.CONVERSATION_REJECTED, 'update refused by the hook');
+  assert.equal(err.appCode, 80);
+  conv.name = 'rename me';
+  await conv.save();
+  const bc = await bob.getConversation(conv.id, true);
+  assert.equal(bc.name, 'renamed by the hook', 'the hook\'s attr replaced the update');
+});
+
+test('a failing _messageReceived fails open: the message is delivered unchanged', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const bob = await login(`b-${rnd()}`);
+  const conv = await alice.createConversation({ members: [bob.id], name: 'fail open' });
+  const got = nextMessage(bob, conv.id);
+  await conv.send(new TextMessage('the hook fails here'));
+  assert.equal((await got).text, 'the hook fails here');
+  assert.ok(calls.some(c => c.path === '/received' && c.json && c.json.convId === conv.id), 'the hook was called');
+});
+
+test('chatroom messages are filtered too', async () => {
+  const alice = await login(`a-${rnd()}`);
+  const bob = await login(`b-${rnd()}`);
+  const room = await alice.createChatRoom({ name: 'filtered room' });
+  const br = await bob.getConversation(room.id);
+  await br.join();
+  const got = nextMessage(bob, room.id);
+  await room.send(new TextMessage('what a bastard'));
+  assert.equal((await got).text, 'what a ***');
 });
 
 test('every hook and push request was signed with the master key', async () => {
