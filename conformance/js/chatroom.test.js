@@ -127,4 +127,59 @@ test.describe('chatrooms (lc.protobuf2.3)', () => {
     const hist = await jr.queryMessages({ limit: 10 });
     assert.ok(hist.some(x => x.id === will.id), 'the fired will is in chatroom history');
   });
+
+  test.it('a dropped connection that reconnects is back in its chatroom without joining again', async () => {
+    const [tomId, jerryId] = ['tom', 'jerry'].map(n => `${n}-${rnd()}`);
+    const tom = await login(tomId);
+    const jerryRt = new Realtime({ appId, appKey: 'anykey', RTMServers: URL });
+    realtimes.push(jerryRt);
+    const jerry = await jerryRt.createIMClient(jerryId);
+    const room = await tom.createChatRoom({ name: 'sticky' });
+    await (await jerry.getConversation(room.id)).join();
+    assert.equal(await room.count(), 2);
+
+    const reconnected = once(jerry, Event.RECONNECT, () => true, 15000);
+    const connection = await jerryRt._openPromise;
+    connection._ws.terminate(); // the socket dies; the SDK reconnects with its session token
+    await reconnected;
+
+    const got = once(jerry, Event.MESSAGE, m => m.text === 'after the reconnect');
+    await room.send(new TextMessage('after the reconnect'));
+    const [m] = await got;
+    assert.equal(m.from, tomId);
+    assert.equal(await room.count(), 2, 'still two members online');
+  });
+
+  test.it('no offline messages and no unread notification for a chatroom', async () => {
+    const [tomId, jerryId] = ['tom', 'jerry'].map(n => `${n}-${rnd()}`);
+    const tom = await login(tomId);
+    const jerry = await login(jerryId);
+    const room = await tom.createChatRoom({ name: 'ephemeral' });
+    await (await jerry.getConversation(room.id)).join();
+    await jerry.close();
+    await room.send(new TextMessage('while jerry was away'));
+
+    for (const opts of [{}, { pushOfflineMessages: true }]) {
+      const got = [];
+      const unread = [];
+      const rt = new Realtime({
+        appId, appKey: 'anykey', RTMServers: URL, ...opts,
+        plugins: [{
+          name: 'spy',
+          onIMClientCreate: c => {
+            c.on(Event.MESSAGE, msg => got.push(msg.text));
+            c.on(Event.UNREAD_MESSAGES_COUNT_UPDATE, list => unread.push(...list.map(x => x.id)));
+          },
+        }],
+      });
+      realtimes.push(rt);
+      const again = await rt.createIMClient(jerryId);
+      await sleep(800);
+      assert.deepEqual(got, [], `no offline chatroom messages${opts.pushOfflineMessages ? ' (.1)' : ''}`);
+      assert.ok(!unread.includes(room.id), 'no unread notification for the chatroom');
+      const hist = await (await again.getConversation(room.id)).queryMessages({ limit: 10 });
+      assert.deepEqual(hist.map(x => x.text), ['while jerry was away'], 'history is stored');
+      await again.close();
+    }
+  });
 });
