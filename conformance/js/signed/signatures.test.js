@@ -18,9 +18,10 @@ if (!URL || !APP || !MASTER) throw new Error('RELAYMESH_SIGNED_URL/APP/MASTER no
 const rnd = () => Math.random().toString(36).slice(2, 10);
 const sign = (key, msg) => crypto.createHmac('sha1', key).update(msg).digest('hex');
 
-// signer returns the SDK's three factories, signing with key.
-function signer(key) {
-  const stamp = () => ({ timestamp: Date.now(), nonce: rnd() });
+// signer returns the SDK's three factories, signing with key; ageMs dates
+// the signatures in the past (LeanCloud's validity is 6 hours).
+function signer(key, ageMs = 0) {
+  const stamp = () => ({ timestamp: Date.now() - ageMs, nonce: rnd() });
   return {
     signatureFactory: clientId => {
       const { timestamp, nonce } = stamp();
@@ -124,4 +125,28 @@ test('blacklist operations need blacklist signatures (4546 otherwise)', async ()
   assert.deepEqual(res.successfulClientIds, [b]);
   const blocked = await conv.queryBlockedMembers();
   assert.deepEqual(blocked.results, [b]);
+});
+
+test('signatures older than 6 hours are refused; younger ones work', async () => {
+  const HOUR = 3600 * 1000;
+  const stale = signer(MASTER, 6 * HOUR + 60 * 1000);
+  const aged = signer(MASTER, 5 * HOUR);
+  await rejectsWith(login(`u-${rnd()}`, stale), 4102, 'a 6 h 1 min old login signature');
+  const good = signer(MASTER);
+  const b = `b-${rnd()}`;
+  const c = `c-${rnd()}`;
+  const alice = await login(`s-${rnd()}`, {
+    signatureFactory: aged.signatureFactory, // 5 hours old: still valid
+    conversationSignatureFactory: stale.conversationSignatureFactory,
+    blacklistSignatureFactory: stale.blacklistSignatureFactory,
+  });
+  await rejectsWith(alice.createConversation({ members: [b], name: 'stale' }), 4302, 'a stale create signature');
+  const owner = await login(alice.id, good);
+  const conv = await owner.createConversation({ members: [b, c], name: 'fresh' });
+  const ac = await alice.getConversation(conv.id);
+  await rejectsWith(ac.add([`d-${rnd()}`]), 4302, 'a stale invite signature');
+  await rejectsWith(ac.blockMembers([b]), 4546, 'a stale block signature');
+  await conv.fetch();
+  assert.deepEqual([...conv.members].sort(), [alice.id, b, c].sort(), 'stale signatures changed nothing');
+  assert.deepEqual((await conv.queryBlockedMembers()).results, []);
 });
