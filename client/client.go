@@ -189,6 +189,7 @@ func (c *Client) connect(ctx context.Context, reconnect bool) (*conn, error) {
 	cn := newConn(ws, connConfig{
 		codec: c.codec, log: c.log, peerID: c.opts.ClientID, onPush: c.handlePush,
 		keepAlive: c.opts.KeepAlive, idle: c.opts.IdleTimeout, writeTimeout: c.opts.RequestTimeout,
+		readDelay: c.opts.ReadDelay,
 	})
 	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.RequestTimeout, ErrTimeout)
 	defer cancel()

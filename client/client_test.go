@@ -628,6 +628,33 @@ func TestEventOverflowCounts(t *testing.T) {
 	}
 }
 
+// TestReadDelay: with Options.ReadDelay the reader pauses after every
+// push, so n pushes take at least (n-1)·ReadDelay to become events; Close
+// during a pause returns (goleak checks the reader exited).
+func TestReadDelay(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.ReadDelay = 40 * time.Millisecond
+	c, fc, _ := dial(t, s, opts)
+	const n = 5
+	for i := range n {
+		fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_rcp.Enum(), RcpMessage: &lcpb.RcpCommand{Id: proto.String(fmt.Sprint(i))}})
+	}
+	waitEvent[Receipt](t, c)
+	t0 := time.Now()
+	for range n - 1 {
+		waitEvent[Receipt](t, c)
+	}
+	if got, want := time.Since(t0), (n-1)*opts.ReadDelay; got < want {
+		t.Errorf("%d pushes read in %v, want at least %v", n, got, want)
+	}
+	fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_rcp.Enum(), RcpMessage: &lcpb.RcpCommand{Id: proto.String("last")}})
+	waitEvent[Receipt](t, c) // the reader is now pausing
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
 func TestBackoff(t *testing.T) {
 	tests := []struct {
 		n      int

@@ -28,6 +28,7 @@ type conn struct {
 	keepAlive    time.Duration // echo interval, <=0 off
 	idle         time.Duration // inbound silence limit, <=0 off
 	writeTimeout time.Duration
+	readDelay    time.Duration // pause after each inbound frame (Options.ReadDelay)
 
 	writeq chan writeReq   // to the writer; unbuffered callers wait on ctx/done
 	ackSig chan struct{}   // cap 1: acks are pending
@@ -60,13 +61,14 @@ type connConfig struct {
 	peerID                        string
 	onPush                        func(*conn, *lcpb.GenericCommand)
 	keepAlive, idle, writeTimeout time.Duration
+	readDelay                     time.Duration
 }
 
 func newConn(ws *websocket.Conn, cfg connConfig) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		ws: ws, codec: cfg.codec, log: cfg.log, peerID: cfg.peerID, onPush: cfg.onPush,
-		keepAlive: cfg.keepAlive, idle: cfg.idle, writeTimeout: cfg.writeTimeout,
+		keepAlive: cfg.keepAlive, idle: cfg.idle, writeTimeout: cfg.writeTimeout, readDelay: cfg.readDelay,
 		writeq: make(chan writeReq), ackSig: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		pending: make(map[int32]chan *lcpb.GenericCommand),
@@ -133,6 +135,22 @@ func (c *conn) readLoop() {
 			continue
 		}
 		c.onPush(c, cmd)
+		if c.readDelay > 0 && !c.pause() {
+			return
+		}
+	}
+}
+
+// pause waits readDelay before the next read; false when the conn died
+// meanwhile.
+func (c *conn) pause() bool {
+	t := time.NewTimer(c.readDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-c.done:
+		return false
 	}
 }
 

@@ -60,6 +60,13 @@ type Options struct {
 	// HTTPClient dials the WebSocket (its Transport's DialContext picks
 	// source addresses, for example). Default: http.DefaultClient.
 	HTTPClient *http.Client
+	// ReadDelay makes the reader pause this long after each push (a frame
+	// without i; replies are not delayed). It is for load testing only: it
+	// simulates a slow
+	// consumer whose socket receive window fills, so the server's
+	// per-connection outbound queue backs up (relaymesh-loadtest
+	// --slow-readers). Default 0: read as fast as frames arrive.
+	ReadDelay time.Duration
 }
 
 func (o Options) withDefaults() Options {

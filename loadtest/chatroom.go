@@ -111,6 +111,20 @@ func chatTag(prio int, at time.Time) string {
 	return " p=" + prioNames[prio][:1] + " t=" + strconv.FormatInt(at.UnixNano(), 10)
 }
 
+// maxPayloadBytes bounds Config.PayloadBytes below the edge's default
+// message limit (5120 bytes of content, JSON envelope included).
+const maxPayloadBytes = 4096
+
+// chatText is a chatroom message's text: the ledger id and tag, padded
+// with filler after a space to about pad bytes.
+func chatText(id, tag string, pad int) string {
+	t := id + tag
+	if n := pad - len(t) - 1; n > 0 {
+		t += " " + strings.Repeat("x", n)
+	}
+	return t
+}
+
 // parseChatTag reads the class and send time after the ledger id.
 func parseChatTag(text string) (prio int, sent time.Time, ok bool) {
 	i := strings.Index(text, " p=")
@@ -160,8 +174,16 @@ type ChatReport struct {
 	Sent       []ChatSent `json:"sent"`
 	// Recv maps a sending worker to, per sequence number − 1, how many of
 	// this worker's sessions received a copy (first copy per session).
-	Recv       map[int][]int32 `json:"recv"`
-	Deliver    [numPrio]*Hist  `json:"deliver"` // send → first copy at a session, per class
+	Recv    map[int][]int32 `json:"recv"`
+	Deliver [numPrio]*Hist  `json:"deliver"` // send → first copy at a session, per class
+	// Slow readers (Config.SlowReaders): per room, the slow readers that
+	// joined and those of them whose connection the server closed during
+	// the run (their copies are neither expected nor counted in Recv);
+	// RecvSlow is the part of Recv received by slow readers.
+	SlowJoined []int           `json:"slow_joined,omitempty"`
+	SlowGone   []int           `json:"slow_gone,omitempty"`
+	RecvSlow   map[int][]int32 `json:"recv_slow,omitempty"`
+	NormalGone int             `json:"normal_gone,omitempty"` // other sessions whose connection the server closed
 	Duplicates int64           `json:"duplicates"`
 	Unexpected int64           `json:"unexpected"` // copies without a chatroom ledger tag or in another room
 	// DeliverSpanS is from the start of sending to the last first copy
@@ -226,8 +248,26 @@ func (l *chatLedger) received(worker int, seq uint64, idx int) (first bool) {
 	return true
 }
 
+// readerKind is how a chatroom session reads, for the ledger's split.
+type readerKind uint8
+
+const (
+	readerNormal   readerKind = iota
+	readerSlow                // reads with Config.SlowReadDelay
+	readerSlowGone            // a slow reader whose connection the server closed: nothing expected
+)
+
+// chatReaders describes the worker's slow readers for report; nil when
+// there are none.
+type chatReaders struct {
+	kind       []readerKind // by chat ledger index
+	slowJoined []int        // per room
+	slowGone   []int        // per room
+	normalGone int
+}
+
 // report settles the worker's share; sent is the ledger's message count.
-func (l *chatLedger) report(sent int, joined []int, joinFailed int) *ChatReport {
+func (l *chatLedger) report(sent int, joined []int, joinFailed int, readers *chatReaders) *ChatReport {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	r := &ChatReport{Joined: joined, JoinFailed: joinFailed, Sent: make([]ChatSent, sent),
@@ -238,17 +278,41 @@ func (l *chatLedger) report(sent int, joined []int, joinFailed int) *ChatReport 
 			r.Sent[seq-1] = s
 		}
 	}
-	for k, b := range l.got {
-		v := r.Recv[k.worker]
+	var slow, gone bitset // slow readers, and the gone ones among them
+	if readers != nil {
+		r.SlowJoined, r.SlowGone, r.NormalGone = readers.slowJoined, readers.slowGone, readers.normalGone
+		r.RecvSlow = make(map[int][]int32)
+		slow, gone = newBitset(l.n), newBitset(l.n)
+		for i, k := range readers.kind {
+			if i < l.n && k != readerNormal {
+				slow.set(i)
+				if k == readerSlowGone {
+					gone.set(i)
+				}
+			}
+		}
+	}
+	put := func(m map[int][]int32, k chatKey, n int32) {
+		v := m[k.worker]
 		if need := int(k.seq); len(v) < need {
 			v = append(v, make([]int32, need-len(v))...)
 		}
-		n := int32(0)
-		for _, x := range b {
+		v[k.seq-1] = n
+		m[k.worker] = v
+	}
+	for k, b := range l.got {
+		var n, ns int32
+		for i, x := range b {
+			if gone != nil {
+				x &^= gone[i]
+				ns += int32(popcount(x & slow[i]))
+			}
 			n += int32(popcount(x))
 		}
-		v[k.seq-1] = n
-		r.Recv[k.worker] = v
+		put(r.Recv, k, n)
+		if r.RecvSlow != nil {
+			put(r.RecvSlow, k, ns)
+		}
 	}
 	return r
 }
@@ -270,6 +334,9 @@ type chatroomScenario struct {
 	joined     []int // per room
 	joinFailed int
 	senders    []*session
+	slowJoined []int        // per room; nil without slow readers
+	joinedOK   []bool       // per c.ss index: joined its room
+	snap       *chatReaders // taken by teardown before it closes the sessions
 }
 
 // chatroomQuiet ends the chatroom drain: no copy arrived for this long.
@@ -287,6 +354,10 @@ func (c *chatroomScenario) setup(ctx context.Context) error {
 	all := w.newSessions("m", w.first, w.n, "")
 	for i, s := range all {
 		s.chatIdx, s.chatRoom = i, ids[(w.first+i)%w.cfg.Rooms]
+		if isSlowReader(w.first+i, w.cfg.SlowReaders) {
+			s.slow = true
+			s.target = withGroup(s.target, slowGroup)
+		}
 	}
 	c.ss = w.loginAll(ctx, all)
 	if len(c.ss) == 0 {
@@ -305,6 +376,10 @@ func (c *chatroomScenario) setup(ctx context.Context) error {
 		ok[i] = true
 	})
 	c.joined = make([]int, w.cfg.Rooms)
+	c.joinedOK = ok
+	if w.cfg.SlowReaders > 0 {
+		c.slowJoined = make([]int, w.cfg.Rooms)
+	}
 	perRoom := max(1, (w.cfg.Senders*w.n+w.cfg.Sessions-1)/w.cfg.Sessions) // ceil(Senders·share)
 	picked := make([]int, w.cfg.Rooms)
 	for i, s := range c.ss {
@@ -314,13 +389,17 @@ func (c *chatroomScenario) setup(ctx context.Context) error {
 		}
 		r := (w.first + s.chatIdx) % w.cfg.Rooms
 		c.joined[r]++
+		if s.slow {
+			c.slowJoined[r]++
+			continue // a slow reader never sends: its replies would wait behind its backlog
+		}
 		if picked[r] < perRoom {
 			picked[r]++
 			c.senders = append(c.senders, s)
 		}
 	}
 	if len(c.senders) == 0 {
-		return errors.New("loadtest: chatroom: no session could join")
+		return errors.New("loadtest: chatroom: no session that reads normally could join")
 	}
 	w.setPhase("ready")
 	return waitGate(ctx, w.cfg.Gate)
@@ -380,7 +459,7 @@ func (c *chatroomScenario) sendOne(s *session) {
 	w.chat.noteSent(seq, ChatSent{Room: room, Prio: prio})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	sent, err := s.cl.Send(ctx, s.chatRoom, client.TextMessage(id+chatTag(prio, t0)), client.SendOptions{Priority: prioWire[prio]})
+	sent, err := s.cl.Send(ctx, s.chatRoom, client.TextMessage(chatText(id, chatTag(prio, t0), w.cfg.PayloadBytes)), client.SendOptions{Priority: prioWire[prio]})
 	now := time.Now()
 	if err != nil {
 		w.sendErrors.Add(1)
@@ -397,7 +476,48 @@ func (c *chatroomScenario) sendOne(s *session) {
 	w.ackS.Record(now, now.Sub(t0))
 }
 
-func (c *chatroomScenario) teardown() { c.w.closeAll(c.ss) }
+func (c *chatroomScenario) teardown() {
+	c.snap = c.readers()
+	c.w.closeAll(c.ss)
+}
+
+// readers snapshots the slow readers for the report (teardown calls it
+// before closing the sessions): a session whose connection the server closed during
+// the run (the edge's overflow rule) reconnected or ended, and has left
+// the room.
+func (c *chatroomScenario) readers() *chatReaders {
+	if c.slowJoined == nil {
+		return nil
+	}
+	rs := &chatReaders{kind: make([]readerKind, c.w.n), slowJoined: c.slowJoined, slowGone: make([]int, len(c.slowJoined))}
+	for i, s := range c.ss {
+		if !c.joinedOK[i] {
+			continue
+		}
+		gone := s.disconnected.Load() || s.closed.Load()
+		switch {
+		case s.slow && gone:
+			rs.kind[s.chatIdx] = readerSlowGone
+			rs.slowGone[(c.w.first+s.chatIdx)%c.w.cfg.Rooms]++
+		case s.slow:
+			rs.kind[s.chatIdx] = readerSlow
+		case gone:
+			rs.normalGone++
+		}
+	}
+	return rs
+}
+
+// slowGroup is the network group (netdial.go) of slow readers: their
+// sockets get a small receive buffer.
+const slowGroup = "slow"
+
+// isSlowReader says whether chatroom session g (global index) is one of
+// the share f of slow readers: a golden-ratio sequence, so they are spread
+// evenly over the workers and rooms.
+func isSlowReader(g int, f float64) bool {
+	return f > 0 && math.Mod(float64(g)*0.6180339887498949+0.5, 1) < f
+}
 
 // onChatMessage records a copy received by a chatroom session.
 func (s *session) onChatMessage(m client.Message) {
@@ -485,8 +605,51 @@ type ChatroomSummary struct {
 	// offered rate rather than what the server achieved).
 	FanoutPerS float64 `json:"fanout_deliveries_per_s"`
 	// HighLost is the headline check: acked HIGH messages' missing copies.
-	HighLost      int64  `json:"high_lost"`
-	MetricsSource string `json:"metrics_source,omitempty"`
+	HighLost int64 `json:"high_lost"`
+	// EdgeOverflowCloses is the growth of the edges'
+	// relaymesh_edge_overflow_closes_total over the run: connections
+	// closed because a HIGH frame did not fit their queue (-1: not
+	// measured).
+	EdgeOverflowCloses int64 `json:"edge_overflow_closes"`
+	// SlowReaders splits the figures by reader kind (Config.SlowReaders).
+	SlowReaders   *SlowReaderStats `json:"slow_readers,omitempty"`
+	MetricsSource string           `json:"metrics_source,omitempty"`
+}
+
+// SlowReaderStats are the chatroom figures with slow readers: per
+// priority, delivered / expected at the slow readers and at the others.
+// A slow reader whose connection the server closed during the run (the
+// edge's overflow rule: a HIGH frame did not fit) is counted in
+// Disconnected and nothing is expected at it; a HIGH copy missing at a
+// slow reader still connected is lost and fails the run.
+type SlowReaderStats struct {
+	Share       float64 `json:"share"` // configured share of members
+	ReadDelayMS float64 `json:"read_delay_ms"`
+	Members     int     `json:"members"` // slow readers that joined
+	// Disconnected slow readers; NormalDisconnected other members whose
+	// connection was lost (their missing HIGH copies are losses).
+	Disconnected       int                         `json:"disconnected"`
+	NormalDisconnected int                         `json:"normal_disconnected"`
+	Slow               map[string]*ReaderPrioStats `json:"slow"`   // by priority: high, normal, low
+	Normal             map[string]*ReaderPrioStats `json:"normal"` // the members that read normally
+}
+
+// ReaderPrioStats are one priority's copies at one kind of reader.
+type ReaderPrioStats struct {
+	Expected       int64   `json:"expected"`
+	Delivered      int64   `json:"delivered"`
+	Missing        int64   `json:"missing"`
+	DeliveredRatio float64 `json:"delivered_ratio"`
+}
+
+func (r *ReaderPrioStats) add(want, got int64) {
+	got = min(got, want)
+	r.Expected += want
+	r.Delivered += got
+	r.Missing = r.Expected - r.Delivered
+	if r.Expected > 0 {
+		r.DeliveredRatio = float64(r.Delivered) / float64(r.Expected)
+	}
 }
 
 // mergeChat joins every worker's chat report into s (Counts' expected,
@@ -497,6 +660,14 @@ func (s *Summary) mergeChat(cfg Config, reports []*Report, sendSec float64) {
 	var st [numPrio]PriorityStats
 	hs := [numPrio]*Hist{NewHist(), NewHist(), NewHist()}
 	var span float64
+	// Slow readers per room: joined, and disconnected (not expected).
+	slowJoined, slowGone := make([]int, cfg.Rooms), make([]int, cfg.Rooms)
+	var sr *SlowReaderStats
+	var slowSt, normalSt [numPrio]ReaderPrioStats
+	if cfg.SlowReaders > 0 {
+		sr = &SlowReaderStats{Share: cfg.SlowReaders, ReadDelayMS: float64(cfg.SlowReadDelay) / 1e6,
+			Slow: make(map[string]*ReaderPrioStats), Normal: make(map[string]*ReaderPrioStats)}
+	}
 	for _, r := range reports {
 		if r.Chat == nil {
 			continue
@@ -506,6 +677,13 @@ func (s *Summary) mergeChat(cfg Config, reports []*Report, sendSec float64) {
 			if i < len(cs.Members) {
 				cs.Members[i] += n
 			}
+		}
+		for i := range min(len(r.Chat.SlowJoined), len(r.Chat.SlowGone), cfg.Rooms) {
+			slowJoined[i] += r.Chat.SlowJoined[i]
+			slowGone[i] += r.Chat.SlowGone[i]
+		}
+		if sr != nil {
+			sr.NormalDisconnected += r.Chat.NormalGone
 		}
 		cs.JoinFailed += r.Chat.JoinFailed
 		s.Duplicates += r.Chat.Duplicates
@@ -531,12 +709,22 @@ func (s *Summary) mergeChat(cfg Config, reports []*Report, sendSec float64) {
 				continue
 			}
 			p.Acked++
-			want := int64(max(cs.Members[m.Room]-1, 0))
-			var got int64
+			// The sender reads normally; disconnected slow readers are
+			// not expected.
+			want := int64(max(cs.Members[m.Room]-1-slowGone[m.Room], 0))
+			wantSlow := int64(slowJoined[m.Room] - slowGone[m.Room])
+			var got, gotSlow int64
 			for _, o := range reports {
 				if o.Chat != nil && i < len(o.Chat.Recv[r.Worker]) {
 					got += int64(o.Chat.Recv[r.Worker][i])
 				}
+				if o.Chat != nil && i < len(o.Chat.RecvSlow[r.Worker]) {
+					gotSlow += int64(o.Chat.RecvSlow[r.Worker][i])
+				}
+			}
+			if sr != nil {
+				slowSt[m.Prio].add(wantSlow, gotSlow)
+				normalSt[m.Prio].add(want-wantSlow, got-gotSlow)
 			}
 			got = min(got, want)
 			p.Expected += want
@@ -567,60 +755,94 @@ func (s *Summary) mergeChat(cfg Config, reports []*Report, sendSec float64) {
 		cs.FanoutPerS = float64(s.Delivered) / span
 	}
 	cs.HighLost = st[prioHigh].Missing
+	cs.EdgeOverflowCloses = -1
+	if sr != nil {
+		for i := range cs.Members {
+			sr.Members += slowJoined[i]
+			sr.Disconnected += slowGone[i]
+		}
+		for i, name := range prioNames {
+			sr.Slow[name], sr.Normal[name] = &slowSt[i], &normalSt[i]
+		}
+		cs.SlowReaders = sr
+	}
 	s.Lost, s.LostAfterDedup = cs.HighLost, cs.HighLost
 	s.Chatroom = cs
 }
 
-// droppedFrames sums relaymesh_edge_dropped_frames_total per class over
-// the edges' /metrics; ok is false when an edge could not be read.
-func (p *rssProbe) droppedFrames() (d [numPrio]int64, ok bool) {
-	for _, u := range p.metrics {
-		v, err := p.droppedFramesAt(u)
-		if err != nil {
-			return d, false
-		}
-		for i := range d {
-			d[i] += v[i]
-		}
-	}
-	return d, len(p.metrics) > 0
+// edgeCounters are the edge counters the chatroom scenario reads from
+// /metrics before and after the run.
+type edgeCounters struct {
+	dropped        [numPrio]int64 // relaymesh_edge_dropped_frames_total{priority}
+	overflowCloses int64          // relaymesh_edge_overflow_closes_total
 }
 
-func (p *rssProbe) droppedFramesAt(u string) ([numPrio]int64, error) {
+func (c edgeCounters) sub(before edgeCounters) edgeCounters {
+	for i := range c.dropped {
+		c.dropped[i] -= before.dropped[i]
+	}
+	c.overflowCloses -= before.overflowCloses
+	return c
+}
+
+// edgeCounters sums the counters over the edges' /metrics; ok is false
+// when an edge could not be read.
+func (p *rssProbe) edgeCounters() (c edgeCounters, ok bool) {
+	for _, u := range p.metrics {
+		v, err := p.edgeCountersAt(u)
+		if err != nil {
+			return c, false
+		}
+		for i := range c.dropped {
+			c.dropped[i] += v.dropped[i]
+		}
+		c.overflowCloses += v.overflowCloses
+	}
+	return c, len(p.metrics) > 0
+}
+
+func (p *rssProbe) edgeCountersAt(u string) (edgeCounters, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return [numPrio]int64{}, err
+		return edgeCounters{}, err
 	}
 	resp, err := p.http.Do(req)
 	if err != nil {
-		return [numPrio]int64{}, err
+		return edgeCounters{}, err
 	}
 	defer resp.Body.Close()
-	return parseDroppedFrames(bufio.NewScanner(resp.Body))
+	return parseEdgeCounters(bufio.NewScanner(resp.Body))
 }
 
-// parseDroppedFrames reads relaymesh_edge_dropped_frames_total{priority="…"}
-// from Prometheus text.
-func parseDroppedFrames(sc *bufio.Scanner) ([numPrio]int64, error) {
-	var d [numPrio]int64
-	const name = `relaymesh_edge_dropped_frames_total{priority="`
+// parseEdgeCounters reads relaymesh_edge_dropped_frames_total{priority="…"}
+// and relaymesh_edge_overflow_closes_total from Prometheus text.
+func parseEdgeCounters(sc *bufio.Scanner) (edgeCounters, error) {
+	var c edgeCounters
+	const dropped = `relaymesh_edge_dropped_frames_total{priority="`
+	const overflow = `relaymesh_edge_overflow_closes_total `
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), name)
-		if !ok {
-			continue
-		}
-		label, val, ok := strings.Cut(rest, `"}`)
-		i := prioIndex(label)
-		if !ok || i < 0 {
+		line := sc.Text()
+		var dst *int64
+		var val string
+		if rest, ok := strings.CutPrefix(line, dropped); ok {
+			label, v, ok := strings.Cut(rest, `"}`)
+			i := prioIndex(label)
+			if !ok || i < 0 {
+				continue
+			}
+			dst, val = &c.dropped[i], v
+		} else if v, ok := strings.CutPrefix(line, overflow); ok {
+			dst, val = &c.overflowCloses, v
+		} else {
 			continue
 		}
 		f, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
 		if err != nil {
-			return d, fmt.Errorf("loadtest: metrics: %q: %w", sc.Text(), err)
+			return c, fmt.Errorf("loadtest: metrics: %q: %w", line, err)
 		}
-		d[i] += int64(f)
+		*dst += int64(f)
 	}
-	return d, sc.Err()
+	return c, sc.Err()
 }

@@ -69,6 +69,19 @@ func TestChatTagRoundTrip(t *testing.T) {
 	if _, _, ok := parseChatTag(`{"_lctext":"lt:1:2"}`); ok {
 		t.Error("parsed a tag from text without one")
 	}
+	// Padding (Config.PayloadBytes) keeps the id and tag readable.
+	padded := chatText(LedgerID(3, 42), chatTag(prioLow, at), 1000)
+	if len(padded) != 1000 {
+		t.Errorf("padded text is %d bytes, want 1000", len(padded))
+	}
+	w, seq, ok1 := parseLedgerID(padded)
+	gp, gt, ok2 := parseChatTag(padded)
+	if !ok1 || !ok2 || w != 3 || seq != 42 || gp != prioLow || !gt.Equal(at) {
+		t.Errorf("from padded text: %d %d %v, %d %v %v; want 3 42, low %v", w, seq, ok1, gp, gt, ok2, at)
+	}
+	if got := chatText("a", "b", 0); got != "ab" {
+		t.Errorf("unpadded text %q, want %q", got, "ab")
+	}
 }
 
 func TestParseDroppedFrames(t *testing.T) {
@@ -78,13 +91,15 @@ relaymesh_edge_dropped_frames_total{priority="high"} 0
 relaymesh_edge_dropped_frames_total{priority="normal"} 12
 relaymesh_edge_dropped_frames_total{priority="low"} 3400
 relaymesh_edge_connections 5
+relaymesh_edge_overflow_closes_total 7
+relaymesh_edge_overflow_closes_total_bogus 9
 `
-	got, err := parseDroppedFrames(bufio.NewScanner(strings.NewReader(text)))
+	got, err := parseEdgeCounters(bufio.NewScanner(strings.NewReader(text)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := [numPrio]int64{0, 12, 3400}; got != want {
-		t.Errorf("got %v, want %v", got, want)
+	if want := (edgeCounters{dropped: [numPrio]int64{0, 12, 3400}, overflowCloses: 7}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
 	}
 }
 
@@ -104,8 +119,8 @@ func TestMergeChat(t *testing.T) {
 	l1.received(0, 2, 0)
 	l1.received(0, 2, 1)
 	reports := []*Report{
-		{Worker: 0, Chat: l0.report(2, []int{2}, 0)},
-		{Worker: 1, Chat: l1.report(1, []int{2}, 0)},
+		{Worker: 0, Chat: l0.report(2, []int{2}, 0, nil)},
+		{Worker: 1, Chat: l1.report(1, []int{2}, 0, nil)},
 	}
 	s := &Summary{}
 	s.mergeChat(cfg, reports, 2)
@@ -129,5 +144,71 @@ func TestMergeChat(t *testing.T) {
 	s.mergeChat(cfg, reports, 2)
 	if s.Lost != 1 || s.Chatroom.HighLost != 1 || len(s.LostSamples) != 1 {
 		t.Errorf("lost %d high lost %d samples %v, want 1 1 and one sample", s.Lost, s.Chatroom.HighLost, s.LostSamples)
+	}
+}
+
+// TestMergeChatSlowReaders: one worker, one room of 4 members: session 0
+// sends (normal reader), 1 reads normally, 2 is a slow reader, 3 a slow
+// reader the edge disconnected. Nothing is expected at 3; copies are split
+// between slow and normal readers; a HIGH missing at 2 is lost.
+func TestMergeChatSlowReaders(t *testing.T) {
+	cfg := Config{Scenario: ScenarioChatroom, Rooms: 1, PriorityMix: PriorityMix{0.5, 0, 0.5},
+		SlowReaders: 0.5, SlowReadDelay: 10 * time.Millisecond}
+	build := func(highAtSlow bool) *Summary {
+		l := newChatLedger(4)
+		l.noteSent(1, ChatSent{Room: 0, Prio: prioHigh, Acked: true})
+		l.noteSent(2, ChatSent{Room: 0, Prio: prioLow, Acked: true})
+		l.received(0, 1, 1)
+		if highAtSlow {
+			l.received(0, 1, 2)
+		}
+		l.received(0, 1, 3) // at the disconnected reader: not counted
+		l.received(0, 2, 1)
+		readers := &chatReaders{kind: []readerKind{readerNormal, readerNormal, readerSlow, readerSlowGone},
+			slowJoined: []int{2}, slowGone: []int{1}}
+		s := &Summary{}
+		s.mergeChat(cfg, []*Report{{Worker: 0, Chat: l.report(2, []int{4}, 0, readers)}}, 2)
+		return s
+	}
+	s := build(true)
+	c := s.Chatroom
+	sr := c.SlowReaders
+	if sr == nil {
+		t.Fatal("no slow_readers section")
+	}
+	if sr.Members != 2 || sr.Disconnected != 1 {
+		t.Errorf("slow members %d disconnected %d, want 2 and 1", sr.Members, sr.Disconnected)
+	}
+	check := func(what string, got *ReaderPrioStats, want ReaderPrioStats) {
+		t.Helper()
+		if got == nil || got.Expected != want.Expected || got.Delivered != want.Delivered || got.Missing != want.Missing {
+			t.Errorf("%s: got %+v, want %+v", what, got, want)
+		}
+	}
+	check("slow high", sr.Slow["high"], ReaderPrioStats{Expected: 1, Delivered: 1})
+	check("normal high", sr.Normal["high"], ReaderPrioStats{Expected: 1, Delivered: 1})
+	check("slow low", sr.Slow["low"], ReaderPrioStats{Expected: 1, Missing: 1})
+	check("normal low", sr.Normal["low"], ReaderPrioStats{Expected: 1, Delivered: 1})
+	if h := c.Priorities["high"]; h.Expected != 2 || h.Delivered != 2 || s.Lost != 0 {
+		t.Errorf("high %+v lost %d, want 2/2 and nothing lost", h, s.Lost)
+	}
+	s = build(false)
+	if s.Lost != 1 || s.Chatroom.HighLost != 1 || s.Chatroom.SlowReaders.Slow["high"].Missing != 1 {
+		t.Errorf("lost %d high lost %d slow high %+v, want a HIGH lost at the connected slow reader",
+			s.Lost, s.Chatroom.HighLost, s.Chatroom.SlowReaders.Slow["high"])
+	}
+}
+
+func TestIsSlowReader(t *testing.T) {
+	for _, f := range []float64{0, 0.1, 0.2, 0.5} {
+		n := 0
+		for g := range 1000 {
+			if isSlowReader(g, f) {
+				n++
+			}
+		}
+		if want := int(f * 1000); n < want-5 || n > want+5 {
+			t.Errorf("share %v: %d of 1000 slow, want %d ± 5", f, n, want)
+		}
 	}
 }

@@ -28,7 +28,7 @@ var Scenarios = []struct{ Name, Help string }{
 	{ScenarioPairs, "sessions/2 one-to-one conversations; both sides send, --rate in total, for --duration"},
 	{ScenarioGroup, "conversations of up to --group-size members; --senders members per group send, --rate in total"},
 	{ScenarioReconnect, "sessions (plus sessions/10 feeders that stay) connect; all drop at once, feeders send while they are away, then they come back; reports the time until every session has its unread state again"},
-	{ScenarioChatroom, "sessions join --rooms chatrooms (created once by the coordinator); --senders per room send at --rate in total with priorities drawn from --priority-mix; reports per priority delivered/expected, shedding, delivery latency and the edge's dropped frames; a lost HIGH copy fails the run"},
+	{ScenarioChatroom, "sessions join --rooms chatrooms (created once by the coordinator); --senders per room send at --rate in total with priorities drawn from --priority-mix; reports per priority delivered/expected, shedding, delivery latency and the edge's dropped frames; a lost HIGH copy fails the run; --slow-readers makes a share of the members read slowly so the edge's per-connection queues shed, reported per priority for slow and normal readers"},
 	{ScenarioCrossRegion, "not available yet: needs several regions; exits 2"},
 }
 
@@ -62,6 +62,16 @@ type Config struct {
 	// Chatroom scenario.
 	Rooms       int         // chatrooms, default 1; session g joins room g mod Rooms
 	PriorityMix PriorityMix // share of HIGH/NORMAL/LOW sends, default all NORMAL
+	// SlowReaders is the share of members (0 ≤ f < 1) that read slowly:
+	// they pause SlowReadDelay after each push (client.Options.ReadDelay)
+	// and their sockets have a small receive buffer, so the edge's queue
+	// for their connection fills and it sheds. They never send.
+	SlowReaders   float64
+	SlowReadDelay time.Duration // default 10 ms when SlowReaders > 0
+	// PayloadBytes pads each chatroom message's text to about this many
+	// bytes (0: no padding, ~50 bytes), so fewer frames fill a socket
+	// buffer.
+	PayloadBytes int
 	// ChatRoomIDs are the rooms' conversation ids: created by Run before
 	// the workers start and handed to them (hidden --chatroom-ids).
 	ChatRoomIDs []string
@@ -106,6 +116,9 @@ func (c *Config) Defaults() {
 	if c.PriorityMix == (PriorityMix{}) {
 		c.PriorityMix = PriorityMix{0, 1, 0}
 	}
+	if c.SlowReaders > 0 && c.SlowReadDelay <= 0 {
+		c.SlowReadDelay = 10 * time.Millisecond
+	}
 }
 
 // Validate reports the first problem with c.
@@ -144,6 +157,15 @@ func (c *Config) Validate() error {
 		if len(c.ChatRoomIDs) > 0 && len(c.ChatRoomIDs) != max(c.Rooms, 1) {
 			return fmt.Errorf("loadtest: %d chatroom ids for %d rooms", len(c.ChatRoomIDs), max(c.Rooms, 1))
 		}
+	}
+	if !(c.SlowReaders >= 0 && c.SlowReaders < 1) || c.SlowReadDelay < 0 {
+		return errors.New("loadtest: --slow-readers must be in [0, 1) and --slow-read-delay not negative")
+	}
+	if c.SlowReaders > 0 && c.Scenario != ScenarioChatroom {
+		return errors.New("loadtest: --slow-readers needs the chatroom scenario")
+	}
+	if c.PayloadBytes < 0 || c.PayloadBytes > maxPayloadBytes {
+		return fmt.Errorf("loadtest: --payload-bytes must be between 0 and %d", maxPayloadBytes)
 	}
 	if c.Rate < 0 || c.ConnectRate < 0 {
 		return errors.New("loadtest: rates must not be negative")

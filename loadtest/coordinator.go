@@ -54,8 +54,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) 
 	}
 	workers := max(cfg.Workers, 1)
 	probe := newRSSProbe(cfg.Targets, cfg.ServerPID)
-	var droppedBefore [numPrio]int64
-	droppedOK := false
+	var countersBefore edgeCounters
+	countersOK := false
 	if cfg.Scenario == ScenarioChatroom {
 		if len(cfg.ChatRoomIDs) == 0 {
 			ids, err := createChatRooms(ctx, cfg)
@@ -64,7 +64,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) 
 			}
 			cfg.ChatRoomIDs = ids
 		}
-		droppedBefore, droppedOK = probe.droppedFrames()
+		countersBefore, countersOK = probe.edgeCounters()
 	}
 	m := newMonitor(cfg, workers, progress, probe)
 	start := time.Now()
@@ -87,12 +87,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Summary, error) 
 	s := buildSummary(cfg, workers, reports, time.Since(start))
 	s.Started = start.UTC().Format(time.RFC3339)
 	m.rss(s)
-	if c := s.Chatroom; c != nil && droppedOK {
-		if after, ok := probe.droppedFrames(); ok {
+	if c := s.Chatroom; c != nil && countersOK {
+		if after, ok := probe.edgeCounters(); ok {
+			d := after.sub(countersBefore)
 			c.MetricsSource = strings.Join(probe.metrics, ",")
 			for i, name := range prioNames {
-				c.Priorities[name].DroppedFrames = after[i] - droppedBefore[i]
+				c.Priorities[name].DroppedFrames = d.dropped[i]
 			}
+			c.EdgeOverflowCloses = d.overflowCloses
 		}
 	}
 	if err != nil {

@@ -33,6 +33,27 @@
 // target's /metrics over the run; a missing HIGH copy is lost and fails the
 // run. The drain ends when no copy arrived for 2 s or after Config.Drain.
 //
+// # Slow readers
+//
+// With Config.SlowReaders (--slow-readers F), that share of the chatroom
+// members (spread evenly over workers and rooms; never senders) read their
+// WebSocket slowly: the SDK pauses Config.SlowReadDelay after each push
+// (client.Options.ReadDelay), and their sockets get a 4 KiB receive buffer
+// and, on Linux, a 536-byte MSS, which keeps the edge's kernel send buffer
+// for them small (netdial.go). Their TCP window fills, the edge's writer
+// blocks, and the backlog builds in the edge's per-connection queue
+// (edge.Limits.QueueLen, relaymesh dev --queue-len), which sheds LOW, then
+// NORMAL, and closes the connection when a HIGH does not fit.
+// Config.PayloadBytes pads the messages so fewer frames fill the buffers.
+// The ledger splits every class's delivered / expected between slow and
+// normal readers (ChatroomSummary.SlowReaders), next to the edges' dropped
+// frames by class and overflow closes. A slow reader whose connection the
+// server closed during the run (it reconnected or ended) is counted in
+// Disconnected and nothing is expected at it; a HIGH copy missing at a
+// slow reader still connected is lost and fails the run like any other. A
+// slow reader reads its backlog (queue plus socket buffers) at its slow
+// rate after sending stops, so Config.Drain must cover it.
+//
 // # Ledger rules
 //
 // Every message carries a ledger id in its text, "lt:<worker>:<seq>", in

@@ -12,17 +12,25 @@ import (
 )
 
 // Every session of a worker dials through the worker's netDialer, passed as
-// client.Options.HTTPClient. It gives the load tester two abilities:
+// client.Options.HTTPClient. It gives the load tester three abilities:
 //
 //   - source addresses: each TCP connection binds the next of
 //     Config.SourceIPs, spreading clients over more 4-tuples than one
 //     source address allows;
 //   - a network switch per session group (named by the lt_group query
 //     parameter of the session's URL, which the edge ignores): drop closes
-//     the group's connections at once and refuses its dials until up.
+//     the group's connections at once and refuses its dials until up;
+//   - slow readers (group slowGroup, chatroom.go) get a receive buffer of
+//     slowReadBuffer bytes and, on Linux, a small MSS (netdial_linux.go), so
+//     their TCP window fills after a few frames, the edge's socket send
+//     buffer stays small, and the backlog builds in the edge's
+//     per-connection queue rather than in the kernels' socket buffers.
 //
 
 const groupParam = "lt_group"
+
+// slowReadBuffer is a slow reader's SO_RCVBUF (Linux doubles it).
+const slowReadBuffer = 4096
 
 type groupKey struct{}
 
@@ -72,6 +80,9 @@ func (d *netDialer) dial(ctx context.Context, network, addr string) (net.Conn, e
 		return nil, errGroupDown
 	}
 	nd := net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	if grp == slowGroup {
+		nd.Control = slowControl
+	}
 	if len(d.ips) > 0 {
 		ip := d.ips[(d.next.Add(1)-1)%uint64(len(d.ips))]
 		nd.LocalAddr = &net.TCPAddr{IP: ip.AsSlice()}
@@ -79,6 +90,9 @@ func (d *netDialer) dial(ctx context.Context, network, addr string) (net.Conn, e
 	c, err := nd.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok && grp == slowGroup {
+		_ = tc.SetReadBuffer(slowReadBuffer) // best effort; the read delay still applies
 	}
 	tc := &trackedConn{Conn: c, d: d, group: grp}
 	d.mu.Lock()

@@ -60,6 +60,16 @@ func WriteHTML(w io.Writer, s *Summary) error {
 				qrow(name+": send→delivery ms", x.DeliveryLatencyMS)
 			}
 		}
+		if sr := c.SlowReaders; sr != nil {
+			row("slow readers (disconnected by the server), edge overflow closes",
+				fmt.Sprintf("%d (%d), %d", sr.Members, sr.Disconnected, c.EdgeOverflowCloses))
+			for _, name := range prioNames {
+				sl, no := sr.Slow[name], sr.Normal[name]
+				row(name+": delivered at slow / normal readers",
+					fmt.Sprintf("%d / %d (%.2f%%) · %d / %d (%.2f%%)", sl.Delivered, sl.Expected, 100*sl.DeliveredRatio,
+						no.Delivered, no.Expected, 100*no.DeliveredRatio))
+			}
+		}
 	}
 	if s.ServerRSSBytes > 0 {
 		row("server RSS bytes per session", fmt.Sprintf("%.0f (%s)", s.ServerRSSBytesPerSession, s.RSSSource))

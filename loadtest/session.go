@@ -48,6 +48,7 @@ type session struct {
 	// session's index in its worker (its bit in the chat ledger)
 	chatRoom string
 	chatIdx  int
+	slow     bool // a slow reader (Config.SlowReaders)
 
 	done chan struct{} // closed when the event loop exited
 
@@ -56,7 +57,8 @@ type session struct {
 	unread   *client.Unread   // guarded by mu; the last unread push since resetUnread
 	unreadCh chan struct{}    // guarded by mu; closed when unread is set
 
-	closed atomic.Bool // the server ended the session (Closed event)
+	closed       atomic.Bool // the server ended the session (Closed event)
+	disconnected atomic.Bool // the connection was lost at least once (Reconnected event)
 }
 
 func (s *session) addConv(c *conv) {
@@ -130,6 +132,7 @@ func (s *session) loop() {
 			}
 			s.mu.Unlock()
 		case client.Reconnected:
+			s.disconnected.Store(true)
 			s.w.reconnects.Add(1)
 		case client.Closed:
 			s.closed.Store(true)

@@ -189,6 +189,19 @@ func (s *Summary) WriteText(w io.Writer) {
 				name, x.Sent, x.Acked, x.Delivered, x.Expected, 100*x.DeliveredRatio, x.Missing, dropped)
 			q("  "+name+" delivery", x.DeliveryLatencyMS)
 		}
+		if sr := c.SlowReaders; sr != nil {
+			overflow := "n/a"
+			if c.EdgeOverflowCloses >= 0 {
+				overflow = fmt.Sprint(c.EdgeOverflowCloses)
+			}
+			p("  slow readers: %d members (share %.2f, %.0f ms pause per push); %d disconnected by the server (nothing expected at them; edge overflow closes %s), %d other members disconnected",
+				sr.Members, sr.Share, sr.ReadDelayMS, sr.Disconnected, overflow, sr.NormalDisconnected)
+			for _, name := range prioNames {
+				sl, no := sr.Slow[name], sr.Normal[name]
+				p("  %-6s slow readers %d/%d (%.2f%%), missing %d; normal readers %d/%d (%.2f%%), missing %d",
+					name, sl.Delivered, sl.Expected, 100*sl.DeliveredRatio, sl.Missing, no.Delivered, no.Expected, 100*no.DeliveredRatio, no.Missing)
+			}
+		}
 	}
 	for _, l := range s.LostSamples {
 		p("  lost: %s", l)

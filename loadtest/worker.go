@@ -233,7 +233,7 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 		rep.SendSeconds = sendEnd.Sub(sendStart).Seconds()
 	}
 	if c, ok := sc.(*chatroomScenario); ok && w.chat != nil {
-		rep.Chat = w.chat.report(int(rep.Counts.Sent), c.joined, c.joinFailed)
+		rep.Chat = w.chat.report(int(rep.Counts.Sent), c.joined, c.joinFailed, c.snap)
 		rep.Chat.DeliverSpanS = w.chat.deliverSpan(sendStart)
 	}
 	w.mu.Lock()
@@ -272,15 +272,20 @@ type scenario interface {
 	teardown()                       // close every session
 }
 
-// options are the client options of every session.
-func (w *worker) options(id string) client.Options {
-	return client.Options{
-		AppID: w.cfg.AppID, ClientID: id,
+// options are the client options of session s; a chatroom slow reader
+// pauses Config.SlowReadDelay after each push.
+func (w *worker) options(s *session) client.Options {
+	o := client.Options{
+		AppID: w.cfg.AppID, ClientID: s.id,
 		EventBuffer:  1024,
 		ReconnectMin: 200 * time.Millisecond, ReconnectMax: 2 * time.Second,
 		RequestTimeout: 20 * time.Second,
 		HTTPClient:     w.http,
 	}
+	if s.slow {
+		o.ReadDelay = w.cfg.SlowReadDelay
+	}
+	return o
 }
 
 // newSessions makes n sessions named prefix-<global index>, spread over
@@ -320,7 +325,7 @@ func (w *worker) loginAll(ctx context.Context, ss []*session) []*session {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			t0 := time.Now()
-			if err := s.login(ctx, w.options(s.id)); err != nil {
+			if err := s.login(ctx, w.options(s)); err != nil {
 				w.connectFailed.Add(1)
 				w.noteErr("login %s: %v", s.id, err)
 				return

@@ -63,6 +63,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Senders, "senders", 1, "group: members of each conversation that send; chatroom: members of each room that send, spread over the workers (at least one per worker and room)")
 	fs.IntVar(&cfg.Rooms, "rooms", 1, "chatroom: chatrooms; session i joins room i mod rooms")
 	mix := fs.String("priority-mix", "normal=1", "chatroom: share of sends per priority, e.g. high=0.1,normal=0.6,low=0.3 (normalised)")
+	fs.Float64Var(&cfg.SlowReaders, "slow-readers", 0, "chatroom: share of members (0 ≤ F < 1) that read their WebSocket slowly, so the edge's per-connection queue fills and sheds LOW, then NORMAL; they never send; reported apart from the others")
+	fs.DurationVar(&cfg.SlowReadDelay, "slow-read-delay", 0, "chatroom: a slow reader's pause after each push (0 = 10ms, about 100 frames/s)")
+	fs.IntVar(&cfg.PayloadBytes, "payload-bytes", 0, "chatroom: pad each message's text to about N bytes (0 = no padding, ~50 bytes; at most 4096), so fewer frames fill a slow reader's socket buffers")
 	roomIDs := fs.String("chatroom-ids", "", "hidden: the chatrooms the coordinator created, comma-separated")
 	sourceIPs := fs.String("source-ips", "", "spread client source addresses, e.g. 127.0.0.1-127.0.0.8 or 10.0.0.1,10.0.0.2")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "read the server's RSS from /proc/PID/status when /metrics has no process_resident_memory_bytes")
@@ -205,11 +208,21 @@ before and after the run. A missing HIGH copy is lost and fails the run. Deliver
 (send start → copy) is measured per priority from a send time carried in the text, so worker
 processes must share one clock (one machine).
 
+Slow readers (--slow-readers F): a share F of the members pause --slow-read-delay after each push
+and have a 4 KiB socket receive buffer, so their TCP window fills and the edge's per-connection
+queue (relaymesh dev --queue-len) fills behind it: the edge sheds LOW first, then NORMAL, and
+closes the connection when a HIGH does not fit. Copies are reported per priority at slow and at
+normal readers. A slow reader the server disconnected is counted as such and nothing is expected
+at it; a HIGH copy missing at a slow reader still connected is lost and fails the run. Give
+--drain time for the slow readers' backlog (queue length × read delay, plus a few hundred frames).
+
 Output: a progress line on stderr every --progress; a summary on stdout; with --out, JSON
 (scenario, sessions, sent, acked, delivered, expected, lost, duplicates, latency_ms,
 delivery_latency_ms, throughput_per_s, deliveries_per_s, server_rss_bytes_per_session, ...;
 chatroom: chatroom.priorities.{high,normal,low}.{sent,acked,expected,delivered,missing,
-delivered_ratio,deliveries_per_s,delivery_latency_ms,dropped_frames}, chatroom.high_lost) and an
+delivered_ratio,deliveries_per_s,delivery_latency_ms,dropped_frames}, chatroom.high_lost,
+chatroom.edge_overflow_closes; with slow readers chatroom.slow_readers.{members,disconnected,
+slow,normal}, slow and normal per priority {expected,delivered,missing,delivered_ratio}) and an
 HTML report.
 
 Exit status: 0 no acked message lost (chatroom: no acked HIGH copy lost); 1 acked messages lost
