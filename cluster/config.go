@@ -10,6 +10,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/rest"
@@ -37,6 +38,7 @@ import (
 //	node_id = "core-1"
 //	mesh_addr = "10.0.0.1:7100"
 //	peers = { core-1 = "10.0.0.1:7100", core-2 = "10.0.0.2:7100", core-3 = "10.0.0.3:7100" }
+//	metrics_addr = "10.0.0.1:9100"                # optional: /metrics and /healthz over HTTP
 //
 //	[edge]
 //	edge_id = "edge-1"
@@ -71,6 +73,30 @@ type CoreSection struct {
 	NodeID   string            `toml:"node_id"`
 	MeshAddr string            `toml:"mesh_addr"`
 	Peers    map[string]string `toml:"peers"`
+	// MetricsAddr is CoreConfig.MetricsAddr (/metrics, /healthz over
+	// HTTP); empty serves none.
+	MetricsAddr string `toml:"metrics_addr"`
+	// Limits are core.Limits; zero keys take LeanCloud's defaults.
+	Limits CoreLimitsConfig `toml:"limits"`
+}
+
+// CoreLimitsConfig is [core.limits] (core.Limits): what a conversation
+// holds and what a login delivers.
+//
+//	[core.limits]
+//	max_members = 500           # members of a normal conversation (4304 past it)
+//	max_offline_per_conv = 100  # newest offline messages pushed per conversation
+//	max_unread_convs = 50       # conversations notified at login
+type CoreLimitsConfig struct {
+	MaxMembers        int `toml:"max_members"`
+	MaxOfflinePerConv int `toml:"max_offline_per_conv"`
+	MaxUnreadConvs    int `toml:"max_unread_convs"`
+}
+
+// CoreLimits returns the [core.limits] section as core.Limits.
+func (c *Config) CoreLimits() core.Limits {
+	l := c.Core.Limits
+	return core.Limits{MaxMembers: l.MaxMembers, MaxOfflinePerConv: l.MaxOfflinePerConv, MaxUnreadConvs: l.MaxUnreadConvs}
 }
 
 // EdgeSection configures `relaymesh edge`.
@@ -110,6 +136,9 @@ type LimitsConfig struct {
 	IdleTimeout        string `toml:"idle_timeout"`
 	SessionTokenTTL    string `toml:"session_token_ttl"`
 	MaxSessionsPerConn int    `toml:"max_sessions_per_conn"`
+	// QueueLen is edge.Limits.QueueLen: outbound frames per connection
+	// before the edge sheds LOW, then NORMAL (0: 1024).
+	QueueLen int `toml:"queue_len"`
 }
 
 // ErrConfig marks an invalid configuration file.
@@ -198,7 +227,10 @@ func (l LimitsConfig) limits() (edge.Limits, error) {
 	out := edge.Limits{
 		MaxFrameBytes: l.MaxFrameBytes, MaxMessageBytes: l.MaxMessageBytes,
 		SendsPerMinute: l.SendsPerMinute, LogsPerMinute: l.LogsPerMinute, OpsPerMinute: l.OpsPerMinute,
-		MaxSessionsPerConn: l.MaxSessionsPerConn,
+		MaxSessionsPerConn: l.MaxSessionsPerConn, QueueLen: l.QueueLen,
+	}
+	if l.QueueLen < 0 {
+		return out, fmt.Errorf("%w: edge.limits.queue_len must not be negative", ErrConfig)
 	}
 	for _, d := range []struct {
 		name string
@@ -245,7 +277,8 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 		return CoreConfig{}, err
 	}
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
-		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ}, nil
+		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ, MetricsAddr: s.MetricsAddr,
+		Limits: c.CoreLimits()}, nil
 }
 
 // EdgeConfig builds the edge role's configuration.

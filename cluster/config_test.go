@@ -28,7 +28,12 @@ signature_required = true
 node_id = "core-1"
 mesh_addr = "127.0.0.1:7100"
 peers = { core-1 = "127.0.0.1:7100", core-2 = "127.0.0.1:7200" }
+[core.limits]
+max_members = 50
+max_offline_per_conv = 20
+max_unread_convs = 5
 [edge.limits]
+queue_len = 256
 sends_per_minute = -1
 idle_timeout = "10m"
 `)
@@ -50,8 +55,11 @@ idle_timeout = "10m"
 		t.Error("an app not in the file must be refused")
 	}
 	l := c.Limits()
-	if l.SendsPerMinute != -1 || l.IdleTimeout != 10*time.Minute {
-		t.Errorf("limits = %+v, want sends -1 and idle 10m", l)
+	if l.SendsPerMinute != -1 || l.IdleTimeout != 10*time.Minute || l.QueueLen != 256 {
+		t.Errorf("limits = %+v, want sends -1, idle 10m, queue 256", l)
+	}
+	if cl := c.CoreLimits(); cl.MaxMembers != 50 || cl.MaxOfflinePerConv != 20 || cl.MaxUnreadConvs != 5 {
+		t.Errorf("core limits = %+v, want 50/20/5", cl)
 	}
 	if _, err := c.CoreConfig(); !errors.Is(err, ErrConfig) {
 		t.Errorf("CoreConfig without [tls]: err %v, want ErrConfig", err)

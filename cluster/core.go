@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -40,6 +43,13 @@ type CoreConfig struct {
 	// Integrations are the apps' word lists, hooks and offline push
 	// (Config.Integrations); zero means the shipped word list only.
 	Integrations Integrations
+	// Limits bound conversations and logins (core.Limits; zero fields take
+	// LeanCloud's defaults).
+	Limits core.Limits
+	// MetricsAddr, when set, is a TCP address where the core serves
+	// /metrics (core.Core.WriteMetrics, Prometheus text) and /healthz (200
+	// while it leads the shard, else 503). Empty serves none.
+	MetricsAddr string
 }
 
 // Core is a running core node.
@@ -47,7 +57,11 @@ type Core struct {
 	Node    *mesh.Node
 	Replica *raftstore.Node
 	Service *core.Core
-	log     *slog.Logger
+	// MetricsURL is http://<addr> of the metrics listener, "" without one.
+	MetricsURL string
+	log        *slog.Logger
+	metrics    *http.Server // nil without CoreConfig.MetricsAddr
+	wg         sync.WaitGroup
 }
 
 // StartCore starts a core node. Close stops it.
@@ -89,12 +103,54 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	if integ.Push.Queue.Logger == nil {
 		integ.Push.Queue.Logger = log.With("part", "push")
 	}
-	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core"),
-		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push})
+	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core"), Limits: cfg.Limits,
+		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook})
 	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
+	if cfg.MetricsAddr != "" {
+		if err := c.serveMetrics(cfg.MetricsAddr); err != nil {
+			svc.Close()
+			rep.Close()
+			node.Close()
+			return nil, err
+		}
+	}
 	node.HandleRPC(MethodClient, c.handleClient)
 	node.HandleStream(MethodDeliveries, c.handleDeliveries)
 	return c, nil
+}
+
+// serveMetrics starts the core's HTTP listener for /metrics and /healthz.
+func (c *Core) serveMetrics(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cluster: core metrics listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		if err := c.Service.WriteMetrics(w); err != nil {
+			c.log.Debug("metrics", "err", err)
+		}
+	})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !c.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	c.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	c.MetricsURL = "http://" + ln.Addr().String()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		if err := c.metrics.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			c.log.Error("metrics serve", "err", err)
+		}
+	}()
+	return nil
 }
 
 func exists(p string) bool {
@@ -160,9 +216,14 @@ func (c *Core) handleDeliveries(ctx context.Context, peer string, s *mesh.Stream
 // Ready reports whether the shard has a leader and the core can serve.
 func (c *Core) Ready() bool { return c.Service.Ready() }
 
-// Close stops the core: service, replica, then mesh node.
+// Close stops the core: metrics listener, service, replica, then mesh node.
 func (c *Core) Close() error {
-	err := c.Service.Close()
+	var err error
+	if c.metrics != nil {
+		err = c.metrics.Close()
+		c.wg.Wait()
+	}
+	err = errors.Join(err, c.Service.Close())
 	err = errors.Join(err, c.Replica.Close())
 	return errors.Join(err, c.Node.Close())
 }

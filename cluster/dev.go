@@ -11,6 +11,7 @@ import (
 	"strconv"
 
 	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/rest"
@@ -32,6 +33,8 @@ type DevConfig struct {
 	Integrations Integrations
 	// DropDelivery is EdgeConfig.DropDelivery (a test hook; 0 = off).
 	DropDelivery int64
+	// CoreLimits is CoreConfig.Limits.
+	CoreLimits core.Limits
 }
 
 // Dev is a running dev region.
@@ -81,6 +84,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Identity: ids["core-1"],
 		Apps:     cfg.Apps,
 		Logger:   cfg.Logger,
+		Limits:   cfg.CoreLimits,
 
 		Integrations: cfg.Integrations,
 	})
@@ -99,6 +103,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		REST:     cfg.REST,
 		Logger:   cfg.Logger,
 
+		ExtraMetrics: c.Service.WriteMetrics, // the core's counters on the edge's /metrics
 		DropDelivery: cfg.DropDelivery,
 	})
 	if err != nil {

@@ -37,6 +37,9 @@ type EdgeConfig struct {
 	// REST bounds the REST API (package rest); zero fields take its defaults.
 	REST   rest.Limits
 	Logger *slog.Logger
+	// ExtraMetrics is edge.Config.ExtraMetrics: more series on /metrics
+	// (StartDev passes the in-process core's).
+	ExtraMetrics func(io.Writer) error
 	// DropDelivery, when > 0, silently drops the DropDelivery-th direct
 	// message delivery this edge receives. It is a test hook that breaks the delivery path on
 	// purpose, so the load tester's ledger can be shown to catch a loss.
@@ -82,14 +85,15 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	}
 	link := &coreLink{node: node, cores: cfg.Cores, log: log}
 	srv := edge.New(edge.Config{
-		EdgeID:     cfg.EdgeID,
-		Backend:    link,
-		Apps:       cfg.Apps,
-		TokenKey:   cfg.TokenKey,
-		Limits:     cfg.Limits,
-		Ready:      link.ready,
-		PublicURLs: pub,
-		Logger:     log.With("part", "edge"),
+		EdgeID:       cfg.EdgeID,
+		Backend:      link,
+		Apps:         cfg.Apps,
+		TokenKey:     cfg.TokenKey,
+		Limits:       cfg.Limits,
+		Ready:        link.ready,
+		ExtraMetrics: cfg.ExtraMetrics,
+		PublicURLs:   pub,
+		Logger:       log.With("part", "edge"),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, cancel: cancel, dropAt: cfg.DropDelivery}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 
 	"github.com/relaymesh/relaymesh/apps"
@@ -26,6 +27,7 @@ import (
 //	push_provider = "webhook"                          # "webhook", "log" or "" (off)
 //	push_webhook_url = "https://push-gateway.example.com/push"
 //	push_template = '{"alert":"${fromClientId}: new message"}'
+//	sys_webhook_url = "https://hooks.example.com/sys"  # service-conversation webhook (signed like hooks)
 //	[apps.hooks]                                       # per-hook URLs, win over hook_base_url
 //	_messageReceived = "https://hooks.example.com/received"
 type AppConfig struct {
@@ -38,6 +40,7 @@ type AppConfig struct {
 	PushProvider       string            `toml:"push_provider"`
 	PushWebhookURL     string            `toml:"push_webhook_url"`
 	PushTemplate       string            `toml:"push_template"`
+	SysWebhookURL      string            `toml:"sys_webhook_url"`
 }
 
 // Integrations are the filter, hooks and push a core is built with;
@@ -46,6 +49,9 @@ type Integrations struct {
 	Words *moderation.Registry
 	Hooks *hooks.Client // nil: no app has hooks
 	Push  core.PushConfig
+	// SysWebhook is the service-conversation webhook (hooks.SysWebhook);
+	// no Apps: off.
+	SysWebhook hooks.SysConfig
 }
 
 // check validates the integration keys of one app.
@@ -57,6 +63,11 @@ func (a AppConfig) check() error {
 	}
 	if _, err := policy(a.HookPolicy); err != nil {
 		return fmt.Errorf("%w: app %q: %v", ErrConfig, a.ID, err)
+	}
+	if a.SysWebhookURL != "" {
+		if u, err := url.Parse(a.SysWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: app %q: sys_webhook_url %q: want an http or https URL", ErrConfig, a.ID, a.SysWebhookURL)
+		}
 	}
 	switch a.pushProvider() {
 	case "", "log":
@@ -133,6 +144,12 @@ func (c *Config) Integrations(log *slog.Logger) (Integrations, error) {
 		}
 		if a.PushTemplate != "" {
 			templates[a.ID] = a.PushTemplate
+		}
+		if a.SysWebhookURL != "" {
+			if out.SysWebhook.Apps == nil {
+				out.SysWebhook.Apps = map[string]hooks.SysApp{}
+			}
+			out.SysWebhook.Apps[a.ID] = hooks.SysApp{URL: a.SysWebhookURL, MasterKey: a.MasterKey, HookKey: a.HookKey}
 		}
 	}
 	if len(hc.Apps) > 0 {

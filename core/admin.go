@@ -26,9 +26,13 @@ import (
 //	KICK                session/closed{code, reason} to every session of
 //	                    peer_id, which the edges then unbind (end_session)
 //	DELETE_CONVERSATION shard.OpDelete; members are not told
+//	DELETE_MESSAGE      shard.OpDelMsg: the server copy of one message;
+//	                    nobody is told
 //	UNREAD_COUNT        unread messages of peer_id (cid, or all)
 //	MEMBER_ROLES        Owner and Managers of cid (_ConversationMemberInfo);
 //	                    peer_id, when set, must be a member
+//	TEMP_SHUTUP         mute peer_id in cid for ttl seconds (moderation.go)
+//	STATS               clientIds online now and seen today (stats.go)
 //
 // Failures come back as ClientReply.error_code/error_reason (LeanCloud
 // codes from errorCodes), never as cmd:error. The edge checks the app's
@@ -75,6 +79,10 @@ func (c *Core) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Cl
 		case meshpb.AdminRequest_DELETE_CONVERSATION:
 			_, err = c.propose(withAdmin(ctx), &shard.Command{Op: shard.OpDelete, App: app, CID: a.GetCid(), Now: c.nowMS()})
 			rep = &meshpb.ClientReply{}
+		case meshpb.AdminRequest_DELETE_MESSAGE:
+			_, err = c.propose(withAdmin(ctx), &shard.Command{Op: shard.OpDelMsg, App: app, CID: a.GetCid(),
+				MID: a.GetMid(), T: a.GetTimestamp(), Now: c.nowMS()})
+			rep = &meshpb.ClientReply{}
 		case meshpb.AdminRequest_UNREAD_COUNT:
 			rep, err = c.adminUnread(app, peer, a.GetCid())
 		case meshpb.AdminRequest_MEMBER_ROLES:
@@ -82,9 +90,27 @@ func (c *Core) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Cl
 		case meshpb.AdminRequest_SYS_BROADCAST: // sysconv.go
 			rep, err = c.sysBroadcast(withAdmin(ctx), req)
 		case meshpb.AdminRequest_SYS_SEND:
-			rep, err = c.sysSend(req)
+			rep, err = c.sysSend(withAdmin(ctx), req)
 		case meshpb.AdminRequest_SYS_MESSAGES:
 			rep, err = c.sysMessages(req)
+		case meshpb.AdminRequest_SYS_SUBSCRIBERS:
+			rep, err = c.sysSubscribers(req)
+		case meshpb.AdminRequest_SYS_SUBSCRIPTIONS:
+			rep, err = c.sysSubscriptions(req)
+		case meshpb.AdminRequest_SYS_USER_MESSAGES:
+			rep, err = c.sysUserMessages(req)
+		case meshpb.AdminRequest_SYS_DELETE_USER_MESSAGE:
+			rep, err = c.sysDeleteUserMessage(withAdmin(ctx), req)
+		case meshpb.AdminRequest_SYS_BROADCASTS:
+			rep, err = c.sysBroadcasts(req)
+		case meshpb.AdminRequest_SYS_DELETE_BROADCAST:
+			rep, err = c.sysDeleteBroadcast(withAdmin(ctx), req)
+		case meshpb.AdminRequest_TEMP_SHUTUP: // moderation.go
+			rep, err = c.adminTempShutup(ctx, app, peer, a)
+		case meshpb.AdminRequest_WORDS_SET, meshpb.AdminRequest_WORDS_GET: // words.go
+			rep, err = c.adminWords(withAdmin(ctx), app, a)
+		case meshpb.AdminRequest_STATS: // stats.go
+			rep = c.adminStats(app)
 		default:
 			err = fmt.Errorf("%w: admin op %v", errUnsupported, a.GetOp())
 		}
@@ -131,8 +157,14 @@ func (c *Core) adminCommand(ctx context.Context, req *meshpb.ClientRequest) (*me
 	case lcpb.CommandType_conv:
 		switch op {
 		case lcpb.OpType_start, lcpb.OpType_query, lcpb.OpType_update, lcpb.OpType_add, lcpb.OpType_remove,
-			lcpb.OpType_members, lcpb.OpType_count, lcpb.OpType_mute, lcpb.OpType_unmute:
+			lcpb.OpType_members, lcpb.OpType_count, lcpb.OpType_mute, lcpb.OpType_unmute,
+			lcpb.OpType_member_info_update, lcpb.OpType_add_shutup, lcpb.OpType_remove_shutup, lcpb.OpType_query_shutup:
 			out, err = c.conv(ctx, r)
+		}
+	case lcpb.CommandType_blacklist: // moderation.go
+		switch op {
+		case lcpb.OpType_block, lcpb.OpType_unblock, lcpb.OpType_query:
+			out, err = c.blacklist(ctx, r)
 		}
 	}
 	if err != nil {
@@ -145,7 +177,10 @@ func (c *Core) adminCommand(ctx context.Context, req *meshpb.ClientRequest) (*me
 }
 
 // adminSend stores (unless transient) and fans out a message from r.peer,
-// member or not; with noSync the sender's own sessions are skipped.
+// member or not; with noSync the sender's own sessions are skipped. Like a
+// client's message it passes _messageReceived (a drop is 4402; content and
+// toPeers rewrites apply) and the sensitive-word filter. The priority of
+// r.cmd (REST `priority`) is the class of chatroom deliveries.
 func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.GenericCommand, error) {
 	dm := r.cmd.GetDirectMessage()
 	cid := dm.GetCid()
@@ -156,7 +191,11 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 	if dm.BinaryMsg != nil && dm.Msg == nil {
 		data, bin = base64.StdEncoding.EncodeToString(dm.BinaryMsg), true
 	}
-	data = c.filterAdmin(r.app, cid, data, bin) // filter.go
+	in, err := c.inbound(ctx, r, cid, data, bin) // filter.go: _messageReceived, sensitive words
+	if err != nil {
+		return nil, err
+	}
+	data, bin = in.data, in.bin
 	unlock := c.locks.lock(r.app + "\x00" + cid)
 	defer unlock()
 
@@ -184,6 +223,7 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 		}
 		m, members = res.Message, res.Conv.Members
 	}
+	members = in.recipients(members, r.peer)
 	if noSync {
 		members = without(members, r.peer)
 	}

@@ -48,9 +48,9 @@ func (c *Core) conv(ctx context.Context, r *request) (*lcpb.GenericCommand, erro
 	case lcpb.OpType_add_shutup, lcpb.OpType_remove_shutup:
 		return c.shutup(ctx, r, r.cmd.GetOp() == lcpb.OpType_add_shutup)
 	case lcpb.OpType_query_shutup:
-		return c.queryShutup(r)
+		return c.queryShutup(ctx, r)
 	case lcpb.OpType_check_shutup:
-		return c.checkShutup(r)
+		return c.checkShutup(ctx, r)
 	}
 	return nil, fmt.Errorf("%w: conv/%v", errUnsupported, r.cmd.GetOp())
 }

@@ -48,6 +48,9 @@ type Config struct {
 	// Limits bounds conversations and logins (limits.go); zero fields
 	// take the defaults.
 	Limits Limits
+	// SysWebhook configures the service-conversation webhook
+	// (sysconv.go); without Apps it is off. The core owns the sender.
+	SysWebhook hooks.SysConfig
 }
 
 // Core serves client requests for the conversations of one shard and relays
@@ -73,6 +76,7 @@ type Core struct {
 	// Filter, hooks and offline push (filter.go, hooks.go, offline.go);
 	// read-only after New except the counters.
 	words         *moderation.Registry
+	apiWords      apiWords      // words.go
 	hooks         *hooks.Client // nil: no hooks
 	pushProvider  push.Provider
 	pushQ         *push.Queue // nil: no offline push; closed by Close
@@ -80,12 +84,15 @@ type Core struct {
 	after         afterSend // _messageSent and offline push workers
 	xstats        integrationCounters
 
+	sysHook *hooks.SysWebhook // service webhook (sysconv.go); nil: none; closed by Close
+
 	wg sync.WaitGroup // edge goroutines
 
 	mu       sync.Mutex
 	closed   bool                   // guarded by mu
 	sessions map[peerKey][]*session // guarded by mu
 	edges    map[string]*edgeLink   // guarded by mu
+	today    dayPeers               // guarded by mu; stats.go
 }
 
 // New returns a core over cfg.Replica.
@@ -128,6 +135,13 @@ func New(cfg Config) *Core {
 	if c.hooks != nil || c.pushQ != nil {
 		c.after.start(c, afterSendWorkers, afterSendQueue)
 	}
+	if len(cfg.SysWebhook.Apps) > 0 {
+		sc := cfg.SysWebhook
+		if sc.Logger == nil {
+			sc.Logger = c.log
+		}
+		c.sysHook = hooks.NewSysWebhook(sc)
+	}
 	return c
 }
 
@@ -161,6 +175,9 @@ func (c *Core) Close() error {
 	c.after.close()
 	if c.pushQ != nil {
 		c.pushQ.Close()
+	}
+	if c.sysHook != nil {
+		c.sysHook.Close()
 	}
 	return nil
 }

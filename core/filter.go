@@ -30,16 +30,19 @@ func filtered(conv *shard.Conv) bool {
 }
 
 // inbound runs the _messageReceived hook, then the filter, over a message
-// r.peer sends to cid. Hook rewrites are filtered too. A drop is an
-// appError wrapping errMessageRejected (4402). It runs before the
-// conversation lock is taken: a slow hook delays only its own message.
+// r.peer sends to cid: a client's (direct) or the server API's (adminSend,
+// ctx carrying withAdmin, whose sender need not be a member). Hook rewrites
+// are filtered too. A drop is an appError wrapping errMessageRejected
+// (4402). It runs before the conversation lock is taken: a slow hook delays
+// only its own message.
 func (c *Core) inbound(ctx context.Context, r *request, cid, data string, bin bool) (inbound, error) {
 	in := inbound{data: data, bin: bin}
 	conv, err := c.convView(r.app, cid)
 	if err != nil || conv == nil {
 		return in, nil // the send path refuses it as before
 	}
-	if c.hooks != nil && c.hooks.Enabled(r.app, hooks.HookMessageReceived) && (conv.IsMember(r.peer) || conv.Transient) {
+	mayPost := conv.IsMember(r.peer) || conv.Transient || isAdmin(ctx)
+	if c.hooks != nil && c.hooks.Enabled(r.app, hooks.HookMessageReceived) && mayPost {
 		dm := r.cmd.GetDirectMessage()
 		v, _ := c.hooks.MessageReceived(ctx, r.app, hooks.MessageReceived{
 			FromPeer: r.peer, ConvID: cid, ToPeers: without(conv.Members, r.peer),
@@ -70,7 +73,7 @@ func (c *Core) inbound(ctx context.Context, r *request, cid, data string, bin bo
 
 // filterText replaces the app's sensitive words in a message's text.
 func (c *Core) filterText(app, data string) string {
-	out, n := c.words.FilterMessage(app, data)
+	out, n := c.filterFor(app).FilterMessage(data) // words.go
 	if n > 0 {
 		c.xstats.filtered.Add(1)
 		c.xstats.filterHits.Add(int64(n))
@@ -78,9 +81,8 @@ func (c *Core) filterText(app, data string) string {
 	return out
 }
 
-// filterAdmin filters a server-API message like a client's; the server API
-// is not subject to _messageReceived (LeanCloud calls hooks for client
-// messages only).
+// filterAdmin filters a server-API message to a system conversation
+// (sysconv.go) like a client's, without the hooks.
 func (c *Core) filterAdmin(app, cid, data string, bin bool) string {
 	if bin {
 		return data
@@ -89,6 +91,18 @@ func (c *Core) filterAdmin(app, cid, data string, bin bool) string {
 		return data
 	}
 	return c.filterText(app, data)
+}
+
+// filterPatch filters the new text of an edit like a sent message's:
+// binary content, recalls and 1:1 chats are left alone.
+func (c *Core) filterPatch(app string, p *shard.Patch) {
+	if p.Recall || p.Bin {
+		return
+	}
+	if conv, err := c.convView(app, p.CID); err != nil || !filtered(conv) {
+		return
+	}
+	p.Data = c.filterText(app, p.Data)
 }
 
 // recipients narrows members to the hook's toPeers, keeping the sender

@@ -63,7 +63,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		if conv == nil || (!room && !conv.IsMember(r.peer)) {
 			return nil, fmt.Errorf("%w: %s", errSendTarget, cid)
 		}
-		if conv.IsShutup(r.peer) {
+		if conv.IsSilenced(r.peer, c.nowMS()) {
 			return nil, fmt.Errorf("%w: %s", shard.ErrShutup, cid)
 		}
 		m = &shard.Message{ID: newMessageID(), CID: cid, From: r.peer, T: c.nowMS(), Data: data, Bin: bin,
@@ -276,6 +276,7 @@ func (c *Core) patch(ctx context.Context, r *request) (*lcpb.GenericCommand, err
 		if sp.CID == "" || sp.MID == "" {
 			return nil, fmt.Errorf("%w: patch without cid or mid", errMalformed)
 		}
+		c.filterPatch(r.app, &sp) // filter.go: an edit gets the send's ***
 		cmd.Patches = append(cmd.Patches, sp)
 	}
 	res, err := c.propose(ctx, cmd)

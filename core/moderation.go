@@ -9,6 +9,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
 // Moderation: member roles, member mute ("shutup") and the conversation
@@ -39,6 +40,13 @@ import (
 // (NATIVE-SDKS.md §4). Blocking removes the member first, so a blocked
 // client gets only `blocked`. `next` is a decimal offset (Java parses it
 // with Integer.valueOf).
+//
+// The server API (REST, master key: admin.go) runs these ops with the
+// shard's role checks off (shard.Command.Admin) and reads the lists as no
+// member; it also sets temporary mutes (AdminRequest TEMP_SHUTUP: a mute
+// that ends by itself, checked at send time against the command's Now).
+// Temporary mutes are not pushed and not listed by query_shutup;
+// check_shutup includes them.
 
 // Moderation list paging (LeanCloud: server default 10).
 const (
@@ -125,8 +133,8 @@ func page(list []string, limit int32, next string) (out []string, more string, e
 	return append([]string{}, list[off:end]...), more, nil
 }
 
-// memberConv loads cid for a read by a member.
-func (c *Core) memberConv(r *request, cid string) (*shard.Conv, error) {
+// memberConv loads cid for a read by a member, or by the server API.
+func (c *Core) memberConv(ctx context.Context, r *request, cid string) (*shard.Conv, error) {
 	conv, err := shard.GetConv(c.state(), r.app, cid)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
@@ -134,15 +142,15 @@ func (c *Core) memberConv(r *request, cid string) (*shard.Conv, error) {
 	if conv == nil {
 		return nil, fmt.Errorf("%w: %s", shard.ErrConvNotFound, cid)
 	}
-	if !conv.IsMember(r.peer) {
+	if !isAdmin(ctx) && !conv.IsMember(r.peer) {
 		return nil, fmt.Errorf("%w: %s", shard.ErrNotMember, r.peer)
 	}
 	return conv, nil
 }
 
-func (c *Core) queryShutup(r *request) (*lcpb.GenericCommand, error) {
+func (c *Core) queryShutup(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
 	cm := r.cmd.ConvMessage
-	conv, err := c.memberConv(r, cm.GetCid())
+	conv, err := c.memberConv(ctx, r, cm.GetCid())
 	if err != nil {
 		return nil, err
 	}
@@ -158,16 +166,18 @@ func (c *Core) queryShutup(r *request) (*lcpb.GenericCommand, error) {
 	return g, nil
 }
 
-// checkShutup answers which of m are muted (Swift).
-func (c *Core) checkShutup(r *request) (*lcpb.GenericCommand, error) {
+// checkShutup answers which of m are muted now, temporarily or not
+// (Swift).
+func (c *Core) checkShutup(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
 	cm := r.cmd.ConvMessage
-	conv, err := c.memberConv(r, cm.GetCid())
+	conv, err := c.memberConv(ctx, r, cm.GetCid())
 	if err != nil {
 		return nil, err
 	}
 	out := []string{}
+	now := c.nowMS()
 	for _, p := range cm.M {
-		if conv.IsShutup(p) {
+		if conv.IsSilenced(p, now) {
 			out = append(out, p)
 		}
 	}
@@ -201,7 +211,7 @@ func (c *Core) blacklist(ctx context.Context, r *request) (*lcpb.GenericCommand,
 		c.moderationPushes(r, res.Conv, res.Changed, selfOp, othersOp)
 		return g, nil
 	case lcpb.OpType_query:
-		conv, err := c.memberConv(r, bm.GetSrcCid())
+		conv, err := c.memberConv(ctx, r, bm.GetSrcCid())
 		if err != nil {
 			return nil, err
 		}
@@ -216,7 +226,7 @@ func (c *Core) blacklist(ctx context.Context, r *request) (*lcpb.GenericCommand,
 		}
 		return g, nil
 	case lcpb.OpType_check_block:
-		conv, err := c.memberConv(r, bm.GetSrcCid())
+		conv, err := c.memberConv(ctx, r, bm.GetSrcCid())
 		if err != nil {
 			return nil, err
 		}
@@ -231,4 +241,25 @@ func (c *Core) blacklist(ctx context.Context, r *request) (*lcpb.GenericCommand,
 		return g, nil
 	}
 	return nil, fmt.Errorf("%w: blacklist/%v", errUnsupported, r.cmd.GetOp())
+}
+
+// adminTempShutup mutes peer in a.cid for a.ttl seconds (at most 24 h), or
+// lifts its temporary mute (ttl 0). Nobody is told: the mute ends by
+// itself.
+func (c *Core) adminTempShutup(ctx context.Context, app, peer string, a *meshpb.AdminRequest) (*meshpb.ClientReply, error) {
+	if peer == "" || a.GetCid() == "" {
+		return nil, fmt.Errorf("%w: temporary mute needs a conversation and a clientId", errMalformed)
+	}
+	if a.GetTtl() < 0 || a.GetTtl() > shard.MaxTempShutupTTL {
+		return nil, fmt.Errorf("%w: ttl %d out of range (0..%d s)", errMalformed, a.GetTtl(), shard.MaxTempShutupTTL)
+	}
+	res, err := c.propose(withAdmin(ctx), &shard.Command{Op: shard.OpShutup, App: app, CID: a.GetCid(), Now: c.nowMS(),
+		Members: []string{peer}, Mute: a.GetTtl() > 0, Temp: true, TTL: a.GetTtl()})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Failed) > 0 {
+		return nil, fmt.Errorf("%w: %s", res.Failed[0].Err, peer)
+	}
+	return &meshpb.ClientReply{}, nil
 }

@@ -259,6 +259,7 @@ func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
 		c.removeSessionLocked(k, from)
 		c.sessions[k] = append(c.sessions[k], &session{app: a.GetAppId(), peer: a.GetPeerId(), tag: a.GetTag(),
 			edge: edgeID, conn: a.GetConnId(), version: a.GetProtocolVersion()})
+		c.today.note(k, now) // stats.go
 		c.rooms.mirror(roomID{a.GetAppId(), a.GetPeerId(), a.GetTag()}, from, a.GetRoom(), leader, now)
 	}
 }

@@ -55,6 +55,7 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		}
 	}
 	c.sessions[k] = append(kept, s)
+	c.today.note(k, c.now()) // stats.go
 	c.mu.Unlock()
 	for _, o := range kicked {
 		c.rooms.closeSession(app, o.peer, connKey{o.edge, o.conn}, c.now())

@@ -1,15 +1,19 @@
 package core
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/push"
 )
 
 // System conversations (sys:true, LeanCloud's service conversations;
@@ -19,14 +23,32 @@ import (
 //	client join/quit       conv/add|remove of self -> shard.OpSubscribe (no limit)
 //	client direct          -> shard.OpSysIn, acked, never fanned out
 //	SYS_BROADCAST          -> shard.OpSysBcast, fanned out to online subscribers
-//	SYS_SEND               pushed to to_clients' sessions, not stored
-//	login                  unexpired broadcasts the client has not got, as
-//	                       offline directs; a client's first login gets the
-//	                       app's latest unexpired broadcast
+//	SYS_SEND               -> shard.OpSysSend, stored per receiver, pushed
+//	                       to to_clients' sessions
+//	login                  unexpired broadcasts and SYS_SEND messages the
+//	                       client has not got, as offline directs; a
+//	                       client's first login gets the app's latest
+//	                       unexpired broadcast
+//	SYS_DELETE_BROADCAST   -> shard.OpSysUnbroadcast: later logins skip it
+//	broadcast edit         an ordinary patch (COMMAND patch/modify) of the
+//	                       history row, which later logins read
 //
 // "Got" is tracked per client, not per message: shard.OpSysSeen records
 // the time at login and when the client's last session ends, and a login
-// delivers the broadcasts after that time (and after the subscription).
+// delivers the broadcasts and messages after that time (broadcasts also
+// after the subscription).
+//
+// Service webhook (REST-AND-HOOKS.md §2.4): what a client sends to a system
+// conversation is stored (shard.OpSysIn) and, once committed, queued on the
+// app's hooks.SysWebhook by the core that proposed it, the shard leader;
+// each message is queued once. The queue lives in that core's memory: a
+// leader change or restart loses what was queued or in flight there (the
+// rows stay readable over REST, SYS_MESSAGES).
+//
+// Offline push: a broadcast's or SYS_SEND's push (AdminRequest.sys_push) is
+// handed to the app's push provider (offline.go) for the receivers with no
+// online session; without it nothing is pushed (the app's template is not
+// used for these).
 
 // convTypeSystem is LeanCloud's convType of a system conversation.
 const convTypeSystem = 3
@@ -132,9 +154,21 @@ func (c *Core) sysDirect(ctx context.Context, r *request, cid, data string, bin 
 	if err != nil {
 		return nil, err, true
 	}
+	if m := res.Message; c.sysHook != nil {
+		c.sysHook.Enqueue(r.app, hooks.NewSysMessage(cid, m.ID, m.From, m.Data, m.Bin, m.T, ""))
+	}
 	ack := r.reply(lcpb.CommandType_ack, nil)
 	ack.AckMessage = &lcpb.AckCommand{Uid: proto.String(res.Message.ID), T: proto.Int64(res.Message.T)}
 	return ack, nil, true
+}
+
+// SysWebhookStats returns the counters of the service webhook (zero
+// without one).
+func (c *Core) SysWebhookStats() hooks.SysStats {
+	if c.sysHook == nil {
+		return hooks.SysStats{}
+	}
+	return c.sysHook.Stats()
 }
 
 // sysMessage reads the direct an ADMIN request carries.
@@ -191,37 +225,217 @@ func (c *Core) sysBroadcast(ctx context.Context, req *meshpb.ClientRequest) (*me
 	}
 	if len(subs) > 0 {
 		c.fanout(app, subs, connKey{}, sysPush(res.Message))
+		c.sysOfflinePush(app, subs, res.Message, a.GetSysPush())
 	}
 	return ackReply(res.Message), nil
 }
 
-// sysSend pushes a message of cid to the online sessions of to_clients,
-// subscribers or not. It is not stored.
-func (c *Core) sysSend(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+// sysSend stores a message of cid for each of to_clients, subscribers or
+// not, and pushes it to their online sessions.
+func (c *Core) sysSend(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	app, a := req.GetAppId(), req.GetAdmin()
 	data, bin, err := sysMessage(req)
 	if err != nil {
 		return nil, err
 	}
-	conv, err := c.convView(app, a.GetCid())
+	if err := c.checkSys(app, a.GetCid()); err != nil {
+		return nil, err
+	}
+	res, err := c.propose(ctx, &shard.Command{Op: shard.OpSysSend, App: app, CID: a.GetCid(), From: req.GetPeerId(),
+		Now: c.nowMS(), MID: newMessageID(), Data: c.filterAdmin(app, a.GetCid(), data, bin), Bin: bin,
+		Members: a.GetToClients(), Admin: true})
+	if err != nil {
+		return nil, err
+	}
+	c.fanout(app, res.Changed, connKey{}, sysPush(res.Message))
+	c.sysOfflinePush(app, res.Changed, res.Message, a.GetSysPush())
+	return ackReply(res.Message), nil
+}
+
+// sysOfflinePush queues the push pushData for the receivers of m with no
+// online session; it never blocks.
+func (c *Core) sysOfflinePush(app string, to []string, m *shard.Message, pushData string) {
+	if pushData == "" || !c.pushEnabled(app) {
+		return
+	}
+	var offline []string
+	c.mu.Lock()
+	for _, p := range to {
+		if len(c.sessions[peerKey{app, p}]) == 0 {
+			offline = append(offline, p)
+		}
+	}
+	c.mu.Unlock()
+	if len(offline) == 0 {
+		return
+	}
+	payload, _ := push.BuildPayload(push.Sources{PushData: pushData},
+		push.Vars{ConvID: m.CID, Timestamp: m.T, FromClientID: m.From})
+	if payload == nil {
+		c.xstats.pushSkipped.Add(1)
+		return
+	}
+	if c.pushQ.Push(context.Background(), push.Request{AppID: app, ConvID: m.CID, From: m.From, To: offline,
+		Payload: payload, Timestamp: m.T}) == nil {
+		c.xstats.pushRequests.Add(1)
+	}
+}
+
+// checkSys checks that cid is a system conversation of app.
+func (c *Core) checkSys(app, cid string) error {
+	conv, err := c.convView(app, cid)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errInternal, err)
+	}
+	if conv == nil {
+		return fmt.Errorf("%w: %s", shard.ErrConvNotFound, cid)
+	}
+	if !conv.System {
+		return fmt.Errorf("%w: %s", shard.ErrNotSystem, cid)
+	}
+	return nil
+}
+
+// Limits of the REST listings (LeanCloud: at most 50).
+const (
+	maxSysRows        = 50
+	maxSysBroadcastsQ = 1000
+)
+
+// sysSubscribers answers the subscribers of cid after sys_after.
+func (c *Core) sysSubscribers(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	app, a := req.GetAppId(), req.GetAdmin()
+	if err := c.checkSys(app, a.GetCid()); err != nil {
+		return nil, err
+	}
+	limit := int(a.GetLimit())
+	if limit <= 0 || limit > maxSysRows {
+		limit = maxSysRows
+	}
+	subs, err := shard.SubscriberRows(c.state(), app, a.GetCid(), a.GetSysAfter(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
 	}
-	if conv == nil {
-		return nil, fmt.Errorf("%w: %s", shard.ErrConvNotFound, a.GetCid())
+	return sysRows(subs), nil
+}
+
+// sysSubscriptions answers the system conversations peer_id subscribes to,
+// ordered by (subscription time, cid), after the cursor (sys_timestamp,
+// sys_after) or, sys_reversed, before it and newest first.
+func (c *Core) sysSubscriptions(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	app, a := req.GetAppId(), req.GetAdmin()
+	subs, err := shard.ClientSubscriptions(c.state(), app, req.GetPeerId())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errInternal, err)
 	}
-	if !conv.System {
-		return nil, fmt.Errorf("%w: %s", shard.ErrNotSystem, a.GetCid())
+	order := func(x, y shard.Subscription) int {
+		if x.T != y.T {
+			return cmp.Compare(x.T, y.T)
+		}
+		return cmp.Compare(x.CID, y.CID)
 	}
-	m := &shard.Message{ID: newMessageID(), CID: conv.ID, From: req.GetPeerId(), T: c.nowMS(),
-		Data: c.filterAdmin(app, conv.ID, data, bin), Bin: bin}
-	c.fanout(app, a.GetToClients(), connKey{}, sysPush(m))
-	return ackReply(m), nil
+	slices.SortFunc(subs, order)
+	cur := shard.Subscription{T: a.GetSysTimestamp(), CID: a.GetSysAfter()}
+	hasCur := cur.T != 0 || cur.CID != ""
+	if a.GetSysReversed() {
+		slices.Reverse(subs)
+		if hasCur {
+			subs = slices.DeleteFunc(subs, func(s shard.Subscription) bool { return order(s, cur) >= 0 })
+		}
+	} else if hasCur {
+		subs = slices.DeleteFunc(subs, func(s shard.Subscription) bool { return order(s, cur) <= 0 })
+	}
+	limit := int(a.GetLimit())
+	if limit <= 0 || limit > maxSysRows {
+		limit = maxSysRows
+	}
+	return sysRows(subs[:min(limit, len(subs))]), nil
+}
+
+func sysRows(subs []shard.Subscription) *meshpb.ClientReply {
+	rows := make([]*meshpb.SysRow, len(subs))
+	for i, s := range subs {
+		rows[i] = &meshpb.SysRow{ClientId: s.PID, Cid: s.CID, Timestamp: s.T}
+	}
+	return &meshpb.ClientReply{Admin: &meshpb.AdminReply{SysRows: rows}}
+}
+
+// sysBroadcasts answers the broadcasts still valid, newest first.
+func (c *Core) sysBroadcasts(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	app, a := req.GetAppId(), req.GetAdmin()
+	if a.GetCid() != "" {
+		if err := c.checkSys(app, a.GetCid()); err != nil {
+			return nil, err
+		}
+	}
+	st := c.state()
+	bs, err := shard.ValidBroadcasts(st, app, a.GetCid(), c.nowMS())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errInternal, err)
+	}
+	skip := min(max(int(a.GetSysSkip()), 0), len(bs))
+	bs = bs[skip:]
+	limit := int(a.GetLimit())
+	if limit <= 0 || limit > maxSysBroadcastsQ {
+		limit = maxSysBroadcastsQ
+	}
+	bs = bs[:min(limit, len(bs))]
+	rows := make([]*meshpb.SysRow, 0, len(bs))
+	for _, b := range bs {
+		row := &meshpb.SysRow{Cid: b.CID, MsgId: b.MID, Timestamp: b.T, ValidTill: b.ValidTill}
+		if m, _ := shard.GetMessage(st, app, b.CID, b.MID); m != nil {
+			row.From = m.From
+			row.Data, row.Bin = m.Content()
+		}
+		rows = append(rows, row)
+	}
+	return &meshpb.ClientReply{Admin: &meshpb.AdminReply{SysRows: rows}}, nil
+}
+
+// sysDeleteBroadcast withdraws a broadcast from the clients that have not
+// got it.
+func (c *Core) sysDeleteBroadcast(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	a := req.GetAdmin()
+	_, err := c.propose(ctx, &shard.Command{Op: shard.OpSysUnbroadcast, App: req.GetAppId(), CID: a.GetCid(),
+		MID: a.GetSysMsgId(), Now: c.nowMS(), Admin: true})
+	if err != nil {
+		return nil, err
+	}
+	return &meshpb.ClientReply{}, nil
+}
+
+// sysDeleteUserMessage deletes a SYS_SEND message of peer_id.
+func (c *Core) sysDeleteUserMessage(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	a := req.GetAdmin()
+	if req.GetPeerId() == "" {
+		return nil, fmt.Errorf("%w: no client", errMalformed)
+	}
+	_, err := c.propose(ctx, &shard.Command{Op: shard.OpSysUnsend, App: req.GetAppId(), CID: a.GetCid(),
+		Members: []string{req.GetPeerId()}, MID: a.GetSysMsgId(), T: a.GetSysTimestamp(), Now: c.nowMS(), Admin: true})
+	if err != nil {
+		return nil, err
+	}
+	return &meshpb.ClientReply{}, nil
+}
+
+// sysUserMessages answers what the server sent peer_id in cid (SYS_SEND),
+// as sysMessages answers.
+func (c *Core) sysUserMessages(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	return c.sysLogs(req, func(st shard.Reader, app, cid string, after, before int64, limit int, newest bool) ([]*shard.Message, error) {
+		return shard.UserMessages(st, app, cid, req.GetPeerId(), after, before, limit, newest)
+	})
 }
 
 // sysMessages answers what users sent to cid (command: a logs query with
 // t / tt bounds, limit and direction; newest by default).
 func (c *Core) sysMessages(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	return c.sysLogs(req, shard.SysMessages)
+}
+
+// sysLogs answers a logs query of cid read by list.
+func (c *Core) sysLogs(req *meshpb.ClientRequest,
+	list func(st shard.Reader, app, cid string, after, before int64, limit int, newest bool) ([]*shard.Message, error),
+) (*meshpb.ClientReply, error) {
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
 		return nil, fmt.Errorf("%w: %v", errMalformed, err)
@@ -249,7 +463,7 @@ func (c *Core) sysMessages(req *meshpb.ClientRequest) (*meshpb.ClientReply, erro
 	if newer {
 		after, before = q.GetT(), q.GetTt()
 	}
-	msgs, err := shard.SysMessages(st, app, cid, after, before, limit, !newer)
+	msgs, err := list(st, app, cid, after, before, limit, !newer)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
 	}
@@ -262,8 +476,8 @@ func (c *Core) sysMessages(req *meshpb.ClientRequest) (*meshpb.ClientReply, erro
 	return encodeReply(g), nil
 }
 
-// sysLogin returns the broadcasts due to peer on login, as offline
-// directs, and records that it got them.
+// sysLogin returns the broadcasts and SYS_SEND messages due to peer on
+// login, as offline directs, oldest first, and records that it got them.
 func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCommand {
 	st := c.state()
 	now := c.nowMS()
@@ -302,11 +516,21 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 			}
 		}
 	}
-	if !seen || len(cids) > 0 {
+	mine, err := shard.DueUserMessages(st, app, peer, seenT, maxSysLogin)
+	if err != nil {
+		c.log.Error("sys login", "app", app, "peer", peer, "err", err)
+	}
+	for _, m := range mine {
+		if len(due) < maxSysLogin {
+			due = append(due, m)
+		}
+	}
+	if !seen || len(cids) > 0 || len(mine) > 0 {
 		if _, err := c.propose(ctx, &shard.Command{Op: shard.OpSysSeen, App: app, From: peer, Now: now}); err != nil {
 			c.log.Warn("sys login: mark seen", "app", app, "peer", peer, "err", err)
 		}
 	}
+	slices.SortStableFunc(due, func(x, y *shard.Message) int { return cmp.Compare(x.T, y.T) })
 	out := make([]*lcpb.GenericCommand, 0, len(due))
 	for _, m := range due {
 		p := sysPush(m)
@@ -317,14 +541,21 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 }
 
 // sysLogout records, when peer's last session ended, that it got the
-// broadcasts sent so far (live), so its next login does not repeat them.
+// broadcasts and messages sent so far (live), so its next login does not
+// repeat them.
 func (c *Core) sysLogout(ctx context.Context, app, peer string) {
 	if c.online(app, peer) {
 		return
 	}
-	cids, err := shard.Subscriptions(c.state(), app, peer, 1)
-	if err != nil || len(cids) == 0 {
+	st := c.state()
+	cids, err := shard.Subscriptions(st, app, peer, 1)
+	if err != nil {
 		return
+	}
+	if len(cids) == 0 {
+		if has, err := shard.HasUserMessages(st, app, peer); err != nil || !has {
+			return
+		}
 	}
 	if _, err := c.propose(ctx, &shard.Command{Op: shard.OpSysSeen, App: app, From: peer, Now: c.nowMS()}); err != nil {
 		c.log.Warn("sys logout: mark seen", "app", app, "peer", peer, "err", err)

@@ -97,6 +97,26 @@ conversation_signature_required = true
 }
 
 // TestConformanceIntegrationsJS runs conformance/js/integrations against a
+// TestConformanceLimitsJS runs conformance/js/limits against a relaymesh
+// dev started with small core limits (members, offline messages per
+// conversation, conversations in the unread notification), so the SDK can
+// reach each cap in a few operations.
+func TestConformanceLimitsJS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
+	}
+	js := sdkDir(t)
+	files, err := filepath.Glob(filepath.Join(js, "limits", "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no limits conformance tests (%v)", err)
+	}
+	const members, offline, unread = "5", "3", "2"
+	p := startDev(t, t.TempDir(), freeAddr(t), "--max-members", members,
+		"--max-offline-per-conv", offline, "--max-unread-convs", unread, "--ops-per-minute", "-1")
+	runNode(t, js, files, "RELAYMESH_URL="+p.URL, "RELAYMESH_MAX_MEMBERS="+members,
+		"RELAYMESH_MAX_OFFLINE="+offline, "RELAYMESH_MAX_UNREAD="+unread)
+}
+
 // relaymesh dev whose config points one app's hooks and push webhook at an
 // HTTP server that the Node suite itself runs on a free loopback port:
 // sensitive-word filtering, _messageReceived, _conversationStart and offline

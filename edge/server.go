@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -122,6 +123,9 @@ type Config struct {
 	Limits   Limits // zero fields = LeanCloud defaults
 	// Ready reports readiness for /healthz; nil means always ready.
 	Ready func() bool
+	// ExtraMetrics, when set, writes more Prometheus text after the edge's
+	// own series on /metrics (in `relaymesh dev`, the core's counters).
+	ExtraMetrics func(io.Writer) error
 	// PublicURLs are the WebSocket URLs /v1/route answers (server,
 	// secondary). Empty means ws(s)://<request Host>/.
 	PublicURLs []string
@@ -245,7 +249,14 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	_ = s.metrics.WriteText(w)
+	if err := s.metrics.WriteText(w); err != nil {
+		return
+	}
+	if s.cfg.ExtraMetrics != nil {
+		if err := s.cfg.ExtraMetrics(w); err != nil {
+			s.log.Debug("edge: extra metrics", "err", err)
+		}
+	}
 }
 
 // Close sends goaway to every session, closes every connection once its

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -197,18 +196,7 @@ func (c *Client) do(ctx context.Context, appID, hook, url string, ev, reply any)
 		return fmt.Errorf("building request: %w", err)
 	}
 	a := c.apps[appID]
-	ts := strconv.FormatInt(c.now().UnixMilli(), 10)
-	h := req.Header
-	h.Set("Content-Type", "application/json")
-	h.Set("X-LC-Id", appID)
-	if a.HookKey != "" {
-		h.Set("X-LC-Hook-Key", a.HookKey)
-	}
-	h.Set(HeaderHook, hook)
-	h.Set(HeaderTimestamp, ts)
-	if a.MasterKey != "" {
-		h.Set(HeaderSignature, Sign(a.MasterKey, ts, body))
-	}
+	setHeaders(req.Header, appID, a.HookKey, a.MasterKey, hook, c.now(), body) // sign.go
 
 	resp, err := c.http.Do(req)
 	if err != nil {

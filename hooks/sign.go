@@ -45,6 +45,23 @@ func Sign(key, timestamp string, body []byte) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// setHeaders puts on a hook or webhook request the headers every call
+// carries: JSON, the app, the hook key when set, the hook name, and the
+// timestamp and signature (with the master key, when the app has one).
+func setHeaders(h http.Header, appID, hookKey, masterKey, hook string, now time.Time, body []byte) {
+	ts := strconv.FormatInt(now.UnixMilli(), 10)
+	h.Set("Content-Type", "application/json")
+	h.Set("X-LC-Id", appID)
+	if hookKey != "" {
+		h.Set("X-LC-Hook-Key", hookKey)
+	}
+	h.Set(HeaderHook, hook)
+	h.Set(HeaderTimestamp, ts)
+	if masterKey != "" {
+		h.Set(HeaderSignature, Sign(masterKey, ts, body))
+	}
+}
+
 // Verify checks the signature of a hook request received by an HTTP handler,
 // with the app's master key, against the current time. It reads the body
 // (up to MaxReplyBytes) and puts it back, so the handler can read it again.

@@ -51,8 +51,10 @@ func parsePriority(p string) (int32, bool) {
 // transient, no_sync, push_data, priority, mention_all,
 // mention_client_ids} -> {"msg-id", "timestamp"}. from_client need not be
 // a member. push_data travels with the message (DirectCommand.pushData)
-// for the offline-push path; priority is validated and not otherwise used
-// yet.
+// for the offline-push path; priority (default normal, LeanCloud's 1.2
+// default) goes on the command as GenericCommand.priority, which the core
+// applies to chatroom deliveries only (LeanCloud: "only for transient
+// messages or chatrooms").
 func (h *Handler) sendMessage(c *call) *apiError {
 	cid := c.r.PathValue("cid")
 	var body struct {
@@ -77,7 +79,8 @@ func (h *Handler) sendMessage(c *call) *apiError {
 	case len(body.MentionClientIDs) > maxMentions:
 		return errBadRequest("at most %d mention_client_ids", maxMentions)
 	}
-	if _, ok := parsePriority(body.Priority); !ok {
+	priority, ok := parsePriority(body.Priority)
+	if !ok {
 		return errBadRequest("priority must be high, normal or low")
 	}
 	push, _ := content(body.PushData)
@@ -99,7 +102,7 @@ func (h *Handler) sendMessage(c *call) *apiError {
 		dm.PushData = proto.String(push)
 	}
 	_, out, aerr := h.do(c, body.FromClient, &meshpb.AdminRequest{Op: meshpb.AdminRequest_COMMAND, NoSync: body.NoSync},
-		&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: dm})
+		&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), Priority: proto.Int32(priority), DirectMessage: dm})
 	if aerr != nil {
 		return aerr
 	}
@@ -244,6 +247,30 @@ func (h *Handler) patchMessage(c *call, recall bool) *apiError {
 	}
 	if _, aerr := h.command(c, body.FromClient, &lcpb.GenericCommand{Cmd: lcpb.CommandType_patch.Enum(), Op: lcpb.OpType_modify.Enum(),
 		PatchMessage: &lcpb.PatchCommand{Patches: []*lcpb.PatchItem{it}}}); aerr != nil {
+		return aerr
+	}
+	writeJSON(c.w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// DELETE /1.2/rtm/conversations/{cid}/messages/{mid}?from_client=&timestamp=
+// -> {}: the server copy only (history, offline delivery, unread counts);
+// no client is told. from_client is accepted and not checked; timestamp,
+// when given, must be the message's, or the answer is 404 code 4404 as for
+// an unknown message.
+func (h *Handler) deleteMessage(c *call) *apiError {
+	cid, mid := c.r.PathValue("cid"), c.r.PathValue("mid")
+	q := c.r.URL.Query()
+	var ts int64
+	if s := q.Get("timestamp"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return errBadRequest("timestamp must be a timestamp in milliseconds")
+		}
+		ts = v
+	}
+	if _, _, aerr := h.do(c, q.Get("from_client"), &meshpb.AdminRequest{Op: meshpb.AdminRequest_DELETE_MESSAGE,
+		Cid: cid, Mid: mid, Timestamp: ts}, nil); aerr != nil {
 		return aerr
 	}
 	writeJSON(c.w, http.StatusOK, struct{}{})

@@ -166,18 +166,22 @@ func (h *Handler) routes() {
 		handle("GET "+base+"/{cid}/messages", masterKey, h.history)
 		handle("PUT "+base+"/{cid}/messages/{mid}", masterKey, func(c *call) *apiError { return h.patchMessage(c, false) })
 		handle("PUT "+base+"/{cid}/messages/{mid}/recall", masterKey, func(c *call) *apiError { return h.patchMessage(c, true) })
-		handle("DELETE "+base+"/{cid}/messages/{mid}", masterKey, notImplemented("deleting the server copy of a message"))
+		handle("DELETE "+base+"/{cid}/messages/{mid}", masterKey, h.deleteMessage)
 	}
 	handle("POST /1.2/rtm/conversations/{cid}/mutes", masterKey, func(c *call) *apiError { return h.mutes(c, true) })
 	handle("DELETE /1.2/rtm/conversations/{cid}/mutes", masterKey, func(c *call) *apiError { return h.mutes(c, false) })
 	handle("GET /1.2/rtm/conversations/{cid}/mutes", masterKey, h.listMutes)
 	handle("GET /1.2/rtm/all-conversations", masterKey, func(c *call) *apiError { return h.queryConvs(c, nil) })
 
-	h.serviceRoutes(handle) // service.go
+	h.serviceRoutes(handle)    // service.go
+	h.moderationRoutes(handle) // moderation.go
 
 	handle("POST /1.2/rtm/clients/check-online", masterKey, h.checkOnline)
 	handle("GET /1.2/rtm/clients/{client}/unread-count", appKey, h.unreadCount)
 	handle("POST /1.2/rtm/clients/{client}/kick", masterKey, h.kick)
+	handle("GET /1.2/rtm/sensitive-words", masterKey, h.getWords) // words.go
+	handle("PUT /1.2/rtm/sensitive-words", masterKey, h.putWords)
+	handle("DELETE /1.2/rtm/sensitive-words", masterKey, h.deleteWords)
 
 	handle("GET /1.1/rtm/notifications", sessionToken, h.notifications)
 	handle("GET /1.1/classes/_ConversationMemberInfo", sessionToken, h.memberInfos)

@@ -209,6 +209,17 @@ func TestSendMessage(t *testing.T) {
 		t.Errorf("command: got %v", cmd)
 	case !dm.GetTransient() || !dm.GetMentionAll() || len(dm.MentionPids) != 1 || dm.GetPushData() != `{"alert":"new"}`:
 		t.Errorf("flags: got %v", dm)
+	case cmd.Priority == nil || cmd.GetPriority() != 1:
+		t.Errorf("priority: got %v, want 1 (HIGH)", cmd.Priority)
+	}
+	for _, tc := range []struct {
+		priority string
+		want     int32
+	}{{"", 2}, {"normal", 2}, {"low", 3}, {"High", 1}} {
+		e.do("POST", "/1.2/rtm/chatrooms/c1/messages", `{"from_client":"a","message":"x","priority":"`+tc.priority+`"}`, master...)
+		if _, cmd := e.be.last(t); cmd.GetPriority() != tc.want {
+			t.Errorf("priority %q: got %d, want %d", tc.priority, cmd.GetPriority(), tc.want)
+		}
 	}
 
 	for _, tc := range []struct{ name, body string }{
@@ -287,8 +298,41 @@ func TestCoreErrorsKeepTheirCode(t *testing.T) {
 	wantError(t, "backend down", status, body, 503, 4200)
 	status, body = e.do("GET", "/1.2/rtm/unknown", "", master...)
 	wantError(t, "unknown path", status, body, 404, 404)
+}
+
+// TestDeleteMessage: DELETE .../messages/{mid} is an ADMIN DELETE_MESSAGE
+// with the id and timestamp, answered {}; the core's 4404 is a 404.
+func TestDeleteMessage(t *testing.T) {
+	e := newEnv(t, Limits{})
+	for _, kind := range []string{"conversations", "chatrooms"} {
+		status, body := e.do("DELETE", "/1.2/rtm/"+kind+"/c1/messages/m1?from_client=server&timestamp=1495431811151", "", master...)
+		if m, ok := body.(map[string]any); status != 200 || !ok || len(m) != 0 {
+			t.Fatalf("%s delete: got %d %v, want 200 {}", kind, status, body)
+		}
+		req := e.be.reqs[len(e.be.reqs)-1]
+		a := req.GetAdmin()
+		if a.GetOp() != meshpb.AdminRequest_DELETE_MESSAGE || a.GetCid() != "c1" || a.GetMid() != "m1" ||
+			a.GetTimestamp() != 1495431811151 || req.GetPeerId() != "server" || len(req.GetCommand()) != 0 {
+			t.Errorf("%s delete: got request %v, want DELETE_MESSAGE c1/m1 at 1495431811151 as server", kind, req)
+		}
+	}
+	status, body := e.do("DELETE", "/1.2/rtm/conversations/c1/messages/m1", "", master...)
+	if a := e.be.reqs[len(e.be.reqs)-1].GetAdmin(); status != 200 || a.GetTimestamp() != 0 {
+		t.Errorf("without timestamp: got %d %v, timestamp %d, want 200 and 0", status, body, a.GetTimestamp())
+	}
+	n := len(e.be.reqs)
+	status, body = e.do("DELETE", "/1.2/rtm/conversations/c1/messages/m1?timestamp=yesterday", "", master...)
+	wantError(t, "bad timestamp", status, body, 400, 1)
+	status, body = e.do("DELETE", "/1.2/rtm/conversations/c1/messages/m1", "", "X-LC-Id: "+testApp, "X-LC-Key: "+testKey)
+	wantError(t, "app key", status, body, 403, 119)
+	if len(e.be.reqs) != n {
+		t.Errorf("refused requests reached the backend: %d requests, want %d", len(e.be.reqs), n)
+	}
+	e.be.reply = func(*meshpb.ClientRequest) *meshpb.ClientReply {
+		return &meshpb.ClientReply{ErrorCode: 4404, ErrorReason: "shard: message not found: m1"}
+	}
 	status, body = e.do("DELETE", "/1.2/rtm/conversations/c1/messages/m1", "", master...)
-	wantError(t, "message delete", status, body, 501, 1)
+	wantError(t, "unknown message", status, body, 404, 4404)
 }
 
 func TestConversationRequests(t *testing.T) {

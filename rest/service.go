@@ -14,11 +14,14 @@ import (
 )
 
 // Service (system) conversations, /1.2/rtm/service-conversations
-// (REST-AND-HOOKS.md §1.3, core/sysconv.go): create, query, read, update,
-// delete; subscribers (add, remove, count); broadcasts to every subscriber
-// (also POST /1.2/rtm/broadcasts with conv_id); messages to given users;
-// and GET .../{cid}/messages: what users sent to the conversation (the
-// _SysMessage rows), newest first.
+// (REST-AND-HOOKS.md §1.3, §1.4, core/sysconv.go): create, query, read,
+// update, delete; subscribers (add, remove, count, list) and a client's
+// subscriptions (/1.2/rtm/clients/{client}/service-conversations);
+// broadcasts to every subscriber (also POST /1.2/rtm/broadcasts with
+// conv_id), listed, deleted and edited for the clients not yet reached;
+// messages to given users, stored per user, listed and deleted; and GET
+// .../{cid}/messages: what users sent to the conversation (the _SysMessage
+// rows, also POSTed to the app's sys_webhook_url), newest first.
 
 // maxSysTargets bounds to_clients of one send (LeanCloud: 20).
 const maxSysTargets = 20
@@ -36,7 +39,155 @@ func (h *Handler) serviceRoutes(handle func(string, access, func(*call) *apiErro
 	handle("POST "+base+"/{cid}/broadcasts", masterKey, h.broadcast)
 	handle("POST /1.2/rtm/broadcasts", masterKey, h.broadcast)
 	handle("POST "+base+"/{cid}/messages", masterKey, h.sendService)
-	handle("GET "+base+"/{cid}/messages", masterKey, h.sysMessages)
+	handle("GET "+base+"/{cid}/messages", masterKey, func(c *call) *apiError {
+		return h.sysLogs(c, meshpb.AdminRequest_SYS_MESSAGES, "")
+	})
+	handle("GET "+base+"/{cid}/subscribers", masterKey, h.listSubscribers)
+	handle("GET "+base+"/{cid}/subscribers/{client}/messages", masterKey, func(c *call) *apiError {
+		return h.sysLogs(c, meshpb.AdminRequest_SYS_USER_MESSAGES, c.r.PathValue("client"))
+	})
+	handle("DELETE "+base+"/{cid}/subscribers/{client}/messages/{mid}", masterKey, h.deleteUserMessage)
+	handle("PUT "+base+"/{cid}/messages/{mid}", masterKey, func(c *call) *apiError { return h.patchMessage(c, false) })
+	handle("PUT "+base+"/{cid}/messages/{mid}/recall", masterKey, func(c *call) *apiError { return h.patchMessage(c, true) })
+	handle("GET /1.2/rtm/broadcasts", masterKey, h.listBroadcasts)
+	handle("DELETE /1.2/rtm/broadcasts/{mid}", masterKey, h.deleteBroadcast)
+	handle("GET /1.2/rtm/clients/{client}/service-conversations", masterKey, h.clientSubscriptions)
+}
+
+// maxSysRows bounds the subscriber and subscription listings (LeanCloud:
+// 50, also the default).
+const maxSysRows = 50
+
+// subRow is a row of the subscriber and subscription listings.
+type subRow struct {
+	Timestamp  int64  `json:"timestamp"`
+	Subscriber string `json:"subscriber"`
+	ConvID     string `json:"conv_id"`
+}
+
+func subRows(rep *meshpb.ClientReply) []subRow {
+	rows := make([]subRow, 0, len(rep.GetAdmin().GetSysRows()))
+	for _, r := range rep.GetAdmin().GetSysRows() {
+		rows = append(rows, subRow{Timestamp: r.GetTimestamp(), Subscriber: r.GetClientId(), ConvID: r.GetCid()})
+	}
+	return rows
+}
+
+// GET .../{cid}/subscribers?limit(≤50)&client_id=<last of the previous
+// page> -> [{timestamp, subscriber, conv_id}], timestamp: when it
+// subscribed.
+func (h *Handler) listSubscribers(c *call) *apiError {
+	q := c.r.URL.Query()
+	limit, aerr := intParam(q.Get("limit"), "limit", maxSysRows)
+	if aerr != nil {
+		return aerr
+	}
+	rep, _, aerr := h.do(c, "", &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_SUBSCRIBERS, Cid: c.r.PathValue("cid"),
+		Limit: int32(min(max(limit, 1), maxSysRows)), SysAfter: q.Get("client_id")}, nil)
+	if aerr != nil {
+		return aerr
+	}
+	writeJSON(c.w, http.StatusOK, subRows(rep))
+	return nil
+}
+
+// GET /1.2/rtm/clients/{client}/service-conversations?conv_id&timestamp&
+// limit(50)&direction=old|new (default new) -> [{timestamp, subscriber,
+// conv_id}], by subscription time; to page, pass the last row's conv_id
+// and timestamp.
+func (h *Handler) clientSubscriptions(c *call) *apiError {
+	q := c.r.URL.Query()
+	limit, aerr := intParam(q.Get("limit"), "limit", maxSysRows)
+	if aerr != nil {
+		return aerr
+	}
+	a := &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_SUBSCRIPTIONS, Limit: int32(min(max(limit, 1), maxSysRows)),
+		SysAfter: q.Get("conv_id")}
+	if s := q.Get("timestamp"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return errBadRequest("timestamp must be a timestamp in milliseconds")
+		}
+		a.SysTimestamp = v
+	}
+	switch q.Get("direction") {
+	case "", "new":
+	case "old":
+		a.SysReversed = true
+	default:
+		return errBadRequest("direction must be old or new")
+	}
+	rep, _, aerr := h.do(c, c.r.PathValue("client"), a, nil)
+	if aerr != nil {
+		return aerr
+	}
+	writeJSON(c.w, http.StatusOK, subRows(rep))
+	return nil
+}
+
+// DELETE .../{cid}/subscribers/{client}/messages/{mid}?from_client&timestamp
+// -> {}: deletes a message the server sent client (POST .../messages).
+func (h *Handler) deleteUserMessage(c *call) *apiError {
+	q := c.r.URL.Query()
+	ts, err := strconv.ParseInt(q.Get("timestamp"), 10, 64)
+	if err != nil {
+		return errBadRequest("timestamp (the message's, in milliseconds) is required")
+	}
+	if _, _, aerr := h.do(c, c.r.PathValue("client"), &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_DELETE_USER_MESSAGE,
+		Cid: c.r.PathValue("cid"), SysMsgId: c.r.PathValue("mid"), SysTimestamp: ts}, nil); aerr != nil {
+		return aerr
+	}
+	writeJSON(c.w, http.StatusOK, struct{}{})
+	return nil
+}
+
+// broadcastRow is a row of GET /1.2/rtm/broadcasts (relaymesh's shape:
+// LeanCloud documents none).
+type broadcastRow struct {
+	MsgID     string `json:"msg-id"`
+	ConvID    string `json:"conv-id"`
+	From      string `json:"from"`
+	Data      string `json:"data"`
+	Bin       bool   `json:"bin"`
+	Timestamp int64  `json:"timestamp"`
+	ValidTill int64  `json:"valid_till"`
+}
+
+// GET /1.2/rtm/broadcasts?conv_id&limit&skip -> the broadcasts still valid,
+// newest first.
+func (h *Handler) listBroadcasts(c *call) *apiError {
+	q := c.r.URL.Query()
+	limit, aerr := intParam(q.Get("limit"), "limit", defaultHistoryLimit)
+	if aerr != nil {
+		return aerr
+	}
+	skip, aerr := intParam(q.Get("skip"), "skip", 0)
+	if aerr != nil {
+		return aerr
+	}
+	rep, _, aerr := h.do(c, "", &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_BROADCASTS, Cid: q.Get("conv_id"),
+		Limit: int32(min(max(limit, 1), maxHistoryLimit)), SysSkip: int32(max(skip, 0))}, nil)
+	if aerr != nil {
+		return aerr
+	}
+	rows := make([]broadcastRow, 0, len(rep.GetAdmin().GetSysRows()))
+	for _, r := range rep.GetAdmin().GetSysRows() {
+		rows = append(rows, broadcastRow{MsgID: r.GetMsgId(), ConvID: r.GetCid(), From: r.GetFrom(), Data: r.GetData(),
+			Bin: r.GetBin(), Timestamp: r.GetTimestamp(), ValidTill: r.GetValidTill()})
+	}
+	writeJSON(c.w, http.StatusOK, rows)
+	return nil
+}
+
+// DELETE /1.2/rtm/broadcasts/{mid}?conv_id -> {}: the clients that have not
+// got it yet never will.
+func (h *Handler) deleteBroadcast(c *call) *apiError {
+	if _, _, aerr := h.do(c, "", &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_DELETE_BROADCAST,
+		Cid: c.r.URL.Query().Get("conv_id"), SysMsgId: c.r.PathValue("mid")}, nil); aerr != nil {
+		return aerr
+	}
+	writeJSON(c.w, http.StatusOK, struct{}{})
+	return nil
 }
 
 // POST /1.2/rtm/service-conversations {name, c?, ...custom} -> the row
@@ -153,6 +304,24 @@ type sysBody struct {
 	Message    json.RawMessage `json:"message"`
 	ToClients  []string        `json:"to_clients"`
 	ValidTill  int64           `json:"valid_till"`
+	Push       json.RawMessage `json:"push"`      // broadcasts: string or object
+	PushData   json.RawMessage `json:"push_data"` // messages: string or object
+}
+
+// pushText is a push field as the core takes it: a JSON object's text, or
+// a string's value (an alert).
+func pushText(raw json.RawMessage) (string, *apiError) {
+	var s string
+	var obj map[string]any
+	switch {
+	case len(raw) == 0 || string(raw) == "null":
+		return "", nil
+	case json.Unmarshal(raw, &s) == nil:
+		return s, nil
+	case json.Unmarshal(raw, &obj) == nil && obj != nil:
+		return string(raw), nil
+	}
+	return "", errBadRequest("push must be a string or an object")
 }
 
 func (h *Handler) readSys(c *call) (*sysBody, string, *apiError) {
@@ -192,11 +361,15 @@ func (h *Handler) broadcast(c *call) *apiError {
 	if aerr != nil {
 		return aerr
 	}
+	pt, aerr := pushText(body.Push)
+	if aerr != nil {
+		return aerr
+	}
 	if aerr := h.waitTurn(c); aerr != nil {
 		return aerr
 	}
 	_, out, aerr := h.do(c, body.FromClient, &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_BROADCAST, Cid: body.ConvID,
-		ValidTill: body.ValidTill, Limit: int32(max(h.limits.BroadcastsPerDay, 0))}, directOf(body.ConvID, msg))
+		ValidTill: body.ValidTill, Limit: int32(max(h.limits.BroadcastsPerDay, 0)), SysPush: pt}, directOf(body.ConvID, msg))
 	if aerr != nil {
 		return aerr
 	}
@@ -205,8 +378,10 @@ func (h *Handler) broadcast(c *call) *apiError {
 	return nil
 }
 
-// POST .../{cid}/messages {from_client, to_clients (1..20), message} ->
-// {"msg-id","timestamp"}: pushed to those clients' sessions, not stored.
+// POST .../{cid}/messages {from_client, to_clients (1..20), message,
+// push_data} -> {"msg-id","timestamp"}: stored for each of those clients
+// (GET .../subscribers/{client}/messages; offline ones get it at login) and
+// pushed to their sessions.
 func (h *Handler) sendService(c *call) *apiError {
 	body, msg, aerr := h.readSys(c)
 	if aerr != nil {
@@ -215,11 +390,15 @@ func (h *Handler) sendService(c *call) *apiError {
 	if len(body.ToClients) == 0 || len(body.ToClients) > maxSysTargets {
 		return errBadRequest("to_clients must name 1 to %d clients", maxSysTargets)
 	}
+	pt, aerr := pushText(body.PushData)
+	if aerr != nil {
+		return aerr
+	}
 	if aerr := h.waitTurn(c); aerr != nil {
 		return aerr
 	}
 	_, out, aerr := h.do(c, body.FromClient, &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_SEND, Cid: body.ConvID,
-		ToClients: body.ToClients}, directOf(body.ConvID, msg))
+		ToClients: body.ToClients, SysPush: pt}, directOf(body.ConvID, msg))
 	if aerr != nil {
 		return aerr
 	}
@@ -229,8 +408,10 @@ func (h *Handler) sendService(c *call) *apiError {
 }
 
 // GET .../{cid}/messages?timestamp&till_timestamp&limit&reversed: what
-// users sent to the conversation, newest first (reversed: oldest first).
-func (h *Handler) sysMessages(c *call) *apiError {
+// users sent to the conversation (op SYS_MESSAGES), or what the server
+// sent client (SYS_USER_MESSAGES, .../subscribers/{client}/messages),
+// newest first (reversed: oldest first), as history rows.
+func (h *Handler) sysLogs(c *call, op meshpb.AdminRequest_Op, client string) *apiError {
 	cid := c.r.PathValue("cid")
 	q := c.r.URL.Query()
 	lm := &lcpb.LogsCommand{Cid: proto.String(cid)}
@@ -258,7 +439,7 @@ func (h *Handler) sysMessages(c *call) *apiError {
 	if reversed {
 		lm.Direction = lcpb.LogsCommand_NEW.Enum()
 	}
-	_, out, aerr := h.do(c, "", &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_MESSAGES, Cid: cid},
+	_, out, aerr := h.do(c, client, &meshpb.AdminRequest{Op: op, Cid: cid},
 		&lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: lm})
 	if aerr != nil {
 		return aerr

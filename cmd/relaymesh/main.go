@@ -23,6 +23,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/rest"
@@ -101,17 +102,22 @@ func runDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	data := fs.String("data", "data", "data directory")
 	addr := fs.String("addr", "127.0.0.1:8080", "WebSocket/HTTP listen address (the core's QUIC mesh uses port+1/udp)")
-	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served) and [edge.limits]")
+	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served), [edge.limits], [edge.rest] and [core.limits]")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var lim edge.Limits
 	fs.IntVar(&lim.SendsPerMinute, "sends-per-minute", 0, "per-session direct messages per minute (0: LeanCloud's 60, -1: unlimited)")
 	fs.IntVar(&lim.LogsPerMinute, "logs-per-minute", 0, "per-session history queries per minute (0: LeanCloud's 120, -1: unlimited)")
 	fs.IntVar(&lim.OpsPerMinute, "ops-per-minute", 0, "per-session other operations per minute (0: LeanCloud's 30, -1: unlimited)")
 	fs.IntVar(&lim.MaxMessageBytes, "max-message-bytes", 0, "largest message content (0: LeanCloud's 5120)")
+	fs.IntVar(&lim.QueueLen, "queue-len", 0, "outbound frames queued per connection; when full the edge sheds LOW, then NORMAL, and closes on HIGH (0: 1024)")
 	var restLim rest.Limits
 	fs.Float64Var(&restLim.SendsPerSecond, "rest-sends-per-second", 0, "REST API message operations admitted per second per app (0: 50, -1: unlimited)")
 	fs.IntVar(&restLim.SendQueue, "rest-send-queue", 0, "REST API message operations that may wait per app before 429 (0: 10000)")
 	fs.IntVar(&restLim.BroadcastsPerDay, "rest-broadcasts-per-day", 0, "system-conversation broadcasts per app and UTC day before 429 (0: 30, -1: unlimited)")
+	var coreLim core.Limits
+	fs.IntVar(&coreLim.MaxMembers, "max-members", 0, "members of a normal conversation (0: LeanCloud's 500)")
+	fs.IntVar(&coreLim.MaxOfflinePerConv, "max-offline-per-conv", 0, "newest offline messages a login gets per conversation (0: LeanCloud's 100)")
+	fs.IntVar(&coreLim.MaxUnreadConvs, "max-unread-convs", 0, "conversations in a login's unread notification (0: LeanCloud's 50)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -120,7 +126,8 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop}
+	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop,
+		CoreLimits: coreLim}
 	if *cfgFile != "" {
 		c, err := cluster.LoadConfig(*cfgFile)
 		if err != nil {
@@ -133,6 +140,7 @@ func runDev(args []string) error {
 			return err
 		}
 		cfg.Limits = mergeLimits(c.Limits(), lim)
+		cfg.CoreLimits = mergeCoreLimits(c.CoreLimits(), coreLim)
 		if restLim == (rest.Limits{}) {
 			cfg.REST = c.RESTLimits()
 		}
@@ -164,13 +172,34 @@ func mergeLimits(file, flags edge.Limits) edge.Limits {
 	if flags.MaxMessageBytes != 0 {
 		file.MaxMessageBytes = flags.MaxMessageBytes
 	}
+	if flags.QueueLen != 0 {
+		file.QueueLen = flags.QueueLen
+	}
 	return file
 }
 
-func roleFlags(name string, args []string) (*cluster.Config, *slog.Logger, error) {
+// mergeCoreLimits lets flags given on the command line win over the file.
+func mergeCoreLimits(file, flags core.Limits) core.Limits {
+	if flags.MaxMembers != 0 {
+		file.MaxMembers = flags.MaxMembers
+	}
+	if flags.MaxOfflinePerConv != 0 {
+		file.MaxOfflinePerConv = flags.MaxOfflinePerConv
+	}
+	if flags.MaxUnreadConvs != 0 {
+		file.MaxUnreadConvs = flags.MaxUnreadConvs
+	}
+	return file
+}
+
+// roleFlags parses the flags of a role; more, when set, adds the role's own.
+func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.Config, *slog.Logger, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfgFile := fs.String("config", "", "config file (required; see docs/OPERATIONS.md)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	if more != nil {
+		more(fs)
+	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
@@ -186,7 +215,10 @@ func roleFlags(name string, args []string) (*cluster.Config, *slog.Logger, error
 }
 
 func runCore(args []string) error {
-	c, log, err := roleFlags("core", args)
+	var metricsAddr string
+	c, log, err := roleFlags("core", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz over HTTP here (overrides [core] metrics_addr)")
+	})
 	if err != nil {
 		return err
 	}
@@ -195,17 +227,23 @@ func runCore(args []string) error {
 		return err
 	}
 	cc.Logger = log
+	if metricsAddr != "" {
+		cc.MetricsAddr = metricsAddr
+	}
 	core, err := cluster.StartCore(cc)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("relaymesh core %s: mesh on %s/udp, data in %s\n", cc.NodeID, core.Node.Addr(), cc.DataDir)
+	if core.MetricsURL != "" {
+		fmt.Printf("relaymesh core %s: metrics on %s/metrics\n", cc.NodeID, core.MetricsURL)
+	}
 	waitSignal()
 	return core.Close()
 }
 
 func runEdge(args []string) error {
-	c, log, err := roleFlags("edge", args)
+	c, log, err := roleFlags("edge", args, nil)
 	if err != nil {
 		return err
 	}

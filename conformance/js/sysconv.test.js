@@ -8,7 +8,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Realtime, Event } = require('leancloud-realtime');
-const { rnd } = require('./lib');
+const { rnd, until } = require('./lib');
 
 const WS = process.env.RELAYMESH_URL;
 if (!WS) throw new Error('RELAYMESH_URL is not set');
@@ -62,5 +62,27 @@ test.describe('system conversations', () => {
     await conv.unsubscribe();
     const after = await rest('GET', `/1.2/rtm/service-conversations/${id}/subscribers/count`);
     assert.equal(after.body.count, 0);
+  });
+
+  test('a message to one user, sent while offline, arrives on login', async () => {
+    const created = await rest('POST', '/1.2/rtm/service-conversations', { name: 'inbox' });
+    const id = created.body.objectId;
+    const jerryId = `jerry-${rnd()}`;
+    const sent = await rest('POST', `/1.2/rtm/service-conversations/${id}/messages`,
+      { from_client: 'svc', to_clients: [jerryId], message: 'while you were away' });
+    assert.equal(sent.status, 200);
+    const listed = await rest('GET', `/1.2/rtm/service-conversations/${id}/subscribers/${jerryId}/messages`);
+    assert.deepEqual(listed.body.map(r => r['msg-id']), [sent.body['msg-id']]);
+
+    const got = [];
+    const rt = new Realtime({
+      appId, appKey: 'anykey', RTMServers: WS,
+      plugins: [{ name: 'spy', onIMClientCreate: c => c.on(Event.MESSAGE, (m, conv) => got.push({ m, conv })) }],
+    });
+    clients.push(await rt.createIMClient(jerryId));
+    const hit = await until(() => got.find(x => x.m.id === sent.body['msg-id']));
+    assert.equal(hit.conv.id, id);
+    assert.equal(hit.m.content, 'while you were away');
+    assert.equal(hit.m.from, 'svc');
   });
 });

@@ -31,7 +31,7 @@ func randomCommands(rng *rand.Rand, n int) []*Command {
 	for i := range n {
 		now := int64(1000 + i*rng.IntN(3)) // repeats and stalls: t must still grow
 		c := &Command{App: app, CID: pick(cids), From: pick(pids), Now: now}
-		switch rng.IntN(16) {
+		switch rng.IntN(17) {
 		case 0:
 			c.Op, c.Members = OpStart, some()
 			c.Attr = json.RawMessage(`{ "name": "<x>\u00e9", "n": 1 }`)
@@ -67,6 +67,8 @@ func randomCommands(rng *rand.Rand, n int) []*Command {
 			if rng.IntN(2) == 0 {
 				c.Op, c.Fire = OpEndWills, true
 			}
+		case 16:
+			c.Op, c.MID, c.Admin = OpDelMsg, fmt.Sprintf("m%d", 1+rng.IntN(mid+1)), true
 		}
 		out = append(out, c)
 	}

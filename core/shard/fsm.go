@@ -89,6 +89,10 @@ func (a *applier) apply() (*Result, *Error) {
 		return a.endWills()
 	case OpDelete:
 		return a.deleteConv()
+	case OpDelMsg:
+		return a.deleteMsg() // delmsg.go
+	case OpSetWords:
+		return a.setWords() // words.go
 	}
 	if res, serr, ok := a.sysApply(); ok { // sysconv.go
 		return res, serr

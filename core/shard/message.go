@@ -9,7 +9,7 @@ func (a *applier) appendMsg() (*Result, *Error) {
 	if !conv.mayAppend(c.From) && !c.Admin {
 		return nil, fail(ErrNotMember, c.From)
 	}
-	if conv.IsShutup(c.From) && !c.Admin {
+	if conv.IsSilenced(c.From, c.Now) && !c.Admin {
 		return nil, fail(ErrShutup, c.From)
 	}
 	if c.MID == "" {
@@ -50,8 +50,8 @@ func (a *applier) appendMsg() (*Result, *Error) {
 func (a *applier) store(conv *Conv, m *Message) {
 	app := a.c.App
 	t := a.c.Now
-	if t <= conv.LastT {
-		t = conv.LastT + 1
+	if floor := max(conv.LastT, conv.FloorT); t <= floor {
+		t = floor + 1
 	}
 	m.T = t
 	a.set(msgKey(app, conv.ID, t, m.ID), m)

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -145,4 +146,72 @@ func TestWills(t *testing.T) {
 	if cids, _ := SessionWills(h.db, app, "a", "e", 3); len(cids) != 0 {
 		t.Fatalf("wills after drop: %v", cids)
 	}
+}
+
+// TestAdminModeration: the server API (Admin, no From) may mute, block and
+// set roles on anyone, the Owner included, but cannot make an Owner.
+func TestAdminModeration(t *testing.T) {
+	h := newHarness(t)
+	h.must(&Command{Op: OpStart, App: app, CID: "c", From: "o", Members: []string{"x", "y"}, Now: 1})
+	res := h.must(&Command{Op: OpShutup, App: app, CID: "c", Admin: true, Members: []string{"o", "x"}, Mute: true, Now: 2})
+	if len(res.Failed) != 0 || len(res.Changed) != 2 {
+		t.Fatalf("admin shutup: got changed %v failed %v, want both changed", res.Changed, res.Failed)
+	}
+	h.refuse(&Command{Op: OpAppend, App: app, CID: "c", From: "x", MID: "m1", Now: 3}, ErrShutup)
+	h.must(&Command{Op: OpRole, App: app, CID: "c", Admin: true, Members: []string{"y"}, Role: RoleManager, Now: 4})
+	h.refuse(&Command{Op: OpRole, App: app, CID: "c", Admin: true, Members: []string{"y"}, Role: RoleOwner, Now: 5}, ErrRoleTooLow)
+	res = h.must(&Command{Op: OpBlock, App: app, CID: "c", Admin: true, Members: []string{"y"}, Mute: true, Now: 6})
+	if len(res.Removed) != 1 {
+		t.Fatalf("admin block: removed %v, want [y]", res.Removed)
+	}
+	conv, _ := GetConv(h.db, app, "c")
+	if conv.IsMember("y") || !conv.IsBlocked("y") || conv.Role("y") != RoleMember {
+		t.Fatalf("after block: members %v blocked %v managers %v", conv.Members, conv.Blocked, conv.Managers)
+	}
+	res = h.must(&Command{Op: OpAdd, App: app, CID: "c", From: "y", Members: []string{"y"}, Now: 7})
+	if len(res.Failed) != 1 || !errors.Is(res.Failed[0].Err, ErrBlocked) {
+		t.Fatalf("blocked y joins: failed %v, want ErrBlocked", res.Failed)
+	}
+}
+
+// TestTemporaryMute: a temporary mute refuses sends until Now passes its
+// end (the command's clock only), is lifted by Mute:false, and a
+// client's permanent mute is a separate list.
+func TestTemporaryMute(t *testing.T) {
+	h := newHarness(t)
+	h.must(&Command{Op: OpStart, App: app, CID: "c", From: "o", Members: []string{"x", "y"}, Now: 1000})
+	tmp := func(pid string, ttl int64, now int64) *Command {
+		return &Command{Op: OpShutup, App: app, CID: "c", Admin: true, Members: []string{pid}, Mute: ttl > 0, Temp: true, TTL: ttl, Now: now}
+	}
+	send := func(from string, now int64) *Command {
+		return &Command{Op: OpAppend, App: app, CID: "c", From: from, MID: fmt.Sprintf("%s-%d", from, now), Now: now}
+	}
+	h.must(tmp("x", 2, 1000)) // until 3000
+	h.refuse(send("x", 1500), ErrShutup)
+	h.refuse(send("x", 2999), ErrShutup)
+	h.must(send("y", 2999))
+	h.must(send("x", 3000))
+	conv, _ := GetConv(h.db, app, "c")
+	if conv.IsShutup("x") || conv.IsSilenced("x", 3000) || !conv.IsSilenced("x", 2999) {
+		t.Fatalf("x: IsShutup %v, silenced at 3000 %v, at 2999 %v", conv.IsShutup("x"), conv.IsSilenced("x", 3000), conv.IsSilenced("x", 2999))
+	}
+
+	h.must(tmp("y", 60, 4000))
+	h.refuse(send("y", 5000), ErrShutup)
+	h.must(tmp("y", 0, 5001)) // lifted
+	h.must(send("y", 5002))
+
+	// A new mute drops expired entries.
+	h.must(tmp("o", 1, 6000))
+	conv, _ = GetConv(h.db, app, "c")
+	if len(conv.TempShutup) != 1 || conv.TempShutup[0] != (TempMute{"o", 7000}) {
+		t.Fatalf("temporary mutes: got %v, want only o until 7000", conv.TempShutup)
+	}
+	for _, ttl := range []int64{MaxTempShutupTTL + 1, -1} {
+		c := tmp("x", ttl, 6000)
+		c.Mute = true
+		h.refuse(c, ErrBadCommand)
+	}
+	// Clients need a role to mute temporarily too.
+	h.refuse(&Command{Op: OpShutup, App: app, CID: "c", From: "x", Members: []string{"y"}, Mute: true, Temp: true, TTL: 5, Now: 6000}, ErrRoleTooLow)
 }

@@ -1,10 +1,12 @@
 package shard
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -23,6 +25,13 @@ import (
 //	'z' app cid ts(8) mid    -> Message     user -> server messages
 //	'k' app day(8)           -> count(8)    broadcasts of the app per UTC day
 //	'f' app pid              -> ts(8)       broadcasts got up to (login, logout)
+//	'u' app cid pid ts(8) mid -> Message    server -> one user messages (SYS_SEND)
+//	'v' app pid ts(8) cid mid -> ""         the same by user and time, for login
+//
+// A subscriber's value is when it subscribed (the command's Now). A
+// deleted broadcast loses its 'b' entry (clients that have not got it never
+// will) and keeps its history row; an edited one is an ordinary patch of
+// that row, which logins read.
 const (
 	tagSub       = 's'
 	tagSubIdx    = 'y'
@@ -30,6 +39,8 @@ const (
 	tagSysIn     = 'z'
 	tagBcastDay  = 'k'
 	tagSeen      = 'f'
+	tagUserMsg   = 'u'
+	tagUserIdx   = 'v'
 )
 
 // System-conversation commands.
@@ -39,6 +50,16 @@ const (
 	OpSysBcast  Op = "sys_broadcast" // append a broadcast (Admin), ValidTill, DayLimit
 	OpSysIn     Op = "sys_in"        // store a user's message to the server
 	OpSysSeen   Op = "sys_seen"      // From got the broadcasts up to Now; Result.Existing: seen before
+	// OpSysSend stores message MID (Data, Bin) of CID for each of Members
+	// (Admin).
+	OpSysSend Op = "sys_send"
+	// OpSysUnsend deletes message MID of time T that CID sent Members[0]
+	// (Admin).
+	OpSysUnsend Op = "sys_unsend"
+	// OpSysUnbroadcast withdraws broadcast MID (of CID, or of any system
+	// conversation when CID is empty) from the clients that have not got it
+	// (Admin).
+	OpSysUnbroadcast Op = "sys_unbroadcast"
 )
 
 // Sentinel errors of system conversations.
@@ -61,6 +82,16 @@ func bcastDayKey(app string, day int64) []byte {
 	return newKey(tagBcastDay).str(app).ts(day)
 }
 func seenKey(app, pid string) []byte { return newKey(tagSeen).str(app).str(pid) }
+func userMsgPrefix(app, cid, pid string) []byte {
+	return newKey(tagUserMsg).str(app).str(cid).str(pid)
+}
+func userMsgKey(app, cid, pid string, t int64, mid string) []byte {
+	return keyBuf(userMsgPrefix(app, cid, pid)).ts(t).str(mid)
+}
+func userIdxPrefix(app, pid string) []byte { return newKey(tagUserIdx).str(app).str(pid) }
+func userIdxKey(app, pid string, t int64, cid, mid string) []byte {
+	return keyBuf(userIdxPrefix(app, pid)).ts(t).str(cid).str(mid)
+}
 
 // sysApply applies the system-conversation commands; ok is false for any
 // other op.
@@ -76,6 +107,12 @@ func (a *applier) sysApply() (res *Result, serr *Error, ok bool) {
 		res, serr = a.sysIn()
 	case OpSysSeen:
 		res, serr = a.sysSeen()
+	case OpSysSend:
+		res, serr = a.sysSend()
+	case OpSysUnsend:
+		res, serr = a.sysUnsend()
+	case OpSysUnbroadcast:
+		res, serr = a.sysUnbroadcast()
 	default:
 		return nil, nil, false
 	}
@@ -200,6 +237,91 @@ func (a *applier) sysIn() (*Result, *Error) {
 	return &Result{Conv: conv, Message: m}, nil
 }
 
+// sysSend stores a message of the server for each of Members.
+func (a *applier) sysSend() (*Result, *Error) {
+	c := a.c
+	if !c.Admin {
+		return nil, fail(ErrRoleTooLow, "messages to users are sent by the server API")
+	}
+	conv, serr := a.sysConv()
+	if serr != nil {
+		return nil, serr
+	}
+	pids := normalize(c.Members)
+	if c.MID == "" || len(pids) == 0 {
+		return nil, fail(ErrBadCommand, "no message id or receivers")
+	}
+	m := &Message{ID: c.MID, CID: conv.ID, From: c.From, T: c.Now, Data: c.Data, Bin: c.Bin}
+	for _, p := range pids {
+		a.set(userMsgKey(c.App, conv.ID, p, m.T, m.ID), m)
+		a.set(userIdxKey(c.App, p, m.T, conv.ID, m.ID), []byte{})
+	}
+	return &Result{Conv: conv, Message: m, Changed: pids}, nil
+}
+
+// sysUnsend deletes one message of the server to Members[0].
+func (a *applier) sysUnsend() (*Result, *Error) {
+	c := a.c
+	if !c.Admin {
+		return nil, fail(ErrRoleTooLow, "messages to users are deleted by the server API")
+	}
+	if len(c.Members) != 1 || c.MID == "" {
+		return nil, fail(ErrBadCommand, "no receiver or message id")
+	}
+	pid := c.Members[0]
+	k := userMsgKey(c.App, c.CID, pid, c.T, c.MID)
+	if _, ok, err := getRaw(a.b, k); err != nil {
+		a.err = err
+		return nil, fail(ErrBadCommand, err.Error())
+	} else if !ok {
+		return nil, fail(ErrMsgNotFound, c.MID)
+	}
+	a.del(k)
+	a.del(userIdxKey(c.App, pid, c.T, c.CID, c.MID))
+	return &Result{}, nil
+}
+
+// sysUnbroadcast removes a broadcast's delivery entry.
+func (a *applier) sysUnbroadcast() (*Result, *Error) {
+	c := a.c
+	if !c.Admin {
+		return nil, fail(ErrRoleTooLow, "broadcasts are deleted by the server API")
+	}
+	if c.MID == "" {
+		return nil, fail(ErrBadCommand, "no message id")
+	}
+	p := newKey(tagBroadcast).str(c.App)
+	if c.CID != "" {
+		p = bcastPrefix(c.App, c.CID)
+	}
+	var found []byte
+	err := scan(a.b, p, func(rest, _ []byte) bool {
+		r := rest
+		if c.CID == "" {
+			var ok bool
+			if _, r, ok = readStr(r); !ok {
+				return true
+			}
+		}
+		if _, r, ok := readTS(r); ok {
+			if mid, _, ok := readStr(r); ok && mid == c.MID {
+				found = append(append([]byte(nil), p...), rest...)
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil {
+		a.err = err
+		return nil, fail(ErrBadCommand, err.Error())
+	}
+	if found == nil {
+		return nil, fail(ErrMsgNotFound, c.MID)
+	}
+	a.del(found)
+	return &Result{}, nil
+}
+
 // sysSeen records that From has got the broadcasts sent up to Now (it
 // logged in, or its last session ended); Existing reports it had been seen.
 func (a *applier) sysSeen() (*Result, *Error) {
@@ -259,17 +381,30 @@ func scan(r Reader, p []byte, fn func(rest, val []byte) bool) error {
 	return it.Close()
 }
 
-// Subscribers lists up to limit subscribers of cid after the clientId
-// after (exclusive), in clientId order; limit <= 0 lists all.
-func Subscribers(r Reader, app, cid, after string, limit int) ([]string, error) {
-	var out []string
-	err := scan(r, subPrefix(app, cid), func(rest, _ []byte) bool {
-		pid, _, ok := readStr(rest)
-		if ok && pid > after {
-			out = append(out, pid)
+// scanFrom is scan starting at the key from (under p).
+func scanFrom(r Reader, p, from []byte, fn func(rest, val []byte) bool) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: from, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return fmt.Errorf("shard: iter: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		if !fn(it.Key()[len(p):], it.Value()) {
+			break
 		}
-		return limit <= 0 || len(out) < limit
-	})
+	}
+	return it.Close()
+}
+
+// Subscribers lists up to limit subscribers of cid after the clientId
+// after (exclusive; "" from the start), in key order (shorter ids first,
+// then bytewise), so that the last one of a page is the next page's after;
+// limit <= 0 lists all.
+func Subscribers(r Reader, app, cid, after string, limit int) ([]string, error) {
+	rows, err := SubscriberRows(r, app, cid, after, limit)
+	out := make([]string, len(rows))
+	for i, s := range rows {
+		out[i] = s.PID
+	}
 	return out, err
 }
 
@@ -342,9 +477,15 @@ func LatestBroadcast(r Reader, app string, now int64) (cid string, b Broadcast, 
 // (after, before) (before <= 0: no bound): the oldest limit of them, or
 // with newest the newest limit.
 func SysMessages(r Reader, app, cid string, after, before int64, limit int, newest bool) ([]*Message, error) {
+	return timedMessages(r, sysInPrefix(app, cid), after, before, limit, newest)
+}
+
+// timedMessages lists the messages under prefix (keys: prefix, timestamp,
+// …) with t in (after, before), as SysMessages and UserMessages describe.
+func timedMessages(r Reader, prefix []byte, after, before int64, limit int, newest bool) ([]*Message, error) {
 	var out []*Message
 	var derr error
-	err := scan(r, sysInPrefix(app, cid), func(rest, val []byte) bool {
+	err := scan(r, prefix, func(rest, val []byte) bool {
 		t, _, ok := readTS(rest)
 		if !ok || t <= after {
 			return true
@@ -365,5 +506,137 @@ func SysMessages(r Reader, app, cid string, after, before int64, limit int, newe
 	if newest && limit > 0 && len(out) > limit {
 		out = out[len(out)-limit:]
 	}
+	return out, err
+}
+
+// Subscription is one subscriber of a system conversation and when it
+// subscribed.
+type Subscription struct {
+	PID string
+	CID string
+	T   int64
+}
+
+// SubscriberRows is Subscribers with when each subscribed.
+func SubscriberRows(r Reader, app, cid, after string, limit int) ([]Subscription, error) {
+	var out []Subscription
+	p := subPrefix(app, cid)
+	from := p
+	if after != "" {
+		from = subKey(app, cid, after)
+	}
+	err := scanFrom(r, p, from, func(rest, val []byte) bool {
+		pid, _, ok := readStr(rest)
+		if ok && (after == "" || pid != after) {
+			t, _, _ := readTS(val)
+			out = append(out, Subscription{PID: pid, CID: cid, T: t})
+		}
+		return limit <= 0 || len(out) < limit
+	})
+	return out, err
+}
+
+// ClientSubscriptions lists every system conversation pid subscribes to,
+// in cid order, with when it subscribed.
+func ClientSubscriptions(r Reader, app, pid string) ([]Subscription, error) {
+	cids, err := Subscriptions(r, app, pid, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Subscription, 0, len(cids))
+	for _, cid := range cids {
+		t, ok, err := SubscribedAt(r, app, cid, pid)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, Subscription{PID: pid, CID: cid, T: t})
+		}
+	}
+	return out, nil
+}
+
+// UserMessages lists what the server sent pid in cid, oldest first, with t
+// in (after, before) (before <= 0: no bound): the oldest limit of them, or
+// with newest the newest limit.
+func UserMessages(r Reader, app, cid, pid string, after, before int64, limit int, newest bool) ([]*Message, error) {
+	return timedMessages(r, userMsgPrefix(app, cid, pid), after, before, limit, newest)
+}
+
+// DueUserMessages lists up to limit messages the server sent pid, in any
+// system conversation, after t (exclusive), oldest first.
+func DueUserMessages(r Reader, app, pid string, after int64, limit int) ([]*Message, error) {
+	var out []*Message
+	p := userIdxPrefix(app, pid)
+	var derr error
+	err := scanFrom(r, p, keyBuf(p).ts(after+1), func(rest, _ []byte) bool {
+		t, rest, ok := readTS(rest)
+		if !ok || t <= after {
+			return true
+		}
+		cid, rest, ok := readStr(rest)
+		mid, _, ok2 := readStr(rest)
+		if !ok || !ok2 {
+			return true
+		}
+		b, found, err := getRaw(r, userMsgKey(app, cid, pid, t, mid))
+		if err != nil {
+			derr = err
+			return false
+		}
+		if found {
+			m := new(Message)
+			if derr = json.Unmarshal(b, m); derr != nil {
+				return false
+			}
+			out = append(out, m)
+		}
+		return limit <= 0 || len(out) < limit
+	})
+	if err == nil {
+		err = derr
+	}
+	return out, err
+}
+
+// HasUserMessages reports whether the server ever sent pid a message that
+// is still stored.
+func HasUserMessages(r Reader, app, pid string) (bool, error) {
+	found := false
+	err := scan(r, userIdxPrefix(app, pid), func(_, _ []byte) bool { found = true; return false })
+	return found, err
+}
+
+// BroadcastRow is a broadcast and its conversation.
+type BroadcastRow struct {
+	CID string
+	Broadcast
+}
+
+// ValidBroadcasts lists the broadcasts of cid (of every system
+// conversation of the app when cid is "") still valid at now, newest first.
+func ValidBroadcasts(r Reader, app, cid string, now int64) ([]BroadcastRow, error) {
+	p := newKey(tagBroadcast).str(app)
+	if cid != "" {
+		p = bcastPrefix(app, cid)
+	}
+	var out []BroadcastRow
+	err := scan(r, p, func(rest, val []byte) bool {
+		c := cid
+		if cid == "" {
+			var ok bool
+			if c, rest, ok = readStr(rest); !ok {
+				return true
+			}
+		}
+		t, rest, ok := readTS(rest)
+		mid, _, ok2 := readStr(rest)
+		vt, _, ok3 := readTS(val)
+		if ok && ok2 && ok3 && vt > now {
+			out = append(out, BroadcastRow{CID: c, Broadcast: Broadcast{T: t, MID: mid, ValidTill: vt}})
+		}
+		return true
+	})
+	slices.SortStableFunc(out, func(x, y BroadcastRow) int { return cmp.Compare(y.T, x.T) })
 	return out, err
 }

@@ -32,6 +32,10 @@ type Conv struct {
 	LastPatch int64  `json:"lpt,omitempty"`
 	// LastPatchT is the newest patch timestamp in this conversation.
 	LastPatchT int64 `json:"pt,omitempty"`
+	// FloorT is the timestamp of a deleted last message (delmsg.go): new
+	// messages are stamped above it too, so none sorts at or below a
+	// cursor that had passed the deleted one.
+	FloorT int64 `json:"ft,omitempty"`
 	// Moderation (moderation.go): Managers by clientId (the Owner is
 	// Creator, everyone else a Member), muted members (shutup) and the
 	// blacklist. Lists are sorted and unique; a blocked client is never in
@@ -39,6 +43,9 @@ type Conv struct {
 	Managers []string `json:"mgr,omitempty"`
 	Shutup   []string `json:"su,omitempty"`
 	Blocked  []string `json:"bl,omitempty"`
+	// TempShutup: members muted until a time (REST temporary-silenceds),
+	// by clientId; replaced, never modified in place (the cache shares it).
+	TempShutup []TempMute `json:"tsu,omitempty"`
 	// Temporary conversation (tempconv.go): expires TTL seconds after
 	// CreatedAt.
 	Temp bool  `json:"tmp,omitempty"`
@@ -109,6 +116,8 @@ const (
 	OpEndWills Op = "end_wills" // a session ended: send (Fire) or drop its wills
 	OpBatch    Op = "batch"     // apply Batch in order, each on its own (batch.go)
 	OpDelete   Op = "delete"    // delete a conversation (server API only, delete.go)
+	OpDelMsg   Op = "del_msg"   // delete one message (server API only, delmsg.go)
+	OpSetWords Op = "set_words" // an app's sensitive-word list (server API only, words.go)
 )
 
 // Command is one state change, encoded as JSON in the raft log.
@@ -131,6 +140,8 @@ type Command struct {
 	Transient bool            `json:"tr,omitempty"`
 	Unique    bool            `json:"unique,omitempty"`
 	// start: a temporary conversation (tempconv.go) with a TTL in seconds.
+	// shutup: Temp selects the temporary mute list (moderation.go), TTL the
+	// mute's seconds from Now.
 	Temp bool  `json:"tmp,omitempty"`
 	TTL  int64 `json:"ttl,omitempty"`
 	// start, add: the member cap of a normal conversation (0: MaxMembers),
@@ -162,6 +173,9 @@ type Command struct {
 	Fire bool `json:"fire,omitempty"`
 	// will: the send's priority, kept for a chatroom will's fan-out.
 	Priority int32 `json:"pri,omitempty"`
+	// set_words: the app's list, or with Reset none (words.go).
+	Words []string `json:"words,omitempty"`
+	Reset bool     `json:"reset,omitempty"`
 
 	// patch
 	Patches []Patch `json:"patches,omitempty"`

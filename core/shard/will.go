@@ -29,7 +29,7 @@ func (a *applier) will() (*Result, *Error) {
 	if !conv.mayAppend(c.From) { // chatrooms: the core checked the session joined
 		return nil, fail(ErrNotMember, c.From)
 	}
-	if conv.IsShutup(c.From) {
+	if conv.IsSilenced(c.From, c.Now) {
 		return nil, fail(ErrShutup, c.From)
 	}
 	if c.MID == "" {
@@ -68,7 +68,7 @@ func (a *applier) endWills() (*Result, *Error) {
 			a.err = err
 			return nil, fail(ErrBadCommand, err.Error())
 		}
-		if conv == nil || !conv.mayAppend(c.From) || conv.IsShutup(c.From) || conv.IsBlocked(c.From) {
+		if conv == nil || !conv.mayAppend(c.From) || conv.IsSilenced(c.From, c.Now) || conv.IsBlocked(c.From) {
 			continue
 		}
 		if _, ok, err := getRaw(a.b, msgIDKey(c.App, w.CID, w.ID)); err != nil || ok {

@@ -107,8 +107,10 @@ const (
 	// connection, with the server's authority: the shard skips membership,
 	// role and sender checks (LeanCloud's REST API does not check that
 	// from_client may post). The reply is commands[0]. Served: conv
-	// start/query/update/add/remove/members/count/mute/unmute, direct,
-	// patch/modify, logs (up to 1000), session/query.
+	// start/query/update/add/remove/members/count/mute/unmute/
+	// member_info_update/add_shutup/remove_shutup/query_shutup, blacklist
+	// block/unblock/query, direct, patch/modify, logs (up to 1000),
+	// session/query.
 	AdminRequest_COMMAND AdminRequest_Op = 0
 	// End every session of peer_id with session/closed{code, reason}.
 	AdminRequest_KICK AdminRequest_Op = 1
@@ -126,29 +128,86 @@ const (
 	AdminRequest_SYS_SEND AdminRequest_Op = 6
 	// SYS_MESSAGES: what users sent to cid (command, a logs query).
 	AdminRequest_SYS_MESSAGES AdminRequest_Op = 7
+	// TEMP_SHUTUP: mute peer_id in cid for ttl seconds (core/moderation.go,
+	// REST temporary-silenceds); ttl 0 lifts the temporary mute.
+	AdminRequest_TEMP_SHUTUP AdminRequest_Op = 20
+	// STATS: count = clientIds with a session in the app now, count_today =
+	// clientIds that opened a session this UTC day (as this core saw them).
+	AdminRequest_STATS AdminRequest_Op = 21
+	// SYS_SUBSCRIBERS: AdminReply.sys_rows, the subscribers of cid after
+	// the client id sys_after, at most limit, in client id order.
+	AdminRequest_SYS_SUBSCRIBERS AdminRequest_Op = 30
+	// SYS_SUBSCRIPTIONS: AdminReply.sys_rows, the system conversations
+	// peer_id subscribes to, by subscription time then cid, after
+	// (sys_timestamp, sys_after) (sys_reversed: before it, newest first),
+	// at most limit.
+	AdminRequest_SYS_SUBSCRIPTIONS AdminRequest_Op = 31
+	// SYS_USER_MESSAGES: what the server sent peer_id in cid (SYS_SEND),
+	// answered as SYS_MESSAGES (command, a logs query).
+	AdminRequest_SYS_USER_MESSAGES AdminRequest_Op = 32
+	// SYS_DELETE_USER_MESSAGE: delete the message sys_msg_id, of
+	// sys_timestamp, that the server sent peer_id in cid.
+	AdminRequest_SYS_DELETE_USER_MESSAGE AdminRequest_Op = 33
+	// SYS_BROADCASTS: AdminReply.sys_rows, the broadcasts still valid (of
+	// cid, or of every system conversation), newest first, after sys_skip
+	// rows, at most limit.
+	AdminRequest_SYS_BROADCASTS AdminRequest_Op = 34
+	// SYS_DELETE_BROADCAST: clients that have not got broadcast sys_msg_id
+	// yet never will.
+	AdminRequest_SYS_DELETE_BROADCAST AdminRequest_Op = 35
+	// DELETE_MESSAGE: delete message mid of cid (the server copy only: no
+	// push); timestamp, when set, must be the message's (REST DELETE
+	// .../messages/{mid}?timestamp=).
+	AdminRequest_DELETE_MESSAGE AdminRequest_Op = 40
+	// WORDS_SET: replace the app's sensitive-word list with words (or with
+	// words_reset drop it); WORDS_GET: AdminReply.words (core/words.go).
+	AdminRequest_WORDS_SET AdminRequest_Op = 50
+	AdminRequest_WORDS_GET AdminRequest_Op = 51
 )
 
 // Enum value maps for AdminRequest_Op.
 var (
 	AdminRequest_Op_name = map[int32]string{
-		0: "COMMAND",
-		1: "KICK",
-		2: "DELETE_CONVERSATION",
-		3: "UNREAD_COUNT",
-		4: "MEMBER_ROLES",
-		5: "SYS_BROADCAST",
-		6: "SYS_SEND",
-		7: "SYS_MESSAGES",
+		0:  "COMMAND",
+		1:  "KICK",
+		2:  "DELETE_CONVERSATION",
+		3:  "UNREAD_COUNT",
+		4:  "MEMBER_ROLES",
+		5:  "SYS_BROADCAST",
+		6:  "SYS_SEND",
+		7:  "SYS_MESSAGES",
+		20: "TEMP_SHUTUP",
+		21: "STATS",
+		30: "SYS_SUBSCRIBERS",
+		31: "SYS_SUBSCRIPTIONS",
+		32: "SYS_USER_MESSAGES",
+		33: "SYS_DELETE_USER_MESSAGE",
+		34: "SYS_BROADCASTS",
+		35: "SYS_DELETE_BROADCAST",
+		40: "DELETE_MESSAGE",
+		50: "WORDS_SET",
+		51: "WORDS_GET",
 	}
 	AdminRequest_Op_value = map[string]int32{
-		"COMMAND":             0,
-		"KICK":                1,
-		"DELETE_CONVERSATION": 2,
-		"UNREAD_COUNT":        3,
-		"MEMBER_ROLES":        4,
-		"SYS_BROADCAST":       5,
-		"SYS_SEND":            6,
-		"SYS_MESSAGES":        7,
+		"COMMAND":                 0,
+		"KICK":                    1,
+		"DELETE_CONVERSATION":     2,
+		"UNREAD_COUNT":            3,
+		"MEMBER_ROLES":            4,
+		"SYS_BROADCAST":           5,
+		"SYS_SEND":                6,
+		"SYS_MESSAGES":            7,
+		"TEMP_SHUTUP":             20,
+		"STATS":                   21,
+		"SYS_SUBSCRIBERS":         30,
+		"SYS_SUBSCRIPTIONS":       31,
+		"SYS_USER_MESSAGES":       32,
+		"SYS_DELETE_USER_MESSAGE": 33,
+		"SYS_BROADCASTS":          34,
+		"SYS_DELETE_BROADCAST":    35,
+		"DELETE_MESSAGE":          40,
+		"WORDS_SET":               50,
+		"WORDS_GET":               51,
 	}
 )
 
@@ -335,8 +394,31 @@ type AdminRequest struct {
 	// SYS_SEND: the recipients.
 	ToClients []string `protobuf:"bytes,8,rep,name=to_clients,json=toClients,proto3" json:"to_clients,omitempty"`
 	// SYS_BROADCAST: expiry (ms since the epoch) and the app's daily limit.
-	ValidTill     int64 `protobuf:"varint,9,opt,name=valid_till,json=validTill,proto3" json:"valid_till,omitempty"`
-	Limit         int32 `protobuf:"varint,10,opt,name=limit,proto3" json:"limit,omitempty"`
+	ValidTill int64 `protobuf:"varint,9,opt,name=valid_till,json=validTill,proto3" json:"valid_till,omitempty"`
+	Limit     int32 `protobuf:"varint,10,opt,name=limit,proto3" json:"limit,omitempty"`
+	// TEMP_SHUTUP: seconds from now (0: lift the temporary mute).
+	Ttl int64 `protobuf:"varint,20,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// SYS_BROADCAST, SYS_SEND: the offline push (a JSON object, or text for
+	// the alert); empty: the app's template.
+	SysPush string `protobuf:"bytes,30,opt,name=sys_push,json=sysPush,proto3" json:"sys_push,omitempty"`
+	// SYS_DELETE_USER_MESSAGE, SYS_DELETE_BROADCAST: the message.
+	SysMsgId string `protobuf:"bytes,31,opt,name=sys_msg_id,json=sysMsgId,proto3" json:"sys_msg_id,omitempty"`
+	// SYS_DELETE_USER_MESSAGE: the message's timestamp; SYS_SUBSCRIPTIONS:
+	// the cursor's.
+	SysTimestamp int64 `protobuf:"varint,32,opt,name=sys_timestamp,json=sysTimestamp,proto3" json:"sys_timestamp,omitempty"`
+	// SYS_SUBSCRIBERS, SYS_SUBSCRIPTIONS: the cursor's client id or cid.
+	SysAfter string `protobuf:"bytes,33,opt,name=sys_after,json=sysAfter,proto3" json:"sys_after,omitempty"`
+	// SYS_SUBSCRIPTIONS: page towards older subscriptions.
+	SysReversed bool `protobuf:"varint,34,opt,name=sys_reversed,json=sysReversed,proto3" json:"sys_reversed,omitempty"`
+	// SYS_BROADCASTS: rows to skip.
+	SysSkip int32 `protobuf:"varint,35,opt,name=sys_skip,json=sysSkip,proto3" json:"sys_skip,omitempty"`
+	// DELETE_MESSAGE: the message id and its timestamp (ms, 0: any).
+	Mid       string `protobuf:"bytes,40,opt,name=mid,proto3" json:"mid,omitempty"`
+	Timestamp int64  `protobuf:"varint,41,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// WORDS_SET: the app's sensitive-word list; with words_reset none (the
+	// configured list applies again).
+	Words         []string `protobuf:"bytes,50,rep,name=words,proto3" json:"words,omitempty"`
+	WordsReset    bool     `protobuf:"varint,51,opt,name=words_reset,json=wordsReset,proto3" json:"words_reset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -439,6 +521,83 @@ func (x *AdminRequest) GetLimit() int32 {
 		return x.Limit
 	}
 	return 0
+}
+
+func (x *AdminRequest) GetTtl() int64 {
+	if x != nil {
+		return x.Ttl
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetSysPush() string {
+	if x != nil {
+		return x.SysPush
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetSysMsgId() string {
+	if x != nil {
+		return x.SysMsgId
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetSysTimestamp() int64 {
+	if x != nil {
+		return x.SysTimestamp
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetSysAfter() string {
+	if x != nil {
+		return x.SysAfter
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetSysReversed() bool {
+	if x != nil {
+		return x.SysReversed
+	}
+	return false
+}
+
+func (x *AdminRequest) GetSysSkip() int32 {
+	if x != nil {
+		return x.SysSkip
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetMid() string {
+	if x != nil {
+		return x.Mid
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetTimestamp() int64 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetWords() []string {
+	if x != nil {
+		return x.Words
+	}
+	return nil
+}
+
+func (x *AdminRequest) GetWordsReset() bool {
+	if x != nil {
+		return x.WordsReset
+	}
+	return false
 }
 
 type ClientReply struct {
@@ -555,7 +714,14 @@ type AdminReply struct {
 	// UNREAD_COUNT: the count; KICK: the sessions ended.
 	Count int64 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
 	// MEMBER_ROLES.
-	Roles         []*MemberRole `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	Roles []*MemberRole `protobuf:"bytes,2,rep,name=roles,proto3" json:"roles,omitempty"`
+	// STATS: clientIds that opened a session this UTC day.
+	CountToday int64 `protobuf:"varint,20,opt,name=count_today,json=countToday,proto3" json:"count_today,omitempty"`
+	// SYS_SUBSCRIBERS, SYS_SUBSCRIPTIONS, SYS_BROADCASTS.
+	SysRows []*SysRow `protobuf:"bytes,30,rep,name=sys_rows,json=sysRows,proto3" json:"sys_rows,omitempty"`
+	// WORDS_GET: the app's API word list; words_set says it has one.
+	Words         []string `protobuf:"bytes,50,rep,name=words,proto3" json:"words,omitempty"`
+	WordsSet      bool     `protobuf:"varint,51,opt,name=words_set,json=wordsSet,proto3" json:"words_set,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -604,6 +770,137 @@ func (x *AdminReply) GetRoles() []*MemberRole {
 	return nil
 }
 
+func (x *AdminReply) GetCountToday() int64 {
+	if x != nil {
+		return x.CountToday
+	}
+	return 0
+}
+
+func (x *AdminReply) GetSysRows() []*SysRow {
+	if x != nil {
+		return x.SysRows
+	}
+	return nil
+}
+
+func (x *AdminReply) GetWords() []string {
+	if x != nil {
+		return x.Words
+	}
+	return nil
+}
+
+func (x *AdminReply) GetWordsSet() bool {
+	if x != nil {
+		return x.WordsSet
+	}
+	return false
+}
+
+// SysRow is a subscription (client_id, cid, timestamp: when it subscribed)
+// or a broadcast (cid, msg_id, timestamp: when sent, from, data, bin,
+// valid_till) of a system conversation (core/sysconv.go).
+type SysRow struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	Cid           string                 `protobuf:"bytes,2,opt,name=cid,proto3" json:"cid,omitempty"`
+	Timestamp     int64                  `protobuf:"varint,3,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	MsgId         string                 `protobuf:"bytes,4,opt,name=msg_id,json=msgId,proto3" json:"msg_id,omitempty"`
+	From          string                 `protobuf:"bytes,5,opt,name=from,proto3" json:"from,omitempty"`
+	Data          string                 `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
+	Bin           bool                   `protobuf:"varint,7,opt,name=bin,proto3" json:"bin,omitempty"`
+	ValidTill     int64                  `protobuf:"varint,8,opt,name=valid_till,json=validTill,proto3" json:"valid_till,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SysRow) Reset() {
+	*x = SysRow{}
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SysRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SysRow) ProtoMessage() {}
+
+func (x *SysRow) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SysRow.ProtoReflect.Descriptor instead.
+func (*SysRow) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SysRow) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *SysRow) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+func (x *SysRow) GetTimestamp() int64 {
+	if x != nil {
+		return x.Timestamp
+	}
+	return 0
+}
+
+func (x *SysRow) GetMsgId() string {
+	if x != nil {
+		return x.MsgId
+	}
+	return ""
+}
+
+func (x *SysRow) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *SysRow) GetData() string {
+	if x != nil {
+		return x.Data
+	}
+	return ""
+}
+
+func (x *SysRow) GetBin() bool {
+	if x != nil {
+		return x.Bin
+	}
+	return false
+}
+
+func (x *SysRow) GetValidTill() int64 {
+	if x != nil {
+		return x.ValidTill
+	}
+	return 0
+}
+
 type MemberRole struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
 	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
@@ -615,7 +912,7 @@ type MemberRole struct {
 
 func (x *MemberRole) Reset() {
 	*x = MemberRole{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +924,7 @@ func (x *MemberRole) String() string {
 func (*MemberRole) ProtoMessage() {}
 
 func (x *MemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +937,7 @@ func (x *MemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
 func (*MemberRole) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MemberRole) GetClientId() string {
@@ -668,7 +965,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -680,7 +977,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -693,7 +990,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -720,7 +1017,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +1029,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +1042,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -807,7 +1104,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1116,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1129,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -869,7 +1166,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1178,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1191,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Target) GetPeerId() string {
@@ -933,7 +1230,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -945,7 +1242,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -958,7 +1255,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -1013,7 +1310,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"\xac\x03\n" +
+	"\x05ADMIN\x10\x04\"\xba\a\n" +
 	"\fAdminRequest\x12/\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1f.relaymesh.mesh.AdminRequest.OpR\x02op\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x12\n" +
@@ -1027,7 +1324,20 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
 	"valid_till\x18\t \x01(\x03R\tvalidTill\x12\x14\n" +
 	"\x05limit\x18\n" +
-	" \x01(\x05R\x05limit\"\x8b\x01\n" +
+	" \x01(\x05R\x05limit\x12\x10\n" +
+	"\x03ttl\x18\x14 \x01(\x03R\x03ttl\x12\x19\n" +
+	"\bsys_push\x18\x1e \x01(\tR\asysPush\x12\x1c\n" +
+	"\n" +
+	"sys_msg_id\x18\x1f \x01(\tR\bsysMsgId\x12#\n" +
+	"\rsys_timestamp\x18  \x01(\x03R\fsysTimestamp\x12\x1b\n" +
+	"\tsys_after\x18! \x01(\tR\bsysAfter\x12!\n" +
+	"\fsys_reversed\x18\" \x01(\bR\vsysReversed\x12\x19\n" +
+	"\bsys_skip\x18# \x01(\x05R\asysSkip\x12\x10\n" +
+	"\x03mid\x18( \x01(\tR\x03mid\x12\x1c\n" +
+	"\ttimestamp\x18) \x01(\x03R\ttimestamp\x12\x14\n" +
+	"\x05words\x182 \x03(\tR\x05words\x12\x1f\n" +
+	"\vwords_reset\x183 \x01(\bR\n" +
+	"wordsReset\"\xe7\x02\n" +
 	"\x02Op\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04KICK\x10\x01\x12\x17\n" +
@@ -1036,7 +1346,18 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\fMEMBER_ROLES\x10\x04\x12\x11\n" +
 	"\rSYS_BROADCAST\x10\x05\x12\f\n" +
 	"\bSYS_SEND\x10\x06\x12\x10\n" +
-	"\fSYS_MESSAGES\x10\a\"\x8b\x02\n" +
+	"\fSYS_MESSAGES\x10\a\x12\x0f\n" +
+	"\vTEMP_SHUTUP\x10\x14\x12\t\n" +
+	"\x05STATS\x10\x15\x12\x13\n" +
+	"\x0fSYS_SUBSCRIBERS\x10\x1e\x12\x15\n" +
+	"\x11SYS_SUBSCRIPTIONS\x10\x1f\x12\x15\n" +
+	"\x11SYS_USER_MESSAGES\x10 \x12\x1b\n" +
+	"\x17SYS_DELETE_USER_MESSAGE\x10!\x12\x12\n" +
+	"\x0eSYS_BROADCASTS\x10\"\x12\x18\n" +
+	"\x14SYS_DELETE_BROADCAST\x10#\x12\x12\n" +
+	"\x0eDELETE_MESSAGE\x10(\x12\r\n" +
+	"\tWORDS_SET\x102\x12\r\n" +
+	"\tWORDS_GET\x103\"\x8b\x02\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
@@ -1047,11 +1368,26 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x120\n" +
 	"\x05admin\x18\x06 \x01(\v2\x1a.relaymesh.mesh.AdminReplyR\x05admin\x12\x12\n" +
 	"\x04room\x18\a \x01(\tR\x04room\x12!\n" +
-	"\froom_changed\x18\b \x01(\bR\vroomChanged\"T\n" +
+	"\froom_changed\x18\b \x01(\bR\vroomChanged\"\xdb\x01\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
-	"\x05roles\x18\x02 \x03(\v2\x1a.relaymesh.mesh.MemberRoleR\x05roles\"=\n" +
+	"\x05roles\x18\x02 \x03(\v2\x1a.relaymesh.mesh.MemberRoleR\x05roles\x12\x1f\n" +
+	"\vcount_today\x18\x14 \x01(\x03R\n" +
+	"countToday\x121\n" +
+	"\bsys_rows\x18\x1e \x03(\v2\x16.relaymesh.mesh.SysRowR\asysRows\x12\x14\n" +
+	"\x05words\x182 \x03(\tR\x05words\x12\x1b\n" +
+	"\twords_set\x183 \x01(\bR\bwordsSet\"\xc5\x01\n" +
+	"\x06SysRow\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x10\n" +
+	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x1c\n" +
+	"\ttimestamp\x18\x03 \x01(\x03R\ttimestamp\x12\x15\n" +
+	"\x06msg_id\x18\x04 \x01(\tR\x05msgId\x12\x12\n" +
+	"\x04from\x18\x05 \x01(\tR\x04from\x12\x12\n" +
+	"\x04data\x18\x06 \x01(\tR\x04data\x12\x10\n" +
+	"\x03bin\x18\a \x01(\bR\x03bin\x12\x1d\n" +
+	"\n" +
+	"valid_till\x18\b \x01(\x03R\tvalidTill\"=\n" +
 	"\n" +
 	"MemberRole\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
@@ -1094,7 +1430,7 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
@@ -1102,27 +1438,29 @@ var file_meshpb_mesh_proto_goTypes = []any{
 	(*AdminRequest)(nil),    // 3: relaymesh.mesh.AdminRequest
 	(*ClientReply)(nil),     // 4: relaymesh.mesh.ClientReply
 	(*AdminReply)(nil),      // 5: relaymesh.mesh.AdminReply
-	(*MemberRole)(nil),      // 6: relaymesh.mesh.MemberRole
-	(*EdgeHello)(nil),       // 7: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil), // 8: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),        // 9: relaymesh.mesh.Presence
-	(*Target)(nil),          // 10: relaymesh.mesh.Target
-	(*Delivery)(nil),        // 11: relaymesh.mesh.Delivery
+	(*SysRow)(nil),          // 6: relaymesh.mesh.SysRow
+	(*MemberRole)(nil),      // 7: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),       // 8: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil), // 9: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),        // 10: relaymesh.mesh.Presence
+	(*Target)(nil),          // 11: relaymesh.mesh.Target
+	(*Delivery)(nil),        // 12: relaymesh.mesh.Delivery
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
 	3,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
 	1,  // 2: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
 	5,  // 3: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
-	6,  // 4: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
-	8,  // 5: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	8,  // 6: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	10, // 7: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	8,  // [8:8] is the sub-list for method output_type
-	8,  // [8:8] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	7,  // 4: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	6,  // 5: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
+	9,  // 6: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	9,  // 7: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	11, // 8: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -1136,7 +1474,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -380,6 +380,34 @@ test('chatroom messages are filtered too', async () => {
   assert.equal((await got).text, 'what a ***');
 });
 
+test('a word list set over the REST API replaces the configured one, and DELETE restores it', async () => {
+  const base = URL.replace(/^ws/, 'http').replace(/\/$/, '');
+  const api = async (method, body) => {
+    const res = await fetch(`${base}/1.2/rtm/sensitive-words`, {
+      method,
+      headers: { 'X-LC-Id': APP, 'X-LC-Key': `${MASTER},master`, 'Content-Type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    assert.equal(res.status, 200, `${method} sensitive-words`);
+    return res.json();
+  };
+  const alice = await login(`a-${rnd()}`);
+  const bob = await login(`b-${rnd()}`);
+  const group = await alice.createConversation({ members: [bob.id, `c-${rnd()}`], name: 'api words' });
+  const say = async text => {
+    const got = nextMessage(bob, group.id);
+    await group.send(new TextMessage(text));
+    return (await got).text;
+  };
+  assert.deepEqual(await api('GET'), { words: [], custom: false });
+  assert.equal(await say('pineapple bastard'), 'pineapple ***', 'the shipped list applies first');
+  await api('PUT', { words: ['pineapple'] });
+  assert.deepEqual(await api('GET'), { words: ['pineapple'], custom: true });
+  assert.equal(await say('pineapple bastard'), '*** bastard', 'the API list replaced the shipped one');
+  await api('DELETE');
+  assert.equal(await say('pineapple bastard'), 'pineapple ***', 'DELETE brings the configured list back');
+});
+
 test('every hook and push request was signed with the master key', async () => {
   // Let after-send hooks (_messageSent, _receiversOffline) land.
   await sleep(300);

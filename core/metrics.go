@@ -1,0 +1,67 @@
+package core
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/relaymesh/relaymesh/hooks"
+)
+
+// WriteMetrics writes the core's counters in the Prometheus text exposition
+// format: the relay to the edges (Stats), the sensitive-word filter, the
+// after-send workers and offline push (IntegrationStats), and the hook
+// counters (hooks.Client.WriteText; all zero when no app has hooks). It is
+// what /metrics serves on a core's metrics listener and, in `relaymesh dev`,
+// after the edge's own series.
+func (c *Core) WriteMetrics(w io.Writer) error {
+	x := c.IntegrationStats()
+	p := x.Push
+	sh := c.SysWebhookStats() // sysconv.go
+	rows := []struct {
+		name, help, typ string
+		v               int64
+	}{
+		{"relaymesh_core_deliveries_total", "Deliveries handed to an edge link.", "counter", int64(c.stats.Delivered.Load())},
+		{"relaymesh_core_deliveries_dropped_total", "Deliveries dropped: relay queue full or edge gone.", "counter", int64(c.stats.Dropped.Load())},
+		{"relaymesh_core_delivery_send_errors_total", "Deliveries whose send to the edge failed.", "counter", int64(c.stats.SendErrors.Load())},
+		{"relaymesh_core_filtered_messages_total", "Messages with at least one sensitive word replaced.", "counter", x.Filtered},
+		{"relaymesh_core_filter_hits_total", "Sensitive words replaced.", "counter", x.FilterHits},
+		{"relaymesh_core_after_send_queued_total", "After-send jobs queued (_messageSent, _receiversOffline, push).", "counter", x.AfterQueued},
+		{"relaymesh_core_after_send_overflow_total", "After-send jobs dropped because the queue was full.", "counter", x.AfterOverflow},
+		{"relaymesh_core_push_requests_total", "Offline push requests handed to the push queue.", "counter", x.PushRequests},
+		{"relaymesh_core_push_skipped_total", "Offline receivers left unpushed (hook skip or no payload).", "counter", x.PushSkipped},
+		{"relaymesh_push_queue_enqueued_total", "Push requests accepted by the push queue.", "counter", p.Enqueued},
+		{"relaymesh_push_queue_dropped_total", "Push requests dropped (oldest first) because the queue was full.", "counter", p.Dropped},
+		{"relaymesh_push_sent_total", "Push requests the provider accepted.", "counter", p.Sent},
+		{"relaymesh_push_failed_total", "Push requests the provider failed.", "counter", p.Failed},
+		{"relaymesh_push_discarded_total", "Push requests still waiting at shutdown.", "counter", p.Discarded},
+		{"relaymesh_push_queue_waiting", "Push requests waiting now.", "gauge", int64(p.Waiting)},
+		{"relaymesh_sys_webhook_enqueued_total", "User messages to system conversations queued for the service webhook.", "counter", sh.Enqueued},
+		{"relaymesh_sys_webhook_dropped_total", "Service-webhook messages refused: queue full or closed.", "counter", sh.Dropped},
+		{"relaymesh_sys_webhook_sent_total", "Service-webhook messages delivered (2xx).", "counter", sh.Sent},
+		{"relaymesh_sys_webhook_requests_total", "Service-webhook POST attempts.", "counter", sh.Requests},
+		{"relaymesh_sys_webhook_failures_total", "Service-webhook attempts failed, timeouts included.", "counter", sh.Failures},
+		{"relaymesh_sys_webhook_timeouts_total", "Service-webhook attempts that timed out.", "counter", sh.Timeouts},
+		{"relaymesh_sys_webhook_lost_total", "Service-webhook messages given up after the retries.", "counter", sh.Lost},
+		{"relaymesh_sys_webhook_waiting", "Service-webhook messages waiting now.", "gauge", int64(sh.Waiting)},
+	}
+	for _, r := range rows {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", r.name, r.help, r.name, r.typ, r.name, r.v); err != nil {
+			return err
+		}
+	}
+	const drops = "relaymesh_core_relay_dropped_total"
+	if _, err := fmt.Fprintf(w, "# HELP %s Deliveries shed by a full relay queue, by the priority class dropped.\n# TYPE %s counter\n", drops, drops); err != nil {
+		return err
+	}
+	for class := range RelayClass(NumRelayClasses) {
+		if _, err := fmt.Fprintf(w, "%s{priority=%q} %d\n", drops, class.String(), c.stats.DroppedByPriority[class].Load()); err != nil {
+			return err
+		}
+	}
+	hc := c.hooks
+	if hc == nil {
+		hc = hooks.New(hooks.Config{}) // the series exist, at zero
+	}
+	return hc.WriteText(w)
+}

@@ -1,0 +1,58 @@
+package core
+
+import (
+	"time"
+
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// Usage figures for the server API's GET /1.2/rtm/stats (AdminRequest
+// STATS): the clientIds of an app with a session now, from the session
+// registry (every edge's sessions reach this core through presence), and
+// the clientIds that had a session at some point this UTC day, as this
+// core saw them: the count starts again at midnight UTC and when another
+// core takes over the shard.
+
+// dayPeers is the set of clientIds seen with a session this UTC day.
+type dayPeers struct {
+	day   string // "2006-01-02" (UTC) the set is for
+	peers map[peerKey]struct{}
+}
+
+// note records that k has a session at now.
+func (d *dayPeers) note(k peerKey, now time.Time) {
+	day := now.UTC().Format(time.DateOnly)
+	if d.day != day || d.peers == nil {
+		d.day, d.peers = day, make(map[peerKey]struct{})
+	}
+	d.peers[k] = struct{}{}
+}
+
+// count returns how many clientIds of app were seen on the day of now.
+func (d *dayPeers) count(app string, now time.Time) int64 {
+	if d.day != now.UTC().Format(time.DateOnly) {
+		return 0
+	}
+	var n int64
+	for k := range d.peers {
+		if k.app == app {
+			n++
+		}
+	}
+	return n
+}
+
+// adminStats answers STATS for app: count online now, count_today seen
+// today.
+func (c *Core) adminStats(app string) *meshpb.ClientReply {
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var online int64
+	for k, ss := range c.sessions {
+		if k.app == app && len(ss) > 0 {
+			online++
+		}
+	}
+	return &meshpb.ClientReply{Admin: &meshpb.AdminReply{Count: online, CountToday: c.today.count(app, now)}}
+}
