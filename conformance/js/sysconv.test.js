@@ -7,8 +7,8 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const { Realtime, Event } = require('leancloud-realtime');
-const { rnd, until } = require('./lib');
+const { Realtime, Event, TextMessage } = require('leancloud-realtime');
+const { rnd, sleep, until, collect } = require('./lib');
 
 const WS = process.env.RELAYMESH_URL;
 if (!WS) throw new Error('RELAYMESH_URL is not set');
@@ -62,6 +62,59 @@ test.describe('system conversations', () => {
     await conv.unsubscribe();
     const after = await rest('GET', `/1.2/rtm/service-conversations/${id}/subscribers/count`);
     assert.equal(after.body.count, 0);
+    const late = collect(tom, Event.MESSAGE);
+    await rest('POST', `/1.2/rtm/service-conversations/${id}/broadcasts`, { from_client: 'sys', message: 'gone' });
+    await sleep(500);
+    assert.equal(late.length, 0, 'no broadcast after unsubscribing');
+  });
+
+  const login = async (id, opts = {}) => {
+    const got = [];
+    const rt = new Realtime({
+      appId, appKey: 'anykey', RTMServers: WS, ...opts,
+      plugins: [{ name: 'spy', onIMClientCreate: c => c.on(Event.MESSAGE, (m, conv) => got.push({ m, conv })) }],
+    });
+    const c = await rt.createIMClient(id);
+    clients.push(c);
+    return { c, got };
+  };
+
+  test('what a subscriber sends is kept for the server, never delivered to the others', async () => {
+    const id = (await rest('POST', '/1.2/rtm/service-conversations', { name: 'feedback' })).body.objectId;
+    const [a, b] = await Promise.all([login(`a-${rnd()}`), login(`b-${rnd()}`)]);
+    const [ca, cb] = await Promise.all([a.c.getConversation(id), b.c.getConversation(id)]);
+    await Promise.all([ca.subscribe(), cb.subscribe()]);
+    const sent = await ca.send(new TextMessage('the app crashed'));
+    assert.ok(sent.id, 'the send is acked');
+    const stored = await rest('GET', `/1.2/rtm/service-conversations/${id}/messages`);
+    assert.equal(stored.status, 200);
+    assert.deepEqual(stored.body.map(r => [r['msg-id'], r.from]), [[sent.id, a.c.id]], 'queryable over REST');
+    await sleep(500);
+    assert.deepEqual(b.got.filter(x => x.conv.id === id).map(x => x.m.id), [], 'the other subscriber got nothing');
+  });
+
+  test('offline subscribers get unexpired broadcasts on login; a first login gets the latest one', async () => {
+    const id = (await rest('POST', '/1.2/rtm/service-conversations', { name: 'alerts' })).body.objectId;
+    const tomId = `tom-${rnd()}`;
+    const tom = await login(tomId);
+    await (await tom.c.getConversation(id)).subscribe();
+    await tom.c.close();
+    const bcast = async (message, validTill) => (await rest('POST', `/1.2/rtm/service-conversations/${id}/broadcasts`,
+      { from_client: 'sys', message, ...(validTill ? { valid_till: validTill } : {}) })).body['msg-id'];
+    const short = await bcast('expires soon', Date.now() + 1000);
+    const kept = await bcast('still valid');
+    await sleep(1500); // the first one expires
+
+    const back = await login(tomId);
+    await until(() => back.got.some(x => x.m.id === kept));
+    await sleep(300);
+    assert.deepEqual(back.got.filter(x => x.conv.id === id).map(x => x.m.id), [kept],
+      'the unexpired broadcast, not the expired one');
+    assert.ok(!back.got.some(x => x.m.id === short));
+
+    const newcomer = await login(`new-${rnd()}`); // never logged in before
+    const first = await until(() => newcomer.got.find(x => x.conv.id === id));
+    assert.equal(first.m.id, kept, 'a first login gets the latest unexpired broadcast');
   });
 
   test('a message to one user, sent while offline, arrives on login', async () => {
