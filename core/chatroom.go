@@ -244,12 +244,12 @@ func (rs *chatrooms) online(app, cid string, limit int) []string {
 
 // targets groups the sessions joined to chatroom cid by edge, leaving out
 // every session of skipPeer.
-func (rs *chatrooms) targets(app, cid, skipPeer string) map[string][]*meshpb.Target {
+func (rs *chatrooms) targets(app, cid, skipPeer string, skip func(peer string) bool) map[string][]*meshpb.Target {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	out := map[string][]*meshpb.Target{}
 	for _, m := range rs.rooms[roomKey{app, cid}] {
-		if m.id.peer == skipPeer {
+		if m.id.peer == skipPeer || (skip != nil && skip(m.id.peer)) {
 			continue
 		}
 		for _, c := range m.conns {
@@ -412,6 +412,9 @@ func (c *Core) roomSender(r *request, conv *shard.Conv) (room bool, err error) {
 	if !c.rooms.joined(r.app, r.peer, r.from, conv.ID) {
 		return true, fmt.Errorf("%w: %s: not in the chatroom", errSendTarget, conv.ID)
 	}
+	if conv.IsBlocked(r.peer) { // blacklisted after joining
+		return true, fmt.Errorf("%w: %s", shard.ErrBlocked, conv.ID)
+	}
 	return true, nil
 }
 
@@ -421,7 +424,11 @@ func (c *Core) roomSender(r *request, conv *shard.Conv) (room bool, err error) {
 // pressure.
 func (c *Core) roomFanout(app, cid, from string, priority int32, cmd *lcpb.GenericCommand) {
 	c.pushEnvelope(cmd)
-	for edge, targets := range c.rooms.targets(app, cid, from) {
+	var blocked func(string) bool
+	if conv, _ := c.convView(app, cid); conv != nil && len(conv.Blocked) > 0 {
+		blocked = conv.IsBlocked // blacklisted sessions still joined get nothing
+	}
+	for edge, targets := range c.rooms.targets(app, cid, from, blocked) {
 		c.deliverAs(edge, &meshpb.Delivery{AppId: app, Targets: targets, Priority: priority}, roomClass(priority), cmd)
 	}
 }

@@ -106,7 +106,7 @@ func TestChatroomsTargets(t *testing.T) {
 	rs.join(roomID{"app", "bob", ""}, connKey{"e1", 2}, "r", now)
 	rs.join(roomID{"app", "carol", ""}, connKey{"e2", 3}, "r", now)
 	rs.join(roomID{"other", "dave", ""}, connKey{"e2", 4}, "r", now)
-	got := rs.targets("app", "r", "alice")
+	got := rs.targets("app", "r", "alice", nil)
 	if len(got["e1"]) != 1 || got["e1"][0].PeerId != "bob" || len(got["e2"]) != 1 || got["e2"][0].PeerId != "carol" {
 		t.Fatalf("targets: got %v, want bob on e1 and carol on e2", got)
 	}

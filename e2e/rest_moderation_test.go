@@ -254,4 +254,33 @@ func TestRESTModeration(t *testing.T) {
 			t.Errorf("bob after DELETE: %v", err)
 		}
 	})
+
+	t.Run("chatroom blacklists cut off a session already joined", func(t *testing.T) {
+		var room map[string]any
+		api.must("POST", "/1.2/rtm/chatrooms", map[string]any{"name": "guarded"}, &room)
+		rid, _ := room["objectId"].(string)
+		// Fresh clients: the others have used their 60 sends a minute.
+		bob, carol := dial(t, ctx, p.URL, app, "erin"), dial(t, ctx, p.URL, app, "frank")
+		for _, c := range []*client.Client{bob, carol} {
+			if err := c.Join(ctx, rid); err != nil {
+				t.Fatal(err)
+			}
+		}
+		api.must("POST", "/1.2/rtm/chatrooms/"+rid+"/blacklists", map[string]any{"client_ids": []string{"erin"}}, nil)
+		if _, err := bob.Send(ctx, rid, "let me talk", client.SendOptions{}); leanCode(err) != 4315 {
+			t.Errorf("blacklisted erin's send: got %v, want 4315", err)
+		}
+		if _, err := carol.Send(ctx, rid, "not for bob", client.SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		api.must("DELETE", "/1.2/rtm/chatrooms/"+rid+"/blacklists", map[string]any{"client_ids": []string{"erin"}}, nil)
+		marker, err := carol.Send(ctx, rid, "marker", client.SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nextEvent(t, bob, func(m client.Message) bool { return m.ConvID == rid })
+		if m.ID != marker.ID {
+			t.Errorf("erin got %q while blacklisted; want the first message after the unblock to be the marker", m.Text)
+		}
+	})
 }
