@@ -3,6 +3,7 @@ package rest
 import (
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,18 +143,9 @@ func boolParam(s, name string) (bool, *apiError) {
 func (h *Handler) history(c *call) *apiError {
 	cid := c.r.PathValue("cid")
 	q := c.r.URL.Query()
-	lm := &lcpb.LogsCommand{Cid: proto.String(cid)}
-	for _, p := range []struct {
-		name string
-		dst  **int64
-	}{{"timestamp", &lm.T}, {"till_timestamp", &lm.Tt}} {
-		if s := q.Get(p.name); s != "" {
-			v, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				return errBadRequest("%s must be a timestamp in milliseconds", p.name)
-			}
-			*p.dst = proto.Int64(v)
-		}
+	lm, reversed, limit, aerr := logsQuery(q, cid)
+	if aerr != nil {
+		return aerr
 	}
 	if s := q.Get("msgid"); s != "" {
 		lm.Mid = proto.String(s)
@@ -169,27 +161,51 @@ func (h *Handler) history(c *call) *apiError {
 	if aerr != nil {
 		return aerr
 	}
-	reversed, aerr := boolParam(q.Get("reversed"), "reversed")
-	if aerr != nil {
-		return aerr
-	}
-	limit, aerr := intParam(q.Get("limit"), "limit", defaultHistoryLimit)
-	if aerr != nil {
-		return aerr
-	}
 	if limit <= 0 {
 		limit = defaultHistoryLimit
 	}
 	lm.Limit = proto.Int32(int32(min(limit, maxHistoryLimit)))
 	lm.TIncluded, lm.TtIncluded = proto.Bool(incStart), proto.Bool(incStop)
-	if reversed {
-		lm.Direction = lcpb.LogsCommand_NEW.Enum()
-	}
 	out, aerr := h.command(c, "", &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: lm})
 	if aerr != nil {
 		return aerr
 	}
-	logs := out.GetLogsMessage().GetLogs()
+	writeJSON(c.w, http.StatusOK, historyRows(cid, out.GetLogsMessage().GetLogs(), reversed))
+	return nil
+}
+
+// logsQuery reads the parameters every REST history endpoint shares:
+// timestamp and till_timestamp (ms), reversed (a NEW-direction query) and
+// limit (default defaultHistoryLimit; the caller bounds it).
+func logsQuery(q url.Values, cid string) (lm *lcpb.LogsCommand, reversed bool, limit int, aerr *apiError) {
+	lm = &lcpb.LogsCommand{Cid: proto.String(cid)}
+	for _, p := range []struct {
+		name string
+		dst  **int64
+	}{{"timestamp", &lm.T}, {"till_timestamp", &lm.Tt}} {
+		if s := q.Get(p.name); s != "" {
+			v, err := strconv.ParseInt(s, 10, 64)
+			if err != nil {
+				return nil, false, 0, errBadRequest("%s must be a timestamp in milliseconds", p.name)
+			}
+			*p.dst = proto.Int64(v)
+		}
+	}
+	if reversed, aerr = boolParam(q.Get("reversed"), "reversed"); aerr != nil {
+		return nil, false, 0, aerr
+	}
+	if limit, aerr = intParam(q.Get("limit"), "limit", defaultHistoryLimit); aerr != nil {
+		return nil, false, 0, aerr
+	}
+	if reversed {
+		lm.Direction = lcpb.LogsCommand_NEW.Enum()
+	}
+	return lm, reversed, limit, nil
+}
+
+// historyRows renders the core's log items (oldest first) as REST history
+// rows: newest first, or oldest first when reversed.
+func historyRows(cid string, logs []*lcpb.LogItem, reversed bool) []historyRow {
 	rows := make([]historyRow, 0, len(logs))
 	for _, it := range logs {
 		rows = append(rows, historyRow{
@@ -197,11 +213,10 @@ func (h *Handler) history(c *call) *apiError {
 			IsConv: true, IsRoom: it.GetConvType() == 2, To: cid, Bin: it.GetBin(),
 		})
 	}
-	if !reversed { // the core answers oldest first
+	if !reversed {
 		slices.Reverse(rows)
 	}
-	writeJSON(c.w, http.StatusOK, rows)
-	return nil
+	return rows
 }
 
 // PUT /1.2/rtm/conversations/{cid}/messages/{mid} {from_client, message,

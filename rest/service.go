@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 
 	"google.golang.org/protobuf/proto"
@@ -413,46 +412,16 @@ func (h *Handler) sendService(c *call) *apiError {
 // newest first (reversed: oldest first), as history rows.
 func (h *Handler) sysLogs(c *call, op meshpb.AdminRequest_Op, client string) *apiError {
 	cid := c.r.PathValue("cid")
-	q := c.r.URL.Query()
-	lm := &lcpb.LogsCommand{Cid: proto.String(cid)}
-	for _, p := range []struct {
-		name string
-		dst  **int64
-	}{{"timestamp", &lm.T}, {"till_timestamp", &lm.Tt}} {
-		if s := q.Get(p.name); s != "" {
-			v, err := strconv.ParseInt(s, 10, 64)
-			if err != nil {
-				return errBadRequest("%s must be a timestamp in milliseconds", p.name)
-			}
-			*p.dst = proto.Int64(v)
-		}
-	}
-	reversed, aerr := boolParam(q.Get("reversed"), "reversed")
-	if aerr != nil {
-		return aerr
-	}
-	limit, aerr := intParam(q.Get("limit"), "limit", defaultHistoryLimit)
+	lm, reversed, limit, aerr := logsQuery(c.r.URL.Query(), cid) // messages.go
 	if aerr != nil {
 		return aerr
 	}
 	lm.Limit = proto.Int32(int32(min(max(limit, 1), maxHistoryLimit)))
-	if reversed {
-		lm.Direction = lcpb.LogsCommand_NEW.Enum()
-	}
 	_, out, aerr := h.do(c, client, &meshpb.AdminRequest{Op: op, Cid: cid},
 		&lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: lm})
 	if aerr != nil {
 		return aerr
 	}
-	logs := out.GetLogsMessage().GetLogs()
-	rows := make([]historyRow, 0, len(logs))
-	for _, it := range logs {
-		rows = append(rows, historyRow{Timestamp: it.GetTimestamp(), ConvID: cid, Data: it.GetData(), From: it.GetFrom(),
-			MsgID: it.GetMsgId(), IsConv: true, To: cid, Bin: it.GetBin()})
-	}
-	if !reversed {
-		slices.Reverse(rows)
-	}
-	writeJSON(c.w, http.StatusOK, rows)
+	writeJSON(c.w, http.StatusOK, historyRows(cid, out.GetLogsMessage().GetLogs(), reversed))
 	return nil
 }
