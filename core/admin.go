@@ -2,7 +2,6 @@ package core
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 
@@ -187,15 +186,11 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 	if cid == "" || r.peer == "" {
 		return nil, fmt.Errorf("%w: send needs a conversation and a sender", errMalformed)
 	}
-	data, bin := dm.GetMsg(), false
-	if dm.BinaryMsg != nil && dm.Msg == nil {
-		data, bin = base64.StdEncoding.EncodeToString(dm.BinaryMsg), true
-	}
-	in, err := c.inbound(ctx, r, cid, data, bin) // filter.go: _messageReceived, sensitive words
+	in, err := c.inbound(ctx, r, cid) // filter.go: _messageReceived, sensitive words
 	if err != nil {
 		return nil, err
 	}
-	data, bin = in.data, in.bin
+	data, bin := in.data, in.bin
 	unlock := c.locks.lock(r.app + "\x00" + cid)
 	defer unlock()
 

@@ -29,13 +29,14 @@ func filtered(conv *shard.Conv) bool {
 	return conv != nil && (conv.Transient || conv.System || len(conv.Members) > 2)
 }
 
-// inbound runs the _messageReceived hook, then the filter, over a message
-// r.peer sends to cid: a client's (direct) or the server API's (adminSend,
+// inbound runs the _messageReceived hook, then the filter, over the message
+// (r.cmd's direct) r.peer sends to cid: a client's (direct) or the server API's (adminSend,
 // ctx carrying withAdmin, whose sender need not be a member). Hook rewrites
 // are filtered too. A drop is an appError wrapping errMessageRejected
 // (4402). It runs before the conversation lock is taken: a slow hook delays
 // only its own message.
-func (c *Core) inbound(ctx context.Context, r *request, cid, data string, bin bool) (inbound, error) {
+func (c *Core) inbound(ctx context.Context, r *request, cid string) (inbound, error) {
+	data, bin := directContent(r.cmd.GetDirectMessage()) // message.go
 	in := inbound{data: data, bin: bin}
 	conv, err := c.convView(r.app, cid)
 	if err != nil || conv == nil {

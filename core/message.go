@@ -19,6 +19,15 @@ const (
 	maxLogsLimit     = 100
 )
 
+// directContent is a direct's content as stored: msg, or binaryMsg in
+// base64 (bin) when only that is set.
+func directContent(dm *lcpb.DirectCommand) (data string, bin bool) {
+	if dm.BinaryMsg != nil && dm.Msg == nil {
+		return base64.StdEncoding.EncodeToString(dm.BinaryMsg), true
+	}
+	return dm.GetMsg(), false
+}
+
 // direct stores a message (unless transient), acks it, then fans it out.
 // Transient messages are acked whatever the session's configBitmap bit 3
 // says: every official SDK sets the bit, and an ack nobody waits for is
@@ -30,15 +39,11 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	if dm == nil || cid == "" {
 		return nil, fmt.Errorf("%w: direct without cid", errMalformed)
 	}
-	data, bin := dm.GetMsg(), false
-	if dm.BinaryMsg != nil && dm.Msg == nil {
-		data, bin = base64.StdEncoding.EncodeToString(dm.BinaryMsg), true
-	}
-	in, err := c.inbound(ctx, r, cid, data, bin) // filter.go: _messageReceived, sensitive words
+	in, err := c.inbound(ctx, r, cid) // filter.go: _messageReceived, sensitive words
 	if err != nil {
 		return nil, err
 	}
-	data, bin = in.data, in.bin
+	data, bin := in.data, in.bin
 	if g, err, ok := c.sysDirect(ctx, r, cid, data, bin); ok { // sysconv.go: for the server only
 		return g, err
 	}

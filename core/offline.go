@@ -172,14 +172,19 @@ func (c *Core) offlinePush(ctx context.Context, j sentJob) {
 	if len(to) == 0 {
 		return
 	}
-	payload, _ := push.BuildPayload(
-		push.Sources{PushData: j.pushData, Template: c.pushTemplates[j.app], Hook: v.PushMessage},
-		push.Vars{ConvID: j.cid, Timestamp: j.t, FromClientID: j.from})
+	c.queuePush(ctx, j.app, j.cid, j.from, j.t, to,
+		push.Sources{PushData: j.pushData, Template: c.pushTemplates[j.app], Hook: v.PushMessage})
+}
+
+// queuePush builds the payload of a message's push from src and queues it
+// for to; without a usable payload the push is skipped (counted).
+func (c *Core) queuePush(ctx context.Context, app, cid, from string, t int64, to []string, src push.Sources) {
+	payload, _ := push.BuildPayload(src, push.Vars{ConvID: cid, Timestamp: t, FromClientID: from})
 	if payload == nil {
 		c.xstats.pushSkipped.Add(1)
 		return
 	}
-	if c.pushQ.Push(ctx, push.Request{AppID: j.app, ConvID: j.cid, From: j.from, To: to, Payload: payload, Timestamp: j.t}) == nil {
+	if c.pushQ.Push(ctx, push.Request{AppID: app, ConvID: cid, From: from, To: to, Payload: payload, Timestamp: t}) == nil {
 		c.xstats.pushRequests.Add(1)
 	}
 }

@@ -15,13 +15,17 @@ import (
 
 // dayPeers is the set of clientIds seen with a session this UTC day.
 type dayPeers struct {
-	day   string // "2006-01-02" (UTC) the set is for
+	day   int64 // the UTC day the set is for, in days since the epoch
 	peers map[peerKey]struct{}
 }
 
+// utcDay is the UTC day of t, in days since the epoch. It is computed on
+// every session noted (each presence report), so it does not format.
+func utcDay(t time.Time) int64 { return t.Unix() / 86400 }
+
 // note records that k has a session at now.
 func (d *dayPeers) note(k peerKey, now time.Time) {
-	day := now.UTC().Format(time.DateOnly)
+	day := utcDay(now)
 	if d.day != day || d.peers == nil {
 		d.day, d.peers = day, make(map[peerKey]struct{})
 	}
@@ -30,7 +34,7 @@ func (d *dayPeers) note(k peerKey, now time.Time) {
 
 // count returns how many clientIds of app were seen on the day of now.
 func (d *dayPeers) count(app string, now time.Time) int64 {
-	if d.day != now.UTC().Format(time.DateOnly) {
+	if d.day != utcDay(now) {
 		return 0
 	}
 	var n int64

@@ -3,7 +3,6 @@ package core
 import (
 	"cmp"
 	"context"
-	"encoding/base64"
 	"fmt"
 	"slices"
 
@@ -181,10 +180,8 @@ func sysMessage(req *meshpb.ClientRequest) (data string, bin bool, err error) {
 	if dm == nil || req.GetPeerId() == "" {
 		return "", false, fmt.Errorf("%w: a system message needs a sender and a message", errMalformed)
 	}
-	if dm.BinaryMsg != nil && dm.Msg == nil {
-		return base64.StdEncoding.EncodeToString(dm.BinaryMsg), true, nil
-	}
-	return dm.GetMsg(), false, nil
+	data, bin = directContent(dm) // message.go
+	return data, bin, nil
 }
 
 func sysPush(m *shard.Message) *lcpb.GenericCommand {
@@ -269,16 +266,7 @@ func (c *Core) sysOfflinePush(app string, to []string, m *shard.Message, pushDat
 	if len(offline) == 0 {
 		return
 	}
-	payload, _ := push.BuildPayload(push.Sources{PushData: pushData},
-		push.Vars{ConvID: m.CID, Timestamp: m.T, FromClientID: m.From})
-	if payload == nil {
-		c.xstats.pushSkipped.Add(1)
-		return
-	}
-	if c.pushQ.Push(context.Background(), push.Request{AppID: app, ConvID: m.CID, From: m.From, To: offline,
-		Payload: payload, Timestamp: m.T}) == nil {
-		c.xstats.pushRequests.Add(1)
-	}
+	c.queuePush(context.Background(), app, m.CID, m.From, m.T, offline, push.Sources{PushData: pushData}) // offline.go
 }
 
 // checkSys checks that cid is a system conversation of app.
