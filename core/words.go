@@ -1,9 +1,7 @@
 package core
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 
@@ -18,64 +16,60 @@ import (
 // changes. An app's API list wins over its configured one (Config.Words:
 // sensitive_words_file or the shipped list); resetting it brings that back.
 //
-// The filter path reads the stored list's bytes on each filtered message
-// (one small Pebble read) and compiles a list only when those bytes change.
+// The filter path reads the list's version (8 bytes) on each filtered
+// message and reads and compiles the list only when the version changes.
 
-// apiWords caches the compiled API list of each app by its stored bytes.
+// apiWords caches, per app, what the API list of a version compiled to.
 type apiWords struct {
 	mu sync.Mutex
 	m  map[string]apiFilter // guarded by mu
 }
 
 type apiFilter struct {
-	raw []byte
-	f   *moderation.Filter
+	ver int64
+	f   *moderation.Filter // nil: no API list at ver (reset)
 }
 
 // filterFor returns the filter of app: its API list when it has one, else
 // its configured list.
 func (c *Core) filterFor(app string) *moderation.Filter {
-	raw, ok, err := shard.WordsRaw(c.state(), app)
+	st := c.state()
+	ver, ok, err := shard.WordsVersion(st, app)
 	if err != nil || !ok {
 		return c.words.For(app)
 	}
 	c.apiWords.mu.Lock()
 	defer c.apiWords.mu.Unlock()
-	if e, ok := c.apiWords.m[app]; ok && bytes.Equal(e.raw, raw) {
-		return e.f
-	}
-	var words []string
-	f, err := func() (*moderation.Filter, error) {
-		if err := json.Unmarshal(raw, &words); err != nil {
-			return nil, err
+	e, hit := c.apiWords.m[app]
+	if !hit || e.ver != ver {
+		e = apiFilter{ver: ver}
+		words, has, err := shard.Words(st, app)
+		if err == nil && has {
+			e.f, err = moderation.Compile(words)
 		}
-		return moderation.Compile(words)
-	}()
-	if err != nil {
-		c.log.Warn("stored sensitive-word list", "app", app, "err", err)
+		if err != nil {
+			c.log.Warn("stored sensitive-word list", "app", app, "err", err)
+			return c.words.For(app) // not cached: read again next time
+		}
+		if c.apiWords.m == nil {
+			c.apiWords.m = make(map[string]apiFilter)
+		}
+		c.apiWords.m[app] = e
+	}
+	if e.f == nil {
 		return c.words.For(app)
 	}
-	if c.apiWords.m == nil {
-		c.apiWords.m = make(map[string]apiFilter)
-	}
-	c.apiWords.m[app] = apiFilter{raw: raw, f: f}
-	return f
+	return e.f
 }
 
 // adminWords serves WORDS_SET and WORDS_GET.
 func (c *Core) adminWords(ctx context.Context, app string, a *meshpb.AdminRequest) (*meshpb.ClientReply, error) {
 	if a.GetOp() == meshpb.AdminRequest_WORDS_GET {
-		raw, ok, err := shard.WordsRaw(c.state(), app)
+		words, ok, err := shard.Words(c.state(), app)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errInternal, err)
 		}
-		rep := &meshpb.AdminReply{WordsSet: ok}
-		if ok {
-			if err := json.Unmarshal(raw, &rep.Words); err != nil {
-				return nil, fmt.Errorf("%w: %v", errInternal, err)
-			}
-		}
-		return &meshpb.ClientReply{Admin: rep}, nil
+		return &meshpb.ClientReply{Admin: &meshpb.AdminReply{Words: words, WordsSet: ok}}, nil
 	}
 	words := a.GetWords()
 	if !a.GetWordsReset() {
@@ -89,9 +83,6 @@ func (c *Core) adminWords(ctx context.Context, app string, a *meshpb.AdminReques
 		}
 		if _, err := moderation.Compile(words); err != nil {
 			return nil, fmt.Errorf("%w: %v", errMalformed, err)
-		}
-		if words == nil {
-			words = []string{}
 		}
 	}
 	if _, err := c.propose(ctx, &shard.Command{Op: shard.OpSetWords, App: app, Now: c.nowMS(),
