@@ -4,7 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
-	"time"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // newConvID returns a LeanCloud-style objectId: 24 hex characters.
@@ -21,8 +22,6 @@ func newMessageID() string {
 	return base64.RawURLEncoding.EncodeToString(b[:])
 }
 
-// isoDate formats ms since the epoch as LeanCloud's date string,
-// "2006-01-02T15:04:05.000Z" (Java parses exactly this).
-func isoDate(ms int64) string {
-	return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z")
-}
+// isoDate formats ms since the epoch as LeanCloud's date string
+// (lcpb.DateLayout).
+func isoDate(ms int64) string { return lcpb.FormatDate(ms) }

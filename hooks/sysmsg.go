@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // Service-conversation webhook (REST-AND-HOOKS.md §2.4, LeanCloud's
@@ -84,7 +86,7 @@ type SysMessage struct {
 // NewSysMessage builds the element for message msgID that from sent to
 // system conversation cid at t (ms); fromIP may be empty.
 func NewSysMessage(cid, msgID, from, data string, bin bool, t int64, fromIP string) SysMessage {
-	d := Date{Type: "Date", ISO: time.UnixMilli(t).UTC().Format("2006-01-02T15:04:05.000Z")}
+	d := Date{Type: "Date", ISO: lcpb.FormatDate(t)}
 	return SysMessage{FromIP: fromIP, Conv: Pointer{Type: "Pointer", ClassName: "_Conversation", ObjectID: cid},
 		MsgID: msgID, From: from, Bin: bin, Data: data, CreatedAt: d, UpdatedAt: d, Timestamp: t}
 }

@@ -265,7 +265,7 @@ func (h *Handler) tempSilence(c *call, add bool) *apiError {
 
 // isoNow is the updatedAt of a member-info change (relaymesh keeps no
 // per-row time).
-func (h *Handler) isoNow() string { return h.cfg.Now().UTC().Format("2006-01-02T15:04:05.000Z") }
+func (h *Handler) isoNow() string { return lcpb.FormatDate(h.cfg.Now().UnixMilli()) }
 
 // setRole makes client's role in cid role (Manager or Member) and answers
 // {updatedAt, objectId}, or {} (empty).
