@@ -265,21 +265,7 @@ func (c *Core) adminLogs(r *request) (*lcpb.GenericCommand, error) {
 		limit = defaultAdminLogsLimit
 	}
 	limit = min(limit, maxAdminLogsLimit)
-	lq := shard.LogQuery{
-		Start: max(q.GetT(), 0), StartIncl: q.GetTIncluded(),
-		End: max(q.GetTt(), 0), EndIncl: q.GetTtIncluded(),
-		Newer: q.GetDirection() == lcpb.LogsCommand_NEW, Limit: limit,
-	}
-	if lq.Start == 0 && q.GetMid() != "" {
-		if t, ok, _ := shard.MessageTS(st, r.app, cid, q.GetMid()); ok {
-			lq.Start = t
-		}
-	}
-	if lq.End == 0 && q.GetTmid() != "" {
-		if t, ok, _ := shard.MessageTS(st, r.app, cid, q.GetTmid()); ok {
-			lq.End = t
-		}
-	}
+	lq := logQuery(st, r.app, cid, q, limit) // message.go
 	msgs, err := shard.ListMessages(st, r.app, cid, lq)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)

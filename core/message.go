@@ -191,27 +191,7 @@ func (c *Core) logs(r *request) (*lcpb.GenericCommand, error) {
 	if limit > maxLogsLimit {
 		limit = maxLogsLimit
 	}
-	lq := shard.LogQuery{
-		Start: q.GetT(), StartIncl: q.GetTIncluded(),
-		End: q.GetTt(), EndIncl: q.GetTtIncluded(),
-		Newer: q.GetDirection() == lcpb.LogsCommand_NEW, Limit: limit,
-	}
-	if lq.Start <= 0 && q.GetMid() != "" {
-		if t, ok, _ := shard.MessageTS(st, r.app, cid, q.GetMid()); ok {
-			lq.Start = t
-		}
-	}
-	if lq.End <= 0 && q.GetTmid() != "" {
-		if t, ok, _ := shard.MessageTS(st, r.app, cid, q.GetTmid()); ok {
-			lq.End = t
-		}
-	}
-	if lq.Start < 0 {
-		lq.Start = 0
-	}
-	if lq.End < 0 {
-		lq.End = 0
-	}
+	lq := logQuery(st, r.app, cid, q, limit)
 	if q.Lctype != nil {
 		want := q.GetLctype()
 		lq.Filter = func(m *shard.Message) bool { return msgType(m) == want }
@@ -227,6 +207,39 @@ func (c *Core) logs(r *request) (*lcpb.GenericCommand, error) {
 	g := r.reply(lcpb.CommandType_logs, nil)
 	g.LogsMessage = &lcpb.LogsCommand{Logs: items}
 	return g, nil
+}
+
+// logQuery turns a logs command into a shard query: the start and end
+// bounds are (timestamp, message id) when both are given, as LeanCloud
+// pages; a message id without a timestamp takes the message's own; negative
+// timestamps are unbounded like 0.
+func logQuery(st shard.Reader, app, cid string, q *lcpb.LogsCommand, limit int) shard.LogQuery {
+	lq := shard.LogQuery{
+		Start: max(q.GetT(), 0), StartIncl: q.GetTIncluded(), StartMID: q.GetMid(),
+		End: max(q.GetTt(), 0), EndIncl: q.GetTtIncluded(), EndMID: q.GetTmid(),
+		Newer: q.GetDirection() == lcpb.LogsCommand_NEW, Limit: limit,
+	}
+	if lq.Start == 0 && lq.StartMID != "" {
+		if t, ok, _ := shard.MessageTS(st, app, cid, lq.StartMID); ok {
+			lq.Start = t
+		} else {
+			lq.StartMID = ""
+		}
+	}
+	if lq.End == 0 && lq.EndMID != "" {
+		if t, ok, _ := shard.MessageTS(st, app, cid, lq.EndMID); ok {
+			lq.End = t
+		} else {
+			lq.EndMID = ""
+		}
+	}
+	if lq.Start == 0 {
+		lq.StartMID = ""
+	}
+	if lq.End == 0 {
+		lq.EndMID = ""
+	}
+	return lq
 }
 
 // msgType is the _lctype of a message, 0 if it has none.

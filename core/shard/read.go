@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -193,6 +194,12 @@ type LogQuery struct {
 	// where reading begins: for Older the newest end, for Newer the oldest.
 	Start, End         int64
 	StartIncl, EndIncl bool
+	// StartMID and EndMID, when set with their timestamp, make the bound one
+	// message, (timestamp, id), instead of a whole millisecond: messages of
+	// the same millisecond on the far side of it are in the page. This is
+	// LeanCloud's cursor (t+mid, tt+tmid); the order within a millisecond is
+	// the key order of the ids, the same on every page.
+	StartMID, EndMID string
 	Newer              bool // read towards newer messages (direction NEW)
 	Limit              int  // > 0
 	Filter             func(*Message) bool
@@ -214,23 +221,36 @@ func ListMessages(r Reader, app, cid string, q LogQuery) ([]*Message, error) {
 	p := msgPrefix(app, cid)
 	lo, hi := p, prefixEnd(p)
 	// Convert to [older bound, newer bound].
-	oldT, oldIncl, newT, newIncl := q.End, q.EndIncl, q.Start, q.StartIncl
+	oldT, oldMID, oldIncl, newT, newMID, newIncl := q.End, q.EndMID, q.EndIncl, q.Start, q.StartMID, q.StartIncl
 	if q.Newer {
-		oldT, oldIncl, newT, newIncl = q.Start, q.StartIncl, q.End, q.EndIncl
+		oldT, oldMID, oldIncl, newT, newMID, newIncl = q.Start, q.StartMID, q.StartIncl, q.End, q.EndMID, q.EndIncl
 	}
-	if oldT > 0 {
-		if oldIncl {
-			lo = tsBound(p, oldT)
-		} else {
-			lo = tsBound(p, inc(oldT))
+	switch {
+	case oldT > 0 && oldMID != "":
+		// Keys of one message are never prefixes of another's (the id is
+		// length-prefixed), so key+0x00 is the first key after it.
+		lo = msgKey(app, cid, oldT, oldMID)
+		if !oldIncl {
+			lo = append(lo, 0)
 		}
+	case oldT > 0 && oldIncl:
+		lo = tsBound(p, oldT)
+	case oldT > 0:
+		lo = tsBound(p, inc(oldT))
 	}
-	if newT > 0 {
+	switch {
+	case newT > 0 && newMID != "":
+		hi = msgKey(app, cid, newT, newMID)
 		if newIncl {
-			hi = tsBound(p, inc(newT))
-		} else {
-			hi = tsBound(p, newT)
+			hi = append(hi, 0)
 		}
+	case newT > 0 && newIncl:
+		hi = tsBound(p, inc(newT))
+	case newT > 0:
+		hi = tsBound(p, newT)
+	}
+	if bytes.Compare(lo, hi) >= 0 && hi != nil {
+		return nil, nil
 	}
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
