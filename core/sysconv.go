@@ -22,12 +22,17 @@ import (
 //	client join/quit       conv/add|remove of self -> shard.OpSubscribe (no limit)
 //	client direct          -> shard.OpSysIn, acked, never fanned out
 //	SYS_BROADCAST          -> shard.OpSysBcast, fanned out to online subscribers
+//	SYS_BROADCAST global   -> shard.OpSysBcast{Global}, fanned out to every
+//	                       online user of the app (REST /1.2/rtm/broadcasts)
 //	SYS_SEND               -> shard.OpSysSend, stored per receiver, pushed
 //	                       to to_clients' sessions
-//	login                  unexpired broadcasts and SYS_SEND messages the
-//	                       client has not got, as offline directs; a
-//	                       client's first login gets the app's latest
-//	                       unexpired broadcast
+//	transient              a transient broadcast or SYS_SEND is not stored:
+//	                       pushed (transient:true) to the online sessions only
+//	login                  unexpired broadcasts of the client's subscriptions,
+//	                       unexpired global broadcasts and SYS_SEND messages
+//	                       the client has not got, as offline directs; a
+//	                       client's first login gets only the app's latest
+//	                       unexpired global broadcast
 //	SYS_DELETE_BROADCAST   -> shard.OpSysUnbroadcast: later logins skip it
 //	broadcast edit         an ordinary patch (COMMAND patch/modify) of the
 //	                       history row, which later logins read
@@ -171,23 +176,39 @@ func (c *Core) SysWebhookStats() hooks.SysStats {
 }
 
 // sysMessage reads the direct an ADMIN request carries.
-func sysMessage(req *meshpb.ClientRequest) (data string, bin bool, err error) {
+func sysMessage(req *meshpb.ClientRequest) (data string, bin, transient bool, err error) {
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
-		return "", false, fmt.Errorf("%w: %v", errMalformed, err)
+		return "", false, false, fmt.Errorf("%w: %v", errMalformed, err)
 	}
 	dm := cmd.GetDirectMessage()
 	if dm == nil || req.GetPeerId() == "" {
-		return "", false, fmt.Errorf("%w: a system message needs a sender and a message", errMalformed)
+		return "", false, false, fmt.Errorf("%w: a system message needs a sender and a message", errMalformed)
 	}
 	data, bin = directContent(dm) // message.go
-	return data, bin, nil
+	return data, bin, dm.GetTransient(), nil
 }
 
-func sysPush(m *shard.Message) *lcpb.GenericCommand {
-	p := directPush(m, false)
+// sysPush renders a system-conversation message as a direct push; a
+// transient one carries the flag, as every transient push does.
+func sysPush(m *shard.Message, transient bool) *lcpb.GenericCommand {
+	p := directPush(m, transient)
 	p.DirectMessage.ConvType = proto.Int32(convTypeSystem)
 	return p
+}
+
+// onlinePeers lists the clientIds of app with a session anywhere in the
+// region (as this core's presence knows them).
+func (c *Core) onlinePeers(app string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for k, ss := range c.sessions {
+		if k.app == app && len(ss) > 0 {
+			out = append(out, k.peer)
+		}
+	}
+	return out
 }
 
 func ackReply(m *shard.Message) *meshpb.ClientReply {
@@ -196,10 +217,11 @@ func ackReply(m *shard.Message) *meshpb.ClientReply {
 }
 
 // sysBroadcast stores a broadcast and pushes it to every online
-// subscriber.
+// subscriber, or for a global broadcast to every online user of the app. A
+// transient one is not stored: only the sessions online now get it.
 func (c *Core) sysBroadcast(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	app, a := req.GetAppId(), req.GetAdmin()
-	data, bin, err := sysMessage(req)
+	data, bin, transient, err := sysMessage(req)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +234,8 @@ func (c *Core) sysBroadcast(ctx context.Context, req *meshpb.ClientRequest) (*me
 	unlock := c.locks.lock(app + "\x00" + a.GetCid())
 	defer unlock()
 	res, err := c.propose(ctx, &shard.Command{Op: shard.OpSysBcast, App: app, CID: a.GetCid(), From: req.GetPeerId(),
-		Now: now, MID: newMessageID(), Data: data, Bin: bin, ValidTill: vt, DayLimit: int(a.GetLimit()), Admin: true})
+		Now: now, MID: newMessageID(), Data: data, Bin: bin, ValidTill: vt, DayLimit: int(a.GetLimit()), Admin: true,
+		Global: a.GetSysGlobal(), Transient: transient})
 	if err != nil {
 		return nil, err
 	}
@@ -220,8 +243,14 @@ func (c *Core) sysBroadcast(ctx context.Context, req *meshpb.ClientRequest) (*me
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
 	}
-	if len(subs) > 0 {
-		c.fanout(app, subs, connKey{}, sysPush(res.Message))
+	online := subs
+	if a.GetSysGlobal() {
+		online = c.onlinePeers(app)
+	}
+	if len(online) > 0 {
+		c.fanout(app, online, connKey{}, sysPush(res.Message, transient))
+	}
+	if len(subs) > 0 && !transient {
 		c.sysOfflinePush(app, subs, res.Message, a.GetSysPush())
 	}
 	return ackReply(res.Message), nil
@@ -231,12 +260,18 @@ func (c *Core) sysBroadcast(ctx context.Context, req *meshpb.ClientRequest) (*me
 // not, and pushes it to their online sessions.
 func (c *Core) sysSend(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	app, a := req.GetAppId(), req.GetAdmin()
-	data, bin, err := sysMessage(req)
+	data, bin, transient, err := sysMessage(req)
 	if err != nil {
 		return nil, err
 	}
 	if err := c.checkSys(app, a.GetCid()); err != nil {
 		return nil, err
+	}
+	if transient { // to the online sessions only, nothing stored
+		m := &shard.Message{ID: newMessageID(), CID: a.GetCid(), From: req.GetPeerId(), T: c.nowMS(),
+			Data: c.filterAdmin(app, a.GetCid(), data, bin), Bin: bin}
+		c.fanout(app, a.GetToClients(), connKey{}, sysPush(m, true))
+		return ackReply(m), nil
 	}
 	res, err := c.propose(ctx, &shard.Command{Op: shard.OpSysSend, App: app, CID: a.GetCid(), From: req.GetPeerId(),
 		Now: c.nowMS(), MID: newMessageID(), Data: c.filterAdmin(app, a.GetCid(), data, bin), Bin: bin,
@@ -244,7 +279,7 @@ func (c *Core) sysSend(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 	if err != nil {
 		return nil, err
 	}
-	c.fanout(app, res.Changed, connKey{}, sysPush(res.Message))
+	c.fanout(app, res.Changed, connKey{}, sysPush(res.Message, false))
 	c.sysOfflinePush(app, res.Changed, res.Message, a.GetSysPush())
 	return ackReply(res.Message), nil
 }
@@ -475,12 +510,28 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 		return nil
 	}
 	var due []*shard.Message
-	if !seen {
-		if cid, b, err := shard.LatestBroadcast(st, app, now); err == nil && cid != "" {
-			if m, _ := shard.GetMessage(st, app, cid, b.MID); m != nil {
-				due = append(due, m)
-			}
+	have := map[string]bool{}
+	add := func(cid, mid string) {
+		if have[mid] || len(due) >= maxSysLogin {
+			return
 		}
+		if m, _ := shard.GetMessage(st, app, cid, mid); m != nil {
+			have[mid] = true
+			due = append(due, m)
+		}
+	}
+	// Global broadcasts: a first login gets the newest valid one, a later
+	// login every valid one sent since the client last got them.
+	var globals []shard.GlobalBroadcast
+	if !seen {
+		if g, ok, err := shard.LatestGlobalBroadcast(st, app, now); err == nil && ok {
+			globals = append(globals, g)
+		}
+	} else if globals, err = shard.GlobalBroadcasts(st, app, seenT, now, maxSysLogin); err != nil {
+		c.log.Error("sys login", "app", app, "peer", peer, "err", err)
+	}
+	for _, g := range globals {
+		add(g.CID, g.MID)
 	}
 	cids, err := shard.Subscriptions(st, app, peer, maxLoginConvs)
 	if err != nil {
@@ -496,12 +547,7 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 			continue
 		}
 		for _, b := range bs {
-			if len(due) > 0 && due[0].ID == b.MID {
-				continue // the first-login broadcast
-			}
-			if m, _ := shard.GetMessage(st, app, cid, b.MID); m != nil && len(due) < maxSysLogin {
-				due = append(due, m)
-			}
+			add(cid, b.MID)
 		}
 	}
 	mine, err := shard.DueUserMessages(st, app, peer, seenT, maxSysLogin)
@@ -513,7 +559,7 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 			due = append(due, m)
 		}
 	}
-	if !seen || len(cids) > 0 || len(mine) > 0 {
+	if !seen || len(cids) > 0 || len(mine) > 0 || len(globals) > 0 {
 		if _, err := c.propose(ctx, &shard.Command{Op: shard.OpSysSeen, App: app, From: peer, Now: now}); err != nil {
 			c.log.Warn("sys login: mark seen", "app", app, "peer", peer, "err", err)
 		}
@@ -521,7 +567,7 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 	slices.SortStableFunc(due, func(x, y *shard.Message) int { return cmp.Compare(x.T, y.T) })
 	out := make([]*lcpb.GenericCommand, 0, len(due))
 	for _, m := range due {
-		p := sysPush(m)
+		p := sysPush(m, false)
 		p.DirectMessage.Offline = proto.Bool(true)
 		out = append(out, p)
 	}
@@ -541,8 +587,19 @@ func (c *Core) sysLogout(ctx context.Context, app, peer string) {
 		return
 	}
 	if len(cids) == 0 {
-		if has, err := shard.HasUserMessages(st, app, peer); err != nil || !has {
+		has, err := shard.HasUserMessages(st, app, peer)
+		if err != nil {
 			return
+		}
+		if !has { // a global broadcast it got live since it last logged in?
+			seenT, _, err := shard.LastSeen(st, app, peer)
+			if err != nil {
+				return
+			}
+			gs, err := shard.GlobalBroadcasts(st, app, seenT, c.nowMS(), 1)
+			if err != nil || len(gs) == 0 {
+				return
+			}
 		}
 	}
 	if _, err := c.propose(ctx, &shard.Command{Op: shard.OpSysSeen, App: app, From: peer, Now: c.nowMS()}); err != nil {

@@ -105,13 +105,18 @@ func TestSystemConversations(t *testing.T) {
 		api.must("POST", "/1.2/rtm/service-conversations/"+cid+"/broadcasts", map[string]any{"from_client": "sys", "message": "while away"}, &s)
 		bob2 := dial(t, ctx, p.URL, app, "bob")
 		nextEvent(t, bob2, func(m client.Message) bool { return m.ID == s.ID })
-		dave := dial(t, ctx, p.URL, app, "dave") // first login: the latest unexpired broadcast
-		nextEvent(t, dave, func(m client.Message) bool { return m.ID == s.ID })
 	})
 
 	t.Run("daily limit", func(t *testing.T) {
-		// Two broadcasts so far, the limit is 3.
-		api.must("POST", "/1.2/rtm/broadcasts", map[string]any{"conv_id": cid, "from_client": "sys", "message": "third"}, nil)
+		// Two broadcasts so far, the limit is 3. The third is global: carol,
+		// online and no subscriber, gets it, and so does dave's first login.
+		var third sent
+		api.must("POST", "/1.2/rtm/broadcasts", map[string]any{"conv_id": cid, "from_client": "sys", "message": "third"}, &third)
+		nextEvent(t, carol, func(m client.Message) bool { return m.ID == third.ID })
+		dave := dial(t, ctx, p.URL, app, "dave")
+		if m := nextEvent(t, dave, func(m client.Message) bool { return m.From == "sys" }); m.ID != third.ID || !m.Offline {
+			t.Errorf("dave's first login: got %s %q offline=%v, want the global broadcast %s, offline", m.ID, m.Text, m.Offline, third.ID)
+		}
 		var e restError
 		if status := api.call("POST", "/1.2/rtm/service-conversations/"+cid+"/broadcasts",
 			map[string]any{"from_client": "sys", "message": "fourth"}, &e); status != http.StatusTooManyRequests || e.Code != 4318 {
@@ -267,9 +272,9 @@ func TestSysWebhookAndStoredMessages(t *testing.T) {
 		erin := dialIn("erin")
 		erin.Close()
 		var b1, b2 sent
-		api.must("POST", base+cid+"/broadcasts", map[string]any{"from_client": "sys", "message": "withdrawn"}, &b1)
+		api.must("POST", "/1.2/rtm/broadcasts", map[string]any{"conv_id": cid, "from_client": "sys", "message": "withdrawn"}, &b1)
 		api.must("DELETE", "/1.2/rtm/broadcasts/"+b1.ID, nil, nil)
-		api.must("POST", base+cid+"/broadcasts", map[string]any{"from_client": "sys", "message": "original"}, &b2)
+		api.must("POST", "/1.2/rtm/broadcasts", map[string]any{"conv_id": cid, "from_client": "sys", "message": "original"}, &b2)
 		api.must("PUT", base+cid+"/messages/"+b2.ID, map[string]any{"from_client": "sys", "message": "edited"}, nil)
 		var list []struct {
 			MsgID  string `json:"msg-id"`

@@ -35,8 +35,8 @@ func (h *Handler) serviceRoutes(handle func(string, access, func(*call) *apiErro
 	handle("POST "+base+"/{cid}/subscribers", masterKey, func(c *call) *apiError { return h.subscribe(c, true) })
 	handle("DELETE "+base+"/{cid}/subscribers/{client}", masterKey, func(c *call) *apiError { return h.subscribe(c, false) })
 	handle("GET "+base+"/{cid}/subscribers/count", masterKey, h.countSubscribers)
-	handle("POST "+base+"/{cid}/broadcasts", masterKey, h.broadcast)
-	handle("POST /1.2/rtm/broadcasts", masterKey, h.broadcast)
+	handle("POST "+base+"/{cid}/broadcasts", masterKey, func(c *call) *apiError { return h.broadcast(c, false) })
+	handle("POST /1.2/rtm/broadcasts", masterKey, func(c *call) *apiError { return h.broadcast(c, true) })
 	handle("POST "+base+"/{cid}/messages", masterKey, h.sendService)
 	handle("GET "+base+"/{cid}/messages", masterKey, func(c *call) *apiError {
 		return h.sysLogs(c, meshpb.AdminRequest_SYS_MESSAGES, "")
@@ -305,6 +305,9 @@ type sysBody struct {
 	ValidTill  int64           `json:"valid_till"`
 	Push       json.RawMessage `json:"push"`      // broadcasts: string or object
 	PushData   json.RawMessage `json:"push_data"` // messages: string or object
+	// Transient: to the online sessions only, not stored (a global
+	// broadcast, or a message to to_clients).
+	Transient bool `json:"transient"`
 }
 
 // pushText is a push field as the core takes it: a JSON object's text, or
@@ -347,15 +350,19 @@ func (h *Handler) readSys(c *call) (*sysBody, string, *apiError) {
 	return &body, msg, nil
 }
 
-func directOf(cid, msg string) *lcpb.GenericCommand {
-	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
-		DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String(msg)}}
+func directOf(cid, msg string, transient bool) *lcpb.GenericCommand {
+	dm := &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String(msg)}
+	if transient {
+		dm.Transient = proto.Bool(true)
+	}
+	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: dm}
 }
 
-// POST .../{cid}/broadcasts and POST /1.2/rtm/broadcasts {conv_id,
-// from_client, message, valid_till} -> {"msg-id","timestamp"}; over the
-// app's daily limit: 429 code 4318.
-func (h *Handler) broadcast(c *call) *apiError {
+// POST .../{cid}/broadcasts {from_client, message, push} to the
+// subscribers of cid, and POST /1.2/rtm/broadcasts {conv_id, from_client,
+// message, valid_till, push, transient} to every user of the app (global)
+// -> {"msg-id","timestamp"}; over the app's daily limit: 429 code 4318.
+func (h *Handler) broadcast(c *call, global bool) *apiError {
 	body, msg, aerr := h.readSys(c)
 	if aerr != nil {
 		return aerr
@@ -368,7 +375,8 @@ func (h *Handler) broadcast(c *call) *apiError {
 		return aerr
 	}
 	_, out, aerr := h.do(c, body.FromClient, &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_BROADCAST, Cid: body.ConvID,
-		ValidTill: body.ValidTill, Limit: int32(max(h.limits.BroadcastsPerDay, 0)), SysPush: pt}, directOf(body.ConvID, msg))
+		ValidTill: body.ValidTill, Limit: int32(max(h.limits.BroadcastsPerDay, 0)), SysPush: pt, SysGlobal: global},
+		directOf(body.ConvID, msg, global && body.Transient))
 	if aerr != nil {
 		return aerr
 	}
@@ -378,9 +386,9 @@ func (h *Handler) broadcast(c *call) *apiError {
 }
 
 // POST .../{cid}/messages {from_client, to_clients (1..20), message,
-// push_data} -> {"msg-id","timestamp"}: stored for each of those clients
-// (GET .../subscribers/{client}/messages; offline ones get it at login) and
-// pushed to their sessions.
+// push_data, transient} -> {"msg-id","timestamp"}: stored for each of those
+// clients (GET .../subscribers/{client}/messages; offline ones get it at
+// login) and pushed to their sessions; a transient one only pushed.
 func (h *Handler) sendService(c *call) *apiError {
 	body, msg, aerr := h.readSys(c)
 	if aerr != nil {
@@ -397,7 +405,7 @@ func (h *Handler) sendService(c *call) *apiError {
 		return aerr
 	}
 	_, out, aerr := h.do(c, body.FromClient, &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_SEND, Cid: body.ConvID,
-		ToClients: body.ToClients, SysPush: pt}, directOf(body.ConvID, msg))
+		ToClients: body.ToClients, SysPush: pt}, directOf(body.ConvID, msg, body.Transient))
 	if aerr != nil {
 		return aerr
 	}

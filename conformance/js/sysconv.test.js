@@ -1,8 +1,9 @@
 // Conformance for system (service) conversations (issue 4) through the
 // official leancloud-realtime 4.3.1 SDK against a running relaymesh
 // (RELAYMESH_URL=ws://ADDR/; the server API is http://ADDR/1.2/): a service
-// conversation created over REST, found and subscribed with the SDK, and a
-// broadcast reaching the subscriber.
+// conversation created over REST, found and subscribed with the SDK,
+// broadcasts reaching the subscribers, and global broadcasts (issue 8)
+// reaching every user.
 'use strict';
 
 const test = require('node:test');
@@ -63,9 +64,14 @@ test.describe('system conversations', () => {
     const after = await rest('GET', `/1.2/rtm/service-conversations/${id}/subscribers/count`);
     assert.equal(after.body.count, 0);
     const late = collect(tom, Event.MESSAGE);
-    await rest('POST', `/1.2/rtm/service-conversations/${id}/broadcasts`, { from_client: 'sys', message: 'gone' });
-    await sleep(500);
-    assert.equal(late.length, 0, 'no broadcast after unsubscribing');
+    const gone = await rest('POST', `/1.2/rtm/service-conversations/${id}/broadcasts`, { from_client: 'sys', message: 'gone' });
+    assert.equal(gone.status, 200);
+    // A message to tom alone, sent after the broadcast, is the positive
+    // control: once it is here, the broadcast would have been too.
+    const marker = await rest('POST', `/1.2/rtm/service-conversations/${id}/messages`,
+      { from_client: 'sys', to_clients: [tom.id], message: 'marker' });
+    await until(() => late.some(([m]) => m.id === marker.body['msg-id']));
+    assert.deepEqual(late.map(([m]) => m.id), [marker.body['msg-id']], 'no broadcast after unsubscribing, only the marker');
   });
 
   const login = async (id, opts = {}) => {
@@ -89,11 +95,14 @@ test.describe('system conversations', () => {
     const stored = await rest('GET', `/1.2/rtm/service-conversations/${id}/messages`);
     assert.equal(stored.status, 200);
     assert.deepEqual(stored.body.map(r => [r['msg-id'], r.from]), [[sent.id, a.c.id]], 'queryable over REST');
-    await sleep(500);
-    assert.deepEqual(b.got.filter(x => x.conv.id === id).map(x => x.m.id), [], 'the other subscriber got nothing');
+    const marker = (await rest('POST', `/1.2/rtm/service-conversations/${id}/messages`,
+      { from_client: 'sys', to_clients: [b.c.id], message: 'marker' })).body['msg-id'];
+    await until(() => b.got.some(x => x.m.id === marker));
+    assert.deepEqual(b.got.filter(x => x.conv.id === id).map(x => x.m.id), [marker],
+      'the other subscriber got only the marker sent after it');
   });
 
-  test('offline subscribers get unexpired broadcasts on login; a first login gets the latest one', async () => {
+  test('offline subscribers get unexpired broadcasts on login', async () => {
     const id = (await rest('POST', '/1.2/rtm/service-conversations', { name: 'alerts' })).body.objectId;
     const tomId = `tom-${rnd()}`;
     const tom = await login(tomId);
@@ -107,14 +116,36 @@ test.describe('system conversations', () => {
 
     const back = await login(tomId);
     await until(() => back.got.some(x => x.m.id === kept));
-    await sleep(300);
-    assert.deepEqual(back.got.filter(x => x.conv.id === id).map(x => x.m.id), [kept],
-      'the unexpired broadcast, not the expired one');
+    const marker = (await rest('POST', `/1.2/rtm/service-conversations/${id}/messages`,
+      { from_client: 'sys', to_clients: [tomId], message: 'marker' })).body['msg-id'];
+    await until(() => back.got.some(x => x.m.id === marker));
+    assert.deepEqual(back.got.filter(x => x.conv.id === id).map(x => x.m.id), [kept, marker],
+      'the unexpired broadcast, not the expired one, then the marker');
     assert.ok(!back.got.some(x => x.m.id === short));
+  });
+
+  test('a global broadcast reaches every user: online non-subscribers now, a first login the latest', async () => {
+    const id = (await rest('POST', '/1.2/rtm/service-conversations', { name: 'everyone' })).body.objectId;
+    const online = await login(`online-${rnd()}`); // never subscribes
+    const global = async message => {
+      const res = await rest('POST', '/1.2/rtm/broadcasts', { conv_id: id, from_client: 'sys', message });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      return res.body['msg-id'];
+    };
+    const older = await global('older');
+    const latest = await global('latest');
+    await until(() => online.got.some(x => x.m.id === latest));
+    assert.deepEqual(online.got.filter(x => x.conv.id === id).map(x => x.m.id), [older, latest],
+      'an online non-subscriber gets both, live');
+    assert.equal(online.got.find(x => x.m.id === latest).m.from, 'sys');
 
     const newcomer = await login(`new-${rnd()}`); // never logged in before
-    const first = await until(() => newcomer.got.find(x => x.conv.id === id));
-    assert.equal(first.m.id, kept, 'a first login gets the latest unexpired broadcast');
+    await until(() => newcomer.got.some(x => x.m.id === latest));
+    const marker = (await rest('POST', `/1.2/rtm/service-conversations/${id}/messages`,
+      { from_client: 'sys', to_clients: [newcomer.c.id], message: 'marker' })).body['msg-id'];
+    await until(() => newcomer.got.some(x => x.m.id === marker));
+    assert.deepEqual(newcomer.got.filter(x => x.conv.id === id).map(x => x.m.id), [latest, marker],
+      'a first login gets only the latest unexpired global broadcast');
   });
 
   test('a message to one user, sent while offline, arrives on login', async () => {

@@ -200,9 +200,9 @@ type LogQuery struct {
 	// LeanCloud's cursor (t+mid, tt+tmid); the order within a millisecond is
 	// the key order of the ids, the same on every page.
 	StartMID, EndMID string
-	Newer              bool // read towards newer messages (direction NEW)
-	Limit              int  // > 0
-	Filter             func(*Message) bool
+	Newer            bool // read towards newer messages (direction NEW)
+	Limit            int  // > 0
+	Filter           func(*Message) bool
 	// MaxScan bounds how many messages a filtered query looks at (0: 10000).
 	MaxScan int
 }

@@ -217,8 +217,15 @@ func (a *applier) sysBroadcast() (*Result, *Error) {
 	}
 	a.set(bcastDayKey(c.App, day), keyBuf(nil).ts(n+1))
 	m := &Message{ID: c.MID, CID: conv.ID, From: c.From, Data: c.Data, Bin: c.Bin}
+	if c.Transient { // global.go: online sessions only, nothing stored
+		m.T = c.Now
+		return &Result{Conv: conv, Message: m}, nil
+	}
 	a.store(conv, m)
 	a.set(keyBuf(bcastPrefix(c.App, conv.ID)).ts(m.T).str(m.ID), keyBuf(nil).ts(c.ValidTill))
+	if c.Global {
+		a.set(globalKey(c.App, m.T, m.ID), keyBuf(nil).str(conv.ID).ts(c.ValidTill))
+	}
 	return &Result{Conv: conv, Message: m}, nil
 }
 
@@ -295,6 +302,7 @@ func (a *applier) sysUnbroadcast() (*Result, *Error) {
 		p = bcastPrefix(c.App, c.CID)
 	}
 	var found []byte
+	var foundT int64
 	err := scan(a.b, p, func(rest, _ []byte) bool {
 		r := rest
 		if c.CID == "" {
@@ -303,9 +311,9 @@ func (a *applier) sysUnbroadcast() (*Result, *Error) {
 				return true
 			}
 		}
-		if _, r, ok := readTS(r); ok {
+		if t, r, ok := readTS(r); ok {
 			if mid, _, ok := readStr(r); ok && mid == c.MID {
-				found = append(append([]byte(nil), p...), rest...)
+				found, foundT = append(append([]byte(nil), p...), rest...), t
 				return false
 			}
 		}
@@ -319,6 +327,7 @@ func (a *applier) sysUnbroadcast() (*Result, *Error) {
 		return nil, fail(ErrMsgNotFound, c.MID)
 	}
 	a.del(found)
+	a.del(globalKey(c.App, foundT, c.MID)) // global.go; absent for a subscribers' broadcast
 	return &Result{}, nil
 }
 
@@ -451,26 +460,6 @@ func Broadcasts(r Reader, app, cid string, after, now int64, limit int) ([]Broad
 		return limit <= 0 || len(out) < limit
 	})
 	return out, err
-}
-
-// LatestBroadcast returns the newest broadcast of the app, across its
-// system conversations, still valid at now; cid is "" when there is none.
-func LatestBroadcast(r Reader, app string, now int64) (cid string, b Broadcast, err error) {
-	p := newKey(tagBroadcast).str(app)
-	err = scan(r, p, func(rest, val []byte) bool {
-		c, rest, ok := readStr(rest)
-		if !ok {
-			return true
-		}
-		t, rest, ok := readTS(rest)
-		mid, _, ok2 := readStr(rest)
-		vt, _, ok3 := readTS(val)
-		if ok && ok2 && ok3 && vt > now && t >= b.T {
-			cid, b = c, Broadcast{T: t, MID: mid, ValidTill: vt}
-		}
-		return true
-	})
-	return cid, b, err
 }
 
 // SysMessages lists what users sent to cid, oldest first, with t in

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -99,9 +100,9 @@ func TestSysUserMessages(t *testing.T) {
 
 func TestSysUnbroadcast(t *testing.T) {
 	h := sysHarness(t)
-	h.must(&Command{Op: OpSysBcast, App: app, CID: "s1", From: "sys", MID: "b1", Data: "one", Now: 2000, ValidTill: 10000, Admin: true})
-	h.must(&Command{Op: OpSysBcast, App: app, CID: "s2", From: "sys", MID: "b2", Data: "two", Now: 3000, ValidTill: 10000, Admin: true})
-	h.must(&Command{Op: OpSysBcast, App: app, CID: "s1", From: "sys", MID: "b3", Data: "old", Now: 4000, ValidTill: 4500, Admin: true})
+	h.must(&Command{Op: OpSysBcast, App: app, CID: "s1", From: "sys", MID: "b1", Data: "one", Now: 2000, ValidTill: 10000, Admin: true, Global: true})
+	h.must(&Command{Op: OpSysBcast, App: app, CID: "s2", From: "sys", MID: "b2", Data: "two", Now: 3000, ValidTill: 10000, Admin: true, Global: true})
+	h.must(&Command{Op: OpSysBcast, App: app, CID: "s1", From: "sys", MID: "b3", Data: "old", Now: 4000, ValidTill: 4500, Admin: true, Global: true})
 
 	rows, err := ValidBroadcasts(h.db, app, "", 5000)
 	if err != nil {
@@ -124,11 +125,67 @@ func TestSysUnbroadcast(t *testing.T) {
 	if m, _ := GetMessage(h.db, app, "s1", "b1"); m == nil {
 		t.Error("the deleted broadcast's history row: got none, want it kept")
 	}
-	if cid, b, _ := LatestBroadcast(h.db, app, 5000); cid != "s2" || b.MID != "b2" {
-		t.Errorf("latest: got %s %+v, want s2 b2", cid, b)
+	if g, ok, _ := LatestGlobalBroadcast(h.db, app, 5000); !ok || g.CID != "s2" || g.MID != "b2" {
+		t.Errorf("latest: got %v %+v, want s2 b2", ok, g)
+	}
+	if gs, _ := GlobalBroadcasts(h.db, app, 0, 3500, 0); len(gs) != 2 || gs[0].MID != "b2" || gs[1].MID != "b3" {
+		t.Errorf("global broadcasts valid at 3500 after deleting b1: got %+v, want b2, b3", gs)
 	}
 	h.must(&Command{Op: OpSysUnbroadcast, App: app, CID: "s2", MID: "b2", Now: 5000, Admin: true})
-	if cid, _, _ := LatestBroadcast(h.db, app, 5000); cid != "" {
-		t.Errorf("latest after deleting all: got %s, want none", cid)
+	if g, ok, _ := LatestGlobalBroadcast(h.db, app, 5000); ok {
+		t.Errorf("latest after deleting all valid ones: got %+v, want none", g)
+	}
+}
+
+// TestGlobalBroadcasts: only global broadcasts are indexed for every user,
+// oldest first after a time, expired ones left out; a transient broadcast
+// counts against the day's limit but is not stored.
+func TestGlobalBroadcasts(t *testing.T) {
+	h := sysHarness(t)
+	h.must(&Command{Op: OpSysBcast, App: app, CID: "s1", From: "sys", MID: "sub", Data: "subscribers only", Now: 1000, ValidTill: 10000, Admin: true})
+	h.must(&Command{Op: OpSysBcast, App: app, CID: "s1", From: "sys", MID: "g1", Data: "all", Now: 2000, ValidTill: 10000, Admin: true, Global: true})
+	h.must(&Command{Op: OpSysBcast, App: app, CID: "s2", From: "sys", MID: "g2", Data: "all, short", Now: 3000, ValidTill: 3500, Admin: true, Global: true})
+	h.must(&Command{Op: OpSysBcast, App: app, CID: "s2", From: "sys", MID: "g3", Data: "all again", Now: 4000, ValidTill: 10000, Admin: true, Global: true})
+	tr := h.must(&Command{Op: OpSysBcast, App: app, CID: "s1", From: "sys", MID: "t1", Data: "typing", Now: 4100, ValidTill: 10000,
+		Admin: true, Global: true, Transient: true, DayLimit: 5})
+	if tr.Message == nil || tr.Message.T != 4100 {
+		t.Errorf("transient broadcast: got %+v, want a message at 4100", tr.Message)
+	}
+	ids := func(gs []GlobalBroadcast) (out []string) {
+		for _, g := range gs {
+			out = append(out, g.CID+"/"+g.MID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		after, now int64
+		want       string
+	}{
+		{0, 2500, "[s1/g1 s2/g2 s2/g3]"},
+		{0, 3600, "[s1/g1 s2/g3]"},
+		{2000, 3600, "[s2/g3]"},
+		{4000, 3600, "[]"},
+	} {
+		gs, err := GlobalBroadcasts(h.db, app, tc.after, tc.now, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(ids(gs)); got != tc.want {
+			t.Errorf("after %d valid at %d: got %s, want %s", tc.after, tc.now, got, tc.want)
+		}
+	}
+	if gs, _ := GlobalBroadcasts(h.db, app, 0, 2500, 2); len(gs) != 2 {
+		t.Errorf("limit 2: got %d", len(gs))
+	}
+	if g, ok, _ := LatestGlobalBroadcast(h.db, app, 3600); !ok || g.MID != "g3" {
+		t.Errorf("latest: got %+v, want g3", g)
+	}
+	if m, _ := GetMessage(h.db, app, "s1", "t1"); m != nil {
+		t.Errorf("transient broadcast stored: %+v", m)
+	}
+	// Four broadcasts and the transient one made five today: the sixth is refused.
+	if _, err := h.apply(&Command{Op: OpSysBcast, App: app, CID: "s1", From: "sys", MID: "x", Data: "x", Now: 5000, ValidTill: 10000,
+		Admin: true, Global: true, DayLimit: 5}); !errors.Is(err, ErrBroadcastQuota) {
+		t.Errorf("sixth broadcast of the day: got %v, want ErrBroadcastQuota", err)
 	}
 }

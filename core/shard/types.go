@@ -192,6 +192,9 @@ type Command struct {
 	// broadcasts per UTC day (0: none).
 	ValidTill int64 `json:"vt,omitempty"`
 	DayLimit  int   `json:"dl,omitempty"`
+	// sys_broadcast: a global broadcast, to every user of the app
+	// (global.go); with Transient, one for the online sessions only.
+	Global bool `json:"glob,omitempty"`
 }
 
 // Patch edits or recalls one message.

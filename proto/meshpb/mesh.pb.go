@@ -417,8 +417,11 @@ type AdminRequest struct {
 	Timestamp int64  `protobuf:"varint,41,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
 	// WORDS_SET: the app's sensitive-word list; with words_reset none (the
 	// configured list applies again).
-	Words         []string `protobuf:"bytes,50,rep,name=words,proto3" json:"words,omitempty"`
-	WordsReset    bool     `protobuf:"varint,51,opt,name=words_reset,json=wordsReset,proto3" json:"words_reset,omitempty"`
+	Words      []string `protobuf:"bytes,50,rep,name=words,proto3" json:"words,omitempty"`
+	WordsReset bool     `protobuf:"varint,51,opt,name=words_reset,json=wordsReset,proto3" json:"words_reset,omitempty"`
+	// SYS_BROADCAST: a global broadcast (REST /1.2/rtm/broadcasts) to every
+	// user of the app, not only cid's subscribers (core/sysconv.go).
+	SysGlobal     bool `protobuf:"varint,100,opt,name=sys_global,json=sysGlobal,proto3" json:"sys_global,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -596,6 +599,13 @@ func (x *AdminRequest) GetWords() []string {
 func (x *AdminRequest) GetWordsReset() bool {
 	if x != nil {
 		return x.WordsReset
+	}
+	return false
+}
+
+func (x *AdminRequest) GetSysGlobal() bool {
+	if x != nil {
+		return x.SysGlobal
 	}
 	return false
 }
@@ -1310,7 +1320,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"\xba\a\n" +
+	"\x05ADMIN\x10\x04\"\xd9\a\n" +
 	"\fAdminRequest\x12/\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1f.relaymesh.mesh.AdminRequest.OpR\x02op\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x12\n" +
@@ -1337,7 +1347,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\ttimestamp\x18) \x01(\x03R\ttimestamp\x12\x14\n" +
 	"\x05words\x182 \x03(\tR\x05words\x12\x1f\n" +
 	"\vwords_reset\x183 \x01(\bR\n" +
-	"wordsReset\"\xe7\x02\n" +
+	"wordsReset\x12\x1d\n" +
+	"\n" +
+	"sys_global\x18d \x01(\bR\tsysGlobal\"\xe7\x02\n" +
 	"\x02Op\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04KICK\x10\x01\x12\x17\n" +
