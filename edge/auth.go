@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Session tokens (sessionMessage.st).
@@ -132,10 +133,16 @@ var (
 	errSignatureMissing  = errors.New("edge: signature required")
 	errSignatureExpired  = errors.New("edge: signature timestamp outside validity window")
 	errSignatureMismatch = errors.New("edge: signature mismatch")
+	// errSignatureAmbiguous: a field of the signed string holds ':' or a
+	// control character, so the string could stand for other fields.
+	errSignatureAmbiguous = errors.New("edge: signed field holds ':' or a control character")
 )
 
 // verifyLoginSignature checks s/t/n of a session/open.
 func verifyLoginSignature(masterKey, appID, clientID, sig string, ts int64, nonce string, now time.Time) error {
+	if !signedField(nonce) || !signedField(clientID) {
+		return errSignatureAmbiguous
+	}
 	return verifySignature(masterKey, sig, ts, now,
 		appID+":"+clientID+"::"+strconv.FormatInt(ts, 10)+":"+nonce)
 }
@@ -170,37 +177,47 @@ func verifySignature(masterKey, sig string, ts int64, now time.Time, msg string)
 
 // convSignature returns the string a conversation operation is signed over
 // (REST-AND-HOOKS.md §4), the signature fields and the code a failure gets;
-// ok is false for commands that carry no signature.
+// ok is false for commands that carry no signature. Every client op that
+// adds or removes members is here: the SDKs' join and quit are conv/add and
+// conv/remove naming the client itself (persistent-conversation.js), and
+// the protocol's own conv/join and conv/leave (ops 80 and 82, which the
+// core serves like add/remove of the client itself) are signed as the
+// invite and kick of the client. A signed id list that holds a ':' or a
+// control character is refused (errSignatureAmbiguous): its joined string
+// would be ambiguous.
 //
-//	conv/start:                 appid:clientid:sorted_member_ids:timestamp:nonce
-//	conv/add (join, invite):    appid:clientid:convid:sorted_member_ids:timestamp:nonce:invite
-//	conv/remove (quit, kick):   appid:clientid:convid:sorted_member_ids:timestamp:nonce:kick
-//	blacklist/block, unblock:   appid:clientid:convid:sorted_member_ids:timestamp:nonce:conversation-(un)block-clients
-func convSignature(appID, clientID string, cmd *lcpb.GenericCommand) (msg, sig string, ts int64, code int32, ok bool) {
-	sorted := func(ids []string) string {
-		s := slices.Clone(ids)
-		slices.Sort(s)
-		return strings.Join(s, ":")
-	}
+//	conv/start:                         appid:clientid:sorted_member_ids:timestamp:nonce
+//	conv/add, conv/join (join, invite): appid:clientid:convid:sorted_member_ids:timestamp:nonce:invite
+//	conv/remove, conv/leave (quit, kick): appid:clientid:convid:sorted_member_ids:timestamp:nonce:kick
+//	blacklist/block, unblock:           appid:clientid:convid:sorted_member_ids:timestamp:nonce:conversation-(un)block-clients
+//
+// For join and leave without m, the member list is the client itself.
+func convSignature(appID, clientID string, cmd *lcpb.GenericCommand) (s signedOp, ok bool) {
 	tail := func(ts int64, nonce string) string { return strconv.FormatInt(ts, 10) + ":" + nonce }
 	switch cmd.GetCmd() {
 	case lcpb.CommandType_conv:
 		cm := cmd.GetConvMessage()
-		ts, nonce := cm.GetT(), cm.GetN()
+		s = signedOp{sig: cm.GetS(), ts: cm.GetT(), nonce: cm.GetN(), code: lcpb.ErrConversationSignature}
 		switch cmd.GetOp() {
 		case lcpb.OpType_start:
-			return appID + ":" + clientID + ":" + sorted(cm.GetM()) + ":" + tail(ts, nonce), cm.GetS(), ts, lcpb.ErrConversationSignature, true
-		case lcpb.OpType_add, lcpb.OpType_remove:
+			s.ids = cm.GetM()
+			s.msg = appID + ":" + clientID + ":" + sortedIDs(s.ids) + ":" + tail(s.ts, s.nonce)
+			return s, true
+		case lcpb.OpType_add, lcpb.OpType_remove, lcpb.OpType_join, lcpb.OpType_leave:
 			action := "invite"
-			if cmd.GetOp() == lcpb.OpType_remove {
+			if op := cmd.GetOp(); op == lcpb.OpType_remove || op == lcpb.OpType_leave {
 				action = "kick"
 			}
-			return appID + ":" + clientID + ":" + cm.GetCid() + ":" + sorted(cm.GetM()) + ":" + tail(ts, nonce) + ":" + action,
-				cm.GetS(), ts, lcpb.ErrConversationSignature, true
+			s.ids = cm.GetM()
+			if len(s.ids) == 0 {
+				s.ids = []string{clientID} // join / quit: the core applies it to the client itself
+			}
+			s.msg = appID + ":" + clientID + ":" + cm.GetCid() + ":" + sortedIDs(s.ids) + ":" + tail(s.ts, s.nonce) + ":" + action
+			s.cid = cm.GetCid()
+			return s, true
 		}
 	case lcpb.CommandType_blacklist:
 		bm := cmd.GetBlacklistMessage()
-		ts, nonce := bm.GetT(), bm.GetN()
 		action := ""
 		switch cmd.GetOp() {
 		case lcpb.OpType_block:
@@ -208,12 +225,55 @@ func convSignature(appID, clientID string, cmd *lcpb.GenericCommand) (msg, sig s
 		case lcpb.OpType_unblock:
 			action = "conversation-unblock-clients"
 		default:
-			return "", "", 0, 0, false
+			return signedOp{}, false
 		}
-		return appID + ":" + clientID + ":" + bm.GetSrcCid() + ":" + sorted(bm.GetToPids()) + ":" + tail(ts, nonce) + ":" + action,
-			bm.GetS(), ts, lcpb.ErrBlacklistSignature, true
+		s = signedOp{sig: bm.GetS(), ts: bm.GetT(), nonce: bm.GetN(), code: lcpb.ErrBlacklistSignature,
+			ids: bm.GetToPids(), cid: bm.GetSrcCid()}
+		s.msg = appID + ":" + clientID + ":" + s.cid + ":" + sortedIDs(s.ids) + ":" + tail(s.ts, s.nonce) + ":" + action
+		return s, true
 	}
-	return "", "", 0, 0, false
+	return signedOp{}, false
+}
+
+// signedOp is a client command that carries a signature: the string it is
+// signed over, its s/t/n fields, the ids and conversation in that string,
+// and the LeanCloud code a failed check answers.
+type signedOp struct {
+	msg, sig, nonce, cid string
+	ts                   int64
+	ids                  []string
+	code                 int32
+}
+
+// verify checks the op's signature with the app's master key.
+func (s signedOp) verify(masterKey string, now time.Time) error {
+	if !signedField(s.nonce) || !signedField(s.cid) {
+		return errSignatureAmbiguous
+	}
+	for _, id := range s.ids {
+		if !signedField(id) {
+			return errSignatureAmbiguous
+		}
+	}
+	return verifySignature(masterKey, s.sig, s.ts, now, s.msg)
+}
+
+func sortedIDs(ids []string) string {
+	s := slices.Clone(ids)
+	slices.Sort(s)
+	return strings.Join(s, ":")
+}
+
+// signedField reports whether s may stand in a ':'-joined signed string:
+// no ':' (it would move the field boundaries: ["a:b"] and ["a", "b"] sign
+// alike) and no control character.
+func signedField(s string) bool {
+	for _, r := range s {
+		if r == ':' || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // bucket is a token bucket: capacity perMinute, refilled at perMinute per

@@ -126,8 +126,11 @@ func (c *conn) sessionFor(peerID string) *session {
 	return nil
 }
 
+// validClientID: 1-64 characters of valid UTF-8 (LeanCloud's limit, 4103
+// INVALID_LOGIN otherwise), and no ':' or control character, so no
+// signature string that holds a clientId can be read two ways.
 func validClientID(id string) bool {
-	return id != "" && utf8.ValidString(id) && utf8.RuneCountInString(id) <= maxClientIDRunes
+	return id != "" && utf8.ValidString(id) && utf8.RuneCountInString(id) <= maxClientIDRunes && signedField(id)
 }
 
 // handleOpen serves session/open: a fresh login (signature checked when the
@@ -154,7 +157,7 @@ func (c *conn) handleOpen(ctx context.Context, raw []byte, cmd *lcpb.GenericComm
 		tag = sm.GetTag()
 	}
 	if !validClientID(peerID) || len(tag) > maxTagBytes {
-		c.reject(i, "", lcpb.ErrInvalidLogin, "clientId must be 1-64 characters")
+		c.reject(i, "", lcpb.ErrInvalidLogin, "clientId must be 1-64 characters without ':' or control characters")
 		return
 	}
 	app, err := s.cfg.Apps.Lookup(appID)
@@ -355,10 +358,9 @@ func (c *conn) forward(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand
 		return
 	}
 	if app, err := s.cfg.Apps.Lookup(ss.appID); err == nil && app.ConversationSignatureRequired {
-		if msg, sig, ts, code, ok := convSignature(ss.appID, ss.peerID, cmd); ok {
-			if err := verifySignature(app.MasterKey, sig, ts, s.now(), msg); err != nil {
-				s.metrics.Reject(code)
-				c.reject(i, ss.peerID, code, err.Error())
+		if op, ok := convSignature(ss.appID, ss.peerID, cmd); ok {
+			if err := op.verify(app.MasterKey, s.now()); err != nil {
+				c.reject(i, ss.peerID, op.code, err.Error())
 				return
 			}
 		}

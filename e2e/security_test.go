@@ -1,0 +1,145 @@
+package e2e
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+)
+
+// Attacks on a real `relaymesh dev` (issue 8, security): each is tried over
+// the raw protocol or raw HTTP and must be refused with LeanCloud's code and
+// change nothing; each has an honest positive control.
+
+const secApp, secMaster = "sec-app-0001", "sec-master-key"
+
+// startSignedDev starts relaymesh dev serving one app that requires login
+// and conversation signatures.
+func startSignedDev(t *testing.T, extra ...string) (*devProc, restAPI) {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relaymesh.toml")
+	if err := os.WriteFile(cfg, []byte(`[[apps]]
+id = "`+secApp+`"
+key = "sec-app-key"
+master_key = "`+secMaster+`"
+signature_required = true
+conversation_signature_required = true
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), append([]string{"--config", cfg}, extra...)...)
+	return p, restAPI{t: t, base: "http://" + p.Addr, app: secApp, key: secMaster + ",master"}
+}
+
+func hmacSHA1Hex(key, msg string) string {
+	m := hmac.New(sha1.New, []byte(key))
+	m.Write([]byte(msg))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// rawLogin opens peer on a new raw connection with a valid login signature
+// and returns the connection and the session/opened reply.
+func rawLogin(t *testing.T, ctx context.Context, url, peer string) (*raw, *lcpb.GenericCommand) {
+	t.Helper()
+	r, _, err := dialRaw(t, ctx, url, lcpb.SubprotocolBinary3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := time.Now().UnixMilli()
+	r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
+		AppId: proto.String(secApp), PeerId: proto.String(peer),
+		SessionMessage: &lcpb.SessionCommand{Ua: proto.String("raw/1"), T: proto.Int64(ts), N: proto.String("n1"),
+			S: proto.String(hmacSHA1Hex(secMaster, fmt.Sprintf("%s:%s::%d:n1", secApp, peer, ts)))}})
+	got := r.next(ctx)
+	if got.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("login %s: got %v/%v %v", peer, got.GetCmd(), got.GetOp(), got.GetErrorMessage())
+	}
+	return r, got
+}
+
+// members reads a conversation's member list over REST (master key).
+func (a restAPI) members(cid string) []string {
+	a.t.Helper()
+	var out struct {
+		Result []string `json:"result"`
+	}
+	if st := a.call("GET", "/1.2/rtm/conversations/"+cid+"/members", nil, &out); st != 200 {
+		a.t.Fatalf("members of %s: status %d", cid, st)
+	}
+	slices.Sort(out.Result)
+	return out.Result
+}
+
+// TestSecurityJoinLeaveSignatures: conv/join and conv/leave (and the SDK's
+// self add/remove) without a conversation signature get 4302 and the member
+// list is unchanged; signed, they work.
+func TestSecurityJoinLeaveSignatures(t *testing.T) {
+	p, api := startSignedDev(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var conv map[string]any
+	api.must("POST", "/1.2/rtm/conversations", map[string]any{"name": "sec", "m": []string{"owner", "bob"}, "c": "owner"}, &conv)
+	cid, _ := conv["objectId"].(string)
+	before := api.members(cid)
+	if !slices.Equal(before, []string{"bob", "owner"}) {
+		t.Fatalf("members %v", before)
+	}
+	convCmd := func(i int32, op lcpb.OpType, m ...string) *lcpb.GenericCommand {
+		return &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: op.Enum(), I: proto.Int32(i),
+			ConvMessage: &lcpb.ConvCommand{Cid: proto.String(cid), M: m}}
+	}
+	eve, _ := rawLogin(t, ctx, p.URL, "eve")
+	for _, a := range []*lcpb.GenericCommand{
+		convCmd(2, lcpb.OpType_join), convCmd(3, lcpb.OpType_add, "eve"), convCmd(4, lcpb.OpType_join, "eve"),
+	} {
+		eve.send(ctx, a)
+		wantError(t, fmt.Sprintf("unsigned %v", a.GetOp()), eve.next(ctx), lcpb.ErrConversationSignature, a.I)
+	}
+	bob, _ := rawLogin(t, ctx, p.URL, "bob")
+	for _, a := range []*lcpb.GenericCommand{convCmd(5, lcpb.OpType_leave), convCmd(6, lcpb.OpType_remove, "bob")} {
+		bob.send(ctx, a)
+		wantError(t, fmt.Sprintf("unsigned %v", a.GetOp()), bob.next(ctx), lcpb.ErrConversationSignature, a.I)
+	}
+	if got := api.members(cid); !slices.Equal(got, before) {
+		t.Fatalf("after refused join/leave: members %v, want %v", got, before)
+	}
+
+	// Positive control: signed over the client itself, both work.
+	sign := func(g *lcpb.GenericCommand, peer, action string) *lcpb.GenericCommand {
+		ts := time.Now().UnixMilli()
+		g.ConvMessage.T, g.ConvMessage.N = proto.Int64(ts), proto.String("n2")
+		g.ConvMessage.S = proto.String(hmacSHA1Hex(secMaster, fmt.Sprintf("%s:%s:%s:%s:%d:n2:%s", secApp, peer, cid, peer, ts, action)))
+		return g
+	}
+	eve.send(ctx, sign(convCmd(7, lcpb.OpType_join), "eve", "invite"))
+	if r := eve.next(ctx); r.GetOp() != lcpb.OpType_joined && r.GetOp() != lcpb.OpType_added {
+		t.Fatalf("signed join: got %v/%v %v", r.GetCmd(), r.GetOp(), r.GetErrorMessage())
+	}
+	if got := api.members(cid); !slices.Contains(got, "eve") {
+		t.Fatalf("signed join: members %v", got)
+	}
+	bob.send(ctx, sign(convCmd(8, lcpb.OpType_leave), "bob", "kick"))
+	for {
+		r := bob.next(ctx)
+		if r.GetCmd() == lcpb.CommandType_error {
+			t.Fatalf("signed leave: %v", r.GetErrorMessage())
+		}
+		if r.GetI() == 8 {
+			break
+		}
+	}
+	if got := api.members(cid); slices.Contains(got, "bob") {
+		t.Fatalf("signed leave: members %v", got)
+	}
+}
