@@ -166,7 +166,10 @@ func TestSignedFieldsRejectSeparators(t *testing.T) {
 	if err := forged.verify("master", now); !errors.Is(err, errSignatureAmbiguous) {
 		t.Fatalf("member with ':': got %v, want %v", err, errSignatureAmbiguous)
 	}
-	for _, bad := range []struct{ m []string; n string }{
+	for _, bad := range []struct {
+		m []string
+		n string
+	}{
 		{[]string{"a\x00"}, "n"}, {[]string{"a\nb"}, "n"}, {[]string{"a"}, "n:1"}, {[]string{"a"}, "n\x7f"},
 	} {
 		op, _ := convSignature("app", "alice", conv(bad.m, bad.n))
