@@ -162,11 +162,18 @@ func LoadConfig(path string) (*Config, error) {
 			return nil, fmt.Errorf("%w: apps[%d]: id must be 1..%d characters", ErrConfig, i, apps.MaxIDLen)
 		case seen[a.ID]:
 			return nil, fmt.Errorf("%w: apps[%d]: duplicate id %q", ErrConfig, i, a.ID)
-		case a.SignatureRequired && a.MasterKey == "":
-			return nil, fmt.Errorf("%w: app %q: signature_required needs master_key", ErrConfig, a.ID)
+		case !apps.ValidID(a.ID):
+			return nil, fmt.Errorf("%w: apps[%d]: id %q holds ':' or a control character", ErrConfig, i, a.ID)
 		}
 		if err := a.check(); err != nil {
 			return nil, err
+		}
+		// No open apps outside `relaymesh dev` without a config file: an
+		// app without a master key would accept any key as its master
+		// key on the REST API and could never check a signature.
+		if a.MasterKey == "" {
+			return nil, fmt.Errorf("%w: app %q has no master_key: every [[apps]] entry needs one (it authenticates the REST API and signs logins); "+
+				"an open app that accepts any key exists only in `relaymesh dev` without --config", ErrConfig, a.ID)
 		}
 		seen[a.ID] = true
 	}

@@ -1,14 +1,21 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,5 +148,78 @@ func TestSecurityJoinLeaveSignatures(t *testing.T) {
 	}
 	if got := api.members(cid); slices.Contains(got, "bob") {
 		t.Fatalf("signed leave: members %v", got)
+	}
+}
+
+// TestSecurityConfigRefusesOpenApps: `relaymesh core|edge|dev --config`
+// with an [[apps]] entry without master_key exit at load with a message
+// naming the app; nothing starts.
+func TestSecurityConfigRefusesOpenApps(t *testing.T) {
+	bin := relaymeshBin(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relaymesh.toml")
+	if err := os.WriteFile(cfg, []byte("[[apps]]\nid = \"open-app\"\nkey = \"k\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"core", "--config", cfg}, {"edge", "--config", cfg},
+		{"dev", "--config", cfg, "--data", filepath.Join(dir, "data"), "--addr", freeAddr(t)},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Fatalf("relaymesh %v: err %v, want exit status 1\n%s", args[0], err, out)
+		}
+		if !strings.Contains(string(out), `app "open-app" has no master_key`) {
+			t.Errorf("relaymesh %v: output %q does not say which app lacks a master_key", args[0], out)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+		t.Error("dev created its data directory before refusing the config")
+	}
+}
+
+// TestSecurityDevNonLoopbackWarning: `relaymesh dev --addr 0.0.0.0:P`
+// prints a loud warning to stderr; on 127.0.0.1 it prints none.
+func TestSecurityDevNonLoopbackWarning(t *testing.T) {
+	bin := relaymeshBin(t)
+	run := func(addr string) (stderr string) {
+		t.Helper()
+		cmd := exec.Command(bin, "dev", "--data", t.TempDir(), "--addr", addr, "--log-level", "error")
+		var errb strings.Builder
+		cmd.Stderr = &errb
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}()
+		// The banner on stdout comes after the warning, once serving.
+		sc := bufio.NewScanner(stdout)
+		deadline := time.AfterFunc(30*time.Second, func() { cmd.Process.Kill() })
+		defer deadline.Stop()
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "serving on") {
+				go io.Copy(io.Discard, stdout)
+				return errb.String()
+			}
+		}
+		t.Fatalf("relaymesh dev --addr %s never served; stderr %q", addr, errb.String())
+		return ""
+	}
+	_, port, _ := net.SplitHostPort(freeAddr(t))
+	if w := run("0.0.0.0:" + port); !strings.Contains(w, "WARNING: relaymesh dev is listening on 0.0.0.0:"+port) ||
+		!strings.Contains(w, "OPEN apps") {
+		t.Errorf("0.0.0.0: stderr %q, want the exposure warning", w)
+	}
+	if w := run(freeAddr(t)); strings.Contains(w, "WARNING") {
+		t.Errorf("127.0.0.1: stderr %q, want no warning", w)
 	}
 }

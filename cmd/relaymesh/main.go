@@ -21,7 +21,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
@@ -70,7 +69,8 @@ func usage() {
 Usage:
   relaymesh dev [--data DIR] [--addr HOST:PORT] [--config FILE] [flags]
       Run one region (edge + core + single-node shard) in one process; any
-      appId works unless --config lists apps. Point the LeanCloud SDK at it:
+      appId works (no keys, no signatures) unless --config lists the apps.
+      Binding a non-loopback --addr prints a warning. Point the SDK at it:
       new Realtime({appId, appKey, RTMServers: 'ws://HOST:PORT/'})
   relaymesh core --config FILE     run a core node ([core], [tls], [[apps]])
   relaymesh edge --config FILE     run an edge ([edge], [tls], [[apps]], session_token_key_file)
@@ -133,8 +133,10 @@ func runDev(args []string) error {
 		if err != nil {
 			return err
 		}
-		if len(c.Apps) > 0 {
-			cfg.Apps = apps.NewStatic(c.AppList())
+		// With a config file, dev serves exactly its apps, each with a
+		// master key (LoadConfig checks): open apps exist only without one.
+		if cfg.Apps, err = c.Registry(); err != nil {
+			return err
 		}
 		if cfg.Integrations, err = c.Integrations(log); err != nil {
 			return err
@@ -144,6 +146,9 @@ func runDev(args []string) error {
 		if restLim == (rest.Limits{}) {
 			cfg.REST = c.RESTLimits()
 		}
+	}
+	if w := cluster.DevExposureWarning(*addr, cfg.Apps == nil); w != "" {
+		fmt.Fprint(os.Stderr, w)
 	}
 	d, err := cluster.StartDev(cfg)
 	if err != nil {
