@@ -50,6 +50,7 @@ import (
 //	[edge.rest]                                   # the REST API (docs/REST.md)
 //	sends_per_second = 50
 //	send_queue = 10000
+//	sign_max_age = "15m"                          # X-LC-Sign timestamp window
 type Config struct {
 	Data                string      `toml:"data"`
 	SessionTokenKeyFile string      `toml:"session_token_key_file"`
@@ -117,12 +118,17 @@ type RESTConfig struct {
 	SendQueue      int     `toml:"send_queue"`
 	// BroadcastsPerDay: system-conversation broadcasts per app and day.
 	BroadcastsPerDay int `toml:"broadcasts_per_day"`
+	// SignMaxAge is rest.Limits.SignMaxAge: how far an X-LC-Sign
+	// timestamp may be from now ("15m" when empty, "-1s" unchecked).
+	SignMaxAge string `toml:"sign_max_age"`
 }
 
 // RESTLimits returns the REST API limits of the file.
 func (c *Config) RESTLimits() rest.Limits {
-	return rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue,
+	l := rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue,
 		BroadcastsPerDay: c.Edge.REST.BroadcastsPerDay}
+	l.SignMaxAge, _ = time.ParseDuration(c.Edge.REST.SignMaxAge) // checked by LoadConfig
+	return l
 }
 
 // LimitsConfig overrides edge limits; zero keeps LeanCloud's default, a
@@ -179,6 +185,11 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if _, err := c.Edge.Limits.limits(); err != nil {
 		return nil, err
+	}
+	if v := c.Edge.REST.SignMaxAge; v != "" {
+		if d, err := time.ParseDuration(v); err != nil || d == 0 {
+			return nil, fmt.Errorf("%w: edge.rest.sign_max_age: %q is not a non-zero duration (negative: unchecked)", ErrConfig, v)
+		}
 	}
 	return c, nil
 }

@@ -190,3 +190,18 @@ func TestDevExposureWarning(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadConfigSignMaxAge(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "[edge.rest]\nsign_max_age = \"5m\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.RESTLimits().SignMaxAge; got != 5*time.Minute {
+		t.Errorf("sign_max_age: got %v, want 5m", got)
+	}
+	for _, bad := range []string{"soon", "0s"} {
+		if _, err := LoadConfig(writeConfig(t, "[edge.rest]\nsign_max_age = \""+bad+"\"\n")); !errors.Is(err, ErrConfig) {
+			t.Errorf("sign_max_age %q: got %v, want ErrConfig", bad, err)
+		}
+	}
+}

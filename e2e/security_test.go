@@ -6,14 +6,17 @@ import (
 	"crypto/hmac"
 	"crypto/sha1"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +25,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/rest"
 )
 
 // Attacks on a real `relaymesh dev` (issue 8, security): each is tried over
@@ -221,5 +225,63 @@ func TestSecurityDevNonLoopbackWarning(t *testing.T) {
 	}
 	if w := run(freeAddr(t)); strings.Contains(w, "WARNING") {
 		t.Errorf("127.0.0.1: stderr %q, want no warning", w)
+	}
+}
+
+// signedCall sends method path with X-LC-Sign (master) dated at; it
+// returns the status and the decoded JSON body.
+func signedCall(t *testing.T, base, method, path, body string, at time.Time) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := strconv.FormatInt(at.UnixMilli(), 10)
+	req.Header.Set("X-LC-Id", secApp)
+	req.Header.Set("X-LC-Sign", rest.Sign(ts, secMaster)+","+ts+",master")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
+}
+
+// TestSecurityStaleSignRefused replays a correctly signed X-LC-Sign master
+// request 16 minutes old (and one 16 minutes ahead): 401 {"code":401} and
+// the client it would kick stays online; a fresh one kicks it.
+func TestSecurityStaleSignRefused(t *testing.T) {
+	p, api := startSignedDev(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	victim, _ := rawLogin(t, ctx, p.URL, "victim")
+	online := func() bool {
+		var out struct {
+			Results []string `json:"results"`
+		}
+		api.must("POST", "/1.2/rtm/clients/check-online", map[string]any{"client_ids": []string{"victim"}}, &out)
+		return slices.Contains(out.Results, "victim")
+	}
+	if !online() {
+		t.Fatal("victim not online")
+	}
+	for _, at := range []time.Time{time.Now().Add(-16 * time.Minute), time.Now().Add(16 * time.Minute)} {
+		status, body := signedCall(t, api.base, "POST", "/1.2/rtm/clients/victim/kick", "{}", at)
+		if status != 401 || body["code"] != float64(401) || body["error"] != "Unauthorized." {
+			t.Fatalf("sign dated %v: got %d %v, want 401 code 401 Unauthorized.", time.Until(at).Round(time.Minute), status, body)
+		}
+	}
+	if !online() {
+		t.Fatal("a refused kick kicked the victim")
+	}
+	status, body := signedCall(t, api.base, "POST", "/1.2/rtm/clients/victim/kick", "{}", time.Now())
+	if status != 200 {
+		t.Fatalf("fresh sign: got %d %v", status, body)
+	}
+	if r := victim.next(ctx); r.GetOp() != lcpb.OpType_closed || r.GetSessionMessage().GetCode() != 4115 {
+		t.Fatalf("fresh kick: victim got %v/%v %v", r.GetCmd(), r.GetOp(), r.GetSessionMessage())
 	}
 }
