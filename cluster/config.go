@@ -45,8 +45,11 @@ import (
 //	listen = "0.0.0.0:8080"
 //	cores = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]
 //	public_urls = ["wss://im-1.example.com/", "wss://im-2.example.com/"]
+//	trusted_proxies = ["10.0.0.0/16"]             # load balancers: X-Forwarded-For names the client
 //	[edge.limits]
 //	sends_per_minute = 60
+//	max_conns_per_ip = 1000
+//	login_timeout = "60s"
 //	[edge.rest]                                   # the REST API (docs/REST.md)
 //	sends_per_second = 50
 //	send_queue = 10000
@@ -102,13 +105,16 @@ func (c *Config) CoreLimits() core.Limits {
 
 // EdgeSection configures `relaymesh edge`.
 type EdgeSection struct {
-	EdgeID     string       `toml:"edge_id"`
-	Listen     string       `toml:"listen"`
-	MeshAddr   string       `toml:"mesh_addr"`
-	Cores      []string     `toml:"cores"`
-	PublicURLs []string     `toml:"public_urls"`
-	Limits     LimitsConfig `toml:"limits"`
-	REST       RESTConfig   `toml:"rest"`
+	EdgeID     string   `toml:"edge_id"`
+	Listen     string   `toml:"listen"`
+	MeshAddr   string   `toml:"mesh_addr"`
+	Cores      []string `toml:"cores"`
+	PublicURLs []string `toml:"public_urls"`
+	// TrustedProxies: CIDRs or IPs of the load balancers in front of the
+	// edge, whose X-Forwarded-For names the client (edge/guard.go).
+	TrustedProxies []string     `toml:"trusted_proxies"`
+	Limits         LimitsConfig `toml:"limits"`
+	REST           RESTConfig   `toml:"rest"`
 }
 
 // RESTConfig bounds the REST API's message operations per app; zero keeps
@@ -145,6 +151,14 @@ type LimitsConfig struct {
 	// QueueLen is edge.Limits.QueueLen: outbound frames per connection
 	// before the edge sheds LOW, then NORMAL (0: 1024).
 	QueueLen int `toml:"queue_len"`
+	// Connection guards (edge/guard.go): connections per client IP
+	// (0: 1000, -1: no cap), the login deadline after the upgrade
+	// ("60s"), session/open+refresh and echo per connection and minute
+	// (0: 60 and 60, -1: unlimited).
+	MaxConnsPerIP       int    `toml:"max_conns_per_ip"`
+	LoginTimeout        string `toml:"login_timeout"`
+	SessionOpsPerMinute int    `toml:"session_ops_per_minute"`
+	EchoPerMinute       int    `toml:"echo_per_minute"`
 }
 
 // ErrConfig marks an invalid configuration file.
@@ -185,6 +199,9 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if _, err := c.Edge.Limits.limits(); err != nil {
 		return nil, err
+	}
+	if _, err := edge.ParseTrustedProxies(c.Edge.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("%w: edge.trusted_proxies: %v", ErrConfig, err)
 	}
 	if v := c.Edge.REST.SignMaxAge; v != "" {
 		if d, err := time.ParseDuration(v); err != nil || d == 0 {
@@ -246,6 +263,7 @@ func (l LimitsConfig) limits() (edge.Limits, error) {
 		MaxFrameBytes: l.MaxFrameBytes, MaxMessageBytes: l.MaxMessageBytes,
 		SendsPerMinute: l.SendsPerMinute, LogsPerMinute: l.LogsPerMinute, OpsPerMinute: l.OpsPerMinute,
 		MaxSessionsPerConn: l.MaxSessionsPerConn, QueueLen: l.QueueLen,
+		MaxConnsPerIP: l.MaxConnsPerIP, SessionOpsPerMinute: l.SessionOpsPerMinute, EchoPerMinute: l.EchoPerMinute,
 	}
 	if l.QueueLen < 0 {
 		return out, fmt.Errorf("%w: edge.limits.queue_len must not be negative", ErrConfig)
@@ -254,7 +272,8 @@ func (l LimitsConfig) limits() (edge.Limits, error) {
 		name string
 		s    string
 		to   *time.Duration
-	}{{"idle_timeout", l.IdleTimeout, &out.IdleTimeout}, {"session_token_ttl", l.SessionTokenTTL, &out.SessionTokenTTL}} {
+	}{{"idle_timeout", l.IdleTimeout, &out.IdleTimeout}, {"session_token_ttl", l.SessionTokenTTL, &out.SessionTokenTTL},
+		{"login_timeout", l.LoginTimeout, &out.LoginTimeout}} {
 		if d.s == "" {
 			continue
 		}
@@ -321,6 +340,8 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 	if mesh == "" {
 		mesh = ":0"
 	}
+	proxies, _ := edge.ParseTrustedProxies(s.TrustedProxies) // checked by LoadConfig
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
-		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits()}, nil
+		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
+		TrustedProxies: proxies}, nil
 }

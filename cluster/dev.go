@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,7 +29,9 @@ type DevConfig struct {
 	Apps     *apps.Registry // default: any appId, created on first use
 	Limits   edge.Limits
 	REST     rest.Limits
-	Logger   *slog.Logger
+	// TrustedProxies are EdgeConfig.TrustedProxies.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 	// Integrations are the apps' word lists, hooks and offline push
 	// (Config.Integrations); zero means the shipped word list only.
 	Integrations Integrations
@@ -103,6 +106,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Limits:   cfg.Limits,
 		REST:     cfg.REST,
 		Logger:   cfg.Logger,
+
+		TrustedProxies: cfg.TrustedProxies,
 
 		ExtraMetrics: c.Service.WriteMetrics, // the core's counters on the edge's /metrics
 		DropDelivery: cfg.DropDelivery,

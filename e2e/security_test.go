@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
@@ -284,4 +285,84 @@ func TestSecurityStaleSignRefused(t *testing.T) {
 	if r := victim.next(ctx); r.GetOp() != lcpb.OpType_closed || r.GetSessionMessage().GetCode() != 4115 {
 		t.Fatalf("fresh kick: victim got %v/%v %v", r.GetCmd(), r.GetOp(), r.GetSessionMessage())
 	}
+}
+
+// TestSecuritySlowAndIdleConnections against a real relaymesh dev started
+// with a 500 ms login deadline and 4 connections per IP: an upgraded
+// WebSocket that never logs in is closed with 4108; a TCP connection over
+// the per-IP cap is closed at once while the held ones, one of them a
+// logged-in session, keep working.
+func TestSecuritySlowAndIdleConnections(t *testing.T) {
+	p, _ := startSignedDev(t, "--login-timeout", "500ms", "--max-conns-per-ip", "4")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	idle, _, err := dialRaw(t, ctx, p.URL, lcpb.SubprotocolBinary3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = idle.ws.Read(ctx)
+	if got := websocket.CloseStatus(err); got != 4108 {
+		t.Fatalf("never logged in: read err %v (close %d), want close 4108", err, got)
+	}
+	idle.ws.CloseNow()
+
+	// The health checks' keep-alive connections would hold slots too.
+	http.DefaultClient.CloseIdleConnections()
+	alice, _ := rawLogin(t, ctx, p.URL, "alice")
+	// alive reports whether the server kept c open (no EOF within 300 ms).
+	alive := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		_, err := c.Read(make([]byte, 1))
+		c.SetReadDeadline(time.Time{})
+		return isTimeoutErr(err)
+	}
+	var held []net.Conn
+	deadline := time.Now().Add(10 * time.Second)
+	for len(held) < 3 { // with alice, four: the cap (slots of closed conns free up as the server notices)
+		c, err := net.Dial("tcp", p.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if alive(c) {
+			held = append(held, c)
+		} else if time.Now().After(deadline) {
+			t.Fatalf("only %d raw connections held beside alice", len(held))
+		}
+	}
+	over, err := net.Dial("tcp", p.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alive(over) {
+		t.Fatal("a fifth connection from one IP was not closed at accept")
+	}
+	over.Close()
+	time.Sleep(700 * time.Millisecond) // past the login deadline: alice stays
+	alice.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_echo.Enum(), I: proto.Int32(9)})
+	if r := alice.next(ctx); r.GetCmd() != lcpb.CommandType_echo || r.GetI() != 9 {
+		t.Fatalf("logged-in session: got %v", r)
+	}
+	held[0].Close()
+	noKeepAlive := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline = time.Now().Add(10 * time.Second)
+	for { // a freed slot is usable again
+		resp, err := noKeepAlive.Get("http://" + p.Addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection served after one closed: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func isTimeoutErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

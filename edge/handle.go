@@ -68,9 +68,20 @@ func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 	case lcpb.CommandType_login, lcpb.CommandType_logout:
 		// LeanCloud Push login (Java opens every socket with it) and its
 		// logout: accepted and ignored, no reply (a loggedin with
-		// pushDisabled would stop the Java SDK's auto-connect).
+		// pushDisabled would stop the Java SDK's auto-connect). A push
+		// login naming a served app counts as logging in for the login
+		// deadline: a Java socket may carry push alone for a long time.
+		if cmd.GetCmd() == lcpb.CommandType_login {
+			if _, err := c.srv.cfg.Apps.Lookup(cmd.GetAppId()); err == nil {
+				c.markLoggedIn()
+			}
+		}
 		return
 	case lcpb.CommandType_echo:
+		if !c.echoes.take(c.srv.now()) {
+			c.reject(cmd.I, cmd.GetPeerId(), lcpb.ErrMessageSentQuotaExceeded, "too many echo")
+			return
+		}
 		c.reply(&lcpb.GenericCommand{Cmd: lcpb.CommandType_echo.Enum(), I: cmd.I, PeerId: cmd.PeerId})
 		return
 	case lcpb.CommandType_session:
@@ -79,15 +90,20 @@ func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 			c.reject(cmd.I, cmd.GetPeerId(), ErrUnparseable, "missing op")
 			return
 		}
-		switch cmd.GetOp() {
-		case lcpb.OpType_open:
-			c.handleOpen(ctx, raw, cmd)
+		switch op := cmd.GetOp(); op {
+		case lcpb.OpType_open, lcpb.OpType_refresh:
+			if !c.sessionOps.take(c.srv.now()) {
+				c.reject(cmd.I, cmd.GetPeerId(), lcpb.ErrMessageSentQuotaExceeded, "too many session/"+op.String())
+				return
+			}
+			if op == lcpb.OpType_open {
+				c.handleOpen(ctx, raw, cmd)
+			} else {
+				c.handleRefresh(cmd)
+			}
 			return
 		case lcpb.OpType_close:
 			c.handleClose(raw, cmd)
-			return
-		case lcpb.OpType_refresh:
-			c.handleRefresh(cmd)
 			return
 		}
 	}
@@ -248,6 +264,7 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 	})
 	c.writeReplies(ss, rep)
 	c.markReady(ss)
+	c.markLoggedIn() // guard.go
 }
 
 func reasonOr(reason string, code int32) string {

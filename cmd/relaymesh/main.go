@@ -109,6 +109,8 @@ func runDev(args []string) error {
 	fs.IntVar(&lim.LogsPerMinute, "logs-per-minute", 0, "per-session history queries per minute (0: LeanCloud's 120, -1: unlimited)")
 	fs.IntVar(&lim.OpsPerMinute, "ops-per-minute", 0, "per-session other operations per minute (0: LeanCloud's 30, -1: unlimited)")
 	fs.IntVar(&lim.MaxMessageBytes, "max-message-bytes", 0, "largest message content (0: LeanCloud's 5120)")
+	fs.IntVar(&lim.MaxConnsPerIP, "max-conns-per-ip", 0, "TCP connections and WebSockets one client IP may hold (0: 1000, -1: no cap)")
+	fs.DurationVar(&lim.LoginTimeout, "login-timeout", 0, "close a WebSocket with 4108 when it has not logged in by then (0: 60s)")
 	fs.IntVar(&lim.QueueLen, "queue-len", 0, "outbound frames queued per connection; when full the edge sheds LOW, then NORMAL, and closes on HIGH (0: 1024)")
 	var restLim rest.Limits
 	fs.Float64Var(&restLim.SendsPerSecond, "rest-sends-per-second", 0, "REST API message operations admitted per second per app (0: 50, -1: unlimited)")
@@ -142,6 +144,7 @@ func runDev(args []string) error {
 			return err
 		}
 		cfg.Limits = mergeLimits(c.Limits(), lim)
+		cfg.TrustedProxies, _ = edge.ParseTrustedProxies(c.Edge.TrustedProxies) // checked by LoadConfig
 		cfg.CoreLimits = mergeCoreLimits(c.CoreLimits(), coreLim)
 		if restLim == (rest.Limits{}) {
 			cfg.REST = c.RESTLimits()
@@ -179,6 +182,12 @@ func mergeLimits(file, flags edge.Limits) edge.Limits {
 	}
 	if flags.QueueLen != 0 {
 		file.QueueLen = flags.QueueLen
+	}
+	if flags.MaxConnsPerIP != 0 {
+		file.MaxConnsPerIP = flags.MaxConnsPerIP
+	}
+	if flags.LoginTimeout != 0 {
+		file.LoginTimeout = flags.LoginTimeout
 	}
 	return file
 }
