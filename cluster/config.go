@@ -140,13 +140,17 @@ func (c *Config) RESTLimits() rest.Limits {
 // LimitsConfig overrides edge limits; zero keeps LeanCloud's default, a
 // negative rate disables that limit.
 type LimitsConfig struct {
-	MaxFrameBytes      int64  `toml:"max_frame_bytes"`
-	MaxMessageBytes    int    `toml:"max_message_bytes"`
-	SendsPerMinute     int    `toml:"sends_per_minute"`
-	LogsPerMinute      int    `toml:"logs_per_minute"`
-	OpsPerMinute       int    `toml:"ops_per_minute"`
-	IdleTimeout        string `toml:"idle_timeout"`
-	SessionTokenTTL    string `toml:"session_token_ttl"`
+	MaxFrameBytes   int64  `toml:"max_frame_bytes"`
+	MaxMessageBytes int    `toml:"max_message_bytes"`
+	SendsPerMinute  int    `toml:"sends_per_minute"`
+	LogsPerMinute   int    `toml:"logs_per_minute"`
+	OpsPerMinute    int    `toml:"ops_per_minute"`
+	IdleTimeout     string `toml:"idle_timeout"`
+	SessionTokenTTL string `toml:"session_token_ttl"`
+	// SessionMaxAge is edge.Limits.SessionMaxAge: how long a chain of
+	// session tokens (reopens, refreshes) may last after the login it
+	// began with ("" = session_token_ttl).
+	SessionMaxAge      string `toml:"session_max_age"`
 	MaxSessionsPerConn int    `toml:"max_sessions_per_conn"`
 	// QueueLen is edge.Limits.QueueLen: outbound frames per connection
 	// before the edge sheds LOW, then NORMAL (0: 1024).
@@ -273,7 +277,7 @@ func (l LimitsConfig) limits() (edge.Limits, error) {
 		s    string
 		to   *time.Duration
 	}{{"idle_timeout", l.IdleTimeout, &out.IdleTimeout}, {"session_token_ttl", l.SessionTokenTTL, &out.SessionTokenTTL},
-		{"login_timeout", l.LoginTimeout, &out.LoginTimeout}} {
+		{"login_timeout", l.LoginTimeout, &out.LoginTimeout}, {"session_max_age", l.SessionMaxAge, &out.SessionMaxAge}} {
 		if d.s == "" {
 			continue
 		}

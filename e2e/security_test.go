@@ -39,6 +39,12 @@ const secApp, secMaster = "sec-app-0001", "sec-master-key"
 // and conversation signatures.
 func startSignedDev(t *testing.T, extra ...string) (*devProc, restAPI) {
 	t.Helper()
+	return startSignedDevConfig(t, "", extra...)
+}
+
+// startSignedDevConfig is startSignedDev with more TOML after the app.
+func startSignedDevConfig(t *testing.T, more string, extra ...string) (*devProc, restAPI) {
+	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "relaymesh.toml")
 	if err := os.WriteFile(cfg, []byte(`[[apps]]
@@ -47,7 +53,7 @@ key = "sec-app-key"
 master_key = "`+secMaster+`"
 signature_required = true
 conversation_signature_required = true
-`), 0o600); err != nil {
+`+more), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), append([]string{"--config", cfg}, extra...)...)
@@ -365,4 +371,148 @@ func TestSecuritySlowAndIdleConnections(t *testing.T) {
 func isTimeoutErr(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// rawReopen opens a new raw connection and reopens with st (r:true, no
+// signature), as an SDK does after a reconnect; it returns the answer.
+func rawReopen(t *testing.T, ctx context.Context, url, st string) (*raw, *lcpb.GenericCommand) {
+	t.Helper()
+	r, _, err := dialRaw(t, ctx, url, lcpb.SubprotocolBinary3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
+		AppId: proto.String(secApp), SessionMessage: &lcpb.SessionCommand{St: proto.String(st), R: proto.Bool(true)}})
+	return r, r.next(ctx)
+}
+
+// TestSecurityTokenRevocation: a session token stops reopening once its
+// client was kicked (tag conflict 4111, REST kick 4115) or logged out
+// (session/close): the reopen gets cmd:error 4112 and no session opens.
+// The positive control, a reconnect with a live token, works before each.
+func TestSecurityTokenRevocation(t *testing.T) {
+	p, api := startSignedDev(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	online := func(id string) bool {
+		var out struct {
+			Results []string `json:"results"`
+		}
+		api.must("POST", "/1.2/rtm/clients/check-online", map[string]any{"client_ids": []string{id}}, &out)
+		return slices.Contains(out.Results, id)
+	}
+	refused := func(what, st, peer string) {
+		t.Helper()
+		r, got := rawReopen(t, ctx, p.URL, st)
+		wantError(t, what, got, lcpb.ErrSessionTokenExpired, proto.Int32(1))
+		r.ws.CloseNow()
+		if online(peer) {
+			t.Fatalf("%s: %s is online after a refused reopen", what, peer)
+		}
+	}
+
+	t.Run("logout", func(t *testing.T) {
+		c, opened := rawLogin(t, ctx, p.URL, "lou")
+		st := opened.GetSessionMessage().GetSt()
+		c.ws.CloseNow() // a dropped connection: the token still reopens
+		r, got := rawReopen(t, ctx, p.URL, st)
+		if got.GetOp() != lcpb.OpType_opened {
+			t.Fatalf("reconnect with a live st: %v", got)
+		}
+		r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_close.Enum(), I: proto.Int32(2)})
+		if got := r.next(ctx); got.GetOp() != lcpb.OpType_closed {
+			t.Fatalf("logout: %v", got)
+		}
+		refused("reopen after logout", st, "lou")
+		refused("reopen with the reopen's own st after logout", got.GetSessionMessage().GetSt(), "lou")
+	})
+
+	t.Run("tag kick", func(t *testing.T) {
+		open := func(tag string) (*raw, *lcpb.GenericCommand) {
+			r, _, err := dialRaw(t, ctx, p.URL, lcpb.SubprotocolBinary3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ts := time.Now().UnixMilli()
+			r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
+				AppId: proto.String(secApp), PeerId: proto.String("tim"),
+				SessionMessage: &lcpb.SessionCommand{Tag: proto.String(tag), T: proto.Int64(ts), N: proto.String("n"),
+					S: proto.String(hmacSHA1Hex(secMaster, fmt.Sprintf("%s:tim::%d:n", secApp, ts)))}})
+			return r, r.next(ctx)
+		}
+		old, o1 := open("mobile")
+		if o1.GetOp() != lcpb.OpType_opened {
+			t.Fatalf("first login: %v", o1)
+		}
+		_, o2 := open("mobile")
+		if o2.GetOp() != lcpb.OpType_opened {
+			t.Fatalf("second login: %v", o2)
+		}
+		if k := old.next(ctx); k.GetOp() != lcpb.OpType_closed || k.GetSessionMessage().GetCode() != lcpb.ErrSessionConflict {
+			t.Fatalf("kicked session got %v", k)
+		}
+		r, got := rawReopen(t, ctx, p.URL, o1.GetSessionMessage().GetSt())
+		wantError(t, "reopen with the kicked session's st", got, lcpb.ErrSessionTokenExpired, proto.Int32(1))
+		r.ws.CloseNow()
+		// The kicker's own token is of the new generation: it reopens
+		// (after its socket drops, so no tag conflict).
+		if !online("tim") {
+			t.Fatal("the kicking session is not online")
+		}
+	})
+
+	t.Run("REST kick", func(t *testing.T) {
+		c, opened := rawLogin(t, ctx, p.URL, "kim")
+		st := opened.GetSessionMessage().GetSt()
+		api.must("POST", "/1.2/rtm/clients/kim/kick", map[string]any{}, nil)
+		if k := c.next(ctx); k.GetOp() != lcpb.OpType_closed || k.GetSessionMessage().GetCode() != 4115 {
+			t.Fatalf("kicked session got %v", k)
+		}
+		refused("reopen after a REST kick", st, "kim")
+		// Positive control: signing in again works, and its token reopens.
+		c2, o := rawLogin(t, ctx, p.URL, "kim")
+		c2.ws.CloseNow()
+		r, got := rawReopen(t, ctx, p.URL, o.GetSessionMessage().GetSt())
+		if got.GetOp() != lcpb.OpType_opened {
+			t.Fatalf("reopen with the new login's st: %v", got)
+		}
+		r.ws.CloseNow()
+	})
+}
+
+// TestSecurityRefreshChainBounded: with session tokens of 2 s and a 4 s
+// session max age, a client refreshing and reconnecting with st keeps its
+// session only until 4 s after its signed login; then refresh and reopen
+// get 4112.
+func TestSecurityRefreshChainBounded(t *testing.T) {
+	p, _ := startSignedDevConfig(t, "[edge.limits]\nsession_token_ttl = \"2s\"\nsession_max_age = \"4s\"\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, opened := rawLogin(t, ctx, p.URL, "rae")
+	start := time.Now()
+	st := opened.GetSessionMessage().GetSt()
+	i := int32(2)
+	for {
+		time.Sleep(900 * time.Millisecond)
+		c.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_refresh.Enum(), I: proto.Int32(i)})
+		r := c.next(ctx)
+		i++
+		if r.GetCmd() == lcpb.CommandType_error {
+			wantError(t, "refresh past the bound", r, lcpb.ErrSessionTokenExpired, proto.Int32(i-1))
+			if el := time.Since(start); el < 3*time.Second {
+				t.Fatalf("refresh refused after %v, before the 4 s bound", el)
+			}
+			break
+		}
+		if r.GetOp() != lcpb.OpType_refreshed {
+			t.Fatalf("refresh: %v", r)
+		}
+		st = r.GetSessionMessage().GetSt()
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("refresh chain outlived the 4 s bound")
+		}
+	}
+	// The chain's last token cannot reopen either.
+	_, got := rawReopen(t, ctx, p.URL, st)
+	wantError(t, "reopen past the bound", got, lcpb.ErrSessionTokenExpired, proto.Int32(1))
 }

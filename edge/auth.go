@@ -24,17 +24,25 @@ import (
 //
 // Layout, before base64url (no padding):
 //
-//	version  1 byte   = 1
+//	version  1 byte   = 2
 //	expiry   8 bytes  big-endian Unix seconds
+//	login    8 bytes  big-endian Unix seconds of the login the session
+//	                  began with (a signature, or none where the app needs
+//	                  none); tokens derived from it never expire later
+//	                  than login + Limits.SessionMaxAge
+//	gen      uvarint  the client's token generation at that login's OPEN
 //	appId    uvarint length + bytes
 //	clientId uvarint length + bytes
 //	tag      uvarint length + bytes
 //	mac      32 bytes HMAC-SHA256(TokenKey, "relaymesh-st\x00" || all of the above)
 //
-// The token is the whole proof: tokens are not revocable before expiry.
+// Revocation: a kick or logout bumps the client's generation in the shard
+// (core/auth.go); the edge passes the token's gen with the OPEN and the
+// core refuses an old one with 4112. History: version 1 (no login, no gen)
+// is refused as malformed, so clients holding one sign in again once.
 
 const (
-	tokenVersion  = 1
+	tokenVersion  = 2
 	tokenMACLen   = sha256.Size
 	maxTokenChars = 1024
 	tokenDomain   = "relaymesh-st\x00"
@@ -50,6 +58,8 @@ var (
 type tokenClaims struct {
 	AppID, ClientID, Tag string
 	Expiry               time.Time
+	Login                time.Time // the login the session chain began with
+	Gen                  uint64    // the client's token generation
 }
 
 func appendField(b []byte, s string) []byte {
@@ -66,9 +76,11 @@ func tokenMAC(key, payload []byte) []byte {
 
 // issueToken returns a session token for c.
 func issueToken(key []byte, c tokenClaims) string {
-	b := make([]byte, 0, 16+len(c.AppID)+len(c.ClientID)+len(c.Tag)+tokenMACLen)
+	b := make([]byte, 0, 32+len(c.AppID)+len(c.ClientID)+len(c.Tag)+tokenMACLen)
 	b = append(b, tokenVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Login.Unix()))
+	b = binary.AppendUvarint(b, c.Gen)
 	b = appendField(b, c.AppID)
 	b = appendField(b, c.ClientID)
 	b = appendField(b, c.Tag)
@@ -82,7 +94,7 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 		return tokenClaims{}, errTokenMalformed
 	}
 	b, err := base64.RawURLEncoding.DecodeString(st)
-	if err != nil || len(b) < 1+8+3+tokenMACLen || b[0] != tokenVersion {
+	if err != nil || len(b) < 1+8+8+1+3+tokenMACLen || b[0] != tokenVersion {
 		return tokenClaims{}, errTokenMalformed
 	}
 	payload, mac := b[:len(b)-tokenMACLen], b[len(b)-tokenMACLen:]
@@ -90,7 +102,12 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 		return tokenClaims{}, errTokenBadMAC
 	}
 	exp := int64(binary.BigEndian.Uint64(payload[1:9]))
-	rest := payload[9:]
+	login := int64(binary.BigEndian.Uint64(payload[9:17]))
+	gen, k := binary.Uvarint(payload[17:])
+	if k <= 0 {
+		return tokenClaims{}, errTokenMalformed
+	}
+	rest := payload[17+k:]
 	var fields [3]string
 	for i := range fields {
 		n, k := binary.Uvarint(rest)
@@ -103,7 +120,8 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 	if len(rest) != 0 {
 		return tokenClaims{}, errTokenMalformed
 	}
-	c := tokenClaims{AppID: fields[0], ClientID: fields[1], Tag: fields[2], Expiry: time.Unix(exp, 0)}
+	c := tokenClaims{AppID: fields[0], ClientID: fields[1], Tag: fields[2], Expiry: time.Unix(exp, 0),
+		Login: time.Unix(login, 0), Gen: gen}
 	if !now.Before(c.Expiry) {
 		return c, errTokenExpired
 	}

@@ -61,6 +61,10 @@ type session struct {
 	c                            *conn
 	appID, peerID, tag, deviceID string
 	configBitmap                 int64
+	// Session-token facts (auth.go): the login the session chain began
+	// with and the client's token generation from the core's OPEN reply.
+	login time.Time
+	gen   uint64
 
 	// owned by the reader goroutine
 	sends, logs, ops bucket

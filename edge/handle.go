@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -159,6 +160,7 @@ func (c *conn) handleOpen(ctx context.Context, raw []byte, cmd *lcpb.GenericComm
 	appID, peerID := cmd.GetAppId(), cmd.GetPeerId()
 	now := s.now()
 	var tag string
+	var reopen *tokenClaims // the st this open presents, if any
 	if st := sm.GetSt(); st != "" {
 		cl, err := verifyToken(s.cfg.TokenKey, st, now)
 		if err == nil && ((appID != "" && appID != cl.AppID) || (peerID != "" && peerID != cl.ClientID)) {
@@ -169,6 +171,7 @@ func (c *conn) handleOpen(ctx context.Context, raw []byte, cmd *lcpb.GenericComm
 			return
 		}
 		appID, peerID, tag = cl.AppID, cl.ClientID, cl.Tag
+		reopen = &cl
 	} else {
 		tag = sm.GetTag()
 	}
@@ -187,10 +190,10 @@ func (c *conn) handleOpen(ctx context.Context, raw []byte, cmd *lcpb.GenericComm
 			return
 		}
 	}
-	c.openSession(ctx, raw, cmd, app, peerID, tag)
+	c.openSession(ctx, raw, cmd, app, peerID, tag, reopen)
 }
 
-func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand, app apps.App, peerID, tag string) {
+func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand, app apps.App, peerID, tag string, reopen *tokenClaims) {
 	s := c.srv
 	sm := cmd.GetSessionMessage()
 	i := cmd.I
@@ -218,12 +221,19 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 		sends:        newBucket(s.limits.SendsPerMinute, now),
 		logs:         newBucket(s.limits.LogsPerMinute, now),
 		ops:          newBucket(s.limits.OpsPerMinute, now),
+		login:        now,
+	}
+	if reopen != nil {
+		ss.login = reopen.Login // the chain keeps its first login's bound
 	}
 	// Bind before OPEN so no delivery the core sends right after
 	// registering the session is lost; they are held until opened is queued.
 	s.bind(ss)
 	req := c.request(ss, meshpb.ClientRequest_OPEN, raw)
 	req.Reconnect = sm.GetR()
+	if reopen != nil { // the core refuses a revoked generation (core/auth.go)
+		req.StReopen, req.StGeneration = true, reopen.Gen
+	}
 	bctx, cancel := context.WithTimeout(ctx, s.limits.BackendTimeout)
 	rep, err := s.cfg.Backend.Do(bctx, req)
 	cancel()
@@ -255,6 +265,7 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 		c.reply(lcpb.NewError(i, peerID, code, rep.GetErrorReason()))
 		return
 	}
+	ss.gen = rep.GetSessionGeneration()
 	st, ttl := c.issue(ss)
 	c.reply(&lcpb.GenericCommand{
 		Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_opened.Enum(),
@@ -274,13 +285,19 @@ func reasonOr(reason string, code int32) string {
 	return lcpb.ErrorName(code)
 }
 
-// issue makes a session token for ss and returns it with its ttl in seconds.
+// issue makes a session token for ss and returns it with its ttl in
+// seconds: SessionTokenTTL from now, but never past the session chain's
+// login + SessionMaxAge.
 func (c *conn) issue(ss *session) (string, int32) {
-	ttl := c.srv.limits.SessionTokenTTL
+	now := c.srv.now()
+	exp := now.Add(c.srv.limits.SessionTokenTTL)
+	if bound := ss.login.Add(c.srv.limits.SessionMaxAge); bound.Before(exp) {
+		exp = bound
+	}
 	st := issueToken(c.srv.cfg.TokenKey, tokenClaims{
-		AppID: ss.appID, ClientID: ss.peerID, Tag: ss.tag, Expiry: c.srv.now().Add(ttl),
+		AppID: ss.appID, ClientID: ss.peerID, Tag: ss.tag, Expiry: exp, Login: ss.login, Gen: ss.gen,
 	})
-	return st, int32(ttl.Seconds())
+	return st, int32(max(exp.Sub(now).Round(time.Second).Seconds(), 1))
 }
 
 // handleClose serves session/close: CLOSE to the backend and a
@@ -313,6 +330,11 @@ func (c *conn) handleRefresh(cmd *lcpb.GenericCommand) {
 	ss := c.sessionFor(cmd.GetPeerId())
 	if ss == nil {
 		c.reject(cmd.I, cmd.GetPeerId(), lcpb.ErrSessionRequired, "")
+		return
+	}
+	// A refresh cannot outlive the login the session began with.
+	if !c.srv.now().Before(ss.login.Add(c.srv.limits.SessionMaxAge)) {
+		c.reject(cmd.I, ss.peerID, lcpb.ErrSessionTokenExpired, "the login this session began with is older than the session's maximum age; sign in again")
 		return
 	}
 	st, ttl := c.issue(ss)

@@ -56,6 +56,13 @@ type Limits struct {
 	// SessionTokenTTL is the lifetime of a session token (stTtl).
 	// Default 48 h.
 	SessionTokenTTL time.Duration
+	// SessionMaxAge bounds a chain of session tokens: a token issued on a
+	// reopen or a refresh never expires later than the login the chain
+	// began with plus SessionMaxAge, and a refresh past that is refused
+	// with 4112, so a token cannot be kept alive without signing in
+	// again. Default SessionTokenTTL (a refresh keeps the first token's
+	// expiry).
+	SessionMaxAge time.Duration
 	// MaxSessionsPerConn bounds IMClients sharing one socket. Default 32.
 	MaxSessionsPerConn int
 	// MaxConnsPerIP bounds the TCP connections (WrapListener) and the
@@ -122,6 +129,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.SessionTokenTTL <= 0 {
 		l.SessionTokenTTL = d.SessionTokenTTL
+	}
+	if l.SessionMaxAge <= 0 {
+		l.SessionMaxAge = l.SessionTokenTTL
 	}
 	if l.MaxSessionsPerConn <= 0 {
 		l.MaxSessionsPerConn = d.MaxSessionsPerConn
