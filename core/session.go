@@ -97,7 +97,8 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		g.PeerId = proto.String(peer)
 	}
 	rep := encodeReply(cmds...)
-	rep.SessionGeneration = c.tokenGeneration(app, peer) // auth.go
+	// The client's token generation, for the tokens of this session (auth.go).
+	rep.SessionGeneration = c.tokenGeneration(app, peer)
 	if room != "" { // rebound to its chatroom: presence carries it (chatroom.go)
 		rep.Room, rep.RoomChanged = room, true
 	}
