@@ -4,7 +4,7 @@
 //	relaymesh dev  [--data DIR] [--addr HOST:PORT] [--config FILE]   one region in one process
 //	relaymesh core --config FILE                                      a core node (shard replica)
 //	relaymesh edge --config FILE                                      an edge (client connections)
-//	relaymesh pki  init|issue ...                                     cluster CA and node certificates
+//	relaymesh pki  init|issue ...                                     cluster CA and node certificates (with roles)
 //	relaymesh version
 package main
 
@@ -75,7 +75,7 @@ Usage:
   relaymesh core --config FILE     run a core node ([core], [tls], [[apps]])
   relaymesh edge --config FILE     run an edge ([edge], [tls], [[apps]], session_token_key_file)
   relaymesh pki init --dir DIR                      create the cluster CA and a session-token key
-  relaymesh pki issue --dir DIR --name N [--hosts H1,H2]   sign a node certificate
+  relaymesh pki issue --dir DIR --name N [--role R] [--hosts H1,H2]   sign a node certificate (role core, edge or admin)
   relaymesh version
 
 Each command takes -h for its flags. The config file format is documented in
@@ -283,6 +283,7 @@ func runPKI(args []string) error {
 	dir := fs.String("dir", "pki", "directory of the cluster CA")
 	name := fs.String("name", "", "node name (issue)")
 	hosts := fs.String("hosts", "", "comma-separated IPs or DNS names the node is reached at (issue)")
+	roleName := fs.String("role", "", "the node's role, core, edge or admin (issue; default from a name starting core, edge or admin)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -311,10 +312,21 @@ func runPKI(args []string) error {
 		if *hosts != "" {
 			hs = strings.Split(*hosts, ",")
 		}
-		if _, err := mesh.IssueNode(*dir, *name, hs); err != nil {
+		role := mesh.Role(*roleName)
+		if role == "" {
+			for _, r := range []mesh.Role{mesh.RoleCore, mesh.RoleEdge, mesh.RoleAdmin} {
+				if strings.HasPrefix(*name, string(r)) {
+					role = r
+				}
+			}
+			if role == "" {
+				return fmt.Errorf("pki issue: --role core|edge|admin is required for %q", *name)
+			}
+		}
+		if _, err := mesh.IssueNodeRole(*dir, *name, role, hs); err != nil {
 			return err
 		}
-		fmt.Printf("issued %s/%s.crt and %s.key\n", *dir, *name, *name)
+		fmt.Printf("issued %s/%s.crt and %s.key (role %s)\n", *dir, *name, *name, role)
 		return nil
 	}
 	return fmt.Errorf("pki: unknown subcommand %q", args[0])
