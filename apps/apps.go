@@ -7,6 +7,7 @@ package apps
 import (
 	"errors"
 	"sync"
+	"unicode"
 )
 
 // App is one LeanCloud application.
@@ -29,6 +30,21 @@ var ErrUnknownApp = errors.New("apps: unknown app")
 
 // MaxIDLen bounds an appId; LeanCloud ids are 24-32 characters.
 const MaxIDLen = 64
+
+// ValidID reports whether id may name an app: 1..MaxIDLen bytes without ':'
+// or control characters (an appId leads every signed string, whose fields
+// ':' separates).
+func ValidID(id string) bool {
+	if id == "" || len(id) > MaxIDLen {
+		return false
+	}
+	for _, r := range id {
+		if r == ':' || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
 
 // Registry resolves appIds. It is safe for concurrent use.
 type Registry struct {
@@ -54,7 +70,7 @@ func NewDev() *Registry {
 
 // Lookup returns the app for id, or ErrUnknownApp.
 func (r *Registry) Lookup(id string) (App, error) {
-	if id == "" || len(id) > MaxIDLen {
+	if !ValidID(id) {
 		return App{}, ErrUnknownApp
 	}
 	r.mu.RLock()

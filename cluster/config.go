@@ -45,11 +45,15 @@ import (
 //	listen = "0.0.0.0:8080"
 //	cores = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]
 //	public_urls = ["wss://im-1.example.com/", "wss://im-2.example.com/"]
+//	trusted_proxies = ["10.0.0.0/16"]             # load balancers: X-Forwarded-For names the client
 //	[edge.limits]
 //	sends_per_minute = 60
+//	max_conns_per_ip = 1000
+//	login_timeout = "60s"
 //	[edge.rest]                                   # the REST API (docs/REST.md)
 //	sends_per_second = 50
 //	send_queue = 10000
+//	sign_max_age = "15m"                          # X-LC-Sign timestamp window
 type Config struct {
 	Data                string      `toml:"data"`
 	SessionTokenKeyFile string      `toml:"session_token_key_file"`
@@ -101,13 +105,16 @@ func (c *Config) CoreLimits() core.Limits {
 
 // EdgeSection configures `relaymesh edge`.
 type EdgeSection struct {
-	EdgeID     string       `toml:"edge_id"`
-	Listen     string       `toml:"listen"`
-	MeshAddr   string       `toml:"mesh_addr"`
-	Cores      []string     `toml:"cores"`
-	PublicURLs []string     `toml:"public_urls"`
-	Limits     LimitsConfig `toml:"limits"`
-	REST       RESTConfig   `toml:"rest"`
+	EdgeID     string   `toml:"edge_id"`
+	Listen     string   `toml:"listen"`
+	MeshAddr   string   `toml:"mesh_addr"`
+	Cores      []string `toml:"cores"`
+	PublicURLs []string `toml:"public_urls"`
+	// TrustedProxies: CIDRs or IPs of the load balancers in front of the
+	// edge, whose X-Forwarded-For names the client (edge/guard.go).
+	TrustedProxies []string     `toml:"trusted_proxies"`
+	Limits         LimitsConfig `toml:"limits"`
+	REST           RESTConfig   `toml:"rest"`
 }
 
 // RESTConfig bounds the REST API's message operations per app; zero keeps
@@ -117,28 +124,45 @@ type RESTConfig struct {
 	SendQueue      int     `toml:"send_queue"`
 	// BroadcastsPerDay: system-conversation broadcasts per app and day.
 	BroadcastsPerDay int `toml:"broadcasts_per_day"`
+	// SignMaxAge is rest.Limits.SignMaxAge: how far an X-LC-Sign
+	// timestamp may be from now ("15m" when empty, "-1s" unchecked).
+	SignMaxAge string `toml:"sign_max_age"`
 }
 
 // RESTLimits returns the REST API limits of the file.
 func (c *Config) RESTLimits() rest.Limits {
-	return rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue,
+	l := rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue,
 		BroadcastsPerDay: c.Edge.REST.BroadcastsPerDay}
+	l.SignMaxAge, _ = time.ParseDuration(c.Edge.REST.SignMaxAge) // checked by LoadConfig
+	return l
 }
 
 // LimitsConfig overrides edge limits; zero keeps LeanCloud's default, a
 // negative rate disables that limit.
 type LimitsConfig struct {
-	MaxFrameBytes      int64  `toml:"max_frame_bytes"`
-	MaxMessageBytes    int    `toml:"max_message_bytes"`
-	SendsPerMinute     int    `toml:"sends_per_minute"`
-	LogsPerMinute      int    `toml:"logs_per_minute"`
-	OpsPerMinute       int    `toml:"ops_per_minute"`
-	IdleTimeout        string `toml:"idle_timeout"`
-	SessionTokenTTL    string `toml:"session_token_ttl"`
+	MaxFrameBytes   int64  `toml:"max_frame_bytes"`
+	MaxMessageBytes int    `toml:"max_message_bytes"`
+	SendsPerMinute  int    `toml:"sends_per_minute"`
+	LogsPerMinute   int    `toml:"logs_per_minute"`
+	OpsPerMinute    int    `toml:"ops_per_minute"`
+	IdleTimeout     string `toml:"idle_timeout"`
+	SessionTokenTTL string `toml:"session_token_ttl"`
+	// SessionMaxAge is edge.Limits.SessionMaxAge: how long a chain of
+	// session tokens (reopens, refreshes) may last after the login it
+	// began with ("" = session_token_ttl).
+	SessionMaxAge      string `toml:"session_max_age"`
 	MaxSessionsPerConn int    `toml:"max_sessions_per_conn"`
 	// QueueLen is edge.Limits.QueueLen: outbound frames per connection
 	// before the edge sheds LOW, then NORMAL (0: 1024).
 	QueueLen int `toml:"queue_len"`
+	// Connection guards (edge/guard.go): connections per client IP
+	// (0: 1000, -1: no cap), the login deadline after the upgrade
+	// ("60s"), session/open+refresh and echo per connection and minute
+	// (0: 60 and 60, -1: unlimited).
+	MaxConnsPerIP       int    `toml:"max_conns_per_ip"`
+	LoginTimeout        string `toml:"login_timeout"`
+	SessionOpsPerMinute int    `toml:"session_ops_per_minute"`
+	EchoPerMinute       int    `toml:"echo_per_minute"`
 }
 
 // ErrConfig marks an invalid configuration file.
@@ -162,16 +186,31 @@ func LoadConfig(path string) (*Config, error) {
 			return nil, fmt.Errorf("%w: apps[%d]: id must be 1..%d characters", ErrConfig, i, apps.MaxIDLen)
 		case seen[a.ID]:
 			return nil, fmt.Errorf("%w: apps[%d]: duplicate id %q", ErrConfig, i, a.ID)
-		case a.SignatureRequired && a.MasterKey == "":
-			return nil, fmt.Errorf("%w: app %q: signature_required needs master_key", ErrConfig, a.ID)
+		case !apps.ValidID(a.ID):
+			return nil, fmt.Errorf("%w: apps[%d]: id %q holds ':' or a control character", ErrConfig, i, a.ID)
 		}
 		if err := a.check(); err != nil {
 			return nil, err
+		}
+		// No open apps outside `relaymesh dev` without a config file: an
+		// app without a master key would accept any key as its master
+		// key on the REST API and could never check a signature.
+		if a.MasterKey == "" {
+			return nil, fmt.Errorf("%w: app %q has no master_key: every [[apps]] entry needs one (it authenticates the REST API and signs logins); "+
+				"an open app that accepts any key exists only in `relaymesh dev` without --config", ErrConfig, a.ID)
 		}
 		seen[a.ID] = true
 	}
 	if _, err := c.Edge.Limits.limits(); err != nil {
 		return nil, err
+	}
+	if _, err := edge.ParseTrustedProxies(c.Edge.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("%w: edge.trusted_proxies: %v", ErrConfig, err)
+	}
+	if v := c.Edge.REST.SignMaxAge; v != "" {
+		if d, err := time.ParseDuration(v); err != nil || d == 0 {
+			return nil, fmt.Errorf("%w: edge.rest.sign_max_age: %q is not a non-zero duration (negative: unchecked)", ErrConfig, v)
+		}
 	}
 	return c, nil
 }
@@ -228,6 +267,7 @@ func (l LimitsConfig) limits() (edge.Limits, error) {
 		MaxFrameBytes: l.MaxFrameBytes, MaxMessageBytes: l.MaxMessageBytes,
 		SendsPerMinute: l.SendsPerMinute, LogsPerMinute: l.LogsPerMinute, OpsPerMinute: l.OpsPerMinute,
 		MaxSessionsPerConn: l.MaxSessionsPerConn, QueueLen: l.QueueLen,
+		MaxConnsPerIP: l.MaxConnsPerIP, SessionOpsPerMinute: l.SessionOpsPerMinute, EchoPerMinute: l.EchoPerMinute,
 	}
 	if l.QueueLen < 0 {
 		return out, fmt.Errorf("%w: edge.limits.queue_len must not be negative", ErrConfig)
@@ -236,7 +276,8 @@ func (l LimitsConfig) limits() (edge.Limits, error) {
 		name string
 		s    string
 		to   *time.Duration
-	}{{"idle_timeout", l.IdleTimeout, &out.IdleTimeout}, {"session_token_ttl", l.SessionTokenTTL, &out.SessionTokenTTL}} {
+	}{{"idle_timeout", l.IdleTimeout, &out.IdleTimeout}, {"session_token_ttl", l.SessionTokenTTL, &out.SessionTokenTTL},
+		{"login_timeout", l.LoginTimeout, &out.LoginTimeout}, {"session_max_age", l.SessionMaxAge, &out.SessionMaxAge}} {
 		if d.s == "" {
 			continue
 		}
@@ -303,6 +344,8 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 	if mesh == "" {
 		mesh = ":0"
 	}
+	proxies, _ := edge.ParseTrustedProxies(s.TrustedProxies) // checked by LoadConfig
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
-		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits()}, nil
+		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
+		TrustedProxies: proxies}, nil
 }

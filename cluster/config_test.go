@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -103,6 +104,7 @@ push_template = '{"alert":"${fromClientId}"}'
 _messageReceived = "http://127.0.0.1:2/received"
 [[apps]]
 id = "app-2"
+master_key = "m2"
 `)
 	if err := os.WriteFile(filepath.Join(filepath.Dir(p), "words.txt"), []byte("# custom\nbanana\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -146,5 +148,60 @@ func TestLoadConfigIntegrationsInvalid(t *testing.T) {
 				t.Errorf("got %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// TestLoadConfigRefusesOpenApps: an [[apps]] entry without master_key (an
+// "open" app that would take any key as its master key) is refused at
+// load with a message that names the app, as are app ids that hold ':'.
+func TestLoadConfigRefusesOpenApps(t *testing.T) {
+	for name, body := range map[string]string{
+		"no master_key":      "[[apps]]\nid = \"open-app\"\nkey = \"k\"\n",
+		"empty master_key":   "[[apps]]\nid = \"open-app\"\nmaster_key = \"\"\n",
+		"second app open":    "[[apps]]\nid = \"a\"\nmaster_key = \"m\"\n[[apps]]\nid = \"open-app\"\n",
+		"colon in id":        "[[apps]]\nid = \"a:b\"\nmaster_key = \"m\"\n",
+		"control char in id": "[[apps]]\nid = \"a\\u0001\"\nmaster_key = \"m\"\n",
+	} {
+		_, err := LoadConfig(writeConfig(t, body))
+		if !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: got %v, want ErrConfig", name, err)
+			continue
+		}
+		if name != "colon in id" && name != "control char in id" && !strings.Contains(err.Error(), `"open-app" has no master_key`) {
+			t.Errorf("%s: message %q does not name the app and the missing key", name, err)
+		}
+	}
+	if _, err := LoadConfig(writeConfig(t, "[[apps]]\nid = \"a\"\nmaster_key = \"m\"\n")); err != nil {
+		t.Fatalf("an app with a master key: %v", err)
+	}
+}
+
+func TestDevExposureWarning(t *testing.T) {
+	for addr, warn := range map[string]bool{
+		"127.0.0.1:8080": false, "[::1]:8080": false, "localhost:8080": false, "127.0.0.2:9": false,
+		"0.0.0.0:8080": true, ":8080": true, "[::]:8080": true, "10.0.0.5:8080": true, "example.com:80": true,
+	} {
+		got := DevExposureWarning(addr, true)
+		if (got != "") != warn {
+			t.Errorf("%s: warning %q, want warning %v", addr, got, warn)
+		}
+		if warn && !strings.Contains(got, "OPEN apps") {
+			t.Errorf("%s: warning does not say the apps are open: %q", addr, got)
+		}
+	}
+}
+
+func TestLoadConfigSignMaxAge(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "[edge.rest]\nsign_max_age = \"5m\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.RESTLimits().SignMaxAge; got != 5*time.Minute {
+		t.Errorf("sign_max_age: got %v, want 5m", got)
+	}
+	for _, bad := range []string{"soon", "0s"} {
+		if _, err := LoadConfig(writeConfig(t, "[edge.rest]\nsign_max_age = \""+bad+"\"\n")); !errors.Is(err, ErrConfig) {
+			t.Errorf("sign_max_age %q: got %v, want ErrConfig", bad, err)
+		}
 	}
 }

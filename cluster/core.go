@@ -114,8 +114,10 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			return nil, err
 		}
 	}
-	node.HandleRPC(MethodClient, c.handleClient)
-	node.HandleStream(MethodDeliveries, c.handleDeliveries)
+	// Who may call (mesh/role.go): client requests come from edges (and
+	// admin tooling, and cores); only edges open delivery streams.
+	node.HandleRPC(MethodClient, c.handleClient, mesh.RoleEdge, mesh.RoleAdmin, mesh.RoleCore)
+	node.HandleStream(MethodDeliveries, c.handleDeliveries, mesh.RoleEdge)
 	return c, nil
 }
 

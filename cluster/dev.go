@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/core"
@@ -27,7 +29,9 @@ type DevConfig struct {
 	Apps     *apps.Registry // default: any appId, created on first use
 	Limits   edge.Limits
 	REST     rest.Limits
-	Logger   *slog.Logger
+	// TrustedProxies are EdgeConfig.TrustedProxies.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 	// Integrations are the apps' word lists, hooks and offline push
 	// (Config.Integrations); zero means the shipped word list only.
 	Integrations Integrations
@@ -103,6 +107,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		REST:     cfg.REST,
 		Logger:   cfg.Logger,
 
+		TrustedProxies: cfg.TrustedProxies,
+
 		ExtraMetrics: c.Service.WriteMetrics, // the core's counters on the edge's /metrics
 		DropDelivery: cfg.DropDelivery,
 	})
@@ -111,6 +117,29 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		return nil, err
 	}
 	return &Dev{Core: c, Edge: e}, nil
+}
+
+// DevExposureWarning returns the warning `relaymesh dev` prints to stderr
+// when addr is reachable from other machines ("" when it is loopback
+// only). open says whether every appId is served without keys, which
+// makes the exposure worse: anyone who reaches the port is every app's
+// master.
+func DevExposureWarning(addr string, open bool) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() || host == "localhost" {
+		return ""
+	}
+	what := "with the apps of --config"
+	if open {
+		what = "with OPEN apps: any appId, no keys, no signatures, the REST API's master key is any string"
+	}
+	bar := strings.Repeat("!", 78)
+	return fmt.Sprintf("%s\n!! WARNING: relaymesh dev is listening on %s, reachable from other machines,\n"+
+		"!! %s.\n!! relaymesh dev is for a laptop: bind --addr 127.0.0.1:PORT, or run\n"+
+		"!! `relaymesh core` and `relaymesh edge` with a config file (docs/OPERATIONS.md).\n%s\n", bar, addr, what, bar)
 }
 
 // Close stops the edge, then the core.

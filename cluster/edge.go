@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,6 +35,8 @@ type EdgeConfig struct {
 	// PublicURLs answer /v1/route; empty means ws://HTTPAddr/.
 	PublicURLs []string
 	Limits     edge.Limits
+	// TrustedProxies are edge.Config.TrustedProxies.
+	TrustedProxies []netip.Prefix
 	// REST bounds the REST API (package rest); zero fields take its defaults.
 	REST   rest.Limits
 	Logger *slog.Logger
@@ -94,7 +97,10 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		ExtraMetrics: cfg.ExtraMetrics,
 		PublicURLs:   pub,
 		Logger:       log.With("part", "edge"),
+
+		TrustedProxies: cfg.TrustedProxies,
 	})
+	ln = srv.WrapListener(ln) // connections per IP (edge/guard.go)
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, cancel: cancel, dropAt: cfg.DropDelivery}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
@@ -112,7 +118,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	mux.Handle("/", srv.Handler())
 	mux.Handle("/1.1/", api)
 	mux.Handle("/1.2/", api)
-	e.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	e.http = srv.HTTPServer(mux) // slowloris timeouts (edge/guard.go)
 	for _, addr := range cfg.Cores {
 		e.wg.Add(1)
 		go func() {

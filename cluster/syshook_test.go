@@ -14,6 +14,7 @@ hook_key = "hk"
 sys_webhook_url = "http://127.0.0.1:1/sys"
 [[apps]]
 id = "app-2"
+master_key = "m2"
 `))
 	if err != nil {
 		t.Fatal(err)

@@ -290,6 +290,7 @@ func (c *Core) adminKick(ctx context.Context, app, peer string, a *meshpb.AdminR
 	kicked := c.sessions[k]
 	c.setSessionsLocked(k, nil)
 	c.mu.Unlock()
+	c.revokeTokens(ctx, app, peer) // auth.go: the kicked client's st are void
 	for _, s := range kicked {
 		c.endWills(ctx, app, peer, connKey{s.edge, s.conn}, false)
 		closed := &lcpb.GenericCommand{

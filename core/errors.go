@@ -38,6 +38,7 @@ var errorCodes = []struct {
 	{errLogsRejected, lcpb.ErrConversationLogRejected},
 	{errQueryFailed, lcpb.ErrConversationQueryFailed},
 	{errTagConflict, lcpb.ErrSessionConflict},
+	{errTokenRevoked, lcpb.ErrSessionTokenExpired}, // auth.go
 	{errMessageRejected, lcpb.ErrMessageRejectedByApp},
 	{errConvRejected, lcpb.ErrConversationRejectedByApp},
 	{shard.ErrConvNotFound, lcpb.ErrConversationNotFound},

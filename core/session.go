@@ -35,6 +35,9 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	if c.replica == nil || !c.replica.IsLeader() {
 		return refuse(ErrNotLeader)
 	}
+	if err := c.checkTokenGeneration(req); err != nil { // auth.go
+		return refuse(err)
+	}
 	s := &session{app: app, peer: peer, tag: req.GetTag(), edge: req.GetEdgeId(), conn: req.GetConnId(), version: req.GetProtocolVersion()}
 	k := peerKey{app, peer}
 	var kicked []*session
@@ -61,6 +64,9 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		c.rooms.closeSession(app, o.peer, connKey{o.edge, o.conn}, c.now())
 	}
 	room := c.rooms.open(roomID{app, peer, s.tag}, connKey{s.edge, s.conn}, req.GetReconnect(), c.now()) // chatroom.go
+	if len(kicked) > 0 {
+		c.revokeTokens(ctx, app, peer) // auth.go: the kicked session's st is void
+	}
 	for _, o := range kicked {
 		c.endWills(ctx, app, o.peer, connKey{o.edge, o.conn}, false)
 		closed := &lcpb.GenericCommand{
@@ -91,6 +97,8 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		g.PeerId = proto.String(peer)
 	}
 	rep := encodeReply(cmds...)
+	// The client's token generation, for the tokens of this session (auth.go).
+	rep.SessionGeneration = c.tokenGeneration(app, peer)
 	if room != "" { // rebound to its chatroom: presence carries it (chatroom.go)
 		rep.Room, rep.RoomChanged = room, true
 	}
@@ -252,7 +260,11 @@ func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
 	c.removeSessionLocked(peerKey{req.GetAppId(), req.GetPeerId()}, from)
 	c.mu.Unlock()
 	c.rooms.closeSession(req.GetAppId(), req.GetPeerId(), from, c.now())
-	c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicitClose(req.GetCommand()))
+	explicit := explicitClose(req.GetCommand())
+	c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicit)
+	if explicit {
+		c.revokeTokens(ctx, req.GetAppId(), req.GetPeerId()) // auth.go: a logout voids the st
+	}
 	c.sysLogout(ctx, req.GetAppId(), req.GetPeerId()) // sysconv.go
 }
 

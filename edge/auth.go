@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Session tokens (sessionMessage.st).
@@ -23,17 +24,25 @@ import (
 //
 // Layout, before base64url (no padding):
 //
-//	version  1 byte   = 1
+//	version  1 byte   = 2
 //	expiry   8 bytes  big-endian Unix seconds
+//	login    8 bytes  big-endian Unix seconds of the login the session
+//	                  began with (a signature, or none where the app needs
+//	                  none); tokens derived from it never expire later
+//	                  than login + Limits.SessionMaxAge
+//	gen      uvarint  the client's token generation at that login's OPEN
 //	appId    uvarint length + bytes
 //	clientId uvarint length + bytes
 //	tag      uvarint length + bytes
 //	mac      32 bytes HMAC-SHA256(TokenKey, "relaymesh-st\x00" || all of the above)
 //
-// The token is the whole proof: tokens are not revocable before expiry.
+// Revocation: a kick or logout bumps the client's generation in the shard
+// (core/auth.go); the edge passes the token's gen with the OPEN and the
+// core refuses an old one with 4112. History: version 1 (no login, no gen)
+// is refused as malformed, so clients holding one sign in again once.
 
 const (
-	tokenVersion  = 1
+	tokenVersion  = 2
 	tokenMACLen   = sha256.Size
 	maxTokenChars = 1024
 	tokenDomain   = "relaymesh-st\x00"
@@ -49,6 +58,8 @@ var (
 type tokenClaims struct {
 	AppID, ClientID, Tag string
 	Expiry               time.Time
+	Login                time.Time // the login the session chain began with
+	Gen                  uint64    // the client's token generation
 }
 
 func appendField(b []byte, s string) []byte {
@@ -65,9 +76,11 @@ func tokenMAC(key, payload []byte) []byte {
 
 // issueToken returns a session token for c.
 func issueToken(key []byte, c tokenClaims) string {
-	b := make([]byte, 0, 16+len(c.AppID)+len(c.ClientID)+len(c.Tag)+tokenMACLen)
+	b := make([]byte, 0, 32+len(c.AppID)+len(c.ClientID)+len(c.Tag)+tokenMACLen)
 	b = append(b, tokenVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Login.Unix()))
+	b = binary.AppendUvarint(b, c.Gen)
 	b = appendField(b, c.AppID)
 	b = appendField(b, c.ClientID)
 	b = appendField(b, c.Tag)
@@ -81,7 +94,7 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 		return tokenClaims{}, errTokenMalformed
 	}
 	b, err := base64.RawURLEncoding.DecodeString(st)
-	if err != nil || len(b) < 1+8+3+tokenMACLen || b[0] != tokenVersion {
+	if err != nil || len(b) < 1+8+8+1+3+tokenMACLen || b[0] != tokenVersion {
 		return tokenClaims{}, errTokenMalformed
 	}
 	payload, mac := b[:len(b)-tokenMACLen], b[len(b)-tokenMACLen:]
@@ -89,7 +102,12 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 		return tokenClaims{}, errTokenBadMAC
 	}
 	exp := int64(binary.BigEndian.Uint64(payload[1:9]))
-	rest := payload[9:]
+	login := int64(binary.BigEndian.Uint64(payload[9:17]))
+	gen, k := binary.Uvarint(payload[17:])
+	if k <= 0 {
+		return tokenClaims{}, errTokenMalformed
+	}
+	rest := payload[17+k:]
 	var fields [3]string
 	for i := range fields {
 		n, k := binary.Uvarint(rest)
@@ -102,7 +120,8 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 	if len(rest) != 0 {
 		return tokenClaims{}, errTokenMalformed
 	}
-	c := tokenClaims{AppID: fields[0], ClientID: fields[1], Tag: fields[2], Expiry: time.Unix(exp, 0)}
+	c := tokenClaims{AppID: fields[0], ClientID: fields[1], Tag: fields[2], Expiry: time.Unix(exp, 0),
+		Login: time.Unix(login, 0), Gen: gen}
 	if !now.Before(c.Expiry) {
 		return c, errTokenExpired
 	}
@@ -132,10 +151,16 @@ var (
 	errSignatureMissing  = errors.New("edge: signature required")
 	errSignatureExpired  = errors.New("edge: signature timestamp outside validity window")
 	errSignatureMismatch = errors.New("edge: signature mismatch")
+	// errSignatureAmbiguous: a field of the signed string holds ':' or a
+	// control character, so the string could stand for other fields.
+	errSignatureAmbiguous = errors.New("edge: signed field holds ':' or a control character")
 )
 
 // verifyLoginSignature checks s/t/n of a session/open.
 func verifyLoginSignature(masterKey, appID, clientID, sig string, ts int64, nonce string, now time.Time) error {
+	if !signedField(nonce) || !signedField(clientID) {
+		return errSignatureAmbiguous
+	}
 	return verifySignature(masterKey, sig, ts, now,
 		appID+":"+clientID+"::"+strconv.FormatInt(ts, 10)+":"+nonce)
 }
@@ -170,37 +195,47 @@ func verifySignature(masterKey, sig string, ts int64, now time.Time, msg string)
 
 // convSignature returns the string a conversation operation is signed over
 // (REST-AND-HOOKS.md §4), the signature fields and the code a failure gets;
-// ok is false for commands that carry no signature.
+// ok is false for commands that carry no signature. Every client op that
+// adds or removes members is here: the SDKs' join and quit are conv/add and
+// conv/remove naming the client itself (persistent-conversation.js), and
+// the protocol's own conv/join and conv/leave (ops 80 and 82, which the
+// core serves like add/remove of the client itself) are signed as the
+// invite and kick of the client. A signed id list that holds a ':' or a
+// control character is refused (errSignatureAmbiguous): its joined string
+// would be ambiguous.
 //
-//	conv/start:                 appid:clientid:sorted_member_ids:timestamp:nonce
-//	conv/add (join, invite):    appid:clientid:convid:sorted_member_ids:timestamp:nonce:invite
-//	conv/remove (quit, kick):   appid:clientid:convid:sorted_member_ids:timestamp:nonce:kick
-//	blacklist/block, unblock:   appid:clientid:convid:sorted_member_ids:timestamp:nonce:conversation-(un)block-clients
-func convSignature(appID, clientID string, cmd *lcpb.GenericCommand) (msg, sig string, ts int64, code int32, ok bool) {
-	sorted := func(ids []string) string {
-		s := slices.Clone(ids)
-		slices.Sort(s)
-		return strings.Join(s, ":")
-	}
+//	conv/start:                         appid:clientid:sorted_member_ids:timestamp:nonce
+//	conv/add, conv/join (join, invite): appid:clientid:convid:sorted_member_ids:timestamp:nonce:invite
+//	conv/remove, conv/leave (quit, kick): appid:clientid:convid:sorted_member_ids:timestamp:nonce:kick
+//	blacklist/block, unblock:           appid:clientid:convid:sorted_member_ids:timestamp:nonce:conversation-(un)block-clients
+//
+// For join and leave without m, the member list is the client itself.
+func convSignature(appID, clientID string, cmd *lcpb.GenericCommand) (s signedOp, ok bool) {
 	tail := func(ts int64, nonce string) string { return strconv.FormatInt(ts, 10) + ":" + nonce }
 	switch cmd.GetCmd() {
 	case lcpb.CommandType_conv:
 		cm := cmd.GetConvMessage()
-		ts, nonce := cm.GetT(), cm.GetN()
+		s = signedOp{sig: cm.GetS(), ts: cm.GetT(), nonce: cm.GetN(), code: lcpb.ErrConversationSignature}
 		switch cmd.GetOp() {
 		case lcpb.OpType_start:
-			return appID + ":" + clientID + ":" + sorted(cm.GetM()) + ":" + tail(ts, nonce), cm.GetS(), ts, lcpb.ErrConversationSignature, true
-		case lcpb.OpType_add, lcpb.OpType_remove:
+			s.ids = cm.GetM()
+			s.msg = appID + ":" + clientID + ":" + sortedIDs(s.ids) + ":" + tail(s.ts, s.nonce)
+			return s, true
+		case lcpb.OpType_add, lcpb.OpType_remove, lcpb.OpType_join, lcpb.OpType_leave:
 			action := "invite"
-			if cmd.GetOp() == lcpb.OpType_remove {
+			if op := cmd.GetOp(); op == lcpb.OpType_remove || op == lcpb.OpType_leave {
 				action = "kick"
 			}
-			return appID + ":" + clientID + ":" + cm.GetCid() + ":" + sorted(cm.GetM()) + ":" + tail(ts, nonce) + ":" + action,
-				cm.GetS(), ts, lcpb.ErrConversationSignature, true
+			s.ids = cm.GetM()
+			if len(s.ids) == 0 {
+				s.ids = []string{clientID} // join / quit: the core applies it to the client itself
+			}
+			s.msg = appID + ":" + clientID + ":" + cm.GetCid() + ":" + sortedIDs(s.ids) + ":" + tail(s.ts, s.nonce) + ":" + action
+			s.cid = cm.GetCid()
+			return s, true
 		}
 	case lcpb.CommandType_blacklist:
 		bm := cmd.GetBlacklistMessage()
-		ts, nonce := bm.GetT(), bm.GetN()
 		action := ""
 		switch cmd.GetOp() {
 		case lcpb.OpType_block:
@@ -208,12 +243,55 @@ func convSignature(appID, clientID string, cmd *lcpb.GenericCommand) (msg, sig s
 		case lcpb.OpType_unblock:
 			action = "conversation-unblock-clients"
 		default:
-			return "", "", 0, 0, false
+			return signedOp{}, false
 		}
-		return appID + ":" + clientID + ":" + bm.GetSrcCid() + ":" + sorted(bm.GetToPids()) + ":" + tail(ts, nonce) + ":" + action,
-			bm.GetS(), ts, lcpb.ErrBlacklistSignature, true
+		s = signedOp{sig: bm.GetS(), ts: bm.GetT(), nonce: bm.GetN(), code: lcpb.ErrBlacklistSignature,
+			ids: bm.GetToPids(), cid: bm.GetSrcCid()}
+		s.msg = appID + ":" + clientID + ":" + s.cid + ":" + sortedIDs(s.ids) + ":" + tail(s.ts, s.nonce) + ":" + action
+		return s, true
 	}
-	return "", "", 0, 0, false
+	return signedOp{}, false
+}
+
+// signedOp is a client command that carries a signature: the string it is
+// signed over, its s/t/n fields, the ids and conversation in that string,
+// and the LeanCloud code a failed check answers.
+type signedOp struct {
+	msg, sig, nonce, cid string
+	ts                   int64
+	ids                  []string
+	code                 int32
+}
+
+// verify checks the op's signature with the app's master key.
+func (s signedOp) verify(masterKey string, now time.Time) error {
+	if !signedField(s.nonce) || !signedField(s.cid) {
+		return errSignatureAmbiguous
+	}
+	for _, id := range s.ids {
+		if !signedField(id) {
+			return errSignatureAmbiguous
+		}
+	}
+	return verifySignature(masterKey, s.sig, s.ts, now, s.msg)
+}
+
+func sortedIDs(ids []string) string {
+	s := slices.Clone(ids)
+	slices.Sort(s)
+	return strings.Join(s, ":")
+}
+
+// signedField reports whether s may stand in a ':'-joined signed string:
+// no ':' (it would move the field boundaries: ["a:b"] and ["a", "b"] sign
+// alike) and no control character.
+func signedField(s string) bool {
+	for _, r := range s {
+		if r == ':' || unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
 }
 
 // bucket is a token bucket: capacity perMinute, refilled at perMinute per

@@ -101,11 +101,20 @@ func TestConvSignatureStrings(t *testing.T) {
 		{"blacklist unblock", &lcpb.GenericCommand{Cmd: lcpb.CommandType_blacklist.Enum(), Op: lcpb.OpType_unblock.Enum(),
 			BlacklistMessage: &lcpb.BlacklistCommand{SrcCid: str("c1"), ToPids: []string{"x"}, T: proto.Int64(5), N: str("n")}},
 			"app:alice:c1:x:5:n:conversation-unblock-clients", lcpb.ErrBlacklistSignature},
+		{"join without m invites the client itself", &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_join.Enum(),
+			ConvMessage: &lcpb.ConvCommand{Cid: str("c1"), T: proto.Int64(5), N: str("n")}},
+			"app:alice:c1:alice:5:n:invite", lcpb.ErrConversationSignature},
+		{"leave without m kicks the client itself", &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_leave.Enum(),
+			ConvMessage: &lcpb.ConvCommand{Cid: str("c1"), T: proto.Int64(5), N: str("n")}},
+			"app:alice:c1:alice:5:n:kick", lcpb.ErrConversationSignature},
+		{"add without m (the SDK's join shape) is the client itself", &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_add.Enum(),
+			ConvMessage: &lcpb.ConvCommand{Cid: str("c1"), T: proto.Int64(5), N: str("n")}},
+			"app:alice:c1:alice:5:n:invite", lcpb.ErrConversationSignature},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			msg, _, _, code, ok := convSignature("app", "alice", tc.cmd)
-			if !ok || msg != tc.want || code != tc.code {
-				t.Fatalf("got %q code %d ok %v, want %q code %d", msg, code, ok, tc.want, tc.code)
+			op, ok := convSignature("app", "alice", tc.cmd)
+			if !ok || op.msg != tc.want || op.code != tc.code {
+				t.Fatalf("got %q code %d ok %v, want %q code %d", op.msg, op.code, ok, tc.want, tc.code)
 			}
 		})
 	}
@@ -114,7 +123,7 @@ func TestConvSignatureStrings(t *testing.T) {
 		{Cmd: lcpb.CommandType_direct.Enum()},
 		{Cmd: lcpb.CommandType_blacklist.Enum(), Op: lcpb.OpType_query.Enum()},
 	} {
-		if _, _, _, _, ok := convSignature("app", "alice", c); ok {
+		if _, ok := convSignature("app", "alice", c); ok {
 			t.Errorf("%v/%v must not need a signature", c.GetCmd(), c.GetOp())
 		}
 	}
@@ -129,5 +138,49 @@ func TestSignatureSecondsAndCase(t *testing.T) {
 	}
 	if err := verifySignature("master", sig, 1_700_000_000-7*3600, now, "app:alice::1699974800:n"); !errors.Is(err, errSignatureExpired) {
 		t.Fatalf("7 h old seconds timestamp: err %v, want expired", err)
+	}
+}
+
+// TestSignedFieldsRejectSeparators: a ':' or control character in a signed
+// id or nonce would let one signature stand for another list ("a:b" signs
+// like "a","b"); such ops are refused before the HMAC is even compared.
+func TestSignedFieldsRejectSeparators(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	ts := now.UnixMilli()
+	conv := func(m []string, nonce string) *lcpb.GenericCommand {
+		return &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_add.Enum(),
+			ConvMessage: &lcpb.ConvCommand{Cid: proto.String("c1"), M: m, T: proto.Int64(ts), N: proto.String(nonce)}}
+	}
+	// The honest op with two members verifies.
+	good, _ := convSignature("app", "alice", conv([]string{"a", "b"}, "n"))
+	good.sig = hmacHex("master", good.msg)
+	if err := good.verify("master", now); err != nil {
+		t.Fatalf("honest op: %v", err)
+	}
+	// ["a:b"] signs the same string as ["a", "b"]: refused.
+	forged, _ := convSignature("app", "alice", conv([]string{"a:b"}, "n"))
+	if forged.msg != good.msg {
+		t.Fatalf("test premise: %q != %q", forged.msg, good.msg)
+	}
+	forged.sig = good.sig
+	if err := forged.verify("master", now); !errors.Is(err, errSignatureAmbiguous) {
+		t.Fatalf("member with ':': got %v, want %v", err, errSignatureAmbiguous)
+	}
+	for _, bad := range []struct {
+		m []string
+		n string
+	}{
+		{[]string{"a\x00"}, "n"}, {[]string{"a\nb"}, "n"}, {[]string{"a"}, "n:1"}, {[]string{"a"}, "n\x7f"},
+	} {
+		op, _ := convSignature("app", "alice", conv(bad.m, bad.n))
+		op.sig = hmacHex("master", op.msg)
+		if err := op.verify("master", now); !errors.Is(err, errSignatureAmbiguous) {
+			t.Errorf("m=%q n=%q: got %v, want %v", bad.m, bad.n, err, errSignatureAmbiguous)
+		}
+	}
+	// Login: a nonce with ':' is refused even with a matching HMAC.
+	sig := loginSignature("master", "app", "alice", ts, "x:y")
+	if err := verifyLoginSignature("master", "app", "alice", sig, ts, "x:y", now); !errors.Is(err, errSignatureAmbiguous) {
+		t.Fatalf("login nonce with ':': got %v", err)
 	}
 }

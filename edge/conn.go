@@ -42,6 +42,14 @@ type conn struct {
 
 	lastRead atomic.Int64 // unix nanos of the last inbound frame, ping or pong
 
+	// Login deadline (guard.go): loginTimer closes the connection with
+	// 4108 unless loggedIn is set first.
+	loggedIn   atomic.Bool
+	loginTimer *time.Timer // set before the reader starts
+
+	// owned by the reader goroutine: per-connection rates (guard.go)
+	sessionOps, echoes bucket
+
 	mu          sync.Mutex
 	sessions    []*session           // guarded by mu; bound sessions, oldest first
 	closeCode   websocket.StatusCode // guarded by mu; set by fail
@@ -53,6 +61,10 @@ type session struct {
 	c                            *conn
 	appID, peerID, tag, deviceID string
 	configBitmap                 int64
+	// Session-token facts (auth.go): the login the session chain began
+	// with and the client's token generation from the core's OPEN reply.
+	login time.Time
+	gen   uint64
 
 	// owned by the reader goroutine
 	sends, logs, ops bucket
@@ -72,6 +84,9 @@ func newConn(s *Server, codec lcpb.Codec) *conn {
 		q:      newOutQueue(s.limits.QueueLen),
 		ctx:    ctx,
 		cancel: cancel,
+
+		sessionOps: newBucket(s.limits.SessionOpsPerMinute, s.now()),
+		echoes:     newBucket(s.limits.EchoPerMinute, s.now()),
 	}
 	c.touch()
 	return c
@@ -90,6 +105,9 @@ func (c *conn) run() {
 	}()
 	c.readLoop()
 	c.cancel()
+	if c.loginTimer != nil {
+		c.loginTimer.Stop()
+	}
 	wg.Wait()
 	c.teardown()
 }

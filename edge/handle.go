@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 	"unicode/utf8"
 
 	"github.com/coder/websocket"
@@ -68,9 +69,20 @@ func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 	case lcpb.CommandType_login, lcpb.CommandType_logout:
 		// LeanCloud Push login (Java opens every socket with it) and its
 		// logout: accepted and ignored, no reply (a loggedin with
-		// pushDisabled would stop the Java SDK's auto-connect).
+		// pushDisabled would stop the Java SDK's auto-connect). A push
+		// login naming a served app counts as logging in for the login
+		// deadline: a Java socket may carry push alone for a long time.
+		if cmd.GetCmd() == lcpb.CommandType_login {
+			if _, err := c.srv.cfg.Apps.Lookup(cmd.GetAppId()); err == nil {
+				c.markLoggedIn()
+			}
+		}
 		return
 	case lcpb.CommandType_echo:
+		if !c.echoes.take(c.srv.now()) {
+			c.reject(cmd.I, cmd.GetPeerId(), lcpb.ErrMessageSentQuotaExceeded, "too many echo")
+			return
+		}
 		c.reply(&lcpb.GenericCommand{Cmd: lcpb.CommandType_echo.Enum(), I: cmd.I, PeerId: cmd.PeerId})
 		return
 	case lcpb.CommandType_session:
@@ -79,15 +91,20 @@ func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 			c.reject(cmd.I, cmd.GetPeerId(), ErrUnparseable, "missing op")
 			return
 		}
-		switch cmd.GetOp() {
-		case lcpb.OpType_open:
-			c.handleOpen(ctx, raw, cmd)
+		switch op := cmd.GetOp(); op {
+		case lcpb.OpType_open, lcpb.OpType_refresh:
+			if !c.sessionOps.take(c.srv.now()) {
+				c.reject(cmd.I, cmd.GetPeerId(), lcpb.ErrMessageSentQuotaExceeded, "too many session/"+op.String())
+				return
+			}
+			if op == lcpb.OpType_open {
+				c.handleOpen(ctx, raw, cmd)
+			} else {
+				c.handleRefresh(cmd)
+			}
 			return
 		case lcpb.OpType_close:
 			c.handleClose(raw, cmd)
-			return
-		case lcpb.OpType_refresh:
-			c.handleRefresh(cmd)
 			return
 		}
 	}
@@ -126,8 +143,11 @@ func (c *conn) sessionFor(peerID string) *session {
 	return nil
 }
 
+// validClientID: 1-64 characters of valid UTF-8 (LeanCloud's limit, 4103
+// INVALID_LOGIN otherwise), and no ':' or control character, so no
+// signature string that holds a clientId can be read two ways.
 func validClientID(id string) bool {
-	return id != "" && utf8.ValidString(id) && utf8.RuneCountInString(id) <= maxClientIDRunes
+	return id != "" && utf8.ValidString(id) && utf8.RuneCountInString(id) <= maxClientIDRunes && signedField(id)
 }
 
 // handleOpen serves session/open: a fresh login (signature checked when the
@@ -140,6 +160,7 @@ func (c *conn) handleOpen(ctx context.Context, raw []byte, cmd *lcpb.GenericComm
 	appID, peerID := cmd.GetAppId(), cmd.GetPeerId()
 	now := s.now()
 	var tag string
+	var reopen *tokenClaims // the st this open presents, if any
 	if st := sm.GetSt(); st != "" {
 		cl, err := verifyToken(s.cfg.TokenKey, st, now)
 		if err == nil && ((appID != "" && appID != cl.AppID) || (peerID != "" && peerID != cl.ClientID)) {
@@ -150,11 +171,12 @@ func (c *conn) handleOpen(ctx context.Context, raw []byte, cmd *lcpb.GenericComm
 			return
 		}
 		appID, peerID, tag = cl.AppID, cl.ClientID, cl.Tag
+		reopen = &cl
 	} else {
 		tag = sm.GetTag()
 	}
 	if !validClientID(peerID) || len(tag) > maxTagBytes {
-		c.reject(i, "", lcpb.ErrInvalidLogin, "clientId must be 1-64 characters")
+		c.reject(i, "", lcpb.ErrInvalidLogin, "clientId must be 1-64 characters without ':' or control characters")
 		return
 	}
 	app, err := s.cfg.Apps.Lookup(appID)
@@ -168,10 +190,10 @@ func (c *conn) handleOpen(ctx context.Context, raw []byte, cmd *lcpb.GenericComm
 			return
 		}
 	}
-	c.openSession(ctx, raw, cmd, app, peerID, tag)
+	c.openSession(ctx, raw, cmd, app, peerID, tag, reopen)
 }
 
-func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand, app apps.App, peerID, tag string) {
+func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand, app apps.App, peerID, tag string, reopen *tokenClaims) {
 	s := c.srv
 	sm := cmd.GetSessionMessage()
 	i := cmd.I
@@ -199,12 +221,19 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 		sends:        newBucket(s.limits.SendsPerMinute, now),
 		logs:         newBucket(s.limits.LogsPerMinute, now),
 		ops:          newBucket(s.limits.OpsPerMinute, now),
+		login:        now,
+	}
+	if reopen != nil {
+		ss.login = reopen.Login // the chain keeps its first login's bound
 	}
 	// Bind before OPEN so no delivery the core sends right after
 	// registering the session is lost; they are held until opened is queued.
 	s.bind(ss)
 	req := c.request(ss, meshpb.ClientRequest_OPEN, raw)
 	req.Reconnect = sm.GetR()
+	if reopen != nil { // the core refuses a revoked generation (core/auth.go)
+		req.StReopen, req.StGeneration = true, reopen.Gen
+	}
 	bctx, cancel := context.WithTimeout(ctx, s.limits.BackendTimeout)
 	rep, err := s.cfg.Backend.Do(bctx, req)
 	cancel()
@@ -236,6 +265,7 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 		c.reply(lcpb.NewError(i, peerID, code, rep.GetErrorReason()))
 		return
 	}
+	ss.gen = rep.GetSessionGeneration()
 	st, ttl := c.issue(ss)
 	c.reply(&lcpb.GenericCommand{
 		Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_opened.Enum(),
@@ -245,6 +275,7 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 	})
 	c.writeReplies(ss, rep)
 	c.markReady(ss)
+	c.markLoggedIn() // guard.go
 }
 
 func reasonOr(reason string, code int32) string {
@@ -254,13 +285,19 @@ func reasonOr(reason string, code int32) string {
 	return lcpb.ErrorName(code)
 }
 
-// issue makes a session token for ss and returns it with its ttl in seconds.
+// issue makes a session token for ss and returns it with its ttl in
+// seconds: SessionTokenTTL from now, but never past the session chain's
+// login + SessionMaxAge.
 func (c *conn) issue(ss *session) (string, int32) {
-	ttl := c.srv.limits.SessionTokenTTL
+	now := c.srv.now()
+	exp := now.Add(c.srv.limits.SessionTokenTTL)
+	if bound := ss.login.Add(c.srv.limits.SessionMaxAge); bound.Before(exp) {
+		exp = bound
+	}
 	st := issueToken(c.srv.cfg.TokenKey, tokenClaims{
-		AppID: ss.appID, ClientID: ss.peerID, Tag: ss.tag, Expiry: c.srv.now().Add(ttl),
+		AppID: ss.appID, ClientID: ss.peerID, Tag: ss.tag, Expiry: exp, Login: ss.login, Gen: ss.gen,
 	})
-	return st, int32(ttl.Seconds())
+	return st, int32(max(exp.Sub(now).Round(time.Second).Seconds(), 1))
 }
 
 // handleClose serves session/close: CLOSE to the backend and a
@@ -293,6 +330,11 @@ func (c *conn) handleRefresh(cmd *lcpb.GenericCommand) {
 	ss := c.sessionFor(cmd.GetPeerId())
 	if ss == nil {
 		c.reject(cmd.I, cmd.GetPeerId(), lcpb.ErrSessionRequired, "")
+		return
+	}
+	// A refresh cannot outlive the login the session began with.
+	if !c.srv.now().Before(ss.login.Add(c.srv.limits.SessionMaxAge)) {
+		c.reject(cmd.I, ss.peerID, lcpb.ErrSessionTokenExpired, "the login this session began with is older than the session's maximum age; sign in again")
 		return
 	}
 	st, ttl := c.issue(ss)
@@ -355,10 +397,9 @@ func (c *conn) forward(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand
 		return
 	}
 	if app, err := s.cfg.Apps.Lookup(ss.appID); err == nil && app.ConversationSignatureRequired {
-		if msg, sig, ts, code, ok := convSignature(ss.appID, ss.peerID, cmd); ok {
-			if err := verifySignature(app.MasterKey, sig, ts, s.now(), msg); err != nil {
-				s.metrics.Reject(code)
-				c.reject(i, ss.peerID, code, err.Error())
+		if op, ok := convSignature(ss.appID, ss.peerID, cmd); ok {
+			if err := op.verify(app.MasterKey, s.now()); err != nil {
+				c.reject(i, ss.peerID, op.code, err.Error())
 				return
 			}
 		}

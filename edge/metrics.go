@@ -32,6 +32,8 @@ type Metrics struct {
 	BackendErrors     atomic.Int64 // Backend.Do transport errors
 	OverflowCloses    atomic.Int64 // connections closed because HIGH did not fit
 	IdleCloses        atomic.Int64 // connections closed by the idle timeout
+	LoginTimeouts     atomic.Int64 // connections closed without a login in time (4108)
+	ConnsOverIPCap    atomic.Int64 // TCP connections and WebSockets refused by MaxConnsPerIP
 	// Dropped counts outbound frames shed by priority class (HIGH is never
 	// shed; it overflows instead).
 	Dropped [numPriorities]atomic.Int64
@@ -89,6 +91,8 @@ func (m *Metrics) WriteText(w io.Writer) error {
 		{"relaymesh_edge_backend_errors_total", "Backend call failures.", "counter", m.BackendErrors.Load()},
 		{"relaymesh_edge_overflow_closes_total", "Connections closed because a HIGH frame did not fit.", "counter", m.OverflowCloses.Load()},
 		{"relaymesh_edge_idle_closes_total", "Connections closed by the idle timeout.", "counter", m.IdleCloses.Load()},
+		{"relaymesh_edge_login_timeouts_total", "Connections closed with 4108: no login in time.", "counter", m.LoginTimeouts.Load()},
+		{"relaymesh_edge_conns_over_ip_cap_total", "Connections refused: the client IP holds MaxConnsPerIP.", "counter", m.ConnsOverIPCap.Load()},
 	}
 	if rss, ok := residentBytes(); ok {
 		rows = append(rows, kv{"process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", rss})

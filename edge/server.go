@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -55,8 +56,26 @@ type Limits struct {
 	// SessionTokenTTL is the lifetime of a session token (stTtl).
 	// Default 48 h.
 	SessionTokenTTL time.Duration
+	// SessionMaxAge bounds a chain of session tokens: a token issued on a
+	// reopen or a refresh never expires later than the login the chain
+	// began with plus SessionMaxAge, and a refresh past that is refused
+	// with 4112, so a token cannot be kept alive without signing in
+	// again. Default SessionTokenTTL (a refresh keeps the first token's
+	// expiry).
+	SessionMaxAge time.Duration
 	// MaxSessionsPerConn bounds IMClients sharing one socket. Default 32.
 	MaxSessionsPerConn int
+	// MaxConnsPerIP bounds the TCP connections (WrapListener) and the
+	// WebSockets (429 before the upgrade) one client IP holds (guard.go).
+	// Default 1000; negative: no cap.
+	MaxConnsPerIP int
+	// LoginTimeout closes an upgraded connection that has not logged in
+	// by then with 4108 LOGIN_TIMEOUT. Default 60 s; negative: none.
+	LoginTimeout time.Duration
+	// SessionOpsPerMinute bounds session/open plus session/refresh per
+	// connection, EchoPerMinute echo per connection; over → cmd:error
+	// 4116 with i. Defaults 60 and 60 per minute; negative disables.
+	SessionOpsPerMinute, EchoPerMinute int
 }
 
 // DefaultLimits are LeanCloud's published limits.
@@ -72,6 +91,11 @@ var DefaultLimits = Limits{
 	BackendTimeout:     10 * time.Second,
 	SessionTokenTTL:    48 * time.Hour,
 	MaxSessionsPerConn: 32,
+
+	MaxConnsPerIP:       1000,
+	LoginTimeout:        60 * time.Second,
+	SessionOpsPerMinute: 60,
+	EchoPerMinute:       60,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -106,8 +130,23 @@ func (l Limits) withDefaults() Limits {
 	if l.SessionTokenTTL <= 0 {
 		l.SessionTokenTTL = d.SessionTokenTTL
 	}
+	if l.SessionMaxAge <= 0 {
+		l.SessionMaxAge = l.SessionTokenTTL
+	}
 	if l.MaxSessionsPerConn <= 0 {
 		l.MaxSessionsPerConn = d.MaxSessionsPerConn
+	}
+	if l.MaxConnsPerIP == 0 {
+		l.MaxConnsPerIP = d.MaxConnsPerIP
+	}
+	if l.LoginTimeout == 0 {
+		l.LoginTimeout = d.LoginTimeout
+	}
+	if l.SessionOpsPerMinute == 0 {
+		l.SessionOpsPerMinute = d.SessionOpsPerMinute
+	}
+	if l.EchoPerMinute == 0 {
+		l.EchoPerMinute = d.EchoPerMinute
 	}
 	return l
 }
@@ -129,7 +168,11 @@ type Config struct {
 	// PublicURLs are the WebSocket URLs /v1/route answers (server,
 	// secondary). Empty means ws(s)://<request Host>/.
 	PublicURLs []string
-	Logger     *slog.Logger
+	// TrustedProxies are the load balancers in front of the edge: for a
+	// connection from one of them the client IP is taken from
+	// X-Forwarded-For (guard.go). Parse with ParseTrustedProxies.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // Server is one edge: it terminates client WebSockets and serves the router
@@ -146,6 +189,9 @@ type Server struct {
 	nextID  atomic.Uint64
 
 	wg sync.WaitGroup // one per accepted connection (its reader goroutine)
+
+	proxies []netip.Prefix // Config.TrustedProxies
+	wsPerIP *ipCounts      // WebSockets per client IP (guard.go)
 
 	mu     sync.Mutex
 	closed bool                              // guarded by mu
@@ -179,7 +225,9 @@ func New(cfg Config) *Server {
 		now:     time.Now,
 		conns:   make(map[uint64]*conn),
 		peers:   make(map[peerKey]map[*session]struct{}),
+		proxies: cfg.TrustedProxies,
 	}
+	s.wsPerIP = newIPCounts(s.limits.MaxConnsPerIP)
 	if s.limits.IdleTimeout < 180*time.Second {
 		s.log.Warn("edge: idle timeout below the SDKs' 180 s keepalive; idle clients will be dropped", "idle", s.limits.IdleTimeout)
 	}
@@ -444,9 +492,17 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.wg.Add(1)
 	s.mu.Unlock()
+	ip := s.clientIP(r)
+	if !s.wsPerIP.acquire(ip) {
+		s.wg.Done()
+		s.metrics.ConnsOverIPCap.Add(1)
+		http.Error(w, "relaymesh: too many connections from this address", http.StatusTooManyRequests)
+		return
+	}
 	started := false
 	defer func() {
 		if !started {
+			s.wsPerIP.release(ip)
 			s.wg.Done()
 		}
 	}()
@@ -487,8 +543,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	s.metrics.ConnectionsTotal.Add(1)
 
 	started = true
+	c.startLoginTimer() // guard.go
 	go func() {
 		defer s.wg.Done()
+		defer s.wsPerIP.release(ip)
 		c.run()
 		s.mu.Lock()
 		delete(s.conns, c.id)

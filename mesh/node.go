@@ -31,10 +31,11 @@ const (
 
 // Application error codes on connections and streams.
 const (
-	codeNoError  = 0
-	codeCanceled = 1 // the caller's context ended
-	codeProtocol = 2 // malformed header or frame
-	codeClosed   = 3 // the node is closing
+	codeNoError   = 0
+	codeCanceled  = 1 // the caller's context ended
+	codeProtocol  = 2 // malformed header or frame
+	codeClosed    = 3 // the node is closing
+	codeForbidden = 4 // the peer's role may not do this (role.go)
 )
 
 // Sentinel errors. Errors from Call and OpenStream wrap them.
@@ -72,6 +73,7 @@ type Node struct {
 	closed  bool                     // guarded by mu
 	rpcs    map[string]RPCHandler    // guarded by mu
 	streams map[string]StreamHandler // guarded by mu
+	roles   map[string][]Role        // guarded by mu; who may call a method (none: any role)
 	dials   map[string]*dial         // guarded by mu; by dialled address
 	conns   map[*quic.Conn]struct{}  // guarded by mu; every live connection
 	raft    *raftLayer               // guarded by mu; current raft layer, nil until RaftLayer
@@ -108,7 +110,8 @@ func Listen(addr string, id *Identity, logger *slog.Logger) (*Node, error) {
 		MaxIncomingStreams:    maxIncomingStream,
 		MaxIncomingUniStreams: -1,
 	}
-	ln, err := tr.Listen(serverTLS(id), qconf)
+	log := logger.With("node", id.Name)
+	ln, err := tr.Listen(serverTLS(id, log), qconf)
 	if err != nil {
 		tr.Close()
 		udp.Close()
@@ -116,10 +119,11 @@ func Listen(addr string, id *Identity, logger *slog.Logger) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		id: id, log: logger.With("node", id.Name), udp: udp, tr: tr, ln: ln,
-		clientT: clientTLS(id), qconf: qconf, ctx: ctx, cancel: cancel,
+		id: id, log: log, udp: udp, tr: tr, ln: ln,
+		clientT: clientTLS(id, log), qconf: qconf, ctx: ctx, cancel: cancel,
 		rpcs:    make(map[string]RPCHandler),
 		streams: make(map[string]StreamHandler),
+		roles:   make(map[string][]Role),
 		dials:   make(map[string]*dial),
 		conns:   make(map[*quic.Conn]struct{}),
 	}
@@ -134,21 +138,29 @@ func (n *Node) Addr() string { return n.udp.LocalAddr().String() }
 // Name is the node's identity name.
 func (n *Node) Name() string { return n.id.Name }
 
-// HandleRPC registers h for method, replacing any earlier handler.
-func (n *Node) HandleRPC(method string, h func(ctx context.Context, peer string, req []byte) ([]byte, error)) {
+// HandleRPC registers h for method, replacing any earlier handler. Only
+// peers of the roles listed may call it (none listed: any role); others get
+// ErrForbidden and h never runs.
+func (n *Node) HandleRPC(method string, h func(ctx context.Context, peer string, req []byte) ([]byte, error), roles ...Role) {
 	checkMethod(method)
 	n.mu.Lock()
 	n.rpcs[method] = h
+	n.roles[method] = roles
 	n.mu.Unlock()
 }
 
-// HandleStream registers h for streams opened with method.
-func (n *Node) HandleStream(method string, h func(ctx context.Context, peer string, s *Stream)) {
+// HandleStream registers h for streams opened with method, for peers of
+// the roles listed (none: any role).
+func (n *Node) HandleStream(method string, h func(ctx context.Context, peer string, s *Stream), roles ...Role) {
 	checkMethod(method)
 	n.mu.Lock()
 	n.streams[method] = h
+	n.roles[method] = roles
 	n.mu.Unlock()
 }
+
+// Role is the node's own role.
+func (n *Node) Role() Role { return n.id.Role }
 
 func checkMethod(method string) {
 	if method == "" || len(method) > 255 {
@@ -353,19 +365,38 @@ func (n *Node) openStream(ctx context.Context, addr string, kind byte, method st
 	}
 }
 
-func serverTLS(id *Identity) *tls.Config {
+func serverTLS(id *Identity, log *slog.Logger) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{id.Cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    id.Roots,
 		NextProtos:   []string{ALPN},
+		// The chain is verified by then; the peer must also say its role.
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return checkPeerRole(cs, log, "client")
+		},
 	}
+}
+
+// checkPeerRole refuses a peer whose certificate carries no role, with a
+// log line that says what to do about it.
+func checkPeerRole(cs tls.ConnectionState, log *slog.Logger, side string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil // the chain check refuses it
+	}
+	if _, err := CertRole(cs.PeerCertificates[0]); err != nil {
+		log.Warn("mesh: refused a peer certificate without a role; reissue it with `relaymesh pki issue --role` (docs/OPERATIONS.md)",
+			"side", side, "peer", certName(cs.PeerCertificates[0]))
+		return err
+	}
+	return nil
 }
 
 // clientTLS verifies the server's chain against the cluster CA but not its
 // host name: nodes dial addresses, and every CA-signed node is a member.
-func clientTLS(id *Identity) *tls.Config {
+// The server must carry a role too.
+func clientTLS(id *Identity, log *slog.Logger) *tls.Config {
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS13,
 		Certificates:       []tls.Certificate{id.Cert},
@@ -379,12 +410,14 @@ func clientTLS(id *Identity) *tls.Config {
 			for _, c := range cs.PeerCertificates[1:] {
 				inter.AddCert(c)
 			}
-			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
+			if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
 				Roots:         id.Roots,
 				Intermediates: inter,
 				KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-			})
-			return err
+			}); err != nil {
+				return err
+			}
+			return checkPeerRole(cs, log, "server")
 		},
 	}
 }
@@ -411,4 +444,15 @@ func peerName(c *quic.Conn) string {
 		return ""
 	}
 	return certName(certs[0])
+}
+
+// peerRole is the role of a connection's peer ("" if none, which the
+// handshake already refused).
+func peerRole(c *quic.Conn) Role {
+	certs := c.ConnectionState().TLS.PeerCertificates
+	if len(certs) == 0 {
+		return ""
+	}
+	r, _ := CertRole(certs[0])
+	return r
 }

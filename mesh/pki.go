@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,7 @@ import (
 // Identity is what a node presents to its peers and trusts in them.
 type Identity struct {
 	Name  string          // the node's name: certificate CommonName
+	Role  Role            // the node's role: the certificate's role URI SAN (role.go)
 	Cert  tls.Certificate // the node's certificate chain and private key
 	Roots *x509.CertPool  // the cluster CA
 }
@@ -37,7 +39,8 @@ const (
 // EnsureDevPKI returns an identity for each name, backed by files under dir:
 // ca.crt/ca.key for the cluster CA and <name>.crt/<name>.key per node. Missing
 // files are created (ECDSA P-256; node certs valid for the name, 127.0.0.1 and
-// ::1); existing ones are loaded, so a restart keeps its CA.
+// ::1, with the role DevRole(name)); existing ones are loaded, so a restart
+// keeps its CA. A node certificate from before roles is issued anew.
 func EnsureDevPKI(dir string, names ...string) (map[string]*Identity, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("mesh: pki dir: %w", err)
@@ -52,8 +55,9 @@ func EnsureDevPKI(dir string, names ...string) (map[string]*Identity, error) {
 		var err error
 		if fileExists(certFile) {
 			id, err = LoadIdentity(certFile, keyFile, filepath.Join(dir, caCertFile))
-		} else {
-			id, err = IssueNode(dir, name, []string{"127.0.0.1", "::1"})
+		}
+		if !fileExists(certFile) || errors.Is(err, ErrNoRole) {
+			id, err = IssueNodeRole(dir, name, DevRole(name), []string{"127.0.0.1", "::1"})
 		}
 		if err != nil {
 			return nil, err
@@ -63,12 +67,22 @@ func EnsureDevPKI(dir string, names ...string) (map[string]*Identity, error) {
 	return ids, nil
 }
 
-// IssueNode signs a new certificate for name with the CA in caDir and writes it
-// to caDir/<name>.crt and caDir/<name>.key. Each host is added as an IP or DNS
-// SAN besides name itself.
+// IssueNode is IssueNodeRole with the role DevRole(name): names starting
+// "edge" are edges, "admin" admins, the rest cores.
 func IssueNode(caDir, name string, hosts []string) (*Identity, error) {
+	return IssueNodeRole(caDir, name, DevRole(name), hosts)
+}
+
+// IssueNodeRole signs a new certificate for name in role with the CA in
+// caDir and writes it to caDir/<name>.crt and caDir/<name>.key. Each host is
+// added as an IP or DNS SAN besides name itself; the role is the URI SAN
+// relaymesh://role/<role>.
+func IssueNodeRole(caDir, name string, role Role, hosts []string) (*Identity, error) {
 	if name == "" || strings.ContainsAny(name, `/\`) || name == "." || name == ".." || name == "ca" {
 		return nil, fmt.Errorf("mesh: invalid node name %q", name)
+	}
+	if _, err := ParseRole(string(role)); err != nil {
+		return nil, err
 	}
 	ca, caKey, err := loadOrCreateCA(caDir)
 	if err != nil {
@@ -86,6 +100,7 @@ func IssueNode(caDir, name string, hosts []string) (*Identity, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{name},
+		URIs:         []*url.URL{roleURI(role)},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -129,7 +144,11 @@ func LoadIdentity(certFile, keyFile, caFile string) (*Identity, error) {
 	if name == "" {
 		return nil, fmt.Errorf("mesh: load identity: %s has no CommonName or DNS name", certFile)
 	}
-	return &Identity{Name: name, Cert: cert, Roots: roots}, nil
+	role, err := CertRole(cert.Leaf)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: load identity %s: %w", certFile, err)
+	}
+	return &Identity{Name: name, Role: role, Cert: cert, Roots: roots}, nil
 }
 
 // loadOrCreateCA loads the CA from dir, creating it if neither file exists.

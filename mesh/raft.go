@@ -77,6 +77,12 @@ func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 	if err != nil {
 		return nil, fmt.Errorf("mesh: raft dial %s: %w", address, err)
 	}
+	// Raft goes to cores only (role.go): a node with an edge or admin
+	// certificate at a raft address gets no log entries or votes.
+	if r := peerRole(c); r != RoleCore {
+		reset(s, codeForbidden)
+		return nil, fmt.Errorf("mesh: raft dial %s: %w: peer %q is a %q, not a core", address, ErrForbidden, peerName(c), r)
+	}
 	return &raftConn{Stream: s, c: c}, nil
 }
 

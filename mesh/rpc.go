@@ -23,10 +23,11 @@ const (
 
 // Reply status, the first byte the server sends on rpc and stream streams.
 const (
-	statusOK       byte = 0
-	statusError    byte = 1 // frame: error text
-	statusUnknown  byte = 2 // frame: method name
-	statusTooLarge byte = 3 // frame: error text
+	statusOK        byte = 0
+	statusForbidden byte = 4 // the caller's role may not use the method (role.go)
+	statusError     byte = 1 // frame: error text
+	statusUnknown   byte = 2 // frame: method name
+	statusTooLarge  byte = 3 // frame: error text
 )
 
 // Call sends req to method on the node at addr and returns its reply. A
@@ -94,6 +95,8 @@ func remoteErr(st byte, msg []byte) error {
 		return fmt.Errorf("%w: %w %q", ErrRemote, ErrUnknownMethod, msg)
 	case statusTooLarge:
 		return fmt.Errorf("%w: %w: %s", ErrRemote, ErrFrameTooLarge, msg)
+	case statusForbidden:
+		return fmt.Errorf("%w: %w: %s", ErrRemote, ErrForbidden, msg)
 	default:
 		return fmt.Errorf("%w: status %d", ErrProtocol, st)
 	}
@@ -113,12 +116,20 @@ func (n *Node) serveStream(c *quic.Conn, peer string, s *quic.Stream) {
 		reset(s, codeProtocol)
 		return
 	}
+	role := peerRole(c)
 	switch hdr[0] {
 	case kindRPC:
-		n.serveRPC(peer, string(method), s)
+		n.serveRPC(peer, role, string(method), s)
 	case kindStream:
-		n.serveOpen(peer, string(method), s)
+		n.serveOpen(peer, role, string(method), s)
 	case kindRaft:
+		// Only cores take part in raft (role.go): an edge or admin
+		// certificate can never append, vote or install a snapshot.
+		if role != RoleCore || n.id.Role != RoleCore {
+			n.log.Warn("mesh: refused a raft stream from a peer that is not a core", "peer", peer, "role", role)
+			reset(s, codeForbidden)
+			return
+		}
 		s.SetReadDeadline(time.Time{})
 		n.deliverRaft(c, s)
 	default:
@@ -126,7 +137,7 @@ func (n *Node) serveStream(c *quic.Conn, peer string, s *quic.Stream) {
 	}
 }
 
-func (n *Node) serveRPC(peer, method string, s *quic.Stream) {
+func (n *Node) serveRPC(peer string, role Role, method string, s *quic.Stream) {
 	s.SetReadDeadline(time.Now().Add(requestTimeout))
 	req, err := readFrame(s)
 	if err == nil {
@@ -143,10 +154,14 @@ func (n *Node) serveRPC(peer, method string, s *quic.Stream) {
 		return
 	}
 	n.mu.Lock()
-	h := n.rpcs[method]
+	h, roles := n.rpcs[method], n.roles[method]
 	n.mu.Unlock()
 	if h == nil {
 		writeReply(s, statusUnknown, []byte(method))
+		return
+	}
+	if !n.permit(peer, role, method, roles) {
+		writeReply(s, statusForbidden, fmt.Appendf(nil, "role %q may not call %q", role, method))
 		return
 	}
 	ctx, cancel := n.streamContext(s)
@@ -160,6 +175,15 @@ func (n *Node) serveRPC(peer, method string, s *quic.Stream) {
 	default:
 		writeReply(s, statusOK, reply)
 	}
+}
+
+// permit reports whether a peer of role may use method, logging a refusal.
+func (n *Node) permit(peer string, role Role, method string, roles []Role) bool {
+	if allowed(roles, role) {
+		return true
+	}
+	n.log.Warn("mesh: refused a method to a peer of another role", "peer", peer, "role", role, "method", method)
+	return false
 }
 
 // callRPC runs a handler, turning a panic into an error for the caller.

@@ -49,12 +49,17 @@ func (n *Node) OpenStream(ctx context.Context, addr, method string) (*Stream, er
 }
 
 // serveOpen answers a stream open and runs its handler.
-func (n *Node) serveOpen(peer, method string, s *quic.Stream) {
+func (n *Node) serveOpen(peer string, role Role, method string, s *quic.Stream) {
 	n.mu.Lock()
-	h := n.streams[method]
+	h, roles := n.streams[method], n.roles[method]
 	n.mu.Unlock()
 	if h == nil {
 		writeReply(s, statusUnknown, []byte(method))
+		s.CancelRead(codeNoError)
+		return
+	}
+	if !n.permit(peer, role, method, roles) {
+		writeReply(s, statusForbidden, fmt.Appendf(nil, "role %q may not open %q", role, method))
 		s.CancelRead(codeNoError)
 		return
 	}

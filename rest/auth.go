@@ -5,7 +5,9 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/relaymesh/relaymesh/apps"
 )
@@ -16,8 +18,12 @@ import (
 //	X-LC-Key: <appKey>            or  X-LC-Key: <masterKey>,master
 //	X-LC-Sign: <md5hex(ts+key)>,<ts>[,master]   (instead of X-LC-Key)
 //
-// The sign is compared case-insensitively; its timestamp is not checked
-// for freshness (LeanCloud documents no window). A key the app has not
+// The sign is compared case-insensitively. Its timestamp (ms; a value
+// below 1e11 is taken as seconds) must be within Limits.SignMaxAge of the
+// edge's clock, either way (default 15 minutes): a sign captured from a
+// request is otherwise a key for ever. Outside the window the answer is
+// LeanCloud's bad-key answer, 401 {"code":401,"error":"Unauthorized."}.
+// A key the app has not
 // configured matches nothing. An app with no keys at all — every app of
 // `relaymesh dev` without a config file — accepts any key as what it
 // claims to be: "anything,master" is the master key, "anything" the app key.
@@ -45,6 +51,9 @@ func (h *Handler) authenticate(r *http.Request) (caller, *apiError) {
 			return caller{}, errUnauthorized
 		}
 		master := len(parts) == 3
+		if !h.signFresh(parts[1]) {
+			return caller{}, errUnauthorized
+		}
 		if open {
 			return caller{app, master}, nil
 		}
@@ -73,6 +82,25 @@ func (h *Handler) authenticate(r *http.Request) (caller, *apiError) {
 		return caller{}, errUnauthorized
 	}
 	return caller{app, master}, nil
+}
+
+// signFresh reports whether an X-LC-Sign timestamp is within
+// Limits.SignMaxAge of now (always, when the check is disabled).
+func (h *Handler) signFresh(ts string) bool {
+	max := h.limits.SignMaxAge
+	if max < 0 {
+		return true
+	}
+	n, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil || n <= 0 {
+		return false
+	}
+	at := time.UnixMilli(n)
+	if n < 1e11 {
+		at = time.Unix(n, 0)
+	}
+	d := h.cfg.Now().Sub(at)
+	return d <= max && d >= -max
 }
 
 // Sign returns the hex MD5 of ts followed by key: X-LC-Sign's first field.

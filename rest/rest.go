@@ -46,6 +46,10 @@ type Limits struct {
 	// BroadcastsPerDay bounds each app's system-conversation broadcasts
 	// per UTC day (service.go). Default 30; negative: unlimited.
 	BroadcastsPerDay int
+	// SignMaxAge bounds how far an X-LC-Sign timestamp may be from now,
+	// in the past or the future (auth.go). Default 15 minutes; negative:
+	// unchecked.
+	SignMaxAge time.Duration
 }
 
 // DefaultLimits are LeanCloud's documented figures.
@@ -57,6 +61,7 @@ var DefaultLimits = Limits{
 	Timeout:         10 * time.Second,
 
 	BroadcastsPerDay: 30,
+	SignMaxAge:       15 * time.Minute,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -78,6 +83,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.BroadcastsPerDay == 0 {
 		l.BroadcastsPerDay = d.BroadcastsPerDay
+	}
+	if l.SignMaxAge == 0 {
+		l.SignMaxAge = d.SignMaxAge
 	}
 	return l
 }

@@ -4,7 +4,7 @@
 //	relaymesh dev  [--data DIR] [--addr HOST:PORT] [--config FILE]   one region in one process
 //	relaymesh core --config FILE                                      a core node (shard replica)
 //	relaymesh edge --config FILE                                      an edge (client connections)
-//	relaymesh pki  init|issue ...                                     cluster CA and node certificates
+//	relaymesh pki  init|issue ...                                     cluster CA and node certificates (with roles)
 //	relaymesh version
 package main
 
@@ -21,7 +21,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
@@ -70,12 +69,13 @@ func usage() {
 Usage:
   relaymesh dev [--data DIR] [--addr HOST:PORT] [--config FILE] [flags]
       Run one region (edge + core + single-node shard) in one process; any
-      appId works unless --config lists apps. Point the LeanCloud SDK at it:
+      appId works (no keys, no signatures) unless --config lists the apps.
+      Binding a non-loopback --addr prints a warning. Point the SDK at it:
       new Realtime({appId, appKey, RTMServers: 'ws://HOST:PORT/'})
   relaymesh core --config FILE     run a core node ([core], [tls], [[apps]])
   relaymesh edge --config FILE     run an edge ([edge], [tls], [[apps]], session_token_key_file)
   relaymesh pki init --dir DIR                      create the cluster CA and a session-token key
-  relaymesh pki issue --dir DIR --name N [--hosts H1,H2]   sign a node certificate
+  relaymesh pki issue --dir DIR --name N [--role R] [--hosts H1,H2]   sign a node certificate (role core, edge or admin)
   relaymesh version
 
 Each command takes -h for its flags. The config file format is documented in
@@ -109,6 +109,8 @@ func runDev(args []string) error {
 	fs.IntVar(&lim.LogsPerMinute, "logs-per-minute", 0, "per-session history queries per minute (0: LeanCloud's 120, -1: unlimited)")
 	fs.IntVar(&lim.OpsPerMinute, "ops-per-minute", 0, "per-session other operations per minute (0: LeanCloud's 30, -1: unlimited)")
 	fs.IntVar(&lim.MaxMessageBytes, "max-message-bytes", 0, "largest message content (0: LeanCloud's 5120)")
+	fs.IntVar(&lim.MaxConnsPerIP, "max-conns-per-ip", 0, "TCP connections and WebSockets one client IP may hold (0: 1000, -1: no cap)")
+	fs.DurationVar(&lim.LoginTimeout, "login-timeout", 0, "close a WebSocket with 4108 when it has not logged in by then (0: 60s)")
 	fs.IntVar(&lim.QueueLen, "queue-len", 0, "outbound frames queued per connection; when full the edge sheds LOW, then NORMAL, and closes on HIGH (0: 1024)")
 	var restLim rest.Limits
 	fs.Float64Var(&restLim.SendsPerSecond, "rest-sends-per-second", 0, "REST API message operations admitted per second per app (0: 50, -1: unlimited)")
@@ -133,17 +135,23 @@ func runDev(args []string) error {
 		if err != nil {
 			return err
 		}
-		if len(c.Apps) > 0 {
-			cfg.Apps = apps.NewStatic(c.AppList())
+		// With a config file, dev serves exactly its apps, each with a
+		// master key (LoadConfig checks): open apps exist only without one.
+		if cfg.Apps, err = c.Registry(); err != nil {
+			return err
 		}
 		if cfg.Integrations, err = c.Integrations(log); err != nil {
 			return err
 		}
 		cfg.Limits = mergeLimits(c.Limits(), lim)
+		cfg.TrustedProxies, _ = edge.ParseTrustedProxies(c.Edge.TrustedProxies) // checked by LoadConfig
 		cfg.CoreLimits = mergeCoreLimits(c.CoreLimits(), coreLim)
 		if restLim == (rest.Limits{}) {
 			cfg.REST = c.RESTLimits()
 		}
+	}
+	if w := cluster.DevExposureWarning(*addr, cfg.Apps == nil); w != "" {
+		fmt.Fprint(os.Stderr, w)
 	}
 	d, err := cluster.StartDev(cfg)
 	if err != nil {
@@ -174,6 +182,12 @@ func mergeLimits(file, flags edge.Limits) edge.Limits {
 	}
 	if flags.QueueLen != 0 {
 		file.QueueLen = flags.QueueLen
+	}
+	if flags.MaxConnsPerIP != 0 {
+		file.MaxConnsPerIP = flags.MaxConnsPerIP
+	}
+	if flags.LoginTimeout != 0 {
+		file.LoginTimeout = flags.LoginTimeout
 	}
 	return file
 }
@@ -269,6 +283,7 @@ func runPKI(args []string) error {
 	dir := fs.String("dir", "pki", "directory of the cluster CA")
 	name := fs.String("name", "", "node name (issue)")
 	hosts := fs.String("hosts", "", "comma-separated IPs or DNS names the node is reached at (issue)")
+	roleName := fs.String("role", "", "the node's role, core, edge or admin (issue; default from a name starting core, edge or admin)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
@@ -297,10 +312,21 @@ func runPKI(args []string) error {
 		if *hosts != "" {
 			hs = strings.Split(*hosts, ",")
 		}
-		if _, err := mesh.IssueNode(*dir, *name, hs); err != nil {
+		role := mesh.Role(*roleName)
+		if role == "" {
+			for _, r := range []mesh.Role{mesh.RoleCore, mesh.RoleEdge, mesh.RoleAdmin} {
+				if strings.HasPrefix(*name, string(r)) {
+					role = r
+				}
+			}
+			if role == "" {
+				return fmt.Errorf("pki issue: --role core|edge|admin is required for %q", *name)
+			}
+		}
+		if _, err := mesh.IssueNodeRole(*dir, *name, role, hs); err != nil {
 			return err
 		}
-		fmt.Printf("issued %s/%s.crt and %s.key\n", *dir, *name, *name)
+		fmt.Printf("issued %s/%s.crt and %s.key (role %s)\n", *dir, *name, *name, role)
 		return nil
 	}
 	return fmt.Errorf("pki: unknown subcommand %q", args[0])

@@ -275,7 +275,7 @@ func TestOtherValidations(t *testing.T) {
 		{"apps", cty.ListValEmpty(e.types["apps"].ElementType()), false},
 		{"apps", cty.ListVal([]cty.Value{app("a", "m", true), app("a", "n", true)}), false},
 		{"apps", cty.ListVal([]cty.Value{app("a", "", true)}), false},
-		{"apps", cty.ListVal([]cty.Value{app("a", "", false)}), true},
+		{"apps", cty.ListVal([]cty.Value{app("a", "", false)}), false}, // no open apps outside relaymesh dev
 		{"apps", cty.ListVal([]cty.Value{app(strings.Repeat("x", 65), "m", true)}), false},
 		{"relaymesh_artifact_url", cty.StringVal(""), true},
 		{"relaymesh_artifact_url", cty.StringVal("https://example.com/relaymesh-v1"), true},
@@ -644,7 +644,7 @@ func newEvaluator(t *testing.T) *evaluator {
 		"dns_name":      cty.StringVal("im.example.com"),
 		"apps": cty.TupleVal([]cty.Value{
 			cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal("AbCd1234-gzGzoHsz"), "key": cty.StringVal(tricky), "master_key": cty.StringVal("master=" + tricky)}),
-			cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal("open-app"), "key": cty.StringVal("k2"), "master_key": cty.StringVal(""), "signature_required": cty.False}),
+			cty.ObjectVal(map[string]cty.Value{"id": cty.StringVal("unsigned-app"), "key": cty.StringVal("k2"), "master_key": cty.StringVal("m2"), "signature_required": cty.False}),
 		}),
 		"edge_limits":               cty.ObjectVal(map[string]cty.Value{"sends_per_minute": cty.NumberIntVal(120), "ops_per_minute": cty.NumberIntVal(-1), "idle_timeout": cty.StringVal("400s")}),
 		"relaymesh_artifact_url":    cty.StringVal("https://artifacts.example.com/relaymesh-linux-amd64"),
@@ -657,7 +657,7 @@ func newEvaluator(t *testing.T) *evaluator {
 	}
 	e.wantApps = []apps.App{
 		{ID: "AbCd1234-gzGzoHsz", Key: tricky, MasterKey: "master=" + tricky, SignatureRequired: true},
-		{ID: "open-app", Key: "k2"},
+		{ID: "unsigned-app", Key: "k2", MasterKey: "m2"},
 	}
 
 	// Variables: fixture or default, optional() defaults applied, converted

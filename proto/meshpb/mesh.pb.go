@@ -257,7 +257,14 @@ type ClientRequest struct {
 	// session/open with r=true.
 	Reconnect bool `protobuf:"varint,11,opt,name=reconnect,proto3" json:"reconnect,omitempty"`
 	// For ADMIN.
-	Admin         *AdminRequest `protobuf:"bytes,12,opt,name=admin,proto3" json:"admin,omitempty"`
+	Admin *AdminRequest `protobuf:"bytes,12,opt,name=admin,proto3" json:"admin,omitempty"`
+	// Session-token revocation (edge/auth.go, core/auth.go; issue 8). For an
+	// OPEN that reopens with a session token: st_reopen is set and
+	// st_generation is the client's token generation the token carries. The
+	// core refuses it with 4112 unless that is still the client's current
+	// generation (a kick or logout since the token was issued bumped it).
+	StGeneration  uint64 `protobuf:"varint,30,opt,name=st_generation,json=stGeneration,proto3" json:"st_generation,omitempty"`
+	StReopen      bool   `protobuf:"varint,31,opt,name=st_reopen,json=stReopen,proto3" json:"st_reopen,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -374,6 +381,20 @@ func (x *ClientRequest) GetAdmin() *AdminRequest {
 		return x.Admin
 	}
 	return nil
+}
+
+func (x *ClientRequest) GetStGeneration() uint64 {
+	if x != nil {
+		return x.StGeneration
+	}
+	return 0
+}
+
+func (x *ClientRequest) GetStReopen() bool {
+	if x != nil {
+		return x.StReopen
+	}
+	return false
 }
 
 // AdminRequest is one REST operation the edge's REST handler forwards to the
@@ -627,10 +648,13 @@ type ClientReply struct {
 	// ("" for none): set on chatroom join/quit/create and on an OPEN that
 	// rebinds a chatroom membership. The edge records it in the session's
 	// PresenceSession so every core can restore it (core/chatroom.go).
-	Room          string `protobuf:"bytes,7,opt,name=room,proto3" json:"room,omitempty"`
-	RoomChanged   bool   `protobuf:"varint,8,opt,name=room_changed,json=roomChanged,proto3" json:"room_changed,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Room        string `protobuf:"bytes,7,opt,name=room,proto3" json:"room,omitempty"`
+	RoomChanged bool   `protobuf:"varint,8,opt,name=room_changed,json=roomChanged,proto3" json:"room_changed,omitempty"`
+	// For a successful OPEN: the client's token generation, which the edge
+	// writes into the session tokens it issues for this session.
+	SessionGeneration uint64 `protobuf:"varint,25,opt,name=session_generation,json=sessionGeneration,proto3" json:"session_generation,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *ClientReply) Reset() {
@@ -717,6 +741,13 @@ func (x *ClientReply) GetRoomChanged() bool {
 		return x.RoomChanged
 	}
 	return false
+}
+
+func (x *ClientReply) GetSessionGeneration() uint64 {
+	if x != nil {
+		return x.SessionGeneration
+	}
+	return 0
 }
 
 type AdminReply struct {
@@ -1300,7 +1331,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xd3\x03\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x95\x04\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -1314,7 +1345,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\rconfig_bitmap\x18\n" +
 	" \x01(\x03R\fconfigBitmap\x12\x1c\n" +
 	"\treconnect\x18\v \x01(\bR\treconnect\x122\n" +
-	"\x05admin\x18\f \x01(\v2\x1c.relaymesh.mesh.AdminRequestR\x05admin\"=\n" +
+	"\x05admin\x18\f \x01(\v2\x1c.relaymesh.mesh.AdminRequestR\x05admin\x12#\n" +
+	"\rst_generation\x18\x1e \x01(\x04R\fstGeneration\x12\x1b\n" +
+	"\tst_reopen\x18\x1f \x01(\bR\bstReopen\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
@@ -1369,7 +1402,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x14SYS_DELETE_BROADCAST\x10#\x12\x12\n" +
 	"\x0eDELETE_MESSAGE\x10(\x12\r\n" +
 	"\tWORDS_SET\x102\x12\r\n" +
-	"\tWORDS_GET\x103\"\x8b\x02\n" +
+	"\tWORDS_GET\x103\"\xba\x02\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
@@ -1380,7 +1413,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x06leader\x18\x05 \x01(\tR\x06leader\x120\n" +
 	"\x05admin\x18\x06 \x01(\v2\x1a.relaymesh.mesh.AdminReplyR\x05admin\x12\x12\n" +
 	"\x04room\x18\a \x01(\tR\x04room\x12!\n" +
-	"\froom_changed\x18\b \x01(\bR\vroomChanged\"\xdb\x01\n" +
+	"\froom_changed\x18\b \x01(\bR\vroomChanged\x12-\n" +
+	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\"\xdb\x01\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +

@@ -183,7 +183,8 @@ type dev struct {
 func (b *bench) startDev() (*dev, error) {
 	data := filepath.Join(b.cfg.workDir, fmt.Sprintf("data-%d", b.n))
 	args := []string{"dev", "--data", data, "--addr", b.cfg.addr, "--log-level", "warn",
-		"--sends-per-minute", "-1", "--logs-per-minute", "-1", "--ops-per-minute", "-1"}
+		"--sends-per-minute", "-1", "--logs-per-minute", "-1", "--ops-per-minute", "-1",
+		"--max-conns-per-ip", "-1"} // every load client comes from 127.0.0.1
 	b.devCmd = b.cfg.relaymesh + " " + strings.Join(args, " ")
 	cmd := exec.Command(b.cfg.relaymesh, args...)
 	logFile, err := os.Create(filepath.Join(b.cfg.workDir, fmt.Sprintf("dev-%d.log", b.n)))

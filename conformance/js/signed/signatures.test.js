@@ -150,3 +150,37 @@ test('signatures older than 6 hours are refused; younger ones work', async () =>
   assert.deepEqual([...conv.members].sort(), [alice.id, b, c].sort(), 'stale signatures changed nothing');
   assert.deepEqual((await conv.queryBlockedMembers()).results, []);
 });
+
+test('join and quit need conversation signatures (4302 otherwise; nothing changes)', async () => {
+  const good = signer(MASTER);
+  const b = `b-${rnd()}`;
+  const owner = await login(`o-${rnd()}`, good);
+  const conv = await owner.createConversation({ members: [b], name: 'join-quit' });
+  const members = async () => { await conv.fetch(); return [...conv.members].sort(); };
+  const before = await members();
+
+  // Logged in with a valid login signature but no conversation factory:
+  // the SDK's join() is conv/add of itself, quit() conv/remove of itself.
+  const eve = await login(`e-${rnd()}`, { signatureFactory: good.signatureFactory });
+  const ec = await eve.getConversation(conv.id);
+  await rejectsWith(ec.join(), 4302, 'unsigned join');
+  assert.deepEqual(await members(), before, 'an unsigned join added nobody');
+  const forged = await login(`f-${rnd()}`, {
+    signatureFactory: good.signatureFactory,
+    conversationSignatureFactory: signer('wrong-master').conversationSignatureFactory,
+  });
+  await rejectsWith((await forged.getConversation(conv.id)).join(), 4302, 'forged join');
+  assert.deepEqual(await members(), before, 'a forged join added nobody');
+
+  const bob = await login(b, { signatureFactory: good.signatureFactory });
+  await rejectsWith((await bob.getConversation(conv.id)).quit(), 4302, 'unsigned quit');
+  assert.deepEqual(await members(), before, 'an unsigned quit removed nobody');
+
+  // Signed, both work.
+  const carol = await login(`c-${rnd()}`, good);
+  const cc = await carol.getConversation(conv.id);
+  await cc.join();
+  assert.ok((await members()).includes(carol.id), 'a signed join adds the client');
+  await cc.quit();
+  assert.deepEqual(await members(), before, 'a signed quit removes it again');
+});

@@ -200,8 +200,8 @@ variable "apps" {
   }
 
   validation {
-    condition     = alltrue([for a in var.apps : length(a.id) <= 64 && (!a.signature_required || a.master_key != "")])
-    error_message = "every app id must be at most 64 characters, and signature_required needs a master_key."
+    condition     = alltrue([for a in var.apps : length(a.id) <= 64 && a.master_key != ""])
+    error_message = "every app id must be at most 64 characters, and every app needs a master_key (relaymesh refuses an [[apps]] entry without one)."
   }
 }
 
