@@ -12,13 +12,13 @@ package shard
 // closed with session/close (logout). The generation is a counter, not a
 // time, so no clock of an edge or a core has to agree with another.
 //
-//	key:   'g' app clientId
+//	key:   't' app clientId
 //	value: 8 bytes big-endian generation
 
 // OpRevokeTokens revokes every session token of From in App.
 const OpRevokeTokens Op = "revoke_tokens"
 
-const tagTokenGen = 'g'
+const tagTokenGen = 't'
 
 func tokenGenKey(app, client string) []byte { return newKey(tagTokenGen).str(app).str(client) }
 
