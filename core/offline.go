@@ -14,9 +14,9 @@ import (
 // PushConfig configures offline push: after a message's fan-out, the
 // members with no online session (except those who muted the conversation,
 // unless _receiversOffline forces it) get one push.Request, built by
-// push.BuildPayload from the message's pushData, then the app's template,
-// then _receiversOffline's pushMessage. Chatrooms, system conversations
-// and transient messages are never pushed.
+// push.BuildPayload from _receiversOffline's pushMessage, then the
+// message's pushData, then the app's template (LeanCloud's order).
+// Chatrooms, system conversations and transient messages are never pushed.
 type PushConfig struct {
 	// Provider receives the requests through a push.Queue the core owns;
 	// nil turns offline push off. A provider with a method

@@ -10,16 +10,18 @@
 // # Payload
 //
 // The payload is a JSON object, taken from the first of these that is
-// present and usable, in the order issue 4 sets:
+// present and usable, in LeanCloud's order (REST-AND-HOOKS.md §2.3, from
+// the IM guide's offline-push section: the server's dynamic content beats the
+// client's pushData, which beats the console's static template):
 //
-//  1. the message's pushData (push_data over REST);
-//  2. the app's static template, with ${convId}, ${timestamp} and
-//     ${fromClientId} substituted;
-//  3. the pushMessage returned by the _receiversOffline hook.
+//  1. the pushMessage returned by the _receiversOffline hook;
+//  2. the message's pushData (push_data over REST);
+//  3. the app's static template, with ${convId}, ${timestamp} and
+//     ${fromClientId} substituted.
 //
-// LeanCloud's own documentation gives a different order — hook, then
-// pushData, then template. Sources.HookFirst selects it, for apps whose
-// hooks rely on overriding pushData.
+// Issue 4 had shipped pushData, template, hook; issue 8 restored LeanCloud's
+// order, with no switch back: apps migrate from LeanCloud, and their hooks
+// expect to win.
 //
 // pushData or a pushMessage that is a JSON object is used as is; a JSON
 // string holding an object is that object; any other string, or pushData that
