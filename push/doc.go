@@ -1,11 +1,23 @@
 // Package push hands offline-push requests to push providers.
 //
 // When a message reaches members with no online session (never in
-// chatrooms), the caller builds one [Request] per message with [BuildPayload]
-// and passes it to a [Provider]. relaymesh holds no APNs or FCM credentials:
-// it ships a [Webhook] provider, which POSTs the request as JSON to a gateway
-// the operator runs, and a [Log] provider for development. A [Queue] goes in
-// front of either so that the message path never waits on a provider.
+// chatrooms), the caller builds one [Request] per message with [BuildPayload],
+// fills in the receivers' registered [Device]s, and passes it to a
+// [Provider]. relaymesh ships four:
+//
+//   - [APNs]: Apple devices, over HTTP/2 with token authentication (an
+//     ES256 JWT made from the team's .p8 key, renewed every TokenRefresh);
+//   - [FCM]: Android devices registered through Firebase, over the FCM
+//     HTTP v1 API with an OAuth2 access token from a service account;
+//   - [Webhook]: POSTs the request as JSON to a gateway the operator runs;
+//   - [Log]: logs it, for development.
+//
+// A [Queue] goes in front so that the message path never waits on a
+// provider. APNs and FCM have their own queue and workers too: Push queues
+// one send per device of their service and returns; each send is retried
+// with capped, jittered exponential backoff ([Retry]), and a device whose
+// token the service calls invalid is handed to the request's [DeviceSink],
+// which removes it. Both translate LeanCloud's push payload (payload_device.go).
 //
 // # Payload
 //
