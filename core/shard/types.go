@@ -192,6 +192,9 @@ type Command struct {
 	// broadcasts per UTC day (0: none).
 	ValidTill int64 `json:"vt,omitempty"`
 	DayLimit  int   `json:"dl,omitempty"`
+
+	// device_* (devices.go): the device registry.
+	Device *DeviceOp `json:"dev,omitempty"`
 }
 
 // Patch edits or recalls one message.
@@ -252,6 +255,9 @@ type Result struct {
 	Fired []Fired
 	// batch: one outcome per command, in order.
 	Batch []BatchItem
+	// device_*: the devices written (devices.go); Existing: a save or bind
+	// found the device rather than creating it.
+	Devices []*Device
 }
 
 // BatchItem is the outcome of one command of a batch: Result, or Err.
