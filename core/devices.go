@@ -419,7 +419,8 @@ func (c *Core) listDevices(app string, a *meshpb.AdminRequest) (*meshpb.ClientRe
 			case "vendor":
 				ok = d.Vendor == w.GetVendor()
 			case "channels":
-				ok = len(w.GetChannels()) == 1 && slices.Contains(d.Channels, w.GetChannels()[0])
+				// As the REST view shows them: channels and bound clientIds.
+				ok = len(w.GetChannels()) == 1 && (slices.Contains(d.Channels, w.GetChannels()[0]) || slices.Contains(d.Clients, w.GetChannels()[0]))
 			}
 			if !ok {
 				return false
