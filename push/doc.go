@@ -17,7 +17,8 @@
 // one send per device of their service and returns; each send is retried
 // with capped, jittered exponential backoff ([Retry]), and a device whose
 // token the service calls invalid is handed to the request's [DeviceSink],
-// which removes it. Both translate LeanCloud's push payload (payload_device.go).
+// which removes it. Both translate LeanCloud's push payload
+// (payload_device.go).
 //
 // # Payload
 //
@@ -57,10 +58,11 @@
 //
 // # Webhook
 //
-// The Webhook provider POSTs the Request as JSON (fields appId, convId, from,
-// to, payload, timestamp), signed like hook calls (package hooks:
-// X-Relaymesh-Timestamp and X-Relaymesh-Signature, HMAC-SHA256 over
-// timestamp + "." + body) when a key is configured. Each attempt has a
+// The Webhook provider POSTs the Request as JSON (fields appId, convId,
+// from, to, payload, timestamp, and devices when the receivers have any),
+// signed like hook calls (package hooks: X-Relaymesh-Timestamp and
+// X-Relaymesh-Signature, HMAC-SHA256 over timestamp + "." + body) when a
+// key is configured. Each attempt has a
 // timeout; transport errors, timeouts, 429 and 5xx are retried up to
 // MaxAttempts in all, after a jittered delay that doubles from Backoff up to
 // MaxBackoff; any other non-2xx status fails at once.
