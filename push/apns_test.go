@@ -80,7 +80,7 @@ type apnsAnswer struct {
 	reason string
 }
 
-func newFakeAPNs(t *testing.T) *fakeAPNs {
+func newFakeAPNs(t testing.TB) *fakeAPNs {
 	f := &fakeAPNs{}
 	start := func(name string) *httptest.Server {
 		s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -129,7 +129,7 @@ func (f *fakeAPNs) client() *http.Client {
 	return HTTP2Client(pool)
 }
 
-func p8(t *testing.T) (*ecdsa.PrivateKey, []byte) {
+func p8(t testing.TB) (*ecdsa.PrivateKey, []byte) {
 	t.Helper()
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -198,7 +198,7 @@ type apnsEnv struct {
 	a     *APNs
 }
 
-func newAPNsEnv(t *testing.T, mod func(*APNsConfig)) *apnsEnv {
+func newAPNsEnv(t testing.TB, mod func(*APNsConfig)) *apnsEnv {
 	t.Helper()
 	f := newFakeAPNs(t)
 	key, pemKey := p8(t)
