@@ -446,8 +446,8 @@ func (c *Core) listDevices(app string, a *meshpb.AdminRequest) (*meshpb.ClientRe
 	return &meshpb.ClientReply{Admin: out}, nil
 }
 
-// ProviderNames are the push providers /metrics always lists.
-var ProviderNames = []string{"apns", "fcm", "webhook", "log"}
+// providerNames are the push providers /metrics always lists.
+var providerNames = []string{"apns", "fcm", "webhook", "log"}
 
 // writeProviderMetrics writes each push provider's counters, summed over
 // the apps, labelled provider="apns|fcm|webhook|log"; the provider the
@@ -484,7 +484,7 @@ func (c *Core) writeProviderMetrics(w io.Writer) error {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, s.typ); err != nil {
 			return err
 		}
-		for _, p := range ProviderNames {
+		for _, p := range providerNames {
 			if _, err := fmt.Fprintf(w, "%s{provider=%q} %d\n", s.name, p, s.v(stats[p])); err != nil {
 				return err
 			}
