@@ -1,6 +1,13 @@
 package cluster
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
@@ -203,5 +210,67 @@ func TestLoadConfigSignMaxAge(t *testing.T) {
 		if _, err := LoadConfig(writeConfig(t, "[edge.rest]\nsign_max_age = \""+bad+"\"\n")); !errors.Is(err, ErrConfig) {
 			t.Errorf("sign_max_age %q: got %v, want ErrConfig", bad, err)
 		}
+	}
+}
+
+func TestLoadConfigDevicePush(t *testing.T) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	rk, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rder, _ := x509.MarshalPKCS8PrivateKey(rk)
+	sa, _ := json.Marshal(map[string]string{"type": "service_account", "project_id": "proj-1", "client_email": "x@proj-1.iam.gserviceaccount.com",
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: rder}))})
+	p := writeConfig(t, `
+[[apps]]
+id = "app-1"
+push_provider = "log"
+[apps.push]
+expiry = "24h"
+[apps.push.apns]
+key_file = "AuthKey.p8"
+key_id = "ABC123DEFG"
+team_id = "TEAM123456"
+topic = "com.example.chat"
+production = false
+[apps.push.fcm]
+service_account_file = "sa.json"
+[[apps]]
+id = "app-2"
+`)
+	dir := filepath.Dir(p)
+	if err := os.WriteFile(filepath.Join(dir, "AuthKey.p8"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sa.json"), sa, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfig(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := c.Integrations(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	r, ok := in.Push.Provider.(pushRouter)
+	if !ok || !r.Enabled("app-1") || r.Enabled("app-2") {
+		t.Fatalf("router: got %T, want app-1 only", in.Push.Provider)
+	}
+	var names []string
+	for _, np := range r["app-1"] {
+		names = append(names, np.name)
+	}
+	if strings.Join(names, ",") != "log,apns,fcm" {
+		t.Errorf("app-1 providers: got %v, want log, apns, fcm", names)
+	}
+	if s := r.ProviderStats(); len(s) != 3 {
+		t.Errorf("ProviderStats: got %v", s)
 	}
 }

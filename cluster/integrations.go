@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -30,6 +29,7 @@ import (
 //	sys_webhook_url = "https://hooks.example.com/sys"  # service-conversation webhook (signed like hooks)
 //	[apps.hooks]                                       # per-hook URLs, win over hook_base_url
 //	_messageReceived = "https://hooks.example.com/received"
+//	[apps.push]                                        # device push: APNs and FCM (pushcfg.go)
 type AppConfig struct {
 	apps.App
 	SensitiveWordsFile string            `toml:"sensitive_words_file"`
@@ -41,10 +41,15 @@ type AppConfig struct {
 	PushWebhookURL     string            `toml:"push_webhook_url"`
 	PushTemplate       string            `toml:"push_template"`
 	SysWebhookURL      string            `toml:"sys_webhook_url"`
+
+	// Device push (issue 8): [apps.push], [apps.push.apns],
+	// [apps.push.fcm]; see AppPushConfig.
+	Push AppPushConfig `toml:"push"`
 }
 
 // Integrations are the filter, hooks and push a core is built with;
-// see core.Config.
+// see core.Config. The core closes the push providers; Close is for
+// integrations no core was built with.
 type Integrations struct {
 	Words *moderation.Registry
 	Hooks *hooks.Client // nil: no app has hooks
@@ -78,7 +83,7 @@ func (a AppConfig) check() error {
 	default:
 		return fmt.Errorf("%w: app %q: push_provider %q: want webhook, log or empty", ErrConfig, a.ID, a.PushProvider)
 	}
-	return nil
+	return a.Push.check(a.ID) // pushcfg.go
 }
 
 func (a AppConfig) pushProvider() string {
@@ -129,6 +134,7 @@ func (c *Config) Integrations(log *slog.Logger) (Integrations, error) {
 	for _, a := range c.Apps {
 		if a.SensitiveWordsFile != "" {
 			if err := out.Words.LoadFile(a.ID, c.Path(a.SensitiveWordsFile)); err != nil {
+				router.Close()
 				return Integrations{}, fmt.Errorf("%w: app %q: %v", ErrConfig, a.ID, err)
 			}
 		}
@@ -138,10 +144,16 @@ func (c *Config) Integrations(log *slog.Logger) (Integrations, error) {
 		}
 		switch a.pushProvider() {
 		case "webhook":
-			router[a.ID] = push.NewWebhook(push.WebhookConfig{URL: a.PushWebhookURL, Key: a.MasterKey})
+			router[a.ID] = append(router[a.ID], namedProvider{"webhook", push.NewWebhook(push.WebhookConfig{URL: a.PushWebhookURL, Key: a.MasterKey})})
 		case "log":
-			router[a.ID] = push.NewLog(log.With("part", "push"))
+			router[a.ID] = append(router[a.ID], namedProvider{"log", push.NewLog(log.With("part", "push"))})
 		}
+		devs, err := c.deviceProviders(a, log) // pushcfg.go
+		if err != nil {
+			router.Close()
+			return Integrations{}, err
+		}
+		router[a.ID] = append(router[a.ID], devs...)
 		if a.PushTemplate != "" {
 			templates[a.ID] = a.PushTemplate
 		}
@@ -161,17 +173,10 @@ func (c *Config) Integrations(log *slog.Logger) (Integrations, error) {
 	return out, nil
 }
 
-// pushRouter hands each request to its app's provider. Read-only once built.
-type pushRouter map[string]push.Provider
-
-// Enabled reports whether appID has a provider (core asks before building
-// requests).
-func (r pushRouter) Enabled(appID string) bool { return r[appID] != nil }
-
-func (r pushRouter) Push(ctx context.Context, req push.Request) error {
-	p := r[req.AppID]
-	if p == nil {
-		return fmt.Errorf("%w: app %q has no push provider", push.ErrFailed, req.AppID)
+// Close stops the push providers' workers (APNs, FCM). A core built with
+// in closes them itself.
+func (in Integrations) Close() {
+	if r, ok := in.Push.Provider.(pushRouter); ok {
+		r.Close()
 	}
-	return p.Push(ctx, req)
 }

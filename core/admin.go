@@ -110,6 +110,9 @@ func (c *Core) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Cl
 			rep, err = c.adminWords(withAdmin(ctx), app, a)
 		case meshpb.AdminRequest_STATS: // stats.go
 			rep = c.adminStats(app)
+		case meshpb.AdminRequest_DEVICE_SAVE, meshpb.AdminRequest_DEVICE_GET,
+			meshpb.AdminRequest_DEVICE_DELETE, meshpb.AdminRequest_DEVICE_LIST: // devices.go
+			rep, err = c.adminDevice(withAdmin(ctx), app, a)
 		default:
 			err = fmt.Errorf("%w: admin op %v", errUnsupported, a.GetOp())
 		}

@@ -130,7 +130,7 @@ func New(cfg Config) *Core {
 			qc.Logger = c.log
 		}
 		c.pushProvider, c.pushTemplates = cfg.Push.Provider, cfg.Push.Templates
-		c.pushQ = push.NewQueue(cfg.Push.Provider, qc)
+		c.pushQ = push.NewQueue(withDevices{c, cfg.Push.Provider}, qc) // devices.go
 	}
 	if c.hooks != nil || c.pushQ != nil {
 		c.after.start(c, afterSendWorkers, afterSendQueue)
@@ -175,6 +175,9 @@ func (c *Core) Close() error {
 	c.after.close()
 	if c.pushQ != nil {
 		c.pushQ.Close()
+		if p, ok := c.pushProvider.(interface{ Close() }); ok {
+			p.Close() // the device providers' own queues (devices.go)
+		}
 	}
 	if c.sysHook != nil {
 		c.sysHook.Close()
@@ -347,6 +350,8 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 		return c.conv(ctx, r)
 	case lcpb.CommandType_blacklist:
 		return c.blacklist(ctx, r)
+	case lcpb.CommandType_report:
+		return c.report(ctx, r) // devices.go
 	}
 	return nil, fmt.Errorf("%w: %v/%v", errUnsupported, r.cmd.GetCmd(), op)
 }

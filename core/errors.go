@@ -61,6 +61,11 @@ var errorCodes = []struct {
 	{shard.ErrSystemConv, lcpb.ErrNormalConvRequired},
 	{shard.ErrBroadcastQuota, lcpb.ErrConversationAPIQuota},
 	{shard.ErrBadCommand, lcpb.ErrConversationAPIFailed},
+	{errDeviceNotFound, codeObjectNotFound}, // devices.go
+	{shard.ErrDeviceNotFound, codeObjectNotFound},
+	{errBadDevice, codeBadParams},
+	{shard.ErrBadDevice, codeBadParams},
+	{errBadDeviceToken, codeInvalidDeviceToken},
 	{errMalformed, lcpb.ErrInternal},
 	{errUnsupported, lcpb.ErrInternal},
 }

@@ -252,7 +252,7 @@ func TestHookConversations(t *testing.T) {
 
 func TestOfflinePush(t *testing.T) {
 	hs := newHookServer(t, func(hook string, ev map[string]any) any {
-		if hook == hooks.HookReceiversOffline {
+		if hook == hooks.HookReceiversOffline && ev["content"] == "three" {
 			return map[string]any{"pushMessage": map[string]any{"alert": "from hook"}}
 		}
 		return nil
@@ -279,22 +279,25 @@ func TestOfflinePush(t *testing.T) {
 		}
 		mustOK(t, a.do(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: dm}))
 	}
+	// LeanCloud's order: the hook's pushMessage, then pushData, then the
+	// template.
 	send("one", `{"alert":"custom","badge":"Increment"}`)
 	send("two", "")
-	waitFor(t, "two pushes", func() bool { return len(fp.requests()) == 2 })
+	send("three", `{"alert":"custom"}`)
+	waitFor(t, "three pushes", func() bool { return len(fp.requests()) == 3 })
 	reqs := fp.requests() // workers run in parallel: order by message
 	slices.SortFunc(reqs, func(x, y push.Request) int { return int(x.Timestamp - y.Timestamp) })
-	for i, want := range []string{`{"alert":"custom","badge":"Increment"}`, `{"alert":"alice in ` + cid + `"}`} {
+	for i, want := range []string{`{"alert":"custom","badge":"Increment"}`, `{"alert":"alice in ` + cid + `"}`, `{"alert":"from hook"}`} {
 		r := reqs[i]
 		if string(r.Payload) != want || !slices.Equal(r.To, []string{"carol"}) || r.From != "alice" || r.ConvID != cid {
 			t.Errorf("push %d: got %+v payload %s, want to [carol] payload %s", i, r, r.Payload, want)
 		}
 	}
-	if evs := hs.events(hooks.HookReceiversOffline); len(evs) != 2 || !slices.Equal(toStrings(evs[0]["offlinePeers"]), []string{"carol", "dave"}) {
+	if evs := hs.events(hooks.HookReceiversOffline); len(evs) != 3 || !slices.Equal(toStrings(evs[0]["offlinePeers"]), []string{"carol", "dave"}) {
 		t.Errorf("_receiversOffline: got %v, want offlinePeers [carol dave]", evs)
 	}
-	waitFor(t, "push counter", func() bool { return e.core.IntegrationStats().PushRequests == 2 })
-	if s := e.core.IntegrationStats(); s.AfterOverflow != 0 || s.Push.Sent != 2 {
+	waitFor(t, "push counter", func() bool { return e.core.IntegrationStats().PushRequests == 3 })
+	if s := e.core.IntegrationStats(); s.AfterOverflow != 0 || s.Push.Sent != 3 {
 		t.Errorf("stats: got %+v", s)
 	}
 }

@@ -36,6 +36,8 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 		{"relaymesh_push_failed_total", "Push requests the provider failed.", "counter", p.Failed},
 		{"relaymesh_push_discarded_total", "Push requests still waiting at shutdown.", "counter", p.Discarded},
 		{"relaymesh_push_queue_waiting", "Push requests waiting now.", "gauge", int64(p.Waiting)},
+		{"relaymesh_core_push_devices_total", "Devices in the push requests handed to the providers.", "counter", x.PushDevices},
+		{"relaymesh_core_push_devices_removed_total", "Devices deleted because a push service called their token dead.", "counter", x.DevicesGone},
 		{"relaymesh_sys_webhook_enqueued_total", "User messages to system conversations queued for the service webhook.", "counter", sh.Enqueued},
 		{"relaymesh_sys_webhook_dropped_total", "Service-webhook messages refused: queue full or closed.", "counter", sh.Dropped},
 		{"relaymesh_sys_webhook_sent_total", "Service-webhook messages delivered (2xx).", "counter", sh.Sent},
@@ -58,6 +60,9 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 		if _, err := fmt.Fprintf(w, "%s{priority=%q} %d\n", drops, class.String(), c.stats.DroppedByPriority[class].Load()); err != nil {
 			return err
 		}
+	}
+	if err := c.writeProviderMetrics(w); err != nil { // devices.go
+		return err
 	}
 	hc := c.hooks
 	if hc == nil {

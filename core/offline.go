@@ -14,9 +14,9 @@ import (
 // PushConfig configures offline push: after a message's fan-out, the
 // members with no online session (except those who muted the conversation,
 // unless _receiversOffline forces it) get one push.Request, built by
-// push.BuildPayload from the message's pushData, then the app's template,
-// then _receiversOffline's pushMessage. Chatrooms, system conversations
-// and transient messages are never pushed.
+// push.BuildPayload from _receiversOffline's pushMessage, then the
+// message's pushData, then the app's template (LeanCloud's order).
+// Chatrooms, system conversations and transient messages are never pushed.
 type PushConfig struct {
 	// Provider receives the requests through a push.Queue the core owns;
 	// nil turns offline push off. A provider with a method
@@ -36,12 +36,15 @@ type IntegrationStats struct {
 	AfterOverflow int64                   // after-send jobs dropped: queue full
 	PushRequests  int64                   // push requests handed to the queue
 	PushSkipped   int64                   // offline receivers left unpushed: hook skip or no usable payload
+	PushDevices   int64                   // devices in the push requests (devices.go)
+	DevicesGone   int64                   // devices deleted because a push service called their token dead
 	Hooks         map[string]hooks.Counts // nil without hooks
 	Push          push.QueueStats
 }
 
 type integrationCounters struct {
 	filtered, filterHits, afterQueued, afterOverflow, pushRequests, pushSkipped atomic.Int64
+	pushDevices, devicesRemoved                                                 atomic.Int64
 }
 
 // IntegrationStats returns the filter, hook and push counters.
@@ -50,6 +53,7 @@ func (c *Core) IntegrationStats() IntegrationStats {
 		Filtered: c.xstats.filtered.Load(), FilterHits: c.xstats.filterHits.Load(),
 		AfterQueued: c.xstats.afterQueued.Load(), AfterOverflow: c.xstats.afterOverflow.Load(),
 		PushRequests: c.xstats.pushRequests.Load(), PushSkipped: c.xstats.pushSkipped.Load(),
+		PushDevices: c.xstats.pushDevices.Load(), DevicesGone: c.xstats.devicesRemoved.Load(),
 	}
 	if c.hooks != nil {
 		s.Hooks = c.hooks.Stats()
@@ -177,7 +181,8 @@ func (c *Core) offlinePush(ctx context.Context, j sentJob) {
 }
 
 // queuePush builds the payload of a message's push from src and queues it
-// for to; without a usable payload the push is skipped (counted).
+// for to; without a usable payload the push is skipped (counted). The
+// queue's worker adds the receivers' devices (devices.go, withDevices).
 func (c *Core) queuePush(ctx context.Context, app, cid, from string, t int64, to []string, src push.Sources) {
 	payload, _ := push.BuildPayload(src, push.Vars{ConvID: cid, Timestamp: t, FromClientID: from})
 	if payload == nil {

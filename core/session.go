@@ -92,6 +92,7 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		c.log.Error("login notifications", "app", app, "peer", peer, "err", err)
 	}
 	cmds = append(cmds, c.sysLogin(ctx, app, peer)...) // sysconv.go
+	c.deviceLogin(ctx, req)                            // devices.go
 	for _, g := range cmds {
 		c.pushEnvelope(g)
 		g.PeerId = proto.String(peer)
@@ -266,6 +267,7 @@ func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
 		c.revokeTokens(ctx, req.GetAppId(), req.GetPeerId()) // auth.go: a logout voids the st
 	}
 	c.sysLogout(ctx, req.GetAppId(), req.GetPeerId()) // sysconv.go
+	c.deviceLogout(ctx, req)                          // devices.go
 }
 
 // sessionQuery answers which of up to 20 clientIds are online.

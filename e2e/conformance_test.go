@@ -145,6 +145,7 @@ id = "`+app+`"
 master_key = "`+master+`"
 hook_base_url = "`+base+`"
 push_webhook_url = "`+base+`/push"
+push_template = '{"alert":"template for ${convId}"}'
 
 [apps.hooks]
 _messageReceived = "`+base+`/received"

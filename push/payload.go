@@ -13,9 +13,6 @@ type Sources struct {
 	PushData string          // the message's pushData, as sent; "" if none
 	Template string          // the app's static template; "" if none
 	Hook     json.RawMessage // the _receiversOffline pushMessage; nil if none
-	// HookFirst tries Hook before PushData and Template, LeanCloud's
-	// documented order, instead of last.
-	HookFirst bool
 }
 
 // Vars are the values substituted into a template.
@@ -50,11 +47,7 @@ func (s Source) String() string {
 // BuildPayload returns the push payload, a JSON object, and its source; nil
 // and SourceNone when no source is usable.
 func BuildPayload(src Sources, v Vars) (json.RawMessage, Source) {
-	order := []Source{SourcePushData, SourceTemplate, SourceHook}
-	if src.HookFirst {
-		order = []Source{SourceHook, SourcePushData, SourceTemplate}
-	}
-	for _, s := range order {
+	for _, s := range [...]Source{SourceHook, SourcePushData, SourceTemplate} {
 		var p json.RawMessage
 		switch s {
 		case SourcePushData:

@@ -15,6 +15,12 @@ type Request struct {
 	To        []string        `json:"to"`        // receivers' clientIds
 	Payload   json.RawMessage `json:"payload"`   // a JSON object (see BuildPayload)
 	Timestamp int64           `json:"timestamp"` // the message's, ms
+	// Devices are the registered devices of the receivers in To (none
+	// for receivers without one).
+	Devices []Device `json:"devices,omitempty"`
+	// Sink hears which devices a push service called invalid; nil
+	// ignores it.
+	Sink DeviceSink `json:"-"`
 }
 
 // Provider delivers pushes. Push may block; callers that must not wait put a

@@ -184,6 +184,8 @@ func (h *Handler) routes() {
 	h.serviceRoutes(handle)    // service.go
 	h.moderationRoutes(handle) // moderation.go
 
+	h.installationRoutes(handle) // installations.go
+
 	handle("POST /1.2/rtm/clients/check-online", masterKey, h.checkOnline)
 	handle("GET /1.2/rtm/clients/{client}/unread-count", appKey, h.unreadCount)
 	handle("POST /1.2/rtm/clients/{client}/kick", masterKey, h.kick)

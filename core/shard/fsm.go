@@ -99,6 +99,9 @@ func (a *applier) apply() (*Result, *Error) {
 	if res, serr, ok := a.sysApply(); ok { // sysconv.go
 		return res, serr
 	}
+	if res, serr, ok := a.deviceApply(); ok { // devices.go
+		return res, serr
+	}
 	return nil, fail(ErrBadCommand, "unknown op "+string(a.c.Op))
 }
 

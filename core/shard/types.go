@@ -195,6 +195,9 @@ type Command struct {
 	// sys_broadcast: a global broadcast, to every user of the app
 	// (global.go); with Transient, one for the online sessions only.
 	Global bool `json:"glob,omitempty"`
+
+	// device_* (devices.go): the device registry.
+	Device *DeviceOp `json:"dev,omitempty"`
 }
 
 // Patch edits or recalls one message.
@@ -255,6 +258,9 @@ type Result struct {
 	Fired []Fired
 	// batch: one outcome per command, in order.
 	Batch []BatchItem
+	// device_*: the devices written (devices.go); Existing: a save or bind
+	// found the device rather than creating it.
+	Devices []*Device
 }
 
 // BatchItem is the outcome of one command of a batch: Result, or Err.

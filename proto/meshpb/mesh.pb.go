@@ -163,6 +163,24 @@ const (
 	// words_reset drop it); WORDS_GET: AdminReply.words (core/words.go).
 	AdminRequest_WORDS_SET AdminRequest_Op = 50
 	AdminRequest_WORDS_GET AdminRequest_Op = 51
+	// The device registry (core/devices.go, LeanCloud's _Installation;
+	// history: added with device push, issue 8).
+	// DEVICE_SAVE: create or update an installation: device_id names it,
+	// else one with the same installationId, deviceToken or
+	// registrationId is updated, else one is created. device holds the
+	// columns named in device_fields; device_channels_op says what
+	// device.channels do; device_trusted (the master key) applies that
+	// channel change to the clientId bindings too. AdminReply.devices[0]
+	// is the device, device_created whether it is new.
+	AdminRequest_DEVICE_SAVE AdminRequest_Op = 60
+	// DEVICE_GET: AdminReply.devices[0], the device device_id.
+	AdminRequest_DEVICE_GET AdminRequest_Op = 61
+	// DEVICE_DELETE: delete the device device_id and its bindings.
+	AdminRequest_DEVICE_DELETE AdminRequest_Op = 62
+	// DEVICE_LIST: AdminReply.devices, the app's devices in id order whose
+	// columns equal device_where's, after device_skip of them, at most
+	// limit.
+	AdminRequest_DEVICE_LIST AdminRequest_Op = 63
 )
 
 // Enum value maps for AdminRequest_Op.
@@ -187,6 +205,10 @@ var (
 		40: "DELETE_MESSAGE",
 		50: "WORDS_SET",
 		51: "WORDS_GET",
+		60: "DEVICE_SAVE",
+		61: "DEVICE_GET",
+		62: "DEVICE_DELETE",
+		63: "DEVICE_LIST",
 	}
 	AdminRequest_Op_value = map[string]int32{
 		"COMMAND":                 0,
@@ -208,6 +230,10 @@ var (
 		"DELETE_MESSAGE":          40,
 		"WORDS_SET":               50,
 		"WORDS_GET":               51,
+		"DEVICE_SAVE":             60,
+		"DEVICE_GET":              61,
+		"DEVICE_DELETE":           62,
+		"DEVICE_LIST":             63,
 	}
 )
 
@@ -442,9 +468,26 @@ type AdminRequest struct {
 	WordsReset bool     `protobuf:"varint,51,opt,name=words_reset,json=wordsReset,proto3" json:"words_reset,omitempty"`
 	// SYS_BROADCAST: a global broadcast (REST /1.2/rtm/broadcasts) to every
 	// user of the app, not only cid's subscribers (core/sysconv.go).
-	SysGlobal     bool `protobuf:"varint,100,opt,name=sys_global,json=sysGlobal,proto3" json:"sys_global,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SysGlobal bool `protobuf:"varint,100,opt,name=sys_global,json=sysGlobal,proto3" json:"sys_global,omitempty"`
+	// DEVICE_*: see the ops.
+	Device *DeviceRecord `protobuf:"bytes,60,opt,name=device,proto3" json:"device,omitempty"`
+	// DEVICE_SAVE: the columns of device that were given (DeviceRecord
+	// field names: device_type, device_token, installation_id,
+	// registration_id, vendor, apns_topic, apns_team_id, device_profile,
+	// time_zone, badge, extra); the others are left as they are.
+	DeviceFields []string `protobuf:"bytes,61,rep,name=device_fields,json=deviceFields,proto3" json:"device_fields,omitempty"`
+	// DEVICE_SAVE: "set", "add" or "remove" device.channels; "" leaves them.
+	DeviceChannelsOp string `protobuf:"bytes,62,opt,name=device_channels_op,json=deviceChannelsOp,proto3" json:"device_channels_op,omitempty"`
+	DeviceTrusted    bool   `protobuf:"varint,63,opt,name=device_trusted,json=deviceTrusted,proto3" json:"device_trusted,omitempty"`
+	DeviceId         string `protobuf:"bytes,64,opt,name=device_id,json=deviceId,proto3" json:"device_id,omitempty"`
+	// DEVICE_SAVE: added to the badge ({"__op":"Increment"}).
+	DeviceBadgeAdd int64 `protobuf:"varint,65,opt,name=device_badge_add,json=deviceBadgeAdd,proto3" json:"device_badge_add,omitempty"`
+	// DEVICE_LIST.
+	DeviceSkip        int32         `protobuf:"varint,66,opt,name=device_skip,json=deviceSkip,proto3" json:"device_skip,omitempty"`
+	DeviceWhere       *DeviceRecord `protobuf:"bytes,67,opt,name=device_where,json=deviceWhere,proto3" json:"device_where,omitempty"`
+	DeviceWhereFields []string      `protobuf:"bytes,68,rep,name=device_where_fields,json=deviceWhereFields,proto3" json:"device_where_fields,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *AdminRequest) Reset() {
@@ -631,6 +674,238 @@ func (x *AdminRequest) GetSysGlobal() bool {
 	return false
 }
 
+func (x *AdminRequest) GetDevice() *DeviceRecord {
+	if x != nil {
+		return x.Device
+	}
+	return nil
+}
+
+func (x *AdminRequest) GetDeviceFields() []string {
+	if x != nil {
+		return x.DeviceFields
+	}
+	return nil
+}
+
+func (x *AdminRequest) GetDeviceChannelsOp() string {
+	if x != nil {
+		return x.DeviceChannelsOp
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetDeviceTrusted() bool {
+	if x != nil {
+		return x.DeviceTrusted
+	}
+	return false
+}
+
+func (x *AdminRequest) GetDeviceId() string {
+	if x != nil {
+		return x.DeviceId
+	}
+	return ""
+}
+
+func (x *AdminRequest) GetDeviceBadgeAdd() int64 {
+	if x != nil {
+		return x.DeviceBadgeAdd
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetDeviceSkip() int32 {
+	if x != nil {
+		return x.DeviceSkip
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetDeviceWhere() *DeviceRecord {
+	if x != nil {
+		return x.DeviceWhere
+	}
+	return nil
+}
+
+func (x *AdminRequest) GetDeviceWhereFields() []string {
+	if x != nil {
+		return x.DeviceWhereFields
+	}
+	return nil
+}
+
+// DeviceRecord is one installation (LeanCloud's _Installation row) with
+// the clientIds bound to it (core/shard/devices.go).
+type DeviceRecord struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	ObjectId       string                 `protobuf:"bytes,1,opt,name=object_id,json=objectId,proto3" json:"object_id,omitempty"`
+	DeviceType     string                 `protobuf:"bytes,2,opt,name=device_type,json=deviceType,proto3" json:"device_type,omitempty"`
+	DeviceToken    string                 `protobuf:"bytes,3,opt,name=device_token,json=deviceToken,proto3" json:"device_token,omitempty"`
+	InstallationId string                 `protobuf:"bytes,4,opt,name=installation_id,json=installationId,proto3" json:"installation_id,omitempty"`
+	RegistrationId string                 `protobuf:"bytes,5,opt,name=registration_id,json=registrationId,proto3" json:"registration_id,omitempty"`
+	Vendor         string                 `protobuf:"bytes,6,opt,name=vendor,proto3" json:"vendor,omitempty"`
+	ApnsTopic      string                 `protobuf:"bytes,7,opt,name=apns_topic,json=apnsTopic,proto3" json:"apns_topic,omitempty"`
+	ApnsTeamId     string                 `protobuf:"bytes,8,opt,name=apns_team_id,json=apnsTeamId,proto3" json:"apns_team_id,omitempty"`
+	DeviceProfile  string                 `protobuf:"bytes,9,opt,name=device_profile,json=deviceProfile,proto3" json:"device_profile,omitempty"`
+	TimeZone       string                 `protobuf:"bytes,10,opt,name=time_zone,json=timeZone,proto3" json:"time_zone,omitempty"`
+	Badge          int64                  `protobuf:"varint,11,opt,name=badge,proto3" json:"badge,omitempty"`
+	Channels       []string               `protobuf:"bytes,12,rep,name=channels,proto3" json:"channels,omitempty"`
+	// The clientIds bound to the device (sessions, master-key channels).
+	Clients []string `protobuf:"bytes,13,rep,name=clients,proto3" json:"clients,omitempty"`
+	// Other columns: a JSON object.
+	Extra []byte `protobuf:"bytes,14,opt,name=extra,proto3" json:"extra,omitempty"`
+	// ms since the epoch.
+	CreatedAt     int64 `protobuf:"varint,15,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt     int64 `protobuf:"varint,16,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeviceRecord) Reset() {
+	*x = DeviceRecord{}
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeviceRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeviceRecord) ProtoMessage() {}
+
+func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
+func (*DeviceRecord) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeviceRecord) GetObjectId() string {
+	if x != nil {
+		return x.ObjectId
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetDeviceType() string {
+	if x != nil {
+		return x.DeviceType
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetDeviceToken() string {
+	if x != nil {
+		return x.DeviceToken
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetInstallationId() string {
+	if x != nil {
+		return x.InstallationId
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetRegistrationId() string {
+	if x != nil {
+		return x.RegistrationId
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetVendor() string {
+	if x != nil {
+		return x.Vendor
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetApnsTopic() string {
+	if x != nil {
+		return x.ApnsTopic
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetApnsTeamId() string {
+	if x != nil {
+		return x.ApnsTeamId
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetDeviceProfile() string {
+	if x != nil {
+		return x.DeviceProfile
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetTimeZone() string {
+	if x != nil {
+		return x.TimeZone
+	}
+	return ""
+}
+
+func (x *DeviceRecord) GetBadge() int64 {
+	if x != nil {
+		return x.Badge
+	}
+	return 0
+}
+
+func (x *DeviceRecord) GetChannels() []string {
+	if x != nil {
+		return x.Channels
+	}
+	return nil
+}
+
+func (x *DeviceRecord) GetClients() []string {
+	if x != nil {
+		return x.Clients
+	}
+	return nil
+}
+
+func (x *DeviceRecord) GetExtra() []byte {
+	if x != nil {
+		return x.Extra
+	}
+	return nil
+}
+
+func (x *DeviceRecord) GetCreatedAt() int64 {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return 0
+}
+
+func (x *DeviceRecord) GetUpdatedAt() int64 {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return 0
+}
+
 type ClientReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// lcpb.GenericCommands to write to the requesting connection, in order.
@@ -659,7 +934,7 @@ type ClientReply struct {
 
 func (x *ClientReply) Reset() {
 	*x = ClientReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +946,7 @@ func (x *ClientReply) String() string {
 func (*ClientReply) ProtoMessage() {}
 
 func (x *ClientReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +959,7 @@ func (x *ClientReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientReply.ProtoReflect.Descriptor instead.
 func (*ClientReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ClientReply) GetCommands() [][]byte {
@@ -761,15 +1036,18 @@ type AdminReply struct {
 	// SYS_SUBSCRIBERS, SYS_SUBSCRIPTIONS, SYS_BROADCASTS.
 	SysRows []*SysRow `protobuf:"bytes,30,rep,name=sys_rows,json=sysRows,proto3" json:"sys_rows,omitempty"`
 	// WORDS_GET: the app's API word list; words_set says it has one.
-	Words         []string `protobuf:"bytes,50,rep,name=words,proto3" json:"words,omitempty"`
-	WordsSet      bool     `protobuf:"varint,51,opt,name=words_set,json=wordsSet,proto3" json:"words_set,omitempty"`
+	Words    []string `protobuf:"bytes,50,rep,name=words,proto3" json:"words,omitempty"`
+	WordsSet bool     `protobuf:"varint,51,opt,name=words_set,json=wordsSet,proto3" json:"words_set,omitempty"`
+	// DEVICE_SAVE, DEVICE_GET, DEVICE_LIST.
+	Devices       []*DeviceRecord `protobuf:"bytes,60,rep,name=devices,proto3" json:"devices,omitempty"`
+	DeviceCreated bool            `protobuf:"varint,61,opt,name=device_created,json=deviceCreated,proto3" json:"device_created,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdminReply) Reset() {
 	*x = AdminReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -781,7 +1059,7 @@ func (x *AdminReply) String() string {
 func (*AdminReply) ProtoMessage() {}
 
 func (x *AdminReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -794,7 +1072,7 @@ func (x *AdminReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
 func (*AdminReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AdminReply) GetCount() int64 {
@@ -839,6 +1117,20 @@ func (x *AdminReply) GetWordsSet() bool {
 	return false
 }
 
+func (x *AdminReply) GetDevices() []*DeviceRecord {
+	if x != nil {
+		return x.Devices
+	}
+	return nil
+}
+
+func (x *AdminReply) GetDeviceCreated() bool {
+	if x != nil {
+		return x.DeviceCreated
+	}
+	return false
+}
+
 // SysRow is a subscription (client_id, cid, timestamp: when it subscribed)
 // or a broadcast (cid, msg_id, timestamp: when sent, from, data, bin,
 // valid_till) of a system conversation (core/sysconv.go).
@@ -858,7 +1150,7 @@ type SysRow struct {
 
 func (x *SysRow) Reset() {
 	*x = SysRow{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -870,7 +1162,7 @@ func (x *SysRow) String() string {
 func (*SysRow) ProtoMessage() {}
 
 func (x *SysRow) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -883,7 +1175,7 @@ func (x *SysRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysRow.ProtoReflect.Descriptor instead.
 func (*SysRow) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SysRow) GetClientId() string {
@@ -953,7 +1245,7 @@ type MemberRole struct {
 
 func (x *MemberRole) Reset() {
 	*x = MemberRole{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -965,7 +1257,7 @@ func (x *MemberRole) String() string {
 func (*MemberRole) ProtoMessage() {}
 
 func (x *MemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -978,7 +1270,7 @@ func (x *MemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
 func (*MemberRole) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *MemberRole) GetClientId() string {
@@ -1006,7 +1298,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1310,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1323,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -1058,7 +1350,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1362,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1375,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -1145,7 +1437,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1449,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1462,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -1207,7 +1499,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1511,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1524,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Target) GetPeerId() string {
@@ -1271,7 +1563,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1575,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1588,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -1353,7 +1645,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"\xd9\a\n" +
+	"\x05ADMIN\x10\x04\"\xa7\v\n" +
 	"\fAdminRequest\x12/\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1f.relaymesh.mesh.AdminRequest.OpR\x02op\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x12\n" +
@@ -1382,7 +1674,17 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\vwords_reset\x183 \x01(\bR\n" +
 	"wordsReset\x12\x1d\n" +
 	"\n" +
-	"sys_global\x18d \x01(\bR\tsysGlobal\"\xe7\x02\n" +
+	"sys_global\x18d \x01(\bR\tsysGlobal\x124\n" +
+	"\x06device\x18< \x01(\v2\x1c.relaymesh.mesh.DeviceRecordR\x06device\x12#\n" +
+	"\rdevice_fields\x18= \x03(\tR\fdeviceFields\x12,\n" +
+	"\x12device_channels_op\x18> \x01(\tR\x10deviceChannelsOp\x12%\n" +
+	"\x0edevice_trusted\x18? \x01(\bR\rdeviceTrusted\x12\x1b\n" +
+	"\tdevice_id\x18@ \x01(\tR\bdeviceId\x12(\n" +
+	"\x10device_badge_add\x18A \x01(\x03R\x0edeviceBadgeAdd\x12\x1f\n" +
+	"\vdevice_skip\x18B \x01(\x05R\n" +
+	"deviceSkip\x12?\n" +
+	"\fdevice_where\x18C \x01(\v2\x1c.relaymesh.mesh.DeviceRecordR\vdeviceWhere\x12.\n" +
+	"\x13device_where_fields\x18D \x03(\tR\x11deviceWhereFields\"\xac\x03\n" +
 	"\x02Op\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04KICK\x10\x01\x12\x17\n" +
@@ -1402,7 +1704,35 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x14SYS_DELETE_BROADCAST\x10#\x12\x12\n" +
 	"\x0eDELETE_MESSAGE\x10(\x12\r\n" +
 	"\tWORDS_SET\x102\x12\r\n" +
-	"\tWORDS_GET\x103\"\xba\x02\n" +
+	"\tWORDS_GET\x103\x12\x0f\n" +
+	"\vDEVICE_SAVE\x10<\x12\x0e\n" +
+	"\n" +
+	"DEVICE_GET\x10=\x12\x11\n" +
+	"\rDEVICE_DELETE\x10>\x12\x0f\n" +
+	"\vDEVICE_LIST\x10?\"\xfe\x03\n" +
+	"\fDeviceRecord\x12\x1b\n" +
+	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x1f\n" +
+	"\vdevice_type\x18\x02 \x01(\tR\n" +
+	"deviceType\x12!\n" +
+	"\fdevice_token\x18\x03 \x01(\tR\vdeviceToken\x12'\n" +
+	"\x0finstallation_id\x18\x04 \x01(\tR\x0einstallationId\x12'\n" +
+	"\x0fregistration_id\x18\x05 \x01(\tR\x0eregistrationId\x12\x16\n" +
+	"\x06vendor\x18\x06 \x01(\tR\x06vendor\x12\x1d\n" +
+	"\n" +
+	"apns_topic\x18\a \x01(\tR\tapnsTopic\x12 \n" +
+	"\fapns_team_id\x18\b \x01(\tR\n" +
+	"apnsTeamId\x12%\n" +
+	"\x0edevice_profile\x18\t \x01(\tR\rdeviceProfile\x12\x1b\n" +
+	"\ttime_zone\x18\n" +
+	" \x01(\tR\btimeZone\x12\x14\n" +
+	"\x05badge\x18\v \x01(\x03R\x05badge\x12\x1a\n" +
+	"\bchannels\x18\f \x03(\tR\bchannels\x12\x18\n" +
+	"\aclients\x18\r \x03(\tR\aclients\x12\x14\n" +
+	"\x05extra\x18\x0e \x01(\fR\x05extra\x12\x1d\n" +
+	"\n" +
+	"created_at\x18\x0f \x01(\x03R\tcreatedAt\x12\x1d\n" +
+	"\n" +
+	"updated_at\x18\x10 \x01(\x03R\tupdatedAt\"\xba\x02\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
@@ -1414,7 +1744,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x05admin\x18\x06 \x01(\v2\x1a.relaymesh.mesh.AdminReplyR\x05admin\x12\x12\n" +
 	"\x04room\x18\a \x01(\tR\x04room\x12!\n" +
 	"\froom_changed\x18\b \x01(\bR\vroomChanged\x12-\n" +
-	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\"\xdb\x01\n" +
+	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\"\xba\x02\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
@@ -1423,7 +1753,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"countToday\x121\n" +
 	"\bsys_rows\x18\x1e \x03(\v2\x16.relaymesh.mesh.SysRowR\asysRows\x12\x14\n" +
 	"\x05words\x182 \x03(\tR\x05words\x12\x1b\n" +
-	"\twords_set\x183 \x01(\bR\bwordsSet\"\xc5\x01\n" +
+	"\twords_set\x183 \x01(\bR\bwordsSet\x126\n" +
+	"\adevices\x18< \x03(\v2\x1c.relaymesh.mesh.DeviceRecordR\adevices\x12%\n" +
+	"\x0edevice_created\x18= \x01(\bR\rdeviceCreated\"\xc5\x01\n" +
 	"\x06SysRow\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x1c\n" +
@@ -1476,37 +1808,41 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
 	(*ClientRequest)(nil),   // 2: relaymesh.mesh.ClientRequest
 	(*AdminRequest)(nil),    // 3: relaymesh.mesh.AdminRequest
-	(*ClientReply)(nil),     // 4: relaymesh.mesh.ClientReply
-	(*AdminReply)(nil),      // 5: relaymesh.mesh.AdminReply
-	(*SysRow)(nil),          // 6: relaymesh.mesh.SysRow
-	(*MemberRole)(nil),      // 7: relaymesh.mesh.MemberRole
-	(*EdgeHello)(nil),       // 8: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil), // 9: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),        // 10: relaymesh.mesh.Presence
-	(*Target)(nil),          // 11: relaymesh.mesh.Target
-	(*Delivery)(nil),        // 12: relaymesh.mesh.Delivery
+	(*DeviceRecord)(nil),    // 4: relaymesh.mesh.DeviceRecord
+	(*ClientReply)(nil),     // 5: relaymesh.mesh.ClientReply
+	(*AdminReply)(nil),      // 6: relaymesh.mesh.AdminReply
+	(*SysRow)(nil),          // 7: relaymesh.mesh.SysRow
+	(*MemberRole)(nil),      // 8: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),       // 9: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil), // 10: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),        // 11: relaymesh.mesh.Presence
+	(*Target)(nil),          // 12: relaymesh.mesh.Target
+	(*Delivery)(nil),        // 13: relaymesh.mesh.Delivery
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
 	3,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
 	1,  // 2: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
-	5,  // 3: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
-	7,  // 4: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
-	6,  // 5: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
-	9,  // 6: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	9,  // 7: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	11, // 8: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	4,  // 3: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
+	4,  // 4: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
+	6,  // 5: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
+	8,  // 6: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	7,  // 7: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
+	4,  // 8: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
+	10, // 9: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	10, // 10: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	12, // 11: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -1520,7 +1856,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -89,7 +89,10 @@ function answer(path, ev) {
   if (path === '/1.1/functions/_receiversOffline') {
     const text = ev.content || '';
     if (text.includes('skip push')) return { skip: true };
-    return { pushMessage: JSON.stringify({ alert: `hook push for ${ev.offlinePeers.join(',')}` }) };
+    if (text.includes('hook pushes')) {
+      return { pushMessage: JSON.stringify({ alert: `hook push for ${ev.offlinePeers.join(',')}` }) };
+    }
+    return {}; // the default content: pushData, else the template
   }
   return {};
 }
@@ -299,12 +302,12 @@ test('_messageSent reports the stored message with its online and offline member
   assert.deepEqual(ev.offlinePeers, [carol]);
 });
 
-test('_receiversOffline: its pushMessage is pushed when the message has no pushData; skip pushes nothing', async () => {
+test('_receiversOffline: its pushMessage is pushed; skip pushes nothing', async () => {
   const alice = await login(`a-${rnd()}`);
   const carol = `c-${rnd()}`; // offline
   const dave = `d-${rnd()}`; // offline
   const conv = await alice.createConversation({ members: [carol, dave], name: 'hook push' });
-  await conv.send(new TextMessage('hello offline'));
+  await conv.send(new TextMessage('the hook pushes this'));
   const ev = (await waitCall(c => c.hook === '_receiversOffline' && c.json && c.json.convId === conv.id)).json;
   assert.deepEqual([...ev.offlinePeers].sort(), [carol, dave].sort());
   assert.equal(ev.fromPeer, alice.id);
@@ -318,6 +321,27 @@ test('_receiversOffline: its pushMessage is pushed when the message has no pushD
   await sleep(500);
   assert.equal(calls.filter(c => c.path === '/push' && c.json && c.json.convId === skipConv.id).length, 0,
     'skip: no push request');
+});
+
+test('push precedence: the hook\'s pushMessage beats pushData, which beats the static template', async () => {
+  // LeanCloud's order (REST-AND-HOOKS.md §2.3). The hooked app also has a
+  // push_template (e2e/conformance_test.go).
+  const alice = await login(`a-${rnd()}`);
+  const carol = `c-${rnd()}`; // offline
+  const conv = await alice.createConversation({ members: [carol], name: 'precedence' });
+  const pushOf = async (text, options) => {
+    const sent = await conv.send(new TextMessage(text), options);
+    const call = await waitCall(c => c.path === '/push' && c.json && c.json.convId === conv.id &&
+      c.json.timestamp === sent.timestamp.getTime());
+    return call.json.payload;
+  };
+  const pushData = { alert: 'from pushData', badge: 'Increment' };
+  assert.deepEqual(await pushOf('the hook pushes over pushData', { pushData }), { alert: `hook push for ${carol}` },
+    'the hook wins over pushData');
+  assert.deepEqual(await pushOf('pushData only', { pushData }), pushData, 'pushData wins over the template');
+  assert.deepEqual(await pushOf('nothing given'), { alert: `template for ${conv.id}` }, 'the template comes last');
+  assert.deepEqual(await pushOf('the hook pushes over the template'), { alert: `hook push for ${carol}` },
+    'the hook wins over the template');
 });
 
 test('offline push: without pushData the app\'s static template is expanded', async () => {
