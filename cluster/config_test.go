@@ -229,6 +229,7 @@ func TestLoadConfigDevicePush(t *testing.T) {
 	p := writeConfig(t, `
 [[apps]]
 id = "app-1"
+master_key = "m"
 push_provider = "log"
 [apps.push]
 expiry = "24h"
@@ -242,6 +243,7 @@ production = false
 service_account_file = "sa.json"
 [[apps]]
 id = "app-2"
+master_key = "m"
 `)
 	dir := filepath.Dir(p)
 	if err := os.WriteFile(filepath.Join(dir, "AuthKey.p8"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
