@@ -11,6 +11,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/core"
+	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/rest"
@@ -78,6 +79,11 @@ type CoreSection struct {
 	MetricsAddr string `toml:"metrics_addr"`
 	// Limits are core.Limits; zero keys take LeanCloud's defaults.
 	Limits CoreLimitsConfig `toml:"limits"`
+	// CommandVersion pins the shard command version this core proposes
+	// (core.Config.CommandVersion; 0 = the newest this binary knows).
+	// Rolling upgrades keep it at the oldest running version until every
+	// core runs the new binary (docs/OPERATIONS.md).
+	CommandVersion int `toml:"command_version"`
 }
 
 // CoreLimitsConfig is [core.limits] (core.Limits): what a conversation
@@ -264,6 +270,10 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	if len(s.Peers) > 0 && s.Peers[s.NodeID] == "" {
 		return CoreConfig{}, fmt.Errorf("%w: [core] peers must include this node %q", ErrConfig, s.NodeID)
 	}
+	if s.CommandVersion < 0 || s.CommandVersion > shard.Version {
+		return CoreConfig{}, fmt.Errorf("%w: [core] command_version %d: this binary proposes versions 1 to %d",
+			ErrConfig, s.CommandVersion, shard.Version)
+	}
 	reg, err := c.Registry()
 	if err != nil {
 		return CoreConfig{}, err
@@ -278,7 +288,7 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	}
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
 		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ, MetricsAddr: s.MetricsAddr,
-		Limits: c.CoreLimits()}, nil
+		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion}, nil
 }
 
 // EdgeConfig builds the edge role's configuration.

@@ -51,6 +51,11 @@ type Config struct {
 	// SysWebhook configures the service-conversation webhook
 	// (sysconv.go); without Apps it is off. The core owns the sender.
 	SysWebhook hooks.SysConfig
+	// CommandVersion is the shard command version this core proposes
+	// (shard.Version when 0). During a rolling upgrade it stays at the
+	// version the oldest replica applies (docs/OPERATIONS.md); a replica
+	// given a newer one stops rather than apply it differently.
+	CommandVersion int
 }
 
 // Core serves client requests for the conversations of one shard and relays
@@ -62,6 +67,7 @@ type Core struct {
 	now     func() time.Time
 	stats   Stats
 	limits  Limits // limits.go, defaults filled in; read-only after New
+	cmdVer  int    // shard command version proposed (Config.CommandVersion)
 
 	// relayQueueLen bounds the relay queue of edges attached from now on;
 	// 0 is EdgeQueueLen. Tests set it before AttachEdge.
@@ -106,6 +112,10 @@ func New(cfg Config) *Core {
 		edges:    make(map[string]*edgeLink),
 		quit:     make(chan struct{}),
 		limits:   cfg.Limits.withDefaults(),
+		cmdVer:   cfg.CommandVersion,
+	}
+	if c.cmdVer <= 0 || c.cmdVer > shard.Version {
+		c.cmdVer = shard.Version
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -357,6 +367,7 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 	if cmd.Op == shard.OpStart || cmd.Op == shard.OpAdd {
 		cmd.MaxMembers = c.limits.MaxMembers // limits.go
 	}
+	cmd.V = c.cmdVer
 	b, err := cmd.Encode()
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
@@ -370,6 +381,11 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if errors.Is(err, raftstore.ErrReplicaFailed) {
+			// This replica stopped (a storage failure); the command is
+			// in the raft log and the others apply it: outcome unknown.
+			return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)
 		}
 		if !c.replica.IsLeader() {
 			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
