@@ -40,9 +40,11 @@ fuzz:
 bench:
 	GO=$(GO) ./scripts/bench.sh
 
-# Long soaks, not run by CI: a 10-minute pairs run and a reconnect storm of
-# 15k sessions (~13 minutes).
+# Long soaks, not run by CI: 50,000 random shard commands on three replicas
+# (~2 minutes; the seed is logged, rerun one with -replicas.seed=N), a
+# 10-minute pairs run and a reconnect storm of 15k sessions (~13 minutes).
 lab:
+	$(GO) test -count=1 -timeout 30m -run 'TestReplicasAgree|TestReplicaDiskFailure' -v ./core/shard -replicas.commands=50000
 	GO=$(GO) ./scripts/bench.sh --lab
 
 proto:
