@@ -93,16 +93,21 @@ type CoreSection struct {
 //	max_members = 500           # members of a normal conversation (4304 past it)
 //	max_offline_per_conv = 100  # newest offline messages pushed per conversation
 //	max_unread_convs = 50       # conversations notified at login
+//	max_query_scan = 10000      # conversations one conv/query may examine (4310 past it)
+//	query_scan_per_second = 50000 # each app's conv/query budget (4310 when spent)
 type CoreLimitsConfig struct {
-	MaxMembers        int `toml:"max_members"`
-	MaxOfflinePerConv int `toml:"max_offline_per_conv"`
-	MaxUnreadConvs    int `toml:"max_unread_convs"`
+	MaxMembers         int `toml:"max_members"`
+	MaxOfflinePerConv  int `toml:"max_offline_per_conv"`
+	MaxUnreadConvs     int `toml:"max_unread_convs"`
+	MaxQueryScan       int `toml:"max_query_scan"`
+	QueryScanPerSecond int `toml:"query_scan_per_second"`
 }
 
 // CoreLimits returns the [core.limits] section as core.Limits.
 func (c *Config) CoreLimits() core.Limits {
 	l := c.Core.Limits
-	return core.Limits{MaxMembers: l.MaxMembers, MaxOfflinePerConv: l.MaxOfflinePerConv, MaxUnreadConvs: l.MaxUnreadConvs}
+	return core.Limits{MaxMembers: l.MaxMembers, MaxOfflinePerConv: l.MaxOfflinePerConv, MaxUnreadConvs: l.MaxUnreadConvs,
+		MaxQueryScan: l.MaxQueryScan, QueryScanPerSecond: l.QueryScanPerSecond}
 }
 
 // EdgeSection configures `relaymesh edge`.

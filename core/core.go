@@ -74,6 +74,7 @@ type Core struct {
 	relayQueueLen int
 
 	locks   convLocks
+	queries queryMeter    // querylimits.go
 	cursors cursorBatcher // cursors.go
 	rooms   chatrooms     // chatroom.go
 	quit    chan struct{} // closed by Close
@@ -127,6 +128,7 @@ func New(cfg Config) *Core {
 		c.apps = apps.NewDev()
 	}
 	c.locks.m = make(map[string]*convLock)
+	c.queries.init(c.limits)
 	if p, ok := cfg.Replica.(interface{ StateMachine() raftstore.StateMachine }); ok {
 		c.fsm, _ = p.StateMachine().(*shard.FSM)
 	}
@@ -323,6 +325,9 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 	if err := c.checkTempExpired(r); err != nil { // tempconv.go
 		return nil, err
 	}
+	if err := checkInput(r); err != nil { // validate.go
+		return nil, err
+	}
 	op := r.cmd.GetOp()
 	switch r.cmd.GetCmd() {
 	case lcpb.CommandType_direct:
@@ -363,7 +368,10 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 
 // propose runs one shard command through the replica and returns its result.
 func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, error) {
-	cmd.Admin = cmd.Admin || isAdmin(ctx) // server API (admin.go)
+	cmd.Admin = cmd.Admin || isAdmin(ctx)     // server API (admin.go)
+	if err := checkCommand(cmd); err != nil { // validate.go
+		return nil, err
+	}
 	if cmd.Op == shard.OpStart || cmd.Op == shard.OpAdd {
 		cmd.MaxMembers = c.limits.MaxMembers // limits.go
 	}

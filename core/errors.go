@@ -22,6 +22,9 @@ var (
 	errQueryFailed  = errors.New("core: conversation query failed")
 	errTagConflict  = errors.New("core: session with this tag exists")
 	errInternal     = errors.New("core: internal error")
+	// validate.go
+	errInvalidClientID = errors.New("core: invalid clientId")
+	errInvalidInput    = errors.New("core: invalid input")
 )
 
 // errorCodes is the one table from errors to LeanCloud codes; the first
@@ -38,6 +41,9 @@ var errorCodes = []struct {
 	{errLogsRejected, lcpb.ErrConversationLogRejected},
 	{errQueryFailed, lcpb.ErrConversationQueryFailed},
 	{errTagConflict, lcpb.ErrSessionConflict},
+	{errInvalidClientID, lcpb.ErrInvalidLogin},
+	{errInvalidInput, lcpb.ErrConversationAPIFailed},
+	{shard.ErrAttrTooLarge, lcpb.ErrConversationUpdateFailed},
 	{errMessageRejected, lcpb.ErrMessageRejectedByApp},
 	{errConvRejected, lcpb.ErrConversationRejectedByApp},
 	{shard.ErrConvNotFound, lcpb.ErrConversationNotFound},
