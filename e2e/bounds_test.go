@@ -259,6 +259,9 @@ func TestInputBoundsRaw(t *testing.T) {
 		Dt: proto.String(strings.Repeat("d", 65))}), lcpb.ErrConversationAPIFailed)
 	alice.refused(ctx, "dt with a space", direct(&lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String("hi"),
 		Dt: proto.String("a b")}), lcpb.ErrConversationAPIFailed)
+	if after := alice.rows(ctx, byID); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("refused members, mentions or dt changed the conversation: %v, was %v", after, before)
+	}
 	half := strings.Repeat("h", 9<<10)
 	alice.ok(ctx, conv(lcpb.OpType_update, &lcpb.ConvCommand{Cid: proto.String(cid),
 		Attr: &lcpb.JsonObjectMessage{Data: proto.String(fmt.Sprintf(`{"attr.a":%q}`, half))}}))
