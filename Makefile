@@ -29,20 +29,28 @@ lint:
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
 
-# Short fuzzing of every frame decoder; run longer by hand with FUZZTIME=10m.
+# Short fuzzing of every fuzz target in the repository (each `func FuzzX`
+# in a _test.go file, found afresh on every run), one after the other;
+# run longer by hand with FUZZTIME=10m.
 FUZZTIME ?= 10s
 fuzz:
-	$(GO) test ./proto/lcpb -run='^$$' -fuzz=FuzzDecode -fuzztime=$(FUZZTIME)
-	$(GO) test ./edge -run='^$$' -fuzz=FuzzDecodeFrame -fuzztime=$(FUZZTIME)
+	@set -e; for f in $$(grep -rl --include='*_test.go' --exclude-dir=node_modules --exclude-dir=.git '^func Fuzz' . | sort); do \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
+			echo "== $$(dirname $$f) $$t"; \
+			$(GO) test $$(dirname $$f) -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME); \
+		done; \
+	done
 
 # Go micro-benchmarks and the standard load-test suite on relaymesh dev
 # (scripts/bench.sh; ~15 minutes on 2 cores); writes docs/BENCHMARKS.md.
 bench:
 	GO=$(GO) ./scripts/bench.sh
 
-# Long soaks, not run by CI: a 10-minute pairs run and a reconnect storm of
-# 15k sessions (~13 minutes).
+# Long soaks, not run by CI: 50,000 random shard commands on three replicas
+# (~2 minutes; the seed is logged, rerun one with -replicas.seed=N), a
+# 10-minute pairs run and a reconnect storm of 15k sessions (~13 minutes).
 lab:
+	$(GO) test -count=1 -timeout 30m -run 'TestReplicasAgree|TestReplicaDiskFailure' -v ./core/shard -replicas.commands=50000
 	GO=$(GO) ./scripts/bench.sh --lab
 
 proto:

@@ -11,6 +11,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/core"
+	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/rest"
@@ -82,6 +83,11 @@ type CoreSection struct {
 	MetricsAddr string `toml:"metrics_addr"`
 	// Limits are core.Limits; zero keys take LeanCloud's defaults.
 	Limits CoreLimitsConfig `toml:"limits"`
+	// CommandVersion pins the shard command version this core proposes
+	// (core.Config.CommandVersion; 0 = the newest this binary knows).
+	// Rolling upgrades keep it at the oldest running version until every
+	// core runs the new binary (docs/OPERATIONS.md).
+	CommandVersion int `toml:"command_version"`
 }
 
 // CoreLimitsConfig is [core.limits] (core.Limits): what a conversation
@@ -91,16 +97,21 @@ type CoreSection struct {
 //	max_members = 500           # members of a normal conversation (4304 past it)
 //	max_offline_per_conv = 100  # newest offline messages pushed per conversation
 //	max_unread_convs = 50       # conversations notified at login
+//	max_query_scan = 10000      # conversations one conv/query may examine (4310 past it)
+//	query_scan_per_second = 50000 # each app's conv/query budget (4310 when spent)
 type CoreLimitsConfig struct {
-	MaxMembers        int `toml:"max_members"`
-	MaxOfflinePerConv int `toml:"max_offline_per_conv"`
-	MaxUnreadConvs    int `toml:"max_unread_convs"`
+	MaxMembers         int `toml:"max_members"`
+	MaxOfflinePerConv  int `toml:"max_offline_per_conv"`
+	MaxUnreadConvs     int `toml:"max_unread_convs"`
+	MaxQueryScan       int `toml:"max_query_scan"`
+	QueryScanPerSecond int `toml:"query_scan_per_second"`
 }
 
 // CoreLimits returns the [core.limits] section as core.Limits.
 func (c *Config) CoreLimits() core.Limits {
 	l := c.Core.Limits
-	return core.Limits{MaxMembers: l.MaxMembers, MaxOfflinePerConv: l.MaxOfflinePerConv, MaxUnreadConvs: l.MaxUnreadConvs}
+	return core.Limits{MaxMembers: l.MaxMembers, MaxOfflinePerConv: l.MaxOfflinePerConv, MaxUnreadConvs: l.MaxUnreadConvs,
+		MaxQueryScan: l.MaxQueryScan, QueryScanPerSecond: l.QueryScanPerSecond}
 }
 
 // EdgeSection configures `relaymesh edge`.
@@ -305,6 +316,10 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	if len(s.Peers) > 0 && s.Peers[s.NodeID] == "" {
 		return CoreConfig{}, fmt.Errorf("%w: [core] peers must include this node %q", ErrConfig, s.NodeID)
 	}
+	if s.CommandVersion < 0 || s.CommandVersion > shard.Version {
+		return CoreConfig{}, fmt.Errorf("%w: [core] command_version %d: this binary proposes versions 1 to %d",
+			ErrConfig, s.CommandVersion, shard.Version)
+	}
 	reg, err := c.Registry()
 	if err != nil {
 		return CoreConfig{}, err
@@ -319,7 +334,7 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	}
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
 		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ, MetricsAddr: s.MetricsAddr,
-		Limits: c.CoreLimits()}, nil
+		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion}, nil
 }
 
 // EdgeConfig builds the edge role's configuration.

@@ -276,3 +276,22 @@ master_key = "m"
 		t.Errorf("ProviderStats: got %v", s)
 	}
 }
+func TestCoreCommandVersion(t *testing.T) {
+	for _, tc := range []struct {
+		v    string
+		want bool // accepted
+	}{{"1", true}, {"2", true}, {"-1", false}, {"3", false}} {
+		c, err := LoadConfig(writeConfig(t, `
+[core]
+node_id = "core-1"
+mesh_addr = "127.0.0.1:7100"
+command_version = `+tc.v+"\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.CoreConfig()
+		if refused := errors.Is(err, ErrConfig) && strings.Contains(err.Error(), "command_version"); refused == tc.want {
+			t.Errorf("command_version = %s: CoreConfig error %v, want accepted %v", tc.v, err, tc.want)
+		}
+	}
+}

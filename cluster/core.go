@@ -50,6 +50,9 @@ type CoreConfig struct {
 	// /metrics (core.Core.WriteMetrics, Prometheus text) and /healthz (200
 	// while it leads the shard, else 503). Empty serves none.
 	MetricsAddr string
+	// CommandVersion is core.Config.CommandVersion ([core]
+	// command_version).
+	CommandVersion int
 }
 
 // Core is a running core node.
@@ -104,7 +107,8 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		integ.Push.Queue.Logger = log.With("part", "push")
 	}
 	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core"), Limits: cfg.Limits,
-		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook})
+		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
+		CommandVersion: cfg.CommandVersion})
 	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
 	if cfg.MetricsAddr != "" {
 		if err := c.serveMetrics(cfg.MetricsAddr); err != nil {

@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -8,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/raftstore"
 )
 
 // TestCoreMetricsListener: a core with MetricsAddr serves /healthz (200
@@ -76,5 +81,73 @@ func TestCoreMetricsListener(t *testing.T) {
 	closed = true
 	if _, err := http.Get(url + "/metrics"); err == nil {
 		t.Error("metrics listener still answers after Close")
+	}
+}
+
+// TestCoreStopsOnNewerCommand: a core whose binary meets a shard command of
+// a newer version (a mixed cluster in an upgrade) stops its replica: the
+// proposal fails, Failed is closed, /healthz answers 503. Started again on
+// the same binary it replays the log and stops at the same entry, never
+// applying it differently (the entries before it stay in the log for the
+// binary that knows the version).
+func TestCoreStopsOnNewerCommand(t *testing.T) {
+	dir := t.TempDir()
+	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), "core-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() *Core {
+		t.Helper()
+		c, err := StartCore(CoreConfig{NodeID: "core-1", MeshAddr: "127.0.0.1:0", DataDir: filepath.Join(dir, "core-1"),
+			Identity: ids["core-1"], MetricsAddr: "127.0.0.1:0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := start()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := c.Replica.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ok := fmt.Sprintf(`{"v":%d,"op":"start","app":"a","cid":"c1","from":"u","now":1}`, shard.Version)
+	if _, err := c.Replica.Propose(ctx, []byte(ok)); err != nil {
+		t.Fatalf("a command of this version: %v", err)
+	}
+	newer := fmt.Sprintf(`{"v":%d,"op":"start","app":"a","cid":"c2","from":"u","now":2}`, shard.Version+1)
+	_, err = c.Replica.Propose(ctx, []byte(newer))
+	if !errors.Is(err, raftstore.ErrReplicaFailed) || !errors.Is(err, shard.ErrUnknownVersion) {
+		t.Fatalf("a newer command: got %v, want the replica stopped on an unknown version", err)
+	}
+	select {
+	case <-c.Replica.Failed():
+	case <-ctx.Done():
+		t.Fatal("Failed not closed")
+	}
+	if resp, err := http.Get(c.MetricsURL + "/healthz"); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("/healthz of the stopped core: %v %v, want 503", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if conv, _ := shard.GetConv(c.Replica.State(), "a", "c2"); conv != nil {
+		t.Fatal("the newer command was applied")
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	c = start()
+	defer c.Close()
+	select {
+	case <-c.Replica.Failed():
+	case <-ctx.Done():
+		t.Fatal("restarted on the same binary: the replay did not stop at the newer command")
+	}
+	if err := c.Replica.Err(); !errors.Is(err, shard.ErrUnknownVersion) {
+		t.Fatalf("after the restart: %v, want the same unknown version", err)
+	}
+	if conv, _ := shard.GetConv(c.Replica.State(), "a", "c2"); conv != nil {
+		t.Fatal("the newer command was applied on the replay")
 	}
 }

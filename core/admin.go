@@ -134,6 +134,14 @@ func (c *Core) adminCommand(ctx context.Context, req *meshpb.ClientRequest) (*me
 		return nil, fmt.Errorf("%w: %v", errMalformed, err)
 	}
 	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), cmd: cmd}
+	if r.peer != "" {
+		if err := checkClientID(r.peer); err != nil { // validate.go: from_client
+			return nil, err
+		}
+	}
+	if err := checkInput(r); err != nil {
+		return nil, err
+	}
 	var out *lcpb.GenericCommand
 	var err error
 	op := cmd.GetOp()

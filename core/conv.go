@@ -30,7 +30,7 @@ func (c *Core) conv(ctx context.Context, r *request) (*lcpb.GenericCommand, erro
 	case lcpb.OpType_start:
 		return c.convStart(ctx, r)
 	case lcpb.OpType_query:
-		return c.convQuery(r)
+		return c.convQuery(ctx, r)
 	case lcpb.OpType_add, lcpb.OpType_join:
 		return c.convMembers(ctx, r, true)
 	case lcpb.OpType_remove, lcpb.OpType_leave:

@@ -51,6 +51,11 @@ type Config struct {
 	// SysWebhook configures the service-conversation webhook
 	// (sysconv.go); without Apps it is off. The core owns the sender.
 	SysWebhook hooks.SysConfig
+	// CommandVersion is the shard command version this core proposes
+	// (shard.Version when 0). During a rolling upgrade it stays at the
+	// version the oldest replica applies (docs/OPERATIONS.md); a replica
+	// given a newer one stops rather than apply it differently.
+	CommandVersion int
 }
 
 // Core serves client requests for the conversations of one shard and relays
@@ -62,12 +67,14 @@ type Core struct {
 	now     func() time.Time
 	stats   Stats
 	limits  Limits // limits.go, defaults filled in; read-only after New
+	cmdVer  int    // shard command version proposed (Config.CommandVersion)
 
 	// relayQueueLen bounds the relay queue of edges attached from now on;
 	// 0 is EdgeQueueLen. Tests set it before AttachEdge.
 	relayQueueLen int
 
 	locks   convLocks
+	queries queryMeter    // querylimits.go
 	cursors cursorBatcher // cursors.go
 	rooms   chatrooms     // chatroom.go
 	quit    chan struct{} // closed by Close
@@ -106,6 +113,10 @@ func New(cfg Config) *Core {
 		edges:    make(map[string]*edgeLink),
 		quit:     make(chan struct{}),
 		limits:   cfg.Limits.withDefaults(),
+		cmdVer:   cfg.CommandVersion,
+	}
+	if c.cmdVer <= 0 || c.cmdVer > shard.Version {
+		c.cmdVer = shard.Version
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -117,6 +128,7 @@ func New(cfg Config) *Core {
 		c.apps = apps.NewDev()
 	}
 	c.locks.m = make(map[string]*convLock)
+	c.queries.init(c.limits)
 	if p, ok := cfg.Replica.(interface{ StateMachine() raftstore.StateMachine }); ok {
 		c.fsm, _ = p.StateMachine().(*shard.FSM)
 	}
@@ -316,6 +328,9 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 	if err := c.checkTempExpired(r); err != nil { // tempconv.go
 		return nil, err
 	}
+	if err := checkInput(r); err != nil { // validate.go
+		return nil, err
+	}
 	op := r.cmd.GetOp()
 	switch r.cmd.GetCmd() {
 	case lcpb.CommandType_direct:
@@ -358,9 +373,16 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 
 // propose runs one shard command through the replica and returns its result.
 func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, error) {
-	cmd.Admin = cmd.Admin || isAdmin(ctx) // server API (admin.go)
+	cmd.Admin = cmd.Admin || isAdmin(ctx)     // server API (admin.go)
+	if err := checkCommand(cmd); err != nil { // validate.go
+		return nil, err
+	}
 	if cmd.Op == shard.OpStart || cmd.Op == shard.OpAdd {
 		cmd.MaxMembers = c.limits.MaxMembers // limits.go
+	}
+	cmd.V = c.cmdVer
+	if need := shard.NeedsVersion(cmd); cmd.V != 0 && cmd.V < need {
+		return nil, fmt.Errorf("%w: %s needs version %d, this core proposes %d", shard.ErrVersionTooOld, cmd.Op, need, cmd.V)
 	}
 	b, err := cmd.Encode()
 	if err != nil {
@@ -375,6 +397,11 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
+		}
+		if errors.Is(err, raftstore.ErrReplicaFailed) {
+			// This replica stopped (a storage failure); the command is
+			// in the raft log and the others apply it: outcome unknown.
+			return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)
 		}
 		if !c.replica.IsLeader() {
 			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)

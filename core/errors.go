@@ -22,6 +22,9 @@ var (
 	errQueryFailed  = errors.New("core: conversation query failed")
 	errTagConflict  = errors.New("core: session with this tag exists")
 	errInternal     = errors.New("core: internal error")
+	// validate.go
+	errInvalidClientID = errors.New("core: invalid clientId")
+	errInvalidInput    = errors.New("core: invalid input")
 )
 
 // errorCodes is the one table from errors to LeanCloud codes; the first
@@ -39,6 +42,9 @@ var errorCodes = []struct {
 	{errQueryFailed, lcpb.ErrConversationQueryFailed},
 	{errTagConflict, lcpb.ErrSessionConflict},
 	{errTokenRevoked, lcpb.ErrSessionTokenExpired}, // auth.go
+	{errInvalidClientID, lcpb.ErrInvalidLogin},
+	{errInvalidInput, lcpb.ErrConversationAPIFailed},
+	{shard.ErrAttrTooLarge, lcpb.ErrConversationUpdateFailed},
 	{errMessageRejected, lcpb.ErrMessageRejectedByApp},
 	{errConvRejected, lcpb.ErrConversationRejectedByApp},
 	{shard.ErrConvNotFound, lcpb.ErrConversationNotFound},

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -49,6 +50,12 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	b := f.db.NewIndexedBatch()
 	f.idx++
 	res := f.fsm.Apply(b, f.idx, cmd)
+	if fe, ok := res.(*shard.FatalError); ok { // as raftstore: discard, stop
+		b.Close()
+		f.fsm.Reset()
+		f.follower.Store(true)
+		return nil, fmt.Errorf("%w: %w", raftstore.ErrReplicaFailed, fe)
+	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return nil, err
 	}

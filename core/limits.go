@@ -21,6 +21,14 @@ type Limits struct {
 	// offline messages a .1 login pushes. The most recently active ones
 	// are notified; the rest stay in history (and in conv/query).
 	MaxUnreadConvs int
+	// MaxQueryScan caps the conversations one conv/query may examine
+	// (default DefaultMaxQueryScan, 10,000); a query that would examine
+	// more is refused with 4310 (querylimits.go).
+	MaxQueryScan int
+	// QueryScanPerSecond is each app's conv/query budget: conversations
+	// examined per second, with a burst of 2 × MaxQueryScan (default
+	// DefaultQueryScanPerSecond, 50,000). Past it queries get 4310.
+	QueryScanPerSecond int
 }
 
 // Default limits.
@@ -39,6 +47,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxUnreadConvs <= 0 {
 		l.MaxUnreadConvs = DefaultMaxUnreadConvs
+	}
+	if l.MaxQueryScan <= 0 {
+		l.MaxQueryScan = DefaultMaxQueryScan
+	}
+	if l.QueryScanPerSecond <= 0 {
+		l.QueryScanPerSecond = DefaultQueryScanPerSecond
 	}
 	return l
 }

@@ -12,7 +12,8 @@ import (
 
 func TestLimitsDefaults(t *testing.T) {
 	got := Limits{}.withDefaults()
-	want := Limits{MaxMembers: shard.MaxMembers, MaxOfflinePerConv: 100, MaxUnreadConvs: 50}
+	want := Limits{MaxMembers: shard.MaxMembers, MaxOfflinePerConv: 100, MaxUnreadConvs: 50,
+		MaxQueryScan: DefaultMaxQueryScan, QueryScanPerSecond: DefaultQueryScanPerSecond}
 	if got != want {
 		t.Fatalf("got %+v, want %+v", got, want)
 	}

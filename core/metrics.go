@@ -64,6 +64,9 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := c.writeProviderMetrics(w); err != nil { // devices.go
 		return err
 	}
+	if err := c.queries.writeMetrics(w); err != nil { // querylimits.go
+		return err
+	}
 	hc := c.hooks
 	if hc == nil {
 		hc = hooks.New(hooks.Config{}) // the series exist, at zero

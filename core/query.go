@@ -2,6 +2,7 @@ package core
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -13,11 +14,12 @@ import (
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
-// conv/query limits (LeanCloud: limit default 10, at most 1000).
+// conv/query limits (LeanCloud: limit default 10, at most 1000); the
+// bounds on where, sort and what a query may examine are in
+// querylimits.go.
 const (
 	defaultQueryLimit = 10
 	maxQueryLimit     = 1000
-	maxQueryScan      = 100000 // conversations examined by an unindexed query
 )
 
 // Query flag bits (ConversationQuery._calculateFlag).
@@ -27,17 +29,35 @@ const (
 )
 
 // convQuery answers conv/query with results{JSON array of rows}. Like
-// LeanCloud it lets a client find any conversation, member or not.
-func (c *Core) convQuery(r *request) (*lcpb.GenericCommand, error) {
+// LeanCloud it lets a client find any conversation, member or not (a
+// client just kicked still reads the conversation it left), but the last
+// message (lm, msg, msg_from, …) only goes to those who may read the
+// history (lastVisible): the row is cut before the where clause sees it,
+// so a query cannot probe it either. Queries are bounded
+// (querylimits.go).
+func (c *Core) convQuery(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
 	cm := r.cmd.ConvMessage
 	rows := []map[string]any{}
 	if len(cm.TempConvIds) == 0 {
 		var where map[string]any
 		if w := cm.GetWhere().GetData(); strings.TrimSpace(w) != "" {
+			if len(w) > MaxWhereBytes {
+				c.queries.refused[refusedWhere].Add(1)
+				return nil, fmt.Errorf("%w: where over %d bytes", errQueryFailed, MaxWhereBytes)
+			}
 			var err error
 			if where, err = decodeJSONObject([]byte(w)); err != nil {
 				return nil, fmt.Errorf("%w: where: %v", errQueryFailed, err)
 			}
+			if err := checkWhere(where); err != nil {
+				c.queries.refused[refusedWhere].Add(1)
+				return nil, err
+			}
+		}
+		keys, err := sortKeys(cm.GetSort())
+		if err != nil {
+			c.queries.refused[refusedWhere].Add(1)
+			return nil, err
 		}
 		limit := int(cm.GetLimit())
 		if cm.Limit == nil || limit <= 0 {
@@ -45,17 +65,17 @@ func (c *Core) convQuery(r *request) (*lcpb.GenericCommand, error) {
 		}
 		limit = min(limit, maxQueryLimit)
 		skip := max(int(cm.GetSkip()), 0)
-		convs, err := c.candidates(r.app, where)
+		if !c.queries.admit(r.app, c.now()) {
+			c.queries.refused[refusedBudget].Add(1)
+			return nil, fmt.Errorf("%w: %w", errQueryFailed, errQueryBudget)
+		}
+		q := &queryRun{c: c, app: r.app, peer: r.peer, admin: isAdmin(ctx), where: where}
+		err = q.scan(func(row map[string]any) { rows = append(rows, row) })
+		c.queries.charge(r.app, q.examined, c.now())
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errQueryFailed, err)
+			return nil, err
 		}
-		for _, conv := range convs {
-			row := convRow(conv)
-			if matchWhere(row, where) {
-				rows = append(rows, row)
-			}
-		}
-		sortRows(rows, cm.GetSort())
+		sortRows(rows, keys)
 		if skip >= len(rows) {
 			rows = rows[:0]
 		} else {
@@ -89,13 +109,28 @@ func decodeJSONObject(b []byte) (map[string]any, error) {
 	return m, nil
 }
 
-// candidates narrows the conversations a where clause can match by its
-// objectId or m condition; otherwise it scans the app's conversations.
-func (c *Core) candidates(app string, where map[string]any) ([]*shard.Conv, error) {
-	st := c.state()
+// queryRun is one conv/query: what it matches, for whom, and what it has
+// examined so far.
+type queryRun struct {
+	c          *Core
+	app, peer  string
+	admin      bool // the server API: every row whole
+	where      map[string]any
+	examined   int // conversations read
+	regexBytes int // input given to $regex so far
+	err        error
+}
+
+// scan visits the rows matching q.where. It narrows the conversations by
+// an objectId or m condition (the id index, the member index) and
+// otherwise scans the app's conversations; either way it examines at most
+// Limits.MaxQueryScan of them, and past that fails with 4310.
+func (q *queryRun) scan(visit func(map[string]any)) error {
+	st := q.c.state()
+	maxScan := q.c.limits.MaxQueryScan
 	var ids []string
 	indexed := false
-	switch v := where["objectId"].(type) {
+	switch v := q.where["objectId"].(type) {
 	case string:
 		ids, indexed = []string{v}, true
 	case map[string]any:
@@ -110,7 +145,7 @@ func (c *Core) candidates(app string, where map[string]any) ([]*shard.Conv, erro
 	}
 	if !indexed {
 		var pid string
-		switch v := where["m"].(type) {
+		switch v := q.where["m"].(type) {
 		case string:
 			pid = v
 		case map[string]any:
@@ -120,13 +155,17 @@ func (c *Core) candidates(app string, where map[string]any) ([]*shard.Conv, erro
 		}
 		if pid != "" {
 			var err error
-			if ids, err = shard.MemberConvs(st, app, pid, maxQueryScan); err != nil {
-				return nil, err
+			if ids, err = shard.MemberConvs(st, q.app, pid, maxScan+1); err != nil {
+				return fmt.Errorf("%w: %v", errQueryFailed, err)
 			}
 			indexed = true
 		}
 	}
-	var out []*shard.Conv
+	tooMany := func() error {
+		q.c.queries.refused[refusedScan].Add(1)
+		return fmt.Errorf("%w: the query would examine more than %d conversations; narrow it by objectId or m",
+			errQueryFailed, maxScan)
+	}
 	if indexed {
 		seen := map[string]bool{}
 		for _, id := range ids {
@@ -134,23 +173,77 @@ func (c *Core) candidates(app string, where map[string]any) ([]*shard.Conv, erro
 				continue
 			}
 			seen[id] = true
-			conv, err := shard.GetConv(st, app, id)
+			if q.examined++; q.examined > maxScan {
+				return tooMany()
+			}
+			conv, err := shard.GetConv(st, q.app, id)
 			if err != nil {
-				return nil, err
+				return fmt.Errorf("%w: %v", errQueryFailed, err)
 			}
 			if conv != nil && !conv.Temp { // temporary: no _Conversation row
-				out = append(out, conv)
+				if row, ok := q.match(conv); ok {
+					visit(row)
+				}
 			}
 		}
-		return out, nil
+		return q.err
 	}
-	err := shard.ScanConvs(st, app, func(conv *shard.Conv) bool {
-		if !conv.Temp {
-			out = append(out, conv)
+	err := shard.ScanConvs(st, q.app, func(conv *shard.Conv) bool {
+		if q.examined++; q.examined > maxScan {
+			q.err = tooMany()
+			return false
 		}
-		return len(out) < maxQueryScan
+		if !conv.Temp {
+			if row, ok := q.match(conv); ok {
+				visit(row)
+			}
+		}
+		return q.err == nil
 	})
-	return out, err
+	if q.err != nil {
+		return q.err
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", errQueryFailed, err)
+	}
+	return nil
+}
+
+// match renders conv as the row q's client may see and matches it.
+func (q *queryRun) match(conv *shard.Conv) (map[string]any, bool) {
+	row := convRow(conv)
+	if !q.admin && !q.c.lastVisible(q.app, q.peer, conv) {
+		hideLast(row)
+	}
+	if !q.matchWhere(row, q.where) || q.err != nil {
+		return nil, false
+	}
+	return row, true
+}
+
+// lastRowKeys are the columns that carry a conversation's last message.
+var lastRowKeys = []string{"lm", "msg", "msg_from", "msg_mid", "msg_timestamp", "bin", "patch_timestamp"}
+
+// hideLast removes the last message from a row.
+func hideLast(row map[string]any) {
+	for _, k := range lastRowKeys {
+		delete(row, k)
+	}
+}
+
+// lastVisible reports whether peer may see conv's last message in a
+// query: those who may read its history. Members of a normal or temporary
+// conversation, subscribers of a system conversation, anyone for a
+// chatroom (anyone may join one and read its history, as logs allows).
+func (c *Core) lastVisible(app, peer string, conv *shard.Conv) bool {
+	switch {
+	case conv.Transient:
+		return true
+	case conv.System:
+		ok, err := shard.IsSubscriber(c.state(), app, conv.ID, peer)
+		return err == nil && ok
+	}
+	return conv.IsMember(peer)
 }
 
 // convRow renders a conversation as a _Conversation row: custom attributes
@@ -212,7 +305,7 @@ func field(row map[string]any, key string) (any, bool) {
 }
 
 // matchWhere evaluates a LeanCloud (Parse-style) where clause against a row.
-func matchWhere(row map[string]any, where map[string]any) bool {
+func (q *queryRun) matchWhere(row map[string]any, where map[string]any) bool {
 	for k, cond := range where {
 		switch k {
 		case "$and", "$or":
@@ -220,7 +313,7 @@ func matchWhere(row map[string]any, where map[string]any) bool {
 			any1 := false
 			for _, s := range subs {
 				sm, _ := s.(map[string]any)
-				ok := matchWhere(row, sm)
+				ok := q.matchWhere(row, sm)
 				if k == "$and" && !ok {
 					return false
 				}
@@ -232,7 +325,7 @@ func matchWhere(row map[string]any, where map[string]any) bool {
 			continue
 		}
 		v, has := field(row, k)
-		if !matchCond(v, has, cond) {
+		if !q.matchCond(v, has, cond) {
 			return false
 		}
 	}
@@ -252,7 +345,7 @@ func isOperatorMap(cond any) (map[string]any, bool) {
 	return m, true
 }
 
-func matchCond(v any, has bool, cond any) bool {
+func (q *queryRun) matchCond(v any, has bool, cond any) bool {
 	ops, ok := isOperatorMap(cond)
 	if !ok {
 		return has && equalOrContains(v, cond)
@@ -317,6 +410,12 @@ func matchCond(v any, has bool, cond any) bool {
 			default:
 				return false
 			}
+		case "$regex":
+			rc, _ := arg.(regexCond) // compiled by checkWhere
+			if !has || rc.re == nil || !q.matchRegex(rc, v) {
+				return false
+			}
+		case "$options": // read with $regex
 		case "$gt", "$gte", "$lt", "$lte":
 			if !has {
 				return false
@@ -333,6 +432,38 @@ func matchCond(v any, has bool, cond any) bool {
 		}
 	}
 	return true
+}
+
+// matchRegex matches a string field, or any string of an array field,
+// charging what it reads to the query's regex input budget.
+func (q *queryRun) matchRegex(rc regexCond, v any) bool {
+	try := func(s string) bool {
+		if q.regexBytes += len(s); q.regexBytes > maxRegexInput {
+			if q.err == nil {
+				q.c.queries.refused[refusedScan].Add(1)
+				q.err = fmt.Errorf("%w: $regex would read more than %d bytes", errQueryFailed, maxRegexInput)
+			}
+			return false
+		}
+		return rc.re.MatchString(s)
+	}
+	switch x := v.(type) {
+	case string:
+		return try(x)
+	case []string:
+		for _, s := range x {
+			if try(s) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range x {
+			if s, ok := e.(string); ok && try(s) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // norm turns Date objects into their ISO string and numbers into float64.
@@ -415,26 +546,36 @@ func compare(a, b any) (int, bool) {
 	return 0, false
 }
 
-// sortRows orders rows by a LeanCloud sort spec ("-lm", "a,-b"); default
-// "-lm" (most recent conversation first). Missing values sort last when
-// descending, first when ascending; ties break on objectId.
-func sortRows(rows []map[string]any, spec string) {
+// sortKey is one key of a sort spec.
+type sortKey struct {
+	name string
+	desc bool
+}
+
+// sortKeys parses a LeanCloud sort spec ("-lm", "a,-b"); default "-lm"
+// (most recent conversation first); at most maxSortKeys keys.
+func sortKeys(spec string) ([]sortKey, error) {
 	if strings.TrimSpace(spec) == "" {
 		spec = "-lm"
 	}
-	type key struct {
-		name string
-		desc bool
-	}
-	var keys []key
+	var keys []sortKey
 	for _, k := range strings.Split(spec, ",") {
 		k = strings.TrimSpace(k)
 		if k == "" {
 			continue
 		}
+		if len(keys) == maxSortKeys {
+			return nil, fmt.Errorf("%w: sort by more than %d keys", errQueryFailed, maxSortKeys)
+		}
 		desc := strings.HasPrefix(k, "-")
-		keys = append(keys, key{strings.TrimPrefix(k, "-"), desc})
+		keys = append(keys, sortKey{strings.TrimPrefix(k, "-"), desc})
 	}
+	return keys, nil
+}
+
+// sortRows orders rows by keys. Missing values sort last when descending,
+// first when ascending; ties break on objectId.
+func sortRows(rows []map[string]any, keys []sortKey) {
 	sort.SliceStable(rows, func(i, j int) bool {
 		for _, k := range keys {
 			a, ha := field(rows[i], k.name)

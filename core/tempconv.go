@@ -41,7 +41,7 @@ func (c *Core) tempConv(ctx context.Context, r *request) (g *lcpb.GenericCommand
 		g, err = c.tempConvStart(ctx, r)
 		return g, err, true
 	case op == lcpb.OpType_query && len(cm.TempConvIds) > 0:
-		g, err = c.tempConvQuery(r)
+		g, err = c.tempConvQuery(ctx, r)
 		return g, err, true
 	case !shard.IsTempID(cm.GetCid()):
 		return nil, nil, false
@@ -91,7 +91,7 @@ func (c *Core) tempConvStart(ctx context.Context, r *request) (*lcpb.GenericComm
 }
 
 // tempConvQuery answers conv/query{tempConvIds} with the unexpired ones.
-func (c *Core) tempConvQuery(r *request) (*lcpb.GenericCommand, error) {
+func (c *Core) tempConvQuery(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
 	now := c.nowMS()
 	rows := []map[string]any{}
 	seen := map[string]bool{}
@@ -107,7 +107,11 @@ func (c *Core) tempConvQuery(r *request) (*lcpb.GenericCommand, error) {
 		if conv == nil || !conv.Temp || conv.Expired(now) {
 			continue
 		}
-		rows = append(rows, tempConvRow(conv, now))
+		row := tempConvRow(conv, now)
+		if !isAdmin(ctx) && !conv.IsMember(r.peer) {
+			hideLast(row) // query.go
+		}
+		rows = append(rows, row)
 	}
 	b, err := json.Marshal(rows)
 	if err != nil {

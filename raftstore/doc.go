@@ -50,6 +50,24 @@
 // then compacts the log behind it) the FSM flushes the state DB, so the state
 // at the snapshot index is on disk before the log entries that built it go.
 //
+// # Fatal apply errors
+//
+// Apply's result goes back to the proposer, and replicas must agree on it:
+// a refusal computed from the entry and the state is an ordinary result,
+// the same everywhere. An error that only this replica meets (a read or
+// write of its state failing, stored data that does not decode, an entry
+// of a format newer than its code) is not: answering it would make this
+// replica refuse what its peers accept. The state machine returns such an
+// error as a FatalApplyError, and raftstore stops the replica: the batch is
+// thrown away, the applied index stays before the entry, raft is shut
+// down (Snapshot and Restore refuse from then on, since raft counts the
+// failed entries as applied), Err reports why and Failed is closed;
+// `relaymesh core` exits non-zero. A failed commit of the state batch is
+// handled the same way (Pebble v1.1 itself panics on a failed WAL write,
+// which the default WAL-less state DB never does). Nothing is lost: the
+// entries are in the raft log of a majority, so once the disk is fixed (or
+// the binary upgraded) a restart replays them.
+//
 // # Snapshots
 //
 // FSM snapshots are Pebble snapshots streamed as length-prefixed key/value

@@ -13,6 +13,13 @@ var (
 	// ErrClosed is returned by calls on a Node after Close.
 	ErrClosed = errors.New("raftstore: closed")
 
+	// ErrReplicaFailed is the result of every entry this replica could not
+	// apply after a fatal apply error (FatalApplyError, or a failed commit
+	// of the state): the replica stopped applying and shut raft down. The
+	// entry is committed in the raft log, so the other replicas apply it;
+	// to a proposer the outcome is unknown. It wraps the cause.
+	ErrReplicaFailed = errors.New("raftstore: replica stopped after a fatal apply error")
+
 	// ErrBadSnapshot is returned by Restore when the snapshot stream is malformed.
 	ErrBadSnapshot = errors.New("raftstore: bad snapshot stream")
 
@@ -25,3 +32,19 @@ var (
 	// that string (api.go, raft.go); the usual prefix would break raft.
 	ErrKeyNotFound = errors.New("not found")
 )
+
+// FatalApplyError is implemented by an error that StateMachine.Apply
+// returns when this replica cannot apply the entry the way every other
+// replica does: its storage failed (a read or write error, stored data
+// that does not decode), or the entry is of a format it does not know (a
+// newer proposer). Answering such an entry with an ordinary error value
+// would make this replica's result, and state, differ from its peers', so
+// raftstore stops the replica instead (see Node.Err).
+//
+// An error value that does not implement it is an ordinary result: a
+// refusal computed from the entry and the state, the same on every replica.
+type FatalApplyError interface {
+	error
+	// FatalApply marks the error; it does nothing.
+	FatalApply()
+}

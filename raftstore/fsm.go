@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"sync"
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
@@ -18,6 +20,12 @@ type StateMachine interface {
 	// raft batch). The result goes back to the proposer on the leader.
 	// Apply must not write keys beginning with ReservedPrefix, and must not
 	// commit or close b.
+	//
+	// An error result that implements FatalApplyError stops the replica:
+	// the batch is thrown away (nothing of it reaches the state, the
+	// applied index stays behind the entry), the replica applies nothing
+	// more and shuts raft down. Any other result, error or not, is the
+	// entry's outcome, which must be the same on every replica.
 	Apply(b *pebble.Batch, index uint64, cmd []byte) any
 }
 
@@ -61,16 +69,29 @@ func AppliedIndex(r pebble.Reader) (uint64, error) {
 // raft calls ApplyBatch, Snapshot and Restore from its one FSM goroutine, so
 // they never run concurrently; applied is atomic only so that other
 // goroutines (tests, metrics) may read it.
+//
+// A fatal apply error (FatalApplyError from the state machine, or a state
+// commit that fails) fails the fsm for good: fail records the error,
+// closes failed, and calls onFail (set by Open: it shuts raft down). From
+// then on ApplyBatch applies nothing, Snapshot and Restore refuse, and the
+// state DB keeps the last batch that committed, so a restart on healthy
+// storage (or a newer binary) replays the rest of the log.
 type fsm struct {
 	db      *pebble.DB
 	sm      StateMachine
+	log     *slog.Logger
 	applied atomic.Uint64
+
+	failOnce sync.Once
+	failed   chan struct{}          // closed by fail
+	failErr  error                  // set once, before failed is closed
+	onFail   atomic.Pointer[func()] // set by Open once raft runs
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
 
 func newFSM(db *pebble.DB, sm StateMachine) (*fsm, error) {
-	f := &fsm{db: db, sm: sm}
+	f := &fsm{db: db, sm: sm, log: slog.New(slog.DiscardHandler), failed: make(chan struct{})}
 	f.resetSM()
 	idx, err := AppliedIndex(db)
 	if err != nil {
@@ -88,11 +109,19 @@ func (f *fsm) Apply(l *raft.Log) any {
 // ApplyBatch applies every command of logs in one indexed batch together with
 // the new applied index, and commits it without fsync. Entries at or below the
 // stored applied index were applied before a restart and are skipped, which
-// makes replaying the raft log idempotent. A failed commit leaves the state
-// machine behind the log with no way to report it, so it panics, as raft does
-// for store failures on this path.
+// makes replaying the raft log idempotent.
+//
+// A fatal apply error (see StateMachine) or a failed commit stops the
+// replica: the batch is discarded, the failing entry and every later one
+// get an error wrapping ErrReplicaFailed, and the fsm fails (see fsm).
+// Entries before the failing one keep their results: they are committed
+// in the raft log and every other replica computes the same ones.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	res := make([]any, len(logs))
+	if err := f.err(); err != nil {
+		failFrom(res, 0, err)
+		return res
+	}
 	applied := f.applied.Load()
 	last := logs[len(logs)-1].Index
 	if last <= applied {
@@ -104,24 +133,84 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Index <= applied || l.Type != raft.LogCommand {
 			continue
 		}
-		res[i] = f.sm.Apply(b, l.Index, l.Data)
+		r := f.sm.Apply(b, l.Index, l.Data)
+		if fe, ok := asFatal(r); ok {
+			err := fmt.Errorf("%w: entry %d: %w", ErrReplicaFailed, l.Index, fe)
+			f.fail(err)
+			failFrom(res, i, err)
+			return res
+		}
+		res[i] = r
 	}
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], last)
-	if err := b.Set(appliedKey, v[:], nil); err != nil {
-		panic(fmt.Sprintf("raftstore: set applied index %d: %v", last, err))
+	err := b.Set(appliedKey, v[:], nil)
+	if err == nil {
+		err = b.Commit(pebble.NoSync)
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
-		panic(fmt.Sprintf("raftstore: commit applied batch up to %d: %v", last, err))
+	if err != nil {
+		err = fmt.Errorf("%w: commit entries up to %d: %w", ErrReplicaFailed, last, err)
+		f.fail(err)
+		failFrom(res, 0, err)
+		return res
 	}
 	f.applied.Store(last)
 	return res
+}
+
+// asFatal reports whether an Apply result is a fatal apply error.
+func asFatal(r any) (error, bool) {
+	err, ok := r.(error)
+	if !ok {
+		return nil, false
+	}
+	var fe FatalApplyError
+	if !errors.As(err, &fe) {
+		return nil, false
+	}
+	return err, true
+}
+
+func failFrom(res []any, i int, err error) {
+	for ; i < len(res); i++ {
+		res[i] = err
+	}
+}
+
+// fail stops the fsm for good after a fatal apply error (see fsm).
+func (f *fsm) fail(err error) {
+	f.failOnce.Do(func() {
+		f.failErr = err
+		close(f.failed)
+		f.log.Error("raftstore: replica stopped: it cannot apply the log as its peers do; "+
+			"fix its storage (or upgrade it) and restart it to replay the log", "err", err,
+			"applied", f.applied.Load())
+		f.resetSM() // what it cached from the discarded batch is not the state
+		if fn := f.onFail.Load(); fn != nil {
+			(*fn)()
+		}
+	})
+}
+
+// err returns the error that failed the fsm, or nil.
+func (f *fsm) err() error {
+	select {
+	case <-f.failed:
+		return f.failErr
+	default:
+		return nil
+	}
 }
 
 // Snapshot flushes the state DB, so that the state at the snapshot index is
 // durable before raft compacts the log behind it, and returns a Pebble
 // snapshot that Persist streams out on another goroutine.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.err(); err != nil {
+		// raft counts the failed entries as applied; a snapshot now would
+		// claim state this replica does not have.
+		return nil, err
+	}
 	if err := f.db.Flush(); err != nil {
 		return nil, fmt.Errorf("raftstore: flush state before snapshot: %w", err)
 	}
@@ -134,6 +223,9 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 // left by a crash and restores again from the snapshot store.
 func (f *fsm) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
+	if err := f.err(); err != nil {
+		return err
+	}
 	defer f.resetSM() // also after a failed load: the state is not what it was
 	f.resetSM()
 	if err := f.wipe(); err != nil {

@@ -41,6 +41,10 @@ type Config struct {
 	// restart finds every applied entry in the state and replays nothing.
 	// Off by default: the raft log already is the state's write-ahead log.
 	StateWAL bool
+	// StateOptions, when set, adjusts the state DB's Pebble options before
+	// it opens; tests inject storage faults with it (an FS from pebble's
+	// vfs/errorfs, a zero-size block cache so reads reach the files).
+	StateOptions func(*pebble.Options)
 }
 
 const defaultMaxAppendEntries = 1024
@@ -60,6 +64,12 @@ type Node struct {
 	waiters   sync.WaitGroup // Propose goroutines waiting on futures for a ctx-bound caller
 	closeOnce sync.Once
 	closeErr  error
+
+	// shutdownOnce guards shutdown: raft is shut down once, by Close or
+	// when the replica fails (fsm.fail, on raft's FSM goroutine, which
+	// must not wait for it); Close waits for that future.
+	shutdownOnce sync.Once
+	shutdown     raft.Future
 }
 
 // Open opens (or creates) the replica in cfg.Dir and starts raft. If
@@ -105,7 +115,11 @@ func Open(cfg Config) (n *Node, err error) {
 	}
 	cleanup = append(cleanup, logs.Close)
 
-	state, err := pebble.Open(filepath.Join(cfg.Dir, "state"), stateDBOptions(logger, cfg.StateWAL))
+	stateOpts := stateDBOptions(logger, cfg.StateWAL)
+	if cfg.StateOptions != nil {
+		cfg.StateOptions(stateOpts)
+	}
+	state, err := pebble.Open(filepath.Join(cfg.Dir, "state"), stateOpts)
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open state db: %w", err)
 	}
@@ -115,6 +129,7 @@ func Open(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, err
 	}
+	f.log = logger
 	hlog := newHCLog(logger, "raft")
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), cfg.SnapshotRetain, hlog)
 	if err != nil {
@@ -145,7 +160,19 @@ func Open(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
 	}
-	return &Node{cfg: cfg, log: logger, raft: r, logs: logs, state: state, fsm: f, trans: cfg.Transport}, nil
+	n = &Node{cfg: cfg, log: logger, raft: r, logs: logs, state: state, fsm: f, trans: cfg.Transport}
+	stop := func() { n.shutdownRaft() }
+	f.onFail.Store(&stop)
+	if f.err() != nil { // failed before onFail was set
+		n.shutdownRaft()
+	}
+	return n, nil
+}
+
+// shutdownRaft shuts raft down once and returns the future to wait on.
+func (n *Node) shutdownRaft() raft.Future {
+	n.shutdownOnce.Do(func() { n.shutdown = n.raft.Shutdown() })
+	return n.shutdown
 }
 
 func raftConfig(cfg Config, hlog *hclogAdapter) *raft.Config {
@@ -206,10 +233,14 @@ func finishRestore(f *fsm, snaps raft.SnapshotStore) error {
 // Propose commits cmd through raft and returns the state machine's result
 // once the command is applied on this (leader) replica. A result that is an
 // error is returned as the error. On a follower, or a closed Node (which
-// also matches ErrClosed), it fails with ErrNotLeader. The context bounds
+// also matches ErrClosed), it fails with ErrNotLeader; on a failed replica
+// (Err) with ErrReplicaFailed. The context bounds
 // both enqueueing and waiting; when it ends first, the command may still
 // commit.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
+	if err := n.fsm.err(); err != nil {
+		return nil, err
+	}
 	if n.closed.Load() {
 		return nil, fmt.Errorf("%w: %w", ErrNotLeader, ErrClosed)
 	}
@@ -271,6 +302,16 @@ func (n *Node) State() *pebble.DB { return n.state }
 // AppliedIndex returns the raft index of the last entry applied to State.
 func (n *Node) AppliedIndex() uint64 { return n.fsm.applied.Load() }
 
+// Err returns the fatal apply error that stopped this replica, nil while it
+// runs. A failed replica has shut raft down (it is no leader and applies
+// nothing); its state DB stays as of the last batch that committed, so a
+// restart replays the log from there. See FatalApplyError.
+func (n *Node) Err() error { return n.fsm.err() }
+
+// Failed is closed when the replica stops after a fatal apply error; the
+// process hosting it should then exit loudly (cmd/relaymesh does).
+func (n *Node) Failed() <-chan struct{} { return n.fsm.failed }
+
 // StateMachine returns the state machine the node applies commands to
 // (Config.SM), so that the service over it can use what it caches.
 func (n *Node) StateMachine() StateMachine { return n.cfg.SM }
@@ -322,7 +363,7 @@ func (n *Node) Raft() *raft.Raft { return n.raft }
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.closed.Store(true)
-		errs := []error{n.raft.Shutdown().Error()}
+		errs := []error{n.shutdownRaft().Error()}
 		n.waiters.Wait()
 		errs = append(errs, closeTransport(n.trans), n.logs.Close(), n.state.Close())
 		if err := errors.Join(errs...); err != nil {

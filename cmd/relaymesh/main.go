@@ -98,6 +98,21 @@ func waitSignal() {
 	<-ctx.Done()
 }
 
+// waitCore blocks until SIGINT or SIGTERM, or until the core's shard
+// replica stops after a fatal apply error (a storage failure, or a command
+// newer than this binary: raftstore.FatalApplyError); then it returns that
+// error, so the process exits non-zero and its supervisor sees it.
+func waitCore(c *cluster.Core) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-c.Replica.Failed():
+		return fmt.Errorf("shard replica stopped: %w", c.Replica.Err())
+	}
+}
+
 func runDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	data := fs.String("data", "data", "data directory")
@@ -161,9 +176,9 @@ func runDev(args []string) error {
 	fmt.Printf("  LeanCloud SDK:  new Realtime({ appId, appKey, RTMServers: '%s' })\n", d.Edge.URL)
 	fmt.Printf("  router:         http://%s/v1/route   health: http://%s/healthz\n", *addr, *addr)
 	fmt.Printf("  REST API:       http://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", *addr)
-	waitSignal()
+	ferr := waitCore(d.Core)
 	fmt.Println("relaymesh dev: shutting down")
-	return d.Close()
+	return errors.Join(ferr, d.Close())
 }
 
 // mergeLimits lets flags given on the command line win over the file.
@@ -252,8 +267,8 @@ func runCore(args []string) error {
 	if core.MetricsURL != "" {
 		fmt.Printf("relaymesh core %s: metrics on %s/metrics\n", cc.NodeID, core.MetricsURL)
 	}
-	waitSignal()
-	return core.Close()
+	ferr := waitCore(core)
+	return errors.Join(ferr, core.Close())
 }
 
 func runEdge(args []string) error {

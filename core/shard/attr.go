@@ -53,16 +53,13 @@ func deletePath(m map[string]any, path []string) {
 	delete(m, path[len(path)-1])
 }
 
-// applyAttrUpdate applies dotted-key changes to attr; it returns the new
-// attr and the nested form of the change (attrModified, deletions omitted).
-func applyAttrUpdate(attr, update []byte) (newAttr, modified []byte, err *Error) {
+// applyAttrUpdate applies dotted-key changes to cur (the decoded stored
+// attributes, changed in place); it returns the new attr and the nested
+// form of the change (attrModified, deletions omitted).
+func applyAttrUpdate(cur map[string]any, update []byte) (newAttr, modified []byte, err *Error) {
 	upd, ok := decodeObject(update)
 	if !ok {
 		return nil, nil, fail(ErrBadCommand, "attr is not a JSON object")
-	}
-	cur, ok := decodeObject(attr)
-	if !ok {
-		cur = map[string]any{}
 	}
 	keys := make([]string, 0, len(upd))
 	for k := range upd {
@@ -100,8 +97,19 @@ func (a *applier) update() (*Result, *Error) {
 	if !conv.IsMember(c.From) && !c.Admin {
 		return nil, fail(ErrNotMember, c.From)
 	}
-	na, mod, serr := applyAttrUpdate(conv.Attr, c.Update)
+	cur := map[string]any{}
+	if len(conv.Attr) > 0 {
+		var ok bool
+		if cur, ok = decodeObject(conv.Attr); !ok { // start stores only objects
+			a.err = errCorrupt("conversation attributes", convKey(c.App, c.CID))
+			return nil, nil
+		}
+	}
+	na, mod, serr := applyAttrUpdate(cur, c.Update)
 	if serr != nil {
+		return nil, serr
+	}
+	if serr := a.checkAttrSize(na); serr != nil { // version.go: the merged result
 		return nil, serr
 	}
 	conv.Attr = na

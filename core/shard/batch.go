@@ -11,7 +11,8 @@ const MaxBatch = 1024
 
 // applyBatch applies the commands of a batch in order on the same Pebble
 // batch, as if each had been its own raft entry: a refused command writes
-// nothing and does not stop the others.
+// nothing and does not stop the others. A fatal error in any of them is
+// fatal for the whole entry.
 func (f *FSM) applyBatch(b *pebble.Batch, index uint64, c *Command) any {
 	if len(c.Batch) == 0 || len(c.Batch) > MaxBatch {
 		return fail(ErrBadCommand, fmt.Sprintf("batch of %d", len(c.Batch)))
@@ -26,10 +27,16 @@ func (f *FSM) applyBatch(b *pebble.Batch, index uint64, c *Command) any {
 			res.Batch[i].Err = fail(ErrBadCommand, "no app")
 			continue
 		}
-		a := &applier{b: b, c: sub, cache: &f.cache}
+		if sub.V == 0 {
+			sub.V = c.V // entries take the batch's version
+		}
+		if ferr := checkVersion(index, sub); ferr != nil {
+			return ferr
+		}
+		a := &applier{b: b, c: sub, cache: &f.cache, v: sub.version()}
 		r, serr := a.apply()
-		if serr == nil && a.err != nil { // as Apply: only a failed write panics
-			panic(fmt.Sprintf("shard: apply index %d (batch entry %d): %v", index, i, a.err))
+		if a.err != nil { // as Apply: the whole entry is fatal
+			return fatal(index, sub.Op, fmt.Errorf("batch entry %d: %w", i, a.err))
 		}
 		res.Batch[i] = BatchItem{Result: r, Err: serr}
 	}

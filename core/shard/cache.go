@@ -117,6 +117,21 @@ func (a *applier) conv(cid string) (*Conv, *Error) {
 	return conv, nil
 }
 
+// convExists reports whether conversation cid exists. A failed read is
+// recorded in a.err (fatal) and reported as existing, so the caller
+// refuses and writes nothing.
+func (a *applier) convExists(cid string) bool {
+	if a.cache.get(a.c.App, cid) != nil {
+		return true
+	}
+	old, err := GetConv(a.b, a.c.App, cid)
+	if err != nil {
+		a.err = err
+		return true
+	}
+	return old != nil
+}
+
 // putConv writes conv's record and caches it as GetConv will decode it: the
 // record's fields from the JSON just written (so the cache never differs
 // from a decode, e.g. in how JSON normalises strings), the last message as

@@ -11,6 +11,29 @@
 // cost visible. Apply returns a *Result or an error (an *Error carrying one of
 // the sentinel errors below), which raft hands back to the proposer.
 //
+// # Versions and fatal errors
+//
+// Every command carries a version (Command.V, version.go): what it means
+// is fixed per version, so replicas running different binaries during an
+// upgrade apply it alike, and a replica given a version or op newer than
+// its code stops rather than guess. An error only this replica meets (its
+// Pebble reads or writes fail, stored data does not decode) is never
+// turned into a refusal: Apply returns a *FatalError (fatal.go) and
+// raftstore stops the replica. Refusals (*Error) must be computed from the
+// command and the state alone.
+//
+// Adding an op (in a new file named for the feature, with one case in
+// applier.apply or a sub-dispatcher like sysApply):
+//
+//   - bump Version (once per release) and let the core propose the op only
+//     when its CommandVersion has reached it;
+//   - read through a.b and record every read or write error in a.err (or
+//     return it from a helper that does): never turn one into a *Error;
+//   - validate in the handler and refuse with a sentinel *Error before
+//     writing anything, or write only after every check passed;
+//   - give it a case in the random replica test (replicas_test.go), so
+//     the three replicas' states are compared byte for byte with it.
+//
 // # Key layout
 //
 // Every key starts with a one-byte table tag and the appId, so all state is

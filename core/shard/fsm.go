@@ -21,14 +21,22 @@ type FSM struct {
 func New() *FSM { return &FSM{} }
 
 // Apply applies one committed command to b. It returns a *Result, or an
-// *Error for a command the state refuses (nothing is written then). Only a
-// failing batch write panics, because the replica cannot continue then.
-// The caller commits b (raftstore always does); one that throws away a
+// *Error for a command the state refuses (nothing is written then), or a
+// *FatalError when this replica cannot apply the command as every other
+// replica does (fatal.go: a storage failure, a command newer than this
+// code); raftstore then discards b and stops the replica. The caller
+// commits b otherwise (raftstore always does); one that throws away a
 // batch with writes in it must call Reset.
 func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
 	c, err := DecodeCommand(cmd)
 	if err != nil {
+		if v := peekVersion(cmd); v > Version {
+			return checkVersion(index, &Command{V: v})
+		}
 		return fail(ErrBadCommand, err.Error())
+	}
+	if ferr := checkVersion(index, c); ferr != nil {
+		return ferr
 	}
 	if c.Op == OpBatch {
 		return f.applyBatch(b, index, c)
@@ -36,27 +44,33 @@ func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
 	if c.App == "" {
 		return fail(ErrBadCommand, "no app")
 	}
-	a := &applier{b: b, c: c, cache: &f.cache}
+	a := &applier{b: b, c: c, cache: &f.cache, v: c.version()}
 	res, serr := a.apply()
+	if a.err != nil {
+		return fatal(index, c.Op, a.err)
+	}
 	if serr != nil {
 		return serr
-	}
-	if a.err != nil {
-		panic(fmt.Sprintf("shard: apply index %d: %v", index, a.err))
 	}
 	return res
 }
 
-// applier carries one command through Apply; err records the first storage
-// failure so handlers stay linear.
+// applier carries one command through Apply. err records the first failure
+// that makes the command impossible to apply as the other replicas do (a
+// storage error, an unknown op), so handlers stay linear: once it is set,
+// whatever a handler returns is replaced by a FatalError.
 type applier struct {
 	b     *pebble.Batch
 	c     *Command
+	v     int // the command's version (version.go)
 	cache *convCache
 	err   error
 }
 
 func (a *applier) apply() (*Result, *Error) {
+	if serr := a.checkOpVersion(); serr != nil { // version.go
+		return nil, serr
+	}
 	if serr := a.checkTemp(); serr != nil { // tempconv.go
 		return nil, serr
 	}
@@ -102,7 +116,8 @@ func (a *applier) apply() (*Result, *Error) {
 	if res, serr, ok := a.deviceApply(); ok { // devices.go
 		return res, serr
 	}
-	return nil, fail(ErrBadCommand, "unknown op "+string(a.c.Op))
+	a.err = fmt.Errorf("%w: %q", ErrUnknownOp, a.c.Op) // a newer proposer's
+	return nil, nil
 }
 
 func (a *applier) set(key []byte, v any) {
@@ -212,13 +227,16 @@ func (a *applier) start() (*Result, *Error) {
 	if c.CID == "" {
 		return nil, fail(ErrBadCommand, "no cid")
 	}
-	if old, err := GetConv(a.b, c.App, c.CID); err != nil || old != nil {
+	if a.convExists(c.CID) {
 		return nil, fail(ErrConvExists, c.CID)
 	}
 	members = storedMembers(c, members) // chatroom.go
 	attr := c.Attr
 	if !isJSONObject(attr) {
 		attr = json.RawMessage("{}")
+	}
+	if serr := a.checkAttrSize(attr); serr != nil { // version.go
+		return nil, serr
 	}
 	conv := &Conv{
 		ID: c.CID, Creator: c.From, Members: members, Attr: attr,

@@ -25,11 +25,11 @@ func getJSON(r Reader, key []byte, v any) (ok bool, err error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("shard: get: %w", err)
+		return false, fmt.Errorf("%w: get: %w", ErrStorage, err)
 	}
 	defer closer.Close()
 	if err := json.Unmarshal(b, v); err != nil {
-		return false, fmt.Errorf("shard: decode %q: %w", key[:1], err)
+		return false, fmt.Errorf("%w: decode %q: %v", ErrStorage, key, err)
 	}
 	return true, nil
 }
@@ -171,10 +171,15 @@ func MessageTS(r Reader, app, cid, mid string) (int64, bool, error) {
 		return 0, false, err
 	}
 	t, _, ok := readTS(b)
-	return t, ok, nil
+	if !ok {
+		return 0, false, errCorrupt("message id index", msgIDKey(app, cid, mid))
+	}
+	return t, true, nil
 }
 
-// GetMessage returns message mid of cid, or nil.
+// GetMessage returns message mid of cid, or nil. An id index entry
+// without its message is corrupt state (the two are written and deleted
+// together).
 func GetMessage(r Reader, app, cid, mid string) (*Message, error) {
 	t, ok, err := MessageTS(r, app, cid, mid)
 	if !ok || err != nil {
@@ -182,8 +187,11 @@ func GetMessage(r Reader, app, cid, mid string) (*Message, error) {
 	}
 	m := new(Message)
 	ok, err = getJSON(r, msgKey(app, cid, t, mid), m)
-	if !ok || err != nil {
+	if err != nil {
 		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: message %q indexed at %d is missing", ErrStorage, mid, t)
 	}
 	return m, nil
 }

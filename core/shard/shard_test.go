@@ -33,9 +33,21 @@ func (h *harness) apply(c *Command) (*Result, error) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	return h.applyRaw(b)
+}
+
+// applyRaw applies encoded command bytes as raftstore does: the batch is
+// committed unless the result is fatal, which discards it.
+func (h *harness) applyRaw(b []byte) (*Result, error) {
+	h.t.Helper()
 	batch := h.db.NewIndexedBatch()
+	defer batch.Close()
 	h.idx++
 	v := h.fsm.Apply(batch, h.idx, b)
+	if fe, ok := v.(*FatalError); ok {
+		h.fsm.Reset()
+		return nil, fe
+	}
 	if err := batch.Commit(pebble.NoSync); err != nil {
 		h.t.Fatal(err)
 	}

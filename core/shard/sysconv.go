@@ -127,12 +127,15 @@ func (a *applier) sysStart() (*Result, *Error) {
 	if c.CID == "" {
 		return nil, fail(ErrBadCommand, "no cid")
 	}
-	if old, err := GetConv(a.b, c.App, c.CID); err != nil || old != nil {
+	if a.convExists(c.CID) {
 		return nil, fail(ErrConvExists, c.CID)
 	}
 	attr := c.Attr
 	if !isJSONObject(attr) {
 		attr = []byte("{}")
+	}
+	if serr := a.checkAttrSize(attr); serr != nil { // version.go
+		return nil, serr
 	}
 	conv := &Conv{ID: c.CID, Creator: c.From, Attr: attr, System: true, CreatedAt: c.Now, UpdatedAt: c.Now}
 	a.putConv(conv)
@@ -209,7 +212,10 @@ func (a *applier) sysBroadcast() (*Result, *Error) {
 	if b, ok, err := getRaw(a.b, bcastDayKey(c.App, day)); err != nil {
 		a.err = err
 		return nil, fail(ErrBadCommand, err.Error())
-	} else if ok && len(b) == 8 {
+	} else if ok && len(b) != 8 {
+		a.err = errCorrupt("broadcast day count", bcastDayKey(c.App, day))
+		return nil, nil
+	} else if ok {
 		n = int64(binary.BigEndian.Uint64(b))
 	}
 	if c.DayLimit > 0 && n >= int64(c.DayLimit) {
@@ -217,13 +223,13 @@ func (a *applier) sysBroadcast() (*Result, *Error) {
 	}
 	a.set(bcastDayKey(c.App, day), keyBuf(nil).ts(n+1))
 	m := &Message{ID: c.MID, CID: conv.ID, From: c.From, Data: c.Data, Bin: c.Bin}
-	if c.Transient { // global.go: online sessions only, nothing stored
+	if c.Transient && a.v >= Version2 { // global.go: online sessions only, nothing stored
 		m.T = c.Now
 		return &Result{Conv: conv, Message: m}, nil
 	}
 	a.store(conv, m)
 	a.set(keyBuf(bcastPrefix(c.App, conv.ID)).ts(m.T).str(m.ID), keyBuf(nil).ts(c.ValidTill))
-	if c.Global {
+	if c.Global && a.v >= Version2 {
 		a.set(globalKey(c.App, m.T, m.ID), keyBuf(nil).str(conv.ID).ts(c.ValidTill))
 	}
 	return &Result{Conv: conv, Message: m}, nil
@@ -354,7 +360,9 @@ func LastSeen(r Reader, app, pid string) (t int64, ok bool, err error) {
 	if !ok || err != nil {
 		return 0, ok, err
 	}
-	t, _, _ = readTS(b)
+	if t, _, ok = readTS(b); !ok {
+		return 0, false, errCorrupt("last-seen time", seenKey(app, pid))
+	}
 	return t, true, nil
 }
 

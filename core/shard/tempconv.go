@@ -76,12 +76,15 @@ func (a *applier) startTemp() (*Result, *Error) {
 	if len(members) > MaxTempMembers {
 		return nil, fail(ErrConvFull, fmt.Sprintf("%d members in a temporary conversation", len(members)))
 	}
-	if old, err := GetConv(a.b, c.App, c.CID); err != nil || old != nil {
+	if a.convExists(c.CID) {
 		return nil, fail(ErrConvExists, c.CID)
 	}
 	attr := c.Attr
 	if !isJSONObject(attr) {
 		attr = []byte("{}")
+	}
+	if serr := a.checkAttrSize(attr); serr != nil { // version.go
+		return nil, serr
 	}
 	conv := &Conv{
 		ID: c.CID, Creator: c.From, Members: members, Attr: attr,

@@ -122,6 +122,10 @@ const (
 
 // Command is one state change, encoded as JSON in the raft log.
 type Command struct {
+	// V is the command's version (version.go): the proposer's, stamped by
+	// Encode; absent (0) in logs written before versions existed, which
+	// are version 1. Entries of a batch take the batch's.
+	V   int    `json:"v,omitempty"`
 	Op  Op     `json:"op"`
 	App string `json:"app"`
 	CID string `json:"cid,omitempty"`
@@ -212,8 +216,12 @@ type Patch struct {
 	MentionAll  bool     `json:"ma,omitempty"`
 }
 
-// Encode marshals a command for Propose.
+// Encode marshals a command for Propose, stamping V with Version when it
+// is zero (a proposer pinned to an older version sets V itself).
 func (c *Command) Encode() ([]byte, error) {
+	if c.V == 0 {
+		c.V = Version
+	}
 	b, err := json.Marshal(c)
 	if err != nil {
 		return nil, fmt.Errorf("shard: encode command: %w", err)

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"encoding/json"
+	"fmt"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -71,7 +72,10 @@ func (a *applier) endWills() (*Result, *Error) {
 		if conv == nil || !conv.mayAppend(c.From) || conv.IsSilenced(c.From, c.Now) || conv.IsBlocked(c.From) {
 			continue
 		}
-		if _, ok, err := getRaw(a.b, msgIDKey(c.App, w.CID, w.ID)); err != nil || ok {
+		if _, ok, err := getRaw(a.b, msgIDKey(c.App, w.CID, w.ID)); err != nil {
+			a.err = err
+			return nil, nil
+		} else if ok {
 			continue // the id is taken
 		}
 		m := w.Message
@@ -92,7 +96,10 @@ func sessionWills(r Reader, app, pid, edge string, conn uint64) ([]*Will, error)
 	var out []*Will
 	for ok := it.First(); ok; ok = it.Next() {
 		w := new(Will)
-		if json.Unmarshal(it.Value(), w) != nil || w.Edge != edge || w.Conn != conn {
+		if err := json.Unmarshal(it.Value(), w); err != nil {
+			return nil, fmt.Errorf("%w: will at %q: %v", ErrStorage, it.Key(), err)
+		}
+		if w.Edge != edge || w.Conn != conn {
 			continue
 		}
 		out = append(out, w)

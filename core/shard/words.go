@@ -67,8 +67,10 @@ func WordsVersion(r Reader, app string) (ver int64, ok bool, err error) {
 	if err != nil || !ok {
 		return 0, false, err
 	}
-	ver, _, ok = readTS(b)
-	return ver, ok, nil
+	if ver, _, ok = readTS(b); !ok {
+		return 0, false, errCorrupt("word list version", wordsVersionKey(app))
+	}
+	return ver, true, nil
 }
 
 // Words returns app's API word list; ok is false when it has none.
