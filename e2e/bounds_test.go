@@ -120,7 +120,7 @@ func hasLast(row map[string]any) bool {
 func TestQueryBoundsRaw(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte("[core.limits]\nmax_query_scan = 30\nquery_scan_per_second = 1\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("[[apps]]\nid = \"bounds-app\"\nmaster_key = \"bounds-master\"\n[[apps]]\nid = \"bounds-wide\"\nmaster_key = \"m\"\n[[apps]]\nid = \"bounds-busy\"\nmaster_key = \"m\"\n\n[core.limits]\nmax_query_scan = 30\nquery_scan_per_second = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg,
@@ -220,7 +220,7 @@ func TestQueryBoundsRaw(t *testing.T) {
 	}
 
 	// The server API: the same where bounds (HTTP 400, code 4310).
-	api := restAPI{t: t, base: "http://" + p.Addr, app: app, key: "any,master"}
+	api := restAPI{t: t, base: "http://" + p.Addr, app: app, key: "bounds-master,master"}
 	var e restError
 	if status := api.call("GET", "/1.2/rtm/conversations?where="+url.QueryEscape(deep), nil, &e); status != 400 || e.Code != 4310 {
 		t.Errorf("REST deep where: %d %+v, want 400 code 4310", status, e)

@@ -100,7 +100,7 @@ func (a *applier) checkAttrSize(attr []byte) *Error {
 // cluster answers alike; the core never proposes one (NeedsVersion).
 var opVersion = map[Op]int{
 	OpDeviceSave: Version2, OpDeviceDelete: Version2, OpDeviceBind: Version2, OpDeviceUnbind: Version2,
-	OpDeviceBadge: Version2, // devices.go
+	OpDeviceBadge:  Version2, // devices.go
 	OpRevokeTokens: Version2, // auth.go
 }
 
