@@ -274,6 +274,9 @@ type withDevices struct {
 
 func (w withDevices) Push(ctx context.Context, r push.Request) error {
 	c := w.c
+	if r.Everyone {
+		return w.pushEveryone(ctx, r)
+	}
 	r.Devices = c.receiverDevices(r.AppID, r.To)
 	if len(r.Devices) > 0 && push.NeedsBadge(r.Payload) {
 		c.incrementBadges(ctx, r.AppID, r.Devices)
@@ -281,6 +284,44 @@ func (w withDevices) Push(ctx context.Context, r push.Request) error {
 	r.Sink = deviceSink{c}
 	c.xstats.pushDevices.Add(int64(len(r.Devices)))
 	return w.next.Push(ctx, r)
+}
+
+// pushEveryone sends a global broadcast's push to every registered device
+// of the app that has a token a push service takes, in requests of at
+// most push.MaxDevicesPerRequest devices (an app without devices still
+// gets one request, for its webhook). Badges are not incremented: a
+// broadcast is no unread message of a conversation.
+func (w withDevices) pushEveryone(ctx context.Context, r push.Request) error {
+	c := w.c
+	var all []push.Device
+	err := shard.ScanDevices(c.state(), r.AppID, func(d *shard.Device) bool {
+		tok := d.RegistrationID
+		if push.IsApple(d.Type) {
+			tok = d.Token
+		}
+		if tok != "" {
+			cl := ""
+			if len(d.Clients) > 0 {
+				cl = d.Clients[0]
+			}
+			all = append(all, push.Device{ID: d.ID, ClientID: cl, Type: d.Type, Token: tok, Vendor: d.Vendor,
+				Topic: d.Topic, TeamID: d.TeamID})
+		}
+		return true
+	})
+	if err != nil {
+		return fmt.Errorf("%w: reading devices: %v", errInternal, err)
+	}
+	r.Sink = deviceSink{c}
+	c.xstats.pushDevices.Add(int64(len(all)))
+	var errs []error
+	for first := true; first || len(all) > 0; first = false {
+		n := min(len(all), push.MaxDevicesPerRequest)
+		part := r
+		part.Devices, all = all[:n], all[n:]
+		errs = append(errs, w.next.Push(ctx, part))
+	}
+	return errors.Join(errs...)
 }
 
 // deviceSink deletes the devices push services call dead.

@@ -184,12 +184,19 @@ func (c *Core) offlinePush(ctx context.Context, j sentJob) {
 // for to; without a usable payload the push is skipped (counted). The
 // queue's worker adds the receivers' devices (devices.go, withDevices).
 func (c *Core) queuePush(ctx context.Context, app, cid, from string, t int64, to []string, src push.Sources) {
-	payload, _ := push.BuildPayload(src, push.Vars{ConvID: cid, Timestamp: t, FromClientID: from})
+	c.queuePushTo(ctx, app, push.Request{ConvID: cid, From: from, To: to, Timestamp: t}, src)
+}
+
+// queuePushTo is queuePush for a request whose receivers are set (To, or
+// Everyone); the payload is built from src.
+func (c *Core) queuePushTo(ctx context.Context, app string, r push.Request, src push.Sources) {
+	payload, _ := push.BuildPayload(src, push.Vars{ConvID: r.ConvID, Timestamp: r.Timestamp, FromClientID: r.From})
 	if payload == nil {
 		c.xstats.pushSkipped.Add(1)
 		return
 	}
-	if c.pushQ.Push(ctx, push.Request{AppID: app, ConvID: cid, From: from, To: to, Payload: payload, Timestamp: t}) == nil {
+	r.AppID, r.Payload = app, payload
+	if c.pushQ.Push(ctx, r) == nil {
 		c.xstats.pushRequests.Add(1)
 	}
 }

@@ -250,7 +250,14 @@ func (c *Core) sysBroadcast(ctx context.Context, req *meshpb.ClientRequest) (*me
 	if len(online) > 0 {
 		c.fanout(app, online, connKey{}, sysPush(res.Message, transient))
 	}
-	if len(subs) > 0 && !transient {
+	switch {
+	case transient:
+	case a.GetSysGlobal() && a.GetSysPush() != "" && c.pushEnabled(app):
+		// LeanCloud: "all iOS and Android users get this push".
+		m := res.Message
+		c.queuePushTo(context.Background(), app, push.Request{ConvID: m.CID, From: m.From, Timestamp: m.T, Everyone: true},
+			push.Sources{PushData: a.GetSysPush()}) // offline.go
+	case len(subs) > 0:
 		c.sysOfflinePush(app, subs, res.Message, a.GetSysPush())
 	}
 	return ackReply(res.Message), nil

@@ -687,3 +687,55 @@ func TestDevicePushAttacks(t *testing.T) {
 		t.Errorf("grace's devices: %v", rows)
 	}
 }
+
+// TestGlobalBroadcastPushesEveryDevice: a global broadcast's push goes to
+// every registered device of the app (LeanCloud: "all iOS and Android
+// users get this push"), whoever it is bound to, subscriber or not; a
+// subscribers' broadcast's push only to its offline subscribers' devices.
+func TestGlobalBroadcastPushesEveryDevice(t *testing.T) {
+	f := newFakeServices(t)
+	p := startPushDev(t, f)
+	// An iOS device nobody is bound to and an Android device bound to no
+	// subscriber: neither is a subscriber of anything.
+	if status, body := restCall(t, p, "POST", "/1.1/installations", `{"deviceType":"ios","deviceToken":"`+tokBob+`"}`,
+		pushAppKeyHdr...); status != 201 {
+		t.Fatalf("POST ios installation: %d %v", status, body)
+	}
+	if status, body := restCall(t, p, "POST", "/1.1/installations",
+		`{"deviceType":"android","installationId":"gl0bal1","registrationId":"fcm-global-token","vendor":"fcm"}`, pushAppKeyHdr...); status != 201 {
+		t.Fatalf("POST android installation: %d %v", status, body)
+	}
+	status, conv := restCall(t, p, "POST", "/1.2/rtm/service-conversations", `{"name":"news"}`, pushMasterHdr...)
+	if status != 200 {
+		t.Fatalf("create service conversation: %d %v", status, conv)
+	}
+	cid := conv["objectId"].(string)
+
+	// The subscribers' broadcast has no subscribers: no device is pushed.
+	if status, body := restCall(t, p, "POST", "/1.2/rtm/service-conversations/"+cid+"/broadcasts",
+		`{"from_client":"sys","message":"subs","push":{"alert":"for subscribers"}}`, pushMasterHdr...); status != 200 {
+		t.Fatalf("subscribers' broadcast: %d %v", status, body)
+	}
+	if status, body := restCall(t, p, "POST", "/1.2/rtm/broadcasts",
+		`{"conv_id":"`+cid+`","from_client":"sys","message":"all","push":{"alert":"for everyone"}}`, pushMasterHdr...); status != 200 {
+		t.Fatalf("global broadcast: %d %v", status, body)
+	}
+	r := f.waitAPNs(t, "/3/device/"+tokBob, "for everyone")
+	if r.body != `{"aps":{"alert":"for everyone"}}` {
+		t.Errorf("APNs body: got %s", r.body)
+	}
+	f.waitFCM(t, "fcm-global-token")
+	// One push request in all (the global broadcast's), with both devices:
+	// the subscribers' broadcast, sent first, queued none.
+	if n := metric(t, p, "relaymesh_core_push_requests_total"); n != 1 {
+		t.Errorf("push requests: got %d, want 1", n)
+	}
+	waitMetric(t, p, "relaymesh_core_push_devices_total", 2)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, r := range append(append([]pushReq(nil), f.apnsReqs...), f.fcmReqs...) {
+		if strings.Contains(r.body, "for subscribers") {
+			t.Errorf("a device got the subscribers' broadcast push: %s %s", r.path, r.body)
+		}
+	}
+}

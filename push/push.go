@@ -18,10 +18,17 @@ type Request struct {
 	// Devices are the registered devices of the receivers in To (none
 	// for receivers without one).
 	Devices []Device `json:"devices,omitempty"`
+	// Everyone: a global broadcast's push, for every registered device
+	// of the app (To is empty; the core sends the devices in several
+	// requests of at most MaxDevicesPerRequest).
+	Everyone bool `json:"everyone,omitempty"`
 	// Sink hears which devices a push service called invalid; nil
 	// ignores it.
 	Sink DeviceSink `json:"-"`
 }
+
+// MaxDevicesPerRequest bounds Request.Devices of an Everyone push.
+const MaxDevicesPerRequest = 500
 
 // Provider delivers pushes. Push may block; callers that must not wait put a
 // Queue in front.
