@@ -213,16 +213,6 @@ func (c *client) recv() *lcpb.GenericCommand {
 	return cmd
 }
 
-// expectNothing checks no frame arrives for d.
-func (c *client) expectNothing(d time.Duration) {
-	c.t.Helper()
-	select {
-	case f := <-c.in:
-		c.t.Fatalf("unexpected frame %x", f.b)
-	case <-time.After(d):
-	}
-}
-
 // closeStatus waits for the connection to end and returns the close code.
 func (c *client) closeStatus() websocket.StatusCode {
 	c.t.Helper()
