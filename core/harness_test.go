@@ -2,8 +2,6 @@ package core
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -127,7 +125,7 @@ func (e *fakeEdge) noPush(t *testing.T, c *Core, peer string, conn uint64, ok fu
 	}
 }
 
-var markerSeq atomic.Int64
+var markerSeq atomic.Int32
 
 // settle returns the pushes to (peer, conn) queued before it was called. It
 // queues a marker to (peer, conn) on the edge link at relay class LOW and
@@ -137,17 +135,17 @@ var markerSeq atomic.Int64
 // never sent fails the wait instead of passing as silence.
 func (e *fakeEdge) settle(t *testing.T, c *Core, peer string, conn uint64) []*lcpb.GenericCommand {
 	t.Helper()
-	id := fmt.Sprintf("marker-%d", markerSeq.Add(1))
+	id := markerSeq.Add(1)
 	c.deliverAs("e1", &meshpb.Delivery{AppId: testApp, Targets: []*meshpb.Target{{PeerId: peer, ConnId: conn}}}, RelayLow,
-		&lcpb.GenericCommand{Cmd: lcpb.CommandType_echo.Enum(), AppId: proto.String(id)})
-	isMarker := func(g *lcpb.GenericCommand) bool { return g.GetCmd() == lcpb.CommandType_echo && g.GetAppId() == id }
+		&lcpb.GenericCommand{Cmd: lcpb.CommandType_echo.Enum(), I: proto.Int32(id)}) // the core pushes no echo
+	isMarker := func(g *lcpb.GenericCommand) bool { return g.GetCmd() == lcpb.CommandType_echo && g.GetI() == id }
 	e.waitPush(t, peer, conn, isMarker)
 	var before []*lcpb.GenericCommand
 	for _, g := range e.pushes(t, peer, conn) {
 		if isMarker(g) {
 			return before
 		}
-		if g.GetCmd() != lcpb.CommandType_echo || !strings.HasPrefix(g.GetAppId(), "marker-") { // earlier settles'
+		if g.GetCmd() != lcpb.CommandType_echo { // not an earlier settle's marker
 			before = append(before, g)
 		}
 	}
