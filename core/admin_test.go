@@ -197,8 +197,7 @@ func TestAdminDeleteMessage(t *testing.T) {
 		ack := mustOK(t, a.sendText(cid, text)).AckMessage
 		mids, ts = append(mids, ack.GetUid()), append(ts, ack.GetT())
 	}
-	drain(t, e.core)
-	pushesBefore := len(e.edge.pushes(t, "bob", b.conn))
+	pushesBefore := len(e.edge.settle(t, e.core, "bob", b.conn))
 	del := func(mid string, t0 int64) *meshpb.ClientReply {
 		rep, _ := e.admin("server", &meshpb.AdminRequest{Op: meshpb.AdminRequest_DELETE_MESSAGE, Cid: cid, Mid: mid, Timestamp: t0}, nil)
 		return rep
@@ -236,8 +235,7 @@ func TestAdminDeleteMessage(t *testing.T) {
 	if conv.LastMID != mids[0] || conv.LastData != "one" {
 		t.Errorf("last message: got %s %q, want %s one", conv.LastMID, conv.LastData, mids[0])
 	}
-	drain(t, e.core)
-	if got := len(e.edge.pushes(t, "bob", b.conn)); got != pushesBefore {
+	if got := len(e.edge.settle(t, e.core, "bob", b.conn)); got != pushesBefore {
 		t.Errorf("pushes to bob: got %d new, want none", got-pushesBefore)
 	}
 }

@@ -160,9 +160,8 @@ func TestDirectAckAndFanout(t *testing.T) {
 	if again.AckMessage.GetUid() != ack.AckMessage.GetUid() || again.AckMessage.GetT() != ack.AckMessage.GetT() {
 		t.Fatalf("dedup: got %v, want %v", again.AckMessage, ack.AckMessage)
 	}
-	drain(t, e.core)
-	if n := len(e.edge.pushes(t, "bob", b.conn)); n != 2 { // joined + one direct
-		t.Fatalf("bob got %d pushes, want 2", n)
+	if got := e.edge.settle(t, e.core, "bob", b.conn); len(got) != 2 { // joined + one direct
+		t.Fatalf("bob got %d pushes, want 2 (joined, one direct): %v", len(got), got)
 	}
 
 	// Non-member and unknown conversation: 4401.

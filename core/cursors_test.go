@@ -24,12 +24,6 @@ func cursorOf(t *testing.T, e *env, cid, peer string) shard.Cursor {
 	return cur
 }
 
-func cursorLoopRunning(c *Core) bool {
-	c.cursors.mu.Lock()
-	defer c.cursors.mu.Unlock()
-	return c.cursors.running
-}
-
 func queuedCursors(c *Core) int {
 	c.cursors.mu.Lock()
 	defer c.cursors.mu.Unlock()
@@ -67,15 +61,14 @@ func TestAckCoalescing(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	before := e.rep.proposed.Load()
+	before, entered := e.rep.proposed.Load(), e.rep.entered.Load()
 	e.rep.mu.Lock() // proposals block: the first round stays in flight
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); ack(peers[0]) }()
-	waitFor(t, "first round in flight", func() bool {
-		return e.rep.proposed.Load() == before && queuedCursors(e.core) == 0 && cursorLoopRunning(e.core)
+	waitFor(t, "first round blocked in Propose", func() bool {
+		return e.rep.entered.Load() == entered+1 && e.rep.proposed.Load() == before && queuedCursors(e.core) == 0
 	})
-	time.Sleep(10 * time.Millisecond) // let the loop reach Propose
 	returned := make(chan struct{}, n)
 	for _, p := range peers[1:] {
 		wg.Add(1)

@@ -44,9 +44,8 @@ func TestReceipts(t *testing.T) {
 	if r.RcpMessage.GetFrom() != "bob" {
 		t.Fatalf("read rcp: got %v", r)
 	}
-	drain(t, e.core)
 	n := 0
-	for _, g := range e.edge.pushes(t, "alice", a.conn) {
+	for _, g := range e.edge.settle(t, e.core, "alice", a.conn) {
 		if g.GetCmd() == lcpb.CommandType_rcp {
 			n++
 			if g.RcpMessage.GetId() == m2.GetUid() {

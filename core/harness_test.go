@@ -28,6 +28,7 @@ type fakeReplica struct {
 	idx      uint64
 	follower atomic.Bool
 	proposed atomic.Int64
+	entered  atomic.Int64 // calls that reached Propose, counted before mu
 }
 
 func newFakeReplica(t *testing.T) *fakeReplica {
@@ -44,6 +45,7 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if f.follower.Load() {
 		return nil, ErrNotLeader
 	}
+	f.entered.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.proposed.Add(1)
@@ -119,15 +121,43 @@ func (e *fakeEdge) waitPush(t *testing.T, peer string, conn uint64, ok func(*lcp
 	return nil
 }
 
-// noPush checks, after letting queues drain, that nothing matched.
+// noPush checks that nothing queued for (peer, conn) so far matches ok:
+// settle's marker is the positive control.
 func (e *fakeEdge) noPush(t *testing.T, c *Core, peer string, conn uint64, ok func(*lcpb.GenericCommand) bool) {
 	t.Helper()
-	drain(t, c)
-	for _, g := range e.pushes(t, peer, conn) {
+	for _, g := range e.settle(t, c, peer, conn) {
 		if ok(g) {
 			t.Fatalf("unexpected push to %s/%d: %v", peer, conn, g)
 		}
 	}
+}
+
+var markerSeq atomic.Int32
+
+// settle returns the pushes to (peer, conn) queued before it was called. It
+// queues a marker to (peer, conn) on the edge link at relay class LOW and
+// waits for it: the link's sender pops HIGH before NORMAL before LOW, FIFO
+// within a class, so every delivery queued earlier, of any class, reached
+// the edge before the marker (relayqueue.go). A push that is queued but
+// never sent fails the wait instead of passing as silence.
+func (e *fakeEdge) settle(t *testing.T, c *Core, peer string, conn uint64) []*lcpb.GenericCommand {
+	t.Helper()
+	id := markerSeq.Add(1)
+	c.deliverAs("e1", &meshpb.Delivery{AppId: testApp, Targets: []*meshpb.Target{{PeerId: peer, ConnId: conn}}}, RelayLow,
+		&lcpb.GenericCommand{Cmd: lcpb.CommandType_echo.Enum(), I: proto.Int32(id)}) // the core pushes no echo
+	isMarker := func(g *lcpb.GenericCommand) bool { return g.GetCmd() == lcpb.CommandType_echo && g.GetI() == id }
+	e.waitPush(t, peer, conn, isMarker)
+	var before []*lcpb.GenericCommand
+	for _, g := range e.pushes(t, peer, conn) {
+		if isMarker(g) {
+			return before
+		}
+		if g.GetCmd() != lcpb.CommandType_echo { // not an earlier settle's marker
+			before = append(before, g)
+		}
+	}
+	t.Fatal("settle: marker vanished")
+	return nil
 }
 
 // drain waits until every queued delivery was handed to its edge.

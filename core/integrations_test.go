@@ -310,12 +310,21 @@ func TestNoPushToChatroomsOrTransient(t *testing.T) {
 	a := e.client("alice")
 	a.open("", false, 0)
 	cid := a.start([]string{"bob"}, "", false).ConvMessage.GetCid()
+	// A chatroom bob joined, then left offline (his session ended: he is
+	// still a member for the reconnect grace): no push either.
+	room := mustOK(t, a.do(convCmd(lcpb.OpType_start, &lcpb.ConvCommand{Transient: proto.Bool(true)}))).ConvMessage.GetCid()
+	b := e.client("bob")
+	b.open("", false, 0)
+	mustOK(t, b.conv(lcpb.OpType_add, &lcpb.ConvCommand{Cid: proto.String(room), M: []string{"bob"}}))
+	b.close()
 	mustOK(t, a.do(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
 		DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String("typing"), Transient: proto.Bool(true)}}))
-	mustOK(t, a.sendText(cid, "real"))
+	mustOK(t, a.sendText(room, "in the room"))
+	// The message that is pushed, sent last, is the positive control.
+	real := mustOK(t, a.sendText(cid, "real")).AckMessage
 	waitFor(t, "one push", func() bool { return len(fp.requests()) == 1 })
 	e.core.Close() // waits for the workers and the push queue
-	if got := len(fp.requests()); got != 1 {
-		t.Errorf("pushes: got %d, want 1 (transient messages are not pushed)", got)
+	if got := fp.requests(); len(got) != 1 || got[0].ConvID != cid || got[0].Timestamp != real.GetT() {
+		t.Errorf("pushes: got %+v, want only the one for %q at %d (no chatroom or transient message pushed)", got, "real", real.GetT())
 	}
 }

@@ -218,20 +218,43 @@ func TestSysWebhookAndStoredMessages(t *testing.T) {
 		if m := nextEvent(t, bob, func(client.Message) bool { return true }); m.ID != marker.ID {
 			t.Errorf("bob got %s (%q) before the marker: a user's message was delivered", m.ID, m.Text)
 		}
+		// Each message once: bob's own message is the positive control. The
+		// webhook's workers give no order between posts, so the counters
+		// decide: a message is counted when queued (before its ack) and
+		// again when its post succeeds, before the next element reaches got.
+		// Once both counts are 2 and got holds only bob's, a repeat of
+		// alice's would have been counted or seen.
+		second, err := bob.Send(ctx, cid, "me too", client.SendOptions{})
+		if err != nil {
+			t.Fatalf("bob's send: %v", err)
+		}
 		select {
 		case e := <-got:
-			t.Errorf("the webhook got a second element %+v, want each message once", e)
-		case <-time.After(300 * time.Millisecond):
+			if e.MsgID != second.ID || e.From != "bob" {
+				t.Errorf("the webhook got %+v, want bob's %s: each message once", e, second.ID)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the webhook did not get bob's message in 10 s")
 		}
-		resp, err := http.Get(api.base + "/metrics")
-		if err != nil {
-			t.Fatal(err)
+		metrics := func() string {
+			resp, err := http.Get(api.base + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return string(b)
 		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		for _, want := range []string{"\nrelaymesh_sys_webhook_enqueued_total 1\n", "\nrelaymesh_sys_webhook_sent_total 1\n",
+		waitFor(t, 10*time.Second, func() bool { return strings.Contains(metrics(), "\nrelaymesh_sys_webhook_sent_total 2\n") })
+		select {
+		case e := <-got:
+			t.Errorf("the webhook got a third element %+v, want each message once", e)
+		default:
+		}
+		b := metrics()
+		for _, want := range []string{"\nrelaymesh_sys_webhook_enqueued_total 2\n", "\nrelaymesh_sys_webhook_sent_total 2\n",
 			"\nrelaymesh_sys_webhook_lost_total 0\n"} {
-			if !strings.Contains(string(b), want) {
+			if !strings.Contains(b, want) {
 				t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
 			}
 		}

@@ -131,6 +131,7 @@ func TestCommandsBeforeLogin(t *testing.T) {
 	c := env.dial(t, lcpb.SubprotocolBinary3)
 	// Java's push login first: ignored, no reply, connection stays.
 	c.send(&lcpb.GenericCommand{Cmd: lcpb.CommandType_login.Enum(), AppId: proto.String(testApp), InstallationId: proto.String("inst")})
+	c.expectNothing(0)
 	c.send(directCmd(5, "hi"))
 	wantError(t, c.recv(), lcpb.ErrSessionRequired, proto.Int32(5))
 	c.send(echoCmd(6))
@@ -430,8 +431,18 @@ func TestDeliver(t *testing.T) {
 	if r := c.recv(); r.GetCmd() != lcpb.CommandType_direct {
 		t.Fatalf("got %v, want direct", r.GetCmd())
 	}
-	c2.expectNothing(100 * time.Millisecond)
-	c.expectNothing(50 * time.Millisecond)
+	// A marker to both sessions, delivered last at LOW, is the positive
+	// control: Deliver queues on each connection before it returns and the
+	// writer pops HIGH, NORMAL, LOW, FIFO within each, so anything the two
+	// deliveries above put on c2, or a second frame on c, comes before it.
+	marker, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+		DirectMessage: &lcpb.DirectCommand{Cid: proto.String("c1"), Id: proto.String("marker"), Msg: proto.String("m"), Timestamp: proto.Int64(2)}})
+	env.srv.Deliver(&meshpb.Delivery{AppId: testApp, Targets: []*meshpb.Target{{PeerId: "alice"}}, Command: marker, Priority: 3})
+	for name, cl := range map[string]*client{"other session": c2, "picked session": c} {
+		if r := cl.recv(); r.GetDirectMessage().GetId() != "marker" {
+			t.Fatalf("%s: got %v %q before the marker, want nothing", name, r.GetCmd(), r.GetDirectMessage().GetId())
+		}
+	}
 
 	// Tag kick: session/closed{4111} then the session is unbound.
 	kick, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_closed.Enum(),

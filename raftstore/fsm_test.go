@@ -96,12 +96,14 @@ func TestFSMSnapshotRestore(t *testing.T) {
 	if g.applied.Load() != 500 {
 		t.Fatalf("applied after restore = %d, want 500", g.applied.Load())
 	}
-	for _, k := range []string{"k001", "k500"} {
+	for k, want := range map[string]string{"k001": "v1", "k500": "v500"} {
 		if v, c, err := dst.Get([]byte(k)); err != nil {
 			t.Errorf("%s missing after restore: %v", k, err)
 		} else {
+			if string(v) != want {
+				t.Errorf("%s after restore: got %q, want %q", k, v, want)
+			}
 			c.Close()
-			_ = v
 		}
 	}
 	for _, k := range []string{"k501", "k900", string(restoringKey)} {

@@ -10,7 +10,7 @@
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const { Realtime, TextMessage, Event } = require('leancloud-realtime');
-const { rnd, sleep, once, collect, until, rejects } = require('./lib');
+const { rnd, once, collect, until, rejects } = require('./lib');
 
 const URL = process.env.RELAYMESH_URL;
 if (!URL) throw new Error('RELAYMESH_URL is not set');
@@ -29,6 +29,15 @@ test.describe('chatrooms (lc.protobuf2.3)', () => {
     realtimes.push(rt);
     return rt.createIMClient(id);
   };
+  // spyRaw records every command pushed to client, in wire order, before
+  // the SDK dispatches it.
+  const spyRaw = (client, raw) => {
+    const dispatch = client._dispatchCommand.bind(client);
+    client._dispatchCommand = cmd => {
+      raw.push(cmd);
+      return dispatch(cmd);
+    };
+  };
 
   test.after(async () => {
     for (const rt of realtimes) {
@@ -39,6 +48,11 @@ test.describe('chatrooms (lc.protobuf2.3)', () => {
   test.it('createChatRoom, join, send to joined sessions only, count, close, history', async () => {
     const [tomId, jerryId, spikeId, nobodyId] = ['tom', 'jerry', 'spike', 'nobody'].map(n => `${n}-${rnd()}`);
     const [tom, jerry, spike, nobody] = await Promise.all([tomId, jerryId, spikeId, nobodyId].map(login));
+    // side is a normal conversation for the markers at the end, made (and
+    // its invitations delivered) before anything is collected.
+    const invited = [jerry, nobody].map(c => once(c, Event.INVITED));
+    const side = await tom.createConversation({ members: [jerryId, nobodyId], name: 'side' });
+    await Promise.all(invited);
     const events = [tom, jerry, spike, nobody].map(c => [
       ...[Event.MEMBERS_JOINED, Event.MEMBERS_LEFT, Event.INVITED, Event.KICKED].map(ev => collect(c, ev)),
     ]);
@@ -67,8 +81,16 @@ test.describe('chatrooms (lc.protobuf2.3)', () => {
     await spike.close();
     await until(async () => (await room.count()) === 2);
 
-    await sleep(300); // let any stray push arrive
-    assert.equal(nobodyGot.length, 0, 'a client in no chatroom gets nothing');
+    // Positive control: markers in side, sent after everything above, reach
+    // tom, jerry and nobody on their connections after any stray push.
+    // spike got 'hello room' after the joins, and nothing after its close.
+    const jSide = await jerry.getConversation(side.id);
+    const seen = [once(tom, Event.MESSAGE, m => m.text === 'marker 2'), once(jerry, Event.MESSAGE, m => m.text === 'marker 1')];
+    await side.send(new TextMessage('marker 1'));
+    await jSide.send(new TextMessage('marker 2'));
+    await Promise.all(seen);
+    await until(() => nobodyGot.filter(([m]) => m.text.startsWith('marker')).length === 2);
+    assert.deepEqual(nobodyGot.map(([m]) => m.text), ['marker 1', 'marker 2'], 'a client in no chatroom gets nothing');
     for (const evs of events) {
       for (const got of evs) assert.equal(got.length, 0, 'no member events in a chatroom');
     }
@@ -102,6 +124,7 @@ test.describe('chatrooms (lc.protobuf2.3)', () => {
   test.it('a will message in a chatroom reaches the joined sessions when the sender drops', async () => {
     const [tomId, jerryId, spikeId] = ['tom', 'jerry', 'spike'].map(n => `${n}-${rnd()}`);
     const tomRt = new Realtime({ appId, appKey: 'anykey', RTMServers: URL });
+    realtimes.push(tomRt); // closed by test.after if the test fails first
     const tom = await tomRt.createIMClient(tomId);
     const [jerry, spike] = await Promise.all([jerryId, spikeId].map(login));
     const room = await tom.createChatRoom({ name: 'will-room' });
@@ -116,14 +139,22 @@ test.describe('chatrooms (lc.protobuf2.3)', () => {
 
     const will = await room.send(new TextMessage('tom left the room'), { will: true });
     assert.ok(will.id, 'a will send in a chatroom is acked');
-    await sleep(500);
-    assert.equal(jerryGot.filter(([m]) => m.text === 'tom left the room').length, 0, 'held while tom is connected');
+    // Positive control: a plain chatroom message sent after the will, at the
+    // same priority, reaches jerry after a will delivered at once would have.
+    const ctrl = await room.send(new TextMessage('still in the room'));
+    await until(() => jerryGot.some(([m]) => m.id === ctrl.id));
+    assert.deepEqual(jerryGot.map(([m]) => m.text), ['still in the room'], 'the will is held while tom is connected');
 
     await tomRt._close(); // the connection drops: no session/close
     const [m] = await until(() => jerryGot.find(([x]) => x.text === 'tom left the room'));
     assert.equal(m.from, tomId);
     assert.equal(m.id, will.id);
-    assert.equal(spikeGot.length, 0, 'a client not in the chatroom gets nothing');
+    // Positive control for spike: a message in a normal conversation, sent
+    // after jerry got the will, reaches spike after any fan-out of the will.
+    const side = await jerry.createConversation({ members: [spikeId], name: 'side' });
+    const marker = await side.send(new TextMessage('marker'));
+    await until(() => spikeGot.some(([x]) => x.id === marker.id));
+    assert.deepEqual(spikeGot.map(([x]) => x.text), ['marker'], 'a client not in the chatroom gets nothing');
     const hist = await jr.queryMessages({ limit: 10 });
     assert.ok(hist.some(x => x.id === will.id), 'the fired will is in chatroom history');
   });
@@ -159,24 +190,31 @@ test.describe('chatrooms (lc.protobuf2.3)', () => {
     await jerry.close();
     await room.send(new TextMessage('while jerry was away'));
 
+    // side carries a live marker after each login: pushes to one
+    // connection are ordered, so once it is here, whatever the login pushed
+    // (offline messages, the unread notification) is here too.
+    const side = await tom.createConversation({ members: [jerryId], name: 'side' });
     for (const opts of [{}, { pushOfflineMessages: true }]) {
       const got = [];
-      const unread = [];
+      const raw = [];
       const rt = new Realtime({
         appId, appKey: 'anykey', RTMServers: URL, ...opts,
         plugins: [{
           name: 'spy',
           onIMClientCreate: c => {
-            c.on(Event.MESSAGE, msg => got.push(msg.text));
-            c.on(Event.UNREAD_MESSAGES_COUNT_UPDATE, list => unread.push(...list.map(x => x.id)));
+            spyRaw(c, raw);
+            c.on(Event.MESSAGE, (msg, conv) => got.push({ msg, conv }));
           },
         }],
       });
       realtimes.push(rt);
       const again = await rt.createIMClient(jerryId);
-      await sleep(800);
-      assert.deepEqual(got, [], `no offline chatroom messages${opts.pushOfflineMessages ? ' (.1)' : ''}`);
-      assert.ok(!unread.includes(room.id), 'no unread notification for the chatroom');
+      const marker = await side.send(new TextMessage('marker'));
+      await until(() => got.some(x => x.msg.id === marker.id));
+      assert.deepEqual(got.filter(x => x.conv.id === room.id).map(x => x.msg.text), [],
+        `no offline chatroom messages${opts.pushOfflineMessages ? ' (.1)' : ''}`);
+      const tuples = raw.filter(c => c.unreadMessage).flatMap(c => c.unreadMessage.convs);
+      assert.ok(!tuples.some(u => u.cid === room.id), 'no unread notification for the chatroom');
       const hist = await (await again.getConversation(room.id)).queryMessages({ limit: 10 });
       assert.deepEqual(hist.map(x => x.text), ['while jerry was away'], 'history is stored');
       await again.close();

@@ -16,7 +16,7 @@ const {
   MessageStatus,
   ConversationMemberRole,
 } = require('leancloud-realtime');
-const { rnd, sleep, once, collect, until, rejects } = require('./lib');
+const { rnd, once, collect, until, rejects } = require('./lib');
 
 const URL = process.env.RELAYMESH_URL;
 if (!URL) throw new Error('RELAYMESH_URL is not set');
@@ -28,6 +28,8 @@ const CODE = {
   INVALID_TARGET: 4401, // INVALID_MESSAGING_TARGET: not a member
   SILENCED: 4563, // SILIENCED: a muted member sends
 };
+// OpType values of pushes the tests read raw (the SDK's proto/message.proto).
+const OP = { joined: 32 };
 
 test.describe('features (lc.protobuf2.3)', () => {
   const appId = `feat-${rnd()}`;
@@ -108,26 +110,48 @@ test.describe('features (lc.protobuf2.3)', () => {
     const plain = await conv.send(new TextMessage('no receipt'));
     await plainGot;
     await jc.read();
-    await sleep(1500);
-    assert.ok(!raw.some(c => c.rcpMessage && c.rcpMessage.id === plain.id), 'no rcp without receipt:true');
+    // Positive control: a later message with r, acked and read by jerry.
+    // The cursor moves that pass the plain message come no later than the
+    // ones that pass this one, and the receipts of a move go out oldest
+    // message first, one round after another, all to tom's one connection:
+    // a receipt for the plain message would be in raw before these.
+    const ctrlGot = once(jc, Event.MESSAGE, m => m.text === 'control');
+    const ctrl = await conv.send(new TextMessage('control'), { receipt: true });
+    await ctrlGot;
+    await jc.read();
+    const isCtrl = read => c => c.rcpMessage && c.rcpMessage.id === ctrl.id && Boolean(c.rcpMessage.read) === read;
+    await until(() => raw.some(isCtrl(false)) && raw.some(isCtrl(true)));
+    assert.deepEqual(raw.filter(c => c.rcpMessage && c.rcpMessage.id === plain.id), [], 'no rcp without receipt:true');
 
     // conv/max_read from another session of tom: message timestamps.
     const tom2 = await login(tomId);
     const c2 = await tom2.getConversation(conv.id);
     await c2.fetchReceiptTimestamps();
-    assert.equal(c2.lastReadAt.getTime(), plain.timestamp.getTime());
-    assert.equal(c2.lastDeliveredAt.getTime(), plain.timestamp.getTime());
+    assert.equal(c2.lastReadAt.getTime(), ctrl.timestamp.getTime());
+    assert.equal(c2.lastDeliveredAt.getTime(), ctrl.timestamp.getTime());
   });
 
   test.it('receipts in a group need configBitmap bit 6, which JS never sets', async () => {
-    const { tom, jerry, conv, jc } = await trio('group receipts');
+    const { ids, tom, jerry, conv, jc } = await trio('group receipts');
     const got = once(jc, Event.MESSAGE, m => m.text === 'group');
     await conv.send(new TextMessage('group'), { receipt: true });
     await got;
     await jc.read();
-    await sleep(1500);
-    assert.ok(!tom.raw.some(c => c.rcpMessage), 'no group receipts without bit 6');
-    assert.ok(jerry.raw.length > 0);
+    // Positive control: a 1:1 message with r from tom, which jerry acks and
+    // reads after the group one. jerry's SDK sends acks and reads in the
+    // order the conversations got them, the server handles one
+    // connection's frames in order and proposes cursor rounds one at a
+    // time, and receipts to tom's one connection are ordered: a group
+    // receipt would be in raw before the 1:1 ones.
+    const one = await tom.client.createConversation({ members: [ids[1]], name: 'one to one' });
+    const jo = await jerry.client.getConversation(one.id);
+    const oneGot = once(jo, Event.MESSAGE, m => m.text === 'control');
+    const ctrl = await one.send(new TextMessage('control'), { receipt: true });
+    await oneGot;
+    await jo.read();
+    const isCtrl = read => c => c.rcpMessage && c.rcpMessage.id === ctrl.id && Boolean(c.rcpMessage.read) === read;
+    await until(() => tom.raw.some(isCtrl(false)) && tom.raw.some(isCtrl(true)));
+    assert.deepEqual(tom.raw.filter(c => c.rcpMessage && c.rcpMessage.cid === conv.id), [], 'no group receipts without bit 6');
   });
 
   test.it('mentions: in pushes, history, patches and the unread notification', async () => {
@@ -187,7 +211,10 @@ test.describe('features (lc.protobuf2.3)', () => {
       return c.unreadMessagesCount === 1 && c;
     });
     assert.equal(q.unreadMessagesMentioned, false, 'not mentioned in the quiet conversation');
-    assert.ok(jerry.raw.length > 0);
+    // On the wire: the push to jerry carries the mention list.
+    const jPush = jerry.raw.find(c => c.directMessage && c.directMessage.id === m1.id);
+    assert.deepEqual(jPush.directMessage.mentionPids, [jerryId]);
+    assert.equal(jPush.service, 2);
   });
 
   test.it('transient messages: acked and delivered, never stored or offline', async () => {
@@ -204,15 +231,29 @@ test.describe('features (lc.protobuf2.3)', () => {
     const hist = await conv.queryMessages({ limit: 10 });
     assert.deepEqual(hist.map(m => m.text), ['stored'], 'history has no transient message');
 
+    // side carries a live marker after jerry's next login: pushes to one
+    // connection are ordered, so once it is here, whatever the login pushed
+    // (the unread notification, offline messages) is here too.
+    const side = await tom.createConversation({ members: [jerryId], name: 'marker' });
     await jerry.close();
     await conv.send(new TextMessage('typing again'), { transient: true });
     const offline = [];
-    const jerry2 = await newRealtime(c => c.on(Event.MESSAGE, m => offline.push(m))).createIMClient(jerryId);
-    const jc = await jerry2.getConversation(conv.id);
-    await sleep(500);
-    assert.equal(jc.unreadMessagesCount, 1, 'only the stored message is unread');
+    const raw = [];
+    const jerry2 = await newRealtime(c => {
+      const dispatch = c._dispatchCommand.bind(c);
+      c._dispatchCommand = cmd => { raw.push(cmd); return dispatch(cmd); };
+      c.on(Event.MESSAGE, m => offline.push(m));
+    }).createIMClient(jerryId);
+    const marker = await side.send(new TextMessage('marker'));
+    await until(() => offline.some(m => m.id === marker.id));
+    assert.deepEqual(offline.map(m => m.text), ['marker'], 'nothing delivered from the conversation');
+    const tuples = raw.filter(c => c.unreadMessage).flatMap(c => c.unreadMessage.convs).filter(u => u.cid === conv.id);
+    assert.deepEqual(tuples.map(u => [u.unread, u.mid]), [[1, hist[0].id]], 'only the stored message is unread');
+    const jc = await until(async () => {
+      const c = await jerry2.getConversation(conv.id);
+      return c.unreadMessagesCount === 1 && c;
+    });
     assert.equal(jc.lastMessage.text, 'stored');
-    assert.equal(offline.length, 0, 'nothing delivered later');
   });
 
   test.it('will messages: held until the sender drops, then delivered and stored', async () => {
@@ -226,16 +267,19 @@ test.describe('features (lc.protobuf2.3)', () => {
     const got = collect(jerry, Event.MESSAGE);
     const will = await conv.send(new TextMessage('tom went away'), { will: true });
     assert.ok(will.id, 'a will send is acked');
-    await sleep(500);
-    assert.equal(got.length, 0, 'not delivered while tom is connected');
-    assert.equal((await jc.queryMessages({ limit: 10 })).length, 0, 'not in history yet');
+    // Positive control: a plain message sent after the will reaches jerry
+    // on the same connection, so a will delivered at once would be first.
+    const ctrl = await conv.send(new TextMessage('still here'));
+    await until(() => got.some(([x]) => x.id === ctrl.id));
+    assert.deepEqual(got.map(([x]) => x.text), ['still here'], 'the will is not delivered while tom is connected');
+    assert.deepEqual((await jc.queryMessages({ limit: 10 })).map(x => x.text), ['still here'], 'nor in history yet');
 
     await tomRt._close(); // the connection drops: no session/close
     const [[m]] = await Promise.all([once(jerry, Event.MESSAGE, x => x.text === 'tom went away')]);
     assert.equal(m.from, tomId);
     assert.equal(m.id, will.id);
     const hist = await jc.queryMessages({ limit: 10 });
-    assert.deepEqual(hist.map(x => x.text), ['tom went away']);
+    assert.deepEqual(hist.map(x => x.text), ['still here', 'tom went away']);
   });
 
   test.it('will messages: an explicit close() drops them undelivered', async () => {
@@ -248,9 +292,14 @@ test.describe('features (lc.protobuf2.3)', () => {
     const got = collect(jerry, Event.MESSAGE);
     await conv.send(new TextMessage('never sent'), { will: true });
     await tom.close(); // session/close: a deliberate logout, not a drop
-    await sleep(1000);
-    assert.equal(got.length, 0, 'a will is not delivered on an explicit close');
-    assert.equal((await jc.queryMessages({ limit: 10 })).length, 0, 'nor stored');
+    // Positive control: close() resolves on the server's closed reply, after
+    // it handled the close (and would have fired the will); a message tom
+    // sends from a new session then reaches jerry after any such push.
+    const tom2 = await login(tomId);
+    const ctrl = await (await tom2.getConversation(conv.id)).send(new TextMessage('back again'));
+    await until(() => got.some(([x]) => x.id === ctrl.id));
+    assert.deepEqual(got.map(([x]) => x.text), ['back again'], 'a will is not delivered on an explicit close');
+    assert.deepEqual((await jc.queryMessages({ limit: 10 })).map(x => x.text), ['back again'], 'nor stored');
   });
 
   for (const opts of [{}, { noBinary: true }]) {
@@ -295,7 +344,13 @@ test.describe('features (lc.protobuf2.3)', () => {
     assert.equal(changed.convMessage.initBy, tomId);
     assert.equal(changed.convMessage.cid, conv.id);
     assert.equal(changed.service, 2);
-    await until(() => jerry.raw.find(c => c.convMessage && c.convMessage.info));
+    const jChanged = await until(() => jerry.raw.find(c => c.convMessage && c.convMessage.info));
+    // The real change is the positive control: a push for one of spike's
+    // refused attempts (kick, mute, block, promote) would have reached
+    // jerry's connection before it.
+    const before = jerry.raw.slice(0, jerry.raw.indexOf(jChanged)).filter(c => c.convMessage && c.convMessage.cid === conv.id);
+    assert.deepEqual(before.map(c => c.op), [OP.joined], 'before the Owner\'s change jerry got only the invitation');
+    assert.equal(jChanged.convMessage.initBy, tomId, 'the first role change jerry saw is the Owner\'s');
 
     // A Manager cannot act on the Owner: partial failure, nothing changes.
     const r = await jc.remove([tomId]);
@@ -313,7 +368,7 @@ test.describe('features (lc.protobuf2.3)', () => {
 
     // Demoted, jerry may still invite but not kick.
     await conv.updateMemberRole(jerryId, ConversationMemberRole.MEMBER);
-    await until(() => spike.raw.length && jerry.raw.filter(c => c.convMessage && c.convMessage.info).length === 2);
+    await until(() => jerry.raw.filter(c => c.convMessage && c.convMessage.info).length === 2);
     await jc.add([spikeId]);
     await rejects(jc.remove([spikeId]), CODE.UNAUTHORIZED, 'a demoted Manager kicks');
     assert.deepEqual(await members(tom.client, conv.id), all);
@@ -379,6 +434,12 @@ test.describe('features (lc.protobuf2.3)', () => {
     assert.deepEqual(add.failures[0].clientIds, [spikeId]);
     await rejects(sc.send(new TextMessage('let me in')), CODE.INVALID_TARGET, 'a blocked client sends');
     assert.deepEqual(await members(tom.client, conv.id), [tomId, jerryId].sort(), 'refusals change nothing');
+    // Nor does a blocked client get the conversation's messages. The
+    // unblocked push below is tom's next action, so it reaches spike's
+    // connection after this message would have.
+    const jWhile = once(jc, Event.MESSAGE, m => m.text === 'while blocked');
+    const whileBlocked = await conv.send(new TextMessage('while blocked'));
+    await jWhile;
 
     await rejects(jc.blockMembers([tomId]), CODE.UNAUTHORIZED, 'a Member blocks');
     await rejects(jc.unblockMembers([spikeId]), CODE.UNAUTHORIZED, 'a Member unblocks');
@@ -391,10 +452,10 @@ test.describe('features (lc.protobuf2.3)', () => {
     const u = await conv.unblockMembers([spikeId]);
     assert.deepEqual(u.successfulClientIds, [spikeId]);
     await Promise.all([unblocked, membersUnblocked]);
+    assert.ok(!spike.raw.some(c => c.directMessage && c.directMessage.id === whileBlocked.id), 'a blocked client gets no messages');
     assert.deepEqual((await conv.queryBlockedMembers()).results, []);
     await sc.join();
     assert.deepEqual(await members(tom.client, conv.id), [...ids].sort());
-    assert.ok(spike.raw.length > 0);
   });
 
   test.it('notification mute: mute() and unmute() set mu', async () => {

@@ -21,6 +21,17 @@ const { rnd, once, collect, until } = require('./lib');
 
 const URL = process.env.RELAYMESH_URL;
 if (!URL) throw new Error('RELAYMESH_URL is not set');
+const API = `http://${new globalThis.URL(URL).host}`;
+
+// spyRaw records every command pushed to client, in wire order, before the
+// SDK dispatches it.
+const spyRaw = (client, raw) => {
+  const dispatch = client._dispatchCommand.bind(client);
+  client._dispatchCommand = cmd => {
+    raw.push(cmd);
+    return dispatch(cmd);
+  };
+};
 
 // A custom typed message, as apps define them (_lctype 1 with a field).
 class CardMessage extends TypedMessage {}
@@ -162,50 +173,80 @@ for (const mode of MODES) {
       const ca = await login(a);
       const cb = await login(b);
       const conv = await ca.createConversation({ members: [b], name: 'unread' });
+      // side carries live markers: pushes to one connection are ordered, so
+      // once a marker sent after the login is here, everything the login
+      // pushed (offline messages, the unread notification) is here too.
+      const side = await ca.createConversation({ members: [b], name: 'marker' });
       await cb.close();
       for (let k = 0; k < 3; k++) await conv.send(new TextMessage(`offline ${k}`));
+      const unreadCount = async () => {
+        const res = await fetch(`${API}/1.2/rtm/clients/${b}/unread-count?conv_id=${conv.id}`,
+          { headers: { 'X-LC-Id': appId, 'X-LC-Key': 'anykey' } });
+        assert.equal(res.status, 200);
+        return (await res.json()).count;
+      };
+      assert.equal(await unreadCount(), 3, 'the server counts the three as unread');
 
       // Listeners go on in onIMClientCreate so nothing pushed right after
       // session/opened can be missed.
       const offline = [];
+      const raw = [];
       const cb2 = await newRealtime(client => {
+        spyRaw(client, raw);
         client.on(Event.MESSAGE, m => offline.push(m));
       }).createIMClient(b);
+      const marker = await side.send(new TextMessage('marker'));
+      await until(() => offline.some(m => m.id === marker.id));
       if (mode.opts.pushOfflineMessages) {
-        // .1: offline messages are pushed as direct{offline:true}.
-        await until(() => offline.length >= 3);
-        assert.deepEqual(offline.map(m => m.text), ['offline 0', 'offline 1', 'offline 2']);
+        // .1: offline messages are pushed as direct{offline:true}, each once.
+        assert.deepEqual(offline.map(m => m.text), ['offline 0', 'offline 1', 'offline 2', 'marker']);
         return;
       }
       // .3: an unread notification instead of the messages themselves.
+      assert.deepEqual(offline.map(m => m.text), ['marker'], 'no messages replayed on .3, only the live marker');
+      const tuples = raw.filter(c => c.unreadMessage).flatMap(c => c.unreadMessage.convs);
+      assert.deepEqual(tuples.filter(u => u.cid === conv.id).map(u => u.unread), [3], 'one unread tuple with 3');
       const bc = await until(async () => {
         const c = await cb2.getConversation(conv.id);
         return c.unreadMessagesCount === 3 && c;
       });
-      assert.equal(offline.length, 0, 'no messages replayed on .3');
       assert.equal(bc.lastMessage.text, 'offline 2');
       await bc.read();
-      // read is throttled (1 s) and fire-and-forget: wait until the server
-      // has it, by polling a fresh login.
-      await new Promise(r => setTimeout(r, 1500));
+      // read is throttled (1 s) and fire-and-forget: poll the server's count.
+      await until(async () => (await unreadCount()) === 0)
+        .catch(() => assert.fail('read() did not clear the server\'s unread count in 10 s'));
       await cb2.close();
-      const counts = [];
+      const raw3 = [];
+      const got3 = [];
       const cb3 = await newRealtime(client => {
-        client.on(Event.UNREAD_MESSAGES_COUNT_UPDATE, convs => counts.push(...convs.map(c => [c.id, c.unreadMessagesCount])));
+        spyRaw(client, raw3);
+        client.on(Event.MESSAGE, m => got3.push(m));
       }).createIMClient(b);
+      const marker3 = await side.send(new TextMessage('marker 3'));
+      await until(() => got3.some(m => m.id === marker3.id));
       const again = await cb3.getConversation(conv.id);
-      await new Promise(r => setTimeout(r, 500));
       assert.equal(again.unreadMessagesCount, 0, 'read() cleared the unread count');
-      assert.ok(!counts.some(([id, n]) => id === conv.id && n > 0), `no unread reported: ${JSON.stringify(counts)}`);
+      const after = raw3.filter(c => c.unreadMessage).flatMap(c => c.unreadMessage.convs).filter(u => u.cid === conv.id);
+      assert.ok(!after.some(u => u.unread > 0), `no unread reported before the marker: ${JSON.stringify(after)}`);
     });
 
     test.it('a second login with the same tag kicks the first (CONFLICT)', async () => {
       const id = `tag-${rnd()}`;
-      const first = await login(id, { tag: 'mobile' });
+      const raw = [];
+      const first = await newRealtime(c => spyRaw(c, raw)).createIMClient(id, { tag: 'mobile' });
       const conflict = once(first, Event.CONFLICT);
       await login(id, { tag: 'mobile' });
       const [payload] = await conflict;
-      assert.ok(payload, 'CONFLICT carries a payload');
+      // The SDK emits CONFLICT only for session/closed{code:4111} and passes
+      // on only the reason: check the code on the wire.
+      const kicks = raw.filter(c => c.sessionMessage && c.sessionMessage.code != null);
+      assert.equal(kicks.length, 1, 'one session/closed push');
+      assert.equal(kicks[0].sessionMessage.code, 4111, 'SESSION_CONFLICT');
+      assert.equal(kicks[0].service, 2);
+      assert.equal(kicks[0].peerId, id);
+      assert.equal(typeof payload.reason, 'string');
+      assert.ok(payload.reason.length > 0, 'the reason is not empty');
+      assert.equal(payload.reason, kicks[0].sessionMessage.reason);
     });
 
     test.it('ping reports online status', async () => {

@@ -101,5 +101,6 @@ test.describe('REST API', () => {
     assert.equal(res.status, 200, JSON.stringify(res.body));
     const [ev] = await closed;
     assert.equal(ev.code, 4115);
+    assert.equal(ev.reason, 'bye', 'the reason given to the API reaches the client');
   });
 });

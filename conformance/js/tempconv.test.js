@@ -88,7 +88,9 @@ test.describe('temporary conversations', () => {
     const conv = await tom.createTemporaryConversation({ members: [jerryId], ttl: 2 });
     await conv.send(new TextMessage('soon gone'));
     const jconv = await jerry.getConversation(conv.id, true);
-    assert.ok(jconv, 'found before expiry');
+    assert.ok(jconv instanceof TemporaryConversation, 'found before expiry');
+    assert.equal(jconv.id, conv.id);
+    assert.deepEqual((await jconv.queryMessages({ limit: 10 })).map(m => m.text), ['soon gone'], 'readable before expiry');
     await sleep(2500);
     assert.equal(conv.expired, true);
     await rejects(conv.send(new TextMessage('too late')), CODE.TEMPORARY_CONVERSATION_EXPIRED, 'send after expiry');
