@@ -69,8 +69,11 @@ async function rejectsWith(p, code, what) {
 test('login needs a valid signature (4102 otherwise)', async () => {
   await rejectsWith(login(`u-${rnd()}`), 4102, 'unsigned login');
   await rejectsWith(login(`u-${rnd()}`, signer('wrong-master')), 4102, 'badly signed login');
-  const c = await login(`u-${rnd()}`, signer(MASTER));
-  assert.ok(c.id);
+  const id = `u-${rnd()}`;
+  const c = await login(id, signer(MASTER));
+  assert.equal(c.id, id, 'the signed login is the client it signed for');
+  const [online] = await Promise.all([c.ping([id])]);
+  assert.deepEqual(online, [id], 'and it is online');
 });
 
 test('create and invite need conversation signatures (4302 otherwise)', async () => {
@@ -89,7 +92,7 @@ test('create and invite need conversation signatures (4302 otherwise)', async ()
 
   const alice = await login(`s-${rnd()}`, good);
   const conv = await alice.createConversation({ members: [b], name: 'signed' });
-  assert.ok(conv.id);
+  assert.deepEqual([...conv.members].sort(), [alice.id, b].sort(), 'the signed create made the conversation it signed');
   const added = await conv.add([c]);
   assert.deepEqual(added.successfulClientIds, [c]);
   await conv.fetch();
