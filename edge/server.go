@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -130,6 +131,9 @@ type Config struct {
 	// secondary). Empty means ws(s)://<request Host>/.
 	PublicURLs []string
 	Logger     *slog.Logger
+	// TrustedProxies are the load balancers in front of the edge whose
+	// X-Forwarded-For names the client (sourceip.go); nil trusts none.
+	TrustedProxies []netip.Prefix
 }
 
 // Server is one edge: it terminates client WebSockets and serves the router
@@ -472,7 +476,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.limits.MaxFrameBytes)
 	c.ws = ws
-	c.remote = r.RemoteAddr
+	c.remote = clientIP(r, s.cfg.TrustedProxies) // sourceip.go
 
 	s.mu.Lock()
 	if s.closed {
