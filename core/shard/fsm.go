@@ -93,6 +93,8 @@ func (a *applier) apply() (*Result, *Error) {
 		return a.deleteMsg() // delmsg.go
 	case OpSetWords:
 		return a.setWords() // words.go
+	case OpNotif:
+		return a.notif() // notif.go
 	}
 	if res, serr, ok := a.sysApply(); ok { // sysconv.go
 		return res, serr

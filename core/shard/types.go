@@ -192,6 +192,9 @@ type Command struct {
 	// broadcasts per UTC day (0: none).
 	ValidTill int64 `json:"vt,omitempty"`
 	DayLimit  int   `json:"dl,omitempty"`
+
+	// notif (notif.go): events for the recipients' notification logs.
+	Notifs []NotifAppend `json:"notifs,omitempty"`
 }
 
 // Patch edits or recalls one message.
