@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -110,6 +111,8 @@ func (c *Core) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Cl
 			rep, err = c.adminWords(withAdmin(ctx), app, a)
 		case meshpb.AdminRequest_STATS: // stats.go
 			rep = c.adminStats(app)
+		case meshpb.AdminRequest_NOTIFICATIONS: // notif.go
+			rep, err = c.adminNotifs(app, peer, a)
 		default:
 			err = fmt.Errorf("%w: admin op %v", errUnsupported, a.GetOp())
 		}
@@ -305,6 +308,7 @@ func (c *Core) adminKick(ctx context.Context, app, peer string, a *meshpb.AdminR
 	c.setSessionsLocked(k, nil)
 	c.mu.Unlock()
 	for _, s := range kicked {
+		c.hookClientOffline(s, offline{code: hooks.CloseKicked, msg: a.GetReason()}) // notifyhooks.go
 		c.endWills(ctx, app, peer, connKey{s.edge, s.conn}, false)
 		closed := &lcpb.GenericCommand{
 			Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_closed.Enum(),

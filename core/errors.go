@@ -40,6 +40,7 @@ var errorCodes = []struct {
 	{errTagConflict, lcpb.ErrSessionConflict},
 	{errMessageRejected, lcpb.ErrMessageRejectedByApp},
 	{errConvRejected, lcpb.ErrConversationRejectedByApp},
+	{errUpdateRejected, lcpb.ErrMessageUpdateRejected}, // patchhook.go
 	{shard.ErrConvNotFound, lcpb.ErrConversationNotFound},
 	{shard.ErrNotMember, lcpb.ErrConvMembershipRequired},
 	{shard.ErrConvFull, lcpb.ErrConversationFull},
