@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -108,6 +109,11 @@ type EdgeSection struct {
 	PublicURLs []string     `toml:"public_urls"`
 	Limits     LimitsConfig `toml:"limits"`
 	REST       RESTConfig   `toml:"rest"`
+
+	// TrustedProxies (issue 8): load balancers in front of the edge, as
+	// addresses or CIDR prefixes, whose X-Forwarded-For names the client's
+	// address (hooks' sourceIP; edge/sourceip.go). Empty: trust none.
+	TrustedProxies []string `toml:"trusted_proxies"`
 }
 
 // RESTConfig bounds the REST API's message operations per app; zero keeps
@@ -303,6 +309,20 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 	if mesh == "" {
 		mesh = ":0"
 	}
+	proxies, err := c.TrustedProxies()
+	if err != nil {
+		return EdgeConfig{}, err
+	}
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
-		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits()}, nil
+		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
+		TrustedProxies: proxies, Hooks: c.Hooks()}, nil
+}
+
+// TrustedProxies parses [edge] trusted_proxies.
+func (c *Config) TrustedProxies() ([]netip.Prefix, error) {
+	p, err := edge.ParseTrustedProxies(c.Edge.TrustedProxies)
+	if err != nil {
+		return nil, fmt.Errorf("%w: [edge] trusted_proxies: %v", ErrConfig, err)
+	}
+	return p, nil
 }

@@ -140,11 +140,46 @@ func TestLoadConfigIntegrationsInvalid(t *testing.T) {
 		"policy":          "[[apps]]\nid = \"a\"\nhook_policy = \"maybe\"\n",
 		"provider":        "[[apps]]\nid = \"a\"\npush_provider = \"apns\"\n",
 		"webhook w/o url": "[[apps]]\nid = \"a\"\npush_provider = \"webhook\"\n",
+		"user store url":  "[[apps]]\nid = \"a\"\nuser_verify_url = \"ftp://users\"\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := LoadConfig(writeConfig(t, body)); !errors.Is(err, ErrConfig) {
 				t.Errorf("got %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// TestLoadConfigAppUsers: user_verify_url gives the app a user store in the
+// hook client edges and cores share (with or without other hooks), and
+// [edge] trusted_proxies parses into prefixes.
+func TestLoadConfigAppUsers(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, `
+[[apps]]
+id = "app-1"
+master_key = "m"
+user_verify_url = "https://users.example.com/1.1/users/me"
+[[apps]]
+id = "app-2"
+[edge]
+trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := c.Hooks()
+	if h == nil || !h.HasUserStore("app-1") || h.HasUserStore("app-2") || h.Enabled("app-1", "_rtmClientSign") {
+		t.Fatal("want a user store for app-1 only, and no hooks")
+	}
+	p, err := c.TrustedProxies()
+	if err != nil || len(p) != 2 || p[1].String() != "192.0.2.7/32" {
+		t.Fatalf("trusted proxies: %v %v", p, err)
+	}
+	bad, err := LoadConfig(writeConfig(t, "[edge]\ntrusted_proxies = [\"10.0.0.0/99\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bad.TrustedProxies(); !errors.Is(err, ErrConfig) {
+		t.Errorf("a bad prefix: got %v, want ErrConfig", err)
 	}
 }

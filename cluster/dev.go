@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -35,6 +36,8 @@ type DevConfig struct {
 	DropDelivery int64
 	// CoreLimits is CoreConfig.Limits.
 	CoreLimits core.Limits
+	// TrustedProxies is EdgeConfig.TrustedProxies.
+	TrustedProxies []netip.Prefix
 }
 
 // Dev is a running dev region.
@@ -105,6 +108,9 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 
 		ExtraMetrics: c.Service.WriteMetrics, // the core's counters on the edge's /metrics
 		DropDelivery: cfg.DropDelivery,
+
+		TrustedProxies: cfg.TrustedProxies,
+		Hooks:          cfg.Integrations.Hooks, // the core's client: one set of counters
 	})
 	if err != nil {
 		c.Close()

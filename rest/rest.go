@@ -46,6 +46,12 @@ type Limits struct {
 	// BroadcastsPerDay bounds each app's system-conversation broadcasts
 	// per UTC day (service.go). Default 30; negative: unlimited.
 	BroadcastsPerDay int
+
+	// Login signatures for app users (sign.go): each app's requests per
+	// second (default 50) and user-store calls running at once (default
+	// 16); over either, 429 at once. Negative: unlimited.
+	SignsPerSecond float64
+	SignsInFlight  int
 }
 
 // DefaultLimits are LeanCloud's documented figures.
@@ -57,6 +63,9 @@ var DefaultLimits = Limits{
 	Timeout:         10 * time.Second,
 
 	BroadcastsPerDay: 30,
+
+	SignsPerSecond: 50,
+	SignsInFlight:  16,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -79,6 +88,12 @@ func (l Limits) withDefaults() Limits {
 	if l.BroadcastsPerDay == 0 {
 		l.BroadcastsPerDay = d.BroadcastsPerDay
 	}
+	if l.SignsPerSecond == 0 {
+		l.SignsPerSecond = d.SignsPerSecond
+	}
+	if l.SignsInFlight == 0 {
+		l.SignsInFlight = d.SignsInFlight
+	}
 	return l
 }
 
@@ -91,6 +106,9 @@ type Config struct {
 	Limits      Limits
 	Logger      *slog.Logger
 	Now         func() time.Time // default time.Now
+	// Users is the apps' user stores and _rtmClientSign hooks, for the
+	// login-signature endpoints (sign.go); nil signs for nobody.
+	Users UserStore
 }
 
 // Handler serves the REST API. Mount it at /1.1/ and /1.2/.
@@ -99,6 +117,7 @@ type Handler struct {
 	limits Limits
 	log    *slog.Logger
 	queue  *sendQueue
+	signs  signLimiter // sign.go
 	mux    *http.ServeMux
 }
 
@@ -183,7 +202,9 @@ func (h *Handler) routes() {
 	handle("PUT /1.2/rtm/sensitive-words", masterKey, h.putWords)
 	handle("DELETE /1.2/rtm/sensitive-words", masterKey, h.deleteWords)
 
-	handle("GET /1.1/rtm/notifications", sessionToken, h.notifications)
+	handle("GET /1.1/rtm/notifications", sessionToken, h.notifications) // notif.go
+	handle("POST /1.1/rtm/sign", appKey, h.signV11)                     // sign.go
+	handle("GET /1.2/rtm/clients/sign", appKey, h.signV12)
 	handle("GET /1.1/classes/_ConversationMemberInfo", sessionToken, h.memberInfos)
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

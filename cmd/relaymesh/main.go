@@ -102,7 +102,7 @@ func runDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	data := fs.String("data", "data", "data directory")
 	addr := fs.String("addr", "127.0.0.1:8080", "WebSocket/HTTP listen address (the core's QUIC mesh uses port+1/udp)")
-	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served), [edge.limits], [edge.rest] and [core.limits]")
+	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served), [edge.limits], [edge.rest], [edge] trusted_proxies and [core.limits]")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var lim edge.Limits
 	fs.IntVar(&lim.SendsPerMinute, "sends-per-minute", 0, "per-session direct messages per minute (0: LeanCloud's 60, -1: unlimited)")
@@ -141,6 +141,9 @@ func runDev(args []string) error {
 		}
 		cfg.Limits = mergeLimits(c.Limits(), lim)
 		cfg.CoreLimits = mergeCoreLimits(c.CoreLimits(), coreLim)
+		if cfg.TrustedProxies, err = c.TrustedProxies(); err != nil {
+			return err
+		}
 		if restLim == (rest.Limits{}) {
 			cfg.REST = c.RESTLimits()
 		}
