@@ -59,6 +59,9 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 			return err
 		}
 	}
+	if err := c.writeNotifyMetrics(w); err != nil { // notif.go
+		return err
+	}
 	hc := c.hooks
 	if hc == nil {
 		hc = hooks.New(hooks.Config{}) // the series exist, at zero

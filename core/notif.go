@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"fmt"
+	"io"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -241,4 +242,25 @@ func (c *Core) adminNotifs(app, peer string, a *meshpb.AdminRequest) (*meshpb.Cl
 		})
 	}
 	return &meshpb.ClientReply{Admin: out}, nil
+}
+
+// writeNotifyMetrics writes the counters of the notification-hook queue
+// (notifyhooks.go) and of stored notifications.
+func (c *Core) writeNotifyMetrics(w io.Writer) error {
+	q, n := c.NotifyStats(), c.NotifStats()
+	for _, r := range []struct {
+		name, help string
+		v          int64
+	}{
+		{"relaymesh_core_hook_notify_queued_total", "Notification hook calls queued (_clientOnline, _clientOffline, _conversationStarted/Added/Removed).", q.Queued},
+		{"relaymesh_core_hook_notify_dropped_total", "Notification hook calls dropped because the queue was full.", q.Dropped},
+		{"relaymesh_core_notifications_stored_total", "Conversation events and receipts stored for GET /1.1/rtm/notifications.", n.Stored},
+		{"relaymesh_core_notifications_dropped_total", "Events not stored because too many were waiting.", n.Dropped},
+		{"relaymesh_core_notifications_failed_total", "Events not stored because their proposal failed.", n.Failed},
+	} {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", r.name, r.help, r.name, r.name, r.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }

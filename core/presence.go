@@ -262,9 +262,12 @@ func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
 	for _, a := range p.GetAdd() {
 		k := peerKey{a.GetAppId(), a.GetPeerId()}
 		from := connKey{edgeID, a.GetConnId()}
-		c.removeSessionLocked(k, from)
+		var ip string // the leader's record of its own OPEN keeps the address (notifyhooks.go)
+		if old := c.removeSessionLocked(k, from); old != nil {
+			ip = old.ip
+		}
 		c.sessions[k] = append(c.sessions[k], &session{app: a.GetAppId(), peer: a.GetPeerId(), tag: a.GetTag(),
-			edge: edgeID, conn: a.GetConnId(), version: a.GetProtocolVersion()})
+			edge: edgeID, conn: a.GetConnId(), version: a.GetProtocolVersion(), ip: ip})
 		c.today.note(k, now) // stats.go
 		c.rooms.mirror(roomID{a.GetAppId(), a.GetPeerId(), a.GetTag()}, from, a.GetRoom(), leader, now)
 	}
