@@ -123,12 +123,18 @@ type RESTConfig struct {
 	SendQueue      int     `toml:"send_queue"`
 	// BroadcastsPerDay: system-conversation broadcasts per app and day.
 	BroadcastsPerDay int `toml:"broadcasts_per_day"`
+
+	// Login signatures for app users (issue 8; rest/sign.go): signs per
+	// second and user-store calls in flight, per app.
+	SignsPerSecond float64 `toml:"signs_per_second"`
+	SignsInFlight  int     `toml:"signs_in_flight"`
 }
 
 // RESTLimits returns the REST API limits of the file.
 func (c *Config) RESTLimits() rest.Limits {
 	return rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue,
-		BroadcastsPerDay: c.Edge.REST.BroadcastsPerDay}
+		BroadcastsPerDay: c.Edge.REST.BroadcastsPerDay,
+		SignsPerSecond:   c.Edge.REST.SignsPerSecond, SignsInFlight: c.Edge.REST.SignsInFlight}
 }
 
 // LimitsConfig overrides edge limits; zero keeps LeanCloud's default, a

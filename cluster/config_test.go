@@ -163,6 +163,9 @@ user_verify_url = "https://users.example.com/1.1/users/me"
 id = "app-2"
 [edge]
 trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]
+[edge.rest]
+signs_per_second = 5
+signs_in_flight = 2
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -170,6 +173,9 @@ trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]
 	h := c.Hooks()
 	if h == nil || !h.HasUserStore("app-1") || h.HasUserStore("app-2") || h.Enabled("app-1", "_rtmClientSign") {
 		t.Fatal("want a user store for app-1 only, and no hooks")
+	}
+	if l := c.RESTLimits(); l.SignsPerSecond != 5 || l.SignsInFlight != 2 {
+		t.Errorf("REST sign limits: %+v", l)
 	}
 	p, err := c.TrustedProxies()
 	if err != nil || len(p) != 2 || p[1].String() != "192.0.2.7/32" {
