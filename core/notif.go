@@ -27,10 +27,17 @@ import (
 // fails in between, that event is not stored (the change is, and the
 // client sees it through conv/query). At most notifPendingMax events wait;
 // one more is dropped and counted (NotifStats.Dropped), as are events of a
-// proposal that fails (NotifStats.Failed).
+// proposal that fails (NotifStats.Failed). An event for more recipients
+// than shard.MaxNotifFanout is queued in parts, and a proposal carries at
+// most notifProposalRecords (event, recipient) records, so neither a raft
+// entry nor its apply grows with a burst.
 
-// notifPendingMax bounds the events waiting to be proposed.
-const notifPendingMax = 8192
+// notifPendingMax bounds the (event, recipient) records waiting to be
+// proposed; notifProposalRecords those of one proposal.
+const (
+	notifPendingMax      = 1 << 16
+	notifProposalRecords = 4 * shard.MaxNotifRecords
+)
 
 // notifProposeTimeout bounds one proposal.
 const notifProposeTimeout = 10 * time.Second
@@ -50,7 +57,7 @@ var notifOps = map[lcpb.OpType]bool{
 type notifBatcher struct {
 	mu      sync.Mutex
 	pending map[string][]shard.NotifAppend // guarded by mu; by app
-	n       int                            // guarded by mu; events pending
+	n       int                            // guarded by mu; records pending
 	running bool                           // guarded by mu; the goroutine is started
 	wake    chan struct{}                  // capacity 1
 
@@ -99,14 +106,18 @@ func (c *Core) recordNotif(app string, peers []string, cmd *lcpb.GenericCommand)
 		return
 	}
 	ev.TS = cmd.GetServerTs()
-	c.queueNotif(app, shard.NotifAppend{To: append([]string(nil), peers...), Event: ev})
+	for len(peers) > 0 {
+		k := min(len(peers), shard.MaxNotifFanout)
+		c.queueNotif(app, shard.NotifAppend{To: append([]string(nil), peers[:k]...), Event: ev})
+		peers = peers[k:]
+	}
 }
 
 func (c *Core) queueNotif(app string, na shard.NotifAppend) {
 	b := &c.notifs
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.n >= notifPendingMax {
+	if b.n+len(na.To) > notifPendingMax {
 		b.dropped.Add(1)
 		return
 	}
@@ -131,7 +142,7 @@ func (c *Core) queueNotif(app string, na shard.NotifAppend) {
 		b.pending = make(map[string][]shard.NotifAppend)
 	}
 	b.pending[app] = append(b.pending[app], na)
-	b.n++
+	b.n += len(na.To)
 	select {
 	case b.wake <- struct{}{}:
 	default:
@@ -154,7 +165,9 @@ func (c *Core) notifLoop() {
 		case <-wake:
 		case <-c.quit:
 			b.mu.Lock()
-			b.dropped.Add(int64(b.n))
+			for _, evs := range b.pending {
+				b.dropped.Add(int64(len(evs)))
+			}
 			b.pending, b.n, b.running = nil, 0, false
 			b.mu.Unlock()
 			return
@@ -162,29 +175,41 @@ func (c *Core) notifLoop() {
 	}
 }
 
-// proposeNotifs stores pending events: one OpNotif per app and chunk, all
-// in one shard batch (as many batches as shard.MaxBatch needs).
+// proposeNotifs stores pending events: OpNotif commands per app of at
+// most shard.MaxNotifBatch events and shard.MaxNotifRecords records,
+// proposed in shard batches of at most notifProposalRecords records.
 func (c *Core) proposeNotifs(pending map[string][]shard.NotifAppend) {
 	apps := make([]string, 0, len(pending))
 	for app := range pending {
 		apps = append(apps, app)
 	}
 	sort.Strings(apps)
-	var cmds []*shard.Command
 	now := c.nowMS()
+	var batch []*shard.Command
+	batchRecords := 0
+	flush := func() {
+		if len(batch) > 0 {
+			c.proposeNotifBatch(batch)
+		}
+		batch, batchRecords = nil, 0
+	}
 	for _, app := range apps {
 		evs := pending[app]
 		for len(evs) > 0 {
-			k := min(len(evs), shard.MaxNotifBatch)
-			cmds = append(cmds, &shard.Command{Op: shard.OpNotif, App: app, Now: now, Notifs: evs[:k]})
+			k, records := 0, 0
+			for k < len(evs) && k < shard.MaxNotifBatch && records+len(evs[k].To) <= shard.MaxNotifRecords {
+				records += len(evs[k].To)
+				k++
+			}
+			if batchRecords+records > notifProposalRecords || len(batch) == shard.MaxBatch {
+				flush()
+			}
+			batch = append(batch, &shard.Command{Op: shard.OpNotif, App: app, Now: now, Notifs: evs[:k]})
+			batchRecords += records
 			evs = evs[k:]
 		}
 	}
-	for len(cmds) > 0 {
-		k := min(len(cmds), shard.MaxBatch)
-		c.proposeNotifBatch(cmds[:k])
-		cmds = cmds[k:]
-	}
+	flush()
 }
 
 func (c *Core) proposeNotifBatch(cmds []*shard.Command) {

@@ -44,6 +44,7 @@ const (
 	NotifMaxAge       = 7 * 24 * 60 * 60 * 1000 // ms; older events are dropped
 	MaxNotifBatch     = 256                     // events per OpNotif
 	MaxNotifFanout    = 2 * MaxMembers          // recipients of one event
+	MaxNotifRecords   = 8192                    // recipients of all events of one OpNotif
 )
 
 // Notification classes.
@@ -112,10 +113,15 @@ func (a *applier) notif() (*Result, *Error) {
 	if len(c.Notifs) == 0 || len(c.Notifs) > MaxNotifBatch {
 		return nil, fail(ErrBadCommand, fmt.Sprintf("%d notifications", len(c.Notifs)))
 	}
+	records := 0
 	for _, na := range c.Notifs {
 		if len(na.To) > MaxNotifFanout || (na.Event.Cmd != "conv" && na.Event.Cmd != "rcp") || na.Event.CID == "" {
 			return nil, fail(ErrBadCommand, "bad notification")
 		}
+		records += len(na.To)
+	}
+	if records > MaxNotifRecords {
+		return nil, fail(ErrBadCommand, fmt.Sprintf("%d notification records", records))
 	}
 	type logID struct{ client, class string }
 	metas := map[logID]*notifMeta{}

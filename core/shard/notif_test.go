@@ -127,6 +127,7 @@ func TestNotifRefused(t *testing.T) {
 		"unknown cmd":    {Op: OpNotif, App: app, Now: 1, Notifs: []NotifAppend{{To: []string{"a"}, Event: Notif{Cmd: "direct", CID: "c"}}}},
 		"no cid":         {Op: OpNotif, App: app, Now: 1, Notifs: []NotifAppend{{To: []string{"a"}, Event: Notif{Cmd: "conv"}}}},
 		"fan-out":        {Op: OpNotif, App: app, Now: 1, Notifs: []NotifAppend{{To: many, Event: convNotif("joined", "c", 1)}}},
+		"records":        {Op: OpNotif, App: app, Now: 1, Notifs: slices.Repeat([]NotifAppend{{To: many[:MaxNotifFanout], Event: convNotif("joined", "c", 1)}}, MaxNotifRecords/MaxNotifFanout+1)},
 		"one bad of two": {Op: OpNotif, App: app, Now: 1, Notifs: []NotifAppend{{To: []string{"a"}, Event: convNotif("joined", "c", 1)}, {To: []string{"a"}, Event: Notif{Cmd: "x", CID: "c"}}}},
 	} {
 		if _, err := h.apply(c); !errors.Is(err, ErrBadCommand) {
