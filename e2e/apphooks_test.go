@@ -399,7 +399,7 @@ func TestNotificationsREST(t *testing.T) {
 	alice.Close()
 	bob.Close()
 	p.Stop()
-	p = startDev(t, dir, addr)
+	startDev(t, dir, addr)
 	_, again := httpJSON(t, "GET", base+"/1.1/rtm/notifications?client_id=bob&start_ts=0", sdk, nil)
 	if got := items(again["permanent"]); len(got) != len(want)+1 || got[5]["op"] != "members-shutuped" || got[6]["cid"] != direct { // + the 1:1's joined
 		t.Fatalf("after a restart: %v", again)
