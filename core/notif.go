@@ -246,10 +246,11 @@ func (c *Core) adminNotifs(app, peer string, a *meshpb.AdminRequest) (*meshpb.Cl
 	if peer == "" {
 		return nil, fmt.Errorf("%w: notifications without a clientId", errMalformed)
 	}
-	class, max := shard.NotifPermanent, shard.NotifMaxPermanent
+	class := shard.NotifPermanent
 	if a.GetNotifDroppable() {
-		class, max = shard.NotifDroppable, shard.NotifMaxDroppable
+		class = shard.NotifDroppable
 	}
+	max := shard.NotifKept(class) // a page may hold a whole log
 	limit := int(a.GetNotifLimit())
 	if limit <= 0 || limit > max {
 		limit = max

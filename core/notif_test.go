@@ -49,7 +49,6 @@ func TestNotifBurst(t *testing.T) {
 	}
 }
 
-
 // TestNotifOverflow: while proposals are stuck, at most notifPendingMax
 // records wait; later events are dropped and counted, and the waiting
 // ones are stored once the replica moves again.

@@ -28,9 +28,14 @@ import (
 // Bounds, enforced deterministically at apply time (from the command's Now
 // and the state only): a client keeps its newest NotifMaxPermanent
 // conversation events and NotifMaxDroppable receipts, none older than
-// NotifMaxAge before Now; each OpNotif trims the logs it appends to,
-// oldest first. Reads (Notifs) skip what is past NotifMaxAge, so a log
-// nobody appends to any more still answers only fresh events.
+// NotifMaxAge before Now. A log may grow an eighth past its bound
+// (NotifSlack) between trims: an OpNotif trims a log it appends to, oldest
+// first, back to the bound only once it is past bound+slack or its oldest
+// event is past the age limit, so the iteration a trim costs is paid once
+// per slack appends rather than on every one (the meta record keeps the
+// oldest serverTs for the age check). Reads (Notifs) skip what is past
+// NotifMaxAge, so a log nobody appends to any more still answers only
+// fresh events.
 
 // OpNotif appends events to the notification logs of their recipients.
 const OpNotif Op = "notif"
@@ -89,8 +94,9 @@ type NotifAppend struct {
 }
 
 type notifMeta struct {
-	N    int   `json:"n"`
-	Last int64 `json:"l"`
+	N     int   `json:"n"`
+	Last  int64 `json:"l"` // newest serverTs
+	First int64 `json:"f"` // oldest serverTs kept, when N > 0
 }
 
 func notifPrefix(app, client, class string) []byte {
@@ -106,6 +112,13 @@ func notifMax(class string) int {
 	}
 	return NotifMaxPermanent
 }
+
+// NotifSlack is how far past its bound a log of class may grow before it
+// is trimmed back; a log holds at most NotifKept(class) events.
+func NotifSlack(class string) int { return notifMax(class) / 8 }
+
+// NotifKept is the most events a log of class holds: its bound plus slack.
+func NotifKept(class string) int { return notifMax(class) + NotifSlack(class) }
 
 // notif applies OpNotif.
 func (a *applier) notif() (*Result, *Error) {
@@ -146,6 +159,9 @@ func (a *applier) notif() (*Result, *Error) {
 			ev := na.Event
 			ev.TS = max(ev.TS, m.Last+1)
 			a.set(keyBuf(notifPrefix(c.App, to, class)).ts(ev.TS), &ev)
+			if m.N == 0 {
+				m.First = ev.TS
+			}
 			m.Last = ev.TS
 			m.N++
 		}
@@ -169,26 +185,28 @@ func (a *applier) notif() (*Result, *Error) {
 }
 
 // trimNotifs deletes the oldest events of one log while it holds more than
-// its class's bound or they are older than NotifMaxAge.
+// its class's bound or they are older than NotifMaxAge, once the log is
+// past bound+slack or its oldest event is past the age limit.
 func (a *applier) trimNotifs(client, class string, m *notifMeta) {
-	if a.err != nil {
+	cutoff := a.c.Now - NotifMaxAge
+	if a.err != nil || (m.N <= NotifKept(class) && (m.N == 0 || m.First >= cutoff)) {
 		return
 	}
 	p := notifPrefix(a.c.App, client, class)
-	cutoff := a.c.Now - NotifMaxAge
 	it, err := a.b.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 	if err != nil {
 		a.err = err
 		return
 	}
 	var doomed [][]byte
-	n := m.N
+	n, first := m.N, int64(0)
 	for ok := it.First(); ok; ok = it.Next() {
 		ts, _, ok := readTS(it.Key()[len(p):])
 		if !ok {
 			continue
 		}
 		if n <= notifMax(class) && ts >= cutoff {
+			first = ts
 			break
 		}
 		doomed = append(doomed, append([]byte(nil), it.Key()...))
@@ -201,7 +219,7 @@ func (a *applier) trimNotifs(client, class string, m *notifMeta) {
 	for _, k := range doomed {
 		a.del(k)
 	}
-	m.N = max(n, 0)
+	m.N, m.First = max(n, 0), first
 }
 
 // Notifs returns up to limit events of client's log of class with a

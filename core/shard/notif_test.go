@@ -74,17 +74,19 @@ func TestNotifBounds(t *testing.T) {
 	for i := range n {
 		batch = append(batch, NotifAppend{To: []string{"a"}, Event: convNotif("updated", "c1", int64(1000+i))})
 	}
-	for len(batch) > 0 {
-		k := min(len(batch), MaxNotifBatch)
-		h.must(&Command{Op: OpNotif, App: app, Now: 5000, Notifs: batch[:k]})
-		batch = batch[k:]
+	for len(batch) > 0 { // ten per command
+		h.must(&Command{Op: OpNotif, App: app, Now: 5000, Notifs: batch[:10]})
+		batch = batch[10:]
 	}
+	// After 230 events the log is past bound+slack (225) and is trimmed to
+	// 200 at the end of that command; the 20 after fit in the slack.
 	got, _ := notifTimes(t, h.db, "a", NotifPermanent, 0, 5000, 1000)
-	if len(got) != NotifMaxPermanent || got[0] != 1050 || got[len(got)-1] != 1000+n-1 {
-		t.Fatalf("after %d events: %d kept, %v…%v; want the newest %d", n, len(got), got[0], got[len(got)-1], NotifMaxPermanent)
+	kept := NotifMaxPermanent + 20
+	if len(got) != kept || got[0] != int64(1000+n-kept) || got[len(got)-1] != 1000+n-1 {
+		t.Fatalf("after %d events: %d kept, %v…%v; want the newest %d", n, len(got), got[0], got[len(got)-1], kept)
 	}
-	if c := countKeys(t, h.db, notifPrefix(app, "a", NotifPermanent)); c != NotifMaxPermanent {
-		t.Fatalf("%d records stored, want %d", c, NotifMaxPermanent)
+	if c := countKeys(t, h.db, notifPrefix(app, "a", NotifPermanent)); c != kept {
+		t.Fatalf("%d records stored, want %d", c, kept)
 	}
 	// Age: a week later the old events are invisible, and the next append
 	// deletes them.
@@ -106,8 +108,16 @@ func TestNotifBounds(t *testing.T) {
 		batch = append(batch, NotifAppend{To: []string{"a"}, Event: Notif{Cmd: "rcp", CID: "c1", ID: fmt.Sprint(i), TS: later + int64(i)}})
 	}
 	h.must(&Command{Op: OpNotif, App: app, Now: later, Notifs: batch})
+	if got, _ := notifTimes(t, h.db, "a", NotifDroppable, 0, later, 1000); len(got) != NotifMaxDroppable+10 {
+		t.Fatalf("receipts kept: %d, want %d (within the slack)", len(got), NotifMaxDroppable+10)
+	}
+	batch = nil
+	for i := range NotifSlack(NotifDroppable) {
+		batch = append(batch, NotifAppend{To: []string{"a"}, Event: Notif{Cmd: "rcp", CID: "c1", ID: fmt.Sprint("x", i), TS: later}})
+	}
+	h.must(&Command{Op: OpNotif, App: app, Now: later, Notifs: batch})
 	if got, _ := notifTimes(t, h.db, "a", NotifDroppable, 0, later, 1000); len(got) != NotifMaxDroppable {
-		t.Fatalf("receipts kept: %d, want %d", len(got), NotifMaxDroppable)
+		t.Fatalf("receipts past bound+slack: %d kept, want %d", len(got), NotifMaxDroppable)
 	}
 	if got, _ := notifTimes(t, h.db, "a", NotifPermanent, 0, later, 10); len(got) != 1 {
 		t.Fatalf("receipts evicted conversation events: %v", got)
