@@ -31,8 +31,8 @@ import (
 //     gets the native item shape.
 //
 // JS items also carry notificationType. A page holds at most limit events
-// (default and maximum: the log's bound, 200 events, 100 receipts; the
-// Swift shape is never paged, it holds the whole log).
+// (default and maximum: a whole log, shard.NotifKept: 225 events, 112
+// receipts; the Swift shape is never paged, it holds the whole log).
 
 // notifItem is one event in the native (Swift, Objective-C) shape.
 type notifItem struct {
