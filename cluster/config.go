@@ -3,7 +3,6 @@ package cluster
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -46,6 +45,7 @@ import (
 //	listen = "0.0.0.0:8080"
 //	cores = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]
 //	public_urls = ["wss://im-1.example.com/", "wss://im-2.example.com/"]
+//	trusted_proxies = ["10.0.0.0/16"]             # load balancers: X-Forwarded-For names the client
 //	[edge.limits]
 //	sends_per_minute = 60
 //	[edge.rest]                                   # the REST API (docs/REST.md)
@@ -102,18 +102,16 @@ func (c *Config) CoreLimits() core.Limits {
 
 // EdgeSection configures `relaymesh edge`.
 type EdgeSection struct {
-	EdgeID     string       `toml:"edge_id"`
-	Listen     string       `toml:"listen"`
-	MeshAddr   string       `toml:"mesh_addr"`
-	Cores      []string     `toml:"cores"`
-	PublicURLs []string     `toml:"public_urls"`
-	Limits     LimitsConfig `toml:"limits"`
-	REST       RESTConfig   `toml:"rest"`
-
-	// TrustedProxies (issue 8): load balancers in front of the edge, as
-	// addresses or CIDR prefixes, whose X-Forwarded-For names the client's
-	// address (hooks' sourceIP; edge/sourceip.go). Empty: trust none.
-	TrustedProxies []string `toml:"trusted_proxies"`
+	EdgeID     string   `toml:"edge_id"`
+	Listen     string   `toml:"listen"`
+	MeshAddr   string   `toml:"mesh_addr"`
+	Cores      []string `toml:"cores"`
+	PublicURLs []string `toml:"public_urls"`
+	// TrustedProxies: CIDRs or IPs of the load balancers in front of the
+	// edge, whose X-Forwarded-For names the client (edge/guard.go).
+	TrustedProxies []string     `toml:"trusted_proxies"`
+	Limits         LimitsConfig `toml:"limits"`
+	REST           RESTConfig   `toml:"rest"`
 }
 
 // RESTConfig bounds the REST API's message operations per app; zero keeps
@@ -124,7 +122,7 @@ type RESTConfig struct {
 	// BroadcastsPerDay: system-conversation broadcasts per app and day.
 	BroadcastsPerDay int `toml:"broadcasts_per_day"`
 
-	// Login signatures for app users (issue 8; rest/sign.go): signs per
+	// Login signatures for app users (issue 8; rest/usersign.go): signs per
 	// second and user-store calls in flight, per app.
 	SignsPerSecond float64 `toml:"signs_per_second"`
 	SignsInFlight  int     `toml:"signs_in_flight"`
@@ -184,6 +182,9 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if _, err := c.Edge.Limits.limits(); err != nil {
 		return nil, err
+	}
+	if _, err := edge.ParseTrustedProxies(c.Edge.TrustedProxies); err != nil {
+		return nil, fmt.Errorf("%w: edge.trusted_proxies: %v", ErrConfig, err)
 	}
 	return c, nil
 }
@@ -315,20 +316,8 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 	if mesh == "" {
 		mesh = ":0"
 	}
-	proxies, err := c.TrustedProxies()
-	if err != nil {
-		return EdgeConfig{}, err
-	}
+	proxies, _ := edge.ParseTrustedProxies(s.TrustedProxies) // checked by LoadConfig
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
 		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
-		TrustedProxies: proxies, Hooks: c.Hooks()}, nil
-}
-
-// TrustedProxies parses [edge] trusted_proxies.
-func (c *Config) TrustedProxies() ([]netip.Prefix, error) {
-	p, err := edge.ParseTrustedProxies(c.Edge.TrustedProxies)
-	if err != nil {
-		return nil, fmt.Errorf("%w: [edge] trusted_proxies: %v", ErrConfig, err)
-	}
-	return p, nil
+		TrustedProxies: proxies}, nil
 }

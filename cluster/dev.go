@@ -28,7 +28,9 @@ type DevConfig struct {
 	Apps     *apps.Registry // default: any appId, created on first use
 	Limits   edge.Limits
 	REST     rest.Limits
-	Logger   *slog.Logger
+	// TrustedProxies are EdgeConfig.TrustedProxies.
+	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 	// Integrations are the apps' word lists, hooks and offline push
 	// (Config.Integrations); zero means the shipped word list only.
 	Integrations Integrations
@@ -36,8 +38,6 @@ type DevConfig struct {
 	DropDelivery int64
 	// CoreLimits is CoreConfig.Limits.
 	CoreLimits core.Limits
-	// TrustedProxies is EdgeConfig.TrustedProxies.
-	TrustedProxies []netip.Prefix
 }
 
 // Dev is a running dev region.
@@ -106,11 +106,12 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		REST:     cfg.REST,
 		Logger:   cfg.Logger,
 
+		TrustedProxies: cfg.TrustedProxies,
+
 		ExtraMetrics: c.Service.WriteMetrics, // the core's counters on the edge's /metrics
 		DropDelivery: cfg.DropDelivery,
 
-		TrustedProxies: cfg.TrustedProxies,
-		Hooks:          cfg.Integrations.Hooks, // the core's client: one set of counters
+		Hooks: cfg.Integrations.Hooks, // app users (issue 8): the core's client, one set of counters
 	})
 	if err != nil {
 		c.Close()

@@ -36,17 +36,17 @@ type EdgeConfig struct {
 	// PublicURLs answer /v1/route; empty means ws://HTTPAddr/.
 	PublicURLs []string
 	Limits     edge.Limits
+	// TrustedProxies are edge.Config.TrustedProxies.
+	TrustedProxies []netip.Prefix
 	// REST bounds the REST API (package rest); zero fields take its defaults.
 	REST   rest.Limits
 	Logger *slog.Logger
 	// ExtraMetrics is edge.Config.ExtraMetrics: more series on /metrics
 	// (StartDev passes the in-process core's).
 	ExtraMetrics func(io.Writer) error
-	// TrustedProxies is edge.Config.TrustedProxies (the client's address
-	// behind a load balancer); Hooks, when set, serves the REST API's
-	// login signatures for app users (rest.Config.Users).
-	TrustedProxies []netip.Prefix
-	Hooks          *hooks.Client
+	// Hooks, when set, serves the REST API's login signatures for app
+	// users (rest.Config.Users; issue 8).
+	Hooks *hooks.Client
 	// DropDelivery, when > 0, silently drops the DropDelivery-th direct
 	// message delivery this edge receives. It is a test hook that breaks the delivery path on
 	// purpose, so the load tester's ledger can be shown to catch a loss.

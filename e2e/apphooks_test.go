@@ -423,14 +423,14 @@ func items(v any) []map[string]any {
 func TestExpiredSessionTokenREST(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte("[edge.limits]\nsession_token_ttl = \"1s\"\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte("[[apps]]\nid = \"ttl-app-0001\"\nkey = \"ttl-key\"\nmaster_key = \"ttl-master\"\n\n[edge.limits]\nsession_token_ttl = \"1s\"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, opened := rawOpen(t, ctx, p.URL, "ttl-app-0001", "bob", nil)
-	h := map[string]string{"X-LC-Id": "ttl-app-0001", "X-LC-Key": "any", "X-LC-IM-Session-Token": opened.GetSessionMessage().GetSt()}
+	h := map[string]string{"X-LC-Id": "ttl-app-0001", "X-LC-Key": "ttl-key", "X-LC-IM-Session-Token": opened.GetSessionMessage().GetSt()}
 	u := "http://" + p.Addr + "/1.1/rtm/notifications?client_id=bob&start_ts=0&notification_type=permanent"
 	if status, got := httpJSON(t, "GET", u, h, nil); status != 200 {
 		t.Fatalf("a fresh token: got %d %v", status, got)
@@ -485,11 +485,13 @@ func TestMessageUpdateHookAttacks(t *testing.T) {
 	cfg := filepath.Join(dir, "relaymesh.toml")
 	if err := os.WriteFile(cfg, []byte(`[[apps]]
 id = "`+open+`"
+master_key = "mu-master"
 [apps.hooks]
 _messageUpdate = "`+hook.URL+`"
 
 [[apps]]
 id = "`+closed+`"
+master_key = "mu-master"
 hook_policy = "fail_closed"
 [apps.hooks]
 _messageUpdate = "`+hook.URL+`"
@@ -531,7 +533,7 @@ _messageUpdate = "`+hook.URL+`"
 	}
 	// REST: a drop is 400 code 4405; the message is unchanged.
 	base := "http://" + p.Addr
-	masterHdr := map[string]string{"X-LC-Id": open, "X-LC-Key": "any,master", "Content-Type": "application/json"}
+	masterHdr := map[string]string{"X-LC-Id": open, "X-LC-Key": "mu-master,master", "Content-Type": "application/json"}
 	status, got := httpJSON(t, "PUT", base+"/1.2/rtm/conversations/"+cid+"/messages/"+m.ID, masterHdr,
 		map[string]any{"from_client": "alice", "message": client.TextMessage("drop me"), "timestamp": m.Timestamp})
 	wantREST(t, "REST edit dropped by the hook", status, got, 400, 4405)

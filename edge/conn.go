@@ -35,6 +35,7 @@ type conn struct {
 	codec  lcpb.Codec
 	ws     *websocket.Conn // nil when frames are handled without a socket (fuzz)
 	remote string
+	ip     string // the client's address (Server.clientIP), for hooks' sourceIP
 	q      *outQueue
 
 	ctx    context.Context
@@ -365,7 +366,7 @@ func (c *conn) request(ss *session, kind meshpb.ClientRequest_Kind, raw []byte) 
 		Tag:             ss.tag,
 		DeviceId:        ss.deviceID,
 		ConfigBitmap:    ss.configBitmap,
-		SourceIp:        c.remote,
+		SourceIp:        c.ip,
 	}
 }
 

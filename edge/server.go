@@ -130,10 +130,11 @@ type Config struct {
 	// PublicURLs are the WebSocket URLs /v1/route answers (server,
 	// secondary). Empty means ws(s)://<request Host>/.
 	PublicURLs []string
-	Logger     *slog.Logger
-	// TrustedProxies are the load balancers in front of the edge whose
-	// X-Forwarded-For names the client (sourceip.go); nil trusts none.
+	// TrustedProxies are the load balancers in front of the edge: for a
+	// connection from one of them the client IP is taken from
+	// X-Forwarded-For (guard.go). Parse with ParseTrustedProxies.
 	TrustedProxies []netip.Prefix
+	Logger         *slog.Logger
 }
 
 // Server is one edge: it terminates client WebSockets and serves the router
@@ -150,6 +151,8 @@ type Server struct {
 	nextID  atomic.Uint64
 
 	wg sync.WaitGroup // one per accepted connection (its reader goroutine)
+
+	proxies []netip.Prefix // Config.TrustedProxies
 
 	mu     sync.Mutex
 	closed bool                              // guarded by mu
@@ -183,6 +186,7 @@ func New(cfg Config) *Server {
 		now:     time.Now,
 		conns:   make(map[uint64]*conn),
 		peers:   make(map[peerKey]map[*session]struct{}),
+		proxies: cfg.TrustedProxies,
 	}
 	if s.limits.IdleTimeout < 180*time.Second {
 		s.log.Warn("edge: idle timeout below the SDKs' 180 s keepalive; idle clients will be dropped", "idle", s.limits.IdleTimeout)
@@ -476,7 +480,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(s.limits.MaxFrameBytes)
 	c.ws = ws
-	c.remote = clientIP(r, s.cfg.TrustedProxies) // sourceip.go
+	c.remote = r.RemoteAddr
+	if ip := s.clientIP(r); ip.IsValid() {
+		c.ip = ip.String() // hooks' sourceIP (guard.go)
+	}
 
 	s.mu.Lock()
 	if s.closed {

@@ -18,6 +18,7 @@ func TestClientIP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s := &Server{proxies: trusted}
 	for _, tc := range []struct {
 		name, remote string
 		xff          []string
@@ -30,6 +31,7 @@ func TestClientIP(t *testing.T) {
 		{"spoofed leftmost entries are skipped", "10.1.2.3:4000", []string{"6.6.6.6", "198.51.100.20"}, "198.51.100.20"},
 		{"trusted proxy without XFF", "10.1.2.3:4000", nil, "10.1.2.3"},
 		{"malformed entry stops the walk", "10.1.2.3:4000", []string{"198.51.100.20, garbage, 10.9.9.9"}, "10.9.9.9"},
+		{"unparseable peer", "pipe", nil, "invalid IP"},
 		{"v4-mapped peer", "[::ffff:10.0.0.1]:4000", []string{"2001:db8::1"}, "2001:db8::1"},
 		{"v4-mapped trusted entry", "[::ffff:198.51.100.1]:1", []string{"203.0.113.9"}, "203.0.113.9"},
 	} {
@@ -38,7 +40,7 @@ func TestClientIP(t *testing.T) {
 			for _, v := range tc.xff {
 				r.Header.Add("X-Forwarded-For", v)
 			}
-			if got := clientIP(r, trusted); got != tc.want {
+			if got := s.clientIP(r).String(); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})

@@ -3,7 +3,7 @@
 // /1.2/: conversations, members, push mutes, messages (send, history, edit,
 // recall), online status, unread counts and kicks, plus the REST calls the
 // official SDKs make themselves (GET /1.1/rtm/notifications, notif.go; POST
-// /1.1/rtm/sign, sign.go; GET /1.1/classes/_ConversationMemberInfo).
+// /1.1/rtm/sign, usersign.go; GET /1.1/classes/_ConversationMemberInfo).
 // docs/REST.md lists every path.
 //
 // The sign endpoints are the exception to the flow below: they never reach

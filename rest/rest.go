@@ -47,7 +47,7 @@ type Limits struct {
 	// per UTC day (service.go). Default 30; negative: unlimited.
 	BroadcastsPerDay int
 
-	// Login signatures for app users (sign.go): each app's requests per
+	// Login signatures for app users (usersign.go): each app's requests per
 	// second (default 50) and user-store calls running at once (default
 	// 16); over either, 429 at once. Negative: unlimited.
 	SignsPerSecond float64
@@ -107,7 +107,7 @@ type Config struct {
 	Logger      *slog.Logger
 	Now         func() time.Time // default time.Now
 	// Users is the apps' user stores and _rtmClientSign hooks, for the
-	// login-signature endpoints (sign.go); nil signs for nobody.
+	// login-signature endpoints (usersign.go); nil signs for nobody.
 	Users UserStore
 }
 
@@ -117,7 +117,7 @@ type Handler struct {
 	limits Limits
 	log    *slog.Logger
 	queue  *sendQueue
-	signs  signLimiter // sign.go
+	signs  signLimiter // usersign.go
 	mux    *http.ServeMux
 }
 
@@ -203,7 +203,7 @@ func (h *Handler) routes() {
 	handle("DELETE /1.2/rtm/sensitive-words", masterKey, h.deleteWords)
 
 	handle("GET /1.1/rtm/notifications", sessionToken, h.notifications) // notif.go
-	handle("POST /1.1/rtm/sign", appKey, h.signV11)                     // sign.go
+	handle("POST /1.1/rtm/sign", appKey, h.signV11)                     // usersign.go
 	handle("GET /1.2/rtm/clients/sign", appKey, h.signV12)
 	handle("GET /1.1/classes/_ConversationMemberInfo", sessionToken, h.memberInfos)
 

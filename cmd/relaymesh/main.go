@@ -102,7 +102,7 @@ func runDev(args []string) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	data := fs.String("data", "data", "data directory")
 	addr := fs.String("addr", "127.0.0.1:8080", "WebSocket/HTTP listen address (the core's QUIC mesh uses port+1/udp)")
-	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served), [edge.limits], [edge.rest], [edge] trusted_proxies and [core.limits]")
+	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served), [edge.limits], [edge.rest] and [core.limits]")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	var lim edge.Limits
 	fs.IntVar(&lim.SendsPerMinute, "sends-per-minute", 0, "per-session direct messages per minute (0: LeanCloud's 60, -1: unlimited)")
@@ -140,10 +140,8 @@ func runDev(args []string) error {
 			return err
 		}
 		cfg.Limits = mergeLimits(c.Limits(), lim)
+		cfg.TrustedProxies, _ = edge.ParseTrustedProxies(c.Edge.TrustedProxies) // checked by LoadConfig
 		cfg.CoreLimits = mergeCoreLimits(c.CoreLimits(), coreLim)
-		if cfg.TrustedProxies, err = c.TrustedProxies(); err != nil {
-			return err
-		}
 		if restLim == (rest.Limits{}) {
 			cfg.REST = c.RESTLimits()
 		}
@@ -255,6 +253,7 @@ func runEdge(args []string) error {
 		return err
 	}
 	ec.Logger = log
+	ec.Hooks = c.Hooks() // app users' user stores and _rtmClientSign (issue 8)
 	e, err := cluster.StartEdge(ec)
 	if err != nil {
 		return err
