@@ -138,12 +138,18 @@ type RESTConfig struct {
 	// SignMaxAge is rest.Limits.SignMaxAge: how far an X-LC-Sign
 	// timestamp may be from now ("15m" when empty, "-1s" unchecked).
 	SignMaxAge string `toml:"sign_max_age"`
+
+	// Login signatures for app users (issue 8; rest/usersign.go): signs per
+	// second and user-store calls in flight, per app.
+	SignsPerSecond float64 `toml:"signs_per_second"`
+	SignsInFlight  int     `toml:"signs_in_flight"`
 }
 
 // RESTLimits returns the REST API limits of the file.
 func (c *Config) RESTLimits() rest.Limits {
 	l := rest.Limits{SendsPerSecond: c.Edge.REST.SendsPerSecond, SendQueue: c.Edge.REST.SendQueue,
-		BroadcastsPerDay: c.Edge.REST.BroadcastsPerDay}
+		BroadcastsPerDay: c.Edge.REST.BroadcastsPerDay,
+		SignsPerSecond:   c.Edge.REST.SignsPerSecond, SignsInFlight: c.Edge.REST.SignsInFlight}
 	l.SignMaxAge, _ = time.ParseDuration(c.Edge.REST.SignMaxAge) // checked by LoadConfig
 	return l
 }

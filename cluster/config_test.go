@@ -149,6 +149,7 @@ func TestLoadConfigIntegrationsInvalid(t *testing.T) {
 		"policy":          "[[apps]]\nid = \"a\"\nhook_policy = \"maybe\"\n",
 		"provider":        "[[apps]]\nid = \"a\"\npush_provider = \"apns\"\n",
 		"webhook w/o url": "[[apps]]\nid = \"a\"\npush_provider = \"webhook\"\n",
+		"user store url":  "[[apps]]\nid = \"a\"\nuser_verify_url = \"ftp://users\"\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := LoadConfig(writeConfig(t, body)); !errors.Is(err, ErrConfig) {
@@ -293,5 +294,38 @@ command_version = `+tc.v+"\n"))
 		if refused := errors.Is(err, ErrConfig) && strings.Contains(err.Error(), "command_version"); refused == tc.want {
 			t.Errorf("command_version = %s: CoreConfig error %v, want accepted %v", tc.v, err, tc.want)
 		}
+	}
+}
+
+// TestLoadConfigAppUsers: user_verify_url gives the app a user store in the
+// hook client edges and cores share (with or without other hooks), the sign
+// limits are read, and a bad [edge] trusted_proxies is refused.
+func TestLoadConfigAppUsers(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, `
+[[apps]]
+id = "app-1"
+master_key = "m"
+user_verify_url = "https://users.example.com/1.1/users/me"
+[[apps]]
+id = "app-2"
+master_key = "m2"
+[edge]
+trusted_proxies = ["10.0.0.0/8", "192.0.2.7"]
+[edge.rest]
+signs_per_second = 5
+signs_in_flight = 2
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := c.Hooks()
+	if h == nil || !h.HasUserStore("app-1") || h.HasUserStore("app-2") || h.Enabled("app-1", "_rtmClientSign") {
+		t.Fatal("want a user store for app-1 only, and no hooks")
+	}
+	if l := c.RESTLimits(); l.SignsPerSecond != 5 || l.SignsInFlight != 2 {
+		t.Errorf("REST sign limits: %+v", l)
+	}
+	if _, err := LoadConfig(writeConfig(t, "[edge]\ntrusted_proxies = [\"10.0.0.0/99\"]\n")); !errors.Is(err, ErrConfig) {
+		t.Errorf("a bad prefix: got %v, want ErrConfig", err)
 	}
 }

@@ -111,6 +111,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 
 		ExtraMetrics: c.Service.WriteMetrics, // the core's counters on the edge's /metrics
 		DropDelivery: cfg.DropDelivery,
+
+		Hooks: cfg.Integrations.Hooks, // app users (issue 8): the core's client, one set of counters
 	})
 	if err != nil {
 		c.Close()

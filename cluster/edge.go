@@ -17,6 +17,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -43,6 +44,9 @@ type EdgeConfig struct {
 	// ExtraMetrics is edge.Config.ExtraMetrics: more series on /metrics
 	// (StartDev passes the in-process core's).
 	ExtraMetrics func(io.Writer) error
+	// Hooks, when set, serves the REST API's login signatures for app
+	// users (rest.Config.Users; issue 8).
+	Hooks *hooks.Client
 	// DropDelivery, when > 0, silently drops the DropDelivery-th direct
 	// message delivery this edge receives. It is a test hook that breaks the delivery path on
 	// purpose, so the load tester's ledger can be shown to catch a loss.
@@ -87,6 +91,9 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		pub = []string{url}
 	}
 	link := &coreLink{node: node, cores: cfg.Cores, log: log}
+	if cfg.ExtraMetrics == nil && cfg.Hooks != nil {
+		cfg.ExtraMetrics = cfg.Hooks.WriteText // the user-store and _rtmClientSign counters
+	}
 	srv := edge.New(edge.Config{
 		EdgeID:       cfg.EdgeID,
 		Backend:      link,
@@ -113,6 +120,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		VerifyToken: srv.VerifySessionToken,
 		Limits:      cfg.REST,
 		Logger:      log.With("part", "rest"),
+		Users:       userStore(cfg.Hooks),
 	})
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
@@ -134,6 +142,14 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		}
 	}()
 	return e, nil
+}
+
+// userStore is h as a rest.UserStore, nil (not a nil pointer) without hooks.
+func userStore(h *hooks.Client) rest.UserStore {
+	if h == nil {
+		return nil
+	}
+	return h
 }
 
 // deliveryLoop keeps a delivery stream open to one core, reconnecting with

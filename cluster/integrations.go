@@ -45,6 +45,13 @@ type AppConfig struct {
 	// Device push (issue 8): [apps.push], [apps.push.apns],
 	// [apps.push.fcm]; see AppPushConfig.
 	Push AppPushConfig `toml:"push"`
+	// App users (issue 8; docs/OPERATIONS.md "App users"): the app's own
+	// user store, which relaymesh asks who holds a session token (GET with
+	// X-LC-Session, like LeanCloud's /1.1/users/me; hooks/login.go) before
+	// it signs a login for that user (POST /1.1/rtm/sign, GET
+	// /1.2/rtm/clients/sign). Edges call it; its requests are signed like
+	// hooks. Empty: those endpoints answer 501.
+	UserVerifyURL string `toml:"user_verify_url"`
 }
 
 // Integrations are the filter, hooks and push a core is built with;
@@ -72,6 +79,11 @@ func (a AppConfig) check() error {
 	if a.SysWebhookURL != "" {
 		if u, err := url.Parse(a.SysWebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("%w: app %q: sys_webhook_url %q: want an http or https URL", ErrConfig, a.ID, a.SysWebhookURL)
+		}
+	}
+	if a.UserVerifyURL != "" {
+		if u, err := url.Parse(a.UserVerifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: app %q: user_verify_url %q: want an http or https URL", ErrConfig, a.ID, a.UserVerifyURL)
 		}
 	}
 	switch a.pushProvider() {
@@ -127,8 +139,7 @@ func (c *Config) Integrations(log *slog.Logger) (Integrations, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	out := Integrations{Words: moderation.NewRegistry(nil)}
-	hc := hooks.Config{Apps: map[string]hooks.App{}}
+	out := Integrations{Words: moderation.NewRegistry(nil), Hooks: c.Hooks()}
 	router := pushRouter{}
 	templates := map[string]string{}
 	for _, a := range c.Apps {
@@ -137,10 +148,6 @@ func (c *Config) Integrations(log *slog.Logger) (Integrations, error) {
 				router.Close()
 				return Integrations{}, fmt.Errorf("%w: app %q: %v", ErrConfig, a.ID, err)
 			}
-		}
-		if a.HookBaseURL != "" || len(a.Hooks) > 0 {
-			p, _ := policy(a.HookPolicy) // checked by LoadConfig
-			hc.Apps[a.ID] = hooks.App{URLs: a.Hooks, BaseURL: a.HookBaseURL, MasterKey: a.MasterKey, HookKey: a.HookKey, Policy: p}
 		}
 		switch a.pushProvider() {
 		case "webhook":
@@ -164,9 +171,6 @@ func (c *Config) Integrations(log *slog.Logger) (Integrations, error) {
 			out.SysWebhook.Apps[a.ID] = hooks.SysApp{URL: a.SysWebhookURL, MasterKey: a.MasterKey, HookKey: a.HookKey}
 		}
 	}
-	if len(hc.Apps) > 0 {
-		out.Hooks = hooks.New(hc)
-	}
 	if len(router) > 0 {
 		out.Push = core.PushConfig{Provider: router, Templates: templates, Queue: push.QueueConfig{Logger: log.With("part", "push")}}
 	}
@@ -179,4 +183,22 @@ func (in Integrations) Close() {
 	if r, ok := in.Push.Provider.(pushRouter); ok {
 		r.Close()
 	}
+}
+
+// Hooks builds the apps' hook client (hooks and user stores); nil when no
+// app has either. Cores call the hooks, edges the user stores and
+// _rtmClientSign.
+func (c *Config) Hooks() *hooks.Client {
+	hc := hooks.Config{Apps: map[string]hooks.App{}}
+	for _, a := range c.Apps {
+		if a.HookBaseURL != "" || len(a.Hooks) > 0 || a.UserVerifyURL != "" {
+			p, _ := policy(a.HookPolicy) // checked by LoadConfig
+			hc.Apps[a.ID] = hooks.App{URLs: a.Hooks, BaseURL: a.HookBaseURL, MasterKey: a.MasterKey, HookKey: a.HookKey, Policy: p,
+				UserVerifyURL: a.UserVerifyURL}
+		}
+	}
+	if len(hc.Apps) == 0 {
+		return nil
+	}
+	return hooks.New(hc)
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -113,6 +114,8 @@ func (c *Core) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Cl
 		case meshpb.AdminRequest_DEVICE_SAVE, meshpb.AdminRequest_DEVICE_GET,
 			meshpb.AdminRequest_DEVICE_DELETE, meshpb.AdminRequest_DEVICE_LIST: // devices.go
 			rep, err = c.adminDevice(withAdmin(ctx), app, a)
+		case meshpb.AdminRequest_NOTIFICATIONS: // notif.go
+			rep, err = c.adminNotifs(app, peer, a)
 		default:
 			err = fmt.Errorf("%w: admin op %v", errUnsupported, a.GetOp())
 		}
@@ -303,6 +306,7 @@ func (c *Core) adminKick(ctx context.Context, app, peer string, a *meshpb.AdminR
 	c.mu.Unlock()
 	c.revokeTokens(ctx, app, peer) // auth.go: the kicked client's st are void
 	for _, s := range kicked {
+		c.hookClientOffline(s, offline{code: hooks.CloseKicked, msg: a.GetReason()}) // notifyhooks.go
 		c.endWills(ctx, app, peer, connKey{s.edge, s.conn}, false)
 		closed := &lcpb.GenericCommand{
 			Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_closed.Enum(),

@@ -75,6 +75,9 @@ func (c *Core) convStart(ctx context.Context, r *request) (*lcpb.GenericCommand,
 	if conv.Transient {
 		c.roomJoinCreator(r, conv.ID) // chatroom.go
 	}
+	if !res.Existing {
+		c.hookConvStarted(r.app, conv.ID) // notifyhooks.go
+	}
 	g := r.reply(lcpb.CommandType_conv, lcpb.OpType_started.Enum())
 	g.ConvMessage = &lcpb.ConvCommand{
 		Cid: proto.String(conv.ID), Cdate: proto.String(isoDate(conv.CreatedAt)),
@@ -136,6 +139,7 @@ func (c *Core) convMembers(ctx context.Context, r *request, add bool) (*lcpb.Gen
 		g.ConvMessage.AllowedPids = []string{}
 	}
 	g.ConvMessage.FailedPids = failedPids(res.Failed)
+	c.hookConvChanged(r.app, r.peer, res.Conv.ID, res.Changed, add) // notifyhooks.go
 	if len(res.Changed) > 0 {
 		c.fanout(r.app, res.Changed, connKey{}, convPush(selfOp, res.Conv.ID, r.peer))
 		others := res.Conv.Members // after add: everyone; filter out the changed

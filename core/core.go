@@ -93,6 +93,9 @@ type Core struct {
 
 	sysHook *hooks.SysWebhook // service webhook (sysconv.go); nil: none; closed by Close
 
+	notify notifyQueue  // notification hooks (notifyhooks.go); closed by Close
+	notifs notifBatcher // stored notifications (notif.go)
+
 	wg sync.WaitGroup // edge goroutines
 
 	mu       sync.Mutex
@@ -147,6 +150,9 @@ func New(cfg Config) *Core {
 	if c.hooks != nil || c.pushQ != nil {
 		c.after.start(c, afterSendWorkers, afterSendQueue)
 	}
+	if c.hooks != nil {
+		c.notify.start(notifyWorkers, notifyQueueLen)
+	}
 	if len(cfg.SysWebhook.Apps) > 0 {
 		sc := cfg.SysWebhook
 		if sc.Logger == nil {
@@ -185,6 +191,7 @@ func (c *Core) Close() error {
 	c.mu.Unlock()
 	c.wg.Wait()
 	c.after.close()
+	c.notify.close()
 	if c.pushQ != nil {
 		c.pushQ.Close()
 		if p, ok := c.pushProvider.(interface{ Close() }); ok {
@@ -208,6 +215,7 @@ func (c *Core) isClosed() bool {
 // request is one decoded client command and who sent it.
 type request struct {
 	app, peer string
+	ip        string // the client's address (ClientRequest.source_ip), for hooks
 	from      connKey
 	version   int32
 	config    int64 // the session's configBitmap
@@ -276,7 +284,7 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 		return c.admin(ctx, req) // admin.go
 	}
 	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{req.GetEdgeId(), req.GetConnId()}, version: req.GetProtocolVersion(),
-		config: req.GetConfigBitmap()}
+		config: req.GetConfigBitmap(), ip: req.GetSourceIp()}
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
 		return encodeReply(r.errorReply(fmt.Errorf("%w: %v", errMalformed, err))), nil
@@ -355,8 +363,9 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 			return c.sessionQuery(r), nil
 		case lcpb.OpType_close:
 			c.mu.Lock()
-			c.removeSessionLocked(peerKey{r.app, r.peer}, r.from)
+			gone := c.removeSessionLocked(peerKey{r.app, r.peer}, r.from)
 			c.mu.Unlock()
+			c.hookClientOffline(gone, offline{code: hooks.CloseLogout, msg: "logout"}) // notifyhooks.go
 			c.rooms.closeSession(r.app, r.peer, r.from, c.now())
 			c.endWills(ctx, r.app, r.peer, r.from, false)
 			return r.reply(lcpb.CommandType_session, lcpb.OpType_closed.Enum()), nil

@@ -45,7 +45,15 @@
 // and the sensitive-word filter before a message is proposed; hooks.go runs
 // the conversation hooks before their proposals and owns the after-send
 // workers; offline.go queues _messageSent and the offline push after the
-// fan-out, off the request goroutine.
+// fan-out, off the request goroutine; patchhook.go runs _messageUpdate
+// before a patch is proposed; notifyhooks.go queues the hooks LeanCloud
+// calls after the fact (_clientOnline, _clientOffline,
+// _conversationStarted/Added/Removed) on workers of their own.
+//
+// Stored notifications (notif.go): every conversation event and receipt
+// fanout pushes is also appended, by one batching goroutine, to each
+// recipient's log in the shard (core/shard/notif.go), which GET
+// /1.1/rtm/notifications reads.
 //
 // Hot paths read conversations through the shard FSM's decoded cache
 // (convView), not by decoding the record with its member list. Client acks

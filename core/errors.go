@@ -47,6 +47,7 @@ var errorCodes = []struct {
 	{shard.ErrAttrTooLarge, lcpb.ErrConversationUpdateFailed},
 	{errMessageRejected, lcpb.ErrMessageRejectedByApp},
 	{errConvRejected, lcpb.ErrConversationRejectedByApp},
+	{errUpdateRejected, lcpb.ErrMessageUpdateRejected}, // patchhook.go
 	{shard.ErrConvNotFound, lcpb.ErrConversationNotFound},
 	{shard.ErrNotMember, lcpb.ErrConvMembershipRequired},
 	{shard.ErrConvFull, lcpb.ErrConversationFull},

@@ -48,7 +48,7 @@ func (c *Core) inbound(ctx context.Context, r *request, cid string) (inbound, er
 		v, _ := c.hooks.MessageReceived(ctx, r.app, hooks.MessageReceived{
 			FromPeer: r.peer, ConvID: cid, ToPeers: without(conv.Members, r.peer),
 			Transient: dm.GetTransient(), Bin: bin, Content: data, Receipt: dm.GetR(),
-			Timestamp: c.nowMS(), System: conv.System,
+			Timestamp: c.nowMS(), System: conv.System, SourceIP: r.ip,
 		}) // a failed hook is counted by the client; the verdict applies
 		if v.Drop {
 			return in, &appError{kind: errMessageRejected, appCode: v.AppCode, detail: v.Detail}

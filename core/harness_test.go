@@ -48,7 +48,9 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	f.entered.Add(1)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.proposed.Add(1)
+	if !notifOnly(cmd) { // stored notifications follow pushes (notif.go); not counted
+		f.proposed.Add(1)
+	}
 	b := f.db.NewIndexedBatch()
 	f.idx++
 	res := f.fsm.Apply(b, f.idx, cmd)
@@ -67,6 +69,20 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 		return nil, err
 	}
 	return res, nil
+}
+
+// notifOnly reports whether cmd only stores notifications (notif.go).
+func notifOnly(cmd []byte) bool {
+	c, err := shard.DecodeCommand(cmd)
+	if err != nil || c.Op != shard.OpBatch || len(c.Batch) == 0 {
+		return false
+	}
+	for _, sub := range c.Batch {
+		if sub.Op != shard.OpNotif {
+			return false
+		}
+	}
+	return true
 }
 
 func (f *fakeReplica) State() *pebble.DB { return f.db }

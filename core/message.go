@@ -285,6 +285,7 @@ func (c *Core) patch(ctx context.Context, r *request) (*lcpb.GenericCommand, err
 		return nil, fmt.Errorf("%w: patch without items", errMalformed)
 	}
 	cmd := &shard.Command{Op: shard.OpPatch, App: r.app, From: r.peer, Now: c.nowMS()}
+	to := make([][]string, 0, len(items)) // _messageUpdate's toPeers per patch (patchhook.go)
 	for _, p := range items {
 		sp := shard.Patch{CID: p.GetCid(), MID: p.GetMid(), T: p.GetTimestamp(), Recall: p.GetRecall(),
 			Data: p.GetData(), MentionPids: p.MentionPids, MentionAll: p.GetMentionAll()}
@@ -294,6 +295,11 @@ func (c *Core) patch(ctx context.Context, r *request) (*lcpb.GenericCommand, err
 		if sp.CID == "" || sp.MID == "" {
 			return nil, fmt.Errorf("%w: patch without cid or mid", errMalformed)
 		}
+		peers, err := c.hookMessageUpdate(ctx, r, &sp) // patchhook.go
+		if err != nil {
+			return nil, err
+		}
+		to = append(to, peers)
 		c.filterPatch(r.app, &sp) // filter.go: an edit gets the send's ***
 		cmd.Patches = append(cmd.Patches, sp)
 	}
@@ -302,13 +308,17 @@ func (c *Core) patch(ctx context.Context, r *request) (*lcpb.GenericCommand, err
 		return nil, err
 	}
 	var last int64
-	for _, m := range res.Patched {
+	for i, m := range res.Patched {
 		last = max(last, m.PatchT)
 		conv, err := c.convView(r.app, m.CID)
 		if err != nil || conv == nil {
 			continue
 		}
-		c.fanout(r.app, conv.Members, r.from, patchPush(m))
+		members := conv.Members
+		if i < len(to) && to[i] != nil {
+			members = inbound{to: to[i]}.recipients(members, m.From) // filter.go
+		}
+		c.fanout(r.app, members, r.from, patchPush(m))
 	}
 	g := r.reply(lcpb.CommandType_patch, lcpb.OpType_modified.Enum())
 	g.PatchMessage = &lcpb.PatchCommand{LastPatchTime: proto.Int64(last)}

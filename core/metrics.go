@@ -67,6 +67,9 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := c.queries.writeMetrics(w); err != nil { // querylimits.go
 		return err
 	}
+	if err := c.writeNotifyMetrics(w); err != nil { // notif.go
+		return err
+	}
 	hc := c.hooks
 	if hc == nil {
 		hc = hooks.New(hooks.Config{}) // the series exist, at zero

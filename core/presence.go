@@ -20,6 +20,7 @@ type session struct {
 	app, peer, tag, edge string
 	conn                 uint64
 	version              int32
+	ip                   string // the client's address at OPEN; "" for sessions learnt from presence
 }
 
 type peerKey struct{ app, peer string }
@@ -129,16 +130,20 @@ func (c *Core) setSessionsLocked(k peerKey, ss []*session) {
 	c.sessions[k] = ss
 }
 
-// removeSessionLocked forgets the session on (edge, conn) of k.
-func (c *Core) removeSessionLocked(k peerKey, from connKey) {
+// removeSessionLocked forgets the session on (edge, conn) of k and
+// returns it, nil when there was none.
+func (c *Core) removeSessionLocked(k peerKey, from connKey) (removed *session) {
 	ss := c.sessions[k]
 	kept := ss[:0]
 	for _, s := range ss {
 		if s.edge != from.edge || s.conn != from.conn {
 			kept = append(kept, s)
+		} else {
+			removed = s
 		}
 	}
 	c.setSessionsLocked(k, kept)
+	return removed
 }
 
 // online reports whether the clientId has a session.
@@ -159,6 +164,7 @@ func (c *Core) pushEnvelope(cmd *lcpb.GenericCommand) {
 // one Delivery per edge with all its target sessions.
 func (c *Core) fanout(app string, peers []string, skip connKey, cmd *lcpb.GenericCommand) {
 	c.pushEnvelope(cmd)
+	c.recordNotif(app, peers, cmd) // notif.go: conversation events and receipts are stored
 	byEdge := map[string][]*meshpb.Target{}
 	c.mu.Lock()
 	for _, p := range peers {
@@ -256,9 +262,12 @@ func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
 	for _, a := range p.GetAdd() {
 		k := peerKey{a.GetAppId(), a.GetPeerId()}
 		from := connKey{edgeID, a.GetConnId()}
-		c.removeSessionLocked(k, from)
+		var ip string // the leader's record of its own OPEN keeps the address (notifyhooks.go)
+		if old := c.removeSessionLocked(k, from); old != nil {
+			ip = old.ip
+		}
 		c.sessions[k] = append(c.sessions[k], &session{app: a.GetAppId(), peer: a.GetPeerId(), tag: a.GetTag(),
-			edge: edgeID, conn: a.GetConnId(), version: a.GetProtocolVersion()})
+			edge: edgeID, conn: a.GetConnId(), version: a.GetProtocolVersion(), ip: ip})
 		c.today.note(k, now) // stats.go
 		c.rooms.mirror(roomID{a.GetAppId(), a.GetPeerId(), a.GetTag()}, from, a.GetRoom(), leader, now)
 	}

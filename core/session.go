@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -38,7 +39,8 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	if err := c.checkTokenGeneration(req); err != nil { // auth.go
 		return refuse(err)
 	}
-	s := &session{app: app, peer: peer, tag: req.GetTag(), edge: req.GetEdgeId(), conn: req.GetConnId(), version: req.GetProtocolVersion()}
+	s := &session{app: app, peer: peer, tag: req.GetTag(), edge: req.GetEdgeId(), conn: req.GetConnId(), version: req.GetProtocolVersion(),
+		ip: req.GetSourceIp()}
 	k := peerKey{app, peer}
 	var kicked []*session
 	c.mu.Lock()
@@ -60,8 +62,10 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	c.sessions[k] = append(kept, s)
 	c.today.note(k, c.now()) // stats.go
 	c.mu.Unlock()
+	c.hookClientOnline(app, peer, s.tag, s.ip, req.GetReconnect()) // notifyhooks.go
 	for _, o := range kicked {
 		c.rooms.closeSession(app, o.peer, connKey{o.edge, o.conn}, c.now())
+		c.hookClientOffline(o, offline{code: hooks.CloseConflict, msg: "SESSION_CONFLICT"})
 	}
 	room := c.rooms.open(roomID{app, peer, s.tag}, connKey{s.edge, s.conn}, req.GetReconnect(), c.now()) // chatroom.go
 	if len(kicked) > 0 {
@@ -258,8 +262,14 @@ func convType(conv *shard.Conv) int32 {
 func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
 	from := connKey{req.GetEdgeId(), req.GetConnId()}
 	c.mu.Lock()
-	c.removeSessionLocked(peerKey{req.GetAppId(), req.GetPeerId()}, from)
+	gone := c.removeSessionLocked(peerKey{req.GetAppId(), req.GetPeerId()}, from)
 	c.mu.Unlock()
+	if explicitClose(req.GetCommand()) {
+		c.hookClientOffline(gone, offline{code: hooks.CloseLogout, msg: "logout"}) // notifyhooks.go
+	} else {
+		c.hookClientOffline(gone, offline{code: hooks.CloseDropped, msg: "connection dropped",
+			errCode: req.GetCloseErrorCode(), errMsg: req.GetCloseErrorMsg()})
+	}
 	c.rooms.closeSession(req.GetAppId(), req.GetPeerId(), from, c.now())
 	explicit := explicitClose(req.GetCommand())
 	c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicit)

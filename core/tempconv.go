@@ -72,6 +72,7 @@ func (c *Core) tempConvStart(ctx context.Context, r *request) (*lcpb.GenericComm
 		return nil, err
 	}
 	conv := res.Conv
+	c.hookConvStarted(r.app, conv.ID) // notifyhooks.go
 	g := r.reply(lcpb.CommandType_conv, lcpb.OpType_started.Enum())
 	g.ConvMessage = &lcpb.ConvCommand{
 		Cid: proto.String(conv.ID), Cdate: proto.String(isoDate(conv.CreatedAt)),

@@ -162,3 +162,43 @@ push_template = '{"alert":"${fromClientId} wrote in ${convId}","ts":"${timestamp
 	runNode(t, js, files, "RELAYMESH_INTEG_URL="+p.URL, "RELAYMESH_INTEG_APP="+app,
 		"RELAYMESH_INTEG_MASTER="+master, "RELAYMESH_INTEG_HOOK_PORT="+port, "RELAYMESH_INTEG_TEMPLATE_APP="+templateApp)
 }
+
+// TestConformanceAppHooksJS runs conformance/js/apphooks (issue 8) against a
+// relaymesh dev whose one app requires login signatures and points its
+// user store (user_verify_url) and every hook at the HTTP server the Node
+// suite runs: createIMClient(user) through /1.1/rtm/sign, the online,
+// offline, conversation and _messageUpdate hooks, and the replay of missed
+// conversation events through /1.1/rtm/notifications.
+func TestConformanceAppHooksJS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
+	}
+	js := sdkDir(t)
+	files, err := filepath.Glob(filepath.Join(js, "apphooks", "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no apphooks conformance tests (%v)", err)
+	}
+	const app, key, master = "apphooks-app-0001", "apphooks-app-key", "apphooks-master-key"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	l.Close() // the Node suite listens on it
+	base := "http://127.0.0.1:" + port
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relaymesh.toml")
+	if err := os.WriteFile(cfg, []byte(`[[apps]]
+id = "`+app+`"
+key = "`+key+`"
+master_key = "`+master+`"
+signature_required = true
+hook_base_url = "`+base+`"
+user_verify_url = "`+base+`/users/me"
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+	runNode(t, js, files, "RELAYMESH_APPHOOKS_URL="+p.URL, "RELAYMESH_APPHOOKS_APP="+app, "RELAYMESH_APPHOOKS_KEY="+key,
+		"RELAYMESH_APPHOOKS_MASTER="+master, "RELAYMESH_APPHOOKS_PORT="+port)
+}

@@ -35,6 +35,7 @@ type conn struct {
 	codec  lcpb.Codec
 	ws     *websocket.Conn // nil when frames are handled without a socket (fuzz)
 	remote string
+	ip     string // the client's address (Server.clientIP), for hooks' sourceIP
 	q      *outQueue
 
 	ctx    context.Context
@@ -54,6 +55,11 @@ type conn struct {
 	sessions    []*session           // guarded by mu; bound sessions, oldest first
 	closeCode   websocket.StatusCode // guarded by mu; set by fail
 	closeReason string               // guarded by mu
+	// dropCode and dropMsg: the LeanCloud code the edge dropped the
+	// connection with (4107 idle), told to the core on CLOSE for
+	// _clientOffline's errorCode; guarded by mu.
+	dropCode int32
+	dropMsg  string
 }
 
 // session is one IMClient logged in on a connection.
@@ -195,6 +201,7 @@ func (c *conn) writeLoop() {
 			el := time.Since(time.Unix(0, c.lastRead.Load()))
 			if el >= idle {
 				c.srv.metrics.IdleCloses.Add(1)
+				c.noteDrop(int32(CloseIdle), "READ_TIMEOUT")
 				c.closeWith(CloseIdle, "idle timeout")
 				return
 			}
@@ -352,7 +359,13 @@ func (c *conn) teardown() {
 func (c *conn) closeSession(ss *session, closeCmd []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.limits.BackendTimeout)
 	defer cancel()
-	if _, err := c.srv.cfg.Backend.Do(ctx, c.request(ss, meshpb.ClientRequest_CLOSE, closeCmd)); err != nil {
+	req := c.request(ss, meshpb.ClientRequest_CLOSE, closeCmd)
+	if closeCmd == nil {
+		c.mu.Lock()
+		req.CloseErrorCode, req.CloseErrorMsg = c.dropCode, c.dropMsg
+		c.mu.Unlock()
+	}
+	if _, err := c.srv.cfg.Backend.Do(ctx, req); err != nil {
 		c.srv.metrics.BackendErrors.Add(1)
 		c.srv.log.Debug("edge: backend close failed", "peer", ss.peerID, "err", err)
 	}
@@ -371,5 +384,16 @@ func (c *conn) request(ss *session, kind meshpb.ClientRequest_Kind, raw []byte) 
 		Tag:             ss.tag,
 		DeviceId:        ss.deviceID,
 		ConfigBitmap:    ss.configBitmap,
+		SourceIp:        c.ip,
 	}
+}
+
+// noteDrop records why the edge is dropping the connection, for the CLOSE
+// requests of its sessions; the first reason wins.
+func (c *conn) noteDrop(code int32, msg string) {
+	c.mu.Lock()
+	if c.dropCode == 0 {
+		c.dropCode, c.dropMsg = code, msg
+	}
+	c.mu.Unlock()
 }

@@ -529,6 +529,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.limits.MaxFrameBytes)
 	c.ws = ws
 	c.remote = r.RemoteAddr
+	if ip := s.clientIP(r); ip.IsValid() {
+		c.ip = ip.String() // hooks' sourceIP (guard.go)
+	}
 
 	s.mu.Lock()
 	if s.closed {

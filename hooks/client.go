@@ -21,18 +21,30 @@ const (
 	HookConversationAdd    = "_conversationAdd"
 	HookConversationRemove = "_conversationRemove"
 	HookConversationUpdate = "_conversationUpdate"
+
+	// Issue 8 (notify.go, update.go, login.go).
+	HookMessageUpdate       = "_messageUpdate"
+	HookConversationStarted = "_conversationStarted"
+	HookConversationAdded   = "_conversationAdded"
+	HookConversationRemoved = "_conversationRemoved"
+	HookClientOnline        = "_clientOnline"
+	HookClientOffline       = "_clientOffline"
+	HookClientSign          = "_rtmClientSign"
 )
 
 // Names lists every hook this package calls.
 var Names = []string{
 	HookMessageReceived, HookMessageSent, HookReceiversOffline,
 	HookConversationStart, HookConversationAdd, HookConversationRemove, HookConversationUpdate,
+	HookMessageUpdate, HookConversationStarted, HookConversationAdded, HookConversationRemoved,
+	HookClientOnline, HookClientOffline, HookClientSign,
 }
 
 // LeanCloud error codes a verdict carries.
 const (
 	CodeMessageRejected      = 4402 // MESSAGE_REJECTED_BY_APP
 	CodeConversationRejected = 4305 // CONVERSATION_REJECTED_BY_APP
+	CodeUpdateRejected       = 4405 // MESSAGE_UPDATE_REJECTED_BY_APP
 )
 
 const (
@@ -79,6 +91,12 @@ type App struct {
 	HookKey string
 	// Policy for failed blocking hooks; PolicyDefault uses Config.Policy.
 	Policy Policy
+
+	// UserVerifyURL is the app's own user store (login.go): relaymesh
+	// GETs it with an app user's session token to learn who the user is,
+	// for POST /1.1/rtm/sign and GET /1.2/rtm/clients/sign. Empty: the
+	// app has no users relaymesh can sign for.
+	UserVerifyURL string
 }
 
 // Config configures a Client.
@@ -130,11 +148,15 @@ func New(cfg Config) *Client {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	for _, n := range Names {
+	for _, n := range statNames {
 		c.stats[n] = new(counters)
 	}
 	return c
 }
+
+// statNames are the names counters are kept under: every hook, and
+// StatUserVerify for the user-store calls (login.go).
+var statNames = append(append([]string(nil), Names...), StatUserVerify)
 
 // Enabled reports whether appID has a URL for hook, so callers can skip
 // building an event nobody receives.
@@ -170,56 +192,86 @@ func (c *Client) call(ctx context.Context, appID, hook string, ev, reply any) (c
 	if url == "" {
 		return false, nil
 	}
-	st := c.stats[hook]
-	st.calls.Add(1)
+	c.stats[hook].calls.Add(1)
 	if err := c.do(ctx, appID, hook, url, ev, reply); err != nil {
-		st.failures.Add(1)
-		if errors.Is(err, ErrTimeout) {
-			st.timeouts.Add(1)
-		}
-		return true, fmt.Errorf("%w: %s of app %s: %w", ErrFailed, hook, appID, err)
+		return true, c.failed(appID, hook, err)
 	}
 	return true, nil
 }
 
+// failed counts a failed call of hook (a timeout also as a timeout) and
+// returns err wrapped in ErrFailed.
+func (c *Client) failed(appID, hook string, err error) error {
+	st := c.stats[hook]
+	st.failures.Add(1)
+	if errors.Is(err, ErrTimeout) {
+		st.timeouts.Add(1)
+	}
+	return fmt.Errorf("%w: %s of app %s: %w", ErrFailed, hook, appID, err)
+}
+
 func (c *Client) do(ctx context.Context, appID, hook, url string, ev, reply any) error {
+	status, data, err := c.post(ctx, appID, hook, url, ev)
+	if err != nil {
+		return err
+	}
+	if status < 200 || status > 299 {
+		return fmt.Errorf("%w %d: %.200s", ErrStatus, status, data)
+	}
+	return decodeReply(data, reply)
+}
+
+// post POSTs ev as JSON to url within the per-call timeout and returns
+// the reply's status and body (at most MaxReplyBytes; more is
+// ErrBadReply). A transport failure or the timeout is the error.
+func (c *Client) post(ctx context.Context, appID, hook, url string, ev any) (int, []byte, error) {
 	body, err := json.Marshal(ev)
 	if err != nil {
-		return fmt.Errorf("encoding event: %w", err)
+		return 0, nil, fmt.Errorf("encoding event: %w", err)
 	}
+	return c.send(ctx, appID, hook, http.MethodPost, url, body, nil, MaxReplyBytes)
+}
+
+// send makes one signed request (sign.go headers, plus extra) within the
+// per-call timeout and reads at most max bytes of the reply.
+func (c *Client) send(ctx context.Context, appID, hook, method, url string, body []byte, extra http.Header, max int) (int, []byte, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
-		return fmt.Errorf("building request: %w", err)
+		return 0, nil, fmt.Errorf("building request: %w", err)
 	}
 	a := c.apps[appID]
 	setHeaders(req.Header, appID, a.HookKey, a.MasterKey, hook, c.now(), body) // sign.go
+	for k, v := range extra {
+		req.Header[k] = v
+	}
 
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded && parent.Err() == nil {
-			return fmt.Errorf("%w after %v", ErrTimeout, c.timeout)
+			return 0, nil, fmt.Errorf("%w after %v", ErrTimeout, c.timeout)
 		}
-		return err
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxReplyBytes+1))
+	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(max)+1))
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded && parent.Err() == nil {
-			return fmt.Errorf("%w after %v reading the reply", ErrTimeout, c.timeout)
+			return 0, nil, fmt.Errorf("%w after %v reading the reply", ErrTimeout, c.timeout)
 		}
-		return fmt.Errorf("reading reply: %w", err)
+		return 0, nil, fmt.Errorf("reading reply: %w", err)
 	}
-	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return fmt.Errorf("%w %d: %.200s", ErrStatus, resp.StatusCode, data)
+	if len(data) > max {
+		return 0, nil, fmt.Errorf("%w: over %d bytes", ErrBadReply, max)
 	}
-	if len(data) > MaxReplyBytes {
-		return fmt.Errorf("%w: over %d bytes", ErrBadReply, MaxReplyBytes)
-	}
-	return decodeReply(data, reply)
+	return resp.StatusCode, data, nil
 }
 
 // decodeReply decodes a verdict object, bare or wrapped in {"result": …}.

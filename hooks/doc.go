@@ -3,21 +3,35 @@
 //
 // # Hooks
 //
-// Seven hooks are supported, with LeanCloud's names, parameters and replies
-// (field names as in LeanCloud's docs; see the event and verdict types):
+// Every hook LeanCloud had is supported, with its names, parameters and
+// replies (field names as in LeanCloud's docs; see the event and verdict
+// types):
 //
-//	_messageReceived     before delivery; may drop the message or rewrite content, bin, toPeers
-//	_messageSent         after delivery; reply ignored (call it off the delivery path)
-//	_receiversOffline    before offline push; may skip, narrow offlinePeers, set pushMessage, force
-//	_conversationStart   before a conversation is created; may reject
-//	_conversationAdd     before members join or are invited; may reject
-//	_conversationRemove  before members are kicked; may reject
-//	_conversationUpdate  before a name, attribute or mute change; may reject or replace attr/mute
+//	_messageReceived      before delivery; may drop the message or rewrite content, bin, toPeers
+//	_messageUpdate        before an edit or recall; may drop it (4405) or rewrite content, bin, toPeers
+//	_messageSent          after delivery; reply ignored (call it off the delivery path)
+//	_receiversOffline     before offline push; may skip, narrow offlinePeers, set pushMessage, force
+//	_conversationStart    before a conversation is created; may reject
+//	_conversationStarted  after it was created; reply ignored
+//	_conversationAdd      before members join or are invited; may reject
+//	_conversationAdded    after they joined or were invited; reply ignored
+//	_conversationRemove   before members are kicked; may reject
+//	_conversationRemoved  after they left or were kicked; reply ignored
+//	_conversationUpdate   before a name, attribute or mute change; may reject or replace attr/mute
+//	_clientOnline         after a login; reply ignored
+//	_clientOffline        after a session ended (closeCode 1 logout, 2 dropped, 3 tag conflict, 4 kicked); reply ignored
+//	_rtmClientSign        before an app user gets a login signature; may refuse (login.go)
 //
 // A dropped message is refused with LeanCloud's MESSAGE_REJECTED_BY_APP
-// (4402) and a rejected conversation operation with
+// (4402), a dropped edit or recall with MESSAGE_UPDATE_REJECTED_BY_APP
+// (4405) and a rejected conversation operation with
 // CONVERSATION_REJECTED_BY_APP (4305); the hook's own code and detail travel
 // with them as the verdict's AppCode and Detail (appCode/appMsg on the wire).
+// The hooks whose reply is ignored (notify.go) succeed on any 2xx.
+//
+// The app's user store (App.UserVerifyURL, login.go) is not a hook but is
+// called the same way, signed, with the same timeout; its counters are
+// under the name "_userVerify".
 //
 // # Request
 //
@@ -53,11 +67,13 @@
 //
 // # Failure policy
 //
-// A failed blocking hook (_messageReceived and the four conversation hooks)
-// follows the app's policy. FailOpen, the default and LeanCloud's default,
-// proceeds as if no hook were configured; FailClosed drops the message
-// (4402) or rejects the operation (4305), as LeanCloud's console switch does.
-// _receiversOffline and _messageSent always fail open.
+// A failed blocking hook (_messageReceived, _messageUpdate, the four
+// conversation hooks and _rtmClientSign) follows the app's policy.
+// FailOpen, the default and LeanCloud's default, proceeds as if no hook
+// were configured; FailClosed drops the message (4402) or the edit (4405),
+// rejects the operation (4305) or refuses the signature, as LeanCloud's
+// console switch does. _receiversOffline, _messageSent and the
+// notification hooks always fail open.
 //
 // Every method returns the verdict to apply, whether or not err is nil; a
 // non-nil err only reports that the hook failed (it wraps [ErrFailed], and

@@ -25,7 +25,7 @@ type MessageReceived struct {
 // delivers it unchanged.
 type MessageVerdict struct {
 	Drop    bool     // refuse the message with Code
-	Code    int32    // LeanCloud code for the sender when Drop: CodeMessageRejected
+	Code    int32    // LeanCloud code for the sender when Drop: CodeMessageRejected (CodeUpdateRejected for an edit)
 	AppCode int32    // the hook's own code, sent as appCode
 	Detail  string   // the hook's detail, sent as appMsg
 	Content *string  // replacement content; nil keeps it
@@ -46,20 +46,26 @@ type messageReply struct {
 // is non-nil (see the package documentation).
 func (c *Client) MessageReceived(ctx context.Context, appID string, ev MessageReceived) (MessageVerdict, error) {
 	ev.ToPeers = nonNil(ev.ToPeers)
+	return c.message(ctx, appID, HookMessageReceived, CodeMessageRejected, ev)
+}
+
+// message runs a blocking message hook (_messageReceived, _messageUpdate)
+// whose drop is refused with code.
+func (c *Client) message(ctx context.Context, appID, hook string, code int32, ev any) (MessageVerdict, error) {
 	var r messageReply
-	called, err := c.call(ctx, appID, HookMessageReceived, ev, &r)
+	called, err := c.call(ctx, appID, hook, ev, &r)
 	switch {
 	case !called:
 		return MessageVerdict{}, nil
 	case err != nil:
 		if c.policyFor(appID) == FailClosed {
-			c.stats[HookMessageReceived].drops.Add(1)
-			return MessageVerdict{Drop: true, Code: CodeMessageRejected, Detail: "hook failed"}, err
+			c.stats[hook].drops.Add(1)
+			return MessageVerdict{Drop: true, Code: code, Detail: "hook failed"}, err
 		}
 		return MessageVerdict{}, err
 	case r.Drop:
-		c.stats[HookMessageReceived].drops.Add(1)
-		return MessageVerdict{Drop: true, Code: CodeMessageRejected, AppCode: r.Code, Detail: r.Detail}, nil
+		c.stats[hook].drops.Add(1)
+		return MessageVerdict{Drop: true, Code: code, AppCode: r.Code, Detail: r.Detail}, nil
 	}
 	return MessageVerdict{Content: r.Content, Bin: r.Bin, ToPeers: r.ToPeers}, nil
 }

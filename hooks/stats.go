@@ -32,7 +32,9 @@ func (c *Client) Stats() map[string]Counts {
 	return out
 }
 
-// WriteText writes the counters in the Prometheus text exposition format.
+// WriteText writes the counters in the Prometheus text exposition format:
+// one series per hook, and hook="_userVerify" for the user-store calls
+// (login.go).
 func (c *Client) WriteText(w io.Writer) error {
 	stats := c.Stats()
 	for _, m := range []struct {
@@ -47,7 +49,7 @@ func (c *Client) WriteText(w io.Writer) error {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", m.name, m.help, m.name); err != nil {
 			return err
 		}
-		for _, n := range Names {
+		for _, n := range statNames {
 			if _, err := fmt.Fprintf(w, "%s{hook=%q} %d\n", m.name, n, m.get(stats[n])); err != nil {
 				return err
 			}

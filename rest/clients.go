@@ -73,15 +73,6 @@ func (h *Handler) kick(c *call) *apiError {
 	return nil
 }
 
-// GET /1.1/rtm/notifications (the JS SDK after a re-login; failures are
-// only a warning there): relaymesh keeps no notification log, so the
-// answer is always empty. Clients catch up through login notifications
-// (unread, missed patches) instead.
-func (h *Handler) notifications(c *call) *apiError {
-	writeJSON(c.w, http.StatusOK, map[string]any{"hasMore": false, "notifications": []any{}})
-	return nil
-}
-
 // memberInfo is a _ConversationMemberInfo row.
 type memberInfo struct {
 	ClientID string `json:"clientId"`

@@ -1,9 +1,14 @@
 // Package rest serves LeanCloud's server REST API for instant messaging
 // (REST-AND-HOOKS.md §1) on the edge's HTTP listener, under /1.1/ and
 // /1.2/: conversations, members, push mutes, messages (send, history, edit,
-// recall), online status, unread counts and kicks, plus the two REST calls
-// the official JS SDK makes itself (GET /1.1/rtm/notifications and GET
-// /1.1/classes/_ConversationMemberInfo). docs/REST.md lists every path.
+// recall), online status, unread counts and kicks, plus the REST calls the
+// official SDKs make themselves (GET /1.1/rtm/notifications, notif.go; POST
+// /1.1/rtm/sign, usersign.go; GET /1.1/classes/_ConversationMemberInfo).
+// docs/REST.md lists every path.
+//
+// The sign endpoints are the exception to the flow below: they never reach
+// a core, but ask the app's user store and _rtmClientSign (Config.Users)
+// from the edge and sign with the app's master key.
 //
 // Flow: each request is authenticated here (X-LC-Id with X-LC-Key or
 // X-LC-Sign, or X-LC-IM-Session-Token for the SDK's own calls), turned into
@@ -16,7 +21,8 @@
 //
 // Errors are non-2xx answers with LeanCloud's {"code": n, "error": "..."};
 // IM failures carry the IM code (4303, 4404, ...) the core chose, request
-// and auth failures the storage API's (1, 107, 119, 401, 429).
+// and auth failures the storage API's (1, 107, 119, 401, 429; 142 and 211
+// for app-user logins).
 //
 // Message operations (send, edit, recall) skip the per-session rate limits
 // of WebSocket clients but pass a per-app queue (queue.go) admitting

@@ -50,6 +50,12 @@ type Limits struct {
 	// in the past or the future (auth.go). Default 15 minutes; negative:
 	// unchecked.
 	SignMaxAge time.Duration
+
+	// Login signatures for app users (usersign.go): each app's requests per
+	// second (default 50) and user-store calls running at once (default
+	// 16); over either, 429 at once. Negative: unlimited.
+	SignsPerSecond float64
+	SignsInFlight  int
 }
 
 // DefaultLimits are LeanCloud's documented figures.
@@ -62,6 +68,9 @@ var DefaultLimits = Limits{
 
 	BroadcastsPerDay: 30,
 	SignMaxAge:       15 * time.Minute,
+
+	SignsPerSecond: 50,
+	SignsInFlight:  16,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -87,6 +96,12 @@ func (l Limits) withDefaults() Limits {
 	if l.SignMaxAge == 0 {
 		l.SignMaxAge = d.SignMaxAge
 	}
+	if l.SignsPerSecond == 0 {
+		l.SignsPerSecond = d.SignsPerSecond
+	}
+	if l.SignsInFlight == 0 {
+		l.SignsInFlight = d.SignsInFlight
+	}
 	return l
 }
 
@@ -99,6 +114,9 @@ type Config struct {
 	Limits      Limits
 	Logger      *slog.Logger
 	Now         func() time.Time // default time.Now
+	// Users is the apps' user stores and _rtmClientSign hooks, for the
+	// login-signature endpoints (usersign.go); nil signs for nobody.
+	Users UserStore
 }
 
 // Handler serves the REST API. Mount it at /1.1/ and /1.2/.
@@ -107,6 +125,7 @@ type Handler struct {
 	limits Limits
 	log    *slog.Logger
 	queue  *sendQueue
+	signs  signLimiter // usersign.go
 	mux    *http.ServeMux
 }
 
@@ -193,7 +212,9 @@ func (h *Handler) routes() {
 	handle("PUT /1.2/rtm/sensitive-words", masterKey, h.putWords)
 	handle("DELETE /1.2/rtm/sensitive-words", masterKey, h.deleteWords)
 
-	handle("GET /1.1/rtm/notifications", sessionToken, h.notifications)
+	handle("GET /1.1/rtm/notifications", sessionToken, h.notifications) // notif.go
+	handle("POST /1.1/rtm/sign", appKey, h.signV11)                     // usersign.go
+	handle("GET /1.2/rtm/clients/sign", appKey, h.signV12)
 	handle("GET /1.1/classes/_ConversationMemberInfo", sessionToken, h.memberInfos)
 
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

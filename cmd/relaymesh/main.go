@@ -281,6 +281,7 @@ func runEdge(args []string) error {
 		return err
 	}
 	ec.Logger = log
+	ec.Hooks = c.Hooks() // app users' user stores and _rtmClientSign (issue 8)
 	e, err := cluster.StartEdge(ec)
 	if err != nil {
 		return err

@@ -109,6 +109,8 @@ func (a *applier) apply() (*Result, *Error) {
 		return a.setWords() // words.go
 	case OpRevokeTokens:
 		return a.revokeTokens() // auth.go
+	case OpNotif:
+		return a.notif() // notif.go
 	}
 	if res, serr, ok := a.sysApply(); ok { // sysconv.go
 		return res, serr

@@ -15,6 +15,7 @@ func TestOpsNewerThanTheCommandVersion(t *testing.T) {
 	for _, c := range []*Command{
 		{V: Version1, Op: OpRevokeTokens, App: app, From: "alice", Now: 2000},
 		{V: Version1, Op: OpDeviceUnbind, App: app, From: "alice", Now: 2000},
+		{V: Version1, Op: OpNotif, App: app, Now: 2000},
 	} {
 		if _, err := h.apply(c); !errors.Is(err, ErrBadCommand) {
 			t.Errorf("version 1 %s: got %v, want ErrBadCommand", c.Op, err)

@@ -202,6 +202,9 @@ type Command struct {
 
 	// device_* (devices.go): the device registry.
 	Device *DeviceOp `json:"dev,omitempty"`
+
+	// notif (notif.go): events for the recipients' notification logs.
+	Notifs []NotifAppend `json:"notifs,omitempty"`
 }
 
 // Patch edits or recalls one message.

@@ -102,6 +102,7 @@ var opVersion = map[Op]int{
 	OpDeviceSave: Version2, OpDeviceDelete: Version2, OpDeviceBind: Version2, OpDeviceUnbind: Version2,
 	OpDeviceBadge:  Version2, // devices.go
 	OpRevokeTokens: Version2, // auth.go
+	OpNotif:        Version2, // notif.go
 }
 
 // NeedsVersion returns the command version c needs: that of its op, and

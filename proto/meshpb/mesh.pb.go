@@ -181,6 +181,12 @@ const (
 	// columns equal device_where's, after device_skip of them, at most
 	// limit.
 	AdminRequest_DEVICE_LIST AdminRequest_Op = 63
+	// NOTIFICATIONS: the conversation events stored for peer_id
+	// (core/notif.go) with a serverTs after notif_start_ts, oldest first,
+	// at most notif_limit (AdminReply.notifs, notif_more); notif_droppable
+	// picks receipts instead of conversation events (GET
+	// /1.1/rtm/notifications).
+	AdminRequest_NOTIFICATIONS AdminRequest_Op = 70
 )
 
 // Enum value maps for AdminRequest_Op.
@@ -209,6 +215,7 @@ var (
 		61: "DEVICE_GET",
 		62: "DEVICE_DELETE",
 		63: "DEVICE_LIST",
+		70: "NOTIFICATIONS",
 	}
 	AdminRequest_Op_value = map[string]int32{
 		"COMMAND":                 0,
@@ -234,6 +241,7 @@ var (
 		"DEVICE_GET":              61,
 		"DEVICE_DELETE":           62,
 		"DEVICE_LIST":             63,
+		"NOTIFICATIONS":           70,
 	}
 )
 
@@ -289,10 +297,20 @@ type ClientRequest struct {
 	// st_generation is the client's token generation the token carries. The
 	// core refuses it with 4112 unless that is still the client's current
 	// generation (a kick or logout since the token was issued bumped it).
-	StGeneration  uint64 `protobuf:"varint,30,opt,name=st_generation,json=stGeneration,proto3" json:"st_generation,omitempty"`
-	StReopen      bool   `protobuf:"varint,31,opt,name=st_reopen,json=stReopen,proto3" json:"st_reopen,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StGeneration uint64 `protobuf:"varint,30,opt,name=st_generation,json=stGeneration,proto3" json:"st_generation,omitempty"`
+	StReopen     bool   `protobuf:"varint,31,opt,name=st_reopen,json=stReopen,proto3" json:"st_reopen,omitempty"`
+	// Hooks and notifications (issue 8; fields 25-29). source_ip: the
+	// client's address as the edge sees it (X-Forwarded-For only from a
+	// trusted proxy), on OPEN, CLOSE and COMMAND; the core passes it to the
+	// app's hooks as sourceIP.
+	SourceIp string `protobuf:"bytes,25,opt,name=source_ip,json=sourceIp,proto3" json:"source_ip,omitempty"`
+	// CLOSE of a connection the edge dropped for a LeanCloud reason: the
+	// code (e.g. 4107 READ_TIMEOUT) and its text, for _clientOffline's
+	// errorCode/errorMsg. 0 when the client went away by itself.
+	CloseErrorCode int32  `protobuf:"varint,26,opt,name=close_error_code,json=closeErrorCode,proto3" json:"close_error_code,omitempty"`
+	CloseErrorMsg  string `protobuf:"bytes,27,opt,name=close_error_msg,json=closeErrorMsg,proto3" json:"close_error_msg,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClientRequest) Reset() {
@@ -423,6 +441,27 @@ func (x *ClientRequest) GetStReopen() bool {
 	return false
 }
 
+func (x *ClientRequest) GetSourceIp() string {
+	if x != nil {
+		return x.SourceIp
+	}
+	return ""
+}
+
+func (x *ClientRequest) GetCloseErrorCode() int32 {
+	if x != nil {
+		return x.CloseErrorCode
+	}
+	return 0
+}
+
+func (x *ClientRequest) GetCloseErrorMsg() string {
+	if x != nil {
+		return x.CloseErrorMsg
+	}
+	return ""
+}
+
 // AdminRequest is one REST operation the edge's REST handler forwards to the
 // shard leader (history: added with the REST API, issue 4).
 type AdminRequest struct {
@@ -486,8 +525,12 @@ type AdminRequest struct {
 	DeviceSkip        int32         `protobuf:"varint,66,opt,name=device_skip,json=deviceSkip,proto3" json:"device_skip,omitempty"`
 	DeviceWhere       *DeviceRecord `protobuf:"bytes,67,opt,name=device_where,json=deviceWhere,proto3" json:"device_where,omitempty"`
 	DeviceWhereFields []string      `protobuf:"bytes,68,rep,name=device_where_fields,json=deviceWhereFields,proto3" json:"device_where_fields,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// NOTIFICATIONS (fields 70-79).
+	NotifStartTs   int64 `protobuf:"varint,70,opt,name=notif_start_ts,json=notifStartTs,proto3" json:"notif_start_ts,omitempty"`
+	NotifDroppable bool  `protobuf:"varint,71,opt,name=notif_droppable,json=notifDroppable,proto3" json:"notif_droppable,omitempty"`
+	NotifLimit     int32 `protobuf:"varint,72,opt,name=notif_limit,json=notifLimit,proto3" json:"notif_limit,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *AdminRequest) Reset() {
@@ -735,6 +778,27 @@ func (x *AdminRequest) GetDeviceWhereFields() []string {
 		return x.DeviceWhereFields
 	}
 	return nil
+}
+
+func (x *AdminRequest) GetNotifStartTs() int64 {
+	if x != nil {
+		return x.NotifStartTs
+	}
+	return 0
+}
+
+func (x *AdminRequest) GetNotifDroppable() bool {
+	if x != nil {
+		return x.NotifDroppable
+	}
+	return false
+}
+
+func (x *AdminRequest) GetNotifLimit() int32 {
+	if x != nil {
+		return x.NotifLimit
+	}
+	return 0
 }
 
 // DeviceRecord is one installation (LeanCloud's _Installation row) with
@@ -1041,6 +1105,10 @@ type AdminReply struct {
 	// DEVICE_SAVE, DEVICE_GET, DEVICE_LIST.
 	Devices       []*DeviceRecord `protobuf:"bytes,60,rep,name=devices,proto3" json:"devices,omitempty"`
 	DeviceCreated bool            `protobuf:"varint,61,opt,name=device_created,json=deviceCreated,proto3" json:"device_created,omitempty"`
+	// NOTIFICATIONS: the events, oldest first, and whether more follow the
+	// last one.
+	Notifs        []*NotifEvent `protobuf:"bytes,70,rep,name=notifs,proto3" json:"notifs,omitempty"`
+	NotifMore     bool          `protobuf:"varint,71,opt,name=notif_more,json=notifMore,proto3" json:"notif_more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1131,6 +1199,181 @@ func (x *AdminReply) GetDeviceCreated() bool {
 	return false
 }
 
+func (x *AdminReply) GetNotifs() []*NotifEvent {
+	if x != nil {
+		return x.Notifs
+	}
+	return nil
+}
+
+func (x *AdminReply) GetNotifMore() bool {
+	if x != nil {
+		return x.NotifMore
+	}
+	return false
+}
+
+// NotifEvent is one conversation event (cmd conv) or receipt (cmd rcp)
+// pushed to a client, as stored for GET /1.1/rtm/notifications
+// (core/shard/notif.go). server_ts is unique per client and increasing.
+type NotifEvent struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Cmd      string                 `protobuf:"bytes,1,opt,name=cmd,proto3" json:"cmd,omitempty"` // "conv" or "rcp"
+	Op       string                 `protobuf:"bytes,2,opt,name=op,proto3" json:"op,omitempty"`   // lcpb.OpType name, e.g. "members_joined"; "" for rcp
+	Cid      string                 `protobuf:"bytes,3,opt,name=cid,proto3" json:"cid,omitempty"`
+	ServerTs int64                  `protobuf:"varint,4,opt,name=server_ts,json=serverTs,proto3" json:"server_ts,omitempty"`
+	// conv
+	InitBy       string   `protobuf:"bytes,5,opt,name=init_by,json=initBy,proto3" json:"init_by,omitempty"`
+	M            []string `protobuf:"bytes,6,rep,name=m,proto3" json:"m,omitempty"`
+	Attr         string   `protobuf:"bytes,7,opt,name=attr,proto3" json:"attr,omitempty"`                                     // JSON object text, "" when absent
+	AttrModified string   `protobuf:"bytes,8,opt,name=attr_modified,json=attrModified,proto3" json:"attr_modified,omitempty"` // JSON object text, "" when absent
+	Udate        string   `protobuf:"bytes,9,opt,name=udate,proto3" json:"udate,omitempty"`
+	InfoPid      string   `protobuf:"bytes,10,opt,name=info_pid,json=infoPid,proto3" json:"info_pid,omitempty"` // member_info_changed
+	InfoRole     string   `protobuf:"bytes,11,opt,name=info_role,json=infoRole,proto3" json:"info_role,omitempty"`
+	// rcp
+	Id            string `protobuf:"bytes,12,opt,name=id,proto3" json:"id,omitempty"`
+	T             int64  `protobuf:"varint,13,opt,name=t,proto3" json:"t,omitempty"`
+	Read          bool   `protobuf:"varint,14,opt,name=read,proto3" json:"read,omitempty"`
+	From          string `protobuf:"bytes,15,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NotifEvent) Reset() {
+	*x = NotifEvent{}
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NotifEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NotifEvent) ProtoMessage() {}
+
+func (x *NotifEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NotifEvent.ProtoReflect.Descriptor instead.
+func (*NotifEvent) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NotifEvent) GetCmd() string {
+	if x != nil {
+		return x.Cmd
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetOp() string {
+	if x != nil {
+		return x.Op
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetCid() string {
+	if x != nil {
+		return x.Cid
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetServerTs() int64 {
+	if x != nil {
+		return x.ServerTs
+	}
+	return 0
+}
+
+func (x *NotifEvent) GetInitBy() string {
+	if x != nil {
+		return x.InitBy
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetM() []string {
+	if x != nil {
+		return x.M
+	}
+	return nil
+}
+
+func (x *NotifEvent) GetAttr() string {
+	if x != nil {
+		return x.Attr
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetAttrModified() string {
+	if x != nil {
+		return x.AttrModified
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetUdate() string {
+	if x != nil {
+		return x.Udate
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetInfoPid() string {
+	if x != nil {
+		return x.InfoPid
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetInfoRole() string {
+	if x != nil {
+		return x.InfoRole
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *NotifEvent) GetT() int64 {
+	if x != nil {
+		return x.T
+	}
+	return 0
+}
+
+func (x *NotifEvent) GetRead() bool {
+	if x != nil {
+		return x.Read
+	}
+	return false
+}
+
+func (x *NotifEvent) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
 // SysRow is a subscription (client_id, cid, timestamp: when it subscribed)
 // or a broadcast (cid, msg_id, timestamp: when sent, from, data, bin,
 // valid_till) of a system conversation (core/sysconv.go).
@@ -1150,7 +1393,7 @@ type SysRow struct {
 
 func (x *SysRow) Reset() {
 	*x = SysRow{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1405,7 @@ func (x *SysRow) String() string {
 func (*SysRow) ProtoMessage() {}
 
 func (x *SysRow) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1418,7 @@ func (x *SysRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysRow.ProtoReflect.Descriptor instead.
 func (*SysRow) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SysRow) GetClientId() string {
@@ -1245,7 +1488,7 @@ type MemberRole struct {
 
 func (x *MemberRole) Reset() {
 	*x = MemberRole{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1257,7 +1500,7 @@ func (x *MemberRole) String() string {
 func (*MemberRole) ProtoMessage() {}
 
 func (x *MemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1270,7 +1513,7 @@ func (x *MemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
 func (*MemberRole) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MemberRole) GetClientId() string {
@@ -1298,7 +1541,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1553,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1566,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -1350,7 +1593,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1605,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1618,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -1437,7 +1680,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1449,7 +1692,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1462,7 +1705,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -1499,7 +1742,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1754,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1767,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Target) GetPeerId() string {
@@ -1563,7 +1806,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1818,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1831,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -1623,7 +1866,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x95\x04\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x84\x05\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -1639,13 +1882,16 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\treconnect\x18\v \x01(\bR\treconnect\x122\n" +
 	"\x05admin\x18\f \x01(\v2\x1c.relaymesh.mesh.AdminRequestR\x05admin\x12#\n" +
 	"\rst_generation\x18\x1e \x01(\x04R\fstGeneration\x12\x1b\n" +
-	"\tst_reopen\x18\x1f \x01(\bR\bstReopen\"=\n" +
+	"\tst_reopen\x18\x1f \x01(\bR\bstReopen\x12\x1b\n" +
+	"\tsource_ip\x18\x19 \x01(\tR\bsourceIp\x12(\n" +
+	"\x10close_error_code\x18\x1a \x01(\x05R\x0ecloseErrorCode\x12&\n" +
+	"\x0fclose_error_msg\x18\x1b \x01(\tR\rcloseErrorMsg\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"\xa7\v\n" +
+	"\x05ADMIN\x10\x04\"\xaa\f\n" +
 	"\fAdminRequest\x12/\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1f.relaymesh.mesh.AdminRequest.OpR\x02op\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x12\n" +
@@ -1684,7 +1930,11 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\vdevice_skip\x18B \x01(\x05R\n" +
 	"deviceSkip\x12?\n" +
 	"\fdevice_where\x18C \x01(\v2\x1c.relaymesh.mesh.DeviceRecordR\vdeviceWhere\x12.\n" +
-	"\x13device_where_fields\x18D \x03(\tR\x11deviceWhereFields\"\xac\x03\n" +
+	"\x13device_where_fields\x18D \x03(\tR\x11deviceWhereFields\x12$\n" +
+	"\x0enotif_start_ts\x18F \x01(\x03R\fnotifStartTs\x12'\n" +
+	"\x0fnotif_droppable\x18G \x01(\bR\x0enotifDroppable\x12\x1f\n" +
+	"\vnotif_limit\x18H \x01(\x05R\n" +
+	"notifLimit\"\xbf\x03\n" +
 	"\x02Op\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04KICK\x10\x01\x12\x17\n" +
@@ -1709,7 +1959,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
 	"DEVICE_GET\x10=\x12\x11\n" +
 	"\rDEVICE_DELETE\x10>\x12\x0f\n" +
-	"\vDEVICE_LIST\x10?\"\xfe\x03\n" +
+	"\vDEVICE_LIST\x10?\x12\x11\n" +
+	"\rNOTIFICATIONS\x10F\"\xfe\x03\n" +
 	"\fDeviceRecord\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x1f\n" +
 	"\vdevice_type\x18\x02 \x01(\tR\n" +
@@ -1744,7 +1995,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x05admin\x18\x06 \x01(\v2\x1a.relaymesh.mesh.AdminReplyR\x05admin\x12\x12\n" +
 	"\x04room\x18\a \x01(\tR\x04room\x12!\n" +
 	"\froom_changed\x18\b \x01(\bR\vroomChanged\x12-\n" +
-	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\"\xba\x02\n" +
+	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\"\x8d\x03\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
@@ -1755,7 +2006,28 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x05words\x182 \x03(\tR\x05words\x12\x1b\n" +
 	"\twords_set\x183 \x01(\bR\bwordsSet\x126\n" +
 	"\adevices\x18< \x03(\v2\x1c.relaymesh.mesh.DeviceRecordR\adevices\x12%\n" +
-	"\x0edevice_created\x18= \x01(\bR\rdeviceCreated\"\xc5\x01\n" +
+	"\x0edevice_created\x18= \x01(\bR\rdeviceCreated\x122\n" +
+	"\x06notifs\x18F \x03(\v2\x1a.relaymesh.mesh.NotifEventR\x06notifs\x12\x1d\n" +
+	"\n" +
+	"notif_more\x18G \x01(\bR\tnotifMore\"\xd1\x02\n" +
+	"\n" +
+	"NotifEvent\x12\x10\n" +
+	"\x03cmd\x18\x01 \x01(\tR\x03cmd\x12\x0e\n" +
+	"\x02op\x18\x02 \x01(\tR\x02op\x12\x10\n" +
+	"\x03cid\x18\x03 \x01(\tR\x03cid\x12\x1b\n" +
+	"\tserver_ts\x18\x04 \x01(\x03R\bserverTs\x12\x17\n" +
+	"\ainit_by\x18\x05 \x01(\tR\x06initBy\x12\f\n" +
+	"\x01m\x18\x06 \x03(\tR\x01m\x12\x12\n" +
+	"\x04attr\x18\a \x01(\tR\x04attr\x12#\n" +
+	"\rattr_modified\x18\b \x01(\tR\fattrModified\x12\x14\n" +
+	"\x05udate\x18\t \x01(\tR\x05udate\x12\x19\n" +
+	"\binfo_pid\x18\n" +
+	" \x01(\tR\ainfoPid\x12\x1b\n" +
+	"\tinfo_role\x18\v \x01(\tR\binfoRole\x12\x0e\n" +
+	"\x02id\x18\f \x01(\tR\x02id\x12\f\n" +
+	"\x01t\x18\r \x01(\x03R\x01t\x12\x12\n" +
+	"\x04read\x18\x0e \x01(\bR\x04read\x12\x12\n" +
+	"\x04from\x18\x0f \x01(\tR\x04from\"\xc5\x01\n" +
 	"\x06SysRow\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x1c\n" +
@@ -1808,7 +2080,7 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
@@ -1817,13 +2089,14 @@ var file_meshpb_mesh_proto_goTypes = []any{
 	(*DeviceRecord)(nil),    // 4: relaymesh.mesh.DeviceRecord
 	(*ClientReply)(nil),     // 5: relaymesh.mesh.ClientReply
 	(*AdminReply)(nil),      // 6: relaymesh.mesh.AdminReply
-	(*SysRow)(nil),          // 7: relaymesh.mesh.SysRow
-	(*MemberRole)(nil),      // 8: relaymesh.mesh.MemberRole
-	(*EdgeHello)(nil),       // 9: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil), // 10: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),        // 11: relaymesh.mesh.Presence
-	(*Target)(nil),          // 12: relaymesh.mesh.Target
-	(*Delivery)(nil),        // 13: relaymesh.mesh.Delivery
+	(*NotifEvent)(nil),      // 7: relaymesh.mesh.NotifEvent
+	(*SysRow)(nil),          // 8: relaymesh.mesh.SysRow
+	(*MemberRole)(nil),      // 9: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),       // 10: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil), // 11: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),        // 12: relaymesh.mesh.Presence
+	(*Target)(nil),          // 13: relaymesh.mesh.Target
+	(*Delivery)(nil),        // 14: relaymesh.mesh.Delivery
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
@@ -1832,17 +2105,18 @@ var file_meshpb_mesh_proto_depIdxs = []int32{
 	4,  // 3: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
 	4,  // 4: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
 	6,  // 5: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
-	8,  // 6: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
-	7,  // 7: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
+	9,  // 6: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	8,  // 7: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
 	4,  // 8: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
-	10, // 9: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	10, // 10: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	12, // 11: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	7,  // 9: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
+	11, // 10: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	11, // 11: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	13, // 12: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -1856,7 +2130,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
