@@ -63,6 +63,12 @@ func TestAckCoalescing(t *testing.T) {
 	}
 	before, entered := e.rep.proposed.Load(), e.rep.entered.Load()
 	e.rep.mu.Lock() // proposals block: the first round stays in flight
+	locked := true
+	defer func() { // a failed wait below must not leave the replica locked
+		if locked {
+			e.rep.mu.Unlock()
+		}
+	}()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); ack(peers[0]) }()
@@ -81,6 +87,7 @@ func TestAckCoalescing(t *testing.T) {
 	default:
 	}
 	e.rep.mu.Unlock()
+	locked = false
 	wg.Wait()
 	if got := e.rep.proposed.Load() - before; got != 2 {
 		t.Fatalf("%d acks made %d proposals, want 2 (one in flight, one for the rest)", n, got)

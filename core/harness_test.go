@@ -28,7 +28,7 @@ type fakeReplica struct {
 	idx      uint64
 	follower atomic.Bool
 	proposed atomic.Int64
-	entered  atomic.Int64 // calls that reached Propose, counted before mu
+	entered  atomic.Int64 // calls that reached Propose, counted before mu (notifications not)
 }
 
 func newFakeReplica(t *testing.T) *fakeReplica {
@@ -45,10 +45,15 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if f.follower.Load() {
 		return nil, ErrNotLeader
 	}
-	f.entered.Add(1)
+	// Stored notifications follow pushes, off the request path
+	// (notif.go): they are neither entered nor proposed for the counters.
+	counted := !notifOnly(cmd)
+	if counted {
+		f.entered.Add(1)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !notifOnly(cmd) { // stored notifications follow pushes (notif.go); not counted
+	if counted {
 		f.proposed.Add(1)
 	}
 	b := f.db.NewIndexedBatch()
