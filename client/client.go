@@ -332,7 +332,9 @@ func (c *Client) run(cn *conn) {
 			c.finish(&Error{Code: 0, Reason: cause.Error()})
 			return
 		}
-		if cn = c.reconnect(errors.Is(cause, errGoaway)); cn == nil {
+		lost := time.Now()
+		c.emit(Disconnected{Err: cause})
+		if cn = c.reconnect(errors.Is(cause, errGoaway), lost); cn == nil {
 			return
 		}
 	}
@@ -340,7 +342,7 @@ func (c *Client) run(cn *conn) {
 
 // reconnect redials with backoff until a session is open again. It returns
 // nil when the client is finished (closed, or the reopen was refused).
-func (c *Client) reconnect(immediate bool) *conn {
+func (c *Client) reconnect(immediate bool, lost time.Time) *conn {
 	for n := 0; ; n++ {
 		if !(immediate && n == 0) {
 			t := time.NewTimer(backoff(n, c.opts.ReconnectMin, c.opts.ReconnectMax))
@@ -374,7 +376,7 @@ func (c *Client) reconnect(immediate bool) *conn {
 		c.cur = cn
 		close(c.ready)
 		c.mu.Unlock()
-		c.emit(Reconnected{Attempts: n + 1})
+		c.emit(Reconnected{Attempts: n + 1, Down: time.Since(lost), URL: c.url})
 		return cn
 	}
 }

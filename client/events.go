@@ -1,12 +1,14 @@
 package client
 
 import (
+	"time"
+
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // Event is one push from the server, or a change of the client's state:
-// Message, Patch, Unread, ConvEvent, Receipt, ServerError, Closed or
-// Reconnected.
+// Message, Patch, Unread, ConvEvent, Receipt, ServerError, Closed,
+// Disconnected or Reconnected.
 type Event interface{ isEvent() }
 
 // Message is a received direct (an Event) or a history entry.
@@ -96,18 +98,29 @@ type Closed struct {
 	Reason string
 }
 
-// Reconnected follows a successful automatic reconnect; Attempts counts
-// the dials it took.
-type Reconnected struct{ Attempts int }
+// Disconnected says the connection was lost and the client is
+// reconnecting (JS: the realtime "disconnect" event). Requests made
+// meanwhile wait for the reconnect up to their deadline. Err says why.
+type Disconnected struct{ Err error }
 
-func (Message) isEvent()     {}
-func (Patch) isEvent()       {}
-func (Unread) isEvent()      {}
-func (ConvEvent) isEvent()   {}
-func (Receipt) isEvent()     {}
-func (ServerError) isEvent() {}
-func (Closed) isEvent()      {}
-func (Reconnected) isEvent() {}
+// Reconnected follows a successful automatic reconnect: Attempts counts
+// the dials it took, Down is the time since the connection was lost, URL
+// is the server the session is open on now.
+type Reconnected struct {
+	Attempts int
+	Down     time.Duration
+	URL      string
+}
+
+func (Message) isEvent()      {}
+func (Patch) isEvent()        {}
+func (Unread) isEvent()       {}
+func (ConvEvent) isEvent()    {}
+func (Receipt) isEvent()      {}
+func (ServerError) isEvent()  {}
+func (Closed) isEvent()       {}
+func (Disconnected) isEvent() {}
+func (Reconnected) isEvent()  {}
 
 // handlePush runs on the reader goroutine of cn for every frame without i.
 func (c *Client) handlePush(cn *conn, cmd *lcpb.GenericCommand) {
