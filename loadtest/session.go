@@ -58,7 +58,8 @@ type session struct {
 	unreadCh chan struct{}    // guarded by mu; closed when unread is set
 
 	closed       atomic.Bool // the server ended the session (Closed event)
-	disconnected atomic.Bool // the connection was lost at least once (Reconnected event)
+	disconnected atomic.Bool // the connection was lost at least once (Disconnected event)
+	down         atomic.Bool // lost and not reconnected yet
 }
 
 func (s *session) addConv(c *conv) {
@@ -131,9 +132,15 @@ func (s *session) loop() {
 				close(s.unreadCh)
 			}
 			s.mu.Unlock()
+		case client.Disconnected:
+			if !s.disconnected.Swap(true) {
+				s.w.disconnected.Add(1)
+			}
+			s.down.Store(true)
 		case client.Reconnected:
-			s.disconnected.Store(true)
+			s.down.Store(false)
 			s.w.reconnects.Add(1)
+			s.w.downH.Record(e.Down)
 		case client.Closed:
 			s.closed.Store(true)
 			s.w.sessionsClosed.Add(1)

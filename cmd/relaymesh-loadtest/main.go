@@ -73,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Progress, "progress", 3*time.Second, "progress line interval on stderr (negative: none)")
 	fs.StringVar(&cfg.RunID, "run-id", "", "prefix of client ids (default: from the clock; set by the coordinator for workers)")
 	worker := fs.String("worker", "", "hidden: run as worker i/n of a coordinator and report JSON lines on stdout")
+	killPID := fs.Int("kill-pid", 0, "kill -9 this process --kill-after into the sending (e.g. a core or an edge) and report the sends around it; needs --workers 1")
+	fs.DurationVar(&cfg.FaultAfter, "kill-after", 7*time.Second, "with --kill-pid: when, from the start of the sending")
 	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -85,6 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg.Targets = tg
+	if *killPID > 0 {
+		cfg.Fault = loadtest.KillPID(*killPID)
+	}
 	if *topology != "" {
 		edges, err := loadtest.LoadTopology(*topology)
 		if err != nil {
