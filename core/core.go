@@ -197,6 +197,8 @@ type request struct {
 	version   int32
 	config    int64 // the session's configBitmap
 	cmd       *lcpb.GenericCommand
+	// idemKey is the edge's key for this request (failover.go).
+	idemKey string
 
 	// The session's chatroom changed to room ("" for none); HandleClient
 	// tells the edge (ClientReply.room, chatroom.go).
@@ -246,13 +248,19 @@ func (r *request) errorReply(err error) *lcpb.GenericCommand {
 
 // HandleClient serves one request from an edge. Failures the client should
 // see are returned as cmd:error replies; the error result is reserved for
-// requests the core cannot take at all (closed).
+// requests the core cannot take at all (closed) or could not finish
+// because it lost the shard's lead (ErrNotLeader: the outcome of a
+// proposal in flight is then unknown until the next leader commits or
+// drops it).
 func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	if c.isClosed() {
 		return nil, ErrClosed
 	}
 	switch req.GetKind() {
 	case meshpb.ClientRequest_OPEN:
+		if c.replica == nil || !c.replica.IsLeader() {
+			return nil, ErrNotLeader // the edge sends it to the leader (a login, not a refusal)
+		}
 		return c.open(ctx, req), nil
 	case meshpb.ClientRequest_CLOSE:
 		c.closeSession(ctx, req)
@@ -261,7 +269,7 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 		return c.admin(ctx, req) // admin.go
 	}
 	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{req.GetEdgeId(), req.GetConnId()}, version: req.GetProtocolVersion(),
-		config: req.GetConfigBitmap()}
+		config: req.GetConfigBitmap(), idemKey: req.GetIdempotencyKey()}
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
 		return encodeReply(r.errorReply(fmt.Errorf("%w: %v", errMalformed, err))), nil
@@ -270,6 +278,12 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	out, err := c.command(ctx, r)
 	if err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		if errors.Is(err, ErrNotLeader) {
+			// The lead was lost, maybe during a proposal that may still
+			// commit under the next leader: not the client's error. The
+			// edge sends a retry-safe request there (cluster/corelink.go).
 			return nil, err
 		}
 		out = r.errorReply(err)

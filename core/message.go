@@ -75,10 +75,15 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll()}
 		members = conv.Members
 	} else {
-		res, err := c.propose(ctx, &shard.Command{
+		// The request may end first (the edge moved it to a new leader,
+		// or gave up); a message that commits must still be fanned out,
+		// so the proposal does not end with it.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
+		defer cancel()
+		res, err := c.propose(pctx, &shard.Command{
 			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Now: c.nowMS(),
 			MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids,
-			MentionAll: dm.GetMentionAll(), DT: dm.GetDt(),
+			MentionAll: dm.GetMentionAll(), DT: dedupToken(dm.GetDt(), r.idemKey),
 			Receipt: dm.GetR(), GroupReceipt: r.config&configGroupReceipt != 0,
 		})
 		if err != nil {

@@ -257,9 +257,16 @@ type ClientRequest struct {
 	// session/open with r=true.
 	Reconnect bool `protobuf:"varint,11,opt,name=reconnect,proto3" json:"reconnect,omitempty"`
 	// For ADMIN.
-	Admin         *AdminRequest `protobuf:"bytes,12,opt,name=admin,proto3" json:"admin,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Admin *AdminRequest `protobuf:"bytes,12,opt,name=admin,proto3" json:"admin,omitempty"`
+	// Set by the edge on every COMMAND: a random key naming this request,
+	// kept when the edge sends it again to another core (the leader died or
+	// changed while it was in flight). A direct without a client dt is
+	// deduplicated on it as on dt (shard: sender, cid, key), so a retried
+	// send is stored once and answered with the first ack's id and
+	// timestamp. (History: added for failover, issue 8.)
+	IdempotencyKey string `protobuf:"bytes,35,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClientRequest) Reset() {
@@ -374,6 +381,13 @@ func (x *ClientRequest) GetAdmin() *AdminRequest {
 		return x.Admin
 	}
 	return nil
+}
+
+func (x *ClientRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
+	}
+	return ""
 }
 
 // AdminRequest is one REST operation the edge's REST handler forwards to the
@@ -1223,7 +1237,17 @@ type Delivery struct {
 	// lcpb.GenericCommand; the edge sets peerId to each target's clientId.
 	Command []byte `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
 	// LeanCloud priority: 1 HIGH, 2 NORMAL, 3 LOW; 0 = NORMAL.
-	Priority      int32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	// A control frame, not a push (no targets, no command): the core says
+	// which core leads the shard. Every core sends one when the edge
+	// attaches and whenever it sees the leader change, so the edge moves its
+	// requests to a new leader without waiting for the old one to time out.
+	Leader *LinkLeader `protobuf:"bytes,10,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The new shard leader re-sends a message its predecessor committed but
+	// may not have fanned out (core/fanout.go). The edge drops the copy for
+	// a session it already passed that message id to (cluster/replay.go), so a
+	// client that stayed online does not see it twice.
+	Replay        bool `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1286,11 +1310,79 @@ func (x *Delivery) GetPriority() int32 {
 	return 0
 }
 
+func (x *Delivery) GetLeader() *LinkLeader {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+func (x *Delivery) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
+}
+
+// LinkLeader names the shard leader: its mesh address and raft term. An
+// edge ignores a hint with a lower term than one it already followed.
+type LinkLeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addr          string                 `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkLeader) Reset() {
+	*x = LinkLeader{}
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkLeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkLeader) ProtoMessage() {}
+
+func (x *LinkLeader) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkLeader.ProtoReflect.Descriptor instead.
+func (*LinkLeader) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *LinkLeader) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *LinkLeader) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xd3\x03\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xfc\x03\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -1304,7 +1396,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\rconfig_bitmap\x18\n" +
 	" \x01(\x03R\fconfigBitmap\x12\x1c\n" +
 	"\treconnect\x18\v \x01(\bR\treconnect\x122\n" +
-	"\x05admin\x18\f \x01(\v2\x1c.relaymesh.mesh.AdminRequestR\x05admin\"=\n" +
+	"\x05admin\x18\f \x01(\v2\x1c.relaymesh.mesh.AdminRequestR\x05admin\x12'\n" +
+	"\x0fidempotency_key\x18# \x01(\tR\x0eidempotencyKey\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
@@ -1410,12 +1503,19 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\x04R\x06connId\x12\x1f\n" +
 	"\vend_session\x18\x03 \x01(\bR\n" +
-	"endSession\"\x89\x01\n" +
+	"endSession\"\xd5\x01\n" +
 	"\bDelivery\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x120\n" +
 	"\atargets\x18\x02 \x03(\v2\x16.relaymesh.mesh.TargetR\atargets\x12\x18\n" +
 	"\acommand\x18\x03 \x01(\fR\acommand\x12\x1a\n" +
-	"\bpriority\x18\x04 \x01(\x05R\bpriorityB-Z+github.com/relaymesh/relaymesh/proto/meshpbb\x06proto3"
+	"\bpriority\x18\x04 \x01(\x05R\bpriority\x122\n" +
+	"\x06leader\x18\n" +
+	" \x01(\v2\x1a.relaymesh.mesh.LinkLeaderR\x06leader\x12\x16\n" +
+	"\x06replay\x18\v \x01(\bR\x06replay\"4\n" +
+	"\n" +
+	"LinkLeader\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04termB-Z+github.com/relaymesh/relaymesh/proto/meshpbb\x06proto3"
 
 var (
 	file_meshpb_mesh_proto_rawDescOnce sync.Once
@@ -1430,7 +1530,7 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
@@ -1445,6 +1545,7 @@ var file_meshpb_mesh_proto_goTypes = []any{
 	(*Presence)(nil),        // 10: relaymesh.mesh.Presence
 	(*Target)(nil),          // 11: relaymesh.mesh.Target
 	(*Delivery)(nil),        // 12: relaymesh.mesh.Delivery
+	(*LinkLeader)(nil),      // 13: relaymesh.mesh.LinkLeader
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
@@ -1456,11 +1557,12 @@ var file_meshpb_mesh_proto_depIdxs = []int32{
 	9,  // 6: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
 	9,  // 7: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
 	11, // 8: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	9,  // [9:9] is the sub-list for method output_type
-	9,  // [9:9] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	13, // 9: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
+	10, // [10:10] is the sub-list for method output_type
+	10, // [10:10] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -1474,7 +1576,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
