@@ -72,6 +72,7 @@ func TestLoadConfigRejects(t *testing.T) {
 		"duplicate app":         "[[apps]]\nid = \"a\"\n[[apps]]\nid = \"a\"\n",
 		"signature without key": "[[apps]]\nid = \"a\"\nsignature_required = true\n",
 		"bad duration":          "[edge.limits]\nidle_timeout = \"soon\"\n",
+		"bad raft timeout":      "[core]\nraft_heartbeat_timeout = \"1ms\"\n",
 		"not toml":              "[[apps\n",
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -146,5 +147,16 @@ func TestLoadConfigIntegrationsInvalid(t *testing.T) {
 				t.Errorf("got %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+func TestLoadConfigRaftTimeouts(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "[core]\nraft_election_timeout = \"2s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, el, err := c.Core.raftTimeouts()
+	if err != nil || hb != DefaultRaftHeartbeatTimeout || el != 2*time.Second {
+		t.Errorf("raft timeouts = %v, %v, %v; want %v, 2s", hb, el, err, DefaultRaftHeartbeatTimeout)
 	}
 }

@@ -50,6 +50,10 @@ type CoreConfig struct {
 	// /metrics (core.Core.WriteMetrics, Prometheus text) and /healthz (200
 	// while it leads the shard, else 503). Empty serves none.
 	MetricsAddr string
+	// RaftHeartbeatTimeout and RaftElectionTimeout tune how fast a dead
+	// leader is replaced (raftstore.Config); zero keeps raftstore's 1 s.
+	// `relaymesh core` sets 500ms (DefaultRaftHeartbeatTimeout).
+	RaftHeartbeatTimeout, RaftElectionTimeout time.Duration
 }
 
 // Core is a running core node.
@@ -60,7 +64,9 @@ type Core struct {
 	// MetricsURL is http://<addr> of the metrics listener, "" without one.
 	MetricsURL string
 	log        *slog.Logger
-	metrics    *http.Server // nil without CoreConfig.MetricsAddr
+	metrics    *http.Server  // nil without CoreConfig.MetricsAddr
+	quit       chan struct{} // closed by Close: stops watchLeader
+	closeOnce  sync.Once
 	wg         sync.WaitGroup
 }
 
@@ -94,6 +100,11 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		Bootstrap: boot,
 		SM:        core.NewStateMachine(),
 		Logger:    log.With("part", "raft"),
+
+		HeartbeatTimeout: cfg.RaftHeartbeatTimeout,
+		ElectionTimeout:  cfg.RaftElectionTimeout,
+		// The lease must not exceed the heartbeat timeout (raft refuses it).
+		LeaderLeaseTimeout: min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond),
 	})
 	if err != nil {
 		node.Close()
@@ -116,7 +127,53 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	}
 	node.HandleRPC(MethodClient, c.handleClient)
 	node.HandleStream(MethodDeliveries, c.handleDeliveries)
+	c.watchLeader()
 	return c, nil
+}
+
+// leaderRecheck is how often watchLeader looks at the leader even when
+// raft announced nothing (observations can be dropped).
+const leaderRecheck = time.Second
+
+// watchLeader announces every leader change this replica sees to the
+// attached edges (core.Core.AnnounceLeader) until Close.
+func (c *Core) watchLeader() {
+	ch := make(chan raft.Observation, 4)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r := c.Replica.Raft()
+	r.RegisterObserver(obs)
+	c.quit = make(chan struct{})
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer r.DeregisterObserver(obs)
+		tick := time.NewTicker(leaderRecheck)
+		defer tick.Stop()
+		var last string
+		var lastTerm uint64
+		for {
+			select {
+			case <-c.quit:
+				return
+			case <-ch:
+			case <-tick.C:
+			}
+			addr, term := c.leaderHint()
+			if addr != "" && (addr != last || term != lastTerm) {
+				last, lastTerm = addr, term
+				c.Service.AnnounceLeader(addr, term)
+			}
+		}
+	}()
+}
+
+// leaderHint is the leader this replica knows and its raft term.
+func (c *Core) leaderHint() (string, uint64) {
+	addr, _ := c.Replica.Leader()
+	return addr, c.Replica.Raft().CurrentTerm()
 }
 
 // serveMetrics starts the core's HTTP listener for /metrics and /healthz.
@@ -189,6 +246,14 @@ func (c *Core) handleDeliveries(ctx context.Context, peer string, s *mesh.Stream
 		c.log.Warn("bad edge hello", "peer", peer, "err", err)
 		return
 	}
+	// Who leads, first: the edge may not know yet (it just started, or
+	// its stream to the old leader died with it).
+	if addr, term := c.leaderHint(); addr != "" {
+		b, _ := proto.Marshal(&meshpb.Delivery{Leader: &meshpb.LinkLeader{Addr: addr, Term: term}})
+		if err := s.Send(b); err != nil {
+			return
+		}
+	}
 	detach := c.Service.AttachEdge(hello.EdgeId, func(d *meshpb.Delivery) error {
 		b, err := proto.Marshal(d)
 		if err != nil {
@@ -219,10 +284,11 @@ func (c *Core) Ready() bool { return c.Service.Ready() }
 // Close stops the core: metrics listener, service, replica, then mesh node.
 func (c *Core) Close() error {
 	var err error
+	c.closeOnce.Do(func() { close(c.quit) })
 	if c.metrics != nil {
 		err = c.metrics.Close()
-		c.wg.Wait()
 	}
+	c.wg.Wait()
 	err = errors.Join(err, c.Service.Close())
 	err = errors.Join(err, c.Replica.Close())
 	return errors.Join(err, c.Node.Close())
