@@ -26,7 +26,7 @@ func (f *FSM) applyBatch(b *pebble.Batch, index uint64, c *Command) any {
 			res.Batch[i].Err = fail(ErrBadCommand, "no app")
 			continue
 		}
-		a := &applier{b: b, c: sub, cache: &f.cache}
+		a := &applier{b: b, c: sub, cache: &f.cache, index: index}
 		r, serr := a.apply()
 		if serr == nil && a.err != nil { // as Apply: only a failed write panics
 			panic(fmt.Sprintf("shard: apply index %d (batch entry %d): %v", index, i, a.err))

@@ -30,13 +30,19 @@ func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
 	if err != nil {
 		return fail(ErrBadCommand, err.Error())
 	}
+	if err := applyFanoutDone(b, c); err != nil { // fanout.go
+		panic(fmt.Sprintf("shard: apply index %d: %v", index, err))
+	}
+	if c.Op == OpFanoutDone {
+		return &Result{}
+	}
 	if c.Op == OpBatch {
 		return f.applyBatch(b, index, c)
 	}
 	if c.App == "" {
 		return fail(ErrBadCommand, "no app")
 	}
-	a := &applier{b: b, c: c, cache: &f.cache}
+	a := &applier{b: b, c: c, cache: &f.cache, index: index}
 	res, serr := a.apply()
 	if serr != nil {
 		return serr
@@ -53,6 +59,7 @@ type applier struct {
 	b     *pebble.Batch
 	c     *Command
 	cache *convCache
+	index uint64 // the raft index being applied
 	err   error
 }
 
