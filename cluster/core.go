@@ -54,6 +54,8 @@ type CoreConfig struct {
 	// leader is replaced (raftstore.Config); zero keeps raftstore's 1 s.
 	// `relaymesh core` sets 500ms (DefaultRaftHeartbeatTimeout).
 	RaftHeartbeatTimeout, RaftElectionTimeout time.Duration
+	// HaltBeforeFanout is core.Config.HaltBeforeFanout, a TEST HOOK.
+	HaltBeforeFanout string
 }
 
 // Core is a running core node.
@@ -115,7 +117,8 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		integ.Push.Queue.Logger = log.With("part", "push")
 	}
 	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core"), Limits: cfg.Limits,
-		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook})
+		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
+		HaltBeforeFanout: cfg.HaltBeforeFanout})
 	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
 	if cfg.MetricsAddr != "" {
 		if err := c.serveMetrics(cfg.MetricsAddr); err != nil {
@@ -153,7 +156,7 @@ func (c *Core) watchLeader() {
 		tick := time.NewTicker(leaderRecheck)
 		defer tick.Stop()
 		var last string
-		var lastTerm uint64
+		var lastTerm, replayed uint64
 		for {
 			select {
 			case <-c.quit:
@@ -166,8 +169,36 @@ func (c *Core) watchLeader() {
 				last, lastTerm = addr, term
 				c.Service.AnnounceLeader(addr, term)
 			}
+			if c.Replica.IsLeader() && term != replayed && c.replayFanout() {
+				replayed = term
+			}
 		}
 	}()
+}
+
+// replayTimeout bounds the barrier and the replay of a new leader.
+const replayTimeout = 30 * time.Second
+
+// replayFanout runs when this replica became leader: once every earlier
+// entry is applied (raft's barrier), it pushes the messages a previous
+// leader may have stored without fanning out (core.Core.ReplayFanout). It
+// reports whether it got through; the watcher tries again otherwise.
+func (c *Core) replayFanout() bool {
+	if err := c.Replica.Raft().Barrier(replayTimeout).Error(); err != nil {
+		c.log.Warn("fan-out replay: barrier", "err", err)
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), replayTimeout)
+	defer cancel()
+	n, err := c.Service.ReplayFanout(ctx)
+	if n > 0 {
+		c.log.Info("fan-out replay: pushed messages the previous leader may not have", "messages", n)
+	}
+	if err != nil {
+		c.log.Warn("fan-out replay", "err", err)
+		return false
+	}
+	return true
 }
 
 // leaderHint is the leader this replica knows and its raft term.

@@ -51,6 +51,10 @@ type Config struct {
 	// SysWebhook configures the service-conversation webhook
 	// (sysconv.go); without Apps it is off. The core owns the sender.
 	SysWebhook hooks.SysConfig
+	// HaltBeforeFanout is a TEST HOOK (failover.go): a message whose
+	// content contains it is committed and then held, never acked nor
+	// fanned out, until Close, so a test can kill the leader right there.
+	HaltBeforeFanout string
 }
 
 // Core serves client requests for the conversations of one shard and relays
@@ -69,6 +73,7 @@ type Core struct {
 
 	locks   convLocks
 	cursors cursorBatcher // cursors.go
+	fanouts fanoutTracker // fanout.go
 	rooms   chatrooms     // chatroom.go
 	quit    chan struct{} // closed by Close
 	fsm     *shard.FSM    // the replica's state machine, for its cache; may be nil
@@ -85,6 +90,8 @@ type Core struct {
 	xstats        integrationCounters
 
 	sysHook *hooks.SysWebhook // service webhook (sysconv.go); nil: none; closed by Close
+
+	haltMarker string // Config.HaltBeforeFanout; read-only
 
 	wg sync.WaitGroup // edge goroutines
 
@@ -106,6 +113,8 @@ func New(cfg Config) *Core {
 		edges:    make(map[string]*edgeLink),
 		quit:     make(chan struct{}),
 		limits:   cfg.Limits.withDefaults(),
+
+		haltMarker: cfg.HaltBeforeFanout,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -117,6 +126,9 @@ func New(cfg Config) *Core {
 		c.apps = apps.NewDev()
 	}
 	c.locks.m = make(map[string]*convLock)
+	c.fanouts.init()
+	c.wg.Add(1)
+	go c.flushFanoutDone() // fanout.go
 	if p, ok := cfg.Replica.(interface{ StateMachine() raftstore.StateMachine }); ok {
 		c.fsm, _ = p.StateMachine().(*shard.FSM)
 	}
@@ -371,11 +383,14 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 	if cmd.Op == shard.OpStart || cmd.Op == shard.OpAdd {
 		cmd.MaxMembers = c.limits.MaxMembers // limits.go
 	}
+	settle := c.carryFanoutDone(cmd) // fanout.go
 	b, err := cmd.Encode()
 	if err != nil {
+		settle(err)
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
 	}
 	v, err := c.replica.Propose(ctx, b)
+	settle(err)
 	if err != nil {
 		// The state machine refused the command (raftstore returns an
 		// error value from Apply as the error): pass its code on.

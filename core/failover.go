@@ -1,8 +1,10 @@
 package core
 
 import (
+	"strings"
 	"time"
 
+	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
@@ -45,4 +47,19 @@ func dedupToken(dt, idemKey string) string {
 		return dt
 	}
 	return "\x00k" + idemKey
+}
+
+// haltBeforeFanout is the test hook Config.HaltBeforeFanout: it holds a
+// committed message whose content has the marker, before its ack and its
+// fan-out, until the core closes (with the conversation's send lock: later
+// sends to it wait too). Tests kill -9 the leader while it holds. It
+// reports whether it held (the core is closed then).
+func (c *Core) haltBeforeFanout(app string, m *shard.Message) bool {
+	if c.haltMarker == "" || !strings.Contains(m.Data, c.haltMarker) {
+		return false
+	}
+	c.stats.Halted.Add(1)
+	c.log.Warn("TEST HOOK: holding a committed message before its fan-out", "app", app, "cid", m.CID, "mid", m.ID)
+	<-c.quit
+	return true
 }

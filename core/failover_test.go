@@ -3,9 +3,11 @@ package core
 import (
 	"context"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -70,5 +72,92 @@ func TestRetriedSendStoredOnce(t *testing.T) {
 	}
 	if got != 1 {
 		t.Fatalf("bob got the retried message %d times, want 1", got)
+	}
+}
+
+// tail returns the indexes in the fan-out tail.
+func (e *env) tail() []uint64 {
+	e.t.Helper()
+	es, err := shard.FanoutTail(e.rep.db, e.rep.AppliedIndex(), 1000)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []uint64
+	for _, x := range es {
+		out = append(out, x.Index)
+	}
+	return out
+}
+
+// TestFanoutTailNamedDone: a message the core fans out leaves the fan-out
+// tail once its deliveries left the core (named on the next proposal, or
+// by the flush when nothing else is proposed), and a replay does not push
+// it again.
+func TestFanoutTailNamedDone(t *testing.T) {
+	e := newEnv(t)
+	alice, bob := e.client("alice"), e.client("bob")
+	alice.open("", false, 0)
+	bob.open("", false, 0)
+	cid := alice.start([]string{"bob"}, "", false).GetConvMessage().GetCid()
+	mustOK(t, alice.sendText(cid, "hello"))
+	waitUntil(t, "the tail to empty", func() bool { return len(e.tail()) == 0 })
+	n, err := e.core.ReplayFanout(context.Background())
+	if err != nil || n != 0 {
+		t.Fatalf("replay after a normal fan-out: %d, %v; want 0", n, err)
+	}
+}
+
+// TestReplayFanout: a message another leader stored but never pushed (a
+// tail entry this core does not know) is pushed by ReplayFanout to every
+// recipient's session, marked as a replay with its message id, not to the
+// sending session; then it leaves the tail.
+func TestReplayFanout(t *testing.T) {
+	e := newEnv(t)
+	alice, alice2, bob := e.client("alice"), e.client("alice"), e.client("bob")
+	alice.open("", false, 0)
+	alice2.open("", false, 0)
+	bob.open("", false, 0)
+	cid := alice.start([]string{"bob"}, "", false).GetConvMessage().GetCid()
+	waitUntil(t, "the tail to empty", func() bool { return len(e.tail()) == 0 })
+	// Stored by "the previous leader": straight into the replica.
+	b, _ := (&shard.Command{Op: shard.OpAppend, App: testApp, CID: cid, From: "alice", MID: "orphan-1",
+		Now: e.now.Add(1), Data: "lost?", Edge: "e1", Conn: alice.conn}).Encode()
+	if _, err := e.rep.Propose(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if len(e.tail()) != 1 {
+		t.Fatalf("tail %v, want the orphan", e.tail())
+	}
+	n, err := e.core.ReplayFanout(context.Background())
+	if err != nil || n != 1 {
+		t.Fatalf("ReplayFanout: %d, %v; want 1", n, err)
+	}
+	isOrphan := func(g *lcpb.GenericCommand) bool {
+		return g.GetCmd() == lcpb.CommandType_direct && g.GetDirectMessage().GetId() == "orphan-1"
+	}
+	e.edge.waitPush(t, "bob", bob.conn, isOrphan)
+	e.edge.waitPush(t, "alice", alice2.conn, isOrphan)
+	e.edge.noPush(t, e.core, "alice", alice.conn, isOrphan)
+	e.edge.mu.Lock()
+	for _, d := range e.edge.got {
+		if d.MsgId == "orphan-1" && !d.Replay {
+			t.Error("replayed delivery without the replay mark")
+		}
+	}
+	e.edge.mu.Unlock()
+	waitUntil(t, "the orphan to leave the tail", func() bool { return len(e.tail()) == 0 })
+	if got := e.core.Stats().Replayed.Load(); got != 1 {
+		t.Errorf("Stats.Replayed = %d, want 1", got)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: not within 10s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

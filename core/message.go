@@ -60,6 +60,8 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	}
 	var m *shard.Message
 	var members []string
+	var index uint64     // the stored message's raft index (fanout.go)
+	var waits []edgeWait // where its deliveries wait
 	if dm.GetTransient() {
 		conv, err := c.convView(r.app, cid)
 		if err != nil {
@@ -80,11 +82,14 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		// so the proposal does not end with it.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
 		defer cancel()
+		tok := c.fanouts.begin() // fanout.go: settled below, once the message left
+		defer func() { c.fanouts.end(tok, index, waits) }()
 		res, err := c.propose(pctx, &shard.Command{
 			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Now: c.nowMS(),
 			MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids,
 			MentionAll: dm.GetMentionAll(), DT: dedupToken(dm.GetDt(), r.idemKey),
 			Receipt: dm.GetR(), GroupReceipt: r.config&configGroupReceipt != 0,
+			Edge: r.from.edge, Conn: r.from.conn, To: in.to,
 		})
 		if err != nil {
 			if errors.Is(err, shard.ErrNotMember) || errors.Is(err, shard.ErrConvNotFound) {
@@ -92,7 +97,10 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			}
 			return nil, err
 		}
-		m = res.Message
+		if !res.Dup && c.haltBeforeFanout(r.app, res.Message) { // test hook (failover.go)
+			return nil, ErrClosed
+		}
+		m, index = res.Message, res.Index
 		room = room && !res.Dup
 		if !res.Dup {
 			members = res.Conv.Members
@@ -106,7 +114,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			push.DirectMessage.BinaryMsg = dm.BinaryMsg
 		}
 		members = in.recipients(members, r.peer)
-		c.fanout(r.app, members, r.from, push)
+		waits = c.fanoutTo(r.app, members, r.from, push, false)
 		c.afterFanout(r.app, r.peer, cid, members, m, dm) // offline.go: _messageSent, offline push
 	}
 	if room {

@@ -1247,7 +1247,10 @@ type Delivery struct {
 	// may not have fanned out (core/fanout.go). The edge drops the copy for
 	// a session it already passed that message id to (cluster/replay.go), so a
 	// client that stayed online does not see it twice.
-	Replay        bool `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
+	Replay bool `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
+	// The message id of a direct push (replay or not), so the edge can
+	// tell a replayed copy from a first one without decoding command.
+	MsgId         string `protobuf:"bytes,12,opt,name=msg_id,json=msgId,proto3" json:"msg_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1322,6 +1325,13 @@ func (x *Delivery) GetReplay() bool {
 		return x.Replay
 	}
 	return false
+}
+
+func (x *Delivery) GetMsgId() string {
+	if x != nil {
+		return x.MsgId
+	}
+	return ""
 }
 
 // LinkLeader names the shard leader: its mesh address and raft term. An
@@ -1503,7 +1513,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\x04R\x06connId\x12\x1f\n" +
 	"\vend_session\x18\x03 \x01(\bR\n" +
-	"endSession\"\xd5\x01\n" +
+	"endSession\"\xec\x01\n" +
 	"\bDelivery\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x120\n" +
 	"\atargets\x18\x02 \x03(\v2\x16.relaymesh.mesh.TargetR\atargets\x12\x18\n" +
@@ -1511,7 +1521,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\bpriority\x18\x04 \x01(\x05R\bpriority\x122\n" +
 	"\x06leader\x18\n" +
 	" \x01(\v2\x1a.relaymesh.mesh.LinkLeaderR\x06leader\x12\x16\n" +
-	"\x06replay\x18\v \x01(\bR\x06replay\"4\n" +
+	"\x06replay\x18\v \x01(\bR\x06replay\x12\x15\n" +
+	"\x06msg_id\x18\f \x01(\tR\x05msgId\"4\n" +
 	"\n" +
 	"LinkLeader\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x12\n" +
