@@ -93,10 +93,11 @@ type linkStats struct {
 // leader among the region's cores and keeps them told of the edge's
 // sessions.
 type coreLink struct {
-	node  *mesh.Node
-	cores []string
-	log   *slog.Logger
-	stats linkStats
+	node    *mesh.Node
+	cores   []string
+	log     *slog.Logger
+	stats   linkStats
+	replays replayFilter // replay.go
 
 	wg sync.WaitGroup // discovery rounds
 
@@ -474,6 +475,8 @@ func (l *coreLink) writeMetrics(w io.Writer) error {
 		{"relaymesh_edge_link_discoveries_total", "Leader discovery rounds (every core asked at once).", l.stats.discoveries.Load()},
 		{"relaymesh_edge_link_presence_resyncs_total", "Full session lists sent to a core (attach, or a queue overflow).", l.stats.presenceResyncs.Load()},
 		{"relaymesh_edge_link_presence_overflows_total", "Presence queues to a core that overflowed into a full resync.", l.stats.presenceOverflow.Load()},
+		{"relaymesh_edge_link_replay_dropped_total", "Replayed pushes dropped: the session already had the message.", l.replays.dropped.Load()},
+		{"relaymesh_edge_link_replay_passed_total", "Replayed pushes delivered: the session had not had the message through this edge.", l.replays.passed.Load()},
 	} {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", m.name, m.help, m.name, m.name, m.v); err != nil {
 			return err

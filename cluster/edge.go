@@ -200,6 +200,9 @@ func (e *Edge) streamOnce(ctx context.Context, addr string, hello []byte) error 
 		if e.dropAt > 0 && e.dropHook(d) {
 			continue // test hook: lose this delivery on purpose
 		}
+		if !e.link.replays.filter(d) { // replay.go
+			continue
+		}
 		e.link.ended(d)
 		e.Server.Deliver(d)
 	}

@@ -30,7 +30,7 @@ type procCluster struct {
 // startProcCluster starts 3 cores and nEdges edges and waits until every
 // edge answers /healthz (it reaches the shard leader). edgeLimits is TOML
 // put under [edge.limits].
-func startProcCluster(t *testing.T, nEdges int, edgeLimits string) *procCluster {
+func startProcCluster(t *testing.T, nEdges int, edgeLimits string, coreArgs ...string) *procCluster {
 	t.Helper()
 	bin := relaymeshBin(t)
 	dir := t.TempDir()
@@ -82,7 +82,7 @@ mesh_addr = %[2]q
 peers = { %[3]s }
 metrics_addr = %[4]q
 `, name, meshAddrs[name], strings.Join(peers, ", "), metrics))
-		c.cores = append(c.cores, startProc(t, "", "core", "--config", cfg, "--log-level", "warn"))
+		c.cores = append(c.cores, startProc(t, "", append([]string{"core", "--config", cfg, "--log-level", "warn"}, coreArgs...)...))
 		c.metrics = append(c.metrics, "http://"+metrics)
 	}
 	for i := 1; i <= nEdges; i++ {
