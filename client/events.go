@@ -26,6 +26,9 @@ type Message struct {
 	PatchTimestamp int64 // when it was last edited, 0 if never
 	ConvType       int32 // 1 normal, 2 transient, 3 system, 4 temporary; 0 unknown
 	AckAt, ReadAt  int64 // history only: receipts, when known
+	// Resynced: fetched from history after a reconnect (Options.Resync),
+	// not pushed; it may come after newer messages.
+	Resynced bool
 }
 
 // Patch is an edit or a recall of a message (patch/modify push).
@@ -131,6 +134,7 @@ func (c *Client) handlePush(cn *conn, cmd *lcpb.GenericCommand) {
 		if m.Timestamp >= c.last[m.ConvID].ts {
 			c.last[m.ConvID] = lastMsg{id: m.ID, from: m.From, ts: m.Timestamp}
 		}
+		c.noteLiveLocked(m) // resync.go
 		c.mu.Unlock()
 		// JS acks non-transient messages from others (im-client.js).
 		if !m.Transient && m.ConvType != 2 && m.From != c.opts.ClientID && m.ConvID != "" {
@@ -165,6 +169,7 @@ func (c *Client) handlePush(cn *conn, cmd *lcpb.GenericCommand) {
 			c.mu.Unlock()
 		}
 		c.emit(ev)
+		c.noteUnread(ev) // resync.go
 	case lcpb.CommandType_conv:
 		cm := cmd.GetConvMessage()
 		c.emit(ConvEvent{
