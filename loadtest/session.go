@@ -39,10 +39,11 @@ func (c *conv) others(p int) []int {
 // session is one logged-in client and the goroutine that drains its
 // events into the ledger.
 type session struct {
-	id     string
-	target string
-	w      *worker
-	cl     *client.Client // set by login, then immutable
+	id      string
+	target  string
+	servers []string // the other targets (client.Options.Servers)
+	w       *worker
+	cl      *client.Client // set by login, then immutable
 
 	// chatroom scenario, set before login: the room's cid and this
 	// session's index in its worker (its bit in the chat ledger)
@@ -156,7 +157,7 @@ func (s *session) onMessage(m client.Message) {
 		s.w.ledger.Delivered(-1, 0, m.ID, -1, m.Offline, now)
 		return
 	}
-	s.w.ledger.Delivered(w, seq, m.ID, c.pos[s], m.Offline, now)
+	s.w.ledger.Delivered(w, seq, m.ID, c.pos[s], m.Offline || m.Resynced, now)
 }
 
 // syncFrom records the messages of cid fetched from history after a

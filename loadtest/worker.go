@@ -354,6 +354,10 @@ func (w *worker) options(s *session) client.Options {
 		ReconnectMin: 200 * time.Millisecond, ReconnectMax: 2 * time.Second,
 		RequestTimeout: 20 * time.Second,
 		HTTPClient:     w.http,
+		Servers:        s.servers,
+		// A session that reconnects reads what it missed (late copies in
+		// the ledger); the reconnect scenario measures its own recovery.
+		Resync: w.cfg.Scenario != ScenarioReconnect,
 	}
 	if s.slow {
 		o.ReadDelay = w.cfg.SlowReadDelay
@@ -368,7 +372,13 @@ func (w *worker) newSessions(prefix string, first, n int, grp string) []*session
 	for i := range out {
 		g := first + i
 		t := w.cfg.Targets[g%len(w.cfg.Targets)]
-		out[i] = &session{id: fmt.Sprintf("lt-%s-%s%d", w.cfg.RunID, prefix, g), target: withGroup(t, grp), w: w}
+		s := &session{id: fmt.Sprintf("lt-%s-%s%d", w.cfg.RunID, prefix, g), target: withGroup(t, grp), w: w}
+		// The other targets, in turn after this one: where the session
+		// goes when its edge is lost.
+		for k := 1; k < len(w.cfg.Targets); k++ {
+			s.servers = append(s.servers, withGroup(w.cfg.Targets[(g+k)%len(w.cfg.Targets)], grp))
+		}
+		out[i] = s
 	}
 	return out
 }
