@@ -225,6 +225,26 @@ func runFailover(t *testing.T, c *procCluster, r failoverRun) *loadtest.Summary 
 	if s.Fault == nil || s.Fault.Err != "" {
 		t.Fatalf("the kill did not happen: %+v", s.Fault)
 	}
+	var replayed, replayDropped, replayPassed int64
+	for i, m := range c.metrics {
+		select {
+		case <-c.cores[i].done:
+			continue
+		default:
+		}
+		replayed += max(0, metric(m+"/metrics", "relaymesh_core_fanout_replayed_total"))
+	}
+	for _, e := range c.edges {
+		select {
+		case <-e.done:
+			continue
+		default:
+		}
+		replayDropped += max(0, metric("http://"+e.Addr+"/metrics", "relaymesh_edge_link_replay_dropped_total"))
+		replayPassed += max(0, metric("http://"+e.Addr+"/metrics", "relaymesh_edge_link_replay_passed_total"))
+	}
+	t.Logf("fan-out replay: %d messages replayed by a new leader; at the edges %d copies dropped (already delivered), %d passed",
+		replayed, replayDropped, replayPassed)
 	return s
 }
 

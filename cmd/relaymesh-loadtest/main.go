@@ -230,6 +230,11 @@ chatroom.edge_overflow_closes; with slow readers chatroom.slow_readers.{members,
 slow,normal}, slow and normal per priority {expected,delivered,missing,delivered_ratio}) and an
 HTML report.
 
+Fault (--kill-pid PID --kill-after D, one worker): kill -9 of PID D into the sending; the summary
+adds the sends around it (fault.first_ack_after_ms: when sends succeed again; failed_after,
+failed_after_grace: failed sends started after it, or 2 s or more after it), and every run reports
+sessions_disconnected, sessions_down_at_end and down_ms (connection lost → session open again).
+
 Exit status: 0 no acked message lost (chatroom: no acked HIGH copy lost); 1 acked messages lost
 or the run failed; 2 bad flags, or a scenario that is not available yet (cross-region).
 `)
