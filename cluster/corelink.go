@@ -190,7 +190,14 @@ func (l *coreLink) call(ctx context.Context, req *meshpb.ClientRequest, b []byte
 		ctx, cancel = context.WithTimeout(ctx, defaultCallTimeout)
 		defer cancel()
 	}
-	safe := retrySafe(req)
+	// Decoded only when a retry is in question (most requests never are).
+	var safeKnown, safeVal bool
+	isSafe := func() bool {
+		if !safeKnown {
+			safeKnown, safeVal = true, retrySafe(req)
+		}
+		return safeVal
+	}
 	pause := retryPause
 	var lastErr error
 	for n := 0; ; n++ {
@@ -204,7 +211,7 @@ func (l *coreLink) call(ctx context.Context, req *meshpb.ClientRequest, b []byte
 		if target == "" {
 			lastErr = ErrNoLeader
 		} else {
-			rep, err, moved := l.attempt(ctx, target, safe, b)
+			rep, err, moved := l.attempt(ctx, target, b)
 			switch {
 			case err == nil && !rep.NotLeader:
 				l.confirm(target)
@@ -221,10 +228,10 @@ func (l *coreLink) call(ctx context.Context, req *meshpb.ClientRequest, b []byte
 			case errors.Is(err, mesh.ErrNotSent):
 				lastErr = err
 				l.forget(target)
-			case moved && safe:
+			case moved && isSafe():
 				l.stats.moved.Add(1)
 				continue // a newer leader is known: go there now
-			case safe:
+			case isSafe():
 				lastErr = err
 				l.forget(target)
 			default:
@@ -250,7 +257,7 @@ func (l *coreLink) call(ctx context.Context, req *meshpb.ClientRequest, b []byte
 
 // attempt sends b to target once. moved reports that the attempt was
 // cancelled because another core became leader.
-func (l *coreLink) attempt(ctx context.Context, target string, safe bool, b []byte) (rep *meshpb.ClientReply, err error, moved bool) {
+func (l *coreLink) attempt(ctx context.Context, target string, b []byte) (rep *meshpb.ClientReply, err error, moved bool) {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	a := &attempt{target: target, cancel: cancel}
