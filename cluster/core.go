@@ -67,9 +67,10 @@ type Core struct {
 	MetricsURL string
 	log        *slog.Logger
 	metrics    *http.Server  // nil without CoreConfig.MetricsAddr
-	quit       chan struct{} // closed by Close: stops watchLeader
-	closeOnce  sync.Once
-	wg         sync.WaitGroup
+	ctx        context.Context // ends when Close starts: stops watchLeader and a replay
+	stop       context.CancelFunc
+	wg         sync.WaitGroup // metrics listener, watchLeader
+	barriers   sync.WaitGroup // raft barrier waits; raft answers them by Close at the latest
 }
 
 // StartCore starts a core node. Close stops it.
@@ -120,6 +121,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
 		HaltBeforeFanout: cfg.HaltBeforeFanout})
 	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
+	c.ctx, c.stop = context.WithCancel(context.Background())
 	if cfg.MetricsAddr != "" {
 		if err := c.serveMetrics(cfg.MetricsAddr); err != nil {
 			svc.Close()
@@ -148,7 +150,6 @@ func (c *Core) watchLeader() {
 	})
 	r := c.Replica.Raft()
 	r.RegisterObserver(obs)
-	c.quit = make(chan struct{})
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -159,7 +160,7 @@ func (c *Core) watchLeader() {
 		var lastTerm, replayed uint64
 		for {
 			select {
-			case <-c.quit:
+			case <-c.ctx.Done():
 				return
 			case <-ch:
 			case <-tick.C:
@@ -184,11 +185,19 @@ const replayTimeout = 30 * time.Second
 // leader may have stored without fanning out (core.Core.ReplayFanout). It
 // reports whether it got through; the watcher tries again otherwise.
 func (c *Core) replayFanout() bool {
-	if err := c.Replica.Raft().Barrier(replayTimeout).Error(); err != nil {
-		c.log.Warn("fan-out replay: barrier", "err", err)
+	f := c.Replica.Raft().Barrier(replayTimeout)
+	done := make(chan error, 1)
+	c.barriers.Go(func() { done <- f.Error() })
+	select {
+	case err := <-done:
+		if err != nil {
+			c.log.Warn("fan-out replay: barrier", "err", err)
+			return false
+		}
+	case <-c.ctx.Done():
 		return false
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), replayTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, replayTimeout)
 	defer cancel()
 	n, err := c.Service.ReplayFanout(ctx)
 	if n > 0 {
@@ -315,12 +324,13 @@ func (c *Core) Ready() bool { return c.Service.Ready() }
 // Close stops the core: metrics listener, service, replica, then mesh node.
 func (c *Core) Close() error {
 	var err error
-	c.closeOnce.Do(func() { close(c.quit) })
+	c.stop()
 	if c.metrics != nil {
 		err = c.metrics.Close()
 	}
 	c.wg.Wait()
 	err = errors.Join(err, c.Service.Close())
 	err = errors.Join(err, c.Replica.Close())
+	c.barriers.Wait() // raft's shutdown answered every barrier
 	return errors.Join(err, c.Node.Close())
 }
