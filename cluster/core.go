@@ -66,7 +66,7 @@ type Core struct {
 	// MetricsURL is http://<addr> of the metrics listener, "" without one.
 	MetricsURL string
 	log        *slog.Logger
-	metrics    *http.Server  // nil without CoreConfig.MetricsAddr
+	metrics    *http.Server    // nil without CoreConfig.MetricsAddr
 	ctx        context.Context // ends when Close starts: stops watchLeader and a replay
 	stop       context.CancelFunc
 	wg         sync.WaitGroup // metrics listener, watchLeader
@@ -119,7 +119,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	}
 	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core"), Limits: cfg.Limits,
 		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
-		HaltBeforeFanout: cfg.HaltBeforeFanout})
+		HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm})
 	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	if cfg.MetricsAddr != "" {
@@ -159,12 +159,6 @@ func (c *Core) watchLeader() {
 		var last string
 		var lastTerm, replayed uint64
 		for {
-			select {
-			case <-c.ctx.Done():
-				return
-			case <-ch:
-			case <-tick.C:
-			}
 			addr, term := c.leaderHint()
 			if addr != "" && (addr != last || term != lastTerm) {
 				last, lastTerm = addr, term
@@ -172,6 +166,12 @@ func (c *Core) watchLeader() {
 			}
 			if c.Replica.IsLeader() && term != replayed && c.replayFanout() {
 				replayed = term
+			}
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-ch:
+			case <-tick.C:
 			}
 		}
 	}()

@@ -210,6 +210,7 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 			MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll()}
 		members = conv.Members
 	} else {
+		c.awaitReplay(ctx)       // fanout.go
 		tok := c.fanouts.begin() // fanout.go
 		defer func() { c.fanouts.end(tok, index, waits) }()
 		res, err := c.propose(ctx, &shard.Command{

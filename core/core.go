@@ -51,6 +51,11 @@ type Config struct {
 	// SysWebhook configures the service-conversation webhook
 	// (sysconv.go); without Apps it is off. The core owns the sender.
 	SysWebhook hooks.SysConfig
+	// LeaderTerm returns the replica's current raft term; with it, sends
+	// on a new leader wait (at most replayWait) for its fan-out replay,
+	// so a replayed message reaches its recipients before newer ones
+	// (fanout.go). Nil: no wait.
+	LeaderTerm func() uint64
 	// HaltBeforeFanout is a TEST HOOK (failover.go): a message whose
 	// content contains it is committed and then held, never acked nor
 	// fanned out, until Close, so a test can kill the leader right there.
@@ -91,7 +96,8 @@ type Core struct {
 
 	sysHook *hooks.SysWebhook // service webhook (sysconv.go); nil: none; closed by Close
 
-	haltMarker string // Config.HaltBeforeFanout; read-only
+	haltMarker string        // Config.HaltBeforeFanout; read-only
+	leaderTerm func() uint64 // Config.LeaderTerm; read-only
 
 	wg sync.WaitGroup // edge goroutines
 
@@ -115,6 +121,7 @@ func New(cfg Config) *Core {
 		limits:   cfg.Limits.withDefaults(),
 
 		haltMarker: cfg.HaltBeforeFanout,
+		leaderTerm: cfg.LeaderTerm,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)

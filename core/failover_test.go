@@ -2,11 +2,13 @@ package core
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -159,5 +161,60 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("waiting for %s: not within 10s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestSendWaitsForReplay: on a new leader (a raft term not yet replayed) a
+// send waits for the fan-out replay, so a recipient gets the message the
+// previous leader left before a newer one.
+func TestSendWaitsForReplay(t *testing.T) {
+	var term atomic.Uint64
+	term.Store(1)
+	e := &env{t: t, rep: newFakeReplica(t), edge: &fakeEdge{}}
+	e.now.Store(1_700_000_000_000)
+	e.core = New(Config{Replica: e.rep, Apps: apps.NewDev(), LeaderTerm: term.Load,
+		Now: func() time.Time { return time.UnixMilli(e.now.Add(1)) }})
+	detach := e.core.AttachEdge("e1", e.edge.send)
+	t.Cleanup(func() { detach(); e.core.Close() })
+	if _, err := e.core.ReplayFanout(context.Background()); err != nil { // term 1: nothing left
+		t.Fatal(err)
+	}
+	alice, bob := e.client("alice"), e.client("bob")
+	alice.open("", false, 0)
+	bob.open("", false, 0)
+	cid := alice.start([]string{"bob"}, "", false).GetConvMessage().GetCid()
+
+	// Term 2: "the previous leader" stored orphan-2 and died.
+	term.Store(2)
+	b, _ := (&shard.Command{Op: shard.OpAppend, App: testApp, CID: cid, From: "alice", MID: "orphan-2",
+		Now: e.now.Add(1), Data: "left behind"}).Encode()
+	if _, err := e.rep.Propose(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan string, 1)
+	go func() { sent <- alice.sendText(cid, "newer").GetAckMessage().GetUid() }()
+	select {
+	case <-sent:
+		t.Fatal("a send on a new leader went through before the replay")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if n, err := e.core.ReplayFanout(context.Background()); err != nil || n != 1 {
+		t.Fatalf("ReplayFanout: %d, %v", n, err)
+	}
+	newer := <-sent // positive control: the send goes on after the replay
+	isDirect := func(id string) func(*lcpb.GenericCommand) bool {
+		return func(g *lcpb.GenericCommand) bool {
+			return g.GetCmd() == lcpb.CommandType_direct && g.GetDirectMessage().GetId() == id
+		}
+	}
+	e.edge.waitPush(t, "bob", bob.conn, isDirect(newer))
+	var order []string
+	for _, g := range e.edge.pushes(t, "bob", bob.conn) {
+		if g.GetCmd() == lcpb.CommandType_direct {
+			order = append(order, g.GetDirectMessage().GetId())
+		}
+	}
+	if len(order) != 2 || order[0] != "orphan-2" || order[1] != newer {
+		t.Errorf("bob's pushes %v, want orphan-2 then %s", order, newer)
 	}
 }

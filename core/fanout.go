@@ -39,6 +39,10 @@ import (
 // them before an OpFanoutDone does.
 const fanoutFlushEvery = 200 * time.Millisecond
 
+// replayWait bounds how long a send on a new leader waits for the replay
+// (awaitReplay); past it the send goes on.
+const replayWait = 2 * time.Second
+
 // edgeWait is one delivery in an edge's relay queue: it has left once the
 // link sent seq HIGH deliveries, or the link is gone.
 type edgeWait struct {
@@ -59,6 +63,8 @@ func (w edgeWait) left() bool {
 // the shard.
 type fanoutTracker struct {
 	mu        sync.Mutex
+	replayed  uint64                    // guarded by mu; raft term whose replay is done
+	replayDue chan struct{}             // guarded by mu; closed (and replaced) when a replay ends
 	inflight  map[*fanoutToken]struct{} // guarded by mu; appends proposed, index not known yet
 	pending   map[uint64][]edgeWait     // guarded by mu; queued, not all left yet
 	done      []uint64                  // guarded by mu; left, not named in a proposal yet
@@ -71,6 +77,7 @@ type fanoutTracker struct {
 type fanoutToken struct{ done chan struct{} }
 
 func (t *fanoutTracker) init() {
+	t.replayDue = make(chan struct{})
 	t.inflight = make(map[*fanoutToken]struct{})
 	t.pending = make(map[uint64][]edgeWait)
 	t.proposing = make(map[uint64]struct{})
@@ -223,10 +230,22 @@ type appliedIndexer interface{ AppliedIndex() uint64 }
 // ReplayFanout pushes the messages of the fan-out tail that this core did
 // not fan out itself (see the comment at the top of this file) and returns
 // how many. Call it when the core has become leader, after raft's barrier.
-func (c *Core) ReplayFanout(ctx context.Context) (int, error) {
+func (c *Core) ReplayFanout(ctx context.Context) (n int, err error) {
 	ai, ok := c.replica.(appliedIndexer)
 	if !ok {
 		return 0, errors.New("core: replay: the replica does not say its applied index")
+	}
+	if c.leaderTerm != nil {
+		term := c.leaderTerm()
+		defer func() {
+			if err == nil {
+				c.fanouts.mu.Lock()
+				c.fanouts.replayed = max(c.fanouts.replayed, term)
+				close(c.fanouts.replayDue)
+				c.fanouts.replayDue = make(chan struct{})
+				c.fanouts.mu.Unlock()
+			}
+		}()
 	}
 	// Appends proposed before now may be applied without this core
 	// knowing their index yet: wait for them, then replay only up to the
@@ -245,7 +264,6 @@ func (c *Core) ReplayFanout(ctx context.Context) (int, error) {
 			return 0, fmt.Errorf("core: replay: %w", ctx.Err())
 		}
 	}
-	n := 0
 	after := uint64(0)
 	for {
 		entries, err := shard.FanoutTail(c.state(), upTo, 1024)
@@ -296,4 +314,34 @@ func (c *Core) replayOne(e shard.FanoutEntry) (waits []edgeWait, pushed bool) {
 	members := inbound{to: e.To}.recipients(conv.Members, m.From)
 	push := directPush(m, false)
 	return c.fanoutTo(e.App, members, connKey{e.Edge, e.Conn}, push, true), true
+}
+
+// awaitReplay holds a send on a leader whose fan-out replay for its
+// current term has not finished (at most replayWait, or until ctx ends),
+// so that a message a dead leader left is pushed before newer ones and
+// recipients see timestamp order.
+func (c *Core) awaitReplay(ctx context.Context) {
+	if c.leaderTerm == nil {
+		return
+	}
+	deadline := time.NewTimer(replayWait)
+	defer deadline.Stop()
+	for {
+		term := c.leaderTerm()
+		c.fanouts.mu.Lock()
+		done, due := c.fanouts.replayed >= term, c.fanouts.replayDue
+		c.fanouts.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-due:
+		case <-deadline.C:
+			return
+		case <-ctx.Done():
+			return
+		case <-c.quit:
+			return
+		}
+	}
 }

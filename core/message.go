@@ -82,6 +82,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		// so the proposal does not end with it.
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
 		defer cancel()
+		c.awaitReplay(ctx)       // fanout.go: a new leader pushes what its predecessor left first
 		tok := c.fanouts.begin() // fanout.go: settled below, once the message left
 		defer func() { c.fanouts.end(tok, index, waits) }()
 		res, err := c.propose(pctx, &shard.Command{
