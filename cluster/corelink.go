@@ -220,7 +220,9 @@ func (l *coreLink) call(ctx context.Context, req *meshpb.ClientRequest, b []byte
 				lastErr = ErrNoLeader
 				if rep.Leader != "" && rep.Leader != target {
 					l.follow(rep.Leader, 0, false)
-					continue // straight to the named leader
+					if n < 2*len(l.cores) {
+						continue // straight to the named leader (stale hints pointing at each other pause below)
+					}
 				}
 				l.forget(target)
 			case ctx.Err() != nil:

@@ -31,6 +31,7 @@ type fakeCore struct {
 	block    bool            // guarded by mu: COMMAND requests hang until the caller gives up
 	stuck    bool            // guarded by mu: the deliveries stream is never read after hello
 	keys     []string        // guarded by mu: idempotency keys of the COMMANDs answered or held
+	calls    int             // guarded by mu: requests of any kind
 	sessions map[uint64]bool // guarded by mu: presence as received
 	streams  []*mesh.Stream  // guarded by mu: open delivery streams
 	held     chan struct{}   // guarded by mu: closed when a blocked COMMAND arrived
@@ -63,6 +64,7 @@ func (f *fakeCore) handleClient(ctx context.Context, peer string, b []byte) ([]b
 	}
 	f.mu.Lock()
 	leader, hint, block := f.leader, f.hint, f.block
+	f.calls++
 	if req.Kind == meshpb.ClientRequest_COMMAND {
 		f.keys = append(f.keys, req.IdempotencyKey)
 	}
@@ -355,6 +357,31 @@ func TestLinkSkipsDeadCore(t *testing.T) {
 	defer cancel()
 	if _, err := e.link.Do(ctx, directReq("dt-3")); err != nil {
 		t.Fatalf("request with a dead core first in the list: %v", err)
+	}
+}
+
+// TestLinkStaleHintsDoNotSpin: two cores that each name the other as
+// leader (stale hints during an election) do not make the link spin: it
+// pauses between rounds and gives up with ErrNoLeader at its deadline.
+func TestLinkStaleHintsDoNotSpin(t *testing.T) {
+	ids := testPKI(t)
+	a, b := newFakeCore(t, ids["core-1"]), newFakeCore(t, ids["core-2"])
+	a.set(func(f *fakeCore) { f.hint = b.node.Addr() })
+	b.set(func(f *fakeCore) { f.hint = a.node.Addr() })
+	e := startEdgeOver(t, ids["edge-1"], []string{a.node.Addr(), b.node.Addr()})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := e.link.Do(ctx, directReq("dt-4")); !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("got %v, want ErrNoLeader", err)
+	}
+	a.mu.Lock()
+	n := a.calls
+	a.mu.Unlock()
+	b.mu.Lock()
+	n += b.calls
+	b.mu.Unlock()
+	if n > 200 {
+		t.Errorf("%d requests in a second between two cores naming each other: the link spins", n)
 	}
 }
 
