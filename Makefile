@@ -48,10 +48,13 @@ bench:
 
 # Long soaks, not run by CI: 50,000 random shard commands on three replicas
 # (~2 minutes; the seed is logged, rerun one with -replicas.seed=N), a
-# 10-minute pairs run and a reconnect storm of 15k sessions (~13 minutes).
+# 10-minute pairs run and a reconnect storm of 15k sessions (~13 minutes),
+# then issue 8's kill -9 runs (leader, edge) on three core and two edge
+# processes, 20 s at 300 msgs/s each (~1 minute).
 lab:
 	$(GO) test -count=1 -timeout 30m -run 'TestReplicasAgree|TestReplicaDiskFailure' -v ./core/shard -replicas.commands=50000
 	GO=$(GO) ./scripts/bench.sh --lab
+	RELAYMESH_LAB=1 $(GO) test -count=1 -timeout 15m -run 'TestFailoverLab' -v ./e2e
 
 proto:
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" protoc -I proto --go_out=. --go_opt=module=github.com/relaymesh/relaymesh proto/lcpb/message.proto proto/meshpb/mesh.proto

@@ -21,7 +21,6 @@ import (
 //
 // Lock order: Client.mu before conn.mu (never the reverse).
 type Client struct {
-	url   string
 	opts  Options
 	codec lcpb.Codec
 	log   *slog.Logger
@@ -35,6 +34,8 @@ type Client struct {
 	done      chan struct{} // closed when run exited
 
 	mu                  sync.Mutex
+	url                 string             // guarded by mu; the server in use (or last tried)
+	srv                 servers            // guarded by mu; servers.go
 	cur                 *conn              // guarded by mu; nil while reconnecting
 	ready               chan struct{}      // guarded by mu; closed when cur is set
 	term                error              // guarded by mu; set once the client is finished
@@ -43,6 +44,9 @@ type Client struct {
 	lastPatchTime       int64              // guarded by mu; ms
 	lastUnreadNotifTime int64              // guarded by mu; ms
 	last                map[string]lastMsg // guarded by mu; last message per cid, for Read
+	seen                map[string]int64   // guarded by mu; last timestamp received from others per cid (resync.go)
+	rs                  *resyncState       // guarded by mu; the resync waiting for its unread push
+	resyncWG            sync.WaitGroup     // resync goroutines
 }
 
 type lastMsg struct {
@@ -53,8 +57,10 @@ type lastMsg struct {
 // errGoaway kills a connection after a goaway push: reconnect at once.
 var errGoaway = fmt.Errorf("%w: goaway", ErrConnectionLost)
 
-// Dial connects to url (ws:// or wss://), opens the session and starts the
-// client. It does not retry: a failed first connection is returned.
+// Dial connects to url (ws:// or wss://; "" with Options.Router), opens
+// the session and starts the client. With several servers (url,
+// Options.Servers, Options.Router) it tries each once, in order; it does
+// not retry otherwise: a failed first connection is returned.
 func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	if opts.AppID == "" || opts.ClientID == "" {
 		return nil, errors.New("client: Options.AppID and Options.ClientID are required")
@@ -66,14 +72,37 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	}
 	cctx, cancel := context.WithCancel(context.Background())
 	c := &Client{
-		url: url, opts: opts, codec: codec, log: opts.Logger,
+		opts: opts, codec: codec, log: opts.Logger,
 		events: make(chan Event, opts.EventBuffer),
 		ctx:    cctx, cancel: cancel, done: make(chan struct{}),
 		ready:         make(chan struct{}),
 		lastPatchTime: time.Now().UnixMilli(), // as JS: Date.now() at construction
 		last:          make(map[string]lastMsg),
+		seen:          make(map[string]int64),
 	}
-	cn, err := c.connect(ctx, false)
+	for _, u := range append([]string{url}, opts.Servers...) {
+		if u != "" && !contains(c.srv.static, u) {
+			c.srv.static = append(c.srv.static, u)
+		}
+	}
+	c.refreshRoute(ctx, true)
+	c.mu.Lock()
+	urls := c.srv.list()
+	c.mu.Unlock()
+	if len(urls) == 0 {
+		cancel()
+		return nil, ErrNoServer
+	}
+	var cn *conn
+	for _, u := range urls {
+		if cn, err = c.connect(ctx, u, false); err == nil {
+			break
+		}
+		var le *Error
+		if errors.As(err, &le) || ctx.Err() != nil {
+			break // the server refused the session: another one would too
+		}
+	}
 	if err != nil {
 		cancel()
 		return nil, err
@@ -175,11 +204,12 @@ func (c *Client) conn(ctx context.Context) (*conn, error) {
 	}
 }
 
-// connect dials and opens the session on a new connection.
-func (c *Client) connect(ctx context.Context, reconnect bool) (*conn, error) {
-	ws, _, err := websocket.Dial(ctx, c.url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}, HTTPClient: c.opts.HTTPClient})
+// connect dials url and opens the session on the new connection.
+func (c *Client) connect(ctx context.Context, url string, reconnect bool) (*conn, error) {
+	c.setCurrent(url)
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}, HTTPClient: c.opts.HTTPClient})
 	if err != nil {
-		return nil, fmt.Errorf("%w: dial %s: %w", ErrConnectionLost, c.url, err)
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrConnectionLost, url, err)
 	}
 	if got := ws.Subprotocol(); got != c.opts.Subprotocol {
 		_ = ws.CloseNow()
@@ -303,6 +333,7 @@ func (c *Client) opened(r *lcpb.GenericCommand) {
 // to end and reconnects according to the rules in the package doc.
 func (c *Client) run(cn *conn) {
 	defer func() {
+		c.resyncWG.Wait()
 		close(c.events)
 		close(c.done)
 	}()
@@ -332,18 +363,34 @@ func (c *Client) run(cn *conn) {
 			c.finish(&Error{Code: 0, Reason: cause.Error()})
 			return
 		}
-		if cn = c.reconnect(errors.Is(cause, errGoaway)); cn == nil {
+		lost := time.Now()
+		rs := c.startResync() // resync.go
+		c.emit(Disconnected{Err: cause})
+		if cn = c.reconnect(errors.Is(cause, errGoaway), lost); cn == nil {
 			return
+		}
+		if rs != nil {
+			c.resyncWG.Add(1)
+			go c.resync(rs)
 		}
 	}
 }
 
-// reconnect redials with backoff until a session is open again. It returns
-// nil when the client is finished (closed, or the reopen was refused).
-func (c *Client) reconnect(immediate bool) *conn {
+// reconnect redials with backoff until a session is open again, each
+// attempt on the next server of the list (servers.go). It returns nil when
+// the client is finished (closed, or the reopen was refused).
+func (c *Client) reconnect(immediate bool, lost time.Time) *conn {
+	round := 0 // failed rounds through the whole list
 	for n := 0; ; n++ {
+		count := max(c.serverCount(), 1)
+		if n > 0 && n%count == 0 {
+			round++
+			c.refreshRoute(c.ctx, true) // every server failed: ask the router again
+		} else if n%count == 0 {
+			c.refreshRoute(c.ctx, false)
+		}
 		if !(immediate && n == 0) {
-			t := time.NewTimer(backoff(n, c.opts.ReconnectMin, c.opts.ReconnectMax))
+			t := time.NewTimer(backoff(round, c.opts.ReconnectMin, c.opts.ReconnectMax))
 			select {
 			case <-t.C:
 			case <-c.ctx.Done():
@@ -351,7 +398,7 @@ func (c *Client) reconnect(immediate bool) *conn {
 				return nil
 			}
 		}
-		cn, err := c.connect(c.ctx, true)
+		cn, err := c.connect(c.ctx, c.target(n), true)
 		if err != nil {
 			var le *Error
 			if errors.As(err, &le) && le.Code >= 4100 && le.Code < 4200 {
@@ -374,7 +421,7 @@ func (c *Client) reconnect(immediate bool) *conn {
 		c.cur = cn
 		close(c.ready)
 		c.mu.Unlock()
-		c.emit(Reconnected{Attempts: n + 1})
+		c.emit(Reconnected{Attempts: n + 1, Down: time.Since(lost), URL: c.URL()})
 		return cn
 	}
 }

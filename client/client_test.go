@@ -363,8 +363,11 @@ func TestReconnect(t *testing.T) {
 		t.Errorf("reopen: got r=%v st=%q tag=%v lastPatchTime=%d, want true st-1 none 1700000000001",
 			sm.GetR(), sm.GetSt(), sm.Tag, sm.GetLastPatchTime())
 	}
-	if ev := waitEvent[Reconnected](t, c); ev.Attempts != 1 {
-		t.Errorf("Reconnected.Attempts: got %d, want 1", ev.Attempts)
+	if ev := waitEvent[Disconnected](t, c); !errors.Is(ev.Err, ErrConnectionLost) {
+		t.Errorf("Disconnected.Err: got %v, want ErrConnectionLost", ev.Err)
+	}
+	if ev := waitEvent[Reconnected](t, c); ev.Attempts != 1 || ev.Down <= 0 || ev.URL != s.url {
+		t.Errorf("Reconnected: got %+v, want 1 attempt, Down > 0, URL %s", ev, s.url)
 	}
 	s.setHandler(nil)
 	if _, err := c.Count(context.Background(), "c1"); err != nil {

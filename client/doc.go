@@ -45,13 +45,20 @@
 //   - When the connection is lost (read/write error, idle timeout, or a
 //     goaway push), requests in flight fail with ErrConnectionLost (retryable;
 //     a retried Send should reuse SendOptions.DT so the server can dedup).
-//   - The supervisor then redials after min(ReconnectMin·2^n, ReconnectMax)
-//     with jitter (uniform in [d/2, d]), n counting failed attempts from 0;
-//     goaway reconnects at once. The reopen sends r=true and the cached st;
+//   - The client emits Disconnected, then the supervisor redials after
+//     min(ReconnectMin·2^n, ReconnectMax) with jitter (uniform in [d/2,
+//     d]), n counting the failed rounds through its servers from 0; each
+//     attempt goes to the next server of its list (Dial's url,
+//     Options.Servers, and with Options.Router the router's server and
+//     secondary: see servers.go), so a client whose edge died reopens on
+//     another edge at the first attempt. goaway reconnects at once.
+//     The reopen sends r=true and the cached st;
 //     with no valid st, or when the server rejects st with 4112, it opens
 //     with the full credentials (tag, deviceId, signature), still r=true.
-//     Success emits Reconnected; requests made meanwhile wait for it (up to
-//     their deadline).
+//     Success emits Reconnected (attempts, time down, server); requests
+//     made meanwhile wait for it (up to their deadline). With
+//     Options.Resync the client then reads what it missed from history
+//     (resync.go).
 //   - No reconnect after session/closed (e.g. 4111, kicked by a login with
 //     the same tag), after a reopen refused with a session error (4100–4199
 //     other than 4112), or after a WebSocket close code 4100/4103/4110

@@ -1,12 +1,14 @@
 package client
 
 import (
+	"time"
+
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // Event is one push from the server, or a change of the client's state:
-// Message, Patch, Unread, ConvEvent, Receipt, ServerError, Closed or
-// Reconnected.
+// Message, Patch, Unread, ConvEvent, Receipt, ServerError, Closed,
+// Disconnected or Reconnected.
 type Event interface{ isEvent() }
 
 // Message is a received direct (an Event) or a history entry.
@@ -24,6 +26,9 @@ type Message struct {
 	PatchTimestamp int64 // when it was last edited, 0 if never
 	ConvType       int32 // 1 normal, 2 transient, 3 system, 4 temporary; 0 unknown
 	AckAt, ReadAt  int64 // history only: receipts, when known
+	// Resynced: fetched from history after a reconnect (Options.Resync),
+	// not pushed; it may come after newer messages.
+	Resynced bool
 }
 
 // Patch is an edit or a recall of a message (patch/modify push).
@@ -96,18 +101,29 @@ type Closed struct {
 	Reason string
 }
 
-// Reconnected follows a successful automatic reconnect; Attempts counts
-// the dials it took.
-type Reconnected struct{ Attempts int }
+// Disconnected says the connection was lost and the client is
+// reconnecting (JS: the realtime "disconnect" event). Requests made
+// meanwhile wait for the reconnect up to their deadline. Err says why.
+type Disconnected struct{ Err error }
 
-func (Message) isEvent()     {}
-func (Patch) isEvent()       {}
-func (Unread) isEvent()      {}
-func (ConvEvent) isEvent()   {}
-func (Receipt) isEvent()     {}
-func (ServerError) isEvent() {}
-func (Closed) isEvent()      {}
-func (Reconnected) isEvent() {}
+// Reconnected follows a successful automatic reconnect: Attempts counts
+// the dials it took, Down is the time since the connection was lost, URL
+// is the server the session is open on now.
+type Reconnected struct {
+	Attempts int
+	Down     time.Duration
+	URL      string
+}
+
+func (Message) isEvent()      {}
+func (Patch) isEvent()        {}
+func (Unread) isEvent()       {}
+func (ConvEvent) isEvent()    {}
+func (Receipt) isEvent()      {}
+func (ServerError) isEvent()  {}
+func (Closed) isEvent()       {}
+func (Disconnected) isEvent() {}
+func (Reconnected) isEvent()  {}
 
 // handlePush runs on the reader goroutine of cn for every frame without i.
 func (c *Client) handlePush(cn *conn, cmd *lcpb.GenericCommand) {
@@ -118,6 +134,7 @@ func (c *Client) handlePush(cn *conn, cmd *lcpb.GenericCommand) {
 		if m.Timestamp >= c.last[m.ConvID].ts {
 			c.last[m.ConvID] = lastMsg{id: m.ID, from: m.From, ts: m.Timestamp}
 		}
+		c.noteLiveLocked(m) // resync.go
 		c.mu.Unlock()
 		// JS acks non-transient messages from others (im-client.js).
 		if !m.Transient && m.ConvType != 2 && m.From != c.opts.ClientID && m.ConvID != "" {
@@ -152,6 +169,7 @@ func (c *Client) handlePush(cn *conn, cmd *lcpb.GenericCommand) {
 			c.mu.Unlock()
 		}
 		c.emit(ev)
+		c.noteUnread(ev) // resync.go
 	case lcpb.CommandType_conv:
 		cm := cmd.GetConvMessage()
 		c.emit(ConvEvent{

@@ -40,6 +40,21 @@ type Options struct {
 	ConvSignature ConvSignFunc
 	Logger        *slog.Logger // default: discard
 
+	// Servers are more WebSocket URLs of the same service (other edges):
+	// Dial tries them after its url, and every reconnect attempt goes to
+	// the next one (servers.go).
+	Servers []string
+	// Router is the base URL (http:// or https://) of a LeanCloud router:
+	// GET {Router}/v1/route?appId= answers server and secondary, which
+	// come first in the list (cached for the answer's ttl). Dial may then
+	// be given "" as url.
+	Router string
+	// Resync, after a reconnect on lc.protobuf2.3, fetches from history
+	// the messages of the conversations in the unread push that arrived
+	// while the client was away, and emits them as Message with Resynced
+	// set (resync.go). On .1 the server pushes them (Offline).
+	Resync bool
+
 	// NoReconnect turns automatic reconnect off (it is on by default).
 	NoReconnect    bool
 	ReconnectMin   time.Duration // first backoff step, default 1 s

@@ -88,6 +88,37 @@ type CoreSection struct {
 	// Rolling upgrades keep it at the oldest running version until every
 	// core runs the new binary (docs/OPERATIONS.md).
 	CommandVersion int `toml:"command_version"`
+	// RaftHeartbeatTimeout and RaftElectionTimeout (durations, default
+	// 500ms each) bound how soon the other cores notice a dead leader and
+	// elect a new one; raise them on networks with pauses longer than that.
+	RaftHeartbeatTimeout string `toml:"raft_heartbeat_timeout"`
+	RaftElectionTimeout  string `toml:"raft_election_timeout"`
+}
+
+// Default raft timeouts of `relaymesh core` ([core] raft_heartbeat_timeout,
+// raft_election_timeout): a dead leader is replaced in about a second.
+const (
+	DefaultRaftHeartbeatTimeout = 500 * time.Millisecond
+	DefaultRaftElectionTimeout  = 500 * time.Millisecond
+)
+
+// raftTimeouts parses the [core] raft timeouts, defaults filled in.
+func (s CoreSection) raftTimeouts() (hb, el time.Duration, err error) {
+	hb, el = DefaultRaftHeartbeatTimeout, DefaultRaftElectionTimeout
+	for _, d := range []struct {
+		name, v string
+		to      *time.Duration
+	}{{"raft_heartbeat_timeout", s.RaftHeartbeatTimeout, &hb}, {"raft_election_timeout", s.RaftElectionTimeout, &el}} {
+		if d.v == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.v)
+		if err != nil || v < 10*time.Millisecond {
+			return 0, 0, fmt.Errorf("%w: core.%s: %q is not a duration of at least 10ms", ErrConfig, d.name, d.v)
+		}
+		*d.to = v
+	}
+	return hb, el, nil
 }
 
 // CoreLimitsConfig is [core.limits] (core.Limits): what a conversation
@@ -229,6 +260,9 @@ func LoadConfig(path string) (*Config, error) {
 			return nil, fmt.Errorf("%w: edge.rest.sign_max_age: %q is not a non-zero duration (negative: unchecked)", ErrConfig, v)
 		}
 	}
+	if _, _, err := c.Core.raftTimeouts(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -338,9 +372,10 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	if err != nil {
 		return CoreConfig{}, err
 	}
+	hb, el, _ := s.raftTimeouts() // checked by LoadConfig
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
 		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ, MetricsAddr: s.MetricsAddr,
-		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion}, nil
+		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion, RaftHeartbeatTimeout: hb, RaftElectionTimeout: el}, nil
 }
 
 // EdgeConfig builds the edge role's configuration.

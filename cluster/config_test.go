@@ -80,6 +80,7 @@ func TestLoadConfigRejects(t *testing.T) {
 		"duplicate app":         "[[apps]]\nid = \"a\"\n[[apps]]\nid = \"a\"\n",
 		"signature without key": "[[apps]]\nid = \"a\"\nsignature_required = true\n",
 		"bad duration":          "[edge.limits]\nidle_timeout = \"soon\"\n",
+		"bad raft timeout":      "[core]\nraft_heartbeat_timeout = \"1ms\"\n",
 		"not toml":              "[[apps\n",
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -327,5 +328,16 @@ signs_in_flight = 2
 	}
 	if _, err := LoadConfig(writeConfig(t, "[edge]\ntrusted_proxies = [\"10.0.0.0/99\"]\n")); !errors.Is(err, ErrConfig) {
 		t.Errorf("a bad prefix: got %v, want ErrConfig", err)
+	}
+}
+
+func TestLoadConfigRaftTimeouts(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "[core]\nraft_election_timeout = \"2s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hb, el, err := c.Core.raftTimeouts()
+	if err != nil || hb != DefaultRaftHeartbeatTimeout || el != 2*time.Second {
+		t.Errorf("raft timeouts = %v, %v, %v; want %v, 2s", hb, el, err, DefaultRaftHeartbeatTimeout)
 	}
 }

@@ -53,6 +53,12 @@ type CoreConfig struct {
 	// CommandVersion is core.Config.CommandVersion ([core]
 	// command_version).
 	CommandVersion int
+	// RaftHeartbeatTimeout and RaftElectionTimeout tune how fast a dead
+	// leader is replaced (raftstore.Config); zero keeps raftstore's 1 s.
+	// `relaymesh core` sets 500ms (DefaultRaftHeartbeatTimeout).
+	RaftHeartbeatTimeout, RaftElectionTimeout time.Duration
+	// HaltBeforeFanout is core.Config.HaltBeforeFanout, a TEST HOOK.
+	HaltBeforeFanout string
 }
 
 // Core is a running core node.
@@ -63,8 +69,11 @@ type Core struct {
 	// MetricsURL is http://<addr> of the metrics listener, "" without one.
 	MetricsURL string
 	log        *slog.Logger
-	metrics    *http.Server // nil without CoreConfig.MetricsAddr
-	wg         sync.WaitGroup
+	metrics    *http.Server    // nil without CoreConfig.MetricsAddr
+	ctx        context.Context // ends when Close starts: stops watchLeader and a replay
+	stop       context.CancelFunc
+	wg         sync.WaitGroup // metrics listener, watchLeader
+	barriers   sync.WaitGroup // raft barrier waits; raft answers them by Close at the latest
 }
 
 // StartCore starts a core node. Close stops it.
@@ -97,6 +106,11 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		Bootstrap: boot,
 		SM:        core.NewStateMachine(),
 		Logger:    log.With("part", "raft"),
+
+		HeartbeatTimeout: cfg.RaftHeartbeatTimeout,
+		ElectionTimeout:  cfg.RaftElectionTimeout,
+		// The lease must not exceed the heartbeat timeout (raft refuses it).
+		LeaderLeaseTimeout: min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond),
 	})
 	if err != nil {
 		node.Close()
@@ -108,8 +122,9 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	}
 	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core"), Limits: cfg.Limits,
 		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
-		CommandVersion: cfg.CommandVersion})
+		CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm})
 	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
+	c.ctx, c.stop = context.WithCancel(context.Background())
 	if cfg.MetricsAddr != "" {
 		if err := c.serveMetrics(cfg.MetricsAddr); err != nil {
 			svc.Close()
@@ -122,7 +137,88 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	// admin tooling, and cores); only edges open delivery streams.
 	node.HandleRPC(MethodClient, c.handleClient, mesh.RoleEdge, mesh.RoleAdmin, mesh.RoleCore)
 	node.HandleStream(MethodDeliveries, c.handleDeliveries, mesh.RoleEdge)
+	c.watchLeader()
 	return c, nil
+}
+
+// leaderRecheck is how often watchLeader looks at the leader even when
+// raft announced nothing (observations can be dropped).
+const leaderRecheck = time.Second
+
+// watchLeader announces every leader change this replica sees to the
+// attached edges (core.Core.AnnounceLeader) until Close.
+func (c *Core) watchLeader() {
+	ch := make(chan raft.Observation, 4)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	r := c.Replica.Raft()
+	r.RegisterObserver(obs)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer r.DeregisterObserver(obs)
+		tick := time.NewTicker(leaderRecheck)
+		defer tick.Stop()
+		var last string
+		var lastTerm, replayed uint64
+		for {
+			addr, term := c.leaderHint()
+			if addr != "" && (addr != last || term != lastTerm) {
+				last, lastTerm = addr, term
+				c.Service.AnnounceLeader(addr, term)
+			}
+			if c.Replica.IsLeader() && term != replayed && c.replayFanout() {
+				replayed = term
+			}
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-ch:
+			case <-tick.C:
+			}
+		}
+	}()
+}
+
+// replayTimeout bounds the barrier and the replay of a new leader.
+const replayTimeout = 30 * time.Second
+
+// replayFanout runs when this replica became leader: once every earlier
+// entry is applied (raft's barrier), it pushes the messages a previous
+// leader may have stored without fanning out (core.Core.ReplayFanout). It
+// reports whether it got through; the watcher tries again otherwise.
+func (c *Core) replayFanout() bool {
+	f := c.Replica.Raft().Barrier(replayTimeout)
+	done := make(chan error, 1)
+	c.barriers.Go(func() { done <- f.Error() })
+	select {
+	case err := <-done:
+		if err != nil {
+			c.log.Warn("fan-out replay: barrier", "err", err)
+			return false
+		}
+	case <-c.ctx.Done():
+		return false
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, replayTimeout)
+	defer cancel()
+	n, err := c.Service.ReplayFanout(ctx)
+	if n > 0 {
+		c.log.Info("fan-out replay: pushed messages the previous leader may not have", "messages", n)
+	}
+	if err != nil {
+		c.log.Warn("fan-out replay", "err", err)
+		return false
+	}
+	return true
+}
+
+// leaderHint is the leader this replica knows and its raft term.
+func (c *Core) leaderHint() (string, uint64) {
+	addr, _ := c.Replica.Leader()
+	return addr, c.Replica.Raft().CurrentTerm()
 }
 
 // serveMetrics starts the core's HTTP listener for /metrics and /healthz.
@@ -195,6 +291,14 @@ func (c *Core) handleDeliveries(ctx context.Context, peer string, s *mesh.Stream
 		c.log.Warn("bad edge hello", "peer", peer, "err", err)
 		return
 	}
+	// Who leads, first: the edge may not know yet (it just started, or
+	// its stream to the old leader died with it).
+	if addr, term := c.leaderHint(); addr != "" {
+		b, _ := proto.Marshal(&meshpb.Delivery{Leader: &meshpb.LinkLeader{Addr: addr, Term: term}})
+		if err := s.Send(b); err != nil {
+			return
+		}
+	}
 	detach := c.Service.AttachEdge(hello.EdgeId, func(d *meshpb.Delivery) error {
 		b, err := proto.Marshal(d)
 		if err != nil {
@@ -225,11 +329,13 @@ func (c *Core) Ready() bool { return c.Service.Ready() }
 // Close stops the core: metrics listener, service, replica, then mesh node.
 func (c *Core) Close() error {
 	var err error
+	c.stop()
 	if c.metrics != nil {
 		err = c.metrics.Close()
-		c.wg.Wait()
 	}
+	c.wg.Wait()
 	err = errors.Join(err, c.Service.Close())
 	err = errors.Join(err, c.Replica.Close())
+	c.barriers.Wait() // raft's shutdown answered every barrier
 	return errors.Join(err, c.Node.Close())
 }

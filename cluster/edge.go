@@ -90,9 +90,13 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if len(pub) == 0 {
 		pub = []string{url}
 	}
-	link := &coreLink{node: node, cores: cfg.Cores, log: log}
+	link := newCoreLink(node, cfg.Cores, log.With("part", "link"))
 	if cfg.ExtraMetrics == nil && cfg.Hooks != nil {
 		cfg.ExtraMetrics = cfg.Hooks.WriteText // the user-store and _rtmClientSign counters
+	}
+	metrics := link.writeMetrics
+	if extra := cfg.ExtraMetrics; extra != nil {
+		metrics = func(w io.Writer) error { return errors.Join(link.writeMetrics(w), extra(w)) }
 	}
 	srv := edge.New(edge.Config{
 		EdgeID:       cfg.EdgeID,
@@ -101,7 +105,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		TokenKey:     cfg.TokenKey,
 		Limits:       cfg.Limits,
 		Ready:        link.ready,
-		ExtraMetrics: cfg.ExtraMetrics,
+		ExtraMetrics: metrics,
 		PublicURLs:   pub,
 		Logger:       log.With("part", "edge"),
 
@@ -152,6 +156,10 @@ func userStore(h *hooks.Client) rest.UserStore {
 	return h
 }
 
+// streamOpenTimeout bounds one attempt to open a delivery stream (mesh
+// dials give up sooner on a dead address).
+const streamOpenTimeout = 5 * time.Second
+
 // deliveryLoop keeps a delivery stream open to one core, reconnecting with
 // backoff, and hands every Delivery to the edge server.
 func (e *Edge) deliveryLoop(ctx context.Context, addr, edgeID string, log *slog.Logger) {
@@ -172,21 +180,32 @@ func (e *Edge) deliveryLoop(ctx context.Context, addr, edgeID string, log *slog.
 	}
 }
 
+// streamOnce runs one delivery stream to core addr: hello, then presence
+// frames out (writePresence, on its own goroutine) and deliveries in, until
+// the stream fails or ctx ends.
 func (e *Edge) streamOnce(ctx context.Context, addr string, hello []byte) error {
-	s, err := e.Node.OpenStream(ctx, addr, MethodDeliveries)
+	octx, cancel := context.WithTimeout(ctx, streamOpenTimeout)
+	s, err := e.Node.OpenStream(octx, addr, MethodDeliveries)
+	cancel()
 	if err != nil {
 		return err
 	}
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	defer s.Close()
+	s.SetSendTimeout(time.Duration(e.link.sendTimeout.Load()))
 	if err := s.Send(hello); err != nil {
 		return err
 	}
-	if err := e.link.attach(addr, s); err != nil {
-		return err
-	}
-	defer e.link.detach(addr, s)
+	q := e.link.attachPresence(addr)
+	done := make(chan struct{})
+	var writer sync.WaitGroup
+	writer.Go(func() { e.link.writePresence(s, q, done) })
+	defer func() {
+		e.link.detachPresence(addr, q)
+		close(done)
+		writer.Wait()
+	}()
 	for {
 		b, err := s.Recv()
 		if err != nil {
@@ -196,8 +215,15 @@ func (e *Edge) streamOnce(ctx context.Context, addr string, hello []byte) error 
 		if err := proto.Unmarshal(b, d); err != nil {
 			return fmt.Errorf("cluster: bad delivery: %w", err)
 		}
+		if ll := d.GetLeader(); ll != nil {
+			e.link.follow(ll.GetAddr(), ll.GetTerm(), true)
+			continue
+		}
 		if e.dropAt > 0 && e.dropHook(d) {
 			continue // test hook: lose this delivery on purpose
+		}
+		if !e.link.replays.filter(d) { // replay.go
+			continue
 		}
 		e.link.ended(d)
 		e.Server.Deliver(d)
@@ -222,199 +248,6 @@ func (e *Edge) Close() error {
 	err = errors.Join(err, e.http.Shutdown(ctx))
 	e.cancel()
 	e.wg.Wait()
+	e.link.wait()
 	return errors.Join(err, e.Node.Close())
-}
-
-// coreLink is the edge's edge.Backend: it sends each request to the shard
-// leader among the region's cores, following not-leader answers.
-type coreLink struct {
-	node  *mesh.Node
-	cores []string
-	log   *slog.Logger
-
-	mu       sync.Mutex
-	leader   string                                 // guarded by mu; last core that answered as leader
-	streams  map[string]*mesh.Stream                // guarded by mu; live delivery stream per core
-	sessions map[sessionKey]*meshpb.PresenceSession // guarded by mu; logged-in sessions of this edge
-}
-
-type sessionKey struct {
-	app, peer string
-	conn      uint64
-}
-
-// ErrNoLeader is returned when no core answered as leader in time.
-var ErrNoLeader = errors.New("cluster: no shard leader")
-
-// attach registers the delivery stream to core addr and tells that core
-// every session of this edge (Presence.replace_all). Holding mu while
-// sending keeps the snapshot ordered before any later change.
-func (l *coreLink) attach(addr string, s *mesh.Stream) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.streams == nil {
-		l.streams = make(map[string]*mesh.Stream)
-	}
-	p := &meshpb.Presence{ReplaceAll: true}
-	for _, ps := range l.sessions {
-		p.Add = append(p.Add, ps)
-	}
-	b, err := proto.Marshal(p)
-	if err != nil {
-		return err
-	}
-	if err := s.Send(b); err != nil {
-		return err
-	}
-	l.streams[addr] = s
-	return nil
-}
-
-func (l *coreLink) detach(addr string, s *mesh.Stream) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.streams[addr] == s {
-		delete(l.streams, addr)
-	}
-}
-
-// track records a session that opened or ended and tells every core. A
-// core whose stream is down gets the full list when it reconnects.
-func (l *coreLink) track(ps *meshpb.PresenceSession, open bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.sessions == nil {
-		l.sessions = make(map[sessionKey]*meshpb.PresenceSession)
-	}
-	k := sessionKey{ps.AppId, ps.PeerId, ps.ConnId}
-	p := new(meshpb.Presence)
-	if open {
-		l.sessions[k] = ps
-		p.Add = []*meshpb.PresenceSession{ps}
-	} else {
-		if _, ok := l.sessions[k]; !ok {
-			return
-		}
-		delete(l.sessions, k)
-		p.Remove = []*meshpb.PresenceSession{ps}
-	}
-	l.sendLocked(p)
-}
-
-// ended notices deliveries that end a session (tag kick): the core that
-// sent it already forgot the session; the others must too.
-func (l *coreLink) ended(d *meshpb.Delivery) {
-	for _, t := range d.Targets {
-		if t.EndSession {
-			l.track(&meshpb.PresenceSession{AppId: d.AppId, PeerId: t.PeerId, ConnId: t.ConnId}, false)
-		}
-	}
-}
-
-// ready is true when the edge can reach a core that leads the shard.
-func (l *coreLink) ready() bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	b, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
-	_, err := l.call(ctx, b)
-	return err == nil
-}
-
-// Do implements edge.Backend.
-func (l *coreLink) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
-	b, err := proto.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	rep, err := l.call(ctx, b)
-	switch req.Kind {
-	case meshpb.ClientRequest_OPEN:
-		if err == nil && rep.ErrorCode == 0 {
-			l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId,
-				Tag: req.Tag, ProtocolVersion: req.ProtocolVersion, Room: rep.Room}, true)
-		}
-	case meshpb.ClientRequest_CLOSE:
-		l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId}, false)
-	case meshpb.ClientRequest_COMMAND:
-		if err == nil && rep.RoomChanged {
-			l.setRoom(sessionKey{req.AppId, req.PeerId, req.ConnId}, rep.Room)
-		}
-	}
-	return rep, err
-}
-
-// setRoom records the chatroom the leader says session k is now in ("" for
-// none) and tells every core, which mirror it (core/chatroom.go): a new
-// leader then still fans out to the session.
-func (l *coreLink) setRoom(k sessionKey, room string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	old := l.sessions[k]
-	if old == nil {
-		return // ended meanwhile
-	}
-	// A new message: the old one may sit in a Presence being marshalled.
-	ps := proto.Clone(old).(*meshpb.PresenceSession)
-	ps.Room = room
-	l.sessions[k] = ps
-	l.sendLocked(&meshpb.Presence{Add: []*meshpb.PresenceSession{ps}})
-}
-
-// sendLocked sends p to every core with a live stream; l.mu is held.
-func (l *coreLink) sendLocked(p *meshpb.Presence) {
-	b, err := proto.Marshal(p)
-	if err != nil {
-		return
-	}
-	for addr, s := range l.streams {
-		if err := s.Send(b); err != nil {
-			l.log.Debug("presence send failed; the core resyncs on reconnect", "core", addr, "err", err)
-		}
-	}
-}
-
-func (l *coreLink) call(ctx context.Context, b []byte) (*meshpb.ClientReply, error) {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-	}
-	l.mu.Lock()
-	target := l.leader
-	l.mu.Unlock()
-	next := 0
-	wait := 20 * time.Millisecond
-	var lastErr error
-	for attempt := 0; ; attempt++ {
-		if target == "" {
-			target = l.cores[next%len(l.cores)]
-			next++
-		}
-		out, err := l.node.Call(ctx, target, MethodClient, b)
-		if err == nil {
-			rep := new(meshpb.ClientReply)
-			if err := proto.Unmarshal(out, rep); err != nil {
-				return nil, fmt.Errorf("cluster: bad reply from %s: %w", target, err)
-			}
-			if !rep.NotLeader {
-				l.mu.Lock()
-				l.leader = target
-				l.mu.Unlock()
-				return rep, nil
-			}
-			lastErr = ErrNoLeader
-			target = rep.Leader // may be "" during an election
-		} else {
-			lastErr = err
-			target = ""
-		}
-		if attempt >= len(l.cores) {
-			select {
-			case <-ctx.Done():
-				return nil, fmt.Errorf("%w: %v", ErrNoLeader, lastErr)
-			case <-time.After(wait):
-			}
-			wait = min(wait*2, 500*time.Millisecond)
-		}
-	}
 }

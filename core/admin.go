@@ -210,6 +210,8 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 
 	var m *shard.Message
 	var members []string
+	var index uint64     // the stored message's raft index (fanout.go)
+	var waits []edgeWait // where its deliveries wait
 	if dm.GetTransient() {
 		conv, err := shard.GetConv(c.state(), r.app, cid)
 		if err != nil {
@@ -222,22 +224,25 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 			MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll()}
 		members = conv.Members
 	} else {
+		c.awaitReplay(ctx)       // fanout.go
+		tok := c.fanouts.begin() // fanout.go
+		defer func() { c.fanouts.end(tok, index, waits) }()
 		res, err := c.propose(ctx, &shard.Command{
 			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Now: c.nowMS(),
 			MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids,
-			MentionAll: dm.GetMentionAll(), Admin: true,
+			MentionAll: dm.GetMentionAll(), Admin: true, To: in.to,
 		})
 		if err != nil {
 			return nil, err
 		}
-		m, members = res.Message, res.Conv.Members
+		m, members, index = res.Message, res.Conv.Members, res.Index
 	}
 	members = in.recipients(members, r.peer)
 	if noSync {
 		members = without(members, r.peer)
 	}
 	if len(members) > 0 {
-		c.fanout(r.app, members, connKey{}, directPush(m, dm.GetTransient()))
+		waits = c.fanoutTo(r.app, members, connKey{}, directPush(m, dm.GetTransient()), false)
 		c.afterFanout(r.app, r.peer, cid, members, m, dm) // offline.go
 	}
 	if conv, _ := c.convView(r.app, cid); conv != nil && conv.Transient { // chatroom.go

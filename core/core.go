@@ -56,6 +56,15 @@ type Config struct {
 	// version the oldest replica applies (docs/OPERATIONS.md); a replica
 	// given a newer one stops rather than apply it differently.
 	CommandVersion int
+	// LeaderTerm returns the replica's current raft term; with it, sends
+	// on a new leader wait (at most replayWait) for its fan-out replay,
+	// so a replayed message reaches its recipients before newer ones
+	// (fanout.go). Nil: no wait.
+	LeaderTerm func() uint64
+	// HaltBeforeFanout is a TEST HOOK (failover.go): a message whose
+	// content contains it is committed and then held, never acked nor
+	// fanned out, until Close, so a test can kill the leader right there.
+	HaltBeforeFanout string
 }
 
 // Core serves client requests for the conversations of one shard and relays
@@ -76,6 +85,7 @@ type Core struct {
 	locks   convLocks
 	queries queryMeter    // querylimits.go
 	cursors cursorBatcher // cursors.go
+	fanouts fanoutTracker // fanout.go
 	rooms   chatrooms     // chatroom.go
 	quit    chan struct{} // closed by Close
 	fsm     *shard.FSM    // the replica's state machine, for its cache; may be nil
@@ -93,8 +103,10 @@ type Core struct {
 
 	sysHook *hooks.SysWebhook // service webhook (sysconv.go); nil: none; closed by Close
 
-	notify notifyQueue  // notification hooks (notifyhooks.go); closed by Close
-	notifs notifBatcher // stored notifications (notif.go)
+	notify     notifyQueue   // notification hooks (notifyhooks.go); closed by Close
+	notifs     notifBatcher  // stored notifications (notif.go)
+	haltMarker string        // Config.HaltBeforeFanout; read-only
+	leaderTerm func() uint64 // Config.LeaderTerm; read-only
 
 	wg sync.WaitGroup // edge goroutines
 
@@ -117,6 +129,9 @@ func New(cfg Config) *Core {
 		quit:     make(chan struct{}),
 		limits:   cfg.Limits.withDefaults(),
 		cmdVer:   cfg.CommandVersion,
+
+		haltMarker: cfg.HaltBeforeFanout,
+		leaderTerm: cfg.LeaderTerm,
 	}
 	if c.cmdVer <= 0 || c.cmdVer > shard.Version {
 		c.cmdVer = shard.Version
@@ -132,6 +147,9 @@ func New(cfg Config) *Core {
 	}
 	c.locks.m = make(map[string]*convLock)
 	c.queries.init(c.limits)
+	c.fanouts.init()
+	c.wg.Add(1)
+	go c.flushFanoutDone() // fanout.go
 	if p, ok := cfg.Replica.(interface{ StateMachine() raftstore.StateMachine }); ok {
 		c.fsm, _ = p.StateMachine().(*shard.FSM)
 	}
@@ -220,6 +238,8 @@ type request struct {
 	version   int32
 	config    int64 // the session's configBitmap
 	cmd       *lcpb.GenericCommand
+	// idemKey is the edge's key for this request (failover.go).
+	idemKey string
 
 	// The session's chatroom changed to room ("" for none); HandleClient
 	// tells the edge (ClientReply.room, chatroom.go).
@@ -269,13 +289,19 @@ func (r *request) errorReply(err error) *lcpb.GenericCommand {
 
 // HandleClient serves one request from an edge. Failures the client should
 // see are returned as cmd:error replies; the error result is reserved for
-// requests the core cannot take at all (closed).
+// requests the core cannot take at all (closed) or could not finish
+// because it lost the shard's lead (ErrNotLeader: the outcome of a
+// proposal in flight is then unknown until the next leader commits or
+// drops it).
 func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	if c.isClosed() {
 		return nil, ErrClosed
 	}
 	switch req.GetKind() {
 	case meshpb.ClientRequest_OPEN:
+		if c.replica == nil || !c.replica.IsLeader() {
+			return nil, ErrNotLeader // the edge sends it to the leader (a login, not a refusal)
+		}
 		return c.open(ctx, req), nil
 	case meshpb.ClientRequest_CLOSE:
 		c.closeSession(ctx, req)
@@ -284,7 +310,7 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 		return c.admin(ctx, req) // admin.go
 	}
 	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{req.GetEdgeId(), req.GetConnId()}, version: req.GetProtocolVersion(),
-		config: req.GetConfigBitmap(), ip: req.GetSourceIp()}
+		config: req.GetConfigBitmap(), ip: req.GetSourceIp(), idemKey: req.GetIdempotencyKey()}
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
 		return encodeReply(r.errorReply(fmt.Errorf("%w: %v", errMalformed, err))), nil
@@ -293,6 +319,12 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	out, err := c.command(ctx, r)
 	if err != nil {
 		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, err
+		}
+		if errors.Is(err, ErrNotLeader) {
+			// The lead was lost, maybe during a proposal that may still
+			// commit under the next leader: not the client's error. The
+			// edge sends a retry-safe request there (cluster/corelink.go).
 			return nil, err
 		}
 		out = r.errorReply(err)
@@ -393,11 +425,14 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 	if need := shard.NeedsVersion(cmd); cmd.V != 0 && cmd.V < need {
 		return nil, fmt.Errorf("%w: %s needs version %d, this core proposes %d", shard.ErrVersionTooOld, cmd.Op, need, cmd.V)
 	}
+	settle := c.carryFanoutDone(cmd) // fanout.go
 	b, err := cmd.Encode()
 	if err != nil {
+		settle(err)
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
 	}
 	v, err := c.replica.Propose(ctx, b)
+	settle(err)
 	if err != nil {
 		// The state machine refused the command (raftstore returns an
 		// error value from Apply as the error): pass its code on.

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand"
 	"testing"
 
@@ -507,8 +508,16 @@ func TestMalformedAndNotLeader(t *testing.T) {
 	if r.I == nil || r.GetI() != 0 {
 		t.Fatalf("i=0 not echoed: %v", r)
 	}
+	// A follower does nothing and says so with ErrNotLeader (the edge
+	// sends the request to the leader), for commands and logins alike.
 	e.rep.follower.Store(true)
-	wantError(t, a.do(&lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{Cid: proto.String("x")}}), lcpb.ErrInternal)
+	logs, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), I: proto.Int32(99), LogsMessage: &lcpb.LogsCommand{Cid: proto.String("x")}})
+	if _, err := e.core.HandleClient(context.Background(), a.req(meshpb.ClientRequest_COMMAND, logs)); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("logs on a follower: got %v, want ErrNotLeader", err)
+	}
+	if _, err := e.core.HandleClient(context.Background(), a.req(meshpb.ClientRequest_OPEN, nil)); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("open on a follower: got %v, want ErrNotLeader", err)
+	}
 	if e.core.Ready() {
 		t.Fatal("follower core reports ready")
 	}

@@ -367,3 +367,10 @@ func isOp(cmd lcpb.CommandType, op lcpb.OpType) func(*lcpb.GenericCommand) bool 
 }
 
 func (f *fakeReplica) StateMachine() raftstore.StateMachine { return f.fsm }
+
+// AppliedIndex is raftstore.Node's: the index of the last command applied.
+func (f *fakeReplica) AppliedIndex() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.idx
+}

@@ -60,6 +60,8 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	}
 	var m *shard.Message
 	var members []string
+	var index uint64     // the stored message's raft index (fanout.go)
+	var waits []edgeWait // where its deliveries wait
 	if dm.GetTransient() {
 		conv, err := c.convView(r.app, cid)
 		if err != nil {
@@ -75,11 +77,20 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll()}
 		members = conv.Members
 	} else {
-		res, err := c.propose(ctx, &shard.Command{
+		// The request may end first (the edge moved it to a new leader,
+		// or gave up); a message that commits must still be fanned out,
+		// so the proposal does not end with it.
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
+		defer cancel()
+		c.awaitReplay(ctx)       // fanout.go: a new leader pushes what its predecessor left first
+		tok := c.fanouts.begin() // fanout.go: settled below, once the message left
+		defer func() { c.fanouts.end(tok, index, waits) }()
+		res, err := c.propose(pctx, &shard.Command{
 			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Now: c.nowMS(),
 			MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids,
-			MentionAll: dm.GetMentionAll(), DT: dm.GetDt(),
+			MentionAll: dm.GetMentionAll(), DT: dedupToken(dm.GetDt(), r.idemKey),
 			Receipt: dm.GetR(), GroupReceipt: r.config&configGroupReceipt != 0,
+			Edge: r.from.edge, Conn: r.from.conn, To: in.to,
 		})
 		if err != nil {
 			if errors.Is(err, shard.ErrNotMember) || errors.Is(err, shard.ErrConvNotFound) {
@@ -87,7 +98,10 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			}
 			return nil, err
 		}
-		m = res.Message
+		if !res.Dup && c.haltBeforeFanout(r.app, res.Message) { // test hook (failover.go)
+			return nil, ErrClosed
+		}
+		m, index = res.Message, res.Index
 		room = room && !res.Dup
 		if !res.Dup {
 			members = res.Conv.Members
@@ -101,7 +115,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			push.DirectMessage.BinaryMsg = dm.BinaryMsg
 		}
 		members = in.recipients(members, r.peer)
-		c.fanout(r.app, members, r.from, push)
+		waits = c.fanoutTo(r.app, members, r.from, push, false)
 		c.afterFanout(r.app, r.peer, cid, members, m, dm) // offline.go: _messageSent, offline push
 	}
 	if room {

@@ -24,6 +24,8 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 		{"relaymesh_core_deliveries_total", "Deliveries handed to an edge link.", "counter", int64(c.stats.Delivered.Load())},
 		{"relaymesh_core_deliveries_dropped_total", "Deliveries dropped: relay queue full or edge gone.", "counter", int64(c.stats.Dropped.Load())},
 		{"relaymesh_core_delivery_send_errors_total", "Deliveries whose send to the edge failed.", "counter", int64(c.stats.SendErrors.Load())},
+		{"relaymesh_core_fanout_replayed_total", "Messages a new leader pushed again from the fan-out tail.", "counter", int64(c.stats.Replayed.Load())},
+		{"relaymesh_core_fanout_halted_total", "TEST HOOK: messages held before their fan-out (--test-halt-before-fanout).", "counter", int64(c.stats.Halted.Load())},
 		{"relaymesh_core_filtered_messages_total", "Messages with at least one sensitive word replaced.", "counter", x.Filtered},
 		{"relaymesh_core_filter_hits_total", "Sensitive words replaced.", "counter", x.FilterHits},
 		{"relaymesh_core_after_send_queued_total", "After-send jobs queued (_messageSent, _receiversOffline, push).", "counter", x.AfterQueued},

@@ -37,6 +37,10 @@ type edgeLink struct {
 	send func(*meshpb.Delivery) error
 	q    *relayQueue
 	done chan struct{}
+	// highOut counts the HIGH deliveries the goroutine handed to send
+	// (written or failed); with relayQueue.pushSeq it tells when a
+	// fan-out has left the core (fanout.go).
+	highOut atomic.Uint64
 }
 
 // Stats are counters of the relay.
@@ -44,6 +48,12 @@ type Stats struct {
 	Delivered  atomic.Uint64 // deliveries handed to an edge's send
 	Dropped    atomic.Uint64 // deliveries dropped: queue full or edge gone
 	SendErrors atomic.Uint64 // send returned an error
+	// Replayed counts messages a new leader pushed again because the
+	// fan-out tail said they might not have been (fanout.go).
+	Replayed atomic.Uint64
+	// Halted counts messages held by the test hook
+	// Config.HaltBeforeFanout (failover.go).
+	Halted atomic.Uint64
 	// DroppedByPriority counts the deliveries shed by a full relay queue,
 	// by the class of the one dropped (index with RelayHigh, RelayNormal,
 	// RelayLow); [RelayHigh] only grows when the queue holds nothing but
@@ -59,7 +69,7 @@ func (l *edgeLink) loop(st *Stats) {
 			return
 		default:
 		}
-		d := l.q.pop()
+		d, class := l.q.popClass()
 		if d == nil {
 			select {
 			case <-l.done:
@@ -68,7 +78,11 @@ func (l *edgeLink) loop(st *Stats) {
 			}
 			continue
 		}
-		if err := l.send(d); err != nil {
+		err := l.send(d)
+		if class == RelayHigh {
+			l.highOut.Add(1)
+		}
+		if err != nil {
 			st.SendErrors.Add(1)
 			continue
 		}
@@ -163,6 +177,13 @@ func (c *Core) pushEnvelope(cmd *lcpb.GenericCommand) {
 // fanout pushes cmd to every session of peers except the connection skip:
 // one Delivery per edge with all its target sessions.
 func (c *Core) fanout(app string, peers []string, skip connKey, cmd *lcpb.GenericCommand) {
+	c.fanoutTo(app, peers, skip, cmd, false)
+}
+
+// fanoutTo is fanout that returns where each delivery waits in its edge's
+// relay queue (fanout.go tracks when a message has left the core), and
+// marks the deliveries as a replay when replay is set.
+func (c *Core) fanoutTo(app string, peers []string, skip connKey, cmd *lcpb.GenericCommand, replay bool) []edgeWait {
 	c.pushEnvelope(cmd)
 	c.recordNotif(app, peers, cmd) // notif.go: conversation events and receipts are stored
 	byEdge := map[string][]*meshpb.Target{}
@@ -176,9 +197,17 @@ func (c *Core) fanout(app string, peers []string, skip connKey, cmd *lcpb.Generi
 		}
 	}
 	c.mu.Unlock()
-	for edge, targets := range byEdge {
-		c.deliver(edge, &meshpb.Delivery{AppId: app, Targets: targets}, cmd)
+	var waits []edgeWait
+	msgID := ""
+	if cmd.GetCmd() == lcpb.CommandType_direct {
+		msgID = cmd.GetDirectMessage().GetId()
 	}
+	for edge, targets := range byEdge {
+		if w, ok := c.deliverAs(edge, &meshpb.Delivery{AppId: app, Targets: targets, MsgId: msgID, Replay: replay}, RelayHigh, cmd); ok {
+			waits = append(waits, w)
+		}
+	}
+	return waits
 }
 
 // deliver queues a delivery that is not chatroom traffic (conversation
@@ -189,8 +218,9 @@ func (c *Core) deliver(edge string, d *meshpb.Delivery, cmd *lcpb.GenericCommand
 }
 
 // deliverAs encodes cmd for d (peerId set when all targets share one) and
-// queues it for edge as class p without blocking.
-func (c *Core) deliverAs(edge string, d *meshpb.Delivery, p RelayClass, cmd *lcpb.GenericCommand) {
+// queues it for edge as class p without blocking. For a HIGH delivery
+// queued, w says when it has left (ok).
+func (c *Core) deliverAs(edge string, d *meshpb.Delivery, p RelayClass, cmd *lcpb.GenericCommand) (w edgeWait, ok bool) {
 	one := d.Targets[0].PeerId
 	for _, t := range d.Targets[1:] {
 		if t.PeerId != one {
@@ -213,12 +243,17 @@ func (c *Core) deliverAs(edge string, d *meshpb.Delivery, p RelayClass, cmd *lcp
 	c.mu.Unlock()
 	if l == nil {
 		c.stats.Dropped.Add(1)
-		return
+		return edgeWait{}, false
 	}
-	if victim, dropped := l.q.push(d, p); dropped {
+	seq, victim, dropped := l.q.pushSeq(d, p)
+	if dropped {
 		c.stats.Dropped.Add(1)
 		c.stats.DroppedByPriority[victim].Add(1)
 	}
+	if seq == 0 {
+		return edgeWait{}, false
+	}
+	return edgeWait{l, seq}, true
 }
 
 // SyncPresence applies an edge's presence frame (meshpb.Presence): every

@@ -61,9 +61,10 @@ type relayQueue struct {
 	cap    int
 	notify chan struct{} // capacity 1; signalled when a delivery is queued
 
-	mu sync.Mutex
-	q  [NumRelayClasses][]*meshpb.Delivery // guarded by mu; FIFO per class
-	n  int                                 // guarded by mu; total queued
+	mu     sync.Mutex
+	q      [NumRelayClasses][]*meshpb.Delivery // guarded by mu; FIFO per class
+	n      int                                 // guarded by mu; total queued
+	highIn uint64                              // guarded by mu; HIGH deliveries ever queued (fanout.go)
 }
 
 func newRelayQueue(capacity int) *relayQueue {
@@ -84,28 +85,49 @@ func (q *relayQueue) signal() {
 // whether a delivery was dropped (d itself or an evicted older one) and
 // victim is its class.
 func (q *relayQueue) push(d *meshpb.Delivery, p RelayClass) (victim RelayClass, dropped bool) {
+	_, victim, dropped = q.pushSeq(d, p)
+	return victim, dropped
+}
+
+// pushSeq is push that also returns, for a HIGH delivery it queued, its
+// place among every HIGH delivery ever queued (1, 2, …; 0 when d was
+// dropped or is not HIGH). HIGH is FIFO and never evicted, so d has left
+// the queue once that many HIGH deliveries were popped.
+func (q *relayQueue) pushSeq(d *meshpb.Delivery, p RelayClass) (seq uint64, victim RelayClass, dropped bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.n < q.cap {
+	queued := func() {
 		q.q[p] = append(q.q[p], d)
-		q.n++
 		q.signal()
-		return p, false
+		if p == RelayHigh {
+			q.highIn++
+			seq = q.highIn
+		}
+	}
+	if q.n < q.cap {
+		queued()
+		q.n++
+		return seq, p, false
 	}
 	for c := RelayLow; c > p; c-- {
 		if len(q.q[c]) > 0 {
 			q.q[c][0] = nil
 			q.q[c] = q.q[c][1:]
-			q.q[p] = append(q.q[p], d)
-			q.signal()
-			return c, true
+			queued()
+			return seq, c, true
 		}
 	}
-	return p, true
+	return 0, p, true
 }
 
 // pop takes the next delivery, HIGH first; nil when the queue is empty.
 func (q *relayQueue) pop() *meshpb.Delivery {
+	d, _ := q.popClass()
+	return d
+}
+
+// popClass is pop that also says the delivery's class.
+func (q *relayQueue) popClass() (*meshpb.Delivery, RelayClass) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for c := range q.q {
@@ -114,10 +136,10 @@ func (q *relayQueue) pop() *meshpb.Delivery {
 			q.q[c][0] = nil
 			q.q[c] = q.q[c][1:]
 			q.n--
-			return d
+			return d, RelayClass(c)
 		}
 	}
-	return nil
+	return nil, 0
 }
 
 // len reports the number of queued deliveries.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -169,7 +170,7 @@ func checkCommand(cmd *shard.Command) error {
 		}
 	}
 	if cmd.DT != "" {
-		if err := checkDT(cmd.DT); err != nil {
+		if err := checkDT(strings.TrimPrefix(cmd.DT, idemKeyPrefix)); err != nil { // failover.go: the edge's key
 			return err
 		}
 	}

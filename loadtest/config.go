@@ -79,6 +79,13 @@ type Config struct {
 	// read from it: the coordinator releases every worker at once, so all
 	// rooms are full before anyone sends (worker processes: stdin).
 	Gate io.Reader `json:"-"`
+
+	// Fault, when set, is called once FaultAfter into the sending (e.g.
+	// KillPID: kill -9 a server process); the summary then settles the
+	// sends relative to that instant (Summary.Fault). Only with one
+	// worker process: the ledger that times it lives in that process.
+	Fault      func() error  `json:"-"`
+	FaultAfter time.Duration `json:"-"`
 }
 
 // Defaults fills in zero values.
@@ -172,6 +179,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Duration > 24*time.Hour {
 		return errors.New("loadtest: --duration is capped at 24h")
+	}
+	if c.Fault != nil && c.Workers > 1 {
+		return errors.New("loadtest: a fault (--kill-pid) needs --workers 1")
+	}
+	if c.FaultAfter < 0 {
+		return errors.New("loadtest: --kill-after must not be negative")
 	}
 	return nil
 }

@@ -93,6 +93,21 @@
 // worker's whole run has a deadline derived from its sessions, connect rate,
 // duration and drain.
 //
+// # Faults
+//
+// Config.Fault (relaymesh-loadtest --kill-pid PID --kill-after D: kill -9
+// of a server process) runs once, Config.FaultAfter into the sending, in a
+// run of one worker process. The summary then settles the sends around the
+// instant it returned (Summary.Fault): the first ack of a send started
+// after it (when sends succeed again), the sends started after it that
+// failed, and those started FaultGrace (2 s) or more after it. Every run
+// also reports failed sends without a LeanCloud code by kind (timeout,
+// connection lost) and the sessions that lost their connection: how long
+// each was down (client.Reconnected.Down) and how many never came back.
+// Sessions are given the other targets (client.Options.Servers) and
+// resync after a reconnect (client.Options.Resync): copies that arrive
+// that way are late, not lost.
+//
 // # Network
 //
 // Every session dials through its worker's http.Client

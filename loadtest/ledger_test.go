@@ -158,3 +158,34 @@ func TestParseLedgerID(t *testing.T) {
 		}
 	}
 }
+
+func TestSettleFault(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := t0.Add(10 * time.Second)
+	l := NewLedger(0, nil)
+	send := func(start time.Duration, ack time.Duration) {
+		_, seq := l.Sent("c", 2, []int{1}, t0.Add(start))
+		if ack >= 0 {
+			l.Acked(seq, "u", 0, t0.Add(start+ack))
+		}
+	}
+	send(9*time.Second, 10*time.Millisecond)           // before the fault, acked
+	send(9500*time.Millisecond, -1)                    // before, failed: −500 ms
+	send(10*time.Second, 1500*time.Millisecond)        // at the fault, acked 1500 ms later
+	send(10200*time.Millisecond, 900*time.Millisecond) // first ack after: 200+900 = 1100 ms
+	send(11*time.Second, -1)                           // failed within the grace
+	send(13*time.Second, -1)                           // failed after the grace
+	got := l.SettleFault(at)
+	want := FaultCounts{SentAfter: 4, AckedAfter: 2, FailedAfter: 2, FirstAckAfterMS: 1100, FailedAfterGrace: 1,
+		FirstFailedStartMS: -500, LastFailedStartMS: 3000, MaxAckAfterMS: 1500}
+	if got != want {
+		t.Errorf("SettleFault:\n got %+v\nwant %+v", got, want)
+	}
+	var m FaultCounts
+	m.FirstAckAfterMS = -1
+	m.merge(got)
+	m.merge(FaultCounts{FirstAckAfterMS: -1})
+	if m != want {
+		t.Errorf("merge with an empty report:\n got %+v\nwant %+v", m, want)
+	}
+}

@@ -95,6 +95,8 @@ func (w *worker) sendOne(sd sender) {
 		var le *client.Error
 		if errors.As(err, &le) {
 			w.countCode(le.Code)
+		} else {
+			w.countKind(errorKind(err))
 		}
 		w.noteErr("send %s from %s: %v", id, sd.s.id, err)
 		return

@@ -39,10 +39,11 @@ func (c *conv) others(p int) []int {
 // session is one logged-in client and the goroutine that drains its
 // events into the ledger.
 type session struct {
-	id     string
-	target string
-	w      *worker
-	cl     *client.Client // set by login, then immutable
+	id      string
+	target  string
+	servers []string // the other targets (client.Options.Servers)
+	w       *worker
+	cl      *client.Client // set by login, then immutable
 
 	// chatroom scenario, set before login: the room's cid and this
 	// session's index in its worker (its bit in the chat ledger)
@@ -58,7 +59,8 @@ type session struct {
 	unreadCh chan struct{}    // guarded by mu; closed when unread is set
 
 	closed       atomic.Bool // the server ended the session (Closed event)
-	disconnected atomic.Bool // the connection was lost at least once (Reconnected event)
+	disconnected atomic.Bool // the connection was lost at least once (Disconnected event)
+	down         atomic.Bool // lost and not reconnected yet
 }
 
 func (s *session) addConv(c *conv) {
@@ -131,9 +133,15 @@ func (s *session) loop() {
 				close(s.unreadCh)
 			}
 			s.mu.Unlock()
+		case client.Disconnected:
+			if !s.disconnected.Swap(true) {
+				s.w.disconnected.Add(1)
+			}
+			s.down.Store(true)
 		case client.Reconnected:
-			s.disconnected.Store(true)
+			s.down.Store(false)
 			s.w.reconnects.Add(1)
+			s.w.downH.Record(e.Down)
 		case client.Closed:
 			s.closed.Store(true)
 			s.w.sessionsClosed.Add(1)
@@ -149,7 +157,7 @@ func (s *session) onMessage(m client.Message) {
 		s.w.ledger.Delivered(-1, 0, m.ID, -1, m.Offline, now)
 		return
 	}
-	s.w.ledger.Delivered(w, seq, m.ID, c.pos[s], m.Offline, now)
+	s.w.ledger.Delivered(w, seq, m.ID, c.pos[s], m.Offline || m.Resynced, now)
 }
 
 // syncFrom records the messages of cid fetched from history after a

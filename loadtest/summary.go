@@ -48,8 +48,19 @@ type Summary struct {
 	Reconnects     int64           `json:"reconnects"`
 	Unrecovered    int64           `json:"unrecovered"`
 	EventsDropped  int64           `json:"events_dropped"`
-	Errors         []string        `json:"errors,omitempty"`
-	Passed         bool            `json:"passed"` // no acked message lost (chatroom: no acked HIGH copy lost)
+	// SendErrorKinds: failed sends without a LeanCloud code, by kind
+	// ("timeout", "connection lost", "session closed", "other").
+	SendErrorKinds map[string]int64 `json:"send_error_kinds,omitempty"`
+	// Sessions that lost their connection, those still reconnecting when
+	// the run ended, and connection lost → session open again.
+	SessionsDisconnected int64     `json:"sessions_disconnected"`
+	SessionsDownAtEnd    int64     `json:"sessions_down_at_end"`
+	DownMS               Quantiles `json:"down_ms"`
+	// Fault: the sends settled around Config.Fault (--kill-pid).
+	Fault *FaultSummary `json:"fault,omitempty"`
+
+	Errors []string `json:"errors,omitempty"`
+	Passed bool     `json:"passed"` // no acked message lost (chatroom: no acked HIGH copy lost)
 
 	// Chatroom: per-priority delivery, shedding and dropped frames.
 	Chatroom *ChatroomSummary `json:"chatroom,omitempty"`
@@ -60,13 +71,20 @@ type Summary struct {
 	DeliveryHistogram []Bucket `json:"delivery_histogram"`
 }
 
+// FaultSummary is the fault of a run and the sends around it.
+type FaultSummary struct {
+	AfterS float64 `json:"after_s"` // seconds into the sending
+	Err    string  `json:"error,omitempty"`
+	FaultCounts
+}
+
 // buildSummary merges the workers' reports.
 func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Duration) *Summary {
 	s := &Summary{
 		Scenario: cfg.Scenario, Targets: cfg.Targets, ElapsedS: elapsed.Seconds(), Workers: workers,
 		SessionsRequested: cfg.Sessions, Rate: cfg.Rate, DurationS: cfg.Duration.Seconds(),
 	}
-	conn, ack, del, rec := NewHist(), NewHist(), NewHist(), NewHist()
+	conn, ack, del, rec, down := NewHist(), NewHist(), NewHist(), NewHist(), NewHist()
 	ackW, delW := map[int]*Hist{}, map[int]*Hist{}
 	var sendSec float64
 	for _, r := range reports {
@@ -92,6 +110,21 @@ func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Durat
 		s.Reconnects += r.Reconnects
 		s.Unrecovered += r.Unrecovered
 		s.EventsDropped += r.EventsDropped
+		for k, n := range r.SendErrorKinds {
+			if s.SendErrorKinds == nil {
+				s.SendErrorKinds = make(map[string]int64)
+			}
+			s.SendErrorKinds[k] += n
+		}
+		s.SessionsDisconnected += r.Disconnected
+		s.SessionsDownAtEnd += r.DownAtEnd
+		down.Merge(r.Down)
+		if f := r.Fault; f != nil {
+			if s.Fault == nil {
+				s.Fault = &FaultSummary{AfterS: f.AfterS, Err: f.Err, FaultCounts: FaultCounts{FirstAckAfterMS: -1}}
+			}
+			s.Fault.merge(f.Counts)
+		}
 		for _, e := range r.Errors {
 			if len(s.Errors) < 3*maxErrors {
 				s.Errors = append(s.Errors, fmt.Sprintf("worker %d: %s", r.Worker, e))
@@ -99,6 +132,7 @@ func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Durat
 		}
 	}
 	s.LatencyMS, s.DeliveryLatencyMS, s.ConnectLatencyMS = ack.Quantiles(), del.Quantiles(), conn.Quantiles()
+	s.DownMS = down.Quantiles()
 	if rec.Count() > 0 {
 		q := rec.Quantiles()
 		s.RecoverMS, s.RecoverAllMS = &q, q.Max
@@ -170,8 +204,17 @@ func (s *Summary) WriteText(w io.Writer) {
 			float64(s.ServerRSSBytes)/(1<<20), float64(s.ServerRSSBaselineBytes)/(1<<20), s.ServerRSSBytesPerSession, s.RSSSource)
 	}
 	if s.SendErrors+s.Behind+s.SessionsClosed+s.EventsDropped > 0 {
-		p("  send errors %d %v, skipped (behind) %d, sessions closed by server %d, events dropped %d",
-			s.SendErrors, s.SendErrorCodes, s.Behind, s.SessionsClosed, s.EventsDropped)
+		p("  send errors %d (by code %v, without code %v), skipped (behind) %d, sessions closed by server %d, events dropped %d",
+			s.SendErrors, s.SendErrorCodes, s.SendErrorKinds, s.Behind, s.SessionsClosed, s.EventsDropped)
+	}
+	if s.SessionsDisconnected > 0 {
+		p("  sessions: %d lost their connection, %d still down at the end", s.SessionsDisconnected, s.SessionsDownAtEnd)
+		q("lost→back", s.DownMS)
+	}
+	if f := s.Fault; f != nil {
+		p("  fault %.1fs into the sending%s: first ack of a send started after it at %+.0f ms; sends after it %d (acked %d, failed %d, failed ≥%v after %d); failed sends started %+.0f…%+.0f ms; slowest ack after it %.0f ms",
+			f.AfterS, errSuffix(f.Err), f.FirstAckAfterMS, f.SentAfter, f.AckedAfter, f.FailedAfter, FaultGrace, f.FailedAfterGrace,
+			f.FirstFailedStartMS, f.LastFailedStartMS, f.MaxAckAfterMS)
 	}
 	if c := s.Chatroom; c != nil {
 		p("  chatroom: %d room(s), members %v (%d joins failed), mix %s; fan-out %.0f deliveries/s (send start → last copy; %.0f per second of sending)",
@@ -219,4 +262,11 @@ func (s *Summary) WriteText(w io.Writer) {
 	default:
 		p("FAIL: %d acked message copies lost", s.Lost)
 	}
+}
+
+func errSuffix(e string) string {
+	if e == "" {
+		return ""
+	}
+	return " (" + e + ")"
 }

@@ -31,8 +31,18 @@ type Report struct {
 	Reconnects     int64           `json:"reconnects"`
 	Unrecovered    int64           `json:"unrecovered"` // reconnect: sessions whose unread state did not come back
 	EventsDropped  int64           `json:"events_dropped"`
-	Errors         []string        `json:"errors,omitempty"`
-	Chat           *ChatReport     `json:"chat,omitempty"` // chatroom scenario
+	// SendErrorKinds counts failed sends without a LeanCloud code:
+	// "timeout", "connection lost", "session closed", "other".
+	SendErrorKinds map[string]int64 `json:"send_error_kinds,omitempty"`
+	// Sessions whose connection was lost at least once, and of them those
+	// still reconnecting when the run ended; Down: connection lost →
+	// session open again (client.Reconnected.Down), per reconnect.
+	Disconnected int64        `json:"sessions_disconnected"`
+	DownAtEnd    int64        `json:"sessions_down_at_end"`
+	Down         *Hist        `json:"down"`
+	Fault        *FaultReport `json:"fault,omitempty"`
+	Errors       []string     `json:"errors,omitempty"`
+	Chat         *ChatReport  `json:"chat,omitempty"` // chatroom scenario
 }
 
 // Progress is a worker's state, reported every Config.Progress.
@@ -58,16 +68,32 @@ type worker struct {
 	dialer *netDialer
 	http   *http.Client // dials through dialer; every session's HTTPClient
 
-	connectH, ackH, deliverH, recoverH *Hist
-	ackS, deliverS                     *Series
+	connectH, ackH, deliverH, recoverH, downH *Hist
+	ackS, deliverS                            *Series
 
 	sendErrors, behind, sessionsClosed, reconnects, unrecovered, eventsDropped atomic.Int64
-	connected, connectFailed                                                   atomic.Int64
+	connected, connectFailed, disconnected                                     atomic.Int64
 
-	mu     sync.Mutex
-	phase  string          // guarded by mu
-	errors []string        // guarded by mu; first few errors
-	codes  map[int32]int64 // guarded by mu; failed sends by LeanCloud code
+	mu      sync.Mutex
+	phase   string           // guarded by mu
+	errors  []string         // guarded by mu; first few errors
+	codes   map[int32]int64  // guarded by mu; failed sends by LeanCloud code
+	kinds   map[string]int64 // guarded by mu; failed sends without a code
+	faultAt time.Time        // guarded by mu; when Config.Fault ran
+	faultE  error            // guarded by mu; what it returned
+	all     []*session       // guarded by mu; every session that logged in
+	// downAtEnd: sessions still reconnecting after the drain (countDown).
+	downAtEnd int64 // guarded by mu
+}
+
+// countKind counts a failed send without a LeanCloud code.
+func (w *worker) countKind(kind string) {
+	w.mu.Lock()
+	if w.kinds == nil {
+		w.kinds = make(map[string]int64)
+	}
+	w.kinds[kind]++
+	w.mu.Unlock()
 }
 
 func (w *worker) countCode(code int32) {
@@ -123,7 +149,7 @@ func RunWorker(ctx context.Context, cfg Config, index, workers int, onProgress f
 	w := &worker{
 		cfg: cfg, index: index, first: first, n: n, share: float64(n) / float64(cfg.Sessions),
 		start: time.Now(), dialer: newNetDialer(cfg.SourceIPs),
-		connectH: NewHist(), ackH: NewHist(), deliverH: NewHist(), recoverH: NewHist(),
+		connectH: NewHist(), ackH: NewHist(), deliverH: NewHist(), recoverH: NewHist(), downH: NewHist(),
 		phase: "connecting",
 	}
 	w.ackS, w.deliverS = NewSeries(w.start), NewSeries(w.start)
@@ -217,10 +243,13 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 		}
 		w.setPhase("steady")
 		sendStart = time.Now()
+		stopFault := w.scheduleFault()
 		sc.steady(ctx)
 		sendEnd = time.Now()
 		w.setPhase("draining")
 		w.drain(ctx)
+		stopFault()
+		w.countDown()
 	}()
 	rep := &Report{
 		Worker: w.index, Sessions: int(w.connected.Load()), ConnectFailed: int(w.connectFailed.Load()),
@@ -228,6 +257,7 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 		AckSeries: w.ackS.Windows(), DeliverSeries: w.deliverS.Windows(),
 		SendErrors: w.sendErrors.Load(), Behind: w.behind.Load(), Closed: w.sessionsClosed.Load(),
 		Reconnects: w.reconnects.Load(), Unrecovered: w.unrecovered.Load(), EventsDropped: w.eventsDropped.Load(),
+		Disconnected: w.disconnected.Load(), Down: w.downH,
 	}
 	if !sendStart.IsZero() {
 		rep.SendSeconds = sendEnd.Sub(sendStart).Seconds()
@@ -239,8 +269,51 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 	w.mu.Lock()
 	rep.Errors = append(rep.Errors, w.errors...)
 	rep.SendErrorCodes = w.codes
+	rep.SendErrorKinds = w.kinds
+	rep.DownAtEnd = w.downAtEnd
+	if !w.faultAt.IsZero() {
+		rep.Fault = &FaultReport{AtUnixMS: w.faultAt.UnixMilli(), AfterS: w.faultAt.Sub(sendStart).Seconds(),
+			Counts: w.ledger.SettleFault(w.faultAt)}
+		if w.faultE != nil {
+			rep.Fault.Err = w.faultE.Error()
+		}
+	}
 	w.mu.Unlock()
 	return rep, nil
+}
+
+// scheduleFault runs Config.Fault FaultAfter from now, once, unless stop
+// is called first; stop waits for a Fault that is running.
+func (w *worker) scheduleFault() (stop func()) {
+	if w.cfg.Fault == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	t := time.AfterFunc(w.cfg.FaultAfter, func() {
+		defer close(done)
+		err := w.cfg.Fault()
+		at := time.Now()
+		w.mu.Lock()
+		w.faultAt, w.faultE = at, err
+		w.mu.Unlock()
+	})
+	return func() {
+		if t.Stop() {
+			return
+		}
+		<-done
+	}
+}
+
+// countDown counts the sessions still reconnecting now (after the drain).
+func (w *worker) countDown() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.all {
+		if s.down.Load() && !s.closed.Load() {
+			w.downAtEnd++
+		}
+	}
 }
 
 // drain waits after sending stopped until every expected copy arrived, no
@@ -281,6 +354,10 @@ func (w *worker) options(s *session) client.Options {
 		ReconnectMin: 200 * time.Millisecond, ReconnectMax: 2 * time.Second,
 		RequestTimeout: 20 * time.Second,
 		HTTPClient:     w.http,
+		Servers:        s.servers,
+		// A session that reconnects reads what it missed (late copies in
+		// the ledger); the reconnect scenario measures its own recovery.
+		Resync: w.cfg.Scenario != ScenarioReconnect,
 	}
 	if s.slow {
 		o.ReadDelay = w.cfg.SlowReadDelay
@@ -295,7 +372,13 @@ func (w *worker) newSessions(prefix string, first, n int, grp string) []*session
 	for i := range out {
 		g := first + i
 		t := w.cfg.Targets[g%len(w.cfg.Targets)]
-		out[i] = &session{id: fmt.Sprintf("lt-%s-%s%d", w.cfg.RunID, prefix, g), target: withGroup(t, grp), w: w}
+		s := &session{id: fmt.Sprintf("lt-%s-%s%d", w.cfg.RunID, prefix, g), target: withGroup(t, grp), w: w}
+		// The other targets, in turn after this one: where the session
+		// goes when its edge is lost.
+		for k := 1; k < len(w.cfg.Targets); k++ {
+			s.servers = append(s.servers, withGroup(w.cfg.Targets[(g+k)%len(w.cfg.Targets)], grp))
+		}
+		out[i] = s
 	}
 	return out
 }
@@ -332,6 +415,9 @@ func (w *worker) loginAll(ctx context.Context, ss []*session) []*session {
 			}
 			w.connectH.Record(time.Since(t0))
 			w.connected.Add(1)
+			w.mu.Lock()
+			w.all = append(w.all, s)
+			w.mu.Unlock()
 			ok[i] = true
 		})
 	}

@@ -32,6 +32,14 @@
 //	3 raft    client: header with an empty method, then raw hashicorp/raft
 //	          NetworkTransport bytes both ways (Node.RaftLayer)
 //
+// Deadlines: a dial gives up after 3 s (shared by every caller waiting for
+// it); a connection whose peer is silent for 10 s (keepalives every 2 s)
+// is dropped with every stream on it; Stream.Send fails after its send
+// timeout (DefaultSendTimeout, 10 s) and resets the stream; an RPC reply
+// the caller does not read within 10 s is reset. Call is bounded by its
+// context. A Call that failed before its request was written wraps
+// ErrNotSent, so a caller knows when a retry cannot duplicate it.
+//
 // An oversize frame is refused by the sender (ErrFrameTooLarge) and, if one
 // arrives anyway, answered with status 3 and the stream is reset. A caller
 // whose context ends resets both directions of its stream; the server's

@@ -19,13 +19,16 @@ import (
 const ALPN = "relaymesh/1"
 
 // Connection tuning. Keepalives every keepAlivePeriod keep idle peers connected;
-// a peer silent for maxIdleTimeout is dropped and re-dialled on next use.
+// a peer silent for maxIdleTimeout (killed, or cut off) is dropped and
+// re-dialled on next use, and every stream on it fails.
 const (
 	handshakeTimeout  = 5 * time.Second
-	maxIdleTimeout    = 30 * time.Second
-	keepAlivePeriod   = 10 * time.Second
+	dialTimeout       = 3 * time.Second // one dial of an address, shared by its callers
+	maxIdleTimeout    = 10 * time.Second
+	keepAlivePeriod   = 2 * time.Second
 	headerTimeout     = 10 * time.Second // to send a stream header
 	requestTimeout    = time.Minute      // to send an RPC request after its header
+	replyTimeout      = 10 * time.Second // to write an RPC reply to a caller that stopped reading
 	maxIncomingStream = 4096             // concurrent streams a peer may open per connection
 )
 
@@ -45,6 +48,10 @@ var (
 	ErrUnknownMethod = errors.New("mesh: unknown method")
 	ErrFrameTooLarge = errors.New("mesh: frame too large")
 	ErrProtocol      = errors.New("mesh: protocol error")
+	// ErrNotSent wraps a Call that failed before its request was written
+	// (no connection to the peer, or no stream on it): the peer cannot have
+	// acted on it, so retrying it elsewhere duplicates nothing.
+	ErrNotSent = errors.New("mesh: request not sent")
 )
 
 // RPCHandler answers one request; peer is the caller's node name.
@@ -303,7 +310,7 @@ func (n *Node) dial(addr string, d *dial) {
 		fail(err)
 		return
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, 2*handshakeTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, dialTimeout)
 	defer cancel()
 	c, err := n.tr.Dial(ctx, uaddr, n.clientT, n.qconf)
 	if err != nil {

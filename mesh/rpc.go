@@ -40,7 +40,7 @@ func (n *Node) Call(ctx context.Context, addr, method string, req []byte) ([]byt
 	}
 	s, _, err := n.openStream(ctx, addr, kindRPC, method)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: call %s: %w", method, err)
+		return nil, fmt.Errorf("mesh: call %s: %w: %w", method, ErrNotSent, err)
 	}
 	stop := context.AfterFunc(ctx, func() {
 		s.CancelRead(codeCanceled)
@@ -204,17 +204,19 @@ func (n *Node) streamContext(s *quic.Stream) (context.Context, context.CancelFun
 	return ctx, func() { stop(); cancel() }
 }
 
-// writeReply sends status and frame and closes the send side.
+// writeReply sends status and frame and closes the send side; a caller
+// that does not read it within replyTimeout gets its stream reset.
 func writeReply(s *quic.Stream, st byte, payload []byte) {
+	s.SetWriteDeadline(time.Now().Add(replyTimeout))
 	var hdr [5]byte
 	hdr[0] = st
 	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
 	if _, err := s.Write(hdr[:]); err != nil {
-		s.CancelRead(codeNoError)
+		reset(s, codeNoError)
 		return
 	}
 	if _, err := s.Write(payload); err != nil {
-		s.CancelRead(codeNoError)
+		reset(s, codeNoError)
 		return
 	}
 	s.Close()

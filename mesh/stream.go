@@ -3,8 +3,10 @@ package mesh
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,15 +14,30 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
+// DefaultSendTimeout bounds one Stream.Send unless SetSendTimeout says
+// otherwise: a peer that stops reading (stuck, or killed and not yet
+// detected) cannot hold a sender for longer.
+const DefaultSendTimeout = 10 * time.Second
+
 // Stream is a long-lived, two-way sequence of frames between two nodes.
 // Send may be called from many goroutines; Recv from one at a time.
 type Stream struct {
 	s      *quic.Stream
 	closed atomic.Bool
+	sendTO atomic.Int64 // Send's deadline in ns; 0: DefaultSendTimeout, <0: none
 
 	wmu  sync.Mutex // guards Send's writes and whdr
 	whdr [4]byte
 	rhdr [4]byte // owned by the Recv goroutine
+}
+
+// SetSendTimeout sets how long one Send may wait for the peer's flow
+// control before it fails and resets the stream; d < 0 means no limit.
+func (st *Stream) SetSendTimeout(d time.Duration) {
+	if d == 0 {
+		d = -1
+	}
+	st.sendTO.Store(int64(d))
 }
 
 // OpenStream opens a stream to method on the node at addr. ctx bounds the
@@ -75,7 +92,11 @@ func (n *Node) serveOpen(peer string, role Role, method string, s *quic.Stream) 
 	h(ctx, peer, st)
 }
 
-// Send writes one frame. It is safe for concurrent use.
+// Send writes one frame. It is safe for concurrent use. A Send that the
+// peer's flow control holds up for longer than the send timeout
+// (SetSendTimeout, DefaultSendTimeout) fails with an error wrapping
+// os.ErrDeadlineExceeded and resets the stream: a frame may be half
+// written, so the stream cannot go on.
 func (st *Stream) Send(msg []byte) error {
 	if len(msg) > MaxFrameSize {
 		return fmt.Errorf("mesh: send: %d bytes: %w", len(msg), ErrFrameTooLarge)
@@ -85,11 +106,24 @@ func (st *Stream) Send(msg []byte) error {
 	if st.closed.Load() {
 		return fmt.Errorf("mesh: send: %w", ErrClosed)
 	}
-	binary.BigEndian.PutUint32(st.whdr[:], uint32(len(msg)))
-	if _, err := st.s.Write(st.whdr[:]); err != nil {
-		return st.err("send", err)
+	to := time.Duration(st.sendTO.Load())
+	if to == 0 {
+		to = DefaultSendTimeout
 	}
-	if _, err := st.s.Write(msg); err != nil {
+	if to > 0 {
+		st.s.SetWriteDeadline(time.Now().Add(to))
+	} else {
+		st.s.SetWriteDeadline(time.Time{})
+	}
+	binary.BigEndian.PutUint32(st.whdr[:], uint32(len(msg)))
+	_, err := st.s.Write(st.whdr[:])
+	if err == nil {
+		_, err = st.s.Write(msg)
+	}
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			reset(st.s, codeCanceled)
+		}
 		return st.err("send", err)
 	}
 	return nil

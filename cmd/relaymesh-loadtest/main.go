@@ -73,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Progress, "progress", 3*time.Second, "progress line interval on stderr (negative: none)")
 	fs.StringVar(&cfg.RunID, "run-id", "", "prefix of client ids (default: from the clock; set by the coordinator for workers)")
 	worker := fs.String("worker", "", "hidden: run as worker i/n of a coordinator and report JSON lines on stdout")
+	killPID := fs.Int("kill-pid", 0, "kill -9 this process --kill-after into the sending (e.g. a core or an edge) and report the sends around it; needs --workers 1")
+	fs.DurationVar(&cfg.FaultAfter, "kill-after", 7*time.Second, "with --kill-pid: when, from the start of the sending")
 	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -85,6 +87,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg.Targets = tg
+	if *killPID > 0 {
+		cfg.Fault = loadtest.KillPID(*killPID)
+	}
 	if *topology != "" {
 		edges, err := loadtest.LoadTopology(*topology)
 		if err != nil {
@@ -224,6 +229,11 @@ delivered_ratio,deliveries_per_s,delivery_latency_ms,dropped_frames}, chatroom.h
 chatroom.edge_overflow_closes; with slow readers chatroom.slow_readers.{members,disconnected,
 slow,normal}, slow and normal per priority {expected,delivered,missing,delivered_ratio}) and an
 HTML report.
+
+Fault (--kill-pid PID --kill-after D, one worker): kill -9 of PID D into the sending; the summary
+adds the sends around it (fault.first_ack_after_ms: when sends succeed again; failed_after,
+failed_after_grace: failed sends started after it, or 2 s or more after it), and every run reports
+sessions_disconnected, sessions_down_at_end and down_ms (connection lost → session open again).
 
 Exit status: 0 no acked message lost (chatroom: no acked HIGH copy lost); 1 acked messages lost
 or the run failed; 2 bad flags, or a scenario that is not available yet (cross-region).

@@ -69,6 +69,13 @@ func TestBadFlags(t *testing.T) {
 	if code, _, _ := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", "pairs", "--source-ips", "x"); code != exitUsage {
 		t.Errorf("bad --source-ips: exit %d, want 2", code)
 	}
+	// The ledger that times a kill lives in one process.
+	if code, _, stderr := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", "pairs", "--kill-pid", "999999999", "--workers", "2"); code != exitUsage || !strings.Contains(stderr, "--kill-pid") {
+		t.Errorf("--kill-pid with 2 workers: exit %d, stderr %q; want 2", code, stderr)
+	}
+	if code, _, _ := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", "pairs", "--kill-pid", "999999999", "--kill-after", "-1s"); code != exitUsage {
+		t.Errorf("negative --kill-after: exit %d, want 2", code)
+	}
 }
 
 // TestLedgerCatchesLoss: the server drops the 3rd direct delivery; the

@@ -244,9 +244,10 @@ func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.C
 }
 
 func runCore(args []string) error {
-	var metricsAddr string
+	var metricsAddr, halt string
 	c, log, err := roleFlags("core", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz over HTTP here (overrides [core] metrics_addr)")
+		fs.StringVar(&halt, "test-halt-before-fanout", "", "TEST HOOK: hold every message containing this text after its commit, before its ack and fan-out (to kill -9 a leader right there)")
 	})
 	if err != nil {
 		return err
@@ -256,6 +257,7 @@ func runCore(args []string) error {
 		return err
 	}
 	cc.Logger = log
+	cc.HaltBeforeFanout = halt
 	if metricsAddr != "" {
 		cc.MetricsAddr = metricsAddr
 	}

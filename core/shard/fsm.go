@@ -38,13 +38,24 @@ func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
 	if ferr := checkVersion(index, c); ferr != nil {
 		return ferr
 	}
+	if c.version() >= Version2 { // fanout.go; a Version1 replica ignores FanoutDone
+		if err := applyFanoutDone(b, c); err != nil {
+			return fatal(index, c.Op, err)
+		}
+	}
+	if c.Op == OpFanoutDone {
+		if c.version() < Version2 {
+			return fail(ErrBadCommand, "unknown op "+string(c.Op))
+		}
+		return &Result{}
+	}
 	if c.Op == OpBatch {
 		return f.applyBatch(b, index, c)
 	}
 	if c.App == "" {
 		return fail(ErrBadCommand, "no app")
 	}
-	a := &applier{b: b, c: c, cache: &f.cache, v: c.version()}
+	a := &applier{b: b, c: c, cache: &f.cache, v: c.version(), index: index}
 	res, serr := a.apply()
 	if a.err != nil {
 		return fatal(index, c.Op, a.err)
@@ -64,6 +75,7 @@ type applier struct {
 	c     *Command
 	v     int // the command's version (version.go)
 	cache *convCache
+	index uint64 // the raft index being applied
 	err   error
 }
 

@@ -42,7 +42,8 @@ func (a *applier) appendMsg() (*Result, *Error) {
 	if c.DT != "" {
 		a.set(dedupKey(c.App, c.From, c.CID, c.DT), DedupEntry{ID: m.ID, T: m.T})
 	}
-	return &Result{Conv: conv, Message: m}, nil
+	a.tail(m) // fanout.go: until the leader says it pushed it
+	return &Result{Conv: conv, Message: m, Index: a.index}, nil
 }
 
 // store appends m to conv at the command's time (after the last message)

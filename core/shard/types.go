@@ -170,9 +170,16 @@ type Command struct {
 	// (configBitmap bit 6).
 	Receipt      bool `json:"r,omitempty"`
 	GroupReceipt bool `json:"gr,omitempty"`
-	// will, end_wills: the session (edge, connection) that owns the will.
+	// will, end_wills: the session (edge, connection) that owns the will;
+	// append: the session that sent it (the fan-out tail skips it).
 	Edge string `json:"edge,omitempty"`
 	Conn uint64 `json:"conn,omitempty"`
+	// append: the recipients when the _messageReceived hook narrowed them
+	// (kept in the fan-out tail, fanout.go); nil means the members.
+	To []string `json:"to,omitempty"`
+	// Any op: raft indexes of messages the proposer fanned out; their
+	// fan-out tail entries are deleted (fanout.go).
+	FanoutDone []uint64 `json:"fd,omitempty"`
 	// end_wills: send the wills (the session dropped) rather than drop them.
 	Fire bool `json:"fire,omitempty"`
 	// will: the send's priority, kept for a chatroom will's fan-out.
@@ -261,6 +268,9 @@ type Result struct {
 	// an earlier send, and Message then holds the original id and timestamp.
 	Message *Message
 	Dup     bool
+	// append: the raft index the message was stored at (its fan-out tail
+	// entry, fanout.go); 0 for a Dup.
+	Index uint64
 	// patch: the patched messages, in request order.
 	Patched []*Message
 	// ack/read: receipts due to senders whose messages the cursor passed.

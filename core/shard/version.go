@@ -103,6 +103,7 @@ var opVersion = map[Op]int{
 	OpDeviceBadge:  Version2, // devices.go
 	OpRevokeTokens: Version2, // auth.go
 	OpNotif:        Version2, // notif.go
+	OpFanoutDone:   Version2, // fanout.go
 }
 
 // NeedsVersion returns the command version c needs: that of its op, and

@@ -309,6 +309,13 @@ type ClientRequest struct {
 	// errorCode/errorMsg. 0 when the client went away by itself.
 	CloseErrorCode int32  `protobuf:"varint,26,opt,name=close_error_code,json=closeErrorCode,proto3" json:"close_error_code,omitempty"`
 	CloseErrorMsg  string `protobuf:"bytes,27,opt,name=close_error_msg,json=closeErrorMsg,proto3" json:"close_error_msg,omitempty"`
+	// Set by the edge on every COMMAND: a random key naming this request,
+	// kept when the edge sends it again to another core (the leader died or
+	// changed while it was in flight). A direct without a client dt is
+	// deduplicated on it as on dt (shard: sender, cid, key), so a retried
+	// send is stored once and answered with the first ack's id and
+	// timestamp. (History: added for failover, issue 8.)
+	IdempotencyKey string `protobuf:"bytes,35,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -458,6 +465,13 @@ func (x *ClientRequest) GetCloseErrorCode() int32 {
 func (x *ClientRequest) GetCloseErrorMsg() string {
 	if x != nil {
 		return x.CloseErrorMsg
+	}
+	return ""
+}
+
+func (x *ClientRequest) GetIdempotencyKey() string {
+	if x != nil {
+		return x.IdempotencyKey
 	}
 	return ""
 }
@@ -1799,7 +1813,20 @@ type Delivery struct {
 	// lcpb.GenericCommand; the edge sets peerId to each target's clientId.
 	Command []byte `protobuf:"bytes,3,opt,name=command,proto3" json:"command,omitempty"`
 	// LeanCloud priority: 1 HIGH, 2 NORMAL, 3 LOW; 0 = NORMAL.
-	Priority      int32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	Priority int32 `protobuf:"varint,4,opt,name=priority,proto3" json:"priority,omitempty"`
+	// A control frame, not a push (no targets, no command): the core says
+	// which core leads the shard. Every core sends one when the edge
+	// attaches and whenever it sees the leader change, so the edge moves its
+	// requests to a new leader without waiting for the old one to time out.
+	Leader *LinkLeader `protobuf:"bytes,10,opt,name=leader,proto3" json:"leader,omitempty"`
+	// The new shard leader re-sends a message its predecessor committed but
+	// may not have fanned out (core/fanout.go). The edge drops the copy for
+	// a session it already passed that message id to (cluster/replay.go), so a
+	// client that stayed online does not see it twice.
+	Replay bool `protobuf:"varint,11,opt,name=replay,proto3" json:"replay,omitempty"`
+	// The message id of a direct push (replay or not), so the edge can
+	// tell a replayed copy from a first one without decoding command.
+	MsgId         string `protobuf:"bytes,12,opt,name=msg_id,json=msgId,proto3" json:"msg_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1862,11 +1889,86 @@ func (x *Delivery) GetPriority() int32 {
 	return 0
 }
 
+func (x *Delivery) GetLeader() *LinkLeader {
+	if x != nil {
+		return x.Leader
+	}
+	return nil
+}
+
+func (x *Delivery) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
+}
+
+func (x *Delivery) GetMsgId() string {
+	if x != nil {
+		return x.MsgId
+	}
+	return ""
+}
+
+// LinkLeader names the shard leader: its mesh address and raft term. An
+// edge ignores a hint with a lower term than one it already followed.
+type LinkLeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Addr          string                 `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	Term          uint64                 `protobuf:"varint,2,opt,name=term,proto3" json:"term,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkLeader) Reset() {
+	*x = LinkLeader{}
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkLeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkLeader) ProtoMessage() {}
+
+func (x *LinkLeader) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkLeader.ProtoReflect.Descriptor instead.
+func (*LinkLeader) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *LinkLeader) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *LinkLeader) GetTerm() uint64 {
+	if x != nil {
+		return x.Term
+	}
+	return 0
+}
+
 var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x84\x05\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xad\x05\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -1885,7 +1987,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\tst_reopen\x18\x1f \x01(\bR\bstReopen\x12\x1b\n" +
 	"\tsource_ip\x18\x19 \x01(\tR\bsourceIp\x12(\n" +
 	"\x10close_error_code\x18\x1a \x01(\x05R\x0ecloseErrorCode\x12&\n" +
-	"\x0fclose_error_msg\x18\x1b \x01(\tR\rcloseErrorMsg\"=\n" +
+	"\x0fclose_error_msg\x18\x1b \x01(\tR\rcloseErrorMsg\x12'\n" +
+	"\x0fidempotency_key\x18# \x01(\tR\x0eidempotencyKey\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
@@ -2060,12 +2163,20 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\x04R\x06connId\x12\x1f\n" +
 	"\vend_session\x18\x03 \x01(\bR\n" +
-	"endSession\"\x89\x01\n" +
+	"endSession\"\xec\x01\n" +
 	"\bDelivery\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x120\n" +
 	"\atargets\x18\x02 \x03(\v2\x16.relaymesh.mesh.TargetR\atargets\x12\x18\n" +
 	"\acommand\x18\x03 \x01(\fR\acommand\x12\x1a\n" +
-	"\bpriority\x18\x04 \x01(\x05R\bpriorityB-Z+github.com/relaymesh/relaymesh/proto/meshpbb\x06proto3"
+	"\bpriority\x18\x04 \x01(\x05R\bpriority\x122\n" +
+	"\x06leader\x18\n" +
+	" \x01(\v2\x1a.relaymesh.mesh.LinkLeaderR\x06leader\x12\x16\n" +
+	"\x06replay\x18\v \x01(\bR\x06replay\x12\x15\n" +
+	"\x06msg_id\x18\f \x01(\tR\x05msgId\"4\n" +
+	"\n" +
+	"LinkLeader\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x12\n" +
+	"\x04term\x18\x02 \x01(\x04R\x04termB-Z+github.com/relaymesh/relaymesh/proto/meshpbb\x06proto3"
 
 var (
 	file_meshpb_mesh_proto_rawDescOnce sync.Once
@@ -2080,7 +2191,7 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
@@ -2097,6 +2208,7 @@ var file_meshpb_mesh_proto_goTypes = []any{
 	(*Presence)(nil),        // 12: relaymesh.mesh.Presence
 	(*Target)(nil),          // 13: relaymesh.mesh.Target
 	(*Delivery)(nil),        // 14: relaymesh.mesh.Delivery
+	(*LinkLeader)(nil),      // 15: relaymesh.mesh.LinkLeader
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
@@ -2112,11 +2224,12 @@ var file_meshpb_mesh_proto_depIdxs = []int32{
 	11, // 10: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
 	11, // 11: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
 	13, // 12: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	15, // 13: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -2130,7 +2243,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,145 @@
+package client
+
+import (
+	"context"
+	"maps"
+	"time"
+)
+
+// Resync (Options.Resync). Messages pushed while a client is between
+// connections are lost for it on the wire: its edge died with them queued,
+// or it was away when they were sent. They are in history. When the
+// connection is lost the client notes, per conversation, the timestamp of
+// the last message it received from others; after the reopen (on .3) the
+// server's unread push names the conversations with something new, and the
+// client reads each from that timestamp on (History, towards newer, up to
+// maxResyncPages of 100), emitting every message from others it has not
+// had live since the reopen as a Message with Resynced set. A
+// conversation it had no message in yet gets its newest min(unread, 100)
+// messages. Resynced messages can come after newer live ones, and a message
+// can come twice (live before the loss and again here, at-least-once):
+// dedup by Message.ID.
+//
+// On lc.protobuf2.1 the server pushes what the client has not acked as
+// direct{offline} on the reopen, so there is nothing to fetch.
+
+// maxResyncPages bounds the history pages read per conversation.
+const maxResyncPages = 10
+
+// resyncState is one resync: from a lost connection to the unread push of
+// the reopen. Its maps are guarded by Client.mu.
+type resyncState struct {
+	gap    map[string]int64 // cid → last timestamp received from others when the connection was lost
+	live   map[string]bool  // message ids pushed live since
+	unread chan Unread      // cap 1: the first unread push after the reopen
+}
+
+// startResync notes where the client was when the connection was lost;
+// the reader hands the reopen's unread push to it.
+func (c *Client) startResync() *resyncState {
+	if !c.opts.Resync || c.codec.Version == 1 {
+		return nil
+	}
+	rs := &resyncState{live: make(map[string]bool), unread: make(chan Unread, 1)}
+	c.mu.Lock()
+	rs.gap = maps.Clone(c.seen)
+	c.rs = rs
+	c.mu.Unlock()
+	return rs
+}
+
+// noteLiveLocked records a message pushed live (c.mu held).
+func (c *Client) noteLiveLocked(m Message) {
+	if m.From != c.opts.ClientID && !m.Transient && m.Timestamp > c.seen[m.ConvID] {
+		c.seen[m.ConvID] = m.Timestamp
+	}
+	if c.rs != nil {
+		c.rs.live[m.ID] = true
+	}
+}
+
+// noteUnread hands the first unread push after a reopen to the resync.
+func (c *Client) noteUnread(u Unread) {
+	c.mu.Lock()
+	rs := c.rs
+	c.mu.Unlock()
+	if rs == nil {
+		return
+	}
+	select {
+	case rs.unread <- u:
+	default:
+	}
+}
+
+// resync runs on its own goroutine after a reconnect (run waits for it
+// before closing Events).
+func (c *Client) resync(rs *resyncState) {
+	defer c.resyncWG.Done()
+	defer func() {
+		c.mu.Lock()
+		if c.rs == rs {
+			c.rs = nil
+		}
+		c.mu.Unlock()
+	}()
+	var u Unread
+	select {
+	case u = <-rs.unread:
+	case <-time.After(c.opts.RequestTimeout):
+		c.log.Info("client: resync: no unread push after the reopen")
+		return
+	case <-c.ctx.Done():
+		return
+	}
+	for _, uc := range u.Convs {
+		if uc.ConvType == 2 { // chatrooms: transient, not resynced
+			continue
+		}
+		if err := c.resyncConv(rs, uc); err != nil {
+			c.log.Info("client: resync", "cid", uc.ConvID, "err", err)
+		}
+	}
+}
+
+// resyncConv reads one conversation's missed messages and emits them.
+func (c *Client) resyncConv(rs *resyncState, uc UnreadConv) error {
+	c.mu.Lock()
+	from, known := rs.gap[uc.ConvID]
+	c.mu.Unlock()
+	q := HistoryQuery{Limit: 100}
+	if known {
+		q.StartTS, q.Direction = from, New
+	} else {
+		q.Limit = min(max(uc.Count, 1), 100)
+	}
+	for range maxResyncPages {
+		ctx, cancel := context.WithTimeout(c.ctx, c.opts.RequestTimeout)
+		page, err := c.History(ctx, uc.ConvID, q)
+		cancel()
+		if err != nil {
+			return err
+		}
+		for _, m := range page {
+			c.mu.Lock()
+			skip := m.From == c.opts.ClientID || rs.live[m.ID]
+			if !skip {
+				rs.live[m.ID] = true
+				if m.Timestamp > c.seen[m.ConvID] {
+					c.seen[m.ConvID] = m.Timestamp
+				}
+			}
+			c.mu.Unlock()
+			if skip {
+				continue
+			}
+			m.Resynced = true
+			c.emit(m)
+		}
+		if !known || len(page) < q.Limit || page[len(page)-1].Timestamp >= uc.LastTS {
+			return nil
+		}
+		q.StartTS = page[len(page)-1].Timestamp
+	}
+	return nil
+}

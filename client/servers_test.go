@@ -1,0 +1,197 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+)
+
+// deadURL is a ws:// URL nothing listens on.
+func deadURL(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "ws://" + l.Addr().String() + "/"
+	l.Close()
+	return u
+}
+
+// TestReconnectMovesToNextServer: when the server of a session dies, the
+// first reconnect attempt goes to the next server of the list, with the
+// session token, and the session works there.
+func TestReconnectMovesToNextServer(t *testing.T) {
+	s1, s2 := newFakeServer(t), newFakeServer(t)
+	opts := testOptions(t)
+	opts.Servers = []string{s2.url}
+	c, fc, _ := dial(t, s1, opts)
+	if c.URL() != s1.url {
+		t.Fatalf("URL: got %s, want %s", c.URL(), s1.url)
+	}
+	s1.srv.Close() // the edge dies: its port refuses
+	fc.drop()
+	fc2 := s2.nextConn(t)
+	if sm := fc2.expect(t, lcpb.CommandType_session, lcpb.OpType_open).GetSessionMessage(); !sm.GetR() || sm.GetSt() != "st-1" {
+		t.Errorf("reopen on the second server: r=%v st=%q, want true st-1", sm.GetR(), sm.GetSt())
+	}
+	ev := waitEvent[Reconnected](t, c)
+	if ev.URL != s2.url || ev.Attempts != 1 {
+		t.Errorf("Reconnected: got %+v, want URL %s after 1 attempt", ev, s2.url)
+	}
+	if _, err := c.Count(context.Background(), "c1"); err != nil {
+		t.Errorf("request on the second server: %v", err)
+	}
+}
+
+// TestDialTriesEachServer: Dial goes past a server that refuses the
+// connection, but not past one that refuses the session.
+func TestDialTriesEachServer(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.Servers = []string{s.url}
+	c, err := Dial(context.Background(), deadURL(t), opts)
+	if err != nil {
+		t.Fatalf("Dial with a dead first server: %v", err)
+	}
+	defer c.Close()
+	if c.URL() != s.url {
+		t.Errorf("URL: got %s, want %s", c.URL(), s.url)
+	}
+	refusing := newFakeServer(t)
+	refusing.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
+		if cmd.GetOp() == lcpb.OpType_open {
+			fc.reply(cmd, lcpb.NewError(nil, "", lcpb.ErrSignatureFailed, ""))
+			return true
+		}
+		return false
+	})
+	opts.Servers = []string{s.url}
+	_, err = Dial(context.Background(), refusing.url, opts)
+	var le *Error
+	if !errors.As(err, &le) || le.Code != lcpb.ErrSignatureFailed {
+		t.Errorf("Dial refused by the first server: got %v, want 4102", err)
+	}
+	if _, err := Dial(context.Background(), "", Options{AppID: "a", ClientID: "b"}); !errors.Is(err, ErrNoServer) {
+		t.Errorf("Dial without any server: got %v, want ErrNoServer", err)
+	}
+}
+
+// TestRouter: with Options.Router the client asks /v1/route and connects
+// to its server; when that server dies it moves to secondary.
+func TestRouter(t *testing.T) {
+	s1, s2 := newFakeServer(t), newFakeServer(t)
+	var asked int
+	router := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked++
+		if r.URL.Path != "/v1/route" || r.URL.Query().Get("appId") != "app-1" {
+			http.Error(w, "bad route call", http.StatusBadRequest)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"server": s1.url, "secondary": s2.url, "ttl": 3600})
+	}))
+	defer router.Close()
+	opts := testOptions(t)
+	opts.Router = router.URL
+	c, err := Dial(context.Background(), "", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fc := s1.nextConn(t)
+	fc.expect(t, lcpb.CommandType_session, lcpb.OpType_open)
+	s1.srv.Close()
+	fc.drop()
+	s2.nextConn(t).expect(t, lcpb.CommandType_session, lcpb.OpType_open)
+	if ev := waitEvent[Reconnected](t, c); ev.URL != s2.url {
+		t.Errorf("Reconnected.URL: got %s, want secondary %s", ev.URL, s2.url)
+	}
+	if asked == 0 {
+		t.Error("the router was never asked")
+	}
+}
+
+// TestResync: after a reconnect the client reads the conversations of the
+// unread push from where it was and emits what it missed as Resynced
+// messages: not its own, not one it got live since the reopen.
+func TestResync(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.Resync = true
+	logs := make(chan *lcpb.LogsCommand, 4)
+	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
+		switch {
+		case cmd.GetCmd() == lcpb.CommandType_session && cmd.GetOp() == lcpb.OpType_open && cmd.GetSessionMessage().GetR():
+			s.respond(fc, cmd)
+			// m3 arrives live right after the reopen; the unread push names c1.
+			fc.push(directCmd("c1", "m3", "bob", 300))
+			fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{
+				Convs: []*lcpb.UnreadTuple{{Cid: proto.String("c1"), Unread: proto.Int32(3), Mid: proto.String("m3"), Timestamp: proto.Int64(300)}}}})
+			return true
+		case cmd.GetCmd() == lcpb.CommandType_logs:
+			logs <- cmd.GetLogsMessage()
+			item := func(id, from string, ts int64) *lcpb.LogItem {
+				return &lcpb.LogItem{MsgId: proto.String(id), From: proto.String(from), Timestamp: proto.Int64(ts), Data: proto.String("x")}
+			}
+			fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{
+				Logs: []*lcpb.LogItem{item("m2", "bob", 200), item("own", "alice", 250), item("m3", "bob", 300)}}})
+			return true
+		}
+		return false
+	})
+	c, fc, _ := dial(t, s, opts)
+	fc.push(directCmd("c1", "m1", "bob", 100))
+	if m := waitEvent[Message](t, c); m.ID != "m1" || m.Resynced {
+		t.Fatalf("first live message: %+v", m)
+	}
+	fc.drop()
+	var got []string
+	for len(got) < 2 {
+		m := waitEvent[Message](t, c)
+		if m.Resynced != (m.ID == "m2") {
+			t.Errorf("message %s: Resynced %v", m.ID, m.Resynced)
+		}
+		got = append(got, m.ID)
+	}
+	if strings.Join(got, ",") != "m3,m2" {
+		t.Errorf("messages after the reconnect: %v, want m3 (live) then m2 (resynced)", got)
+	}
+	q := <-logs
+	if q.GetCid() != "c1" || q.GetT() != 100 || q.GetDirection() != lcpb.LogsCommand_NEW {
+		t.Errorf("history query: cid %s t %d direction %v, want c1 from 100 towards newer", q.GetCid(), q.GetT(), q.GetDirection())
+	}
+	// Nothing else is emitted: a later live message is the next event.
+	fc2 := s.nextConnAfter(t, fc)
+	fc2.push(directCmd("c1", "m4", "bob", 400))
+	if m := waitEvent[Message](t, c); m.ID != "m4" {
+		t.Errorf("after the resync: got %s, want m4 (no duplicate of m3 or own)", m.ID)
+	}
+}
+
+func directCmd(cid, id, from string, ts int64) *lcpb.GenericCommand {
+	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
+		Cid: proto.String(cid), Id: proto.String(id), FromPeerId: proto.String(from), Timestamp: proto.Int64(ts), Msg: proto.String("x")}}
+}
+
+// nextConnAfter returns the connection after prev.
+func (s *fakeServer) nextConnAfter(t *testing.T, prev *fakeConn) *fakeConn {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, fc := range s.all {
+		if fc == prev && i+1 < len(s.all) {
+			return s.all[i+1]
+		}
+	}
+	t.Fatal("no connection after the dropped one")
+	return nil
+}

@@ -1,0 +1,495 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// The edge's core link (coreLink, the edge.Backend of an edge process)
+// sends each client request to the shard leader and keeps the region's
+// cores told which sessions the edge holds (presence.go). How it fails
+// over when the leader dies (issue 8):
+//
+//   - Leader knowledge: the last core that answered as leader, replaced by
+//     a newer hint. Hints come from not_leader answers, from every core's
+//     LinkLeader frames on the delivery streams (sent on attach and on
+//     every leader change the core sees, with the raft term: a hint with a
+//     lower term than one already followed is ignored), and from
+//     discovery.
+//   - Discovery asks every core at once (PING, discoveryTimeout each) and
+//     takes the first that answers as leader; a dead core costs nothing but
+//     its own probe. It runs when no leader is known, when a call to the
+//     leader fails, and in the background when a call to the leader has
+//     been waiting probeAfter.
+//   - A request in flight when the leader changes, or whose call fails, is
+//     sent again to the new leader when that cannot do it twice: it never
+//     left the edge (mesh.ErrNotSent, not_leader), or it is retry-safe
+//     (retrySafe: reads, session open/close, cursor moves, and sends,
+//     which the shard deduplicates on the client's dt or the request's
+//     idempotency_key). Other requests whose outcome is unknown fail at
+//     once (ErrOutcomeUnknown) instead of waiting out their deadline.
+//   - Every attempt is bounded by the request's context (the edge's
+//     BackendTimeout) and every mesh dial and write by mesh's deadlines, so
+//     a dead, stuck or slow core never holds up requests to the others.
+//
+// Lock order: coreLink.mu, then nothing.
+
+// Link tuning.
+const (
+	// defaultCallTimeout bounds a request whose context has no deadline.
+	defaultCallTimeout = 15 * time.Second
+	// discoveryTimeout bounds one PING of a core during discovery.
+	discoveryTimeout = time.Second
+	// probeAfter: a call to the leader still unanswered after this long
+	// starts a discovery in the background, which moves retry-safe
+	// requests if another core has taken over.
+	probeAfter = time.Second
+	// retryPause is the first pause between attempts when no new leader
+	// is known yet; it doubles up to maxRetryPause.
+	retryPause    = 20 * time.Millisecond
+	maxRetryPause = 500 * time.Millisecond
+)
+
+// Sentinel errors of the core link.
+var (
+	// ErrNoLeader is returned when no core answered as leader in time.
+	ErrNoLeader = errors.New("cluster: no shard leader")
+	// ErrOutcomeUnknown: the request reached a core that failed or lost
+	// the lead before answering, and it is not safe to send again; it may
+	// or may not have taken effect.
+	ErrOutcomeUnknown = errors.New("cluster: outcome unknown (the shard leader failed during the request)")
+	// errLeaderChanged cancels an attempt whose target is no longer the
+	// leader.
+	errLeaderChanged = errors.New("cluster: shard leader changed")
+)
+
+// linkStats are the core link's counters (relaymesh_edge_link_* on
+// /metrics).
+type linkStats struct {
+	retries          atomic.Uint64 // requests sent again to another (or the same) core
+	moved            atomic.Uint64 // attempts cancelled by a leader change and sent again
+	unknown          atomic.Uint64 // requests failed with ErrOutcomeUnknown
+	leaderChanges    atomic.Uint64 // times the link followed a new leader
+	discoveries      atomic.Uint64 // discovery rounds run
+	presenceResyncs  atomic.Uint64 // full presence lists sent (attach or overflow)
+	presenceOverflow atomic.Uint64 // presence queues that overflowed into a resync
+}
+
+// coreLink is the edge's edge.Backend: it sends each request to the shard
+// leader among the region's cores and keeps them told of the edge's
+// sessions.
+type coreLink struct {
+	node    *mesh.Node
+	cores   []string
+	log     *slog.Logger
+	stats   linkStats
+	replays replayFilter // replay.go
+
+	wg sync.WaitGroup // discovery rounds
+
+	// sendTimeout bounds one presence frame's write, in ns
+	// (presenceSendTimeout; tests raise it).
+	sendTimeout atomic.Int64
+
+	mu       sync.Mutex
+	leader   string                                 // guarded by mu; "" when unknown
+	term     uint64                                 // guarded by mu; raft term of the newest LinkLeader followed
+	changed  chan struct{}                          // guarded by mu; closed (and replaced) when leader changes
+	round    *discovery                             // guarded by mu; the discovery running, nil if none
+	inflight map[*attempt]struct{}                  // guarded by mu
+	sessions map[sessionKey]*meshpb.PresenceSession // guarded by mu; logged-in sessions of this edge
+	presence map[string]*presenceQueue              // guarded by mu; by core address, while its stream is up
+}
+
+type sessionKey struct {
+	app, peer string
+	conn      uint64
+}
+
+// attempt is one request in flight to one core.
+type attempt struct {
+	target string
+	cancel context.CancelCauseFunc
+}
+
+func newCoreLink(node *mesh.Node, cores []string, log *slog.Logger) *coreLink {
+	l := &coreLink{node: node, cores: cores, log: log,
+		changed:  make(chan struct{}),
+		inflight: make(map[*attempt]struct{}),
+		sessions: make(map[sessionKey]*meshpb.PresenceSession),
+		presence: make(map[string]*presenceQueue)}
+	l.sendTimeout.Store(int64(presenceSendTimeout))
+	return l
+}
+
+// wait returns after every discovery round the link started has ended
+// (each is bounded by discoveryTimeout).
+func (l *coreLink) wait() { l.wg.Wait() }
+
+// ready is true when the edge can reach a core that leads the shard.
+func (l *coreLink) ready() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err := l.Do(ctx, &meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
+	return err == nil
+}
+
+// Do implements edge.Backend.
+func (l *coreLink) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	if req.Kind == meshpb.ClientRequest_COMMAND && req.IdempotencyKey == "" {
+		req.IdempotencyKey = newIdempotencyKey()
+	}
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	rep, err := l.call(ctx, req, b)
+	switch req.Kind {
+	case meshpb.ClientRequest_OPEN:
+		if err == nil && rep.ErrorCode == 0 {
+			l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId,
+				Tag: req.Tag, ProtocolVersion: req.ProtocolVersion, Room: rep.Room}, true)
+		}
+	case meshpb.ClientRequest_CLOSE:
+		l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId}, false)
+	case meshpb.ClientRequest_COMMAND:
+		if err == nil && rep.RoomChanged {
+			l.setRoom(sessionKey{req.AppId, req.PeerId, req.ConnId}, rep.Room)
+		}
+	}
+	return rep, err
+}
+
+// newIdempotencyKey returns 128 random bits, hex.
+func newIdempotencyKey() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// call sends one request (b is req encoded) to the leader, following hints
+// and retrying as the package doc says, until it has an answer or ctx
+// ends.
+func (l *coreLink) call(ctx context.Context, req *meshpb.ClientRequest, b []byte) (*meshpb.ClientReply, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultCallTimeout)
+		defer cancel()
+	}
+	// Decoded only when a retry is in question (most requests never are).
+	var safeKnown, safeVal bool
+	isSafe := func() bool {
+		if !safeKnown {
+			safeKnown, safeVal = true, retrySafe(req)
+		}
+		return safeVal
+	}
+	pause := retryPause
+	var lastErr error
+	for n := 0; ; n++ {
+		if n > 0 {
+			l.stats.retries.Add(1)
+		}
+		target, changed := l.currentLeader()
+		if target == "" {
+			target = l.discover(ctx)
+		}
+		if target == "" {
+			lastErr = ErrNoLeader
+		} else {
+			rep, err, moved := l.attempt(ctx, target, b)
+			switch {
+			case err == nil && !rep.NotLeader:
+				l.confirm(target)
+				return rep, nil
+			case err == nil: // not_leader: nothing was done
+				lastErr = ErrNoLeader
+				if rep.Leader != "" && rep.Leader != target {
+					l.follow(rep.Leader, 0, false)
+					if n < 2*len(l.cores) {
+						continue // straight to the named leader (stale hints pointing at each other pause below)
+					}
+				}
+				l.forget(target)
+			case ctx.Err() != nil:
+				return nil, fmt.Errorf("%w: %v", ErrNoLeader, err)
+			case errors.Is(err, mesh.ErrNotSent):
+				lastErr = err
+				l.forget(target)
+			case moved && isSafe():
+				l.stats.moved.Add(1)
+				continue // a newer leader is known: go there now
+			case isSafe():
+				lastErr = err
+				l.forget(target)
+			default:
+				// Sent, not safe to repeat, and its core failed or lost
+				// the lead: say so now rather than at the deadline.
+				l.stats.unknown.Add(1)
+				if !moved {
+					l.forget(target)
+				}
+				return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+			}
+			_, changed = l.currentLeader()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w: %v", ErrNoLeader, lastErr)
+		case <-changed: // a leader became known: no need to wait
+		case <-time.After(pause):
+		}
+		pause = min(pause*2, maxRetryPause)
+	}
+}
+
+// attempt sends b to target once. moved reports that the attempt was
+// cancelled because another core became leader.
+func (l *coreLink) attempt(ctx context.Context, target string, b []byte) (rep *meshpb.ClientReply, err error, moved bool) {
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	a := &attempt{target: target, cancel: cancel}
+	l.mu.Lock()
+	l.inflight[a] = struct{}{}
+	l.mu.Unlock()
+	probe := time.AfterFunc(probeAfter, l.discoverAsync)
+	out, err := l.node.Call(actx, target, MethodClient, b)
+	probe.Stop()
+	l.mu.Lock()
+	delete(l.inflight, a)
+	l.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil && errors.Is(context.Cause(actx), errLeaderChanged) {
+			return nil, err, true
+		}
+		return nil, err, false
+	}
+	rep = new(meshpb.ClientReply)
+	if err := proto.Unmarshal(out, rep); err != nil {
+		return nil, fmt.Errorf("cluster: bad reply from %s: %w", target, err), false
+	}
+	return rep, nil, false
+}
+
+// currentLeader returns the leader ("" when unknown) and a channel closed
+// when it changes.
+func (l *coreLink) currentLeader() (string, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.leader, l.changed
+}
+
+// follow makes addr the leader. term is the raft term of a LinkLeader
+// hint, 0 for other evidence; a hint older than the newest term followed
+// is ignored. With move (a LinkLeader, or addr itself answered that it
+// leads), the attempts in flight to other cores are cancelled: the call
+// loop sends the retry-safe ones again to addr and fails the others with
+// ErrOutcomeUnknown. A not_leader's hint only steers new attempts.
+func (l *coreLink) follow(addr string, term uint64, move bool) {
+	if addr == "" {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if term > 0 {
+		if term < l.term {
+			return
+		}
+		l.term = term
+	}
+	if move {
+		for a := range l.inflight {
+			if a.target != addr {
+				a.cancel(errLeaderChanged)
+			}
+		}
+	}
+	if addr == l.leader {
+		return
+	}
+	l.leader = addr
+	l.stats.leaderChanges.Add(1)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+// confirm records that target answered as leader.
+func (l *coreLink) confirm(target string) {
+	l.mu.Lock()
+	known := l.leader == target
+	l.mu.Unlock()
+	if !known {
+		l.follow(target, 0, false)
+	}
+}
+
+// forget drops target as leader after it failed or refused, so the next
+// attempt discovers.
+func (l *coreLink) forget(target string) {
+	l.mu.Lock()
+	if l.leader == target {
+		l.leader = ""
+	}
+	l.mu.Unlock()
+}
+
+// discovery is one round of asking every core who leads, shared by every
+// caller that needs a leader meanwhile.
+type discovery struct {
+	done   chan struct{} // closed when leader is set
+	leader string        // "" when no core answered as leader
+}
+
+// discoverAsync starts a discovery round unless one runs; its result moves
+// the requests in flight to a new leader.
+func (l *coreLink) discoverAsync() { l.startDiscovery() }
+
+// discover waits for a discovery round (starting one if none runs) and
+// returns the leader it found, "" if none or ctx ended first.
+func (l *coreLink) discover(ctx context.Context) string {
+	d := l.startDiscovery()
+	select {
+	case <-d.done:
+		return d.leader
+	case <-ctx.Done():
+		return ""
+	}
+}
+
+func (l *coreLink) startDiscovery() *discovery {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.round != nil {
+		return l.round
+	}
+	d := &discovery{done: make(chan struct{})}
+	l.round = d
+	l.stats.discoveries.Add(1)
+	l.wg.Add(1)
+	go func() {
+		defer l.wg.Done()
+		d.leader = l.askCores()
+		l.mu.Lock()
+		l.round = nil
+		l.mu.Unlock()
+		close(d.done)
+	}()
+	return d
+}
+
+// askCores PINGs every core at once (discoveryTimeout each) and follows the
+// first that answers as leader; when none does, a not_leader's hint. It
+// returns the leader followed, "" for none.
+func (l *coreLink) askCores() string {
+	ctx, cancel := context.WithTimeout(context.Background(), discoveryTimeout)
+	defer cancel()
+	ping, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
+	type answer struct {
+		addr, hint string
+		leader     bool
+	}
+	answers := make(chan answer, len(l.cores))
+	var probes sync.WaitGroup
+	defer probes.Wait() // after cancel: the other probes end at once
+	defer cancel()
+	for _, addr := range l.cores {
+		probes.Go(func() {
+			out, err := l.node.Call(ctx, addr, MethodClient, ping)
+			rep := new(meshpb.ClientReply)
+			if err != nil || proto.Unmarshal(out, rep) != nil {
+				answers <- answer{addr: addr}
+				return
+			}
+			answers <- answer{addr: addr, leader: !rep.NotLeader, hint: rep.Leader}
+		})
+	}
+	hint := ""
+	for range l.cores {
+		a := <-answers
+		if a.leader {
+			l.follow(a.addr, 0, true)
+			return a.addr
+		}
+		if hint == "" {
+			hint = a.hint
+		}
+	}
+	if hint != "" {
+		l.follow(hint, 0, false)
+	}
+	return hint
+}
+
+// retrySafe reports whether req may be sent again to another core after
+// its outcome became unknown: doing it twice is the same as doing it once.
+func retrySafe(req *meshpb.ClientRequest) bool {
+	switch req.Kind {
+	case meshpb.ClientRequest_PING, meshpb.ClientRequest_OPEN, meshpb.ClientRequest_CLOSE:
+		return true
+	case meshpb.ClientRequest_COMMAND:
+	default:
+		return false // ADMIN: the REST API answers 5xx and its caller decides
+	}
+	cmd := new(lcpb.GenericCommand)
+	if proto.Unmarshal(req.Command, cmd) != nil {
+		return true // the core refuses it without doing anything
+	}
+	op := cmd.GetOp()
+	switch cmd.GetCmd() {
+	case lcpb.CommandType_direct:
+		// Deduplicated on dt, or on idempotency_key when the client sent
+		// no dt; a will replaces the sender's earlier will.
+		return req.IdempotencyKey != "" || cmd.GetDirectMessage().GetDt() != ""
+	case lcpb.CommandType_ack, lcpb.CommandType_read, lcpb.CommandType_logs, lcpb.CommandType_echo:
+		return true // cursors only move forward; reads
+	case lcpb.CommandType_session:
+		return op == lcpb.OpType_query
+	case lcpb.CommandType_conv:
+		switch op {
+		case lcpb.OpType_query, lcpb.OpType_count, lcpb.OpType_members, lcpb.OpType_max_read,
+			lcpb.OpType_is_member, lcpb.OpType_query_shutup, lcpb.OpType_check_shutup, lcpb.OpType_check_block,
+			lcpb.OpType_mute, lcpb.OpType_unmute:
+			return true // reads; mute sets a flag
+		}
+	case lcpb.CommandType_blacklist:
+		return op == lcpb.OpType_query
+	}
+	return false
+}
+
+// writeMetrics writes the link's counters as Prometheus text.
+func (l *coreLink) writeMetrics(w io.Writer) error {
+	for _, m := range []struct {
+		name, help string
+		v          uint64
+	}{
+		{"relaymesh_edge_link_retries_total", "Requests sent again to a core after a failed or moved attempt.", l.stats.retries.Load()},
+		{"relaymesh_edge_link_moved_total", "Requests in flight moved to a new shard leader.", l.stats.moved.Load()},
+		{"relaymesh_edge_link_outcome_unknown_total", "Requests failed because the leader failed during them and they are not safe to repeat.", l.stats.unknown.Load()},
+		{"relaymesh_edge_link_leader_changes_total", "Times the edge followed a new shard leader.", l.stats.leaderChanges.Load()},
+		{"relaymesh_edge_link_discoveries_total", "Leader discovery rounds (every core asked at once).", l.stats.discoveries.Load()},
+		{"relaymesh_edge_link_presence_resyncs_total", "Full session lists sent to a core (attach, or a queue overflow).", l.stats.presenceResyncs.Load()},
+		{"relaymesh_edge_link_presence_overflows_total", "Presence queues to a core that overflowed into a full resync.", l.stats.presenceOverflow.Load()},
+		{"relaymesh_edge_link_replay_dropped_total", "Replayed pushes dropped: the session already had the message.", l.replays.dropped.Load()},
+		{"relaymesh_edge_link_replay_passed_total", "Replayed pushes delivered: the session had not had the message through this edge.", l.replays.passed.Load()},
+	} {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", m.name, m.help, m.name, m.name, m.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,345 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaymesh/relaymesh/loadtest"
+)
+
+// procCluster is a region as an operator runs it (docs/OPERATIONS.md):
+// certificates from `relaymesh pki`, three `relaymesh core` processes (one
+// 3-voter shard, each with a metrics listener whose /healthz says who
+// leads) and `relaymesh edge` processes, all from TOML files.
+type procCluster struct {
+	t        *testing.T
+	dir      string
+	cores    []*devProc
+	metrics  []string // http://host:port of each core's /metrics and /healthz
+	edges    []*devProc
+	edgeArgs [][]string // how each edge was started, for restartEdge
+}
+
+// startProcCluster starts 3 cores and nEdges edges and waits until every
+// edge answers /healthz (it reaches the shard leader). edgeLimits is TOML
+// put under [edge.limits].
+func startProcCluster(t *testing.T, nEdges int, edgeLimits string, coreArgs ...string) *procCluster {
+	t.Helper()
+	bin := relaymeshBin(t)
+	dir := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
+			t.Fatalf("relaymesh %v: %v\n%s", args, err, out)
+		}
+	}
+	pki := filepath.Join(dir, "pki")
+	run("pki", "init", "--dir", pki)
+	c := &procCluster{t: t, dir: dir}
+	var peers, cores []string
+	meshAddrs := map[string]string{}
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("core-%d", i)
+		run("pki", "issue", "--dir", pki, "--name", name, "--hosts", "127.0.0.1")
+		meshAddrs[name] = freeUDPAddr(t)
+		peers = append(peers, fmt.Sprintf("%s = %q", name, meshAddrs[name]))
+		cores = append(cores, fmt.Sprintf("%q", meshAddrs[name]))
+	}
+	common := `data = "data"
+session_token_key_file = "pki/session-token.key"
+
+[[apps]]
+id = "failover-app"
+key = "failover-key"
+master_key = "failover-master"
+`
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(common+body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for i := 1; i <= 3; i++ {
+		name := fmt.Sprintf("core-%d", i)
+		metrics := freeAddr(t)
+		cfg := write(name+".toml", fmt.Sprintf(`
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/%[1]s.crt"
+key = "pki/%[1]s.key"
+
+[core]
+node_id = %[1]q
+mesh_addr = %[2]q
+peers = { %[3]s }
+metrics_addr = %[4]q
+`, name, meshAddrs[name], strings.Join(peers, ", "), metrics))
+		c.cores = append(c.cores, startProc(t, "", append([]string{"core", "--config", cfg, "--log-level", "warn"}, coreArgs...)...))
+		c.metrics = append(c.metrics, "http://"+metrics)
+	}
+	for i := 1; i <= nEdges; i++ {
+		name := fmt.Sprintf("edge-%d", i)
+		run("pki", "issue", "--dir", pki, "--name", name, "--hosts", "127.0.0.1")
+		listen := freeAddr(t)
+		cfg := write(name+".toml", fmt.Sprintf(`
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/%[1]s.crt"
+key = "pki/%[1]s.key"
+
+[edge]
+edge_id = %[1]q
+listen = %[2]q
+mesh_addr = "127.0.0.1:0"
+cores = [%[3]s]
+
+[edge.limits]
+%[4]s
+`, name, listen, strings.Join(cores, ", "), edgeLimits))
+		args := []string{"edge", "--config", cfg, "--log-level", "warn"}
+		c.edges = append(c.edges, startProc(t, listen, args...))
+		c.edgeArgs = append(c.edgeArgs, args)
+	}
+	return c
+}
+
+// restartEdge starts edge i again (same address and config) after it
+// died, and waits until it is healthy.
+func (c *procCluster) restartEdge(i int) {
+	c.t.Helper()
+	c.edges[i].Kill9()
+	c.edges[i] = startProc(c.t, c.edges[i].Addr, c.edgeArgs[i]...)
+}
+
+// leader returns the index of the core whose /healthz says it leads the
+// shard, or -1 if none does now.
+func (c *procCluster) leader() int {
+	hc := &http.Client{Timeout: 500 * time.Millisecond}
+	for i, m := range c.metrics {
+		select {
+		case <-c.cores[i].done:
+			continue
+		default:
+		}
+		resp, err := hc.Get(m + "/healthz")
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			return i
+		}
+	}
+	return -1
+}
+
+// waitLeader polls until a core leads.
+func (c *procCluster) waitLeader() int {
+	c.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if i := c.leader(); i >= 0 {
+			return i
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatal("no core leads the shard after 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// edgeURLs are the WebSocket URLs of the edges.
+func (c *procCluster) edgeURLs() []string {
+	var out []string
+	for _, e := range c.edges {
+		out = append(out, e.URL)
+	}
+	return out
+}
+
+// failoverRun is one load run with a kill -9 in the middle.
+type failoverRun struct {
+	Victim   string // "leader" or "edge"
+	Sessions int
+	Rate     float64
+	Duration time.Duration
+	KillAt   time.Duration
+	Drain    time.Duration
+}
+
+// runFailover runs the load tester's pairs scenario over every edge of c
+// and kills -9 the shard leader (or the first edge) r.KillAt into the
+// sending; it returns the load tester's summary.
+func runFailover(t *testing.T, c *procCluster, r failoverRun) *loadtest.Summary {
+	t.Helper()
+	c.waitLeader()
+	victim := ""
+	cfg := loadtest.Config{
+		Targets: c.edgeURLs(), Scenario: loadtest.ScenarioPairs, Sessions: r.Sessions, Rate: r.Rate,
+		Duration: r.Duration, Drain: r.Drain, AppID: "failover-app", Progress: -1,
+		FaultAfter: r.KillAt,
+		Fault: func() error {
+			var p *devProc
+			switch r.Victim {
+			case "leader":
+				i := c.leader()
+				if i < 0 {
+					return fmt.Errorf("no leader to kill")
+				}
+				p, victim = c.cores[i], fmt.Sprintf("core-%d (leader)", i+1)
+			case "edge":
+				p, victim = c.edges[0], "edge-1"
+			default:
+				return fmt.Errorf("unknown victim %q", r.Victim)
+			}
+			p.Kill9()
+			return nil
+		},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s, err := loadtest.Run(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("load run: %v", err)
+	}
+	var text strings.Builder
+	s.WriteText(&text)
+	t.Logf("kill -9 of %s %v into %v of pairs at %.0f msgs/s over %d edges, %d sessions:\n%s",
+		victim, r.KillAt, r.Duration, r.Rate, len(c.edges), r.Sessions, text.String())
+	if dir := os.Getenv("RELAYMESH_FAILOVER_OUT"); dir != "" {
+		b, _ := json.MarshalIndent(s, "", "  ")
+		name := fmt.Sprintf("%s-%s.json", t.Name(), time.Now().Format("150405"))
+		if err := os.WriteFile(filepath.Join(dir, strings.ReplaceAll(name, "/", "_")), b, 0o644); err != nil {
+			t.Log(err)
+		}
+	}
+	if s.Fault == nil || s.Fault.Err != "" {
+		t.Fatalf("the kill did not happen: %+v", s.Fault)
+	}
+	var replayed, replayDropped, replayPassed int64
+	for i, m := range c.metrics {
+		select {
+		case <-c.cores[i].done:
+			continue
+		default:
+		}
+		replayed += max(0, coreMetric(m+"/metrics", "relaymesh_core_fanout_replayed_total"))
+	}
+	for _, e := range c.edges {
+		select {
+		case <-e.done:
+			continue
+		default:
+		}
+		replayDropped += max(0, coreMetric("http://"+e.Addr+"/metrics", "relaymesh_edge_link_replay_dropped_total"))
+		replayPassed += max(0, coreMetric("http://"+e.Addr+"/metrics", "relaymesh_edge_link_replay_passed_total"))
+	}
+	t.Logf("fan-out replay: %d messages replayed by a new leader; at the edges %d copies dropped (already delivered), %d passed",
+		replayed, replayDropped, replayPassed)
+	return s
+}
+
+// labRun reads RELAYMESH_LAB: the 20 s, 300 msgs/s failover runs of issue 8
+// are for `make lab`, not for `make test`.
+func labRun(t *testing.T) {
+	if os.Getenv("RELAYMESH_LAB") == "" {
+		t.Skip("lab run (20 s at 300 msgs/s over 3 cores and 2 edges): set RELAYMESH_LAB=1, or run make lab")
+	}
+}
+
+// TestFailoverLabLeaderKill9 is issue 8's leader run: 3 cores and 2 edges
+// as processes, 200 sessions in pairs sending 300 msgs/s over both edges
+// for 20 s, kill -9 of the shard leader 7 s in. It logs the load tester's
+// summary (make lab writes it to docs/BENCHMARKS.md by hand).
+func TestFailoverLabLeaderKill9(t *testing.T) {
+	labRun(t)
+	c := startProcCluster(t, 2, "")
+	runFailover(t, c, failoverRun{Victim: "leader", Sessions: 200, Rate: 300, Duration: 20 * time.Second,
+		KillAt: 7 * time.Second, Drain: 20 * time.Second})
+}
+
+// TestFailoverLabEdgeKill9 is issue 8's edge run: the same cluster and
+// load, kill -9 of one of the two edges 7 s in, 20 s of drain.
+func TestFailoverLabEdgeKill9(t *testing.T) {
+	labRun(t)
+	c := startProcCluster(t, 2, "")
+	runFailover(t, c, failoverRun{Victim: "edge", Sessions: 200, Rate: 300, Duration: 20 * time.Second,
+		KillAt: 7 * time.Second, Drain: 20 * time.Second})
+}
+
+// shortRun is the failover run of make test: a few seconds of pairs at a
+// modest rate over both edges, kill -9 two seconds in. (The 20 s, 300
+// msgs/s runs are TestFailoverLab*, behind make lab.)
+var shortRun = failoverRun{Sessions: 40, Rate: 40, Duration: 6 * time.Second, KillAt: 2 * time.Second, Drain: 15 * time.Second}
+
+// checkLedger asserts what both kill -9 runs promise, by the load
+// tester's ledger: every acked copy arrived (live or by resync), no send
+// failed with 4200.
+func checkLedger(t *testing.T, s *loadtest.Summary) {
+	t.Helper()
+	if s.Acked == 0 || s.Sessions != shortRun.Sessions {
+		t.Fatalf("the run did not happen: %d sessions, %d acked", s.Sessions, s.Acked)
+	}
+	if s.Lost != 0 {
+		t.Errorf("%d acked copies never arrived (%v)", s.Lost, s.LostSamples)
+	}
+	if n := s.SendErrorCodes[4200]; n > 0 {
+		t.Errorf("%d sends failed with 4200", n)
+	}
+}
+
+// TestFailoverLeaderKill9: kill -9 of the shard leader under load (three
+// relaymesh core and two relaymesh edge processes). No send fails, none
+// with 4200; sends succeed again soon after the kill (measured: about a
+// second; asserted: under 10 s, as this machine is shared); every acked
+// copy arrives.
+func TestFailoverLeaderKill9(t *testing.T) {
+	c := startProcCluster(t, 2, "")
+	r := shortRun
+	r.Victim = "leader"
+	s := runFailover(t, c, r)
+	checkLedger(t, s)
+	if s.Failed != 0 {
+		t.Errorf("%d sends failed (codes %v, %v)", s.Failed, s.SendErrorCodes, s.SendErrorKinds)
+	}
+	f := s.Fault
+	t.Logf("sends succeed again %.0f ms after the kill (first ack of a send started after it)", f.FirstAckAfterMS)
+	if f.FirstAckAfterMS < 0 || f.FirstAckAfterMS > 10000 {
+		t.Errorf("first ack of a send started after the kill at %.0f ms, want within 10 s", f.FirstAckAfterMS)
+	}
+}
+
+// TestFailoverEdgeKill9: kill -9 of one of the two edges under load. Its
+// sessions come back on the other edge within 5 s (measured: about 0.2 s),
+// none is left down, and every acked copy arrives (live or resynced from
+// history). Sends in flight on the dead edge fail with a lost connection,
+// never with a LeanCloud error.
+func TestFailoverEdgeKill9(t *testing.T) {
+	c := startProcCluster(t, 2, "")
+	r := shortRun
+	r.Victim = "edge"
+	s := runFailover(t, c, r)
+	checkLedger(t, s)
+	if len(s.SendErrorCodes) > 0 {
+		t.Errorf("sends failed with LeanCloud errors %v", s.SendErrorCodes)
+	}
+	if want := int64(shortRun.Sessions / 2); s.SessionsDisconnected != want {
+		t.Errorf("%d sessions lost their connection, want the killed edge's %d", s.SessionsDisconnected, want)
+	}
+	if s.SessionsDownAtEnd != 0 {
+		t.Errorf("%d sessions never came back", s.SessionsDownAtEnd)
+	}
+	t.Logf("sessions back after p50 %.0f ms, max %.0f ms", s.DownMS.P50, s.DownMS.Max)
+	if s.DownMS.Count != s.SessionsDisconnected || s.DownMS.Max > 5000 {
+		t.Errorf("%d reconnects for %d lost sessions, slowest %.0f ms; want all within 5 s", s.DownMS.Count, s.SessionsDisconnected, s.DownMS.Max)
+	}
+}
