@@ -96,7 +96,6 @@ conversation_signature_required = true
 	runNode(t, js, files, "RELAYMESH_SIGNED_URL="+p.URL, "RELAYMESH_SIGNED_APP="+app, "RELAYMESH_SIGNED_MASTER="+master)
 }
 
-// TestConformanceIntegrationsJS runs conformance/js/integrations against a
 // TestConformanceLimitsJS runs conformance/js/limits against a relaymesh
 // dev started with small core limits (members, offline messages per
 // conversation, conversations in the unread notification), so the SDK can
@@ -117,6 +116,7 @@ func TestConformanceLimitsJS(t *testing.T) {
 		"RELAYMESH_MAX_OFFLINE="+offline, "RELAYMESH_MAX_UNREAD="+unread)
 }
 
+// TestConformanceIntegrationsJS runs conformance/js/integrations against a
 // relaymesh dev whose config points one app's hooks and push webhook at an
 // HTTP server that the Node suite itself runs on a free loopback port:
 // sensitive-word filtering, _messageReceived, _conversationStart and offline

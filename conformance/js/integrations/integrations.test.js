@@ -29,7 +29,19 @@ if (!URL || !APP || !MASTER || !PORT || !TEMPLATE_APP) {
 }
 
 const rnd = () => Math.random().toString(36).slice(2, 10);
-const sleep = ms => new Promise(r => setTimeout(r, ms));
+const { until } = require('../lib');
+
+// metric reads one series of relaymesh's /metrics: {labels: value}.
+const METRICS = `${URL.replace(/^ws/, 'http').replace(/\/$/, '')}/metrics`;
+async function metric(name) {
+  const text = await (await fetch(METRICS)).text();
+  const out = {};
+  for (const line of text.split('\n')) {
+    const m = line.match(/^([a-z_]+)(\{[^}]*\})?\s+(\S+)$/);
+    if (m && m[1] === name) out[m[2] || ''] = Number(m[3]);
+  }
+  return out;
+}
 
 // LeanCloud codes (hooks/doc.go).
 const CODE = {
@@ -209,8 +221,8 @@ test('group messages are filtered with the shipped word list; 1:1 messages are n
   assert.equal(group.members.length, 3);
   const got = nextMessage(bob, group.id);
   const sent = await group.send(new TextMessage('you bastard, buy followers here'));
-  assert.ok(sent.id);
   const m = await got;
+  assert.equal(m.id, sent.id, 'bob gets the message alice sent');
   assert.equal(m.text, 'you ***, *** here', 'bob gets the filtered text');
   const bg = await bob.getConversation(group.id);
   assert.deepEqual(await history(bg), ['you ***, *** here'], 'history is filtered');
@@ -264,7 +276,9 @@ test('_conversationStart: a rejected conversation fails with 4305', async () => 
   assert.equal(calls.find(c => c.hook === '_conversationStart').path, '/1.1/functions/_conversationStart');
 
   const ok = await alice.createConversation({ members: [bob], name: 'allowed' });
-  assert.ok(ok.id, 'other names are allowed');
+  assert.deepEqual([...ok.members].sort(), [alice.id, bob].sort(), 'other names are allowed');
+  const ev2 = (await waitCall(c => c.hook === '_conversationStart' && c.json && c.json.attr && c.json.attr.name === 'allowed')).json;
+  assert.equal(ev2.initBy, alice.id, 'the hook saw the allowed create too');
 });
 
 test('offline push: an offline member causes a webhook POST carrying the pushData', async () => {
@@ -316,9 +330,12 @@ test('_receiversOffline: its pushMessage is pushed; skip pushes nothing', async 
   assert.deepEqual([...req.to].sort(), [carol, dave].sort());
 
   const skipConv = await alice.createConversation({ members: [carol], name: 'skip push' });
+  const skipped = (await metric('relaymesh_core_push_skipped_total'))[''];
   await skipConv.send(new TextMessage('please skip push'));
   await waitCall(c => c.hook === '_receiversOffline' && c.json && c.json.convId === skipConv.id);
-  await sleep(500);
+  // The core counts the skip when it has decided, after the hook answered:
+  // from then on no push request for this message can follow.
+  await until(async () => (await metric('relaymesh_core_push_skipped_total'))[''] > skipped);
   assert.equal(calls.filter(c => c.path === '/push' && c.json && c.json.convId === skipConv.id).length, 0,
     'skip: no push request');
 });
@@ -433,8 +450,15 @@ test('a word list set over the REST API replaces the configured one, and DELETE 
 });
 
 test('every hook and push request was signed with the master key', async () => {
-  // Let after-send hooks (_messageSent, _receiversOffline) land.
-  await sleep(300);
+  // Wait until every hook call relaymesh counts has reached this server
+  // (after-send hooks run after the sends' acks).
+  await until(async () => {
+    const made = await metric('relaymesh_hook_calls_total');
+    return Object.entries(made).every(([labels, n]) => {
+      const hook = (labels.match(/hook="([^"]+)"/) || [])[1];
+      return [...calls, ...badSignatures].filter(c => c.hook === hook).length >= n;
+    });
+  });
   assert.deepEqual(badSignatures.map(c => `${c.path}: ${c.problem}`), []);
   assert.ok(calls.some(c => c.path === '/push'), 'push calls were checked');
   assert.ok(calls.some(c => c.path === '/received'), '_messageReceived calls were checked');
