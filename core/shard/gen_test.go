@@ -138,7 +138,7 @@ func (g *gen) next() *shard.Command {
 	}
 	app := g.app()
 	c := &shard.Command{App: app, Now: g.now, From: g.pid()}
-	switch w := g.r.IntN(100); {
+	switch w := g.r.IntN(112); {
 	case w < 8: // start
 		c.Op = shard.OpStart
 		c.CID = fmt.Sprintf("c%d", g.n)
@@ -285,8 +285,13 @@ func (g *gen) next() *shard.Command {
 		c.Op, c.Admin = shard.OpSetWords, true
 		c.Reset = g.r.IntN(3) == 0
 		c.Words = []string{fmt.Sprintf("bad%d", g.r.IntN(5)), "worse"}
-	default: // system conversations
+	case w < 100: // system conversations
 		g.sysCommand(c)
+	default: // issue 8: devices, token revocation, notifications
+		g.issue8Command(c)
+	}
+	if g.r.IntN(6) == 0 { // a leader naming fan-outs done, on any command
+		g.fanoutDone(c)
 	}
 	switch c.Op {
 	case shard.OpStart:
@@ -323,6 +328,7 @@ func (g *gen) sysCommand(c *shard.Command) {
 	case 2:
 		c.Op, c.CID, c.Admin = shard.OpSysBcast, g.sysConv(app), g.r.IntN(6) != 0
 		c.MID, c.Data, c.ValidTill, c.DayLimit = fmt.Sprintf("b%d", g.n), "news", g.now+int64(g.r.IntN(100000)), 3
+		c.Global, c.Transient = g.r.IntN(2) == 0, g.r.IntN(5) == 0 // global.go
 		g.mids[app+"/"+c.CID] = append(g.mids[app+"/"+c.CID], msgRef{c.MID, c.From, c.Now})
 	case 3:
 		c.Op, c.CID, c.MID, c.Data = shard.OpSysIn, g.sysConv(app), fmt.Sprintf("i%d", g.n), "to the server"
@@ -352,5 +358,69 @@ func (g *gen) sysCommand(c *shard.Command) {
 		} else {
 			c.MID = "nob"
 		}
+	}
+}
+
+// issue8Command fills c with one of the ops issue 8 added: the device
+// registry (devices.go), session-token revocation (auth.go), stored
+// notifications (notif.go), an idle fan-out flush (fanout.go).
+func (g *gen) issue8Command(c *shard.Command) {
+	str := func(s string) *string { return &s }
+	dev := func() string { return fmt.Sprintf("dev%d", g.r.IntN(4)) }
+	switch g.r.IntN(7) {
+	case 0:
+		c.Op, c.Admin = shard.OpDeviceSave, true
+		op := &shard.DeviceOp{NewID: fmt.Sprintf("d%d", g.n), Trusted: g.r.IntN(2) == 0}
+		if g.r.IntN(3) == 0 {
+			op.ID, op.NewID = fmt.Sprintf("d%d", g.r.IntN(g.n+1)), ""
+		}
+		if g.r.IntN(2) == 0 {
+			op.Set.Type, op.Set.Token = str("ios"), str(dev())
+		} else {
+			op.Set.Type, op.Set.InstallationID, op.Set.RegistrationID = str("android"), str(dev()), str("fcm-"+dev())
+		}
+		if g.r.IntN(3) == 0 {
+			op.ChannelsOp, op.Channels = shard.ChannelsAdd, []string{g.pid(), "public"}
+		}
+		c.Device = op
+	case 1:
+		c.Op = shard.OpDeviceBind
+		c.Device = &shard.DeviceOp{NewID: fmt.Sprintf("d%d", g.n), Kind: shard.IdentToken, Ident: dev(), Type: "ios"}
+		if g.r.IntN(2) == 0 {
+			c.Device.Kind, c.Device.Type = shard.IdentInstallation, "android"
+		}
+	case 2:
+		c.Op = shard.OpDeviceUnbind
+		c.Device = &shard.DeviceOp{Kind: shard.IdentToken, Ident: dev()}
+	case 3:
+		c.Op, c.Admin = shard.OpDeviceDelete, true
+		c.Device = &shard.DeviceOp{ID: fmt.Sprintf("d%d", g.r.IntN(g.n+1))}
+		if g.r.IntN(2) == 0 {
+			c.Device.IfToken = dev()
+		}
+	case 4:
+		c.Op = shard.OpDeviceBadge
+		c.Device = &shard.DeviceOp{IDs: []string{fmt.Sprintf("d%d", g.r.IntN(g.n+1)), fmt.Sprintf("d%d", g.r.IntN(g.n+1))}}
+	case 5:
+		c.Op = shard.OpRevokeTokens
+	default:
+		c.Op = shard.OpNotif
+		cid := g.conv(c.App)
+		ev := shard.Notif{Cmd: "conv", Op: "members_joined", CID: cid, TS: g.now, InitBy: c.From, M: g.some(2)}
+		if g.r.IntN(3) == 0 {
+			ev = shard.Notif{Cmd: "rcp", CID: cid, TS: g.now, ID: fmt.Sprintf("m%d", g.r.IntN(g.n+1)), T: g.now, From: g.pid()}
+		}
+		c.Notifs = []shard.NotifAppend{{To: g.some(3), Event: ev}}
+	}
+	if g.r.IntN(10) == 0 {
+		c.Op, c.App = shard.OpFanoutDone, "" // an idle flush: no app
+	}
+}
+
+// fanoutDone names some recent raft indexes done (they may or may not be
+// stored messages still in the tail).
+func (g *gen) fanoutDone(c *shard.Command) {
+	for range g.r.IntN(4) + 1 {
+		c.FanoutDone = append(c.FanoutDone, uint64(g.r.IntN(g.n+5)+1))
 	}
 }
