@@ -50,7 +50,6 @@ const (
 	defaultDeviceList = 100
 	maxDeviceList     = 1000
 	deviceRebind      = 24 * time.Hour
-	minAPNsToken      = 64
 	maxDeviceOpWait   = 5 * time.Second
 )
 
@@ -70,26 +69,10 @@ const (
 	codeInvalidDeviceToken = 114
 )
 
-// isAPNsToken reports whether s looks like an APNs device token: hex, of
-// even length, at least 64 characters (32 bytes today; Apple allows
-// longer). A UDID (with dashes) is not one.
-func isAPNsToken(s string) bool {
-	if len(s) < minAPNsToken || len(s)%2 != 0 || len(s) > shard.MaxDeviceIdent {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
 // normToken lower-cases a hex device token so that one written by an SDK
 // in upper case and one saved over REST in lower case are the same key.
 func normToken(s string) string {
-	if isAPNsToken(s) {
+	if push.IsAPNsToken(s) {
 		return strings.ToLower(s)
 	}
 	return s
@@ -109,11 +92,11 @@ func sessionDevice(req *meshpb.ClientRequest) (kind, ident, typ string, ok bool)
 				cfg = sm.GetConfigBitmap()
 			}
 		}
-	} else if isAPNsToken(id) {
+	} else if push.IsAPNsToken(id) {
 		id, token = "", id
 	}
 	switch {
-	case isAPNsToken(token):
+	case push.IsAPNsToken(token):
 		return shard.IdentToken, strings.ToLower(token), "ios", true
 	case id != "" && cfg&configBindDevice != 0:
 		return shard.IdentInstallation, id, "android", true
@@ -187,7 +170,7 @@ func (c *Core) report(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	rm := r.cmd.GetReportMessage()
 	if rm.GetType() == "token" {
 		tok := rm.GetData()
-		if !isAPNsToken(tok) {
+		if !push.IsAPNsToken(tok) {
 			return nil, fmt.Errorf("%w: report/upload: not an APNs device token", errBadDeviceToken)
 		}
 		if err := c.bindDevice(ctx, r.app, r.peer, shard.IdentToken, strings.ToLower(tok), "ios"); err != nil {

@@ -138,19 +138,7 @@ func (f providerFunc) Push(ctx context.Context, r Request) error { return f(ctx,
 
 // Push queues r's Apple devices; it never blocks. Devices of other
 // services are not counted here.
-func (a *APNs) Push(ctx context.Context, r Request) error {
-	for _, d := range r.Devices {
-		if d.Service() != ServiceAPNs {
-			continue
-		}
-		one := r
-		one.Devices = []Device{d}
-		if err := a.q.Push(ctx, one); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (a *APNs) Push(ctx context.Context, r Request) error { return queueDevices(ctx, a.q, r, ServiceAPNs) }
 
 // Stats returns the counters, in devices.
 func (a *APNs) Stats() ProviderStats { return a.c.stats(a.q) }

@@ -53,6 +53,45 @@ func (d Device) Service() string {
 // IsApple reports whether deviceType names an Apple platform.
 func IsApple(deviceType string) bool { return appleTypes[deviceType] }
 
+// Bounds of an APNs device token (IsAPNsToken): 32 bytes today, longer
+// allowed by Apple; the registry keeps identifiers up to 512 characters.
+const (
+	MinAPNsToken = 64
+	MaxAPNsToken = 512
+)
+
+// IsAPNsToken reports whether s looks like an APNs device token: hex, of
+// even length, MinAPNsToken to MaxAPNsToken characters. A UDID (with
+// dashes) is not one.
+func IsAPNsToken(s string) bool {
+	if len(s) < MinAPNsToken || len(s)%2 != 0 || len(s) > MaxAPNsToken {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}
+
+// queueDevices queues one request on q for each device of r that service
+// takes (Device.Service); it never blocks.
+func queueDevices(ctx context.Context, q *Queue, r Request, service string) error {
+	for _, d := range r.Devices {
+		if d.Service() != service {
+			continue
+		}
+		one := r
+		one.Devices = []Device{d}
+		if err := q.Push(ctx, one); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // DeviceSink learns what the push services said about devices. The core
 // implements it: it removes a device whose token the service called
 // invalid or unregistered, unless the device got another token meanwhile.

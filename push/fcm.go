@@ -162,19 +162,7 @@ func (f *FCM) resetToken(ts oauth2.TokenSource) {
 }
 
 // Push queues r's FCM devices; it never blocks.
-func (f *FCM) Push(ctx context.Context, r Request) error {
-	for _, d := range r.Devices {
-		if d.Service() != ServiceFCM {
-			continue
-		}
-		one := r
-		one.Devices = []Device{d}
-		if err := f.q.Push(ctx, one); err != nil {
-			return err
-		}
-	}
-	return nil
-}
+func (f *FCM) Push(ctx context.Context, r Request) error { return queueDevices(ctx, f.q, r, ServiceFCM) }
 
 // Stats returns the counters, in devices.
 func (f *FCM) Stats() ProviderStats { return f.c.stats(f.q) }

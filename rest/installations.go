@@ -11,6 +11,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/push"
 )
 
 // LeanCloud's _Installation REST API (DOCS push/guide/rest.mdx
@@ -93,22 +94,6 @@ func setRecord(rec *meshpb.DeviceRecord, field, v string) {
 	}
 }
 
-// appleTypes are the deviceType values whose deviceToken is an APNs token.
-var appleTypes = map[string]bool{"ios": true, "macos": true, "tvos": true, "watchos": true, "visionos": true}
-
-func isHexToken(s string) bool {
-	if len(s) < 64 || len(s)%2 != 0 || len(s) > 512 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
-			return false
-		}
-	}
-	return true
-}
-
 func (h *Handler) installationRoutes(handle func(string, access, func(*call) *apiError)) {
 	handle("POST /1.1/installations", appKey, h.createInstallation)
 	handle("GET /1.1/installations", masterKey, h.queryInstallations)
@@ -166,7 +151,7 @@ func (h *Handler) installationSave(c *call) (*meshpb.AdminRequest, *apiError) {
 	if t := a.Device.GetDeviceType(); slices.Contains(a.DeviceFields, "device_type") && !validDeviceType(t) {
 		return nil, errBadRequest("deviceType %q: lower-case letters, at most 16", t)
 	}
-	if tok := a.Device.GetDeviceToken(); tok != "" && appleTypes[a.Device.GetDeviceType()] && !isHexToken(tok) {
+	if tok := a.Device.GetDeviceToken(); tok != "" && push.IsApple(a.Device.GetDeviceType()) && !push.IsAPNsToken(tok) {
 		return nil, &apiError{Status: http.StatusBadRequest, Code: codeInvalidToken, Msg: "Invalid device token: an APNs token is hex"}
 	}
 	return a, nil
