@@ -70,6 +70,9 @@ func (c *Core) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Cl
 		if c.replica == nil || !c.replica.IsLeader() {
 			return ErrNotLeader
 		}
+		if err := c.checkTokenGeneration(req); err != nil { // auth.go: a revoked X-LC-IM-Session-Token
+			return err
+		}
 		var err error
 		switch a.GetOp() {
 		case meshpb.AdminRequest_COMMAND:

@@ -427,6 +427,35 @@ func TestSecurityTokenRevocation(t *testing.T) {
 		refused("reopen with the reopen's own st after logout", got.GetSessionMessage().GetSt(), "lou")
 	})
 
+	// The REST calls the SDKs make with X-LC-IM-Session-Token check the same
+	// revocation: a logged-out client's token reads nothing more.
+	t.Run("REST session token after logout", func(t *testing.T) {
+		c, opened := rawLogin(t, ctx, p.URL, "rita")
+		st := opened.GetSessionMessage().GetSt()
+		get := func() int {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+p.Addr+"/1.1/rtm/notifications?client_id=rita&start_ts=0&notification_type=permanent", nil)
+			req.Header.Set("X-LC-Id", secApp)
+			req.Header.Set("X-LC-Key", "sec-app-key")
+			req.Header.Set("X-LC-IM-Session-Token", st)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res.Body.Close()
+			return res.StatusCode
+		}
+		if code := get(); code != http.StatusOK {
+			t.Fatalf("notifications with a live session token: %d, want 200", code)
+		}
+		c.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_close.Enum(), I: proto.Int32(2)})
+		if got := c.next(ctx); got.GetOp() != lcpb.OpType_closed {
+			t.Fatalf("logout: %v", got)
+		}
+		if code := get(); code != http.StatusUnauthorized {
+			t.Fatalf("notifications with the logged-out client's token: %d, want 401", code)
+		}
+	})
+
 	t.Run("tag kick", func(t *testing.T) {
 		open := func(tag string) (*raw, *lcpb.GenericCommand) {
 			r, _, err := dialRaw(t, ctx, p.URL, lcpb.SubprotocolBinary3)

@@ -130,13 +130,15 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 
 // VerifySessionToken checks a session token issued by this cluster's edges
 // (the st of session/opened, which the JS SDK sends to the REST API as
-// X-LC-IM-Session-Token) and returns the app and clientId it names.
-func (s *Server) VerifySessionToken(st string) (appID, clientID string, err error) {
+// X-LC-IM-Session-Token) and returns the app and clientId it names, and
+// the token generation it carries (core/auth.go: the core refuses a
+// request whose token a kick or logout retired).
+func (s *Server) VerifySessionToken(st string) (appID, clientID string, gen uint64, err error) {
 	c, err := verifyToken(s.cfg.TokenKey, st, s.now())
 	if err != nil {
-		return "", "", err
+		return "", "", 0, err
 	}
-	return c.AppID, c.ClientID, nil
+	return c.AppID, c.ClientID, c.Gen, nil
 }
 
 // Login signatures (LeanCloud "senior" guide): hex HMAC-SHA1 keyed with the

@@ -26,7 +26,7 @@ type Backend interface {
 
 // TokenVerifier checks a session token (the st an edge issued at
 // session/open) and returns the app and clientId it was issued to.
-type TokenVerifier func(st string) (appID, clientID string, err error)
+type TokenVerifier func(st string) (appID, clientID string, gen uint64, err error)
 
 // Limits bound the REST API. Zero fields take the defaults shown.
 type Limits struct {
@@ -162,6 +162,9 @@ type call struct {
 	app    string
 	master bool
 	client string // sessionToken routes: the token's clientId ("" with the master key)
+	// stGen: sessionToken routes, the token's generation; the core refuses
+	// the request (4112 → 401) when a kick or logout retired it (do).
+	stGen uint64
 }
 
 func (h *Handler) routes() {
@@ -260,14 +263,14 @@ func (h *Handler) admit(w http.ResponseWriter, r *http.Request, need access) (*c
 	if st == "" || h.cfg.VerifyToken == nil {
 		return nil, &apiError{Status: http.StatusUnauthorized, Code: codeUnauthorized, Msg: "Unauthorized. (X-LC-IM-Session-Token or the master key required)"}
 	}
-	tokApp, client, err := h.cfg.VerifyToken(st)
+	tokApp, client, gen, err := h.cfg.VerifyToken(st)
 	if err != nil || tokApp != app.ID {
 		return nil, &apiError{Status: http.StatusUnauthorized, Code: codeUnauthorized, Msg: "Unauthorized. (invalid or expired X-LC-IM-Session-Token)"}
 	}
 	if q := r.URL.Query().Get("client_id"); q != "" && q != client {
 		return nil, &apiError{Status: http.StatusUnauthorized, Code: codeUnauthorized, Msg: "Unauthorized. (client_id is not the session token's client)"}
 	}
-	return &call{w: w, r: r, app: app.ID, client: client}, nil
+	return &call{w: w, r: r, app: app.ID, client: client, stGen: gen}, nil
 }
 
 // decode reads the JSON body into v (a struct or map).
@@ -295,6 +298,9 @@ func (h *Handler) decode(c *call, v any) *apiError {
 // with cmd set it also returns the reply command.
 func (h *Handler) do(c *call, peer string, a *meshpb.AdminRequest, cmd *lcpb.GenericCommand) (*meshpb.ClientReply, *lcpb.GenericCommand, *apiError) {
 	req := &meshpb.ClientRequest{Kind: meshpb.ClientRequest_ADMIN, AppId: c.app, PeerId: peer, Admin: a}
+	if c.client != "" { // a session token's request: the core checks it was not revoked
+		req.PeerId, req.StReopen, req.StGeneration = c.client, true, c.stGen
+	}
 	if cmd != nil {
 		b, err := proto.Marshal(cmd)
 		if err != nil {
@@ -308,6 +314,9 @@ func (h *Handler) do(c *call, peer string, a *meshpb.AdminRequest, cmd *lcpb.Gen
 	if err != nil {
 		h.log.Warn("rest: backend", "app", c.app, "err", err)
 		return nil, nil, &apiError{Status: http.StatusServiceUnavailable, Code: codeBackendFailed, Msg: "INTERNAL_ERROR: the conversation service is unavailable, retry"}
+	}
+	if rep.GetErrorCode() == lcpb.ErrSessionTokenExpired && c.client != "" { // a kick or logout retired the token
+		return nil, nil, &apiError{Status: http.StatusUnauthorized, Code: codeUnauthorized, Msg: "Unauthorized. (the X-LC-IM-Session-Token was revoked by a kick or logout)"}
 	}
 	if rep.GetErrorCode() != 0 {
 		return nil, nil, &apiError{Status: imStatus(rep.GetErrorCode()), Code: rep.GetErrorCode(), Msg: rep.GetErrorReason()}

@@ -78,12 +78,12 @@ func newEnv(t *testing.T, lim Limits) *env {
 	be := &fakeBackend{}
 	reg := apps.NewStatic([]apps.App{{ID: testApp, Key: testKey, MasterKey: testMaster}})
 	h := New(Config{Backend: be, Apps: reg, Limits: lim,
-		VerifyToken: func(st string) (string, string, error) {
+		VerifyToken: func(st string) (string, string, uint64, error) {
 			app, client, ok := strings.Cut(st, "/") // fake tokens: "app/client"
 			if !ok {
-				return "", "", errors.New("bad token")
+				return "", "", 0, errors.New("bad token")
 			}
-			return app, client, nil
+			return app, client, 7, nil
 		}})
 	return &env{t: t, be: be, h: h}
 }
@@ -435,6 +435,12 @@ func TestSDKCalls(t *testing.T) {
 	req, _ := e.be.last(t)
 	if req.GetAdmin().GetOp() != meshpb.AdminRequest_MEMBER_ROLES || req.GetAdmin().GetCid() != "c1" {
 		t.Errorf("member infos request: %v", req)
+	}
+	// The core is asked to check the token was not revoked (generation 7 is
+	// what the fake verifier reads from every token).
+	if req.GetPeerId() != "alice" || !req.GetStReopen() || req.GetStGeneration() != 7 {
+		t.Errorf("member infos request: peer %q st_reopen %v st_generation %d, want alice, true, 7",
+			req.GetPeerId(), req.GetStReopen(), req.GetStGeneration())
 	}
 	status, body = e.do("GET", `/1.1/classes/_ConversationMemberInfo?where={"cid":"c1","peerId":"bob"}`, "", sdk(testApp+"/alice")...)
 	if rows := body.(map[string]any)["results"].([]any); status != 200 || len(rows) != 1 {

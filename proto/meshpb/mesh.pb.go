@@ -297,6 +297,8 @@ type ClientRequest struct {
 	// st_generation is the client's token generation the token carries. The
 	// core refuses it with 4112 unless that is still the client's current
 	// generation (a kick or logout since the token was issued bumped it).
+	// On ADMIN: the REST request came with X-LC-IM-Session-Token for peer_id
+	// (GET /1.1/rtm/notifications, _ConversationMemberInfo); the same check.
 	StGeneration uint64 `protobuf:"varint,30,opt,name=st_generation,json=stGeneration,proto3" json:"st_generation,omitempty"`
 	StReopen     bool   `protobuf:"varint,31,opt,name=st_reopen,json=stReopen,proto3" json:"st_reopen,omitempty"`
 	// Hooks and notifications (issue 8; fields 25-29). source_ip: the
