@@ -297,6 +297,12 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	if c.isClosed() {
 		return nil, ErrClosed
 	}
+	if k := req.GetKind(); k != meshpb.ClientRequest_PING && c.replica != nil && c.replica.IsLeader() {
+		// A new leader answers nothing before it has applied every entry of
+		// the terms before (raft's barrier, fanout.go): until then its state
+		// may lack committed messages, members, cursors or notifications.
+		c.awaitReplay(ctx)
+	}
 	switch req.GetKind() {
 	case meshpb.ClientRequest_OPEN:
 		if c.replica == nil || !c.replica.IsLeader() {

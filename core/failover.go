@@ -53,7 +53,6 @@ func dedupToken(dt, idemKey string) string {
 // dt never holds a NUL (checkDT refuses it before the send is proposed).
 const idemKeyPrefix = "\x00k"
 
-
 // haltBeforeFanout is the test hook Config.HaltBeforeFanout: it holds a
 // committed message whose content has the marker, before its ack and its
 // fan-out, until the core closes (with the conversation's send lock: later

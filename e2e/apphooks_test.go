@@ -394,13 +394,17 @@ func TestNotificationsREST(t *testing.T) {
 	status, got := httpJSON(t, "GET", base+"/1.1/rtm/notifications?client_id=alice&start_ts=0", sdk, nil)
 	wantREST(t, "bob's token for alice's notifications", status, got, 401, 401)
 
-	// Durable: the log survives a restart (bob's token too: the key is in
-	// the data directory).
+	// Durable: the log survives a restart. bob's Close was a logout, which
+	// revoked his session token (docs/ARCHITECTURE.md, "Session-token
+	// revocation"): after it only the master key reads his log.
 	alice.Close()
 	bob.Close()
 	p.Stop()
 	startDev(t, dir, addr)
-	_, again := httpJSON(t, "GET", base+"/1.1/rtm/notifications?client_id=bob&start_ts=0", sdk, nil)
+	status, got = httpJSON(t, "GET", base+"/1.1/rtm/notifications?client_id=bob&start_ts=0", sdk, nil)
+	wantREST(t, "bob's token after his logout", status, got, 401, 401)
+	master := map[string]string{"X-LC-Id": app, "X-LC-Key": "any,master", "User-Agent": "LeanCloud-Swift-SDK/17.0.0"}
+	_, again := httpJSON(t, "GET", base+"/1.1/rtm/notifications?client_id=bob&start_ts=0", master, nil)
 	if got := items(again["permanent"]); len(got) != len(want)+1 || got[5]["op"] != "members-shutuped" || got[6]["cid"] != direct { // + the 1:1's joined
 		t.Fatalf("after a restart: %v", again)
 	}
