@@ -51,6 +51,9 @@ type EdgeConfig struct {
 	// message delivery this edge receives. It is a test hook that breaks the delivery path on
 	// purpose, so the load tester's ledger can be shown to catch a loss.
 	DropDelivery int64
+	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
+	// socket with mesh.WithPacketConn).
+	MeshOptions []mesh.ListenOption
 }
 
 // Edge is a running edge.
@@ -76,7 +79,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("edge", cfg.EdgeID)
-	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"))
+	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"), cfg.MeshOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: edge mesh: %w", err)
 	}

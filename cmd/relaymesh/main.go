@@ -244,10 +244,11 @@ func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.C
 }
 
 func runCore(args []string) error {
-	var metricsAddr, halt string
+	var metricsAddr, halt, netemFile string
 	c, log, err := roleFlags("core", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz over HTTP here (overrides [core] metrics_addr)")
 		fs.StringVar(&halt, "test-halt-before-fanout", "", "TEST HOOK: hold every message containing this text after its commit, before its ack and fan-out (to kill -9 a leader right there)")
+		netemFlag(fs, &netemFile)
 	})
 	if err != nil {
 		return err
@@ -258,6 +259,11 @@ func runCore(args []string) error {
 	}
 	cc.Logger = log
 	cc.HaltBeforeFanout = halt
+	stopNetem, err := withNetem(netemFile, cc.NodeID, log, &cc.MeshOptions)
+	if err != nil {
+		return err
+	}
+	defer stopNetem()
 	if metricsAddr != "" {
 		cc.MetricsAddr = metricsAddr
 	}
@@ -274,7 +280,8 @@ func runCore(args []string) error {
 }
 
 func runEdge(args []string) error {
-	c, log, err := roleFlags("edge", args, nil)
+	var netemFile string
+	c, log, err := roleFlags("edge", args, func(fs *flag.FlagSet) { netemFlag(fs, &netemFile) })
 	if err != nil {
 		return err
 	}
@@ -283,6 +290,11 @@ func runEdge(args []string) error {
 		return err
 	}
 	ec.Logger = log
+	stopNetem, err := withNetem(netemFile, ec.EdgeID, log, &ec.MeshOptions)
+	if err != nil {
+		return err
+	}
+	defer stopNetem()
 	ec.Hooks = c.Hooks() // app users' user stores and _rtmClientSign (issue 8)
 	e, err := cluster.StartEdge(ec)
 	if err != nil {
