@@ -35,7 +35,10 @@ type EdgeConfig struct {
 	Apps     *apps.Registry
 	// PublicURLs answer /v1/route; empty means ws://HTTPAddr/.
 	PublicURLs []string
-	Limits     edge.Limits
+	// Routes, when set, answers /v1/route by the caller's region
+	// ([[regions]], Config.Routes) instead of PublicURLs.
+	Routes *edge.RouteTable
+	Limits edge.Limits
 	// TrustedProxies are edge.Config.TrustedProxies.
 	TrustedProxies []netip.Prefix
 	// REST bounds the REST API (package rest); zero fields take its defaults.
@@ -110,6 +113,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		Ready:        link.ready,
 		ExtraMetrics: metrics,
 		PublicURLs:   pub,
+		Routes:       cfg.Routes,
 		Logger:       log.With("part", "edge"),
 
 		TrustedProxies: cfg.TrustedProxies,
