@@ -204,7 +204,11 @@ type EdgeSection struct {
 	EdgeID string `toml:"edge_id"`
 	// Region is this edge's [[regions]] name: /v1/route answers callers
 	// from no region's networks with it.
-	Region     string   `toml:"region"`
+	Region string `toml:"region"`
+	// DrainTimeout bounds a drain on SIGTERM/SIGINT (edge.Server.Drain):
+	// how long clients told goaway may take to leave before the edge
+	// closes their connections ("10s" when empty).
+	DrainTimeout string `toml:"drain_timeout"`
 	Listen     string   `toml:"listen"`
 	MeshAddr   string   `toml:"mesh_addr"`
 	Cores      []string `toml:"cores"`
@@ -214,6 +218,20 @@ type EdgeSection struct {
 	TrustedProxies []string     `toml:"trusted_proxies"`
 	Limits         LimitsConfig `toml:"limits"`
 	REST           RESTConfig   `toml:"rest"`
+}
+
+// DefaultDrainTimeout is [edge] drain_timeout when unset.
+const DefaultDrainTimeout = 10 * time.Second
+
+func (s EdgeSection) drainTimeout() (time.Duration, error) {
+	if s.DrainTimeout == "" {
+		return DefaultDrainTimeout, nil
+	}
+	d, err := time.ParseDuration(s.DrainTimeout)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%w: edge.drain_timeout: %q is not a duration of at least 0", ErrConfig, s.DrainTimeout)
+	}
+	return d, nil
 }
 
 // RESTConfig bounds the REST API's message operations per app; zero keeps
@@ -321,6 +339,9 @@ func LoadConfig(path string) (*Config, error) {
 		return nil, err
 	}
 	if _, err := c.regions(); err != nil {
+		return nil, err
+	}
+	if _, err := c.Edge.drainTimeout(); err != nil {
 		return nil, err
 	}
 	if c.Edge.Region != "" {
@@ -470,7 +491,8 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 	if err != nil {
 		return EdgeConfig{}, err
 	}
+	drain, _ := s.drainTimeout() // checked by LoadConfig
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
 		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
-		TrustedProxies: proxies, Routes: routes}, nil
+		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain}, nil
 }

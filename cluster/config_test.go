@@ -389,3 +389,24 @@ public_urls = ["wss://us-1/"]
 		}
 	}
 }
+
+func TestDrainTimeoutConfig(t *testing.T) {
+	base := "[[apps]]\nid = \"a\"\nmaster_key = \"m\"\n[edge]\n"
+	c, err := LoadConfig(writeConfig(t, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := c.Edge.drainTimeout(); d != DefaultDrainTimeout {
+		t.Errorf("default drain timeout %v, want %v", d, DefaultDrainTimeout)
+	}
+	c, err = LoadConfig(writeConfig(t, base+"drain_timeout = \"2s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := c.Edge.drainTimeout(); d != 2*time.Second {
+		t.Errorf("drain timeout %v, want 2s", d)
+	}
+	if _, err := LoadConfig(writeConfig(t, base+"drain_timeout = \"soon\"\n")); !errors.Is(err, ErrConfig) {
+		t.Errorf("bad drain_timeout: got %v, want ErrConfig", err)
+	}
+}

@@ -57,6 +57,9 @@ type EdgeConfig struct {
 	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
 	// socket with mesh.WithPacketConn).
 	MeshOptions []mesh.ListenOption
+	// DrainTimeout is how long `relaymesh edge` lets clients told goaway
+	// leave on SIGTERM before it closes them (Edge.Drain).
+	DrainTimeout time.Duration
 }
 
 // Edge is a running edge.
@@ -245,6 +248,17 @@ func (e *Edge) dropHook(d *meshpb.Delivery) bool {
 		return false
 	}
 	return e.deliveries.Add(1) == e.dropAt
+}
+
+// Drain takes the edge out of service (edge.Server.Drain): goaway to
+// every session, then up to timeout for the clients to leave, then Close.
+// It reports how many connections were still open at the deadline.
+func (e *Edge) Drain(timeout time.Duration) (forced int64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	before := e.Server.Metrics().DrainForced.Load()
+	_ = e.Server.Drain(ctx) // its error only says some were closed at the deadline
+	return e.Server.Metrics().DrainForced.Load() - before, e.Close()
 }
 
 // Close stops accepting clients, says goaway to them, and stops the links.

@@ -302,7 +302,10 @@ func runEdge(args []string) error {
 	}
 	fmt.Printf("relaymesh edge %s: serving on %s\n", ec.EdgeID, e.URL)
 	waitSignal()
-	return e.Close()
+	fmt.Printf("relaymesh edge %s: draining (goaway to every session; up to %v for clients to leave)\n", ec.EdgeID, ec.DrainTimeout)
+	forced, err := e.Drain(ec.DrainTimeout)
+	fmt.Printf("relaymesh edge %s: drained (%d connections closed at the deadline)\n", ec.EdgeID, forced)
+	return err
 }
 
 func runPKI(args []string) error {
