@@ -63,13 +63,15 @@ import (
 //	public_urls = ["wss://eu-1.example.com/"]     # its edges
 //	nearest = ["us"]                              # other regions, nearest first (secondary); default: file order
 type Config struct {
-	Data                string         `toml:"data"`
-	SessionTokenKeyFile string         `toml:"session_token_key_file"`
-	Apps                []AppConfig    `toml:"apps"` // integrations.go
-	TLS                 TLSConfig      `toml:"tls"`
-	Core                CoreSection    `toml:"core"`
-	Edge                EdgeSection    `toml:"edge"`
-	Regions             []RegionConfig `toml:"regions"`
+	Data                string      `toml:"data"`
+	SessionTokenKeyFile string      `toml:"session_token_key_file"`
+	Apps                []AppConfig `toml:"apps"` // integrations.go
+	TLS                 TLSConfig   `toml:"tls"`
+	Core                CoreSection `toml:"core"`
+	Edge                EdgeSection `toml:"edge"`
+
+	// Regions are [[regions]]: the regions /v1/route knows (nearest edge).
+	Regions []RegionConfig `toml:"regions"`
 
 	dir string // directory of the file, for relative paths
 }
@@ -201,14 +203,7 @@ func (c *Config) Routes(local string) (*edge.RouteTable, error) {
 
 // EdgeSection configures `relaymesh edge`.
 type EdgeSection struct {
-	EdgeID string `toml:"edge_id"`
-	// Region is this edge's [[regions]] name: /v1/route answers callers
-	// from no region's networks with it.
-	Region string `toml:"region"`
-	// DrainTimeout bounds a drain on SIGTERM/SIGINT (edge.Server.Drain):
-	// how long clients told goaway may take to leave before the edge
-	// closes their connections ("10s" when empty).
-	DrainTimeout string `toml:"drain_timeout"`
+	EdgeID     string   `toml:"edge_id"`
 	Listen     string   `toml:"listen"`
 	MeshAddr   string   `toml:"mesh_addr"`
 	Cores      []string `toml:"cores"`
@@ -218,6 +213,14 @@ type EdgeSection struct {
 	TrustedProxies []string     `toml:"trusted_proxies"`
 	Limits         LimitsConfig `toml:"limits"`
 	REST           RESTConfig   `toml:"rest"`
+
+	// Region is this edge's [[regions]] name: /v1/route answers callers
+	// from no region's networks with it.
+	Region string `toml:"region"`
+	// DrainTimeout bounds a drain on SIGTERM/SIGINT (edge.Server.Drain):
+	// how long clients told goaway may take to leave before the edge
+	// closes their connections ("10s" when empty).
+	DrainTimeout string `toml:"drain_timeout"`
 }
 
 // DefaultDrainTimeout is [edge] drain_timeout when unset.

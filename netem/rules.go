@@ -37,7 +37,8 @@ func (l Link) String() string {
 	return s
 }
 
-func (l Link) check() error {
+// Check reports a link whose values are out of range.
+func (l Link) Check() error {
 	if l.Latency < 0 || l.Jitter < 0 || !(l.Loss >= 0 && l.Loss <= 1) {
 		return fmt.Errorf("%w: link %v: latency and jitter must not be negative, loss must be in [0, 1]", ErrRules, l)
 	}
@@ -281,7 +282,7 @@ func (r *Rules) UnmarshalJSON(b []byte) error {
 			}
 			*d.to = v
 		}
-		if err := l.check(); err != nil {
+		if err := l.Check(); err != nil {
 			return err
 		}
 		n.Set(fl.From, fl.To, l)

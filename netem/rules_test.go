@@ -29,7 +29,7 @@ func TestRulesLookup(t *testing.T) {
 	}{
 		{"r1", "r2", Link{Latency: 80 * time.Millisecond}},
 		{"r2", "r1", Link{Latency: 80 * time.Millisecond}},
-		{"r2", "r2", Link{Loss: 0.5}},                  // (from, Any)
+		{"r2", "r2", Link{Loss: 0.5}},                 // (from, Any)
 		{"r1", "r1", Link{Latency: time.Millisecond}}, // (Any, Any)
 		{"", "r1", Link{Latency: time.Millisecond}},
 	} {

@@ -34,7 +34,7 @@ type TCPProxy struct {
 // NewTCPProxy listens on listen (host:port, port 0 picks one) and
 // forwards to upstream over link l.
 func NewTCPProxy(listen, upstream string, l Link) (*TCPProxy, error) {
-	if err := l.check(); err != nil {
+	if err := l.Check(); err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", listen)
