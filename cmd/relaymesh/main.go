@@ -5,6 +5,7 @@
 //	relaymesh core --config FILE                                      a core node (shard replica)
 //	relaymesh edge --config FILE                                      an edge (client connections)
 //	relaymesh pki  init|issue ...                                     cluster CA and node certificates (with roles)
+//	relaymesh lab  --regions N --latency 80ms --dir DIR               N regions of separate processes on this machine
 //	relaymesh version
 package main
 
@@ -45,6 +46,8 @@ func main() {
 		err = runEdge(args)
 	case "pki":
 		err = runPKI(args)
+	case "lab":
+		err = runLab(args)
 	case "version", "--version":
 		fmt.Println("relaymesh", version)
 	case "help", "-h", "--help":
@@ -76,6 +79,10 @@ Usage:
   relaymesh edge --config FILE     run an edge ([edge], [tls], [[apps]], session_token_key_file)
   relaymesh pki init --dir DIR                      create the cluster CA and a session-token key
   relaymesh pki issue --dir DIR --name N [--role R] [--hosts H1,H2]   sign a node certificate (role core, edge or admin)
+  relaymesh lab --regions N --latency 80ms --dir DIR
+      Start N regions on this machine (per region 3 cores and 2 edges, each
+      a process), with latency, jitter and loss between regions emulated in
+      userspace; writes DIR/topology.json when ready; stops on SIGINT/SIGTERM.
   relaymesh version
 
 Each command takes -h for its flags. The config file format is documented in
