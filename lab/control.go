@@ -26,7 +26,7 @@ import (
 //	POST /stop?node=r1-edge-1                  SIGTERM (an edge drains), waited for
 //	POST /start?node=r1-core-2                 start again, wait until ready
 //	GET  /leader?region=r1                     {"node": "r1-core-3"} ("" if none)
-//	GET  /probe?from=r1&to=r2&n=5              {"rtt_ms": [...]}: PING over QUIC through the emulated network
+//	GET  /probe?from=r1&to=r2&n=5              {"rtt_ms": [...]}: n (≤ 100) PINGs over QUIC through the emulated network; at most timeout= (default 10 s + 1 s per PING)
 
 // Serve starts the control endpoint on addr (loopback only, e.g.
 // "127.0.0.1:0") and returns its base URL; Close stops it.
@@ -72,9 +72,14 @@ func (l *Lab) Serve(addr string) (string, error) {
 	})
 	mux.HandleFunc("GET /probe", func(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.FormValue("n"))
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		n = min(max(n, 1), 100)
+		d := 10*time.Second + time.Duration(n)*time.Second
+		if v, err := time.ParseDuration(r.FormValue("timeout")); err == nil && v > 0 {
+			d = min(v, d)
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
-		rtts, err := l.Probe(ctx, r.FormValue("from"), r.FormValue("to"), min(max(n, 1), 100))
+		rtts, err := l.Probe(ctx, r.FormValue("from"), r.FormValue("to"), n)
 		ms := make([]float64, len(rtts))
 		for i, d := range rtts {
 			ms[i] = float64(d.Microseconds()) / 1000
