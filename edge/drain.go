@@ -2,6 +2,10 @@ package edge
 
 import (
 	"context"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // Drain takes the edge out of service gently (issue 9: an edge being
@@ -10,7 +14,8 @@ import (
 //  1. at once, /healthz answers 503 and new WebSockets get 503, so load
 //     balancers and SDKs stop sending clients here;
 //  2. every session gets goaway (with its peerId, HIGH priority, after
-//     what is already queued for it). The SDKs reconnect elsewhere at once
+//     what is already queued for it; a session that logs in during the
+//     drain gets it after its session/opened). The SDKs reconnect elsewhere at once
 //     (the Go SDK to its next server, the JS SDK after asking the router
 //     again) and close this connection themselves; until they do, the
 //     connection is served as before, so replies to requests in flight
@@ -62,4 +67,23 @@ func (s *Server) Drain(ctx context.Context) error {
 	}
 	<-left
 	return ctx.Err()
+}
+
+// goAwayIfDraining tells a session that logs in while the edge drains to
+// leave as well: its goaway is held until its session/opened is queued.
+func (s *Server) goAwayIfDraining(ss *session) {
+	s.mu.Lock()
+	draining := s.closed
+	s.mu.Unlock()
+	if !draining {
+		return
+	}
+	b, err := proto.Marshal(&lcpb.GenericCommand{
+		Cmd:     lcpb.CommandType_goaway.Enum(),
+		PeerId:  proto.String(ss.peerID),
+		Service: proto.Int32(lcpb.ServiceIM),
+	})
+	if err == nil {
+		ss.c.deliver(ss, outFrame{b: b, p: PriorityHigh})
+	}
 }

@@ -55,6 +55,16 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("dial during a drain: err=%v resp=%v, want 503", err, resp)
 	}
 
+	// A session that logs in during the drain is told to leave as well,
+	// after its session/opened.
+	stayer.send(openCmd(3, "dave"))
+	if r := stayer.recv(); r.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("login during the drain: got %v/%v, want session/opened first", r.GetCmd(), r.GetOp())
+	}
+	if r := stayer.recv(); r.GetCmd() != lcpb.CommandType_goaway || r.GetPeerId() != "dave" {
+		t.Fatalf("after a login during the drain: got %v for %q, want goaway for dave", r.GetCmd(), r.GetPeerId())
+	}
+
 	// The client that left goes; the one that stays is still served.
 	leaver.ws.Close(websocket.StatusNormalClosure, "")
 	<-leaver.done
