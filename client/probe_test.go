@@ -65,3 +65,32 @@ func TestNearestPicksFastest(t *testing.T) {
 		t.Errorf("after losing the nearest: reconnected to %s, want the next nearest %s", ev.URL, slow.url)
 	}
 }
+
+// TestNearestBoundedProbe: a server whose /healthz never answers (or
+// answers a huge body) costs Dial at most ProbeTimeout and goes last.
+func TestNearestBoundedProbe(t *testing.T) {
+	hang, big, ok := newFakeServer(t), newFakeServer(t), newFakeServer(t)
+	hang.setHealth(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	big.setHealth(func(w http.ResponseWriter, r *http.Request) {
+		w.Write(make([]byte, 8<<20)) // read only 1 KiB of it
+	})
+	ok.setHealth(func(w http.ResponseWriter, r *http.Request) {})
+	opts := testOptions(t)
+	opts.Nearest = true
+	opts.ProbeTimeout = 300 * time.Millisecond
+	opts.Servers = []string{big.url, ok.url}
+	t0 := time.Now()
+	c, err := Dial(context.Background(), hang.url, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	t.Logf("Dial with a hanging server's probe: %v", time.Since(t0))
+	l := c.Servers()
+	if l[len(l)-1] != hang.url {
+		t.Errorf("order %v: the hanging server is not last", l)
+	}
+	if c.URL() == hang.url {
+		t.Errorf("dialled the server whose probe hung")
+	}
+}
