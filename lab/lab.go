@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/mesh"
@@ -215,7 +216,8 @@ type Lab struct {
 	netemPath string
 	table     *netem.Table // the lab's own probe nodes'
 
-	fileMu sync.Mutex // serialises writes of lab.json
+	fileMu  sync.Mutex  // serialises writes of lab.json
+	closing atomic.Bool // set first by Close; Node.start refuses from then on
 
 	mu      sync.Mutex
 	base    *netem.Rules          // guarded by mu; the configured links
@@ -422,6 +424,7 @@ func (l *Lab) Close() error {
 		return nil
 	}
 	l.closed = true
+	l.closing.Store(true)
 	probes := l.probes
 	l.probes = nil
 	ctrl := l.ctrl

@@ -106,6 +106,10 @@ func (n *Node) Running() bool { return n.PID() != 0 }
 // start starts the process; it is an error if one runs.
 func (n *Node) start() error {
 	n.mu.Lock()
+	if n.lab.closing.Load() { // checked under n.mu: Close stops what started before it
+		n.mu.Unlock()
+		return ErrClosed
+	}
 	if n.cur != nil && !n.cur.exited() {
 		n.mu.Unlock()
 		return fmt.Errorf("lab: %s is running already", n.Name)
