@@ -54,8 +54,10 @@ type lastMsg struct {
 	ts       int64
 }
 
-// errGoaway kills a connection after a goaway push: reconnect at once.
-var errGoaway = fmt.Errorf("%w: goaway", ErrConnectionLost)
+// ErrGoaway is the cause of a Disconnected after the server said goaway
+// (an edge being drained): the client reconnects at once, to its next
+// server. It wraps ErrConnectionLost.
+var ErrGoaway = fmt.Errorf("%w: goaway", ErrConnectionLost)
 
 // Dial connects to url (ws:// or wss://; "" with Options.Router), opens
 // the session and starts the client. With several servers (url,
@@ -86,6 +88,7 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 		}
 	}
 	c.refreshRoute(ctx, true)
+	c.reprobe(ctx) // Options.Nearest (probe.go)
 	c.mu.Lock()
 	urls := c.srv.list()
 	c.mu.Unlock()
@@ -366,7 +369,7 @@ func (c *Client) run(cn *conn) {
 		lost := time.Now()
 		rs := c.startResync() // resync.go
 		c.emit(Disconnected{Err: cause})
-		if cn = c.reconnect(errors.Is(cause, errGoaway), lost); cn == nil {
+		if cn = c.reconnect(errors.Is(cause, ErrGoaway), lost); cn == nil {
 			return
 		}
 		if rs != nil {
@@ -386,8 +389,9 @@ func (c *Client) reconnect(immediate bool, lost time.Time) *conn {
 		if n > 0 && n%count == 0 {
 			round++
 			c.refreshRoute(c.ctx, true) // every server failed: ask the router again
-		} else if n%count == 0 {
-			c.refreshRoute(c.ctx, false)
+			c.reprobe(c.ctx)            // and measure them again (Options.Nearest)
+		} else if n%count == 0 && c.refreshRoute(c.ctx, false) {
+			c.reprobe(c.ctx)
 		}
 		if !(immediate && n == 0) {
 			t := time.NewTimer(backoff(round, c.opts.ReconnectMin, c.opts.ReconnectMax))

@@ -51,7 +51,10 @@
 //     attempt goes to the next server of its list (Dial's url,
 //     Options.Servers, and with Options.Router the router's server and
 //     secondary: see servers.go), so a client whose edge died reopens on
-//     another edge at the first attempt. goaway reconnects at once.
+//     another edge at the first attempt. With Options.Nearest the list is
+//     ordered by measured round-trip time, nearest first (probe.go).
+//     goaway (an edge being drained) reconnects at once; its
+//     Disconnected carries ErrGoaway.
 //     The reopen sends r=true and the cached st;
 //     with no valid st, or when the server rejects st with 4112, it opens
 //     with the full credentials (tag, deviceId, signature), still r=true.

@@ -189,7 +189,7 @@ func (c *Client) handlePush(cn *conn, cmd *lcpb.GenericCommand) {
 		c.finish(&Error{Code: sm.GetCode(), Reason: sm.GetReason(), Detail: sm.GetDetail()})
 		cn.kill(ErrSessionClosed)
 	case lcpb.CommandType_goaway:
-		cn.kill(errGoaway)
+		cn.kill(ErrGoaway)
 	case lcpb.CommandType_error:
 		c.emit(ServerError{Err: errorFromCommand(cmd.GetErrorMessage())})
 	default:

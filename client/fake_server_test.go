@@ -28,6 +28,7 @@ type fakeServer struct {
 
 	mu     sync.Mutex
 	handle func(fc *fakeConn, cmd *lcpb.GenericCommand) bool // guarded by mu
+	health http.HandlerFunc                                  // guarded by mu; serves /healthz when set
 	all    []*fakeConn                                       // guarded by mu
 	opens  int                                               // guarded by mu
 }
@@ -61,7 +62,20 @@ func (s *fakeServer) setHandler(h func(fc *fakeConn, cmd *lcpb.GenericCommand) b
 	s.mu.Unlock()
 }
 
+func (s *fakeServer) setHealth(h http.HandlerFunc) {
+	s.mu.Lock()
+	s.health = h
+	s.mu.Unlock()
+}
+
 func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	health := s.health
+	s.mu.Unlock()
+	if health != nil && r.URL.Path == "/healthz" {
+		health(w, r)
+		return
+	}
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: lcpb.Subprotocols})
 	if err != nil {
 		return

@@ -49,6 +49,14 @@ type Options struct {
 	// come first in the list (cached for the answer's ttl). Dial may then
 	// be given "" as url.
 	Router string
+	// Nearest measures the round trip to every server (GET /healthz on
+	// its host) before Dial connects, and again when the router answers
+	// anew or every server failed a round of reconnects, and tries them
+	// nearest first: healthy servers by RTT, then the others (probe.go).
+	// Without it the list's order is kept.
+	Nearest bool
+	// ProbeTimeout bounds one probe of every server, default 2 s.
+	ProbeTimeout time.Duration
 	// Resync, after a reconnect on lc.protobuf2.3, fetches from history
 	// the messages of the conversations in the unread push that arrived
 	// while the client was away, and emits them as Message with Resynced
@@ -105,6 +113,7 @@ func (o Options) withDefaults() Options {
 	def(&o.KeepAlive, 180*time.Second)
 	def(&o.IdleTimeout, 380*time.Second)
 	def(&o.EventOverflowWait, time.Second)
+	def(&o.ProbeTimeout, 2*time.Second)
 	if o.EventBuffer <= 0 {
 		o.EventBuffer = 65536
 	}

@@ -37,9 +37,13 @@ type servers struct {
 	routed   []string  // the router's server and secondary
 	routeExp time.Time // when routed is stale
 	cur      int       // index in list() of the URL in use (or last tried)
+	// probed is the last RTT probe (Options.Nearest, probe.go); nil
+	// keeps the list's order.
+	probed map[string]probeResult
 }
 
-// list is the router's URLs, then the static ones, each once.
+// list is the router's URLs, then the static ones, each once; with a
+// probe, nearest first (probe.go).
 func (s *servers) list() []string {
 	out := make([]string, 0, len(s.routed)+len(s.static))
 	for _, l := range [][]string{s.routed, s.static} {
@@ -49,7 +53,7 @@ func (s *servers) list() []string {
 			}
 		}
 	}
-	return out
+	return byProbe(out, s.probed)
 }
 
 func contains(s []string, x string) bool {
@@ -98,24 +102,26 @@ func (c *Client) route(ctx context.Context) ([]string, time.Duration, error) {
 
 // refreshRoute asks the router (when there is one and force is set or its
 // answer is stale) and updates the list; a failed call keeps the old one.
-func (c *Client) refreshRoute(ctx context.Context, force bool) {
+// It reports whether the router answered.
+func (c *Client) refreshRoute(ctx context.Context, force bool) bool {
 	if c.opts.Router == "" {
-		return
+		return false
 	}
 	c.mu.Lock()
 	stale := force || time.Now().After(c.srv.routeExp)
 	c.mu.Unlock()
 	if !stale {
-		return
+		return false
 	}
 	urls, ttl, err := c.route(ctx)
 	if err != nil {
 		c.log.Info("client: router", "err", err)
-		return
+		return false
 	}
 	c.mu.Lock()
 	c.srv.routed, c.srv.routeExp = urls, time.Now().Add(ttl)
 	c.mu.Unlock()
+	return true
 }
 
 // target returns the URL for reconnect attempt n (0-based) after losing

@@ -3,6 +3,7 @@ package cluster
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -55,6 +56,12 @@ import (
 //	sends_per_second = 50
 //	send_queue = 10000
 //	sign_max_age = "15m"                          # X-LC-Sign timestamp window
+//
+//	[[regions]]                                   # nearest edge: /v1/route by the caller's network
+//	name = "eu"                                   # an edge says its own with [edge] region = "eu"
+//	cidrs = ["10.1.0.0/16"]                       # client networks of the region
+//	public_urls = ["wss://eu-1.example.com/"]     # its edges
+//	nearest = ["us"]                              # other regions, nearest first (secondary); default: file order
 type Config struct {
 	Data                string      `toml:"data"`
 	SessionTokenKeyFile string      `toml:"session_token_key_file"`
@@ -62,6 +69,9 @@ type Config struct {
 	TLS                 TLSConfig   `toml:"tls"`
 	Core                CoreSection `toml:"core"`
 	Edge                EdgeSection `toml:"edge"`
+
+	// Regions are [[regions]]: the regions /v1/route knows (nearest edge).
+	Regions []RegionConfig `toml:"regions"`
 
 	dir string // directory of the file, for relative paths
 }
@@ -145,6 +155,52 @@ func (c *Config) CoreLimits() core.Limits {
 		MaxQueryScan: l.MaxQueryScan, QueryScanPerSecond: l.QueryScanPerSecond}
 }
 
+// RegionConfig is one [[regions]] entry: a region as /v1/route sees it
+// (edge.Region).
+type RegionConfig struct {
+	Name       string   `toml:"name"`
+	CIDRs      []string `toml:"cidrs"`
+	PublicURLs []string `toml:"public_urls"`
+	Nearest    []string `toml:"nearest"`
+}
+
+// regions parses [[regions]] into edge.Regions.
+func (c *Config) regions() ([]edge.Region, error) {
+	out := make([]edge.Region, 0, len(c.Regions))
+	for _, r := range c.Regions {
+		er := edge.Region{Name: r.Name, PublicURLs: r.PublicURLs, Nearest: r.Nearest}
+		for _, v := range r.CIDRs {
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				return nil, fmt.Errorf("%w: regions %q: cidrs: %v", ErrConfig, r.Name, err)
+			}
+			er.CIDRs = append(er.CIDRs, p)
+		}
+		out = append(out, er)
+	}
+	return out, nil
+}
+
+// Routes returns the /v1/route table of an edge of region local (nil when
+// the file has no [[regions]] and local is empty).
+func (c *Config) Routes(local string) (*edge.RouteTable, error) {
+	if len(c.Regions) == 0 && local == "" {
+		return nil, nil
+	}
+	if local == "" {
+		return nil, fmt.Errorf("%w: [[regions]] are listed: set [edge] region to this edge's", ErrConfig)
+	}
+	rs, err := c.regions()
+	if err != nil {
+		return nil, err
+	}
+	t, err := edge.NewRouteTable(local, rs)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return t, nil
+}
+
 // EdgeSection configures `relaymesh edge`.
 type EdgeSection struct {
 	EdgeID     string   `toml:"edge_id"`
@@ -157,6 +213,28 @@ type EdgeSection struct {
 	TrustedProxies []string     `toml:"trusted_proxies"`
 	Limits         LimitsConfig `toml:"limits"`
 	REST           RESTConfig   `toml:"rest"`
+
+	// Region is this edge's [[regions]] name: /v1/route answers callers
+	// from no region's networks with it.
+	Region string `toml:"region"`
+	// DrainTimeout bounds a drain on SIGTERM/SIGINT (edge.Server.Drain):
+	// how long clients told goaway may take to leave before the edge
+	// closes their connections ("10s" when empty).
+	DrainTimeout string `toml:"drain_timeout"`
+}
+
+// DefaultDrainTimeout is [edge] drain_timeout when unset.
+const DefaultDrainTimeout = 10 * time.Second
+
+func (s EdgeSection) drainTimeout() (time.Duration, error) {
+	if s.DrainTimeout == "" {
+		return DefaultDrainTimeout, nil
+	}
+	d, err := time.ParseDuration(s.DrainTimeout)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%w: edge.drain_timeout: %q is not a duration of at least 0", ErrConfig, s.DrainTimeout)
+	}
+	return d, nil
 }
 
 // RESTConfig bounds the REST API's message operations per app; zero keeps
@@ -262,6 +340,17 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if _, _, err := c.Core.raftTimeouts(); err != nil {
 		return nil, err
+	}
+	if _, err := c.regions(); err != nil {
+		return nil, err
+	}
+	if _, err := c.Edge.drainTimeout(); err != nil {
+		return nil, err
+	}
+	if c.Edge.Region != "" {
+		if _, err := c.Routes(c.Edge.Region); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
@@ -401,7 +490,12 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 		mesh = ":0"
 	}
 	proxies, _ := edge.ParseTrustedProxies(s.TrustedProxies) // checked by LoadConfig
+	routes, err := c.Routes(s.Region)
+	if err != nil {
+		return EdgeConfig{}, err
+	}
+	drain, _ := s.drainTimeout() // checked by LoadConfig
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
 		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
-		TrustedProxies: proxies}, nil
+		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -339,5 +340,73 @@ func TestLoadConfigRaftTimeouts(t *testing.T) {
 	hb, el, err := c.Core.raftTimeouts()
 	if err != nil || hb != DefaultRaftHeartbeatTimeout || el != 2*time.Second {
 		t.Errorf("raft timeouts = %v, %v, %v; want %v, 2s", hb, el, err, DefaultRaftHeartbeatTimeout)
+	}
+}
+
+func TestRegionsConfig(t *testing.T) {
+	const regions = `
+[[apps]]
+id = "app-1"
+master_key = "m"
+[[regions]]
+name = "eu"
+cidrs = ["10.1.0.0/16"]
+public_urls = ["wss://eu-1/", "wss://eu-2/"]
+nearest = ["us"]
+[[regions]]
+name = "us"
+cidrs = ["10.2.0.0/16"]
+public_urls = ["wss://us-1/"]
+`
+	c, err := LoadConfig(writeConfig(t, regions+"[edge]\nregion = \"us\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := c.Routes(c.Edge.Region)
+	if err != nil || rt == nil {
+		t.Fatalf("Routes: %v, %v", rt, err)
+	}
+	if srv, sec, reg := rt.Route(netip.MustParseAddr("10.1.3.4")); reg != "eu" || !strings.HasPrefix(srv, "wss://eu-") || sec != "wss://us-1/" {
+		t.Errorf("route of an eu caller: %s %s %s", srv, sec, reg)
+	}
+	if _, _, reg := rt.Route(netip.MustParseAddr("192.0.2.1")); reg != "us" {
+		t.Errorf("route of an unknown caller: region %s, want the edge's us", reg)
+	}
+	// A core's file may list regions without an edge region.
+	if c, err := LoadConfig(writeConfig(t, regions)); err != nil {
+		t.Errorf("regions without [edge] region: %v", err)
+	} else if _, err := c.Routes(""); !errors.Is(err, ErrConfig) {
+		t.Errorf("an edge without its region: got %v, want ErrConfig", err)
+	}
+	for name, body := range map[string]string{
+		"bad cidr":       strings.Replace(regions, "10.2.0.0/16", "10.2.0.0/33", 1) + "[edge]\nregion = \"us\"\n",
+		"unknown region": regions + "[edge]\nregion = \"mars\"\n",
+		"no urls":        strings.Replace(regions, `public_urls = ["wss://us-1/"]`, "", 1) + "[edge]\nregion = \"us\"\n",
+		"unknown key":    regions + "[[regions]]\nname = \"ap\"\npublic_urls = [\"wss://ap/\"]\ncidr = \"x\"\n",
+	} {
+		if _, err := LoadConfig(writeConfig(t, body)); !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: got %v, want ErrConfig", name, err)
+		}
+	}
+}
+
+func TestDrainTimeoutConfig(t *testing.T) {
+	base := "[[apps]]\nid = \"a\"\nmaster_key = \"m\"\n[edge]\n"
+	c, err := LoadConfig(writeConfig(t, base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := c.Edge.drainTimeout(); d != DefaultDrainTimeout {
+		t.Errorf("default drain timeout %v, want %v", d, DefaultDrainTimeout)
+	}
+	c, err = LoadConfig(writeConfig(t, base+"drain_timeout = \"2s\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := c.Edge.drainTimeout(); d != 2*time.Second {
+		t.Errorf("drain timeout %v, want 2s", d)
+	}
+	if _, err := LoadConfig(writeConfig(t, base+"drain_timeout = \"soon\"\n")); !errors.Is(err, ErrConfig) {
+		t.Errorf("bad drain_timeout: got %v, want ErrConfig", err)
 	}
 }

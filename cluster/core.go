@@ -59,6 +59,9 @@ type CoreConfig struct {
 	RaftHeartbeatTimeout, RaftElectionTimeout time.Duration
 	// HaltBeforeFanout is core.Config.HaltBeforeFanout, a TEST HOOK.
 	HaltBeforeFanout string
+	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
+	// socket with mesh.WithPacketConn).
+	MeshOptions []mesh.ListenOption
 }
 
 // Core is a running core node.
@@ -83,7 +86,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("node", cfg.NodeID)
-	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"))
+	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"), cfg.MeshOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: core mesh: %w", err)
 	}

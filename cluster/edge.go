@@ -35,7 +35,10 @@ type EdgeConfig struct {
 	Apps     *apps.Registry
 	// PublicURLs answer /v1/route; empty means ws://HTTPAddr/.
 	PublicURLs []string
-	Limits     edge.Limits
+	// Routes, when set, answers /v1/route by the caller's region
+	// ([[regions]], Config.Routes) instead of PublicURLs.
+	Routes *edge.RouteTable
+	Limits edge.Limits
 	// TrustedProxies are edge.Config.TrustedProxies.
 	TrustedProxies []netip.Prefix
 	// REST bounds the REST API (package rest); zero fields take its defaults.
@@ -51,6 +54,12 @@ type EdgeConfig struct {
 	// message delivery this edge receives. It is a test hook that breaks the delivery path on
 	// purpose, so the load tester's ledger can be shown to catch a loss.
 	DropDelivery int64
+	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
+	// socket with mesh.WithPacketConn).
+	MeshOptions []mesh.ListenOption
+	// DrainTimeout is how long `relaymesh edge` lets clients told goaway
+	// leave on SIGTERM before it closes them (Edge.Drain).
+	DrainTimeout time.Duration
 }
 
 // Edge is a running edge.
@@ -76,7 +85,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("edge", cfg.EdgeID)
-	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"))
+	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"), cfg.MeshOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: edge mesh: %w", err)
 	}
@@ -107,6 +116,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		Ready:        link.ready,
 		ExtraMetrics: metrics,
 		PublicURLs:   pub,
+		Routes:       cfg.Routes,
 		Logger:       log.With("part", "edge"),
 
 		TrustedProxies: cfg.TrustedProxies,
@@ -238,6 +248,17 @@ func (e *Edge) dropHook(d *meshpb.Delivery) bool {
 		return false
 	}
 	return e.deliveries.Add(1) == e.dropAt
+}
+
+// Drain takes the edge out of service (edge.Server.Drain): goaway to
+// every session, then up to timeout for the clients to leave, then Close.
+// It reports how many connections were still open at the deadline.
+func (e *Edge) Drain(timeout time.Duration) (forced int64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	before := e.Server.Metrics().DrainForced.Load()
+	_ = e.Server.Drain(ctx) // its error only says some were closed at the deadline
+	return e.Server.Metrics().DrainForced.Load() - before, e.Close()
 }
 
 // Close stops accepting clients, says goaway to them, and stops the links.

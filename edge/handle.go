@@ -229,6 +229,7 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 	// Bind before OPEN so no delivery the core sends right after
 	// registering the session is lost; they are held until opened is queued.
 	s.bind(ss)
+	s.goAwayIfDraining(ss) // drain.go
 	req := c.request(ss, meshpb.ClientRequest_OPEN, raw)
 	req.Reconnect = sm.GetR()
 	if reopen != nil { // the core refuses a revoked generation (core/auth.go)

@@ -34,6 +34,8 @@ type Metrics struct {
 	IdleCloses        atomic.Int64 // connections closed by the idle timeout
 	LoginTimeouts     atomic.Int64 // connections closed without a login in time (4108)
 	ConnsOverIPCap    atomic.Int64 // TCP connections and WebSockets refused by MaxConnsPerIP
+	Drained           atomic.Int64 // connections told goaway by Drain
+	DrainForced       atomic.Int64 // connections still open at Drain's deadline, closed by it
 	// Dropped counts outbound frames shed by priority class (HIGH is never
 	// shed; it overflows instead).
 	Dropped [numPriorities]atomic.Int64
@@ -93,6 +95,8 @@ func (m *Metrics) WriteText(w io.Writer) error {
 		{"relaymesh_edge_idle_closes_total", "Connections closed by the idle timeout.", "counter", m.IdleCloses.Load()},
 		{"relaymesh_edge_login_timeouts_total", "Connections closed with 4108: no login in time.", "counter", m.LoginTimeouts.Load()},
 		{"relaymesh_edge_conns_over_ip_cap_total", "Connections refused: the client IP holds MaxConnsPerIP.", "counter", m.ConnsOverIPCap.Load()},
+		{"relaymesh_edge_drained_total", "Connections told goaway by a drain.", "counter", m.Drained.Load()},
+		{"relaymesh_edge_drain_forced_total", "Connections closed at a drain's deadline.", "counter", m.DrainForced.Load()},
 	}
 	if rss, ok := residentBytes(); ok {
 		rows = append(rows, kv{"process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", rss})

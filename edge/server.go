@@ -166,8 +166,12 @@ type Config struct {
 	// own series on /metrics (in `relaymesh dev`, the core's counters).
 	ExtraMetrics func(io.Writer) error
 	// PublicURLs are the WebSocket URLs /v1/route answers (server,
-	// secondary). Empty means ws(s)://<request Host>/.
+	// secondary). Empty means ws(s)://<request Host>/. Routes, when set,
+	// replaces them.
 	PublicURLs []string
+	// Routes answers /v1/route by the caller's region (route.go); nil
+	// answers PublicURLs to everyone.
+	Routes *RouteTable
 	// TrustedProxies are the load balancers in front of the edge: for a
 	// connection from one of them the client IP is taken from
 	// X-Forwarded-For (guard.go). Parse with ParseTrustedProxies.
@@ -255,6 +259,8 @@ const RouteTTL = 3600
 // secure, features, server, _t, installationId) are ignored: every app gets
 // the same edges. secondary is never empty (the Java SDK alternates server
 // and secondary and hangs on a missing one) and ttl is a number (Swift).
+// With Config.Routes the edges are those of the caller's region (route.go),
+// named in the X-Relaymesh-Region header.
 func (s *Server) serveRoute(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -268,9 +274,14 @@ func (s *Server) serveRoute(w http.ResponseWriter, r *http.Request) {
 		}
 		urls = []string{scheme + "://" + r.Host + "/"}
 	}
-	secondary := urls[0]
+	server, secondary := urls[0], urls[0]
 	if len(urls) > 1 && urls[1] != "" {
 		secondary = urls[1]
+	}
+	if t := s.cfg.Routes; t != nil {
+		var region string
+		server, secondary, region = t.Route(s.clientIP(r))
+		w.Header().Set("X-Relaymesh-Region", region)
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Access-Control-Allow-Origin", "*")
@@ -279,7 +290,7 @@ func (s *Server) serveRoute(w http.ResponseWriter, r *http.Request) {
 		Server    string `json:"server"`
 		Secondary string `json:"secondary"`
 		TTL       int    `json:"ttl"`
-	}{urls[0], secondary, RouteTTL})
+	}{server, secondary, RouteTTL})
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {

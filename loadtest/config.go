@@ -29,15 +29,17 @@ var Scenarios = []struct{ Name, Help string }{
 	{ScenarioGroup, "conversations of up to --group-size members; --senders members per group send, --rate in total"},
 	{ScenarioReconnect, "sessions (plus sessions/10 feeders that stay) connect; all drop at once, feeders send while they are away, then they come back; reports the time until every session has its unread state again"},
 	{ScenarioChatroom, "sessions join --rooms chatrooms (created once by the coordinator); --senders per room send at --rate in total with priorities drawn from --priority-mix; reports per priority delivered/expected, shedding, delivery latency and the edge's dropped frames; a lost HIGH copy fails the run; --slow-readers makes a share of the members read slowly so the edge's per-connection queues shed, reported per priority for slow and normal readers"},
-	{ScenarioCrossRegion, "not available yet: needs several regions; exits 2"},
+	{ScenarioCrossRegion, "needs --topology: sessions/2 one-to-one conversations whose two members log in at edges of different regions (region i pairs with i+1); both send, --rate in total; reports latency percentiles per region pair and checks the ledger. Until regions replicate each other it passes only on a one-region topology (pairs inside it, labelled r→r)"},
 }
 
-// ErrNotAvailable is returned for scenarios the server cannot run yet.
+// ErrNotAvailable is returned for scenarios the server cannot run yet
+// (none today).
 var ErrNotAvailable = errors.New("loadtest: scenario not available yet")
 
 // Config is one load test run.
 type Config struct {
 	Targets     []string      // edge WebSocket URLs; sessions spread round-robin
+	Regions     []Region      // the topology's regions (--topology); cross-region needs them
 	Scenario    string        // one of the Scenario* names
 	Sessions    int           // client sessions in total
 	Rate        float64       // messages per second in total (pairs, group)
@@ -90,6 +92,11 @@ type Config struct {
 
 // Defaults fills in zero values.
 func (c *Config) Defaults() {
+	if len(c.Targets) == 0 {
+		for _, r := range c.Regions {
+			c.Targets = append(c.Targets, r.Edges...)
+		}
+	}
 	if c.AppID == "" {
 		c.AppID = "loadtest"
 	}
@@ -133,7 +140,17 @@ func (c *Config) Validate() error {
 	switch c.Scenario {
 	case ScenarioConnect, ScenarioPairs, ScenarioGroup, ScenarioReconnect, ScenarioChatroom:
 	case ScenarioCrossRegion:
-		return fmt.Errorf("%w: %s needs several regions", ErrNotAvailable, c.Scenario)
+		if len(c.Regions) == 0 {
+			return errors.New("loadtest: cross-region needs --topology (regions and their edges)")
+		}
+		for _, r := range c.Regions {
+			if r.Name == "" || len(r.Edges) == 0 {
+				return fmt.Errorf("loadtest: topology region %q has no name or no edges", r.Name)
+			}
+		}
+		if c.Sessions < 2 {
+			return errors.New("loadtest: cross-region needs at least 2 sessions")
+		}
 	case "":
 		return errors.New("loadtest: --scenario is required")
 	default:
@@ -189,18 +206,23 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Topology is the --topology file: regions and their edges.
+// Topology is the --topology file: regions, their edges and router
+// (what `relaymesh lab` writes to DIR/topology.json).
 //
-//	{"regions": [{"name": "sh", "edges": ["ws://10.0.0.1:8080/"]}]}
+//	{"regions": [{"name": "sh", "edges": ["ws://10.0.0.1:8080/"], "router": "http://10.0.0.1:8080"}]}
 type Topology struct {
-	Regions []struct {
-		Name  string   `json:"name"`
-		Edges []string `json:"edges"`
-	} `json:"regions"`
+	Regions []Region `json:"regions"`
 }
 
-// LoadTopology reads a topology file and returns every edge URL.
-func LoadTopology(path string) ([]string, error) {
+// Region is one region of a topology.
+type Region struct {
+	Name   string   `json:"name"`
+	Edges  []string `json:"edges"`
+	Router string   `json:"router,omitempty"`
+}
+
+// ReadTopology reads a topology file.
+func ReadTopology(path string) (*Topology, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("loadtest: topology: %w", err)
@@ -209,12 +231,25 @@ func LoadTopology(path string) ([]string, error) {
 	if err := json.Unmarshal(b, &t); err != nil {
 		return nil, fmt.Errorf("loadtest: topology %s: %w", path, err)
 	}
+	n := 0
+	for _, r := range t.Regions {
+		n += len(r.Edges)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("loadtest: topology %s lists no edges", path)
+	}
+	return &t, nil
+}
+
+// LoadTopology reads a topology file and returns every edge URL.
+func LoadTopology(path string) ([]string, error) {
+	t, err := ReadTopology(path)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
 	for _, r := range t.Regions {
 		out = append(out, r.Edges...)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("loadtest: topology %s lists no edges", path)
 	}
 	return out, nil
 }

@@ -7,9 +7,11 @@
 //
 // connect (log in and idle), pairs (one-to-one conversations), group
 // (conversations of up to Config.GroupSize members), reconnect (every
-// session's network drops at once and comes back) and chatroom (sessions
+// session's network drops at once and comes back), chatroom (sessions
 // join Config.Rooms chatrooms and a few send with priorities drawn from
-// Config.PriorityMix). Except in chatroom, each worker owns whole
+// Config.PriorityMix) and cross-region (one-to-one conversations whose
+// members are in two regions of Config.Regions, settled and timed per
+// region pair: crossregion.go). Except in chatroom, each worker owns whole
 // conversations, so a message is sent and received within one worker and
 // its ledger settles locally; workers ship settled counts and HDR
 // histograms to the coordinator, which merges them.

@@ -69,6 +69,7 @@ type msgRec struct {
 	copies    []uidCopies // per server id, usually one
 	rawDups   int         // live copies beyond the first per recipient
 	syncAgain int         // sync copies of a message already received live
+	label     string      // Label: e.g. the region pair "r1→r2"; "" for none
 }
 
 // Ledger records every message a worker sends, its ack, and every copy
@@ -117,6 +118,16 @@ func (l *Ledger) Sent(cid string, n int, expect []int, at time.Time) (id string,
 	return LedgerID(l.worker, seq), seq
 }
 
+// Label tags message seq (cross-region: its region pair); Delivered
+// returns the tag with a copy's latency and SettleLabels counts by it.
+func (l *Ledger) Label(seq uint64, label string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if r := l.recLocked(seq); r != nil {
+		r.label = label
+	}
+}
+
 // Acked records the server's ack of message seq: its id and server
 // timestamp (ms).
 func (l *Ledger) Acked(seq uint64, uid string, ts int64, at time.Time) {
@@ -152,20 +163,22 @@ func (l *Ledger) recLocked(seq uint64) *msgRec {
 
 // Delivered records a copy of message (worker, seq) with server id uid that
 // reached the member at position pos, live (pushed while online) or, with
-// sync, fetched after a reconnect (offline push or history).
-func (l *Ledger) Delivered(worker int, seq uint64, uid string, pos int, sync bool, at time.Time) {
+// sync, fetched after a reconnect (offline push or history). For the first
+// live copy of a message at pos it returns the latency (send start to
+// arrival) and the message's label; otherwise latency -1.
+func (l *Ledger) Delivered(worker int, seq uint64, uid string, pos int, sync bool, at time.Time) (latency Duration, label string) {
 	l.mu.Lock()
 	l.copies++
 	r := l.recLocked(seq)
 	if worker != l.worker || r == nil {
 		l.foreign++
 		l.mu.Unlock()
-		return
+		return -1, ""
 	}
 	if pos < 0 || pos >= len(r.expect)*64 {
 		l.unknown++
 		l.mu.Unlock()
-		return
+		return -1, ""
 	}
 	if !r.expect.has(pos) {
 		l.unknown++
@@ -179,7 +192,7 @@ func (l *Ledger) Delivered(worker int, seq uint64, uid string, pos int, sync boo
 		}
 		l.markCopyLocked(r, uid, pos)
 		l.mu.Unlock()
-		return
+		return -1, ""
 	}
 	if r.live.has(pos) {
 		r.rawDups++
@@ -187,11 +200,13 @@ func (l *Ledger) Delivered(worker int, seq uint64, uid string, pos int, sync boo
 		r.live.set(pos)
 		lat = at.Sub(r.sentAt)
 	}
+	label = r.label
 	l.markCopyLocked(r, uid, pos)
 	l.mu.Unlock()
 	if lat >= 0 && l.recvHook != nil {
 		l.recvHook(lat)
 	}
+	return lat, label
 }
 
 func (l *Ledger) markCopyLocked(r *msgRec, uid string, pos int) {
@@ -258,49 +273,72 @@ func (l *Ledger) Settle() Counts {
 	defer l.mu.Unlock()
 	c := Counts{Sent: int64(len(l.msgs)), Unexpected: int64(l.foreign + l.unknown)}
 	for i, r := range l.msgs {
-		c.Resynced += int64(r.syncAgain)
-		c.Duplicates += int64(r.rawDups)
-		// copies under distinct server ids beyond the first, per recipient
-		for p := range len(r.expect) * 64 {
-			n := 0
-			for _, cp := range r.copies {
-				if cp.got.has(p) {
-					n++
-				}
-			}
-			if n > 1 {
-				c.DuplicatesAfterDedup += int64(n - 1)
-			}
-		}
-		if !r.acked {
-			c.Failed++
-			continue
-		}
-		c.Acked++
-		var missing []int
-		for p := range len(r.expect) * 64 {
-			if !r.expect.has(p) {
-				continue
-			}
-			c.Expected++
-			switch {
-			case r.live.has(p):
-				c.Delivered++
-			case r.late.has(p):
-				c.Late++
-			default:
-				c.Lost++
-				missing = append(missing, p)
-			}
-			if !r.hasCopy(r.uid, p) {
-				c.LostAfterDedup++
-			}
-		}
-		if len(missing) > 0 && len(c.LostSamples) < maxLostSamples {
-			c.LostSamples = append(c.LostSamples, fmt.Sprintf("%s uid=%s positions=%v", LedgerID(l.worker, uint64(i+1)), r.uid, missing))
-		}
+		c.settle(LedgerID(l.worker, uint64(i+1)), r)
 	}
 	return c
+}
+
+// SettleLabels counts the labelled messages by label (Label), as Settle
+// counts them all; copies with an unknown id are not in any label.
+func (l *Ledger) SettleLabels() map[string]Counts {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]Counts{}
+	for i, r := range l.msgs {
+		if r.label == "" {
+			continue
+		}
+		c := out[r.label]
+		c.Sent++
+		c.settle(LedgerID(l.worker, uint64(i+1)), r)
+		out[r.label] = c
+	}
+	return out
+}
+
+// settle adds message r (ledger id id) to c; Sent is counted by the caller.
+func (c *Counts) settle(id string, r *msgRec) {
+	c.Resynced += int64(r.syncAgain)
+	c.Duplicates += int64(r.rawDups)
+	// copies under distinct server ids beyond the first, per recipient
+	for p := range len(r.expect) * 64 {
+		n := 0
+		for _, cp := range r.copies {
+			if cp.got.has(p) {
+				n++
+			}
+		}
+		if n > 1 {
+			c.DuplicatesAfterDedup += int64(n - 1)
+		}
+	}
+	if !r.acked {
+		c.Failed++
+		return
+	}
+	c.Acked++
+	var missing []int
+	for p := range len(r.expect) * 64 {
+		if !r.expect.has(p) {
+			continue
+		}
+		c.Expected++
+		switch {
+		case r.live.has(p):
+			c.Delivered++
+		case r.late.has(p):
+			c.Late++
+		default:
+			c.Lost++
+			missing = append(missing, p)
+		}
+		if !r.hasCopy(r.uid, p) {
+			c.LostAfterDedup++
+		}
+	}
+	if len(missing) > 0 && len(c.LostSamples) < maxLostSamples {
+		c.LostSamples = append(c.LostSamples, fmt.Sprintf("%s uid=%s positions=%v", id, r.uid, missing))
+	}
 }
 
 func (r *msgRec) hasCopy(uid string, p int) bool {

@@ -273,7 +273,13 @@ func TestValidate(t *testing.T) {
 		{"chatroom ids ≠ rooms", func(c *Config) {
 			c.Scenario, c.Rooms, c.ChatRoomIDs = ScenarioChatroom, 2, []string{"a"}
 		}, true, false},
-		{"cross-region", func(c *Config) { c.Scenario = ScenarioCrossRegion }, true, true},
+		{"cross-region without regions", func(c *Config) { c.Scenario = ScenarioCrossRegion }, true, false},
+		{"cross-region", func(c *Config) {
+			c.Scenario, c.Regions = ScenarioCrossRegion, []Region{{Name: "a", Edges: c.Targets}}
+		}, false, false},
+		{"cross-region, a region without edges", func(c *Config) {
+			c.Scenario, c.Regions = ScenarioCrossRegion, []Region{{Name: "a", Edges: c.Targets}, {Name: "b"}}
+		}, true, false},
 		{"unknown", func(c *Config) { c.Scenario = "x" }, true, false},
 		{"no target", func(c *Config) { c.Targets = nil }, true, false},
 		{"http target", func(c *Config) { c.Targets = []string{"http://x/"} }, true, false},

@@ -82,7 +82,7 @@ func (p *pairsScenario) setup(ctx context.Context) error {
 		groups = append(groups, []*session{p.ss[i], p.ss[i+1]})
 	}
 	for _, c := range p.w.createConvs(ctx, groups, "pair") {
-		p.senders = append(p.senders, sender{c.members[0], c, 0}, sender{c.members[1], c, 1})
+		p.senders = append(p.senders, sender{c.members[0], c, 0, ""}, sender{c.members[1], c, 1, ""})
 	}
 	if len(p.senders) == 0 {
 		return errors.New("loadtest: no conversation could be created")
@@ -119,7 +119,7 @@ func (g *groupScenario) setup(ctx context.Context) error {
 	}
 	for _, c := range g.w.createConvs(ctx, groups, "group") {
 		for p := range min(g.w.cfg.Senders, len(c.members)) {
-			g.senders = append(g.senders, sender{c.members[p], c, p})
+			g.senders = append(g.senders, sender{c.members[p], c, p, ""})
 		}
 	}
 	if len(g.senders) == 0 {
@@ -178,7 +178,7 @@ func (r *reconnectScenario) setup(ctx context.Context) error {
 func (r *reconnectScenario) sendRound(ctx context.Context) {
 	r.w.parallel(ctx, len(r.convs), func(i int) {
 		c := r.convs[i]
-		r.w.sendOne(sender{c.members[0], c, 0})
+		r.w.sendOne(sender{c.members[0], c, 0, ""})
 	})
 }
 

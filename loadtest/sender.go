@@ -11,9 +11,10 @@ import (
 
 // sender is one session sending into one conversation.
 type sender struct {
-	s   *session
-	c   *conv
-	pos int
+	s     *session
+	c     *conv
+	pos   int
+	label string // cross-region: "from->to" region pair; "" for none
 }
 
 // maxInFlight bounds concurrent sends per worker; a send that is due while
@@ -86,6 +87,9 @@ func (w *worker) sendOne(sd sender) {
 	}
 	t0 := time.Now()
 	id, seq := w.ledger.Sent(sd.c.cid, len(sd.c.members), sd.c.others(sd.pos), t0)
+	if sd.label != "" {
+		w.ledger.Label(seq, sd.label)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sent, err := sd.s.cl.Send(ctx, sd.c.cid, client.TextMessage(id), client.SendOptions{})
@@ -103,6 +107,9 @@ func (w *worker) sendOne(sd sender) {
 	}
 	w.ledger.Acked(seq, sent.ID, sent.Timestamp, now)
 	w.ackH.Record(now.Sub(t0))
+	if sd.label != "" {
+		w.pair(sd.label).Ack.Record(now.Sub(t0))
+	}
 	w.ackS.Record(now, now.Sub(t0))
 }
 

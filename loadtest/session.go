@@ -42,6 +42,7 @@ type session struct {
 	id      string
 	target  string
 	servers []string // the other targets (client.Options.Servers)
+	region  string   // cross-region: the topology region of target
 	w       *worker
 	cl      *client.Client // set by login, then immutable
 
@@ -157,7 +158,9 @@ func (s *session) onMessage(m client.Message) {
 		s.w.ledger.Delivered(-1, 0, m.ID, -1, m.Offline, now)
 		return
 	}
-	s.w.ledger.Delivered(w, seq, m.ID, c.pos[s], m.Offline || m.Resynced, now)
+	if lat, label := s.w.ledger.Delivered(w, seq, m.ID, c.pos[s], m.Offline || m.Resynced, now); lat >= 0 && label != "" {
+		s.w.pair(label).Deliver.Record(lat)
+	}
 }
 
 // syncFrom records the messages of cid fetched from history after a

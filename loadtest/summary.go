@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -64,6 +65,9 @@ type Summary struct {
 
 	// Chatroom: per-priority delivery, shedding and dropped frames.
 	Chatroom *ChatroomSummary `json:"chatroom,omitempty"`
+	// RegionPairs: cross-region, the ledger and latencies per region pair
+	// "from->to" (crossregion.go).
+	RegionPairs map[string]*RegionPairSummary `json:"region_pairs,omitempty"`
 
 	AckSeries         []Point  `json:"ack_series"`
 	DeliverySeries    []Point  `json:"delivery_series"`
@@ -147,6 +151,7 @@ func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Durat
 			s.DeliveriesPerS = float64(s.Delivered) / sendSec
 		}
 	}
+	s.mergePairs(reports)
 	s.AckSeries, s.DeliverySeries = Points(ackW), Points(delW)
 	s.AckHistogram, s.DeliveryHistogram = ack.Buckets(), del.Buckets()
 	s.Passed = s.Lost == 0 && len(reports) > 0 && s.Sessions > 0
@@ -245,6 +250,18 @@ func (s *Summary) WriteText(w io.Writer) {
 					name, sl.Delivered, sl.Expected, 100*sl.DeliveredRatio, sl.Missing, no.Delivered, no.Expected, 100*no.DeliveredRatio, no.Missing)
 			}
 		}
+	}
+	labels := make([]string, 0, len(s.RegionPairs))
+	for l := range s.RegionPairs {
+		labels = append(labels, l)
+	}
+	sort.Strings(labels)
+	for _, l := range labels {
+		x := s.RegionPairs[l]
+		p("  region pair %s: sent %d, acked %d, delivered %d/%d, late %d, lost %d, duplicates %d",
+			l, x.Sent, x.Acked, x.Delivered, x.Expected, x.Late, x.Lost, x.Duplicates)
+		q("  "+l+" send→ack", x.LatencyMS)
+		q("  "+l+" delivery", x.DeliveryLatencyMS)
 	}
 	for _, l := range s.LostSamples {
 		p("  lost: %s", l)

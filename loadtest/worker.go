@@ -43,6 +43,8 @@ type Report struct {
 	Fault        *FaultReport `json:"fault,omitempty"`
 	Errors       []string     `json:"errors,omitempty"`
 	Chat         *ChatReport  `json:"chat,omitempty"` // chatroom scenario
+	// Pairs: cross-region, per region pair "from->to" (crossregion.go).
+	Pairs map[string]*PairReport `json:"pairs,omitempty"`
 }
 
 // Progress is a worker's state, reported every Config.Progress.
@@ -83,7 +85,8 @@ type worker struct {
 	faultE  error            // guarded by mu; what it returned
 	all     []*session       // guarded by mu; every session that logged in
 	// downAtEnd: sessions still reconnecting after the drain (countDown).
-	downAtEnd int64 // guarded by mu
+	downAtEnd int64                 // guarded by mu
+	pairs     map[string]*pairHists // guarded by mu; cross-region latencies by region pair
 }
 
 // countKind counts a failed send without a LeanCloud code.
@@ -230,6 +233,8 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 		sc = &reconnectScenario{w: w}
 	case ScenarioChatroom:
 		sc = &chatroomScenario{w: w}
+	case ScenarioCrossRegion:
+		sc = &crossRegionScenario{w: w}
 	}
 	var sendStart, sendEnd time.Time
 	func() {
@@ -262,6 +267,7 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 	if !sendStart.IsZero() {
 		rep.SendSeconds = sendEnd.Sub(sendStart).Seconds()
 	}
+	rep.Pairs = w.pairReports()
 	if c, ok := sc.(*chatroomScenario); ok && w.chat != nil {
 		rep.Chat = w.chat.report(int(rep.Counts.Sent), c.joined, c.joinFailed, c.snap)
 		rep.Chat.DeliverSpanS = w.chat.deliverSpan(sendStart)

@@ -67,6 +67,7 @@ type Node struct {
 	id      *Identity
 	log     *slog.Logger
 	udp     *net.UDPConn
+	pc      net.PacketConn // what tr runs on: udp, or WithPacketConn's wrapper of it
 	tr      *quic.Transport
 	ln      *quic.Listener
 	clientT *tls.Config
@@ -93,8 +94,29 @@ type dial struct {
 	err  error
 }
 
+// ListenOption changes how Listen sets up a node.
+type ListenOption func(*listenOptions)
+
+type listenOptions struct {
+	wrap func(*net.UDPConn) net.PacketConn
+}
+
+// WithPacketConn runs the node's QUIC transport on wrap(socket) instead of
+// the UDP socket itself, so the lab and tests can shape the node's traffic
+// (package netem: latency, loss, partitions). The returned conn owns the
+// socket: the node closes it, not the socket. quic-go uses whatever
+// optional abilities it has (a conn without ReadMsgUDP runs without ECN
+// and batching).
+func WithPacketConn(wrap func(*net.UDPConn) net.PacketConn) ListenOption {
+	return func(o *listenOptions) { o.wrap = wrap }
+}
+
 // Listen opens a node on addr (host:port, port 0 picks one).
-func Listen(addr string, id *Identity, logger *slog.Logger) (*Node, error) {
+func Listen(addr string, id *Identity, logger *slog.Logger, opts ...ListenOption) (*Node, error) {
+	var lo listenOptions
+	for _, o := range opts {
+		o(&lo)
+	}
 	if id == nil || len(id.Cert.Certificate) == 0 || id.Roots == nil {
 		return nil, errors.New("mesh: listen: incomplete identity")
 	}
@@ -109,7 +131,11 @@ func Listen(addr string, id *Identity, logger *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: listen %s: %w", addr, err)
 	}
-	tr := &quic.Transport{Conn: udp, StatelessResetKey: resetKey(id)}
+	var pc net.PacketConn = udp
+	if lo.wrap != nil {
+		pc = lo.wrap(udp)
+	}
+	tr := &quic.Transport{Conn: pc, StatelessResetKey: resetKey(id)}
 	qconf := &quic.Config{
 		HandshakeIdleTimeout:  handshakeTimeout,
 		MaxIdleTimeout:        maxIdleTimeout,
@@ -121,12 +147,12 @@ func Listen(addr string, id *Identity, logger *slog.Logger) (*Node, error) {
 	ln, err := tr.Listen(serverTLS(id, log), qconf)
 	if err != nil {
 		tr.Close()
-		udp.Close()
+		pc.Close()
 		return nil, fmt.Errorf("mesh: listen %s: %w", addr, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{
-		id: id, log: log, udp: udp, tr: tr, ln: ln,
+		id: id, log: log, udp: udp, pc: pc, tr: tr, ln: ln,
 		clientT: clientTLS(id, log), qconf: qconf, ctx: ctx, cancel: cancel,
 		rpcs:    make(map[string]RPCHandler),
 		streams: make(map[string]StreamHandler),
@@ -199,7 +225,7 @@ func (n *Node) Close() error {
 	if cerr := n.tr.Close(); err == nil {
 		err = cerr
 	}
-	if cerr := n.udp.Close(); err == nil {
+	if cerr := n.pc.Close(); err == nil {
 		err = cerr
 	}
 	return err

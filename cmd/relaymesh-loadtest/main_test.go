@@ -41,7 +41,7 @@ func TestHelpDocumentsFlagsAndScenarios(t *testing.T) {
 	}
 	for _, want := range []string{"--target", "--topology", "--scenario", "--sessions", "--rate", "--duration",
 		"--out", "--workers", "--app", "--connect-rate", "--source-ips", "--server-pid", "--group-size",
-		"--rooms", "--priority-mix", "connect", "pairs", "group", "reconnect", "chatroom", "cross-region", "not available yet"} {
+		"--rooms", "--priority-mix", "connect", "pairs", "group", "reconnect", "chatroom", "cross-region", "region_pairs"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--help does not mention %q", want)
 		}
@@ -53,12 +53,17 @@ func TestHelpDocumentsFlagsAndScenarios(t *testing.T) {
 	}
 }
 
-func TestNotAvailableScenarios(t *testing.T) {
-	for _, sc := range []string{"cross-region"} {
-		code, _, stderr := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", sc)
-		if code != exitUsage || !strings.Contains(stderr, "not available yet") {
-			t.Errorf("%s: exit %d, stderr %q; want 2 and 'not available yet'", sc, code, stderr)
-		}
+// TestCrossRegionNeedsTopology: cross-region without regions is a usage
+// error, and so is a topology that lists no edges.
+func TestCrossRegionNeedsTopology(t *testing.T) {
+	code, _, stderr := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", "cross-region")
+	if code != exitUsage || !strings.Contains(stderr, "--topology") {
+		t.Errorf("cross-region without --topology: exit %d, stderr %q; want 2 naming --topology", code, stderr)
+	}
+	empty := filepath.Join(t.TempDir(), "topology.json")
+	os.WriteFile(empty, []byte(`{"regions":[{"name":"a","edges":[]}]}`), 0o644)
+	if code, _, _ := runCmd(t, "--topology", empty, "--scenario", "cross-region"); code != exitUsage {
+		t.Errorf("topology without edges: exit %d, want 2", code)
 	}
 }
 
@@ -143,4 +148,59 @@ func readSummary(t *testing.T, path string) summary {
 		t.Fatalf("summary is not JSON: %v\n%s", err, b)
 	}
 	return s
+}
+
+// TestCrossRegionWorkers runs cross-region from a topology file in two
+// worker processes; the region pairs survive the trip through the
+// workers' JSON reports. The two "regions" are two URLs of one relaymesh
+// dev, so pairs span them and deliver.
+func TestCrossRegionWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts relaymesh dev")
+	}
+	srv := devserver.Start(t)
+	t.Setenv(asMain, "1")
+	topo := filepath.Join(t.TempDir(), "topology.json")
+	alias := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	b, _ := json.Marshal(map[string]any{"regions": []map[string]any{
+		{"name": "r1", "edges": []string{srv.URL}, "router": "http://x"},
+		{"name": "r2", "edges": []string{alias}, "router": "http://y"},
+	}})
+	if err := os.WriteFile(topo, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "run.json")
+	code, stdout, _ := runCmd(t, "--topology", topo, "--scenario", "cross-region", "--sessions", "12", "--workers", "2",
+		"--rate", "30", "--duration", "2s", "--out", out, "--progress", "1s")
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Acked       int64 `json:"acked"`
+		RegionPairs map[string]struct {
+			Acked, Delivered, Expected, Lost int64
+			DeliveryLatencyMS                struct{ Count int64 } `json:"delivery_latency_ms"`
+		} `json:"region_pairs"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	var acked int64
+	for _, p := range []string{"r1->r2", "r2->r1"} {
+		x, ok := s.RegionPairs[p]
+		if !ok || x.Acked == 0 || x.Delivered != x.Expected || x.Lost != 0 || x.DeliveryLatencyMS.Count != x.Delivered {
+			t.Errorf("pair %s: %+v (present %v)", p, x, ok)
+		}
+		acked += x.Acked
+	}
+	if acked != s.Acked || len(s.RegionPairs) != 2 {
+		t.Errorf("pairs %v add up to %d acked of %d", s.RegionPairs, acked, s.Acked)
+	}
+	if !strings.Contains(stdout, "region pair r1->r2") {
+		t.Error("no region pair in the text summary")
+	}
 }

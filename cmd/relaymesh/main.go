@@ -5,6 +5,7 @@
 //	relaymesh core --config FILE                                      a core node (shard replica)
 //	relaymesh edge --config FILE                                      an edge (client connections)
 //	relaymesh pki  init|issue ...                                     cluster CA and node certificates (with roles)
+//	relaymesh lab  --regions N --latency 80ms --dir DIR               N regions of separate processes on this machine
 //	relaymesh version
 package main
 
@@ -45,6 +46,8 @@ func main() {
 		err = runEdge(args)
 	case "pki":
 		err = runPKI(args)
+	case "lab":
+		err = runLab(args)
 	case "version", "--version":
 		fmt.Println("relaymesh", version)
 	case "help", "-h", "--help":
@@ -76,6 +79,10 @@ Usage:
   relaymesh edge --config FILE     run an edge ([edge], [tls], [[apps]], session_token_key_file)
   relaymesh pki init --dir DIR                      create the cluster CA and a session-token key
   relaymesh pki issue --dir DIR --name N [--role R] [--hosts H1,H2]   sign a node certificate (role core, edge or admin)
+  relaymesh lab --regions N --latency 80ms --dir DIR
+      Start N regions on this machine (per region 3 cores and 2 edges, each
+      a process), with latency, jitter and loss between regions emulated in
+      userspace; writes DIR/topology.json when ready; stops on SIGINT/SIGTERM.
   relaymesh version
 
 Each command takes -h for its flags. The config file format is documented in
@@ -244,10 +251,11 @@ func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.C
 }
 
 func runCore(args []string) error {
-	var metricsAddr, halt string
+	var metricsAddr, halt, netemFile string
 	c, log, err := roleFlags("core", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz over HTTP here (overrides [core] metrics_addr)")
 		fs.StringVar(&halt, "test-halt-before-fanout", "", "TEST HOOK: hold every message containing this text after its commit, before its ack and fan-out (to kill -9 a leader right there)")
+		netemFlag(fs, &netemFile)
 	})
 	if err != nil {
 		return err
@@ -258,6 +266,11 @@ func runCore(args []string) error {
 	}
 	cc.Logger = log
 	cc.HaltBeforeFanout = halt
+	stopNetem, err := withNetem(netemFile, cc.NodeID, log, &cc.MeshOptions)
+	if err != nil {
+		return err
+	}
+	defer stopNetem()
 	if metricsAddr != "" {
 		cc.MetricsAddr = metricsAddr
 	}
@@ -274,7 +287,8 @@ func runCore(args []string) error {
 }
 
 func runEdge(args []string) error {
-	c, log, err := roleFlags("edge", args, nil)
+	var netemFile string
+	c, log, err := roleFlags("edge", args, func(fs *flag.FlagSet) { netemFlag(fs, &netemFile) })
 	if err != nil {
 		return err
 	}
@@ -283,6 +297,11 @@ func runEdge(args []string) error {
 		return err
 	}
 	ec.Logger = log
+	stopNetem, err := withNetem(netemFile, ec.EdgeID, log, &ec.MeshOptions)
+	if err != nil {
+		return err
+	}
+	defer stopNetem()
 	ec.Hooks = c.Hooks() // app users' user stores and _rtmClientSign (issue 8)
 	e, err := cluster.StartEdge(ec)
 	if err != nil {
@@ -290,7 +309,10 @@ func runEdge(args []string) error {
 	}
 	fmt.Printf("relaymesh edge %s: serving on %s\n", ec.EdgeID, e.URL)
 	waitSignal()
-	return e.Close()
+	fmt.Printf("relaymesh edge %s: draining (goaway to every session; up to %v for clients to leave)\n", ec.EdgeID, ec.DrainTimeout)
+	forced, err := e.Drain(ec.DrainTimeout)
+	fmt.Printf("relaymesh edge %s: drained (%d connections closed at the deadline)\n", ec.EdgeID, forced)
+	return err
 }
 
 func runPKI(args []string) error {

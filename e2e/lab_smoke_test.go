@@ -1,0 +1,214 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/relaymesh/relaymesh/lab"
+	"github.com/relaymesh/relaymesh/loadtest"
+)
+
+// TestLabSmoke is make lab's smoke of `relaymesh lab` at full size: two
+// regions of 3 cores and 2 edges (10 processes) 80 ms apart. It measures
+// the start, the round trip between regions through real cores, a
+// partition and its healing, a leader killed under the lab, the load
+// tester's cross-region scenario on each region (pairs inside it: regions
+// do not replicate yet), and a SIGTERM that must leave nothing behind.
+// The figures go to docs/BENCHMARKS.md.
+func TestLabSmoke(t *testing.T) {
+	labRun(t)
+	const oneWay = 80 * time.Millisecond
+	bin := relaymeshBin(t)
+	dir := filepath.Join(t.TempDir(), "lab")
+	cmd := exec.Command(bin, "lab", "--regions", "2", "--latency", oneWay.String(), "--dir", dir, "--log-level", "warn")
+	out, _ := cmd.StdoutPipe()
+	cmd.Stderr = cmd.Stdout
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			t.Logf("lab: %s", sc.Text())
+		}
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	var top lab.Topology
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "topology.json")); err == nil && json.Unmarshal(b, &top) == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("lab exited: %v", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Since(t0) > 3*time.Minute {
+			t.Fatal("no topology.json after 3 minutes")
+		}
+	}
+	startup := time.Since(t0)
+	var desc lab.LabFile
+	b, _ := os.ReadFile(filepath.Join(dir, "lab.json"))
+	if err := json.Unmarshal(b, &desc); err != nil || desc.Control == "" {
+		t.Fatalf("lab.json: %v %s", err, b)
+	}
+	t.Logf("FIGURE start: 2 regions × (3 cores + 2 edges) ready in %v (lab's own count %d ms)", startup.Round(time.Millisecond), desc.StartedMS)
+	if len(top.Regions) != 2 || len(top.Regions[0].Edges) != 2 {
+		t.Fatalf("topology %+v", top)
+	}
+	ctl := func(method, path string, v any) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, desc.Control+path, nil)
+		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		defer resp.Body.Close()
+		if v != nil {
+			json.NewDecoder(resp.Body).Decode(v)
+		}
+		return resp.StatusCode
+	}
+	probe := func(from, to string, n int) []float64 {
+		var r struct {
+			RTT   []float64 `json:"rtt_ms"`
+			Error string
+		}
+		ctl("GET", fmt.Sprintf("/probe?from=%s&to=%s&n=%d&timeout=%s", from, to, n, time.Duration(n)*time.Second), &r)
+		slices.Sort(r.RTT)
+		return r.RTT
+	}
+	q := func(v []float64, p float64) float64 { return v[min(len(v)-1, int(p*float64(len(v))))] }
+
+	// The network between regions.
+	for _, pair := range [][2]string{{"r1", "r2"}, {"r2", "r1"}} {
+		rtt := probe(pair[0], pair[1], 50)
+		if len(rtt) != 50 || rtt[0] < 2*float64(oneWay.Milliseconds()) {
+			t.Fatalf("%s→%s: %v", pair[0], pair[1], rtt)
+		}
+		t.Logf("FIGURE rtt %s→%s (one-way %v, PING over QUIC to a core process): min %.1f p50 %.1f p99 %.1f max %.1f ms",
+			pair[0], pair[1], oneWay, rtt[0], q(rtt, 0.5), q(rtt, 0.99), rtt[len(rtt)-1])
+	}
+	local := probe("r1", "r1", 50)
+	t.Logf("FIGURE rtt inside r1: p50 %.2f p99 %.2f ms", q(local, 0.5), q(local, 0.99))
+	if ctl("POST", "/link?a=r1&b=r2&latency=80ms&jitter=10ms", nil) != 200 {
+		t.Fatal("link")
+	}
+	jit := probe("r1", "r2", 100)
+	t.Logf("FIGURE rtt r1→r2 with 80ms ± 10ms each way: min %.1f p50 %.1f p99 %.1f max %.1f ms", jit[0], q(jit, 0.5), q(jit, 0.99), jit[len(jit)-1])
+	ctl("POST", "/link?a=r1&b=r2&latency=80ms", nil)
+
+	// A partition, then healing.
+	t1 := time.Now()
+	if ctl("POST", "/partition?a=r1&b=r2", nil) != 200 {
+		t.Fatal("partition")
+	}
+	t.Logf("FIGURE partition in force in every process after %v", time.Since(t1).Round(time.Millisecond))
+	if rtt := probe("r1", "r2", 1); len(rtt) != 0 {
+		t.Fatalf("a probe crossed the partition: %v", rtt)
+	}
+	t1 = time.Now()
+	ctl("POST", "/heal?a=r1", nil)
+	if rtt := probe("r1", "r2", 3); len(rtt) != 3 {
+		t.Fatal("no probe after healing")
+	}
+	t.Logf("FIGURE healed: a PING across again %v after the heal call", time.Since(t1).Round(time.Millisecond))
+
+	// Kill r1's leader: the region serves again once another core leads.
+	var lead struct{ Node string }
+	ctl("GET", "/leader?region=r1", &lead)
+	if lead.Node == "" {
+		t.Fatal("r1 has no leader")
+	}
+	t1 = time.Now()
+	if ctl("POST", "/kill?node="+lead.Node, nil) != 200 {
+		t.Fatal("kill")
+	}
+	for {
+		var now struct{ Node string }
+		ctl("GET", "/leader?region=r1", &now)
+		if now.Node != "" && now.Node != lead.Node {
+			t.Logf("FIGURE kill -9 of r1's leader %s: %s leads after %v", lead.Node, now.Node, time.Since(t1).Round(time.Millisecond))
+			break
+		}
+		if time.Since(t1) > time.Minute {
+			t.Fatal("no new leader in r1 after a minute")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ctl("POST", "/start?node="+lead.Node, nil) != 200 {
+		t.Fatal("restart")
+	}
+
+	// The load tester's cross-region scenario, on each region alone (pairs
+	// inside it): until regions replicate, a pair across them cannot work.
+	for _, r := range top.Regions {
+		cfg := loadtest.Config{Scenario: loadtest.ScenarioCrossRegion, AppID: "lab-app", Sessions: 40, Rate: 40,
+			Duration: 5 * time.Second, Drain: 5 * time.Second, Progress: -1, RunID: "labsmoke-" + r.Name,
+			Regions: []loadtest.Region{{Name: r.Name, Edges: r.Edges}}}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		s, err := loadtest.Run(ctx, cfg, nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text strings.Builder
+		s.WriteText(&text)
+		t.Log("\n" + text.String())
+		x := s.RegionPairs[r.Name+"->"+r.Name]
+		if !s.Passed || x == nil || x.Lost != 0 {
+			t.Fatalf("cross-region in %s: passed %v lost %d", r.Name, s.Passed, s.Lost)
+		}
+		t.Logf("FIGURE cross-region scenario inside %s: %d acked, delivery p50 %.1f p99 %.1f ms, send→ack p99 %.1f ms",
+			r.Name, x.Acked, x.DeliveryLatencyMS.P50, x.DeliveryLatencyMS.P99, x.LatencyMS.P99)
+	}
+
+	// SIGTERM: every process stops, nothing stays behind.
+	var pids []int
+	b, _ = os.ReadFile(filepath.Join(dir, "lab.json"))
+	json.Unmarshal(b, &desc)
+	for _, r := range desc.Regions {
+		for _, n := range r.Nodes {
+			pids = append(pids, n.PID)
+		}
+	}
+	t1 = time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("lab exit: %v", err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("lab did not stop")
+	}
+	t.Logf("FIGURE stop: SIGTERM to exit %v (edges drain, then cores)", time.Since(t1).Round(time.Millisecond))
+	for _, pid := range pids {
+		if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+			t.Errorf("pid %d still there: %v", pid, err)
+		}
+	}
+	if left := processesMentioning(t, dir); len(left) > 0 {
+		t.Errorf("processes left: %v", left)
+	}
+}
