@@ -11,7 +11,7 @@ import (
 
 // Presence off the request path: the edge tells every core of its region
 // which sessions it holds (meshpb.Presence on each core's delivery stream,
-// core/presence.go mirrors them). Requests never wait for it: a session
+// relay/presence.go mirrors them). Requests never wait for it: a session
 // that opens or ends only updates coreLink.sessions and appends a change to
 // each attached core's presenceQueue under coreLink.mu; one writer
 // goroutine per delivery stream (run by the delivery loop that owns the
@@ -85,7 +85,7 @@ func (l *coreLink) track(ps *meshpb.PresenceSession, open bool) {
 }
 
 // setRoom records the chatroom the leader says session k is now in ("" for
-// none) and tells every core, which mirror it (core/chatroom.go): a new
+// none) and tells every core, which mirror it (relay/rooms.go): a new
 // leader then still fans out to the session.
 func (l *coreLink) setRoom(k sessionKey, room string) {
 	l.mu.Lock()
