@@ -23,10 +23,11 @@ import (
 	"github.com/relaymesh/relaymesh/raftstore"
 )
 
-// Mesh methods between edges and cores.
+// Mesh methods between edges and cores (meshpb.MethodClient,
+// meshpb.MethodDeliveries), as cluster named them.
 const (
-	MethodClient     = "client"     // rpc: ClientRequest -> ClientReply
-	MethodDeliveries = "deliveries" // stream: EdgeHello, then Delivery frames core -> edge
+	MethodClient     = meshpb.MethodClient     // rpc: ClientRequest -> ClientReply
+	MethodDeliveries = meshpb.MethodDeliveries // stream: EdgeHello, then Delivery frames core -> edge
 )
 
 // CoreConfig configures one core node hosting one shard replica.

@@ -324,7 +324,7 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 		if errors.Is(err, ErrNotLeader) {
 			// The lead was lost, maybe during a proposal that may still
 			// commit under the next leader: not the client's error. The
-			// edge sends a retry-safe request there (cluster/corelink.go).
+			// edge sends a retry-safe request there (edge/corelink).
 			return nil, err
 		}
 		out = r.errorReply(err)

@@ -29,7 +29,7 @@ import (
 // A core that becomes leader (ReplayFanout, after raft's barrier: every
 // earlier entry is applied) pushes each tail entry it did not fan out
 // itself, marked as a replay (Delivery.replay): the edge drops the copy for
-// a session it already gave that message (cluster/replay.go), so a client
+// a session it already gave that message (edge/corelink/replay.go), so a client
 // that stayed online on the same edge sees it once, even on iOS, which does
 // not deduplicate. A client that changed edges meanwhile may see it twice;
 // it is at-least-once there, and clients dedup by message id (Java, JS).
