@@ -1,6 +1,6 @@
 // Package cluster wires relaymesh's parts into running roles, and does
-// little else: a core (mesh node + shard replica + core service, with its
-// mesh handlers), an edge (mesh node + WebSocket server + its link to the
+// little else: a core (mesh node + shard replica + core service, whose
+// mesh handlers are the core's own, core.ServeMesh), an edge (mesh node + WebSocket server + its link to the
 // cores, edge/corelink, + REST API) and the dev region that `relaymesh dev`
 // runs (one of each in one process, talking QUIC over loopback exactly as
 // separate processes would). It also reads the production roles' config
