@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -32,7 +33,7 @@ const (
 type CoreConfig struct {
 	NodeID   string         // raft server id and certificate name
 	MeshAddr string         // UDP host:port of the mesh node
-	DataDir  string         // replica data lives in DataDir/shard-0
+	DataDir  string         // replica data lives in DataDir/shard-0 (catalog.DefaultShard)
 	Identity *mesh.Identity // mesh certificate
 	// Peers are the shard's voters (id -> mesh address), used to bootstrap a
 	// new group on first start. Empty means a single-node group of this node.
@@ -84,7 +85,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: core mesh: %w", err)
 	}
-	dir := filepath.Join(cfg.DataDir, "shard-0")
+	dir := filepath.Join(cfg.DataDir, catalog.DefaultShard)
 	var boot []raft.Server
 	if !exists(dir) {
 		if len(cfg.Peers) == 0 {
