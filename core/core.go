@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/core/query"
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/moderation"
@@ -84,7 +85,7 @@ type Core struct {
 	relay *relay.Relay
 
 	locks   convLocks
-	queries queryMeter    // querylimits.go
+	queries *query.Meter  // conv/query's budget per app (query.go)
 	cursors cursorBatcher // cursors.go
 	fanouts fanoutTracker // fanout.go
 	quit    chan struct{} // closed by Close
@@ -142,7 +143,7 @@ func New(cfg Config) *Core {
 		c.apps = apps.NewDev()
 	}
 	c.locks.m = make(map[string]*convLock)
-	c.queries.init(c.limits)
+	c.queries = query.NewMeter(float64(c.limits.QueryScanPerSecond), 2*float64(c.limits.MaxQueryScan))
 	c.fanouts.init()
 	c.wg.Add(1)
 	go c.flushFanoutDone() // fanout.go

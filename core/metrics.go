@@ -70,7 +70,7 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := c.writeProviderMetrics(w); err != nil { // devices.go
 		return err
 	}
-	if err := c.queries.writeMetrics(w); err != nil { // querylimits.go
+	if err := c.queries.WriteMetrics(w); err != nil { // query.go
 		return err
 	}
 	if err := c.writeNotifyMetrics(w); err != nil { // notif.go
