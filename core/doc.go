@@ -64,6 +64,38 @@
 // goroutine proposes each round of moves as one shard batch command,
 // pushing the receipts it yields.
 //
+// Map, by job. Issue 9 took out what had a clean seam: presence, chatroom
+// membership and the queues to the edges (package relay), the query
+// language (package core/query), the mesh handlers out of cluster (here,
+// mesh.go). What stays is one package because every job below proposes
+// through the core's replica, reads its state and fans out through its
+// relay; as packages they would each need most of Core as an interface.
+//
+//   - requests: core.go (Config, HandleClient, propose), errors.go (the one
+//     table of LeanCloud codes), validate.go, limits.go, ids.go.
+//   - on the mesh: mesh.go (ServeMesh: the client rpc, the edges' delivery
+//     streams, the leader watcher); the edge's side is edge/corelink.
+//   - sessions: session.go (OPEN, CLOSE, login notifications,
+//     session/query), auth.go (token generations), stats.go (usage); the
+//     registry itself is the relay's (relay.go is the core's side).
+//   - messages: message.go, receipts.go, cursors.go, will.go, tempconv.go.
+//   - fan-out and failover: relay.go, fanout.go (commit before fan-out, the
+//     replay), failover.go.
+//   - conversations: conv.go, moderation.go, chatroom.go (the protocol;
+//     membership is the relay's), query.go (the scan over the shard's
+//     indexes; the language is core/query).
+//   - system conversations: sysconv.go — stays: each operation is a
+//     proposal, a read of the shard and a fan-out of the core's.
+//   - devices and offline push: devices.go, offline.go — stay: they bind
+//     devices by proposals and feed the core's push queue from its state.
+//   - stored notifications: notif.go — stays: its batcher proposes through
+//     the core and every fan-out feeds it.
+//   - the app's say: filter.go, words.go, hooks.go, patchhook.go,
+//     notifyhooks.go — stay: each is the core's call into package hooks or
+//     moderation at one point of a request.
+//   - server API: admin.go — stays: it dispatches to every job above.
+//   - metrics.go: the core's series, the relay's and the query meter's.
+//
 // Locks: Core.mu guards closed; convLocks serialise send and fan-out per
 // conversation so every recipient sees a conversation's messages in
 // timestamp order. Lock order: a conversation lock, then the relay's locks;
