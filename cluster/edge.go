@@ -10,17 +10,13 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/edge/corelink"
 	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/mesh"
-	"github.com/relaymesh/relaymesh/proto/lcpb"
-	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/rest"
 )
 
@@ -51,8 +47,9 @@ type EdgeConfig struct {
 	// users (rest.Config.Users; issue 8).
 	Hooks *hooks.Client
 	// DropDelivery, when > 0, silently drops the DropDelivery-th direct
-	// message delivery this edge receives. It is a test hook that breaks the delivery path on
-	// purpose, so the load tester's ledger can be shown to catch a loss.
+	// message delivery this edge receives (corelink.Config.DropDelivery).
+	// It is a test hook that breaks the delivery path on purpose, so the
+	// load tester's ledger can be shown to catch a loss.
 	DropDelivery int64
 	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
 	// socket with mesh.WithPacketConn).
@@ -67,18 +64,15 @@ type Edge struct {
 	Server *edge.Server
 	Node   *mesh.Node
 	URL    string // ws:// URL clients use
-	link   *coreLink
+	link   *corelink.Link
 	http   *http.Server
 	ln     net.Listener
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	dropAt     int64        // from EdgeConfig.DropDelivery
-	deliveries atomic.Int64 // direct-message deliveries received, for dropAt
+	wg     sync.WaitGroup // the HTTP server
 }
 
-// StartEdge starts an edge: its mesh node, its delivery streams from every
-// core and its HTTP listener.
+// StartEdge starts an edge: its mesh node, its link to the cores
+// (edge/corelink: requests, presence and a delivery stream from every
+// core) and its HTTP listener.
 func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	log := cfg.Logger
 	if log == nil {
@@ -99,13 +93,14 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if len(pub) == 0 {
 		pub = []string{url}
 	}
-	link := newCoreLink(node, cfg.Cores, log.With("part", "link"))
+	link := corelink.New(corelink.Config{Node: node, Cores: cfg.Cores, EdgeID: cfg.EdgeID,
+		Logger: log.With("part", "link"), DropDelivery: cfg.DropDelivery})
 	if cfg.ExtraMetrics == nil && cfg.Hooks != nil {
 		cfg.ExtraMetrics = cfg.Hooks.WriteText // the user-store and _rtmClientSign counters
 	}
-	metrics := link.writeMetrics
+	metrics := link.WriteMetrics
 	if extra := cfg.ExtraMetrics; extra != nil {
-		metrics = func(w io.Writer) error { return errors.Join(link.writeMetrics(w), extra(w)) }
+		metrics = func(w io.Writer) error { return errors.Join(link.WriteMetrics(w), extra(w)) }
 	}
 	srv := edge.New(edge.Config{
 		EdgeID:       cfg.EdgeID,
@@ -113,7 +108,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		Apps:         cfg.Apps,
 		TokenKey:     cfg.TokenKey,
 		Limits:       cfg.Limits,
-		Ready:        link.ready,
+		Ready:        link.Ready,
 		ExtraMetrics: metrics,
 		PublicURLs:   pub,
 		Routes:       cfg.Routes,
@@ -122,8 +117,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		TrustedProxies: cfg.TrustedProxies,
 	})
 	ln = srv.WrapListener(ln) // connections per IP (edge/guard.go)
-	ctx, cancel := context.WithCancel(context.Background())
-	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, cancel: cancel, dropAt: cfg.DropDelivery}
+	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
 	// whose master-key calls go to the shard leader through the same core
 	// link as client commands), the edge's own routes and WebSocket
@@ -141,13 +135,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	mux.Handle("/1.1/", api)
 	mux.Handle("/1.2/", api)
 	e.http = srv.HTTPServer(mux) // slowloris timeouts (edge/guard.go)
-	for _, addr := range cfg.Cores {
-		e.wg.Add(1)
-		go func() {
-			defer e.wg.Done()
-			e.deliveryLoop(ctx, addr, cfg.EdgeID, log)
-		}()
-	}
+	link.Start(srv.Deliver)
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
@@ -164,90 +152,6 @@ func userStore(h *hooks.Client) rest.UserStore {
 		return nil
 	}
 	return h
-}
-
-// streamOpenTimeout bounds one attempt to open a delivery stream (mesh
-// dials give up sooner on a dead address).
-const streamOpenTimeout = 5 * time.Second
-
-// deliveryLoop keeps a delivery stream open to one core, reconnecting with
-// backoff, and hands every Delivery to the edge server.
-func (e *Edge) deliveryLoop(ctx context.Context, addr, edgeID string, log *slog.Logger) {
-	hello, _ := proto.Marshal(&meshpb.EdgeHello{EdgeId: edgeID})
-	backoff := 50 * time.Millisecond
-	for ctx.Err() == nil {
-		err := e.streamOnce(ctx, addr, hello)
-		if ctx.Err() != nil {
-			return
-		}
-		log.Debug("delivery stream ended", "core", addr, "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 2*time.Second)
-	}
-}
-
-// streamOnce runs one delivery stream to core addr: hello, then presence
-// frames out (writePresence, on its own goroutine) and deliveries in, until
-// the stream fails or ctx ends.
-func (e *Edge) streamOnce(ctx context.Context, addr string, hello []byte) error {
-	octx, cancel := context.WithTimeout(ctx, streamOpenTimeout)
-	s, err := e.Node.OpenStream(octx, addr, MethodDeliveries)
-	cancel()
-	if err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer stop()
-	defer s.Close()
-	s.SetSendTimeout(time.Duration(e.link.sendTimeout.Load()))
-	if err := s.Send(hello); err != nil {
-		return err
-	}
-	q := e.link.attachPresence(addr)
-	done := make(chan struct{})
-	var writer sync.WaitGroup
-	writer.Go(func() { e.link.writePresence(s, q, done) })
-	defer func() {
-		e.link.detachPresence(addr, q)
-		close(done)
-		writer.Wait()
-	}()
-	for {
-		b, err := s.Recv()
-		if err != nil {
-			return err
-		}
-		d := new(meshpb.Delivery)
-		if err := proto.Unmarshal(b, d); err != nil {
-			return fmt.Errorf("cluster: bad delivery: %w", err)
-		}
-		if ll := d.GetLeader(); ll != nil {
-			e.link.follow(ll.GetAddr(), ll.GetTerm(), true)
-			continue
-		}
-		if e.dropAt > 0 && e.dropHook(d) {
-			continue // test hook: lose this delivery on purpose
-		}
-		if !e.link.replays.filter(d) { // replay.go
-			continue
-		}
-		e.link.ended(d)
-		e.Server.Deliver(d)
-	}
-}
-
-// dropHook counts direct-message deliveries and reports whether this one is
-// the one EdgeConfig.DropDelivery asks to lose.
-func (e *Edge) dropHook(d *meshpb.Delivery) bool {
-	cmd := new(lcpb.GenericCommand)
-	if proto.Unmarshal(d.Command, cmd) != nil || cmd.GetCmd() != lcpb.CommandType_direct {
-		return false
-	}
-	return e.deliveries.Add(1) == e.dropAt
 }
 
 // Drain takes the edge out of service (edge.Server.Drain): goaway to
@@ -267,8 +171,14 @@ func (e *Edge) Close() error {
 	defer cancel()
 	err := e.Server.Close()
 	err = errors.Join(err, e.http.Shutdown(ctx))
-	e.cancel()
+	e.link.Close()
 	e.wg.Wait()
-	e.link.wait()
 	return errors.Join(err, e.Node.Close())
 }
+
+// Sentinel errors of the edge's core link (edge/corelink), as cluster
+// named them before the link moved.
+var (
+	ErrNoLeader       = corelink.ErrNoLeader
+	ErrOutcomeUnknown = corelink.ErrOutcomeUnknown
+)

@@ -11,6 +11,7 @@ import (
 	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay"
 )
 
 // Server API (the REST API of package rest, master-key authority): an edge
@@ -32,7 +33,7 @@ import (
 //	MEMBER_ROLES        Owner and Managers of cid (_ConversationMemberInfo);
 //	                    peer_id, when set, must be a member
 //	TEMP_SHUTUP         mute peer_id in cid for ttl seconds (moderation.go)
-//	STATS               clientIds online now and seen today (stats.go)
+//	STATS               clientIds online now and seen today (stats.go, relay/today.go)
 //
 // Failures come back as ClientReply.error_code/error_reason (LeanCloud
 // codes from errorCodes), never as cmd:error. The edge checks the app's
@@ -213,8 +214,8 @@ func (c *Core) adminSend(ctx context.Context, r *request, noSync bool) (*lcpb.Ge
 
 	var m *shard.Message
 	var members []string
-	var index uint64     // the stored message's raft index (fanout.go)
-	var waits []edgeWait // where its deliveries wait
+	var index uint64       // the stored message's raft index (fanout.go)
+	var waits []relay.Wait // where its deliveries wait
 	if dm.GetTransient() {
 		conv, err := shard.GetConv(c.state(), r.app, cid)
 		if err != nil {
@@ -307,21 +308,17 @@ func (c *Core) adminKick(ctx context.Context, app, peer string, a *meshpb.AdminR
 	if peer == "" {
 		return nil, fmt.Errorf("%w: kick without a clientId", errMalformed)
 	}
-	k := peerKey{app, peer}
-	c.mu.Lock()
-	kicked := c.sessions[k]
-	c.setSessionsLocked(k, nil)
-	c.mu.Unlock()
+	kicked := c.relay.RemoveAll(app, peer)
 	c.revokeTokens(ctx, app, peer) // auth.go: the kicked client's st are void
 	for _, s := range kicked {
 		c.hookClientOffline(s, offline{code: hooks.CloseKicked, msg: a.GetReason()}) // notifyhooks.go
-		c.endWills(ctx, app, peer, connKey{s.edge, s.conn}, false)
+		c.endWills(ctx, app, peer, s.Key(), false)
 		closed := &lcpb.GenericCommand{
 			Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_closed.Enum(),
 			SessionMessage: &lcpb.SessionCommand{Code: proto.Int32(a.GetCode()), Reason: proto.String(a.GetReason())},
 		}
 		c.pushEnvelope(closed)
-		c.deliver(s.edge, &meshpb.Delivery{AppId: app, Targets: []*meshpb.Target{{PeerId: peer, ConnId: s.conn, EndSession: true}}}, closed)
+		c.deliver(s.Edge, &meshpb.Delivery{AppId: app, Targets: []*meshpb.Target{{PeerId: peer, ConnId: s.Conn, EndSession: true}}}, closed)
 	}
 	return &meshpb.ClientReply{Admin: &meshpb.AdminReply{Count: int64(len(kicked))}}, nil
 }

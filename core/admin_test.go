@@ -11,6 +11,7 @@ import (
 	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
 // admin sends one ADMIN request as peer (what package rest forwards) and
@@ -287,7 +288,7 @@ func TestWriteMetrics(t *testing.T) {
 	a.open("", false, 0)
 	cid := a.start([]string{"bob", "carol"}, "", false).ConvMessage.GetCid()
 	mustOK(t, a.sendText(cid, "shit and shit"))
-	e.core.stats.DroppedByPriority[RelayLow].Add(2)
+	e.core.relay.Stats().DroppedByPriority[pq.Low].Add(2)
 	var sb strings.Builder
 	if err := e.core.WriteMetrics(&sb); err != nil {
 		t.Fatal(err)

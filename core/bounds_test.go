@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relaymesh/relaymesh/core/query"
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -50,14 +51,14 @@ func TestQueryWhereBounds(t *testing.T) {
 
 	deep := strings.Repeat(`{"$or":[`, 6) + `{"name":"x"}` + strings.Repeat(`]}`, 6)
 	var in []string
-	for i := range MaxWhereTerms {
+	for i := range query.MaxWhereTerms {
 		in = append(in, fmt.Sprintf("%q", fmt.Sprint("id", i)))
 	}
 	for _, tc := range []struct{ name, where, sort string }{
-		{"huge", fmt.Sprintf(`{"name":%q}`, strings.Repeat("x", MaxWhereBytes)), ""},
+		{"huge", fmt.Sprintf(`{"name":%q}`, strings.Repeat("x", query.MaxWhereBytes)), ""},
 		{"deep", deep, ""},
 		{"many terms", `{"objectId":{"$in":[` + strings.Join(in, ",") + `]}}`, ""},
-		{"long regex", fmt.Sprintf(`{"name":{"$regex":%q}}`, strings.Repeat("a", MaxRegexBytes+1)), ""},
+		{"long regex", fmt.Sprintf(`{"name":{"$regex":%q}}`, strings.Repeat("a", query.MaxRegexBytes+1)), ""},
 		{"complex regex", `{"name":{"$regex":"(a{1,100}){1,100}"}}`, ""},
 		{"bad regex", `{"name":{"$regex":"(?=a)"}}`, ""},
 		{"bad options", `{"name":{"$regex":"a","$options":"x"}}`, ""},

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/core/query"
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/moderation"
@@ -19,6 +20,7 @@ import (
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/push"
 	"github.com/relaymesh/relaymesh/raftstore"
+	"github.com/relaymesh/relaymesh/relay"
 )
 
 // Replica is the shard replica the core proposes to and reads from;
@@ -78,15 +80,14 @@ type Core struct {
 	limits  Limits // limits.go, defaults filled in; read-only after New
 	cmdVer  int    // shard command version proposed (Config.CommandVersion)
 
-	// relayQueueLen bounds the relay queue of edges attached from now on;
-	// 0 is EdgeQueueLen. Tests set it before AttachEdge.
-	relayQueueLen int
+	// relay holds sessions, chatroom membership and the edges' queues
+	// (relay.go); closed by Close.
+	relay *relay.Relay
 
 	locks   convLocks
-	queries queryMeter    // querylimits.go
+	queries *query.Meter  // conv/query's budget per app (query.go)
 	cursors cursorBatcher // cursors.go
 	fanouts fanoutTracker // fanout.go
-	rooms   chatrooms     // chatroom.go
 	quit    chan struct{} // closed by Close
 	fsm     *shard.FSM    // the replica's state machine, for its cache; may be nil
 
@@ -108,27 +109,22 @@ type Core struct {
 	haltMarker string        // Config.HaltBeforeFanout; read-only
 	leaderTerm func() uint64 // Config.LeaderTerm; read-only
 
-	wg sync.WaitGroup // edge goroutines
+	wg sync.WaitGroup // the core's goroutines (fanout.go, cursors.go, notif.go)
 
-	mu       sync.Mutex
-	closed   bool                   // guarded by mu
-	sessions map[peerKey][]*session // guarded by mu
-	edges    map[string]*edgeLink   // guarded by mu
-	today    dayPeers               // guarded by mu; stats.go
+	mu     sync.Mutex
+	closed bool // guarded by mu
 }
 
 // New returns a core over cfg.Replica.
 func New(cfg Config) *Core {
 	c := &Core{
-		replica:  cfg.Replica,
-		apps:     cfg.Apps,
-		log:      cfg.Logger,
-		now:      cfg.Now,
-		sessions: make(map[peerKey][]*session),
-		edges:    make(map[string]*edgeLink),
-		quit:     make(chan struct{}),
-		limits:   cfg.Limits.withDefaults(),
-		cmdVer:   cfg.CommandVersion,
+		replica: cfg.Replica,
+		apps:    cfg.Apps,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		quit:    make(chan struct{}),
+		limits:  cfg.Limits.withDefaults(),
+		cmdVer:  cfg.CommandVersion,
 
 		haltMarker: cfg.HaltBeforeFanout,
 		leaderTerm: cfg.LeaderTerm,
@@ -142,11 +138,12 @@ func New(cfg Config) *Core {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.relay = relay.New(relay.Config{Logger: c.log, Now: c.now})
 	if c.apps == nil {
 		c.apps = apps.NewDev()
 	}
 	c.locks.m = make(map[string]*convLock)
-	c.queries.init(c.limits)
+	c.queries = query.NewMeter(float64(c.limits.QueryScanPerSecond), 2*float64(c.limits.MaxQueryScan))
 	c.fanouts.init()
 	c.wg.Add(1)
 	go c.flushFanoutDone() // fanout.go
@@ -181,7 +178,8 @@ func New(cfg Config) *Core {
 	return c
 }
 
-// Stats returns the relay counters.
+// Stats returns the core's fan-out counters; the relay's are
+// Relay().Stats().
 func (c *Core) Stats() *Stats { return &c.stats }
 
 // Ready reports whether the core serves requests: open and leading.
@@ -192,7 +190,8 @@ func (c *Core) Ready() bool {
 	return !closed && c.replica != nil && c.replica.IsLeader()
 }
 
-// Close stops every edge goroutine and waits for them.
+// Close stops the relay's edge goroutines and the core's own, and waits
+// for them.
 func (c *Core) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -201,12 +200,8 @@ func (c *Core) Close() error {
 	}
 	c.closed = true
 	close(c.quit)
-	for id, l := range c.edges {
-		close(l.done)
-		delete(c.edges, id)
-	}
-	c.sessions = make(map[peerKey][]*session)
 	c.mu.Unlock()
+	c.relay.Close()
 	c.wg.Wait()
 	c.after.close()
 	c.notify.close()
@@ -315,7 +310,7 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	case meshpb.ClientRequest_ADMIN:
 		return c.admin(ctx, req) // admin.go
 	}
-	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{req.GetEdgeId(), req.GetConnId()}, version: req.GetProtocolVersion(),
+	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}, version: req.GetProtocolVersion(),
 		config: req.GetConfigBitmap(), ip: req.GetSourceIp(), idemKey: req.GetIdempotencyKey()}
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
@@ -330,7 +325,7 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 		if errors.Is(err, ErrNotLeader) {
 			// The lead was lost, maybe during a proposal that may still
 			// commit under the next leader: not the client's error. The
-			// edge sends a retry-safe request there (cluster/corelink.go).
+			// edge sends a retry-safe request there (edge/corelink).
 			return nil, err
 		}
 		out = r.errorReply(err)
@@ -400,11 +395,8 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 		case lcpb.OpType_query:
 			return c.sessionQuery(r), nil
 		case lcpb.OpType_close:
-			c.mu.Lock()
-			gone := c.removeSessionLocked(peerKey{r.app, r.peer}, r.from)
-			c.mu.Unlock()
+			gone := c.relay.CloseSession(r.app, r.peer, r.from)
 			c.hookClientOffline(gone, offline{code: hooks.CloseLogout, msg: "logout"}) // notifyhooks.go
-			c.rooms.closeSession(r.app, r.peer, r.from, c.now())
 			c.endWills(ctx, r.app, r.peer, r.from, false)
 			return r.reply(lcpb.CommandType_session, lcpb.OpType_closed.Enum()), nil
 		}

@@ -377,9 +377,7 @@ func TestTagKick(t *testing.T) {
 	// Only the new session is online now; a different tag does not kick.
 	other := e.client("alice")
 	other.open("web", false, 0)
-	e.core.mu.Lock()
-	n := len(e.core.sessions[peerKey{testApp, "alice"}])
-	e.core.mu.Unlock()
+	n := len(e.core.relay.Sessions(testApp, "alice"))
 	if n != 2 {
 		t.Fatalf("alice sessions: got %d, want 2", n)
 	}
@@ -610,9 +608,7 @@ func TestSyncPresence(t *testing.T) {
 	if got := online(); len(got) != 1 || got[0] != "bob" {
 		t.Fatalf("online after sync: got %v, want [bob]", got)
 	}
-	e.core.mu.Lock()
-	n := len(e.core.sessions[peerKey{testApp, "bob"}])
-	e.core.mu.Unlock()
+	n := len(e.core.relay.Sessions(testApp, "bob"))
 	if n != 1 {
 		t.Fatalf("bob has %d sessions after a repeated add, want 1", n)
 	}

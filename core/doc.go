@@ -17,17 +17,20 @@
 // replica's applied Pebble state directly. A core only serves while its
 // replica leads the shard; otherwise it answers 4200 so the edge retries.
 //
-// Presence — which session of which clientId lives on which edge — is
-// in-memory and region-local, never in raft: OPEN registers a session, CLOSE
-// and detaching its edge remove it.
+// Presence — which session of which clientId lives on which edge — and
+// chatroom membership are the region-local relay's (package relay), in
+// memory, never in raft: OPEN registers a session there (relay.Open, tag
+// kick), CLOSE and detaching its edge remove it, and the relay fans pushes
+// out to the edges through a bounded priority queue per edge (relay.go is
+// the core's side of it).
 //
 // Beyond plain messages (one file each): receipts.go (r:true -> rcp pushes
 // driven by the shard's cursor moves; group receipts need configBitmap bit
 // 6), will.go (will messages held in the shard until the sending session
 // drops), moderation.go (roles, member mute, blacklist: who may do what is
 // decided in core/shard/moderation.go, replies and pushes here),
-// chatroom.go (chatrooms, tr:true: who is in one is region-local memory
-// like presence, never raft; the shard stores the row and the history),
+// chatroom.go (chatrooms, tr:true: who is in one is the relay's memory,
+// never raft; the shard stores the row and the history),
 // tempconv.go (temporary conversations, _tmp: ids: at most 10 members fixed
 // at creation, a TTL of one day by default and 30 days at most; fetched
 // only by conv/query{tempConvIds}, never by where-queries; add, remove,
@@ -61,23 +64,41 @@
 // goroutine proposes each round of moves as one shard batch command,
 // pushing the receipts it yields.
 //
-// Relay queue (relayqueue.go, presence.go): each attached edge has one
-// bounded queue of deliveries (EdgeQueueLen) with three classes, and one
-// goroutine hands them to the edge's send, HIGH, then NORMAL, then LOW,
-// FIFO within a class. A chatroom delivery takes its message's priority
-// (1 HIGH, 3 LOW, 0, 2 or anything else NORMAL); every other delivery —
-// conversation pushes, directs of normal conversations, receipts,
-// session/closed kicks — is HIGH here, so chatroom traffic never sheds it
-// (its Delivery.priority stays 0, NORMAL at the edge's per-connection
-// queue). When the queue is full: a new LOW is dropped; a new NORMAL
-// evicts the oldest LOW, else is dropped; a new HIGH evicts the oldest LOW,
-// then the oldest NORMAL, and is dropped when only HIGH is queued. Every
-// drop counts in Stats.Dropped and, by the class of the delivery dropped,
-// in Stats.DroppedByPriority; persisted messages stay in history and
-// unread counts, so clients resync.
+// Map, by job. Issue 9 took out what had a clean seam: presence, chatroom
+// membership and the queues to the edges (package relay), the query
+// language (package core/query), the mesh handlers out of cluster (here,
+// mesh.go). What stays is one package because every job below proposes
+// through the core's replica, reads its state and fans out through its
+// relay; as packages they would each need most of Core as an interface.
 //
-// Locks: Core.mu guards presence and edges; convLocks serialise send and
-// fan-out per conversation so every recipient sees a conversation's messages
-// in timestamp order. Lock order: a conversation lock, then Core.mu; the
-// cursor batcher's lock, then Core.mu; Core.mu, then the chatrooms' lock.
+//   - requests: core.go (Config, HandleClient, propose), errors.go (the one
+//     table of LeanCloud codes), validate.go, limits.go, ids.go.
+//   - on the mesh: mesh.go (ServeMesh: the client rpc, the edges' delivery
+//     streams, the leader watcher); the edge's side is edge/corelink.
+//   - sessions: session.go (OPEN, CLOSE, login notifications,
+//     session/query), auth.go (token generations), stats.go (usage); the
+//     registry itself is the relay's (relay.go is the core's side).
+//   - messages: message.go, receipts.go, cursors.go, will.go, tempconv.go.
+//   - fan-out and failover: relay.go, fanout.go (commit before fan-out, the
+//     replay), failover.go.
+//   - conversations: conv.go, moderation.go, chatroom.go (the protocol;
+//     membership is the relay's), query.go (the scan over the shard's
+//     indexes; the language is core/query).
+//   - system conversations: sysconv.go — stays: each operation is a
+//     proposal, a read of the shard and a fan-out of the core's.
+//   - devices and offline push: devices.go, offline.go — stay: they bind
+//     devices by proposals and feed the core's push queue from its state.
+//   - stored notifications: notif.go — stays: its batcher proposes through
+//     the core and every fan-out feeds it.
+//   - the app's say: filter.go, words.go, hooks.go, patchhook.go,
+//     notifyhooks.go — stay: each is the core's call into package hooks or
+//     moderation at one point of a request.
+//   - server API: admin.go — stays: it dispatches to every job above.
+//   - metrics.go: the core's series, the relay's and the query meter's.
+//
+// Locks: Core.mu guards closed; convLocks serialise send and fan-out per
+// conversation so every recipient sees a conversation's messages in
+// timestamp order. Lock order: a conversation lock, then the relay's locks;
+// the cursor batcher's lock, then Core.mu. The relay's locks are leaves
+// (relay's package doc).
 package core

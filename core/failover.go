@@ -22,19 +22,7 @@ func (c *Core) AnnounceLeader(addr string, term uint64) {
 	if addr == "" {
 		return
 	}
-	c.mu.Lock()
-	links := make([]*edgeLink, 0, len(c.edges))
-	for _, l := range c.edges {
-		links = append(links, l)
-	}
-	c.mu.Unlock()
-	for _, l := range links {
-		d := &meshpb.Delivery{Leader: &meshpb.LinkLeader{Addr: addr, Term: term}}
-		if victim, dropped := l.q.push(d, RelayHigh); dropped {
-			c.stats.Dropped.Add(1)
-			c.stats.DroppedByPriority[victim].Add(1)
-		}
-	}
+	c.relay.SendToEdges(&meshpb.Delivery{Leader: &meshpb.LinkLeader{Addr: addr, Term: term}})
 }
 
 // dedupToken is what a send is deduplicated on (shard.Command.DT): the

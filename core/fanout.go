@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/relay"
 )
 
 // Commit before fan-out. A leader stores a message (raft commit), acks it
@@ -28,7 +29,7 @@ import (
 // A core that becomes leader (ReplayFanout, after raft's barrier: every
 // earlier entry is applied) pushes each tail entry it did not fan out
 // itself, marked as a replay (Delivery.replay): the edge drops the copy for
-// a session it already gave that message (cluster/replay.go), so a client
+// a session it already gave that message (edge/corelink/replay.go), so a client
 // that stayed online on the same edge sees it once, even on iOS, which does
 // not deduplicate. A client that changed edges meanwhile may see it twice;
 // it is at-least-once there, and clients dedup by message id (Java, JS).
@@ -43,22 +44,6 @@ const fanoutFlushEvery = 200 * time.Millisecond
 // (awaitReplay); past it the send goes on.
 const replayWait = 2 * time.Second
 
-// edgeWait is one delivery in an edge's relay queue: it has left once the
-// link sent seq HIGH deliveries, or the link is gone.
-type edgeWait struct {
-	l   *edgeLink
-	seq uint64
-}
-
-func (w edgeWait) left() bool {
-	select {
-	case <-w.l.done:
-		return true
-	default:
-	}
-	return w.l.highOut.Load() >= w.seq
-}
-
 // fanoutTracker follows this core's fan-outs until they are named done in
 // the shard.
 type fanoutTracker struct {
@@ -66,7 +51,7 @@ type fanoutTracker struct {
 	replayed  uint64                    // guarded by mu; raft term whose replay is done
 	replayDue chan struct{}             // guarded by mu; closed (and replaced) when a replay ends
 	inflight  map[*fanoutToken]struct{} // guarded by mu; appends proposed, index not known yet
-	pending   map[uint64][]edgeWait     // guarded by mu; queued, not all left yet
+	pending   map[uint64][]relay.Wait   // guarded by mu; queued, not all left yet
 	done      []uint64                  // guarded by mu; left, not named in a proposal yet
 	proposing map[uint64]struct{}       // guarded by mu; named in a proposal in flight
 	lastFlush time.Time                 // guarded by mu; when a proposal last carried done indexes
@@ -79,7 +64,7 @@ type fanoutToken struct{ done chan struct{} }
 func (t *fanoutTracker) init() {
 	t.replayDue = make(chan struct{})
 	t.inflight = make(map[*fanoutToken]struct{})
-	t.pending = make(map[uint64][]edgeWait)
+	t.pending = make(map[uint64][]relay.Wait)
 	t.proposing = make(map[uint64]struct{})
 }
 
@@ -94,7 +79,7 @@ func (t *fanoutTracker) begin() *fanoutToken {
 
 // end settles tok: the message stored at index (0: none, a dup or a
 // failure) was queued as waits.
-func (t *fanoutTracker) end(tok *fanoutToken, index uint64, waits []edgeWait) {
+func (t *fanoutTracker) end(tok *fanoutToken, index uint64, waits []relay.Wait) {
 	t.mu.Lock()
 	delete(t.inflight, tok)
 	if index > 0 {
@@ -104,7 +89,7 @@ func (t *fanoutTracker) end(tok *fanoutToken, index uint64, waits []edgeWait) {
 	close(tok.done)
 }
 
-func (t *fanoutTracker) trackLocked(index uint64, waits []edgeWait) {
+func (t *fanoutTracker) trackLocked(index uint64, waits []relay.Wait) {
 	if len(waits) == 0 {
 		t.done = append(t.done, index)
 		return
@@ -120,7 +105,7 @@ func (t *fanoutTracker) take() []uint64 {
 	for idx, waits := range t.pending {
 		left := true
 		for _, w := range waits {
-			if !w.left() {
+			if !w.Left() {
 				left = false
 				break
 			}
@@ -306,7 +291,7 @@ func (c *Core) ReplayFanout(ctx context.Context) (n int, err error) {
 // replayOne pushes one tail entry's message to its recipients' sessions,
 // as a replay. pushed is false for a message there is nothing to push for
 // (deleted, a chatroom's).
-func (c *Core) replayOne(e shard.FanoutEntry) (waits []edgeWait, pushed bool) {
+func (c *Core) replayOne(e shard.FanoutEntry) (waits []relay.Wait, pushed bool) {
 	m, err := shard.GetMessage(c.state(), e.App, e.CID, e.MID)
 	if err != nil || m == nil {
 		return nil, false
@@ -317,7 +302,7 @@ func (c *Core) replayOne(e shard.FanoutEntry) (waits []edgeWait, pushed bool) {
 	}
 	members := inbound{to: e.To}.recipients(conv.Members, m.From)
 	push := directPush(m, false)
-	return c.fanoutTo(e.App, members, connKey{e.Edge, e.Conn}, push, true), true
+	return c.fanoutTo(e.App, members, connKey{Edge: e.Edge, Conn: e.Conn}, push, true), true
 }
 
 // awaitReplay holds a send on a leader whose fan-out replay for its

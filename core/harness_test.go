@@ -17,6 +17,7 @@ import (
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/raftstore"
+	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
 // fakeReplica applies proposals synchronously through the FSM, as a
@@ -159,12 +160,12 @@ var markerSeq atomic.Int32
 // queues a marker to (peer, conn) on the edge link at relay class LOW and
 // waits for it: the link's sender pops HIGH before NORMAL before LOW, FIFO
 // within a class, so every delivery queued earlier, of any class, reached
-// the edge before the marker (relayqueue.go). A push that is queued but
+// the edge before the marker (relay/pq). A push that is queued but
 // never sent fails the wait instead of passing as silence.
 func (e *fakeEdge) settle(t *testing.T, c *Core, peer string, conn uint64) []*lcpb.GenericCommand {
 	t.Helper()
 	id := markerSeq.Add(1)
-	c.deliverAs("e1", &meshpb.Delivery{AppId: testApp, Targets: []*meshpb.Target{{PeerId: peer, ConnId: conn}}}, RelayLow,
+	c.relay.Deliver("e1", &meshpb.Delivery{AppId: testApp, Targets: []*meshpb.Target{{PeerId: peer, ConnId: conn}}}, pq.Low,
 		&lcpb.GenericCommand{Cmd: lcpb.CommandType_echo.Enum(), I: proto.Int32(id)}) // the core pushes no echo
 	isMarker := func(g *lcpb.GenericCommand) bool { return g.GetCmd() == lcpb.CommandType_echo && g.GetI() == id }
 	e.waitPush(t, peer, conn, isMarker)
@@ -186,13 +187,7 @@ func drain(t *testing.T, c *Core) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		c.mu.Lock()
-		n := 0
-		for _, l := range c.edges {
-			n += l.q.len()
-		}
-		c.mu.Unlock()
-		if n == 0 {
+		if c.relay.Queued() == 0 {
 			time.Sleep(5 * time.Millisecond) // the last one may be in send
 			return
 		}

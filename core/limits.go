@@ -23,7 +23,7 @@ type Limits struct {
 	MaxUnreadConvs int
 	// MaxQueryScan caps the conversations one conv/query may examine
 	// (default DefaultMaxQueryScan, 10,000); a query that would examine
-	// more is refused with 4310 (querylimits.go).
+	// more is refused with 4310 (query.go).
 	MaxQueryScan int
 	// QueryScanPerSecond is each app's conv/query budget: conversations
 	// examined per second, with a burst of 2 × MaxQueryScan (default

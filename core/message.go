@@ -11,6 +11,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/relay"
 )
 
 // History limits (LeanCloud: 1–100, default 20).
@@ -60,8 +61,8 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	}
 	var m *shard.Message
 	var members []string
-	var index uint64     // the stored message's raft index (fanout.go)
-	var waits []edgeWait // where its deliveries wait
+	var index uint64       // the stored message's raft index (fanout.go)
+	var waits []relay.Wait // where its deliveries wait
 	if dm.GetTransient() {
 		conv, err := c.convView(r.app, cid)
 		if err != nil {
@@ -90,7 +91,7 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 			MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids,
 			MentionAll: dm.GetMentionAll(), DT: dedupToken(dm.GetDt(), r.idemKey),
 			Receipt: dm.GetR(), GroupReceipt: r.config&configGroupReceipt != 0,
-			Edge: r.from.edge, Conn: r.from.conn, To: in.to,
+			Edge: r.from.Edge, Conn: r.from.Conn, To: in.to,
 		})
 		if err != nil {
 			if errors.Is(err, shard.ErrNotMember) || errors.Is(err, shard.ErrConvNotFound) {

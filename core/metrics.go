@@ -3,17 +3,33 @@ package core
 import (
 	"fmt"
 	"io"
+	"sync/atomic"
 
 	"github.com/relaymesh/relaymesh/hooks"
 )
 
+// Stats are the core's fan-out counters; the relay's (deliveries, drops)
+// are relay.Stats (Core.Relay().Stats()).
+type Stats struct {
+	// Replayed counts messages a new leader pushed again because the
+	// fan-out tail said they might not have been (fanout.go).
+	Replayed atomic.Uint64
+	// Halted counts messages held by the test hook
+	// Config.HaltBeforeFanout (failover.go).
+	Halted atomic.Uint64
+}
+
 // WriteMetrics writes the core's counters in the Prometheus text exposition
-// format: the relay to the edges (Stats), the sensitive-word filter, the
-// after-send workers and offline push (IntegrationStats), and the hook
+// format: the relay to the edges (relay.Relay.WriteMetrics), the fan-out
+// replay (Stats), the sensitive-word filter, the after-send workers and
+// offline push (IntegrationStats), and the hook
 // counters (hooks.Client.WriteText; all zero when no app has hooks). It is
 // what /metrics serves on a core's metrics listener and, in `relaymesh dev`,
 // after the edge's own series.
 func (c *Core) WriteMetrics(w io.Writer) error {
+	if err := c.relay.WriteMetrics(w); err != nil {
+		return err
+	}
 	x := c.IntegrationStats()
 	p := x.Push
 	sh := c.SysWebhookStats() // sysconv.go
@@ -21,9 +37,6 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 		name, help, typ string
 		v               int64
 	}{
-		{"relaymesh_core_deliveries_total", "Deliveries handed to an edge link.", "counter", int64(c.stats.Delivered.Load())},
-		{"relaymesh_core_deliveries_dropped_total", "Deliveries dropped: relay queue full or edge gone.", "counter", int64(c.stats.Dropped.Load())},
-		{"relaymesh_core_delivery_send_errors_total", "Deliveries whose send to the edge failed.", "counter", int64(c.stats.SendErrors.Load())},
 		{"relaymesh_core_fanout_replayed_total", "Messages a new leader pushed again from the fan-out tail.", "counter", int64(c.stats.Replayed.Load())},
 		{"relaymesh_core_fanout_halted_total", "TEST HOOK: messages held before their fan-out (--test-halt-before-fanout).", "counter", int64(c.stats.Halted.Load())},
 		{"relaymesh_core_filtered_messages_total", "Messages with at least one sensitive word replaced.", "counter", x.Filtered},
@@ -54,19 +67,10 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 			return err
 		}
 	}
-	const drops = "relaymesh_core_relay_dropped_total"
-	if _, err := fmt.Fprintf(w, "# HELP %s Deliveries shed by a full relay queue, by the priority class dropped.\n# TYPE %s counter\n", drops, drops); err != nil {
-		return err
-	}
-	for class := range RelayClass(NumRelayClasses) {
-		if _, err := fmt.Fprintf(w, "%s{priority=%q} %d\n", drops, class.String(), c.stats.DroppedByPriority[class].Load()); err != nil {
-			return err
-		}
-	}
 	if err := c.writeProviderMetrics(w); err != nil { // devices.go
 		return err
 	}
-	if err := c.queries.writeMetrics(w); err != nil { // querylimits.go
+	if err := c.queries.WriteMetrics(w); err != nil { // query.go
 		return err
 	}
 	if err := c.writeNotifyMetrics(w); err != nil { // notif.go

@@ -16,7 +16,7 @@ import (
 
 // Stored notifications (GET /1.1/rtm/notifications, core/shard/notif.go):
 // every conversation event and receipt the core fans out (fanout,
-// presence.go) is also recorded for each recipient, online or not, with
+// relay.go) is also recorded for each recipient, online or not, with
 // the serverTs it was pushed with, so an SDK that missed it replays it.
 //
 // Recording never waits: fanout queues the event, and one goroutine the

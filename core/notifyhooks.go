@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/relaymesh/relaymesh/hooks"
+	"github.com/relaymesh/relaymesh/relay"
 )
 
 // Notification hooks: _clientOnline, _clientOffline, _conversationStarted,
@@ -124,16 +125,16 @@ type offline struct {
 
 // hookClientOffline queues _clientOffline for session s. A dropped
 // connection's event has no sourceIP (LeanCloud's rule).
-func (c *Core) hookClientOffline(s *session, why offline) {
-	if s == nil || !c.notifying(s.app, hooks.HookClientOffline) {
+func (c *Core) hookClientOffline(s *relay.Session, why offline) {
+	if s == nil || !c.notifying(s.App, hooks.HookClientOffline) {
 		return
 	}
-	ev := hooks.ClientOffline{PeerID: s.peer, CloseCode: why.code, CloseMsg: why.msg, Tag: s.tag,
+	ev := hooks.ClientOffline{PeerID: s.Peer, CloseCode: why.code, CloseMsg: why.msg, Tag: s.Tag,
 		ErrorCode: why.errCode, ErrorMsg: why.errMsg}
 	if why.code != hooks.CloseDropped {
-		ev.SourceIP = s.ip
+		ev.SourceIP = s.IP
 	}
-	app := s.app
+	app := s.App
 	c.notify.enqueue(func(ctx context.Context) { _ = c.hooks.ClientOffline(ctx, app, ev) })
 }
 

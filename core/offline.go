@@ -114,21 +114,18 @@ func (c *Core) afterFanout(app, from, cid string, members []string, m *shard.Mes
 		mentionAll: m.MentionAll, mentions: slices.Clone(m.MentionPids), pushData: dm.GetPushData(),
 		sentHook: sentHook, push: wantPush,
 	}
-	c.mu.Lock()
+	others := make([]string, 0, len(members))
 	for _, p := range members {
-		if p == from {
-			continue
+		if p != from {
+			others = append(others, p)
 		}
-		if len(c.sessions[peerKey{app, p}]) > 0 {
-			j.online = append(j.online, p)
-			continue
-		}
-		j.offline = append(j.offline, p)
+	}
+	j.online, j.offline = c.relay.SplitOnline(app, others)
+	for _, p := range j.offline {
 		if _, muted := slices.BinarySearch(conv.Muted, p); muted {
 			j.mutedOffline = append(j.mutedOffline, p)
 		}
 	}
-	c.mu.Unlock()
 	c.enqueueSent(j)
 }
 

@@ -1,26 +1,38 @@
 package core
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"sort"
 	"strings"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relaymesh/relaymesh/core/query"
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // conv/query limits (LeanCloud: limit default 10, at most 1000); the
-// bounds on where, sort and what a query may examine are in
-// querylimits.go.
+// bounds on where, sort and what a query may examine are package query's
+// and Limits' (MaxQueryScan, QueryScanPerSecond).
 const (
 	defaultQueryLimit = 10
 	maxQueryLimit     = 1000
 )
+
+// Defaults of Limits.MaxQueryScan and Limits.QueryScanPerSecond: a query
+// that would examine more conversations than MaxQueryScan (an unindexed
+// scan of a large app: add an objectId or m condition) is refused with
+// 4310; each app may examine QueryScanPerSecond conversations a second,
+// with a burst of 2 × MaxQueryScan (query.Meter).
+const (
+	DefaultMaxQueryScan       = 10000
+	DefaultQueryScanPerSecond = 50000
+)
+
+var errQueryBudget = errors.New("core: the app's conversation-query budget is spent, retry later")
 
 // Query flag bits (ConversationQuery._calculateFlag).
 const (
@@ -33,31 +45,31 @@ const (
 // client just kicked still reads the conversation it left), but the last
 // message (lm, msg, msg_from, …) only goes to those who may read the
 // history (lastVisible): the row is cut before the where clause sees it,
-// so a query cannot probe it either. Queries are bounded
-// (querylimits.go).
+// so a query cannot probe it either. Queries are bounded (package query:
+// the where and sort bounds, the regex input, the per-app budget).
 func (c *Core) convQuery(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
 	cm := r.cmd.ConvMessage
 	rows := []map[string]any{}
 	if len(cm.TempConvIds) == 0 {
 		var where map[string]any
 		if w := cm.GetWhere().GetData(); strings.TrimSpace(w) != "" {
-			if len(w) > MaxWhereBytes {
-				c.queries.refused[refusedWhere].Add(1)
-				return nil, fmt.Errorf("%w: where over %d bytes", errQueryFailed, MaxWhereBytes)
+			if len(w) > query.MaxWhereBytes {
+				c.queries.Refuse(query.RefusedWhere)
+				return nil, fmt.Errorf("%w: where over %d bytes", errQueryFailed, query.MaxWhereBytes)
 			}
 			var err error
-			if where, err = decodeJSONObject([]byte(w)); err != nil {
+			if where, err = query.Decode([]byte(w)); err != nil {
 				return nil, fmt.Errorf("%w: where: %v", errQueryFailed, err)
 			}
-			if err := checkWhere(where); err != nil {
-				c.queries.refused[refusedWhere].Add(1)
-				return nil, err
+			if err := query.Check(where); err != nil {
+				c.queries.Refuse(query.RefusedWhere)
+				return nil, fmt.Errorf("%w: %v", errQueryFailed, err)
 			}
 		}
-		keys, err := sortKeys(cm.GetSort())
+		keys, err := query.ParseSort(cm.GetSort())
 		if err != nil {
-			c.queries.refused[refusedWhere].Add(1)
-			return nil, err
+			c.queries.Refuse(query.RefusedWhere)
+			return nil, fmt.Errorf("%w: %v", errQueryFailed, err)
 		}
 		limit := int(cm.GetLimit())
 		if cm.Limit == nil || limit <= 0 {
@@ -65,17 +77,17 @@ func (c *Core) convQuery(ctx context.Context, r *request) (*lcpb.GenericCommand,
 		}
 		limit = min(limit, maxQueryLimit)
 		skip := max(int(cm.GetSkip()), 0)
-		if !c.queries.admit(r.app, c.now()) {
-			c.queries.refused[refusedBudget].Add(1)
+		if !c.queries.Admit(r.app, c.now()) {
+			c.queries.Refuse(query.RefusedBudget)
 			return nil, fmt.Errorf("%w: %w", errQueryFailed, errQueryBudget)
 		}
-		q := &queryRun{c: c, app: r.app, peer: r.peer, admin: isAdmin(ctx), where: where}
+		q := &queryRun{c: c, app: r.app, peer: r.peer, admin: isAdmin(ctx), where: query.Matcher{Where: where}}
 		err = q.scan(func(row map[string]any) { rows = append(rows, row) })
-		c.queries.charge(r.app, q.examined, c.now())
+		c.queries.Charge(r.app, q.examined, c.now())
 		if err != nil {
 			return nil, err
 		}
-		sortRows(rows, keys)
+		query.Sort(rows, keys)
 		if skip >= len(rows) {
 			rows = rows[:0]
 		} else {
@@ -99,26 +111,15 @@ func (c *Core) convQuery(ctx context.Context, r *request) (*lcpb.GenericCommand,
 	return g, nil
 }
 
-func decodeJSONObject(b []byte) (map[string]any, error) {
-	d := json.NewDecoder(bytes.NewReader(b))
-	d.UseNumber()
-	var m map[string]any
-	if err := d.Decode(&m); err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
 // queryRun is one conv/query: what it matches, for whom, and what it has
 // examined so far.
 type queryRun struct {
-	c          *Core
-	app, peer  string
-	admin      bool // the server API: every row whole
-	where      map[string]any
-	examined   int // conversations read
-	regexBytes int // input given to $regex so far
-	err        error
+	c         *Core
+	app, peer string
+	admin     bool          // the server API: every row whole
+	where     query.Matcher // the checked where clause and its regex budget
+	examined  int           // conversations read
+	err       error
 }
 
 // scan visits the rows matching q.where. It narrows the conversations by
@@ -130,7 +131,7 @@ func (q *queryRun) scan(visit func(map[string]any)) error {
 	maxScan := q.c.limits.MaxQueryScan
 	var ids []string
 	indexed := false
-	switch v := q.where["objectId"].(type) {
+	switch v := q.where.Where["objectId"].(type) {
 	case string:
 		ids, indexed = []string{v}, true
 	case map[string]any:
@@ -145,7 +146,7 @@ func (q *queryRun) scan(visit func(map[string]any)) error {
 	}
 	if !indexed {
 		var pid string
-		switch v := q.where["m"].(type) {
+		switch v := q.where.Where["m"].(type) {
 		case string:
 			pid = v
 		case map[string]any:
@@ -162,7 +163,7 @@ func (q *queryRun) scan(visit func(map[string]any)) error {
 		}
 	}
 	tooMany := func() error {
-		q.c.queries.refused[refusedScan].Add(1)
+		q.c.queries.Refuse(query.RefusedScan)
 		return fmt.Errorf("%w: the query would examine more than %d conversations; narrow it by objectId or m",
 			errQueryFailed, maxScan)
 	}
@@ -215,7 +216,11 @@ func (q *queryRun) match(conv *shard.Conv) (map[string]any, bool) {
 	if !q.admin && !q.c.lastVisible(q.app, q.peer, conv) {
 		hideLast(row)
 	}
-	if !q.matchWhere(row, q.where) || q.err != nil {
+	if !q.where.Match(row) {
+		if err := q.where.Err(); err != nil && q.err == nil { // the regex input budget is spent
+			q.c.queries.Refuse(query.RefusedScan)
+			q.err = fmt.Errorf("%w: %v", errQueryFailed, err)
+		}
 		return nil, false
 	}
 	return row, true
@@ -251,7 +256,7 @@ func (c *Core) lastVisible(app, peer string, conv *shard.Conv) bool {
 // SDKs nest theirs under "attr" themselves), then the system columns.
 func convRow(conv *shard.Conv) map[string]any {
 	row := map[string]any{}
-	if attr, err := decodeJSONObject(conv.Attr); err == nil {
+	if attr, err := query.Decode(conv.Attr); err == nil {
 		for k, v := range attr {
 			row[k] = v
 		}
@@ -287,317 +292,4 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
-}
-
-// field looks a dotted key up in a row.
-func field(row map[string]any, key string) (any, bool) {
-	var cur any = row
-	for _, part := range strings.Split(key, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[part]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
-
-// matchWhere evaluates a LeanCloud (Parse-style) where clause against a row.
-func (q *queryRun) matchWhere(row map[string]any, where map[string]any) bool {
-	for k, cond := range where {
-		switch k {
-		case "$and", "$or":
-			subs, _ := cond.([]any)
-			any1 := false
-			for _, s := range subs {
-				sm, _ := s.(map[string]any)
-				ok := q.matchWhere(row, sm)
-				if k == "$and" && !ok {
-					return false
-				}
-				any1 = any1 || ok
-			}
-			if k == "$or" && !any1 {
-				return false
-			}
-			continue
-		}
-		v, has := field(row, k)
-		if !q.matchCond(v, has, cond) {
-			return false
-		}
-	}
-	return true
-}
-
-func isOperatorMap(cond any) (map[string]any, bool) {
-	m, ok := cond.(map[string]any)
-	if !ok || len(m) == 0 {
-		return nil, false
-	}
-	for k := range m {
-		if !strings.HasPrefix(k, "$") {
-			return nil, false
-		}
-	}
-	return m, true
-}
-
-func (q *queryRun) matchCond(v any, has bool, cond any) bool {
-	ops, ok := isOperatorMap(cond)
-	if !ok {
-		return has && equalOrContains(v, cond)
-	}
-	for op, arg := range ops {
-		switch op {
-		case "$eq":
-			if !has || !equalOrContains(v, arg) {
-				return false
-			}
-		case "$ne":
-			if has && equalOrContains(v, arg) {
-				return false
-			}
-		case "$exists":
-			want, _ := arg.(bool)
-			if has != want {
-				return false
-			}
-		case "$in":
-			list, _ := arg.([]any)
-			found := false
-			for _, x := range list {
-				if has && equalOrContains(v, x) {
-					found = true
-					break
-				}
-			}
-			if !found {
-				return false
-			}
-		case "$nin":
-			list, _ := arg.([]any)
-			for _, x := range list {
-				if has && equalOrContains(v, x) {
-					return false
-				}
-			}
-		case "$all":
-			list, _ := arg.([]any)
-			arr, ok := v.([]string)
-			if !ok {
-				return false
-			}
-			for _, x := range list {
-				s, _ := x.(string)
-				if !contains(arr, s) {
-					return false
-				}
-			}
-		case "$size":
-			n, _ := toFloat(arg)
-			switch a := v.(type) {
-			case []string:
-				if float64(len(a)) != n {
-					return false
-				}
-			case []any:
-				if float64(len(a)) != n {
-					return false
-				}
-			default:
-				return false
-			}
-		case "$regex":
-			rc, _ := arg.(regexCond) // compiled by checkWhere
-			if !has || rc.re == nil || !q.matchRegex(rc, v) {
-				return false
-			}
-		case "$options": // read with $regex
-		case "$gt", "$gte", "$lt", "$lte":
-			if !has {
-				return false
-			}
-			c, ok := compare(v, arg)
-			if !ok {
-				return false
-			}
-			if (op == "$gt" && c <= 0) || (op == "$gte" && c < 0) || (op == "$lt" && c >= 0) || (op == "$lte" && c > 0) {
-				return false
-			}
-		default:
-			return false // unsupported operator: match nothing rather than everything
-		}
-	}
-	return true
-}
-
-// matchRegex matches a string field, or any string of an array field,
-// charging what it reads to the query's regex input budget.
-func (q *queryRun) matchRegex(rc regexCond, v any) bool {
-	try := func(s string) bool {
-		if q.regexBytes += len(s); q.regexBytes > maxRegexInput {
-			if q.err == nil {
-				q.c.queries.refused[refusedScan].Add(1)
-				q.err = fmt.Errorf("%w: $regex would read more than %d bytes", errQueryFailed, maxRegexInput)
-			}
-			return false
-		}
-		return rc.re.MatchString(s)
-	}
-	switch x := v.(type) {
-	case string:
-		return try(x)
-	case []string:
-		for _, s := range x {
-			if try(s) {
-				return true
-			}
-		}
-	case []any:
-		for _, e := range x {
-			if s, ok := e.(string); ok && try(s) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// norm turns Date objects into their ISO string and numbers into float64.
-func norm(v any) any {
-	switch x := v.(type) {
-	case map[string]any:
-		if x["__type"] == "Date" {
-			if iso, ok := x["iso"].(string); ok {
-				return iso
-			}
-		}
-	case json.Number:
-		f, _ := x.Float64()
-		return f
-	case int64:
-		return float64(x)
-	case int:
-		return float64(x)
-	}
-	return v
-}
-
-func toFloat(v any) (float64, bool) {
-	f, ok := norm(v).(float64)
-	return f, ok
-}
-
-// equalOrContains is equality, or membership when the field is an array.
-func equalOrContains(v, want any) bool {
-	if arr, ok := v.([]string); ok {
-		if s, ok := want.(string); ok {
-			return contains(arr, s)
-		}
-	}
-	a, b := norm(v), norm(want)
-	switch a.(type) {
-	case map[string]any, []any, []string:
-		ja, _ := json.Marshal(a)
-		jb, _ := json.Marshal(b)
-		return bytes.Equal(ja, jb)
-	}
-	return a == b
-}
-
-// compare orders two scalar values of the same kind.
-func compare(a, b any) (int, bool) {
-	a, b = norm(a), norm(b)
-	switch x := a.(type) {
-	case float64:
-		y, ok := b.(float64)
-		if !ok {
-			return 0, false
-		}
-		switch {
-		case x < y:
-			return -1, true
-		case x > y:
-			return 1, true
-		}
-		return 0, true
-	case string:
-		y, ok := b.(string)
-		if !ok {
-			return 0, false
-		}
-		return strings.Compare(x, y), true
-	case bool:
-		y, ok := b.(bool)
-		if !ok {
-			return 0, false
-		}
-		switch {
-		case x == y:
-			return 0, true
-		case !x:
-			return -1, true
-		}
-		return 1, true
-	}
-	return 0, false
-}
-
-// sortKey is one key of a sort spec.
-type sortKey struct {
-	name string
-	desc bool
-}
-
-// sortKeys parses a LeanCloud sort spec ("-lm", "a,-b"); default "-lm"
-// (most recent conversation first); at most maxSortKeys keys.
-func sortKeys(spec string) ([]sortKey, error) {
-	if strings.TrimSpace(spec) == "" {
-		spec = "-lm"
-	}
-	var keys []sortKey
-	for _, k := range strings.Split(spec, ",") {
-		k = strings.TrimSpace(k)
-		if k == "" {
-			continue
-		}
-		if len(keys) == maxSortKeys {
-			return nil, fmt.Errorf("%w: sort by more than %d keys", errQueryFailed, maxSortKeys)
-		}
-		desc := strings.HasPrefix(k, "-")
-		keys = append(keys, sortKey{strings.TrimPrefix(k, "-"), desc})
-	}
-	return keys, nil
-}
-
-// sortRows orders rows by keys. Missing values sort last when descending,
-// first when ascending; ties break on objectId.
-func sortRows(rows []map[string]any, keys []sortKey) {
-	sort.SliceStable(rows, func(i, j int) bool {
-		for _, k := range keys {
-			a, ha := field(rows[i], k.name)
-			b, hb := field(rows[j], k.name)
-			var c int
-			switch {
-			case !ha && !hb:
-				c = 0
-			case !ha:
-				c = -1
-			case !hb:
-				c = 1
-			default:
-				c, _ = compare(a, b)
-			}
-			if k.desc {
-				c = -c
-			}
-			if c != 0 {
-				return c < 0
-			}
-		}
-		return rows[i]["objectId"].(string) < rows[j]["objectId"].(string)
-	})
 }

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"sort"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay"
 )
 
 // Login limits.
@@ -39,40 +41,21 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	if err := c.checkTokenGeneration(req); err != nil { // auth.go
 		return refuse(err)
 	}
-	s := &session{app: app, peer: peer, tag: req.GetTag(), edge: req.GetEdgeId(), conn: req.GetConnId(), version: req.GetProtocolVersion(),
-		ip: req.GetSourceIp()}
-	k := peerKey{app, peer}
-	var kicked []*session
-	c.mu.Lock()
-	var kept []*session
-	for _, o := range c.sessions[k] {
-		switch {
-		case o.edge == s.edge && o.conn == s.conn:
-			// the same connection opens again: replace
-		case s.tag != "" && o.tag == s.tag:
-			if req.GetReconnect() {
-				c.mu.Unlock()
-				return refuse(fmt.Errorf("%w: tag %q", errTagConflict, s.tag))
-			}
-			kicked = append(kicked, o)
-		default:
-			kept = append(kept, o)
-		}
+	s := &relay.Session{App: app, Peer: peer, Tag: req.GetTag(), Edge: req.GetEdgeId(), Conn: req.GetConnId(), Version: req.GetProtocolVersion(),
+		IP: req.GetSourceIp()}
+	kicked, room, err := c.relay.Open(s, req.GetReconnect()) // tag kick; room: the chatroom it is back in
+	if errors.Is(err, relay.ErrTagConflict) {
+		return refuse(fmt.Errorf("%w: tag %q", errTagConflict, s.Tag))
 	}
-	c.sessions[k] = append(kept, s)
-	c.today.note(k, c.now()) // stats.go
-	c.mu.Unlock()
-	c.hookClientOnline(app, peer, s.tag, s.ip, req.GetReconnect()) // notifyhooks.go
+	c.hookClientOnline(app, peer, s.Tag, s.IP, req.GetReconnect()) // notifyhooks.go
 	for _, o := range kicked {
-		c.rooms.closeSession(app, o.peer, connKey{o.edge, o.conn}, c.now())
 		c.hookClientOffline(o, offline{code: hooks.CloseConflict, msg: "SESSION_CONFLICT"})
 	}
-	room := c.rooms.open(roomID{app, peer, s.tag}, connKey{s.edge, s.conn}, req.GetReconnect(), c.now()) // chatroom.go
 	if len(kicked) > 0 {
 		c.revokeTokens(ctx, app, peer) // auth.go: the kicked session's st is void
 	}
 	for _, o := range kicked {
-		c.endWills(ctx, app, o.peer, connKey{o.edge, o.conn}, false)
+		c.endWills(ctx, app, o.Peer, o.Key(), false)
 		closed := &lcpb.GenericCommand{
 			Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_closed.Enum(),
 			SessionMessage: &lcpb.SessionCommand{
@@ -81,7 +64,7 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 			},
 		}
 		c.pushEnvelope(closed)
-		c.deliver(o.edge, &meshpb.Delivery{AppId: app, Targets: []*meshpb.Target{{PeerId: o.peer, ConnId: o.conn, EndSession: true}}}, closed)
+		c.deliver(o.Edge, &meshpb.Delivery{AppId: app, Targets: []*meshpb.Target{{PeerId: o.Peer, ConnId: o.Conn, EndSession: true}}}, closed)
 	}
 
 	var lastPatch int64
@@ -260,17 +243,14 @@ func convType(conv *shard.Conv) int32 {
 // messages (will.go): sent, unless the CLOSE carries the client's own
 // session/close.
 func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
-	from := connKey{req.GetEdgeId(), req.GetConnId()}
-	c.mu.Lock()
-	gone := c.removeSessionLocked(peerKey{req.GetAppId(), req.GetPeerId()}, from)
-	c.mu.Unlock()
+	from := connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}
+	gone := c.relay.CloseSession(req.GetAppId(), req.GetPeerId(), from) // its chatroom detached too
 	if explicitClose(req.GetCommand()) {
 		c.hookClientOffline(gone, offline{code: hooks.CloseLogout, msg: "logout"}) // notifyhooks.go
 	} else {
 		c.hookClientOffline(gone, offline{code: hooks.CloseDropped, msg: "connection dropped",
 			errCode: req.GetCloseErrorCode(), errMsg: req.GetCloseErrorMsg()})
 	}
-	c.rooms.closeSession(req.GetAppId(), req.GetPeerId(), from, c.now())
 	explicit := explicitClose(req.GetCommand())
 	c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicit)
 	if explicit {

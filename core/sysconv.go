@@ -199,17 +199,7 @@ func sysPush(m *shard.Message, transient bool) *lcpb.GenericCommand {
 
 // onlinePeers lists the clientIds of app with a session anywhere in the
 // region (as this core's presence knows them).
-func (c *Core) onlinePeers(app string) []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var out []string
-	for k, ss := range c.sessions {
-		if k.app == app && len(ss) > 0 {
-			out = append(out, k.peer)
-		}
-	}
-	return out
-}
+func (c *Core) onlinePeers(app string) []string { return c.relay.OnlinePeers(app) }
 
 func ackReply(m *shard.Message) *meshpb.ClientReply {
 	return encodeReply(&lcpb.GenericCommand{Cmd: lcpb.CommandType_ack.Enum(),
@@ -297,14 +287,7 @@ func (c *Core) sysOfflinePush(app string, to []string, m *shard.Message, pushDat
 	if pushData == "" || !c.pushEnabled(app) {
 		return
 	}
-	var offline []string
-	c.mu.Lock()
-	for _, p := range to {
-		if len(c.sessions[peerKey{app, p}]) == 0 {
-			offline = append(offline, p)
-		}
-	}
-	c.mu.Unlock()
+	_, offline := c.relay.SplitOnline(app, to)
 	if len(offline) == 0 {
 		return
 	}

@@ -39,7 +39,7 @@ func (c *Core) sendWill(ctx context.Context, r *request, dm *lcpb.DirectCommand,
 	res, err := c.propose(ctx, &shard.Command{
 		Op: shard.OpWill, App: r.app, CID: dm.GetCid(), From: r.peer, Now: c.nowMS(),
 		MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll(),
-		Edge: r.from.edge, Conn: r.from.conn, Priority: r.cmd.GetPriority(),
+		Edge: r.from.Edge, Conn: r.from.Conn, Priority: r.cmd.GetPriority(),
 	})
 	if err != nil {
 		if errors.Is(err, shard.ErrNotMember) || errors.Is(err, shard.ErrConvNotFound) {
@@ -67,7 +67,7 @@ func (c *Core) endWills(ctx context.Context, app, peer string, from connKey, fir
 	if c.replica == nil || !c.replica.IsLeader() {
 		return
 	}
-	cids, err := shard.SessionWills(c.state(), app, peer, from.edge, from.conn)
+	cids, err := shard.SessionWills(c.state(), app, peer, from.Edge, from.Conn)
 	if err != nil || len(cids) == 0 {
 		return
 	}
@@ -78,7 +78,7 @@ func (c *Core) endWills(ctx context.Context, app, peer string, from connKey, fir
 		defer c.locks.lock(app + "\x00" + cid)()
 	}
 	res, err := c.propose(ctx, &shard.Command{Op: shard.OpEndWills, App: app, From: peer, Now: c.nowMS(),
-		Edge: from.edge, Conn: from.conn, Fire: fire})
+		Edge: from.Edge, Conn: from.Conn, Fire: fire})
 	if err != nil {
 		c.log.Warn("will messages", "app", app, "peer", peer, "fire", fire, "err", err)
 		return

@@ -12,6 +12,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
 // WebSocket close codes the edge sends.
@@ -163,19 +164,19 @@ func (c *conn) writeLoop() {
 	t := time.NewTimer(idle)
 	defer t.Stop()
 	for {
-		f, st := c.q.pop()
+		f, _, st := c.q.Pop()
 		switch st {
-		case popFrame:
+		case pq.PopItem:
 			if err := c.drainOffStack(f); err != nil {
 				c.cancel()
 				_ = c.ws.CloseNow()
 				return
 			}
 			continue
-		case popFinish:
+		case pq.PopDrained:
 			c.closeWith(CloseShutdown, "edge shutting down")
 			return
-		case popOverflow:
+		case pq.PopOverflow:
 			c.srv.metrics.OverflowCloses.Add(1)
 			for _, b := range c.goAwayFrames() {
 				if c.write(b) != nil {
@@ -186,7 +187,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		select {
-		case <-c.q.notify:
+		case <-c.q.Notify():
 		case <-c.ctx.Done():
 			c.mu.Lock()
 			code, reason := c.closeCode, c.closeReason
@@ -223,8 +224,8 @@ func (c *conn) drainOffStack(f outFrame) error {
 				errc <- err
 				return
 			}
-			var st popState
-			if f, st = c.q.pop(); st != popFrame {
+			var st pq.State
+			if f, _, st = c.q.Pop(); st != pq.PopItem {
 				errc <- nil
 				return
 			}
@@ -286,20 +287,20 @@ func (c *conn) goAway() {
 	for _, b := range c.goAwayFrames() {
 		c.enqueue(outFrame{b: b, p: PriorityHigh})
 	}
-	c.q.close()
+	c.q.Close()
 }
 
 // enqueue pushes f and accounts for what the queue did.
 func (c *conn) enqueue(f outFrame) bool {
-	res, p := c.q.push(f)
-	switch res {
-	case pushedShedding:
-		c.srv.metrics.Dropped[p].Add(1)
+	o := c.q.Push(f, f.p)
+	switch o.Result {
+	case pq.QueuedShed:
+		c.srv.metrics.Dropped[o.Victim].Add(1)
 		return true
-	case droppedNew:
-		c.srv.metrics.Dropped[p].Add(1)
+	case pq.DroppedNew:
+		c.srv.metrics.Dropped[o.Victim].Add(1)
 		return false
-	case pushed:
+	case pq.Queued:
 		return true
 	}
 	return false // overflowed (writer closes) or closed

@@ -20,7 +20,7 @@
 // One reader goroutine (started by the HTTP handler, which then returns; it
 // reads, handles each frame and calls the Backend synchronously, so replies
 // keep request order) and one writer goroutine per connection. The writer owns the socket: it drains the
-// bounded outbound queue (see outQueue for the overflow rule), enforces the
+// bounded outbound queue (see outQueue and relay/pq for the overflow rule), enforces the
 // idle timeout, and performs every close. WebSocket pings are answered by
 // the library while the reader is active; data frames, pings and pongs all
 // reset the idle timer.

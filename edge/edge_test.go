@@ -17,6 +17,7 @@ import (
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
 func TestSubprotocolsEchoedAndFramed(t *testing.T) {
@@ -635,8 +636,7 @@ func TestSlowConsumerOverflowCloses(t *testing.T) {
 	conn := ss.c
 	overflowedOK := false
 	for range 1_000_000 {
-		res, _ := conn.q.push(outFrame{b: []byte{0x08, 0x0e}, p: PriorityHigh})
-		if res == overflowed {
+		if o := conn.q.Push(outFrame{b: []byte{0x08, 0x0e}, p: PriorityHigh}, PriorityHigh); o.Result == pq.Overflowed {
 			overflowedOK = true
 			break
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
 // FuzzDecodeFrame drives the inbound path (decode → handle) with arbitrary
@@ -65,8 +66,8 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 		c.handleFrame(context.Background(), text, frame)
 		for {
-			of, st := c.q.pop()
-			if st != popFrame {
+			of, _, st := c.q.Pop()
+			if st != pq.PopItem {
 				break
 			}
 			if err := decodeOpts.Unmarshal(of.b, new(lcpb.GenericCommand)); err != nil {

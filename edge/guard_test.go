@@ -302,3 +302,24 @@ func TestSessionOpsAndEchoRateLimited(t *testing.T) {
 	c.send(directCmd(20, "hi"))
 	waitFor(t, "direct forwarded", func() bool { return len(env.be.requests(meshpb.ClientRequest_COMMAND)) == 1 })
 }
+
+func TestBucket(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := newBucket(2, t0)
+	first, second, third := b.take(t0), b.take(t0), b.take(t0)
+	if !first || !second || third {
+		t.Fatalf("takes at t0: %v %v %v, want exactly 2", first, second, third)
+	}
+	if !b.take(t0.Add(30 * time.Second)) { // refills 1 per 30 s
+		t.Fatal("want a token after 30 s")
+	}
+	if b.take(t0.Add(30 * time.Second)) {
+		t.Fatal("want no second token after 30 s")
+	}
+	off := newBucket(-1, t0)
+	for range 100 {
+		if !off.take(t0) {
+			t.Fatal("disabled bucket refused")
+		}
+	}
+}

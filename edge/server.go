@@ -19,6 +19,7 @@ import (
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
 // Backend is what the edge needs from the core: one call per client request
@@ -182,8 +183,8 @@ type Config struct {
 // Server is one edge: it terminates client WebSockets and serves the router
 // and health endpoints.
 //
-// Lock order: Server.mu, then conn.mu, then outQueue.mu (no path takes two
-// of them at once except conn.mu → outQueue.mu).
+// Lock order: Server.mu, then conn.mu, then the outQueue's lock (no path takes two
+// of them at once except conn.mu → the outQueue's lock).
 type Server struct {
 	cfg     Config
 	limits  Limits
@@ -357,7 +358,7 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 		s.metrics.BadReplies.Add(1)
 		return
 	}
-	prio := priorityOf(d.GetPriority())
+	prio := pq.ClassOf(d.GetPriority())
 	type hit struct {
 		ss  *session
 		end bool

@@ -138,7 +138,9 @@ func (f providerFunc) Push(ctx context.Context, r Request) error { return f(ctx,
 
 // Push queues r's Apple devices; it never blocks. Devices of other
 // services are not counted here.
-func (a *APNs) Push(ctx context.Context, r Request) error { return queueDevices(ctx, a.q, r, ServiceAPNs) }
+func (a *APNs) Push(ctx context.Context, r Request) error {
+	return queueDevices(ctx, a.q, r, ServiceAPNs)
+}
 
 // Stats returns the counters, in devices.
 func (a *APNs) Stats() ProviderStats { return a.c.stats(a.q) }

@@ -162,7 +162,9 @@ func (f *FCM) resetToken(ts oauth2.TokenSource) {
 }
 
 // Push queues r's FCM devices; it never blocks.
-func (f *FCM) Push(ctx context.Context, r Request) error { return queueDevices(ctx, f.q, r, ServiceFCM) }
+func (f *FCM) Push(ctx context.Context, r Request) error {
+	return queueDevices(ctx, f.q, r, ServiceFCM)
+}
 
 // Stats returns the counters, in devices.
 func (f *FCM) Stats() ProviderStats { return f.c.stats(f.q) }

@@ -74,7 +74,7 @@ func (h *Handler) moderationRoutes(handle func(string, access, func(*call) *apiE
 
 // GET /1.2/rtm/stats -> {"result": {"online_user_count", "user_count_today"}}:
 // clientIds with a session now, and those with a session at some point
-// this UTC day as the shard leader's core saw them (core/stats.go).
+// this UTC day as the shard leader's core saw them (relay/today.go).
 func (h *Handler) stats(c *call) *apiError {
 	rep, _, aerr := h.do(c, "", &meshpb.AdminRequest{Op: meshpb.AdminRequest_STATS}, nil)
 	if aerr != nil {

@@ -1,8 +1,8 @@
 package shard
 
 // Chatrooms (transient conversations, Conv.Transient) keep no member list
-// here: who is in one is region-local session state of the core
-// (core/chatroom.go), never raft. The shard stores the row and the history,
+// here: who is in one is region-local session state of the relay
+// (relay/rooms.go, core/chatroom.go), never raft. The shard stores the row and the history,
 // writes no member index entries (so no unread and no offline delivery on
 // login), and lets the proposer decide who may post: the core proposes an
 // append only for a session that has joined.

@@ -1,4 +1,4 @@
-package cluster
+package corelink
 
 import (
 	"time"
@@ -11,9 +11,9 @@ import (
 
 // Presence off the request path: the edge tells every core of its region
 // which sessions it holds (meshpb.Presence on each core's delivery stream,
-// core/presence.go mirrors them). Requests never wait for it: a session
-// that opens or ends only updates coreLink.sessions and appends a change to
-// each attached core's presenceQueue under coreLink.mu; one writer
+// relay/presence.go mirrors them). Requests never wait for it: a session
+// that opens or ends only updates Link.sessions and appends a change to
+// each attached core's presenceQueue under Link.mu; one writer
 // goroutine per delivery stream (run by the delivery loop that owns the
 // stream) sends the queued changes, coalesced per session (the last change
 // of a session wins), with the stream's send timeout. A core that reads
@@ -36,7 +36,7 @@ const (
 )
 
 // presenceQueue is what waits to be told to one core. Its fields are
-// guarded by coreLink.mu.
+// guarded by Link.mu.
 type presenceQueue struct {
 	changes []presenceChange
 	resync  bool          // send the whole list first; changes are dropped
@@ -50,7 +50,7 @@ type presenceChange struct {
 
 // attachPresence registers the delivery stream to core addr: its queue
 // starts with a resync. detach must follow when the stream ends.
-func (l *coreLink) attachPresence(addr string) *presenceQueue {
+func (l *Link) attachPresence(addr string) *presenceQueue {
 	q := &presenceQueue{resync: true, wake: make(chan struct{}, 1)}
 	q.wake <- struct{}{}
 	l.mu.Lock()
@@ -59,7 +59,7 @@ func (l *coreLink) attachPresence(addr string) *presenceQueue {
 	return q
 }
 
-func (l *coreLink) detachPresence(addr string, q *presenceQueue) {
+func (l *Link) detachPresence(addr string, q *presenceQueue) {
 	l.mu.Lock()
 	if l.presence[addr] == q {
 		delete(l.presence, addr)
@@ -69,7 +69,7 @@ func (l *coreLink) detachPresence(addr string, q *presenceQueue) {
 
 // track records a session that opened or ended and queues the change for
 // every core. It never blocks on a core.
-func (l *coreLink) track(ps *meshpb.PresenceSession, open bool) {
+func (l *Link) track(ps *meshpb.PresenceSession, open bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := sessionKey{ps.AppId, ps.PeerId, ps.ConnId}
@@ -85,9 +85,9 @@ func (l *coreLink) track(ps *meshpb.PresenceSession, open bool) {
 }
 
 // setRoom records the chatroom the leader says session k is now in ("" for
-// none) and tells every core, which mirror it (core/chatroom.go): a new
+// none) and tells every core, which mirror it (relay/rooms.go): a new
 // leader then still fans out to the session.
-func (l *coreLink) setRoom(k sessionKey, room string) {
+func (l *Link) setRoom(k sessionKey, room string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	old := l.sessions[k]
@@ -103,7 +103,7 @@ func (l *coreLink) setRoom(k sessionKey, room string) {
 
 // ended notices deliveries that end a session (tag kick): the core that
 // sent it already forgot the session; the others must too.
-func (l *coreLink) ended(d *meshpb.Delivery) {
+func (l *Link) ended(d *meshpb.Delivery) {
 	for _, t := range d.Targets {
 		if t.EndSession {
 			l.track(&meshpb.PresenceSession{AppId: d.AppId, PeerId: t.PeerId, ConnId: t.ConnId}, false)
@@ -111,7 +111,7 @@ func (l *coreLink) ended(d *meshpb.Delivery) {
 	}
 }
 
-func (l *coreLink) queueLocked(c presenceChange) {
+func (l *Link) queueLocked(c presenceChange) {
 	for _, q := range l.presence {
 		switch {
 		case q.resync: // the full list will carry it
@@ -129,7 +129,7 @@ func (l *coreLink) queueLocked(c presenceChange) {
 }
 
 // takeLocked returns the frames to send now for q and empties it.
-func (l *coreLink) takeLocked(q *presenceQueue) []*meshpb.Presence {
+func (l *Link) takeLocked(q *presenceQueue) []*meshpb.Presence {
 	if q.resync {
 		q.resync, q.changes = false, nil
 		l.stats.presenceResyncs.Add(1)
@@ -170,7 +170,7 @@ func (l *coreLink) takeLocked(q *presenceQueue) []*meshpb.Presence {
 
 // writePresence sends q's frames on s until done is closed or a send
 // fails; then it closes s so the delivery loop reconnects (and resyncs).
-func (l *coreLink) writePresence(s *mesh.Stream, q *presenceQueue, done <-chan struct{}) {
+func (l *Link) writePresence(s *mesh.Stream, q *presenceQueue, done <-chan struct{}) {
 	for {
 		select {
 		case <-done:

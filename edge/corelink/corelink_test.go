@@ -1,4 +1,4 @@
-package cluster
+package corelink
 
 import (
 	"context"
@@ -45,8 +45,8 @@ func newFakeCore(t *testing.T, id *mesh.Identity) *fakeCore {
 		t.Fatal(err)
 	}
 	f := &fakeCore{t: t, node: n, sessions: map[uint64]bool{}, held: make(chan struct{})}
-	n.HandleRPC(MethodClient, f.handleClient)
-	n.HandleStream(MethodDeliveries, f.handleDeliveries)
+	n.HandleRPC(meshpb.MethodClient, f.handleClient)
+	n.HandleStream(meshpb.MethodDeliveries, f.handleDeliveries)
 	t.Cleanup(func() { n.Close() })
 	return f
 }
@@ -143,15 +143,21 @@ func (f *fakeCore) sessionCount() int {
 	return len(f.sessions)
 }
 
-func startEdgeOver(t *testing.T, id *mesh.Identity, cores []string) *Edge {
+// startLinkOver starts a link of edge-1 over its own mesh node to cores,
+// with its delivery streams open (deliveries are dropped).
+func startLinkOver(t *testing.T, id *mesh.Identity, cores []string) *Link {
 	t.Helper()
-	e, err := StartEdge(EdgeConfig{EdgeID: "edge-1", HTTPAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
-		Identity: id, Cores: cores, TokenKey: make([]byte, 32)})
+	node, err := mesh.Listen("127.0.0.1:0", id, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { e.Close() })
-	return e
+	l := New(Config{Node: node, Cores: cores, EdgeID: "edge-1"})
+	l.Start(func(*meshpb.Delivery) {})
+	t.Cleanup(func() {
+		l.Close()
+		node.Close()
+	})
+	return l
 }
 
 func testPKI(t *testing.T) map[string]*mesh.Identity {
@@ -198,10 +204,10 @@ func TestPresenceOffRequestPath(t *testing.T) {
 	leader, stuck := newFakeCore(t, ids["core-1"]), newFakeCore(t, ids["core-2"])
 	leader.set(func(f *fakeCore) { f.leader = true })
 	stuck.set(func(f *fakeCore) { f.stuck, f.hint = true, leader.node.Addr() })
-	e := startEdgeOver(t, ids["edge-1"], []string{stuck.node.Addr(), leader.node.Addr()})
+	l := startLinkOver(t, ids["edge-1"], []string{stuck.node.Addr(), leader.node.Addr()})
 	// Longer than the test: no send timeout rescues a link that would wait
 	// for the stuck core.
-	e.link.sendTimeout.Store(int64(5 * time.Minute))
+	l.sendTimeout.Store(int64(5 * time.Minute))
 	pollUntil(t, 10*time.Second, "delivery streams to both cores", func() bool {
 		return leader.streamCount() > 0 && stuck.streamCount() > 0
 	})
@@ -214,14 +220,14 @@ func TestPresenceOffRequestPath(t *testing.T) {
 	for i := range sessions {
 		req := &meshpb.ClientRequest{Kind: meshpb.ClientRequest_OPEN, AppId: "app", PeerId: fmt.Sprintf("p%d-%s", i, long),
 			EdgeId: "edge-1", ConnId: uint64(i + 1), ProtocolVersion: 3}
-		if _, err := e.link.Do(ctx, req); err != nil {
+		if _, err := l.Do(ctx, req); err != nil {
 			t.Fatalf("login %d with a stuck core in the region: %v", i, err)
 		}
 	}
-	if _, err := e.link.Do(ctx, directReq("dt-1")); err != nil {
+	if _, err := l.Do(ctx, directReq("dt-1")); err != nil {
 		t.Fatalf("send with a stuck core in the region: %v", err)
 	}
-	if e.link.stats.presenceOverflow.Load() == 0 {
+	if l.stats.presenceOverflow.Load() == 0 {
 		t.Error("the stuck core's presence queue never overflowed")
 	}
 	pollUntil(t, 20*time.Second, "the leader mirrors every session", func() bool { return leader.sessionCount() == sessions })
@@ -236,9 +242,9 @@ func TestLinkMovesSafeRequestOnLeaderHint(t *testing.T) {
 	old, next := newFakeCore(t, ids["core-1"]), newFakeCore(t, ids["core-2"])
 	old.set(func(f *fakeCore) { f.leader, f.block = true, true })
 	next.set(func(f *fakeCore) { f.hint = old.node.Addr() })
-	e := startEdgeOver(t, ids["edge-1"], []string{old.node.Addr(), next.node.Addr()})
+	l := startLinkOver(t, ids["edge-1"], []string{old.node.Addr(), next.node.Addr()})
 	pollUntil(t, 10*time.Second, "delivery streams", func() bool { return next.streamCount() > 0 })
-	e.link.follow(old.node.Addr(), 1, false)
+	l.follow(old.node.Addr(), 1, false)
 
 	for _, tc := range []struct {
 		name string
@@ -255,7 +261,7 @@ func TestLinkMovesSafeRequestOnLeaderHint(t *testing.T) {
 				f.held, f.heldDone = make(chan struct{}), false
 			})
 			next.set(func(f *fakeCore) { f.leader, f.keys = false, nil })
-			e.link.follow(old.node.Addr(), 0, true)
+			l.follow(old.node.Addr(), 0, true)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			type result struct {
@@ -264,7 +270,7 @@ func TestLinkMovesSafeRequestOnLeaderHint(t *testing.T) {
 			}
 			done := make(chan result, 1)
 			go func() {
-				rep, err := e.link.Do(ctx, tc.req)
+				rep, err := l.Do(ctx, tc.req)
 				done <- result{rep, err}
 			}()
 			old.mu.Lock()
@@ -274,9 +280,9 @@ func TestLinkMovesSafeRequestOnLeaderHint(t *testing.T) {
 			// The old leader is gone; the new one says so on its stream.
 			next.set(func(f *fakeCore) { f.leader = true })
 			old.set(func(f *fakeCore) { f.leader, f.hint = false, next.node.Addr() })
-			e.link.mu.Lock()
-			term := e.link.term + 1
-			e.link.mu.Unlock()
+			l.mu.Lock()
+			term := l.term + 1
+			l.mu.Unlock()
 			next.announce(next.node.Addr(), term)
 			r := <-done
 			if ctx.Err() != nil {
@@ -311,15 +317,15 @@ func TestLinkDiscoversWithoutHint(t *testing.T) {
 	ids := testPKI(t)
 	old, next := newFakeCore(t, ids["core-1"]), newFakeCore(t, ids["core-2"])
 	old.set(func(f *fakeCore) { f.leader, f.block = true, true })
-	e := startEdgeOver(t, ids["edge-1"], []string{old.node.Addr(), next.node.Addr()})
-	e.link.follow(old.node.Addr(), 0, false)
+	l := startLinkOver(t, ids["edge-1"], []string{old.node.Addr(), next.node.Addr()})
+	l.follow(old.node.Addr(), 0, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
 	var rep *meshpb.ClientReply
 	go func() {
 		var err error
-		rep, err = e.link.Do(ctx, directReq("dt-2"))
+		rep, err = l.Do(ctx, directReq("dt-2"))
 		done <- err
 	}()
 	old.mu.Lock()
@@ -350,12 +356,12 @@ func TestLinkSkipsDeadCore(t *testing.T) {
 	defer dead.Close()
 	leader := newFakeCore(t, ids["core-1"])
 	leader.set(func(f *fakeCore) { f.leader = true })
-	e := startEdgeOver(t, ids["edge-1"], []string{dead.LocalAddr().String(), leader.node.Addr()})
+	l := startLinkOver(t, ids["edge-1"], []string{dead.LocalAddr().String(), leader.node.Addr()})
 	// Shorter than a dial of the dead address (3 s): only a link that does
 	// not wait for it answers in time.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	if _, err := e.link.Do(ctx, directReq("dt-3")); err != nil {
+	if _, err := l.Do(ctx, directReq("dt-3")); err != nil {
 		t.Fatalf("request with a dead core first in the list: %v", err)
 	}
 }
@@ -368,10 +374,10 @@ func TestLinkStaleHintsDoNotSpin(t *testing.T) {
 	a, b := newFakeCore(t, ids["core-1"]), newFakeCore(t, ids["core-2"])
 	a.set(func(f *fakeCore) { f.hint = b.node.Addr() })
 	b.set(func(f *fakeCore) { f.hint = a.node.Addr() })
-	e := startEdgeOver(t, ids["edge-1"], []string{a.node.Addr(), b.node.Addr()})
+	l := startLinkOver(t, ids["edge-1"], []string{a.node.Addr(), b.node.Addr()})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	if _, err := e.link.Do(ctx, directReq("dt-4")); !errors.Is(err, ErrNoLeader) {
+	if _, err := l.Do(ctx, directReq("dt-4")); !errors.Is(err, ErrNoLeader) {
 		t.Fatalf("got %v, want ErrNoLeader", err)
 	}
 	a.mu.Lock()

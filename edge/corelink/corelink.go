@@ -1,4 +1,12 @@
-package cluster
+// Package corelink is the edge's link to the cores of its region, over the
+// mesh (edge → mesh, DESIGN.md "the house"): the edge.Backend (and
+// rest.Backend) of an edge process. It sends each client request to the
+// shard leader and follows it through leader changes (this file), keeps
+// every core told which sessions the edge holds (presence.go), keeps a
+// delivery stream open to every core and hands what arrives to the edge
+// server (stream.go), and drops the replayed copies of a push a session
+// already had (replay.go).
+package corelink
 
 import (
 	"context"
@@ -19,10 +27,7 @@ import (
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
-// The edge's core link (coreLink, the edge.Backend of an edge process)
-// sends each client request to the shard leader and keeps the region's
-// cores told which sessions the edge holds (presence.go). How it fails
-// over when the leader dies (issue 8):
+// How the link fails over when the leader dies (issue 8):
 //
 //   - Leader knowledge: the last core that answered as leader, replaced by
 //     a newer hint. Hints come from not_leader answers, from every core's
@@ -46,7 +51,7 @@ import (
 //     BackendTimeout) and every mesh dial and write by mesh's deadlines, so
 //     a dead, stuck or slow core never holds up requests to the others.
 //
-// Lock order: coreLink.mu, then nothing.
+// Lock order: Link.mu, then nothing.
 
 // Link tuning.
 const (
@@ -67,14 +72,14 @@ const (
 // Sentinel errors of the core link.
 var (
 	// ErrNoLeader is returned when no core answered as leader in time.
-	ErrNoLeader = errors.New("cluster: no shard leader")
+	ErrNoLeader = errors.New("corelink: no shard leader")
 	// ErrOutcomeUnknown: the request reached a core that failed or lost
 	// the lead before answering, and it is not safe to send again; it may
 	// or may not have taken effect.
-	ErrOutcomeUnknown = errors.New("cluster: outcome unknown (the shard leader failed during the request)")
+	ErrOutcomeUnknown = errors.New("corelink: outcome unknown (the shard leader failed during the request)")
 	// errLeaderChanged cancels an attempt whose target is no longer the
 	// leader.
-	errLeaderChanged = errors.New("cluster: shard leader changed")
+	errLeaderChanged = errors.New("corelink: shard leader changed")
 )
 
 // linkStats are the core link's counters (relaymesh_edge_link_* on
@@ -89,17 +94,36 @@ type linkStats struct {
 	presenceOverflow atomic.Uint64 // presence queues that overflowed into a resync
 }
 
-// coreLink is the edge's edge.Backend: it sends each request to the shard
+// Config configures a Link.
+type Config struct {
+	Node   *mesh.Node // the edge's mesh node
+	Cores  []string   // mesh addresses of the region's cores
+	EdgeID string     // named in EdgeHello on every delivery stream
+	Logger *slog.Logger
+	// DropDelivery, when > 0, silently drops the DropDelivery-th direct
+	// message delivery the link receives. It is a test hook that breaks
+	// the delivery path on purpose, so the load tester's ledger can be
+	// shown to catch a loss.
+	DropDelivery int64
+}
+
+// Link is the edge's edge.Backend: it sends each request to the shard
 // leader among the region's cores and keeps them told of the edge's
 // sessions.
-type coreLink struct {
+type Link struct {
 	node    *mesh.Node
 	cores   []string
+	edgeID  string
 	log     *slog.Logger
 	stats   linkStats
 	replays replayFilter // replay.go
 
-	wg sync.WaitGroup // discovery rounds
+	dropAt     int64        // Config.DropDelivery; read-only
+	deliveries atomic.Int64 // direct-message deliveries received, for dropAt
+
+	wg      sync.WaitGroup // discovery rounds
+	streams sync.WaitGroup // delivery loops (stream.go)
+	cancel  context.CancelFunc
 
 	// sendTimeout bounds one presence frame's write, in ns
 	// (presenceSendTimeout; tests raise it).
@@ -126,8 +150,14 @@ type attempt struct {
 	cancel context.CancelCauseFunc
 }
 
-func newCoreLink(node *mesh.Node, cores []string, log *slog.Logger) *coreLink {
-	l := &coreLink{node: node, cores: cores, log: log,
+// New returns a link over cfg.Node; Start opens its delivery streams.
+func New(cfg Config) *Link {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &Link{node: cfg.Node, cores: cfg.Cores, edgeID: cfg.EdgeID, log: log, dropAt: cfg.DropDelivery,
+		cancel:   func() {},
 		changed:  make(chan struct{}),
 		inflight: make(map[*attempt]struct{}),
 		sessions: make(map[sessionKey]*meshpb.PresenceSession),
@@ -136,12 +166,18 @@ func newCoreLink(node *mesh.Node, cores []string, log *slog.Logger) *coreLink {
 	return l
 }
 
-// wait returns after every discovery round the link started has ended
-// (each is bounded by discoveryTimeout).
-func (l *coreLink) wait() { l.wg.Wait() }
+// Close stops the delivery loops and returns after they, and every
+// discovery round the link started (each bounded by discoveryTimeout),
+// have ended. Requests still in flight end with their contexts.
+func (l *Link) Close() {
+	l.cancel()
+	l.streams.Wait()
+	l.wg.Wait()
+}
 
-// ready is true when the edge can reach a core that leads the shard.
-func (l *coreLink) ready() bool {
+// Ready is true when the edge can reach a core that leads the shard
+// (/healthz).
+func (l *Link) Ready() bool {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_, err := l.Do(ctx, &meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
@@ -149,7 +185,7 @@ func (l *coreLink) ready() bool {
 }
 
 // Do implements edge.Backend.
-func (l *coreLink) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+func (l *Link) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	if req.Kind == meshpb.ClientRequest_COMMAND && req.IdempotencyKey == "" {
 		req.IdempotencyKey = newIdempotencyKey()
 	}
@@ -184,7 +220,7 @@ func newIdempotencyKey() string {
 // call sends one request (b is req encoded) to the leader, following hints
 // and retrying as the package doc says, until it has an answer or ctx
 // ends.
-func (l *coreLink) call(ctx context.Context, req *meshpb.ClientRequest, b []byte) (*meshpb.ClientReply, error) {
+func (l *Link) call(ctx context.Context, req *meshpb.ClientRequest, b []byte) (*meshpb.ClientReply, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, defaultCallTimeout)
@@ -259,7 +295,7 @@ func (l *coreLink) call(ctx context.Context, req *meshpb.ClientRequest, b []byte
 
 // attempt sends b to target once. moved reports that the attempt was
 // cancelled because another core became leader.
-func (l *coreLink) attempt(ctx context.Context, target string, b []byte) (rep *meshpb.ClientReply, err error, moved bool) {
+func (l *Link) attempt(ctx context.Context, target string, b []byte) (rep *meshpb.ClientReply, err error, moved bool) {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	a := &attempt{target: target, cancel: cancel}
@@ -267,7 +303,7 @@ func (l *coreLink) attempt(ctx context.Context, target string, b []byte) (rep *m
 	l.inflight[a] = struct{}{}
 	l.mu.Unlock()
 	probe := time.AfterFunc(probeAfter, l.discoverAsync)
-	out, err := l.node.Call(actx, target, MethodClient, b)
+	out, err := l.node.Call(actx, target, meshpb.MethodClient, b)
 	probe.Stop()
 	l.mu.Lock()
 	delete(l.inflight, a)
@@ -280,14 +316,14 @@ func (l *coreLink) attempt(ctx context.Context, target string, b []byte) (rep *m
 	}
 	rep = new(meshpb.ClientReply)
 	if err := proto.Unmarshal(out, rep); err != nil {
-		return nil, fmt.Errorf("cluster: bad reply from %s: %w", target, err), false
+		return nil, fmt.Errorf("corelink: bad reply from %s: %w", target, err), false
 	}
 	return rep, nil, false
 }
 
 // currentLeader returns the leader ("" when unknown) and a channel closed
 // when it changes.
-func (l *coreLink) currentLeader() (string, <-chan struct{}) {
+func (l *Link) currentLeader() (string, <-chan struct{}) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.leader, l.changed
@@ -299,7 +335,7 @@ func (l *coreLink) currentLeader() (string, <-chan struct{}) {
 // leads), the attempts in flight to other cores are cancelled: the call
 // loop sends the retry-safe ones again to addr and fails the others with
 // ErrOutcomeUnknown. A not_leader's hint only steers new attempts.
-func (l *coreLink) follow(addr string, term uint64, move bool) {
+func (l *Link) follow(addr string, term uint64, move bool) {
 	if addr == "" {
 		return
 	}
@@ -328,7 +364,7 @@ func (l *coreLink) follow(addr string, term uint64, move bool) {
 }
 
 // confirm records that target answered as leader.
-func (l *coreLink) confirm(target string) {
+func (l *Link) confirm(target string) {
 	l.mu.Lock()
 	known := l.leader == target
 	l.mu.Unlock()
@@ -339,7 +375,7 @@ func (l *coreLink) confirm(target string) {
 
 // forget drops target as leader after it failed or refused, so the next
 // attempt discovers.
-func (l *coreLink) forget(target string) {
+func (l *Link) forget(target string) {
 	l.mu.Lock()
 	if l.leader == target {
 		l.leader = ""
@@ -356,11 +392,11 @@ type discovery struct {
 
 // discoverAsync starts a discovery round unless one runs; its result moves
 // the requests in flight to a new leader.
-func (l *coreLink) discoverAsync() { l.startDiscovery() }
+func (l *Link) discoverAsync() { l.startDiscovery() }
 
 // discover waits for a discovery round (starting one if none runs) and
 // returns the leader it found, "" if none or ctx ended first.
-func (l *coreLink) discover(ctx context.Context) string {
+func (l *Link) discover(ctx context.Context) string {
 	d := l.startDiscovery()
 	select {
 	case <-d.done:
@@ -370,7 +406,7 @@ func (l *coreLink) discover(ctx context.Context) string {
 	}
 }
 
-func (l *coreLink) startDiscovery() *discovery {
+func (l *Link) startDiscovery() *discovery {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.round != nil {
@@ -394,7 +430,7 @@ func (l *coreLink) startDiscovery() *discovery {
 // askCores PINGs every core at once (discoveryTimeout each) and follows the
 // first that answers as leader; when none does, a not_leader's hint. It
 // returns the leader followed, "" for none.
-func (l *coreLink) askCores() string {
+func (l *Link) askCores() string {
 	ctx, cancel := context.WithTimeout(context.Background(), discoveryTimeout)
 	defer cancel()
 	ping, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
@@ -408,7 +444,7 @@ func (l *coreLink) askCores() string {
 	defer cancel()
 	for _, addr := range l.cores {
 		probes.Go(func() {
-			out, err := l.node.Call(ctx, addr, MethodClient, ping)
+			out, err := l.node.Call(ctx, addr, meshpb.MethodClient, ping)
 			rep := new(meshpb.ClientReply)
 			if err != nil || proto.Unmarshal(out, rep) != nil {
 				answers <- answer{addr: addr}
@@ -471,8 +507,9 @@ func retrySafe(req *meshpb.ClientRequest) bool {
 	return false
 }
 
-// writeMetrics writes the link's counters as Prometheus text.
-func (l *coreLink) writeMetrics(w io.Writer) error {
+// WriteMetrics writes the link's counters as Prometheus text
+// (relaymesh_edge_link_*).
+func (l *Link) WriteMetrics(w io.Writer) error {
 	for _, m := range []struct {
 		name, help string
 		v          uint64

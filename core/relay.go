@@ -1,0 +1,74 @@
+package core
+
+import (
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay"
+	"github.com/relaymesh/relaymesh/relay/pq"
+)
+
+// The core's side of the region-local relay (package relay): who is online
+// on which edge, chatroom membership and the fan-out to edges live there;
+// the core tells it who logs in and out (session.go), stamps and records
+// what it pushes (pushEnvelope, notif.go) and tracks when a message's
+// fan-out has left (fanout.go).
+
+// connKey names the connection a request came from (relay.ConnKey).
+type connKey = relay.ConnKey
+
+// Relay returns the core's relay (for the mesh handlers, operators and
+// tests).
+func (c *Core) Relay() *relay.Relay { return c.relay }
+
+// AttachEdge routes deliveries for edgeID through send (relay.AttachEdge):
+// a second attach of the same edge replaces the first and keeps its
+// sessions; detach forgets every session of the edge.
+func (c *Core) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (detach func()) {
+	return c.relay.AttachEdge(edgeID, send)
+}
+
+// SyncPresence applies an edge's presence frame (relay.SyncPresence). The
+// core that leads the shard keeps its own chatroom memberships; the others
+// mirror what the edge reports.
+func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
+	c.relay.SyncPresence(edgeID, p, c.replica != nil && c.replica.IsLeader())
+}
+
+// ChatroomOnline is the number of sessions this core counts as joined to
+// the chatroom cid: on the leader the authoritative figure, on a follower
+// its mirror of the edges' presence reports. For operators and tests.
+func (c *Core) ChatroomOnline(app, cid string) int { return c.relay.RoomCount(app, cid) }
+
+// online reports whether the clientId has a session.
+func (c *Core) online(app, peer string) bool { return c.relay.Online(app, peer) }
+
+// pushEnvelope stamps a push: service=2 and serverTs (NATIVE-SDKS.md §4).
+func (c *Core) pushEnvelope(cmd *lcpb.GenericCommand) {
+	cmd.I = nil
+	cmd.Service = proto.Int32(lcpb.ServiceIM)
+	cmd.ServerTs = proto.Int64(c.nowMS())
+}
+
+// fanout pushes cmd to every session of peers except the connection skip:
+// one Delivery per edge with all its target sessions.
+func (c *Core) fanout(app string, peers []string, skip connKey, cmd *lcpb.GenericCommand) {
+	c.fanoutTo(app, peers, skip, cmd, false)
+}
+
+// fanoutTo is fanout that returns where each delivery waits in its edge's
+// relay queue (fanout.go tracks when a message has left the core), and
+// marks the deliveries as a replay when replay is set.
+func (c *Core) fanoutTo(app string, peers []string, skip connKey, cmd *lcpb.GenericCommand, replay bool) []relay.Wait {
+	c.pushEnvelope(cmd)
+	c.recordNotif(app, peers, cmd) // notif.go: conversation events and receipts are stored
+	return c.relay.Fanout(app, peers, skip, cmd, replay)
+}
+
+// deliver queues a delivery that is not chatroom traffic (conversation
+// pushes, session/closed kicks): relay class HIGH, never shed for chatroom
+// traffic (relay's package doc, "Relay queue").
+func (c *Core) deliver(edge string, d *meshpb.Delivery, cmd *lcpb.GenericCommand) {
+	c.relay.Deliver(edge, d, pq.High, cmd)
+}

@@ -1,0 +1,10 @@
+package corelink
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Close returns after every goroutine of the link has ended.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

@@ -1,0 +1,14 @@
+package meshpb
+
+// Mesh methods between edges and cores (mesh.Node.HandleRPC, HandleStream;
+// the edge's side is edge/corelink, the core's core/mesh.go).
+const (
+	// MethodClient is the rpc ClientRequest -> ClientReply. A core that
+	// does not lead the shard answers not_leader (with the leader it
+	// knows) without doing anything.
+	MethodClient = "client"
+	// MethodDeliveries is the stream an edge opens to every core of its
+	// region: EdgeHello, then Presence frames edge -> core; Delivery frames
+	// core -> edge (a LinkLeader first, when the core knows the leader).
+	MethodDeliveries = "deliveries"
+)

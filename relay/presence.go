@@ -1,0 +1,47 @@
+package relay
+
+import "github.com/relaymesh/relaymesh/proto/meshpb"
+
+// SyncPresence applies an edge's presence frame (meshpb.Presence): every
+// core of a region learns the sessions of every edge, so a core that
+// becomes shard leader, or restarts, can fan out without anyone logging in
+// again. It only records sessions: no tag kick and no login notifications,
+// which the leader did when it handled the OPEN. Applying a frame twice is
+// harmless.
+//
+// It also mirrors chatroom membership (PresenceSession.room, rooms.go),
+// pushing nothing. authoritative is set on the core that leads the shard:
+// it keeps its own memberships and only restores sessions it has in no
+// chatroom (after a restart); the others take what the leader told the
+// edge.
+func (r *Relay) SyncPresence(edgeID string, p *meshpb.Presence, authoritative bool) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	if p.GetReplaceAll() && !authoritative {
+		r.rooms.dropEdge(edgeID, now) // rebound below from the list
+	}
+	if p.GetReplaceAll() {
+		r.dropEdgeSessionsLocked(edgeID)
+	}
+	for _, rm := range p.GetRemove() {
+		from := ConnKey{edgeID, rm.GetConnId()}
+		r.removeSessionLocked(peerKey{rm.GetAppId(), rm.GetPeerId()}, from)
+		r.rooms.closeSession(rm.GetAppId(), rm.GetPeerId(), from, now) // detached for RoomGrace
+	}
+	for _, a := range p.GetAdd() {
+		k := peerKey{a.GetAppId(), a.GetPeerId()}
+		from := ConnKey{edgeID, a.GetConnId()}
+		var ip string // the leader's record of its own OPEN keeps the address (core/notifyhooks.go)
+		if old := r.removeSessionLocked(k, from); old != nil {
+			ip = old.IP
+		}
+		r.sessions[k] = append(r.sessions[k], &Session{App: a.GetAppId(), Peer: a.GetPeerId(), Tag: a.GetTag(),
+			Edge: edgeID, Conn: a.GetConnId(), Version: a.GetProtocolVersion(), IP: ip})
+		r.today.note(k, now)
+		r.rooms.mirror(Member{a.GetAppId(), a.GetPeerId(), a.GetTag()}, from, a.GetRoom(), authoritative, now)
+	}
+}

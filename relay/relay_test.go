@@ -1,0 +1,234 @@
+package relay
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay/pq"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeEdge records what its link sends; with a gate, send blocks until
+// the gate opens.
+type fakeEdge struct {
+	gate chan struct{} // nil: never blocks
+
+	mu  sync.Mutex
+	got []*meshpb.Delivery
+}
+
+func (e *fakeEdge) send(d *meshpb.Delivery) error {
+	if e.gate != nil {
+		<-e.gate
+	}
+	e.mu.Lock()
+	e.got = append(e.got, d)
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *fakeEdge) deliveries() []*meshpb.Delivery {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.got)
+}
+
+// waitFor polls cond with a deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func newRelay(t *testing.T) *Relay {
+	t.Helper()
+	r := New(Config{})
+	t.Cleanup(r.Close)
+	return r
+}
+
+func open(t *testing.T, r *Relay, peer, tag, edge string, conn uint64) {
+	t.Helper()
+	if _, _, err := r.Open(&Session{App: "app", Peer: peer, Tag: tag, Edge: edge, Conn: conn, Version: 3}, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func text(s string) *lcpb.GenericCommand {
+	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+		DirectMessage: &lcpb.DirectCommand{Id: proto.String("m1"), Msg: proto.String(s)}}
+}
+
+// TestFanoutOnePerEdge: one delivery per edge holding any recipient's
+// session, every session of the recipients but the skipped connection,
+// peerId set only when one clientId is targeted, msg_id named; each
+// delivery's Wait has left once the edge got it.
+func TestFanoutOnePerEdge(t *testing.T) {
+	r := newRelay(t)
+	e1, e2 := &fakeEdge{}, &fakeEdge{}
+	defer r.AttachEdge("e1", e1.send)()
+	defer r.AttachEdge("e2", e2.send)()
+	open(t, r, "alice", "", "e1", 1)
+	open(t, r, "alice", "web", "e1", 2)
+	open(t, r, "bob", "", "e2", 3)
+	open(t, r, "carol", "", "e2", 4)
+	waits := r.Fanout("app", []string{"alice", "bob", "carol", "zed"}, ConnKey{"e1", 1}, text("hi"), false)
+	if len(waits) != 2 {
+		t.Fatalf("got %d waits, want 2 (one per edge)", len(waits))
+	}
+	waitFor(t, "both edges got their delivery", func() bool { return len(e1.deliveries()) == 1 && len(e2.deliveries()) == 1 })
+	for _, w := range waits {
+		if !w.Left() {
+			t.Error("a delivery the edge got has not left")
+		}
+	}
+	d1, d2 := e1.deliveries()[0], e2.deliveries()[0]
+	if len(d1.Targets) != 1 || d1.Targets[0].PeerId != "alice" || d1.Targets[0].ConnId != 2 {
+		t.Fatalf("e1 targets: got %v, want alice/2 only (alice/1 skipped)", d1.Targets)
+	}
+	if len(d2.Targets) != 2 || d1.MsgId != "m1" || d2.MsgId != "m1" {
+		t.Fatalf("e2: got %v msg_id %q, want bob and carol, m1", d2.Targets, d2.MsgId)
+	}
+	var g1, g2 lcpb.GenericCommand
+	if proto.Unmarshal(d1.Command, &g1) != nil || proto.Unmarshal(d2.Command, &g2) != nil {
+		t.Fatal("undecodable command")
+	}
+	if g1.GetPeerId() != "alice" || g2.PeerId != nil {
+		t.Fatalf("peerId: e1 %q, e2 %v; want alice and none (two clientIds)", g1.GetPeerId(), g2.PeerId)
+	}
+	if n := r.Stats().Delivered.Load(); n != 2 {
+		t.Fatalf("Delivered: got %d, want 2", n)
+	}
+}
+
+// TestWaitLeavesOnSendOrDetach: a HIGH delivery behind a blocked send has
+// not left; it leaves when the send returns, and every delivery of an edge
+// leaves when the edge detaches. A delivery to an edge not attached is
+// counted as dropped.
+func TestWaitLeavesOnSendOrDetach(t *testing.T) {
+	r := newRelay(t)
+	gated := &fakeEdge{gate: make(chan struct{})}
+	t.Cleanup(func() { close(gated.gate) }) // before r.Close, which waits for the send
+	detach := r.AttachEdge("e1", gated.send)
+	open(t, r, "bob", "", "e1", 1)
+	w1 := r.Fanout("app", []string{"bob"}, ConnKey{}, text("one"), false)
+	w2 := r.Fanout("app", []string{"bob"}, ConnKey{}, text("two"), false)
+	if len(w1) != 1 || len(w2) != 1 {
+		t.Fatal("no wait")
+	}
+	if w1[0].Left() || w2[0].Left() {
+		t.Fatal("left while the send is blocked")
+	}
+	gated.gate <- struct{}{} // the first send returns
+	waitFor(t, "the first delivery leaves", w1[0].Left)
+	if w2[0].Left() {
+		t.Fatal("the second left with the first")
+	}
+	detach()
+	if !w2[0].Left() {
+		t.Fatal("a delivery of a detached edge has not left")
+	}
+	if r.Online("app", "bob") {
+		t.Fatal("bob online after his edge detached")
+	}
+	if _, ok := r.Deliver("e1", &meshpb.Delivery{AppId: "app", Targets: []*meshpb.Target{{PeerId: "bob"}}}, pq.High, text("x")); ok {
+		t.Fatal("a delivery to a detached edge was queued")
+	}
+	if n := r.Stats().Dropped.Load(); n != 1 {
+		t.Fatalf("Dropped: got %d, want 1", n)
+	}
+}
+
+// TestOpenTagRule: an OPEN with a tag kicks the clientId's session of the
+// same tag on another connection; a reconnecting one is refused instead,
+// with nothing changed; another tag, or none, does not kick.
+func TestOpenTagRule(t *testing.T) {
+	r := newRelay(t)
+	open(t, r, "alice", "mobile", "e1", 1)
+	open(t, r, "alice", "", "e1", 2)
+	_, _, err := r.Open(&Session{App: "app", Peer: "alice", Tag: "mobile", Edge: "e2", Conn: 3}, true)
+	if !errors.Is(err, ErrTagConflict) {
+		t.Fatalf("reconnect with a held tag: got %v, want ErrTagConflict", err)
+	}
+	if n := len(r.Sessions("app", "alice")); n != 2 {
+		t.Fatalf("after the refusal: %d sessions, want 2", n)
+	}
+	kicked, _, err := r.Open(&Session{App: "app", Peer: "alice", Tag: "mobile", Edge: "e2", Conn: 3}, false)
+	if err != nil || len(kicked) != 1 || kicked[0].Key() != (ConnKey{"e1", 1}) {
+		t.Fatalf("tag kick: got %v %v, want e1/1 kicked", kicked, err)
+	}
+	if n := len(r.Sessions("app", "alice")); n != 2 {
+		t.Fatalf("after the kick: %d sessions, want 2", n)
+	}
+	if tag := r.SessionTag("app", "alice", ConnKey{"e2", 3}); tag != "mobile" {
+		t.Fatalf("tag: got %q, want mobile", tag)
+	}
+	if online, today := r.Usage("app"); online != 1 || today != 1 {
+		t.Fatalf("usage: got %d online, %d today, want 1 and 1", online, today)
+	}
+}
+
+// TestSyncPresence: sessions learnt from an edge's frames; replace_all
+// replaces only that edge's; a re-add keeps the address its OPEN gave.
+func TestSyncPresence(t *testing.T) {
+	r := newRelay(t)
+	if _, _, err := r.Open(&Session{App: "app", Peer: "alice", Edge: "e1", Conn: 1, IP: "192.0.2.1"}, false); err != nil {
+		t.Fatal(err)
+	}
+	ps := func(peer string, conn uint64) *meshpb.PresenceSession {
+		return &meshpb.PresenceSession{AppId: "app", PeerId: peer, ConnId: conn}
+	}
+	r.SyncPresence("e1", &meshpb.Presence{Add: []*meshpb.PresenceSession{ps("alice", 1)}}, false)
+	if ss := r.Sessions("app", "alice"); len(ss) != 1 || ss[0].IP != "192.0.2.1" {
+		t.Fatalf("alice after a re-add: %v, want one session with its address", ss)
+	}
+	r.SyncPresence("e2", &meshpb.Presence{ReplaceAll: true, Add: []*meshpb.PresenceSession{ps("bob", 7)}}, false)
+	r.SyncPresence("e2", &meshpb.Presence{ReplaceAll: true, Add: []*meshpb.PresenceSession{ps("carol", 8)}}, false)
+	online, offline := r.SplitOnline("app", []string{"alice", "bob", "carol"})
+	if !slices.Equal(online, []string{"alice", "carol"}) || !slices.Equal(offline, []string{"bob"}) {
+		t.Fatalf("online %v offline %v, want [alice carol] [bob]", online, offline)
+	}
+	r.SyncPresence("e2", &meshpb.Presence{Remove: []*meshpb.PresenceSession{ps("carol", 8)}}, false)
+	if r.Online("app", "carol") {
+		t.Fatal("carol online after her remove")
+	}
+}
+
+// TestRoomFanoutClass: a chatroom delivery is queued with its message's
+// priority as class: with the edge's send blocked behind one delivery, a
+// queue of 2 keeps the HIGH ones and sheds the LOW (counted by class).
+func TestRoomFanoutClass(t *testing.T) {
+	r := New(Config{QueueLen: 2})
+	defer r.Close()
+	gated := &fakeEdge{gate: make(chan struct{})}
+	defer close(gated.gate)
+	defer r.AttachEdge("e1", gated.send)()
+	open(t, r, "bob", "", "e1", 1)
+	r.JoinRoom(Member{"app", "bob", ""}, ConnKey{"e1", 1}, "room")
+	r.FanoutRoom("app", "room", "alice", nil, 2, text("plug"))
+	waitFor(t, "the plug is in send", func() bool { return r.EdgeQueued("e1") == 0 })
+	r.FanoutRoom("app", "room", "alice", nil, 3, text("low"))
+	r.FanoutRoom("app", "room", "alice", nil, 1, text("high1"))
+	r.FanoutRoom("app", "room", "alice", nil, 1, text("high2")) // evicts low
+	st := r.Stats()
+	if got := [3]uint64{st.DroppedByPriority[pq.High].Load(), st.DroppedByPriority[pq.Normal].Load(), st.DroppedByPriority[pq.Low].Load()}; got != [3]uint64{0, 0, 1} {
+		t.Fatalf("DroppedByPriority: got %v, want [0 0 1]", got)
+	}
+	if r.RoomCount("app", "room") != 1 || !r.InRoom("app", "bob", ConnKey{"e1", 1}, "room") {
+		t.Fatal("bob not counted in the room")
+	}
+}
