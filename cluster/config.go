@@ -98,6 +98,13 @@ type CoreSection struct {
 	// Rolling upgrades keep it at the oldest running version until every
 	// core runs the new binary (docs/OPERATIONS.md).
 	CommandVersion int `toml:"command_version"`
+	// Region is the region's number, 1..255 (default 1), named in the ids
+	// of the conversations created here (catalog.NewConvID), and Shards
+	// how many shards (raft groups) the region has, 1..MaxShards (default
+	// 1); every core of the region hosts a replica of each, and every core
+	// of a region must say the same. Shards may grow, never shrink.
+	Region int `toml:"region"`
+	Shards int `toml:"shards"`
 	// RaftHeartbeatTimeout and RaftElectionTimeout (durations, default
 	// 500ms each) bound how soon the other cores notice a dead leader and
 	// elect a new one; raise them on networks with pauses longer than that.
@@ -449,6 +456,12 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 		return CoreConfig{}, fmt.Errorf("%w: [core] command_version %d: this binary proposes versions 1 to %d",
 			ErrConfig, s.CommandVersion, shard.Version)
 	}
+	if s.Region < 0 || s.Region > 255 {
+		return CoreConfig{}, fmt.Errorf("%w: [core] region %d: 1 to 255", ErrConfig, s.Region)
+	}
+	if s.Shards < 0 || s.Shards > MaxShards {
+		return CoreConfig{}, fmt.Errorf("%w: [core] shards %d: 1 to %d", ErrConfig, s.Shards, MaxShards)
+	}
 	reg, err := c.Registry()
 	if err != nil {
 		return CoreConfig{}, err
@@ -464,8 +477,13 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	hb, el, _ := s.raftTimeouts() // checked by LoadConfig
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
 		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ, MetricsAddr: s.MetricsAddr,
-		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion, RaftHeartbeatTimeout: hb, RaftElectionTimeout: el}, nil
+		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion, RaftHeartbeatTimeout: hb, RaftElectionTimeout: el,
+		Region: uint8(s.Region), Shards: s.Shards}, nil
 }
+
+// MaxShards bounds the shards of a region: each is a raft group with its
+// own Pebble on every core of the region.
+const MaxShards = 256
 
 // EdgeConfig builds the edge role's configuration.
 func (c *Config) EdgeConfig() (EdgeConfig, error) {

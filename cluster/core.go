@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/raftstore"
+	"github.com/relaymesh/relaymesh/relay"
 )
 
 // Mesh methods between edges and cores (meshpb.MethodClient,
@@ -31,9 +33,19 @@ const (
 
 // CoreConfig configures one core node hosting one shard replica.
 type CoreConfig struct {
-	NodeID   string         // raft server id and certificate name
-	MeshAddr string         // UDP host:port of the mesh node
-	DataDir  string         // replica data lives in DataDir/shard-0 (catalog.DefaultShard)
+	NodeID   string // raft server id and certificate name
+	MeshAddr string // UDP host:port of the mesh node
+	// DataDir holds the replicas: shard 0 in DataDir/shard-0
+	// (catalog.DefaultShard, as before shards existed), shard k > 0 in
+	// DataDir/shards/<region>-<k>.
+	DataDir string
+	// Region is the region's number (1 when zero) and Shards the number
+	// of shards of the region (1 when zero); the node hosts a replica of
+	// each (issue 9 step 2: every core of a region hosts every shard).
+	// The shard count of a region only grows: a core refuses to start
+	// with fewer shards than its data directory holds.
+	Region   uint8
+	Shards   int
 	Identity *mesh.Identity // mesh certificate
 	// Peers are the shard's voters (id -> mesh address), used to bootstrap a
 	// new group on first start. Empty means a single-node group of this node.
@@ -66,9 +78,16 @@ type CoreConfig struct {
 
 // Core is a running core node.
 type Core struct {
-	Node    *mesh.Node
-	Replica *raftstore.Node
-	Service *core.Core
+	Node *mesh.Node
+	// Replica and Service are the system shard's (shard 0); Replicas and
+	// Services are every shard's, by number; Router routes between them.
+	Replica  *raftstore.Node
+	Service  *core.Core
+	Replicas []*raftstore.Node
+	Services []*core.Core
+	Router   *core.Router
+	relay    *relay.Relay  // shared by Services
+	quit     chan struct{} // closed by Close
 	// MetricsURL is http://<addr> of the metrics listener, "" without one.
 	MetricsURL string
 	log        *slog.Logger
@@ -88,53 +107,168 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: core mesh: %w", err)
 	}
-	dir := filepath.Join(cfg.DataDir, catalog.DefaultShard)
-	var boot []raft.Server
-	if !exists(dir) {
-		if len(cfg.Peers) == 0 {
-			boot = []raft.Server{{ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(node.Addr())}}
-		} else {
-			for id, addr := range cfg.Peers {
-				boot = append(boot, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr)})
-			}
-		}
+	region, shards := cfg.Region, cfg.Shards
+	if region == 0 {
+		region = catalog.LegacyShard.Region
 	}
-	trans := raft.NewNetworkTransport(node.RaftLayer(), 8, 10*time.Second, io.Discard)
-	rep, err := raftstore.Open(raftstore.Config{
-		NodeID:    cfg.NodeID,
-		Dir:       dir,
-		Transport: trans,
-		Bootstrap: boot,
-		SM:        core.NewStateMachine(),
-		Logger:    log.With("part", "raft"),
-
-		HeartbeatTimeout: cfg.RaftHeartbeatTimeout,
-		ElectionTimeout:  cfg.RaftElectionTimeout,
-		// The lease must not exceed the heartbeat timeout (raft refuses it).
-		LeaderLeaseTimeout: min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond),
-	})
-	if err != nil {
+	if shards <= 0 {
+		shards = 1
+	}
+	if have := existingShards(cfg.DataDir, region); have > shards {
 		node.Close()
-		return nil, fmt.Errorf("cluster: open shard: %w", err)
+		return nil, fmt.Errorf("cluster: %s holds %d shards of region %d, configured %d: a region's shards are never removed", cfg.DataDir, have, region, shards)
 	}
 	integ := cfg.Integrations
 	if integ.Push.Queue.Logger == nil {
 		integ.Push.Queue.Logger = log.With("part", "push")
 	}
-	svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: log.With("part", "core"), Limits: cfg.Limits,
-		Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
-		CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm})
-	c := &Core{Node: node, Replica: rep, Service: svc, log: log}
+	c := &Core{Node: node, log: log, quit: make(chan struct{}), relay: relay.New(relay.Config{Logger: log.With("part", "relay")})}
+	fail := func(err error) (*Core, error) {
+		c.closeShards()
+		node.Close()
+		return nil, err
+	}
+	var rshards []core.RouterShard
+	for n := 0; n < shards; n++ {
+		dir, group := shardDir(cfg.DataDir, region, n)
+		var boot []raft.Server
+		if !exists(dir) {
+			if len(cfg.Peers) == 0 {
+				boot = []raft.Server{{ID: raft.ServerID(cfg.NodeID), Address: raft.ServerAddress(node.Addr())}}
+			} else {
+				for id, addr := range cfg.Peers {
+					boot = append(boot, raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(addr)})
+				}
+			}
+		}
+		trans := raft.NewNetworkTransport(node.RaftLayerFor(group), 8, 10*time.Second, io.Discard)
+		rlog := log.With("part", "raft")
+		if n > 0 {
+			rlog = rlog.With("shard", n)
+		}
+		rep, err := raftstore.Open(raftstore.Config{
+			NodeID:    cfg.NodeID,
+			Dir:       dir,
+			Transport: trans,
+			Bootstrap: boot,
+			SM:        core.NewStateMachine(),
+			Logger:    rlog,
+
+			HeartbeatTimeout: cfg.RaftHeartbeatTimeout,
+			ElectionTimeout:  cfg.RaftElectionTimeout,
+			// The lease must not exceed the heartbeat timeout (raft refuses it).
+			LeaderLeaseTimeout: min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond),
+		})
+		if err != nil {
+			trans.Close()
+			return fail(fmt.Errorf("cluster: open shard %d: %w", n, err))
+		}
+		var system *core.Core
+		if n > 0 {
+			system = c.Services[0]
+		}
+		clog := log.With("part", "core")
+		if n > 0 {
+			clog = clog.With("shard", n)
+		}
+		svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: clog, Limits: cfg.Limits,
+			Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
+			CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm,
+			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system})
+		c.Replicas, c.Services = append(c.Replicas, rep), append(c.Services, svc)
+		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a }})
+	}
+	c.Replica, c.Service = c.Replicas[0], c.Services[0]
+	rt, err := core.NewRouter(core.RouterConfig{Region: region, Shards: rshards, Self: node.Addr(),
+		Forward: core.Forward(node), Logger: log.With("part", "router")})
+	if err != nil {
+		return fail(err)
+	}
+	c.Router = rt
 	if cfg.MetricsAddr != "" {
 		if err := c.serveMetrics(cfg.MetricsAddr); err != nil {
-			svc.Close()
-			rep.Close()
-			node.Close()
-			return nil, err
+			return fail(err)
 		}
 	}
-	c.serve = core.ServeMesh(svc, node, rep, log) // core/mesh.go
+	c.serve = core.ServeShards(rt, node, c.Replicas, log) // core/mesh.go
 	return c, nil
+}
+
+// shardDir is where shard n of region keeps its replica, and the name of
+// its raft group on the mesh (mesh.Node.RaftLayerFor).
+func shardDir(data string, region uint8, n int) (dir, group string) {
+	if n == 0 { // the layout and raft streams of before shards existed
+		return filepath.Join(data, catalog.DefaultShard), ""
+	}
+	name := fmt.Sprintf("%d-%d", region, n)
+	return filepath.Join(data, "shards", name), "shard-" + name
+}
+
+// existingShards is how many shards of region data holds replicas of
+// (1 + the highest shard number found).
+func existingShards(data string, region uint8) int {
+	have := 0
+	if exists(filepath.Join(data, catalog.DefaultShard)) {
+		have = 1
+	}
+	ents, _ := os.ReadDir(filepath.Join(data, "shards"))
+	for _, e := range ents {
+		var r, n int
+		if _, err := fmt.Sscanf(e.Name(), "%d-%d", &r, &n); err == nil && r == int(region) && n+1 > have {
+			have = n + 1
+		}
+	}
+	return have
+}
+
+// closeShards closes the services, then the replicas, then the relay they
+// shared.
+func (c *Core) closeShards() error {
+	var err error
+	for i := len(c.Services) - 1; i >= 0; i-- {
+		err = errors.Join(err, c.Services[i].Close())
+	}
+	for _, rep := range c.Replicas {
+		err = errors.Join(err, rep.Close())
+	}
+	c.relay.Close()
+	return err
+}
+
+// Failed is closed when any of the node's shard replicas stops after a
+// fatal apply error; Err then says which and why. It is never closed once
+// the core is closed.
+func (c *Core) Failed() <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.quit)}}
+		for _, rep := range c.Replicas {
+			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(rep.Failed())})
+		}
+		if i, _, _ := reflect.Select(cases); i > 0 {
+			close(ch)
+		}
+	}()
+	return ch
+}
+
+// Err is the error of the first shard replica that stopped, nil if none.
+func (c *Core) Err() error {
+	for n, rep := range c.Replicas {
+		if err := rep.Err(); err != nil {
+			return fmt.Errorf("shard %d: %w", n, err)
+		}
+	}
+	return nil
+}
+
+// WriteMetrics writes the core node's series: its shard cores' (summed,
+// core.WriteMetrics), then the router's.
+func (c *Core) WriteMetrics(w io.Writer) error {
+	if err := core.WriteMetrics(w, c.Services); err != nil {
+		return err
+	}
+	return c.Router.WriteMetrics(w)
 }
 
 // serveMetrics starts the core's HTTP listener for /metrics and /healthz.
@@ -146,7 +280,7 @@ func (c *Core) serveMetrics(addr string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		if err := c.Service.WriteMetrics(w); err != nil {
+		if err := c.WriteMetrics(w); err != nil {
 			c.log.Debug("metrics", "err", err)
 		}
 	})
@@ -177,19 +311,19 @@ func exists(p string) bool {
 }
 
 // Ready reports whether the shard has a leader and the core can serve.
-func (c *Core) Ready() bool { return c.Service.Ready() }
+func (c *Core) Ready() bool { return c.Router.Ready() }
 
 // Close stops the core: leader watcher, metrics listener, service,
 // replica, then mesh node.
 func (c *Core) Close() error {
 	var err error
+	close(c.quit)
 	c.serve.Stop()
 	if c.metrics != nil {
 		err = c.metrics.Close()
 	}
 	c.wg.Wait()
-	err = errors.Join(err, c.Service.Close())
-	err = errors.Join(err, c.Replica.Close())
+	err = errors.Join(err, c.closeShards())
 	c.serve.Wait() // raft's shutdown answered every barrier
 	return errors.Join(err, c.Node.Close())
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/core"
@@ -39,7 +40,13 @@ type DevConfig struct {
 	DropDelivery int64
 	// CoreLimits is CoreConfig.Limits.
 	CoreLimits core.Limits
+	// Shards is CoreConfig.Shards: the raft groups of the dev region (1
+	// when zero).
+	Shards int
 }
+
+// devReadyWait bounds how long StartDev waits for the shards' leaders.
+const devReadyWait = 15 * time.Second
 
 // Dev is a running dev region.
 type Dev struct {
@@ -89,11 +96,17 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Apps:     cfg.Apps,
 		Logger:   cfg.Logger,
 		Limits:   cfg.CoreLimits,
+		Shards:   cfg.Shards,
 
 		Integrations: cfg.Integrations,
 	})
 	if err != nil {
 		return nil, err
+	}
+	// Serve once every shard has elected its leader (a second or so each,
+	// in parallel), so the first requests find them.
+	for deadline := time.Now().Add(devReadyWait); !c.Ready() && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 	e, err := StartEdge(EdgeConfig{
 		EdgeID:   "edge-1",
@@ -109,7 +122,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 
 		TrustedProxies: cfg.TrustedProxies,
 
-		ExtraMetrics: c.Service.WriteMetrics, // the core's counters on the edge's /metrics
+		ExtraMetrics: c.WriteMetrics, // the core's counters on the edge's /metrics
 		DropDelivery: cfg.DropDelivery,
 
 		Hooks: cfg.Integrations.Hooks, // app users (issue 8): the core's client, one set of counters

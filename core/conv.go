@@ -65,7 +65,7 @@ func (c *Core) convStart(ctx context.Context, r *request) (*lcpb.GenericCommand,
 		return nil, err
 	}
 	res, err := c.propose(ctx, &shard.Command{
-		Op: shard.OpStart, App: r.app, CID: newConvID(), From: r.peer, Now: c.nowMS(),
+		Op: shard.OpStart, App: r.app, CID: c.newConvID(), From: r.peer, Now: c.nowMS(),
 		Members: cm.M, Attr: attr, Transient: cm.GetTransient(), Unique: cm.GetUnique(),
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core/query"
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/hooks"
@@ -63,6 +64,17 @@ type Config struct {
 	// so a replayed message reaches its recipients before newer ones
 	// (fanout.go). Nil: no wait.
 	LeaderTerm func() uint64
+	// Home is the region and shard of the replica: new conversations get
+	// ids that name it (catalog.NewConvID). Zero: catalog.LegacyShard.
+	Home catalog.ConvID
+	// Relay, when set, is the node's relay, shared by the cores of every
+	// shard the node hosts (router.go); the core does not close it. Nil:
+	// the core makes and owns its own.
+	Relay *relay.Relay
+	// System, when set, is the core of the region's system shard
+	// (router.go), which holds the device registry: offline pushes of
+	// this core find the receivers' devices there. Nil: this core.
+	System *Core
 	// HaltBeforeFanout is a TEST HOOK (failover.go): a message whose
 	// content contains it is committed and then held, never acked nor
 	// fanned out, until Close, so a test can kill the leader right there.
@@ -82,7 +94,9 @@ type Core struct {
 
 	// relay holds sessions, chatroom membership and the edges' queues
 	// (relay.go); closed by Close.
-	relay *relay.Relay
+	relay     *relay.Relay
+	ownsRelay bool           // relay was made by New (Config.Relay nil)
+	home      catalog.ConvID // Config.Home; read-only
 
 	locks   convLocks
 	queries *query.Meter  // conv/query's budget per app (query.go)
@@ -138,7 +152,14 @@ func New(cfg Config) *Core {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	c.relay = relay.New(relay.Config{Logger: c.log, Now: c.now})
+	c.home = cfg.Home
+	if c.home.Region == 0 {
+		c.home = catalog.LegacyShard
+	}
+	c.relay = cfg.Relay
+	if c.relay == nil {
+		c.relay, c.ownsRelay = relay.New(relay.Config{Logger: c.log, Now: c.now}), true
+	}
 	if c.apps == nil {
 		c.apps = apps.NewDev()
 	}
@@ -160,7 +181,11 @@ func New(cfg Config) *Core {
 			qc.Logger = c.log
 		}
 		c.pushProvider, c.pushTemplates = cfg.Push.Provider, cfg.Push.Templates
-		c.pushQ = push.NewQueue(withDevices{c, cfg.Push.Provider}, qc) // devices.go
+		dev := cfg.System
+		if dev == nil {
+			dev = c
+		}
+		c.pushQ = push.NewQueue(withDevices{dev, cfg.Push.Provider}, qc) // devices.go
 	}
 	if c.hooks != nil || c.pushQ != nil {
 		c.after.start(c, afterSendWorkers, afterSendQueue)
@@ -201,7 +226,9 @@ func (c *Core) Close() error {
 	c.closed = true
 	close(c.quit)
 	c.mu.Unlock()
-	c.relay.Close()
+	if c.ownsRelay {
+		c.relay.Close()
+	}
 	c.wg.Wait()
 	c.after.close()
 	c.notify.close()
@@ -235,6 +262,12 @@ type request struct {
 	cmd       *lcpb.GenericCommand
 	// idemKey is the edge's key for this request (failover.go).
 	idemKey string
+	// part: one shard's part of a request the router split
+	// (ClientRequest.shard_part, router.go).
+	part bool
+	// examined: the conversations a conv/query examined, returned to the
+	// router with a part's reply (ClientReply.query_examined).
+	examined int
 
 	// The session's chatroom changed to room ("" for none); HandleClient
 	// tells the edge (ClientReply.room, chatroom.go).
@@ -311,7 +344,7 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 		return c.admin(ctx, req) // admin.go
 	}
 	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}, version: req.GetProtocolVersion(),
-		config: req.GetConfigBitmap(), ip: req.GetSourceIp(), idemKey: req.GetIdempotencyKey()}
+		config: req.GetConfigBitmap(), ip: req.GetSourceIp(), idemKey: req.GetIdempotencyKey(), part: req.GetShardPart()}
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
 		return encodeReply(r.errorReply(fmt.Errorf("%w: %v", errMalformed, err))), nil
@@ -336,6 +369,9 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	}
 	if r.roomSet {
 		rep.Room, rep.RoomChanged = r.room, true
+	}
+	if r.part {
+		rep.QueryExamined = int64(r.examined)
 	}
 	return rep, nil
 }

@@ -156,7 +156,7 @@ func (c *Core) bindDevice(ctx context.Context, app, peer, kind, ident, typ strin
 	ctx, cancel := context.WithTimeout(ctx, maxDeviceOpWait)
 	defer cancel()
 	_, err = c.propose(ctx, &shard.Command{Op: shard.OpDeviceBind, App: app, From: peer, Now: now,
-		Device: &shard.DeviceOp{Kind: kind, Ident: ident, NewID: newConvID(), Type: typ}})
+		Device: &shard.DeviceOp{Kind: kind, Ident: ident, NewID: newRandomID(), Type: typ}})
 	return err
 }
 
@@ -370,7 +370,7 @@ func (c *Core) adminDevice(ctx context.Context, app string, a *meshpb.AdminReque
 // deviceSaveOp turns a DEVICE_SAVE into the shard's DeviceOp, checked.
 func deviceSaveOp(a *meshpb.AdminRequest) (*shard.DeviceOp, error) {
 	rec := a.GetDevice()
-	op := &shard.DeviceOp{ID: a.GetDeviceId(), NewID: newConvID(), Trusted: a.GetDeviceTrusted(),
+	op := &shard.DeviceOp{ID: a.GetDeviceId(), NewID: newRandomID(), Trusted: a.GetDeviceTrusted(),
 		ChannelsOp: a.GetDeviceChannelsOp(), Channels: rec.GetChannels()}
 	if op.ID != "" {
 		op.NewID = ""

@@ -1,15 +1,29 @@
 package core
 
 import (
+	"fmt"
+
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"github.com/relaymesh/relaymesh/catalog"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
-// newConvID returns a LeanCloud-style objectId: 24 hex characters.
-func newConvID() string {
+// newConvID returns a new conversation id homed in this core's shard
+// (catalog.NewConvID: 24 hex characters, like LeanCloud's objectIds, that
+// name the region and shard).
+func (c *Core) newConvID() string {
+	id, err := catalog.NewConvID(c.home.Region, c.home.Shard)
+	if err != nil { // crypto/rand failed, or a zero region slipped through New
+		panic(fmt.Sprintf("core: conversation id: %v", err))
+	}
+	return id
+}
+
+// newRandomID returns 24 random hex characters (device ids).
+func newRandomID() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return hex.EncodeToString(b[:])

@@ -22,61 +22,100 @@ import (
 // leads the shard and starts the fan-out replay on a new leader
 // (fanout.go). The edge's side is edge/corelink.
 
-// MeshServer serves a Core on a mesh node over its raft replica.
+// MeshServer serves a node's shard cores on its mesh node: edges' client
+// requests through the Router (router.go), other cores' shard requests,
+// the edges' delivery streams, and one leader watcher per shard replica.
 type MeshServer struct {
-	core *Core
-	rep  *raftstore.Node
-	log  *slog.Logger
+	router *Router
+	core   *Core             // the system shard's core: the edges' side (relay, leader announcements)
+	reps   []*raftstore.Node // by shard number
+	self   string            // this node's mesh address
+	log    *slog.Logger
 
-	ctx      context.Context // ends when Stop starts: stops the watcher and a replay
+	ctx      context.Context // ends when Stop starts: stops the watchers and a replay
 	stop     context.CancelFunc
-	wg       sync.WaitGroup // the leader watcher
+	wg       sync.WaitGroup // the leader watchers
 	barriers sync.WaitGroup // raft barrier waits; raft answers them by the replica's Close at the latest
 }
 
 // ServeMesh registers c's mesh handlers on node and starts the leader
-// watcher. rep is the replica c proposes to. Stop ends the watcher; Wait
-// follows the replica's Close.
+// watcher: a node with one shard, whose replica is rep.
 func ServeMesh(c *Core, node *mesh.Node, rep *raftstore.Node, log *slog.Logger) *MeshServer {
+	rt, _ := NewRouter(RouterConfig{Shards: []RouterShard{{Core: c, Leader: func() string { a, _ := rep.Leader(); return a }}},
+		Self: node.Addr(), Logger: log})
+	return ServeShards(rt, node, []*raftstore.Node{rep}, log)
+}
+
+// ServeShards registers the mesh handlers of a node hosting the shards of
+// rt, whose replicas are reps (by shard number), and starts a leader
+// watcher per replica. Stop ends the watchers; Wait follows the replicas'
+// Close.
+func ServeShards(rt *Router, node *mesh.Node, reps []*raftstore.Node, log *slog.Logger) *MeshServer {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &MeshServer{core: c, rep: rep, log: log}
+	s := &MeshServer{router: rt, core: rt.System(), reps: reps, self: node.Addr(), log: log}
 	s.ctx, s.stop = context.WithCancel(context.Background())
 	// Who may call (mesh/role.go): client requests come from edges (and
-	// admin tooling, and cores); only edges open delivery streams.
+	// admin tooling, and cores); only edges open delivery streams; only
+	// cores hand each other shard requests.
 	node.HandleRPC(meshpb.MethodClient, s.handleClient, mesh.RoleEdge, mesh.RoleAdmin, mesh.RoleCore)
+	node.HandleRPC(meshpb.MethodShard, s.handleShard, mesh.RoleCore)
 	node.HandleStream(meshpb.MethodDeliveries, s.handleDeliveries, mesh.RoleEdge)
-	s.watchLeader()
+	for n := range reps {
+		s.watchLeader(n)
+	}
 	return s
 }
 
-// Stop ends the leader watcher (and a fan-out replay it runs) and returns
-// once it has exited. A raft barrier it waited for may still be pending:
-// Wait for it after closing the replica.
+// Forward is RouterConfig.Forward over node: the shard rpc to another
+// core.
+func Forward(node *mesh.Node) func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error) {
+	return func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error) {
+		b, err := proto.Marshal(req)
+		if err != nil {
+			return nil, err
+		}
+		out, err := node.Call(ctx, addr, meshpb.MethodShard, b)
+		if err != nil {
+			return nil, err
+		}
+		rep := new(meshpb.ClientReply)
+		if err := proto.Unmarshal(out, rep); err != nil {
+			return nil, fmt.Errorf("core: bad shard reply from %s: %w", addr, err)
+		}
+		return rep, nil
+	}
+}
+
+// Stop ends the leader watchers (and a fan-out replay one runs) and
+// returns once they have exited. A raft barrier one waited for may still
+// be pending: Wait for it after closing the replicas.
 func (s *MeshServer) Stop() {
 	s.stop()
 	s.wg.Wait()
 }
 
-// Wait returns once every raft barrier the watcher asked for is answered;
-// call it after the replica's Close (which answers them all).
+// Wait returns once every raft barrier the watchers asked for is
+// answered; call it after the replicas' Close (which answers them all).
 func (s *MeshServer) Wait() { s.barriers.Wait() }
 
 // leaderRecheck is how often watchLeader looks at the leader even when
 // raft announced nothing (observations can be dropped).
 const leaderRecheck = time.Second
 
-// watchLeader announces every leader change this replica sees to the
-// attached edges (Core.AnnounceLeader) and runs the fan-out replay when
-// this replica leads a new term, until Stop.
-func (s *MeshServer) watchLeader() {
+// watchLeader watches shard n's replica until Stop: it runs the shard's
+// fan-out replay when the replica leads a new term, and for the system
+// shard announces every leader change it sees to the attached edges
+// (Core.AnnounceLeader): that leader is the edges' router.
+func (s *MeshServer) watchLeader(n int) {
+	rep, c := s.reps[n], s.router.Shard(n)
 	ch := make(chan raft.Observation, 4)
 	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
 		return ok
 	})
-	r := s.rep.Raft()
+	r := rep.Raft()
 	r.RegisterObserver(obs)
 	s.wg.Add(1)
 	go func() {
@@ -87,12 +126,12 @@ func (s *MeshServer) watchLeader() {
 		var last string
 		var lastTerm, replayed uint64
 		for {
-			addr, term := s.leaderHint()
-			if addr != "" && (addr != last || term != lastTerm) {
+			addr, term := leaderHint(rep)
+			if n == 0 && addr != "" && (addr != last || term != lastTerm) {
 				last, lastTerm = addr, term
 				s.core.AnnounceLeader(addr, term)
 			}
-			if s.rep.IsLeader() && term != replayed && s.replayFanout() {
+			if rep.IsLeader() && term != replayed && s.replayFanout(rep, c) {
 				replayed = term
 			}
 			select {
@@ -112,8 +151,8 @@ const replayTimeout = 30 * time.Second
 // entry is applied (raft's barrier), it pushes the messages a previous
 // leader may have stored without fanning out (Core.ReplayFanout). It
 // reports whether it got through; the watcher tries again otherwise.
-func (s *MeshServer) replayFanout() bool {
-	f := s.rep.Raft().Barrier(replayTimeout)
+func (s *MeshServer) replayFanout(rep *raftstore.Node, c *Core) bool {
+	f := rep.Raft().Barrier(replayTimeout)
 	done := make(chan error, 1)
 	s.barriers.Go(func() { done <- f.Error() })
 	select {
@@ -127,7 +166,7 @@ func (s *MeshServer) replayFanout() bool {
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, replayTimeout)
 	defer cancel()
-	n, err := s.core.ReplayFanout(ctx)
+	n, err := c.ReplayFanout(ctx)
 	if n > 0 {
 		s.log.Info("fan-out replay: pushed messages the previous leader may not have", "messages", n)
 	}
@@ -138,28 +177,43 @@ func (s *MeshServer) replayFanout() bool {
 	return true
 }
 
-// leaderHint is the leader this replica knows and its raft term.
-func (s *MeshServer) leaderHint() (string, uint64) {
-	addr, _ := s.rep.Leader()
-	return addr, s.rep.Raft().CurrentTerm()
+// leaderHint is the leader replica rep knows and its raft term.
+func leaderHint(rep *raftstore.Node) (string, uint64) {
+	addr, _ := rep.Leader()
+	return addr, rep.Raft().CurrentTerm()
 }
 
-// handleClient serves the client rpc: a replica that does not lead
-// answers not_leader with the leader it knows, doing nothing; PING is
-// answered at once; the rest is Core.HandleClient.
+// handleClient serves the client rpc: a node whose replica does not lead
+// the system shard answers not_leader with the leader it knows, doing
+// nothing (that leader is the region's router); PING is answered at once;
+// the rest is Router.HandleClient.
 func (s *MeshServer) handleClient(ctx context.Context, peer string, b []byte) ([]byte, error) {
 	req := new(meshpb.ClientRequest)
 	if err := proto.Unmarshal(b, req); err != nil {
 		return nil, fmt.Errorf("core: bad client request from %s: %w", peer, err)
 	}
-	if !s.rep.IsLeader() {
-		addr, _ := s.rep.Leader()
+	if rep := s.reps[0]; !rep.IsLeader() {
+		addr, _ := rep.Leader()
 		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
 	}
 	if req.Kind == meshpb.ClientRequest_PING {
 		return proto.Marshal(&meshpb.ClientReply{})
 	}
-	rep, err := s.core.HandleClient(ctx, req)
+	rep, err := s.router.HandleClient(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Marshal(rep)
+}
+
+// handleShard serves the shard rpc: another core's router hands this node
+// a request (or a part of one) for one shard (Router.HandleShard).
+func (s *MeshServer) handleShard(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	sr := new(meshpb.ShardRequest)
+	if err := proto.Unmarshal(b, sr); err != nil || sr.Request == nil {
+		return nil, fmt.Errorf("core: bad shard request from %s: %v", peer, err)
+	}
+	rep, err := s.router.HandleShard(ctx, int(sr.GetShard()), sr.GetRequest())
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +237,7 @@ func (s *MeshServer) handleDeliveries(ctx context.Context, peer string, st *mesh
 	}
 	// Who leads, first: the edge may not know yet (it just started, or
 	// its stream to the old leader died with it).
-	if addr, term := s.leaderHint(); addr != "" {
+	if addr, term := leaderHint(s.reps[0]); addr != "" {
 		b, _ := proto.Marshal(&meshpb.Delivery{Leader: &meshpb.LinkLeader{Addr: addr, Term: term}})
 		if err := st.Send(b); err != nil {
 			return

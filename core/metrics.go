@@ -1,8 +1,12 @@
 package core
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 
 	"github.com/relaymesh/relaymesh/hooks"
@@ -26,10 +30,46 @@ type Stats struct {
 // counters (hooks.Client.WriteText; all zero when no app has hooks). It is
 // what /metrics serves on a core's metrics listener and, in `relaymesh dev`,
 // after the edge's own series.
-func (c *Core) WriteMetrics(w io.Writer) error {
-	if err := c.relay.WriteMetrics(w); err != nil {
+func (c *Core) WriteMetrics(w io.Writer) error { return WriteMetrics(w, []*Core{c}) }
+
+// WriteMetrics writes the series of a node's shard cores (router.go):
+// what they share once, from cores[0] (the relay, the push providers, the
+// hook client), and their own counters summed over them, so each series
+// counts for the node as a whole.
+func WriteMetrics(w io.Writer, cores []*Core) error {
+	c0 := cores[0]
+	if err := c0.relay.WriteMetrics(w); err != nil {
 		return err
 	}
+	if len(cores) == 1 {
+		if err := c0.writeOwnMetrics(w); err != nil {
+			return err
+		}
+	} else {
+		bufs := make([][]byte, len(cores))
+		for i, c := range cores {
+			var b bytes.Buffer
+			if err := c.writeOwnMetrics(&b); err != nil {
+				return err
+			}
+			bufs[i] = b.Bytes()
+		}
+		if err := sumMetrics(w, bufs); err != nil {
+			return err
+		}
+	}
+	if err := c0.writeProviderMetrics(w); err != nil { // devices.go
+		return err
+	}
+	hc := c0.hooks
+	if hc == nil {
+		hc = hooks.New(hooks.Config{}) // the series exist, at zero
+	}
+	return hc.WriteText(w)
+}
+
+// writeOwnMetrics writes the counters that are this core's alone.
+func (c *Core) writeOwnMetrics(w io.Writer) error {
 	x := c.IntegrationStats()
 	p := x.Push
 	sh := c.SysWebhookStats() // sysconv.go
@@ -67,18 +107,80 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 			return err
 		}
 	}
-	if err := c.writeProviderMetrics(w); err != nil { // devices.go
-		return err
-	}
 	if err := c.queries.WriteMetrics(w); err != nil { // query.go
 		return err
 	}
-	if err := c.writeNotifyMetrics(w); err != nil { // notif.go
-		return err
+	return c.writeNotifyMetrics(w) // notif.go
+}
+
+// sumMetrics writes the Prometheus text of bufs as one: each family once
+// (its HELP and TYPE from where it first appears), each series once with
+// its values added up, in the order they first appear.
+func sumMetrics(w io.Writer, bufs [][]byte) error {
+	type family struct {
+		comments []string
+		keys     []string
+		sum      map[string]float64
 	}
-	hc := c.hooks
-	if hc == nil {
-		hc = hooks.New(hooks.Config{}) // the series exist, at zero
+	var order []string
+	fams := map[string]*family{}
+	get := func(name string) *family {
+		f := fams[name]
+		if f == nil {
+			f = &family{sum: map[string]float64{}}
+			fams[name] = f
+			order = append(order, name)
+		}
+		return f
 	}
-	return hc.WriteText(w)
+	for _, b := range bufs {
+		for _, line := range strings.Split(string(b), "\n") {
+			if line == "" {
+				continue
+			}
+			if strings.HasPrefix(line, "# ") {
+				parts := strings.Fields(line)
+				if len(parts) < 3 {
+					continue
+				}
+				f := get(parts[2])
+				if len(f.keys) == 0 && len(f.comments) < 2 && !slices.Contains(f.comments, line) {
+					f.comments = append(f.comments, line)
+				}
+				continue
+			}
+			i := strings.LastIndexByte(line, ' ')
+			if i < 0 {
+				continue
+			}
+			key := line[:i]
+			v, err := strconv.ParseFloat(line[i+1:], 64)
+			if err != nil {
+				continue
+			}
+			name := key
+			if j := strings.IndexByte(key, '{'); j >= 0 {
+				name = key[:j]
+			}
+			f := get(name)
+			if _, ok := f.sum[key]; !ok {
+				f.keys = append(f.keys, key)
+			}
+			f.sum[key] += v
+		}
+	}
+	for _, name := range order {
+		f := fams[name]
+		for _, c := range f.comments {
+			if _, err := fmt.Fprintln(w, c); err != nil {
+				return err
+			}
+		}
+		for _, k := range f.keys {
+			if _, err := fmt.Fprintf(w, "%s %s\n", k, strconv.FormatFloat(f.sum[k], 'f', -1, 64)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -51,39 +51,30 @@ func (c *Core) convQuery(ctx context.Context, r *request) (*lcpb.GenericCommand,
 	cm := r.cmd.ConvMessage
 	rows := []map[string]any{}
 	if len(cm.TempConvIds) == 0 {
-		var where map[string]any
-		if w := cm.GetWhere().GetData(); strings.TrimSpace(w) != "" {
-			if len(w) > query.MaxWhereBytes {
-				c.queries.Refuse(query.RefusedWhere)
-				return nil, fmt.Errorf("%w: where over %d bytes", errQueryFailed, query.MaxWhereBytes)
-			}
-			var err error
-			if where, err = query.Decode([]byte(w)); err != nil {
-				return nil, fmt.Errorf("%w: where: %v", errQueryFailed, err)
-			}
-			if err := query.Check(where); err != nil {
-				c.queries.Refuse(query.RefusedWhere)
-				return nil, fmt.Errorf("%w: %v", errQueryFailed, err)
-			}
-		}
-		keys, err := query.ParseSort(cm.GetSort())
+		where, keys, err := c.parseQuery(cm)
 		if err != nil {
-			c.queries.Refuse(query.RefusedWhere)
-			return nil, fmt.Errorf("%w: %v", errQueryFailed, err)
+			return nil, err
 		}
 		limit := int(cm.GetLimit())
 		if cm.Limit == nil || limit <= 0 {
 			limit = defaultQueryLimit
 		}
-		limit = min(limit, maxQueryLimit)
+		if !r.part { // a router's part returns skip+limit rows for it to merge (router.go)
+			limit = min(limit, maxQueryLimit)
+		}
 		skip := max(int(cm.GetSkip()), 0)
-		if !c.queries.Admit(r.app, c.now()) {
+		// A router's part: the router admits and charges the whole query
+		// against the app's budget, and caps what all shards examined.
+		if !r.part && !c.queries.Admit(r.app, c.now()) {
 			c.queries.Refuse(query.RefusedBudget)
 			return nil, fmt.Errorf("%w: %w", errQueryFailed, errQueryBudget)
 		}
 		q := &queryRun{c: c, app: r.app, peer: r.peer, admin: isAdmin(ctx), where: query.Matcher{Where: where}}
 		err = q.scan(func(row map[string]any) { rows = append(rows, row) })
-		c.queries.Charge(r.app, q.examined, c.now())
+		r.examined = q.examined
+		if !r.part {
+			c.queries.Charge(r.app, q.examined, c.now())
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -109,6 +100,32 @@ func (c *Core) convQuery(ctx context.Context, r *request) (*lcpb.GenericCommand,
 	g := r.reply(lcpb.CommandType_conv, lcpb.OpType_results.Enum())
 	g.ConvMessage = &lcpb.ConvCommand{Results: &lcpb.JsonObjectMessage{Data: proto.String(string(b))}}
 	return g, nil
+}
+
+// parseQuery checks a conv/query's where clause and sort against their
+// bounds (package query), counting a refusal.
+func (c *Core) parseQuery(cm *lcpb.ConvCommand) (map[string]any, []query.SortKey, error) {
+	var where map[string]any
+	if w := cm.GetWhere().GetData(); strings.TrimSpace(w) != "" {
+		if len(w) > query.MaxWhereBytes {
+			c.queries.Refuse(query.RefusedWhere)
+			return nil, nil, fmt.Errorf("%w: where over %d bytes", errQueryFailed, query.MaxWhereBytes)
+		}
+		var err error
+		if where, err = query.Decode([]byte(w)); err != nil {
+			return nil, nil, fmt.Errorf("%w: where: %v", errQueryFailed, err)
+		}
+		if err := query.Check(where); err != nil {
+			c.queries.Refuse(query.RefusedWhere)
+			return nil, nil, fmt.Errorf("%w: %v", errQueryFailed, err)
+		}
+	}
+	keys, err := query.ParseSort(cm.GetSort())
+	if err != nil {
+		c.queries.Refuse(query.RefusedWhere)
+		return nil, nil, fmt.Errorf("%w: %v", errQueryFailed, err)
+	}
+	return where, keys, nil
 }
 
 // queryRun is one conv/query: what it matches, for whom, and what it has

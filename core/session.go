@@ -38,6 +38,9 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	if c.replica == nil || !c.replica.IsLeader() {
 		return refuse(ErrNotLeader)
 	}
+	if req.GetShardPart() {
+		return c.loginPart(ctx, req)
+	}
 	if err := c.checkTokenGeneration(req); err != nil { // auth.go
 		return refuse(err)
 	}
@@ -67,30 +70,64 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		c.deliver(o.Edge, &meshpb.Delivery{AppId: app, Targets: []*meshpb.Target{{PeerId: o.Peer, ConnId: o.Conn, EndSession: true}}}, closed)
 	}
 
-	var lastPatch int64
-	if len(req.GetCommand()) > 0 {
-		open := new(lcpb.GenericCommand)
-		if proto.Unmarshal(req.GetCommand(), open) == nil {
-			lastPatch = open.GetSessionMessage().GetLastPatchTime()
-		}
-	}
-	cmds, err := c.loginNotifications(app, peer, req.GetProtocolVersion(), lastPatch)
+	cmds, err := c.loginNotifications(app, peer, req.GetProtocolVersion(), lastPatchOf(req))
 	if err != nil {
 		c.log.Error("login notifications", "app", app, "peer", peer, "err", err)
 	}
-	cmds = append(cmds, c.sysLogin(ctx, app, peer)...) // sysconv.go
-	c.deviceLogin(ctx, req)                            // devices.go
-	for _, g := range cmds {
-		c.pushEnvelope(g)
-		g.PeerId = proto.String(peer)
-	}
-	rep := encodeReply(cmds...)
+	sys := c.sysLogin(ctx, app, peer) // sysconv.go
+	c.deviceLogin(ctx, req)           // devices.go
+	rep := c.loginReply(req, cmds, sys)
 	// The client's token generation, for the tokens of this session (auth.go).
 	rep.SessionGeneration = c.tokenGeneration(app, peer)
 	if room != "" { // rebound to its chatroom: presence carries it (chatroom.go)
 		rep.Room, rep.RoomChanged = room, true
 	}
 	return rep
+}
+
+// loginPart answers one shard's part of a login the router split
+// (router.go): what this shard has due for the client, and nothing else:
+// presence, hooks, tag kick, tokens and devices are the system shard's.
+func (c *Core) loginPart(ctx context.Context, req *meshpb.ClientRequest) *meshpb.ClientReply {
+	app, peer := req.GetAppId(), req.GetPeerId()
+	cmds, err := c.loginNotifications(app, peer, req.GetProtocolVersion(), lastPatchOf(req))
+	if err != nil {
+		c.log.Error("login notifications", "app", app, "peer", peer, "err", err)
+	}
+	return c.loginReply(req, cmds, c.sysLogin(ctx, app, peer)) // sysconv.go
+}
+
+// loginReply encodes what a login has due: notifications, then the
+// system-conversation pushes (apart when the router merges them,
+// ClientRequest.login_split).
+func (c *Core) loginReply(req *meshpb.ClientRequest, cmds, sys []*lcpb.GenericCommand) *meshpb.ClientReply {
+	peer := req.GetPeerId()
+	for _, g := range cmds {
+		c.pushEnvelope(g)
+		g.PeerId = proto.String(peer)
+	}
+	for _, g := range sys {
+		c.pushEnvelope(g)
+		g.PeerId = proto.String(peer)
+	}
+	if !req.GetLoginSplit() {
+		return encodeReply(append(cmds, sys...)...)
+	}
+	rep := encodeReply(cmds...)
+	rep.SysCommands = encodeReply(sys...).Commands
+	return rep
+}
+
+// lastPatchOf is the lastPatchTime of an OPEN's session/open, 0 if none.
+func lastPatchOf(req *meshpb.ClientRequest) int64 {
+	if len(req.GetCommand()) == 0 {
+		return 0
+	}
+	open := new(lcpb.GenericCommand)
+	if proto.Unmarshal(req.GetCommand(), open) != nil {
+		return 0
+	}
+	return open.GetSessionMessage().GetLastPatchTime()
 }
 
 // loginNotifications builds the pushes due on login: unread counts (.3) or
@@ -244,6 +281,11 @@ func convType(conv *shard.Conv) int32 {
 // session/close.
 func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
 	from := connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}
+	if req.GetShardPart() { // one shard's part (router.go): its wills and marks only
+		c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicitClose(req.GetCommand()))
+		c.sysLogout(ctx, req.GetAppId(), req.GetPeerId()) // sysconv.go
+		return
+	}
 	gone := c.relay.CloseSession(req.GetAppId(), req.GetPeerId(), from) // its chatroom detached too
 	if explicitClose(req.GetCommand()) {
 		c.hookClientOffline(gone, offline{code: hooks.CloseLogout, msg: "logout"}) // notifyhooks.go

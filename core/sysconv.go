@@ -135,7 +135,7 @@ func (c *Core) sysAdmin(ctx context.Context, r *request, a *meshpb.AdminRequest)
 	if cm.GetAttr() != nil {
 		attr = []byte(cm.GetAttr().GetData())
 	}
-	res, err := c.propose(ctx, &shard.Command{Op: shard.OpSysStart, App: r.app, CID: newConvID(), From: r.peer,
+	res, err := c.propose(ctx, &shard.Command{Op: shard.OpSysStart, App: r.app, CID: c.newConvID(), From: r.peer,
 		Now: c.nowMS(), Attr: attr})
 	if err != nil {
 		return nil, err, true

@@ -65,7 +65,7 @@ func (c *Core) tempConvStart(ctx context.Context, r *request) (*lcpb.GenericComm
 		return nil, err
 	}
 	res, err := c.propose(ctx, &shard.Command{
-		Op: shard.OpStart, App: r.app, CID: shard.TempPrefix + newConvID(), From: r.peer, Now: c.nowMS(),
+		Op: shard.OpStart, App: r.app, CID: shard.TempPrefix + c.newConvID(), From: r.peer, Now: c.nowMS(),
 		Members: cm.M, Attr: attr, Temp: true, TTL: int64(cm.GetTempConvTTL()),
 	})
 	if err != nil {

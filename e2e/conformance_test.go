@@ -69,6 +69,22 @@ func TestConformanceJS(t *testing.T) {
 	runNode(t, js, files, "RELAYMESH_URL="+p.URL)
 }
 
+// TestConformanceJSShards runs the same suites against a dev region of
+// four shards (issue 9): conversations, chatrooms, system conversations
+// and queries spread over four raft groups behave as on one.
+func TestConformanceJSShards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
+	}
+	js := sdkDir(t)
+	files, err := filepath.Glob(filepath.Join(js, "*.test.js"))
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no conformance test files in %s (%v)", js, err)
+	}
+	p := startDev(t, t.TempDir(), freeAddr(t), "--shards", "4")
+	runNode(t, js, files, "RELAYMESH_URL="+p.URL)
+}
+
 // TestConformanceSignedJS runs conformance/js/signed against a relaymesh dev
 // whose config file lists one app that requires login and conversation
 // signatures.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -78,9 +79,16 @@ type devProc struct {
 
 // startDev starts `relaymesh dev` on addr with data in dir and waits until
 // /healthz answers 200.
+//
+// RELAYMESH_TEST_SHARDS=N runs every such dev with --shards N (unless the
+// test gives --shards itself): `RELAYMESH_TEST_SHARDS=4 go test ./e2e`
+// runs the end-to-end suite with conversations spread over four shards.
 func startDev(t *testing.T, dir, addr string, extra ...string) *devProc {
 	t.Helper()
 	args := append([]string{"dev", "--data", dir, "--addr", addr, "--log-level", "warn"}, extra...)
+	if n := os.Getenv("RELAYMESH_TEST_SHARDS"); n != "" && !slices.Contains(extra, "--shards") {
+		args = append(args, "--shards", n)
+	}
 	p := startProc(t, addr, args...)
 	p.Data = dir
 	return p

@@ -27,7 +27,11 @@ type region struct {
 	edge  *cluster.Edge
 }
 
-func startRegion(t *testing.T) *region {
+func startRegion(t *testing.T) *region { return startRegionShards(t, 1) }
+
+// startRegionShards is startRegion with shards raft groups on the three
+// cores.
+func startRegionShards(t *testing.T, shards int) *region {
 	t.Helper()
 	dir := t.TempDir()
 	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), "core-1", "core-2", "core-3", "edge-1")
@@ -49,7 +53,7 @@ func startRegion(t *testing.T) *region {
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("core-%d", i)
 		cfg := cluster.CoreConfig{NodeID: name, MeshAddr: peers[name], DataDir: filepath.Join(dir, name),
-			Identity: ids[name], Peers: peers, Apps: reg, Logger: log}
+			Identity: ids[name], Peers: peers, Apps: reg, Logger: log, Shards: shards}
 		c, err := cluster.StartCore(cfg)
 		if err != nil {
 			t.Fatal(err)

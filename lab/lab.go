@@ -65,6 +65,9 @@ type Config struct {
 	Names   []string
 	// Cores and Edges per region (defaults 3 and 2).
 	Cores, Edges int
+	// Shards per region (default 1): every core of a region hosts each.
+	// Region i (from 0) is region number i+1 in its conversation ids.
+	Shards int
 	// The link between every two regions, one way: Latency (default
 	// 80ms; negative: none), Jitter, Loss. Links overrides pairs.
 	Latency time.Duration
@@ -129,6 +132,9 @@ func (c *Config) defaults() error {
 	}
 	if c.Edges == 0 {
 		c.Edges = DefaultEdges
+	}
+	if c.Shards < 0 || c.Shards > 64 {
+		return fmt.Errorf("%w: shards must be 1..64", ErrConfig)
 	}
 	if c.Cores < 1 || c.Cores > 9 || c.Edges < 1 || c.Edges > 9 {
 		return fmt.Errorf("%w: cores and edges per region must be 1..9", ErrConfig)
@@ -655,7 +661,9 @@ node_id = %q
 mesh_addr = %q
 peers = { %s }
 metrics_addr = %q
-`, n.Name, n.MeshAddr, strings.Join(peers, ", "), n.HTTPAddr)
+region = %d
+shards = %d
+`, n.Name, n.MeshAddr, strings.Join(peers, ", "), n.HTTPAddr, ri+1, max(l.cfg.Shards, 1))
 	if l.cfg.CoreExtra != nil {
 		s += "\n" + l.cfg.CoreExtra(l, ri, ci) + "\n"
 	}

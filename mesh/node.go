@@ -84,7 +84,7 @@ type Node struct {
 	roles   map[string][]Role        // guarded by mu; who may call a method (none: any role)
 	dials   map[string]*dial         // guarded by mu; by dialled address
 	conns   map[*quic.Conn]struct{}  // guarded by mu; every live connection
-	raft    *raftLayer               // guarded by mu; current raft layer, nil until RaftLayer
+	raft    map[string]*raftLayer    // guarded by mu; each raft group's current layer (RaftLayerFor)
 }
 
 // dial is one connection attempt to an address, shared by concurrent callers.

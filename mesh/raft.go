@@ -17,16 +17,30 @@ import (
 // kind-3 streams of the mesh's connections, for raft.NewNetworkTransport. The
 // newest layer receives inbound raft streams; closing it (as
 // NetworkTransport.Close does) rejects them until RaftLayer is called again.
-func (n *Node) RaftLayer() raft.StreamLayer {
-	l := &raftLayer{n: n, accept: make(chan net.Conn), done: make(chan struct{})}
+// It is the layer of the unnamed group, RaftLayerFor("").
+func (n *Node) RaftLayer() raft.StreamLayer { return n.RaftLayerFor("") }
+
+// RaftLayerFor returns the raft.StreamLayer of one raft group among the
+// many a node hosts (issue 9: many shards per core). A raft stream names
+// its group in the stream header (where an rpc names its method), and the
+// node hands it to that group's newest layer; a stream for a group with no
+// layer is reset. The unnamed group "" is the region's first shard, whose
+// streams carried no name before groups existed, so nodes of either
+// version keep talking to each other about it.
+func (n *Node) RaftLayerFor(group string) raft.StreamLayer {
+	l := &raftLayer{n: n, group: group, accept: make(chan net.Conn), done: make(chan struct{})}
 	n.mu.Lock()
-	n.raft = l
+	if n.raft == nil {
+		n.raft = make(map[string]*raftLayer)
+	}
+	n.raft[group] = l
 	n.mu.Unlock()
 	return l
 }
 
 type raftLayer struct {
 	n      *Node
+	group  string        // the raft group's name; "" the region's first shard
 	accept chan net.Conn // unbuffered: hand-off to Accept
 	done   chan struct{} // closed by Close
 	once   sync.Once
@@ -34,9 +48,9 @@ type raftLayer struct {
 
 // deliverRaft hands an inbound raft stream to the current layer's Accept,
 // or resets it if there is none.
-func (n *Node) deliverRaft(c *quic.Conn, s *quic.Stream) {
+func (n *Node) deliverRaft(c *quic.Conn, s *quic.Stream, group string) {
 	n.mu.Lock()
-	l := n.raft
+	l := n.raft[group]
 	n.mu.Unlock()
 	if l == nil {
 		reset(s, codeProtocol)
@@ -73,7 +87,7 @@ func (l *raftLayer) Addr() net.Addr { return l.n.udp.LocalAddr() }
 func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(l.n.ctx, timeout)
 	defer cancel()
-	s, c, err := l.n.openStream(ctx, string(address), kindRaft, "")
+	s, c, err := l.n.openStream(ctx, string(address), kindRaft, l.group)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: raft dial %s: %w", address, err)
 	}

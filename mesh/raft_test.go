@@ -15,9 +15,34 @@ func TestRaftCluster(t *testing.T) {
 	names := []string{"core-1", "core-2", "core-3"}
 	ids := pki(t, names...)
 	nodes := make([]*Node, len(names))
-	var servers []raft.Server
 	for i, name := range names {
 		nodes[i] = listen(t, ids[name])
+	}
+	raftGroup(t, nodes, names, "", "hello")
+}
+
+// TestRaftGroups runs three raft groups on the same three nodes, one of
+// them the unnamed group: each elects its own leader and applies only its
+// own entries (a stream for one group never reaches another).
+func TestRaftGroups(t *testing.T) {
+	names := []string{"core-1", "core-2", "core-3"}
+	ids := pki(t, names...)
+	nodes := make([]*Node, len(names))
+	for i, name := range names {
+		nodes[i] = listen(t, ids[name])
+	}
+	// One after the other (waitFor may fail the test, so it runs on the
+	// test's goroutine); the earlier groups keep running meanwhile.
+	for _, g := range []string{"", "shard-1-1", "shard-1-2"} {
+		raftGroup(t, nodes, names, g, "entry of group "+g)
+	}
+}
+
+// raftGroup starts raft group group on nodes, applies entry on its leader
+// and waits until every replica applied exactly that.
+func raftGroup(t *testing.T, nodes []*Node, names []string, group, entry string) {
+	var servers []raft.Server
+	for i, name := range names {
 		servers = append(servers, raft.Server{ID: raft.ServerID(name), Address: raft.ServerAddress(nodes[i].Addr())})
 	}
 	rafts := make([]*raft.Raft, len(names))
@@ -29,8 +54,8 @@ func TestRaftCluster(t *testing.T) {
 		conf.ElectionTimeout = 300 * time.Millisecond
 		conf.LeaderLeaseTimeout = 200 * time.Millisecond
 		conf.CommitTimeout = 10 * time.Millisecond
-		conf.Logger = hclog.New(&hclog.LoggerOptions{Name: name, Output: t.Output(), Level: hclog.Warn})
-		trans := raft.NewNetworkTransport(nodes[i].RaftLayer(), 3, 5*time.Second, t.Output())
+		conf.Logger = hclog.New(&hclog.LoggerOptions{Name: name + "/" + group, Output: t.Output(), Level: hclog.Warn})
+		trans := raft.NewNetworkTransport(nodes[i].RaftLayerFor(group), 3, 5*time.Second, t.Output())
 		if got, want := string(trans.LocalAddr()), nodes[i].Addr(); got != want {
 			t.Fatalf("transport address: got %q, want %q", got, want)
 		}
@@ -60,16 +85,16 @@ func TestRaftCluster(t *testing.T) {
 				return nil
 			}
 		}
-		return fmt.Errorf("no leader")
+		return fmt.Errorf("group %q: no leader", group)
 	})
-	if err := leader.Apply([]byte("hello"), 5*time.Second).Error(); err != nil {
-		t.Fatalf("Apply: %v", err)
+	if err := leader.Apply([]byte(entry), 5*time.Second).Error(); err != nil {
+		t.Fatalf("group %q: Apply: %v", group, err)
 	}
 	waitFor(t, 20*time.Second, "replication", func() error {
 		for i, f := range fsms {
 			logs := f.Logs()
-			if len(logs) != 1 || string(logs[0]) != "hello" {
-				return fmt.Errorf("%s applied %q", names[i], logs)
+			if len(logs) != 1 || string(logs[0]) != entry {
+				return fmt.Errorf("%s in group %q applied %q", names[i], group, logs)
 			}
 		}
 		return nil

@@ -131,7 +131,7 @@ func (n *Node) serveStream(c *quic.Conn, peer string, s *quic.Stream) {
 			return
 		}
 		s.SetReadDeadline(time.Time{})
-		n.deliverRaft(c, s)
+		n.deliverRaft(c, s, string(method))
 	default:
 		reset(s, codeProtocol)
 	}

@@ -115,8 +115,8 @@ func waitCore(c *cluster.Core) error {
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-c.Replica.Failed():
-		return fmt.Errorf("shard replica stopped: %w", c.Replica.Err())
+	case <-c.Failed():
+		return fmt.Errorf("shard replica stopped: %w", c.Err())
 	}
 }
 
@@ -142,6 +142,7 @@ func runDev(args []string) error {
 	fs.IntVar(&coreLim.MaxMembers, "max-members", 0, "members of a normal conversation (0: LeanCloud's 500)")
 	fs.IntVar(&coreLim.MaxOfflinePerConv, "max-offline-per-conv", 0, "newest offline messages a login gets per conversation (0: LeanCloud's 100)")
 	fs.IntVar(&coreLim.MaxUnreadConvs, "max-unread-convs", 0, "conversations in a login's unread notification (0: LeanCloud's 50)")
+	shards := fs.Int("shards", 1, "shards (raft groups) of the dev region; conversations are spread over them (may grow between runs, never shrink)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -150,8 +151,11 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
+	if *shards < 1 || *shards > cluster.MaxShards {
+		return fmt.Errorf("--shards %d: 1 to %d", *shards, cluster.MaxShards)
+	}
 	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop,
-		CoreLimits: coreLim}
+		CoreLimits: coreLim, Shards: *shards}
 	if *cfgFile != "" {
 		c, err := cluster.LoadConfig(*cfgFile)
 		if err != nil {

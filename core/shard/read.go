@@ -366,3 +366,18 @@ func PatchesSince(r Reader, app, cid string, since int64, limit int) ([]*Message
 	}
 	return out, it.Error()
 }
+
+// UniqueMemberHash is the key of the unique conversation that creator from
+// starting one with members finds (the shard's unique index): the hash of
+// the sorted, deduplicated member set with the creator in it. A router
+// places unique conversations by it (core/router.go).
+func UniqueMemberHash(members []string, from string) string {
+	return memberSetHash(normalize(append(append([]string(nil), members...), from)))
+}
+
+// UniqueConv is the unique conversation of member-set hash h in app, if
+// this shard has one.
+func UniqueConv(r Reader, app, h string) (cid string, ok bool, err error) {
+	b, ok, err := getRaw(r, uniqueKey(app, h))
+	return string(b), ok, err
+}

@@ -269,7 +269,7 @@ func (x AdminRequest_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AdminRequest_Op.Descriptor instead.
 func (AdminRequest_Op) EnumDescriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1, 0}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2, 0}
 }
 
 type ClientRequest struct {
@@ -318,8 +318,21 @@ type ClientRequest struct {
 	// send is stored once and answered with the first ack's id and
 	// timestamp. (History: added for failover, issue 8.)
 	IdempotencyKey string `protobuf:"bytes,35,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Many shards per region (issue 9; fields 50-59). shard_part is set by
+	// the router core (core/router.go) on the per-shard parts of a request
+	// it splits: OPEN asks only the shard's share of the login (unread or
+	// offline messages, missed patches, system-conversation messages; no
+	// presence, hooks, tokens or devices), CLOSE settles only the shard's
+	// wills and system-conversation marks, and a conv/query part returns
+	// its first skip+limit rows (command's skip 0, limit not capped) for the
+	// router to merge.
+	ShardPart bool `protobuf:"varint,50,opt,name=shard_part,json=shardPart,proto3" json:"shard_part,omitempty"`
+	// OPEN (whole or part) from a router that merges the shards' logins:
+	// the reply keeps the system-conversation pushes apart, in
+	// ClientReply.sys_commands, so the merge can cap each kind.
+	LoginSplit    bool `protobuf:"varint,51,opt,name=login_split,json=loginSplit,proto3" json:"login_split,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClientRequest) Reset() {
@@ -478,6 +491,77 @@ func (x *ClientRequest) GetIdempotencyKey() string {
 	return ""
 }
 
+func (x *ClientRequest) GetShardPart() bool {
+	if x != nil {
+		return x.ShardPart
+	}
+	return false
+}
+
+func (x *ClientRequest) GetLoginSplit() bool {
+	if x != nil {
+		return x.LoginSplit
+	}
+	return false
+}
+
+// ShardRequest is a client request a router core hands to the core that
+// leads the shard it belongs to (meshpb.MethodShard, core to core). The
+// reply is the ClientReply; not_leader with a leader hint when the
+// receiver does not lead the shard (it did nothing). History: issue 9.
+type ShardRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shard's number within the region.
+	Shard         uint32         `protobuf:"varint,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	Request       *ClientRequest `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardRequest) Reset() {
+	*x = ShardRequest{}
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardRequest) ProtoMessage() {}
+
+func (x *ShardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardRequest.ProtoReflect.Descriptor instead.
+func (*ShardRequest) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ShardRequest) GetShard() uint32 {
+	if x != nil {
+		return x.Shard
+	}
+	return 0
+}
+
+func (x *ShardRequest) GetRequest() *ClientRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
 // AdminRequest is one REST operation the edge's REST handler forwards to the
 // shard leader (history: added with the REST API, issue 4).
 type AdminRequest struct {
@@ -551,7 +635,7 @@ type AdminRequest struct {
 
 func (x *AdminRequest) Reset() {
 	*x = AdminRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +647,7 @@ func (x *AdminRequest) String() string {
 func (*AdminRequest) ProtoMessage() {}
 
 func (x *AdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +660,7 @@ func (x *AdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminRequest.ProtoReflect.Descriptor instead.
 func (*AdminRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AdminRequest) GetOp() AdminRequest_Op {
@@ -846,7 +930,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +942,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +955,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DeviceRecord) GetObjectId() string {
@@ -1008,13 +1092,18 @@ type ClientReply struct {
 	// For a successful OPEN: the client's token generation, which the edge
 	// writes into the session tokens it issues for this session.
 	SessionGeneration uint64 `protobuf:"varint,25,opt,name=session_generation,json=sessionGeneration,proto3" json:"session_generation,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The system-conversation pushes of an OPEN with login_split (issue 9).
+	SysCommands [][]byte `protobuf:"bytes,40,rep,name=sys_commands,json=sysCommands,proto3" json:"sys_commands,omitempty"`
+	// The conversations a conv/query part examined (shard_part), for the
+	// router's cap and the app's query budget (issue 9).
+	QueryExamined int64 `protobuf:"varint,41,opt,name=query_examined,json=queryExamined,proto3" json:"query_examined,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClientReply) Reset() {
 	*x = ClientReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1115,7 @@ func (x *ClientReply) String() string {
 func (*ClientReply) ProtoMessage() {}
 
 func (x *ClientReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1128,7 @@ func (x *ClientReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientReply.ProtoReflect.Descriptor instead.
 func (*ClientReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ClientReply) GetCommands() [][]byte {
@@ -1105,6 +1194,20 @@ func (x *ClientReply) GetSessionGeneration() uint64 {
 	return 0
 }
 
+func (x *ClientReply) GetSysCommands() [][]byte {
+	if x != nil {
+		return x.SysCommands
+	}
+	return nil
+}
+
+func (x *ClientReply) GetQueryExamined() int64 {
+	if x != nil {
+		return x.QueryExamined
+	}
+	return 0
+}
+
 type AdminReply struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// UNREAD_COUNT: the count; KICK: the sessions ended.
@@ -1131,7 +1234,7 @@ type AdminReply struct {
 
 func (x *AdminReply) Reset() {
 	*x = AdminReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1246,7 @@ func (x *AdminReply) String() string {
 func (*AdminReply) ProtoMessage() {}
 
 func (x *AdminReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1259,7 @@ func (x *AdminReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
 func (*AdminReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *AdminReply) GetCount() int64 {
@@ -1257,7 +1360,7 @@ type NotifEvent struct {
 
 func (x *NotifEvent) Reset() {
 	*x = NotifEvent{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1372,7 @@ func (x *NotifEvent) String() string {
 func (*NotifEvent) ProtoMessage() {}
 
 func (x *NotifEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1385,7 @@ func (x *NotifEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifEvent.ProtoReflect.Descriptor instead.
 func (*NotifEvent) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NotifEvent) GetCmd() string {
@@ -1409,7 +1512,7 @@ type SysRow struct {
 
 func (x *SysRow) Reset() {
 	*x = SysRow{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1524,7 @@ func (x *SysRow) String() string {
 func (*SysRow) ProtoMessage() {}
 
 func (x *SysRow) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1537,7 @@ func (x *SysRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysRow.ProtoReflect.Descriptor instead.
 func (*SysRow) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SysRow) GetClientId() string {
@@ -1504,7 +1607,7 @@ type MemberRole struct {
 
 func (x *MemberRole) Reset() {
 	*x = MemberRole{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1619,7 @@ func (x *MemberRole) String() string {
 func (*MemberRole) ProtoMessage() {}
 
 func (x *MemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1632,7 @@ func (x *MemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
 func (*MemberRole) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MemberRole) GetClientId() string {
@@ -1557,7 +1660,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1569,7 +1672,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1582,7 +1685,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -1609,7 +1712,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1621,7 +1724,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1634,7 +1737,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -1696,7 +1799,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1811,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1824,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -1758,7 +1861,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1770,7 +1873,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1783,7 +1886,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Target) GetPeerId() string {
@@ -1835,7 +1938,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1847,7 +1950,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1860,7 +1963,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -1924,7 +2027,7 @@ type LinkLeader struct {
 
 func (x *LinkLeader) Reset() {
 	*x = LinkLeader{}
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1936,7 +2039,7 @@ func (x *LinkLeader) String() string {
 func (*LinkLeader) ProtoMessage() {}
 
 func (x *LinkLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1949,7 +2052,7 @@ func (x *LinkLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkLeader.ProtoReflect.Descriptor instead.
 func (*LinkLeader) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *LinkLeader) GetAddr() string {
@@ -1970,7 +2073,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xad\x05\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xed\x05\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -1990,13 +2093,20 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\tsource_ip\x18\x19 \x01(\tR\bsourceIp\x12(\n" +
 	"\x10close_error_code\x18\x1a \x01(\x05R\x0ecloseErrorCode\x12&\n" +
 	"\x0fclose_error_msg\x18\x1b \x01(\tR\rcloseErrorMsg\x12'\n" +
-	"\x0fidempotency_key\x18# \x01(\tR\x0eidempotencyKey\"=\n" +
+	"\x0fidempotency_key\x18# \x01(\tR\x0eidempotencyKey\x12\x1d\n" +
+	"\n" +
+	"shard_part\x182 \x01(\bR\tshardPart\x12\x1f\n" +
+	"\vlogin_split\x183 \x01(\bR\n" +
+	"loginSplit\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"\xaa\f\n" +
+	"\x05ADMIN\x10\x04\"]\n" +
+	"\fShardRequest\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\rR\x05shard\x127\n" +
+	"\arequest\x18\x02 \x01(\v2\x1d.relaymesh.mesh.ClientRequestR\arequest\"\xaa\f\n" +
 	"\fAdminRequest\x12/\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1f.relaymesh.mesh.AdminRequest.OpR\x02op\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x12\n" +
@@ -2088,7 +2198,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x0f \x01(\x03R\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"updated_at\x18\x10 \x01(\x03R\tupdatedAt\"\xba\x02\n" +
+	"updated_at\x18\x10 \x01(\x03R\tupdatedAt\"\x84\x03\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
@@ -2100,7 +2210,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x05admin\x18\x06 \x01(\v2\x1a.relaymesh.mesh.AdminReplyR\x05admin\x12\x12\n" +
 	"\x04room\x18\a \x01(\tR\x04room\x12!\n" +
 	"\froom_changed\x18\b \x01(\bR\vroomChanged\x12-\n" +
-	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\"\x8d\x03\n" +
+	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\x12!\n" +
+	"\fsys_commands\x18( \x03(\fR\vsysCommands\x12%\n" +
+	"\x0equery_examined\x18) \x01(\x03R\rqueryExamined\"\x8d\x03\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
@@ -2193,45 +2305,47 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
 	(*ClientRequest)(nil),   // 2: relaymesh.mesh.ClientRequest
-	(*AdminRequest)(nil),    // 3: relaymesh.mesh.AdminRequest
-	(*DeviceRecord)(nil),    // 4: relaymesh.mesh.DeviceRecord
-	(*ClientReply)(nil),     // 5: relaymesh.mesh.ClientReply
-	(*AdminReply)(nil),      // 6: relaymesh.mesh.AdminReply
-	(*NotifEvent)(nil),      // 7: relaymesh.mesh.NotifEvent
-	(*SysRow)(nil),          // 8: relaymesh.mesh.SysRow
-	(*MemberRole)(nil),      // 9: relaymesh.mesh.MemberRole
-	(*EdgeHello)(nil),       // 10: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil), // 11: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),        // 12: relaymesh.mesh.Presence
-	(*Target)(nil),          // 13: relaymesh.mesh.Target
-	(*Delivery)(nil),        // 14: relaymesh.mesh.Delivery
-	(*LinkLeader)(nil),      // 15: relaymesh.mesh.LinkLeader
+	(*ShardRequest)(nil),    // 3: relaymesh.mesh.ShardRequest
+	(*AdminRequest)(nil),    // 4: relaymesh.mesh.AdminRequest
+	(*DeviceRecord)(nil),    // 5: relaymesh.mesh.DeviceRecord
+	(*ClientReply)(nil),     // 6: relaymesh.mesh.ClientReply
+	(*AdminReply)(nil),      // 7: relaymesh.mesh.AdminReply
+	(*NotifEvent)(nil),      // 8: relaymesh.mesh.NotifEvent
+	(*SysRow)(nil),          // 9: relaymesh.mesh.SysRow
+	(*MemberRole)(nil),      // 10: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),       // 11: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil), // 12: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),        // 13: relaymesh.mesh.Presence
+	(*Target)(nil),          // 14: relaymesh.mesh.Target
+	(*Delivery)(nil),        // 15: relaymesh.mesh.Delivery
+	(*LinkLeader)(nil),      // 16: relaymesh.mesh.LinkLeader
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
-	3,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
-	1,  // 2: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
-	4,  // 3: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
-	4,  // 4: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
-	6,  // 5: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
-	9,  // 6: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
-	8,  // 7: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
-	4,  // 8: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
-	7,  // 9: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
-	11, // 10: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	11, // 11: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	13, // 12: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	15, // 13: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	4,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
+	2,  // 2: relaymesh.mesh.ShardRequest.request:type_name -> relaymesh.mesh.ClientRequest
+	1,  // 3: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
+	5,  // 4: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
+	5,  // 5: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
+	7,  // 6: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
+	10, // 7: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	9,  // 8: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
+	5,  // 9: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
+	8,  // 10: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
+	12, // 11: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	12, // 12: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	14, // 13: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	16, // 14: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -2245,7 +2359,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

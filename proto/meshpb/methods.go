@@ -11,4 +11,9 @@ const (
 	// region: EdgeHello, then Presence frames edge -> core; Delivery frames
 	// core -> edge (a LinkLeader first, when the core knows the leader).
 	MethodDeliveries = "deliveries"
+	// MethodShard is the rpc ShardRequest -> ClientReply between the cores
+	// of a region: a router core hands a request (or one shard's part of
+	// it) to the core that leads the shard (core/router.go). A core that
+	// does not lead it answers not_leader with the leader it knows.
+	MethodShard = "shard"
 )

@@ -1,0 +1,883 @@
+package core
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/catalog"
+	"github.com/relaymesh/relaymesh/core/query"
+	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// Many shards per region (issue 9 step 2, docs/MESH.md "Routing"). A core
+// node hosts a replica of every shard of its region, each with its own
+// Core; the Router is the node's front for them. Edges send every request
+// to the leader of the region's system shard (shard 0, where per-client
+// state lives: presence registration, session tokens, devices, global
+// broadcasts); that core is the request's router:
+//
+//   - a request about one conversation goes to the shard its id names
+//     (catalog.HomeOf; ids that are not ours live in shard 0): the local
+//     Core when this node leads that shard, else the shard's leader over
+//     the mesh (meshpb.MethodShard), following not_leader hints;
+//   - a new conversation is placed on a shard of the region: round-robin,
+//     except a unique one, which goes where its member set already has
+//     one (a point read in each shard's local replica) or else to the
+//     shard its member-set hash picks, so two creators meet;
+//   - a request about many conversations is split and the answers merged:
+//     the login (each shard's unread or offline messages, patches and
+//     system-conversation pushes), session ends (each shard's wills),
+//     conv/query (each shard's first skip+limit rows, sorted and cut
+//     again), read receipts for several conversations, REST unread
+//     counts, notifications, subscriptions and broadcasts;
+//   - the rest (session/query, echo, report, devices, kicks, stats) is
+//     the system shard's.
+//
+// Sessions and chatroom membership live in the node's relay, which every
+// Core shares: whichever core leads a shard fans its messages out to the
+// edges of the region through it (edges keep a delivery stream and their
+// presence on every core).
+
+// RouterShard is one shard a node hosts.
+type RouterShard struct {
+	Core *Core
+	// Leader is the mesh address of the shard's leader as this node's
+	// replica knows it, "" when unknown.
+	Leader func() string
+}
+
+// RouterConfig configures a Router.
+type RouterConfig struct {
+	// Region is the node's region number (catalog.ConvID.Region).
+	Region uint8
+	// Shards are the region's shards by number: Shards[i] is shard i;
+	// Shards[0] is the system shard.
+	Shards []RouterShard
+	// Self is this node's mesh address.
+	Self string
+	// Forward sends a request to another core (meshpb.MethodShard). Nil:
+	// a shard this node does not lead is unavailable.
+	Forward func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
+	Logger  *slog.Logger
+}
+
+// Router routes a node's client requests to the shards of its region.
+type Router struct {
+	region  uint8
+	shards  []RouterShard
+	self    string
+	forward func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
+	log     *slog.Logger
+	next    atomic.Uint64 // placement round-robin
+	stats   RouterStats
+}
+
+// RouterStats are the router's counters (relaymesh_router_* on /metrics).
+type RouterStats struct {
+	Local     atomic.Uint64 // requests (or parts) served by a local shard core
+	Forwarded atomic.Uint64 // requests (or parts) sent to another core
+	Split     atomic.Uint64 // requests split over several shards
+	Hints     atomic.Uint64 // not_leader answers followed
+}
+
+// How long a router waits for a shard without a known leader (an
+// election takes a second or two), following hints, before it answers
+// ErrNotLeader; and the pause between looks.
+const (
+	routeWait  = 5 * time.Second
+	routePause = 50 * time.Millisecond
+)
+
+// NewRouter returns a router over cfg.Shards.
+func NewRouter(cfg RouterConfig) (*Router, error) {
+	if len(cfg.Shards) == 0 || len(cfg.Shards) > 1<<16 {
+		return nil, fmt.Errorf("core: router: %d shards", len(cfg.Shards))
+	}
+	if cfg.Region == 0 {
+		cfg.Region = catalog.LegacyShard.Region
+	}
+	r := &Router{region: cfg.Region, shards: cfg.Shards, self: cfg.Self, forward: cfg.Forward, log: cfg.Logger}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return r, nil
+}
+
+// System is the core of the region's system shard.
+func (r *Router) System() *Core { return r.shards[0].Core }
+
+// Shards is the number of shards of the region.
+func (r *Router) Shards() int { return len(r.shards) }
+
+// Shard is the core of shard n, nil if there is none.
+func (r *Router) Shard(n int) *Core {
+	if n < 0 || n >= len(r.shards) {
+		return nil
+	}
+	return r.shards[n].Core
+}
+
+// Stats returns the router's counters.
+func (r *Router) Stats() *RouterStats { return &r.stats }
+
+// errNoShard: a conversation id names a shard this region does not have.
+var errNoShard = fmt.Errorf("%w: no such shard", shard.ErrConvNotFound)
+
+// shardOf is the number of the shard conversation cid lives in.
+func (r *Router) shardOf(cid string) (int, error) {
+	w := catalog.HomeOf(cid)
+	if w.Region != r.region || int(w.Shard) >= len(r.shards) {
+		// Another region's conversation (issue 9 step 4) or a shard
+		// this region does not have.
+		return 0, fmt.Errorf("%w: %s", errNoShard, cid)
+	}
+	return int(w.Shard), nil
+}
+
+// HandleShard serves a request another core's router handed to this node
+// for shard n: run by the local core when it leads the shard, else
+// not_leader with the leader this replica knows.
+func (r *Router) HandleShard(ctx context.Context, n int, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	if n < 0 || n >= len(r.shards) {
+		return &meshpb.ClientReply{ErrorCode: codeFor(errNoShard), ErrorReason: fmt.Sprintf("no shard %d", n)}, nil
+	}
+	sh := r.shards[n]
+	if !sh.Core.leads() {
+		return &meshpb.ClientReply{NotLeader: true, Leader: sh.Leader()}, nil
+	}
+	return sh.Core.HandleClient(ctx, req)
+}
+
+// Ready reports whether every shard has a leader this node knows of
+// (itself or another core) and this node leads the system shard.
+func (r *Router) Ready() bool {
+	if !r.System().Ready() {
+		return false
+	}
+	for _, sh := range r.shards[1:] {
+		if !sh.Core.leads() && sh.Leader() == "" {
+			return false
+		}
+	}
+	return true
+}
+
+// leads reports whether this core's replica leads its shard.
+func (c *Core) leads() bool { return c.replica != nil && c.replica.IsLeader() }
+
+// call runs req on shard n: locally when this node leads it, else on its
+// leader. A shard with no leader in sight answers ErrNotLeader after
+// routeAttempts.
+func (r *Router) call(ctx context.Context, n int, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	sh := r.shards[n]
+	hint := ""
+	deadline := time.Now().Add(routeWait)
+	for attempt := 0; attempt == 0 || time.Now().Before(deadline); attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(routePause):
+			}
+		}
+		if sh.Core.leads() {
+			r.stats.Local.Add(1)
+			return sh.Core.HandleClient(ctx, req)
+		}
+		addr := hint
+		if addr == "" {
+			addr = sh.Leader()
+		}
+		hint = ""
+		if addr == "" || addr == r.self || r.forward == nil {
+			continue
+		}
+		r.stats.Forwarded.Add(1)
+		rep, err := r.forward(ctx, addr, &meshpb.ShardRequest{Shard: uint32(n), Request: req})
+		if err != nil {
+			return nil, err
+		}
+		if !rep.GetNotLeader() {
+			return rep, nil
+		}
+		r.stats.Hints.Add(1)
+		hint = rep.GetLeader()
+	}
+	return nil, fmt.Errorf("%w: shard %d has no leader in reach", ErrNotLeader, n)
+}
+
+// HandleClient routes one request from an edge (this node leads the
+// system shard; core/mesh.go answers not_leader otherwise).
+func (r *Router) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	// Parts are what a router asks of shards; an edge cannot ask for one
+	// (a part OPEN skips the token check).
+	req.ShardPart, req.LoginSplit = false, false
+	if len(r.shards) == 1 {
+		return r.call(ctx, 0, req)
+	}
+	switch req.GetKind() {
+	case meshpb.ClientRequest_OPEN:
+		return r.open(ctx, req)
+	case meshpb.ClientRequest_CLOSE:
+		return r.close(ctx, req)
+	case meshpb.ClientRequest_ADMIN:
+		return r.admin(ctx, req)
+	case meshpb.ClientRequest_COMMAND:
+		return r.command(ctx, req)
+	}
+	return r.call(ctx, 0, req)
+}
+
+// part is a copy of req marked as one shard's part.
+func part(req *meshpb.ClientRequest) *meshpb.ClientRequest {
+	p := proto.Clone(req).(*meshpb.ClientRequest)
+	p.ShardPart = true
+	// The router checked the session token against the system shard,
+	// which alone keeps token generations (auth.go).
+	p.StGeneration, p.StReopen = 0, false
+	return p
+}
+
+// scatter runs build(n) on every shard n in ns at once and returns the
+// replies in the order of ns; the first error wins.
+func (r *Router) scatter(ctx context.Context, ns []int, build func(n int) *meshpb.ClientRequest) ([]*meshpb.ClientReply, error) {
+	r.stats.Split.Add(1)
+	reps := make([]*meshpb.ClientReply, len(ns))
+	errs := make([]error, len(ns))
+	var wg sync.WaitGroup
+	for i, n := range ns {
+		wg.Go(func() { reps[i], errs[i] = r.call(ctx, n, build(n)) })
+	}
+	wg.Wait()
+	return reps, errors.Join(errs...)
+}
+
+// others are the shard numbers but the system shard's.
+func (r *Router) others() []int {
+	ns := make([]int, 0, len(r.shards)-1)
+	for n := 1; n < len(r.shards); n++ {
+		ns = append(ns, n)
+	}
+	return ns
+}
+
+// all are every shard number.
+func (r *Router) all() []int { return append([]int{0}, r.others()...) }
+
+// ---- login and session end ----
+
+// open registers the session on the system shard (tag kick, token,
+// devices, its share of the login) and asks every other shard for its
+// share; the shares are merged as one shard would have capped them.
+func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	req.LoginSplit = true
+	rep, err := r.call(ctx, 0, req)
+	if err != nil || rep.GetErrorCode() != 0 || rep.GetNotLeader() {
+		return rep, err
+	}
+	parts, err := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return part(req) })
+	if err != nil {
+		// The session is registered; what the other shards have due
+		// comes with the next login or the client's own queries. A login
+		// that fails here would leave the presence of a client that
+		// thinks it is offline.
+		r.log.Warn("login: a shard's share", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", err)
+	}
+	all := append([]*meshpb.ClientReply{rep}, parts...)
+	lim := r.System().limits
+	rep.Commands = mergeLogin(all, req.GetProtocolVersion(), lim.MaxUnreadConvs)
+	rep.SysCommands = nil
+	return rep, nil
+}
+
+// mergeLogin merges the shards' login shares: offline messages of at most
+// maxConvs conversations (.1), the unread counts of at most maxConvs (.3),
+// newest conversations first, then missed patches and the system pushes.
+func mergeLogin(reps []*meshpb.ClientReply, version int32, maxConvs int) [][]byte {
+	var (
+		unread  *lcpb.GenericCommand
+		tuples  []*lcpb.UnreadTuple
+		groups  []offlineGroup
+		patches [][]byte
+		sys     []*lcpb.GenericCommand
+	)
+	for _, rep := range reps {
+		if rep == nil {
+			continue
+		}
+		var cur *offlineGroup
+		for _, b := range rep.GetCommands() {
+			g := new(lcpb.GenericCommand)
+			if proto.Unmarshal(b, g) != nil {
+				continue
+			}
+			switch g.GetCmd() {
+			case lcpb.CommandType_unread:
+				if unread == nil {
+					unread = g
+				} else if t := g.GetUnreadMessage().GetNotifTime(); t > unread.GetUnreadMessage().GetNotifTime() {
+					unread.UnreadMessage.NotifTime = proto.Int64(t)
+				}
+				tuples = append(tuples, g.GetUnreadMessage().GetConvs()...)
+			case lcpb.CommandType_direct:
+				dm := g.GetDirectMessage()
+				if cur == nil || cur.cid != dm.GetCid() {
+					groups = append(groups, offlineGroup{cid: dm.GetCid()})
+					cur = &groups[len(groups)-1]
+				}
+				cur.cmds = append(cur.cmds, b)
+				cur.newest = max(cur.newest, dm.GetTimestamp())
+			default:
+				patches = append(patches, b)
+			}
+		}
+		for _, b := range rep.GetSysCommands() {
+			g := new(lcpb.GenericCommand)
+			if proto.Unmarshal(b, g) == nil {
+				sys = append(sys, g)
+			}
+		}
+	}
+	var out [][]byte
+	sort.SliceStable(groups, func(i, j int) bool { return groups[i].newest > groups[j].newest })
+	if len(groups) > maxConvs {
+		groups = groups[:maxConvs]
+	}
+	for _, g := range groups {
+		out = append(out, g.cmds...)
+	}
+	if unread != nil {
+		sort.SliceStable(tuples, func(i, j int) bool { return tuples[i].GetTimestamp() > tuples[j].GetTimestamp() })
+		if len(tuples) > maxConvs {
+			tuples = tuples[:maxConvs]
+		}
+		unread.UnreadMessage.Convs = tuples
+		if b, err := proto.Marshal(unread); err == nil {
+			out = append(out, b)
+		}
+	}
+	if len(patches) > maxMissedPatches {
+		patches = patches[:maxMissedPatches]
+	}
+	out = append(out, patches...)
+	sort.SliceStable(sys, func(i, j int) bool {
+		return sys[i].GetDirectMessage().GetTimestamp() < sys[j].GetDirectMessage().GetTimestamp()
+	})
+	if len(sys) > maxSysLogin {
+		sys = sys[:maxSysLogin]
+	}
+	for _, g := range sys {
+		if b, err := proto.Marshal(g); err == nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// offlineGroup is one conversation's offline messages in a login share.
+type offlineGroup struct {
+	cid    string
+	newest int64
+	cmds   [][]byte
+}
+
+// close ends the session on the system shard (presence, hooks, tokens,
+// devices, its wills) and settles its wills and marks on every other.
+func (r *Router) close(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	rep, err := r.call(ctx, 0, req)
+	if _, perr := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return part(req) }); perr != nil {
+		r.log.Warn("session end: a shard's wills", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", perr)
+	}
+	return rep, err
+}
+
+// ---- commands ----
+
+// command routes a client's GenericCommand.
+func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	cmd := new(lcpb.GenericCommand)
+	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
+		return r.call(ctx, 0, req) // the system shard answers the malformed command
+	}
+	rt, err := r.route(req.GetAppId(), req.GetPeerId(), cmd)
+	if err != nil {
+		return encodeReply(lcpb.NewError(cmd.I, req.GetPeerId(), codeFor(err), err.Error())), nil
+	}
+	switch rt.kind {
+	case routeQuery:
+		return r.convQuery(ctx, req, cmd)
+	case routeRead:
+		return r.readMany(ctx, req, cmd)
+	case routeSessionClose:
+		rep, err := r.call(ctx, 0, req)
+		if err == nil {
+			// Its wills on the other shards are dropped, as the system
+			// shard dropped its own (will.go).
+			end := part(req)
+			end.Kind = meshpb.ClientRequest_CLOSE
+			if _, perr := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return end }); perr != nil {
+				r.log.Warn("session close: a shard's wills", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", perr)
+			}
+		}
+		return rep, err
+	}
+	return r.call(ctx, rt.shard, req)
+}
+
+type routeKind int
+
+const (
+	routeOne          routeKind = iota // one shard: route.shard
+	routeQuery                         // conv/query: every shard, merged
+	routeRead                          // read of several conversations: split
+	routeSessionClose                  // session/close: system shard, then every shard's wills
+)
+
+type route struct {
+	kind  routeKind
+	shard int
+}
+
+// route is where a client command goes.
+func (r *Router) route(app, peer string, cmd *lcpb.GenericCommand) (route, error) {
+	one := func(cid string) (route, error) {
+		n, err := r.shardOf(cid)
+		return route{kind: routeOne, shard: n}, err
+	}
+	switch cmd.GetCmd() {
+	case lcpb.CommandType_direct:
+		return one(cmd.GetDirectMessage().GetCid())
+	case lcpb.CommandType_ack:
+		return one(cmd.GetAckMessage().GetCid())
+	case lcpb.CommandType_logs:
+		return one(cmd.GetLogsMessage().GetCid())
+	case lcpb.CommandType_read:
+		rm := cmd.GetReadMessage()
+		if len(rm.GetConvs()) > 0 {
+			return route{kind: routeRead}, nil
+		}
+		return one(rm.GetCid())
+	case lcpb.CommandType_patch:
+		if ps := cmd.GetPatchMessage().GetPatches(); len(ps) > 0 {
+			return one(ps[0].GetCid())
+		}
+	case lcpb.CommandType_conv:
+		cm := cmd.GetConvMessage()
+		switch cmd.GetOp() {
+		case lcpb.OpType_start:
+			return route{kind: routeOne, shard: r.place(app, peer, cm)}, nil
+		case lcpb.OpType_query:
+			return route{kind: routeQuery}, nil
+		}
+		return one(cm.GetCid())
+	case lcpb.CommandType_blacklist:
+		if cid := cmd.GetBlacklistMessage().GetSrcCid(); cid != "" {
+			return one(cid)
+		}
+	case lcpb.CommandType_session:
+		if cmd.GetOp() == lcpb.OpType_close {
+			return route{kind: routeSessionClose}, nil
+		}
+	}
+	return route{kind: routeOne, shard: 0}, nil
+}
+
+// place picks the shard of a new conversation (docs/MESH.md "Shards").
+func (r *Router) place(app, peer string, cm *lcpb.ConvCommand) int {
+	n := len(r.shards)
+	if cm.GetUnique() && !cm.GetTransient() && !cm.GetTempConv() {
+		h := shard.UniqueMemberHash(cm.GetM(), peer)
+		// Where the set already has its conversation, created under
+		// another shard count: a point read in each local replica.
+		for i, sh := range r.shards {
+			if cid, ok, err := shard.UniqueConv(sh.Core.state(), app, h); err == nil && ok && cid != "" {
+				return i
+			}
+		}
+		var v uint64
+		for i := 0; i < 8 && i < len(h); i++ {
+			v = v<<4 | uint64(hexVal(h[i]))
+		}
+		return int(v % uint64(n))
+	}
+	return int(r.next.Add(1) % uint64(n))
+}
+
+func hexVal(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return 0
+}
+
+// readMany splits a read of several conversations by shard.
+func (r *Router) readMany(ctx context.Context, req *meshpb.ClientRequest, cmd *lcpb.GenericCommand) (*meshpb.ClientReply, error) {
+	by := map[int][]*lcpb.ReadTuple{}
+	var ns []int
+	for _, t := range cmd.GetReadMessage().GetConvs() {
+		n, err := r.shardOf(t.GetCid())
+		if err != nil {
+			continue // nothing to mark there
+		}
+		if _, ok := by[n]; !ok {
+			ns = append(ns, n)
+		}
+		by[n] = append(by[n], t)
+	}
+	if len(ns) == 1 {
+		return r.call(ctx, ns[0], req)
+	}
+	_, err := r.scatter(ctx, ns, func(n int) *meshpb.ClientRequest {
+		p := proto.Clone(req).(*meshpb.ClientRequest)
+		c := proto.Clone(cmd).(*lcpb.GenericCommand)
+		c.ReadMessage.Convs = by[n]
+		p.Command, _ = proto.Marshal(c)
+		return p
+	})
+	return &meshpb.ClientReply{}, err
+}
+
+// convQuery runs conv/query on every shard and merges the rows: each
+// shard returns its first skip+limit rows in the query's order, the
+// router sorts their union the same way and cuts skip and limit again.
+func (r *Router) convQuery(ctx context.Context, req *meshpb.ClientRequest, cmd *lcpb.GenericCommand) (*meshpb.ClientReply, error) {
+	cm := cmd.GetConvMessage()
+	sys, app := r.System(), req.GetAppId()
+	refuse := func(err error) (*meshpb.ClientReply, error) {
+		return encodeReply(lcpb.NewError(cmd.I, req.GetPeerId(), codeFor(err), err.Error())), nil
+	}
+	// Bounds first, once (the parts check again and pass).
+	_, keys, err := sys.parseQuery(cm)
+	if err != nil {
+		return refuse(err)
+	}
+	limit := int(cm.GetLimit())
+	if cm.Limit == nil || limit <= 0 {
+		limit = defaultQueryLimit
+	}
+	limit = min(limit, maxQueryLimit)
+	skip := max(int(cm.GetSkip()), 0)
+	sub := proto.Clone(cmd).(*lcpb.GenericCommand)
+	sub.ConvMessage.Skip = proto.Int32(0)
+	sub.ConvMessage.Limit = proto.Int32(int32(min(skip+limit, 1<<30)))
+	b, err := proto.Marshal(sub)
+	if err != nil {
+		return nil, err
+	}
+	// The app's query budget and the scan cap are the node's, for the
+	// query as a whole (query.go): the system core's meter keeps them.
+	if !sys.queries.Admit(app, sys.now()) {
+		sys.queries.Refuse(query.RefusedBudget)
+		return refuse(fmt.Errorf("%w: %w", errQueryFailed, errQueryBudget))
+	}
+	reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest {
+		p := part(req)
+		p.Command = b
+		return p
+	})
+	if err != nil {
+		return nil, err
+	}
+	var examined int64
+	for _, rep := range reps {
+		examined += rep.GetQueryExamined()
+	}
+	sys.queries.Charge(app, int(examined), sys.now())
+	if max := sys.limits.MaxQueryScan; examined > int64(max) {
+		sys.queries.Refuse(query.RefusedScan)
+		return refuse(fmt.Errorf("%w: the query would examine more than %d conversations; narrow it by objectId or m", errQueryFailed, max))
+	}
+	rows := []map[string]any{}
+	for _, rep := range reps {
+		if len(rep.GetCommands()) == 0 {
+			return rep, nil
+		}
+		g := new(lcpb.GenericCommand)
+		if err := proto.Unmarshal(rep.GetCommands()[0], g); err != nil {
+			return nil, fmt.Errorf("%w: shard reply: %v", errInternal, err)
+		}
+		if g.GetCmd() == lcpb.CommandType_error {
+			return rep, nil // a refusal (bounds, budget) is the answer
+		}
+		got, err := decodeRows(g.GetConvMessage().GetResults().GetData())
+		if err != nil {
+			return nil, fmt.Errorf("%w: shard rows: %v", errInternal, err)
+		}
+		rows = append(rows, got...)
+	}
+	query.Sort(rows, keys)
+	if skip >= len(rows) {
+		rows = rows[:0]
+	} else {
+		rows = rows[skip:]
+	}
+	if len(rows) > limit {
+		rows = rows[:limit]
+	}
+	out, err := json.Marshal(rows)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errInternal, err)
+	}
+	g := &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_results.Enum(),
+		PeerId: proto.String(req.GetPeerId()), I: cmd.I,
+		ConvMessage: &lcpb.ConvCommand{Results: &lcpb.JsonObjectMessage{Data: proto.String(string(out))}}}
+	return encodeReply(g), nil
+}
+
+// decodeRows reads a conv/query result array as the shard built it
+// (numbers kept exact, as query.Decode keeps them).
+func decodeRows(data string) ([]map[string]any, error) {
+	var raw []json.RawMessage
+	if err := json.Unmarshal([]byte(data), &raw); err != nil {
+		return nil, err
+	}
+	rows := make([]map[string]any, 0, len(raw))
+	for _, b := range raw {
+		d := json.NewDecoder(bytes.NewReader(b))
+		d.UseNumber()
+		var row map[string]any
+		if err := d.Decode(&row); err != nil {
+			return nil, err
+		}
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// ---- the server API ----
+
+// admin routes a REST operation.
+func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	a := req.GetAdmin()
+	if req.GetStGeneration() != 0 || req.GetStReopen() {
+		// Only the system shard keeps token generations (auth.go).
+		if err := r.System().checkTokenGeneration(req); err != nil {
+			return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
+		}
+		req.StGeneration, req.StReopen = 0, false
+	}
+	byCid := func() (*meshpb.ClientReply, error) {
+		n, err := r.shardOf(a.GetCid())
+		if err != nil {
+			return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
+		}
+		return r.call(ctx, n, part(req))
+	}
+	switch a.GetOp() {
+	case meshpb.AdminRequest_COMMAND:
+		cmd := new(lcpb.GenericCommand)
+		if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
+			return r.call(ctx, 0, req)
+		}
+		rt, err := r.route(req.GetAppId(), req.GetPeerId(), cmd)
+		if err != nil {
+			return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
+		}
+		switch rt.kind {
+		case routeQuery:
+			rep, err := r.convQuery(ctx, req, cmd)
+			return adminError(rep), err
+		case routeRead:
+			return r.readMany(ctx, req, cmd)
+		}
+		return r.call(ctx, rt.shard, req)
+	case meshpb.AdminRequest_DELETE_CONVERSATION, meshpb.AdminRequest_DELETE_MESSAGE,
+		meshpb.AdminRequest_MEMBER_ROLES, meshpb.AdminRequest_SYS_SEND, meshpb.AdminRequest_SYS_MESSAGES,
+		meshpb.AdminRequest_SYS_SUBSCRIBERS, meshpb.AdminRequest_SYS_USER_MESSAGES,
+		meshpb.AdminRequest_SYS_DELETE_USER_MESSAGE, meshpb.AdminRequest_TEMP_SHUTUP:
+		return byCid()
+	case meshpb.AdminRequest_SYS_BROADCAST:
+		if a.GetCid() == "" { // a global broadcast: the system shard's
+			return r.call(ctx, 0, req)
+		}
+		return byCid()
+	case meshpb.AdminRequest_UNREAD_COUNT:
+		if a.GetCid() != "" {
+			return byCid()
+		}
+		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+		if err != nil {
+			return nil, err
+		}
+		var total int64
+		for _, rep := range reps {
+			if rep.GetErrorCode() != 0 {
+				return rep, nil
+			}
+			total += rep.GetAdmin().GetCount()
+		}
+		return &meshpb.ClientReply{Admin: &meshpb.AdminReply{Count: total}}, nil
+	case meshpb.AdminRequest_WORDS_SET:
+		// Every shard filters its own messages with the app's list.
+		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+		if err != nil {
+			return nil, err
+		}
+		for _, rep := range reps {
+			if rep.GetErrorCode() != 0 {
+				return rep, nil
+			}
+		}
+		return reps[0], nil
+	case meshpb.AdminRequest_SYS_BROADCASTS:
+		if a.GetCid() != "" {
+			return byCid()
+		}
+		return r.mergeSysRows(ctx, req, func(x, y *meshpb.SysRow) bool { return x.GetTimestamp() > y.GetTimestamp() }, int(a.GetSysSkip()))
+	case meshpb.AdminRequest_SYS_SUBSCRIPTIONS:
+		if a.GetSysReversed() {
+			return r.mergeSysRows(ctx, req, func(x, y *meshpb.SysRow) bool {
+				return x.GetTimestamp() > y.GetTimestamp() || x.GetTimestamp() == y.GetTimestamp() && x.GetCid() > y.GetCid()
+			}, 0)
+		}
+		return r.mergeSysRows(ctx, req, func(x, y *meshpb.SysRow) bool {
+			return x.GetTimestamp() < y.GetTimestamp() || x.GetTimestamp() == y.GetTimestamp() && x.GetCid() < y.GetCid()
+		}, 0)
+	case meshpb.AdminRequest_SYS_DELETE_BROADCAST:
+		if a.GetCid() != "" {
+			return byCid()
+		}
+		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+		if err != nil {
+			return nil, err
+		}
+		for _, rep := range reps { // the shard that had it answers
+			if rep.GetErrorCode() == 0 {
+				return rep, nil
+			}
+		}
+		return reps[0], nil
+	case meshpb.AdminRequest_NOTIFICATIONS:
+		return r.notifications(ctx, req)
+	}
+	// KICK, STATS, WORDS_GET, devices: the system shard's.
+	return r.call(ctx, 0, req)
+}
+
+// adminError turns a cmd:error reply into the server API's error_code and
+// error_reason (ADMIN never answers cmd:error, admin.go).
+func adminError(rep *meshpb.ClientReply) *meshpb.ClientReply {
+	if rep == nil || len(rep.GetCommands()) != 1 {
+		return rep
+	}
+	g := new(lcpb.GenericCommand)
+	if proto.Unmarshal(rep.GetCommands()[0], g) != nil || g.GetCmd() != lcpb.CommandType_error {
+		return rep
+	}
+	return &meshpb.ClientReply{ErrorCode: g.GetErrorMessage().GetCode(), ErrorReason: g.GetErrorMessage().GetReason()}
+}
+
+// mergeSysRows scatters a listing of system-conversation rows, sorts the
+// union by less and cuts skip and limit again (each shard was asked for
+// skip+limit rows from the start).
+func (r *Router) mergeSysRows(ctx context.Context, req *meshpb.ClientRequest, less func(x, y *meshpb.SysRow) bool, skip int) (*meshpb.ClientReply, error) {
+	a := req.GetAdmin()
+	limit := int(a.GetLimit())
+	reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest {
+		p := part(req)
+		if skip > 0 {
+			p.Admin.SysSkip = 0
+			if limit > 0 {
+				p.Admin.Limit = int32(skip + limit)
+			}
+		}
+		return p
+	})
+	if err != nil {
+		return nil, err
+	}
+	var rows []*meshpb.SysRow
+	for _, rep := range reps {
+		if rep.GetErrorCode() != 0 {
+			return rep, nil
+		}
+		rows = append(rows, rep.GetAdmin().GetSysRows()...)
+	}
+	sort.SliceStable(rows, func(i, j int) bool { return less(rows[i], rows[j]) })
+	if skip >= len(rows) {
+		rows = nil
+	} else {
+		rows = rows[skip:]
+	}
+	if limit > 0 && len(rows) > limit {
+		rows = rows[:limit]
+	}
+	return &meshpb.ClientReply{Admin: &meshpb.AdminReply{SysRows: rows}}, nil
+}
+
+// notifications merges the stored conversation events of every shard,
+// oldest first, at most the limit asked.
+func (r *Router) notifications(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+	if err != nil {
+		return nil, err
+	}
+	var evs []*meshpb.NotifEvent
+	more := false
+	for _, rep := range reps {
+		if rep.GetErrorCode() != 0 {
+			return rep, nil
+		}
+		evs = append(evs, rep.GetAdmin().GetNotifs()...)
+		more = more || rep.GetAdmin().GetNotifMore()
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].GetServerTs() < evs[j].GetServerTs() })
+	class := shard.NotifPermanent
+	if req.GetAdmin().GetNotifDroppable() {
+		class = shard.NotifDroppable
+	}
+	lim := int(req.GetAdmin().GetNotifLimit())
+	if kept := shard.NotifKept(class); lim <= 0 || lim > kept { // as one shard pages (notif.go)
+		lim = kept
+	}
+	if len(evs) > lim {
+		evs, more = evs[:lim], true
+	}
+	return &meshpb.ClientReply{Admin: &meshpb.AdminReply{Notifs: evs, NotifMore: more}}, nil
+}
+
+// WriteMetrics writes the router's series in the Prometheus text format:
+// the shards of the region, which of them this node leads, and the
+// router's counters. The shard cores' series are core.WriteMetrics (summed
+// over the shards).
+func (r *Router) WriteMetrics(w io.Writer) error {
+	led := 0
+	for _, sh := range r.shards {
+		if sh.Core.leads() {
+			led++
+		}
+	}
+	rows := []struct {
+		name, help, typ string
+		v               uint64
+	}{
+		{"relaymesh_router_shards", "Shards (raft groups) of the region this core hosts a replica of.", "gauge", uint64(len(r.shards))},
+		{"relaymesh_router_shards_led", "Shards whose raft leader is this core.", "gauge", uint64(led)},
+		{"relaymesh_router_local_total", "Requests or request parts the router ran on a shard this core leads.", "counter", r.stats.Local.Load()},
+		{"relaymesh_router_forwarded_total", "Requests or request parts the router sent to another core's shard leader.", "counter", r.stats.Forwarded.Load()},
+		{"relaymesh_router_split_total", "Requests the router split over several shards (login, queries, receipts).", "counter", r.stats.Split.Load()},
+		{"relaymesh_router_not_leader_hints_total", "not_leader answers the router followed to another core.", "counter", r.stats.Hints.Load()},
+	}
+	for _, m := range rows {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
