@@ -1,0 +1,9 @@
+package catalog
+
+// EncodeConvIDForTest returns the id made of the first 10 bytes of b and
+// their check.
+func EncodeConvIDForTest(b []byte) string {
+	var head [10]byte
+	copy(head[:], b)
+	return encodeConvID(head)
+}
