@@ -7,3 +7,12 @@ func EncodeConvIDForTest(b []byte) string {
 	copy(head[:], b)
 	return encodeConvID(head)
 }
+
+// OpsForTest returns every op of the current version.
+func OpsForTest() map[Op]bool {
+	m := map[Op]bool{}
+	for op := range opVersion {
+		m[op] = true
+	}
+	return m
+}

@@ -42,6 +42,9 @@ func FuzzApply(f *testing.F) {
 	for _, h := range hs {
 		h.topo()
 		g := newGen(11)
+		for _, cmd := range g.setup() {
+			h.ok(cmd)
+		}
 		for range 500 {
 			b, _ := catalog.Encode(g.next())
 			if v, ok := h.raw(b).(*catalog.FatalError); ok {

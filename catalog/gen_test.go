@@ -41,28 +41,65 @@ func newGen(seed uint64) *gen {
 }
 
 var (
-	genRegions = []string{"eu", "us", "ap", "sa"}
-	genApps    = []string{"app-a", "app-b", "app-c"}
+	genRegions    = []string{"eu", "us", "ap", "sa"}
+	genTmpRegions = []string{"tmp1", "tmp2"} // regions that come and go
+	genApps       = []string{"app-a", "app-b", "app-c"}
 )
 
 func (g *gen) pick(list []string) string { return list[g.rng.IntN(len(list))] }
 func (g *gen) one(n int) bool            { return g.rng.IntN(n) == 0 }
 
+// Nodes n0..n9 belong, mostly, to region 1 + i%4.
 func (g *gen) node() string { return fmt.Sprintf("n%d", g.rng.IntN(10)) }
 
-func (g *gen) nodes() []string {
-	out := make([]string, 1+g.rng.IntN(3))
-	for i := range out {
-		out[i] = g.node()
+func homeRegion(node int) uint8 { return uint8(1 + node%4) }
+
+// setup returns the commands that build the usual topology: regions eu,
+// us, ap, sa numbered 1..4, nodes n0..n9 (cores, in their home regions),
+// and two shards per region.
+func (g *gen) setup() []catalog.Command {
+	var out []catalog.Command
+	for _, r := range genRegions {
+		out = append(out, &catalog.AddRegion{Name: r})
 	}
-	if g.one(20) {
+	for i := range 10 {
+		out = append(out, &catalog.PutNode{Node: catalog.Node{ID: fmt.Sprintf("n%d", i), Region: homeRegion(i),
+			Role: catalog.RoleCore, Mesh: fmt.Sprintf("10.0.0.%d:7000", i)}})
+	}
+	for r := range 4 {
+		for k := range 2 {
+			voters := []string{fmt.Sprintf("n%d", r), fmt.Sprintf("n%d", r+4)}[:1+k]
+			out = append(out, &catalog.AddShard{Region: uint8(r + 1), Voters: voters, Open: true})
+		}
+	}
+	return out
+}
+
+// voters returns 1..3 nodes of the region, now and then a stranger.
+func (g *gen) voters(region uint8) []string {
+	var out []string
+	for range 1 + g.rng.IntN(3) {
+		i := int(region-1) + 4*g.rng.IntN(2) // n(r-1) or n(r+3), both homed in r
+		out = append(out, fmt.Sprintf("n%d", i))
+	}
+	switch {
+	case g.one(20):
+		out = append(out, g.node())
+	case g.one(30):
 		out = append(out, "bad node")
 	}
 	return out
 }
 
 func (g *gen) ref() catalog.ShardRef {
-	return catalog.ShardRef{Region: uint8(1 + g.rng.IntN(4)), Shard: uint16(g.rng.IntN(4))}
+	r := catalog.ShardRef{Region: uint8(1 + g.rng.IntN(4)), Shard: uint16(g.rng.IntN(3))}
+	if g.one(20) {
+		r.Region = 5
+	}
+	if g.one(10) {
+		r.Shard = uint16(3 + g.rng.IntN(5))
+	}
+	return r
 }
 
 func (g *gen) clients() []string {
@@ -94,31 +131,44 @@ func (g *gen) next() catalog.Command {
 	switch k := g.rng.IntN(100); {
 	case k < 6:
 		name := g.pick(genRegions)
+		if g.one(2) {
+			name = g.pick(genTmpRegions)
+		}
 		if g.one(15) {
 			name = "bad region"
 		}
 		return &catalog.AddRegion{Name: name, Seeds: []string{fmt.Sprintf("%s.example:%d", name, 7000+g.rng.IntN(3))},
 			CIDRs: []string{fmt.Sprintf("10.%d.0.0/16", g.rng.IntN(256))}, Update: g.one(3)}
 	case k < 8:
-		return &catalog.RemoveRegion{Name: g.pick(genRegions)}
+		if g.one(3) {
+			return &catalog.RemoveRegion{Name: g.pick(genRegions)}
+		}
+		return &catalog.RemoveRegion{Name: g.pick(genTmpRegions)}
 	case k < 16:
 		role := catalog.RoleCore
-		if g.one(4) {
+		if g.one(6) {
 			role = catalog.RoleEdge
 		}
-		return &catalog.PutNode{Node: catalog.Node{ID: g.node(), Region: uint8(g.rng.IntN(5)), Role: role,
+		i := g.rng.IntN(10)
+		region := homeRegion(i)
+		if g.one(8) {
+			region = uint8(g.rng.IntN(6))
+		}
+		return &catalog.PutNode{Node: catalog.Node{ID: fmt.Sprintf("n%d", i), Region: region, Role: role,
 			Mesh: fmt.Sprintf("10.0.0.%d:7000", g.rng.IntN(255))}, IfAbsent: g.one(3)}
-	case k < 19:
+	case k < 18:
 		return &catalog.RemoveNode{ID: g.node()}
-	case k < 26:
-		c := &catalog.AddShard{Region: uint8(1 + g.rng.IntN(4)), Voters: g.nodes(), Open: g.one(2)}
+	case k < 22:
+		region := uint8(1 + g.rng.IntN(4))
+		c := &catalog.AddShard{Region: region, Voters: g.voters(region), Open: g.one(2)}
 		if g.one(2) {
 			n := uint16(g.rng.IntN(5))
 			c.Number = &n
 		}
 		return c
 	case k < 30:
-		return &catalog.SetShardVoters{Shard: g.ref(), Voters: g.nodes()}
+		ref := g.ref()
+		return &catalog.SetShardVoters{Shard: ref, Voters: g.voters(ref.Region)}
 	case k < 33:
 		return &catalog.SetShardOpen{Shard: g.ref(), Open: g.one(2)}
 	case k < 60:
