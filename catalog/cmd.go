@@ -290,12 +290,15 @@ type Result struct {
 	// AddRegion: the region's number; AddShard: the shard.
 	Region uint8
 	Shard  ShardRef
-	// AddRegion, AddShard, PutNode and PutApp with IfAbsent: it was there
-	// already (and left as it was, but for AddRegion with Update).
+	// AddRegion, AddShard, PutNode, PutApp: it was there already (and,
+	// for AddRegion without Update, AddShard, and PutNode and PutApp with
+	// IfAbsent, left as it was).
 	Existing bool
-	// RemoveRegion, RemoveNode, DeleteApp, ReleaseUnique: something was
-	// removed. MemberDelta: at least one client's entry changed (false:
-	// every client's part was stale or a no-op).
+	// Whether the command changed the state: for RemoveRegion,
+	// RemoveNode, DeleteApp, ReleaseUnique, whether something was
+	// removed; for MemberDelta, whether a client's entry changed (false:
+	// every client's part was stale or a no-op). Not set by AddRegion and
+	// AddShard (see Existing).
 	Changed bool
 	// ClaimUnique: the conversation (App, Hash) maps to, and whether it is
 	// this command's Cid.

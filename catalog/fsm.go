@@ -28,6 +28,13 @@ func New() *FSM { return &FSM{} }
 // then), or a *FatalError when this replica cannot apply the command as
 // every other replica does (a storage failure, a newer version).
 func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
+	if len(cmd) > MaxCommandBytes {
+		if v := peekVersion(cmd); v > Version {
+			return &FatalError{Index: index,
+				Err: fmt.Errorf("%w: version %d, this replica applies up to %d", ErrUnknownVersion, v, Version)}
+		}
+		return fail(ErrTooLong, "command: %d bytes, at most %d", len(cmd), MaxCommandBytes)
+	}
 	v, c, err := Decode(cmd)
 	if v > Version {
 		return &FatalError{Index: index,

@@ -1,8 +1,10 @@
 package catalog_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -172,3 +174,37 @@ func TestCatalogBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestCatalogCommandSize: an entry over MaxCommandBytes is refused before
+// it is decoded (a newer version's stays fatal); the Store does not
+// propose one.
+func TestCatalogCommandSize(t *testing.T) {
+	h := newHarness(t)
+	h.topo()
+	huge := []byte(`{"v":1,"op":"delete_app","a":{"id":"x"},"pad":"` + strings.Repeat(" ", catalog.MaxCommandBytes) + `"}`)
+	if v, ok := h.raw(huge).(*catalog.Error); !ok || !errors.Is(v, catalog.ErrTooLong) {
+		t.Fatalf("huge entry: %v, want ErrTooLong", v)
+	}
+	huge = []byte(`{"v":2,"pad":"` + strings.Repeat(" ", catalog.MaxCommandBytes) + `"}`)
+	if v, ok := h.raw(huge).(*catalog.FatalError); !ok || !errors.Is(v, catalog.ErrUnknownVersion) {
+		t.Fatalf("huge entry of a newer version: %v, want fatal", v)
+	}
+	// Within the per-field bounds, yet over the entry bound once escaped.
+	ctl := strings.Repeat("\x01", catalog.MaxClientIDLen)
+	adds := make([]string, catalog.MaxDeltaClients)
+	for i := range adds {
+		adds[i] = ctl[:catalog.MaxClientIDLen-8] + fmt.Sprintf("%08d", i)
+	}
+	s := catalog.NewStore(h.db, proposerFunc(func(context.Context, []byte) (any, error) {
+		t.Fatal("proposed a command over MaxCommandBytes")
+		return nil, nil
+	}))
+	_, err := s.Apply(t.Context(), &catalog.MemberDelta{App: "app", Shard: s10, Index: 1, Adds: adds})
+	if !errors.Is(err, catalog.ErrTooLong) {
+		t.Fatalf("Store.Apply of a huge delta: %v, want ErrTooLong", err)
+	}
+}
+
+type proposerFunc func(context.Context, []byte) (any, error)
+
+func (f proposerFunc) Propose(ctx context.Context, b []byte) (any, error) { return f(ctx, b) }

@@ -37,6 +37,9 @@ func (s *Store) Apply(ctx context.Context, cmd Command) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(b) > MaxCommandBytes { // Apply would refuse it: spare the log
+		return nil, fail(ErrTooLong, "command: %d bytes, at most %d", len(b), MaxCommandBytes)
+	}
 	v, err := s.p.Propose(ctx, b)
 	if err != nil {
 		return nil, err

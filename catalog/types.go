@@ -78,6 +78,13 @@ const (
 	MaxImportIDs     = 10000    // ids per ImportIDs
 	MaxSettingsBytes = 64 << 10 // an app's settings
 	UniqueHashLen    = 64       // hex SHA-256
+	// MaxCommandBytes bounds a whole raft entry, checked before it is
+	// decoded. Every command within the other bounds fits, but for a
+	// MemberDelta of MaxDeltaClients long clientIds full of characters
+	// JSON escapes: a shard splits such a change into several deltas of the
+	// same Index, each client's adds and removes in one of them (the
+	// index is checked per client, so the parts do not mask each other).
+	MaxCommandBytes = 4 << 20
 )
 
 // UniqueHash names a member set in the unique index: the SHA-256, in hex,
