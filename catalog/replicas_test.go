@@ -376,3 +376,80 @@ func TestCatalogStoreBootstrap(t *testing.T) {
 		t.Fatalf("bootstrap with a bad node: %v, want ErrInvalid", err)
 	}
 }
+
+// TestCatalogReadsDuringWrites: Stores on every replica read (topology,
+// member index, lookups, apps) while commands are committed and applied;
+// no read fails, and a client's member shards are always sorted.
+func TestCatalogReadsDuringWrites(t *testing.T) {
+	g := newGen(seed(t))
+	recs := []*recorder{newRecorder(), newRecorder(), newRecorder()}
+	c := newCatalogCluster(t, 3, recs)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads [3]int
+	for i := range 3 {
+		s := catalog.NewStore(c.Node(i).State(), c)
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for _, app := range genApps {
+					for k := range 8 {
+						refs, err := s.MemberShards(app, fmt.Sprintf("c%d", k))
+						if err != nil {
+							t.Errorf("replica %d: MemberShards: %v", i, err)
+							return
+						}
+						if !slices.IsSortedFunc(refs, catalog.ShardRef.Compare) {
+							t.Errorf("replica %d: MemberShards not sorted: %v", i, refs)
+						}
+					}
+					for _, cid := range g.cids[:3] { // g.cids is fixed once made
+						if _, _, err := s.Lookup(app, cid); err != nil {
+							t.Errorf("replica %d: Lookup: %v", i, err)
+							return
+						}
+					}
+				}
+				_, err1 := s.Regions()
+				_, err2 := s.Shards(0)
+				_, err3 := s.ListApps()
+				if err := errors.Join(err1, err2, err3); err != nil {
+					t.Errorf("replica %d: %v", i, err)
+					return
+				}
+				reads[i]++
+			}
+		})
+	}
+	cmds := append(g.setup(), make([]catalog.Command, 300)...)
+	for k := range cmds {
+		if cmds[k] == nil {
+			cmds[k] = g.next()
+		}
+	}
+	for k, cmd := range cmds {
+		b, _ := catalog.Encode(cmd)
+		if _, err := c.Propose(ctx, b); err != nil {
+			var ce *catalog.Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("command %d: %v", k, err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	c.WaitConverged(30 * time.Second)
+	compare(t, recs)
+	t.Logf("reads per replica while %d commands applied: %v", len(cmds), reads)
+	for i, n := range reads {
+		if n == 0 {
+			t.Errorf("replica %d read nothing", i)
+		}
+	}
+}
