@@ -424,6 +424,7 @@ func TestCatalogReadsDuringWrites(t *testing.T) {
 					return
 				}
 				reads[i]++
+				time.Sleep(200 * time.Microsecond) // leave the CPU to raft: the machine is shared
 			}
 		})
 	}
