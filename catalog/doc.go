@@ -15,8 +15,22 @@
 // apart. Shards update the member index idempotently after they commit a
 // membership change.
 //
-// Today relaymesh runs one region with one shard, and most of that lives
-// elsewhere until the catalog's group is built (issue 9):
+// # What is built (issue 9 step 3, not yet wired into cluster/)
+//
+//   - ids.go: conversation ids that name their region and shard
+//     (NewConvID, ParseConvID; docs/MESH.md, "Identifiers");
+//   - the replicated state machine (FSM, a raftstore.StateMachine; cmd.go
+//     for the commands and their versions, keys.go for the Pebble layout,
+//     topology.go and index.go for the ops, read.go for the reads): the
+//     topology, the member index, the unique index, imported ids and app
+//     settings, every input bounded (types.go) and refused with an *Error
+//     callers map to LeanCloud codes;
+//   - Store: reads from a replica's local state, writes through a
+//     Proposer (*raftstore.Node), and Bootstrap, which applies a
+//     deployment's declared Topology idempotently.
+//
+// Nothing runs the catalog's raft group yet, so relaymesh still runs one
+// region with one shard, and most of the above lives elsewhere:
 //
 //   - placement: this package (placement.go) — one shard per region,
 //     DefaultShard, which owns every conversation;

@@ -154,7 +154,7 @@ func New(cfg Config) *Core {
 	}
 	c.home = cfg.Home
 	if c.home.Region == 0 {
-		c.home = catalog.LegacyShard
+		c.home = catalog.ConvID{Region: catalog.LegacyShard.Region, Shard: catalog.LegacyShard.Shard}
 	}
 	c.relay = cfg.Relay
 	if c.relay == nil {
