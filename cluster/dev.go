@@ -39,12 +39,18 @@ type DevConfig struct {
 	DropDelivery int64
 	// CoreLimits is CoreConfig.Limits.
 	CoreLimits core.Limits
+	// NoWebTransport turns off the edge's WebTransport listener (on by
+	// default, with a self-signed certificate kept in DataDir/wt).
+	NoWebTransport bool
 }
 
 // Dev is a running dev region.
 type Dev struct {
 	Core *Core
 	Edge *Edge
+	// WTCert is the edge's self-signed WebTransport certificate (nil
+	// with NoWebTransport).
+	WTCert *edge.WTCert
 }
 
 // StartDev starts a core and an edge in this process; they talk over QUIC on
@@ -81,6 +87,12 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 	if err != nil {
 		return nil, err
 	}
+	var wt *edge.WTCert
+	if !cfg.NoWebTransport {
+		if wt, err = edge.DevWTCert(filepath.Join(cfg.DataDir, "wt")); err != nil {
+			return nil, fmt.Errorf("cluster: webtransport certificate: %w", err)
+		}
+	}
 	c, err := StartCore(CoreConfig{
 		NodeID:   "core-1",
 		MeshAddr: cfg.MeshAddr,
@@ -113,12 +125,14 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		DropDelivery: cfg.DropDelivery,
 
 		Hooks: cfg.Integrations.Hooks, // app users (issue 8): the core's client, one set of counters
+
+		WebTransport: wt,
 	})
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	return &Dev{Core: c, Edge: e}, nil
+	return &Dev{Core: c, Edge: e, WTCert: wt}, nil
 }
 
 // DevExposureWarning returns the warning `relaymesh dev` prints to stderr

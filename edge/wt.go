@@ -228,7 +228,7 @@ func (w *WTServer) Serve(pc net.PacketConn) error {
 	w.wg.Add(1)
 	defer w.wg.Done()
 	err := w.wt.Serve(pc)
-	if errors.Is(err, quic.ErrServerClosed) || errors.Is(err, http.ErrServerClosed) {
+	if errors.Is(err, quic.ErrServerClosed) || errors.Is(err, http.ErrServerClosed) || errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
