@@ -545,8 +545,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	wt := &wsTransport{codec: codec}
-	c := newConn(s, codec, wt)
+	wst := &wsTransport{codec: codec}
+	c := newConn(s, codec, wst)
 	opts := &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // no Origin check: native SDKs send none, browsers any
 		CompressionMode:    websocket.CompressionDisabled,
@@ -566,7 +566,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.limits.MaxFrameBytes)
-	wt.ws = ws
+	wst.ws = ws
 	c.remote = r.RemoteAddr
 	if ip := s.clientIP(r); ip.IsValid() {
 		c.ip = ip.String() // hooks' sourceIP (guard.go)
