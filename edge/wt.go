@@ -21,7 +21,7 @@ package edge
 //
 // Datagrams carry one GenericCommand each, unprefixed. A client datagram is
 // handled like a stream frame when it is a direct with transient=true (a
-// typing indicator) and the connection's datagram rate
+// typing indicator), the connection has logged in, and its datagram rate
 // (Limits.DatagramsPerMinute) allows it; every other datagram is dropped
 // and counted (Metrics.DatagramsDropped), never answered. A transient
 // direct pushed to the session goes out as a datagram when it fits in one,
@@ -476,8 +476,9 @@ func (t *wtTransport) receiveDatagram(ctx context.Context) ([]byte, error) {
 }
 
 // datagramLoop handles a session's datagrams until c.ctx ends: a transient
-// direct within the datagram rate is handled as a frame (under handleMu,
-// as the reader's); anything else is dropped and counted.
+// direct within the datagram rate, once the session has logged in, is
+// handled as a frame (under handleMu, as the reader's); anything else is
+// dropped and counted.
 func (c *conn) datagramLoop(d datagrammer) {
 	m := c.srv.metrics
 	rate := newBucket(c.srv.limits.DatagramsPerMinute, c.srv.now())
@@ -487,7 +488,9 @@ func (c *conn) datagramLoop(d datagrammer) {
 			return
 		}
 		c.touch()
-		if !rate.take(c.srv.now()) || !transientDirect(b) {
+		// Before login (which needs the stream) a datagram could only
+		// be refused, and the refusal would need the stream.
+		if !c.loggedIn.Load() || !rate.take(c.srv.now()) || !transientDirect(b) {
 			m.DatagramsDropped.Add(1)
 			continue
 		}

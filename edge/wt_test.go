@@ -397,12 +397,20 @@ func TestWTSettingsForEveryBrowser(t *testing.T) {
 func TestWTDatagrams(t *testing.T) {
 	e := newWTEnv(t, nil)
 	c := e.dialWT(t, wtDialOpts{})
+	m := e.srv.Metrics()
+	// Before login, even a transient direct is dropped (no stream needed
+	// to refuse it).
+	c.send(echoCmd(1)) // the stream exists now
+	if r := c.recv(); r.GetCmd() != lcpb.CommandType_echo {
+		t.Fatalf("got %v, want echo", r)
+	}
+	c.sendDatagram(transientCmd("too early"))
+	waitFor(t, "the early datagram dropped", func() bool { return m.DatagramsDropped.Load() == 1 })
 	c.login(1, "alice")
 
 	// A transient direct as a datagram is handled like a stream frame.
 	c.sendDatagram(transientCmd("typing"))
 	waitFor(t, "the datagram forwarded", func() bool { return forwarded(e.be, "typing") == 1 })
-	m := e.srv.Metrics()
 	if m.DatagramsIn.Load() != 1 {
 		t.Fatalf("DatagramsIn %d, want 1", m.DatagramsIn.Load())
 	}
@@ -415,7 +423,7 @@ func TestWTDatagrams(t *testing.T) {
 	if err := c.sess.SendDatagram([]byte{0xff, 0xff, 0xff}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "three datagrams dropped", func() bool { return m.DatagramsDropped.Load() == 3 })
+	waitFor(t, "three more datagrams dropped", func() bool { return m.DatagramsDropped.Load() == 4 })
 	c.echo(10) // no reply to any of them came first
 	if forwarded(e.be, "not transient") != 0 {
 		t.Fatal("a persistent direct sent as a datagram reached the backend")
