@@ -759,3 +759,115 @@ func TestWTURLFor(t *testing.T) {
 		}
 	}
 }
+
+// TestWTPerIPCap: WebTransport sessions count against MaxConnsPerIP with
+// WebSockets.
+func TestWTPerIPCap(t *testing.T) {
+	e := newWTEnv(t, func(c *Config) { c.Limits.MaxConnsPerIP = 1 })
+	ws := e.dial(t, lcpb.SubprotocolBinary3)
+	ws.login(1, "alice")
+	tr := &webtransport.Transport{TLSClientConfig: pinnedTLS(e.cert.Hash())}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rsp, sess, err := tr.Dial(ctx, "https://"+e.addr+WTPath, nil)
+	if err == nil {
+		sess.CloseWithError(0, "")
+		t.Fatal("a WebTransport session over the per-IP cap was accepted")
+	}
+	if rsp == nil || rsp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("over the cap: %v, want 429", rsp)
+	}
+	if m := e.srv.Metrics(); m.ConnsOverIPCap.Load() != 1 || m.WTRefused.Load() != 1 {
+		t.Fatalf("over-cap %d, wt refused %d: want 1 and 1", m.ConnsOverIPCap.Load(), m.WTRefused.Load())
+	}
+}
+
+// TestWTManySessions: sessions log in, send on the stream and as datagrams,
+// and receive pushes concurrently; the edge then shuts down under them.
+// Every session gets goaway and 1001; nothing leaks (TestMain's goleak).
+func TestWTManySessions(t *testing.T) {
+	const n = 24
+	e := newWTEnv(t, func(c *Config) { c.Limits.SendsPerMinute = -1; c.Limits.DatagramsPerMinute = -1 })
+	clients := make([]*wtClient, n)
+	for i := range clients {
+		clients[i] = e.dialWT(t, wtDialOpts{})
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			peer := fmt.Sprintf("p%d", i)
+			b, _ := proto.Marshal(openCmd(1, peer))
+			if _, err := c.str.Write(appendDelimited(nil, b)); err != nil {
+				errs <- err
+				return
+			}
+			select {
+			case r := <-c.in:
+				if r.GetOp() != lcpb.OpType_opened {
+					errs <- fmt.Errorf("%s: %v", peer, r)
+					return
+				}
+			case <-time.After(10 * time.Second):
+				errs <- fmt.Errorf("%s: no opened", peer)
+				return
+			}
+			for k := range 5 {
+				b, _ := proto.Marshal(directCmd(int32(10+k), peer))
+				if _, err := c.str.Write(appendDelimited(nil, b)); err != nil {
+					errs <- err
+					return
+				}
+				_ = c.sess.SendDatagram(mustMarshalNoT(transientCmd(peer + "-typing")))
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// Pushes to everyone while they send.
+	tb, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+		DirectMessage: &lcpb.DirectCommand{Cid: proto.String("c1"), Msg: proto.String("hi"), Id: proto.String("m")}})
+	for i := range n {
+		e.srv.Deliver(&meshpb.Delivery{AppId: testApp, Command: tb, Targets: []*meshpb.Target{{PeerId: fmt.Sprintf("p%d", i)}}})
+	}
+	waitFor(t, "every direct forwarded", func() bool {
+		return len(e.be.requests(meshpb.ClientRequest_COMMAND)) >= 5*n
+	})
+	if got := e.srv.Metrics().ByTransport[TransportWebTransport].SessionsOpen.Load(); got != n {
+		t.Fatalf("%d sessions open, want %d", got, n)
+	}
+	e.srv.Close()
+	for i, c := range clients {
+		sawGoaway := false
+		for !sawGoaway {
+			select {
+			case r := <-c.in:
+				sawGoaway = r.GetCmd() == lcpb.CommandType_goaway
+			case <-c.done:
+				for !sawGoaway && len(c.in) > 0 {
+					sawGoaway = (<-c.in).GetCmd() == lcpb.CommandType_goaway
+				}
+				if !sawGoaway {
+					t.Fatalf("p%d: stream ended without goaway", i)
+				}
+			}
+		}
+		if code, _ := c.closeCode(); code != webtransport.SessionErrorCode(CloseShutdown) {
+			t.Fatalf("p%d: closed with %d, want %d", i, code, CloseShutdown)
+		}
+	}
+	if got := len(e.be.requests(meshpb.ClientRequest_CLOSE)); got != n {
+		t.Fatalf("%d CLOSE requests, want %d", got, n)
+	}
+}
+
+func mustMarshalNoT(cmd *lcpb.GenericCommand) []byte {
+	b, _ := proto.Marshal(cmd)
+	return b
+}
