@@ -89,10 +89,10 @@ import (
 // WTPath is the path of WebTransport sessions.
 const WTPath = "/wt"
 
-// wtSessionConfig is the WebTransport flow control the edge offers: enough
-// for the one stream a session uses (and a spare, for a client reopening
-// it), bounded so a client cannot park much data in streams the edge never
-// reads. Every field is non-zero so that the WT_INITIAL_MAX_* settings are
+// wtSessionConfig is the WebTransport flow control the edge offers to a
+// client that does session flow control (Safari): the one stream a session
+// uses and a spare, bounded so a client cannot park much data in streams
+// the edge never reads. Every field is non-zero so that the WT_INITIAL_MAX_* settings are
 // sent (Safari; see the package note above).
 var wtSessionConfig = webtransport.Config{
 	MaxIncomingStreams:    2,
