@@ -421,6 +421,10 @@ func (t *wtTransport) readFrame() ([]byte, bool, error) {
 	return nil, false, err
 }
 
+// writeFrame sends a transient push as a datagram when it fits (quic-go
+// queues up to 32 datagrams per connection and blocks the writer, as a
+// full socket would, until the connection sends one or closes), else
+// writes f length-prefixed on the stream within ctx's deadline.
 func (t *wtTransport) writeFrame(ctx context.Context, f outFrame) (int, error) {
 	if f.dgram {
 		err := t.sess.SendDatagram(f.b)
