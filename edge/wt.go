@@ -46,8 +46,8 @@ package edge
 // SETTINGS the edge sends serve them all (docs/WEBTRANSPORT.md):
 //
 //   - SETTINGS_ENABLE_WEBTRANSPORT (0x2b603742) = 1, the draft-02…06
-//     codepoint: what Firefox (draft-02) and Chromium (draft-02/07) look
-//     for, with SETTINGS_H3_DATAGRAM (0x33) and
+//     codepoint: what Chromium (draft-02/07) and Firefox releases speaking
+//     draft-02 look for, with SETTINGS_H3_DATAGRAM (0x33) and
 //     SETTINGS_ENABLE_CONNECT_PROTOCOL (0x8) from quic-go;
 //   - SETTINGS_WT_MAX_SESSIONS (0x14e9cd29, draft-13/14) together with
 //     SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI (0x2b65), _UNI (0x2b64) and
@@ -55,7 +55,9 @@ package edge
 //     server that sends the first without the other three. webtransport-go
 //     sends those three only for a non-zero webtransport.Config
 //     (quic-go/webtransport-go#355), hence wtSessionConfig;
-//   - SETTINGS_WT_ENABLED (0x2c7cf000, draft-15+): newer clients.
+//   - SETTINGS_WT_ENABLED (0x2c7cf000, draft-15+): Firefox with a current
+//     neqo, which reads only this or draft-07's 0xc671706a, and other
+//     newer clients.
 //
 // The draft-07…12 codepoint 0xc671706a is not sent: no browser named above
 // needs it, and it could steer Chromium to a draft webtransport-go does

@@ -377,12 +377,12 @@ func TestWTSettingsForEveryBrowser(t *testing.T) {
 		who  string
 		want func(uint64) bool
 	}{
-		{0x2b603742, "SETTINGS_ENABLE_WEBTRANSPORT (draft-02: Firefox, Chromium)", func(v uint64) bool { return v == 1 }},
+		{0x2b603742, "SETTINGS_ENABLE_WEBTRANSPORT (draft-02: Chromium, older Firefox)", func(v uint64) bool { return v == 1 }},
 		{0x14e9cd29, "SETTINGS_WT_MAX_SESSIONS (Safari 26.4+)", func(v uint64) bool { return v >= 1 }},
 		{0x2b65, "SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI (Safari)", func(v uint64) bool { return v >= 1 }},
 		{0x2b64, "SETTINGS_WT_INITIAL_MAX_STREAMS_UNI (Safari)", func(v uint64) bool { return v >= 1 }},
 		{0x2b61, "SETTINGS_WT_INITIAL_MAX_DATA (Safari)", func(v uint64) bool { return v >= 64<<10 }},
-		{0x2c7cf000, "SETTINGS_WT_ENABLED (draft-15+)", func(v uint64) bool { return v == 1 }},
+		{0x2c7cf000, "SETTINGS_WT_ENABLED (draft-15+: current Firefox)", func(v uint64) bool { return v == 1 }},
 	} {
 		v, ok := st.Other[want.id]
 		if !ok || !want.want(v) {
