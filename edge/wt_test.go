@@ -871,3 +871,50 @@ func mustMarshalNoT(cmd *lcpb.GenericCommand) []byte {
 	b, _ := proto.Marshal(cmd)
 	return b
 }
+
+// TestWTIdleTimeout: a WebTransport session is idle-closed with 4107 like a
+// WebSocket; datagrams count as activity.
+func TestWTIdleTimeout(t *testing.T) {
+	const idle = time.Second
+	e := newWTEnv(t, func(c *Config) {
+		c.Limits.IdleTimeout = idle
+		c.Limits.DatagramsPerMinute = -1
+		c.Limits.SendsPerMinute = -1
+	})
+	c := e.dialWT(t, wtDialOpts{})
+	c.login(1, "alice")
+	// Datagrams alone keep it open past several idle periods.
+	start := time.Now()
+	for time.Since(start) < 3*idle {
+		c.sendDatagram(transientCmd("typing"))
+		time.Sleep(idle / 10)
+	}
+	select {
+	case <-c.sess.Context().Done():
+		t.Fatal("closed while datagrams kept coming")
+	default:
+	}
+	// Then silence: 4107.
+	if code, _ := c.closeCode(); code != webtransport.SessionErrorCode(CloseIdle) {
+		t.Fatalf("closed with %d, want %d", code, CloseIdle)
+	}
+	if e.srv.Metrics().IdleCloses.Load() != 1 {
+		t.Fatal("idle close not counted")
+	}
+}
+
+// BenchmarkWTFrame: one frame through the delimited writer and reader.
+func BenchmarkWTFrame(b *testing.B) {
+	cmd, _ := proto.Marshal(directCmd(1, strings.Repeat("x", 200)))
+	var buf []byte
+	var stream bytes.Buffer
+	br := bufio.NewReaderSize(&stream, wtReadBufSize)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendDelimited(buf[:0], cmd)
+		stream.Write(buf)
+		if _, err := readDelimited(br, 64<<10); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
