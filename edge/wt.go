@@ -136,8 +136,9 @@ const wtReadBufSize = 1 << 10
 type WTConfig struct {
 	// Cert is the certificate the listener presents (wtcert.go): a dev
 	// one's hash is announced for serverCertificateHashes. The listener
-	// refreshes it every WTCertRefreshEvery. Required.
-	Cert *WTCert
+	// refreshes it every RefreshEvery (0: WTCertRefreshEvery). Required.
+	Cert         *WTCert
+	RefreshEvery time.Duration
 	// Handler serves HTTP/3 requests for other paths (nil: 404).
 	Handler http.Handler
 	// URL is the public WebTransport URL of this edge for
@@ -203,10 +204,14 @@ func (s *Server) NewWebTransport(cfg WTConfig) *WTServer {
 	return w
 }
 
-// refreshCert renews or reloads the certificate every WTCertRefreshEvery
-// until Close.
+// refreshCert renews or reloads the certificate every RefreshEvery until
+// Close.
 func (w *WTServer) refreshCert() {
-	t := time.NewTicker(WTCertRefreshEvery)
+	every := w.cfg.RefreshEvery
+	if every <= 0 {
+		every = WTCertRefreshEvery
+	}
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {

@@ -40,16 +40,22 @@ type wtEnv struct {
 
 func newWTEnv(t *testing.T, mod func(*Config)) *wtEnv {
 	t.Helper()
-	e := newEnv(t, mod)
 	cert, err := DevWTCert(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newWTEnvWith(t, mod, WTConfig{Cert: cert})
+}
+
+func newWTEnvWith(t *testing.T, mod func(*Config), wc WTConfig) *wtEnv {
+	t.Helper()
+	e := newEnv(t, mod)
+	cert := wc.Cert
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := e.srv.NewWebTransport(WTConfig{Cert: cert})
+	w := e.srv.NewWebTransport(wc)
 	served := make(chan error, 1)
 	go func() { served <- w.Serve(pc) }()
 	t.Cleanup(func() {
@@ -916,5 +922,52 @@ func BenchmarkWTFrame(b *testing.B) {
 		if _, err := readDelimited(br, 64<<10); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestWTCertRenewedWhileRunning: the listener's refresher renews a dev
+// certificate with under 2 days left; the new one is served and announced,
+// and a client pinned to the old hash no longer gets in.
+func TestWTCertRenewedWhileRunning(t *testing.T) {
+	clk := &fakeClock{t: time.Now()}
+	cert, err := devWTCert(t.TempDir(), clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newWTEnvWith(t, nil, WTConfig{Cert: cert, RefreshEvery: 10 * time.Millisecond})
+	old := cert.Hash()
+	c := e.dialWT(t, wtDialOpts{})
+	c.login(1, "alice")
+
+	clk.add(12 * 24 * time.Hour) // under 2 days left
+	announced := func() [sha256.Size]byte {
+		rsp, err := http.Get(e.ts.URL + "/v1/webtransport")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rsp.Body.Close()
+		var in wtInfo
+		if err := json.NewDecoder(rsp.Body).Decode(&in); err != nil || len(in.CertificateHashes) != 1 {
+			t.Fatalf("/v1/webtransport: %+v %v", in, err)
+		}
+		return [sha256.Size]byte(in.CertificateHashes[0].Value)
+	}
+	waitFor(t, "the renewed certificate announced", func() bool { return announced() != old })
+	if announced() != cert.Hash() {
+		t.Fatal("announced hash is not the served certificate's")
+	}
+	// The session opened before the renewal carries on.
+	c.echo(2)
+	// New sessions get the new certificate: pinned to it they get in,
+	// pinned to the old one they do not.
+	n := e.dialWT(t, wtDialOpts{})
+	n.login(1, "bob")
+	tr := &webtransport.Transport{TLSClientConfig: pinnedTLS(old)}
+	defer tr.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, sess, err := tr.Dial(ctx, "https://"+e.addr+WTPath, nil); err == nil {
+		sess.CloseWithError(0, "")
+		t.Fatal("a client pinned to the old hash got in")
 	}
 }
