@@ -48,6 +48,8 @@ import (
 //	cores = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]
 //	public_urls = ["wss://im-1.example.com/", "wss://im-2.example.com/"]
 //	trusted_proxies = ["10.0.0.0/16"]             # load balancers: X-Forwarded-For names the client
+//	wt_cert = "tls/im.example.com.crt"            # WebTransport (HTTP/3, udp listen port, /wt)
+//	wt_key = "tls/im.example.com.key"
 //	[edge.limits]
 //	sends_per_minute = 60
 //	max_conns_per_ip = 1000
@@ -228,6 +230,13 @@ type EdgeSection struct {
 	// how long clients told goaway may take to leave before the edge
 	// closes their connections ("10s" when empty).
 	DrainTimeout string `toml:"drain_timeout"`
+	// WTCert and WTKey are the PEM certificate chain and key of the
+	// edge's WebTransport listener (HTTP/3 on UDP at listen's host:port,
+	// path /wt; edge/wt.go): a certificate browsers trust for the public
+	// host name. Without them the edge serves no WebTransport. Changed
+	// files are reloaded within an hour.
+	WTCert string `toml:"wt_cert"`
+	WTKey  string `toml:"wt_key"`
 }
 
 // DefaultDrainTimeout is [edge] drain_timeout when unset.
@@ -296,6 +305,9 @@ type LimitsConfig struct {
 	LoginTimeout        string `toml:"login_timeout"`
 	SessionOpsPerMinute int    `toml:"session_ops_per_minute"`
 	EchoPerMinute       int    `toml:"echo_per_minute"`
+	// DatagramsPerMinute is edge.Limits.DatagramsPerMinute: WebTransport
+	// datagrams per session and minute (0: 120, -1: unlimited).
+	DatagramsPerMinute int `toml:"datagrams_per_minute"`
 }
 
 // ErrConfig marks an invalid configuration file.
@@ -353,6 +365,9 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if _, err := c.Edge.drainTimeout(); err != nil {
 		return nil, err
+	}
+	if (c.Edge.WTCert == "") != (c.Edge.WTKey == "") {
+		return nil, fmt.Errorf("%w: edge.wt_cert and edge.wt_key go together", ErrConfig)
 	}
 	if c.Edge.Region != "" {
 		if _, err := c.Routes(c.Edge.Region); err != nil {
@@ -415,6 +430,7 @@ func (l LimitsConfig) limits() (edge.Limits, error) {
 		SendsPerMinute: l.SendsPerMinute, LogsPerMinute: l.LogsPerMinute, OpsPerMinute: l.OpsPerMinute,
 		MaxSessionsPerConn: l.MaxSessionsPerConn, QueueLen: l.QueueLen,
 		MaxConnsPerIP: l.MaxConnsPerIP, SessionOpsPerMinute: l.SessionOpsPerMinute, EchoPerMinute: l.EchoPerMinute,
+		DatagramsPerMinute: l.DatagramsPerMinute,
 	}
 	if l.QueueLen < 0 {
 		return out, fmt.Errorf("%w: edge.limits.queue_len must not be negative", ErrConfig)
@@ -513,7 +529,13 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 		return EdgeConfig{}, err
 	}
 	drain, _ := s.drainTimeout() // checked by LoadConfig
+	var wt *edge.WTCert
+	if s.WTCert != "" {
+		if wt, err = edge.LoadWTCert(c.Path(s.WTCert), c.Path(s.WTKey)); err != nil {
+			return EdgeConfig{}, fmt.Errorf("%w: edge.wt_cert: %v", ErrConfig, err)
+		}
+	}
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
 		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
-		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain}, nil
+		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain, WebTransport: wt}, nil
 }

@@ -43,6 +43,9 @@ type DevConfig struct {
 	// Shards is CoreConfig.Shards: the raft groups of the dev region (1
 	// when zero).
 	Shards int
+	// NoWebTransport turns off the edge's WebTransport listener (on by
+	// default, with a self-signed certificate kept in DataDir/wt).
+	NoWebTransport bool
 }
 
 // devReadyWait bounds how long StartDev waits for the shards' leaders.
@@ -52,6 +55,9 @@ const devReadyWait = 15 * time.Second
 type Dev struct {
 	Core *Core
 	Edge *Edge
+	// WTCert is the edge's self-signed WebTransport certificate (nil
+	// with NoWebTransport).
+	WTCert *edge.WTCert
 }
 
 // StartDev starts a core and an edge in this process; they talk over QUIC on
@@ -87,6 +93,12 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 	key, err := LoadOrCreateKey(filepath.Join(cfg.DataDir, "session-token.key"))
 	if err != nil {
 		return nil, err
+	}
+	var wt *edge.WTCert
+	if !cfg.NoWebTransport {
+		if wt, err = edge.DevWTCert(filepath.Join(cfg.DataDir, "wt")); err != nil {
+			return nil, fmt.Errorf("cluster: webtransport certificate: %w", err)
+		}
 	}
 	c, err := StartCore(CoreConfig{
 		NodeID:   "core-1",
@@ -126,12 +138,14 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		DropDelivery: cfg.DropDelivery,
 
 		Hooks: cfg.Integrations.Hooks, // app users (issue 8): the core's client, one set of counters
+
+		WebTransport: wt,
 	})
 	if err != nil {
 		c.Close()
 		return nil, err
 	}
-	return &Dev{Core: c, Edge: e}, nil
+	return &Dev{Core: c, Edge: e, WTCert: wt}, nil
 }
 
 // DevExposureWarning returns the warning `relaymesh dev` prints to stderr

@@ -57,6 +57,10 @@ type EdgeConfig struct {
 	// DrainTimeout is how long `relaymesh edge` lets clients told goaway
 	// leave on SIGTERM before it closes them (Edge.Drain).
 	DrainTimeout time.Duration
+	// WebTransport, when set, serves HTTP/3 + WebTransport on UDP at
+	// HTTPAddr's host:port (path /wt) with this certificate (edge/wt.go).
+	// The caller owns it.
+	WebTransport *edge.WTCert
 }
 
 // Edge is a running edge.
@@ -64,10 +68,15 @@ type Edge struct {
 	Server *edge.Server
 	Node   *mesh.Node
 	URL    string // ws:// URL clients use
-	link   *corelink.Link
-	http   *http.Server
-	ln     net.Listener
-	wg     sync.WaitGroup // the HTTP server
+	// WTURL is the WebTransport URL (https://host:port/wt), "" without
+	// EdgeConfig.WebTransport.
+	WTURL string
+	link  *corelink.Link
+	http  *http.Server
+	ln    net.Listener
+	wt    *edge.WTServer // nil without WebTransport
+	udp   net.PacketConn // wt's socket
+	wg    sync.WaitGroup // the HTTP server and the WebTransport listener
 }
 
 // StartEdge starts an edge: its mesh node, its link to the cores
@@ -83,7 +92,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: edge mesh: %w", err)
 	}
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	ln, udp, err := listenEdge(cfg.HTTPAddr, cfg.WebTransport != nil)
 	if err != nil {
 		node.Close()
 		return nil, fmt.Errorf("cluster: edge listen: %w", err)
@@ -117,7 +126,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		TrustedProxies: cfg.TrustedProxies,
 	})
 	ln = srv.WrapListener(ln) // connections per IP (edge/guard.go)
-	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln}
+	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, udp: udp}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
 	// whose master-key calls go to the shard leader through the same core
 	// link as client commands), the edge's own routes and WebSocket
@@ -135,6 +144,17 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	mux.Handle("/1.1/", api)
 	mux.Handle("/1.2/", api)
 	e.http = srv.HTTPServer(mux) // slowloris timeouts (edge/guard.go)
+	if udp != nil {
+		e.wt = srv.NewWebTransport(edge.WTConfig{Cert: cfg.WebTransport, Handler: mux})
+		e.WTURL = "https://" + udp.LocalAddr().String() + edge.WTPath
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			if err := e.wt.Serve(udp); err != nil {
+				log.Error("webtransport serve", "err", err)
+			}
+		}()
+	}
 	link.Start(srv.Deliver)
 	e.wg.Add(1)
 	go func() {
@@ -144,6 +164,27 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		}
 	}()
 	return e, nil
+}
+
+// listenEdge listens on addr over TCP and, with wt, over UDP at the same
+// host:port (HTTP/3 for WebTransport). With port 0 it retries until the
+// TCP port it is given is free over UDP too.
+func listenEdge(addr string, wt bool) (net.Listener, net.PacketConn, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 0; ; try++ {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil || !wt {
+			return ln, nil, err
+		}
+		udp, err := net.ListenPacket("udp", ln.Addr().String())
+		if err == nil {
+			return ln, udp, nil
+		}
+		ln.Close()
+		if port != "0" || try == 20 {
+			return nil, nil, fmt.Errorf("webtransport needs udp %s as well: %w", ln.Addr(), err)
+		}
+	}
 }
 
 // userStore is h as a rest.UserStore, nil (not a nil pointer) without hooks.
@@ -171,6 +212,10 @@ func (e *Edge) Close() error {
 	defer cancel()
 	err := e.Server.Close()
 	err = errors.Join(err, e.http.Shutdown(ctx))
+	if e.wt != nil {
+		err = errors.Join(err, e.wt.Close())
+		e.udp.Close()
+	}
 	e.link.Close()
 	e.wg.Wait()
 	return errors.Join(err, e.Node.Close())

@@ -105,11 +105,18 @@ func freeAddrB(b *testing.B) string {
 		}
 		p := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p+1))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		u.Close()
+		// dev's edge serves WebTransport on udp p as well.
+		w, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p))
 		l.Close()
 		if err != nil {
 			continue
 		}
-		u.Close()
+		w.Close()
 		return "127.0.0.1:" + strconv.Itoa(p)
 	}
 	b.Fatal("no free port pair")

@@ -59,8 +59,14 @@ func freeAddr(t *testing.T) string {
 			l.Close()
 			continue
 		}
+		// dev's edge serves WebTransport on udp p as well.
+		w, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p))
 		l.Close()
 		u.Close()
+		if err != nil {
+			continue
+		}
+		w.Close()
 		return "127.0.0.1:" + strconv.Itoa(p)
 	}
 	t.Fatal("no free port pair")

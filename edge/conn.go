@@ -3,6 +3,8 @@ package edge
 import (
 	"context"
 	"encoding/base64"
+	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,15 +28,78 @@ const (
 	CloseShutdown = websocket.StatusGoingAway
 )
 
-// conn is one client WebSocket. Its reader is the HTTP handler goroutine
-// (readLoop, which also handles every frame and calls the Backend
-// synchronously, so replies keep request order); its writer is writeLoop,
-// the only goroutine that writes to ws and the one that closes it.
+// transport is a client connection's socket as a conn uses it: a WebSocket
+// (wsTransport) or a WebTransport session's stream (wtTransport, wt.go).
+// Only the reader goroutine calls readFrame; only the writer calls
+// writeFrame, close and closeNow.
+type transport interface {
+	// readFrame blocks for the next inbound frame. text marks a WebSocket
+	// text frame (base64). An error ends the connection; a *closeError
+	// says which close code the edge answers it with.
+	readFrame() (frame []byte, text bool, err error)
+	// writeFrame sends one encoded GenericCommand within ctx and returns
+	// the bytes it put on the wire.
+	writeFrame(ctx context.Context, f outFrame) (int, error)
+	// close tells the client code and reason, bounded in time, and ends
+	// the connection; closeNow ends it without telling.
+	close(code websocket.StatusCode, reason string)
+	closeNow()
+	// kind says which transport this is, for the per-transport metrics.
+	kind() Transport
+}
+
+// closeError is a read error the edge answers with a close code (a
+// WebTransport frame over Limits.MaxFrameBytes, a stream cut mid-frame).
+type closeError struct {
+	code   websocket.StatusCode
+	reason string
+}
+
+func (e *closeError) Error() string { return fmt.Sprintf("edge: close %d: %s", e.code, e.reason) }
+
+// wsTransport is a WebSocket: one GenericCommand per message, binary for
+// protobuf2, base64 text for proto2base64.
+type wsTransport struct {
+	ws    *websocket.Conn
+	codec lcpb.Codec
+}
+
+func (t *wsTransport) readFrame() ([]byte, bool, error) {
+	// Not c.ctx: cancelling a read context makes the library drop the
+	// socket without a close frame. The writer closes ws to unblock us.
+	typ, data, err := t.ws.Read(context.Background())
+	return data, typ == websocket.MessageText, err
+}
+
+func (t *wsTransport) writeFrame(ctx context.Context, f outFrame) (int, error) {
+	typ, b := websocket.MessageBinary, f.b
+	if t.codec.Base64 {
+		typ = websocket.MessageText
+		b = make([]byte, base64.StdEncoding.EncodedLen(len(f.b)))
+		base64.StdEncoding.Encode(b, f.b)
+	}
+	if err := t.ws.Write(ctx, typ, b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// close runs the close handshake (bounded by the library's 5 s timeouts).
+func (t *wsTransport) close(code websocket.StatusCode, reason string) { _ = t.ws.Close(code, reason) }
+func (t *wsTransport) closeNow()                                      { _ = t.ws.CloseNow() }
+func (t *wsTransport) kind() Transport                                { return TransportWebSocket }
+
+// conn is one client connection: a WebSocket or a WebTransport session.
+// Its reader is readLoop on a goroutine of its own (it also handles every
+// frame and calls the Backend synchronously, so replies keep request
+// order); its writer is writeLoop, the only goroutine that writes to t and
+// the one that closes it. A WebTransport session has a third goroutine,
+// its datagram reader (wt.go), which handles frames under handleMu too.
 type conn struct {
 	srv    *Server
 	id     uint64
 	codec  lcpb.Codec
-	ws     *websocket.Conn // nil when frames are handled without a socket (fuzz)
+	t      transport // nil when frames are handled without a socket (fuzz)
 	remote string
 	ip     string // the client's address (Server.clientIP), for hooks' sourceIP
 	q      *outQueue
@@ -49,7 +114,11 @@ type conn struct {
 	loggedIn   atomic.Bool
 	loginTimer *time.Timer // set before the reader starts
 
-	// owned by the reader goroutine: per-connection rates (guard.go)
+	// handleMu serializes frame handling: the reader's frames and a
+	// WebTransport session's datagrams. It guards the buckets below and
+	// every session's (owned by the reader when there are no datagrams).
+	handleMu sync.Mutex
+	// guarded by handleMu: per-connection rates (guard.go)
 	sessionOps, echoes bucket
 
 	mu          sync.Mutex
@@ -73,7 +142,7 @@ type session struct {
 	login time.Time
 	gen   uint64
 
-	// owned by the reader goroutine
+	// guarded by c.handleMu (the reader goroutine's)
 	sends, logs, ops bucket
 
 	// guarded by c.mu
@@ -82,12 +151,13 @@ type session struct {
 	held  []outFrame // deliveries that arrived while opening
 }
 
-func newConn(s *Server, codec lcpb.Codec) *conn {
+func newConn(s *Server, codec lcpb.Codec, t transport) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		srv:    s,
 		id:     s.nextID.Add(1),
 		codec:  codec,
+		t:      t,
 		q:      newOutQueue(s.limits.QueueLen),
 		ctx:    ctx,
 		cancel: cancel,
@@ -110,6 +180,13 @@ func (c *conn) run() {
 		defer wg.Done()
 		c.writeLoop()
 	}()
+	if d, ok := c.t.(datagrammer); ok {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.datagramLoop(d) // wt.go; ends with c.ctx
+		}()
+	}
 	c.readLoop()
 	c.cancel()
 	if c.loginTimer != nil {
@@ -121,16 +198,19 @@ func (c *conn) run() {
 
 func (c *conn) readLoop() {
 	for c.ctx.Err() == nil {
-		// Not c.ctx: cancelling a read context makes the library drop the
-		// socket without a close frame. The writer closes ws to unblock us.
-		typ, data, err := c.ws.Read(context.Background())
+		data, text, err := c.t.readFrame()
 		if err != nil {
+			var ce *closeError
+			if errors.As(err, &ce) {
+				c.fail(ce.code, ce.reason)
+			}
 			return
 		}
 		c.touch()
 		c.srv.metrics.FramesIn.Add(1)
 		c.srv.metrics.BytesIn.Add(int64(len(data)))
-		c.handleFrameOffStack(typ == websocket.MessageText, data)
+		c.srv.metrics.transport(c.t.kind()).FramesIn.Add(1)
+		c.handleFrameOffStack(text, data)
 	}
 }
 
@@ -144,6 +224,8 @@ func (c *conn) handleFrameOffStack(text bool, data []byte) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		c.handleMu.Lock()
+		defer c.handleMu.Unlock()
 		c.handleFrame(c.ctx, text, data)
 	}()
 	<-done
@@ -169,7 +251,7 @@ func (c *conn) writeLoop() {
 		case pq.PopItem:
 			if err := c.drainOffStack(f); err != nil {
 				c.cancel()
-				_ = c.ws.CloseNow()
+				c.t.closeNow()
 				return
 			}
 			continue
@@ -179,7 +261,7 @@ func (c *conn) writeLoop() {
 		case pq.PopOverflow:
 			c.srv.metrics.OverflowCloses.Add(1)
 			for _, b := range c.goAwayFrames() {
-				if c.write(b) != nil {
+				if c.write(outFrame{b: b, p: PriorityHigh}) != nil {
 					break
 				}
 			}
@@ -195,7 +277,7 @@ func (c *conn) writeLoop() {
 			if code != 0 {
 				c.closeWith(code, reason)
 			} else {
-				_ = c.ws.CloseNow()
+				c.t.closeNow()
 			}
 			return
 		case <-t.C:
@@ -220,7 +302,7 @@ func (c *conn) drainOffStack(f outFrame) error {
 	errc := make(chan error, 1)
 	go func() {
 		for {
-			if err := c.write(f.b); err != nil {
+			if err := c.write(f); err != nil {
 				errc <- err
 				return
 			}
@@ -234,28 +316,23 @@ func (c *conn) drainOffStack(f outFrame) error {
 	return <-errc
 }
 
-// closeWith runs the close handshake (bounded by the library's 5 s timeouts)
-// and then cancels the connection context so the reader exits.
+// closeWith tells the client code and reason (bounded in time) and then
+// cancels the connection context so the reader exits.
 func (c *conn) closeWith(code websocket.StatusCode, reason string) {
-	_ = c.ws.Close(code, reason)
+	c.t.close(code, reason)
 	c.cancel()
 }
 
-func (c *conn) write(b []byte) error {
-	typ := websocket.MessageBinary
-	if c.codec.Base64 {
-		typ = websocket.MessageText
-		e := make([]byte, base64.StdEncoding.EncodedLen(len(b)))
-		base64.StdEncoding.Encode(e, b)
-		b = e
-	}
+func (c *conn) write(f outFrame) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.limits.WriteTimeout)
 	defer cancel()
-	if err := c.ws.Write(ctx, typ, b); err != nil {
+	n, err := c.t.writeFrame(ctx, f)
+	if err != nil {
 		return err
 	}
 	c.srv.metrics.FramesOut.Add(1)
-	c.srv.metrics.BytesOut.Add(int64(len(b)))
+	c.srv.metrics.BytesOut.Add(int64(n))
+	c.srv.metrics.transport(c.t.kind()).FramesOut.Add(1)
 	return nil
 }
 

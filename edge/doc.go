@@ -1,5 +1,8 @@
 // Package edge terminates LeanCloud realtime SDK connections: WebSocket with
-// the lc.protobuf2.{3,1} / lc.proto2base64.{3,1} subprotocols, sessions,
+// the lc.protobuf2.{3,1} / lc.proto2base64.{3,1} subprotocols, WebTransport
+// over HTTP/3 for browsers (wt.go: the same frames, varint-delimited on one
+// stream, transient directs as datagrams; the same sessions, limits and
+// close codes through conn's transport interface), sessions,
 // login signatures and session tokens, size and rate limits, keepalive, the
 // per-connection priority queue, and the router (/v1/route), health and
 // metrics endpoints. It keeps no durable state; everything else goes to the

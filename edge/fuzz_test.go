@@ -55,7 +55,7 @@ func FuzzDecodeFrame(f *testing.F) {
 			sp = lcpb.SubprotocolBase64v1
 		}
 		codec, _ := lcpb.CodecFor(sp)
-		c := newConn(s, codec)
+		c := newConn(s, codec, nil)
 		defer c.cancel()
 		if login {
 			b, _ := codec.Encode(openCmd(1, "alice"))

@@ -40,8 +40,52 @@ type Metrics struct {
 	// shed; it overflows instead).
 	Dropped [numPriorities]atomic.Int64
 
+	// ByTransport splits the connection, session and frame counts above
+	// by transport (index: Transport). The totals above count both.
+	ByTransport [numTransports]TransportMetrics
+
+	// WebTransport (wt.go).
+	WTRefused         atomic.Int64 // WebTransport CONNECTs refused (shutting down, bad request, per-IP cap)
+	DatagramsIn       atomic.Int64 // client datagrams handled as frames
+	DatagramsDropped  atomic.Int64 // client datagrams dropped: over the rate, not a transient direct, undecodable, or too big
+	DatagramsOut      atomic.Int64 // transient pushes sent as datagrams
+	DatagramsFallback atomic.Int64 // transient pushes too big for a datagram, sent on the stream
+
 	mu         sync.Mutex
 	rejections map[int32]*atomic.Int64 // guarded by mu; LeanCloud code → count
+}
+
+// Transport is how a client connection reaches the edge.
+type Transport int
+
+const (
+	TransportWebSocket    Transport = iota // WebSocket (server.go)
+	TransportWebTransport                  // WebTransport over HTTP/3 (wt.go)
+	numTransports
+)
+
+func (t Transport) String() string {
+	if t == TransportWebTransport {
+		return "webtransport"
+	}
+	return "websocket"
+}
+
+// TransportMetrics are the counts of one transport.
+type TransportMetrics struct {
+	ConnectionsOpen  atomic.Int64 // gauge
+	ConnectionsTotal atomic.Int64
+	SessionsOpen     atomic.Int64 // gauge
+	SessionsTotal    atomic.Int64
+	FramesIn         atomic.Int64
+	FramesOut        atomic.Int64
+}
+
+func (m *Metrics) transport(t Transport) *TransportMetrics {
+	if t < 0 || t >= numTransports {
+		t = TransportWebSocket
+	}
+	return &m.ByTransport[t]
 }
 
 // Reject counts one client-facing rejection with a LeanCloud error code.
@@ -97,6 +141,11 @@ func (m *Metrics) WriteText(w io.Writer) error {
 		{"relaymesh_edge_conns_over_ip_cap_total", "Connections refused: the client IP holds MaxConnsPerIP.", "counter", m.ConnsOverIPCap.Load()},
 		{"relaymesh_edge_drained_total", "Connections told goaway by a drain.", "counter", m.Drained.Load()},
 		{"relaymesh_edge_drain_forced_total", "Connections closed at a drain's deadline.", "counter", m.DrainForced.Load()},
+		{"relaymesh_edge_wt_refused_total", "WebTransport sessions refused.", "counter", m.WTRefused.Load()},
+		{"relaymesh_edge_datagrams_in_total", "Client datagrams handled as frames.", "counter", m.DatagramsIn.Load()},
+		{"relaymesh_edge_datagrams_dropped_total", "Client datagrams dropped (rate, kind, size, undecodable).", "counter", m.DatagramsDropped.Load()},
+		{"relaymesh_edge_datagrams_out_total", "Transient pushes sent as datagrams.", "counter", m.DatagramsOut.Load()},
+		{"relaymesh_edge_datagrams_fallback_total", "Transient pushes too big for a datagram, sent on the stream.", "counter", m.DatagramsFallback.Load()},
 	}
 	if rss, ok := residentBytes(); ok {
 		rows = append(rows, kv{"process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", rss})
@@ -104,6 +153,22 @@ func (m *Metrics) WriteText(w io.Writer) error {
 	for _, r := range rows {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", r.name, r.help, r.name, r.typ, r.name, r.v); err != nil {
 			return err
+		}
+	}
+	for _, r := range []struct {
+		name, help, typ string
+		v               func(*TransportMetrics) int64
+	}{
+		{"relaymesh_edge_transport_connections", "Open client connections by transport.", "gauge", func(t *TransportMetrics) int64 { return t.ConnectionsOpen.Load() }},
+		{"relaymesh_edge_transport_connections_total", "Client connections accepted by transport.", "counter", func(t *TransportMetrics) int64 { return t.ConnectionsTotal.Load() }},
+		{"relaymesh_edge_transport_sessions", "Open IM sessions by transport.", "gauge", func(t *TransportMetrics) int64 { return t.SessionsOpen.Load() }},
+		{"relaymesh_edge_transport_sessions_total", "IM sessions opened by transport.", "counter", func(t *TransportMetrics) int64 { return t.SessionsTotal.Load() }},
+		{"relaymesh_edge_transport_frames_in_total", "Frames read from clients by transport (datagrams included).", "counter", func(t *TransportMetrics) int64 { return t.FramesIn.Load() }},
+		{"relaymesh_edge_transport_frames_out_total", "Frames written to clients by transport (datagrams included).", "counter", func(t *TransportMetrics) int64 { return t.FramesOut.Load() }},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", r.name, r.help, r.name, r.typ)
+		for t := range Transport(numTransports) {
+			fmt.Fprintf(w, "%s{transport=%q} %d\n", r.name, t.String(), r.v(&m.ByTransport[t]))
 		}
 	}
 	fmt.Fprintf(w, "# HELP relaymesh_edge_dropped_frames_total Outbound frames shed by priority class.\n# TYPE relaymesh_edge_dropped_frames_total counter\n")

@@ -21,6 +21,9 @@ const (
 type outFrame struct {
 	b []byte
 	p Priority
+	// dgram: a transient direct, which a WebTransport session sends as a
+	// datagram when it fits (wt.go); WebSocket ignores it.
+	dgram bool
 }
 
 // outQueue is the bounded per-connection outbound queue: a relay/pq queue

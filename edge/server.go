@@ -77,6 +77,11 @@ type Limits struct {
 	// connection, EchoPerMinute echo per connection; over → cmd:error
 	// 4116 with i. Defaults 60 and 60 per minute; negative disables.
 	SessionOpsPerMinute, EchoPerMinute int
+	// DatagramsPerMinute bounds the datagrams a WebTransport session may
+	// send (wt.go); over it they are dropped unanswered and counted.
+	// Transient directs taken also count against SendsPerMinute.
+	// Default 120; negative disables.
+	DatagramsPerMinute int
 }
 
 // DefaultLimits are LeanCloud's published limits.
@@ -97,6 +102,7 @@ var DefaultLimits = Limits{
 	LoginTimeout:        60 * time.Second,
 	SessionOpsPerMinute: 60,
 	EchoPerMinute:       60,
+	DatagramsPerMinute:  120,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -149,6 +155,9 @@ func (l Limits) withDefaults() Limits {
 	if l.EchoPerMinute == 0 {
 		l.EchoPerMinute = d.EchoPerMinute
 	}
+	if l.DatagramsPerMinute == 0 {
+		l.DatagramsPerMinute = d.DatagramsPerMinute
+	}
 	return l
 }
 
@@ -196,7 +205,9 @@ type Server struct {
 	wg sync.WaitGroup // one per accepted connection (its reader goroutine)
 
 	proxies []netip.Prefix // Config.TrustedProxies
-	wsPerIP *ipCounts      // WebSockets per client IP (guard.go)
+	wsPerIP *ipCounts      // WebSockets and WebTransport sessions per client IP (guard.go)
+
+	wt atomic.Pointer[WTServer] // the WebTransport listener, when there is one (wt.go)
 
 	mu     sync.Mutex
 	closed bool                              // guarded by mu
@@ -249,6 +260,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/v1/route", s.serveRoute)
 	mux.HandleFunc("/healthz", s.serveHealth)
 	mux.HandleFunc("/metrics", s.serveMetrics)
+	mux.HandleFunc("/v1/webtransport", s.serveWTInfo) // wt.go
 	mux.HandleFunc("/", s.serveWS)
 	return mux
 }
@@ -287,11 +299,16 @@ func (s *Server) serveRoute(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Access-Control-Allow-Origin", "*")
 	w.Header().Set("Cache-Control", "no-store")
+	var wt *wtInfo
+	if l := s.wt.Load(); l != nil {
+		wt = l.info(server) // the same edge (address) over WebTransport
+	}
 	_ = json.NewEncoder(w).Encode(struct {
-		Server    string `json:"server"`
-		Secondary string `json:"secondary"`
-		TTL       int    `json:"ttl"`
-	}{server, secondary, RouteTTL})
+		Server    string  `json:"server"`
+		Secondary string  `json:"secondary"`
+		TTL       int     `json:"ttl"`
+		WT        *wtInfo `json:"wt,omitempty"`
+	}{server, secondary, RouteTTL, wt})
 }
 
 func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
@@ -359,6 +376,7 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 		return
 	}
 	prio := pq.ClassOf(d.GetPriority())
+	dgram := cmd.GetCmd() == lcpb.CommandType_direct && cmd.GetDirectMessage().GetTransient()
 	type hit struct {
 		ss  *session
 		end bool
@@ -398,7 +416,7 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 			}
 			encoded[h.ss.peerID] = b
 		}
-		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio}) {
+		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio, dgram: dgram}) {
 			s.metrics.DeliveredFrames.Add(1)
 		}
 		if h.end {
@@ -425,6 +443,11 @@ func (s *Server) bind(ss *session) {
 	s.mu.Unlock()
 	s.metrics.SessionsOpen.Add(1)
 	s.metrics.SessionsTotal.Add(1)
+	if c.t != nil {
+		tm := s.metrics.transport(c.t.kind())
+		tm.SessionsOpen.Add(1)
+		tm.SessionsTotal.Add(1)
+	}
 }
 
 // unbind removes ss; it reports false when ss was already unbound.
@@ -453,6 +476,9 @@ func (s *Server) unbind(ss *session) bool {
 	}
 	s.mu.Unlock()
 	s.metrics.SessionsOpen.Add(-1)
+	if c.t != nil {
+		s.metrics.transport(c.t.kind()).SessionsOpen.Add(-1)
+	}
 	return true
 }
 
@@ -519,7 +545,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
-	c := newConn(s, codec)
+	wst := &wsTransport{codec: codec}
+	c := newConn(s, codec, wst)
 	opts := &websocket.AcceptOptions{
 		InsecureSkipVerify: true, // no Origin check: native SDKs send none, browsers any
 		CompressionMode:    websocket.CompressionDisabled,
@@ -539,7 +566,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(s.limits.MaxFrameBytes)
-	c.ws = ws
+	wst.ws = ws
 	c.remote = r.RemoteAddr
 	if ip := s.clientIP(r); ip.IsValid() {
 		c.ip = ip.String() // hooks' sourceIP (guard.go)
@@ -554,20 +581,34 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	s.conns[c.id] = c
 	s.mu.Unlock()
-	s.metrics.ConnectionsOpen.Add(1)
-	s.metrics.ConnectionsTotal.Add(1)
-
 	started = true
-	c.startLoginTimer() // guard.go
+	s.openConn(c)
 	go func() {
 		defer s.wg.Done()
 		defer s.wsPerIP.release(ip)
-		c.run()
-		s.mu.Lock()
-		delete(s.conns, c.id)
-		s.mu.Unlock()
-		s.metrics.ConnectionsOpen.Add(-1)
+		s.runConn(c)
 	}()
+}
+
+// openConn counts a registered connection and starts its login deadline.
+func (s *Server) openConn(c *conn) {
+	tm := s.metrics.transport(c.t.kind())
+	s.metrics.ConnectionsOpen.Add(1)
+	s.metrics.ConnectionsTotal.Add(1)
+	tm.ConnectionsOpen.Add(1)
+	tm.ConnectionsTotal.Add(1)
+	c.startLoginTimer() // guard.go
+}
+
+// runConn serves a connection opened by openConn until it ends.
+func (s *Server) runConn(c *conn) {
+	tm := s.metrics.transport(c.t.kind())
+	c.run()
+	s.mu.Lock()
+	delete(s.conns, c.id)
+	s.mu.Unlock()
+	s.metrics.ConnectionsOpen.Add(-1)
+	tm.ConnectionsOpen.Add(-1)
 }
 
 // BackendFunc adapts a function to Backend.

@@ -12,6 +12,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/core"
@@ -143,6 +146,7 @@ func runDev(args []string) error {
 	fs.IntVar(&coreLim.MaxOfflinePerConv, "max-offline-per-conv", 0, "newest offline messages a login gets per conversation (0: LeanCloud's 100)")
 	fs.IntVar(&coreLim.MaxUnreadConvs, "max-unread-convs", 0, "conversations in a login's unread notification (0: LeanCloud's 50)")
 	shards := fs.Int("shards", 1, "shards (raft groups) of the dev region; conversations are spread over them (may grow between runs, never shrink)")
+	noWT := fs.Bool("no-webtransport", false, "do not serve WebTransport (HTTP/3 on the same port over UDP, path /wt)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -155,7 +159,7 @@ func runDev(args []string) error {
 		return fmt.Errorf("--shards %d: 1 to %d", *shards, cluster.MaxShards)
 	}
 	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop,
-		CoreLimits: coreLim, Shards: *shards}
+		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT}
 	if *cfgFile != "" {
 		c, err := cluster.LoadConfig(*cfgFile)
 		if err != nil {
@@ -187,6 +191,12 @@ func runDev(args []string) error {
 	fmt.Printf("  LeanCloud SDK:  new Realtime({ appId, appKey, RTMServers: '%s' })\n", d.Edge.URL)
 	fmt.Printf("  router:         http://%s/v1/route   health: http://%s/healthz\n", *addr, *addr)
 	fmt.Printf("  REST API:       http://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", *addr)
+	if d.WTCert != nil {
+		h := d.WTCert.Hash()
+		fmt.Printf("  WebTransport:   %s  (self-signed ECDSA P-256, valid until %s; docs/WEBTRANSPORT.md)\n", d.Edge.WTURL, d.WTCert.NotAfter().UTC().Format(time.RFC3339))
+		fmt.Printf("    certificate SHA-256 (serverCertificateHashes): %s\n", base64.StdEncoding.EncodeToString(h[:]))
+		fmt.Printf("    hex: %s   pages: http://%s/v1/webtransport\n", hex.EncodeToString(h[:]), *addr)
+	}
 	ferr := waitCore(d.Core)
 	fmt.Println("relaymesh dev: shutting down")
 	return errors.Join(ferr, d.Close())
@@ -312,6 +322,9 @@ func runEdge(args []string) error {
 		return err
 	}
 	fmt.Printf("relaymesh edge %s: serving on %s\n", ec.EdgeID, e.URL)
+	if e.WTURL != "" {
+		fmt.Printf("relaymesh edge %s: WebTransport on %s (certificate valid until %s)\n", ec.EdgeID, e.WTURL, ec.WebTransport.NotAfter().UTC().Format(time.RFC3339))
+	}
 	waitSignal()
 	fmt.Printf("relaymesh edge %s: draining (goaway to every session; up to %v for clients to leave)\n", ec.EdgeID, ec.DrainTimeout)
 	forced, err := e.Drain(ec.DrainTimeout)

@@ -130,11 +130,18 @@ func freeAddr() (string, error) {
 		}
 		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port+1))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		u.Close()
+		// dev's edge serves WebTransport on udp port as well.
+		w, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		l.Close()
 		if err != nil {
 			continue
 		}
-		u.Close()
+		w.Close()
 		return fmt.Sprintf("127.0.0.1:%d", port), nil
 	}
 	return "", fmt.Errorf("devserver: no free port pair")
