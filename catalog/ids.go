@@ -42,7 +42,7 @@ type ConvID struct {
 }
 
 // Ref returns the shard the id names.
-func (c ConvID) Ref() ShardRef { return ShardRef{Region: c.Region, Shard: c.Shard} }
+func (c ConvID) Ref() ShardRef { return ShardRef(c) }
 
 // ErrBadRegion: region number 0 names no region.
 var ErrBadRegion = errors.New("catalog: region number must be 1..255")
@@ -130,5 +130,5 @@ func HomeOf(id string) ConvID {
 	if w, ok := ParseConvID(id); ok {
 		return w
 	}
-	return ConvID{Region: LegacyShard.Region, Shard: LegacyShard.Shard}
+	return ConvID(LegacyShard)
 }

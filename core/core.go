@@ -154,7 +154,7 @@ func New(cfg Config) *Core {
 	}
 	c.home = cfg.Home
 	if c.home.Region == 0 {
-		c.home = catalog.ConvID{Region: catalog.LegacyShard.Region, Shard: catalog.LegacyShard.Shard}
+		c.home = catalog.ConvID(catalog.LegacyShard)
 	}
 	c.relay = cfg.Relay
 	if c.relay == nil {
