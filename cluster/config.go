@@ -107,6 +107,10 @@ type CoreSection struct {
 	// of a region must say the same. Shards may grow, never shrink.
 	Region int `toml:"region"`
 	Shards int `toml:"shards"`
+	// RemoteRegions are [[core.remote_regions]]: every other region of
+	// the mesh, its number and its cores' mesh addresses (issue 9 step
+	// 4; the catalog will hand these out).
+	RemoteRegions []RemoteRegionConfig `toml:"remote_regions"`
 	// RaftHeartbeatTimeout and RaftElectionTimeout (durations, default
 	// 500ms each) bound how soon the other cores notice a dead leader and
 	// elect a new one; raise them on networks with pauses longer than that.
@@ -478,6 +482,16 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	if s.Shards < 0 || s.Shards > MaxShards {
 		return CoreConfig{}, fmt.Errorf("%w: [core] shards %d: 1 to %d", ErrConfig, s.Shards, MaxShards)
 	}
+	self := max(s.Region, 1)
+	var remote []core.RemoteRegion
+	seen := map[int]bool{}
+	for _, r := range s.RemoteRegions {
+		if r.Number < 1 || r.Number > 255 || r.Number == self || seen[r.Number] || len(r.Cores) == 0 {
+			return CoreConfig{}, fmt.Errorf("%w: [[core.remote_regions]] number %d: another region's number, 1 to 255, once, with its cores", ErrConfig, r.Number)
+		}
+		seen[r.Number] = true
+		remote = append(remote, core.RemoteRegion{Number: uint8(r.Number), Cores: r.Cores})
+	}
 	reg, err := c.Registry()
 	if err != nil {
 		return CoreConfig{}, err
@@ -494,7 +508,13 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
 		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ, MetricsAddr: s.MetricsAddr,
 		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion, RaftHeartbeatTimeout: hb, RaftElectionTimeout: el,
-		Region: uint8(s.Region), Shards: s.Shards}, nil
+		Region: uint8(s.Region), Shards: s.Shards, Remote: remote}, nil
+}
+
+// RemoteRegionConfig is one [[core.remote_regions]] entry.
+type RemoteRegionConfig struct {
+	Number int      `toml:"number"`
+	Cores  []string `toml:"cores"`
 }
 
 // MaxShards bounds the shards of a region: each is a raft group with its

@@ -9,12 +9,15 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/relaymesh/relaymesh/mesh"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -408,5 +411,47 @@ func TestDrainTimeoutConfig(t *testing.T) {
 	}
 	if _, err := LoadConfig(writeConfig(t, base+"drain_timeout = \"soon\"\n")); !errors.Is(err, ErrConfig) {
 		t.Errorf("bad drain_timeout: got %v, want ErrConfig", err)
+	}
+}
+
+// TestCoreRegionsAndShards: [core] region, shards and remote_regions are
+// read into CoreConfig, and each bad value is refused with ErrConfig.
+func TestCoreRegionsAndShards(t *testing.T) {
+	pki := t.TempDir()
+	if _, err := mesh.EnsureDevPKI(pki, "core-1"); err != nil {
+		t.Fatal(err)
+	}
+	base := fmt.Sprintf("[[apps]]\nid = \"app-1\"\nmaster_key = \"m\"\n[tls]\nca = %q\ncert = %q\nkey = %q\n",
+		filepath.Join(pki, "ca.crt"), filepath.Join(pki, "core-1.crt"), filepath.Join(pki, "core-1.key")) +
+		"[core]\nnode_id = \"core-1\"\nmesh_addr = \"127.0.0.1:7100\"\n"
+	good := base + "region = 2\nshards = 4\n\n[[core.remote_regions]]\nnumber = 1\ncores = [\"127.0.0.1:7200\"]\n\n[[core.remote_regions]]\nnumber = 3\ncores = [\"127.0.0.1:7300\", \"127.0.0.1:7301\"]\n"
+	c, err := LoadConfig(writeConfig(t, good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := c.CoreConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc.Region != 2 || cc.Shards != 4 || len(cc.Remote) != 2 || cc.Remote[1].Number != 3 || len(cc.Remote[1].Cores) != 2 {
+		t.Fatalf("got region %d shards %d remote %+v", cc.Region, cc.Shards, cc.Remote)
+	}
+	for _, bad := range []string{
+		base + "region = 256\n",
+		base + "region = -1\n",
+		base + "shards = 257\n",
+		base + "shards = -2\n",
+		base + "region = 2\n[[core.remote_regions]]\nnumber = 2\ncores = [\"x:1\"]\n",                                             // itself
+		base + "[[core.remote_regions]]\nnumber = 3\ncores = []\n",                                                                // no cores
+		base + "[[core.remote_regions]]\nnumber = 0\ncores = [\"x:1\"]\n",                                                         // no number
+		base + "[[core.remote_regions]]\nnumber = 3\ncores = [\"x:1\"]\n[[core.remote_regions]]\nnumber = 3\ncores = [\"y:1\"]\n", // twice
+	} {
+		c, err := LoadConfig(writeConfig(t, bad))
+		if err != nil {
+			continue // refused at load: fine too
+		}
+		if _, err := c.CoreConfig(); !errors.Is(err, ErrConfig) {
+			t.Errorf("accepted:\n%s(err %v)", bad, err)
+		}
 	}
 }

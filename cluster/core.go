@@ -44,8 +44,12 @@ type CoreConfig struct {
 	// each (issue 9 step 2: every core of a region hosts every shard).
 	// The shard count of a region only grows: a core refuses to start
 	// with fewer shards than its data directory holds.
-	Region   uint8
-	Shards   int
+	Region uint8
+	Shards int
+	// Remote are the other regions (number and cores' mesh addresses):
+	// requests about conversations homed there go to them, and pushes of
+	// messages committed here go to each once (core.Regions).
+	Remote   []core.RemoteRegion
 	Identity *mesh.Identity // mesh certificate
 	// Peers are the shard's voters (id -> mesh address), used to bootstrap a
 	// new group on first start. Empty means a single-node group of this node.
@@ -87,6 +91,7 @@ type Core struct {
 	Services []*core.Core
 	Router   *core.Router
 	relay    *relay.Relay  // shared by Services
+	regions  *core.Regions // the other regions; nil if none
 	quit     chan struct{} // closed by Close
 	// MetricsURL is http://<addr> of the metrics listener, "" without one.
 	MetricsURL string
@@ -124,9 +129,19 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	}
 	c := &Core{Node: node, log: log, quit: make(chan struct{}), relay: relay.New(relay.Config{Logger: log.With("part", "relay")})}
 	fail := func(err error) (*Core, error) {
+		if c.regions != nil {
+			c.regions.Close()
+		}
 		c.closeShards()
 		node.Close()
 		return nil, err
+	}
+	if len(cfg.Remote) > 0 {
+		g, err := core.NewRegions(region, node, c.relay, cfg.Remote, log.With("part", "regions"))
+		if err != nil {
+			return fail(fmt.Errorf("cluster: %w", err))
+		}
+		c.regions = g
 	}
 	var rshards []core.RouterShard
 	for n := 0; n < shards; n++ {
@@ -174,13 +189,13 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: clog, Limits: cfg.Limits,
 			Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
 			CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm,
-			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system})
+			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.regions})
 		c.Replicas, c.Services = append(c.Replicas, rep), append(c.Services, svc)
 		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a }})
 	}
 	c.Replica, c.Service = c.Replicas[0], c.Services[0]
 	rt, err := core.NewRouter(core.RouterConfig{Region: region, Shards: rshards, Self: node.Addr(),
-		Forward: core.Forward(node), Logger: log.With("part", "router")})
+		Forward: core.Forward(node), Remote: c.regions, Logger: log.With("part", "router")})
 	if err != nil {
 		return fail(err)
 	}
@@ -268,6 +283,9 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := core.WriteMetrics(w, c.Services); err != nil {
 		return err
 	}
+	if err := c.regions.WriteMetrics(w); err != nil {
+		return err
+	}
 	return c.Router.WriteMetrics(w)
 }
 
@@ -323,6 +341,9 @@ func (c *Core) Close() error {
 		err = c.metrics.Close()
 	}
 	c.wg.Wait()
+	if c.regions != nil {
+		c.regions.Close()
+	}
 	err = errors.Join(err, c.closeShards())
 	c.serve.Wait() // raft's shutdown answered every barrier
 	return errors.Join(err, c.Node.Close())

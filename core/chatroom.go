@@ -130,10 +130,13 @@ func (c *Core) roomSender(r *request, conv *shard.Conv) (room bool, err error) {
 func (c *Core) roomFanout(app, cid, from string, priority int32, cmd *lcpb.GenericCommand) {
 	c.pushEnvelope(cmd)
 	var blocked func(string) bool
+	var blockedIDs []string
 	if conv, _ := c.convView(app, cid); conv != nil && len(conv.Blocked) > 0 {
 		blocked = conv.IsBlocked // blacklisted sessions still joined get nothing
+		blockedIDs = conv.Blocked
 	}
 	c.relay.FanoutRoom(app, cid, from, blocked, priority, cmd)
+	c.remote.FanoutRoom(app, cid, from, blockedIDs, priority, cmd) // regions.go: the room's members in other regions
 }
 
 // roomPush renders a chatroom message as a direct push (convType 2).

@@ -71,6 +71,9 @@ type Config struct {
 	// shard the node hosts (router.go); the core does not close it. Nil:
 	// the core makes and owns its own.
 	Relay *relay.Relay
+	// Remote, when set, is the node's link to the other regions
+	// (regions.go): pushes fanned out here go to them too. Nil: none.
+	Remote *Regions
 	// System, when set, is the core of the region's system shard
 	// (router.go), which holds the device registry: offline pushes of
 	// this core find the receivers' devices there. Nil: this core.
@@ -97,6 +100,7 @@ type Core struct {
 	relay     *relay.Relay
 	ownsRelay bool           // relay was made by New (Config.Relay nil)
 	home      catalog.ConvID // Config.Home; read-only
+	remote    *Regions       // Config.Remote; nil: one region
 
 	locks   convLocks
 	queries *query.Meter  // conv/query's budget per app (query.go)
@@ -156,6 +160,7 @@ func New(cfg Config) *Core {
 	if c.home.Region == 0 {
 		c.home = catalog.ConvID(catalog.LegacyShard)
 	}
+	c.remote = cfg.Remote
 	c.relay = cfg.Relay
 	if c.relay == nil {
 		c.relay, c.ownsRelay = relay.New(relay.Config{Logger: c.log, Now: c.now}), true

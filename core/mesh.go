@@ -61,6 +61,10 @@ func ServeShards(rt *Router, node *mesh.Node, reps []*raftstore.Node, log *slog.
 	// cores hand each other shard requests.
 	node.HandleRPC(meshpb.MethodClient, s.handleClient, mesh.RoleEdge, mesh.RoleAdmin, mesh.RoleCore)
 	node.HandleRPC(meshpb.MethodShard, s.handleShard, mesh.RoleCore)
+	node.HandleRPC(meshpb.MethodRegion, s.handleRegion, mesh.RoleCore)
+	if rt.remote != nil {
+		rt.remote.Serve() // other regions' pushes in (regions.go)
+	}
 	node.HandleStream(meshpb.MethodDeliveries, s.handleDeliveries, mesh.RoleEdge)
 	for n := range reps {
 		s.watchLeader(n)
@@ -200,6 +204,20 @@ func (s *MeshServer) handleClient(ctx context.Context, peer string, b []byte) ([
 		return proto.Marshal(&meshpb.ClientReply{})
 	}
 	rep, err := s.router.HandleClient(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return proto.Marshal(rep)
+}
+
+// handleRegion serves the region rpc: another region's router asks for
+// this region's share of a request (Router.HandleRegion).
+func (s *MeshServer) handleRegion(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	req := new(meshpb.ClientRequest)
+	if err := proto.Unmarshal(b, req); err != nil {
+		return nil, fmt.Errorf("core: bad region request from %s: %w", peer, err)
+	}
+	rep, err := s.router.HandleRegion(ctx, req)
 	if err != nil {
 		return nil, err
 	}

@@ -63,7 +63,9 @@ func (c *Core) fanout(app string, peers []string, skip connKey, cmd *lcpb.Generi
 func (c *Core) fanoutTo(app string, peers []string, skip connKey, cmd *lcpb.GenericCommand, replay bool) []relay.Wait {
 	c.pushEnvelope(cmd)
 	c.recordNotif(app, peers, cmd) // notif.go: conversation events and receipts are stored
-	return c.relay.Fanout(app, peers, skip, cmd, replay)
+	waits := c.relay.Fanout(app, peers, skip, cmd, replay)
+	c.remote.Fanout(app, peers, skip, cmd, replay) // regions.go: once to every other region
+	return waits
 }
 
 // deliver queues a delivery that is not chatroom traffic (conversation

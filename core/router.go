@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -71,7 +72,10 @@ type RouterConfig struct {
 	// Forward sends a request to another core (meshpb.MethodShard). Nil:
 	// a shard this node does not lead is unavailable.
 	Forward func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
-	Logger  *slog.Logger
+	// Remote is the node's link to the other regions (regions.go); nil:
+	// this region is the world.
+	Remote *Regions
+	Logger *slog.Logger
 }
 
 // Router routes a node's client requests to the shards of its region.
@@ -80,6 +84,7 @@ type Router struct {
 	shards  []RouterShard
 	self    string
 	forward func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
+	remote  *Regions
 	log     *slog.Logger
 	next    atomic.Uint64 // placement round-robin
 	stats   RouterStats
@@ -109,7 +114,7 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 	if cfg.Region == 0 {
 		cfg.Region = catalog.LegacyShard.Region
 	}
-	r := &Router{region: cfg.Region, shards: cfg.Shards, self: cfg.Self, forward: cfg.Forward, log: cfg.Logger}
+	r := &Router{region: cfg.Region, shards: cfg.Shards, self: cfg.Self, forward: cfg.Forward, remote: cfg.Remote, log: cfg.Logger}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -136,15 +141,78 @@ func (r *Router) Stats() *RouterStats { return &r.stats }
 // errNoShard: a conversation id names a shard this region does not have.
 var errNoShard = fmt.Errorf("%w: no such shard", shard.ErrConvNotFound)
 
-// shardOf is the number of the shard conversation cid lives in.
-func (r *Router) shardOf(cid string) (int, error) {
+// home is the region and shard conversation cid lives in: this region's
+// or another this core knows (regions.go).
+func (r *Router) home(cid string) (region uint8, shard int, err error) {
 	w := catalog.HomeOf(cid)
-	if w.Region != r.region || int(w.Shard) >= len(r.shards) {
-		// Another region's conversation (issue 9 step 4) or a shard
-		// this region does not have.
-		return 0, fmt.Errorf("%w: %s", errNoShard, cid)
+	if w.Region != r.region {
+		if r.remote.Remote(w.Region) {
+			return w.Region, int(w.Shard), nil
+		}
+		return 0, 0, fmt.Errorf("%w: %s (region %d)", errNoShard, cid, w.Region)
 	}
-	return int(w.Shard), nil
+	if int(w.Shard) >= len(r.shards) {
+		return 0, 0, fmt.Errorf("%w: %s", errNoShard, cid)
+	}
+	return r.region, int(w.Shard), nil
+}
+
+// regionParts asks every other region for its share of req (region_part,
+// MethodRegion), at once; a region that does not answer is left out (a
+// region cut off must not fail the others' logins), and logged. A request
+// that is itself a region's part goes no further.
+func (r *Router) regionParts(ctx context.Context, req *meshpb.ClientRequest) []*meshpb.ClientReply {
+	if req.GetRegionPart() || r.remote == nil || len(r.remote.Numbers()) == 0 {
+		return nil
+	}
+	p := proto.Clone(req).(*meshpb.ClientRequest)
+	p.RegionPart, p.ShardPart = true, false
+	p.StGeneration, p.StReopen = 0, false
+	ns := r.remote.Numbers()
+	reps := make([]*meshpb.ClientReply, len(ns))
+	var wg sync.WaitGroup
+	for i, n := range ns {
+		wg.Go(func() {
+			rep, err := r.remote.call(ctx, n, meshpb.MethodRegion, p)
+			if err != nil {
+				r.log.Warn("a region's share", "region", n, "kind", req.GetKind(), "err", err)
+				return
+			}
+			reps[i] = rep
+		})
+	}
+	wg.Wait()
+	out := reps[:0]
+	for _, rep := range reps {
+		if rep != nil {
+			out = append(out, rep)
+		}
+	}
+	return out
+}
+
+// HandleRegion serves a request another region's router handed this core
+// (MethodRegion, region_part): this region's share of it, over this
+// region's shards, never beyond.
+func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	req.RegionPart, req.ShardPart, req.LoginSplit = true, false, true
+	switch req.GetKind() {
+	case meshpb.ClientRequest_OPEN:
+		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+		if err != nil {
+			r.log.Warn("login share for another region", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", err)
+		}
+		cmds, sys := mergeLoginSplit(reps, req.GetProtocolVersion(), r.System().limits.MaxUnreadConvs)
+		return &meshpb.ClientReply{Commands: cmds, SysCommands: sys}, nil
+	case meshpb.ClientRequest_CLOSE:
+		_, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+		return &meshpb.ClientReply{}, err
+	case meshpb.ClientRequest_ADMIN:
+		return r.admin(ctx, req)
+	case meshpb.ClientRequest_COMMAND:
+		return r.command(ctx, req)
+	}
+	return &meshpb.ClientReply{ErrorCode: codeFor(errMalformed), ErrorReason: "not a region's part"}, nil
 }
 
 // HandleShard serves a request another core's router handed to this node
@@ -177,6 +245,15 @@ func (r *Router) Ready() bool {
 
 // leads reports whether this core's replica leads its shard.
 func (c *Core) leads() bool { return c.replica != nil && c.replica.IsLeader() }
+
+// callHome runs req on the shard cid names: in this region (call) or in
+// another (its router, MethodClient).
+func (r *Router) callHome(ctx context.Context, region uint8, n int, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	if region != r.region {
+		return r.remote.call(ctx, region, meshpb.MethodClient, req)
+	}
+	return r.call(ctx, n, req)
+}
 
 // call runs req on shard n: locally when this node leads it, else on its
 // leader. A shard with no leader in sight answers ErrNotLeader after
@@ -224,8 +301,8 @@ func (r *Router) call(ctx context.Context, n int, req *meshpb.ClientRequest) (*m
 func (r *Router) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	// Parts are what a router asks of shards; an edge cannot ask for one
 	// (a part OPEN skips the token check).
-	req.ShardPart, req.LoginSplit = false, false
-	if len(r.shards) == 1 {
+	req.ShardPart, req.LoginSplit, req.RegionPart = false, false, false
+	if len(r.shards) == 1 && (r.remote == nil || len(r.remote.Numbers()) == 0) {
 		return r.call(ctx, 0, req)
 	}
 	switch req.GetKind() {
@@ -297,6 +374,7 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 		r.log.Warn("login: a shard's share", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", err)
 	}
 	all := append([]*meshpb.ClientReply{rep}, parts...)
+	all = append(all, r.regionParts(ctx, req)...) // conversations homed in other regions
 	lim := r.System().limits
 	rep.Commands = mergeLogin(all, req.GetProtocolVersion(), lim.MaxUnreadConvs)
 	rep.SysCommands = nil
@@ -307,6 +385,13 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 // maxConvs conversations (.1), the unread counts of at most maxConvs (.3),
 // newest conversations first, then missed patches and the system pushes.
 func mergeLogin(reps []*meshpb.ClientReply, version int32, maxConvs int) [][]byte {
+	cmds, sys := mergeLoginSplit(reps, version, maxConvs)
+	return append(cmds, sys...)
+}
+
+// mergeLoginSplit is mergeLogin with the system pushes apart (a region's
+// share of a login, ClientReply.sys_commands).
+func mergeLoginSplit(reps []*meshpb.ClientReply, version int32, maxConvs int) (cmds, sysOut [][]byte) {
 	var (
 		unread  *lcpb.GenericCommand
 		tuples  []*lcpb.UnreadTuple
@@ -381,10 +466,10 @@ func mergeLogin(reps []*meshpb.ClientReply, version int32, maxConvs int) [][]byt
 	}
 	for _, g := range sys {
 		if b, err := proto.Marshal(g); err == nil {
-			out = append(out, b)
+			sysOut = append(sysOut, b)
 		}
 	}
-	return out
+	return out, sysOut
 }
 
 // offlineGroup is one conversation's offline messages in a login share.
@@ -401,6 +486,7 @@ func (r *Router) close(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 	if _, perr := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return part(req) }); perr != nil {
 		r.log.Warn("session end: a shard's wills", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", perr)
 	}
+	r.regionParts(ctx, req) // wills in conversations homed elsewhere
 	return rep, err
 }
 
@@ -421,41 +507,46 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 		return r.convQuery(ctx, req, cmd)
 	case routeRead:
 		return r.readMany(ctx, req, cmd)
+	case routeSessionQuery:
+		return r.sessionQuery(ctx, req, cmd)
 	case routeSessionClose:
 		rep, err := r.call(ctx, 0, req)
 		if err == nil {
-			// Its wills on the other shards are dropped, as the system
-			// shard dropped its own (will.go).
+			// Its wills on the other shards and regions are dropped, as
+			// the system shard dropped its own (will.go).
 			end := part(req)
 			end.Kind = meshpb.ClientRequest_CLOSE
 			if _, perr := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return end }); perr != nil {
 				r.log.Warn("session close: a shard's wills", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", perr)
 			}
+			r.regionParts(ctx, end)
 		}
 		return rep, err
 	}
-	return r.call(ctx, rt.shard, req)
+	return r.callHome(ctx, rt.region, rt.shard, req)
 }
 
 type routeKind int
 
 const (
-	routeOne          routeKind = iota // one shard: route.shard
-	routeQuery                         // conv/query: every shard, merged
+	routeOne          routeKind = iota // one shard: route.region, route.shard
+	routeQuery                         // conv/query: every shard and region, merged
 	routeRead                          // read of several conversations: split
 	routeSessionClose                  // session/close: system shard, then every shard's wills
+	routeSessionQuery                  // session/query: every region's sessions
 )
 
 type route struct {
-	kind  routeKind
-	shard int
+	kind   routeKind
+	region uint8
+	shard  int
 }
 
 // route is where a client command goes.
 func (r *Router) route(app, peer string, cmd *lcpb.GenericCommand) (route, error) {
 	one := func(cid string) (route, error) {
-		n, err := r.shardOf(cid)
-		return route{kind: routeOne, shard: n}, err
+		region, n, err := r.home(cid)
+		return route{kind: routeOne, region: region, shard: n}, err
 	}
 	switch cmd.GetCmd() {
 	case lcpb.CommandType_direct:
@@ -477,8 +568,8 @@ func (r *Router) route(app, peer string, cmd *lcpb.GenericCommand) (route, error
 	case lcpb.CommandType_conv:
 		cm := cmd.GetConvMessage()
 		switch cmd.GetOp() {
-		case lcpb.OpType_start:
-			return route{kind: routeOne, shard: r.place(app, peer, cm)}, nil
+		case lcpb.OpType_start: // homed in the creator's region
+			return route{kind: routeOne, region: r.region, shard: r.place(app, peer, cm)}, nil
 		case lcpb.OpType_query:
 			return route{kind: routeQuery}, nil
 		}
@@ -488,11 +579,50 @@ func (r *Router) route(app, peer string, cmd *lcpb.GenericCommand) (route, error
 			return one(cid)
 		}
 	case lcpb.CommandType_session:
-		if cmd.GetOp() == lcpb.OpType_close {
+		switch cmd.GetOp() {
+		case lcpb.OpType_close:
 			return route{kind: routeSessionClose}, nil
+		case lcpb.OpType_query:
+			return route{kind: routeSessionQuery}, nil
 		}
 	}
-	return route{kind: routeOne, shard: 0}, nil
+	return route{kind: routeOne, region: r.region, shard: 0}, nil
+}
+
+// sessionQuery answers which clientIds are online in any region: this
+// region's system core, then every other region's, united in the order
+// asked.
+func (r *Router) sessionQuery(ctx context.Context, req *meshpb.ClientRequest, cmd *lcpb.GenericCommand) (*meshpb.ClientReply, error) {
+	rep, err := r.call(ctx, 0, req)
+	remote := r.regionParts(ctx, req)
+	if err != nil || len(remote) == 0 || len(rep.GetCommands()) != 1 {
+		return rep, err
+	}
+	online := map[string]bool{}
+	for _, x := range append([]*meshpb.ClientReply{rep}, remote...) {
+		if len(x.GetCommands()) != 1 {
+			continue
+		}
+		g := new(lcpb.GenericCommand)
+		if proto.Unmarshal(x.GetCommands()[0], g) != nil {
+			continue
+		}
+		for _, id := range g.GetSessionMessage().GetOnlineSessionPeerIds() {
+			online[id] = true
+		}
+	}
+	g := new(lcpb.GenericCommand)
+	if err := proto.Unmarshal(rep.GetCommands()[0], g); err != nil || g.GetSessionMessage() == nil {
+		return rep, nil // an error reply: as it is
+	}
+	ids := []string{}
+	for _, id := range cmd.GetSessionMessage().GetSessionPeerIds() {
+		if online[id] && !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	g.SessionMessage.OnlineSessionPeerIds = ids
+	return encodeReply(g), nil
 }
 
 // place picks the shard of a new conversation (docs/MESH.md "Shards").
@@ -530,27 +660,39 @@ func hexVal(c byte) byte {
 func (r *Router) readMany(ctx context.Context, req *meshpb.ClientRequest, cmd *lcpb.GenericCommand) (*meshpb.ClientReply, error) {
 	by := map[int][]*lcpb.ReadTuple{}
 	var ns []int
+	remote := map[uint8][]*lcpb.ReadTuple{}
 	for _, t := range cmd.GetReadMessage().GetConvs() {
-		n, err := r.shardOf(t.GetCid())
+		region, n, err := r.home(t.GetCid())
 		if err != nil {
 			continue // nothing to mark there
+		}
+		if region != r.region {
+			remote[region] = append(remote[region], t)
+			continue
 		}
 		if _, ok := by[n]; !ok {
 			ns = append(ns, n)
 		}
 		by[n] = append(by[n], t)
 	}
-	if len(ns) == 1 {
-		return r.call(ctx, ns[0], req)
-	}
-	_, err := r.scatter(ctx, ns, func(n int) *meshpb.ClientRequest {
+	with := func(ts []*lcpb.ReadTuple) *meshpb.ClientRequest {
 		p := proto.Clone(req).(*meshpb.ClientRequest)
 		c := proto.Clone(cmd).(*lcpb.GenericCommand)
-		c.ReadMessage.Convs = by[n]
+		c.ReadMessage.Convs = ts
 		p.Command, _ = proto.Marshal(c)
 		return p
-	})
-	return &meshpb.ClientReply{}, err
+	}
+	var errs []error
+	for region, ts := range remote { // that region's router splits them
+		if _, err := r.callHome(ctx, region, 0, with(ts)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(ns) > 0 {
+		_, err := r.scatter(ctx, ns, func(n int) *meshpb.ClientRequest { return with(by[n]) })
+		errs = append(errs, err)
+	}
+	return &meshpb.ClientReply{}, errors.Join(errs...)
 }
 
 // convQuery runs conv/query on every shard and merges the rows: each
@@ -594,6 +736,9 @@ func (r *Router) convQuery(ctx context.Context, req *meshpb.ClientRequest, cmd *
 	if err != nil {
 		return nil, err
 	}
+	sub2 := proto.Clone(req).(*meshpb.ClientRequest)
+	sub2.Command = b
+	reps = append(reps, r.regionParts(ctx, sub2)...) // every other region's first skip+limit rows
 	var examined int64
 	for _, rep := range reps {
 		examined += rep.GetQueryExamined()
@@ -637,7 +782,11 @@ func (r *Router) convQuery(ctx context.Context, req *meshpb.ClientRequest, cmd *
 	g := &lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_results.Enum(),
 		PeerId: proto.String(req.GetPeerId()), I: cmd.I,
 		ConvMessage: &lcpb.ConvCommand{Results: &lcpb.JsonObjectMessage{Data: proto.String(string(out))}}}
-	return encodeReply(g), nil
+	rep := encodeReply(g)
+	if req.GetRegionPart() { // for the asking region's cap and budget
+		rep.QueryExamined = examined
+	}
+	return rep, nil
 }
 
 // decodeRows reads a conv/query result array as the shard built it
@@ -673,9 +822,12 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 		req.StGeneration, req.StReopen = 0, false
 	}
 	byCid := func() (*meshpb.ClientReply, error) {
-		n, err := r.shardOf(a.GetCid())
+		region, n, err := r.home(a.GetCid())
 		if err != nil {
 			return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
+		}
+		if region != r.region {
+			return r.callHome(ctx, region, n, req)
 		}
 		return r.call(ctx, n, part(req))
 	}
@@ -696,7 +848,7 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 		case routeRead:
 			return r.readMany(ctx, req, cmd)
 		}
-		return r.call(ctx, rt.shard, req)
+		return r.callHome(ctx, rt.region, rt.shard, req)
 	case meshpb.AdminRequest_DELETE_CONVERSATION, meshpb.AdminRequest_DELETE_MESSAGE,
 		meshpb.AdminRequest_MEMBER_ROLES, meshpb.AdminRequest_SYS_SEND, meshpb.AdminRequest_SYS_MESSAGES,
 		meshpb.AdminRequest_SYS_SUBSCRIBERS, meshpb.AdminRequest_SYS_USER_MESSAGES,
@@ -711,7 +863,7 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 		if a.GetCid() != "" {
 			return byCid()
 		}
-		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+		reps, err := r.everywhere(ctx, req)
 		if err != nil {
 			return nil, err
 		}
@@ -770,6 +922,16 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 	return r.call(ctx, 0, req)
 }
 
+// everywhere runs req's part on every shard of the region and asks every
+// other region for its share.
+func (r *Router) everywhere(ctx context.Context, req *meshpb.ClientRequest) ([]*meshpb.ClientReply, error) {
+	reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+	if err != nil {
+		return nil, err
+	}
+	return append(reps, r.regionParts(ctx, req)...), nil
+}
+
 // adminError turns a cmd:error reply into the server API's error_code and
 // error_reason (ADMIN never answers cmd:error, admin.go).
 func adminError(rep *meshpb.ClientReply) *meshpb.ClientReply {
@@ -824,7 +986,7 @@ func (r *Router) mergeSysRows(ctx context.Context, req *meshpb.ClientRequest, le
 // notifications merges the stored conversation events of every shard,
 // oldest first, at most the limit asked.
 func (r *Router) notifications(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
-	reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+	reps, err := r.everywhere(ctx, req)
 	if err != nil {
 		return nil, err
 	}

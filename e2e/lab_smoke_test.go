@@ -183,6 +183,33 @@ func TestLabSmoke(t *testing.T) {
 			r.Name, x.Acked, x.DeliveryLatencyMS.P50, x.DeliveryLatencyMS.P99, x.LatencyMS.P99)
 	}
 
+	// And across the regions (issue 9 step 4): senders in one region,
+	// receivers in the other, conversations homed in either.
+	{
+		var regions []loadtest.Region
+		for _, r := range top.Regions {
+			regions = append(regions, loadtest.Region{Name: r.Name, Edges: r.Edges})
+		}
+		cfg := loadtest.Config{Scenario: loadtest.ScenarioCrossRegion, AppID: "lab-app", Sessions: 40, Rate: 40,
+			Duration: 10 * time.Second, Drain: 5 * time.Second, Progress: -1, RunID: "labsmoke-across", Regions: regions}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		s, err := loadtest.Run(ctx, cfg, nil)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var text strings.Builder
+		s.WriteText(&text)
+		t.Log("\n" + text.String())
+		if !s.Passed || s.Lost != 0 {
+			t.Fatalf("cross-region across regions: passed %v lost %d", s.Passed, s.Lost)
+		}
+		for pair, x := range s.RegionPairs {
+			t.Logf("FIGURE cross-region %s: %d acked, delivery p50 %.1f p99 %.1f ms, send→ack p99 %.1f ms (one-way %v)",
+				pair, x.Acked, x.DeliveryLatencyMS.P50, x.DeliveryLatencyMS.P99, x.LatencyMS.P99, oneWay)
+		}
+	}
+
 	// SIGTERM: every process stops, nothing stays behind.
 	var pids []int
 	b, _ = os.ReadFile(filepath.Join(dir, "lab.json"))

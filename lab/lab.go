@@ -667,6 +667,17 @@ shards = %d
 	if l.cfg.CoreExtra != nil {
 		s += "\n" + l.cfg.CoreExtra(l, ri, ci) + "\n"
 	}
+	// Every other region: its number and cores (issue 9 step 4).
+	for rj, other := range l.regions {
+		if rj == ri {
+			continue
+		}
+		var addrs []string
+		for _, c := range other.Cores {
+			addrs = append(addrs, strconv.Quote(c.MeshAddr))
+		}
+		s += fmt.Sprintf("\n[[core.remote_regions]]\nnumber = %d\ncores = [%s]\n", rj+1, strings.Join(addrs, ", "))
+	}
 	return s
 }
 

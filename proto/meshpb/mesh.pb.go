@@ -269,7 +269,7 @@ func (x AdminRequest_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AdminRequest_Op.Descriptor instead.
 func (AdminRequest_Op) EnumDescriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2, 0}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3, 0}
 }
 
 type ClientRequest struct {
@@ -330,7 +330,11 @@ type ClientRequest struct {
 	// OPEN (whole or part) from a router that merges the shards' logins:
 	// the reply keeps the system-conversation pushes apart, in
 	// ClientReply.sys_commands, so the merge can cap each kind.
-	LoginSplit    bool `protobuf:"varint,51,opt,name=login_split,json=loginSplit,proto3" json:"login_split,omitempty"`
+	LoginSplit bool `protobuf:"varint,51,opt,name=login_split,json=loginSplit,proto3" json:"login_split,omitempty"`
+	// Set by a router on a request it hands to another region's core
+	// (meshpb.MethodRegion): run it over that region's own shards, as
+	// parts where it splits, and never on to a third region.
+	RegionPart    bool `protobuf:"varint,52,opt,name=region_part,json=regionPart,proto3" json:"region_part,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -505,6 +509,147 @@ func (x *ClientRequest) GetLoginSplit() bool {
 	return false
 }
 
+func (x *ClientRequest) GetRegionPart() bool {
+	if x != nil {
+		return x.RegionPart
+	}
+	return false
+}
+
+// RegionDelivery is a committed push crossing to another region, once per
+// region (meshpb.MethodRegionDeliveries, core to core): that region's
+// relay hands it to its own sessions (issue 9 step 4).
+type RegionDelivery struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	AppId string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	// A conversation push: every session of these clientIds but the
+	// connection (skip_edge, skip_conn) it came from.
+	Peers    []string `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
+	SkipEdge string   `protobuf:"bytes,3,opt,name=skip_edge,json=skipEdge,proto3" json:"skip_edge,omitempty"`
+	SkipConn uint64   `protobuf:"varint,4,opt,name=skip_conn,json=skipConn,proto3" json:"skip_conn,omitempty"`
+	// The lcpb.GenericCommand, stamped by the home region, peerId unset.
+	Command []byte `protobuf:"bytes,5,opt,name=command,proto3" json:"command,omitempty"`
+	// Delivery.replay: a new leader's replay of its fan-out tail.
+	Replay bool `protobuf:"varint,6,opt,name=replay,proto3" json:"replay,omitempty"`
+	// A chatroom push: the sessions joined to room, but every session of
+	// skip_peer and of blocked, with the message's LeanCloud priority.
+	Room     string   `protobuf:"bytes,7,opt,name=room,proto3" json:"room,omitempty"`
+	SkipPeer string   `protobuf:"bytes,8,opt,name=skip_peer,json=skipPeer,proto3" json:"skip_peer,omitempty"`
+	Blocked  []string `protobuf:"bytes,9,rep,name=blocked,proto3" json:"blocked,omitempty"`
+	Priority int32    `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
+	// The region the push comes from.
+	FromRegion    uint32 `protobuf:"varint,11,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionDelivery) Reset() {
+	*x = RegionDelivery{}
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionDelivery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionDelivery) ProtoMessage() {}
+
+func (x *RegionDelivery) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionDelivery.ProtoReflect.Descriptor instead.
+func (*RegionDelivery) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RegionDelivery) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *RegionDelivery) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *RegionDelivery) GetSkipEdge() string {
+	if x != nil {
+		return x.SkipEdge
+	}
+	return ""
+}
+
+func (x *RegionDelivery) GetSkipConn() uint64 {
+	if x != nil {
+		return x.SkipConn
+	}
+	return 0
+}
+
+func (x *RegionDelivery) GetCommand() []byte {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+func (x *RegionDelivery) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
+}
+
+func (x *RegionDelivery) GetRoom() string {
+	if x != nil {
+		return x.Room
+	}
+	return ""
+}
+
+func (x *RegionDelivery) GetSkipPeer() string {
+	if x != nil {
+		return x.SkipPeer
+	}
+	return ""
+}
+
+func (x *RegionDelivery) GetBlocked() []string {
+	if x != nil {
+		return x.Blocked
+	}
+	return nil
+}
+
+func (x *RegionDelivery) GetPriority() int32 {
+	if x != nil {
+		return x.Priority
+	}
+	return 0
+}
+
+func (x *RegionDelivery) GetFromRegion() uint32 {
+	if x != nil {
+		return x.FromRegion
+	}
+	return 0
+}
+
 // ShardRequest is a client request a router core hands to the core that
 // leads the shard it belongs to (meshpb.MethodShard, core to core). The
 // reply is the ClientReply; not_leader with a leader hint when the
@@ -520,7 +665,7 @@ type ShardRequest struct {
 
 func (x *ShardRequest) Reset() {
 	*x = ShardRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +677,7 @@ func (x *ShardRequest) String() string {
 func (*ShardRequest) ProtoMessage() {}
 
 func (x *ShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +690,7 @@ func (x *ShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRequest.ProtoReflect.Descriptor instead.
 func (*ShardRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ShardRequest) GetShard() uint32 {
@@ -635,7 +780,7 @@ type AdminRequest struct {
 
 func (x *AdminRequest) Reset() {
 	*x = AdminRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +792,7 @@ func (x *AdminRequest) String() string {
 func (*AdminRequest) ProtoMessage() {}
 
 func (x *AdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +805,7 @@ func (x *AdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminRequest.ProtoReflect.Descriptor instead.
 func (*AdminRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AdminRequest) GetOp() AdminRequest_Op {
@@ -930,7 +1075,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1087,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1100,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeviceRecord) GetObjectId() string {
@@ -1103,7 +1248,7 @@ type ClientReply struct {
 
 func (x *ClientReply) Reset() {
 	*x = ClientReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1115,7 +1260,7 @@ func (x *ClientReply) String() string {
 func (*ClientReply) ProtoMessage() {}
 
 func (x *ClientReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1128,7 +1273,7 @@ func (x *ClientReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientReply.ProtoReflect.Descriptor instead.
 func (*ClientReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ClientReply) GetCommands() [][]byte {
@@ -1234,7 +1379,7 @@ type AdminReply struct {
 
 func (x *AdminReply) Reset() {
 	*x = AdminReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1246,7 +1391,7 @@ func (x *AdminReply) String() string {
 func (*AdminReply) ProtoMessage() {}
 
 func (x *AdminReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1259,7 +1404,7 @@ func (x *AdminReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
 func (*AdminReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AdminReply) GetCount() int64 {
@@ -1360,7 +1505,7 @@ type NotifEvent struct {
 
 func (x *NotifEvent) Reset() {
 	*x = NotifEvent{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1372,7 +1517,7 @@ func (x *NotifEvent) String() string {
 func (*NotifEvent) ProtoMessage() {}
 
 func (x *NotifEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1385,7 +1530,7 @@ func (x *NotifEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifEvent.ProtoReflect.Descriptor instead.
 func (*NotifEvent) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *NotifEvent) GetCmd() string {
@@ -1512,7 +1657,7 @@ type SysRow struct {
 
 func (x *SysRow) Reset() {
 	*x = SysRow{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1524,7 +1669,7 @@ func (x *SysRow) String() string {
 func (*SysRow) ProtoMessage() {}
 
 func (x *SysRow) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1537,7 +1682,7 @@ func (x *SysRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysRow.ProtoReflect.Descriptor instead.
 func (*SysRow) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *SysRow) GetClientId() string {
@@ -1607,7 +1752,7 @@ type MemberRole struct {
 
 func (x *MemberRole) Reset() {
 	*x = MemberRole{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1764,7 @@ func (x *MemberRole) String() string {
 func (*MemberRole) ProtoMessage() {}
 
 func (x *MemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1777,7 @@ func (x *MemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
 func (*MemberRole) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MemberRole) GetClientId() string {
@@ -1660,7 +1805,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1672,7 +1817,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1685,7 +1830,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -1712,7 +1857,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1724,7 +1869,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1737,7 +1882,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -1799,7 +1944,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1811,7 +1956,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1824,7 +1969,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -1861,7 +2006,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2018,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2031,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Target) GetPeerId() string {
@@ -1938,7 +2083,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2095,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2108,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -2027,7 +2172,7 @@ type LinkLeader struct {
 
 func (x *LinkLeader) Reset() {
 	*x = LinkLeader{}
-	mi := &file_meshpb_mesh_proto_msgTypes[14]
+	mi := &file_meshpb_mesh_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2184,7 @@ func (x *LinkLeader) String() string {
 func (*LinkLeader) ProtoMessage() {}
 
 func (x *LinkLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[14]
+	mi := &file_meshpb_mesh_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2197,7 @@ func (x *LinkLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkLeader.ProtoReflect.Descriptor instead.
 func (*LinkLeader) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *LinkLeader) GetAddr() string {
@@ -2073,7 +2218,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xed\x05\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x8e\x06\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2097,13 +2242,29 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
 	"shard_part\x182 \x01(\bR\tshardPart\x12\x1f\n" +
 	"\vlogin_split\x183 \x01(\bR\n" +
-	"loginSplit\"=\n" +
+	"loginSplit\x12\x1f\n" +
+	"\vregion_part\x184 \x01(\bR\n" +
+	"regionPart\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"]\n" +
+	"\x05ADMIN\x10\x04\"\xb1\x02\n" +
+	"\x0eRegionDelivery\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x14\n" +
+	"\x05peers\x18\x02 \x03(\tR\x05peers\x12\x1b\n" +
+	"\tskip_edge\x18\x03 \x01(\tR\bskipEdge\x12\x1b\n" +
+	"\tskip_conn\x18\x04 \x01(\x04R\bskipConn\x12\x18\n" +
+	"\acommand\x18\x05 \x01(\fR\acommand\x12\x16\n" +
+	"\x06replay\x18\x06 \x01(\bR\x06replay\x12\x12\n" +
+	"\x04room\x18\a \x01(\tR\x04room\x12\x1b\n" +
+	"\tskip_peer\x18\b \x01(\tR\bskipPeer\x12\x18\n" +
+	"\ablocked\x18\t \x03(\tR\ablocked\x12\x1a\n" +
+	"\bpriority\x18\n" +
+	" \x01(\x05R\bpriority\x12\x1f\n" +
+	"\vfrom_region\x18\v \x01(\rR\n" +
+	"fromRegion\"]\n" +
 	"\fShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x127\n" +
 	"\arequest\x18\x02 \x01(\v2\x1d.relaymesh.mesh.ClientRequestR\arequest\"\xaa\f\n" +
@@ -2305,42 +2466,43 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
 	(*ClientRequest)(nil),   // 2: relaymesh.mesh.ClientRequest
-	(*ShardRequest)(nil),    // 3: relaymesh.mesh.ShardRequest
-	(*AdminRequest)(nil),    // 4: relaymesh.mesh.AdminRequest
-	(*DeviceRecord)(nil),    // 5: relaymesh.mesh.DeviceRecord
-	(*ClientReply)(nil),     // 6: relaymesh.mesh.ClientReply
-	(*AdminReply)(nil),      // 7: relaymesh.mesh.AdminReply
-	(*NotifEvent)(nil),      // 8: relaymesh.mesh.NotifEvent
-	(*SysRow)(nil),          // 9: relaymesh.mesh.SysRow
-	(*MemberRole)(nil),      // 10: relaymesh.mesh.MemberRole
-	(*EdgeHello)(nil),       // 11: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil), // 12: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),        // 13: relaymesh.mesh.Presence
-	(*Target)(nil),          // 14: relaymesh.mesh.Target
-	(*Delivery)(nil),        // 15: relaymesh.mesh.Delivery
-	(*LinkLeader)(nil),      // 16: relaymesh.mesh.LinkLeader
+	(*RegionDelivery)(nil),  // 3: relaymesh.mesh.RegionDelivery
+	(*ShardRequest)(nil),    // 4: relaymesh.mesh.ShardRequest
+	(*AdminRequest)(nil),    // 5: relaymesh.mesh.AdminRequest
+	(*DeviceRecord)(nil),    // 6: relaymesh.mesh.DeviceRecord
+	(*ClientReply)(nil),     // 7: relaymesh.mesh.ClientReply
+	(*AdminReply)(nil),      // 8: relaymesh.mesh.AdminReply
+	(*NotifEvent)(nil),      // 9: relaymesh.mesh.NotifEvent
+	(*SysRow)(nil),          // 10: relaymesh.mesh.SysRow
+	(*MemberRole)(nil),      // 11: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),       // 12: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil), // 13: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),        // 14: relaymesh.mesh.Presence
+	(*Target)(nil),          // 15: relaymesh.mesh.Target
+	(*Delivery)(nil),        // 16: relaymesh.mesh.Delivery
+	(*LinkLeader)(nil),      // 17: relaymesh.mesh.LinkLeader
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
-	4,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
+	5,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
 	2,  // 2: relaymesh.mesh.ShardRequest.request:type_name -> relaymesh.mesh.ClientRequest
 	1,  // 3: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
-	5,  // 4: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
-	5,  // 5: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
-	7,  // 6: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
-	10, // 7: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
-	9,  // 8: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
-	5,  // 9: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
-	8,  // 10: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
-	12, // 11: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	12, // 12: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	14, // 13: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	16, // 14: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
+	6,  // 4: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
+	6,  // 5: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
+	8,  // 6: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
+	11, // 7: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	10, // 8: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
+	6,  // 9: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
+	9,  // 10: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
+	13, // 11: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	13, // 12: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	15, // 13: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	17, // 14: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
 	15, // [15:15] is the sub-list for method output_type
 	15, // [15:15] is the sub-list for method input_type
 	15, // [15:15] is the sub-list for extension type_name
@@ -2359,7 +2521,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

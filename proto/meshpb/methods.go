@@ -16,4 +16,12 @@ const (
 	// it) to the core that leads the shard (core/router.go). A core that
 	// does not lead it answers not_leader with the leader it knows.
 	MethodShard = "shard"
+	// MethodRegion is the rpc ClientRequest -> ClientReply from a router
+	// to a core of another region (region_part set): that core runs the
+	// request over its own region's shards (core/regions.go).
+	MethodRegion = "region"
+	// MethodRegionDeliveries is the stream of RegionDelivery frames one
+	// region's core sends to a core of another region: the pushes of
+	// messages committed in the first for sessions in the second.
+	MethodRegionDeliveries = "region-deliveries"
 )

@@ -1,0 +1,388 @@
+package core
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay"
+	"github.com/relaymesh/relaymesh/relay/pq"
+)
+
+// Regions (issue 9 step 4, docs/MESH.md "Regions and relays"): a core
+// knows the cores of every other region. Two things cross a region
+// boundary:
+//
+//   - requests: a conversation's id names its home region; the router
+//     hands a request about it to that region (MethodClient, following
+//     not_leader to its router), and what spans conversations (login,
+//     session end, conv/query, unread counts, notifications,
+//     session/query) asks each other region for its share
+//     (MethodRegion, region_part) and merges;
+//   - pushes: a shard leader fans a committed message out to its own
+//     region's relay and sends it once to each other region
+//     (MethodRegionDeliveries), whose core hands it to its relay, which
+//     reaches each of its edges once. Per remote region the pushes wait in
+//     one bounded priority queue (relay/pq: HIGH > NORMAL > LOW, LOW shed
+//     first, never HIGH while there is room) drained in order by one
+//     sender over one mesh stream, so a conversation's pushes keep their
+//     order. Every drop is counted per class.
+//
+// Not yet: presence summaries (a push goes to every other region, not
+// only those with recipients online; offline push and tag kick see the
+// home region's sessions only).
+
+// RemoteRegion is another region: its number and its cores' mesh
+// addresses.
+type RemoteRegion struct {
+	Number uint8
+	Cores  []string
+}
+
+// Region hop tuning.
+const (
+	// regionQueueLen bounds the pushes waiting for one remote region.
+	regionQueueLen = 1 << 16
+	// regionSendTimeout bounds one push frame's write.
+	regionSendTimeout = 5 * time.Second
+	// regionRetryPause is the pause after every core of a region failed.
+	regionRetryPause = 200 * time.Millisecond
+	// regionCallWait bounds a request to another region while its router
+	// is not found (elections, a core down).
+	regionCallWait = 5 * time.Second
+)
+
+// Regions is a core node's link to the other regions.
+type Regions struct {
+	self  uint8
+	node  *mesh.Node
+	relay *relay.Relay
+	log   *slog.Logger
+	peers map[uint8]*remoteRegion
+	order []uint8 // peers' numbers, ascending
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	stats RegionStats
+}
+
+// RegionStats are the region hop's counters (relaymesh_region_* on
+// /metrics).
+type RegionStats struct {
+	Sent     atomic.Uint64               // pushes sent to other regions
+	Received atomic.Uint64               // pushes received from other regions
+	Dropped  [pq.NumClasses]atomic.Int64 // pushes dropped at the hop, by class
+	Failed   atomic.Uint64               // pushes dropped because no core of the region took them
+	Calls    atomic.Uint64               // requests sent to other regions
+}
+
+type remoteRegion struct {
+	num   uint8
+	cores []string
+	q     *pq.Queue[*meshpb.RegionDelivery]
+
+	mu     sync.Mutex
+	router string // guarded by mu; the core that last answered as the region's router
+}
+
+// NewRegions returns the link of region self's core on node to peers;
+// inbound pushes go to rl. Close stops its senders.
+func NewRegions(self uint8, node *mesh.Node, rl *relay.Relay, peers []RemoteRegion, log *slog.Logger) (*Regions, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Regions{self: self, node: node, relay: rl, log: log, peers: map[uint8]*remoteRegion{}}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	for _, p := range peers {
+		if p.Number == 0 || p.Number == self || len(p.Cores) == 0 {
+			return nil, fmt.Errorf("core: region %d: a remote region needs another number and cores", p.Number)
+		}
+		if g.peers[p.Number] != nil {
+			return nil, fmt.Errorf("core: region %d listed twice", p.Number)
+		}
+		rr := &remoteRegion{num: p.Number, cores: append([]string(nil), p.Cores...), q: pq.New[*meshpb.RegionDelivery](regionQueueLen, pq.DropNew)}
+		g.peers[p.Number] = rr
+		g.order = append(g.order, p.Number)
+	}
+	sort.Slice(g.order, func(i, j int) bool { return g.order[i] < g.order[j] })
+	for _, n := range g.order {
+		rr := g.peers[n]
+		g.wg.Go(func() { g.send(rr) })
+	}
+	return g, nil
+}
+
+// Serve registers the inbound side on the node: other regions' cores
+// open push streams to this one.
+func (g *Regions) Serve() {
+	g.node.HandleStream(meshpb.MethodRegionDeliveries, g.serve, mesh.RoleCore)
+}
+
+// Close stops the senders; pushes still queued are dropped.
+func (g *Regions) Close() {
+	g.cancel()
+	for _, rr := range g.peers {
+		rr.q.Close()
+	}
+	g.wg.Wait()
+}
+
+// Remote reports whether region n is another region this core knows.
+func (g *Regions) Remote(n uint8) bool { return g != nil && g.peers[n] != nil }
+
+// Numbers lists the other regions, ascending.
+func (g *Regions) Numbers() []uint8 {
+	if g == nil {
+		return nil
+	}
+	return g.order
+}
+
+// Stats returns the region hop's counters.
+func (g *Regions) Stats() *RegionStats { return &g.stats }
+
+// Fanout sends a conversation push to every other region (HIGH).
+func (g *Regions) Fanout(app string, peers []string, skip connKey, cmd *lcpb.GenericCommand, replay bool) {
+	if g == nil || len(g.order) == 0 || len(peers) == 0 {
+		return
+	}
+	b, err := encodeShared(cmd)
+	if err != nil {
+		return
+	}
+	for _, n := range g.order {
+		g.push(g.peers[n], &meshpb.RegionDelivery{AppId: app, Peers: peers, SkipEdge: skip.Edge, SkipConn: skip.Conn,
+			Command: b, Replay: replay, FromRegion: uint32(g.self)}, pq.High)
+	}
+}
+
+// FanoutRoom sends a chatroom push to every other region, in the class of
+// its LeanCloud priority.
+func (g *Regions) FanoutRoom(app, cid, skipPeer string, blocked []string, priority int32, cmd *lcpb.GenericCommand) {
+	if g == nil || len(g.order) == 0 {
+		return
+	}
+	b, err := encodeShared(cmd)
+	if err != nil {
+		return
+	}
+	for _, n := range g.order {
+		g.push(g.peers[n], &meshpb.RegionDelivery{AppId: app, Room: cid, SkipPeer: skipPeer, Blocked: blocked,
+			Priority: priority, Command: b, FromRegion: uint32(g.self)}, pq.ClassOf(priority))
+	}
+}
+
+// encodeShared encodes a push for every session of a region: peerId is
+// set per delivery by the receiving relay.
+func encodeShared(cmd *lcpb.GenericCommand) ([]byte, error) {
+	c := proto.Clone(cmd).(*lcpb.GenericCommand)
+	c.PeerId = nil
+	return proto.Marshal(c)
+}
+
+func (g *Regions) push(rr *remoteRegion, d *meshpb.RegionDelivery, c pq.Class) {
+	if o := rr.q.Push(d, c); o.Dropped() {
+		g.stats.Dropped[o.Victim].Add(1)
+	}
+}
+
+// send drains rr's queue in order over one stream to a core of rr,
+// moving to its next core when a send fails.
+func (g *Regions) send(rr *remoteRegion) {
+	var st *mesh.Stream
+	next := 0
+	defer func() {
+		if st != nil {
+			st.Close()
+		}
+	}()
+	for {
+		d, _, state := rr.q.Pop()
+		switch state {
+		case pq.PopDrained, pq.PopOverflow:
+			return
+		case pq.PopEmpty:
+			select {
+			case <-rr.q.Notify():
+			case <-g.ctx.Done():
+				return
+			}
+			continue
+		}
+		b, err := proto.Marshal(d)
+		if err != nil {
+			continue
+		}
+		sent := false
+		for try := 0; try < len(rr.cores) && !sent; try++ {
+			if st == nil {
+				ctx, cancel := context.WithTimeout(g.ctx, regionSendTimeout)
+				st, err = g.node.OpenStream(ctx, rr.cores[next%len(rr.cores)], meshpb.MethodRegionDeliveries)
+				cancel()
+				if err != nil {
+					st = nil
+					next++
+					continue
+				}
+				st.SetSendTimeout(regionSendTimeout)
+			}
+			if err := st.Send(b); err != nil {
+				st.Close()
+				st = nil
+				next++
+				continue
+			}
+			sent = true
+		}
+		if !sent {
+			g.stats.Failed.Add(1)
+			g.log.Warn("region push: no core of the region took it", "region", rr.num)
+			select {
+			case <-time.After(regionRetryPause):
+			case <-g.ctx.Done():
+				return
+			}
+			continue
+		}
+		g.stats.Sent.Add(1)
+	}
+}
+
+// serve reads one other region's push stream into the local relay.
+func (g *Regions) serve(ctx context.Context, peer string, st *mesh.Stream) {
+	defer st.Close()
+	for {
+		b, err := st.Recv()
+		if err != nil {
+			return
+		}
+		d := new(meshpb.RegionDelivery)
+		if err := proto.Unmarshal(b, d); err != nil {
+			g.log.Warn("bad region push", "peer", peer, "err", err)
+			return
+		}
+		cmd := new(lcpb.GenericCommand)
+		if err := proto.Unmarshal(d.GetCommand(), cmd); err != nil {
+			g.log.Warn("bad region push command", "peer", peer, "err", err)
+			continue
+		}
+		g.stats.Received.Add(1)
+		if d.GetRoom() != "" {
+			var skip func(string) bool
+			if bl := d.GetBlocked(); len(bl) > 0 {
+				set := make(map[string]bool, len(bl))
+				for _, p := range bl {
+					set[p] = true
+				}
+				skip = func(p string) bool { return set[p] }
+			}
+			g.relay.FanoutRoom(d.GetAppId(), d.GetRoom(), d.GetSkipPeer(), skip, d.GetPriority(), cmd)
+			continue
+		}
+		g.relay.Fanout(d.GetAppId(), d.GetPeers(), relay.ConnKey{Edge: d.GetSkipEdge(), Conn: d.GetSkipConn()}, cmd, d.GetReplay())
+	}
+}
+
+// call sends req to region n: to the core that last answered as its
+// router, else to each of its cores, following not_leader hints, until
+// one answers or regionCallWait passes. method is MethodClient (the
+// region's router serves it) or MethodRegion (any core does).
+func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+	rr := g.peers[n]
+	if rr == nil {
+		return nil, fmt.Errorf("%w: region %d", errNoShard, n)
+	}
+	b, err := proto.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	g.stats.Calls.Add(1)
+	rr.mu.Lock()
+	hint := rr.router
+	rr.mu.Unlock()
+	deadline := time.Now().Add(regionCallWait)
+	var lastErr error
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
+		addrs := rr.cores
+		if hint != "" {
+			addrs = append([]string{hint}, rr.cores...)
+		}
+		hint = ""
+		for _, addr := range addrs {
+			out, err := g.node.Call(ctx, addr, method, b)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				lastErr = err
+				continue
+			}
+			rep := new(meshpb.ClientReply)
+			if err := proto.Unmarshal(out, rep); err != nil {
+				return nil, fmt.Errorf("core: bad reply from region %d: %w", n, err)
+			}
+			if rep.GetNotLeader() {
+				if l := rep.GetLeader(); l != "" && l != addr {
+					hint = l
+					break
+				}
+				continue
+			}
+			rr.mu.Lock()
+			rr.router = addr
+			rr.mu.Unlock()
+			return rep, nil
+		}
+		if hint != "" {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(routePause * time.Duration(min(attempt+1, 10))):
+		}
+	}
+	return nil, fmt.Errorf("%w: region %d has no core in reach: %v", ErrNotLeader, n, lastErr)
+}
+
+// WriteMetrics writes the region hop's series.
+func (g *Regions) WriteMetrics(w interface{ Write([]byte) (int, error) }) error {
+	if g == nil {
+		return nil
+	}
+	rows := []struct {
+		name, help, typ string
+		v               int64
+	}{
+		{"relaymesh_region_pushes_sent_total", "Pushes sent to other regions (once per region).", "counter", int64(g.stats.Sent.Load())},
+		{"relaymesh_region_pushes_received_total", "Pushes received from other regions.", "counter", int64(g.stats.Received.Load())},
+		{"relaymesh_region_pushes_failed_total", "Pushes dropped because no core of their region took them.", "counter", int64(g.stats.Failed.Load())},
+		{"relaymesh_region_requests_total", "Requests sent to other regions.", "counter", int64(g.stats.Calls.Load())},
+	}
+	for _, r := range rows {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", r.name, r.help, r.name, r.typ, r.name, r.v); err != nil {
+			return err
+		}
+	}
+	const d = "relaymesh_region_pushes_dropped_total"
+	if _, err := fmt.Fprintf(w, "# HELP %s Pushes dropped at the region hop (queue full), by class.\n# TYPE %s counter\n", d, d); err != nil {
+		return err
+	}
+	for c := pq.Class(0); c < pq.NumClasses; c++ {
+		if _, err := fmt.Fprintf(w, "%s{class=%q} %d\n", d, c.String(), g.stats.Dropped[c].Load()); err != nil {
+			return err
+		}
+	}
+	return nil
+}

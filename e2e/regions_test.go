@@ -1,0 +1,226 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/catalog"
+	"github.com/relaymesh/relaymesh/client"
+	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/core"
+	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/mesh"
+)
+
+// twoRegions is two regions in this process, each one core (two shards)
+// and one edge, that know each other's cores.
+type twoRegions struct {
+	cores [2]*cluster.Core
+	edges [2]*cluster.Edge
+}
+
+func startTwoRegions(t *testing.T) *twoRegions {
+	t.Helper()
+	dir := t.TempDir()
+	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), "core-1", "core-2", "edge-1", "edge-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := apps.NewDev()
+	addrs := [2]string{freeUDPAddr(t), freeUDPAddr(t)}
+	w := &twoRegions{}
+	for i := range 2 {
+		name := fmt.Sprintf("core-%d", i+1)
+		other := 1 - i
+		c, err := cluster.StartCore(cluster.CoreConfig{NodeID: name, MeshAddr: addrs[i], DataDir: filepath.Join(dir, name),
+			Identity: ids[name], Apps: reg, Logger: log, Region: uint8(i + 1), Shards: 2,
+			Remote: []core.RemoteRegion{{Number: uint8(other + 1), Cores: []string{addrs[other]}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.cores[i] = c
+		t.Cleanup(func() {
+			if w.cores[i] != nil {
+				w.cores[i].Close()
+			}
+		})
+	}
+	for i := range 2 {
+		waitFor(t, 20*time.Second, w.cores[i].Ready)
+		name := fmt.Sprintf("edge-%d", i+1)
+		e, err := cluster.StartEdge(cluster.EdgeConfig{EdgeID: name, HTTPAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
+			Identity: ids[name], Cores: []string{addrs[i]}, TokenKey: make([]byte, 32), Apps: reg, Logger: log,
+			Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.edges[i] = e
+		t.Cleanup(func() { e.Close() })
+	}
+	return w
+}
+
+// TestTwoRegions: clients of two regions chat in conversations homed in
+// either; pushes cross the region boundary, requests reach the home
+// region, logins and queries see both; a region cut off keeps serving its
+// own conversations.
+func TestTwoRegions(t *testing.T) {
+	w := startTwoRegions(t)
+	const app = "regions-app"
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	alice := dial(t, ctx, w.edges[0].URL, app, "alice") // region 1
+	bob := dial(t, ctx, w.edges[1].URL, app, "bob")     // region 2
+	dave := dial(t, ctx, w.edges[1].URL, app, "dave")   // region 2
+
+	// A conversation homed in region 1, with bob of region 2.
+	c1, err := alice.CreateConversation(ctx, []string{"bob", "carol"}, "r1", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := catalog.HomeOf(c1); h.Region != 1 {
+		t.Fatalf("alice's conversation %s homed in region %d, want 1 (the creator's)", c1, h.Region)
+	}
+	nextEvent(t, bob, func(e client.ConvEvent) bool { return e.ConvID == c1 && e.Op == "joined" })
+
+	sent, err := alice.Send(ctx, c1, client.TextMessage("from region 1"), client.SendOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := nextEvent(t, bob, func(m client.Message) bool { return m.ConvID == c1 }); m.ID != sent.ID {
+		t.Fatalf("bob got %s, want %s", m.ID, sent.ID)
+	}
+	// bob sends into region 1's conversation from region 2.
+	back, err := bob.Send(ctx, c1, client.TextMessage("from region 2"), client.SendOptions{})
+	if err != nil {
+		t.Fatalf("bob's send into region 1: %v", err)
+	}
+	if m := nextEvent(t, alice, func(m client.Message) bool { return m.ConvID == c1 }); m.ID != back.ID {
+		t.Fatalf("alice got %s, want %s", m.ID, back.ID)
+	}
+	// A recall crosses too.
+	if err := alice.Recall(ctx, c1, sent.ID, sent.Timestamp); err != nil {
+		t.Fatal(err)
+	}
+	if p := nextEvent(t, bob, func(p client.Patch) bool { return p.ConvID == c1 }); !p.Recall || p.ID != sent.ID {
+		t.Fatalf("bob's patch: %+v, want the recall of %s", p, sent.ID)
+	}
+
+	// A conversation homed in region 2; alice sends into it from region 1.
+	c2, err := bob.CreateConversation(ctx, []string{"alice", "carol", "dave"}, "r2", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := catalog.HomeOf(c2); h.Region != 2 {
+		t.Fatalf("bob's conversation homed in region %d, want 2", h.Region)
+	}
+	if _, err := alice.Send(ctx, c2, client.TextMessage("into region 2"), client.SendOptions{}); err != nil {
+		t.Fatalf("alice's send into region 2: %v", err)
+	}
+	nextEvent(t, bob, func(m client.Message) bool { return m.ConvID == c2 })
+	nextEvent(t, dave, func(m client.Message) bool { return m.ConvID == c2 })
+
+	t.Run("login in region 2 counts unread of both regions", func(t *testing.T) {
+		carol, err := client.Dial(ctx, w.edges[1].URL, client.Options{AppID: app, ClientID: "carol"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer carol.Close()
+		u := nextEvent(t, carol, func(client.Unread) bool { return true })
+		got := map[string]int{}
+		for _, c := range u.Convs {
+			got[c.ConvID] = c.Count
+		}
+		if got[c1] != 2 || got[c2] != 1 {
+			t.Fatalf("carol's unread: %v; want 2 in %s (region 1) and 1 in %s (region 2)", got, c1, c2)
+		}
+		rows, err := carol.QueryConversations(ctx, map[string]any{"m": "carol"}, "name", 10, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, r := range rows {
+			names = append(names, fmt.Sprint(r["name"]))
+		}
+		if !slices.Equal(names, []string{"r1", "r2"}) {
+			t.Fatalf("carol's query: %v, want [r1 r2] from both regions", names)
+		}
+		online, err := carol.Online(ctx, []string{"alice", "bob", "nobody"})
+		if err != nil || !slices.Equal(online, []string{"alice", "bob"}) {
+			t.Fatalf("session/query from region 2: %v, %v; want alice (region 1) and bob", online, err)
+		}
+	})
+
+	t.Run("chatroom of region 1 with a member in region 2", func(t *testing.T) {
+		room, err := alice.CreateChatRoom(ctx, "stage", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.Join(ctx, room); err != nil {
+			t.Fatalf("bob joins region 1's room from region 2: %v", err)
+		}
+		// Region 2's relay learns the membership from its edge's presence,
+		// off the request path: send until one arrives.
+		deadline := time.Now().Add(10 * time.Second)
+		for k := 0; ; k++ {
+			if _, err := alice.Send(ctx, room, client.TextMessage(fmt.Sprintf("on stage %d", k)), client.SendOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			got := false
+			timeout := time.After(200 * time.Millisecond)
+		wait:
+			for {
+				select {
+				case ev := <-bob.Events():
+					if m, ok := ev.(client.Message); ok && m.ConvID == room {
+						got = true
+						break wait
+					}
+				case <-timeout:
+					break wait
+				}
+			}
+			if got {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("bob, in region 2, never got region 1's chatroom message")
+			}
+		}
+	})
+
+	var b strings.Builder
+	if err := w.cores[0].WriteMetrics(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "relaymesh_region_pushes_sent_total") || strings.Contains(b.String(), "relaymesh_region_pushes_sent_total 0\n") {
+		t.Fatalf("region 1's /metrics: no pushes sent to region 2:\n%s", b.String())
+	}
+
+	t.Run("region 1 cut off: region 2 keeps its own", func(t *testing.T) {
+		alice.Close() // region 1's clients go with it
+		w.cores[0].Close()
+		w.cores[0] = nil
+		if _, err := dave.Send(ctx, c2, client.TextMessage("still here"), client.SendOptions{}); err != nil {
+			t.Fatalf("a send in region 2's own conversation with region 1 down: %v", err)
+		}
+		nextEvent(t, bob, func(m client.Message) bool { return m.ConvID == c2 && strings.Contains(m.Text, "still here") })
+		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+		defer scancel()
+		_, err := bob.Send(sctx, c1, client.TextMessage("to a dead region"), client.SendOptions{})
+		var ce *client.Error
+		if err == nil || errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &ce) {
+			t.Fatalf("a send into region 1 while it is down: %v; want a prompt error", err)
+		}
+	})
+}
