@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -59,7 +60,19 @@ const (
 	// regionCallWait bounds a request to another region while its router
 	// is not found (elections, a core down).
 	regionCallWait = 5 * time.Second
+	// regionPartWait bounds a region's share of a login, query or
+	// session/query: a slow region is left out rather than hold up the
+	// others.
+	regionPartWait = 3 * time.Second
+	// regionProbeEvery: after no core of a region answered a request, the
+	// region counts as unreachable (requests to it fail at once, so a
+	// region cut off costs the others nothing) until a probe, this often,
+	// gets an answer from one of its cores.
+	regionProbeEvery = time.Second
 )
+
+// errRegionDown: no core of the region answered lately.
+var errRegionDown = errors.New("core: region unreachable")
 
 // Regions is a core node's link to the other regions.
 type Regions struct {
@@ -72,7 +85,10 @@ type Regions struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	wg     sync.WaitGroup // senders and probers
+
+	mu     sync.Mutex
+	closed bool // guarded by mu; no prober starts once set
 
 	stats RegionStats
 }
@@ -85,6 +101,9 @@ type RegionStats struct {
 	Dropped  [pq.NumClasses]atomic.Int64 // pushes dropped at the hop, by class
 	Failed   atomic.Uint64               // pushes dropped because no core of the region took them
 	Calls    atomic.Uint64               // requests sent to other regions
+	// Unreachable counts requests failed at once because their region
+	// did not answer lately (regionProbeEvery).
+	Unreachable atomic.Uint64
 }
 
 type remoteRegion struct {
@@ -94,6 +113,7 @@ type remoteRegion struct {
 
 	mu     sync.Mutex
 	router string // guarded by mu; the core that last answered as the region's router
+	down   bool   // guarded by mu; unreachable: requests fail at once while a prober looks
 }
 
 // NewRegions returns the link of region self's core on node to peers;
@@ -131,6 +151,9 @@ func (g *Regions) Serve() {
 
 // Close stops the senders; pushes still queued are dropped.
 func (g *Regions) Close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
 	g.cancel()
 	for _, rr := range g.peers {
 		rr.q.Close()
@@ -309,9 +332,25 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 	}
 	g.stats.Calls.Add(1)
 	rr.mu.Lock()
-	hint := rr.router
+	hint, down := rr.router, rr.down
 	rr.mu.Unlock()
-	deadline := time.Now().Add(regionCallWait)
+	if down {
+		g.stats.Unreachable.Add(1)
+		return nil, fmt.Errorf("%w: region %d", errRegionDown, n)
+	}
+	wait := regionCallWait
+	if method == meshpb.MethodRegion {
+		wait = regionPartWait
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	deadline := time.Now().Add(wait)
+	answered := false
+	defer func() {
+		if !answered && (ctx.Err() == nil || time.Now().After(deadline)) {
+			g.markDown(rr)
+		}
+	}()
 	var lastErr error
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		addrs := rr.cores
@@ -323,11 +362,12 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 			out, err := g.node.Call(ctx, addr, method, b)
 			if err != nil {
 				if ctx.Err() != nil {
-					return nil, ctx.Err()
+					return nil, fmt.Errorf("%w: region %d: %v", errRegionDown, n, ctx.Err())
 				}
 				lastErr = err
 				continue
 			}
+			answered = true
 			rep := new(meshpb.ClientReply)
 			if err := proto.Unmarshal(out, rep); err != nil {
 				return nil, fmt.Errorf("core: bad reply from region %d: %w", n, err)
@@ -356,6 +396,48 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 	return nil, fmt.Errorf("%w: region %d has no core in reach: %v", ErrNotLeader, n, lastErr)
 }
 
+// markDown marks rr unreachable and starts its prober, which clears the
+// mark once a core of rr answers a PING.
+func (g *Regions) markDown(rr *remoteRegion) {
+	rr.mu.Lock()
+	was := rr.down
+	rr.down = true
+	rr.mu.Unlock()
+	if was {
+		return
+	}
+	g.log.Warn("region unreachable: requests to it fail at once until it answers", "region", rr.num)
+	ping, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return
+	}
+	g.wg.Go(func() {
+		t := time.NewTicker(regionProbeEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-g.ctx.Done():
+				return
+			case <-t.C:
+			}
+			for _, addr := range rr.cores {
+				ctx, cancel := context.WithTimeout(g.ctx, regionProbeEvery)
+				_, err := g.node.Call(ctx, addr, meshpb.MethodClient, ping)
+				cancel()
+				if err == nil {
+					rr.mu.Lock()
+					rr.down = false
+					rr.mu.Unlock()
+					g.log.Info("region reachable again", "region", rr.num)
+					return
+				}
+			}
+		}
+	})
+}
+
 // WriteMetrics writes the region hop's series.
 func (g *Regions) WriteMetrics(w interface{ Write([]byte) (int, error) }) error {
 	if g == nil {
@@ -369,6 +451,7 @@ func (g *Regions) WriteMetrics(w interface{ Write([]byte) (int, error) }) error 
 		{"relaymesh_region_pushes_received_total", "Pushes received from other regions.", "counter", int64(g.stats.Received.Load())},
 		{"relaymesh_region_pushes_failed_total", "Pushes dropped because no core of their region took them.", "counter", int64(g.stats.Failed.Load())},
 		{"relaymesh_region_requests_total", "Requests sent to other regions.", "counter", int64(g.stats.Calls.Load())},
+		{"relaymesh_region_unreachable_total", "Requests to another region failed at once: no core of it answered lately.", "counter", int64(g.stats.Unreachable.Load())},
 	}
 	for _, r := range rows {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", r.name, r.help, r.name, r.typ, r.name, r.v); err != nil {

@@ -523,7 +523,14 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 		}
 		return rep, err
 	}
-	return r.callHome(ctx, rt.region, rt.shard, req)
+	rep, err := r.callHome(ctx, rt.region, rt.shard, req)
+	if errors.Is(err, errRegionDown) {
+		// The home region does not answer: tell the client now (4200,
+		// try again later) rather than let the edge retry until its
+		// deadline.
+		return encodeReply(lcpb.NewError(cmd.I, req.GetPeerId(), lcpb.ErrInternal, err.Error())), nil
+	}
+	return rep, err
 }
 
 type routeKind int
@@ -827,7 +834,11 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 			return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
 		}
 		if region != r.region {
-			return r.callHome(ctx, region, n, req)
+			rep, err := r.callHome(ctx, region, n, req)
+			if errors.Is(err, errRegionDown) {
+				return &meshpb.ClientReply{ErrorCode: lcpb.ErrInternal, ErrorReason: err.Error()}, nil
+			}
+			return rep, err
 		}
 		return r.call(ctx, n, part(req))
 	}

@@ -19,12 +19,14 @@ import (
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // twoRegions is two regions in this process, each one core (two shards)
 // and one edge, that know each other's cores.
 type twoRegions struct {
 	cores [2]*cluster.Core
+	cfgs  [2]cluster.CoreConfig
 	edges [2]*cluster.Edge
 }
 
@@ -42,9 +44,10 @@ func startTwoRegions(t *testing.T) *twoRegions {
 	for i := range 2 {
 		name := fmt.Sprintf("core-%d", i+1)
 		other := 1 - i
-		c, err := cluster.StartCore(cluster.CoreConfig{NodeID: name, MeshAddr: addrs[i], DataDir: filepath.Join(dir, name),
+		w.cfgs[i] = cluster.CoreConfig{NodeID: name, MeshAddr: addrs[i], DataDir: filepath.Join(dir, name),
 			Identity: ids[name], Apps: reg, Logger: log, Region: uint8(i + 1), Shards: 2,
-			Remote: []core.RemoteRegion{{Number: uint8(other + 1), Cores: []string{addrs[other]}}}})
+			Remote: []core.RemoteRegion{{Number: uint8(other + 1), Cores: []string{addrs[other]}}}}
+		c, err := cluster.StartCore(w.cfgs[i])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,12 +218,44 @@ func TestTwoRegions(t *testing.T) {
 			t.Fatalf("a send in region 2's own conversation with region 1 down: %v", err)
 		}
 		nextEvent(t, bob, func(m client.Message) bool { return m.ConvID == c2 && strings.Contains(m.Text, "still here") })
-		sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
-		defer scancel()
-		_, err := bob.Send(sctx, c1, client.TextMessage("to a dead region"), client.SendOptions{})
-		var ce *client.Error
-		if err == nil || errors.Is(err, context.DeadlineExceeded) && !errors.As(err, &ce) {
-			t.Fatalf("a send into region 1 while it is down: %v; want a prompt error", err)
+		for i := range 2 { // the first finds region 1 gone, the second fails at once
+			sctx, scancel := context.WithTimeout(ctx, 30*time.Second)
+			start := time.Now()
+			_, err := bob.Send(sctx, c1, client.TextMessage("to a dead region"), client.SendOptions{})
+			scancel()
+			var ce *client.Error
+			if !errors.As(err, &ce) || ce.Code != lcpb.ErrInternal {
+				t.Fatalf("send %d into region 1 while it is down: %v; want error %d", i, err, lcpb.ErrInternal)
+			}
+			if d := time.Since(start); i == 1 && d > time.Second {
+				t.Fatalf("second send into the dead region took %v; want a prompt error", d)
+			}
+		}
+	})
+
+	t.Run("region 1 back: its conversations are reachable again", func(t *testing.T) {
+		c, err := cluster.StartCore(w.cfgs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.cores[0] = c
+		waitFor(t, 20*time.Second, c.Ready)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err := bob.Send(sctx, c1, client.TextMessage("region 1 is back"), client.SendOptions{})
+			scancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("sends into region 1 after its restart still fail: %v", err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		h, err := bob.History(ctx, c1, client.HistoryQuery{Limit: 10})
+		if err != nil || len(h) < 3 {
+			t.Fatalf("history of %s after region 1's restart: %d messages, %v", c1, len(h), err)
 		}
 	})
 }

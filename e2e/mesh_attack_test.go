@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/catalog"
+	"github.com/relaymesh/relaymesh/client"
+	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/core"
+	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// TestMeshMethodsMisused attacks the core-to-core methods of issue 9 over
+// the raw mesh: the shard rpc, the region rpc and the region push stream.
+// Edge and admin certificates are refused; a core certificate sending
+// garbage, unknown shards, forged parts, huge or flooding frames gets an
+// error or a closed stream, and the region keeps serving its clients.
+func TestMeshMethodsMisused(t *testing.T) {
+	dir := t.TempDir()
+	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), "core-1", "core-9", "edge-1", "edge-9", "admin-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	reg := apps.NewDev()
+	addr := freeUDPAddr(t)
+	c, err := cluster.StartCore(cluster.CoreConfig{NodeID: "core-1", MeshAddr: addr, DataDir: filepath.Join(dir, "core-1"),
+		Identity: ids["core-1"], Apps: reg, Logger: log, Shards: 2,
+		// A region 2 that does not exist: pushes to it fail and are counted.
+		Remote: []core.RemoteRegion{{Number: 2, Cores: []string{freeUDPAddr(t)}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	waitFor(t, 20*time.Second, c.Ready)
+	e, err := cluster.StartEdge(cluster.EdgeConfig{EdgeID: "edge-1", HTTPAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
+		Identity: ids["edge-1"], Cores: []string{addr}, TokenKey: make([]byte, 32), Apps: reg, Logger: log,
+		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	const app = "attack-app"
+	alice := dial(t, ctx, e.URL, app, "alice")
+	bob := dial(t, ctx, e.URL, app, "bob")
+	cid, err := alice.CreateConversation(ctx, []string{"bob"}, "victim", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	works := func(step string) {
+		t.Helper()
+		s, err := alice.Send(ctx, cid, client.TextMessage("after "+step), client.SendOptions{})
+		if err != nil {
+			t.Fatalf("after %s: send: %v", step, err)
+		}
+		nextEvent(t, bob, func(m client.Message) bool { return m.ID == s.ID })
+	}
+	works("setup")
+
+	node := func(id *mesh.Identity) *mesh.Node {
+		n, err := mesh.Listen("127.0.0.1:0", id, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	open := func(peer string) []byte {
+		b, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), SessionMessage: &lcpb.SessionCommand{}})
+		r, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_OPEN, AppId: app, PeerId: peer, EdgeId: "edge-9", ConnId: 1, ProtocolVersion: 3, Command: b})
+		return r
+	}
+	shardReq := func(n uint32) []byte {
+		b, _ := proto.Marshal(&meshpb.ShardRequest{Shard: n, Request: &meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING}})
+		return b
+	}
+
+	t.Run("edge and admin certificates are refused", func(t *testing.T) {
+		for _, name := range []string{"edge-9", "admin-9"} {
+			n := node(ids[name])
+			for _, m := range []struct {
+				method string
+				body   []byte
+			}{{meshpb.MethodShard, shardReq(0)}, {meshpb.MethodRegion, open("mallory")}} {
+				_, err := n.Call(ctx, addr, m.method, m.body)
+				if !errors.Is(err, mesh.ErrForbidden) {
+					t.Errorf("%s calling %s: %v, want ErrForbidden", name, m.method, err)
+				}
+			}
+			st, err := n.OpenStream(ctx, addr, meshpb.MethodRegionDeliveries)
+			if err == nil {
+				b, _ := proto.Marshal(&meshpb.RegionDelivery{AppId: app, Peers: []string{"bob"}, Command: []byte{0x08, 0x01}})
+				st.Send(b)
+				if _, err = st.Recv(); err == nil {
+					t.Errorf("%s: region push stream accepted", name)
+				}
+				st.Close()
+			}
+		}
+	})
+	works("role attacks")
+
+	mallory := node(ids["core-9"]) // a core certificate: trusted as a core
+	t.Run("garbage and unknown shards", func(t *testing.T) {
+		for _, b := range [][]byte{nil, {0xff, 0xff, 0xff}, []byte(strings.Repeat("\x0a", 1000))} {
+			if _, err := mallory.Call(ctx, addr, meshpb.MethodShard, b); err == nil {
+				t.Errorf("shard rpc with %d garbage bytes: no error", len(b))
+			}
+			if _, err := mallory.Call(ctx, addr, meshpb.MethodRegion, b); err == nil && len(b) > 0 {
+				t.Errorf("region rpc with %d garbage bytes: no error", len(b))
+			}
+		}
+		out, err := mallory.Call(ctx, addr, meshpb.MethodShard, shardReq(9))
+		rep := new(meshpb.ClientReply)
+		if err != nil || proto.Unmarshal(out, rep) != nil || rep.GetErrorCode() != lcpb.ErrConversationNotFound {
+			t.Errorf("shard 9 of 2: %v %v, want error %d", rep, err, lcpb.ErrConversationNotFound)
+		}
+		// A message into a shard this core does not have, by its id.
+		bad, _ := catalog.NewConvID(1, 40)
+		_, err = alice.Send(ctx, bad, client.TextMessage("x"), client.SendOptions{})
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Code != lcpb.ErrConversationNotFound {
+			t.Errorf("send to shard 40: %v, want %d", err, lcpb.ErrConversationNotFound)
+		}
+	})
+	works("garbage")
+
+	t.Run("region rpc: a part is never passed on; a dead region costs little", func(t *testing.T) {
+		out, err := mallory.Call(ctx, addr, meshpb.MethodRegion, open("bob"))
+		rep := new(meshpb.ClientReply)
+		if err != nil || proto.Unmarshal(out, rep) != nil {
+			t.Fatalf("region OPEN part: %v", err)
+		}
+		// bob's share: the unread of his conversation, not a session.
+		if got := rep.GetCommands(); len(got) == 0 {
+			t.Fatal("region OPEN part: no share")
+		}
+		if c.Router.Stats().Split.Load() == 0 {
+			t.Error("the region part did not run over the shards")
+		}
+		online, err := alice.Online(ctx, []string{"mallory"})
+		if err != nil || len(online) != 0 {
+			t.Fatalf("a region part registered a session: %v %v", online, err)
+		}
+		// Region 2 never answers: once marked unreachable, session/query
+		// (which asks every region) no longer waits for it.
+		start := time.Now()
+		for range 5 {
+			if _, err := alice.Online(ctx, []string{"bob"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("5 session/query with region 2 dead took %v: the dead region is asked every time", d)
+		}
+	})
+
+	t.Run("region push stream: garbage closes it; floods and bogus targets are harmless", func(t *testing.T) {
+		st, err := mallory.OpenStream(ctx, addr, meshpb.MethodRegionDeliveries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		push, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
+			Cid: proto.String(cid), Id: proto.String("forged"), Msg: proto.String("from mallory"), Timestamp: proto.Int64(1)}})
+		// A flood of pushes for clientIds nobody is, and a member list of
+		// 10k names: delivered to nobody, nothing breaks.
+		many := make([]string, 10000)
+		for i := range many {
+			many[i] = fmt.Sprintf("ghost-%d", i)
+		}
+		for i := range 2000 {
+			d := &meshpb.RegionDelivery{AppId: app, Peers: []string{fmt.Sprintf("nobody-%d", i)}, Command: push}
+			if i == 0 {
+				d.Peers = many
+			}
+			b, _ := proto.Marshal(d)
+			if err := st.Send(b); err != nil {
+				t.Fatalf("push %d: %v", i, err)
+			}
+		}
+		// Garbage: the stream is closed by the core.
+		if err := st.Send([]byte{0xff, 0x01, 0x02}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err == nil {
+			t.Fatal("a garbage region push left the stream open")
+		}
+		st.Close()
+	})
+	works("region push attacks")
+
+	// The dead region 2: pushes to it fail, are counted, and hold up
+	// nothing here.
+	var b strings.Builder
+	if err := c.WriteMetrics(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "relaymesh_region_pushes_received_total 2000\n") {
+		t.Errorf("/metrics: want the 2000 pushes mallory sent counted as received:\n%s", grep(b.String(), "relaymesh_region_"))
+	}
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
