@@ -190,6 +190,21 @@ func (g *Regions) Fanout(app string, peers []string, skip connKey, cmd *lcpb.Gen
 	}
 }
 
+// FanoutAll sends a push for every session of app (a global broadcast)
+// to every other region (HIGH).
+func (g *Regions) FanoutAll(app string, cmd *lcpb.GenericCommand) {
+	if g == nil || len(g.order) == 0 {
+		return
+	}
+	b, err := encodeShared(cmd)
+	if err != nil {
+		return
+	}
+	for _, n := range g.order {
+		g.push(g.peers[n], &meshpb.RegionDelivery{AppId: app, AllOnline: true, Command: b, FromRegion: uint32(g.self)}, pq.High)
+	}
+}
+
 // FanoutRoom sends a chatroom push to every other region, in the class of
 // its LeanCloud priority.
 func (g *Regions) FanoutRoom(app, cid, skipPeer string, blocked []string, priority int32, cmd *lcpb.GenericCommand) {
@@ -313,7 +328,11 @@ func (g *Regions) serve(ctx context.Context, peer string, st *mesh.Stream) {
 			g.relay.FanoutRoom(d.GetAppId(), d.GetRoom(), d.GetSkipPeer(), skip, d.GetPriority(), cmd)
 			continue
 		}
-		g.relay.Fanout(d.GetAppId(), d.GetPeers(), relay.ConnKey{Edge: d.GetSkipEdge(), Conn: d.GetSkipConn()}, cmd, d.GetReplay())
+		peers := d.GetPeers()
+		if d.GetAllOnline() {
+			peers = g.relay.OnlinePeers(d.GetAppId())
+		}
+		g.relay.Fanout(d.GetAppId(), peers, relay.ConnKey{Edge: d.GetSkipEdge(), Conn: d.GetSkipConn()}, cmd, d.GetReplay())
 	}
 }
 

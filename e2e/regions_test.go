@@ -79,6 +79,7 @@ func startTwoRegions(t *testing.T) *twoRegions {
 // own conversations.
 func TestTwoRegions(t *testing.T) {
 	w := startTwoRegions(t)
+	top := t // clients that outlive a subtest are the test's
 	const app = "regions-app"
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -199,6 +200,44 @@ func TestTwoRegions(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatal("bob, in region 2, never got region 1's chatroom message")
 			}
+		}
+	})
+
+	t.Run("global broadcast, REST kick and tag kick reach the other region", func(t *testing.T) {
+		api := restAPI{t: t, base: "http://" + strings.TrimSuffix(strings.TrimPrefix(w.edges[0].URL, "ws://"), "/"), app: app, key: "anything,master"}
+		var conv map[string]any
+		api.must("POST", "/1.2/rtm/service-conversations", map[string]any{"name": "news"}, &conv)
+		sys, _ := conv["objectId"].(string)
+		var sent struct {
+			ID string `json:"msg-id"`
+		}
+		api.must("POST", "/1.2/rtm/broadcasts", map[string]any{"conv_id": sys, "from_client": "sys", "message": "to everyone"}, &sent)
+		for _, c := range []*client.Client{bob, dave} { // online in region 2 only
+			if m := nextEvent(t, c, func(m client.Message) bool { return m.From == "sys" }); m.ID != sent.ID {
+				t.Fatalf("%s got %s, want the global broadcast %s", c.ID(), m.ID, sent.ID)
+			}
+		}
+		// REST kick of dave, asked of region 1: dave's session in region 2 ends.
+		var kicked map[string]any
+		api.must("POST", "/1.2/rtm/clients/dave/kick", map[string]any{"reason": "bye"}, &kicked)
+		nextEvent(t, dave, func(client.Closed) bool { return true })
+		dave = dial(top, ctx, w.edges[1].URL, app, "dave") // back, for what follows
+		// Tag kick: erin on a phone in region 1, then on a phone in region 2.
+		erin1, err := client.Dial(ctx, w.edges[0].URL, client.Options{AppID: app, ClientID: "erin", Tag: "phone"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer erin1.Close()
+		erin2, err := client.Dial(ctx, w.edges[1].URL, client.Options{AppID: app, ClientID: "erin", Tag: "phone"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer erin2.Close()
+		if e := nextEvent(t, erin1, func(client.Closed) bool { return true }); e.Code != lcpb.ErrSessionConflict {
+			t.Fatalf("erin's region 1 session closed with %d, want %d", e.Code, lcpb.ErrSessionConflict)
+		}
+		if online, err := bob.Online(ctx, []string{"erin"}); err != nil || len(online) != 1 {
+			t.Fatalf("erin online after the tag kick: %v %v; want her region 2 session", online, err)
 		}
 	})
 

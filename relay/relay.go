@@ -164,6 +164,34 @@ func (r *Relay) Open(s *Session, reconnect bool) (kicked []*Session, room string
 	return kicked, room, nil
 }
 
+// KickTag forgets every session of app/peer with tag (a login with that
+// tag in another region displaced them) and returns them; their chatroom
+// memberships are detached as on a tag kick here.
+func (r *Relay) KickTag(app, peer, tag string) []*Session {
+	if tag == "" {
+		return nil
+	}
+	k := peerKey{app, peer}
+	now := r.now()
+	r.mu.Lock()
+	var kept, kicked []*Session
+	for _, o := range r.sessions[k] {
+		if o.Tag == tag {
+			kicked = append(kicked, o)
+		} else {
+			kept = append(kept, o)
+		}
+	}
+	if len(kicked) > 0 {
+		r.setSessionsLocked(k, kept)
+	}
+	r.mu.Unlock()
+	for _, o := range kicked {
+		r.rooms.closeSession(app, o.Peer, o.Key(), now)
+	}
+	return kicked
+}
+
 // CloseSession forgets the session of app/peer on connection from and
 // returns it, nil when there was none. Its chatroom membership is detached
 // (kept RoomGrace when it was the key's last session).

@@ -538,7 +538,9 @@ type RegionDelivery struct {
 	Blocked  []string `protobuf:"bytes,9,rep,name=blocked,proto3" json:"blocked,omitempty"`
 	Priority int32    `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
 	// The region the push comes from.
-	FromRegion    uint32 `protobuf:"varint,11,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	FromRegion uint32 `protobuf:"varint,11,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	// A global broadcast: every session of app_id in the region.
+	AllOnline     bool `protobuf:"varint,12,opt,name=all_online,json=allOnline,proto3" json:"all_online,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -648,6 +650,13 @@ func (x *RegionDelivery) GetFromRegion() uint32 {
 		return x.FromRegion
 	}
 	return 0
+}
+
+func (x *RegionDelivery) GetAllOnline() bool {
+	if x != nil {
+		return x.AllOnline
+	}
+	return false
 }
 
 // ShardRequest is a client request a router core hands to the core that
@@ -2250,7 +2259,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"\xb1\x02\n" +
+	"\x05ADMIN\x10\x04\"\xd0\x02\n" +
 	"\x0eRegionDelivery\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x14\n" +
 	"\x05peers\x18\x02 \x03(\tR\x05peers\x12\x1b\n" +
@@ -2264,7 +2273,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12\x1f\n" +
 	"\vfrom_region\x18\v \x01(\rR\n" +
-	"fromRegion\"]\n" +
+	"fromRegion\x12\x1d\n" +
+	"\n" +
+	"all_online\x18\f \x01(\bR\tallOnline\"]\n" +
 	"\fShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x127\n" +
 	"\arequest\x18\x02 \x01(\v2\x1d.relaymesh.mesh.ClientRequestR\arequest\"\xaa\f\n" +
