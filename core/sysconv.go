@@ -291,7 +291,7 @@ func (c *Core) sysOfflinePush(app string, to []string, m *shard.Message, pushDat
 	if pushData == "" || !c.pushEnabled(app) {
 		return
 	}
-	_, offline := c.relay.SplitOnline(app, to)
+	_, offline := c.splitOnline(app, to)
 	if len(offline) == 0 {
 		return
 	}
