@@ -90,9 +90,11 @@ type Core struct {
 	Replicas []*raftstore.Node
 	Services []*core.Core
 	Router   *core.Router
-	relay    *relay.Relay  // shared by Services
-	regions  *core.Regions // the other regions; nil if none
-	quit     chan struct{} // closed by Close
+	relay    *relay.Relay // shared by Services
+	// Regions is the node's link to the other regions; nil without
+	// CoreConfig.Remote.
+	Regions *core.Regions
+	quit    chan struct{} // closed by Close
 	// MetricsURL is http://<addr> of the metrics listener, "" without one.
 	MetricsURL string
 	log        *slog.Logger
@@ -129,8 +131,8 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	}
 	c := &Core{Node: node, log: log, quit: make(chan struct{}), relay: relay.New(relay.Config{Logger: log.With("part", "relay")})}
 	fail := func(err error) (*Core, error) {
-		if c.regions != nil {
-			c.regions.Close()
+		if c.Regions != nil {
+			c.Regions.Close()
 		}
 		c.closeShards()
 		node.Close()
@@ -141,7 +143,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		if err != nil {
 			return fail(fmt.Errorf("cluster: %w", err))
 		}
-		c.regions = g
+		c.Regions = g
 	}
 	var rshards []core.RouterShard
 	for n := 0; n < shards; n++ {
@@ -189,13 +191,13 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: clog, Limits: cfg.Limits,
 			Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
 			CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm,
-			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.regions})
+			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.Regions})
 		c.Replicas, c.Services = append(c.Replicas, rep), append(c.Services, svc)
 		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a }})
 	}
 	c.Replica, c.Service = c.Replicas[0], c.Services[0]
 	rt, err := core.NewRouter(core.RouterConfig{Region: region, Shards: rshards, Self: node.Addr(),
-		Forward: core.Forward(node), Remote: c.regions, Logger: log.With("part", "router")})
+		Forward: core.Forward(node), Remote: c.Regions, Logger: log.With("part", "router")})
 	if err != nil {
 		return fail(err)
 	}
@@ -283,7 +285,7 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := core.WriteMetrics(w, c.Services); err != nil {
 		return err
 	}
-	if err := c.regions.WriteMetrics(w); err != nil {
+	if err := c.Regions.WriteMetrics(w); err != nil {
 		return err
 	}
 	return c.Router.WriteMetrics(w)
@@ -341,8 +343,8 @@ func (c *Core) Close() error {
 		err = c.metrics.Close()
 	}
 	c.wg.Wait()
-	if c.regions != nil {
-		c.regions.Close()
+	if c.Regions != nil {
+		c.Regions.Close()
 	}
 	err = errors.Join(err, c.closeShards())
 	c.serve.Wait() // raft's shutdown answered every barrier

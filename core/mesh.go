@@ -211,11 +211,18 @@ func (s *MeshServer) handleClient(ctx context.Context, peer string, b []byte) ([
 }
 
 // handleRegion serves the region rpc: another region's router asks for
-// this region's share of a request (Router.HandleRegion).
+// this region's share of a request (Router.HandleRegion); a core that does
+// not lead the system shard answers not_leader with the leader it knows.
 func (s *MeshServer) handleRegion(ctx context.Context, peer string, b []byte) ([]byte, error) {
 	req := new(meshpb.ClientRequest)
 	if err := proto.Unmarshal(b, req); err != nil {
 		return nil, fmt.Errorf("core: bad region request from %s: %w", peer, err)
+	}
+	// The region's router serves its share: it leads the system shard,
+	// whose presence, tokens and hooks a share may touch (tag kick).
+	if rep := s.reps[0]; !rep.IsLeader() {
+		addr, _ := rep.Leader()
+		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
 	}
 	rep, err := s.router.HandleRegion(ctx, req)
 	if err != nil {

@@ -120,7 +120,7 @@ func (c *Core) afterFanout(app, from, cid string, members []string, m *shard.Mes
 			others = append(others, p)
 		}
 	}
-	j.online, j.offline = c.relay.SplitOnline(app, others)
+	j.online, j.offline = c.splitOnline(app, others) // relay.go: any region
 	for _, p := range j.offline {
 		if _, muted := slices.BinarySearch(conv.Muted, p); muted {
 			j.mutedOffline = append(j.mutedOffline, p)

@@ -104,6 +104,7 @@ type RegionStats struct {
 	// Unreachable counts requests failed at once because their region
 	// did not answer lately (regionProbeEvery).
 	Unreachable atomic.Uint64
+	Summaries   atomic.Uint64 // presence summaries pulled from other regions
 }
 
 type remoteRegion struct {
@@ -112,8 +113,9 @@ type remoteRegion struct {
 	q     *pq.Queue[*meshpb.RegionDelivery]
 
 	mu     sync.Mutex
-	router string // guarded by mu; the core that last answered as the region's router
-	down   bool   // guarded by mu; unreachable: requests fail at once while a prober looks
+	router string                     // guarded by mu; the core that last answered as the region's router
+	down   bool                       // guarded by mu; unreachable: requests fail at once while a prober looks
+	online map[relay.PeerRef]struct{} // guarded by mu; the region's presence summary as last pulled
 }
 
 // NewRegions returns the link of region self's core on node to peers;
@@ -131,7 +133,8 @@ func NewRegions(self uint8, node *mesh.Node, rl *relay.Relay, peers []RemoteRegi
 		if g.peers[p.Number] != nil {
 			return nil, fmt.Errorf("core: region %d listed twice", p.Number)
 		}
-		rr := &remoteRegion{num: p.Number, cores: append([]string(nil), p.Cores...), q: pq.New[*meshpb.RegionDelivery](regionQueueLen, pq.DropNew)}
+		rr := &remoteRegion{num: p.Number, cores: append([]string(nil), p.Cores...), q: pq.New[*meshpb.RegionDelivery](regionQueueLen, pq.DropNew),
+			online: map[relay.PeerRef]struct{}{}}
 		g.peers[p.Number] = rr
 		g.order = append(g.order, p.Number)
 	}
@@ -139,6 +142,7 @@ func NewRegions(self uint8, node *mesh.Node, rl *relay.Relay, peers []RemoteRegi
 	for _, n := range g.order {
 		rr := g.peers[n]
 		g.wg.Go(func() { g.send(rr) })
+		g.wg.Go(func() { g.pull(rr) })
 	}
 	return g, nil
 }
@@ -147,6 +151,7 @@ func NewRegions(self uint8, node *mesh.Node, rl *relay.Relay, peers []RemoteRegi
 // open push streams to this one.
 func (g *Regions) Serve() {
 	g.node.HandleStream(meshpb.MethodRegionDeliveries, g.serve, mesh.RoleCore)
+	g.node.HandleRPC(meshpb.MethodPresenceSummary, g.serveSummary, mesh.RoleCore)
 }
 
 // Close stops the senders; pushes still queued are dropped.
@@ -187,6 +192,21 @@ func (g *Regions) Fanout(app string, peers []string, skip connKey, cmd *lcpb.Gen
 	for _, n := range g.order {
 		g.push(g.peers[n], &meshpb.RegionDelivery{AppId: app, Peers: peers, SkipEdge: skip.Edge, SkipConn: skip.Conn,
 			Command: b, Replay: replay, FromRegion: uint32(g.self)}, pq.High)
+	}
+}
+
+// FanoutAll sends a push for every session of app (a global broadcast)
+// to every other region (HIGH).
+func (g *Regions) FanoutAll(app string, cmd *lcpb.GenericCommand) {
+	if g == nil || len(g.order) == 0 {
+		return
+	}
+	b, err := encodeShared(cmd)
+	if err != nil {
+		return
+	}
+	for _, n := range g.order {
+		g.push(g.peers[n], &meshpb.RegionDelivery{AppId: app, AllOnline: true, Command: b, FromRegion: uint32(g.self)}, pq.High)
 	}
 }
 
@@ -313,7 +333,11 @@ func (g *Regions) serve(ctx context.Context, peer string, st *mesh.Stream) {
 			g.relay.FanoutRoom(d.GetAppId(), d.GetRoom(), d.GetSkipPeer(), skip, d.GetPriority(), cmd)
 			continue
 		}
-		g.relay.Fanout(d.GetAppId(), d.GetPeers(), relay.ConnKey{Edge: d.GetSkipEdge(), Conn: d.GetSkipConn()}, cmd, d.GetReplay())
+		peers := d.GetPeers()
+		if d.GetAllOnline() {
+			peers = g.relay.OnlinePeers(d.GetAppId())
+		}
+		g.relay.Fanout(d.GetAppId(), peers, relay.ConnKey{Edge: d.GetSkipEdge(), Conn: d.GetSkipConn()}, cmd, d.GetReplay())
 	}
 }
 
@@ -438,6 +462,100 @@ func (g *Regions) markDown(rr *remoteRegion) {
 	})
 }
 
+// Presence summaries (relay/summary.go): every regionSummaryEvery each
+// core pulls from one core of every other region the changes of who is
+// online there. They serve what a stale answer costs little: an offline
+// push is skipped for a client online in another region (OnlineElsewhere).
+// A region marked unreachable counts as having nobody online.
+const (
+	regionSummaryEvery   = 500 * time.Millisecond
+	regionSummaryTimeout = 2 * time.Second
+)
+
+// OnlineElsewhere reports whether app/peer has a session in another
+// region, as the last summaries said.
+func (g *Regions) OnlineElsewhere(app, peer string) bool {
+	if g == nil {
+		return false
+	}
+	k := relay.PeerRef{App: app, Peer: peer}
+	for _, n := range g.order {
+		rr := g.peers[n]
+		rr.mu.Lock()
+		_, on := rr.online[k]
+		down := rr.down
+		rr.mu.Unlock()
+		if on && !down {
+			return true
+		}
+	}
+	return false
+}
+
+// pull keeps rr's summary, polling one of its cores (the next one after a
+// failure, which costs a full summary: each core has its own epoch).
+func (g *Regions) pull(rr *remoteRegion) {
+	t := time.NewTicker(regionSummaryEvery)
+	defer t.Stop()
+	var epoch string
+	var version uint64
+	next, fails := 0, 0
+	for {
+		select {
+		case <-g.ctx.Done():
+			return
+		case <-t.C:
+		}
+		b, _ := proto.Marshal(&meshpb.PresenceSummaryRequest{Epoch: epoch, Version: version})
+		ctx, cancel := context.WithTimeout(g.ctx, regionSummaryTimeout)
+		out, err := g.node.Call(ctx, rr.cores[next%len(rr.cores)], meshpb.MethodPresenceSummary, b)
+		cancel()
+		sum := new(meshpb.PresenceSummary)
+		if err == nil {
+			err = proto.Unmarshal(out, sum)
+		}
+		if err != nil {
+			next++
+			epoch, version = "", 0
+			if fails++; fails == 3 {
+				g.markDown(rr)
+			}
+			continue
+		}
+		fails = 0
+		rr.mu.Lock()
+		if sum.GetFull() {
+			rr.online = make(map[relay.PeerRef]struct{}, len(sum.GetAdds()))
+		}
+		for _, p := range sum.GetAdds() {
+			rr.online[relay.PeerRef{App: p.GetAppId(), Peer: p.GetPeerId()}] = struct{}{}
+		}
+		for _, p := range sum.GetRemoves() {
+			delete(rr.online, relay.PeerRef{App: p.GetAppId(), Peer: p.GetPeerId()})
+		}
+		rr.mu.Unlock()
+		epoch, version = sum.GetEpoch(), sum.GetVersion()
+		g.stats.Summaries.Add(1)
+	}
+}
+
+// serveSummary answers another region's pull.
+func (g *Regions) serveSummary(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	req := new(meshpb.PresenceSummaryRequest)
+	if err := proto.Unmarshal(b, req); err != nil {
+		return nil, fmt.Errorf("core: bad presence summary request from %s: %w", peer, err)
+	}
+	epoch, version, full, adds, removes := g.relay.OnlineSince(req.GetEpoch(), req.GetVersion())
+	out := &meshpb.PresenceSummary{Epoch: epoch, Version: version, Full: full}
+	for _, p := range adds {
+		out.Adds = append(out.Adds, &meshpb.PeerRef{AppId: p.App, PeerId: p.Peer})
+	}
+	for _, p := range removes {
+		out.Removes = append(out.Removes, &meshpb.PeerRef{AppId: p.App, PeerId: p.Peer})
+	}
+	return proto.Marshal(out)
+}
+
 // WriteMetrics writes the region hop's series.
 func (g *Regions) WriteMetrics(w interface{ Write([]byte) (int, error) }) error {
 	if g == nil {
@@ -451,6 +569,7 @@ func (g *Regions) WriteMetrics(w interface{ Write([]byte) (int, error) }) error 
 		{"relaymesh_region_pushes_received_total", "Pushes received from other regions.", "counter", int64(g.stats.Received.Load())},
 		{"relaymesh_region_pushes_failed_total", "Pushes dropped because no core of their region took them.", "counter", int64(g.stats.Failed.Load())},
 		{"relaymesh_region_requests_total", "Requests sent to other regions.", "counter", int64(g.stats.Calls.Load())},
+		{"relaymesh_region_summaries_total", "Presence summaries pulled from other regions.", "counter", int64(g.stats.Summaries.Load())},
 		{"relaymesh_region_unreachable_total", "Requests to another region failed at once: no core of it answered lately.", "counter", int64(g.stats.Unreachable.Load())},
 	}
 	for _, r := range rows {

@@ -42,7 +42,27 @@ func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
 func (c *Core) ChatroomOnline(app, cid string) int { return c.relay.RoomCount(app, cid) }
 
 // online reports whether the clientId has a session.
-func (c *Core) online(app, peer string) bool { return c.relay.Online(app, peer) }
+func (c *Core) online(app, peer string) bool {
+	return c.relay.Online(app, peer) || c.remote.OnlineElsewhere(app, peer)
+}
+
+// splitOnline splits peers into those with a session in this region or,
+// as the presence summaries say, in another (regions.go), and the rest.
+func (c *Core) splitOnline(app string, peers []string) (online, offline []string) {
+	online, offline = c.relay.SplitOnline(app, peers)
+	if c.remote == nil || len(offline) == 0 {
+		return online, offline
+	}
+	still := offline[:0:0]
+	for _, p := range offline {
+		if c.remote.OnlineElsewhere(app, p) {
+			online = append(online, p)
+		} else {
+			still = append(still, p)
+		}
+	}
+	return online, still
+}
 
 // pushEnvelope stamps a push: service=2 and serverTs (NATIVE-SDKS.md §4).
 func (c *Core) pushEnvelope(cmd *lcpb.GenericCommand) {

@@ -198,6 +198,7 @@ func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*
 	req.RegionPart, req.ShardPart, req.LoginSplit = true, false, true
 	switch req.GetKind() {
 	case meshpb.ClientRequest_OPEN:
+		r.System().kickTagHere(ctx, req) // the same tag logged in elsewhere
 		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
 		if err != nil {
 			r.log.Warn("login share for another region", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", err)
@@ -928,6 +929,20 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 		return reps[0], nil
 	case meshpb.AdminRequest_NOTIFICATIONS:
 		return r.notifications(ctx, req)
+	case meshpb.AdminRequest_KICK, meshpb.AdminRequest_STATS:
+		// Sessions live in every region: each kicks or counts its own.
+		rep, err := r.call(ctx, 0, req)
+		if err != nil || rep.GetErrorCode() != 0 {
+			return rep, err
+		}
+		for _, x := range r.regionParts(ctx, req) {
+			if rep.Admin == nil {
+				rep.Admin = &meshpb.AdminReply{}
+			}
+			rep.Admin.Count += x.GetAdmin().GetCount()
+			rep.Admin.CountToday += x.GetAdmin().GetCountToday()
+		}
+		return rep, nil
 	}
 	// KICK, STATS, WORDS_GET, devices: the system shard's.
 	return r.call(ctx, 0, req)

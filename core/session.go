@@ -51,6 +51,26 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		return refuse(fmt.Errorf("%w: tag %q", errTagConflict, s.Tag))
 	}
 	c.hookClientOnline(app, peer, s.Tag, s.IP, req.GetReconnect()) // notifyhooks.go
+	c.kickConflicts(ctx, app, peer, kicked)
+
+	cmds, err := c.loginNotifications(app, peer, req.GetProtocolVersion(), lastPatchOf(req))
+	if err != nil {
+		c.log.Error("login notifications", "app", app, "peer", peer, "err", err)
+	}
+	sys := c.sysLogin(ctx, app, peer) // sysconv.go
+	c.deviceLogin(ctx, req)           // devices.go
+	rep := c.loginReply(req, cmds, sys)
+	// The client's token generation, for the tokens of this session (auth.go).
+	rep.SessionGeneration = c.tokenGeneration(app, peer)
+	if room != "" { // rebound to its chatroom: presence carries it (chatroom.go)
+		rep.Room, rep.RoomChanged = room, true
+	}
+	return rep
+}
+
+// kickConflicts ends the sessions a login with the same tag displaced:
+// hooks, their st voided, their wills dropped, session/closed 4111.
+func (c *Core) kickConflicts(ctx context.Context, app, peer string, kicked []*relay.Session) {
 	for _, o := range kicked {
 		c.hookClientOffline(o, offline{code: hooks.CloseConflict, msg: "SESSION_CONFLICT"})
 	}
@@ -69,20 +89,15 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		c.pushEnvelope(closed)
 		c.deliver(o.Edge, &meshpb.Delivery{AppId: app, Targets: []*meshpb.Target{{PeerId: o.Peer, ConnId: o.Conn, EndSession: true}}}, closed)
 	}
+}
 
-	cmds, err := c.loginNotifications(app, peer, req.GetProtocolVersion(), lastPatchOf(req))
-	if err != nil {
-		c.log.Error("login notifications", "app", app, "peer", peer, "err", err)
+// kickTagHere ends this region's sessions of a client that logged in with
+// the same tag in another region (router.go, a region's share of a login).
+func (c *Core) kickTagHere(ctx context.Context, req *meshpb.ClientRequest) {
+	if req.GetTag() == "" || req.GetReconnect() {
+		return
 	}
-	sys := c.sysLogin(ctx, app, peer) // sysconv.go
-	c.deviceLogin(ctx, req)           // devices.go
-	rep := c.loginReply(req, cmds, sys)
-	// The client's token generation, for the tokens of this session (auth.go).
-	rep.SessionGeneration = c.tokenGeneration(app, peer)
-	if room != "" { // rebound to its chatroom: presence carries it (chatroom.go)
-		rep.Room, rep.RoomChanged = room, true
-	}
-	return rep
+	c.kickConflicts(ctx, req.GetAppId(), req.GetPeerId(), c.relay.KickTag(req.GetAppId(), req.GetPeerId(), req.GetTag()))
 }
 
 // loginPart answers one shard's part of a login the router split

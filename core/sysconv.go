@@ -233,12 +233,16 @@ func (c *Core) sysBroadcast(ctx context.Context, req *meshpb.ClientRequest) (*me
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", errInternal, err)
 	}
-	online := subs
 	if a.GetSysGlobal() {
-		online = c.onlinePeers(app)
-	}
-	if len(online) > 0 {
-		c.fanout(app, online, connKey{}, sysPush(res.Message, transient))
+		// Every online user, in every region (regions.go).
+		p := sysPush(res.Message, transient)
+		c.pushEnvelope(p)
+		if online := c.onlinePeers(app); len(online) > 0 {
+			c.relay.Fanout(app, online, connKey{}, p, false)
+		}
+		c.remote.FanoutAll(app, p)
+	} else if len(subs) > 0 {
+		c.fanout(app, subs, connKey{}, sysPush(res.Message, transient))
 	}
 	switch {
 	case transient:
@@ -287,7 +291,7 @@ func (c *Core) sysOfflinePush(app string, to []string, m *shard.Message, pushDat
 	if pushData == "" || !c.pushEnabled(app) {
 		return
 	}
-	_, offline := c.relay.SplitOnline(app, to)
+	_, offline := c.splitOnline(app, to)
 	if len(offline) == 0 {
 		return
 	}

@@ -20,14 +20,28 @@ import (
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/push"
 )
 
 // twoRegions is two regions in this process, each one core (two shards)
 // and one edge, that know each other's cores.
 type twoRegions struct {
-	cores [2]*cluster.Core
-	cfgs  [2]cluster.CoreConfig
-	edges [2]*cluster.Edge
+	cores  [2]*cluster.Core
+	cfgs   [2]cluster.CoreConfig
+	edges  [2]*cluster.Edge
+	pushes chan push.Request // region 1's offline pushes
+}
+
+// pushRecorder is an offline push provider that hands every request to a
+// channel.
+type pushRecorder chan push.Request
+
+func (p pushRecorder) Push(ctx context.Context, r push.Request) error {
+	select {
+	case p <- r:
+	default:
+	}
+	return nil
 }
 
 func startTwoRegions(t *testing.T) *twoRegions {
@@ -40,13 +54,16 @@ func startTwoRegions(t *testing.T) *twoRegions {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	reg := apps.NewDev()
 	addrs := [2]string{freeUDPAddr(t), freeUDPAddr(t)}
-	w := &twoRegions{}
+	w := &twoRegions{pushes: make(chan push.Request, 100)}
 	for i := range 2 {
 		name := fmt.Sprintf("core-%d", i+1)
 		other := 1 - i
 		w.cfgs[i] = cluster.CoreConfig{NodeID: name, MeshAddr: addrs[i], DataDir: filepath.Join(dir, name),
 			Identity: ids[name], Apps: reg, Logger: log, Region: uint8(i + 1), Shards: 2,
 			Remote: []core.RemoteRegion{{Number: uint8(other + 1), Cores: []string{addrs[other]}}}}
+		if i == 0 {
+			w.cfgs[i].Integrations.Push = core.PushConfig{Provider: pushRecorder(w.pushes)}
+		}
 		c, err := cluster.StartCore(w.cfgs[i])
 		if err != nil {
 			t.Fatal(err)
@@ -79,6 +96,7 @@ func startTwoRegions(t *testing.T) *twoRegions {
 // own conversations.
 func TestTwoRegions(t *testing.T) {
 	w := startTwoRegions(t)
+	top := t // clients that outlive a subtest are the test's
 	const app = "regions-app"
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -199,6 +217,74 @@ func TestTwoRegions(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatal("bob, in region 2, never got region 1's chatroom message")
 			}
+		}
+	})
+
+	t.Run("offline push skips a member online in the other region", func(t *testing.T) {
+		// bob is online in region 2, carol nowhere: region 1's summary of
+		// region 2 says so within a pull or two.
+		deadline := time.Now().Add(10 * time.Second)
+		for !w.cores[0].Regions.OnlineElsewhere(app, "bob") {
+			if time.Now().After(deadline) {
+				t.Fatal("region 1 never learned that bob is online in region 2")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if w.cores[0].Regions.OnlineElsewhere(app, "carol") {
+			t.Fatal("carol, offline, counts as online in region 2")
+		}
+		for len(w.pushes) > 0 {
+			<-w.pushes
+		}
+		sent, err := alice.Send(ctx, c1, client.TextMessage("push me"), client.SendOptions{PushData: `{"alert":"push me"}`})
+		if err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case r := <-w.pushes:
+			if r.Timestamp != sent.Timestamp || !slices.Equal(r.To, []string{"carol"}) {
+				t.Fatalf("offline push to %v (ts %d), want carol only (ts %d): bob is online in region 2", r.To, r.Timestamp, sent.Timestamp)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no offline push for carol")
+		}
+	})
+
+	t.Run("global broadcast, REST kick and tag kick reach the other region", func(t *testing.T) {
+		api := restAPI{t: t, base: "http://" + strings.TrimSuffix(strings.TrimPrefix(w.edges[0].URL, "ws://"), "/"), app: app, key: "anything,master"}
+		var conv map[string]any
+		api.must("POST", "/1.2/rtm/service-conversations", map[string]any{"name": "news"}, &conv)
+		sys, _ := conv["objectId"].(string)
+		var sent struct {
+			ID string `json:"msg-id"`
+		}
+		api.must("POST", "/1.2/rtm/broadcasts", map[string]any{"conv_id": sys, "from_client": "sys", "message": "to everyone"}, &sent)
+		for _, c := range []*client.Client{bob, dave} { // online in region 2 only
+			if m := nextEvent(t, c, func(m client.Message) bool { return m.From == "sys" }); m.ID != sent.ID {
+				t.Fatalf("%s got %s, want the global broadcast %s", c.ID(), m.ID, sent.ID)
+			}
+		}
+		// REST kick of dave, asked of region 1: dave's session in region 2 ends.
+		var kicked map[string]any
+		api.must("POST", "/1.2/rtm/clients/dave/kick", map[string]any{"reason": "bye"}, &kicked)
+		nextEvent(t, dave, func(client.Closed) bool { return true })
+		dave = dial(top, ctx, w.edges[1].URL, app, "dave") // back, for what follows
+		// Tag kick: erin on a phone in region 1, then on a phone in region 2.
+		erin1, err := client.Dial(ctx, w.edges[0].URL, client.Options{AppID: app, ClientID: "erin", Tag: "phone"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer erin1.Close()
+		erin2, err := client.Dial(ctx, w.edges[1].URL, client.Options{AppID: app, ClientID: "erin", Tag: "phone"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer erin2.Close()
+		if e := nextEvent(t, erin1, func(client.Closed) bool { return true }); e.Code != lcpb.ErrSessionConflict {
+			t.Fatalf("erin's region 1 session closed with %d, want %d", e.Code, lcpb.ErrSessionConflict)
+		}
+		if online, err := bob.Online(ctx, []string{"erin"}); err != nil || len(online) != 1 {
+			t.Fatalf("erin online after the tag kick: %v %v; want her region 2 session", online, err)
 		}
 	})
 

@@ -290,6 +290,33 @@ func TestShardsDev(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("the region grows to six shards: old conversations stay, new ones use the new shards", func(t *testing.T) {
+		// The previous subtest's process stopped with it (its cleanup).
+		grown := append([]string{}, unlimited...)
+		grown[1] = "6"
+		p3 := startDev(t, data, addr, grown...)
+		c := dial(t, ctx, p3.URL, app, "alice")
+		if _, err := c.Send(ctx, cids[0], client.TextMessage("after growing"), client.SendOptions{}); err != nil {
+			t.Fatalf("send into an old conversation: %v", err)
+		}
+		seen := map[uint16]bool{}
+		for i := range 12 {
+			cid, err := c.CreateConversation(ctx, []string{"bob"}, fmt.Sprintf("new%d", i), nil, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen[catalog.HomeOf(cid).Shard] = true
+		}
+		if !seen[4] || !seen[5] {
+			t.Fatalf("new conversations on shards %v; want the new shards 4 and 5 used", seen)
+		}
+		// alice's: the 12 groups, her unique conversation with bob, the 12 new.
+		rows, err := c.QueryConversations(ctx, map[string]any{"m": "alice"}, "name", 100, 0)
+		if err != nil || len(rows) != groups+1+12 {
+			t.Fatalf("query after growing: %d rows, %v; want %d", len(rows), err, groups+1+12)
+		}
+	})
 }
 
 // TestShardsRegion runs three cores hosting three shards each, with the
@@ -362,6 +389,66 @@ func TestShardsRegion(t *testing.T) {
 	rows, err := bob.QueryConversations(ctx, map[string]any{"m": "bob"}, "name", 100, 0)
 	if err != nil || len(rows) != len(cids) {
 		t.Fatalf("query over three cores: %d rows, %v; want %d", len(rows), err, len(cids))
+	}
+
+	// Shard 2's leadership moves from core to core every 300 ms while
+	// clients send into its conversation: every acked message is in
+	// history once.
+	{
+		cid := homes[2]
+		var mu sync.Mutex
+		acked := map[string]bool{}
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, c := range []*client.Client{alice, bob} {
+			wg.Go(func() {
+				for k := 0; ; k++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					sctx, scancel := context.WithTimeout(ctx, 5*time.Second)
+					sent, err := c.Send(sctx, cid, client.TextMessage(fmt.Sprintf("move-%s-%d", c.ID(), k)), client.SendOptions{})
+					scancel()
+					if err == nil {
+						mu.Lock()
+						acked[sent.ID] = true
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		moves := 0
+		for range 10 {
+			time.Sleep(300 * time.Millisecond)
+			for _, c := range r.cores {
+				if c.Replicas[2].IsLeader() {
+					if c.Replicas[2].Raft().LeadershipTransfer().Error() == nil {
+						moves++
+					}
+					break
+				}
+			}
+		}
+		close(stop)
+		wg.Wait()
+		if moves < 5 {
+			t.Fatalf("only %d of 10 leadership transfers of shard 2 went through", moves)
+		}
+		seen := map[string]bool{}
+		for _, m := range historyAll(t, ctx, alice, cid) {
+			if seen[m.ID] {
+				t.Fatalf("message %s twice in history", m.ID)
+			}
+			seen[m.ID] = true
+		}
+		for id := range acked {
+			if !seen[id] {
+				t.Fatalf("acked message %s missing after %d leadership moves (%d acked)", id, moves, len(acked))
+			}
+		}
+		t.Logf("%d messages acked in shard 2 while its leadership moved %d times; none lost or doubled", len(acked), moves)
 	}
 
 	// Stop the core leading shard 1 while clients send in its conversation.

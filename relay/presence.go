@@ -39,6 +39,7 @@ func (r *Relay) SyncPresence(edgeID string, p *meshpb.Presence, authoritative bo
 		if old := r.removeSessionLocked(k, from); old != nil {
 			ip = old.IP
 		}
+		r.online.note(k, len(r.sessions[k]) > 0, true)
 		r.sessions[k] = append(r.sessions[k], &Session{App: a.GetAppId(), Peer: a.GetPeerId(), Tag: a.GetTag(),
 			Edge: edgeID, Conn: a.GetConnId(), Version: a.GetProtocolVersion(), IP: ip})
 		r.today.note(k, now)

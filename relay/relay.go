@@ -80,6 +80,7 @@ type Relay struct {
 	sessions map[peerKey][]*Session // guarded by mu
 	edges    map[string]*edgeLink   // guarded by mu
 	today    dayPeers               // guarded by mu; today.go
+	online   onlineLog              // guarded by mu; summary.go
 }
 
 // New returns a relay with no edge attached.
@@ -87,6 +88,7 @@ func New(cfg Config) *Relay {
 	r := &Relay{log: cfg.Logger, now: cfg.Now,
 		sessions: make(map[peerKey][]*Session),
 		edges:    make(map[string]*edgeLink)}
+	r.online.init()
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -154,6 +156,7 @@ func (r *Relay) Open(s *Session, reconnect bool) (kicked []*Session, room string
 			kept = append(kept, o)
 		}
 	}
+	r.online.note(k, len(r.sessions[k]) > 0, true)
 	r.sessions[k] = append(kept, s)
 	r.today.note(k, now)
 	r.mu.Unlock()
@@ -162,6 +165,34 @@ func (r *Relay) Open(s *Session, reconnect bool) (kicked []*Session, room string
 	}
 	room = r.rooms.open(Member{s.App, s.Peer, s.Tag}, s.Key(), reconnect, now)
 	return kicked, room, nil
+}
+
+// KickTag forgets every session of app/peer with tag (a login with that
+// tag in another region displaced them) and returns them; their chatroom
+// memberships are detached as on a tag kick here.
+func (r *Relay) KickTag(app, peer, tag string) []*Session {
+	if tag == "" {
+		return nil
+	}
+	k := peerKey{app, peer}
+	now := r.now()
+	r.mu.Lock()
+	var kept, kicked []*Session
+	for _, o := range r.sessions[k] {
+		if o.Tag == tag {
+			kicked = append(kicked, o)
+		} else {
+			kept = append(kept, o)
+		}
+	}
+	if len(kicked) > 0 {
+		r.setSessionsLocked(k, kept)
+	}
+	r.mu.Unlock()
+	for _, o := range kicked {
+		r.rooms.closeSession(app, o.Peer, o.Key(), now)
+	}
+	return kicked
 }
 
 // CloseSession forgets the session of app/peer on connection from and
@@ -257,6 +288,7 @@ func (r *Relay) Usage(app string) (online, today int64) {
 }
 
 func (r *Relay) setSessionsLocked(k peerKey, ss []*Session) {
+	r.online.note(k, len(r.sessions[k]) > 0, len(ss) > 0)
 	if len(ss) == 0 {
 		delete(r.sessions, k)
 		return

@@ -269,7 +269,7 @@ func (x AdminRequest_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AdminRequest_Op.Descriptor instead.
 func (AdminRequest_Op) EnumDescriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3, 0}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type ClientRequest struct {
@@ -516,6 +516,191 @@ func (x *ClientRequest) GetRegionPart() bool {
 	return false
 }
 
+// PresenceSummaryRequest asks a core of another region which clientIds
+// have a session there (meshpb.MethodPresenceSummary): the changes since
+// version of epoch, or the whole set (relay/summary.go).
+type PresenceSummaryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         string                 `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version       uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceSummaryRequest) Reset() {
+	*x = PresenceSummaryRequest{}
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSummaryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSummaryRequest) ProtoMessage() {}
+
+func (x *PresenceSummaryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSummaryRequest.ProtoReflect.Descriptor instead.
+func (*PresenceSummaryRequest) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PresenceSummaryRequest) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *PresenceSummaryRequest) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type PresenceSummary struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Epoch   string                 `protobuf:"bytes,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	// full: adds is the whole set; else the net changes since the version
+	// asked.
+	Full          bool       `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	Adds          []*PeerRef `protobuf:"bytes,4,rep,name=adds,proto3" json:"adds,omitempty"`
+	Removes       []*PeerRef `protobuf:"bytes,5,rep,name=removes,proto3" json:"removes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceSummary) Reset() {
+	*x = PresenceSummary{}
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceSummary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceSummary) ProtoMessage() {}
+
+func (x *PresenceSummary) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceSummary.ProtoReflect.Descriptor instead.
+func (*PresenceSummary) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PresenceSummary) GetEpoch() string {
+	if x != nil {
+		return x.Epoch
+	}
+	return ""
+}
+
+func (x *PresenceSummary) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PresenceSummary) GetFull() bool {
+	if x != nil {
+		return x.Full
+	}
+	return false
+}
+
+func (x *PresenceSummary) GetAdds() []*PeerRef {
+	if x != nil {
+		return x.Adds
+	}
+	return nil
+}
+
+func (x *PresenceSummary) GetRemoves() []*PeerRef {
+	if x != nil {
+		return x.Removes
+	}
+	return nil
+}
+
+type PeerRef struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	AppId         string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	PeerId        string                 `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PeerRef) Reset() {
+	*x = PeerRef{}
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PeerRef) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PeerRef) ProtoMessage() {}
+
+func (x *PeerRef) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PeerRef.ProtoReflect.Descriptor instead.
+func (*PeerRef) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PeerRef) GetAppId() string {
+	if x != nil {
+		return x.AppId
+	}
+	return ""
+}
+
+func (x *PeerRef) GetPeerId() string {
+	if x != nil {
+		return x.PeerId
+	}
+	return ""
+}
+
 // RegionDelivery is a committed push crossing to another region, once per
 // region (meshpb.MethodRegionDeliveries, core to core): that region's
 // relay hands it to its own sessions (issue 9 step 4).
@@ -538,14 +723,16 @@ type RegionDelivery struct {
 	Blocked  []string `protobuf:"bytes,9,rep,name=blocked,proto3" json:"blocked,omitempty"`
 	Priority int32    `protobuf:"varint,10,opt,name=priority,proto3" json:"priority,omitempty"`
 	// The region the push comes from.
-	FromRegion    uint32 `protobuf:"varint,11,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	FromRegion uint32 `protobuf:"varint,11,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	// A global broadcast: every session of app_id in the region.
+	AllOnline     bool `protobuf:"varint,12,opt,name=all_online,json=allOnline,proto3" json:"all_online,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RegionDelivery) Reset() {
 	*x = RegionDelivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +744,7 @@ func (x *RegionDelivery) String() string {
 func (*RegionDelivery) ProtoMessage() {}
 
 func (x *RegionDelivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[1]
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +757,7 @@ func (x *RegionDelivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionDelivery.ProtoReflect.Descriptor instead.
 func (*RegionDelivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{1}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RegionDelivery) GetAppId() string {
@@ -650,6 +837,13 @@ func (x *RegionDelivery) GetFromRegion() uint32 {
 	return 0
 }
 
+func (x *RegionDelivery) GetAllOnline() bool {
+	if x != nil {
+		return x.AllOnline
+	}
+	return false
+}
+
 // ShardRequest is a client request a router core hands to the core that
 // leads the shard it belongs to (meshpb.MethodShard, core to core). The
 // reply is the ClientReply; not_leader with a leader hint when the
@@ -665,7 +859,7 @@ type ShardRequest struct {
 
 func (x *ShardRequest) Reset() {
 	*x = ShardRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -677,7 +871,7 @@ func (x *ShardRequest) String() string {
 func (*ShardRequest) ProtoMessage() {}
 
 func (x *ShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[2]
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -690,7 +884,7 @@ func (x *ShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRequest.ProtoReflect.Descriptor instead.
 func (*ShardRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{2}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ShardRequest) GetShard() uint32 {
@@ -780,7 +974,7 @@ type AdminRequest struct {
 
 func (x *AdminRequest) Reset() {
 	*x = AdminRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +986,7 @@ func (x *AdminRequest) String() string {
 func (*AdminRequest) ProtoMessage() {}
 
 func (x *AdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[3]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +999,7 @@ func (x *AdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminRequest.ProtoReflect.Descriptor instead.
 func (*AdminRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{3}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *AdminRequest) GetOp() AdminRequest_Op {
@@ -1075,7 +1269,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1281,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1294,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeviceRecord) GetObjectId() string {
@@ -1248,7 +1442,7 @@ type ClientReply struct {
 
 func (x *ClientReply) Reset() {
 	*x = ClientReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1454,7 @@ func (x *ClientReply) String() string {
 func (*ClientReply) ProtoMessage() {}
 
 func (x *ClientReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1467,7 @@ func (x *ClientReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientReply.ProtoReflect.Descriptor instead.
 func (*ClientReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClientReply) GetCommands() [][]byte {
@@ -1379,7 +1573,7 @@ type AdminReply struct {
 
 func (x *AdminReply) Reset() {
 	*x = AdminReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1585,7 @@ func (x *AdminReply) String() string {
 func (*AdminReply) ProtoMessage() {}
 
 func (x *AdminReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1598,7 @@ func (x *AdminReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
 func (*AdminReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AdminReply) GetCount() int64 {
@@ -1505,7 +1699,7 @@ type NotifEvent struct {
 
 func (x *NotifEvent) Reset() {
 	*x = NotifEvent{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1517,7 +1711,7 @@ func (x *NotifEvent) String() string {
 func (*NotifEvent) ProtoMessage() {}
 
 func (x *NotifEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1530,7 +1724,7 @@ func (x *NotifEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifEvent.ProtoReflect.Descriptor instead.
 func (*NotifEvent) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *NotifEvent) GetCmd() string {
@@ -1657,7 +1851,7 @@ type SysRow struct {
 
 func (x *SysRow) Reset() {
 	*x = SysRow{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1863,7 @@ func (x *SysRow) String() string {
 func (*SysRow) ProtoMessage() {}
 
 func (x *SysRow) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1876,7 @@ func (x *SysRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysRow.ProtoReflect.Descriptor instead.
 func (*SysRow) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SysRow) GetClientId() string {
@@ -1752,7 +1946,7 @@ type MemberRole struct {
 
 func (x *MemberRole) Reset() {
 	*x = MemberRole{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1958,7 @@ func (x *MemberRole) String() string {
 func (*MemberRole) ProtoMessage() {}
 
 func (x *MemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1971,7 @@ func (x *MemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
 func (*MemberRole) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MemberRole) GetClientId() string {
@@ -1805,7 +1999,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +2011,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +2024,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -1857,7 +2051,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1869,7 +2063,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1882,7 +2076,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -1944,7 +2138,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1956,7 +2150,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1969,7 +2163,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -2006,7 +2200,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2018,7 +2212,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2031,7 +2225,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Target) GetPeerId() string {
@@ -2083,7 +2277,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[14]
+	mi := &file_meshpb_mesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2095,7 +2289,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[14]
+	mi := &file_meshpb_mesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2108,7 +2302,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -2172,7 +2366,7 @@ type LinkLeader struct {
 
 func (x *LinkLeader) Reset() {
 	*x = LinkLeader{}
-	mi := &file_meshpb_mesh_proto_msgTypes[15]
+	mi := &file_meshpb_mesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2378,7 @@ func (x *LinkLeader) String() string {
 func (*LinkLeader) ProtoMessage() {}
 
 func (x *LinkLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[15]
+	mi := &file_meshpb_mesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2391,7 @@ func (x *LinkLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkLeader.ProtoReflect.Descriptor instead.
 func (*LinkLeader) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{15}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *LinkLeader) GetAddr() string {
@@ -2250,7 +2444,19 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"\xb1\x02\n" +
+	"\x05ADMIN\x10\x04\"H\n" +
+	"\x16PresenceSummaryRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xb5\x01\n" +
+	"\x0fPresenceSummary\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
+	"\x04full\x18\x03 \x01(\bR\x04full\x12+\n" +
+	"\x04adds\x18\x04 \x03(\v2\x17.relaymesh.mesh.PeerRefR\x04adds\x121\n" +
+	"\aremoves\x18\x05 \x03(\v2\x17.relaymesh.mesh.PeerRefR\aremoves\"9\n" +
+	"\aPeerRef\x12\x15\n" +
+	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
+	"\apeer_id\x18\x02 \x01(\tR\x06peerId\"\xd0\x02\n" +
 	"\x0eRegionDelivery\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x14\n" +
 	"\x05peers\x18\x02 \x03(\tR\x05peers\x12\x1b\n" +
@@ -2264,7 +2470,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\bpriority\x18\n" +
 	" \x01(\x05R\bpriority\x12\x1f\n" +
 	"\vfrom_region\x18\v \x01(\rR\n" +
-	"fromRegion\"]\n" +
+	"fromRegion\x12\x1d\n" +
+	"\n" +
+	"all_online\x18\f \x01(\bR\tallOnline\"]\n" +
 	"\fShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x127\n" +
 	"\arequest\x18\x02 \x01(\v2\x1d.relaymesh.mesh.ClientRequestR\arequest\"\xaa\f\n" +
@@ -2466,48 +2674,53 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_meshpb_mesh_proto_goTypes = []any{
-	(ClientRequest_Kind)(0), // 0: relaymesh.mesh.ClientRequest.Kind
-	(AdminRequest_Op)(0),    // 1: relaymesh.mesh.AdminRequest.Op
-	(*ClientRequest)(nil),   // 2: relaymesh.mesh.ClientRequest
-	(*RegionDelivery)(nil),  // 3: relaymesh.mesh.RegionDelivery
-	(*ShardRequest)(nil),    // 4: relaymesh.mesh.ShardRequest
-	(*AdminRequest)(nil),    // 5: relaymesh.mesh.AdminRequest
-	(*DeviceRecord)(nil),    // 6: relaymesh.mesh.DeviceRecord
-	(*ClientReply)(nil),     // 7: relaymesh.mesh.ClientReply
-	(*AdminReply)(nil),      // 8: relaymesh.mesh.AdminReply
-	(*NotifEvent)(nil),      // 9: relaymesh.mesh.NotifEvent
-	(*SysRow)(nil),          // 10: relaymesh.mesh.SysRow
-	(*MemberRole)(nil),      // 11: relaymesh.mesh.MemberRole
-	(*EdgeHello)(nil),       // 12: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil), // 13: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),        // 14: relaymesh.mesh.Presence
-	(*Target)(nil),          // 15: relaymesh.mesh.Target
-	(*Delivery)(nil),        // 16: relaymesh.mesh.Delivery
-	(*LinkLeader)(nil),      // 17: relaymesh.mesh.LinkLeader
+	(ClientRequest_Kind)(0),        // 0: relaymesh.mesh.ClientRequest.Kind
+	(AdminRequest_Op)(0),           // 1: relaymesh.mesh.AdminRequest.Op
+	(*ClientRequest)(nil),          // 2: relaymesh.mesh.ClientRequest
+	(*PresenceSummaryRequest)(nil), // 3: relaymesh.mesh.PresenceSummaryRequest
+	(*PresenceSummary)(nil),        // 4: relaymesh.mesh.PresenceSummary
+	(*PeerRef)(nil),                // 5: relaymesh.mesh.PeerRef
+	(*RegionDelivery)(nil),         // 6: relaymesh.mesh.RegionDelivery
+	(*ShardRequest)(nil),           // 7: relaymesh.mesh.ShardRequest
+	(*AdminRequest)(nil),           // 8: relaymesh.mesh.AdminRequest
+	(*DeviceRecord)(nil),           // 9: relaymesh.mesh.DeviceRecord
+	(*ClientReply)(nil),            // 10: relaymesh.mesh.ClientReply
+	(*AdminReply)(nil),             // 11: relaymesh.mesh.AdminReply
+	(*NotifEvent)(nil),             // 12: relaymesh.mesh.NotifEvent
+	(*SysRow)(nil),                 // 13: relaymesh.mesh.SysRow
+	(*MemberRole)(nil),             // 14: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),              // 15: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil),        // 16: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),               // 17: relaymesh.mesh.Presence
+	(*Target)(nil),                 // 18: relaymesh.mesh.Target
+	(*Delivery)(nil),               // 19: relaymesh.mesh.Delivery
+	(*LinkLeader)(nil),             // 20: relaymesh.mesh.LinkLeader
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
-	5,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
-	2,  // 2: relaymesh.mesh.ShardRequest.request:type_name -> relaymesh.mesh.ClientRequest
-	1,  // 3: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
-	6,  // 4: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
-	6,  // 5: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
-	8,  // 6: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
-	11, // 7: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
-	10, // 8: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
-	6,  // 9: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
-	9,  // 10: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
-	13, // 11: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	13, // 12: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	15, // 13: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	17, // 14: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	8,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
+	5,  // 2: relaymesh.mesh.PresenceSummary.adds:type_name -> relaymesh.mesh.PeerRef
+	5,  // 3: relaymesh.mesh.PresenceSummary.removes:type_name -> relaymesh.mesh.PeerRef
+	2,  // 4: relaymesh.mesh.ShardRequest.request:type_name -> relaymesh.mesh.ClientRequest
+	1,  // 5: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
+	9,  // 6: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
+	9,  // 7: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
+	11, // 8: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
+	14, // 9: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	13, // 10: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
+	9,  // 11: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
+	12, // 12: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
+	16, // 13: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	16, // 14: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	18, // 15: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	20, // 16: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -2521,7 +2734,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   16,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

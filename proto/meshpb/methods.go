@@ -24,4 +24,8 @@ const (
 	// region's core sends to a core of another region: the pushes of
 	// messages committed in the first for sessions in the second.
 	MethodRegionDeliveries = "region-deliveries"
+	// MethodPresenceSummary is the rpc PresenceSummaryRequest ->
+	// PresenceSummary: which clientIds have a session in the answering
+	// core's region (core/regions.go pulls it from every other region).
+	MethodPresenceSummary = "presence-summary"
 )
