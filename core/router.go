@@ -524,6 +524,17 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 		}
 		return rep, err
 	}
+	if cmd.GetCmd() == lcpb.CommandType_conv && cmd.GetOp() == lcpb.OpType_start && isUnique(cmd.GetConvMessage()) {
+		_, here := r.uniqueHere(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage())
+		switch {
+		case req.GetRegionPart() && !here:
+			return &meshpb.ClientReply{}, nil // another region's lookup: never create here
+		case !here && !req.GetRegionPart():
+			if rep := r.uniqueElsewhere(ctx, req); rep != nil {
+				return rep, nil
+			}
+		}
+	}
 	rep, err := r.callHome(ctx, rt.region, rt.shard, req)
 	if errors.Is(err, errRegionDown) {
 		// The home region does not answer: tell the client now (4200,
@@ -636,15 +647,11 @@ func (r *Router) sessionQuery(ctx context.Context, req *meshpb.ClientRequest, cm
 // place picks the shard of a new conversation (docs/MESH.md "Shards").
 func (r *Router) place(app, peer string, cm *lcpb.ConvCommand) int {
 	n := len(r.shards)
-	if cm.GetUnique() && !cm.GetTransient() && !cm.GetTempConv() {
-		h := shard.UniqueMemberHash(cm.GetM(), peer)
-		// Where the set already has its conversation, created under
-		// another shard count: a point read in each local replica.
-		for i, sh := range r.shards {
-			if cid, ok, err := shard.UniqueConv(sh.Core.state(), app, h); err == nil && ok && cid != "" {
-				return i
-			}
+	if isUnique(cm) {
+		if i, ok := r.uniqueHere(app, peer, cm); ok {
+			return i
 		}
+		h := shard.UniqueMemberHash(cm.GetM(), peer)
 		var v uint64
 		for i := 0; i < 8 && i < len(h); i++ {
 			v = v<<4 | uint64(hexVal(h[i]))
@@ -652,6 +659,44 @@ func (r *Router) place(app, peer string, cm *lcpb.ConvCommand) int {
 		return int(v % uint64(n))
 	}
 	return int(r.next.Add(1) % uint64(n))
+}
+
+// isUnique reports whether a conv/start asks for the unique conversation
+// of its member set.
+func isUnique(cm *lcpb.ConvCommand) bool {
+	return cm.GetUnique() && !cm.GetTransient() && !cm.GetTempConv()
+}
+
+// uniqueHere finds the shard of this region holding the unique
+// conversation of cm's member set with peer (created under any shard
+// count): a point read in each local replica.
+func (r *Router) uniqueHere(app, peer string, cm *lcpb.ConvCommand) (int, bool) {
+	h := shard.UniqueMemberHash(cm.GetM(), peer)
+	for i, sh := range r.shards {
+		if cid, ok, err := shard.UniqueConv(sh.Core.state(), app, h); err == nil && ok && cid != "" {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// uniqueElsewhere asks every other region for the unique conversation of
+// a conv/start's member set: the first region that has it answers the
+// start (conv/started, existing), and the conversation stays homed there,
+// so two creators in two regions meet. Nil when no region has it. (Two
+// first starts at once in two regions still make two; the catalog's
+// unique index closes that race.)
+func (r *Router) uniqueElsewhere(ctx context.Context, req *meshpb.ClientRequest) *meshpb.ClientReply {
+	for _, rep := range r.regionParts(ctx, req) {
+		if len(rep.GetCommands()) == 0 {
+			continue
+		}
+		g := new(lcpb.GenericCommand)
+		if proto.Unmarshal(rep.GetCommands()[0], g) == nil && g.GetCmd() == lcpb.CommandType_conv && g.GetOp() == lcpb.OpType_started {
+			return rep
+		}
+	}
+	return nil
 }
 
 func hexVal(c byte) byte {

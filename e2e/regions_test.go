@@ -220,6 +220,40 @@ func TestTwoRegions(t *testing.T) {
 		}
 	})
 
+	t.Run("unique conversations meet across regions", func(t *testing.T) {
+		a, err := alice.CreateConversation(ctx, []string{"bob"}, "dm", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := bob.CreateConversation(ctx, []string{"alice"}, "dm", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a != b || catalog.HomeOf(a).Region != 1 {
+			t.Fatalf("alice (region 1) made %s, bob (region 2) found %s; want one, homed in region 1", a, b)
+		}
+		// The other way round: first in region 2.
+		c, err := dave.CreateConversation(ctx, []string{"alice"}, "dm", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := alice.CreateConversation(ctx, []string{"dave"}, "dm", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c != d || catalog.HomeOf(c).Region != 2 {
+			t.Fatalf("dave (region 2) made %s, alice (region 1) found %s; want one, homed in region 2", c, d)
+		}
+		// And it works as one: alice sends, dave gets it.
+		s, err := alice.Send(ctx, d, client.TextMessage("hi dave"), client.SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := nextEvent(t, dave, func(m client.Message) bool { return m.ConvID == c }); m.ID != s.ID {
+			t.Fatalf("dave got %s, want %s", m.ID, s.ID)
+		}
+	})
+
 	t.Run("offline push skips a member online in the other region", func(t *testing.T) {
 		// bob is online in region 2, carol nowhere: region 1's summary of
 		// region 2 says so within a pull or two.
