@@ -75,19 +75,24 @@ type RouterConfig struct {
 	// Remote is the node's link to the other regions (regions.go); nil:
 	// this region is the world.
 	Remote *Regions
-	Logger *slog.Logger
+	// Announce, when set, tells this region's other cores of a session
+	// that just logged in (MethodPresenceAdd) and returns once they have
+	// it, so that a shard led elsewhere pushes to it at once.
+	Announce func(ctx context.Context, edgeID string, s *meshpb.PresenceSession)
+	Logger   *slog.Logger
 }
 
 // Router routes a node's client requests to the shards of its region.
 type Router struct {
-	region  uint8
-	shards  []RouterShard
-	self    string
-	forward func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
-	remote  *Regions
-	log     *slog.Logger
-	next    atomic.Uint64 // placement round-robin
-	stats   RouterStats
+	region   uint8
+	shards   []RouterShard
+	self     string
+	forward  func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
+	remote   *Regions
+	announce func(ctx context.Context, edgeID string, s *meshpb.PresenceSession)
+	log      *slog.Logger
+	next     atomic.Uint64 // placement round-robin
+	stats    RouterStats
 }
 
 // RouterStats are the router's counters (relaymesh_router_* on /metrics).
@@ -114,7 +119,7 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 	if cfg.Region == 0 {
 		cfg.Region = catalog.LegacyShard.Region
 	}
-	r := &Router{region: cfg.Region, shards: cfg.Shards, self: cfg.Self, forward: cfg.Forward, remote: cfg.Remote, log: cfg.Logger}
+	r := &Router{region: cfg.Region, shards: cfg.Shards, self: cfg.Self, forward: cfg.Forward, remote: cfg.Remote, announce: cfg.Announce, log: cfg.Logger}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -166,7 +171,7 @@ func (r *Router) regionParts(ctx context.Context, req *meshpb.ClientRequest) []*
 		return nil
 	}
 	p := proto.Clone(req).(*meshpb.ClientRequest)
-	p.RegionPart, p.ShardPart = true, false
+	p.RegionPart, p.ShardPart, p.FromRegion = true, false, uint32(r.region)
 	p.StGeneration, p.StReopen = 0, false
 	ns := r.remote.Numbers()
 	reps := make([]*meshpb.ClientReply, len(ns))
@@ -198,6 +203,11 @@ func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*
 	req.RegionPart, req.ShardPart, req.LoginSplit = true, false, true
 	switch req.GetKind() {
 	case meshpb.ClientRequest_OPEN:
+		// Every core here sends its pushes for the client to the asking
+		// region before this share is answered (regions.go).
+		if n := req.GetFromRegion(); n > 0 && n <= 255 {
+			r.remote.MarkEverywhere(ctx, uint8(n), req.GetAppId(), req.GetPeerId())
+		}
 		r.System().kickTagHere(ctx, req) // the same tag logged in elsewhere
 		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
 		if err != nil {
@@ -365,6 +375,10 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 	rep, err := r.call(ctx, 0, req)
 	if err != nil || rep.GetErrorCode() != 0 || rep.GetNotLeader() {
 		return rep, err
+	}
+	if r.announce != nil {
+		r.announce(ctx, req.GetEdgeId(), &meshpb.PresenceSession{AppId: req.GetAppId(), PeerId: req.GetPeerId(),
+			ConnId: req.GetConnId(), Tag: req.GetTag(), ProtocolVersion: req.GetProtocolVersion()})
 	}
 	parts, err := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return part(req) })
 	if err != nil {

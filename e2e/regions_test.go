@@ -254,6 +254,46 @@ func TestTwoRegions(t *testing.T) {
 		}
 	})
 
+	t.Run("pushes go only where recipients are, and at once to a fresh login", func(t *testing.T) {
+		// Wait until region 1's summary of region 2 is fresh.
+		deadline := time.Now().Add(10 * time.Second)
+		for !w.cores[0].Regions.OnlineElsewhere(app, "bob") {
+			if time.Now().After(deadline) {
+				t.Fatal("region 1 never learned that bob is online in region 2")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		var late []string
+		for i := range 8 {
+			late = append(late, fmt.Sprintf("late-%d", i))
+		}
+		lc, err := alice.CreateConversation(ctx, late, "late", nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats := w.cores[0].Regions.Stats()
+		skipped := stats.Skipped.Load()
+		if _, err := alice.Send(ctx, lc, client.TextMessage("nobody in region 2"), client.SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if stats.Skipped.Load() == skipped {
+			t.Fatal("a push with no recipient online in region 2 was sent there")
+		}
+		// Each late member logs in to region 2 and is sent a message the
+		// moment its login returns: it arrives live.
+		for _, id := range late {
+			c := dial(t, ctx, w.edges[1].URL, app, id)
+			s, err := alice.Send(ctx, lc, client.TextMessage("hello "+id), client.SendOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := nextEvent(t, c, func(m client.Message) bool { return m.ConvID == lc && !m.Offline }); m.ID != s.ID {
+				t.Fatalf("%s got %s live, want %s", id, m.ID, s.ID)
+			}
+			c.Close()
+		}
+	})
+
 	t.Run("offline push skips a member online in the other region", func(t *testing.T) {
 		// bob is online in region 2, carol nowhere: region 1's summary of
 		// region 2 says so within a pull or two.
