@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"sync"
 	"time"
 
@@ -196,8 +198,21 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a }})
 	}
 	c.Replica, c.Service = c.Replicas[0], c.Services[0]
+	// This region's other cores: the shard voters but this node.
+	var others []string
+	for id, addr := range cfg.Peers {
+		if id != cfg.NodeID {
+			others = append(others, addr)
+		}
+	}
+	sort.Strings(others)
+	c.Regions.SetLocalCores(others)
+	var announce func(ctx context.Context, edgeID string, ps *meshpb.PresenceSession)
+	if len(others) > 0 {
+		announce = core.Announce(node, others, time.Second)
+	}
 	rt, err := core.NewRouter(core.RouterConfig{Region: region, Shards: rshards, Self: node.Addr(),
-		Forward: core.Forward(node), Remote: c.Regions, Logger: log.With("part", "router")})
+		Forward: core.Forward(node), Remote: c.Regions, Announce: announce, Logger: log.With("part", "router")})
 	if err != nil {
 		return fail(err)
 	}

@@ -51,6 +51,8 @@ type EdgeConfig struct {
 	// It is a test hook that breaks the delivery path on purpose, so the
 	// load tester's ledger can be shown to catch a loss.
 	DropDelivery int64
+	// PresenceDelay is corelink.Config.PresenceDelay (a TEST HOOK).
+	PresenceDelay time.Duration
 	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
 	// socket with mesh.WithPacketConn).
 	MeshOptions []mesh.ListenOption
@@ -103,7 +105,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		pub = []string{url}
 	}
 	link := corelink.New(corelink.Config{Node: node, Cores: cfg.Cores, EdgeID: cfg.EdgeID,
-		Logger: log.With("part", "link"), DropDelivery: cfg.DropDelivery})
+		Logger: log.With("part", "link"), DropDelivery: cfg.DropDelivery, PresenceDelay: cfg.PresenceDelay})
 	if cfg.ExtraMetrics == nil && cfg.Hooks != nil {
 		cfg.ExtraMetrics = cfg.Hooks.WriteText // the user-store and _rtmClientSign counters
 	}

@@ -62,6 +62,7 @@ func ServeShards(rt *Router, node *mesh.Node, reps []*raftstore.Node, log *slog.
 	node.HandleRPC(meshpb.MethodClient, s.handleClient, mesh.RoleEdge, mesh.RoleAdmin, mesh.RoleCore)
 	node.HandleRPC(meshpb.MethodShard, s.handleShard, mesh.RoleCore)
 	node.HandleRPC(meshpb.MethodRegion, s.handleRegion, mesh.RoleCore)
+	node.HandleRPC(meshpb.MethodPresenceAdd, s.handlePresenceAdd, mesh.RoleCore)
 	if rt.remote != nil {
 		rt.remote.Serve() // other regions' pushes in (regions.go)
 	}
@@ -229,6 +230,35 @@ func (s *MeshServer) handleRegion(ctx context.Context, peer string, b []byte) ([
 		return nil, err
 	}
 	return proto.Marshal(rep)
+}
+
+// handlePresenceAdd takes a session the region's router just logged in
+// into this core's relay, as the edge's presence frame will.
+func (s *MeshServer) handlePresenceAdd(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	a := new(meshpb.PresenceAdd)
+	if err := proto.Unmarshal(b, a); err != nil || a.GetSession() == nil || a.GetEdgeId() == "" {
+		return nil, fmt.Errorf("core: bad presence add from %s: %v", peer, err)
+	}
+	s.core.relay.SyncPresence(a.GetEdgeId(), &meshpb.Presence{Add: []*meshpb.PresenceSession{a.GetSession()}}, true)
+	return nil, nil
+}
+
+// Announce is RouterConfig.Announce over node: the presence-add rpc to
+// each of cores, at once, each bounded by timeout.
+func Announce(node *mesh.Node, cores []string, timeout time.Duration) func(ctx context.Context, edgeID string, ps *meshpb.PresenceSession) {
+	return func(ctx context.Context, edgeID string, ps *meshpb.PresenceSession) {
+		b, err := proto.Marshal(&meshpb.PresenceAdd{EdgeId: edgeID, Session: ps})
+		if err != nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, addr := range cores {
+			wg.Go(func() { _, _ = node.Call(ctx, addr, meshpb.MethodPresenceAdd, b) })
+		}
+		wg.Wait()
+	}
 }
 
 // handleShard serves the shard rpc: another core's router hands this node

@@ -81,7 +81,8 @@ type Regions struct {
 	relay *relay.Relay
 	log   *slog.Logger
 	peers map[uint8]*remoteRegion
-	order []uint8 // peers' numbers, ascending
+	order []uint8  // peers' numbers, ascending
+	local []string // the mesh addresses of this region's other cores (SetLocalCores)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -105,6 +106,7 @@ type RegionStats struct {
 	// did not answer lately (regionProbeEvery).
 	Unreachable atomic.Uint64
 	Summaries   atomic.Uint64 // presence summaries pulled from other regions
+	Skipped     atomic.Uint64 // conversation pushes not sent to a region: no recipient online there
 }
 
 type remoteRegion struct {
@@ -113,9 +115,11 @@ type remoteRegion struct {
 	q     *pq.Queue[*meshpb.RegionDelivery]
 
 	mu     sync.Mutex
-	router string                     // guarded by mu; the core that last answered as the region's router
-	down   bool                       // guarded by mu; unreachable: requests fail at once while a prober looks
-	online map[relay.PeerRef]struct{} // guarded by mu; the region's presence summary as last pulled
+	router string                      // guarded by mu; the core that last answered as the region's router
+	down   bool                        // guarded by mu; unreachable: requests fail at once while a prober looks
+	online map[relay.PeerRef]struct{}  // guarded by mu; the region's presence summary as last pulled
+	pulled time.Time                   // guarded by mu; when a pull last succeeded
+	marks  map[relay.PeerRef]time.Time // guarded by mu; logins there not yet in a summary, until when
 }
 
 // NewRegions returns the link of region self's core on node to peers;
@@ -134,7 +138,7 @@ func NewRegions(self uint8, node *mesh.Node, rl *relay.Relay, peers []RemoteRegi
 			return nil, fmt.Errorf("core: region %d listed twice", p.Number)
 		}
 		rr := &remoteRegion{num: p.Number, cores: append([]string(nil), p.Cores...), q: pq.New[*meshpb.RegionDelivery](regionQueueLen, pq.DropNew),
-			online: map[relay.PeerRef]struct{}{}}
+			online: map[relay.PeerRef]struct{}{}, marks: map[relay.PeerRef]time.Time{}}
 		g.peers[p.Number] = rr
 		g.order = append(g.order, p.Number)
 	}
@@ -152,6 +156,7 @@ func NewRegions(self uint8, node *mesh.Node, rl *relay.Relay, peers []RemoteRegi
 func (g *Regions) Serve() {
 	g.node.HandleStream(meshpb.MethodRegionDeliveries, g.serve, mesh.RoleCore)
 	g.node.HandleRPC(meshpb.MethodPresenceSummary, g.serveSummary, mesh.RoleCore)
+	g.node.HandleRPC(meshpb.MethodPresenceMark, g.serveMark, mesh.RoleCore)
 }
 
 // Close stops the senders; pushes still queued are dropped.
@@ -190,9 +195,106 @@ func (g *Regions) Fanout(app string, peers []string, skip connKey, cmd *lcpb.Gen
 		return
 	}
 	for _, n := range g.order {
-		g.push(g.peers[n], &meshpb.RegionDelivery{AppId: app, Peers: peers, SkipEdge: skip.Edge, SkipConn: skip.Conn,
+		rr := g.peers[n]
+		if !g.wants(rr, app, peers) {
+			g.stats.Skipped.Add(1)
+			continue
+		}
+		g.push(rr, &meshpb.RegionDelivery{AppId: app, Peers: peers, SkipEdge: skip.Edge, SkipConn: skip.Conn,
 			Command: b, Replay: replay, FromRegion: uint32(g.self)}, pq.High)
 	}
+}
+
+// A region's summary counts as fresh this long after its last pull; a
+// push to a region whose summary is older goes there whoever is online.
+const regionSummaryFresh = 4 * regionSummaryEvery
+
+// regionMarkFor is how long a login mark (MarkOnline) holds: well past
+// the next pulls, which then carry the session.
+const regionMarkFor = 10 * time.Second
+
+// wants reports whether a conversation push for peers must go to rr: one
+// of them is online there (its summary, or a login marked since), or the
+// summary is too old to say.
+func (g *Regions) wants(rr *remoteRegion, app string, peers []string) bool {
+	now := time.Now()
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if now.Sub(rr.pulled) > regionSummaryFresh {
+		return true
+	}
+	for _, p := range peers {
+		k := relay.PeerRef{App: app, Peer: p}
+		if _, ok := rr.online[k]; ok {
+			return true
+		}
+		if until, ok := rr.marks[k]; ok {
+			if now.Before(until) {
+				return true
+			}
+			delete(rr.marks, k)
+		}
+	}
+	return false
+}
+
+// SetLocalCores names this region's other cores, which MarkEverywhere
+// tells of logins elsewhere.
+func (g *Regions) SetLocalCores(addrs []string) {
+	if g != nil {
+		g.local = addrs
+	}
+}
+
+// MarkOnline records on this core that app/peer just logged in in region
+// n: pushes for it go there until a summary carries the session.
+func (g *Regions) MarkOnline(n uint8, app, peer string) {
+	if g == nil {
+		return
+	}
+	rr := g.peers[n]
+	if rr == nil {
+		return
+	}
+	rr.mu.Lock()
+	rr.marks[relay.PeerRef{App: app, Peer: peer}] = time.Now().Add(regionMarkFor)
+	rr.mu.Unlock()
+}
+
+// MarkEverywhere marks app/peer online in region n on this core and on
+// every other core of this region, and returns once they all have it (or
+// regionPartWait passed): a login in n then completes only after every
+// shard leader here sends its pushes to n.
+func (g *Regions) MarkEverywhere(ctx context.Context, n uint8, app, peer string) {
+	if g == nil || g.peers[n] == nil {
+		return
+	}
+	g.MarkOnline(n, app, peer)
+	if len(g.local) == 0 {
+		return
+	}
+	b, _ := proto.Marshal(&meshpb.PresenceMark{Region: uint32(n), Peer: &meshpb.PeerRef{AppId: app, PeerId: peer}})
+	ctx, cancel := context.WithTimeout(ctx, regionPartWait)
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, addr := range g.local {
+		wg.Go(func() {
+			if _, err := g.node.Call(ctx, addr, meshpb.MethodPresenceMark, b); err != nil {
+				g.log.Debug("presence mark", "core", addr, "err", err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// serveMark is MethodPresenceMark.
+func (g *Regions) serveMark(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	m := new(meshpb.PresenceMark)
+	if err := proto.Unmarshal(b, m); err != nil || m.GetPeer() == nil || m.GetRegion() > 255 {
+		return nil, fmt.Errorf("core: bad presence mark from %s: %v", peer, err)
+	}
+	g.MarkOnline(uint8(m.GetRegion()), m.GetPeer().GetAppId(), m.GetPeer().GetPeerId())
+	return nil, nil
 }
 
 // FanoutAll sends a push for every session of app (a global broadcast)
@@ -270,8 +372,16 @@ func (g *Regions) send(rr *remoteRegion) {
 		sent := false
 		for try := 0; try < len(rr.cores) && !sent; try++ {
 			if st == nil {
+				// The region's router first: it registered its logins
+				// itself, so it holds every session already.
+				addr := rr.cores[next%len(rr.cores)]
+				rr.mu.Lock()
+				if rr.router != "" && try == 0 {
+					addr = rr.router
+				}
+				rr.mu.Unlock()
 				ctx, cancel := context.WithTimeout(g.ctx, regionSendTimeout)
-				st, err = g.node.OpenStream(ctx, rr.cores[next%len(rr.cores)], meshpb.MethodRegionDeliveries)
+				st, err = g.node.OpenStream(ctx, addr, meshpb.MethodRegionDeliveries)
 				cancel()
 				if err != nil {
 					st = nil
@@ -533,6 +643,7 @@ func (g *Regions) pull(rr *remoteRegion) {
 		for _, p := range sum.GetRemoves() {
 			delete(rr.online, relay.PeerRef{App: p.GetAppId(), Peer: p.GetPeerId()})
 		}
+		rr.pulled = time.Now()
 		rr.mu.Unlock()
 		epoch, version = sum.GetEpoch(), sum.GetVersion()
 		g.stats.Summaries.Add(1)
@@ -569,6 +680,7 @@ func (g *Regions) WriteMetrics(w interface{ Write([]byte) (int, error) }) error 
 		{"relaymesh_region_pushes_received_total", "Pushes received from other regions.", "counter", int64(g.stats.Received.Load())},
 		{"relaymesh_region_pushes_failed_total", "Pushes dropped because no core of their region took them.", "counter", int64(g.stats.Failed.Load())},
 		{"relaymesh_region_requests_total", "Requests sent to other regions.", "counter", int64(g.stats.Calls.Load())},
+		{"relaymesh_region_pushes_skipped_total", "Conversation pushes not sent to a region: none of their recipients online there.", "counter", int64(g.stats.Skipped.Load())},
 		{"relaymesh_region_summaries_total", "Presence summaries pulled from other regions.", "counter", int64(g.stats.Summaries.Load())},
 		{"relaymesh_region_unreachable_total", "Requests to another region failed at once: no core of it answered lately.", "counter", int64(g.stats.Unreachable.Load())},
 	}

@@ -75,19 +75,24 @@ type RouterConfig struct {
 	// Remote is the node's link to the other regions (regions.go); nil:
 	// this region is the world.
 	Remote *Regions
-	Logger *slog.Logger
+	// Announce, when set, tells this region's other cores of a session
+	// that just logged in (MethodPresenceAdd) and returns once they have
+	// it, so that a shard led elsewhere pushes to it at once.
+	Announce func(ctx context.Context, edgeID string, s *meshpb.PresenceSession)
+	Logger   *slog.Logger
 }
 
 // Router routes a node's client requests to the shards of its region.
 type Router struct {
-	region  uint8
-	shards  []RouterShard
-	self    string
-	forward func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
-	remote  *Regions
-	log     *slog.Logger
-	next    atomic.Uint64 // placement round-robin
-	stats   RouterStats
+	region   uint8
+	shards   []RouterShard
+	self     string
+	forward  func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
+	remote   *Regions
+	announce func(ctx context.Context, edgeID string, s *meshpb.PresenceSession)
+	log      *slog.Logger
+	next     atomic.Uint64 // placement round-robin
+	stats    RouterStats
 }
 
 // RouterStats are the router's counters (relaymesh_router_* on /metrics).
@@ -114,7 +119,7 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 	if cfg.Region == 0 {
 		cfg.Region = catalog.LegacyShard.Region
 	}
-	r := &Router{region: cfg.Region, shards: cfg.Shards, self: cfg.Self, forward: cfg.Forward, remote: cfg.Remote, log: cfg.Logger}
+	r := &Router{region: cfg.Region, shards: cfg.Shards, self: cfg.Self, forward: cfg.Forward, remote: cfg.Remote, announce: cfg.Announce, log: cfg.Logger}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -166,7 +171,7 @@ func (r *Router) regionParts(ctx context.Context, req *meshpb.ClientRequest) []*
 		return nil
 	}
 	p := proto.Clone(req).(*meshpb.ClientRequest)
-	p.RegionPart, p.ShardPart = true, false
+	p.RegionPart, p.ShardPart, p.FromRegion = true, false, uint32(r.region)
 	p.StGeneration, p.StReopen = 0, false
 	ns := r.remote.Numbers()
 	reps := make([]*meshpb.ClientReply, len(ns))
@@ -198,6 +203,11 @@ func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*
 	req.RegionPart, req.ShardPart, req.LoginSplit = true, false, true
 	switch req.GetKind() {
 	case meshpb.ClientRequest_OPEN:
+		// Every core here sends its pushes for the client to the asking
+		// region before this share is answered (regions.go).
+		if n := req.GetFromRegion(); n > 0 && n <= 255 {
+			r.remote.MarkEverywhere(ctx, uint8(n), req.GetAppId(), req.GetPeerId())
+		}
 		r.System().kickTagHere(ctx, req) // the same tag logged in elsewhere
 		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
 		if err != nil {
@@ -366,6 +376,10 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 	if err != nil || rep.GetErrorCode() != 0 || rep.GetNotLeader() {
 		return rep, err
 	}
+	if r.announce != nil {
+		r.announce(ctx, req.GetEdgeId(), &meshpb.PresenceSession{AppId: req.GetAppId(), PeerId: req.GetPeerId(),
+			ConnId: req.GetConnId(), Tag: req.GetTag(), ProtocolVersion: req.GetProtocolVersion()})
+	}
 	parts, err := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return part(req) })
 	if err != nil {
 		// The session is registered; what the other shards have due
@@ -524,6 +538,17 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 		}
 		return rep, err
 	}
+	if cmd.GetCmd() == lcpb.CommandType_conv && cmd.GetOp() == lcpb.OpType_start && isUnique(cmd.GetConvMessage()) {
+		_, here := r.uniqueHere(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage())
+		switch {
+		case req.GetRegionPart() && !here:
+			return &meshpb.ClientReply{}, nil // another region's lookup: never create here
+		case !here && !req.GetRegionPart():
+			if rep := r.uniqueElsewhere(ctx, req); rep != nil {
+				return rep, nil
+			}
+		}
+	}
 	rep, err := r.callHome(ctx, rt.region, rt.shard, req)
 	if errors.Is(err, errRegionDown) {
 		// The home region does not answer: tell the client now (4200,
@@ -636,15 +661,11 @@ func (r *Router) sessionQuery(ctx context.Context, req *meshpb.ClientRequest, cm
 // place picks the shard of a new conversation (docs/MESH.md "Shards").
 func (r *Router) place(app, peer string, cm *lcpb.ConvCommand) int {
 	n := len(r.shards)
-	if cm.GetUnique() && !cm.GetTransient() && !cm.GetTempConv() {
-		h := shard.UniqueMemberHash(cm.GetM(), peer)
-		// Where the set already has its conversation, created under
-		// another shard count: a point read in each local replica.
-		for i, sh := range r.shards {
-			if cid, ok, err := shard.UniqueConv(sh.Core.state(), app, h); err == nil && ok && cid != "" {
-				return i
-			}
+	if isUnique(cm) {
+		if i, ok := r.uniqueHere(app, peer, cm); ok {
+			return i
 		}
+		h := shard.UniqueMemberHash(cm.GetM(), peer)
 		var v uint64
 		for i := 0; i < 8 && i < len(h); i++ {
 			v = v<<4 | uint64(hexVal(h[i]))
@@ -652,6 +673,44 @@ func (r *Router) place(app, peer string, cm *lcpb.ConvCommand) int {
 		return int(v % uint64(n))
 	}
 	return int(r.next.Add(1) % uint64(n))
+}
+
+// isUnique reports whether a conv/start asks for the unique conversation
+// of its member set.
+func isUnique(cm *lcpb.ConvCommand) bool {
+	return cm.GetUnique() && !cm.GetTransient() && !cm.GetTempConv()
+}
+
+// uniqueHere finds the shard of this region holding the unique
+// conversation of cm's member set with peer (created under any shard
+// count): a point read in each local replica.
+func (r *Router) uniqueHere(app, peer string, cm *lcpb.ConvCommand) (int, bool) {
+	h := shard.UniqueMemberHash(cm.GetM(), peer)
+	for i, sh := range r.shards {
+		if cid, ok, err := shard.UniqueConv(sh.Core.state(), app, h); err == nil && ok && cid != "" {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// uniqueElsewhere asks every other region for the unique conversation of
+// a conv/start's member set: the first region that has it answers the
+// start (conv/started, existing), and the conversation stays homed there,
+// so two creators in two regions meet. Nil when no region has it. (Two
+// first starts at once in two regions still make two; the catalog's
+// unique index closes that race.)
+func (r *Router) uniqueElsewhere(ctx context.Context, req *meshpb.ClientRequest) *meshpb.ClientReply {
+	for _, rep := range r.regionParts(ctx, req) {
+		if len(rep.GetCommands()) == 0 {
+			continue
+		}
+		g := new(lcpb.GenericCommand)
+		if proto.Unmarshal(rep.GetCommands()[0], g) == nil && g.GetCmd() == lcpb.CommandType_conv && g.GetOp() == lcpb.OpType_started {
+			return rep
+		}
+	}
+	return nil
 }
 
 func hexVal(c byte) byte {

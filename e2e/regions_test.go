@@ -220,6 +220,80 @@ func TestTwoRegions(t *testing.T) {
 		}
 	})
 
+	t.Run("unique conversations meet across regions", func(t *testing.T) {
+		a, err := alice.CreateConversation(ctx, []string{"bob"}, "dm", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := bob.CreateConversation(ctx, []string{"alice"}, "dm", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a != b || catalog.HomeOf(a).Region != 1 {
+			t.Fatalf("alice (region 1) made %s, bob (region 2) found %s; want one, homed in region 1", a, b)
+		}
+		// The other way round: first in region 2.
+		c, err := dave.CreateConversation(ctx, []string{"alice"}, "dm", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := alice.CreateConversation(ctx, []string{"dave"}, "dm", nil, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c != d || catalog.HomeOf(c).Region != 2 {
+			t.Fatalf("dave (region 2) made %s, alice (region 1) found %s; want one, homed in region 2", c, d)
+		}
+		// And it works as one: alice sends, dave gets it.
+		s, err := alice.Send(ctx, d, client.TextMessage("hi dave"), client.SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := nextEvent(t, dave, func(m client.Message) bool { return m.ConvID == c }); m.ID != s.ID {
+			t.Fatalf("dave got %s, want %s", m.ID, s.ID)
+		}
+	})
+
+	t.Run("pushes go only where recipients are, and at once to a fresh login", func(t *testing.T) {
+		// Wait until region 1's summary of region 2 is fresh.
+		deadline := time.Now().Add(10 * time.Second)
+		for !w.cores[0].Regions.OnlineElsewhere(app, "bob") {
+			if time.Now().After(deadline) {
+				t.Fatal("region 1 never learned that bob is online in region 2")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		var late []string
+		for i := range 8 {
+			late = append(late, fmt.Sprintf("late-%d", i))
+		}
+		lc, err := alice.CreateConversation(ctx, late, "late", nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stats := w.cores[0].Regions.Stats()
+		skipped := stats.Skipped.Load()
+		if _, err := alice.Send(ctx, lc, client.TextMessage("nobody in region 2"), client.SendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if stats.Skipped.Load() == skipped {
+			t.Fatal("a push with no recipient online in region 2 was sent there")
+		}
+		// Each late member logs in to region 2 and is sent a message the
+		// moment its login returns: it arrives live.
+		for _, id := range late {
+			c := dial(t, ctx, w.edges[1].URL, app, id)
+			s, err := alice.Send(ctx, lc, client.TextMessage("hello "+id), client.SendOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := nextEvent(t, c, func(m client.Message) bool { return m.ConvID == lc && !m.Offline }); m.ID != s.ID {
+				t.Fatalf("%s got %s live, want %s", id, m.ID, s.ID)
+			}
+			c.Close()
+		}
+	})
+
 	t.Run("offline push skips a member online in the other region", func(t *testing.T) {
 		// bob is online in region 2, carol nowhere: region 1's summary of
 		// region 2 says so within a pull or two.

@@ -27,11 +27,11 @@ type region struct {
 	edge  *cluster.Edge
 }
 
-func startRegion(t *testing.T) *region { return startRegionShards(t, 1) }
+func startRegion(t *testing.T) *region { return startRegionShards(t, 1, 0) }
 
 // startRegionShards is startRegion with shards raft groups on the three
-// cores.
-func startRegionShards(t *testing.T, shards int) *region {
+// cores, the edge holding each presence frame presenceDelay (a test hook).
+func startRegionShards(t *testing.T, shards int, presenceDelay time.Duration) *region {
 	t.Helper()
 	dir := t.TempDir()
 	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), "core-1", "core-2", "core-3", "edge-1")
@@ -64,7 +64,7 @@ func startRegionShards(t *testing.T, shards int) *region {
 	e, err := cluster.StartEdge(cluster.EdgeConfig{EdgeID: "edge-1", HTTPAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
 		Identity: ids["edge-1"], Cores: addrs, TokenKey: make([]byte, 32), Apps: reg, Logger: log,
 		// The test measures failover, not LeanCloud's 60 sends/min per client.
-		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1}})
+		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1}, PresenceDelay: presenceDelay})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -327,7 +327,9 @@ func TestShardsDev(t *testing.T) {
 // in history once.
 func TestShardsRegion(t *testing.T) {
 	const shards = 3
-	r := startRegionShards(t, shards)
+	// The edge holds its presence frames 500 ms: a session is known at
+	// once only where the router told it (core/router.go).
+	r := startRegionShards(t, shards, 500*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	router := r.waitLeader()
@@ -389,6 +391,31 @@ func TestShardsRegion(t *testing.T) {
 	rows, err := bob.QueryConversations(ctx, map[string]any{"m": "bob"}, "name", 100, 0)
 	if err != nil || len(rows) != len(cids) {
 		t.Fatalf("query over three cores: %d rows, %v; want %d", len(rows), err, len(cids))
+	}
+
+	// A client that just logged in gets, live, a message sent the moment
+	// its login returns into conversations whose shard another core leads
+	// (the router tells the other cores of the session first).
+	for n := 1; n < shards; n++ {
+		id := fmt.Sprintf("fresh-%d", n)
+		cid, err := alice.CreateConversation(ctx, []string{id}, "fresh", nil, false)
+		for err == nil && int(catalog.HomeOf(cid).Shard) != n {
+			cid, err = alice.CreateConversation(ctx, []string{id}, "fresh", nil, false)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k := range 5 {
+			c := dial(t, ctx, r.edge.URL, app, id)
+			sent, err := alice.Send(ctx, cid, client.TextMessage(fmt.Sprintf("at once %d", k)), client.SendOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := nextEvent(t, c, func(m client.Message) bool { return m.ConvID == cid && !m.Offline }); m.ID != sent.ID {
+				t.Fatalf("%s (shard %d, led by another core) got %s live, want %s", id, n, m.ID, sent.ID)
+			}
+			c.Close()
+		}
 	}
 
 	// Shard 2's leadership moves from core to core every 300 ms while

@@ -105,6 +105,11 @@ type Config struct {
 	// the delivery path on purpose, so the load tester's ledger can be
 	// shown to catch a loss.
 	DropDelivery int64
+	// PresenceDelay, when > 0, holds every presence frame this long
+	// before it is sent: a TEST HOOK that widens the window in which only
+	// the router core knows a new session (core/router.go tells the
+	// others itself), so tests can show that nothing depends on it.
+	PresenceDelay time.Duration
 }
 
 // Link is the edge's edge.Backend: it sends each request to the shard
@@ -118,8 +123,9 @@ type Link struct {
 	stats   linkStats
 	replays replayFilter // replay.go
 
-	dropAt     int64        // Config.DropDelivery; read-only
-	deliveries atomic.Int64 // direct-message deliveries received, for dropAt
+	dropAt     int64         // Config.DropDelivery; read-only
+	presDelay  time.Duration // Config.PresenceDelay; read-only
+	deliveries atomic.Int64  // direct-message deliveries received, for dropAt
 
 	wg      sync.WaitGroup // discovery rounds
 	streams sync.WaitGroup // delivery loops (stream.go)
@@ -156,7 +162,7 @@ func New(cfg Config) *Link {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	l := &Link{node: cfg.Node, cores: cfg.Cores, edgeID: cfg.EdgeID, log: log, dropAt: cfg.DropDelivery,
+	l := &Link{node: cfg.Node, cores: cfg.Cores, edgeID: cfg.EdgeID, log: log, dropAt: cfg.DropDelivery, presDelay: cfg.PresenceDelay,
 		cancel:   func() {},
 		changed:  make(chan struct{}),
 		inflight: make(map[*attempt]struct{}),

@@ -177,6 +177,13 @@ func (l *Link) writePresence(s *mesh.Stream, q *presenceQueue, done <-chan struc
 			return
 		case <-q.wake:
 		}
+		if l.presDelay > 0 { // TEST HOOK (Config.PresenceDelay)
+			select {
+			case <-done:
+				return
+			case <-time.After(l.presDelay):
+			}
+		}
 		l.mu.Lock()
 		frames := l.takeLocked(q)
 		l.mu.Unlock()

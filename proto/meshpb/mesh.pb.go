@@ -269,7 +269,7 @@ func (x AdminRequest_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AdminRequest_Op.Descriptor instead.
 func (AdminRequest_Op) EnumDescriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6, 0}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8, 0}
 }
 
 type ClientRequest struct {
@@ -334,7 +334,9 @@ type ClientRequest struct {
 	// Set by a router on a request it hands to another region's core
 	// (meshpb.MethodRegion): run it over that region's own shards, as
 	// parts where it splits, and never on to a third region.
-	RegionPart    bool `protobuf:"varint,52,opt,name=region_part,json=regionPart,proto3" json:"region_part,omitempty"`
+	RegionPart bool `protobuf:"varint,52,opt,name=region_part,json=regionPart,proto3" json:"region_part,omitempty"`
+	// With region_part: the asking router's region number.
+	FromRegion    uint32 `protobuf:"varint,53,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -514,6 +516,13 @@ func (x *ClientRequest) GetRegionPart() bool {
 		return x.RegionPart
 	}
 	return false
+}
+
+func (x *ClientRequest) GetFromRegion() uint32 {
+	if x != nil {
+		return x.FromRegion
+	}
+	return 0
 }
 
 // PresenceSummaryRequest asks a core of another region which clientIds
@@ -701,6 +710,118 @@ func (x *PeerRef) GetPeerId() string {
 	return ""
 }
 
+// PresenceAdd is a session that just logged in, told by the region's
+// router to the region's other cores before the login completes
+// (meshpb.MethodPresenceAdd), so that whichever core leads a shard pushes
+// to it at once, before the edge's own presence frame arrives.
+type PresenceAdd struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	EdgeId        string                 `protobuf:"bytes,1,opt,name=edge_id,json=edgeId,proto3" json:"edge_id,omitempty"`
+	Session       *PresenceSession       `protobuf:"bytes,2,opt,name=session,proto3" json:"session,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceAdd) Reset() {
+	*x = PresenceAdd{}
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceAdd) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceAdd) ProtoMessage() {}
+
+func (x *PresenceAdd) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceAdd.ProtoReflect.Descriptor instead.
+func (*PresenceAdd) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PresenceAdd) GetEdgeId() string {
+	if x != nil {
+		return x.EdgeId
+	}
+	return ""
+}
+
+func (x *PresenceAdd) GetSession() *PresenceSession {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+// PresenceMark tells the cores of a region, before a login in another
+// region completes, that the client is online there
+// (meshpb.MethodPresenceMark): their pushes go to that region from now
+// on, before its presence summary says so.
+type PresenceMark struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Region        uint32                 `protobuf:"varint,1,opt,name=region,proto3" json:"region,omitempty"`
+	Peer          *PeerRef               `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceMark) Reset() {
+	*x = PresenceMark{}
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceMark) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceMark) ProtoMessage() {}
+
+func (x *PresenceMark) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceMark.ProtoReflect.Descriptor instead.
+func (*PresenceMark) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *PresenceMark) GetRegion() uint32 {
+	if x != nil {
+		return x.Region
+	}
+	return 0
+}
+
+func (x *PresenceMark) GetPeer() *PeerRef {
+	if x != nil {
+		return x.Peer
+	}
+	return nil
+}
+
 // RegionDelivery is a committed push crossing to another region, once per
 // region (meshpb.MethodRegionDeliveries, core to core): that region's
 // relay hands it to its own sessions (issue 9 step 4).
@@ -732,7 +853,7 @@ type RegionDelivery struct {
 
 func (x *RegionDelivery) Reset() {
 	*x = RegionDelivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -744,7 +865,7 @@ func (x *RegionDelivery) String() string {
 func (*RegionDelivery) ProtoMessage() {}
 
 func (x *RegionDelivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[4]
+	mi := &file_meshpb_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -757,7 +878,7 @@ func (x *RegionDelivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionDelivery.ProtoReflect.Descriptor instead.
 func (*RegionDelivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{4}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RegionDelivery) GetAppId() string {
@@ -859,7 +980,7 @@ type ShardRequest struct {
 
 func (x *ShardRequest) Reset() {
 	*x = ShardRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +992,7 @@ func (x *ShardRequest) String() string {
 func (*ShardRequest) ProtoMessage() {}
 
 func (x *ShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[5]
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1005,7 @@ func (x *ShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRequest.ProtoReflect.Descriptor instead.
 func (*ShardRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{5}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ShardRequest) GetShard() uint32 {
@@ -974,7 +1095,7 @@ type AdminRequest struct {
 
 func (x *AdminRequest) Reset() {
 	*x = AdminRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -986,7 +1107,7 @@ func (x *AdminRequest) String() string {
 func (*AdminRequest) ProtoMessage() {}
 
 func (x *AdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[6]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -999,7 +1120,7 @@ func (x *AdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminRequest.ProtoReflect.Descriptor instead.
 func (*AdminRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{6}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *AdminRequest) GetOp() AdminRequest_Op {
@@ -1269,7 +1390,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1281,7 +1402,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1294,7 +1415,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeviceRecord) GetObjectId() string {
@@ -1442,7 +1563,7 @@ type ClientReply struct {
 
 func (x *ClientReply) Reset() {
 	*x = ClientReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1575,7 @@ func (x *ClientReply) String() string {
 func (*ClientReply) ProtoMessage() {}
 
 func (x *ClientReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1588,7 @@ func (x *ClientReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientReply.ProtoReflect.Descriptor instead.
 func (*ClientReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ClientReply) GetCommands() [][]byte {
@@ -1573,7 +1694,7 @@ type AdminReply struct {
 
 func (x *AdminReply) Reset() {
 	*x = AdminReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1585,7 +1706,7 @@ func (x *AdminReply) String() string {
 func (*AdminReply) ProtoMessage() {}
 
 func (x *AdminReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1598,7 +1719,7 @@ func (x *AdminReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
 func (*AdminReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *AdminReply) GetCount() int64 {
@@ -1699,7 +1820,7 @@ type NotifEvent struct {
 
 func (x *NotifEvent) Reset() {
 	*x = NotifEvent{}
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1711,7 +1832,7 @@ func (x *NotifEvent) String() string {
 func (*NotifEvent) ProtoMessage() {}
 
 func (x *NotifEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1724,7 +1845,7 @@ func (x *NotifEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifEvent.ProtoReflect.Descriptor instead.
 func (*NotifEvent) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *NotifEvent) GetCmd() string {
@@ -1851,7 +1972,7 @@ type SysRow struct {
 
 func (x *SysRow) Reset() {
 	*x = SysRow{}
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1863,7 +1984,7 @@ func (x *SysRow) String() string {
 func (*SysRow) ProtoMessage() {}
 
 func (x *SysRow) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1876,7 +1997,7 @@ func (x *SysRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysRow.ProtoReflect.Descriptor instead.
 func (*SysRow) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SysRow) GetClientId() string {
@@ -1946,7 +2067,7 @@ type MemberRole struct {
 
 func (x *MemberRole) Reset() {
 	*x = MemberRole{}
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1958,7 +2079,7 @@ func (x *MemberRole) String() string {
 func (*MemberRole) ProtoMessage() {}
 
 func (x *MemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1971,7 +2092,7 @@ func (x *MemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
 func (*MemberRole) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *MemberRole) GetClientId() string {
@@ -1999,7 +2120,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +2132,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +2145,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -2051,7 +2172,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[14]
+	mi := &file_meshpb_mesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2063,7 +2184,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[14]
+	mi := &file_meshpb_mesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2076,7 +2197,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -2138,7 +2259,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[15]
+	mi := &file_meshpb_mesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2271,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[15]
+	mi := &file_meshpb_mesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2284,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{15}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -2200,7 +2321,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[16]
+	mi := &file_meshpb_mesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2212,7 +2333,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[16]
+	mi := &file_meshpb_mesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2225,7 +2346,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{16}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Target) GetPeerId() string {
@@ -2277,7 +2398,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[17]
+	mi := &file_meshpb_mesh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2289,7 +2410,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[17]
+	mi := &file_meshpb_mesh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2302,7 +2423,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{17}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -2366,7 +2487,7 @@ type LinkLeader struct {
 
 func (x *LinkLeader) Reset() {
 	*x = LinkLeader{}
-	mi := &file_meshpb_mesh_proto_msgTypes[18]
+	mi := &file_meshpb_mesh_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2378,7 +2499,7 @@ func (x *LinkLeader) String() string {
 func (*LinkLeader) ProtoMessage() {}
 
 func (x *LinkLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[18]
+	mi := &file_meshpb_mesh_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2391,7 +2512,7 @@ func (x *LinkLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkLeader.ProtoReflect.Descriptor instead.
 func (*LinkLeader) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{18}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *LinkLeader) GetAddr() string {
@@ -2412,7 +2533,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x8e\x06\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xaf\x06\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2438,7 +2559,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\vlogin_split\x183 \x01(\bR\n" +
 	"loginSplit\x12\x1f\n" +
 	"\vregion_part\x184 \x01(\bR\n" +
-	"regionPart\"=\n" +
+	"regionPart\x12\x1f\n" +
+	"\vfrom_region\x185 \x01(\rR\n" +
+	"fromRegion\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
@@ -2456,7 +2579,13 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\aremoves\x18\x05 \x03(\v2\x17.relaymesh.mesh.PeerRefR\aremoves\"9\n" +
 	"\aPeerRef\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
-	"\apeer_id\x18\x02 \x01(\tR\x06peerId\"\xd0\x02\n" +
+	"\apeer_id\x18\x02 \x01(\tR\x06peerId\"a\n" +
+	"\vPresenceAdd\x12\x17\n" +
+	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\x129\n" +
+	"\asession\x18\x02 \x01(\v2\x1f.relaymesh.mesh.PresenceSessionR\asession\"S\n" +
+	"\fPresenceMark\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\rR\x06region\x12+\n" +
+	"\x04peer\x18\x02 \x01(\v2\x17.relaymesh.mesh.PeerRefR\x04peer\"\xd0\x02\n" +
 	"\x0eRegionDelivery\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x14\n" +
 	"\x05peers\x18\x02 \x03(\tR\x05peers\x12\x1b\n" +
@@ -2674,7 +2803,7 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0),        // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),           // 1: relaymesh.mesh.AdminRequest.Op
@@ -2682,45 +2811,49 @@ var file_meshpb_mesh_proto_goTypes = []any{
 	(*PresenceSummaryRequest)(nil), // 3: relaymesh.mesh.PresenceSummaryRequest
 	(*PresenceSummary)(nil),        // 4: relaymesh.mesh.PresenceSummary
 	(*PeerRef)(nil),                // 5: relaymesh.mesh.PeerRef
-	(*RegionDelivery)(nil),         // 6: relaymesh.mesh.RegionDelivery
-	(*ShardRequest)(nil),           // 7: relaymesh.mesh.ShardRequest
-	(*AdminRequest)(nil),           // 8: relaymesh.mesh.AdminRequest
-	(*DeviceRecord)(nil),           // 9: relaymesh.mesh.DeviceRecord
-	(*ClientReply)(nil),            // 10: relaymesh.mesh.ClientReply
-	(*AdminReply)(nil),             // 11: relaymesh.mesh.AdminReply
-	(*NotifEvent)(nil),             // 12: relaymesh.mesh.NotifEvent
-	(*SysRow)(nil),                 // 13: relaymesh.mesh.SysRow
-	(*MemberRole)(nil),             // 14: relaymesh.mesh.MemberRole
-	(*EdgeHello)(nil),              // 15: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil),        // 16: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),               // 17: relaymesh.mesh.Presence
-	(*Target)(nil),                 // 18: relaymesh.mesh.Target
-	(*Delivery)(nil),               // 19: relaymesh.mesh.Delivery
-	(*LinkLeader)(nil),             // 20: relaymesh.mesh.LinkLeader
+	(*PresenceAdd)(nil),            // 6: relaymesh.mesh.PresenceAdd
+	(*PresenceMark)(nil),           // 7: relaymesh.mesh.PresenceMark
+	(*RegionDelivery)(nil),         // 8: relaymesh.mesh.RegionDelivery
+	(*ShardRequest)(nil),           // 9: relaymesh.mesh.ShardRequest
+	(*AdminRequest)(nil),           // 10: relaymesh.mesh.AdminRequest
+	(*DeviceRecord)(nil),           // 11: relaymesh.mesh.DeviceRecord
+	(*ClientReply)(nil),            // 12: relaymesh.mesh.ClientReply
+	(*AdminReply)(nil),             // 13: relaymesh.mesh.AdminReply
+	(*NotifEvent)(nil),             // 14: relaymesh.mesh.NotifEvent
+	(*SysRow)(nil),                 // 15: relaymesh.mesh.SysRow
+	(*MemberRole)(nil),             // 16: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),              // 17: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil),        // 18: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),               // 19: relaymesh.mesh.Presence
+	(*Target)(nil),                 // 20: relaymesh.mesh.Target
+	(*Delivery)(nil),               // 21: relaymesh.mesh.Delivery
+	(*LinkLeader)(nil),             // 22: relaymesh.mesh.LinkLeader
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
-	8,  // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
+	10, // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
 	5,  // 2: relaymesh.mesh.PresenceSummary.adds:type_name -> relaymesh.mesh.PeerRef
 	5,  // 3: relaymesh.mesh.PresenceSummary.removes:type_name -> relaymesh.mesh.PeerRef
-	2,  // 4: relaymesh.mesh.ShardRequest.request:type_name -> relaymesh.mesh.ClientRequest
-	1,  // 5: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
-	9,  // 6: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
-	9,  // 7: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
-	11, // 8: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
-	14, // 9: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
-	13, // 10: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
-	9,  // 11: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
-	12, // 12: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
-	16, // 13: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	16, // 14: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	18, // 15: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	20, // 16: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	18, // 4: relaymesh.mesh.PresenceAdd.session:type_name -> relaymesh.mesh.PresenceSession
+	5,  // 5: relaymesh.mesh.PresenceMark.peer:type_name -> relaymesh.mesh.PeerRef
+	2,  // 6: relaymesh.mesh.ShardRequest.request:type_name -> relaymesh.mesh.ClientRequest
+	1,  // 7: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
+	11, // 8: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
+	11, // 9: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
+	13, // 10: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
+	16, // 11: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	15, // 12: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
+	11, // 13: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
+	14, // 14: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
+	18, // 15: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	18, // 16: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	20, // 17: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	22, // 18: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_meshpb_mesh_proto_init() }
@@ -2734,7 +2867,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   19,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

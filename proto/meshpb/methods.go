@@ -28,4 +28,10 @@ const (
 	// PresenceSummary: which clientIds have a session in the answering
 	// core's region (core/regions.go pulls it from every other region).
 	MethodPresenceSummary = "presence-summary"
+	// MethodPresenceMark is the rpc PresenceMark -> empty between the
+	// cores of one region: a client just logged in in another region.
+	MethodPresenceMark = "presence-mark"
+	// MethodPresenceAdd is the rpc PresenceAdd -> empty from a region's
+	// router to its other cores: a session that just logged in.
+	MethodPresenceAdd = "presence-add"
 )
