@@ -7,7 +7,8 @@ export const MAX_FRAME_BYTES = 64 * 1024;
 
 /** toBytes returns data (ArrayBuffer, a typed array or a string) as a Uint8Array. */
 export function toBytes(data) {
-  if (data instanceof Uint8Array) return data;
+  // A plain view: a subclass's slice (Node's Buffer) may not copy.
+  if (data instanceof Uint8Array) return data.constructor === Uint8Array ? data : new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
   if (typeof data === 'string') return new TextEncoder().encode(data);

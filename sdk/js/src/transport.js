@@ -204,15 +204,21 @@ export class RelayWebSocket {
     } else if (o.mode === 'auto' && Date.now() - wtFailedAt < o.retryWebTransportAfterMs) {
       reason = 'WebTransport failed recently';
     } else {
-      try {
-        await this._openWT(WT);
-        return;
-      } catch (err) {
-        if (this.readyState !== CONNECTING) return;
-        wtFailedAt = Date.now();
-        infoCache.delete(new URL(this.url).host);
-        if (o.mode === 'webtransport') throw err;
-        reason = 'WebTransport failed: ' + (err && err.message ? err.message : err);
+      const host = new URL(this.url).host;
+      // A cached certificate hash may be stale (a dev certificate is
+      // renewed): after a failure with one, fetch it again and retry once.
+      for (let attempt = infoCache.has(host) ? 2 : 1; attempt > 0; attempt--) {
+        try {
+          await this._openWT(WT);
+          return;
+        } catch (err) {
+          if (this.readyState !== CONNECTING) return;
+          infoCache.delete(host);
+          if (attempt > 1) continue;
+          wtFailedAt = Date.now();
+          if (o.mode === 'webtransport') throw err;
+          reason = 'WebTransport failed: ' + (err && err.message ? err.message : err);
+        }
       }
     }
     this._openWS(reason);
