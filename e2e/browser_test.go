@@ -336,6 +336,23 @@ func (c *cdp) pageEvent(typ string, want map[string]any) map[string]any {
 	}
 }
 
+// waitText waits for the text of the page's element sel to contain want.
+func (c *cdp) waitText(sel, want string) {
+	c.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var got string
+		c.eval(fmt.Sprintf(`document.querySelector(%s).textContent`, js(sel)), &got)
+		if strings.Contains(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("%s shows %q, want %q in it", sel, got, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
@@ -472,12 +489,14 @@ func chatBothWays(t *testing.T, page *cdp, edgeURL, mode, wantTransport string, 
 		t.Fatal(err)
 	}
 	page.pageEvent("read", map[string]any{"conv": cid})
+	page.waitText("#messages", "hello from the browser ✓✓ read")
 
 	// bob answers; the page shows it.
 	if _, err := bob.Send(ctx, cid, `{"_lctype":-1,"_lctext":"hello from Go"}`, client.SendOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	page.pageEvent("message", map[string]any{"conv": cid, "from": bobID, "text": "hello from Go"})
+	page.waitText("#messages", bobID+": hello from Go")
 
 	// A typing indicator (a transient message) from bob reaches the page,
 	// over WebTransport as a datagram.
@@ -510,6 +529,7 @@ func chatBothWays(t *testing.T, page *cdp, edgeURL, mode, wantTransport string, 
 	if !p.Recall {
 		t.Fatalf("bob got patch %+v, want a recall", p)
 	}
+	page.waitText("#messages", alice+": (recalled)")
 
 	// A chatroom: bob makes it, the page joins and hears bob there.
 	room, err := bob.CreateChatRoom(ctx, "lobby-"+suffix, nil)

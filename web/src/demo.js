@@ -232,7 +232,7 @@ function render() {
     let status = '';
     if (mine && conv.lastReadAt && m.timestamp <= conv.lastReadAt) status = ' ✓✓ read';
     else if (mine && conv.lastDeliveredAt && m.timestamp <= conv.lastDeliveredAt) status = ' ✓ delivered';
-    const recalled = m.constructor && m.constructor.name === 'RecalledMessage' || m.type === -127;
+    const recalled = m.type === -127; // RecalledMessage
     box.append(el('div', { className: 'msg' + (mine ? ' mine' : '') }, el('b', { textContent: m.from + ': ' }), el('span', { textContent: recalled ? '(recalled)' : text(m) }), el('small', { textContent: status })));
   }
   const t = demo.typingUntil.get(conv.id);
@@ -275,6 +275,16 @@ function wire() {
   };
   $('#logout').onclick = () => demo.logout().catch(showError);
   render();
+  // /demo/?clientId=alice[&ws=1][&chat=bob] logs in (and opens a chat) at once.
+  const q = new URLSearchParams(location.search);
+  if (q.get('clientId')) {
+    $('#clientId').value = q.get('clientId');
+    $('#forcews').checked = q.get('ws') === '1';
+    demo
+      .login(q.get('clientId'), { mode: q.get('ws') === '1' ? 'websocket' : 'auto' })
+      .then(() => q.get('chat') && demo.createChat(q.get('chat').split(',')))
+      .catch(showError);
+  }
 }
 
 if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', wire);
