@@ -7,7 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -71,7 +75,7 @@ type cdpReply struct {
 
 // startChromium runs headless Chromium with a fresh profile and attaches
 // to its page.
-func startChromium(t *testing.T) *cdp {
+func startChromium(t *testing.T, flags ...string) *cdp {
 	t.Helper()
 	bin := chromiumPath(t)
 	dir := t.TempDir()
@@ -83,6 +87,7 @@ func startChromium(t *testing.T) *cdp {
 	if os.Geteuid() == 0 {
 		args = append(args, "--no-sandbox") // Chromium refuses to run as root with its sandbox
 	}
+	args = append(args, flags...)
 	cmd := exec.Command(bin, append(args, "about:blank")...)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
@@ -620,4 +625,93 @@ func TestBrowserFallback(t *testing.T) {
 	if n := edgeMetric(t, addr, `relaymesh_edge_transport_sessions_total{transport="websocket"}`); n < 2 {
 		t.Fatalf("the edge counted %v WebSocket sessions, want ≥ 2 (page and Go SDK)", n)
 	}
+}
+
+// TestBrowserUDPBlocked: a network that drops UDP between the page and an
+// edge that serves WebTransport. The page reaches the edge through a TCP
+// reverse proxy whose port swallows every UDP datagram, so the route and
+// /v1/webtransport name a WebTransport URL that never answers: the page's
+// attempt times out, it falls back to WebSocket (through the proxy) in the
+// same connection attempt, and everything works.
+func TestBrowserUDPBlocked(t *testing.T) {
+	page := startChromium(t)
+	d, addr := startDevForBrowser(t, false)
+	front := udpBlackHoleProxy(t, addr)
+	page.open("http://" + front + web.Path)
+	start := time.Now()
+	chatBothWays(t, page, d.Edge.URL, "auto", "websocket", false)
+	var st struct {
+		FallbackReason string `json:"fallbackReason"`
+	}
+	page.eval(`relaymeshDemo.transport()`, &st)
+	if !strings.HasPrefix(st.FallbackReason, "WebTransport failed") {
+		t.Fatalf("fallback reason %q", st.FallbackReason)
+	}
+	t.Logf("fell back after the WebTransport attempt (%s): %s", time.Since(start).Round(time.Millisecond), st.FallbackReason)
+	if n := edgeMetric(t, addr, `relaymesh_edge_transport_sessions_total{transport="webtransport"}`); n != 0 {
+		t.Fatalf("the edge counted %v WebTransport sessions through a network without UDP", n)
+	}
+}
+
+// udpBlackHoleProxy serves HTTP and WebSocket on a new port by proxying to
+// addr (keeping the Host header, so the edge names the proxy's address in
+// its answers), and reads and drops every UDP datagram sent to that port.
+func udpBlackHoleProxy(t *testing.T, addr string) string {
+	t.Helper()
+	target, err := url.Parse("http://" + addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		udp, err := net.ListenPacket("udp", ln.Addr().String())
+		if err != nil {
+			ln.Close()
+			continue
+		}
+		var dropped atomic.Int64
+		go func() {
+			buf := make([]byte, 65536)
+			for {
+				if _, _, err := udp.ReadFrom(buf); err != nil {
+					return
+				}
+				dropped.Add(1)
+			}
+		}()
+		front := ln.Addr().String()
+		proxy := httputil.NewSingleHostReverseProxy(target)
+		// The edge names its own address in /v1/route and /v1/webtransport
+		// (its PublicURLs): name the proxy's, as an edge behind it would.
+		proxy.ModifyResponse = func(r *http.Response) error {
+			if r.Request.URL.Path != "/v1/route" && r.Request.URL.Path != "/v1/webtransport" {
+				return nil
+			}
+			b, err := io.ReadAll(r.Body)
+			r.Body.Close()
+			if err != nil {
+				return err
+			}
+			b = bytes.ReplaceAll(b, []byte(addr), []byte(front))
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			r.ContentLength = int64(len(b))
+			r.Header.Set("Content-Length", strconv.Itoa(len(b)))
+			return nil
+		}
+		srv := &http.Server{Handler: proxy}
+		go srv.Serve(ln)
+		t.Cleanup(func() {
+			srv.Close()
+			udp.Close()
+			if dropped.Load() == 0 {
+				t.Error("the page sent no UDP to the proxy: WebTransport was not tried")
+			}
+		})
+		return front
+	}
+	t.Fatal("no port free for both TCP and UDP")
+	return ""
 }
