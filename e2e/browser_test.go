@@ -26,6 +26,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/web"
 )
 
@@ -387,8 +388,14 @@ const demoApp = "relaymesh-demo" // web/src/demo.js APP_ID
 // and waits for it.
 func startDevForBrowser(t *testing.T, noWT bool) (*cluster.Dev, string) {
 	t.Helper()
+	return startDevWith(t, cluster.DevConfig{NoWebTransport: noWT})
+}
+
+func startDevWith(t *testing.T, cfg cluster.DevConfig) (*cluster.Dev, string) {
+	t.Helper()
 	addr := freeDevAddr(t)
-	d, err := cluster.StartDev(cluster.DevConfig{DataDir: t.TempDir(), Addr: addr, NoWebTransport: noWT})
+	cfg.DataDir, cfg.Addr = t.TempDir(), addr
+	d, err := cluster.StartDev(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -714,4 +721,91 @@ func udpBlackHoleProxy(t *testing.T, addr string) string {
 	}
 	t.Fatal("no port free for both TCP and UDP")
 	return ""
+}
+
+// TestBrowserDatagramFlood: the page floods the edge with typing
+// indicators as datagrams. The edge takes DatagramsPerMinute of them and
+// drops the rest; the session stays up and still chats both ways.
+func TestBrowserDatagramFlood(t *testing.T) {
+	page := startChromium(t)
+	d, addr := startDevWith(t, cluster.DevConfig{Limits: edge.Limits{DatagramsPerMinute: 20, SendsPerMinute: 100000}})
+	page.open("http://" + addr + web.Path)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var st struct {
+		Transport string `json:"transport"`
+	}
+	page.eval(`relaymeshDemo.login("flooder")`, &st)
+	if st.Transport != "webtransport" {
+		t.Fatalf("transport %q", st.Transport)
+	}
+	bob, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: demoApp, ClientID: "flood-bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	var cid string
+	page.eval(`relaymeshDemo.createChat(["flood-bob"])`, &cid)
+
+	const n = 300
+	var out int
+	page.eval(fmt.Sprintf(`(async () => {
+		const conv = await relaymeshDemo.client.getConversation(%s);
+		const { TextMessage } = relaymeshDemo.sdk;
+		const before = relaymeshDemo.transport().datagramsOut;
+		for (let i = 0; i < %d; i++) conv.send(new TextMessage('').setAttributes({typing: true}), {transient: true}).catch(() => {});
+		await new Promise(r => setTimeout(r, 100));
+		return relaymeshDemo.transport().datagramsOut - before;
+	})()`, js(cid), n), &out)
+	if out != n {
+		t.Fatalf("the page sent %d datagrams, want %d", out, n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for edgeMetric(t, addr, "relaymesh_edge_datagrams_in_total")+edgeMetric(t, addr, "relaymesh_edge_datagrams_dropped_total") < n*9/10 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the edge saw %v datagrams in, %v dropped, of %d", edgeMetric(t, addr, "relaymesh_edge_datagrams_in_total"),
+				edgeMetric(t, addr, "relaymesh_edge_datagrams_dropped_total"), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	in := edgeMetric(t, addr, "relaymesh_edge_datagrams_in_total")
+	if in > 25 { // 20 a minute (and the bucket's start), not 300
+		t.Fatalf("the edge took %v datagrams with DatagramsPerMinute 20", in)
+	}
+	// bob got at most what the edge took.
+	got := 0
+	drain := time.After(500 * time.Millisecond)
+loop:
+	for {
+		select {
+		case ev := <-bob.Events():
+			if m, ok := ev.(client.Message); ok && m.Transient {
+				got++
+			}
+		case <-drain:
+			break loop
+		}
+	}
+	if got == 0 || float64(got) > in {
+		t.Fatalf("bob got %d typing indicators, the edge took %v", got, in)
+	}
+	t.Logf("of %d datagrams the edge took %v, dropped %v; bob got %d", n, in, edgeMetric(t, addr, "relaymesh_edge_datagrams_dropped_total"), got)
+	// The session is still up, both ways.
+	var sent struct {
+		ID string `json:"id"`
+	}
+	page.eval(fmt.Sprintf(`relaymeshDemo.send(%s, "still here")`, js(cid)), &sent)
+	browserEvent(t, bob, func(m client.Message) bool { return m.ID == sent.ID })
+	if _, err := bob.Send(ctx, cid, `{"_lctype":-1,"_lctext":"me too"}`, client.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	page.pageEvent("message", map[string]any{"conv": cid, "text": "me too"})
+	page.eval(`relaymeshDemo.transport()`, &st)
+	if st.Transport != "webtransport" {
+		t.Fatalf("the page ended on %q", st.Transport)
+	}
+	var conns float64
+	if conns = edgeMetric(t, addr, `relaymesh_edge_transport_sessions_total{transport="webtransport"}`); conns != 1 {
+		t.Fatalf("%v WebTransport sessions: the flood cost the page its session", conns)
+	}
 }

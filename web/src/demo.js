@@ -13,6 +13,7 @@ const APP_ID = 'relaymesh-demo';
 const $ = sel => document.querySelector(sel);
 
 const demo = {
+  sdk: { Realtime, TextMessage, Event }, // for the console (and the tests)
   client: null,
   realtime: null,
   convs: new Map(), // id -> Conversation
