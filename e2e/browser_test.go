@@ -469,7 +469,13 @@ func chatBothWays(t *testing.T, page *cdp, edgeURL, mode, wantTransport string, 
 		DatagramsIn    int    `json:"datagramsIn"`
 		DatagramsOut   int    `json:"datagramsOut"`
 	}
-	page.eval(fmt.Sprintf(`relaymeshDemo.login(%s, {mode: %s})`, js(alice), js(mode)), &st)
+	// A loaded CI machine may take seconds to set up QUIC: a generous
+	// bound, so WebTransport is not given up for WebSocket on a slow start.
+	timeout := 20000
+	if wantTransport == "websocket" && mode == "auto" {
+		timeout = 5000 // the fallback cases: the SDK's default
+	}
+	page.eval(fmt.Sprintf(`relaymeshDemo.login(%s, {mode: %s, connectTimeoutMs: %d})`, js(alice), js(mode), timeout), &st)
 	if st.Transport != wantTransport {
 		t.Fatalf("page logged in over %q (%s), want %s", st.Transport, st.FallbackReason, wantTransport)
 	}
@@ -738,7 +744,7 @@ func TestBrowserDatagramFlood(t *testing.T) {
 	var st struct {
 		Transport string `json:"transport"`
 	}
-	page.eval(`relaymeshDemo.login("flooder")`, &st)
+	page.eval(`relaymeshDemo.login("flooder", {connectTimeoutMs: 20000})`, &st)
 	if st.Transport != "webtransport" {
 		t.Fatalf("transport %q", st.Transport)
 	}

@@ -77,9 +77,9 @@ function addMessage(convId, m) {
   demo.messages.set(convId, list);
 }
 
-demo.login = async function login(clientId, { mode = 'auto' } = {}) {
+demo.login = async function login(clientId, { mode = 'auto', connectTimeoutMs = 5000 } = {}) {
   if (demo.client) await demo.logout();
-  configure({ mode });
+  configure({ mode, connectTimeoutMs });
   demo.edges = await chooseEdge({ routers: [location.origin], appId: APP_ID });
   note('edges', { servers: demo.edges.servers, rtts: demo.edges.rtts });
   demo.realtime = new Realtime({ appId: APP_ID, appKey: 'demo', RTMServers: demo.edges.servers, noBinary: false });
