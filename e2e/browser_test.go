@@ -611,6 +611,14 @@ func TestBrowserWebTransport(t *testing.T) {
 	if n := edgeMetric(t, addr, `relaymesh_edge_datagrams_in_total`); n < 1 {
 		t.Fatalf("the edge took %v datagrams, want ≥ 1", n)
 	}
+	// The page logged out: its session closed cleanly, none left open.
+	deadline := time.Now().Add(10 * time.Second)
+	for edgeMetric(t, addr, `relaymesh_edge_transport_connections{transport="webtransport"}`) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the page's WebTransport connection is still open after logout")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	t.Run("forced WebSocket", func(t *testing.T) {
 		page.t = t
@@ -816,5 +824,53 @@ loop:
 	var conns float64
 	if conns = edgeMetric(t, addr, `relaymesh_edge_transport_sessions_total{transport="webtransport"}`); conns != 1 {
 		t.Fatalf("%v WebTransport sessions: the flood cost the page its session", conns)
+	}
+}
+
+// TestBrowserReconnect: the edge closes the page's idle WebTransport
+// session (4107); the official SDK sees the close code through sdk/js,
+// reconnects by itself, again over WebTransport, and the session works.
+func TestBrowserReconnect(t *testing.T) {
+	page := startChromium(t)
+	d, addr := startDevWith(t, cluster.DevConfig{Limits: edge.Limits{IdleTimeout: 3 * time.Second}})
+	page.open("http://" + addr + web.Path)
+	var st struct {
+		Transport   string `json:"transport"`
+		Connections int    `json:"connections"`
+		LastClose   *struct {
+			Transport string `json:"transport"`
+			Code      int    `json:"code"`
+			Reason    string `json:"reason"`
+		} `json:"lastClose"`
+	}
+	page.eval(`relaymeshDemo.login("sleepy", {connectTimeoutMs: 20000})`, &st)
+	if st.Transport != "webtransport" {
+		t.Fatalf("transport %q", st.Transport)
+	}
+	page.pageEvent("disconnect", nil)
+	page.pageEvent("reconnect", nil)
+	page.eval(`relaymeshDemo.transport()`, &st)
+	if st.Transport != "webtransport" || st.Connections < 2 {
+		t.Fatalf("after the reconnect: %+v, want a second WebTransport connection", st)
+	}
+	// Chromium 156 does not hand the edge's close code to the page:
+	// transport.closed rejects with "Connection lost." 500 ms after the
+	// stream's FIN (wtCloseGrace), where the session close capsule
+	// (4107) was sent, so sdk/js reports 1006 and the SDK reconnects, as it
+	// would for 4107 (docs/WEBTRANSPORT.md). A browser that reads the
+	// capsule reports 4107.
+	if st.LastClose == nil || st.LastClose.Transport != "webtransport" ||
+		st.LastClose.Code != 4107 && (st.LastClose.Code != 1006 || !strings.Contains(st.LastClose.Reason, "Connection lost")) {
+		t.Fatalf("last close %+v, want 4107 (idle), or Chromium's 1006 Connection lost, on webtransport", st.LastClose)
+	}
+	t.Logf("the idle session ended with %+v", *st.LastClose)
+	if n := edgeMetric(t, addr, `relaymesh_edge_transport_sessions_total{transport="webtransport"}`); n < 2 {
+		t.Fatalf("the edge counted %v WebTransport sessions, want ≥ 2", n)
+	}
+	// The new session serves requests (within the short idle bound).
+	var convs []any
+	page.eval(`relaymeshDemo.conversations()`, &convs)
+	if d.Edge.WTURL == "" {
+		t.Fatal("no WebTransport URL")
 	}
 }

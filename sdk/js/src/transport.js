@@ -36,6 +36,9 @@ export const state = {
   framesIn: 0,
   framesOut: 0,
   connections: 0,
+  // The close of the most recent connection that ended (the edge's code:
+  // 4107 idle, 1001 going away, …), or null.
+  lastClose: null,
 };
 
 const listeners = new Set();
@@ -368,6 +371,7 @@ export class RelayWebSocket {
   _closed(code, reason) {
     if (this._closeEmitted) return;
     this._closeEmitted = true;
+    if (this.readyState !== CONNECTING) state.lastClose = { transport: this.transport, code, reason };
     this.readyState = CLOSED;
     this._emit('close', { type: 'close', code, reason, wasClean: code === 1000, target: this });
   }
@@ -432,5 +436,5 @@ export function createWebSocketAdapter(opts) {
 export function _resetForTests() {
   infoCache.clear();
   wtFailedAt = -Infinity;
-  Object.assign(state, { transport: null, url: null, fallbackReason: null, datagramsIn: 0, datagramsOut: 0, framesIn: 0, framesOut: 0, connections: 0 });
+  Object.assign(state, { transport: null, url: null, fallbackReason: null, datagramsIn: 0, datagramsOut: 0, framesIn: 0, framesOut: 0, connections: 0, lastClose: null });
 }

@@ -148,6 +148,7 @@ test('the edge closing: data first, then its close code', async () => {
   assert.equal(seen.messages.length, 1);
   assert.equal(seen.closes[0].code, 4107);
   assert.equal(seen.closes[0].reason, 'idle');
+  assert.deepEqual(state.lastClose, { transport: 'webtransport', code: 4107, reason: 'idle' });
   assert.equal(seen.closes[0].wasClean, false);
 });
 

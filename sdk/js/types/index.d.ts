@@ -35,6 +35,8 @@ export interface TransportState {
   framesOut: number;
   /** Connections opened since the page loaded. */
   connections: number;
+  /** How the most recent connection that ended was closed. */
+  lastClose: { transport: TransportName | null; code: number; reason: string } | null;
 }
 
 export const state: Readonly<TransportState>;
