@@ -566,6 +566,13 @@ func chatBothWays(t *testing.T, page *cdp, edgeURL, mode, wantTransport string, 
 		t.Fatal(err)
 	}
 	page.pageEvent("message", map[string]any{"conv": room, "text": "hi room"})
+	// By name: the first join makes the room, the second finds it.
+	var byName, again string
+	page.eval(fmt.Sprintf(`relaymeshDemo.joinChatroom(%s)`, js("room-"+suffix)), &byName)
+	page.eval(fmt.Sprintf(`relaymeshDemo.joinChatroom(%s)`, js("room-"+suffix)), &again)
+	if byName == "" || byName != again || byName == room {
+		t.Fatalf("joined by name %q then %q (the other room is %q)", byName, again, room)
+	}
 
 	// The conversation list has the chat.
 	var convs []struct {
@@ -872,5 +879,49 @@ func TestBrowserReconnect(t *testing.T) {
 	page.eval(`relaymeshDemo.conversations()`, &convs)
 	if d.Edge.WTURL == "" {
 		t.Fatal("no WebTransport URL")
+	}
+}
+
+// TestBrowserDemoForms uses the demo as a person would: the login form,
+// the chat form, the message box (typing in it sends a typing indicator),
+// the log-out button and the "force WebSocket" box.
+func TestBrowserDemoForms(t *testing.T) {
+	page := startChromium(t)
+	d, addr := startDevForBrowser(t, false)
+	page.open("http://" + addr + web.Path)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bob, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: demoApp, ClientID: "forms-bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	do := func(script string) { page.eval(script, nil) }
+	do(`document.querySelector('#clientId').value = 'forms-alice'; document.querySelector('#login').requestSubmit()`)
+	page.waitText("#who", "forms-alice")
+	page.waitText("#transport", "webtransport")
+	do(`document.querySelector('#members').value = 'forms-bob'; document.querySelector('#chat').requestSubmit()`)
+	page.waitText("#title", "forms-alice, forms-bob")
+	do(`const i = document.querySelector('#text'); i.value = 'h'; i.dispatchEvent(new Event('input'))`)
+	typing := browserEvent(t, bob, func(m client.Message) bool { return m.From == "forms-alice" })
+	if !typing.Transient {
+		t.Fatalf("typing in the box sent %+v, want a transient message", typing)
+	}
+	do(`document.querySelector('#text').value = 'typed by hand'; document.querySelector('#compose').requestSubmit()`)
+	m := browserEvent(t, bob, func(m client.Message) bool { return m.From == "forms-alice" && !m.Transient })
+	if !strings.Contains(m.Text, "typed by hand") {
+		t.Fatalf("bob got %+v", m)
+	}
+	page.waitText("#messages", "forms-alice: typed by hand")
+	page.waitText("#transport", "datagrams in 0 out 1")
+
+	do(`document.querySelector('#logout').click()`)
+	page.waitText("#transport", "not connected")
+	do(`document.querySelector('#forcews').checked = true; document.querySelector('#login').requestSubmit()`)
+	page.waitText("#transport", "websocket (WebSocket forced)")
+	var errText string
+	page.eval(`document.querySelector('#error').textContent`, &errText)
+	if errText != "" {
+		t.Fatalf("the page shows an error: %s", errText)
 	}
 }

@@ -42,10 +42,10 @@ function text(m) {
 
 function showTransport() {
   const s = transportState;
-  $('#transport').textContent = s.transport
+  $('#transport').textContent = s.transport && demo.client
     ? s.transport + (s.fallbackReason ? ' (' + s.fallbackReason + ')' : '') + ` · datagrams in ${s.datagramsIn} out ${s.datagramsOut}`
     : 'not connected';
-  $('#transport').className = s.transport || '';
+  $('#transport').className = (demo.client && s.transport) || '';
 }
 onTransport(s => {
   note('transport', { transport: s.transport, fallbackReason: s.fallbackReason });
