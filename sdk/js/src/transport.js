@@ -341,6 +341,9 @@ export class RelayWebSocket {
   _openWS(reason) {
     const WS = this._opts.WebSocket || g.WebSocket;
     if (typeof WS !== 'function') throw new Error('relaymesh: no WebSocket either (' + reason + ')');
+    if (WS === RelayWebSocket || WS.prototype instanceof RelayWebSocket) {
+      throw new Error('relaymesh: the fallback WebSocket is RelayWebSocket itself (configure({WebSocket}) with the native one)');
+    }
     this.fallbackReason = reason;
     const ws = this._requested.length ? new WS(this.url, this._requested) : new WS(this.url);
     ws.binaryType = 'arraybuffer';

@@ -321,3 +321,11 @@ test('a flood of sends and messages keeps order', async () => {
   assert.equal(w.length, N * 3);
   for (let i = 0; i < N; i++) assert.deepEqual([...w.subarray(i * 3, i * 3 + 3)], [2, i & 0xff, i >> 8]);
 });
+
+test('a fallback WebSocket that is RelayWebSocket itself is an error, not a loop', async () => {
+  const { seen } = open({ mode: 'websocket', WebSocket: RelayWebSocket });
+  await until(() => seen.closes.length === 1);
+  assert.equal(seen.open, 0);
+  assert.equal(seen.errors, 1);
+  assert.match(seen.closes[0].reason, /RelayWebSocket itself/);
+});
