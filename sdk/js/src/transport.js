@@ -208,20 +208,32 @@ export class RelayWebSocket {
       reason = 'WebTransport failed recently';
     } else {
       const host = new URL(this.url).host;
-      // A cached certificate hash may be stale (a dev certificate is
-      // renewed): after a failure with one, fetch it again and retry once.
-      for (let attempt = infoCache.has(host) ? 2 : 1; attempt > 0; attempt--) {
-        try {
-          await this._openWT(WT);
-          return;
-        } catch (err) {
-          if (this.readyState !== CONNECTING) return;
-          infoCache.delete(host);
-          if (attempt > 1) continue;
-          wtFailedAt = Date.now();
-          if (o.mode === 'webtransport') throw err;
-          reason = 'WebTransport failed: ' + (err && err.message ? err.message : err);
+      const cached = infoCache.get(host);
+      try {
+        await this._openWT(WT);
+        return;
+      } catch (err) {
+        if (this.readyState !== CONNECTING) return;
+        infoCache.delete(host);
+        let failure = err;
+        // A cached certificate hash may be stale (a dev certificate is
+        // renewed): when the edge now names another, retry once with it.
+        if (cached) {
+          try {
+            const fresh = await withTimeout(getInfo(this.url, o), o.connectTimeoutMs, '/v1/webtransport');
+            if (JSON.stringify(fresh) !== JSON.stringify(cached)) {
+              await this._openWT(WT);
+              return;
+            }
+          } catch (err2) {
+            if (this.readyState !== CONNECTING) return;
+            infoCache.delete(host);
+            failure = err2;
+          }
         }
+        wtFailedAt = Date.now();
+        if (o.mode === 'webtransport') throw failure;
+        reason = 'WebTransport failed: ' + (failure && failure.message ? failure.message : failure);
       }
     }
     this._openWS(reason);

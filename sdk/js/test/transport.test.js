@@ -329,3 +329,13 @@ test('a fallback WebSocket that is RelayWebSocket itself is an error, not a loop
   assert.equal(seen.errors, 1);
   assert.match(seen.closes[0].reason, /RelayWebSocket itself/);
 });
+
+test('a failure with a cached hash the edge still names is not retried', async () => {
+  rememberInfo(URL_, { url: 'https://edge.test:8080/wt', certificateHashes: [{ algorithm: 'sha-256', value: HASH }] });
+  FakeWebTransport.plan = ['fail', 'ok'];
+  const { ws, seen, fetch } = open();
+  await until(() => seen.open === 1);
+  assert.equal(ws.transport, 'websocket');
+  assert.equal(fetch.calls.length, 1); // asked, and got the same hash
+  assert.equal(FakeWebTransport.instances.length, 1);
+});
