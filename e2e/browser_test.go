@@ -322,7 +322,12 @@ func (c *cdp) open(url string) {
 // fields include want (compared as JSON values).
 func (c *cdp) pageEvent(typ string, want map[string]any) map[string]any {
 	c.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	return c.pageEventWithin(15*time.Second, typ, want)
+}
+
+func (c *cdp) pageEventWithin(d time.Duration, typ string, want map[string]any) map[string]any {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		var evs []map[string]any
 		c.eval(`relaymeshDemo.events`, &evs)
@@ -924,4 +929,73 @@ func TestBrowserDemoForms(t *testing.T) {
 	if errText != "" {
 		t.Fatalf("the page shows an error: %s", errText)
 	}
+}
+
+// TestBrowserEdgeRestart: `relaymesh dev` restarts with a new self-signed
+// certificate while the page is logged in over WebTransport. The SDK
+// reconnects by itself; sdk/js's remembered hash fails, it fetches the new
+// one and reconnects over WebTransport (not WebSocket), and the page chats.
+func TestBrowserEdgeRestart(t *testing.T) {
+	page := startChromium(t)
+	addr := freeDevAddr(t)
+	dir := t.TempDir()
+	start := func() *cluster.Dev {
+		d, err := cluster.StartDev(cluster.DevConfig{DataDir: dir, Addr: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for !d.Core.Ready() {
+			if time.Now().After(deadline) {
+				t.Fatal("dev region not ready")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return d
+	}
+	d := start()
+	old := d.WTCert.Hash()
+	page.open("http://" + addr + web.Path)
+	var st struct {
+		Transport   string `json:"transport"`
+		Connections int    `json:"connections"`
+	}
+	page.eval(`relaymeshDemo.login("restarted", {connectTimeoutMs: 20000})`, &st)
+	if st.Transport != "webtransport" {
+		t.Fatalf("transport %q", st.Transport)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, "wt")); err != nil { // a new certificate on restart
+		t.Fatal(err)
+	}
+	d = start()
+	defer d.Close()
+	if d.WTCert.Hash() == old {
+		t.Fatal("the restarted region kept its certificate")
+	}
+	page.pageEventWithin(40*time.Second, "reconnect", nil)
+	page.eval(`relaymeshDemo.transport()`, &st)
+	if st.Transport != "webtransport" || st.Connections < 2 {
+		t.Fatalf("after the restart: %+v, want a new WebTransport connection", st)
+	}
+	if n := edgeMetric(t, addr, `relaymesh_edge_transport_sessions_total{transport="webtransport"}`); n < 1 {
+		t.Fatalf("the restarted edge counted %v WebTransport sessions", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	bob, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: demoApp, ClientID: "restart-bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bob.Close()
+	cid, err := bob.CreateConversation(ctx, []string{"restarted"}, "after restart", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Send(ctx, cid, `{"_lctype":-1,"_lctext":"welcome back"}`, client.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	page.pageEvent("message", map[string]any{"conv": cid, "text": "welcome back"})
 }

@@ -18,8 +18,8 @@ const defaults = {
   mode: 'auto', // 'auto' | 'webtransport' | 'websocket'
   datagrams: true,
   connectTimeoutMs: 5000,
-  // After WebTransport failed to connect, reconnects go straight to
-  // WebSocket for this long.
+  // After WebTransport failed to connect where a WebSocket then did,
+  // reconnects go straight to WebSocket for this long.
   retryWebTransportAfterMs: 60000,
   WebTransport: undefined, // default: globalThis.WebTransport at connect time
   WebSocket: undefined, // default: globalThis.WebSocket at connect time
@@ -231,8 +231,8 @@ export class RelayWebSocket {
             failure = err2;
           }
         }
-        wtFailedAt = Date.now();
         if (o.mode === 'webtransport') throw failure;
+        this._wtFailed = true; // counts once the WebSocket gets through (_openWS)
         reason = 'WebTransport failed: ' + (failure && failure.message ? failure.message : failure);
       }
     }
@@ -362,6 +362,10 @@ export class RelayWebSocket {
     this._ws = ws;
     ws.onopen = () => {
       if (this.readyState !== CONNECTING) return;
+      // WebTransport failed where a WebSocket gets through: this network
+      // or browser lacks it, so reconnects skip it for a while. (When both
+      // fail, the edge is down: its next start is tried over WebTransport.)
+      if (this._wtFailed) wtFailedAt = Date.now();
       this.transport = 'websocket';
       this.protocol = ws.protocol;
       this._opened();

@@ -339,3 +339,20 @@ test('a failure with a cached hash the edge still names is not retried', async (
   assert.equal(fetch.calls.length, 1); // asked, and got the same hash
   assert.equal(FakeWebTransport.instances.length, 1);
 });
+
+test('when WebSocket fails too (the edge is down), the next connection tries WebTransport again', async () => {
+  class DeadWebSocket {
+    constructor() {
+      setTimeout(() => this.onclose && this.onclose({ code: 1006, reason: 'refused' }), 1);
+    }
+    close() {}
+  }
+  FakeWebTransport.plan = ['fail', 'ok'];
+  const first = open({ WebSocket: DeadWebSocket });
+  await until(() => first.seen.closes.length === 1);
+  assert.equal(first.seen.open, 0);
+  const second = open();
+  await until(() => second.seen.open === 1);
+  assert.equal(second.ws.transport, 'webtransport');
+  assert.equal(FakeWebTransport.instances.length, 2);
+});
