@@ -4,7 +4,7 @@ BIN := bin/relaymesh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 NODE_SDK := conformance/js/node_modules/leancloud-realtime
 
-.PHONY: build run test test-go race lint bench proto lab fuzz clean
+.PHONY: build run test test-go race lint bench proto lab fuzz clean js
 
 build:
 	$(GO) build -o $(BIN) ./cmd/relaymesh
@@ -21,6 +21,13 @@ test: $(NODE_SDK)
 $(NODE_SDK): conformance/js/package.json conformance/js/package-lock.json
 	npm ci --prefix conformance/js --no-audit --no-fund
 	touch $@
+
+# The browser SDK (sdk/js) and the demo bundle it builds, web/static/demo.js
+# (committed, so `make run` and `make test` need no Node build step).
+js:
+	npm ci --prefix sdk/js --no-audit --no-fund
+	npm run build --prefix sdk/js
+	npm test --prefix sdk/js
 
 race: $(NODE_SDK)
 	$(GO) test -race -count=1 -timeout 30m ./...

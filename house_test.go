@@ -44,6 +44,8 @@ var houseRules = []rule{
 		why: "the queue type is shared by the relay and the edge, so it imports nothing of ours"},
 	{pkg: "catalog", deny: []string{"edge", "core", "relay", "cluster"},
 		why: "roles read the catalog, not the other way round"},
+	{pkg: "web", deny: []string{""}, allow: []string{"web"},
+		why: "the demo page is static files; cluster wires it into `relaymesh dev`"},
 }
 
 // under reports whether package p is prefix or below it.

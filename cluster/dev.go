@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/rest"
+	"github.com/relaymesh/relaymesh/web"
 )
 
 // DevConfig configures `relaymesh dev`: one region in one process.
@@ -140,6 +142,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Hooks: cfg.Integrations.Hooks, // app users (issue 8): the core's client, one set of counters
 
 		WebTransport: wt,
+
+		Pages: map[string]http.Handler{"/demo": web.Handler(), web.Path: web.Handler()}, // the chat demo
 	})
 	if err != nil {
 		c.Close()

@@ -63,6 +63,9 @@ type EdgeConfig struct {
 	// HTTPAddr's host:port (path /wt) with this certificate (edge/wt.go).
 	// The caller owns it.
 	WebTransport *edge.WTCert
+	// Pages are more routes on the HTTP listener, by ServeMux pattern
+	// (StartDev serves the chat demo, package web, at /demo/).
+	Pages map[string]http.Handler
 }
 
 // Edge is a running edge.
@@ -145,6 +148,9 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	mux.Handle("/", srv.Handler())
 	mux.Handle("/1.1/", api)
 	mux.Handle("/1.2/", api)
+	for pattern, h := range cfg.Pages {
+		mux.Handle(pattern, h)
+	}
 	e.http = srv.HTTPServer(mux) // slowloris timeouts (edge/guard.go)
 	if udp != nil {
 		e.wt = srv.NewWebTransport(edge.WTConfig{Cert: cfg.WebTransport, Handler: mux})

@@ -191,6 +191,7 @@ func runDev(args []string) error {
 	fmt.Printf("  LeanCloud SDK:  new Realtime({ appId, appKey, RTMServers: '%s' })\n", d.Edge.URL)
 	fmt.Printf("  router:         http://%s/v1/route   health: http://%s/healthz\n", *addr, *addr)
 	fmt.Printf("  REST API:       http://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", *addr)
+	fmt.Printf("  chat demo:      http://%s/demo/  (a browser page on the official SDK, over WebTransport or WebSocket)\n", *addr)
 	if d.WTCert != nil {
 		h := d.WTCert.Hash()
 		fmt.Printf("  WebTransport:   %s  (self-signed ECDSA P-256, valid until %s; docs/WEBTRANSPORT.md)\n", d.Edge.WTURL, d.WTCert.NotAfter().UTC().Format(time.RFC3339))
