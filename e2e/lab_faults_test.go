@@ -410,6 +410,9 @@ func TestLabFaults(t *testing.T) {
 	})
 
 	t.Run("partition", func(t *testing.T) {
+		// Longer than the edge's backend timeout (10 s): sends across the
+		// cut fail rather than wait for the heal.
+		const partitionFor = 15 * time.Second
 		// A probe pair: a client in r2 sends into a conversation homed in
 		// r1 once the partition heals, until the first ack.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -421,7 +424,7 @@ func TestLabFaults(t *testing.T) {
 			t.Fatal(err)
 		}
 		rec := startMembershipRecorder(t, l)
-		cfg := l.crossCfg("faults-partition", 24*time.Second)
+		cfg := l.crossCfg("faults-partition", 30*time.Second)
 		cfg.FaultAfter = 6 * time.Second
 		var healed time.Time
 		var backAfter time.Duration
@@ -432,7 +435,7 @@ func TestLabFaults(t *testing.T) {
 			}
 			go func() {
 				defer close(done)
-				time.Sleep(8 * time.Second)
+				time.Sleep(partitionFor)
 				if _, err := l.ctl("POST", "/heal?a=r1", nil); err != nil {
 					t.Errorf("heal: %v", err)
 					return
@@ -455,9 +458,9 @@ func TestLabFaults(t *testing.T) {
 		s := runFaultLoad(t, cfg)
 		<-done
 		ops := rec.stop()
-		checkFaultLedger(t, "r1 partitioned away for 8 s, then healed", s)
+		checkFaultLedger(t, "r1 partitioned away for 15 s, then healed", s)
 		if s.Failed == 0 {
-			t.Errorf("no send failed across an 8 s partition")
+			t.Errorf("no send failed across a 15 s partition (longer than the edge's 10 s backend timeout)")
 		}
 		if backAfter == 0 {
 			t.Errorf("no send from r2 into a conversation homed in r1 succeeded within a minute of the heal")

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -20,12 +21,15 @@ import (
 
 // Linearizability of membership operations (issue 9), checked with
 // porcupine. While a fault runs (TestLabFaults: a leader killed, a region
-// partitioned away), six clients of both regions operate on two
+// partitioned away), ten clients of both regions operate on two
 // conversations, one homed in each region: the two owners (one per
 // region, each the creator of one conversation) add and remove workers
-// of their own conversation and read the members of both; four workers
-// (two per region) join and quit either conversation themselves and read
-// its members (conv/query by objectId, the "m" column). Every operation is
+// of their own conversation and read the members of both; eight workers
+// (four per region, two per edge) join and quit either conversation
+// themselves and read its members (conv/query by objectId, the "m"
+// column). Each client does one operation about every 2.2 s, under the
+// edge's 30 conversation operations a minute per session; a rejection by
+// that quota (4116) is certain not to have been applied and is left out. Every operation is
 // recorded with its call and return time. The model is one set of workers
 // per conversation (the owners are always members and left out); an
 // operation that failed (an error, a timeout) may or may not have been
@@ -87,15 +91,15 @@ var membershipModel = porcupine.Model{
 		in, out := input.(memIn), output.(memOut)
 		name := [...]string{"add", "remove", "read"}[in.Kind]
 		if in.Kind == memRead {
-			return fmt.Sprintf("read %s → %04b", in.Cid[len(in.Cid)-4:], out.Mask)
+			return fmt.Sprintf("read %s → %08b", in.Cid[len(in.Cid)-4:], out.Mask)
 		}
 		u := ""
 		if out.Unknown {
 			u = " (failed: unknown)"
 		}
-		return fmt.Sprintf("%s %04b %s%s", name, in.Mask, in.Cid[len(in.Cid)-4:], u)
+		return fmt.Sprintf("%s %08b %s%s", name, in.Mask, in.Cid[len(in.Cid)-4:], u)
 	},
-	DescribeState: func(state any) string { return fmt.Sprintf("%04b", state.(uint64)) },
+	DescribeState: func(state any) string { return fmt.Sprintf("%08b", state.(uint64)) },
 }
 
 // membershipRecorder drives the six clients and records their operations.
@@ -105,8 +109,19 @@ type membershipRecorder struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu  sync.Mutex
-	ops []porcupine.Operation // guarded by mu
+	mu    sync.Mutex
+	ops   []porcupine.Operation // guarded by mu
+	errs  []string              // guarded by mu; the first few errors
+	quota int                   // guarded by mu; operations refused by the edge's quota
+}
+
+// pause waits between two operations of a client: 1.8–2.6 s, so a
+// session stays under the edge's 30 operations a minute.
+func (r *membershipRecorder) pause(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(1800*time.Millisecond + rand.N(800*time.Millisecond)):
+	}
 }
 
 // startMembershipRecorder logs the clients in, creates the two
@@ -124,7 +139,7 @@ func startMembershipRecorder(t *testing.T, l *labProc) *membershipRecorder {
 	owners := []*client.Client{dial(r1.Edges[0], tag+"-owner1"), dial(r2.Edges[0], tag+"-owner2")}
 	var workers []string
 	var wcl []*client.Client
-	for i, url := range []string{r1.Edges[0], r1.Edges[1], r2.Edges[0], r2.Edges[1]} {
+	for i, url := range []string{r1.Edges[0], r1.Edges[1], r1.Edges[0], r1.Edges[1], r2.Edges[0], r2.Edges[1], r2.Edges[0], r2.Edges[1]} {
 		id := fmt.Sprintf("%s-w%d", tag, i)
 		workers = append(workers, id)
 		wcl = append(wcl, dial(url, id))
@@ -176,7 +191,20 @@ func startMembershipRecorder(t *testing.T, l *labProc) *membershipRecorder {
 				return // stopped mid-operation: not recorded
 			}
 			if err != nil {
-				if in.Kind == memRead {
+				rec.mu.Lock()
+				if len(rec.errs) < 5 {
+					rec.errs = append(rec.errs, err.Error())
+				}
+				var le *client.Error
+				if errors.As(err, &le) && le.Code == 4116 {
+					rec.quota++
+				}
+				rec.mu.Unlock()
+			}
+			if err != nil {
+				var le *client.Error
+				if in.Kind == memRead || errors.As(err, &le) && le.Code == 4116 {
+					rec.pause(ctx)
 					continue
 				}
 				out.Unknown, ret = true, math.MaxInt64
@@ -184,10 +212,7 @@ func startMembershipRecorder(t *testing.T, l *labProc) *membershipRecorder {
 			rec.mu.Lock()
 			rec.ops = append(rec.ops, porcupine.Operation{ClientId: clientID, Input: in, Call: call, Output: out, Return: ret})
 			rec.mu.Unlock()
-			select {
-			case <-ctx.Done():
-			case <-time.After(time.Duration(20+rand.IntN(80)) * time.Millisecond):
-			}
+			rec.pause(ctx)
 		}
 	}
 	for i, o := range owners {
@@ -195,7 +220,7 @@ func startMembershipRecorder(t *testing.T, l *labProc) *membershipRecorder {
 			run(i, func(ctx context.Context) (memIn, memOut, error) {
 				switch k := rand.IntN(3); k {
 				case memAdd, memRemove:
-					m := uint64(1 + rand.IntN(15))
+					m := uint64(1 + rand.IntN(255))
 					var ids []string
 					for j, w := range workers {
 						if m&(1<<j) != 0 {
@@ -246,6 +271,7 @@ func (r *membershipRecorder) stop() []porcupine.Operation {
 	r.wg.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.t.Logf("membership recorder: %d operations refused by the edge's quota; first errors: %q", r.quota, r.errs)
 	return r.ops
 }
 
@@ -264,7 +290,7 @@ func checkLinearizable(t *testing.T, what string, ops []porcupine.Operation) {
 			writes++
 		}
 	}
-	if reads < 20 || writes < 20 {
+	if reads < 30 || writes < 30 {
 		t.Fatalf("%s: only %d reads and %d writes recorded", what, reads, writes)
 	}
 	t0 := time.Now()
