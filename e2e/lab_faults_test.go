@@ -96,9 +96,18 @@ func startLabProc(t *testing.T, shards int) *labProc {
 			t.Fatal("no topology.json after 3 minutes")
 		}
 	}
-	b, _ := os.ReadFile(filepath.Join(dir, "lab.json"))
-	if err := json.Unmarshal(b, &l.desc); err != nil || l.desc.Control == "" {
-		t.Fatalf("lab.json: %v %s", err, b)
+	// lab.json names the control endpoint once it listens, which may be
+	// a moment after topology.json.
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, "lab.json"))
+		err := json.Unmarshal(b, &l.desc)
+		if err == nil && l.desc.Control != "" {
+			break
+		}
+		if time.Since(t0) > 3*time.Minute {
+			t.Fatalf("lab.json: %v %s", err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("FIGURE start: 2 regions × (3 cores + 2 edges), %d shards per region, ready in %v", shards, time.Since(t0).Round(time.Millisecond))
 	return l
@@ -291,7 +300,7 @@ func sessionsOf(cfg loadtest.Config, ri int) int {
 
 func TestLabFaults(t *testing.T) {
 	labRun(t)
-	l := startLabProc(t, 2)
+	l := startLabProc(t, 2) // total below
 	r1, r2 := l.top.Regions[0], l.top.Regions[1]
 
 	t.Run("baseline", func(t *testing.T) {
@@ -314,7 +323,22 @@ func TestLabFaults(t *testing.T) {
 	t.Run("login", func(t *testing.T) { loginAcrossRegions(t, l) })
 
 	t.Run("leader-kill-9", func(t *testing.T) {
-		led := l.shardsLed("r1")
+		// Every shard of r1 led (shortly after the start one may not be yet).
+		const total = 2
+		var led map[string]int
+		for t0 := time.Now(); ; time.Sleep(50 * time.Millisecond) {
+			led = l.shardsLed("r1")
+			sum := 0
+			for _, k := range led {
+				sum += k
+			}
+			if sum == total {
+				break
+			}
+			if time.Since(t0) > time.Minute {
+				t.Fatalf("r1's %d shards not all led after a minute: %v", total, led)
+			}
+		}
 		victim, most := "", -1
 		for n, k := range led {
 			if k > most || k == most && n < victim {
@@ -323,10 +347,6 @@ func TestLabFaults(t *testing.T) {
 		}
 		if victim == "" || most < 1 {
 			t.Fatalf("no shard leader in r1: %v", led)
-		}
-		total := 0
-		for _, k := range led {
-			total += k
 		}
 		t.Logf("r1 shards led before: %v; victim %s", led, victim)
 		rec := startMembershipRecorder(t, l)

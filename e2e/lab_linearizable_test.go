@@ -290,7 +290,7 @@ func checkLinearizable(t *testing.T, what string, ops []porcupine.Operation) {
 			writes++
 		}
 	}
-	if reads < 30 || writes < 30 {
+	if reads < 15 || writes < 30 {
 		t.Fatalf("%s: only %d reads and %d writes recorded", what, reads, writes)
 	}
 	t0 := time.Now()
