@@ -52,7 +52,7 @@ bench:
 # load scenario in each region, SIGTERM leaving nothing; ~1 minute), then
 # issue 9's faults under cross-region load on a 2-shard lab (a leader
 # killed, every edge of a region killed, a partition healed, a region
-# restarted; ledger and porcupine checks; ~8 minutes), then
+# restarted; ledger and porcupine checks; ~3 minutes), then
 # 50,000 random shard commands on three replicas (~2 minutes; the seed is
 # logged, rerun one with -replicas.seed=N), a 10-minute pairs run and a
 # reconnect storm of 15k sessions (~13 minutes), then issue 8's kill -9 runs

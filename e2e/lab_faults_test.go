@@ -502,7 +502,10 @@ func TestLabFaults(t *testing.T) {
 		cfg.FaultAfter = 6 * time.Second
 		var down time.Time
 		var leaderBack, edgesBack time.Duration
-		done := make(chan struct{})
+		var coresStarted, loginAt time.Time
+		var loginTook time.Duration
+		var loginErr error
+		done, outage := make(chan struct{}), make(chan struct{})
 		cfg.Fault = func() error {
 			var wg sync.WaitGroup
 			for _, role := range []string{"edge", "core"} {
@@ -516,10 +519,23 @@ func TestLabFaults(t *testing.T) {
 			}
 			wg.Wait()
 			down = time.Now()
+			go func() { // a login at r2 while r1 is gone
+				defer close(outage)
+				time.Sleep(time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				defer cancel()
+				t0 := time.Now()
+				c, err := client.Dial(ctx, r2.Edges[0], client.Options{AppID: "lab-app", ClientID: "faults-outage-login", RequestTimeout: 30 * time.Second})
+				loginAt, loginTook, loginErr = t0, time.Since(t0), err
+				if err == nil {
+					c.Close()
+				}
+			}()
 			go func() {
 				defer close(done)
 				time.Sleep(5 * time.Second)
 				t0 := time.Now()
+				coresStarted = t0
 				var wg sync.WaitGroup
 				for _, n := range l.nodes("r1", "core") { // together: one alone has no quorum
 					wg.Go(func() {
@@ -552,6 +568,12 @@ func TestLabFaults(t *testing.T) {
 		before := l.dropCounters()
 		s := runFaultLoad(t, cfg)
 		<-done
+		<-outage
+		if loginErr != nil {
+			t.Errorf("login at r2 while r1 was down: %v", loginErr)
+		}
+		t.Logf("FIGURE login at r2 (a new client, no conversations) 1 s into r1's outage: %v, done %v before r1's cores were started again (negative: after)",
+			loginTook.Round(time.Millisecond), coresStarted.Sub(loginAt.Add(loginTook)).Round(time.Millisecond))
 		checkFaultLedger(t, "r1 killed whole (3 cores, 2 edges) and restarted 5 s later", s)
 		if s.SessionsDownAtEnd != 0 {
 			t.Errorf("%d sessions still down at the end", s.SessionsDownAtEnd)
