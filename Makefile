@@ -57,6 +57,9 @@ bench:
 # (issue 9: two regions of 3 cores and 2 edges, 80 ms apart; start, RTT
 # between regions, partition and heal, a leader killed, the cross-region
 # load scenario in each region, SIGTERM leaving nothing; ~1 minute), then
+# issue 9's faults under cross-region load on a 2-shard lab (a leader
+# killed, every edge of a region killed, a partition healed, a region
+# restarted; ledger and porcupine checks; ~3 minutes), then
 # 50,000 random shard commands on three replicas (~2 minutes; the seed is
 # logged, rerun one with -replicas.seed=N), a 10-minute pairs run and a
 # reconnect storm of 15k sessions (~13 minutes), then issue 8's kill -9 runs
@@ -64,6 +67,7 @@ bench:
 # each (~1 minute).
 lab:
 	RELAYMESH_LAB=1 $(GO) test -count=1 -timeout 10m -run 'TestLabSmoke' -v ./e2e
+	RELAYMESH_LAB=1 $(GO) test -count=1 -timeout 20m -run 'TestLabFaults' -v ./e2e
 	$(GO) test -count=1 -timeout 30m -run 'TestReplicasAgree|TestReplicaDiskFailure' -v ./core/shard -replicas.commands=50000
 	GO=$(GO) ./scripts/bench.sh --lab
 	RELAYMESH_LAB=1 $(GO) test -count=1 -timeout 15m -run 'TestFailoverLab' -v ./e2e

@@ -67,10 +67,20 @@ func TestLabSmoke(t *testing.T) {
 		}
 	}
 	startup := time.Since(t0)
+	// lab.json names the control endpoint once it listens, which may be a
+	// moment after topology.json.
 	var desc lab.LabFile
-	b, _ := os.ReadFile(filepath.Join(dir, "lab.json"))
-	if err := json.Unmarshal(b, &desc); err != nil || desc.Control == "" {
-		t.Fatalf("lab.json: %v %s", err, b)
+	var b []byte
+	for {
+		b, _ = os.ReadFile(filepath.Join(dir, "lab.json"))
+		err := json.Unmarshal(b, &desc)
+		if err == nil && desc.Control != "" {
+			break
+		}
+		if time.Since(t0) > 3*time.Minute {
+			t.Fatalf("lab.json: %v %s", err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("FIGURE start: 2 regions × (3 cores + 2 edges) ready in %v (lab's own count %d ms)", startup.Round(time.Millisecond), desc.StartedMS)
 	if len(top.Regions) != 2 || len(top.Regions[0].Edges) != 2 {

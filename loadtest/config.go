@@ -88,6 +88,17 @@ type Config struct {
 	// worker process: the ledger that times it lives in that process.
 	Fault      func() error  `json:"-"`
 	FaultAfter time.Duration `json:"-"`
+
+	// ViaRouter (cross-region): each session also asks its region's router
+	// (Region.Router, GET /v1/route: server and secondary) and knows only
+	// its own region's edges besides, so when every edge of its region is
+	// gone it reaches another region only through the router's
+	// secondary, as an official SDK would.
+	ViaRouter bool
+	// FinalSync: after the drain every open session reads the history of
+	// its conversations and records what it finds as sync copies
+	// (finalsync.go), so Lost counts only acked messages that are nowhere.
+	FinalSync bool
 }
 
 // Defaults fills in zero values.
@@ -150,6 +161,11 @@ func (c *Config) Validate() error {
 		}
 		if c.Sessions < 2 {
 			return errors.New("loadtest: cross-region needs at least 2 sessions")
+		}
+		for _, r := range c.Regions {
+			if c.ViaRouter && r.Router == "" {
+				return fmt.Errorf("loadtest: via the router: topology region %q has no router", r.Name)
+			}
 		}
 	case "":
 		return errors.New("loadtest: --scenario is required")

@@ -46,8 +46,13 @@ func (w *worker) newRegionSessions(prefix string, first, n int) []*session {
 		for j := 1; j < len(reg.Edges); j++ {
 			s.servers = append(s.servers, reg.Edges[(k+j)%len(reg.Edges)])
 		}
-		for j := 1; j < len(w.cfg.Regions); j++ {
-			s.servers = append(s.servers, w.cfg.Regions[(ri+j)%len(w.cfg.Regions)].Edges...)
+		if w.cfg.ViaRouter {
+			// Other regions only through the router's secondary.
+			s.router = reg.Router
+		} else {
+			for j := 1; j < len(w.cfg.Regions); j++ {
+				s.servers = append(s.servers, w.cfg.Regions[(ri+j)%len(w.cfg.Regions)].Edges...)
+			}
 		}
 		out[i] = s
 	}

@@ -46,3 +46,32 @@ func TestRegionSessions(t *testing.T) {
 		}
 	}
 }
+
+// TestRegionSessionsViaRouter: with ViaRouter a session knows its
+// region's router and only its own region's edges: another region only
+// through the router's secondary.
+func TestRegionSessionsViaRouter(t *testing.T) {
+	w := &worker{cfg: Config{RunID: "t", ViaRouter: true, Regions: []Region{
+		{Name: "a", Edges: []string{"a1", "a2"}, Router: "http://ra"},
+		{Name: "b", Edges: []string{"b1"}, Router: "http://rb"},
+	}}}
+	for _, s := range w.newRegionSessions("x", 0, 4) {
+		want := map[string]string{"a": "http://ra", "b": "http://rb"}[s.region]
+		if s.router != want || s.target[0] != s.region[0] {
+			t.Errorf("%s in %s: router %q target %s", s.id, s.region, s.router, s.target)
+		}
+		for _, u := range s.servers {
+			if u[0] != s.region[0] {
+				t.Errorf("%s in %s knows %s of another region", s.id, s.region, u)
+			}
+		}
+		if o := w.options(s); o.Router != want {
+			t.Errorf("%s: client options router %q", s.id, o.Router)
+		}
+	}
+	bad := Config{Scenario: ScenarioCrossRegion, Sessions: 2, ViaRouter: true, Regions: []Region{{Name: "a", Edges: []string{"ws://a/"}}}}
+	bad.Defaults()
+	if err := bad.Validate(); err == nil {
+		t.Error("ViaRouter without a router in the topology was accepted")
+	}
+}

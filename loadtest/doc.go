@@ -78,6 +78,10 @@
 //     all after the drain (sending stops, then up to Config.Drain until every
 //     expected copy arrived or none arrived for a second). Any lost copy
 //     fails the run (exit status 1).
+//   - With Config.FinalSync, after the drain every open session reads its
+//     conversations' history and records what it finds as sync copies
+//     (finalsync.go): a push lost on the way is then late, and lost means
+//     the server acked a message it does not have.
 //   - Before dedup: duplicates counts live copies beyond the first per
 //     (message, recipient), whatever their server id. After dedup by message
 //     id — what an SDK that drops repeated message ids shows the user —
@@ -108,7 +112,10 @@
 // each was down (client.Reconnected.Down) and how many never came back.
 // Sessions are given the other targets (client.Options.Servers) and
 // resync after a reconnect (client.Options.Resync): copies that arrive
-// that way are late, not lost.
+// that way are late, not lost. With Config.ViaRouter (cross-region) a
+// session knows only its own region's edges and its region's router
+// (client.Options.Router), so it reaches another region only through
+// the router's secondary.
 //
 // # Network
 //

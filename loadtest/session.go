@@ -43,6 +43,7 @@ type session struct {
 	target  string
 	servers []string // the other targets (client.Options.Servers)
 	region  string   // cross-region: the topology region of target
+	router  string   // Config.ViaRouter: the region's router (client.Options.Router)
 	w       *worker
 	cl      *client.Client // set by login, then immutable
 

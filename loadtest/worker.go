@@ -50,7 +50,7 @@ type Report struct {
 // Progress is a worker's state, reported every Config.Progress.
 type Progress struct {
 	Worker    int     `json:"worker"`
-	Phase     string  `json:"phase"` // connecting, setup, ready (chatroom: waiting for the others), steady, draining, closing, done
+	Phase     string  `json:"phase"` // connecting, setup, ready (chatroom: waiting for the others), steady, draining, syncing (Config.FinalSync), closing, done
 	Connected int     `json:"connected"`
 	Sent      int     `json:"sent"`
 	Acked     int     `json:"acked"`
@@ -254,6 +254,10 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 		w.setPhase("draining")
 		w.drain(ctx)
 		stopFault()
+		if w.cfg.FinalSync {
+			w.setPhase("syncing")
+			w.finalSync(ctx)
+		}
 		w.countDown()
 	}()
 	rep := &Report{
@@ -361,6 +365,7 @@ func (w *worker) options(s *session) client.Options {
 		RequestTimeout: 20 * time.Second,
 		HTTPClient:     w.http,
 		Servers:        s.servers,
+		Router:         s.router,
 		// A session that reconnects reads what it missed (late copies in
 		// the ledger); the reconnect scenario measures its own recovery.
 		Resync: w.cfg.Scenario != ScenarioReconnect,
