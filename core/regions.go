@@ -71,8 +71,15 @@ const (
 	regionProbeEvery = time.Second
 )
 
-// errRegionDown: no core of the region answered lately.
+// errRegionDown: no core of the region answered lately, and this request
+// reached none of them: it was not carried out.
 var errRegionDown = errors.New("core: region unreachable")
+
+// errRegionUnknown: the request may have reached a core of the region,
+// which did not answer in time; whether it took effect is unknown (the
+// edge sends a retry-safe request again, which the home shard
+// deduplicates).
+var errRegionUnknown = errors.New("core: region did not answer; outcome unknown")
 
 // Regions is a core node's link to the other regions.
 type Regions struct {
@@ -97,7 +104,8 @@ type Regions struct {
 // RegionStats are the region hop's counters (relaymesh_region_* on
 // /metrics).
 type RegionStats struct {
-	Sent     atomic.Uint64               // pushes sent to other regions
+	Sent     atomic.Uint64               // pushes sent to other regions and acked there
+	Resent   atomic.Uint64               // pushes sent again on a new stream (not acked on the old)
 	Received atomic.Uint64               // pushes received from other regions
 	Dropped  [pq.NumClasses]atomic.Int64 // pushes dropped at the hop, by class
 	Failed   atomic.Uint64               // pushes dropped because no core of the region took them
@@ -342,17 +350,126 @@ func (g *Regions) push(rr *remoteRegion, d *meshpb.RegionDelivery, c pq.Class) {
 	}
 }
 
-// send drains rr's queue in order over one stream to a core of rr,
-// moving to its next core when a send fails.
+// regionUnackedMax bounds the pushes sent to a region and not yet acked;
+// past it the sender waits for acks and the queue fills (and sheds LOW
+// first) behind it.
+const regionUnackedMax = 4096
+
+// hopStream is one push stream to a core of a remote region and the
+// highest seq that core acked.
+type hopStream struct {
+	st    *mesh.Stream
+	acked atomic.Uint64
+}
+
+// send drains rr's queue in order over one stream to a core of rr (its
+// router first), keeping every push until that core acks it: when a
+// stream fails, the next core (or the same, once back) gets the unacked
+// pushes again, marked as a replay, before anything newer. A push is lost
+// only to a full queue (counted as dropped by class), never to a stream
+// that died with it in flight.
 func (g *Regions) send(rr *remoteRegion) {
-	var st *mesh.Stream
+	var hs *hopStream
+	var unacked []*meshpb.RegionDelivery // in seq order
+	var seq uint64
 	next := 0
 	defer func() {
-		if st != nil {
-			st.Close()
+		if hs != nil {
+			hs.st.Close()
 		}
 	}()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	// trim drops what the current stream acked.
+	trim := func() {
+		if hs == nil {
+			return
+		}
+		a := hs.acked.Load()
+		i := 0
+		for i < len(unacked) && unacked[i].GetSeq() <= a {
+			i++
+		}
+		if i > 0 {
+			g.stats.Sent.Add(uint64(i))
+			unacked = append(unacked[:0], unacked[i:]...)
+		}
+	}
+	// open opens a stream and sends it every unacked push again; false
+	// when no core of rr took them.
+	open := func() bool {
+		for try := 0; try < len(rr.cores); try++ {
+			addr := rr.cores[next%len(rr.cores)]
+			rr.mu.Lock()
+			if rr.router != "" && try == 0 {
+				addr = rr.router // it registered its logins itself: it holds every session
+			}
+			rr.mu.Unlock()
+			ctx, cancel := context.WithTimeout(g.ctx, regionSendTimeout)
+			st, err := g.node.OpenStream(ctx, addr, meshpb.MethodRegionDeliveries)
+			cancel()
+			if err != nil {
+				next++
+				continue
+			}
+			st.SetSendTimeout(regionSendTimeout)
+			h := &hopStream{st: st}
+			g.wg.Go(func() { // acks in
+				for {
+					b, err := st.Recv()
+					if err != nil {
+						return
+					}
+					a := new(meshpb.RegionAck)
+					if proto.Unmarshal(b, a) == nil && a.GetSeq() > h.acked.Load() {
+						h.acked.Store(a.GetSeq())
+					}
+				}
+			})
+			ok := true
+			for _, d := range unacked {
+				if !d.GetReplay() && d.GetRoom() == "" && !d.GetAllOnline() {
+					d.Replay = true // the edges drop a copy a session already had
+				}
+				b, _ := proto.Marshal(d)
+				if err := st.Send(b); err != nil {
+					ok = false
+					break
+				}
+				g.stats.Resent.Add(1)
+			}
+			if !ok {
+				st.Close()
+				next++
+				continue
+			}
+			hs = h
+			return true
+		}
+		return false
+	}
 	for {
+		trim()
+		if hs == nil && len(unacked) > 0 {
+			if !open() {
+				g.stats.Failed.Add(1)
+				g.log.Warn("region push: no core of the region takes pushes; holding them", "region", rr.num, "unacked", len(unacked))
+				select {
+				case <-time.After(regionRetryPause):
+				case <-g.ctx.Done():
+					return
+				}
+				continue
+			}
+		}
+		if len(unacked) >= regionUnackedMax {
+			select {
+			case <-tick.C:
+			case <-g.ctx.Done():
+				return
+			}
+			continue
+		}
 		d, _, state := rr.q.Pop()
 		switch state {
 		case pq.PopDrained, pq.PopOverflow:
@@ -360,61 +477,67 @@ func (g *Regions) send(rr *remoteRegion) {
 		case pq.PopEmpty:
 			select {
 			case <-rr.q.Notify():
+			case <-tick.C: // acks to trim
 			case <-g.ctx.Done():
 				return
 			}
+			continue
+		}
+		seq++
+		d.Seq = seq
+		unacked = append(unacked, d)
+		if hs == nil {
+			open() // sends every unacked push, this one included; on failure the loop's top tries again
 			continue
 		}
 		b, err := proto.Marshal(d)
 		if err != nil {
 			continue
 		}
-		sent := false
-		for try := 0; try < len(rr.cores) && !sent; try++ {
-			if st == nil {
-				// The region's router first: it registered its logins
-				// itself, so it holds every session already.
-				addr := rr.cores[next%len(rr.cores)]
-				rr.mu.Lock()
-				if rr.router != "" && try == 0 {
-					addr = rr.router
-				}
-				rr.mu.Unlock()
-				ctx, cancel := context.WithTimeout(g.ctx, regionSendTimeout)
-				st, err = g.node.OpenStream(ctx, addr, meshpb.MethodRegionDeliveries)
-				cancel()
-				if err != nil {
-					st = nil
-					next++
-					continue
-				}
-				st.SetSendTimeout(regionSendTimeout)
-			}
-			if err := st.Send(b); err != nil {
-				st.Close()
-				st = nil
-				next++
-				continue
-			}
-			sent = true
+		if err := hs.st.Send(b); err != nil {
+			hs.st.Close()
+			hs = nil // the loop's top opens the next stream and sends what is unacked
+			next++
 		}
-		if !sent {
-			g.stats.Failed.Add(1)
-			g.log.Warn("region push: no core of the region took it", "region", rr.num)
-			select {
-			case <-time.After(regionRetryPause):
-			case <-g.ctx.Done():
-				return
-			}
-			continue
-		}
-		g.stats.Sent.Add(1)
 	}
 }
 
 // serve reads one other region's push stream into the local relay.
+//
+// A push is acked once every delivery it made has left this core's relay
+// for its edge (relay.Wait): a core that dies before that has not acked
+// it, and the sender sends it again to another core.
 func (g *Regions) serve(ctx context.Context, peer string, st *mesh.Stream) {
 	defer st.Close()
+	st.SetSendTimeout(regionSendTimeout) // a sender that reads no acks loses its stream
+	type pendingAck struct {
+		seq   uint64
+		waits []relay.Wait
+	}
+	acks := make(chan pendingAck, 1024)
+	done := make(chan struct{})
+	defer func() { close(acks); <-done }()
+	go func() { // acks out, in order
+		defer close(done)
+		for p := range acks {
+			for _, w := range p.waits {
+				for !w.Left() {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(2 * time.Millisecond):
+					}
+				}
+			}
+			b, _ := proto.Marshal(&meshpb.RegionAck{Seq: p.seq})
+			if err := st.Send(b); err != nil {
+				st.Close()
+				for range acks { // let the reader finish
+				}
+				return
+			}
+		}
+	}()
 	for {
 		b, err := st.Recv()
 		if err != nil {
@@ -425,30 +548,44 @@ func (g *Regions) serve(ctx context.Context, peer string, st *mesh.Stream) {
 			g.log.Warn("bad region push", "peer", peer, "err", err)
 			return
 		}
-		cmd := new(lcpb.GenericCommand)
-		if err := proto.Unmarshal(d.GetCommand(), cmd); err != nil {
-			g.log.Warn("bad region push command", "peer", peer, "err", err)
-			continue
-		}
-		g.stats.Received.Add(1)
-		if d.GetRoom() != "" {
-			var skip func(string) bool
-			if bl := d.GetBlocked(); len(bl) > 0 {
-				set := make(map[string]bool, len(bl))
-				for _, p := range bl {
-					set[p] = true
-				}
-				skip = func(p string) bool { return set[p] }
+		waits := g.deliverRegion(peer, d)
+		if d.GetSeq() > 0 {
+			select {
+			case acks <- pendingAck{d.GetSeq(), waits}:
+			case <-ctx.Done():
+				return
 			}
-			g.relay.FanoutRoom(d.GetAppId(), d.GetRoom(), d.GetSkipPeer(), skip, d.GetPriority(), cmd)
-			continue
 		}
-		peers := d.GetPeers()
-		if d.GetAllOnline() {
-			peers = g.relay.OnlinePeers(d.GetAppId())
-		}
-		g.relay.Fanout(d.GetAppId(), peers, relay.ConnKey{Edge: d.GetSkipEdge(), Conn: d.GetSkipConn()}, cmd, d.GetReplay())
 	}
+}
+
+// deliverRegion hands one push from another region to the local relay and
+// returns where its deliveries wait (none for chatroom pushes, which are
+// not tracked).
+func (g *Regions) deliverRegion(peer string, d *meshpb.RegionDelivery) []relay.Wait {
+	cmd := new(lcpb.GenericCommand)
+	if err := proto.Unmarshal(d.GetCommand(), cmd); err != nil {
+		g.log.Warn("bad region push command", "peer", peer, "err", err)
+		return nil
+	}
+	g.stats.Received.Add(1)
+	if d.GetRoom() != "" {
+		var skip func(string) bool
+		if bl := d.GetBlocked(); len(bl) > 0 {
+			set := make(map[string]bool, len(bl))
+			for _, p := range bl {
+				set[p] = true
+			}
+			skip = func(p string) bool { return set[p] }
+		}
+		g.relay.FanoutRoom(d.GetAppId(), d.GetRoom(), d.GetSkipPeer(), skip, d.GetPriority(), cmd)
+		return nil
+	}
+	peers := d.GetPeers()
+	if d.GetAllOnline() {
+		peers = g.relay.OnlinePeers(d.GetAppId())
+	}
+	return g.relay.Fanout(d.GetAppId(), peers, relay.ConnKey{Edge: d.GetSkipEdge(), Conn: d.GetSkipConn()}, cmd, d.GetReplay())
 }
 
 // call sends req to region n: to the core that last answered as its
@@ -486,6 +623,13 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 		}
 	}()
 	var lastErr error
+	maybe := false // a call may have reached a core
+	fail := func(err error) error {
+		if maybe {
+			return fmt.Errorf("%w: region %d: %v", errRegionUnknown, n, err)
+		}
+		return fmt.Errorf("%w: region %d: %v", errRegionDown, n, err)
+	}
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		addrs := rr.cores
 		if hint != "" {
@@ -495,8 +639,11 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 		for _, addr := range addrs {
 			out, err := g.node.Call(ctx, addr, method, b)
 			if err != nil {
+				if !errors.Is(err, mesh.ErrNotSent) {
+					maybe = true
+				}
 				if ctx.Err() != nil {
-					return nil, fmt.Errorf("%w: region %d: %v", errRegionDown, n, ctx.Err())
+					return nil, fail(ctx.Err())
 				}
 				lastErr = err
 				continue
@@ -523,11 +670,11 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, fail(ctx.Err())
 		case <-time.After(routePause * time.Duration(min(attempt+1, 10))):
 		}
 	}
-	return nil, fmt.Errorf("%w: region %d has no core in reach: %v", ErrNotLeader, n, lastErr)
+	return nil, fail(fmt.Errorf("no core in reach: %v", lastErr))
 }
 
 // markDown marks rr unreachable and starts its prober, which clears the
@@ -676,9 +823,10 @@ func (g *Regions) WriteMetrics(w interface{ Write([]byte) (int, error) }) error 
 		name, help, typ string
 		v               int64
 	}{
-		{"relaymesh_region_pushes_sent_total", "Pushes sent to other regions (once per region).", "counter", int64(g.stats.Sent.Load())},
+		{"relaymesh_region_pushes_sent_total", "Pushes sent to other regions (once per region) and acked there.", "counter", int64(g.stats.Sent.Load())},
+		{"relaymesh_region_pushes_resent_total", "Pushes sent again to a region on a new stream, unacked on the old one.", "counter", int64(g.stats.Resent.Load())},
 		{"relaymesh_region_pushes_received_total", "Pushes received from other regions.", "counter", int64(g.stats.Received.Load())},
-		{"relaymesh_region_pushes_failed_total", "Pushes dropped because no core of their region took them.", "counter", int64(g.stats.Failed.Load())},
+		{"relaymesh_region_pushes_failed_total", "Rounds in which no core of a region took its pushes (they are held and sent again).", "counter", int64(g.stats.Failed.Load())},
 		{"relaymesh_region_requests_total", "Requests sent to other regions.", "counter", int64(g.stats.Calls.Load())},
 		{"relaymesh_region_pushes_skipped_total", "Conversation pushes not sent to a region: none of their recipients online there.", "counter", int64(g.stats.Skipped.Load())},
 		{"relaymesh_region_summaries_total", "Presence summaries pulled from other regions.", "counter", int64(g.stats.Summaries.Load())},

@@ -269,7 +269,7 @@ func (x AdminRequest_Op) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use AdminRequest_Op.Descriptor instead.
 func (AdminRequest_Op) EnumDescriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8, 0}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9, 0}
 }
 
 type ClientRequest struct {
@@ -846,7 +846,12 @@ type RegionDelivery struct {
 	// The region the push comes from.
 	FromRegion uint32 `protobuf:"varint,11,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
 	// A global broadcast: every session of app_id in the region.
-	AllOnline     bool `protobuf:"varint,12,opt,name=all_online,json=allOnline,proto3" json:"all_online,omitempty"`
+	AllOnline bool `protobuf:"varint,12,opt,name=all_online,json=allOnline,proto3" json:"all_online,omitempty"`
+	// The sender's number for this push on its stream (1, 2, …); the
+	// receiver answers RegionAck frames, and the sender sends what was not
+	// acked again on its next stream (as a replay: the edges drop copies a
+	// session already had).
+	Seq           uint64 `protobuf:"varint,13,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -965,6 +970,59 @@ func (x *RegionDelivery) GetAllOnline() bool {
 	return false
 }
 
+func (x *RegionDelivery) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+// RegionAck: every push up to seq on this stream reached the receiving
+// core's relay (receiver -> sender on MethodRegionDeliveries).
+type RegionAck struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegionAck) Reset() {
+	*x = RegionAck{}
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegionAck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegionAck) ProtoMessage() {}
+
+func (x *RegionAck) ProtoReflect() protoreflect.Message {
+	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegionAck.ProtoReflect.Descriptor instead.
+func (*RegionAck) Descriptor() ([]byte, []int) {
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *RegionAck) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // ShardRequest is a client request a router core hands to the core that
 // leads the shard it belongs to (meshpb.MethodShard, core to core). The
 // reply is the ClientReply; not_leader with a leader hint when the
@@ -980,7 +1038,7 @@ type ShardRequest struct {
 
 func (x *ShardRequest) Reset() {
 	*x = ShardRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -992,7 +1050,7 @@ func (x *ShardRequest) String() string {
 func (*ShardRequest) ProtoMessage() {}
 
 func (x *ShardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[7]
+	mi := &file_meshpb_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1005,7 +1063,7 @@ func (x *ShardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardRequest.ProtoReflect.Descriptor instead.
 func (*ShardRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{7}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ShardRequest) GetShard() uint32 {
@@ -1095,7 +1153,7 @@ type AdminRequest struct {
 
 func (x *AdminRequest) Reset() {
 	*x = AdminRequest{}
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1107,7 +1165,7 @@ func (x *AdminRequest) String() string {
 func (*AdminRequest) ProtoMessage() {}
 
 func (x *AdminRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[8]
+	mi := &file_meshpb_mesh_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1120,7 +1178,7 @@ func (x *AdminRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminRequest.ProtoReflect.Descriptor instead.
 func (*AdminRequest) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{8}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *AdminRequest) GetOp() AdminRequest_Op {
@@ -1390,7 +1448,7 @@ type DeviceRecord struct {
 
 func (x *DeviceRecord) Reset() {
 	*x = DeviceRecord{}
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1402,7 +1460,7 @@ func (x *DeviceRecord) String() string {
 func (*DeviceRecord) ProtoMessage() {}
 
 func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[9]
+	mi := &file_meshpb_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1415,7 +1473,7 @@ func (x *DeviceRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeviceRecord.ProtoReflect.Descriptor instead.
 func (*DeviceRecord) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{9}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeviceRecord) GetObjectId() string {
@@ -1563,7 +1621,7 @@ type ClientReply struct {
 
 func (x *ClientReply) Reset() {
 	*x = ClientReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1575,7 +1633,7 @@ func (x *ClientReply) String() string {
 func (*ClientReply) ProtoMessage() {}
 
 func (x *ClientReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[10]
+	mi := &file_meshpb_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1588,7 +1646,7 @@ func (x *ClientReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClientReply.ProtoReflect.Descriptor instead.
 func (*ClientReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{10}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ClientReply) GetCommands() [][]byte {
@@ -1694,7 +1752,7 @@ type AdminReply struct {
 
 func (x *AdminReply) Reset() {
 	*x = AdminReply{}
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1706,7 +1764,7 @@ func (x *AdminReply) String() string {
 func (*AdminReply) ProtoMessage() {}
 
 func (x *AdminReply) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[11]
+	mi := &file_meshpb_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1719,7 +1777,7 @@ func (x *AdminReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AdminReply.ProtoReflect.Descriptor instead.
 func (*AdminReply) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{11}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *AdminReply) GetCount() int64 {
@@ -1820,7 +1878,7 @@ type NotifEvent struct {
 
 func (x *NotifEvent) Reset() {
 	*x = NotifEvent{}
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1832,7 +1890,7 @@ func (x *NotifEvent) String() string {
 func (*NotifEvent) ProtoMessage() {}
 
 func (x *NotifEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[12]
+	mi := &file_meshpb_mesh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1845,7 +1903,7 @@ func (x *NotifEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NotifEvent.ProtoReflect.Descriptor instead.
 func (*NotifEvent) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{12}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NotifEvent) GetCmd() string {
@@ -1972,7 +2030,7 @@ type SysRow struct {
 
 func (x *SysRow) Reset() {
 	*x = SysRow{}
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2042,7 @@ func (x *SysRow) String() string {
 func (*SysRow) ProtoMessage() {}
 
 func (x *SysRow) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[13]
+	mi := &file_meshpb_mesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2055,7 @@ func (x *SysRow) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SysRow.ProtoReflect.Descriptor instead.
 func (*SysRow) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{13}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SysRow) GetClientId() string {
@@ -2067,7 +2125,7 @@ type MemberRole struct {
 
 func (x *MemberRole) Reset() {
 	*x = MemberRole{}
-	mi := &file_meshpb_mesh_proto_msgTypes[14]
+	mi := &file_meshpb_mesh_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2079,7 +2137,7 @@ func (x *MemberRole) String() string {
 func (*MemberRole) ProtoMessage() {}
 
 func (x *MemberRole) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[14]
+	mi := &file_meshpb_mesh_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2092,7 +2150,7 @@ func (x *MemberRole) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MemberRole.ProtoReflect.Descriptor instead.
 func (*MemberRole) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{14}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MemberRole) GetClientId() string {
@@ -2120,7 +2178,7 @@ type EdgeHello struct {
 
 func (x *EdgeHello) Reset() {
 	*x = EdgeHello{}
-	mi := &file_meshpb_mesh_proto_msgTypes[15]
+	mi := &file_meshpb_mesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2132,7 +2190,7 @@ func (x *EdgeHello) String() string {
 func (*EdgeHello) ProtoMessage() {}
 
 func (x *EdgeHello) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[15]
+	mi := &file_meshpb_mesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2145,7 +2203,7 @@ func (x *EdgeHello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EdgeHello.ProtoReflect.Descriptor instead.
 func (*EdgeHello) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{15}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *EdgeHello) GetEdgeId() string {
@@ -2172,7 +2230,7 @@ type PresenceSession struct {
 
 func (x *PresenceSession) Reset() {
 	*x = PresenceSession{}
-	mi := &file_meshpb_mesh_proto_msgTypes[16]
+	mi := &file_meshpb_mesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2184,7 +2242,7 @@ func (x *PresenceSession) String() string {
 func (*PresenceSession) ProtoMessage() {}
 
 func (x *PresenceSession) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[16]
+	mi := &file_meshpb_mesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2197,7 +2255,7 @@ func (x *PresenceSession) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceSession.ProtoReflect.Descriptor instead.
 func (*PresenceSession) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{16}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PresenceSession) GetAppId() string {
@@ -2259,7 +2317,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_meshpb_mesh_proto_msgTypes[17]
+	mi := &file_meshpb_mesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2329,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[17]
+	mi := &file_meshpb_mesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2342,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{17}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Presence) GetReplaceAll() bool {
@@ -2321,7 +2379,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_meshpb_mesh_proto_msgTypes[18]
+	mi := &file_meshpb_mesh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2391,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[18]
+	mi := &file_meshpb_mesh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2404,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{18}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Target) GetPeerId() string {
@@ -2398,7 +2456,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_meshpb_mesh_proto_msgTypes[19]
+	mi := &file_meshpb_mesh_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2410,7 +2468,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[19]
+	mi := &file_meshpb_mesh_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2423,7 +2481,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{19}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Delivery) GetAppId() string {
@@ -2487,7 +2545,7 @@ type LinkLeader struct {
 
 func (x *LinkLeader) Reset() {
 	*x = LinkLeader{}
-	mi := &file_meshpb_mesh_proto_msgTypes[20]
+	mi := &file_meshpb_mesh_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2499,7 +2557,7 @@ func (x *LinkLeader) String() string {
 func (*LinkLeader) ProtoMessage() {}
 
 func (x *LinkLeader) ProtoReflect() protoreflect.Message {
-	mi := &file_meshpb_mesh_proto_msgTypes[20]
+	mi := &file_meshpb_mesh_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2512,7 +2570,7 @@ func (x *LinkLeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkLeader.ProtoReflect.Descriptor instead.
 func (*LinkLeader) Descriptor() ([]byte, []int) {
-	return file_meshpb_mesh_proto_rawDescGZIP(), []int{20}
+	return file_meshpb_mesh_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *LinkLeader) GetAddr() string {
@@ -2585,7 +2643,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\asession\x18\x02 \x01(\v2\x1f.relaymesh.mesh.PresenceSessionR\asession\"S\n" +
 	"\fPresenceMark\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\rR\x06region\x12+\n" +
-	"\x04peer\x18\x02 \x01(\v2\x17.relaymesh.mesh.PeerRefR\x04peer\"\xd0\x02\n" +
+	"\x04peer\x18\x02 \x01(\v2\x17.relaymesh.mesh.PeerRefR\x04peer\"\xe2\x02\n" +
 	"\x0eRegionDelivery\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x14\n" +
 	"\x05peers\x18\x02 \x03(\tR\x05peers\x12\x1b\n" +
@@ -2601,7 +2659,10 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\vfrom_region\x18\v \x01(\rR\n" +
 	"fromRegion\x12\x1d\n" +
 	"\n" +
-	"all_online\x18\f \x01(\bR\tallOnline\"]\n" +
+	"all_online\x18\f \x01(\bR\tallOnline\x12\x10\n" +
+	"\x03seq\x18\r \x01(\x04R\x03seq\"\x1d\n" +
+	"\tRegionAck\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"]\n" +
 	"\fShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x127\n" +
 	"\arequest\x18\x02 \x01(\v2\x1d.relaymesh.mesh.ClientRequestR\arequest\"\xaa\f\n" +
@@ -2803,7 +2864,7 @@ func file_meshpb_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_meshpb_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_meshpb_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_meshpb_mesh_proto_goTypes = []any{
 	(ClientRequest_Kind)(0),        // 0: relaymesh.mesh.ClientRequest.Kind
 	(AdminRequest_Op)(0),           // 1: relaymesh.mesh.AdminRequest.Op
@@ -2814,41 +2875,42 @@ var file_meshpb_mesh_proto_goTypes = []any{
 	(*PresenceAdd)(nil),            // 6: relaymesh.mesh.PresenceAdd
 	(*PresenceMark)(nil),           // 7: relaymesh.mesh.PresenceMark
 	(*RegionDelivery)(nil),         // 8: relaymesh.mesh.RegionDelivery
-	(*ShardRequest)(nil),           // 9: relaymesh.mesh.ShardRequest
-	(*AdminRequest)(nil),           // 10: relaymesh.mesh.AdminRequest
-	(*DeviceRecord)(nil),           // 11: relaymesh.mesh.DeviceRecord
-	(*ClientReply)(nil),            // 12: relaymesh.mesh.ClientReply
-	(*AdminReply)(nil),             // 13: relaymesh.mesh.AdminReply
-	(*NotifEvent)(nil),             // 14: relaymesh.mesh.NotifEvent
-	(*SysRow)(nil),                 // 15: relaymesh.mesh.SysRow
-	(*MemberRole)(nil),             // 16: relaymesh.mesh.MemberRole
-	(*EdgeHello)(nil),              // 17: relaymesh.mesh.EdgeHello
-	(*PresenceSession)(nil),        // 18: relaymesh.mesh.PresenceSession
-	(*Presence)(nil),               // 19: relaymesh.mesh.Presence
-	(*Target)(nil),                 // 20: relaymesh.mesh.Target
-	(*Delivery)(nil),               // 21: relaymesh.mesh.Delivery
-	(*LinkLeader)(nil),             // 22: relaymesh.mesh.LinkLeader
+	(*RegionAck)(nil),              // 9: relaymesh.mesh.RegionAck
+	(*ShardRequest)(nil),           // 10: relaymesh.mesh.ShardRequest
+	(*AdminRequest)(nil),           // 11: relaymesh.mesh.AdminRequest
+	(*DeviceRecord)(nil),           // 12: relaymesh.mesh.DeviceRecord
+	(*ClientReply)(nil),            // 13: relaymesh.mesh.ClientReply
+	(*AdminReply)(nil),             // 14: relaymesh.mesh.AdminReply
+	(*NotifEvent)(nil),             // 15: relaymesh.mesh.NotifEvent
+	(*SysRow)(nil),                 // 16: relaymesh.mesh.SysRow
+	(*MemberRole)(nil),             // 17: relaymesh.mesh.MemberRole
+	(*EdgeHello)(nil),              // 18: relaymesh.mesh.EdgeHello
+	(*PresenceSession)(nil),        // 19: relaymesh.mesh.PresenceSession
+	(*Presence)(nil),               // 20: relaymesh.mesh.Presence
+	(*Target)(nil),                 // 21: relaymesh.mesh.Target
+	(*Delivery)(nil),               // 22: relaymesh.mesh.Delivery
+	(*LinkLeader)(nil),             // 23: relaymesh.mesh.LinkLeader
 }
 var file_meshpb_mesh_proto_depIdxs = []int32{
 	0,  // 0: relaymesh.mesh.ClientRequest.kind:type_name -> relaymesh.mesh.ClientRequest.Kind
-	10, // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
+	11, // 1: relaymesh.mesh.ClientRequest.admin:type_name -> relaymesh.mesh.AdminRequest
 	5,  // 2: relaymesh.mesh.PresenceSummary.adds:type_name -> relaymesh.mesh.PeerRef
 	5,  // 3: relaymesh.mesh.PresenceSummary.removes:type_name -> relaymesh.mesh.PeerRef
-	18, // 4: relaymesh.mesh.PresenceAdd.session:type_name -> relaymesh.mesh.PresenceSession
+	19, // 4: relaymesh.mesh.PresenceAdd.session:type_name -> relaymesh.mesh.PresenceSession
 	5,  // 5: relaymesh.mesh.PresenceMark.peer:type_name -> relaymesh.mesh.PeerRef
 	2,  // 6: relaymesh.mesh.ShardRequest.request:type_name -> relaymesh.mesh.ClientRequest
 	1,  // 7: relaymesh.mesh.AdminRequest.op:type_name -> relaymesh.mesh.AdminRequest.Op
-	11, // 8: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
-	11, // 9: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
-	13, // 10: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
-	16, // 11: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
-	15, // 12: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
-	11, // 13: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
-	14, // 14: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
-	18, // 15: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
-	18, // 16: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
-	20, // 17: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
-	22, // 18: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
+	12, // 8: relaymesh.mesh.AdminRequest.device:type_name -> relaymesh.mesh.DeviceRecord
+	12, // 9: relaymesh.mesh.AdminRequest.device_where:type_name -> relaymesh.mesh.DeviceRecord
+	14, // 10: relaymesh.mesh.ClientReply.admin:type_name -> relaymesh.mesh.AdminReply
+	17, // 11: relaymesh.mesh.AdminReply.roles:type_name -> relaymesh.mesh.MemberRole
+	16, // 12: relaymesh.mesh.AdminReply.sys_rows:type_name -> relaymesh.mesh.SysRow
+	12, // 13: relaymesh.mesh.AdminReply.devices:type_name -> relaymesh.mesh.DeviceRecord
+	15, // 14: relaymesh.mesh.AdminReply.notifs:type_name -> relaymesh.mesh.NotifEvent
+	19, // 15: relaymesh.mesh.Presence.add:type_name -> relaymesh.mesh.PresenceSession
+	19, // 16: relaymesh.mesh.Presence.remove:type_name -> relaymesh.mesh.PresenceSession
+	21, // 17: relaymesh.mesh.Delivery.targets:type_name -> relaymesh.mesh.Target
+	23, // 18: relaymesh.mesh.Delivery.leader:type_name -> relaymesh.mesh.LinkLeader
 	19, // [19:19] is the sub-list for method output_type
 	19, // [19:19] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
@@ -2867,7 +2929,7 @@ func file_meshpb_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_meshpb_mesh_proto_rawDesc), len(file_meshpb_mesh_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   21,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
