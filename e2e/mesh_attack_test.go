@@ -97,7 +97,8 @@ func TestMeshMethodsMisused(t *testing.T) {
 			for _, m := range []struct {
 				method string
 				body   []byte
-			}{{meshpb.MethodShard, shardReq(0)}, {meshpb.MethodRegion, open("mallory")}} {
+			}{{meshpb.MethodShard, shardReq(0)}, {meshpb.MethodRegion, open("mallory")},
+				{meshpb.MethodPresenceSummary, nil}, {meshpb.MethodPresenceMark, nil}, {meshpb.MethodPresenceAdd, nil}} {
 				_, err := n.Call(ctx, addr, m.method, m.body)
 				if !errors.Is(err, mesh.ErrForbidden) {
 					t.Errorf("%s calling %s: %v, want ErrForbidden", name, m.method, err)
@@ -140,6 +141,45 @@ func TestMeshMethodsMisused(t *testing.T) {
 		}
 	})
 	works("garbage")
+
+	t.Run("presence rpcs: garbage refused; an added session is only presence", func(t *testing.T) {
+		for _, m := range []string{meshpb.MethodPresenceSummary, meshpb.MethodPresenceMark, meshpb.MethodPresenceAdd} {
+			if _, err := mallory.Call(ctx, addr, m, []byte{0xff, 0xff, 0x01}); err == nil {
+				t.Errorf("%s with garbage: no error", m)
+			}
+		}
+		// A presence-add for a session on an edge that does not exist: the
+		// core records it, a push to it is dropped and counted, nothing
+		// else happens (presence is what edges report; a core certificate
+		// is trusted to report it).
+		b, _ := proto.Marshal(&meshpb.PresenceAdd{EdgeId: "edge-nowhere", Session: &meshpb.PresenceSession{AppId: app, PeerId: "ghost", ConnId: 7}})
+		if _, err := mallory.Call(ctx, addr, meshpb.MethodPresenceAdd, b); err != nil {
+			t.Fatalf("presence-add: %v", err)
+		}
+		// A summary read: the whole set, then nothing new.
+		b, _ = proto.Marshal(&meshpb.PresenceSummaryRequest{})
+		out, err := mallory.Call(ctx, addr, meshpb.MethodPresenceSummary, b)
+		sum := new(meshpb.PresenceSummary)
+		if err != nil || proto.Unmarshal(out, sum) != nil || !sum.GetFull() || len(sum.GetAdds()) < 3 { // alice, bob, ghost
+			t.Fatalf("summary: %v %v", sum, err)
+		}
+		b, _ = proto.Marshal(&meshpb.PresenceSummaryRequest{Epoch: sum.GetEpoch(), Version: sum.GetVersion()})
+		out, err = mallory.Call(ctx, addr, meshpb.MethodPresenceSummary, b)
+		sum2 := new(meshpb.PresenceSummary)
+		if err != nil || proto.Unmarshal(out, sum2) != nil || sum2.GetFull() || len(sum2.GetAdds())+len(sum2.GetRemoves()) != 0 {
+			t.Fatalf("summary since the last: %v %v", sum2, err)
+		}
+		// A mark for a region this core does not know, and for region 0:
+		// ignored.
+		for _, r := range []uint32{0, 7, 300} {
+			b, _ := proto.Marshal(&meshpb.PresenceMark{Region: r, Peer: &meshpb.PeerRef{AppId: app, PeerId: "x"}})
+			mallory.Call(ctx, addr, meshpb.MethodPresenceMark, b)
+		}
+		if c.Regions.OnlineElsewhere(app, "x") {
+			t.Fatal("a mark for an unknown region counted")
+		}
+	})
+	works("presence rpc attacks")
 
 	t.Run("region rpc: a part is never passed on; a dead region costs little", func(t *testing.T) {
 		out, err := mallory.Call(ctx, addr, meshpb.MethodRegion, open("bob"))
