@@ -178,8 +178,15 @@ func TestCatalogReplicasAgree(t *testing.T) {
 	t.Logf("applied/refused by op: %s", strings.Join(line, ", "))
 	if n >= 600 {
 		for op := range catalog.OpsForTest() {
-			if tally[op][0] == 0 {
-				t.Errorf("no %s applied: the generator no longer covers it", op)
+			// Generated at all, or the generator lost it; applied at
+			// least once is chance for the ops whose preconditions the
+			// random state rarely meets (a role change by a manager, a
+			// node removal): a note, not a failure.
+			switch {
+			case tally[op][0]+tally[op][1] == 0:
+				t.Errorf("no %s generated: the generator no longer covers it", op)
+			case tally[op][0] == 0:
+				t.Logf("note: every %s was refused in this run (%d tries)", op, tally[op][1])
 			}
 		}
 	}

@@ -93,6 +93,10 @@ type Core struct {
 	Services []*core.Core
 	Router   *core.Router
 	relay    *relay.Relay // shared by Services
+	// sharedLogs is the node's raft log DB (DATA/raftlog) that its
+	// replicas without a log of their own keep their logs in; nil until
+	// one does.
+	sharedLogs *raftstore.LogStore
 	// Regions is the node's link to the other regions; nil without
 	// CoreConfig.Remote.
 	Regions *core.Regions
@@ -165,9 +169,23 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		if n > 0 {
 			rlog = rlog.With("shard", n)
 		}
+		// The raft log: in the node's shared log DB (one WAL, one fsync
+		// for the groups that commit together; issue 9 step 2b), unless
+		// the replica has its own from before (dir/raft).
+		var logs *raftstore.LogStore
+		if !exists(filepath.Join(dir, "raft")) {
+			if c.sharedLogs == nil {
+				if c.sharedLogs, err = raftstore.OpenLogStore(filepath.Join(cfg.DataDir, "raftlog"), nil); err != nil {
+					trans.Close()
+					return fail(fmt.Errorf("cluster: shared raft log: %w", err))
+				}
+			}
+			logs = c.sharedLogs.Group(fmt.Sprintf("shard-%d-%d", region, n))
+		}
 		rep, err := raftstore.Open(raftstore.Config{
 			NodeID:    cfg.NodeID,
 			Dir:       dir,
+			LogStore:  logs,
 			Transport: trans,
 			Bootstrap: boot,
 			SM:        core.NewStateMachine(),
@@ -262,6 +280,9 @@ func (c *Core) closeShards() error {
 	}
 	for _, rep := range c.Replicas {
 		err = errors.Join(err, rep.Close())
+	}
+	if c.sharedLogs != nil {
+		err = errors.Join(err, c.sharedLogs.Close())
 	}
 	c.relay.Close()
 	return err

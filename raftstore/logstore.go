@@ -32,8 +32,15 @@ var (
 // It implements raft.LogStore and raft.StableStore. Every write is synced:
 // raft relies on the log and the term/vote being durable before it answers
 // a peer or counts its own vote.
+//
+// Many raft groups may share one DB (Group, issue 9 step 2b): a group's
+// keys are those above behind a prefix ('g', uvarint length, name), so one
+// node's groups write one WAL and Pebble's commit pipeline syncs the
+// batches of every group that commit together with one fsync.
 type LogStore struct {
-	db *pebble.DB
+	db     *pebble.DB
+	prefix []byte // "" for the DB's own (unshared) keys
+	shared bool   // a Group view: Close leaves the DB open
 }
 
 var (
@@ -54,14 +61,35 @@ func OpenLogStore(dir string, opts *pebble.Options) (*LogStore, error) {
 	return &LogStore{db: db}, nil
 }
 
-// Close closes the underlying DB.
-func (s *LogStore) Close() error { return s.db.Close() }
+// Group returns the log store of raft group name inside s's DB, for a
+// node hosting many groups. Its Close leaves the DB open: the owner of s
+// closes it after every group.
+func (s *LogStore) Group(name string) *LogStore {
+	p := append([]byte{'g'}, binary.AppendUvarint(nil, uint64(len(name)))...)
+	p = append(p, name...)
+	return &LogStore{db: s.db, prefix: p, shared: true}
+}
 
-func logKey(index uint64) []byte {
-	var k [9]byte
-	k[0] = prefixLog
-	binary.BigEndian.PutUint64(k[1:], index)
-	return k[:]
+// Close closes the underlying DB (a Group view: nothing).
+func (s *LogStore) Close() error {
+	if s.shared {
+		return nil
+	}
+	return s.db.Close()
+}
+
+func (s *LogStore) logKey(index uint64) []byte {
+	k := make([]byte, len(s.prefix)+9)
+	copy(k, s.prefix)
+	k[len(s.prefix)] = prefixLog
+	binary.BigEndian.PutUint64(k[len(s.prefix)+1:], index)
+	return k
+}
+
+func (s *LogStore) logBounds() (lower, upper []byte) {
+	lower = append(append([]byte(nil), s.prefix...), logLower...)
+	upper = append(append([]byte(nil), s.prefix...), logUpper...)
+	return lower, upper
 }
 
 // FirstIndex returns the first index written, 0 for no entries.
@@ -75,7 +103,8 @@ func (s *LogStore) LastIndex() (uint64, error) {
 }
 
 func (s *LogStore) edgeIndex(first bool) (uint64, error) {
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: logLower, UpperBound: logUpper})
+	lower, upper := s.logBounds()
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return 0, fmt.Errorf("raftstore: log iterator: %w", err)
 	}
@@ -88,11 +117,11 @@ func (s *LogStore) edgeIndex(first bool) (uint64, error) {
 	var idx uint64
 	if ok {
 		k := it.Key()
-		if len(k) != 9 {
+		if len(k) != len(s.prefix)+9 {
 			_ = it.Close()
 			return 0, fmt.Errorf("%w: key length %d", ErrCorruptLog, len(k))
 		}
-		idx = binary.BigEndian.Uint64(k[1:])
+		idx = binary.BigEndian.Uint64(k[len(s.prefix)+1:])
 	}
 	if err := it.Close(); err != nil {
 		return 0, fmt.Errorf("raftstore: log iterator: %w", err)
@@ -102,7 +131,7 @@ func (s *LogStore) edgeIndex(first bool) (uint64, error) {
 
 // GetLog gets the log entry at index, or raft.ErrLogNotFound.
 func (s *LogStore) GetLog(index uint64, log *raft.Log) error {
-	v, closer, err := s.db.Get(logKey(index))
+	v, closer, err := s.db.Get(s.logKey(index))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return raft.ErrLogNotFound
 	}
@@ -124,12 +153,12 @@ func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	for _, l := range logs {
 		size += 9 + logHeaderLen + 2*binary.MaxVarintLen64 + len(l.Data) + len(l.Extensions)
 	}
-	b := s.db.NewBatchWithSize(size + 16*len(logs))
+	b := s.db.NewBatchWithSize(size + (16+len(s.prefix))*len(logs))
 	defer b.Close()
 	var buf []byte
 	for _, l := range logs {
 		buf = appendLog(buf[:0], l)
-		if err := b.Set(logKey(l.Index), buf, nil); err != nil {
+		if err := b.Set(s.logKey(l.Index), buf, nil); err != nil {
 			return fmt.Errorf("raftstore: store log %d: %w", l.Index, err)
 		}
 	}
@@ -144,26 +173,27 @@ func (s *LogStore) DeleteRange(min, max uint64) error {
 	if max < min {
 		return nil
 	}
-	end := logUpper
+	_, end := s.logBounds()
 	if max != ^uint64(0) {
-		end = logKey(max + 1)
+		end = s.logKey(max + 1)
 	}
-	if err := s.db.DeleteRange(logKey(min), end, pebble.Sync); err != nil {
+	if err := s.db.DeleteRange(s.logKey(min), end, pebble.Sync); err != nil {
 		return fmt.Errorf("raftstore: delete logs [%d, %d]: %w", min, max, err)
 	}
 	return nil
 }
 
-func stableKey(key []byte) []byte {
-	k := make([]byte, 1+len(key))
-	k[0] = prefixStable
-	copy(k[1:], key)
+func (s *LogStore) stableKey(key []byte) []byte {
+	k := make([]byte, len(s.prefix)+1+len(key))
+	copy(k, s.prefix)
+	k[len(s.prefix)] = prefixStable
+	copy(k[len(s.prefix)+1:], key)
 	return k
 }
 
 // Set stores a stable value, synced.
 func (s *LogStore) Set(key, val []byte) error {
-	if err := s.db.Set(stableKey(key), val, pebble.Sync); err != nil {
+	if err := s.db.Set(s.stableKey(key), val, pebble.Sync); err != nil {
 		return fmt.Errorf("raftstore: stable set %q: %w", key, err)
 	}
 	return nil
@@ -171,7 +201,7 @@ func (s *LogStore) Set(key, val []byte) error {
 
 // Get returns a stable value, or ErrKeyNotFound.
 func (s *LogStore) Get(key []byte) ([]byte, error) {
-	v, closer, err := s.db.Get(stableKey(key))
+	v, closer, err := s.db.Get(s.stableKey(key))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrKeyNotFound
 	}

@@ -176,3 +176,68 @@ func TestLogCodec(t *testing.T) {
 		}
 	}
 }
+
+// Groups sharing one DB see only their own log and stable keys, and the
+// DB's own (unshared) keys are apart from all of them; a group's Close
+// leaves the DB open; reopened, every group finds its entries.
+func TestLogStoreGroups(t *testing.T) {
+	dir := t.TempDir()
+	db := openTestLogStore(t, dir)
+	own := db
+	a, b, ab := db.Group("shard-1-1"), db.Group("shard-1-2"), db.Group("shard-1-1x")
+	for i := uint64(1); i <= 20; i++ {
+		if err := a.StoreLog(testLog(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := uint64(100); i <= 110; i++ {
+		if err := b.StoreLog(testLog(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := own.StoreLog(testLog(7)); err != nil {
+		t.Fatal(err)
+	}
+	checkIndexes(t, a, 1, 20)
+	checkIndexes(t, b, 100, 110)
+	checkIndexes(t, own, 7, 7)
+	checkIndexes(t, ab, 0, 0) // a name that extends another's is another group
+	if err := a.DeleteRange(1, 15); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.DeleteRange(0, ^uint64(0)); err != nil {
+		t.Fatal(err)
+	}
+	checkIndexes(t, a, 16, 20)
+	checkIndexes(t, b, 0, 0)
+	checkIndexes(t, own, 7, 7)
+	var l raft.Log
+	if err := a.GetLog(100, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		t.Fatalf("group a reads b's entry: %v", err)
+	}
+	if err := a.SetUint64([]byte("CurrentTerm"), 5); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.GetUint64([]byte("CurrentTerm")); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("group b sees a's term: %v", err)
+	}
+	if _, err := own.GetUint64([]byte("CurrentTerm")); !errors.Is(err, ErrKeyNotFound) {
+		t.Fatalf("the DB's own keys see a's term: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.StoreLog(testLog(200)); err != nil {
+		t.Fatalf("a group's Close closed the shared DB: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db2 := openTestLogStore(t, dir)
+	defer db2.Close()
+	checkIndexes(t, db2.Group("shard-1-1"), 16, 20)
+	checkIndexes(t, db2.Group("shard-1-2"), 200, 200)
+	if v, err := db2.Group("shard-1-1").GetUint64([]byte("CurrentTerm")); err != nil || v != 5 {
+		t.Fatalf("a's term after reopening: %d, %v", v, err)
+	}
+}

