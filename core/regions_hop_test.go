@@ -162,3 +162,54 @@ func TestRegionHopLeavesAMuteCore(t *testing.T) {
 		}
 	}
 }
+
+// TestRegionHopAllMute: no core of the region acks. The pushes are not
+// counted sent nor dropped: the hop keeps them and offers them to each
+// core in turn (the one that failed last, last), until one acks.
+func TestRegionHopAllMute(t *testing.T) {
+	ids, err := mesh.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"), "core-a", "core-x", "core-y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newHopPeer(t, ids["core-x"], true)
+	y := newHopPeer(t, ids["core-y"], true)
+	n, err := mesh.Listen("127.0.0.1:0", ids["core-a"], slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	rl := relay.New(relay.Config{})
+	defer rl.Close()
+	g, err := NewRegions(2, n, rl, []RemoteRegion{{Number: 1, Cores: []string{x.node.Addr(), y.node.Addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for i := range 50 {
+		hopPush(g, "m"+string(rune('a'+i%26))+string(rune('a'+i/26)))
+	}
+	// x takes all 50 first, then y all 50 again, then x again.
+	count := func(p *hopPeer) int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.got) }
+	deadline := time.Now().Add(30 * time.Second)
+	for count(x) < 100 || count(y) < 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: x got %d, y got %d pushes; want each offered every push in turn", count(x), count(y))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s := g.Stats()
+	dropped := int64(0)
+	for i := range s.Dropped {
+		dropped += s.Dropped[i].Load()
+	}
+	if s.Sent.Load() != 0 || dropped != 0 {
+		t.Errorf("sent %d dropped %d with no core acking, want 0 and 0", s.Sent.Load(), dropped)
+	}
+	// Each turn offers all 50, in order, replays past the first offer.
+	got, replay := y.ids(t)
+	for i := range 50 {
+		if want := "m" + string(rune('a'+i%26)) + string(rune('a'+i/26)); got[i] != want || !replay[i] {
+			t.Fatalf("y's push %d is %s (replay %v), want %s as a replay", i, got[i], replay[i], want)
+		}
+	}
+}
