@@ -57,6 +57,11 @@ const (
 	regionSendTimeout = 5 * time.Second
 	// regionRetryPause is the pause after every core of a region failed.
 	regionRetryPause = 200 * time.Millisecond
+	// regionAckWait: a push stream with pushes in flight whose core acked
+	// nothing for this long is taken for dead (a core killed with no
+	// close: its stream takes writes until the connection's idle timeout)
+	// and its pushes go to the next core.
+	regionAckWait = 2 * time.Second
 	// regionCallWait bounds a request to another region while its router
 	// is not found (elections, a core down).
 	regionCallWait = 5 * time.Second
@@ -359,6 +364,7 @@ const regionUnackedMax = 4096
 // highest seq that core acked.
 type hopStream struct {
 	st    *mesh.Stream
+	addr  string // the core
 	acked atomic.Uint64
 }
 
@@ -367,12 +373,19 @@ type hopStream struct {
 // stream fails, the next core (or the same, once back) gets the unacked
 // pushes again, marked as a replay, before anything newer. A push is lost
 // only to a full queue (counted as dropped by class), never to a stream
-// that died with it in flight.
+// that died with it in flight. A stream that owes acks and acked nothing
+// for regionAckWait counts as failed too: a core killed with no close
+// leaves a stream that takes writes until the connection's idle timeout.
+// The core of a failed stream is tried last: once restarted, it would
+// take the pushes again before its edges are back, and ack them having
+// delivered nothing.
 func (g *Regions) send(rr *remoteRegion) {
 	var hs *hopStream
 	var unacked []*meshpb.RegionDelivery // in seq order
 	var seq uint64
 	next := 0
+	failed := ""          // the core whose stream last failed: not the first tried again
+	var waiting time.Time // since when the stream owes acks and acked nothing
 	defer func() {
 		if hs != nil {
 			hs.st.Close()
@@ -393,15 +406,33 @@ func (g *Regions) send(rr *remoteRegion) {
 		if i > 0 {
 			g.stats.Sent.Add(uint64(i))
 			unacked = append(unacked[:0], unacked[i:]...)
+			waiting, failed = time.Time{}, ""
 		}
+		if len(unacked) == 0 {
+			waiting = time.Time{}
+		} else if waiting.IsZero() {
+			waiting = time.Now()
+		}
+	}
+	// drop gives up the current stream: its unacked pushes go to the next
+	// core.
+	drop := func() {
+		hs.st.Close()
+		failed = hs.addr
+		hs = nil
+		waiting = time.Time{}
+		next++
 	}
 	// open opens a stream and sends it every unacked push again; false
 	// when no core of rr took them.
 	open := func() bool {
 		for try := 0; try < len(rr.cores); try++ {
+			if rr.cores[next%len(rr.cores)] == failed && len(rr.cores) > 1 {
+				next++ // a core that failed is tried again last
+			}
 			addr := rr.cores[next%len(rr.cores)]
 			rr.mu.Lock()
-			if rr.router != "" && try == 0 {
+			if rr.router != "" && try == 0 && rr.router != failed {
 				addr = rr.router // it registered its logins itself: it holds every session
 			}
 			rr.mu.Unlock()
@@ -413,7 +444,7 @@ func (g *Regions) send(rr *remoteRegion) {
 				continue
 			}
 			st.SetSendTimeout(regionSendTimeout)
-			h := &hopStream{st: st}
+			h := &hopStream{st: st, addr: addr}
 			g.wg.Go(func() { // acks in
 				for {
 					b, err := st.Recv()
@@ -450,6 +481,10 @@ func (g *Regions) send(rr *remoteRegion) {
 	}
 	for {
 		trim()
+		if hs != nil && !waiting.IsZero() && time.Since(waiting) > regionAckWait {
+			g.log.Warn("region push: no ack from the core; sending its pushes to the next", "region", rr.num, "core", hs.addr, "unacked", len(unacked))
+			drop()
+		}
 		if hs == nil && len(unacked) > 0 {
 			if !open() {
 				g.stats.Failed.Add(1)
@@ -495,9 +530,7 @@ func (g *Regions) send(rr *remoteRegion) {
 			continue
 		}
 		if err := hs.st.Send(b); err != nil {
-			hs.st.Close()
-			hs = nil // the loop's top opens the next stream and sends what is unacked
-			next++
+			drop() // the loop's top opens the next stream and sends what is unacked
 		}
 	}
 }

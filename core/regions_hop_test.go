@@ -1,0 +1,215 @@
+package core
+
+import (
+	"context"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/relay"
+)
+
+// hopPeer is a remote region's core as the region hop's sender sees it:
+// it reads push frames and acks them, or (mute) reads them and never acks
+// — what a core killed with kill -9 looks like until its connection's
+// idle timeout: writes to its stream still succeed.
+type hopPeer struct {
+	node *mesh.Node
+	mute bool
+
+	mu   sync.Mutex
+	got  []*meshpb.RegionDelivery // guarded by mu
+	recv chan struct{}            // one per frame
+}
+
+func newHopPeer(t *testing.T, id *mesh.Identity, mute bool) *hopPeer {
+	t.Helper()
+	n, err := mesh.Listen("127.0.0.1:0", id, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &hopPeer{node: n, mute: mute, recv: make(chan struct{}, 1024)}
+	n.HandleStream(meshpb.MethodRegionDeliveries, p.serve, mesh.RoleCore)
+	t.Cleanup(func() { n.Close() })
+	return p
+}
+
+func (p *hopPeer) serve(ctx context.Context, peer string, st *mesh.Stream) {
+	defer st.Close()
+	for {
+		b, err := st.Recv()
+		if err != nil {
+			return
+		}
+		d := new(meshpb.RegionDelivery)
+		if proto.Unmarshal(b, d) != nil {
+			return
+		}
+		p.mu.Lock()
+		p.got = append(p.got, d)
+		p.mu.Unlock()
+		p.recv <- struct{}{}
+		if p.mute {
+			continue
+		}
+		a, _ := proto.Marshal(&meshpb.RegionAck{Seq: d.GetSeq()})
+		if st.Send(a) != nil {
+			return
+		}
+	}
+}
+
+// ids lists the message ids of the pushes received, in order, with
+// whether each was marked a replay.
+func (p *hopPeer) ids(t *testing.T) (ids []string, replay []bool) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, d := range p.got {
+		cmd := new(lcpb.GenericCommand)
+		if err := proto.Unmarshal(d.GetCommand(), cmd); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, cmd.GetDirectMessage().GetId())
+		replay = append(replay, d.GetReplay())
+	}
+	return ids, replay
+}
+
+func hopPush(g *Regions, id string) {
+	cmd := &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+		DirectMessage: &lcpb.DirectCommand{Id: proto.String(id), Cid: proto.String("c1"), Msg: proto.String("hi")}}
+	g.Fanout("app", []string{"alice", "bob"}, connKey{Edge: "e2", Conn: 1}, cmd, false)
+}
+
+// TestRegionHopLeavesAMuteCore: the core the hop streams to stops acking
+// without its stream failing (kill -9: writes still succeed until the
+// connection's idle timeout; a restart then answers with a stateless
+// reset, and the sender went back to it — a fresh core whose relay knew
+// no session yet, which acked the pushes without delivering them). The
+// pushes it owes go to another core of the region, marked as a replay,
+// and so do the later ones; the mute core is not tried first again.
+func TestRegionHopLeavesAMuteCore(t *testing.T) {
+	ids, err := mesh.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"), "core-a", "core-x", "core-y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mute := newHopPeer(t, ids["core-x"], true)
+	live := newHopPeer(t, ids["core-y"], false)
+	n, err := mesh.Listen("127.0.0.1:0", ids["core-a"], slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	rl := relay.New(relay.Config{})
+	defer rl.Close()
+	g, err := NewRegions(2, n, rl, []RemoteRegion{{Number: 1, Cores: []string{mute.node.Addr(), live.node.Addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	// The mute core answered last as the region's router: the hop tries
+	// it first.
+	rr := g.peers[1]
+	rr.mu.Lock()
+	rr.router = mute.node.Addr()
+	rr.mu.Unlock()
+
+	hopPush(g, "m1")
+	hopPush(g, "m2")
+	wait := func(p *hopPeer, k int, what string) {
+		t.Helper()
+		deadline := time.After(30 * time.Second)
+		for range k {
+			select {
+			case <-p.recv:
+			case <-deadline:
+				got, _ := p.ids(t)
+				t.Fatalf("%s: got %v after 30s", what, got)
+			}
+		}
+	}
+	wait(mute, 2, "the mute core")
+	wait(live, 2, "the live core, after the mute one acked nothing")
+	hopPush(g, "m3")
+	wait(live, 1, "the live core, a push after the move")
+
+	got, replay := live.ids(t)
+	want := []string{"m1", "m2", "m3"}
+	wantReplay := []bool{true, true, false}
+	if len(got) != len(want) {
+		t.Fatalf("live core got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] || replay[i] != wantReplay[i] {
+			t.Fatalf("live core got %v (replay %v), want %v (replay %v)", got, replay, want, wantReplay)
+		}
+	}
+	if m, _ := mute.ids(t); len(m) != 2 {
+		t.Errorf("the mute core got %v, want m1 and m2 only", m)
+	}
+	// Every push acked, by the live core.
+	for deadline := time.Now().Add(10 * time.Second); g.Stats().Sent.Load() != 3; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d pushes acked, want 3", g.Stats().Sent.Load())
+		}
+	}
+}
+
+// TestRegionHopAllMute: no core of the region acks. The pushes are not
+// counted sent nor dropped: the hop keeps them and offers them to each
+// core in turn (the one that failed last, last), until one acks.
+func TestRegionHopAllMute(t *testing.T) {
+	ids, err := mesh.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"), "core-a", "core-x", "core-y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newHopPeer(t, ids["core-x"], true)
+	y := newHopPeer(t, ids["core-y"], true)
+	n, err := mesh.Listen("127.0.0.1:0", ids["core-a"], slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	rl := relay.New(relay.Config{})
+	defer rl.Close()
+	g, err := NewRegions(2, n, rl, []RemoteRegion{{Number: 1, Cores: []string{x.node.Addr(), y.node.Addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	for i := range 50 {
+		hopPush(g, "m"+string(rune('a'+i%26))+string(rune('a'+i/26)))
+	}
+	// x takes all 50 first, then y all 50 again, then x again.
+	count := func(p *hopPeer) int { p.mu.Lock(); defer p.mu.Unlock(); return len(p.got) }
+	deadline := time.Now().Add(30 * time.Second)
+	for count(x) < 100 || count(y) < 50 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30s: x got %d, y got %d pushes; want each offered every push in turn", count(x), count(y))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s := g.Stats()
+	dropped := int64(0)
+	for i := range s.Dropped {
+		dropped += s.Dropped[i].Load()
+	}
+	if s.Sent.Load() != 0 || dropped != 0 {
+		t.Errorf("sent %d dropped %d with no core acking, want 0 and 0", s.Sent.Load(), dropped)
+	}
+	// Each turn offers all 50, in order, replays past the first offer.
+	got, replay := y.ids(t)
+	for i := range 50 {
+		if want := "m" + string(rune('a'+i%26)) + string(rune('a'+i/26)); got[i] != want || !replay[i] {
+			t.Fatalf("y's push %d is %s (replay %v), want %s as a replay", i, got[i], replay[i], want)
+		}
+	}
+}
