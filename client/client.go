@@ -210,15 +210,10 @@ func (c *Client) conn(ctx context.Context) (*conn, error) {
 // connect dials url and opens the session on the new connection.
 func (c *Client) connect(ctx context.Context, url string, reconnect bool) (*conn, error) {
 	c.setCurrent(url)
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}, HTTPClient: c.opts.HTTPClient})
+	ws, err := c.dialTransport(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("%w: dial %s: %w", ErrConnectionLost, url, err)
+		return nil, err
 	}
-	if got := ws.Subprotocol(); got != c.opts.Subprotocol {
-		_ = ws.CloseNow()
-		return nil, fmt.Errorf("%w: server chose subprotocol %q, want %q", ErrProtocol, got, c.opts.Subprotocol)
-	}
-	ws.SetReadLimit(c.opts.MaxFrame)
 	cn := newConn(ws, connConfig{
 		codec: c.codec, log: c.log, peerID: c.opts.ClientID, onPush: c.handlePush,
 		keepAlive: c.opts.KeepAlive, idle: c.opts.IdleTimeout, writeTimeout: c.opts.RequestTimeout,
@@ -232,6 +227,34 @@ func (c *Client) connect(ctx context.Context, url string, reconnect bool) (*conn
 		return nil, err
 	}
 	return cn, nil
+}
+
+// dialTransport opens the connection of Options.Transport.
+func (c *Client) dialTransport(ctx context.Context, url string) (frameTransport, error) {
+	switch c.opts.Transport {
+	case TransportWebTransport:
+		if c.codec.Base64 {
+			return nil, fmt.Errorf("%w: webtransport carries binary subprotocols only, not %q", ErrProtocol, c.opts.Subprotocol)
+		}
+		t, err := c.dialWebTransport(ctx, url)
+		if err != nil {
+			return nil, fmt.Errorf("%w: dial webtransport for %s: %w", ErrConnectionLost, url, err)
+		}
+		return t, nil
+	case TransportWebSocket:
+	default:
+		return nil, fmt.Errorf("client: unknown Options.Transport %q", c.opts.Transport)
+	}
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}, HTTPClient: c.opts.HTTPClient})
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrConnectionLost, url, err)
+	}
+	if got := ws.Subprotocol(); got != c.opts.Subprotocol {
+		_ = ws.CloseNow()
+		return nil, fmt.Errorf("%w: server chose subprotocol %q, want %q", ErrProtocol, got, c.opts.Subprotocol)
+	}
+	ws.SetReadLimit(c.opts.MaxFrame)
+	return wsTransport{ws}, nil
 }
 
 // open sends session/open and stores what session/opened returns. A reopen
