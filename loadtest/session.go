@@ -2,11 +2,13 @@ package loadtest
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/client"
+	"github.com/relaymesh/relaymesh/netem"
 )
 
 // conv is a conversation the worker created: its members in the order
@@ -52,6 +54,9 @@ type session struct {
 	chatRoom string
 	chatIdx  int
 	slow     bool // a slow reader (Config.SlowReaders)
+	// pc is the session's lossy QUIC socket (Config.Loss), closed after
+	// the client.
+	pc *netem.Conn
 
 	done chan struct{} // closed when the event loop exited
 
@@ -108,8 +113,19 @@ func (s *session) waitUnread(ctx context.Context) (*client.Unread, error) {
 
 // login dials the session and starts its event loop.
 func (s *session) login(ctx context.Context, opts client.Options) error {
+	if opts.Transport == TransportWebTransport && s.w.cfg.Loss > 0 && s.pc == nil {
+		pc, err := lossyPacketConn(s.w.cfg.Loss)
+		if err != nil {
+			return err
+		}
+		s.pc = pc
+	}
+	if s.pc != nil {
+		opts.PacketConn = s.pc
+	}
 	cl, err := client.Dial(ctx, s.target, opts)
 	if err != nil {
+		s.closePC()
 		return err
 	}
 	s.cl = cl
@@ -189,11 +205,34 @@ func (s *session) syncFrom(ctx context.Context, cid string, n int) error {
 
 func (s *session) close() {
 	if s.cl == nil {
+		s.closePC()
 		return
 	}
 	_ = s.cl.Close()
+	s.closePC()
 	<-s.done
 	if d := s.cl.Dropped(); d > 0 {
 		s.w.eventsDropped.Add(int64(d))
 	}
+}
+
+func (s *session) closePC() {
+	if s.pc != nil {
+		st := s.pc.Stats()
+		s.w.lossWritten.Add(st.Written)
+		s.w.lossDropped.Add(st.Lost)
+		_ = s.pc.Close()
+		s.pc = nil
+	}
+}
+
+// lossyPacketConn is a loopback UDP socket that drops each datagram
+// written to it with probability loss (client → edge).
+func lossyPacketConn(loss float64) (*netem.Conn, error) {
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	rules := netem.NewRules().Set(netem.Any, netem.Any, netem.Link{Loss: loss})
+	return netem.NewConn(udp, netem.Config{Table: netem.NewTable(rules)}), nil
 }

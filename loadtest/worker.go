@@ -31,6 +31,10 @@ type Report struct {
 	Reconnects     int64           `json:"reconnects"`
 	Unrecovered    int64           `json:"unrecovered"` // reconnect: sessions whose unread state did not come back
 	EventsDropped  int64           `json:"events_dropped"`
+	// Config.Loss: datagrams the sessions' QUIC sockets were given and
+	// dropped.
+	LossWritten int64 `json:"loss_written,omitempty"`
+	LossDropped int64 `json:"loss_dropped,omitempty"`
 	// SendErrorKinds counts failed sends without a LeanCloud code:
 	// "timeout", "connection lost", "session closed", "other".
 	SendErrorKinds map[string]int64 `json:"send_error_kinds,omitempty"`
@@ -74,6 +78,7 @@ type worker struct {
 	ackS, deliverS                            *Series
 
 	sendErrors, behind, sessionsClosed, reconnects, unrecovered, eventsDropped atomic.Int64
+	lossWritten, lossDropped                                                   atomic.Int64
 	connected, connectFailed, disconnected                                     atomic.Int64
 
 	mu      sync.Mutex
@@ -267,6 +272,7 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 		SendErrors: w.sendErrors.Load(), Behind: w.behind.Load(), Closed: w.sessionsClosed.Load(),
 		Reconnects: w.reconnects.Load(), Unrecovered: w.unrecovered.Load(), EventsDropped: w.eventsDropped.Load(),
 		Disconnected: w.disconnected.Load(), Down: w.downH,
+		LossWritten: w.lossWritten.Load(), LossDropped: w.lossDropped.Load(),
 	}
 	if !sendStart.IsZero() {
 		rep.SendSeconds = sendEnd.Sub(sendStart).Seconds()
@@ -373,6 +379,7 @@ func (w *worker) options(s *session) client.Options {
 	if s.slow {
 		o.ReadDelay = w.cfg.SlowReadDelay
 	}
+	o.Transport = w.cfg.Transport
 	return o
 }
 
