@@ -104,7 +104,8 @@ type Config struct {
 	// buffers do not apply (one UDP socket per session).
 	Transport string
 	// Loss is the share of datagrams each session drops on its own QUIC
-	// socket (a netem.Conn under quic-go, client → edge), in [0, 1).
+	// socket, in [0, 1), both ways: a netem.Conn under quic-go drops
+	// written ones, a wrapper drops read ones.
 	// WebTransport only: TCP's packets cannot be dropped in userspace
 	// (docs/BENCHMARKS.md).
 	Loss float64

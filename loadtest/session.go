@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -56,7 +57,7 @@ type session struct {
 	slow     bool // a slow reader (Config.SlowReaders)
 	// pc is the session's lossy QUIC socket (Config.Loss), closed after
 	// the client.
-	pc *netem.Conn
+	pc *lossyConn
 
 	done chan struct{} // closed when the event loop exited
 
@@ -219,20 +220,44 @@ func (s *session) close() {
 func (s *session) closePC() {
 	if s.pc != nil {
 		st := s.pc.Stats()
-		s.w.lossWritten.Add(st.Written)
-		s.w.lossDropped.Add(st.Lost)
+		s.w.lossWritten.Add(st.Written + s.pc.read.Load())
+		s.w.lossDropped.Add(st.Lost + s.pc.readLost.Load())
 		_ = s.pc.Close()
 		s.pc = nil
 	}
 }
 
-// lossyPacketConn is a loopback UDP socket that drops each datagram
-// written to it with probability loss (client → edge).
-func lossyPacketConn(loss float64) (*netem.Conn, error) {
+// lossyPacketConn is a loopback UDP socket that drops each datagram with
+// probability loss in both directions: written ones (client → edge) in a
+// netem.Conn, read ones (edge → client) as they are read, which is the
+// same to QUIC as a loss on the way.
+func lossyPacketConn(loss float64) (*lossyConn, error) {
 	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	rules := netem.NewRules().Set(netem.Any, netem.Any, netem.Link{Loss: loss})
-	return netem.NewConn(udp, netem.Config{Table: netem.NewTable(rules)}), nil
+	return &lossyConn{Conn: netem.NewConn(udp, netem.Config{Table: netem.NewTable(rules)}), loss: loss}, nil
+}
+
+type lossyConn struct {
+	*netem.Conn
+	loss           float64
+	read, readLost atomic.Int64
+}
+
+// ReadFrom drops inbound datagrams with probability loss.
+func (c *lossyConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.Conn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		c.read.Add(1)
+		if rand.Float64() < c.loss {
+			c.readLost.Add(1)
+			continue
+		}
+		return n, addr, nil
+	}
 }

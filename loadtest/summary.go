@@ -50,7 +50,7 @@ type Summary struct {
 	Unrecovered    int64           `json:"unrecovered"`
 	EventsDropped  int64           `json:"events_dropped"`
 	Transport      string          `json:"transport,omitempty"`
-	LossWritten    int64           `json:"loss_written,omitempty"` // Config.Loss: datagrams written to the lossy sockets
+	LossWritten    int64           `json:"loss_written,omitempty"` // Config.Loss: datagrams through the lossy sockets, both ways
 	LossDropped    int64           `json:"loss_dropped,omitempty"` // and dropped by them
 	// SendErrorKinds: failed sends without a LeanCloud code, by kind
 	// ("timeout", "connection lost", "session closed", "other").
@@ -206,7 +206,7 @@ func (s *Summary) WriteText(w io.Writer) {
 		p("  transport: %s", s.Transport)
 	}
 	if s.LossWritten > 0 {
-		p("  injected loss: %d of %d datagrams client→edge dropped (%.2f %%)", s.LossDropped, s.LossWritten,
+		p("  injected loss: %d of %d datagrams dropped (both ways) (%.2f %%)", s.LossDropped, s.LossWritten,
 			100*float64(s.LossDropped)/float64(s.LossWritten))
 	}
 	q("connect", s.ConnectLatencyMS)

@@ -31,8 +31,8 @@ type Report struct {
 	Reconnects     int64           `json:"reconnects"`
 	Unrecovered    int64           `json:"unrecovered"` // reconnect: sessions whose unread state did not come back
 	EventsDropped  int64           `json:"events_dropped"`
-	// Config.Loss: datagrams the sessions' QUIC sockets were given and
-	// dropped.
+	// Config.Loss: datagrams through the sessions' QUIC sockets (both
+	// ways) and dropped.
 	LossWritten int64 `json:"loss_written,omitempty"`
 	LossDropped int64 `json:"loss_dropped,omitempty"`
 	// SendErrorKinds counts failed sends without a LeanCloud code:
