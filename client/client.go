@@ -34,19 +34,20 @@ type Client struct {
 	done      chan struct{} // closed when run exited
 
 	mu                  sync.Mutex
-	url                 string             // guarded by mu; the server in use (or last tried)
-	srv                 servers            // guarded by mu; servers.go
-	cur                 *conn              // guarded by mu; nil while reconnecting
-	ready               chan struct{}      // guarded by mu; closed when cur is set
-	term                error              // guarded by mu; set once the client is finished
-	st                  string             // guarded by mu; session token
-	stExpiry            time.Time          // guarded by mu; zero = unknown
-	lastPatchTime       int64              // guarded by mu; ms
-	lastUnreadNotifTime int64              // guarded by mu; ms
-	last                map[string]lastMsg // guarded by mu; last message per cid, for Read
-	seen                map[string]int64   // guarded by mu; last timestamp received from others per cid (resync.go)
-	rs                  *resyncState       // guarded by mu; the resync waiting for its unread push
-	resyncWG            sync.WaitGroup     // resync goroutines
+	url                 string              // guarded by mu; the server in use (or last tried)
+	srv                 servers             // guarded by mu; servers.go
+	cur                 *conn               // guarded by mu; nil while reconnecting
+	ready               chan struct{}       // guarded by mu; closed when cur is set
+	term                error               // guarded by mu; set once the client is finished
+	st                  string              // guarded by mu; session token
+	stExpiry            time.Time           // guarded by mu; zero = unknown
+	lastPatchTime       int64               // guarded by mu; ms
+	lastUnreadNotifTime int64               // guarded by mu; ms
+	last                map[string]lastMsg  // guarded by mu; last message per cid, for Read
+	seen                map[string]int64    // guarded by mu; last timestamp received from others per cid (resync.go)
+	rs                  *resyncState        // guarded by mu; the resync waiting for its unread push
+	resyncWG            sync.WaitGroup      // resync goroutines
+	wtHashes            map[string][][]byte // guarded by mu; WebTransport certificate hashes per server (transport.go)
 }
 
 type lastMsg struct {

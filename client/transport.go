@@ -256,8 +256,15 @@ type wtInfo struct {
 	} `json:"certificateHashes"`
 }
 
-// fetchCertHashes asks the edge behind wsURL for its certificate hashes
-// (relaymesh dev's self-signed certificate).
+// WebTransportCertHashes asks the edge behind wsURL (GET
+// /v1/webtransport on its host) for the SHA-256 hashes of its
+// WebTransport certificate (relaymesh dev's self-signed one), for
+// Options.CertHashes. hc nil: http.DefaultClient.
+func WebTransportCertHashes(ctx context.Context, hc *http.Client, wsURL string) ([][]byte, error) {
+	return fetchCertHashes(ctx, hc, wsURL)
+}
+
+// fetchCertHashes asks the edge behind wsURL for its certificate hashes.
 func fetchCertHashes(ctx context.Context, hc *http.Client, wsURL string) ([][]byte, error) {
 	u, err := url.Parse(wsURL)
 	if err != nil {
@@ -332,9 +339,22 @@ func (c *Client) dialWebTransport(ctx context.Context, wsURL string) (*wtTranspo
 	if tlsConf == nil {
 		hashes := c.opts.CertHashes
 		if len(hashes) == 0 {
-			var err error
-			if hashes, err = fetchCertHashes(ctx, c.opts.HTTPClient, wsURL); err != nil {
-				return nil, err
+			// Fetched once per server and kept; dropped when a dial fails
+			// (a renewed certificate).
+			c.mu.Lock()
+			hashes = c.wtHashes[wsURL]
+			c.mu.Unlock()
+			if len(hashes) == 0 {
+				var err error
+				if hashes, err = fetchCertHashes(ctx, c.opts.HTTPClient, wsURL); err != nil {
+					return nil, err
+				}
+				c.mu.Lock()
+				if c.wtHashes == nil {
+					c.wtHashes = make(map[string][][]byte)
+				}
+				c.wtHashes[wsURL] = hashes
+				c.mu.Unlock()
 			}
 		}
 		tlsConf = hashTLS(hashes)
@@ -355,6 +375,9 @@ func (c *Client) dialWebTransport(ctx context.Context, wsURL string) (*wtTranspo
 		}
 	}
 	fail := func(err error) (*wtTransport, error) {
+		c.mu.Lock()
+		delete(c.wtHashes, wsURL)
+		c.mu.Unlock()
 		_ = tr.Close()
 		if qtr != nil {
 			_ = qtr.Close()

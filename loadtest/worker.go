@@ -74,6 +74,9 @@ type worker struct {
 	dialer *netDialer
 	http   *http.Client // dials through dialer; every session's HTTPClient
 
+	hashMu sync.Mutex
+	hashes map[string][][]byte // guarded by hashMu; webtransport certificate hashes per target
+
 	connectH, ackH, deliverH, recoverH, downH *Hist
 	ackS, deliverS                            *Series
 
@@ -361,6 +364,27 @@ type scenario interface {
 	teardown()                       // close every session
 }
 
+// certHashes returns target's WebTransport certificate hashes, fetched
+// once; nil (each client fetches its own) when that failed.
+func (w *worker) certHashes(target string) [][]byte {
+	w.hashMu.Lock()
+	defer w.hashMu.Unlock()
+	if h, ok := w.hashes[target]; ok {
+		return h
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := client.WebTransportCertHashes(ctx, w.http, target)
+	if err != nil {
+		w.noteErr("webtransport certificate hash of %s: %v", target, err)
+	}
+	if w.hashes == nil {
+		w.hashes = make(map[string][][]byte)
+	}
+	w.hashes[target] = h
+	return h
+}
+
 // options are the client options of session s; a chatroom slow reader
 // pauses Config.SlowReadDelay after each push.
 func (w *worker) options(s *session) client.Options {
@@ -380,6 +404,12 @@ func (w *worker) options(s *session) client.Options {
 		o.ReadDelay = w.cfg.SlowReadDelay
 	}
 	o.Transport = w.cfg.Transport
+	if o.Transport == TransportWebTransport {
+		// As a page does: the certificate hash is fetched once (per
+		// target), not on every login, so connect latency is the
+		// transport's.
+		o.CertHashes = w.certHashes(s.target)
+	}
 	return o
 }
 
