@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/quic-go/quic-go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
@@ -48,6 +49,7 @@ type Client struct {
 	rs                  *resyncState        // guarded by mu; the resync waiting for its unread push
 	resyncWG            sync.WaitGroup      // resync goroutines
 	wtHashes            map[string][][]byte // guarded by mu; WebTransport certificate hashes per server (transport.go)
+	qtr                 *quic.Transport     // guarded by mu; on Options.PacketConn (transport.go)
 }
 
 type lastMsg struct {
@@ -109,6 +111,9 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	}
 	if err != nil {
 		cancel()
+		if c.qtr != nil {
+			_ = c.qtr.Close()
+		}
 		return nil, err
 	}
 	c.cur = cn
@@ -361,6 +366,12 @@ func (c *Client) opened(r *lcpb.GenericCommand) {
 func (c *Client) run(cn *conn) {
 	defer func() {
 		c.resyncWG.Wait()
+		c.mu.Lock()
+		qtr := c.qtr
+		c.mu.Unlock()
+		if qtr != nil {
+			_ = qtr.Close()
+		}
 		close(c.events)
 		close(c.done)
 	}()

@@ -73,7 +73,6 @@ type wtTransport struct {
 	sess *webtransport.Session
 	str  *webtransport.Stream
 	tr   *webtransport.Transport
-	qtr  *quic.Transport // nil unless Options.PacketConn
 	max  int64
 
 	in        chan []byte   // stream frames and datagrams, in arrival order per source
@@ -225,11 +224,6 @@ func (t *wtTransport) release() {
 		go func() {
 			t.wg.Wait()
 			_ = t.tr.Close()
-			if t.qtr != nil {
-				// Closes only quic-go's use of the PacketConn: the caller
-				// owns it (Options.PacketConn).
-				_ = t.qtr.Close()
-			}
 		}()
 	})
 }
@@ -363,9 +357,7 @@ func (c *Client) dialWebTransport(ctx context.Context, wsURL string) (*wtTranspo
 		target += "?subprotocol=" + url.QueryEscape(c.opts.Subprotocol)
 	}
 	tr := &webtransport.Transport{TLSClientConfig: tlsConf}
-	var qtr *quic.Transport
-	if pc := c.opts.PacketConn; pc != nil {
-		qtr = &quic.Transport{Conn: pc}
+	if qtr := c.quicTransport(); qtr != nil {
 		tr.DialAddr = func(ctx context.Context, addr string, tc *tls.Config, qc *quic.Config) (*quic.Conn, error) {
 			ua, err := net.ResolveUDPAddr("udp", addr)
 			if err != nil {
@@ -379,9 +371,6 @@ func (c *Client) dialWebTransport(ctx context.Context, wsURL string) (*wtTranspo
 		delete(c.wtHashes, wsURL)
 		c.mu.Unlock()
 		_ = tr.Close()
-		if qtr != nil {
-			_ = qtr.Close()
-		}
 		return nil, err
 	}
 	_, sess, err := tr.Dial(ctx, target, nil)
@@ -393,7 +382,23 @@ func (c *Client) dialWebTransport(ctx context.Context, wsURL string) (*wtTranspo
 		_ = sess.CloseWithError(0, "")
 		return fail(err)
 	}
-	t := &wtTransport{sess: sess, str: str, tr: tr, qtr: qtr, max: c.opts.MaxFrame}
+	t := &wtTransport{sess: sess, str: str, tr: tr, max: c.opts.MaxFrame}
 	t.start()
 	return t, nil
+}
+
+// quicTransport is the one quic.Transport on Options.PacketConn, shared
+// by every connection of the client (nil without a PacketConn). run closes
+// it when the client is finished; that ends only quic-go's use of the
+// PacketConn, which the caller owns.
+func (c *Client) quicTransport() *quic.Transport {
+	if c.opts.PacketConn == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.qtr == nil {
+		c.qtr = &quic.Transport{Conn: c.opts.PacketConn}
+	}
+	return c.qtr
 }

@@ -41,7 +41,7 @@ func wtClientOpts(id string) client.Options {
 }
 
 // TestWebTransportClient: the Go SDK over WebTransport (certificate
-// trusted by the hash from /v1/webtransport) chats with a WebSocket
+// trusted by the hash from /v1/webtransport, on its own PacketConn) chats with a WebSocket
 // client both ways; the edge's shutdown reaches it as close code 1001 (as
 // on WebSocket), it reconnects to the restarted edge and chats again.
 func TestWebTransportClient(t *testing.T) {
@@ -56,7 +56,16 @@ func TestWebTransportClient(t *testing.T) {
 	defer cancel()
 	url := "ws://" + addr + "/"
 
-	alice, err := client.Dial(ctx, url, wtClientOpts("wtc-alice"))
+	// Alice's connections share one UDP socket (Options.PacketConn),
+	// across the reconnect below too.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	ao := wtClientOpts("wtc-alice")
+	ao.PacketConn = pc
+	alice, err := client.Dial(ctx, url, ao)
 	if err != nil {
 		t.Fatal(err)
 	}
