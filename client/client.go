@@ -122,6 +122,22 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	return c, nil
 }
 
+// Drop ends the current connection at once, as a network failure would
+// (no session/close; the WebSocket or WebTransport session is torn down
+// without waiting), and the client reconnects on its own. For tests and
+// load testing (relaymesh-loadtest's reconnect scenario over
+// WebTransport). It reports whether there was a connection to drop.
+func (c *Client) Drop() bool {
+	c.mu.Lock()
+	cn := c.cur
+	c.mu.Unlock()
+	if cn == nil || cn.dead() {
+		return false
+	}
+	cn.kill(fmt.Errorf("%w: dropped", ErrConnectionLost))
+	return true
+}
+
 // ID returns the client id (peerId).
 func (c *Client) ID() string { return c.opts.ClientID }
 

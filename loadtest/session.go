@@ -114,10 +114,16 @@ func (s *session) waitUnread(ctx context.Context) (*client.Unread, error) {
 
 // login dials the session and starts its event loop.
 func (s *session) login(ctx context.Context, opts client.Options) error {
-	if opts.Transport == TransportWebTransport && s.w.cfg.Loss > 0 && s.pc == nil {
+	grp := groupOf(s.target)
+	if opts.Transport == TransportWebTransport && (s.w.cfg.Loss > 0 || grp == dropGroup) && s.pc == nil {
 		pc, err := lossyPacketConn(s.w.cfg.Loss)
 		if err != nil {
 			return err
+		}
+		if grp == dropGroup {
+			// The reconnect scenario's network switch (netdial.go).
+			pc.d, pc.group = s.w.dialer, grp
+			s.w.dialer.trackWT(s)
 		}
 		s.pc = pc
 	}
@@ -244,20 +250,37 @@ type lossyConn struct {
 	*netem.Conn
 	loss           float64
 	read, readLost atomic.Int64
+	// d and group: while the group is down (netDialer.drop) every
+	// datagram is dropped and writes fail, so dials fail as the TCP
+	// dials of the group do.
+	d     *netDialer
+	group string
 }
 
-// ReadFrom drops inbound datagrams with probability loss.
+// ReadFrom drops inbound datagrams with probability loss, and all of
+// them while the group is down.
 func (c *lossyConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, addr, err := c.Conn.ReadFrom(b)
 		if err != nil {
 			return n, addr, err
 		}
+		if c.d != nil && c.d.isDown(c.group) {
+			continue
+		}
 		c.read.Add(1)
-		if rand.Float64() < c.loss {
+		if c.loss > 0 && rand.Float64() < c.loss {
 			c.readLost.Add(1)
 			continue
 		}
 		return n, addr, nil
 	}
+}
+
+// WriteTo fails while the group is down.
+func (c *lossyConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.d != nil && c.d.isDown(c.group) {
+		return 0, errGroupDown
+	}
+	return c.Conn.WriteTo(b, addr)
 }

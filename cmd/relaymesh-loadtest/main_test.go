@@ -168,6 +168,21 @@ func TestWebTransportLoss(t *testing.T) {
 	}
 }
 
+// TestWebTransportReconnect: the reconnect scenario over WebTransport —
+// the droppers' sockets go down (client.Drop, writes refused), feeders
+// send, the sockets come back and every dropper gets its unread state.
+func TestWebTransportReconnect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts relaymesh dev")
+	}
+	srv := devserver.Start(t)
+	code, stdout, stderr := runCmd(t, "--target", srv.URL, "--scenario", "reconnect", "--sessions", "20",
+		"--transport", "webtransport", "--duration", "2s", "--drain", "2s", "--progress", "-1s")
+	if code != 0 || !strings.Contains(stdout, "(0 unrecovered)") || strings.Contains(stdout+stderr, "dropped 0 connections") {
+		t.Errorf("exit %d; want 0, every dropper dropped and recovered", code)
+	}
+}
+
 type summary struct {
 	Transport   string `json:"transport"`
 	LossWritten int64  `json:"loss_written"`
