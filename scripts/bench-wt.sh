@@ -80,6 +80,7 @@ for tr in websocket webtransport; do
 		--connect-rate "$CONNECT_RATE" --concurrency 100 --duration 5s
 	run "pairs-$tr" --transport "$tr" --scenario pairs --sessions "$PAIRS_SESSIONS" \
 		--rate "$PAIRS_RATE" --duration "$PAIRS_DURATION"
+	run "reconnect-$tr" --transport "$tr" --scenario reconnect --sessions "$PAIRS_SESSIONS" --duration 2s
 done
 for l in $LOSSES; do
 	run "loss-$l" --transport webtransport --loss "$l" --scenario pairs --sessions "$PAIRS_SESSIONS" \
@@ -101,6 +102,8 @@ ws_d99=$(j pairs-websocket .delivery_latency_ms.p99); wt_d99=$(j pairs-webtransp
 	echo "| server RSS per idle session, bytes | $ws_rss | $wt_rss | $(ratio "$wt_rss" "$ws_rss") |"
 	echo "| delivery p50, pairs $PAIRS_SESSIONS sessions $PAIRS_RATE msg/s, ms | $ws_d50 | $wt_d50 | $(ratio "$wt_d50" "$ws_d50") |"
 	echo "| delivery p99, ms | $ws_d99 | $wt_d99 | $(ratio "$wt_d99" "$ws_d99") |"
+	ws_r=$(j reconnect-websocket .recover_ms.p99); wt_r=$(j reconnect-webtransport .recover_ms.p99)
+	echo "| reconnect → unread state p99, $PAIRS_SESSIONS sessions dropped at once, ms | $ws_r | $wt_r | $(ratio "$wt_r" "$ws_r") |"
 	for l in $LOSSES; do
 		pct=$(python3 -c "print(f'{float(\"$l\")*100:g}')")
 		d50=$(j "loss-$l" .delivery_latency_ms.p50); d99=$(j "loss-$l" .delivery_latency_ms.p99)
