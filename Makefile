@@ -4,7 +4,7 @@ BIN := bin/relaymesh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 NODE_SDK := conformance/js/node_modules/leancloud-realtime
 
-.PHONY: build run test test-go race lint bench proto lab fuzz clean js
+.PHONY: build run test test-go race lint bench bench-wt proto lab fuzz clean js
 
 build:
 	$(GO) build -o $(BIN) ./cmd/relaymesh
@@ -63,6 +63,12 @@ fuzz:
 # (scripts/bench.sh; ~15 minutes on 2 cores); writes docs/BENCHMARKS.md.
 bench:
 	GO=$(GO) ./scripts/bench.sh
+
+# WebTransport vs WebSocket side by side (issue 10; scripts/bench-wt.sh,
+# ~2 minutes): connect latency, RSS per idle session, p99 delivery, and
+# WebTransport's p99 delivery under injected loss. Not part of make test.
+bench-wt:
+	GO=$(GO) ./scripts/bench-wt.sh
 
 # Long soaks, not run by CI: first a smoke of `relaymesh lab` at full size
 # (issue 9: two regions of 3 cores and 2 edges, 80 ms apart; start, RTT

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/quic-go/quic-go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
@@ -34,19 +35,21 @@ type Client struct {
 	done      chan struct{} // closed when run exited
 
 	mu                  sync.Mutex
-	url                 string             // guarded by mu; the server in use (or last tried)
-	srv                 servers            // guarded by mu; servers.go
-	cur                 *conn              // guarded by mu; nil while reconnecting
-	ready               chan struct{}      // guarded by mu; closed when cur is set
-	term                error              // guarded by mu; set once the client is finished
-	st                  string             // guarded by mu; session token
-	stExpiry            time.Time          // guarded by mu; zero = unknown
-	lastPatchTime       int64              // guarded by mu; ms
-	lastUnreadNotifTime int64              // guarded by mu; ms
-	last                map[string]lastMsg // guarded by mu; last message per cid, for Read
-	seen                map[string]int64   // guarded by mu; last timestamp received from others per cid (resync.go)
-	rs                  *resyncState       // guarded by mu; the resync waiting for its unread push
-	resyncWG            sync.WaitGroup     // resync goroutines
+	url                 string              // guarded by mu; the server in use (or last tried)
+	srv                 servers             // guarded by mu; servers.go
+	cur                 *conn               // guarded by mu; nil while reconnecting
+	ready               chan struct{}       // guarded by mu; closed when cur is set
+	term                error               // guarded by mu; set once the client is finished
+	st                  string              // guarded by mu; session token
+	stExpiry            time.Time           // guarded by mu; zero = unknown
+	lastPatchTime       int64               // guarded by mu; ms
+	lastUnreadNotifTime int64               // guarded by mu; ms
+	last                map[string]lastMsg  // guarded by mu; last message per cid, for Read
+	seen                map[string]int64    // guarded by mu; last timestamp received from others per cid (resync.go)
+	rs                  *resyncState        // guarded by mu; the resync waiting for its unread push
+	resyncWG            sync.WaitGroup      // resync goroutines
+	wtHashes            map[string][][]byte // guarded by mu; WebTransport certificate hashes per server (transport.go)
+	qtr                 *quic.Transport     // guarded by mu; on Options.PacketConn (transport.go)
 }
 
 type lastMsg struct {
@@ -108,12 +111,31 @@ func Dial(ctx context.Context, url string, opts Options) (*Client, error) {
 	}
 	if err != nil {
 		cancel()
+		if c.qtr != nil {
+			_ = c.qtr.Close()
+		}
 		return nil, err
 	}
 	c.cur = cn
 	close(c.ready)
 	go c.run(cn)
 	return c, nil
+}
+
+// Drop ends the current connection at once, as a network failure would
+// (no session/close; the WebSocket or WebTransport session is torn down
+// without waiting), and the client reconnects on its own. For tests and
+// load testing (relaymesh-loadtest's reconnect scenario over
+// WebTransport). It reports whether there was a connection to drop.
+func (c *Client) Drop() bool {
+	c.mu.Lock()
+	cn := c.cur
+	c.mu.Unlock()
+	if cn == nil || cn.dead() {
+		return false
+	}
+	cn.kill(fmt.Errorf("%w: dropped", ErrConnectionLost))
+	return true
 }
 
 // ID returns the client id (peerId).
@@ -210,15 +232,10 @@ func (c *Client) conn(ctx context.Context) (*conn, error) {
 // connect dials url and opens the session on the new connection.
 func (c *Client) connect(ctx context.Context, url string, reconnect bool) (*conn, error) {
 	c.setCurrent(url)
-	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}, HTTPClient: c.opts.HTTPClient})
+	ws, err := c.dialTransport(ctx, url)
 	if err != nil {
-		return nil, fmt.Errorf("%w: dial %s: %w", ErrConnectionLost, url, err)
+		return nil, err
 	}
-	if got := ws.Subprotocol(); got != c.opts.Subprotocol {
-		_ = ws.CloseNow()
-		return nil, fmt.Errorf("%w: server chose subprotocol %q, want %q", ErrProtocol, got, c.opts.Subprotocol)
-	}
-	ws.SetReadLimit(c.opts.MaxFrame)
 	cn := newConn(ws, connConfig{
 		codec: c.codec, log: c.log, peerID: c.opts.ClientID, onPush: c.handlePush,
 		keepAlive: c.opts.KeepAlive, idle: c.opts.IdleTimeout, writeTimeout: c.opts.RequestTimeout,
@@ -232,6 +249,34 @@ func (c *Client) connect(ctx context.Context, url string, reconnect bool) (*conn
 		return nil, err
 	}
 	return cn, nil
+}
+
+// dialTransport opens the connection of Options.Transport.
+func (c *Client) dialTransport(ctx context.Context, url string) (frameTransport, error) {
+	switch c.opts.Transport {
+	case TransportWebTransport:
+		if c.codec.Base64 {
+			return nil, fmt.Errorf("%w: webtransport carries binary subprotocols only, not %q", ErrProtocol, c.opts.Subprotocol)
+		}
+		t, err := c.dialWebTransport(ctx, url)
+		if err != nil {
+			return nil, fmt.Errorf("%w: dial webtransport for %s: %w", ErrConnectionLost, url, err)
+		}
+		return t, nil
+	case TransportWebSocket:
+	default:
+		return nil, fmt.Errorf("client: unknown Options.Transport %q", c.opts.Transport)
+	}
+	ws, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{c.opts.Subprotocol}, HTTPClient: c.opts.HTTPClient})
+	if err != nil {
+		return nil, fmt.Errorf("%w: dial %s: %w", ErrConnectionLost, url, err)
+	}
+	if got := ws.Subprotocol(); got != c.opts.Subprotocol {
+		_ = ws.CloseNow()
+		return nil, fmt.Errorf("%w: server chose subprotocol %q, want %q", ErrProtocol, got, c.opts.Subprotocol)
+	}
+	ws.SetReadLimit(c.opts.MaxFrame)
+	return wsTransport{ws}, nil
 }
 
 // open sends session/open and stores what session/opened returns. A reopen
@@ -337,6 +382,12 @@ func (c *Client) opened(r *lcpb.GenericCommand) {
 func (c *Client) run(cn *conn) {
 	defer func() {
 		c.resyncWG.Wait()
+		c.mu.Lock()
+		qtr := c.qtr
+		c.mu.Unlock()
+		if qtr != nil {
+			_ = qtr.Close()
+		}
 		close(c.events)
 		close(c.done)
 	}()

@@ -14,12 +14,12 @@ import (
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
-// conn is one WebSocket connection: a reader goroutine that resolves
+// conn is one connection (WebSocket or WebTransport, transport.go): a reader goroutine that resolves
 // replies by i and hands pushes to onPush, and a writer goroutine that
 // serializes every frame, flushes merged acks and sends the echo keepalive.
 // A conn never reconnects; it dies once (kill) and the Client replaces it.
 type conn struct {
-	ws     *websocket.Conn
+	ws     frameTransport
 	codec  lcpb.Codec
 	log    *slog.Logger
 	peerID string // peerId put on acks, as JS does
@@ -64,7 +64,7 @@ type connConfig struct {
 	readDelay                     time.Duration
 }
 
-func newConn(ws *websocket.Conn, cfg connConfig) *conn {
+func newConn(ws frameTransport, cfg connConfig) *conn {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &conn{
 		ws: ws, codec: cfg.codec, log: cfg.log, peerID: cfg.peerID, onPush: cfg.onPush,
@@ -88,13 +88,13 @@ func (c *conn) kill(err error) {
 		c.err = err
 		close(c.done)
 		c.cancel()
-		_ = c.ws.CloseNow()
+		_ = c.ws.closeNow()
 	})
 }
 
 // closeGraceful sends a normal close frame, then kills.
 func (c *conn) closeGraceful() {
-	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	_ = c.ws.close(websocket.StatusNormalClosure, "")
 	c.kill(ErrClosed)
 }
 
@@ -118,13 +118,13 @@ func (c *conn) lostErr() error {
 func (c *conn) readLoop() {
 	defer c.wg.Done()
 	for {
-		typ, b, err := c.ws.Read(c.ctx)
+		b, text, err := c.ws.read(c.ctx)
 		if err != nil {
 			c.kill(fmt.Errorf("%w: read: %w", ErrConnectionLost, err))
 			return
 		}
 		c.lastRead.Store(time.Now().UnixNano())
-		cmd, err := c.codec.Decode(b, typ == websocket.MessageText)
+		cmd, err := c.codec.Decode(b, text)
 		if err != nil {
 			c.log.Warn("client: dropping undecodable frame", "err", err)
 			continue
@@ -220,13 +220,9 @@ func (c *conn) tickEvery() time.Duration {
 }
 
 func (c *conn) write(frame []byte) error {
-	typ := websocket.MessageBinary
-	if c.codec.Base64 {
-		typ = websocket.MessageText
-	}
 	ctx, cancel := context.WithTimeout(c.ctx, c.writeTimeout)
 	defer cancel()
-	return c.ws.Write(ctx, typ, frame)
+	return c.ws.write(ctx, frame, c.codec.Base64)
 }
 
 func (c *conn) encode(cmd *lcpb.GenericCommand) ([]byte, error) {

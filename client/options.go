@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -90,9 +92,33 @@ type Options struct {
 	// per-connection outbound queue backs up (relaymesh-loadtest
 	// --slow-readers). Default 0: read as fast as frames arrive.
 	ReadDelay time.Duration
+
+	// Transport is "" or "websocket" (default), or "webtransport": each
+	// connection is then a WebTransport session (HTTP/3 over UDP at the
+	// edge's HTTP host:port, path /wt; docs/WEBTRANSPORT.md). Server URLs
+	// stay ws:// URLs; the WebTransport URL is derived from each
+	// (ws(s)://H/… → https://H/wt). Session close codes give the errors
+	// the WebSocket close codes give.
+	Transport string
+	// WebTransportURL overrides the derived URL (one server only).
+	WebTransportURL string
+	// TLSConfig is the TLS configuration of WebTransport (tests:
+	// InsecureSkipVerify). Default: trust the certificate by the SHA-256
+	// hashes in CertHashes, or else those GET /v1/webtransport answers on
+	// the server's host (relaymesh dev's self-signed certificate).
+	TLSConfig  *tls.Config
+	CertHashes [][]byte
+	// PacketConn, when set, carries every WebTransport connection of the
+	// client (quic-go dials on it), so a loss injector (netem.Conn) can sit
+	// under QUIC. The caller owns it and closes it after Close. Default:
+	// a new UDP socket per connection.
+	PacketConn net.PacketConn
 }
 
 func (o Options) withDefaults() Options {
+	if o.Transport == "" {
+		o.Transport = TransportWebSocket
+	}
 	if o.Subprotocol == "" {
 		o.Subprotocol = lcpb.SubprotocolBinary3
 	}

@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/relaymesh/relaymesh/client"
 )
 
 // Scenario names.
@@ -95,6 +97,19 @@ type Config struct {
 	// gone it reaches another region only through the router's
 	// secondary, as an official SDK would.
 	ViaRouter bool
+	// Transport is the sessions' transport: "" or "websocket" (default),
+	// or "webtransport" (client.Options.Transport; the targets stay
+	// ws:// URLs, the WebTransport URL is derived from each). With
+	// webtransport, --source-ips and the slow readers' small receive
+	// buffers do not apply (one UDP socket per session).
+	Transport string
+	// Loss is the share of datagrams each session drops on its own QUIC
+	// socket, in [0, 1), both ways: a netem.Conn under quic-go drops
+	// written ones, a wrapper drops read ones.
+	// WebTransport only: TCP's packets cannot be dropped in userspace
+	// (docs/BENCHMARKS.md).
+	Loss float64
+
 	// FinalSync: after the drain every open session reads the history of
 	// its conversations and records what it finds as sync copies
 	// (finalsync.go), so Lost counts only acked messages that are nowhere.
@@ -219,8 +234,25 @@ func (c *Config) Validate() error {
 	if c.FaultAfter < 0 {
 		return errors.New("loadtest: --kill-after must not be negative")
 	}
+	switch c.Transport {
+	case "", TransportWebSocket, TransportWebTransport:
+	default:
+		return fmt.Errorf("loadtest: --transport %q: want websocket or webtransport", c.Transport)
+	}
+	if !(c.Loss >= 0 && c.Loss < 1) {
+		return errors.New("loadtest: --loss must be in [0, 1)")
+	}
+	if c.Loss > 0 && c.Transport != TransportWebTransport {
+		return errors.New("loadtest: --loss needs --transport webtransport (TCP packets cannot be dropped in userspace; docs/BENCHMARKS.md)")
+	}
 	return nil
 }
+
+// Transports (Config.Transport).
+const (
+	TransportWebSocket    = client.TransportWebSocket
+	TransportWebTransport = client.TransportWebTransport
+)
 
 // Topology is the --topology file: regions, their edges and router
 // (what `relaymesh lab` writes to DIR/topology.json).

@@ -35,6 +35,18 @@
 // target's /metrics over the run; a missing HIGH copy is lost and fails the
 // run. The drain ends when no copy arrived for 2 s or after Config.Drain.
 //
+// # WebTransport
+//
+// Config.Transport (--transport webtransport) makes every session of every
+// scenario a WebTransport session (client.Options.Transport; the edge's
+// certificate hash is fetched once per target from /v1/webtransport).
+// Config.Loss (--loss F) gives each session its own UDP socket that drops
+// F of the datagrams it writes (a netem.Conn) and reads. In the reconnect
+// scenario the droppers' sockets go down with their group and client.Drop
+// ends their connections. --source-ips and the slow readers' small TCP
+// buffers do not apply to WebTransport. docs/BENCHMARKS.md explains why
+// WebSocket has no --loss.
+//
 // # Slow readers
 //
 // With Config.SlowReaders (--slow-readers F), that share of the chatroom

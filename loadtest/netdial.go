@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +45,7 @@ type netDialer struct {
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{} // guarded by mu
 	down  map[string]bool           // guarded by mu
+	wt    map[string][]*session     // guarded by mu; WebTransport sessions per group (trackWT)
 }
 
 func newNetDialer(ips []netip.Addr) *netDialer {
@@ -111,11 +113,46 @@ func (d *netDialer) drop(group string) int {
 			victims = append(victims, c)
 		}
 	}
+	wt := d.wt[group]
 	d.mu.Unlock()
 	for _, c := range victims {
 		_ = c.Close()
 	}
-	return len(victims)
+	n := len(victims)
+	for _, s := range wt { // WebTransport sessions: their sockets are down now
+		if s.cl != nil && s.cl.Drop() {
+			n++
+		}
+	}
+	return n
+}
+
+// trackWT registers a WebTransport session of a group, whose connection
+// drop ends (client.Drop) while its socket refuses traffic
+// (lossyConn).
+func (d *netDialer) trackWT(s *session) {
+	grp := groupOf(s.target)
+	d.mu.Lock()
+	if d.wt == nil {
+		d.wt = make(map[string][]*session)
+	}
+	d.wt[grp] = append(d.wt[grp], s)
+	d.mu.Unlock()
+}
+
+func (d *netDialer) isDown(group string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.down[group]
+}
+
+// groupOf is the lt_group parameter of a target URL.
+func groupOf(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return ""
+	}
+	return u.Query().Get(groupParam)
 }
 
 func (d *netDialer) up(group string) {

@@ -6,6 +6,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -284,6 +285,14 @@ func TestValidate(t *testing.T) {
 		{"no target", func(c *Config) { c.Targets = nil }, true, false},
 		{"http target", func(c *Config) { c.Targets = []string{"http://x/"} }, true, false},
 		{"one pair member", func(c *Config) { c.Sessions = 1 }, true, false},
+		{"webtransport", func(c *Config) { c.Transport = TransportWebTransport }, false, false},
+		{"websocket", func(c *Config) { c.Transport = TransportWebSocket }, false, false},
+		{"unknown transport", func(c *Config) { c.Transport = "tcp" }, true, false},
+		{"webtransport with loss", func(c *Config) { c.Transport, c.Loss = TransportWebTransport, 0.05 }, false, false},
+		{"loss on websocket", func(c *Config) { c.Loss = 0.01 }, true, false},
+		{"loss 1", func(c *Config) { c.Transport, c.Loss = TransportWebTransport, 1 }, true, false},
+		{"negative loss", func(c *Config) { c.Transport, c.Loss = TransportWebTransport, -0.1 }, true, false},
+		{"NaN loss", func(c *Config) { c.Transport, c.Loss = TransportWebTransport, math.NaN() }, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,11 +2,14 @@ package loadtest
 
 import (
 	"context"
+	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/client"
+	"github.com/relaymesh/relaymesh/netem"
 )
 
 // conv is a conversation the worker created: its members in the order
@@ -52,6 +55,9 @@ type session struct {
 	chatRoom string
 	chatIdx  int
 	slow     bool // a slow reader (Config.SlowReaders)
+	// pc is the session's lossy QUIC socket (Config.Loss), closed after
+	// the client.
+	pc *lossyConn
 
 	done chan struct{} // closed when the event loop exited
 
@@ -108,8 +114,25 @@ func (s *session) waitUnread(ctx context.Context) (*client.Unread, error) {
 
 // login dials the session and starts its event loop.
 func (s *session) login(ctx context.Context, opts client.Options) error {
+	grp := groupOf(s.target)
+	if opts.Transport == TransportWebTransport && (s.w.cfg.Loss > 0 || grp == dropGroup) && s.pc == nil {
+		pc, err := lossyPacketConn(s.w.cfg.Loss)
+		if err != nil {
+			return err
+		}
+		if grp == dropGroup {
+			// The reconnect scenario's network switch (netdial.go).
+			pc.d, pc.group = s.w.dialer, grp
+			s.w.dialer.trackWT(s)
+		}
+		s.pc = pc
+	}
+	if s.pc != nil {
+		opts.PacketConn = s.pc
+	}
 	cl, err := client.Dial(ctx, s.target, opts)
 	if err != nil {
+		s.closePC()
 		return err
 	}
 	s.cl = cl
@@ -189,11 +212,75 @@ func (s *session) syncFrom(ctx context.Context, cid string, n int) error {
 
 func (s *session) close() {
 	if s.cl == nil {
+		s.closePC()
 		return
 	}
 	_ = s.cl.Close()
+	s.closePC()
 	<-s.done
 	if d := s.cl.Dropped(); d > 0 {
 		s.w.eventsDropped.Add(int64(d))
 	}
+}
+
+func (s *session) closePC() {
+	if s.pc != nil {
+		st := s.pc.Stats()
+		s.w.lossWritten.Add(st.Written + s.pc.read.Load())
+		s.w.lossDropped.Add(st.Lost + s.pc.readLost.Load())
+		_ = s.pc.Close()
+		s.pc = nil
+	}
+}
+
+// lossyPacketConn is a loopback UDP socket that drops each datagram with
+// probability loss in both directions: written ones (client → edge) in a
+// netem.Conn, read ones (edge → client) as they are read, which is the
+// same to QUIC as a loss on the way.
+func lossyPacketConn(loss float64) (*lossyConn, error) {
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	rules := netem.NewRules().Set(netem.Any, netem.Any, netem.Link{Loss: loss})
+	return &lossyConn{Conn: netem.NewConn(udp, netem.Config{Table: netem.NewTable(rules)}), loss: loss}, nil
+}
+
+type lossyConn struct {
+	*netem.Conn
+	loss           float64
+	read, readLost atomic.Int64
+	// d and group: while the group is down (netDialer.drop) every
+	// datagram is dropped and writes fail, so dials fail as the TCP
+	// dials of the group do.
+	d     *netDialer
+	group string
+}
+
+// ReadFrom drops inbound datagrams with probability loss, and all of
+// them while the group is down.
+func (c *lossyConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.Conn.ReadFrom(b)
+		if err != nil {
+			return n, addr, err
+		}
+		if c.d != nil && c.d.isDown(c.group) {
+			continue
+		}
+		c.read.Add(1)
+		if c.loss > 0 && rand.Float64() < c.loss {
+			c.readLost.Add(1)
+			continue
+		}
+		return n, addr, nil
+	}
+}
+
+// WriteTo fails while the group is down.
+func (c *lossyConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.d != nil && c.d.isDown(c.group) {
+		return 0, errGroupDown
+	}
+	return c.Conn.WriteTo(b, addr)
 }

@@ -49,6 +49,9 @@ type Summary struct {
 	Reconnects     int64           `json:"reconnects"`
 	Unrecovered    int64           `json:"unrecovered"`
 	EventsDropped  int64           `json:"events_dropped"`
+	Transport      string          `json:"transport,omitempty"`
+	LossWritten    int64           `json:"loss_written,omitempty"` // Config.Loss: datagrams through the lossy sockets, both ways
+	LossDropped    int64           `json:"loss_dropped,omitempty"` // and dropped by them
 	// SendErrorKinds: failed sends without a LeanCloud code, by kind
 	// ("timeout", "connection lost", "session closed", "other").
 	SendErrorKinds map[string]int64 `json:"send_error_kinds,omitempty"`
@@ -85,7 +88,7 @@ type FaultSummary struct {
 // buildSummary merges the workers' reports.
 func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Duration) *Summary {
 	s := &Summary{
-		Scenario: cfg.Scenario, Targets: cfg.Targets, ElapsedS: elapsed.Seconds(), Workers: workers,
+		Scenario: cfg.Scenario, Targets: cfg.Targets, Transport: cfg.Transport, ElapsedS: elapsed.Seconds(), Workers: workers,
 		SessionsRequested: cfg.Sessions, Rate: cfg.Rate, DurationS: cfg.Duration.Seconds(),
 	}
 	conn, ack, del, rec, down := NewHist(), NewHist(), NewHist(), NewHist(), NewHist()
@@ -114,6 +117,8 @@ func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Durat
 		s.Reconnects += r.Reconnects
 		s.Unrecovered += r.Unrecovered
 		s.EventsDropped += r.EventsDropped
+		s.LossWritten += r.LossWritten
+		s.LossDropped += r.LossDropped
 		for k, n := range r.SendErrorKinds {
 			if s.SendErrorKinds == nil {
 				s.SendErrorKinds = make(map[string]int64)
@@ -196,6 +201,13 @@ func (s *Summary) WriteText(w io.Writer) {
 			s.Expected, s.Delivered, s.Late, s.Lost, s.LostAfterDedup)
 		p("            duplicates %d (after dedup by message id %d), resynced %d, unexpected %d",
 			s.Duplicates, s.DuplicatesAfterDedup, s.Resynced, s.Unexpected)
+	}
+	if s.Transport != "" {
+		p("  transport: %s", s.Transport)
+	}
+	if s.LossWritten > 0 {
+		p("  injected loss: %d of %d datagrams dropped (both ways) (%.2f %%)", s.LossDropped, s.LossWritten,
+			100*float64(s.LossDropped)/float64(s.LossWritten))
 	}
 	q("connect", s.ConnectLatencyMS)
 	q("send→ack", s.LatencyMS)

@@ -31,6 +31,10 @@ type Report struct {
 	Reconnects     int64           `json:"reconnects"`
 	Unrecovered    int64           `json:"unrecovered"` // reconnect: sessions whose unread state did not come back
 	EventsDropped  int64           `json:"events_dropped"`
+	// Config.Loss: datagrams through the sessions' QUIC sockets (both
+	// ways) and dropped.
+	LossWritten int64 `json:"loss_written,omitempty"`
+	LossDropped int64 `json:"loss_dropped,omitempty"`
 	// SendErrorKinds counts failed sends without a LeanCloud code:
 	// "timeout", "connection lost", "session closed", "other".
 	SendErrorKinds map[string]int64 `json:"send_error_kinds,omitempty"`
@@ -70,10 +74,14 @@ type worker struct {
 	dialer *netDialer
 	http   *http.Client // dials through dialer; every session's HTTPClient
 
+	hashMu sync.Mutex
+	hashes map[string][][]byte // guarded by hashMu; webtransport certificate hashes per target
+
 	connectH, ackH, deliverH, recoverH, downH *Hist
 	ackS, deliverS                            *Series
 
 	sendErrors, behind, sessionsClosed, reconnects, unrecovered, eventsDropped atomic.Int64
+	lossWritten, lossDropped                                                   atomic.Int64
 	connected, connectFailed, disconnected                                     atomic.Int64
 
 	mu      sync.Mutex
@@ -267,6 +275,7 @@ func (w *worker) run(ctx context.Context) (*Report, error) {
 		SendErrors: w.sendErrors.Load(), Behind: w.behind.Load(), Closed: w.sessionsClosed.Load(),
 		Reconnects: w.reconnects.Load(), Unrecovered: w.unrecovered.Load(), EventsDropped: w.eventsDropped.Load(),
 		Disconnected: w.disconnected.Load(), Down: w.downH,
+		LossWritten: w.lossWritten.Load(), LossDropped: w.lossDropped.Load(),
 	}
 	if !sendStart.IsZero() {
 		rep.SendSeconds = sendEnd.Sub(sendStart).Seconds()
@@ -355,6 +364,27 @@ type scenario interface {
 	teardown()                       // close every session
 }
 
+// certHashes returns target's WebTransport certificate hashes, fetched
+// once; nil (each client fetches its own) when that failed.
+func (w *worker) certHashes(target string) [][]byte {
+	w.hashMu.Lock()
+	defer w.hashMu.Unlock()
+	if h, ok := w.hashes[target]; ok {
+		return h
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	h, err := client.WebTransportCertHashes(ctx, w.http, target)
+	if err != nil {
+		w.noteErr("webtransport certificate hash of %s: %v", target, err)
+	}
+	if w.hashes == nil {
+		w.hashes = make(map[string][][]byte)
+	}
+	w.hashes[target] = h
+	return h
+}
+
 // options are the client options of session s; a chatroom slow reader
 // pauses Config.SlowReadDelay after each push.
 func (w *worker) options(s *session) client.Options {
@@ -372,6 +402,13 @@ func (w *worker) options(s *session) client.Options {
 	}
 	if s.slow {
 		o.ReadDelay = w.cfg.SlowReadDelay
+	}
+	o.Transport = w.cfg.Transport
+	if o.Transport == TransportWebTransport {
+		// As a page does: the certificate hash is fetched once (per
+		// target), not on every login, so connect latency is the
+		// transport's.
+		o.CertHashes = w.certHashes(s.target)
 	}
 	return o
 }

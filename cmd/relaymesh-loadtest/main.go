@@ -50,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&tg, "target", "edge WebSocket URL, e.g. ws://127.0.0.1:8080/ (repeatable; sessions are spread round-robin)")
 	topology := fs.String("topology", "", "JSON file {\"regions\":[{\"name\":..,\"edges\":[\"ws://..\"],\"router\":..}]} (relaymesh lab's DIR/topology.json); its edges are added to --target, its regions are cross-region's")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario to run (see below)")
+	fs.StringVar(&cfg.Transport, "transport", "websocket", "websocket or webtransport (HTTP/3 on UDP at each target's host:port, path /wt; the certificate is trusted by the hash its /v1/webtransport answers)")
+	fs.Float64Var(&cfg.Loss, "loss", 0, "webtransport: share of datagrams (0 ≤ F < 1) each session's QUIC socket drops, both ways (userspace, netem)")
 	fs.IntVar(&cfg.Sessions, "sessions", 100, "client sessions in total")
 	fs.Float64Var(&cfg.Rate, "rate", 100, "messages per second in total (pairs, group, chatroom); the edge allows a session 60 sends/min, so keep rate ≤ senders × 1/s for runs over a minute")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (pairs, group, chatroom) or stay idle (connect); capped at 24h")

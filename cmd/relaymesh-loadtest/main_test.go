@@ -81,6 +81,18 @@ func TestBadFlags(t *testing.T) {
 	if code, _, _ := runCmd(t, "--target", "ws://127.0.0.1:1/", "--scenario", "pairs", "--kill-pid", "999999999", "--kill-after", "-1s"); code != exitUsage {
 		t.Errorf("negative --kill-after: exit %d, want 2", code)
 	}
+	for _, args := range [][]string{
+		{"--transport", "quic"},
+		{"--loss", "0.01"}, // WebSocket: no userspace TCP loss
+		{"--transport", "webtransport", "--loss", "1"},
+		{"--transport", "webtransport", "--loss", "-0.5"},
+		{"--transport", "webtransport", "--loss", "x"},
+	} {
+		a := append([]string{"--target", "ws://127.0.0.1:1/", "--scenario", "pairs"}, args...)
+		if code, _, _ := runCmd(t, a...); code != exitUsage {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
 }
 
 // TestLedgerCatchesLoss: the server drops the 3rd direct delivery; the
@@ -128,13 +140,59 @@ func TestWorkers(t *testing.T) {
 	}
 }
 
+// TestWebTransportLoss runs pairs over WebTransport with 5 % of the
+// client→edge datagrams dropped (two worker processes): every message is
+// delivered once, and the drops really happened.
+func TestWebTransportLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts relaymesh dev")
+	}
+	srv := devserver.Start(t)
+	t.Setenv(asMain, "1")
+	out := filepath.Join(t.TempDir(), "run.json")
+	code, stdout, _ := runCmd(t, "--target", srv.URL, "--scenario", "pairs", "--sessions", "10", "--workers", "2",
+		"--transport", "webtransport", "--loss", "0.05", "--rate", "20", "--duration", "2s", "--out", out, "--progress", "1s")
+	if code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	s := readSummary(t, out)
+	if s.Sessions != 10 || s.Lost != 0 || s.Acked < 20 || s.Delivered != s.Acked || s.Transport != "webtransport" {
+		t.Errorf("got sessions %d lost %d acked %d delivered %d transport %q; want 10, 0, ≥20, all, webtransport",
+			s.Sessions, s.Lost, s.Acked, s.Delivered, s.Transport)
+	}
+	if s.LossWritten < 100 || s.LossDropped == 0 || float64(s.LossDropped) > 0.2*float64(s.LossWritten) {
+		t.Errorf("loss: %d of %d datagrams dropped, want some and about 5 %%", s.LossDropped, s.LossWritten)
+	}
+	if !strings.Contains(stdout, "transport: webtransport") || !strings.Contains(stdout, "injected loss") {
+		t.Errorf("the text summary does not name the transport and the loss")
+	}
+}
+
+// TestWebTransportReconnect: the reconnect scenario over WebTransport —
+// the droppers' sockets go down (client.Drop, writes refused), feeders
+// send, the sockets come back and every dropper gets its unread state.
+func TestWebTransportReconnect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts relaymesh dev")
+	}
+	srv := devserver.Start(t)
+	code, stdout, stderr := runCmd(t, "--target", srv.URL, "--scenario", "reconnect", "--sessions", "20",
+		"--transport", "webtransport", "--duration", "2s", "--drain", "2s", "--progress", "-1s")
+	if code != 0 || !strings.Contains(stdout, "(0 unrecovered)") || strings.Contains(stdout+stderr, "dropped 0 connections") {
+		t.Errorf("exit %d; want 0, every dropper dropped and recovered", code)
+	}
+}
+
 type summary struct {
-	Workers   int  `json:"workers"`
-	Sessions  int  `json:"sessions"`
-	Acked     int  `json:"acked"`
-	Delivered int  `json:"delivered"`
-	Lost      int  `json:"lost"`
-	Passed    bool `json:"passed"`
+	Transport   string `json:"transport"`
+	LossWritten int64  `json:"loss_written"`
+	LossDropped int64  `json:"loss_dropped"`
+	Workers     int    `json:"workers"`
+	Sessions    int    `json:"sessions"`
+	Acked       int    `json:"acked"`
+	Delivered   int    `json:"delivered"`
+	Lost        int    `json:"lost"`
+	Passed      bool   `json:"passed"`
 }
 
 func readSummary(t *testing.T, path string) summary {
