@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -373,7 +374,10 @@ func (c *Client) dialWebTransport(ctx context.Context, wsURL string) (*wtTranspo
 		_ = tr.Close()
 		return nil, err
 	}
-	_, sess, err := tr.Dial(ctx, target, nil)
+	sess, err := dialRefusedRetry(ctx, func() (*webtransport.Session, error) {
+		_, sess, err := tr.Dial(ctx, target, nil)
+		return sess, err
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -401,4 +405,37 @@ func (c *Client) quicTransport() *quic.Transport {
 		c.qtr = &quic.Transport{Conn: c.opts.PacketConn}
 	}
 	return c.qtr
+}
+
+// wtDialRetries is how many times a WebTransport dial is tried again when
+// the edge refuses the connection.
+const wtDialRetries = 4
+
+// dialRefusedRetry dials, and dials again (up to wtDialRetries times, after
+// 50, 100, 200, 400 ms and a random part as long) while the edge answers
+// CONNECTION_REFUSED. quic-go refuses a connection whose handshake is done
+// while 32 others wait for the server to accept them: a burst of logins on
+// a busy edge, not a dead one, so the next try usually gets in.
+func dialRefusedRetry(ctx context.Context, dial func() (*webtransport.Session, error)) (*webtransport.Session, error) {
+	backoff := 50 * time.Millisecond
+	for try := 0; ; try++ {
+		sess, err := dial()
+		if err == nil || !connRefused(err) || try == wtDialRetries {
+			return sess, err
+		}
+		t := time.NewTimer(backoff + rand.N(backoff))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+		backoff *= 2
+	}
+}
+
+// connRefused reports whether err is the server's CONNECTION_REFUSED.
+func connRefused(err error) bool {
+	var te *quic.TransportError
+	return errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused
 }

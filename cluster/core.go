@@ -339,6 +339,8 @@ func (c *Core) serveMetrics(addr string) error {
 		if err := c.WriteMetrics(w); err != nil {
 			c.log.Debug("metrics", "err", err)
 		}
+		// The edge's /metrics says it in an edge's process (dev too).
+		fmt.Fprintf(w, "# HELP relaymesh_udp_local_drops_total QUIC datagrams the local host refused to send, counted as lost.\n# TYPE relaymesh_udp_local_drops_total counter\nrelaymesh_udp_local_drops_total %d\n", mesh.LocalDrops.Load())
 	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

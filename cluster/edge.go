@@ -184,9 +184,14 @@ func listenEdge(addr string, wt bool) (net.Listener, net.PacketConn, error) {
 		if err != nil || !wt {
 			return ln, nil, err
 		}
-		udp, err := net.ListenPacket("udp", ln.Addr().String())
+		uaddr, err := net.ResolveUDPAddr("udp", ln.Addr().String())
+		if err != nil {
+			ln.Close()
+			return nil, nil, err
+		}
+		udp, err := net.ListenUDP("udp", uaddr)
 		if err == nil {
-			return ln, udp, nil
+			return ln, mesh.TolerateLocalDrops(udp), nil
 		}
 		ln.Close()
 		if port != "0" || try == 20 {

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/relaymesh/relaymesh/mesh"
 )
 
 // Metrics are the edge's counters. Per-message events are counted here,
@@ -147,6 +149,7 @@ func (m *Metrics) WriteText(w io.Writer) error {
 		{"relaymesh_edge_datagrams_out_total", "Transient pushes sent as datagrams.", "counter", m.DatagramsOut.Load()},
 		{"relaymesh_edge_datagrams_fallback_total", "Transient pushes too big for a datagram, sent on the stream.", "counter", m.DatagramsFallback.Load()},
 	}
+	rows = append(rows, kv{"relaymesh_udp_local_drops_total", "QUIC datagrams (mesh and WebTransport) the local host refused to send, counted as lost (mesh.TolerateLocalDrops).", "counter", mesh.LocalDrops.Load()})
 	if rss, ok := residentBytes(); ok {
 		rows = append(rows, kv{"process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", rss})
 	}

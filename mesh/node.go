@@ -131,7 +131,7 @@ func Listen(addr string, id *Identity, logger *slog.Logger, opts ...ListenOption
 	if err != nil {
 		return nil, fmt.Errorf("mesh: listen %s: %w", addr, err)
 	}
-	var pc net.PacketConn = udp
+	pc := TolerateLocalDrops(udp)
 	if lo.wrap != nil {
 		pc = lo.wrap(udp)
 	}
