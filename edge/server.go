@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
@@ -400,22 +401,28 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 		}
 	}
 	s.mu.Unlock()
-	encoded := make(map[string][]byte, 1)
+	if len(hits) == 0 {
+		return
+	}
+	// One encoding for every copy: the command without peerId, then per
+	// target that field appended (protobuf takes fields in any order, and
+	// field 4 appears once), so a copy costs an append, not a Marshal.
+	if cmd.Service == nil {
+		cmd.Service = proto.Int32(lcpb.ServiceIM)
+	}
+	cmd.PeerId = nil
+	shared, err := (proto.MarshalOptions{AllowPartial: true}).Marshal(cmd)
+	if err != nil {
+		s.metrics.BadReplies.Add(1)
+		return
+	}
+	var last *session // a client's sessions on one connection share bytes
+	var b []byte
 	for _, h := range hits {
-		b, ok := encoded[h.ss.peerID]
-		if !ok {
-			if cmd.Service == nil {
-				cmd.Service = proto.Int32(lcpb.ServiceIM)
-			}
-			cmd.PeerId = proto.String(h.ss.peerID)
-			var err error
-			b, err = (proto.MarshalOptions{AllowPartial: true}).Marshal(cmd)
-			if err != nil {
-				s.metrics.BadReplies.Add(1)
-				return
-			}
-			encoded[h.ss.peerID] = b
+		if last == nil || last.peerID != h.ss.peerID {
+			b = withPeerID(shared, h.ss.peerID)
 		}
+		last = h.ss
 		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio, dgram: dgram}) {
 			s.metrics.DeliveredFrames.Add(1)
 		}
@@ -423,6 +430,15 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 			s.unbind(h.ss)
 		}
 	}
+}
+
+// withPeerID returns cmd (an encoded GenericCommand without peerId) with
+// peerId = peer appended, in a new slice.
+func withPeerID(cmd []byte, peer string) []byte {
+	b := make([]byte, len(cmd), len(cmd)+1+protowire.SizeVarint(uint64(len(peer)))+len(peer))
+	copy(b, cmd)
+	b = protowire.AppendTag(b, 4, protowire.BytesType) // GenericCommand.peerId
+	return protowire.AppendString(b, peer)
 }
 
 // bind registers ss with its connection and the peer index.
