@@ -62,6 +62,30 @@ func (e *closeError) Error() string { return fmt.Sprintf("edge: close %d: %s", e
 type wsTransport struct {
 	ws    *websocket.Conn
 	codec lcpb.Codec
+	sock  *corkConn // the socket under ws (nil in tests that build one without it)
+}
+
+// corker is a transport whose writes can be collected over a burst and
+// written at once (WebSocket: corkConn). WebTransport needs none: quic-go
+// packs a stream's writes into packets itself.
+type corker interface {
+	cork(timeout time.Duration) bool
+	uncork(timeout time.Duration) error
+}
+
+func (t *wsTransport) cork(timeout time.Duration) bool {
+	if t.sock == nil {
+		return false
+	}
+	t.sock.cork(timeout)
+	return true
+}
+
+func (t *wsTransport) uncork(timeout time.Duration) error {
+	if t.sock == nil {
+		return nil
+	}
+	return t.sock.uncork(timeout)
 }
 
 func (t *wsTransport) readFrame() ([]byte, bool, error) {
@@ -301,14 +325,34 @@ func (c *conn) writeLoop() {
 func (c *conn) drainOffStack(f outFrame) error {
 	errc := make(chan error, 1)
 	go func() {
+		// A WebSocket with frames queued behind f (a backlog: a login's
+		// sync, a slow reader, a busy pair) is corked for the burst: its
+		// frames collect in one buffer and go out in one system call (or
+		// one per corkMax), and no frame needs a timer of its own: the
+		// socket writes carry the deadline. A lone frame (a chatroom
+		// member's copy) is written as it is.
+		ck, _ := c.t.(corker)
+		corked := ck != nil && c.q.Len() > 0 && ck.cork(c.srv.limits.WriteTimeout)
 		for {
-			if err := c.write(f); err != nil {
+			var err error
+			if corked {
+				err = c.writeCtx(context.Background(), f)
+			} else {
+				err = c.write(f)
+			}
+			if err != nil {
+				if corked {
+					_ = ck.uncork(c.srv.limits.WriteTimeout)
+				}
 				errc <- err
 				return
 			}
 			var st pq.State
 			if f, _, st = c.q.Pop(); st != pq.PopItem {
-				errc <- nil
+				if corked {
+					err = ck.uncork(c.srv.limits.WriteTimeout)
+				}
+				errc <- err
 				return
 			}
 		}
@@ -326,6 +370,11 @@ func (c *conn) closeWith(code websocket.StatusCode, reason string) {
 func (c *conn) write(f outFrame) error {
 	ctx, cancel := context.WithTimeout(context.Background(), c.srv.limits.WriteTimeout)
 	defer cancel()
+	return c.writeCtx(ctx, f)
+}
+
+// writeCtx writes f within ctx and counts it.
+func (c *conn) writeCtx(ctx context.Context, f outFrame) error {
 	n, err := c.t.writeFrame(ctx, f)
 	if err != nil {
 		return err

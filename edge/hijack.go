@@ -6,6 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Buffer sizes of a client connection's socket reader and writer. net/http
@@ -24,6 +27,10 @@ const (
 // the embedded writer's.
 type smallBufWriter struct {
 	http.ResponseWriter
+	// cork, when set, receives the corkConn the connection is wrapped in,
+	// counting its burst writes on writes.
+	cork   **corkConn
+	writes *atomic.Int64
 }
 
 // Hijack takes over the connection and returns it with connReadBufSize and
@@ -33,6 +40,11 @@ func (w smallBufWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
+	}
+	if w.cork != nil {
+		ck := &corkConn{Conn: nc, writes: w.writes}
+		*w.cork = ck
+		nc = ck
 	}
 	br := bufio.NewReaderSize(nc, connReadBufSize)
 	if n := brw.Reader.Buffered(); n > 0 {
@@ -44,4 +56,92 @@ func (w smallBufWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	return nc, bufio.NewReadWriter(br, bufio.NewWriterSize(nc, connWriteBufSize)), nil
+}
+
+// corkMax is the most a corked connection buffers before it writes
+// through: 64 KiB, a few hundred pushes.
+const corkMax = 64 << 10
+
+// corkPool holds the buffers of corked connections; an idle connection
+// holds none.
+var corkPool = sync.Pool{New: func() any { b := make([]byte, 0, corkMax); return &b }}
+
+// corkConn is a client's socket under the WebSocket library. While the
+// writer drains a burst of queued frames it is corked: the library's
+// writes (each frame is flushed on its own) collect in one buffer, and
+// uncork writes them with one system call. Outside a burst, writes go
+// straight through, as before.
+type corkConn struct {
+	net.Conn
+	writes  *atomic.Int64 // counts socket writes made while corked or at uncork (may be nil)
+	mu      sync.Mutex
+	corked  bool
+	timeout time.Duration // a corked write-through's deadline
+	buf     *[]byte       // from corkPool while corked and holding bytes
+}
+
+// cork starts collecting writes; writes that would pass corkMax go to the
+// socket (with what is buffered first), within timeout.
+func (c *corkConn) cork(timeout time.Duration) {
+	c.mu.Lock()
+	c.corked = true
+	c.timeout = timeout
+	c.mu.Unlock()
+}
+
+// uncork writes what was collected, within timeout, and stops collecting.
+func (c *corkConn) uncork(timeout time.Duration) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.corked = false
+	return c.flushLocked(timeout)
+}
+
+func (c *corkConn) flushLocked(timeout time.Duration) error {
+	if c.buf == nil {
+		return nil
+	}
+	b := *c.buf
+	defer func() {
+		*c.buf = b[:0]
+		corkPool.Put(c.buf)
+		c.buf = nil
+	}()
+	if len(b) == 0 {
+		return nil
+	}
+	c.count()
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
+	_, err := c.Conn.Write(b)
+	_ = c.Conn.SetWriteDeadline(time.Time{})
+	return err
+}
+
+func (c *corkConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.corked {
+		return c.Conn.Write(p)
+	}
+	if c.buf == nil {
+		c.buf = corkPool.Get().(*[]byte)
+	}
+	if len(*c.buf)+len(p) <= corkMax {
+		*c.buf = append(*c.buf, p...)
+		return len(p), nil
+	}
+	if err := c.flushLocked(c.timeout); err != nil {
+		return 0, err
+	}
+	c.count()
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	n, err := c.Conn.Write(p)
+	_ = c.Conn.SetWriteDeadline(time.Time{})
+	return n, err
+}
+
+func (c *corkConn) count() {
+	if c.writes != nil {
+		c.writes.Add(1)
+	}
 }

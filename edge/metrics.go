@@ -52,6 +52,7 @@ type Metrics struct {
 	DatagramsDropped  atomic.Int64 // client datagrams dropped: over the rate, not a transient direct, undecodable, or too big
 	DatagramsOut      atomic.Int64 // transient pushes sent as datagrams
 	DatagramsFallback atomic.Int64 // transient pushes too big for a datagram, sent on the stream
+	SocketWrites      atomic.Int64 // WebSocket socket writes of corked bursts (frames_out / this = frames per system call)
 
 	mu         sync.Mutex
 	rejections map[int32]*atomic.Int64 // guarded by mu; LeanCloud code → count
@@ -148,6 +149,7 @@ func (m *Metrics) WriteText(w io.Writer) error {
 		{"relaymesh_edge_datagrams_dropped_total", "Client datagrams dropped (rate, kind, size, undecodable).", "counter", m.DatagramsDropped.Load()},
 		{"relaymesh_edge_datagrams_out_total", "Transient pushes sent as datagrams.", "counter", m.DatagramsOut.Load()},
 		{"relaymesh_edge_datagrams_fallback_total", "Transient pushes too big for a datagram, sent on the stream.", "counter", m.DatagramsFallback.Load()},
+		{"relaymesh_edge_burst_socket_writes_total", "Socket writes that carried a burst of WebSocket frames (several frames per system call).", "counter", m.SocketWrites.Load()},
 	}
 	rows = append(rows, kv{"relaymesh_udp_local_drops_total", "QUIC datagrams (mesh and WebTransport) the local host refused to send, counted as lost (mesh.TolerateLocalDrops).", "counter", mesh.LocalDrops.Load()})
 	if rss, ok := residentBytes(); ok {

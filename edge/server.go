@@ -575,7 +575,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if echo {
 		opts.Subprotocols = []string{codec.Name}
 	}
-	ws, err := websocket.Accept(smallBufWriter{w}, r, opts)
+	ws, err := websocket.Accept(smallBufWriter{ResponseWriter: w, cork: &wst.sock, writes: &s.metrics.SocketWrites}, r, opts)
 	if err != nil {
 		c.cancel()
 		s.log.Debug("edge: accept failed", "err", err)

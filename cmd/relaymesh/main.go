@@ -18,6 +18,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -147,6 +150,7 @@ func runDev(args []string) error {
 	fs.IntVar(&coreLim.MaxUnreadConvs, "max-unread-convs", 0, "conversations in a login's unread notification (0: LeanCloud's 50)")
 	shards := fs.Int("shards", 1, "shards (raft groups) of the dev region; conversations are spread over them (may grow between runs, never shrink)")
 	noWT := fs.Bool("no-webtransport", false, "do not serve WebTransport (HTTP/3 on the same port over UDP, path /wt)")
+	pprofAddr := fs.String("pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ (keep it on loopback: it shows the process's internals)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -183,11 +187,19 @@ func runDev(args []string) error {
 	if w := cluster.DevExposureWarning(*addr, cfg.Apps == nil); w != "" {
 		fmt.Fprint(os.Stderr, w)
 	}
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr); err != nil {
+			return err
+		}
+	}
 	d, err := cluster.StartDev(cfg)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("relaymesh dev: serving on %s (data in %s)\n", d.Edge.URL, *data)
+	if *pprofAddr != "" {
+		fmt.Printf("  profiler:       http://%s/debug/pprof/\n", *pprofAddr)
+	}
 	fmt.Printf("  LeanCloud SDK:  new Realtime({ appId, appKey, RTMServers: '%s' })\n", d.Edge.URL)
 	fmt.Printf("  router:         http://%s/v1/route   health: http://%s/healthz\n", *addr, *addr)
 	fmt.Printf("  REST API:       http://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", *addr)
@@ -388,4 +400,20 @@ func runPKI(args []string) error {
 		return nil
 	}
 	return fmt.Errorf("pki: unknown subcommand %q", args[0])
+}
+
+// servePprof serves net/http/pprof on its own listener at addr.
+func servePprof(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--pprof: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go func() { _ = http.Serve(ln, mux) }()
+	return nil
 }
