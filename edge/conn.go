@@ -116,9 +116,11 @@ func (t *wsTransport) kind() Transport                                { return T
 // conn is one client connection: a WebSocket or a WebTransport session.
 // Its reader is readLoop on a goroutine of its own (it also handles every
 // frame and calls the Backend synchronously, so replies keep request
-// order); its writer is writeLoop, the only goroutine that writes to t and
-// the one that closes it. A WebTransport session has a third goroutine,
-// its datagram reader (wt.go), which handles frames under handleMu too.
+// order). Its writer runs only while frames are queued (writeBurst, under
+// wmu, the only code besides closer that writes to t or closes it); an idle
+// connection parks no writer, and its idle timeout is a timer. A
+// WebTransport session has another goroutine, its datagram reader (wt.go),
+// which handles frames under handleMu too.
 type conn struct {
 	srv    *Server
 	id     uint64
@@ -132,6 +134,15 @@ type conn struct {
 	cancel context.CancelFunc
 
 	lastRead atomic.Int64 // unix nanos of the last inbound frame, ping or pong
+
+	// The writer runs only while there is something to write (writeBurst,
+	// started by kick); an idle connection keeps no writer goroutine and
+	// its idle timeout is a timer, not a parked goroutine.
+	writing   atomic.Bool // a writeBurst goroutine runs or is starting
+	wmu       sync.Mutex  // held while writing to t or closing it
+	wclosed   bool        // guarded by wmu: t is closed; bursts stop
+	idleTimer *time.Timer
+	closeDone chan struct{} // closed once the closer has run (ctx ended)
 
 	// Login deadline (guard.go): loginTimer closes the connection with
 	// 4108 unless loggedIn is set first.
@@ -198,12 +209,11 @@ func (c *conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
 // run owns the connection until it ends, then unbinds its sessions and tells
 // the backend (CLOSE) about each.
 func (c *conn) run() {
+	c.closeDone = make(chan struct{})
+	context.AfterFunc(c.ctx, c.closer)
+	c.idleTimer = time.AfterFunc(c.srv.limits.IdleTimeout, c.checkIdle)
+	c.kick() // anything queued before run
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		c.writeLoop()
-	}()
 	if d, ok := c.t.(datagrammer); ok {
 		wg.Add(1)
 		go func() {
@@ -216,6 +226,8 @@ func (c *conn) run() {
 	if c.loginTimer != nil {
 		c.loginTimer.Stop()
 	}
+	c.idleTimer.Stop()
+	<-c.closeDone
 	wg.Wait()
 	c.teardown()
 }
@@ -265,75 +277,54 @@ func (c *conn) fail(code websocket.StatusCode, reason string) {
 	c.cancel()
 }
 
-func (c *conn) writeLoop() {
-	idle := c.srv.limits.IdleTimeout
-	t := time.NewTimer(idle)
-	defer t.Stop()
+// kick starts a writer burst unless one is running.
+func (c *conn) kick() {
+	if c.t == nil {
+		return // frames handled without a socket (fuzz): nothing writes
+	}
+	if c.writing.CompareAndSwap(false, true) {
+		go c.writeBurst()
+	}
+}
+
+// writeBurst writes what is queued, HIGH first, and returns when the queue
+// is empty; the next enqueue's kick starts another. It also acts on the
+// queue's end states: overflow (goaway, then the slow-consumer close) and
+// drained (after closeQueue: 1001). Bursts are short-lived goroutines, so
+// the write path's stack growth is not kept by an idle connection.
+func (c *conn) writeBurst() {
 	for {
-		f, _, st := c.q.Pop()
-		switch st {
-		case pq.PopItem:
-			if err := c.drainOffStack(f); err != nil {
-				c.cancel()
-				c.t.closeNow()
-				return
-			}
-			continue
-		case pq.PopDrained:
-			c.closeWith(CloseShutdown, "edge shutting down")
-			return
-		case pq.PopOverflow:
-			c.srv.metrics.OverflowCloses.Add(1)
-			for _, b := range c.goAwayFrames() {
-				if c.write(outFrame{b: b, p: PriorityHigh}) != nil {
-					break
-				}
-			}
-			c.closeWith(CloseSlowConsumer, "slow consumer; reconnect and resync")
-			return
+		c.wmu.Lock()
+		if !c.wclosed {
+			c.drainLocked()
 		}
-		select {
-		case <-c.q.Notify():
-		case <-c.ctx.Done():
-			c.mu.Lock()
-			code, reason := c.closeCode, c.closeReason
-			c.mu.Unlock()
-			if code != 0 {
-				c.closeWith(code, reason)
-			} else {
-				c.t.closeNow()
-			}
+		closed := c.wclosed
+		c.wmu.Unlock()
+		c.writing.Store(false)
+		// A push between the last Pop and the Store saw a writer running
+		// and did not start one: look again.
+		if closed || !c.q.Ready() || !c.writing.CompareAndSwap(false, true) {
 			return
-		case <-t.C:
-			el := time.Since(time.Unix(0, c.lastRead.Load()))
-			if el >= idle {
-				c.srv.metrics.IdleCloses.Add(1)
-				c.noteDrop(int32(CloseIdle), "READ_TIMEOUT")
-				c.closeWith(CloseIdle, "idle timeout")
-				return
-			}
-			t.Reset(idle - el)
 		}
 	}
 }
 
-// drainOffStack writes f and every frame queued behind it on a short-lived
-// goroutine and waits for it; the writer loop then looks at the queue again
-// (pop's other states are sticky, so nothing is lost by stopping at one).
-// As with handleFrameOffStack, this keeps the deep write path's stack
-// growth off the writer goroutine, which an idle connection keeps parked.
-func (c *conn) drainOffStack(f outFrame) error {
-	errc := make(chan error, 1)
-	go func() {
-		// A WebSocket with frames queued behind f (a backlog: a login's
-		// sync, a slow reader, a busy pair) is corked for the burst: its
-		// frames collect in one buffer and go out in one system call (or
-		// one per corkMax), and no frame needs a timer of its own: the
-		// socket writes carry the deadline. A lone frame (a chatroom
-		// member's copy) is written as it is.
-		ck, _ := c.t.(corker)
-		corked := ck != nil && c.q.Len() > 0 && ck.cork(c.srv.limits.WriteTimeout)
-		for {
+// drainLocked pops and writes until the queue is empty or ends; c.wmu held.
+func (c *conn) drainLocked() {
+	// A WebSocket with frames queued behind the first (a backlog: a
+	// login's sync, a slow reader, a busy pair) is corked for the burst:
+	// its frames collect in one buffer and go out in one system call (or
+	// one per corkMax), and no frame needs a timer of its own: the socket
+	// writes carry the deadline. A lone frame (a chatroom member's copy) is
+	// written as it is.
+	ck, _ := c.t.(corker)
+	corked := false
+	for n := 0; ; n++ {
+		f, _, st := c.q.Pop()
+		if st == pq.PopItem {
+			if n == 0 && ck != nil && c.q.Len() > 0 {
+				corked = ck.cork(c.srv.limits.WriteTimeout)
+			}
 			var err error
 			if corked {
 				err = c.writeCtx(context.Background(), f)
@@ -341,28 +332,95 @@ func (c *conn) drainOffStack(f outFrame) error {
 				err = c.write(f)
 			}
 			if err != nil {
-				if corked {
-					_ = ck.uncork(c.srv.limits.WriteTimeout)
-				}
-				errc <- err
+				c.wclosed = true
+				c.t.closeNow()
+				c.cancel()
 				return
 			}
-			var st pq.State
-			if f, _, st = c.q.Pop(); st != pq.PopItem {
-				if corked {
-					err = ck.uncork(c.srv.limits.WriteTimeout)
-				}
-				errc <- err
+			continue
+		}
+		if corked {
+			if err := ck.uncork(c.srv.limits.WriteTimeout); err != nil {
+				c.wclosed = true
+				c.t.closeNow()
+				c.cancel()
 				return
 			}
 		}
-	}()
-	return <-errc
+		switch st {
+		case pq.PopDrained:
+			c.closeWithLocked(CloseShutdown, "edge shutting down")
+		case pq.PopOverflow:
+			c.srv.metrics.OverflowCloses.Add(1)
+			for _, b := range c.goAwayFrames() {
+				if c.write(outFrame{b: b, p: PriorityHigh}) != nil {
+					break
+				}
+			}
+			c.closeWithLocked(CloseSlowConsumer, "slow consumer; reconnect and resync")
+		}
+		return
+	}
 }
 
-// closeWith tells the client code and reason (bounded in time) and then
-// cancels the connection context so the reader exits.
-func (c *conn) closeWith(code websocket.StatusCode, reason string) {
+// closer closes t when the connection's context ends (the reader ended, a
+// fail, an idle timeout), with the close code fail recorded, unless a
+// burst closed it already.
+func (c *conn) closer() {
+	c.wmu.Lock()
+	if !c.wclosed {
+		c.wclosed = true
+		c.mu.Lock()
+		code, reason := c.closeCode, c.closeReason
+		c.mu.Unlock()
+		if code != 0 {
+			// A close the edge or client chose: what was queued before it
+			// (a reply, a session/closed) goes out first, within one
+			// WriteTimeout.
+			c.flushLocked()
+			c.t.close(code, reason)
+		} else {
+			c.t.closeNow()
+		}
+	}
+	c.wmu.Unlock()
+	close(c.closeDone)
+}
+
+// flushLocked writes the queued frames within one WriteTimeout, ignoring
+// the queue's end states; c.wmu held.
+func (c *conn) flushLocked() {
+	ctx, cancel := context.WithTimeout(context.Background(), c.srv.limits.WriteTimeout)
+	defer cancel()
+	for ctx.Err() == nil {
+		f, _, st := c.q.Pop()
+		if st != pq.PopItem || c.writeCtx(ctx, f) != nil {
+			return
+		}
+	}
+}
+
+// checkIdle closes the connection with 4107 when nothing was read for the
+// idle timeout, else sets its timer for the rest.
+func (c *conn) checkIdle() {
+	if c.ctx.Err() != nil {
+		return
+	}
+	idle := c.srv.limits.IdleTimeout
+	el := time.Since(time.Unix(0, c.lastRead.Load()))
+	if el >= idle {
+		c.srv.metrics.IdleCloses.Add(1)
+		c.noteDrop(int32(CloseIdle), "READ_TIMEOUT")
+		c.fail(CloseIdle, "idle timeout")
+		return
+	}
+	c.idleTimer.Reset(idle - el)
+}
+
+// closeWithLocked tells the client code and reason (bounded in time) and
+// then cancels the connection context so the reader exits; c.wmu held.
+func (c *conn) closeWithLocked(code websocket.StatusCode, reason string) {
+	c.wclosed = true
 	c.t.close(code, reason)
 	c.cancel()
 }
@@ -413,7 +471,14 @@ func (c *conn) goAway() {
 	for _, b := range c.goAwayFrames() {
 		c.enqueue(outFrame{b: b, p: PriorityHigh})
 	}
+	c.closeQueue()
+}
+
+// closeQueue refuses further frames; the writer flushes what is queued,
+// then closes with 1001.
+func (c *conn) closeQueue() {
 	c.q.Close()
+	c.kick()
 }
 
 // enqueue pushes f and accounts for what the queue did.
@@ -422,14 +487,18 @@ func (c *conn) enqueue(f outFrame) bool {
 	switch o.Result {
 	case pq.QueuedShed:
 		c.srv.metrics.Dropped[o.Victim].Add(1)
+		c.kick()
 		return true
 	case pq.DroppedNew:
 		c.srv.metrics.Dropped[o.Victim].Add(1)
 		return false
 	case pq.Queued:
+		c.kick()
 		return true
+	case pq.Overflowed:
+		c.kick() // the writer closes
 	}
-	return false // overflowed (writer closes) or closed
+	return false // overflowed or closed
 }
 
 // deliver queues a push for ss, or holds it while ss is still opening.

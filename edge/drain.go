@@ -63,7 +63,7 @@ func (s *Server) Drain(ctx context.Context) error {
 	s.mu.Unlock()
 	s.metrics.DrainForced.Add(int64(len(rest)))
 	for _, c := range rest {
-		c.q.Close() // the writer flushes the queue, then closes with 1001
+		c.closeQueue() // the writer flushes the queue, then closes with 1001
 	}
 	<-left
 	return ctx.Err()

@@ -636,7 +636,9 @@ func TestSlowConsumerOverflowCloses(t *testing.T) {
 	conn := ss.c
 	overflowedOK := false
 	for range 1_000_000 {
-		if o := conn.q.Push(outFrame{b: []byte{0x08, 0x0e}, p: PriorityHigh}, PriorityHigh); o.Result == pq.Overflowed {
+		o := conn.q.Push(outFrame{b: []byte{0x08, 0x0e}, p: PriorityHigh}, PriorityHigh)
+		conn.kick() // as enqueue does
+		if o.Result == pq.Overflowed {
 			overflowedOK = true
 			break
 		}

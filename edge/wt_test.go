@@ -676,7 +676,9 @@ func TestWTSlowConsumer(t *testing.T) {
 	e.srv.mu.Unlock()
 	overflowed := false
 	for range 1_000_000 {
-		if o := conn.q.Push(outFrame{b: []byte{0x08, 0x0e}, p: PriorityHigh}, PriorityHigh); o.Result == pq.Overflowed {
+		o := conn.q.Push(outFrame{b: []byte{0x08, 0x0e}, p: PriorityHigh}, PriorityHigh)
+		conn.kick() // as enqueue does
+		if o.Result == pq.Overflowed {
 			overflowed = true
 			break
 		}

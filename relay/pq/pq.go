@@ -226,6 +226,14 @@ func (q *Queue[T]) Close() {
 	q.signal()
 }
 
+// Ready reports whether Pop would return something other than PopEmpty:
+// an item, the overflow or the end of a closed queue.
+func (q *Queue[T]) Ready() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n > 0 || q.overflow || q.closed
+}
+
 // Len reports the number of queued items.
 func (q *Queue[T]) Len() int {
 	q.mu.Lock()
