@@ -21,6 +21,7 @@ const (
 	maxClientID    = 64       // runes
 	maxID          = 64       // bytes of a conversation or message id
 	maxMentions    = 20
+	maxAttrDepth   = 64 // objects and arrays within the attributes
 )
 
 // Kind is what a conversation is.
@@ -163,6 +164,9 @@ func parseConversation(raw json.RawMessage, maxMembers int) (*Conversation, []st
 	if c.Attributes, err = marshal(attrs); err != nil {
 		return nil, nil, err
 	}
+	if d := depth(c.Attributes); d > maxAttrDepth {
+		return nil, nil, fmt.Errorf("attributes are nested %d deep, relaymesh imports at most %d", d, maxAttrDepth)
+	}
 	if len(c.Attributes) > MaxAttrBytes {
 		return nil, nil, fmt.Errorf("attributes (name, attr and custom columns) are %d bytes, relaymesh holds at most %d", len(c.Attributes), MaxAttrBytes)
 	}
@@ -178,6 +182,30 @@ func marshal(v any) ([]byte, error) {
 		return nil, err
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+}
+
+// depth returns how deep objects and arrays nest in valid JSON b.
+func depth(b []byte) int {
+	d, most, inStr, esc := 0, 0, false, false
+	for _, c := range b {
+		switch {
+		case inStr && esc:
+			esc = false
+		case inStr && c == '\\':
+			esc = true
+		case inStr && c == '"':
+			inStr = false
+		case inStr:
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			d++
+			most = max(most, d)
+		case c == '}' || c == ']':
+			d--
+		}
+	}
+	return most
 }
 
 func isNull(v json.RawMessage) bool { return bytes.Equal(bytes.TrimSpace(v), []byte("null")) }
