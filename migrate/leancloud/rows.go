@@ -119,7 +119,7 @@ func (rr *rowReader) next() (json.RawMessage, int, error) {
 	}
 	start := rr.dec.InputOffset()
 	rr.cnt.limit = start + 2*MaxRowBytes + 64<<10 // the row, and what the decoder reads ahead
-	line := rr.cnt.lineAt(start + 1)               // the row begins after the separator
+	line := rr.cnt.lineAt(start + 1)              // the row begins after the separator
 	var raw json.RawMessage
 	if err := rr.dec.Decode(&raw); err != nil {
 		rr.done = true
