@@ -44,11 +44,25 @@ var errNotFound = errors.New("not found")
 // limit, and msgid+timestamp for the next page (exclusive); the answer is a
 // bare JSON array.
 func (s *Source) page(ctx context.Context, cid string, room bool, ts int64, msgid string) ([]json.RawMessage, error) {
+	return s.get(ctx, cid, room, ts, msgid, s.pageSize())
+}
+
+// check asks for one message of cid, to learn early that LeanCloud
+// refuses the key (ErrUnauthorized), before anything is written.
+func (s *Source) check(ctx context.Context, cid string, room bool) error {
+	_, err := s.get(ctx, cid, room, 0, "", 1)
+	if errors.Is(err, errNotFound) {
+		return nil
+	}
+	return err
+}
+
+func (s *Source) get(ctx context.Context, cid string, room bool, ts int64, msgid string, limit int) ([]json.RawMessage, error) {
 	kind := "conversations"
 	if room {
 		kind = "chatrooms"
 	}
-	q := url.Values{"limit": {strconv.Itoa(s.pageSize())}}
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
 	if ts > 0 {
 		q.Set("timestamp", strconv.FormatInt(ts, 10))
 		q.Set("msgid", msgid)

@@ -264,24 +264,25 @@ func TestFetch(t *testing.T) {
 	if sum.Messages != 5*10 || sum.ProblemCount != 0 {
 		t.Fatalf("summary: %+v", sum)
 	}
-	// 5 conversations with history, 10 rows each at 3 a page: 4 pages each.
-	if lc.requests != 5*4+2 {
-		t.Errorf("LeanCloud got %d requests, want %d (4 pages of 5 conversations, 2 answered 429)", lc.requests, 5*4+2)
+	// 5 conversations with history, 10 rows each at 3 a page: 4 pages
+	// each; and the key check before writing.
+	if lc.requests != 5*4+2+1 {
+		t.Errorf("LeanCloud got %d requests, want %d (the key check, 4 pages of 5 conversations, 2 answered 429)", lc.requests, 5*4+2+1)
 	}
 	saved, _ := filepath.Glob(filepath.Join(save, "*"))
 	if len(saved) != 5 {
 		t.Fatalf("saved files: %v", saved)
 	}
 
-	// Replayed from --save: LeanCloud is not asked again.
+	// Replayed from --save: LeanCloud is asked only to check the key.
 	n := lc.requests
 	rm2 := newFakeRM()
 	target2 := &Target{Server: serve(t, rm2), AppID: appID, MasterKey: rmMaster, Sleep: noSleep}
 	if _, err := Run(context.Background(), Config{Conversations: export, Source: src, SaveDir: save, Target: target2}); err != nil {
 		t.Fatal(err)
 	}
-	if lc.requests != n || !reflect.DeepEqual(rm2.held(), w.expected()) {
-		t.Fatalf("replay: %d new LeanCloud requests, or relaymesh differs", lc.requests-n)
+	if lc.requests != n+1 || !reflect.DeepEqual(rm2.held(), w.expected()) {
+		t.Fatalf("replay: %d new LeanCloud requests (want the key check only), or relaymesh differs", lc.requests-n)
 	}
 	// The saved directory read as history files.
 	rm3 := newFakeRM()
@@ -296,6 +297,9 @@ func TestFetch(t *testing.T) {
 	// Wrong keys.
 	bad := &Source{Server: lcURL, AppID: appID, MasterKey: "wrong", Sleep: noSleep}
 	if _, err := Run(context.Background(), Config{Conversations: export, Source: bad, DryRun: true}); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("wrong LeanCloud key: got %v, want ErrUnauthorized", err)
+	}
+	if _, err := Run(context.Background(), Config{Conversations: export, Source: bad, Target: target3}); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("wrong LeanCloud key: got %v, want ErrUnauthorized", err)
 	}
 	badT := &Target{Server: target.Server, AppID: appID, MasterKey: "wrong", Sleep: noSleep}

@@ -250,9 +250,21 @@ func (r *run) conversations() error {
 	}
 	var batch []*Conversation
 	size := 0
+	checked := r.cfg.Source == nil
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
+		}
+		if !checked { // a wrong LeanCloud key fails before anything is written
+			checked = true
+			for _, c := range batch {
+				if c.Kind() != KindSystem {
+					if err := r.cfg.Source.check(r.ctx, c.ObjectID, c.Transient); err != nil {
+						return fmt.Errorf("leancloud: fetching history: %w", err)
+					}
+					break
+				}
+			}
 		}
 		err := r.sendConvs(name, batch)
 		batch, size = batch[:0], 0
