@@ -468,8 +468,25 @@ func TestImportMisuse(t *testing.T) {
 		}
 	}
 	if status := master.call("POST", "/1.2/rtm/import/conversations/62a1b2c3d4e5f60718293aaa/messages",
-		map[string]any{"messages": []any{map[string]any{"msg-id": "m1", "from": "alice", "timestamp": 5, "data": "x"}}}, nil); status == http.StatusOK {
-		t.Error("messages into a conversation that was never imported: accepted")
+		map[string]any{"messages": []any{map[string]any{"msg-id": "m1", "from": "alice", "timestamp": 5, "data": "x"}}}, nil); status != http.StatusNotFound {
+		t.Errorf("messages into a conversation that was never imported: got %d, want 404", status)
+	}
+	// Bad rows are the caller's fault (400, not retried), and store nothing.
+	master.must("POST", "/1.2/rtm/import/conversations", map[string]any{"conversations": []any{
+		map[string]any{"objectId": "62a1b2c3d4e5f60718293aab", "m": []string{"alice"}, "createdAt": 1}}}, nil)
+	for name, row := range map[string]map[string]any{
+		"no timestamp":  {"msg-id": "m1", "from": "alice", "data": "x"},
+		"bad sender":    {"msg-id": "m1", "from": "a:b", "timestamp": 5},
+		"huge data":     {"msg-id": "m1", "from": "alice", "timestamp": 5, "data": strings.Repeat("x", 70<<10)},
+		"many mentions": {"msg-id": "m1", "from": "alice", "timestamp": 5, "mention-pids": strings.Split(strings.Repeat("u,", 21)+"u", ",")},
+	} {
+		if status := master.call("POST", "/1.2/rtm/import/conversations/62a1b2c3d4e5f60718293aab/messages",
+			map[string]any{"messages": []any{map[string]any{"msg-id": "ok", "from": "alice", "timestamp": 4}, row}}, nil); status != http.StatusBadRequest {
+			t.Errorf("%s: got %d, want 400", name, status)
+		}
+	}
+	if ids := restHistory(t, master, "62a1b2c3d4e5f60718293aab", false); len(ids) != 0 {
+		t.Errorf("refused batches stored %v", ids)
 	}
 
 	lcApp := newLCApp(3)

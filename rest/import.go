@@ -143,6 +143,11 @@ func (h *Handler) importDo(c *call, cid string, v any) (*meshImportOutcome, *api
 		return nil, errBadRequest("encoding the import: %v", err)
 	}
 	rep, _, aerr := h.do(c, "", &meshpb.AdminRequest{Op: meshpb.AdminRequest_IMPORT, Cid: cid, ImportJson: b}, nil)
+	if aerr != nil && aerr.Code == 4301 && aerr.Status == http.StatusInternalServerError {
+		// The core's refusal of import input (core/import.go): the rows are
+		// wrong, not the server, and a retry would fail alike.
+		aerr.Status = http.StatusBadRequest
+	}
 	if aerr != nil {
 		return nil, aerr
 	}
