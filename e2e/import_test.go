@@ -536,3 +536,55 @@ func TestImportMisuse(t *testing.T) {
 		}
 	}
 }
+
+// TestImportJS imports a LeanCloud app and runs conformance/js/import
+// against it: the official leancloud-realtime 4.3.1 SDK, logged in as a
+// member, finds the conversation under its LeanCloud id, pages its whole
+// history with LeanCloud's ids and timestamps, and sends into it.
+func TestImportJS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
+	}
+	js := sdkDir(t)
+	dir := t.TempDir()
+	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", impConfig(t, dir), "--logs-per-minute", "-1")
+	lcApp := newLCApp(230)
+	export := filepath.Join(dir, "_Conversation.jsonl")
+	lcApp.export(t, export)
+	lc := httptest.NewServer(&fakeLeanCloud{app: lcApp})
+	defer lc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if r := runImportCmd(t, ctx, "--conversations", export, "--leancloud-server", lc.URL, "--leancloud-master-key", impLCKey,
+		"--server", "http://"+p.Addr, "--app-id", impApp, "--master-key", impMasterKey, "--state", "none"); r.err != nil {
+		t.Fatalf("import: %v", r.err)
+	}
+	const cid = "62a1b2c3d4e5f60718293a4b"
+	conv := lcApp.convs[0]
+	type msg struct {
+		ID        string `json:"id"`
+		Timestamp int64  `json:"timestamp"`
+		From      string `json:"from"`
+		Data      string `json:"data"`
+	}
+	want := struct {
+		CID       string   `json:"cid"`
+		Name      string   `json:"name"`
+		Creator   string   `json:"creator"`
+		Members   []string `json:"members"`
+		CreatedAt int64    `json:"createdAt"`
+		Messages  []msg    `json:"messages"`
+	}{CID: cid, Name: conv["name"].(string), Creator: conv["c"].(string), Members: conv["m"].([]string), CreatedAt: 1_650_000_000_000}
+	rows := lcApp.hist[cid]
+	for i := len(rows) - 1; i >= 0; i-- {
+		r := rows[i]
+		want.Messages = append(want.Messages, msg{r["msg-id"].(string), r["timestamp"].(int64), r["from"].(string), r["data"].(string)})
+	}
+	b, _ := json.Marshal(want)
+	expect := filepath.Join(dir, "expect.json")
+	if err := os.WriteFile(expect, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	runNode(t, js, []string{filepath.Join(js, "import", "import.test.js")},
+		"RELAYMESH_IMPORT_URL="+p.URL, "RELAYMESH_IMPORT_APP="+impApp, "RELAYMESH_IMPORT_EXPECT="+expect)
+}
