@@ -92,6 +92,9 @@ func (c *Core) checkImportConv(ic *shard.ImportConv) error {
 	if err := checkMembers(ic.Muted); err != nil {
 		return err
 	}
+	if err := checkMembers(ic.Managers); err != nil {
+		return err
+	}
 	return checkAttr(ic.Attr)
 }
 

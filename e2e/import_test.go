@@ -250,7 +250,12 @@ func TestImportLeanCloud(t *testing.T) {
 	defer cancel()
 	server := "http://" + p.Addr
 	save := filepath.Join(dir, "saved")
-	args := []string{"--conversations", export, "--leancloud-server", lc.URL, "--leancloud-master-key", impLCKey,
+	infos := filepath.Join(dir, "_ConversationMemberInfo.jsonl")
+	if err := os.WriteFile(infos, []byte(`{"objectId":"a1","cid":"62a1b2c3d4e5f60718293a4b","clientId":"carol","role":"Manager","createdAt":"2022-04-15T05:20:00.000Z"}`+"\n"+
+		`{"objectId":"a2","cid":"62a1b2c3d4e5f60718293a4b","clientId":"alice","role":"Owner"}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--conversations", export, "--member-infos", infos, "--leancloud-server", lc.URL, "--leancloud-master-key", impLCKey,
 		"--save", save, "--server", server, "--app-id", impApp, "--master-key", impMasterKey, "--state", filepath.Join(dir, "state")}
 
 	// The dry run writes nothing and summarizes.
@@ -297,6 +302,13 @@ func TestImportLeanCloud(t *testing.T) {
 	}
 	if _, ok := row["ACL"]; ok {
 		t.Errorf("the ACL column was imported as an attribute: %v", row)
+	}
+	var roles struct {
+		Results []struct{ ClientID, Role string }
+	}
+	api.must("GET", "/1.2/rtm/conversations/"+cid+"/member-infos", nil, &roles)
+	if got := fmt.Sprint(roles.Results); got != "[{alice Owner} {carol Manager}]" {
+		t.Errorf("member roles: got %s, want alice Owner and carol Manager", got)
 	}
 	// History, paged back 100 at a time, is LeanCloud's, in order.
 	var got []client.Message

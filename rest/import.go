@@ -16,7 +16,7 @@ import (
 // idempotent: what exists already is reported and left alone.
 //
 //	POST /1.2/rtm/import/conversations
-//	  {"conversations":[{"objectId","c","m":[…],"mu":[…],"tr","sys","unique",
+//	  {"conversations":[{"objectId","c","m":[…],"mu":[…],"managers":[…],"tr","sys","unique",
 //	    "attributes":{"name":…,"attr":{…},<custom columns>…},
 //	    "createdAt":<ms>,"updatedAt":<ms>}…]}           at most 100
 //	  → {"created":[id…],"existing":[id…],"refused":[{"objectId","code","error"}…]}
@@ -44,6 +44,7 @@ type ImportConv struct {
 	Creator    string          `json:"c,omitempty"`
 	Members    []string        `json:"m,omitempty"`
 	Muted      []string        `json:"mu,omitempty"`
+	Managers   []string        `json:"managers,omitempty"`
 	Transient  bool            `json:"tr,omitempty"`
 	System     bool            `json:"sys,omitempty"`
 	Unique     bool            `json:"unique,omitempty"`
@@ -91,6 +92,7 @@ type meshImportConv struct {
 	Creator   string          `json:"c,omitempty"`
 	Members   []string        `json:"m,omitempty"`
 	Muted     []string        `json:"mu,omitempty"`
+	Managers  []string        `json:"mgr,omitempty"`
 	Attr      json.RawMessage `json:"attr,omitempty"`
 	Transient bool            `json:"tr,omitempty"`
 	System    bool            `json:"sys,omitempty"`
@@ -174,7 +176,7 @@ func (h *Handler) importConvs(c *call) *apiError {
 		if r.Attributes != nil && !bytes.HasPrefix(bytes.TrimSpace(r.Attributes), []byte("{")) && !bytes.Equal(bytes.TrimSpace(r.Attributes), []byte("null")) {
 			return errBadRequest("conversation %q: attributes must be a JSON object", r.ObjectID)
 		}
-		convs[i] = meshImportConv{ID: r.ObjectID, Creator: r.Creator, Members: r.Members, Muted: r.Muted,
+		convs[i] = meshImportConv{ID: r.ObjectID, Creator: r.Creator, Members: r.Members, Muted: r.Muted, Managers: r.Managers,
 			Attr: r.Attributes, Transient: r.Transient, System: r.System, Unique: r.Unique,
 			CreatedAt: r.CreatedAt, UpdatedAt: r.UpdatedAt}
 	}

@@ -20,6 +20,7 @@ func runImport(args []string) error {
 	}
 	fs := flag.NewFlagSet("import leancloud", flag.ContinueOnError)
 	convs := fs.String("conversations", "", "the _Conversation export (the console's JSON Lines; a JSON array or {\"results\":[…]} also)")
+	infos := fs.String("member-infos", "", "the _ConversationMemberInfo export (optional): its Manager rows become managers")
 	history := fs.String("history", "", "a directory of saved history files (*.jsonl rows, or *.json arrays of the history API's rows)")
 	lcServer := fs.String("leancloud-server", "", "fetch the history from this LeanCloud API server (e.g. https://xxxxxxxx.api.lncldglobal.com)")
 	lcApp := fs.String("leancloud-app-id", "", "the LeanCloud app id (default: --app-id)")
@@ -44,7 +45,7 @@ func runImport(args []string) error {
 	if *app == "" {
 		*app = *lcApp
 	}
-	cfg := leancloud.Config{Conversations: *convs, HistoryDir: *history, SaveDir: *save, DryRun: *dry,
+	cfg := leancloud.Config{Conversations: *convs, MemberInfos: *infos, HistoryDir: *history, SaveDir: *save, DryRun: *dry,
 		MaxMembers: *maxMembers, Progress: os.Stderr, TTY: isTerminal(os.Stderr), Every: *every}
 	if *lcServer != "" {
 		if *lcKey == "" {

@@ -10,7 +10,8 @@ import (
 // attributes, creators and timestamps, so clients' cached ids stay valid.
 // One op, server API only (Admin), Version3:
 //
-//   - Import.Convs: conversations to create with the ids and times given.
+//   - Import.Convs: conversations to create with the ids and times given,
+//     with their Managers (the Owner is the creator, as always here).
 //     One that exists already (imported before, or created since) is left
 //     exactly as it is and reported as existing: re-running an import
 //     changes nothing. One that the state refuses (too many members,
@@ -51,6 +52,7 @@ type ImportConv struct {
 	Creator   string          `json:"c,omitempty"`
 	Members   []string        `json:"m,omitempty"`
 	Muted     []string        `json:"mu,omitempty"`
+	Managers  []string        `json:"mgr,omitempty"`  // members with the Manager role (_ConversationMemberInfo)
 	Attr      json.RawMessage `json:"attr,omitempty"` // as Conv.Attr: name and custom columns
 	Transient bool            `json:"tr,omitempty"`
 	System    bool            `json:"sys,omitempty"`
@@ -141,11 +143,17 @@ func (a *applier) importConv(ic *ImportConv, out *ImportResult) {
 		return
 	}
 	muted := normalize(ic.Muted)
+	var managers []string
+	for _, m := range normalize(ic.Managers) { // members other than the Owner (the creator)
+		if containsSorted(members, m) && m != ic.Creator {
+			managers = append(managers, m)
+		}
+	}
 	if members == nil {
 		muted = nil
 	}
 	conv := &Conv{
-		ID: ic.ID, Creator: ic.Creator, Members: members, Muted: muted, Attr: attr,
+		ID: ic.ID, Creator: ic.Creator, Members: members, Muted: muted, Managers: managers, Attr: attr,
 		Transient: ic.Transient && !ic.System, System: ic.System,
 		Unique:    ic.Unique && !ic.Transient && !ic.System,
 		CreatedAt: ic.CreatedAt, UpdatedAt: max(ic.UpdatedAt, ic.CreatedAt),

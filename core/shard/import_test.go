@@ -18,7 +18,8 @@ func importMsgs(cid string, msgs ...ImportMsg) *Command {
 }
 
 // TestImportKeepsIDsAndTimes: imported conversations keep their id,
-// creator, members, mutes, attributes and times; messages keep their ids
+// creator, members, mutes, managers (members other than the creator),
+// attributes and times; messages keep their ids
 // and timestamps (older than the command's Now, out of order, several in
 // one millisecond) and read back in LeanCloud's order; the newest becomes
 // the last message and every member's cursors reach it, so none of it is
@@ -27,7 +28,7 @@ func TestImportKeepsIDsAndTimes(t *testing.T) {
 	h := newHarness(t)
 	const cid = "5f1a2b3c4d5e6f7a8b9c0d1e"
 	r := h.must(importConvs(ImportConv{ID: cid, Creator: "alice", Members: []string{"bob", "alice", "bob"},
-		Muted: []string{"bob"}, Attr: json.RawMessage(`{"name":"g","attr":{"k":1}}`), Unique: true,
+		Muted: []string{"bob"}, Managers: []string{"zed", "bob", "alice"}, Attr: json.RawMessage(`{"name":"g","attr":{"k":1}}`), Unique: true,
 		CreatedAt: 1_500_000_000_000, UpdatedAt: 1_500_000_100_000}))
 	if got := r.Import.Created; !slices.Equal(got, []string{cid}) {
 		t.Fatalf("created: got %v, want [%s]", got, cid)
@@ -38,7 +39,7 @@ func TestImportKeepsIDsAndTimes(t *testing.T) {
 	}
 	if conv.Creator != "alice" || !slices.Equal(conv.Members, []string{"alice", "bob"}) || !slices.Equal(conv.Muted, []string{"bob"}) ||
 		string(conv.Attr) != `{"name":"g","attr":{"k":1}}` || conv.CreatedAt != 1_500_000_000_000 || conv.UpdatedAt != 1_500_000_100_000 ||
-		!conv.Unique || conv.UniqueID == "" {
+		!conv.Unique || conv.UniqueID == "" || !slices.Equal(conv.Managers, []string{"bob"}) {
 		t.Fatalf("conv: got %+v", conv)
 	}
 	if ids, _ := MemberConvs(h.db, app, "bob", 10); !slices.Equal(ids, []string{cid}) {

@@ -42,6 +42,7 @@ type Conversation struct {
 	Creator    string          `json:"c,omitempty"`
 	Members    []string        `json:"m,omitempty"`
 	Muted      []string        `json:"mu,omitempty"`
+	Managers   []string        `json:"managers,omitempty"` // from _ConversationMemberInfo
 	Transient  bool            `json:"tr,omitempty"`
 	System     bool            `json:"sys,omitempty"`
 	Unique     bool            `json:"unique,omitempty"`

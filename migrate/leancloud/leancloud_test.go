@@ -355,3 +355,43 @@ func TestDryRun(t *testing.T) {
 		t.Errorf("kinds: %v", sum.Kinds)
 	}
 }
+
+// TestMemberInfos: Manager rows of the _ConversationMemberInfo export
+// become the conversations' managers; managers who are not members, an
+// Owner other than the creator, unknown roles and bad rows are problems.
+func TestMemberInfos(t *testing.T) {
+	w := newWorld(2, 0)
+	dir := t.TempDir()
+	export, _ := w.files(t, dir)
+	infos := filepath.Join(dir, "_ConversationMemberInfo.jsonl")
+	writeJSONL(t, infos, []map[string]any{
+		{"objectId": "i1", "cid": hexID(0), "clientId": "bob", "role": "Manager", "createdAt": "2020-01-01T00:00:00.000Z"},
+		{"objectId": "i2", "cid": hexID(0), "peerId": "user0", "role": "Manager"},
+		{"objectId": "i3", "cid": hexID(0), "clientId": "stranger", "role": "Manager"},
+		{"objectId": "i4", "cid": hexID(1), "clientId": "bob", "role": "Owner"},
+		{"objectId": "i5", "cid": hexID(1), "clientId": "bob", "role": "Boss"},
+		{"objectId": "i6", "cid": hexID(1), "role": "Manager"},
+	})
+	rm := newFakeRM()
+	target := &Target{Server: serve(t, rm), AppID: appID, MasterKey: rmMaster, Sleep: noSleep}
+	sum, err := Run(context.Background(), Config{Conversations: export, MemberInfos: infos, Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rm.convs[hexID(0)].Managers; !reflect.DeepEqual(got, []string{"bob", "user0"}) {
+		t.Errorf("managers: got %v, want [bob user0]", got)
+	}
+	var out strings.Builder
+	sum.Write(&out)
+	for _, want := range []string{
+		"2 managers",
+		`manager "stranger" is not a member`,
+		`the Owner is "bob" but the creator (c) is "alice"`,
+		`_ConversationMemberInfo.jsonl:5: ` + hexID(1) + `: unknown role "Boss"`,
+		`_ConversationMemberInfo.jsonl:6: no clientId`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}

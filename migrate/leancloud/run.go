@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -18,6 +19,10 @@ import (
 type Config struct {
 	// Conversations is the _Conversation export (required).
 	Conversations string
+	// MemberInfos is the _ConversationMemberInfo export ("": none): its
+	// Manager rows become the conversations' managers (the Owner is the
+	// creator, c).
+	MemberInfos string
 	// HistoryDir holds history files to import: *.jsonl (one history row a
 	// line, as --save writes them) or *.json (a JSON array of rows, as the
 	// history API answers). Rows name their conversation (conv-id).
@@ -82,6 +87,7 @@ type Summary struct {
 	ConvRows      int          // conversations read and accepted
 	Kinds         map[Kind]int // of those
 	MemberEntries int
+	Managers      int // managers given to conversations (_ConversationMemberInfo)
 	Distinct      int // distinct member clientIds (at most maxDistinct counted)
 	ConvFirst     int64
 	ConvLast      int64 // createdAt range, ms
@@ -139,7 +145,7 @@ func (s *Summary) Write(w io.Writer) {
 	if s.Distinct >= maxDistinct {
 		more = " or more"
 	}
-	fmt.Fprintf(w, "members: %d entries, %d%s distinct clientIds\n", s.MemberEntries, s.Distinct, more)
+	fmt.Fprintf(w, "members: %d entries, %d%s distinct clientIds, %d managers\n", s.MemberEntries, s.Distinct, more, s.Managers)
 	fmt.Fprintf(w, "messages: %d in %d conversations", s.Messages, s.HistoryConvs)
 	if s.Messages > 0 {
 		fmt.Fprintf(w, ", %s .. %s", iso(s.MsgFirst), iso(s.MsgLast))
@@ -175,9 +181,11 @@ type run struct {
 	sum  *Summary
 	prog *progress
 
-	kinds   map[string]Kind // every conversation of the export
-	order   []string        // their ids in export order
-	refused map[string]bool // conversations relaymesh refused
+	kinds    map[string]Kind     // every conversation of the export
+	managers map[string][]string // cid -> Manager clientIds (MemberInfos)
+	owners   map[string]string   // cid -> Owner clientId (MemberInfos)
+	order    []string            // their ids in export order
+	refused  map[string]bool     // conversations relaymesh refused
 
 	pending  map[string]*pendingMsgs
 	npending int
@@ -222,6 +230,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	defer r.st.close()
 	defer r.prog.done()
+	if err := r.memberInfos(); err != nil {
+		return sum, err
+	}
 	if err := r.conversations(); err != nil {
 		return sum, err
 	}
@@ -233,6 +244,94 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		err = r.fetchAll()
 	}
 	return sum, err
+}
+
+// ---- member roles ----
+
+// memberInfos reads the _ConversationMemberInfo export: rows {cid,
+// clientId (or peerId), role}. Only Manager and Owner rows matter (Member is
+// everyone else); what is kept is bounded by the Manager rows.
+func (r *run) memberInfos() error {
+	r.managers, r.owners = map[string][]string{}, map[string]string{}
+	if r.cfg.MemberInfos == "" {
+		return nil
+	}
+	f, err := os.Open(r.cfg.MemberInfos)
+	if err != nil {
+		return fmt.Errorf("leancloud: %w", err)
+	}
+	defer f.Close()
+	name := filepath.Base(r.cfg.MemberInfos)
+	rows, err := newRowReader(name, f)
+	if err != nil {
+		return fmt.Errorf("leancloud: %w", err)
+	}
+	for {
+		raw, line, err := rows.next()
+		if err == io.EOF {
+			return nil
+		}
+		var re *rowError
+		if errors.As(err, &re) {
+			r.sum.problem(Problem{File: name, Line: re.Line, Msg: re.Msg})
+			if re.Fatal {
+				return nil
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("leancloud: %w", err)
+		}
+		var row map[string]json.RawMessage
+		if json.Unmarshal(raw, &row) != nil {
+			r.sum.problem(Problem{File: name, Line: line, Msg: "not a JSON object"})
+			continue
+		}
+		cid, err1 := str(row, "cid", true)
+		client, err2 := str(row, "clientId", false)
+		if client == "" && err2 == nil {
+			client, err2 = str(row, "peerId", false) // the Java SDK's name for it
+			if client == "" && err2 == nil {
+				err2 = errors.New("no clientId")
+			}
+		}
+		role, err3 := str(row, "role", true)
+		if err := errors.Join(err1, err2, err3); err != nil {
+			r.sum.problem(Problem{File: name, Line: line, Msg: err.Error()})
+			continue
+		}
+		if err := checkClientID(client); err != nil {
+			r.sum.problem(Problem{File: name, Line: line, ID: cid, Msg: err.Error()})
+			continue
+		}
+		switch role {
+		case "Manager":
+			r.managers[cid] = append(r.managers[cid], client)
+		case "Owner":
+			r.owners[cid] = client
+		case "Member":
+		default:
+			r.sum.problem(Problem{File: name, Line: line, ID: cid, Msg: fmt.Sprintf("unknown role %q", role)})
+		}
+	}
+}
+
+// roles gives c its managers from the member infos, and reports an Owner
+// other than the creator (relaymesh's Owner is always the creator).
+func (r *run) roles(file string, line int, c *Conversation) {
+	if o, ok := r.owners[c.ObjectID]; ok && o != c.Creator {
+		r.sum.problem(Problem{File: file, Line: line, ID: c.ObjectID,
+			Msg: fmt.Sprintf("the Owner is %q but the creator (c) is %q: relaymesh's Owner is the creator", o, c.Creator)})
+	}
+	for _, m := range dedup(r.managers[c.ObjectID]) {
+		if !slices.Contains(c.Members, m) || m == c.Creator {
+			r.sum.problem(Problem{File: file, Line: line, ID: c.ObjectID, Msg: fmt.Sprintf("manager %q is not a member other than the creator; dropped", m)})
+			continue
+		}
+		c.Managers = append(c.Managers, m)
+	}
+	r.sum.Managers += len(c.Managers)
+	delete(r.managers, c.ObjectID)
 }
 
 // ---- conversations ----
@@ -298,6 +397,7 @@ func (r *run) conversations() error {
 		for _, w := range warns {
 			r.sum.problem(Problem{File: name, Line: line, ID: c.ObjectID, Msg: w})
 		}
+		r.roles(name, line, c)
 		r.kinds[c.ObjectID] = c.Kind()
 		r.order = append(r.order, c.ObjectID)
 		r.sawConv(c)
