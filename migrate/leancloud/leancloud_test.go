@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func readAll(t *testing.T, name, in string) (rows []string, lines []int, probs []string) {
@@ -392,6 +393,37 @@ func TestMemberInfos(t *testing.T) {
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestProgress: on a terminal the line is rewritten in place (\r, erase to
+// the end) at most every interval; elsewhere one line per interval; the
+// clock is injected.
+func TestProgress(t *testing.T) {
+	for _, tty := range []bool{true, false} {
+		now := int64(0)
+		clock := func() time.Time { return time.Unix(now, 0) }
+		var b bytes.Buffer
+		s := &Summary{Kinds: map[Kind]int{}}
+		p := &progress{w: &b, tty: tty, every: 2 * time.Second, now: clock, start: clock(), s: s, phase: "history"}
+		for i := range 10 {
+			now = int64(i)
+			s.Messages = i * 100
+			s.MsgsNew = i * 100
+			p.tick(false)
+		}
+		p.done()
+		out := b.String()
+		if tty {
+			if n := strings.Count(out, "\r"); n != 6 || !strings.HasSuffix(out, "\x1b[K\n") || strings.Count(out, "\n") != 1 {
+				t.Errorf("tty: %d rewrites (want 5 ticks and the last), output %q", n, out)
+			}
+		} else if n := strings.Count(out, "\n"); n != 6 || strings.Contains(out, "\r") {
+			t.Errorf("not a tty: %d lines, want 6: %q", n, out)
+		}
+		if !strings.Contains(out, "messages 900 (new 900, dup 0)  100 msg/s") {
+			t.Errorf("tty=%v: last line lacks the counts and rate: %q", tty, out)
 		}
 	}
 }

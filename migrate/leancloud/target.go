@@ -88,15 +88,17 @@ func (t *Target) post(ctx context.Context, path string, body, out any) error {
 		}
 		defer resp.Body.Close()
 		rb := io.LimitReader(resp.Body, 16<<20)
-		switch {
-		case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-			return false, fmt.Errorf("%w: relaymesh answered %s: %s", ErrUnauthorized, resp.Status, errorBody(rb))
-		case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
-			return true, fmt.Errorf("relaymesh answered %s: %s", resp.Status, errorBody(rb))
-		case resp.StatusCode == http.StatusNotFound && strings.Contains(errorBody(rb), "does not serve"):
-			return false, fmt.Errorf("%s has no import API (POST %s): is it a relaymesh with `relaymesh import` support?", t.Server, path)
-		case resp.StatusCode != http.StatusOK:
-			return false, &badRequest{fmt.Sprintf("relaymesh refused the batch: %s: %s", resp.Status, errorBody(rb))}
+		if resp.StatusCode != http.StatusOK {
+			msg := errorBody(rb)
+			switch {
+			case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+				return false, fmt.Errorf("%w: relaymesh answered %s: %s", ErrUnauthorized, resp.Status, msg)
+			case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+				return true, fmt.Errorf("relaymesh answered %s: %s", resp.Status, msg)
+			case resp.StatusCode == http.StatusNotFound && strings.Contains(msg, "does not serve"):
+				return false, fmt.Errorf("%s has no import API (POST %s): is it a relaymesh with `relaymesh import` support?", t.Server, path)
+			}
+			return false, &badRequest{fmt.Sprintf("relaymesh refused the batch: %s: %s", resp.Status, msg)}
 		}
 		if err := json.NewDecoder(rb).Decode(out); err != nil {
 			return true, fmt.Errorf("relaymesh's answer: %v", err)
