@@ -244,6 +244,10 @@ func (f *fakeRM) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		rw.Write([]byte(`{"code":401,"error":"Unauthorized."}`))
 		return
 	}
+	if r.ContentLength > 4<<20 { // the server's cap (rest/import.go)
+		http.Error(rw, `{"code":1,"error":"import body over 4 MiB"}`, http.StatusRequestEntityTooLarge)
+		return
+	}
 	f.mu.Lock()
 	f.posts++
 	n, hook := f.posts, f.onPost

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -425,5 +426,38 @@ func TestProgress(t *testing.T) {
 		if !strings.Contains(out, "messages 900 (new 900, dup 0)  100 msg/s") {
 			t.Errorf("tty=%v: last line lacks the counts and rate: %q", tty, out)
 		}
+	}
+}
+
+// TestBatchBytes: messages whose JSON is much longer than their content
+// (control characters escape to six bytes each) still go out in requests
+// under the server's 4 MiB cap; fetched rows without conv-id belong to the
+// conversation asked for.
+func TestBatchBytes(t *testing.T) {
+	w := newWorld(1, 0)
+	cid := hexID(0)
+	data := strings.Repeat("\x01", 60<<10) // 60 KiB, 360 KiB as JSON
+	for i := range 40 {
+		row := lcMsg(cid, fmt.Sprintf("big%02d", i), "alice", baseMilli+int64(i), data)
+		if i%2 == 0 {
+			delete(row, "conv-id")
+		}
+		w.hist[cid] = append(w.hist[cid], row)
+	}
+	sortNewestFirst(w.hist[cid])
+	dir := t.TempDir()
+	export, _ := w.files(t, dir)
+	rm := newFakeRM()
+	target := &Target{Server: serve(t, rm), AppID: appID, MasterKey: rmMaster, Sleep: noSleep}
+	src := &Source{Server: serve(t, &fakeLC{w: w}), AppID: appID, MasterKey: lcMaster, Sleep: noSleep}
+	sum, err := Run(context.Background(), Config{Conversations: export, Source: src, Target: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.MsgsNew != 40 || sum.ProblemCount != 0 || len(rm.held()[cid]) != 40 {
+		t.Fatalf("got %d new, problems %v", sum.MsgsNew, sum.Problems)
+	}
+	if rm.posts < 5 { // 40 × 360 KiB in requests of at most 1 MiB of JSON
+		t.Fatalf("%d requests: the batches were not cut by their JSON size", rm.posts)
 	}
 }

@@ -44,10 +44,11 @@ func parseMessage(raw json.RawMessage) (*Message, error) {
 		return nil, fmt.Errorf("msg-id %s: no timestamp", *row.MsgID)
 	case row.From == nil:
 		return nil, fmt.Errorf("msg-id %s: no from", *row.MsgID)
-	case row.ConvID == nil:
-		return nil, fmt.Errorf("msg-id %s: no conv-id", *row.MsgID)
 	}
-	m := &Message{MsgID: *row.MsgID, From: *row.From, convID: *row.ConvID}
+	m := &Message{MsgID: *row.MsgID, From: *row.From}
+	if row.ConvID != nil { // absent: the conversation whose history was asked for
+		m.convID = *row.ConvID
+	}
 	if err := checkID("msg-id", m.MsgID); err != nil {
 		return nil, err
 	}

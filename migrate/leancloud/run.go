@@ -492,6 +492,13 @@ func (r *run) accept(file string, line int, raw json.RawMessage, want string) *M
 		r.sum.problem(Problem{File: file, Line: line, Msg: err.Error()})
 		return nil
 	}
+	if m.convID == "" {
+		if want == "" {
+			r.sum.problem(Problem{File: file, Line: line, ID: m.MsgID, Msg: "no conv-id"})
+			return nil
+		}
+		m.convID = want
+	}
 	kind, ok := r.kinds[m.convID]
 	switch {
 	case want != "" && m.convID != want:
@@ -519,7 +526,11 @@ func (r *run) add(m *Message) error {
 		b = &pendingMsgs{}
 		r.pending[m.convID] = b
 	}
-	n := len(m.Data) + len(m.MsgID) + len(m.From) + 64
+	enc, err := marshal(m) // as it goes out: escaping can make data several times longer
+	if err != nil {
+		return err
+	}
+	n := len(enc) + 1
 	if len(b.msgs) == msgBatch || b.bytes+n > maxBatchBytes {
 		if err := r.flush(m.convID); err != nil {
 			return err
