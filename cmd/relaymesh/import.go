@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,6 +32,7 @@ func runImport(args []string) error {
 	server := fs.String("server", "", "the relaymesh to import to, e.g. http://127.0.0.1:8080 (its REST API)")
 	app := fs.String("app-id", "", "the app id on relaymesh")
 	key := fs.String("master-key", "", "the app's master key on relaymesh (default: $RELAYMESH_MASTER_KEY)")
+	caFile := fs.String("ca", "", "PEM CA certificates to trust for an https --server (default: the system's)")
 	state := fs.String("state", "", "the resume state file (default: relaymesh-import-<app-id>.state here; \"none\": keep none)")
 	dry := fs.Bool("dry-run", false, "read and check everything, print the summary, write nothing to relaymesh (--save still saves)")
 	maxMembers := fs.Int("max-members", 0, "the target's member cap of a normal conversation (0: 500)")
@@ -64,6 +68,18 @@ func runImport(args []string) error {
 			return errors.New("import leancloud: writing needs --server, --app-id and --master-key (or $RELAYMESH_MASTER_KEY); or pass --dry-run")
 		}
 		cfg.Target = &leancloud.Target{Server: *server, AppID: *app, MasterKey: *key}
+		if *caFile != "" {
+			pem, err := os.ReadFile(*caFile)
+			if err != nil {
+				return fmt.Errorf("import leancloud: --ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("import leancloud: --ca %s: no PEM certificates", *caFile)
+			}
+			cfg.Target.Client = &http.Client{Timeout: time.Minute,
+				Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+		}
 		switch *state {
 		case "":
 			cfg.StateFile = "relaymesh-import-" + *app + ".state"

@@ -31,6 +31,7 @@ func TestImportFlags(t *testing.T) {
 		{[]string{"leancloud", "--conversations", export, "--dry-run", "--history", "x", "--leancloud-server", "http://127.0.0.1:1", "--app-id", "a", "--leancloud-master-key", "k"}, "not both"},
 		{[]string{"leancloud", "--conversations", export, "--dry-run", "--save", "x"}, "--save needs"},
 		{[]string{"leancloud", "--conversations", filepath.Join(t.TempDir(), "missing.jsonl"), "--dry-run"}, "no such file"},
+		{[]string{"leancloud", "--conversations", export, "--server", "https://127.0.0.1:1", "--app-id", "a", "--master-key", "k", "--ca", export}, "no PEM certificates"},
 		{[]string{"leancloud", "--conversations", export, "--dry-run"}, ""},
 	} {
 		err := runImport(tc.args)
