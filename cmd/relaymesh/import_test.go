@@ -1,9 +1,14 @@
 package main
 
 import (
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -41,5 +46,41 @@ func TestImportFlags(t *testing.T) {
 		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
 			t.Errorf("%q: got %v, want an error with %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestImportCA: with --ca, an https relaymesh signed by a private CA is
+// trusted; without it, the import fails on the certificate.
+func TestImportCA(t *testing.T) {
+	var posts atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		var body struct {
+			Conversations []struct{ ObjectID string }
+		}
+		json.NewDecoder(r.Body).Decode(&body)
+		created := []string{}
+		for _, c := range body.Conversations {
+			created = append(created, c.ObjectID)
+		}
+		json.NewEncoder(w).Encode(map[string]any{"created": created, "existing": []string{}, "refused": []any{}})
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	export := filepath.Join(dir, "_Conversation.jsonl")
+	os.WriteFile(export, []byte(`{"objectId":"5f1a2b3c4d5e6f7a8b9c0d1e","c":"alice","m":["alice"],"createdAt":"2021-01-01T00:00:00.000Z"}`+"\n"), 0o600)
+	args := []string{"leancloud", "--conversations", export, "--server", srv.URL, "--app-id", "a", "--master-key", "k", "--state", "none"}
+	if err := runImport(args); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without --ca: got %v, want a certificate error", err)
+	}
+	if err := runImport(append(args, "--ca", ca)); err != nil {
+		t.Fatalf("with --ca: %v", err)
+	}
+	if posts.Load() != 1 {
+		t.Fatalf("%d requests reached the server, want 1", posts.Load())
 	}
 }

@@ -2,6 +2,8 @@ package leancloud
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -78,7 +80,7 @@ func (s *Source) get(ctx context.Context, cid string, room bool, ts int64, msgid
 		req.Header.Set("X-LC-Key", s.MasterKey+",master")
 		resp, err := s.client().Do(req)
 		if err != nil {
-			return ctx.Err() == nil, err
+			return transient(ctx, err), err
 		}
 		defer resp.Body.Close()
 		body := io.LimitReader(resp.Body, 64<<20) // 1000 rows of 5 KB, with room
@@ -141,6 +143,17 @@ func retry(ctx context.Context, n int, sleep func(context.Context, time.Duration
 		}
 		wait = min(2*wait, 30*time.Second)
 	}
+}
+
+// transient reports whether a request that got no answer is worth
+// retrying: not when ctx ended, nor when the server's certificate is
+// refused (that does not fix itself).
+func transient(ctx context.Context, err error) bool {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var hn x509.HostnameError
+	var ci x509.CertificateInvalidError
+	return ctx.Err() == nil && !errors.As(err, &cv) && !errors.As(err, &ua) && !errors.As(err, &hn) && !errors.As(err, &ci)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

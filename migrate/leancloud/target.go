@@ -84,7 +84,7 @@ func (t *Target) post(ctx context.Context, path string, body, out any) error {
 		req.Header.Set("X-LC-Key", t.MasterKey+",master")
 		resp, err := client.Do(req)
 		if err != nil {
-			return ctx.Err() == nil, err
+			return transient(ctx, err), err
 		}
 		defer resp.Body.Close()
 		rb := io.LimitReader(resp.Body, 16<<20)
