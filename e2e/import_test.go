@@ -404,7 +404,7 @@ func TestImportResumeAfterKill(t *testing.T) {
 	defer cancel()
 	server := "http://" + p.Addr
 	args := []string{"import", "leancloud", "--conversations", export, "--leancloud-server", lc.URL, "--leancloud-master-key", impLCKey,
-		"--server", server, "--app-id", impApp, "--master-key", impMasterKey, "--state", filepath.Join(dir, "state")}
+		"--server", server, "--app-id", impApp, "--master-key", impMasterKey, "--state", filepath.Join(dir, "state"), "--parallel", "1"}
 	cmd := exec.Command(relaymeshBin(t), args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

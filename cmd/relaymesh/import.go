@@ -34,6 +34,7 @@ func runImport(args []string) error {
 	key := fs.String("master-key", "", "the app's master key on relaymesh (default: $RELAYMESH_MASTER_KEY)")
 	caFile := fs.String("ca", "", "PEM CA certificates to trust for an https --server (default: the system's)")
 	state := fs.String("state", "", "the resume state file (default: relaymesh-import-<app-id>.state here; \"none\": keep none)")
+	parallel := fs.Int("parallel", 4, "conversations whose history is fetched and imported at once")
 	dry := fs.Bool("dry-run", false, "read and check everything, print the summary, write nothing to relaymesh (--save still saves)")
 	maxMembers := fs.Int("max-members", 0, "the target's member cap of a normal conversation (0: 500)")
 	every := fs.Duration("progress-every", 2*time.Second, "how often the progress line is printed when stderr is not a terminal")
@@ -50,7 +51,7 @@ func runImport(args []string) error {
 		*app = *lcApp
 	}
 	cfg := leancloud.Config{Conversations: *convs, MemberInfos: *infos, HistoryDir: *history, SaveDir: *save, DryRun: *dry,
-		MaxMembers: *maxMembers, Progress: os.Stderr, TTY: isTerminal(os.Stderr), Every: *every}
+		MaxMembers: *maxMembers, Parallel: *parallel, Progress: os.Stderr, TTY: isTerminal(os.Stderr), Every: *every}
 	if *lcServer != "" {
 		if *lcKey == "" {
 			*lcKey = os.Getenv("LEANCLOUD_MASTER_KEY")

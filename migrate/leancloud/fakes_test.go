@@ -304,6 +304,12 @@ func (f *fakeRM) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
+func (f *fakeRM) setOnPost(fn func(int)) {
+	f.mu.Lock()
+	f.onPost = fn
+	f.mu.Unlock()
+}
+
 func (f *fakeRM) held() map[string]map[string]int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()

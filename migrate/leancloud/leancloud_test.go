@@ -223,7 +223,7 @@ func TestResume(t *testing.T) {
 		if _, err := Run(ctx, Config{Conversations: export, HistoryDir: hist, Target: target, StateFile: state}); err == nil {
 			t.Fatalf("stop at %d: the interrupted run succeeded", stopAt)
 		}
-		rm.onPost = nil
+		rm.setOnPost(nil) // requests of the stopped run may still be in the handler
 		sum, err := Run(context.Background(), Config{Conversations: export, HistoryDir: hist, Target: target, StateFile: state})
 		if err != nil {
 			t.Fatalf("stop at %d: resume: %v", stopAt, err)
@@ -459,5 +459,41 @@ func TestBatchBytes(t *testing.T) {
 	}
 	if rm.posts < 5 { // 40 × 360 KiB in requests of at most 1 MiB of JSON
 		t.Fatalf("%d requests: the batches were not cut by their JSON size", rm.posts)
+	}
+}
+
+// TestResumeParallelFetch interrupts an import that fetches with several
+// workers, at several points, and resumes it: relaymesh ends up with
+// exactly the export's history, each message stored once.
+func TestResumeParallelFetch(t *testing.T) {
+	w := newWorld(11, 9)
+	dir := t.TempDir()
+	export, _ := w.files(t, dir)
+	src := &Source{Server: serve(t, &fakeLC{w: w}), AppID: appID, MasterKey: lcMaster, PageSize: 4, Sleep: noSleep}
+	for _, stopAt := range []int{2, 5, 9} {
+		rm := newFakeRM()
+		ctx, cancel := context.WithCancel(context.Background())
+		rm.onPost = func(n int) {
+			if n == stopAt {
+				cancel()
+			}
+		}
+		target := &Target{Server: serve(t, rm), AppID: appID, MasterKey: rmMaster, Sleep: noSleep}
+		state := filepath.Join(t.TempDir(), "state")
+		cfg := Config{Conversations: export, Source: src, Target: target, StateFile: state, Parallel: 3}
+		if _, err := Run(ctx, cfg); err == nil {
+			t.Fatalf("stop at %d: the interrupted run succeeded", stopAt)
+		}
+		rm.setOnPost(nil) // requests of the stopped run may still be in the handler
+		sum, err := Run(context.Background(), cfg)
+		if err != nil {
+			t.Fatalf("stop at %d: resume: %v", stopAt, err)
+		}
+		if got, want := rm.held(), w.expected(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("stop at %d: after resuming relaymesh does not hold the export", stopAt)
+		}
+		if want := 9 * 9; rm.stores != want || sum.ProblemCount != 0 { // 2 of the 11 are system conversations
+			t.Fatalf("stop at %d: %d stores (want %d), problems %v", stopAt, rm.stores, want, sum.Problems)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -41,6 +42,9 @@ type Config struct {
 	DryRun bool
 	// StateFile records finished work for a resumed run ("": none).
 	StateFile string
+	// Parallel is how many conversations' histories are fetched and
+	// imported at once (0: 4). Files of HistoryDir are read one at a time.
+	Parallel int
 	// MaxMembers is the target's member cap (0: 500).
 	MaxMembers int
 
@@ -173,10 +177,14 @@ func (s *Summary) Write(w io.Writer) {
 
 func iso(ms int64) string { return time.UnixMilli(ms).UTC().Format("2006-01-02T15:04:05.000Z") }
 
-// run is one import.
+// run is one import. In the history phase with Source, Config.Parallel
+// workers each hold a copy of it (worker) with their own ctx and pending
+// batches; what they share is behind mu.
 type run struct {
-	cfg  Config
-	ctx  context.Context
+	cfg Config
+	ctx context.Context
+
+	mu   *sync.Mutex // guards st, sum and prog once workers run
 	st   *state
 	sum  *Summary
 	prog *progress
@@ -220,7 +228,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	case !cfg.DryRun && cfg.Target == nil:
 		return sum, errors.New("leancloud: no relaymesh to import to (or a dry run)")
 	}
-	r := &run{cfg: cfg, ctx: ctx, sum: sum, kinds: map[string]Kind{}, refused: map[string]bool{}, pending: map[string]*pendingMsgs{}}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 4
+	}
+	r := &run{cfg: cfg, ctx: ctx, mu: new(sync.Mutex), sum: sum, kinds: map[string]Kind{}, refused: map[string]bool{}, pending: map[string]*pendingMsgs{}}
 	r.prog = &progress{w: cfg.Progress, tty: cfg.TTY, every: cfg.Every, now: cfg.Now, start: cfg.Now(), s: sum, phase: "conversations"}
 	var err error
 	if cfg.DryRun {
@@ -244,6 +255,36 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		err = r.fetchAll()
 	}
 	return sum, err
+}
+
+// problem records p.
+func (r *run) problem(p Problem) {
+	r.mu.Lock()
+	r.sum.problem(p)
+	r.mu.Unlock()
+}
+
+// tick updates the progress line when it is due.
+func (r *run) tick() {
+	r.mu.Lock()
+	r.prog.tick(false)
+	r.mu.Unlock()
+}
+
+// locked runs fn holding mu.
+func (r *run) locked(fn func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fn()
+}
+
+// worker returns a copy of r for one history worker: its own ctx and
+// pending batches; the shared parts stay shared.
+func (r *run) worker(ctx context.Context) *run {
+	w := *r
+	w.ctx = ctx
+	w.pending, w.npending = map[string]*pendingMsgs{}, 0
+	return &w
 }
 
 // ---- member roles ----
@@ -273,7 +314,7 @@ func (r *run) memberInfos() error {
 		}
 		var re *rowError
 		if errors.As(err, &re) {
-			r.sum.problem(Problem{File: name, Line: re.Line, Msg: re.Msg})
+			r.problem(Problem{File: name, Line: re.Line, Msg: re.Msg})
 			if re.Fatal {
 				return nil
 			}
@@ -284,7 +325,7 @@ func (r *run) memberInfos() error {
 		}
 		var row map[string]json.RawMessage
 		if json.Unmarshal(raw, &row) != nil {
-			r.sum.problem(Problem{File: name, Line: line, Msg: "not a JSON object"})
+			r.problem(Problem{File: name, Line: line, Msg: "not a JSON object"})
 			continue
 		}
 		cid, err1 := str(row, "cid", true)
@@ -297,11 +338,11 @@ func (r *run) memberInfos() error {
 		}
 		role, err3 := str(row, "role", true)
 		if err := errors.Join(err1, err2, err3); err != nil {
-			r.sum.problem(Problem{File: name, Line: line, Msg: err.Error()})
+			r.problem(Problem{File: name, Line: line, Msg: err.Error()})
 			continue
 		}
 		if err := checkClientID(client); err != nil {
-			r.sum.problem(Problem{File: name, Line: line, ID: cid, Msg: err.Error()})
+			r.problem(Problem{File: name, Line: line, ID: cid, Msg: err.Error()})
 			continue
 		}
 		switch role {
@@ -311,7 +352,7 @@ func (r *run) memberInfos() error {
 			r.owners[cid] = client
 		case "Member":
 		default:
-			r.sum.problem(Problem{File: name, Line: line, ID: cid, Msg: fmt.Sprintf("unknown role %q", role)})
+			r.problem(Problem{File: name, Line: line, ID: cid, Msg: fmt.Sprintf("unknown role %q", role)})
 		}
 	}
 }
@@ -320,12 +361,12 @@ func (r *run) memberInfos() error {
 // other than the creator (relaymesh's Owner is always the creator).
 func (r *run) roles(file string, line int, c *Conversation) {
 	if o, ok := r.owners[c.ObjectID]; ok && o != c.Creator {
-		r.sum.problem(Problem{File: file, Line: line, ID: c.ObjectID,
+		r.problem(Problem{File: file, Line: line, ID: c.ObjectID,
 			Msg: fmt.Sprintf("the Owner is %q but the creator (c) is %q: relaymesh's Owner is the creator", o, c.Creator)})
 	}
 	for _, m := range dedup(r.managers[c.ObjectID]) {
 		if !slices.Contains(c.Members, m) || m == c.Creator {
-			r.sum.problem(Problem{File: file, Line: line, ID: c.ObjectID, Msg: fmt.Sprintf("manager %q is not a member other than the creator; dropped", m)})
+			r.problem(Problem{File: file, Line: line, ID: c.ObjectID, Msg: fmt.Sprintf("manager %q is not a member other than the creator; dropped", m)})
 			continue
 		}
 		c.Managers = append(c.Managers, m)
@@ -376,7 +417,7 @@ func (r *run) conversations() error {
 		}
 		var re *rowError
 		if errors.As(err, &re) {
-			r.sum.problem(Problem{File: name, Line: re.Line, Msg: re.Msg})
+			r.problem(Problem{File: name, Line: re.Line, Msg: re.Msg})
 			if re.Fatal {
 				break
 			}
@@ -387,15 +428,15 @@ func (r *run) conversations() error {
 		}
 		c, warns, err := parseConversation(raw, r.cfg.MaxMembers)
 		if err != nil {
-			r.sum.problem(Problem{File: name, Line: line, ID: objectID(raw), Msg: err.Error()})
+			r.problem(Problem{File: name, Line: line, ID: objectID(raw), Msg: err.Error()})
 			continue
 		}
 		if _, dup := r.kinds[c.ObjectID]; dup {
-			r.sum.problem(Problem{File: name, Line: line, ID: c.ObjectID, Msg: "a second row with this objectId; the first is imported"})
+			r.problem(Problem{File: name, Line: line, ID: c.ObjectID, Msg: "a second row with this objectId; the first is imported"})
 			continue
 		}
 		for _, w := range warns {
-			r.sum.problem(Problem{File: name, Line: line, ID: c.ObjectID, Msg: w})
+			r.problem(Problem{File: name, Line: line, ID: c.ObjectID, Msg: w})
 		}
 		r.roles(name, line, c)
 		r.kinds[c.ObjectID] = c.Kind()
@@ -415,7 +456,7 @@ func (r *run) conversations() error {
 		}
 		batch = append(batch, c)
 		size += len(raw)
-		r.prog.tick(false)
+		r.tick()
 	}
 	return flush()
 }
@@ -448,7 +489,7 @@ func (r *run) sendConvs(file string, batch []*Conversation) error {
 			r.refused[c.ObjectID] = true
 		}
 		r.sum.Refused += len(batch)
-		r.sum.problem(Problem{File: file, ID: batch[0].ObjectID, Msg: fmt.Sprintf("a batch of %d conversations from here: %v", len(batch), bad)})
+		r.problem(Problem{File: file, ID: batch[0].ObjectID, Msg: fmt.Sprintf("a batch of %d conversations from here: %v", len(batch), bad)})
 		return nil
 	}
 	if err != nil {
@@ -459,13 +500,13 @@ func (r *run) sendConvs(file string, batch []*Conversation) error {
 	r.sum.Refused += len(rep.Refused)
 	for _, f := range rep.Refused {
 		r.refused[f.ObjectID] = true
-		r.sum.problem(Problem{File: file, ID: f.ObjectID, Msg: fmt.Sprintf("relaymesh refused it (%d): %s", f.Code, f.Error)})
+		r.problem(Problem{File: file, ID: f.ObjectID, Msg: fmt.Sprintf("relaymesh refused it (%d): %s", f.Code, f.Error)})
 	}
 	done := append(append([]string(nil), rep.Created...), rep.Existing...)
 	if err := r.st.doneConvs(done); err != nil {
 		return err
 	}
-	r.prog.tick(false)
+	r.tick()
 	return nil
 }
 
@@ -489,12 +530,12 @@ func objectID(raw json.RawMessage) string {
 func (r *run) accept(file string, line int, raw json.RawMessage, want string) *Message {
 	m, err := parseMessage(raw)
 	if err != nil {
-		r.sum.problem(Problem{File: file, Line: line, Msg: err.Error()})
+		r.problem(Problem{File: file, Line: line, Msg: err.Error()})
 		return nil
 	}
 	if m.convID == "" {
 		if want == "" {
-			r.sum.problem(Problem{File: file, Line: line, ID: m.MsgID, Msg: "no conv-id"})
+			r.problem(Problem{File: file, Line: line, ID: m.MsgID, Msg: "no conv-id"})
 			return nil
 		}
 		m.convID = want
@@ -502,17 +543,17 @@ func (r *run) accept(file string, line int, raw json.RawMessage, want string) *M
 	kind, ok := r.kinds[m.convID]
 	switch {
 	case want != "" && m.convID != want:
-		r.sum.problem(Problem{File: file, Line: line, ID: m.MsgID, Msg: fmt.Sprintf("conv-id %q in the history of %q", m.convID, want)})
+		r.problem(Problem{File: file, Line: line, ID: m.MsgID, Msg: fmt.Sprintf("conv-id %q in the history of %q", m.convID, want)})
 		return nil
 	case !ok:
-		r.sum.problem(Problem{File: file, Line: line, ID: m.MsgID, Msg: fmt.Sprintf("conv-id %q is not in the _Conversation export", m.convID)})
+		r.problem(Problem{File: file, Line: line, ID: m.MsgID, Msg: fmt.Sprintf("conv-id %q is not in the _Conversation export", m.convID)})
 		return nil
 	case kind == KindSystem:
 		return nil // counted once per conversation (fetchAll) or file
 	case r.refused[m.convID]:
 		return nil // reported with the conversation
 	}
-	r.sum.sawMessage(m)
+	r.locked(func() { r.sum.sawMessage(m) })
 	return m
 }
 
@@ -557,16 +598,15 @@ func (r *run) flush(cid string) error {
 	var bad *badRequest
 	switch {
 	case errors.As(err, &bad):
-		r.sum.problem(Problem{File: "relaymesh", ID: cid, Msg: fmt.Sprintf("a batch of %d messages: %v", len(b.msgs), bad)})
+		r.problem(Problem{File: "relaymesh", ID: cid, Msg: fmt.Sprintf("a batch of %d messages: %v", len(b.msgs), bad)})
 	case err != nil:
 		return fmt.Errorf("leancloud: importing messages of %s: %w", cid, err)
 	default:
-		r.sum.MsgsNew += rep.Imported
-		r.sum.MsgsDup += rep.Duplicates
+		r.locked(func() { r.sum.MsgsNew += rep.Imported; r.sum.MsgsDup += rep.Duplicates })
 	}
 	r.npending -= len(b.msgs)
 	b.msgs, b.bytes = b.msgs[:0], 0
-	r.prog.tick(false)
+	r.tick()
 	return nil
 }
 
@@ -615,8 +655,14 @@ func (r *run) historyFile(path, want string) error {
 	if err != nil {
 		return fmt.Errorf("leancloud: %w", err)
 	}
-	if size, ok := r.st.files[abs]; ok && size == fi.Size() && !r.cfg.DryRun {
-		r.sum.ResumedFiles++
+	done := false
+	r.locked(func() {
+		if size, ok := r.st.files[abs]; ok && size == fi.Size() && !r.cfg.DryRun {
+			r.sum.ResumedFiles++
+			done = true
+		}
+	})
+	if done {
 		return nil
 	}
 	f, err := os.Open(path)
@@ -627,7 +673,7 @@ func (r *run) historyFile(path, want string) error {
 	name := filepath.Base(path)
 	rows, err := newRowReader(name, f)
 	if err != nil {
-		r.sum.problem(Problem{File: name, Msg: err.Error()})
+		r.problem(Problem{File: name, Msg: err.Error()})
 		return nil
 	}
 	system := map[string]bool{}
@@ -638,7 +684,7 @@ func (r *run) historyFile(path, want string) error {
 		}
 		var re *rowError
 		if errors.As(err, &re) {
-			r.sum.problem(Problem{File: name, Line: re.Line, Msg: re.Msg})
+			r.problem(Problem{File: name, Line: re.Line, Msg: re.Msg})
 			if re.Fatal {
 				break
 			}
@@ -651,14 +697,14 @@ func (r *run) historyFile(path, want string) error {
 		if m == nil {
 			if cid := convIDOf(raw); r.kinds[cid] == KindSystem && !system[cid] {
 				system[cid] = true
-				r.sum.SystemHistory++
+				r.locked(func() { r.sum.SystemHistory++ })
 			}
 			continue
 		}
 		if err := r.add(m); err != nil {
 			return err
 		}
-		r.prog.tick(false)
+		r.tick()
 	}
 	if err := r.flushAll(); err != nil {
 		return err
@@ -666,6 +712,8 @@ func (r *run) historyFile(path, want string) error {
 	if r.cfg.DryRun {
 		return nil
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return r.st.doneFile(abs, fi.Size())
 }
 
@@ -678,30 +726,75 @@ func convIDOf(raw json.RawMessage) string {
 }
 
 // fetchAll fetches (or replays from SaveDir) the history of every
-// conversation of the export.
+// conversation of the export, Config.Parallel conversations at a time.
+// The first error stops the others (between batches) and is returned.
 func (r *run) fetchAll() error {
+	ctx, cancel := context.WithCancel(r.ctx)
+	defer cancel()
+	jobs := make(chan string)
+	var first error
+	var wg sync.WaitGroup
+	for range r.cfg.Parallel {
+		w := r.worker(ctx)
+		wg.Go(func() {
+			for cid := range jobs {
+				if err := w.fetchConv(cid); err != nil {
+					r.locked(func() {
+						if first == nil {
+							first = err
+						}
+					})
+					cancel()
+					return
+				}
+			}
+		})
+	}
+feed:
 	for _, cid := range r.order {
 		kind := r.kinds[cid]
-		switch {
-		case kind == KindSystem:
-			r.sum.SystemHistory++
-			continue
-		case r.refused[cid]:
-			continue
-		case r.st.history[cid] && !r.cfg.DryRun:
-			r.sum.ResumedHistory++
-			continue
-		}
-		if err := r.fetchOne(cid, kind == KindChatroom); err != nil {
-			return err
-		}
-		if !r.cfg.DryRun {
-			if err := r.st.doneHistory(cid); err != nil {
-				return err
+		skip := false
+		r.locked(func() {
+			switch {
+			case kind == KindSystem:
+				r.sum.SystemHistory++
+				skip = true
+			case r.refused[cid]:
+				skip = true
+			case r.st.history[cid] && !r.cfg.DryRun:
+				r.sum.ResumedHistory++
+				skip = true
 			}
+		})
+		if skip {
+			continue
+		}
+		select {
+		case jobs <- cid:
+		case <-ctx.Done():
+			break feed
 		}
 	}
-	return nil
+	close(jobs)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return r.ctx.Err()
+}
+
+// fetchConv fetches and imports one conversation's history and records it
+// done.
+func (r *run) fetchConv(cid string) error {
+	if err := r.fetchOne(cid, r.kinds[cid] == KindChatroom); err != nil {
+		return err
+	}
+	if r.cfg.DryRun {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.st.doneHistory(cid)
 }
 
 func (r *run) savePath(cid string) string {
@@ -739,7 +832,7 @@ func (r *run) fetchOne(cid string, room bool) error {
 		}
 		page, err := r.cfg.Source.page(r.ctx, cid, room, ts, msgid)
 		if errors.Is(err, errNotFound) {
-			r.sum.problem(Problem{File: src, ID: cid, Msg: "LeanCloud has no such conversation (404): no history imported"})
+			r.problem(Problem{File: src, ID: cid, Msg: "LeanCloud has no such conversation (404): no history imported"})
 			break
 		}
 		if err != nil {
@@ -758,7 +851,7 @@ func (r *run) fetchOne(cid string, room bool) error {
 				}
 			}
 		}
-		r.prog.tick(false)
+		r.tick()
 		if len(page) < r.cfg.Source.pageSize() {
 			break
 		}
@@ -768,7 +861,7 @@ func (r *run) fetchOne(cid string, room bool) error {
 		}
 		json.Unmarshal(page[len(page)-1], &last)
 		if last.T <= 0 || last.ID == "" || (last.T == ts && last.ID == msgid) || (ts > 0 && last.T > ts) {
-			r.sum.problem(Problem{File: src, Line: row, ID: cid, Msg: "the history pages do not move back in time; stopped fetching this conversation"})
+			r.problem(Problem{File: src, Line: row, ID: cid, Msg: "the history pages do not move back in time; stopped fetching this conversation"})
 			break
 		}
 		ts, msgid = last.T, last.ID
