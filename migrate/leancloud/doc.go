@@ -13,7 +13,8 @@
 // master key; rest/import.go), which stores them through the shard's raft
 // log with their own ids and timestamps.
 //
-// Everything is streamed: the export and the history files are decoded a
+// Histories are fetched and imported by Config.Parallel workers, one
+// conversation each at a time. Everything is streamed: the export and the history files are decoded a
 // row at a time (rows over MaxRowBytes are reported and skipped), and
 // rows go out in bounded batches; what is kept in memory is the set of
 // conversation ids of the export. Each bad row (malformed JSON, a missing
