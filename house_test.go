@@ -46,6 +46,8 @@ var houseRules = []rule{
 		why: "roles read the catalog, not the other way round"},
 	{pkg: "web", deny: []string{""}, allow: []string{"web"},
 		why: "the demo page is static files; cluster wires it into `relaymesh dev`"},
+	{pkg: "migrate", deny: []string{""}, allow: []string{"migrate"},
+		why: "the import tools talk to LeanCloud and to relaymesh over HTTP only, as any client"},
 }
 
 // under reports whether package p is prefix or below it.

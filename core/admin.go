@@ -34,6 +34,8 @@ import (
 //	                    peer_id, when set, must be a member
 //	TEMP_SHUTUP         mute peer_id in cid for ttl seconds (moderation.go)
 //	STATS               clientIds online now and seen today (stats.go, relay/today.go)
+//	IMPORT              conversations or history from LeanCloud, ids and
+//	                    times kept (import.go)
 //
 // Failures come back as ClientReply.error_code/error_reason (LeanCloud
 // codes from errorCodes), never as cmd:error. The edge checks the app's
@@ -120,6 +122,8 @@ func (c *Core) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Cl
 			rep, err = c.adminDevice(withAdmin(ctx), app, a)
 		case meshpb.AdminRequest_NOTIFICATIONS: // notif.go
 			rep, err = c.adminNotifs(app, peer, a)
+		case meshpb.AdminRequest_IMPORT: // import.go
+			rep, err = c.adminImport(ctx, app, a)
 		default:
 			err = fmt.Errorf("%w: admin op %v", errUnsupported, a.GetOp())
 		}

@@ -923,7 +923,8 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 	case meshpb.AdminRequest_DELETE_CONVERSATION, meshpb.AdminRequest_DELETE_MESSAGE,
 		meshpb.AdminRequest_MEMBER_ROLES, meshpb.AdminRequest_SYS_SEND, meshpb.AdminRequest_SYS_MESSAGES,
 		meshpb.AdminRequest_SYS_SUBSCRIBERS, meshpb.AdminRequest_SYS_USER_MESSAGES,
-		meshpb.AdminRequest_SYS_DELETE_USER_MESSAGE, meshpb.AdminRequest_TEMP_SHUTUP:
+		meshpb.AdminRequest_SYS_DELETE_USER_MESSAGE, meshpb.AdminRequest_TEMP_SHUTUP,
+		meshpb.AdminRequest_IMPORT: // import.go: cid is the messages' conversation, or the first imported one
 		return byCid()
 	case meshpb.AdminRequest_SYS_BROADCAST:
 		if a.GetCid() == "" { // a global broadcast: the system shard's

@@ -207,6 +207,7 @@ func (h *Handler) routes() {
 	h.moderationRoutes(handle) // moderation.go
 
 	h.installationRoutes(handle) // installations.go
+	h.importRoutes(handle)       // import.go
 
 	handle("POST /1.2/rtm/clients/check-online", masterKey, h.checkOnline)
 	handle("GET /1.2/rtm/clients/{client}/unread-count", appKey, h.unreadCount)

@@ -6,6 +6,7 @@
 //	relaymesh edge --config FILE                                      an edge (client connections)
 //	relaymesh pki  init|issue ...                                     cluster CA and node certificates (with roles)
 //	relaymesh lab  --regions N --latency 80ms --dir DIR               N regions of separate processes on this machine
+//	relaymesh import leancloud --conversations FILE ...               bring a LeanCloud app's conversations and history over
 //	relaymesh version
 package main
 
@@ -54,6 +55,8 @@ func main() {
 		err = runPKI(args)
 	case "lab":
 		err = runLab(args)
+	case "import":
+		err = runImport(args)
 	case "version", "--version":
 		fmt.Println("relaymesh", version)
 	case "help", "-h", "--help":
@@ -89,6 +92,12 @@ Usage:
       Start N regions on this machine (per region 3 cores and 2 edges, each
       a process), with latency, jitter and loss between regions emulated in
       userspace; writes DIR/topology.json when ready; stops on SIGINT/SIGTERM.
+  relaymesh import leancloud --conversations _Conversation.jsonl
+        [--history DIR | --leancloud-server URL --leancloud-master-key K [--save DIR]]
+        (--server http://HOST:PORT --app-id ID --master-key K | --dry-run)
+      Import a LeanCloud app's conversations and message history, keeping
+      their ids and timestamps; idempotent and resumable (--state FILE).
+      See docs/MIGRATING-FROM-LEANCLOUD.md.
   relaymesh version
 
 Each command takes -h for its flags. The config file format is documented in

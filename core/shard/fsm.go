@@ -123,6 +123,8 @@ func (a *applier) apply() (*Result, *Error) {
 		return a.revokeTokens() // auth.go
 	case OpNotif:
 		return a.notif() // notif.go
+	case OpImport:
+		return a.importOp() // import.go
 	}
 	if res, serr, ok := a.sysApply(); ok { // sysconv.go
 		return res, serr

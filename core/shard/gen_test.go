@@ -138,7 +138,7 @@ func (g *gen) next() *shard.Command {
 	}
 	app := g.app()
 	c := &shard.Command{App: app, Now: g.now, From: g.pid()}
-	switch w := g.r.IntN(112); {
+	switch w := g.r.IntN(118); {
 	case w < 8: // start
 		c.Op = shard.OpStart
 		c.CID = fmt.Sprintf("c%d", g.n)
@@ -287,8 +287,10 @@ func (g *gen) next() *shard.Command {
 		c.Words = []string{fmt.Sprintf("bad%d", g.r.IntN(5)), "worse"}
 	case w < 100: // system conversations
 		g.sysCommand(c)
-	default: // issue 8: devices, token revocation, notifications
+	case w < 112: // issue 8: devices, token revocation, notifications
 		g.issue8Command(c)
+	default: // issue 12: imports from LeanCloud
+		g.importCommand(c)
 	}
 	if g.r.IntN(6) == 0 { // a leader naming fan-outs done, on any command
 		g.fanoutDone(c)
@@ -303,6 +305,45 @@ func (g *gen) next() *shard.Command {
 		g.joined(app, c.CID, c.Members...)
 	}
 	return c
+}
+
+// importCommand makes an import (shard/import.go): conversations, some new,
+// some existing, some refused; or messages of a conversation, old, new,
+// duplicated, sometimes of one that does not exist. Now and then a client
+// (not Admin) tries.
+func (g *gen) importCommand(c *shard.Command) {
+	app := c.App
+	c.Op, c.Admin = shard.OpImport, g.r.IntN(8) != 0
+	if g.r.IntN(2) == 0 {
+		imp := &shard.ImportOp{}
+		for range 1 + g.r.IntN(3) {
+			id := fmt.Sprintf("lc%d", g.r.IntN(6))
+			if g.r.IntN(3) == 0 {
+				id = g.conv(app) // one that may exist
+			}
+			ic := shard.ImportConv{ID: id, Creator: g.pid(), Members: g.some(4), CreatedAt: g.now - int64(g.r.IntN(100000)),
+				Transient: g.r.IntN(6) == 0, Unique: g.r.IntN(4) == 0, Attr: g.attr()}
+			if g.r.IntN(10) == 0 {
+				ic.CreatedAt = 0
+			}
+			imp.Convs = append(imp.Convs, ic)
+			g.convs[app] = append(g.convs[app], id)
+			g.joined(app, id, ic.Members...)
+		}
+		c.Import = imp
+		return
+	}
+	c.CID = g.conv(app)
+	imp := &shard.ImportOp{}
+	for range 1 + g.r.IntN(4) {
+		m := shard.ImportMsg{ID: fmt.Sprintf("im%d", g.r.IntN(20)), From: g.pid(), T: g.now - int64(g.r.IntN(100000)), Data: "old"}
+		if g.r.IntN(15) == 0 {
+			m.T = 0
+		}
+		imp.Msgs = append(imp.Msgs, m)
+		g.mids[app+"/"+c.CID] = append(g.mids[app+"/"+c.CID], msgRef{m.ID, m.From, m.T})
+	}
+	c.Import = imp
 }
 
 func (g *gen) sysConv(app string) string {

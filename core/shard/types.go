@@ -212,6 +212,10 @@ type Command struct {
 
 	// notif (notif.go): events for the recipients' notification logs.
 	Notifs []NotifAppend `json:"notifs,omitempty"`
+
+	// import (import.go): conversations, or messages of CID, as they were
+	// elsewhere (LeanCloud).
+	Import *ImportOp `json:"imp,omitempty"`
 }
 
 // Patch edits or recalls one message.
@@ -282,6 +286,8 @@ type Result struct {
 	// device_*: the devices written (devices.go); Existing: a save or bind
 	// found the device rather than creating it.
 	Devices []*Device
+	// import: what was created, kept and refused (import.go).
+	Import *ImportResult
 }
 
 // BatchItem is the outcome of one command of a batch: Result, or Err.

@@ -34,10 +34,13 @@ const (
 	// refused (ErrAttrTooLarge) when the resulting attr is over
 	// MaxAttrBytes.
 	Version2 = 2
+	// Version3 adds OpImport (import.go: conversations and history brought
+	// over from LeanCloud with their ids and timestamps).
+	Version3 = 3
 
 	// Version is the newest version this code applies, and the one it
 	// proposes unless configured lower (core.Config.CommandVersion).
-	Version = Version2
+	Version = Version3
 )
 
 // MaxAttrBytes bounds a conversation's attributes (the JSON object, custom
@@ -104,6 +107,7 @@ var opVersion = map[Op]int{
 	OpRevokeTokens: Version2, // auth.go
 	OpNotif:        Version2, // notif.go
 	OpFanoutDone:   Version2, // fanout.go
+	OpImport:       Version3, // import.go
 }
 
 // NeedsVersion returns the command version c needs: that of its op, and

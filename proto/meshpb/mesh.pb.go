@@ -187,6 +187,13 @@ const (
 	// picks receipts instead of conversation events (GET
 	// /1.1/rtm/notifications).
 	AdminRequest_NOTIFICATIONS AdminRequest_Op = 70
+	// IMPORT: conversations, or messages of cid, brought over from
+	// LeanCloud with their ids and timestamps (core/import.go, history:
+	// added with `relaymesh import leancloud`, issue 12). import_json is a
+	// JSON object {"convs":[…]} or {"msgs":[…]} (core/import.go has the
+	// fields); AdminReply.import_json says what was created, kept,
+	// refused and stored.
+	AdminRequest_IMPORT AdminRequest_Op = 80
 )
 
 // Enum value maps for AdminRequest_Op.
@@ -216,6 +223,7 @@ var (
 		62: "DEVICE_DELETE",
 		63: "DEVICE_LIST",
 		70: "NOTIFICATIONS",
+		80: "IMPORT",
 	}
 	AdminRequest_Op_value = map[string]int32{
 		"COMMAND":                 0,
@@ -242,6 +250,7 @@ var (
 		"DEVICE_DELETE":           62,
 		"DEVICE_LIST":             63,
 		"NOTIFICATIONS":           70,
+		"IMPORT":                  80,
 	}
 )
 
@@ -1147,8 +1156,10 @@ type AdminRequest struct {
 	NotifStartTs   int64 `protobuf:"varint,70,opt,name=notif_start_ts,json=notifStartTs,proto3" json:"notif_start_ts,omitempty"`
 	NotifDroppable bool  `protobuf:"varint,71,opt,name=notif_droppable,json=notifDroppable,proto3" json:"notif_droppable,omitempty"`
 	NotifLimit     int32 `protobuf:"varint,72,opt,name=notif_limit,json=notifLimit,proto3" json:"notif_limit,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// IMPORT (fields 80-89).
+	ImportJson    []byte `protobuf:"bytes,80,opt,name=import_json,json=importJson,proto3" json:"import_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AdminRequest) Reset() {
@@ -1417,6 +1428,13 @@ func (x *AdminRequest) GetNotifLimit() int32 {
 		return x.NotifLimit
 	}
 	return 0
+}
+
+func (x *AdminRequest) GetImportJson() []byte {
+	if x != nil {
+		return x.ImportJson
+	}
+	return nil
 }
 
 // DeviceRecord is one installation (LeanCloud's _Installation row) with
@@ -1744,8 +1762,10 @@ type AdminReply struct {
 	DeviceCreated bool            `protobuf:"varint,61,opt,name=device_created,json=deviceCreated,proto3" json:"device_created,omitempty"`
 	// NOTIFICATIONS: the events, oldest first, and whether more follow the
 	// last one.
-	Notifs        []*NotifEvent `protobuf:"bytes,70,rep,name=notifs,proto3" json:"notifs,omitempty"`
-	NotifMore     bool          `protobuf:"varint,71,opt,name=notif_more,json=notifMore,proto3" json:"notif_more,omitempty"`
+	Notifs    []*NotifEvent `protobuf:"bytes,70,rep,name=notifs,proto3" json:"notifs,omitempty"`
+	NotifMore bool          `protobuf:"varint,71,opt,name=notif_more,json=notifMore,proto3" json:"notif_more,omitempty"`
+	// IMPORT: the outcome, a JSON object (core/import.go).
+	ImportJson    []byte `protobuf:"bytes,80,opt,name=import_json,json=importJson,proto3" json:"import_json,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1848,6 +1868,13 @@ func (x *AdminReply) GetNotifMore() bool {
 		return x.NotifMore
 	}
 	return false
+}
+
+func (x *AdminReply) GetImportJson() []byte {
+	if x != nil {
+		return x.ImportJson
+	}
+	return nil
 }
 
 // NotifEvent is one conversation event (cmd conv) or receipt (cmd rcp)
@@ -2665,7 +2692,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"]\n" +
 	"\fShardRequest\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\rR\x05shard\x127\n" +
-	"\arequest\x18\x02 \x01(\v2\x1d.relaymesh.mesh.ClientRequestR\arequest\"\xaa\f\n" +
+	"\arequest\x18\x02 \x01(\v2\x1d.relaymesh.mesh.ClientRequestR\arequest\"\xd7\f\n" +
 	"\fAdminRequest\x12/\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1f.relaymesh.mesh.AdminRequest.OpR\x02op\x12\x10\n" +
 	"\x03cid\x18\x02 \x01(\tR\x03cid\x12\x12\n" +
@@ -2708,7 +2735,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x0enotif_start_ts\x18F \x01(\x03R\fnotifStartTs\x12'\n" +
 	"\x0fnotif_droppable\x18G \x01(\bR\x0enotifDroppable\x12\x1f\n" +
 	"\vnotif_limit\x18H \x01(\x05R\n" +
-	"notifLimit\"\xbf\x03\n" +
+	"notifLimit\x12\x1f\n" +
+	"\vimport_json\x18P \x01(\fR\n" +
+	"importJson\"\xcb\x03\n" +
 	"\x02Op\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04KICK\x10\x01\x12\x17\n" +
@@ -2734,7 +2763,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"DEVICE_GET\x10=\x12\x11\n" +
 	"\rDEVICE_DELETE\x10>\x12\x0f\n" +
 	"\vDEVICE_LIST\x10?\x12\x11\n" +
-	"\rNOTIFICATIONS\x10F\"\xfe\x03\n" +
+	"\rNOTIFICATIONS\x10F\x12\n" +
+	"\n" +
+	"\x06IMPORT\x10P\"\xfe\x03\n" +
 	"\fDeviceRecord\x12\x1b\n" +
 	"\tobject_id\x18\x01 \x01(\tR\bobjectId\x12\x1f\n" +
 	"\vdevice_type\x18\x02 \x01(\tR\n" +
@@ -2771,7 +2802,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\froom_changed\x18\b \x01(\bR\vroomChanged\x12-\n" +
 	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\x12!\n" +
 	"\fsys_commands\x18( \x03(\fR\vsysCommands\x12%\n" +
-	"\x0equery_examined\x18) \x01(\x03R\rqueryExamined\"\x8d\x03\n" +
+	"\x0equery_examined\x18) \x01(\x03R\rqueryExamined\"\xae\x03\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
@@ -2785,7 +2816,9 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x0edevice_created\x18= \x01(\bR\rdeviceCreated\x122\n" +
 	"\x06notifs\x18F \x03(\v2\x1a.relaymesh.mesh.NotifEventR\x06notifs\x12\x1d\n" +
 	"\n" +
-	"notif_more\x18G \x01(\bR\tnotifMore\"\xd1\x02\n" +
+	"notif_more\x18G \x01(\bR\tnotifMore\x12\x1f\n" +
+	"\vimport_json\x18P \x01(\fR\n" +
+	"importJson\"\xd1\x02\n" +
 	"\n" +
 	"NotifEvent\x12\x10\n" +
 	"\x03cmd\x18\x01 \x01(\tR\x03cmd\x12\x0e\n" +
