@@ -9,7 +9,15 @@ package terraform
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
+	"fmt"
+	"math/big"
 	"encoding/json"
 	"io/fs"
 	"maps"
@@ -35,6 +43,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/mesh"
 )
 
@@ -130,7 +139,8 @@ func TestModuleInterface(t *testing.T) {
 	}
 	for _, name := range []string{"vpc_id", "public_subnet_ids", "private_subnet_ids", "edge_instance_type",
 		"core_instance_type", "edge_count", "core_count", "core_volume_size_gb", "ami_id",
-		"relaymesh_artifact_url", "relaymesh_artifact_sha256", "mesh_port", "client_port", "quic_port", "edge_limits"} {
+		"relaymesh_artifact_url", "relaymesh_artifact_sha256", "mesh_port", "client_port", "edge_limits",
+		"region_number", "shards", "remote_regions", "node_name_prefix", "wt_cert_pem", "wt_key_pem", "latency_record"} {
 		if m.Variables[name] == nil {
 			t.Errorf("variable %q missing", name)
 		}
@@ -138,17 +148,21 @@ func TestModuleInterface(t *testing.T) {
 	if d := m.Variables["core_count"].Default; d != float64(3) && d != 3 {
 		t.Errorf("core_count default = %v, want 3", d)
 	}
-	for _, name := range []string{"apps", "ca_cert_pem", "core_certs", "edge_cert_pem", "edge_key_pem", "session_token_key_base64"} {
+	if m.Variables["quic_port"] != nil {
+		t.Error("variable quic_port: WebTransport rides the client port (443/udp -> client_port/udp)")
+	}
+	for _, name := range []string{"apps", "ca_cert_pem", "core_certs", "edge_cert_pem", "edge_key_pem", "session_token_key_base64", "wt_cert_pem", "wt_key_pem"} {
 		if !m.Variables[name].Sensitive {
 			t.Errorf("variable %q must be sensitive", name)
 		}
 	}
-	for _, name := range []string{"rtm_servers", "route_url", "core_private_ips", "core_mesh_addrs", "nlb_dns_name"} {
+	for _, name := range []string{"rtm_servers", "route_url", "core_private_ips", "core_mesh_addrs", "nlb_dns_name",
+		"nlb_zone_id", "edge_dns_name", "region_number", "seed_addrs", "node_cidrs", "private_route_table_ids", "ca_bundle_pem", "mesh", "security_group_ids"} {
 		if o := m.Outputs[name]; o == nil || o.Description == "" {
 			t.Errorf("output %q missing or undescribed", name)
 		}
 	}
-	for _, r := range []string{"aws_lb.edge", "aws_lb_listener.wss", "aws_lb_listener.quic", "aws_autoscaling_group.edge",
+	for _, r := range []string{"aws_lb.edge", "aws_lb_listener.wss", "aws_lb_listener.wt", "aws_autoscaling_group.edge",
 		"aws_instance.core", "aws_ebs_volume.core", "aws_volume_attachment.core", "aws_route53_record.latency"} {
 		if m.ManagedResources[r] == nil {
 			t.Errorf("resource %s missing", r)
@@ -232,12 +246,13 @@ func TestSecurityGroupsOpenOnlyIntendedPorts(t *testing.T) {
 	}
 	slices.Sort(ingress)
 	want := []string{
+		`core <- cidr each.value of toset(flatten([for r in var.remote_regions : r.node_cidrs])) "udp"/var.mesh_port`,
 		`core <- core "udp"/var.mesh_port`,
 		`core <- edge "udp"/var.mesh_port`,
 		`edge <- nlb "tcp"/var.client_port`,
-		`edge <- nlb "udp"/var.quic_port`,
+		`edge <- nlb "udp"/var.client_port`,
+		`nlb <- cidr each.value of local.webtransport ? toset(var.allowed_client_cidrs) : toset([]) "udp"/443`,
 		`nlb <- cidr each.value of toset(var.allowed_client_cidrs) "tcp"/443`,
-		`nlb <- cidr each.value of toset(var.allowed_client_cidrs) "udp"/var.quic_port`,
 	}
 	if !slices.Equal(ingress, want) {
 		t.Errorf("ingress rules:\n  %s\nwant:\n  %s", strings.Join(ingress, "\n  "), strings.Join(want, "\n  "))
@@ -355,6 +370,24 @@ func TestRenderedConfigsLoad(t *testing.T) {
 		if cc.Identity.Name != n {
 			t.Errorf("%s: mesh identity %q", n, cc.Identity.Name)
 		}
+		if cc.Region != 2 || cc.Shards != 4 {
+			t.Errorf("%s: region %d shards %d, want 2 and 4", n, cc.Region, cc.Shards)
+		}
+		wantRemote := []core.RemoteRegion{
+			{Number: 1, Cores: []string{"10.43.0.11:7100", "10.43.16.12:7100", "10.43.32.13:7100"}},
+			{Number: 3, Cores: []string{"10.44.0.5:7100"}},
+		}
+		if !slices.EqualFunc(cc.Remote, wantRemote, func(a, b core.RemoteRegion) bool { return a.Number == b.Number && slices.Equal(a.Cores, b.Cores) }) {
+			t.Errorf("%s: remote regions %+v, want %+v", n, cc.Remote, wantRemote)
+		}
+		// The CA bundle: this region's CA and region 1's, each once.
+		bundle := readFile(t, filepath.Join(dir, "pki", "ca.crt"))
+		if strings.Count(bundle, "BEGIN CERTIFICATE") != 2 || !strings.Contains(bundle, strings.TrimSpace(e.remoteCA)) || !strings.Contains(bundle, strings.TrimSpace(e.caPEM)) {
+			t.Errorf("%s: CA bundle holds %d certificates, want this region's and region 1's", n, strings.Count(bundle, "BEGIN CERTIFICATE"))
+		}
+		if c.Edge.WTCert != "" {
+			t.Errorf("%s: a core config carries wt_cert", n)
+		}
 		if !slices.Equal(c.AppList(), e.wantApps) {
 			t.Errorf("%s: apps %+v, want %+v", n, c.AppList(), e.wantApps)
 		}
@@ -373,7 +406,7 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatalf("edge: EdgeConfig: %v", err)
 	}
-	wantCores := []string{peers["core-1"], peers["core-2"], peers["core-3"]}
+	wantCores := []string{peers["eu-core-1"], peers["eu-core-2"], peers["eu-core-3"]}
 	if ec.EdgeID != "edge-i-0edge" || ec.HTTPAddr != "0.0.0.0:8080" || !slices.Equal(ec.Cores, wantCores) {
 		t.Errorf("edge config %s %s %v", ec.EdgeID, ec.HTTPAddr, ec.Cores)
 	}
@@ -389,11 +422,38 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	if !slices.Equal(c.AppList(), e.wantApps) {
 		t.Errorf("edge apps %+v, want %+v", c.AppList(), e.wantApps)
 	}
+	// WebTransport: the certificate the module stored, loaded by the edge.
+	if ec.WebTransport == nil || c.Edge.WTCert != "pki/wt.crt" || c.Edge.WTKey != "pki/wt.key" {
+		t.Fatalf("edge: WebTransport not configured: wt_cert %q wt_key %q", c.Edge.WTCert, c.Edge.WTKey)
+	}
+	if got := readFile(t, filepath.Join(dir, "pki", "wt.crt")); got != e.wtCert {
+		t.Error("edge: pki/wt.crt is not wt_cert_pem")
+	}
+	if strings.Count(readFile(t, filepath.Join(dir, "pki", "ca.crt")), "BEGIN CERTIFICATE") != 1 {
+		t.Error("edge: the edge's CA file should be this region's CA alone")
+	}
+	if c.Core.Region != 0 || len(c.Core.RemoteRegions) != 0 {
+		t.Errorf("edge config carries core settings: %+v", c.Core)
+	}
+
+	// Without wt_cert_pem: no WebTransport, and the file still loads.
+	e2 := newEvaluatorWith(t, map[string]cty.Value{"wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal})
+	dir = e2.unpackSecret(t, e2.resourceAttr(t, "aws_secretsmanager_secret_version", "edge", "secret_string", ""), "i-0edge")
+	c, err = cluster.LoadConfig(filepath.Join(dir, "relaymesh.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ec, err := c.EdgeConfig(); err != nil || ec.WebTransport != nil {
+		t.Errorf("edge without wt_cert_pem: %v, WebTransport %v", err, ec.WebTransport)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pki", "wt.crt")); !os.IsNotExist(err) {
+		t.Errorf("edge without wt_cert_pem: pki/wt.crt written (%v)", err)
+	}
 }
 
 func TestUserData(t *testing.T) {
 	e := newEvaluator(t)
-	core := e.resourceAttr(t, "aws_instance", "core", "user_data", "core-2").AsString()
+	core := e.resourceAttr(t, "aws_instance", "core", "user_data", "eu-core-2").AsString()
 	b64 := e.resourceAttr(t, "aws_launch_template", "edge", "user_data", "").AsString()
 	edgeB, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
@@ -418,7 +478,7 @@ func TestUserData(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(core, "nvme-Amazon_Elastic_Block_Store_vol0core20000000000") || !strings.Contains(core, "mkfs.xfs") {
+	if !strings.Contains(core, "nvme-Amazon_Elastic_Block_Store_vol0eucore20000000000") || !strings.Contains(core, "mkfs.xfs") {
 		t.Errorf("core user-data does not mount its data volume:\n%s", core)
 	}
 	if strings.Contains(edge, "mkfs") {
@@ -442,12 +502,58 @@ func TestOutputsAndDNS(t *testing.T) {
 	if got := out("route_url"); got.AsString() != "https://im.example.com/v1/route" {
 		t.Errorf("route_url = %#v", got)
 	}
-	if got := out("core_mesh_addrs"); got.LengthInt() != 3 || got.GetAttr("core-1").AsString() != e.coreIPs[0]+":7100" {
+	if got := out("core_mesh_addrs"); got.LengthInt() != 3 || got.GetAttr("eu-core-1").AsString() != e.coreIPs[0]+":7100" {
 		t.Errorf("core_mesh_addrs = %#v", got)
+	}
+
+	// What the next region takes: the mesh output, shaped as a
+	// remote_regions entry, and valid as one.
+	wantSeeds := []string{e.coreIPs[0] + ":7100", e.coreIPs[1] + ":7100", e.coreIPs[2] + ":7100"}
+	if got := ctyStrings(t, out("seed_addrs")); !slices.Equal(got, wantSeeds) {
+		t.Errorf("seed_addrs = %v, want %v", got, wantSeeds)
+	}
+	wantCIDRs := []string{"10.42.0.0/20", "10.42.16.0/20", "10.42.32.0/20"}
+	if got := ctyStrings(t, out("node_cidrs")); !slices.Equal(got, wantCIDRs) {
+		t.Errorf("node_cidrs = %v, want %v", got, wantCIDRs)
+	}
+	if got := ctyStrings(t, out("private_route_table_ids")); !slices.Equal(got, []string{"rtb-private"}) {
+		t.Errorf("private_route_table_ids = %v", got)
+	}
+	if got := out("region_number"); !got.RawEquals(cty.NumberIntVal(2)) {
+		t.Errorf("region_number = %#v", got)
+	}
+	if got := out("edge_dns_name").AsString(); got != "eu-central-1.im.example.com" {
+		t.Errorf("edge_dns_name = %q", got)
+	}
+	if got := out("nlb_zone_id").AsString(); got != "Z0" {
+		t.Errorf("nlb_zone_id = %q", got)
+	}
+	mesh := out("mesh")
+	asRemote, err := convert.Convert(cty.TupleVal([]cty.Value{mesh}), e.types["remote_regions"])
+	if err != nil {
+		t.Fatalf("output mesh is not a remote_regions entry: %v", err)
+	}
+	if !e.valid(t, "remote_regions", asRemote) {
+		t.Errorf("output mesh fails remote_regions' validation: %#v", mesh)
+	}
+	if mesh.GetAttr("name").AsString() != "eu-central-1" || !slices.Equal(ctyStrings(t, mesh.GetAttr("seeds")), wantSeeds) ||
+		!slices.Equal(ctyStrings(t, mesh.GetAttr("node_cidrs")), wantCIDRs) || mesh.GetAttr("ca_cert_pem").AsString() != e.caPEM {
+		t.Errorf("mesh = %#v", mesh)
+	}
+	for _, name := range []string{"mesh", "ca_bundle_pem"} {
+		if a := e.m.block(t, "output", name).Body.Attributes["sensitive"]; a == nil || !evalValue(t, a.Expr, nil).True() {
+			t.Errorf("output %s carries a sensitive input: it must be sensitive", name)
+		}
 	}
 
 	// Latency record for the global name, keyed by region, at the load balancer.
 	rec := e.m.block(t, "resource", "aws_route53_record", "latency")
+	if n := evalValue(t, rec.Body.Attributes["count"].Expr, e.ctx(nil)); !n.RawEquals(cty.NumberIntVal(1)) {
+		t.Errorf("latency record count = %#v with latency_record = true", n)
+	}
+	if n := evalValue(t, rec.Body.Attributes["count"].Expr, newEvaluatorWith(t, map[string]cty.Value{"latency_record": cty.False}).ctx(nil)); !n.RawEquals(cty.NumberIntVal(0)) {
+		t.Errorf("latency record count = %#v with latency_record = false", n)
+	}
 	for _, attr := range []string{"set_identifier", "name"} {
 		v := evalString(t, rec.Body.Attributes[attr].Expr, e.ctx(nil))
 		if want := map[string]string{"set_identifier": "eu-central-1", "name": "im.example.com"}[attr]; v != want {
@@ -536,10 +642,53 @@ type evaluator struct {
 	coreIPs   []string
 	wantApps  []apps.App
 	tokenKey  []byte
+	caPEM     string // this region's CA
+	remoteCA  string // region 1's CA
+	wtCert    string
+	wtKey     string
+}
+
+func remoteRegion(n int64, name, ca string, seeds, cidrs []string) cty.Value {
+	str := func(ss []string) cty.Value {
+		var vs []cty.Value
+		for _, s := range ss {
+			vs = append(vs, cty.StringVal(s))
+		}
+		return cty.ListVal(vs)
+	}
+	return cty.ObjectVal(map[string]cty.Value{"number": cty.NumberIntVal(n), "name": cty.StringVal(name),
+		"seeds": str(seeds), "ca_cert_pem": cty.StringVal(ca), "node_cidrs": str(cidrs)})
+}
+
+// selfSigned makes a WebTransport certificate chain and key (PEM) for host.
+func selfSigned(t *testing.T, host string) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}))
 }
 
 var funcs = map[string]function.Function{
 	"alltrue":      alltrue,
+	"concat":       stdlib.ConcatFunc,
+	"flatten":      stdlib.FlattenFunc,
+	"join":         stdlib.JoinFunc,
+	"split":        stdlib.SplitFunc,
+	"tonumber":     stdlib.MakeToFunc(cty.Number),
+	"trimspace":    stdlib.TrimSpaceFunc,
 	"base64encode": base64encode,
 	"can":          tryfunc.CanFunc,
 	"coalesce":     stdlib.CoalesceFunc,
@@ -616,23 +765,37 @@ var length = function.New(&function.Spec{
 	},
 })
 
-func newEvaluator(t *testing.T) *evaluator {
+func newEvaluator(t *testing.T) *evaluator { return newEvaluatorWith(t, nil) }
+
+// newEvaluatorWith evaluates the module with the fixture's variables, some
+// replaced by overrides (cty.NilVal: the variable's default).
+func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 	t.Helper()
 	e := &evaluator{m: parseDir(t, moduleDir), vars: map[string]cty.Value{}, types: map[string]cty.Type{}, locals: map[string]cty.Value{}}
-	e.coreNames = []string{"core-1", "core-2", "core-3"}
+	e.coreNames = []string{"eu-core-1", "eu-core-2", "eu-core-3"}
 	e.coreIPs = []string{"10.42.0.11", "10.42.16.12", "10.42.32.13"}
 
 	// Real mesh identities, as `relaymesh pki init/issue` makes them.
 	pki := t.TempDir()
-	for _, n := range append(slices.Clone(e.coreNames), "edge-eu-central-1") {
-		if _, err := mesh.IssueNode(pki, n, nil); err != nil {
+	for _, n := range e.coreNames {
+		if _, err := mesh.IssueNodeRole(pki, n, mesh.RoleCore, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pem := func(f string) cty.Value { return cty.StringVal(readFile(t, filepath.Join(pki, f))) }
+	if _, err := mesh.IssueNode(pki, "edge-eu-central-1", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Another region with its own CA, and one sharing ours.
+	otherPKI := t.TempDir()
+	if _, err := mesh.IssueNodeRole(otherPKI, "us-core-1", mesh.RoleCore, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.remoteCA = readFile(t, filepath.Join(otherPKI, "ca.crt"))
+	e.wtCert, e.wtKey = selfSigned(t, "im.example.com")
+	pemFile := func(f string) cty.Value { return cty.StringVal(readFile(t, filepath.Join(pki, f))) }
 	coreCerts := map[string]cty.Value{}
 	for _, n := range e.coreNames {
-		coreCerts[n] = cty.ObjectVal(map[string]cty.Value{"cert_pem": pem(n + ".crt"), "key_pem": pem(n + ".key")})
+		coreCerts[n] = cty.ObjectVal(map[string]cty.Value{"cert_pem": pemFile(n + ".crt"), "key_pem": pemFile(n + ".key")})
 	}
 	e.tokenKey = bytes.Repeat([]byte{0xA5, 0x00, 0xFF, 0x3C}, 8) // binary, as pki init writes it
 
@@ -649,11 +812,28 @@ func newEvaluator(t *testing.T) *evaluator {
 		"edge_limits":               cty.ObjectVal(map[string]cty.Value{"sends_per_minute": cty.NumberIntVal(120), "ops_per_minute": cty.NumberIntVal(-1), "idle_timeout": cty.StringVal("400s")}),
 		"relaymesh_artifact_url":    cty.StringVal("https://artifacts.example.com/relaymesh-linux-amd64"),
 		"relaymesh_artifact_sha256": cty.StringVal(strings.Repeat("ab", 32)),
-		"ca_cert_pem":               pem("ca.crt"),
+		"ca_cert_pem":               pemFile("ca.crt"),
 		"core_certs":                cty.ObjectVal(coreCerts),
-		"edge_cert_pem":             pem("edge-eu-central-1.crt"),
-		"edge_key_pem":              pem("edge-eu-central-1.key"),
+		"edge_cert_pem":             pemFile("edge-eu-central-1.crt"),
+		"edge_key_pem":              pemFile("edge-eu-central-1.key"),
 		"session_token_key_base64":  cty.StringVal(base64.StdEncoding.EncodeToString(e.tokenKey)),
+		"region_number":             cty.NumberIntVal(2),
+		"shards":                    cty.NumberIntVal(4),
+		"node_name_prefix":          cty.StringVal("eu-"),
+		"remote_regions": cty.TupleVal([]cty.Value{
+			remoteRegion(1, "us-east-1", e.remoteCA, []string{"10.43.0.11:7100", "10.43.16.12:7100", "10.43.32.13:7100"}, []string{"10.43.0.0/20", "10.43.16.0/20", "10.43.32.0/20"}),
+			remoteRegion(3, "ap-southeast-1", readFile(t, filepath.Join(pki, "ca.crt")), []string{"10.44.0.5:7100"}, []string{"10.44.0.0/20"}),
+		}),
+		"wt_cert_pem": cty.StringVal(e.wtCert),
+		"wt_key_pem":  cty.StringVal(e.wtKey),
+	}
+	e.caPEM = readFile(t, filepath.Join(pki, "ca.crt"))
+	for k, v := range overrides {
+		if v == cty.NilVal {
+			delete(fixture, k)
+		} else {
+			fixture[k] = v
+		}
 	}
 	e.wantApps = []apps.App{
 		{ID: "AbCd1234-gzGzoHsz", Key: tricky, MasterKey: "master=" + tricky, SignatureRequired: true},
@@ -707,9 +887,10 @@ func newEvaluator(t *testing.T) *evaluator {
 		}
 		return cty.ObjectVal(m)
 	}
-	var subnets []cty.Value
+	var subnets, public []cty.Value
 	for i, az := range []string{"eu-central-1a", "eu-central-1b", "eu-central-1c"} {
-		subnets = append(subnets, obj("id", "subnet-"+string(rune('a'+i)), "availability_zone", az, "cidr_block", "10.42.0.0/20"))
+		subnets = append(subnets, obj("id", "subnet-"+string(rune('a'+i)), "availability_zone", az, "cidr_block", fmt.Sprintf("10.42.%d.0/20", 16*i)))
+		public = append(public, obj("id", "subnet-p"+string(rune('a'+i)), "availability_zone", az, "cidr_block", fmt.Sprintf("10.42.%d.0/24", 240+i)))
 	}
 	secretARN := "arn:aws:secretsmanager:eu-central-1:123456789012:secret:relaymesh/eu-central-1/"
 	e.refs = map[string]cty.Value{
@@ -721,7 +902,13 @@ func newEvaluator(t *testing.T) *evaluator {
 			"aws_subnet":        cty.ObjectVal(map[string]cty.Value{"private": cty.EmptyTupleVal}), // count = 0 with a new VPC
 		}),
 		"aws_vpc":    cty.ObjectVal(map[string]cty.Value{"this": cty.TupleVal([]cty.Value{obj("id", "vpc-1")})}),
-		"aws_subnet": cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal(subnets), "public": cty.TupleVal(subnets)}),
+		"aws_subnet":      cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal(subnets), "public": cty.TupleVal(public)}),
+		"aws_route_table": cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal([]cty.Value{obj("id", "rtb-private")}), "public": cty.TupleVal([]cty.Value{obj("id", "rtb-public")})}),
+		"aws_security_group": cty.ObjectVal(map[string]cty.Value{
+			"nlb": obj("id", "sg-nlb"), "edge": obj("id", "sg-edge"), "core": obj("id", "sg-core")}),
+		"aws_lb_target_group": cty.ObjectVal(map[string]cty.Value{
+			"ws": obj("arn", "arn:tg/ws"), "wt": cty.TupleVal([]cty.Value{obj("arn", "arn:tg/wt")})}),
+		"aws_acm_certificate_validation": cty.ObjectVal(map[string]cty.Value{"edge": obj("certificate_arn", "arn:acm/edge")}),
 		"aws_network_interface": cty.ObjectVal(map[string]cty.Value{"core": byName(func(i int, n string) cty.Value {
 			return obj("private_ip", e.coreIPs[i], "id", "eni-"+n)
 		})}),
@@ -752,7 +939,8 @@ func newEvaluator(t *testing.T) *evaluator {
 			}
 		}
 	}
-	for _, name := range []string{"core_names", "core_mesh_addrs", "core_config", "edge_config", "public_urls", "core_subnet", "ami_id"} {
+	for _, name := range []string{"core_names", "core_mesh_addrs", "core_config", "edge_config", "public_urls", "core_subnet", "ami_id",
+		"ca_bundle", "node_cidrs", "private_route_table_ids", "webtransport"} {
 		if _, ok := e.locals[name]; !ok {
 			_, diags := pending[name].Value(e.ctx(nil))
 			t.Fatalf("local.%s does not evaluate: %s", name, diags.Error())
@@ -861,6 +1049,10 @@ func (e *evaluator) unpackSecret(t *testing.T, secret cty.Value, instanceID stri
 		}
 		put("pki/session-token.key", b)
 	}
+	if s["wt_crt"] != "" {
+		put("pki/wt.crt", []byte(s["wt_crt"]))
+		put("pki/wt.key", []byte(s["wt_key"]))
+	}
 	return dir
 }
 
@@ -877,6 +1069,15 @@ func templateVariables(t *testing.T, path string) []string {
 		set[tr.RootName()] = true
 	}
 	return slices.Sorted(maps.Keys(set))
+}
+
+func ctyStrings(t *testing.T, v cty.Value) []string {
+	t.Helper()
+	var out []string
+	for _, e := range v.AsValueSlice() {
+		out = append(out, e.AsString())
+	}
+	return out
 }
 
 func evalValue(t *testing.T, expr hcl.Expression, ctx *hcl.EvalContext) cty.Value {
