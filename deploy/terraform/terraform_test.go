@@ -15,12 +15,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
-	"encoding/json"
 	"io/fs"
 	"maps"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -901,7 +901,7 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 			"aws_ssm_parameter": cty.ObjectVal(map[string]cty.Value{"al2023": cty.TupleVal([]cty.Value{obj("insecure_value", "ami-0123")})}),
 			"aws_subnet":        cty.ObjectVal(map[string]cty.Value{"private": cty.EmptyTupleVal}), // count = 0 with a new VPC
 		}),
-		"aws_vpc":    cty.ObjectVal(map[string]cty.Value{"this": cty.TupleVal([]cty.Value{obj("id", "vpc-1")})}),
+		"aws_vpc":         cty.ObjectVal(map[string]cty.Value{"this": cty.TupleVal([]cty.Value{obj("id", "vpc-1")})}),
 		"aws_subnet":      cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal(subnets), "public": cty.TupleVal(public)}),
 		"aws_route_table": cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal([]cty.Value{obj("id", "rtb-private")}), "public": cty.TupleVal([]cty.Value{obj("id", "rtb-public")})}),
 		"aws_security_group": cty.ObjectVal(map[string]cty.Value{
