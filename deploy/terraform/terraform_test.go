@@ -1106,3 +1106,291 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// --- every variable, reference and module call --------------------------------------
+
+// allDirs are the Terraform directories: the modules and the examples.
+var allDirs = []string{moduleDir, "modules/peering", exampleDir, "examples/global"}
+
+// noValidation lists the variables without a validation block, and why.
+var noValidation = map[string]string{
+	"tags":                      "any map of strings is a valid set of tags",
+	"vpc_id":                    "checked by AWS; null creates a VPC",
+	"public_subnet_ids":         "checked by AWS",
+	"private_subnet_ids":        "checked by AWS",
+	"ami_id":                    "checked by AWS",
+	"edge_instance_type":        "checked by AWS",
+	"core_instance_type":        "checked by AWS",
+	"edge_limits":               "typed object; relaymesh checks the values (TestRenderedConfigsLoad)",
+	"latency_record":            "a bool",
+	"requester_vpc_id":          "an output of the region module",
+	"requester_route_table_ids": "an output of the region module",
+	"accepter_vpc_id":           "an output of the region module",
+	"accepter_route_table_ids":  "an output of the region module",
+	// examples: pass-through to the module, validated there
+	"apps":                      "validated by the region module (examples pass it through)",
+	"relaymesh_artifact_url":    "validated by the region module (examples pass it through)",
+	"relaymesh_artifact_sha256": "validated by the region module (examples pass it through)",
+	"webtransport":              "a bool",
+}
+
+// traversals returns every variable reference in the bodies, with the
+// block it sits in (type and labels).
+func traversals(m *module) (refs []hcl.Traversal, inVariable map[string][]hcl.Traversal) {
+	inVariable = map[string][]hcl.Traversal{}
+	for _, body := range m.bodies {
+		for _, b := range body.Blocks {
+			hclsyntax.VisitAll(b.Body, func(n hclsyntax.Node) hcl.Diagnostics {
+				e, ok := n.(hclsyntax.Expression)
+				if !ok {
+					return nil
+				}
+				if st, ok := e.(*hclsyntax.ScopeTraversalExpr); ok {
+					if b.Type == "variable" {
+						inVariable[b.Labels[0]] = append(inVariable[b.Labels[0]], st.Traversal)
+					} else {
+						refs = append(refs, st.Traversal)
+					}
+				}
+				return nil
+			})
+		}
+	}
+	return refs, inVariable
+}
+
+func attrName(tr hcl.Traversal, i int) string {
+	if len(tr) <= i {
+		return ""
+	}
+	if a, ok := tr[i].(hcl.TraverseAttr); ok {
+		return a.Name
+	}
+	return ""
+}
+
+func TestEveryVariableDescribedValidatedUsed(t *testing.T) {
+	for _, dir := range allDirs {
+		m := parseDir(t, dir)
+		refs, inVariable := traversals(m)
+		used := map[string]bool{}
+		for _, tr := range refs {
+			if tr.RootName() == "var" {
+				used[attrName(tr, 1)] = true
+			}
+		}
+		vars := m.blocks("variable")
+		if len(vars) == 0 {
+			t.Errorf("%s declares no variables", dir)
+		}
+		for _, b := range vars {
+			name := b.Labels[0]
+			if d := b.Body.Attributes["description"]; d == nil || strings.TrimSpace(evalString(t, d.Expr, nil)) == "" {
+				t.Errorf("%s: variable %s has no description", dir, name)
+			}
+			if b.Body.Attributes["type"] == nil {
+				t.Errorf("%s: variable %s has no type", dir, name)
+			}
+			if !used[name] {
+				t.Errorf("%s: variable %s is declared but never used", dir, name)
+			}
+			nval := 0
+			for _, vb := range b.Body.Blocks {
+				if vb.Type != "validation" {
+					continue
+				}
+				nval++
+				// A condition names its own variable, and only it (Terraform < 1.9).
+				self := false
+				for _, tr := range inVariable[name] {
+					switch root := tr.RootName(); {
+					case root == "var" && attrName(tr, 1) == name:
+						self = true
+					case root == "var" || root == "local" || root == "module" || strings.HasPrefix(root, "aws_") || root == "data":
+						t.Errorf("%s: variable %s: validation refers to %s.%s", dir, name, root, attrName(tr, 1))
+					}
+				}
+				if !self {
+					t.Errorf("%s: variable %s: a validation that does not look at var.%s", dir, name, name)
+				}
+				if msg := vb.Body.Attributes["error_message"]; msg == nil || !strings.HasSuffix(evalString(t, msg.Expr, nil), ".") {
+					t.Errorf("%s: variable %s: validation without an error_message sentence", dir, name)
+				}
+			}
+			if _, exempt := noValidation[name]; nval == 0 && !exempt {
+				t.Errorf("%s: variable %s has no validation block (add one, or say why in noValidation)", dir, name)
+			}
+		}
+	}
+}
+
+// Every function the .tf files call is one the tests evaluate, or one they
+// never evaluate (file reads, AWS-only values); so a can() around a
+// validation never passes or fails because the test lacks a function.
+func TestFunctionsKnown(t *testing.T) {
+	notEvaluated := map[string]bool{"file": true, "filebase64": true, "cidrsubnet": true,
+		"list": true, "map": true, "object": true, "optional": true, "set": true, "tuple": true} // type constraints
+	for _, dir := range allDirs {
+		m := parseDir(t, dir)
+		for _, body := range m.bodies {
+			hclsyntax.VisitAll(body, func(n hclsyntax.Node) hcl.Diagnostics {
+				if c, ok := n.(*hclsyntax.FunctionCallExpr); ok && !notEvaluated[c.Name] {
+					if _, ok := funcs[c.Name]; !ok {
+						t.Errorf("%s: %s calls %s(), which the test evaluator lacks", dir, c.Range(), c.Name)
+					}
+				}
+				return nil
+			})
+		}
+	}
+	for _, tpl := range []string{"relaymesh.toml.tftpl", "user-data.sh.tftpl"} {
+		src := readFile(t, filepath.Join(moduleDir, "templates", tpl))
+		expr, _ := hclsyntax.ParseTemplate([]byte(src), tpl, hcl.InitialPos)
+		hclsyntax.VisitAll(expr.(hclsyntax.Node), func(n hclsyntax.Node) hcl.Diagnostics {
+			if c, ok := n.(*hclsyntax.FunctionCallExpr); ok {
+				if _, ok := templateFuncs[c.Name]; !ok {
+					t.Errorf("%s calls %s(), which the test's templatefile lacks", tpl, c.Name)
+				}
+			}
+			return nil
+		})
+	}
+}
+
+// Every var., local., resource, data source and module output a directory
+// refers to exists.
+func TestReferencesResolve(t *testing.T) {
+	for _, dir := range allDirs {
+		m := parseDir(t, dir)
+		declared := map[string]bool{}
+		outputsOf := map[string]map[string]*tfconfig.Output{}
+		for _, b := range m.blocks("variable") {
+			declared["var."+b.Labels[0]] = true
+		}
+		for _, b := range m.blocks("locals") {
+			for name := range b.Body.Attributes {
+				declared["local."+name] = true
+			}
+		}
+		for _, b := range m.blocks("resource") {
+			declared[b.Labels[0]+"."+b.Labels[1]] = true
+		}
+		for _, b := range m.blocks("data") {
+			declared["data."+b.Labels[0]+"."+b.Labels[1]] = true
+		}
+		for _, b := range m.blocks("module") {
+			src := evalString(t, b.Body.Attributes["source"].Expr, nil)
+			mod, diags := tfconfig.LoadModule(filepath.Join(dir, src))
+			if diags.HasErrors() {
+				t.Fatalf("%s: module %s: %s", dir, b.Labels[0], diags.Error())
+			}
+			outputsOf[b.Labels[0]] = mod.Outputs
+		}
+		refs, _ := traversals(m)
+		for _, tr := range refs {
+			root := tr.RootName()
+			var key string
+			switch {
+			case root == "var" || root == "local":
+				key = root + "." + attrName(tr, 1)
+			case root == "data":
+				key = "data." + attrName(tr, 1) + "." + attrName(tr, 2)
+			case strings.HasPrefix(root, "aws_"):
+				key = root + "." + attrName(tr, 1)
+			case root == "module":
+				name, out := attrName(tr, 1), attrName(tr, 2)
+				outs, ok := outputsOf[name]
+				if !ok {
+					t.Errorf("%s: %s refers to module %s, which is not called", dir, tr.SourceRange(), name)
+				} else if outs[out] == nil {
+					t.Errorf("%s: %s refers to module.%s.%s, which that module does not output", dir, tr.SourceRange(), name, out)
+				}
+				continue
+			default:
+				continue // path, each, count, self, for-expression symbols
+			}
+			if !declared[key] {
+				t.Errorf("%s: %s refers to %s, which is not declared", dir, tr.SourceRange(), key)
+			}
+		}
+		// Every local is used.
+		usedLocals := map[string]bool{}
+		for _, tr := range refs {
+			if tr.RootName() == "local" {
+				usedLocals[attrName(tr, 1)] = true
+			}
+		}
+		for k := range declared {
+			if name, ok := strings.CutPrefix(k, "local."); ok && !usedLocals[name] {
+				t.Errorf("%s: local.%s is never used", dir, name)
+			}
+		}
+	}
+}
+
+// Every module call passes only variables the module declares, every
+// required one, and exactly the providers it asks for.
+func TestModuleCallsWired(t *testing.T) {
+	calls := 0
+	for _, dir := range allDirs {
+		m := parseDir(t, dir)
+		for _, b := range m.blocks("module") {
+			calls++
+			src := evalString(t, b.Body.Attributes["source"].Expr, nil)
+			mod, diags := tfconfig.LoadModule(filepath.Join(dir, src))
+			if diags.HasErrors() {
+				t.Fatalf("%s: module %s: %s", dir, b.Labels[0], diags.Error())
+			}
+			for name := range b.Body.Attributes {
+				if name != "source" && name != "providers" && mod.Variables[name] == nil {
+					t.Errorf("%s: module %s sets %q, which %s does not declare", dir, b.Labels[0], name, src)
+				}
+			}
+			for name, v := range mod.Variables {
+				if v.Required && b.Body.Attributes[name] == nil {
+					t.Errorf("%s: module %s does not set required %q", dir, b.Labels[0], name)
+				}
+			}
+			// providers = { aws.x = aws.y }: the keys are the module's aliases.
+			var want []string
+			if req := mod.RequiredProviders["aws"]; req != nil {
+				for _, a := range req.ConfigurationAliases {
+					want = append(want, a.Name+"."+a.Alias)
+				}
+			}
+			var got []string
+			if p := b.Body.Attributes["providers"]; p != nil {
+				obj, ok := p.Expr.(*hclsyntax.ObjectConsExpr)
+				if !ok {
+					t.Fatalf("%s: module %s: providers is not an object", dir, b.Labels[0])
+				}
+				for _, item := range obj.Items {
+					k := strings.TrimSpace(string(item.KeyExpr.Range().SliceBytes(m.src[item.KeyExpr.Range().Filename])))
+					got = append(got, k)
+					v, ok := item.ValueExpr.(*hclsyntax.ScopeTraversalExpr)
+					if !ok || v.Traversal.RootName() != "aws" || !declaredProviderAlias(t, m, attrName(v.Traversal, 1)) {
+						t.Errorf("%s: module %s: provider %s is not one of this directory's aliased aws providers", dir, b.Labels[0], k)
+					}
+				}
+			}
+			slices.Sort(got)
+			slices.Sort(want)
+			if len(want) > 0 && !slices.Equal(got, want) {
+				t.Errorf("%s: module %s passes providers %v, the module wants %v", dir, b.Labels[0], got, want)
+			}
+		}
+	}
+	if calls != 1+3+3 {
+		t.Errorf("found %d module calls, want 7 (single-region: 1; global: 3 regions, 3 peerings)", calls)
+	}
+}
+
+func declaredProviderAlias(t *testing.T, m *module, alias string) bool {
+	t.Helper()
+	for _, b := range m.blocks("provider") {
+		if a := b.Body.Attributes["alias"]; a != nil && evalString(t, a.Expr, nil) == alias {
+			return true
+		}
+	}
+	return false
+}

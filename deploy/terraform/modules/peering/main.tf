@@ -70,6 +70,11 @@ variable "name" {
   description = "Name tag of the peering connection."
   type        = string
   default     = "relaymesh"
+
+  validation {
+    condition     = length(var.name) >= 1 && length(var.name) <= 255
+    error_message = "name must be 1..255 characters (an AWS tag value)."
+  }
 }
 
 resource "aws_vpc_peering_connection" "this" {

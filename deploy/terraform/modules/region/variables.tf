@@ -7,12 +7,22 @@
 variable "region" {
   description = "AWS region of this relaymesh region (e.g. eu-central-1). Must equal the aws provider's region; it is also the Route 53 latency region and set_identifier."
   type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must be an AWS region name such as eu-central-1."
+  }
 }
 
 variable "name" {
   description = "Prefix of every resource name and tag."
   type        = string
   default     = "relaymesh"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,20}$", var.name))
+    error_message = "name must be 1..21 of a-z, 0-9 and -, starting with a letter (it prefixes AWS names with length limits)."
+  }
 }
 
 variable "tags" {
@@ -141,6 +151,11 @@ variable "core_volume_type" {
   description = "EBS volume type of the core data volumes."
   type        = string
   default     = "gp3"
+
+  validation {
+    condition     = contains(["gp3", "gp2", "io1", "io2"], var.core_volume_type)
+    error_message = "core_volume_type must be gp3, gp2, io1 or io2 (SSD: raft fsyncs every commit)."
+  }
 }
 
 # --- the mesh: this region among the others -----------------------------------
@@ -256,11 +271,21 @@ variable "allowed_client_cidrs" {
 variable "dns_zone_name" {
   description = "Public Route 53 hosted zone holding the client names, e.g. example.com."
   type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9-]+\\.)+[a-z]+$", var.dns_zone_name))
+    error_message = "dns_zone_name must be a DNS name such as example.com (no trailing dot)."
+  }
 }
 
 variable "dns_name" {
   description = "Global client name, e.g. im.example.com. Each region adds a latency record for it, so clients resolve the nearest region's edges. Apps use wss://<dns_name>/ as RTMServers."
   type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9-]+\\.)+[a-z]+$", var.dns_name))
+    error_message = "dns_name must be a DNS name such as im.example.com (no trailing dot)."
+  }
 }
 
 variable "latency_record" {
@@ -273,6 +298,11 @@ variable "regional_dns_name" {
   description = "Name of this region alone (simple record). null: <region>.<dns_name>."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.regional_dns_name == null || can(regex("^([a-z0-9-]+\\.)+[a-z]+$", coalesce(var.regional_dns_name, "x")))
+    error_message = "regional_dns_name must be null or a DNS name."
+  }
 }
 
 # --- apps and edge limits ------------------------------------------------------
@@ -333,18 +363,33 @@ variable "core_certs" {
     key_pem  = string
   }))
   sensitive = true
+
+  validation {
+    condition     = alltrue([for k, c in var.core_certs : can(regex("^-----BEGIN CERTIFICATE-----", trimspace(c.cert_pem))) && can(regex("^-----BEGIN [A-Z ]*PRIVATE KEY-----", trimspace(c.key_pem)))])
+    error_message = "core_certs: every entry needs a PEM cert_pem and a PEM key_pem."
+  }
 }
 
 variable "edge_cert_pem" {
   description = "Certificate shared by the edges of the autoscaling group (`relaymesh pki issue --name edge-<region>`)."
   type        = string
   sensitive   = true
+
+  validation {
+    condition     = can(regex("^-----BEGIN CERTIFICATE-----", trimspace(var.edge_cert_pem)))
+    error_message = "edge_cert_pem must be a PEM certificate (relaymesh pki issue)."
+  }
 }
 
 variable "edge_key_pem" {
   description = "Key of edge_cert_pem."
   type        = string
   sensitive   = true
+
+  validation {
+    condition     = can(regex("^-----BEGIN [A-Z ]*PRIVATE KEY-----", trimspace(var.edge_key_pem)))
+    error_message = "edge_key_pem must be a PEM private key."
+  }
 }
 
 variable "session_token_key_base64" {
