@@ -17,6 +17,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -1393,4 +1394,300 @@ func declaredProviderAlias(t *testing.T, m *module, alias string) bool {
 		}
 	}
 	return false
+}
+
+// --- security groups and listeners, evaluated ---------------------------------------
+
+// instances evaluates a resource's count or for_each and returns the
+// each/count scope of every instance.
+func (e *evaluator) instances(t *testing.T, b *hclsyntax.Block) []map[string]cty.Value {
+	t.Helper()
+	if a := b.Body.Attributes["count"]; a != nil {
+		n, _ := evalValue(t, a.Expr, e.ctx(nil)).AsBigFloat().Int64()
+		var out []map[string]cty.Value
+		for i := range n {
+			out = append(out, map[string]cty.Value{"count": cty.ObjectVal(map[string]cty.Value{"index": cty.NumberIntVal(i)})})
+		}
+		return out
+	}
+	if a := b.Body.Attributes["for_each"]; a != nil {
+		v := evalValue(t, a.Expr, e.ctx(nil))
+		var out []map[string]cty.Value
+		for it := v.ElementIterator(); it.Next(); {
+			k, val := it.Element()
+			if v.Type().IsSetType() {
+				k = val
+			}
+			out = append(out, map[string]cty.Value{"each": cty.ObjectVal(map[string]cty.Value{"key": k, "value": val})})
+		}
+		return out
+	}
+	return []map[string]cty.Value{nil}
+}
+
+func (e *evaluator) attr(t *testing.T, b *hclsyntax.Block, name string, scope map[string]cty.Value) cty.Value {
+	t.Helper()
+	a := b.Body.Attributes[name]
+	if a == nil {
+		return cty.NullVal(cty.DynamicPseudoType)
+	}
+	return evalValue(t, a.Expr, e.ctx(scope))
+}
+
+// ingress lists every ingress rule the module creates with its variables:
+// "group <- source proto/port".
+func (e *evaluator) ingress(t *testing.T) []string {
+	t.Helper()
+	group := func(v cty.Value) string { return strings.TrimPrefix(v.AsString(), "sg-") }
+	var out []string
+	for _, b := range e.m.blocks("resource") {
+		if b.Labels[0] != "aws_vpc_security_group_ingress_rule" {
+			continue
+		}
+		for _, scope := range e.instances(t, b) {
+			from, to := e.attr(t, b, "from_port", scope), e.attr(t, b, "to_port", scope)
+			if !from.RawEquals(to) {
+				t.Errorf("ingress %s opens a range", b.Labels[1])
+			}
+			src := "?"
+			if c := e.attr(t, b, "cidr_ipv4", scope); !c.IsNull() {
+				src = c.AsString()
+			} else if g := e.attr(t, b, "referenced_security_group_id", scope); !g.IsNull() {
+				src = "sg " + group(g)
+			}
+			port, _ := from.AsBigFloat().Int64()
+			out = append(out, fmt.Sprintf("%s <- %s %s/%d", group(e.attr(t, b, "security_group_id", scope)), src,
+				e.attr(t, b, "ip_protocol", scope).AsString(), port))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// The ingress rules, evaluated: 443/tcp and 443/udp from the internet to
+// the load balancer, the client port from the load balancer to the edges,
+// the mesh port from this region's nodes and the other regions' node CIDRs
+// to the cores. Nothing else.
+func TestIngressRulesEvaluated(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		overrides map[string]cty.Value
+		want      []string
+	}{
+		{"three regions, WebTransport", nil, []string{
+			"core <- 10.43.0.0/20 udp/7100",
+			"core <- 10.43.16.0/20 udp/7100",
+			"core <- 10.43.32.0/20 udp/7100",
+			"core <- 10.44.0.0/20 udp/7100",
+			"core <- sg core udp/7100",
+			"core <- sg edge udp/7100",
+			"edge <- sg nlb tcp/8080",
+			"edge <- sg nlb udp/8080",
+			"nlb <- 0.0.0.0/0 tcp/443",
+			"nlb <- 0.0.0.0/0 udp/443",
+		}},
+		{"one region, no WebTransport, two client networks, other ports", map[string]cty.Value{
+			"remote_regions": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal,
+			"allowed_client_cidrs": cty.ListVal([]cty.Value{cty.StringVal("192.0.2.0/24"), cty.StringVal("198.51.100.0/24")}),
+			"client_port":          cty.NumberIntVal(9000), "mesh_port": cty.NumberIntVal(7200),
+		}, []string{
+			"core <- sg core udp/7200",
+			"core <- sg edge udp/7200",
+			"edge <- sg nlb tcp/9000",
+			"nlb <- 192.0.2.0/24 tcp/443",
+			"nlb <- 198.51.100.0/24 tcp/443",
+		}},
+	} {
+		e := newEvaluatorWith(t, c.overrides)
+		if got := e.ingress(t); !slices.Equal(got, c.want) {
+			t.Errorf("%s: ingress rules:\n  %s\nwant:\n  %s", c.name, strings.Join(got, "\n  "), strings.Join(c.want, "\n  "))
+		}
+	}
+}
+
+// The load balancer listens on 443/tcp (TLS) and, with WebTransport, on
+// 443/udp, both to the edges' client port.
+func TestListenersEvaluated(t *testing.T) {
+	for _, c := range []struct {
+		overrides map[string]cty.Value
+		want      []string
+	}{
+		{nil, []string{"443/TLS -> TCP/8080", "443/UDP -> UDP/8080"}},
+		{map[string]cty.Value{"wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal}, []string{"443/TLS -> TCP/8080"}},
+	} {
+		e := newEvaluatorWith(t, c.overrides)
+		tg := map[string]string{}
+		for _, b := range e.m.blocks("resource") {
+			if b.Labels[0] == "aws_lb_target_group" {
+				for _, scope := range e.instances(t, b) {
+					p, _ := e.attr(t, b, "port", scope).AsBigFloat().Int64()
+					tg["arn:tg/"+b.Labels[1]] = fmt.Sprintf("%s/%d", e.attr(t, b, "protocol", scope).AsString(), p)
+				}
+			}
+		}
+		var got []string
+		for _, b := range e.m.blocks("resource") {
+			if b.Labels[0] != "aws_lb_listener" {
+				continue
+			}
+			for _, scope := range e.instances(t, b) {
+				var action *hclsyntax.Block
+				for _, nb := range b.Body.Blocks {
+					if nb.Type == "default_action" {
+						action = nb
+					}
+				}
+				p, _ := e.attr(t, b, "port", scope).AsBigFloat().Int64()
+				target := evalString(t, action.Body.Attributes["target_group_arn"].Expr, e.ctx(scope))
+				got = append(got, fmt.Sprintf("%d/%s -> %s", p, e.attr(t, b, "protocol", scope).AsString(), tg[target]))
+			}
+		}
+		slices.Sort(got)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("listeners %v, want %v", got, c.want)
+		}
+	}
+}
+
+// --- bad values ------------------------------------------------------------------------
+
+func TestBadValuesFailValidation(t *testing.T) {
+	e := newEvaluator(t)
+	good := e.vars["remote_regions"].AsValueSlice()
+	ca := e.caPEM
+	rr := func(rs ...cty.Value) cty.Value { return cty.TupleVal(rs) }
+	for _, c := range []struct {
+		name string
+		val  cty.Value
+		ok   bool
+	}{
+		{"region_number", cty.NumberIntVal(1), true},
+		{"region_number", cty.NumberIntVal(255), true},
+		{"region_number", cty.NumberIntVal(0), false},
+		{"region_number", cty.NumberIntVal(256), false},
+		{"region_number", cty.NumberFloatVal(1.5), false},
+		{"shards", cty.NumberIntVal(256), true},
+		{"shards", cty.NumberIntVal(0), false},
+		{"shards", cty.NumberIntVal(257), false},
+		{"node_name_prefix", cty.StringVal(""), true},
+		{"node_name_prefix", cty.StringVal("eu-"), true},
+		{"node_name_prefix", cty.StringVal("eu"), false},
+		{"node_name_prefix", cty.StringVal("EU-"), false},
+		{"remote_regions", rr(), true},
+		{"remote_regions", rr(good[0]), true},
+		{"remote_regions", rr(good[0], good[0]), false}, // a number twice
+		{"remote_regions", rr(remoteRegion(0, "x", ca, []string{"10.0.0.1:7100"}, []string{"10.0.0.0/16"})), false},
+		{"remote_regions", rr(remoteRegion(256, "x", ca, []string{"10.0.0.1:7100"}, []string{"10.0.0.0/16"})), false},
+		{"remote_regions", rr(remoteRegion(4, "x", ca, []string{"core-1.example.com:7100"}, []string{"10.0.0.0/16"})), false},
+		{"remote_regions", rr(remoteRegion(4, "x", ca, []string{"10.0.0.1"}, []string{"10.0.0.0/16"})), false},
+		{"remote_regions", rr(remoteRegion(4, "x", ca, []string{"10.0.0.1:7100"}, []string{"0.0.0.0/0"})), false}, // the mesh open to all
+		{"remote_regions", rr(remoteRegion(4, "x", ca, []string{"10.0.0.1:7100"}, []string{"10.0.0.0"})), false},
+		{"remote_regions", rr(remoteRegion(4, "x", "not a pem", []string{"10.0.0.1:7100"}, []string{"10.0.0.0/16"})), false},
+		{"remote_regions", rr(remoteRegion(4, "X Y", ca, []string{"10.0.0.1:7100"}, []string{"10.0.0.0/16"})), false},
+		{"client_port", cty.NumberIntVal(8080), true},
+		{"client_port", cty.NumberIntVal(443), false}, // privileged: the edges run as a user
+		{"client_port", cty.NumberIntVal(70000), false},
+		{"mesh_port", cty.NumberIntVal(0), false},
+		{"allowed_client_cidrs", cty.ListVal([]cty.Value{cty.StringVal("203.0.113.0/24")}), true},
+		{"allowed_client_cidrs", cty.ListVal([]cty.Value{cty.StringVal("everyone")}), false},
+		{"allowed_client_cidrs", cty.ListValEmpty(cty.String), false},
+		{"vpc_cidr", cty.StringVal("10.43.0.0/16"), true},
+		{"vpc_cidr", cty.StringVal("10.43.0.0/24"), false},
+		{"vpc_cidr", cty.StringVal("10.43.0.0"), false},
+		{"wt_cert_pem", cty.NullVal(cty.String), true},
+		{"wt_cert_pem", cty.StringVal("hello"), false},
+		{"wt_key_pem", cty.StringVal(e.wtCert), false},
+		{"ca_cert_pem", cty.StringVal(""), false},
+		{"region", cty.StringVal("eu-central-1"), true},
+		{"region", cty.StringVal("Frankfurt"), false},
+		{"dns_name", cty.StringVal("im.example.com."), false},
+		{"core_volume_type", cty.StringVal("st1"), false},
+		{"name", cty.StringVal("relaymesh-with-a-very-long-name"), false},
+	} {
+		if got := e.valid(t, c.name, c.val); got != c.ok {
+			t.Errorf("%s = %#v: valid = %v, want %v", c.name, c.val, got, c.ok)
+		}
+	}
+}
+
+// --- the config keys relaymesh accepts ------------------------------------------------
+
+// A template that renders a key relaymesh does not know is refused by
+// cluster.LoadConfig (it is strict: unknown keys are an error), and so is
+// the catalog-voters key the global example deliberately does not render.
+func TestConfigKeysRefused(t *testing.T) {
+	e := newEvaluator(t)
+	// Load the module's own rendering first: the mutations below are the
+	// only difference.
+	render := func(t *testing.T, mutate func(string) string) (*cluster.Config, error) {
+		t.Helper()
+		tmp := t.TempDir()
+		if err := os.Mkdir(filepath.Join(tmp, "templates"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"relaymesh.toml.tftpl", "user-data.sh.tftpl"} {
+			src := readFile(t, filepath.Join(moduleDir, "templates", name))
+			if name == "relaymesh.toml.tftpl" {
+				src2 := mutate(src)
+				if src2 == src {
+					t.Fatal("the mutation changed nothing: the template changed, update the test")
+				}
+				src = src2
+			}
+			if err := os.WriteFile(filepath.Join(tmp, "templates", name), []byte(src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var expr hcl.Expression
+		for _, b := range e.m.blocks("locals") {
+			if a := b.Body.Attributes["core_config"]; a != nil {
+				expr = a.Expr
+			}
+		}
+		refs := maps.Clone(e.refs)
+		refs["path"] = cty.ObjectVal(map[string]cty.Value{"module": cty.StringVal(tmp)})
+		ctx := e.ctx(nil)
+		maps.Copy(ctx.Variables, refs)
+		cfg := evalValue(t, expr, ctx).GetAttr(e.coreNames[0]).AsString()
+		f := filepath.Join(tmp, "relaymesh.toml")
+		if err := os.WriteFile(f, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return cluster.LoadConfig(f)
+	}
+	if _, err := render(t, func(s string) string { return s + "\n" }); err != nil {
+		t.Fatalf("the module's own template: %v", err)
+	}
+	for _, c := range []struct {
+		name   string
+		mutate func(string) string
+	}{
+		{"shard_count instead of shards", func(s string) string { return strings.Replace(s, "shards = ${shards}", "shard_count = ${shards}", 1) }},
+		{"remote_regions seeds key", func(s string) string {
+			return strings.Replace(s, "cores = ${jsonencode(r.seeds)}", "seeds = ${jsonencode(r.seeds)}", 1)
+		}},
+		{"catalog_voters under [core]", func(s string) string {
+			return strings.Replace(s, "shards = ${shards}\n", "shards = ${shards}\ncatalog_voters = [\"eu-core-1\", \"us-core-1\", \"ap-core-1\"]\n", 1)
+		}},
+		{"a top-level key", func(s string) string { return strings.Replace(s, "data = ", "datadir = ", 1) }},
+	} {
+		_, err := render(t, c.mutate)
+		if err == nil || !errors.Is(err, cluster.ErrConfig) || !strings.Contains(err.Error(), "unknown keys") {
+			t.Errorf("%s: LoadConfig = %v, want an unknown-keys error", c.name, err)
+		}
+	}
+	// And a value relaymesh refuses: a remote region numbered like this one.
+	cfg, err := render(t, func(s string) string {
+		return strings.Replace(s, "number = ${r.number}", "number = ${region_number}", 1)
+	})
+	if err != nil {
+		t.Fatalf("same-number remote region: LoadConfig: %v", err)
+	}
+	if _, err := cfg.CoreConfig(); err == nil || !strings.Contains(err.Error(), "remote_regions") {
+		t.Errorf("a remote region with this region's number: CoreConfig = %v, want a remote_regions error", err)
+	}
+	// The templates never render a catalog key.
+	if strings.Contains(readFile(t, filepath.Join(moduleDir, "templates", "relaymesh.toml.tftpl")), "catalog") {
+		t.Error("relaymesh.toml.tftpl mentions the catalog: relaymesh has no such key")
+	}
 }
