@@ -1691,3 +1691,183 @@ func TestConfigKeysRefused(t *testing.T) {
 		t.Error("relaymesh.toml.tftpl mentions the catalog: relaymesh has no such key")
 	}
 }
+
+// --- examples/global ------------------------------------------------------------------
+
+func TestGlobalExample(t *testing.T) {
+	g := parseDir(t, "examples/global")
+	e := newEvaluator(t) // the region module, for its validations
+	src := func(expr hcl.Expression) string {
+		return strings.TrimSpace(string(expr.Range().SliceBytes(g.src[expr.Range().Filename])))
+	}
+
+	providerRegion := map[string]string{} // alias -> AWS region
+	for _, b := range g.blocks("provider") {
+		providerRegion[evalString(t, b.Body.Attributes["alias"].Expr, nil)] = evalString(t, b.Body.Attributes["region"].Expr, nil)
+	}
+	regions := []string{"eu", "us", "ap"}
+	if len(providerRegion) != 3 {
+		t.Fatalf("providers %v, want three aliases", providerRegion)
+	}
+
+	numbers, cidrs, prefixes := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	awsRegionOf := map[string]string{}
+	for _, r := range regions {
+		call := g.block(t, "module", r)
+		a := call.Body.Attributes
+		if got := evalString(t, a["source"].Expr, nil); got != "../../modules/region" {
+			t.Errorf("module %s: source %q", r, got)
+		}
+		if got := src(a["providers"].Expr); got != "{ aws = aws."+r+" }" {
+			t.Errorf("module %s: providers = %s, want { aws = aws.%s }", r, got, r)
+		}
+		region := evalString(t, a["region"].Expr, nil)
+		awsRegionOf[r] = region
+		if region != providerRegion[r] {
+			t.Errorf("module %s: region %q, its provider's %q", r, region, providerRegion[r])
+		}
+		for _, name := range []string{"region", "region_number", "node_name_prefix", "vpc_cidr"} {
+			v := evalValue(t, a[name].Expr, nil)
+			if !e.valid(t, name, v) {
+				t.Errorf("module %s: %s = %#v fails the module's validation", r, name, v)
+			}
+		}
+		numbers[evalValue(t, a["region_number"].Expr, nil).AsBigFloat().String()] = true
+		cidrs[evalString(t, a["vpc_cidr"].Expr, nil)] = true
+		prefix := evalString(t, a["node_name_prefix"].Expr, nil)
+		prefixes[prefix] = true
+		if prefix != r+"-" {
+			t.Errorf("module %s: node_name_prefix %q, want %q (the pki commands in the header)", r, prefix, r+"-")
+		}
+		if !evalValue(t, a["latency_record"].Expr, nil).False() {
+			t.Errorf("module %s: latency_record must be false: the example declares the records", r)
+		}
+		// remote_regions: the mesh output of every other region, once.
+		list, ok := a["remote_regions"].Expr.(*hclsyntax.TupleConsExpr)
+		if !ok {
+			t.Fatalf("module %s: remote_regions is not a list literal", r)
+		}
+		var got, want []string
+		for _, item := range list.Exprs {
+			got = append(got, src(item))
+		}
+		for _, o := range regions {
+			if o != r {
+				want = append(want, "module."+o+".mesh")
+			}
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Errorf("module %s: remote_regions %v, want %v", r, got, want)
+		}
+	}
+	if len(numbers) != 3 || !numbers["1"] || !numbers["2"] || !numbers["3"] || len(cidrs) != 3 || len(prefixes) != 3 {
+		t.Errorf("region numbers %v, VPC CIDRs %v, prefixes %v: want 1, 2, 3 and distinct CIDRs and prefixes", numbers, cidrs, prefixes)
+	}
+
+	// Peering: every pair once, each side's provider and region consistent.
+	pairs := map[string]bool{}
+	for _, b := range g.blocks("module") {
+		if evalString(t, b.Body.Attributes["source"].Expr, nil) != "../../modules/peering" {
+			continue
+		}
+		a := b.Body.Attributes
+		ps := src(a["providers"].Expr)
+		m := regexp.MustCompile(`^\{ aws\.requester = aws\.(\w+), aws\.accepter = aws\.(\w+) \}$`).FindStringSubmatch(ps)
+		if m == nil {
+			t.Fatalf("peering %s: providers %s", b.Labels[0], ps)
+		}
+		req, acc := m[1], m[2]
+		pairs[req+"-"+acc] = true
+		if got := evalString(t, a["accepter_region"].Expr, nil); got != providerRegion[acc] {
+			t.Errorf("peering %s: accepter_region %q, its provider's %q", b.Labels[0], got, providerRegion[acc])
+		}
+		for arg, want := range map[string]string{
+			"requester_vpc_id": "module." + req + ".vpc_id", "requester_route_table_ids": "module." + req + ".private_route_table_ids",
+			"requester_cidrs": "module." + req + ".node_cidrs", "accepter_vpc_id": "module." + acc + ".vpc_id",
+			"accepter_route_table_ids": "module." + acc + ".private_route_table_ids", "accepter_cidrs": "module." + acc + ".node_cidrs",
+		} {
+			if got := src(a[arg].Expr); got != want {
+				t.Errorf("peering %s: %s = %s, want %s", b.Labels[0], arg, got, want)
+			}
+		}
+	}
+	if len(pairs) != 3 || !pairs["eu-us"] || !pairs["eu-ap"] || !pairs["us-ap"] {
+		t.Errorf("peerings %v, want eu-us, eu-ap, us-ap", pairs)
+	}
+
+	// Locals, with the modules' outputs stubbed.
+	mods := map[string]cty.Value{}
+	for _, r := range regions {
+		mods[r] = cty.ObjectVal(map[string]cty.Value{"nlb_dns_name": cty.StringVal(r + ".elb.amazonaws.com"), "nlb_zone_id": cty.StringVal("Z" + r)})
+	}
+	ctx := &hcl.EvalContext{Functions: funcs, Variables: map[string]cty.Value{
+		"module": cty.ObjectVal(mods), "path": cty.ObjectVal(map[string]cty.Value{"module": cty.StringVal(".")}),
+		"var": cty.ObjectVal(map[string]cty.Value{"webtransport": cty.False}),
+	}}
+	locals := map[string]cty.Value{}
+	for _, b := range g.blocks("locals") {
+		for _, name := range []string{"regions", "catalog_voters", "dns_name", "dns_zone_name"} {
+			if a := b.Body.Attributes[name]; a != nil {
+				locals[name] = evalValue(t, a.Expr, ctx)
+			}
+		}
+	}
+	ctx.Variables["local"] = cty.ObjectVal(locals)
+
+	// Latency records: one name, one record per region, at its load balancer.
+	rec := g.block(t, "resource", "aws_route53_record", "edge")
+	if got := src(rec.Body.Attributes["for_each"].Expr); got != "local.regions" {
+		t.Fatalf("latency records: for_each = %s", got)
+	}
+	seen := map[string]bool{}
+	for it := locals["regions"].ElementIterator(); it.Next(); {
+		k, v := it.Element()
+		each := map[string]cty.Value{"each": cty.ObjectVal(map[string]cty.Value{"key": k, "value": v})}
+		ectx := ctx.NewChild()
+		ectx.Variables = each
+		a := rec.Body.Attributes
+		if evalString(t, a["name"].Expr, ectx) != "im.example.com" || evalString(t, a["type"].Expr, ectx) != "A" {
+			t.Errorf("latency record %s: name or type", k.AsString())
+		}
+		if got := evalString(t, a["set_identifier"].Expr, ectx); got != k.AsString() {
+			t.Errorf("latency record %s: set_identifier %q", k.AsString(), got)
+		}
+		var lat, alias *hclsyntax.Block
+		for _, nb := range rec.Body.Blocks {
+			switch nb.Type {
+			case "latency_routing_policy":
+				lat = nb
+			case "alias":
+				alias = nb
+			}
+		}
+		if lat == nil || evalString(t, lat.Body.Attributes["region"].Expr, ectx) != k.AsString() {
+			t.Errorf("latency record %s: latency_routing_policy.region must be its AWS region", k.AsString())
+		}
+		var short string
+		for r, aws := range awsRegionOf {
+			if aws == k.AsString() {
+				short = r
+			}
+		}
+		if alias == nil || evalString(t, alias.Body.Attributes["name"].Expr, ectx) != short+".elb.amazonaws.com" ||
+			evalString(t, alias.Body.Attributes["zone_id"].Expr, ectx) != "Z"+short {
+			t.Errorf("latency record %s: alias must be that region's load balancer", k.AsString())
+		}
+		seen[k.AsString()] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("latency records for %v, want the three regions", seen)
+	}
+
+	// Catalog voters: one core of each region.
+	var voters []string
+	for _, v := range locals["catalog_voters"].AsValueSlice() {
+		voters = append(voters, v.AsString())
+	}
+	if !slices.Equal(voters, []string{"eu-core-1", "us-core-1", "ap-core-1"}) {
+		t.Errorf("catalog voters %v", voters)
+	}
+}
