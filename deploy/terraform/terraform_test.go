@@ -141,7 +141,7 @@ func TestModuleInterface(t *testing.T) {
 	for _, name := range []string{"vpc_id", "public_subnet_ids", "private_subnet_ids", "edge_instance_type",
 		"core_instance_type", "edge_count", "core_count", "core_volume_size_gb", "ami_id",
 		"relaymesh_artifact_url", "relaymesh_artifact_sha256", "mesh_port", "client_port", "edge_limits",
-		"region_number", "shards", "remote_regions", "node_name_prefix", "wt_cert_pem", "wt_key_pem", "latency_record"} {
+		"region_number", "shards", "remote_regions", "node_name_prefix", "webtransport", "wt_cert_pem", "wt_key_pem", "latency_record"} {
 		if m.Variables[name] == nil {
 			t.Errorf("variable %q missing", name)
 		}
@@ -438,7 +438,7 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	}
 
 	// Without wt_cert_pem: no WebTransport, and the file still loads.
-	e2 := newEvaluatorWith(t, map[string]cty.Value{"wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal})
+	e2 := newEvaluatorWith(t, map[string]cty.Value{"webtransport": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal})
 	dir = e2.unpackSecret(t, e2.resourceAttr(t, "aws_secretsmanager_secret_version", "edge", "secret_string", ""), "i-0edge")
 	c, err = cluster.LoadConfig(filepath.Join(dir, "relaymesh.toml"))
 	if err != nil {
@@ -541,10 +541,12 @@ func TestOutputsAndDNS(t *testing.T) {
 		!slices.Equal(ctyStrings(t, mesh.GetAttr("node_cidrs")), wantCIDRs) || mesh.GetAttr("ca_cert_pem").AsString() != e.caPEM {
 		t.Errorf("mesh = %#v", mesh)
 	}
-	for _, name := range []string{"mesh", "ca_bundle_pem"} {
-		if a := e.m.block(t, "output", name).Body.Attributes["sensitive"]; a == nil || !evalValue(t, a.Expr, nil).True() {
-			t.Errorf("output %s carries a sensitive input: it must be sensitive", name)
-		}
+	if a := e.m.block(t, "output", "ca_bundle_pem").Body.Attributes["sensitive"]; a == nil || !evalValue(t, a.Expr, nil).True() {
+		t.Error("output ca_bundle_pem carries a sensitive input: it must be sensitive")
+	}
+	// mesh feeds the next region's for_each: it must not be sensitive.
+	if a := e.m.block(t, "output", "mesh").Body.Attributes["sensitive"]; a != nil {
+		t.Error("output mesh must not be sensitive: the next region uses its node_cidrs in for_each")
 	}
 
 	// Latency record for the global name, keyed by region, at the load balancer.
@@ -700,6 +702,7 @@ var funcs = map[string]function.Function{
 	"keys":         stdlib.KeysFunc,
 	"length":       length,
 	"merge":        stdlib.MergeFunc,
+	"nonsensitive": function.New(&function.Spec{Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType, AllowNull: true}}, Type: func(a []cty.Value) (cty.Type, error) { return a[0].Type(), nil }, Impl: func(a []cty.Value, _ cty.Type) (cty.Value, error) { return a[0], nil }}),
 	"range":        stdlib.RangeFunc,
 	"regex":        stdlib.RegexFunc,
 	"replace":      stdlib.ReplaceFunc,
@@ -825,8 +828,9 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 			remoteRegion(1, "us-east-1", e.remoteCA, []string{"10.43.0.11:7100", "10.43.16.12:7100", "10.43.32.13:7100"}, []string{"10.43.0.0/20", "10.43.16.0/20", "10.43.32.0/20"}),
 			remoteRegion(3, "ap-southeast-1", readFile(t, filepath.Join(pki, "ca.crt")), []string{"10.44.0.5:7100"}, []string{"10.44.0.0/20"}),
 		}),
-		"wt_cert_pem": cty.StringVal(e.wtCert),
-		"wt_key_pem":  cty.StringVal(e.wtKey),
+		"webtransport": cty.True,
+		"wt_cert_pem":  cty.StringVal(e.wtCert),
+		"wt_key_pem":   cty.StringVal(e.wtKey),
 	}
 	e.caPEM = readFile(t, filepath.Join(pki, "ca.crt"))
 	for k, v := range overrides {
@@ -1487,7 +1491,7 @@ func TestIngressRulesEvaluated(t *testing.T) {
 			"nlb <- 0.0.0.0/0 udp/443",
 		}},
 		{"one region, no WebTransport, two client networks, other ports", map[string]cty.Value{
-			"remote_regions": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal,
+			"remote_regions": cty.NilVal, "webtransport": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal,
 			"allowed_client_cidrs": cty.ListVal([]cty.Value{cty.StringVal("192.0.2.0/24"), cty.StringVal("198.51.100.0/24")}),
 			"client_port":          cty.NumberIntVal(9000), "mesh_port": cty.NumberIntVal(7200),
 		}, []string{
@@ -1513,7 +1517,7 @@ func TestListenersEvaluated(t *testing.T) {
 		want      []string
 	}{
 		{nil, []string{"443/TLS -> TCP/8080", "443/UDP -> UDP/8080"}},
-		{map[string]cty.Value{"wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal}, []string{"443/TLS -> TCP/8080"}},
+		{map[string]cty.Value{"webtransport": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal}, []string{"443/TLS -> TCP/8080"}},
 	} {
 		e := newEvaluatorWith(t, c.overrides)
 		tg := map[string]string{}
@@ -1869,5 +1873,96 @@ func TestGlobalExample(t *testing.T) {
 	}
 	if !slices.Equal(voters, []string{"eu-core-1", "us-core-1", "ap-core-1"}) {
 		t.Errorf("catalog voters %v", voters)
+	}
+}
+
+// preconditions evaluates the precondition blocks of a resource.
+func (e *evaluator) preconditions(t *testing.T, typ, name string) bool {
+	t.Helper()
+	ok := true
+	for _, b := range e.m.block(t, "resource", typ, name).Body.Blocks {
+		if b.Type != "lifecycle" {
+			continue
+		}
+		for _, p := range b.Body.Blocks {
+			if p.Type == "precondition" {
+				ok = ok && evalValue(t, p.Body.Attributes["condition"].Expr, e.ctx(nil)).True()
+			}
+		}
+	}
+	return ok
+}
+
+func TestWebTransportNeedsItsCertificate(t *testing.T) {
+	e := newEvaluator(t)
+	null := cty.NullVal(cty.String)
+	for _, c := range []struct {
+		wt        bool
+		cert, key cty.Value
+		ok        bool
+	}{
+		{true, cty.StringVal(e.wtCert), cty.StringVal(e.wtKey), true},
+		{false, null, null, true},
+		{true, null, null, false},
+		{true, cty.StringVal(e.wtCert), null, false},
+		{false, cty.StringVal(e.wtCert), cty.StringVal(e.wtKey), false},
+	} {
+		e := newEvaluatorWith(t, map[string]cty.Value{"webtransport": cty.BoolVal(c.wt), "wt_cert_pem": c.cert, "wt_key_pem": c.key})
+		if got := e.preconditions(t, "aws_secretsmanager_secret_version", "edge"); got != c.ok {
+			t.Errorf("webtransport %v, cert %v, key %v: preconditions hold = %v, want %v", c.wt, !c.cert.IsNull(), !c.key.IsNull(), got, c.ok)
+		}
+	}
+}
+
+// Terraform refuses sensitive values (and values derived from them) in
+// count and for_each: no count or for_each may reach a sensitive variable,
+// directly or through locals.
+func TestNoSensitiveCountOrForEach(t *testing.T) {
+	for _, dir := range allDirs {
+		m := parseDir(t, dir)
+		sensitive := map[string]bool{}
+		for _, b := range m.blocks("variable") {
+			if a := b.Body.Attributes["sensitive"]; a != nil && evalValue(t, a.Expr, nil).True() {
+				sensitive[b.Labels[0]] = true
+			}
+		}
+		localExpr := map[string]hcl.Expression{}
+		for _, b := range m.blocks("locals") {
+			for name, a := range b.Body.Attributes {
+				localExpr[name] = a.Expr
+			}
+		}
+		// reaches returns the sensitive variable expr depends on, if any.
+		var reaches func(expr hcl.Expression, seen map[string]bool) string
+		reaches = func(expr hcl.Expression, seen map[string]bool) string {
+			for _, tr := range expr.Variables() {
+				switch tr.RootName() {
+				case "var":
+					if n := attrName(tr, 1); sensitive[n] {
+						return n
+					}
+				case "local":
+					n := attrName(tr, 1)
+					if !seen[n] && localExpr[n] != nil {
+						seen[n] = true
+						if v := reaches(localExpr[n], seen); v != "" {
+							return v
+						}
+					}
+				}
+			}
+			return ""
+		}
+		for _, typ := range []string{"resource", "data", "module"} {
+			for _, b := range m.blocks(typ) {
+				for _, attr := range []string{"count", "for_each"} {
+					if a := b.Body.Attributes[attr]; a != nil {
+						if v := reaches(a.Expr, map[string]bool{}); v != "" {
+							t.Errorf("%s: %s %v: %s depends on the sensitive var.%s", dir, typ, b.Labels, attr, v)
+						}
+					}
+				}
+			}
+		}
 	}
 }

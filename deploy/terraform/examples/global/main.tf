@@ -124,6 +124,7 @@ module "eu" {
   edge_cert_pem            = file("${local.pki}/edge-eu-central-1.crt")
   edge_key_pem             = file("${local.pki}/edge-eu-central-1.key")
   session_token_key_base64 = filebase64("${local.pki}/session-token.key")
+  webtransport             = var.webtransport
   wt_cert_pem              = local.wt_cert_pem
   wt_key_pem               = local.wt_key_pem
 }
@@ -151,6 +152,7 @@ module "us" {
   edge_cert_pem            = file("${local.pki}/edge-us-east-1.crt")
   edge_key_pem             = file("${local.pki}/edge-us-east-1.key")
   session_token_key_base64 = filebase64("${local.pki}/session-token.key")
+  webtransport             = var.webtransport
   wt_cert_pem              = local.wt_cert_pem
   wt_key_pem               = local.wt_key_pem
 }
@@ -178,6 +180,7 @@ module "ap" {
   edge_cert_pem            = file("${local.pki}/edge-ap-southeast-1.crt")
   edge_key_pem             = file("${local.pki}/edge-ap-southeast-1.key")
   session_token_key_base64 = filebase64("${local.pki}/session-token.key")
+  webtransport             = var.webtransport
   wt_cert_pem              = local.wt_cert_pem
   wt_key_pem               = local.wt_key_pem
 }

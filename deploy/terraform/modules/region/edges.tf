@@ -2,13 +2,13 @@
 # network load balancer with two listeners on port 443:
 #   443/tcp  TLS, terminated with the ACM certificate -> client_port/tcp (WebSocket, /v1/route)
 #   443/udp  passed through                           -> client_port/udp (WebTransport: HTTP/3, /wt;
-#            the edges terminate its TLS with wt_cert_pem; only when wt_cert_pem is set)
+#            the edges terminate its TLS with wt_cert_pem; only with var.webtransport)
 # Browsers derive the WebTransport URL from the WebSocket one (wss://H/ ->
 # https://H/wt, same host and port), hence 443 on both.
 # NOT VERIFIED against AWS (no terraform or AWS account where this was written):
 # AWS documents TCP_UDP as the listener for TCP and UDP on one port, and may
 # refuse a UDP listener beside the TLS one on 443 (DuplicateListener). Then
-# leave wt_cert_pem null (no UDP listener; browsers use WebSocket) until edges
+# set webtransport = false (no UDP listener; browsers use WebSocket) until edges
 # terminate TLS on TCP too and one TCP_UDP passthrough listener replaces both
 # (README, "WebTransport").
 # All edges share one mesh certificate and one session-token key; each names
@@ -19,7 +19,7 @@ locals {
   # What /v1/route answers: the latency-routed name first, this region second.
   public_urls = ["wss://${var.dns_name}/", "wss://${local.regional_dns_name}/"]
 
-  webtransport = var.wt_cert_pem != null
+  webtransport = var.webtransport
 
   edge_config = templatefile("${path.module}/templates/relaymesh.toml.tftpl", {
     role           = "edge"

@@ -94,8 +94,9 @@ output "mesh" {
     number      = var.region_number
     name        = var.region
     seeds       = [for n in local.core_names : local.core_mesh_addrs[n]]
-    ca_cert_pem = var.ca_cert_pem
+    # A CA certificate is public; unmarked so that the next region can use
+    # node_cidrs in for_each (Terraform refuses sensitive values there).
+    ca_cert_pem = nonsensitive(var.ca_cert_pem)
     node_cidrs  = local.node_cidrs
   }
-  sensitive = true # ca_cert_pem is a sensitive input (a certificate, not a secret, but Terraform carries the mark)
 }

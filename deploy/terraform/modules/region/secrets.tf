@@ -54,8 +54,8 @@ resource "aws_secretsmanager_secret_version" "edge" {
 
   lifecycle {
     precondition {
-      condition     = (var.wt_cert_pem == null) == (var.wt_key_pem == null)
-      error_message = "wt_cert_pem and wt_key_pem go together (relaymesh refuses [edge] wt_cert without wt_key)."
+      condition     = var.webtransport == (var.wt_cert_pem != null) && var.webtransport == (var.wt_key_pem != null)
+      error_message = "webtransport = true needs wt_cert_pem and wt_key_pem (relaymesh refuses [edge] wt_cert without wt_key); without it, leave both null."
     }
   }
 }

@@ -4,7 +4,7 @@
 #   edges -> cores             mesh_port/udp
 #   cores <-> cores            mesh_port/udp
 #   other regions' nodes -> cores   mesh_port/udp, from remote_regions[*].node_cidrs only
-# The udp client rules exist only with WebTransport (wt_cert_pem set).
+# The udp client rules exist only with var.webtransport.
 # Nothing else: no SSH (use SSM Session Manager), no edge-to-edge, no core-to-edge
 # dials (edges dial the cores; QUIC replies ride the same flow).
 # Rules are separate aws_vpc_security_group_*_rule resources, never inline blocks,

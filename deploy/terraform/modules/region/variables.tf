@@ -403,8 +403,14 @@ variable "session_token_key_base64" {
   }
 }
 
+variable "webtransport" {
+  description = "Serve WebTransport: a 443/udp listener on the load balancer to the edges' client_port/udp, and [edge] wt_cert/wt_key from wt_cert_pem/wt_key_pem. false: browsers use WebSocket. (A plain bool, not derived from the sensitive certificate: Terraform refuses sensitive values in count and for_each.)"
+  type        = bool
+  default     = false
+}
+
 variable "wt_cert_pem" {
-  description = "WebTransport certificate chain (PEM) of the edges: a publicly trusted certificate for dns_name and the regional name ([edge] wt_cert). QUIC needs TLS at the edge: the load balancer passes 443/udp through. ACM cannot export a public certificate, so bring one (e.g. from an ACME CA). null: the edges serve no WebTransport, the load balancer has no UDP listener, and browsers use WebSocket."
+  description = "With webtransport: the edges' WebTransport certificate chain (PEM), publicly trusted for dns_name and the regional name ([edge] wt_cert). QUIC needs TLS at the edge: the load balancer passes 443/udp through. ACM cannot export a public certificate, so bring one (e.g. from an ACME CA)."
   type        = string
   default     = null
   sensitive   = true
@@ -416,7 +422,7 @@ variable "wt_cert_pem" {
 }
 
 variable "wt_key_pem" {
-  description = "Key of wt_cert_pem ([edge] wt_key); set both or neither."
+  description = "With webtransport: the key of wt_cert_pem ([edge] wt_key)."
   type        = string
   default     = null
   sensitive   = true
