@@ -1966,3 +1966,53 @@ func TestNoSensitiveCountOrForEach(t *testing.T) {
 		}
 	}
 }
+
+// A mesh of many regions: 254 others (every number but this region's),
+// each with several seeds and CIDRs, validates, renders, and loads.
+func TestManyRemoteRegions(t *testing.T) {
+	base := newEvaluator(t)
+	var rs []cty.Value
+	for n := int64(1); n <= 255; n++ {
+		if n == 2 {
+			continue // this region
+		}
+		seeds := []string{fmt.Sprintf("10.%d.0.11:7100", n), fmt.Sprintf("10.%d.16.12:7100", n), fmt.Sprintf("10.%d.32.13:7100", n)}
+		rs = append(rs, remoteRegion(n, fmt.Sprintf("r%d", n), base.remoteCA, seeds, []string{fmt.Sprintf("10.%d.0.0/18", n)}))
+	}
+	e := newEvaluatorWith(t, map[string]cty.Value{"remote_regions": cty.TupleVal(rs)})
+	if !e.valid(t, "remote_regions", e.vars["remote_regions"]) {
+		t.Fatal("254 remote regions fail validation")
+	}
+	dir := e.unpackSecret(t, e.resourceAttr(t, "aws_secretsmanager_secret_version", "core", "secret_string", e.coreNames[0]), "i-0core")
+	c, err := cluster.LoadConfig(filepath.Join(dir, "relaymesh.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := c.CoreConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cc.Remote) != 254 || cc.Remote[253].Number != 255 || len(cc.Remote[0].Cores) != 3 {
+		t.Errorf("remote regions: %d, last %+v", len(cc.Remote), cc.Remote[len(cc.Remote)-1])
+	}
+	if got := len(e.ingress(t)); got != 254+6 {
+		t.Errorf("%d ingress rules, want 254 remote CIDRs + the 6 of one region", got)
+	}
+	if !e.preconditions(t, "aws_secretsmanager_secret_version", "core") {
+		t.Error("254 remote regions: the cores' preconditions fail")
+	}
+	// 255 regions is one too many: a number would repeat or leave 1..255.
+	over := append(slices.Clone(rs), remoteRegion(2, "self", base.remoteCA, []string{"10.2.0.1:7100"}, []string{"10.2.0.0/18"}))
+	e2 := newEvaluatorWith(t, map[string]cty.Value{"remote_regions": cty.TupleVal(over)})
+	if e2.preconditions(t, "aws_secretsmanager_secret_version", "core") {
+		t.Error("a remote region numbered like this one passes the module's preconditions")
+	}
+	dir = e2.unpackSecret(t, e2.resourceAttr(t, "aws_secretsmanager_secret_version", "core", "secret_string", e2.coreNames[0]), "i-0core")
+	c, err = cluster.LoadConfig(filepath.Join(dir, "relaymesh.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CoreConfig(); err == nil {
+		t.Error("a remote region numbered like this one: CoreConfig accepted it")
+	}
+}

@@ -27,6 +27,11 @@ resource "aws_secretsmanager_secret_version" "core" {
 
   lifecycle {
     precondition {
+      condition     = !contains([for r in var.remote_regions : r.number], var.region_number)
+      error_message = "remote_regions lists region ${var.region_number}, this region's own number."
+    }
+
+    precondition {
       condition     = alltrue([for n in local.core_names : contains(keys(var.core_certs), n)])
       error_message = "core_certs needs an entry for each of ${join(", ", local.core_names)} (relaymesh pki issue --name <node id> --role core)."
     }
