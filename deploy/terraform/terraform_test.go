@@ -1713,6 +1713,20 @@ func TestGlobalExample(t *testing.T) {
 	if len(providerRegion) != 3 {
 		t.Fatalf("providers %v, want three aliases", providerRegion)
 	}
+	// No default provider is configured: every resource and data source
+	// names one of the aliases.
+	for _, typ := range []string{"resource", "data"} {
+		for _, b := range g.blocks(typ) {
+			p := b.Body.Attributes["provider"]
+			if p == nil {
+				t.Errorf("%s %v: no provider (the example configures only aliased ones)", typ, b.Labels)
+				continue
+			}
+			if tr, ok := p.Expr.(*hclsyntax.ScopeTraversalExpr); !ok || tr.Traversal.RootName() != "aws" || providerRegion[attrName(tr.Traversal, 1)] == "" {
+				t.Errorf("%s %v: provider %s is not one of the aliases", typ, b.Labels, src(p.Expr))
+			}
+		}
+	}
 
 	numbers, cidrs, prefixes := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	awsRegionOf := map[string]string{}
@@ -2014,5 +2028,27 @@ func TestManyRemoteRegions(t *testing.T) {
 	}
 	if _, err := c.CoreConfig(); err == nil {
 		t.Error("a remote region numbered like this one: CoreConfig accepted it")
+	}
+}
+
+// modules/peering gets only aws.requester and aws.accepter: every resource
+// names one, routes of each side with that side's provider.
+func TestPeeringProviders(t *testing.T) {
+	m := parseDir(t, "modules/peering")
+	want := map[string]string{
+		"aws_vpc_peering_connection.this": "aws.requester", "aws_vpc_peering_connection_accepter.this": "aws.accepter",
+		"aws_route.to_accepter": "aws.requester", "aws_route.to_requester": "aws.accepter",
+	}
+	got := map[string]string{}
+	for _, b := range m.blocks("resource") {
+		p := b.Body.Attributes["provider"]
+		if p == nil {
+			t.Errorf("%s.%s has no provider", b.Labels[0], b.Labels[1])
+			continue
+		}
+		got[b.Labels[0]+"."+b.Labels[1]] = strings.TrimSpace(string(p.Expr.Range().SliceBytes(m.src[p.Expr.Range().Filename])))
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("providers %v, want %v", got, want)
 	}
 }
