@@ -63,6 +63,7 @@ module "region" {
   source = "../../modules/region"
 
   region        = local.region
+  region_number = 1 # the first region of a mesh (README "A second region")
   dns_zone_name = "example.com"
   dns_name      = "im.example.com" # RTMServers: wss://im.example.com/
 

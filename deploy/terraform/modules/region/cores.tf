@@ -13,7 +13,7 @@ data "aws_ssm_parameter" "al2023" {
 locals {
   ami_id     = var.ami_id != null ? var.ami_id : data.aws_ssm_parameter.al2023[0].insecure_value
   data_dir   = "/var/lib/relaymesh"
-  core_names = [for i in range(var.core_count) : "core-${i + 1}"]
+  core_names = [for i in range(var.core_count) : "${var.node_name_prefix}core-${i + 1}"]
   core_subnet = {
     for i, n in local.core_names : n => local.private_subnets[i % length(local.private_subnets)]
   }
@@ -21,19 +21,27 @@ locals {
     for n in local.core_names : n => "${aws_network_interface.core[n].private_ip}:${var.mesh_port}"
   }
 
+  # The CA bundle a core trusts: this region's CA and every remote region's
+  # (the same PEM once when regions share a CA).
+  ca_bundle = join("", distinct([for pem in concat([var.ca_cert_pem], [for r in var.remote_regions : r.ca_cert_pem]) : "${trimspace(pem)}\n"]))
+
   core_config = {
     for n in local.core_names : n => templatefile("${path.module}/templates/relaymesh.toml.tftpl", {
-      role        = "core"
-      data_dir    = local.data_dir
-      apps        = var.apps
-      node_id     = n
-      mesh_addr   = local.core_mesh_addrs[n]
-      peers       = local.core_mesh_addrs
-      edge_id     = ""
-      listen      = ""
-      cores       = []
-      public_urls = []
-      edge_limits = {}
+      role           = "core"
+      data_dir       = local.data_dir
+      apps           = var.apps
+      node_id        = n
+      mesh_addr      = local.core_mesh_addrs[n]
+      peers          = local.core_mesh_addrs
+      region_number  = var.region_number
+      shards         = var.shards
+      remote_regions = var.remote_regions
+      edge_id        = ""
+      listen         = ""
+      cores          = []
+      public_urls    = []
+      webtransport   = false
+      edge_limits    = {}
     })
   }
 }

@@ -38,6 +38,8 @@ resource "aws_acm_certificate_validation" "edge" {
 }
 
 resource "aws_route53_record" "latency" {
+  count = var.latency_record ? 1 : 0
+
   zone_id        = data.aws_route53_zone.public.zone_id
   name           = var.dns_name
   type           = "A"

@@ -1,28 +1,42 @@
 # Edges: a stateless autoscaling group in the private subnets behind a
-# network load balancer that terminates TLS for WebSocket clients (443/tcp ->
-# client_port) and passes UDP through (quic_port/udp -> quic_port) for QUIC /
-# WebTransport. (An NLB cannot have a TLS and a UDP listener on one port; once
-# edges terminate TLS themselves, a TCP_UDP passthrough listener on 443 can
-# replace both.) All edges share one mesh certificate and one session-token key;
-# each names itself edge-<instance id>.
+# network load balancer with two listeners on port 443:
+#   443/tcp  TLS, terminated with the ACM certificate -> client_port/tcp (WebSocket, /v1/route)
+#   443/udp  passed through                           -> client_port/udp (WebTransport: HTTP/3, /wt;
+#            the edges terminate its TLS with wt_cert_pem; only with var.webtransport)
+# Browsers derive the WebTransport URL from the WebSocket one (wss://H/ ->
+# https://H/wt, same host and port), hence 443 on both.
+# NOT VERIFIED against AWS (no terraform or AWS account where this was written):
+# AWS documents TCP_UDP as the listener for TCP and UDP on one port, and may
+# refuse a UDP listener beside the TLS one on 443 (DuplicateListener). Then
+# set webtransport = false (no UDP listener; browsers use WebSocket) until edges
+# terminate TLS on TCP too and one TCP_UDP passthrough listener replaces both
+# (README, "WebTransport").
+# All edges share one mesh certificate and one session-token key; each names
+# itself edge-<instance id>.
 
 locals {
   regional_dns_name = coalesce(var.regional_dns_name, "${var.region}.${var.dns_name}")
   # What /v1/route answers: the latency-routed name first, this region second.
   public_urls = ["wss://${var.dns_name}/", "wss://${local.regional_dns_name}/"]
 
+  webtransport = var.webtransport
+
   edge_config = templatefile("${path.module}/templates/relaymesh.toml.tftpl", {
-    role        = "edge"
-    data_dir    = local.data_dir
-    apps        = var.apps
-    node_id     = ""
-    mesh_addr   = ""
-    peers       = {}
-    edge_id     = "edge-@INSTANCE_ID@" # the boot script substitutes the instance id
-    listen      = "0.0.0.0:${var.client_port}"
-    cores       = [for n in local.core_names : local.core_mesh_addrs[n]]
-    public_urls = local.public_urls
-    edge_limits = var.edge_limits
+    role           = "edge"
+    data_dir       = local.data_dir
+    apps           = var.apps
+    node_id        = ""
+    mesh_addr      = ""
+    peers          = {}
+    region_number  = var.region_number
+    shards         = var.shards
+    remote_regions = []
+    edge_id        = "edge-@INSTANCE_ID@" # the boot script substitutes the instance id
+    listen         = "0.0.0.0:${var.client_port}"
+    cores          = [for n in local.core_names : local.core_mesh_addrs[n]]
+    public_urls    = local.public_urls
+    webtransport   = local.webtransport
+    edge_limits    = var.edge_limits
   })
 }
 
@@ -58,9 +72,11 @@ resource "aws_lb_target_group" "ws" {
   }
 }
 
-resource "aws_lb_target_group" "quic" {
-  name_prefix          = "rmqu-"
-  port                 = var.quic_port
+resource "aws_lb_target_group" "wt" {
+  count = local.webtransport ? 1 : 0
+
+  name_prefix          = "rmwt-"
+  port                 = var.client_port
   protocol             = "UDP"
   target_type          = "instance"
   vpc_id               = local.vpc_id
@@ -93,14 +109,16 @@ resource "aws_lb_listener" "wss" {
   }
 }
 
-resource "aws_lb_listener" "quic" {
+resource "aws_lb_listener" "wt" {
+  count = local.webtransport ? 1 : 0
+
   load_balancer_arn = aws_lb.edge.arn
-  port              = var.quic_port
+  port              = 443
   protocol          = "UDP"
 
   default_action {
     type             = "forward"
-    target_group_arn = aws_lb_target_group.quic.arn
+    target_group_arn = aws_lb_target_group.wt[0].arn
   }
 }
 
@@ -158,7 +176,7 @@ resource "aws_autoscaling_group" "edge" {
   min_size                  = var.edge_count
   max_size                  = var.edge_count
   desired_capacity          = var.edge_count
-  target_group_arns         = [aws_lb_target_group.ws.arn, aws_lb_target_group.quic.arn]
+  target_group_arns         = concat([aws_lb_target_group.ws.arn], aws_lb_target_group.wt[*].arn)
   # EC2, not ELB: /healthz is 503 while the shard has no leader, and replacing
   # every edge then would not help. The load balancer still routes by /healthz.
   health_check_type         = "EC2"

@@ -115,4 +115,9 @@ locals {
     ] : [
     for s in data.aws_subnet.private : { id = s.id, az = s.availability_zone }
   ]
+  # Where this region's nodes live: what other regions open their mesh port to.
+  node_cidrs = local.create_vpc ? aws_subnet.private[*].cidr_block : data.aws_subnet.private[*].cidr_block
+  # Route tables of the private subnets, for routes to other regions (peering);
+  # with vpc_id the caller routes.
+  private_route_table_ids = local.create_vpc ? aws_route_table.private[*].id : []
 }

@@ -1,5 +1,5 @@
 # Node secrets: one Secrets Manager secret per core and one shared by the edges,
-# each a JSON document {config, ca_crt, node_crt, node_key[, session_token_key_b64]}
+# each a JSON document {config, ca_crt, node_crt, node_key[, session_token_key_b64, wt_crt, wt_key]}
 # that the boot script (templates/user-data.sh.tftpl) writes to /etc/relaymesh.
 # The PEMs come in as sensitive variables (from `relaymesh pki`); they are kept
 # out of user-data, but they are in the Terraform state: keep the state in an
@@ -20,15 +20,20 @@ resource "aws_secretsmanager_secret_version" "core" {
   secret_id = aws_secretsmanager_secret.core[each.key].id
   secret_string = jsonencode({
     config   = local.core_config[each.key]
-    ca_crt   = var.ca_cert_pem
+    ca_crt   = local.ca_bundle
     node_crt = var.core_certs[each.key].cert_pem
     node_key = var.core_certs[each.key].key_pem
   })
 
   lifecycle {
     precondition {
+      condition     = !contains([for r in var.remote_regions : r.number], var.region_number)
+      error_message = "remote_regions lists region ${var.region_number}, this region's own number."
+    }
+
+    precondition {
       condition     = alltrue([for n in local.core_names : contains(keys(var.core_certs), n)])
-      error_message = "core_certs needs an entry for each of core-1 .. core-${var.core_count} (relaymesh pki issue --name core-i)."
+      error_message = "core_certs needs an entry for each of ${join(", ", local.core_names)} (relaymesh pki issue --name <node id> --role core)."
     }
   }
 }
@@ -48,7 +53,16 @@ resource "aws_secretsmanager_secret_version" "edge" {
     node_crt              = var.edge_cert_pem
     node_key              = var.edge_key_pem
     session_token_key_b64 = var.session_token_key_base64
+    wt_crt                = local.webtransport ? var.wt_cert_pem : ""
+    wt_key                = local.webtransport ? var.wt_key_pem : ""
   })
+
+  lifecycle {
+    precondition {
+      condition     = var.webtransport == (var.wt_cert_pem != null) && var.webtransport == (var.wt_key_pem != null)
+      error_message = "webtransport = true needs wt_cert_pem and wt_key_pem (relaymesh refuses [edge] wt_cert without wt_key); without it, leave both null."
+    }
+  }
 }
 
 # --- instance roles: read own secrets, SSM Session Manager (instead of SSH) ------

@@ -1,8 +1,10 @@
 # Security groups. Inbound, exactly:
-#   clients -> load balancer   443/tcp (TLS, WebSocket) and quic_port/udp (QUIC), from allowed_client_cidrs
-#   load balancer -> edges     client_port/tcp and quic_port/udp (also its health checks)
+#   clients -> load balancer   443/tcp (TLS, WebSocket) and 443/udp (WebTransport), from allowed_client_cidrs
+#   load balancer -> edges     client_port/tcp (also its health checks) and client_port/udp
 #   edges -> cores             mesh_port/udp
 #   cores <-> cores            mesh_port/udp
+#   other regions' nodes -> cores   mesh_port/udp, from remote_regions[*].node_cidrs only
+# The udp client rules exist only with var.webtransport.
 # Nothing else: no SSH (use SSM Session Manager), no edge-to-edge, no core-to-edge
 # dials (edges dial the cores; QUIC replies ride the same flow).
 # Rules are separate aws_vpc_security_group_*_rule resources, never inline blocks,
@@ -54,14 +56,14 @@ resource "aws_vpc_security_group_ingress_rule" "nlb_wss" {
   cidr_ipv4         = each.value
 }
 
-resource "aws_vpc_security_group_ingress_rule" "nlb_quic" {
-  for_each = toset(var.allowed_client_cidrs)
+resource "aws_vpc_security_group_ingress_rule" "nlb_wt" {
+  for_each = local.webtransport ? toset(var.allowed_client_cidrs) : toset([])
 
   security_group_id = aws_security_group.nlb.id
-  description       = "clients: QUIC / WebTransport"
+  description       = "clients: WebTransport (HTTP/3 over QUIC)"
   ip_protocol       = "udp"
-  from_port         = var.quic_port
-  to_port           = var.quic_port
+  from_port         = 443
+  to_port           = 443
   cidr_ipv4         = each.value
 }
 
@@ -74,12 +76,14 @@ resource "aws_vpc_security_group_egress_rule" "nlb_to_edge_client" {
   referenced_security_group_id = aws_security_group.edge.id
 }
 
-resource "aws_vpc_security_group_egress_rule" "nlb_to_edge_quic" {
+resource "aws_vpc_security_group_egress_rule" "nlb_to_edge_wt" {
+  count = local.webtransport ? 1 : 0
+
   security_group_id            = aws_security_group.nlb.id
-  description                  = "to edges: QUIC"
+  description                  = "to edges: WebTransport"
   ip_protocol                  = "udp"
-  from_port                    = var.quic_port
-  to_port                      = var.quic_port
+  from_port                    = var.client_port
+  to_port                      = var.client_port
   referenced_security_group_id = aws_security_group.edge.id
 }
 
@@ -94,12 +98,14 @@ resource "aws_vpc_security_group_ingress_rule" "edge_client" {
   referenced_security_group_id = aws_security_group.nlb.id
 }
 
-resource "aws_vpc_security_group_ingress_rule" "edge_quic" {
+resource "aws_vpc_security_group_ingress_rule" "edge_wt" {
+  count = local.webtransport ? 1 : 0
+
   security_group_id            = aws_security_group.edge.id
-  description                  = "from the load balancer: QUIC / WebTransport"
+  description                  = "from the load balancer: WebTransport"
   ip_protocol                  = "udp"
-  from_port                    = var.quic_port
-  to_port                      = var.quic_port
+  from_port                    = var.client_port
+  to_port                      = var.client_port
   referenced_security_group_id = aws_security_group.nlb.id
 }
 
@@ -128,6 +134,20 @@ resource "aws_vpc_security_group_ingress_rule" "core_mesh_from_cores" {
   from_port                    = var.mesh_port
   to_port                      = var.mesh_port
   referenced_security_group_id = aws_security_group.core.id
+}
+
+# Cores of the other regions (remote_regions) dial this region's cores. Security
+# groups cannot be referenced across AWS regions, so their nodes' CIDRs are
+# (reachable through the VPC peering of examples/global).
+resource "aws_vpc_security_group_ingress_rule" "core_mesh_from_remote" {
+  for_each = toset(flatten([for r in var.remote_regions : r.node_cidrs]))
+
+  security_group_id = aws_security_group.core.id
+  description       = "QUIC mesh from the cores of other regions"
+  ip_protocol       = "udp"
+  from_port         = var.mesh_port
+  to_port           = var.mesh_port
+  cidr_ipv4         = each.value
 }
 
 resource "aws_vpc_security_group_egress_rule" "core_all" {

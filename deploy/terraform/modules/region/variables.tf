@@ -7,12 +7,22 @@
 variable "region" {
   description = "AWS region of this relaymesh region (e.g. eu-central-1). Must equal the aws provider's region; it is also the Route 53 latency region and set_identifier."
   type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-[a-z]+)+-[0-9]$", var.region))
+    error_message = "region must be an AWS region name such as eu-central-1."
+  }
 }
 
 variable "name" {
   description = "Prefix of every resource name and tag."
   type        = string
   default     = "relaymesh"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{0,20}$", var.name))
+    error_message = "name must be 1..21 of a-z, 0-9 and -, starting with a letter (it prefixes AWS names with length limits)."
+  }
 }
 
 variable "tags" {
@@ -40,9 +50,14 @@ variable "private_subnet_ids" {
 }
 
 variable "vpc_cidr" {
-  description = "CIDR of the VPC this module creates when vpc_id is null."
+  description = "CIDR of the VPC this module creates when vpc_id is null. Regions joined by VPC peering need CIDRs that do not overlap (examples/global: 10.42, 10.43, 10.44)."
   type        = string
   default     = "10.42.0.0/16"
+
+  validation {
+    condition     = can(regex("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}/(3[0-2]|[12]?[0-9])$", var.vpc_cidr)) && tonumber(split("/", var.vpc_cidr)[1]) <= 18
+    error_message = "vpc_cidr must be an IPv4 CIDR of /18 or larger (the module cuts /+4 private and /+8 public subnets)."
+  }
 }
 
 # --- machines ------------------------------------------------------------------
@@ -136,32 +151,119 @@ variable "core_volume_type" {
   description = "EBS volume type of the core data volumes."
   type        = string
   default     = "gp3"
+
+  validation {
+    condition     = contains(["gp3", "gp2", "io1", "io2"], var.core_volume_type)
+    error_message = "core_volume_type must be gp3, gp2, io1 or io2 (SSD: raft fsyncs every commit)."
+  }
+}
+
+# --- the mesh: this region among the others -----------------------------------
+
+variable "region_number" {
+  description = "This region's number in the mesh, 1..255 ([core] region): named in the ids of the conversations created here, so it never changes and is never reused. The first region is 1."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.region_number >= 1 && var.region_number <= 255 && floor(var.region_number) == var.region_number
+    error_message = "region_number must be a whole number in 1..255."
+  }
+}
+
+variable "node_name_prefix" {
+  description = "Prefix of the cores' node ids (<prefix>core-1 ..), which are also their certificates' names and core_certs' keys. Node ids must be unique across the mesh: give each region its own, e.g. \"eu-\" (certificates: relaymesh pki issue --name eu-core-1 --role core). Never change it on a running region: raft knows its voters by id."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^([a-z0-9][a-z0-9-]{0,30}-)?$", var.node_name_prefix))
+    error_message = "node_name_prefix must be empty or 2..32 of a-z, 0-9 and -, ending in -."
+  }
+}
+
+variable "shards" {
+  description = "Shards (raft groups) of this region ([core] shards): every core hosts a replica of each. May grow between applies, never shrink."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.shards >= 1 && var.shards <= 256 && floor(var.shards) == var.shards
+    error_message = "shards must be a whole number in 1..256 (cluster.MaxShards)."
+  }
+}
+
+variable "remote_regions" {
+  description = "The other regions of the mesh, each as the `mesh` output of its own module: number, name, seeds (its cores' mesh addresses, ip:port), ca_cert_pem (its cluster CA, appended to this region's CA bundle) and node_cidrs (networks its nodes dial from, allowed to this region's cores on mesh_port/udp). Rendered as [[core.remote_regions]]."
+  type = list(object({
+    number      = number
+    name        = string
+    seeds       = list(string)
+    ca_cert_pem = string
+    node_cidrs  = list(string)
+  }))
+  default = []
+
+  validation {
+    condition = alltrue([for r in var.remote_regions :
+      r.number >= 1 && r.number <= 255 && floor(r.number) == r.number
+    ]) && length(distinct([for r in var.remote_regions : r.number])) == length(var.remote_regions)
+    error_message = "remote_regions: each number must be a whole number in 1..255, each once."
+  }
+
+  validation {
+    condition = alltrue([for r in var.remote_regions :
+      length(r.seeds) > 0 && alltrue([for a in r.seeds : can(regex("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}:[0-9]{1,5}$", a))])
+    ])
+    error_message = "remote_regions: every region needs at least one seed, each an IPv4 ip:port mesh address."
+  }
+
+  validation {
+    condition = alltrue([for r in var.remote_regions :
+      length(r.node_cidrs) > 0 && alltrue([for c in r.node_cidrs : can(regex("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}/(3[0-2]|[12]?[0-9])$", c)) && c != "0.0.0.0/0"])
+    ])
+    error_message = "remote_regions: every region needs node_cidrs, IPv4 CIDRs of its nodes (not 0.0.0.0/0: the mesh is open only to relaymesh nodes)."
+  }
+
+  validation {
+    condition     = alltrue([for r in var.remote_regions : can(regex("^-----BEGIN CERTIFICATE-----", trimspace(r.ca_cert_pem))) && can(regex("^[a-z0-9-]{1,32}$", r.name))])
+    error_message = "remote_regions: ca_cert_pem must be a PEM certificate, name 1..32 of a-z, 0-9 and -."
+  }
 }
 
 # --- ports ---------------------------------------------------------------------
 
 variable "client_port" {
-  description = "TCP port the edges listen on for clients (WebSocket, /v1/route, /healthz). The load balancer terminates TLS on 443 and forwards here."
+  description = "Port the edges listen on for clients: TCP for WebSocket, /v1/route and /healthz (the load balancer terminates TLS on 443/tcp and forwards here), UDP for WebTransport (HTTP/3, /wt; the load balancer passes 443/udp through to it)."
   type        = number
   default     = 8080
-}
 
-variable "quic_port" {
-  description = "UDP port for QUIC/WebTransport clients, on the load balancer and the edges (reserved: relaymesh does not serve it yet)."
-  type        = number
-  default     = 4433
+  validation {
+    condition     = var.client_port >= 1024 && var.client_port <= 65535 && floor(var.client_port) == var.client_port
+    error_message = "client_port must be a whole number in 1024..65535 (the edges run unprivileged)."
+  }
 }
 
 variable "mesh_port" {
-  description = "UDP port of the cores' QUIC mesh (edges -> cores, cores <-> cores)."
+  description = "UDP port of the cores' QUIC mesh (edges -> cores, cores <-> cores, cores of other regions -> cores). Every region of the mesh must use the same."
   type        = number
   default     = 7100
+
+  validation {
+    condition     = var.mesh_port >= 1024 && var.mesh_port <= 65535 && floor(var.mesh_port) == var.mesh_port
+    error_message = "mesh_port must be a whole number in 1024..65535."
+  }
 }
 
 variable "allowed_client_cidrs" {
-  description = "Client networks allowed to reach the load balancer."
+  description = "Client networks (IPv4 CIDRs) allowed to reach the load balancer on 443/tcp and 443/udp."
   type        = list(string)
   default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.allowed_client_cidrs) > 0 && alltrue([for c in var.allowed_client_cidrs : can(regex("^(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}/(3[0-2]|[12]?[0-9])$", c))])
+    error_message = "allowed_client_cidrs must list at least one IPv4 CIDR (a.b.c.d/n)."
+  }
 }
 
 # --- DNS -----------------------------------------------------------------------
@@ -169,17 +271,38 @@ variable "allowed_client_cidrs" {
 variable "dns_zone_name" {
   description = "Public Route 53 hosted zone holding the client names, e.g. example.com."
   type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9-]+\\.)+[a-z]+$", var.dns_zone_name))
+    error_message = "dns_zone_name must be a DNS name such as example.com (no trailing dot)."
+  }
 }
 
 variable "dns_name" {
   description = "Global client name, e.g. im.example.com. Each region adds a latency record for it, so clients resolve the nearest region's edges. Apps use wss://<dns_name>/ as RTMServers."
   type        = string
+
+  validation {
+    condition     = can(regex("^([a-z0-9-]+\\.)+[a-z]+$", var.dns_name))
+    error_message = "dns_name must be a DNS name such as im.example.com (no trailing dot)."
+  }
+}
+
+variable "latency_record" {
+  description = "Whether this module adds the latency record of dns_name for its region. false: the caller does (examples/global declares one per region from the nlb_dns_name and nlb_zone_id outputs)."
+  type        = bool
+  default     = true
 }
 
 variable "regional_dns_name" {
   description = "Name of this region alone (simple record). null: <region>.<dns_name>."
   type        = string
   default     = null
+
+  validation {
+    condition     = var.regional_dns_name == null || can(regex("^([a-z0-9-]+\\.)+[a-z]+$", coalesce(var.regional_dns_name, "x")))
+    error_message = "regional_dns_name must be null or a DNS name."
+  }
 }
 
 # --- apps and edge limits ------------------------------------------------------
@@ -223,30 +346,50 @@ variable "edge_limits" {
 # --- mesh identity (from `relaymesh pki init` / `relaymesh pki issue`) -------------
 
 variable "ca_cert_pem" {
-  description = "Cluster CA certificate: pki/ca.crt of `relaymesh pki init`. Keep ca.key off Terraform."
+  description = "Cluster CA certificate: pki/ca.crt of `relaymesh pki init`. Keep ca.key off Terraform. Regions may share one CA (simplest) or have one each: a core trusts this CA and those of remote_regions."
   type        = string
   sensitive   = true
+
+  validation {
+    condition     = can(regex("^-----BEGIN CERTIFICATE-----", trimspace(var.ca_cert_pem)))
+    error_message = "ca_cert_pem must be a PEM certificate (pki/ca.crt)."
+  }
 }
 
 variable "core_certs" {
-  description = "Certificate and key of each core, keyed core-1 .. core-N (`relaymesh pki issue --name core-i`)."
+  description = "Certificate and key of each core, keyed <node_name_prefix>core-1 .. core-N (`relaymesh pki issue --name core-i`, with a prefix also `--role core`)."
   type = map(object({
     cert_pem = string
     key_pem  = string
   }))
   sensitive = true
+
+  validation {
+    condition     = alltrue([for k, c in var.core_certs : can(regex("^-----BEGIN CERTIFICATE-----", trimspace(c.cert_pem))) && can(regex("^-----BEGIN [A-Z ]*PRIVATE KEY-----", trimspace(c.key_pem)))])
+    error_message = "core_certs: every entry needs a PEM cert_pem and a PEM key_pem."
+  }
 }
 
 variable "edge_cert_pem" {
   description = "Certificate shared by the edges of the autoscaling group (`relaymesh pki issue --name edge-<region>`)."
   type        = string
   sensitive   = true
+
+  validation {
+    condition     = can(regex("^-----BEGIN CERTIFICATE-----", trimspace(var.edge_cert_pem)))
+    error_message = "edge_cert_pem must be a PEM certificate (relaymesh pki issue)."
+  }
 }
 
 variable "edge_key_pem" {
   description = "Key of edge_cert_pem."
   type        = string
   sensitive   = true
+
+  validation {
+    condition     = can(regex("^-----BEGIN [A-Z ]*PRIVATE KEY-----", trimspace(var.edge_key_pem)))
+    error_message = "edge_key_pem must be a PEM private key."
+  }
 }
 
 variable "session_token_key_base64" {
@@ -257,5 +400,35 @@ variable "session_token_key_base64" {
   validation {
     condition     = can(regex("^[A-Za-z0-9+/]{43,}=?=?$", var.session_token_key_base64)) # not base64decode: it rejects non-UTF-8 bytes
     error_message = "session_token_key_base64 must be the base64 of at least 32 bytes."
+  }
+}
+
+variable "webtransport" {
+  description = "Serve WebTransport: a 443/udp listener on the load balancer to the edges' client_port/udp, and [edge] wt_cert/wt_key from wt_cert_pem/wt_key_pem. false: browsers use WebSocket. (A plain bool, not derived from the sensitive certificate: Terraform refuses sensitive values in count and for_each.)"
+  type        = bool
+  default     = false
+}
+
+variable "wt_cert_pem" {
+  description = "With webtransport: the edges' WebTransport certificate chain (PEM), publicly trusted for dns_name and the regional name ([edge] wt_cert). QUIC needs TLS at the edge: the load balancer passes 443/udp through. ACM cannot export a public certificate, so bring one (e.g. from an ACME CA)."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.wt_cert_pem == null || can(regex("^-----BEGIN CERTIFICATE-----", trimspace(coalesce(var.wt_cert_pem, "x"))))
+    error_message = "wt_cert_pem must be null or a PEM certificate chain."
+  }
+}
+
+variable "wt_key_pem" {
+  description = "With webtransport: the key of wt_cert_pem ([edge] wt_key)."
+  type        = string
+  default     = null
+  sensitive   = true
+
+  validation {
+    condition     = var.wt_key_pem == null || can(regex("^-----BEGIN [A-Z ]*PRIVATE KEY-----", trimspace(coalesce(var.wt_key_pem, "x"))))
+    error_message = "wt_key_pem must be null or a PEM private key."
   }
 }
