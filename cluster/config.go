@@ -50,6 +50,7 @@ import (
 //	trusted_proxies = ["10.0.0.0/16"]             # load balancers: X-Forwarded-For names the client
 //	wt_cert = "tls/im.example.com.crt"            # WebTransport (HTTP/3, udp listen port, /wt)
 //	wt_key = "tls/im.example.com.key"
+//	tls = true                                    # optional: listen's TCP over TLS too (wss://), same certificate
 //	[edge.limits]
 //	sends_per_minute = 60
 //	max_conns_per_ip = 1000
@@ -241,6 +242,11 @@ type EdgeSection struct {
 	// files are reloaded within an hour.
 	WTCert string `toml:"wt_cert"`
 	WTKey  string `toml:"wt_key"`
+	// TLS serves listen's TCP side over TLS too (wss://, https://) with
+	// the wt_cert certificate, so a load balancer can pass 443 straight
+	// through for TCP and UDP alike (an AWS NLB TCP_UDP listener cannot
+	// terminate TLS). Needs wt_cert.
+	TLS bool `toml:"tls"`
 }
 
 // DefaultDrainTimeout is [edge] drain_timeout when unset.
@@ -372,6 +378,9 @@ func LoadConfig(path string) (*Config, error) {
 	}
 	if (c.Edge.WTCert == "") != (c.Edge.WTKey == "") {
 		return nil, fmt.Errorf("%w: edge.wt_cert and edge.wt_key go together", ErrConfig)
+	}
+	if c.Edge.TLS && c.Edge.WTCert == "" {
+		return nil, fmt.Errorf("%w: edge.tls serves the wt_cert certificate: set wt_cert and wt_key", ErrConfig)
 	}
 	if c.Edge.Region != "" {
 		if _, err := c.Routes(c.Edge.Region); err != nil {
@@ -557,5 +566,5 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 	}
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
 		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
-		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain, WebTransport: wt}, nil
+		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain, WebTransport: wt, TLS: s.TLS}, nil
 }

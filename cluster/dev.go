@@ -48,6 +48,9 @@ type DevConfig struct {
 	// NoWebTransport turns off the edge's WebTransport listener (on by
 	// default, with a self-signed certificate kept in DataDir/wt).
 	NoWebTransport bool
+	// TLS serves the HTTP/WebSocket port over TLS too (wss://), with the
+	// self-signed WebTransport certificate (EdgeConfig.TLS).
+	TLS bool
 }
 
 // devReadyWait bounds how long StartDev waits for the shards' leaders.
@@ -142,6 +145,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Hooks: cfg.Integrations.Hooks, // app users (issue 8): the core's client, one set of counters
 
 		WebTransport: wt,
+		TLS:          cfg.TLS,
 
 		Pages: map[string]http.Handler{"/demo": web.Handler(), web.Path: web.Handler()}, // the chat demo
 	})

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -63,6 +64,9 @@ type EdgeConfig struct {
 	// HTTPAddr's host:port (path /wt) with this certificate (edge/wt.go).
 	// The caller owns it.
 	WebTransport *edge.WTCert
+	// TLS serves the HTTP/WebSocket listener over TLS (wss://, https://)
+	// with WebTransport's certificate, which it needs ([edge] tls).
+	TLS bool
 	// Pages are more routes on the HTTP listener, by ServeMux pattern
 	// (StartDev serves the chat demo, package web, at /demo/).
 	Pages map[string]http.Handler
@@ -97,12 +101,19 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: edge mesh: %w", err)
 	}
+	if cfg.TLS && cfg.WebTransport == nil {
+		node.Close()
+		return nil, errors.New("cluster: edge TLS needs the WebTransport certificate")
+	}
 	ln, udp, err := listenEdge(cfg.HTTPAddr, cfg.WebTransport != nil)
 	if err != nil {
 		node.Close()
 		return nil, fmt.Errorf("cluster: edge listen: %w", err)
 	}
 	url := "ws://" + ln.Addr().String() + "/"
+	if cfg.TLS {
+		url = "wss://" + ln.Addr().String() + "/"
+	}
 	pub := cfg.PublicURLs
 	if len(pub) == 0 {
 		pub = []string{url}
@@ -131,6 +142,13 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		TrustedProxies: cfg.TrustedProxies,
 	})
 	ln = srv.WrapListener(ln) // connections per IP (edge/guard.go)
+	if cfg.TLS {
+		// WebSocket upgrades need HTTP/1.1; older SDKs speak TLS 1.2.
+		tc := cfg.WebTransport.TLSConfig()
+		tc.MinVersion = tls.VersionTLS12
+		tc.NextProtos = []string{"http/1.1"}
+		ln = tls.NewListener(ln, tc)
+	}
 	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, udp: udp}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
 	// whose master-key calls go to the shard leader through the same core

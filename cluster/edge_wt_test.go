@@ -21,7 +21,7 @@ import (
 )
 
 func TestLoadConfigWebTransportPair(t *testing.T) {
-	for _, body := range []string{"[edge]\nwt_cert = \"a.crt\"\n", "[edge]\nwt_key = \"a.key\"\n"} {
+	for _, body := range []string{"[edge]\nwt_cert = \"a.crt\"\n", "[edge]\nwt_key = \"a.key\"\n", "[edge]\ntls = true\n"} {
 		if _, err := LoadConfig(writeConfig(t, body)); !errors.Is(err, ErrConfig) {
 			t.Errorf("%q: got %v, want ErrConfig", body, err)
 		}

@@ -159,6 +159,7 @@ func runDev(args []string) error {
 	fs.IntVar(&coreLim.MaxUnreadConvs, "max-unread-convs", 0, "conversations in a login's unread notification (0: LeanCloud's 50)")
 	shards := fs.Int("shards", 1, "shards (raft groups) of the dev region; conversations are spread over them (may grow between runs, never shrink)")
 	noWT := fs.Bool("no-webtransport", false, "do not serve WebTransport (HTTP/3 on the same port over UDP, path /wt)")
+	useTLS := fs.Bool("tls", false, "serve the WebSocket/HTTP port over TLS too (wss://, https://) with the self-signed WebTransport certificate")
 	pprofAddr := fs.String("pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ (keep it on loopback: it shows the process's internals)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
@@ -168,11 +169,14 @@ func runDev(args []string) error {
 	if err != nil {
 		return err
 	}
+	if *useTLS && *noWT {
+		return errors.New("--tls serves the WebTransport certificate: drop --no-webtransport")
+	}
 	if *shards < 1 || *shards > cluster.MaxShards {
 		return fmt.Errorf("--shards %d: 1 to %d", *shards, cluster.MaxShards)
 	}
 	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop,
-		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT}
+		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT, TLS: *useTLS}
 	if *cfgFile != "" {
 		c, err := cluster.LoadConfig(*cfgFile)
 		if err != nil {
@@ -210,14 +214,18 @@ func runDev(args []string) error {
 		fmt.Printf("  profiler:       http://%s/debug/pprof/\n", *pprofAddr)
 	}
 	fmt.Printf("  LeanCloud SDK:  new Realtime({ appId, appKey, RTMServers: '%s' })\n", d.Edge.URL)
-	fmt.Printf("  router:         http://%s/v1/route   health: http://%s/healthz\n", *addr, *addr)
-	fmt.Printf("  REST API:       http://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", *addr)
-	fmt.Printf("  chat demo:      http://%s/demo/  (a browser page on the official SDK, over WebTransport or WebSocket)\n", *addr)
+	web := "http"
+	if *useTLS {
+		web = "https"
+	}
+	fmt.Printf("  router:         %s://%s/v1/route   health: %s://%s/healthz\n", web, *addr, web, *addr)
+	fmt.Printf("  REST API:       %s://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", web, *addr)
+	fmt.Printf("  chat demo:      %s://%s/demo/  (a browser page on the official SDK, over WebTransport or WebSocket)\n", web, *addr)
 	if d.WTCert != nil {
 		h := d.WTCert.Hash()
 		fmt.Printf("  WebTransport:   %s  (self-signed ECDSA P-256, valid until %s; docs/WEBTRANSPORT.md)\n", d.Edge.WTURL, d.WTCert.NotAfter().UTC().Format(time.RFC3339))
 		fmt.Printf("    certificate SHA-256 (serverCertificateHashes): %s\n", base64.StdEncoding.EncodeToString(h[:]))
-		fmt.Printf("    hex: %s   pages: http://%s/v1/webtransport\n", hex.EncodeToString(h[:]), *addr)
+		fmt.Printf("    hex: %s   pages: %s://%s/v1/webtransport\n", hex.EncodeToString(h[:]), web, *addr)
 	}
 	ferr := waitCore(d.Core)
 	fmt.Println("relaymesh dev: shutting down")
