@@ -20,12 +20,17 @@
 // base64 text frame is also accepted on a binary subprotocol, as the SDK's
 // decoder does).
 //
-// One reader goroutine (started by the HTTP handler, which then returns; it
-// reads, handles each frame and calls the Backend synchronously, so replies
-// keep request order) and one writer goroutine per connection. The writer owns the socket: it drains the
-// bounded outbound queue (see outQueue and relay/pq for the overflow rule), enforces the
-// idle timeout, and performs every close. WebSocket pings are answered by
-// the library while the reader is active; data frames, pings and pongs all
+// One reader goroutine per connection (started by the HTTP handler, which
+// then returns; it reads, handles each frame and calls the Backend
+// synchronously, so replies keep request order). The writer runs only
+// while frames are queued: enqueue starts a short-lived burst goroutine
+// (conn.kick, conn.writeBurst) that drains the bounded outbound queue (see
+// outQueue and relay/pq for the overflow rule), a WebSocket's backlog
+// corked into one socket write per 64 KiB; the idle timeout is a timer and
+// the close runs when the connection's context ends. Writers and the
+// closer hold conn.wmu, so one at a time touches the socket. An idle
+// connection keeps only its reader. WebSocket pings are answered by the
+// library while the reader is active; data frames, pings and pongs all
 // reset the idle timer.
 //
 // Close codes sent by the edge: 4107 idle timeout (Limits.IdleTimeout,
