@@ -369,7 +369,11 @@ func (c *chatroomScenario) setup(ctx context.Context) error {
 		s := c.ss[i]
 		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
-		if err := s.cl.Join(jctx, s.chatRoom); err != nil {
+		join := func() error { return s.cl.Join(jctx, s.chatRoom) }
+		if s.cf != nil {
+			join = func() error { return s.cf.subscribe(jctx, s.chatRoom) }
+		}
+		if err := join(); err != nil {
 			w.noteErr("join %s to %s: %v", s.id, s.chatRoom, err)
 			return
 		}
@@ -457,6 +461,10 @@ func (c *chatroomScenario) sendOne(s *session) {
 	prio := w.cfg.PriorityMix.pick(seq + uint64(w.index)*7919)
 	room := (w.first + s.chatIdx) % w.cfg.Rooms
 	w.chat.noteSent(seq, ChatSent{Room: room, Prio: prio})
+	if s.cf != nil {
+		c.cfSend(s, id, seq, room, prio, t0)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	sent, err := s.cl.Send(ctx, s.chatRoom, client.TextMessage(chatText(id, chatTag(prio, t0), w.cfg.PayloadBytes)), client.SendOptions{Priority: prioWire[prio]})
@@ -550,6 +558,9 @@ func (l *chatLedger) deliverSpan(sendStart time.Time) float64 {
 // createChatRooms logs in one owner session, creates n chatrooms and
 // leaves (closing the session ends its membership).
 func createChatRooms(ctx context.Context, cfg Config) ([]string, error) {
+	if cfg.Peer == PeerCentrifugo {
+		return cfChannels(cfg.RunID, cfg.Rooms), nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	cl, err := client.Dial(ctx, cfg.Targets[0], client.Options{AppID: cfg.AppID,
