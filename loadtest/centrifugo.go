@@ -173,7 +173,7 @@ func cfToken(secret, sub string, now time.Time, ttl time.Duration) string {
 type cfConn struct {
 	ws     *websocket.Conn
 	onPub  func(channel string, data json.RawMessage)
-	onGone func(reason string) // the connection ended other than by close
+	onGone func(reason string) // a connected connection ended other than by Close
 	done   chan struct{}       // closed when the read loop exited
 
 	wmu     sync.Mutex // one writer at a time
@@ -184,6 +184,7 @@ type cfConn struct {
 	mu      sync.Mutex
 	pending map[uint32]chan cfReply // guarded by mu
 	err     error                   // guarded by mu; why the read loop ended
+	ready   bool                    // guarded by mu; connected: its end is onGone's
 }
 
 // cfReadLimit bounds one WebSocket message from the server.
@@ -210,6 +211,14 @@ func dialCentrifugo(ctx context.Context, target, token string, hc *http.Client,
 		return nil, err
 	}
 	c.pong.Store(r.Connect.Pong)
+	c.mu.Lock()
+	ended := c.err
+	c.ready = ended == nil
+	c.mu.Unlock()
+	if ended != nil { // ended right after the connect reply: a failed login
+		c.Close()
+		return nil, ended
+	}
 	return c, nil
 }
 
@@ -314,11 +323,17 @@ func (c *cfConn) readLoop() {
 		}
 		if err != nil {
 			end = err
+		}
+		if end != nil {
 			break
 		}
 	}
+	if end == nil {
+		end = errors.New("centrifugo: connection closed")
+	}
 	c.mu.Lock()
 	c.err = end
+	ready := c.ready
 	pending := c.pending
 	c.pending = map[uint32]chan cfReply{}
 	c.mu.Unlock()
@@ -326,7 +341,7 @@ func (c *cfConn) readLoop() {
 		close(ch)
 	}
 	_ = c.ws.CloseNow()
-	if !c.closing.Load() && c.onGone != nil {
+	if ready && !c.closing.Load() && c.onGone != nil {
 		c.onGone(end.Error())
 	}
 }

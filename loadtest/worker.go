@@ -172,6 +172,7 @@ func RunWorker(ctx context.Context, cfg Config, index, workers int, onProgress f
 	w.http = w.dialer.client()
 	if cfg.Peer == PeerCentrifugo {
 		w.cfAPI = cfAPIClient()
+		defer w.cfAPI.CloseIdleConnections()
 	}
 
 	ctx, cancel := context.WithTimeout(ctx, w.budget())
