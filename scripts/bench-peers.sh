@@ -23,6 +23,7 @@
 #   scripts/bench-peers.sh             # the full run, ~12 minutes on 2 cores
 #   scripts/bench-peers.sh --quick     # a ~2-minute smoke at small sizes
 #   BIG_RATES="2 20" DURATION=30s scripts/bench-peers.sh
+#   TABLE_ONLY=/tmp/relaymesh-bench-peers.XXXXXX scripts/bench-peers.sh  # reprint a run's table
 #   DOC=docs/BENCHMARKS.md scripts/bench-peers.sh   # also replace the table
 #       between <!-- bench-peers:begin --> and <!-- bench-peers:end --> there
 #
@@ -56,6 +57,12 @@ SOURCE_IPS=${SOURCE_IPS:-127.0.0.1-127.0.0.8}
 PEERS=${PEERS:-"centrifugo relaymesh"}
 
 ulimit -n "$(ulimit -Hn)"
+idle_workers=$(((IDLE_SESSIONS + 9999) / 10000))
+big_workers=$(((BIG_ROOM + 9999) / 10000))
+work=${TABLE_ONLY:-}
+# The measurements, unless TABLE_ONLY names the work directory of an
+# earlier run whose table is printed again (down to the matching fi).
+if [[ -z "$work" ]]; then
 work=$(mktemp -d "${TMPDIR:-/tmp}/relaymesh-bench-peers.XXXXXX")
 echo "bench-peers: work directory $work" >&2
 $GO build -o "$work/relaymesh" ./cmd/relaymesh
@@ -158,8 +165,6 @@ run() {
 }
 
 started=$(date +%s)
-idle_workers=$(((IDLE_SESSIONS + 9999) / 10000))
-big_workers=$(((BIG_ROOM + 9999) / 10000))
 for peer in $PEERS; do
 	run "$peer" idle --scenario connect --sessions "$IDLE_SESSIONS" --workers "$idle_workers" \
 		--connect-rate "$CONNECT_RATE" --concurrency 100 --duration "$IDLE_DURATION"
@@ -172,6 +177,8 @@ for peer in $PEERS; do
 			--connect-rate "$CONNECT_RATE"
 	done
 done
+echo "$(($(date +%s) - started))" >"$work/seconds"
+fi # measurements
 
 # The table: Centrifugo, relaymesh, relaymesh / Centrifugo.
 j() { jq -r "$2 // \"?\"" "$work/$1.json" 2>/dev/null || echo "?"; }
@@ -194,6 +201,8 @@ chat_rows() { # NAME LABEL
 	row "$l: delivered by $DRAIN after the last send" "$(pct "$cf_r")" "$(pct "$rm_r")" "$(ratio "$rm_r" "$cf_r")"
 	row "$l: send → ack p99 (Centrifugo: HTTP publish answered; relaymesh: committed), ms" \
 		"$(j "$c" .latency_ms.p99)" "$(j "$m" .latency_ms.p99)" "$(ratio "$(j "$m" .latency_ms.p99)" "$(j "$c" .latency_ms.p99)")"
+	row "$l: sends acked; sessions the server closed" \
+		"$(j "$c" .acked)/$(j "$c" .sent); $(j "$c" .sessions_closed)" "$(j "$m" .acked)/$(j "$m" .sent); $(j "$m" .sessions_closed)" "–"
 	row "$l: server peak RSS, MiB" "$(kib "$(kib "$(j "$c" .server_rss_bytes)")")" "$(kib "$(kib "$(j "$m" .server_rss_bytes)")")" \
 		"$(ratio "$(j "$m" .server_rss_bytes)" "$(j "$c" .server_rss_bytes)")"
 }
@@ -211,7 +220,7 @@ chat_rows() { # NAME LABEL
 		chat_rows "room$BIG_ROOM-r$r" "$BIG_ROOM members, $r msg/s ($((BIG_ROOM * r)) copies/s offered)"
 	done
 	echo
-	echo "Sizes: idle $IDLE_SESSIONS sessions ($idle_workers worker process(es)), idle $IDLE_DURATION; rooms: $SENDERS senders, $PAYLOAD-byte texts, $DURATION of sending, drain $DRAIN (ends earlier after 2 s without a copy); logins at $CONNECT_RATE/s from $SOURCE_IPS; whole run $(($(date +%s) - started)) s."
+	echo "Sizes: idle $IDLE_SESSIONS sessions ($idle_workers worker process(es)), idle $IDLE_DURATION; rooms: $SENDERS senders, $PAYLOAD-byte texts, $DURATION of sending, drain $DRAIN (ends earlier after 2 s without a copy); logins at $CONNECT_RATE/s from $SOURCE_IPS; whole run $(cat "$work/seconds" 2>/dev/null || echo "?") s."
 	echo
 	echo "Ledger: $(for f in "$work"/*-room*.json; do jq -r '"\(input_filename|split("/")|last|rtrimstr(".json")): \(.acked)/\(.sent) acked, \(.delivered)/\(.expected) copies, \(.sessions)/\(.sessions_requested) sessions, errors \(.errors|length // 0)"' "$f" 2>/dev/null; done | paste -sd ';' | sed 's/;/; /g')"
 } | tee "$work/table.md"

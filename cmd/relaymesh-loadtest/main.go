@@ -250,6 +250,14 @@ region pair "from->to" and the summary adds, per pair, the ledger (sent, acked, 
 late, lost) and send→ack and send→delivery percentiles (JSON region_pairs). Until regions replicate
 each other a conversation exists only in its creator's region, so only a one-region topology passes.
 
+Centrifugo (--peer centrifugo --target ws://HOST:PORT/connection/websocket --centrifugo-api-key K
+[--centrifugo-hmac-secret S]): the connect and chatroom scenarios against a Centrifugo server, to
+compare with relaymesh under the same harness: sessions speak its JSON protocol over WebSocket
+(connect with an HS256 token signed with S, or none; subscribe to the room's channel; pings
+answered); chatroom messages are published through its HTTP API (POST /api/publish, X-API-Key),
+with the same text, padding and send time; the sending member ignores its own copy, so the same
+(members − 1) copies are expected. The ack is the API's answer. See scripts/bench-peers.sh.
+
 Exit status: 0 no acked message lost (chatroom: no acked HIGH copy lost); 1 acked messages lost
 or the run failed; 2 bad flags.
 `)
