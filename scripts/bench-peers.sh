@@ -165,19 +165,22 @@ run() {
 }
 
 started=$(date +%s)
-for peer in $PEERS; do
-	run "$peer" idle --scenario connect --sessions "$IDLE_SESSIONS" --workers "$idle_workers" \
-		--connect-rate "$CONNECT_RATE" --concurrency 100 --duration "$IDLE_DURATION"
-	run "$peer" "room$SMALL_ROOM-r$SMALL_RATE" --scenario chatroom --sessions "$SMALL_ROOM" --rooms 1 \
-		--senders "$SENDERS" --rate "$SMALL_RATE" --payload-bytes "$PAYLOAD" --duration "$DURATION" --drain "$DRAIN" \
+cut -d' ' -f1-3 /proc/loadavg >"$work/load-before"
+# Each measurement on every server in turn, so both see about the same
+# load from whatever else runs on the machine.
+each() { local p; for p in $PEERS; do run "$p" "$@"; done; }
+each idle --scenario connect --sessions "$IDLE_SESSIONS" --workers "$idle_workers" \
+	--connect-rate "$CONNECT_RATE" --concurrency 100 --duration "$IDLE_DURATION"
+each "room$SMALL_ROOM-r$SMALL_RATE" --scenario chatroom --sessions "$SMALL_ROOM" --rooms 1 \
+	--senders "$SENDERS" --rate "$SMALL_RATE" --payload-bytes "$PAYLOAD" --duration "$DURATION" --drain "$DRAIN" \
+	--connect-rate "$CONNECT_RATE"
+for r in $BIG_RATES; do
+	each "room$BIG_ROOM-r$r" --scenario chatroom --sessions "$BIG_ROOM" --rooms 1 --workers "$big_workers" \
+		--senders "$SENDERS" --rate "$r" --payload-bytes "$PAYLOAD" --duration "$DURATION" --drain "$DRAIN" \
 		--connect-rate "$CONNECT_RATE"
-	for r in $BIG_RATES; do
-		run "$peer" "room$BIG_ROOM-r$r" --scenario chatroom --sessions "$BIG_ROOM" --rooms 1 --workers "$big_workers" \
-			--senders "$SENDERS" --rate "$r" --payload-bytes "$PAYLOAD" --duration "$DURATION" --drain "$DRAIN" \
-			--connect-rate "$CONNECT_RATE"
-	done
 done
 echo "$(($(date +%s) - started))" >"$work/seconds"
+cut -d' ' -f1-3 /proc/loadavg >"$work/load-after"
 fi # measurements
 
 # The table: Centrifugo, relaymesh, relaymesh / Centrifugo.
@@ -220,7 +223,7 @@ chat_rows() { # NAME LABEL
 		chat_rows "room$BIG_ROOM-r$r" "$BIG_ROOM members, $r msg/s ($((BIG_ROOM * r)) copies/s offered)"
 	done
 	echo
-	echo "Sizes: idle $IDLE_SESSIONS sessions ($idle_workers worker process(es)), idle $IDLE_DURATION; rooms: $SENDERS senders, $PAYLOAD-byte texts, $DURATION of sending, drain $DRAIN (ends earlier after 2 s without a copy); logins at $CONNECT_RATE/s from $SOURCE_IPS; whole run $(cat "$work/seconds" 2>/dev/null || echo "?") s."
+	echo "Sizes: idle $IDLE_SESSIONS sessions ($idle_workers worker process(es)), idle $IDLE_DURATION; rooms: $SENDERS senders, $PAYLOAD-byte texts, $DURATION of sending, drain $DRAIN (ends earlier after 2 s without a copy); logins at $CONNECT_RATE/s from $SOURCE_IPS; whole run $(cat "$work/seconds" 2>/dev/null || echo "?") s; load average (1, 5, 15 min) before $(cat "$work/load-before" 2>/dev/null || echo "?"), after $(cat "$work/load-after" 2>/dev/null || echo "?")."
 	echo
 	echo "Ledger: $(for f in "$work"/*-room*.json; do jq -r '"\(input_filename|split("/")|last|rtrimstr(".json")): \(.acked)/\(.sent) acked, \(.delivered)/\(.expected) copies, \(.sessions)/\(.sessions_requested) sessions, errors \(.errors|length // 0)"' "$f" 2>/dev/null; done | paste -sd ';' | sed 's/;/; /g')"
 } | tee "$work/table.md"
