@@ -20,8 +20,8 @@
 # relaymesh runs as `relaymesh dev` (history persisted) with the limits
 # per session lifted as in make bench.
 #
-#   scripts/bench-peers.sh             # the full run, ~12 minutes on 2 cores
-#   scripts/bench-peers.sh --quick     # a ~2-minute smoke at small sizes
+#   scripts/bench-peers.sh             # the full run, ~6–7 minutes on 2 cores
+#   scripts/bench-peers.sh --quick     # an ~80-second smoke at small sizes
 #   BIG_RATES="2 20" DURATION=30s scripts/bench-peers.sh
 #   TABLE_ONLY=/tmp/relaymesh-bench-peers.XXXXXX scripts/bench-peers.sh  # reprint a run's table
 #   DOC=docs/BENCHMARKS.md scripts/bench-peers.sh   # also replace the table
