@@ -382,7 +382,8 @@ func TestCentrifugoChatroom(t *testing.T) {
 	if s.DeliveryLatencyMS.Count != s.Delivered || s.DeliveryLatencyMS.P50 <= 0 {
 		t.Errorf("delivery latency %+v for %d copies", s.DeliveryLatencyMS, s.Delivered)
 	}
-	if c := s.Chatroom; c == nil || c.Members[0] != 30 || c.Priorities["normal"].DeliveredRatio != 1 {
+	if c := s.Chatroom; c == nil || c.Members[0] != 30 || c.Priorities["normal"].DeliveredRatio != 1 ||
+		c.ExpectedAllSends != s.Expected || c.DeliveredAllSends != s.Delivered {
 		t.Errorf("chatroom summary %+v", c)
 	}
 	if f.connects.Load() != 30 || f.pings.Load() == 0 || f.pongs.Load() == 0 {
@@ -431,6 +432,9 @@ func TestCentrifugoMisuse(t *testing.T) {
 		}
 		if s.Sent == 0 || s.Acked != 0 || s.Delivered != 0 || f.publishes.Load() != 0 {
 			t.Errorf("sent %d, acked %d, delivered %d, publishes %d; want sends, none acked", s.Sent, s.Acked, s.Delivered, f.publishes.Load())
+		}
+		if c := s.Chatroom; c == nil || c.ExpectedAllSends != s.Sent*5 || c.DeliveredAllSends != 0 {
+			t.Errorf("all sends: %+v, want %d expected, none delivered", c, s.Sent*5)
 		}
 		if !strings.Contains(strings.Join(s.Errors, " "), "HTTP 401") {
 			t.Errorf("errors %v do not say HTTP 401", s.Errors)

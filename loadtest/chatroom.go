@@ -617,6 +617,13 @@ type ChatroomSummary struct {
 	FanoutPerS float64 `json:"fanout_deliveries_per_s"`
 	// HighLost is the headline check: acked HIGH messages' missing copies.
 	HighLost int64 `json:"high_lost"`
+	// ExpectedAllSends and DeliveredAllSends count every message sent,
+	// acked or not: (members but the sender) per send, and the copies
+	// that arrived. A send whose ack failed may still have been delivered
+	// (a Centrifugo publish the API did not answer in time), so this is
+	// what the members saw of everything offered.
+	ExpectedAllSends  int64 `json:"expected_all_sends"`
+	DeliveredAllSends int64 `json:"delivered_all_sends"`
 	// EdgeOverflowCloses is the growth of the edges'
 	// relaymesh_edge_overflow_closes_total over the run: connections
 	// closed because a HIGH frame did not fit their queue (-1: not
@@ -715,11 +722,6 @@ func (s *Summary) mergeChat(cfg Config, reports []*Report, sendSec float64) {
 			}
 			p := &st[m.Prio]
 			p.Sent++
-			if !m.Acked {
-				p.Failed++
-				continue
-			}
-			p.Acked++
 			// The sender reads normally; disconnected slow readers are
 			// not expected.
 			want := int64(max(cs.Members[m.Room]-1-slowGone[m.Room], 0))
@@ -733,6 +735,13 @@ func (s *Summary) mergeChat(cfg Config, reports []*Report, sendSec float64) {
 					gotSlow += int64(o.Chat.RecvSlow[r.Worker][i])
 				}
 			}
+			cs.ExpectedAllSends += want
+			cs.DeliveredAllSends += min(got, want)
+			if !m.Acked {
+				p.Failed++
+				continue
+			}
+			p.Acked++
 			if sr != nil {
 				slowSt[m.Prio].add(wantSlow, gotSlow)
 				normalSt[m.Prio].add(want-wantSlow, got-gotSlow)

@@ -202,6 +202,9 @@ chat_rows() { # NAME LABEL
 	row "$l: deliveries/s (sending start → last copy)" "$(num "$cf_d")" "$(num "$rm_d")" "$(ratio "$rm_d" "$cf_d")"
 	row "$l: delivery p50 / p99, ms" "$cf_50 / $cf_99" "$rm_50 / $rm_99" "$(ratio "$rm_50" "$cf_50") / $(ratio "$rm_99" "$cf_99")"
 	row "$l: delivered by $DRAIN after the last send" "$(pct "$cf_r")" "$(pct "$rm_r")" "$(ratio "$rm_r" "$cf_r")"
+	local all='(.chatroom.delivered_all_sends / .chatroom.expected_all_sends)'
+	row "$l: copies received of every send, acked or not" "$(pct "$(j "$c" "$all")")" "$(pct "$(j "$m" "$all")")" \
+		"$(ratio "$(j "$m" "$all")" "$(j "$c" "$all")")"
 	row "$l: send → ack p99 (Centrifugo: HTTP publish answered; relaymesh: committed), ms" \
 		"$(j "$c" .latency_ms.p99)" "$(j "$m" .latency_ms.p99)" "$(ratio "$(j "$m" .latency_ms.p99)" "$(j "$c" .latency_ms.p99)")"
 	row "$l: sends acked; sessions the server closed" \
