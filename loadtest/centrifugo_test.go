@@ -383,7 +383,7 @@ func TestCentrifugoChatroom(t *testing.T) {
 		t.Errorf("delivery latency %+v for %d copies", s.DeliveryLatencyMS, s.Delivered)
 	}
 	if c := s.Chatroom; c == nil || c.Members[0] != 30 || c.Priorities["normal"].DeliveredRatio != 1 ||
-		c.ExpectedAllSends != s.Expected || c.DeliveredAllSends != s.Delivered {
+		c.ExpectedAllSends != s.Expected || c.DeliveredAllSends != s.Delivered || c.FanoutAllPerS != c.FanoutPerS || c.FanoutPerS <= 0 {
 		t.Errorf("chatroom summary %+v", c)
 	}
 	if f.connects.Load() != 30 || f.pings.Load() == 0 || f.pongs.Load() == 0 {

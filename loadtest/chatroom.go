@@ -615,6 +615,10 @@ type ChatroomSummary struct {
 	// stopped: Summary.DeliveriesPerS, per second of sending, is then the
 	// offered rate rather than what the server achieved).
 	FanoutPerS float64 `json:"fanout_deliveries_per_s"`
+	// FanoutAllPerS is the same over every copy received, of acked sends
+	// or not (DeliveredAllSends): what the server delivered per second
+	// when sends it did not acknowledge in time were delivered anyway.
+	FanoutAllPerS float64 `json:"fanout_all_deliveries_per_s"`
 	// HighLost is the headline check: acked HIGH messages' missing copies.
 	HighLost int64 `json:"high_lost"`
 	// ExpectedAllSends and DeliveredAllSends count every message sent,
@@ -773,6 +777,7 @@ func (s *Summary) mergeChat(cfg Config, reports []*Report, sendSec float64) {
 	}
 	if span > 0 {
 		cs.FanoutPerS = float64(s.Delivered) / span
+		cs.FanoutAllPerS = float64(cs.DeliveredAllSends) / span
 	}
 	cs.HighLost = st[prioHigh].Missing
 	cs.EdgeOverflowCloses = -1
