@@ -4,7 +4,7 @@ BIN := bin/relaymesh
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 NODE_SDK := conformance/js/node_modules/leancloud-realtime
 
-.PHONY: build run test test-go race lint bench bench-wt proto lab fuzz clean js
+.PHONY: build run test test-go race lint bench bench-wt bench-peers proto lab fuzz clean js
 
 build:
 	$(GO) build -o $(BIN) ./cmd/relaymesh
@@ -69,6 +69,16 @@ bench:
 # WebTransport's p99 delivery under injected loss. Not part of make test.
 bench-wt:
 	GO=$(GO) ./scripts/bench-wt.sh
+
+# relaymesh vs Centrifugo v6.9.1 side by side (issue 11;
+# scripts/bench-peers.sh, ~6–7 minutes on 2 cores; QUICK=1 for a ~80-second
+# smoke): idle RSS per session, chatroom fan-out of 1k and 10k members,
+# each on a fresh server, same load tester for both. Centrifugo is built
+# with go install into a scratch directory, never a dependency of ours.
+# Writes the table into docs/BENCHMARKS.md (not in quick mode). Not part
+# of make test.
+bench-peers:
+	GO=$(GO) $(if $(QUICK),./scripts/bench-peers.sh --quick,DOC=docs/BENCHMARKS.md ./scripts/bench-peers.sh)
 
 # Long soaks, not run by CI: first a smoke of `relaymesh lab` at full size
 # (issue 9: two regions of 3 cores and 2 edges, 80 ms apart; start, RTT

@@ -118,6 +118,7 @@ func TestMergeChat(t *testing.T) {
 	l1.received(0, 1, 1) // duplicate
 	l1.received(0, 2, 0)
 	l1.received(0, 2, 1)
+	l0.received(1, 1, 1) // a copy of worker 1's failed send
 	reports := []*Report{
 		{Worker: 0, Chat: l0.report(2, []int{2}, 0, nil)},
 		{Worker: 1, Chat: l1.report(1, []int{2}, 0, nil)},
@@ -137,6 +138,11 @@ func TestMergeChat(t *testing.T) {
 	}
 	if s.Lost != 0 || s.Expected != 6 || s.Delivered != 5 || s.Duplicates != 1 {
 		t.Errorf("lost %d expected %d delivered %d duplicates %d, want 0 6 5 1", s.Lost, s.Expected, s.Delivered, s.Duplicates)
+	}
+	// Every send, acked or not: 3 sends × 3 members but the sender; the
+	// failed send's one copy counts there only.
+	if c.ExpectedAllSends != 9 || c.DeliveredAllSends != 6 {
+		t.Errorf("all sends: expected %d delivered %d, want 9 6", c.ExpectedAllSends, c.DeliveredAllSends)
 	}
 	// Losing a HIGH copy is a loss.
 	reports[1].Chat.Recv[0][0] = 1

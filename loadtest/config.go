@@ -110,6 +110,21 @@ type Config struct {
 	// (docs/BENCHMARKS.md).
 	Loss float64
 
+	// Peer is the server the sessions speak to: "" or "relaymesh"
+	// (default), or "centrifugo" (centrifugo.go: its JSON client protocol
+	// over WebSocket, targets like ws://HOST:PORT/connection/websocket;
+	// chatroom messages published through its HTTP API). Centrifugo runs
+	// the connect and chatroom scenarios.
+	Peer string
+	// CentrifugoAPI is the server API's base URL (default
+	// http://HOST:PORT/api of the first target), CentrifugoAPIKey its
+	// X-API-Key; CentrifugoSecret signs each session's HS256 connection
+	// token (sub = the session's id); empty: no token (the server's
+	// client.insecure mode).
+	CentrifugoAPI    string
+	CentrifugoAPIKey string `json:"-"`
+	CentrifugoSecret string `json:"-"`
+
 	// FinalSync: after the drain every open session reads the history of
 	// its conversations and records what it finds as sync copies
 	// (finalsync.go), so Lost counts only acked messages that are nowhere.
@@ -155,6 +170,9 @@ func (c *Config) Defaults() {
 	}
 	if c.PriorityMix == (PriorityMix{}) {
 		c.PriorityMix = PriorityMix{0, 1, 0}
+	}
+	if c.Peer == PeerCentrifugo && c.CentrifugoAPI == "" && len(c.Targets) > 0 {
+		c.CentrifugoAPI = cfDefaultAPI(c.Targets[0])
 	}
 	if c.SlowReaders > 0 && c.SlowReadDelay <= 0 {
 		c.SlowReadDelay = 10 * time.Millisecond
@@ -233,6 +251,27 @@ func (c *Config) Validate() error {
 	}
 	if c.FaultAfter < 0 {
 		return errors.New("loadtest: --kill-after must not be negative")
+	}
+	switch c.Peer {
+	case "", PeerRelaymesh:
+	case PeerCentrifugo:
+		if c.Scenario != ScenarioConnect && c.Scenario != ScenarioChatroom {
+			return fmt.Errorf("loadtest: --peer centrifugo runs the connect and chatroom scenarios, not %s", c.Scenario)
+		}
+		if (c.Transport != "" && c.Transport != TransportWebSocket) || c.SlowReaders > 0 || c.Fault != nil || c.FinalSync {
+			return errors.New("loadtest: --peer centrifugo: WebSocket only, without slow readers, faults or final sync")
+		}
+		if c.Scenario == ScenarioChatroom {
+			api := c.CentrifugoAPI
+			if api == "" && len(c.Targets) > 0 {
+				api = cfDefaultAPI(c.Targets[0])
+			}
+			if u, err := url.Parse(api); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("loadtest: --centrifugo-api %q is not an http(s) URL", c.CentrifugoAPI)
+			}
+		}
+	default:
+		return fmt.Errorf("loadtest: --peer %q: want relaymesh or centrifugo", c.Peer)
 	}
 	switch c.Transport {
 	case "", TransportWebSocket, TransportWebTransport:

@@ -129,6 +129,19 @@
 // (client.Options.Router), so it reaches another region only through
 // the router's secondary.
 //
+// # A peer server: Centrifugo
+//
+// Config.Peer = "centrifugo" (relaymesh-loadtest --peer centrifugo) runs the
+// connect and chatroom scenarios against Centrifugo with the same sessions,
+// pacing, ledger, payload and send timestamps (centrifugo.go): a session
+// speaks Centrifugo's JSON client protocol over WebSocket (connect with an
+// HS256 token the load tester signs, subscribe to the room's channel,
+// answer pings), and a chatroom message is published through the server
+// HTTP API, its text tagged with the sending member so that member ignores
+// its own copy. The ack of a Centrifugo publish is the API's answer, not a
+// commit. scripts/bench-peers.sh (make bench-peers) runs both servers side
+// by side (docs/BENCHMARKS.md, issue 11).
+//
 // # Network
 //
 // Every session dials through its worker's http.Client

@@ -49,6 +49,7 @@ type session struct {
 	router  string   // Config.ViaRouter: the region's router (client.Options.Router)
 	w       *worker
 	cl      *client.Client // set by login, then immutable
+	cf      *cfConn        // Config.Peer centrifugo: instead of cl
 
 	// chatroom scenario, set before login: the room's cid and this
 	// session's index in its worker (its bit in the chat ledger)
@@ -114,6 +115,9 @@ func (s *session) waitUnread(ctx context.Context) (*client.Unread, error) {
 
 // login dials the session and starts its event loop.
 func (s *session) login(ctx context.Context, opts client.Options) error {
+	if s.w.cfg.Peer == PeerCentrifugo {
+		return s.cfLogin(ctx)
+	}
 	grp := groupOf(s.target)
 	if opts.Transport == TransportWebTransport && (s.w.cfg.Loss > 0 || grp == dropGroup) && s.pc == nil {
 		pc, err := lossyPacketConn(s.w.cfg.Loss)
@@ -211,6 +215,10 @@ func (s *session) syncFrom(ctx context.Context, cid string, n int) error {
 }
 
 func (s *session) close() {
+	if s.cf != nil {
+		s.cf.Close()
+		return
+	}
 	if s.cl == nil {
 		s.closePC()
 		return

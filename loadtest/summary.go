@@ -50,6 +50,7 @@ type Summary struct {
 	Unrecovered    int64           `json:"unrecovered"`
 	EventsDropped  int64           `json:"events_dropped"`
 	Transport      string          `json:"transport,omitempty"`
+	Peer           string          `json:"peer,omitempty"`         // Config.Peer: "centrifugo" when not relaymesh
 	LossWritten    int64           `json:"loss_written,omitempty"` // Config.Loss: datagrams through the lossy sockets, both ways
 	LossDropped    int64           `json:"loss_dropped,omitempty"` // and dropped by them
 	// SendErrorKinds: failed sends without a LeanCloud code, by kind
@@ -88,7 +89,7 @@ type FaultSummary struct {
 // buildSummary merges the workers' reports.
 func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Duration) *Summary {
 	s := &Summary{
-		Scenario: cfg.Scenario, Targets: cfg.Targets, Transport: cfg.Transport, ElapsedS: elapsed.Seconds(), Workers: workers,
+		Scenario: cfg.Scenario, Targets: cfg.Targets, Transport: cfg.Transport, Peer: cfg.Peer, ElapsedS: elapsed.Seconds(), Workers: workers,
 		SessionsRequested: cfg.Sessions, Rate: cfg.Rate, DurationS: cfg.Duration.Seconds(),
 	}
 	conn, ack, del, rec, down := NewHist(), NewHist(), NewHist(), NewHist(), NewHist()
@@ -204,6 +205,9 @@ func (s *Summary) WriteText(w io.Writer) {
 	}
 	if s.Transport != "" {
 		p("  transport: %s", s.Transport)
+	}
+	if s.Peer != "" {
+		p("  server: %s", s.Peer)
 	}
 	if s.LossWritten > 0 {
 		p("  injected loss: %d of %d datagrams dropped (both ways) (%.2f %%)", s.LossDropped, s.LossWritten,

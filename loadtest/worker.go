@@ -73,6 +73,7 @@ type worker struct {
 	chat   *chatLedger // chatroom scenario; set by its setup
 	dialer *netDialer
 	http   *http.Client // dials through dialer; every session's HTTPClient
+	cfAPI  *http.Client // Config.Peer centrifugo: the server API's client
 
 	hashMu sync.Mutex
 	hashes map[string][][]byte // guarded by hashMu; webtransport certificate hashes per target
@@ -169,6 +170,10 @@ func RunWorker(ctx context.Context, cfg Config, index, workers int, onProgress f
 		w.deliverS.Record(time.Now(), d)
 	})
 	w.http = w.dialer.client()
+	if cfg.Peer == PeerCentrifugo {
+		w.cfAPI = cfAPIClient()
+		defer w.cfAPI.CloseIdleConnections()
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, w.budget())
 	defer cancel()

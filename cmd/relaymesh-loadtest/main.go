@@ -52,6 +52,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario to run (see below)")
 	fs.StringVar(&cfg.Transport, "transport", "websocket", "websocket or webtransport (HTTP/3 on UDP at each target's host:port, path /wt; the certificate is trusted by the hash its /v1/webtransport answers)")
 	fs.Float64Var(&cfg.Loss, "loss", 0, "webtransport: share of datagrams (0 ≤ F < 1) each session's QUIC socket drops, both ways (userspace, netem)")
+	fs.StringVar(&cfg.Peer, "peer", "relaymesh", "the server: relaymesh, or centrifugo (a peer measured with the same harness: its JSON client protocol over WebSocket, --target ws://HOST:PORT/connection/websocket; connect and chatroom scenarios; chatroom messages published through its HTTP API)")
+	fs.StringVar(&cfg.CentrifugoAPI, "centrifugo-api", "", "--peer centrifugo: the server API's base URL (default http://HOST:PORT/api of the first target)")
+	fs.StringVar(&cfg.CentrifugoAPIKey, "centrifugo-api-key", "", "--peer centrifugo: the server API's key (X-API-Key)")
+	fs.StringVar(&cfg.CentrifugoSecret, "centrifugo-hmac-secret", "", "--peer centrifugo: sign each session's HS256 connection token with this secret (client.token.hmac_secret_key); empty: no token (client.insecure)")
 	fs.IntVar(&cfg.Sessions, "sessions", 100, "client sessions in total")
 	fs.Float64Var(&cfg.Rate, "rate", 100, "messages per second in total (pairs, group, chatroom); the edge allows a session 60 sends/min, so keep rate ≤ senders × 1/s for runs over a minute")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "how long to send (pairs, group, chatroom) or stay idle (connect); capped at 24h")
@@ -245,6 +249,14 @@ two different regions (region i with i+1, in topology order); every message is l
 region pair "from->to" and the summary adds, per pair, the ledger (sent, acked, delivered/expected,
 late, lost) and send→ack and send→delivery percentiles (JSON region_pairs). Until regions replicate
 each other a conversation exists only in its creator's region, so only a one-region topology passes.
+
+Centrifugo (--peer centrifugo --target ws://HOST:PORT/connection/websocket --centrifugo-api-key K
+[--centrifugo-hmac-secret S]): the connect and chatroom scenarios against a Centrifugo server, to
+compare with relaymesh under the same harness: sessions speak its JSON protocol over WebSocket
+(connect with an HS256 token signed with S, or none; subscribe to the room's channel; pings
+answered); chatroom messages are published through its HTTP API (POST /api/publish, X-API-Key),
+with the same text, padding and send time; the sending member ignores its own copy, so the same
+(members − 1) copies are expected. The ack is the API's answer. See scripts/bench-peers.sh.
 
 Exit status: 0 no acked message lost (chatroom: no acked HIGH copy lost); 1 acked messages lost
 or the run failed; 2 bad flags.
