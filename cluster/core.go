@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -92,7 +93,12 @@ type Core struct {
 	Replicas []*raftstore.Node
 	Services []*core.Core
 	Router   *core.Router
-	relay    *relay.Relay // shared by Services
+	// Catalog is the node's replica of the catalog (cluster/catalog.go):
+	// local reads, writes through its leader.
+	Catalog *catalog.Store
+	catalog *catalogGroup
+	pumps   []*core.MemberPump // one per shard: the member index
+	relay   *relay.Relay       // shared by Services
 	// sharedLogs is the node's raft log DB (DATA/raftlog) that its
 	// replicas without a log of their own keep their logs in; nil until
 	// one does.
@@ -141,9 +147,39 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			c.Regions.Close()
 		}
 		c.closeShards()
+		if c.catalog != nil {
+			c.catalog.close()
+		}
 		node.Close()
 		return nil, err
 	}
+	// The catalog's replica (cluster/catalog.go).
+	self := cfg.Peers[cfg.NodeID]
+	if self == "" {
+		self = node.Addr()
+	}
+	local := []string{self}
+	if len(cfg.Peers) > 0 {
+		local = local[:0]
+		for _, addr := range cfg.Peers {
+			local = append(local, addr)
+		}
+		sort.Strings(local)
+	}
+	var remote []remoteCores
+	for _, r := range cfg.Remote {
+		if len(r.Cores) > 0 {
+			remote = append(remote, remoteCores{number: r.Number, cores: r.Cores})
+		}
+	}
+	raftTimes := func(rc *raftstore.Config) {
+		rc.HeartbeatTimeout, rc.ElectionTimeout = cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout
+		rc.LeaderLeaseTimeout = min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond)
+	}
+	if c.catalog, err = openCatalog(node, cfg.DataDir, self, planCatalog(region, shards, local, remote), raftTimes, log.With("part", "catalog")); err != nil {
+		return fail(err)
+	}
+	c.Catalog = c.catalog.store
 	if len(cfg.Remote) > 0 {
 		g, err := core.NewRegions(region, node, c.relay, cfg.Remote, log.With("part", "regions"))
 		if err != nil {
@@ -182,13 +218,14 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			}
 			logs = c.sharedLogs.Group(fmt.Sprintf("shard-%d-%d", region, n))
 		}
+		fsm := core.NewStateMachine()
 		rep, err := raftstore.Open(raftstore.Config{
 			NodeID:    cfg.NodeID,
 			Dir:       dir,
 			LogStore:  logs,
 			Transport: trans,
 			Bootstrap: boot,
-			SM:        core.NewStateMachine(),
+			SM:        fsm,
 			Logger:    rlog,
 
 			HeartbeatTimeout: cfg.RaftHeartbeatTimeout,
@@ -213,7 +250,12 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm,
 			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.Regions})
 		c.Replicas, c.Services = append(c.Replicas, rep), append(c.Services, svc)
-		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a }})
+		// The entries before the applied index were applied by an earlier
+		// process: any of them may have changed memberships.
+		fsm.FloorMemberIndex(rep.AppliedIndex())
+		c.pumps = append(c.pumps, core.NewMemberPump(catalog.ShardRef{Region: region, Shard: uint16(n)}, rep, fsm, c.Catalog, log.With("part", "members", "shard", n)))
+		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a },
+			MemberIndex: fsm.MemberIndex})
 	}
 	c.Replica, c.Service = c.Replicas[0], c.Services[0]
 	// This region's other cores: the shard voters but this node.
@@ -230,7 +272,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		announce = core.Announce(node, others, time.Second)
 	}
 	rt, err := core.NewRouter(core.RouterConfig{Region: region, Shards: rshards, Self: node.Addr(),
-		Forward: core.Forward(node), Remote: c.Regions, Announce: announce, Logger: log.With("part", "router")})
+		Forward: core.Forward(node), Remote: c.Regions, Announce: announce, Catalog: c.Catalog, Logger: log.With("part", "router")})
 	if err != nil {
 		return fail(err)
 	}
@@ -275,6 +317,10 @@ func existingShards(data string, region uint8) int {
 // shared.
 func (c *Core) closeShards() error {
 	var err error
+	for _, p := range c.pumps {
+		p.Stop()
+	}
+	c.pumps = nil
 	for i := len(c.Services) - 1; i >= 0; i-- {
 		err = errors.Join(err, c.Services[i].Close())
 	}
@@ -295,7 +341,7 @@ func (c *Core) Failed() <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
 		cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.quit)}}
-		for _, rep := range c.Replicas {
+		for _, rep := range append(slices.Clone(c.Replicas), c.catalog.rep) {
 			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(rep.Failed())})
 		}
 		if i, _, _ := reflect.Select(cases); i > 0 {
@@ -311,6 +357,9 @@ func (c *Core) Err() error {
 		if err := rep.Err(); err != nil {
 			return fmt.Errorf("shard %d: %w", n, err)
 		}
+	}
+	if err := c.catalog.rep.Err(); err != nil {
+		return fmt.Errorf("catalog: %w", err)
 	}
 	return nil
 }
@@ -367,7 +416,16 @@ func exists(p string) bool {
 }
 
 // Ready reports whether the shard has a leader and the core can serve.
+// It does not wait for the catalog: a login falls back to every shard
+// while the member index cannot be trusted (CatalogReady).
 func (c *Core) Ready() bool { return c.Router.Ready() }
+
+// CatalogReady reports whether the catalog's group has a leader this
+// node knows and the node's declared topology is in it.
+func (c *Core) CatalogReady() bool { return c.catalog.Ready() }
+
+// CatalogReplica is the node's replica of the catalog's group.
+func (c *Core) CatalogReplica() *raftstore.Node { return c.catalog.rep }
 
 // Close stops the core: leader watcher, metrics listener, service,
 // replica, then mesh node.
@@ -383,6 +441,7 @@ func (c *Core) Close() error {
 		c.Regions.Close()
 	}
 	err = errors.Join(err, c.closeShards())
+	err = errors.Join(err, c.catalog.close())
 	c.serve.Wait() // raft's shutdown answered every barrier
 	return errors.Join(err, c.Node.Close())
 }

@@ -119,7 +119,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 	}
 	// Serve once every shard has elected its leader (a second or so each,
 	// in parallel), so the first requests find them.
-	for deadline := time.Now().Add(devReadyWait); !c.Ready() && time.Now().Before(deadline); {
+	// The catalog too: a login uses its member index from the start.
+	for deadline := time.Now().Add(devReadyWait); !(c.Ready() && c.CatalogReady()) && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	e, err := StartEdge(EdgeConfig{
