@@ -149,8 +149,11 @@ func openCatalog(node *mesh.Node, dataDir, self string, plan catalogPlan, raftCf
 		}
 	}
 	trans := raft.NewNetworkTransport(node.RaftLayerFor(CatalogGroup), 4, 10*time.Second, io.Discard)
+	// StateWAL: a restarted replica reads what it had applied at once,
+	// before the group has a leader again (a region cut off restarts
+	// with its catalog, not an empty one).
 	cfg := raftstore.Config{NodeID: self, Dir: dir, Transport: trans, Bootstrap: boot, SM: catalog.New(),
-		Logger: log.With("part", "raft")}
+		Logger: log.With("part", "raft"), StateWAL: true}
 	if raftCfg != nil {
 		raftCfg(&cfg)
 	}

@@ -248,7 +248,8 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: clog, Limits: cfg.Limits,
 			Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
 			CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm,
-			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.Regions})
+			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.Regions,
+			Catalog: c.Catalog})
 		c.Replicas, c.Services = append(c.Replicas, rep), append(c.Services, svc)
 		// The entries before the applied index were applied by an earlier
 		// process: any of them may have changed memberships.

@@ -117,10 +117,9 @@ type RouterStats struct {
 	// has nothing there (LoginSkipped), and asked only because the index
 	// could not be trusted for them (LoginFallback, a part of LoginParts).
 	LoginParts, LoginSkipped, LoginFallback atomic.Uint64
-	// Unique starts the catalog's unique index settled (CAS): won, lost
-	// (the loser's conversation deleted, the winner's answered), not
-	// reached (the start answered as the shard did).
-	UniqueWon, UniqueLost, UniqueUnreached atomic.Uint64
+	// UniqueRouted: unique starts sent to the shard the catalog's unique
+	// index names.
+	UniqueRouted atomic.Uint64
 }
 
 // How long a router waits for a shard without a known leader (an
@@ -439,12 +438,7 @@ func (r *Router) loginShards(app, peer string) []int {
 	trusted := make([]bool, len(r.shards))
 	any := false
 	for _, n := range others {
-		mi := r.shards[n].MemberIndex
-		if mi == nil {
-			continue
-		}
-		mark, err := r.members.MemberMark(catalog.ShardRef{Region: r.region, Shard: uint16(n)})
-		if err == nil && mark > 0 && mark >= mi() {
+		if r.IndexVouches(n) {
 			trusted[n], any = true, true
 		}
 	}
@@ -475,6 +469,17 @@ func (r *Router) loginShards(app, peer string) []int {
 	}
 	r.stats.LoginParts.Add(uint64(len(out)))
 	return out
+}
+
+// IndexVouches reports whether the catalog's member index vouches for
+// shard n of this region: its mark (catalog.MemberMark) has reached the
+// last membership change this node's replica of the shard applied.
+func (r *Router) IndexVouches(n int) bool {
+	if r.members == nil || n < 0 || n >= len(r.shards) || r.shards[n].MemberIndex == nil {
+		return false
+	}
+	mark, err := r.members.MemberMark(catalog.ShardRef{Region: r.region, Shard: uint16(n)})
+	return err == nil && mark > 0 && mark >= r.shards[n].MemberIndex()
 }
 
 // mergeLogin merges the shards' login shares: offline messages of at most
@@ -620,6 +625,13 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 		return rep, err
 	}
 	if cmd.GetCmd() == lcpb.CommandType_conv && cmd.GetOp() == lcpb.OpType_start && isUnique(cmd.GetConvMessage()) {
+		if region, n, ok := r.uniqueInCatalog(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage()); ok && !req.GetRegionPart() {
+			// The set's conversation, by the catalog: its shard answers
+			// (existing), or, if it is stale there, makes the set's new one.
+			r.stats.UniqueRouted.Add(1)
+			rt.region, rt.shard = region, n
+			goto home
+		}
 		_, here := r.uniqueHere(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage())
 		switch {
 		case req.GetRegionPart() && !here:
@@ -630,6 +642,7 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 			}
 		}
 	}
+home:
 	rep, err := r.callHome(ctx, rt.region, rt.shard, req)
 	if errors.Is(err, errRegionDown) {
 		// The home region does not answer: tell the client now (4200,
@@ -773,6 +786,20 @@ func (r *Router) uniqueHere(app, peer string, cm *lcpb.ConvCommand) (int, bool) 
 		}
 	}
 	return 0, false
+}
+
+// uniqueInCatalog is where the catalog's unique index (read locally)
+// says the unique conversation of cm's member set with peer lives.
+func (r *Router) uniqueInCatalog(app, peer string, cm *lcpb.ConvCommand) (region uint8, n int, ok bool) {
+	if r.catalog == nil {
+		return 0, 0, false
+	}
+	cid, ok, err := r.catalog.UniqueCid(app, catalogHash(append(slices.Clone(cm.GetM()), peer)))
+	if err != nil || !ok {
+		return 0, 0, false
+	}
+	region, n, err = r.home(cid)
+	return region, n, err == nil
 }
 
 // uniqueElsewhere asks every other region for the unique conversation of
@@ -1186,10 +1213,14 @@ func (r *Router) notifications(ctx context.Context, req *meshpb.ClientRequest) (
 // over the shards).
 func (r *Router) WriteMetrics(w io.Writer) error {
 	led := 0
+	var won, lost, unreached uint64
 	for _, sh := range r.shards {
 		if sh.Core.leads() {
 			led++
 		}
+		won += sh.Core.uniq.won.Load()
+		lost += sh.Core.uniq.lost.Load()
+		unreached += sh.Core.uniq.unreached.Load()
 	}
 	rows := []struct {
 		name, help, typ string
@@ -1204,9 +1235,10 @@ func (r *Router) WriteMetrics(w io.Writer) error {
 		{"relaymesh_router_login_parts_total", "Shards but the system shard asked for a login's share.", "counter", r.stats.LoginParts.Load()},
 		{"relaymesh_router_login_skipped_total", "Shards a login did not ask: the catalog's member index vouches the client has nothing there.", "counter", r.stats.LoginSkipped.Load()},
 		{"relaymesh_router_login_fallback_total", "Shards a login asked only because the member index could not be trusted for them (behind or unavailable).", "counter", r.stats.LoginFallback.Load()},
-		{"relaymesh_router_unique_won_total", "Unique conversation starts whose conversation won the catalog's unique index.", "counter", r.stats.UniqueWon.Load()},
-		{"relaymesh_router_unique_lost_total", "Unique conversation starts that lost the catalog's unique index to another conversation (theirs deleted, the winner answered).", "counter", r.stats.UniqueLost.Load()},
-		{"relaymesh_router_unique_unreached_total", "Unique conversation starts answered without the catalog's unique index (unavailable).", "counter", r.stats.UniqueUnreached.Load()},
+		{"relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.", "counter", r.stats.UniqueRouted.Load()},
+		{"relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).", "counter", won},
+		{"relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.", "counter", lost},
+		{"relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).", "counter", unreached},
 	}
 	for _, m := range rows {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {
