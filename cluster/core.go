@@ -78,6 +78,10 @@ type CoreConfig struct {
 	RaftHeartbeatTimeout, RaftElectionTimeout time.Duration
 	// HaltBeforeFanout is core.Config.HaltBeforeFanout, a TEST HOOK.
 	HaltBeforeFanout string
+	// LoginAsksEveryShard makes the router ignore the catalog's member
+	// index: a login asks every shard, as before the index (a benchmark
+	// knob: BenchmarkLoginFanIn measures both).
+	LoginAsksEveryShard bool
 	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
 	// socket with mesh.WithPacketConn).
 	MeshOptions []mesh.ListenOption
@@ -272,8 +276,12 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	if len(others) > 0 {
 		announce = core.Announce(node, others, time.Second)
 	}
+	index := c.Catalog
+	if cfg.LoginAsksEveryShard {
+		index = nil
+	}
 	rt, err := core.NewRouter(core.RouterConfig{Region: region, Shards: rshards, Self: node.Addr(),
-		Forward: core.Forward(node), Remote: c.Regions, Announce: announce, Catalog: c.Catalog, Logger: log.With("part", "router")})
+		Forward: core.Forward(node), Remote: c.Regions, Announce: announce, Catalog: index, Logger: log.With("part", "router")})
 	if err != nil {
 		return fail(err)
 	}

@@ -45,6 +45,9 @@ type DevConfig struct {
 	// Shards is CoreConfig.Shards: the raft groups of the dev region (1
 	// when zero).
 	Shards int
+	// LoginAsksEveryShard is CoreConfig.LoginAsksEveryShard (a benchmark
+	// knob).
+	LoginAsksEveryShard bool
 	// NoWebTransport turns off the edge's WebTransport listener (on by
 	// default, with a self-signed certificate kept in DataDir/wt).
 	NoWebTransport bool
@@ -111,6 +114,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Logger:   cfg.Logger,
 		Limits:   cfg.CoreLimits,
 		Shards:   cfg.Shards,
+
+		LoginAsksEveryShard: cfg.LoginAsksEveryShard,
 
 		Integrations: cfg.Integrations,
 	})

@@ -625,15 +625,15 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 		return rep, err
 	}
 	if cmd.GetCmd() == lcpb.CommandType_conv && cmd.GetOp() == lcpb.OpType_start && isUnique(cmd.GetConvMessage()) {
-		if region, n, ok := r.uniqueInCatalog(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage()); ok && !req.GetRegionPart() {
-			// The set's conversation, by the catalog: its shard answers
-			// (existing), or, if it is stale there, makes the set's new one.
-			r.stats.UniqueRouted.Add(1)
-			rt.region, rt.shard = region, n
-			goto home
-		}
+		region, n, inCatalog := r.uniqueInCatalog(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage())
 		_, here := r.uniqueHere(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage())
 		switch {
+		case inCatalog && !req.GetRegionPart():
+			// The set's conversation, by the catalog: its shard answers
+			// (existing), or, if the claim is stale there, makes the
+			// set's new one (unique.go).
+			r.stats.UniqueRouted.Add(1)
+			rt.region, rt.shard = region, n
 		case req.GetRegionPart() && !here:
 			return &meshpb.ClientReply{}, nil // another region's lookup: never create here
 		case !here && !req.GetRegionPart():
@@ -642,7 +642,6 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 			}
 		}
 	}
-home:
 	rep, err := r.callHome(ctx, rt.region, rt.shard, req)
 	if errors.Is(err, errRegionDown) {
 		// The home region does not answer: tell the client now (4200,

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/edge"
@@ -122,3 +123,89 @@ func freeAddrB(b *testing.B) string {
 	b.Fatal("no free port pair")
 	return ""
 }
+
+// BenchmarkLoginFanIn measures a login (Go SDK dial until its unread
+// push) in a dev region of 8 shards in this process, for a client whose
+// 4 conversations (one unread message each) all live on one shard: with
+// the catalog's member index (the router asks that shard besides the
+// system shard) and without it (LoginAsksEveryShard: every shard, as
+// before the index). Reports the shard parts asked per login and p50/p99.
+func BenchmarkLoginFanIn(b *testing.B) {
+	const shards = 8
+	for _, every := range []bool{false, true} {
+		name := "index"
+		if every {
+			name = "every-shard"
+		}
+		b.Run(name, func(b *testing.B) {
+			addr := freeAddrB(b)
+			d, err := cluster.StartDev(cluster.DevConfig{DataDir: b.TempDir(), Addr: addr, Shards: shards, NoWebTransport: true,
+				LoginAsksEveryShard: every, Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			waitReady(b, d)
+			ctx := context.Background()
+			alice, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: "bench", ClientID: "alice"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			// Others fill every shard; the reader's 4 conversations are on shard 3.
+			var mine []string
+			for len(mine) < 4 {
+				cid, err := alice.CreateConversation(ctx, []string{"filler"}, "g", nil, false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if catalogShard(cid) == 3 {
+					if _, err := alice.AddMembers(ctx, cid, []string{"reader"}); err != nil {
+						b.Fatal(err)
+					}
+					mine = append(mine, cid)
+				}
+				if _, err := alice.Send(ctx, cid, client.TextMessage("hello"), client.SendOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			alice.Close()
+			deadline := time.Now().Add(20 * time.Second)
+			for n := 1; n < shards && !every; n++ {
+				for !d.Core.Router.IndexVouches(n) {
+					if time.Now().After(deadline) {
+						b.Fatal("the member index never vouched")
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			parts := d.Core.Router.Stats().LoginParts.Load()
+			var lat []time.Duration
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				c, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: "bench", ClientID: "reader"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for ev := range c.Events() {
+					if u, ok := ev.(client.Unread); ok {
+						if len(u.Convs) != len(mine) {
+							b.Fatalf("unread in %d conversations, want %d", len(u.Convs), len(mine))
+						}
+						break
+					}
+				}
+				lat = append(lat, time.Since(t0))
+				c.Close()
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(d.Core.Router.Stats().LoginParts.Load()-parts)/float64(b.N)+1, "shards/login")
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+// catalogShard is the shard a conversation id names.
+func catalogShard(cid string) uint16 { return catalog.HomeOf(cid).Shard }
