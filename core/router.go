@@ -444,12 +444,15 @@ func (r *Router) loginShards(app, peer string) []int {
 	}
 	has := map[uint16]bool{}
 	if any {
+		// The client's shards, and those holding the app's global
+		// broadcasts (every login gets them: shard.AllClients).
 		refs, err := r.members.MemberShards(app, peer)
-		if err != nil {
+		all, aerr := r.members.MemberShards(app, shard.AllClients)
+		if err = errors.Join(err, aerr); err != nil {
 			r.log.Warn("login: member index", "app", app, "peer", peer, "err", err)
 			clear(trusted)
 		}
-		for _, ref := range refs {
+		for _, ref := range append(refs, all...) {
 			if ref.Region == r.region {
 				has[ref.Shard] = true
 			}

@@ -15,11 +15,18 @@ import (
 // the state. "A client's conversations" here are what a login share reads
 // per client: member index entries (conversations it is a member of;
 // chatrooms keep none), system-conversation subscriptions and server →
-// user messages (sysconv.go, 'y' and 'v').
+// user messages (sysconv.go, 'y' and 'v'); and a shard's global
+// broadcasts (global.go, 'g'), which every login must get, count for
+// AllClients.
 //
 // Nothing here writes state: the observer is a side effect of Apply on
 // this replica only, and the same entry touches the same clients on
 // every replica.
+
+// AllClients is the client a shard counts its global broadcasts under
+// (global.go): every login of the app must ask a shard that holds one. It
+// holds ':', which no clientId may (core refuses it at login).
+const AllClients = ":all"
 
 // MemberTouch names a client whose conversations an entry changed.
 type MemberTouch struct {
@@ -43,12 +50,16 @@ func (a *applier) touch(key []byte) {
 		return
 	}
 	switch key[0] {
-	case tagMember, tagSubIdx, tagUserIdx:
+	case tagMember, tagSubIdx, tagUserIdx, tagGlobal:
 	default:
 		return
 	}
 	app, rest, ok := readStr(key[1:])
 	if !ok {
+		return
+	}
+	if key[0] == tagGlobal {
+		*a.touched = append(*a.touched, MemberTouch{App: app, Client: AllClients})
 		return
 	}
 	pid, _, ok := readStr(rest)
@@ -124,7 +135,11 @@ const maxClientCount = 1000
 // shard, at most maxClientCount.
 func ClientCount(r Reader, app, pid string) (uint64, error) {
 	var n uint64
-	for _, p := range [][]byte{memberPrefix(app, pid), subIdxPrefix(app, pid), newKey(tagUserIdx).str(app).str(pid)} {
+	prefixes := [][]byte{memberPrefix(app, pid), subIdxPrefix(app, pid), newKey(tagUserIdx).str(app).str(pid)}
+	if pid == AllClients {
+		prefixes = [][]byte{globalPrefix(app)}
+	}
+	for _, p := range prefixes {
 		it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 		if err != nil {
 			return 0, fmt.Errorf("shard: client count: %w", err)
@@ -145,7 +160,7 @@ func ClientCount(r Reader, app, pid string) (uint64, error) {
 // resend.
 func ClientCounts(r Reader, fn func(app, pid string, n uint64)) error {
 	counts := map[MemberTouch]uint64{}
-	for _, tag := range []byte{tagMember, tagSubIdx, tagUserIdx} {
+	for _, tag := range []byte{tagMember, tagSubIdx, tagUserIdx, tagGlobal} {
 		p := []byte{tag}
 		it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
 		if err != nil {
@@ -156,9 +171,11 @@ func ClientCounts(r Reader, fn func(app, pid string, n uint64)) error {
 			if !ok {
 				continue
 			}
-			pid, _, ok := readStr(rest)
-			if !ok {
-				continue
+			pid := AllClients
+			if tag != tagGlobal {
+				if pid, _, ok = readStr(rest); !ok {
+					continue
+				}
 			}
 			k := MemberTouch{App: app, Client: pid}
 			if counts[k] < maxClientCount {

@@ -65,6 +65,15 @@ func TestObserveMembers(t *testing.T) {
 	if n, err := ClientCount(h.db, "app", "erin"); err != nil || n != 1 {
 		t.Fatalf("ClientCount(erin) = %d, %v; want 1 (a subscription)", n, err)
 	}
+	// A global broadcast is due to every client: it counts for AllClients.
+	h.must(&Command{Op: OpSysBcast, App: "app", CID: "sys", From: "sys", MID: "g1", Data: "x", Now: 7,
+		ValidTill: 1 << 50, Admin: true, Global: true})
+	if x := last(); !slices.Contains(x.clients, AllClients) {
+		t.Fatalf("global broadcast: %+v, want AllClients", x)
+	}
+	if n, err := ClientCount(h.db, "app", AllClients); err != nil || n != 1 {
+		t.Fatalf("ClientCount(AllClients) = %d, %v; want 1", n, err)
+	}
 	if n, err := ClientCount(h.db, "app", "alice"); err != nil || n != 1 {
 		t.Fatalf("ClientCount(alice) = %d, %v; want 1", n, err)
 	}
@@ -75,8 +84,8 @@ func TestObserveMembers(t *testing.T) {
 	if err := ClientCounts(h.db, func(app, pid string, n uint64) { counts[pid] = n }); err != nil {
 		t.Fatal(err)
 	}
-	if len(counts) != 3 || counts["alice"] != 1 || counts["carol"] != 1 || counts["erin"] != 1 {
-		t.Fatalf("ClientCounts: %v, want alice, carol and erin", counts)
+	if len(counts) != 4 || counts["alice"] != 1 || counts["carol"] != 1 || counts["erin"] != 1 || counts[AllClients] != 1 {
+		t.Fatalf("ClientCounts: %v, want alice, carol, erin and AllClients", counts)
 	}
 	h.must(&Command{Op: OpDelete, App: "app", CID: "c1", Admin: true, Now: 6})
 	if x := last(); !slices.Equal(x.clients, []string{"alice", "carol"}) {
