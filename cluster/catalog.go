@@ -41,8 +41,12 @@ import (
 // CatalogGroup is the raft group's name on the mesh.
 const CatalogGroup = "catalog"
 
-// catalogWait bounds one forwarded write.
-const catalogWait = 10 * time.Second
+// catalogWait bounds one forwarded write; catalogNoLeader is how long a
+// write waits for the group to have a leader.
+const (
+	catalogWait     = 10 * time.Second
+	catalogNoLeader = 1500 * time.Millisecond
+)
 
 // catalogGroup is a core's replica of the catalog.
 type catalogGroup struct {
@@ -314,6 +318,7 @@ func (g *catalogGroup) handle(ctx context.Context, peer string, req []byte) ([]b
 // ends.
 func (g *catalogGroup) Propose(ctx context.Context, cmd []byte) (any, error) {
 	hint := ""
+	var noLeader time.Time // since when no leader is known
 	for attempt := 0; ; attempt++ {
 		if attempt > 0 {
 			select {
@@ -337,8 +342,17 @@ func (g *catalogGroup) Propose(ctx context.Context, cmd []byte) (any, error) {
 		}
 		hint = ""
 		if addr == "" || addr == g.self {
+			// An election takes a second or so; a group without a leader
+			// for longer (no quorum in reach) fails the write now rather
+			// than at the caller's deadline.
+			if noLeader.IsZero() {
+				noLeader = time.Now()
+			} else if time.Since(noLeader) > catalogNoLeader {
+				return nil, fmt.Errorf("cluster: catalog: %w: none in reach for %v", raftstore.ErrNotLeader, catalogNoLeader)
+			}
 			continue
 		}
+		noLeader = time.Time{}
 		out, err := g.node.Call(ctx, addr, meshpb.MethodCatalog, cmd)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
+	"github.com/relaymesh/relaymesh/raftstore"
 )
 
 // TestPlanCatalog: the voters and the declared topology a core works out
@@ -165,6 +166,15 @@ func TestCatalogMethodMisuse(t *testing.T) {
 	defer cancelShort()
 	if _, err := g.store.ClaimUnique(short, "app", catalog.UniqueHash([]string{"c"}), "f1010000aaaaaaaaaaaaaaab"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("a proposal with no leader: %v, want the context's deadline", err)
+	}
+	// Without a deadline of its own, it gives up once no leader has been
+	// in sight for catalogNoLeader.
+	t0 := time.Now()
+	if _, err := g.store.ClaimUnique(ctx, "app", catalog.UniqueHash([]string{"c"}), "f1010000aaaaaaaaaaaaaaab"); !errors.Is(err, raftstore.ErrNotLeader) {
+		t.Fatalf("a proposal with no leader: %v, want ErrNotLeader", err)
+	}
+	if d := time.Since(t0); d > 10*time.Second {
+		t.Fatalf("a proposal with no leader took %v", d)
 	}
 }
 

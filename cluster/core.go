@@ -151,10 +151,10 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			c.Regions.Close()
 		}
 		c.closeShards()
+		node.Close() // first: its handlers read the catalog
 		if c.catalog != nil {
 			c.catalog.close()
 		}
-		node.Close()
 		return nil, err
 	}
 	// The catalog's replica (cluster/catalog.go).
@@ -436,8 +436,8 @@ func (c *Core) CatalogReady() bool { return c.catalog.Ready() }
 // CatalogReplica is the node's replica of the catalog's group.
 func (c *Core) CatalogReplica() *raftstore.Node { return c.catalog.rep }
 
-// Close stops the core: leader watcher, metrics listener, service,
-// replica, then mesh node.
+// Close stops the core: leader watcher, metrics listener, member pumps,
+// services, shard replicas, mesh node, then the catalog's replica.
 func (c *Core) Close() error {
 	var err error
 	close(c.quit)
@@ -450,7 +450,9 @@ func (c *Core) Close() error {
 		c.Regions.Close()
 	}
 	err = errors.Join(err, c.closeShards())
-	err = errors.Join(err, c.catalog.close())
 	c.serve.Wait() // raft's shutdown answered every barrier
-	return errors.Join(err, c.Node.Close())
+	err = errors.Join(err, c.Node.Close())
+	// The catalog last: the node's handlers (the router's logins, the
+	// catalog's rpc) read it until the node has closed.
+	return errors.Join(err, c.catalog.close())
 }
