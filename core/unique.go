@@ -86,11 +86,23 @@ func (c *Core) releaseUnique(app, cid string, members []string) {
 		return
 	}
 	h := catalogHash(members)
-	go func() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.wg.Go(func() { // Close waits, and ends the wait
 		ctx, cancel := context.WithTimeout(context.Background(), uniqueWait)
 		defer cancel()
+		go func() {
+			select {
+			case <-c.quit:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
 		if _, err := c.catalog.Apply(ctx, &catalog.ReleaseUnique{App: app, Hash: h, Cid: cid}); err != nil {
 			c.log.Debug("unique conversation: release", "app", app, "cid", cid, "err", err)
 		}
-	}()
+	})
 }
