@@ -382,7 +382,42 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := c.Regions.WriteMetrics(w); err != nil {
 		return err
 	}
-	return c.Router.WriteMetrics(w)
+	if err := c.Router.WriteMetrics(w); err != nil {
+		return err
+	}
+	return c.writeCatalogMetrics(w)
+}
+
+// writeCatalogMetrics writes the catalog replica's and the member pumps'
+// series.
+func (c *Core) writeCatalogMetrics(w io.Writer) error {
+	var sets, failures uint64
+	for _, p := range c.pumps {
+		sets += p.Sets()
+		failures += p.Failures()
+	}
+	b2u := func(b bool) uint64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	rows := []struct {
+		name, help, typ string
+		v               uint64
+	}{
+		{"relaymesh_catalog_leader", "1 while this core's catalog replica leads the catalog's raft group.", "gauge", b2u(c.catalog.rep.IsLeader())},
+		{"relaymesh_catalog_ready", "1 once the catalog has a leader this core knows and its declared topology is in.", "gauge", b2u(c.catalog.Ready())},
+		{"relaymesh_catalog_applied_index", "Raft index of the last catalog entry this core's replica applied.", "gauge", c.catalog.rep.AppliedIndex()},
+		{"relaymesh_core_member_sets_total", "Member index updates (catalog MemberSet) this core's shard leaders committed.", "counter", sets},
+		{"relaymesh_core_member_set_failures_total", "Member index update rounds that failed and were retried (catalog unreachable, shard unknown yet).", "counter", failures},
+	}
+	for _, m := range rows {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // serveMetrics starts the core's HTTP listener for /metrics and /healthz.

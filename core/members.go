@@ -92,6 +92,9 @@ func (p *MemberPump) Stop() {
 // Sets is how many MemberSet commands the pump had committed.
 func (p *MemberPump) Sets() uint64 { return p.sets.Load() }
 
+// Failures is how many of the pump's rounds failed (and were retried).
+func (p *MemberPump) Failures() uint64 { return p.failures.Load() }
+
 func (p *MemberPump) run() {
 	defer close(p.done)
 	tick := time.NewTicker(250 * time.Millisecond)

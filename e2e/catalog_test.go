@@ -141,6 +141,9 @@ func TestCatalogLoginFanIn(t *testing.T) {
 		}
 	}
 	login("index vouches", 1, 2, 0)
+	if ready, sets := edgeMetric(t, addr, "relaymesh_catalog_ready"), edgeMetric(t, addr, "relaymesh_core_member_sets_total"); ready != 1 || sets == 0 {
+		t.Fatalf("/metrics: relaymesh_catalog_ready %v, relaymesh_core_member_sets_total %v; want 1 and some", ready, sets)
+	}
 
 	// Restart: the catalog is on disk at once.
 	if err := d.Close(); err != nil {
