@@ -334,3 +334,121 @@ func metricOf(t *testing.T, c *cluster.Core, series string) int64 {
 	t.Fatalf("no series %s", series)
 	return 0
 }
+
+// TestCatalogLoginChurn attacks the member index's freshness: thirty
+// clients are added to random conversations on every shard in bursts, a
+// message goes to each conversation, and every client logs in at once,
+// concurrently, while the shards' leaders are still sending the changes.
+// Each login gets exactly its conversations' unread counts, whether the
+// index vouched for a shard by then or the router fell back.
+func TestCatalogLoginChurn(t *testing.T) {
+	const app = "catalog-churn-app"
+	const shards, convs, clients = 4, 12, 30
+	addr := freeAddr(t)
+	d := startCatalogDev(t, t.TempDir(), addr, shards)
+	defer d.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	alice := dial(t, ctx, d.Edge.URL, app, "alice")
+	var cids []string
+	for i := range convs {
+		cid, err := alice.CreateConversation(ctx, []string{"zed"}, fmt.Sprintf("g%d", i), nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cids = append(cids, cid)
+	}
+	// Client k is in one or two of the conversations i ≡ k (mod shards):
+	// placement is round-robin, so mostly on one shard.
+	in := func(k, i int) bool { return i%shards == k%shards && (i/shards+k/shards)%3 != 2 }
+	want := make([]map[string]bool, clients)
+	for k := range clients {
+		want[k] = map[string]bool{}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, convs)
+	for i, cid := range cids {
+		var ids []string
+		for k := range clients {
+			if in(k, i) {
+				ids = append(ids, fmt.Sprintf("c%d", k))
+				want[k][cid] = true
+			}
+		}
+		wg.Go(func() {
+			if _, err := alice.AddMembers(ctx, cid, ids); err != nil {
+				errs <- err
+				return
+			}
+			if _, err := alice.Send(ctx, cid, client.TextMessage("after the joins"), client.SendOptions{}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	before := readLoginCounters(t, addr)
+	got := make([]map[string]int, clients)
+	for k := range clients {
+		wg.Go(func() {
+			c, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: app, ClientID: fmt.Sprintf("c%d", k)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			got[k] = unreadOf(t, c)
+		})
+	}
+	wg.Wait()
+	for k := range clients {
+		for cid := range want[k] {
+			if got[k][cid] != 1 {
+				t.Errorf("c%d: unread in %s (shard %d): %d, want 1", k, cid, catalog.HomeOf(cid).Shard, got[k][cid])
+			}
+		}
+		for cid, n := range got[k] {
+			if !want[k][cid] {
+				t.Errorf("c%d: unread %d in %s, which it is not in", k, n, cid)
+			}
+		}
+	}
+	delta := readLoginCounters(t, addr).minus(before)
+	t.Logf("%d logins right after the churn: %v shard parts asked, %v skipped, %v asked as fallback", clients, delta.parts, delta.skipped, delta.fallback)
+	if delta.parts+delta.skipped != clients*(shards-1) {
+		t.Fatalf("parts %v + skipped %v, want %d (every other shard accounted for once per login)", delta.parts, delta.skipped, clients*(shards-1))
+	}
+
+	// Closer still: each client gets a new conversation and a message in
+	// it, and logs in the moment the send is acked, all at once.
+	before = readLoginCounters(t, addr)
+	for k := range clients {
+		wg.Go(func() {
+			id := fmt.Sprintf("c%d", k)
+			cid, err := alice.CreateConversation(ctx, []string{id}, "fresh", nil, false)
+			if err == nil {
+				_, err = alice.Send(ctx, cid, client.TextMessage("fresh"), client.SendOptions{})
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: app, ClientID: id})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			u := unreadOf(t, c)
+			if u[cid] != 1 || len(u) != len(want[k])+1 {
+				t.Errorf("%s right after a new conversation %s (shard %d): unread %v, want its %d and the new one", id, cid, catalog.HomeOf(cid).Shard, u, len(want[k]))
+			}
+		})
+	}
+	wg.Wait()
+	delta = readLoginCounters(t, addr).minus(before)
+	t.Logf("%d logins right after a new conversation each: %v shard parts asked, %v skipped, %v asked as fallback", clients, delta.parts, delta.skipped, delta.fallback)
+}
