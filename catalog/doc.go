@@ -34,8 +34,9 @@
 //
 // cluster/ runs the group (cluster/catalog.go): a replica in every core
 // (DATA/catalog, raft group "catalog" on the mesh, servers named by mesh
-// address); voters are the region's cores with one region, one core per
-// region with several (the others non-voters the leader adds); writes
+// address); at most five voters: the region's cores with one region, two
+// cores of each of two regions, one core in each of the first five
+// regions with more (the others non-voters the leader adds); writes
 // from a core that does not lead go to the leader over the mesh
 // (meshpb.MethodCatalog). Every core bootstraps the topology its
 // configuration declares. What uses it:

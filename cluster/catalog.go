@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,10 +28,12 @@ import (
 // as group "catalog". Servers are named by their mesh address (a core
 // does not know the ids of other regions' cores, only their addresses).
 //
-// Voters: with one region, the region's cores ([core] peers, or this core
-// alone); with several ([[core.remote_regions]]), one per region, the
-// core of the lowest address of each, and every other core a non-voter
-// the leader adds (so every core reads the catalog locally). Each core
+// Voters (at most five): with one region, its cores ([core] peers, or
+// this core alone; the five lowest addresses of a bigger region); with
+// two ([[core.remote_regions]]), the two lowest-addressed cores of each;
+// with three or more, the lowest-addressed core of each of the first five
+// regions by number. Every other core is a non-voter the leader adds, so
+// every core reads the catalog locally. Each core
 // bootstraps the group on its first start with the same voters, and
 // applies the declared topology (catalogTopology) with catalog.Bootstrap
 // until it is in, idempotently.
@@ -94,21 +97,27 @@ type catalogPlan struct {
 // addresses (sorted).
 func planCatalog(region uint8, shards int, local []string, remote []remoteCores) catalogPlan {
 	var p catalogPlan
+	local = slices.Sorted(slices.Values(local))
 	p.all = append(p.all, local...)
-	if len(remote) == 0 {
-		p.voters = slices.Clone(local)
-	} else {
-		p.voters = append(p.voters, local[0])
-	}
 	top := region
 	byNum := map[uint8][]string{region: local}
 	for _, r := range remote {
 		cs := slices.Clone(r.cores)
 		slices.Sort(cs)
-		p.voters = append(p.voters, cs[0])
 		p.all = append(p.all, cs...)
 		byNum[r.number] = cs
 		top = max(top, r.number)
+	}
+	// Voters: the first catalogVoters regions by number, each its
+	// catalogVoters/regions lowest-addressed cores (at least one): with one
+	// region up to five of its cores, with two two each (a core lost is
+	// survived), with three or more one each.
+	nums := slices.Sorted(maps.Keys(byNum))
+	voting := nums[:min(len(nums), catalogVoters)]
+	per := max(1, catalogVoters/len(voting))
+	for _, n := range voting {
+		cs := byNum[n]
+		p.voters = append(p.voters, cs[:min(len(cs), per)]...)
 	}
 	slices.Sort(p.voters)
 	p.voters = slices.Compact(p.voters)
@@ -135,6 +144,9 @@ func planCatalog(region uint8, shards int, local []string, remote []remoteCores)
 	}
 	return p
 }
+
+// catalogVoters bounds the catalog's voters (DESIGN.md: at most five).
+const catalogVoters = 5
 
 // remoteCores is another region's number and cores.
 type remoteCores struct {

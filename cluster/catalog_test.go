@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,19 @@ func TestPlanCatalog(t *testing.T) {
 	if r := one.topo.Regions; len(r) != 1 || r[0].Name != "region-1" || len(r[0].Nodes) != 3 || len(r[0].Shards) != 2 ||
 		!slices.Equal(r[0].Shards[1].Voters, []string{"core-10.0.0.1_7100", "core-10.0.0.2_7100", "core-10.0.0.3_7100"}) {
 		t.Fatalf("one region: topology %+v", r)
+	}
+	// Two regions of three: two voters each, the lowest addresses.
+	two := planCatalog(2, 1, []string{"10.2.0.3:1", "10.2.0.1:1", "10.2.0.2:1"}, []remoteCores{{number: 1, cores: []string{"10.1.0.9:1", "10.1.0.8:1", "10.1.0.7:1"}}})
+	if !slices.Equal(two.voters, []string{"10.1.0.7:1", "10.1.0.8:1", "10.2.0.1:1", "10.2.0.2:1"}) || len(two.all) != 6 {
+		t.Fatalf("two regions: voters %v, all %v", two.voters, two.all)
+	}
+	// Seven regions: one voter in each of the first five.
+	var seven []remoteCores
+	for n := uint8(2); n <= 7; n++ {
+		seven = append(seven, remoteCores{number: n, cores: []string{fmt.Sprintf("10.%d.0.1:1", n)}})
+	}
+	if p := planCatalog(1, 1, []string{"10.1.0.1:1"}, seven); len(p.voters) != 5 || slices.Contains(p.voters, "10.6.0.1:1") || len(p.all) != 7 {
+		t.Fatalf("seven regions: voters %v, all %v", p.voters, p.all)
 	}
 	// Region 1 with regions 3 and 2 remote (listed out of order): one
 	// voter each, the lowest address; regions declared 1..3 in order, each
@@ -103,7 +117,6 @@ func TestCatalogMethodMisuse(t *testing.T) {
 		}
 		return r
 	}
-	applied := c.CatalogReplica().AppliedIndex()
 	shardCmd, err := (&shard.Command{Op: shard.OpStart, App: "app", CID: "x", From: "alice"}).Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -125,8 +138,13 @@ func TestCatalogMethodMisuse(t *testing.T) {
 			t.Errorf("%s: %+v, want refusal %s", tc.name, r, tc.want)
 		}
 	}
-	if got := c.CatalogReplica().AppliedIndex(); got != applied {
-		t.Fatalf("refused commands reached the log: applied %d -> %d", applied, got)
+	// None reached the log: a version-99 entry there would have stopped
+	// the replica (fatal), an add_region would have added region x.
+	if err := c.Err(); err != nil {
+		t.Fatalf("the catalog replica failed: %v", err)
+	}
+	if _, ok, err := c.Catalog.RegionByName("x"); ok || err != nil {
+		t.Fatalf("region x: %v, %v; a refused command was applied", ok, err)
 	}
 	// Refused by the state machine, through the log: the sentinel comes back.
 	b, _ := catalog.Encode(&catalog.MemberSet{Shard: catalog.ShardRef{Region: 9, Shard: 9}, Index: 1})
