@@ -436,14 +436,14 @@ func (r *Router) loginShards(app, peer string) []int {
 		return others
 	}
 	trusted := make([]bool, len(r.shards))
-	any := false
+	someTrusted := false
 	for _, n := range others {
 		if r.IndexVouches(n) {
-			trusted[n], any = true, true
+			trusted[n], someTrusted = true, true
 		}
 	}
 	has := map[uint16]bool{}
-	if any {
+	if someTrusted {
 		// The client's shards, and those holding the app's global
 		// broadcasts (every login gets them: shard.AllClients).
 		refs, err := r.members.MemberShards(app, peer)
