@@ -163,10 +163,17 @@ func TestModuleInterface(t *testing.T) {
 			t.Errorf("output %q missing or undescribed", name)
 		}
 	}
-	for _, r := range []string{"aws_lb.edge", "aws_lb_listener.wss", "aws_lb_listener.wt", "aws_autoscaling_group.edge",
+	for _, r := range []string{"aws_lb.edge", "aws_lb_listener.wss", "aws_lb_target_group.ws", "aws_autoscaling_group.edge",
 		"aws_instance.core", "aws_ebs_volume.core", "aws_volume_attachment.core", "aws_route53_record.latency"} {
 		if m.ManagedResources[r] == nil {
 			t.Errorf("resource %s missing", r)
+		}
+	}
+	// One listener on 443 in both layouts: a second one (UDP beside TLS) is
+	// what AWS refuses (DuplicateListener).
+	for _, r := range []string{"aws_lb_listener.wt", "aws_lb_target_group.wt"} {
+		if m.ManagedResources[r] != nil {
+			t.Errorf("resource %s: WebTransport rides the one TCP_UDP listener", r)
 		}
 	}
 
@@ -702,6 +709,7 @@ var funcs = map[string]function.Function{
 	"keys":         stdlib.KeysFunc,
 	"length":       length,
 	"merge":        stdlib.MergeFunc,
+	"one":          one,
 	"nonsensitive": function.New(&function.Spec{Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType, AllowNull: true}}, Type: func(a []cty.Value) (cty.Type, error) { return a[0].Type(), nil }, Impl: func(a []cty.Value, _ cty.Type) (cty.Value, error) { return a[0], nil }}),
 	"range":        stdlib.RangeFunc,
 	"regex":        stdlib.RegexFunc,
@@ -746,6 +754,30 @@ var alltrue = function.New(&function.Spec{
 			}
 		}
 		return cty.True, nil
+	},
+})
+
+// one is Terraform's: null for an empty collection, its element for one
+// element, an error for more.
+var one = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType}},
+	Type: func(a []cty.Value) (cty.Type, error) {
+		if ty := a[0].Type(); ty.IsTupleType() && len(ty.TupleElementTypes()) > 0 {
+			return ty.TupleElementTypes()[0], nil
+		} else if ty.IsListType() || ty.IsSetType() {
+			return ty.ElementType(), nil
+		}
+		return cty.DynamicPseudoType, nil
+	},
+	Impl: func(a []cty.Value, ty cty.Type) (cty.Value, error) {
+		switch n := a[0].LengthInt(); n {
+		case 0:
+			return cty.NullVal(ty), nil
+		case 1:
+			return a[0].AsValueSlice()[0], nil
+		default:
+			return cty.NilVal, fmt.Errorf("one: %d elements", n)
+		}
 	},
 })
 
@@ -898,6 +930,11 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 		public = append(public, obj("id", "subnet-p"+string(rune('a'+i)), "availability_zone", az, "cidr_block", fmt.Sprintf("10.42.%d.0/24", 240+i)))
 	}
 	secretARN := "arn:aws:secretsmanager:eu-central-1:123456789012:secret:relaymesh/eu-central-1/"
+	// The ACM certificate exists only without WebTransport (count).
+	acm := cty.EmptyTupleVal
+	if wt := e.vars["webtransport"]; wt.IsNull() || wt.False() {
+		acm = cty.TupleVal([]cty.Value{obj("certificate_arn", "arn:acm/edge")})
+	}
 	e.refs = map[string]cty.Value{
 		"path": obj("module", moduleDir),
 		"data": cty.ObjectVal(map[string]cty.Value{
@@ -911,9 +948,12 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 		"aws_route_table": cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal([]cty.Value{obj("id", "rtb-private")}), "public": cty.TupleVal([]cty.Value{obj("id", "rtb-public")})}),
 		"aws_security_group": cty.ObjectVal(map[string]cty.Value{
 			"nlb": obj("id", "sg-nlb"), "edge": obj("id", "sg-edge"), "core": obj("id", "sg-core")}),
-		"aws_lb_target_group": cty.ObjectVal(map[string]cty.Value{
-			"ws": obj("arn", "arn:tg/ws"), "wt": cty.TupleVal([]cty.Value{obj("arn", "arn:tg/wt")})}),
-		"aws_acm_certificate_validation": cty.ObjectVal(map[string]cty.Value{"edge": obj("certificate_arn", "arn:acm/edge")}),
+		"aws_lb_target_group": cty.ObjectVal(map[string]cty.Value{"ws": obj("arn", "arn:tg/ws")}),
+		"aws_acm_certificate_validation": cty.ObjectVal(map[string]cty.Value{"edge": acm}),
+		"aws_secretsmanager_secret_version": cty.ObjectVal(map[string]cty.Value{
+			"core": byName(func(i int, n string) cty.Value { return obj("version_id", "v-"+n) }),
+			"edge": obj("version_id", "v-edge-0001"),
+		}),
 		"aws_network_interface": cty.ObjectVal(map[string]cty.Value{"core": byName(func(i int, n string) cty.Value {
 			return obj("private_ip", e.coreIPs[i], "id", "eni-"+n)
 		})}),
@@ -1509,46 +1549,118 @@ func TestIngressRulesEvaluated(t *testing.T) {
 	}
 }
 
-// The load balancer listens on 443/tcp (TLS) and, with WebTransport, on
-// 443/udp, both to the edges' client port.
+// The load balancer has exactly one listener, on 443, to exactly one target
+// group on the edges' client port. Without WebTransport (as before): TLS
+// with the ACM certificate to a TCP group checked with HTTP /healthz. With
+// it: TCP_UDP passed through to a TCP_UDP group (AWS: a TCP_UDP listener
+// forwards only to one) checked with HTTPS /healthz (the port speaks TLS;
+// AWS allows no UDP or TCP_UDP health check), no certificate on the load
+// balancer and no ACM certificate at all. Never a second listener on 443:
+// AWS refuses one (DuplicateListener).
 func TestListenersEvaluated(t *testing.T) {
+	noWT := map[string]cty.Value{"webtransport": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal}
 	for _, c := range []struct {
+		name      string
 		overrides map[string]cty.Value
-		want      []string
+		listeners []string
+		groups    []string
+		cert      string // the listener's certificate_arn, "" for null
+		policy    string
+		acm       int64 // ACM certificates (and validations)
+		egress    []string
 	}{
-		{nil, []string{"443/TLS -> TCP/8080", "443/UDP -> UDP/8080"}},
-		{map[string]cty.Value{"webtransport": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal}, []string{"443/TLS -> TCP/8080"}},
+		{"WebTransport", nil,
+			[]string{"443/TCP_UDP -> arn:tg/ws"},
+			[]string{"arn:tg/ws TCP_UDP/8080 health HTTPS traffic-port /healthz 200"},
+			"", "", 0,
+			[]string{"nlb -> sg edge tcp/8080", "nlb -> sg edge udp/8080"}},
+		{"no WebTransport", noWT,
+			[]string{"443/TLS -> arn:tg/ws"},
+			[]string{"arn:tg/ws TCP/8080 health HTTP traffic-port /healthz 200"},
+			"arn:acm/edge", "ELBSecurityPolicy-TLS13-1-2-2021-06", 1,
+			[]string{"nlb -> sg edge tcp/8080"}},
+		{"WebTransport, client port 9443", map[string]cty.Value{"client_port": cty.NumberIntVal(9443)},
+			[]string{"443/TCP_UDP -> arn:tg/ws"},
+			[]string{"arn:tg/ws TCP_UDP/9443 health HTTPS traffic-port /healthz 200"},
+			"", "", 0,
+			[]string{"nlb -> sg edge tcp/9443", "nlb -> sg edge udp/9443"}},
 	} {
 		e := newEvaluatorWith(t, c.overrides)
-		tg := map[string]string{}
+		str := func(v cty.Value) string {
+			if v.IsNull() {
+				return ""
+			}
+			if v.Type() == cty.Number {
+				n, _ := v.AsBigFloat().Int64()
+				return fmt.Sprint(n)
+			}
+			return v.AsString()
+		}
+		var groups, listeners, egress []string
+		certs, policies := map[string]bool{}, map[string]bool{}
 		for _, b := range e.m.blocks("resource") {
-			if b.Labels[0] == "aws_lb_target_group" {
+			switch b.Labels[0] {
+			case "aws_lb_target_group":
 				for _, scope := range e.instances(t, b) {
-					p, _ := e.attr(t, b, "port", scope).AsBigFloat().Int64()
-					tg["arn:tg/"+b.Labels[1]] = fmt.Sprintf("%s/%d", e.attr(t, b, "protocol", scope).AsString(), p)
-				}
-			}
-		}
-		var got []string
-		for _, b := range e.m.blocks("resource") {
-			if b.Labels[0] != "aws_lb_listener" {
-				continue
-			}
-			for _, scope := range e.instances(t, b) {
-				var action *hclsyntax.Block
-				for _, nb := range b.Body.Blocks {
-					if nb.Type == "default_action" {
-						action = nb
+					var hc *hclsyntax.Block
+					for _, nb := range b.Body.Blocks {
+						if nb.Type == "health_check" {
+							hc = nb
+						}
 					}
+					if hc == nil {
+						t.Fatalf("target group %s has no health_check", b.Labels[1])
+					}
+					h := func(a string) string { return str(e.attr(t, hc, a, scope)) }
+					groups = append(groups, fmt.Sprintf("arn:tg/%s %s/%s health %s %s %s %s", b.Labels[1],
+						str(e.attr(t, b, "protocol", scope)), str(e.attr(t, b, "port", scope)), h("protocol"), h("port"), h("path"), h("matcher")))
 				}
-				p, _ := e.attr(t, b, "port", scope).AsBigFloat().Int64()
-				target := evalString(t, action.Body.Attributes["target_group_arn"].Expr, e.ctx(scope))
-				got = append(got, fmt.Sprintf("%d/%s -> %s", p, e.attr(t, b, "protocol", scope).AsString(), tg[target]))
+			case "aws_lb_listener":
+				for _, scope := range e.instances(t, b) {
+					var action *hclsyntax.Block
+					for _, nb := range b.Body.Blocks {
+						if nb.Type == "default_action" {
+							action = nb
+						}
+					}
+					target := evalString(t, action.Body.Attributes["target_group_arn"].Expr, e.ctx(scope))
+					listeners = append(listeners, fmt.Sprintf("%s/%s -> %s", str(e.attr(t, b, "port", scope)), str(e.attr(t, b, "protocol", scope)), target))
+					certs[str(e.attr(t, b, "certificate_arn", scope))] = true
+					policies[str(e.attr(t, b, "ssl_policy", scope))] = true
+				}
+			case "aws_vpc_security_group_egress_rule":
+				for _, scope := range e.instances(t, b) {
+					if strings.TrimPrefix(str(e.attr(t, b, "security_group_id", scope)), "sg-") != "nlb" {
+						continue
+					}
+					egress = append(egress, fmt.Sprintf("nlb -> sg %s %s/%s", strings.TrimPrefix(str(e.attr(t, b, "referenced_security_group_id", scope)), "sg-"),
+						str(e.attr(t, b, "ip_protocol", scope)), str(e.attr(t, b, "from_port", scope))))
+				}
 			}
 		}
-		slices.Sort(got)
-		if !slices.Equal(got, c.want) {
-			t.Errorf("listeners %v, want %v", got, c.want)
+		slices.Sort(groups)
+		slices.Sort(listeners)
+		slices.Sort(egress)
+		if !slices.Equal(listeners, c.listeners) {
+			t.Errorf("%s: listeners %v, want %v", c.name, listeners, c.listeners)
+		}
+		if !slices.Equal(groups, c.groups) {
+			t.Errorf("%s: target groups %v, want %v", c.name, groups, c.groups)
+		}
+		if !maps.Equal(certs, map[string]bool{c.cert: true}) || !maps.Equal(policies, map[string]bool{c.policy: true}) {
+			t.Errorf("%s: listener certificate %v, ssl policy %v, want %q and %q", c.name, certs, policies, c.cert, c.policy)
+		}
+		if !slices.Equal(egress, c.egress) {
+			t.Errorf("%s: load balancer egress %v, want %v", c.name, egress, c.egress)
+		}
+		for _, r := range []string{"aws_acm_certificate", "aws_acm_certificate_validation"} {
+			if n := len(e.instances(t, e.m.block(t, "resource", r, "edge"))); int64(n) != c.acm {
+				t.Errorf("%s: %d %s, want %d", c.name, n, r, c.acm)
+			}
+		}
+		// The edges register with that one group, and nothing else.
+		if got := ctyStrings(t, e.resourceAttr(t, "aws_autoscaling_group", "edge", "target_group_arns", "")); !slices.Equal(got, []string{"arn:tg/ws"}) {
+			t.Errorf("%s: edge autoscaling group target groups %v", c.name, got)
 		}
 	}
 }
