@@ -12,6 +12,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -22,6 +23,7 @@ import (
 	"io/fs"
 	"maps"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -437,6 +439,18 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	if got := readFile(t, filepath.Join(dir, "pki", "wt.crt")); got != e.wtCert {
 		t.Error("edge: pki/wt.crt is not wt_cert_pem")
 	}
+	// The one TCP_UDP listener passes TLS through: the edge terminates it on
+	// its TCP port with that certificate ([edge] tls).
+	if !c.Edge.TLS || !ec.TLS {
+		t.Errorf("edge: [edge] tls = %v, EdgeConfig.TLS = %v with WebTransport, want true", c.Edge.TLS, ec.TLS)
+	}
+	// What a browser gets from that port: a TLS handshake (TLS 1.2, the
+	// WebSocket upgrade's HTTP/1.1) with the stored certificate and key,
+	// verified for both public names.
+	for _, host := range []string{"im.example.com", "eu-central-1.im.example.com"} {
+		tlsHandshake(t, ec.WebTransport.TLSConfig(), e.wtCert, host)
+	}
+	edgeTOML := readFile(t, filepath.Join(dir, "relaymesh.toml"))
 	if strings.Count(readFile(t, filepath.Join(dir, "pki", "ca.crt")), "BEGIN CERTIFICATE") != 1 {
 		t.Error("edge: the edge's CA file should be this region's CA alone")
 	}
@@ -451,8 +465,29 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ec, err := c.EdgeConfig(); err != nil || ec.WebTransport != nil {
-		t.Errorf("edge without wt_cert_pem: %v, WebTransport %v", err, ec.WebTransport)
+	if ec, err := c.EdgeConfig(); err != nil || ec.WebTransport != nil || ec.TLS || c.Edge.TLS {
+		t.Errorf("edge without wt_cert_pem: %v, WebTransport %v, tls %v", err, ec.WebTransport, c.Edge.TLS)
+	}
+	if strings.Contains(readFile(t, filepath.Join(dir, "relaymesh.toml")), "tls = true") {
+		t.Error("edge without WebTransport renders tls = true (the TLS listener terminates TLS)")
+	}
+
+	// tls without its certificate is refused: the WebTransport config with
+	// wt_cert and wt_key taken out, and tls = true added to the plain one.
+	for name, text := range map[string]string{
+		"wt_cert removed": regexp.MustCompile(`(?m)^wt_(cert|key) = .*\n`).ReplaceAllString(edgeTOML, ""),
+		"tls added":       strings.Replace(readFile(t, filepath.Join(dir, "relaymesh.toml")), "\n[edge]\n", "\n[edge]\ntls = true\n", 1),
+	} {
+		if !strings.Contains(text, "tls = true") || strings.Contains(text, "wt_cert") {
+			t.Fatalf("%s: the edit did not apply:\n%s", name, text)
+		}
+		f := filepath.Join(dir, "bad.toml")
+		if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cluster.LoadConfig(f); !errors.Is(err, cluster.ErrConfig) || !strings.Contains(err.Error(), "wt_cert") {
+			t.Errorf("%s: LoadConfig = %v, want a config error naming wt_cert", name, err)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pki", "wt.crt")); !os.IsNotExist(err) {
 		t.Errorf("edge without wt_cert_pem: pki/wt.crt written (%v)", err)
@@ -491,6 +526,27 @@ func TestUserData(t *testing.T) {
 	}
 	if strings.Contains(edge, "mkfs") {
 		t.Error("edge user-data formats a volume")
+	}
+	// An edge reads its secret once, at first boot: a new secret version (a
+	// renewed wt_cert_pem, new apps or cores) must change the launch
+	// template, so that the instance refresh replaces the edges.
+	if !strings.Contains(edge, "Secret version v-edge-0001:") || !strings.Contains(core, "Secret version v-eu-core-2:") {
+		t.Error("user-data does not name its secret's version")
+	}
+	asg := e.m.block(t, "resource", "aws_autoscaling_group", "edge")
+	version, refresh := "", false
+	for _, b := range asg.Body.Blocks {
+		switch b.Type {
+		case "launch_template":
+			if a := b.Body.Attributes["version"]; a != nil {
+				version = string(a.Expr.Range().SliceBytes(e.m.src[a.Expr.Range().Filename]))
+			}
+		case "instance_refresh":
+			refresh = true
+		}
+	}
+	if version != "aws_launch_template.edge.latest_version" || !refresh {
+		t.Errorf("edge autoscaling group: launch template version %q, instance refresh %v: a new user-data would not roll the edges", version, refresh)
 	}
 }
 
@@ -670,14 +726,14 @@ func remoteRegion(n int64, name, ca string, seeds, cidrs []string) cty.Value {
 		"seeds": str(seeds), "ca_cert_pem": cty.StringVal(ca), "node_cidrs": str(cidrs)})
 }
 
-// selfSigned makes a WebTransport certificate chain and key (PEM) for host.
-func selfSigned(t *testing.T, host string) (certPEM, keyPEM string) {
+// selfSigned makes a WebTransport certificate chain and key (PEM) for hosts.
+func selfSigned(t *testing.T, hosts ...string) (certPEM, keyPEM string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -827,7 +883,7 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 		t.Fatal(err)
 	}
 	e.remoteCA = readFile(t, filepath.Join(otherPKI, "ca.crt"))
-	e.wtCert, e.wtKey = selfSigned(t, "im.example.com")
+	e.wtCert, e.wtKey = selfSigned(t, "im.example.com", "eu-central-1.im.example.com")
 	pemFile := func(f string) cty.Value { return cty.StringVal(readFile(t, filepath.Join(pki, f))) }
 	coreCerts := map[string]cty.Value{}
 	for _, n := range e.coreNames {
@@ -948,7 +1004,7 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 		"aws_route_table": cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal([]cty.Value{obj("id", "rtb-private")}), "public": cty.TupleVal([]cty.Value{obj("id", "rtb-public")})}),
 		"aws_security_group": cty.ObjectVal(map[string]cty.Value{
 			"nlb": obj("id", "sg-nlb"), "edge": obj("id", "sg-edge"), "core": obj("id", "sg-core")}),
-		"aws_lb_target_group": cty.ObjectVal(map[string]cty.Value{"ws": obj("arn", "arn:tg/ws")}),
+		"aws_lb_target_group":            cty.ObjectVal(map[string]cty.Value{"ws": obj("arn", "arn:tg/ws")}),
 		"aws_acm_certificate_validation": cty.ObjectVal(map[string]cty.Value{"edge": acm}),
 		"aws_secretsmanager_secret_version": cty.ObjectVal(map[string]cty.Value{
 			"core": byName(func(i int, n string) cty.Value { return obj("version_id", "v-"+n) }),
@@ -1099,6 +1155,57 @@ func (e *evaluator) unpackSecret(t *testing.T, secret cty.Value, instanceID stri
 		put("pki/wt.key", []byte(s["wt_key"]))
 	}
 	return dir
+}
+
+// tlsHandshake runs a TLS handshake against server, configured as the edge
+// configures its TCP listener with [edge] tls (cluster/edge.go), with a
+// client trusting only certPEM and asking for host.
+func tlsHandshake(t *testing.T, server *tls.Config, certPEM, host string) {
+	t.Helper()
+	server.MinVersion = tls.VersionTLS12
+	server.NextProtos = []string{"http/1.1"}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(certPEM)) {
+		t.Fatal("wt_cert_pem: no certificate")
+	}
+	// Loopback TCP, not net.Pipe: a client that gives up sends its alert
+	// while the server may still be writing, which an unbuffered pipe deadlocks.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	errc := make(chan error, 1)
+	go func() {
+		a, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer a.Close()
+		a.SetDeadline(time.Now().Add(30 * time.Second))
+		errc <- tls.Server(a, server).Handshake()
+	}()
+	b, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.SetDeadline(time.Now().Add(30 * time.Second))
+	cl := tls.Client(b, &tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+	err = cl.Handshake()
+	b.Close() // a client that gave up: the server's handshake fails, not hangs
+	serr := <-errc
+	if err != nil {
+		t.Errorf("TLS 1.2 handshake for %s: %v", host, err)
+		return
+	}
+	if serr != nil {
+		t.Errorf("TLS handshake for %s, server side: %v", host, serr)
+	}
+	if p := cl.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+		t.Errorf("TLS for %s: ALPN %q, want http/1.1", host, p)
+	}
 }
 
 // templateVariables lists the root variables a template refers to.
