@@ -12,6 +12,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
@@ -22,6 +23,7 @@ import (
 	"io/fs"
 	"maps"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,10 +165,17 @@ func TestModuleInterface(t *testing.T) {
 			t.Errorf("output %q missing or undescribed", name)
 		}
 	}
-	for _, r := range []string{"aws_lb.edge", "aws_lb_listener.wss", "aws_lb_listener.wt", "aws_autoscaling_group.edge",
+	for _, r := range []string{"aws_lb.edge", "aws_lb_listener.wss", "aws_lb_target_group.ws", "aws_autoscaling_group.edge",
 		"aws_instance.core", "aws_ebs_volume.core", "aws_volume_attachment.core", "aws_route53_record.latency"} {
 		if m.ManagedResources[r] == nil {
 			t.Errorf("resource %s missing", r)
+		}
+	}
+	// One listener on 443 in both layouts: a second one (UDP beside TLS) is
+	// what AWS refuses (DuplicateListener).
+	for _, r := range []string{"aws_lb_listener.wt", "aws_lb_target_group.wt"} {
+		if m.ManagedResources[r] != nil {
+			t.Errorf("resource %s: WebTransport rides the one TCP_UDP listener", r)
 		}
 	}
 
@@ -430,6 +439,18 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	if got := readFile(t, filepath.Join(dir, "pki", "wt.crt")); got != e.wtCert {
 		t.Error("edge: pki/wt.crt is not wt_cert_pem")
 	}
+	// The one TCP_UDP listener passes TLS through: the edge terminates it on
+	// its TCP port with that certificate ([edge] tls).
+	if !c.Edge.TLS || !ec.TLS {
+		t.Errorf("edge: [edge] tls = %v, EdgeConfig.TLS = %v with WebTransport, want true", c.Edge.TLS, ec.TLS)
+	}
+	// What a browser gets from that port: a TLS handshake (TLS 1.2, the
+	// WebSocket upgrade's HTTP/1.1) with the stored certificate and key,
+	// verified for both public names.
+	for _, host := range []string{"im.example.com", "eu-central-1.im.example.com"} {
+		tlsHandshake(t, ec.WebTransport.TLSConfig(), e.wtCert, host)
+	}
+	edgeTOML := readFile(t, filepath.Join(dir, "relaymesh.toml"))
 	if strings.Count(readFile(t, filepath.Join(dir, "pki", "ca.crt")), "BEGIN CERTIFICATE") != 1 {
 		t.Error("edge: the edge's CA file should be this region's CA alone")
 	}
@@ -444,8 +465,29 @@ func TestRenderedConfigsLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ec, err := c.EdgeConfig(); err != nil || ec.WebTransport != nil {
-		t.Errorf("edge without wt_cert_pem: %v, WebTransport %v", err, ec.WebTransport)
+	if ec, err := c.EdgeConfig(); err != nil || ec.WebTransport != nil || ec.TLS || c.Edge.TLS {
+		t.Errorf("edge without wt_cert_pem: %v, WebTransport %v, tls %v", err, ec.WebTransport, c.Edge.TLS)
+	}
+	if strings.Contains(readFile(t, filepath.Join(dir, "relaymesh.toml")), "tls = true") {
+		t.Error("edge without WebTransport renders tls = true (the TLS listener terminates TLS)")
+	}
+
+	// tls without its certificate is refused: the WebTransport config with
+	// wt_cert and wt_key taken out, and tls = true added to the plain one.
+	for name, text := range map[string]string{
+		"wt_cert removed": regexp.MustCompile(`(?m)^wt_(cert|key) = .*\n`).ReplaceAllString(edgeTOML, ""),
+		"tls added":       strings.Replace(readFile(t, filepath.Join(dir, "relaymesh.toml")), "\n[edge]\n", "\n[edge]\ntls = true\n", 1),
+	} {
+		if !strings.Contains(text, "tls = true") || strings.Contains(text, "wt_cert") {
+			t.Fatalf("%s: the edit did not apply:\n%s", name, text)
+		}
+		f := filepath.Join(dir, "bad.toml")
+		if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cluster.LoadConfig(f); !errors.Is(err, cluster.ErrConfig) || !strings.Contains(err.Error(), "wt_cert") {
+			t.Errorf("%s: LoadConfig = %v, want a config error naming wt_cert", name, err)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pki", "wt.crt")); !os.IsNotExist(err) {
 		t.Errorf("edge without wt_cert_pem: pki/wt.crt written (%v)", err)
@@ -484,6 +526,27 @@ func TestUserData(t *testing.T) {
 	}
 	if strings.Contains(edge, "mkfs") {
 		t.Error("edge user-data formats a volume")
+	}
+	// An edge reads its secret once, at first boot: a new secret version (a
+	// renewed wt_cert_pem, new apps or cores) must change the launch
+	// template, so that the instance refresh replaces the edges.
+	if !strings.Contains(edge, "Secret version v-edge-0001:") || !strings.Contains(core, "Secret version v-eu-core-2:") {
+		t.Error("user-data does not name its secret's version")
+	}
+	asg := e.m.block(t, "resource", "aws_autoscaling_group", "edge")
+	version, refresh := "", false
+	for _, b := range asg.Body.Blocks {
+		switch b.Type {
+		case "launch_template":
+			if a := b.Body.Attributes["version"]; a != nil {
+				version = string(a.Expr.Range().SliceBytes(e.m.src[a.Expr.Range().Filename]))
+			}
+		case "instance_refresh":
+			refresh = true
+		}
+	}
+	if version != "aws_launch_template.edge.latest_version" || !refresh {
+		t.Errorf("edge autoscaling group: launch template version %q, instance refresh %v: a new user-data would not roll the edges", version, refresh)
 	}
 }
 
@@ -663,14 +726,14 @@ func remoteRegion(n int64, name, ca string, seeds, cidrs []string) cty.Value {
 		"seeds": str(seeds), "ca_cert_pem": cty.StringVal(ca), "node_cidrs": str(cidrs)})
 }
 
-// selfSigned makes a WebTransport certificate chain and key (PEM) for host.
-func selfSigned(t *testing.T, host string) (certPEM, keyPEM string) {
+// selfSigned makes a WebTransport certificate chain and key (PEM) for hosts.
+func selfSigned(t *testing.T, hosts ...string) (certPEM, keyPEM string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: hosts[0]}, DNSNames: hosts,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
@@ -702,6 +765,7 @@ var funcs = map[string]function.Function{
 	"keys":         stdlib.KeysFunc,
 	"length":       length,
 	"merge":        stdlib.MergeFunc,
+	"one":          one,
 	"nonsensitive": function.New(&function.Spec{Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType, AllowNull: true}}, Type: func(a []cty.Value) (cty.Type, error) { return a[0].Type(), nil }, Impl: func(a []cty.Value, _ cty.Type) (cty.Value, error) { return a[0], nil }}),
 	"range":        stdlib.RangeFunc,
 	"regex":        stdlib.RegexFunc,
@@ -746,6 +810,30 @@ var alltrue = function.New(&function.Spec{
 			}
 		}
 		return cty.True, nil
+	},
+})
+
+// one is Terraform's: null for an empty collection, its element for one
+// element, an error for more.
+var one = function.New(&function.Spec{
+	Params: []function.Parameter{{Name: "v", Type: cty.DynamicPseudoType}},
+	Type: func(a []cty.Value) (cty.Type, error) {
+		if ty := a[0].Type(); ty.IsTupleType() && len(ty.TupleElementTypes()) > 0 {
+			return ty.TupleElementTypes()[0], nil
+		} else if ty.IsListType() || ty.IsSetType() {
+			return ty.ElementType(), nil
+		}
+		return cty.DynamicPseudoType, nil
+	},
+	Impl: func(a []cty.Value, ty cty.Type) (cty.Value, error) {
+		switch n := a[0].LengthInt(); n {
+		case 0:
+			return cty.NullVal(ty), nil
+		case 1:
+			return a[0].AsValueSlice()[0], nil
+		default:
+			return cty.NilVal, fmt.Errorf("one: %d elements", n)
+		}
 	},
 })
 
@@ -795,7 +883,7 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 		t.Fatal(err)
 	}
 	e.remoteCA = readFile(t, filepath.Join(otherPKI, "ca.crt"))
-	e.wtCert, e.wtKey = selfSigned(t, "im.example.com")
+	e.wtCert, e.wtKey = selfSigned(t, "im.example.com", "eu-central-1.im.example.com")
 	pemFile := func(f string) cty.Value { return cty.StringVal(readFile(t, filepath.Join(pki, f))) }
 	coreCerts := map[string]cty.Value{}
 	for _, n := range e.coreNames {
@@ -898,6 +986,11 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 		public = append(public, obj("id", "subnet-p"+string(rune('a'+i)), "availability_zone", az, "cidr_block", fmt.Sprintf("10.42.%d.0/24", 240+i)))
 	}
 	secretARN := "arn:aws:secretsmanager:eu-central-1:123456789012:secret:relaymesh/eu-central-1/"
+	// The ACM certificate exists only without WebTransport (count).
+	acm := cty.EmptyTupleVal
+	if wt := e.vars["webtransport"]; wt.IsNull() || wt.False() {
+		acm = cty.TupleVal([]cty.Value{obj("certificate_arn", "arn:acm/edge")})
+	}
 	e.refs = map[string]cty.Value{
 		"path": obj("module", moduleDir),
 		"data": cty.ObjectVal(map[string]cty.Value{
@@ -911,9 +1004,12 @@ func newEvaluatorWith(t *testing.T, overrides map[string]cty.Value) *evaluator {
 		"aws_route_table": cty.ObjectVal(map[string]cty.Value{"private": cty.TupleVal([]cty.Value{obj("id", "rtb-private")}), "public": cty.TupleVal([]cty.Value{obj("id", "rtb-public")})}),
 		"aws_security_group": cty.ObjectVal(map[string]cty.Value{
 			"nlb": obj("id", "sg-nlb"), "edge": obj("id", "sg-edge"), "core": obj("id", "sg-core")}),
-		"aws_lb_target_group": cty.ObjectVal(map[string]cty.Value{
-			"ws": obj("arn", "arn:tg/ws"), "wt": cty.TupleVal([]cty.Value{obj("arn", "arn:tg/wt")})}),
-		"aws_acm_certificate_validation": cty.ObjectVal(map[string]cty.Value{"edge": obj("certificate_arn", "arn:acm/edge")}),
+		"aws_lb_target_group":            cty.ObjectVal(map[string]cty.Value{"ws": obj("arn", "arn:tg/ws")}),
+		"aws_acm_certificate_validation": cty.ObjectVal(map[string]cty.Value{"edge": acm}),
+		"aws_secretsmanager_secret_version": cty.ObjectVal(map[string]cty.Value{
+			"core": byName(func(i int, n string) cty.Value { return obj("version_id", "v-"+n) }),
+			"edge": obj("version_id", "v-edge-0001"),
+		}),
 		"aws_network_interface": cty.ObjectVal(map[string]cty.Value{"core": byName(func(i int, n string) cty.Value {
 			return obj("private_ip", e.coreIPs[i], "id", "eni-"+n)
 		})}),
@@ -1059,6 +1155,57 @@ func (e *evaluator) unpackSecret(t *testing.T, secret cty.Value, instanceID stri
 		put("pki/wt.key", []byte(s["wt_key"]))
 	}
 	return dir
+}
+
+// tlsHandshake runs a TLS handshake against server, configured as the edge
+// configures its TCP listener with [edge] tls (cluster/edge.go), with a
+// client trusting only certPEM and asking for host.
+func tlsHandshake(t *testing.T, server *tls.Config, certPEM, host string) {
+	t.Helper()
+	server.MinVersion = tls.VersionTLS12
+	server.NextProtos = []string{"http/1.1"}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(certPEM)) {
+		t.Fatal("wt_cert_pem: no certificate")
+	}
+	// Loopback TCP, not net.Pipe: a client that gives up sends its alert
+	// while the server may still be writing, which an unbuffered pipe deadlocks.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	errc := make(chan error, 1)
+	go func() {
+		a, err := ln.Accept()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer a.Close()
+		a.SetDeadline(time.Now().Add(30 * time.Second))
+		errc <- tls.Server(a, server).Handshake()
+	}()
+	b, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	b.SetDeadline(time.Now().Add(30 * time.Second))
+	cl := tls.Client(b, &tls.Config{RootCAs: roots, ServerName: host, MinVersion: tls.VersionTLS12, MaxVersion: tls.VersionTLS12, NextProtos: []string{"http/1.1"}})
+	err = cl.Handshake()
+	b.Close() // a client that gave up: the server's handshake fails, not hangs
+	serr := <-errc
+	if err != nil {
+		t.Errorf("TLS 1.2 handshake for %s: %v", host, err)
+		return
+	}
+	if serr != nil {
+		t.Errorf("TLS handshake for %s, server side: %v", host, serr)
+	}
+	if p := cl.ConnectionState().NegotiatedProtocol; p != "http/1.1" {
+		t.Errorf("TLS for %s: ALPN %q, want http/1.1", host, p)
+	}
 }
 
 // templateVariables lists the root variables a template refers to.
@@ -1509,46 +1656,123 @@ func TestIngressRulesEvaluated(t *testing.T) {
 	}
 }
 
-// The load balancer listens on 443/tcp (TLS) and, with WebTransport, on
-// 443/udp, both to the edges' client port.
+// The load balancer has exactly one listener, on 443, to exactly one target
+// group on the edges' client port. Without WebTransport (as before): TLS
+// with the ACM certificate to a TCP group checked with HTTP /healthz. With
+// it: TCP_UDP passed through to a TCP_UDP group (AWS: a TCP_UDP listener
+// forwards only to one) checked with HTTPS /healthz (the port speaks TLS;
+// AWS allows no UDP or TCP_UDP health check), no certificate on the load
+// balancer and no ACM certificate at all. Never a second listener on 443:
+// AWS refuses one (DuplicateListener).
 func TestListenersEvaluated(t *testing.T) {
+	noWT := map[string]cty.Value{"webtransport": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal}
 	for _, c := range []struct {
+		name      string
 		overrides map[string]cty.Value
-		want      []string
+		listeners []string
+		groups    []string
+		cert      string // the listener's certificate_arn, "" for null
+		policy    string
+		acm       int64 // ACM certificates (and validations)
+		egress    []string
 	}{
-		{nil, []string{"443/TLS -> TCP/8080", "443/UDP -> UDP/8080"}},
-		{map[string]cty.Value{"webtransport": cty.NilVal, "wt_cert_pem": cty.NilVal, "wt_key_pem": cty.NilVal}, []string{"443/TLS -> TCP/8080"}},
+		{"WebTransport", nil,
+			[]string{"wss 443/TCP_UDP -> arn:tg/ws"},
+			[]string{"arn:tg/ws TCP_UDP/8080 health HTTPS traffic-port /healthz 200"},
+			"", "", 0,
+			[]string{"nlb -> sg edge tcp/8080", "nlb -> sg edge udp/8080"}},
+		{"no WebTransport", noWT,
+			[]string{"wss 443/TLS -> arn:tg/ws"},
+			[]string{"arn:tg/ws TCP/8080 health HTTP traffic-port /healthz 200"},
+			"arn:acm/edge", "ELBSecurityPolicy-TLS13-1-2-2021-06", 1,
+			[]string{"nlb -> sg edge tcp/8080"}},
+		{"WebTransport, client port 9443", map[string]cty.Value{"client_port": cty.NumberIntVal(9443)},
+			[]string{"wss 443/TCP_UDP -> arn:tg/ws"},
+			[]string{"arn:tg/ws TCP_UDP/9443 health HTTPS traffic-port /healthz 200"},
+			"", "", 0,
+			[]string{"nlb -> sg edge tcp/9443", "nlb -> sg edge udp/9443"}},
 	} {
 		e := newEvaluatorWith(t, c.overrides)
-		tg := map[string]string{}
+		str := func(v cty.Value) string {
+			if v.IsNull() {
+				return ""
+			}
+			if v.Type() == cty.Number {
+				n, _ := v.AsBigFloat().Int64()
+				return fmt.Sprint(n)
+			}
+			return v.AsString()
+		}
+		var groups, listeners, egress []string
+		certs, policies := map[string]bool{}, map[string]bool{}
 		for _, b := range e.m.blocks("resource") {
-			if b.Labels[0] == "aws_lb_target_group" {
+			switch b.Labels[0] {
+			case "aws_lb_target_group":
 				for _, scope := range e.instances(t, b) {
-					p, _ := e.attr(t, b, "port", scope).AsBigFloat().Int64()
-					tg["arn:tg/"+b.Labels[1]] = fmt.Sprintf("%s/%d", e.attr(t, b, "protocol", scope).AsString(), p)
-				}
-			}
-		}
-		var got []string
-		for _, b := range e.m.blocks("resource") {
-			if b.Labels[0] != "aws_lb_listener" {
-				continue
-			}
-			for _, scope := range e.instances(t, b) {
-				var action *hclsyntax.Block
-				for _, nb := range b.Body.Blocks {
-					if nb.Type == "default_action" {
-						action = nb
+					var hc *hclsyntax.Block
+					for _, nb := range b.Body.Blocks {
+						if nb.Type == "health_check" {
+							hc = nb
+						}
 					}
+					if hc == nil {
+						t.Fatalf("target group %s has no health_check", b.Labels[1])
+					}
+					h := func(a string) string { return str(e.attr(t, hc, a, scope)) }
+					groups = append(groups, fmt.Sprintf("arn:tg/%s %s/%s health %s %s %s %s", b.Labels[1],
+						str(e.attr(t, b, "protocol", scope)), str(e.attr(t, b, "port", scope)), h("protocol"), h("port"), h("path"), h("matcher")))
 				}
-				p, _ := e.attr(t, b, "port", scope).AsBigFloat().Int64()
-				target := evalString(t, action.Body.Attributes["target_group_arn"].Expr, e.ctx(scope))
-				got = append(got, fmt.Sprintf("%d/%s -> %s", p, e.attr(t, b, "protocol", scope).AsString(), tg[target]))
+			case "aws_lb_listener":
+				for _, scope := range e.instances(t, b) {
+					var action *hclsyntax.Block
+					for _, nb := range b.Body.Blocks {
+						if nb.Type == "default_action" {
+							action = nb
+						}
+					}
+					target := evalString(t, action.Body.Attributes["target_group_arn"].Expr, e.ctx(scope))
+					// Named, and without count: the same listener in both
+					// layouts, modified in place when webtransport flips.
+					if b.Body.Attributes["count"] != nil || b.Body.Attributes["for_each"] != nil {
+						t.Errorf("listener %s has count or for_each: flipping webtransport would add a listener on 443 beside the old one", b.Labels[1])
+					}
+					listeners = append(listeners, fmt.Sprintf("%s %s/%s -> %s", b.Labels[1], str(e.attr(t, b, "port", scope)), str(e.attr(t, b, "protocol", scope)), target))
+					certs[str(e.attr(t, b, "certificate_arn", scope))] = true
+					policies[str(e.attr(t, b, "ssl_policy", scope))] = true
+				}
+			case "aws_vpc_security_group_egress_rule":
+				for _, scope := range e.instances(t, b) {
+					if strings.TrimPrefix(str(e.attr(t, b, "security_group_id", scope)), "sg-") != "nlb" {
+						continue
+					}
+					egress = append(egress, fmt.Sprintf("nlb -> sg %s %s/%s", strings.TrimPrefix(str(e.attr(t, b, "referenced_security_group_id", scope)), "sg-"),
+						str(e.attr(t, b, "ip_protocol", scope)), str(e.attr(t, b, "from_port", scope))))
+				}
 			}
 		}
-		slices.Sort(got)
-		if !slices.Equal(got, c.want) {
-			t.Errorf("listeners %v, want %v", got, c.want)
+		slices.Sort(groups)
+		slices.Sort(listeners)
+		slices.Sort(egress)
+		if !slices.Equal(listeners, c.listeners) {
+			t.Errorf("%s: listeners %v, want %v", c.name, listeners, c.listeners)
+		}
+		if !slices.Equal(groups, c.groups) {
+			t.Errorf("%s: target groups %v, want %v", c.name, groups, c.groups)
+		}
+		if !maps.Equal(certs, map[string]bool{c.cert: true}) || !maps.Equal(policies, map[string]bool{c.policy: true}) {
+			t.Errorf("%s: listener certificate %v, ssl policy %v, want %q and %q", c.name, certs, policies, c.cert, c.policy)
+		}
+		if !slices.Equal(egress, c.egress) {
+			t.Errorf("%s: load balancer egress %v, want %v", c.name, egress, c.egress)
+		}
+		for _, r := range []string{"aws_acm_certificate", "aws_acm_certificate_validation"} {
+			if n := len(e.instances(t, e.m.block(t, "resource", r, "edge"))); int64(n) != c.acm {
+				t.Errorf("%s: %d %s, want %d", c.name, n, r, c.acm)
+			}
+		}
+		// The edges register with that one group, and nothing else.
+		if got := ctyStrings(t, e.resourceAttr(t, "aws_autoscaling_group", "edge", "target_group_arns", "")); !slices.Equal(got, []string{"arn:tg/ws"}) {
+			t.Errorf("%s: edge autoscaling group target groups %v", c.name, got)
 		}
 	}
 }

@@ -50,7 +50,7 @@ variable "relaymesh_artifact_sha256" {
 }
 
 variable "webtransport" {
-  description = "Serve WebTransport (443/udp on every load balancer): needs pki/wt.crt and pki/wt.key, a publicly trusted certificate for im.example.com and the regional names."
+  description = "Serve WebTransport (one TCP_UDP listener on 443 per load balancer, TLS on the edges): needs pki/wt.crt and pki/wt.key, a publicly trusted certificate for im.example.com and the regional names, served for wss:// too."
   type        = bool
   default     = false
 }

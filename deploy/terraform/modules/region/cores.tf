@@ -83,6 +83,7 @@ resource "aws_instance" "core" {
     data_dir        = local.data_dir
     aws_region      = var.region
     secret_arn      = aws_secretsmanager_secret.core[each.key].arn
+    secret_version  = aws_secretsmanager_secret_version.core[each.key].version_id # ignored: see ignore_changes
     artifact_url    = var.relaymesh_artifact_url
     artifact_sha256 = var.relaymesh_artifact_sha256
     data_volume_id  = aws_ebs_volume.core[each.key].id

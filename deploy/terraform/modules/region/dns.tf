@@ -1,7 +1,21 @@
 # DNS and the TLS certificate. dns_name gets one latency record per region
 # (set_identifier = region), so a client resolves the region nearest to it;
-# regional_dns_name always points here. Both are on the ACM certificate that
-# the load balancer's TLS listener serves.
+# regional_dns_name always points here. Without WebTransport both are on the
+# ACM certificate that the load balancer's TLS listener serves. With it the
+# edges terminate TLS themselves with wt_cert_pem (edges.tf): ACM cannot
+# export a certificate to instances, so there is no ACM certificate then.
+
+# Adding count moved the existing certificate to index 0 (Terraform does so
+# by itself; the moved blocks say it): webtransport = false keeps it.
+moved {
+  from = aws_acm_certificate.edge
+  to   = aws_acm_certificate.edge[0]
+}
+
+moved {
+  from = aws_acm_certificate_validation.edge
+  to   = aws_acm_certificate_validation.edge[0]
+}
 
 data "aws_route53_zone" "public" {
   name         = var.dns_zone_name
@@ -9,6 +23,8 @@ data "aws_route53_zone" "public" {
 }
 
 resource "aws_acm_certificate" "edge" {
+  count = local.webtransport ? 0 : 1
+
   domain_name               = var.dns_name
   subject_alternative_names = [local.regional_dns_name]
   validation_method         = "DNS"
@@ -21,7 +37,7 @@ resource "aws_acm_certificate" "edge" {
 
 resource "aws_route53_record" "acm_validation" {
   for_each = {
-    for o in aws_acm_certificate.edge.domain_validation_options : o.domain_name => o
+    for o in flatten(aws_acm_certificate.edge[*].domain_validation_options) : o.domain_name => o
   }
 
   zone_id         = data.aws_route53_zone.public.zone_id
@@ -33,7 +49,9 @@ resource "aws_route53_record" "acm_validation" {
 }
 
 resource "aws_acm_certificate_validation" "edge" {
-  certificate_arn         = aws_acm_certificate.edge.arn
+  count = local.webtransport ? 0 : 1
+
+  certificate_arn         = aws_acm_certificate.edge[0].arn
   validation_record_fqdns = [for r in aws_route53_record.acm_validation : r.fqdn]
 }
 

@@ -1,16 +1,23 @@
 # Edges: a stateless autoscaling group in the private subnets behind a
-# network load balancer with two listeners on port 443:
-#   443/tcp  TLS, terminated with the ACM certificate -> client_port/tcp (WebSocket, /v1/route)
-#   443/udp  passed through                           -> client_port/udp (WebTransport: HTTP/3, /wt;
-#            the edges terminate its TLS with wt_cert_pem; only with var.webtransport)
-# Browsers derive the WebTransport URL from the WebSocket one (wss://H/ ->
-# https://H/wt, same host and port), hence 443 on both.
-# NOT VERIFIED against AWS (no terraform or AWS account where this was written):
-# AWS documents TCP_UDP as the listener for TCP and UDP on one port, and may
-# refuse a UDP listener beside the TLS one on 443 (DuplicateListener). Then
-# set webtransport = false (no UDP listener; browsers use WebSocket) until edges
-# terminate TLS on TCP too and one TCP_UDP passthrough listener replaces both
-# (README, "WebTransport").
+# network load balancer with ONE listener on port 443, in one of two layouts:
+#
+# webtransport = false (the default):
+#   443  TLS, terminated with the ACM certificate (dns.tf) -> client_port/tcp (WebSocket, /v1/route)
+#
+# webtransport = true:
+#   443  TCP_UDP, passed through -> client_port, TCP and UDP. The edges terminate
+#        TLS on both ([edge] tls = true: wss:// and https:// on TCP; WebTransport,
+#        HTTP/3 on /wt, on UDP) with wt_cert_pem, the operator's certificate.
+#   Browsers derive the WebTransport URL from the WebSocket one (wss://H/ ->
+#   https://H/wt, same host and port), hence 443 for both. AWS refuses a UDP
+#   listener beside the TLS one on the same port (DuplicateListener) and its
+#   TCP_UDP listener, which can serve both, terminates no TLS: so the edges do,
+#   and ACM (whose certificates cannot be exported to instances) is not used.
+#
+# The listener and the target group are the same resources in both layouts
+# (protocol, certificate and health check switch with var.webtransport), so
+# turning WebTransport on or off modifies the listener in place instead of
+# adding a second listener on 443 beside the first, which AWS would refuse.
 # All edges share one mesh certificate and one session-token key; each names
 # itself edge-<instance id>.
 
@@ -50,42 +57,32 @@ resource "aws_lb" "edge" {
   tags                             = merge(local.tags, { Name = "${var.name}-edge" })
 }
 
+# The edges' client port. TCP (WebSocket after the TLS listener) or, with
+# WebTransport, TCP_UDP (AWS: a TCP_UDP listener forwards only to a TCP_UDP
+# target group). A new protocol replaces the group; create_before_destroy
+# and name_prefix let the listener switch to the new one first.
+#
+# Health check: AWS allows TCP, HTTP or HTTPS for these groups (never UDP,
+# TLS or TCP_UDP), always over TCP, so UDP is never checked on its own (the
+# same process serves both). Without WebTransport: HTTP GET /healthz, as the
+# TLS listener forwards plain HTTP. With it: HTTPS GET /healthz, because
+# the port now speaks TLS (an HTTP check would fail every edge) and a bare
+# TCP check would only prove the port accepts connections, not that the
+# shard has a leader, which /healthz answers (503 without one). The load
+# balancer does not verify the target's certificate, and the edge serves its
+# one certificate whatever the SNI.
 resource "aws_lb_target_group" "ws" {
   name_prefix          = "rmws-"
   port                 = var.client_port
-  protocol             = "TCP"
+  protocol             = local.webtransport ? "TCP_UDP" : "TCP"
   target_type          = "instance"
   vpc_id               = local.vpc_id
   deregistration_delay = 30 # edges send goaway to every session on shutdown
 
   health_check {
-    protocol = "HTTP"
+    protocol = local.webtransport ? "HTTPS" : "HTTP"
     path     = "/healthz"
     port     = "traffic-port"
-    matcher  = "200"
-  }
-
-  tags = local.tags
-
-  lifecycle {
-    create_before_destroy = true
-  }
-}
-
-resource "aws_lb_target_group" "wt" {
-  count = local.webtransport ? 1 : 0
-
-  name_prefix          = "rmwt-"
-  port                 = var.client_port
-  protocol             = "UDP"
-  target_type          = "instance"
-  vpc_id               = local.vpc_id
-  deregistration_delay = 30
-
-  health_check {
-    protocol = "HTTP"
-    path     = "/healthz"
-    port     = tostring(var.client_port)
     matcher  = "200"
   }
 
@@ -99,26 +96,15 @@ resource "aws_lb_target_group" "wt" {
 resource "aws_lb_listener" "wss" {
   load_balancer_arn = aws_lb.edge.arn
   port              = 443
-  protocol          = "TLS"
-  certificate_arn   = aws_acm_certificate_validation.edge.certificate_arn
-  ssl_policy        = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+  protocol          = local.webtransport ? "TCP_UDP" : "TLS"
+  # TLS terminated here (ACM) only without WebTransport; with it the edges
+  # terminate TLS with wt_cert_pem and the listener carries no certificate.
+  certificate_arn = local.webtransport ? null : one(aws_acm_certificate_validation.edge[*].certificate_arn)
+  ssl_policy      = local.webtransport ? null : "ELBSecurityPolicy-TLS13-1-2-2021-06"
 
   default_action {
     type             = "forward"
     target_group_arn = aws_lb_target_group.ws.arn
-  }
-}
-
-resource "aws_lb_listener" "wt" {
-  count = local.webtransport ? 1 : 0
-
-  load_balancer_arn = aws_lb.edge.arn
-  port              = 443
-  protocol          = "UDP"
-
-  default_action {
-    type             = "forward"
-    target_group_arn = aws_lb_target_group.wt[0].arn
   }
 }
 
@@ -138,6 +124,10 @@ resource "aws_launch_template" "edge" {
     data_dir        = local.data_dir
     aws_region      = var.region
     secret_arn      = aws_secretsmanager_secret.edge.arn
+    # A new secret version (config, apps, certificates: a renewed wt_cert_pem)
+    # makes a new launch template version, which rolls the edges (instance
+    # refresh below): an edge reads its secret only on first boot.
+    secret_version  = aws_secretsmanager_secret_version.edge.version_id
     artifact_url    = var.relaymesh_artifact_url
     artifact_sha256 = var.relaymesh_artifact_sha256
     data_volume_id  = ""
@@ -176,7 +166,7 @@ resource "aws_autoscaling_group" "edge" {
   min_size                  = var.edge_count
   max_size                  = var.edge_count
   desired_capacity          = var.edge_count
-  target_group_arns         = concat([aws_lb_target_group.ws.arn], aws_lb_target_group.wt[*].arn)
+  target_group_arns         = [aws_lb_target_group.ws.arn]
   # EC2, not ELB: /healthz is 503 while the shard has no leader, and replacing
   # every edge then would not help. The load balancer still routes by /healthz.
   health_check_type         = "EC2"

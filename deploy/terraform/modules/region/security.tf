@@ -1,6 +1,7 @@
 # Security groups. Inbound, exactly:
-#   clients -> load balancer   443/tcp (TLS, WebSocket) and 443/udp (WebTransport), from allowed_client_cidrs
+#   clients -> load balancer   443/tcp (WebSocket over TLS) and 443/udp (WebTransport), from allowed_client_cidrs
 #   load balancer -> edges     client_port/tcp (also its health checks) and client_port/udp
+#   (With WebTransport one TCP_UDP listener carries both, passed through: edges.tf.)
 #   edges -> cores             mesh_port/udp
 #   cores <-> cores            mesh_port/udp
 #   other regions' nodes -> cores   mesh_port/udp, from remote_regions[*].node_cidrs only

@@ -234,7 +234,7 @@ variable "remote_regions" {
 # --- ports ---------------------------------------------------------------------
 
 variable "client_port" {
-  description = "Port the edges listen on for clients: TCP for WebSocket, /v1/route and /healthz (the load balancer terminates TLS on 443/tcp and forwards here), UDP for WebTransport (HTTP/3, /wt; the load balancer passes 443/udp through to it)."
+  description = "Port the edges listen on for clients: TCP for WebSocket, /v1/route and /healthz, UDP for WebTransport (HTTP/3, /wt). Without webtransport the load balancer terminates TLS on 443 and forwards plain TCP here; with it, its one TCP_UDP listener passes 443 (TCP and UDP) through and the edges terminate TLS ([edge] tls)."
   type        = number
   default     = 8080
 
@@ -404,13 +404,13 @@ variable "session_token_key_base64" {
 }
 
 variable "webtransport" {
-  description = "Serve WebTransport: a 443/udp listener on the load balancer to the edges' client_port/udp, and [edge] wt_cert/wt_key from wt_cert_pem/wt_key_pem. false: browsers use WebSocket. (A plain bool, not derived from the sensitive certificate: Terraform refuses sensitive values in count and for_each.)"
+  description = "Serve WebTransport: the load balancer's one listener on 443 becomes TCP_UDP, passed through to the edges' client_port (TCP and UDP), and the edges terminate TLS for both ([edge] tls = true, wt_cert/wt_key from wt_cert_pem/wt_key_pem); no ACM certificate then. false: a TLS listener with an ACM certificate, WebSocket only. (A plain bool, not derived from the sensitive certificate: Terraform refuses sensitive values in count and for_each.)"
   type        = bool
   default     = false
 }
 
 variable "wt_cert_pem" {
-  description = "With webtransport: the edges' WebTransport certificate chain (PEM), publicly trusted for dns_name and the regional name ([edge] wt_cert). QUIC needs TLS at the edge: the load balancer passes 443/udp through. ACM cannot export a public certificate, so bring one (e.g. from an ACME CA)."
+  description = "With webtransport: the certificate chain (PEM) the edges serve on 443 for WebSocket (wss://) and WebTransport alike ([edge] wt_cert, [edge] tls), publicly trusted for dns_name and the regional name. The load balancer passes TLS through, and ACM cannot export a certificate to instances, so bring one (e.g. from an ACME CA); renew it by setting the new one here and applying (the edges are replaced with it)."
   type        = string
   default     = null
   sensitive   = true
