@@ -35,7 +35,7 @@ import (
 func freeDevAddr(t *testing.T) string {
 	t.Helper()
 	for range 200 {
-		p := 20000 + rand.IntN(30000)
+		p := 10000 + rand.IntN(22000) // below Linux's ephemeral range (32768–60999), which outgoing sockets take
 		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
 		if err != nil {
 			continue
