@@ -120,6 +120,12 @@ func (c *Core) adminImport(ctx context.Context, app string, a *meshpb.AdminReque
 	if err := json.Unmarshal(a.GetImportJson(), &in); err != nil {
 		return nil, fmt.Errorf("%w: import: %v", errInvalidInput, err)
 	}
+	if c.cmdVer < shard.Version3 {
+		// Refused as input, not as a server failure: the importer must not
+		// retry what will fail alike until the cluster's pin moves.
+		return nil, fmt.Errorf("%w: import needs shard command version %d; this cluster is pinned to %d ([core] command_version): raise it once every core runs a release that applies %d",
+			errInvalidInput, shard.Version3, c.cmdVer, shard.Version3)
+	}
 	out := importOutcome{Created: []string{}, Existing: []string{}, Refused: []importRefusal{}}
 	cmd := &shard.Command{Op: shard.OpImport, App: app, Now: c.nowMS()}
 	switch {

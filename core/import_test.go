@@ -86,3 +86,22 @@ func TestAdminImport(t *testing.T) {
 		t.Error("malformed JSON: accepted")
 	}
 }
+
+// TestAdminImportPinnedVersion: a core pinned below shard.Version3 refuses
+// an import as bad input (4301, which the REST API answers with 400 and the
+// importer does not retry), naming the setting, and proposes nothing.
+func TestAdminImportPinnedVersion(t *testing.T) {
+	e := newEnvWith(t, func(c *Config) { c.CommandVersion = shard.Version2 })
+	const lc = "5f1a2b3c4d5e6f7a8b9c0d1e"
+	rep, _ := e.importJSON(lc, shard.ImportOp{Convs: []shard.ImportConv{{ID: lc, Creator: "alice", Members: []string{"alice"}, CreatedAt: 1}}})
+	if rep.GetErrorCode() != 4301 || !strings.Contains(rep.GetErrorReason(), "command_version") {
+		t.Fatalf("got code %d %q, want 4301 naming command_version", rep.GetErrorCode(), rep.GetErrorReason())
+	}
+	// Raised to the current version, the same import goes through.
+	e2 := newEnv(t)
+	rep, out := e2.importJSON(lc, shard.ImportOp{Convs: []shard.ImportConv{{ID: lc, Creator: "alice", Members: []string{"alice"}, CreatedAt: 1}}})
+	wantReplyOK(t, "import at the current version", rep)
+	if len(out.Created) != 1 {
+		t.Fatalf("got %+v, want one created", out)
+	}
+}
