@@ -210,7 +210,10 @@ func TestImportFiles(t *testing.T) {
 func TestResume(t *testing.T) {
 	w := newWorld(7, 40)
 	export, hist := w.files(t, t.TempDir())
-	for stopAt := 1; stopAt <= 7; stopAt += 2 { // 7 requests: the conversations, then 6 histories
+	// 7 requests: the conversations, then 6 histories. Not the 7th: a
+	// cancel while the last request is answered may land after all the
+	// work is done, and then the run rightly succeeds.
+	for _, stopAt := range []int{1, 2, 3, 5, 6} {
 		rm := newFakeRM()
 		ctx, cancel := context.WithCancel(context.Background())
 		rm.onPost = func(n int) {
