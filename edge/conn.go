@@ -70,7 +70,7 @@ type wsTransport struct {
 // packs a stream's writes into packets itself.
 type corker interface {
 	cork(timeout time.Duration) bool
-	uncork(timeout time.Duration) error
+	uncork() error
 }
 
 func (t *wsTransport) cork(timeout time.Duration) bool {
@@ -81,11 +81,11 @@ func (t *wsTransport) cork(timeout time.Duration) bool {
 	return true
 }
 
-func (t *wsTransport) uncork(timeout time.Duration) error {
+func (t *wsTransport) uncork() error {
 	if t.sock == nil {
 		return nil
 	}
-	return t.sock.uncork(timeout)
+	return t.sock.uncork()
 }
 
 func (t *wsTransport) readFrame() ([]byte, bool, error) {
@@ -332,18 +332,14 @@ func (c *conn) drainLocked() {
 				err = c.write(f)
 			}
 			if err != nil {
-				c.wclosed = true
-				c.t.closeNow()
-				c.cancel()
+				c.abortLocked()
 				return
 			}
 			continue
 		}
 		if corked {
-			if err := ck.uncork(c.srv.limits.WriteTimeout); err != nil {
-				c.wclosed = true
-				c.t.closeNow()
-				c.cancel()
+			if err := ck.uncork(); err != nil {
+				c.abortLocked()
 				return
 			}
 		}
@@ -415,6 +411,13 @@ func (c *conn) checkIdle() {
 		return
 	}
 	c.idleTimer.Reset(idle - el)
+}
+
+// abortLocked drops the connection after a failed write; c.wmu held.
+func (c *conn) abortLocked() {
+	c.wclosed = true
+	c.t.closeNow()
+	c.cancel()
 }
 
 // closeWithLocked tells the client code and reason (bounded in time) and

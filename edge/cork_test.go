@@ -60,7 +60,7 @@ func TestCorkConn(t *testing.T) {
 	if len(rec.writes) != 1 {
 		t.Fatalf("corked writes reached the socket: %d", len(rec.writes)-1)
 	}
-	if err := c.uncork(time.Second); err != nil {
+	if err := c.uncork(); err != nil {
 		t.Fatal(err)
 	}
 	if len(rec.writes) != 2 || !bytes.Equal(rec.writes[1], want) || rec.deadlines != 1 {
@@ -71,7 +71,7 @@ func TestCorkConn(t *testing.T) {
 	}
 	// Uncork with nothing collected writes nothing.
 	c.cork(time.Second)
-	c.uncork(time.Second)
+	c.uncork()
 	if len(rec.writes) != 2 {
 		t.Fatal("an empty uncork wrote")
 	}
@@ -82,7 +82,7 @@ func TestCorkConn(t *testing.T) {
 	c.Write(small)
 	c.Write(big)
 	c.Write(small)
-	c.uncork(time.Second)
+	c.uncork()
 	var got []byte
 	for _, w := range rec.writes[2:] {
 		got = append(got, w...)

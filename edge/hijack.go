@@ -89,15 +89,16 @@ func (c *corkConn) cork(timeout time.Duration) {
 	c.mu.Unlock()
 }
 
-// uncork writes what was collected, within timeout, and stops collecting.
-func (c *corkConn) uncork(timeout time.Duration) error {
+// uncork writes what was collected, within cork's timeout, and stops
+// collecting.
+func (c *corkConn) uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.corked = false
-	return c.flushLocked(timeout)
+	return c.flushLocked()
 }
 
-func (c *corkConn) flushLocked(timeout time.Duration) error {
+func (c *corkConn) flushLocked() error {
 	if c.buf == nil {
 		return nil
 	}
@@ -110,11 +111,20 @@ func (c *corkConn) flushLocked(timeout time.Duration) error {
 	if len(b) == 0 {
 		return nil
 	}
-	c.count()
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(timeout))
-	_, err := c.Conn.Write(b)
-	_ = c.Conn.SetWriteDeadline(time.Time{})
+	_, err := c.writeThrough(b)
 	return err
+}
+
+// writeThrough writes b to the socket within the cork's timeout and
+// counts the write; c.mu held.
+func (c *corkConn) writeThrough(b []byte) (int, error) {
+	if c.writes != nil {
+		c.writes.Add(1)
+	}
+	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
+	n, err := c.Conn.Write(b)
+	_ = c.Conn.SetWriteDeadline(time.Time{})
+	return n, err
 }
 
 func (c *corkConn) Write(p []byte) (int, error) {
@@ -130,18 +140,8 @@ func (c *corkConn) Write(p []byte) (int, error) {
 		*c.buf = append(*c.buf, p...)
 		return len(p), nil
 	}
-	if err := c.flushLocked(c.timeout); err != nil {
+	if err := c.flushLocked(); err != nil {
 		return 0, err
 	}
-	c.count()
-	_ = c.Conn.SetWriteDeadline(time.Now().Add(c.timeout))
-	n, err := c.Conn.Write(p)
-	_ = c.Conn.SetWriteDeadline(time.Time{})
-	return n, err
-}
-
-func (c *corkConn) count() {
-	if c.writes != nil {
-		c.writes.Add(1)
-	}
+	return c.writeThrough(p)
 }

@@ -51,13 +51,11 @@ func localDrop(err error) bool {
 	return false
 }
 
-func (c *tolerantUDP) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
-	if c.sendHook != nil {
-		if err = c.sendHook(); err != nil {
-			return c.failed(len(b), len(oob), err)
-		}
+func (c *tolerantUDP) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (int, int, error) {
+	n, oobn, err := 0, 0, c.hook()
+	if err == nil {
+		n, oobn, err = c.UDPConn.WriteMsgUDP(b, oob, addr)
 	}
-	n, oobn, err = c.UDPConn.WriteMsgUDP(b, oob, addr)
 	if err != nil && localDrop(err) {
 		LocalDrops.Add(1)
 		return len(b), len(oob), nil
@@ -66,13 +64,10 @@ func (c *tolerantUDP) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int
 }
 
 func (c *tolerantUDP) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if c.sendHook != nil {
-		if err := c.sendHook(); err != nil {
-			n, _, err := c.failed(len(b), 0, err)
-			return n, err
-		}
+	n, err := 0, c.hook()
+	if err == nil {
+		n, err = c.UDPConn.WriteTo(b, addr)
 	}
-	n, err := c.UDPConn.WriteTo(b, addr)
 	if err != nil && localDrop(err) {
 		LocalDrops.Add(1)
 		return len(b), nil
@@ -80,11 +75,10 @@ func (c *tolerantUDP) WriteTo(b []byte, addr net.Addr) (int, error) {
 	return n, err
 }
 
-// failed is a send the hook failed: dropped like the kernel's.
-func (c *tolerantUDP) failed(n, oobn int, err error) (int, int, error) {
-	if localDrop(err) {
-		LocalDrops.Add(1)
-		return n, oobn, nil
+// hook is the test's failure for the next send, if any.
+func (c *tolerantUDP) hook() error {
+	if c.sendHook == nil {
+		return nil
 	}
-	return 0, 0, err
+	return c.sendHook()
 }
