@@ -173,7 +173,7 @@ func (p *devProc) Stop() {
 
 // freeUDPAddr returns a free loopback UDP address for a mesh node whose
 // address must be known before it starts (raft peers).
-func freeUDPAddr(t *testing.T) string {
+func freeUDPAddr(t testing.TB) string {
 	t.Helper()
 	u, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
