@@ -166,7 +166,14 @@ func (p *devProc) Stop() {
 	select {
 	case <-p.done:
 	case <-time.After(10 * time.Second):
-		p.t.Errorf("relaymesh dev did not stop on SIGTERM; killing")
+		// SIGQUIT first: the Go runtime prints every goroutine's stack
+		// (logged above), which says what held the shutdown.
+		p.t.Errorf("relaymesh dev did not stop on SIGTERM; its goroutines (SIGQUIT), then SIGKILL")
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(3 * time.Second):
+		}
 		p.Kill9()
 	}
 }
