@@ -24,9 +24,11 @@ import (
 const (
 	// Version1: topology, member index, unique index, imported ids, apps.
 	Version1 = 1
+	// Version2: MemberSet (absolute member counts and a shard's mark).
+	Version2 = 2
 
 	// Version is the newest version this code applies and proposes.
-	Version = Version1
+	Version = Version2
 )
 
 // Op names a command.
@@ -49,12 +51,18 @@ const (
 	OpDeleteApp      Op = "delete_app"
 )
 
+// The ops of Version2.
+const (
+	OpMemberSet Op = "member_set"
+)
+
 // opVersion is the first version that has each op.
 var opVersion = map[Op]int{
 	OpAddRegion: Version1, OpRemoveRegion: Version1, OpPutNode: Version1, OpRemoveNode: Version1,
 	OpAddShard: Version1, OpSetShardVoters: Version1, OpSetShardOpen: Version1,
 	OpMemberDelta: Version1, OpClaimUnique: Version1, OpReleaseUnique: Version1,
 	OpImportIDs: Version1, OpPutApp: Version1, OpDeleteApp: Version1,
+	OpMemberSet: Version2,
 }
 
 // Command is implemented by the argument struct of every op.
@@ -155,6 +163,8 @@ func newCommand(op Op) Command {
 		return new(PutApp)
 	case OpDeleteApp:
 		return new(DeleteApp)
+	case OpMemberSet:
+		return new(MemberSet)
 	}
 	panic("catalog: newCommand: op without a struct: " + string(op))
 }
@@ -231,6 +241,31 @@ type MemberDelta struct {
 	Removes []string `json:"removes,omitempty"`
 }
 
+// MemberSet (Version2) sets, for each entry, how many conversations
+// Client of App has in Shard as of the shard's raft index Index. An entry
+// whose (client, shard) was last changed at or above Index is left (a
+// MemberDelta or MemberSet of a later index won); a count of 0 removes the
+// entry. Unlike MemberDelta it is absolute, so a shard's leader may send
+// it in any order and again: it reads the counts from its state at Index.
+//
+// With Complete, the sender vouches that every membership change the
+// shard committed at or below Index is in the index (this command and the
+// ones before it), and the shard's mark moves up to Index (MemberMark). A
+// router trusts the index for a shard only up to its mark.
+type MemberSet struct {
+	Shard    ShardRef      `json:"shard"`
+	Index    uint64        `json:"index"`
+	Counts   []MemberCount `json:"counts,omitempty"`
+	Complete bool          `json:"complete,omitempty"`
+}
+
+// MemberCount is one client's count in a MemberSet.
+type MemberCount struct {
+	App    string `json:"app"`
+	Client string `json:"client"`
+	Count  uint64 `json:"n"`
+}
+
 // ClaimUnique maps (App, Hash) to Cid unless it maps to a conversation
 // already; the result names the winner.
 type ClaimUnique struct {
@@ -283,6 +318,7 @@ func (*ReleaseUnique) Op() Op  { return OpReleaseUnique }
 func (*ImportIDs) Op() Op      { return OpImportIDs }
 func (*PutApp) Op() Op         { return OpPutApp }
 func (*DeleteApp) Op() Op      { return OpDeleteApp }
+func (*MemberSet) Op() Op      { return OpMemberSet }
 
 // Result is what Apply returns for a command it applied (a refusal is an
 // *Error). Fields not named for an op are zero.

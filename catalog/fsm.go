@@ -97,6 +97,8 @@ func (a *applier) apply(c Command) (*Result, *Error) {
 		return a.putApp(c)
 	case *DeleteApp:
 		return a.deleteApp(c)
+	case *MemberSet:
+		return a.memberSet(c)
 	}
 	// Decode returns only the commands above.
 	panic(fmt.Sprintf("catalog: apply: command %T without a handler", c))

@@ -20,10 +20,11 @@ func TestCatalogVersions(t *testing.T) {
 		name, entry string
 		fatal       bool
 	}{
-		{"newer version", `{"v":2,"op":"add_region","a":{"name":"eu"}}`, true},
+		{"newer version", `{"v":3,"op":"add_region","a":{"name":"eu"}}`, true},
 		{"newer version, unknown op", `{"v":99,"op":"teleport"}`, true},
-		{"newer version, args this code cannot read", `{"v":2,"op":"add_region","a":"eu"}`, true},
-		{"newer version, envelope this code cannot read", `{"v":3,"op":7}`, true},
+		{"newer version, args this code cannot read", `{"v":3,"op":"add_region","a":"eu"}`, true},
+		{"newer version, envelope this code cannot read", `{"v":4,"op":7}`, true},
+		{"a version-2 op in version 1", `{"v":1,"op":"member_set","a":{"shard":{"r":1,"s":0},"index":1}}`, false},
 		{"no version", `{"op":"add_region","a":{"name":"eu"}}`, false},
 		{"version 0", `{"v":0,"op":"add_region","a":{"name":"eu"}}`, false},
 		{"negative version", `{"v":-1,"op":"add_region","a":{"name":"eu"}}`, false},
@@ -185,7 +186,7 @@ func TestCatalogCommandSize(t *testing.T) {
 	if v, ok := h.raw(huge).(*catalog.Error); !ok || !errors.Is(v, catalog.ErrTooLong) {
 		t.Fatalf("huge entry: %v, want ErrTooLong", v)
 	}
-	huge = []byte(`{"v":2,"pad":"` + strings.Repeat(" ", catalog.MaxCommandBytes) + `"}`)
+	huge = []byte(`{"v":3,"pad":"` + strings.Repeat(" ", catalog.MaxCommandBytes) + `"}`)
 	if v, ok := h.raw(huge).(*catalog.FatalError); !ok || !errors.Is(v, catalog.ErrUnknownVersion) {
 		t.Fatalf("huge entry of a newer version: %v, want fatal", v)
 	}

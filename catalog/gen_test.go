@@ -179,6 +179,13 @@ func (g *gen) next() catalog.Command {
 		} else {
 			g.index[ref] = idx
 		}
+		if g.one(3) { // absolute counts, maybe vouching for the shard
+			var counts []catalog.MemberCount
+			for _, c := range g.clients() {
+				counts = append(counts, catalog.MemberCount{App: g.pick(genApps), Client: c, Count: uint64(g.rng.IntN(3))})
+			}
+			return &catalog.MemberSet{Shard: ref, Index: idx, Counts: counts, Complete: g.one(2)}
+		}
 		return &catalog.MemberDelta{App: g.pick(genApps), Shard: ref, Index: idx, Adds: g.clients(), Removes: g.clients()}
 	case k < 70:
 		return &catalog.ClaimUnique{App: g.pick(genApps), Hash: g.hash(), Cid: g.cid()}

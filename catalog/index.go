@@ -198,3 +198,64 @@ func (a *applier) deleteApp(c *DeleteApp) (*Result, *Error) {
 	a.del(key)
 	return &Result{Changed: true}, nil
 }
+
+func (a *applier) memberSet(c *MemberSet) (*Result, *Error) {
+	if c.Index == 0 {
+		return nil, fail(ErrInvalid, "index 0")
+	}
+	if len(c.Counts) > MaxDeltaClients {
+		return nil, fail(ErrTooMany, "counts: %d, at most %d", len(c.Counts), MaxDeltaClients)
+	}
+	for _, e := range c.Counts {
+		if serr := checkAppID(e.App); serr != nil {
+			return nil, serr
+		}
+		if serr := checkClient(e.Client); serr != nil {
+			return nil, serr
+		}
+	}
+	if s, serr := a.shard(c.Shard); s == nil {
+		return nil, serr
+	}
+	changed := false
+	for _, e := range c.Counts { // a client listed twice: the last count wins
+		key := memberKey(e.App, e.Client, c.Shard)
+		v, ok := a.get(key)
+		if a.err != nil {
+			return nil, nil
+		}
+		if ok {
+			if len(v) != 16 {
+				a.err = errCorrupt("member entry", key)
+				return nil, nil
+			}
+			if c.Index <= binary.BigEndian.Uint64(v[8:]) {
+				continue // a later change won
+			}
+		}
+		switch {
+		case e.Count == 0 && ok:
+			a.del(key)
+			changed = true
+		case e.Count > 0:
+			a.set(key, putU64s(e.Count, c.Index))
+			changed = true
+		}
+	}
+	if c.Complete {
+		mk := markKey(c.Shard)
+		var mark uint64
+		if v, ok := a.get(mk); ok {
+			if len(v) != 8 {
+				a.err = errCorrupt("member mark", mk)
+				return nil, nil
+			}
+			mark = binary.BigEndian.Uint64(v)
+		}
+		if c.Index > mark {
+			a.set(mk, binary.BigEndian.AppendUint64(nil, c.Index))
+			changed = true
+		}
+	}
+	return &Result{Changed: changed}, nil
+}

@@ -359,3 +359,63 @@ func TestCatalogMaxApps(t *testing.T) {
 	h.ok(&catalog.DeleteApp{ID: "app1"})
 	h.ok(&catalog.PutApp{ID: "one-more", Settings: json.RawMessage(`{}`)})
 }
+
+// TestCatalogMemberSet: absolute counts, ignored at or below the index of
+// the entry's last change, in any order; Complete moves the shard's mark
+// only up; bad input refused whole.
+func TestCatalogMemberSet(t *testing.T) {
+	h := newHarness(t)
+	h.topo()
+	set := func(idx uint64, complete bool, counts ...catalog.MemberCount) *catalog.Result {
+		return h.ok(&catalog.MemberSet{Shard: s10, Index: idx, Counts: counts, Complete: complete})
+	}
+	mc := func(client string, n uint64) catalog.MemberCount {
+		return catalog.MemberCount{App: "app", Client: client, Count: n}
+	}
+	set(10, true, mc("alice", 3), mc("bob", 1))
+	if e := entries(t, h, "app", "alice"); e[s10] != 3 {
+		t.Fatalf("alice: %v, want 3 on 1/0", e)
+	}
+	if m, err := catalog.MemberMark(h.db, s10); err != nil || m != 10 {
+		t.Fatalf("mark: %d, %v; want 10", m, err)
+	}
+	// An older set (a resend, a deposed leader's) changes nothing, not even the mark.
+	if r := set(7, true, mc("alice", 0), mc("bob", 5)); r.Changed {
+		t.Fatalf("older set changed something: %+v", r)
+	}
+	if e := entries(t, h, "app", "bob"); e[s10] != 1 {
+		t.Fatalf("bob after a stale set: %v", e)
+	}
+	if m, _ := catalog.MemberMark(h.db, s10); m != 10 {
+		t.Fatalf("mark went back to %d", m)
+	}
+	// A delta after a set, then a set of 0 removes the entry.
+	h.ok(&catalog.MemberDelta{App: "app", Shard: s10, Index: 11, Adds: []string{"bob"}})
+	if e := entries(t, h, "app", "bob"); e[s10] != 2 {
+		t.Fatalf("bob after a delta: %v, want 2", e)
+	}
+	set(12, false, mc("bob", 0))
+	if e := entries(t, h, "app", "bob"); len(e) != 0 {
+		t.Fatalf("bob after a set of 0: %v, want none", e)
+	}
+	if m, _ := catalog.MemberMark(h.db, s10); m != 10 {
+		t.Fatalf("an incomplete set moved the mark to %d", m)
+	}
+	set(20, true)
+	if m, _ := catalog.MemberMark(h.db, s10); m != 20 {
+		t.Fatalf("mark: %d, want 20", m)
+	}
+	n := 0
+	if err := catalog.MemberCounts(h.db, s10, func(app, client string, c uint64) { n++ }); err != nil || n != 1 {
+		t.Fatalf("MemberCounts: %d entries, %v; want alice alone", n, err)
+	}
+	// Refusals.
+	h.refused(&catalog.MemberSet{Shard: s10, Index: 0}, catalog.ErrInvalid)
+	h.refused(&catalog.MemberSet{Shard: catalog.ShardRef{Region: 9, Shard: 9}, Index: 30}, catalog.ErrNotFound)
+	h.refused(&catalog.MemberSet{Shard: s10, Index: 30, Counts: []catalog.MemberCount{mc("", 1)}}, catalog.ErrInvalid)
+	h.refused(&catalog.MemberSet{Shard: s10, Index: 30, Counts: []catalog.MemberCount{{App: "a:b", Client: "x", Count: 1}}}, catalog.ErrInvalid)
+	h.refused(&catalog.MemberSet{Shard: s10, Index: 30, Counts: make([]catalog.MemberCount, catalog.MaxDeltaClients+1)}, catalog.ErrTooMany)
+	if m, _ := catalog.MemberMark(h.db, s10); m != 20 {
+		t.Fatalf("a refused set moved the mark to %d", m)
+	}
+}

@@ -15,6 +15,7 @@ import "encoding/binary"
 //	I app cid                                  → region(1) shard(2)
 //	A id                                       → settings (compact JSON)
 //	Z name                                     → counter (8)
+//	K region(1) shard(2)                       → mark: index(8) (Version2)
 const (
 	tagRegion     = 'G'
 	tagRegionName = 'g'
@@ -25,6 +26,7 @@ const (
 	tagImported   = 'I'
 	tagApp        = 'A'
 	tagCounter    = 'Z'
+	tagMark       = 'K'
 )
 
 // Counters (tagCounter).
@@ -61,6 +63,7 @@ func memberKey(app, client string, r ShardRef) []byte {
 }
 func uniqueKey(app, hash string) []byte  { return newKey(tagUnique).str(app).str(hash) }
 func importedKey(app, cid string) []byte { return newKey(tagImported).str(app).str(cid) }
+func markKey(r ShardRef) []byte          { return newKey(tagMark).ref(r) }
 func appKey(id string) []byte            { return newKey(tagApp).str(id) }
 func counterKey(name string) []byte      { return append(keyBuf{tagCounter}, name...) }
 func shardCounterKey(region uint8) []byte {

@@ -209,3 +209,43 @@ func scanJSON[T any](r pebble.Reader, prefix []byte, what string, fn func(*T)) e
 	}
 	return err
 }
+
+// MemberMark returns a shard's mark: the raft index of the shard up to
+// which every membership change it committed is in the member index
+// (MemberSet with Complete); 0 if none was ever vouched for.
+func MemberMark(r pebble.Reader, ref ShardRef) (uint64, error) {
+	v, ok, err := getRaw(r, markKey(ref))
+	if err != nil || !ok {
+		return 0, err
+	}
+	if len(v) != 8 {
+		return 0, errCorrupt("member mark", markKey(ref))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// MemberCounts calls fn with every (app, client, count) entry of shard
+// ref in the member index (a full scan: for tests and repairs).
+func MemberCounts(r pebble.Reader, ref ShardRef, fn func(app, client string, count uint64)) error {
+	var bad []byte
+	err := scanPrefix(r, []byte{tagMember}, func(k, v []byte) bool {
+		app, rest, ok := readStr(k[1:])
+		var client string
+		if ok {
+			client, rest, ok = readStr(rest)
+		}
+		got, valid := decodeRef(rest)
+		if !ok || !valid || len(v) != 16 {
+			bad = append([]byte(nil), k...)
+			return false
+		}
+		if got == ref {
+			fn(app, client, binary.BigEndian.Uint64(v))
+		}
+		return true
+	})
+	if err == nil && bad != nil {
+		err = errCorrupt("member entry", bad)
+	}
+	return err
+}

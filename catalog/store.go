@@ -170,3 +170,9 @@ func (s *Store) Bootstrap(ctx context.Context, t Topology) error {
 	}
 	return nil
 }
+
+// MemberMark returns a shard's mark (see MemberMark).
+func (s *Store) MemberMark(ref ShardRef) (uint64, error) { return MemberMark(s.state, ref) }
+
+// State is the local replica's state the store reads.
+func (s *Store) State() pebble.Reader { return s.state }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -77,6 +78,10 @@ type CoreConfig struct {
 	RaftHeartbeatTimeout, RaftElectionTimeout time.Duration
 	// HaltBeforeFanout is core.Config.HaltBeforeFanout, a TEST HOOK.
 	HaltBeforeFanout string
+	// LoginAsksEveryShard makes the router ignore the catalog's member
+	// index: a login asks every shard, as before the index (a benchmark
+	// knob: BenchmarkLoginFanIn measures both).
+	LoginAsksEveryShard bool
 	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
 	// socket with mesh.WithPacketConn).
 	MeshOptions []mesh.ListenOption
@@ -92,7 +97,12 @@ type Core struct {
 	Replicas []*raftstore.Node
 	Services []*core.Core
 	Router   *core.Router
-	relay    *relay.Relay // shared by Services
+	// Catalog is the node's replica of the catalog (cluster/catalog.go):
+	// local reads, writes through its leader.
+	Catalog *catalog.Store
+	catalog *catalogGroup
+	pumps   []*core.MemberPump // one per shard: the member index
+	relay   *relay.Relay       // shared by Services
 	// sharedLogs is the node's raft log DB (DATA/raftlog) that its
 	// replicas without a log of their own keep their logs in; nil until
 	// one does.
@@ -141,9 +151,39 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			c.Regions.Close()
 		}
 		c.closeShards()
-		node.Close()
+		node.Close() // first: its handlers read the catalog
+		if c.catalog != nil {
+			c.catalog.close()
+		}
 		return nil, err
 	}
+	// The catalog's replica (cluster/catalog.go).
+	self := cfg.Peers[cfg.NodeID]
+	if self == "" {
+		self = node.Addr()
+	}
+	local := []string{self}
+	if len(cfg.Peers) > 0 {
+		local = local[:0]
+		for _, addr := range cfg.Peers {
+			local = append(local, addr)
+		}
+		sort.Strings(local)
+	}
+	var remote []remoteCores
+	for _, r := range cfg.Remote {
+		if len(r.Cores) > 0 {
+			remote = append(remote, remoteCores{number: r.Number, cores: r.Cores})
+		}
+	}
+	raftTimes := func(rc *raftstore.Config) {
+		rc.HeartbeatTimeout, rc.ElectionTimeout = cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout
+		rc.LeaderLeaseTimeout = min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond)
+	}
+	if c.catalog, err = openCatalog(node, cfg.DataDir, self, planCatalog(region, shards, local, remote), raftTimes, log.With("part", "catalog")); err != nil {
+		return fail(err)
+	}
+	c.Catalog = c.catalog.store
 	if len(cfg.Remote) > 0 {
 		g, err := core.NewRegions(region, node, c.relay, cfg.Remote, log.With("part", "regions"))
 		if err != nil {
@@ -182,13 +222,14 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			}
 			logs = c.sharedLogs.Group(fmt.Sprintf("shard-%d-%d", region, n))
 		}
+		fsm := core.NewStateMachine()
 		rep, err := raftstore.Open(raftstore.Config{
 			NodeID:    cfg.NodeID,
 			Dir:       dir,
 			LogStore:  logs,
 			Transport: trans,
 			Bootstrap: boot,
-			SM:        core.NewStateMachine(),
+			SM:        fsm,
 			Logger:    rlog,
 
 			HeartbeatTimeout: cfg.RaftHeartbeatTimeout,
@@ -211,9 +252,15 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		svc := core.New(core.Config{Replica: rep, Apps: cfg.Apps, Logger: clog, Limits: cfg.Limits,
 			Words: integ.Words, Hooks: integ.Hooks, Push: integ.Push, SysWebhook: integ.SysWebhook,
 			CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm,
-			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.Regions})
+			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.Regions,
+			Catalog: c.Catalog})
 		c.Replicas, c.Services = append(c.Replicas, rep), append(c.Services, svc)
-		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a }})
+		// The entries before the applied index were applied by an earlier
+		// process: any of them may have changed memberships.
+		fsm.FloorMemberIndex(rep.AppliedIndex())
+		c.pumps = append(c.pumps, core.NewMemberPump(catalog.ShardRef{Region: region, Shard: uint16(n)}, rep, fsm, c.Catalog, log.With("part", "members", "shard", n)))
+		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a },
+			MemberIndex: fsm.MemberIndex})
 	}
 	c.Replica, c.Service = c.Replicas[0], c.Services[0]
 	// This region's other cores: the shard voters but this node.
@@ -229,8 +276,12 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	if len(others) > 0 {
 		announce = core.Announce(node, others, time.Second)
 	}
+	index := c.Catalog
+	if cfg.LoginAsksEveryShard {
+		index = nil
+	}
 	rt, err := core.NewRouter(core.RouterConfig{Region: region, Shards: rshards, Self: node.Addr(),
-		Forward: core.Forward(node), Remote: c.Regions, Announce: announce, Logger: log.With("part", "router")})
+		Forward: core.Forward(node), Remote: c.Regions, Announce: announce, Catalog: index, Logger: log.With("part", "router")})
 	if err != nil {
 		return fail(err)
 	}
@@ -275,6 +326,10 @@ func existingShards(data string, region uint8) int {
 // shared.
 func (c *Core) closeShards() error {
 	var err error
+	for _, p := range c.pumps {
+		p.Stop()
+	}
+	c.pumps = nil
 	for i := len(c.Services) - 1; i >= 0; i-- {
 		err = errors.Join(err, c.Services[i].Close())
 	}
@@ -295,7 +350,7 @@ func (c *Core) Failed() <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
 		cases := []reflect.SelectCase{{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(c.quit)}}
-		for _, rep := range c.Replicas {
+		for _, rep := range append(slices.Clone(c.Replicas), c.catalog.rep) {
 			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(rep.Failed())})
 		}
 		if i, _, _ := reflect.Select(cases); i > 0 {
@@ -312,6 +367,9 @@ func (c *Core) Err() error {
 			return fmt.Errorf("shard %d: %w", n, err)
 		}
 	}
+	if err := c.catalog.rep.Err(); err != nil {
+		return fmt.Errorf("catalog: %w", err)
+	}
 	return nil
 }
 
@@ -324,7 +382,42 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := c.Regions.WriteMetrics(w); err != nil {
 		return err
 	}
-	return c.Router.WriteMetrics(w)
+	if err := c.Router.WriteMetrics(w); err != nil {
+		return err
+	}
+	return c.writeCatalogMetrics(w)
+}
+
+// writeCatalogMetrics writes the catalog replica's and the member pumps'
+// series.
+func (c *Core) writeCatalogMetrics(w io.Writer) error {
+	var sets, failures uint64
+	for _, p := range c.pumps {
+		sets += p.Sets()
+		failures += p.Failures()
+	}
+	b2u := func(b bool) uint64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	rows := []struct {
+		name, help, typ string
+		v               uint64
+	}{
+		{"relaymesh_catalog_leader", "1 while this core's catalog replica leads the catalog's raft group.", "gauge", b2u(c.catalog.rep.IsLeader())},
+		{"relaymesh_catalog_ready", "1 once the catalog has a leader this core knows and its declared topology is in.", "gauge", b2u(c.catalog.Ready())},
+		{"relaymesh_catalog_applied_index", "Raft index of the last catalog entry this core's replica applied.", "gauge", c.catalog.rep.AppliedIndex()},
+		{"relaymesh_core_member_sets_total", "Member index updates (catalog MemberSet) this core's shard leaders committed.", "counter", sets},
+		{"relaymesh_core_member_set_failures_total", "Member index update rounds that failed and were retried (catalog unreachable, shard unknown yet).", "counter", failures},
+	}
+	for _, m := range rows {
+		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // serveMetrics starts the core's HTTP listener for /metrics and /healthz.
@@ -369,10 +462,19 @@ func exists(p string) bool {
 }
 
 // Ready reports whether the shard has a leader and the core can serve.
+// It does not wait for the catalog: a login falls back to every shard
+// while the member index cannot be trusted (CatalogReady).
 func (c *Core) Ready() bool { return c.Router.Ready() }
 
-// Close stops the core: leader watcher, metrics listener, service,
-// replica, then mesh node.
+// CatalogReady reports whether the catalog's group has a leader this
+// node knows and the node's declared topology is in it.
+func (c *Core) CatalogReady() bool { return c.catalog.Ready() }
+
+// CatalogReplica is the node's replica of the catalog's group.
+func (c *Core) CatalogReplica() *raftstore.Node { return c.catalog.rep }
+
+// Close stops the core: leader watcher, metrics listener, member pumps,
+// services, shard replicas, mesh node, then the catalog's replica.
 func (c *Core) Close() error {
 	var err error
 	close(c.quit)
@@ -386,5 +488,8 @@ func (c *Core) Close() error {
 	}
 	err = errors.Join(err, c.closeShards())
 	c.serve.Wait() // raft's shutdown answered every barrier
-	return errors.Join(err, c.Node.Close())
+	err = errors.Join(err, c.Node.Close())
+	// The catalog last: the node's handlers (the router's logins, the
+	// catalog's rpc) read it until the node has closed.
+	return errors.Join(err, c.catalog.close())
 }

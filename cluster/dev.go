@@ -45,6 +45,9 @@ type DevConfig struct {
 	// Shards is CoreConfig.Shards: the raft groups of the dev region (1
 	// when zero).
 	Shards int
+	// LoginAsksEveryShard is CoreConfig.LoginAsksEveryShard (a benchmark
+	// knob).
+	LoginAsksEveryShard bool
 	// NoWebTransport turns off the edge's WebTransport listener (on by
 	// default, with a self-signed certificate kept in DataDir/wt).
 	NoWebTransport bool
@@ -115,6 +118,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Limits:   cfg.CoreLimits,
 		Shards:   cfg.Shards,
 
+		LoginAsksEveryShard: cfg.LoginAsksEveryShard,
+
 		Integrations: cfg.Integrations,
 	})
 	if err != nil {
@@ -122,7 +127,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 	}
 	// Serve once every shard has elected its leader (a second or so each,
 	// in parallel), so the first requests find them.
-	for deadline := time.Now().Add(devReadyWait); !c.Ready() && time.Now().Before(deadline); {
+	// The catalog too: a login uses its member index from the start.
+	for deadline := time.Now().Add(devReadyWait); !(c.Ready() && c.CatalogReady()) && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	e, err := StartEdge(EdgeConfig{

@@ -72,6 +72,20 @@ func (c *Core) convStart(ctx context.Context, r *request) (*lcpb.GenericCommand,
 		return nil, err
 	}
 	conv := res.Conv
+	if conv.Unique && !res.Existing {
+		// Another shard or region may have made the set's conversation
+		// at the same moment: the catalog's unique index settles it
+		// (unique.go).
+		if w := c.claimUnique(ctx, r.app, conv); w != "" {
+			if _, err := c.propose(ctx, &shard.Command{Op: shard.OpDelete, App: r.app, CID: conv.ID, From: r.peer, Admin: true, Now: c.nowMS()}); err != nil {
+				c.log.Warn("unique conversation: delete the loser", "app", r.app, "cid", conv.ID, "err", err)
+			}
+			g := r.reply(lcpb.CommandType_conv, lcpb.OpType_started.Enum())
+			g.ConvMessage = &lcpb.ConvCommand{Cid: proto.String(w), Cdate: proto.String(isoDate(conv.CreatedAt)),
+				Existing: proto.Bool(true), UniqueId: proto.String(w)}
+			return g, nil
+		}
+	}
 	if conv.Transient {
 		c.roomJoinCreator(r, conv.ID) // chatroom.go
 	}
@@ -121,9 +135,13 @@ func (c *Core) convMembers(ctx context.Context, r *request, add bool) (*lcpb.Gen
 		op, replyOp, selfOp, othersOp = shard.OpRemove, lcpb.OpType_removed, lcpb.OpType_left, lcpb.OpType_members_left
 	}
 	var before []string
-	if !add {
-		if conv, _ := shard.GetConv(c.state(), r.app, cm.GetCid()); conv != nil {
+	var uniqueSet []string // the set the conversation is the unique one of
+	if conv, _ := shard.GetConv(c.state(), r.app, cm.GetCid()); conv != nil {
+		if !add {
 			before = conv.Members
+		}
+		if conv.Unique && conv.UniqueID != "" {
+			uniqueSet = conv.Members
 		}
 	}
 	if err := c.hookConvMembers(ctx, r, cm.GetCid(), pids, add); err != nil { // hooks.go
@@ -132,6 +150,9 @@ func (c *Core) convMembers(ctx context.Context, r *request, add bool) (*lcpb.Gen
 	res, err := c.propose(ctx, &shard.Command{Op: op, App: r.app, CID: cm.GetCid(), From: r.peer, Now: c.nowMS(), Members: pids})
 	if err != nil {
 		return nil, err
+	}
+	if uniqueSet != nil && res.Conv.UniqueID == "" { // no longer the set's (unique.go)
+		c.releaseUnique(r.app, res.Conv.ID, uniqueSet)
 	}
 	g := r.reply(lcpb.CommandType_conv, replyOp.Enum())
 	g.ConvMessage = &lcpb.ConvCommand{Cid: proto.String(res.Conv.ID), AllowedPids: res.Allowed}

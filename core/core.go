@@ -64,6 +64,10 @@ type Config struct {
 	// so a replayed message reaches its recipients before newer ones
 	// (fanout.go). Nil: no wait.
 	LeaderTerm func() uint64
+	// Catalog, when set, is the node's catalog: unique conversations are
+	// claimed in its unique index (unique.go). Nil: a shard's own
+	// unique index only.
+	Catalog *catalog.Store
 	// Home is the region and shard of the replica: new conversations get
 	// ids that name it (catalog.NewConvID). Zero: catalog.LegacyShard.
 	Home catalog.ConvID
@@ -100,6 +104,8 @@ type Core struct {
 	relay     *relay.Relay
 	ownsRelay bool           // relay was made by New (Config.Relay nil)
 	home      catalog.ConvID // Config.Home; read-only
+	catalog   *catalog.Store // Config.Catalog; nil: none
+	uniq      uniqueStats    // unique.go
 	remote    *Regions       // Config.Remote; nil: one region
 
 	locks   convLocks
@@ -156,6 +162,7 @@ func New(cfg Config) *Core {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.catalog = cfg.Catalog
 	c.home = cfg.Home
 	if c.home.Region == 0 {
 		c.home = catalog.ConvID(catalog.LegacyShard)

@@ -58,6 +58,11 @@ type RouterShard struct {
 	// Leader is the mesh address of the shard's leader as this node's
 	// replica knows it, "" when unknown.
 	Leader func() string
+	// MemberIndex is the raft index of the last membership change this
+	// node's replica of the shard applied (shard.FSM.MemberIndex), or a
+	// floor for it: the router trusts the catalog's member index for the
+	// shard only once the shard's mark has reached it. Nil: never.
+	MemberIndex func() uint64
 }
 
 // RouterConfig configures a Router.
@@ -79,7 +84,11 @@ type RouterConfig struct {
 	// that just logged in (MethodPresenceAdd) and returns once they have
 	// it, so that a shard led elsewhere pushes to it at once.
 	Announce func(ctx context.Context, edgeID string, s *meshpb.PresenceSession)
-	Logger   *slog.Logger
+	// Catalog is the local replica of the catalog (its member index: which
+	// shards hold a client's conversations); nil: a login asks every
+	// shard.
+	Catalog *catalog.Store
+	Logger  *slog.Logger
 }
 
 // Router routes a node's client requests to the shards of its region.
@@ -90,6 +99,8 @@ type Router struct {
 	forward  func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)
 	remote   *Regions
 	announce func(ctx context.Context, edgeID string, s *meshpb.PresenceSession)
+	members  memberReader // nil without a catalog
+	catalog  *catalog.Store
 	log      *slog.Logger
 	next     atomic.Uint64 // placement round-robin
 	stats    RouterStats
@@ -101,6 +112,14 @@ type RouterStats struct {
 	Forwarded atomic.Uint64 // requests (or parts) sent to another core
 	Split     atomic.Uint64 // requests split over several shards
 	Hints     atomic.Uint64 // not_leader answers followed
+	// Logins: the shards but the system shard a login's share was asked
+	// of (LoginParts), left out because the member index says the client
+	// has nothing there (LoginSkipped), and asked only because the index
+	// could not be trusted for them (LoginFallback, a part of LoginParts).
+	LoginParts, LoginSkipped, LoginFallback atomic.Uint64
+	// UniqueRouted: unique starts sent to the shard the catalog's unique
+	// index names.
+	UniqueRouted atomic.Uint64
 }
 
 // How long a router waits for a shard without a known leader (an
@@ -120,6 +139,9 @@ func NewRouter(cfg RouterConfig) (*Router, error) {
 		cfg.Region = catalog.LegacyShard.Region
 	}
 	r := &Router{region: cfg.Region, shards: cfg.Shards, self: cfg.Self, forward: cfg.Forward, remote: cfg.Remote, announce: cfg.Announce, log: cfg.Logger}
+	if cfg.Catalog != nil {
+		r.members, r.catalog = cfg.Catalog, cfg.Catalog
+	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -209,7 +231,8 @@ func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*
 			r.remote.MarkEverywhere(ctx, uint8(n), req.GetAppId(), req.GetPeerId())
 		}
 		r.System().kickTagHere(ctx, req) // the same tag logged in elsewhere
-		reps, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
+		ns := append([]int{0}, r.loginShards(req.GetAppId(), req.GetPeerId())...)
+		reps, err := r.scatter(ctx, ns, func(int) *meshpb.ClientRequest { return part(req) })
 		if err != nil {
 			r.log.Warn("login share for another region", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", err)
 		}
@@ -380,7 +403,7 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 		r.announce(ctx, req.GetEdgeId(), &meshpb.PresenceSession{AppId: req.GetAppId(), PeerId: req.GetPeerId(),
 			ConnId: req.GetConnId(), Tag: req.GetTag(), ProtocolVersion: req.GetProtocolVersion()})
 	}
-	parts, err := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return part(req) })
+	parts, err := r.scatter(ctx, r.loginShards(req.GetAppId(), req.GetPeerId()), func(int) *meshpb.ClientRequest { return part(req) })
 	if err != nil {
 		// The session is registered; what the other shards have due
 		// comes with the next login or the client's own queries. A login
@@ -394,6 +417,72 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 	rep.Commands = mergeLogin(all, req.GetProtocolVersion(), lim.MaxUnreadConvs)
 	rep.SysCommands = nil
 	return rep, nil
+}
+
+// loginShards are the shards but the system shard that a login of (app,
+// peer) asks for their share: those the catalog's member index says hold
+// the client's conversations, and every shard the index cannot be trusted
+// for — no catalog, a read that fails, or a shard whose mark (the index up
+// to which its leader vouched for its changes, catalog.MemberSet) is below
+// the last membership change this node's replica applied. Correctness
+// over cost: a shard is left out only when the index vouches for it.
+//
+// The marks are read before the entries: entries are at least as new as
+// the marks read, never older.
+func (r *Router) loginShards(app, peer string) []int {
+	others := r.others()
+	if r.members == nil {
+		r.stats.LoginParts.Add(uint64(len(others)))
+		return others
+	}
+	trusted := make([]bool, len(r.shards))
+	someTrusted := false
+	for _, n := range others {
+		if r.IndexVouches(n) {
+			trusted[n], someTrusted = true, true
+		}
+	}
+	has := map[uint16]bool{}
+	if someTrusted {
+		// The client's shards, and those holding the app's global
+		// broadcasts (every login gets them: shard.AllClients).
+		refs, err := r.members.MemberShards(app, peer)
+		all, aerr := r.members.MemberShards(app, shard.AllClients)
+		if err = errors.Join(err, aerr); err != nil {
+			r.log.Warn("login: member index", "app", app, "peer", peer, "err", err)
+			clear(trusted)
+		}
+		for _, ref := range append(refs, all...) {
+			if ref.Region == r.region {
+				has[ref.Shard] = true
+			}
+		}
+	}
+	out := make([]int, 0, len(others))
+	for _, n := range others {
+		switch {
+		case !trusted[n]:
+			r.stats.LoginFallback.Add(1)
+			out = append(out, n)
+		case has[uint16(n)]:
+			out = append(out, n)
+		default:
+			r.stats.LoginSkipped.Add(1)
+		}
+	}
+	r.stats.LoginParts.Add(uint64(len(out)))
+	return out
+}
+
+// IndexVouches reports whether the catalog's member index vouches for
+// shard n of this region: its mark (catalog.MemberMark) has reached the
+// last membership change this node's replica of the shard applied.
+func (r *Router) IndexVouches(n int) bool {
+	if r.members == nil || n < 0 || n >= len(r.shards) || r.shards[n].MemberIndex == nil {
+		return false
+	}
+	mark, err := r.members.MemberMark(catalog.ShardRef{Region: r.region, Shard: uint16(n)})
+	return err == nil && mark > 0 && mark >= r.shards[n].MemberIndex()
 }
 
 // mergeLogin merges the shards' login shares: offline messages of at most
@@ -539,8 +628,15 @@ func (r *Router) command(ctx context.Context, req *meshpb.ClientRequest) (*meshp
 		return rep, err
 	}
 	if cmd.GetCmd() == lcpb.CommandType_conv && cmd.GetOp() == lcpb.OpType_start && isUnique(cmd.GetConvMessage()) {
+		region, n, inCatalog := r.uniqueInCatalog(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage())
 		_, here := r.uniqueHere(req.GetAppId(), req.GetPeerId(), cmd.GetConvMessage())
 		switch {
+		case inCatalog && !req.GetRegionPart():
+			// The set's conversation, by the catalog: its shard answers
+			// (existing), or, if the claim is stale there, makes the
+			// set's new one (unique.go).
+			r.stats.UniqueRouted.Add(1)
+			rt.region, rt.shard = region, n
 		case req.GetRegionPart() && !here:
 			return &meshpb.ClientReply{}, nil // another region's lookup: never create here
 		case !here && !req.GetRegionPart():
@@ -692,6 +788,20 @@ func (r *Router) uniqueHere(app, peer string, cm *lcpb.ConvCommand) (int, bool) 
 		}
 	}
 	return 0, false
+}
+
+// uniqueInCatalog is where the catalog's unique index (read locally)
+// says the unique conversation of cm's member set with peer lives.
+func (r *Router) uniqueInCatalog(app, peer string, cm *lcpb.ConvCommand) (region uint8, n int, ok bool) {
+	if r.catalog == nil {
+		return 0, 0, false
+	}
+	cid, ok, err := r.catalog.UniqueCid(app, catalogHash(append(slices.Clone(cm.GetM()), peer)))
+	if err != nil || !ok {
+		return 0, 0, false
+	}
+	region, n, err = r.home(cid)
+	return region, n, err == nil
 }
 
 // uniqueElsewhere asks every other region for the unique conversation of
@@ -1106,10 +1216,14 @@ func (r *Router) notifications(ctx context.Context, req *meshpb.ClientRequest) (
 // over the shards).
 func (r *Router) WriteMetrics(w io.Writer) error {
 	led := 0
+	var won, lost, unreached uint64
 	for _, sh := range r.shards {
 		if sh.Core.leads() {
 			led++
 		}
+		won += sh.Core.uniq.won.Load()
+		lost += sh.Core.uniq.lost.Load()
+		unreached += sh.Core.uniq.unreached.Load()
 	}
 	rows := []struct {
 		name, help, typ string
@@ -1121,6 +1235,13 @@ func (r *Router) WriteMetrics(w io.Writer) error {
 		{"relaymesh_router_forwarded_total", "Requests or request parts the router sent to another core's shard leader.", "counter", r.stats.Forwarded.Load()},
 		{"relaymesh_router_split_total", "Requests the router split over several shards (login, queries, receipts).", "counter", r.stats.Split.Load()},
 		{"relaymesh_router_not_leader_hints_total", "not_leader answers the router followed to another core.", "counter", r.stats.Hints.Load()},
+		{"relaymesh_router_login_parts_total", "Shards but the system shard asked for a login's share.", "counter", r.stats.LoginParts.Load()},
+		{"relaymesh_router_login_skipped_total", "Shards a login did not ask: the catalog's member index vouches the client has nothing there.", "counter", r.stats.LoginSkipped.Load()},
+		{"relaymesh_router_login_fallback_total", "Shards a login asked only because the member index could not be trusted for them (behind or unavailable).", "counter", r.stats.LoginFallback.Load()},
+		{"relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.", "counter", r.stats.UniqueRouted.Load()},
+		{"relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).", "counter", won},
+		{"relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.", "counter", lost},
+		{"relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).", "counter", unreached},
 	}
 	for _, m := range rows {
 		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
+
+	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/edge"
@@ -121,4 +124,186 @@ func freeAddrB(b *testing.B) string {
 	}
 	b.Fatal("no free port pair")
 	return ""
+}
+
+// BenchmarkLoginFanIn measures a login (Go SDK dial until its unread
+// push) in a dev region of 8 shards in this process, for a client whose
+// 4 conversations (one unread message each) all live on one shard: with
+// the catalog's member index (the router asks that shard besides the
+// system shard) and without it (LoginAsksEveryShard: every shard, as
+// before the index). Reports the shard parts asked per login and p50/p99.
+func BenchmarkLoginFanIn(b *testing.B) {
+	const shards = 8
+	for _, every := range []bool{false, true} {
+		name := "index"
+		if every {
+			name = "every-shard"
+		}
+		b.Run(name, func(b *testing.B) {
+			addr := freeAddrB(b)
+			d, err := cluster.StartDev(cluster.DevConfig{DataDir: b.TempDir(), Addr: addr, Shards: shards, NoWebTransport: true,
+				LoginAsksEveryShard: every, Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer d.Close()
+			waitReady(b, d)
+			ctx := context.Background()
+			alice, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: "bench", ClientID: "alice"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			// Others fill every shard; the reader's 4 conversations are on shard 3.
+			var mine []string
+			for len(mine) < 4 {
+				cid, err := alice.CreateConversation(ctx, []string{"filler"}, "g", nil, false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if catalogShard(cid) == 3 {
+					if _, err := alice.AddMembers(ctx, cid, []string{"reader"}); err != nil {
+						b.Fatal(err)
+					}
+					mine = append(mine, cid)
+				}
+				if _, err := alice.Send(ctx, cid, client.TextMessage("hello"), client.SendOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			alice.Close()
+			deadline := time.Now().Add(20 * time.Second)
+			for n := 1; n < shards && !every; n++ {
+				for !d.Core.Router.IndexVouches(n) {
+					if time.Now().After(deadline) {
+						b.Fatal("the member index never vouched")
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			parts := d.Core.Router.Stats().LoginParts.Load()
+			var lat []time.Duration
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				c, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: "bench", ClientID: "reader"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for ev := range c.Events() {
+					if u, ok := ev.(client.Unread); ok {
+						if len(u.Convs) != len(mine) {
+							b.Fatalf("unread in %d conversations, want %d", len(u.Convs), len(mine))
+						}
+						break
+					}
+				}
+				lat = append(lat, time.Since(t0))
+				c.Close()
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(d.Core.Router.Stats().LoginParts.Load()-parts)/float64(b.N)+1, "shards/login")
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+// catalogShard is the shard a conversation id names.
+func catalogShard(cid string) uint16 { return catalog.HomeOf(cid).Shard }
+
+// BenchmarkLoginFanInRegion is BenchmarkLoginFanIn in a region of three
+// cores in this process (8 shards, every shard but the system shard led by
+// one of the two cores that do not route, so each shard part is a mesh
+// round trip on loopback).
+func BenchmarkLoginFanInRegion(b *testing.B) {
+	const shards = 8
+	for _, every := range []bool{false, true} {
+		name := "index"
+		if every {
+			name = "every-shard"
+		}
+		b.Run(name, func(b *testing.B) {
+			r := startRegionWith(b, shards, 0, func(c *cluster.CoreConfig) { c.LoginAsksEveryShard = every })
+			router := r.waitLeader()
+			var others []int
+			for i := range r.cores {
+				if i != router {
+					others = append(others, i)
+				}
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for n := 1; n < shards; n++ {
+				to := others[n%2]
+				for !r.cores[to].Replicas[n].IsLeader() {
+					if time.Now().After(deadline) {
+						b.Fatalf("shard %d never moved to core %d", n, to)
+					}
+					for _, c := range r.cores {
+						if c.Replicas[n].IsLeader() {
+							c.Replicas[n].Raft().LeadershipTransferToServer(raft.ServerID(r.cfgs[to].NodeID), raft.ServerAddress(r.cores[to].Node.Addr()))
+						}
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			rt := r.cores[router].Router
+			ctx := context.Background()
+			alice, err := client.Dial(ctx, r.edge.URL, client.Options{AppID: "bench", ClientID: "alice"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			var mine []string
+			for len(mine) < 4 {
+				cid, err := alice.CreateConversation(ctx, []string{"filler"}, "g", nil, false)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if catalogShard(cid) == 3 {
+					if _, err := alice.AddMembers(ctx, cid, []string{"reader"}); err != nil {
+						b.Fatal(err)
+					}
+					mine = append(mine, cid)
+				}
+				if _, err := alice.Send(ctx, cid, client.TextMessage("hello"), client.SendOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			alice.Close()
+			for n := 1; n < shards && !every; n++ {
+				for !rt.IndexVouches(n) {
+					if time.Now().After(deadline) {
+						b.Fatal("the member index never vouched")
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}
+			parts, fwd := rt.Stats().LoginParts.Load(), rt.Stats().Forwarded.Load()
+			var lat []time.Duration
+			b.ResetTimer()
+			for range b.N {
+				t0 := time.Now()
+				c, err := client.Dial(ctx, r.edge.URL, client.Options{AppID: "bench", ClientID: "reader"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for ev := range c.Events() {
+					if u, ok := ev.(client.Unread); ok {
+						if len(u.Convs) != len(mine) {
+							b.Fatalf("unread in %d conversations, want %d", len(u.Convs), len(mine))
+						}
+						break
+					}
+				}
+				lat = append(lat, time.Since(t0))
+				c.Close()
+			}
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(rt.Stats().LoginParts.Load()-parts)/float64(b.N)+1, "shards/login")
+			b.ReportMetric(float64(rt.Stats().Forwarded.Load()-fwd)/float64(b.N), "forwarded/login")
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+		})
+	}
 }

@@ -166,14 +166,21 @@ func (p *devProc) Stop() {
 	select {
 	case <-p.done:
 	case <-time.After(10 * time.Second):
-		p.t.Errorf("relaymesh dev did not stop on SIGTERM; killing")
+		// SIGQUIT first: the Go runtime prints every goroutine's stack
+		// (logged above), which says what held the shutdown.
+		p.t.Errorf("relaymesh dev did not stop on SIGTERM; its goroutines (SIGQUIT), then SIGKILL")
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(3 * time.Second):
+		}
 		p.Kill9()
 	}
 }
 
 // freeUDPAddr returns a free loopback UDP address for a mesh node whose
 // address must be known before it starts (raft peers).
-func freeUDPAddr(t *testing.T) string {
+func freeUDPAddr(t testing.TB) string {
 	t.Helper()
 	u, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 // region is three cores (one 3-voter shard) and one edge, in this process,
 // talking QUIC on loopback.
 type region struct {
-	t     *testing.T
+	t     testing.TB
 	cores []*cluster.Core
 	cfgs  []cluster.CoreConfig
 	edge  *cluster.Edge
@@ -31,7 +31,13 @@ func startRegion(t *testing.T) *region { return startRegionShards(t, 1, 0) }
 
 // startRegionShards is startRegion with shards raft groups on the three
 // cores, the edge holding each presence frame presenceDelay (a test hook).
-func startRegionShards(t *testing.T, shards int, presenceDelay time.Duration) *region {
+func startRegionShards(t testing.TB, shards int, presenceDelay time.Duration) *region {
+	return startRegionWith(t, shards, presenceDelay, nil)
+}
+
+// startRegionWith is startRegionShards with each core's configuration
+// adjusted by adjust (nil: as is).
+func startRegionWith(t testing.TB, shards int, presenceDelay time.Duration, adjust func(*cluster.CoreConfig)) *region {
 	t.Helper()
 	dir := t.TempDir()
 	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), "core-1", "core-2", "core-3", "edge-1")
@@ -54,6 +60,9 @@ func startRegionShards(t *testing.T, shards int, presenceDelay time.Duration) *r
 		name := fmt.Sprintf("core-%d", i)
 		cfg := cluster.CoreConfig{NodeID: name, MeshAddr: peers[name], DataDir: filepath.Join(dir, name),
 			Identity: ids[name], Peers: peers, Apps: reg, Logger: log, Shards: shards}
+		if adjust != nil {
+			adjust(&cfg)
+		}
 		c, err := cluster.StartCore(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -63,8 +72,8 @@ func startRegionShards(t *testing.T, shards int, presenceDelay time.Duration) *r
 	}
 	e, err := cluster.StartEdge(cluster.EdgeConfig{EdgeID: "edge-1", HTTPAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0",
 		Identity: ids["edge-1"], Cores: addrs, TokenKey: make([]byte, 32), Apps: reg, Logger: log,
-		// The test measures failover, not LeanCloud's 60 sends/min per client.
-		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1}, PresenceDelay: presenceDelay})
+		// The tests measure failover and routing, not LeanCloud's per-client rates.
+		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}, PresenceDelay: presenceDelay})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -392,6 +392,18 @@ func TestShardsRegion(t *testing.T) {
 	if err != nil || len(rows) != len(cids) {
 		t.Fatalf("query over three cores: %d rows, %v; want %d", len(rows), err, len(cids))
 	}
+	// The catalog (three voters, one per core) vouches for every shard
+	// once their leaders, on other cores, sent their members: a client
+	// without conversations is asked of the system shard alone.
+	rt := r.cores[router].Router
+	waitFor(t, 20*time.Second, func() bool { return rt.IndexVouches(1) && rt.IndexVouches(2) })
+	skipped := rt.Stats().LoginSkipped.Load()
+	nobody := dial(t, ctx, r.edge.URL, app, "nobody")
+	nextEvent(t, nobody, func(client.Unread) bool { return true })
+	nobody.Close()
+	if got := rt.Stats().LoginSkipped.Load() - skipped; got != shards-1 {
+		t.Fatalf("a login without conversations skipped %d shards, want %d", got, shards-1)
+	}
 
 	// A client that just logged in gets, live, a message sent the moment
 	// its login returns into conversations whose shard another core leads

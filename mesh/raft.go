@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -28,7 +27,8 @@ func (n *Node) RaftLayer() raft.StreamLayer { return n.RaftLayerFor("") }
 // streams carried no name before groups existed, so nodes of either
 // version keep talking to each other about it.
 func (n *Node) RaftLayerFor(group string) raft.StreamLayer {
-	l := &raftLayer{n: n, group: group, accept: make(chan net.Conn), done: make(chan struct{})}
+	l := &raftLayer{n: n, group: group, accept: make(chan net.Conn)}
+	l.ctx, l.cancel = context.WithCancel(n.ctx)
 	n.mu.Lock()
 	if n.raft == nil {
 		n.raft = make(map[string]*raftLayer)
@@ -42,8 +42,11 @@ type raftLayer struct {
 	n      *Node
 	group  string        // the raft group's name; "" the region's first shard
 	accept chan net.Conn // unbuffered: hand-off to Accept
-	done   chan struct{} // closed by Close
-	once   sync.Once
+	// ctx ends with Close or with the node: Accept returns and dials in
+	// progress give up, so a raft group shutting down is not held by a
+	// dial to a dead peer for the transport's whole timeout.
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // deliverRaft hands an inbound raft stream to the current layer's Accept,
@@ -58,9 +61,7 @@ func (n *Node) deliverRaft(c *quic.Conn, s *quic.Stream, group string) {
 	}
 	select {
 	case l.accept <- &raftConn{Stream: s, c: c}:
-	case <-l.done:
-		reset(s, codeClosed)
-	case <-n.ctx.Done():
+	case <-l.ctx.Done():
 		reset(s, codeClosed)
 	}
 }
@@ -69,26 +70,28 @@ func (l *raftLayer) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.accept:
 		return c, nil
-	case <-l.done:
-		return nil, fmt.Errorf("mesh: raft accept: %w", ErrClosed)
-	case <-l.n.ctx.Done():
+	case <-l.ctx.Done():
 		return nil, fmt.Errorf("mesh: raft accept: %w", ErrClosed)
 	}
 }
 
-// Close stops Accept; it leaves the node and its connections open.
+// Close stops Accept and the layer's dials in progress; it leaves the
+// node and its connections open.
 func (l *raftLayer) Close() error {
-	l.once.Do(func() { close(l.done) })
+	l.cancel()
 	return nil
 }
 
 func (l *raftLayer) Addr() net.Addr { return l.n.udp.LocalAddr() }
 
 func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(l.n.ctx, timeout)
+	ctx, cancel := context.WithTimeout(l.ctx, timeout)
 	defer cancel()
 	s, c, err := l.n.openStream(ctx, string(address), kindRaft, l.group)
 	if err != nil {
+		if l.ctx.Err() != nil {
+			err = ErrClosed
+		}
 		return nil, fmt.Errorf("mesh: raft dial %s: %w", address, err)
 	}
 	// Raft goes to cores only (role.go): a node with an edge or admin
@@ -97,13 +100,20 @@ func (l *raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net
 		reset(s, codeForbidden)
 		return nil, fmt.Errorf("mesh: raft dial %s: %w: peer %q is a %q, not a core", address, ErrForbidden, peerName(c), r)
 	}
-	return &raftConn{Stream: s, c: c}, nil
+	rc := &raftConn{Stream: s, c: c}
+	// An RPC waiting on a dead peer's answer ends with the layer too.
+	rc.stop = context.AfterFunc(l.ctx, func() {
+		s.CancelRead(codeClosed)
+		s.CancelWrite(codeClosed)
+	})
+	return rc, nil
 }
 
 // raftConn is a raft stream as a net.Conn.
 type raftConn struct {
 	*quic.Stream
-	c *quic.Conn
+	c    *quic.Conn
+	stop func() bool // a dialed stream's AfterFunc on its layer; nil if accepted
 }
 
 func (rc *raftConn) LocalAddr() net.Addr  { return rc.c.LocalAddr() }
@@ -133,6 +143,9 @@ func gracefulClose(err error) bool {
 
 // Close ends both directions of the stream.
 func (rc *raftConn) Close() error {
+	if rc.stop != nil {
+		rc.stop()
+	}
 	rc.Stream.CancelRead(codeNoError)
 	return rc.Stream.Close()
 }

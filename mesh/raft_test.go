@@ -1,7 +1,10 @@
 package mesh
 
 import (
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -99,4 +102,75 @@ func raftGroup(t *testing.T, nodes []*Node, names []string, group, entry string)
 		}
 		return nil
 	})
+}
+
+// TestRaftLayerCloseEndsDials: closing a raft group's layer (raftstore
+// does it first when the group shuts down) ends its dial to a dead peer
+// and an RPC waiting on a peer that never answers, at once instead of
+// after the transport's timeout, so a shutdown is not held by them.
+func TestRaftLayerCloseEndsDials(t *testing.T) {
+	ids := pki(t, "core-1", "core-2")
+	a := listen(t, ids["core-1"])
+	b := listen(t, ids["core-2"])
+	dead, err := net.ListenPacket("udp", "127.0.0.1:0") // swallows every packet
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dead.Close()
+	la := a.RaftLayerFor("g")
+	lb := b.RaftLayerFor("g") // never Accepts: a stream to it gets no answer
+	defer lb.Close()
+
+	// A stream to b, opened before the close; its Read waits for an answer.
+	conn, err := la.Dial(raft.ServerAddress(b.Addr()), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := conn.Read(make([]byte, 1))
+		read <- err
+	}()
+	dialed := make(chan error, 1)
+	go func() {
+		c, err := la.Dial(raft.ServerAddress(dead.LocalAddr().String()), time.Hour)
+		if c != nil {
+			c.Close()
+		}
+		dialed <- err
+	}()
+	select {
+	case err := <-dialed:
+		t.Fatalf("dial to a dead address ended before the close: %v", err)
+	case err := <-read:
+		t.Fatalf("read from a silent peer ended before the close: %v", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	la.Close()
+	// The guard is far below the dials' hour: only the close can end them.
+	guard := time.After(20 * time.Second)
+	select {
+	case err := <-dialed:
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("dial after the layer closed: %v, want ErrClosed", err)
+		}
+	case <-guard:
+		t.Fatal("dial to a dead address still waiting after the layer closed")
+	}
+	select {
+	case err := <-read:
+		if err != io.EOF {
+			t.Errorf("read after the layer closed: %v, want io.EOF", err)
+		}
+	case <-guard:
+		t.Fatal("read from a silent peer still waiting after the layer closed")
+	}
+	// A closed layer dials nothing.
+	if _, err := la.Dial(raft.ServerAddress(b.Addr()), time.Hour); !errors.Is(err, ErrClosed) {
+		t.Errorf("dial on a closed layer: %v, want ErrClosed", err)
+	}
 }

@@ -371,7 +371,13 @@ func (n *Node) Raft() *raft.Raft { return n.raft }
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.closed.Store(true)
-		errs := []error{n.shutdownRaft().Error()}
+		f := n.shutdownRaft()
+		// Raft's shutdown waits for its replication goroutines, and one
+		// dialing a dead peer waits out the transport's timeout (10 s)
+		// unless the stream layer is closed: close it now, so the dial
+		// gives up at once.
+		stopDials(n.trans)
+		errs := []error{f.Error()}
 		n.waiters.Wait()
 		errs = append(errs, closeTransport(n.trans), n.logs.Close(), n.state.Close())
 		if err := errors.Join(errs...); err != nil {
@@ -379,6 +385,15 @@ func (n *Node) Close() error {
 		}
 	})
 	return n.closeErr
+}
+
+// stopDials closes the stream layer under a NetworkTransport (its Close
+// closes the layer, and nothing else until CloseStreams), so that dials in
+// progress end.
+func stopDials(t raft.Transport) {
+	if c, ok := t.(*raft.NetworkTransport); ok {
+		c.Close()
+	}
 }
 
 // closeTransport closes pooled outgoing connections too (raft's

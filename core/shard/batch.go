@@ -33,7 +33,7 @@ func (f *FSM) applyBatch(b *pebble.Batch, index uint64, c *Command) any {
 		if ferr := checkVersion(index, sub); ferr != nil {
 			return ferr
 		}
-		a := &applier{b: b, c: sub, cache: &f.cache, v: sub.version(), index: index}
+		a := &applier{b: b, c: sub, cache: &f.cache, v: sub.version(), index: index, touched: &f.members.touched}
 		r, serr := a.apply()
 		if a.err != nil { // as Apply: the whole entry is fatal
 			return fatal(index, sub.Op, fmt.Errorf("batch entry %d: %w", i, a.err))

@@ -83,7 +83,10 @@ func (v *Conv) clone() *Conv {
 
 // Reset empties the conversation cache. raftstore calls it when it replaces
 // the state (snapshot restore) and when it opens a state DB.
-func (f *FSM) Reset() { f.cache.reset() }
+func (f *FSM) Reset() {
+	f.cache.reset()
+	f.members.reset() // members.go
+}
 
 // Conv returns the conversation as of the last applied command, from the
 // cache when it is there, otherwise decoded from r (without caching it: only

@@ -15,6 +15,8 @@ import (
 // only a cache of decoded conversations (cache.go).
 type FSM struct {
 	cache convCache
+	// members.go: the member observer and this replica's member index.
+	members memberWatch
 }
 
 // New returns the shard state machine.
@@ -28,6 +30,12 @@ func New() *FSM { return &FSM{} }
 // commits b otherwise (raftstore always does); one that throws away a
 // batch with writes in it must call Reset.
 func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
+	res := f.apply(b, index, cmd)
+	f.members.applied(index, res) // members.go
+	return res
+}
+
+func (f *FSM) apply(b *pebble.Batch, index uint64, cmd []byte) any {
 	c, err := DecodeCommand(cmd)
 	if err != nil {
 		if v := peekVersion(cmd); v > Version {
@@ -55,7 +63,7 @@ func (f *FSM) Apply(b *pebble.Batch, index uint64, cmd []byte) any {
 	if c.App == "" {
 		return fail(ErrBadCommand, "no app")
 	}
-	a := &applier{b: b, c: c, cache: &f.cache, v: c.version(), index: index}
+	a := &applier{b: b, c: c, cache: &f.cache, v: c.version(), index: index, touched: &f.members.touched}
 	res, serr := a.apply()
 	if a.err != nil {
 		return fatal(index, c.Op, a.err)
@@ -77,6 +85,9 @@ type applier struct {
 	cache *convCache
 	index uint64 // the raft index being applied
 	err   error
+	// touched collects the clients whose member, subscription or
+	// user-message index entries this entry writes (members.go).
+	touched *[]MemberTouch
 }
 
 func (a *applier) apply() (*Result, *Error) {
@@ -153,6 +164,7 @@ func (a *applier) set(key []byte, v any) {
 			return
 		}
 	}
+	a.touch(key)
 	if err := a.b.Set(key, b, nil); err != nil {
 		a.err = err
 	}
@@ -163,6 +175,7 @@ func (a *applier) del(key []byte) {
 	if a.err != nil {
 		return
 	}
+	a.touch(key)
 	if err := a.b.Delete(key, nil); err != nil {
 		a.err = err
 	}

@@ -34,4 +34,8 @@ const (
 	// MethodPresenceAdd is the rpc PresenceAdd -> empty from a region's
 	// router to its other cores: a session that just logged in.
 	MethodPresenceAdd = "presence-add"
+	// MethodCatalog is the rpc catalog command -> CatalogReply (JSON,
+	// cluster/catalog.go) between cores: a core that does not lead the
+	// catalog's raft group hands a write to the one that does.
+	MethodCatalog = "catalog"
 )
