@@ -168,7 +168,7 @@ func (c *procCluster) edgeURLs() []string {
 
 // failoverRun is one load run with a kill -9 in the middle.
 type failoverRun struct {
-	Victim   string // "leader" or "edge"
+	Victim   string // "leader" or "edge" (kill -9), "leader-stop" (SIGTERM)
 	Sessions int
 	Rate     float64
 	Duration time.Duration
@@ -177,12 +177,14 @@ type failoverRun struct {
 }
 
 // runFailover runs the load tester's pairs scenario over every edge of c
-// and kills -9 the shard leader (or the first edge) r.KillAt into the
-// sending; it returns the load tester's summary.
-func runFailover(t *testing.T, c *procCluster, r failoverRun) *loadtest.Summary {
+// and kills -9 the shard leader (or the first edge), or stops the leader
+// with SIGTERM, r.KillAt into the sending; it returns the load tester's
+// summary and the process it stopped.
+func runFailover(t *testing.T, c *procCluster, r failoverRun) (*loadtest.Summary, *devProc) {
 	t.Helper()
 	c.waitLeader()
 	victim := ""
+	var victimProc *devProc
 	cfg := loadtest.Config{
 		Targets: c.edgeURLs(), Scenario: loadtest.ScenarioPairs, Sessions: r.Sessions, Rate: r.Rate,
 		Duration: r.Duration, Drain: r.Drain, AppID: "failover-app", Progress: -1,
@@ -190,7 +192,7 @@ func runFailover(t *testing.T, c *procCluster, r failoverRun) *loadtest.Summary 
 		Fault: func() error {
 			var p *devProc
 			switch r.Victim {
-			case "leader":
+			case "leader", "leader-stop":
 				i := c.leader()
 				if i < 0 {
 					return fmt.Errorf("no leader to kill")
@@ -200,6 +202,12 @@ func runFailover(t *testing.T, c *procCluster, r failoverRun) *loadtest.Summary 
 				p, victim = c.edges[0], "edge-1"
 			default:
 				return fmt.Errorf("unknown victim %q", r.Victim)
+			}
+			victimProc = p
+			if r.Victim == "leader-stop" {
+				victim += " stopped with SIGTERM"
+				p.Stop()
+				return nil
 			}
 			p.Kill9()
 			return nil
@@ -213,8 +221,8 @@ func runFailover(t *testing.T, c *procCluster, r failoverRun) *loadtest.Summary 
 	}
 	var text strings.Builder
 	s.WriteText(&text)
-	t.Logf("kill -9 of %s %v into %v of pairs at %.0f msgs/s over %d edges, %d sessions:\n%s",
-		victim, r.KillAt, r.Duration, r.Rate, len(c.edges), r.Sessions, text.String())
+	t.Logf("%s: %s %v into %v of pairs at %.0f msgs/s over %d edges, %d sessions:\n%s",
+		r.Victim, victim, r.KillAt, r.Duration, r.Rate, len(c.edges), r.Sessions, text.String())
 	if dir := os.Getenv("RELAYMESH_FAILOVER_OUT"); dir != "" {
 		b, _ := json.MarshalIndent(s, "", "  ")
 		name := fmt.Sprintf("%s-%s.json", t.Name(), time.Now().Format("150405"))
@@ -245,7 +253,7 @@ func runFailover(t *testing.T, c *procCluster, r failoverRun) *loadtest.Summary 
 	}
 	t.Logf("fan-out replay: %d messages replayed by a new leader; at the edges %d copies dropped (already delivered), %d passed",
 		replayed, replayDropped, replayPassed)
-	return s
+	return s, victimProc
 }
 
 // labRun reads RELAYMESH_LAB: the 20 s, 300 msgs/s failover runs of issue 8
@@ -306,7 +314,7 @@ func TestFailoverLeaderKill9(t *testing.T) {
 	c := startProcCluster(t, 2, "")
 	r := shortRun
 	r.Victim = "leader"
-	s := runFailover(t, c, r)
+	s, _ := runFailover(t, c, r)
 	checkLedger(t, s)
 	if s.Failed != 0 {
 		t.Errorf("%d sends failed (codes %v, %v)", s.Failed, s.SendErrorCodes, s.SendErrorKinds)
@@ -327,7 +335,7 @@ func TestFailoverEdgeKill9(t *testing.T) {
 	c := startProcCluster(t, 2, "")
 	r := shortRun
 	r.Victim = "edge"
-	s := runFailover(t, c, r)
+	s, _ := runFailover(t, c, r)
 	checkLedger(t, s)
 	if len(s.SendErrorCodes) > 0 {
 		t.Errorf("sends failed with LeanCloud errors %v", s.SendErrorCodes)
@@ -341,5 +349,34 @@ func TestFailoverEdgeKill9(t *testing.T) {
 	t.Logf("sessions back after p50 %.0f ms, max %.0f ms", s.DownMS.P50, s.DownMS.Max)
 	if s.DownMS.Count != s.SessionsDisconnected || s.DownMS.Max > 5000 {
 		t.Errorf("%d reconnects for %d lost sessions, slowest %.0f ms; want all within 5 s", s.DownMS.Count, s.SessionsDisconnected, s.DownMS.Max)
+	}
+}
+
+// TestLeaderStopHandsOff: the shard leader stopped with SIGTERM under load
+// (a rolling restart's step) hands its leaderships to another core before
+// it goes, says so, and no send fails: every acked copy arrives, none with
+// an error. (Against TestFailoverLeaderKill9, where sends wait out an
+// election: the first ack after the stop is logged for comparison.)
+func TestLeaderStopHandsOff(t *testing.T) {
+	c := startProcCluster(t, 2, "")
+	r := shortRun
+	r.Victim = "leader-stop"
+	s, p := runFailover(t, c, r)
+	checkLedger(t, s)
+	if s.Failed != 0 {
+		t.Errorf("%d sends failed (codes %v, %v)", s.Failed, s.SendErrorCodes, s.SendErrorKinds)
+	}
+	t.Logf("first ack of a send started after the stop began: %.0f ms", s.Fault.FirstAckAfterMS)
+	handed := ""
+	for _, l := range p.Output() {
+		if strings.Contains(l, "handed off the leadership of") {
+			handed = l
+		}
+	}
+	if handed == "" || strings.Contains(handed, "of 0 raft") {
+		t.Errorf("the stopped leader did not hand off its leadership: %q", handed)
+	}
+	if c.waitLeader() < 0 {
+		t.Error("no leader after the stop")
 	}
 }
