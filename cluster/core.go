@@ -14,6 +14,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -473,10 +474,56 @@ func (c *Core) CatalogReady() bool { return c.catalog.Ready() }
 // CatalogReplica is the node's replica of the catalog's group.
 func (c *Core) CatalogReplica() *raftstore.Node { return c.catalog.rep }
 
+// handOffTimeout bounds a core's hand-off of its leaderships on Close
+// (each transfer takes about an election timeout; they run at once).
+const handOffTimeout = 5 * time.Second
+
+// HandOff moves the leadership of every shard this core leads, and the
+// catalog's, to another voter, all at once, and returns once they moved
+// or timeout passed. It returns how many moved; failures are logged (a
+// shard that keeps its leader here loses it on close, as after a crash).
+func (c *Core) HandOff(timeout time.Duration) int {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	reps := slices.Clone(c.Replicas)
+	names := make([]string, len(reps))
+	for i := range reps {
+		names[i] = fmt.Sprintf("shard %d", i)
+	}
+	if c.catalog != nil {
+		reps, names = append(reps, c.catalog.rep), append(names, "catalog")
+	}
+	var moved atomic.Int64
+	var wg sync.WaitGroup
+	for i, rep := range reps {
+		if !rep.IsLeader() {
+			continue
+		}
+		wg.Go(func() {
+			ok, err := rep.HandOff(ctx)
+			if err != nil {
+				c.log.Warn("leadership hand-off failed", "group", names[i], "err", err)
+				return
+			}
+			if ok {
+				moved.Add(1)
+				_, to := rep.Leader()
+				c.log.Info("leadership handed off", "group", names[i], "to", to)
+			}
+		})
+	}
+	wg.Wait()
+	return int(moved.Load())
+}
+
 // Close stops the core: leader watcher, metrics listener, member pumps,
 // services, shard replicas, mesh node, then the catalog's replica.
 func (c *Core) Close() error {
 	var err error
+	// Leadership first, while this core still serves: a shard it leads
+	// gets a new leader before it goes, so its clients' sends move over
+	// at once instead of after an election timeout.
+	c.HandOff(handOffTimeout)
 	close(c.quit)
 	c.serve.Stop()
 	if c.metrics != nil {

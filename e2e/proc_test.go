@@ -81,6 +81,23 @@ type devProc struct {
 	URL  string
 	Data string
 	done chan struct{}
+
+	outMu   sync.Mutex
+	out     []string      // every line it printed
+	scanned chan struct{} // closed once its output is read to the end
+}
+
+// Output returns every line the process printed; after it exited, it
+// waits until they are all read.
+func (p *devProc) Output() []string {
+	select {
+	case <-p.done:
+		<-p.scanned
+	default:
+	}
+	p.outMu.Lock()
+	defer p.outMu.Unlock()
+	return slices.Clone(p.out)
 }
 
 // startDev starts `relaymesh dev` on addr with data in dir and waits until
@@ -112,11 +129,16 @@ func startProc(t *testing.T, healthAddr string, args ...string) *devProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &devProc{t: t, cmd: cmd, Addr: addr, URL: "ws://" + addr + "/", done: make(chan struct{})}
+	p := &devProc{t: t, cmd: cmd, Addr: addr, URL: "ws://" + addr + "/", done: make(chan struct{}), scanned: make(chan struct{})}
 	go func() {
+		defer close(p.scanned)
+		defer io.Copy(io.Discard, pr) // a line over the scanner's limit must not block the process
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			t.Logf("relaymesh[%d]: %s", cmd.Process.Pid, sc.Text())
+			p.outMu.Lock()
+			p.out = append(p.out, sc.Text())
+			p.outMu.Unlock()
 		}
 	}()
 	go func() {

@@ -362,6 +362,47 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 	}
 }
 
+// HandOff moves leadership to another voter if this replica leads and
+// the group has one, and returns once a new leader has taken over, the
+// transfer failed, or ctx ends. It is what a core does before it stops
+// (and `relaymesh admin shard transfer-leader` asks): proposals waiting
+// on this leader fail as not-leader, so their callers retry on the new
+// one at once instead of waiting out an election timeout after a close.
+// moved is false when nothing was to be moved (a follower, a single
+// voter).
+func (n *Node) HandOff(ctx context.Context) (moved bool, err error) {
+	if n.closed.Load() {
+		return false, ErrClosed
+	}
+	if !n.IsLeader() {
+		return false, nil
+	}
+	f := n.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return false, fmt.Errorf("raftstore: hand off: %w", err)
+	}
+	others := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.cfg.NodeID {
+			others++
+		}
+	}
+	if others == 0 {
+		return false, nil
+	}
+	done := make(chan error, 1)
+	go func() { done <- n.raft.LeadershipTransfer().Error() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return false, fmt.Errorf("raftstore: hand off: %w", err)
+		}
+		return true, nil
+	case <-ctx.Done():
+		return false, fmt.Errorf("raftstore: hand off: %w", ctx.Err())
+	}
+}
+
 // Raft returns the underlying raft instance, for membership changes,
 // snapshots and stats.
 func (n *Node) Raft() *raft.Raft { return n.raft }

@@ -327,6 +327,11 @@ func runCore(args []string) error {
 		fmt.Printf("relaymesh core %s: metrics on %s/metrics\n", cc.NodeID, core.MetricsURL)
 	}
 	ferr := waitCore(core)
+	if ferr == nil { // a signal: hand over before going (Close does too; this says so)
+		fmt.Printf("relaymesh core %s: stopping; handing off leaderships\n", cc.NodeID)
+		n := core.HandOff(10 * time.Second)
+		fmt.Printf("relaymesh core %s: handed off the leadership of %d raft group(s)\n", cc.NodeID, n)
+	}
 	return errors.Join(ferr, core.Close())
 }
 
