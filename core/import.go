@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core/shard"
@@ -20,11 +21,12 @@ import (
 // shard.MaxImportMsgs), with shard's JSON field names. The reply's
 // import_json is an importOutcome.
 //
-// Ids: LeanCloud's ids are not ours (catalog.ParseConvID), so they belong
-// to the legacy shard (region 1 shard 0, docs/MESH.md "Identifiers") until
-// the catalog runs and registers them as imported; an id that parses as
-// ours is refused (it would name a shard that never minted it), and every
-// id must be this shard's. Before anything is proposed the core checks
+// Ids: LeanCloud's ids are not ours (catalog.ParseConvID): each belongs to
+// the shard the catalog registered it on (the router places them,
+// importroute.go), else to the legacy shard (region 1 shard 0,
+// docs/MESH.md "Identifiers"); an id that parses as ours is refused (it
+// would name a shard that never minted it), and every id must be this
+// shard's. Before anything is proposed the core checks
 // every clientId, message id, size and count: a conversation that fails is
 // refused alone (reported, not proposed); a message that fails refuses the
 // request.
@@ -63,22 +65,77 @@ func checkImportID(what, id string) error {
 	return nil
 }
 
-// checkImportHome refuses an id this shard does not home.
-func (c *Core) checkImportHome(cid string) error {
+// checkImportHome refuses an id this shard does not home: the shard the
+// catalog registered it on (importroute.go), else the legacy shard. The
+// router registers an id just before it sends it here, so a local
+// catalog replica that does not have the entry yet is waited for a
+// little (importHomeWait).
+func (c *Core) checkImportHome(ctx context.Context, app, cid string) error {
 	if _, ours := catalog.ParseConvID(cid); ours {
 		return fmt.Errorf("%w: %s is a relaymesh id, not an imported one", errInvalidInput, cid)
 	}
-	if h := catalog.HomeOf(cid); h != c.home {
+	home := func() catalog.ConvID {
+		if c.catalog != nil {
+			if ref, known, err := c.catalog.Lookup(app, cid); err == nil && known {
+				return catalog.ConvID(ref)
+			}
+		}
+		return catalog.HomeOf(cid)
+	}
+	h := home()
+	if h != c.home && c.catalog != nil && catalog.IsHexID(cid) {
+		wait := time.NewTimer(importHomeWait)
+		defer wait.Stop()
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for h != c.home {
+			select {
+			case <-tick.C:
+				h = home()
+				continue
+			case <-wait.C:
+			case <-ctx.Done():
+			}
+			break
+		}
+	}
+	if h != c.home {
 		return fmt.Errorf("%w: %s belongs to region %d shard %d", errInvalidInput, cid, h.Region, h.Shard)
 	}
 	return nil
 }
 
-func (c *Core) checkImportConv(ic *shard.ImportConv) error {
+// importHomeWait bounds how long a shard waits for its catalog replica to
+// show an imported id's entry.
+const importHomeWait = 3 * time.Second
+
+// importProbe answers which of convs this shard holds (as Existing).
+func (c *Core) importProbe(app string, convs []shard.ImportConv) (*meshpb.ClientReply, error) {
+	if len(convs) > shard.MaxImportConvs {
+		return nil, fmt.Errorf("%w: %d conversations, at most %d", errInvalidInput, len(convs), shard.MaxImportConvs)
+	}
+	out := importOutcome{Created: []string{}, Existing: []string{}, Refused: []importRefusal{}}
+	st := c.state()
+	for _, ic := range convs {
+		if err := checkImportID("conversation", ic.ID); err != nil {
+			return nil, err
+		}
+		conv, err := shard.GetConv(st, app, ic.ID)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", errInternal, err)
+		}
+		if conv != nil {
+			out.Existing = append(out.Existing, ic.ID)
+		}
+	}
+	return importReply(out)
+}
+
+func (c *Core) checkImportConv(ctx context.Context, app string, ic *shard.ImportConv) error {
 	if err := checkImportID("conversation", ic.ID); err != nil {
 		return err
 	}
-	if err := c.checkImportHome(ic.ID); err != nil {
+	if err := c.checkImportHome(ctx, app, ic.ID); err != nil {
 		return err
 	}
 	if ic.Creator != "" {
@@ -114,11 +171,22 @@ func checkImportMsg(m *shard.ImportMsg) error {
 	return checkMentions(m.MentionPids)
 }
 
+// importRequest is AdminRequest.import_json. With Probe (a router placing
+// imported ids, importroute.go) the shard only answers which of Convs it
+// holds, as Existing, and writes nothing.
+type importRequest struct {
+	shard.ImportOp
+	Probe bool `json:"probe,omitempty"`
+}
+
 // adminImport serves AdminRequest IMPORT.
 func (c *Core) adminImport(ctx context.Context, app string, a *meshpb.AdminRequest) (*meshpb.ClientReply, error) {
-	var in shard.ImportOp
+	var in importRequest
 	if err := json.Unmarshal(a.GetImportJson(), &in); err != nil {
 		return nil, fmt.Errorf("%w: import: %v", errInvalidInput, err)
+	}
+	if in.Probe {
+		return c.importProbe(app, in.Convs)
 	}
 	if c.cmdVer < shard.Version3 {
 		// Refused as input, not as a server failure: the importer must not
@@ -138,7 +206,7 @@ func (c *Core) adminImport(ctx context.Context, app string, a *meshpb.AdminReque
 	case len(in.Convs) > 0:
 		ok := in.Convs[:0]
 		for _, ic := range in.Convs {
-			if err := c.checkImportConv(&ic); err != nil {
+			if err := c.checkImportConv(ctx, app, &ic); err != nil {
 				out.Refused = append(out.Refused, importRefusal{ID: ic.ID, Code: codeFor(err), Error: err.Error()})
 				continue
 			}
@@ -149,7 +217,7 @@ func (c *Core) adminImport(ctx context.Context, app string, a *meshpb.AdminReque
 		}
 		cmd.Import = &shard.ImportOp{Convs: ok}
 	default:
-		if err := c.checkImportHome(a.GetCid()); err != nil {
+		if err := c.checkImportHome(ctx, app, a.GetCid()); err != nil {
 			return nil, err
 		}
 		for i := range in.Msgs {

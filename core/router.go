@@ -168,10 +168,17 @@ func (r *Router) Stats() *RouterStats { return &r.stats }
 // errNoShard: a conversation id names a shard this region does not have.
 var errNoShard = fmt.Errorf("%w: no such shard", shard.ErrConvNotFound)
 
-// home is the region and shard conversation cid lives in: this region's
-// or another this core knows (regions.go).
-func (r *Router) home(cid string) (region uint8, shard int, err error) {
+// home is the region and shard conversation cid of app lives in: this
+// region's or another this core knows (regions.go). An id that is not
+// ours is looked up among the catalog's imported ids (importroute.go),
+// else it is the legacy shard's.
+func (r *Router) home(app, cid string) (region uint8, shard int, err error) {
 	w := catalog.HomeOf(cid)
+	if _, ours := catalog.ParseConvID(cid); !ours && r.catalog != nil {
+		if ref, known, err := r.catalog.Lookup(app, cid); err == nil && known {
+			w = catalog.ConvID(ref)
+		}
+	}
 	if w.Region != r.region {
 		if r.remote.Remote(w.Region) {
 			return w.Region, int(w.Shard), nil
@@ -674,7 +681,7 @@ type route struct {
 // route is where a client command goes.
 func (r *Router) route(app, peer string, cmd *lcpb.GenericCommand) (route, error) {
 	one := func(cid string) (route, error) {
-		region, n, err := r.home(cid)
+		region, n, err := r.home(app, cid)
 		return route{kind: routeOne, region: region, shard: n}, err
 	}
 	switch cmd.GetCmd() {
@@ -800,7 +807,7 @@ func (r *Router) uniqueInCatalog(app, peer string, cm *lcpb.ConvCommand) (region
 	if err != nil || !ok {
 		return 0, 0, false
 	}
-	region, n, err = r.home(cid)
+	region, n, err = r.home(app, cid)
 	return region, n, err == nil
 }
 
@@ -839,7 +846,7 @@ func (r *Router) readMany(ctx context.Context, req *meshpb.ClientRequest, cmd *l
 	var ns []int
 	remote := map[uint8][]*lcpb.ReadTuple{}
 	for _, t := range cmd.GetReadMessage().GetConvs() {
-		region, n, err := r.home(t.GetCid())
+		region, n, err := r.home(req.GetAppId(), t.GetCid())
 		if err != nil {
 			continue // nothing to mark there
 		}
@@ -999,7 +1006,7 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 		req.StGeneration, req.StReopen = 0, false
 	}
 	byCid := func() (*meshpb.ClientReply, error) {
-		region, n, err := r.home(a.GetCid())
+		region, n, err := r.home(req.GetAppId(), a.GetCid())
 		if err != nil {
 			return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
 		}
@@ -1033,8 +1040,21 @@ func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 	case meshpb.AdminRequest_DELETE_CONVERSATION, meshpb.AdminRequest_DELETE_MESSAGE,
 		meshpb.AdminRequest_MEMBER_ROLES, meshpb.AdminRequest_SYS_SEND, meshpb.AdminRequest_SYS_MESSAGES,
 		meshpb.AdminRequest_SYS_SUBSCRIBERS, meshpb.AdminRequest_SYS_USER_MESSAGES,
-		meshpb.AdminRequest_SYS_DELETE_USER_MESSAGE, meshpb.AdminRequest_TEMP_SHUTUP,
-		meshpb.AdminRequest_IMPORT: // import.go: cid is the messages' conversation, or the first imported one
+		meshpb.AdminRequest_SYS_DELETE_USER_MESSAGE, meshpb.AdminRequest_TEMP_SHUTUP:
+		return byCid()
+	case meshpb.AdminRequest_IMPORT:
+		// Conversations are placed (importroute.go); messages go to their
+		// conversation's shard (import.go), as does a request the shard
+		// refuses whole.
+		var in importRequest
+		if json.Unmarshal(a.GetImportJson(), &in) == nil && len(in.Convs) > 0 && len(in.Msgs) == 0 && !in.Probe &&
+			len(in.Convs) <= shard.MaxImportConvs {
+			rep, err := r.importConvs(ctx, req, in.Convs)
+			if err != nil {
+				return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
+			}
+			return rep, nil
+		}
 		return byCid()
 	case meshpb.AdminRequest_SYS_BROADCAST:
 		if a.GetCid() == "" { // a global broadcast: the system shard's
