@@ -48,6 +48,7 @@ type Client struct {
 	seen                map[string]int64    // guarded by mu; last timestamp received from others per cid (resync.go)
 	rs                  *resyncState        // guarded by mu; the resync waiting for its unread push
 	resyncWG            sync.WaitGroup      // resync goroutines
+	awayWG              sync.WaitGroup      // retired connections draining (goaway)
 	wtHashes            map[string][][]byte // guarded by mu; WebTransport certificate hashes per server (transport.go)
 	qtr                 *quic.Transport     // guarded by mu; on Options.PacketConn (transport.go)
 }
@@ -377,10 +378,16 @@ func (c *Client) opened(r *lcpb.GenericCommand) {
 	}
 }
 
+// goawayGrace bounds how long a connection the server said goaway on
+// stays open for replies to the requests in flight on it (an edge drains
+// for 10 s by default, [edge] drain_timeout).
+const goawayGrace = 5 * time.Second
+
 // run owns the connection lifecycle: it waits for the current connection
 // to end and reconnects according to the rules in the package doc.
 func (c *Client) run(cn *conn) {
 	defer func() {
+		c.awayWG.Wait() // a retired connection's pushes are events too
 		c.resyncWG.Wait()
 		c.mu.Lock()
 		qtr := c.qtr
@@ -394,10 +401,22 @@ func (c *Client) run(cn *conn) {
 	for {
 		select {
 		case <-cn.done:
+		case <-cn.away:
 		case <-c.ctx.Done():
 			cn.closeGraceful()
 		}
-		cn.wait()
+		cause := ErrGoaway
+		if old := cn; !cn.dead() && old.retired() {
+			// goaway: the old connection finishes its requests in flight
+			// while the next one opens (conn.drainAway).
+			c.awayWG.Go(func() {
+				old.drainAway(c.ctx.Done(), goawayGrace)
+				old.wait()
+			})
+		} else {
+			cn.wait()
+			cause = cn.err
+		}
 		c.mu.Lock()
 		c.cur = nil
 		c.ready = make(chan struct{})
@@ -406,7 +425,6 @@ func (c *Client) run(cn *conn) {
 		if term != nil {
 			return
 		}
-		cause := cn.err
 		c.log.Info("client: connection lost", "err", cause)
 		if ce, ok := errors.AsType[websocket.CloseError](cause); ok && (ce.Code == lcpb.ErrAppNotAvailable ||
 			ce.Code == lcpb.ErrInvalidLogin || ce.Code == lcpb.ErrInvalidOrigin) {

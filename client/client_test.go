@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/coder/websocket"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
@@ -429,6 +432,94 @@ func TestGoawayReconnectsAtOnce(t *testing.T) {
 	fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_goaway.Enum()})
 	s.nextConn(t).expect(t, lcpb.CommandType_session, lcpb.OpType_open)
 	waitEvent[Reconnected](t, c)
+}
+
+// TestGoawayKeepsRequestsInFlight: a request in flight when the server
+// says goaway still gets its reply on the old connection, which the
+// client then closes itself (normal closure); a request made after the
+// goaway goes on the new connection.
+func TestGoawayKeepsRequestsInFlight(t *testing.T) {
+	s := newFakeServer(t)
+	held := make(chan *lcpb.GenericCommand, 1)
+	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
+		if cmd.GetCmd() == lcpb.CommandType_direct && strings.Contains(cmd.GetDirectMessage().GetMsg(), "held") {
+			held <- cmd // answered by the test, after the goaway
+			return true
+		}
+		return false
+	})
+	opts := testOptions(t)
+	opts.ReconnectMin, opts.ReconnectMax = time.Hour, time.Hour // only an immediate reconnect passes
+	c, fc, _ := dial(t, s, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Send(ctx, "c1", TextMessage("held"), SendOptions{})
+		sent <- err
+	}()
+	req := <-held
+	fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_goaway.Enum()})
+	fc2 := s.nextConn(t)
+	fc2.expect(t, lcpb.CommandType_session, lcpb.OpType_open)
+	waitEvent[Reconnected](t, c)
+	// A new request goes on the new connection.
+	if _, err := c.Count(ctx, "c1"); err != nil {
+		t.Fatalf("request after goaway: %v", err)
+	}
+	fc2.expect(t, lcpb.CommandType_conv, lcpb.OpType_count)
+	select {
+	case err := <-sent:
+		t.Fatalf("the held send ended before its reply: %v", err)
+	default:
+	}
+	// The old connection is still open: the reply reaches the send.
+	fc.reply(req, &lcpb.GenericCommand{Cmd: lcpb.CommandType_ack.Enum(),
+		AckMessage: &lcpb.AckCommand{Uid: proto.String("mid-held"), T: proto.Int64(1700000000123)}})
+	if err := <-sent; err != nil {
+		t.Fatalf("send in flight at goaway: %v", err)
+	}
+	// Then the client closes the old connection itself, normally.
+	select {
+	case <-fc.ended:
+		if websocket.CloseStatus(fc.end) != websocket.StatusNormalClosure {
+			t.Errorf("old connection ended with %v, want a normal closure", fc.end)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("the client kept the old connection open after its last reply")
+	}
+}
+
+// TestGoawayGraceFails: a request whose reply never comes on a retired
+// connection fails with ErrGoaway (retryable) after the grace, and the
+// client goes on with its new connection.
+func TestGoawayGraceFails(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out the 5 s grace")
+	}
+	s := newFakeServer(t)
+	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
+		return cmd.GetCmd() == lcpb.CommandType_direct // never answered
+	})
+	opts := testOptions(t)
+	opts.RequestTimeout = 15 * time.Second // longer than the grace
+	c, fc, _ := dial(t, s, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sent := make(chan error, 1)
+	go func() {
+		_, err := c.Send(ctx, "c1", TextMessage("never"), SendOptions{})
+		sent <- err
+	}()
+	fc.expect(t, lcpb.CommandType_direct, 0)
+	fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_goaway.Enum()})
+	s.nextConn(t).expect(t, lcpb.CommandType_session, lcpb.OpType_open)
+	if err := <-sent; !errors.Is(err, ErrGoaway) || !errors.Is(err, ErrConnectionLost) {
+		t.Errorf("unanswered send on a retired connection: %v, want ErrGoaway", err)
+	}
+	if _, err := c.Count(ctx, "c1"); err != nil {
+		t.Errorf("request on the new connection: %v", err)
+	}
 }
 
 func TestNoReconnectOption(t *testing.T) {

@@ -40,6 +40,9 @@ type conn struct {
 	done     chan struct{} // closed by kill
 	err      error         // why the conn died; written before done is closed
 
+	awayOnce sync.Once
+	away     chan struct{} // closed by retire: the server said goaway
+
 	lastRead atomic.Int64 // unix nanos of the last inbound frame
 
 	mu      sync.Mutex
@@ -70,7 +73,7 @@ func newConn(ws frameTransport, cfg connConfig) *conn {
 		ws: ws, codec: cfg.codec, log: cfg.log, peerID: cfg.peerID, onPush: cfg.onPush,
 		keepAlive: cfg.keepAlive, idle: cfg.idle, writeTimeout: cfg.writeTimeout, readDelay: cfg.readDelay,
 		writeq: make(chan writeReq), ackSig: make(chan struct{}, 1),
-		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+		ctx: ctx, cancel: cancel, done: make(chan struct{}), away: make(chan struct{}),
 		pending: make(map[int32]chan *lcpb.GenericCommand),
 	}
 	c.lastRead.Store(time.Now().UnixNano())
@@ -90,6 +93,56 @@ func (c *conn) kill(err error) {
 		c.cancel()
 		_ = c.ws.closeNow()
 	})
+}
+
+// retire marks the connection as going away (the server said goaway): the
+// client opens another for new requests, and this one stays until the
+// replies to its requests in flight arrived (drainAway).
+func (c *conn) retire() {
+	c.awayOnce.Do(func() { close(c.away) })
+}
+
+func (c *conn) retired() bool {
+	select {
+	case <-c.away:
+		return true
+	default:
+		return false
+	}
+}
+
+// inFlight is how many requests wait for their reply.
+func (c *conn) inFlight() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.pending)
+}
+
+// drainAway closes a retired connection once no request waits for a reply
+// on it (gracefully), or when grace passed or stop ended (killed with
+// ErrGoaway, failing what still waits), or when it died first.
+func (c *conn) drainAway(stop <-chan struct{}, grace time.Duration) {
+	deadline := time.NewTimer(grace)
+	defer deadline.Stop()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if c.inFlight() == 0 {
+			c.closeGraceful()
+			return
+		}
+		select {
+		case <-c.done:
+			return
+		case <-deadline.C:
+			c.kill(ErrGoaway)
+			return
+		case <-stop:
+			c.closeGraceful()
+			return
+		case <-tick.C:
+		}
+	}
 }
 
 // closeGraceful sends a normal close frame, then kills.

@@ -42,9 +42,14 @@
 //
 // # Reconnect rules
 //
-//   - When the connection is lost (read/write error, idle timeout, or a
-//     goaway push), requests in flight fail with ErrConnectionLost (retryable;
-//     a retried Send should reuse SendOptions.DT so the server can dedup).
+//   - When the connection is lost (read/write error, idle timeout),
+//     requests in flight fail with ErrConnectionLost (retryable; a retried
+//     Send should reuse SendOptions.DT so the server can dedup).
+//   - A goaway push (an edge being drained) retires the connection: new
+//     requests wait for the next one, which opens at once, while the old
+//     one stays until the replies to its requests in flight arrived (then
+//     the client closes it normally) or 5 s passed (then what still waits
+//     fails with ErrGoaway, a ErrConnectionLost).
 //   - The client emits Disconnected, then the supervisor redials after
 //     min(ReconnectMin·2^n, ReconnectMax) with jitter (uniform in [d/2,
 //     d]), n counting the failed rounds through its servers from 0; each

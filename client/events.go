@@ -189,7 +189,10 @@ func (c *Client) handlePush(cn *conn, cmd *lcpb.GenericCommand) {
 		c.finish(&Error{Code: sm.GetCode(), Reason: sm.GetReason(), Detail: sm.GetDetail()})
 		cn.kill(ErrSessionClosed)
 	case lcpb.CommandType_goaway:
-		cn.kill(ErrGoaway)
+		// The edge is being drained: new requests go to a new connection
+		// at once, and this one stays until its requests in flight are
+		// answered (Client.run), so a drain fails none of them.
+		cn.retire()
 	case lcpb.CommandType_error:
 		c.emit(ServerError{Err: errorFromCommand(cmd.GetErrorMessage())})
 	default:

@@ -39,6 +39,8 @@ type fakeConn struct {
 	got   chan *lcpb.GenericCommand // inbound commands
 	text  chan bool                 // per inbound frame: was it a text frame
 	wmu   sync.Mutex
+	ended chan struct{} // closed when the connection's read ended
+	end   error         // why; written before ended is closed
 }
 
 func newFakeServer(t *testing.T) *fakeServer {
@@ -85,7 +87,7 @@ func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 		_ = ws.Close(websocket.StatusProtocolError, "no subprotocol")
 		return
 	}
-	fc := &fakeConn{ws: ws, codec: codec, got: make(chan *lcpb.GenericCommand, 4096), text: make(chan bool, 4096)}
+	fc := &fakeConn{ws: ws, codec: codec, got: make(chan *lcpb.GenericCommand, 4096), text: make(chan bool, 4096), ended: make(chan struct{})}
 	s.mu.Lock()
 	s.all = append(s.all, fc)
 	s.mu.Unlock()
@@ -93,6 +95,8 @@ func (s *fakeServer) serve(w http.ResponseWriter, r *http.Request) {
 	for {
 		typ, b, err := ws.Read(context.Background())
 		if err != nil {
+			fc.end = err
+			close(fc.ended)
 			return
 		}
 		cmd, err := codec.Decode(b, typ == websocket.MessageText)

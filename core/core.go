@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
+
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core/query"
 	"github.com/relaymesh/relaymesh/core/shard"
@@ -493,7 +494,11 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 			// in the raft log and the others apply it: outcome unknown.
 			return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)
 		}
-		if !c.replica.IsLeader() {
+		// A leadership transfer (a core handing off before it stops)
+		// refuses proposals while this replica is still the leader: the
+		// command never entered the log, so it is a not-leader like any
+		// other, and the edge retries it on the new leader.
+		if !c.replica.IsLeader() || errors.Is(err, raftstore.ErrHandingOff) {
 			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
 		return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)

@@ -414,8 +414,7 @@ func TestLeaderStopHandsOff(t *testing.T) {
 // as an operator upgrades it: each core stopped with SIGTERM (it hands off
 // its leaderships) and started again, then each edge (it drains with
 // goaway; its sessions move to the other edge) and started again. By the
-// load tester's ledger no acked message is lost and no send fails with a
-// LeanCloud error; sends that failed with a lost connection are counted.
+// load tester's ledger no acked message is lost and no send fails.
 func TestRollingRestart(t *testing.T) {
 	c := startProcCluster(t, 2, "")
 	c.waitLeader()
@@ -468,8 +467,12 @@ func TestRollingRestart(t *testing.T) {
 	if s.Lost != 0 {
 		t.Errorf("%d acked copies never arrived (%v)", s.Lost, s.LostSamples)
 	}
-	if len(s.SendErrorCodes) > 0 {
-		t.Errorf("sends failed with LeanCloud errors %v", s.SendErrorCodes)
+	// Not one send fails: a stopping core hands its leadership off first
+	// (a proposal refused meanwhile is retried on the new leader), and the
+	// Go SDK keeps a draining edge's connection until its requests in
+	// flight are answered.
+	if s.Failed != 0 {
+		t.Errorf("%d sends failed (codes %v, %v)", s.Failed, s.SendErrorCodes, s.SendErrorKinds)
 	}
 	if s.SessionsDownAtEnd != 0 {
 		t.Errorf("%d sessions never came back", s.SessionsDownAtEnd)
