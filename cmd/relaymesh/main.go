@@ -105,12 +105,30 @@ docs/OPERATIONS.md.
 `)
 }
 
-func logger(level string) (*slog.Logger, error) {
+// logger is the process's logger on stderr: JSON lines (one object per
+// record, with time, level and msg; what log shippers parse) or slog's
+// text (key=value, for a terminal).
+func logger(level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), nil
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+// logFlags adds --log-level and --log-format (default format def: json
+// for the production roles, text for dev).
+func logFlags(fs *flag.FlagSet, def string) (level, format *string) {
+	level = fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format = fs.String("log-format", def, "log format on stderr: json (one object per line: time, level, msg, ...) or text")
+	return level, format
 }
 
 // waitSignal blocks until SIGINT or SIGTERM.
@@ -140,7 +158,7 @@ func runDev(args []string) error {
 	data := fs.String("data", "data", "data directory")
 	addr := fs.String("addr", "127.0.0.1:8080", "WebSocket/HTTP listen address (the core's QUIC mesh uses port+1/udp)")
 	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served), [edge.limits], [edge.rest] and [core.limits]")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	level, format := logFlags(fs, "text")
 	var lim edge.Limits
 	fs.IntVar(&lim.SendsPerMinute, "sends-per-minute", 0, "per-session direct messages per minute (0: LeanCloud's 60, -1: unlimited)")
 	fs.IntVar(&lim.LogsPerMinute, "logs-per-minute", 0, "per-session history queries per minute (0: LeanCloud's 120, -1: unlimited)")
@@ -165,7 +183,7 @@ func runDev(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := logger(*level)
+	log, err := logger(*level, *format)
 	if err != nil {
 		return err
 	}
@@ -276,7 +294,7 @@ func mergeCoreLimits(file, flags core.Limits) core.Limits {
 func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.Config, *slog.Logger, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfgFile := fs.String("config", "", "config file (required; see docs/OPERATIONS.md)")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	level, format := logFlags(fs, "json")
 	if more != nil {
 		more(fs)
 	}
@@ -286,7 +304,7 @@ func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.C
 	if *cfgFile == "" {
 		return nil, nil, fmt.Errorf("%s: --config is required", name)
 	}
-	log, err := logger(*level)
+	log, err := logger(*level, *format)
 	if err != nil {
 		return nil, nil, err
 	}
