@@ -40,7 +40,7 @@ import (
 //	node_id = "core-1"
 //	mesh_addr = "10.0.0.1:7100"
 //	peers = { core-1 = "10.0.0.1:7100", core-2 = "10.0.0.2:7100", core-3 = "10.0.0.3:7100" }
-//	metrics_addr = "10.0.0.1:9100"                # optional: /metrics and /healthz over HTTP
+//	metrics_addr = "10.0.0.1:9100"                # optional admin listener: /metrics, /healthz, /readyz, /debug/pprof/
 //
 //	[edge]
 //	edge_id = "edge-1"

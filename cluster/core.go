@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -20,6 +21,7 @@ import (
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core"
+	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/raftstore"
@@ -64,9 +66,10 @@ type CoreConfig struct {
 	// Limits bound conversations and logins (core.Limits; zero fields take
 	// LeanCloud's defaults).
 	Limits core.Limits
-	// MetricsAddr, when set, is a TCP address where the core serves
-	// /metrics (core.Core.WriteMetrics, Prometheus text) and /healthz (200
-	// while it leads the shard, else 503). Empty serves none.
+	// MetricsAddr, when set, is a TCP address where the core serves its
+	// admin listener: /metrics (core.Core.WriteMetrics, Prometheus text),
+	// /healthz (200 while it leads the shard, else 503), /readyz
+	// (ready.go) and /debug/pprof/. Empty serves none.
 	MetricsAddr string
 	// CommandVersion is core.Config.CommandVersion ([core]
 	// command_version).
@@ -107,6 +110,10 @@ type Core struct {
 	serve      *core.MeshServer // the core's mesh handlers and leader watcher
 	metrics    *http.Server     // nil without CoreConfig.MetricsAddr
 	wg         sync.WaitGroup   // metrics listener
+	// progress is each shard's catch-up gate and meshUp is set once the
+	// mesh serves the core's methods (/readyz, ready.go).
+	progress []*catchUp
+	meshUp   atomic.Bool
 }
 
 // StartCore starts a core node. Close stops it.
@@ -213,6 +220,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			CommandVersion: cfg.CommandVersion, HaltBeforeFanout: cfg.HaltBeforeFanout, LeaderTerm: rep.Raft().CurrentTerm,
 			Home: catalog.ConvID{Region: region, Shard: uint16(n)}, Relay: c.relay, System: system, Remote: c.Regions})
 		c.Replicas, c.Services = append(c.Replicas, rep), append(c.Services, svc)
+		c.progress = append(c.progress, &catchUp{start: rep.Raft().LastIndex()})
 		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a }})
 	}
 	c.Replica, c.Service = c.Replicas[0], c.Services[0]
@@ -241,6 +249,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		}
 	}
 	c.serve = core.ServeShards(rt, node, c.Replicas, log) // core/mesh.go
+	c.meshUp.Store(true)
 	return c, nil
 }
 
@@ -327,7 +336,8 @@ func (c *Core) WriteMetrics(w io.Writer) error {
 	return c.Router.WriteMetrics(w)
 }
 
-// serveMetrics starts the core's HTTP listener for /metrics and /healthz.
+// serveMetrics starts the core's admin HTTP listener: /metrics, /healthz,
+// /readyz (ready.go) and /debug/pprof/.
 func (c *Core) serveMetrics(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -351,6 +361,8 @@ func (c *Core) serveMetrics(addr string) error {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("/readyz", edge.ReadyHandler(c.NotReady))
+	addPprof(mux)
 	c.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	c.MetricsURL = "http://" + ln.Addr().String()
 	c.wg.Add(1)

@@ -173,6 +173,9 @@ type Config struct {
 	Limits   Limits // zero fields = LeanCloud defaults
 	// Ready reports readiness for /healthz; nil means always ready.
 	Ready func() bool
+	// NotReady lists the failing readiness checks for /readyz (ready.go;
+	// none: ready); nil falls back to Ready.
+	NotReady func() []string
 	// ExtraMetrics, when set, writes more Prometheus text after the edge's
 	// own series on /metrics (in `relaymesh dev`, the core's counters).
 	ExtraMetrics func(io.Writer) error
@@ -254,12 +257,13 @@ func New(cfg Config) *Server {
 // Metrics returns the edge's counters.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// Handler serves "/v1/route", "/healthz", "/metrics", and the WebSocket on
-// every other path.
+// Handler serves "/v1/route", "/healthz", "/readyz", "/metrics", and the
+// WebSocket on every other path.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/route", s.serveRoute)
 	mux.HandleFunc("/healthz", s.serveHealth)
+	mux.HandleFunc("/readyz", s.serveReady) // ready.go
 	mux.HandleFunc("/metrics", s.serveMetrics)
 	mux.HandleFunc("/v1/webtransport", s.serveWTInfo) // wt.go
 	mux.HandleFunc("/", s.serveWS)

@@ -178,6 +178,7 @@ func runDev(args []string) error {
 	shards := fs.Int("shards", 1, "shards (raft groups) of the dev region; conversations are spread over them (may grow between runs, never shrink)")
 	noWT := fs.Bool("no-webtransport", false, "do not serve WebTransport (HTTP/3 on the same port over UDP, path /wt)")
 	useTLS := fs.Bool("tls", false, "serve the WebSocket/HTTP port over TLS too (wss://, https://) with the self-signed WebTransport certificate")
+	adminAddr := fs.String("admin-addr", "127.0.0.1:0", "admin listener: /metrics, /healthz, /readyz, /debug/pprof/ (port 0 picks one, printed at start; \"\" for none; keep it on loopback)")
 	pprofAddr := fs.String("pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ (keep it on loopback: it shows the process's internals)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
@@ -194,7 +195,7 @@ func runDev(args []string) error {
 		return fmt.Errorf("--shards %d: 1 to %d", *shards, cluster.MaxShards)
 	}
 	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop,
-		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT, TLS: *useTLS}
+		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT, TLS: *useTLS, AdminAddr: *adminAddr}
 	if *cfgFile != "" {
 		c, err := cluster.LoadConfig(*cfgFile)
 		if err != nil {
@@ -236,7 +237,10 @@ func runDev(args []string) error {
 	if *useTLS {
 		web = "https"
 	}
-	fmt.Printf("  router:         %s://%s/v1/route   health: %s://%s/healthz\n", web, *addr, web, *addr)
+	fmt.Printf("  router:         %s://%s/v1/route   health: %s://%s/healthz   ready: %s://%s/readyz\n", web, *addr, web, *addr, web, *addr)
+	if d.AdminURL != "" {
+		fmt.Printf("  metrics:        %s/metrics   ready: %s/readyz   profiler: %s/debug/pprof/\n", d.AdminURL, d.AdminURL, d.AdminURL)
+	}
 	fmt.Printf("  REST API:       %s://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", web, *addr)
 	fmt.Printf("  chat demo:      %s://%s/demo/  (a browser page on the official SDK, over WebTransport or WebSocket)\n", web, *addr)
 	if d.WTCert != nil {
@@ -315,7 +319,7 @@ func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.C
 func runCore(args []string) error {
 	var metricsAddr, halt, netemFile string
 	c, log, err := roleFlags("core", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz over HTTP here (overrides [core] metrics_addr)")
+		fs.StringVar(&metricsAddr, "metrics-addr", "", "admin listener: /metrics, /healthz, /readyz and /debug/pprof/ over HTTP here (overrides [core] metrics_addr)")
 		fs.StringVar(&halt, "test-halt-before-fanout", "", "TEST HOOK: hold every message containing this text after its commit, before its ack and fan-out (to kill -9 a leader right there)")
 		netemFlag(fs, &netemFile)
 	})

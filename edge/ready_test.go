@@ -1,0 +1,122 @@
+package edge
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// get requests path on the test server with method and headers.
+func (e *testEnv) get(t *testing.T, method, path string, hdr ...string) (int, http.Header, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, e.ts.URL+path, strings.NewReader("x=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// TestReadyz: /readyz answers 200 "ok" while the backend's checks pass,
+// 503 with every failing check (text, or JSON when asked) when they do
+// not, 503 while draining whatever the checks say; HEAD gives the status
+// without a body, other methods 405; /healthz keeps its own answer.
+func TestReadyz(t *testing.T) {
+	var mu sync.Mutex
+	failing := []string(nil)
+	env := newEnv(t, func(c *Config) {
+		c.NotReady = func() []string {
+			mu.Lock()
+			defer mu.Unlock()
+			return failing
+		}
+	})
+	set := func(f ...string) {
+		mu.Lock()
+		failing = f
+		mu.Unlock()
+	}
+
+	if code, h, body := env.get(t, http.MethodGet, "/readyz"); code != 200 || body != "ok\n" || h.Get("Cache-Control") != "no-store" {
+		t.Fatalf("ready: %d %q (Cache-Control %q), want 200 ok no-store", code, body, h.Get("Cache-Control"))
+	}
+	set("core link: shard 1: no leader", "core link: shard 3: no leader")
+	code, _, body := env.get(t, http.MethodGet, "/readyz")
+	if code != 503 || body != "core link: shard 1: no leader\ncore link: shard 3: no leader\n" {
+		t.Fatalf("two checks failing: %d %q, want 503 and both, one per line", code, body)
+	}
+	code, h, body := env.get(t, http.MethodGet, "/readyz", "Accept", "application/json")
+	var js struct {
+		Ready   bool     `json:"ready"`
+		Failing []string `json:"failing"`
+	}
+	if err := json.Unmarshal([]byte(body), &js); err != nil || code != 503 || js.Ready || len(js.Failing) != 2 ||
+		!strings.HasPrefix(h.Get("Content-Type"), "application/json") {
+		t.Fatalf("JSON: %d %q (%v), want 503 {ready:false, failing:[2]}", code, body, err)
+	}
+	if code, _, body := env.get(t, http.MethodHead, "/readyz"); code != 503 || body != "" {
+		t.Errorf("HEAD: %d %q, want 503 without a body", code, body)
+	}
+	for _, m := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, "BREW"} {
+		if code, h, _ := env.get(t, m, "/readyz"); code != http.StatusMethodNotAllowed || h.Get("Allow") != "GET, HEAD" {
+			t.Errorf("%s /readyz: %d (Allow %q), want 405 with Allow: GET, HEAD", m, code, h.Get("Allow"))
+		}
+	}
+	// Liveness does not follow readiness (Config.Ready is unset: live).
+	if code, _, _ := env.get(t, http.MethodGet, "/healthz"); code != 200 {
+		t.Errorf("/healthz with failing readiness checks: %d, want 200", code)
+	}
+
+	set()
+	if code, _, _ := env.get(t, http.MethodHead, "/readyz"); code != 200 {
+		t.Fatalf("HEAD once ready again: %d, want 200", code)
+	}
+	// A drain takes the edge out of both at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = env.srv.Drain(ctx)
+	if code, _, body := env.get(t, http.MethodGet, "/readyz"); code != 503 || !strings.Contains(body, "draining") {
+		t.Errorf("/readyz while draining: %d %q, want 503 naming the drain", code, body)
+	}
+	if code, _, _ := env.get(t, http.MethodGet, "/healthz"); code != 503 {
+		t.Errorf("/healthz while draining: %d, want 503", code)
+	}
+}
+
+// TestReadyzFallsBackToReady: without NotReady, /readyz follows Ready.
+func TestReadyzFallsBackToReady(t *testing.T) {
+	var ready atomic.Bool
+	env := newEnv(t, func(c *Config) { c.Ready = ready.Load })
+	if code, _, body := env.get(t, http.MethodGet, "/readyz"); code != 503 || body == "" {
+		t.Errorf("not ready: %d %q, want 503 with a reason", code, body)
+	}
+	ready.Store(true)
+	if code, _, _ := env.get(t, http.MethodGet, "/readyz"); code != 200 {
+		t.Errorf("ready: %d, want 200", code)
+	}
+}
+
+// TestNoProfilerOnClientPort: the edge's public handler serves no
+// /debug/pprof (the profiler is on the cores' admin listeners only).
+func TestNoProfilerOnClientPort(t *testing.T) {
+	env := newEnv(t, nil)
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/profile?seconds=1", "/debug/pprof/heap", "/debug/pprof/goroutine?debug=2"} {
+		code, _, body := env.get(t, http.MethodGet, p)
+		if code == 200 || strings.Contains(body, "goroutine") || strings.Contains(body, "Types of profiles") {
+			t.Errorf("GET %s on the client port: %d %.80q, want no profiler", p, code, body)
+		}
+	}
+}
