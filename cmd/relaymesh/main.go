@@ -2,8 +2,8 @@
 // parts together (package cluster does the wiring).
 //
 //	relaymesh dev  [--data DIR] [--addr HOST:PORT] [--config FILE]   one region in one process
-//	relaymesh core --config FILE                                      a core node (shard replica)
-//	relaymesh edge --config FILE                                      an edge (client connections)
+//	relaymesh core --config FILE [--check-config]                     a core node (shard replica)
+//	relaymesh edge --config FILE [--check-config]                     an edge (client connections)
 //	relaymesh pki  init|issue ...                                     cluster CA and node certificates (with roles)
 //	relaymesh lab  --regions N --latency 80ms --dir DIR               N regions of separate processes on this machine
 //	relaymesh import leancloud --conversations FILE ...               bring a LeanCloud app's conversations and history over
@@ -38,6 +38,10 @@ import (
 
 var version = "0.1.0-dev"
 
+// errStop ends a command that finished its work early with exit status 0
+// (--check-config found nothing wrong).
+var errStop = errors.New("stop")
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
@@ -66,7 +70,7 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) || errors.Is(err, errStop) {
 		return
 	}
 	if err != nil {
@@ -86,6 +90,9 @@ Usage:
       new Realtime({appId, appKey, RTMServers: 'ws://HOST:PORT/'})
   relaymesh core --config FILE     run a core node ([core], [tls], [[apps]])
   relaymesh edge --config FILE     run an edge ([edge], [tls], [[apps]], session_token_key_file)
+      Both log JSON lines to stderr (--log-format text for key=value);
+      --check-config checks FILE as startup would and exits: "ok", or
+      every problem and status 1, starting nothing.
   relaymesh pki init --dir DIR                      create the cluster CA and a session-token key
   relaymesh pki issue --dir DIR --name N [--role R] [--hosts H1,H2]   sign a node certificate (role core, edge or admin)
   relaymesh lab --regions N --latency 80ms --dir DIR
@@ -299,11 +306,15 @@ func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.C
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfgFile := fs.String("config", "", "config file (required; see docs/OPERATIONS.md)")
 	level, format := logFlags(fs, "json")
+	check := fs.Bool("check-config", false, "check the config file as startup would (files readable, certificates and keys parse, addresses) and exit: `ok` and status 0, or every problem and status 1; starts nothing, writes nothing")
 	if more != nil {
 		more(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("%s: unexpected arguments %q", name, fs.Args())
 	}
 	if *cfgFile == "" {
 		return nil, nil, fmt.Errorf("%s: --config is required", name)
@@ -312,8 +323,25 @@ func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.C
 	if err != nil {
 		return nil, nil, err
 	}
+	if *check {
+		return nil, nil, checkConfig(name, *cfgFile)
+	}
 	c, err := cluster.LoadConfig(*cfgFile)
 	return c, log, err
+}
+
+// checkConfig runs `relaymesh core|edge --check-config`: "ok" on stdout
+// and errStop, or every problem on stderr, one a line, and an error.
+func checkConfig(role, file string) error {
+	problems := cluster.CheckConfig(file, role)
+	if len(problems) == 0 {
+		fmt.Println("ok")
+		return errStop
+	}
+	for _, p := range problems {
+		fmt.Fprintln(os.Stderr, p)
+	}
+	return fmt.Errorf("%s --check-config: %d problem(s) in %s", role, len(problems), file)
 }
 
 func runCore(args []string) error {
