@@ -325,12 +325,16 @@ func (c *Core) Err() error {
 }
 
 // WriteMetrics writes the core node's series: its shard cores' (summed,
-// core.WriteMetrics), then the router's.
+// core.WriteMetrics), the regions', each shard's raft state, then the
+// router's.
 func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := core.WriteMetrics(w, c.Services); err != nil {
 		return err
 	}
 	if err := c.Regions.WriteMetrics(w); err != nil {
+		return err
+	}
+	if err := c.writeRaftMetrics(w); err != nil { // raftmetrics.go
 		return err
 	}
 	return c.Router.WriteMetrics(w)

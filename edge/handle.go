@@ -65,6 +65,7 @@ func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 		c.reject(cmd.I, cmd.GetPeerId(), ErrUnparseable, "missing cmd")
 		return
 	}
+	c.srv.metrics.Command(cmd.GetCmd())
 	switch cmd.GetCmd() {
 	case lcpb.CommandType_login, lcpb.CommandType_logout:
 		// LeanCloud Push login (Java opens every socket with it) and its

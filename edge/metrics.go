@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // Metrics are the edge's counters. Per-message events are counted here,
@@ -54,8 +55,24 @@ type Metrics struct {
 	DatagramsFallback atomic.Int64 // transient pushes too big for a datagram, sent on the stream
 	SocketWrites      atomic.Int64 // WebSocket socket writes of corked bursts (frames_out / this = frames per system call)
 
+	// Commands counts client commands by type (index: lcpb.CommandType;
+	// the last slot counts the ones without a known type).
+	Commands [numCommandTypes + 1]atomic.Int64
+
 	mu         sync.Mutex
 	rejections map[int32]*atomic.Int64 // guarded by mu; LeanCloud code → count
+}
+
+// numCommandTypes bounds lcpb.CommandType's values.
+const numCommandTypes = 64
+
+// Command counts one client command of type cmd.
+func (m *Metrics) Command(cmd lcpb.CommandType) {
+	i := int(cmd)
+	if _, ok := lcpb.CommandType_name[int32(cmd)]; !ok || i < 0 || i >= numCommandTypes {
+		i = numCommandTypes
+	}
+	m.Commands[i].Add(1)
 }
 
 // Transport is how a client connection reaches the edge.
@@ -175,6 +192,17 @@ func (m *Metrics) WriteText(w io.Writer) error {
 		for t := range Transport(numTransports) {
 			fmt.Fprintf(w, "%s{transport=%q} %d\n", r.name, t.String(), r.v(&m.ByTransport[t]))
 		}
+	}
+	fmt.Fprintf(w, "# HELP relaymesh_edge_commands_total Client commands read, by type (cmd).\n# TYPE relaymesh_edge_commands_total counter\n")
+	for i := range m.Commands {
+		name := "unknown"
+		if i < numCommandTypes {
+			var ok bool
+			if name, ok = lcpb.CommandType_name[int32(i)]; !ok {
+				continue
+			}
+		}
+		fmt.Fprintf(w, "relaymesh_edge_commands_total{cmd=%q} %d\n", name, m.Commands[i].Load())
 	}
 	fmt.Fprintf(w, "# HELP relaymesh_edge_dropped_frames_total Outbound frames shed by priority class.\n# TYPE relaymesh_edge_dropped_frames_total counter\n")
 	for p := range m.Dropped {

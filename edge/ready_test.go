@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // get requests path on the test server with method and headers.
@@ -118,5 +120,35 @@ func TestNoProfilerOnClientPort(t *testing.T) {
 		if code == 200 || strings.Contains(body, "goroutine") || strings.Contains(body, "Types of profiles") {
 			t.Errorf("GET %s on the client port: %d %.80q, want no profiler", p, code, body)
 		}
+	}
+}
+
+// TestCommandsByType: client commands are counted by type on /metrics,
+// a type this build does not know in one "unknown" series, so a client
+// cannot grow the label set.
+func TestCommandsByType(t *testing.T) {
+	var m Metrics
+	m.Command(lcpb.CommandType_direct)
+	m.Command(lcpb.CommandType_direct)
+	m.Command(lcpb.CommandType_ack)
+	for _, bad := range []lcpb.CommandType{99, -1, 1 << 20, numCommandTypes} {
+		m.Command(bad)
+	}
+	var b strings.Builder
+	if err := m.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`relaymesh_edge_commands_total{cmd="direct"} 2`,
+		`relaymesh_edge_commands_total{cmd="ack"} 1`,
+		`relaymesh_edge_commands_total{cmd="session"} 0`,
+		`relaymesh_edge_commands_total{cmd="unknown"} 4`,
+	} {
+		if !strings.Contains(b.String(), want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if n := strings.Count(b.String(), "relaymesh_edge_commands_total{"); n != len(lcpb.CommandType_name)+1 {
+		t.Errorf("%d command series, want one per known type and unknown (%d)", n, len(lcpb.CommandType_name)+1)
 	}
 }

@@ -82,7 +82,8 @@ func TestDevAdminListener(t *testing.T) {
 		}
 	}
 	code, body := get(metrics)
-	for _, want := range []string{"relaymesh_edge_connections ", "relaymesh_core_deliveries_total", "relaymesh_router_shards"} {
+	for _, want := range []string{"relaymesh_edge_connections ", "relaymesh_core_deliveries_total", "relaymesh_router_shards",
+		"relaymesh_raft_leader{shard=\"0\"} 1\n", "relaymesh_raft_has_leader{shard=\"0\"} 1\n", "relaymesh_core_ready 1\n"} {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("admin /metrics: %d, want 200 with %s", code, want)
 		}
