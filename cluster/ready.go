@@ -1,14 +1,8 @@
 package cluster
 
 import (
-	"errors"
 	"fmt"
-	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"sync"
-	"time"
 
 	"github.com/relaymesh/relaymesh/raftstore"
 )
@@ -94,59 +88,4 @@ func (c *Core) NotReady() []string {
 		out = append(out, shardChecks(n, rep, c.progress[n])...)
 	}
 	return out
-}
-
-// addPprof serves Go's profiler under /debug/pprof/ on mux: only on the
-// admin listeners (a core's metrics_addr, dev's --admin-addr), never on a
-// port clients reach, for it shows the process's internals and a CPU
-// profile costs CPU.
-func addPprof(mux *http.ServeMux) {
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-}
-
-// adminServer is an admin HTTP listener (dev's; a core's is
-// Core.serveMetrics).
-type adminServer struct {
-	ln  net.Listener
-	url string
-	srv *http.Server
-	wg  sync.WaitGroup
-}
-
-// listenAdmin listens on addr; serve starts serving.
-func listenAdmin(addr string) (*adminServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	return &adminServer{ln: ln, url: "http://" + ln.Addr().String()}, nil
-}
-
-func (a *adminServer) serve(h http.Handler, log *slog.Logger) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	a.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("admin listener", "err", err)
-		}
-	}()
-}
-
-func (a *adminServer) close() error {
-	var err error
-	if a.srv != nil {
-		err = a.srv.Close()
-	} else {
-		err = a.ln.Close()
-	}
-	a.wg.Wait()
-	return err
 }
