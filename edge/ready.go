@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Readiness (/readyz) against liveness (/healthz): /healthz says the
@@ -19,7 +21,23 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	ReadyHandler(s.notReady)(w, r)
 }
 
-// notReady lists the edge's failing readiness checks.
+// readyFor is how long one answer of the backend's checks serves
+// /readyz: a flood of probes on the public port costs the cores one PING
+// per readyFor, not one each.
+const readyFor = time.Second
+
+// readyChecks shares the backend's readiness checks between concurrent
+// /readyz requests and caches their answer for readyFor.
+type readyChecks struct {
+	mu      sync.Mutex
+	at      time.Time     // guarded by mu; when last was found
+	last    []string      // guarded by mu
+	running chan struct{} // guarded by mu; closed when the check running ends, nil if none
+}
+
+// notReady lists the edge's failing readiness checks: the drain at once,
+// the backend's (Config.NotReady, else Config.Ready) at most once per
+// readyFor.
 func (s *Server) notReady() []string {
 	s.mu.Lock()
 	closed := s.closed
@@ -27,13 +45,43 @@ func (s *Server) notReady() []string {
 	if closed {
 		return []string{"edge: draining or closed"}
 	}
-	switch {
-	case s.cfg.NotReady != nil:
-		return s.cfg.NotReady()
-	case s.cfg.Ready != nil && !s.cfg.Ready():
-		return []string{"edge: backend not ready"}
+	check := s.cfg.NotReady
+	if check == nil {
+		if s.cfg.Ready == nil {
+			return nil
+		}
+		check = func() []string {
+			if !s.cfg.Ready() {
+				return []string{"edge: backend not ready"}
+			}
+			return nil
+		}
 	}
-	return nil
+	rc := &s.ready
+	rc.mu.Lock()
+	for {
+		if !rc.at.IsZero() && s.now().Sub(rc.at) < readyFor {
+			last := rc.last
+			rc.mu.Unlock()
+			return last
+		}
+		if rc.running == nil {
+			break
+		}
+		wait := rc.running
+		rc.mu.Unlock()
+		<-wait
+		rc.mu.Lock()
+	}
+	done := make(chan struct{})
+	rc.running = done
+	rc.mu.Unlock()
+	out := check()
+	rc.mu.Lock()
+	rc.at, rc.last, rc.running = s.now(), out, nil
+	rc.mu.Unlock()
+	close(done)
+	return out
 }
 
 // ReadyHandler serves a readiness endpoint over check, which lists the

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
@@ -46,10 +47,16 @@ func TestReadyz(t *testing.T) {
 			return failing
 		}
 	})
+	// The backend's answer is cached for readyFor: each change of it
+	// moves the edge's clock past that.
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	env.srv.now = func() time.Time { return time.Unix(0, clock.Load()) }
 	set := func(f ...string) {
 		mu.Lock()
 		failing = f
 		mu.Unlock()
+		clock.Add(int64(2 * readyFor))
 	}
 
 	if code, h, body := env.get(t, http.MethodGet, "/readyz"); code != 200 || body != "ok\n" || h.Get("Cache-Control") != "no-store" {
@@ -98,14 +105,73 @@ func TestReadyz(t *testing.T) {
 	}
 }
 
+// TestReadyzFlood: a flood of /readyz on the public port runs the
+// backend's checks (a PING to the cores in production) once per readyFor,
+// shared by the requests that arrive while it runs.
+func TestReadyzFlood(t *testing.T) {
+	var calls atomic.Int64
+	release := make(chan struct{})
+	env := newEnv(t, func(c *Config) {
+		c.NotReady = func() []string {
+			calls.Add(1)
+			<-release
+			return []string{"core link: shard 1: no leader"}
+		}
+	})
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	env.srv.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	const n = 200
+	var wg sync.WaitGroup
+	codes := make(chan int, n)
+	for range n {
+		wg.Go(func() {
+			resp, err := http.Get(env.ts.URL + "/readyz")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		})
+	}
+	for calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 503 {
+			t.Fatalf("a flooded /readyz answered %d, want every one 503", c)
+		}
+	}
+	if got := calls.Load(); got != 1 {
+		t.Errorf("%d concurrent /readyz ran the backend's checks %d times, want once", n, got)
+	}
+	env.get(t, http.MethodGet, "/readyz")
+	if got := calls.Load(); got != 1 {
+		t.Errorf("within readyFor the checks ran again (%d)", got)
+	}
+	clock.Add(int64(readyFor))
+	env.get(t, http.MethodGet, "/readyz")
+	if got := calls.Load(); got != 2 {
+		t.Errorf("after readyFor the checks ran %d times, want 2", got)
+	}
+}
+
 // TestReadyzFallsBackToReady: without NotReady, /readyz follows Ready.
 func TestReadyzFallsBackToReady(t *testing.T) {
 	var ready atomic.Bool
 	env := newEnv(t, func(c *Config) { c.Ready = ready.Load })
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	env.srv.now = func() time.Time { return time.Unix(0, clock.Load()) }
 	if code, _, body := env.get(t, http.MethodGet, "/readyz"); code != 503 || body == "" {
 		t.Errorf("not ready: %d %q, want 503 with a reason", code, body)
 	}
 	ready.Store(true)
+	clock.Add(int64(readyFor))
 	if code, _, _ := env.get(t, http.MethodGet, "/readyz"); code != 200 {
 		t.Errorf("ready: %d, want 200", code)
 	}

@@ -211,7 +211,8 @@ type Server struct {
 	proxies []netip.Prefix // Config.TrustedProxies
 	wsPerIP *ipCounts      // WebSockets and WebTransport sessions per client IP (guard.go)
 
-	wt atomic.Pointer[WTServer] // the WebTransport listener, when there is one (wt.go)
+	wt    atomic.Pointer[WTServer] // the WebTransport listener, when there is one (wt.go)
+	ready readyChecks              // /readyz's shared, cached backend checks (ready.go)
 
 	mu     sync.Mutex
 	closed bool                              // guarded by mu
