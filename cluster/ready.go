@@ -18,7 +18,9 @@ import (
 //     restarted core is not called ready while it still replays;
 //   - no replica stopped on a fatal apply error.
 //
-// Readiness only looks at the node's own region: another region being
+// The catalog's raft group, once cores run it, belongs in these checks
+// too (its leader known, caught up). Readiness only looks at the node's
+// own region: another region being
 // down makes requests homed there fail, not this core unready.
 // /healthz keeps its meaning (200 on the region's router only).
 
