@@ -306,7 +306,7 @@ func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.C
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfgFile := fs.String("config", "", "config file (required; see docs/OPERATIONS.md)")
 	level, format := logFlags(fs, "json")
-	check := fs.Bool("check-config", false, "check the config file as startup would (files readable, certificates and keys parse, addresses) and exit: `ok` and status 0, or every problem and status 1; starts nothing, writes nothing")
+	check := fs.Bool("check-config", false, "check the config file as startup would (files readable, certificates and keys parse, addresses) and exit: \"ok\" and status 0, or every problem and status 1; starts nothing, writes nothing")
 	if more != nil {
 		more(fs)
 	}
@@ -374,7 +374,7 @@ func runCore(args []string) error {
 	}
 	fmt.Printf("relaymesh core %s: mesh on %s/udp, data in %s\n", cc.NodeID, core.Node.Addr(), cc.DataDir)
 	if core.MetricsURL != "" {
-		fmt.Printf("relaymesh core %s: metrics on %s/metrics\n", cc.NodeID, core.MetricsURL)
+		fmt.Printf("relaymesh core %s: metrics on %s/metrics (admin listener: /readyz, /healthz, /debug/pprof/)\n", cc.NodeID, core.MetricsURL)
 	}
 	ferr := waitCore(core)
 	return errors.Join(ferr, core.Close())
