@@ -240,3 +240,24 @@ func residentBytes() (int64, bool) {
 	}
 	return pages * int64(os.Getpagesize()), true
 }
+
+// writeQueueMetrics writes the depth of the connections' outbound queues
+// now: frames waiting in all of them, and in the fullest one (a slow
+// reader shows there before it is shed or closed).
+func (s *Server) writeQueueMetrics(w io.Writer) error {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock() // the queues' locks are taken one at a time, after it
+	total, most := 0, 0
+	for _, c := range conns {
+		n := c.q.Len()
+		total += n
+		most = max(most, n)
+	}
+	_, err := fmt.Fprintf(w, "# HELP relaymesh_edge_queued_frames Outbound frames waiting in the connections' queues.\n# TYPE relaymesh_edge_queued_frames gauge\nrelaymesh_edge_queued_frames %d\n"+
+		"# HELP relaymesh_edge_queued_frames_max Outbound frames waiting in the fullest connection's queue.\n# TYPE relaymesh_edge_queued_frames_max gauge\nrelaymesh_edge_queued_frames_max %d\n", total, most)
+	return err
+}

@@ -218,3 +218,38 @@ func TestCommandsByType(t *testing.T) {
 		t.Errorf("%d command series, want one per known type and unknown (%d)", n, len(lcpb.CommandType_name)+1)
 	}
 }
+
+// TestQueueDepthMetrics: /metrics shows the frames waiting in the
+// connections' outbound queues, summed and the fullest one's.
+func TestQueueDepthMetrics(t *testing.T) {
+	env := newEnv(t, nil)
+	codec, err := lcpb.CodecFor(lcpb.SubprotocolBinary3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []*conn
+	for _, frames := range []int{3, 5} {
+		c := newConn(env.srv, codec, &wsTransport{codec: codec})
+		for range frames {
+			c.q.Push(outFrame{b: []byte("x"), p: PriorityNormal}, PriorityNormal)
+		}
+		env.srv.mu.Lock()
+		env.srv.conns[c.id] = c
+		env.srv.mu.Unlock()
+		conns = append(conns, c)
+	}
+	t.Cleanup(func() {
+		env.srv.mu.Lock()
+		for _, c := range conns {
+			delete(env.srv.conns, c.id)
+			c.cancel()
+		}
+		env.srv.mu.Unlock()
+	})
+	_, _, body := env.get(t, http.MethodGet, "/metrics")
+	for _, want := range []string{"relaymesh_edge_queued_frames 8\n", "relaymesh_edge_queued_frames_max 5\n"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}

@@ -335,6 +335,9 @@ func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	if err := s.metrics.WriteText(w); err != nil {
 		return
 	}
+	if err := s.writeQueueMetrics(w); err != nil { // metrics.go
+		return
+	}
 	if s.cfg.ExtraMetrics != nil {
 		if err := s.cfg.ExtraMetrics(w); err != nil {
 			s.log.Debug("edge: extra metrics", "err", err)
