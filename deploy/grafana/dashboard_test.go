@@ -355,9 +355,20 @@ func TestDashboardMetricsExported(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("/metrics: %d", resp.StatusCode)
 	}
-	e, err := parseExposition(resp.Body)
+	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	e, err := parseExposition(strings.NewReader(string(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The traffic shows: three sends counted, and their acks timed.
+	for _, want := range []string{`relaymesh_edge_commands_total{cmd="direct"} 3`, `relaymesh_edge_backend_seconds_count{cmd="direct"} 3`,
+		`relaymesh_edge_transport_sessions{transport="websocket"} 2`} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("the scrape lacks %s", want)
+		}
 	}
 	if !e.samples["relaymesh_edge_sessions"] || !e.samples["relaymesh_raft_leader"] {
 		t.Fatalf("the scrape lacks the edge's or the core's series: %d families", len(e.types))
