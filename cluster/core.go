@@ -123,6 +123,8 @@ type Core struct {
 	// progress is each shard's catch-up gate and meshUp is set once the
 	// mesh serves the core's methods (/readyz, ready.go).
 	progress []*catchUp
+	// catalogProgress is the catalog replica's catch-up gate.
+	catalogProgress *catchUp
 	meshUp   atomic.Bool
 }
 
@@ -190,6 +192,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	if c.catalog, err = openCatalog(node, cfg.DataDir, self, planCatalog(region, shards, local, remote), raftTimes, log.With("part", "catalog")); err != nil {
 		return fail(err)
 	}
+	c.catalogProgress = &catchUp{start: c.catalog.rep.Raft().LastIndex()}
 	c.Catalog = c.catalog.store
 	if len(cfg.Remote) > 0 {
 		g, err := core.NewRegions(region, node, c.relay, cfg.Remote, log.With("part", "regions"))

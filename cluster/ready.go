@@ -18,10 +18,12 @@ import (
 //     restarted core is not called ready while it still replays;
 //   - no replica stopped on a fatal apply error.
 //
-// The catalog's raft group, once cores run it, belongs in these checks
-// too (its leader known, caught up). Readiness only looks at the node's
-// own region: another region being
-// down makes requests homed there fail, not this core unready.
+//   - the catalog's replica knows the catalog's leader, has caught up the
+//     same way, and holds the topology the node's config declares.
+//
+// Readiness only looks at the node's own region and the catalog: another
+// region being down makes requests homed there fail, not this core
+// unready.
 // /healthz keeps its meaning (200 on the region's router only).
 
 // catchUp is one replica's catch-up gate: the raft index it must have
@@ -57,19 +59,25 @@ func (p *catchUp) check(leaderKnown bool, commit, applied uint64) (bool, string)
 
 // shardChecks lists the failing checks of shard n's replica.
 func shardChecks(n int, rep *raftstore.Node, p *catchUp) []string {
+	return groupChecks(fmt.Sprintf("shard %d", n), rep, p)
+}
+
+// groupChecks lists the failing checks of a raft group's replica, each
+// line starting with name.
+func groupChecks(name string, rep *raftstore.Node, p *catchUp) []string {
 	if err := rep.Err(); err != nil {
-		return []string{fmt.Sprintf("shard %d: stopped: %v", n, err)}
+		return []string{fmt.Sprintf("%s: stopped: %v", name, err)}
 	}
 	var out []string
 	addr, _ := rep.Leader()
 	known := addr != "" || rep.IsLeader()
 	if !known {
-		out = append(out, fmt.Sprintf("shard %d: no leader", n))
+		out = append(out, name+": no leader")
 	}
 	// raft's applied index, not the state machine's (raftstore's counts
 	// commands only, and stays behind configuration and no-op entries).
 	if ok, why := p.check(known, rep.Raft().CommitIndex(), rep.Raft().AppliedIndex()); !ok {
-		out = append(out, fmt.Sprintf("shard %d: %s", n, why))
+		out = append(out, name+": "+why)
 	}
 	return out
 }
@@ -88,6 +96,13 @@ func (c *Core) NotReady() []string {
 	}
 	for n, rep := range c.Replicas {
 		out = append(out, shardChecks(n, rep, c.progress[n])...)
+	}
+	if c.catalog != nil {
+		cat := groupChecks("catalog", c.catalog.rep, c.catalogProgress)
+		if len(cat) == 0 && !c.catalog.booted.Load() {
+			cat = append(cat, "catalog: the declared topology is not in yet")
+		}
+		out = append(out, cat...)
 	}
 	return out
 }
