@@ -125,7 +125,7 @@ type Core struct {
 	progress []*catchUp
 	// catalogProgress is the catalog replica's catch-up gate.
 	catalogProgress *catchUp
-	meshUp   atomic.Bool
+	meshUp          atomic.Bool
 }
 
 // StartCore starts a core node. Close stops it.
