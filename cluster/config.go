@@ -40,7 +40,7 @@ import (
 //	node_id = "core-1"
 //	mesh_addr = "10.0.0.1:7100"
 //	peers = { core-1 = "10.0.0.1:7100", core-2 = "10.0.0.2:7100", core-3 = "10.0.0.3:7100" }
-//	metrics_addr = "10.0.0.1:9100"                # optional: /metrics and /healthz over HTTP
+//	metrics_addr = "10.0.0.1:9100"                # optional admin listener: /metrics, /healthz, /readyz, /debug/pprof/
 //
 //	[edge]
 //	edge_id = "edge-1"
@@ -323,69 +323,80 @@ type LimitsConfig struct {
 // ErrConfig marks an invalid configuration file.
 var ErrConfig = errors.New("cluster: config")
 
-// LoadConfig reads and checks a configuration file.
+// LoadConfig reads and checks a configuration file. A file that does not
+// parse is one error; otherwise every problem found is reported, joined
+// (errors.Join; each one ErrConfig).
 func LoadConfig(path string) (*Config, error) {
 	c := new(Config)
 	md, err := toml.DecodeFile(path, c)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
+	var errs []error
 	if und := md.Undecoded(); len(und) > 0 {
-		return nil, fmt.Errorf("%w: %s: unknown keys %v", ErrConfig, path, und)
+		errs = append(errs, fmt.Errorf("%w: %s: unknown keys %v", ErrConfig, path, und))
 	}
 	c.dir = filepath.Dir(path)
 	seen := map[string]bool{}
 	for i, a := range c.Apps {
 		switch {
 		case a.ID == "" || len(a.ID) > apps.MaxIDLen:
-			return nil, fmt.Errorf("%w: apps[%d]: id must be 1..%d characters", ErrConfig, i, apps.MaxIDLen)
+			errs = append(errs, fmt.Errorf("%w: apps[%d]: id must be 1..%d characters", ErrConfig, i, apps.MaxIDLen))
+			continue
 		case seen[a.ID]:
-			return nil, fmt.Errorf("%w: apps[%d]: duplicate id %q", ErrConfig, i, a.ID)
+			errs = append(errs, fmt.Errorf("%w: apps[%d]: duplicate id %q", ErrConfig, i, a.ID))
+			continue
 		case !apps.ValidID(a.ID):
-			return nil, fmt.Errorf("%w: apps[%d]: id %q holds ':' or a control character", ErrConfig, i, a.ID)
+			errs = append(errs, fmt.Errorf("%w: apps[%d]: id %q holds ':' or a control character", ErrConfig, i, a.ID))
+			continue
 		}
+		seen[a.ID] = true
 		if err := a.check(); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
 		// No open apps outside `relaymesh dev` without a config file: an
 		// app without a master key would accept any key as its master
 		// key on the REST API and could never check a signature.
 		if a.MasterKey == "" {
-			return nil, fmt.Errorf("%w: app %q has no master_key: every [[apps]] entry needs one (it authenticates the REST API and signs logins); "+
-				"an open app that accepts any key exists only in `relaymesh dev` without --config", ErrConfig, a.ID)
+			errs = append(errs, fmt.Errorf("%w: app %q has no master_key: every [[apps]] entry needs one (it authenticates the REST API and signs logins); "+
+				"an open app that accepts any key exists only in `relaymesh dev` without --config", ErrConfig, a.ID))
 		}
-		seen[a.ID] = true
 	}
 	if _, err := c.Edge.Limits.limits(); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	if _, err := edge.ParseTrustedProxies(c.Edge.TrustedProxies); err != nil {
-		return nil, fmt.Errorf("%w: edge.trusted_proxies: %v", ErrConfig, err)
+		errs = append(errs, fmt.Errorf("%w: edge.trusted_proxies: %v", ErrConfig, err))
 	}
 	if v := c.Edge.REST.SignMaxAge; v != "" {
 		if d, err := time.ParseDuration(v); err != nil || d == 0 {
-			return nil, fmt.Errorf("%w: edge.rest.sign_max_age: %q is not a non-zero duration (negative: unchecked)", ErrConfig, v)
+			errs = append(errs, fmt.Errorf("%w: edge.rest.sign_max_age: %q is not a non-zero duration (negative: unchecked)", ErrConfig, v))
 		}
 	}
 	if _, _, err := c.Core.raftTimeouts(); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
+	regionsOK := true
 	if _, err := c.regions(); err != nil {
-		return nil, err
+		errs = append(errs, err)
+		regionsOK = false
 	}
 	if _, err := c.Edge.drainTimeout(); err != nil {
-		return nil, err
+		errs = append(errs, err)
 	}
 	if (c.Edge.WTCert == "") != (c.Edge.WTKey == "") {
-		return nil, fmt.Errorf("%w: edge.wt_cert and edge.wt_key go together", ErrConfig)
+		errs = append(errs, fmt.Errorf("%w: edge.wt_cert and edge.wt_key go together", ErrConfig))
 	}
 	if c.Edge.TLS && c.Edge.WTCert == "" {
-		return nil, fmt.Errorf("%w: edge.tls serves the wt_cert certificate: set wt_cert and wt_key", ErrConfig)
+		errs = append(errs, fmt.Errorf("%w: edge.tls serves the wt_cert certificate: set wt_cert and wt_key", ErrConfig))
 	}
-	if c.Edge.Region != "" {
+	if c.Edge.Region != "" && regionsOK {
 		if _, err := c.Routes(c.Edge.Region); err != nil {
-			return nil, err
+			errs = append(errs, err)
 		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
 	return c, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core"
+	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/raftstore"
@@ -66,9 +67,10 @@ type CoreConfig struct {
 	// Limits bound conversations and logins (core.Limits; zero fields take
 	// LeanCloud's defaults).
 	Limits core.Limits
-	// MetricsAddr, when set, is a TCP address where the core serves
-	// /metrics (core.Core.WriteMetrics, Prometheus text) and /healthz (200
-	// while it leads the shard, else 503). Empty serves none.
+	// MetricsAddr, when set, is a TCP address where the core serves its
+	// admin listener: /metrics (core.Core.WriteMetrics, Prometheus text),
+	// /healthz (200 while it leads the shard, else 503), /readyz
+	// (ready.go) and /debug/pprof/. Empty serves none.
 	MetricsAddr string
 	// CommandVersion is core.Config.CommandVersion ([core]
 	// command_version).
@@ -118,6 +120,12 @@ type Core struct {
 	serve      *core.MeshServer // the core's mesh handlers and leader watcher
 	metrics    *http.Server     // nil without CoreConfig.MetricsAddr
 	wg         sync.WaitGroup   // metrics listener
+	// progress is each shard's catch-up gate and meshUp is set once the
+	// mesh serves the core's methods (/readyz, ready.go).
+	progress []*catchUp
+	// catalogProgress is the catalog replica's catch-up gate.
+	catalogProgress *catchUp
+	meshUp          atomic.Bool
 }
 
 // StartCore starts a core node. Close stops it.
@@ -184,6 +192,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	if c.catalog, err = openCatalog(node, cfg.DataDir, self, planCatalog(region, shards, local, remote), raftTimes, log.With("part", "catalog")); err != nil {
 		return fail(err)
 	}
+	c.catalogProgress = &catchUp{start: c.catalog.rep.Raft().LastIndex()}
 	c.Catalog = c.catalog.store
 	if len(cfg.Remote) > 0 {
 		g, err := core.NewRegions(region, node, c.relay, cfg.Remote, log.With("part", "regions"))
@@ -260,6 +269,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		// process: any of them may have changed memberships.
 		fsm.FloorMemberIndex(rep.AppliedIndex())
 		c.pumps = append(c.pumps, core.NewMemberPump(catalog.ShardRef{Region: region, Shard: uint16(n)}, rep, fsm, c.Catalog, log.With("part", "members", "shard", n)))
+		c.progress = append(c.progress, &catchUp{start: rep.Raft().LastIndex()})
 		rshards = append(rshards, core.RouterShard{Core: svc, Leader: func() string { a, _ := rep.Leader(); return a },
 			MemberIndex: fsm.MemberIndex})
 	}
@@ -293,6 +303,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		}
 	}
 	c.serve = core.ServeShards(rt, node, c.Replicas, log) // core/mesh.go
+	c.meshUp.Store(true)
 	return c, nil
 }
 
@@ -375,12 +386,16 @@ func (c *Core) Err() error {
 }
 
 // WriteMetrics writes the core node's series: its shard cores' (summed,
-// core.WriteMetrics), then the router's.
+// core.WriteMetrics), the regions', each shard's raft state, then the
+// router's.
 func (c *Core) WriteMetrics(w io.Writer) error {
 	if err := core.WriteMetrics(w, c.Services); err != nil {
 		return err
 	}
 	if err := c.Regions.WriteMetrics(w); err != nil {
+		return err
+	}
+	if err := c.writeRaftMetrics(w); err != nil { // raftmetrics.go
 		return err
 	}
 	if err := c.Router.WriteMetrics(w); err != nil {
@@ -421,7 +436,8 @@ func (c *Core) writeCatalogMetrics(w io.Writer) error {
 	return nil
 }
 
-// serveMetrics starts the core's HTTP listener for /metrics and /healthz.
+// serveMetrics starts the core's admin HTTP listener: /metrics, /healthz,
+// /readyz (ready.go) and /debug/pprof/.
 func (c *Core) serveMetrics(addr string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -445,6 +461,8 @@ func (c *Core) serveMetrics(addr string) error {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("/readyz", edge.ReadyHandler(c.NotReady))
+	addPprof(mux)
 	c.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	c.MetricsURL = "http://" + ln.Addr().String()
 	c.wg.Add(1)

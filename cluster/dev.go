@@ -54,6 +54,11 @@ type DevConfig struct {
 	// TLS serves the HTTP/WebSocket port over TLS too (wss://), with the
 	// self-signed WebTransport certificate (EdgeConfig.TLS).
 	TLS bool
+	// AdminAddr, when set, is the TCP address of the admin listener
+	// (admin.go): /metrics (the edge's and the core's series), /healthz,
+	// /readyz (the core's checks and the edge's) and /debug/pprof/. Port 0
+	// picks one (Dev.AdminURL). Keep it on loopback.
+	AdminAddr string
 }
 
 // devReadyWait bounds how long StartDev waits for the shards' leaders.
@@ -66,6 +71,10 @@ type Dev struct {
 	// WTCert is the edge's self-signed WebTransport certificate (nil
 	// with NoWebTransport).
 	WTCert *edge.WTCert
+	// AdminURL is http://host:port of the admin listener, "" without
+	// DevConfig.AdminAddr.
+	AdminURL string
+	admin    *adminServer
 }
 
 // StartDev starts a core and an edge in this process; they talk over QUIC on
@@ -91,21 +100,36 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		}
 		cfg.MeshAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
 	}
+	// The admin port first: a taken port fails before anything is written.
+	var admin *adminServer
+	if cfg.AdminAddr != "" {
+		a, err := listenAdmin(cfg.AdminAddr)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: dev admin listener: %w", err)
+		}
+		admin = a
+	}
+	fail := func(err error) (*Dev, error) {
+		if admin != nil {
+			admin.ln.Close()
+		}
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("cluster: data dir: %w", err)
+		return fail(fmt.Errorf("cluster: data dir: %w", err))
 	}
 	ids, err := mesh.EnsureDevPKI(filepath.Join(cfg.DataDir, "pki"), "core-1", "edge-1")
 	if err != nil {
-		return nil, fmt.Errorf("cluster: pki: %w", err)
+		return fail(fmt.Errorf("cluster: pki: %w", err))
 	}
 	key, err := LoadOrCreateKey(filepath.Join(cfg.DataDir, "session-token.key"))
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	var wt *edge.WTCert
 	if !cfg.NoWebTransport {
 		if wt, err = edge.DevWTCert(filepath.Join(cfg.DataDir, "wt")); err != nil {
-			return nil, fmt.Errorf("cluster: webtransport certificate: %w", err)
+			return fail(fmt.Errorf("cluster: webtransport certificate: %w", err))
 		}
 	}
 	c, err := StartCore(CoreConfig{
@@ -123,7 +147,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		Integrations: cfg.Integrations,
 	})
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	// Serve once every shard has elected its leader (a second or so each,
 	// in parallel), so the first requests find them.
@@ -157,9 +181,20 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 	})
 	if err != nil {
 		c.Close()
-		return nil, err
+		return fail(err)
 	}
-	return &Dev{Core: c, Edge: e, WTCert: wt}, nil
+	d := &Dev{Core: c, Edge: e, WTCert: wt, admin: admin}
+	if admin != nil {
+		mux := http.NewServeMux()
+		pub := e.Server.Handler()
+		mux.Handle("/metrics", pub) // the edge's series, then the core's (ExtraMetrics)
+		mux.Handle("/healthz", pub)
+		mux.HandleFunc("/readyz", edge.ReadyHandler(func() []string { return append(c.NotReady(), e.link.NotReady()...) }))
+		addPprof(mux)
+		admin.serve(mux, cfg.Logger)
+		d.AdminURL = admin.url
+	}
+	return d, nil
 }
 
 // DevExposureWarning returns the warning `relaymesh dev` prints to stderr
@@ -185,9 +220,13 @@ func DevExposureWarning(addr string, open bool) string {
 		"!! `relaymesh core` and `relaymesh edge` with a config file (docs/OPERATIONS.md).\n%s\n", bar, addr, what, bar)
 }
 
-// Close stops the edge, then the core.
+// Close stops the admin listener, the edge, then the core.
 func (d *Dev) Close() error {
-	return errors.Join(d.Edge.Close(), d.Core.Close())
+	var err error
+	if d.admin != nil {
+		err = d.admin.close()
+	}
+	return errors.Join(err, d.Edge.Close(), d.Core.Close())
 }
 
 // LoadOrCreateKey reads a 32-byte secret from path, creating it on first use.

@@ -134,6 +134,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		TokenKey:     cfg.TokenKey,
 		Limits:       cfg.Limits,
 		Ready:        link.Ready,
+		NotReady:     link.NotReady,
 		ExtraMetrics: metrics,
 		PublicURLs:   pub,
 		Routes:       cfg.Routes,

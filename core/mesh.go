@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -202,13 +203,35 @@ func (s *MeshServer) handleClient(ctx context.Context, peer string, b []byte) ([
 		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
 	}
 	if req.Kind == meshpb.ClientRequest_PING {
-		return proto.Marshal(&meshpb.ClientReply{})
+		return proto.Marshal(s.pingReply())
 	}
 	rep, err := s.router.HandleClient(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	return proto.Marshal(rep)
+}
+
+// PingNotReady is the error_code of a PING reply from the region's router
+// while some shard of the region has no leader it knows; error_reason
+// then names them ("shard 2: no leader; shard 5: no leader"). The edge's
+// /readyz shows them (corelink.Link.NotReady); everything else reads a
+// PING reply that is not not_leader as "this is the router".
+const PingNotReady = 503
+
+// pingReply is the router's answer to PING: empty, or PingNotReady with
+// the shards without a known leader.
+func (s *MeshServer) pingReply() *meshpb.ClientReply {
+	var why []string
+	for n, rep := range s.reps {
+		if addr, _ := rep.Leader(); addr == "" && !rep.IsLeader() {
+			why = append(why, fmt.Sprintf("shard %d: no leader", n))
+		}
+	}
+	if len(why) == 0 {
+		return &meshpb.ClientReply{}
+	}
+	return &meshpb.ClientReply{ErrorCode: PingNotReady, ErrorReason: strings.Join(why, "; ")}
 }
 
 // handleRegion serves the region rpc: another region's router asks for

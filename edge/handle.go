@@ -65,6 +65,7 @@ func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 		c.reject(cmd.I, cmd.GetPeerId(), ErrUnparseable, "missing cmd")
 		return
 	}
+	c.srv.metrics.Command(cmd.GetCmd())
 	switch cmd.GetCmd() {
 	case lcpb.CommandType_login, lcpb.CommandType_logout:
 		// LeanCloud Push login (Java opens every socket with it) and its
@@ -406,8 +407,10 @@ func (c *conn) forward(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand
 		}
 	}
 	bctx, cancel := context.WithTimeout(ctx, s.limits.BackendTimeout)
+	t0 := time.Now()
 	rep, err := s.cfg.Backend.Do(bctx, c.request(ss, meshpb.ClientRequest_COMMAND, raw))
 	cancel()
+	s.metrics.observeBackend(cmd.GetCmd(), time.Since(t0))
 	if err != nil {
 		s.metrics.BackendErrors.Add(1)
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {

@@ -9,8 +9,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // Metrics are the edge's counters. Per-message events are counted here,
@@ -54,8 +56,93 @@ type Metrics struct {
 	DatagramsFallback atomic.Int64 // transient pushes too big for a datagram, sent on the stream
 	SocketWrites      atomic.Int64 // WebSocket socket writes of corked bursts (frames_out / this = frames per system call)
 
+	// Commands counts client commands by type (index: lcpb.CommandType;
+	// the last slot counts the ones without a known type).
+	Commands [numCommandTypes + 1]atomic.Int64
+	// Backend is how long the cores took to answer the client commands
+	// the edge forwards, from the request to its reply: for direct
+	// (BackendDirect) that is a message's send → ack as the edge sees it
+	// (route, raft commit, reply); every other command in BackendOther.
+	Backend [2]Histogram
+
 	mu         sync.Mutex
 	rejections map[int32]*atomic.Int64 // guarded by mu; LeanCloud code → count
+}
+
+// Indexes of Metrics.Backend.
+const (
+	BackendDirect = iota
+	BackendOther
+)
+
+// latencyBounds are the upper bounds, in seconds, of Histogram's buckets.
+var latencyBounds = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+
+// Histogram counts durations in latencyBounds' buckets, for a Prometheus
+// histogram. Safe for concurrent use.
+type Histogram struct {
+	buckets [len(latencyBounds) + 1]atomic.Uint64 // not cumulative; the last is +Inf
+	sum     atomic.Int64                          // nanoseconds
+}
+
+// Observe counts one duration.
+func (h *Histogram) Observe(d time.Duration) {
+	sec := d.Seconds()
+	i := 0
+	for i < len(latencyBounds) && sec > latencyBounds[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	h.sum.Add(int64(d))
+}
+
+// Count is how many durations were observed.
+func (h *Histogram) Count() uint64 {
+	var n uint64
+	for i := range h.buckets {
+		n += h.buckets[i].Load()
+	}
+	return n
+}
+
+// write writes the histogram's series (name_bucket, name_sum,
+// name_count) with label (`cmd="direct"`) on each.
+func (h *Histogram) write(w io.Writer, name, label string) error {
+	var cum uint64
+	for i := range h.buckets {
+		cum += h.buckets[i].Load()
+		le := "+Inf"
+		if i < len(latencyBounds) {
+			le = strconv.FormatFloat(latencyBounds[i], 'g', -1, 64)
+		}
+		if _, err := fmt.Fprintf(w, "%s_bucket{%s,le=%q} %d\n", name, label, le, cum); err != nil {
+			return err
+		}
+	}
+	_, err := fmt.Fprintf(w, "%s_sum{%s} %g\n%s_count{%s} %d\n", name, label, float64(h.sum.Load())/1e9, name, label, cum)
+	return err
+}
+
+// numCommandTypes bounds lcpb.CommandType's values.
+const numCommandTypes = 64
+
+// observeBackend counts how long the backend took for a command of type
+// cmd.
+func (m *Metrics) observeBackend(cmd lcpb.CommandType, d time.Duration) {
+	i := BackendOther
+	if cmd == lcpb.CommandType_direct {
+		i = BackendDirect
+	}
+	m.Backend[i].Observe(d)
+}
+
+// Command counts one client command of type cmd.
+func (m *Metrics) Command(cmd lcpb.CommandType) {
+	i := int(cmd)
+	if _, ok := lcpb.CommandType_name[int32(cmd)]; !ok || i < 0 || i >= numCommandTypes {
+		i = numCommandTypes
+	}
+	m.Commands[i].Add(1)
 }
 
 // Transport is how a client connection reaches the edge.
@@ -176,6 +263,25 @@ func (m *Metrics) WriteText(w io.Writer) error {
 			fmt.Fprintf(w, "%s{transport=%q} %d\n", r.name, t.String(), r.v(&m.ByTransport[t]))
 		}
 	}
+	fmt.Fprintf(w, "# HELP relaymesh_edge_commands_total Client commands read, by type (cmd).\n# TYPE relaymesh_edge_commands_total counter\n")
+	for i := range m.Commands {
+		name := "unknown"
+		if i < numCommandTypes {
+			var ok bool
+			if name, ok = lcpb.CommandType_name[int32(i)]; !ok {
+				continue
+			}
+		}
+		fmt.Fprintf(w, "relaymesh_edge_commands_total{cmd=%q} %d\n", name, m.Commands[i].Load())
+	}
+	const backend = "relaymesh_edge_backend_seconds"
+	fmt.Fprintf(w, "# HELP %s Time from a forwarded client command to the cores' reply (cmd=\"direct\": a message's send to its ack).\n# TYPE %s histogram\n", backend, backend)
+	if err := m.Backend[BackendDirect].write(w, backend, `cmd="direct"`); err != nil {
+		return err
+	}
+	if err := m.Backend[BackendOther].write(w, backend, `cmd="other"`); err != nil {
+		return err
+	}
 	fmt.Fprintf(w, "# HELP relaymesh_edge_dropped_frames_total Outbound frames shed by priority class.\n# TYPE relaymesh_edge_dropped_frames_total counter\n")
 	for p := range m.Dropped {
 		fmt.Fprintf(w, "relaymesh_edge_dropped_frames_total{priority=%q} %d\n", Priority(p).String(), m.Dropped[p].Load())
@@ -211,4 +317,25 @@ func residentBytes() (int64, bool) {
 		return 0, false
 	}
 	return pages * int64(os.Getpagesize()), true
+}
+
+// writeQueueMetrics writes the depth of the connections' outbound queues
+// now: frames waiting in all of them, and in the fullest one (a slow
+// reader shows there before it is shed or closed).
+func (s *Server) writeQueueMetrics(w io.Writer) error {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for _, c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock() // the queues' locks are taken one at a time, after it
+	total, most := 0, 0
+	for _, c := range conns {
+		n := c.q.Len()
+		total += n
+		most = max(most, n)
+	}
+	_, err := fmt.Fprintf(w, "# HELP relaymesh_edge_queued_frames Outbound frames waiting in the connections' queues.\n# TYPE relaymesh_edge_queued_frames gauge\nrelaymesh_edge_queued_frames %d\n"+
+		"# HELP relaymesh_edge_queued_frames_max Outbound frames waiting in the fullest connection's queue.\n# TYPE relaymesh_edge_queued_frames_max gauge\nrelaymesh_edge_queued_frames_max %d\n", total, most)
+	return err
 }

@@ -173,6 +173,9 @@ type Config struct {
 	Limits   Limits // zero fields = LeanCloud defaults
 	// Ready reports readiness for /healthz; nil means always ready.
 	Ready func() bool
+	// NotReady lists the failing readiness checks for /readyz (ready.go;
+	// none: ready); nil falls back to Ready.
+	NotReady func() []string
 	// ExtraMetrics, when set, writes more Prometheus text after the edge's
 	// own series on /metrics (in `relaymesh dev`, the core's counters).
 	ExtraMetrics func(io.Writer) error
@@ -208,7 +211,8 @@ type Server struct {
 	proxies []netip.Prefix // Config.TrustedProxies
 	wsPerIP *ipCounts      // WebSockets and WebTransport sessions per client IP (guard.go)
 
-	wt atomic.Pointer[WTServer] // the WebTransport listener, when there is one (wt.go)
+	wt    atomic.Pointer[WTServer] // the WebTransport listener, when there is one (wt.go)
+	ready readyChecks              // /readyz's shared, cached backend checks (ready.go)
 
 	mu     sync.Mutex
 	closed bool                              // guarded by mu
@@ -254,12 +258,13 @@ func New(cfg Config) *Server {
 // Metrics returns the edge's counters.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// Handler serves "/v1/route", "/healthz", "/metrics", and the WebSocket on
-// every other path.
+// Handler serves "/v1/route", "/healthz", "/readyz", "/metrics", and the
+// WebSocket on every other path.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/route", s.serveRoute)
 	mux.HandleFunc("/healthz", s.serveHealth)
+	mux.HandleFunc("/readyz", s.serveReady) // ready.go
 	mux.HandleFunc("/metrics", s.serveMetrics)
 	mux.HandleFunc("/v1/webtransport", s.serveWTInfo) // wt.go
 	mux.HandleFunc("/", s.serveWS)
@@ -328,6 +333,9 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	if err := s.metrics.WriteText(w); err != nil {
+		return
+	}
+	if err := s.writeQueueMetrics(w); err != nil { // metrics.go
 		return
 	}
 	if s.cfg.ExtraMetrics != nil {

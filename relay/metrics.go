@@ -24,6 +24,9 @@ func (r *Relay) WriteMetrics(w io.Writer) error {
 			return err
 		}
 	}
+	if _, err := fmt.Fprintf(w, "# HELP relaymesh_core_relay_queued Deliveries waiting in the relay's queues to the edges now.\n# TYPE relaymesh_core_relay_queued gauge\nrelaymesh_core_relay_queued %d\n", r.Queued()); err != nil {
+		return err
+	}
 	const drops = "relaymesh_core_relay_dropped_total"
 	if _, err := fmt.Fprintf(w, "# HELP %s Deliveries shed by a full relay queue, by the priority class dropped.\n# TYPE %s counter\n", drops, drops); err != nil {
 		return err

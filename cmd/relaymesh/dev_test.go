@@ -1,14 +1,19 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
-// TestDevFlagMisuse: --tls without the WebTransport certificate and a
-// --pprof address that cannot be listened on are refused before anything
-// starts (no data directory is written).
+// TestDevFlagMisuse: --tls without the WebTransport certificate, a
+// --pprof or --admin-addr address that cannot be listened on and an
+// unknown --log-format are refused before anything starts (no data
+// directory is written).
 func TestDevFlagMisuse(t *testing.T) {
 	dir := t.TempDir() + "/data"
 	for _, c := range []struct {
@@ -17,6 +22,8 @@ func TestDevFlagMisuse(t *testing.T) {
 	}{
 		{[]string{"--tls", "--no-webtransport"}, "--tls"},
 		{[]string{"--pprof", "256.0.0.1:1"}, "--pprof"},
+		{[]string{"--admin-addr", "256.0.0.1:1"}, "admin"},
+		{[]string{"--log-format", "xml"}, "--log-format"},
 	} {
 		err := runDev(append([]string{"--data", dir, "--addr", "127.0.0.1:1", "--log-level", "error"}, c.args...))
 		if err == nil || !strings.Contains(err.Error(), c.want) {
@@ -25,5 +32,69 @@ func TestDevFlagMisuse(t *testing.T) {
 		if _, err := os.Stat(dir); !os.IsNotExist(err) {
 			t.Fatalf("relaymesh dev %v wrote its data directory before refusing: %v", c.args, err)
 		}
+	}
+}
+
+// TestDevAdminListener: relaymesh dev prints its admin listener's URLs at
+// start; there /metrics has the edge's and the core's series, /readyz
+// turns 200 and the profiler answers, while the client port has no
+// profiler.
+func TestDevAdminListener(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	addr := freeDevAddr(t)
+	p := start(t, dir, "dev", "--data", filepath.Join(dir, "data"), "--addr", addr, "--log-level", "warn")
+	var metrics string
+	deadline := time.Now().Add(30 * time.Second)
+	for metrics == "" {
+		for _, l := range strings.Split(p.stdout.String(), "\n") {
+			if f := strings.Fields(l); len(f) > 1 && f[0] == "metrics:" {
+				metrics = f[1]
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics: line printed in 30 s:\n%s", p.stdout.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.HasPrefix(metrics, "http://127.0.0.1:") || !strings.HasSuffix(metrics, "/metrics") {
+		t.Fatalf("metrics URL %q, want http://127.0.0.1:PORT/metrics (loopback)", metrics)
+	}
+	admin := strings.TrimSuffix(metrics, "/metrics")
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		code, body := get(admin + "/readyz")
+		if code == 200 && body == "ok\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("admin /readyz: %d %q after 30 s, want 200 ok", code, body)
+		}
+	}
+	code, body := get(metrics)
+	for _, want := range []string{"relaymesh_edge_connections ", "relaymesh_core_deliveries_total", "relaymesh_router_shards",
+		"relaymesh_raft_leader{shard=\"0\"} 1\n", "relaymesh_raft_has_leader{shard=\"0\"} 1\n", "relaymesh_core_ready 1\n"} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("admin /metrics: %d, want 200 with %s", code, want)
+		}
+	}
+	if code, body := get(admin + "/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("admin /debug/pprof/: %d, want the profiler's index", code)
+	}
+	if code, _ := get("http://" + addr + "/debug/pprof/"); code == 200 {
+		t.Errorf("client port /debug/pprof/: %d, want no profiler", code)
+	}
+	if code, body := get("http://" + addr + "/readyz"); code != 200 || body != "ok\n" {
+		t.Errorf("client port /readyz: %d %q, want 200 ok", code, body)
 	}
 }

@@ -54,7 +54,7 @@ func runLab(args []string) error {
 		}
 		cfg.Links = append(cfg.Links, pl)
 	}
-	log, err := logger(*level)
+	log, err := logger(*level, "text")
 	if err != nil {
 		return err
 	}

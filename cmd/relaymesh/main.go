@@ -2,8 +2,8 @@
 // parts together (package cluster does the wiring).
 //
 //	relaymesh dev  [--data DIR] [--addr HOST:PORT] [--config FILE]   one region in one process
-//	relaymesh core --config FILE                                      a core node (shard replica)
-//	relaymesh edge --config FILE                                      an edge (client connections)
+//	relaymesh core --config FILE [--check-config]                     a core node (shard replica)
+//	relaymesh edge --config FILE [--check-config]                     an edge (client connections)
 //	relaymesh pki  init|issue ...                                     cluster CA and node certificates (with roles)
 //	relaymesh lab  --regions N --latency 80ms --dir DIR               N regions of separate processes on this machine
 //	relaymesh import leancloud --conversations FILE ...               bring a LeanCloud app's conversations and history over
@@ -38,6 +38,10 @@ import (
 
 var version = "0.1.0-dev"
 
+// errStop ends a command that finished its work early with exit status 0
+// (--check-config found nothing wrong).
+var errStop = errors.New("stop")
+
 func main() {
 	if len(os.Args) < 2 {
 		usage()
@@ -66,7 +70,7 @@ func main() {
 		usage()
 		os.Exit(2)
 	}
-	if errors.Is(err, flag.ErrHelp) {
+	if errors.Is(err, flag.ErrHelp) || errors.Is(err, errStop) {
 		return
 	}
 	if err != nil {
@@ -86,6 +90,9 @@ Usage:
       new Realtime({appId, appKey, RTMServers: 'ws://HOST:PORT/'})
   relaymesh core --config FILE     run a core node ([core], [tls], [[apps]])
   relaymesh edge --config FILE     run an edge ([edge], [tls], [[apps]], session_token_key_file)
+      Both log JSON lines to stderr (--log-format text for key=value);
+      --check-config checks FILE as startup would and exits: "ok", or
+      every problem and status 1, starting nothing.
   relaymesh pki init --dir DIR                      create the cluster CA and a session-token key
   relaymesh pki issue --dir DIR --name N [--role R] [--hosts H1,H2]   sign a node certificate (role core, edge or admin)
   relaymesh lab --regions N --latency 80ms --dir DIR
@@ -105,12 +112,30 @@ docs/OPERATIONS.md.
 `)
 }
 
-func logger(level string) (*slog.Logger, error) {
+// logger is the process's logger on stderr: JSON lines (one object per
+// record, with time, level and msg; what log shippers parse) or slog's
+// text (key=value, for a terminal).
+func logger(level, format string) (*slog.Logger, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(level)); err != nil {
 		return nil, fmt.Errorf("--log-level: %w", err)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), nil
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+// logFlags adds --log-level and --log-format (default format def: json
+// for the production roles, text for dev).
+func logFlags(fs *flag.FlagSet, def string) (level, format *string) {
+	level = fs.String("log-level", "info", "log level: debug, info, warn, error")
+	format = fs.String("log-format", def, "log format on stderr: json (one object per line: time, level, msg, ...) or text")
+	return level, format
 }
 
 // waitSignal blocks until SIGINT or SIGTERM.
@@ -140,7 +165,7 @@ func runDev(args []string) error {
 	data := fs.String("data", "data", "data directory")
 	addr := fs.String("addr", "127.0.0.1:8080", "WebSocket/HTTP listen address (the core's QUIC mesh uses port+1/udp)")
 	cfgFile := fs.String("config", "", "optional config file: its [[apps]] (then only those are served), [edge.limits], [edge.rest] and [core.limits]")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	level, format := logFlags(fs, "text")
 	var lim edge.Limits
 	fs.IntVar(&lim.SendsPerMinute, "sends-per-minute", 0, "per-session direct messages per minute (0: LeanCloud's 60, -1: unlimited)")
 	fs.IntVar(&lim.LogsPerMinute, "logs-per-minute", 0, "per-session history queries per minute (0: LeanCloud's 120, -1: unlimited)")
@@ -160,12 +185,13 @@ func runDev(args []string) error {
 	shards := fs.Int("shards", 1, "shards (raft groups) of the dev region; conversations are spread over them (may grow between runs, never shrink)")
 	noWT := fs.Bool("no-webtransport", false, "do not serve WebTransport (HTTP/3 on the same port over UDP, path /wt)")
 	useTLS := fs.Bool("tls", false, "serve the WebSocket/HTTP port over TLS too (wss://, https://) with the self-signed WebTransport certificate")
+	adminAddr := fs.String("admin-addr", "127.0.0.1:0", "admin listener: /metrics, /healthz, /readyz, /debug/pprof/ (port 0 picks one, printed at start; \"\" for none; keep it on loopback)")
 	pprofAddr := fs.String("pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ (keep it on loopback: it shows the process's internals)")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	log, err := logger(*level)
+	log, err := logger(*level, *format)
 	if err != nil {
 		return err
 	}
@@ -176,7 +202,7 @@ func runDev(args []string) error {
 		return fmt.Errorf("--shards %d: 1 to %d", *shards, cluster.MaxShards)
 	}
 	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop,
-		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT, TLS: *useTLS}
+		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT, TLS: *useTLS, AdminAddr: *adminAddr}
 	if *cfgFile != "" {
 		c, err := cluster.LoadConfig(*cfgFile)
 		if err != nil {
@@ -218,7 +244,10 @@ func runDev(args []string) error {
 	if *useTLS {
 		web = "https"
 	}
-	fmt.Printf("  router:         %s://%s/v1/route   health: %s://%s/healthz\n", web, *addr, web, *addr)
+	fmt.Printf("  router:         %s://%s/v1/route   health: %s://%s/healthz   ready: %s://%s/readyz\n", web, *addr, web, *addr, web, *addr)
+	if d.AdminURL != "" {
+		fmt.Printf("  metrics:        %s/metrics   ready: %s/readyz   profiler: %s/debug/pprof/\n", d.AdminURL, d.AdminURL, d.AdminURL)
+	}
 	fmt.Printf("  REST API:       %s://%s/1.2/rtm/...  (X-LC-Id: <appId>, X-LC-Key: <any>,master; docs/REST.md)\n", web, *addr)
 	fmt.Printf("  chat demo:      %s://%s/demo/  (a browser page on the official SDK, over WebTransport or WebSocket)\n", web, *addr)
 	if d.WTCert != nil {
@@ -276,28 +305,49 @@ func mergeCoreLimits(file, flags core.Limits) core.Limits {
 func roleFlags(name string, args []string, more func(*flag.FlagSet)) (*cluster.Config, *slog.Logger, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfgFile := fs.String("config", "", "config file (required; see docs/OPERATIONS.md)")
-	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	level, format := logFlags(fs, "json")
+	check := fs.Bool("check-config", false, "check the config file as startup would (files readable, certificates and keys parse, addresses) and exit: \"ok\" and status 0, or every problem and status 1; starts nothing, writes nothing")
 	if more != nil {
 		more(fs)
 	}
 	if err := fs.Parse(args); err != nil {
 		return nil, nil, err
 	}
+	if fs.NArg() > 0 {
+		return nil, nil, fmt.Errorf("%s: unexpected arguments %q", name, fs.Args())
+	}
 	if *cfgFile == "" {
 		return nil, nil, fmt.Errorf("%s: --config is required", name)
 	}
-	log, err := logger(*level)
+	log, err := logger(*level, *format)
 	if err != nil {
 		return nil, nil, err
+	}
+	if *check {
+		return nil, nil, checkConfig(name, *cfgFile)
 	}
 	c, err := cluster.LoadConfig(*cfgFile)
 	return c, log, err
 }
 
+// checkConfig runs `relaymesh core|edge --check-config`: "ok" on stdout
+// and errStop, or every problem on stderr, one a line, and an error.
+func checkConfig(role, file string) error {
+	problems := cluster.CheckConfig(file, role)
+	if len(problems) == 0 {
+		fmt.Println("ok")
+		return errStop
+	}
+	for _, p := range problems {
+		fmt.Fprintln(os.Stderr, p)
+	}
+	return fmt.Errorf("%s --check-config: %d problem(s) in %s", role, len(problems), file)
+}
+
 func runCore(args []string) error {
 	var metricsAddr, halt, netemFile string
 	c, log, err := roleFlags("core", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz over HTTP here (overrides [core] metrics_addr)")
+		fs.StringVar(&metricsAddr, "metrics-addr", "", "admin listener: /metrics, /healthz, /readyz and /debug/pprof/ over HTTP here (overrides [core] metrics_addr)")
 		fs.StringVar(&halt, "test-halt-before-fanout", "", "TEST HOOK: hold every message containing this text after its commit, before its ack and fan-out (to kill -9 a leader right there)")
 		netemFlag(fs, &netemFile)
 	})
@@ -324,7 +374,7 @@ func runCore(args []string) error {
 	}
 	fmt.Printf("relaymesh core %s: mesh on %s/udp, data in %s\n", cc.NodeID, core.Node.Addr(), cc.DataDir)
 	if core.MetricsURL != "" {
-		fmt.Printf("relaymesh core %s: metrics on %s/metrics\n", cc.NodeID, core.MetricsURL)
+		fmt.Printf("relaymesh core %s: metrics on %s/metrics (admin listener: /readyz, /healthz, /debug/pprof/)\n", cc.NodeID, core.MetricsURL)
 	}
 	ferr := waitCore(core)
 	if ferr == nil { // a signal: hand over before going (Close does too; this says so)

@@ -3,8 +3,10 @@
 // terraform-config-inspect, and the module's expressions, variable
 // validations and templates are evaluated with HCL and go-cty, the libraries
 // Terraform's own language is built on, against fixture values. The rendered
-// relaymesh config is loaded with cluster.LoadConfig, so a drift between the
-// template and cluster/config.go fails here.
+// relaymesh config is loaded with cluster.LoadConfig, and the files the boot
+// script unpacks are checked by the built binary's `relaymesh core|edge
+// --check-config` (checkconfig_test.go), so a drift between the template
+// and cluster/config.go fails here.
 package terraform
 
 import (

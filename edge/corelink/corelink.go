@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -188,6 +189,32 @@ func (l *Link) Ready() bool {
 	defer cancel()
 	_, err := l.Do(ctx, &meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
 	return err == nil
+}
+
+// NotReady lists why the edge cannot serve every request now (/readyz;
+// none: it can): no core answers as the region's router within 2 s, or
+// the router answers that shards of the region have no leader (its
+// PING reply's error_reason, one check per "; "-separated part).
+func (l *Link) NotReady() []string {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	rep, err := l.Do(ctx, &meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
+	if err != nil {
+		return []string{"core link: " + err.Error()}
+	}
+	if rep.GetErrorCode() == 0 {
+		return nil
+	}
+	var out []string
+	for _, why := range strings.Split(rep.GetErrorReason(), "; ") {
+		if why != "" {
+			out = append(out, "core link: "+why)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{fmt.Sprintf("core link: router not ready (code %d)", rep.GetErrorCode())}
+	}
+	return out
 }
 
 // Do implements edge.Backend.

@@ -1,0 +1,49 @@
+package cluster
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestLoadConfigListsEveryProblem: a file that parses gets all its
+// problems reported at once, each a config error.
+func TestLoadConfigListsEveryProblem(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "c.toml")
+	body := `
+[[apps]]
+id = "a"
+key = "k"
+
+[[apps]]
+id = "a"
+master_key = "m"
+
+[edge]
+drain_timeout = "later"
+trusted_proxies = ["not-an-ip"]
+`
+	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(f)
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("LoadConfig = %v, want a config error", err)
+	}
+	for _, want := range []string{"no master_key", "duplicate id", "drain_timeout", "trusted_proxies"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadConfig error does not name %s:\n%v", want, err)
+		}
+	}
+	if probs := CheckConfig(f, "edge"); len(probs) < 5 { // the four, and [edge] without edge_id
+		t.Errorf("CheckConfig found %d problems, want at least 5: %v", len(probs), probs)
+	}
+	if probs := CheckConfig(f, "admin"); len(probs) != 1 || !strings.Contains(probs[0].Error(), "core or edge") {
+		t.Errorf("CheckConfig for role admin: %v, want one refusal", probs)
+	}
+	if probs := CheckConfig(filepath.Join(t.TempDir(), "none.toml"), "core"); len(probs) != 1 {
+		t.Errorf("CheckConfig of a missing file: %v, want one problem", probs)
+	}
+}
