@@ -209,10 +209,7 @@ func (c *conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
 // run owns the connection until it ends, then unbinds its sessions and tells
 // the backend (CLOSE) about each.
 func (c *conn) run() {
-	c.closeDone = make(chan struct{})
-	context.AfterFunc(c.ctx, c.closer)
-	c.idleTimer = time.AfterFunc(c.srv.limits.IdleTimeout, c.checkIdle)
-	c.kick() // anything queued before run
+	c.start()
 	var wg sync.WaitGroup
 	if d, ok := c.t.(datagrammer); ok {
 		wg.Add(1)
@@ -222,14 +219,29 @@ func (c *conn) run() {
 		}()
 	}
 	c.readLoop()
+	c.stop()
+	wg.Wait()
+	c.teardown()
+}
+
+// start arms the closer and the idle timer and writes anything queued so
+// far; the reader starts after it (readLoop, or a raw WebSocket's poller).
+func (c *conn) start() {
+	c.closeDone = make(chan struct{})
+	context.AfterFunc(c.ctx, c.closer)
+	c.idleTimer = time.AfterFunc(c.srv.limits.IdleTimeout, c.checkIdle)
+	c.kick() // anything queued before run
+}
+
+// stop ends the connection once its reader has ended and waits for the
+// closer; teardown follows.
+func (c *conn) stop() {
 	c.cancel()
 	if c.loginTimer != nil {
 		c.loginTimer.Stop()
 	}
 	c.idleTimer.Stop()
 	<-c.closeDone
-	wg.Wait()
-	c.teardown()
 }
 
 func (c *conn) readLoop() {
@@ -242,12 +254,17 @@ func (c *conn) readLoop() {
 			}
 			return
 		}
-		c.touch()
-		c.srv.metrics.FramesIn.Add(1)
-		c.srv.metrics.BytesIn.Add(int64(len(data)))
-		c.srv.metrics.transport(c.t.kind()).FramesIn.Add(1)
+		c.countIn(len(data))
 		c.handleFrameOffStack(text, data)
 	}
+}
+
+// countIn notes an inbound data frame of n bytes.
+func (c *conn) countIn(n int) {
+	c.touch()
+	c.srv.metrics.FramesIn.Add(1)
+	c.srv.metrics.BytesIn.Add(int64(n))
+	c.srv.metrics.transport(c.t.kind()).FramesIn.Add(1)
 }
 
 // handleFrameOffStack runs handleFrame on a short-lived goroutine and waits
