@@ -12,6 +12,10 @@ import (
 // edge with no WebSockets runs none). A readable socket gets a reader
 // pass on a goroutine of its own (rawWS.readable), which re-arms it.
 //
+// The set is level-triggered (no EPOLLET): a socket re-armed with input
+// already waiting (or its end) reports at once, so a pass may stop after a
+// short read.
+//
 // Sockets are keyed by a token, not by descriptor: an event for a socket
 // that has left the set (its number perhaps reused) finds no entry.
 type poller struct {

@@ -63,8 +63,10 @@ const (
 	wsCloseWaitTimeout  = 5 * time.Second
 )
 
-// readBufSize is the pooled buffer a reader pass reads into.
-const readBufSize = 16 << 10
+// readBufSize is the pooled buffer a reader pass reads into (and holds
+// while it handles what it read). A frame bigger than what one read
+// brings is collected in partial.
+const readBufSize = 8 << 10
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
@@ -96,7 +98,10 @@ func (w *rawWS) drain(buf []byte) bool {
 		if n > 0 && w.feed(buf[:n]) {
 			return true
 		}
-		if err == errWouldBlock {
+		if err == errWouldBlock || (err == nil && n < len(buf)) {
+			// A short read took what there was: the socket is re-armed
+			// level-triggered, so anything that came since (or its end)
+			// starts the next pass; no read to find it empty.
 			return false
 		}
 		if err != nil {

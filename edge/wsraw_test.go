@@ -398,6 +398,40 @@ func TestRawWSFraming(t *testing.T) {
 	waitFor(t, "every connection ended", func() bool { return env.srv.metrics.ConnectionsOpen.Load() == 0 })
 }
 
+// Frames bigger than a reader pass's buffer, at the default limit, in
+// one write and trickled.
+func TestRawWSBigFrames(t *testing.T) {
+	env := rawEnv(t, func(c *Config) { c.Limits.EchoPerMinute = -1 })
+	limit := int(DefaultLimits.MaxFrameBytes)
+	c := env.dialRaw(t, nil)
+	junk := bytes.Repeat([]byte{0xff}, limit)
+	c.write(clientFrame(true, opBinary, junk))
+	wantError(t, c.recvCmd(), ErrUnparseable, nil)
+	f := clientFrame(true, opBinary, junk[:limit-100])
+	for len(f) > 0 {
+		k := min(len(f), 3000)
+		c.write(f[:k])
+		f = f[k:]
+	}
+	wantError(t, c.recvCmd(), ErrUnparseable, nil)
+	// A message at the limit whose fragments each fit a read, then an echo
+	// in the same write.
+	var all []byte
+	for off := 0; off < limit; off += 1000 {
+		op := byte(opContinuation)
+		if off == 0 {
+			op = opBinary
+		}
+		all = append(all, clientFrame(off+1000 >= limit, op, junk[off:min(off+1000, limit)])...)
+	}
+	all = append(all, clientFrame(true, opBinary, encodeCmd(t, echoCmd(1)))...)
+	c.write(all)
+	wantError(t, c.recvCmd(), ErrUnparseable, nil)
+	c.wantEcho(1)
+	c.write(clientFrame(true, opBinary, append(junk, 0)))
+	c.wantClose(websocket.StatusMessageTooBig, fmt.Sprintf("read limited at %d bytes", limit+1))
+}
+
 // The server's own close: the login deadline sends 4108, waits for the
 // client's close, and the socket closes.
 func TestRawWSServerClose(t *testing.T) {
