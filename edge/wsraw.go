@@ -148,7 +148,9 @@ func (w *rawWS) feed(b []byte) bool {
 			case carried && !used:
 				// w.partial is in; keep it
 			default:
-				w.partial = append(make([]byte, 0, max(len(in), ev.need)), in...)
+				// Only what came: a header announcing a big frame does
+				// not get its size allocated before the bytes arrive.
+				w.partial = bytes.Clone(in)
 			}
 			return false
 		}

@@ -626,6 +626,28 @@ func TestWSParserLimits(t *testing.T) {
 	}
 }
 
+// A header announcing a frame at the limit holds what came, not the
+// frame's size: a thousand sockets sending such headers cost kilobytes.
+func TestRawWSPartialHoldsWhatCame(t *testing.T) {
+	w := &rawWS{}
+	w.p.limit = DefaultLimits.MaxFrameBytes
+	hdr := []byte{0x82, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0, 1, 2, 3, 4} // 64 KiB, masked
+	if w.feed(hdr) {
+		t.Fatal("reader ended on a header")
+	}
+	if len(w.partial) != len(hdr) || cap(w.partial) > 64 {
+		t.Fatalf("partial: len %d cap %d, want the %d header bytes", len(w.partial), cap(w.partial), len(hdr))
+	}
+	for range 100 {
+		if w.feed(make([]byte, 100)) {
+			t.Fatal("reader ended mid-frame")
+		}
+	}
+	if got := len(w.partial); got != len(hdr)+100*100 || cap(w.partial) > 2*got+64 {
+		t.Fatalf("partial: len %d cap %d after 10,000 payload bytes", got, cap(w.partial))
+	}
+}
+
 // FuzzWSParser: any bytes, split anywhere, give the same events as whole,
 // and the parser never takes more than it is given.
 func FuzzWSParser(f *testing.F) {
