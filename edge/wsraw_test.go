@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"sync"
@@ -696,4 +697,46 @@ func FuzzWSParser(f *testing.F) {
 			t.Fatalf("whole: %v\nsplit at %d: %v", whole, split, parts)
 		}
 	})
+}
+
+// plainListener hands out connections that offer no file descriptor.
+type plainListener struct{ net.Listener }
+
+type plainConn struct{ net.Conn }
+
+func (l plainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return plainConn{c}, nil
+}
+
+// A raw WebSocket whose socket offers no descriptor is read by a goroutine
+// (readBlocking), with the same framing.
+func TestRawWSWithoutDescriptor(t *testing.T) {
+	be := &fakeBackend{}
+	srv := New(Config{EdgeID: "edge-test", Backend: be, TokenKey: []byte("k"), Limits: Limits{EchoPerMinute: -1}})
+	if !srv.rawWS {
+		t.Skip("raw WebSockets are off here (not Linux, or " + wsReaderEnv + "=goroutine)")
+	}
+	ts := httptest.NewUnstartedServer(srv.Handler())
+	ts.Listener = plainListener{ts.Listener}
+	ts.Start()
+	t.Cleanup(func() {
+		srv.Close()
+		ts.Close()
+	})
+	env := &testEnv{srv: srv, ts: ts, be: be}
+	echo := encodeCmd(t, echoCmd(1))
+	c := env.dialRaw(t, clientFrame(false, opBinary, echo[:2]))
+	c.write(clientFrame(true, opPing, []byte("x")))
+	if op, p := c.mustFrame(); op != opPong || string(p) != "x" {
+		t.Fatalf("got opcode %d %q, want pong", op, p)
+	}
+	c.write(clientFrame(true, opContinuation, echo[2:]))
+	c.wantEcho(1)
+	c.write(clientFrame(true, 0x3, nil))
+	c.wantClose(websocket.StatusProtocolError, "")
+	waitFor(t, "connection ended", func() bool { return srv.metrics.ConnectionsOpen.Load() == 0 })
 }
