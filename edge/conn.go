@@ -31,8 +31,9 @@ const (
 // transport is a client connection's socket as a conn uses it: a WebSocket
 // (wsTransport over coder/websocket, rawWS framed by the edge: wsraw.go)
 // or a WebTransport session's stream (wtTransport, wt.go). Only the reader
-// goroutine calls readFrame (a rawWS has none: its poller reads it); only the writer calls
-// writeFrame, close and closeNow.
+// goroutine calls readFrame (a rawWS has none: its poller reads it); only
+// the writer calls writeFrame, close and closeNow (a rawWS's reader also
+// writes pongs and close frames, under the rawWS's own write lock).
 type transport interface {
 	// readFrame blocks for the next inbound frame. text marks a WebSocket
 	// text frame (base64). An error ends the connection; a *closeError
@@ -118,8 +119,9 @@ func (t *wsTransport) kind() Transport                                { return T
 // Its reader is readLoop on a goroutine of its own (it also handles every
 // frame and calls the Backend synchronously, so replies keep request
 // order), or for a raw WebSocket the poller's reader passes (wsraw.go,
-// which call start and stop themselves instead of run). Its writer runs only while frames are queued (writeBurst, under
-// wmu, the only code besides closer that writes to t or closes it); an idle
+// which call start and stop themselves instead of run). Its writer runs
+// only while frames are queued (writeBurst, under wmu, the only code
+// besides closer that writes to t or closes it); an idle
 // connection parks no writer, and its idle timeout is a timer. A
 // WebTransport session has another goroutine, its datagram reader (wt.go),
 // which handles frames under handleMu too.
