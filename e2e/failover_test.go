@@ -304,6 +304,16 @@ func TestFailoverLabLeaderKill9(t *testing.T) {
 		KillAt: 7 * time.Second, Drain: 20 * time.Second})
 }
 
+// TestFailoverLabLeaderStop is TestFailoverLabLeaderKill9 with the
+// leader stopped by SIGTERM instead (it hands its leadership off first),
+// for the side-by-side figures in docs/BENCHMARKS.md.
+func TestFailoverLabLeaderStop(t *testing.T) {
+	labRun(t)
+	c := startProcCluster(t, 2, "")
+	runFailover(t, c, failoverRun{Victim: "leader-stop", Sessions: 200, Rate: 300, Duration: 20 * time.Second,
+		KillAt: 7 * time.Second, Drain: 20 * time.Second})
+}
+
 // TestFailoverLabEdgeKill9 is issue 8's edge run: the same cluster and
 // load, kill -9 of one of the two edges 7 s in, 20 s of drain.
 func TestFailoverLabEdgeKill9(t *testing.T) {
