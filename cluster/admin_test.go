@@ -1,0 +1,309 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relaymesh/relaymesh/catalog"
+	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// TestOpsMisuse: the admin rpc on a one-core region with two shards. Only
+// an admin certificate may call it (an edge's and a core's are refused by
+// the mesh); bad requests, unknown shards and groups, refused changes
+// (the last voter, the catalog's members, a transfer with no other voter)
+// come back as one-line errors and change nothing; a conversation's home
+// and metadata are read from its shard.
+func TestOpsMisuse(t *testing.T) {
+	dir := t.TempDir()
+	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), "core-1", "core-2", "edge-1", "admin-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := StartCore(CoreConfig{NodeID: "core-1", MeshAddr: "127.0.0.1:0", DataDir: filepath.Join(dir, "core-1"),
+		Identity: ids["core-1"], Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitUntil(t, c.Ready)
+	waitUntil(t, c.Replicas[1].IsLeader)
+	waitUntil(t, c.CatalogReady)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+
+	log := slog.New(slog.DiscardHandler)
+	for _, name := range []string{"edge-1", "core-2"} {
+		n, err := mesh.Listen("127.0.0.1:0", ids[name], log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = n.Call(ctx, c.Node.Addr(), meshpb.MethodAdminOps, []byte(`{"op":"status"}`))
+		if !errors.Is(err, mesh.ErrForbidden) {
+			t.Errorf("%s calling admin-ops: got %v, want ErrForbidden", name, err)
+		}
+		n.Close()
+	}
+	if _, err := DialOps(ids["edge-1"], "127.0.0.1:0", []string{c.Node.Addr()}, log); !errors.Is(err, ErrOps) {
+		t.Errorf("DialOps with an edge certificate: got %v, want ErrOps", err)
+	}
+
+	cl, err := DialOps(ids["admin-1"], "127.0.0.1:0", []string{c.Node.Addr()}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	raw := func(b []byte) *meshpb.OpsReply {
+		t.Helper()
+		out, err := cl.node.Call(ctx, c.Node.Addr(), meshpb.MethodAdminOps, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r meshpb.OpsReply
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatal(err)
+		}
+		return &r
+	}
+	for _, tc := range []struct {
+		name string
+		req  []byte
+		want string
+	}{
+		{"not JSON", []byte("\x00garbage"), "bad request"},
+		{"empty", nil, "bad request"},
+		{"unknown op", []byte(`{"op":"format-disk"}`), "unknown op"},
+		{"huge", append([]byte(`{"op":"status","app":"`), make([]byte, MaxOpsRequest)...), "at most"},
+	} {
+		if r := raw(tc.req); !strings.Contains(r.Err, tc.want) {
+			t.Errorf("%s: got %+v, want an error with %q", tc.name, r, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		req  meshpb.OpsRequest
+		want string
+	}{
+		{"unknown shard", meshpb.OpsRequest{Op: meshpb.OpTransferLeader, Shard: 2}, "unknown shard 2"},
+		{"negative shard", meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Shard: -1, Node: "core-1"}, "unknown shard -1"},
+		{"unknown group", meshpb.OpsRequest{Op: meshpb.OpTransferLeader, Group: "galaxy"}, "unknown group"},
+		{"no other voter", meshpb.OpsRequest{Op: meshpb.OpTransferLeader, Shard: 1}, "no other voter"},
+		{"to itself", meshpb.OpsRequest{Op: meshpb.OpTransferLeader, Node: "core-1"}, "leads it already"},
+		{"to a stranger", meshpb.OpsRequest{Op: meshpb.OpTransferLeader, Node: "core-9"}, "has no replica"},
+		{"last voter", meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: "core-1", Force: true}, "last voter"},
+		{"remove a stranger", meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: "core-9"}, "has no replica"},
+		{"remove nobody", meshpb.OpsRequest{Op: meshpb.OpRemoveReplica}, "which node"},
+		{"add without address", meshpb.OpsRequest{Op: meshpb.OpAddReplica, Node: "core-2"}, "not a mesh address"},
+		{"add at port 0", meshpb.OpsRequest{Op: meshpb.OpAddReplica, Node: "core-2", Addr: "127.0.0.1:0"}, "not a mesh address"},
+		{"add a long id", meshpb.OpsRequest{Op: meshpb.OpAddReplica, Node: strings.Repeat("x", 200), Addr: "127.0.0.1:9"}, "1 to 128"},
+		{"add itself again", meshpb.OpsRequest{Op: meshpb.OpAddReplica, Node: "core-1", Addr: c.Node.Addr()}, "a replica already"},
+		{"add at a used address", meshpb.OpsRequest{Op: meshpb.OpAddReplica, Node: "core-2", Addr: c.Node.Addr()}, "the address of replica core-1"},
+		{"catalog member", meshpb.OpsRequest{Op: meshpb.OpAddReplica, Group: meshpb.GroupCatalog, Node: "x", Addr: "127.0.0.1:9"}, "follow the cores' configuration"},
+		{"catalog removal", meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Group: meshpb.GroupCatalog, Node: "x"}, "follow the cores' configuration"},
+		{"conversation without app", meshpb.OpsRequest{Op: meshpb.OpConversation, CID: "x"}, "needed"},
+		{"conversation of an unknown region", meshpb.OpsRequest{Op: meshpb.OpConversation, App: "a", CID: newCID(t, 7, 0)}, "region 7"},
+		{"conversation of an unknown shard", meshpb.OpsRequest{Op: meshpb.OpConversation, App: "a", CID: newCID(t, 1, 5)}, "shard 5"},
+	} {
+		_, err := cl.Do(ctx, &tc.req)
+		if !errors.Is(err, ErrOps) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want ErrOps with %q", tc.name, err, tc.want)
+		}
+	}
+	// Nothing changed: one voter per shard, still leading.
+	view := MergeStatus(cl.Status(ctx, 5*time.Second))
+	if len(view.Nodes) != 1 || view.Nodes[0].Status == nil {
+		t.Fatalf("status nodes: %+v", view.Nodes)
+	}
+	if len(view.Groups) != 3 {
+		t.Fatalf("status groups: got %d, want shards 0, 1 and the catalog", len(view.Groups))
+	}
+	for _, g := range view.Groups {
+		if g.Leader != "core-1" || len(g.Servers) != 1 || len(g.Replicas) != 1 || g.Replicas[0].Applied == 0 || g.Replicas[0].Lag != 0 {
+			t.Errorf("%s %d: %+v", g.Group, g.Shard, g)
+		}
+	}
+	if view.Groups[2].Group != meshpb.GroupCatalog {
+		t.Errorf("groups out of order: %+v", view.Groups)
+	}
+
+	// A conversation on shard 1.
+	cid := newCID(t, 1, 1)
+	b, err := (&shard.Command{Op: shard.OpStart, App: "app", CID: cid, From: "alice", Members: []string{"alice", "bob", "carol"}, Now: 1000}).Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Replicas[1].Propose(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	r, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpConversation, App: "app", CID: cid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci := r.Conversation; ci == nil || !ci.Found || ci.Shard != 1 || ci.Region != 1 || ci.LeaderID != "core-1" || ci.Creator != "alice" || ci.Members != 3 || ci.Kind != "normal" {
+		t.Fatalf("conversation: %+v", r.Conversation)
+	}
+	r, err = cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpConversation, App: "other-app", CID: cid})
+	if err != nil || r.Conversation == nil || r.Conversation.Found {
+		t.Fatalf("a conversation of another app: %+v, %v; want not found", r, err)
+	}
+}
+
+// freeUDP returns n loopback UDP addresses free now.
+func freeUDP(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var conns []net.PacketConn
+	for range n {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, pc)
+		out = append(out, pc.LocalAddr().String())
+	}
+	for _, pc := range conns {
+		pc.Close()
+	}
+	return out
+}
+
+// TestOpsThreeCores: a region of three in-process cores. Status merges
+// them (one leader per group, every replica caught up); a transfer to a
+// named core moves the leadership there; a follower is removed and added
+// back; the leader is removed only with force, after handing off; a core
+// that is down shows as unreachable.
+func TestOpsThreeCores(t *testing.T) {
+	dir := t.TempDir()
+	names := []string{"core-1", "core-2", "core-3"}
+	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), append(names, "admin-1")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := freeUDP(t, 3)
+	peers := map[string]string{}
+	for i, n := range names {
+		peers[n] = addrs[i]
+	}
+	cores := make([]*Core, 3)
+	for i, n := range names {
+		cores[i], err = StartCore(CoreConfig{NodeID: n, MeshAddr: addrs[i], DataDir: filepath.Join(dir, n), Identity: ids[n], Peers: peers,
+			RaftHeartbeatTimeout: DefaultRaftHeartbeatTimeout, RaftElectionTimeout: DefaultRaftElectionTimeout})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if cores[i] != nil {
+				cores[i].Close()
+			}
+		}()
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	cl, err := DialOps(ids["admin-1"], "127.0.0.1:0", addrs[:1], slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	view := func() *ClusterView { return MergeStatus(cl.Status(ctx, 3*time.Second)) }
+	shard0 := func(v *ClusterView) *GroupView {
+		for _, g := range v.Groups {
+			if g.Group == meshpb.GroupShard && g.Shard == 0 {
+				return g
+			}
+		}
+		t.Fatalf("no shard 0 in %+v", v)
+		return nil
+	}
+	var leader string
+	waitUntil(t, func() bool {
+		v := view()
+		g := shard0(v)
+		leader = g.Leader
+		caught := len(g.Replicas) == 3
+		for _, r := range g.Replicas {
+			caught = caught && r.Lag == 0 && r.Applied > 0
+		}
+		return len(v.Nodes) == 3 && strings.HasPrefix(leader, "core-") && caught
+	})
+	to := "core-1"
+	if leader == to {
+		to = "core-2"
+	}
+	// (An election may have moved the leadership there since.)
+	if _, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpTransferLeader, Node: to}); err != nil && !strings.Contains(err.Error(), to+" leads it already") {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return shard0(view()).Leader == to })
+
+	// Remove a follower, then add it back.
+	follower := "core-3"
+	if to == "core-3" {
+		follower = "core-1"
+	}
+	if _, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: follower}); err != nil {
+		t.Fatal(err)
+	}
+	if g := shard0(view()); len(g.Servers) != 2 {
+		t.Fatalf("after removing %s: servers %+v", follower, g.Servers)
+	}
+	if _, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpAddReplica, Node: follower, Addr: peers[follower]}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		g := shard0(view())
+		for _, r := range g.Replicas {
+			if r.Lag != 0 {
+				return false
+			}
+		}
+		return len(g.Servers) == 3
+	})
+	// The leader: refused without force; with it, handed off and removed.
+	_, err = cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: to})
+	if !errors.Is(err, ErrOps) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("removing the leader: got %v, want a refusal naming --force", err)
+	}
+	if _, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: to, Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool {
+		g := shard0(view())
+		return len(g.Servers) == 2 && g.Leader != to && strings.HasPrefix(g.Leader, "core-")
+	})
+	// A core down: unreachable, the others still answer.
+	i := map[string]int{"core-1": 0, "core-2": 1, "core-3": 2}[follower]
+	cores[i].Close()
+	cores[i] = nil
+	v := view()
+	down := 0
+	for _, n := range v.Nodes {
+		if n.Status == nil {
+			down++
+			if n.Addr != peers[follower] {
+				t.Errorf("unreachable: %s, want %s", n.Addr, peers[follower])
+			}
+		}
+	}
+	if len(v.Nodes) != 3 || down != 1 {
+		t.Errorf("with %s down: %d nodes, %d unreachable; want 3 and 1: %s", follower, len(v.Nodes), down, fmt.Sprint(v.Nodes))
+	}
+}
+
+func newCID(t *testing.T, region uint8, n uint16) string {
+	t.Helper()
+	cid, err := catalog.NewConvID(region, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cid
+}

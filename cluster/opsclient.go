@@ -1,0 +1,266 @@
+package cluster
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// OpsClient is `relaymesh admin`'s side of MethodAdminOps: a mesh node
+// with an admin certificate that asks the cores it is given, and the
+// cores they name.
+type OpsClient struct {
+	node  *mesh.Node
+	seeds []string
+}
+
+// ErrOps marks a refusal or failure a core answered (OpsReply.Err).
+var ErrOps = errors.New("cluster: admin")
+
+// maxLeaderHops bounds how many not_leader answers one operation follows.
+const maxLeaderHops = 8
+
+// DialOps starts an admin mesh node at meshAddr (":0" is fine) with the
+// admin certificate id, to ask cores (mesh addresses, at least one).
+func DialOps(id *mesh.Identity, meshAddr string, cores []string, log *slog.Logger) (*OpsClient, error) {
+	if len(cores) == 0 {
+		return nil, fmt.Errorf("%w: no core to ask", ErrOps)
+	}
+	if id.Role != mesh.RoleAdmin {
+		return nil, fmt.Errorf("%w: the certificate %s has role %s, not admin: issue one with `relaymesh pki issue --role admin`", ErrOps, id.Name, id.Role)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n, err := mesh.Listen(meshAddr, id, log)
+	if err != nil {
+		return nil, fmt.Errorf("%w: mesh: %w", ErrOps, err)
+	}
+	return &OpsClient{node: n, seeds: slices.Clone(cores)}, nil
+}
+
+// Close stops the client's mesh node.
+func (c *OpsClient) Close() error { return c.node.Close() }
+
+// call asks the core at addr.
+func (c *OpsClient) call(ctx context.Context, addr string, req *meshpb.OpsRequest) (*meshpb.OpsReply, error) {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	out, err := c.node.Call(ctx, addr, meshpb.MethodAdminOps, b)
+	if err != nil {
+		return nil, err
+	}
+	rep := new(meshpb.OpsReply)
+	if err := json.Unmarshal(out, rep); err != nil {
+		return nil, fmt.Errorf("bad reply from %s: %w", addr, err)
+	}
+	return rep, nil
+}
+
+// NodeResult is one core's answer to status, or why there is none.
+type NodeResult struct {
+	Addr   string             `json:"addr"`
+	Status *meshpb.NodeStatus `json:"status,omitempty"`
+	Err    string             `json:"error,omitempty"` // unreachable, refused
+}
+
+// Status asks every core it knows for its status: the seeds, then every
+// core their answers name, at once, each within perCore. A core that does
+// not answer is a NodeResult with Err, not an error.
+func (c *OpsClient) Status(ctx context.Context, perCore time.Duration) []NodeResult {
+	seen := map[string]bool{}
+	var out []NodeResult
+	next := c.seeds
+	for len(next) > 0 {
+		var ask []string
+		for _, a := range next {
+			if !seen[a] {
+				seen[a] = true
+				ask = append(ask, a)
+			}
+		}
+		res := make([]NodeResult, len(ask))
+		var wg sync.WaitGroup
+		for i, a := range ask {
+			wg.Go(func() {
+				cctx, cancel := context.WithTimeout(ctx, perCore)
+				defer cancel()
+				res[i].Addr = a
+				rep, err := c.call(cctx, a, &meshpb.OpsRequest{Op: meshpb.OpStatus})
+				switch {
+				case err != nil:
+					res[i].Err = err.Error()
+				case rep.Err != "":
+					res[i].Err = rep.Err
+				case rep.Status == nil:
+					res[i].Err = "empty status"
+				default:
+					res[i].Status = rep.Status
+				}
+			})
+		}
+		wg.Wait()
+		next = nil
+		for _, r := range res {
+			if r.Status == nil {
+				continue
+			}
+			next = append(next, r.Status.Cores...)
+			for _, rr := range r.Status.Remote {
+				next = append(next, rr.Cores...)
+			}
+		}
+		out = append(out, res...)
+	}
+	slices.SortFunc(out, func(a, b NodeResult) int { return cmp.Compare(a.Addr, b.Addr) })
+	return out
+}
+
+// Do runs an operation where it must run: on a seed first (the next
+// when one does not answer), then on the leader each not_leader answer
+// names (waiting a little while a group has none). A refusal comes back
+// as an error wrapping ErrOps.
+func (c *OpsClient) Do(ctx context.Context, req *meshpb.OpsRequest) (*meshpb.OpsReply, error) {
+	var lastErr error
+	for _, seed := range c.seeds {
+		addr := seed
+		for hop := 0; hop < maxLeaderHops; hop++ {
+			rep, err := c.call(ctx, addr, req)
+			if err != nil {
+				if errors.Is(err, mesh.ErrForbidden) {
+					return nil, fmt.Errorf("%w: %s refused the admin certificate: %v", ErrOps, addr, err)
+				}
+				lastErr = fmt.Errorf("%s: %w", addr, err)
+				break // try the next seed
+			}
+			switch {
+			case rep.Err != "":
+				return nil, fmt.Errorf("%w: %s", ErrOps, rep.Err)
+			case !rep.NotLeader:
+				return rep, nil
+			case rep.Leader != "":
+				addr = rep.Leader
+			default: // an election: ask again shortly
+				lastErr = fmt.Errorf("%w: %s knows no leader", ErrOps, addr)
+				select {
+				case <-ctx.Done():
+					return nil, fmt.Errorf("%w: %w (%v)", ErrOps, ctx.Err(), lastErr)
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no leader found")
+	}
+	return nil, fmt.Errorf("%w: %v", ErrOps, lastErr)
+}
+
+// ReplicaView is one replica in a merged status.
+type ReplicaView struct {
+	Node    string `json:"node"` // [core] node_id of the core holding it
+	Addr    string `json:"addr"`
+	State   string `json:"state"`
+	Term    uint64 `json:"term"`
+	Commit  uint64 `json:"commit_index"`
+	Applied uint64 `json:"applied_index"`
+	Last    uint64 `json:"last_index"`
+	// Lag is how many entries the group's leader has committed that this
+	// replica has not applied (0 when no leader answered).
+	Lag uint64 `json:"lag"`
+	Err string `json:"error,omitempty"`
+}
+
+// GroupView is one raft group across the cores that answered.
+type GroupView struct {
+	Group      string                `json:"group"` // shard, catalog
+	Region     int                   `json:"region,omitempty"`
+	Shard      int                   `json:"shard"`
+	Leader     string                `json:"leader,omitempty"` // node name when a core that answered is it, else its address
+	LeaderAddr string                `json:"leader_addr,omitempty"`
+	Term       uint64                `json:"term"`
+	Servers    []meshpb.ServerStatus `json:"servers,omitempty"` // the configuration as the leader (else a replica) has it
+	Replicas   []ReplicaView         `json:"replicas"`
+}
+
+// ClusterView is the merge of every core's status.
+type ClusterView struct {
+	Nodes  []NodeResult `json:"nodes"`
+	Groups []*GroupView `json:"groups"`
+}
+
+// MergeStatus merges the cores' answers: per group (each region's shards
+// by number, then the catalog), its leader, term and configuration, and
+// each replica's indexes and lag behind the leader's commit index.
+func MergeStatus(nodes []NodeResult) *ClusterView {
+	v := &ClusterView{Nodes: nodes}
+	name := map[string]string{} // mesh address -> node id
+	for _, n := range nodes {
+		if n.Status != nil {
+			name[n.Status.Addr] = n.Status.Node
+		}
+	}
+	type key struct {
+		group         string
+		region, shard int
+	}
+	groups := map[key]*GroupView{}
+	leaderCommit := map[key]uint64{}
+	led := map[key]bool{}
+	for _, n := range nodes {
+		if n.Status == nil {
+			continue
+		}
+		for _, g := range n.Status.Groups {
+			k := key{g.Group, g.Region, g.Shard}
+			gv := groups[k]
+			if gv == nil {
+				gv = &GroupView{Group: g.Group, Region: g.Region, Shard: g.Shard}
+				groups[k] = gv
+			}
+			gv.Replicas = append(gv.Replicas, ReplicaView{Node: n.Status.Node, Addr: n.Status.Addr, State: g.State, Term: g.Term,
+				Commit: g.CommitIndex, Applied: g.AppliedIndex, Last: g.LastIndex, Err: g.Err})
+			// The leader: the replica that leads in the highest term; else
+			// the leader the replicas of the highest term know.
+			leads := g.State == "Leader"
+			switch {
+			case leads && g.Term >= gv.Term:
+				gv.Term, gv.LeaderAddr, gv.Servers = g.Term, n.Status.Addr, g.Servers
+				leaderCommit[k], led[k] = g.CommitIndex, true
+			case !led[k] && (g.Term > gv.Term || (g.Term == gv.Term && gv.LeaderAddr == "")):
+				gv.Term, gv.LeaderAddr, gv.Servers = g.Term, g.Leader, g.Servers
+			}
+		}
+	}
+	for k, gv := range groups {
+		gv.Leader = cmp.Or(name[gv.LeaderAddr], gv.LeaderAddr)
+		if lc := leaderCommit[k]; led[k] {
+			for i := range gv.Replicas {
+				if r := &gv.Replicas[i]; r.Applied < lc {
+					r.Lag = lc - r.Applied
+				}
+			}
+		}
+		slices.SortFunc(gv.Replicas, func(a, b ReplicaView) int { return cmp.Compare(a.Node, b.Node) })
+		v.Groups = append(v.Groups, gv)
+	}
+	slices.SortFunc(v.Groups, func(a, b *GroupView) int {
+		// shards before the catalog, by region then number
+		return cmp.Or(cmp.Compare(b.Group, a.Group), cmp.Compare(a.Region, b.Region), cmp.Compare(a.Shard, b.Shard))
+	})
+	return v
+}
