@@ -493,7 +493,10 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 			// in the raft log and the others apply it: outcome unknown.
 			return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)
 		}
-		if !c.replica.IsLeader() {
+		// Not the leader any more, or handing the lead over (raft refuses
+		// proposals while a leadership transfer is in progress, the
+		// replica still leading): the edge retries on the next leader.
+		if errors.Is(err, raftstore.ErrNotLeader) || !c.replica.IsLeader() {
 			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
 		return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)
