@@ -416,3 +416,34 @@ func (s *opsServer) conversation(req *meshpb.OpsRequest) *meshpb.OpsReply {
 	}
 	return &meshpb.OpsReply{Conversation: info}
 }
+
+// AdminSection configures `relaymesh admin` ([admin]).
+type AdminSection struct {
+	// Cores are the mesh addresses of the cores to ask first; the others
+	// are learnt from their answers.
+	Cores []string `toml:"cores"`
+	// MeshAddr is the admin node's own UDP address (default ":0").
+	MeshAddr string `toml:"mesh_addr"`
+}
+
+// AdminCores are the cores `relaymesh admin` asks first: [admin] cores,
+// else the file's [core] peers (or mesh_addr) and remote regions' cores,
+// else its [edge] cores.
+func (c *Config) AdminCores() []string {
+	if len(c.Admin.Cores) > 0 {
+		return slices.Clone(c.Admin.Cores)
+	}
+	var out []string
+	for _, a := range c.Core.Peers {
+		out = append(out, a)
+	}
+	if c.Core.MeshAddr != "" {
+		out = append(out, c.Core.MeshAddr)
+	}
+	for _, r := range c.Core.RemoteRegions {
+		out = append(out, r.Cores...)
+	}
+	out = append(out, c.Edge.Cores...)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
