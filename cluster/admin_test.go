@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -119,6 +120,32 @@ func TestOpsMisuse(t *testing.T) {
 			t.Errorf("%s: got %v, want ErrOps with %q", tc.name, err, tc.want)
 		}
 	}
+	// A flood of status calls and garbage at once: every status answers,
+	// every piece of garbage is refused, the core keeps serving.
+	var wg sync.WaitGroup
+	bad := make(chan string, 64)
+	for i := range 64 {
+		wg.Go(func() {
+			req := []byte(`{"op":"status"}`)
+			if i%2 == 1 {
+				req = []byte(fmt.Sprintf(`{"op":%d}`, i))
+			}
+			out, err := cl.node.Call(ctx, c.Node.Addr(), meshpb.MethodAdminOps, req)
+			var r meshpb.OpsReply
+			if err == nil {
+				err = json.Unmarshal(out, &r)
+			}
+			if err != nil || (i%2 == 0) != (r.Status != nil) || (i%2 == 1) != (r.Err != "") {
+				bad <- fmt.Sprintf("call %d: %+v, %v", i, r, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(bad)
+	for b := range bad {
+		t.Error(b)
+	}
+
 	// Nothing changed: one voter per shard, still leading.
 	view := MergeStatus(cl.Status(ctx, 5*time.Second))
 	if len(view.Nodes) != 1 || view.Nodes[0].Status == nil {

@@ -48,6 +48,9 @@ func DialOps(id *mesh.Identity, meshAddr string, cores []string, log *slog.Logge
 	return &OpsClient{node: n, seeds: slices.Clone(cores)}, nil
 }
 
+// Seeds are the cores the client asks first.
+func (c *OpsClient) Seeds() []string { return slices.Clone(c.seeds) }
+
 // Close stops the client's mesh node.
 func (c *OpsClient) Close() error { return c.node.Close() }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -242,8 +243,14 @@ func TestAdminOps(t *testing.T) {
 	if !ci.Found || ci.Region != 1 || ci.Shard != 0 || ci.LeaderID != to || ci.Creator != "alice" || ci.Members != 2 || ci.LastMessageAt == 0 {
 		t.Errorf("conversation show: %s", out)
 	}
-	if out := a.ok("conversation", "show", "--app", "failover-app", cid); !strings.Contains(out, "members       2") && !strings.Contains(out, "creator") {
-		t.Errorf("conversation show text: %s", out)
+	text = a.ok("conversation", "show", "--app", "failover-app", cid)
+	for _, re := range []string{`(?m)^shard\s+0$`, `(?m)^leader\s+` + to + ` `, `(?m)^creator\s+alice$`, `(?m)^members\s+2$`, `(?m)^last message\s+20\d\d-.* from alice$`} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("conversation show text does not match %s:\n%s", re, text)
+		}
+	}
+	if _, errOut, code := a.run("conversation", "show", "--app", "other-app", cid); code != 1 || !strings.Contains(errOut, "has no conversation") {
+		t.Errorf("conversation show of another app: exit %d, %q; want 1 and not found", code, errOut)
 	}
 
 	// A follower removed, then added back; it catches up.

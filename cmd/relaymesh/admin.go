@@ -330,7 +330,8 @@ func adminShard(sub string, args []string, w io.Writer) error {
 	}
 	var before string
 	if req.Op == meshpb.OpTransferLeader {
-		if g := findGroup(cluster.MergeStatus(cl.Status(ctx, 5*time.Second)), req); g != nil {
+		v := cluster.MergeStatus(cl.Status(ctx, 5*time.Second))
+		if g := findGroup(v, req, seedRegion(v, cl.Seeds())); g != nil {
 			before = g.Leader
 		}
 	}
@@ -340,9 +341,12 @@ func adminShard(sub string, args []string, w io.Writer) error {
 	}
 	var g *cluster.GroupView
 	if req.Op == meshpb.OpTransferLeader {
+		if rep.Group == nil {
+			return fmt.Errorf("admin shard transfer-leader: %s: empty reply", name)
+		}
 		// Until the cores agree on a new leader (the one asked for).
 		for {
-			g = findGroup(cluster.MergeStatus(cl.Status(ctx, 5*time.Second)), req)
+			g = findGroup(cluster.MergeStatus(cl.Status(ctx, 5*time.Second)), req, rep.Group.Region)
 			if g != nil && g.Leader != "" && g.Leader != before && (req.Node == "" || g.Leader == req.Node || g.LeaderAddr == req.Node) {
 				break
 			}
@@ -377,22 +381,28 @@ func adminShard(sub string, args []string, w io.Writer) error {
 	return nil
 }
 
-// findGroup is the group req names in v.
-func findGroup(v *cluster.ClusterView, req *meshpb.OpsRequest) *cluster.GroupView {
+// findGroup is the group req names in v, of region (shards).
+func findGroup(v *cluster.ClusterView, req *meshpb.OpsRequest, region int) *cluster.GroupView {
 	for _, g := range v.Groups {
-		if g.Group == req.Group && (g.Group == meshpb.GroupCatalog || g.Shard == req.Shard) && (g.Group == meshpb.GroupCatalog || g.Region == regionOf(v)) {
+		switch {
+		case g.Group != req.Group:
+		case g.Group == meshpb.GroupCatalog:
+			return g
+		case g.Shard == req.Shard && g.Region == region:
 			return g
 		}
 	}
 	return nil
 }
 
-// regionOf is the region of the first core that answered (the shards an
-// admin command changes are that region's).
-func regionOf(v *cluster.ClusterView) int {
-	for _, n := range v.Nodes {
-		if n.Status != nil {
-			return n.Status.Region
+// seedRegion is the region of the first seed that answered: the one the
+// commands' shards are of.
+func seedRegion(v *cluster.ClusterView, seeds []string) int {
+	for _, s := range seeds {
+		for _, n := range v.Nodes {
+			if n.Addr == s && n.Status != nil {
+				return n.Status.Region
+			}
 		}
 	}
 	return 0
