@@ -334,3 +334,61 @@ func newCID(t *testing.T, region uint8, n uint16) string {
 	}
 	return cid
 }
+
+// TestMergeStatus: the merge of the cores' answers picks, per group, the
+// replica leading in the highest term (not a stale leader of an older
+// term), else the leader the replicas of the highest term name; lag is
+// behind that leader's commit index; two regions' shards of the same
+// number stay apart; a core without an answer is kept as it is.
+func TestMergeStatus(t *testing.T) {
+	g := func(group string, region, n int, state string, term, commit, applied uint64, leader string) *meshpb.GroupStatus {
+		return &meshpb.GroupStatus{Group: group, Region: region, Shard: n, State: state, Term: term, CommitIndex: commit, AppliedIndex: applied, Leader: leader}
+	}
+	nodes := []NodeResult{
+		{Addr: "a:1", Status: &meshpb.NodeStatus{Node: "core-1", Addr: "a:1", Region: 1, Groups: []*meshpb.GroupStatus{
+			g("shard", 1, 0, "Leader", 3, 100, 100, "a:1"), // stale: b:2 leads in term 4
+			g("catalog", 0, 0, "Follower", 7, 50, 40, "c:3"),
+		}}},
+		{Addr: "b:2", Status: &meshpb.NodeStatus{Node: "core-2", Addr: "b:2", Region: 1, Groups: []*meshpb.GroupStatus{
+			g("shard", 1, 0, "Leader", 4, 120, 118, "b:2"),
+			g("catalog", 0, 0, "Follower", 7, 50, 50, "c:3"),
+		}}},
+		{Addr: "c:3", Status: &meshpb.NodeStatus{Node: "core-9", Addr: "c:3", Region: 2, Groups: []*meshpb.GroupStatus{
+			g("shard", 2, 0, "Follower", 2, 10, 10, ""),
+			g("catalog", 0, 0, "Candidate", 8, 50, 50, ""),
+		}}},
+		{Addr: "d:4", Err: "timeout"},
+	}
+	v := MergeStatus(nodes)
+	if len(v.Nodes) != 4 || v.Nodes[3].Err != "timeout" {
+		t.Fatalf("nodes: %+v", v.Nodes)
+	}
+	type want struct {
+		group         string
+		region, shard int
+		leader        string
+		term          uint64
+		lags          map[string]uint64
+	}
+	wants := []want{
+		{"shard", 1, 0, "core-2", 4, map[string]uint64{"core-1": 20, "core-2": 2}},
+		{"shard", 2, 0, "", 2, map[string]uint64{"core-9": 0}},
+		// The candidate's term is the highest: it knows no leader, and
+		// lag is not guessed without one.
+		{"catalog", 0, 0, "", 8, map[string]uint64{"core-1": 0, "core-2": 0, "core-9": 0}},
+	}
+	if len(v.Groups) != len(wants) {
+		t.Fatalf("groups: got %d, want %d", len(v.Groups), len(wants))
+	}
+	for i, w := range wants {
+		gv := v.Groups[i]
+		if gv.Group != w.group || gv.Region != w.region || gv.Shard != w.shard || gv.Leader != w.leader || gv.Term != w.term {
+			t.Errorf("group %d: got %s r%d s%d leader %q term %d, want %+v", i, gv.Group, gv.Region, gv.Shard, gv.Leader, gv.Term, w)
+		}
+		for _, r := range gv.Replicas {
+			if r.Lag != w.lags[r.Node] {
+				t.Errorf("%s r%d s%d %s: lag %d, want %d", gv.Group, gv.Region, gv.Shard, r.Node, r.Lag, w.lags[r.Node])
+			}
+		}
+	}
+}

@@ -193,6 +193,7 @@ func TestAdminOps(t *testing.T) {
 	if !strings.Contains(out, "-> "+to) {
 		t.Errorf("transfer-leader said %q, want -> %s", out, to)
 	}
+	t.Logf("transfer-leader: %s", out)
 	time.Sleep(300 * time.Millisecond) // and after it
 	close(stop)
 	wg.Wait()
@@ -244,6 +245,7 @@ func TestAdminOps(t *testing.T) {
 		t.Errorf("conversation show: %s", out)
 	}
 	text = a.ok("conversation", "show", "--app", "failover-app", cid)
+	t.Logf("conversation show:\n%s", text)
 	for _, re := range []string{`(?m)^shard\s+0$`, `(?m)^leader\s+` + to + ` `, `(?m)^creator\s+alice$`, `(?m)^members\s+2$`, `(?m)^last message\s+20\d\d-.* from alice$`} {
 		if !regexp.MustCompile(re).MatchString(text) {
 			t.Errorf("conversation show text does not match %s:\n%s", re, text)
@@ -255,11 +257,11 @@ func TestAdminOps(t *testing.T) {
 
 	// A follower removed, then added back; it catches up.
 	f := (leader + 2) % 3 // neither the old leader nor the new one
-	a.ok("shard", "remove-replica", "--shard", "0", "--node", names[f])
+	t.Logf("remove-replica: %s", a.ok("shard", "remove-replica", "--shard", "0", "--node", names[f]))
 	if g := groupOf(a.status(), "shard", 0); len(g.Servers) != 2 {
 		t.Fatalf("after removing %s: servers %+v", names[f], g.Servers)
 	}
-	a.ok("shard", "add-replica", "--shard", "0", "--node", names[f], "--addr", c.coreMesh[f])
+	t.Logf("add-replica: %s", a.ok("shard", "add-replica", "--shard", "0", "--node", names[f], "--addr", c.coreMesh[f]))
 	waitFor(t, 30*time.Second, func() bool { v = a.status(); return settled(v, groupOf(v, "shard", 0), 3) })
 	if s, err := alice.Send(ctx, cid, client.TextMessage("after re-adding"), client.SendOptions{}); err != nil {
 		t.Fatalf("a send after re-adding %s: %v", names[f], err)
