@@ -55,9 +55,18 @@ func TestOpsMisuse(t *testing.T) {
 		}
 		n.Close()
 	}
-	if _, err := DialOps(ids["edge-1"], "127.0.0.1:0", []string{c.Node.Addr()}, log); !errors.Is(err, ErrOps) {
-		t.Errorf("DialOps with an edge certificate: got %v, want ErrOps", err)
+	// Through OpsClient: refused too, saying why.
+	ecl, err := DialOps(ids["edge-1"], "127.0.0.1:0", []string{c.Node.Addr()}, log)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if _, err := ecl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpTransferLeader}); !errors.Is(err, ErrOps) || !errors.Is(err, mesh.ErrForbidden) || !strings.Contains(err.Error(), "role edge") {
+		t.Errorf("an edge's transfer: got %v, want ErrOps and ErrForbidden naming the role", err)
+	}
+	if res := ecl.Status(ctx, 5*time.Second); len(res) != 1 || !res[0].Refused || res[0].Status != nil {
+		t.Errorf("an edge's status: got %+v, want refused", res)
+	}
+	ecl.Close()
 
 	cl, err := DialOps(ids["admin-1"], "127.0.0.1:0", []string{c.Node.Addr()}, log)
 	if err != nil {

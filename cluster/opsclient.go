@@ -20,6 +20,7 @@ import (
 // cores they name.
 type OpsClient struct {
 	node  *mesh.Node
+	id    *mesh.Identity
 	seeds []string
 }
 
@@ -30,13 +31,11 @@ var ErrOps = errors.New("cluster: admin")
 const maxLeaderHops = 8
 
 // DialOps starts an admin mesh node at meshAddr (":0" is fine) with the
-// admin certificate id, to ask cores (mesh addresses, at least one).
+// admin certificate id, to ask cores (mesh addresses, at least one). The
+// cores refuse any other role (an error wrapping ErrForbidden).
 func DialOps(id *mesh.Identity, meshAddr string, cores []string, log *slog.Logger) (*OpsClient, error) {
 	if len(cores) == 0 {
 		return nil, fmt.Errorf("%w: no core to ask", ErrOps)
-	}
-	if id.Role != mesh.RoleAdmin {
-		return nil, fmt.Errorf("%w: the certificate %s has role %s, not admin: issue one with `relaymesh pki issue --role admin`", ErrOps, id.Name, id.Role)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -45,7 +44,7 @@ func DialOps(id *mesh.Identity, meshAddr string, cores []string, log *slog.Logge
 	if err != nil {
 		return nil, fmt.Errorf("%w: mesh: %w", ErrOps, err)
 	}
-	return &OpsClient{node: n, seeds: slices.Clone(cores)}, nil
+	return &OpsClient{node: n, id: id, seeds: slices.Clone(cores)}, nil
 }
 
 // Seeds are the cores the client asks first.
@@ -61,6 +60,10 @@ func (c *OpsClient) call(ctx context.Context, addr string, req *meshpb.OpsReques
 		return nil, err
 	}
 	out, err := c.node.Call(ctx, addr, meshpb.MethodAdminOps, b)
+	if errors.Is(err, mesh.ErrForbidden) {
+		return nil, fmt.Errorf("%s refused certificate %q of role %s (admin commands take a certificate of role admin: relaymesh pki issue --role admin): %w",
+			addr, c.id.Name, c.id.Role, mesh.ErrForbidden)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -76,6 +79,8 @@ type NodeResult struct {
 	Addr   string             `json:"addr"`
 	Status *meshpb.NodeStatus `json:"status,omitempty"`
 	Err    string             `json:"error,omitempty"` // unreachable, refused
+	// Refused: the core refused the client's certificate (ErrForbidden).
+	Refused bool `json:"refused,omitempty"`
 }
 
 // Status asks every core it knows for its status: the seeds, then every
@@ -103,7 +108,7 @@ func (c *OpsClient) Status(ctx context.Context, perCore time.Duration) []NodeRes
 				rep, err := c.call(cctx, a, &meshpb.OpsRequest{Op: meshpb.OpStatus})
 				switch {
 				case err != nil:
-					res[i].Err = err.Error()
+					res[i].Err, res[i].Refused = err.Error(), errors.Is(err, mesh.ErrForbidden)
 				case rep.Err != "":
 					res[i].Err = rep.Err
 				case rep.Status == nil:
@@ -142,7 +147,7 @@ func (c *OpsClient) Do(ctx context.Context, req *meshpb.OpsRequest) (*meshpb.Ops
 			rep, err := c.call(ctx, addr, req)
 			if err != nil {
 				if errors.Is(err, mesh.ErrForbidden) {
-					return nil, fmt.Errorf("%w: %s refused the admin certificate: %v", ErrOps, addr, err)
+					return nil, fmt.Errorf("%w: %w", ErrOps, err)
 				}
 				lastErr = fmt.Errorf("%s: %w", addr, err)
 				break // try the next seed

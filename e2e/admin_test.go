@@ -278,8 +278,8 @@ func TestAdminOps(t *testing.T) {
 		args []string
 		want string
 	}{
-		{"an edge certificate", edgeCLI, []string{"status"}, "not admin"},
-		{"a core certificate", coreCLI, []string{"shard", "transfer-leader", "--shard", "0"}, "not admin"},
+		{"an edge certificate", edgeCLI, []string{"status"}, `refused certificate "edge-x" of role edge`},
+		{"a core certificate", coreCLI, []string{"shard", "transfer-leader", "--shard", "0"}, `refused certificate "core-x" of role core`},
 		{"unknown shard", a, []string{"shard", "transfer-leader", "--shard", "9"}, "unknown shard 9"},
 		{"no shard", a, []string{"shard", "transfer-leader"}, "--shard is required"},
 		{"a bad shard", a, []string{"shard", "remove-replica", "--shard", "-1", "--node", "core-1"}, "a shard number"},

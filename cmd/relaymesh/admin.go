@@ -184,6 +184,11 @@ func adminStatus(args []string, w io.Writer) error {
 		printStatus(w, view)
 	}
 	if answered == 0 {
+		for _, n := range view.Nodes {
+			if n.Refused {
+				return fmt.Errorf("admin status: %s", n.Err)
+			}
+		}
 		return errors.New("admin status: no core answered")
 	}
 	return nil
