@@ -281,6 +281,23 @@ func TestOpsThreeCores(t *testing.T) {
 	}
 	waitUntil(t, func() bool { return shard0(view()).Leader == to })
 
+	// Before an add, the new replica must answer as the node named,
+	// hosting the shard.
+	if err := cl.CheckAdd(ctx, "core-1", addrs[1], 0); !errors.Is(err, ErrOps) || !strings.Contains(err.Error(), "is core-2, not core-1") {
+		t.Errorf("CheckAdd of the wrong node: %v", err)
+	}
+	if err := cl.CheckAdd(ctx, "core-2", addrs[1], 3); !errors.Is(err, ErrOps) || !strings.Contains(err.Error(), "no replica of shard 3") {
+		t.Errorf("CheckAdd of a shard it lacks: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
+	if err := cl.CheckAdd(short, "core-9", freeUDP(t, 1)[0], 0); !errors.Is(err, ErrOps) || !strings.Contains(err.Error(), "does not answer") {
+		t.Errorf("CheckAdd of nobody: %v", err)
+	}
+	cancelShort()
+	if err := cl.CheckAdd(ctx, "core-2", addrs[1], 0); err != nil {
+		t.Errorf("CheckAdd of core-2: %v", err)
+	}
+
 	// Remove a follower, then add it back.
 	follower := "core-3"
 	if to == "core-3" {
@@ -398,6 +415,36 @@ func TestMergeStatus(t *testing.T) {
 			if r.Lag != w.lags[r.Node] {
 				t.Errorf("%s r%d s%d %s: lag %d, want %d", gv.Group, gv.Region, gv.Shard, r.Node, r.Lag, w.lags[r.Node])
 			}
+		}
+	}
+}
+
+// TestCheckRemove: a removal is refused when the voters left would not
+// have a quorum that answers; non-voters and the removed node do not
+// count.
+func TestCheckRemove(t *testing.T) {
+	servers := []meshpb.ServerStatus{{ID: "c1", Addr: "a1", Voter: true}, {ID: "c2", Addr: "a2", Voter: true}, {ID: "c3", Addr: "a3", Voter: true}, {ID: "c4", Addr: "a4"}}
+	rep := func(addr, state string, term uint64) ReplicaView {
+		return ReplicaView{Addr: addr, State: state, Term: term}
+	}
+	for _, tc := range []struct {
+		name     string
+		replicas []ReplicaView
+		remove   string
+		ok       bool
+	}{
+		{"all answer", []ReplicaView{rep("a1", "Leader", 5), rep("a2", "Follower", 5), rep("a3", "Follower", 5)}, "c3", true},
+		{"one other down", []ReplicaView{rep("a1", "Leader", 5), rep("a2", "Follower", 5)}, "c2", false},
+		{"the down one removed", []ReplicaView{rep("a1", "Leader", 5), rep("a2", "Follower", 5)}, "c3", true},
+		{"a follower of an old term", []ReplicaView{rep("a1", "Leader", 5), rep("a2", "Follower", 5), rep("a3", "Follower", 4)}, "c2", false},
+		{"a candidate", []ReplicaView{rep("a1", "Leader", 5), rep("a2", "Candidate", 5), rep("a3", "Follower", 5)}, "c3", false},
+		{"a non-voter answering does not help", []ReplicaView{rep("a1", "Leader", 5), rep("a4", "Follower", 5)}, "c2", false},
+		{"the non-voter removed", []ReplicaView{rep("a1", "Leader", 5), rep("a2", "Follower", 5), rep("a3", "Follower", 5)}, "c4", true},
+	} {
+		g := &GroupView{Term: 5, Servers: servers, Replicas: tc.replicas}
+		err := CheckRemove(&ClusterView{}, g, tc.remove)
+		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrOps)) {
+			t.Errorf("%s: got %v, want ok %v", tc.name, err, tc.ok)
 		}
 	}
 }

@@ -272,3 +272,54 @@ func MergeStatus(nodes []NodeResult) *ClusterView {
 	})
 	return v
 }
+
+// CheckAdd checks, before add-replica, that the core to add answers at
+// addr as node and hosts shard n: a voter added that never answers
+// raises the group's quorum for nothing (a group of one would stop
+// committing at once).
+func (c *OpsClient) CheckAdd(ctx context.Context, node, addr string, n int) error {
+	rep, err := c.call(ctx, addr, &meshpb.OpsRequest{Op: meshpb.OpStatus})
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w: %s at %s does not answer (start it first, hosting shard %d): %v", ErrOps, node, addr, n, err)
+	case rep.Status == nil:
+		return fmt.Errorf("%w: %s at %s: %s", ErrOps, node, addr, cmp.Or(rep.Err, "empty status"))
+	case rep.Status.Node != node:
+		return fmt.Errorf("%w: the core at %s is %s, not %s", ErrOps, addr, rep.Status.Node, node)
+	}
+	for _, g := range rep.Status.Groups {
+		if g.Group == meshpb.GroupShard && g.Shard == n {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s hosts no replica of shard %d (its [core] shards is lower)", ErrOps, node, n)
+}
+
+// CheckRemove checks, before remove-replica, that the voters left after
+// node's removal from g would still make a quorum of their own: a
+// majority of them answered status (v) in the leader's term. Removing a
+// healthy voter while another is down can leave a group that never
+// commits again (the removal itself included).
+func CheckRemove(v *ClusterView, g *GroupView, node string) error {
+	healthy := map[string]bool{}
+	for _, r := range g.Replicas {
+		if r.Err == "" && r.Term == g.Term && (r.State == "Leader" || r.State == "Follower") {
+			healthy[r.Addr] = true
+		}
+	}
+	var left, ok int
+	for _, s := range g.Servers {
+		if !s.Voter || s.ID == node {
+			continue
+		}
+		left++
+		if healthy[s.Addr] {
+			ok++
+		}
+	}
+	if left > 0 && ok <= left/2 {
+		return fmt.Errorf("%w: without %s, %d voter(s) would be left of which %d answer: a quorum needs %d (bring the others back first, or --force)",
+			ErrOps, node, left, ok, left/2+1)
+	}
+	return nil
+}

@@ -285,6 +285,8 @@ func TestAdminOps(t *testing.T) {
 		{"a bad shard", a, []string{"shard", "remove-replica", "--shard", "-1", "--node", "core-1"}, "a shard number"},
 		{"an unknown flag", a, []string{"status", "--bogus"}, "flag provided but not defined"},
 		{"add without --addr", a, []string{"shard", "add-replica", "--shard", "0", "--node", "core-9"}, "--addr is required"},
+		{"add a core that does not answer", a, []string{"shard", "add-replica", "--shard", "0", "--node", "core-9", "--addr", freeUDPAddr(t), "--timeout", "3s"}, "does not answer"},
+		{"add as the wrong node", a, []string{"shard", "add-replica", "--shard", "0", "--node", "core-9", "--addr", c.coreMesh[0]}, "is core-1, not core-9"},
 		{"remove a stranger", a, []string{"shard", "remove-replica", "--shard", "0", "--node", "core-9"}, "has no replica"},
 		{"remove the leader", a, []string{"shard", "remove-replica", "--shard", "0", "--node", to}, "--force"},
 		{"a conversation without id", a, []string{"conversation", "show", "--app", "failover-app"}, "one conversation id"},

@@ -301,7 +301,7 @@ func adminShard(sub string, args []string, w io.Writer) error {
 	case "remove-replica":
 		req.Op = meshpb.OpRemoveReplica
 		fs.StringVar(&req.Node, "node", "", "the replica's node id")
-		fs.BoolVar(&req.Force, "force", false, "remove the leader too (its leadership is handed off first)")
+		fs.BoolVar(&req.Force, "force", false, "remove the leader too (its leadership is handed off first), or a voter whose removal leaves fewer answering voters than a quorum")
 	}
 	pos, err := parseAll(fs, args)
 	if err != nil {
@@ -332,6 +332,21 @@ func adminShard(sub string, args []string, w io.Writer) error {
 	name := "catalog"
 	if req.Group == meshpb.GroupShard {
 		name = fmt.Sprintf("shard %d", req.Shard)
+	}
+	// Safety checks the leader cannot make: the new replica answers; the
+	// voters left after a removal still make a quorum.
+	switch req.Op {
+	case meshpb.OpAddReplica:
+		if err := cl.CheckAdd(ctx, req.Node, req.Addr, req.Shard); err != nil {
+			return fmt.Errorf("admin shard add-replica: %w", err)
+		}
+	case meshpb.OpRemoveReplica:
+		v := cluster.MergeStatus(cl.Status(ctx, 5*time.Second))
+		if g := findGroup(v, req, seedRegion(v, cl.Seeds())); g != nil && !req.Force {
+			if err := cluster.CheckRemove(v, g, req.Node); err != nil {
+				return fmt.Errorf("admin shard remove-replica: %w", err)
+			}
+		}
 	}
 	var before string
 	if req.Op == meshpb.OpTransferLeader {
