@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -445,6 +446,35 @@ func TestCheckRemove(t *testing.T) {
 		err := CheckRemove(&ClusterView{}, g, tc.remove)
 		if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrOps)) {
 			t.Errorf("%s: got %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+// TestAdminCores: [admin] cores win; without them a core's or an edge's
+// file names its peers, mesh address, remote regions' cores and edge
+// cores, each once.
+func TestAdminCores(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"admin section", "[admin]\ncores = [\"10.0.0.9:7100\"]\n[core]\npeers = { a = \"10.0.0.1:7100\" }\n", []string{"10.0.0.9:7100"}},
+		{"core file", "[core]\nnode_id = \"a\"\nmesh_addr = \"10.0.0.1:7100\"\npeers = { a = \"10.0.0.1:7100\", b = \"10.0.0.2:7100\" }\n[[core.remote_regions]]\nnumber = 2\ncores = [\"10.1.0.1:7100\"]\n",
+			[]string{"10.0.0.1:7100", "10.0.0.2:7100", "10.1.0.1:7100"}},
+		{"edge file", "[edge]\ncores = [\"10.0.0.2:7100\", \"10.0.0.1:7100\"]\n", []string{"10.0.0.1:7100", "10.0.0.2:7100"}},
+		{"nothing", "", nil},
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".toml")
+		if err := os.WriteFile(p, []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := LoadConfig(p)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := c.AdminCores(); fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

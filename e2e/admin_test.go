@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -145,6 +146,15 @@ func TestAdminOps(t *testing.T) {
 	leader := c.waitLeader()
 	if g := groupOf(v, "shard", 0); g.Leader != names[leader] || g.Term == 0 || len(g.Replicas) != 3 {
 		t.Fatalf("status: shard 0 %+v, want leader %s (healthz)", g, names[leader])
+	}
+	// The same from a config file: [tls] and [admin] cores (one core;
+	// the others are learnt from its answer).
+	cfg := filepath.Join(c.dir, "admin.toml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/admin-1.crt\"\nkey = \"pki/admin-1.key\"\n\n[admin]\ncores = [%q]\n", c.coreMesh[2])), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(a.bin, "admin", "status", "--config", cfg).CombinedOutput(); err != nil || strings.Count(string(out), " ok\n") != 3 {
+		t.Errorf("status --config: %v\n%s", err, out)
 	}
 	text := a.ok("status")
 	for _, want := range []string{"NODE", "shard 0", "catalog", names[leader], "Leader", "Follower"} {
