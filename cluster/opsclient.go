@@ -135,47 +135,50 @@ func (c *OpsClient) Status(ctx context.Context, perCore time.Duration) []NodeRes
 	return out
 }
 
-// Do runs an operation where it must run: on a seed first (the next
-// when one does not answer), then on the leader each not_leader answer
-// names (waiting a little while a group has none). A refusal comes back
-// as an error wrapping ErrOps.
+// Do runs an operation where it must run: on a seed first, then on the
+// leader each not_leader answer names. While the group has no leader (an
+// election), or no core could be reached, it tries again, every seed in
+// turn, until ctx ends. A request that may have reached a core is never
+// sent twice (a change could be applied twice): its failure is returned.
+// A refusal comes back as an error wrapping ErrOps.
 func (c *OpsClient) Do(ctx context.Context, req *meshpb.OpsRequest) (*meshpb.OpsReply, error) {
 	var lastErr error
-	for _, seed := range c.seeds {
-		addr := seed
-		for hop := 0; hop < maxLeaderHops; hop++ {
-			rep, err := c.call(ctx, addr, req)
-			if err != nil {
-				if errors.Is(err, mesh.ErrForbidden) {
-					return nil, fmt.Errorf("%w: %w", ErrOps, err)
-				}
-				lastErr = fmt.Errorf("%s: %w", addr, err)
-				break // try the next seed
+	for round := 0; ; round++ {
+		if round > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("%w: %w (%v)", ErrOps, ctx.Err(), lastErr)
+			case <-time.After(200 * time.Millisecond):
 			}
-			switch {
-			case rep.Err != "":
-				return nil, fmt.Errorf("%w: %s", ErrOps, rep.Err)
-			case !rep.NotLeader:
-				return rep, nil
-			case rep.Leader != "":
+		}
+		for _, seed := range c.seeds {
+			addr := seed
+			for hop := 0; hop < maxLeaderHops && ctx.Err() == nil; hop++ {
+				rep, err := c.call(ctx, addr, req)
+				if err != nil {
+					switch {
+					case errors.Is(err, mesh.ErrForbidden):
+						return nil, fmt.Errorf("%w: %w", ErrOps, err)
+					case !errors.Is(err, mesh.ErrNotSent) && req.Op != meshpb.OpStatus && req.Op != meshpb.OpConversation:
+						return nil, fmt.Errorf("%w: %s: %w (it may have been done: see admin status)", ErrOps, addr, err)
+					}
+					lastErr = fmt.Errorf("%s: %w", addr, err)
+					break // the next seed
+				}
+				if rep.Err != "" {
+					return nil, fmt.Errorf("%w: %s", ErrOps, rep.Err)
+				}
+				if !rep.NotLeader {
+					return rep, nil
+				}
+				if rep.Leader == "" || rep.Leader == addr {
+					lastErr = fmt.Errorf("%s knows no leader", addr)
+					break // an election: the next seed, or the next round
+				}
 				addr = rep.Leader
-			default: // an election: ask again shortly
-				lastErr = fmt.Errorf("%w: %s knows no leader", ErrOps, addr)
-				select {
-				case <-ctx.Done():
-					return nil, fmt.Errorf("%w: %w (%v)", ErrOps, ctx.Err(), lastErr)
-				case <-time.After(200 * time.Millisecond):
-				}
 			}
 		}
-		if ctx.Err() != nil {
-			break
-		}
 	}
-	if lastErr == nil {
-		lastErr = errors.New("no leader found")
-	}
-	return nil, fmt.Errorf("%w: %v", ErrOps, lastErr)
 }
 
 // ReplicaView is one replica in a merged status.
