@@ -351,6 +351,25 @@ func TestOpsThreeCores(t *testing.T) {
 	if len(v.Nodes) != 3 || down != 1 {
 		t.Errorf("with %s down: %d nodes, %d unreachable; want 3 and 1: %s", follower, len(v.Nodes), down, fmt.Sprint(v.Nodes))
 	}
+	// A change asked through the dead core first goes to the next seed,
+	// and on to the leader: the catalog's (shard 0 has lost its quorum:
+	// of its two voters left, one is down).
+	live := addrs[(i+1)%3]
+	cl2, err := DialOps(ids["admin-1"], "127.0.0.1:0", []string{peers[follower], live}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl2.Close()
+	if _, err := cl2.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpTransferLeader, Group: meshpb.GroupCatalog}); err != nil {
+		t.Errorf("a transfer asked through a dead seed: %v", err)
+	}
+	// Shard 0 has no leader: the change waits for one until its context
+	// ends, and fails then.
+	short, cancelShort = context.WithTimeout(ctx, 4*time.Second)
+	defer cancelShort()
+	if _, err := cl2.Do(short, &meshpb.OpsRequest{Op: meshpb.OpTransferLeader}); !errors.Is(err, ErrOps) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a transfer in a group without a quorum: %v, want ErrOps and the deadline", err)
+	}
 }
 
 func newCID(t *testing.T, region uint8, n uint16) string {

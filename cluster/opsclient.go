@@ -151,9 +151,25 @@ func (c *OpsClient) Do(ctx context.Context, req *meshpb.OpsRequest) (*meshpb.Ops
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
-		for _, seed := range c.seeds {
-			addr := seed
+		// The seeds, then the cores their answers name (a core whose
+		// replica was removed from the group knows no leader to send to).
+		cores := slices.Clone(c.seeds)
+		for k := 0; k < len(cores); k++ {
+			addr := cores[k]
 			for hop := 0; hop < maxLeaderHops && ctx.Err() == nil; hop++ {
+				// A core that cannot be reached would hold the call until
+				// ctx ends: look first, briefly (the mesh keeps the
+				// connection for the call).
+				st, err := c.reach(ctx, addr)
+				if err != nil {
+					lastErr = fmt.Errorf("%s: %w", addr, err)
+					break
+				}
+				for _, a := range st.GetCores() {
+					if !slices.Contains(cores, a) {
+						cores = append(cores, a)
+					}
+				}
 				rep, err := c.call(ctx, addr, req)
 				if err != nil {
 					switch {
@@ -179,6 +195,21 @@ func (c *OpsClient) Do(ctx context.Context, req *meshpb.OpsRequest) (*meshpb.Ops
 			}
 		}
 	}
+}
+
+// reachTimeout bounds the look at a core before an operation is sent.
+const reachTimeout = 3 * time.Second
+
+// reach checks that the core at addr answers (a status call) within
+// reachTimeout, and returns its status (nil if it sent none).
+func (c *OpsClient) reach(ctx context.Context, addr string) (*meshpb.NodeStatus, error) {
+	ctx, cancel := context.WithTimeout(ctx, reachTimeout)
+	defer cancel()
+	rep, err := c.call(ctx, addr, &meshpb.OpsRequest{Op: meshpb.OpStatus})
+	if err != nil {
+		return nil, err
+	}
+	return rep.Status, nil
 }
 
 // ReplicaView is one replica in a merged status.

@@ -123,3 +123,11 @@ type ConvInfo struct {
 	LastMsgAt int64  `json:"last_message_at,omitempty"` // ms, 0: none
 	LastFrom  string `json:"last_from,omitempty"`
 }
+
+// GetCores is s.Cores, nil for a nil s.
+func (s *NodeStatus) GetCores() []string {
+	if s == nil {
+		return nil
+	}
+	return s.Cores
+}
