@@ -210,7 +210,6 @@ func (s *opsServer) transfer(ctx context.Context, req *meshpb.OpsRequest) *meshp
 	_, selfID := rep.Leader()
 	ctx, cancel := context.WithTimeout(ctx, opsTimeout)
 	defer cancel()
-	var f raft.Future
 	if req.Node != "" {
 		i := slices.IndexFunc(servers, func(sv raft.Server) bool { return string(sv.ID) == req.Node || string(sv.Address) == req.Node })
 		switch {
@@ -221,14 +220,30 @@ func (s *opsServer) transfer(ctx context.Context, req *meshpb.OpsRequest) *meshp
 		case servers[i].Suffrage != raft.Voter:
 			return opsErr("%s: %s is a non-voter and cannot lead", name, req.Node)
 		}
-		f = rep.Raft().LeadershipTransferToServer(servers[i].ID, servers[i].Address)
-	} else {
-		if !slices.ContainsFunc(servers, func(sv raft.Server) bool { return sv.Suffrage == raft.Voter && string(sv.ID) != selfID }) {
-			return opsErr("%s has no other voter to take over", name)
+		if err := wait(ctx, rep.Raft().LeadershipTransferToServer(servers[i].ID, servers[i].Address)); err != nil {
+			return opsErr("%s: leadership transfer to %s: %v", name, req.Node, err)
 		}
-		f = rep.Raft().LeadershipTransfer()
+		return &meshpb.OpsReply{Group: groupStatus(rep, groupOf(req), req.Shard, s.region)}
 	}
-	if err := wait(ctx, f); err != nil {
+	var others []raft.Server
+	for _, sv := range servers {
+		if sv.Suffrage == raft.Voter && string(sv.ID) != selfID {
+			others = append(others, sv)
+		}
+	}
+	if len(others) == 0 {
+		return opsErr("%s has no other voter to take over", name)
+	}
+	// Raft picks the most up-to-date voter, which may be one that just
+	// went down: then each other voter in turn, while this one leads.
+	err = wait(ctx, rep.Raft().LeadershipTransfer())
+	for _, sv := range others {
+		if err == nil || !rep.IsLeader() || ctx.Err() != nil {
+			break
+		}
+		err = wait(ctx, rep.Raft().LeadershipTransferToServer(sv.ID, sv.Address))
+	}
+	if err != nil && rep.IsLeader() {
 		return opsErr("%s: leadership transfer: %v", name, err)
 	}
 	return &meshpb.OpsReply{Group: groupStatus(rep, groupOf(req), req.Shard, s.region)}

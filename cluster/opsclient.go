@@ -161,6 +161,9 @@ func (c *OpsClient) Do(ctx context.Context, req *meshpb.OpsRequest) (*meshpb.Ops
 				// ctx ends: look first, briefly (the mesh keeps the
 				// connection for the call).
 				st, err := c.reach(ctx, addr)
+				if errors.Is(err, mesh.ErrForbidden) {
+					return nil, fmt.Errorf("%w: %w", ErrOps, err)
+				}
 				if err != nil {
 					lastErr = fmt.Errorf("%s: %w", addr, err)
 					break
