@@ -241,12 +241,29 @@ func (s *opsServer) transfer(ctx context.Context, req *meshpb.OpsRequest) *meshp
 		if err == nil || !rep.IsLeader() || ctx.Err() != nil {
 			break
 		}
-		err = wait(ctx, rep.Raft().LeadershipTransferToServer(sv.ID, sv.Address))
+		err = transferTo(ctx, rep, sv)
 	}
 	if err != nil && rep.IsLeader() {
 		return opsErr("%s: leadership transfer: %v", name, err)
 	}
 	return &meshpb.OpsReply{Group: groupStatus(rep, groupOf(req), req.Shard, s.region)}
+}
+
+// transferTo hands rep's leadership to sv; while an earlier transfer is
+// still winding down (raft answers it at its timeout, before its dial to
+// a dead target gives up), it asks again.
+func transferTo(ctx context.Context, rep *raftstore.Node, sv raft.Server) error {
+	for {
+		err := wait(ctx, rep.Raft().LeadershipTransferToServer(sv.ID, sv.Address))
+		if !errors.Is(err, raft.ErrLeadershipTransferInProgress) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func groupOf(req *meshpb.OpsRequest) string {

@@ -233,8 +233,10 @@ func TestOpsThreeCores(t *testing.T) {
 	}
 	cores := make([]*Core, 3)
 	for i, n := range names {
+		// Raft timeouts above `relaymesh core`'s: no election on a loaded
+		// machine moves a leader the test counts on.
 		cores[i], err = StartCore(CoreConfig{NodeID: n, MeshAddr: addrs[i], DataDir: filepath.Join(dir, n), Identity: ids[n], Peers: peers,
-			RaftHeartbeatTimeout: DefaultRaftHeartbeatTimeout, RaftElectionTimeout: DefaultRaftElectionTimeout})
+			RaftHeartbeatTimeout: 2 * time.Second, RaftElectionTimeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -322,19 +324,26 @@ func TestOpsThreeCores(t *testing.T) {
 		}
 		return len(g.Servers) == 3
 	})
-	// The leader: refused without force; with it, handed off and removed.
-	_, err = cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: to})
+	// The leader (as status names it now: an election may have moved it):
+	// refused without force; with it, handed off and removed.
+	lead := shard0(view()).Leader
+	_, err = cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: lead})
 	if !errors.Is(err, ErrOps) || !strings.Contains(err.Error(), "--force") {
-		t.Fatalf("removing the leader: got %v, want a refusal naming --force", err)
+		t.Fatalf("removing the leader %s: got %v, want a refusal naming --force", lead, err)
 	}
-	if _, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: to, Force: true}); err != nil {
+	if _, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpRemoveReplica, Node: lead, Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, func() bool {
 		g := shard0(view())
-		return len(g.Servers) == 2 && g.Leader != to && strings.HasPrefix(g.Leader, "core-")
+		return len(g.Servers) == 2 && g.Leader != lead && strings.HasPrefix(g.Leader, "core-")
 	})
-	// A core down: unreachable, the others still answer.
+	// A core down, one of shard 0's two voters left: unreachable, the
+	// others still answer.
+	follower = "core-1"
+	if lead == follower {
+		follower = "core-2"
+	}
 	i := map[string]int{"core-1": 0, "core-2": 1, "core-3": 2}[follower]
 	cores[i].Close()
 	cores[i] = nil
