@@ -338,11 +338,11 @@ func TestOpsThreeCores(t *testing.T) {
 		g := shard0(view())
 		return len(g.Servers) == 2 && g.Leader != lead && strings.HasPrefix(g.Leader, "core-")
 	})
-	// A core down, one of shard 0's two voters left: unreachable, the
-	// others still answer.
-	follower = "core-1"
+	// A core down, one of shard 0's two voters left (not core-1, the
+	// client's only seed): unreachable, the others still answer.
+	follower = "core-2"
 	if lead == follower {
-		follower = "core-2"
+		follower = "core-3"
 	}
 	i := map[string]int{"core-1": 0, "core-2": 1, "core-3": 2}[follower]
 	cores[i].Close()
