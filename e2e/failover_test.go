@@ -27,6 +27,8 @@ type procCluster struct {
 	edges    []*devProc
 	edgeArgs [][]string // how each edge was started, for restartEdge
 	coreArgs [][]string // how each core was started, for restartCore
+	pki      string     // the CA's directory (relaymesh pki init)
+	coreMesh []string   // each core's mesh address (core-1, core-2, core-3)
 }
 
 // startProcCluster starts 3 cores and nEdges edges and waits until every
@@ -44,7 +46,7 @@ func startProcCluster(t *testing.T, nEdges int, edgeLimits string, coreArgs ...s
 	}
 	pki := filepath.Join(dir, "pki")
 	run("pki", "init", "--dir", pki)
-	c := &procCluster{t: t, dir: dir}
+	c := &procCluster{t: t, dir: dir, pki: pki}
 	var peers, cores []string
 	meshAddrs := map[string]string{}
 	for i := 1; i <= 3; i++ {
@@ -53,6 +55,7 @@ func startProcCluster(t *testing.T, nEdges int, edgeLimits string, coreArgs ...s
 		meshAddrs[name] = freeUDPAddr(t)
 		peers = append(peers, fmt.Sprintf("%s = %q", name, meshAddrs[name]))
 		cores = append(cores, fmt.Sprintf("%q", meshAddrs[name]))
+		c.coreMesh = append(c.coreMesh, meshAddrs[name])
 	}
 	common := `data = "data"
 session_token_key_file = "pki/session-token.key"
