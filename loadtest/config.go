@@ -41,11 +41,11 @@ var ErrNotAvailable = errors.New("loadtest: scenario not available yet")
 
 // Config is one load test run.
 type Config struct {
-	Targets     []string      // edge WebSocket URLs; sessions spread round-robin
+	Targets []string // edge WebSocket URLs; sessions spread round-robin
 	// Fallbacks are edges no session starts on but every session goes to
 	// when its own edges are lost, after the other Targets (a reconnect
 	// storm onto a standby edge).
-	Fallbacks []string
+	Fallbacks   []string
 	Regions     []Region      // the topology's regions (--topology); cross-region needs them
 	Scenario    string        // one of the Scenario* names
 	Sessions    int           // client sessions in total
