@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"time"
 )
@@ -126,6 +127,7 @@ func (c *Client) resync(rs *resyncState) {
 	case <-c.ctx.Done():
 		return
 	}
+	c.log.Debug("client: resync", "unread_convs", len(u.Convs))
 	for _, uc := range u.Convs {
 		if uc.ConvType == 2 { // chatrooms: transient, not resynced
 			continue
@@ -152,6 +154,13 @@ func (c *Client) resyncConv(rs *resyncState, uc UnreadConv) error {
 		page, err := c.resyncPage(uc.ConvID, q)
 		if err != nil {
 			return err
+		}
+		if c.log.Enabled(context.Background(), slog.LevelDebug) {
+			ids := make([]string, len(page))
+			for i, m := range page {
+				ids[i] = m.ID
+			}
+			c.log.Debug("client: resync page", "cid", uc.ConvID, "known", known, "from", q.StartTS, "unread", uc.Count, "ids", ids)
 		}
 		for _, m := range page {
 			c.mu.Lock()
