@@ -48,6 +48,8 @@ type Client struct {
 	seen                map[string]int64    // guarded by mu; last timestamp received from others per cid (resync.go)
 	rs                  *resyncState        // guarded by mu; the resync waiting for its unread push
 	resyncWG            sync.WaitGroup      // resync goroutines
+	resyncRetries       atomic.Uint64       // history reads of a resync tried again
+	resyncFailures      atomic.Uint64       // conversations a resync gave up on
 	awayWG              sync.WaitGroup      // retired connections draining (goaway)
 	wtHashes            map[string][][]byte // guarded by mu; WebTransport certificate hashes per server (transport.go)
 	qtr                 *quic.Transport     // guarded by mu; on Options.PacketConn (transport.go)

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"log/slog"
 	"maps"
 	"time"
 )
@@ -25,6 +26,40 @@ import (
 
 // maxResyncPages bounds the history pages read per conversation.
 const maxResyncPages = 10
+
+// resyncAttempts bounds the tries of one history page: a reconnect storm
+// (an edge's every client at once) can time a read out or meet a rate
+// limit, and a page given up is a conversation's missed messages lost
+// to the client until its next reconnect.
+const resyncAttempts = 6
+
+// resyncPage reads one history page for the resync, trying again after a
+// failure (250 ms doubling up to 4 s, with jitter) until resyncAttempts
+// or the client closes.
+func (c *Client) resyncPage(cid string, q HistoryQuery) ([]Message, error) {
+	var err error
+	for attempt := range resyncAttempts {
+		if attempt > 0 {
+			t := time.NewTimer(backoff(attempt-1, 250*time.Millisecond, 4*time.Second))
+			select {
+			case <-t.C:
+			case <-c.ctx.Done():
+				t.Stop()
+				return nil, err
+			}
+			c.resyncRetries.Add(1)
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.opts.RequestTimeout)
+		var page []Message
+		page, err = c.History(ctx, cid, q)
+		cancel()
+		if err == nil || c.ctx.Err() != nil {
+			return page, err
+		}
+		c.log.Info("client: resync: history read failed", "cid", cid, "attempt", attempt+1, "err", err)
+	}
+	return nil, err
+}
 
 // resyncState is one resync: from a lost connection to the unread push of
 // the reopen. Its maps are guarded by Client.mu.
@@ -92,12 +127,14 @@ func (c *Client) resync(rs *resyncState) {
 	case <-c.ctx.Done():
 		return
 	}
+	c.log.Debug("client: resync", "unread_convs", len(u.Convs))
 	for _, uc := range u.Convs {
 		if uc.ConvType == 2 { // chatrooms: transient, not resynced
 			continue
 		}
 		if err := c.resyncConv(rs, uc); err != nil {
-			c.log.Info("client: resync", "cid", uc.ConvID, "err", err)
+			c.resyncFailures.Add(1)
+			c.log.Warn("client: resync gave up on a conversation", "cid", uc.ConvID, "err", err)
 		}
 	}
 }
@@ -114,11 +151,16 @@ func (c *Client) resyncConv(rs *resyncState, uc UnreadConv) error {
 		q.Limit = min(max(uc.Count, 1), 100)
 	}
 	for range maxResyncPages {
-		ctx, cancel := context.WithTimeout(c.ctx, c.opts.RequestTimeout)
-		page, err := c.History(ctx, uc.ConvID, q)
-		cancel()
+		page, err := c.resyncPage(uc.ConvID, q)
 		if err != nil {
 			return err
+		}
+		if c.log.Enabled(context.Background(), slog.LevelDebug) {
+			ids := make([]string, len(page))
+			for i, m := range page {
+				ids[i] = m.ID
+			}
+			c.log.Debug("client: resync page", "cid", uc.ConvID, "known", known, "from", q.StartTS, "unread", uc.Count, "ids", ids)
 		}
 		for _, m := range page {
 			c.mu.Lock()
@@ -142,4 +184,11 @@ func (c *Client) resyncConv(rs *resyncState, uc UnreadConv) error {
 		q.StartTS = page[len(page)-1].Timestamp
 	}
 	return nil
+}
+
+// ResyncStats says how a client's resyncs went: history reads tried again
+// after a failure, and conversations given up on (their missed messages
+// stay in history, read at the next reconnect or by the application).
+func (c *Client) ResyncStats() (retries, failures uint64) {
+	return c.resyncRetries.Load(), c.resyncFailures.Load()
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -174,6 +175,54 @@ func TestResync(t *testing.T) {
 	fc2.push(directCmd("c1", "m4", "bob", 400))
 	if m := waitEvent[Message](t, c); m.ID != "m4" {
 		t.Errorf("after the resync: got %s, want m4 (no duplicate of m3 or own)", m.ID)
+	}
+}
+
+// TestResyncRetries: a history read that fails during the resync (a
+// reconnect storm's timeout or rate limit) is tried again, and the missed
+// message still arrives.
+func TestResyncRetries(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.Resync = true
+	var mu sync.Mutex
+	reads := 0
+	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
+		switch {
+		case cmd.GetCmd() == lcpb.CommandType_session && cmd.GetOp() == lcpb.OpType_open && cmd.GetSessionMessage().GetR():
+			s.respond(fc, cmd)
+			fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{
+				Convs: []*lcpb.UnreadTuple{{Cid: proto.String("c1"), Unread: proto.Int32(1), Mid: proto.String("m2"), Timestamp: proto.Int64(200)}}}})
+			return true
+		case cmd.GetCmd() == lcpb.CommandType_logs:
+			mu.Lock()
+			reads++
+			n := reads
+			mu.Unlock()
+			if n <= 2 { // the first two reads fail as a busy server's would
+				fc.reply(cmd, lcpb.NewError(nil, "", lcpb.ErrInternal, "busy"))
+				return true
+			}
+			fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{
+				Logs: []*lcpb.LogItem{{MsgId: proto.String("m2"), From: proto.String("bob"), Timestamp: proto.Int64(200), Data: proto.String("x")}}}})
+			return true
+		}
+		return false
+	})
+	c, fc, _ := dial(t, s, opts)
+	fc.push(directCmd("c1", "m1", "bob", 100))
+	waitEvent[Message](t, c)
+	fc.drop()
+	if m := waitEvent[Message](t, c); m.ID != "m2" || !m.Resynced {
+		t.Fatalf("after the reconnect: %+v, want m2 resynced", m)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if reads != 3 {
+		t.Errorf("%d history reads, want 3 (two failed)", reads)
+	}
+	if retries, failures := c.ResyncStats(); retries != 2 || failures != 0 {
+		t.Errorf("ResyncStats = %d, %d; want 2 retries, 0 failures", retries, failures)
 	}
 }
 

@@ -3,7 +3,9 @@ package loadtest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -404,6 +406,11 @@ func (w *worker) options(s *session) client.Options {
 		// A session that reconnects reads what it missed (late copies in
 		// the ledger); the reconnect scenario measures its own recovery.
 		Resync: w.cfg.Scenario != ScenarioReconnect,
+	}
+	if os.Getenv("RELAYMESH_LOADTEST_CLIENT_LOG") != "" {
+		// Debugging a run: every session's client log (Info and up) on
+		// stderr, named by its clientId.
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("session", s.id)
 	}
 	if s.slow {
 		o.ReadDelay = w.cfg.SlowReadDelay
