@@ -13,14 +13,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// The admin listener: a core's [core] metrics_addr (Core.serveMetrics)
-// and dev's --admin-addr (StartDev) serve /metrics, /healthz, /readyz
-// (ready.go) and Go's profiler, on an address operators keep private.
+// The admin listener: a core's [core] metrics_addr (Core.serveMetrics),
+// an edge's [edge] admin_addr (StartEdge) and dev's --admin-addr
+// (StartDev) serve /metrics (promhttp on the part's own registry),
+// /healthz, /readyz (ready.go) and Go's profiler, on an address
+// operators keep private.
 
 // addPprof serves Go's profiler under /debug/pprof/ on mux: only on the
-// admin listeners (a core's metrics_addr, dev's --admin-addr), never on a
-// port clients reach, for it shows the process's internals and a CPU
-// profile costs CPU.
+// admin listeners (a core's metrics_addr, an edge's admin_addr, dev's
+// --admin-addr), never on a port clients reach, for it shows the
+// process's internals and a CPU profile costs CPU.
 func addPprof(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
