@@ -175,3 +175,45 @@ func value1(t *testing.T, c prometheus.Collector, name string) float64 {
 	t.Fatalf("no single series %s", name)
 	return 0
 }
+
+// TestRegionsAndRouterCollectors: the region hop's and the router's
+// collectors are lint-clean and read their counters; a node without other
+// regions (nil Regions) exports none of the region series.
+func TestRegionsAndRouterCollectors(t *testing.T) {
+	g := &Regions{}
+	g.stats.Sent.Add(4)
+	g.stats.Dropped[pq.Low].Add(2)
+	r := &Router{}
+	r.stats.Forwarded.Add(9)
+	for name, c := range map[string]prometheus.Collector{"regions": g.Collector(), "router": r.Collector()} {
+		if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+			t.Errorf("%s lint: %v %v", name, problems, err)
+		}
+	}
+	for _, tc := range []struct {
+		c    prometheus.Collector
+		name string
+		want string
+	}{
+		{g.Collector(), "relaymesh_region_pushes_sent_total", "relaymesh_region_pushes_sent_total 4\n"},
+		{g.Collector(), "relaymesh_region_pushes_dropped_total", `relaymesh_region_pushes_dropped_total{class="low"} 2` + "\n"},
+		{r.Collector(), "relaymesh_router_forwarded_total", "relaymesh_router_forwarded_total 9\n"},
+		{r.Collector(), "relaymesh_router_shards", "relaymesh_router_shards 0\n"},
+	} {
+		if text := metricsOf(t, tc.c); !strings.Contains(text, tc.want) {
+			t.Errorf("%s: want %q in\n%s", tc.name, tc.want, text)
+		}
+	}
+	if n := testutil.CollectAndCount((*Regions)(nil).Collector()); n != 0 {
+		t.Errorf("nil Regions: %d series, want none", n)
+	}
+}
+
+func metricsOf(t *testing.T, c prometheus.Collector) string {
+	t.Helper()
+	text, err := metric.Text(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text
+}
