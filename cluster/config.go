@@ -42,6 +42,9 @@ import (
 //	peers = { core-1 = "10.0.0.1:7100", core-2 = "10.0.0.2:7100", core-3 = "10.0.0.3:7100" }
 //	metrics_addr = "10.0.0.1:9100"                # optional admin listener: /metrics, /healthz, /readyz, /debug/pprof/
 //
+//	[admin]                                       # `relaymesh admin` (cert: pki issue --role admin)
+//	cores = ["10.0.0.1:7100"]                     # cores to ask first (default: [core] peers, [edge] cores)
+//
 //	[edge]
 //	edge_id = "edge-1"
 //	listen = "0.0.0.0:8080"
@@ -67,12 +70,13 @@ import (
 //	public_urls = ["wss://eu-1.example.com/"]     # its edges
 //	nearest = ["us"]                              # other regions, nearest first (secondary); default: file order
 type Config struct {
-	Data                string      `toml:"data"`
-	SessionTokenKeyFile string      `toml:"session_token_key_file"`
-	Apps                []AppConfig `toml:"apps"` // integrations.go
-	TLS                 TLSConfig   `toml:"tls"`
-	Core                CoreSection `toml:"core"`
-	Edge                EdgeSection `toml:"edge"`
+	Data                string       `toml:"data"`
+	SessionTokenKeyFile string       `toml:"session_token_key_file"`
+	Apps                []AppConfig  `toml:"apps"` // integrations.go
+	TLS                 TLSConfig    `toml:"tls"`
+	Core                CoreSection  `toml:"core"`
+	Edge                EdgeSection  `toml:"edge"`
+	Admin               AdminSection `toml:"admin"` // admin.go
 
 	// Regions are [[regions]]: the regions /v1/route knows (nearest edge).
 	Regions []RegionConfig `toml:"regions"`

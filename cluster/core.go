@@ -120,6 +120,7 @@ type Core struct {
 	MetricsURL string
 	log        *slog.Logger
 	serve      *core.MeshServer // the core's mesh handlers and leader watcher
+	ops        *opsServer       // `relaymesh admin`'s rpc (admin.go)
 	metrics    *http.Server     // nil without CoreConfig.MetricsAddr
 	reg        *prometheus.Registry
 	wg         sync.WaitGroup // metrics listener
@@ -306,6 +307,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			return fail(err)
 		}
 	}
+	c.serveOps(cfg)                                       // admin.go
 	c.serve = core.ServeShards(rt, node, c.Replicas, log) // core/mesh.go
 	c.meshUp.Store(true)
 	return c, nil
@@ -531,6 +533,7 @@ func (c *Core) Close() error {
 	// at once instead of after an election timeout.
 	c.HandOff(handOffTimeout)
 	close(c.quit)
+	c.ops.stop()
 	c.serve.Stop()
 	if c.metrics != nil {
 		err = c.metrics.Close()

@@ -494,11 +494,11 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 			// in the raft log and the others apply it: outcome unknown.
 			return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)
 		}
-		// A leadership transfer (a core handing off before it stops)
-		// refuses proposals while this replica is still the leader: the
-		// command never entered the log, so it is a not-leader like any
-		// other, and the edge retries it on the new leader.
-		if !c.replica.IsLeader() || errors.Is(err, raftstore.ErrHandingOff) {
+		// Not the leader any more, or handing the lead over (a core
+		// stopping, `relaymesh admin shard transfer-leader`: raft refuses
+		// proposals during a leadership transfer while the replica still
+		// leads): a not-leader, which the edge retries on the next leader.
+		if errors.Is(err, raftstore.ErrNotLeader) || !c.replica.IsLeader() {
 			return nil, fmt.Errorf("%w: %v", ErrNotLeader, err)
 		}
 		return nil, fmt.Errorf("%w: propose %s: %v", errInternal, cmd.Op, err)

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -217,4 +218,24 @@ func TestSendWaitsForReplay(t *testing.T) {
 	if len(order) != 2 || order[0] != "orphan-2" || order[1] != newer {
 		t.Errorf("bob's pushes %v, want orphan-2 then %s", order, newer)
 	}
+}
+
+// TestSendDuringLeadershipTransfer: a send proposed while the leader hands
+// its lead over (raft refuses it, the replica still leading) fails as
+// not-leader, which the edge retries on the next leader, and not as an
+// internal error the client would see (found by `relaymesh admin shard
+// transfer-leader` under load, e2e TestAdminOps).
+func TestSendDuringLeadershipTransfer(t *testing.T) {
+	e := newEnv(t)
+	alice := e.client("alice")
+	alice.open("", false, 0)
+	cid := alice.start([]string{"bob"}, "", false).GetConvMessage().GetCid()
+	e.rep.transferring.Store(true)
+	b, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), I: proto.Int32(9), DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String("x")}})
+	rep, err := e.core.HandleClient(context.Background(), alice.req(meshpb.ClientRequest_COMMAND, b))
+	if !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("a send during a transfer: got %v, %v; want ErrNotLeader", rep, err)
+	}
+	e.rep.transferring.Store(false)
+	mustOK(t, alice.sendKeyed(cid, "x", "", "k"))
 }

@@ -28,8 +28,11 @@ type fakeReplica struct {
 	fsm      *shard.FSM
 	idx      uint64
 	follower atomic.Bool
-	proposed atomic.Int64
-	entered  atomic.Int64 // calls that reached Propose, counted before mu (notifications not)
+	// transferring: proposals fail as raftstore's do while a leadership
+	// transfer is in progress, the replica still leading.
+	transferring atomic.Bool
+	proposed     atomic.Int64
+	entered      atomic.Int64 // calls that reached Propose, counted before mu (notifications not)
 }
 
 func newFakeReplica(t *testing.T) *fakeReplica {
@@ -45,6 +48,9 @@ func newFakeReplica(t *testing.T) *fakeReplica {
 func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if f.follower.Load() {
 		return nil, ErrNotLeader
+	}
+	if f.transferring.Load() {
+		return nil, fmt.Errorf("%w: leadership transfer in progress", raftstore.ErrNotLeader)
 	}
 	// Stored notifications follow pushes, off the request path
 	// (notif.go): they are neither entered nor proposed for the counters.

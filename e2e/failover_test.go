@@ -27,6 +27,8 @@ type procCluster struct {
 	edges    []*devProc
 	edgeArgs [][]string // how each edge was started, for restartEdge
 	coreArgs [][]string // how each core was started, for restartCore
+	pki      string     // the CA's directory (relaymesh pki init)
+	coreMesh []string   // each core's mesh address (core-1, core-2, core-3)
 }
 
 // startProcCluster starts 3 cores and nEdges edges and waits until every
@@ -44,7 +46,7 @@ func startProcCluster(t *testing.T, nEdges int, edgeLimits string, coreArgs ...s
 	}
 	pki := filepath.Join(dir, "pki")
 	run("pki", "init", "--dir", pki)
-	c := &procCluster{t: t, dir: dir}
+	c := &procCluster{t: t, dir: dir, pki: pki}
 	var peers, cores []string
 	meshAddrs := map[string]string{}
 	for i := 1; i <= 3; i++ {
@@ -53,6 +55,7 @@ func startProcCluster(t *testing.T, nEdges int, edgeLimits string, coreArgs ...s
 		meshAddrs[name] = freeUDPAddr(t)
 		peers = append(peers, fmt.Sprintf("%s = %q", name, meshAddrs[name]))
 		cores = append(cores, fmt.Sprintf("%q", meshAddrs[name]))
+		c.coreMesh = append(c.coreMesh, meshAddrs[name])
 	}
 	common := `data = "data"
 session_token_key_file = "pki/session-token.key"
@@ -304,6 +307,16 @@ func TestFailoverLabLeaderKill9(t *testing.T) {
 		KillAt: 7 * time.Second, Drain: 20 * time.Second})
 }
 
+// TestFailoverLabLeaderStop is TestFailoverLabLeaderKill9 with the
+// leader stopped by SIGTERM instead (it hands its leadership off first),
+// for the side-by-side figures in docs/BENCHMARKS.md.
+func TestFailoverLabLeaderStop(t *testing.T) {
+	labRun(t)
+	c := startProcCluster(t, 2, "")
+	runFailover(t, c, failoverRun{Victim: "leader-stop", Sessions: 200, Rate: 300, Duration: 20 * time.Second,
+		KillAt: 7 * time.Second, Drain: 20 * time.Second})
+}
+
 // TestFailoverLabEdgeKill9 is issue 8's edge run: the same cluster and
 // load, kill -9 of one of the two edges 7 s in, 20 s of drain.
 func TestFailoverLabEdgeKill9(t *testing.T) {
@@ -483,5 +496,47 @@ func TestRollingRestart(t *testing.T) {
 			t.Errorf("core-%d is down after the restart", i+1)
 		default:
 		}
+	}
+}
+
+// TestReconnectStormLab is issue 11's reconnect storm (make lab): 15,000
+// sessions in pairs on one edge, a standby edge as every session's
+// fallback, kill -9 of the first edge: all 15,000 reconnect at once to the
+// standby, re-login and resync. It logs how long they took (lost→back)
+// and checks the ledger: every acked message arrives, live or by resync,
+// and every session is back.
+func TestReconnectStormLab(t *testing.T) {
+	labRun(t)
+	// No per-IP cap: every session comes from 127.0.0.1.
+	c := startProcCluster(t, 2, "max_conns_per_ip = -1")
+	c.waitLeader()
+	const sessions = 15000
+	cfg := loadtest.Config{
+		Targets: []string{c.edges[0].URL}, Fallbacks: []string{c.edges[1].URL},
+		Scenario: loadtest.ScenarioPairs, Sessions: sessions, Rate: 200, ConnectRate: 1500,
+		Duration: 40 * time.Second, Drain: 30 * time.Second, AppID: "failover-app", Progress: -1,
+		FaultAfter: 10 * time.Second,
+		Fault:      func() error { c.edges[0].Kill9(); return nil },
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	s, err := loadtest.Run(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("load run: %v", err)
+	}
+	var text strings.Builder
+	s.WriteText(&text)
+	t.Logf("reconnect storm: kill -9 of the edge holding %d sessions, 10 s into pairs at 200 msgs/s:\n%s", sessions, text.String())
+	if s.Sessions != sessions {
+		t.Fatalf("%d sessions logged in, want %d", s.Sessions, sessions)
+	}
+	if s.SessionsDisconnected != sessions {
+		t.Errorf("%d sessions lost their connection, want all %d", s.SessionsDisconnected, sessions)
+	}
+	if s.SessionsDownAtEnd != 0 {
+		t.Errorf("%d sessions never came back", s.SessionsDownAtEnd)
+	}
+	if s.Lost != 0 {
+		t.Errorf("%d acked copies never arrived (%v)", s.Lost, s.LostSamples)
 	}
 }

@@ -29,9 +29,11 @@ const (
 )
 
 // transport is a client connection's socket as a conn uses it: a WebSocket
-// (wsTransport) or a WebTransport session's stream (wtTransport, wt.go).
-// Only the reader goroutine calls readFrame; only the writer calls
-// writeFrame, close and closeNow.
+// (wsTransport over coder/websocket, rawWS framed by the edge: wsraw.go)
+// or a WebTransport session's stream (wtTransport, wt.go). Only the reader
+// goroutine calls readFrame (a rawWS has none: its poller reads it); only
+// the writer calls writeFrame, close and closeNow (a rawWS's reader also
+// writes pongs and close frames, under the rawWS's own write lock).
 type transport interface {
 	// readFrame blocks for the next inbound frame. text marks a WebSocket
 	// text frame (base64). An error ends the connection; a *closeError
@@ -116,8 +118,10 @@ func (t *wsTransport) kind() Transport                                { return T
 // conn is one client connection: a WebSocket or a WebTransport session.
 // Its reader is readLoop on a goroutine of its own (it also handles every
 // frame and calls the Backend synchronously, so replies keep request
-// order). Its writer runs only while frames are queued (writeBurst, under
-// wmu, the only code besides closer that writes to t or closes it); an idle
+// order), or for a raw WebSocket the poller's reader passes (wsraw.go,
+// which call start and stop themselves instead of run). Its writer runs
+// only while frames are queued (writeBurst, under wmu, the only code
+// besides closer that writes to t or closes it); an idle
 // connection parks no writer, and its idle timeout is a timer. A
 // WebTransport session has another goroutine, its datagram reader (wt.go),
 // which handles frames under handleMu too.
@@ -209,10 +213,7 @@ func (c *conn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
 // run owns the connection until it ends, then unbinds its sessions and tells
 // the backend (CLOSE) about each.
 func (c *conn) run() {
-	c.closeDone = make(chan struct{})
-	context.AfterFunc(c.ctx, c.closer)
-	c.idleTimer = time.AfterFunc(c.srv.limits.IdleTimeout, c.checkIdle)
-	c.kick() // anything queued before run
+	c.start()
 	var wg sync.WaitGroup
 	if d, ok := c.t.(datagrammer); ok {
 		wg.Add(1)
@@ -222,14 +223,29 @@ func (c *conn) run() {
 		}()
 	}
 	c.readLoop()
+	c.stop()
+	wg.Wait()
+	c.teardown()
+}
+
+// start arms the closer and the idle timer and writes anything queued so
+// far; the reader starts after it (readLoop, or a raw WebSocket's poller).
+func (c *conn) start() {
+	c.closeDone = make(chan struct{})
+	context.AfterFunc(c.ctx, c.closer)
+	c.idleTimer = time.AfterFunc(c.srv.limits.IdleTimeout, c.checkIdle)
+	c.kick() // anything queued before run
+}
+
+// stop ends the connection once its reader has ended and waits for the
+// closer; teardown follows.
+func (c *conn) stop() {
 	c.cancel()
 	if c.loginTimer != nil {
 		c.loginTimer.Stop()
 	}
 	c.idleTimer.Stop()
 	<-c.closeDone
-	wg.Wait()
-	c.teardown()
 }
 
 func (c *conn) readLoop() {
@@ -242,12 +258,17 @@ func (c *conn) readLoop() {
 			}
 			return
 		}
-		c.touch()
-		c.srv.metrics.FramesIn.Add(1)
-		c.srv.metrics.BytesIn.Add(int64(len(data)))
-		c.srv.metrics.transport(c.t.kind()).FramesIn.Add(1)
+		c.countIn(len(data))
 		c.handleFrameOffStack(text, data)
 	}
+}
+
+// countIn notes an inbound data frame of n bytes.
+func (c *conn) countIn(n int) {
+	c.touch()
+	c.srv.metrics.FramesIn.Add(1)
+	c.srv.metrics.BytesIn.Add(int64(n))
+	c.srv.metrics.transport(c.t.kind()).FramesIn.Add(1)
 }
 
 // handleFrameOffStack runs handleFrame on a short-lived goroutine and waits

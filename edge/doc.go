@@ -20,24 +20,32 @@
 // base64 text frame is also accepted on a binary subprotocol, as the SDK's
 // decoder does).
 //
-// One reader goroutine per connection (started by the HTTP handler, which
-// then returns; it reads, handles each frame and calls the Backend
-// synchronously, so replies keep request order). The writer runs only
+// Reading: a plain-TCP WebSocket on Linux is framed by the edge itself
+// (wsframe.go, behaving as coder/websocket does) and read without a
+// goroutine of its own (wsraw.go): its socket sits in an epoll set
+// (wsepoll_linux.go) and, when readable, a short-lived goroutine reads what
+// is there into a pooled buffer, handles the complete frames one at a time
+// and in order (calling the Backend synchronously, so replies keep request
+// order), keeps the bytes of an incomplete frame, and re-arms the socket.
+// Other WebSockets (TLS, non-Linux, Config.GoroutineReader) and
+// WebTransport sessions have one reader goroutine each, started by the
+// handler, which then returns. The writer runs only
 // while frames are queued: enqueue starts a short-lived burst goroutine
 // (conn.kick, conn.writeBurst) that drains the bounded outbound queue (see
 // outQueue and relay/pq for the overflow rule), a WebSocket's backlog
 // corked into one socket write per 64 KiB; the idle timeout is a timer and
 // the close runs when the connection's context ends. Writers and the
-// closer hold conn.wmu, so one at a time touches the socket. An idle
-// connection keeps only its reader. WebSocket pings are answered by the
-// library while the reader is active; data frames, pings and pongs all
+// closer hold conn.wmu, so one at a time touches the socket. An idle raw
+// WebSocket keeps no goroutine; any other connection only its reader.
+// WebSocket pings are answered at once (by the reader pass, or the
+// library while its reader is active); data frames, pings and pongs all
 // reset the idle timer.
 //
 // Close codes sent by the edge: 4107 idle timeout (Limits.IdleTimeout,
 // default 400 s), 1013 slow consumer (HIGH frames did not fit; a goaway per
 // session precedes it) or backend unavailable during a reconnect, 1001
-// shutdown (after goaway), 1009 frame over Limits.MaxFrameBytes (sent by the
-// WebSocket library).
+// shutdown (after goaway), 1009 frame over Limits.MaxFrameBytes, 1002 a protocol error (both as
+// coder/websocket sends them).
 //
 // # Sessions
 //

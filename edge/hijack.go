@@ -133,6 +133,33 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	if !c.corked {
 		return c.Conn.Write(p)
 	}
+	return c.appendLocked(p)
+}
+
+// writeFrame writes a WebSocket frame's header and payload (rawWS): while
+// corked into the buffer, else to the socket in one system call (a vector
+// write where the socket takes one), within deadline when it is set.
+func (c *corkConn) writeFrame(hdr, p []byte, deadline time.Time) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.corked {
+		if _, err := c.appendLocked(hdr); err != nil {
+			return 0, err
+		}
+		return c.appendLocked(p)
+	}
+	if !deadline.IsZero() {
+		_ = c.Conn.SetWriteDeadline(deadline)
+		defer func() { _ = c.Conn.SetWriteDeadline(time.Time{}) }()
+	}
+	bufs := net.Buffers{hdr, p}
+	n, err := bufs.WriteTo(c.Conn)
+	return int(n), err
+}
+
+// appendLocked adds p to the cork buffer, writing through past corkMax;
+// c.mu held, corked.
+func (c *corkConn) appendLocked(p []byte) (int, error) {
 	if c.buf == nil {
 		c.buf = corkPool.Get().(*[]byte)
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,8 +199,19 @@ type Config struct {
 	// connection from one of them the client IP is taken from
 	// X-Forwarded-For (guard.go). Parse with ParseTrustedProxies.
 	TrustedProxies []netip.Prefix
-	Logger         *slog.Logger
+	// GoroutineReader serves every WebSocket with a reader goroutine of its
+	// own (coder/websocket), as over TLS and off Linux. By default a
+	// plain-TCP WebSocket on Linux is framed by the edge and read by an
+	// epoll poller (wsraw.go): an idle one parks no goroutine and no read
+	// buffer. The environment variable RELAYMESH_WS_READER=goroutine sets
+	// it too.
+	GoroutineReader bool
+	Logger          *slog.Logger
 }
+
+// wsReaderEnv names the environment variable that can set
+// Config.GoroutineReader.
+const wsReaderEnv = "RELAYMESH_WS_READER"
 
 // Server is one edge: it terminates client WebSockets and serves the router
 // and health endpoints.
@@ -222,6 +234,8 @@ type Server struct {
 
 	wt    atomic.Pointer[WTServer] // the WebTransport listener, when there is one (wt.go)
 	ready readyChecks              // /readyz's shared, cached backend checks (ready.go)
+
+	rawWS bool // plain-TCP WebSockets are raw (wsraw.go), read by the poller
 
 	mu     sync.Mutex
 	closed bool                              // guarded by mu
@@ -259,6 +273,7 @@ func New(cfg Config) *Server {
 	}
 	s.wsPerIP = newIPCounts(s.limits.MaxConnsPerIP)
 	s.reg = metric.NewRegistry(append([]prometheus.Collector{s.metrics.Collector(), s.queueCollector(), mesh.Collector()}, cfg.Collectors...)...)
+	s.rawWS = !cfg.GoroutineReader && os.Getenv(wsReaderEnv) != "goroutine" && pollerAvailable()
 	if s.limits.IdleTimeout < 180*time.Second {
 		s.log.Warn("edge: idle timeout below the SDKs' 180 s keepalive; idle clients will be dropped", "idle", s.limits.IdleTimeout)
 	}
@@ -582,6 +597,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 
+	if s.rawWS && r.TLS == nil {
+		started = s.serveRawWS(w, r, codec, echo, func() {
+			s.wsPerIP.release(ip)
+			s.wg.Done()
+		})
+		return
+	}
 	wst := &wsTransport{codec: codec}
 	c := newConn(s, codec, wst)
 	opts := &websocket.AcceptOptions{
@@ -639,8 +661,13 @@ func (s *Server) openConn(c *conn) {
 
 // runConn serves a connection opened by openConn until it ends.
 func (s *Server) runConn(c *conn) {
-	tm := s.metrics.transport(c.t.kind())
 	c.run()
+	s.connEnded(c)
+}
+
+// connEnded forgets a connection that has ended.
+func (s *Server) connEnded(c *conn) {
+	tm := s.metrics.transport(c.t.kind())
 	s.mu.Lock()
 	delete(s.conns, c.id)
 	s.mu.Unlock()

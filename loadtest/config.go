@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,7 +41,11 @@ var ErrNotAvailable = errors.New("loadtest: scenario not available yet")
 
 // Config is one load test run.
 type Config struct {
-	Targets     []string      // edge WebSocket URLs; sessions spread round-robin
+	Targets []string // edge WebSocket URLs; sessions spread round-robin
+	// Fallbacks are edges no session starts on but every session goes to
+	// when its own edges are lost, after the other Targets (a reconnect
+	// storm onto a standby edge).
+	Fallbacks   []string
 	Regions     []Region      // the topology's regions (--topology); cross-region needs them
 	Scenario    string        // one of the Scenario* names
 	Sessions    int           // client sessions in total
@@ -208,7 +213,7 @@ func (c *Config) Validate() error {
 	if len(c.Targets) == 0 {
 		return errors.New("loadtest: no target: give --target or --topology")
 	}
-	for _, t := range c.Targets {
+	for _, t := range slices.Concat(c.Targets, c.Fallbacks) {
 		u, err := url.Parse(t)
 		if err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
 			return fmt.Errorf("loadtest: target %q is not a ws:// or wss:// URL", t)

@@ -284,6 +284,8 @@ func TestValidate(t *testing.T) {
 		{"unknown", func(c *Config) { c.Scenario = "x" }, true, false},
 		{"no target", func(c *Config) { c.Targets = nil }, true, false},
 		{"http target", func(c *Config) { c.Targets = []string{"http://x/"} }, true, false},
+		{"fallback", func(c *Config) { c.Fallbacks = []string{"ws://127.0.0.1:8081/"} }, false, false},
+		{"http fallback", func(c *Config) { c.Fallbacks = []string{"http://x/"} }, true, false},
 		{"one pair member", func(c *Config) { c.Sessions = 1 }, true, false},
 		{"webtransport", func(c *Config) { c.Transport = TransportWebTransport }, false, false},
 		{"websocket", func(c *Config) { c.Transport = TransportWebSocket }, false, false},

@@ -431,6 +431,9 @@ func (w *worker) newSessions(prefix string, first, n int, grp string) []*session
 		for k := 1; k < len(w.cfg.Targets); k++ {
 			s.servers = append(s.servers, withGroup(w.cfg.Targets[(g+k)%len(w.cfg.Targets)], grp))
 		}
+		for _, f := range w.cfg.Fallbacks {
+			s.servers = append(s.servers, withGroup(f, grp))
+		}
 		out[i] = s
 	}
 	return out

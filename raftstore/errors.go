@@ -1,10 +1,6 @@
 package raftstore
 
-import (
-	"errors"
-
-	"github.com/hashicorp/raft"
-)
+import "errors"
 
 var (
 	// ErrNotLeader is returned by Propose when this replica cannot commit the
@@ -13,11 +9,6 @@ var (
 	// may still commit (outcome unknown); raft.ErrNotLeader means it did not
 	// enter the log.
 	ErrNotLeader = errors.New("raftstore: not leader")
-
-	// ErrHandingOff is wrapped in the ErrNotLeader Propose returns while
-	// this leader hands its leadership off (HandOff): the command did not
-	// enter the log, so it may be sent to the next leader as it is.
-	ErrHandingOff = raft.ErrLeadershipTransferInProgress
 
 	// ErrClosed is returned by calls on a Node after Close.
 	ErrClosed = errors.New("raftstore: closed")

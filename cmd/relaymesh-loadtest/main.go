@@ -48,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cfg loadtest.Config
 	var tg targets
 	fs.Var(&tg, "target", "edge WebSocket URL, e.g. ws://127.0.0.1:8080/ (repeatable; sessions are spread round-robin)")
+	var fb targets
+	fs.Var(&fb, "fallback", "edge WebSocket URL no session starts on but every session reconnects to when its edges are lost (repeatable)")
 	topology := fs.String("topology", "", "JSON file {\"regions\":[{\"name\":..,\"edges\":[\"ws://..\"],\"router\":..}]} (relaymesh lab's DIR/topology.json); its edges are added to --target, its regions are cross-region's")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario to run (see below)")
 	fs.StringVar(&cfg.Transport, "transport", "websocket", "websocket or webtransport (HTTP/3 on UDP at each target's host:port, path /wt; the certificate is trusted by the hash its /v1/webtransport answers)")
@@ -93,6 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cfg.Targets = tg
+	cfg.Fallbacks = fb
 	if *killPID > 0 {
 		cfg.Fault = loadtest.KillPID(*killPID)
 	}

@@ -7,6 +7,7 @@
 //	relaymesh pki  init|issue ...                                     cluster CA and node certificates (with roles)
 //	relaymesh lab  --regions N --latency 80ms --dir DIR               N regions of separate processes on this machine
 //	relaymesh import leancloud --conversations FILE ...               bring a LeanCloud app's conversations and history over
+//	relaymesh admin status|shard|conversation ...                     operate a running cluster (admin certificate)
 //	relaymesh version
 package main
 
@@ -61,6 +62,8 @@ func main() {
 		err = runLab(args)
 	case "import":
 		err = runImport(args)
+	case "admin":
+		err = runAdmin(args)
 	case "version", "--version":
 		fmt.Println("relaymesh", version)
 	case "help", "-h", "--help":
@@ -105,6 +108,9 @@ Usage:
       Import a LeanCloud app's conversations and message history, keeping
       their ids and timestamps; idempotent and resumable (--state FILE).
       See docs/MIGRATING-FROM-LEANCLOUD.md.
+  relaymesh admin status | shard transfer-leader|add-replica|remove-replica | conversation show
+      Operate a running cluster over the mesh with an admin certificate
+      (relaymesh pki issue --role admin); relaymesh admin -h for more.
   relaymesh version
 
 Each command takes -h for its flags. The config file format is documented in

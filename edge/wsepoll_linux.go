@@ -1,0 +1,210 @@
+package edge
+
+import (
+	"io"
+	"sync"
+	"syscall"
+)
+
+// The epoll poller: one epoll set for the process, watching every raw
+// WebSocket's socket one-shot for input, and one goroutine waiting on it
+// while any socket is in the set (it exits when the set empties, so an
+// edge with no WebSockets runs none). A readable socket gets a reader
+// pass on a goroutine of its own (rawWS.readable), which re-arms it.
+//
+// The set is level-triggered (no EPOLLET): a socket re-armed with input
+// already waiting (or its end) reports at once, so a pass may stop after a
+// short read.
+//
+// Sockets are keyed by a token, not by descriptor: an event for a socket
+// that has left the set (its number perhaps reused) finds no entry.
+type poller struct {
+	epfd  int
+	wakeR int // a pipe's read end in the set (token 0): wakes the loop
+	wakeW int
+
+	mu      sync.Mutex
+	conns   map[uint64]*rawWS // guarded by mu
+	next    uint64            // guarded by mu: the last token given
+	running bool              // guarded by mu: the loop goroutine runs
+}
+
+var (
+	pollerOnce sync.Once
+	thePoller  *poller
+	pollerErr  error
+)
+
+// getPoller returns the process's poller, made on first use.
+func getPoller() (*poller, error) {
+	pollerOnce.Do(func() {
+		epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+		if err != nil {
+			pollerErr = err
+			return
+		}
+		var p [2]int
+		if err := syscall.Pipe2(p[:], syscall.O_NONBLOCK|syscall.O_CLOEXEC); err != nil {
+			syscall.Close(epfd)
+			pollerErr = err
+			return
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN}
+		if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, p[0], &ev); err != nil {
+			syscall.Close(epfd)
+			syscall.Close(p[0])
+			syscall.Close(p[1])
+			pollerErr = err
+			return
+		}
+		thePoller = &poller{epfd: epfd, wakeR: p[0], wakeW: p[1], conns: make(map[uint64]*rawWS)}
+	})
+	return thePoller, pollerErr
+}
+
+// pollerAvailable reports whether raw WebSockets can be polled here.
+func pollerAvailable() bool {
+	_, err := getPoller()
+	return err == nil
+}
+
+const pollEvents = syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT
+
+func setToken(ev *syscall.EpollEvent, tok uint64) {
+	ev.Fd = int32(uint32(tok))
+	ev.Pad = int32(uint32(tok >> 32))
+}
+
+func eventToken(ev *syscall.EpollEvent) uint64 {
+	return uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32
+}
+
+// arm watches w's socket for the next input: added on the first call,
+// re-armed after.
+func (w *rawWS) arm() error {
+	p := thePoller
+	if !w.armed {
+		w.armed = true
+		return p.add(w)
+	}
+	ev := syscall.EpollEvent{Events: pollEvents}
+	p.mu.Lock()
+	setToken(&ev, w.token)
+	p.mu.Unlock()
+	return w.ctl(syscall.EPOLL_CTL_MOD, &ev)
+}
+
+func (w *rawWS) ctl(op int, ev *syscall.EpollEvent) error {
+	var err error
+	cerr := w.rc.Control(func(fd uintptr) {
+		err = syscall.EpollCtl(thePoller.epfd, op, int(fd), ev)
+	})
+	if cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+func (p *poller) add(w *rawWS) error {
+	p.mu.Lock()
+	p.next++
+	w.token = p.next
+	p.conns[w.token] = w
+	start := !p.running
+	p.running = true
+	ev := syscall.EpollEvent{Events: pollEvents}
+	setToken(&ev, w.token)
+	p.mu.Unlock()
+	if start {
+		go p.loop()
+	}
+	err := w.ctl(syscall.EPOLL_CTL_ADD, &ev)
+	// A closeSock that ran before the entry was made did not remove it.
+	if err != nil || w.isSockClosed() {
+		p.remove(w)
+	}
+	return err
+}
+
+// unregister takes w's socket out of the set (before it is closed).
+func (w *rawWS) unregister() {
+	if w.rc == nil {
+		return
+	}
+	_ = w.ctl(syscall.EPOLL_CTL_DEL, &syscall.EpollEvent{})
+	if p := thePoller; p != nil {
+		p.remove(w)
+	}
+}
+
+func (p *poller) remove(w *rawWS) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.conns[w.token] != w {
+		return
+	}
+	delete(p.conns, w.token)
+	if len(p.conns) == 0 && p.running {
+		_, _ = syscall.Write(p.wakeW, []byte{0})
+	}
+}
+
+// loop waits for readable sockets and starts a reader pass for each, until
+// the set is empty.
+func (p *poller) loop() {
+	events := make([]syscall.EpollEvent, 256)
+	var drain [64]byte
+	for {
+		n, err := syscall.EpollWait(p.epfd, events, -1)
+		if err != nil && err != syscall.EINTR {
+			panic("edge: epoll_wait: " + err.Error())
+		}
+		p.mu.Lock()
+		for i := range n {
+			tok := eventToken(&events[i])
+			if tok == 0 {
+				for {
+					if k, _ := syscall.Read(p.wakeR, drain[:]); k <= 0 {
+						break
+					}
+				}
+				continue
+			}
+			if w := p.conns[tok]; w != nil {
+				go w.readable()
+			}
+		}
+		if len(p.conns) == 0 {
+			p.running = false
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+	}
+}
+
+// readSome reads what the socket holds into buf without waiting:
+// errWouldBlock when there is nothing, io.EOF at its end.
+func (w *rawWS) readSome(buf []byte) (int, error) {
+	var n int
+	var rerr error
+	err := w.rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = syscall.Read(int(fd), buf)
+			if rerr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case rerr != nil:
+		return 0, rerr
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
