@@ -8,22 +8,39 @@ import (
 	"net/http/pprof"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// The admin listener: a core's [core] metrics_addr (Core.serveMetrics)
-// and dev's --admin-addr (StartDev) serve /metrics, /healthz, /readyz
-// (ready.go) and Go's profiler, on an address operators keep private.
+// The admin listener: a core's [core] metrics_addr (Core.serveMetrics),
+// an edge's [edge] admin_addr (StartEdge) and dev's --admin-addr
+// (StartDev) serve /metrics (promhttp on the part's own registry),
+// /healthz, /readyz (ready.go) and Go's profiler, on an address
+// operators keep private.
 
 // addPprof serves Go's profiler under /debug/pprof/ on mux: only on the
-// admin listeners (a core's metrics_addr, dev's --admin-addr), never on a
-// port clients reach, for it shows the process's internals and a CPU
-// profile costs CPU.
+// admin listeners (a core's metrics_addr, an edge's admin_addr, dev's
+// --admin-addr), never on a port clients reach, for it shows the
+// process's internals and a CPU profile costs CPU.
 func addPprof(mux *http.ServeMux) {
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+}
+
+// metricsHandler serves g's metrics (promhttp), logging a collector's
+// error and serving the rest.
+func metricsHandler(g prometheus.Gatherer, log *slog.Logger) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError,
+	})
 }
 
 // adminServer is an admin HTTP listener (dev's; a core's is

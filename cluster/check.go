@@ -142,6 +142,7 @@ func (c *Config) checkEdge() []error {
 	}
 	errs = append(errs, checkAddr("edge.listen", s.Listen, false))
 	errs = append(errs, checkAddr("edge.mesh_addr", s.MeshAddr, false))
+	errs = append(errs, checkAddr("edge.admin_addr", s.AdminAddr, false))
 	for _, a := range s.Cores {
 		errs = append(errs, checkAddr("edge.cores", a, true))
 	}

@@ -24,6 +24,7 @@ master_key = "m"
 [edge]
 drain_timeout = "later"
 trusted_proxies = ["not-an-ip"]
+admin_addr = "no-port"
 `
 	if err := os.WriteFile(f, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
@@ -37,8 +38,12 @@ trusted_proxies = ["not-an-ip"]
 			t.Errorf("LoadConfig error does not name %s:\n%v", want, err)
 		}
 	}
-	if probs := CheckConfig(f, "edge"); len(probs) < 5 { // the four, and [edge] without edge_id
-		t.Errorf("CheckConfig found %d problems, want at least 5: %v", len(probs), probs)
+	probs := CheckConfig(f, "edge")
+	if len(probs) < 6 { // the four, [edge] without edge_id, and admin_addr
+		t.Errorf("CheckConfig found %d problems, want at least 6: %v", len(probs), probs)
+	}
+	if !strings.Contains(errors.Join(probs...).Error(), "edge.admin_addr") {
+		t.Errorf("CheckConfig does not name edge.admin_addr: %v", probs)
 	}
 	if probs := CheckConfig(f, "admin"); len(probs) != 1 || !strings.Contains(probs[0].Error(), "core or edge") {
 		t.Errorf("CheckConfig for role admin: %v, want one refusal", probs)

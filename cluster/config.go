@@ -48,6 +48,7 @@ import (
 //	[edge]
 //	edge_id = "edge-1"
 //	listen = "0.0.0.0:8080"
+//	admin_addr = "10.0.0.5:9100"                  # optional admin listener: /metrics, /healthz, /readyz, /debug/pprof/ (then not /metrics on listen)
 //	cores = ["10.0.0.1:7100", "10.0.0.2:7100", "10.0.0.3:7100"]
 //	public_urls = ["wss://im-1.example.com/", "wss://im-2.example.com/"]
 //	trusted_proxies = ["10.0.0.0/16"]             # load balancers: X-Forwarded-For names the client
@@ -221,8 +222,11 @@ func (c *Config) Routes(local string) (*edge.RouteTable, error) {
 
 // EdgeSection configures `relaymesh edge`.
 type EdgeSection struct {
-	EdgeID     string   `toml:"edge_id"`
-	Listen     string   `toml:"listen"`
+	EdgeID string `toml:"edge_id"`
+	Listen string `toml:"listen"`
+	// AdminAddr is EdgeConfig.AdminAddr: the admin listener (/metrics,
+	// /healthz, /readyz, /debug/pprof/). Empty keeps /metrics on listen.
+	AdminAddr  string   `toml:"admin_addr"`
 	MeshAddr   string   `toml:"mesh_addr"`
 	Cores      []string `toml:"cores"`
 	PublicURLs []string `toml:"public_urls"`
@@ -581,5 +585,5 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 	}
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
 		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
-		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain, WebTransport: wt, TLS: s.TLS}, nil
+		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain, WebTransport: wt, TLS: s.TLS, AdminAddr: s.AdminAddr}, nil
 }

@@ -18,12 +18,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/raftstore"
 	"github.com/relaymesh/relaymesh/relay"
@@ -68,7 +70,7 @@ type CoreConfig struct {
 	// LeanCloud's defaults).
 	Limits core.Limits
 	// MetricsAddr, when set, is a TCP address where the core serves its
-	// admin listener: /metrics (core.Core.WriteMetrics, Prometheus text),
+	// admin listener: /metrics (Core.Gatherer, Prometheus text),
 	// /healthz (200 while it leads the shard, else 503), /readyz
 	// (ready.go) and /debug/pprof/. Empty serves none.
 	MetricsAddr string
@@ -120,7 +122,8 @@ type Core struct {
 	serve      *core.MeshServer // the core's mesh handlers and leader watcher
 	ops        *opsServer       // `relaymesh admin`'s rpc (admin.go)
 	metrics    *http.Server     // nil without CoreConfig.MetricsAddr
-	wg         sync.WaitGroup   // metrics listener
+	reg        *prometheus.Registry
+	wg         sync.WaitGroup // metrics listener
 	// progress is each shard's catch-up gate and meshUp is set once the
 	// mesh serves the core's methods (/readyz, ready.go).
 	progress []*catchUp
@@ -298,6 +301,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		return fail(err)
 	}
 	c.Router = rt
+	c.reg = metric.NewRegistry(c.Collector(), mesh.Collector())
 	if cfg.MetricsAddr != "" {
 		if err := c.serveMetrics(cfg.MetricsAddr); err != nil {
 			return fail(err)
@@ -387,55 +391,46 @@ func (c *Core) Err() error {
 	return nil
 }
 
-// WriteMetrics writes the core node's series: its shard cores' (summed,
-// core.WriteMetrics), the regions', each shard's raft state, then the
-// router's.
-func (c *Core) WriteMetrics(w io.Writer) error {
-	if err := core.WriteMetrics(w, c.Services); err != nil {
-		return err
-	}
-	if err := c.Regions.WriteMetrics(w); err != nil {
-		return err
-	}
-	if err := c.writeRaftMetrics(w); err != nil { // raftmetrics.go
-		return err
-	}
-	if err := c.Router.WriteMetrics(w); err != nil {
-		return err
-	}
-	return c.writeCatalogMetrics(w)
+// Collector returns the collector of the core node's series: its shard
+// cores' (summed, core.Collector), the regions', each shard's raft state
+// (raftmetrics.go), the router's and the catalog's.
+func (c *Core) Collector() prometheus.Collector {
+	return metric.Collectors{core.Collector(c.Services), c.Regions.Collector(), c.raftCollector(), c.Router.Collector(), c.catalogCollector()}
 }
 
-// writeCatalogMetrics writes the catalog replica's and the member pumps'
-// series.
-func (c *Core) writeCatalogMetrics(w io.Writer) error {
-	var sets, failures uint64
-	for _, p := range c.pumps {
-		sets += p.Sets()
-		failures += p.Failures()
-	}
-	b2u := func(b bool) uint64 {
-		if b {
-			return 1
+// Gatherer is the core's metrics registry (Collector, the mesh's, the Go
+// runtime's and the process's): what its admin listener serves.
+func (c *Core) Gatherer() prometheus.Gatherer { return c.reg }
+
+// WriteMetrics writes what the admin listener's /metrics serves, in the
+// Prometheus text format (tests and tools read it in process).
+func (c *Core) WriteMetrics(w io.Writer) error { return metric.WriteText(w, c.reg) }
+
+var (
+	descCatalogLeader  = metric.Gauge("relaymesh_catalog_leader", "1 while this core's catalog replica leads the catalog's raft group.")
+	descCatalogReady   = metric.Gauge("relaymesh_catalog_ready", "1 once the catalog has a leader this core knows and its declared topology is in.")
+	descCatalogApplied = metric.Gauge("relaymesh_catalog_applied_index", "Raft index of the last catalog entry this core's replica applied.")
+	descMemberSets     = metric.Counter("relaymesh_core_member_sets_total", "Member index updates (catalog MemberSet) this core's shard leaders committed.")
+	descMemberFailures = metric.Counter("relaymesh_core_member_set_failures_total", "Member index update rounds that failed and were retried (catalog unreachable, shard unknown yet).")
+)
+
+// catalogCollector returns the collector of the catalog replica's and
+// the member pumps' series.
+func (c *Core) catalogCollector() prometheus.Collector {
+	descs := []metric.Desc{descCatalogLeader, descCatalogReady, descCatalogApplied, descMemberSets, descMemberFailures}
+	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
+		var sets, failures uint64
+		for _, p := range c.pumps {
+			sets += p.Sets()
+			failures += p.Failures()
 		}
-		return 0
-	}
-	rows := []struct {
-		name, help, typ string
-		v               uint64
-	}{
-		{"relaymesh_catalog_leader", "1 while this core's catalog replica leads the catalog's raft group.", "gauge", b2u(c.catalog.rep.IsLeader())},
-		{"relaymesh_catalog_ready", "1 once the catalog has a leader this core knows and its declared topology is in.", "gauge", b2u(c.catalog.Ready())},
-		{"relaymesh_catalog_applied_index", "Raft index of the last catalog entry this core's replica applied.", "gauge", c.catalog.rep.AppliedIndex()},
-		{"relaymesh_core_member_sets_total", "Member index updates (catalog MemberSet) this core's shard leaders committed.", "counter", sets},
-		{"relaymesh_core_member_set_failures_total", "Member index update rounds that failed and were retried (catalog unreachable, shard unknown yet).", "counter", failures},
-	}
-	for _, m := range rows {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {
-			return err
-		}
-	}
-	return nil
+		s := metric.Chan(ch)
+		s.Add(descCatalogLeader, b2f(c.catalog.rep.IsLeader()))
+		s.Add(descCatalogReady, b2f(c.catalog.Ready()))
+		s.Add(descCatalogApplied, float64(c.catalog.rep.AppliedIndex()))
+		s.Add(descMemberSets, float64(sets))
+		s.Add(descMemberFailures, float64(failures))
+	})
 }
 
 // serveMetrics starts the core's admin HTTP listener: /metrics, /healthz,
@@ -446,14 +441,7 @@ func (c *Core) serveMetrics(addr string) error {
 		return fmt.Errorf("cluster: core metrics listen: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/metrics", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		if err := c.WriteMetrics(w); err != nil {
-			c.log.Debug("metrics", "err", err)
-		}
-		// The edge's /metrics says it in an edge's process (dev too).
-		fmt.Fprintf(w, "# HELP relaymesh_udp_local_drops_total QUIC datagrams the local host refused to send, counted as lost.\n# TYPE relaymesh_udp_local_drops_total counter\nrelaymesh_udp_local_drops_total %d\n", mesh.LocalDrops.Load())
-	})
+	mux.Handle("/metrics", metricsHandler(c.reg, c.log))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if !c.Ready() {

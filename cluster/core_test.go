@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/raftstore"
@@ -69,10 +71,27 @@ func TestCoreMetricsListener(t *testing.T) {
 		`relaymesh_core_relay_dropped_total{priority="normal"} 0` + "\n",
 		`relaymesh_hook_calls_total{hook="_messageReceived"} 0` + "\n",
 		"relaymesh_core_filtered_messages_total 0\n",
+		`relaymesh_raft_leader{shard="0"} 1` + "\n",
+		"# TYPE relaymesh_udp_local_drops_total counter\n",
+		"# TYPE go_goroutines gauge\n",
+		"# TYPE process_cpu_seconds_total counter\n",
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q; got:\n%s", want, body)
 		}
+	}
+	// Every family once, lint-clean (ours; the runtime's are client_golang's).
+	problems, err := testutil.GatherAndLint(c.Gatherer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		if strings.HasPrefix(p.Metric, "relaymesh_") {
+			t.Errorf("lint: %s: %s", p.Metric, p.Text)
+		}
+	}
+	if n, err := testutil.GatherAndCount(c.Gatherer(), "relaymesh_core_fanout_replayed_total", "relaymesh_raft_term"); err != nil || n != 2 {
+		t.Errorf("replayed and raft term series: got %d (%v), want one each (one shard core, one shard)", n, err)
 	}
 	url := c.MetricsURL
 	if err := c.Close(); err != nil {

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
@@ -169,7 +171,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 
 		TrustedProxies: cfg.TrustedProxies,
 
-		ExtraMetrics: c.WriteMetrics, // the core's counters on the edge's /metrics
+		Collectors:   []prometheus.Collector{c.Collector()}, // the core's counters on the edge's /metrics
 		DropDelivery: cfg.DropDelivery,
 
 		Hooks: cfg.Integrations.Hooks, // app users (issue 8): the core's client, one set of counters
@@ -187,7 +189,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 	if admin != nil {
 		mux := http.NewServeMux()
 		pub := e.Server.Handler()
-		mux.Handle("/metrics", pub) // the edge's series, then the core's (ExtraMetrics)
+		mux.Handle("/metrics", e.Server.MetricsHandler()) // the edge's series and the core's (Collectors)
 		mux.Handle("/healthz", pub)
 		mux.HandleFunc("/readyz", edge.ReadyHandler(func() []string { return append(c.NotReady(), e.link.NotReady()...) }))
 		addPprof(mux)

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/edge/corelink"
@@ -41,9 +43,15 @@ type EdgeConfig struct {
 	// REST bounds the REST API (package rest); zero fields take its defaults.
 	REST   rest.Limits
 	Logger *slog.Logger
-	// ExtraMetrics is edge.Config.ExtraMetrics: more series on /metrics
-	// (StartDev passes the in-process core's).
-	ExtraMetrics func(io.Writer) error
+	// Collectors are edge.Config.Collectors: more series on /metrics
+	// (StartDev passes the in-process core's). Nil with Hooks adds the
+	// hook client's.
+	Collectors []prometheus.Collector
+	// AdminAddr, when set, is the TCP address of the edge's admin
+	// listener ([edge] admin_addr; admin.go): /metrics, /healthz, /readyz
+	// and /debug/pprof/, and the public port no longer serves /metrics.
+	// Empty keeps /metrics on the public port, as before.
+	AdminAddr string
 	// Hooks, when set, serves the REST API's login signatures for app
 	// users (rest.Config.Users; issue 8).
 	Hooks *hooks.Client
@@ -80,12 +88,16 @@ type Edge struct {
 	// WTURL is the WebTransport URL (https://host:port/wt), "" without
 	// EdgeConfig.WebTransport.
 	WTURL string
-	link  *corelink.Link
-	http  *http.Server
-	ln    net.Listener
-	wt    *edge.WTServer // nil without WebTransport
-	udp   net.PacketConn // wt's socket
-	wg    sync.WaitGroup // the HTTP server and the WebTransport listener
+	// AdminURL is http://host:port of the admin listener, "" without
+	// EdgeConfig.AdminAddr.
+	AdminURL string
+	admin    *adminServer
+	link     *corelink.Link
+	http     *http.Server
+	ln       net.Listener
+	wt       *edge.WTServer // nil without WebTransport
+	udp      net.PacketConn // wt's socket
+	wg       sync.WaitGroup // the HTTP server and the WebTransport listener
 }
 
 // StartEdge starts an edge: its mesh node, its link to the cores
@@ -118,14 +130,21 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	if len(pub) == 0 {
 		pub = []string{url}
 	}
+	var admin *adminServer
+	if cfg.AdminAddr != "" {
+		if admin, err = listenAdmin(cfg.AdminAddr); err != nil {
+			ln.Close()
+			if udp != nil {
+				udp.Close()
+			}
+			node.Close()
+			return nil, fmt.Errorf("cluster: edge admin listener: %w", err)
+		}
+	}
 	link := corelink.New(corelink.Config{Node: node, Cores: cfg.Cores, EdgeID: cfg.EdgeID,
 		Logger: log.With("part", "link"), DropDelivery: cfg.DropDelivery, PresenceDelay: cfg.PresenceDelay})
-	if cfg.ExtraMetrics == nil && cfg.Hooks != nil {
-		cfg.ExtraMetrics = cfg.Hooks.WriteText // the user-store and _rtmClientSign counters
-	}
-	metrics := link.WriteMetrics
-	if extra := cfg.ExtraMetrics; extra != nil {
-		metrics = func(w io.Writer) error { return errors.Join(link.WriteMetrics(w), extra(w)) }
+	if cfg.Collectors == nil && cfg.Hooks != nil {
+		cfg.Collectors = []prometheus.Collector{cfg.Hooks.Collector()} // the user-store and _rtmClientSign counters
 	}
 	srv := edge.New(edge.Config{
 		EdgeID:       cfg.EdgeID,
@@ -135,7 +154,8 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		Limits:       cfg.Limits,
 		Ready:        link.Ready,
 		NotReady:     link.NotReady,
-		ExtraMetrics: metrics,
+		Collectors:   append([]prometheus.Collector{link.Collector()}, cfg.Collectors...),
+		AdminMetrics: admin != nil,
 		PublicURLs:   pub,
 		Routes:       cfg.Routes,
 		Logger:       log.With("part", "edge"),
@@ -150,7 +170,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		tc.NextProtos = []string{"http/1.1"}
 		ln = tls.NewListener(ln, tc)
 	}
-	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, udp: udp}
+	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, udp: udp, admin: admin}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
 	// whose master-key calls go to the shard leader through the same core
 	// link as client commands), the edge's own routes and WebSocket
@@ -181,6 +201,16 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 				log.Error("webtransport serve", "err", err)
 			}
 		}()
+	}
+	if admin != nil {
+		pub := srv.Handler()
+		amux := http.NewServeMux()
+		amux.Handle("/metrics", srv.MetricsHandler())
+		amux.Handle("/healthz", pub)
+		amux.Handle("/readyz", pub)
+		addPprof(amux)
+		admin.serve(amux, log)
+		e.AdminURL = admin.url
 	}
 	link.Start(srv.Deliver)
 	e.wg.Add(1)
@@ -250,6 +280,9 @@ func (e *Edge) Close() error {
 	}
 	e.link.Close()
 	e.wg.Wait()
+	if e.admin != nil {
+		err = errors.Join(err, e.admin.close())
+	}
 	return errors.Join(err, e.Node.Close())
 }
 

@@ -61,6 +61,7 @@ mesh_addr = "127.0.0.1:0"
 cores = ["127.0.0.1:9"]
 wt_cert = "tls/wt.crt"
 wt_key = "tls/wt.key"
+admin_addr = "127.0.0.1:0"
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +72,9 @@ wt_key = "tls/wt.key"
 	ec, err := c.EdgeConfig()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ec.AdminAddr != "127.0.0.1:0" {
+		t.Errorf("[edge] admin_addr: EdgeConfig.AdminAddr %q", ec.AdminAddr)
 	}
 	if ec.WebTransport == nil || ec.WebTransport.SelfSigned() || ec.WebTransport.Hashes() != nil {
 		t.Fatalf("WebTransport %+v: want the configured certificate, no hashes", ec.WebTransport)

@@ -1,47 +1,48 @@
 package cluster
 
 import (
-	"fmt"
-	"io"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
-// writeRaftMetrics writes the Raft state of every shard replica the node
-// hosts, labelled shard="n", and the node's readiness (/readyz) as a
-// gauge: what a dashboard needs to see leaders, terms and replication
-// lag per shard (commit index minus applied index; the leader's commit
-// minus a follower's shows a replica behind).
-func (c *Core) writeRaftMetrics(w io.Writer) error {
-	type row struct {
-		name, help, typ string
-		v               func(n int) uint64
-	}
-	rows := []row{
-		{"relaymesh_raft_leader", "1 when this core's replica leads the shard.", "gauge", func(n int) uint64 { return b2u(c.Replicas[n].IsLeader()) }},
-		{"relaymesh_raft_has_leader", "1 when this core's replica knows the shard's leader (itself or another core).", "gauge", func(n int) uint64 {
-			addr, _ := c.Replicas[n].Leader()
-			return b2u(addr != "" || c.Replicas[n].IsLeader())
-		}},
-		{"relaymesh_raft_term", "The shard's raft term as this replica knows it.", "gauge", func(n int) uint64 { return c.Replicas[n].Raft().CurrentTerm() }},
-		{"relaymesh_raft_last_log_index", "The last index of this replica's raft log.", "gauge", func(n int) uint64 { return c.Replicas[n].Raft().LastIndex() }},
-		{"relaymesh_raft_commit_index", "The shard's commit index as this replica knows it.", "gauge", func(n int) uint64 { return c.Replicas[n].Raft().CommitIndex() }},
-		{"relaymesh_raft_applied_index", "The last raft index this replica applied.", "gauge", func(n int) uint64 { return c.Replicas[n].Raft().AppliedIndex() }},
-	}
-	for _, r := range rows {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", r.name, r.help, r.name, r.typ); err != nil {
-			return err
+var (
+	descRaftLeader    = metric.Gauge("relaymesh_raft_leader", "1 when this core's replica leads the shard.", "shard")
+	descRaftHasLeader = metric.Gauge("relaymesh_raft_has_leader", "1 when this core's replica knows the shard's leader (itself or another core).", "shard")
+	descRaftTerm      = metric.Gauge("relaymesh_raft_term", "The shard's raft term as this replica knows it.", "shard")
+	descRaftLastIndex = metric.Gauge("relaymesh_raft_last_log_index", "The last index of this replica's raft log.", "shard")
+	descRaftCommit    = metric.Gauge("relaymesh_raft_commit_index", "The shard's commit index as this replica knows it.", "shard")
+	descRaftApplied   = metric.Gauge("relaymesh_raft_applied_index", "The last raft index this replica applied.", "shard")
+	descCoreReady     = metric.Gauge("relaymesh_core_ready", "1 when the core's /readyz checks pass (every shard's leader known, replicas caught up).")
+)
+
+// raftCollector returns the collector of the Raft state of every shard
+// replica the node hosts, labelled shard="n", and of the node's
+// readiness (/readyz) as a gauge: what a dashboard needs to see leaders,
+// terms and replication lag per shard (commit index minus applied index;
+// the leader's commit minus a follower's shows a replica behind).
+func (c *Core) raftCollector() prometheus.Collector {
+	descs := []metric.Desc{descRaftLeader, descRaftHasLeader, descRaftTerm, descRaftLastIndex, descRaftCommit, descRaftApplied, descCoreReady}
+	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
+		s := metric.Chan(ch)
+		for n, rep := range c.Replicas {
+			shard := strconv.Itoa(n)
+			addr, _ := rep.Leader()
+			r := rep.Raft()
+			s.Add(descRaftLeader, b2f(rep.IsLeader()), shard)
+			s.Add(descRaftHasLeader, b2f(addr != "" || rep.IsLeader()), shard)
+			s.Add(descRaftTerm, float64(r.CurrentTerm()), shard)
+			s.Add(descRaftLastIndex, float64(r.LastIndex()), shard)
+			s.Add(descRaftCommit, float64(r.CommitIndex()), shard)
+			s.Add(descRaftApplied, float64(r.AppliedIndex()), shard)
 		}
-		for n := range c.Replicas {
-			if _, err := fmt.Fprintf(w, "%s{shard=\"%d\"} %d\n", r.name, n, r.v(n)); err != nil {
-				return err
-			}
-		}
-	}
-	_, err := fmt.Fprintf(w, "# HELP relaymesh_core_ready 1 when the core's /readyz checks pass (every shard's leader known, replicas caught up).\n# TYPE relaymesh_core_ready gauge\nrelaymesh_core_ready %d\n",
-		b2u(len(c.NotReady()) == 0))
-	return err
+		s.Add(descCoreReady, b2f(len(c.NotReady()) == 0))
+	})
 }
 
-func b2u(b bool) uint64 {
+func b2f(b bool) float64 {
 	if b {
 		return 1
 	}

@@ -1,7 +1,6 @@
 package core
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -85,12 +84,9 @@ func TestQueryWhereBounds(t *testing.T) {
 	if code, rows := a.query(`{"objectId":{"$in":[`+strings.Join(in[:100], ",")+`,"`+cid+`"]}}`, "", 0); code != 0 || len(rows) != 1 {
 		t.Errorf("100 ids: code %d, %d rows", code, len(rows))
 	}
-	var m bytes.Buffer
-	if err := e.core.WriteMetrics(&m); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(m.String(), `relaymesh_core_queries_refused_total{reason="where"} 9`) {
-		t.Errorf("metrics: want 9 where refusals in\n%s", m.String())
+	m := metricsText(t, e.core)
+	if !strings.Contains(m, `relaymesh_core_queries_refused_total{reason="where"} 9`) {
+		t.Errorf("metrics: want 9 where refusals in\n%s", m)
 	}
 }
 
@@ -250,17 +246,14 @@ func TestQueryScanCapAndBudget(t *testing.T) {
 	if code, rows := a.query(`{"m":"carol"}`, "", 0); code != 0 || len(rows) != 2 {
 		t.Fatalf("indexed: code %d, %d rows", code, len(rows))
 	}
-	var mb bytes.Buffer
-	if err := e.core.WriteMetrics(&mb); err != nil {
-		t.Fatal(err)
-	}
+	mb := metricsText(t, e.core)
 	for _, want := range []string{
 		`relaymesh_core_queries_refused_total{reason="budget"} 1`,
 		`relaymesh_core_queries_refused_total{reason="scan"} 1`,
 		fmt.Sprintf(`relaymesh_core_query_examined_total{app=%q} %d`, testApp, 4*4+6+2),
 	} {
-		if !strings.Contains(mb.String(), want) {
-			t.Errorf("metrics: no %s in\n%s", want, mb.String())
+		if !strings.Contains(mb, want) {
+			t.Errorf("metrics: no %s in\n%s", want, mb)
 		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/push"
@@ -473,48 +473,42 @@ func (c *Core) listDevices(app string, a *meshpb.AdminRequest) (*meshpb.ClientRe
 // providerNames are the push providers /metrics always lists.
 var providerNames = []string{"apns", "fcm", "webhook", "log"}
 
-// writeProviderMetrics writes each push provider's counters, summed over
+var providerDescs = []metric.Desc{
+	metric.Counter("relaymesh_push_provider_sent_total", "Pushes a provider's service accepted (devices for apns and fcm, requests otherwise).", "provider"),
+	metric.Counter("relaymesh_push_provider_failed_total", "Pushes a provider gave up: refused, or out of retries.", "provider"),
+	metric.Counter("relaymesh_push_provider_retried_total", "Attempts after the first.", "provider"),
+	metric.Counter("relaymesh_push_provider_invalid_total", "Devices the service called dead, handed over for removal.", "provider"),
+	metric.Counter("relaymesh_push_provider_dropped_total", "Devices dropped before an attempt: the provider's queue was full, or shut down.", "provider"),
+	metric.Counter("relaymesh_push_provider_skipped_total", "Devices not sent: unusable payload, or another APNs team.", "provider"),
+	metric.Gauge("relaymesh_push_provider_waiting", "Devices waiting in the provider's queue now.", "provider"),
+}
+
+// sampleProviders gives s each push provider's counters, summed over
 // the apps, labelled provider="apns|fcm|webhook|log"; the provider the
 // core was given reports them with a method ProviderStats() map[string]
 // push.ProviderStats (cluster's per-app router does). Every series exists,
 // at zero without push.
-func (c *Core) writeProviderMetrics(w io.Writer) error {
+func (c *Core) sampleProviders(s metric.Sink) {
 	stats := map[string]push.ProviderStats{}
 	if p, ok := c.pushProvider.(interface {
 		ProviderStats() map[string]push.ProviderStats
 	}); ok {
 		stats = p.ProviderStats()
 	}
-	series := []struct {
-		name, help, typ string
-		v               func(push.ProviderStats) int64
-	}{
-		{"relaymesh_push_provider_sent_total", "Pushes a provider's service accepted (devices for apns and fcm, requests otherwise).", "counter",
-			func(s push.ProviderStats) int64 { return s.Sent }},
-		{"relaymesh_push_provider_failed_total", "Pushes a provider gave up: refused, or out of retries.", "counter",
-			func(s push.ProviderStats) int64 { return s.Failed }},
-		{"relaymesh_push_provider_retried_total", "Attempts after the first.", "counter",
-			func(s push.ProviderStats) int64 { return s.Retried }},
-		{"relaymesh_push_provider_invalid_total", "Devices the service called dead, handed over for removal.", "counter",
-			func(s push.ProviderStats) int64 { return s.Invalid }},
-		{"relaymesh_push_provider_dropped_total", "Devices dropped before an attempt: the provider's queue was full, or shut down.", "counter",
-			func(s push.ProviderStats) int64 { return s.Dropped }},
-		{"relaymesh_push_provider_skipped_total", "Devices not sent: unusable payload, or another APNs team.", "counter",
-			func(s push.ProviderStats) int64 { return s.Skipped }},
-		{"relaymesh_push_provider_waiting", "Devices waiting in the provider's queue now.", "gauge",
-			func(s push.ProviderStats) int64 { return int64(s.Waiting) }},
+	get := []func(push.ProviderStats) int64{ // in providerDescs' order
+		func(s push.ProviderStats) int64 { return s.Sent },
+		func(s push.ProviderStats) int64 { return s.Failed },
+		func(s push.ProviderStats) int64 { return s.Retried },
+		func(s push.ProviderStats) int64 { return s.Invalid },
+		func(s push.ProviderStats) int64 { return s.Dropped },
+		func(s push.ProviderStats) int64 { return s.Skipped },
+		func(s push.ProviderStats) int64 { return int64(s.Waiting) },
 	}
-	for _, s := range series {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, s.typ); err != nil {
-			return err
-		}
+	for i, d := range providerDescs {
 		for _, p := range providerNames {
-			if _, err := fmt.Fprintf(w, "%s{provider=%q} %d\n", s.name, p, s.v(stats[p])); err != nil {
-				return err
-			}
+			s.Add(d, float64(get[i](stats[p])), p)
 		}
 	}
-	return nil
 }
 
 func deviceRecord(d *shard.Device) *meshpb.DeviceRecord {

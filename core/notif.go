@@ -3,13 +3,13 @@ package core
 import (
 	"context"
 	"fmt"
-	"io"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -270,23 +270,22 @@ func (c *Core) adminNotifs(app, peer string, a *meshpb.AdminRequest) (*meshpb.Cl
 	return &meshpb.ClientReply{Admin: out}, nil
 }
 
-// writeNotifyMetrics writes the counters of the notification-hook queue
+var (
+	descNotifyQueued  = metric.Counter("relaymesh_core_hook_notify_queued_total", "Notification hook calls queued (_clientOnline, _clientOffline, _conversationStarted/Added/Removed).")
+	descNotifyDropped = metric.Counter("relaymesh_core_hook_notify_dropped_total", "Notification hook calls dropped because the queue was full.")
+	descNotifsStored  = metric.Counter("relaymesh_core_notifications_stored_total", "Conversation events and receipts stored for GET /1.1/rtm/notifications.")
+	descNotifsDropped = metric.Counter("relaymesh_core_notifications_dropped_total", "Events not stored because too many were waiting.")
+	descNotifsFailed  = metric.Counter("relaymesh_core_notifications_failed_total", "Events not stored because their proposal failed.")
+	notifyDescs       = []metric.Desc{descNotifyQueued, descNotifyDropped, descNotifsStored, descNotifsDropped, descNotifsFailed}
+)
+
+// sampleNotify gives s the counters of the notification-hook queue
 // (notifyhooks.go) and of stored notifications.
-func (c *Core) writeNotifyMetrics(w io.Writer) error {
+func (c *Core) sampleNotify(s metric.Sink) {
 	q, n := c.NotifyStats(), c.NotifStats()
-	for _, r := range []struct {
-		name, help string
-		v          int64
-	}{
-		{"relaymesh_core_hook_notify_queued_total", "Notification hook calls queued (_clientOnline, _clientOffline, _conversationStarted/Added/Removed).", q.Queued},
-		{"relaymesh_core_hook_notify_dropped_total", "Notification hook calls dropped because the queue was full.", q.Dropped},
-		{"relaymesh_core_notifications_stored_total", "Conversation events and receipts stored for GET /1.1/rtm/notifications.", n.Stored},
-		{"relaymesh_core_notifications_dropped_total", "Events not stored because too many were waiting.", n.Dropped},
-		{"relaymesh_core_notifications_failed_total", "Events not stored because their proposal failed.", n.Failed},
-	} {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", r.name, r.help, r.name, r.name, r.v); err != nil {
-			return err
-		}
-	}
-	return nil
+	s.Add(descNotifyQueued, float64(q.Queued))
+	s.Add(descNotifyDropped, float64(q.Dropped))
+	s.Add(descNotifsStored, float64(n.Stored))
+	s.Add(descNotifsDropped, float64(n.Dropped))
+	s.Add(descNotifsFailed, float64(n.Failed))
 }

@@ -10,9 +10,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/relay"
@@ -847,37 +849,39 @@ func (g *Regions) serveSummary(ctx context.Context, peer string, b []byte) ([]by
 	return proto.Marshal(out)
 }
 
-// WriteMetrics writes the region hop's series.
-func (g *Regions) WriteMetrics(w interface{ Write([]byte) (int, error) }) error {
+var (
+	descRegionSent        = metric.Counter("relaymesh_region_pushes_sent_total", "Pushes sent to other regions (once per region) and acked there.")
+	descRegionResent      = metric.Counter("relaymesh_region_pushes_resent_total", "Pushes sent again to a region on a new stream, unacked on the old one.")
+	descRegionReceived    = metric.Counter("relaymesh_region_pushes_received_total", "Pushes received from other regions.")
+	descRegionFailed      = metric.Counter("relaymesh_region_pushes_failed_total", "Rounds in which no core of a region took its pushes (they are held and sent again).")
+	descRegionCalls       = metric.Counter("relaymesh_region_requests_total", "Requests sent to other regions.")
+	descRegionSkipped     = metric.Counter("relaymesh_region_pushes_skipped_total", "Conversation pushes not sent to a region: none of their recipients online there.")
+	descRegionSummaries   = metric.Counter("relaymesh_region_summaries_total", "Presence summaries pulled from other regions.")
+	descRegionUnreachable = metric.Counter("relaymesh_region_unreachable_total", "Requests to another region failed at once: no core of it answered lately.")
+	descRegionDropped     = metric.Counter("relaymesh_region_pushes_dropped_total", "Pushes dropped at the region hop (queue full), by class.", "class")
+)
+
+// Collector returns the collector of the region hop's series; nil
+// Regions (a single-region node) has none.
+func (g *Regions) Collector() prometheus.Collector {
 	if g == nil {
-		return nil
+		return metric.Collectors{}
 	}
-	rows := []struct {
-		name, help, typ string
-		v               int64
-	}{
-		{"relaymesh_region_pushes_sent_total", "Pushes sent to other regions (once per region) and acked there.", "counter", int64(g.stats.Sent.Load())},
-		{"relaymesh_region_pushes_resent_total", "Pushes sent again to a region on a new stream, unacked on the old one.", "counter", int64(g.stats.Resent.Load())},
-		{"relaymesh_region_pushes_received_total", "Pushes received from other regions.", "counter", int64(g.stats.Received.Load())},
-		{"relaymesh_region_pushes_failed_total", "Rounds in which no core of a region took its pushes (they are held and sent again).", "counter", int64(g.stats.Failed.Load())},
-		{"relaymesh_region_requests_total", "Requests sent to other regions.", "counter", int64(g.stats.Calls.Load())},
-		{"relaymesh_region_pushes_skipped_total", "Conversation pushes not sent to a region: none of their recipients online there.", "counter", int64(g.stats.Skipped.Load())},
-		{"relaymesh_region_summaries_total", "Presence summaries pulled from other regions.", "counter", int64(g.stats.Summaries.Load())},
-		{"relaymesh_region_unreachable_total", "Requests to another region failed at once: no core of it answered lately.", "counter", int64(g.stats.Unreachable.Load())},
-	}
-	for _, r := range rows {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", r.name, r.help, r.name, r.typ, r.name, r.v); err != nil {
-			return err
+	descs := []metric.Desc{descRegionSent, descRegionResent, descRegionReceived, descRegionFailed, descRegionCalls,
+		descRegionSkipped, descRegionSummaries, descRegionUnreachable, descRegionDropped}
+	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
+		s := metric.Chan(ch)
+		st := &g.stats
+		s.Add(descRegionSent, float64(st.Sent.Load()))
+		s.Add(descRegionResent, float64(st.Resent.Load()))
+		s.Add(descRegionReceived, float64(st.Received.Load()))
+		s.Add(descRegionFailed, float64(st.Failed.Load()))
+		s.Add(descRegionCalls, float64(st.Calls.Load()))
+		s.Add(descRegionSkipped, float64(st.Skipped.Load()))
+		s.Add(descRegionSummaries, float64(st.Summaries.Load()))
+		s.Add(descRegionUnreachable, float64(st.Unreachable.Load()))
+		for c := pq.Class(0); c < pq.NumClasses; c++ {
+			s.Add(descRegionDropped, float64(st.Dropped[c].Load()), c.String())
 		}
-	}
-	const d = "relaymesh_region_pushes_dropped_total"
-	if _, err := fmt.Fprintf(w, "# HELP %s Pushes dropped at the region hop (queue full), by class.\n# TYPE %s counter\n", d, d); err != nil {
-		return err
-	}
-	for c := pq.Class(0); c < pq.NumClasses; c++ {
-		if _, err := fmt.Fprintf(w, "%s{class=%q} %d\n", d, c.String(), g.stats.Dropped[c].Load()); err != nil {
-			return err
-		}
-	}
-	return nil
+	})
 }

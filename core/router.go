@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"slices"
 	"sort"
@@ -14,11 +13,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core/query"
 	"github.com/relaymesh/relaymesh/core/shard"
+	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -1230,43 +1231,53 @@ func (r *Router) notifications(ctx context.Context, req *meshpb.ClientRequest) (
 	return &meshpb.ClientReply{Admin: &meshpb.AdminReply{Notifs: evs, NotifMore: more}}, nil
 }
 
-// WriteMetrics writes the router's series in the Prometheus text format:
-// the shards of the region, which of them this node leads, and the
-// router's counters. The shard cores' series are core.WriteMetrics (summed
-// over the shards).
-func (r *Router) WriteMetrics(w io.Writer) error {
-	led := 0
-	var won, lost, unreached uint64
-	for _, sh := range r.shards {
-		if sh.Core.leads() {
-			led++
+var (
+	descRouterShards  = metric.Gauge("relaymesh_router_shards", "Shards (raft groups) of the region this core hosts a replica of.")
+	descRouterLed     = metric.Gauge("relaymesh_router_shards_led", "Shards whose raft leader is this core.")
+	descRouterLocal   = metric.Counter("relaymesh_router_local_total", "Requests or request parts the router ran on a shard this core leads.")
+	descRouterFwd     = metric.Counter("relaymesh_router_forwarded_total", "Requests or request parts the router sent to another core's shard leader.")
+	descRouterSplit   = metric.Counter("relaymesh_router_split_total", "Requests the router split over several shards (login, queries, receipts).")
+	descRouterHints   = metric.Counter("relaymesh_router_not_leader_hints_total", "not_leader answers the router followed to another core.")
+	descLoginParts    = metric.Counter("relaymesh_router_login_parts_total", "Shards but the system shard asked for a login's share.")
+	descLoginSkipped  = metric.Counter("relaymesh_router_login_skipped_total", "Shards a login did not ask: the catalog's member index vouches the client has nothing there.")
+	descLoginFallback = metric.Counter("relaymesh_router_login_fallback_total", "Shards a login asked only because the member index could not be trusted for them (behind or unavailable).")
+	descUniqueRouted  = metric.Counter("relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.")
+	descUniqueWon     = metric.Counter("relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).")
+	descUniqueLost    = metric.Counter("relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.")
+	descUniqueUnreach = metric.Counter("relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).")
+)
+
+// Collector returns the collector of the router's series: the shards of
+// the region, which of them this node leads, and the router's counters.
+// The shard cores' series are core.Collector's (summed over the shards).
+func (r *Router) Collector() prometheus.Collector {
+	descs := []metric.Desc{descRouterShards, descRouterLed, descRouterLocal, descRouterFwd, descRouterSplit,
+		descRouterHints, descLoginParts, descLoginSkipped, descLoginFallback, descUniqueRouted,
+		descUniqueWon, descUniqueLost, descUniqueUnreach}
+	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
+		led := 0
+		var won, lost, unreached uint64
+		for _, sh := range r.shards {
+			if sh.Core.leads() {
+				led++
+			}
+			won += sh.Core.uniq.won.Load()
+			lost += sh.Core.uniq.lost.Load()
+			unreached += sh.Core.uniq.unreached.Load()
 		}
-		won += sh.Core.uniq.won.Load()
-		lost += sh.Core.uniq.lost.Load()
-		unreached += sh.Core.uniq.unreached.Load()
-	}
-	rows := []struct {
-		name, help, typ string
-		v               uint64
-	}{
-		{"relaymesh_router_shards", "Shards (raft groups) of the region this core hosts a replica of.", "gauge", uint64(len(r.shards))},
-		{"relaymesh_router_shards_led", "Shards whose raft leader is this core.", "gauge", uint64(led)},
-		{"relaymesh_router_local_total", "Requests or request parts the router ran on a shard this core leads.", "counter", r.stats.Local.Load()},
-		{"relaymesh_router_forwarded_total", "Requests or request parts the router sent to another core's shard leader.", "counter", r.stats.Forwarded.Load()},
-		{"relaymesh_router_split_total", "Requests the router split over several shards (login, queries, receipts).", "counter", r.stats.Split.Load()},
-		{"relaymesh_router_not_leader_hints_total", "not_leader answers the router followed to another core.", "counter", r.stats.Hints.Load()},
-		{"relaymesh_router_login_parts_total", "Shards but the system shard asked for a login's share.", "counter", r.stats.LoginParts.Load()},
-		{"relaymesh_router_login_skipped_total", "Shards a login did not ask: the catalog's member index vouches the client has nothing there.", "counter", r.stats.LoginSkipped.Load()},
-		{"relaymesh_router_login_fallback_total", "Shards a login asked only because the member index could not be trusted for them (behind or unavailable).", "counter", r.stats.LoginFallback.Load()},
-		{"relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.", "counter", r.stats.UniqueRouted.Load()},
-		{"relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).", "counter", won},
-		{"relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.", "counter", lost},
-		{"relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).", "counter", unreached},
-	}
-	for _, m := range rows {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", m.name, m.help, m.name, m.typ, m.name, m.v); err != nil {
-			return err
-		}
-	}
-	return nil
+		s := metric.Chan(ch)
+		s.Add(descRouterShards, float64(len(r.shards)))
+		s.Add(descRouterLed, float64(led))
+		s.Add(descRouterLocal, float64(r.stats.Local.Load()))
+		s.Add(descRouterFwd, float64(r.stats.Forwarded.Load()))
+		s.Add(descRouterSplit, float64(r.stats.Split.Load()))
+		s.Add(descRouterHints, float64(r.stats.Hints.Load()))
+		s.Add(descLoginParts, float64(r.stats.LoginParts.Load()))
+		s.Add(descLoginSkipped, float64(r.stats.LoginSkipped.Load()))
+		s.Add(descLoginFallback, float64(r.stats.LoginFallback.Load()))
+		s.Add(descUniqueRouted, float64(r.stats.UniqueRouted.Load()))
+		s.Add(descUniqueWon, float64(won))
+		s.Add(descUniqueLost, float64(lost))
+		s.Add(descUniqueUnreach, float64(unreached))
+	})
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -327,9 +328,10 @@ func metricOf(t *testing.T, c *cluster.Core, series string) int64 {
 		t.Fatal(err)
 	}
 	for line := range strings.Lines(b.String()) {
-		var v int64
-		if _, err := fmt.Sscanf(line, series+" %d", &v); err == nil {
-			return v
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil { // 1e6 and up come as 1e+06
+				return int64(f)
+			}
 		}
 	}
 	t.Fatalf("no series %s", series)

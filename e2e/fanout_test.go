@@ -23,8 +23,8 @@ func coreMetric(url, name string) int64 {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
+			n, _ := strconv.ParseFloat(v, 64) // client_golang writes 1e6 and up as 1e+06
+			return int64(n)
 		}
 	}
 	return -1

@@ -358,8 +358,8 @@ func metric(t *testing.T, p *devProc, series string) int64 {
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
+			n, _ := strconv.ParseFloat(v, 64) // client_golang writes 1e6 and up as 1e+06
+			return int64(n)
 		}
 	}
 	t.Fatalf("no series %s on /metrics", series)

@@ -23,11 +23,7 @@ func TestBackendHistogram(t *testing.T) {
 		wg.Go(func() { m.observeBackend(lcpb.CommandType_conv, 2*time.Second) })
 	}
 	wg.Wait()
-	var b strings.Builder
-	if err := m.WriteText(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
+	out := metricsText(t, m.Collector())
 	for _, want := range []string{
 		"# TYPE relaymesh_edge_backend_seconds histogram",
 		`relaymesh_edge_backend_seconds_bucket{cmd="direct",le="0.001"} 1`,

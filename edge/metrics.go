@@ -1,23 +1,21 @@
 package edge
 
 import (
-	"fmt"
-	"io"
-	"os"
-	"sort"
+	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // Metrics are the edge's counters. Per-message events are counted here,
 // never logged. All fields are safe for concurrent use; /metrics renders them
-// with WriteText in the Prometheus text format.
+// through Collector, read at scrape time.
 type Metrics struct {
 	ConnectionsOpen   atomic.Int64 // gauge
 	ConnectionsTotal  atomic.Int64
@@ -105,22 +103,18 @@ func (h *Histogram) Count() uint64 {
 	return n
 }
 
-// write writes the histogram's series (name_bucket, name_sum,
-// name_count) with label (`cmd="direct"`) on each.
-func (h *Histogram) write(w io.Writer, name, label string) error {
+// sample sends the histogram as one const histogram of d with
+// labelValues.
+func (h *Histogram) sample(ch chan<- prometheus.Metric, d metric.Desc, labelValues ...string) {
+	buckets := make(map[float64]uint64, len(latencyBounds))
 	var cum uint64
 	for i := range h.buckets {
 		cum += h.buckets[i].Load()
-		le := "+Inf"
 		if i < len(latencyBounds) {
-			le = strconv.FormatFloat(latencyBounds[i], 'g', -1, 64)
-		}
-		if _, err := fmt.Fprintf(w, "%s_bucket{%s,le=%q} %d\n", name, label, le, cum); err != nil {
-			return err
+			buckets[latencyBounds[i]] = cum
 		}
 	}
-	_, err := fmt.Fprintf(w, "%s_sum{%s} %g\n%s_count{%s} %d\n", name, label, float64(h.sum.Load())/1e9, name, label, cum)
-	return err
+	ch <- prometheus.MustNewConstHistogram(d.Desc(), cum, float64(h.sum.Load())/1e9, buckets, labelValues...)
 }
 
 // numCommandTypes bounds lcpb.CommandType's values.
@@ -203,67 +197,117 @@ func (m *Metrics) Rejections(code int32) int64 {
 	return 0
 }
 
-// WriteText writes the counters in the Prometheus text exposition format.
-func (m *Metrics) WriteText(w io.Writer) error {
-	type kv struct {
-		name, help, typ string
-		v               int64
+// The edge's series.
+var (
+	descConnections       = metric.Gauge("relaymesh_edge_connections", "Open client connections.")
+	descConnectionsTotal  = metric.Counter("relaymesh_edge_connections_total", "Client connections accepted.")
+	descHandshakesRefused = metric.Counter("relaymesh_edge_handshakes_refused_total", "WebSocket handshakes refused.")
+	descSessions          = metric.Gauge("relaymesh_edge_sessions", "Open IM sessions.")
+	descSessionsTotal     = metric.Counter("relaymesh_edge_sessions_total", "IM sessions opened.")
+	descFramesIn          = metric.Counter("relaymesh_edge_frames_in_total", "Frames read from clients.")
+	descFramesOut         = metric.Counter("relaymesh_edge_frames_out_total", "Frames written to clients.")
+	descBytesIn           = metric.Counter("relaymesh_edge_bytes_in_total", "Bytes read from clients.")
+	descBytesOut          = metric.Counter("relaymesh_edge_bytes_out_total", "Bytes written to clients.")
+	descMalformed         = metric.Counter("relaymesh_edge_malformed_frames_total", "Undecodable client frames.")
+	descBadReplies        = metric.Counter("relaymesh_edge_bad_backend_frames_total", "Undecodable backend frames dropped.")
+	descDeliveries        = metric.Counter("relaymesh_edge_deliveries_total", "Deliveries received from cores.")
+	descDeliveredFrames   = metric.Counter("relaymesh_edge_delivered_frames_total", "Frames queued by deliveries.")
+	descDeliveryMisses    = metric.Counter("relaymesh_edge_delivery_misses_total", "Delivery targets without a session here.")
+	descBackendErrors     = metric.Counter("relaymesh_edge_backend_errors_total", "Backend call failures.")
+	descOverflowCloses    = metric.Counter("relaymesh_edge_overflow_closes_total", "Connections closed because a HIGH frame did not fit.")
+	descIdleCloses        = metric.Counter("relaymesh_edge_idle_closes_total", "Connections closed by the idle timeout.")
+	descLoginTimeouts     = metric.Counter("relaymesh_edge_login_timeouts_total", "Connections closed with 4108: no login in time.")
+	descOverIPCap         = metric.Counter("relaymesh_edge_conns_over_ip_cap_total", "Connections refused: the client IP holds MaxConnsPerIP.")
+	descDrained           = metric.Counter("relaymesh_edge_drained_total", "Connections told goaway by a drain.")
+	descDrainForced       = metric.Counter("relaymesh_edge_drain_forced_total", "Connections closed at a drain's deadline.")
+	descWTRefused         = metric.Counter("relaymesh_edge_wt_refused_total", "WebTransport sessions refused.")
+	descDatagramsIn       = metric.Counter("relaymesh_edge_datagrams_in_total", "Client datagrams handled as frames.")
+	descDatagramsDropped  = metric.Counter("relaymesh_edge_datagrams_dropped_total", "Client datagrams dropped (rate, kind, size, undecodable).")
+	descDatagramsOut      = metric.Counter("relaymesh_edge_datagrams_out_total", "Transient pushes sent as datagrams.")
+	descDatagramsFallback = metric.Counter("relaymesh_edge_datagrams_fallback_total", "Transient pushes too big for a datagram, sent on the stream.")
+	descSocketWrites      = metric.Counter("relaymesh_edge_burst_socket_writes_total", "Socket writes that carried a burst of WebSocket frames (several frames per system call).")
+
+	descTConnections      = metric.Gauge("relaymesh_edge_transport_connections", "Open client connections by transport.", "transport")
+	descTConnectionsTotal = metric.Counter("relaymesh_edge_transport_connections_total", "Client connections accepted by transport.", "transport")
+	descTSessions         = metric.Gauge("relaymesh_edge_transport_sessions", "Open IM sessions by transport.", "transport")
+	descTSessionsTotal    = metric.Counter("relaymesh_edge_transport_sessions_total", "IM sessions opened by transport.", "transport")
+	descTFramesIn         = metric.Counter("relaymesh_edge_transport_frames_in_total", "Frames read from clients by transport (datagrams included).", "transport")
+	descTFramesOut        = metric.Counter("relaymesh_edge_transport_frames_out_total", "Frames written to clients by transport (datagrams included).", "transport")
+
+	descCommands   = metric.Counter("relaymesh_edge_commands_total", "Client commands read, by type (cmd).", "cmd")
+	descBackend    = metric.Histogram("relaymesh_edge_backend_seconds", `Time from a forwarded client command to the cores' reply (cmd="direct": a message's send to its ack).`, "cmd")
+	descDropped    = metric.Counter("relaymesh_edge_dropped_frames_total", "Outbound frames shed by priority class.", "priority")
+	descRejections = metric.Counter("relaymesh_edge_rejections_total", "Client requests rejected, by LeanCloud error code.", "code")
+
+	descQueued    = metric.Gauge("relaymesh_edge_queued_frames", "Outbound frames waiting in the connections' queues.")
+	descQueuedMax = metric.Gauge("relaymesh_edge_queued_frames_max", "Outbound frames waiting in the fullest connection's queue.")
+)
+
+// Collector returns the collector of the counters.
+func (m *Metrics) Collector() prometheus.Collector {
+	descs := []metric.Desc{
+		descConnections, descConnectionsTotal, descHandshakesRefused, descSessions, descSessionsTotal,
+		descFramesIn, descFramesOut, descBytesIn, descBytesOut, descMalformed, descBadReplies,
+		descDeliveries, descDeliveredFrames, descDeliveryMisses, descBackendErrors, descOverflowCloses,
+		descIdleCloses, descLoginTimeouts, descOverIPCap, descDrained, descDrainForced, descWTRefused,
+		descDatagramsIn, descDatagramsDropped, descDatagramsOut, descDatagramsFallback, descSocketWrites,
+		descTConnections, descTConnectionsTotal, descTSessions, descTSessionsTotal, descTFramesIn, descTFramesOut,
+		descCommands, descBackend, descDropped, descRejections,
 	}
-	rows := []kv{
-		{"relaymesh_edge_connections", "Open client connections.", "gauge", m.ConnectionsOpen.Load()},
-		{"relaymesh_edge_connections_total", "Client connections accepted.", "counter", m.ConnectionsTotal.Load()},
-		{"relaymesh_edge_handshakes_refused_total", "WebSocket handshakes refused.", "counter", m.HandshakesRefused.Load()},
-		{"relaymesh_edge_sessions", "Open IM sessions.", "gauge", m.SessionsOpen.Load()},
-		{"relaymesh_edge_sessions_total", "IM sessions opened.", "counter", m.SessionsTotal.Load()},
-		{"relaymesh_edge_frames_in_total", "Frames read from clients.", "counter", m.FramesIn.Load()},
-		{"relaymesh_edge_frames_out_total", "Frames written to clients.", "counter", m.FramesOut.Load()},
-		{"relaymesh_edge_bytes_in_total", "Bytes read from clients.", "counter", m.BytesIn.Load()},
-		{"relaymesh_edge_bytes_out_total", "Bytes written to clients.", "counter", m.BytesOut.Load()},
-		{"relaymesh_edge_malformed_frames_total", "Undecodable client frames.", "counter", m.MalformedFrames.Load()},
-		{"relaymesh_edge_bad_backend_frames_total", "Undecodable backend frames dropped.", "counter", m.BadReplies.Load()},
-		{"relaymesh_edge_deliveries_total", "Deliveries received from cores.", "counter", m.Deliveries.Load()},
-		{"relaymesh_edge_delivered_frames_total", "Frames queued by deliveries.", "counter", m.DeliveredFrames.Load()},
-		{"relaymesh_edge_delivery_misses_total", "Delivery targets without a session here.", "counter", m.DeliveryMisses.Load()},
-		{"relaymesh_edge_backend_errors_total", "Backend call failures.", "counter", m.BackendErrors.Load()},
-		{"relaymesh_edge_overflow_closes_total", "Connections closed because a HIGH frame did not fit.", "counter", m.OverflowCloses.Load()},
-		{"relaymesh_edge_idle_closes_total", "Connections closed by the idle timeout.", "counter", m.IdleCloses.Load()},
-		{"relaymesh_edge_login_timeouts_total", "Connections closed with 4108: no login in time.", "counter", m.LoginTimeouts.Load()},
-		{"relaymesh_edge_conns_over_ip_cap_total", "Connections refused: the client IP holds MaxConnsPerIP.", "counter", m.ConnsOverIPCap.Load()},
-		{"relaymesh_edge_drained_total", "Connections told goaway by a drain.", "counter", m.Drained.Load()},
-		{"relaymesh_edge_drain_forced_total", "Connections closed at a drain's deadline.", "counter", m.DrainForced.Load()},
-		{"relaymesh_edge_wt_refused_total", "WebTransport sessions refused.", "counter", m.WTRefused.Load()},
-		{"relaymesh_edge_datagrams_in_total", "Client datagrams handled as frames.", "counter", m.DatagramsIn.Load()},
-		{"relaymesh_edge_datagrams_dropped_total", "Client datagrams dropped (rate, kind, size, undecodable).", "counter", m.DatagramsDropped.Load()},
-		{"relaymesh_edge_datagrams_out_total", "Transient pushes sent as datagrams.", "counter", m.DatagramsOut.Load()},
-		{"relaymesh_edge_datagrams_fallback_total", "Transient pushes too big for a datagram, sent on the stream.", "counter", m.DatagramsFallback.Load()},
-		{"relaymesh_edge_burst_socket_writes_total", "Socket writes that carried a burst of WebSocket frames (several frames per system call).", "counter", m.SocketWrites.Load()},
-	}
-	rows = append(rows, kv{"relaymesh_udp_local_drops_total", "QUIC datagrams (mesh and WebTransport) the local host refused to send, counted as lost (mesh.TolerateLocalDrops).", "counter", mesh.LocalDrops.Load()})
-	if rss, ok := residentBytes(); ok {
-		rows = append(rows, kv{"process_resident_memory_bytes", "Resident memory size in bytes.", "gauge", rss})
-	}
-	for _, r := range rows {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %d\n", r.name, r.help, r.name, r.typ, r.name, r.v); err != nil {
-			return err
-		}
+	return metric.NewCollector(descs, m.collect)
+}
+
+func (m *Metrics) collect(ch chan<- prometheus.Metric) {
+	s := metric.Chan(ch)
+	for _, r := range []struct {
+		d metric.Desc
+		v int64
+	}{
+		{descConnections, m.ConnectionsOpen.Load()},
+		{descConnectionsTotal, m.ConnectionsTotal.Load()},
+		{descHandshakesRefused, m.HandshakesRefused.Load()},
+		{descSessions, m.SessionsOpen.Load()},
+		{descSessionsTotal, m.SessionsTotal.Load()},
+		{descFramesIn, m.FramesIn.Load()},
+		{descFramesOut, m.FramesOut.Load()},
+		{descBytesIn, m.BytesIn.Load()},
+		{descBytesOut, m.BytesOut.Load()},
+		{descMalformed, m.MalformedFrames.Load()},
+		{descBadReplies, m.BadReplies.Load()},
+		{descDeliveries, m.Deliveries.Load()},
+		{descDeliveredFrames, m.DeliveredFrames.Load()},
+		{descDeliveryMisses, m.DeliveryMisses.Load()},
+		{descBackendErrors, m.BackendErrors.Load()},
+		{descOverflowCloses, m.OverflowCloses.Load()},
+		{descIdleCloses, m.IdleCloses.Load()},
+		{descLoginTimeouts, m.LoginTimeouts.Load()},
+		{descOverIPCap, m.ConnsOverIPCap.Load()},
+		{descDrained, m.Drained.Load()},
+		{descDrainForced, m.DrainForced.Load()},
+		{descWTRefused, m.WTRefused.Load()},
+		{descDatagramsIn, m.DatagramsIn.Load()},
+		{descDatagramsDropped, m.DatagramsDropped.Load()},
+		{descDatagramsOut, m.DatagramsOut.Load()},
+		{descDatagramsFallback, m.DatagramsFallback.Load()},
+		{descSocketWrites, m.SocketWrites.Load()},
+	} {
+		s.Add(r.d, float64(r.v))
 	}
 	for _, r := range []struct {
-		name, help, typ string
-		v               func(*TransportMetrics) int64
+		d metric.Desc
+		v func(*TransportMetrics) int64
 	}{
-		{"relaymesh_edge_transport_connections", "Open client connections by transport.", "gauge", func(t *TransportMetrics) int64 { return t.ConnectionsOpen.Load() }},
-		{"relaymesh_edge_transport_connections_total", "Client connections accepted by transport.", "counter", func(t *TransportMetrics) int64 { return t.ConnectionsTotal.Load() }},
-		{"relaymesh_edge_transport_sessions", "Open IM sessions by transport.", "gauge", func(t *TransportMetrics) int64 { return t.SessionsOpen.Load() }},
-		{"relaymesh_edge_transport_sessions_total", "IM sessions opened by transport.", "counter", func(t *TransportMetrics) int64 { return t.SessionsTotal.Load() }},
-		{"relaymesh_edge_transport_frames_in_total", "Frames read from clients by transport (datagrams included).", "counter", func(t *TransportMetrics) int64 { return t.FramesIn.Load() }},
-		{"relaymesh_edge_transport_frames_out_total", "Frames written to clients by transport (datagrams included).", "counter", func(t *TransportMetrics) int64 { return t.FramesOut.Load() }},
+		{descTConnections, func(t *TransportMetrics) int64 { return t.ConnectionsOpen.Load() }},
+		{descTConnectionsTotal, func(t *TransportMetrics) int64 { return t.ConnectionsTotal.Load() }},
+		{descTSessions, func(t *TransportMetrics) int64 { return t.SessionsOpen.Load() }},
+		{descTSessionsTotal, func(t *TransportMetrics) int64 { return t.SessionsTotal.Load() }},
+		{descTFramesIn, func(t *TransportMetrics) int64 { return t.FramesIn.Load() }},
+		{descTFramesOut, func(t *TransportMetrics) int64 { return t.FramesOut.Load() }},
 	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", r.name, r.help, r.name, r.typ)
 		for t := range Transport(numTransports) {
-			fmt.Fprintf(w, "%s{transport=%q} %d\n", r.name, t.String(), r.v(&m.ByTransport[t]))
+			s.Add(r.d, float64(r.v(&m.ByTransport[t])), t.String())
 		}
 	}
-	fmt.Fprintf(w, "# HELP relaymesh_edge_commands_total Client commands read, by type (cmd).\n# TYPE relaymesh_edge_commands_total counter\n")
 	for i := range m.Commands {
 		name := "unknown"
 		if i < numCommandTypes {
@@ -272,70 +316,47 @@ func (m *Metrics) WriteText(w io.Writer) error {
 				continue
 			}
 		}
-		fmt.Fprintf(w, "relaymesh_edge_commands_total{cmd=%q} %d\n", name, m.Commands[i].Load())
+		s.Add(descCommands, float64(m.Commands[i].Load()), name)
 	}
-	const backend = "relaymesh_edge_backend_seconds"
-	fmt.Fprintf(w, "# HELP %s Time from a forwarded client command to the cores' reply (cmd=\"direct\": a message's send to its ack).\n# TYPE %s histogram\n", backend, backend)
-	if err := m.Backend[BackendDirect].write(w, backend, `cmd="direct"`); err != nil {
-		return err
-	}
-	if err := m.Backend[BackendOther].write(w, backend, `cmd="other"`); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "# HELP relaymesh_edge_dropped_frames_total Outbound frames shed by priority class.\n# TYPE relaymesh_edge_dropped_frames_total counter\n")
+	m.Backend[BackendDirect].sample(ch, descBackend, "direct")
+	m.Backend[BackendOther].sample(ch, descBackend, "other")
 	for p := range m.Dropped {
-		fmt.Fprintf(w, "relaymesh_edge_dropped_frames_total{priority=%q} %d\n", Priority(p).String(), m.Dropped[p].Load())
+		s.Add(descDropped, float64(m.Dropped[p].Load()), Priority(p).String())
 	}
+	// Every LeanCloud code has its series from the start (at zero, so a
+	// rate over it works before the first rejection), and any other code
+	// a core answered with once seen.
 	m.mu.Lock()
-	codes := make([]int32, 0, len(m.rejections))
+	codes := lcpb.ErrorCodes()
 	for c := range m.rejections {
-		codes = append(codes, c)
-	}
-	m.mu.Unlock()
-	sort.Slice(codes, func(i, j int) bool { return codes[i] < codes[j] })
-	_, err := fmt.Fprintf(w, "# HELP relaymesh_edge_rejections_total Client requests rejected, by LeanCloud error code.\n# TYPE relaymesh_edge_rejections_total counter\n")
-	for _, c := range codes {
-		if _, err = fmt.Fprintf(w, "relaymesh_edge_rejections_total{code=\"%d\"} %d\n", c, m.Rejections(c)); err != nil {
-			return err
+		if _, known := slices.BinarySearch(codes, c); !known {
+			codes = append(codes, c)
 		}
 	}
-	return err
+	m.mu.Unlock()
+	for _, c := range codes {
+		s.Add(descRejections, float64(m.Rejections(c)), strconv.Itoa(int(c)))
+	}
 }
 
-// residentBytes reads this process's resident set size from /proc (Linux).
-func residentBytes() (int64, bool) {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0, false
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0, false
-	}
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0, false
-	}
-	return pages * int64(os.Getpagesize()), true
-}
-
-// writeQueueMetrics writes the depth of the connections' outbound queues
-// now: frames waiting in all of them, and in the fullest one (a slow
-// reader shows there before it is shed or closed).
-func (s *Server) writeQueueMetrics(w io.Writer) error {
-	s.mu.Lock()
-	conns := make([]*conn, 0, len(s.conns))
-	for _, c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.mu.Unlock() // the queues' locks are taken one at a time, after it
-	total, most := 0, 0
-	for _, c := range conns {
-		n := c.q.Len()
-		total += n
-		most = max(most, n)
-	}
-	_, err := fmt.Fprintf(w, "# HELP relaymesh_edge_queued_frames Outbound frames waiting in the connections' queues.\n# TYPE relaymesh_edge_queued_frames gauge\nrelaymesh_edge_queued_frames %d\n"+
-		"# HELP relaymesh_edge_queued_frames_max Outbound frames waiting in the fullest connection's queue.\n# TYPE relaymesh_edge_queued_frames_max gauge\nrelaymesh_edge_queued_frames_max %d\n", total, most)
-	return err
+// queueCollector returns the collector of the connections' outbound
+// queues now: frames waiting in all of them, and in the fullest one (a
+// slow reader shows there before it is shed or closed).
+func (s *Server) queueCollector() prometheus.Collector {
+	return metric.NewCollector([]metric.Desc{descQueued, descQueuedMax}, func(ch chan<- prometheus.Metric) {
+		s.mu.Lock()
+		conns := make([]*conn, 0, len(s.conns))
+		for _, c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock() // the queues' locks are taken one at a time, after it
+		total, most := 0, 0
+		for _, c := range conns {
+			n := c.q.Len()
+			total += n
+			most = max(most, n)
+		}
+		metric.Chan(ch).Add(descQueued, float64(total))
+		metric.Chan(ch).Add(descQueuedMax, float64(most))
+	})
 }

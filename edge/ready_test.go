@@ -200,21 +200,18 @@ func TestCommandsByType(t *testing.T) {
 	for _, bad := range []lcpb.CommandType{99, -1, 1 << 20, numCommandTypes} {
 		m.Command(bad)
 	}
-	var b strings.Builder
-	if err := m.WriteText(&b); err != nil {
-		t.Fatal(err)
-	}
+	b := metricsText(t, m.Collector())
 	for _, want := range []string{
 		`relaymesh_edge_commands_total{cmd="direct"} 2`,
 		`relaymesh_edge_commands_total{cmd="ack"} 1`,
 		`relaymesh_edge_commands_total{cmd="session"} 0`,
 		`relaymesh_edge_commands_total{cmd="unknown"} 4`,
 	} {
-		if !strings.Contains(b.String(), want+"\n") {
+		if !strings.Contains(b, want+"\n") {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	if n := strings.Count(b.String(), "relaymesh_edge_commands_total{"); n != len(lcpb.CommandType_name)+1 {
+	if n := strings.Count(b, "relaymesh_edge_commands_total{"); n != len(lcpb.CommandType_name)+1 {
 		t.Errorf("%d command series, want one per known type and unknown (%d)", n, len(lcpb.CommandType_name)+1)
 	}
 }

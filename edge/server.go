@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -15,10 +14,14 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/relay/pq"
@@ -177,9 +180,14 @@ type Config struct {
 	// NotReady lists the failing readiness checks for /readyz (ready.go;
 	// none: ready); nil falls back to Ready.
 	NotReady func() []string
-	// ExtraMetrics, when set, writes more Prometheus text after the edge's
-	// own series on /metrics (in `relaymesh dev`, the core's counters).
-	ExtraMetrics func(io.Writer) error
+	// Collectors are more series for /metrics, registered with the
+	// edge's own (in `relaymesh dev`, the core's counters; cluster's edge,
+	// its core link's). They must not repeat a series: New panics, as
+	// prometheus.Registry.MustRegister.
+	Collectors []prometheus.Collector
+	// AdminMetrics leaves /metrics out of Handler: an admin listener
+	// serves MetricsHandler instead, away from the clients' port.
+	AdminMetrics bool
 	// PublicURLs are the WebSocket URLs /v1/route answers (server,
 	// secondary). Empty means ws(s)://<request Host>/. Routes, when set,
 	// replaces them.
@@ -215,7 +223,8 @@ type Server struct {
 	limits  Limits
 	log     *slog.Logger
 	metrics *Metrics
-	now     func() time.Time // injectable for tests
+	reg     *prometheus.Registry // the process part's: metrics, queues, mesh, Go runtime, Config.Collectors
+	now     func() time.Time     // injectable for tests
 	nextID  atomic.Uint64
 
 	wg sync.WaitGroup // one per accepted connection (its reader goroutine)
@@ -263,6 +272,7 @@ func New(cfg Config) *Server {
 		proxies: cfg.TrustedProxies,
 	}
 	s.wsPerIP = newIPCounts(s.limits.MaxConnsPerIP)
+	s.reg = metric.NewRegistry(append([]prometheus.Collector{s.metrics.Collector(), s.queueCollector(), mesh.Collector()}, cfg.Collectors...)...)
 	s.rawWS = !cfg.GoroutineReader && os.Getenv(wsReaderEnv) != "goroutine" && pollerAvailable()
 	if s.limits.IdleTimeout < 180*time.Second {
 		s.log.Warn("edge: idle timeout below the SDKs' 180 s keepalive; idle clients will be dropped", "idle", s.limits.IdleTimeout)
@@ -273,14 +283,18 @@ func New(cfg Config) *Server {
 // Metrics returns the edge's counters.
 func (s *Server) Metrics() *Metrics { return s.metrics }
 
-// Handler serves "/v1/route", "/healthz", "/readyz", "/metrics", and the
-// WebSocket on every other path.
+// Handler serves "/v1/route", "/healthz", "/readyz", "/metrics" (not with
+// Config.AdminMetrics: 404), and the WebSocket on every other path.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/route", s.serveRoute)
 	mux.HandleFunc("/healthz", s.serveHealth)
 	mux.HandleFunc("/readyz", s.serveReady) // ready.go
-	mux.HandleFunc("/metrics", s.serveMetrics)
+	if s.cfg.AdminMetrics {
+		mux.Handle("/metrics", http.NotFoundHandler())
+	} else {
+		mux.Handle("/metrics", s.MetricsHandler())
+	}
 	mux.HandleFunc("/v1/webtransport", s.serveWTInfo) // wt.go
 	mux.HandleFunc("/", s.serveWS)
 	return mux
@@ -345,19 +359,18 @@ func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte("ok\n"))
 }
 
-func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	if err := s.metrics.WriteText(w); err != nil {
-		return
-	}
-	if err := s.writeQueueMetrics(w); err != nil { // metrics.go
-		return
-	}
-	if s.cfg.ExtraMetrics != nil {
-		if err := s.cfg.ExtraMetrics(w); err != nil {
-			s.log.Debug("edge: extra metrics", "err", err)
-		}
-	}
+// Gatherer is the edge's metrics registry: its series, the Go runtime's
+// and the process's, and Config.Collectors'.
+func (s *Server) Gatherer() prometheus.Gatherer { return s.reg }
+
+// MetricsHandler serves the edge's metrics registry in the Prometheus
+// exposition formats: /metrics on the public port (Handler), or on an
+// admin listener with Config.AdminMetrics.
+func (s *Server) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{
+		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorHandling: promhttp.ContinueOnError, // a broken collector spares the rest
+	})
 }
 
 // Close sends goaway to every session, closes every connection once its

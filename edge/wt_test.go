@@ -339,13 +339,10 @@ func TestWTLoginAndCommands(t *testing.T) {
 				return wt.SessionsOpen.Load() == 1 && wt.ConnectionsOpen.Load() == 1 && wt.FramesIn.Load() == 2 &&
 					ws.SessionsTotal.Load() == 0 && m.SessionsOpen.Load() == 1
 			})
-			var buf bytes.Buffer
-			if err := m.WriteText(&buf); err != nil {
-				t.Fatal(err)
-			}
+			buf := metricsText(t, m.Collector())
 			for _, want := range []string{`relaymesh_edge_transport_sessions{transport="webtransport"} 1`, `relaymesh_edge_transport_sessions{transport="websocket"} 0`} {
-				if !strings.Contains(buf.String(), want) {
-					t.Fatalf("metrics lack %q:\n%s", want, buf.String())
+				if !strings.Contains(buf, want) {
+					t.Fatalf("metrics lack %q:\n%s", want, buf)
 				}
 			}
 			c.close()

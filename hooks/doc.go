@@ -84,6 +84,6 @@
 //
 // Calls, failures, timeouts (a subset of failures) and drops (messages
 // dropped and operations rejected, by the hook or by FailClosed) are counted
-// per hook name; see [Client.Stats] and [Client.WriteText]. Per-call events
+// per hook name; see [Client.Stats] and [Client.Collector]. Per-call events
 // are counted, not logged.
 package hooks

@@ -1,7 +1,6 @@
 package hooks
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -324,17 +326,23 @@ func TestConversationHooks(t *testing.T) {
 	if got := srv.body(HookMessageSent); got["msgId"] != "m1" {
 		t.Errorf("_messageSent event: got %v", got)
 	}
-	var buf bytes.Buffer
-	if err := c.WriteText(&buf); err != nil {
+	text, err := metric.Text(c.Collector())
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, line := range []string{
 		`relaymesh_hook_calls_total{hook="_conversationUpdate"} 2`,
 		`relaymesh_hook_drops_total{hook="_conversationStart"} 1`,
 	} {
-		if !strings.Contains(buf.String(), line+"\n") {
-			t.Errorf("WriteText: missing %q in\n%s", line, buf.String())
+		if !strings.Contains(text, line+"\n") {
+			t.Errorf("metrics: missing %q in\n%s", line, text)
 		}
+	}
+	if problems, err := testutil.CollectAndLint(c.Collector()); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+	if n := testutil.CollectAndCount(c.Collector(), "relaymesh_hook_calls_total"); n != len(statNames) {
+		t.Errorf("hook call series: got %d, want one per hook (%d)", n, len(statNames))
 	}
 }
 

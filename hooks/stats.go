@@ -1,9 +1,11 @@
 package hooks
 
 import (
-	"fmt"
-	"io"
 	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // Counts are one hook's counters.
@@ -32,28 +34,30 @@ func (c *Client) Stats() map[string]Counts {
 	return out
 }
 
-// WriteText writes the counters in the Prometheus text exposition format:
-// one series per hook, and hook="_userVerify" for the user-store calls
-// (login.go).
-func (c *Client) WriteText(w io.Writer) error {
-	stats := c.Stats()
-	for _, m := range []struct {
-		name, help string
-		get        func(Counts) int64
-	}{
-		{"relaymesh_hook_calls_total", "Hook calls made.", func(c Counts) int64 { return c.Calls }},
-		{"relaymesh_hook_failures_total", "Hook calls that failed, timeouts included.", func(c Counts) int64 { return c.Failures }},
-		{"relaymesh_hook_timeouts_total", "Hook calls that timed out.", func(c Counts) int64 { return c.Timeouts }},
-		{"relaymesh_hook_drops_total", "Messages dropped or operations rejected by hooks.", func(c Counts) int64 { return c.Drops }},
-	} {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", m.name, m.help, m.name); err != nil {
-			return err
-		}
-		for _, n := range statNames {
-			if _, err := fmt.Fprintf(w, "%s{hook=%q} %d\n", m.name, n, m.get(stats[n])); err != nil {
-				return err
+var (
+	descCalls    = metric.Counter("relaymesh_hook_calls_total", "Hook calls made.", "hook")
+	descFailures = metric.Counter("relaymesh_hook_failures_total", "Hook calls that failed, timeouts included.", "hook")
+	descTimeouts = metric.Counter("relaymesh_hook_timeouts_total", "Hook calls that timed out.", "hook")
+	descDrops    = metric.Counter("relaymesh_hook_drops_total", "Messages dropped or operations rejected by hooks.", "hook")
+)
+
+// Collector returns the collector of the counters: one series per hook,
+// and hook="_userVerify" for the user-store calls (login.go).
+func (c *Client) Collector() prometheus.Collector {
+	return metric.NewCollector([]metric.Desc{descCalls, descFailures, descTimeouts, descDrops}, func(ch chan<- prometheus.Metric) {
+		stats := c.Stats()
+		for _, m := range []struct {
+			d   metric.Desc
+			get func(Counts) int64
+		}{
+			{descCalls, func(c Counts) int64 { return c.Calls }},
+			{descFailures, func(c Counts) int64 { return c.Failures }},
+			{descTimeouts, func(c Counts) int64 { return c.Timeouts }},
+			{descDrops, func(c Counts) int64 { return c.Drops }},
+		} {
+			for _, n := range statNames {
+				metric.Chan(ch).Add(m.d, float64(m.get(stats[n])), n)
 			}
 		}
-	}
-	return nil
+	})
 }

@@ -413,6 +413,9 @@ func runEdge(args []string) error {
 		return err
 	}
 	fmt.Printf("relaymesh edge %s: serving on %s\n", ec.EdgeID, e.URL)
+	if e.AdminURL != "" {
+		fmt.Printf("relaymesh edge %s: metrics on %s/metrics (admin listener: /readyz, /healthz, /debug/pprof/)\n", ec.EdgeID, e.AdminURL)
+	}
 	if e.WTURL != "" {
 		fmt.Printf("relaymesh edge %s: WebTransport on %s (certificate valid until %s)\n", ec.EdgeID, e.WTURL, ec.WebTransport.NotAfter().UTC().Format(time.RFC3339))
 	}

@@ -1,12 +1,14 @@
 package query
 
 import (
-	"fmt"
-	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // Refusal is why a query was refused, for
@@ -92,9 +94,17 @@ func (m *Meter) Examined(app string) int64 {
 	return 0
 }
 
-// WriteMetrics writes the query series: examined conversations by app,
-// refused queries by reason.
-func (m *Meter) WriteMetrics(w io.Writer) error {
+var (
+	descExamined = metric.Counter("relaymesh_core_query_examined_total", "Conversations examined by conv/query, by app.", "app")
+	descRefused  = metric.Counter("relaymesh_core_queries_refused_total", "conv/query refused with 4310: where over its bounds, too many conversations to examine, or the app's budget spent.", "reason")
+
+	// Descs are the series Sample gives.
+	Descs = []metric.Desc{descExamined, descRefused}
+)
+
+// Sample gives the query series to s: examined conversations by app,
+// refused queries by reason. (A core sums its shards' meters.)
+func (m *Meter) Sample(s metric.Sink) {
 	m.mu.Lock()
 	apps := make([]string, 0, len(m.apps))
 	for a := range m.apps {
@@ -106,23 +116,15 @@ func (m *Meter) WriteMetrics(w io.Writer) error {
 		examined[i] = m.apps[a].examined
 	}
 	m.mu.Unlock()
-	const ex = "relaymesh_core_query_examined_total"
-	if _, err := fmt.Fprintf(w, "# HELP %s Conversations examined by conv/query, by app.\n# TYPE %s counter\n", ex, ex); err != nil {
-		return err
-	}
 	for i, a := range apps {
-		if _, err := fmt.Fprintf(w, "%s{app=%q} %d\n", ex, a, examined[i]); err != nil {
-			return err
-		}
-	}
-	const rf = "relaymesh_core_queries_refused_total"
-	if _, err := fmt.Fprintf(w, "# HELP %s conv/query refused with 4310: where over its bounds, too many conversations to examine, or the app's budget spent.\n# TYPE %s counter\n", rf, rf); err != nil {
-		return err
+		s.Add(descExamined, float64(examined[i]), a)
 	}
 	for i, name := range refusedNames {
-		if _, err := fmt.Fprintf(w, "%s{reason=%q} %d\n", rf, name, m.refused[i].Load()); err != nil {
-			return err
-		}
+		s.Add(descRefused, float64(m.refused[i].Load()), name)
 	}
-	return nil
+}
+
+// Collector returns the collector of this meter's series alone.
+func (m *Meter) Collector() prometheus.Collector {
+	return metric.NewCollector(Descs, func(ch chan<- prometheus.Metric) { m.Sample(metric.Chan(ch)) })
 }

@@ -6,6 +6,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 func mustWhere(t *testing.T, s string) map[string]any {
@@ -168,8 +172,8 @@ func TestMeter(t *testing.T) {
 		t.Fatalf("examined: got %d, want 25", got)
 	}
 	m.Refuse(RefusedScan)
-	var sb strings.Builder
-	if err := m.WriteMetrics(&sb); err != nil {
+	text, err := metric.Text(m.Collector())
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
@@ -177,8 +181,14 @@ func TestMeter(t *testing.T) {
 		`relaymesh_core_queries_refused_total{reason="scan"} 1`,
 		`relaymesh_core_queries_refused_total{reason="where"} 0`,
 	} {
-		if !strings.Contains(sb.String(), want+"\n") {
-			t.Errorf("metrics lack %q:\n%s", want, sb.String())
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("metrics lack %q:\n%s", want, text)
 		}
+	}
+	if problems, err := testutil.CollectAndLint(m.Collector()); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", problems, err)
+	}
+	if n := testutil.CollectAndCount(m.Collector(), "relaymesh_core_query_examined_total"); n != 2 {
+		t.Errorf("examined series: got %d, want one per app (a, b)", n)
 	}
 }

@@ -14,16 +14,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -540,26 +541,33 @@ func retrySafe(req *meshpb.ClientRequest) bool {
 	return false
 }
 
-// WriteMetrics writes the link's counters as Prometheus text
+var (
+	descRetries          = metric.Counter("relaymesh_edge_link_retries_total", "Requests sent again to a core after a failed or moved attempt.")
+	descMoved            = metric.Counter("relaymesh_edge_link_moved_total", "Requests in flight moved to a new shard leader.")
+	descUnknown          = metric.Counter("relaymesh_edge_link_outcome_unknown_total", "Requests failed because the leader failed during them and they are not safe to repeat.")
+	descLeaderChanges    = metric.Counter("relaymesh_edge_link_leader_changes_total", "Times the edge followed a new shard leader.")
+	descDiscoveries      = metric.Counter("relaymesh_edge_link_discoveries_total", "Leader discovery rounds (every core asked at once).")
+	descPresenceResyncs  = metric.Counter("relaymesh_edge_link_presence_resyncs_total", "Full session lists sent to a core (attach, or a queue overflow).")
+	descPresenceOverflow = metric.Counter("relaymesh_edge_link_presence_overflows_total", "Presence queues to a core that overflowed into a full resync.")
+	descReplayDropped    = metric.Counter("relaymesh_edge_link_replay_dropped_total", "Replayed pushes dropped: the session already had the message.")
+	descReplayPassed     = metric.Counter("relaymesh_edge_link_replay_passed_total", "Replayed pushes delivered: the session had not had the message through this edge.")
+)
+
+// Collector returns the collector of the link's counters
 // (relaymesh_edge_link_*).
-func (l *Link) WriteMetrics(w io.Writer) error {
-	for _, m := range []struct {
-		name, help string
-		v          uint64
-	}{
-		{"relaymesh_edge_link_retries_total", "Requests sent again to a core after a failed or moved attempt.", l.stats.retries.Load()},
-		{"relaymesh_edge_link_moved_total", "Requests in flight moved to a new shard leader.", l.stats.moved.Load()},
-		{"relaymesh_edge_link_outcome_unknown_total", "Requests failed because the leader failed during them and they are not safe to repeat.", l.stats.unknown.Load()},
-		{"relaymesh_edge_link_leader_changes_total", "Times the edge followed a new shard leader.", l.stats.leaderChanges.Load()},
-		{"relaymesh_edge_link_discoveries_total", "Leader discovery rounds (every core asked at once).", l.stats.discoveries.Load()},
-		{"relaymesh_edge_link_presence_resyncs_total", "Full session lists sent to a core (attach, or a queue overflow).", l.stats.presenceResyncs.Load()},
-		{"relaymesh_edge_link_presence_overflows_total", "Presence queues to a core that overflowed into a full resync.", l.stats.presenceOverflow.Load()},
-		{"relaymesh_edge_link_replay_dropped_total", "Replayed pushes dropped: the session already had the message.", l.replays.dropped.Load()},
-		{"relaymesh_edge_link_replay_passed_total", "Replayed pushes delivered: the session had not had the message through this edge.", l.replays.passed.Load()},
-	} {
-		if _, err := fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n%s %d\n", m.name, m.help, m.name, m.name, m.v); err != nil {
-			return err
-		}
-	}
-	return nil
+func (l *Link) Collector() prometheus.Collector {
+	descs := []metric.Desc{descRetries, descMoved, descUnknown, descLeaderChanges, descDiscoveries,
+		descPresenceResyncs, descPresenceOverflow, descReplayDropped, descReplayPassed}
+	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
+		s := metric.Chan(ch)
+		s.Add(descRetries, float64(l.stats.retries.Load()))
+		s.Add(descMoved, float64(l.stats.moved.Load()))
+		s.Add(descUnknown, float64(l.stats.unknown.Load()))
+		s.Add(descLeaderChanges, float64(l.stats.leaderChanges.Load()))
+		s.Add(descDiscoveries, float64(l.stats.discoveries.Load()))
+		s.Add(descPresenceResyncs, float64(l.stats.presenceResyncs.Load()))
+		s.Add(descPresenceOverflow, float64(l.stats.presenceOverflow.Load()))
+		s.Add(descReplayDropped, float64(l.replays.dropped.Load()))
+		s.Add(descReplayPassed, float64(l.replays.passed.Load()))
+	})
 }

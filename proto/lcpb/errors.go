@@ -1,6 +1,10 @@
 package lcpb
 
-import "google.golang.org/protobuf/proto"
+import (
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+)
 
 // LeanCloud error codes, as the official SDK names them (leancloud-realtime
 // 4.3.1 src/error.js). Every client-facing rejection uses one of these.
@@ -100,6 +104,16 @@ func ErrorName(code int32) string {
 		return n
 	}
 	return "UNKNOWN_ERROR"
+}
+
+// ErrorCodes returns the codes ErrorName knows, in ascending order.
+func ErrorCodes() []int32 {
+	out := make([]int32, 0, len(errorNames))
+	for c := range errorNames {
+		out = append(out, c)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // NewError builds the reply that rejects request i (nil for a push) with a
