@@ -16,8 +16,9 @@ import (
 // client reads each from that timestamp on (History, towards newer, up to
 // maxResyncPages of 100), emitting every message from others it has not
 // had live since the reopen as a Message with Resynced set. A
-// conversation it had no message in yet gets its newest min(unread, 100)
-// messages. Resynced messages can come after newer live ones, and a message
+// conversation it had no message from others in yet gets its newest
+// min(unread, 100) messages from others (read back past its own, which
+// the unread count leaves out). Resynced messages can come after newer live ones, and a message
 // can come twice (live before the loss and again here, at-least-once):
 // dedup by Message.ID.
 //
@@ -144,46 +145,88 @@ func (c *Client) resyncConv(rs *resyncState, uc UnreadConv) error {
 	c.mu.Lock()
 	from, known := rs.gap[uc.ConvID]
 	c.mu.Unlock()
-	q := HistoryQuery{Limit: 100}
-	if known {
-		q.StartTS, q.Direction = from, New
-	} else {
-		q.Limit = min(max(uc.Count, 1), 100)
+	if !known {
+		return c.resyncNewest(rs, uc)
 	}
+	q := HistoryQuery{Limit: 100, StartTS: from, Direction: New}
 	for range maxResyncPages {
 		page, err := c.resyncPage(uc.ConvID, q)
 		if err != nil {
 			return err
 		}
-		if c.log.Enabled(context.Background(), slog.LevelDebug) {
-			ids := make([]string, len(page))
-			for i, m := range page {
-				ids[i] = m.ID
-			}
-			c.log.Debug("client: resync page", "cid", uc.ConvID, "known", known, "from", q.StartTS, "unread", uc.Count, "ids", ids)
-		}
+		c.logResyncPage(uc, q, page)
 		for _, m := range page {
-			c.mu.Lock()
-			skip := m.From == c.opts.ClientID || rs.live[m.ID]
-			if !skip {
-				rs.live[m.ID] = true
-				if m.Timestamp > c.seen[m.ConvID] {
-					c.seen[m.ConvID] = m.Timestamp
-				}
-			}
-			c.mu.Unlock()
-			if skip {
-				continue
-			}
-			m.Resynced = true
-			c.emit(m)
+			c.emitResynced(rs, m)
 		}
-		if !known || len(page) < q.Limit || page[len(page)-1].Timestamp >= uc.LastTS {
+		if len(page) < q.Limit || page[len(page)-1].Timestamp >= uc.LastTS {
 			return nil
 		}
 		q.StartTS = page[len(page)-1].Timestamp
 	}
 	return nil
+}
+
+// resyncNewest resyncs a conversation the client had no message from
+// others in: its newest messages from others, as many as the unread
+// count says (at most 100). Pages are read back from the newest, since
+// the client's own messages are in history but not in the count: one it
+// sent at the reopen (a send made while it was away goes out then) would
+// otherwise fill a page sized by the count, and hide the message it
+// missed.
+func (c *Client) resyncNewest(rs *resyncState, uc UnreadConv) error {
+	want := min(max(uc.Count, 1), 100)
+	var got []Message // newest first
+	q := HistoryQuery{Limit: 100}
+	for range maxResyncPages {
+		page, err := c.resyncPage(uc.ConvID, q)
+		if err != nil {
+			return err
+		}
+		c.logResyncPage(uc, q, page)
+		for i := len(page) - 1; i >= 0 && len(got) < want; i-- {
+			if page[i].From != c.opts.ClientID {
+				got = append(got, page[i])
+			}
+		}
+		if len(got) >= want || len(page) < q.Limit {
+			break
+		}
+		q.StartTS, q.StartMID = page[0].Timestamp, page[0].ID // older than this page
+	}
+	for i := len(got) - 1; i >= 0; i-- {
+		c.emitResynced(rs, got[i])
+	}
+	return nil
+}
+
+// emitResynced emits m as Resynced unless it is the client's own or came
+// live since the reopen.
+func (c *Client) emitResynced(rs *resyncState, m Message) {
+	c.mu.Lock()
+	skip := m.From == c.opts.ClientID || rs.live[m.ID]
+	if !skip {
+		rs.live[m.ID] = true
+		if m.Timestamp > c.seen[m.ConvID] {
+			c.seen[m.ConvID] = m.Timestamp
+		}
+	}
+	c.mu.Unlock()
+	if skip {
+		return
+	}
+	m.Resynced = true
+	c.emit(m)
+}
+
+func (c *Client) logResyncPage(uc UnreadConv, q HistoryQuery, page []Message) {
+	if !c.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	ids := make([]string, len(page))
+	for i, m := range page {
+		ids[i] = m.ID
+	}
+	c.log.Debug("client: resync page", "cid", uc.ConvID, "from", q.StartTS, "unread", uc.Count, "ids", ids)
 }
 
 // ResyncStats says how a client's resyncs went: history reads tried again

@@ -226,6 +226,50 @@ func TestResyncRetries(t *testing.T) {
 	}
 }
 
+// TestResyncPastOwnMessages: in a conversation the client had nothing
+// from others in, the resync reads back past its own messages (the
+// unread count leaves them out; a send made while away goes out at the
+// reopen, so it is the newest) to the one it missed.
+func TestResyncPastOwnMessages(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.Resync = true
+	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
+		switch {
+		case cmd.GetCmd() == lcpb.CommandType_session && cmd.GetOp() == lcpb.OpType_open && cmd.GetSessionMessage().GetR():
+			s.respond(fc, cmd)
+			fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{
+				Convs: []*lcpb.UnreadTuple{{Cid: proto.String("c1"), Unread: proto.Int32(1), Mid: proto.String("own2"), Timestamp: proto.Int64(300)}}}})
+			return true
+		case cmd.GetCmd() == lcpb.CommandType_logs:
+			item := func(id, from string, ts int64) *lcpb.LogItem {
+				return &lcpb.LogItem{MsgId: proto.String(id), From: proto.String(from), Timestamp: proto.Int64(ts), Data: proto.String("x")}
+			}
+			limit := int(cmd.GetLogsMessage().GetLimit())
+			if limit <= 0 {
+				limit = 100 // the client leaves LeanCloud's default out
+			}
+			all := []*lcpb.LogItem{item("old", "bob", 50), item("own1", "alice", 100), item("missed", "bob", 200), item("own2", "alice", 300)}
+			fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{
+				Logs: all[max(0, len(all)-limit):]}})
+			return true
+		}
+		return false
+	})
+	c, fc, _ := dial(t, s, opts)
+	fc.drop()
+	m := waitEvent[Message](t, c)
+	if m.ID != "missed" || !m.Resynced {
+		t.Fatalf("after the reconnect: %+v, want the missed message, resynced", m)
+	}
+	// Only what the count says: "old" (before the unread) is not emitted.
+	fc2 := s.nextConnAfter(t, fc)
+	fc2.push(directCmd("c1", "next", "bob", 400))
+	if m := waitEvent[Message](t, c); m.ID != "next" {
+		t.Errorf("after the resync: got %s, want next (nothing more resynced)", m.ID)
+	}
+}
+
 func directCmd(cid, id, from string, ts int64) *lcpb.GenericCommand {
 	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
 		Cid: proto.String(cid), Id: proto.String(id), FromPeerId: proto.String(from), Timestamp: proto.Int64(ts), Msg: proto.String("x")}}

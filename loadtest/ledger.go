@@ -337,7 +337,8 @@ func (c *Counts) settle(id string, r *msgRec) {
 		}
 	}
 	if len(missing) > 0 && len(c.LostSamples) < maxLostSamples {
-		c.LostSamples = append(c.LostSamples, fmt.Sprintf("%s uid=%s positions=%v", id, r.uid, missing))
+		c.LostSamples = append(c.LostSamples, fmt.Sprintf("%s uid=%s cid=%s positions=%v sent=%s acked after %v", id, r.uid, r.cid, missing,
+			r.sentAt.UTC().Format("15:04:05.000"), r.ackedAt.Sub(r.sentAt).Round(time.Millisecond)))
 	}
 }
 
