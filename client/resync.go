@@ -128,7 +128,13 @@ func (c *Client) resync(rs *resyncState) {
 	case <-c.ctx.Done():
 		return
 	}
-	c.log.Debug("client: resync", "unread_convs", len(u.Convs))
+	if c.log.Enabled(context.Background(), slog.LevelDebug) {
+		cids := make([]string, len(u.Convs))
+		for i, uc := range u.Convs {
+			cids[i] = uc.ConvID
+		}
+		c.log.Debug("client: resync", "unread_convs", len(u.Convs), "cids", cids)
+	}
 	for _, uc := range u.Convs {
 		if uc.ConvType == 2 { // chatrooms: transient, not resynced
 			continue
