@@ -58,6 +58,19 @@ func newWTEnvWith(t *testing.T, mod func(*Config), wc WTConfig) *wtEnv {
 	w := e.srv.NewWebTransport(wc)
 	served := make(chan error, 1)
 	go func() { served <- w.Serve(pc) }()
+	// Serve is under way once a QUIC handshake completes. webtransport-go's
+	// Serve counts itself (a WaitGroup Add) before it listens, and a Close
+	// racing that Add is a WaitGroup misuse the race detector reports (a
+	// test that closes at once, as TestWTInfoEndpoints does, hit it).
+	if cert != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		qc, err := quic.DialAddr(ctx, pc.LocalAddr().String(), pinnedTLS(cert.Hash()), &quic.Config{EnableDatagrams: true})
+		cancel()
+		if err != nil {
+			t.Fatalf("the WebTransport listener does not answer: %v", err)
+		}
+		qc.CloseWithError(0, "")
+	}
 	t.Cleanup(func() {
 		e.srv.Close()
 		if err := w.Close(); err != nil {
