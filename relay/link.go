@@ -81,7 +81,7 @@ func (r *Relay) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (de
 		delete(r.edges, edgeID)
 		close(l.done)
 		r.rooms.dropEdge(edgeID, now)
-		r.dropEdgeSessionsLocked(edgeID)
+		r.dropEdgeSessionsLocked(edgeID, 0)
 	}
 }
 

@@ -25,7 +25,10 @@ func (r *Relay) SyncPresence(edgeID string, p *meshpb.Presence, authoritative bo
 		r.rooms.dropEdge(edgeID, now) // rebound below from the list
 	}
 	if p.GetReplaceAll() {
-		r.dropEdgeSessionsLocked(edgeID)
+		// Not the sessions registered from an OPEN the edge sent after it
+		// made the list: the OPEN and the list race on different streams
+		// (edge/corelink/presence.go, beginOpen).
+		r.dropEdgeSessionsLocked(edgeID, p.GetSnapshotSeq())
 	}
 	for _, rm := range p.GetRemove() {
 		from := ConnKey{edgeID, rm.GetConnId()}
@@ -41,7 +44,7 @@ func (r *Relay) SyncPresence(edgeID string, p *meshpb.Presence, authoritative bo
 		}
 		r.online.note(k, len(r.sessions[k]) > 0, true)
 		r.sessions[k] = append(r.sessions[k], &Session{App: a.GetAppId(), Peer: a.GetPeerId(), Tag: a.GetTag(),
-			Edge: edgeID, Conn: a.GetConnId(), Version: a.GetProtocolVersion(), IP: ip})
+			Edge: edgeID, Conn: a.GetConnId(), Version: a.GetProtocolVersion(), IP: ip, Seq: a.GetSeq()})
 		r.today.note(k, now)
 		r.rooms.mirror(Member{a.GetAppId(), a.GetPeerId(), a.GetTag()}, from, a.GetRoom(), authoritative, now)
 	}

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
@@ -38,6 +39,10 @@ type Session struct {
 	Conn           uint64 // the connection's id on that edge
 	Version        int32  // protocol version (1 or 3)
 	IP             string // the client's address at OPEN; "" for sessions learnt from presence
+	// Seq is the presence sequence number of the session's OPEN
+	// (meshpb.ClientRequest.presence_seq), 0 if unknown: a full list
+	// the edge made before it does not drop it (SyncPresence).
+	Seq uint64
 }
 
 // ConnKey names a connection: an edge and its connection id. The zero
@@ -312,12 +317,14 @@ func (r *Relay) removeSessionLocked(k peerKey, from ConnKey) (removed *Session) 
 	return removed
 }
 
-// dropEdgeSessionsLocked forgets every session on edge.
-func (r *Relay) dropEdgeSessionsLocked(edge string) {
+// dropEdgeSessionsLocked forgets every session on edge, except those
+// whose OPEN the edge sent after its full list numbered snapshot (0:
+// none is kept).
+func (r *Relay) dropEdgeSessionsLocked(edge string, snapshot uint64) {
 	for k, ss := range r.sessions {
 		kept := ss[:0]
 		for _, s := range ss {
-			if s.Edge != edge {
+			if s.Edge != edge || (snapshot != 0 && meshpb.PresenceAfter(s.Seq, snapshot)) {
 				kept = append(kept, s)
 			}
 		}
