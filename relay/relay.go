@@ -84,6 +84,7 @@ type Relay struct {
 	closed   bool                   // guarded by mu
 	sessions map[peerKey][]*Session // guarded by mu
 	edges    map[string]*edgeLink   // guarded by mu
+	lists    map[string]*fullList   // guarded by mu; full presence lists being received, by edge (presence.go)
 	today    dayPeers               // guarded by mu; today.go
 	online   onlineLog              // guarded by mu; summary.go
 }
@@ -92,7 +93,8 @@ type Relay struct {
 func New(cfg Config) *Relay {
 	r := &Relay{log: cfg.Logger, now: cfg.Now,
 		sessions: make(map[peerKey][]*Session),
-		edges:    make(map[string]*edgeLink)}
+		edges:    make(map[string]*edgeLink),
+		lists:    make(map[string]*fullList)}
 	r.online.init()
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -317,14 +319,15 @@ func (r *Relay) removeSessionLocked(k peerKey, from ConnKey) (removed *Session) 
 	return removed
 }
 
-// dropEdgeSessionsLocked forgets every session on edge, except those
-// whose OPEN the edge sent after its full list numbered snapshot (0:
-// none is kept).
-func (r *Relay) dropEdgeSessionsLocked(edge string, snapshot uint64) {
+// dropEdgeSessionsLocked forgets every session on edge, except those on
+// a full list (keep) and those whose OPEN the edge sent after it made
+// that list, numbered snapshot (0: no list, none is kept).
+func (r *Relay) dropEdgeSessionsLocked(edge string, snapshot uint64, keep map[listKey]struct{}) {
 	for k, ss := range r.sessions {
 		kept := ss[:0]
 		for _, s := range ss {
-			if s.Edge != edge || (snapshot != 0 && meshpb.PresenceAfter(s.Seq, snapshot)) {
+			_, listed := keep[listKey{k, s.Conn}]
+			if s.Edge != edge || listed || (snapshot != 0 && meshpb.PresenceAfter(s.Seq, snapshot)) {
 				kept = append(kept, s)
 			}
 		}

@@ -251,6 +251,52 @@ func TestFullListKeepsLaterOpens(t *testing.T) {
 	}
 }
 
+// TestFullListInFrames: a full list in several frames replaces the
+// edge's sessions once its last frame is in: a session the core had that
+// only a later frame lists is never offline in between, and one the list
+// does not hold is dropped at the end.
+func TestFullListInFrames(t *testing.T) {
+	r := newRelay(t)
+	open(t, r, "alice", "", "e1", 1)
+	open(t, r, "bob", "", "e1", 2)
+	epoch := meshpb.NewPresenceEpoch()
+	ps := func(peer string, conn uint64) *meshpb.PresenceSession {
+		return &meshpb.PresenceSession{AppId: "app", PeerId: peer, ConnId: conn, Seq: epoch + conn}
+	}
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, More: true, SnapshotSeq: epoch + 9, Add: []*meshpb.PresenceSession{ps("carol", 3)}}, true)
+	if !r.Online("app", "alice") || !r.Online("app", "bob") || !r.Online("app", "carol") {
+		t.Fatal("a session offline between the frames of a full list")
+	}
+	r.SyncPresence("e1", &meshpb.Presence{More: true, Add: []*meshpb.PresenceSession{ps("alice", 1)}}, true)
+	if !r.Online("app", "bob") {
+		t.Fatal("bob dropped before the list's last frame")
+	}
+	if ss := r.Sessions("app", "alice"); len(ss) != 1 {
+		t.Fatalf("alice: %v, want one session", ss)
+	}
+	// The last frame (more unset) ends it: bob, on no frame, is dropped.
+	// A single-frame list that follows is complete at once.
+	r.SyncPresence("e1", &meshpb.Presence{Add: []*meshpb.PresenceSession{}}, true)
+	online, offline := r.SplitOnline("app", []string{"alice", "bob", "carol"})
+	if !slices.Equal(online, []string{"alice", "carol"}) || !slices.Equal(offline, []string{"bob"}) {
+		t.Fatalf("after the last frame: online %v offline %v, want [alice carol] [bob]", online, offline)
+	}
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, SnapshotSeq: epoch + 9, Add: []*meshpb.PresenceSession{ps("carol", 3)}}, true)
+	if r.Online("app", "alice") || !r.Online("app", "carol") {
+		t.Fatal("a one-frame list did not replace the sessions at once")
+	}
+	// An edge detached in the middle of a list: the list is forgotten.
+	detach := r.AttachEdge("e1", func(*meshpb.Delivery) error { return nil })
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, More: true, SnapshotSeq: epoch + 9, Add: []*meshpb.PresenceSession{ps("dave", 4)}}, true)
+	detach()
+	r.mu.Lock()
+	n := len(r.lists)
+	r.mu.Unlock()
+	if n != 0 || r.Online("app", "dave") {
+		t.Fatalf("after a detach mid-list: %d lists pending, dave online %v", n, r.Online("app", "dave"))
+	}
+}
+
 // TestRoomFanoutClass: a chatroom delivery is queued with its message's
 // priority as class: with the edge's send blocked behind one delivery, a
 // queue of 2 keeps the HIGH ones and sheds the LOW (counted by class).

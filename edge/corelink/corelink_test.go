@@ -474,3 +474,33 @@ func TestFullListHoldsOpening(t *testing.T) {
 		t.Errorf("opening %v sessions %v, want none opening and alice", l.opening, l.sessions)
 	}
 }
+
+// TestFullListFrames: a full list longer than one frame has more set on
+// every frame but the last, replace_all and the number on the first.
+func TestFullListFrames(t *testing.T) {
+	l := New(Config{EdgeID: "edge-1"})
+	q := &presenceQueue{resync: true, wake: make(chan struct{}, 1)}
+	l.presence["core-1"] = q
+	const n = 2*presenceChunk + 5
+	for i := range n {
+		ps := &meshpb.PresenceSession{AppId: "app", PeerId: fmt.Sprintf("p%d", i), ConnId: uint64(i + 1)}
+		l.beginOpen(ps)
+		if i%2 == 0 {
+			l.endOpen(ps, true, "")
+		}
+	}
+	l.mu.Lock()
+	frames := l.takeLocked(q)
+	l.mu.Unlock()
+	total := 0
+	for i, f := range frames {
+		total += len(f.Add)
+		last := i == len(frames)-1
+		if f.More == last || f.ReplaceAll != (i == 0) || (i == 0) != (f.SnapshotSeq != 0) {
+			t.Errorf("frame %d of %d: replace_all %v more %v snapshot %#x", i, len(frames), f.ReplaceAll, f.More, f.SnapshotSeq)
+		}
+	}
+	if len(frames) != 3 || total != n {
+		t.Fatalf("%d frames with %d sessions, want 3 with %d (logged in and opening)", len(frames), total, n)
+	}
+}

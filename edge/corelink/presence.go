@@ -188,6 +188,7 @@ func (l *Link) takeLocked(q *presenceQueue) []*meshpb.Presence {
 		add := func(ps *meshpb.PresenceSession) {
 			f := frames[len(frames)-1]
 			if len(f.Add) >= presenceChunk {
+				f.More = true
 				f = &meshpb.Presence{}
 				frames = append(frames, f)
 			}

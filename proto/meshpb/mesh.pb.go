@@ -2364,9 +2364,15 @@ type Presence struct {
 	// list was made. The list holds every session whose OPEN the edge sent
 	// up to it (logged in, or still opening); a session the core registered
 	// from a later OPEN (seq above it) is kept, not dropped.
-	SnapshotSeq   uint64             `protobuf:"varint,4,opt,name=snapshot_seq,json=snapshotSeq,proto3" json:"snapshot_seq,omitempty"`
-	Add           []*PresenceSession `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
-	Remove        []*PresenceSession `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	SnapshotSeq uint64             `protobuf:"varint,4,opt,name=snapshot_seq,json=snapshotSeq,proto3" json:"snapshot_seq,omitempty"`
+	Add         []*PresenceSession `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove      []*PresenceSession `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	// A full list too long for one frame goes in consecutive frames, the
+	// first with replace_all; every frame but the last has more set. The
+	// core drops the sessions the list does not hold only once it has the
+	// last frame, so none is missing in between. (A core that predates the
+	// field drops them at the first frame and adds the rest as they come.)
+	More          bool `protobuf:"varint,5,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2427,6 +2433,13 @@ func (x *Presence) GetRemove() []*PresenceSession {
 		return x.Remove
 	}
 	return nil
+}
+
+func (x *Presence) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 type Target struct {
@@ -2897,13 +2910,14 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x03tag\x18\x04 \x01(\tR\x03tag\x12)\n" +
 	"\x10protocol_version\x18\x05 \x01(\x05R\x0fprotocolVersion\x12\x12\n" +
 	"\x04room\x18\x06 \x01(\tR\x04room\x12\x10\n" +
-	"\x03seq\x18\a \x01(\x04R\x03seq\"\xba\x01\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\"\xce\x01\n" +
 	"\bPresence\x12\x1f\n" +
 	"\vreplace_all\x18\x01 \x01(\bR\n" +
 	"replaceAll\x12!\n" +
 	"\fsnapshot_seq\x18\x04 \x01(\x04R\vsnapshotSeq\x121\n" +
 	"\x03add\x18\x02 \x03(\v2\x1f.relaymesh.mesh.PresenceSessionR\x03add\x127\n" +
-	"\x06remove\x18\x03 \x03(\v2\x1f.relaymesh.mesh.PresenceSessionR\x06remove\"[\n" +
+	"\x06remove\x18\x03 \x03(\v2\x1f.relaymesh.mesh.PresenceSessionR\x06remove\x12\x12\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"[\n" +
 	"\x06Target\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\x04R\x06connId\x12\x1f\n" +
