@@ -73,49 +73,8 @@ const (
 	BackendOther
 )
 
-// latencyBounds are the upper bounds, in seconds, of Histogram's buckets.
-var latencyBounds = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
-
-// Histogram counts durations in latencyBounds' buckets, for a Prometheus
-// histogram. Safe for concurrent use.
-type Histogram struct {
-	buckets [len(latencyBounds) + 1]atomic.Uint64 // not cumulative; the last is +Inf
-	sum     atomic.Int64                          // nanoseconds
-}
-
-// Observe counts one duration.
-func (h *Histogram) Observe(d time.Duration) {
-	sec := d.Seconds()
-	i := 0
-	for i < len(latencyBounds) && sec > latencyBounds[i] {
-		i++
-	}
-	h.buckets[i].Add(1)
-	h.sum.Add(int64(d))
-}
-
-// Count is how many durations were observed.
-func (h *Histogram) Count() uint64 {
-	var n uint64
-	for i := range h.buckets {
-		n += h.buckets[i].Load()
-	}
-	return n
-}
-
-// sample sends the histogram as one const histogram of d with
-// labelValues.
-func (h *Histogram) sample(ch chan<- prometheus.Metric, d metric.Desc, labelValues ...string) {
-	buckets := make(map[float64]uint64, len(latencyBounds))
-	var cum uint64
-	for i := range h.buckets {
-		cum += h.buckets[i].Load()
-		if i < len(latencyBounds) {
-			buckets[latencyBounds[i]] = cum
-		}
-	}
-	ch <- prometheus.MustNewConstHistogram(d.Desc(), cum, float64(h.sum.Load())/1e9, buckets, labelValues...)
-}
+// Histogram counts durations for a Prometheus histogram (metric.Latency).
+type Histogram = metric.Latency
 
 // numCommandTypes bounds lcpb.CommandType's values.
 const numCommandTypes = 64
@@ -318,8 +277,8 @@ func (m *Metrics) collect(ch chan<- prometheus.Metric) {
 		}
 		s.Add(descCommands, float64(m.Commands[i].Load()), name)
 	}
-	m.Backend[BackendDirect].sample(ch, descBackend, "direct")
-	m.Backend[BackendOther].sample(ch, descBackend, "other")
+	m.Backend[BackendDirect].Sample(ch, descBackend, "direct")
+	m.Backend[BackendOther].Sample(ch, descBackend, "other")
 	for p := range m.Dropped {
 		s.Add(descDropped, float64(m.Dropped[p].Load()), Priority(p).String())
 	}
