@@ -62,6 +62,11 @@ type Metrics struct {
 	// (BackendDirect) that is a message's send → ack as the edge sees it
 	// (route, raft commit, reply); every other command in BackendOther.
 	Backend [2]Histogram
+	// Delivery is how long a message took from its server timestamp
+	// (set by the shard leader as it commits the message) to the write
+	// of a copy to a client's socket, by priority class; replays are
+	// left out (their timestamp is a failover ago).
+	Delivery [numPriorities]Histogram
 
 	mu         sync.Mutex
 	rejections map[int32]*atomic.Int64 // guarded by mu; LeanCloud code → count
@@ -75,6 +80,17 @@ const (
 
 // Histogram counts durations for a Prometheus histogram (metric.Latency).
 type Histogram = metric.Latency
+
+// observeDelivery counts the latency of a copy of a message with server
+// timestamp at (Unix ms) written now to a client, at priority p. A
+// timestamp ahead of the edge's clock (the clocks of the core and the
+// edge differ) counts as zero.
+func (m *Metrics) observeDelivery(p Priority, at int64, now time.Time) {
+	if p < 0 || p >= numPriorities {
+		p = PriorityNormal
+	}
+	m.Delivery[p].Observe(time.Duration(now.UnixMilli()-at) * time.Millisecond)
+}
 
 // numCommandTypes bounds lcpb.CommandType's values.
 const numCommandTypes = 64
@@ -195,6 +211,7 @@ var (
 
 	descCommands   = metric.Counter("relaymesh_edge_commands_total", "Client commands read, by type (cmd).", "cmd")
 	descBackend    = metric.Histogram("relaymesh_edge_backend_seconds", `Time from a forwarded client command to the cores' reply (cmd="direct": a message's send to its ack).`, "cmd")
+	descDelivery   = metric.Histogram("relaymesh_delivery_seconds", "Time from a message's server timestamp (the shard leader's clock as it commits the message; ms resolution) to the edge's write of a copy to a client's socket (the edge's clock), by priority class. Replays after a failover are left out.", "priority")
 	descDropped    = metric.Counter("relaymesh_edge_dropped_frames_total", "Outbound frames shed by priority class.", "priority")
 	descRejections = metric.Counter("relaymesh_edge_rejections_total", "Client requests rejected, by LeanCloud error code.", "code")
 
@@ -211,7 +228,7 @@ func (m *Metrics) Collector() prometheus.Collector {
 		descIdleCloses, descLoginTimeouts, descOverIPCap, descDrained, descDrainForced, descWTRefused,
 		descDatagramsIn, descDatagramsDropped, descDatagramsOut, descDatagramsFallback, descSocketWrites,
 		descTConnections, descTConnectionsTotal, descTSessions, descTSessionsTotal, descTFramesIn, descTFramesOut,
-		descCommands, descBackend, descDropped, descRejections,
+		descCommands, descBackend, descDelivery, descDropped, descRejections,
 	}
 	return metric.NewCollector(descs, m.collect)
 }
@@ -279,6 +296,9 @@ func (m *Metrics) collect(ch chan<- prometheus.Metric) {
 	}
 	m.Backend[BackendDirect].Sample(ch, descBackend, "direct")
 	m.Backend[BackendOther].Sample(ch, descBackend, "other")
+	for p := range m.Delivery {
+		m.Delivery[p].Sample(ch, descDelivery, Priority(p).String())
+	}
 	for p := range m.Dropped {
 		s.Add(descDropped, float64(m.Dropped[p].Load()), Priority(p).String())
 	}
