@@ -48,8 +48,9 @@ func removeLive(n *Node) {
 // datagrams the host refused (LocalDrops), and per node of the process
 // (one in production; every node in tests and `relaymesh dev`) its live
 // connections and each peer's round-trip time, read from quic-go at
-// scrape time. A process part registers it once: an edge's registry, a
-// core's admin listener.
+// scrape time. Nodes of the same name (tests that run several clusters)
+// add up into one series. A process part registers it once: an edge's
+// registry, a core's admin listener.
 func Collector() prometheus.Collector {
 	return metric.NewCollector([]metric.Desc{descLocalDrops, descRTT, descMinRTT, descConns}, func(ch chan<- prometheus.Metric) {
 		s := metric.Chan(ch)
@@ -61,32 +62,39 @@ func Collector() prometheus.Collector {
 		}
 		live.mu.Unlock() // each node's lock is taken after it, one at a time
 		slices.SortFunc(nodes, func(a, b *Node) int { return strings.Compare(a.Name(), b.Name()) })
+		var conns metric.Sum
+		var peers []*peerRTT
 		for _, n := range nodes {
-			n.sampleRTT(s)
+			peers = n.sampleRTT(&conns, peers)
+		}
+		conns.To(s)
+		for _, p := range peers {
+			s.Add(descRTT, p.sum/float64(p.n), p.node, p.peer, p.addr)
+			s.Add(descMinRTT, p.min, p.node, p.peer, p.addr)
 		}
 	})
 }
 
-// peerRTT sums one peer's connections' round-trip times.
+// peerRTT sums the round-trip times of a node's connections to one peer.
 type peerRTT struct {
-	peer, addr string
-	sum, min   float64 // seconds
-	n          int
+	node, peer, addr string
+	sum, min         float64 // seconds
+	n                int
 }
 
-// sampleRTT gives s the node's connection count and per peer (name and
-// address) the mean smoothed RTT and the smallest minimum RTT of its
-// connections that are alive and have an RTT sample.
-func (n *Node) sampleRTT(s metric.Sink) {
+// sampleRTT adds the node's live connections to conns, and the smoothed
+// and minimum RTT of those with an RTT sample to peers, by node, peer
+// name and address; it returns peers.
+func (n *Node) sampleRTT(conns metric.Sink, peers []*peerRTT) []*peerRTT {
 	n.mu.Lock()
-	conns := make([]*quic.Conn, 0, len(n.conns))
+	cs := make([]*quic.Conn, 0, len(n.conns))
 	for c := range n.conns {
-		conns = append(conns, c)
+		cs = append(cs, c)
 	}
 	n.mu.Unlock()
-	var peers []*peerRTT
+	self := n.Name()
 	live := 0
-	for _, c := range conns {
+	for _, c := range cs {
 		if c.Context().Err() != nil {
 			continue // closed; serveConn forgets it soon
 		}
@@ -96,9 +104,9 @@ func (n *Node) sampleRTT(s metric.Sink) {
 			continue
 		}
 		name, addr := peerName(c), c.RemoteAddr().String()
-		i := slices.IndexFunc(peers, func(p *peerRTT) bool { return p.peer == name && p.addr == addr })
+		i := slices.IndexFunc(peers, func(p *peerRTT) bool { return p.node == self && p.peer == name && p.addr == addr })
 		if i < 0 {
-			peers = append(peers, &peerRTT{peer: name, addr: addr, min: st.MinRTT.Seconds()})
+			peers = append(peers, &peerRTT{node: self, peer: name, addr: addr, min: st.MinRTT.Seconds()})
 			i = len(peers) - 1
 		}
 		p := peers[i]
@@ -106,10 +114,6 @@ func (n *Node) sampleRTT(s metric.Sink) {
 		p.min = min(p.min, st.MinRTT.Seconds())
 		p.n++
 	}
-	self := n.Name()
-	s.Add(descConns, float64(live), self)
-	for _, p := range peers {
-		s.Add(descRTT, p.sum/float64(p.n), self, p.peer, p.addr)
-		s.Add(descMinRTT, p.min, self, p.peer, p.addr)
-	}
+	conns.Add(descConns, float64(live), self)
+	return peers
 }

@@ -125,3 +125,30 @@ func TestRTTMetricConcurrent(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// TestRTTMetricSameNames: two pairs of nodes with the same names (two
+// clusters in one test process) scrape without a duplicate series: the
+// connection counts add up, each peer address keeps its own RTT series.
+func TestRTTMetricSameNames(t *testing.T) {
+	for range 2 {
+		ids := pki(t, "twin-core", "twin-edge")
+		core, edge := listen(t, ids["twin-core"]), listen(t, ids["twin-edge"])
+		core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+		if _, err := edge.Call(ctxT(t), core.Addr(), "echo", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, "both edges' RTT series", func() error {
+		if lines := rttSeries(t, "twin-edge"); len(lines) != 2 {
+			return fmt.Errorf("got %q, want one per core address", lines)
+		}
+		return nil
+	})
+	text, err := metric.Text(Collector())
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	if !strings.Contains(text, `relaymesh_mesh_connections{node="twin-edge"} 2`+"\n") {
+		t.Errorf("the twins' connections do not add up to 2:\n%s", text)
+	}
+}
