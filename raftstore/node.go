@@ -295,13 +295,13 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	return resp, nil
 }
 
-// Latency is how long this replica's proposals that committed took
-// (those that failed, on a follower or at a timeout, are left out; a
-// state machine's error result counts), from Propose to the applied result (appending, replication to a quorum,
+// Latency is how long this replica's proposals that committed took, from
+// Propose to the applied result (appending, replication to a quorum,
 // commit and the state machine's apply: what a client's write waits
-// for), and how long its state machine took per batch of committed
-// entries (ApplyBatch: the entries' Apply and the Pebble commit, on every
-// replica), since Open.
+// for; proposals that failed, on a follower or at a timeout, are left
+// out, a state machine's error result counts), and how long its state
+// machine took per batch of committed entries (ApplyBatch: the entries'
+// Apply and the Pebble commit, on every replica), since Open.
 func (n *Node) Latency() (propose, batch metric.LatencySnapshot) {
 	return n.propose.Snapshot(), n.fsm.batch.Snapshot()
 }
