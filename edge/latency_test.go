@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
@@ -144,4 +145,26 @@ func TestDeliveryLatencyConcurrent(t *testing.T) {
 	}
 	m := env.srv.Metrics()
 	waitFor(t, "every copy timed", func() bool { return m.Delivery[PriorityNormal].Count() == n*msgs })
+}
+
+// TestObserveDeliveryBounds: bogus timestamps (far past, far future,
+// negative, the int64 extremes) and priorities out of range neither
+// overflow nor panic: the past counts as a day, the future as zero, a
+// timestamp that is not positive not at all, a bad priority as NORMAL.
+func TestObserveDeliveryBounds(t *testing.T) {
+	var m Metrics
+	now := time.UnixMilli(1_800_000_000_000)
+	for _, at := range []int64{1, 1 << 62, math.MaxInt64, now.UnixMilli() - 1} {
+		m.observeDelivery(Priority(99), at, now)
+	}
+	for _, at := range []int64{0, -1, math.MinInt64} {
+		m.observeDelivery(PriorityHigh, at, now)
+	}
+	s := m.Delivery[PriorityNormal].Snapshot()
+	if s.Count() != 4 || m.Delivery[PriorityHigh].Count() != 0 {
+		t.Fatalf("got %d normal and %d high observations, want 4 and 0", s.Count(), m.Delivery[PriorityHigh].Count())
+	}
+	if want := 24*time.Hour + time.Millisecond; s.Sum != want {
+		t.Errorf("sum: got %v, want a day (the past) + 0 + 0 (the future) + 1ms = %v", s.Sum, want)
+	}
 }

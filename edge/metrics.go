@@ -81,15 +81,24 @@ const (
 // Histogram counts durations for a Prometheus histogram (metric.Latency).
 type Histogram = metric.Latency
 
+// maxDeliveryMs bounds one delivery latency, in ms: a timestamp from
+// before then (a bogus one) counts as that, not as an overflow.
+const maxDeliveryMs = int64(24 * time.Hour / time.Millisecond)
+
 // observeDelivery counts the latency of a copy of a message with server
 // timestamp at (Unix ms) written now to a client, at priority p. A
 // timestamp ahead of the edge's clock (the clocks of the core and the
-// edge differ) counts as zero.
+// edge differ) counts as zero, one more than a day old as a day; one
+// that is not positive is no timestamp and not counted.
 func (m *Metrics) observeDelivery(p Priority, at int64, now time.Time) {
+	if at <= 0 {
+		return
+	}
 	if p < 0 || p >= numPriorities {
 		p = PriorityNormal
 	}
-	m.Delivery[p].Observe(time.Duration(now.UnixMilli()-at) * time.Millisecond)
+	ms := min(max(now.UnixMilli()-at, 0), maxDeliveryMs) // at > 0: no overflow
+	m.Delivery[p].Observe(time.Duration(ms) * time.Millisecond)
 }
 
 // numCommandTypes bounds lcpb.CommandType's values.
