@@ -58,7 +58,7 @@ func Collector(cores []*Core) prometheus.Collector {
 }
 
 var (
-	descPushLatency = metric.Histogram("relaymesh_push_seconds", `Time the push queue's worker spent on one offline push request, from taking it to the providers' verdict (every device and retry included, not the wait in the queue); outcome="sent" or "failed".`, "outcome")
+	descPushLatency = metric.Histogram("relaymesh_push_seconds", `Time the push queue's worker spent on one offline push request, from taking it to the providers' verdict, not the wait in the queue; outcome="sent" or "failed". The webhook provider answers after its retries; APNs and FCM queue the devices in their own queues at once (their sends: relaymesh_push_provider_attempt_seconds).`, "outcome")
 	descPushAttempt = metric.Histogram("relaymesh_push_provider_attempt_seconds", "Time of one request to a push service (APNs, FCM) for one device, whatever its answer.", "provider")
 )
 

@@ -53,8 +53,8 @@ type QueueStats struct {
 
 	// SentLatency and FailedLatency are how long the provider's Push
 	// took for the requests sent and those failed (from a worker taking
-	// the request to the provider's verdict, every device and retry of
-	// it included; not the wait in the queue).
+	// the request to the provider's verdict; not the wait in the queue).
+	// A provider that queues requests itself (APNs, FCM) answers at once.
 	SentLatency, FailedLatency metric.LatencySnapshot
 }
 
