@@ -9,6 +9,7 @@ import (
 	"github.com/relaymesh/relaymesh/core/query"
 	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/metric"
+	"github.com/relaymesh/relaymesh/push"
 )
 
 // Stats are the core's fan-out counters; the relay's (deliveries, drops)
@@ -32,8 +33,8 @@ func (c *Core) Collector() prometheus.Collector { return Collector([]*Core{c}) }
 
 // Collector returns the collector of a node's shard cores (router.go):
 // what they share once, from cores[0] (the relay, the push providers, the
-// hook client), and their own counters summed over them, so each series
-// counts for the node as a whole.
+// hook client), and their own counters and push latency summed over them,
+// so each series counts for the node as a whole.
 func Collector(cores []*Core) prometheus.Collector {
 	c0 := cores[0]
 	hc := c0.hooks
@@ -50,7 +51,41 @@ func Collector(cores []*Core) prometheus.Collector {
 	providers := metric.NewCollector(providerDescs, func(ch chan<- prometheus.Metric) {
 		c0.sampleProviders(metric.Chan(ch)) // devices.go
 	})
-	return metric.Collectors{c0.relay.Collector(), own, providers, hc.Collector()}
+	latency := metric.NewCollector([]metric.Desc{descPushLatency, descPushAttempt}, func(ch chan<- prometheus.Metric) {
+		samplePushLatency(ch, cores)
+	})
+	return metric.Collectors{c0.relay.Collector(), own, providers, latency, hc.Collector()}
+}
+
+var (
+	descPushLatency = metric.Histogram("relaymesh_push_seconds", `Time the push queue's worker spent on one offline push request, from taking it to the providers' verdict, not the wait in the queue; outcome="sent" or "failed". The webhook provider answers after its retries; APNs and FCM queue the devices in their own queues at once (their sends: relaymesh_push_provider_attempt_seconds).`, "outcome")
+	descPushAttempt = metric.Histogram("relaymesh_push_provider_attempt_seconds", "Time of one request to a push service (APNs, FCM) for one device, whatever its answer.", "provider")
+)
+
+// samplePushLatency sends the push queues' latency summed over cores,
+// and the device providers' attempts (from cores[0], whose provider the
+// cores share; zero without push).
+func samplePushLatency(ch chan<- prometheus.Metric, cores []*Core) {
+	var sent, failed metric.LatencySnapshot
+	for _, c := range cores {
+		if c.pushQ != nil {
+			s := c.pushQ.Stats()
+			sent.Add(s.SentLatency)
+			failed.Add(s.FailedLatency)
+		}
+	}
+	sent.Sample(ch, descPushLatency, "sent")
+	failed.Sample(ch, descPushLatency, "failed")
+	stats := map[string]push.ProviderStats{}
+	if p, ok := cores[0].pushProvider.(interface {
+		ProviderStats() map[string]push.ProviderStats
+	}); ok {
+		stats = p.ProviderStats()
+	}
+	for _, name := range []string{"apns", "fcm"} {
+		a := stats[name].Attempts
+		a.Sample(ch, descPushAttempt, name)
+	}
 }
 
 // The counters that are each shard core's alone.

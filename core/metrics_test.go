@@ -7,8 +7,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/metric"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
@@ -216,4 +218,37 @@ func metricsOf(t *testing.T, c prometheus.Collector) string {
 		t.Fatal(err)
 	}
 	return text
+}
+
+// TestPushLatencyMetric: offline pushes the queue's worker handed to
+// the provider are timed under outcome="sent"; the device providers'
+// attempt histograms exist at zero without APNs or FCM; both are
+// lint-clean.
+func TestPushLatencyMetric(t *testing.T) {
+	fp := &fakePush{}
+	e := newEnvWith(t, func(c *Config) {
+		c.Push = PushConfig{Provider: fp, Templates: map[string]string{testApp: `{"alert":"x"}`}}
+	})
+	a := e.client("alice")
+	a.open("", false, 0)
+	cid := a.start([]string{"carol"}, "", false).ConvMessage.GetCid() // carol is offline
+	for _, text := range []string{"one", "two"} {
+		mustOK(t, a.do(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+			DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String(text)}}))
+	}
+	want := `relaymesh_push_seconds_count{outcome="sent"} 2` + "\n"
+	waitFor(t, "two pushes timed", func() bool { return strings.Contains(metricsText(t, e.core), want) })
+	text := metricsText(t, e.core)
+	for _, w := range []string{
+		`relaymesh_push_seconds_count{outcome="failed"} 0`,
+		`relaymesh_push_provider_attempt_seconds_count{provider="apns"} 0`,
+		`relaymesh_push_provider_attempt_seconds_count{provider="fcm"} 0`,
+	} {
+		if !strings.Contains(text, w+"\n") {
+			t.Errorf("/metrics lacks %s", w)
+		}
+	}
+	if problems, err := testutil.CollectAndLint(e.core.Collector(), "relaymesh_push_seconds", "relaymesh_push_provider_attempt_seconds"); err != nil || len(problems) > 0 {
+		t.Errorf("lint: %v %v", err, problems)
+	}
 }

@@ -464,6 +464,9 @@ func (c *conn) writeCtx(ctx context.Context, f outFrame) error {
 	c.srv.metrics.FramesOut.Add(1)
 	c.srv.metrics.BytesOut.Add(int64(n))
 	c.srv.metrics.transport(c.t.kind()).FramesOut.Add(1)
+	if f.at != 0 {
+		c.srv.metrics.observeDelivery(f.p, f.at, time.Now())
+	}
 	return nil
 }
 

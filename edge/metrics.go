@@ -62,6 +62,11 @@ type Metrics struct {
 	// (BackendDirect) that is a message's send → ack as the edge sees it
 	// (route, raft commit, reply); every other command in BackendOther.
 	Backend [2]Histogram
+	// Delivery is how long a message took from its server timestamp
+	// (set by the shard leader as it commits the message) to the write
+	// of a copy to a client's socket, by priority class; replays are
+	// left out (their timestamp is a failover ago).
+	Delivery [numPriorities]Histogram
 
 	mu         sync.Mutex
 	rejections map[int32]*atomic.Int64 // guarded by mu; LeanCloud code → count
@@ -73,48 +78,27 @@ const (
 	BackendOther
 )
 
-// latencyBounds are the upper bounds, in seconds, of Histogram's buckets.
-var latencyBounds = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}
+// Histogram counts durations for a Prometheus histogram (metric.Latency).
+type Histogram = metric.Latency
 
-// Histogram counts durations in latencyBounds' buckets, for a Prometheus
-// histogram. Safe for concurrent use.
-type Histogram struct {
-	buckets [len(latencyBounds) + 1]atomic.Uint64 // not cumulative; the last is +Inf
-	sum     atomic.Int64                          // nanoseconds
-}
+// maxDeliveryMs bounds one delivery latency, in ms: a timestamp from
+// before then (a bogus one) counts as that, not as an overflow.
+const maxDeliveryMs = int64(24 * time.Hour / time.Millisecond)
 
-// Observe counts one duration.
-func (h *Histogram) Observe(d time.Duration) {
-	sec := d.Seconds()
-	i := 0
-	for i < len(latencyBounds) && sec > latencyBounds[i] {
-		i++
+// observeDelivery counts the latency of a copy of a message with server
+// timestamp at (Unix ms) written now to a client, at priority p. A
+// timestamp ahead of the edge's clock (the clocks of the core and the
+// edge differ) counts as zero, one more than a day old as a day; one
+// that is not positive is no timestamp and not counted.
+func (m *Metrics) observeDelivery(p Priority, at int64, now time.Time) {
+	if at <= 0 {
+		return
 	}
-	h.buckets[i].Add(1)
-	h.sum.Add(int64(d))
-}
-
-// Count is how many durations were observed.
-func (h *Histogram) Count() uint64 {
-	var n uint64
-	for i := range h.buckets {
-		n += h.buckets[i].Load()
+	if p < 0 || p >= numPriorities {
+		p = PriorityNormal
 	}
-	return n
-}
-
-// sample sends the histogram as one const histogram of d with
-// labelValues.
-func (h *Histogram) sample(ch chan<- prometheus.Metric, d metric.Desc, labelValues ...string) {
-	buckets := make(map[float64]uint64, len(latencyBounds))
-	var cum uint64
-	for i := range h.buckets {
-		cum += h.buckets[i].Load()
-		if i < len(latencyBounds) {
-			buckets[latencyBounds[i]] = cum
-		}
-	}
-	ch <- prometheus.MustNewConstHistogram(d.Desc(), cum, float64(h.sum.Load())/1e9, buckets, labelValues...)
+	ms := min(max(now.UnixMilli()-at, 0), maxDeliveryMs) // at > 0: no overflow
+	m.Delivery[p].Observe(time.Duration(ms) * time.Millisecond)
 }
 
 // numCommandTypes bounds lcpb.CommandType's values.
@@ -236,6 +220,7 @@ var (
 
 	descCommands   = metric.Counter("relaymesh_edge_commands_total", "Client commands read, by type (cmd).", "cmd")
 	descBackend    = metric.Histogram("relaymesh_edge_backend_seconds", `Time from a forwarded client command to the cores' reply (cmd="direct": a message's send to its ack).`, "cmd")
+	descDelivery   = metric.Histogram("relaymesh_delivery_seconds", "Time from a message's server timestamp (the shard leader's clock as it commits the message; ms resolution) to the edge's write of a copy to a client's socket (the edge's clock), by priority class. Replays after a failover are left out.", "priority")
 	descDropped    = metric.Counter("relaymesh_edge_dropped_frames_total", "Outbound frames shed by priority class.", "priority")
 	descRejections = metric.Counter("relaymesh_edge_rejections_total", "Client requests rejected, by LeanCloud error code.", "code")
 
@@ -252,7 +237,7 @@ func (m *Metrics) Collector() prometheus.Collector {
 		descIdleCloses, descLoginTimeouts, descOverIPCap, descDrained, descDrainForced, descWTRefused,
 		descDatagramsIn, descDatagramsDropped, descDatagramsOut, descDatagramsFallback, descSocketWrites,
 		descTConnections, descTConnectionsTotal, descTSessions, descTSessionsTotal, descTFramesIn, descTFramesOut,
-		descCommands, descBackend, descDropped, descRejections,
+		descCommands, descBackend, descDelivery, descDropped, descRejections,
 	}
 	return metric.NewCollector(descs, m.collect)
 }
@@ -318,8 +303,11 @@ func (m *Metrics) collect(ch chan<- prometheus.Metric) {
 		}
 		s.Add(descCommands, float64(m.Commands[i].Load()), name)
 	}
-	m.Backend[BackendDirect].sample(ch, descBackend, "direct")
-	m.Backend[BackendOther].sample(ch, descBackend, "other")
+	m.Backend[BackendDirect].Sample(ch, descBackend, "direct")
+	m.Backend[BackendOther].Sample(ch, descBackend, "other")
+	for p := range m.Delivery {
+		m.Delivery[p].Sample(ch, descDelivery, Priority(p).String())
+	}
 	for p := range m.Dropped {
 		s.Add(descDropped, float64(m.Dropped[p].Load()), Priority(p).String())
 	}

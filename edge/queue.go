@@ -24,6 +24,10 @@ type outFrame struct {
 	// dgram: a transient direct, which a WebTransport session sends as a
 	// datagram when it fits (wt.go); WebSocket ignores it.
 	dgram bool
+	// at is the server timestamp (Unix ms) of the message a delivered
+	// copy carries, for the delivery latency (Metrics.Delivery); zero
+	// for every other frame.
+	at int64
 }
 
 // outQueue is the bounded per-connection outbound queue: a relay/pq queue

@@ -414,6 +414,10 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 	}
 	prio := pq.ClassOf(d.GetPriority())
 	dgram := cmd.GetCmd() == lcpb.CommandType_direct && cmd.GetDirectMessage().GetTransient()
+	var at int64 // a message's first copies are timed (Metrics.Delivery), not a replay's
+	if cmd.GetCmd() == lcpb.CommandType_direct && !d.GetReplay() {
+		at = cmd.GetDirectMessage().GetTimestamp()
+	}
 	type hit struct {
 		ss  *session
 		end bool
@@ -459,7 +463,7 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 			b = withPeerID(shared, h.ss.peerID)
 		}
 		last = h.ss
-		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio, dgram: dgram}) {
+		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio, dgram: dgram, at: at}) {
 			s.metrics.DeliveredFrames.Add(1)
 		}
 		if h.end {

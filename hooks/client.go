@@ -253,6 +253,15 @@ func (c *Client) send(ctx context.Context, appID, hook, method, url string, body
 		req.Header[k] = v
 	}
 
+	start := time.Now()
+	status, data, err := c.exchange(ctx, parent, req, max)
+	c.observe(hook, time.Since(start), status, err) // stats.go
+	return status, data, err
+}
+
+// exchange runs req and reads at most max bytes of the reply; parent is
+// the caller's context, ctx the per-call one req carries.
+func (c *Client) exchange(ctx, parent context.Context, req *http.Request, max int) (int, []byte, error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() == context.DeadlineExceeded && parent.Err() == nil {

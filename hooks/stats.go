@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,6 +19,45 @@ type Counts struct {
 
 type counters struct {
 	calls, failures, timeouts, drops atomic.Int64
+	// latency times the HTTP exchanges (send), by outcome (outcomeOK,
+	// outcomeFailed).
+	latency [2]metric.Latency
+}
+
+// Outcomes of one HTTP exchange with a hook, for its latency.
+const (
+	outcomeOK     = iota // a 2xx reply, read in time
+	outcomeFailed        // a transport error, a timeout, another status, a reply too big
+)
+
+var outcomeNames = [...]string{outcomeOK: "ok", outcomeFailed: "failed"}
+
+// observe counts one exchange with hook that took d.
+func (c *Client) observe(hook string, d time.Duration, status int, err error) {
+	st := c.stats[hook]
+	if st == nil {
+		return
+	}
+	o := outcomeOK
+	if err != nil || status < 200 || status > 299 {
+		o = outcomeFailed
+	}
+	st.latency[o].Observe(d)
+}
+
+// Latency returns how long the HTTP exchanges with hook took, by
+// outcome: "ok" (a 2xx reply, read in time) and "failed" (a transport
+// error, a timeout, another status, a reply over MaxReplyBytes).
+func (c *Client) Latency(hook string) map[string]metric.LatencySnapshot {
+	st := c.stats[hook]
+	if st == nil {
+		return nil
+	}
+	out := make(map[string]metric.LatencySnapshot, len(outcomeNames))
+	for o, name := range outcomeNames {
+		out[name] = st.latency[o].Snapshot()
+	}
+	return out
 }
 
 // Stats returns the counters of every hook, by name.
@@ -39,12 +79,14 @@ var (
 	descFailures = metric.Counter("relaymesh_hook_failures_total", "Hook calls that failed, timeouts included.", "hook")
 	descTimeouts = metric.Counter("relaymesh_hook_timeouts_total", "Hook calls that timed out.", "hook")
 	descDrops    = metric.Counter("relaymesh_hook_drops_total", "Messages dropped or operations rejected by hooks.", "hook")
+	descLatency  = metric.Histogram("relaymesh_hook_seconds", `Time of one HTTP exchange with a hook, from the request to the reply read; outcome="ok" for a 2xx reply in time, "failed" for a transport error, a timeout, another status or a reply too big.`, "hook", "outcome")
 )
 
-// Collector returns the collector of the counters: one series per hook,
-// and hook="_userVerify" for the user-store calls (login.go).
+// Collector returns the collector of the counters and the latency
+// histograms: one series per hook (and outcome), and hook="_userVerify"
+// for the user-store calls (login.go).
 func (c *Client) Collector() prometheus.Collector {
-	return metric.NewCollector([]metric.Desc{descCalls, descFailures, descTimeouts, descDrops}, func(ch chan<- prometheus.Metric) {
+	return metric.NewCollector([]metric.Desc{descCalls, descFailures, descTimeouts, descDrops, descLatency}, func(ch chan<- prometheus.Metric) {
 		stats := c.Stats()
 		for _, m := range []struct {
 			d   metric.Desc
@@ -57,6 +99,11 @@ func (c *Client) Collector() prometheus.Collector {
 		} {
 			for _, n := range statNames {
 				metric.Chan(ch).Add(m.d, float64(m.get(stats[n])), n)
+			}
+		}
+		for _, n := range statNames {
+			for o, name := range outcomeNames {
+				c.stats[n].latency[o].Sample(ch, descLatency, n, name)
 			}
 		}
 	})

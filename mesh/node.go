@@ -162,6 +162,7 @@ func Listen(addr string, id *Identity, logger *slog.Logger, opts ...ListenOption
 	}
 	n.wg.Add(1)
 	go n.acceptLoop()
+	addLive(n) // metrics.go
 	return n, nil
 }
 
@@ -204,6 +205,7 @@ func checkMethod(method string) {
 // Close closes every connection and the socket. Handlers see their context
 // end; Close returns after every goroutine of the node has exited.
 func (n *Node) Close() error {
+	removeLive(n) // metrics.go; before mu (Lock order)
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()

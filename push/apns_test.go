@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // fakeClock is a settable clock.
@@ -334,7 +336,11 @@ func TestAPNsAnswers(t *testing.T) {
 			if n := len(e.f.got()); n != tc.requests {
 				t.Errorf("requests: got %d, want %d", n, tc.requests)
 			}
-			if s := e.a.Stats(); s != tc.stats {
+			s := e.a.Stats()
+			if n := s.Attempts.Count(); n != uint64(tc.requests) {
+				t.Errorf("attempts timed: got %d, want one per request (%d)", n, tc.requests)
+			}
+			if s.Attempts = (metric.LatencySnapshot{}); s != tc.stats {
 				t.Errorf("stats: got %+v, want %+v", s, tc.stats)
 			}
 			if got := e.sink.calls(); strings.Join(got, ",") != strings.Join(tc.sink, ",") {

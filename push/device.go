@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"sync/atomic"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // Device is one registered device of a receiver, as the core resolves it
@@ -111,6 +113,9 @@ type ProviderStats struct {
 	Dropped int64 // dropped before any attempt: the provider's queue was full
 	Skipped int64 // not sent: unusable payload, or the device is not for this provider
 	Waiting int   // queued now
+	// Attempts is how long each attempt at a device took (one request
+	// to the service, whatever its answer).
+	Attempts metric.LatencySnapshot
 }
 
 // Add sums o into s.
@@ -122,16 +127,18 @@ func (s *ProviderStats) Add(o ProviderStats) {
 	s.Dropped += o.Dropped
 	s.Skipped += o.Skipped
 	s.Waiting += o.Waiting
+	s.Attempts.Add(o.Attempts)
 }
 
 // counters are a device provider's counters.
 type counters struct {
 	sent, failed, retried, invalid, skipped atomic.Int64
+	attempts                                metric.Latency
 }
 
 func (c *counters) stats(q *Queue) ProviderStats {
 	s := ProviderStats{Sent: c.sent.Load(), Failed: c.failed.Load(), Retried: c.retried.Load(),
-		Invalid: c.invalid.Load(), Skipped: c.skipped.Load()}
+		Invalid: c.invalid.Load(), Skipped: c.skipped.Load(), Attempts: c.attempts.Snapshot()}
 	if q != nil {
 		qs := q.Stats()
 		s.Dropped, s.Waiting = qs.Dropped+qs.Discarded, qs.Waiting

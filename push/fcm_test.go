@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // fakeGoogle is an OAuth2 token endpoint and an FCM send endpoint.
@@ -270,7 +272,11 @@ func TestFCMAnswers(t *testing.T) {
 			if len(sends) == 2 && tc.grants == 2 && sends[0].auth == sends[1].auth {
 				t.Errorf("the retry after 401 used the same token %s", sends[1].auth)
 			}
-			if s := f.Stats(); s != tc.stats {
+			s := f.Stats()
+			if n := s.Attempts.Count(); n != uint64(len(sends)) {
+				t.Errorf("attempts timed: got %d, want one per send (%d)", n, len(sends))
+			}
+			if s.Attempts = (metric.LatencySnapshot{}); s != tc.stats {
 				t.Errorf("stats: got %+v, want %+v", s, tc.stats)
 			}
 			if got := sink.calls(); strings.Join(got, ",") != strings.Join(tc.sink, ",") {

@@ -5,6 +5,9 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // DefaultQueueSize is the bound of a Queue when QueueConfig.Size is zero.
@@ -34,6 +37,9 @@ type Queue struct {
 	closed bool       // guarded by mu
 
 	enqueued, dropped, sent, failed, discarded atomic.Int64
+	// latency times the provider's Push of each request: [0] those sent,
+	// [1] those failed.
+	latency [2]metric.Latency
 }
 
 // QueueStats are a Queue's counters.
@@ -44,6 +50,12 @@ type QueueStats struct {
 	Failed    int64 // requests the provider failed, or canceled by Close
 	Discarded int64 // requests still waiting at Close
 	Waiting   int   // requests waiting now
+
+	// SentLatency and FailedLatency are how long the provider's Push
+	// took for the requests sent and those failed (from a worker taking
+	// the request to the provider's verdict; not the wait in the queue).
+	// A provider that queues requests itself (APNs, FCM) answers at once.
+	SentLatency, FailedLatency metric.LatencySnapshot
 }
 
 // NewQueue starts a Queue feeding p. Close stops it.
@@ -112,6 +124,7 @@ func (q *Queue) Stats() QueueStats {
 	return QueueStats{
 		Enqueued: q.enqueued.Load(), Dropped: q.dropped.Load(), Sent: q.sent.Load(),
 		Failed: q.failed.Load(), Discarded: q.discarded.Load(), Waiting: n,
+		SentLatency: q.latency[0].Snapshot(), FailedLatency: q.latency[1].Snapshot(),
 	}
 }
 
@@ -121,12 +134,16 @@ func (q *Queue) worker() {
 		if !ok {
 			return
 		}
-		if err := q.p.Push(q.ctx, r); err != nil {
+		start := time.Now()
+		err := q.p.Push(q.ctx, r)
+		if err != nil {
+			q.latency[1].Observe(time.Since(start))
 			q.failed.Add(1)
 			q.logger.LogAttrs(q.ctx, slog.LevelDebug, "push failed",
 				slog.String("app", r.AppID), slog.String("conv", r.ConvID), slog.Any("err", err))
 			continue
 		}
+		q.latency[0].Observe(time.Since(start))
 		q.sent.Add(1)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // gate is a provider that blocks every push until released, recording the
@@ -107,5 +108,38 @@ func TestLogProvider(t *testing.T) {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("log line %s lacks %s", buf.String(), want)
 		}
+	}
+}
+
+// TestQueueLatency: each request the provider sent or failed is timed
+// once, under its outcome, from the worker taking it to the provider's
+// verdict (a push held 50ms at the gate takes at least that); a request
+// dropped from the queue is not timed.
+func TestQueueLatency(t *testing.T) {
+	g := &gate{release: make(chan struct{})}
+	q := NewQueue(g, QueueConfig{Size: 1, Workers: 1})
+	defer q.Close()
+	for _, c := range []string{"a", "b", "c"} { // "a" held by the worker, "b" dropped for "c"
+		if err := q.Push(context.Background(), req(c)); err != nil {
+			t.Fatal(err)
+		}
+		if c == "a" {
+			waitFor(t, func() bool { return len(g.seen()) == 1 })
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	g.release <- struct{}{} // "a" sent
+	waitFor(t, func() bool { return len(g.seen()) == 2 })
+	g.mu.Lock()
+	g.fail = true
+	g.mu.Unlock()
+	g.release <- struct{}{} // "c" failed
+	waitFor(t, func() bool { return q.Stats().Failed == 1 })
+	s := q.Stats()
+	if s.SentLatency.Count() != 1 || s.FailedLatency.Count() != 1 || s.Dropped != 1 {
+		t.Fatalf("got %d sent and %d failed timed, %d dropped; want 1, 1, 1", s.SentLatency.Count(), s.FailedLatency.Count(), s.Dropped)
+	}
+	if s.SentLatency.Sum < 50*time.Millisecond {
+		t.Errorf("the sent push took %v, want at least the 50ms it was held", s.SentLatency.Sum)
 	}
 }

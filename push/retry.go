@@ -105,7 +105,9 @@ func sendDevice(ctx context.Context, r Retry, c *counters, app string, d Device,
 			c.retried.Add(1)
 		}
 		actx, cancel := context.WithTimeout(ctx, r.Timeout)
+		start := time.Now()
 		last = attempt(actx)
+		c.attempts.Observe(time.Since(start))
 		cancel()
 		switch last.v {
 		case vSent:

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/hashicorp/raft"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // StateMachine applies committed commands to the state DB.
@@ -81,6 +84,8 @@ type fsm struct {
 	sm      StateMachine
 	log     *slog.Logger
 	applied atomic.Uint64
+	// batch times ApplyBatch's batches that applied entries (Node.Latency).
+	batch metric.Latency
 
 	failOnce sync.Once
 	failed   chan struct{}          // closed by fail
@@ -127,6 +132,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if last <= applied {
 		return res
 	}
+	start := time.Now()
 	b := f.db.NewIndexedBatch()
 	defer b.Close()
 	for i, l := range logs {
@@ -155,6 +161,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		return res
 	}
 	f.applied.Store(last)
+	f.batch.Observe(time.Since(start))
 	return res
 }
 

@@ -13,6 +13,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/hashicorp/raft"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // Config configures one replica. Zero tuning fields take the defaults below.
@@ -64,6 +66,9 @@ type Node struct {
 	state *pebble.DB
 	fsm   *fsm
 	trans raft.Transport
+
+	// propose times the proposals that committed (Latency).
+	propose metric.Latency
 
 	closed    atomic.Bool
 	waiters   sync.WaitGroup // Propose goroutines waiting on futures for a ctx-bound caller
@@ -261,6 +266,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 			return nil, context.DeadlineExceeded
 		}
 	}
+	start := time.Now()
 	f := n.raft.Apply(cmd, timeout)
 	var err error
 	if ctx.Done() == nil {
@@ -281,11 +287,23 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if err != nil {
 		return nil, proposeErr(err)
 	}
+	n.propose.Observe(time.Since(start))
 	resp := f.Response()
 	if e, ok := resp.(error); ok {
 		return nil, e
 	}
 	return resp, nil
+}
+
+// Latency is how long this replica's proposals that committed took, from
+// Propose to the applied result (appending, replication to a quorum,
+// commit and the state machine's apply: what a client's write waits
+// for; proposals that failed, on a follower or at a timeout, are left
+// out, a state machine's error result counts), and how long its state
+// machine took per batch of committed entries (ApplyBatch: the entries'
+// Apply and the Pebble commit, on every replica), since Open.
+func (n *Node) Latency() (propose, batch metric.LatencySnapshot) {
+	return n.propose.Snapshot(), n.fsm.batch.Snapshot()
 }
 
 func proposeErr(err error) error {

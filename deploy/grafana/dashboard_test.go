@@ -347,17 +347,31 @@ func TestDashboardMetricsExported(t *testing.T) {
 		}
 	}
 
-	resp, err := http.Get("http://" + srv.Addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	scrape := func() []byte {
+		t.Helper()
+		resp, err := http.Get("http://" + srv.Addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("/metrics: %d", resp.StatusCode)
+		}
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return body
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		t.Fatalf("/metrics: %d", resp.StatusCode)
-	}
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
+	// The three copies bob read are timed once their writes return (just
+	// after bob may have read them): poll for them.
+	body := scrape()
+	for deadline := time.Now().Add(5 * time.Second); sumSamples(string(body), "relaymesh_delivery_seconds_count") < 3; {
+		if time.Now().After(deadline) {
+			t.Fatalf("relaymesh_delivery_seconds_count: %v in all, want the 3 copies bob read", sumSamples(string(body), "relaymesh_delivery_seconds_count"))
+		}
+		time.Sleep(20 * time.Millisecond)
+		body = scrape()
 	}
 	e, err := parseExposition(strings.NewReader(string(body)))
 	if err != nil {
@@ -373,6 +387,16 @@ func TestDashboardMetricsExported(t *testing.T) {
 	if !e.samples["relaymesh_edge_sessions"] || !e.samples["relaymesh_raft_leader"] {
 		t.Fatalf("the scrape lacks the edge's or the core's series: %d families", len(e.types))
 	}
+	// The other latency series carry the traffic too: the sends' raft
+	// proposals, the edge's and the core's mesh connection to each other.
+	if n := sumSamples(string(body), "relaymesh_raft_apply_seconds_count"); n < 3 {
+		t.Errorf("relaymesh_raft_apply_seconds_count: %v in all, want at least the 3 sends", n)
+	}
+	for _, want := range []string{`node="edge-1",peer="core-1"`, `node="core-1",peer="edge-1"`} {
+		if !strings.Contains(string(body), "relaymesh_mesh_rtt_seconds{") || !strings.Contains(string(body), want) {
+			t.Errorf("the scrape has no relaymesh_mesh_rtt_seconds{…%s}", want)
+		}
+	}
 	var used []string
 	for _, p := range allPanels(d.Panels) {
 		for _, tg := range p.Targets {
@@ -387,4 +411,22 @@ func TestDashboardMetricsExported(t *testing.T) {
 		}
 	}
 	t.Logf("the dashboard uses %d of the %d exported families", len(used), len(e.types))
+}
+
+// sumSamples adds up the values of every sample of name (any labels) in
+// a scrape's text.
+func sumSamples(text, name string) float64 {
+	var sum float64
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest != "" && rest[0] != '{' && rest[0] != ' ') {
+			continue
+		}
+		f := strings.Fields(line)
+		var v float64
+		if _, err := fmt.Sscan(f[len(f)-1], &v); err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
