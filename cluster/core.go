@@ -395,7 +395,7 @@ func (c *Core) Err() error {
 // cores' (summed, core.Collector), the regions', each shard's raft state
 // (raftmetrics.go), the router's and the catalog's.
 func (c *Core) Collector() prometheus.Collector {
-	return metric.Collectors{core.Collector(c.Services), c.Regions.Collector(), c.raftCollector(), c.Router.Collector(), c.catalogCollector()}
+	return metric.Collectors{core.Collector(c.Services), c.Regions.Collector(), c.raftCollector(), c.pebbleCollector(), c.Router.Collector(), c.catalogCollector()}
 }
 
 // Gatherer is the core's metrics registry (Collector, the mesh's, the Go

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,18 @@ func TestCoreReadyz(t *testing.T) {
 			if !strings.Contains(m, want+"\n") {
 				t.Errorf("/metrics lacks %s", want)
 			}
+		}
+		// Pebble per database: each group's state DB, the raft log DB the
+		// shards share (once), and the catalog's own.
+		for _, re := range []string{`relaymesh_pebble_disk_bytes\{db="state",shard="0"\} [1-9]`, `relaymesh_pebble_disk_bytes\{db="state",shard="1"\} [1-9]`,
+			`relaymesh_pebble_disk_bytes\{db="state",shard="catalog"\} [1-9]`, `relaymesh_pebble_wal_bytes\{db="raft",shard="shared"\} [1-9]`,
+			`relaymesh_pebble_block_cache_misses_total\{db="state",shard="0"\} `, `relaymesh_pebble_l0_files\{db="raft",shard="catalog"\} `} {
+			if !regexp.MustCompile(re).MatchString(m) {
+				t.Errorf("/metrics does not match %s", re)
+			}
+		}
+		if n := strings.Count(m, "relaymesh_pebble_l0_files{db=\"raft\""); n != 2 {
+			t.Errorf("%d raft log DB series, want 2 (the shards' shared DB once, the catalog's)", n)
 		}
 	}
 	c := start()

@@ -1,0 +1,41 @@
+package raftstore
+
+import "github.com/cockroachdb/pebble"
+
+// DBStats are one Pebble database's figures for /metrics: what an
+// operator watches to see a store fill its disk, fall behind on
+// compactions (read amplification, files in L0) or miss its cache.
+type DBStats struct {
+	DiskBytes     uint64 // live and obsolete tables, WAL, manifest
+	MemtableBytes uint64
+	WALBytes      uint64 // live WAL files
+	L0Files       int64
+	ReadAmp       int   // sublevels of L0 plus non-empty levels below
+	Compactions   int64 // since open
+	Flushes       int64 // since open
+	CacheHits     int64 // block cache, since open
+	CacheMisses   int64
+}
+
+func dbStats(db *pebble.DB) DBStats {
+	m := db.Metrics()
+	return DBStats{
+		DiskBytes:     m.DiskSpaceUsage(),
+		MemtableBytes: m.MemTable.Size,
+		WALBytes:      m.WAL.Size,
+		L0Files:       m.Levels[0].NumFiles,
+		ReadAmp:       m.ReadAmp(),
+		Compactions:   m.Compact.Count,
+		Flushes:       m.Flush.Count,
+		CacheHits:     m.BlockCache.Hits,
+		CacheMisses:   m.BlockCache.Misses,
+	}
+}
+
+// StateStats are the figures of the replica's state DB.
+func (n *Node) StateStats() DBStats { return dbStats(n.state) }
+
+// LogStats are the figures of the replica's raft log DB, and that DB: the
+// groups of one node share it (LogStore.Group), so a caller adding up
+// replicas counts each DB once.
+func (n *Node) LogStats() (DBStats, *pebble.DB) { return dbStats(n.logs.db), n.logs.db }
