@@ -65,6 +65,7 @@ func (c *Core) serveOps(cfg CoreConfig) {
 	}
 	c.ops = s
 	c.Node.HandleRPC(meshpb.MethodAdminOps, s.handle, mesh.RoleAdmin)
+	s.serveBackup() // backup.go
 }
 
 // stop waits for the handlers running and refuses the next ones: the
