@@ -105,8 +105,14 @@ type RestoreSummary struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// serveBackup registers the backup streams (adminops.go serveOps).
-func (s *opsServer) serveBackup() {
+// serveBackup registers the backup streams (adminops.go serveOps);
+// cmdVer is the shard command version the core proposes
+// ([core] command_version, 0: the newest).
+func (s *opsServer) serveBackup(cmdVer int) {
+	if cmdVer <= 0 || cmdVer > shard.Version {
+		cmdVer = shard.Version
+	}
+	s.cmdVer = cmdVer
 	s.c.Node.HandleStream(MethodAdminSnapshot, s.snapshotStream, mesh.RoleAdmin)
 	s.c.Node.HandleStream(MethodAdminRestore, s.restoreStream, mesh.RoleAdmin)
 }
@@ -356,10 +362,42 @@ func (s *opsServer) restoreStream(ctx context.Context, peer string, st *mesh.Str
 		return
 	}
 	sum := &RestoreSummary{Header: res.Header, Records: res.Records, Index: res.Index, Applied: res.AppliedIndex}
+	s.afterRestore(rctx, rep, sum)
 	s.reregister(rctx, rep, ref, before, sum)
+	sum.Applied = rep.AppliedIndex()
 	s.c.log.Info("admin restore", "peer", peer, "shard", ref, "records", sum.Records, "index", sum.Index,
 		"members", sum.Members, "imported", sum.Imported, "unique", sum.Unique, "warnings", len(sum.Warnings))
 	_ = sendJSON(st, &BackupReply{Node: s.id, Addr: s.self, Role: rep.Raft().State().String(), Restore: sum})
+}
+
+// afterRestore commits one shard command after the restored state, which
+// every replica applies: it empties the fan-out tail the backup carried
+// (messages the source's leader had not named fanned out: a new leader
+// of this cluster would push them again to whoever is online), and it
+// moves each replica's member index (shard.FSM.MemberIndex) above the
+// restore, so that routers do not trust the catalog's member index for
+// the shard until the restored clients are in it (reregister).
+func (s *opsServer) afterRestore(ctx context.Context, rep *raftstore.Node, sum *RestoreSummary) {
+	cmd := &shard.Command{Op: shard.OpFanoutDone, V: s.cmdVer}
+	if s.cmdVer >= shard.Version2 {
+		tail, err := shard.FanoutTail(rep.State(), ^uint64(0)-1, shard.MaxFanoutDone)
+		if err != nil {
+			sum.Warnings = append(sum.Warnings, fmt.Sprintf("reading the fan-out tail: %v", err))
+		}
+		for _, e := range tail {
+			cmd.FanoutDone = append(cmd.FanoutDone, e.Index)
+		}
+	}
+	// At Version1 the shard refuses the op as unknown: an ordinary refusal,
+	// which is still an entry every replica applies.
+	b, err := cmd.Encode()
+	if err == nil {
+		_, err = rep.Propose(ctx, b)
+	}
+	var se *shard.Error
+	if err != nil && !errors.As(err, &se) {
+		sum.Warnings = append(sum.Warnings, fmt.Sprintf("the entry after the restore: %v", err))
+	}
 }
 
 // reregister writes to the catalog what the restored shard's data needs
