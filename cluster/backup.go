@@ -523,7 +523,11 @@ func (c *OpsClient) openBackup(ctx context.Context, method string, req *BackupRe
 		}
 		for _, addr := range c.seeds {
 			for hop := 0; hop < maxLeaderHops && ctx.Err() == nil; hop++ {
-				st, err := c.node.OpenStream(ctx, addr, method)
+				// A core that cannot be reached would hold the opening
+				// until ctx ends: reachTimeout, then the next seed.
+				octx, ocancel := context.WithTimeout(ctx, reachTimeout)
+				st, err := c.node.OpenStream(octx, addr, method)
+				ocancel()
 				if errors.Is(err, mesh.ErrForbidden) {
 					return nil, nil, fmt.Errorf("%w: %s refused certificate %q of role %s (admin commands take a certificate of role admin: relaymesh pki issue --role admin): %w",
 						ErrOps, addr, c.id.Name, c.id.Role, err)
