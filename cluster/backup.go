@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/relaymesh/relaymesh/catalog"
@@ -305,6 +306,10 @@ func noEOF(err error) error {
 	return err
 }
 
+// restoring holds the replicas (*raftstore.Node) a restore is running on:
+// one at a time.
+var restoring sync.Map
+
 // restoreStream serves `admin restore` on the shard's leader.
 func (s *opsServer) restoreStream(ctx context.Context, peer string, st *mesh.Stream) {
 	req, rep, ok := s.begin(st)
@@ -323,6 +328,11 @@ func (s *opsServer) restoreStream(ctx context.Context, peer string, st *mesh.Str
 		return
 	}
 	ref := catalog.ShardRef{Region: uint8(s.region), Shard: uint16(req.Shard)}
+	if _, busy := restoring.LoadOrStore(rep, true); busy {
+		_ = sendJSON(st, backupErr("a restore of shard %s is in progress", ref))
+		return
+	}
+	defer restoring.Delete(rep)
 	has, err := shard.HasData(rep.State())
 	if err != nil {
 		_ = sendJSON(st, backupErr("restore: %v", err))

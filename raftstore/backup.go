@@ -247,11 +247,17 @@ func (r *hashReader) ReadByte() (byte, error) {
 func ReadBackup(r io.Reader, check func(*BackupHeader) error, rec func(k, v []byte) error, progress BackupProgress) (*BackupHeader, error) {
 	hr := &hashReader{br: bufio.NewReaderSize(r, 256<<10), h: sha256.New()}
 	magic := make([]byte, len(backupMagic))
-	if _, err := io.ReadFull(hr, magic); err != nil || string(magic) != backupMagic {
+	if _, err := io.ReadFull(hr, magic); err != nil {
+		return nil, fmt.Errorf("%w: magic: %w", ErrBadBackup, noEOF(err))
+	}
+	if string(magic) != backupMagic {
 		return nil, fmt.Errorf("%w: not a relaymesh backup (magic)", ErrBadBackup)
 	}
 	hl, err := binary.ReadUvarint(hr)
-	if err != nil || hl == 0 || hl > MaxBackupHeader {
+	if err != nil {
+		return nil, fmt.Errorf("%w: header length: %w", ErrBadBackup, noEOF(err))
+	}
+	if hl == 0 || hl > MaxBackupHeader {
 		return nil, fmt.Errorf("%w: header length %d (at most %d)", ErrBadBackup, hl, MaxBackupHeader)
 	}
 	js := make([]byte, hl)
@@ -273,7 +279,10 @@ func ReadBackup(r io.Reader, check func(*BackupHeader) error, rec func(k, v []by
 		}
 	}
 	smagic := make([]byte, len(snapMagic))
-	if _, err := io.ReadFull(hr, smagic); err != nil || string(smagic) != snapMagic {
+	if _, err := io.ReadFull(hr, smagic); err != nil {
+		return nil, fmt.Errorf("%w: state stream: %w", ErrBadBackup, noEOF(err))
+	}
+	if string(smagic) != snapMagic {
 		return nil, fmt.Errorf("%w: state stream magic", ErrBadBackup)
 	}
 	var n uint64
