@@ -267,7 +267,7 @@ func TestAdminBackupRestore(t *testing.T) {
 
 	out = adminB.ok("restore", "--shard", "1/1", "--in", file, "--force")
 	t.Logf("restore: %s", out)
-	if !strings.Contains(out, "restored shard 1/1") || !strings.Contains(out, "1 imported ids") {
+	if !strings.Contains(out, "restored shard 1/1") || !strings.Contains(out, "1 imported ids") || !strings.Contains(out, "replicas with the restored state: 3 of 3") {
 		t.Errorf("restore output: %q", out)
 	}
 

@@ -256,10 +256,12 @@ func adminRestore(args []string, w io.Writer) error {
 		return fmt.Errorf("admin restore: %w", err)
 	}
 	s := res.Summary
+	have, of := waitReplicas(ctx, cl, res.Addr, n, s.Applied)
 	if af.json {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"file": *in, "bytes": size, "node": res.Node, "addr": res.Addr, "restore": s}); err != nil {
+		if err := enc.Encode(map[string]any{"file": *in, "bytes": size, "node": res.Node, "addr": res.Addr, "restore": s,
+			"replicas_restored": have, "replicas": of}); err != nil {
 			return err
 		}
 	} else {
@@ -267,6 +269,7 @@ func adminRestore(args []string, w io.Writer) error {
 			groupLabel(hdr), *in, hdr.Created, hdr.Applied, res.Node, res.Addr, s.Records, size)
 		fmt.Fprintf(w, "restore index %d, applied index %d; catalog: %d member index entries, %d imported ids, %d unique claims\n",
 			s.Index, s.Applied, s.Members, s.Imported, s.Unique)
+		fmt.Fprintf(w, "replicas with the restored state: %d of %d\n", have, of)
 		for _, warn := range s.Warnings {
 			fmt.Fprintf(w, "warning: %s\n", warn)
 		}
@@ -275,4 +278,56 @@ func adminRestore(args []string, w io.Writer) error {
 		return fmt.Errorf("admin restore: the data is restored, but %d catalog registration(s) failed (see the warnings)", len(s.Warnings))
 	}
 	return nil
+}
+
+// waitReplicas waits (a while, within ctx) until every replica of shard n,
+// in the region of the core at leaderAddr, has applied the entries up to
+// index (the restore and the entry after it), and every replica of the
+// catalog what its leader committed (the registrations): until then a
+// login served by a core whose replicas lag may miss the shard. It
+// returns how many of the shard's replicas have, of how many.
+func waitReplicas(ctx context.Context, cl *cluster.OpsClient, leaderAddr string, n int, index uint64) (have, of int) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		v := cluster.MergeStatus(cl.Status(ctx, 3*time.Second))
+		region := 0
+		for _, nd := range v.Nodes {
+			if nd.Status != nil && nd.Status.Addr == leaderAddr {
+				region = nd.Status.Region
+			}
+		}
+		have, of = 0, 0
+		catalogDone := true
+		for _, g := range v.Groups {
+			if g.Group == "catalog" {
+				for _, r := range g.Replicas {
+					if r.Lag > 0 || g.Leader == "" {
+						catalogDone = false
+					}
+				}
+			}
+			if g.Group != "shard" || g.Shard != n || g.Region != region {
+				continue
+			}
+			applied := map[string]uint64{}
+			for _, r := range g.Replicas {
+				applied[r.Addr] = r.Applied
+			}
+			for _, sv := range g.Servers {
+				of++
+				if applied[sv.Addr] >= index {
+					have++
+				}
+			}
+		}
+		if (of > 0 && have == of && catalogDone) || ctx.Err() != nil {
+			return have, of
+		}
+		select {
+		case <-ctx.Done():
+			return have, of
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
