@@ -409,7 +409,7 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 	}
 	if r.announce != nil {
 		r.announce(ctx, req.GetEdgeId(), &meshpb.PresenceSession{AppId: req.GetAppId(), PeerId: req.GetPeerId(),
-			ConnId: req.GetConnId(), Tag: req.GetTag(), ProtocolVersion: req.GetProtocolVersion()})
+			ConnId: req.GetConnId(), Tag: req.GetTag(), ProtocolVersion: req.GetProtocolVersion(), Seq: req.GetPresenceSeq()})
 	}
 	parts, err := r.scatter(ctx, r.loginShards(req.GetAppId(), req.GetPeerId()), func(int) *meshpb.ClientRequest { return part(req) })
 	if err != nil {

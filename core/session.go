@@ -45,7 +45,7 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		return refuse(err)
 	}
 	s := &relay.Session{App: app, Peer: peer, Tag: req.GetTag(), Edge: req.GetEdgeId(), Conn: req.GetConnId(), Version: req.GetProtocolVersion(),
-		IP: req.GetSourceIp()}
+		IP: req.GetSourceIp(), Seq: req.GetPresenceSeq()}
 	kicked, room, err := c.relay.Open(s, req.GetReconnect()) // tag kick; room: the chatroom it is back in
 	if errors.Is(err, relay.ErrTagConflict) {
 		return refuse(fmt.Errorf("%w: tag %q", errTagConflict, s.Tag))

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
 // adminCLI runs `relaymesh admin` against a procCluster with a
@@ -174,60 +176,19 @@ func TestAdminOps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var acked []string
-	var failed []error
-	wg.Go(func() {
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			s, err := alice.Send(ctx, cid, client.TextMessage(fmt.Sprintf("m%d", i)), client.SendOptions{})
-			mu.Lock()
-			if err != nil {
-				failed = append(failed, err)
-			} else {
-				acked = append(acked, s.ID)
-			}
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-	time.Sleep(300 * time.Millisecond) // sends before the transfer too
+	sent := startSender(ctx, alice, cid) // sends before the transfer too
 	to := names[(leader+1)%3]
 	out := a.ok("shard", "transfer-leader", "--shard", "0", "--to", to)
 	if !strings.Contains(out, "-> "+to) {
 		t.Errorf("transfer-leader said %q, want -> %s", out, to)
 	}
 	t.Logf("transfer-leader: %s", out)
-	time.Sleep(300 * time.Millisecond) // and after it
-	close(stop)
-	wg.Wait()
-	mu.Lock()
+	acked, failed := sent.stop() // and after it
 	if len(failed) > 0 {
 		t.Errorf("%d of %d sends failed during the transfer: %v", len(failed), len(failed)+len(acked), failed)
 	}
-	want := map[string]bool{}
-	for _, id := range acked {
-		want[id] = true
-	}
-	mu.Unlock()
-	t.Logf("%d sends acked across the transfer", len(want))
-	deadline := time.After(20 * time.Second)
-	for len(want) > 0 {
-		select {
-		case ev := <-bob.Events():
-			if m, ok := ev.(client.Message); ok && m.ConvID == cid {
-				delete(want, m.ID)
-			}
-		case <-deadline:
-			t.Fatalf("bob lacks %d acked messages 20 s after the transfer", len(want))
-		}
-	}
+	waitDelivered(t, bob, cid, acked, 20*time.Second)
+	t.Logf("%d sends acked across the transfer", len(acked))
 	v = a.status()
 	if g := groupOf(v, "shard", 0); g.Leader != to {
 		t.Fatalf("after the transfer: shard 0 led by %q, want %s", g.Leader, to)
@@ -279,6 +240,41 @@ func TestAdminOps(t *testing.T) {
 		t.Logf("sent %s", s.ID)
 	}
 
+	// A move of the leader's replica to the core just removed, under
+	// load: added as a non-voter, caught up, promoted, handed the
+	// leadership, the old replica removed; every send acked and delivered.
+	t.Logf("remove-replica: %s", a.ok("shard", "remove-replica", "--shard", "0", "--node", names[f]))
+	sent = startSender(ctx, alice, cid)
+	out, errOut, code := a.run("shard", "move", "--shard", "0", "--from", to, "--to", names[f], "--addr", c.coreMesh[f])
+	acked2, failed2 := sent.stop()
+	if code != 0 || !strings.Contains(out, "moved from "+to+" to "+names[f]) {
+		t.Fatalf("shard move: exit %d\n%s\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"as a non-voter", "caught up", names[f] + " is a voter", "leader " + to + " -> " + names[f]} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("shard move's progress lacks %q:\n%s", want, errOut)
+		}
+	}
+	t.Logf("shard move:\n%s%s", errOut, out)
+	if len(failed2) > 0 {
+		t.Errorf("%d of %d sends failed during the move: %v", len(failed2), len(failed2)+len(acked2), failed2)
+	}
+	waitDelivered(t, bob, cid, acked2, 20*time.Second)
+	t.Logf("%d sends acked across the move", len(acked2))
+	v = a.status()
+	g := groupOf(v, "shard", 0)
+	if g.Leader != names[f] || len(g.Servers) != 2 || server(g, to) != nil || server(g, names[f]) == nil || !server(g, names[f]).Voter {
+		t.Fatalf("after the move: leader %q, servers %+v; want %s leading, %s gone", g.Leader, g.Servers, names[f], to)
+	}
+	// Run again: nothing left to do.
+	if out := a.ok("shard", "move", "--shard", "0", "--from", to, "--to", names[f], "--addr", c.coreMesh[f]); !strings.Contains(out, "moved already") {
+		t.Errorf("a second run of the move said %q", out)
+	}
+	// Back to three voters, led by names[f]: the misuse below needs a leader and two followers.
+	a.ok("shard", "add-replica", "--shard", "0", "--node", to, "--addr", c.coreMesh[slices.Index(names, to)])
+	waitFor(t, 30*time.Second, func() bool { v = a.status(); return settled(v, groupOf(v, "shard", 0), 3) })
+	to = names[f]
+
 	// Misuse: each exits 1 with a one-line reason.
 	edgeCLI := newAdminCLI(t, c, "edge-x", "edge")
 	coreCLI := newAdminCLI(t, c, "core-x", "core")
@@ -301,6 +297,12 @@ func TestAdminOps(t *testing.T) {
 		{"remove the leader", a, []string{"shard", "remove-replica", "--shard", "0", "--node", to}, "--force"},
 		{"a conversation without id", a, []string{"conversation", "show", "--app", "failover-app"}, "one conversation id"},
 		{"an unknown subcommand", a, []string{"shard", "split"}, "unknown subcommand"},
+		{"move without --addr", a, []string{"shard", "move", "--shard", "0", "--from", "core-1", "--to", "core-9"}, "--addr"},
+		{"move to itself", a, []string{"shard", "move", "--shard", "0", "--from", "core-1", "--to", "core-1", "--addr", c.coreMesh[0]}, "both core-1"},
+		{"move the catalog", a, []string{"shard", "move", "--shard", "catalog", "--from", "core-1", "--to", "core-9", "--addr", c.coreMesh[0]}, "only shards move"},
+		{"move a stranger", a, []string{"shard", "move", "--shard", "0", "--from", "core-9", "--to", "core-8", "--addr", freeUDPAddr(t)}, "has no replica"},
+		{"move to a core that does not answer", a, []string{"shard", "move", "--shard", "0", "--from", "core-1", "--to", "core-9", "--addr", freeUDPAddr(t), "--timeout", "4s"}, "does not answer"},
+		{"move to the wrong node", a, []string{"shard", "move", "--shard", "0", "--from", "core-1", "--to", "core-9", "--addr", c.coreMesh[1]}, "is core-2, not core-9"},
 		{"no core answers", a, []string{"status", "--core", freeUDPAddr(t), "--timeout", "2s"}, "no core answered"},
 	}
 	for _, m := range misuse {
@@ -311,7 +313,7 @@ func TestAdminOps(t *testing.T) {
 		}
 	}
 	// A core that does not answer is shown, the command still succeeds.
-	out, _, code := a.run("status", "--core", freeUDPAddr(t)+","+c.coreMesh[0], "--timeout", "10s")
+	out, _, code = a.run("status", "--core", freeUDPAddr(t)+","+c.coreMesh[0], "--timeout", "10s")
 	if code != 0 || !strings.Contains(out, "unreachable") {
 		t.Errorf("status with a dead core among the seeds: exit %d\n%s", code, out)
 	}
@@ -323,11 +325,84 @@ func TestAdminOps(t *testing.T) {
 			a.ok("shard", "remove-replica", "--shard", "0", "--node", n)
 		}
 	}
-	_, errOut, code := a.run("shard", "remove-replica", "--shard", "0", "--node", to, "--force")
+	_, errOut, code = a.run("shard", "remove-replica", "--shard", "0", "--node", to, "--force")
 	if code != 1 || !strings.Contains(errOut, "last voter") {
 		t.Errorf("removing the last voter: exit %d, %q", code, errOut)
 	}
 	if g := groupOf(a.status(), "shard", 0); g.Leader != to || len(g.Servers) != 1 {
 		t.Errorf("after refusing the last voter: %+v", g)
 	}
+}
+
+// sender sends to a conversation without pause until stopped.
+type sender struct {
+	stopc  chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	acked  []string
+	failed []error
+}
+
+func startSender(ctx context.Context, c *client.Client, cid string) *sender {
+	s := &sender{stopc: make(chan struct{})}
+	s.wg.Go(func() {
+		for i := 0; ; i++ {
+			select {
+			case <-s.stopc:
+				return
+			default:
+			}
+			ack, err := c.Send(ctx, cid, client.TextMessage(fmt.Sprintf("m%d", i)), client.SendOptions{})
+			s.mu.Lock()
+			if err != nil {
+				s.failed = append(s.failed, err)
+			} else {
+				s.acked = append(s.acked, ack.ID)
+			}
+			s.mu.Unlock()
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+	time.Sleep(300 * time.Millisecond) // sends before what the test does next
+	return s
+}
+
+// stop ends the sends (after a few more) and returns the acked ids and the failures.
+func (s *sender) stop() ([]string, []error) {
+	time.Sleep(300 * time.Millisecond)
+	close(s.stopc)
+	s.wg.Wait()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.acked, s.failed
+}
+
+// waitDelivered waits until c received every message of ids in cid.
+func waitDelivered(t *testing.T, c *client.Client, cid string, ids []string, d time.Duration) {
+	t.Helper()
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	deadline := time.After(d)
+	for len(want) > 0 {
+		select {
+		case ev := <-c.Events():
+			if m, ok := ev.(client.Message); ok && m.ConvID == cid {
+				delete(want, m.ID)
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d acked messages not delivered within %v", len(want), len(ids), d)
+		}
+	}
+}
+
+// server is g's configured server id, or nil.
+func server(g *cluster.GroupView, id string) *meshpb.ServerStatus {
+	for i := range g.Servers {
+		if g.Servers[i].ID == id {
+			return &g.Servers[i]
+		}
+	}
+	return nil
 }

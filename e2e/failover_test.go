@@ -526,11 +526,11 @@ func TestReconnectStormLab(t *testing.T) {
 	s, text := runLoad(t, 10*time.Minute, cfg)
 	var drops []string
 	for i, m := range c.metrics {
-		for _, name := range []string{"relaymesh_core_deliveries_dropped_total", "relaymesh_edge_link_replay_dropped_total"} {
+		for _, name := range []string{"relaymesh_core_deliveries_dropped_total"} {
 			drops = append(drops, fmt.Sprintf("core-%d %s=%d", i+1, name, coreMetric(m+"/metrics", name)))
 		}
 	}
-	for _, name := range []string{"relaymesh_edge_delivery_misses_total", "relaymesh_edge_link_replay_dropped_total", "relaymesh_edge_datagrams_dropped_total"} {
+	for _, name := range []string{"relaymesh_edge_delivery_misses_total", "relaymesh_edge_link_replay_dropped_total", "relaymesh_edge_datagrams_dropped_total", "relaymesh_edge_link_presence_resyncs_total", "relaymesh_edge_link_presence_overflows_total"} {
 		drops = append(drops, fmt.Sprintf("edge-2 %s=%d", name, coreMetric("http://"+c.edges[1].Addr+"/metrics", name)))
 	}
 	t.Logf("drops after the storm: %s", strings.Join(drops, ", "))

@@ -81,7 +81,8 @@ func (r *Relay) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (de
 		delete(r.edges, edgeID)
 		close(l.done)
 		r.rooms.dropEdge(edgeID, now)
-		r.dropEdgeSessionsLocked(edgeID)
+		delete(r.lists, edgeID)
+		r.dropEdgeSessionsLocked(edgeID, 0, nil)
 	}
 }
 

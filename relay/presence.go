@@ -24,8 +24,15 @@ func (r *Relay) SyncPresence(edgeID string, p *meshpb.Presence, authoritative bo
 	if p.GetReplaceAll() && !authoritative {
 		r.rooms.dropEdge(edgeID, now) // rebound below from the list
 	}
+	// A full list replaces the edge's sessions once it is all here (its
+	// last frame, more unset), so none it holds is missing in between;
+	// sessions registered from an OPEN the edge sent after it made the
+	// list stay too: the OPEN and the list race on different streams
+	// (edge/corelink/presence.go, beginOpen).
+	list := r.lists[edgeID]
 	if p.GetReplaceAll() {
-		r.dropEdgeSessionsLocked(edgeID)
+		list = &fullList{snapshot: p.GetSnapshotSeq(), keys: make(map[listKey]struct{}, len(p.GetAdd()))}
+		r.lists[edgeID] = list
 	}
 	for _, rm := range p.GetRemove() {
 		from := ConnKey{edgeID, rm.GetConnId()}
@@ -41,8 +48,27 @@ func (r *Relay) SyncPresence(edgeID string, p *meshpb.Presence, authoritative bo
 		}
 		r.online.note(k, len(r.sessions[k]) > 0, true)
 		r.sessions[k] = append(r.sessions[k], &Session{App: a.GetAppId(), Peer: a.GetPeerId(), Tag: a.GetTag(),
-			Edge: edgeID, Conn: a.GetConnId(), Version: a.GetProtocolVersion(), IP: ip})
+			Edge: edgeID, Conn: a.GetConnId(), Version: a.GetProtocolVersion(), IP: ip, Seq: a.GetSeq()})
+		if list != nil {
+			list.keys[listKey{k, a.GetConnId()}] = struct{}{}
+		}
 		r.today.note(k, now)
 		r.rooms.mirror(Member{a.GetAppId(), a.GetPeerId(), a.GetTag()}, from, a.GetRoom(), authoritative, now)
 	}
+	if list != nil && !p.GetMore() {
+		delete(r.lists, edgeID)
+		r.dropEdgeSessionsLocked(edgeID, list.snapshot, list.keys)
+	}
+}
+
+// fullList is an edge's full presence list while its frames arrive.
+type fullList struct {
+	snapshot uint64               // Presence.snapshot_seq
+	keys     map[listKey]struct{} // the sessions listed so far
+}
+
+// listKey names a session of one edge.
+type listKey struct {
+	peer peerKey
+	conn uint64
 }

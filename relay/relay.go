@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/relay/pq"
 )
 
@@ -38,6 +39,10 @@ type Session struct {
 	Conn           uint64 // the connection's id on that edge
 	Version        int32  // protocol version (1 or 3)
 	IP             string // the client's address at OPEN; "" for sessions learnt from presence
+	// Seq is the presence sequence number of the session's OPEN
+	// (meshpb.ClientRequest.presence_seq), 0 if unknown: a full list
+	// the edge made before it does not drop it (SyncPresence).
+	Seq uint64
 }
 
 // ConnKey names a connection: an edge and its connection id. The zero
@@ -79,6 +84,7 @@ type Relay struct {
 	closed   bool                   // guarded by mu
 	sessions map[peerKey][]*Session // guarded by mu
 	edges    map[string]*edgeLink   // guarded by mu
+	lists    map[string]*fullList   // guarded by mu; full presence lists being received, by edge (presence.go)
 	today    dayPeers               // guarded by mu; today.go
 	online   onlineLog              // guarded by mu; summary.go
 }
@@ -87,7 +93,8 @@ type Relay struct {
 func New(cfg Config) *Relay {
 	r := &Relay{log: cfg.Logger, now: cfg.Now,
 		sessions: make(map[peerKey][]*Session),
-		edges:    make(map[string]*edgeLink)}
+		edges:    make(map[string]*edgeLink),
+		lists:    make(map[string]*fullList)}
 	r.online.init()
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -312,12 +319,15 @@ func (r *Relay) removeSessionLocked(k peerKey, from ConnKey) (removed *Session) 
 	return removed
 }
 
-// dropEdgeSessionsLocked forgets every session on edge.
-func (r *Relay) dropEdgeSessionsLocked(edge string) {
+// dropEdgeSessionsLocked forgets every session on edge, except those on
+// a full list (keep) and those whose OPEN the edge sent after it made
+// that list, numbered snapshot (0: no list, none is kept).
+func (r *Relay) dropEdgeSessionsLocked(edge string, snapshot uint64, keep map[listKey]struct{}) {
 	for k, ss := range r.sessions {
 		kept := ss[:0]
 		for _, s := range ss {
-			if s.Edge != edge {
+			_, listed := keep[listKey{k, s.Conn}]
+			if s.Edge != edge || listed || (snapshot != 0 && meshpb.PresenceAfter(s.Seq, snapshot)) {
 				kept = append(kept, s)
 			}
 		}

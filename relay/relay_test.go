@@ -208,6 +208,95 @@ func TestSyncPresence(t *testing.T) {
 	}
 }
 
+// TestFullListKeepsLaterOpens: an edge's full presence list (replace_all)
+// made before an OPEN that the relay already registered keeps that
+// session; a list made after it, which does not hold it, drops it; and
+// numbers of another epoch (the edge restarted) never keep one.
+func TestFullListKeepsLaterOpens(t *testing.T) {
+	r := newRelay(t)
+	epoch := meshpb.NewPresenceEpoch()
+	ps := func(peer string, conn, seq uint64) *meshpb.PresenceSession {
+		return &meshpb.PresenceSession{AppId: "app", PeerId: peer, ConnId: conn, Seq: seq}
+	}
+	// bob is on the list; alice opened after it was made.
+	if _, _, err := r.Open(&Session{App: "app", Peer: "alice", Edge: "e1", Conn: 2, Seq: epoch + 2}, false); err != nil {
+		t.Fatal(err)
+	}
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, SnapshotSeq: epoch + 1, Add: []*meshpb.PresenceSession{ps("bob", 1, epoch+1)}}, true)
+	if !r.Online("app", "alice") || !r.Online("app", "bob") {
+		t.Fatalf("after a list older than alice's OPEN: alice %v bob %v, want both online", r.Online("app", "alice"), r.Online("app", "bob"))
+	}
+	// A later list without alice: she logged out meanwhile.
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, SnapshotSeq: epoch + 3, Add: []*meshpb.PresenceSession{ps("bob", 1, epoch+1)}}, true)
+	if r.Online("app", "alice") {
+		t.Fatal("alice online after a list made after her OPEN that does not hold her")
+	}
+	// The same from presence: carol added by a change frame keeps her seq.
+	r.SyncPresence("e1", &meshpb.Presence{Add: []*meshpb.PresenceSession{ps("carol", 4, epoch+4)}}, false)
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, SnapshotSeq: epoch + 3}, false)
+	if !r.Online("app", "carol") || r.Online("app", "bob") {
+		t.Fatalf("after an older empty list: carol %v (want online), bob %v (want gone)", r.Online("app", "carol"), r.Online("app", "bob"))
+	}
+	// The edge restarted (a new epoch): its first list drops everything
+	// the old process had, whatever the numbers.
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, SnapshotSeq: meshpb.NewPresenceEpoch()}, false)
+	if r.Online("app", "carol") {
+		t.Fatal("carol of the old edge process online after the new process's first list")
+	}
+	// Other edges' sessions are never touched.
+	open(t, r, "dave", "", "e2", 9)
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, SnapshotSeq: epoch + 100}, false)
+	if !r.Online("app", "dave") {
+		t.Fatal("dave of e2 dropped by e1's list")
+	}
+}
+
+// TestFullListInFrames: a full list in several frames replaces the
+// edge's sessions once its last frame is in: a session the core had that
+// only a later frame lists is never offline in between, and one the list
+// does not hold is dropped at the end.
+func TestFullListInFrames(t *testing.T) {
+	r := newRelay(t)
+	open(t, r, "alice", "", "e1", 1)
+	open(t, r, "bob", "", "e1", 2)
+	epoch := meshpb.NewPresenceEpoch()
+	ps := func(peer string, conn uint64) *meshpb.PresenceSession {
+		return &meshpb.PresenceSession{AppId: "app", PeerId: peer, ConnId: conn, Seq: epoch + conn}
+	}
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, More: true, SnapshotSeq: epoch + 9, Add: []*meshpb.PresenceSession{ps("carol", 3)}}, true)
+	if !r.Online("app", "alice") || !r.Online("app", "bob") || !r.Online("app", "carol") {
+		t.Fatal("a session offline between the frames of a full list")
+	}
+	r.SyncPresence("e1", &meshpb.Presence{More: true, Add: []*meshpb.PresenceSession{ps("alice", 1)}}, true)
+	if !r.Online("app", "bob") {
+		t.Fatal("bob dropped before the list's last frame")
+	}
+	if ss := r.Sessions("app", "alice"); len(ss) != 1 {
+		t.Fatalf("alice: %v, want one session", ss)
+	}
+	// The last frame (more unset) ends it: bob, on no frame, is dropped.
+	// A single-frame list that follows is complete at once.
+	r.SyncPresence("e1", &meshpb.Presence{Add: []*meshpb.PresenceSession{}}, true)
+	online, offline := r.SplitOnline("app", []string{"alice", "bob", "carol"})
+	if !slices.Equal(online, []string{"alice", "carol"}) || !slices.Equal(offline, []string{"bob"}) {
+		t.Fatalf("after the last frame: online %v offline %v, want [alice carol] [bob]", online, offline)
+	}
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, SnapshotSeq: epoch + 9, Add: []*meshpb.PresenceSession{ps("carol", 3)}}, true)
+	if r.Online("app", "alice") || !r.Online("app", "carol") {
+		t.Fatal("a one-frame list did not replace the sessions at once")
+	}
+	// An edge detached in the middle of a list: the list is forgotten.
+	detach := r.AttachEdge("e1", func(*meshpb.Delivery) error { return nil })
+	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, More: true, SnapshotSeq: epoch + 9, Add: []*meshpb.PresenceSession{ps("dave", 4)}}, true)
+	detach()
+	r.mu.Lock()
+	n := len(r.lists)
+	r.mu.Unlock()
+	if n != 0 || r.Online("app", "dave") {
+		t.Fatalf("after a detach mid-list: %d lists pending, dave online %v", n, r.Online("app", "dave"))
+	}
+}
+
 // TestRoomFanoutClass: a chatroom delivery is queued with its message's
 // priority as class: with the edge's send blocked behind one delivery, a
 // queue of 2 keeps the HIGH ones and sheds the LOW (counted by class).

@@ -29,6 +29,7 @@ const adminUsage = `relaymesh admin: operate a running cluster over the mesh (an
   relaymesh admin shard transfer-leader --shard N|catalog [--to NODE]
   relaymesh admin shard add-replica --shard N --node ID --addr MESHADDR [--nonvoter]
   relaymesh admin shard remove-replica --shard N --node ID [--force]
+  relaymesh admin shard move --shard N --from ID --to ID --addr MESHADDR [--max-lag N]
   relaymesh admin conversation show --app ID CID
   relaymesh admin snapshot --shard [REGION/]N|--catalog --out FILE [--force]
   relaymesh admin restore --shard [REGION/]N --in FILE [--force]
@@ -144,6 +145,8 @@ func runAdmin(args []string) error {
 		switch cmd + " " + sub {
 		case "shard transfer-leader", "shard add-replica", "shard remove-replica":
 			return adminShard(sub, rest[1:], os.Stdout)
+		case "shard move":
+			return adminShardMove(rest[1:], os.Stdout, os.Stderr)
 		case "conversation show":
 			return adminConversation(rest[1:], os.Stdout)
 		}

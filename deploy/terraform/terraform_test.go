@@ -1660,9 +1660,9 @@ func TestIngressRulesEvaluated(t *testing.T) {
 
 // The load balancer has exactly one listener, on 443, to exactly one target
 // group on the edges' client port. Without WebTransport (as before): TLS
-// with the ACM certificate to a TCP group checked with HTTP /healthz. With
+// with the ACM certificate to a TCP group checked with HTTP /readyz. With
 // it: TCP_UDP passed through to a TCP_UDP group (AWS: a TCP_UDP listener
-// forwards only to one) checked with HTTPS /healthz (the port speaks TLS;
+// forwards only to one) checked with HTTPS /readyz (the port speaks TLS;
 // AWS allows no UDP or TCP_UDP health check), no certificate on the load
 // balancer and no ACM certificate at all. Never a second listener on 443:
 // AWS refuses one (DuplicateListener).
@@ -1680,17 +1680,17 @@ func TestListenersEvaluated(t *testing.T) {
 	}{
 		{"WebTransport", nil,
 			[]string{"wss 443/TCP_UDP -> arn:tg/ws"},
-			[]string{"arn:tg/ws TCP_UDP/8080 health HTTPS traffic-port /healthz 200"},
+			[]string{"arn:tg/ws TCP_UDP/8080 health HTTPS traffic-port /readyz 200"},
 			"", "", 0,
 			[]string{"nlb -> sg edge tcp/8080", "nlb -> sg edge udp/8080"}},
 		{"no WebTransport", noWT,
 			[]string{"wss 443/TLS -> arn:tg/ws"},
-			[]string{"arn:tg/ws TCP/8080 health HTTP traffic-port /healthz 200"},
+			[]string{"arn:tg/ws TCP/8080 health HTTP traffic-port /readyz 200"},
 			"arn:acm/edge", "ELBSecurityPolicy-TLS13-1-2-2021-06", 1,
 			[]string{"nlb -> sg edge tcp/8080"}},
 		{"WebTransport, client port 9443", map[string]cty.Value{"client_port": cty.NumberIntVal(9443)},
 			[]string{"wss 443/TCP_UDP -> arn:tg/ws"},
-			[]string{"arn:tg/ws TCP_UDP/9443 health HTTPS traffic-port /healthz 200"},
+			[]string{"arn:tg/ws TCP_UDP/9443 health HTTPS traffic-port /readyz 200"},
 			"", "", 0,
 			[]string{"nlb -> sg edge tcp/9443", "nlb -> sg edge udp/9443"}},
 	} {

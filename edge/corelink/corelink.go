@@ -144,6 +144,8 @@ type Link struct {
 	round    *discovery                             // guarded by mu; the discovery running, nil if none
 	inflight map[*attempt]struct{}                  // guarded by mu
 	sessions map[sessionKey]*meshpb.PresenceSession // guarded by mu; logged-in sessions of this edge
+	opening  map[sessionKey]*meshpb.PresenceSession // guarded by mu; OPENs sent, not answered yet
+	seq      uint64                                 // guarded by mu; presence sequence number of the last OPEN (presence.go)
 	presence map[string]*presenceQueue              // guarded by mu; by core address, while its stream is up
 }
 
@@ -169,6 +171,8 @@ func New(cfg Config) *Link {
 		changed:  make(chan struct{}),
 		inflight: make(map[*attempt]struct{}),
 		sessions: make(map[sessionKey]*meshpb.PresenceSession),
+		opening:  make(map[sessionKey]*meshpb.PresenceSession),
+		seq:      meshpb.NewPresenceEpoch(),
 		presence: make(map[string]*presenceQueue)}
 	l.sendTimeout.Store(int64(presenceSendTimeout))
 	return l
@@ -223,17 +227,28 @@ func (l *Link) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Clien
 	if req.Kind == meshpb.ClientRequest_COMMAND && req.IdempotencyKey == "" {
 		req.IdempotencyKey = newIdempotencyKey()
 	}
+	var ps *meshpb.PresenceSession
+	if req.Kind == meshpb.ClientRequest_OPEN {
+		ps = &meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId,
+			Tag: req.Tag, ProtocolVersion: req.ProtocolVersion}
+		req.PresenceSeq = l.beginOpen(ps) // presence.go
+	}
 	b, err := proto.Marshal(req)
 	if err != nil {
+		if ps != nil {
+			l.endOpen(ps, false, "")
+		}
 		return nil, err
 	}
 	rep, err := l.call(ctx, req, b)
 	switch req.Kind {
 	case meshpb.ClientRequest_OPEN:
-		if err == nil && rep.ErrorCode == 0 {
-			l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId,
-				Tag: req.Tag, ProtocolVersion: req.ProtocolVersion, Room: rep.Room}, true)
+		ok := err == nil && rep.ErrorCode == 0
+		room := ""
+		if ok {
+			room = rep.Room
 		}
+		l.endOpen(ps, ok, room)
 	case meshpb.ClientRequest_CLOSE:
 		l.track(&meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId}, false)
 	case meshpb.ClientRequest_COMMAND:

@@ -430,3 +430,77 @@ func TestRetrySafe(t *testing.T) {
 		}
 	}
 }
+
+// TestFullListHoldsOpening: a full presence list made while an OPEN is in
+// flight lists that session and is numbered at or above its OPEN (so the
+// core, which may register the session before it reads the list, keeps
+// it: relay.SyncPresence); an OPEN sent after the list is numbered above
+// it; a refused OPEN is told to every core as ended.
+func TestFullListHoldsOpening(t *testing.T) {
+	l := New(Config{EdgeID: "edge-1"})
+	q := &presenceQueue{resync: true, wake: make(chan struct{}, 1)}
+	l.presence["core-1"] = q
+	a := &meshpb.PresenceSession{AppId: "app", PeerId: "alice", ConnId: 1}
+	seqA := l.beginOpen(a)
+	l.mu.Lock()
+	frames := l.takeLocked(q)
+	l.mu.Unlock()
+	if len(frames) != 1 || !frames[0].ReplaceAll || len(frames[0].Add) != 1 || frames[0].Add[0].PeerId != "alice" {
+		t.Fatalf("full list while alice's OPEN is in flight: %v, want alice on it", frames)
+	}
+	snap := frames[0].SnapshotSeq
+	if snap < seqA || meshpb.PresenceAfter(seqA, snap) {
+		t.Fatalf("list numbered %#x, alice's OPEN %#x: want the list at or after it", snap, seqA)
+	}
+	b := &meshpb.PresenceSession{AppId: "app", PeerId: "bob", ConnId: 2}
+	if seqB := l.beginOpen(b); !meshpb.PresenceAfter(seqB, snap) {
+		t.Fatalf("bob's OPEN after the list: %#x, list %#x; want it after", seqB, snap)
+	}
+	l.endOpen(a, true, "room-1")
+	l.endOpen(b, false, "")
+	l.mu.Lock()
+	frames = l.takeLocked(q)
+	l.mu.Unlock()
+	if len(frames) != 1 || len(frames[0].Add) != 1 || frames[0].Add[0].PeerId != "alice" || frames[0].Add[0].Room != "room-1" ||
+		len(frames[0].Remove) != 1 || frames[0].Remove[0].PeerId != "bob" {
+		t.Fatalf("after alice logged in and bob was refused: %v; want alice added (room-1), bob removed", frames)
+	}
+	if a.Room != "" {
+		t.Error("endOpen changed the session a full list may be sending")
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.opening) != 0 || len(l.sessions) != 1 {
+		t.Errorf("opening %v sessions %v, want none opening and alice", l.opening, l.sessions)
+	}
+}
+
+// TestFullListFrames: a full list longer than one frame has more set on
+// every frame but the last, replace_all and the number on the first.
+func TestFullListFrames(t *testing.T) {
+	l := New(Config{EdgeID: "edge-1"})
+	q := &presenceQueue{resync: true, wake: make(chan struct{}, 1)}
+	l.presence["core-1"] = q
+	const n = 2*presenceChunk + 5
+	for i := range n {
+		ps := &meshpb.PresenceSession{AppId: "app", PeerId: fmt.Sprintf("p%d", i), ConnId: uint64(i + 1)}
+		l.beginOpen(ps)
+		if i%2 == 0 {
+			l.endOpen(ps, true, "")
+		}
+	}
+	l.mu.Lock()
+	frames := l.takeLocked(q)
+	l.mu.Unlock()
+	total := 0
+	for i, f := range frames {
+		total += len(f.Add)
+		last := i == len(frames)-1
+		if f.More == last || f.ReplaceAll != (i == 0) || (i == 0) != (f.SnapshotSeq != 0) {
+			t.Errorf("frame %d of %d: replace_all %v more %v snapshot %#x", i, len(frames), f.ReplaceAll, f.More, f.SnapshotSeq)
+		}
+	}
+	if len(frames) != 3 || total != n {
+		t.Fatalf("%d frames with %d sessions, want 3 with %d (logged in and opening)", len(frames), total, n)
+	}
+}

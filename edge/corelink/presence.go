@@ -67,8 +67,59 @@ func (l *Link) detachPresence(addr string, q *presenceQueue) {
 	l.mu.Unlock()
 }
 
-// track records a session that opened or ended and queues the change for
-// every core. It never blocks on a core.
+// beginOpen records a session whose OPEN is about to be sent and returns
+// the OPEN's presence sequence number. Until endOpen, full lists include
+// it.
+//
+// Why: a full list (replace_all) goes on each core's delivery stream, an
+// OPEN on a request stream, and nothing orders the two. The core
+// registers a session when it handles the OPEN; a full list made before
+// the edge knew of the session, and read by the core after that, would
+// drop it until the session's own change arrived, and the messages
+// fanned out in between reached nobody (issue 11's reconnect storm lost
+// copies this way: 15,000 OPENs overflow the queues into full lists).
+// Now a full list holds every session whose OPEN was sent before it was
+// made, answered or not, and says up to which sequence number
+// (Presence.snapshot_seq); the core keeps a session registered from a
+// later OPEN (relay.SyncPresence).
+func (l *Link) beginOpen(ps *meshpb.PresenceSession) uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.seq++
+	ps.Seq = l.seq
+	l.opening[sessionKey{ps.AppId, ps.PeerId, ps.ConnId}] = ps
+	return ps.Seq
+}
+
+// endOpen settles an OPEN beginOpen recorded: the session logged in (in
+// room, "" for none), or not. A session that did not log in may be on a
+// full list sent meanwhile, or registered by a core whose answer was
+// lost: every core is told it ended.
+func (l *Link) endOpen(ps *meshpb.PresenceSession, ok bool, room string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := sessionKey{ps.AppId, ps.PeerId, ps.ConnId}
+	if l.opening[k] == ps {
+		delete(l.opening, k)
+	}
+	if ok {
+		if room != "" { // ps may be on a full list being sent: a copy
+			ps = proto.Clone(ps).(*meshpb.PresenceSession)
+			ps.Room = room
+		}
+		l.sessions[k] = ps
+		l.queueLocked(presenceChange{ps, true})
+		return
+	}
+	if _, open := l.sessions[k]; open {
+		return // an earlier login of the same connection still stands
+	}
+	l.queueLocked(presenceChange{&meshpb.PresenceSession{AppId: ps.AppId, PeerId: ps.PeerId, ConnId: ps.ConnId}, false})
+}
+
+// track records a session that ended (open false) and queues the change
+// for every core. It never blocks on a core. Sessions open with
+// beginOpen and endOpen.
 func (l *Link) track(ps *meshpb.PresenceSession, open bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -133,14 +184,23 @@ func (l *Link) takeLocked(q *presenceQueue) []*meshpb.Presence {
 	if q.resync {
 		q.resync, q.changes = false, nil
 		l.stats.presenceResyncs.Add(1)
-		frames := []*meshpb.Presence{{ReplaceAll: true}}
-		for _, ps := range l.sessions {
+		frames := []*meshpb.Presence{{ReplaceAll: true, SnapshotSeq: l.seq}}
+		add := func(ps *meshpb.PresenceSession) {
 			f := frames[len(frames)-1]
 			if len(f.Add) >= presenceChunk {
+				f.More = true
 				f = &meshpb.Presence{}
 				frames = append(frames, f)
 			}
 			f.Add = append(f.Add, ps)
+		}
+		for _, ps := range l.sessions {
+			add(ps)
+		}
+		for k, ps := range l.opening {
+			if _, ok := l.sessions[k]; !ok {
+				add(ps)
+			}
 		}
 		return frames
 	}

@@ -345,7 +345,12 @@ type ClientRequest struct {
 	// parts where it splits, and never on to a third region.
 	RegionPart bool `protobuf:"varint,52,opt,name=region_part,json=regionPart,proto3" json:"region_part,omitempty"`
 	// With region_part: the asking router's region number.
-	FromRegion    uint32 `protobuf:"varint,53,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	FromRegion uint32 `protobuf:"varint,53,opt,name=from_region,json=fromRegion,proto3" json:"from_region,omitempty"`
+	// OPEN: the edge link's presence sequence number, taken when the edge
+	// sent it. A core keeps the session through a replace_all Presence
+	// whose snapshot_seq is lower: that list was made before this OPEN and
+	// cannot hold the session (relay/presence.go).
+	PresenceSeq   uint64 `protobuf:"varint,54,opt,name=presence_seq,json=presenceSeq,proto3" json:"presence_seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -530,6 +535,13 @@ func (x *ClientRequest) GetRegionPart() bool {
 func (x *ClientRequest) GetFromRegion() uint32 {
 	if x != nil {
 		return x.FromRegion
+	}
+	return 0
+}
+
+func (x *ClientRequest) GetPresenceSeq() uint64 {
+	if x != nil {
+		return x.PresenceSeq
 	}
 	return 0
 }
@@ -2250,7 +2262,10 @@ type PresenceSession struct {
 	ProtocolVersion int32                  `protobuf:"varint,5,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// The chatroom the session is in, "" if none, as the leader last said
 	// (ClientReply.room). Followers mirror it; a new leader keeps it.
-	Room          string `protobuf:"bytes,6,opt,name=room,proto3" json:"room,omitempty"`
+	Room string `protobuf:"bytes,6,opt,name=room,proto3" json:"room,omitempty"`
+	// The presence sequence number of the session's OPEN
+	// (ClientRequest.presence_seq).
+	Seq           uint64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2327,17 +2342,37 @@ func (x *PresenceSession) GetRoom() string {
 	return ""
 }
 
+func (x *PresenceSession) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
 // Presence keeps every core of the region told which sessions the edge
 // holds, so that whichever core leads a shard can fan out to them: after a
 // leader change or a core restart nobody has to log in again. The first
 // Presence on a stream has replace_all set and lists every session; later
 // ones carry changes in the order the edge saw them. Applying them is
-// idempotent.
+// idempotent. A replace_all frame travels on another stream than the
+// OPENs, so a core may get it after an OPEN the list does not hold:
+// snapshot_seq tells those apart.
 type Presence struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ReplaceAll    bool                   `protobuf:"varint,1,opt,name=replace_all,json=replaceAll,proto3" json:"replace_all,omitempty"`
-	Add           []*PresenceSession     `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
-	Remove        []*PresenceSession     `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ReplaceAll bool                   `protobuf:"varint,1,opt,name=replace_all,json=replaceAll,proto3" json:"replace_all,omitempty"`
+	// With replace_all: the edge link's presence sequence number when the
+	// list was made. The list holds every session whose OPEN the edge sent
+	// up to it (logged in, or still opening); a session the core registered
+	// from a later OPEN (seq above it) is kept, not dropped.
+	SnapshotSeq uint64             `protobuf:"varint,4,opt,name=snapshot_seq,json=snapshotSeq,proto3" json:"snapshot_seq,omitempty"`
+	Add         []*PresenceSession `protobuf:"bytes,2,rep,name=add,proto3" json:"add,omitempty"`
+	Remove      []*PresenceSession `protobuf:"bytes,3,rep,name=remove,proto3" json:"remove,omitempty"`
+	// A full list too long for one frame goes in consecutive frames, the
+	// first with replace_all; every frame but the last has more set. The
+	// core drops the sessions the list does not hold only once it has the
+	// last frame, so none is missing in between. (A core that predates the
+	// field drops them at the first frame and adds the rest as they come.)
+	More          bool `protobuf:"varint,5,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2379,6 +2414,13 @@ func (x *Presence) GetReplaceAll() bool {
 	return false
 }
 
+func (x *Presence) GetSnapshotSeq() uint64 {
+	if x != nil {
+		return x.SnapshotSeq
+	}
+	return 0
+}
+
 func (x *Presence) GetAdd() []*PresenceSession {
 	if x != nil {
 		return x.Add
@@ -2391,6 +2433,13 @@ func (x *Presence) GetRemove() []*PresenceSession {
 		return x.Remove
 	}
 	return nil
+}
+
+func (x *Presence) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 type Target struct {
@@ -2618,7 +2667,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xaf\x06\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xd2\x06\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2646,7 +2695,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\vregion_part\x184 \x01(\bR\n" +
 	"regionPart\x12\x1f\n" +
 	"\vfrom_region\x185 \x01(\rR\n" +
-	"fromRegion\"=\n" +
+	"fromRegion\x12!\n" +
+	"\fpresence_seq\x186 \x01(\x04R\vpresenceSeq\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
@@ -2852,19 +2902,22 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\"$\n" +
 	"\tEdgeHello\x12\x17\n" +
-	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\xab\x01\n" +
+	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\xbd\x01\n" +
 	"\x0fPresenceSession\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
 	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x17\n" +
 	"\aconn_id\x18\x03 \x01(\x04R\x06connId\x12\x10\n" +
 	"\x03tag\x18\x04 \x01(\tR\x03tag\x12)\n" +
 	"\x10protocol_version\x18\x05 \x01(\x05R\x0fprotocolVersion\x12\x12\n" +
-	"\x04room\x18\x06 \x01(\tR\x04room\"\x97\x01\n" +
+	"\x04room\x18\x06 \x01(\tR\x04room\x12\x10\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\"\xce\x01\n" +
 	"\bPresence\x12\x1f\n" +
 	"\vreplace_all\x18\x01 \x01(\bR\n" +
-	"replaceAll\x121\n" +
+	"replaceAll\x12!\n" +
+	"\fsnapshot_seq\x18\x04 \x01(\x04R\vsnapshotSeq\x121\n" +
 	"\x03add\x18\x02 \x03(\v2\x1f.relaymesh.mesh.PresenceSessionR\x03add\x127\n" +
-	"\x06remove\x18\x03 \x03(\v2\x1f.relaymesh.mesh.PresenceSessionR\x06remove\"[\n" +
+	"\x06remove\x18\x03 \x03(\v2\x1f.relaymesh.mesh.PresenceSessionR\x06remove\x12\x12\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"[\n" +
 	"\x06Target\x12\x17\n" +
 	"\apeer_id\x18\x01 \x01(\tR\x06peerId\x12\x17\n" +
 	"\aconn_id\x18\x02 \x01(\x04R\x06connId\x12\x1f\n" +

@@ -64,13 +64,15 @@ resource "aws_lb" "edge" {
 #
 # Health check: AWS allows TCP, HTTP or HTTPS for these groups (never UDP,
 # TLS or TCP_UDP), always over TCP, so UDP is never checked on its own (the
-# same process serves both). Without WebTransport: HTTP GET /healthz, as the
-# TLS listener forwards plain HTTP. With it: HTTPS GET /healthz, because
+# same process serves both). Without WebTransport: HTTP GET /readyz, as the
+# TLS listener forwards plain HTTP. With it: HTTPS GET /readyz, because
 # the port now speaks TLS (an HTTP check would fail every edge) and a bare
 # TCP check would only prove the port accepts connections, not that the
-# shard has a leader, which /healthz answers (503 without one). The load
-# balancer does not verify the target's certificate, and the edge serves its
-# one certificate whatever the SNI.
+# edge can serve. /readyz is 503 as soon as the edge drains (so new clients
+# go to the other edges while its sessions get goaway) and while any shard
+# of the region has no leader (/healthz looks only at the router's shard).
+# The load balancer does not verify the target's certificate, and the edge
+# serves its one certificate whatever the SNI.
 resource "aws_lb_target_group" "ws" {
   name_prefix          = "rmws-"
   port                 = var.client_port
@@ -81,7 +83,7 @@ resource "aws_lb_target_group" "ws" {
 
   health_check {
     protocol = local.webtransport ? "HTTPS" : "HTTP"
-    path     = "/healthz"
+    path     = "/readyz"
     port     = "traffic-port"
     matcher  = "200"
   }
@@ -167,8 +169,8 @@ resource "aws_autoscaling_group" "edge" {
   max_size                  = var.edge_count
   desired_capacity          = var.edge_count
   target_group_arns         = [aws_lb_target_group.ws.arn]
-  # EC2, not ELB: /healthz is 503 while the shard has no leader, and replacing
-  # every edge then would not help. The load balancer still routes by /healthz.
+  # EC2, not ELB: /readyz is 503 while a shard has no leader, and replacing
+  # every edge then would not help. The load balancer still routes by /readyz.
   health_check_type         = "EC2"
   health_check_grace_period = 180
 

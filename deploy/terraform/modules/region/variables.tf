@@ -234,7 +234,7 @@ variable "remote_regions" {
 # --- ports ---------------------------------------------------------------------
 
 variable "client_port" {
-  description = "Port the edges listen on for clients: TCP for WebSocket, /v1/route and /healthz, UDP for WebTransport (HTTP/3, /wt). Without webtransport the load balancer terminates TLS on 443 and forwards plain TCP here; with it, its one TCP_UDP listener passes 443 (TCP and UDP) through and the edges terminate TLS ([edge] tls)."
+  description = "Port the edges listen on for clients: TCP for WebSocket, /v1/route, /healthz and /readyz, UDP for WebTransport (HTTP/3, /wt). Without webtransport the load balancer terminates TLS on 443 and forwards plain TCP here; with it, its one TCP_UDP listener passes 443 (TCP and UDP) through and the edges terminate TLS ([edge] tls)."
   type        = number
   default     = 8080
 
