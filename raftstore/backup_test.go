@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble"
+
 	"github.com/relaymesh/relaymesh/raftstore"
 	"github.com/relaymesh/relaymesh/raftstore/raftstoretest"
 )
@@ -239,5 +241,62 @@ func TestBackupAppliedKeyIgnored(t *testing.T) {
 	}
 	if _, ok := state[raftstore.ReservedPrefix+"restoring"]; ok {
 		t.Fatal("the file's restore marker was loaded")
+	}
+}
+
+// TestBackupRestoreLarge: a state of 60,000 keys (about 14 MB: several
+// load batches, many progress calls) goes through a backup and a restore
+// into a three-replica group, whose every replica (two of them by
+// InstallSnapshot) then holds every key.
+func TestBackupRestoreLarge(t *testing.T) {
+	const n = 60000
+	src := raftstoretest.NewCluster(t, 1, newCounter, raftstoretest.WithConfig(smallLog))
+	proposeN(t, src, "a", 1)
+	l := src.Node(src.WaitLeader())
+	val := bytes.Repeat([]byte("v"), 200)
+	b := l.State().NewBatch()
+	for i := range n {
+		if err := b.Set([]byte(fmt.Sprintf("big/%08d", i)), val, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(pebble.NoSync); err != nil { // the state DB has no WAL
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	var calls int
+	var lastBytes uint64
+	hdr, err := l.Backup(&buf, raftstore.BackupHeader{Group: "shard", Region: 1}, func(records, bytes uint64) {
+		calls++
+		lastBytes = bytes
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+	if hdr.Records < n || calls < n/4096 || lastBytes != uint64(buf.Len()) {
+		t.Fatalf("backup: %d records, %d progress calls, last at %d of %d bytes", hdr.Records, calls, lastBytes, buf.Len())
+	}
+	t.Logf("backup: %d records, %d bytes", hdr.Records, buf.Len())
+
+	c := raftstoretest.NewCluster(t, 3, newCounter, raftstoretest.WithConfig(smallLog))
+	lead := c.Node(c.WaitLeader())
+	var rcalls int
+	if _, err := lead.RestoreBackup(ctxT(t, 60*time.Second), bytes.NewReader(buf.Bytes()), nil, func(records, bytes uint64) { rcalls++ }); err != nil {
+		t.Fatal(err)
+	}
+	if rcalls < n/4096 {
+		t.Errorf("restore: %d progress calls", rcalls)
+	}
+	proposeN(t, c, "b", 3)
+	state := c.WaitConverged(60 * time.Second)
+	big := 0
+	for k, v := range state {
+		if strings.HasPrefix(k, "big/") && v == string(val) {
+			big++
+		}
+	}
+	if big != n || checkNoDup(t, state) != 4 {
+		t.Fatalf("after the restore: %d big keys (want %d), count %d (want 4)", big, n, checkNoDup(t, state))
 	}
 }
