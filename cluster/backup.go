@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/mesh"
@@ -70,7 +72,11 @@ type BackupRequest struct {
 	Region int    `json:"region,omitempty"` // the shard's region; 0: the core's
 	Shard  int    `json:"shard"`
 	Force  bool   `json:"force,omitempty"` // restore over a shard that holds data
-	Size   int64  `json:"size,omitempty"`  // restore: the file's length
+	// Follower: a snapshot may be taken on the asked core's replica when
+	// it is a follower that has applied all its leader committed (as far
+	// as it knows), sparing the leader; else on the leader.
+	Follower bool  `json:"follower,omitempty"`
+	Size     int64 `json:"size,omitempty"` // restore: the file's length
 }
 
 // BackupReply is a core's answer (see the stream layouts above).
@@ -180,9 +186,19 @@ func (s *opsServer) withQuit(ctx context.Context) (context.Context, context.Canc
 	return ctx, cancel
 }
 
+// caughtUp reports whether rep is a follower with a known leader that has
+// applied every entry it knows committed.
+func caughtUp(rep *raftstore.Node) bool {
+	r := rep.Raft()
+	_, leader := rep.Leader()
+	return rep.Err() == nil && r.State() == raft.Follower && leader != "" &&
+		max(r.AppliedIndex(), rep.AppliedIndex()) >= r.CommitIndex()
+}
+
 // begin reads the request and finds its replica; it holds s.mu (read)
-// when ok, which the caller releases.
-func (s *opsServer) begin(st *mesh.Stream) (req *BackupRequest, rep *raftstore.Node, ok bool) {
+// when ok, which the caller releases. A snapshot asked with Follower may
+// run on a caught-up follower.
+func (s *opsServer) begin(st *mesh.Stream, snapshot bool) (req *BackupRequest, rep *raftstore.Node, ok bool) {
 	req = new(BackupRequest)
 	if err := recvJSON(st, req); err != nil {
 		_ = sendJSON(st, backupErr("bad request: %v", err))
@@ -195,7 +211,7 @@ func (s *opsServer) begin(st *mesh.Stream) (req *BackupRequest, rep *raftstore.N
 		return nil, nil, false
 	}
 	rep, bad := s.backupTarget(req)
-	if bad == nil && !rep.IsLeader() {
+	if bad == nil && !rep.IsLeader() && !(snapshot && req.Follower && caughtUp(rep)) {
 		addr, _ := rep.Leader()
 		bad = &BackupReply{NotLeader: true, Leader: addr}
 	}
@@ -229,10 +245,11 @@ func (w *frameWriter) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// snapshotStream serves `admin snapshot`: the group's leader streams a
-// backup of its state.
+// snapshotStream serves `admin snapshot`: the group's leader (or a
+// caught-up follower, BackupRequest.Follower) streams a backup of its
+// state.
 func (s *opsServer) snapshotStream(ctx context.Context, peer string, st *mesh.Stream) {
-	req, rep, ok := s.begin(st)
+	req, rep, ok := s.begin(st, true)
 	if !ok {
 		return
 	}
@@ -312,7 +329,7 @@ var restoring sync.Map
 
 // restoreStream serves `admin restore` on the shard's leader.
 func (s *opsServer) restoreStream(ctx context.Context, peer string, st *mesh.Stream) {
-	req, rep, ok := s.begin(st)
+	req, rep, ok := s.begin(st, false)
 	if !ok {
 		return
 	}

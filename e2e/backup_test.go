@@ -193,6 +193,21 @@ func TestAdminBackupRestore(t *testing.T) {
 	if _, errOut, code := adminA.run("snapshot", "--shard", "1", "--out", jfile); code == 0 || !strings.Contains(errOut, "exists") {
 		t.Errorf("snapshot over an existing file: exit %d %q", code, errOut)
 	}
+	// On a caught-up follower, sparing the leader.
+	var follower string
+	waitFor(t, 10*time.Second, func() bool {
+		for _, r := range groupOf(adminA.status(), "shard", S).Replicas {
+			if r.State == "Follower" && r.Lag == 0 {
+				follower = r.Addr
+				return true
+			}
+		}
+		return false
+	})
+	out = adminA.ok("snapshot", "--shard", "1", "--follower", "--core", follower, "--out", filepath.Join(files, "follower.rmbackup"))
+	if !strings.Contains(out, "(follower, "+follower+")") {
+		t.Errorf("snapshot --follower on %s: %q", follower, out)
+	}
 	t.Logf("catalog snapshot: %s", adminA.ok("snapshot", "--catalog", "--out", filepath.Join(files, "catalog.rmbackup")))
 
 	// A fresh cluster B.

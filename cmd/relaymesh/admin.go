@@ -31,7 +31,7 @@ const adminUsage = `relaymesh admin: operate a running cluster over the mesh (an
   relaymesh admin shard remove-replica --shard N --node ID [--force]
   relaymesh admin shard move --shard N --from ID --to ID --addr MESHADDR [--max-lag N]
   relaymesh admin conversation show --app ID CID
-  relaymesh admin snapshot --shard [REGION/]N|--catalog --out FILE [--force]
+  relaymesh admin snapshot --shard [REGION/]N|--catalog --out FILE [--follower] [--force]
   relaymesh admin restore --shard [REGION/]N --in FILE [--force]
 
 Every command takes --config FILE ([tls] with an admin certificate,

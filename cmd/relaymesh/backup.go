@@ -122,6 +122,7 @@ func adminSnapshot(args []string, w io.Writer) error {
 	cat := fs.Bool("catalog", false, "back up the catalog instead of a shard")
 	out := fs.String("out", "", "the file to write (written to FILE.tmp, then renamed)")
 	force := fs.Bool("force", false, "replace --out if it exists")
+	follower := fs.Bool("follower", false, "take it on the replica of the core asked (--core) when that is a caught-up follower, sparing the leader")
 	pos, err := parseAll(fs, args)
 	if err != nil {
 		return err
@@ -132,7 +133,7 @@ func adminSnapshot(args []string, w io.Writer) error {
 	if *out == "" {
 		return errors.New("admin snapshot: --out FILE is required")
 	}
-	req := &cluster.BackupRequest{Group: "shard"}
+	req := &cluster.BackupRequest{Group: "shard", Follower: *follower}
 	switch {
 	case *cat && *shardFlag != "":
 		return errors.New("admin snapshot: --shard or --catalog, not both")
