@@ -264,8 +264,21 @@ func TestBackupStreams(t *testing.T) {
 	if _, err := bcl.Restore(ctx, &BackupRequest{Shard: 1}, bytes.NewReader(file.Bytes()), int64(file.Len()), nil); err == nil || !strings.Contains(err.Error(), "--force") {
 		t.Errorf("a restore over data without force: %v", err)
 	}
+	// zed's conversation, made in B after the restore, is indexed; a forced
+	// restore removes it, and zed's entry for the shard.
+	one := catalog.ShardRef{Region: 1, Shard: 1}
+	propose(t, ctx, rep, &shard.Command{Op: shard.OpStart, App: app, CID: newCID(t, 1, 1), From: "zed", Members: []string{"zed", "yan"}, Now: 3000})
+	waitUntil(t, func() bool { refs, _ := b.Catalog.MemberShards(app, "zed"); return slices.Contains(refs, one) })
 	if _, err := bcl.Restore(ctx, &BackupRequest{Shard: 1, Force: true}, bytes.NewReader(file.Bytes()), int64(file.Len()), nil); err != nil {
 		t.Errorf("a restore over data with force: %v", err)
+	}
+	for _, who := range []string{"zed", "yan"} {
+		if refs, err := b.Catalog.MemberShards(app, who); err != nil || slices.Contains(refs, one) {
+			t.Errorf("member index of %s after a forced restore without them: %v %v", who, refs, err)
+		}
+	}
+	if refs, err := b.Catalog.MemberShards(app, "bob"); err != nil || !slices.Contains(refs, one) {
+		t.Errorf("member index of bob after a forced restore: %v %v", refs, err)
 	}
 	// The summary's JSON is what --json prints.
 	if js, err := json.Marshal(s); err != nil || !strings.Contains(string(js), `"imported_ids":1`) {
