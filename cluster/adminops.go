@@ -43,6 +43,8 @@ type opsServer struct {
 	cores  []string // this region's cores, itself included, sorted
 	remote []meshpb.RemoteCores
 
+	cmdVer int // shard command version (backup.go)
+
 	mu     sync.RWMutex // held (read) by every handler; stop takes it to end them
 	closed bool         // guarded by mu
 }
@@ -65,6 +67,7 @@ func (c *Core) serveOps(cfg CoreConfig) {
 	}
 	c.ops = s
 	c.Node.HandleRPC(meshpb.MethodAdminOps, s.handle, mesh.RoleAdmin)
+	s.serveBackup(cfg.CommandVersion) // backup.go
 }
 
 // stop waits for the handlers running and refuses the next ones: the

@@ -76,6 +76,16 @@
 // batch and cleared after the load lets Open finish a restore a crash cut
 // short, from the newest snapshot on disk.
 //
+// # Backups
+//
+// Node.Backup writes a group's state as a backup file (backup.go: a header,
+// the same records, a SHA-256), and Node.RestoreBackup, on the leader,
+// checks a whole file before it hands its records to raft's user restore
+// ((*raft.Raft).Restore), which installs them as a snapshot at a new index
+// here and on every follower. The restored applied index is the file's,
+// below that new index, so every later entry is applied (`relaymesh admin
+// snapshot` and `restore`, cluster/backup.go).
+//
 // # Transport
 //
 // Any raft.Transport works; tests use raft.NewTCPTransport on 127.0.0.1 and

@@ -23,6 +23,10 @@ var (
 	// ErrBadSnapshot is returned by Restore when the snapshot stream is malformed.
 	ErrBadSnapshot = errors.New("raftstore: bad snapshot stream")
 
+	// ErrBadBackup is returned when a backup file is malformed, truncated
+	// or corrupt (backup.go); nothing was restored from it.
+	ErrBadBackup = errors.New("raftstore: bad backup file")
+
 	// ErrCorruptLog is returned when a stored raft log entry cannot be decoded.
 	ErrCorruptLog = errors.New("raftstore: corrupt log entry")
 

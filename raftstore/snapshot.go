@@ -40,40 +40,61 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *fsmSnapshot) Release() { _ = s.snap.Close() }
 
 func writeSnapshot(w io.Writer, snap *pebble.Snapshot) error {
-	bw := bufio.NewWriterSize(w, 256<<10)
 	it, err := snap.NewIter(nil)
 	if err != nil {
 		return fmt.Errorf("raftstore: snapshot iterator: %w", err)
 	}
 	defer it.Close()
-	if _, err := bw.WriteString(snapMagic); err != nil {
-		return fmt.Errorf("raftstore: write snapshot: %w", err)
-	}
-	var n uint64
-	var hdr []byte
+	sw := newSnapWriter(w)
 	for ok := it.First(); ok; ok = it.Next() {
-		k, v := it.Key(), it.Value()
-		if bytes.Equal(k, restoringKey) {
+		if bytes.Equal(it.Key(), restoringKey) {
 			continue
 		}
-		hdr = append(hdr[:0], 1)
-		hdr = binary.AppendUvarint(hdr, uint64(len(k)))
-		bw.Write(hdr)
-		bw.Write(k)
-		hdr = binary.AppendUvarint(hdr[:0], uint64(len(v)))
-		bw.Write(hdr)
-		if _, err := bw.Write(v); err != nil {
-			return fmt.Errorf("raftstore: write snapshot: %w", err)
-		}
-		n++
+		sw.add(it.Key(), it.Value())
 	}
 	if err := it.Error(); err != nil {
 		return fmt.Errorf("raftstore: snapshot iterator: %w", err)
 	}
-	hdr = binary.AppendUvarint(append(hdr[:0], 0), n)
-	bw.Write(hdr)
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("raftstore: write snapshot: %w", err)
+	return sw.finish()
+}
+
+// snapWriter writes a snapshot stream: the magic, then one record per
+// add, then the trailer on finish, which reports the first write error.
+type snapWriter struct {
+	bw  *bufio.Writer
+	n   uint64
+	hdr []byte
+	err error
+}
+
+func newSnapWriter(w io.Writer) *snapWriter {
+	sw := &snapWriter{bw: bufio.NewWriterSize(w, 256<<10)}
+	_, sw.err = sw.bw.WriteString(snapMagic)
+	return sw
+}
+
+func (sw *snapWriter) add(k, v []byte) {
+	if sw.err != nil {
+		return
+	}
+	sw.hdr = append(sw.hdr[:0], 1)
+	sw.hdr = binary.AppendUvarint(sw.hdr, uint64(len(k)))
+	sw.bw.Write(sw.hdr)
+	sw.bw.Write(k)
+	sw.hdr = binary.AppendUvarint(sw.hdr[:0], uint64(len(v)))
+	sw.bw.Write(sw.hdr)
+	_, sw.err = sw.bw.Write(v) // bufio.Writer keeps its first error
+	sw.n++
+}
+
+func (sw *snapWriter) finish() error {
+	if sw.err == nil {
+		sw.hdr = binary.AppendUvarint(append(sw.hdr[:0], 0), sw.n)
+		sw.bw.Write(sw.hdr)
+		sw.err = sw.bw.Flush()
+	}
+	if sw.err != nil {
+		return fmt.Errorf("raftstore: write snapshot: %w", sw.err)
 	}
 	return nil
 }
@@ -133,7 +154,13 @@ func readSnapshot(r io.Reader, db *pebble.DB) error {
 	return nil
 }
 
-func readField(br *bufio.Reader) ([]byte, error) {
+// byteReader is what readField reads from.
+type byteReader interface {
+	io.Reader
+	io.ByteReader
+}
+
+func readField(br byteReader) ([]byte, error) {
 	n, err := binary.ReadUvarint(br)
 	if err != nil {
 		return nil, fmt.Errorf("%w: field length: %w", ErrBadSnapshot, err)

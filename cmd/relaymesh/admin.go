@@ -31,6 +31,8 @@ const adminUsage = `relaymesh admin: operate a running cluster over the mesh (an
   relaymesh admin shard remove-replica --shard N --node ID [--force]
   relaymesh admin shard move --shard N --from ID --to ID --addr MESHADDR [--max-lag N]
   relaymesh admin conversation show --app ID CID
+  relaymesh admin snapshot --shard [REGION/]N|--catalog --out FILE [--follower] [--force]
+  relaymesh admin restore --shard [REGION/]N --in FILE [--force]
 
 Every command takes --config FILE ([tls] with an admin certificate,
 [admin] cores, else [core] peers or [edge] cores), or --ca, --cert, --key
@@ -133,6 +135,8 @@ func runAdmin(args []string) error {
 	switch cmd {
 	case "status":
 		return adminStatus(rest, os.Stdout)
+	case "snapshot", "restore": // backup.go
+		return adminBackup(cmd, rest, os.Stdout)
 	case "shard", "conversation":
 		if len(rest) == 0 {
 			return fmt.Errorf("admin %s: want a subcommand (relaymesh admin -h)", cmd)
