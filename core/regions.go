@@ -97,6 +97,7 @@ type Regions struct {
 	peers map[uint8]*remoteRegion
 	order []uint8  // peers' numbers, ascending
 	local []string // the mesh addresses of this region's other cores (SetLocalCores)
+	warm  warmUp   // regionwarm.go
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -122,6 +123,9 @@ type RegionStats struct {
 	Unreachable atomic.Uint64
 	Summaries   atomic.Uint64 // presence summaries pulled from other regions
 	Skipped     atomic.Uint64 // conversation pushes not sent to a region: no recipient online there
+	// Refused counts push streams from other regions this core turned
+	// away while its edges were not back yet (regionwarm.go).
+	Refused atomic.Uint64
 }
 
 type remoteRegion struct {
@@ -172,6 +176,7 @@ func (g *Regions) Serve() {
 	g.node.HandleStream(meshpb.MethodRegionDeliveries, g.serve, mesh.RoleCore)
 	g.node.HandleRPC(meshpb.MethodPresenceSummary, g.serveSummary, mesh.RoleCore)
 	g.node.HandleRPC(meshpb.MethodPresenceMark, g.serveMark, mesh.RoleCore)
+	g.node.HandleRPC(meshpb.MethodRelayEdges, g.serveRelayEdges, mesh.RoleCore)
 }
 
 // Close stops the senders; pushes still queued are dropped.
@@ -258,6 +263,7 @@ func (g *Regions) wants(rr *remoteRegion, app string, peers []string) bool {
 func (g *Regions) SetLocalCores(addrs []string) {
 	if g != nil {
 		g.local = addrs
+		g.startWarmUp() // regionwarm.go
 	}
 }
 
@@ -368,6 +374,7 @@ type hopStream struct {
 	st    *mesh.Stream
 	addr  string // the core
 	acked atomic.Uint64
+	ended atomic.Bool // the core ended the stream (it refused pushes, or went away)
 }
 
 // send drains rr's queue in order over one stream to a core of rr (its
@@ -451,6 +458,7 @@ func (g *Regions) send(rr *remoteRegion) {
 				for {
 					b, err := st.Recv()
 					if err != nil {
+						h.ended.Store(true)
 						return
 					}
 					a := new(meshpb.RegionAck)
@@ -481,11 +489,31 @@ func (g *Regions) send(rr *remoteRegion) {
 		}
 		return false
 	}
+	ended := 0 // streams in a row the cores ended before acking anything
 	for {
 		trim()
 		if hs != nil && !waiting.IsZero() && time.Since(waiting) > regionAckWait {
 			g.log.Warn("region push: no ack from the core; sending its pushes to the next", "region", rr.num, "core", hs.addr, "unacked", len(unacked))
 			drop()
+		}
+		if hs != nil && hs.ended.Load() {
+			// A core that just restarted refuses pushes until its edges
+			// are back (regionwarm.go); the next core may take them. When
+			// every core did, pause as when none answers.
+			if hs.acked.Load() == 0 {
+				ended++
+			} else {
+				ended = 0
+			}
+			drop()
+			if ended >= len(rr.cores) {
+				ended = 0
+				select {
+				case <-time.After(regionRetryPause):
+				case <-g.ctx.Done():
+					return
+				}
+			}
 		}
 		if hs == nil && len(unacked) > 0 {
 			if !open() {
@@ -544,6 +572,11 @@ func (g *Regions) send(rr *remoteRegion) {
 // it, and the sender sends it again to another core.
 func (g *Regions) serve(ctx context.Context, peer string, st *mesh.Stream) {
 	defer st.Close()
+	if !g.presenceReady() { // regionwarm.go: the sender moves to another core
+		g.stats.Refused.Add(1)
+		g.log.Info("region push stream refused: this core's edges are not back yet", "peer", peer)
+		return
+	}
 	st.SetSendTimeout(regionSendTimeout) // a sender that reads no acks loses its stream
 	type pendingAck struct {
 		seq   uint64
@@ -859,6 +892,7 @@ var (
 	descRegionSummaries   = metric.Counter("relaymesh_region_summaries_total", "Presence summaries pulled from other regions.")
 	descRegionUnreachable = metric.Counter("relaymesh_region_unreachable_total", "Requests to another region failed at once: no core of it answered lately.")
 	descRegionDropped     = metric.Counter("relaymesh_region_pushes_dropped_total", "Pushes dropped at the region hop (queue full), by class.", "class")
+	descRegionRefused     = metric.Counter("relaymesh_region_push_streams_refused_total", "Push streams from other regions turned away while this core's edges were not back after its start.")
 )
 
 // Collector returns the collector of the region hop's series; nil
@@ -868,7 +902,7 @@ func (g *Regions) Collector() prometheus.Collector {
 		return metric.Collectors{}
 	}
 	descs := []metric.Desc{descRegionSent, descRegionResent, descRegionReceived, descRegionFailed, descRegionCalls,
-		descRegionSkipped, descRegionSummaries, descRegionUnreachable, descRegionDropped}
+		descRegionSkipped, descRegionSummaries, descRegionUnreachable, descRegionDropped, descRegionRefused}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		s := metric.Chan(ch)
 		st := &g.stats
@@ -880,6 +914,7 @@ func (g *Regions) Collector() prometheus.Collector {
 		s.Add(descRegionSkipped, float64(st.Skipped.Load()))
 		s.Add(descRegionSummaries, float64(st.Summaries.Load()))
 		s.Add(descRegionUnreachable, float64(st.Unreachable.Load()))
+		s.Add(descRegionRefused, float64(st.Refused.Load()))
 		for c := pq.Class(0); c < pq.NumClasses; c++ {
 			s.Add(descRegionDropped, float64(st.Dropped[c].Load()), c.String())
 		}

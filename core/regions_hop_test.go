@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"path/filepath"
 	"sync"
@@ -211,5 +212,148 @@ func TestRegionHopAllMute(t *testing.T) {
 		if want := "m" + string(rune('a'+i%26)) + string(rune('a'+i/26)); got[i] != want || !replay[i] {
 			t.Fatalf("y's push %d is %s (replay %v), want %s as a replay", i, got[i], replay[i], want)
 		}
+	}
+}
+
+// warmRig is a region-2 core that just started (its relay knows no edge)
+// with another core of its region that has edge e1 attached, and a
+// region-1 core that pushes to it.
+type warmRig struct {
+	sender, recv *Regions
+	rl           *relay.Relay // the receiver's
+	mu           sync.Mutex
+	got          []string // message ids the receiver's edge e1 was handed
+}
+
+func newWarmRig(t *testing.T, peerEdges []string) *warmRig {
+	t.Helper()
+	ids, err := mesh.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"), "core-a", "core-r", "core-p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := func(id string) *mesh.Node {
+		n, err := mesh.Listen("127.0.0.1:0", ids[id], slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	na, nr, np := listen("core-a"), listen("core-r"), listen("core-p")
+	np.HandleRPC(meshpb.MethodRelayEdges, func(context.Context, string, []byte) ([]byte, error) {
+		return json.Marshal(peerEdges)
+	}, mesh.RoleCore)
+	w := &warmRig{rl: relay.New(relay.Config{})}
+	rla := relay.New(relay.Config{})
+	t.Cleanup(rla.Close)
+	t.Cleanup(w.rl.Close)
+	if w.recv, err = NewRegions(2, nr, w.rl, []RemoteRegion{{Number: 1, Cores: []string{na.Addr()}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.recv.Close)
+	w.recv.Serve()
+	w.recv.SetLocalCores([]string{np.Addr()})
+	if w.sender, err = NewRegions(1, na, rla, []RemoteRegion{{Number: 2, Cores: []string{nr.Addr()}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.sender.Close)
+	return w
+}
+
+// attach attaches edge e1 to the receiver's relay and sends its full list
+// (alice on connection 1).
+func (w *warmRig) attach() {
+	w.rl.AttachEdge("e1", func(d *meshpb.Delivery) error {
+		cmd := new(lcpb.GenericCommand)
+		if proto.Unmarshal(d.GetCommand(), cmd) == nil {
+			w.mu.Lock()
+			w.got = append(w.got, cmd.GetDirectMessage().GetId())
+			w.mu.Unlock()
+		}
+		return nil
+	})
+	w.rl.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, Add: []*meshpb.PresenceSession{{AppId: "app", PeerId: "alice", ConnId: 1}}}, true)
+}
+
+func (w *warmRig) delivered() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.got...)
+}
+
+func (w *warmRig) push(id string) {
+	w.sender.MarkOnline(2, "app", "alice") // no summary says otherwise
+	hopPush(w.sender, id)
+}
+
+// TestRegionPushesWaitForEdges: a core that just started turns other
+// regions' push streams away until the edges its region's other cores
+// have attached have attached to it and sent their sessions; the sender
+// holds the push meanwhile and it reaches alice once her edge is back.
+// Before, the core took the push, delivered it to nobody (its relay knew
+// no session yet) and acked it: alice, whose edge never lost her, never
+// got it.
+func TestRegionPushesWaitForEdges(t *testing.T) {
+	w := newWarmRig(t, []string{"e1"})
+	w.push("m1")
+	for deadline := time.Now().Add(10 * time.Second); w.recv.Stats().Refused.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("push streams refused: %d after 10 s, want the sender to keep trying", w.recv.Stats().Refused.Load())
+		}
+	}
+	if s := w.sender.Stats(); s.Sent.Load() != 0 || w.recv.Stats().Received.Load() != 0 {
+		t.Fatalf("before the edge is back: %d pushes acked, %d received; want none", s.Sent.Load(), w.recv.Stats().Received.Load())
+	}
+	w.attach()
+	for deadline := time.Now().Add(10 * time.Second); len(w.delivered()) == 0 || w.sender.Stats().Sent.Load() != 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the edge came back: delivered %v, acked %d; want m1 delivered and acked", w.delivered(), w.sender.Stats().Sent.Load())
+		}
+	}
+	if got := w.delivered(); len(got) != 1 || got[0] != "m1" {
+		t.Fatalf("edge e1 got %v, want m1 once", got)
+	}
+	// Ready for good: a later push goes straight through.
+	w.push("m2")
+	for deadline := time.Now().Add(10 * time.Second); len(w.delivered()) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("a push after the warm-up: edge got %v", w.delivered())
+		}
+	}
+}
+
+// TestRegionWarmUpBounded: an edge the other cores name that never comes
+// back (it died meanwhile) holds the pushes for warmUpMax at most; a
+// region whose other cores have no edge holds nothing.
+func TestRegionWarmUpBounded(t *testing.T) {
+	old := warmUpMax
+	warmUpMax = 1500 * time.Millisecond
+	defer func() { warmUpMax = old }()
+	w := newWarmRig(t, []string{"e1", "e-dead"})
+	w.attach() // e1 is back; e-dead never
+	start := time.Now()
+	w.push("m1")
+	for deadline := time.Now().Add(10 * time.Second); len(w.delivered()) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the push was held past the warm-up's bound")
+		}
+	}
+	if held := time.Since(start); held < time.Second {
+		t.Errorf("delivered after %v, before the warm-up's bound (1.5 s) with an edge missing", held)
+	}
+	if w.recv.Stats().Refused.Load() == 0 {
+		t.Error("no stream refused during the warm-up")
+	}
+
+	w2 := newWarmRig(t, nil)
+	w2.attach()
+	w2.push("m1")
+	for deadline := time.Now().Add(10 * time.Second); len(w2.delivered()) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a core whose region has no edge elsewhere held the push")
+		}
+	}
+	if n := w2.recv.Stats().Refused.Load(); n > 1 {
+		t.Errorf("%d streams refused with nothing to wait for", n)
 	}
 }

@@ -82,6 +82,7 @@ func (r *Relay) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (de
 		close(l.done)
 		r.rooms.dropEdge(edgeID, now)
 		delete(r.lists, edgeID)
+		delete(r.listed, edgeID)
 		r.dropEdgeSessionsLocked(edgeID, 0, nil)
 	}
 }

@@ -58,6 +58,9 @@ func (r *Relay) SyncPresence(edgeID string, p *meshpb.Presence, authoritative bo
 	if list != nil && !p.GetMore() {
 		delete(r.lists, edgeID)
 		r.dropEdgeSessionsLocked(edgeID, list.snapshot, list.keys)
+		if r.edges[edgeID] != nil {
+			r.listed[edgeID] = true
+		}
 	}
 }
 
@@ -71,4 +74,27 @@ type fullList struct {
 type listKey struct {
 	peer peerKey
 	conn uint64
+}
+
+// ListedEdges reports the edges attached whose full presence list has
+// arrived since they attached: the relay knows all their sessions.
+func (r *Relay) ListedEdges() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string]bool, len(r.listed))
+	for e := range r.listed {
+		out[e] = true
+	}
+	return out
+}
+
+// AttachedEdges lists the edges attached now, in no order.
+func (r *Relay) AttachedEdges() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.edges))
+	for e := range r.edges {
+		out = append(out, e)
+	}
+	return out
 }

@@ -85,6 +85,7 @@ type Relay struct {
 	sessions map[peerKey][]*Session // guarded by mu
 	edges    map[string]*edgeLink   // guarded by mu
 	lists    map[string]*fullList   // guarded by mu; full presence lists being received, by edge (presence.go)
+	listed   map[string]bool        // guarded by mu; edges whose full presence list arrived since they attached
 	today    dayPeers               // guarded by mu; today.go
 	online   onlineLog              // guarded by mu; summary.go
 }
@@ -94,7 +95,8 @@ func New(cfg Config) *Relay {
 	r := &Relay{log: cfg.Logger, now: cfg.Now,
 		sessions: make(map[peerKey][]*Session),
 		edges:    make(map[string]*edgeLink),
-		lists:    make(map[string]*fullList)}
+		lists:    make(map[string]*fullList),
+		listed:   make(map[string]bool)}
 	r.online.init()
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)

@@ -34,6 +34,12 @@ const (
 	// MethodPresenceAdd is the rpc PresenceAdd -> empty from a region's
 	// router to its other cores: a session that just logged in.
 	MethodPresenceAdd = "presence-add"
+	// MethodRelayEdges is the rpc empty -> JSON array of edge ids between
+	// the cores of a region: the edges attached to the answering core's
+	// relay. A core that just started asks its region's other cores, and
+	// takes other regions' pushes only once those edges have told it
+	// their sessions (core/regionwarm.go).
+	MethodRelayEdges = "relay-edges"
 	// MethodCatalog is the rpc catalog command -> CatalogReply (JSON,
 	// cluster/catalog.go) between cores: a core that does not lead the
 	// catalog's raft group hands a write to the one that does.
