@@ -30,6 +30,7 @@ const adminUsage = `relaymesh admin: operate a running cluster over the mesh (an
   relaymesh admin shard add-replica --shard N --node ID --addr MESHADDR [--nonvoter]
   relaymesh admin shard remove-replica --shard N --node ID [--force]
   relaymesh admin conversation show --app ID CID
+  relaymesh admin app list|show|set|rotate-master-key|delete   (admin app -h)
 
 Every command takes --config FILE ([tls] with an admin certificate,
 [admin] cores, else [core] peers or [edge] cores), or --ca, --cert, --key
@@ -132,6 +133,8 @@ func runAdmin(args []string) error {
 	switch cmd {
 	case "status":
 		return adminStatus(rest, os.Stdout)
+	case "app":
+		return adminApp(rest, os.Stdout) // adminapp.go
 	case "shard", "conversation":
 		if len(rest) == 0 {
 			return fmt.Errorf("admin %s: want a subcommand (relaymesh admin -h)", cmd)

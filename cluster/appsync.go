@@ -1,0 +1,243 @@
+package cluster
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// App settings follow the catalog (issue 9 "app settings", issue 12 `admin
+// app`). A production core declares its config file's [[apps]] to the
+// catalog at bootstrap (catalog.PutApp with IfAbsent: the catalog wins
+// once it has an app); once its bootstrap is in, the core's registry
+// serves exactly the catalog's apps, tombstones refused, and follows every
+// change its replica applies (appSync). Edges ask one of their cores for
+// the apps every AppPollInterval (meshpb.MethodApps, edgeAppSync) and
+// replace their registry's with them; until a core answers, an edge serves
+// its config file's apps. `relaymesh dev` (an open registry) does neither.
+
+// Intervals of the app sync: a core looks at its catalog replica every
+// appCheckInterval (and reads its apps only when the replica applied
+// something), an edge asks a core every AppPollInterval.
+const (
+	appCheckInterval = 200 * time.Millisecond
+	AppPollInterval  = time.Second
+)
+
+// appSync keeps a core's registry on its catalog replica's apps.
+type appSync struct {
+	reg *apps.Registry
+	g   *catalogGroup
+	log *slog.Logger
+
+	mu   sync.Mutex
+	ok   bool              // guarded by mu: the registry follows the catalog
+	gen  string            // guarded by mu: the generation of list
+	list []meshpb.AppEntry // guarded by mu: the catalog's apps, tombstones included
+	quit chan struct{}
+	wg   sync.WaitGroup
+}
+
+// startAppSync starts following the catalog's apps into reg.
+func startAppSync(g *catalogGroup, reg *apps.Registry, log *slog.Logger) *appSync {
+	s := &appSync{reg: reg, g: g, log: log, quit: make(chan struct{})}
+	s.wg.Go(s.run)
+	return s
+}
+
+func (s *appSync) run() {
+	tick := time.NewTicker(appCheckInterval)
+	defer tick.Stop()
+	var last uint64
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-tick.C:
+		}
+		// Not before the bootstrap is in: until then the catalog may lack
+		// the config file's apps, which the registry serves meanwhile.
+		if !s.g.booted.Load() {
+			continue
+		}
+		idx := s.g.rep.AppliedIndex()
+		if s.ready() && idx == last {
+			continue
+		}
+		list, err := catalogApps(s.g.store)
+		if err != nil {
+			s.log.Warn("apps: reading the catalog", "err", err)
+			if list == nil {
+				continue
+			}
+		}
+		last = idx
+		s.set(list)
+	}
+}
+
+// set makes the registry serve list and records it for the edges.
+func (s *appSync) set(list []meshpb.AppEntry) {
+	gen := appsGen(list)
+	s.mu.Lock()
+	same := s.ok && gen == s.gen
+	s.ok, s.gen, s.list = true, gen, list
+	s.mu.Unlock()
+	if !same {
+		n := applyApps(s.reg, list)
+		s.log.Info("apps: following the catalog", "apps", n, "gen", gen)
+	}
+}
+
+// applyApps makes reg serve exactly the live apps of list and returns
+// how many.
+func applyApps(reg *apps.Registry, list []meshpb.AppEntry) int {
+	live := make(map[string]bool, len(list))
+	for _, a := range list {
+		if a.Settings.Deleted {
+			continue
+		}
+		live[a.ID] = true
+		reg.Put(appOf(a.ID, a.Settings))
+	}
+	for _, a := range reg.List() {
+		if !live[a.ID] {
+			reg.Delete(a.ID)
+		}
+	}
+	return len(live)
+}
+
+// appsGen names a list of apps: the hash of its JSON.
+func appsGen(list []meshpb.AppEntry) string {
+	b, _ := json.Marshal(list)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:8])
+}
+
+func (s *appSync) ready() bool {
+	if s == nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ok
+}
+
+// handle serves MethodApps.
+func (s *appSync) handle(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	var req meshpb.AppsRequest
+	if len(b) > 4<<10 || json.Unmarshal(b, &req) != nil {
+		return json.Marshal(meshpb.AppsReply{})
+	}
+	s.mu.Lock()
+	rep := meshpb.AppsReply{Ready: s.ok, Gen: s.gen}
+	if s.ok && req.Have == s.gen {
+		rep.Same = true
+	} else if s.ok {
+		rep.Apps = s.list
+	}
+	s.mu.Unlock()
+	return json.Marshal(rep)
+}
+
+func (s *appSync) close() {
+	if s == nil {
+		return
+	}
+	close(s.quit)
+	s.wg.Wait()
+}
+
+// edgeAppSync keeps an edge's registry on its cores' apps.
+type edgeAppSync struct {
+	node  *mesh.Node
+	cores []string
+	reg   *apps.Registry
+	log   *slog.Logger
+	every time.Duration
+
+	mu  sync.Mutex
+	gen string // guarded by mu: the generation the registry serves, "" none yet
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// startEdgeAppSync asks the cores, one after the other, for their apps
+// every interval.
+func startEdgeAppSync(node *mesh.Node, cores []string, reg *apps.Registry, every time.Duration, log *slog.Logger) *edgeAppSync {
+	s := &edgeAppSync{node: node, cores: cores, reg: reg, log: log, every: every}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Go(s.run)
+	return s
+}
+
+func (s *edgeAppSync) run() {
+	tick := time.NewTicker(s.every)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		if len(s.cores) > 0 {
+			s.poll(s.cores[i%len(s.cores)])
+		}
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// poll asks one core; a core that does not answer, or does not follow the
+// catalog yet, leaves the registry as it is.
+func (s *edgeAppSync) poll(core string) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.every*3)
+	defer cancel()
+	s.mu.Lock()
+	have := s.gen
+	s.mu.Unlock()
+	b, _ := json.Marshal(meshpb.AppsRequest{Have: have})
+	out, err := s.node.Call(ctx, core, meshpb.MethodApps, b)
+	if err != nil {
+		s.log.Debug("apps: ask core", "core", core, "err", err)
+		return
+	}
+	var rep meshpb.AppsReply
+	if err := json.Unmarshal(out, &rep); err != nil {
+		s.log.Warn("apps: bad reply", "core", core, "err", err)
+		return
+	}
+	if !rep.Ready || rep.Same || rep.Gen == "" {
+		return
+	}
+	n := applyApps(s.reg, rep.Apps)
+	s.mu.Lock()
+	s.gen = rep.Gen
+	s.mu.Unlock()
+	s.log.Info("apps: following the catalog", "core", core, "apps", n, "gen", rep.Gen)
+}
+
+// Gen is the generation of apps the edge serves ("" while it serves its
+// config file's).
+func (s *edgeAppSync) Gen() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gen
+}
+
+func (s *edgeAppSync) close() {
+	if s == nil {
+		return
+	}
+	s.cancel()
+	s.wg.Wait()
+}
