@@ -118,8 +118,19 @@ func TestAppsFollowCatalog(t *testing.T) {
 	both("cfg-app", rot.Settings.MasterKey)
 	do(&meshpb.OpsRequest{Op: meshpb.OpAppSet, App: "new-app", AppChange: &meshpb.AppChange{MasterKey: ptr("n1")}})
 	both("new-app", "n1")
+	// The hooks follow too: other-app's (from its config entry) until it
+	// is deleted; new-app's once set.
+	h := c.appSync.hooks
+	if h == nil || !h.Enabled("other-app", "_messageReceived") || h.Enabled("new-app", "_messageReceived") {
+		t.Fatalf("hooks before: other-app %v, new-app %v", h.Enabled("other-app", "_messageReceived"), h.Enabled("new-app", "_messageReceived"))
+	}
+	do(&meshpb.OpsRequest{Op: meshpb.OpAppSet, App: "new-app", AppChange: &meshpb.AppChange{HookBaseURL: ptr("https://engine.example.com")}})
+	waitUntil(t, func() bool { return h.Enabled("new-app", "_conversationStart") })
 	do(&meshpb.OpsRequest{Op: meshpb.OpAppDelete, App: "other-app"})
 	both("other-app", "")
+	if h.Enabled("other-app", "_messageReceived") {
+		t.Error("a deleted app's hook is still enabled")
+	}
 
 	// app-list: the catalog's apps, the tombstone, and the config file's.
 	nodes := cl.Apps(ctx, 5*time.Second)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/relaymesh/relaymesh/apps"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -34,9 +35,10 @@ const (
 
 // appSync keeps a core's registry on its catalog replica's apps.
 type appSync struct {
-	reg *apps.Registry
-	g   *catalogGroup
-	log *slog.Logger
+	reg   *apps.Registry
+	hooks *hooks.Client // nil: none to follow
+	g     *catalogGroup
+	log   *slog.Logger
 
 	mu   sync.Mutex
 	ok   bool              // guarded by mu: the registry follows the catalog
@@ -47,8 +49,8 @@ type appSync struct {
 }
 
 // startAppSync starts following the catalog's apps into reg.
-func startAppSync(g *catalogGroup, reg *apps.Registry, log *slog.Logger) *appSync {
-	s := &appSync{reg: reg, g: g, log: log, quit: make(chan struct{})}
+func startAppSync(g *catalogGroup, reg *apps.Registry, h *hooks.Client, log *slog.Logger) *appSync {
+	s := &appSync{reg: reg, hooks: h, g: g, log: log, quit: make(chan struct{})}
 	s.wg.Go(s.run)
 	return s
 }
@@ -92,16 +94,19 @@ func (s *appSync) set(list []meshpb.AppEntry) {
 	s.ok, s.gen, s.list = true, gen, list
 	s.mu.Unlock()
 	if !same {
-		n := applyApps(s.reg, list)
+		n := applyApps(s.reg, s.hooks, list)
 		s.log.Info("apps: following the catalog", "apps", n, "gen", gen)
 	}
 }
 
-// applyApps makes reg serve exactly the live apps of list and returns
-// how many.
-func applyApps(reg *apps.Registry, list []meshpb.AppEntry) int {
+// applyApps makes reg serve exactly the live apps of list, and h (when
+// set) call their hooks, and returns how many.
+func applyApps(reg *apps.Registry, h *hooks.Client, list []meshpb.AppEntry) int {
 	live := make(map[string]bool, len(list))
 	for _, a := range list {
+		if h != nil {
+			h.SetHooks(a.ID, a.Settings.Hooks, a.Settings.HookBaseURL, a.Settings.MasterKey)
+		}
 		if a.Settings.Deleted {
 			continue
 		}
@@ -162,6 +167,7 @@ type edgeAppSync struct {
 	node  *mesh.Node
 	cores []string
 	reg   *apps.Registry
+	hooks *hooks.Client // nil: none to follow
 	log   *slog.Logger
 	every time.Duration
 
@@ -175,8 +181,8 @@ type edgeAppSync struct {
 
 // startEdgeAppSync asks the cores, one after the other, for their apps
 // every interval.
-func startEdgeAppSync(node *mesh.Node, cores []string, reg *apps.Registry, every time.Duration, log *slog.Logger) *edgeAppSync {
-	s := &edgeAppSync{node: node, cores: cores, reg: reg, log: log, every: every}
+func startEdgeAppSync(node *mesh.Node, cores []string, reg *apps.Registry, h *hooks.Client, every time.Duration, log *slog.Logger) *edgeAppSync {
+	s := &edgeAppSync{node: node, cores: cores, reg: reg, hooks: h, log: log, every: every}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Go(s.run)
 	return s
@@ -219,7 +225,7 @@ func (s *edgeAppSync) poll(core string) {
 	if !rep.Ready || rep.Same || rep.Gen == "" {
 		return
 	}
-	n := applyApps(s.reg, rep.Apps)
+	n := applyApps(s.reg, s.hooks, rep.Apps)
 	s.mu.Lock()
 	s.gen = rep.Gen
 	s.mu.Unlock()

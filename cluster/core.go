@@ -24,6 +24,7 @@ import (
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -167,12 +168,15 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		return nil, fmt.Errorf("cluster: %s holds %d shards of region %d, configured %d: a region's shards are never removed", cfg.DataDir, have, region, shards)
 	}
 	integ := cfg.Integrations
+	follow := cfg.FollowCatalogApps && cfg.Apps != nil && !cfg.Apps.Open()
+	if follow && integ.Hooks == nil { // the catalog may give an app hooks
+		integ.Hooks = hooks.New(hooks.Config{})
+	}
 	if integ.Push.Queue.Logger == nil {
 		integ.Push.Queue.Logger = log.With("part", "push")
 	}
 	c := &Core{Node: node, log: log, quit: make(chan struct{}), relay: relay.New(relay.Config{Logger: log.With("part", "relay")}),
 		configApps: cfg.ConfigApps, limits: cfg.Limits}
-	follow := cfg.FollowCatalogApps && cfg.Apps != nil && !cfg.Apps.Open()
 	fail := func(err error) (*Core, error) {
 		if c.Regions != nil {
 			c.Regions.Close()
@@ -218,7 +222,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		return fail(err)
 	}
 	if follow { // appsync.go
-		c.appSync = startAppSync(c.catalog, cfg.Apps, log.With("part", "apps"))
+		c.appSync = startAppSync(c.catalog, cfg.Apps, integ.Hooks, log.With("part", "apps"))
 		node.HandleRPC(meshpb.MethodApps, c.appSync.handle, mesh.RoleEdge, mesh.RoleCore)
 	}
 	c.catalogProgress = &catchUp{start: c.catalog.rep.Raft().LastIndex()}

@@ -225,7 +225,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		if every <= 0 {
 			every = AppPollInterval
 		}
-		e.apps = startEdgeAppSync(node, cfg.Cores, cfg.Apps, every, log.With("part", "apps"))
+		e.apps = startEdgeAppSync(node, cfg.Cores, cfg.Apps, cfg.Hooks, every, log.With("part", "apps"))
 	}
 	e.wg.Add(1)
 	go func() {

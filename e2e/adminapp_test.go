@@ -4,12 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
@@ -139,13 +143,46 @@ func TestAdminApp(t *testing.T) {
 	if code := loginCode(t, c.edges[0].URL, fresh, "alice", nil); code != lcpb.ErrAppNotAvailable {
 		t.Fatalf("unknown app: login got %d, want %d", code, lcpb.ErrAppNotAvailable)
 	}
-	a.ok("app", "set", fresh, "--app-key", "fresh-key", "--master-key", "fresh-master", "--hook-url", "_messageReceived=http://127.0.0.1:1/hook")
+	// Its hook, set through the catalog only, is called by the cores.
+	hooked := make(chan error, 16) // each call's signature check with the app's master key
+	hookSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		err := hooks.Verify(r, "fresh-master")
+		if err == nil && (r.Header.Get("X-LC-Id") != fresh || r.URL.Path != "/received") {
+			err = fmt.Errorf("app %q path %q", r.Header.Get("X-LC-Id"), r.URL.Path)
+		}
+		select {
+		case hooked <- err:
+		default:
+		}
+		w.Write([]byte("{}"))
+	}))
+	defer hookSrv.Close()
+	a.ok("app", "set", fresh, "--app-key", "fresh-key", "--master-key", "fresh-master", "--hook-url", "_messageReceived="+hookSrv.URL+"/received")
 	for _, e := range c.edges {
 		waitFor(t, 10*time.Second, func() bool { return loginCode(t, e.URL, fresh, "alice", nil) == 0 })
 	}
-	if show := a.ok("app", "show", fresh); !strings.Contains(show, "_messageReceived http://127.0.0.1:1/hook") {
+	if show := a.ok("app", "show", fresh); !strings.Contains(show, "_messageReceived "+hookSrv.URL+"/received") {
 		t.Errorf("app show lacks the hook:\n%s", show)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	alice := dial(t, ctx, c.edges[0].URL, fresh, "alice")
+	cid, err := alice.CreateConversation(ctx, []string{"bob"}, "hooked", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Send(ctx, cid, client.TextMessage("hello"), client.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-hooked:
+		if err != nil {
+			t.Errorf("the hook call: %v, want one signed with the app's master key", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the hook set with admin app set was not called")
+	}
+	alice.Close()
 
 	// Delete: refused without --yes; then every edge refuses the app (4100).
 	if _, errOut, code := a.run("app", "delete", fresh); code == 0 || !strings.Contains(errOut, "--yes") {
