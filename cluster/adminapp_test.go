@@ -183,15 +183,22 @@ func TestAppOpsMisuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := apps.NewStatic([]apps.App{{ID: "app", MasterKey: "m"}})
+	// A config app whose settings the catalog refuses (over
+	// MaxSettingsBytes) is left out, and does not hold up the rest.
+	reg := apps.NewStatic([]apps.App{{ID: "app", MasterKey: "m"}, {ID: "huge-app", MasterKey: "h"}})
 	c, err := StartCore(CoreConfig{NodeID: "core-1", MeshAddr: "127.0.0.1:0", DataDir: filepath.Join(dir, "core-1"),
 		Identity: ids["core-1"], Apps: reg, FollowCatalogApps: true,
-		ConfigApps: []meshpb.AppEntry{{ID: "app", Settings: meshpb.AppSettings{MasterKey: "m"}}}})
+		ConfigApps: []meshpb.AppEntry{{ID: "app", Settings: meshpb.AppSettings{MasterKey: "m"}},
+			{ID: "huge-app", Settings: meshpb.AppSettings{MasterKey: "h", Key: strings.Repeat("k", catalog.MaxSettingsBytes)}}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	waitUntil(t, c.appSync.ready)
+	waitUntil(t, c.CatalogReady)
+	if _, err := reg.Lookup("huge-app"); !errors.Is(err, apps.ErrUnknownApp) {
+		t.Errorf("a config app the catalog refused: got %v, want ErrUnknownApp", err)
+	}
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	cl, err := DialOps(ids["admin-1"], "127.0.0.1:0", []string{c.Node.Addr()}, slog.New(slog.DiscardHandler))
