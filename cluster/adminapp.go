@@ -129,6 +129,11 @@ func (s *opsServer) app(ctx context.Context, req *meshpb.OpsRequest) *meshpb.Ops
 		if err := applyChange(&next, req.AppChange); err != nil {
 			return opsErr("app %s: %v", req.App, err)
 		}
+		// As a config file's [[apps]]: an app without keys would be open
+		// to anyone (the REST API takes a keyless app as open).
+		if next.MasterKey == "" {
+			return opsErr("app %s: needs a master key (it authenticates the REST API and signs logins): --master-key", req.App)
+		}
 	case meshpb.OpAppRotate:
 		if !live {
 			return opsErr("unknown app %s (not in the catalog; set it first)", req.App)

@@ -216,6 +216,8 @@ func TestAppOpsMisuse(t *testing.T) {
 		{"control", meshpb.OpsRequest{Op: meshpb.OpAppDelete, App: "a\nb"}, "invalid app id"},
 		{"too long", meshpb.OpsRequest{Op: meshpb.OpAppRotate, App: strings.Repeat("a", 65)}, "invalid app id"},
 		{"no change", meshpb.OpsRequest{Op: meshpb.OpAppSet, App: "app"}, "without a change"},
+		{"new app without a master key", meshpb.OpsRequest{Op: meshpb.OpAppSet, App: "keyless", AppChange: &meshpb.AppChange{Key: ptr("k")}}, "needs a master key"},
+		{"master key removed", meshpb.OpsRequest{Op: meshpb.OpAppSet, App: "app", AppChange: &meshpb.AppChange{MasterKey: ptr("")}}, "needs a master key"},
 		{"unknown rotate", meshpb.OpsRequest{Op: meshpb.OpAppRotate, App: "nope"}, "unknown app"},
 		{"unknown delete", meshpb.OpsRequest{Op: meshpb.OpAppDelete, App: "nope"}, "unknown app"},
 		{"not a hook", meshpb.OpsRequest{Op: meshpb.OpAppSet, App: "app", AppChange: &meshpb.AppChange{Hooks: map[string]string{"rm -rf": "http://x/"}}}, "not a hook"},

@@ -214,6 +214,7 @@ func TestAdminApp(t *testing.T) {
 		{"unknown app rotate", []string{"app", "rotate-master-key", "no-such-app"}, "unknown app"},
 		{"unknown app delete", []string{"app", "delete", "no-such-app", "--yes"}, "unknown app"},
 		{"invalid id", []string{"app", "set", "a:b", "--app-key", "k"}, "invalid app id"},
+		{"new app without a master key", []string{"app", "set", "keyless-app", "--app-key", "k"}, "needs a master key"},
 		{"id too long", []string{"app", "show", strings.Repeat("a", 65)}, "invalid app id"},
 		{"two ids", []string{"app", "show", app, "other"}, "want one app id"},
 		{"nothing to set", []string{"app", "set", app}, "nothing to set"},
