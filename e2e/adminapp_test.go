@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +38,40 @@ func loginCode(t *testing.T, url, app, clientID string, sign client.SignFunc) in
 	}
 	t.Fatalf("login %s/%s at %s: %v", app, clientID, url, err)
 	return -1
+}
+
+// startEdgeOn starts one more edge of c that knows only the core at
+// coreMesh (not every core, as c's edges do).
+func startEdgeOn(t *testing.T, c *procCluster, name, coreMesh string) *devProc {
+	t.Helper()
+	if out, err := exec.Command(relaymeshBin(t), "pki", "issue", "--dir", c.pki, "--name", name, "--hosts", "127.0.0.1").CombinedOutput(); err != nil {
+		t.Fatalf("pki issue %s: %v\n%s", name, err, out)
+	}
+	listen := freeAddr(t)
+	cfg := filepath.Join(c.dir, name+".toml")
+	body := fmt.Sprintf(`data = "data"
+session_token_key_file = "pki/session-token.key"
+
+[[apps]]
+id = "failover-app"
+key = "failover-key"
+master_key = "failover-master"
+
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/%[1]s.crt"
+key = "pki/%[1]s.key"
+
+[edge]
+edge_id = %[1]q
+listen = %[2]q
+mesh_addr = "127.0.0.1:0"
+cores = [%[3]q]
+`, name, listen, coreMesh)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startProc(t, listen, "edge", "--config", cfg, "--log-level", "warn")
 }
 
 // appList is `admin app list --json [--show-keys]`, decoded.
@@ -80,6 +118,23 @@ func TestAdminApp(t *testing.T) {
 	if s := r.App(app).Settings; s.MasterKey != oldMaster || s.Key != "failover-key" || s.SignatureRequired {
 		t.Fatalf("app list --show-keys: %+v, want the config file's settings", s)
 	}
+	// One more edge, that knows only a core which does not lead the
+	// catalog: it learns the apps from that core's replica.
+	var st *cluster.ClusterView
+	waitFor(t, 30*time.Second, func() bool {
+		st = a.status()
+		g := groupOf(st, "catalog", 0)
+		return g != nil && g.Leader != ""
+	})
+	far := -1
+	for i := range c.coreMesh {
+		if fmt.Sprintf("core-%d", i+1) != groupOf(st, "catalog", 0).Leader {
+			far = i
+		}
+	}
+	edges := append(slices.Clone(c.edges), startEdgeOn(t, c, "edge-far", c.coreMesh[far]))
+	t.Logf("edge-far knows only core-%d; the catalog's leader is %s", far+1, groupOf(st, "catalog", 0).Leader)
+
 	text := a.ok("app", "list")
 	t.Logf("app list:\n%s", text)
 	for _, want := range []string{app, "catalog", "fail********", "limits: per node"} {
@@ -103,7 +158,7 @@ func TestAdminApp(t *testing.T) {
 	if strings.Contains(out, newMaster) {
 		t.Errorf("app set printed the master key: %s", out)
 	}
-	for i, e := range c.edges {
+	for i, e := range edges {
 		waitFor(t, 10*time.Second, func() bool {
 			return loginCode(t, e.URL, app, "alice", loginSigner(app, newMaster)) == 0 &&
 				loginCode(t, e.URL, app, "alice", loginSigner(app, oldMaster)) == lcpb.ErrSignatureFailed
@@ -128,7 +183,7 @@ func TestAdminApp(t *testing.T) {
 	if len(rotated) < 20 || rotated == newMaster {
 		t.Fatalf("rotate-master-key printed %q", out)
 	}
-	for _, e := range c.edges {
+	for _, e := range edges {
 		waitFor(t, 10*time.Second, func() bool {
 			return loginCode(t, e.URL, app, "alice", loginSigner(app, rotated)) == 0 &&
 				loginCode(t, e.URL, app, "alice", loginSigner(app, newMaster)) == lcpb.ErrSignatureFailed
@@ -158,7 +213,7 @@ func TestAdminApp(t *testing.T) {
 	}))
 	defer hookSrv.Close()
 	a.ok("app", "set", fresh, "--app-key", "fresh-key", "--master-key", "fresh-master", "--hook-url", "_messageReceived="+hookSrv.URL+"/received")
-	for _, e := range c.edges {
+	for _, e := range edges {
 		waitFor(t, 10*time.Second, func() bool { return loginCode(t, e.URL, fresh, "alice", nil) == 0 })
 	}
 	if show := a.ok("app", "show", fresh); !strings.Contains(show, "_messageReceived "+hookSrv.URL+"/received") {
@@ -188,11 +243,11 @@ func TestAdminApp(t *testing.T) {
 	if _, errOut, code := a.run("app", "delete", fresh); code == 0 || !strings.Contains(errOut, "--yes") {
 		t.Errorf("delete without --yes: exit %d, %q", code, errOut)
 	}
-	if code := loginCode(t, c.edges[1].URL, fresh, "bob", nil); code != 0 {
+	if code := loginCode(t, edges[2].URL, fresh, "bob", nil); code != 0 {
 		t.Fatalf("delete without --yes deleted: login got %d", code)
 	}
 	a.ok("app", "delete", fresh, "--yes")
-	for _, e := range c.edges {
+	for _, e := range edges {
 		waitFor(t, 10*time.Second, func() bool { return loginCode(t, e.URL, fresh, "alice", nil) == lcpb.ErrAppNotAvailable })
 	}
 	if v := a.appList(false).App(fresh); v == nil || v.Source != "deleted" {
