@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core"
@@ -112,6 +114,14 @@ func (s *opsServer) app(ctx context.Context, req *meshpb.OpsRequest) *meshpb.Ops
 	}
 	appChanges.Lock()
 	defer appChanges.Unlock()
+	// A leader just elected may not have applied its predecessor's last
+	// entries yet: a barrier first.
+	if err := wait(ctx, s.c.catalog.rep.Raft().Barrier(opsTimeout)); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			return notLeader(s.c.catalog.rep)
+		}
+		return opsErr("app %s: catalog barrier: %v", req.App, err)
+	}
 	cur, found, err := s.catalogApp(req.App)
 	if err != nil {
 		return opsErr("read app %s: %v", req.App, err)

@@ -304,5 +304,12 @@ func TestAdminApp(t *testing.T) {
 	if s := a.appList(true).App(app).Settings; s.MasterKey != rotated {
 		t.Errorf("a refused certificate changed the master key: %q", s.MasterKey)
 	}
+	// A change after the catalog's leadership moved: the command follows
+	// not_leader to the new leader, which has every change before.
+	a.ok("shard", "transfer-leader", "--shard", "catalog")
+	a.ok("app", "set", app, "--conversation-signature-required=true", "--core", c.coreMesh[far])
+	if s := a.appList(true).App(app).Settings; s.MasterKey != rotated || !s.SignatureRequired || !s.ConversationSignatureRequired {
+		t.Errorf("after a set on the new leader: %+v", s)
+	}
 	t.Logf("app list at the end:\n%s", a.ok("app", "list"))
 }
