@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
@@ -255,6 +256,7 @@ func (s *opsServer) appList() *meshpb.AppsView {
 	if s.c.appSync != nil && s.c.appSync.ready() {
 		v.Source = "catalog"
 	}
+	v.Gen, v.Edges = s.c.appSync.view(time.Now())
 	if s.c.catalog == nil {
 		v.CatalogErr = "this core runs no catalog"
 		return v

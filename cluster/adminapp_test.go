@@ -259,7 +259,24 @@ func TestMergeApps(t *testing.T) {
 			[]meshpb.AppEntry{{ID: "a", Settings: s("new")}}, 500),
 		{Addr: "core-4:1", Err: "unreachable"},
 	}
+	nodes[0].View.Gen = "g1"
+	nodes[0].View.Edges = []meshpb.EdgeApps{{Edge: "edge-1", Gen: "g1", AgoMs: 500}, {Edge: "edge-2", Gen: "g1", AgoMs: 20000}}
+	nodes[1].View.Gen = "g0"
+	nodes[1].View.Edges = []meshpb.EdgeApps{{Edge: "edge-1", Gen: "g0", AgoMs: 100}, {Edge: "edge-3", Gen: "", AgoMs: 100}}
+	nodes[2].View.Gen = "g1"
+	nodes[2].View.Edges = []meshpb.EdgeApps{{Edge: "edge-4", Gen: "g1", AgoMs: 900}}
 	r := MergeApps(nodes)
+	if r.Gen != "g1" || len(r.Edges) != 4 || r.Edges[0].Core != "core-2" || r.Edges[0].Gen != "g0" {
+		t.Errorf("edges: gen %q, %+v", r.Gen, r.Edges)
+	}
+	wantEdges := []string{
+		"edge edge-1 serves generation g0, the catalog g1 (it catches up within seconds)",
+		"edge edge-2 has not asked for apps for 20s (last via core-1): stopped, or cut off from its cores?",
+		"edge edge-3 serves its config file's apps (its cores do not follow the catalog yet)",
+	}
+	if strings.Join(r.EdgesDrift, "\n") != strings.Join(wantEdges, "\n") {
+		t.Errorf("edges drift:\n%s\nwant:\n%s", strings.Join(r.EdgesDrift, "\n"), strings.Join(wantEdges, "\n"))
+	}
 	a := r.App("a")
 	if a == nil || a.Source != "catalog" || a.Settings.MasterKey != "new" {
 		t.Fatalf("a: got %+v, want the newest replica's", a)

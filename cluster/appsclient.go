@@ -52,7 +52,26 @@ type AppsReport struct {
 	// node name. LimitsDrift says where cores disagree.
 	Limits      map[string]map[string]int `json:"limits"`
 	LimitsDrift string                    `json:"limits_drift,omitempty"`
+	// Gen is the generation of apps the core with the newest catalog
+	// replica serves; Edges are the edges the cores saw asking for apps,
+	// each as last seen, and EdgesDrift says which serve another
+	// generation or have not asked for a while.
+	Gen        string     `json:"gen,omitempty"`
+	Edges      []EdgeView `json:"edges"`
+	EdgesDrift []string   `json:"edges_drift,omitempty"`
 }
+
+// EdgeView is an edge as the core it asked last saw it.
+type EdgeView struct {
+	Edge  string `json:"edge"`
+	Core  string `json:"core"` // node name
+	Gen   string `json:"gen"`
+	AgoMs int64  `json:"ago_ms"`
+}
+
+// edgeStale is how long an edge may not ask for apps before it is
+// flagged (it asks every AppPollInterval).
+const edgeStale = 10 * AppPollInterval
 
 // Apps asks every core (the seeds and the cores they name) for app-list,
 // each within perCore.
@@ -171,6 +190,35 @@ func MergeApps(nodes []AppsNode) *AppsReport {
 		lim[n] = string(b)
 	}
 	r.LimitsDrift = differJSON(answered, lim)
+	edges := map[string]EdgeView{}
+	for _, n := range nodes {
+		v := n.View
+		if v == nil {
+			continue
+		}
+		if v.Node == newest {
+			r.Gen = v.Gen
+		}
+		for _, e := range v.Edges {
+			if have, ok := edges[e.Edge]; !ok || e.AgoMs < have.AgoMs {
+				edges[e.Edge] = EdgeView{Edge: e.Edge, Core: v.Node, Gen: e.Gen, AgoMs: e.AgoMs}
+			}
+		}
+	}
+	r.Edges = []EdgeView{}
+	for _, name := range slices.Sorted(maps.Keys(edges)) {
+		e := edges[name]
+		r.Edges = append(r.Edges, e)
+		switch {
+		case time.Duration(e.AgoMs)*time.Millisecond > edgeStale:
+			r.EdgesDrift = append(r.EdgesDrift, fmt.Sprintf("edge %s has not asked for apps for %v (last via %s): stopped, or cut off from its cores?",
+				e.Edge, (time.Duration(e.AgoMs)*time.Millisecond).Round(time.Second), e.Core))
+		case e.Gen == "":
+			r.EdgesDrift = append(r.EdgesDrift, fmt.Sprintf("edge %s serves its config file's apps (its cores do not follow the catalog yet)", e.Edge))
+		case r.Gen != "" && e.Gen != r.Gen:
+			r.EdgesDrift = append(r.EdgesDrift, fmt.Sprintf("edge %s serves generation %s, the catalog %s (it catches up within seconds)", e.Edge, e.Gen, r.Gen))
+		}
+	}
 	return r
 }
 

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,13 +46,26 @@ type appSync struct {
 	ok   bool              // guarded by mu: the registry follows the catalog
 	gen  string            // guarded by mu: the generation of list
 	list []meshpb.AppEntry // guarded by mu: the catalog's apps, tombstones included
-	quit chan struct{}
-	wg   sync.WaitGroup
+	// edges are the nodes that asked for the apps lately, by certificate
+	// name: the generation each serves since (at most maxTrackedEdges).
+	edges map[string]edgeSeen // guarded by mu
+	quit  chan struct{}
+	wg    sync.WaitGroup
 }
+
+// edgeSeen is an edge's last MethodApps call.
+type edgeSeen struct {
+	gen string // what it serves after the answer
+	at  time.Time
+}
+
+// maxTrackedEdges bounds appSync.edges; beyond it, the calls not seen for
+// the longest are forgotten.
+const maxTrackedEdges = 1024
 
 // startAppSync starts following the catalog's apps into reg.
 func startAppSync(g *catalogGroup, reg *apps.Registry, h *hooks.Client, log *slog.Logger) *appSync {
-	s := &appSync{reg: reg, hooks: h, g: g, log: log, quit: make(chan struct{})}
+	s := &appSync{reg: reg, hooks: h, g: g, log: log, quit: make(chan struct{}), edges: map[string]edgeSeen{}}
 	s.wg.Go(s.run)
 	return s
 }
@@ -145,13 +160,45 @@ func (s *appSync) handle(ctx context.Context, peer string, b []byte) ([]byte, er
 	}
 	s.mu.Lock()
 	rep := meshpb.AppsReply{Ready: s.ok, Gen: s.gen}
+	serves := req.Have
 	if s.ok && req.Have == s.gen {
 		rep.Same = true
 	} else if s.ok {
 		rep.Apps = s.list
+		serves = s.gen
 	}
+	s.seenLocked(peer, serves, time.Now())
 	s.mu.Unlock()
 	return json.Marshal(rep)
+}
+
+// seenLocked records an edge's call.
+func (s *appSync) seenLocked(peer, gen string, now time.Time) {
+	if _, ok := s.edges[peer]; !ok && len(s.edges) >= maxTrackedEdges {
+		oldest, at := "", now
+		for name, e := range s.edges {
+			if e.at.Before(at) {
+				oldest, at = name, e.at
+			}
+		}
+		delete(s.edges, oldest)
+	}
+	s.edges[peer] = edgeSeen{gen: gen, at: now}
+}
+
+// view is the generation this core serves and the edges it saw.
+func (s *appSync) view(now time.Time) (string, []meshpb.EdgeApps) {
+	if s == nil {
+		return "", nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]meshpb.EdgeApps, 0, len(s.edges))
+	for name, e := range s.edges {
+		out = append(out, meshpb.EdgeApps{Edge: name, Gen: e.gen, AgoMs: now.Sub(e.at).Milliseconds()})
+	}
+	slices.SortFunc(out, func(a, b meshpb.EdgeApps) int { return strings.Compare(a.Edge, b.Edge) })
+	return s.gen, out
 }
 
 func (s *appSync) close() {

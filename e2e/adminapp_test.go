@@ -250,6 +250,11 @@ func TestAdminApp(t *testing.T) {
 	for _, e := range edges {
 		waitFor(t, 10*time.Second, func() bool { return loginCode(t, e.URL, fresh, "alice", nil) == lcpb.ErrAppNotAvailable })
 	}
+	// The cores saw all three edges ask, each serving the newest apps.
+	waitFor(t, 10*time.Second, func() bool {
+		r := a.appList(false)
+		return len(r.Edges) == 3 && len(r.EdgesDrift) == 0 && r.Gen != ""
+	})
 	if v := a.appList(false).App(fresh); v == nil || v.Source != "deleted" {
 		t.Errorf("after delete: %+v, want a tombstone", v)
 	}

@@ -171,6 +171,17 @@ func printApps(w io.Writer, r *cluster.AppsReport) {
 	}
 	printLimits(w, r)
 	printCores(w, r)
+	printEdges(w, r)
+}
+
+func printEdges(w io.Writer, r *cluster.AppsReport) {
+	for _, e := range r.Edges {
+		fmt.Fprintf(w, "edge %s: apps generation %s, asked %s %v ago\n", e.Edge, dash(e.Gen), e.Core,
+			(time.Duration(e.AgoMs) * time.Millisecond).Round(100*time.Millisecond))
+	}
+	for _, d := range r.EdgesDrift {
+		fmt.Fprintf(w, "! %s\n", d)
+	}
 }
 
 // hookList is the app's hooks as "name url" lines, sorted; the base URL
@@ -210,7 +221,7 @@ func printCores(w io.Writer, r *cluster.AppsReport) {
 	for _, n := range r.Nodes {
 		switch {
 		case n.View != nil:
-			fmt.Fprintf(w, "core %s (%s): apps from the %s, catalog index %d\n", n.View.Node, n.Addr, n.View.Source, n.View.CatalogIndex)
+			fmt.Fprintf(w, "core %s (%s): apps from the %s, generation %s, catalog index %d\n", n.View.Node, n.Addr, n.View.Source, dash(n.View.Gen), n.View.CatalogIndex)
 			if n.View.CatalogErr != "" {
 				fmt.Fprintf(w, "! core %s: catalog: %s\n", n.View.Node, oneLine(n.View.CatalogErr))
 			}

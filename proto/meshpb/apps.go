@@ -77,6 +77,18 @@ type AppsView struct {
 	// Limits are the core's [core.limits] as it runs them (per node, the
 	// same for every app).
 	Limits map[string]int `json:"limits,omitempty"`
+	// Gen is the generation of the apps the core serves (MethodApps), ""
+	// before it follows the catalog; Edges are the edges (and cores) that
+	// asked it for them lately, with the generation each serves since.
+	Gen   string     `json:"gen,omitempty"`
+	Edges []EdgeApps `json:"edges,omitempty"`
+}
+
+// EdgeApps is an edge's last MethodApps call to a core.
+type EdgeApps struct {
+	Edge  string `json:"edge"` // its certificate's name
+	Gen   string `json:"gen"`  // what it serves since ("": its config file's)
+	AgoMs int64  `json:"ago_ms"`
 }
 
 // AppsRequest asks a core for its apps; Have is the generation the
