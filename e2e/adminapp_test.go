@@ -137,7 +137,7 @@ func TestAdminApp(t *testing.T) {
 
 	text := a.ok("app", "list")
 	t.Logf("app list:\n%s", text)
-	for _, want := range []string{app, "catalog", "fail********", "limits: per node"} {
+	for _, want := range []string{app, "catalog", "fail********", "limits: per core"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("app list lacks %q:\n%s", want, text)
 		}

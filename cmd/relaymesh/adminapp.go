@@ -211,7 +211,7 @@ func printLimits(w io.Writer, r *cluster.AppsReport) {
 		}
 		kv = append(kv, k+"="+v)
 	}
-	fmt.Fprintf(w, "limits: per node ([core.limits], [edge.limits]), none per app; %s: %s\n", nodes[0], strings.Join(kv, " "))
+	fmt.Fprintf(w, "limits: per core ([core.limits]; edges have [edge.limits]), none per app; %s: %s\n", nodes[0], strings.Join(kv, " "))
 	if r.LimitsDrift != "" {
 		fmt.Fprintf(w, "! limits differ between cores: %s\n", r.LimitsDrift)
 	}
