@@ -134,6 +134,12 @@ func TestAdminApp(t *testing.T) {
 	}
 	edges := append(slices.Clone(c.edges), startEdgeOn(t, c, "edge-far", c.coreMesh[far]))
 	t.Logf("edge-far knows only core-%d; the catalog's leader is %s", far+1, groupOf(st, "catalog", 0).Leader)
+	// The three edges follow the catalog (they started on their config
+	// files' apps).
+	waitFor(t, 10*time.Second, func() bool {
+		r := a.appList(false)
+		return len(r.Edges) == 3 && len(r.EdgesDrift) == 0 && r.Gen != ""
+	})
 
 	text := a.ok("app", "list")
 	t.Logf("app list:\n%s", text)
@@ -158,11 +164,13 @@ func TestAdminApp(t *testing.T) {
 	if strings.Contains(out, newMaster) {
 		t.Errorf("app set printed the master key: %s", out)
 	}
+	setAt := time.Now()
 	for i, e := range edges {
 		waitFor(t, 10*time.Second, func() bool {
 			return loginCode(t, e.URL, app, "alice", loginSigner(app, newMaster)) == 0 &&
 				loginCode(t, e.URL, app, "alice", loginSigner(app, oldMaster)) == lcpb.ErrSignatureFailed
 		})
+		t.Logf("edge %d takes the new master key %v after the set returned", i+1, time.Since(setAt).Round(10*time.Millisecond))
 		if code := loginCode(t, e.URL, app, "bob", nil); code != lcpb.ErrSignatureFailed {
 			t.Errorf("edge %d: unsigned login got %d, want %d", i+1, code, lcpb.ErrSignatureFailed)
 		}
