@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -311,5 +312,77 @@ func TestMergeApps(t *testing.T) {
 	}
 	if got := MaskKey("failover-master"); got != "fail********" {
 		t.Errorf("MaskKey: got %q", got)
+	}
+}
+
+// TestAppsMethod: the apps rpc answers garbage with an empty reply, a
+// current generation with same, and many callers at once; the edges it
+// tracks stay bounded.
+func TestAppsMethod(t *testing.T) {
+	s := &appSync{reg: apps.NewStatic(nil), edges: map[string]edgeSeen{}, log: slog.New(slog.DiscardHandler)}
+	ctx := t.Context()
+	call := func(peer string, req []byte) meshpb.AppsReply {
+		t.Helper()
+		out, err := s.handle(ctx, peer, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r meshpb.AppsReply
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := call("edge-1", []byte(`{}`)); r.Ready || r.Gen != "" || len(r.Apps) != 0 {
+		t.Errorf("before the catalog: got %+v, want not ready", r)
+	}
+	list := []meshpb.AppEntry{{ID: "a", Settings: meshpb.AppSettings{MasterKey: "m"}}, {ID: "d", Settings: meshpb.AppSettings{Deleted: true}}}
+	s.set(list)
+	if _, err := s.reg.Lookup("a"); err != nil {
+		t.Errorf("the registry lacks a: %v", err)
+	}
+	if _, err := s.reg.Lookup("d"); err == nil {
+		t.Error("the registry serves the deleted d")
+	}
+	for _, bad := range [][]byte{nil, []byte("\x00garbage"), []byte(`{"have":` + strings.Repeat("1", 5000) + `}`)} {
+		if r := call("edge-1", bad); r.Ready || len(r.Apps) != 0 {
+			t.Errorf("request %.20q: got %+v, want an empty reply", bad, r)
+		}
+	}
+	r := call("edge-1", []byte(`{}`))
+	if !r.Ready || r.Same || r.Gen == "" || len(r.Apps) != 2 {
+		t.Fatalf("first call: got %+v", r)
+	}
+	have, _ := json.Marshal(meshpb.AppsRequest{Have: r.Gen})
+	done := make(chan meshpb.AppsReply, 100)
+	for i := range 100 {
+		go func() {
+			out, _ := s.handle(ctx, "edge-"+strings.Repeat("x", i%7), have)
+			var r meshpb.AppsReply
+			json.Unmarshal(out, &r)
+			done <- r
+		}()
+	}
+	for range 100 {
+		if r := <-done; !r.Same || len(r.Apps) != 0 {
+			t.Errorf("a current generation: got %+v, want same", r)
+		}
+	}
+	// A new list: a new generation, sent whole.
+	s.set(append(list, meshpb.AppEntry{ID: "b", Settings: meshpb.AppSettings{MasterKey: "n"}}))
+	if r2 := call("edge-1", have); r2.Same || r2.Gen == r.Gen || len(r2.Apps) != 3 {
+		t.Errorf("after a change: got %+v", r2)
+	}
+	// At most maxTrackedEdges edges are kept, the oldest forgotten.
+	now := time.Now()
+	s.mu.Lock()
+	for i := range maxTrackedEdges + 50 {
+		s.seenLocked("many-"+strings.Repeat("e", i%10)+string(rune('a'+i%26))+fmt.Sprint(i), "g", now.Add(time.Duration(i)*time.Millisecond))
+	}
+	n := len(s.edges)
+	_, newest := s.edges["many-"+strings.Repeat("e", (maxTrackedEdges+49)%10)+string(rune('a'+(maxTrackedEdges+49)%26))+fmt.Sprint(maxTrackedEdges+49)]
+	s.mu.Unlock()
+	if n != maxTrackedEdges || !newest {
+		t.Errorf("tracked edges: %d (newest kept: %v), want %d", n, newest, maxTrackedEdges)
 	}
 }
