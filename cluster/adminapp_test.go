@@ -148,6 +148,19 @@ func TestAppsFollowCatalog(t *testing.T) {
 		t.Errorf("cfg-app's drift: got %q, want the config file's", a.Drift)
 	}
 
+	// An edge that starts now asks the core before it serves: its config
+	// file's key is not served, not even at first.
+	lateReg := staticOf()
+	late, err := StartEdge(EdgeConfig{EdgeID: "edge-1", HTTPAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0", Identity: ids["edge-1"],
+		Cores: []string{meshAddr}, TokenKey: make([]byte, 32), Apps: lateReg, FollowCoreApps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := served(lateReg, "cfg-app"); got != rot.Settings.MasterKey || served(lateReg, "other-app") != "" {
+		t.Errorf("a new edge at once: cfg-app %q, other-app %q; want the rotated key and none", got, served(lateReg, "other-app"))
+	}
+	late.Close()
+
 	// The MethodApps rpc is for edges and cores only.
 	adminNode, err := mesh.Listen("127.0.0.1:0", ids["admin-1"], log)
 	if err != nil {

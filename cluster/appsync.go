@@ -33,6 +33,9 @@ import (
 const (
 	appCheckInterval = 200 * time.Millisecond
 	AppPollInterval  = time.Second
+	// edgeFirstWait bounds each core's answer when an edge starts (it
+	// asks before it serves).
+	edgeFirstWait = time.Second
 )
 
 // appSync keeps a core's registry on its catalog replica's apps.
@@ -73,16 +76,25 @@ func startAppSync(g *catalogGroup, reg *apps.Registry, h *hooks.Client, log *slo
 func (s *appSync) run() {
 	tick := time.NewTicker(appCheckInterval)
 	defer tick.Stop()
+	// A replica that holds apps from before a restart is followed at once,
+	// quorum or not (a deleted app must not come back, nor an old key,
+	// while the catalog elects a leader). A new replica is followed once
+	// the bootstrap is in: until then the catalog may lack the config
+	// file's apps, which the registry serves meanwhile.
+	restored := false
+	if list, err := s.g.store.Apps(); err == nil && len(list) > 0 {
+		restored = true
+	}
 	var last uint64
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-tick.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-s.quit:
+				return
+			case <-tick.C:
+			}
 		}
-		// Not before the bootstrap is in: until then the catalog may lack
-		// the config file's apps, which the registry serves meanwhile.
-		if !s.g.booted.Load() {
+		if !restored && !s.g.booted.Load() {
 			continue
 		}
 		idx := s.g.rep.AppliedIndex()
@@ -231,6 +243,7 @@ type edgeAppSync struct {
 func startEdgeAppSync(node *mesh.Node, cores []string, reg *apps.Registry, h *hooks.Client, every time.Duration, log *slog.Logger) *edgeAppSync {
 	s := &edgeAppSync{node: node, cores: cores, reg: reg, hooks: h, log: log, every: every}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.first(edgeFirstWait)
 	s.wg.Go(s.run)
 	return s
 }
@@ -240,7 +253,7 @@ func (s *edgeAppSync) run() {
 	defer tick.Stop()
 	for i := 0; ; i++ {
 		if len(s.cores) > 0 {
-			s.poll(s.cores[i%len(s.cores)])
+			s.poll(s.cores[i%len(s.cores)], 3*s.every)
 		}
 		select {
 		case <-s.ctx.Done():
@@ -250,10 +263,25 @@ func (s *edgeAppSync) run() {
 	}
 }
 
-// poll asks one core; a core that does not answer, or does not follow the
-// catalog yet, leaves the registry as it is.
-func (s *edgeAppSync) poll(core string) {
-	ctx, cancel := context.WithTimeout(s.ctx, s.every*3)
+// first asks the cores, one after the other, until one that follows the
+// catalog answers, each within wait: an edge starting serves the catalog's
+// apps, not its config file's (a key rotated or an app deleted since),
+// unless no core could tell it.
+func (s *edgeAppSync) first(wait time.Duration) bool {
+	for _, c := range s.cores {
+		if s.poll(c, wait) {
+			return true
+		}
+	}
+	s.log.Warn("apps: no core answered with the catalog's apps; serving the config file's until one does")
+	return false
+}
+
+// poll asks one core, within wait, and reports whether it follows the
+// catalog; a core that does not answer, or does not follow the catalog
+// yet, leaves the registry as it is.
+func (s *edgeAppSync) poll(core string, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, wait)
 	defer cancel()
 	s.mu.Lock()
 	have := s.gen
@@ -262,21 +290,25 @@ func (s *edgeAppSync) poll(core string) {
 	out, err := s.node.Call(ctx, core, meshpb.MethodApps, b)
 	if err != nil {
 		s.log.Debug("apps: ask core", "core", core, "err", err)
-		return
+		return false
 	}
 	var rep meshpb.AppsReply
 	if err := json.Unmarshal(out, &rep); err != nil {
 		s.log.Warn("apps: bad reply", "core", core, "err", err)
-		return
+		return false
 	}
-	if !rep.Ready || rep.Same || rep.Gen == "" {
-		return
+	if !rep.Ready || rep.Gen == "" {
+		return false
+	}
+	if rep.Same {
+		return true
 	}
 	n := applyApps(s.reg, s.hooks, rep.Apps)
 	s.mu.Lock()
 	s.gen = rep.Gen
 	s.mu.Unlock()
 	s.log.Info("apps: following the catalog", "core", core, "apps", n, "gen", rep.Gen)
+	return true
 }
 
 // Gen is the generation of apps the edge serves ("" while it serves its

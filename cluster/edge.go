@@ -178,6 +178,15 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		ln = tls.NewListener(ln, tc)
 	}
 	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, udp: udp, admin: admin}
+	// The catalog's apps, asked of a core before any client is served
+	// (appsync.go).
+	if cfg.FollowCoreApps && cfg.Apps != nil && !cfg.Apps.Open() {
+		every := cfg.AppPollInterval
+		if every <= 0 {
+			every = AppPollInterval
+		}
+		e.apps = startEdgeAppSync(node, cfg.Cores, cfg.Apps, cfg.Hooks, every, log.With("part", "apps"))
+	}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
 	// whose master-key calls go to the shard leader through the same core
 	// link as client commands), the edge's own routes and WebSocket
@@ -220,13 +229,6 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		e.AdminURL = admin.url
 	}
 	link.Start(srv.Deliver)
-	if cfg.FollowCoreApps && cfg.Apps != nil && !cfg.Apps.Open() {
-		every := cfg.AppPollInterval
-		if every <= 0 {
-			every = AppPollInterval
-		}
-		e.apps = startEdgeAppSync(node, cfg.Cores, cfg.Apps, cfg.Hooks, every, log.With("part", "apps"))
-	}
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()

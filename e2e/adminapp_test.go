@@ -324,5 +324,66 @@ func TestAdminApp(t *testing.T) {
 	if s := a.appList(true).App(app).Settings; s.MasterKey != rotated || !s.SignatureRequired || !s.ConversationSignatureRequired {
 		t.Errorf("after a set on the new leader: %+v", s)
 	}
+	// Every core stopped, and one restarted alone with its config file
+	// (the old master key, the deleted app absent, failover-app's switches
+	// off): without a quorum its catalog replica cannot take the config
+	// file's apps, and it serves what the replica held.
+	for i := range c.cores {
+		c.cores[i].Stop()
+	}
+	if err := c.restartCore(0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		for _, n := range a.appList(true).Nodes {
+			if n.View != nil && n.View.Node == "core-1" {
+				return n.View.Source == "catalog"
+			}
+		}
+		return false
+	})
+	if s := a.appList(true).App(app).Settings; s.MasterKey != rotated {
+		t.Errorf("core-1 restarted alone serves %+v, want the catalog's settings", s)
+	}
+	for i := 1; i < len(c.cores); i++ {
+		if err := c.restartCore(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		r := a.appList(true)
+		if len(r.Nodes) != 3 {
+			return false
+		}
+		for _, n := range r.Nodes {
+			if n.View == nil || n.View.Source != "catalog" {
+				return false
+			}
+		}
+		return true
+	})
+	if s := a.appList(true).App(app).Settings; s.MasterKey != rotated || !s.SignatureRequired || !s.ConversationSignatureRequired {
+		t.Errorf("after restarts with the config files: %+v, want the catalog's settings", s)
+	}
+	for _, e := range edges {
+		waitFor(t, 20*time.Second, func() bool {
+			return loginCode(t, e.URL, app, "carol", loginSigner(app, rotated)) == 0
+		})
+		if code := loginCode(t, e.URL, app, "carol", loginSigner(app, oldMaster)); code != lcpb.ErrSignatureFailed {
+			t.Errorf("after the restarts, the config file's old key: login got %d, want %d", code, lcpb.ErrSignatureFailed)
+		}
+		if code := loginCode(t, e.URL, fresh, "carol", nil); code != lcpb.ErrAppNotAvailable {
+			t.Errorf("after the restarts, the deleted app: login got %d, want %d", code, lcpb.ErrAppNotAvailable)
+		}
+	}
+	// An edge that starts asks a core before it serves: from its first
+	// client on, it takes the catalog's key, not its config file's.
+	late := startEdgeOn(t, c, "edge-late", c.coreMesh[far])
+	if code := loginCode(t, late.URL, app, "dave", loginSigner(app, oldMaster)); code != lcpb.ErrSignatureFailed {
+		t.Errorf("a new edge, the config file's old key: login got %d, want %d", code, lcpb.ErrSignatureFailed)
+	}
+	if code := loginCode(t, late.URL, app, "dave", loginSigner(app, rotated)); code != 0 {
+		t.Errorf("a new edge, the catalog's key: login got %d, want 0", code)
+	}
 	t.Logf("app list at the end:\n%s", a.ok("app", "list"))
 }
