@@ -263,13 +263,26 @@ func (s *edgeAppSync) run() {
 	}
 }
 
-// first asks the cores, one after the other, until one that follows the
-// catalog answers, each within wait: an edge starting serves the catalog's
+// first asks every core at once, within wait, and takes the first answer
+// of one that follows the catalog: an edge starting serves the catalog's
 // apps, not its config file's (a key rotated or an app deleted since),
 // unless no core could tell it.
 func (s *edgeAppSync) first(wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, wait)
+	type answer struct {
+		core string
+		rep  *meshpb.AppsReply
+	}
+	ch := make(chan answer, len(s.cores))
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
 	for _, c := range s.cores {
-		if s.poll(c, wait) {
+		wg.Go(func() { ch <- answer{c, s.fetch(ctx, c)} })
+	}
+	for range s.cores {
+		a := <-ch
+		if a.rep != nil && a.rep.Ready && a.rep.Gen != "" {
+			s.apply(a.core, a.rep)
 			return true
 		}
 	}
@@ -277,12 +290,18 @@ func (s *edgeAppSync) first(wait time.Duration) bool {
 	return false
 }
 
-// poll asks one core, within wait, and reports whether it follows the
-// catalog; a core that does not answer, or does not follow the catalog
-// yet, leaves the registry as it is.
-func (s *edgeAppSync) poll(core string, wait time.Duration) bool {
+// poll asks one core, within wait; a core that does not answer, or does
+// not follow the catalog yet, leaves the registry as it is.
+func (s *edgeAppSync) poll(core string, wait time.Duration) {
 	ctx, cancel := context.WithTimeout(s.ctx, wait)
 	defer cancel()
+	if rep := s.fetch(ctx, core); rep != nil && rep.Ready && rep.Gen != "" {
+		s.apply(core, rep)
+	}
+}
+
+// fetch asks one core for its apps (nil: no answer).
+func (s *edgeAppSync) fetch(ctx context.Context, core string) *meshpb.AppsReply {
 	s.mu.Lock()
 	have := s.gen
 	s.mu.Unlock()
@@ -290,25 +309,27 @@ func (s *edgeAppSync) poll(core string, wait time.Duration) bool {
 	out, err := s.node.Call(ctx, core, meshpb.MethodApps, b)
 	if err != nil {
 		s.log.Debug("apps: ask core", "core", core, "err", err)
-		return false
+		return nil
 	}
 	var rep meshpb.AppsReply
 	if err := json.Unmarshal(out, &rep); err != nil {
 		s.log.Warn("apps: bad reply", "core", core, "err", err)
-		return false
+		return nil
 	}
-	if !rep.Ready || rep.Gen == "" {
-		return false
-	}
+	return &rep
+}
+
+// apply makes the registry serve a core's answer (nothing to do when it
+// says the edge's generation is current).
+func (s *edgeAppSync) apply(core string, rep *meshpb.AppsReply) {
 	if rep.Same {
-		return true
+		return
 	}
 	n := applyApps(s.reg, s.hooks, rep.Apps)
 	s.mu.Lock()
 	s.gen = rep.Gen
 	s.mu.Unlock()
 	s.log.Info("apps: following the catalog", "core", core, "apps", n, "gen", rep.Gen)
-	return true
 }
 
 // Gen is the generation of apps the edge serves ("" while it serves its
