@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/catalog"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -247,6 +249,30 @@ func TestAppOpsMisuse(t *testing.T) {
 	}
 	if a, err := reg.Lookup("app"); err != nil || a.MasterKey != "m" || a.Key != "" {
 		t.Errorf("after the misuses: %+v, %v", a, err)
+	}
+
+	// Concurrent changes of different hooks, from several clients: none
+	// is lost (each is a read-modify-write on the leader, one at a time).
+	var wg sync.WaitGroup
+	for _, name := range hooks.Names {
+		wg.Go(func() {
+			cl, err := DialOps(ids["admin-1"], "127.0.0.1:0", []string{c.Node.Addr()}, slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer cl.Close()
+			if _, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpAppSet, App: "app",
+				AppChange: &meshpb.AppChange{Hooks: map[string]string{name: "http://127.0.0.1:1/" + name}}}); err != nil {
+				t.Errorf("set %s: %v", name, err)
+			}
+		})
+	}
+	wg.Wait()
+	raw, _, err := c.Catalog.GetApp("app")
+	var got meshpb.AppSettings
+	if err != nil || json.Unmarshal(raw, &got) != nil || len(got.Hooks) != len(hooks.Names) || got.MasterKey != "m" {
+		t.Errorf("after %d concurrent hook changes: %s, %v", len(hooks.Names), raw, err)
 	}
 	// Settings over the catalog's bound are refused by the catalog too
 	// (the ops request's bound is the same size, so they cannot come
