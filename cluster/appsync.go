@@ -121,14 +121,15 @@ func (s *appSync) set(list []meshpb.AppEntry) {
 	s.ok, s.gen, s.list = true, gen, list
 	s.mu.Unlock()
 	if !same {
-		n := applyApps(s.reg, s.hooks, list)
+		n, _ := applyApps(s.reg, s.hooks, list) // a core holds no client connections
 		s.log.Info("apps: following the catalog", "apps", n, "gen", gen)
 	}
 }
 
 // applyApps makes reg serve exactly the live apps of list, and h (when
-// set) call their hooks, and returns how many.
-func applyApps(reg *apps.Registry, h *hooks.Client, list []meshpb.AppEntry) int {
+// set) call their hooks, and returns how many, and the apps it no longer
+// serves.
+func applyApps(reg *apps.Registry, h *hooks.Client, list []meshpb.AppEntry) (int, []string) {
 	live := make(map[string]bool, len(list))
 	for _, a := range list {
 		if h != nil {
@@ -140,12 +141,14 @@ func applyApps(reg *apps.Registry, h *hooks.Client, list []meshpb.AppEntry) int 
 		live[a.ID] = true
 		reg.Put(appOf(a.ID, a.Settings))
 	}
+	var gone []string
 	for _, a := range reg.List() {
 		if !live[a.ID] {
 			reg.Delete(a.ID)
+			gone = append(gone, a.ID)
 		}
 	}
-	return len(live)
+	return len(live), gone
 }
 
 // appsGen names a list of apps: the hash of its JSON.
@@ -227,8 +230,11 @@ type edgeAppSync struct {
 	cores []string
 	reg   *apps.Registry
 	hooks *hooks.Client // nil: none to follow
-	log   *slog.Logger
-	every time.Duration
+	// closeApp ends the sessions of an app no longer served
+	// (edge.Server.CloseApp); nil: none.
+	closeApp func(appID string) int
+	log      *slog.Logger
+	every    time.Duration
 
 	mu  sync.Mutex
 	gen string // guarded by mu: the generation the registry serves, "" none yet
@@ -240,8 +246,9 @@ type edgeAppSync struct {
 
 // startEdgeAppSync asks the cores, one after the other, for their apps
 // every interval.
-func startEdgeAppSync(node *mesh.Node, cores []string, reg *apps.Registry, h *hooks.Client, every time.Duration, log *slog.Logger) *edgeAppSync {
-	s := &edgeAppSync{node: node, cores: cores, reg: reg, hooks: h, log: log, every: every}
+func startEdgeAppSync(node *mesh.Node, cores []string, reg *apps.Registry, h *hooks.Client, closeApp func(string) int,
+	every time.Duration, log *slog.Logger) *edgeAppSync {
+	s := &edgeAppSync{node: node, cores: cores, reg: reg, hooks: h, closeApp: closeApp, log: log, every: every}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.first(edgeFirstWait)
 	s.wg.Go(s.run)
@@ -325,11 +332,18 @@ func (s *edgeAppSync) apply(core string, rep *meshpb.AppsReply) {
 	if rep.Same {
 		return
 	}
-	n := applyApps(s.reg, s.hooks, rep.Apps)
+	n, gone := applyApps(s.reg, s.hooks, rep.Apps)
 	s.mu.Lock()
 	s.gen = rep.Gen
 	s.mu.Unlock()
 	s.log.Info("apps: following the catalog", "core", core, "apps", n, "gen", rep.Gen)
+	if s.closeApp != nil {
+		for _, id := range gone {
+			if k := s.closeApp(id); k > 0 {
+				s.log.Info("apps: ended the sessions of an app no longer served", "app", id, "sessions", k)
+			}
+		}
+	}
 }
 
 // Gen is the generation of apps the edge serves ("" while it serves its

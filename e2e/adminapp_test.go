@@ -256,9 +256,25 @@ func TestAdminApp(t *testing.T) {
 	if code := loginCode(t, edges[2].URL, fresh, "bob", nil); code != 0 {
 		t.Fatalf("delete without --yes deleted: login got %d", code)
 	}
+	// A client of the app stays connected until the delete, which ends
+	// its session with 4100 (no reconnect follows).
+	erin := dial(t, ctx, edges[2].URL, fresh, "erin")
 	a.ok("app", "delete", fresh, "--yes")
 	for _, e := range edges {
 		waitFor(t, 10*time.Second, func() bool { return loginCode(t, e.URL, fresh, "alice", nil) == lcpb.ErrAppNotAvailable })
+	}
+	for closed := false; !closed; {
+		select {
+		case ev := <-erin.Events():
+			if cl, ok := ev.(client.Closed); ok {
+				if cl.Code != lcpb.ErrAppNotAvailable {
+					t.Errorf("erin's session closed with %d, want %d", cl.Code, lcpb.ErrAppNotAvailable)
+				}
+				closed = true
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("erin's session of the deleted app was not closed")
+		}
 	}
 	// The cores saw all three edges ask, each serving the newest apps.
 	waitFor(t, 10*time.Second, func() bool {
