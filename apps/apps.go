@@ -91,3 +91,36 @@ func (r *Registry) Lookup(id string) (App, error) {
 	r.apps[id] = a
 	return a, nil
 }
+
+// Put adds or replaces an app (the catalog's settings, cluster/appsync.go).
+// An invalid id is ignored: Lookup could never return it.
+func (r *Registry) Put(a App) {
+	if !ValidID(a.ID) {
+		return
+	}
+	r.mu.Lock()
+	r.apps[a.ID] = a
+	r.mu.Unlock()
+}
+
+// Delete removes an app: Lookup refuses it from now on (an open registry
+// creates it again on its next use).
+func (r *Registry) Delete(id string) {
+	r.mu.Lock()
+	delete(r.apps, id)
+	r.mu.Unlock()
+}
+
+// List returns every app the registry serves now, in no order.
+func (r *Registry) List() []App {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]App, 0, len(r.apps))
+	for _, a := range r.apps {
+		out = append(out, a)
+	}
+	return out
+}
+
+// Open reports whether the registry creates unknown apps (NewDev).
+func (r *Registry) Open() bool { return r.open }

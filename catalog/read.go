@@ -182,6 +182,32 @@ func ListApps(r pebble.Reader) ([]string, error) {
 	return out, err
 }
 
+// App is an app's id and settings as the catalog holds them.
+type App struct {
+	ID       string
+	Settings json.RawMessage
+}
+
+// Apps returns every app with its settings, sorted by id, in one scan.
+func Apps(r pebble.Reader) ([]App, error) {
+	var out []App
+	var bad []byte
+	err := scanPrefix(r, []byte{tagApp}, func(k, v []byte) bool {
+		id, rest, ok := readStr(k[1:])
+		if !ok || len(rest) != 0 {
+			bad = append([]byte(nil), k...)
+			return false
+		}
+		out = append(out, App{ID: id, Settings: append(json.RawMessage(nil), v...)})
+		return true
+	})
+	if err == nil && bad != nil {
+		err = errCorrupt("app key", bad)
+	}
+	slices.SortFunc(out, func(a, b App) int { return strings.Compare(a.ID, b.ID) })
+	return out, err
+}
+
 func getJSON(r pebble.Reader, key []byte, what string, v any) (bool, error) {
 	raw, ok, err := getRaw(r, key)
 	if err != nil || !ok {

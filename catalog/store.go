@@ -90,6 +90,9 @@ func (s *Store) Lookup(app, cid string) (ShardRef, bool, error) { return Lookup(
 // GetApp returns an app's settings.
 func (s *Store) GetApp(id string) (json.RawMessage, bool, error) { return GetApp(s.state, id) }
 
+// Apps returns every app with its settings, sorted by id.
+func (s *Store) Apps() ([]App, error) { return Apps(s.state) }
+
 // ListApps returns every app id, sorted.
 func (s *Store) ListApps() ([]string, error) { return ListApps(s.state) }
 

@@ -119,6 +119,8 @@ func (s *opsServer) serve(ctx context.Context, req *meshpb.OpsRequest) *meshpb.O
 		return s.removeReplica(ctx, req)
 	case meshpb.OpConversation:
 		return s.conversation(req)
+	case meshpb.OpAppList, meshpb.OpAppSet, meshpb.OpAppRotate, meshpb.OpAppDelete:
+		return s.app(ctx, req) // adminapp.go
 	}
 	return opsErr("unknown op %q", req.Op)
 }

@@ -186,11 +186,17 @@ func openCatalog(node *mesh.Node, dataDir, self string, plan catalogPlan, raftCf
 	return g, nil
 }
 
-// bootstrap applies the declared topology until it is in.
+// bootstrap applies the declared topology until it is in, then the
+// config file's apps (bootstrapApps).
 func (g *catalogGroup) bootstrap(topo catalog.Topology) {
+	apps := topo.Apps
+	topo.Apps = nil
 	for {
 		ctx, cancel := context.WithTimeout(g.ctx, catalogWait)
 		err := g.store.Bootstrap(ctx, topo)
+		if err == nil {
+			err = g.bootstrapApps(ctx, apps)
+		}
 		cancel()
 		if err == nil {
 			g.booted.Store(true)
@@ -204,6 +210,28 @@ func (g *catalogGroup) bootstrap(topo catalog.Topology) {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// bootstrapApps puts each app the catalog does not have (IfAbsent: the
+// catalog's settings win over a config file's once it has the app; an app
+// this replica holds already is not proposed again). An app the catalog
+// refuses (too many apps, settings too big) is logged and left out: it
+// must not keep the topology's bootstrap from completing.
+func (g *catalogGroup) bootstrapApps(ctx context.Context, apps []catalog.AppSpec) error {
+	for _, a := range apps {
+		if _, ok, err := g.store.GetApp(a.ID); err == nil && ok {
+			continue
+		}
+		_, err := g.store.Apply(ctx, &catalog.PutApp{ID: a.ID, Settings: a.Settings, IfAbsent: true})
+		var ce *catalog.Error
+		switch {
+		case errors.As(err, &ce):
+			g.log.Warn("catalog: config app refused", "app", a.ID, "err", err)
+		case err != nil:
+			return fmt.Errorf("catalog: bootstrap app %s: %w", a.ID, err)
+		}
+	}
+	return nil
 }
 
 // addNonvoters: on the leader, every core the configuration names that

@@ -536,7 +536,8 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
 		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ, MetricsAddr: s.MetricsAddr,
 		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion, RaftHeartbeatTimeout: hb, RaftElectionTimeout: el,
-		Region: uint8(s.Region), Shards: s.Shards, Remote: remote}, nil
+		Region: uint8(s.Region), Shards: s.Shards, Remote: remote,
+		ConfigApps: c.ConfigApps(), FollowCatalogApps: true}, nil
 }
 
 // RemoteRegionConfig is one [[core.remote_regions]] entry.
@@ -585,5 +586,6 @@ func (c *Config) EdgeConfig() (EdgeConfig, error) {
 	}
 	return EdgeConfig{EdgeID: s.EdgeID, HTTPAddr: s.Listen, MeshAddr: mesh, Identity: id, Cores: s.Cores,
 		TokenKey: key, Apps: reg, PublicURLs: s.PublicURLs, Limits: c.Limits(), REST: c.RESTLimits(),
-		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain, WebTransport: wt, TLS: s.TLS, AdminAddr: s.AdminAddr}, nil
+		TrustedProxies: proxies, Routes: routes, DrainTimeout: drain, WebTransport: wt, TLS: s.TLS, AdminAddr: s.AdminAddr,
+		FollowCoreApps: true}, nil
 }

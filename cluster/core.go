@@ -24,6 +24,7 @@ import (
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/metric"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -90,6 +91,12 @@ type CoreConfig struct {
 	// MeshOptions are passed to mesh.Listen (the lab shapes the node's
 	// socket with mesh.WithPacketConn).
 	MeshOptions []mesh.ListenOption
+	// ConfigApps are the config file's [[apps]] (Config.ConfigApps), and
+	// FollowCatalogApps makes the core declare them to the catalog and
+	// serve the catalog's apps from then on (appsync.go); Apps must not be
+	// open. `relaymesh core` sets both, `relaymesh dev` neither.
+	ConfigApps        []meshpb.AppEntry
+	FollowCatalogApps bool
 }
 
 // Core is a running core node.
@@ -130,6 +137,12 @@ type Core struct {
 	// catalogProgress is the catalog replica's catch-up gate.
 	catalogProgress *catchUp
 	meshUp          atomic.Bool
+	// configApps and limits are what app-list reports (adminapp.go);
+	// appSync keeps Apps on the catalog (appsync.go), nil without
+	// FollowCatalogApps.
+	configApps []meshpb.AppEntry
+	limits     core.Limits
+	appSync    *appSync
 }
 
 // StartCore starts a core node. Close stops it.
@@ -155,16 +168,22 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		return nil, fmt.Errorf("cluster: %s holds %d shards of region %d, configured %d: a region's shards are never removed", cfg.DataDir, have, region, shards)
 	}
 	integ := cfg.Integrations
+	follow := cfg.FollowCatalogApps && cfg.Apps != nil && !cfg.Apps.Open()
+	if follow && integ.Hooks == nil { // the catalog may give an app hooks
+		integ.Hooks = hooks.New(hooks.Config{})
+	}
 	if integ.Push.Queue.Logger == nil {
 		integ.Push.Queue.Logger = log.With("part", "push")
 	}
-	c := &Core{Node: node, log: log, quit: make(chan struct{}), relay: relay.New(relay.Config{Logger: log.With("part", "relay")})}
+	c := &Core{Node: node, log: log, quit: make(chan struct{}), relay: relay.New(relay.Config{Logger: log.With("part", "relay")}),
+		configApps: cfg.ConfigApps, limits: cfg.Limits}
 	fail := func(err error) (*Core, error) {
 		if c.Regions != nil {
 			c.Regions.Close()
 		}
 		c.closeShards()
 		node.Close() // first: its handlers read the catalog
+		c.appSync.close()
 		if c.catalog != nil {
 			c.catalog.close()
 		}
@@ -193,8 +212,18 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		rc.HeartbeatTimeout, rc.ElectionTimeout = cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout
 		rc.LeaderLeaseTimeout = min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond)
 	}
-	if c.catalog, err = openCatalog(node, cfg.DataDir, self, planCatalog(region, shards, local, remote), raftTimes, log.With("part", "catalog")); err != nil {
+	plan := planCatalog(region, shards, local, remote)
+	if follow { // the config file's apps, for the catalog to keep if it has none of that id
+		if plan.topo.Apps, err = catalogSpecs(cfg.ConfigApps); err != nil {
+			return fail(fmt.Errorf("cluster: apps: %w", err))
+		}
+	}
+	if c.catalog, err = openCatalog(node, cfg.DataDir, self, plan, raftTimes, log.With("part", "catalog")); err != nil {
 		return fail(err)
+	}
+	if follow { // appsync.go
+		c.appSync = startAppSync(c.catalog, cfg.Apps, integ.Hooks, log.With("part", "apps"))
+		node.HandleRPC(meshpb.MethodApps, c.appSync.handle, mesh.RoleEdge, mesh.RoleCore)
 	}
 	c.catalogProgress = &catchUp{start: c.catalog.rep.Raft().LastIndex()}
 	c.Catalog = c.catalog.store
@@ -545,6 +574,7 @@ func (c *Core) Close() error {
 	err = errors.Join(err, c.closeShards())
 	c.serve.Wait() // raft's shutdown answered every barrier
 	err = errors.Join(err, c.Node.Close())
+	c.appSync.close()
 	// The catalog last: the node's handlers (the router's logins, the
 	// catalog's rpc) read it until the node has closed.
 	return errors.Join(err, c.catalog.close())

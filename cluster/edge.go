@@ -78,6 +78,12 @@ type EdgeConfig struct {
 	// Pages are more routes on the HTTP listener, by ServeMux pattern
 	// (StartDev serves the chat demo, package web, at /demo/).
 	Pages map[string]http.Handler
+	// FollowCoreApps makes the edge replace its registry's apps with its
+	// cores' (the catalog's) every AppPollInterval (appsync.go); Apps must
+	// not be open. `relaymesh edge` sets it, `relaymesh dev` does not.
+	FollowCoreApps bool
+	// AppPollInterval overrides the interval of FollowCoreApps (tests).
+	AppPollInterval time.Duration
 }
 
 // Edge is a running edge.
@@ -92,6 +98,7 @@ type Edge struct {
 	// EdgeConfig.AdminAddr.
 	AdminURL string
 	admin    *adminServer
+	apps     *edgeAppSync // nil without FollowCoreApps
 	link     *corelink.Link
 	http     *http.Server
 	ln       net.Listener
@@ -171,6 +178,15 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		ln = tls.NewListener(ln, tc)
 	}
 	e := &Edge{Server: srv, Node: node, URL: url, link: link, ln: ln, udp: udp, admin: admin}
+	// The catalog's apps, asked of a core before any client is served
+	// (appsync.go).
+	if cfg.FollowCoreApps && cfg.Apps != nil && !cfg.Apps.Open() {
+		every := cfg.AppPollInterval
+		if every <= 0 {
+			every = AppPollInterval
+		}
+		e.apps = startEdgeAppSync(node, cfg.Cores, cfg.Apps, cfg.Hooks, srv.CloseApp, every, log.With("part", "apps"))
+	}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
 	// whose master-key calls go to the shard leader through the same core
 	// link as client commands), the edge's own routes and WebSocket
@@ -278,12 +294,22 @@ func (e *Edge) Close() error {
 		err = errors.Join(err, e.wt.Close())
 		e.udp.Close()
 	}
+	e.apps.close()
 	e.link.Close()
 	e.wg.Wait()
 	if e.admin != nil {
 		err = errors.Join(err, e.admin.close())
 	}
 	return errors.Join(err, e.Node.Close())
+}
+
+// AppsGen is the generation of the catalog's apps the edge serves, ""
+// while it serves its config file's (or does not follow its cores').
+func (e *Edge) AppsGen() string {
+	if e.apps == nil {
+		return ""
+	}
+	return e.apps.Gen()
 }
 
 // Sentinel errors of the edge's core link (edge/corelink), as cluster

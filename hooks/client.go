@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -110,7 +111,8 @@ type Config struct {
 
 // Client calls hooks. It is safe for concurrent use.
 type Client struct {
-	apps    map[string]App // read-only after New
+	mu      sync.RWMutex
+	apps    map[string]App // guarded by mu (SetHooks changes it)
 	timeout time.Duration
 	policy  Policy
 	http    *http.Client
@@ -154,6 +156,30 @@ func New(cfg Config) *Client {
 	return c
 }
 
+// app returns appID's configuration.
+func (c *Client) app(appID string) (App, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	a, ok := c.apps[appID]
+	return a, ok
+}
+
+// SetHooks replaces appID's hook URLs, base URL and master key (the
+// catalog's settings, which `relaymesh admin app` changes); its hook key,
+// policy and user store stay as configured. Empty urls and baseURL leave
+// the app without hooks.
+func (c *Client) SetHooks(appID string, urls map[string]string, baseURL, masterKey string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a := c.apps[appID]
+	a.URLs = make(map[string]string, len(urls))
+	for k, v := range urls {
+		a.URLs[k] = v
+	}
+	a.BaseURL, a.MasterKey = baseURL, masterKey
+	c.apps[appID] = a
+}
+
 // statNames are the names counters are kept under: every hook, and
 // StatUserVerify for the user-store calls (login.go).
 var statNames = append(append([]string(nil), Names...), StatUserVerify)
@@ -165,7 +191,7 @@ func (c *Client) Enabled(appID, hook string) bool {
 }
 
 func (c *Client) url(appID, hook string) string {
-	a, ok := c.apps[appID]
+	a, ok := c.app(appID)
 	if !ok {
 		return ""
 	}
@@ -179,8 +205,8 @@ func (c *Client) url(appID, hook string) string {
 }
 
 func (c *Client) policyFor(appID string) Policy {
-	if p := c.apps[appID].Policy; p != PolicyDefault {
-		return p
+	if a, _ := c.app(appID); a.Policy != PolicyDefault {
+		return a.Policy
 	}
 	return c.policy
 }
@@ -247,7 +273,7 @@ func (c *Client) send(ctx context.Context, appID, hook, method, url string, body
 	if err != nil {
 		return 0, nil, fmt.Errorf("building request: %w", err)
 	}
-	a := c.apps[appID]
+	a, _ := c.app(appID)
 	setHeaders(req.Header, appID, a.HookKey, a.MasterKey, hook, c.now(), body) // sign.go
 	for k, v := range extra {
 		req.Header[k] = v

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -354,5 +355,33 @@ func TestParentContextCanceled(t *testing.T) {
 	_, err := c.MessageReceived(ctx, "app", MessageReceived{})
 	if !errors.Is(err, ErrFailed) || errors.Is(err, ErrTimeout) || !errors.Is(err, context.Canceled) {
 		t.Errorf("got %v, want ErrFailed wrapping context.Canceled, not ErrTimeout", err)
+	}
+}
+
+// TestSetHooksConcurrent: SetHooks while hooks are looked up (run with
+// -race); the hook key and policy stay as configured.
+func TestSetHooksConcurrent(t *testing.T) {
+	c := New(Config{Apps: map[string]App{"a": {HookKey: "hk", Policy: FailClosed, URLs: map[string]string{HookMessageReceived: "http://x/1"}}}})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 1000 {
+			c.SetHooks("a", map[string]string{HookMessageReceived: fmt.Sprintf("http://x/%d", i)}, "", "mk")
+		}
+	}()
+	for range 1000 {
+		if !c.Enabled("a", HookMessageReceived) {
+			t.Fatal("hook disabled while its URL was replaced")
+		}
+		_ = c.policyFor("a")
+	}
+	<-done
+	a, _ := c.app("a")
+	if a.HookKey != "hk" || c.policyFor("a") != FailClosed || a.MasterKey != "mk" || a.URLs[HookMessageReceived] != "http://x/999" {
+		t.Errorf("after SetHooks: %+v", a)
+	}
+	c.SetHooks("a", nil, "", "")
+	if c.Enabled("a", HookMessageReceived) {
+		t.Error("SetHooks without URLs left the hook enabled")
 	}
 }

@@ -66,12 +66,14 @@ type User struct {
 
 // HasUserStore reports whether appID has a user store.
 func (c *Client) HasUserStore(appID string) bool {
-	return c.apps[appID].UserVerifyURL != ""
+	a, _ := c.app(appID)
+	return a.UserVerifyURL != ""
 }
 
 // VerifyUser asks appID's user store who holds sessionToken.
 func (c *Client) VerifyUser(ctx context.Context, appID, sessionToken string) (User, error) {
-	url := c.apps[appID].UserVerifyURL
+	a, _ := c.app(appID)
+	url := a.UserVerifyURL
 	if url == "" {
 		return User{}, ErrNoUserStore
 	}

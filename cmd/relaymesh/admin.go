@@ -33,6 +33,7 @@ const adminUsage = `relaymesh admin: operate a running cluster over the mesh (an
   relaymesh admin conversation show --app ID CID
   relaymesh admin snapshot --shard [REGION/]N|--catalog --out FILE [--follower] [--force]
   relaymesh admin restore --shard [REGION/]N --in FILE [--force]
+  relaymesh admin app list|show|set|rotate-master-key|delete   (admin app -h)
 
 Every command takes --config FILE ([tls] with an admin certificate,
 [admin] cores, else [core] peers or [edge] cores), or --ca, --cert, --key
@@ -127,7 +128,7 @@ func runAdmin(args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(os.Stderr, adminUsage)
 		if len(args) == 0 {
-			return errors.New("admin: want status, shard or conversation")
+			return errors.New("admin: want status, shard, conversation, app, snapshot or restore")
 		}
 		return flag.ErrHelp
 	}
@@ -137,6 +138,8 @@ func runAdmin(args []string) error {
 		return adminStatus(rest, os.Stdout)
 	case "snapshot", "restore": // backup.go
 		return adminBackup(cmd, rest, os.Stdout)
+	case "app":
+		return adminApp(rest, os.Stdout) // adminapp.go
 	case "shard", "conversation":
 		if len(rest) == 0 {
 			return fmt.Errorf("admin %s: want a subcommand (relaymesh admin -h)", cmd)
@@ -152,7 +155,7 @@ func runAdmin(args []string) error {
 		}
 		return fmt.Errorf("admin %s: unknown subcommand %q (relaymesh admin -h)", cmd, sub)
 	}
-	return fmt.Errorf("admin: unknown command %q (want status, shard or conversation)", cmd)
+	return fmt.Errorf("admin: unknown command %q (want status, shard, conversation, app, snapshot or restore)", cmd)
 }
 
 // adminStatus prints every core's replicas, merged.

@@ -51,6 +51,8 @@ type OpsRequest struct {
 	Force    bool   `json:"force,omitempty"`
 	App      string `json:"app,omitempty"`
 	CID      string `json:"cid,omitempty"`
+
+	AppChange *AppChange `json:"app_change,omitempty"` // app-set (apps.go)
 }
 
 // OpsReply answers an OpsRequest: Err set (a refusal or failure, one
@@ -64,6 +66,9 @@ type OpsReply struct {
 	Status       *NodeStatus  `json:"status,omitempty"`       // status
 	Group        *GroupStatus `json:"group,omitempty"`        // after a change: the group on its (old) leader
 	Conversation *ConvInfo    `json:"conversation,omitempty"` // conversation
+
+	Apps *AppsView `json:"apps,omitempty"` // app-list (apps.go)
+	App  *AppEntry `json:"app,omitempty"`  // app-set, app-rotate-master-key, app-delete
 }
 
 // NodeStatus is one core's view of itself.
