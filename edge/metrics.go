@@ -94,7 +94,7 @@ func (m *Metrics) observeDelivery(p Priority, at int64, now time.Time) {
 	if at <= 0 {
 		return
 	}
-	if p < 0 || p >= numPriorities {
+	if p >= numPriorities {
 		p = PriorityNormal
 	}
 	ms := min(max(now.UnixMilli()-at, 0), maxDeliveryMs) // at > 0: no overflow
