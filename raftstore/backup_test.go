@@ -279,7 +279,14 @@ func TestBackupRestoreLarge(t *testing.T) {
 	}
 	t.Logf("backup: %d records, %d bytes", hdr.Records, buf.Len())
 
-	c := raftstoretest.NewCluster(t, 3, newCounter, raftstoretest.WithConfig(smallLog))
+	// The product's raft timeouts, not the test clusters' short ones: the
+	// followers install 13 MB by InstallSnapshot, which under the race
+	// detector on a loaded machine outlasted a 200 ms leader lease (CI:
+	// the leader stepped down and the restore failed "leadership lost").
+	c := raftstoretest.NewCluster(t, 3, newCounter, raftstoretest.WithConfig(func(i int, cfg *raftstore.Config) {
+		smallLog(i, cfg)
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
+	}))
 	lead := c.Node(c.WaitLeader())
 	var rcalls int
 	if _, err := lead.RestoreBackup(ctxT(t, 60*time.Second), bytes.NewReader(buf.Bytes()), nil, func(records, bytes uint64) { rcalls++ }); err != nil {
