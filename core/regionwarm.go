@@ -42,10 +42,10 @@ const warmUpAsk = 2 * time.Second
 
 type warmUp struct {
 	mu      sync.Mutex
-	started time.Time // zero: no warm-up (SetLocalCores never called)
+	started time.Time     // zero: no warm-up (SetLocalCores never called)
 	max     time.Duration // warmUpMax when it started
-	known   bool      // expect is the answer of at least one other core
-	expect  []string  // edges to wait for
+	known   bool          // expect is the answer of at least one other core
+	expect  []string      // edges to wait for
 	ready   bool
 }
 
