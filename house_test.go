@@ -50,6 +50,41 @@ var houseRules = []rule{
 		why: "the import tools talk to LeanCloud and to relaymesh over HTTP only, as any client"},
 }
 
+// testOnly are the packages for tests alone: only test files (_test.go)
+// and other test-only packages import them, so no binary carries them.
+var testOnly = []string{
+	"internal/testbin",   // builds cmd/relaymesh for the tests that run it
+	"loadtest/devserver", // a `relaymesh dev` process for the load tester's tests
+}
+
+// testOnlyViolations returns the chains (importer, test-only package) of
+// the direct imports in prod (package → module packages its non-test
+// files import) of a test-only package by a package that is not one.
+// Direct imports suffice: whatever imports such an importer is checked in
+// its turn only if it is test code, which may.
+func testOnlyViolations(prod map[string][]string, only []string) [][]string {
+	isOnly := func(p string) bool {
+		return slices.ContainsFunc(only, func(o string) bool { return under(p, o) })
+	}
+	var out [][]string
+	pkgs := make([]string, 0, len(prod))
+	for p := range prod {
+		pkgs = append(pkgs, p)
+	}
+	slices.Sort(pkgs)
+	for _, p := range pkgs {
+		if isOnly(p) {
+			continue
+		}
+		for _, d := range prod[p] {
+			if isOnly(d) {
+				out = append(out, []string{p, d})
+			}
+		}
+	}
+	return out
+}
+
 // under reports whether package p is prefix or below it.
 func under(p, prefix string) bool {
 	return prefix == "" || p == prefix || strings.HasPrefix(p, prefix+"/")
@@ -118,10 +153,10 @@ func violations(graph map[string][]string, rules []rule) []violation {
 // importGraph parses the imports of every Go file of the module (tests
 // included) and returns package → module packages imported, relative to
 // the module. A package's external test (package x_test) counts as the
-// package.
-func importGraph(t *testing.T, root string) map[string][]string {
+// package. prod is the same for the packages' non-test files alone.
+func importGraph(t *testing.T, root string) (graph, prod map[string][]string) {
 	t.Helper()
-	graph := map[string][]string{}
+	graph, prod = map[string][]string{}, map[string][]string{}
 	fset := token.NewFileSet()
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -149,6 +184,7 @@ func importGraph(t *testing.T, root string) map[string][]string {
 		if pkg == "." {
 			pkg = ""
 		}
+		test := strings.HasSuffix(path, "_test.go")
 		for _, imp := range f.Imports {
 			ip, err := strconv.Unquote(imp.Path.Value)
 			if err != nil {
@@ -161,16 +197,22 @@ func importGraph(t *testing.T, root string) map[string][]string {
 			if dep != pkg && !slices.Contains(graph[pkg], dep) {
 				graph[pkg] = append(graph[pkg], dep)
 			}
+			if dep != pkg && !test && !slices.Contains(prod[pkg], dep) {
+				prod[pkg] = append(prod[pkg], dep)
+			}
 		}
 		if _, ok := graph[pkg]; !ok {
 			graph[pkg] = nil
+		}
+		if _, ok := prod[pkg]; !ok && !test {
+			prod[pkg] = nil
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return graph
+	return graph, prod
 }
 
 // TestHouseImports fails when a package depends on one the house forbids
@@ -180,7 +222,7 @@ func TestHouseImports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	graph := importGraph(t, root)
+	graph, prod := importGraph(t, root)
 	for _, must := range []string{"proto/meshpb", "edge", "edge/corelink", "core", "relay", "relay/pq", "catalog", "raftstore", "client"} {
 		if _, ok := graph[must]; !ok {
 			t.Fatalf("package %s not found: the walk is broken", must)
@@ -188,6 +230,35 @@ func TestHouseImports(t *testing.T) {
 	}
 	for _, v := range violations(graph, houseRules) {
 		t.Errorf("%s must not depend on %s (%s): %s", v.chain[0], v.chain[len(v.chain)-1], v.rule.why, strings.Join(v.chain, " → "))
+	}
+	for _, o := range testOnly {
+		if _, ok := prod[o]; !ok {
+			t.Fatalf("test-only package %s not found: the walk is broken", o)
+		}
+	}
+	if !slices.Contains(graph["e2e"], "internal/testbin") || slices.Contains(prod["e2e"], "internal/testbin") {
+		t.Fatalf("e2e's tests import internal/testbin, its doc.go does not; the walk says %v and %v", graph["e2e"], prod["e2e"])
+	}
+	for _, c := range testOnlyViolations(prod, testOnly) {
+		t.Errorf("%s imports %s outside its tests; only tests and test-only packages may", c[0], c[1])
+	}
+}
+
+// TestHouseTestOnlyCatch is the test-only check's own control: code that
+// imports a test-only package is found, directly or below it; tests
+// (absent from prod) and test-only packages importing each other are not.
+func TestHouseTestOnlyCatch(t *testing.T) {
+	prod := map[string][]string{
+		"cluster":            {"internal/testbin", "catalog"},
+		"cmd/relaymesh":      {"cluster"},
+		"loadtest/devserver": {"internal/testbin"},
+		"loadtest":           {"loadtest/devserver/sub"},
+		"e2e":                nil, // test files only: nothing in prod
+	}
+	got := testOnlyViolations(prod, []string{"internal/testbin", "loadtest/devserver"})
+	want := [][]string{{"cluster", "internal/testbin"}, {"loadtest", "loadtest/devserver/sub"}}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("got %v, want %v", got, want)
 	}
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -32,11 +31,8 @@ type adminCLI struct {
 
 func newAdminCLI(t *testing.T, c *procCluster, name, role string) *adminCLI {
 	t.Helper()
-	bin := relaymeshBin(t)
-	if out, err := exec.Command(bin, "pki", "issue", "--dir", c.pki, "--name", name, "--role", role).CombinedOutput(); err != nil {
-		t.Fatalf("pki issue %s: %v\n%s", name, err, out)
-	}
-	return &adminCLI{t: t, bin: bin, core: c.coreMesh[0], cred: []string{
+	c.issue(name, "--role", role)
+	return &adminCLI{t: t, bin: relaymeshBin(t), core: c.coreMesh[0], cred: []string{
 		"--ca", filepath.Join(c.pki, "ca.crt"), "--cert", filepath.Join(c.pki, name+".crt"), "--key", filepath.Join(c.pki, name+".key")}}
 }
 
@@ -135,7 +131,7 @@ func settled(v *cluster.ClusterView, g *cluster.GroupView, servers int) bool {
 // and misuse: an edge's certificate, an unknown shard, the last voter,
 // bad flags, a core that does not answer.
 func TestAdminOps(t *testing.T) {
-	c := startProcCluster(t, 1, "sends_per_minute = -1")
+	c := startProcCluster(t, procOptions{Edges: 1, EdgeLimits: "sends_per_minute = -1"})
 	a := newAdminCLI(t, c, "admin-1", "admin")
 	names := []string{"core-1", "core-2", "core-3"}
 
@@ -151,10 +147,7 @@ func TestAdminOps(t *testing.T) {
 	}
 	// The same from a config file: [tls] and [admin] cores (one core;
 	// the others are learnt from its answer).
-	cfg := filepath.Join(c.dir, "admin.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/admin-1.crt\"\nkey = \"pki/admin-1.key\"\n\n[admin]\ncores = [%q]\n", c.coreMesh[2])), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := c.write("admin.toml", fmt.Sprintf("%s\n[admin]\ncores = [%q]\n", tlsTOML("admin-1"), c.coreMesh[2]))
 	if out, err := exec.Command(a.bin, "admin", "status", "--config", cfg).CombinedOutput(); err != nil || strings.Count(string(out), " ok\n") != 3 {
 		t.Errorf("status --config: %v\n%s", err, out)
 	}

@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -40,40 +37,6 @@ func loginCode(t *testing.T, url, app, clientID string, sign client.SignFunc) in
 	return -1
 }
 
-// startEdgeOn starts one more edge of c that knows only the core at
-// coreMesh (not every core, as c's edges do).
-func startEdgeOn(t *testing.T, c *procCluster, name, coreMesh string) *devProc {
-	t.Helper()
-	if out, err := exec.Command(relaymeshBin(t), "pki", "issue", "--dir", c.pki, "--name", name, "--hosts", "127.0.0.1").CombinedOutput(); err != nil {
-		t.Fatalf("pki issue %s: %v\n%s", name, err, out)
-	}
-	listen := freeAddr(t)
-	cfg := filepath.Join(c.dir, name+".toml")
-	body := fmt.Sprintf(`data = "data"
-session_token_key_file = "pki/session-token.key"
-
-[[apps]]
-id = "failover-app"
-key = "failover-key"
-master_key = "failover-master"
-
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/%[1]s.crt"
-key = "pki/%[1]s.key"
-
-[edge]
-edge_id = %[1]q
-listen = %[2]q
-mesh_addr = "127.0.0.1:0"
-cores = [%[3]q]
-`, name, listen, coreMesh)
-	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return startProc(t, listen, "edge", "--config", cfg, "--log-level", "warn")
-}
-
 // appList is `admin app list --json [--show-keys]`, decoded.
 func (a *adminCLI) appList(showKeys bool) *cluster.AppsReport {
 	a.t.Helper()
@@ -96,7 +59,7 @@ func (a *adminCLI) appList(showKeys bool) *cluster.AppsReport {
 // refused, the new one's accepted), an app deleted (its logins refused
 // with 4100), and the misuses refused.
 func TestAdminApp(t *testing.T) {
-	c := startProcCluster(t, 2, "sends_per_minute = -1")
+	c := startProcCluster(t, procOptions{Edges: 2, EdgeLimits: "sends_per_minute = -1"})
 	a := newAdminCLI(t, c, "admin-1", "admin")
 	const app, oldMaster = "failover-app", "failover-master"
 
@@ -132,7 +95,7 @@ func TestAdminApp(t *testing.T) {
 			far = i
 		}
 	}
-	edges := append(slices.Clone(c.edges), startEdgeOn(t, c, "edge-far", c.coreMesh[far]))
+	edges := append(slices.Clone(c.edges), c.addEdge("edge-far", c.coreMesh[far]))
 	t.Logf("edge-far knows only core-%d; the catalog's leader is %s", far+1, groupOf(st, "catalog", 0).Leader)
 	// The three edges follow the catalog (they started on their config
 	// files' apps).
@@ -396,7 +359,7 @@ func TestAdminApp(t *testing.T) {
 	}
 	// An edge that starts asks a core before it serves: from its first
 	// client on, it takes the catalog's key, not its config file's.
-	late := startEdgeOn(t, c, "edge-late", c.coreMesh[far])
+	late := c.addEdge("edge-late", c.coreMesh[far])
 	if code := loginCode(t, late.URL, app, "dave", loginSigner(app, oldMaster)); code != lcpb.ErrSignatureFailed {
 		t.Errorf("a new edge, the config file's old key: login got %d, want %d", code, lcpb.ErrSignatureFailed)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -18,57 +17,11 @@ import (
 	"github.com/relaymesh/relaymesh/client"
 )
 
-// startShardedCluster is startProcCluster with `shards` shards in the
+// startShardedCluster is a procCluster with `shards` shards in the
 // region: three cores, each a replica of every shard, and one edge.
 func startShardedCluster(t *testing.T, shards int) *procCluster {
 	t.Helper()
-	bin := relaymeshBin(t)
-	dir := t.TempDir()
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
-			t.Fatalf("relaymesh %v: %v\n%s", args, err, out)
-		}
-	}
-	pki := filepath.Join(dir, "pki")
-	run("pki", "init", "--dir", pki)
-	c := &procCluster{t: t, dir: dir, pki: pki}
-	var peers, cores []string
-	meshAddrs := map[string]string{}
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("core-%d", i)
-		run("pki", "issue", "--dir", pki, "--name", name, "--hosts", "127.0.0.1")
-		meshAddrs[name] = freeUDPAddr(t)
-		peers = append(peers, fmt.Sprintf("%s = %q", name, meshAddrs[name]))
-		cores = append(cores, fmt.Sprintf("%q", meshAddrs[name]))
-		c.coreMesh = append(c.coreMesh, meshAddrs[name])
-	}
-	common := "data = \"data\"\nsession_token_key_file = \"pki/session-token.key\"\n\n[[apps]]\nid = \"failover-app\"\nkey = \"failover-key\"\nmaster_key = \"failover-master\"\n"
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(common+body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("core-%d", i)
-		metrics := freeAddr(t)
-		cfg := write(name+".toml", fmt.Sprintf("\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/%[1]s.crt\"\nkey = \"pki/%[1]s.key\"\n\n[core]\nnode_id = %[1]q\nmesh_addr = %[2]q\npeers = { %[3]s }\nmetrics_addr = %[4]q\nshards = %[5]d\n",
-			name, meshAddrs[name], strings.Join(peers, ", "), metrics, shards))
-		args := []string{"core", "--config", cfg, "--log-level", "warn"}
-		c.cores = append(c.cores, startProc(t, "", args...))
-		c.coreArgs = append(c.coreArgs, args)
-		c.metrics = append(c.metrics, "http://"+metrics)
-	}
-	run("pki", "issue", "--dir", pki, "--name", "edge-1", "--hosts", "127.0.0.1")
-	listen := freeAddr(t)
-	cfg := write("edge-1.toml", fmt.Sprintf("\n[tls]\nca = \"pki/ca.crt\"\ncert = \"pki/edge-1.crt\"\nkey = \"pki/edge-1.key\"\n\n[edge]\nedge_id = \"edge-1\"\nlisten = %q\nmesh_addr = \"127.0.0.1:0\"\ncores = [%s]\n\n[edge.limits]\nsends_per_minute = -1\n",
-		listen, strings.Join(cores, ", ")))
-	args := []string{"edge", "--config", cfg, "--log-level", "warn"}
-	c.edges = append(c.edges, startProc(t, listen, args...))
-	c.edgeArgs = append(c.edgeArgs, args)
-	return c
+	return startProcCluster(t, procOptions{Edges: 1, Shards: shards, EdgeLimits: "sends_per_minute = -1"})
 }
 
 // waitShards waits until every shard and the catalog have a leader and

@@ -20,7 +20,7 @@ func TestConformanceFailoverJS(t *testing.T) {
 		t.Skip("conformance runs Node and relaymesh processes; skipped in -short mode")
 	}
 	js := sdkDir(t)
-	c := startProcCluster(t, 2, "")
+	c := startProcCluster(t, procOptions{Edges: 2})
 	c.waitLeader()
 	var mu sync.Mutex
 	mux := http.NewServeMux()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -15,109 +14,6 @@ import (
 
 	"github.com/relaymesh/relaymesh/loadtest"
 )
-
-// procCluster is a region as an operator runs it (docs/OPERATIONS.md):
-// certificates from `relaymesh pki`, three `relaymesh core` processes (one
-// 3-voter shard, each with a metrics listener whose /healthz says who
-// leads) and `relaymesh edge` processes, all from TOML files.
-type procCluster struct {
-	t        *testing.T
-	dir      string
-	cores    []*devProc
-	metrics  []string // http://host:port of each core's /metrics and /healthz
-	edges    []*devProc
-	edgeArgs [][]string // how each edge was started, for restartEdge
-	coreArgs [][]string // how each core was started, for restartCore
-	pki      string     // the CA's directory (relaymesh pki init)
-	coreMesh []string   // each core's mesh address (core-1, core-2, core-3)
-}
-
-// startProcCluster starts 3 cores and nEdges edges and waits until every
-// edge answers /healthz (it reaches the shard leader). edgeLimits is TOML
-// put under [edge.limits].
-func startProcCluster(t *testing.T, nEdges int, edgeLimits string, coreArgs ...string) *procCluster {
-	t.Helper()
-	bin := relaymeshBin(t)
-	dir := t.TempDir()
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
-			t.Fatalf("relaymesh %v: %v\n%s", args, err, out)
-		}
-	}
-	pki := filepath.Join(dir, "pki")
-	run("pki", "init", "--dir", pki)
-	c := &procCluster{t: t, dir: dir, pki: pki}
-	var peers, cores []string
-	meshAddrs := map[string]string{}
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("core-%d", i)
-		run("pki", "issue", "--dir", pki, "--name", name, "--hosts", "127.0.0.1")
-		meshAddrs[name] = freeUDPAddr(t)
-		peers = append(peers, fmt.Sprintf("%s = %q", name, meshAddrs[name]))
-		cores = append(cores, fmt.Sprintf("%q", meshAddrs[name]))
-		c.coreMesh = append(c.coreMesh, meshAddrs[name])
-	}
-	common := `data = "data"
-session_token_key_file = "pki/session-token.key"
-
-[[apps]]
-id = "failover-app"
-key = "failover-key"
-master_key = "failover-master"
-`
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(common+body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("core-%d", i)
-		metrics := freeAddr(t)
-		cfg := write(name+".toml", fmt.Sprintf(`
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/%[1]s.crt"
-key = "pki/%[1]s.key"
-
-[core]
-node_id = %[1]q
-mesh_addr = %[2]q
-peers = { %[3]s }
-metrics_addr = %[4]q
-`, name, meshAddrs[name], strings.Join(peers, ", "), metrics))
-		args := append([]string{"core", "--config", cfg, "--log-level", "warn"}, coreArgs...)
-		c.cores = append(c.cores, startProc(t, "", args...))
-		c.coreArgs = append(c.coreArgs, args)
-		c.metrics = append(c.metrics, "http://"+metrics)
-	}
-	for i := 1; i <= nEdges; i++ {
-		name := fmt.Sprintf("edge-%d", i)
-		run("pki", "issue", "--dir", pki, "--name", name, "--hosts", "127.0.0.1")
-		listen := freeAddr(t)
-		cfg := write(name+".toml", fmt.Sprintf(`
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/%[1]s.crt"
-key = "pki/%[1]s.key"
-
-[edge]
-edge_id = %[1]q
-listen = %[2]q
-mesh_addr = "127.0.0.1:0"
-cores = [%[3]s]
-
-[edge.limits]
-%[4]s
-`, name, listen, strings.Join(cores, ", "), edgeLimits))
-		args := []string{"edge", "--config", cfg, "--log-level", "warn"}
-		c.edges = append(c.edges, startProc(t, listen, args...))
-		c.edgeArgs = append(c.edgeArgs, args)
-	}
-	return c
-}
 
 // restartEdge starts edge i again (same address and config) after it
 // died, and waits until it is healthy.
@@ -158,6 +54,9 @@ func (c *procCluster) restartCore(i int) error {
 func (c *procCluster) leader() int {
 	hc := &http.Client{Timeout: 500 * time.Millisecond}
 	for i, m := range c.metrics {
+		if c.cores[i] == nil {
+			continue
+		}
 		select {
 		case <-c.cores[i].done:
 			continue
@@ -311,7 +210,7 @@ func labRun(t *testing.T) {
 // summary (make lab writes it to docs/BENCHMARKS.md by hand).
 func TestFailoverLabLeaderKill9(t *testing.T) {
 	labRun(t)
-	c := startProcCluster(t, 2, "")
+	c := startProcCluster(t, procOptions{Edges: 2})
 	runFailover(t, c, failoverRun{Victim: "leader", Sessions: 200, Rate: 300, Duration: 20 * time.Second,
 		KillAt: 7 * time.Second, Drain: 20 * time.Second})
 }
@@ -321,7 +220,7 @@ func TestFailoverLabLeaderKill9(t *testing.T) {
 // for the side-by-side figures in docs/BENCHMARKS.md.
 func TestFailoverLabLeaderStop(t *testing.T) {
 	labRun(t)
-	c := startProcCluster(t, 2, "")
+	c := startProcCluster(t, procOptions{Edges: 2})
 	runFailover(t, c, failoverRun{Victim: "leader-stop", Sessions: 200, Rate: 300, Duration: 20 * time.Second,
 		KillAt: 7 * time.Second, Drain: 20 * time.Second})
 }
@@ -330,7 +229,7 @@ func TestFailoverLabLeaderStop(t *testing.T) {
 // load, kill -9 of one of the two edges 7 s in, 20 s of drain.
 func TestFailoverLabEdgeKill9(t *testing.T) {
 	labRun(t)
-	c := startProcCluster(t, 2, "")
+	c := startProcCluster(t, procOptions{Edges: 2})
 	runFailover(t, c, failoverRun{Victim: "edge", Sessions: 200, Rate: 300, Duration: 20 * time.Second,
 		KillAt: 7 * time.Second, Drain: 20 * time.Second})
 }
@@ -362,7 +261,7 @@ func checkLedger(t *testing.T, s *loadtest.Summary) {
 // second; asserted: under 10 s, as this machine is shared); every acked
 // copy arrives.
 func TestFailoverLeaderKill9(t *testing.T) {
-	c := startProcCluster(t, 2, "")
+	c := startProcCluster(t, procOptions{Edges: 2})
 	r := shortRun
 	r.Victim = "leader"
 	s, _ := runFailover(t, c, r)
@@ -383,7 +282,7 @@ func TestFailoverLeaderKill9(t *testing.T) {
 // history). Sends in flight on the dead edge fail with a lost connection,
 // never with a LeanCloud error.
 func TestFailoverEdgeKill9(t *testing.T) {
-	c := startProcCluster(t, 2, "")
+	c := startProcCluster(t, procOptions{Edges: 2})
 	r := shortRun
 	r.Victim = "edge"
 	s, _ := runFailover(t, c, r)
@@ -409,7 +308,7 @@ func TestFailoverEdgeKill9(t *testing.T) {
 // an error. (Against TestFailoverLeaderKill9, where sends wait out an
 // election: the first ack after the stop is logged for comparison.)
 func TestLeaderStopHandsOff(t *testing.T) {
-	c := startProcCluster(t, 2, "")
+	c := startProcCluster(t, procOptions{Edges: 2})
 	r := shortRun
 	r.Victim = "leader-stop"
 	s, p := runFailover(t, c, r)
@@ -438,7 +337,7 @@ func TestLeaderStopHandsOff(t *testing.T) {
 // goaway; its sessions move to the other edge) and started again. By the
 // load tester's ledger no acked message is lost and no send fails.
 func TestRollingRestart(t *testing.T) {
-	c := startProcCluster(t, 2, "")
+	c := startProcCluster(t, procOptions{Edges: 2})
 	c.waitLeader()
 	var steps []string
 	cfg := loadtest.Config{
@@ -510,7 +409,7 @@ func TestRollingRestart(t *testing.T) {
 func TestReconnectStormLab(t *testing.T) {
 	labRun(t)
 	// No per-IP cap: every session comes from 127.0.0.1.
-	c := startProcCluster(t, 2, "max_conns_per_ip = -1")
+	c := startProcCluster(t, procOptions{Edges: 2, EdgeLimits: "max_conns_per_ip = -1"})
 	c.waitLeader()
 	sessions := 15000
 	if n, err := strconv.Atoi(os.Getenv("RELAYMESH_STORM_SESSIONS")); err == nil && n >= 2 {

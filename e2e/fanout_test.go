@@ -37,7 +37,7 @@ func coreMetric(url, name string) int64 {
 // the new leader, is acked with the same message id.
 func TestLeaderKilledBeforeFanout(t *testing.T) {
 	const marker = "HALT-BEFORE-FANOUT"
-	c := startProcCluster(t, 1, "", "--test-halt-before-fanout", marker)
+	c := startProcCluster(t, procOptions{Edges: 1, CoreArgs: []string{"--test-halt-before-fanout", marker}})
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	url := c.edges[0].URL

@@ -2,47 +2,33 @@ package e2e
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/relaymesh/relaymesh/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// TestMain removes the relaymesh binary the tests built (testbin).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
+}
 
-// relaymeshBin builds cmd/relaymesh once per test binary run.
+// relaymeshBin is cmd/relaymesh, built once per test binary run.
 func relaymeshBin(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "relaymesh-e2e-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "relaymesh")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/relaymesh").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
+	return testbin.Relaymesh(t)
 }
 
 // freeAddr returns 127.0.0.1:P where TCP P and UDP P+1 are both free.

@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -58,77 +54,9 @@ func waitProbe(t *testing.T, url string, code int, want ...string) {
 // again. The cores' admin listeners serve the profiler, the edge's client
 // port does not.
 func TestReadiness(t *testing.T) {
-	bin := relaymeshBin(t)
-	dir := t.TempDir()
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
-			t.Fatalf("relaymesh %v: %v\n%s", args, err, out)
-		}
-	}
-	pki := filepath.Join(dir, "pki")
-	run("pki", "init", "--dir", pki)
-	common := `data = "data"
-session_token_key_file = "pki/session-token.key"
-
-[[apps]]
-id = "ready-app"
-key = "ready-key"
-master_key = "ready-master"
-`
-	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(common+body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	var peers, cores []string
-	meshAddrs := map[string]string{}
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("core-%d", i)
-		run("pki", "issue", "--dir", pki, "--name", name, "--hosts", "127.0.0.1")
-		meshAddrs[name] = freeUDPAddr(t)
-		peers = append(peers, fmt.Sprintf("%s = %q", name, meshAddrs[name]))
-		cores = append(cores, fmt.Sprintf("%q", meshAddrs[name]))
-	}
-	var admin []string
-	var coreArgs [][]string
-	for i := 1; i <= 3; i++ {
-		name := fmt.Sprintf("core-%d", i)
-		a := freeAddr(t)
-		admin = append(admin, "http://"+a)
-		cfg := write(name+".toml", fmt.Sprintf(`
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/%[1]s.crt"
-key = "pki/%[1]s.key"
-
-[core]
-node_id = %[1]q
-mesh_addr = %[2]q
-peers = { %[3]s }
-metrics_addr = %[4]q
-shards = 2
-`, name, meshAddrs[name], strings.Join(peers, ", "), a))
-		coreArgs = append(coreArgs, []string{"core", "--config", cfg, "--log-level", "warn"})
-	}
-	run("pki", "issue", "--dir", pki, "--name", "edge-1", "--hosts", "127.0.0.1")
-	listen := freeAddr(t)
-	edgeCfg := write("edge-1.toml", fmt.Sprintf(`
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/edge-1.crt"
-key = "pki/edge-1.key"
-
-[edge]
-edge_id = "edge-1"
-listen = %q
-mesh_addr = "127.0.0.1:0"
-cores = [%s]
-drain_timeout = "1s"
-`, listen, strings.Join(cores, ", ")))
-	edgeURL := "http://" + listen
+	c := newProcCluster(t, procOptions{Edges: 1, Shards: 2, EdgeExtra: `drain_timeout = "1s"`,
+		App: "id = \"ready-app\"\nkey = \"ready-key\"\nmaster_key = \"ready-master\"\n"})
+	admin, coreArgs, edgeURL := c.metrics, c.coreArgs, "http://"+c.edgeAddrs[0]
 
 	// One core of three: no quorum, no leader anywhere.
 	core1 := startProc(t, "", coreArgs[0]...)
@@ -142,7 +70,7 @@ drain_timeout = "1s"
 	if code, _ := probe(http.MethodPost, admin[0]+"/readyz"); code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /readyz: %d, want 405", code)
 	}
-	startProc(t, "", "edge", "--config", edgeCfg, "--log-level", "warn")
+	startProc(t, "", c.edgeArgs[0]...)
 	waitProbe(t, edgeURL+"/readyz", 503, "core link")
 
 	// A second core: both shards elect leaders, every /readyz turns 200.

@@ -7,9 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -34,63 +31,10 @@ func loginSigner(app, masterKey string) client.SignFunc {
 // the configured app works (with login signatures), any other appId gets
 // LeanCloud's 4100, and an unsigned login 4102.
 func TestProductionRoles(t *testing.T) {
-	dir := t.TempDir()
-	bin := relaymeshBin(t)
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
-			t.Fatalf("relaymesh %v: %v\n%s", args, err, out)
-		}
-	}
-	pki := filepath.Join(dir, "pki")
-	run("pki", "init", "--dir", pki)
-	run("pki", "issue", "--dir", pki, "--name", "core-1", "--hosts", "127.0.0.1")
-	run("pki", "issue", "--dir", pki, "--name", "edge-1", "--hosts", "127.0.0.1")
-
-	coreAddr := freeUDPAddr(t)
-	edgeAddr := freeAddr(t)
 	const app, master = "prod-app-0001", "prod-master-key"
-	common := fmt.Sprintf(`data = "data"
-session_token_key_file = "pki/session-token.key"
-
-[[apps]]
-id = %q
-key = "prod-app-key"
-master_key = %q
-signature_required = true
-`, app, master)
-	writeCfg := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(common+body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	coreCfg := writeCfg("core.toml", fmt.Sprintf(`
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/core-1.crt"
-key = "pki/core-1.key"
-
-[core]
-node_id = "core-1"
-mesh_addr = %q
-`, coreAddr))
-	edgeCfg := writeCfg("edge.toml", fmt.Sprintf(`
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/edge-1.crt"
-key = "pki/edge-1.key"
-
-[edge]
-edge_id = "edge-1"
-listen = %q
-mesh_addr = "127.0.0.1:0"
-cores = [%q]
-`, edgeAddr, coreAddr))
-
-	startProc(t, "", "core", "--config", coreCfg, "--log-level", "warn")
-	e := startProc(t, edgeAddr, "edge", "--config", edgeCfg, "--log-level", "warn")
+	c := startProcCluster(t, procOptions{Cores: 1, Edges: 1, NoMetrics: true,
+		App: fmt.Sprintf("id = %q\nkey = \"prod-app-key\"\nmaster_key = %q\nsignature_required = true\n", app, master)})
+	e := c.edges[0]
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

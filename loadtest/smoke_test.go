@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaymesh/relaymesh/internal/testbin"
 	"github.com/relaymesh/relaymesh/loadtest"
 	"github.com/relaymesh/relaymesh/loadtest/devserver"
 	"go.uber.org/goleak"
@@ -186,5 +187,9 @@ func checkChatroomJSON(t *testing.T, m map[string]any) {
 }
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	// Then devserver's relaymesh binary goes.
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		testbin.Remove()
+		os.Exit(code)
+	}))
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relaymesh/relaymesh/internal/testbin"
 	"github.com/relaymesh/relaymesh/loadtest/devserver"
 )
 
@@ -21,7 +22,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(asMain) == "1" {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	testbin.Remove() // devserver's relaymesh
+	os.Exit(code)
 }
 
 func runCmd(t *testing.T, args ...string) (code int, stdout, stderr string) {

@@ -3,59 +3,31 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaymesh/relaymesh/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
+// TestMain removes the binary testbin built: tests that must see what an
+// operator sees (stderr, exit codes) run the real command.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testbin.Remove()
 	os.Exit(code)
-}
-
-// relaymeshBin builds this command once per test binary and returns its
-// path: tests that must see what an operator sees (stderr, exit codes)
-// run the real binary.
-func relaymeshBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "relaymesh-cmd-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "relaymesh")
-		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
 }
 
 // run runs the binary to its end and returns its stdout, stderr and exit
 // code.
 func run(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(relaymeshBin(t), args...)
+	cmd := exec.Command(testbin.Relaymesh(t), args...)
 	cmd.Dir = dir
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -98,7 +70,7 @@ func (s *syncBuf) String() string {
 // when the test ends.
 func start(t *testing.T, dir string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(relaymeshBin(t), args...)
+	cmd := exec.Command(testbin.Relaymesh(t), args...)
 	cmd.Dir = dir
 	p := &proc{cmd: cmd, lines: make(chan string, 10000), stdout: new(syncBuf), done: make(chan struct{})}
 	cmd.Stdout = p.stdout

@@ -19,8 +19,16 @@ import (
 	"time"
 
 	"github.com/relaymesh/relaymesh/client"
+	"github.com/relaymesh/relaymesh/internal/testbin"
 	"github.com/relaymesh/relaymesh/loadtest/devserver"
 )
+
+// TestMain removes the relaymesh binary devserver built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Remove()
+	os.Exit(code)
+}
 
 const dashboardFile = "relaymesh.json"
 

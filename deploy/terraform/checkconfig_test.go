@@ -3,55 +3,28 @@ package terraform
 import (
 	"bytes"
 	"encoding/base64"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/zclconf/go-cty/cty"
+
+	"github.com/relaymesh/relaymesh/internal/testbin"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
+// TestMain removes the binary testbin built for the --check-config runs.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	testbin.Remove()
 	os.Exit(code)
-}
-
-// relaymeshBin builds cmd/relaymesh once per test binary.
-func relaymeshBin(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "relaymesh-tf-bin")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "relaymesh")
-		if out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/relaymesh").CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
 }
 
 // checkConfig runs `relaymesh ROLE --config FILE --check-config`.
 func checkConfig(t *testing.T, role, file string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(relaymeshBin(t), role, "--config", file, "--check-config")
+	cmd := exec.Command(testbin.Relaymesh(t), role, "--config", file, "--check-config")
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

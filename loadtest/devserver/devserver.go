@@ -1,7 +1,8 @@
 // Package devserver starts a real `relaymesh dev` process for tests of the
-// load tester: it builds ./cmd/relaymesh once per test binary, runs it on
-// a free loopback port (whose port+1/udp, the core's QUIC mesh, is free
-// too) with a temporary data directory, and waits for GET /healthz 200.
+// load tester: it builds ./cmd/relaymesh once per test binary (testbin),
+// runs it on a free loopback port (whose port+1/udp, the core's QUIC mesh,
+// is free too) with a temporary data directory, and waits for GET
+// /healthz 200.
 package devserver
 
 import (
@@ -12,11 +13,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaymesh/relaymesh/internal/testbin"
 )
 
 // Server is a running relaymesh dev process.
@@ -26,41 +27,11 @@ type Server struct {
 	PID  int
 }
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// binary builds ./cmd/relaymesh into a temporary directory, once.
-func binary() (string, error) {
-	buildOnce.Do(func() {
-		out, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			buildErr = fmt.Errorf("devserver: go env GOMOD: %w", err)
-			return
-		}
-		root := filepath.Dir(strings.TrimSpace(string(out)))
-		dir, err := os.MkdirTemp("", "relaymesh-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "relaymesh")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/relaymesh")
-		cmd.Dir = root
-		if b, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("devserver: go build ./cmd/relaymesh: %w\n%s", err, b)
-		}
-	})
-	return binPath, buildErr
-}
-
 // Start builds (once) and starts relaymesh dev with extra flags, and stops
 // it when the test ends.
 func Start(t testing.TB, extra ...string) *Server {
 	t.Helper()
-	bin, err := binary()
+	bin, err := testbin.Build()
 	if err != nil {
 		t.Fatal(err)
 	}
