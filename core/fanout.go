@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/core/shard"
@@ -44,17 +45,29 @@ const fanoutFlushEvery = 200 * time.Millisecond
 // (awaitReplay); past it the send goes on.
 const replayWait = 2 * time.Second
 
+// fanoutScanEvery is how often, at most, take looks through the pending
+// fan-outs for ones that have left. take runs on every proposal, under the
+// tracker's lock that every send also takes; scanning thousands of pending
+// fan-outs each time (a loaded core) made that lock a queue of its own.
+// Done indexes then ride a proposal up to this much later, which only
+// keeps their tail entries a little longer.
+const fanoutScanEvery = 5 * time.Millisecond
+
 // fanoutTracker follows this core's fan-outs until they are named done in
 // the shard.
 type fanoutTracker struct {
-	mu        sync.Mutex
-	replayed  uint64                    // guarded by mu; raft term whose replay is done
+	mu       sync.Mutex
+	replayed uint64 // guarded by mu; raft term whose replay is done
+	// replayedA mirrors replayed for awaitReplay's lock-free fast path
+	// (written under mu, read without it).
+	replayedA atomic.Uint64
 	replayDue chan struct{}             // guarded by mu; closed (and replaced) when a replay ends
 	inflight  map[*fanoutToken]struct{} // guarded by mu; appends proposed, index not known yet
 	pending   map[uint64][]relay.Wait   // guarded by mu; queued, not all left yet
 	done      []uint64                  // guarded by mu; left, not named in a proposal yet
 	proposing map[uint64]struct{}       // guarded by mu; named in a proposal in flight
 	lastFlush time.Time                 // guarded by mu; when a proposal last carried done indexes
+	lastScan  time.Time                 // guarded by mu; when take last looked through pending
 }
 
 // fanoutToken is an append being proposed; done is closed when its index
@@ -102,17 +115,20 @@ func (t *fanoutTracker) trackLocked(index uint64, waits []relay.Wait) {
 func (t *fanoutTracker) take() []uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for idx, waits := range t.pending {
-		left := true
-		for _, w := range waits {
-			if !w.Left() {
-				left = false
-				break
+	if now := time.Now(); len(t.pending) > 0 && now.Sub(t.lastScan) >= fanoutScanEvery {
+		t.lastScan = now
+		for idx, waits := range t.pending {
+			left := true
+			for _, w := range waits {
+				if !w.Left() {
+					left = false
+					break
+				}
 			}
-		}
-		if left {
-			delete(t.pending, idx)
-			t.done = append(t.done, idx)
+			if left {
+				delete(t.pending, idx)
+				t.done = append(t.done, idx)
+			}
 		}
 	}
 	if len(t.done) == 0 {
@@ -230,6 +246,7 @@ func (c *Core) ReplayFanout(ctx context.Context) (n int, err error) {
 			if err == nil {
 				c.fanouts.mu.Lock()
 				c.fanouts.replayed = max(c.fanouts.replayed, term)
+				c.fanouts.replayedA.Store(c.fanouts.replayed)
 				close(c.fanouts.replayDue)
 				c.fanouts.replayDue = make(chan struct{})
 				c.fanouts.mu.Unlock()
@@ -311,6 +328,9 @@ func (c *Core) replayOne(e shard.FanoutEntry) (waits []relay.Wait, pushed bool) 
 // recipients see timestamp order.
 func (c *Core) awaitReplay(ctx context.Context) {
 	if c.leaderTerm == nil {
+		return
+	}
+	if c.fanouts.replayedA.Load() >= c.leaderTerm() { // the usual case: no lock, no timer
 		return
 	}
 	deadline := time.NewTimer(replayWait)

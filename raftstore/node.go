@@ -129,10 +129,12 @@ func Open(cfg Config) (n *Node, err error) {
 	cleanup = append(cleanup, logs.Close) // a Group view's Close leaves the shared DB open
 
 	stateOpts := stateDBOptions(logger, cfg.StateWAL)
+	stateCache := stateOpts.Cache
 	if cfg.StateOptions != nil {
 		cfg.StateOptions(stateOpts)
 	}
 	state, err := pebble.Open(filepath.Join(cfg.Dir, "state"), stateOpts)
+	stateCache.Unref() // the state DB holds its own reference while open
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open state db: %w", err)
 	}

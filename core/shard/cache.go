@@ -29,7 +29,18 @@ const MaxCachedConvs = 4096
 type convCache struct {
 	mu sync.RWMutex
 	m  map[convID]*Conv // guarded by mu
+	// noRcp holds conversations known to have no receipt key ('Q') at
+	// all, so a cursor move there need not open an iterator to look for
+	// receipts due (receipts.go). An entry is added only after a scan,
+	// through the batch being applied, found none; store removes it
+	// before it writes a receipt key; reset (a discarded batch, a
+	// restore) empties it with the rest. Guarded by mu.
+	noRcp map[convID]struct{}
 }
+
+// maxNoRcp bounds convCache.noRcp; past it the set starts over (a missing
+// entry only costs a scan).
+const maxNoRcp = 1 << 16
 
 type convID struct{ app, cid string }
 
@@ -58,8 +69,32 @@ func (c *convCache) put(app, cid string, v *Conv) {
 
 func (c *convCache) reset() {
 	c.mu.Lock()
-	c.m = nil
+	c.m, c.noRcp = nil, nil
 	c.mu.Unlock()
+}
+
+// noReceipts reports whether (app, cid) is known to have no receipt key.
+func (c *convCache) noReceipts(app, cid string) bool {
+	c.mu.RLock()
+	_, ok := c.noRcp[convID{app, cid}]
+	c.mu.RUnlock()
+	return ok
+}
+
+// setNoReceipts records that (app, cid) has no receipt key (ok=true), or
+// that it may have one (ok=false).
+func (c *convCache) setNoReceipts(app, cid string, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := convID{app, cid}
+	if !ok {
+		delete(c.noRcp, k)
+		return
+	}
+	if c.noRcp == nil || len(c.noRcp) >= maxNoRcp {
+		c.noRcp = make(map[convID]struct{})
+	}
+	c.noRcp[k] = struct{}{}
 }
 
 func (c *convCache) len() int {

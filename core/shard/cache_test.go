@@ -280,3 +280,72 @@ func TestBatchCommand(t *testing.T) {
 		t.Fatalf("empty batch: got %v", err)
 	}
 }
+
+// TestReceiptsHint: a cursor move in a conversation without receipt keys
+// remembers that it has none, and a message asking for receipts (in a
+// later entry or in the same batch) ends that, so its receipt is still
+// due; Reset forgets it.
+func TestReceiptsHint(t *testing.T) {
+	h := newHarness(t)
+	h.must(&Command{Op: OpStart, App: app, CID: "c", From: "a", Members: []string{"b"}, Now: 1})
+	h.must(&Command{Op: OpAppend, App: app, CID: "c", From: "a", MID: "m1", Now: 10})
+	if r := h.must(&Command{Op: OpAck, App: app, CID: "c", From: "b", T: 10, Now: 11}); len(r.Receipts) != 0 {
+		t.Fatalf("ack without receipts asked: got %+v", r.Receipts)
+	}
+	if !h.fsm.cache.noReceipts(app, "c") {
+		t.Fatal("after a move in a conversation without receipt keys: not remembered")
+	}
+	h.must(&Command{Op: OpAppend, App: app, CID: "c", From: "a", MID: "m2", Now: 20, Receipt: true})
+	if h.fsm.cache.noReceipts(app, "c") {
+		t.Fatal("a receipt key was written: still remembered as none")
+	}
+	r := h.must(&Command{Op: OpAck, App: app, CID: "c", From: "b", T: 20, Now: 21})
+	if len(r.Receipts) != 1 || r.Receipts[0].MID != "m2" || r.Receipts[0].To != "a" {
+		t.Fatalf("ack of a message asking for receipts: got %+v", r.Receipts)
+	}
+
+	// The same within one batch: the first move learns "none", the
+	// append in the next entry writes a key, the second move finds it.
+	h.must(&Command{Op: OpStart, App: app, CID: "d", From: "a", Members: []string{"b"}, Now: 1})
+	r = h.must(&Command{Op: OpBatch, Batch: []*Command{
+		{Op: OpAppend, App: app, CID: "d", From: "a", MID: "d1", Now: 30},
+		{Op: OpAck, App: app, CID: "d", From: "b", T: 30, Now: 31},
+		{Op: OpAppend, App: app, CID: "d", From: "a", MID: "d2", Now: 40, Receipt: true},
+		{Op: OpRead, App: app, CID: "d", From: "b", T: 40, Now: 41},
+	}})
+	for i, it := range r.Batch {
+		if it.Err != nil {
+			t.Fatalf("entry %d: %v", i, it.Err)
+		}
+	}
+	if got := r.Batch[1].Result.Receipts; len(got) != 0 {
+		t.Fatalf("first ack: got %+v", got)
+	}
+	if got := r.Batch[3].Result.Receipts; len(got) != 2 || got[0].MID != "d2" || got[0].Read || got[1].MID != "d2" || !got[1].Read {
+		t.Fatalf("read after the receipt message: got %+v, want d2 delivered and read", got)
+	}
+
+	// Reset (a discarded batch, a restore) forgets what it learnt.
+	h.must(&Command{Op: OpAppend, App: app, CID: "c", From: "a", MID: "m3", Now: 50})
+	h.fsm.Reset()
+	if h.fsm.cache.noReceipts(app, "c") || h.fsm.cache.noReceipts(app, "d") {
+		t.Fatal("Reset kept the receipts hint")
+	}
+}
+
+// TestReceiptsHintBounded: the hint set starts over past maxNoRcp entries.
+func TestReceiptsHintBounded(t *testing.T) {
+	var c convCache
+	for i := range maxNoRcp + 10 {
+		c.setNoReceipts(app, fmt.Sprint("c", i), true)
+	}
+	c.mu.RLock()
+	n := len(c.noRcp)
+	c.mu.RUnlock()
+	if n > maxNoRcp {
+		t.Fatalf("hint holds %d conversations, bound %d", n, maxNoRcp)
+	}
+	if !c.noReceipts(app, fmt.Sprint("c", maxNoRcp+9)) {
+		t.Fatal("the latest entry is missing")
+	}
+}

@@ -58,6 +58,7 @@ func (a *applier) store(conv *Conv, m *Message) {
 	a.set(msgKey(app, conv.ID, t, m.ID), m)
 	a.set(msgIDKey(app, conv.ID, m.ID), keyBuf(nil).ts(t))
 	if m.Receipt {
+		a.cache.setNoReceipts(app, conv.ID, false) // receipts.go
 		a.set(rcpKey(app, conv.ID, t, m.ID), []byte(m.From))
 	}
 	conv.LastT, conv.LastMID, conv.LastFrom = t, m.ID, m.From
