@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -119,6 +120,9 @@ type Core struct {
 	// replicas without a log of their own keep their logs in; nil until
 	// one does.
 	sharedLogs *raftstore.LogStore
+	// stateCache is the block cache every state DB of the node shares
+	// (the shards' and the catalog's); dropped after they closed.
+	stateCache *pebble.Cache
 	// Regions is the node's link to the other regions; nil without
 	// CoreConfig.Remote.
 	Regions *core.Regions
@@ -176,7 +180,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		integ.Push.Queue.Logger = log.With("part", "push")
 	}
 	c := &Core{Node: node, log: log, quit: make(chan struct{}), relay: relay.New(relay.Config{Logger: log.With("part", "relay")}),
-		configApps: cfg.ConfigApps, limits: cfg.Limits}
+		configApps: cfg.ConfigApps, limits: cfg.Limits, stateCache: raftstore.NewStateCache()}
 	fail := func(err error) (*Core, error) {
 		if c.Regions != nil {
 			c.Regions.Close()
@@ -187,6 +191,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		if c.catalog != nil {
 			c.catalog.close()
 		}
+		c.stateCache.Unref()
 		return nil, err
 	}
 	// The catalog's replica (cluster/catalog.go).
@@ -211,6 +216,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 	raftTimes := func(rc *raftstore.Config) {
 		rc.HeartbeatTimeout, rc.ElectionTimeout = cfg.RaftHeartbeatTimeout, cfg.RaftElectionTimeout
 		rc.LeaderLeaseTimeout = min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond)
+		rc.StateCache = c.stateCache
 	}
 	plan := planCatalog(region, shards, local, remote)
 	if follow { // the config file's apps, for the catalog to keep if it has none of that id
@@ -279,6 +285,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			ElectionTimeout:  cfg.RaftElectionTimeout,
 			// The lease must not exceed the heartbeat timeout (raft refuses it).
 			LeaderLeaseTimeout: min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond),
+			StateCache:         c.stateCache,
 		})
 		if err != nil {
 			trans.Close()
@@ -577,5 +584,7 @@ func (c *Core) Close() error {
 	c.appSync.close()
 	// The catalog last: the node's handlers (the router's logins, the
 	// catalog's rpc) read it until the node has closed.
-	return errors.Join(err, c.catalog.close())
+	err = errors.Join(err, c.catalog.close())
+	c.stateCache.Unref() // every state DB on it is closed
+	return err
 }

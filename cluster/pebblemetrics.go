@@ -12,7 +12,9 @@ import (
 
 // Pebble, per database of the node: each raft group's state DB (db="state",
 // shard="n" or "catalog") and the raft log DB (db="raft"; the groups of a
-// node share one, shard="shared", else the group's).
+// node share one, shard="shared", else the group's). Block cache hits and
+// misses are per cache: the state DBs of a core share one
+// (db="state",shard="shared").
 var (
 	descPebbleDisk        = metric.Gauge("relaymesh_pebble_disk_bytes", "Disk space the Pebble database uses (tables, WAL, manifest).", "db", "shard")
 	descPebbleMemtable    = metric.Gauge("relaymesh_pebble_memtable_bytes", "Bytes in the Pebble database's memtables.", "db", "shard")
@@ -21,8 +23,8 @@ var (
 	descPebbleReadAmp     = metric.Gauge("relaymesh_pebble_read_amplification", "L0 sublevels plus non-empty lower levels: tables a read may look at.", "db", "shard")
 	descPebbleCompactions = metric.Counter("relaymesh_pebble_compactions_total", "Compactions since the database opened.", "db", "shard")
 	descPebbleFlushes     = metric.Counter("relaymesh_pebble_flushes_total", "Memtable flushes since the database opened.", "db", "shard")
-	descPebbleCacheHits   = metric.Counter("relaymesh_pebble_block_cache_hits_total", "Block cache hits since the database opened.", "db", "shard")
-	descPebbleCacheMisses = metric.Counter("relaymesh_pebble_block_cache_misses_total", "Block cache misses since the database opened.", "db", "shard")
+	descPebbleCacheHits   = metric.Counter("relaymesh_pebble_block_cache_hits_total", "Block cache hits since the cache was made (the state DBs of a core share one: shard=\"shared\").", "db", "shard")
+	descPebbleCacheMisses = metric.Counter("relaymesh_pebble_block_cache_misses_total", "Block cache misses since the cache was made (the state DBs of a core share one: shard=\"shared\").", "db", "shard")
 )
 
 // pebbleCollector returns the collector of the Pebble figures of every
@@ -43,26 +45,45 @@ func (c *Core) pebbleCollector() prometheus.Collector {
 		if c.catalog != nil {
 			groups = append(groups, group{"catalog", c.catalog.rep})
 		}
-		type logDB struct {
+		type shared struct {
 			name  string
 			stats raftstore.DBStats
 		}
-		logs := map[*pebble.DB]*logDB{}
-		var order []*pebble.DB
+		logs := map[*pebble.DB]*shared{}
+		caches := map[*pebble.Cache]*shared{}
+		var logOrder []*pebble.DB
+		var cacheOrder []*pebble.Cache
 		for _, g := range groups {
-			addDBStats(s, g.rep.StateStats(), "state", g.name)
-			st, db := g.rep.LogStats()
+			st, cache := g.rep.StateStats()
+			addDBStats(s, st, "state", g.name)
+			if c := caches[cache]; c != nil {
+				c.name = "shared"
+			} else {
+				caches[cache] = &shared{g.name, st}
+				cacheOrder = append(cacheOrder, cache)
+			}
+			lst, db := g.rep.LogStats()
 			if l := logs[db]; l != nil {
 				l.name = "shared"
 				continue
 			}
-			logs[db] = &logDB{g.name, st}
-			order = append(order, db)
+			logs[db] = &shared{g.name, lst}
+			logOrder = append(logOrder, db)
 		}
-		for _, db := range order {
+		for _, db := range logOrder {
 			addDBStats(s, logs[db].stats, "raft", logs[db].name)
+			addCacheStats(s, logs[db].stats, "raft", logs[db].name)
+		}
+		for _, c := range cacheOrder {
+			addCacheStats(s, caches[c].stats, "state", caches[c].name)
 		}
 	})
+}
+
+// addCacheStats adds a block cache's hits and misses, once per cache.
+func addCacheStats(s metric.Sink, st raftstore.DBStats, db, shard string) {
+	s.Add(descPebbleCacheHits, float64(st.CacheHits), db, shard)
+	s.Add(descPebbleCacheMisses, float64(st.CacheMisses), db, shard)
 }
 
 func addDBStats(s metric.Sink, st raftstore.DBStats, db, shard string) {
@@ -73,6 +94,4 @@ func addDBStats(s metric.Sink, st raftstore.DBStats, db, shard string) {
 	s.Add(descPebbleReadAmp, float64(st.ReadAmp), db, shard)
 	s.Add(descPebbleCompactions, float64(st.Compactions), db, shard)
 	s.Add(descPebbleFlushes, float64(st.Flushes), db, shard)
-	s.Add(descPebbleCacheHits, float64(st.CacheHits), db, shard)
-	s.Add(descPebbleCacheMisses, float64(st.CacheMisses), db, shard)
 }

@@ -109,13 +109,18 @@ func TestCoreReadyz(t *testing.T) {
 		// shards share (once), and the catalog's own.
 		for _, re := range []string{`relaymesh_pebble_disk_bytes\{db="state",shard="0"\} [1-9]`, `relaymesh_pebble_disk_bytes\{db="state",shard="1"\} [1-9]`,
 			`relaymesh_pebble_disk_bytes\{db="state",shard="catalog"\} [1-9]`, `relaymesh_pebble_wal_bytes\{db="raft",shard="shared"\} [1-9]`,
-			`relaymesh_pebble_block_cache_misses_total\{db="state",shard="0"\} `, `relaymesh_pebble_l0_files\{db="raft",shard="catalog"\} `} {
+			`relaymesh_pebble_block_cache_misses_total\{db="state",shard="shared"\} `, `relaymesh_pebble_l0_files\{db="raft",shard="catalog"\} `} {
 			if !regexp.MustCompile(re).MatchString(m) {
 				t.Errorf("/metrics does not match %s", re)
 			}
 		}
 		if n := strings.Count(m, "relaymesh_pebble_l0_files{db=\"raft\""); n != 2 {
 			t.Errorf("%d raft log DB series, want 2 (the shards' shared DB once, the catalog's)", n)
+		}
+		// One block cache for the core's state DBs (both shards and the
+		// catalog), counted once.
+		if n := strings.Count(m, "relaymesh_pebble_block_cache_hits_total{db=\"state\""); n != 1 {
+			t.Errorf("%d state block cache series, want 1 (one cache shared by the core's state DBs)", n)
 		}
 	}
 	c := start()

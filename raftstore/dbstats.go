@@ -13,7 +13,7 @@ type DBStats struct {
 	ReadAmp       int   // sublevels of L0 plus non-empty levels below
 	Compactions   int64 // since open
 	Flushes       int64 // since open
-	CacheHits     int64 // block cache, since open
+	CacheHits     int64 // block cache, since it was made (a cache several DBs share counts for all of them)
 	CacheMisses   int64
 }
 
@@ -32,8 +32,10 @@ func dbStats(db *pebble.DB) DBStats {
 	}
 }
 
-// StateStats are the figures of the replica's state DB.
-func (n *Node) StateStats() DBStats { return dbStats(n.state) }
+// StateStats are the figures of the replica's state DB, and its block
+// cache: the groups of a node share one (Config.StateCache), so a caller
+// adding up replicas counts each cache's hits and misses once.
+func (n *Node) StateStats() (DBStats, *pebble.Cache) { return dbStats(n.state), n.cache }
 
 // LogStats are the figures of the replica's raft log DB, and that DB: the
 // groups of one node share it (LogStore.Group), so a caller adding up

@@ -48,6 +48,11 @@ type Config struct {
 	// among its raft groups (issue 9 step 2b), which the caller closes
 	// after every replica on it.
 	LogStore *LogStore
+	// StateCache, when set, is the state DB's block cache, shared with the
+	// node's other groups (NewStateCache); the caller keeps its reference
+	// and drops it after every DB on it closed. Nil: a cache of the DB's
+	// own, StateCacheSize.
+	StateCache *pebble.Cache
 	// StateOptions, when set, adjusts the state DB's Pebble options before
 	// it opens; tests inject storage faults with it (an FS from pebble's
 	// vfs/errorfs, a zero-size block cache so reads reach the files).
@@ -64,6 +69,7 @@ type Node struct {
 	raft  *raft.Raft
 	logs  *LogStore
 	state *pebble.DB
+	cache *pebble.Cache // the state DB's block cache (maybe shared: Config.StateCache)
 	fsm   *fsm
 	trans raft.Transport
 
@@ -128,13 +134,15 @@ func Open(cfg Config) (n *Node, err error) {
 	}
 	cleanup = append(cleanup, logs.Close) // a Group view's Close leaves the shared DB open
 
-	stateOpts := stateDBOptions(logger, cfg.StateWAL)
+	stateOpts := stateDBOptions(logger, cfg.StateWAL, cfg.StateCache)
 	stateCache := stateOpts.Cache
 	if cfg.StateOptions != nil {
 		cfg.StateOptions(stateOpts)
 	}
 	state, err := pebble.Open(filepath.Join(cfg.Dir, "state"), stateOpts)
-	stateCache.Unref() // the state DB holds its own reference while open
+	if cfg.StateCache == nil {
+		stateCache.Unref() // the state DB holds its own reference while open
+	}
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: open state db: %w", err)
 	}
@@ -175,7 +183,7 @@ func Open(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
 	}
-	n = &Node{cfg: cfg, log: logger, raft: r, logs: logs, state: state, fsm: f, trans: cfg.Transport}
+	n = &Node{cfg: cfg, log: logger, raft: r, logs: logs, state: state, cache: stateOpts.Cache, fsm: f, trans: cfg.Transport}
 	stop := func() { n.shutdownRaft() }
 	f.onFail.Store(&stop)
 	if f.err() != nil { // failed before onFail was set

@@ -22,12 +22,17 @@ func logDBOptions(l *slog.Logger) *pebble.Options {
 // default it has no WAL at all: the raft log is the write-ahead log of the
 // state (see the package doc), so a restart replays the entries applied
 // since the last memtable flush.
-func stateDBOptions(l *slog.Logger, wal bool) *pebble.Options {
+// A nil cache is a new one of StateCacheSize, which the caller unrefs once
+// the DB is open; a shared one is used as is.
+func stateDBOptions(l *slog.Logger, wal bool, cache *pebble.Cache) *pebble.Options {
+	if cache == nil {
+		cache = pebble.NewCache(StateCacheSize)
+	}
 	o := &pebble.Options{
 		Logger:       pebbleLogger{l.With("db", "state")},
 		MemTableSize: 16 << 20,
 		DisableWAL:   !wal,
-		Cache:        pebble.NewCache(StateCacheSize), // the caller unrefs it once the DB is open
+		Cache:        cache,
 	}
 	TuneStateDB(o)
 	return o
@@ -37,9 +42,19 @@ func stateDBOptions(l *slog.Logger, wal bool) *pebble.Options {
 // 8 MiB): the hot lookups of the state machine read index and data blocks
 // of recent tables, and with the default they were evicted and read and
 // decompressed again (snappy ~17 % of the pairs benchmark's apply CPU).
-// Memory is only taken as blocks are read; each state DB (one per shard
-// replica) has its own.
+// Memory is only taken as blocks are read. A state DB opened without
+// Config.StateCache has its own; a core's groups share one of
+// NodeStateCacheSize.
 const StateCacheSize = 64 << 20
+
+// NodeStateCacheSize is the block cache a node's groups share
+// (NewStateCache): a core with many shards holds one cache, not one per
+// shard.
+const NodeStateCacheSize = 128 << 20
+
+// NewStateCache returns a block cache for the state DBs of a node's raft
+// groups (Config.StateCache). The caller unrefs it after they closed.
+func NewStateCache() *pebble.Cache { return pebble.NewCache(NodeStateCacheSize) }
 
 // stateBloomBits is the bloom filter's bits per key in the state DB's
 // tables (about 1 % false positives).

@@ -11,7 +11,7 @@ import (
 // (point lookups of absent keys skip a table), with a larger block cache;
 // TuneStateDB leaves a filter that was set alone.
 func TestStateDBOptions(t *testing.T) {
-	o := stateDBOptions(slog.New(slog.DiscardHandler), false)
+	o := stateDBOptions(slog.New(slog.DiscardHandler), false, nil)
 	defer o.Cache.Unref()
 	if got := o.Cache.MaxSize(); got != StateCacheSize {
 		t.Fatalf("block cache %d bytes, want %d", got, StateCacheSize)
