@@ -78,6 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	sourceIPs := fs.String("source-ips", "", "spread client source addresses, e.g. 127.0.0.1-127.0.0.8 or 10.0.0.1,10.0.0.2")
 	fs.IntVar(&cfg.ServerPID, "server-pid", 0, "read the server's RSS from /proc/PID/status when /metrics has no process_resident_memory_bytes")
 	fs.DurationVar(&cfg.Drain, "drain", 5*time.Second, "after sending stops, wait up to this long for outstanding deliveries")
+	fs.BoolVar(&cfg.FinalSync, "final-sync", false, "after the drain, every open session reads the history of its conversations: copies found there count as late (via sync), so lost counts only acked messages that are nowhere")
 	fs.DurationVar(&cfg.Progress, "progress", 3*time.Second, "progress line interval on stderr (negative: none)")
 	fs.StringVar(&cfg.RunID, "run-id", "", "prefix of client ids (default: from the clock; set by the coordinator for workers)")
 	worker := fs.String("worker", "", "hidden: run as worker i/n of a coordinator and report JSON lines on stdout")
