@@ -3,7 +3,6 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -185,9 +184,7 @@ func adminStatus(args []string, w io.Writer) error {
 		}
 	}
 	if af.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(view); err != nil {
+		if err := writeJSON(w, view); err != nil {
 			return err
 		}
 	} else {
@@ -392,9 +389,7 @@ func adminShard(sub string, args []string, w io.Writer) error {
 		if g != nil {
 			out = g
 		}
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(w, out)
 	}
 	switch req.Op {
 	case meshpb.OpTransferLeader:
@@ -482,9 +477,7 @@ func adminConversation(args []string, w io.Writer) error {
 		return errors.New("admin conversation show: empty reply")
 	}
 	if af.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(ci); err != nil {
+		if err := writeJSON(w, ci); err != nil {
 			return err
 		}
 	} else {

@@ -129,6 +129,7 @@ func adminAppShow(sub string, args []string, w io.Writer) error {
 	return nil
 }
 
+// writeJSON prints v as indented JSON: every admin command's --json.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

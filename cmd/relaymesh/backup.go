@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -194,9 +193,7 @@ func adminSnapshot(args []string, w io.Writer) error {
 	}
 	done = true
 	if af.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(map[string]any{"file": *out, "bytes": size, "node": res.Node, "addr": res.Addr, "role": res.Role, "header": hdr})
+		return writeJSON(w, map[string]any{"file": *out, "bytes": size, "node": res.Node, "addr": res.Addr, "role": res.Role, "header": hdr})
 	}
 	fmt.Fprintf(w, "snapshot of %s from %s (%s, %s): %d records, %d bytes, applied index %d (term %d), taken %s\nwritten to %s\n",
 		groupLabel(hdr), res.Node, strings.ToLower(res.Role), res.Addr, hdr.Records, size, hdr.Applied, hdr.Term, hdr.Created, *out)
@@ -259,9 +256,7 @@ func adminRestore(args []string, w io.Writer) error {
 	s := res.Summary
 	have, of := waitReplicas(ctx, cl, res.Addr, n, s.Applied)
 	if af.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(map[string]any{"file": *in, "bytes": size, "node": res.Node, "addr": res.Addr, "restore": s,
+		if err := writeJSON(w, map[string]any{"file": *in, "bytes": size, "node": res.Node, "addr": res.Addr, "restore": s,
 			"replicas_restored": have, "replicas": of}); err != nil {
 			return err
 		}

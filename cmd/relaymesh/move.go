@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -191,9 +190,7 @@ func adminShardMove(args []string, w, progress io.Writer) error {
 		return fmt.Errorf("admin shard move: %s is a voter now; remove %s: %w", *to, *from, err)
 	}
 	if af.json {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep.Group)
+		return writeJSON(w, rep.Group)
 	}
 	fmt.Fprintf(w, "%s: moved from %s to %s; replicas: %s\n", name, *from, *to, servers(rep.Group))
 	return nil
