@@ -290,8 +290,14 @@ test('a client offline while invited, joined by others and updated replays those
   const jerryId = `jerry-${rnd()}`;
   const jerryRt = newRealtime();
   const jerry = await jerryRt.createIMClient(user(jerryId));
+  // Listen before creating: the push to jerry and the answer to tom come
+  // on two connections, and the push may well arrive first. jerry is new,
+  // so its first invitation is this one.
+  const firstInvite = once(jerry, Event.INVITED);
   const known = await tom.createConversation({ members: [jerryId], name: 'known' });
-  await once(jerry, Event.INVITED, (p, c) => c.id === known.id);
+  const [[fp, fc]] = [await firstInvite];
+  assert.equal(fc.id, known.id);
+  assert.equal(fp.invitedBy, tom.id);
 
   const invited = [];
   const joined = [];
