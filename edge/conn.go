@@ -120,9 +120,10 @@ func (t *wsTransport) kind() Transport                                { return T
 // frame and calls the Backend synchronously, so replies keep request
 // order), or for a raw WebSocket the poller's reader passes (wsraw.go,
 // which call start and stop themselves instead of run). Its writer runs
-// only while frames are queued (writeBurst, under wmu, the only code
-// besides closer that writes to t or closes it); an idle
-// connection parks no writer, and its idle timeout is a timer. A
+// only while frames are queued, under wmu (the only code besides closer
+// that writes to t or closes it): for a raw WebSocket a turn of the
+// server's writer pool (writers.go), else writeBurst on a goroutine of its
+// own; an idle connection parks no writer, and its idle timeout is a timer. A
 // WebTransport session has another goroutine, its datagram reader (wt.go),
 // which handles frames under handleMu too.
 type conn struct {
@@ -298,12 +299,17 @@ func (c *conn) fail(code websocket.StatusCode, reason string) {
 	c.cancel()
 }
 
-// kick starts a writer burst unless one is running.
+// kick starts a writer burst unless one is running: a pool turn for a
+// raw WebSocket (writers.go), else a goroutine.
 func (c *conn) kick() {
 	if c.t == nil {
 		return // frames handled without a socket (fuzz): nothing writes
 	}
 	if c.writing.CompareAndSwap(false, true) {
+		if nb, ok := c.t.(nbWriter); ok && nb.pooled() {
+			c.srv.writers.schedule(c) // writers.go
+			return
+		}
 		go c.writeBurst()
 	}
 }

@@ -76,6 +76,7 @@ type corkConn struct {
 	writes  *atomic.Int64 // counts socket writes made while corked or at uncork (may be nil)
 	mu      sync.Mutex
 	corked  bool
+	grow    bool          // corked by a pool writer: no write-through at corkMax
 	timeout time.Duration // a corked write-through's deadline
 	buf     *[]byte       // from corkPool while corked and holding bytes
 }
@@ -89,13 +90,71 @@ func (c *corkConn) cork(timeout time.Duration) {
 	c.mu.Unlock()
 }
 
+// corkGrow is cork for a pool writer (writers.go): the buffer grows past
+// corkMax instead of writing through, so collecting never blocks.
+func (c *corkConn) corkGrow(timeout time.Duration) {
+	c.mu.Lock()
+	c.corked, c.grow = true, true
+	c.timeout = timeout
+	c.mu.Unlock()
+}
+
 // uncork writes what was collected, within cork's timeout, and stops
 // collecting.
 func (c *corkConn) uncork() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.corked = false
+	c.corked, c.grow = false, false
 	return c.flushLocked()
+}
+
+// buffered returns the bytes collected and not yet written.
+func (c *corkConn) buffered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf == nil {
+		return 0
+	}
+	return len(*c.buf)
+}
+
+// flushWith writes what is collected with one call of write (a
+// non-blocking system call: errWouldBlock when the socket takes nothing)
+// and keeps, still corked, what it did not take. It reports whether
+// nothing is left.
+func (c *corkConn) flushWith(write func([]byte) (int, error)) (bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.buf == nil || len(*c.buf) == 0 {
+		return true, nil
+	}
+	b := *c.buf
+	if c.writes != nil {
+		c.writes.Add(1)
+	}
+	n, err := write(b)
+	if err == errWouldBlock {
+		n, err = 0, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if n >= len(b) {
+		c.releaseLocked()
+		return true, nil
+	}
+	*c.buf = b[:copy(b, b[n:])]
+	return false, nil
+}
+
+// releaseLocked returns the emptied buffer to corkPool (one that grew well
+// past corkMax is left to the collector); c.mu held.
+func (c *corkConn) releaseLocked() {
+	if cap(*c.buf) <= 2*corkMax {
+		*c.buf = (*c.buf)[:0]
+		corkPool.Put(c.buf)
+	}
+	c.buf = nil
 }
 
 func (c *corkConn) flushLocked() error {
@@ -103,11 +162,7 @@ func (c *corkConn) flushLocked() error {
 		return nil
 	}
 	b := *c.buf
-	defer func() {
-		*c.buf = b[:0]
-		corkPool.Put(c.buf)
-		c.buf = nil
-	}()
+	defer c.releaseLocked()
 	if len(b) == 0 {
 		return nil
 	}
@@ -163,7 +218,7 @@ func (c *corkConn) appendLocked(p []byte) (int, error) {
 	if c.buf == nil {
 		c.buf = corkPool.Get().(*[]byte)
 	}
-	if len(*c.buf)+len(p) <= corkMax {
+	if c.grow || len(*c.buf)+len(p) <= corkMax {
 		*c.buf = append(*c.buf, p...)
 		return len(p), nil
 	}

@@ -53,6 +53,7 @@ type Metrics struct {
 	DatagramsOut      atomic.Int64 // transient pushes sent as datagrams
 	DatagramsFallback atomic.Int64 // transient pushes too big for a datagram, sent on the stream
 	SocketWrites      atomic.Int64 // WebSocket socket writes of corked bursts (frames_out / this = frames per system call)
+	PoolHandoffs      atomic.Int64 // pool writer turns whose socket was full: the burst went on on a goroutine (writers.go)
 
 	// Commands counts client commands by type (index: lcpb.CommandType;
 	// the last slot counts the ones without a known type).
@@ -210,6 +211,7 @@ var (
 	descDatagramsOut      = metric.Counter("relaymesh_edge_datagrams_out_total", "Transient pushes sent as datagrams.")
 	descDatagramsFallback = metric.Counter("relaymesh_edge_datagrams_fallback_total", "Transient pushes too big for a datagram, sent on the stream.")
 	descSocketWrites      = metric.Counter("relaymesh_edge_burst_socket_writes_total", "Socket writes that carried a burst of WebSocket frames (several frames per system call).")
+	descPoolHandoffs      = metric.Counter("relaymesh_edge_writer_pool_handoffs_total", "Writer pool turns whose client socket was full: the rest of the burst was written by a goroutine of its own with the write timeout.")
 
 	descTConnections      = metric.Gauge("relaymesh_edge_transport_connections", "Open client connections by transport.", "transport")
 	descTConnectionsTotal = metric.Counter("relaymesh_edge_transport_connections_total", "Client connections accepted by transport.", "transport")
@@ -235,7 +237,7 @@ func (m *Metrics) Collector() prometheus.Collector {
 		descFramesIn, descFramesOut, descBytesIn, descBytesOut, descMalformed, descBadReplies,
 		descDeliveries, descDeliveredFrames, descDeliveryMisses, descBackendErrors, descOverflowCloses,
 		descIdleCloses, descLoginTimeouts, descOverIPCap, descDrained, descDrainForced, descWTRefused,
-		descDatagramsIn, descDatagramsDropped, descDatagramsOut, descDatagramsFallback, descSocketWrites,
+		descDatagramsIn, descDatagramsDropped, descDatagramsOut, descDatagramsFallback, descSocketWrites, descPoolHandoffs,
 		descTConnections, descTConnectionsTotal, descTSessions, descTSessionsTotal, descTFramesIn, descTFramesOut,
 		descCommands, descBackend, descDelivery, descDropped, descRejections,
 	}
@@ -275,6 +277,7 @@ func (m *Metrics) collect(ch chan<- prometheus.Metric) {
 		{descDatagramsOut, m.DatagramsOut.Load()},
 		{descDatagramsFallback, m.DatagramsFallback.Load()},
 		{descSocketWrites, m.SocketWrites.Load()},
+		{descPoolHandoffs, m.PoolHandoffs.Load()},
 	} {
 		s.Add(r.d, float64(r.v))
 	}

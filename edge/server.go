@@ -229,6 +229,8 @@ type Server struct {
 
 	wg sync.WaitGroup // one per accepted connection (its reader goroutine)
 
+	writers *writerPool // writes raw WebSockets' queued frames (writers.go)
+
 	proxies []netip.Prefix // Config.TrustedProxies
 	wsPerIP *ipCounts      // WebSockets and WebTransport sessions per client IP (guard.go)
 
@@ -268,6 +270,7 @@ func New(cfg Config) *Server {
 		metrics: new(Metrics),
 		now:     time.Now,
 		conns:   make(map[uint64]*conn),
+		writers: newWriterPool(),
 		peers:   make(map[peerKey]map[*session]struct{}),
 		proxies: cfg.TrustedProxies,
 	}

@@ -208,3 +208,27 @@ func (w *rawWS) readSome(buf []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// writeSome writes b to the socket with one non-blocking system call (the
+// pool writer's, writers.go): errWouldBlock when the socket takes nothing.
+func (w *rawWS) writeSome(b []byte) (int, error) {
+	var n int
+	var werr error
+	err := w.rc.Write(func(fd uintptr) bool {
+		for {
+			n, werr = syscall.Write(int(fd), b)
+			if werr != syscall.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, errWouldBlock
+	case werr != nil:
+		return 0, werr
+	}
+	return n, nil
+}

@@ -10,6 +10,7 @@ func pollerAvailable() bool { return false }
 
 var errNoPoller = errors.New("edge: no epoll poller on this platform")
 
-func (w *rawWS) arm() error                   { return errNoPoller }
-func (w *rawWS) unregister()                  {}
-func (w *rawWS) readSome([]byte) (int, error) { return 0, errNoPoller }
+func (w *rawWS) arm() error                    { return errNoPoller }
+func (w *rawWS) unregister()                   {}
+func (w *rawWS) readSome([]byte) (int, error)  { return 0, errNoPoller }
+func (w *rawWS) writeSome([]byte) (int, error) { return 0, errNoPoller }

@@ -296,6 +296,13 @@ func (w *rawWS) kind() Transport { return TransportWebSocket }
 func (w *rawWS) cork(timeout time.Duration) bool { w.sock.cork(timeout); return true }
 func (w *rawWS) uncork() error                   { return w.sock.uncork() }
 
+// The pool writer's (writers.go): a socket read by the poller is written
+// by the pool too, with non-blocking writes on its descriptor.
+func (w *rawWS) pooled() bool                   { return w.rc != nil }
+func (w *rawWS) corkGrow(timeout time.Duration) { w.sock.corkGrow(timeout) }
+func (w *rawWS) buffered() int                  { return w.sock.buffered() }
+func (w *rawWS) flushNB() (bool, error)         { return w.sock.flushWith(w.writeSome) }
+
 // inbound handles one data message from the reader; after the connection
 // ended (a close under way) messages are dropped, as the library drops them
 // during its close handshake.
