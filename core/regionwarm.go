@@ -114,7 +114,10 @@ func (g *Regions) askEdges(ctx context.Context) (edges []string, ok bool) {
 	return edges, ok
 }
 
-// serveRelayEdges answers MethodRelayEdges: the edges attached here.
+// serveRelayEdges answers MethodRelayEdges: the edges attached here. Only
+// cores may ask (Serve). The request is empty and a body is ignored, so a
+// later version's request still gets this answer; the mesh bounds it
+// (mesh.MaxFrameSize).
 func (g *Regions) serveRelayEdges(ctx context.Context, peer string, b []byte) ([]byte, error) {
 	return json.Marshal(g.relay.AttachedEdges())
 }

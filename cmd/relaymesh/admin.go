@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"github.com/relaymesh/relaymesh/cluster"
-	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
@@ -38,90 +36,6 @@ Every command takes --config FILE ([tls] with an admin certificate,
 [admin] cores, else [core] peers or [edge] cores), or --ca, --cert, --key
 and --core ADDR[,ADDR]; --json prints JSON; --timeout bounds the command.
 `
-
-// adminFlags are the flags every admin command takes.
-type adminFlags struct {
-	config, ca, cert, key, cores, meshAddr string
-	json                                   bool
-	timeout                                time.Duration
-}
-
-func (a *adminFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&a.config, "config", "", "config file: [tls] (an admin certificate) and [admin] cores")
-	fs.StringVar(&a.ca, "ca", "", "cluster CA certificate (instead of --config)")
-	fs.StringVar(&a.cert, "cert", "", "admin certificate (relaymesh pki issue --role admin)")
-	fs.StringVar(&a.key, "key", "", "admin certificate's key")
-	fs.StringVar(&a.cores, "core", "", "comma-separated mesh addresses of cores to ask first")
-	fs.StringVar(&a.meshAddr, "mesh-addr", "", "this command's own UDP address (default :0)")
-	fs.BoolVar(&a.json, "json", false, "print JSON")
-	fs.DurationVar(&a.timeout, "timeout", 30*time.Second, "give up after this long")
-}
-
-// dial loads the identity and the cores to ask, from flags over the file.
-func (a *adminFlags) dial() (*cluster.OpsClient, error) {
-	ca, cert, key, meshAddr := a.ca, a.cert, a.key, a.meshAddr
-	var cores []string
-	if a.cores != "" {
-		for _, c := range strings.Split(a.cores, ",") {
-			if c = strings.TrimSpace(c); c != "" {
-				cores = append(cores, c)
-			}
-		}
-	}
-	if a.config != "" {
-		c, err := cluster.LoadConfig(a.config)
-		if err != nil {
-			return nil, err
-		}
-		if ca == "" && cert == "" && key == "" {
-			ca, cert, key = c.Path(c.TLS.CA), c.Path(c.TLS.Cert), c.Path(c.TLS.Key)
-		}
-		if len(cores) == 0 {
-			cores = c.AdminCores()
-		}
-		if meshAddr == "" {
-			meshAddr = c.Admin.MeshAddr
-		}
-	}
-	if ca == "" || cert == "" || key == "" {
-		return nil, errors.New("admin: --config, or --ca, --cert and --key, name the admin certificate")
-	}
-	if len(cores) == 0 {
-		return nil, errors.New("admin: no core to ask: --core ADDR, or [admin] cores in --config")
-	}
-	if meshAddr == "" {
-		meshAddr = ":0"
-	}
-	id, err := mesh.LoadIdentity(cert, key, ca)
-	if err != nil {
-		return nil, fmt.Errorf("admin: %w", err)
-	}
-	return cluster.DialOps(id, meshAddr, cores, nil)
-}
-
-// parseAll parses args, flags and positionals in any order. A bad flag
-// is a one-line error; -h prints the flags.
-func parseAll(fs *flag.FlagSet, args []string) ([]string, error) {
-	fs.SetOutput(io.Discard)
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				fs.SetOutput(os.Stderr)
-				fmt.Fprintf(os.Stderr, "Usage of relaymesh %s:\n", fs.Name())
-				fs.PrintDefaults()
-				return nil, err
-			}
-			return nil, fmt.Errorf("%s: %w", fs.Name(), err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-}
 
 func runAdmin(args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -159,30 +73,16 @@ func runAdmin(args []string) error {
 
 // adminStatus prints every core's replicas, merged.
 func adminStatus(args []string, w io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin status", flag.ContinueOnError)
-	af.register(fs)
-	pos, err := parseAll(fs, args)
+	af := newAdminCmd("admin status")
+	if err := af.parseNone(args); err != nil {
+		return err
+	}
+	cl, ctx, release, err := af.connect()
 	if err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("admin status: unexpected argument %q", pos[0])
-	}
-	cl, err := af.dial()
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
+	defer release()
 	view := cluster.MergeStatus(cl.Status(ctx, min(5*time.Second, af.timeout)))
-	answered := 0
-	for _, n := range view.Nodes {
-		if n.Status != nil {
-			answered++
-		}
-	}
 	if af.json {
 		if err := writeJSON(w, view); err != nil {
 			return err
@@ -190,15 +90,9 @@ func adminStatus(args []string, w io.Writer) error {
 	} else {
 		printStatus(w, view)
 	}
-	if answered == 0 {
-		for _, n := range view.Nodes {
-			if n.Refused {
-				return fmt.Errorf("admin status: %s", n.Err)
-			}
-		}
-		return errors.New("admin status: no core answered")
-	}
-	return nil
+	return noCoreAnswered("admin status", view.Nodes, func(n cluster.NodeResult) coreAnswer {
+		return coreAnswer{answered: n.Status != nil, refused: n.Refused, err: n.Err}
+	})
 }
 
 // printStatus writes the view as two tables: the cores, then every
@@ -291,9 +185,8 @@ func parseGroup(s string) (group string, n int, err error) {
 
 // adminShard runs transfer-leader, add-replica or remove-replica.
 func adminShard(sub string, args []string, w io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin shard "+sub, flag.ContinueOnError)
-	af.register(fs)
+	af := newAdminCmd("admin shard " + sub)
+	fs := af.fs
 	shardFlag := fs.String("shard", "", "shard number (or catalog, for transfer-leader)")
 	req := &meshpb.OpsRequest{}
 	switch sub {
@@ -310,13 +203,10 @@ func adminShard(sub string, args []string, w io.Writer) error {
 		fs.StringVar(&req.Node, "node", "", "the replica's node id")
 		fs.BoolVar(&req.Force, "force", false, "remove the leader too (its leadership is handed off first), or a voter whose removal leaves fewer answering voters than a quorum")
 	}
-	pos, err := parseAll(fs, args)
-	if err != nil {
+	if err := af.parseNone(args); err != nil {
 		return err
 	}
-	if len(pos) > 0 {
-		return fmt.Errorf("admin shard %s: unexpected argument %q", sub, pos[0])
-	}
+	var err error
 	if req.Group, req.Shard, err = parseGroup(*shardFlag); err != nil {
 		return fmt.Errorf("admin shard %s: %w", sub, err)
 	}
@@ -329,13 +219,11 @@ func adminShard(sub string, args []string, w io.Writer) error {
 	if sub == "add-replica" && req.Addr == "" {
 		return errors.New("admin shard add-replica: --addr is required")
 	}
-	cl, err := af.dial()
+	cl, ctx, release, err := af.connect()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
+	defer release()
 	name := "catalog"
 	if req.Group == meshpb.GroupShard {
 		name = fmt.Sprintf("shard %d", req.Shard)
@@ -450,24 +338,20 @@ func servers(g *meshpb.GroupStatus) string {
 
 // adminConversation prints where a conversation lives and its metadata.
 func adminConversation(args []string, w io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin conversation show", flag.ContinueOnError)
-	af.register(fs)
-	app := fs.String("app", "", "the app id")
-	pos, err := parseAll(fs, args)
+	af := newAdminCmd("admin conversation show")
+	app := af.fs.String("app", "", "the app id")
+	pos, err := af.parse(args)
 	if err != nil {
 		return err
 	}
 	if *app == "" || len(pos) != 1 {
 		return errors.New("admin conversation show: want --app ID and one conversation id")
 	}
-	cl, err := af.dial()
+	cl, ctx, release, err := af.connect()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
+	defer release()
 	rep, err := cl.Do(ctx, &meshpb.OpsRequest{Op: meshpb.OpConversation, App: *app, CID: pos[0]})
 	if err != nil {
 		return fmt.Errorf("admin conversation show: %w", err)

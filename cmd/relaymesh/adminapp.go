@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -70,11 +69,9 @@ func appID(cmd string, pos []string) (string, error) {
 }
 
 func adminAppShow(sub string, args []string, w io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin app "+sub, flag.ContinueOnError)
-	af.register(fs)
-	showKeys := fs.Bool("show-keys", false, "print keys in full")
-	pos, err := parseAll(fs, args)
+	af := newAdminCmd("admin app " + sub)
+	showKeys := af.fs.Bool("show-keys", false, "print keys in full")
+	pos, err := af.parse(args)
 	if err != nil {
 		return err
 	}
@@ -86,27 +83,16 @@ func adminAppShow(sub string, args []string, w io.Writer) error {
 	} else if len(pos) > 0 {
 		return fmt.Errorf("admin app list: unexpected argument %q", pos[0])
 	}
-	cl, err := af.dial()
+	cl, ctx, release, err := af.connect()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
+	defer release()
 	rep := cluster.MergeApps(cl.Apps(ctx, min(5*time.Second, af.timeout)))
-	answered := 0
-	for _, n := range rep.Nodes {
-		if n.View != nil {
-			answered++
-		}
-	}
-	if answered == 0 {
-		for _, n := range rep.Nodes {
-			if n.Refused {
-				return fmt.Errorf("admin app %s: %s", sub, n.Err)
-			}
-		}
-		return fmt.Errorf("admin app %s: no core answered", sub)
+	if err := noCoreAnswered("admin app "+sub, rep.Nodes, func(n cluster.AppsNode) coreAnswer {
+		return coreAnswer{answered: n.View != nil, refused: n.Refused, err: n.Err}
+	}); err != nil {
+		return err
 	}
 	if !*showKeys {
 		rep = rep.Masked()
@@ -289,9 +275,8 @@ func compare(s, served *meshpb.AppSettings) string {
 
 // adminAppSet sends the flags given (fs.Visit: only those) as the change.
 func adminAppSet(args []string, w io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin app set", flag.ContinueOnError)
-	af.register(fs)
+	af := newAdminCmd("admin app set")
+	fs := af.fs
 	// --app-key, not --key: every admin command's --key is its
 	// certificate's key.
 	key := fs.String("app-key", "", "the app key")
@@ -301,7 +286,7 @@ func adminAppSet(args []string, w io.Writer) error {
 	base := fs.String("hook-base-url", "", "every hook at URL/1.1/functions/<hook> (\"\" removes)")
 	var hooks hookFlags
 	fs.Var(&hooks, "hook-url", "NAME=URL: one hook's URL (NAME= removes it); repeat for more")
-	pos, err := parseAll(fs, args)
+	pos, err := af.parse(args)
 	if err != nil {
 		return err
 	}
@@ -333,7 +318,7 @@ func adminAppSet(args []string, w io.Writer) error {
 	if ch.MasterKey != nil && *ch.MasterKey == "" {
 		return errors.New("admin app set: --master-key must not be empty (rotate-master-key makes a random one)")
 	}
-	return adminAppDo(&af, &meshpb.OpsRequest{Op: meshpb.OpAppSet, App: id, AppChange: ch}, "set", w)
+	return adminAppDo(&af.adminFlags, &meshpb.OpsRequest{Op: meshpb.OpAppSet, App: id, AppChange: ch}, "set", w)
 }
 
 // hookFlags collects --hook-url NAME=URL.
@@ -354,11 +339,9 @@ func (h *hookFlags) Set(v string) error {
 }
 
 func adminAppChange(sub string, args []string, w io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin app "+sub, flag.ContinueOnError)
-	af.register(fs)
-	yes := fs.Bool("yes", false, "delete: yes, refuse the app everywhere from now on")
-	pos, err := parseAll(fs, args)
+	af := newAdminCmd("admin app " + sub)
+	yes := af.fs.Bool("yes", false, "delete: yes, refuse the app everywhere from now on")
+	pos, err := af.parse(args)
 	if err != nil {
 		return err
 	}
@@ -375,20 +358,18 @@ func adminAppChange(sub string, args []string, w io.Writer) error {
 	} else if *yes {
 		return errors.New("admin app rotate-master-key: --yes is for delete")
 	}
-	return adminAppDo(&af, &meshpb.OpsRequest{Op: op, App: id}, sub, w)
+	return adminAppDo(&af.adminFlags, &meshpb.OpsRequest{Op: op, App: id}, sub, w)
 }
 
 // adminAppDo sends a change and prints the settings written: the new
 // master key in full after rotate-master-key (the only time it is
 // shown), keys masked otherwise.
 func adminAppDo(af *adminFlags, req *meshpb.OpsRequest, sub string, w io.Writer) error {
-	cl, err := af.dial()
+	cl, ctx, release, err := af.connect()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
+	defer release()
 	rep, err := cl.Do(ctx, req)
 	if err != nil {
 		return fmt.Errorf("admin app %s: %w", sub, err)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -114,20 +113,15 @@ func groupLabel(h *raftstore.BackupHeader) string {
 
 // adminSnapshot writes a backup of a shard (or the catalog) to --out.
 func adminSnapshot(args []string, w io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin snapshot", flag.ContinueOnError)
-	af.register(fs)
+	af := newAdminCmd("admin snapshot")
+	fs := af.fs
 	shardFlag := fs.String("shard", "", "the shard: N (in the region of the cores asked) or REGION/N")
 	cat := fs.Bool("catalog", false, "back up the catalog instead of a shard")
 	out := fs.String("out", "", "the file to write (written to FILE.tmp, then renamed)")
 	force := fs.Bool("force", false, "replace --out if it exists")
 	follower := fs.Bool("follower", false, "take it on the replica of the core asked (--core) when that is a caught-up follower, sparing the leader")
-	pos, err := parseAll(fs, args)
-	if err != nil {
+	if err := af.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("admin snapshot: unexpected argument %q", pos[0])
 	}
 	if *out == "" {
 		return errors.New("admin snapshot: --out FILE is required")
@@ -139,6 +133,7 @@ func adminSnapshot(args []string, w io.Writer) error {
 	case *cat:
 		req.Group = "catalog"
 	default:
+		var err error
 		if req.Region, req.Shard, err = parseShardRef(*shardFlag); err != nil {
 			return fmt.Errorf("admin snapshot: %w", err)
 		}
@@ -146,13 +141,11 @@ func adminSnapshot(args []string, w io.Writer) error {
 	if _, err := os.Stat(*out); err == nil && !*force {
 		return fmt.Errorf("admin snapshot: %s exists (--force replaces it)", *out)
 	}
-	cl, err := af.dial()
+	cl, ctx, release, err := af.connect()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
+	defer release()
 
 	tmp := *out + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
@@ -202,18 +195,13 @@ func adminSnapshot(args []string, w io.Writer) error {
 
 // adminRestore restores a backup file into a shard, through its leader.
 func adminRestore(args []string, w io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin restore", flag.ContinueOnError)
-	af.register(fs)
+	af := newAdminCmd("admin restore")
+	fs := af.fs
 	shardFlag := fs.String("shard", "", "the shard to restore: N (in the region of the cores asked) or REGION/N; the file's own")
 	in := fs.String("in", "", "the backup file (admin snapshot --out)")
 	force := fs.Bool("force", false, "replace the shard's conversations and messages if it holds any")
-	pos, err := parseAll(fs, args)
-	if err != nil {
+	if err := af.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("admin restore: unexpected argument %q", pos[0])
 	}
 	if *in == "" {
 		return errors.New("admin restore: --in FILE is required")
@@ -235,13 +223,11 @@ func adminRestore(args []string, w io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("admin restore: %w", err)
 	}
-	cl, err := af.dial()
+	cl, ctx, release, err := af.connect()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
+	defer release()
 	f, err := os.Open(*in)
 	if err != nil {
 		return fmt.Errorf("admin restore: %w", err)

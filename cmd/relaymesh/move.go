@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"slices"
@@ -34,21 +32,16 @@ import (
 const moveStep = 250 * time.Millisecond
 
 func adminShardMove(args []string, w, progress io.Writer) error {
-	var af adminFlags
-	fs := flag.NewFlagSet("admin shard move", flag.ContinueOnError)
-	af.register(fs)
+	af := newAdminCmd("admin shard move")
+	fs := af.fs
 	shardFlag := fs.String("shard", "", "shard number")
 	from := fs.String("from", "", "the replica to move away: its node id")
 	to := fs.String("to", "", "the core to move it to: its node id ([core] node_id)")
 	addr := fs.String("addr", "", "the mesh address of --to (host:port)")
 	maxLag := fs.Uint64("max-lag", 64, "promote --to once it is at most this many entries behind the leader's commit index")
 	force := fs.Bool("force", false, "remove --from even if the voters left would not all answer (see remove-replica --force)")
-	pos, err := parseAll(fs, args)
-	if err != nil {
+	if err := af.parseNone(args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return fmt.Errorf("admin shard move: unexpected argument %q", pos[0])
 	}
 	group, n, err := parseGroup(*shardFlag)
 	if err != nil {
@@ -64,13 +57,11 @@ func adminShardMove(args []string, w, progress io.Writer) error {
 	case *addr == "":
 		return errors.New("admin shard move: --addr (the mesh address of --to) is required")
 	}
-	cl, err := af.dial()
+	cl, ctx, release, err := af.connect()
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), af.timeout)
-	defer cancel()
+	defer release()
 	name := fmt.Sprintf("shard %d", n)
 	req := &meshpb.OpsRequest{Group: meshpb.GroupShard, Shard: n}
 	say := func(format string, a ...any) { fmt.Fprintf(progress, "%s: "+format+"\n", append([]any{name}, a...)...) }
