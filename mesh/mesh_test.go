@@ -550,6 +550,30 @@ func BenchmarkCall(b *testing.B) {
 	}
 }
 
+// BenchmarkCallSize: BenchmarkCall with larger requests and replies, whose
+// bodies the reader takes in growing steps (readBody).
+func BenchmarkCallSize(b *testing.B) {
+	ids := pki(b, "core", "edge")
+	core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
+	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+	ctx := context.Background()
+	for _, size := range []int{4 << 10, 64 << 10, 1 << 20, MaxFrameSize} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			req := bytes.Repeat([]byte("x"), size)
+			if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(2 * size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 func x509VerifyAny(id *Identity) x509.VerifyOptions {
 	return x509.VerifyOptions{Roots: id.Roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
 }
