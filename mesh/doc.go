@@ -21,7 +21,8 @@
 //
 //	header  = kind:uint8 method-len:uint8 method:bytes
 //	frame   = length:uint32 (big endian, <= MaxFrameSize) payload:bytes
-//	status  = uint8: 0 ok, 1 handler error, 2 unknown method, 3 frame too large
+//	status  = uint8: 0 ok, 1 handler error, 2 unknown method, 3 frame too large,
+//	          4 forbidden (the caller's role may not use the method)
 //
 // The kinds are:
 //
@@ -41,7 +42,13 @@
 // ErrNotSent, so a caller knows when a retry cannot duplicate it.
 //
 // An oversize frame is refused by the sender (ErrFrameTooLarge) and, if one
-// arrives anyway, answered with status 3 and the stream is reset. A caller
+// arrives anyway, answered with status 3 and the stream is reset. A length
+// prefix is the peer's word, not bytes: a reader commits memory as the
+// payload arrives (at most max(64 KiB, twice what arrived)), so prefixes
+// declaring 16 MiB that are never followed by their bytes cost little.
+// An rpc whose caller's role may not call the method is answered with
+// status 4 before its request is read, and the server stops the stream's
+// sending side (STOP_SENDING); the caller then reads the answer. A caller
 // whose context ends resets both directions of its stream; the server's
 // handler context ends when the caller stops reading.
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -495,14 +496,38 @@ func TestCloseIdempotentAndRefuses(t *testing.T) {
 	}
 }
 
+// FuzzReadFrame checks readFrame against a model of the format: the frame
+// is the declared number of bytes after the prefix, or the error says why
+// there is none.
 func FuzzReadFrame(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 2, 'h', 'i'})
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0, 0})
+	f.Add([]byte{0, 0, 0, 0})
+	f.Add([]byte{0, 0x01, 0, 0, 'x'})      // a chunked frame cut short
+	f.Add([]byte{0, 0x10, 0, 0, 'x', 'y'}) // declares 1 MiB
 	f.Fuzz(func(t *testing.T, b []byte) {
 		frame, err := readFrame(bytes.NewReader(b))
-		if err == nil && len(frame)+4 > len(b) {
-			t.Fatalf("frame of %d bytes from %d input bytes", len(frame), len(b))
+		var want []byte
+		var wantErr error
+		switch size := 0; {
+		case len(b) == 0:
+			wantErr = io.EOF
+		case len(b) < 4:
+			wantErr = io.ErrUnexpectedEOF
+		default:
+			size = int(binary.BigEndian.Uint32(b))
+			switch {
+			case size > MaxFrameSize:
+				wantErr = ErrFrameTooLarge
+			case len(b)-4 < size:
+				wantErr = io.ErrUnexpectedEOF
+			default:
+				want = b[4 : 4+size]
+			}
+		}
+		if !errors.Is(err, wantErr) || (wantErr == nil) != (err == nil) || !bytes.Equal(frame, want) || (err == nil && frame == nil) {
+			t.Fatalf("got %d bytes, %v; want %d bytes, %v", len(frame), err, len(want), wantErr)
 		}
 	})
 }
@@ -522,6 +547,30 @@ func BenchmarkCall(b *testing.B) {
 		if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkCallSize: BenchmarkCall with larger requests and replies, whose
+// bodies the reader takes in growing steps (readBody).
+func BenchmarkCallSize(b *testing.B) {
+	ids := pki(b, "core", "edge")
+	core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
+	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+	ctx := context.Background()
+	for _, size := range []int{4 << 10, 64 << 10, 1 << 20, MaxFrameSize} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			req := bytes.Repeat([]byte("x"), size)
+			if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(2 * size))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -549,4 +598,28 @@ func BenchmarkCallParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkReadFrame: one frame through readFrame, the reader of every rpc
+// request and reply (Stream.Recv shares its body reader), for small frames
+// (the hot path) and large ones.
+func BenchmarkReadFrame(b *testing.B) {
+	for _, size := range []int{64, 256, 4 << 10, 64 << 10, 256 << 10, 1 << 20, MaxFrameSize} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			var buf bytes.Buffer
+			if err := writeFrame(&buf, bytes.Repeat([]byte("x"), size)); err != nil {
+				b.Fatal(err)
+			}
+			wire := buf.Bytes()
+			r := bytes.NewReader(wire)
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			for b.Loop() {
+				r.Reset(wire)
+				if _, err := readFrame(r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -60,10 +60,18 @@ func (n *Node) Call(ctx context.Context, addr, method string, req []byte) ([]byt
 }
 
 func roundTrip(s *quic.Stream, req []byte) ([]byte, error) {
-	if err := writeFrame(s, req); err != nil {
-		return nil, err
+	err := writeFrame(s, req)
+	if err == nil {
+		err = s.Close()
 	}
-	if err := s.Close(); err != nil {
+	if err != nil {
+		// A server that refuses the call before reading the request (a
+		// role that may not call the method, serveRPC) stops this side of
+		// the stream and answers: the answer says why. Any other failure
+		// ends the read side too, so this read does not wait.
+		if st, msg, rerr := readStatus(s); rerr == nil && st != statusOK {
+			return nil, remoteErr(st, msg)
+		}
 		return nil, err
 	}
 	st, reply, err := readStatus(s)
@@ -138,6 +146,17 @@ func (n *Node) serveStream(c *quic.Conn, peer string, s *quic.Stream) {
 }
 
 func (n *Node) serveRPC(peer string, role Role, method string, s *quic.Stream) {
+	// A caller whose role may not use the method is refused before its
+	// request is read: it gets the same answer as after reading, and its
+	// request costs the node nothing. The caller sees its writes stopped
+	// and reads the answer (roundTrip).
+	n.mu.Lock()
+	h, roles := n.rpcs[method], n.roles[method]
+	n.mu.Unlock()
+	if h != nil && !n.permit(peer, role, method, roles) {
+		forbid(s, role, method)
+		return
+	}
 	s.SetReadDeadline(time.Now().Add(requestTimeout))
 	req, err := readFrame(s)
 	if err == nil {
@@ -154,14 +173,14 @@ func (n *Node) serveRPC(peer string, role Role, method string, s *quic.Stream) {
 		return
 	}
 	n.mu.Lock()
-	h, roles := n.rpcs[method], n.roles[method]
+	h, roles = n.rpcs[method], n.roles[method]
 	n.mu.Unlock()
 	if h == nil {
 		writeReply(s, statusUnknown, []byte(method))
 		return
 	}
-	if !n.permit(peer, role, method, roles) {
-		writeReply(s, statusForbidden, fmt.Appendf(nil, "role %q may not call %q", role, method))
+	if !n.permit(peer, role, method, roles) { // registered while the request was read
+		forbid(s, role, method)
 		return
 	}
 	ctx, cancel := n.streamContext(s)
@@ -184,6 +203,14 @@ func (n *Node) permit(peer string, role Role, method string, roles []Role) bool 
 	}
 	n.log.Warn("mesh: refused a method to a peer of another role", "peer", peer, "role", role, "method", method)
 	return false
+}
+
+// forbid answers an rpc whose caller's role may not call method, and stops
+// reading its request.
+func forbid(s *quic.Stream, role Role, method string) {
+	s.SetReadDeadline(time.Time{})
+	writeReply(s, statusForbidden, fmt.Appendf(nil, "role %q may not call %q", role, method))
+	s.CancelRead(codeForbidden)
 }
 
 // callRPC runs a handler, turning a panic into an error for the caller.
@@ -246,14 +273,39 @@ func readFrame(r io.Reader) ([]byte, error) {
 	if size > MaxFrameSize {
 		return nil, fmt.Errorf("frame of %d bytes: %w", size, ErrFrameTooLarge)
 	}
-	b := make([]byte, size)
-	if _, err := io.ReadFull(r, b); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	return readBody(r, int(size))
+}
+
+// frameChunk bounds what reading a frame commits ahead of the bytes that
+// have arrived. The length prefix is the peer's word, not bytes: a frame of
+// up to frameChunk is read into one buffer of its size (the hot path, one
+// allocation), a longer one into a buffer that starts at frameChunk and
+// doubles only once it is full. So a frame holds at most
+// max(frameChunk, 2 × bytes arrived), and a peer that declares 16 MiB on
+// each of its 4,096 streams and sends nothing costs frameChunk per stream,
+// not 64 GiB.
+const frameChunk = 64 << 10
+
+// readBody reads a frame's payload of size bytes (<= MaxFrameSize). A
+// stream that ends before size bytes is io.ErrUnexpectedEOF.
+func readBody(r io.Reader, size int) ([]byte, error) {
+	b := make([]byte, min(size, frameChunk))
+	for got := 0; ; {
+		n, err := io.ReadFull(r, b[got:])
+		got += n
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
 		}
-		return nil, err
+		if got == size {
+			return b, nil
+		}
+		nb := make([]byte, min(size, 2*len(b)))
+		copy(nb, b)
+		b = nb
 	}
-	return b, nil
 }
 
 // expectEOF reads the end of the stream, so quic-go can release it, and

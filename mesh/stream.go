@@ -143,11 +143,8 @@ func (st *Stream) Recv() ([]byte, error) {
 		reset(st.s, codeProtocol)
 		return nil, fmt.Errorf("mesh: recv: frame of %d bytes: %w", size, ErrFrameTooLarge)
 	}
-	b := make([]byte, size)
-	if _, err := io.ReadFull(st.s, b); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
+	b, err := readBody(st.s, int(size))
+	if err != nil {
 		return nil, st.err("recv", err)
 	}
 	return b, nil
