@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -147,6 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "relaymesh-loadtest:", err)
 			return exitUsage
 		}
+		defer cpuProfile(fmt.Sprintf(".worker%d", i), stderr)()
 		cfg.Workers = n
 		if cfg.Scenario == loadtest.ScenarioChatroom {
 			cfg.Gate = os.Stdin // the coordinator starts every worker's sends at once
@@ -165,6 +167,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return exitFail
 		}
 		cfg.WorkerCommand = append([]string{exe}, args...)
+	}
+	if cfg.Workers <= 1 {
+		defer cpuProfile("", stderr)()
 	}
 	s, err := loadtest.Run(ctx, cfg, stderr)
 	if err != nil {
@@ -265,4 +270,28 @@ with the same text, padding and send time; the sending member ignores its own co
 Exit status: 0 no acked message lost (chatroom: no acked HIGH copy lost); 1 acked messages lost
 or the run failed; 2 bad flags.
 `)
+}
+
+// cpuProfile writes this process's CPU profile to
+// $RELAYMESH_LOADTEST_CPUPROFILE+suffix+".pprof" until the returned stop
+// is called, when that variable is set: the load generator shares the
+// machine with the server, and its own cost per copy is part of every
+// figure (docs/BENCHMARKS.md).
+func cpuProfile(suffix string, stderr io.Writer) (stop func()) {
+	prefix := os.Getenv("RELAYMESH_LOADTEST_CPUPROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(prefix + suffix + ".pprof")
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "relaymesh-loadtest: cpu profile:", err)
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
