@@ -30,10 +30,15 @@
 // Other WebSockets (TLS, non-Linux, Config.GoroutineReader) and
 // WebTransport sessions have one reader goroutine each, started by the
 // handler, which then returns. The writer runs only
-// while frames are queued: enqueue starts a short-lived burst goroutine
-// (conn.kick, conn.writeBurst) that drains the bounded outbound queue (see
-// outQueue and relay/pq for the overflow rule), a WebSocket's backlog
-// corked into one socket write per 64 KiB; the idle timeout is a timer and
+// while frames are queued: enqueue kicks it (conn.kick). A raw WebSocket
+// gets a turn of the server's writer pool (writers.go: GOMAXPROCS
+// goroutines taking connections in turn, each turn writing everything
+// queued, up to 64 KiB, with one non-blocking system call; a socket that
+// is full hands the rest of its burst to a goroutine of its own with the
+// write timeout). Any other connection gets a short-lived burst goroutine
+// (conn.writeBurst), its backlog corked into one socket write per 64 KiB.
+// Both drain the bounded outbound queue (see outQueue and relay/pq for the
+// overflow rule). The idle timeout is a timer and
 // the close runs when the connection's context ends. Writers and the
 // closer hold conn.wmu, so one at a time touches the socket. An idle raw
 // WebSocket keeps no goroutine; any other connection only its reader.
