@@ -79,13 +79,6 @@ func (p *writerPool) schedule(c *conn) {
 	}
 }
 
-// waiting reports the connections waiting for a turn.
-func (p *writerPool) waiting() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.ready) - p.head
-}
-
 func (p *writerPool) work() {
 	for {
 		p.mu.Lock()
