@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
 // startNamedCore starts core-1 of a fresh dev PKI under dir and waits
@@ -138,4 +142,111 @@ func TestEdgeCertificateNames(t *testing.T) {
 			t.Errorf("StartCore: %v; want it to name the role and the fix", err)
 		}
 	})
+}
+
+// TestEdgeIDTakeover: an edge certificate cannot take over the deliveries
+// of an edge id another certificate holds attached. gateway-1 serves
+// alice; a second edge certificate (edge-9) opens a delivery stream to
+// the core whose hello names gateway-1, and tries to log a session in on
+// gateway-1. The core refuses both: alice still gets bob's message, and
+// edge-9 receives no delivery (before, its attach replaced gateway-1's
+// and took every delivery to gateway-1's clients). The edge id is not
+// the certificate's name (edges may share one), so a hello naming
+// another id is not refused for that alone: edge-9 attaches as edge-9.
+func TestEdgeIDTakeover(t *testing.T) {
+	dir := t.TempDir()
+	reg := apps.NewDev()
+	c := startNamedCore(t, dir, reg)
+	pki := filepath.Join(dir, "pki")
+	gw, err := mesh.IssueNodeRole(pki, "gateway-1", mesh.RoleEdge, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	thief, err := mesh.IssueNodeRole(pki, "edge-9", mesh.RoleEdge, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := StartEdge(EdgeConfig{EdgeID: "gateway-1", HTTPAddr: "127.0.0.1:0", MeshAddr: "127.0.0.1:0", Identity: gw,
+		Cores: []string{c.Node.Addr()}, TokenKey: make([]byte, 32), Apps: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	waitUntil(t, func() bool { return len(e.link.NotReady()) == 0 })
+	if owner, ok := c.Service.Relay().EdgeOwner("gateway-1"); !ok || owner != "gateway-1" {
+		t.Fatalf("gateway-1 attached by %q (%v), want its certificate gateway-1", owner, ok)
+	}
+
+	node, err := mesh.Listen("127.0.0.1:0", thief, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	// stolen counts the deliveries with targets the thief's stream gets.
+	var stolen atomic.Int64
+	attach := func(edgeID string) (ended chan struct{}) {
+		st, err := node.OpenStream(ctx, c.Node.Addr(), meshpb.MethodDeliveries)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		hello, _ := proto.Marshal(&meshpb.EdgeHello{EdgeId: edgeID})
+		if err := st.Send(hello); err != nil {
+			t.Fatal(err)
+		}
+		ended = make(chan struct{})
+		go func() {
+			defer close(ended)
+			for {
+				b, err := st.Recv()
+				if err != nil {
+					return
+				}
+				d := new(meshpb.Delivery)
+				if proto.Unmarshal(b, d) == nil && len(d.Targets) > 0 {
+					stolen.Add(1)
+				}
+			}
+		}()
+		return ended
+	}
+	ended := attach("gateway-1")
+	select {
+	case <-ended: // the core closed the stream: refused
+	case <-time.After(3 * time.Second):
+		t.Error("the core kept a delivery stream whose hello names an edge id another certificate holds")
+	}
+	if owner, _ := c.Service.Relay().EdgeOwner("gateway-1"); owner != "gateway-1" {
+		t.Errorf("gateway-1 is attached by %q now", owner)
+	}
+	// A login on gateway-1 through edge-9's certificate: refused too.
+	open, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_OPEN, AppId: "name-app", PeerId: "mallory",
+		EdgeId: "gateway-1", ConnId: 1 << 40, ProtocolVersion: 3})
+	out, err := node.Call(ctx, c.Node.Addr(), meshpb.MethodClient, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := new(meshpb.ClientReply)
+	if err := proto.Unmarshal(out, rep); err != nil || rep.ErrorCode == 0 {
+		t.Errorf("OPEN on gateway-1 from edge-9: %+v %v, want refused", rep, err)
+	}
+	if c.Service.Relay().Online("name-app", "mallory") {
+		t.Error("mallory is online on gateway-1")
+	}
+	// edge-9 may attach under an edge id of its own (not its name's).
+	mine := attach("edge-9-b")
+	waitUntil(t, func() bool { owner, ok := c.Service.Relay().EdgeOwner("edge-9-b"); return ok && owner == "edge-9" })
+	select {
+	case <-mine:
+		t.Fatal("edge-9's stream as edge-9-b ended")
+	default:
+	}
+	if why := exchange(t, c, e); why != "" {
+		t.Error(why)
+	}
+	if n := stolen.Load(); n != 0 {
+		t.Errorf("edge-9 received %d deliveries", n)
+	}
 }
