@@ -189,7 +189,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		if every <= 0 {
 			every = AppPollInterval
 		}
-		e.apps = startEdgeAppSync(node, cfg.Cores, cfg.Apps, cfg.Hooks, srv.CloseApp, every, log.With("part", "apps"))
+		e.apps = startEdgeAppSync(node, cfg.EdgeID, cfg.Cores, cfg.Apps, cfg.Hooks, srv.CloseApp, every, log.With("part", "apps"))
 	}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
 	// whose master-key calls go to the shard leader through the same core
