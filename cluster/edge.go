@@ -336,7 +336,7 @@ func checkRole(id *mesh.Identity, want mesh.Role) error {
 		return fmt.Errorf("cluster: no mesh identity for this %s (see `relaymesh pki`)", want)
 	}
 	if id.Role != want {
-		return fmt.Errorf("cluster: mesh certificate %q carries the role %q, not %q: a %s needs a certificate of role %s, whatever its name (relaymesh pki issue --name %s --role %s)",
+		return fmt.Errorf("cluster: mesh certificate %q carries the role %q, not %q: this %s needs a certificate of role %s, whatever its name (relaymesh pki issue --name %s --role %s)",
 			id.Name, id.Role, want, want, want, id.Name, want)
 	}
 	return nil
