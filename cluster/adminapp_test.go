@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -416,12 +417,41 @@ func TestAppsMethod(t *testing.T) {
 	now := time.Now()
 	s.mu.Lock()
 	for i := range maxTrackedEdges + 50 {
-		s.seenLocked("many-"+strings.Repeat("e", i%10)+string(rune('a'+i%26))+fmt.Sprint(i), "g", now.Add(time.Duration(i)*time.Millisecond))
+		s.seenLocked("many-"+strings.Repeat("e", i%10)+string(rune('a'+i%26))+fmt.Sprint(i), "edge-x", "g", now.Add(time.Duration(i)*time.Millisecond))
 	}
 	n := len(s.edges)
 	_, newest := s.edges["many-"+strings.Repeat("e", (maxTrackedEdges+49)%10)+string(rune('a'+(maxTrackedEdges+49)%26))+fmt.Sprint(maxTrackedEdges+49)]
 	s.mu.Unlock()
 	if n != maxTrackedEdges || !newest {
 		t.Errorf("tracked edges: %d (newest kept: %v), want %d", n, newest, maxTrackedEdges)
+	}
+}
+
+// TestAppsMethodEdgeIDs: the apps rpc tells edges apart by the edge id
+// they name, not by certificate: two edges sharing one certificate (an
+// autoscaling group's) are two rows, each naming the certificate; an edge
+// whose certificate is named like no edge (gateway-1) is listed under its
+// id; a call naming no id (an older edge), or an absurdly long one, is
+// listed under the certificate's name.
+func TestAppsMethodEdgeIDs(t *testing.T) {
+	s := &appSync{reg: apps.NewStatic(nil), edges: map[string]edgeSeen{}, log: slog.New(slog.DiscardHandler)}
+	s.set([]meshpb.AppEntry{{ID: "a", Settings: meshpb.AppSettings{MasterKey: "m"}}})
+	for _, c := range []struct{ cert, edge string }{
+		{"edge-eu", "edge-i-0a"}, {"edge-eu", "edge-i-0b"}, {"gateway-1", "gateway-1"}, {"old-edge", ""},
+		{"long-cert", strings.Repeat("x", maxEdgeIDLen+1)},
+	} {
+		b, _ := json.Marshal(meshpb.AppsRequest{Edge: c.edge})
+		if _, err := s.handle(t.Context(), c.cert, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, got := s.view(time.Now())
+	var rows []string
+	for _, e := range got {
+		rows = append(rows, e.Edge+"/"+e.Cert)
+	}
+	want := []string{"edge-i-0a/edge-eu", "edge-i-0b/edge-eu", "gateway-1/", "long-cert/", "old-edge/"}
+	if !slices.Equal(rows, want) {
+		t.Errorf("edges (id/cert): %q, want %q", rows, want)
 	}
 }

@@ -63,8 +63,9 @@ type AppsReport struct {
 
 // EdgeView is an edge as the core it asked last saw it.
 type EdgeView struct {
-	Edge  string `json:"edge"`
-	Core  string `json:"core"` // node name
+	Edge  string `json:"edge"`           // its edge id
+	Cert  string `json:"cert,omitempty"` // its certificate's name, when not its edge id
+	Core  string `json:"core"`           // node name
 	Gen   string `json:"gen"`
 	AgoMs int64  `json:"ago_ms"`
 }
@@ -201,7 +202,7 @@ func MergeApps(nodes []AppsNode) *AppsReport {
 		}
 		for _, e := range v.Edges {
 			if have, ok := edges[e.Edge]; !ok || e.AgoMs < have.AgoMs {
-				edges[e.Edge] = EdgeView{Edge: e.Edge, Core: v.Node, Gen: e.Gen, AgoMs: e.AgoMs}
+				edges[e.Edge] = EdgeView{Edge: e.Edge, Cert: e.Cert, Core: v.Node, Gen: e.Gen, AgoMs: e.AgoMs}
 			}
 		}
 	}

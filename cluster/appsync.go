@@ -49,8 +49,9 @@ type appSync struct {
 	ok   bool              // guarded by mu: the registry follows the catalog
 	gen  string            // guarded by mu: the generation of list
 	list []meshpb.AppEntry // guarded by mu: the catalog's apps, tombstones included
-	// edges are the nodes that asked for the apps lately, by certificate
-	// name: the generation each serves since (at most maxTrackedEdges).
+	// edges are the nodes that asked for the apps lately, by edge id
+	// (AppsRequest.Edge; else certificate name): the generation each
+	// serves since (at most maxTrackedEdges).
 	edges map[string]edgeSeen // guarded by mu
 	quit  chan struct{}
 	wg    sync.WaitGroup
@@ -58,9 +59,14 @@ type appSync struct {
 
 // edgeSeen is an edge's last MethodApps call.
 type edgeSeen struct {
-	gen string // what it serves after the answer
-	at  time.Time
+	gen  string // what it serves after the answer
+	cert string // its certificate's name
+	at   time.Time
 }
+
+// maxEdgeIDLen bounds the edge id an apps call names (longer: the call
+// is tracked by its certificate's name).
+const maxEdgeIDLen = 256
 
 // maxTrackedEdges bounds appSync.edges; beyond it, the calls not seen for
 // the longest are forgotten.
@@ -182,14 +188,18 @@ func (s *appSync) handle(ctx context.Context, peer string, b []byte) ([]byte, er
 		rep.Apps = s.list
 		serves = s.gen
 	}
-	s.seenLocked(peer, serves, time.Now())
+	key := peer
+	if req.Edge != "" && len(req.Edge) <= maxEdgeIDLen {
+		key = req.Edge
+	}
+	s.seenLocked(key, peer, serves, time.Now())
 	s.mu.Unlock()
 	return json.Marshal(rep)
 }
 
-// seenLocked records an edge's call.
-func (s *appSync) seenLocked(peer, gen string, now time.Time) {
-	if _, ok := s.edges[peer]; !ok && len(s.edges) >= maxTrackedEdges {
+// seenLocked records the call of edge key, whose certificate is cert.
+func (s *appSync) seenLocked(key, cert, gen string, now time.Time) {
+	if _, ok := s.edges[key]; !ok && len(s.edges) >= maxTrackedEdges {
 		oldest, at := "", now
 		for name, e := range s.edges {
 			if e.at.Before(at) {
@@ -198,7 +208,7 @@ func (s *appSync) seenLocked(peer, gen string, now time.Time) {
 		}
 		delete(s.edges, oldest)
 	}
-	s.edges[peer] = edgeSeen{gen: gen, at: now}
+	s.edges[key] = edgeSeen{gen: gen, cert: cert, at: now}
 }
 
 // view is the generation this core serves and the edges it saw.
@@ -210,7 +220,11 @@ func (s *appSync) view(now time.Time) (string, []meshpb.EdgeApps) {
 	defer s.mu.Unlock()
 	out := make([]meshpb.EdgeApps, 0, len(s.edges))
 	for name, e := range s.edges {
-		out = append(out, meshpb.EdgeApps{Edge: name, Gen: e.gen, AgoMs: now.Sub(e.at).Milliseconds()})
+		ea := meshpb.EdgeApps{Edge: name, Gen: e.gen, AgoMs: now.Sub(e.at).Milliseconds()}
+		if e.cert != name {
+			ea.Cert = e.cert
+		}
+		out = append(out, ea)
 	}
 	slices.SortFunc(out, func(a, b meshpb.EdgeApps) int { return strings.Compare(a.Edge, b.Edge) })
 	return s.gen, out
@@ -227,6 +241,7 @@ func (s *appSync) close() {
 // edgeAppSync keeps an edge's registry on its cores' apps.
 type edgeAppSync struct {
 	node  *mesh.Node
+	id    string // the edge's id, named in each call (AppsRequest.Edge)
 	cores []string
 	reg   *apps.Registry
 	hooks *hooks.Client // nil: none to follow
@@ -246,9 +261,9 @@ type edgeAppSync struct {
 
 // startEdgeAppSync asks the cores, one after the other, for their apps
 // every interval.
-func startEdgeAppSync(node *mesh.Node, cores []string, reg *apps.Registry, h *hooks.Client, closeApp func(string) int,
+func startEdgeAppSync(node *mesh.Node, edgeID string, cores []string, reg *apps.Registry, h *hooks.Client, closeApp func(string) int,
 	every time.Duration, log *slog.Logger) *edgeAppSync {
-	s := &edgeAppSync{node: node, cores: cores, reg: reg, hooks: h, closeApp: closeApp, log: log, every: every}
+	s := &edgeAppSync{node: node, id: edgeID, cores: cores, reg: reg, hooks: h, closeApp: closeApp, log: log, every: every}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.first(edgeFirstWait)
 	s.wg.Go(s.run)
@@ -312,7 +327,7 @@ func (s *edgeAppSync) fetch(ctx context.Context, core string) *meshpb.AppsReply 
 	s.mu.Lock()
 	have := s.gen
 	s.mu.Unlock()
-	b, _ := json.Marshal(meshpb.AppsRequest{Have: have})
+	b, _ := json.Marshal(meshpb.AppsRequest{Have: have, Edge: s.id})
 	out, err := s.node.Call(ctx, core, meshpb.MethodApps, b)
 	if err != nil {
 		s.log.Debug("apps: ask core", "core", core, "err", err)

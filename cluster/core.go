@@ -156,6 +156,9 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("node", cfg.NodeID)
+	if err := checkRole(cfg.Identity, mesh.RoleCore); err != nil {
+		return nil, err
+	}
 	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"), cfg.MeshOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: core mesh: %w", err)

@@ -109,13 +109,17 @@ type Edge struct {
 
 // StartEdge starts an edge: its mesh node, its link to the cores
 // (edge/corelink: requests, presence and a delivery stream from every
-// core) and its HTTP listener.
+// core) and its HTTP listener. Its Identity must carry the role edge,
+// whatever its name (checkRole).
 func StartEdge(cfg EdgeConfig) (*Edge, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = log.With("edge", cfg.EdgeID)
+	if err := checkRole(cfg.Identity, mesh.RoleEdge); err != nil {
+		return nil, err
+	}
 	node, err := mesh.Listen(cfg.MeshAddr, cfg.Identity, log.With("part", "mesh"), cfg.MeshOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: edge mesh: %w", err)
@@ -185,7 +189,7 @@ func StartEdge(cfg EdgeConfig) (*Edge, error) {
 		if every <= 0 {
 			every = AppPollInterval
 		}
-		e.apps = startEdgeAppSync(node, cfg.Cores, cfg.Apps, cfg.Hooks, srv.CloseApp, every, log.With("part", "apps"))
+		e.apps = startEdgeAppSync(node, cfg.EdgeID, cfg.Cores, cfg.Apps, cfg.Hooks, srv.CloseApp, every, log.With("part", "apps"))
 	}
 	// One listener: the REST API under /1.1/ and /1.2/ (LeanCloud's paths,
 	// whose master-key calls go to the shard leader through the same core
@@ -318,3 +322,22 @@ var (
 	ErrNoLeader       = corelink.ErrNoLeader
 	ErrOutcomeUnknown = corelink.ErrOutcomeUnknown
 )
+
+// checkRole refuses to start a node whose mesh certificate is not of the
+// role it is started as. The role is the certificate's URI SAN, never its
+// name: `relaymesh pki issue` and the dev PKI only guess it from a name
+// that starts with core, edge or admin, so an edge certificate named
+// gateway-1 must be issued with --role edge. Without this check an edge
+// started with a core certificate logged clients in (the core's client
+// rpc takes cores too) and reported ready, while every core refused its
+// delivery stream (edges only) and dropped every delivery to it.
+func checkRole(id *mesh.Identity, want mesh.Role) error {
+	if id == nil {
+		return fmt.Errorf("cluster: no mesh identity for this %s (see `relaymesh pki`)", want)
+	}
+	if id.Role != want {
+		return fmt.Errorf("cluster: mesh certificate %q carries the role %q, not %q: this %s needs a certificate of role %s, whatever its name (relaymesh pki issue --name %s --role %s)",
+			id.Name, id.Role, want, want, want, id.Name, want)
+	}
+	return nil
+}

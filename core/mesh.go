@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/raftstore"
 )
@@ -205,11 +206,28 @@ func (s *MeshServer) handleClient(ctx context.Context, peer string, b []byte) ([
 	if req.Kind == meshpb.ClientRequest_PING {
 		return proto.Marshal(s.pingReply())
 	}
+	if req.Kind == meshpb.ClientRequest_OPEN && !s.mayOpen(peer, req.GetEdgeId()) {
+		return proto.Marshal(&meshpb.ClientReply{ErrorCode: lcpb.ErrInternal,
+			ErrorReason: fmt.Sprintf("edge id %q is attached by another edge certificate", req.GetEdgeId())})
+	}
 	rep, err := s.router.HandleClient(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	return proto.Marshal(rep)
+}
+
+// mayOpen reports whether peer may log a session in on edge edgeID: not
+// while another mesh identity holds edgeID's delivery stream attached
+// (relay.AttachEdgeAs), whose deliveries the session's would join.
+func (s *MeshServer) mayOpen(peer, edgeID string) bool {
+	owner, ok := s.core.relay.EdgeOwner(edgeID)
+	if !ok || owner == "" || owner == peer {
+		return true
+	}
+	s.log.Warn("login refused: another edge certificate holds this edge id attached; check the edges' edge_id (unique per edge)",
+		"edge", edgeID, "peer", peer, "owner", owner)
+	return false
 }
 
 // PingNotReady is the error_code of a PING reply from the region's router
@@ -321,13 +339,21 @@ func (s *MeshServer) handleDeliveries(ctx context.Context, peer string, st *mesh
 			return
 		}
 	}
-	detach := s.core.AttachEdge(hello.EdgeId, func(d *meshpb.Delivery) error {
+	// The edge id is the hello's, not the certificate's name (edges may
+	// share a certificate); but while one certificate holds an edge id
+	// attached, another cannot take its deliveries over.
+	detach, err := s.core.AttachEdgeAs(hello.EdgeId, peer, func(d *meshpb.Delivery) error {
 		b, err := proto.Marshal(d)
 		if err != nil {
 			return err
 		}
 		return st.Send(b)
 	})
+	if err != nil {
+		s.log.Warn("edge hello refused: another edge certificate holds this edge id attached; check the edges' edge_id (unique per edge)",
+			"edge", hello.EdgeId, "peer", peer, "err", err)
+		return
+	}
 	defer detach()
 	// Then the edge sends Presence frames; Recv fails when the stream or
 	// the connection ends.

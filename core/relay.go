@@ -29,6 +29,13 @@ func (c *Core) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (det
 	return c.relay.AttachEdge(edgeID, send)
 }
 
+// AttachEdgeAs is AttachEdge for an edge whose mesh certificate is owner
+// (relay.AttachEdgeAs): while another certificate holds edgeID attached,
+// it is refused with relay.ErrEdgeOwned.
+func (c *Core) AttachEdgeAs(edgeID, owner string, send func(*meshpb.Delivery) error) (detach func(), err error) {
+	return c.relay.AttachEdgeAs(edgeID, owner, send)
+}
+
 // SyncPresence applies an edge's presence frame (relay.SyncPresence). The
 // core that leads the shard keeps its own chatroom memberships; the others
 // mirror what the edge reports.

@@ -130,6 +130,15 @@ func (c *procCluster) addEdge(name string, coreMesh ...string) *devProc {
 func (c *procCluster) writeEdge(name string, coreMesh []string) (listen string, args []string) {
 	c.t.Helper()
 	c.issue(name, "--hosts", "127.0.0.1")
+	return c.writeEdgeAs(name, name, coreMesh)
+}
+
+// writeEdgeAs writes the config file (edgeID.toml) of edge edgeID with
+// the certificate cert, which must be issued already, on a free address,
+// knowing the cores at coreMesh; it returns the address and the edge's
+// command line.
+func (c *procCluster) writeEdgeAs(cert, edgeID string, coreMesh []string) (listen string, args []string) {
+	c.t.Helper()
 	listen = freeAddr(c.t)
 	var cores []string
 	for _, m := range coreMesh {
@@ -137,11 +146,11 @@ func (c *procCluster) writeEdge(name string, coreMesh []string) (listen string, 
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n%s\n[edge]\nedge_id = %q\nlisten = %q\nmesh_addr = \"127.0.0.1:0\"\ncores = [%s]\n%s",
-		c.common(), tlsTOML(name), name, listen, strings.Join(cores, ", "), lines(c.o.EdgeExtra))
+		c.common(), tlsTOML(cert), edgeID, listen, strings.Join(cores, ", "), lines(c.o.EdgeExtra))
 	if c.o.EdgeLimits != "" {
 		fmt.Fprintf(&b, "\n[edge.limits]\n%s", lines(c.o.EdgeLimits))
 	}
-	cfg := c.write(name+".toml", b.String())
+	cfg := c.write(edgeID+".toml", b.String())
 	return listen, []string{"edge", "--config", cfg, "--log-level", "warn"}
 }
 

@@ -1,6 +1,8 @@
 package relay
 
 import (
+	"errors"
+	"fmt"
 	"sync/atomic"
 
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -9,10 +11,11 @@ import (
 
 // edgeLink is one attached edge: its queue and its sending goroutine.
 type edgeLink struct {
-	id   string
-	send func(*meshpb.Delivery) error
-	q    *pq.Queue[*meshpb.Delivery] // DropNew: the queue is shared by every connection of the edge
-	done chan struct{}               // closed when the link is detached, replaced or the relay closes
+	id    string
+	owner string // the mesh identity that attached it (AttachEdgeAs); "" for AttachEdge
+	send  func(*meshpb.Delivery) error
+	q     *pq.Queue[*meshpb.Delivery] // DropNew: the queue is shared by every connection of the edge
+	done  chan struct{}               // closed when the link is detached, replaced or the relay closes
 	// highOut counts the HIGH deliveries the goroutine handed to send
 	// (written or failed); with pq's Outcome.Seq it tells when a delivery
 	// has left the relay (Wait).
@@ -48,20 +51,47 @@ func (l *edgeLink) loop(st *Stats) {
 	}
 }
 
-// AttachEdge routes deliveries for edgeID through send, from a goroutine
-// owned by the relay; send is called from that goroutine only. A second
-// attach of the same edge replaces the first and keeps its sessions.
-// detach stops the goroutine and forgets every session (and every chatroom
-// binding) of the edge. After Close it attaches nothing.
+// ErrEdgeOwned refuses to attach an edge id that another mesh identity
+// holds attached (AttachEdgeAs).
+var ErrEdgeOwned = errors.New("relay: edge id attached by another mesh identity")
+
+// AttachEdge is AttachEdgeAs with no owner: it replaces any attachment
+// of edgeID by AttachEdge, and is refused (a no-op detach) while an owner
+// of AttachEdgeAs holds it. Tests and in-process edges use it.
 func (r *Relay) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (detach func()) {
-	l := &edgeLink{id: edgeID, send: send, q: pq.New[*meshpb.Delivery](int(r.queueLen.Load()), pq.DropNew),
+	detach, err := r.AttachEdgeAs(edgeID, "", send)
+	if err != nil {
+		r.log.Warn("relay: attach refused", "edge", edgeID, "err", err)
+		return func() {}
+	}
+	return detach
+}
+
+// AttachEdgeAs routes deliveries for edgeID through send, from a goroutine
+// owned by the relay; send is called from that goroutine only. owner is
+// the mesh identity (certificate name) of the edge attaching. A second
+// attach of the same edge by the same owner replaces the first and keeps
+// its sessions (the edge's new stream after a broken one); by another
+// owner it is refused with ErrEdgeOwned while the first is attached, so
+// one edge certificate cannot take over the deliveries of an edge id
+// another holds (edges of an autoscaling group may share a certificate:
+// the edge id is not the certificate's name, docs/OPERATIONS.md). Once
+// the first detaches, its sessions are gone and the id is free.
+// detach stops the goroutine and forgets every session (and every
+// chatroom binding) of the edge. After Close it attaches nothing.
+func (r *Relay) AttachEdgeAs(edgeID, owner string, send func(*meshpb.Delivery) error) (detach func(), err error) {
+	l := &edgeLink{id: edgeID, owner: owner, send: send, q: pq.New[*meshpb.Delivery](int(r.queueLen.Load()), pq.DropNew),
 		done: make(chan struct{})}
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return func() {}
+		return func() {}, nil
 	}
 	if old := r.edges[edgeID]; old != nil {
+		if old.owner != owner {
+			r.mu.Unlock()
+			return nil, fmt.Errorf("%w: edge %q is attached by %q, not %q", ErrEdgeOwned, edgeID, old.owner, owner)
+		}
 		close(old.done)
 	}
 	r.edges[edgeID] = l
@@ -84,7 +114,19 @@ func (r *Relay) AttachEdge(edgeID string, send func(*meshpb.Delivery) error) (de
 		delete(r.lists, edgeID)
 		delete(r.listed, edgeID)
 		r.dropEdgeSessionsLocked(edgeID, 0, nil)
+	}, nil
+}
+
+// EdgeOwner is the owner (AttachEdgeAs) of edgeID while it is attached;
+// ok is false when it is not.
+func (r *Relay) EdgeOwner(edgeID string) (owner string, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l := r.edges[edgeID]
+	if l == nil {
+		return "", false
 	}
+	return l.owner, true
 }
 
 // Queued reports the deliveries waiting in every edge's queue now.

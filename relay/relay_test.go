@@ -321,3 +321,54 @@ func TestRoomFanoutClass(t *testing.T) {
 		t.Fatal("bob not counted in the room")
 	}
 }
+
+// TestAttachEdgeOwner: an edge id attached by one owner (mesh identity)
+// is refused to another while attached, and its deliveries and sessions
+// stay with the first; the same owner attaching again replaces its link
+// and keeps the sessions (a new stream after a broken one); once the
+// owner detaches, the id is free for anyone. Plain AttachEdge cannot
+// take an owned id either.
+func TestAttachEdgeOwner(t *testing.T) {
+	r := newRelay(t)
+	first, thief, again := &fakeEdge{}, &fakeEdge{}, &fakeEdge{}
+	d1, err := r.AttachEdgeAs("gw", "gateway-1", first.send)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open(t, r, "alice", "", "gw", 1)
+	if _, err := r.AttachEdgeAs("gw", "edge-9", thief.send); !errors.Is(err, ErrEdgeOwned) {
+		t.Fatalf("attach by another owner: %v, want ErrEdgeOwned", err)
+	}
+	r.AttachEdge("gw", thief.send)() // refused: a no-op detach
+	if owner, ok := r.EdgeOwner("gw"); !ok || owner != "gateway-1" {
+		t.Fatalf("owner %q %v, want gateway-1", owner, ok)
+	}
+	r.Fanout("app", []string{"alice"}, ConnKey{}, text("hi"), false)
+	waitFor(t, "the owner's delivery", func() bool { return len(first.deliveries()) == 1 })
+	if !r.Online("app", "alice") {
+		t.Fatal("alice went offline after refused attaches")
+	}
+	// The same owner again: replaces, keeps alice.
+	d2, err := r.AttachEdgeAs("gw", "gateway-1", again.send)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d1() // the replaced link's detach changes nothing
+	if !r.Online("app", "alice") {
+		t.Fatal("the replaced link's detach dropped alice")
+	}
+	r.Fanout("app", []string{"alice"}, ConnKey{}, text("hi"), false)
+	waitFor(t, "the new link's delivery", func() bool { return len(again.deliveries()) == 1 })
+	d2()
+	if _, ok := r.EdgeOwner("gw"); ok || r.Online("app", "alice") {
+		t.Fatal("gw still attached, or alice online, after its owner detached")
+	}
+	d3, err := r.AttachEdgeAs("gw", "edge-9", thief.send)
+	if err != nil {
+		t.Fatalf("a free edge id: %v", err)
+	}
+	d3()
+	if n := len(thief.deliveries()); n != 0 {
+		t.Fatalf("the refused owner got %d deliveries", n)
+	}
+}

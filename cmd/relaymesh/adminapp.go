@@ -163,7 +163,11 @@ func printApps(w io.Writer, r *cluster.AppsReport) {
 
 func printEdges(w io.Writer, r *cluster.AppsReport) {
 	for _, e := range r.Edges {
-		fmt.Fprintf(w, "edge %s: apps generation %s, asked %s %v ago\n", e.Edge, dash(e.Gen), e.Core,
+		cert := ""
+		if e.Cert != "" {
+			cert = " (certificate " + e.Cert + ")"
+		}
+		fmt.Fprintf(w, "edge %s%s: apps generation %s, asked %s %v ago\n", e.Edge, cert, dash(e.Gen), e.Core,
 			(time.Duration(e.AgoMs) * time.Millisecond).Round(100*time.Millisecond))
 	}
 	for _, d := range r.EdgesDrift {

@@ -147,6 +147,7 @@ type Link struct {
 	opening  map[sessionKey]*meshpb.PresenceSession // guarded by mu; OPENs sent, not answered yet
 	seq      uint64                                 // guarded by mu; presence sequence number of the last OPEN (presence.go)
 	presence map[string]*presenceQueue              // guarded by mu; by core address, while its stream is up
+	refused  map[string]string                      // guarded by mu; cores that refused the delivery stream (mesh.ErrForbidden), why
 }
 
 type sessionKey struct {
@@ -173,7 +174,8 @@ func New(cfg Config) *Link {
 		sessions: make(map[sessionKey]*meshpb.PresenceSession),
 		opening:  make(map[sessionKey]*meshpb.PresenceSession),
 		seq:      meshpb.NewPresenceEpoch(),
-		presence: make(map[string]*presenceQueue)}
+		presence: make(map[string]*presenceQueue),
+		refused:  make(map[string]string)}
 	l.sendTimeout.Store(int64(presenceSendTimeout))
 	return l
 }
@@ -199,18 +201,21 @@ func (l *Link) Ready() bool {
 // NotReady lists why the edge cannot serve every request now (/readyz;
 // none: it can): no core answers as the region's router within 2 s, or
 // the router answers that shards of the region have no leader (its
-// PING reply's error_reason, one check per "; "-separated part).
+// PING reply's error_reason, one check per "; "-separated part), or a
+// core refused the edge's delivery stream as forbidden (the edge's
+// certificate is not of role edge: no delivery would reach its clients).
 func (l *Link) NotReady() []string {
+	refused := l.refusedStreams()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	rep, err := l.Do(ctx, &meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
 	if err != nil {
-		return []string{"core link: " + err.Error()}
+		return append(refused, "core link: "+err.Error())
 	}
 	if rep.GetErrorCode() == 0 {
-		return nil
+		return refused
 	}
-	var out []string
+	out := refused
 	for _, why := range strings.Split(rep.GetErrorReason(), "; ") {
 		if why != "" {
 			out = append(out, "core link: "+why)

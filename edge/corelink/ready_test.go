@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -57,5 +58,42 @@ func TestNotReady(t *testing.T) {
 	set(&meshpb.ClientReply{NotLeader: true})
 	if got := l.NotReady(); len(got) != 1 || !strings.HasPrefix(got[0], "core link: ") {
 		t.Errorf("no router: NotReady = %q, want one check from the link", got)
+	}
+}
+
+// TestNotReadyDeliveryStreamRefused: a link whose mesh certificate is not
+// an edge's (here a core's, as the dev PKI gives a name like gateway-1)
+// reaches the router, whose client rpc takes cores too, but the core
+// refuses its delivery stream (edges only). The link is not ready, and
+// says why, instead of reporting ready while no delivery can arrive.
+// With an edge certificate the same core makes it ready.
+func TestNotReadyDeliveryStreamRefused(t *testing.T) {
+	ids := testPKI(t)
+	n, err := mesh.Listen("127.0.0.1:0", ids["core-1"], slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	n.HandleRPC(meshpb.MethodClient, func(ctx context.Context, peer string, b []byte) ([]byte, error) {
+		return proto.Marshal(&meshpb.ClientReply{})
+	}, mesh.RoleEdge, mesh.RoleCore)
+	n.HandleStream(meshpb.MethodDeliveries, func(ctx context.Context, peer string, s *mesh.Stream) {
+		<-ctx.Done()
+	}, mesh.RoleEdge)
+
+	bad := startLinkOver(t, ids["core-2"], []string{n.Addr()}) // a core's certificate on an edge
+	var got []string
+	pollUntil(t, 10*time.Second, "the refused delivery stream shows in NotReady", func() bool {
+		got = bad.NotReady()
+		return len(got) == 1 && strings.Contains(got[0], "refuses this edge's delivery stream") && strings.Contains(got[0], n.Addr())
+	})
+	if !strings.Contains(got[0], "not allowed") {
+		t.Errorf("NotReady = %q, want the mesh's refusal in it", got)
+	}
+
+	good := startLinkOver(t, ids["edge-1"], []string{n.Addr()})
+	time.Sleep(300 * time.Millisecond) // a refusal would have come by now (the same core refused within the poll above)
+	if got := good.NotReady(); len(got) != 0 {
+		t.Errorf("edge certificate: NotReady = %q, want none", got)
 	}
 }

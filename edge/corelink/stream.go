@@ -2,12 +2,14 @@ package corelink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
@@ -45,7 +47,18 @@ func (l *Link) deliveryLoop(ctx context.Context, addr string, deliver func(*mesh
 		if ctx.Err() != nil {
 			return
 		}
-		l.log.Debug("delivery stream ended", "core", addr, "err", err)
+		if errors.Is(err, mesh.ErrForbidden) {
+			// The core refuses this edge's certificate a delivery
+			// stream (not of role edge): no delivery would ever
+			// arrive, so say so loudly and in NotReady.
+			if l.setRefused(addr, err) {
+				l.log.Error("the core refuses this edge's delivery stream: no delivery can reach this edge's clients; its mesh certificate must be of role edge (relaymesh pki issue --role edge)",
+					"core", addr, "err", err)
+			}
+		} else {
+			l.setRefused(addr, nil)
+			l.log.Debug("delivery stream ended", "core", addr, "err", err)
+		}
 		select {
 		case <-ctx.Done():
 			return
@@ -86,6 +99,7 @@ func (l *Link) streamOnce(ctx context.Context, addr string, hello []byte, delive
 		if err != nil {
 			return err
 		}
+		l.setRefused(addr, nil)
 		d := new(meshpb.Delivery)
 		if err := proto.Unmarshal(b, d); err != nil {
 			return fmt.Errorf("corelink: bad delivery: %w", err)
@@ -113,4 +127,32 @@ func (l *Link) dropHook(d *meshpb.Delivery) bool {
 		return false
 	}
 	return l.deliveries.Add(1) == l.dropAt
+}
+
+// setRefused records that core addr refused this edge's delivery stream
+// (why non-nil) or no longer does (nil); it reports whether that is news.
+func (l *Link) setRefused(addr string, why error) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, had := l.refused[addr]
+	if why == nil {
+		delete(l.refused, addr)
+		return had
+	}
+	l.refused[addr] = why.Error()
+	return !had
+}
+
+// refusedStreams lists the cores refusing this edge's delivery stream,
+// for NotReady.
+func (l *Link) refusedStreams() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, addr := range l.cores {
+		if why, ok := l.refused[addr]; ok {
+			out = append(out, fmt.Sprintf("core link: core %s refuses this edge's delivery stream (%s)", addr, why))
+		}
+	}
+	return out
 }

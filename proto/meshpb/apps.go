@@ -86,15 +86,20 @@ type AppsView struct {
 
 // EdgeApps is an edge's last MethodApps call to a core.
 type EdgeApps struct {
-	Edge  string `json:"edge"` // its certificate's name
-	Gen   string `json:"gen"`  // what it serves since ("": its config file's)
+	Edge  string `json:"edge"`           // its edge id (AppsRequest.Edge); an edge that names none, its certificate's name
+	Cert  string `json:"cert,omitempty"` // its certificate's name, when it is not Edge
+	Gen   string `json:"gen"`            // what it serves since ("": its config file's)
 	AgoMs int64  `json:"ago_ms"`
 }
 
 // AppsRequest asks a core for its apps; Have is the generation the
-// caller holds ("" none).
+// caller holds ("" none), Edge the caller's edge id ([edge] edge_id; ""
+// from an edge before it said: the core then names it by certificate).
+// Edges of an autoscaling group share one certificate, so the core tells
+// them apart by Edge.
 type AppsRequest struct {
 	Have string `json:"have,omitempty"`
+	Edge string `json:"edge,omitempty"`
 }
 
 // AppsReply is a core's apps: Ready false while it does not follow the
