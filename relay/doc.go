@@ -37,7 +37,11 @@
 // Delivery.priority stays 0, NORMAL at the edge's per-connection queue).
 // When the queue is full: a new LOW is dropped; a new NORMAL evicts the
 // oldest LOW, else is dropped; a new HIGH evicts the oldest LOW, then the
-// oldest NORMAL, and is dropped when only HIGH is queued. Every drop counts
+// oldest NORMAL; when only HIGH is queued it waits for room, up to
+// HighWait (its fan-out runs on the request that committed the message, so
+// the sender's ack waits too: backpressure, counted in Stats.HighWaits,
+// relaymesh_core_relay_high_waits_total), and is dropped only when the
+// edge took nothing for that long. Every drop counts
 // in Stats.Dropped and, by the class of the delivery dropped, in
 // Stats.DroppedByPriority (relaymesh_core_relay_dropped_total); persisted
 // messages stay in history and unread counts, so clients resync.

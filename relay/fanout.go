@@ -98,7 +98,10 @@ func (r *Relay) SendToEdges(d *meshpb.Delivery) {
 
 // queue pushes d into l's queue as class c and counts what was dropped.
 func (r *Relay) queue(l *edgeLink, d *meshpb.Delivery, c pq.Class) (Wait, bool) {
-	o := l.q.Push(d, c)
+	o, waited := l.q.PushWait(d, c, HighWait)
+	if waited {
+		r.stats.HighWaits.Add(1)
+	}
 	if o.Dropped() {
 		r.stats.Dropped.Add(1)
 		r.stats.DroppedByPriority[o.Victim].Add(1)

@@ -15,8 +15,9 @@ var (
 	descSendErrors = metric.Counter("relaymesh_core_delivery_send_errors_total", "Deliveries whose send to the edge failed.")
 	descQueued     = metric.Gauge("relaymesh_core_relay_queued", "Deliveries waiting in the relay's queues to the edges now.")
 	descByPriority = metric.Counter("relaymesh_core_relay_dropped_total", "Deliveries shed by a full relay queue, by the priority class dropped.", "priority")
+	descHighWaits  = metric.Counter("relaymesh_core_relay_high_waits_total", "HIGH deliveries that waited for room in an edge's queue full of HIGH instead of being dropped (backpressure on their senders).")
 
-	descs = []metric.Desc{descDelivered, descDropped, descSendErrors, descQueued, descByPriority}
+	descs = []metric.Desc{descDelivered, descDropped, descSendErrors, descQueued, descByPriority, descHighWaits}
 )
 
 // Collector returns the collector of the relay's counters (Stats).
@@ -30,6 +31,7 @@ func (r *Relay) sample(s metric.Sink) {
 	s.Add(descDropped, float64(st.Dropped.Load()))
 	s.Add(descSendErrors, float64(st.SendErrors.Load()))
 	s.Add(descQueued, float64(r.Queued()))
+	s.Add(descHighWaits, float64(st.HighWaits.Load()))
 	for class := range pq.Class(pq.NumClasses) {
 		s.Add(descByPriority, float64(st.DroppedByPriority[class].Load()), class.String())
 	}

@@ -67,7 +67,18 @@ type Stats struct {
 	// pq.Low); [pq.High] only grows when the queue holds nothing but
 	// HIGH. Their sum is the part of Dropped not due to a missing edge.
 	DroppedByPriority [pq.NumClasses]atomic.Uint64
+	// HighWaits counts HIGH deliveries that found their edge's queue full
+	// of HIGH and waited for room (HighWait) instead of being dropped.
+	HighWaits atomic.Uint64
 }
+
+// HighWait bounds how long a HIGH delivery waits for room in an edge's
+// queue full of HIGH before it is dropped (pq.PushWait). The wait is the
+// relay's backpressure: the fan-out runs on the request that committed the
+// message, so its ack waits too, and senders slow down to what the edge
+// link carries instead of losing copies. An edge link stuck for longer is
+// cut by its send timeout and detached.
+const HighWait = 2 * time.Second
 
 // Relay is the region-local relay of one core (package doc).
 type Relay struct {

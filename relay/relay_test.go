@@ -372,3 +372,52 @@ func TestAttachEdgeOwner(t *testing.T) {
 		t.Fatalf("the refused owner got %d deliveries", n)
 	}
 }
+
+// TestHighWaitsForRoom: with the edge's send blocked and its queue of 2
+// full of HIGH, a further conversation push waits for room (counted in
+// HighWaits) instead of being dropped; once the edge takes deliveries
+// again every push arrives, in order, and none was dropped.
+func TestHighWaitsForRoom(t *testing.T) {
+	r := New(Config{QueueLen: 2})
+	defer r.Close()
+	gated := &fakeEdge{gate: make(chan struct{})}
+	defer r.AttachEdge("e1", gated.send)()
+	open(t, r, "bob", "", "e1", 1)
+	r.Fanout("app", []string{"bob"}, ConnKey{}, text("m0"), false)
+	waitFor(t, "m0 is in send", func() bool { return r.EdgeQueued("e1") == 0 })
+	r.Fanout("app", []string{"bob"}, ConnKey{}, text("m1"), false)
+	r.Fanout("app", []string{"bob"}, ConnKey{}, text("m2"), false)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Fanout("app", []string{"bob"}, ConnKey{}, text("m3"), false) // waits: the queue is full of HIGH
+	}()
+	waitFor(t, "m3 waiting", func() bool {
+		r.mu.Lock()
+		l := r.edges["e1"]
+		r.mu.Unlock()
+		return l.q.Waiting()
+	})
+	if n := r.Stats().HighWaits.Load(); n != 0 || len(gated.deliveries()) != 0 {
+		t.Fatalf("before the edge takes deliveries: %d waits ended, %d delivered", n, len(gated.deliveries()))
+	}
+	close(gated.gate)
+	<-done
+	waitFor(t, "every push delivered", func() bool { return len(gated.deliveries()) == 4 })
+	var got []string
+	for _, d := range gated.deliveries() {
+		cmd := new(lcpb.GenericCommand)
+		if err := proto.Unmarshal(d.Command, cmd); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, cmd.GetDirectMessage().GetMsg())
+	}
+	if !slices.Equal(got, []string{"m0", "m1", "m2", "m3"}) {
+		t.Fatalf("delivered %v, want m0..m3 in order", got)
+	}
+	st := r.Stats()
+	if st.HighWaits.Load() != 1 || st.DroppedByPriority[pq.High].Load() != 0 || st.Dropped.Load() != 0 {
+		t.Fatalf("HighWaits %d, HIGH dropped %d, dropped %d; want 1, 0, 0",
+			st.HighWaits.Load(), st.DroppedByPriority[pq.High].Load(), st.Dropped.Load())
+	}
+}

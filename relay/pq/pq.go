@@ -26,7 +26,10 @@
 // may both use it (DESIGN.md, "the house").
 package pq
 
-import "sync"
+import (
+	"sync"
+	"time"
+)
 
 // Class is a priority class. Index per-class counters with it.
 type Class uint8
@@ -127,6 +130,8 @@ type Queue[T any] struct {
 	closed   bool              // guarded by mu; finish once drained
 	highIn   uint64            // guarded by mu; HIGH items ever queued
 	dropped  [NumClasses]int64 // guarded by mu
+	space    chan struct{}     // guarded by mu; closed by the next Pop (PushWait waits on it)
+	waiters  int               // guarded by mu; PushWaits waiting now
 }
 
 // New returns a queue of at most capacity items (at least 1).
@@ -178,6 +183,57 @@ func (q *Queue[T]) Push(v T, c Class) Outcome {
 	return Outcome{Result: DroppedNew, Victim: c}
 }
 
+// PushWait is Push for a producer that would rather wait than lose a HIGH
+// item under DropNew: while the queue is full and holds nothing a new HIGH
+// item could evict, it waits for the consumer to pop, for at most wait in
+// all; then it pushes as Push does (dropping the item if the queue is still
+// full of HIGH). Other classes and policies push at once. waited reports
+// whether it had to wait.
+func (q *Queue[T]) PushWait(v T, c Class, wait time.Duration) (o Outcome, waited bool) {
+	if c != High || q.policy != DropNew || wait <= 0 {
+		return q.Push(v, c), false
+	}
+	var deadline *time.Timer
+	for {
+		q.mu.Lock()
+		if q.overflow || q.closed || q.n < q.cap || len(q.q[Normal]) > 0 || len(q.q[Low]) > 0 {
+			q.mu.Unlock()
+			break
+		}
+		if q.space == nil {
+			q.space = make(chan struct{})
+		}
+		ch := q.space
+		q.waiters++
+		q.mu.Unlock()
+		if deadline == nil {
+			deadline = time.NewTimer(wait)
+			defer deadline.Stop()
+		}
+		waited = true
+		timedOut := false
+		select {
+		case <-ch:
+		case <-deadline.C:
+			timedOut = true
+		}
+		q.mu.Lock()
+		q.waiters--
+		q.mu.Unlock()
+		if timedOut {
+			break
+		}
+	}
+	return q.Push(v, c), waited
+}
+
+// Waiting reports whether a PushWait is waiting for room now.
+func (q *Queue[T]) Waiting() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waiters > 0
+}
+
 // appendLocked queues v as class c and returns its HIGH sequence number (0
 // for other classes).
 func (q *Queue[T]) appendLocked(v T, c Class) (seq uint64) {
@@ -208,6 +264,10 @@ func (q *Queue[T]) Pop() (v T, c Class, st State) {
 			q.q[c][0] = zero
 			q.q[c] = q.q[c][1:]
 			q.n--
+			if q.space != nil {
+				close(q.space)
+				q.space = nil
+			}
 			return v, Class(c), PopItem
 		}
 	}

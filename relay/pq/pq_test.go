@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 )
 
 func TestClassOf(t *testing.T) {
@@ -274,5 +275,70 @@ func BenchmarkPushPop(b *testing.B) {
 	for range b.N {
 		q.Push(f, f.c)
 		q.Pop()
+	}
+}
+
+// TestPushWait: a HIGH push into a DropNew queue full of HIGH waits for the
+// consumer instead of being dropped; with nobody popping it is dropped once
+// its wait ends (counted); with something to evict, or for another class,
+// it never waits.
+func TestPushWait(t *testing.T) {
+	q := New[int](2, DropNew)
+	q.Push(1, High)
+	q.Push(2, High)
+	type res struct {
+		o      Outcome
+		waited bool
+	}
+	done := make(chan res, 1)
+	go func() {
+		o, w := q.PushWait(3, High, time.Minute)
+		done <- res{o, w}
+	}()
+	// Pop once the waiter is parked (it made q.space), so the push cannot
+	// have gone in before the pop.
+	for !q.Waiting() {
+		time.Sleep(time.Millisecond)
+	}
+	if v, _, st := q.Pop(); st != PopItem || v != 1 {
+		t.Fatalf("pop: %v %v", v, st)
+	}
+	r := <-done
+	if r.o.Result != Queued || !r.waited {
+		t.Fatalf("PushWait: %+v waited %v, want queued after a wait", r.o, r.waited)
+	}
+	if q.Len() != 2 || q.Dropped(High) != 0 {
+		t.Fatalf("len %d, HIGH dropped %d; want 2, 0", q.Len(), q.Dropped(High))
+	}
+	for _, want := range []int{2, 3} {
+		if v, _, _ := q.Pop(); v != want {
+			t.Fatalf("pop: got %d, want %d (order kept)", v, want)
+		}
+	}
+
+	// Nobody pops: dropped when the wait ends.
+	q.Push(4, High)
+	q.Push(5, High)
+	if o, w := q.PushWait(6, High, 20*time.Millisecond); o.Result != DroppedNew || !w {
+		t.Fatalf("PushWait with nobody popping: %+v waited %v, want dropped after a wait", o, w)
+	}
+	if q.Dropped(High) != 1 {
+		t.Fatalf("HIGH dropped %d, want 1", q.Dropped(High))
+	}
+
+	// Something to evict, another class, another policy: no wait.
+	q2 := New[int](2, DropNew)
+	q2.Push(1, High)
+	q2.Push(2, Low)
+	if o, w := q2.PushWait(3, High, time.Minute); o.Result != QueuedShed || w {
+		t.Fatalf("PushWait with a LOW to evict: %+v waited %v", o, w)
+	}
+	if o, w := q2.PushWait(4, Normal, time.Minute); o.Result != DroppedNew || w {
+		t.Fatalf("PushWait NORMAL into a queue full of HIGH: %+v waited %v", o, w)
+	}
+	q3 := New[int](1, OverflowClose)
+	q3.Push(1, High)
+	if o, w := q3.PushWait(2, High, time.Minute); o.Result != Overflowed || w {
+		t.Fatalf("PushWait under OverflowClose: %+v waited %v", o, w)
 	}
 }
