@@ -117,6 +117,7 @@ func (n *Node) callMux(ctx context.Context, addr, method string, req []byte) (re
 			}
 			return notSent(fmt.Errorf("mesh: open mux stream to %s: %w", addr, err))
 		}
+		n.muxCalls.Add(1)
 		res, err := ms.call(ctx, method, req)
 		if errors.Is(err, errMuxDead) && attempt < 3 {
 			continue // another stream, or a fresh one

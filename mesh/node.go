@@ -91,6 +91,8 @@ type Node struct {
 	// before mux streams); refuseMux makes the node refuse mux streams as
 	// a node from before them does.
 	noMux, refuseMux atomic.Bool
+	// Calls sent on mux streams and on streams of their own (for tests).
+	muxCalls, streamCalls atomic.Int64
 }
 
 // dial is one connection attempt to an address, shared by concurrent callers.

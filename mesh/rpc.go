@@ -56,6 +56,7 @@ func (n *Node) Call(ctx context.Context, addr, method string, req []byte) ([]byt
 
 // callStream runs a call on a stream of its own (kindRPC).
 func (n *Node) callStream(ctx context.Context, addr, method string, req []byte) ([]byte, error) {
+	n.streamCalls.Add(1)
 	s, _, err := n.openStream(ctx, addr, kindRPC, method)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: call %s: %w: %w", method, ErrNotSent, err)
