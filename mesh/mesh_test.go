@@ -584,16 +584,18 @@ func x509VerifyAny(id *Identity) x509.VerifyOptions {
 }
 
 // BenchmarkCallParallel: small calls from 8 goroutines per CPU, each on
-// a stream of its own (stream) or on the connection's mux streams (mux,
-// with up to 1, 4 or 8 of them); BenchmarkCall is one at a time.
+// a stream of its own (stream) or on the connection's mux streams (muxN:
+// up to N of them, another opened as soon as the least busy has a call in
+// flight; muxNsM: once it has M); BenchmarkCall is one at a time.
 func BenchmarkCallParallel(b *testing.B) {
 	for _, tc := range []struct {
-		name    string
-		streams int // 0: a stream per call
-	}{{"stream", 0}, {"mux1", 1}, {"mux4", 4}, {"mux8", 8}} {
+		name     string
+		streams  int // 0: a stream per call
+		spreadAt int32
+	}{{"stream", 0, 0}, {"mux1", 1, 1}, {"mux2", 2, 1}, {"mux4", 4, 1}, {"mux4s8", 4, 8}, {"mux8", 8, 1}} {
 		b.Run(tc.name, func(b *testing.B) {
 			if tc.streams > 0 {
-				setMux(b, tc.streams, 1)
+				setMux(b, tc.streams, tc.spreadAt)
 			}
 			ids := pki(b, "core", "edge")
 			core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
