@@ -455,14 +455,10 @@ func (ms *muxStream) readLoop() {
 	for {
 		frame, err := readFrameMax(ms.s, MaxFrameSize+muxReplyOverhead)
 		var id uint64
+		var st byte
+		var payload []byte
 		if err == nil {
-			var k int
-			id, k = binary.Uvarint(frame)
-			if k <= 0 || len(frame) <= k {
-				err = fmt.Errorf("%w: malformed mux reply", ErrProtocol)
-			} else {
-				frame = frame[k:]
-			}
+			id, st, payload, err = parseMuxReply(frame)
 		}
 		if err != nil {
 			ms.fail(err)
@@ -476,7 +472,7 @@ func (ms *muxStream) readLoop() {
 			continue // a reply to no call: drop it
 		}
 		ms.inflight.Add(-1)
-		mc.reply <- muxResult{status: frame[0], payload: frame[1:]}
+		mc.reply <- muxResult{status: st, payload: payload}
 	}
 }
 
@@ -566,36 +562,59 @@ func (m *muxServer) readLoop(ctx context.Context, peer string, role Role) error 
 			}
 			return nil // reset, or its connection lost: nothing to say
 		}
-		if len(frame) == 0 {
-			return fmt.Errorf("%w: empty mux frame", ErrProtocol)
+		typ, id, method, req, err := parseMuxFrame(frame)
+		if err != nil {
+			return err
 		}
-		id, k := binary.Uvarint(frame[1:])
-		if k <= 0 {
-			return fmt.Errorf("%w: malformed mux call id", ErrProtocol)
-		}
-		body := frame[1+k:]
-		switch frame[0] {
-		case muxFrameCancel:
-			if len(body) != 0 {
-				return fmt.Errorf("%w: malformed mux cancel", ErrProtocol)
-			}
+		if typ == muxFrameCancel {
 			m.mu.Lock()
 			if cancel := m.calls[id]; cancel != nil {
 				cancel()
 			} // else: finished already, or never was
 			m.mu.Unlock()
-		case muxFrameCall:
-			if len(body) == 0 || len(body) < 1+int(body[0]) {
-				return fmt.Errorf("%w: malformed mux call", ErrProtocol)
-			}
-			method, req := string(body[1:1+int(body[0])]), body[1+int(body[0]):]
-			if err := m.start(ctx, peer, role, id, method, req); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("%w: mux frame type %d", ErrProtocol, frame[0])
+			continue
+		}
+		if err := m.start(ctx, peer, role, id, string(method), req); err != nil {
+			return err
 		}
 	}
+}
+
+// parseMuxFrame parses a caller's frame (appendMuxFrame): a call (its
+// method and request alias frame) or a cancel.
+func parseMuxFrame(frame []byte) (typ byte, id uint64, method, req []byte, err error) {
+	if len(frame) == 0 {
+		return 0, 0, nil, nil, fmt.Errorf("%w: empty mux frame", ErrProtocol)
+	}
+	typ = frame[0]
+	if typ != muxFrameCall && typ != muxFrameCancel {
+		return 0, 0, nil, nil, fmt.Errorf("%w: mux frame type %d", ErrProtocol, typ)
+	}
+	id, k := binary.Uvarint(frame[1:])
+	if k <= 0 {
+		return 0, 0, nil, nil, fmt.Errorf("%w: malformed mux call id", ErrProtocol)
+	}
+	body := frame[1+k:]
+	if typ == muxFrameCancel {
+		if len(body) != 0 {
+			return 0, 0, nil, nil, fmt.Errorf("%w: malformed mux cancel", ErrProtocol)
+		}
+		return typ, id, nil, nil, nil
+	}
+	if len(body) == 0 || len(body) < 1+int(body[0]) {
+		return 0, 0, nil, nil, fmt.Errorf("%w: malformed mux call", ErrProtocol)
+	}
+	return typ, id, body[1 : 1+int(body[0])], body[1+int(body[0]):], nil
+}
+
+// parseMuxReply parses a server's reply frame: id, status, payload
+// (aliasing frame).
+func parseMuxReply(frame []byte) (id uint64, st byte, payload []byte, err error) {
+	id, k := binary.Uvarint(frame)
+	if k <= 0 || len(frame) <= k {
+		return 0, 0, nil, fmt.Errorf("%w: malformed mux reply", ErrProtocol)
+	}
+	return id, frame[k], frame[k+1:], nil
 }
 
 // start checks a call as serveRPC does and runs its handler on its own
