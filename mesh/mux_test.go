@@ -800,3 +800,111 @@ func FuzzParseMuxReply(f *testing.F) {
 		}
 	})
 }
+
+// TestMuxChaos: many callers with short deadlines against handlers of
+// random delay, while the connection is cut now and then. Every call ends
+// (no hang); a reply is always the caller's own; a call that says
+// ErrNotSent never reached a handler; afterwards nothing is left in
+// flight.
+func TestMuxChaos(t *testing.T) {
+	ids := pki(t, "core", "edge")
+	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
+	var seen sync.Map // request -> true, as handlers see them
+	var running atomic.Int32
+	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) {
+		seen.Store(string(req), true)
+		running.Add(1)
+		defer running.Add(-1)
+		d := time.Duration(req[len(req)-1]%8) * time.Millisecond
+		select {
+		case <-time.After(d):
+			return req, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	})
+	addr := core.Addr()
+	stop := make(chan struct{})
+	var cutter sync.WaitGroup
+	cutter.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(30 * time.Millisecond):
+			}
+			edge.mu.Lock()
+			d := edge.dials[addr]
+			edge.mu.Unlock()
+			if d != nil {
+				select {
+				case <-d.done:
+					if d.conn != nil {
+						d.conn.CloseWithError(codeNoError, "chaos")
+					}
+				default:
+				}
+			}
+		}
+	})
+	var notSent sync.Map
+	var ok, failed, unsent atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 32 {
+		wg.Go(func() {
+			for i := range 150 {
+				req := fmt.Appendf(nil, "%d/%d/%c", w, i, byte(i*7+w))
+				ctx, cancel := context.WithTimeout(context.Background(), time.Duration(1+(i+w)%6)*time.Millisecond)
+				start := time.Now()
+				got, err := edge.Call(ctx, addr, "echo", req)
+				cancel()
+				if took := time.Since(start); took > 5*time.Second {
+					t.Errorf("call took %v", took)
+				}
+				switch {
+				case err == nil:
+					ok.Add(1)
+					if !bytes.Equal(got, req) {
+						t.Errorf("got %q, want %q", got, req)
+					}
+				case errors.Is(err, ErrNotSent):
+					unsent.Add(1)
+					notSent.Store(string(req), err)
+				default:
+					failed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	cutter.Wait()
+	t.Logf("ok %d, failed %d, not sent %d", ok.Load(), failed.Load(), unsent.Load())
+	waitFor(t, 10*time.Second, "handlers end", func() error {
+		if n := running.Load(); n != 0 {
+			return fmt.Errorf("%d running", n)
+		}
+		return nil
+	})
+	notSent.Range(func(k, v any) bool {
+		if _, hit := seen.Load(k); hit {
+			t.Errorf("%s: %v, yet its handler ran", k, v)
+		}
+		return true
+	})
+	if ok.Load() == 0 || failed.Load()+unsent.Load() == 0 {
+		t.Errorf("the test did not exercise both outcomes: ok %d, failed %d, not sent %d", ok.Load(), failed.Load(), unsent.Load())
+	}
+	// Whatever stream survives has nothing in flight once replies are in.
+	if _, err := edge.Call(ctxT(t), addr, "echo", []byte("end/x")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "nothing in flight", func() error {
+		for _, ms := range muxStreamsOf(muxPoolTo(t, edge, addr)) {
+			if n := ms.inflight.Load(); n != 0 {
+				return fmt.Errorf("%d in flight", n)
+			}
+		}
+		return nil
+	})
+}
