@@ -28,8 +28,8 @@ import (
 // side: one reader goroutine; each handler writes its own reply, one at a
 // time (muxServer.write).
 //
-// Lock order: muxPool.mu, then muxStream.mu; Node.mu is never held with
-// either.
+// Lock order: muxPool.mu, then muxStream.mu or Node.mu (spawn).
+// muxServer.mu and muxServer.wmu are never held together, nor with Node.mu.
 
 // Mux tuning. Variables, not constants, so tests and benchmarks can vary them.
 var (
@@ -150,12 +150,13 @@ func (p *muxPool) pick(ctx context.Context) (*muxStream, error) {
 				best = ms
 			}
 		}
-		if best != nil && (best.inflight.Load() < muxSpreadAt || len(p.streams) >= muxStreams) {
+		all := len(p.streams) >= muxStreams
+		if best != nil && (best.inflight.Load() < muxSpreadAt || all) {
 			p.mu.Unlock()
 			if best.reserve() {
 				return best, nil
 			}
-			if len(p.streams) >= muxStreams {
+			if all {
 				return nil, errMuxFull
 			}
 			continue
