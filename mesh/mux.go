@@ -522,10 +522,8 @@ func (n *Node) serveMux(peer string, role Role, s *quic.Stream) {
 	err := m.readLoop(ctx, peer, role)
 	if err == io.EOF {
 		// The caller closed its side: answer what is in flight, then close.
-		m.handlers.Wait()
-		m.wmu.Lock()
+		m.handlers.Wait() // the goroutine writing replies, if any, is one of them
 		s.Close()
-		m.wmu.Unlock()
 		return
 	}
 	if err != nil {
@@ -544,9 +542,16 @@ type muxServer struct {
 	mu    sync.Mutex
 	calls map[uint64]context.CancelFunc // guarded by mu; handlers running, by call id
 
-	wmu  sync.Mutex // one reply written at a time
-	wbuf []byte     // guarded by wmu
+	wmu       sync.Mutex
+	queue     [][]byte // guarded by wmu; reply bytes to write, in order
+	tailOwned bool     // guarded by wmu; the last of queue is reply's own buffer, for more small replies
+	writing   bool     // guarded by wmu; a goroutine is writing queue (reply)
+	broken    bool     // guarded by wmu; a write failed: the stream is reset
 }
+
+// muxCopyMax is the largest reply payload the server copies into its
+// write queue; a larger one is queued as it is.
+const muxCopyMax = 16 << 10
 
 // readLoop reads call and cancel frames until the stream ends (io.EOF:
 // the caller closed it) or breaks the protocol (an error: the stream is
@@ -666,27 +671,57 @@ func (m *muxServer) start(ctx context.Context, peer string, role Role, id uint64
 	return nil
 }
 
-// reply writes one reply frame; one writer at a time. A caller that does
-// not take it within replyTimeout has the stream reset.
+// reply queues one reply frame and, unless a goroutine is writing
+// already, writes the queue until it is empty: one writer at a time, and
+// replies that finish while it writes go out together in its next Write.
+// A caller that does not take a write within replyTimeout has the stream
+// reset.
 func (m *muxServer) reply(id uint64, st byte, payload []byte) {
 	m.wmu.Lock()
-	defer m.wmu.Unlock()
-	b := append(m.wbuf[:0], 0, 0, 0, 0)
+	if m.broken {
+		m.wmu.Unlock()
+		return
+	}
+	var b []byte
+	if m.tailOwned {
+		b = m.queue[len(m.queue)-1]
+		m.queue = m.queue[:len(m.queue)-1]
+	}
+	at := len(b)
+	b = append(b, 0, 0, 0, 0)
 	b = binary.AppendUvarint(b, id)
 	b = append(b, st)
-	binary.BigEndian.PutUint32(b, uint32(len(b)-4+len(payload)))
-	m.s.SetWriteDeadline(time.Now().Add(replyTimeout))
-	var err error
-	if len(payload) <= 4<<10 {
-		b = append(b, payload...)
-		_, err = m.s.Write(b)
-	} else if _, err = m.s.Write(b); err == nil {
-		_, err = m.s.Write(payload)
+	binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at-4+len(payload)))
+	if len(payload) <= muxCopyMax {
+		m.queue = append(m.queue, append(b, payload...))
+		m.tailOwned = true
+	} else {
+		m.queue = append(m.queue, b, payload) // not copied
+		m.tailOwned = false
 	}
-	if cap(b) <= 64<<10 {
-		m.wbuf = b
+	if m.writing {
+		m.wmu.Unlock()
+		return
 	}
-	if err != nil {
-		reset(m.s, codeNoError) // the stream context ends: so do the handlers
+	m.writing = true
+	for len(m.queue) > 0 {
+		q := m.queue
+		m.queue, m.tailOwned = nil, false
+		m.wmu.Unlock()
+		var err error
+		for _, seg := range q {
+			m.s.SetWriteDeadline(time.Now().Add(replyTimeout))
+			if _, err = m.s.Write(seg); err != nil {
+				break
+			}
+		}
+		m.wmu.Lock()
+		if err != nil {
+			m.broken = true
+			m.queue = nil
+			reset(m.s, codeNoError) // the stream context ends: so do the handlers
+		}
 	}
+	m.writing = false
+	m.wmu.Unlock()
 }
