@@ -908,3 +908,40 @@ func TestMuxChaos(t *testing.T) {
 		return nil
 	})
 }
+
+// TestMuxLocalClose: closing the caller's own node fails its calls in
+// flight at once, and later calls with ErrClosed.
+func TestMuxLocalClose(t *testing.T) {
+	ids := pki(t, "core", "edge")
+	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
+	var started sync.WaitGroup
+	const n = 10
+	started.Add(n)
+	core.HandleRPC("block", func(ctx context.Context, peer string, req []byte) ([]byte, error) {
+		started.Done()
+		<-ctx.Done()
+		return nil, ctx.Err()
+	})
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := edge.Call(ctxT(t), core.Addr(), "block", nil)
+			errs <- err
+		}()
+	}
+	started.Wait()
+	edge.Close()
+	for range n {
+		select {
+		case err := <-errs:
+			if err == nil || errors.Is(err, ErrNotSent) {
+				t.Errorf("call in flight when its node closed: got %v, want an error, not ErrNotSent", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a call hangs after its node closed")
+		}
+	}
+	if _, err := edge.Call(ctxT(t), core.Addr(), "block", nil); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrNotSent) {
+		t.Errorf("call after Close: got %v, want ErrClosed and ErrNotSent", err)
+	}
+}
