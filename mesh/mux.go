@@ -547,6 +547,8 @@ type muxServer struct {
 	tailOwned bool     // guarded by wmu; the last of queue is reply's own buffer, for more small replies
 	writing   bool     // guarded by wmu; a goroutine is writing queue (reply)
 	broken    bool     // guarded by wmu; a write failed: the stream is reset
+	spare     []byte   // guarded by wmu; a written buffer, for the next small reply
+	spareQ    [][]byte // guarded by wmu; a written queue, for the next
 }
 
 // muxCopyMax is the largest reply payload the server copies into its
@@ -682,10 +684,15 @@ func (m *muxServer) reply(id uint64, st byte, payload []byte) {
 		m.wmu.Unlock()
 		return
 	}
-	var b []byte
+	b := m.spare
 	if m.tailOwned {
 		b = m.queue[len(m.queue)-1]
 		m.queue = m.queue[:len(m.queue)-1]
+	} else {
+		m.spare = nil
+	}
+	if m.queue == nil {
+		m.queue, m.spareQ = m.spareQ, nil
 	}
 	at := len(b)
 	b = append(b, 0, 0, 0, 0)
@@ -705,7 +712,7 @@ func (m *muxServer) reply(id uint64, st byte, payload []byte) {
 	}
 	m.writing = true
 	for len(m.queue) > 0 {
-		q := m.queue
+		q, owned := m.queue, m.tailOwned
 		m.queue, m.tailOwned = nil, false
 		m.wmu.Unlock()
 		var err error
@@ -720,6 +727,15 @@ func (m *muxServer) reply(id uint64, st byte, payload []byte) {
 			m.broken = true
 			m.queue = nil
 			reset(m.s, codeNoError) // the stream context ends: so do the handlers
+			break
+		}
+		// Keep the buffers of a small batch for the next one.
+		if last := q[len(q)-1]; owned && m.spare == nil && cap(last) <= 64<<10 {
+			m.spare = last[:0]
+		}
+		if m.spareQ == nil && cap(q) <= 256 {
+			clear(q)
+			m.spareQ = q[:0]
 		}
 	}
 	m.writing = false
