@@ -41,7 +41,7 @@
 // Call sends a request of up to 64 KiB on a mux stream: a caller keeps up
 // to 4 per connection, opened as calls need them and kept for the
 // connection's life. The server checks each call's method and role as for
-// kind 1 (statuses 1, 2, 4 answer that call alone), runs its handler on
+// kind 1 (statuses 1 to 4 answer that call alone), runs its handler on
 // its own goroutine and writes each reply when it is ready, one at a time.
 // Ids are the caller's; one stream has at most 1,024 calls in flight (from
 // the call frame to its reply) and never the same id twice; a caller frame
