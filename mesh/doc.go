@@ -16,8 +16,8 @@
 //
 // # Wire format
 //
-// ALPN is "relaymesh/1". Every use opens its own bidirectional stream, which
-// starts with a header naming its kind and method:
+// ALPN is "relaymesh/1". Every stream is bidirectional and starts with a
+// header naming its kind and method:
 //
 //	header  = kind:uint8 method-len:uint8 method:bytes
 //	frame   = length:uint32 (big endian, <= MaxFrameSize) payload:bytes
@@ -32,13 +32,38 @@
 //	          then both sides send frames until FIN (Stream.Close)
 //	3 raft    client: header with an empty method, then raw hashicorp/raft
 //	          NetworkTransport bytes both ways (Node.RaftLayer)
+//	4 mux     client: header with an empty method; server: status 0
+//	          then, both ways until either side resets, frames of many calls:
+//	          client: frame(0 id:uvarint method-len:uint8 method request)
+//	                  frame(1 id:uvarint)   cancel the call id
+//	          server: frame(id:uvarint status:uint8 payload)   in any order
+//
+// Call sends a request of up to 64 KiB on a mux stream: a caller keeps up
+// to 4 per connection, opened as calls need them and kept for the
+// connection's life. The server checks each call's method and role as for
+// kind 1 (statuses 1 to 4 answer that call alone), runs its handler on
+// its own goroutine and writes each reply when it is ready, one at a time.
+// Ids are the caller's; one stream has at most 1,024 calls in flight (from
+// the call frame to its reply) and never the same id twice; a caller frame
+// over 64 KiB + 267 bytes, a malformed one, a duplicate id or a call beyond
+// the limit resets the stream with code 2, ending its handlers. A cancel
+// ends that handler's context; a cancel of an id not in flight is ignored.
+// Every call is answered, cancelled or not: the caller counts a call in
+// flight until its reply and drops a reply it no longer waits for. A
+// larger request, or any when every mux stream is full, takes a kind 1
+// stream of its own. A reply payload is up to MaxFrameSize (its frame,
+// with id and status, up to 11 bytes more). A node that does not know
+// kind 4 resets the stream with code 2 instead of status 0: its caller
+// then uses kind 1 on that connection (relaymesh before issue 11).
 //
 // Deadlines: a dial gives up after 3 s (shared by every caller waiting for
 // it); a connection whose peer is silent for 10 s (keepalives every 2 s)
 // is dropped with every stream on it; Stream.Send fails after its send
 // timeout (DefaultSendTimeout, 10 s) and resets the stream; an RPC reply
-// the caller does not read within 10 s is reset. Call is bounded by its
-// context. A Call that failed before its request was written wraps
+// the caller does not read within 10 s is reset, and so is a mux stream
+// whose writes (either side) are held up for 10 s, failing its calls.
+// Call is bounded by its context. A Call that failed before its request
+// was written (on a mux stream: completely handed to the stream) wraps
 // ErrNotSent, so a caller knows when a retry cannot duplicate it.
 //
 // An oversize frame is refused by the sender (ErrFrameTooLarge) and, if one
@@ -49,8 +74,11 @@
 // An rpc whose caller's role may not call the method is answered with
 // status 4 before its request is read, and the server stops the stream's
 // sending side (STOP_SENDING); the caller then reads the answer. A caller
-// whose context ends resets both directions of its stream; the server's
-// handler context ends when the caller stops reading.
+// whose context ends resets both directions of its stream (on a mux
+// stream: sends a cancel); the server's handler context ends when the
+// caller stops reading (or cancels).
 //
-// History: relaymesh/1 is the first version of this protocol.
+// History: relaymesh/1 is the first version of this protocol. Kind 4 (mux)
+// was added to it later (issue 11) without a new ALPN: a caller falls back
+// to kind 1 on a node that refuses it.
 package mesh

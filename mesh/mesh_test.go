@@ -533,20 +533,25 @@ func FuzzReadFrame(f *testing.F) {
 }
 
 func BenchmarkCall(b *testing.B) {
-	ids := pki(b, "core", "edge")
-	core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
-	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
-	req := bytes.Repeat([]byte("x"), 256)
-	ctx := context.Background()
-	if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
-			b.Fatal(err)
-		}
+	for _, mux := range []bool{false, true} {
+		b.Run(map[bool]string{false: "stream", true: "mux"}[mux], func(b *testing.B) {
+			ids := pki(b, "core", "edge")
+			core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
+			edge.noMux.Store(!mux)
+			core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+			req := bytes.Repeat([]byte("x"), 256)
+			ctx := context.Background()
+			if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
@@ -578,26 +583,42 @@ func x509VerifyAny(id *Identity) x509.VerifyOptions {
 	return x509.VerifyOptions{Roots: id.Roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
 }
 
+// BenchmarkCallParallel: small calls from 8 goroutines per CPU, each on
+// a stream of its own (stream) or on the connection's mux streams (muxN:
+// up to N of them, another opened as soon as the least busy has a call in
+// flight; muxNsM: once it has M); BenchmarkCall is one at a time.
 func BenchmarkCallParallel(b *testing.B) {
-	ids := pki(b, "core", "edge")
-	core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
-	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
-	req := bytes.Repeat([]byte("x"), 256)
-	ctx := context.Background()
-	if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
-		b.Fatal(err)
-	}
-	b.ReportAllocs()
-	b.SetParallelism(8)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
-				b.Error(err)
-				return
+	for _, tc := range []struct {
+		name     string
+		streams  int // 0: a stream per call
+		spreadAt int32
+	}{{"stream", 0, 0}, {"mux1", 1, 1}, {"mux2", 2, 1}, {"mux4", 4, 1}, {"mux4s8", 4, 8}, {"mux8", 8, 1}} {
+		b.Run(tc.name, func(b *testing.B) {
+			if tc.streams > 0 {
+				setMux(b, tc.streams, tc.spreadAt)
 			}
-		}
-	})
+			ids := pki(b, "core", "edge")
+			core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
+			edge.noMux.Store(tc.streams == 0)
+			core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+			req := bytes.Repeat([]byte("x"), 256)
+			ctx := context.Background()
+			if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.SetParallelism(8)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkReadFrame: one frame through readFrame, the reader of every rpc

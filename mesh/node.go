@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -85,6 +86,13 @@ type Node struct {
 	dials   map[string]*dial         // guarded by mu; by dialled address
 	conns   map[*quic.Conn]struct{}  // guarded by mu; every live connection
 	raft    map[string]*raftLayer    // guarded by mu; each raft group's current layer (RaftLayerFor)
+
+	// Test hooks: noMux makes Call take a stream per call (the caller of
+	// before mux streams); refuseMux makes the node refuse mux streams as
+	// a node from before them does.
+	noMux, refuseMux atomic.Bool
+	// Calls sent on mux streams and on streams of their own (for tests).
+	muxCalls, streamCalls atomic.Int64
 }
 
 // dial is one connection attempt to an address, shared by concurrent callers.
@@ -92,6 +100,7 @@ type dial struct {
 	done chan struct{} // closed when conn/err are set
 	conn *quic.Conn
 	err  error
+	mux  *muxPool // the caller's mux streams on conn (mux.go)
 }
 
 // ListenOption changes how Listen sets up a node.
@@ -287,12 +296,21 @@ func (n *Node) serveConn(c *quic.Conn) {
 // has failed. Concurrent callers share one dial. cached reports whether the
 // connection existed before this call.
 func (n *Node) conn(ctx context.Context, addr string) (c *quic.Conn, cached bool, err error) {
+	d, cached, err := n.connDial(ctx, addr)
+	if err != nil {
+		return nil, false, err
+	}
+	return d.conn, cached, nil
+}
+
+// connDial is conn, returning the dial that made the connection.
+func (n *Node) connDial(ctx context.Context, addr string) (d *dial, cached bool, err error) {
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()
 		return nil, false, ErrClosed
 	}
-	d := n.dials[addr]
+	d = n.dials[addr]
 	if d != nil {
 		select {
 		case <-d.done:
@@ -314,10 +332,28 @@ func (n *Node) conn(ctx context.Context, addr string) (c *quic.Conn, cached bool
 
 	select {
 	case <-d.done:
-		return d.conn, cached, d.err
+		if d.err != nil {
+			return nil, false, d.err
+		}
+		return d, cached, nil
 	case <-ctx.Done():
 		return nil, false, ctx.Err()
 	}
+}
+
+// spawn runs f on a goroutine of the node, unless the node is closed.
+func (n *Node) spawn(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
 }
 
 // dial runs one connection attempt. It is bound to the node's lifetime, not
@@ -354,6 +390,7 @@ func (n *Node) dial(addr string, d *dial) {
 		return
 	}
 	d.conn = c
+	d.mux = &muxPool{n: n, c: c}
 	n.log.Debug("mesh: connected", "addr", addr, "peer", peerName(c))
 }
 

@@ -19,6 +19,7 @@ const (
 	kindRPC    byte = 1
 	kindStream byte = 2
 	kindRaft   byte = 3
+	kindMux    byte = 4 // mux.go
 )
 
 // Reply status, the first byte the server sends on rpc and stream streams.
@@ -32,12 +33,30 @@ const (
 
 // Call sends req to method on the node at addr and returns its reply. A
 // handler's error comes back wrapping ErrRemote; an unregistered method wraps
-// ErrRemote and ErrUnknownMethod. When ctx ends the stream is reset and
-// ctx.Err() returned.
+// ErrRemote and ErrUnknownMethod. When ctx ends Call returns ctx.Err() at
+// once and the server's handler sees its context end.
+//
+// A request of up to muxMaxRequest bytes shares a long-lived mux stream
+// with other calls (mux.go); a larger one, or any request to a peer that
+// does not know mux streams, takes a stream of its own.
 func (n *Node) Call(ctx context.Context, addr, method string, req []byte) ([]byte, error) {
 	if len(req) > MaxFrameSize {
 		return nil, fmt.Errorf("mesh: call %s: request of %d bytes: %w", method, len(req), ErrFrameTooLarge)
 	}
+	if len(method) > 255 {
+		return nil, fmt.Errorf("mesh: call %s: %w: method name of %d bytes, max 255", method, ErrNotSent, len(method))
+	}
+	if len(req) <= muxMaxRequest && !n.noMux.Load() {
+		if reply, err, ok := n.callMux(ctx, addr, method, req); ok {
+			return reply, err
+		}
+	}
+	return n.callStream(ctx, addr, method, req)
+}
+
+// callStream runs a call on a stream of its own (kindRPC).
+func (n *Node) callStream(ctx context.Context, addr, method string, req []byte) ([]byte, error) {
+	n.streamCalls.Add(1)
 	s, _, err := n.openStream(ctx, addr, kindRPC, method)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: call %s: %w: %w", method, ErrNotSent, err)
@@ -130,6 +149,16 @@ func (n *Node) serveStream(c *quic.Conn, peer string, s *quic.Stream) {
 		n.serveRPC(peer, role, string(method), s)
 	case kindStream:
 		n.serveOpen(peer, role, string(method), s)
+	case kindMux:
+		if n.refuseMux.Load() {
+			reset(s, codeProtocol) // as a node from before kindMux answers it
+			return
+		}
+		if len(method) != 0 {
+			reset(s, codeProtocol)
+			return
+		}
+		n.serveMux(peer, role, s)
 	case kindRaft:
 		// Only cores take part in raft (role.go): an edge or admin
 		// certificate can never append, vote or install a snapshot.
@@ -265,12 +294,17 @@ func writeFrame(w io.Writer, payload []byte) error {
 // readFrame reads one length-prefixed frame. A length over MaxFrameSize is
 // an error before anything is allocated.
 func readFrame(r io.Reader) ([]byte, error) {
+	return readFrameMax(r, MaxFrameSize)
+}
+
+// readFrameMax is readFrame with a limit of max bytes.
+func readFrameMax(r io.Reader, max int) ([]byte, error) {
 	var hdr [4]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, err
 	}
 	size := binary.BigEndian.Uint32(hdr[:])
-	if size > MaxFrameSize {
+	if uint64(size) > uint64(max) {
 		return nil, fmt.Errorf("frame of %d bytes: %w", size, ErrFrameTooLarge)
 	}
 	return readBody(r, int(size))
