@@ -135,17 +135,13 @@ func (c *conn) poolTurn() {
 			return
 		}
 		if err := c.writeCtx(context.Background(), f); err != nil { // appends
-			c.abortLocked()
-			c.wmu.Unlock()
-			c.writing.Store(false)
+			c.abortTurnLocked()
 			return
 		}
 	}
 	done, err := t.flushNB()
 	if err != nil {
-		c.abortLocked()
-		c.wmu.Unlock()
-		c.writing.Store(false)
+		c.abortTurnLocked()
 		return
 	}
 	if !done {
@@ -156,6 +152,14 @@ func (c *conn) poolTurn() {
 	_ = t.uncork() // nothing left to write: only stops collecting
 	c.wmu.Unlock()
 	c.afterBurst()
+}
+
+// abortTurnLocked drops the connection after a failed write in a pool
+// turn and ends the turn; c.wmu held, released here.
+func (c *conn) abortTurnLocked() {
+	c.abortLocked()
+	c.wmu.Unlock()
+	c.writing.Store(false)
 }
 
 // afterBurst ends a burst (c.writing set, c.wmu not held): another turn
