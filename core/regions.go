@@ -76,6 +76,17 @@ const (
 	// region cut off costs the others nothing) until a probe, this often,
 	// gets an answer from one of its cores.
 	regionProbeEvery = time.Second
+	// regionCheckAfter: a call to one core of another region unanswered
+	// this long is checked with a PING to the same core; a core that
+	// answers neither within regionPingWait is taken for dead (killed with
+	// no close: its connection takes writes until the mesh's idle
+	// timeout), the call goes on to the region's next core, and the core
+	// is tried last, its leader hints ignored, for regionSilentFor. A core
+	// that answers the PING is alive and busy (an election behind it):
+	// the call keeps waiting for it.
+	regionCheckAfter = time.Second
+	regionPingWait   = time.Second
+	regionSilentFor  = 10 * time.Second
 )
 
 // errRegionDown: no core of the region answered lately, and this request
@@ -126,6 +137,10 @@ type RegionStats struct {
 	// Refused counts push streams from other regions this core turned
 	// away while its edges were not back yet (regionwarm.go).
 	Refused atomic.Uint64
+	// SilentCores counts calls to another region's core abandoned because
+	// it answered neither the call nor a PING (callCore); the call went on
+	// to the next core.
+	SilentCores atomic.Uint64
 }
 
 type remoteRegion struct {
@@ -139,6 +154,7 @@ type remoteRegion struct {
 	online map[relay.PeerRef]struct{}  // guarded by mu; the region's presence summary as last pulled
 	pulled time.Time                   // guarded by mu; when a pull last succeeded
 	marks  map[relay.PeerRef]time.Time // guarded by mu; logins there not yet in a summary, until when
+	silent map[string]time.Time        // guarded by mu; cores that answered neither a call nor a PING, until when they are tried last
 }
 
 // NewRegions returns the link of region self's core on node to peers;
@@ -684,7 +700,7 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	deadline := time.Now().Add(wait)
-	answered := false
+	answered := false // some core answered: a reply, an error of its own, or a PING (callCore)
 	defer func() {
 		if !answered && (ctx.Err() == nil || time.Now().After(deadline)) {
 			g.markDown(rr)
@@ -699,13 +715,11 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 		return fmt.Errorf("%w: region %d: %v", errRegionDown, n, err)
 	}
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
-		addrs := rr.cores
-		if hint != "" {
-			addrs = append([]string{hint}, rr.cores...)
-		}
+		addrs := rr.callOrder(hint)
 		hint = ""
 		for _, addr := range addrs {
-			out, err := g.node.Call(ctx, addr, method, b)
+			out, err, alive := g.callCore(ctx, rr, addr, method, b)
+			answered = answered || alive
 			if err != nil {
 				if !errors.Is(err, mesh.ErrNotSent) {
 					maybe = true
@@ -716,13 +730,12 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 				lastErr = err
 				continue
 			}
-			answered = true
 			rep := new(meshpb.ClientReply)
 			if err := proto.Unmarshal(out, rep); err != nil {
 				return nil, fmt.Errorf("core: bad reply from region %d: %w", n, err)
 			}
 			if rep.GetNotLeader() {
-				if l := rep.GetLeader(); l != "" && l != addr {
+				if l := rep.GetLeader(); l != "" && l != addr && !rr.isSilent(l) {
 					hint = l
 					break
 				}
@@ -743,6 +756,94 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 		}
 	}
 	return nil, fail(fmt.Errorf("no core in reach: %v", lastErr))
+}
+
+// errCoreSilent: a core of another region answered neither a call, for
+// regionCheckAfter, nor a PING after it; the call was abandoned (it may
+// have reached the core).
+var errCoreSilent = errors.New("core: remote core answered neither the call nor a ping")
+
+// callCore runs one call to addr, a core of rr. A call unanswered for
+// regionCheckAfter is checked with a PING to the same core; if that goes
+// unanswered for regionPingWait too, the call is abandoned with
+// errCoreSilent and addr is marked silent (callOrder). alive reports that
+// the core answered: the call (a reply or an error of the core's own), or
+// the PING.
+func (g *Regions) callCore(ctx context.Context, rr *remoteRegion, addr, method string, b []byte) (out []byte, err error, alive bool) {
+	actx, abandon := context.WithCancel(ctx)
+	defer abandon()
+	var silent, pinged atomic.Bool
+	check := time.AfterFunc(regionCheckAfter, func() {
+		pctx, cancel := context.WithTimeout(actx, regionPingWait)
+		defer cancel()
+		_, err := g.node.Call(pctx, addr, meshpb.MethodClient, regionPing)
+		switch {
+		case err == nil:
+			pinged.Store(true)
+		case actx.Err() == nil:
+			silent.Store(true)
+			abandon()
+		}
+	})
+	out, err = g.node.Call(actx, addr, method, b)
+	check.Stop()
+	if err != nil && silent.Load() && ctx.Err() == nil {
+		g.stats.SilentCores.Add(1)
+		rr.markSilent(addr)
+		g.log.Warn("a core of another region answered neither a call nor a ping: trying the next", "region", rr.num, "core", addr)
+		return nil, fmt.Errorf("%w: %s", errCoreSilent, addr), false
+	}
+	return out, err, err == nil || errors.Is(err, mesh.ErrRemote) || pinged.Load()
+}
+
+// regionPing is the PING request callCore checks a silent core with.
+var regionPing, _ = proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
+
+// callOrder is the order a call tries rr's cores in: hint first (unless
+// silent), then the cores that are not silent, then the silent ones.
+func (rr *remoteRegion) callOrder(hint string) []string {
+	now := time.Now()
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	out := make([]string, 0, len(rr.cores)+1)
+	quiet := func(a string) bool { until, ok := rr.silent[a]; return ok && now.Before(until) }
+	first := hint != "" && !quiet(hint)
+	if first {
+		out = append(out, hint)
+	}
+	var last []string
+	for _, a := range rr.cores {
+		switch {
+		case first && a == hint:
+		case quiet(a):
+			last = append(last, a)
+		default:
+			out = append(out, a)
+		}
+	}
+	return append(out, last...)
+}
+
+// markSilent marks addr as a core to try last for regionSilentFor; it is
+// no longer taken for the region's router.
+func (rr *remoteRegion) markSilent(addr string) {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	if rr.silent == nil {
+		rr.silent = map[string]time.Time{}
+	}
+	rr.silent[addr] = time.Now().Add(regionSilentFor)
+	if rr.router == addr {
+		rr.router = ""
+	}
+}
+
+// isSilent reports whether addr was marked silent lately.
+func (rr *remoteRegion) isSilent(addr string) bool {
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	until, ok := rr.silent[addr]
+	return ok && time.Now().Before(until)
 }
 
 // markDown marks rr unreachable and starts its prober, which clears the
@@ -893,6 +994,7 @@ var (
 	descRegionUnreachable = metric.Counter("relaymesh_region_unreachable_total", "Requests to another region failed at once: no core of it answered lately.")
 	descRegionDropped     = metric.Counter("relaymesh_region_pushes_dropped_total", "Pushes dropped at the region hop (queue full), by class.", "class")
 	descRegionRefused     = metric.Counter("relaymesh_region_push_streams_refused_total", "Push streams from other regions turned away while this core's edges were not back after its start.")
+	descRegionSilent      = metric.Counter("relaymesh_region_silent_cores_total", "Calls to another region's core abandoned for the next core: it answered neither the call nor a ping.")
 )
 
 // Collector returns the collector of the region hop's series; nil
@@ -902,7 +1004,7 @@ func (g *Regions) Collector() prometheus.Collector {
 		return metric.Collectors{}
 	}
 	descs := []metric.Desc{descRegionSent, descRegionResent, descRegionReceived, descRegionFailed, descRegionCalls,
-		descRegionSkipped, descRegionSummaries, descRegionUnreachable, descRegionDropped, descRegionRefused}
+		descRegionSkipped, descRegionSummaries, descRegionUnreachable, descRegionDropped, descRegionRefused, descRegionSilent}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		s := metric.Chan(ch)
 		st := &g.stats
@@ -915,6 +1017,7 @@ func (g *Regions) Collector() prometheus.Collector {
 		s.Add(descRegionSummaries, float64(st.Summaries.Load()))
 		s.Add(descRegionUnreachable, float64(st.Unreachable.Load()))
 		s.Add(descRegionRefused, float64(st.Refused.Load()))
+		s.Add(descRegionSilent, float64(st.SilentCores.Load()))
 		for c := pq.Class(0); c < pq.NumClasses; c++ {
 			s.Add(descRegionDropped, float64(st.Dropped[c].Load()), c.String())
 		}

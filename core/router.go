@@ -113,6 +113,7 @@ type RouterStats struct {
 	Forwarded atomic.Uint64 // requests (or parts) sent to another core
 	Split     atomic.Uint64 // requests split over several shards
 	Hints     atomic.Uint64 // not_leader answers followed
+	Moved     atomic.Uint64 // forwards abandoned because the shard's leader changed (forwardWatched)
 	// Logins: the shards but the system shard a login's share was asked
 	// of (LoginParts), left out because the member index says the client
 	// has nothing there (LoginSkipped), and asked only because the index
@@ -325,9 +326,16 @@ func (r *Router) call(ctx context.Context, n int, req *meshpb.ClientRequest) (*m
 			continue
 		}
 		r.stats.Forwarded.Add(1)
-		rep, err := r.forward(ctx, addr, &meshpb.ShardRequest{Shard: uint32(n), Request: req})
+		rep, err, moved := r.forwardWatched(ctx, sh, addr, &meshpb.ShardRequest{Shard: uint32(n), Request: req})
 		if err != nil {
-			return nil, err
+			if !moved {
+				return nil, err
+			}
+			r.stats.Moved.Add(1)
+			if !req.RetrySafe() {
+				return nil, fmt.Errorf("core: shard %d's leader changed during the request, which is not safe to repeat; outcome unknown: %w", n, err)
+			}
+			continue // to the new leader
 		}
 		if !rep.GetNotLeader() {
 			return rep, nil
@@ -336,6 +344,53 @@ func (r *Router) call(ctx context.Context, n int, req *meshpb.ClientRequest) (*m
 		hint = rep.GetLeader()
 	}
 	return nil, fmt.Errorf("%w: shard %d has no leader in reach", ErrNotLeader, n)
+}
+
+// errLeaderMoved cancels a forward whose shard got another leader.
+var errLeaderMoved = errors.New("core: the shard's leader changed")
+
+// forwardCheckAfter: a forward to a shard's leader still unanswered after
+// this long is checked every forwardCheckEvery against the leader this
+// node's replica knows. Once raft names another leader (the old one was
+// killed, cut off or deposed: its connection may take writes until the
+// mesh's idle timeout and never answer), the forward is abandoned and
+// moved reports it; the caller sends a retry-safe request to the new
+// leader (the shard deduplicates sends) and fails the others as outcome
+// unknown, as the edge's link does (edge/corelink).
+const (
+	forwardCheckAfter = 250 * time.Millisecond
+	forwardCheckEvery = 100 * time.Millisecond
+)
+
+// forwardWatched forwards req to addr, shard sh's leader as this node
+// knew it, abandoning it if the shard's leader changes meanwhile.
+func (r *Router) forwardWatched(ctx context.Context, sh RouterShard, addr string, req *meshpb.ShardRequest) (rep *meshpb.ClientReply, err error, moved bool) {
+	fctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var mu sync.Mutex
+	var t *time.Timer
+	done := false
+	check := func() {
+		if l := sh.Leader(); l != "" && l != addr || sh.Core.leads() {
+			cancel(errLeaderMoved)
+			return
+		}
+		mu.Lock()
+		if !done {
+			t.Reset(forwardCheckEvery)
+		}
+		mu.Unlock()
+	}
+	mu.Lock()
+	t = time.AfterFunc(forwardCheckAfter, check)
+	mu.Unlock()
+	rep, err = r.forward(fctx, addr, req)
+	mu.Lock()
+	done = true
+	t.Stop()
+	mu.Unlock()
+	moved = err != nil && ctx.Err() == nil && errors.Is(context.Cause(fctx), errLeaderMoved)
+	return rep, err, moved
 }
 
 // HandleClient routes one request from an edge (this node leads the
@@ -1238,6 +1293,7 @@ var (
 	descRouterFwd     = metric.Counter("relaymesh_router_forwarded_total", "Requests or request parts the router sent to another core's shard leader.")
 	descRouterSplit   = metric.Counter("relaymesh_router_split_total", "Requests the router split over several shards (login, queries, receipts).")
 	descRouterHints   = metric.Counter("relaymesh_router_not_leader_hints_total", "not_leader answers the router followed to another core.")
+	descRouterMoved   = metric.Counter("relaymesh_router_moved_total", "Forwards to a shard leader abandoned because the shard got another leader meanwhile (retry-safe requests go to the new one).")
 	descLoginParts    = metric.Counter("relaymesh_router_login_parts_total", "Shards but the system shard asked for a login's share.")
 	descLoginSkipped  = metric.Counter("relaymesh_router_login_skipped_total", "Shards a login did not ask: the catalog's member index vouches the client has nothing there.")
 	descLoginFallback = metric.Counter("relaymesh_router_login_fallback_total", "Shards a login asked only because the member index could not be trusted for them (behind or unavailable).")
@@ -1252,7 +1308,7 @@ var (
 // The shard cores' series are core.Collector's (summed over the shards).
 func (r *Router) Collector() prometheus.Collector {
 	descs := []metric.Desc{descRouterShards, descRouterLed, descRouterLocal, descRouterFwd, descRouterSplit,
-		descRouterHints, descLoginParts, descLoginSkipped, descLoginFallback, descUniqueRouted,
+		descRouterHints, descRouterMoved, descLoginParts, descLoginSkipped, descLoginFallback, descUniqueRouted,
 		descUniqueWon, descUniqueLost, descUniqueUnreach}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		led := 0
@@ -1272,6 +1328,7 @@ func (r *Router) Collector() prometheus.Collector {
 		s.Add(descRouterFwd, float64(r.stats.Forwarded.Load()))
 		s.Add(descRouterSplit, float64(r.stats.Split.Load()))
 		s.Add(descRouterHints, float64(r.stats.Hints.Load()))
+		s.Add(descRouterMoved, float64(r.stats.Moved.Load()))
 		s.Add(descLoginParts, float64(r.stats.LoginParts.Load()))
 		s.Add(descLoginSkipped, float64(r.stats.LoginSkipped.Load()))
 		s.Add(descLoginFallback, float64(r.stats.LoginFallback.Load()))

@@ -3,6 +3,8 @@ package core
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +23,15 @@ type routerEnv struct {
 	rt    *Router
 	reps  []*fakeReplica
 	cores []*Core
-	hints []string // Leader() of each shard
+	mu    sync.Mutex
+	hints []string // guarded by mu; Leader() of each shard (setHint)
+}
+
+// setHint sets shard i's leader as the router's replica knows it.
+func (e *routerEnv) setHint(i int, addr string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.hints[i] = addr
 }
 
 func newRouterEnv(t *testing.T, n int, forward func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error)) *routerEnv {
@@ -39,7 +49,11 @@ func newRouterEnv(t *testing.T, n int, forward func(ctx context.Context, addr st
 		c := New(Config{Replica: rep, Apps: apps.NewDev(), Relay: rl, System: sys, Home: catalog.ConvID{Region: 1, Shard: uint16(i)}})
 		t.Cleanup(func() { c.Close() })
 		e.reps, e.cores = append(e.reps, rep), append(e.cores, c)
-		shards = append(shards, RouterShard{Core: c, Leader: func() string { return e.hints[i] }})
+		shards = append(shards, RouterShard{Core: c, Leader: func() string {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			return e.hints[i]
+		}})
 	}
 	rt, err := NewRouter(RouterConfig{Region: 1, Shards: shards, Self: "self", Forward: forward})
 	if err != nil {
@@ -95,7 +109,7 @@ func TestRouterForwardsAndFollowsHints(t *testing.T) {
 	}
 	e := newRouterEnv(t, 2, forward)
 	e.reps[1].follower.Store(true)
-	e.hints[1] = "old"
+	e.setHint(1, "old")
 	cid, _ := catalog.NewConvID(1, 1)
 	b, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{Cid: proto.String(cid)}})
 	req := &meshpb.ClientRequest{Kind: meshpb.ClientRequest_COMMAND, AppId: testApp, PeerId: "p", Command: b}
@@ -111,7 +125,7 @@ func TestRouterForwardsAndFollowsHints(t *testing.T) {
 	}
 
 	// No leader known: bounded by the request's context.
-	e.hints[1] = ""
+	e.setHint(1, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancel()
 	if _, err := e.rt.HandleClient(ctx, req); !errors.Is(err, context.DeadlineExceeded) {
@@ -133,7 +147,7 @@ func TestRouterForwardsAndFollowsHints(t *testing.T) {
 	}
 	// HandleShard on a shard it does not lead answers not_leader with
 	// the hint, doing nothing.
-	e.hints[1] = "new"
+	e.setHint(1, "new")
 	rep, err = e.rt.HandleShard(context.Background(), 1, req)
 	if err != nil || !rep.GetNotLeader() || rep.GetLeader() != "new" {
 		t.Fatalf("HandleShard on a follower: %v, %v", rep, err)
@@ -253,5 +267,80 @@ func TestRouterPlacement(t *testing.T) {
 	}
 	if got := e.rt.place(testApp, "n", uniq("n", "m")); got != want {
 		t.Fatalf("existing unique conversation on shard %d: placed on %d", want, got)
+	}
+}
+
+// A forward to a shard leader that dies without a close (kill -9: its
+// connection takes the request and never answers) is abandoned once the
+// router's replica learns the new leader: a retry-safe request goes to the
+// new leader, another fails at once as outcome unknown, neither waits out
+// its context. Before, the lab's leader kill failed sends for 5 s.
+func TestRouterForwardMovesToNewLeader(t *testing.T) {
+	var mu sync.Mutex
+	var calls []string
+	forward := func(ctx context.Context, addr string, req *meshpb.ShardRequest) (*meshpb.ClientReply, error) {
+		mu.Lock()
+		calls = append(calls, addr)
+		mu.Unlock()
+		if addr == "dead" {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return &meshpb.ClientReply{ErrorReason: "served by " + addr}, nil
+	}
+	e := newRouterEnv(t, 2, forward)
+	e.reps[1].follower.Store(true)
+	cid, _ := catalog.NewConvID(1, 1)
+	send := func(dt string) *meshpb.ClientRequest {
+		b, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+			DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String("hi"), Dt: proto.String(dt)}})
+		return &meshpb.ClientRequest{Kind: meshpb.ClientRequest_COMMAND, AppId: testApp, PeerId: "p", Command: b}
+	}
+	add, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_conv.Enum(), Op: lcpb.OpType_add.Enum(),
+		ConvMessage: &lcpb.ConvCommand{Cid: proto.String(cid), M: []string{"q"}}})
+	for _, tc := range []struct {
+		name string
+		req  *meshpb.ClientRequest
+		safe bool
+	}{
+		{"send with dt", send("dt-1"), true},
+		{"conv add", &meshpb.ClientRequest{Kind: meshpb.ClientRequest_COMMAND, AppId: testApp, PeerId: "p", Command: add}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			calls = nil
+			mu.Unlock()
+			e.setHint(1, "dead")
+			moved := e.rt.Stats().Moved.Load()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			elected := time.AfterFunc(400*time.Millisecond, func() { e.setHint(1, "new") })
+			defer elected.Stop()
+			rep, err := e.rt.HandleClient(ctx, tc.req)
+			if ctx.Err() != nil {
+				t.Fatalf("the request waited out its context: %v", err)
+			}
+			mu.Lock()
+			got := append([]string(nil), calls...)
+			mu.Unlock()
+			if e.rt.Stats().Moved.Load() != moved+1 {
+				t.Errorf("moved counted %d, want %d", e.rt.Stats().Moved.Load(), moved+1)
+			}
+			if tc.safe {
+				if err != nil || rep.GetErrorReason() != "served by new" {
+					t.Fatalf("got %v, %v; want the new leader's reply", rep, err)
+				}
+				if len(got) != 2 || got[0] != "dead" || got[1] != "new" {
+					t.Fatalf("forwarded to %v, want [dead new]", got)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "outcome unknown") {
+				t.Fatalf("got %v, %v; want an outcome-unknown error", rep, err)
+			}
+			if len(got) != 1 {
+				t.Fatalf("forwarded to %v, want only the dead leader (not safe to repeat)", got)
+			}
+		})
 	}
 }

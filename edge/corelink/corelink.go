@@ -25,7 +25,6 @@ import (
 
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/metric"
-	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
@@ -284,7 +283,7 @@ func (l *Link) call(ctx context.Context, req *meshpb.ClientRequest, b []byte) (*
 	var safeKnown, safeVal bool
 	isSafe := func() bool {
 		if !safeKnown {
-			safeKnown, safeVal = true, retrySafe(req)
+			safeKnown, safeVal = true, req.RetrySafe()
 		}
 		return safeVal
 	}
@@ -522,43 +521,6 @@ func (l *Link) askCores() string {
 		l.follow(hint, 0, false)
 	}
 	return hint
-}
-
-// retrySafe reports whether req may be sent again to another core after
-// its outcome became unknown: doing it twice is the same as doing it once.
-func retrySafe(req *meshpb.ClientRequest) bool {
-	switch req.Kind {
-	case meshpb.ClientRequest_PING, meshpb.ClientRequest_OPEN, meshpb.ClientRequest_CLOSE:
-		return true
-	case meshpb.ClientRequest_COMMAND:
-	default:
-		return false // ADMIN: the REST API answers 5xx and its caller decides
-	}
-	cmd := new(lcpb.GenericCommand)
-	if proto.Unmarshal(req.Command, cmd) != nil {
-		return true // the core refuses it without doing anything
-	}
-	op := cmd.GetOp()
-	switch cmd.GetCmd() {
-	case lcpb.CommandType_direct:
-		// Deduplicated on dt, or on idempotency_key when the client sent
-		// no dt; a will replaces the sender's earlier will.
-		return req.IdempotencyKey != "" || cmd.GetDirectMessage().GetDt() != ""
-	case lcpb.CommandType_ack, lcpb.CommandType_read, lcpb.CommandType_logs, lcpb.CommandType_echo:
-		return true // cursors only move forward; reads
-	case lcpb.CommandType_session:
-		return op == lcpb.OpType_query
-	case lcpb.CommandType_conv:
-		switch op {
-		case lcpb.OpType_query, lcpb.OpType_count, lcpb.OpType_members, lcpb.OpType_max_read,
-			lcpb.OpType_is_member, lcpb.OpType_query_shutup, lcpb.OpType_check_shutup, lcpb.OpType_check_block,
-			lcpb.OpType_mute, lcpb.OpType_unmute:
-			return true // reads; mute sets a flag
-		}
-	case lcpb.CommandType_blacklist:
-		return op == lcpb.OpType_query
-	}
-	return false
 }
 
 var (

@@ -425,7 +425,7 @@ func TestRetrySafe(t *testing.T) {
 		{"blacklist block", cmd(&lcpb.GenericCommand{Cmd: lcpb.CommandType_blacklist.Enum(), Op: lcpb.OpType_block.Enum()}), false},
 		{"session query", cmd(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_query.Enum()}), true},
 	} {
-		if got := retrySafe(tt.req); got != tt.want {
+		if got := tt.req.RetrySafe(); got != tt.want {
 			t.Errorf("%s: retrySafe = %v, want %v", tt.name, got, tt.want)
 		}
 	}
