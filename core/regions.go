@@ -727,6 +727,9 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 				if ctx.Err() != nil {
 					return nil, fail(ctx.Err())
 				}
+				if errors.Is(err, errRegionSilent) {
+					return nil, fail(err)
+				}
 				lastErr = err
 				continue
 			}
@@ -763,24 +766,28 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 // have reached the core).
 var errCoreSilent = errors.New("core: remote core answered neither the call nor a ping")
 
+// errRegionSilent: as errCoreSilent, and no other core of the region
+// answered a PING either: the region is taken for unreachable at once.
+var errRegionSilent = errors.New("core: no core of the region answered a ping")
+
 // callCore runs one call to addr, a core of rr. A call unanswered for
-// regionCheckAfter is checked with a PING to the same core; if that goes
-// unanswered for regionPingWait too, the call is abandoned with
-// errCoreSilent and addr is marked silent (callOrder). alive reports that
-// the core answered: the call (a reply or an error of the core's own), or
-// the PING.
+// regionCheckAfter is checked with a PING to every core of rr at once. If
+// addr does not answer it within regionPingWait, the call is abandoned
+// with errCoreSilent (errRegionSilent when no core answered), and each
+// core that did not answer is marked silent (callOrder). alive reports
+// that a core of rr answered: the call (a reply or an error of the core's
+// own), or a PING.
 func (g *Regions) callCore(ctx context.Context, rr *remoteRegion, addr, method string, b []byte) (out []byte, err error, alive bool) {
 	actx, abandon := context.WithCancel(ctx)
 	defer abandon()
-	var silent, pinged atomic.Bool
+	var silent, anyAlive atomic.Bool
 	check := time.AfterFunc(regionCheckAfter, func() {
-		pctx, cancel := context.WithTimeout(actx, regionPingWait)
-		defer cancel()
-		_, err := g.node.Call(pctx, addr, meshpb.MethodClient, regionPing)
-		switch {
-		case err == nil:
-			pinged.Store(true)
-		case actx.Err() == nil:
+		alive := g.pingAll(actx, rr)
+		if actx.Err() != nil {
+			return
+		}
+		anyAlive.Store(len(alive) > 0)
+		if !alive[addr] {
 			silent.Store(true)
 			abandon()
 		}
@@ -788,12 +795,42 @@ func (g *Regions) callCore(ctx context.Context, rr *remoteRegion, addr, method s
 	out, err = g.node.Call(actx, addr, method, b)
 	check.Stop()
 	if err != nil && silent.Load() && ctx.Err() == nil {
-		g.stats.SilentCores.Add(1)
-		rr.markSilent(addr)
+		if !anyAlive.Load() {
+			g.log.Warn("no core of another region answered a call or a ping: taking it for unreachable", "region", rr.num)
+			return nil, fmt.Errorf("%w: %s", errRegionSilent, addr), false
+		}
 		g.log.Warn("a core of another region answered neither a call nor a ping: trying the next", "region", rr.num, "core", addr)
-		return nil, fmt.Errorf("%w: %s", errCoreSilent, addr), false
+		return nil, fmt.Errorf("%w: %s", errCoreSilent, addr), true
 	}
-	return out, err, err == nil || errors.Is(err, mesh.ErrRemote) || pinged.Load()
+	return out, err, err == nil || errors.Is(err, mesh.ErrRemote) || anyAlive.Load()
+}
+
+// pingAll PINGs every core of rr at once, for regionPingWait at most, and
+// returns those that answered; the others are marked silent.
+func (g *Regions) pingAll(parent context.Context, rr *remoteRegion) map[string]bool {
+	ctx, cancel := context.WithTimeout(parent, regionPingWait)
+	defer cancel()
+	answered := make([]bool, len(rr.cores))
+	var wg sync.WaitGroup
+	for i, a := range rr.cores {
+		wg.Go(func() {
+			_, err := g.node.Call(ctx, a, meshpb.MethodClient, regionPing)
+			answered[i] = err == nil
+		})
+	}
+	wg.Wait()
+	alive := map[string]bool{}
+	for i, a := range rr.cores {
+		if answered[i] {
+			alive[a] = true
+			continue
+		}
+		if parent.Err() == nil { // not cut short by the call's end
+			g.stats.SilentCores.Add(1)
+			rr.markSilent(a)
+		}
+	}
+	return alive
 }
 
 // regionPing is the PING request callCore checks a silent core with.

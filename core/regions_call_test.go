@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -175,8 +176,9 @@ func TestRegionCallWaitsForBusyCore(t *testing.T) {
 }
 
 // TestRegionCallEveryCoreKilled: with every core of the region cut off,
-// the call fails as before (unknown outcome: the first attempt may have
-// reached a core) and the region is marked unreachable.
+// the call fails once a PING to each went unanswered (unknown outcome: the
+// first attempt may have reached a core), not after trying each core in
+// turn, and the region is marked unreachable.
 func TestRegionCallEveryCoreKilled(t *testing.T) {
 	ok := func(*meshpb.ClientRequest) *meshpb.ClientReply { return &meshpb.ClientReply{} }
 	r := newCallRig(t, [3]func(*meshpb.ClientRequest) *meshpb.ClientReply{ok, ok, ok})
@@ -192,11 +194,15 @@ func TestRegionCallEveryCoreKilled(t *testing.T) {
 	if !errors.Is(err, errRegionUnknown) {
 		t.Fatalf("call with every core cut: %v, want errRegionUnknown", err)
 	}
-	// Two cores are found silent (2 s each); the call's 5 s wait ends
-	// during the third.
-	if r.g.stats.SilentCores.Load() < 2 {
-		t.Errorf("silent cores %d, want at least 2", r.g.stats.SilentCores.Load())
+	// All three are PINGed at once and found silent: the call fails then,
+	// without trying the other two one by one for the rest of its wait.
+	if !strings.Contains(err.Error(), errRegionSilent.Error()) {
+		t.Errorf("call with every core cut: %v, want it to say no core answered a ping", err)
 	}
+	if got := r.g.stats.SilentCores.Load(); got != 3 {
+		t.Errorf("silent cores %d, want 3", got)
+	}
+
 	if _, err := r.call(t); !errors.Is(err, errRegionDown) {
 		t.Errorf("next call: %v, want errRegionDown at once", err)
 	}
