@@ -224,21 +224,38 @@ func TestConcurrentCalls(t *testing.T) {
 	ids := pki(t, "core", "edge")
 	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
 	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
-	const workers, calls = 64, 20
 	ctx := ctxT(t)
+	callConcurrently(t, 64, 20, func(w, i int) error {
+		req := fmt.Appendf(nil, "%d/%d", w, i)
+		got, err := edge.Call(ctx, core.Addr(), "echo", req)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, req) {
+			return fmt.Errorf("got %q, want %q", got, req)
+		}
+		return nil
+	})
+	edge.mu.Lock()
+	nconns := len(edge.conns)
+	edge.mu.Unlock()
+	if nconns != 1 {
+		t.Errorf("connections from edge: got %d, want 1", nconns)
+	}
+}
+
+// callConcurrently runs workers goroutines that each make calls calls,
+// call(w, i) being worker w's call i; a worker stops at its first error,
+// and every error fails the test.
+func callConcurrently(t testing.TB, workers, calls int, call func(w, i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := range workers {
 		wg.Go(func() {
 			for i := range calls {
-				req := fmt.Appendf(nil, "%d/%d", w, i)
-				got, err := edge.Call(ctx, core.Addr(), "echo", req)
-				if err != nil {
+				if err := call(w, i); err != nil {
 					errs <- err
-					return
-				}
-				if !bytes.Equal(got, req) {
-					errs <- fmt.Errorf("got %q, want %q", got, req)
 					return
 				}
 			}
@@ -248,12 +265,6 @@ func TestConcurrentCalls(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-	edge.mu.Lock()
-	nconns := len(edge.conns)
-	edge.mu.Unlock()
-	if nconns != 1 {
-		t.Errorf("connections from edge: got %d, want 1", nconns)
 	}
 }
 
