@@ -77,6 +77,22 @@ func (p *hopPeer) ids(t *testing.T) (ids []string, replay []bool) {
 	return ids, replay
 }
 
+// newHopSender is core-a, a region-2 core, with a region hop to region
+// 1's two cores core-x and core-y, hop peers that ack or (mute) do not.
+func newHopSender(t *testing.T, muteX, muteY bool) (g *Regions, x, y *hopPeer) {
+	t.Helper()
+	nodes, _ := devNodes(t, "core-a", "core-x", "core-y")
+	x, y = newHopPeer(nodes["core-x"], muteX), newHopPeer(nodes["core-y"], muteY)
+	rl := relay.New(relay.Config{})
+	t.Cleanup(rl.Close)
+	g, err := NewRegions(2, nodes["core-a"], rl, []RemoteRegion{{Number: 1, Cores: []string{x.node.Addr(), y.node.Addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, x, y
+}
+
 func hopPush(g *Regions, id string) {
 	cmd := &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
 		DirectMessage: &lcpb.DirectCommand{Id: proto.String(id), Cid: proto.String("c1"), Msg: proto.String("hi")}}
@@ -91,17 +107,7 @@ func hopPush(g *Regions, id string) {
 // pushes it owes go to another core of the region, marked as a replay,
 // and so do the later ones; the mute core is not tried first again.
 func TestRegionHopLeavesAMuteCore(t *testing.T) {
-	nodes, _ := devNodes(t, "core-a", "core-x", "core-y")
-	mute := newHopPeer(nodes["core-x"], true)
-	live := newHopPeer(nodes["core-y"], false)
-	n := nodes["core-a"]
-	rl := relay.New(relay.Config{})
-	defer rl.Close()
-	g, err := NewRegions(2, n, rl, []RemoteRegion{{Number: 1, Cores: []string{mute.node.Addr(), live.node.Addr()}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g, mute, live := newHopSender(t, true, false)
 	// The mute core answered last as the region's router: the hop tries
 	// it first.
 	rr := g.peers[1]
@@ -154,17 +160,7 @@ func TestRegionHopLeavesAMuteCore(t *testing.T) {
 // counted sent nor dropped: the hop keeps them and offers them to each
 // core in turn (the one that failed last, last), until one acks.
 func TestRegionHopAllMute(t *testing.T) {
-	nodes, _ := devNodes(t, "core-a", "core-x", "core-y")
-	x := newHopPeer(nodes["core-x"], true)
-	y := newHopPeer(nodes["core-y"], true)
-	n := nodes["core-a"]
-	rl := relay.New(relay.Config{})
-	defer rl.Close()
-	g, err := NewRegions(2, n, rl, []RemoteRegion{{Number: 1, Cores: []string{x.node.Addr(), y.node.Addr()}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g, x, y := newHopSender(t, true, true)
 	for i := range 50 {
 		hopPush(g, "m"+string(rune('a'+i%26))+string(rune('a'+i/26)))
 	}
