@@ -130,21 +130,6 @@ func (l *labProc) crossCfg(runID string, d time.Duration) loadtest.Config {
 		Duration: d, Drain: 15 * time.Second, Progress: -1, RunID: runID, Regions: regions, FinalSync: true}
 }
 
-// runLoad runs cfg and logs its summary.
-func runFaultLoad(t *testing.T, cfg loadtest.Config) *loadtest.Summary {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	s, err := loadtest.Run(ctx, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text strings.Builder
-	s.WriteText(&text)
-	t.Log("\n" + text.String())
-	return s
-}
-
 // checkLedger fails unless no acked message is lost.
 func checkFaultLedger(t *testing.T, what string, s *loadtest.Summary) {
 	t.Helper()
@@ -184,7 +169,7 @@ func TestLabFaults(t *testing.T) {
 
 	t.Run("baseline", func(t *testing.T) {
 		before := l.dropCounters()
-		s := runFaultLoad(t, l.crossCfg("faults-base", 15*time.Second))
+		s := runLabLoad(t, l.crossCfg("faults-base", 15*time.Second))
 		checkFaultLedger(t, "baseline", s)
 		if s.Failed != 0 || s.Late != 0 {
 			t.Errorf("baseline: %d failed sends, %d late copies with no fault", s.Failed, s.Late)
@@ -261,7 +246,7 @@ func TestLabFaults(t *testing.T) {
 			return nil
 		}
 		before := l.dropCounters()
-		s := runFaultLoad(t, cfg)
+		s := runLabLoad(t, cfg)
 		<-restarted
 		ops := rec.stop()
 		checkFaultLedger(t, "kill -9 of r1's leader of "+strconv.Itoa(most)+" shards", s)
@@ -293,7 +278,7 @@ func TestLabFaults(t *testing.T) {
 			return <-errs
 		}
 		before := l.dropCounters()
-		s := runFaultLoad(t, cfg)
+		s := runLabLoad(t, cfg)
 		for _, n := range l.nodes("r1", "edge") {
 			l.mustCtl("POST", "/start?node="+n.Name)
 		}
@@ -354,7 +339,7 @@ func TestLabFaults(t *testing.T) {
 			return nil
 		}
 		before := l.dropCounters()
-		s := runFaultLoad(t, cfg)
+		s := runLabLoad(t, cfg)
 		<-done
 		ops := rec.stop()
 		checkFaultLedger(t, "r1 partitioned away for 15 s, then healed", s)
@@ -369,7 +354,7 @@ func TestLabFaults(t *testing.T) {
 		checkLinearizable(t, "partition", ops)
 
 		// After the heal everything flows: a run with no fault fails no send.
-		after := runFaultLoad(t, l.crossCfg("faults-healed", 8*time.Second))
+		after := runLabLoad(t, l.crossCfg("faults-healed", 8*time.Second))
 		checkFaultLedger(t, "after the heal", after)
 		if after.Failed != 0 || after.Late != 0 {
 			t.Errorf("after the heal: %d sends failed, %d copies late", after.Failed, after.Late)
@@ -445,7 +430,7 @@ func TestLabFaults(t *testing.T) {
 			return nil
 		}
 		before := l.dropCounters()
-		s := runFaultLoad(t, cfg)
+		s := runLabLoad(t, cfg)
 		<-done
 		<-outage
 		if loginErr != nil {
@@ -460,7 +445,7 @@ func TestLabFaults(t *testing.T) {
 		t.Logf("FIGURE whole r1 killed at %s: cores started 5 s later, r1's shard 0 led %v after the start, edges ready %v after it",
 			down.Format("15:04:05.000"), leaderBack.Round(time.Millisecond), edgesBack.Round(time.Millisecond))
 		logFaultDrops(t, "the region restart", before, l.dropCounters())
-		after := runFaultLoad(t, l.crossCfg("faults-restarted", 8*time.Second))
+		after := runLabLoad(t, l.crossCfg("faults-restarted", 8*time.Second))
 		checkFaultLedger(t, "after the region restart", after)
 		if after.Failed != 0 {
 			t.Errorf("after the region restart: %d sends failed", after.Failed)

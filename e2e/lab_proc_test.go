@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,11 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/relaymesh/relaymesh/lab"
+	"github.com/relaymesh/relaymesh/loadtest"
 )
 
 // labProc is a `relaymesh lab` process started by a test, as an operator
@@ -178,4 +181,20 @@ func (l *labProc) checkGone(pids []int) {
 	if left := processesMentioning(l.t, l.dir); len(left) > 0 {
 		l.t.Errorf("processes still naming the lab dir: %v", left)
 	}
+}
+
+// runLabLoad runs the load tester with cfg (for at most 4 minutes) and
+// logs its summary.
+func runLabLoad(t *testing.T, cfg loadtest.Config) *loadtest.Summary {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	s, err := loadtest.Run(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var text strings.Builder
+	s.WriteText(&text)
+	t.Log("\n" + text.String())
+	return s
 }

@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -117,15 +115,7 @@ func TestLabSmoke(t *testing.T) {
 		cfg := loadtest.Config{Scenario: loadtest.ScenarioCrossRegion, AppID: "lab-app", Sessions: 40, Rate: 40,
 			Duration: 5 * time.Second, Drain: 5 * time.Second, Progress: -1, RunID: "labsmoke-" + r.Name,
 			Regions: []loadtest.Region{{Name: r.Name, Edges: r.Edges}}}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		s, err := loadtest.Run(ctx, cfg, nil)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var text strings.Builder
-		s.WriteText(&text)
-		t.Log("\n" + text.String())
+		s := runLabLoad(t, cfg)
 		x := s.RegionPairs[r.Name+"->"+r.Name]
 		if !s.Passed || x == nil || x.Lost != 0 {
 			t.Fatalf("cross-region in %s: passed %v lost %d", r.Name, s.Passed, s.Lost)
@@ -143,15 +133,7 @@ func TestLabSmoke(t *testing.T) {
 		}
 		cfg := loadtest.Config{Scenario: loadtest.ScenarioCrossRegion, AppID: "lab-app", Sessions: 40, Rate: 40,
 			Duration: 10 * time.Second, Drain: 5 * time.Second, Progress: -1, RunID: "labsmoke-across", Regions: regions}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		s, err := loadtest.Run(ctx, cfg, nil)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var text strings.Builder
-		s.WriteText(&text)
-		t.Log("\n" + text.String())
+		s := runLabLoad(t, cfg)
 		if !s.Passed || s.Lost != 0 {
 			t.Fatalf("cross-region across regions: passed %v lost %d", s.Passed, s.Lost)
 		}
