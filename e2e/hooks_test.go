@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -45,18 +43,13 @@ func TestHooksFilterPush(t *testing.T) {
 	}))
 	defer gw.Close()
 
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 master_key = "hooks-master"
 push_webhook_url = "`+gw.URL+`"
 [apps.hooks]
 _messageReceived = "`+hook.URL+`"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -34,17 +32,12 @@ func TestRESTMessages(t *testing.T) {
 		io.WriteString(w, "{}")
 	}))
 	defer hook.Close()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 master_key = "`+masterKey+`"
 [apps.hooks]
 _messageReceived = "`+hook.URL+`"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	api := restAPI{t: t, base: "http://" + p.Addr, app: app, key: masterKey + ",master"}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
