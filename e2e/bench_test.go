@@ -90,16 +90,6 @@ func BenchmarkDirectAck(b *testing.B) {
 	}
 }
 
-func waitReady(b *testing.B, d *cluster.Dev) {
-	deadline := time.Now().Add(20 * time.Second)
-	for !d.Core.Ready() {
-		if time.Now().After(deadline) {
-			b.Fatal("dev region not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func freeAddrB(b *testing.B) string {
 	for range 200 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
