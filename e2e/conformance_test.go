@@ -43,6 +43,18 @@ func nodeSuite(t *testing.T, sub string) (js string, files []string) {
 	return js, files
 }
 
+// freeTCPPort returns a loopback TCP port that was free a moment ago, for
+// a server another process starts.
+func freeTCPPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
 // runNode runs node's test runner on files with env added, logging its
 // output, and fails the test if any Node test failed.
 func runNode(t *testing.T, dir string, files []string, env ...string) {
@@ -123,12 +135,7 @@ func TestConformanceLimitsJS(t *testing.T) {
 func TestConformanceIntegrationsJS(t *testing.T) {
 	js, files := nodeSuite(t, "integrations")
 	const app, templateApp, master = "integ-app-0001", "integ-app-0002", "integ-master-key"
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close() // the Node suite listens on it
+	port := freeTCPPort(t) // the Node suite listens on it
 	base := "http://127.0.0.1:" + port
 	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
@@ -159,12 +166,7 @@ push_template = '{"alert":"${fromClientId} wrote in ${convId}","ts":"${timestamp
 func TestConformanceAppHooksJS(t *testing.T) {
 	js, files := nodeSuite(t, "apphooks")
 	const app, key, master = "apphooks-app-0001", "apphooks-app-key", "apphooks-master-key"
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close() // the Node suite listens on it
+	port := freeTCPPort(t) // the Node suite listens on it
 	base := "http://127.0.0.1:" + port
 	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"

@@ -16,12 +16,10 @@ import (
 	"github.com/relaymesh/relaymesh/push"
 )
 
-// TestHooksFilterPush runs a relaymesh dev whose app has a _messageReceived
-// hook and a push webhook: the shipped word list filters a group message, the
-// hook's drop reaches the sender as 4402, and an offline member's push
-// carries the message's pushData.
-func TestHooksFilterPush(t *testing.T) {
-	const app = "hooks-app-0001"
+// dropMeHook is an app's _messageReceived hook, closed with the test: it
+// drops a message whose text is "drop me" (code 42, "dropped by test") and
+// passes any other unchanged.
+func dropMeHook(t *testing.T) *httptest.Server {
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var ev hooks.MessageReceived
 		json.NewDecoder(r.Body).Decode(&ev)
@@ -31,7 +29,17 @@ func TestHooksFilterPush(t *testing.T) {
 		}
 		io.WriteString(w, "{}")
 	}))
-	defer hook.Close()
+	t.Cleanup(hook.Close)
+	return hook
+}
+
+// TestHooksFilterPush runs a relaymesh dev whose app has a _messageReceived
+// hook and a push webhook: the shipped word list filters a group message, the
+// hook's drop reaches the sender as 4402, and an offline member's push
+// carries the message's pushData.
+func TestHooksFilterPush(t *testing.T) {
+	const app = "hooks-app-0001"
+	hook := dropMeHook(t)
 	pushes := make(chan push.Request, 16)
 	var once sync.Once
 	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

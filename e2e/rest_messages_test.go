@@ -2,10 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"testing"
@@ -22,16 +20,7 @@ import (
 // /metrics carries the core's and the hooks' series.
 func TestRESTMessages(t *testing.T) {
 	const app, masterKey = "rest-msg-app-01", "rest-msg-master"
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev hooks.MessageReceived
-		json.NewDecoder(r.Body).Decode(&ev)
-		if ev.Content == "drop me" {
-			json.NewEncoder(w).Encode(map[string]any{"drop": true, "code": 42, "detail": "dropped by test"})
-			return
-		}
-		io.WriteString(w, "{}")
-	}))
-	defer hook.Close()
+	hook := dropMeHook(t)
 	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 master_key = "`+masterKey+`"
