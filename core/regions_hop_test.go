@@ -3,8 +3,6 @@ package core
 import (
 	"context"
 	"encoding/json"
-	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -30,15 +28,10 @@ type hopPeer struct {
 	recv chan struct{}            // one per frame
 }
 
-func newHopPeer(t *testing.T, id *mesh.Identity, mute bool) *hopPeer {
-	t.Helper()
-	n, err := mesh.Listen("127.0.0.1:0", id, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
+// newHopPeer serves the region hop's pushes on n.
+func newHopPeer(n *mesh.Node, mute bool) *hopPeer {
 	p := &hopPeer{node: n, mute: mute, recv: make(chan struct{}, 1024)}
 	n.HandleStream(meshpb.MethodRegionDeliveries, p.serve, mesh.RoleCore)
-	t.Cleanup(func() { n.Close() })
 	return p
 }
 
@@ -84,6 +77,22 @@ func (p *hopPeer) ids(t *testing.T) (ids []string, replay []bool) {
 	return ids, replay
 }
 
+// newHopSender is core-a, a region-2 core, with a region hop to region
+// 1's two cores core-x and core-y, hop peers that ack or (mute) do not.
+func newHopSender(t *testing.T, muteX, muteY bool) (g *Regions, x, y *hopPeer) {
+	t.Helper()
+	nodes, _ := devNodes(t, "core-a", "core-x", "core-y")
+	x, y = newHopPeer(nodes["core-x"], muteX), newHopPeer(nodes["core-y"], muteY)
+	rl := relay.New(relay.Config{})
+	t.Cleanup(rl.Close)
+	g, err := NewRegions(2, nodes["core-a"], rl, []RemoteRegion{{Number: 1, Cores: []string{x.node.Addr(), y.node.Addr()}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, x, y
+}
+
 func hopPush(g *Regions, id string) {
 	cmd := &lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
 		DirectMessage: &lcpb.DirectCommand{Id: proto.String(id), Cid: proto.String("c1"), Msg: proto.String("hi")}}
@@ -98,24 +107,7 @@ func hopPush(g *Regions, id string) {
 // pushes it owes go to another core of the region, marked as a replay,
 // and so do the later ones; the mute core is not tried first again.
 func TestRegionHopLeavesAMuteCore(t *testing.T) {
-	ids, err := mesh.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"), "core-a", "core-x", "core-y")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mute := newHopPeer(t, ids["core-x"], true)
-	live := newHopPeer(t, ids["core-y"], false)
-	n, err := mesh.Listen("127.0.0.1:0", ids["core-a"], slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	rl := relay.New(relay.Config{})
-	defer rl.Close()
-	g, err := NewRegions(2, n, rl, []RemoteRegion{{Number: 1, Cores: []string{mute.node.Addr(), live.node.Addr()}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g, mute, live := newHopSender(t, true, false)
 	// The mute core answered last as the region's router: the hop tries
 	// it first.
 	rr := g.peers[1]
@@ -168,24 +160,7 @@ func TestRegionHopLeavesAMuteCore(t *testing.T) {
 // counted sent nor dropped: the hop keeps them and offers them to each
 // core in turn (the one that failed last, last), until one acks.
 func TestRegionHopAllMute(t *testing.T) {
-	ids, err := mesh.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"), "core-a", "core-x", "core-y")
-	if err != nil {
-		t.Fatal(err)
-	}
-	x := newHopPeer(t, ids["core-x"], true)
-	y := newHopPeer(t, ids["core-y"], true)
-	n, err := mesh.Listen("127.0.0.1:0", ids["core-a"], slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	rl := relay.New(relay.Config{})
-	defer rl.Close()
-	g, err := NewRegions(2, n, rl, []RemoteRegion{{Number: 1, Cores: []string{x.node.Addr(), y.node.Addr()}}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer g.Close()
+	g, x, y := newHopSender(t, true, true)
 	for i := range 50 {
 		hopPush(g, "m"+string(rune('a'+i%26))+string(rune('a'+i/26)))
 	}
@@ -227,19 +202,8 @@ type warmRig struct {
 
 func newWarmRig(t *testing.T, peerEdges []string) *warmRig {
 	t.Helper()
-	ids, err := mesh.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"), "core-a", "core-r", "core-p")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := func(id string) *mesh.Node {
-		n, err := mesh.Listen("127.0.0.1:0", ids[id], slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
-	na, nr, np := listen("core-a"), listen("core-r"), listen("core-p")
+	nodes, _ := devNodes(t, "core-a", "core-r", "core-p")
+	na, nr, np := nodes["core-a"], nodes["core-r"], nodes["core-p"]
 	np.HandleRPC(meshpb.MethodRelayEdges, func(context.Context, string, []byte) ([]byte, error) {
 		return json.Marshal(peerEdges)
 	}, mesh.RoleCore)
@@ -247,6 +211,7 @@ func newWarmRig(t *testing.T, peerEdges []string) *warmRig {
 	rla := relay.New(relay.Config{})
 	t.Cleanup(rla.Close)
 	t.Cleanup(w.rl.Close)
+	var err error
 	if w.recv, err = NewRegions(2, nr, w.rl, []RemoteRegion{{Number: 1, Cores: []string{na.Addr()}}}, nil); err != nil {
 		t.Fatal(err)
 	}

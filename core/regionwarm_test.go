@@ -7,8 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"log/slog"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,21 +30,10 @@ import (
 // flood, with edges attaching and detaching meanwhile, gets every answer
 // right, and after each attack the core still answers a core.
 func TestRelayEdgesMisused(t *testing.T) {
-	ids, err := mesh.EnsureDevPKI(filepath.Join(t.TempDir(), "pki"), "core-r", "core-x", "core-m", "edge-m", "admin-m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := func(id string) *mesh.Node {
-		n, err := mesh.Listen("127.0.0.1:0", ids[id], slog.New(slog.DiscardHandler))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
-	}
+	nodes, ids := devNodes(t, "core-r", "core-x", "core-m", "edge-m", "admin-m")
 	// core-r: a region-2 core whose relay has edges e1 and e2 attached;
 	// core-x stands for region 1 (it serves nothing).
-	nr, nx := listen("core-r"), listen("core-x")
+	nr, nx := nodes["core-r"], nodes["core-x"]
 	rl := relay.New(relay.Config{})
 	t.Cleanup(rl.Close)
 	for _, e := range []string{"e1", "e2"} {
@@ -58,7 +45,7 @@ func TestRelayEdgesMisused(t *testing.T) {
 	}
 	t.Cleanup(g.Close)
 	g.Serve()
-	mallory, edge, admin := listen("core-m"), listen("edge-m"), listen("admin-m")
+	mallory, edge, admin := nodes["core-m"], nodes["edge-m"], nodes["admin-m"]
 	addr := nr.Addr()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -135,9 +133,7 @@ func TestAppUserSignREST(t *testing.T) {
 	}))
 	defer hook.Close()
 
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 key = "`+key+`"
 master_key = "`+master+`"
@@ -150,10 +146,7 @@ _rtmClientSign = "`+hook.URL+`"
 id = "storeless-app"
 key = "k2"
 master_key = "m2"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	base := "http://" + p.Addr
@@ -425,12 +418,7 @@ func items(v any) []map[string]any {
 // TestExpiredSessionTokenREST: an expired X-LC-IM-Session-Token is refused
 // (the same token worked while it was valid).
 func TestExpiredSessionTokenREST(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte("[[apps]]\nid = \"ttl-app-0001\"\nkey = \"ttl-key\"\nmaster_key = \"ttl-master\"\n\n[edge.limits]\nsession_token_ttl = \"1s\"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+	p := startDevConfig(t, "[[apps]]\nid = \"ttl-app-0001\"\nkey = \"ttl-key\"\nmaster_key = \"ttl-master\"\n\n[edge.limits]\nsession_token_ttl = \"1s\"\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, opened := rawOpen(t, ctx, p.URL, "ttl-app-0001", "bob", nil)
@@ -485,9 +473,7 @@ func TestMessageUpdateHookAttacks(t *testing.T) {
 	}))
 	defer hook.Close()
 	defer close(stop)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+open+`"
 master_key = "mu-master"
 [apps.hooks]
@@ -499,10 +485,7 @@ master_key = "mu-master"
 hook_policy = "fail_closed"
 [apps.hooks]
 _messageUpdate = "`+hook.URL+`"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

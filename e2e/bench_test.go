@@ -14,6 +14,7 @@ import (
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/cluster"
+	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
 )
 
@@ -90,16 +91,6 @@ func BenchmarkDirectAck(b *testing.B) {
 	}
 }
 
-func waitReady(b *testing.B, d *cluster.Dev) {
-	deadline := time.Now().Add(20 * time.Second)
-	for !d.Core.Ready() {
-		if time.Now().After(deadline) {
-			b.Fatal("dev region not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func freeAddrB(b *testing.B) string {
 	for range 200 {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -148,65 +139,91 @@ func BenchmarkLoginFanIn(b *testing.B) {
 			}
 			defer d.Close()
 			waitReady(b, d)
-			ctx := context.Background()
-			alice, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: "bench", ClientID: "alice"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			// Others fill every shard; the reader's 4 conversations are on shard 3.
-			var mine []string
-			for len(mine) < 4 {
-				cid, err := alice.CreateConversation(ctx, []string{"filler"}, "g", nil, false)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if catalogShard(cid) == 3 {
-					if _, err := alice.AddMembers(ctx, cid, []string{"reader"}); err != nil {
-						b.Fatal(err)
-					}
-					mine = append(mine, cid)
-				}
-				if _, err := alice.Send(ctx, cid, client.TextMessage("hello"), client.SendOptions{}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			alice.Close()
-			deadline := time.Now().Add(20 * time.Second)
-			for n := 1; n < shards && !every; n++ {
-				for !d.Core.Router.IndexVouches(n) {
-					if time.Now().After(deadline) {
-						b.Fatal("the member index never vouched")
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
+			mine := readerConvs(b, d.Edge.URL)
+			if !every {
+				waitIndexVouches(b, d.Core.Router, shards, time.Now().Add(20*time.Second))
 			}
 			parts := d.Core.Router.Stats().LoginParts.Load()
-			var lat []time.Duration
-			b.ResetTimer()
-			for range b.N {
-				t0 := time.Now()
-				c, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: "bench", ClientID: "reader"})
-				if err != nil {
-					b.Fatal(err)
-				}
-				for ev := range c.Events() {
-					if u, ok := ev.(client.Unread); ok {
-						if len(u.Convs) != len(mine) {
-							b.Fatalf("unread in %d conversations, want %d", len(u.Convs), len(mine))
-						}
-						break
-					}
-				}
-				lat = append(lat, time.Since(t0))
-				c.Close()
-			}
-			b.StopTimer()
-			slices.Sort(lat)
+			lat := timeLogins(b, d.Edge.URL, len(mine))
 			b.ReportMetric(float64(d.Core.Router.Stats().LoginParts.Load()-parts)/float64(b.N)+1, "shards/login")
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
 		})
 	}
+}
+
+// readerConvs is the login benchmarks' data: alice creates group
+// conversations on every shard, one message each, until 4 of them with
+// "reader" a member too are on shard 3; it returns those 4.
+func readerConvs(b *testing.B, url string) []string {
+	b.Helper()
+	ctx := context.Background()
+	alice, err := client.Dial(ctx, url, client.Options{AppID: "bench", ClientID: "alice"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer alice.Close()
+	var mine []string
+	for len(mine) < 4 {
+		cid, err := alice.CreateConversation(ctx, []string{"filler"}, "g", nil, false)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if catalogShard(cid) == 3 {
+			if _, err := alice.AddMembers(ctx, cid, []string{"reader"}); err != nil {
+				b.Fatal(err)
+			}
+			mine = append(mine, cid)
+		}
+		if _, err := alice.Send(ctx, cid, client.TextMessage("hello"), client.SendOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return mine
+}
+
+// waitIndexVouches waits until rt's member index vouches for every shard
+// but the system shard, failing after deadline.
+func waitIndexVouches(b *testing.B, rt *core.Router, shards int, deadline time.Time) {
+	b.Helper()
+	for n := 1; n < shards; n++ {
+		for !rt.IndexVouches(n) {
+			if time.Now().After(deadline) {
+				b.Fatal("the member index never vouched")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// timeLogins logs "reader" in at url b.N times, the timer running, each
+// until its unread notification, which must name want conversations; it
+// returns the latencies, sorted.
+func timeLogins(b *testing.B, url string, want int) []time.Duration {
+	b.Helper()
+	ctx := context.Background()
+	var lat []time.Duration
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		c, err := client.Dial(ctx, url, client.Options{AppID: "bench", ClientID: "reader"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for ev := range c.Events() {
+			if u, ok := ev.(client.Unread); ok {
+				if len(u.Convs) != want {
+					b.Fatalf("unread in %d conversations, want %d", len(u.Convs), want)
+				}
+				break
+			}
+		}
+		lat = append(lat, time.Since(t0))
+		c.Close()
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	return lat
 }
 
 // catalogShard is the shard a conversation id names.
@@ -248,58 +265,12 @@ func BenchmarkLoginFanInRegion(b *testing.B) {
 				}
 			}
 			rt := r.cores[router].Router
-			ctx := context.Background()
-			alice, err := client.Dial(ctx, r.edge.URL, client.Options{AppID: "bench", ClientID: "alice"})
-			if err != nil {
-				b.Fatal(err)
-			}
-			var mine []string
-			for len(mine) < 4 {
-				cid, err := alice.CreateConversation(ctx, []string{"filler"}, "g", nil, false)
-				if err != nil {
-					b.Fatal(err)
-				}
-				if catalogShard(cid) == 3 {
-					if _, err := alice.AddMembers(ctx, cid, []string{"reader"}); err != nil {
-						b.Fatal(err)
-					}
-					mine = append(mine, cid)
-				}
-				if _, err := alice.Send(ctx, cid, client.TextMessage("hello"), client.SendOptions{}); err != nil {
-					b.Fatal(err)
-				}
-			}
-			alice.Close()
-			for n := 1; n < shards && !every; n++ {
-				for !rt.IndexVouches(n) {
-					if time.Now().After(deadline) {
-						b.Fatal("the member index never vouched")
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
+			mine := readerConvs(b, r.edge.URL)
+			if !every {
+				waitIndexVouches(b, rt, shards, deadline)
 			}
 			parts, fwd := rt.Stats().LoginParts.Load(), rt.Stats().Forwarded.Load()
-			var lat []time.Duration
-			b.ResetTimer()
-			for range b.N {
-				t0 := time.Now()
-				c, err := client.Dial(ctx, r.edge.URL, client.Options{AppID: "bench", ClientID: "reader"})
-				if err != nil {
-					b.Fatal(err)
-				}
-				for ev := range c.Events() {
-					if u, ok := ev.(client.Unread); ok {
-						if len(u.Convs) != len(mine) {
-							b.Fatalf("unread in %d conversations, want %d", len(u.Convs), len(mine))
-						}
-						break
-					}
-				}
-				lat = append(lat, time.Since(t0))
-				c.Close()
-			}
-			b.StopTimer()
-			slices.Sort(lat)
+			lat := timeLogins(b, r.edge.URL, len(mine))
 			b.ReportMetric(float64(rt.Stats().LoginParts.Load()-parts)/float64(b.N)+1, "shards/login")
 			b.ReportMetric(float64(rt.Stats().Forwarded.Load()-fwd)/float64(b.N), "forwarded/login")
 			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")

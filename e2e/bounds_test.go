@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -118,12 +116,7 @@ func hasLast(row map[string]any) bool {
 // and non-members reading another conversation's last message. Each is
 // refused (4310) or answered without the message; nothing changes.
 func TestQueryBoundsRaw(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte("[[apps]]\nid = \"bounds-app\"\nmaster_key = \"bounds-master\"\n[[apps]]\nid = \"bounds-wide\"\nmaster_key = \"m\"\n[[apps]]\nid = \"bounds-busy\"\nmaster_key = \"m\"\n\n[core.limits]\nmax_query_scan = 30\nquery_scan_per_second = 1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg,
+	p := startDevConfig(t, "[[apps]]\nid = \"bounds-app\"\nmaster_key = \"bounds-master\"\n[[apps]]\nid = \"bounds-wide\"\nmaster_key = \"m\"\n[[apps]]\nid = \"bounds-busy\"\nmaster_key = \"m\"\n\n[core.limits]\nmax_query_scan = 30\nquery_scan_per_second = 1\n",
 		"--ops-per-minute", "-1", "--sends-per-minute", "-1")
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

@@ -401,20 +401,14 @@ func startDevForBrowser(t *testing.T, noWT bool) (*cluster.Dev, string) {
 
 func startDevWith(t *testing.T, cfg cluster.DevConfig) (*cluster.Dev, string) {
 	t.Helper()
-	addr := freeDevAddr(t)
+	addr := freeAddr(t)
 	cfg.DataDir, cfg.Addr = t.TempDir(), addr
 	d, err := cluster.StartDev(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
-	deadline := time.Now().Add(20 * time.Second)
-	for !d.Core.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("dev region not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitReady(t, d)
 	return d, addr
 }
 
@@ -940,23 +934,9 @@ func TestBrowserDemoForms(t *testing.T) {
 // one and reconnects over WebTransport (not WebSocket), and the page chats.
 func TestBrowserEdgeRestart(t *testing.T) {
 	page := startChromium(t)
-	addr := freeDevAddr(t)
+	addr := freeAddr(t)
 	dir := t.TempDir()
-	start := func() *cluster.Dev {
-		d, err := cluster.StartDev(cluster.DevConfig{DataDir: dir, Addr: addr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(20 * time.Second)
-		for !d.Core.Ready() {
-			if time.Now().After(deadline) {
-				t.Fatal("dev region not ready")
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		return d
-	}
-	d := start()
+	d := startDevAt(t, dir, addr)
 	old := d.WTCert.Hash()
 	page.open("http://" + addr + web.Path)
 	var st struct {
@@ -973,7 +953,7 @@ func TestBrowserEdgeRestart(t *testing.T) {
 	if err := os.RemoveAll(filepath.Join(dir, "wt")); err != nil { // a new certificate on restart
 		t.Fatal(err)
 	}
-	d = start()
+	d = startDevAt(t, dir, addr)
 	defer d.Close()
 	if d.WTCert.Hash() == old {
 		t.Fatal("the restarted region kept its certificate")

@@ -27,6 +27,34 @@ func sdkDir(t *testing.T) string {
 	return js
 }
 
+// nodeSuite returns the conformance directory (sdkDir) and the Node test
+// files in its folder sub ("" for its own); it skips the test in -short
+// mode and fails it when there are none.
+func nodeSuite(t *testing.T, sub string) (js string, files []string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("conformance runs Node and relaymesh processes; skipped in -short mode")
+	}
+	js = sdkDir(t)
+	var err error
+	if files, err = filepath.Glob(filepath.Join(js, sub, "*.test.js")); err != nil || len(files) == 0 {
+		t.Fatalf("no conformance tests in %s (%v)", filepath.Join(js, sub), err)
+	}
+	return js, files
+}
+
+// freeTCPPort returns a loopback TCP port that was free a moment ago, for
+// a server another process starts.
+func freeTCPPort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+}
+
 // runNode runs node's test runner on files with env added, logging its
 // output, and fails the test if any Node test failed.
 func runNode(t *testing.T, dir string, files []string, env ...string) {
@@ -57,14 +85,7 @@ func runNode(t *testing.T, dir string, files []string, env ...string) {
 // core suite, im.test.js, runs in the three modes an app can pick: binary
 // .3, noBinary (base64) and pushOfflineMessages (.1).
 func TestConformanceJS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
-	}
-	js := sdkDir(t)
-	files, err := filepath.Glob(filepath.Join(js, "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no conformance test files in %s (%v)", js, err)
-	}
+	js, files := nodeSuite(t, "")
 	p := startDev(t, t.TempDir(), freeAddr(t))
 	runNode(t, js, files, "RELAYMESH_URL="+p.URL)
 }
@@ -73,14 +94,7 @@ func TestConformanceJS(t *testing.T) {
 // four shards (issue 9): conversations, chatrooms, system conversations
 // and queries spread over four raft groups behave as on one.
 func TestConformanceJSShards(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
-	}
-	js := sdkDir(t)
-	files, err := filepath.Glob(filepath.Join(js, "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no conformance test files in %s (%v)", js, err)
-	}
+	js, files := nodeSuite(t, "")
 	p := startDev(t, t.TempDir(), freeAddr(t), "--shards", "4")
 	runNode(t, js, files, "RELAYMESH_URL="+p.URL)
 }
@@ -89,26 +103,14 @@ func TestConformanceJSShards(t *testing.T) {
 // whose config file lists one app that requires login and conversation
 // signatures.
 func TestConformanceSignedJS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
-	}
-	js := sdkDir(t)
+	js, files := nodeSuite(t, "signed")
 	const app, master = "signed-app-0001", "signed-master-key"
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 master_key = "`+master+`"
 signature_required = true
 conversation_signature_required = true
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
-	files, err := filepath.Glob(filepath.Join(js, "signed", "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no signed conformance tests (%v)", err)
-	}
+`)
 	runNode(t, js, files, "RELAYMESH_SIGNED_URL="+p.URL, "RELAYMESH_SIGNED_APP="+app, "RELAYMESH_SIGNED_MASTER="+master)
 }
 
@@ -117,14 +119,7 @@ conversation_signature_required = true
 // conversation, conversations in the unread notification), so the SDK can
 // reach each cap in a few operations.
 func TestConformanceLimitsJS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
-	}
-	js := sdkDir(t)
-	files, err := filepath.Glob(filepath.Join(js, "limits", "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no limits conformance tests (%v)", err)
-	}
+	js, files := nodeSuite(t, "limits")
 	const members, offline, unread = "5", "3", "2"
 	p := startDev(t, t.TempDir(), freeAddr(t), "--max-members", members,
 		"--max-offline-per-conv", offline, "--max-unread-convs", unread, "--ops-per-minute", "-1")
@@ -138,25 +133,11 @@ func TestConformanceLimitsJS(t *testing.T) {
 // sensitive-word filtering, _messageReceived, _conversationStart and offline
 // push through the official SDK, with every call's signature verified.
 func TestConformanceIntegrationsJS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
-	}
-	js := sdkDir(t)
-	files, err := filepath.Glob(filepath.Join(js, "integrations", "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no integrations conformance tests (%v)", err)
-	}
+	js, files := nodeSuite(t, "integrations")
 	const app, templateApp, master = "integ-app-0001", "integ-app-0002", "integ-master-key"
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close() // the Node suite listens on it
+	port := freeTCPPort(t) // the Node suite listens on it
 	base := "http://127.0.0.1:" + port
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 master_key = "`+master+`"
 hook_base_url = "`+base+`"
@@ -171,10 +152,7 @@ id = "`+templateApp+`"
 master_key = "`+master+`"
 push_webhook_url = "`+base+`/push"
 push_template = '{"alert":"${fromClientId} wrote in ${convId}","ts":"${timestamp}"}'
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	runNode(t, js, files, "RELAYMESH_INTEG_URL="+p.URL, "RELAYMESH_INTEG_APP="+app,
 		"RELAYMESH_INTEG_MASTER="+master, "RELAYMESH_INTEG_HOOK_PORT="+port, "RELAYMESH_INTEG_TEMPLATE_APP="+templateApp)
 }
@@ -186,35 +164,18 @@ push_template = '{"alert":"${fromClientId} wrote in ${convId}","ts":"${timestamp
 // offline, conversation and _messageUpdate hooks, and the replay of missed
 // conversation events through /1.1/rtm/notifications.
 func TestConformanceAppHooksJS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
-	}
-	js := sdkDir(t)
-	files, err := filepath.Glob(filepath.Join(js, "apphooks", "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no apphooks conformance tests (%v)", err)
-	}
+	js, files := nodeSuite(t, "apphooks")
 	const app, key, master = "apphooks-app-0001", "apphooks-app-key", "apphooks-master-key"
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close() // the Node suite listens on it
+	port := freeTCPPort(t) // the Node suite listens on it
 	base := "http://127.0.0.1:" + port
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 key = "`+key+`"
 master_key = "`+master+`"
 signature_required = true
 hook_base_url = "`+base+`"
 user_verify_url = "`+base+`/users/me"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	runNode(t, js, files, "RELAYMESH_APPHOOKS_URL="+p.URL, "RELAYMESH_APPHOOKS_APP="+app, "RELAYMESH_APPHOOKS_KEY="+key,
 		"RELAYMESH_APPHOOKS_MASTER="+master, "RELAYMESH_APPHOOKS_PORT="+port)
 }

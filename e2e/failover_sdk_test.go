@@ -3,7 +3,6 @@ package e2e
 import (
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -16,10 +15,7 @@ import (
 // to kill (and later restart) an edge over HTTP:
 // POST http://RELAYMESH_CONTROL/kill?edge=URL and /restart?edge=URL.
 func TestConformanceFailoverJS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and relaymesh processes; skipped in -short mode")
-	}
-	js := sdkDir(t)
+	js, files := nodeSuite(t, "failover")
 	c := startProcCluster(t, procOptions{Edges: 2})
 	c.waitLeader()
 	var mu sync.Mutex
@@ -62,10 +58,6 @@ func TestConformanceFailoverJS(t *testing.T) {
 	srv := &http.Server{Handler: mux}
 	go srv.Serve(l)
 	defer srv.Close()
-	files, err := filepath.Glob(filepath.Join(js, "failover", "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no failover conformance tests (%v)", err)
-	}
 	runNode(t, js, files, "RELAYMESH_EDGES="+strings.Join(c.edgeURLs(), ","),
 		"RELAYMESH_CONTROL="+l.Addr().String(), "RELAYMESH_FAILOVER_APP=failover-app")
 

@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -18,12 +16,10 @@ import (
 	"github.com/relaymesh/relaymesh/push"
 )
 
-// TestHooksFilterPush runs a relaymesh dev whose app has a _messageReceived
-// hook and a push webhook: the shipped word list filters a group message, the
-// hook's drop reaches the sender as 4402, and an offline member's push
-// carries the message's pushData.
-func TestHooksFilterPush(t *testing.T) {
-	const app = "hooks-app-0001"
+// dropMeHook is an app's _messageReceived hook, closed with the test: it
+// drops a message whose text is "drop me" (code 42, "dropped by test") and
+// passes any other unchanged.
+func dropMeHook(t *testing.T) *httptest.Server {
 	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var ev hooks.MessageReceived
 		json.NewDecoder(r.Body).Decode(&ev)
@@ -33,7 +29,17 @@ func TestHooksFilterPush(t *testing.T) {
 		}
 		io.WriteString(w, "{}")
 	}))
-	defer hook.Close()
+	t.Cleanup(hook.Close)
+	return hook
+}
+
+// TestHooksFilterPush runs a relaymesh dev whose app has a _messageReceived
+// hook and a push webhook: the shipped word list filters a group message, the
+// hook's drop reaches the sender as 4402, and an offline member's push
+// carries the message's pushData.
+func TestHooksFilterPush(t *testing.T) {
+	const app = "hooks-app-0001"
+	hook := dropMeHook(t)
 	pushes := make(chan push.Request, 16)
 	var once sync.Once
 	gw := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -45,18 +51,13 @@ func TestHooksFilterPush(t *testing.T) {
 	}))
 	defer gw.Close()
 
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 master_key = "hooks-master"
 push_webhook_url = "`+gw.URL+`"
 [apps.hooks]
 _messageReceived = "`+hook.URL+`"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

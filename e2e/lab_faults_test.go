@@ -3,13 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,7 +13,6 @@ import (
 	"time"
 
 	"github.com/relaymesh/relaymesh/client"
-	"github.com/relaymesh/relaymesh/lab"
 	"github.com/relaymesh/relaymesh/loadtest"
 )
 
@@ -40,123 +34,6 @@ import (
 // linearizability (lab_linearizable_test.go).
 
 const faultOneWay = 80 * time.Millisecond
-
-// labProc is a `relaymesh lab` process and its control API.
-type labProc struct {
-	t    *testing.T
-	dir  string
-	top  lab.Topology
-	desc lab.LabFile
-	cmd  *exec.Cmd
-}
-
-// startLab starts `relaymesh lab` with 2 regions and shards per region and
-// waits for topology.json.
-func startLabProc(t *testing.T, shards int) *labProc {
-	bin := relaymeshBin(t)
-	dir := filepath.Join(t.TempDir(), "lab")
-	cmd := exec.Command(bin, "lab", "--regions", "2", "--shards", strconv.Itoa(shards), "--latency", faultOneWay.String(),
-		"--dir", dir, "--log-level", "warn")
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = cmd.Stdout
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			t.Logf("lab: %s", sc.Text())
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-exited:
-			case <-time.After(time.Minute):
-				cmd.Process.Kill()
-				<-exited
-			}
-		}
-	})
-	l := &labProc{t: t, dir: dir, cmd: cmd}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "topology.json")); err == nil && json.Unmarshal(b, &l.top) == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("lab exited: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Since(t0) > 3*time.Minute {
-			t.Fatal("no topology.json after 3 minutes")
-		}
-	}
-	// lab.json names the control endpoint once it listens, which may be
-	// a moment after topology.json.
-	for {
-		b, _ := os.ReadFile(filepath.Join(dir, "lab.json"))
-		err := json.Unmarshal(b, &l.desc)
-		if err == nil && l.desc.Control != "" {
-			break
-		}
-		if time.Since(t0) > 3*time.Minute {
-			t.Fatalf("lab.json: %v %s", err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("FIGURE start: 2 regions × (3 cores + 2 edges), %d shards per region, ready in %v", shards, time.Since(t0).Round(time.Millisecond))
-	return l
-}
-
-// ctl calls the control API; it returns the status and decodes into v.
-func (l *labProc) ctl(method, path string, v any) (int, error) {
-	req, _ := http.NewRequest(method, l.desc.Control+path, nil)
-	resp, err := (&http.Client{Timeout: 3 * time.Minute}).Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, b)
-	}
-	if v != nil {
-		return resp.StatusCode, json.Unmarshal(b, v)
-	}
-	return resp.StatusCode, nil
-}
-
-func (l *labProc) mustCtl(method, path string) {
-	l.t.Helper()
-	if _, err := l.ctl(method, path, nil); err != nil {
-		l.t.Fatal(err)
-	}
-}
-
-// nodes returns the region's nodes of role ("core" or "edge") now.
-func (l *labProc) nodes(region, role string) []lab.NodeInfo {
-	var f lab.LabFile
-	if _, err := l.ctl("GET", "/lab", &f); err != nil {
-		l.t.Fatal(err)
-	}
-	var out []lab.NodeInfo
-	for _, r := range f.Regions {
-		if r.Name != region {
-			continue
-		}
-		for _, n := range r.Nodes {
-			if n.Role == role {
-				out = append(out, n)
-			}
-		}
-	}
-	return out
-}
 
 // metrics reads a node's /metrics: series (name with labels) → value.
 func nodeMetrics(httpAddr string) (map[string]float64, error) {
@@ -253,21 +130,6 @@ func (l *labProc) crossCfg(runID string, d time.Duration) loadtest.Config {
 		Duration: d, Drain: 15 * time.Second, Progress: -1, RunID: runID, Regions: regions, FinalSync: true}
 }
 
-// runLoad runs cfg and logs its summary.
-func runFaultLoad(t *testing.T, cfg loadtest.Config) *loadtest.Summary {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	s, err := loadtest.Run(ctx, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var text strings.Builder
-	s.WriteText(&text)
-	t.Log("\n" + text.String())
-	return s
-}
-
 // checkLedger fails unless no acked message is lost.
 func checkFaultLedger(t *testing.T, what string, s *loadtest.Summary) {
 	t.Helper()
@@ -300,12 +162,14 @@ func sessionsOf(cfg loadtest.Config, ri int) int {
 
 func TestLabFaults(t *testing.T) {
 	labRun(t)
-	l := startLabProc(t, 2) // total below
+	const shards = 2
+	l := startLabProc(t, "--regions", "2", "--shards", strconv.Itoa(shards), "--latency", faultOneWay.String())
+	t.Logf("FIGURE start: 2 regions × (3 cores + 2 edges), %d shards per region, ready in %v", shards, time.Since(l.started).Round(time.Millisecond))
 	r1, r2 := l.top.Regions[0], l.top.Regions[1]
 
 	t.Run("baseline", func(t *testing.T) {
 		before := l.dropCounters()
-		s := runFaultLoad(t, l.crossCfg("faults-base", 15*time.Second))
+		s := runLabLoad(t, l.crossCfg("faults-base", 15*time.Second))
 		checkFaultLedger(t, "baseline", s)
 		if s.Failed != 0 || s.Late != 0 {
 			t.Errorf("baseline: %d failed sends, %d late copies with no fault", s.Failed, s.Late)
@@ -324,7 +188,7 @@ func TestLabFaults(t *testing.T) {
 
 	t.Run("leader-kill-9", func(t *testing.T) {
 		// Every shard of r1 led (shortly after the start one may not be yet).
-		const total = 2
+		const total = shards
 		var led map[string]int
 		for t0 := time.Now(); ; time.Sleep(50 * time.Millisecond) {
 			led = l.shardsLed("r1")
@@ -382,7 +246,7 @@ func TestLabFaults(t *testing.T) {
 			return nil
 		}
 		before := l.dropCounters()
-		s := runFaultLoad(t, cfg)
+		s := runLabLoad(t, cfg)
 		<-restarted
 		ops := rec.stop()
 		checkFaultLedger(t, "kill -9 of r1's leader of "+strconv.Itoa(most)+" shards", s)
@@ -414,7 +278,7 @@ func TestLabFaults(t *testing.T) {
 			return <-errs
 		}
 		before := l.dropCounters()
-		s := runFaultLoad(t, cfg)
+		s := runLabLoad(t, cfg)
 		for _, n := range l.nodes("r1", "edge") {
 			l.mustCtl("POST", "/start?node="+n.Name)
 		}
@@ -475,7 +339,7 @@ func TestLabFaults(t *testing.T) {
 			return nil
 		}
 		before := l.dropCounters()
-		s := runFaultLoad(t, cfg)
+		s := runLabLoad(t, cfg)
 		<-done
 		ops := rec.stop()
 		checkFaultLedger(t, "r1 partitioned away for 15 s, then healed", s)
@@ -490,7 +354,7 @@ func TestLabFaults(t *testing.T) {
 		checkLinearizable(t, "partition", ops)
 
 		// After the heal everything flows: a run with no fault fails no send.
-		after := runFaultLoad(t, l.crossCfg("faults-healed", 8*time.Second))
+		after := runLabLoad(t, l.crossCfg("faults-healed", 8*time.Second))
 		checkFaultLedger(t, "after the heal", after)
 		if after.Failed != 0 || after.Late != 0 {
 			t.Errorf("after the heal: %d sends failed, %d copies late", after.Failed, after.Late)
@@ -566,7 +430,7 @@ func TestLabFaults(t *testing.T) {
 			return nil
 		}
 		before := l.dropCounters()
-		s := runFaultLoad(t, cfg)
+		s := runLabLoad(t, cfg)
 		<-done
 		<-outage
 		if loginErr != nil {
@@ -581,7 +445,7 @@ func TestLabFaults(t *testing.T) {
 		t.Logf("FIGURE whole r1 killed at %s: cores started 5 s later, r1's shard 0 led %v after the start, edges ready %v after it",
 			down.Format("15:04:05.000"), leaderBack.Round(time.Millisecond), edgesBack.Round(time.Millisecond))
 		logFaultDrops(t, "the region restart", before, l.dropCounters())
-		after := runFaultLoad(t, l.crossCfg("faults-restarted", 8*time.Second))
+		after := runLabLoad(t, l.crossCfg("faults-restarted", 8*time.Second))
 		checkFaultLedger(t, "after the region restart", after)
 		if after.Failed != 0 {
 			t.Errorf("after the region restart: %d sends failed", after.Failed)

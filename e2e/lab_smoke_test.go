@@ -1,21 +1,14 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/relaymesh/relaymesh/lab"
 	"github.com/relaymesh/relaymesh/loadtest"
 )
 
@@ -29,75 +22,21 @@ import (
 func TestLabSmoke(t *testing.T) {
 	labRun(t)
 	const oneWay = 80 * time.Millisecond
-	bin := relaymeshBin(t)
-	dir := filepath.Join(t.TempDir(), "lab")
-	cmd := exec.Command(bin, "lab", "--regions", "2", "--latency", oneWay.String(), "--dir", dir, "--log-level", "warn")
-	out, _ := cmd.StdoutPipe()
-	cmd.Stderr = cmd.Stdout
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			t.Logf("lab: %s", sc.Text())
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	var top lab.Topology
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "topology.json")); err == nil && json.Unmarshal(b, &top) == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("lab exited: %v", err)
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Since(t0) > 3*time.Minute {
-			t.Fatal("no topology.json after 3 minutes")
-		}
-	}
-	startup := time.Since(t0)
-	// lab.json names the control endpoint once it listens, which may be a
-	// moment after topology.json.
-	var desc lab.LabFile
-	var b []byte
-	for {
-		b, _ = os.ReadFile(filepath.Join(dir, "lab.json"))
-		err := json.Unmarshal(b, &desc)
-		if err == nil && desc.Control != "" {
-			break
-		}
-		if time.Since(t0) > 3*time.Minute {
-			t.Fatalf("lab.json: %v %s", err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Logf("FIGURE start: 2 regions × (3 cores + 2 edges) ready in %v (lab's own count %d ms)", startup.Round(time.Millisecond), desc.StartedMS)
+	l := startLabProc(t, "--regions", "2", "--latency", oneWay.String())
+	top := l.top
+	t.Logf("FIGURE start: 2 regions × (3 cores + 2 edges) ready in %v (lab's own count %d ms)", l.ready.Round(time.Millisecond), l.desc.StartedMS)
 	if len(top.Regions) != 2 || len(top.Regions[0].Edges) != 2 {
 		t.Fatalf("topology %+v", top)
 	}
+	// ctl calls the control API and returns the status; only no answer at
+	// all fails the test.
 	ctl := func(method, path string, v any) int {
 		t.Helper()
-		req, _ := http.NewRequest(method, desc.Control+path, nil)
-		resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
+		code, err := l.ctl(method, path, v)
+		if code == 0 {
+			t.Fatal(err)
 		}
-		defer resp.Body.Close()
-		if v != nil {
-			json.NewDecoder(resp.Body).Decode(v)
-		}
-		return resp.StatusCode
+		return code
 	}
 	probe := func(from, to string, n int) []float64 {
 		var r struct {
@@ -176,15 +115,7 @@ func TestLabSmoke(t *testing.T) {
 		cfg := loadtest.Config{Scenario: loadtest.ScenarioCrossRegion, AppID: "lab-app", Sessions: 40, Rate: 40,
 			Duration: 5 * time.Second, Drain: 5 * time.Second, Progress: -1, RunID: "labsmoke-" + r.Name,
 			Regions: []loadtest.Region{{Name: r.Name, Edges: r.Edges}}}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		s, err := loadtest.Run(ctx, cfg, nil)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var text strings.Builder
-		s.WriteText(&text)
-		t.Log("\n" + text.String())
+		s := runLabLoad(t, cfg)
 		x := s.RegionPairs[r.Name+"->"+r.Name]
 		if !s.Passed || x == nil || x.Lost != 0 {
 			t.Fatalf("cross-region in %s: passed %v lost %d", r.Name, s.Passed, s.Lost)
@@ -202,15 +133,7 @@ func TestLabSmoke(t *testing.T) {
 		}
 		cfg := loadtest.Config{Scenario: loadtest.ScenarioCrossRegion, AppID: "lab-app", Sessions: 40, Rate: 40,
 			Duration: 10 * time.Second, Drain: 5 * time.Second, Progress: -1, RunID: "labsmoke-across", Regions: regions}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		s, err := loadtest.Run(ctx, cfg, nil)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var text strings.Builder
-		s.WriteText(&text)
-		t.Log("\n" + text.String())
+		s := runLabLoad(t, cfg)
 		if !s.Passed || s.Lost != 0 {
 			t.Fatalf("cross-region across regions: passed %v lost %d", s.Passed, s.Lost)
 		}
@@ -222,30 +145,15 @@ func TestLabSmoke(t *testing.T) {
 
 	// SIGTERM: every process stops, nothing stays behind.
 	var pids []int
-	b, _ = os.ReadFile(filepath.Join(dir, "lab.json"))
-	json.Unmarshal(b, &desc)
-	for _, r := range desc.Regions {
+	b, _ := os.ReadFile(filepath.Join(l.dir, "lab.json"))
+	json.Unmarshal(b, &l.desc)
+	for _, r := range l.desc.Regions {
 		for _, n := range r.Nodes {
 			pids = append(pids, n.PID)
 		}
 	}
 	t1 = time.Now()
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("lab exit: %v", err)
-		}
-	case <-time.After(2 * time.Minute):
-		t.Fatal("lab did not stop")
-	}
+	l.terminate(2 * time.Minute)
 	t.Logf("FIGURE stop: SIGTERM to exit %v (edges drain, then cores)", time.Since(t1).Round(time.Millisecond))
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
-			t.Errorf("pid %d still there: %v", pid, err)
-		}
-	}
-	if left := processesMentioning(t, dir); len(left) > 0 {
-		t.Errorf("processes left: %v", left)
-	}
+	l.checkGone(pids)
 }

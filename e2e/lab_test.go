@@ -1,23 +1,19 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -124,51 +120,9 @@ func route(t *testing.T, router string, src netip.Addr, xff string) (server, sec
 // answers the caller's region (by X-Forwarded-For from a trusted proxy,
 // and by source address), and SIGTERM stops every process it started.
 func TestLabCommand(t *testing.T) {
-	bin := relaymeshBin(t)
-	dir := filepath.Join(t.TempDir(), "lab")
-	cmd := exec.Command(bin, "lab", "--regions", "2", "--cores", "1", "--edges", "1", "--latency", "30ms",
-		"--dir", dir, "--log-level", "warn")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			t.Logf("lab: %s", sc.Text())
-		}
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-
-	// topology.json appears once every region is ready.
-	topo := filepath.Join(dir, "topology.json")
-	var raw []byte
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
-		if raw, err = os.ReadFile(topo); err == nil {
-			break
-		}
-		select {
-		case err := <-exited:
-			t.Fatalf("relaymesh lab exited before writing topology.json: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no topology.json after 2 minutes")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	l := startLabProc(t, "--regions", "2", "--cores", "1", "--edges", "1", "--latency", "30ms")
+	// topology.json appeared (startLabProc waited) once every region was ready.
+	dir, raw, desc := l.dir, l.topJSON, l.desc
 	// Exactly {"regions":[{"name","edges","router"}]}.
 	var shape map[string][]map[string]any
 	if err := json.Unmarshal(raw, &shape); err != nil || len(shape) != 1 || len(shape["regions"]) != 2 {
@@ -194,10 +148,6 @@ func TestLabCommand(t *testing.T) {
 		if r.Name != "r"+strconv.Itoa(i+1) || len(r.Edges) != 1 || !strings.HasPrefix(r.Edges[0], "ws://") || !strings.HasPrefix(r.Router, "http://") {
 			t.Errorf("region %d: %+v", i, r)
 		}
-	}
-	var desc lab.LabFile
-	if b, err := os.ReadFile(filepath.Join(dir, "lab.json")); err != nil || json.Unmarshal(b, &desc) != nil {
-		t.Fatalf("lab.json: %v", err)
 	}
 
 	// A Go SDK client logs in at each region's edge and chats there.
@@ -253,23 +203,8 @@ func TestLabCommand(t *testing.T) {
 	if len(pids) != 4 || len(processesMentioning(t, dir)) < 4 {
 		t.Fatalf("pids %v, processes naming the lab dir %v: want 4 nodes", pids, processesMentioning(t, dir))
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Errorf("relaymesh lab exited with %v after SIGTERM, want 0", err)
-		}
-	case <-time.After(time.Minute):
-		t.Fatal("relaymesh lab did not exit within a minute of SIGTERM")
-	}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("node pid %d still exists after the lab exited (kill 0: %v)", pid, err)
-		}
-	}
-	if left := processesMentioning(t, dir); len(left) > 0 {
-		t.Errorf("processes still naming the lab dir: %v", left)
-	}
+	l.terminate(time.Minute)
+	l.checkGone(pids)
 	// The lab itself stopped and reaped them (not only the kernel's
 	// parent-death signal): its last lab.json has none running, and each
 	// edge drained on its SIGTERM.

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"path/filepath"
 	"testing"
 )
 
@@ -11,14 +10,7 @@ import (
 // without send or history rate limits, so the suite's hundreds of queries
 // are not throttled.
 func TestConformancePagingJS(t *testing.T) {
-	if testing.Short() {
-		t.Skip("conformance runs Node and a relaymesh process; skipped in -short mode")
-	}
-	js := sdkDir(t)
-	files, err := filepath.Glob(filepath.Join(js, "paging", "*.test.js"))
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no paging conformance tests (%v)", err)
-	}
+	js, files := nodeSuite(t, "paging")
 	p := startDev(t, t.TempDir(), freeAddr(t), "--logs-per-minute", "-1", "--sends-per-minute", "-1")
 	runNode(t, js, files, "RELAYMESH_PAGING_URL="+p.URL)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -101,6 +102,18 @@ func startDev(t *testing.T, dir, addr string, extra ...string) *devProc {
 	p := startProc(t, addr, args...)
 	p.Data = dir
 	return p
+}
+
+// startDevConfig is startDev with config written to a relaymesh.toml as
+// its --config, beside its data in a temp dir, on a free address.
+func startDevConfig(t *testing.T, config string, extra ...string) *devProc {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "relaymesh.toml")
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return startDev(t, filepath.Join(dir, "data"), freeAddr(t), append([]string{"--config", cfg}, extra...)...)
 }
 
 // startProc starts relaymesh with args; when healthAddr is set it waits

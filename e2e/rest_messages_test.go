@@ -2,12 +2,8 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"testing"
@@ -24,27 +20,13 @@ import (
 // /metrics carries the core's and the hooks' series.
 func TestRESTMessages(t *testing.T) {
 	const app, masterKey = "rest-msg-app-01", "rest-msg-master"
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ev hooks.MessageReceived
-		json.NewDecoder(r.Body).Decode(&ev)
-		if ev.Content == "drop me" {
-			json.NewEncoder(w).Encode(map[string]any{"drop": true, "code": 42, "detail": "dropped by test"})
-			return
-		}
-		io.WriteString(w, "{}")
-	}))
-	defer hook.Close()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	hook := dropMeHook(t)
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 master_key = "`+masterKey+`"
 [apps.hooks]
 _messageReceived = "`+hook.URL+`"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	api := restAPI{t: t, base: "http://" + p.Addr, app: app, key: masterKey + ",master"}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

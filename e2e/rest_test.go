@@ -7,8 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -96,16 +94,11 @@ func nextEvent[T client.Event](t *testing.T, c *client.Client, pred func(T) bool
 // with keys, next to Go SDK clients on the same edge.
 func TestRESTAPI(t *testing.T) {
 	const app, key, masterKey = "rest-app-0001", "rest-app-key", "rest-master-key"
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+app+`"
 key = "`+key+`"
 master_key = "`+masterKey+`"
-`), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+`)
 	api := restAPI{t: t, base: "http://" + p.Addr, app: app, key: masterKey + ",master"}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

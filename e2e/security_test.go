@@ -45,18 +45,13 @@ func startSignedDev(t *testing.T, extra ...string) (*devProc, restAPI) {
 // startSignedDevConfig is startSignedDev with more TOML after the app.
 func startSignedDevConfig(t *testing.T, more string, extra ...string) (*devProc, restAPI) {
 	t.Helper()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte(`[[apps]]
+	p := startDevConfig(t, `[[apps]]
 id = "`+secApp+`"
 key = "sec-app-key"
 master_key = "`+secMaster+`"
 signature_required = true
 conversation_signature_required = true
-`+more), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), append([]string{"--config", cfg}, extra...)...)
+`+more, extra...)
 	return p, restAPI{t: t, base: "http://" + p.Addr, app: secApp, key: secMaster + ",master"}
 }
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -166,12 +165,7 @@ func TestSysWebhookAndStoredMessages(t *testing.T) {
 	}))
 	defer hook.Close()
 
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "relaymesh.toml")
-	if err := os.WriteFile(cfg, []byte("[[apps]]\nid = \""+app+"\"\nmaster_key = \""+master+"\"\nsys_webhook_url = \""+hook.URL+"\"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	p := startDev(t, filepath.Join(dir, "data"), freeAddr(t), "--config", cfg)
+	p := startDevConfig(t, "[[apps]]\nid = \""+app+"\"\nmaster_key = \""+master+"\"\nsys_webhook_url = \""+hook.URL+"\"\n")
 	api := restAPI{t: t, base: "http://" + p.Addr, app: app, key: master + ",master"}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

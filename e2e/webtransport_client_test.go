@@ -15,6 +15,8 @@ import (
 	"github.com/relaymesh/relaymesh/netem"
 )
 
+// startDevAt starts a dev region in this process on dir and addr, with
+// the edge's limits lim[0] if given, and waits until its core is ready.
 func startDevAt(t *testing.T, dir, addr string, lim ...edge.Limits) *cluster.Dev {
 	t.Helper()
 	cfg := cluster.DevConfig{DataDir: dir, Addr: addr}
@@ -25,14 +27,20 @@ func startDevAt(t *testing.T, dir, addr string, lim ...edge.Limits) *cluster.Dev
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitReady(t, d)
+	return d
+}
+
+// waitReady waits until the dev region's core is ready, 20 s at most.
+func waitReady(tb testing.TB, d *cluster.Dev) {
+	tb.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for !d.Core.Ready() {
 		if time.Now().After(deadline) {
-			t.Fatal("dev region not ready")
+			tb.Fatal("dev region not ready")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return d
 }
 
 func wtClientOpts(id string) client.Options {
@@ -45,7 +53,7 @@ func wtClientOpts(id string) client.Options {
 // client both ways; the edge's shutdown reaches it as close code 1001 (as
 // on WebSocket), it reconnects to the restarted edge and chats again.
 func TestWebTransportClient(t *testing.T) {
-	dir, addr := t.TempDir(), freeDevAddr(t)
+	dir, addr := t.TempDir(), freeAddr(t)
 	d := startDevAt(t, dir, addr)
 	defer func() {
 		if d != nil {
@@ -140,7 +148,7 @@ func TestWebTransportClient(t *testing.T) {
 // an unknown transport and a base64 subprotocol over WebTransport are
 // refused with errors, not hangs.
 func TestWebTransportClientLossAndMisuse(t *testing.T) {
-	addr := freeDevAddr(t)
+	addr := freeAddr(t)
 	d := startDevAt(t, t.TempDir(), addr)
 	defer d.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -194,7 +202,7 @@ func TestWebTransportClientLossAndMisuse(t *testing.T) {
 // session with 4107; the SDK reports it as the websocket.CloseError a
 // WebSocket would give (code and reason), wrapped in ErrConnectionLost.
 func TestWebTransportClientCloseCode(t *testing.T) {
-	addr := freeDevAddr(t)
+	addr := freeAddr(t)
 	d := startDevAt(t, t.TempDir(), addr, edge.Limits{IdleTimeout: time.Second})
 	defer d.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

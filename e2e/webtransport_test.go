@@ -9,10 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
-	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -24,37 +21,9 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/client"
-	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/edge"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
-
-// freeDevAddr finds a port whose TCP and UDP sockets are free, and whose
-// UDP port+1 is free too: `relaymesh dev` listens on all three (HTTP,
-// WebTransport, the core's mesh).
-func freeDevAddr(t *testing.T) string {
-	t.Helper()
-	for range 200 {
-		p := 10000 + rand.IntN(22000) // below Linux's ephemeral range (32768–60999), which outgoing sockets take
-		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
-		if err != nil {
-			continue
-		}
-		u1, err1 := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p))
-		u2, err2 := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(p+1))
-		l.Close()
-		for _, u := range []net.PacketConn{u1, u2} {
-			if u != nil {
-				u.Close()
-			}
-		}
-		if err1 == nil && err2 == nil {
-			return "127.0.0.1:" + strconv.Itoa(p)
-		}
-	}
-	t.Fatal("no free port")
-	return ""
-}
 
 // wtPeer is a WebTransport client of the test, written against the wire
 // format alone: protodelim frames on one stream, datagrams on the side.
@@ -219,20 +188,9 @@ func wtOpen(peer string) *lcpb.GenericCommand {
 // with transient messages as datagrams; then bad input on WebTransport
 // leaves the region serving both.
 func TestWebTransportWithWebSocket(t *testing.T) {
-	addr := freeDevAddr(t)
-	d, err := cluster.StartDev(cluster.DevConfig{DataDir: t.TempDir(), Addr: addr,
-		Limits: edge.Limits{DatagramsPerMinute: 30}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := freeAddr(t)
+	d := startDevAt(t, t.TempDir(), addr, edge.Limits{DatagramsPerMinute: 30})
 	defer d.Close()
-	deadline := time.Now().Add(20 * time.Second)
-	for !d.Core.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatal("dev region not ready")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 

@@ -224,21 +224,38 @@ func TestConcurrentCalls(t *testing.T) {
 	ids := pki(t, "core", "edge")
 	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
 	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
-	const workers, calls = 64, 20
 	ctx := ctxT(t)
+	callConcurrently(t, 64, 20, func(w, i int) error {
+		req := fmt.Appendf(nil, "%d/%d", w, i)
+		got, err := edge.Call(ctx, core.Addr(), "echo", req)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, req) {
+			return fmt.Errorf("got %q, want %q", got, req)
+		}
+		return nil
+	})
+	edge.mu.Lock()
+	nconns := len(edge.conns)
+	edge.mu.Unlock()
+	if nconns != 1 {
+		t.Errorf("connections from edge: got %d, want 1", nconns)
+	}
+}
+
+// callConcurrently runs workers goroutines that each make calls calls,
+// call(w, i) being worker w's call i; a worker stops at its first error,
+// and every error fails the test.
+func callConcurrently(t testing.TB, workers, calls int, call func(w, i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
 	for w := range workers {
 		wg.Go(func() {
 			for i := range calls {
-				req := fmt.Appendf(nil, "%d/%d", w, i)
-				got, err := edge.Call(ctx, core.Addr(), "echo", req)
-				if err != nil {
+				if err := call(w, i); err != nil {
 					errs <- err
-					return
-				}
-				if !bytes.Equal(got, req) {
-					errs <- fmt.Errorf("got %q, want %q", got, req)
 					return
 				}
 			}
@@ -248,12 +265,6 @@ func TestConcurrentCalls(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
-	}
-	edge.mu.Lock()
-	nconns := len(edge.conns)
-	edge.mu.Unlock()
-	if nconns != 1 {
-		t.Errorf("connections from edge: got %d, want 1", nconns)
 	}
 }
 
@@ -532,13 +543,21 @@ func FuzzReadFrame(f *testing.F) {
 	})
 }
 
+// echoPeers starts a core serving "echo" and an edge to call it (on a
+// stream of its own per call with noMux), for the call benchmarks.
+func echoPeers(b *testing.B, noMux bool) (core, edge *Node) {
+	b.Helper()
+	ids := pki(b, "core", "edge")
+	core, edge = listen(b, ids["core"]), listen(b, ids["edge"])
+	edge.noMux.Store(noMux)
+	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+	return core, edge
+}
+
 func BenchmarkCall(b *testing.B) {
 	for _, mux := range []bool{false, true} {
 		b.Run(map[bool]string{false: "stream", true: "mux"}[mux], func(b *testing.B) {
-			ids := pki(b, "core", "edge")
-			core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
-			edge.noMux.Store(!mux)
-			core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+			core, edge := echoPeers(b, !mux)
 			req := bytes.Repeat([]byte("x"), 256)
 			ctx := context.Background()
 			if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {
@@ -558,9 +577,7 @@ func BenchmarkCall(b *testing.B) {
 // BenchmarkCallSize: BenchmarkCall with larger requests and replies, whose
 // bodies the reader takes in growing steps (readBody).
 func BenchmarkCallSize(b *testing.B) {
-	ids := pki(b, "core", "edge")
-	core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
-	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+	core, edge := echoPeers(b, false)
 	ctx := context.Background()
 	for _, size := range []int{4 << 10, 64 << 10, 1 << 20, MaxFrameSize} {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
@@ -597,10 +614,7 @@ func BenchmarkCallParallel(b *testing.B) {
 			if tc.streams > 0 {
 				setMux(b, tc.streams, tc.spreadAt)
 			}
-			ids := pki(b, "core", "edge")
-			core, edge := listen(b, ids["core"]), listen(b, ids["edge"])
-			edge.noMux.Store(tc.streams == 0)
-			core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+			core, edge := echoPeers(b, tc.streams == 0)
 			req := bytes.Repeat([]byte("x"), 256)
 			ctx := context.Background()
 			if _, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil {

@@ -70,50 +70,37 @@ func TestMuxConcurrentCalls(t *testing.T) {
 	})
 	const workers, calls = 64, 500
 	ctx := ctxT(t)
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for w := range workers {
-		wg.Go(func() {
-			for i := range calls {
-				req := fmt.Appendf(nil, "%d/%d", w, i)
-				var want []byte
-				method := []string{"echo", "rev", "slow", "fail"}[(w+i)%4]
-				switch method {
-				case "echo":
-					want = req
-				case "rev":
-					want = []byte(strings.Join(reverse(strings.Split(string(req), "")), ""))
-				case "slow":
-					if i%10 != 0 {
-						method, want = "echo", req // a few slow calls among many fast ones
-					} else {
-						want = append([]byte("slow:"), req...)
-					}
-				}
-				got, err := edge.Call(ctx, core.Addr(), method, req)
-				if method == "fail" {
-					if !errors.Is(err, ErrRemote) || !strings.Contains(err.Error(), "failed "+string(req)) {
-						errs <- fmt.Errorf("fail %s: got %v, want ErrRemote naming the request", req, err)
-						return
-					}
-					continue
-				}
-				if err != nil {
-					errs <- fmt.Errorf("%s %s: %w", method, req, err)
-					return
-				}
-				if !bytes.Equal(got, want) {
-					errs <- fmt.Errorf("%s: got %q, want %q", method, got, want)
-					return
-				}
+	callConcurrently(t, workers, calls, func(w, i int) error {
+		req := fmt.Appendf(nil, "%d/%d", w, i)
+		var want []byte
+		method := []string{"echo", "rev", "slow", "fail"}[(w+i)%4]
+		switch method {
+		case "echo":
+			want = req
+		case "rev":
+			want = []byte(strings.Join(reverse(strings.Split(string(req), "")), ""))
+		case "slow":
+			if i%10 != 0 {
+				method, want = "echo", req // a few slow calls among many fast ones
+			} else {
+				want = append([]byte("slow:"), req...)
 			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+		}
+		got, err := edge.Call(ctx, core.Addr(), method, req)
+		if method == "fail" {
+			if !errors.Is(err, ErrRemote) || !strings.Contains(err.Error(), "failed "+string(req)) {
+				return fmt.Errorf("fail %s: got %v, want ErrRemote naming the request", req, err)
+			}
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", method, req, err)
+		}
+		if !bytes.Equal(got, want) {
+			return fmt.Errorf("%s: got %q, want %q", method, got, want)
+		}
+		return nil
+	})
 	if got := edge.muxCalls.Load(); got < workers*calls {
 		t.Errorf("calls on mux streams: got %d, want %d", got, workers*calls)
 	}
@@ -417,19 +404,13 @@ func TestMuxFallback(t *testing.T) {
 		return req, nil
 	})
 	ctx := ctxT(t)
-	var wg sync.WaitGroup
-	for w := range 16 {
-		wg.Go(func() {
-			for i := range 20 {
-				req := fmt.Appendf(nil, "%d/%d", w, i)
-				if got, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil || !bytes.Equal(got, req) {
-					t.Errorf("call to a peer without mux: %q %v", got, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	callConcurrently(t, 16, 20, func(w, i int) error {
+		req := fmt.Appendf(nil, "%d/%d", w, i)
+		if got, err := edge.Call(ctx, core.Addr(), "echo", req); err != nil || !bytes.Equal(got, req) {
+			return fmt.Errorf("call to a peer without mux: %q %v", got, err)
+		}
+		return nil
+	})
 	if n := calls.Load(); n != 16*20 {
 		t.Errorf("handler ran %d times, want %d (each call once)", n, 16*20)
 	}
