@@ -32,7 +32,7 @@ var Scenarios = []struct{ Name, Help string }{
 	{ScenarioGroup, "conversations of up to --group-size members; --senders members per group send, --rate in total"},
 	{ScenarioReconnect, "sessions (plus sessions/10 feeders that stay) connect; all drop at once, feeders send while they are away, then they come back; reports the time until every session has its unread state again"},
 	{ScenarioChatroom, "sessions join --rooms chatrooms (created once by the coordinator); --senders per room send at --rate in total with priorities drawn from --priority-mix; reports per priority delivered/expected, shedding, delivery latency and the edge's dropped frames; a lost HIGH copy fails the run; --slow-readers makes a share of the members read slowly so the edge's per-connection queues shed, reported per priority for slow and normal readers"},
-	{ScenarioCrossRegion, "needs --topology: sessions/2 one-to-one conversations whose two members log in at edges of different regions (region i pairs with i+1); both send, --rate in total; reports latency percentiles per region pair and checks the ledger. Until regions replicate each other it passes only on a one-region topology (pairs inside it, labelled r→r)"},
+	{ScenarioCrossRegion, "needs --topology: sessions/2 one-to-one conversations whose two members log in at edges of different regions (region i pairs with i+1); both send, --rate in total; reports latency percentiles per region pair and checks the ledger. (a one-region topology pairs inside it, labelled r→r)"},
 }
 
 // ErrNotAvailable is returned for scenarios the server cannot run yet

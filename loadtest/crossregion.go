@@ -18,10 +18,9 @@ import (
 // are its region's other edges, then the other regions' edges, in
 // topology order (where the router's secondary would send it).
 //
-// Until regions replicate each other, a conversation created in one
-// region is unknown in the other, so a run across regions loses every
-// copy and fails; on a one-region topology it passes and shows the
-// plumbing (pairs "r->r").
+// A conversation is homed in its creator's region; the member in the
+// other region reaches it through its own region's cores (one crossing
+// per send or push). On a one-region topology the pairs are "r->r".
 
 // pairLabel names a region pair.
 func pairLabel(from, to string) string { return from + "->" + to }

@@ -256,8 +256,8 @@ sessions_disconnected, sessions_down_at_end and down_ms (connection lost → ses
 Cross-region (--topology FILE --scenario cross-region): pairs whose two members log in at edges of
 two different regions (region i with i+1, in topology order); every message is labelled with its
 region pair "from->to" and the summary adds, per pair, the ledger (sent, acked, delivered/expected,
-late, lost) and send→ack and send→delivery percentiles (JSON region_pairs). Until regions replicate
-each other a conversation exists only in its creator's region, so only a one-region topology passes.
+late, lost) and send→ack and send→delivery percentiles (JSON region_pairs). A conversation is homed in
+its creator's region and reached from the other through the mesh (docs/ARCHITECTURE.md "Regions").
 
 Centrifugo (--peer centrifugo --target ws://HOST:PORT/connection/websocket --centrifugo-api-key K
 [--centrifugo-hmac-secret S]): the connect and chatroom scenarios against a Centrifugo server, to
