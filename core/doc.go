@@ -98,7 +98,9 @@
 //
 // Locks: Core.mu guards closed; convLocks serialise send and fan-out per
 // conversation so every recipient sees a conversation's messages in
-// timestamp order. Lock order: a conversation lock, then the relay's locks;
-// the cursor batcher's lock, then Core.mu. The relay's locks are leaves
-// (relay's package doc).
+// timestamp order; sends that arrive while a round of their conversation
+// runs queue and go together in the next (sendgroup.go). Lock order: a
+// conversation lock, then the relay's locks; the cursor batcher's lock,
+// then Core.mu. The relay's locks and sendQueues.mu are leaves (relay's
+// package doc).
 package core
