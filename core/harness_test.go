@@ -33,6 +33,12 @@ type fakeReplica struct {
 	transferring atomic.Bool
 	proposed     atomic.Int64
 	entered      atomic.Int64 // calls that reached Propose, counted before mu (notifications not)
+	// gate, when set, holds every counted proposal (after entered) until
+	// the channel is closed: a raft round that does not end (sendgroup_test.go).
+	gate atomic.Pointer[chan struct{}]
+	// rounds: the appends of each proposal that had some, in order
+	// (guarded by mu).
+	rounds []int
 }
 
 func newFakeReplica(t *testing.T) *fakeReplica {
@@ -57,11 +63,17 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	counted := !notifOnly(cmd)
 	if counted {
 		f.entered.Add(1)
+		if g := f.gate.Load(); g != nil {
+			<-*g
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if counted {
 		f.proposed.Add(1)
+	}
+	if n := countAppends(cmd); n > 0 {
+		f.rounds = append(f.rounds, n)
 	}
 	b := f.db.NewIndexedBatch()
 	f.idx++
@@ -95,6 +107,21 @@ func notifOnly(cmd []byte) bool {
 		}
 	}
 	return true
+}
+
+// countAppends returns how many messages cmd appends.
+func countAppends(cmd []byte) int {
+	c, err := shard.DecodeCommand(cmd)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, sub := range append([]*shard.Command{c}, c.Batch...) {
+		if sub != nil && sub.Op == shard.OpAppend {
+			n++
+		}
+	}
+	return n
 }
 
 func (f *fakeReplica) State() *pebble.DB { return f.db }
