@@ -113,7 +113,12 @@ func (c *Core) sendRound(ctx context.Context, key string, q *sendQueue, self *qu
 	q.waiting = q.waiting[n:]
 	c.sends.mu.Unlock()
 
-	c.runRound(ctx, key, batch)
+	c.runRound(ctx, key, batch, func(s *queuedSend) {
+		s.done = true
+		if s != self {
+			s.wake <- struct{}{}
+		}
+	})
 
 	c.sends.mu.Lock()
 	var next *queuedSend
@@ -123,12 +128,6 @@ func (c *Core) sendRound(ctx context.Context, key string, q *sendQueue, self *qu
 		delete(c.sends.m, key)
 	}
 	c.sends.mu.Unlock()
-	for _, s := range batch {
-		s.done = true
-		if s != self {
-			s.wake <- struct{}{}
-		}
-	}
 	if next != nil {
 		next.wake <- struct{}{}
 	}
@@ -136,8 +135,9 @@ func (c *Core) sendRound(ctx context.Context, key string, q *sendQueue, self *qu
 
 // runRound stores the sends of batch in one raft entry (one command when
 // there is one) under the conversation's send lock and fans out the
-// messages stored, in order, setting each send's res or err.
-func (c *Core) runRound(ctx context.Context, key string, batch []*queuedSend) {
+// messages stored, in order, setting each send's res or err and passing
+// it to answer as soon as its own fan-out is queued (or it failed).
+func (c *Core) runRound(ctx context.Context, key string, batch []*queuedSend, answer func(*queuedSend)) {
 	unlock := c.locks.lock(key)
 	defer unlock()
 	// The request may end first (the edge moved it to a new leader, or
@@ -158,6 +158,7 @@ func (c *Core) runRound(ctx context.Context, key string, batch []*queuedSend) {
 	c.proposeSends(pctx, batch)
 	for i, s := range batch {
 		if s.err != nil {
+			answer(s)
 			continue
 		}
 		res := s.res
@@ -166,6 +167,7 @@ func (c *Core) runRound(ctx context.Context, key string, batch []*queuedSend) {
 			// leader's replay, and so does every message of the entry.
 			for _, rest := range batch[i:] {
 				rest.res, rest.err = nil, ErrClosed
+				answer(rest)
 			}
 			index, waits = 0, nil
 			return
@@ -175,6 +177,7 @@ func (c *Core) runRound(ctx context.Context, key string, batch []*queuedSend) {
 			members, index = res.Conv.Members, res.Index
 		}
 		waits = append(waits, c.fanoutSent(s.r, s.dm, s.in, res.Message, members, s.room && !res.Dup)...)
+		answer(s)
 	}
 }
 
