@@ -18,15 +18,22 @@ import (
 )
 
 // BenchmarkHotGroup sends into one group conversation of 20 members from
-// 200 concurrent senders (10 sessions' worth per member, each send with a
-// dt as the SDKs send it) through a core over a one-replica raftstore group
-// (real fsyncs in a temporary directory, as relaymesh dev); every send
-// waits for its ack. It reports acked sends per second and the mean ack
-// latency. Noisy on a shared machine: compare builds side by side.
+// 20 or 200 concurrent senders (one or ten sessions' worth per member,
+// each send with a dt as the SDKs send it) through a core over a
+// one-replica raftstore group (real fsyncs in a temporary directory, as
+// relaymesh dev); every send waits for its ack. It reports acked sends per
+// second and the mean ack latency. Noisy on a shared machine: compare
+// builds side by side.
 //
 //	go test -run '^$' -bench HotGroup -benchtime 20000x ./core
 func BenchmarkHotGroup(b *testing.B) {
-	const members, senders = 20, 200
+	for _, senders := range []int{20, 200} {
+		b.Run(fmt.Sprintf("senders=%d", senders), func(b *testing.B) { benchHotGroup(b, senders) })
+	}
+}
+
+func benchHotGroup(b *testing.B, senders int) {
+	const members = 20
 	cl := raftstoretest.NewCluster(b, 1, func(int) raftstore.StateMachine { return NewStateMachine() })
 	node := cl.Node(cl.Leader())
 	c := New(Config{Replica: node, Apps: apps.NewDev()})
