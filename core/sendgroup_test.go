@@ -63,6 +63,15 @@ func queued(c *Core, cid string) int {
 	return 0
 }
 
+// proposing reports whether a round of cid's sends has taken its sends
+// and reached the replica (entered moved past since): later sends queue.
+func proposing(e *env, c *Core, cid string, since int64) bool {
+	c.sends.mu.Lock()
+	q := c.sends.m[testApp+"\x00"+cid]
+	c.sends.mu.Unlock()
+	return q != nil && e.rep.entered.Load() > since
+}
+
 // hold makes the replica's proposals wait until the returned func runs.
 func (f *fakeReplica) hold() (release func()) {
 	ch := make(chan struct{})
@@ -224,7 +233,7 @@ func TestGroupCommitRound(t *testing.T) {
 		c.sendAsync(e.core, cid, text, dt, i, out)
 	}
 	send(alice, "first", "")
-	waitUntil(t, "the first send to be proposed", func() bool { return e.rep.entered.Load() > entered })
+	waitUntil(t, "the first send to be proposed", func() bool { return proposing(e, e.core, cid, entered) })
 	const daves = maxSendBatch + 2
 	type q struct {
 		c        *client
@@ -291,7 +300,7 @@ func TestGroupCommitPinnedVersion(t *testing.T) {
 	entered := e.rep.entered.Load()
 	out := make(chan sent, 10)
 	alice.sendAsync(e.core, cid, "m0", "", 1, out)
-	waitUntil(t, "the first send to be proposed", func() bool { return e.rep.entered.Load() > entered })
+	waitUntil(t, "the first send to be proposed", func() bool { return proposing(e, e.core, cid, entered) })
 	for k := 1; k < 5; k++ {
 		bob.sendAsync(e.core, cid, fmt.Sprintf("m%d", k), "", int32(k), out)
 		waitUntil(t, "the send to queue", func() bool { return queued(e.core, cid) == k })
@@ -339,7 +348,7 @@ func TestReplayGroupedEntryAfterLeaderChange(t *testing.T) {
 	entered := e.rep.entered.Load()
 	out := make(chan sent, 4)
 	alice.sendAsync(old, cid, "held", "", 10, out)
-	waitUntil(t, "the first send to be proposed", func() bool { return e.rep.entered.Load() > entered })
+	waitUntil(t, "the first send to be proposed", func() bool { return proposing(e, e.core, cid, entered) })
 	for k, text := range []string{"g1", "g2 HALT", "g3"} {
 		alice.sendAsync(old, cid, text, "", int32(11+k), out)
 		waitUntil(t, "the send to queue", func() bool { return queued(old, cid) == k+1 })
