@@ -151,6 +151,8 @@ func (c *Core) runRound(ctx context.Context, key string, batch []*queuedSend, an
 	var waits []relay.Wait   // where their deliveries wait
 	defer func() { c.fanouts.end(tok, index, waits) }()
 
+	c.stats.SendRounds.Add(1)
+	c.stats.RoundSends.Add(uint64(len(batch)))
 	now := c.nowMS()
 	for _, s := range batch {
 		s.cmd.Now, s.cmd.MID = now, newMessageID()

@@ -261,6 +261,9 @@ func TestGroupCommitRound(t *testing.T) {
 	if rounds, want := e.rep.appendRounds(), []int{1, maxSendBatch, total - 1 - maxSendBatch}; !reflect.DeepEqual(rounds, want) {
 		t.Fatalf("rounds %v, want %v", rounds, want)
 	}
+	if r, n := e.core.Stats().SendRounds.Load(), e.core.Stats().RoundSends.Load(); r != 3 || n != uint64(total) {
+		t.Errorf("Stats: %d rounds of %d sends, want 3 of %d", r, n, total)
+	}
 	wantError(t, got["muted"].reply, codeSilenced)
 	once, twice := got["dt once"].reply.GetAckMessage(), got["dt twice"].reply.GetAckMessage()
 	if once.GetUid() == "" || once.GetUid() != twice.GetUid() || once.GetT() != twice.GetT() {
