@@ -60,7 +60,8 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	}
 	// Stored notifications follow pushes, off the request path
 	// (notif.go): they are neither entered nor proposed for the counters.
-	counted := !notifOnly(cmd)
+	decoded, _ := shard.DecodeCommand(cmd)
+	counted := !notifOnly(decoded)
 	if counted {
 		f.entered.Add(1)
 		if g := f.gate.Load(); g != nil {
@@ -72,7 +73,7 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if counted {
 		f.proposed.Add(1)
 	}
-	if n := countAppends(cmd); n > 0 {
+	if n := countAppends(decoded); counted && n > 0 {
 		f.rounds = append(f.rounds, n)
 	}
 	b := f.db.NewIndexedBatch()
@@ -95,10 +96,9 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	return res, nil
 }
 
-// notifOnly reports whether cmd only stores notifications (notif.go).
-func notifOnly(cmd []byte) bool {
-	c, err := shard.DecodeCommand(cmd)
-	if err != nil || c.Op != shard.OpBatch || len(c.Batch) == 0 {
+// notifOnly reports whether c only stores notifications (notif.go).
+func notifOnly(c *shard.Command) bool {
+	if c == nil || c.Op != shard.OpBatch || len(c.Batch) == 0 {
 		return false
 	}
 	for _, sub := range c.Batch {
@@ -109,10 +109,9 @@ func notifOnly(cmd []byte) bool {
 	return true
 }
 
-// countAppends returns how many messages cmd appends.
-func countAppends(cmd []byte) int {
-	c, err := shard.DecodeCommand(cmd)
-	if err != nil {
+// countAppends returns how many messages c appends.
+func countAppends(c *shard.Command) int {
+	if c == nil {
 		return 0
 	}
 	n := 0
