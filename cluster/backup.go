@@ -412,6 +412,9 @@ func (s *opsServer) afterRestore(ctx context.Context, rep *raftstore.Node, sum *
 			sum.Warnings = append(sum.Warnings, fmt.Sprintf("reading the fan-out tail: %v", err))
 		}
 		for _, e := range tail {
+			if n := len(cmd.FanoutDone); n > 0 && cmd.FanoutDone[n-1] == e.Index {
+				continue // another message of the same entry (a round of sends)
+			}
 			cmd.FanoutDone = append(cmd.FanoutDone, e.Index)
 		}
 	}

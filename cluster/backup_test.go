@@ -76,6 +76,11 @@ func TestBackupStreams(t *testing.T) {
 	for i, c := range []string{cid, uniq, lcID} {
 		propose(t, ctx, a.Replicas[1], &shard.Command{Op: shard.OpAppend, App: app, CID: c, From: "alice", MID: "m" + c[:4] + string(rune('a'+i)), Data: "hi", Now: 2000})
 	}
+	// A round of sends: two messages under one fan-out tail index.
+	propose(t, ctx, a.Replicas[1], &shard.Command{Op: shard.OpBatch, Batch: []*shard.Command{
+		{Op: shard.OpAppend, App: app, CID: cid, From: "alice", MID: "round-1", Data: "r1", Now: 3000},
+		{Op: shard.OpAppend, App: app, CID: cid, From: "bob", MID: "round-2", Data: "r2", Now: 3000},
+	}})
 	var file bytes.Buffer
 	res, err := acl.Snapshot(ctx, &BackupRequest{Shard: 1}, &file, nil)
 	if err != nil {

@@ -286,7 +286,7 @@ func TestCoreCommandVersion(t *testing.T) {
 	for _, tc := range []struct {
 		v    string
 		want bool // accepted
-	}{{"1", true}, {"2", true}, {"3", true}, {"-1", false}, {"4", false}} {
+	}{{"1", true}, {"2", true}, {"3", true}, {"4", true}, {"-1", false}, {"5", false}} {
 		c, err := LoadConfig(writeConfig(t, `
 [core]
 node_id = "core-1"

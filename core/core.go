@@ -110,6 +110,7 @@ type Core struct {
 	remote    *Regions       // Config.Remote; nil: one region
 
 	locks   convLocks
+	sends   sendQueues    // sendgroup.go
 	queries *query.Meter  // conv/query's budget per app (query.go)
 	cursors cursorBatcher // cursors.go
 	fanouts fanoutTracker // fanout.go
@@ -177,6 +178,7 @@ func New(cfg Config) *Core {
 		c.apps = apps.NewDev()
 	}
 	c.locks.m = make(map[string]*convLock)
+	c.sends.m = make(map[string]*sendQueue)
 	c.queries = query.NewMeter(float64(c.limits.QueryScanPerSecond), 2*float64(c.limits.MaxQueryScan))
 	c.fanouts.init()
 	c.wg.Add(1)

@@ -78,7 +78,8 @@
 //   - sessions: session.go (OPEN, CLOSE, login notifications,
 //     session/query), auth.go (token generations), stats.go (usage); the
 //     registry itself is the relay's (relay.go is the core's side).
-//   - messages: message.go, receipts.go, cursors.go, will.go, tempconv.go.
+//   - messages: message.go, sendgroup.go (group commit of a conversation's
+//     sends), receipts.go, cursors.go, will.go, tempconv.go.
 //   - fan-out and failover: relay.go, fanout.go (commit before fan-out, the
 //     replay), failover.go.
 //   - conversations: conv.go, moderation.go, chatroom.go (the protocol;
@@ -98,7 +99,9 @@
 //
 // Locks: Core.mu guards closed; convLocks serialise send and fan-out per
 // conversation so every recipient sees a conversation's messages in
-// timestamp order. Lock order: a conversation lock, then the relay's locks;
-// the cursor batcher's lock, then Core.mu. The relay's locks are leaves
-// (relay's package doc).
+// timestamp order; sends that arrive while a round of their conversation
+// runs queue and go together in the next (sendgroup.go). Lock order: a
+// conversation lock, then the relay's locks; the cursor batcher's lock,
+// then Core.mu. The relay's locks and sendQueues.mu are leaves (relay's
+// package doc).
 package core

@@ -16,7 +16,9 @@ import (
 // and then fans it out; a leader killed in between leaves a message that is
 // in history but was never pushed to its online recipients. The shard keeps
 // a fan-out tail (shard/fanout.go): every stored message has an entry under
-// its raft index until a leader names that index in FanoutDone.
+// its raft index until a leader names that index in FanoutDone. One index
+// may hold several messages (a round of sends, sendgroup.go); the tracker
+// follows an index until the deliveries of all of them left.
 //
 // The leader names an index once the message has left the core: every
 // delivery of its fan-out was handed to its edge's stream (or failed, or
@@ -63,7 +65,7 @@ type fanoutTracker struct {
 	replayedA atomic.Uint64
 	replayDue chan struct{}             // guarded by mu; closed (and replaced) when a replay ends
 	inflight  map[*fanoutToken]struct{} // guarded by mu; appends proposed, index not known yet
-	pending   map[uint64][]relay.Wait   // guarded by mu; queued, not all left yet
+	pending   map[uint64][]relay.Wait   // guarded by mu; queued, not all left yet (every message of the index)
 	done      []uint64                  // guarded by mu; left, not named in a proposal yet
 	proposing map[uint64]struct{}       // guarded by mu; named in a proposal in flight
 	lastFlush time.Time                 // guarded by mu; when a proposal last carried done indexes
@@ -90,8 +92,8 @@ func (t *fanoutTracker) begin() *fanoutToken {
 	return tok
 }
 
-// end settles tok: the message stored at index (0: none, a dup or a
-// failure) was queued as waits.
+// end settles tok: the messages stored at index (0: none, dups or a
+// failure) were queued as waits.
 func (t *fanoutTracker) end(tok *fanoutToken, index uint64, waits []relay.Wait) {
 	t.mu.Lock()
 	delete(t.inflight, tok)
@@ -285,22 +287,35 @@ func (c *Core) ReplayFanout(ctx context.Context) (n int, err error) {
 		if len(next) == 0 {
 			return n, nil
 		}
-		for _, e := range next {
-			after = e.Index
+		// An index may hold several messages (a round of sends,
+		// sendgroup.go), in the order they were stored; FanoutTail never
+		// splits one index's. Each is pushed, and the index is tracked
+		// until all of them left.
+		for len(next) > 0 {
+			idx, k := next[0].Index, 1
+			for k < len(next) && next[k].Index == idx {
+				k++
+			}
+			group := next[:k]
+			next, after = next[k:], idx
 			c.fanouts.mu.Lock()
-			known := c.fanouts.knownLocked(e.Index)
+			known := c.fanouts.knownLocked(idx)
 			c.fanouts.mu.Unlock()
 			if known {
 				continue
 			}
-			w, pushed := c.replayOne(e)
-			c.fanouts.mu.Lock()
-			c.fanouts.trackLocked(e.Index, w)
-			c.fanouts.mu.Unlock()
-			if pushed {
-				n++
-				c.stats.Replayed.Add(1)
+			var waits []relay.Wait
+			for _, e := range group {
+				w, pushed := c.replayOne(e)
+				waits = append(waits, w...)
+				if pushed {
+					n++
+					c.stats.Replayed.Add(1)
+				}
 			}
+			c.fanouts.mu.Lock()
+			c.fanouts.trackLocked(idx, waits)
+			c.fanouts.mu.Unlock()
 		}
 	}
 }

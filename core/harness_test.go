@@ -33,6 +33,12 @@ type fakeReplica struct {
 	transferring atomic.Bool
 	proposed     atomic.Int64
 	entered      atomic.Int64 // calls that reached Propose, counted before mu (notifications not)
+	// gate, when set, holds every counted proposal (after entered) until
+	// the channel is closed: a raft round that does not end (sendgroup_test.go).
+	gate atomic.Pointer[chan struct{}]
+	// rounds: the appends of each proposal that had some, in order
+	// (guarded by mu).
+	rounds []int
 }
 
 func newFakeReplica(t *testing.T) *fakeReplica {
@@ -54,14 +60,21 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	}
 	// Stored notifications follow pushes, off the request path
 	// (notif.go): they are neither entered nor proposed for the counters.
-	counted := !notifOnly(cmd)
+	decoded, _ := shard.DecodeCommand(cmd)
+	counted := !notifOnly(decoded)
 	if counted {
 		f.entered.Add(1)
+		if g := f.gate.Load(); g != nil {
+			<-*g
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if counted {
 		f.proposed.Add(1)
+	}
+	if n := countAppends(decoded); counted && n > 0 {
+		f.rounds = append(f.rounds, n)
 	}
 	b := f.db.NewIndexedBatch()
 	f.idx++
@@ -83,10 +96,9 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	return res, nil
 }
 
-// notifOnly reports whether cmd only stores notifications (notif.go).
-func notifOnly(cmd []byte) bool {
-	c, err := shard.DecodeCommand(cmd)
-	if err != nil || c.Op != shard.OpBatch || len(c.Batch) == 0 {
+// notifOnly reports whether c only stores notifications (notif.go).
+func notifOnly(c *shard.Command) bool {
+	if c == nil || c.Op != shard.OpBatch || len(c.Batch) == 0 {
 		return false
 	}
 	for _, sub := range c.Batch {
@@ -95,6 +107,20 @@ func notifOnly(cmd []byte) bool {
 		}
 	}
 	return true
+}
+
+// countAppends returns how many messages c appends.
+func countAppends(c *shard.Command) int {
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for _, sub := range append([]*shard.Command{c}, c.Batch...) {
+		if sub != nil && sub.Op == shard.OpAppend {
+			n++
+		}
+	}
+	return n
 }
 
 func (f *fakeReplica) State() *pebble.DB { return f.db }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
@@ -51,19 +50,16 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 	if dm.GetWill() && !dm.GetTransient() {
 		return c.sendWill(ctx, r, dm, data, bin)
 	}
-	unlock := c.locks.lock(r.app + "\x00" + cid)
-	defer unlock()
-
+	key := r.app + "\x00" + cid
 	roomConv, _ := c.convView(r.app, cid)
 	room, err := c.roomSender(r, roomConv) // chatroom.go: joined sessions only
 	if err != nil {
 		return nil, err
 	}
 	var m *shard.Message
-	var members []string
-	var index uint64       // the stored message's raft index (fanout.go)
-	var waits []relay.Wait // where its deliveries wait
 	if dm.GetTransient() {
+		unlock := c.locks.lock(key)
+		defer unlock()
 		conv, err := c.convView(r.app, cid)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", errInternal, err)
@@ -76,40 +72,40 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		}
 		m = &shard.Message{ID: newMessageID(), CID: cid, From: r.peer, T: c.nowMS(), Data: data, Bin: bin,
 			MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll()}
-		members = conv.Members
+		c.fanoutSent(r, dm, in, m, conv.Members, room)
 	} else {
-		// The request may end first (the edge moved it to a new leader,
-		// or gave up); a message that commits must still be fanned out,
-		// so the proposal does not end with it.
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
-		defer cancel()
-		c.awaitReplay(ctx)       // fanout.go: a new leader pushes what its predecessor left first
-		tok := c.fanouts.begin() // fanout.go: settled below, once the message left
-		defer func() { c.fanouts.end(tok, index, waits) }()
-		res, err := c.propose(pctx, &shard.Command{
-			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Now: c.nowMS(),
-			MID: newMessageID(), Data: data, Bin: bin, MentionPids: dm.MentionPids,
+		s := &queuedSend{r: r, dm: dm, in: in, room: room, cmd: &shard.Command{
+			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Admin: isAdmin(ctx),
+			Data: data, Bin: bin, MentionPids: dm.MentionPids,
 			MentionAll: dm.GetMentionAll(), DT: dedupToken(dm.GetDt(), r.idemKey),
 			Receipt: dm.GetR(), GroupReceipt: r.config&configGroupReceipt != 0,
 			Edge: r.from.Edge, Conn: r.from.Conn, To: in.to,
-		})
-		if err != nil {
-			if errors.Is(err, shard.ErrNotMember) || errors.Is(err, shard.ErrConvNotFound) {
-				return nil, fmt.Errorf("%w: %s", errSendTarget, cid)
-			}
+		}}
+		if err := checkCommand(s.cmd); err != nil { // validate.go: refused alone, not with its batch
 			return nil, err
 		}
-		if !res.Dup && c.haltBeforeFanout(r.app, res.Message) { // test hook (failover.go)
-			return nil, ErrClosed
+		c.sendGrouped(ctx, key, s) // sendgroup.go: stored, then fanned out
+		if s.err != nil {
+			return nil, s.err
 		}
-		m, index = res.Message, res.Index
-		room = room && !res.Dup
-		if !res.Dup {
-			members = res.Conv.Members
+		if s.res == nil || s.res.Message == nil {
+			return nil, fmt.Errorf("%w: append without a message", errInternal)
 		}
+		m = s.res.Message
 	}
 	ack := r.reply(lcpb.CommandType_ack, nil)
 	ack.AckMessage = &lcpb.AckCommand{Uid: proto.String(m.ID), T: proto.Int64(m.T)}
+	return ack, nil
+}
+
+// fanoutSent pushes message m of a send (r, dm, in) to members (none for
+// a deduplicated send) and, for a chatroom's, to the joined sessions, then
+// runs what follows a send (_messageSent, offline push). It returns where
+// the members' deliveries wait (fanout.go). The caller holds the
+// conversation's send lock.
+func (c *Core) fanoutSent(r *request, dm *lcpb.DirectCommand, in inbound, m *shard.Message, members []string,
+	room bool) []relay.Wait {
+	var waits []relay.Wait
 	if len(members) > 0 {
 		push := directPush(m, dm.GetTransient())
 		if dm.BinaryMsg != nil && dm.Msg != nil { // both given: pass both through
@@ -117,12 +113,12 @@ func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, er
 		}
 		members = in.recipients(members, r.peer)
 		waits = c.fanoutTo(r.app, members, r.from, push, false)
-		c.afterFanout(r.app, r.peer, cid, members, m, dm) // offline.go: _messageSent, offline push
+		c.afterFanout(r.app, r.peer, m.CID, members, m, dm) // offline.go: _messageSent, offline push
 	}
 	if room {
-		c.roomFanout(r.app, cid, r.peer, r.cmd.GetPriority(), roomPush(m, dm))
+		c.roomFanout(r.app, m.CID, r.peer, r.cmd.GetPriority(), roomPush(m, dm))
 	}
-	return ack, nil
+	return waits
 }
 
 // directPush renders a stored message as a direct push.

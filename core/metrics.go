@@ -21,6 +21,10 @@ type Stats struct {
 	// Halted counts messages held by the test hook
 	// Config.HaltBeforeFanout (failover.go).
 	Halted atomic.Uint64
+	// SendRounds counts rounds of a conversation's sends, each one raft
+	// entry, and RoundSends the sends they proposed (sendgroup.go): their
+	// ratio is the mean batch.
+	SendRounds, RoundSends atomic.Uint64
 }
 
 // Collector returns the collector of the core's counters: the relay to
@@ -92,6 +96,8 @@ func samplePushLatency(ch chan<- prometheus.Metric, cores []*Core) {
 var (
 	descReplayed      = metric.Counter("relaymesh_core_fanout_replayed_total", "Messages a new leader pushed again from the fan-out tail.")
 	descHalted        = metric.Counter("relaymesh_core_fanout_halted_total", "TEST HOOK: messages held before their fan-out (--test-halt-before-fanout).")
+	descSendRounds    = metric.Counter("relaymesh_core_send_rounds_total", "Rounds of a conversation's sends, each proposed as one raft entry (group commit).")
+	descRoundSends    = metric.Counter("relaymesh_core_send_round_sends_total", "Sends proposed in rounds of sends; over relaymesh_core_send_rounds_total, the mean sends per raft entry.")
 	descFiltered      = metric.Counter("relaymesh_core_filtered_messages_total", "Messages with at least one sensitive word replaced.")
 	descFilterHits    = metric.Counter("relaymesh_core_filter_hits_total", "Sensitive words replaced.")
 	descAfterQueued   = metric.Counter("relaymesh_core_after_send_queued_total", "After-send jobs queued (_messageSent, _receiversOffline, push).")
@@ -116,7 +122,7 @@ var (
 	descSysWaiting    = metric.Gauge("relaymesh_sys_webhook_waiting", "Service-webhook messages waiting now.")
 
 	ownDescs = slices.Concat([]metric.Desc{
-		descReplayed, descHalted, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
+		descReplayed, descHalted, descSendRounds, descRoundSends, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
 		descPushRequests, descPushSkipped, descPushEnqueued, descPushDropped, descPushSent, descPushFailed,
 		descPushDiscarded, descPushWaiting, descPushDevices, descDevicesGone,
 		descSysEnqueued, descSysDropped, descSysSent, descSysRequests, descSysFailures, descSysTimeouts,
@@ -135,6 +141,8 @@ func (c *Core) sampleOwn(s metric.Sink) {
 	}{
 		{descReplayed, int64(c.stats.Replayed.Load())},
 		{descHalted, int64(c.stats.Halted.Load())},
+		{descSendRounds, int64(c.stats.SendRounds.Load())},
+		{descRoundSends, int64(c.stats.RoundSends.Load())},
 		{descFiltered, x.Filtered},
 		{descFilterHits, x.FilterHits},
 		{descAfterQueued, x.AfterQueued},

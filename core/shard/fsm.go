@@ -88,6 +88,9 @@ type applier struct {
 	// touched collects the clients whose member, subscription or
 	// user-message index entries this entry writes (members.go).
 	touched *[]MemberTouch
+	// tails gathers the fan-out tail entries of a Version4 batch's
+	// appends (fanout.go); nil: an append writes its own.
+	tails *[]FanoutEntry
 }
 
 func (a *applier) apply() (*Result, *Error) {

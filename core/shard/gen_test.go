@@ -236,6 +236,18 @@ func (g *gen) next() *shard.Command {
 		} else if g.r.IntN(2) == 0 {
 			c.T = g.now - int64(g.r.IntN(2000))
 		}
+	case w < 66 && g.r.IntN(2) == 0: // a round of sends to one conversation (core/sendgroup.go)
+		c = &shard.Command{Op: shard.OpBatch}
+		cid := g.conv(app)
+		for i := range 1 + g.r.IntN(5) {
+			sub := &shard.Command{Op: shard.OpAppend, App: app, CID: cid, From: g.actor(app, cid), Now: g.now,
+				MID: fmt.Sprintf("m%d.%d", g.n, i), Data: fmt.Sprintf("round %d.%d", g.n, i), Conn: uint64(i)}
+			if g.r.IntN(3) == 0 {
+				sub.DT = fmt.Sprintf("dt%d", g.r.IntN(20)) // repeats, in the batch too: dedup
+			}
+			c.Batch = append(c.Batch, sub)
+			g.mids[app+"/"+cid] = append(g.mids[app+"/"+cid], msgRef{sub.MID, sub.From, sub.Now})
+		}
 	case w < 66: // a cursor batch, as the core coalesces them
 		c = &shard.Command{Op: shard.OpBatch}
 		for range 1 + g.r.IntN(4) {

@@ -37,10 +37,15 @@ const (
 	// Version3 adds OpImport (import.go: conversations and history brought
 	// over from LeanCloud with their ids and timestamps).
 	Version3 = 3
+	// Version4 lets one entry store several messages (group commit of
+	// sends, core/sendgroup.go): the fan-out tail entries of a batch's
+	// appends are kept together under the entry's raft index, in order
+	// (fanout.go), where before each append overwrote the one before it.
+	Version4 = 4
 
 	// Version is the newest version this code applies, and the one it
 	// proposes unless configured lower (core.Config.CommandVersion).
-	Version = Version3
+	Version = Version4
 )
 
 // MaxAttrBytes bounds a conversation's attributes (the JSON object, custom
@@ -110,16 +115,25 @@ var opVersion = map[Op]int{
 	OpImport:       Version3, // import.go
 }
 
-// NeedsVersion returns the command version c needs: that of its op, and
+// NeedsVersion returns the command version c needs: that of its op,
 // Version2 for a global or transient broadcast (global.go), which a
-// Version1 replica would store as a subscribers' broadcast.
+// Version1 replica would store as a subscribers' broadcast, and Version4
+// for a batch of several appends, whose fan-out tail entries an older
+// replica would write over each other.
 func NeedsVersion(c *Command) int {
 	v := max(opVersion[c.Op], Version1)
 	if c.Op == OpSysBcast && (c.Global || c.Transient) {
 		v = max(v, Version2)
 	}
+	appends := 0
 	for _, sub := range c.Batch {
 		v = max(v, NeedsVersion(sub))
+		if sub != nil && sub.Op == OpAppend {
+			appends++
+		}
+	}
+	if appends > 1 {
+		v = max(v, Version4)
 	}
 	return v
 }
