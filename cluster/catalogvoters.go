@@ -110,7 +110,8 @@ func nextVoterStep(servers []raft.Server, voters, known []string, self string, s
 	}
 	// Every planned voter votes; demote the extras the plan knows, once
 	// the planned voters are settled (a demotion spends the margin the
-	// plan's voters then have to hold).
+	// plan's voters then have to hold). Only extras are demoted, so the
+	// voters never fall below the plan's count.
 	var extra []string
 	for _, id := range voting {
 		if !slices.Contains(planned, id) {
@@ -119,9 +120,6 @@ func nextVoterStep(servers []raft.Server, voters, known []string, self string, s
 	}
 	if len(extra) == 0 {
 		return voterStep{}
-	}
-	if len(voting)-1 < len(planned) { // cannot happen (every planned voter votes); the bound, said
-		return voterStep{reason: "a demotion would leave fewer voters than planned"}
 	}
 	for _, id := range planned {
 		if id != self && !settled(id) {
