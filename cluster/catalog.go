@@ -63,8 +63,7 @@ type catalogGroup struct {
 	store  *catalog.Store
 	log    *slog.Logger
 	booted atomic.Bool
-	// peers and changes are the leader's loop's (catalogvoters.go).
-	peers   *peerWatch
+	// changes counts the leader's loop's changes (catalogvoters.go).
 	changes voterChanges
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -184,12 +183,12 @@ func openCatalog(node *mesh.Node, dataDir, self string, plan catalogPlan, raftCf
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open catalog: %w", err)
 	}
-	g := &catalogGroup{rep: rep, node: node, self: self, all: plan.all, voters: plan.voters, log: log, peers: newPeerWatch()}
+	g := &catalogGroup{rep: rep, node: node, self: self, all: plan.all, voters: plan.voters, log: log}
 	g.store = catalog.NewStore(rep.State(), g)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	node.HandleRPC(meshpb.MethodCatalog, g.handle, mesh.RoleCore)
+	node.HandleRPC(meshpb.MethodCatalogProgress, g.handleProgress, mesh.RoleCore)
 	g.wg.Go(func() { g.bootstrap(plan.topo) })
-	g.wg.Go(func() { g.peers.observe(rep.Raft(), g.ctx.Done()) })
 	g.wg.Go(g.manageMembers)
 	return g, nil
 }

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -8,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
 // The catalog's members follow the configuration (docs/MESH.md
@@ -28,22 +32,31 @@ import (
 // leader changes no voters at all. A leader with an older configuration
 // therefore does not undo what a newer one did (it would promote the old
 // voters again, the newer one demote them: flapping while the two lead in
-// turns); a newer leader's first change is a promotion of a core the
-// older does not know, after which the older holds. The price: a voting
+// turns); when the newer configuration adds cores (a region, say), the
+// newer leader's first change is a promotion of one the older does not
+// know (demotions wait for every planned voter to vote), after which the
+// older holds. The price: a voting
 // core removed from every configuration holds the voters where they are
 // (logged; nothing removes a catalog server yet).
 //
 // Settled: the leader has seen the server in the group's configuration
-// for catalogSettle and no heartbeat to it has failed for that long
-// (hashicorp/raft does not tell a leader how far a follower's log is; a
-// non-voter that took heartbeats for a while takes the entries too, and a
-// voter added a little behind only catches up before its vote counts).
-// A new leader waits catalogSettle before its first change.
+// for catalogSettle (a new leader waits that long before its first
+// change), and the core answers, when asked at the change, that its
+// replica's log ends at most catalogMaxLag entries before the leader's
+// commit index (meshpb.MethodCatalogProgress: hashicorp/raft does not tell
+// a leader how far a follower is). A core that does not answer (down, cut
+// off, or a binary from before the method) is not settled: it is not
+// promoted, and no voter is demoted while it is a planned voter.
 
-// catalogSettle is how long a server must have been in the catalog's
-// configuration, with its heartbeats answered, before the leader changes
-// the voters with it in mind.
-const catalogSettle = 3 * time.Second
+// Settling (above): how long a server must have been in the catalog's
+// configuration as the leader has seen it, how long the leader waits for
+// a core's progress, and how far behind the leader's commit index its log
+// may end.
+const (
+	catalogSettle    = 3 * time.Second
+	catalogProbeWait = time.Second
+	catalogMaxLag    = 256
+)
 
 // voterOp is what nextVoterStep asks of the leader.
 type voterOp int
@@ -69,9 +82,9 @@ type voterStep struct {
 // nextVoterStep is the next change that moves the catalog's voters
 // (servers, the group's configuration now) towards the plan's (voters),
 // decided by the leader self whose configuration knows the cores known;
-// settled reports a server the leader has seen long enough (above). Pure:
-// the leader's loop (reconcileVoters) makes the change.
-func nextVoterStep(servers []raft.Server, voters, known []string, self string, settled func(id string) bool) voterStep {
+// unsettled says why a planned voter is not settled (above; "" when it
+// is). Pure: the leader's loop (manageMembers) makes the change.
+func nextVoterStep(servers []raft.Server, voters, known []string, self string, unsettled func(id string) string) voterStep {
 	suffrage := map[string]raft.ServerSuffrage{}
 	var voting []string
 	for _, s := range servers {
@@ -99,8 +112,8 @@ func nextVoterStep(servers []raft.Server, voters, known []string, self string, s
 		case in && s == raft.Voter:
 		case !in:
 			waiting = firstReason(waiting, fmt.Sprintf("planned voter %s is not in the group yet", id))
-		case !settled(id):
-			waiting = firstReason(waiting, fmt.Sprintf("planned voter %s is not settled yet", id))
+		case unsettled(id) != "":
+			waiting = firstReason(waiting, fmt.Sprintf("planned voter %s is not settled yet: %s", id, unsettled(id)))
 		default:
 			return voterStep{op: voterPromote, id: id, reason: fmt.Sprintf("planned voter, a settled non-voter (voters %v, plan %v)", voting, planned)}
 		}
@@ -122,8 +135,8 @@ func nextVoterStep(servers []raft.Server, voters, known []string, self string, s
 		return voterStep{}
 	}
 	for _, id := range planned {
-		if id != self && !settled(id) {
-			return voterStep{reason: fmt.Sprintf("planned voter %s is not settled: no demotion", id)}
+		if w := unsettled(id); id != self && w != "" {
+			return voterStep{reason: fmt.Sprintf("planned voter %s is not settled: no demotion (%s)", id, w)}
 		}
 	}
 	for _, id := range extra {
@@ -149,83 +162,6 @@ func firstReason(a, b string) string {
 	return b
 }
 
-// peerWatch is what the catalog's leader knows of its servers for
-// nextVoterStep's settled: when it first saw each in the configuration
-// and when a heartbeat to it last failed (a raft observer).
-type peerWatch struct {
-	mu     sync.Mutex
-	seen   map[string]time.Time // guarded by mu; reset when leadership is lost
-	failed map[string]time.Time // guarded by mu
-}
-
-func newPeerWatch() *peerWatch {
-	return &peerWatch{seen: map[string]time.Time{}, failed: map[string]time.Time{}}
-}
-
-// observe records the failed heartbeats r reports until done is closed.
-func (w *peerWatch) observe(r *raft.Raft, done <-chan struct{}) {
-	ch := make(chan raft.Observation, 64)
-	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.FailedHeartbeatObservation)
-		return ok
-	})
-	r.RegisterObserver(obs)
-	defer r.DeregisterObserver(obs)
-	for {
-		select {
-		case <-done:
-			return
-		case o := <-ch:
-			if f, ok := o.Data.(raft.FailedHeartbeatObservation); ok {
-				w.mu.Lock()
-				w.failed[string(f.PeerID)] = time.Now()
-				w.mu.Unlock()
-			}
-		}
-	}
-}
-
-// saw records the servers of the configuration the leader read at now,
-// forgetting those it no longer holds.
-func (w *peerWatch) saw(servers []raft.Server, now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	in := map[string]bool{}
-	for _, s := range servers {
-		id := string(s.ID)
-		in[id] = true
-		if _, ok := w.seen[id]; !ok {
-			w.seen[id] = now
-		}
-	}
-	for id := range w.seen {
-		if !in[id] {
-			delete(w.seen, id)
-		}
-	}
-}
-
-// reset forgets when servers were first seen (leadership lost: a new
-// term starts the wait again).
-func (w *peerWatch) reset() {
-	w.mu.Lock()
-	clear(w.seen)
-	w.mu.Unlock()
-}
-
-// settled reports whether id was seen for catalogSettle before now and
-// no heartbeat to it failed in that time.
-func (w *peerWatch) settled(id string, now time.Time) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	seen, ok := w.seen[id]
-	if !ok || now.Sub(seen) < catalogSettle {
-		return false
-	}
-	f, ok := w.failed[id]
-	return !ok || now.Sub(f) >= catalogSettle
-}
-
 // voterChanges counts the leader's voter changes by op (metrics).
 type voterChanges [voterTransfer + 1]atomic.Uint64
 
@@ -234,7 +170,8 @@ type voterChanges [voterTransfer + 1]atomic.Uint64
 func (g *catalogGroup) manageMembers() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	hold := "" // the last reason logged for holding
+	seen := map[string]time.Time{} // when this leader first saw each server in the configuration
+	hold := ""                     // the last reason logged for holding
 	for {
 		select {
 		case <-g.ctx.Done():
@@ -242,7 +179,7 @@ func (g *catalogGroup) manageMembers() {
 		case <-tick.C:
 		}
 		if !g.rep.IsLeader() {
-			g.peers.reset()
+			clear(seen) // a new term starts the wait again
 			hold = ""
 			continue
 		}
@@ -250,12 +187,27 @@ func (g *catalogGroup) manageMembers() {
 		if f.Error() != nil {
 			continue
 		}
-		if g.addNonvoters(f.Configuration().Servers) {
+		servers := f.Configuration().Servers
+		if g.addNonvoters(servers) {
 			continue // the next tick reads the new configuration
 		}
 		now := time.Now()
-		g.peers.saw(f.Configuration().Servers, now)
-		step := nextVoterStep(f.Configuration().Servers, g.voters, g.all, g.self, func(id string) bool { return g.peers.settled(id, now) })
+		for id := range seen {
+			if !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+				delete(seen, id)
+			}
+		}
+		for _, s := range servers {
+			if _, ok := seen[string(s.ID)]; !ok {
+				seen[string(s.ID)] = now
+			}
+		}
+		// Ask the planned voters' progress only when a change is due.
+		step := nextVoterStep(servers, g.voters, g.all, g.self, func(string) string { return "" })
+		if step.op != voterNone {
+			why := g.settle(servers, seen, now)
+			step = nextVoterStep(servers, g.voters, g.all, g.self, func(id string) string { return why[id] })
+		}
 		if step.op == voterNone {
 			if step.reason != hold && step.reason != "" {
 				g.log.Info("catalog voters: holding", "reason", step.reason)
@@ -266,6 +218,67 @@ func (g *catalogGroup) manageMembers() {
 		hold = ""
 		g.changeVoters(step, f.Index())
 	}
+}
+
+// settle says, for each planned voter but this core, why it is not
+// settled ("" when it is): seen in the configuration for less than
+// catalogSettle, or its replica's progress (MethodCatalogProgress, asked
+// now, all at once) not in, or its log more than catalogMaxLag entries
+// behind this leader's commit index.
+func (g *catalogGroup) settle(servers []raft.Server, seen map[string]time.Time, now time.Time) map[string]string {
+	why := map[string]string{}
+	var mu sync.Mutex // guards why while the probes run
+	var wg sync.WaitGroup
+	commit := g.rep.Raft().CommitIndex()
+	for _, id := range g.voters {
+		if id == g.self || !slices.ContainsFunc(servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+			continue
+		}
+		if d := now.Sub(seen[id]); d < catalogSettle {
+			why[id] = fmt.Sprintf("in the group for less than %v", catalogSettle)
+			continue
+		}
+		wg.Go(func() {
+			w := g.behind(id, commit)
+			mu.Lock()
+			why[id] = w
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return why
+}
+
+// behind asks the core at addr how far its catalog replica is and says
+// why it is not caught up with commit ("" when it is).
+func (g *catalogGroup) behind(addr string, commit uint64) string {
+	ctx, cancel := context.WithTimeout(g.ctx, catalogProbeWait)
+	defer cancel()
+	out, err := g.node.Call(ctx, addr, meshpb.MethodCatalogProgress, nil)
+	if err != nil {
+		return fmt.Sprintf("its progress is not in: %v", err)
+	}
+	var p CatalogProgress
+	if err := json.Unmarshal(out, &p); err != nil {
+		return fmt.Sprintf("its progress does not decode: %v", err)
+	}
+	if p.Last+catalogMaxLag < commit {
+		g.log.Debug("catalog voters: behind", "server", addr, "last", p.Last, "commit", commit)
+		return fmt.Sprintf("its log ends more than %d entries before the commit index", catalogMaxLag)
+	}
+	return ""
+}
+
+// CatalogProgress is the answer to meshpb.MethodCatalogProgress (JSON):
+// how far a core's catalog replica is.
+type CatalogProgress struct {
+	Last    uint64 `json:"last"`    // its raft log's last index
+	Applied uint64 `json:"applied"` // the last index it applied
+}
+
+// handleProgress serves meshpb.MethodCatalogProgress.
+func (g *catalogGroup) handleProgress(ctx context.Context, peer string, req []byte) ([]byte, error) {
+	return json.Marshal(CatalogProgress{Last: g.rep.Raft().LastIndex(), Applied: g.rep.AppliedIndex()})
 }
 
 // addNonvoters adds every core the configuration names that servers

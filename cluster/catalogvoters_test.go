@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,20 +42,27 @@ func TestNextVoterStep(t *testing.T) {
 	three := []string{r1a, r2a, r3a}            // the plan with region 3
 	known3 := []string{r1a, r1b, r2a, r2b, r3a} // its cores
 	two := []string{r1a, r1b, r2a, r2b}         // the plan before, and its cores
-	all := func(string) bool { return true }
-	none := func(string) bool { return false }
-	but := func(id string) func(string) bool { return func(s string) bool { return s != id } }
+	all := func(string) string { return "" }
+	none := func(string) string { return "its progress is not in" }
+	but := func(id string) func(string) string {
+		return func(s string) string {
+			if s == id {
+				return "its log ends at 3, the commit index is 900"
+			}
+			return ""
+		}
+	}
 	for _, tc := range []struct {
 		name          string
 		servers       []raft.Server
 		voters, known []string
 		self          string
-		settled       func(string) bool
+		unsettled     func(string) string
 		want          voterStep // reason: a substring
 	}{
 		{"the voters are the plan's", servers(three, r1b, r2b), three, known3, r1a, all, voterStep{}},
 		{"a settled planned non-voter is promoted", servers(two, r3a), three, known3, r1a, all, voterStep{op: voterPromote, id: r3a}},
-		{"an unsettled one is waited for, nothing demoted", servers(two, r3a), three, known3, r1a, but(r3a), voterStep{reason: "r3a is not settled"}},
+		{"an unsettled one is waited for, nothing demoted", servers(two, r3a), three, known3, r1a, but(r3a), voterStep{reason: "r3a is not settled yet: its log ends at 3"}},
 		{"a planned voter not in the group yet is waited for", servers(two), three, known3, r1a, all, voterStep{reason: "r3a is not in the group"}},
 		{"promotions in address order", servers([]string{r1a}, r2a, r3a), three, known3, r1a, all, voterStep{op: voterPromote, id: r2a}},
 		{"then a voter not planned is demoted", servers(append(two, r3a)), three, known3, r1a, all, voterStep{op: voterDemote, id: r1b}},
@@ -70,7 +78,7 @@ func TestNextVoterStep(t *testing.T) {
 		{"a region grows from one core: promote", servers([]string{r1a}, r1b), []string{r1a, r1b}, []string{r1a, r1b}, r1a, all, voterStep{op: voterPromote, id: r1b}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := nextVoterStep(tc.servers, tc.voters, tc.known, tc.self, tc.settled)
+			got := nextVoterStep(tc.servers, tc.voters, tc.known, tc.self, tc.unsettled)
 			if got.op != tc.want.op || got.id != tc.want.id || !strings.Contains(got.reason, tc.want.reason) {
 				t.Fatalf("got %v %q (%s), want %v %q (%s)", got.op, got.id, got.reason, tc.want.op, tc.want.id, tc.want.reason)
 			}
@@ -89,7 +97,7 @@ func TestVoterStepsConverge(t *testing.T) {
 	three := []string{"r1a", "r2a", "r3a"}
 	known3 := []string{"r1a", "r1b", "r2a", "r2b", "r3a"}
 	two := []string{"r1a", "r1b", "r2a", "r2b"}
-	all := func(string) bool { return true }
+	all := func(string) string { return "" }
 	for _, leader := range known3 {
 		t.Run("leader "+leader, func(t *testing.T) {
 			cfg := servers(two, "r3a")
@@ -160,20 +168,44 @@ func (h voterLog) Handle(ctx context.Context, r slog.Record) error {
 func (h voterLog) WithAttrs(a []slog.Attr) slog.Handler { return voterLog{h.Handler.WithAttrs(a)} }
 func (h voterLog) WithGroup(n string) slog.Handler      { return voterLog{h.Handler.WithGroup(n)} }
 
-type tWriter struct{ t *testing.T }
+// tWriter writes each line to t.Log and keeps it for seen.
+type tWriter struct {
+	t     *testing.T
+	mu    sync.Mutex
+	lines []string // guarded by mu
+}
 
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+func (w *tWriter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	w.t.Log(line)
+	w.mu.Lock()
+	w.lines = append(w.lines, line)
+	w.mu.Unlock()
 	return len(p), nil
+}
+
+// seen reports whether a line holds every one of parts.
+func (w *tWriter) seen(parts ...string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, l := range w.lines {
+		if !slices.ContainsFunc(parts, func(p string) bool { return !strings.Contains(l, p) }) {
+			return true
+		}
+	}
+	return false
 }
 
 // TestCatalogVotersFollowRegions: regions 1 and 2 of two cores each
 // bootstrap the catalog with their four cores as voters (2+2: a region
-// lost loses the quorum). Region 3's core starts, and the four restart
-// one by one with region 3 in their configuration: the catalog's leader
-// moves the voters to one per region (a promotion, two demotions, counted
-// on /metrics), the catalog takes writes, and it still does with region
-// 1's two cores stopped.
+// lost loses the quorum). The four restart one by one with region 3 in
+// their configuration while region 3's core is down: the leader adds it as
+// a non-voter and holds (its progress is not in). A core the new plan
+// does not name is made the leader, and region 3's core starts: the
+// leader promotes it, demotes the other extra voter, hands the leadership
+// to a planned voter, which demotes it (counted on /metrics). The voters
+// are one per region, the catalog takes writes, and it still does with
+// region 1's two cores stopped.
 func TestCatalogVotersFollowRegions(t *testing.T) {
 	dir := t.TempDir()
 	names := []string{"core-1a", "core-1b", "core-2a", "core-2b", "core-3a"}
@@ -186,7 +218,8 @@ func TestCatalogVotersFollowRegions(t *testing.T) {
 	for i, n := range names {
 		addr[n], region[n] = addrs[i], n[5]-'0'
 	}
-	log := slog.New(voterLog{slog.NewTextHandler(tWriter{t}, nil)})
+	out := &tWriter{t: t}
+	log := slog.New(voterLog{slog.NewTextHandler(out, nil)})
 	// config is name's configuration when the mesh has regions 1..regions.
 	config := func(name string, regions uint8) CoreConfig {
 		peers := map[string]string{}
@@ -207,7 +240,9 @@ func TestCatalogVotersFollowRegions(t *testing.T) {
 		}
 		return CoreConfig{NodeID: name, MeshAddr: addr[name], DataDir: filepath.Join(dir, name), Identity: ids[name],
 			Region: region[name], Peers: peers, Remote: remote, Logger: log,
-			RaftHeartbeatTimeout: 500 * time.Millisecond, RaftElectionTimeout: 500 * time.Millisecond}
+			// Raft timeouts above `relaymesh core`'s: no election on a
+			// loaded machine moves the leader the test makes.
+			RaftHeartbeatTimeout: time.Second, RaftElectionTimeout: time.Second}
 	}
 	// plan is the catalog's voters the configurations plan.
 	plan := func(regions uint8) []string {
@@ -289,8 +324,7 @@ func TestCatalogVotersFollowRegions(t *testing.T) {
 	converged(before, 4)
 	t.Logf("regions 1 and 2: voters %v", before)
 
-	// Region 3 joins: its core, then a rolling restart of the others.
-	start("core-3a", 3)
+	// Region 3 joins the configuration, its core still down.
 	for _, n := range names[:4] {
 		stop(n)
 		start(n, 3)
@@ -300,14 +334,45 @@ func TestCatalogVotersFollowRegions(t *testing.T) {
 	if len(after) != 3 || !slices.Contains(after, addr["core-3a"]) {
 		t.Fatalf("three regions: planned voters %v, want one per region", after)
 	}
+	waitUntil(t, func() bool {
+		return out.seen("catalog voters: holding", "planned voter "+addr["core-3a"]+" is not settled yet: its progress is not in")
+	})
+	if v, all := voters("core-2a"); !slices.Equal(v, before) || !slices.Contains(all, addr["core-3a"]) {
+		t.Fatalf("region 3's core down: voters %v of %v, want %v, and it a non-voter", v, all, before)
+	}
+	// The leader: a core the plan does not name.
+	var leader, extra string
+	for n, c := range cores {
+		if c.catalog.rep.IsLeader() {
+			leader = n
+		}
+		if !slices.Contains(after, addr[n]) {
+			extra = n
+		}
+	}
+	if leader == "" {
+		t.Fatal("no catalog leader")
+	}
+	if slices.Contains(after, addr[leader]) {
+		if err := cores[leader].catalog.rep.Raft().LeadershipTransferToServer(raft.ServerID(addr[extra]), raft.ServerAddress(addr[extra])).Error(); err != nil {
+			t.Fatal(err)
+		}
+		leader = extra
+	}
+	waitUntil(t, cores[leader].catalog.rep.IsLeader)
+	t.Logf("%s leads, region 3's core starts", leader)
+	start("core-3a", 3)
 	converged(after, 5)
 	t.Logf("regions 1 to 3: voters %v", after)
+	if !out.seen("catalog voters: changed", "node="+leader, "change=transfer") {
+		t.Errorf("%s, not a planned voter, did not hand the leadership over", leader)
+	}
 	if err := write("core-3a"); err != nil {
 		t.Fatalf("a catalog write: %v", err)
 	}
 	// The changes, counted on the cores' /metrics: region 3's core
-	// promoted, the two extra voters demoted (by leaders of the new
-	// configuration: every core running now).
+	// promoted, the two extra voters demoted, one hand-over (by leaders of
+	// the new configuration: every core running now).
 	changes := map[string]float64{}
 	for _, c := range cores {
 		var b strings.Builder
@@ -322,8 +387,8 @@ func TestCatalogVotersFollowRegions(t *testing.T) {
 			}
 		}
 	}
-	if changes["promote"] != 1 || changes["demote"] != 2 {
-		t.Errorf("voter changes on /metrics: %v, want 1 promote and 2 demotes", changes)
+	if changes["promote"] != 1 || changes["demote"] != 2 || changes["transfer"] != 1 {
+		t.Errorf("voter changes on /metrics: %v, want 1 promote, 2 demotes, 1 transfer", changes)
 	}
 
 	// Region 1 lost: the voters of regions 2 and 3 are a quorum.
