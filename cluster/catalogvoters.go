@@ -103,8 +103,11 @@ func nextVoterStep(servers []raft.Server, voters, known []string, self string, u
 			return voterStep{reason: fmt.Sprintf("voter %s is not in this core's configuration: voters left as they are", id)}
 		}
 	}
-	// Promote first.
 	planned := slices.Sorted(slices.Values(voters))
+	if len(planned) == 0 { // planCatalog always names one; a plan of none demotes nobody
+		return voterStep{reason: "no planned voters"}
+	}
+	// Promote first.
 	waiting := ""
 	for _, id := range planned {
 		s, in := suffrage[id]
@@ -151,7 +154,7 @@ func nextVoterStep(servers []raft.Server, voters, known []string, self string, u
 			return voterStep{op: voterTransfer, id: id, reason: fmt.Sprintf("this core is not a planned voter (plan %v): the next leader demotes it", planned)}
 		}
 	}
-	return voterStep{reason: "no planned voter to hand the leadership to"} // planned is self alone, and self is not planned: cannot happen
+	return voterStep{reason: "no planned voter to hand the leadership to"} // planned is empty: ruled out above
 }
 
 // firstReason keeps the first of two reasons.

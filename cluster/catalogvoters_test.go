@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/relaymesh/relaymesh/catalog"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/mesh"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
 // servers is a catalog configuration: voters, then non-voters.
@@ -75,6 +78,7 @@ func TestNextVoterStep(t *testing.T) {
 		{"... even where it would promote", servers([]string{r1a, r2a, r2b, r3a}, r1b), two, two, r2a, all, voterStep{reason: "voter r3a"}},
 		{"a non-voter it does not know is left alone", servers(two, r3a), two, two, r1a, all, voterStep{}},
 		{"and does not stop a promotion", servers([]string{r1a, r1b, r2a}, r2b, r3a), two, two, r1a, all, voterStep{op: voterPromote, id: r2b}},
+		{"an empty plan demotes nobody", servers(two), nil, two, r1a, all, voterStep{reason: "no planned voters"}},
 		{"a region grows from one core: promote", servers([]string{r1a}, r1b), []string{r1a, r1b}, []string{r1a, r1b}, r1a, all, voterStep{op: voterPromote, id: r1b}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -401,4 +405,50 @@ func TestCatalogVotersFollowRegions(t *testing.T) {
 		}
 		return err == nil
 	})
+}
+
+// TestCatalogBehind: the leader's question to a planned voter
+// (catalog-progress): caught up within catalogMaxLag entries of the
+// commit index, behind beyond, unsettled when it does not answer.
+func TestCatalogBehind(t *testing.T) {
+	dir := t.TempDir()
+	ids, err := mesh.EnsureDevPKI(filepath.Join(dir, "pki"), "core-1", "core-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	leader, err := mesh.Listen("127.0.0.1:0", ids["core-1"], log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer leader.Close()
+	peer, err := mesh.Listen("127.0.0.1:0", ids["core-2"], log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	var last atomic.Uint64
+	peer.HandleRPC(meshpb.MethodCatalogProgress, func(context.Context, string, []byte) ([]byte, error) {
+		return json.Marshal(CatalogProgress{Last: last.Load()})
+	}, mesh.RoleCore)
+	g := &catalogGroup{node: leader, log: log}
+	g.ctx, g.cancel = context.WithCancel(t.Context())
+	defer g.cancel()
+	for _, tc := range []struct {
+		last, commit uint64
+		want         string
+	}{
+		{1000, 1000, ""},
+		{1000, 1000 + catalogMaxLag, ""},
+		{1000, 1001 + catalogMaxLag, "more than 256 entries before the commit index"},
+		{1, 5000, "more than 256 entries"},
+	} {
+		last.Store(tc.last)
+		if got := g.behind(peer.Addr(), tc.commit); tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("log at %d, commit %d: %q, want %q", tc.last, tc.commit, got, tc.want)
+		}
+	}
+	if got := g.behind(freeUDP(t, 1)[0], 1); !strings.Contains(got, "its progress is not in") {
+		t.Errorf("nobody there: %q, want its progress not in", got)
+	}
 }
