@@ -34,7 +34,9 @@ import (
 // with three or more, the lowest-addressed core of each of the first five
 // regions by number. Every other core is a non-voter the leader adds, so
 // every core reads the catalog locally. Each core
-// bootstraps the group on its first start with the same voters, and
+// bootstraps the group on its first start with the same voters; later
+// the leader moves the voters to its configuration's plan when the
+// configuration changes (a region added: catalogvoters.go). Each core
 // applies the declared topology (catalogTopology) with catalog.Bootstrap
 // until it is in, idempotently.
 //
@@ -57,12 +59,15 @@ type catalogGroup struct {
 	node   *mesh.Node
 	self   string   // this core's address, its server id
 	all    []string // every core of every region (addresses)
+	voters []string // the plan's voters (addresses)
 	store  *catalog.Store
 	log    *slog.Logger
 	booted atomic.Bool
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// changes counts the leader's loop's changes (catalogvoters.go).
+	changes voterChanges
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 // catalogNodeID is the catalog's node id of the core at mesh address addr.
@@ -155,7 +160,8 @@ type remoteCores struct {
 }
 
 // openCatalog opens the core's catalog replica and starts its
-// bootstrap, its leader's non-voter additions and its write handler.
+// bootstrap, its leader's member changes (catalogvoters.go) and its write
+// handler.
 func openCatalog(node *mesh.Node, dataDir, self string, plan catalogPlan, raftCfg func(*raftstore.Config), log *slog.Logger) (*catalogGroup, error) {
 	dir := filepath.Join(dataDir, "catalog")
 	var boot []raft.Server
@@ -177,12 +183,13 @@ func openCatalog(node *mesh.Node, dataDir, self string, plan catalogPlan, raftCf
 	if err != nil {
 		return nil, fmt.Errorf("cluster: open catalog: %w", err)
 	}
-	g := &catalogGroup{rep: rep, node: node, self: self, all: plan.all, log: log}
+	g := &catalogGroup{rep: rep, node: node, self: self, all: plan.all, voters: plan.voters, log: log}
 	g.store = catalog.NewStore(rep.State(), g)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	node.HandleRPC(meshpb.MethodCatalog, g.handle, mesh.RoleCore)
+	node.HandleRPC(meshpb.MethodCatalogProgress, g.handleProgress, mesh.RoleCore)
 	g.wg.Go(func() { g.bootstrap(plan.topo) })
-	g.wg.Go(g.addNonvoters)
+	g.wg.Go(g.manageMembers)
 	return g, nil
 }
 
@@ -232,38 +239,6 @@ func (g *catalogGroup) bootstrapApps(ctx context.Context, apps []catalog.AppSpec
 		}
 	}
 	return nil
-}
-
-// addNonvoters: on the leader, every core the configuration names that
-// the group does not have joins as a non-voter.
-func (g *catalogGroup) addNonvoters() {
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-g.ctx.Done():
-			return
-		case <-tick.C:
-		}
-		if !g.rep.IsLeader() {
-			continue
-		}
-		f := g.rep.Raft().GetConfiguration()
-		if f.Error() != nil {
-			continue
-		}
-		have := map[string]bool{}
-		for _, s := range f.Configuration().Servers {
-			have[string(s.ID)] = true
-		}
-		for _, addr := range g.all {
-			if !have[addr] {
-				if err := g.rep.Raft().AddNonvoter(raft.ServerID(addr), raft.ServerAddress(addr), 0, 5*time.Second).Error(); err != nil {
-					g.log.Debug("catalog: add non-voter", "addr", addr, "err", err)
-				}
-			}
-		}
-	}
 }
 
 // Ready reports whether the group has a leader this replica knows and

@@ -449,6 +449,9 @@ var (
 	descCatalogLeader  = metric.Gauge("relaymesh_catalog_leader", "1 while this core's catalog replica leads the catalog's raft group.")
 	descCatalogReady   = metric.Gauge("relaymesh_catalog_ready", "1 once the catalog has a leader this core knows and its declared topology is in.")
 	descCatalogApplied = metric.Gauge("relaymesh_catalog_applied_index", "Raft index of the last catalog entry this core's replica applied.")
+	descCatalogVoters  = metric.Gauge("relaymesh_catalog_voters", "Voters in the catalog's raft configuration as this core's replica holds it.")
+	descCatalogPlanned = metric.Gauge("relaymesh_catalog_voters_planned", "Voters this core's configuration plans for the catalog (its leader moves the voters there).")
+	descCatalogChanges = metric.Counter("relaymesh_catalog_voter_changes_total", "Changes of the catalog's voters this core made as its leader: promote (a planned non-voter), demote (a voter not planned), transfer (leadership handed over before this core's own demotion).", "change")
 	descMemberSets     = metric.Counter("relaymesh_core_member_sets_total", "Member index updates (catalog MemberSet) this core's shard leaders committed.")
 	descMemberFailures = metric.Counter("relaymesh_core_member_set_failures_total", "Member index update rounds that failed and were retried (catalog unreachable, shard unknown yet).")
 )
@@ -456,7 +459,7 @@ var (
 // catalogCollector returns the collector of the catalog replica's and
 // the member pumps' series.
 func (c *Core) catalogCollector() prometheus.Collector {
-	descs := []metric.Desc{descCatalogLeader, descCatalogReady, descCatalogApplied, descMemberSets, descMemberFailures}
+	descs := []metric.Desc{descCatalogLeader, descCatalogReady, descCatalogApplied, descCatalogVoters, descCatalogPlanned, descCatalogChanges, descMemberSets, descMemberFailures}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		var sets, failures uint64
 		for _, p := range c.pumps {
@@ -467,6 +470,19 @@ func (c *Core) catalogCollector() prometheus.Collector {
 		s.Add(descCatalogLeader, b2f(c.catalog.rep.IsLeader()))
 		s.Add(descCatalogReady, b2f(c.catalog.Ready()))
 		s.Add(descCatalogApplied, float64(c.catalog.rep.AppliedIndex()))
+		voters := 0
+		if f := c.catalog.rep.Raft().GetConfiguration(); f.Error() == nil {
+			for _, sv := range f.Configuration().Servers {
+				if sv.Suffrage == raft.Voter {
+					voters++
+				}
+			}
+		}
+		s.Add(descCatalogVoters, float64(voters))
+		s.Add(descCatalogPlanned, float64(len(c.catalog.voters)))
+		for _, op := range []voterOp{voterPromote, voterDemote, voterTransfer} {
+			s.Add(descCatalogChanges, float64(c.catalog.changes[op].Load()), op.String())
+		}
 		s.Add(descMemberSets, float64(sets))
 		s.Add(descMemberFailures, float64(failures))
 	})

@@ -44,4 +44,10 @@ const (
 	// cluster/catalog.go) between cores: a core that does not lead the
 	// catalog's raft group hands a write to the one that does.
 	MethodCatalog = "catalog"
+	// MethodCatalogProgress is the rpc empty -> CatalogProgress (JSON,
+	// cluster/catalogvoters.go) between cores: how far the answering
+	// core's catalog replica is (its raft log's last index and the index
+	// it applied). The catalog's leader asks a core before it promotes it
+	// to voter, and the planned voters before it demotes one.
+	MethodCatalogProgress = "catalog-progress"
 )
