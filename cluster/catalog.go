@@ -201,8 +201,12 @@ func (g *catalogGroup) bootstrap(topo catalog.Topology) {
 	for {
 		ctx, cancel := context.WithTimeout(g.ctx, catalogWait)
 		err := g.store.Bootstrap(ctx, topo)
+		var put []string
 		if err == nil {
-			err = g.bootstrapApps(ctx, apps)
+			put, err = g.bootstrapApps(ctx, apps)
+		}
+		if err == nil {
+			err = g.awaitApps(ctx, put)
 		}
 		cancel()
 		if err == nil {
@@ -223,8 +227,9 @@ func (g *catalogGroup) bootstrap(topo catalog.Topology) {
 // catalog's settings win over a config file's once it has the app; an app
 // this replica holds already is not proposed again). An app the catalog
 // refuses (too many apps, settings too big) is logged and left out: it
-// must not keep the topology's bootstrap from completing.
-func (g *catalogGroup) bootstrapApps(ctx context.Context, apps []catalog.AppSpec) error {
+// must not keep the topology's bootstrap from completing. put are the
+// apps it proposed and the catalog took.
+func (g *catalogGroup) bootstrapApps(ctx context.Context, apps []catalog.AppSpec) (put []string, err error) {
 	for _, a := range apps {
 		if _, ok, err := g.store.GetApp(a.ID); err == nil && ok {
 			continue
@@ -235,7 +240,31 @@ func (g *catalogGroup) bootstrapApps(ctx context.Context, apps []catalog.AppSpec
 		case errors.As(err, &ce):
 			g.log.Warn("catalog: config app refused", "app", a.ID, "err", err)
 		case err != nil:
-			return fmt.Errorf("catalog: bootstrap app %s: %w", a.ID, err)
+			return nil, fmt.Errorf("catalog: bootstrap app %s: %w", a.ID, err)
+		default:
+			put = append(put, a.ID)
+		}
+	}
+	return put, nil
+}
+
+// awaitApps waits until this core's replica holds the apps ids: a write
+// forwarded to the leader is answered once it committed there, maybe
+// before this replica applied it, and the registry follows this replica
+// once the bootstrap is in (appSync). Without the wait, a core that does
+// not lead the catalog served no app for a moment after its first start,
+// and logins there failed with 4100 (seen in CI on a busy machine).
+func (g *catalogGroup) awaitApps(ctx context.Context, ids []string) error {
+	for _, id := range ids {
+		for {
+			if _, ok, err := g.store.GetApp(id); err == nil && ok {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("catalog: app %s not applied here yet: %w", id, ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
 		}
 	}
 	return nil
