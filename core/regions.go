@@ -40,9 +40,10 @@ import (
 //     sender over one mesh stream, so a conversation's pushes keep their
 //     order. Every drop is counted per class.
 //
-// Not yet: presence summaries (a push goes to every other region, not
-// only those with recipients online; offline push and tag kick see the
-// home region's sessions only).
+// A push skips a region whose presence summary lists none of its
+// recipients (the summaries below), and a call to a core killed with no
+// close goes on to the next core once that core has answered neither the
+// call nor a PING (callCore).
 
 // RemoteRegion is another region: its number and its cores' mesh
 // addresses.
