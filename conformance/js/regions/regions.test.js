@@ -227,7 +227,7 @@ const same = (a, b) => a.replace(/\/$/, '') === b.replace(/\/$/, '');
 
 // Runs last: it kills the only edge of the receiver's region (A or B: the
 // SDK shuffles RTMServers) and starts it again at the end.
-test('a client\'s edge killed: it moves to the edge of another region and gets what it missed', async () => {
+test('a client\'s edge killed: it moves to the edge of another region with its session token and gets what it missed', async () => {
   assert.ok(CONTROL, 'RELAYMESH_LAB_CONTROL is not set');
   // The earlier tests' clients are done; closed now, none of them sits
   // reconnecting to the killed edge when the suite ends.
@@ -253,6 +253,21 @@ test('a client\'s edge killed: it moves to the edge of another region and gets w
   await conv.send(new TextMessage('before'));
   await live;
 
+  // The reopen on the other region: the SDK sends session/open with its
+  // session token (st, r=true); the new region must take it (opened, a new
+  // st), not refuse it into a fresh signed login.
+  const conn = await rcvRT._openPromise;
+  const send = conn.send.bind(conn);
+  const reopens = [];
+  conn.send = (cmd, ...rest) => {
+    const p = send(cmd, ...rest);
+    if (cmd.sessionMessage && cmd.sessionMessage.st) {
+      const r = { r: !!cmd.sessionMessage.r };
+      reopens.push(r);
+      Promise.resolve(p).then(rep => { r.op = rep && rep.op; }, e => { r.error = e && e.code; });
+    }
+    return p;
+  };
   const disconnected = once(rcv, Event.DISCONNECT, () => true, 15000);
   const reconnected = once(rcv, Event.RECONNECT, () => true, 30000);
   const unread = [];
@@ -264,6 +279,9 @@ test('a client\'s edge killed: it moves to the edge of another region and gets w
     const m2 = await conv.send(new TextMessage('while away 2'));
     await reconnected;
     assert.ok(same(await edgeOf(rcvRT), away.edges[0]), `reconnected on ${await edgeOf(rcvRT)}, want ${away.name}'s edge`);
+    await until(() => reopens.some(r => r.op !== undefined || r.error !== undefined));
+    assert.deepEqual(reopens.map(r => [r.r, r.op, r.error]), [[true, 5, undefined]],
+      'one reopen with the token issued in the old region, answered session/opened (op 5) by the new one');
     // .3: an unread count naming the last message, then history.
     await until(() => unread.some(c => c.id === conv.id && c.lastMessage && c.lastMessage.id === m2.id), 15000);
     const rconv = await rcv.getConversation(conv.id);
