@@ -163,6 +163,25 @@ func TestCatalogMethodMisuse(t *testing.T) {
 	if _, err := edgeNode.Call(ctx, c.Node.Addr(), meshpb.MethodCatalog, b); err == nil || !strings.Contains(err.Error(), "not allowed") {
 		t.Fatalf("an edge's catalog write: %v, want refused by role", err)
 	}
+	// catalog-progress: an edge may not ask; a core's request body, junk
+	// or large, is ignored (the answer is the replica's progress).
+	if _, err := edgeNode.Call(ctx, c.Node.Addr(), meshpb.MethodCatalogProgress, nil); err == nil || !strings.Contains(err.Error(), "not allowed") {
+		t.Fatalf("an edge's catalog-progress: %v, want refused by role", err)
+	}
+	before := c.catalog.rep.AppliedIndex()
+	for _, body := range [][]byte{nil, []byte("\x00\xff garbage"), make([]byte, 60<<10)} {
+		out, err := other.Call(ctx, c.Node.Addr(), meshpb.MethodCatalogProgress, body)
+		if err != nil {
+			t.Fatalf("catalog-progress with a %d-byte body: %v", len(body), err)
+		}
+		var p CatalogProgress
+		if err := json.Unmarshal(out, &p); err != nil || p.Applied < before || p.Last < p.Applied {
+			t.Fatalf("catalog-progress with a %d-byte body: %q (%v)", len(body), out, err)
+		}
+	}
+	if err := c.Err(); err != nil { // the handler only reads the replica
+		t.Fatalf("the catalog replica failed after catalog-progress calls: %v", err)
+	}
 
 	// A replica that is not in the group (never bootstrapped: its plan
 	// names other voters) leads nothing: it answers not_leader, and its

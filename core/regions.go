@@ -834,7 +834,8 @@ func (g *Regions) pingAll(parent context.Context, rr *remoteRegion) map[string]b
 	return alive
 }
 
-// regionPing is the PING request callCore checks a silent core with.
+// regionPing is the PING request callCore checks a silent core with, and
+// markDown's prober a region marked unreachable.
 var regionPing, _ = proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
 
 // callOrder is the order a call tries rr's cores in: hint first (unless
@@ -895,7 +896,6 @@ func (g *Regions) markDown(rr *remoteRegion) {
 		return
 	}
 	g.log.Warn("region unreachable: requests to it fail at once until it answers", "region", rr.num)
-	ping, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING})
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
@@ -912,7 +912,7 @@ func (g *Regions) markDown(rr *remoteRegion) {
 			}
 			for _, addr := range rr.cores {
 				ctx, cancel := context.WithTimeout(g.ctx, regionProbeEvery)
-				_, err := g.node.Call(ctx, addr, meshpb.MethodClient, ping)
+				_, err := g.node.Call(ctx, addr, meshpb.MethodClient, regionPing)
 				cancel()
 				if err == nil {
 					rr.mu.Lock()
