@@ -65,6 +65,7 @@ func ServeShards(rt *Router, node *mesh.Node, reps []*raftstore.Node, log *slog.
 	node.HandleRPC(meshpb.MethodShard, s.handleShard, mesh.RoleCore)
 	node.HandleRPC(meshpb.MethodRegion, s.handleRegion, mesh.RoleCore)
 	node.HandleRPC(meshpb.MethodPresenceAdd, s.handlePresenceAdd, mesh.RoleCore)
+	node.HandleRPC(meshpb.MethodTokenGeneration, s.handleTokenGeneration, mesh.RoleCore)
 	if rt.remote != nil {
 		rt.remote.Serve() // other regions' pushes in (regions.go)
 	}
@@ -271,6 +272,20 @@ func (s *MeshServer) handleRegion(ctx context.Context, peer string, b []byte) ([
 		return nil, err
 	}
 	return proto.Marshal(rep)
+}
+
+// handleTokenGeneration serves MethodTokenGeneration: the system shard's
+// leader answers with the client's token generation (auth.go).
+func (s *MeshServer) handleTokenGeneration(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	req := new(meshpb.ClientRequest)
+	if err := proto.Unmarshal(b, req); err != nil || req.GetAppId() == "" || req.GetPeerId() == "" {
+		return nil, fmt.Errorf("core: bad token generation request from %s: %v", peer, err)
+	}
+	if rep := s.reps[0]; !rep.IsLeader() {
+		addr, _ := rep.Leader()
+		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
+	}
+	return proto.Marshal(s.router.System().tokenGenerationReply(req.GetAppId(), req.GetPeerId()))
 }
 
 // handlePresenceAdd takes a session the region's router just logged in

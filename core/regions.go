@@ -695,7 +695,7 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 		return nil, fmt.Errorf("%w: region %d", errRegionDown, n)
 	}
 	wait := regionCallWait
-	if method == meshpb.MethodRegion {
+	if method == meshpb.MethodRegion || method == meshpb.MethodTokenGeneration {
 		wait = regionPartWait
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)

@@ -122,6 +122,10 @@ type RouterStats struct {
 	// UniqueRouted: unique starts sent to the shard the catalog's unique
 	// index names.
 	UniqueRouted atomic.Uint64
+	// Session tokens another region issued: checked with that region
+	// (TokenChecks), and refused (TokenRefused: retired there, or the
+	// region did not answer; auth.go checkForeignToken).
+	TokenChecks, TokenRefused atomic.Uint64
 }
 
 // How long a router waits for a shard without a known leader (an
@@ -248,6 +252,11 @@ func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*
 		cmds, sys := mergeLoginSplit(reps, req.GetProtocolVersion(), r.System().limits.MaxUnreadConvs)
 		return &meshpb.ClientReply{Commands: cmds, SysCommands: sys}, nil
 	case meshpb.ClientRequest_CLOSE:
+		if explicitClose(req.GetCommand()) {
+			// A logout in another region voids the client's tokens this
+			// region issued too, as one here would (auth.go).
+			r.System().revokeTokens(ctx, req.GetAppId(), req.GetPeerId())
+		}
 		_, err := r.scatter(ctx, r.all(), func(int) *meshpb.ClientRequest { return part(req) })
 		return &meshpb.ClientReply{}, err
 	case meshpb.ClientRequest_ADMIN:
@@ -458,6 +467,9 @@ func (r *Router) all() []int { return append([]int{0}, r.others()...) }
 // share; the shares are merged as one shard would have capped them.
 func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	req.LoginSplit = true
+	if err := r.checkForeignToken(ctx, req); err != nil { // auth.go
+		return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
+	}
 	rep, err := r.call(ctx, 0, req)
 	if err != nil || rep.GetErrorCode() != 0 || rep.GetNotLeader() {
 		return rep, err
@@ -1055,8 +1067,13 @@ func decodeRows(data string) ([]map[string]any, error) {
 func (r *Router) admin(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	a := req.GetAdmin()
 	if req.GetStGeneration() != 0 || req.GetStReopen() {
-		// Only the system shard keeps token generations (auth.go).
-		if err := r.System().checkTokenGeneration(req); err != nil {
+		// Only the system shard of the region that issued the token
+		// keeps its generation (auth.go).
+		err := r.checkForeignToken(ctx, req)
+		if err == nil {
+			err = r.System().checkTokenGeneration(req)
+		}
+		if err != nil {
 			return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
 		}
 		req.StGeneration, req.StReopen = 0, false
@@ -1298,6 +1315,8 @@ var (
 	descLoginSkipped  = metric.Counter("relaymesh_router_login_skipped_total", "Shards a login did not ask: the catalog's member index vouches the client has nothing there.")
 	descLoginFallback = metric.Counter("relaymesh_router_login_fallback_total", "Shards a login asked only because the member index could not be trusted for them (behind or unavailable).")
 	descUniqueRouted  = metric.Counter("relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.")
+	descTokenChecks   = metric.Counter("relaymesh_router_foreign_tokens_total", "Session-token reopens with a token another region issued, checked with that region.")
+	descTokenRefused  = metric.Counter("relaymesh_router_foreign_tokens_refused_total", "Session tokens of another region refused with 4112: retired there by a kick or logout, or that region did not answer (the client signs in again).")
 	descUniqueWon     = metric.Counter("relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).")
 	descUniqueLost    = metric.Counter("relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.")
 	descUniqueUnreach = metric.Counter("relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).")
@@ -1309,7 +1328,7 @@ var (
 func (r *Router) Collector() prometheus.Collector {
 	descs := []metric.Desc{descRouterShards, descRouterLed, descRouterLocal, descRouterFwd, descRouterSplit,
 		descRouterHints, descRouterMoved, descLoginParts, descLoginSkipped, descLoginFallback, descUniqueRouted,
-		descUniqueWon, descUniqueLost, descUniqueUnreach}
+		descTokenChecks, descTokenRefused, descUniqueWon, descUniqueLost, descUniqueUnreach}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		led := 0
 		var won, lost, unreached uint64
@@ -1333,6 +1352,8 @@ func (r *Router) Collector() prometheus.Collector {
 		s.Add(descLoginSkipped, float64(r.stats.LoginSkipped.Load()))
 		s.Add(descLoginFallback, float64(r.stats.LoginFallback.Load()))
 		s.Add(descUniqueRouted, float64(r.stats.UniqueRouted.Load()))
+		s.Add(descTokenChecks, float64(r.stats.TokenChecks.Load()))
+		s.Add(descTokenRefused, float64(r.stats.TokenRefused.Load()))
 		s.Add(descUniqueWon, float64(won))
 		s.Add(descUniqueLost, float64(lost))
 		s.Add(descUniqueUnreach, float64(unreached))

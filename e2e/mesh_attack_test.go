@@ -86,6 +86,10 @@ func TestMeshMethodsMisused(t *testing.T) {
 		r, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_OPEN, AppId: app, PeerId: peer, EdgeId: "edge-9", ConnId: 1, ProtocolVersion: 3, Command: b})
 		return r
 	}
+	tokenReq := func(app, peer string) []byte {
+		b, _ := proto.Marshal(&meshpb.ClientRequest{AppId: app, PeerId: peer})
+		return b
+	}
 	shardReq := func(n uint32) []byte {
 		b, _ := proto.Marshal(&meshpb.ShardRequest{Shard: n, Request: &meshpb.ClientRequest{Kind: meshpb.ClientRequest_PING}})
 		return b
@@ -98,7 +102,8 @@ func TestMeshMethodsMisused(t *testing.T) {
 				method string
 				body   []byte
 			}{{meshpb.MethodShard, shardReq(0)}, {meshpb.MethodRegion, open("mallory")},
-				{meshpb.MethodPresenceSummary, nil}, {meshpb.MethodPresenceMark, nil}, {meshpb.MethodPresenceAdd, nil}} {
+				{meshpb.MethodPresenceSummary, nil}, {meshpb.MethodPresenceMark, nil}, {meshpb.MethodPresenceAdd, nil},
+				{meshpb.MethodTokenGeneration, tokenReq(app, "alice")}} {
 				_, err := n.Call(ctx, addr, m.method, m.body)
 				if !errors.Is(err, mesh.ErrForbidden) {
 					t.Errorf("%s calling %s: %v, want ErrForbidden", name, m.method, err)
@@ -180,6 +185,26 @@ func TestMeshMethodsMisused(t *testing.T) {
 		}
 	})
 	works("presence rpc attacks")
+
+	t.Run("token-generation rpc: garbage and empty names refused; an answer is the generation only", func(t *testing.T) {
+		for _, b := range [][]byte{nil, {0xff, 0xff, 0x01}, tokenReq("", "alice"), tokenReq(app, ""), []byte(strings.Repeat("\x0a", 1000))} {
+			if _, err := mallory.Call(ctx, addr, meshpb.MethodTokenGeneration, b); err == nil {
+				t.Errorf("token-generation with %q: no error", b)
+			}
+		}
+		for _, peer := range []string{"alice", "nobody", strings.Repeat("z", 60000)} {
+			out, err := mallory.Call(ctx, addr, meshpb.MethodTokenGeneration, tokenReq(app, peer))
+			rep := new(meshpb.ClientReply)
+			if err != nil || proto.Unmarshal(out, rep) != nil {
+				t.Fatalf("token-generation of %.10s: %v", peer, err)
+			}
+			// Region 1's tag, generation 0: no kick or logout happened.
+			if rep.GetSessionGeneration() != 1<<56 || rep.GetErrorCode() != 0 || len(rep.GetCommands()) != 0 {
+				t.Fatalf("token-generation of %.10s: %v, want generation 1<<56 and nothing else", peer, rep)
+			}
+		}
+	})
+	works("token-generation rpc attacks")
 
 	t.Run("region rpc: a part is never passed on; a dead region costs little", func(t *testing.T) {
 		out, err := mallory.Call(ctx, addr, meshpb.MethodRegion, open("bob"))

@@ -21,6 +21,7 @@ import (
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/push"
+	"google.golang.org/protobuf/proto"
 )
 
 // twoRegions is two regions in this process, each one core (two shards)
@@ -218,6 +219,13 @@ func TestTwoRegions(t *testing.T) {
 				t.Fatal("bob, in region 2, never got region 1's chatroom message")
 			}
 		}
+		// The online count is every region's: alice's in region 1 and
+		// bob's in region 2, asked from either.
+		for _, c := range []*client.Client{alice, bob} {
+			if n, err := c.Count(ctx, room); err != nil || n != 2 {
+				t.Fatalf("chatroom count: %d, %v; want 2 (a member in each region)", n, err)
+			}
+		}
 	})
 
 	t.Run("unique conversations meet across regions", func(t *testing.T) {
@@ -297,15 +305,15 @@ func TestTwoRegions(t *testing.T) {
 	t.Run("offline push skips a member online in the other region", func(t *testing.T) {
 		// bob is online in region 2, carol nowhere: region 1's summary of
 		// region 2 says so within a pull or two.
+		// carol logged out of region 2 in an earlier subtest: the summary
+		// drops her within a pull or two too.
 		deadline := time.Now().Add(10 * time.Second)
-		for !w.cores[0].Regions.OnlineElsewhere(app, "bob") {
+		for !w.cores[0].Regions.OnlineElsewhere(app, "bob") || w.cores[0].Regions.OnlineElsewhere(app, "carol") {
 			if time.Now().After(deadline) {
-				t.Fatal("region 1 never learned that bob is online in region 2")
+				t.Fatalf("region 1's summary of region 2 after 10 s: bob online %v (want true), carol online %v (want false)",
+					w.cores[0].Regions.OnlineElsewhere(app, "bob"), w.cores[0].Regions.OnlineElsewhere(app, "carol"))
 			}
 			time.Sleep(50 * time.Millisecond)
-		}
-		if w.cores[0].Regions.OnlineElsewhere(app, "carol") {
-			t.Fatal("carol, offline, counts as online in region 2")
 		}
 		for len(w.pushes) > 0 {
 			<-w.pushes
@@ -416,6 +424,149 @@ func TestTwoRegions(t *testing.T) {
 		h, err := bob.History(ctx, c1, client.HistoryQuery{Limit: 10})
 		if err != nil || len(h) < 3 {
 			t.Fatalf("history of %s after region 1's restart: %d messages, %v", c1, len(h), err)
+		}
+	})
+}
+
+// rawOpenApp logs peer in to app (which needs no signature) over a raw
+// socket, with tag, and returns the socket and the answer.
+func rawOpenApp(t *testing.T, ctx context.Context, url, app, peer, tag string) (*raw, *lcpb.GenericCommand) {
+	t.Helper()
+	r, _, err := dialRaw(t, ctx, url, lcpb.SubprotocolBinary3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm := &lcpb.SessionCommand{Ua: proto.String("raw/1")}
+	if tag != "" {
+		sm.Tag = proto.String(tag)
+	}
+	r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
+		AppId: proto.String(app), PeerId: proto.String(peer), SessionMessage: sm})
+	return r, r.next(ctx)
+}
+
+// rawReopenApp reopens a session of app with its session token (r=true,
+// as the SDKs reconnect).
+func rawReopenApp(t *testing.T, ctx context.Context, url, app, st string) (*raw, *lcpb.GenericCommand) {
+	t.Helper()
+	r, _, err := dialRaw(t, ctx, url, lcpb.SubprotocolBinary3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
+		AppId: proto.String(app), SessionMessage: &lcpb.SessionCommand{St: proto.String(st), R: proto.Bool(true)}})
+	return r, r.next(ctx)
+}
+
+// TestTwoRegionsTokens: a session token is checked in the region that
+// issued it, wherever the client reopens with it. A logout or tag kick in
+// region 1 voids the token in region 2 too; a live token of region 1
+// reopens in region 2, also after a kick there gave it a newer
+// generation; and with region 1 down its tokens get 4112 in region 2 (the
+// SDKs then sign in again, which region 2 takes).
+func TestTwoRegionsTokens(t *testing.T) {
+	w := startTwoRegions(t)
+	const app = "regions-app"
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	r1, r2 := w.edges[0].URL, w.edges[1].URL
+	opened := func(t *testing.T, what string, c *lcpb.GenericCommand) string {
+		t.Helper()
+		if c.GetOp() != lcpb.OpType_opened || c.GetSessionMessage().GetSt() == "" {
+			t.Fatalf("%s: got %v/%v %v, want session/opened with an st", what, c.GetCmd(), c.GetOp(), c.GetErrorMessage())
+		}
+		return c.GetSessionMessage().GetSt()
+	}
+	logout := func(t *testing.T, what string, r *raw) {
+		t.Helper()
+		r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_close.Enum(), I: proto.Int32(2)})
+		if got := r.next(ctx); got.GetOp() != lcpb.OpType_closed {
+			t.Fatalf("%s: logout got %v", what, got)
+		}
+	}
+	refused := func(t *testing.T, what, url, st string) {
+		t.Helper()
+		r, got := rawReopenApp(t, ctx, url, app, st)
+		wantError(t, what, got, lcpb.ErrSessionTokenExpired, proto.Int32(1))
+		r.ws.CloseNow()
+	}
+
+	t.Run("a live token moves between regions", func(t *testing.T) {
+		c, o := rawOpenApp(t, ctx, r1, app, "amy", "")
+		st := opened(t, "login in region 1", o)
+		c.ws.CloseNow()
+		c2, o2 := rawReopenApp(t, ctx, r2, app, st)
+		st2 := opened(t, "region 1's token reopened in region 2", o2)
+		c2.ws.CloseNow()
+		c3, o3 := rawReopenApp(t, ctx, r1, app, st2)
+		opened(t, "region 2's token reopened in region 1", o3)
+		logout(t, "amy", c3)
+		refused(t, "region 2's token in region 2 after a logout in region 1 (the chain is amy's)", r2, st2)
+		refused(t, "region 2's token in region 1 after a logout in region 1", r1, st2)
+	})
+
+	t.Run("a logout in region 1 voids its token in region 2", func(t *testing.T) {
+		c, o := rawOpenApp(t, ctx, r1, app, "lou", "")
+		st := opened(t, "login in region 1", o)
+		logout(t, "lou", c)
+		refused(t, "region 1's token in region 2 after its logout in region 1", r2, st)
+		refused(t, "region 1's token in region 1 after its logout", r1, st)
+		// Positive control: a fresh login in region 2 works, its token too.
+		c2, o2 := rawOpenApp(t, ctx, r2, app, "lou", "")
+		st2 := opened(t, "fresh login in region 2", o2)
+		c2.ws.CloseNow()
+		c3, o3 := rawReopenApp(t, ctx, r2, app, st2)
+		opened(t, "region 2's fresh token in region 2", o3)
+		c3.ws.CloseNow()
+	})
+
+	t.Run("a tag kick in region 1: the kicked token is void everywhere, the kicker's reopens everywhere", func(t *testing.T) {
+		old, o1 := rawOpenApp(t, ctx, r1, app, "tim", "mobile")
+		stOld := opened(t, "first login", o1)
+		kicker, o2 := rawOpenApp(t, ctx, r1, app, "tim", "mobile")
+		stNew := opened(t, "second login, same tag", o2)
+		if k := old.next(ctx); k.GetOp() != lcpb.OpType_closed || k.GetSessionMessage().GetCode() != lcpb.ErrSessionConflict {
+			t.Fatalf("kicked session got %v", k)
+		}
+		refused(t, "the kicked session's token in region 2", r2, stOld)
+		kicker.ws.CloseNow()
+		// The kick retired region 1's generation 0; region 2 holds none
+		// for tim, and the kicker's token is region 1's generation 1.
+		var got *lcpb.GenericCommand
+		var r *raw
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			// The kicker's dropped socket may still hold the tag for a moment.
+			r, got = rawReopenApp(t, ctx, r2, app, stNew)
+			if got.GetOp() == lcpb.OpType_opened || time.Now().After(deadline) {
+				break
+			}
+			r.ws.CloseNow()
+			time.Sleep(100 * time.Millisecond)
+		}
+		opened(t, "the kicker's token in region 2", got)
+		r.ws.CloseNow()
+	})
+
+	t.Run("region 1 down: its tokens get 4112 in region 2, a fresh login works", func(t *testing.T) {
+		c, o := rawOpenApp(t, ctx, r1, app, "dan", "")
+		st := opened(t, "login in region 1", o)
+		c.ws.CloseNow()
+		w.cores[0].Close()
+		w.cores[0] = nil
+		refused(t, "region 1's token with region 1 down", r2, st)
+		c2, o2 := rawOpenApp(t, ctx, r2, app, "dan", "")
+		opened(t, "fresh login in region 2 with region 1 down", o2)
+		c2.ws.CloseNow()
+		var b strings.Builder
+		if err := w.cores[1].WriteMetrics(&b); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"relaymesh_router_foreign_tokens_total ", "relaymesh_router_foreign_tokens_refused_total "} {
+			i := strings.Index(b.String(), "\n"+want)
+			if i < 0 || strings.HasPrefix(b.String()[i+1+len(want):], "0\n") {
+				t.Fatalf("region 2's /metrics: %s missing or 0", want)
+			}
 		}
 	})
 }

@@ -50,4 +50,10 @@ const (
 	// it applied). The catalog's leader asks a core before it promotes it
 	// to voter, and the planned voters before it demotes one.
 	MethodCatalogProgress = "catalog-progress"
+	// MethodTokenGeneration is the rpc ClientRequest (app_id, peer_id) ->
+	// ClientReply (session_generation) from a router to a core of another
+	// region: the client's session-token generation there, which tokens
+	// that region issued carry (core/auth.go). A core that does not lead
+	// its region's system shard answers not_leader.
+	MethodTokenGeneration = "token-generation"
 )
