@@ -1,13 +1,16 @@
 package core
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
 	"github.com/relaymesh/relaymesh/relay"
 )
 
@@ -44,14 +47,41 @@ func (c *Core) roomJoinCreator(r *request, cid string) {
 	if r.from == (connKey{}) {
 		return // server API: no session
 	}
-	c.relay.JoinRoom(c.roomMember(r), r.from, cid)
+	if !r.remoteRoom { // another region's session: its region's relay keeps it
+		c.relay.JoinRoom(c.roomMember(r), r.from, cid)
+	}
 	r.setRoom(cid)
+}
+
+// moveRoom records on this region's relay that the session of req, a
+// session of this region, joined chatroom room ("": left the one it was
+// in, req.session_room) by a request the chatroom's home region took
+// (Router.callHome). The edge's presence tells the region's other cores.
+func (c *Core) moveRoom(req *meshpb.ClientRequest, room string) {
+	app, peer := req.GetAppId(), req.GetPeerId()
+	from := connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}
+	m := relay.Member{App: app, Peer: peer, Tag: c.relay.SessionTag(app, peer, from)}
+	if room != "" {
+		c.relay.JoinRoom(m, from, room)
+	} else if prev := req.GetSessionRoom(); prev != "" {
+		c.relay.LeaveRoom(m, prev)
+	}
+}
+
+// inRoom reports whether r's session is in chatroom cid: this region's
+// relay says so for its own sessions, the session's region for another
+// region's (ClientRequest.session_room, set by that region's router).
+func (c *Core) inRoom(r *request, cid string) bool {
+	if r.remoteRoom {
+		return r.inRoom == cid
+	}
+	return c.relay.InRoom(r.app, r.peer, r.from, cid)
 }
 
 // roomConv serves the conv ops that differ for a chatroom; ok is false when
 // cid is not a chatroom (or the op is not one of them) and the normal path
 // applies.
-func (c *Core) roomConv(r *request) (g *lcpb.GenericCommand, err error, ok bool) {
+func (c *Core) roomConv(ctx context.Context, r *request) (g *lcpb.GenericCommand, err error, ok bool) {
 	op, cid, conv := c.membershipTarget(r)
 	cm := r.cmd.ConvMessage
 	if conv == nil || !conv.Transient {
@@ -60,7 +90,10 @@ func (c *Core) roomConv(r *request) (g *lcpb.GenericCommand, err error, ok bool)
 	switch op {
 	case lcpb.OpType_count:
 		g := r.reply(lcpb.CommandType_conv, lcpb.OpType_result.Enum())
-		g.ConvMessage = &lcpb.ConvCommand{Cid: proto.String(cid), Count: proto.Int32(int32(c.relay.RoomCount(r.app, cid)))}
+		// Every region's: each region's relays hold its own sessions.
+		n, _ := c.remote.RoomCount(ctx, r.app, cid) // regions.go
+		n += c.relay.RoomCount(r.app, cid)
+		g.ConvMessage = &lcpb.ConvCommand{Cid: proto.String(cid), Count: proto.Int32(int32(n))}
 		return g, nil, true
 	case lcpb.OpType_members:
 		limit := int(cm.GetLimit())
@@ -68,13 +101,21 @@ func (c *Core) roomConv(r *request) (g *lcpb.GenericCommand, err error, ok bool)
 			limit = maxRoomMembers
 		}
 		g := r.reply(lcpb.CommandType_conv, lcpb.OpType_members.Enum())
-		g.ConvMessage = &lcpb.ConvCommand{Cid: proto.String(cid), M: c.relay.RoomMembers(r.app, cid, limit)}
+		_, elsewhere := c.remote.RoomCount(ctx, r.app, cid)
+		m := c.relay.RoomMembers(r.app, cid, limit)
+		if len(elsewhere) > 0 {
+			m = append(m, elsewhere...)
+			slices.Sort(m)
+			m = slices.Compact(m)
+			m = m[:min(len(m), limit)]
+		}
+		g.ConvMessage = &lcpb.ConvCommand{Cid: proto.String(cid), M: m}
 		if g.ConvMessage.M == nil {
 			g.ConvMessage.M = []string{}
 		}
 		return g, nil, true
 	case lcpb.OpType_is_member:
-		in := c.relay.InRoom(r.app, r.peer, r.from, cid)
+		in := c.inRoom(r, cid)
 		g := r.reply(lcpb.CommandType_conv, lcpb.OpType_is_member.Enum())
 		g.ConvMessage = &lcpb.ConvCommand{Results: &lcpb.JsonObjectMessage{Data: proto.String(fmt.Sprintf("{%q:%t}", cid, in))}}
 		return g, nil, true
@@ -93,10 +134,18 @@ func (c *Core) roomConv(r *request) (g *lcpb.GenericCommand, err error, ok bool)
 	}
 	id := c.roomMember(r)
 	replyOp := lcpb.OpType_added
-	if add {
+	switch {
+	case add && r.remoteRoom: // its region's router records it (router.go callHome)
+		r.setRoom(cid)
+	case add:
 		c.relay.JoinRoom(id, r.from, cid)
 		r.setRoom(cid)
-	} else {
+	case r.remoteRoom:
+		replyOp = lcpb.OpType_removed
+		if r.inRoom == cid {
+			r.setRoom("")
+		}
+	default:
 		replyOp = lcpb.OpType_removed
 		if c.relay.LeaveRoom(id, cid) {
 			r.setRoom("")
@@ -114,7 +163,7 @@ func (c *Core) roomSender(r *request, conv *shard.Conv) (room bool, err error) {
 	if conv == nil || !conv.Transient {
 		return false, nil
 	}
-	if !c.relay.InRoom(r.app, r.peer, r.from, conv.ID) {
+	if !c.inRoom(r, conv.ID) {
 		return true, fmt.Errorf("%w: %s: not in the chatroom", errSendTarget, conv.ID)
 	}
 	if conv.IsBlocked(r.peer) { // blacklisted after joining

@@ -17,7 +17,7 @@ func (c *Core) conv(ctx context.Context, r *request) (*lcpb.GenericCommand, erro
 	if r.cmd.ConvMessage == nil {
 		r.cmd.ConvMessage = &lcpb.ConvCommand{}
 	}
-	if g, err, ok := c.roomConv(r); ok { // chatroom.go
+	if g, err, ok := c.roomConv(ctx, r); ok { // chatroom.go
 		return g, err
 	}
 	if g, err, ok := c.sysConv(ctx, r); ok { // sysconv.go

@@ -288,6 +288,10 @@ type request struct {
 	// tells the edge (ClientReply.room, chatroom.go).
 	roomSet bool
 	room    string
+	// remoteRoom: the session is another region's, and inRoom is its
+	// chatroom as its region's relay knows it (ClientRequest.session_room).
+	remoteRoom bool
+	inRoom     string
 }
 
 // setRoom records that r's session is now in chatroom cid ("" for none).
@@ -360,6 +364,9 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	}
 	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}, version: req.GetProtocolVersion(),
 		config: req.GetConfigBitmap(), ip: req.GetSourceIp(), idemKey: req.GetIdempotencyKey(), part: req.GetShardPart()}
+	if req.SessionRoom != nil {
+		r.remoteRoom, r.inRoom = true, req.GetSessionRoom()
+	}
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
 		return encodeReply(r.errorReply(fmt.Errorf("%w: %v", errMalformed, err))), nil

@@ -207,6 +207,9 @@ func (s *MeshServer) handleClient(ctx context.Context, peer string, b []byte) ([
 	if req.Kind == meshpb.ClientRequest_PING {
 		return proto.Marshal(s.pingReply())
 	}
+	if mesh.CallerRole(ctx) != mesh.RoleCore {
+		req.SessionRoom = nil // another region's router says it, never an edge
+	}
 	if req.Kind == meshpb.ClientRequest_OPEN && !s.mayOpen(peer, req.GetEdgeId()) {
 		return proto.Marshal(&meshpb.ClientReply{ErrorCode: lcpb.ErrInternal,
 			ErrorReason: fmt.Sprintf("edge id %q is attached by another edge certificate", req.GetEdgeId())})

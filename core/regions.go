@@ -194,6 +194,52 @@ func (g *Regions) Serve() {
 	g.node.HandleRPC(meshpb.MethodPresenceSummary, g.serveSummary, mesh.RoleCore)
 	g.node.HandleRPC(meshpb.MethodPresenceMark, g.serveMark, mesh.RoleCore)
 	g.node.HandleRPC(meshpb.MethodRelayEdges, g.serveRelayEdges, mesh.RoleCore)
+	g.node.HandleRPC(meshpb.MethodRoomCount, g.serveRoomCount, mesh.RoleCore)
+}
+
+// RoomCount is how many sessions of the other regions are in chatroom cid
+// of app, and up to maxRoomMembers of their clientIds (MethodRoomCount),
+// asked of every region at once: a region's relays hold its own
+// sessions' chatrooms. A region that does not answer counts none (it is
+// logged): a count is no reason to wait out a region's outage.
+func (g *Regions) RoomCount(ctx context.Context, app, cid string) (int, []string) {
+	if g == nil || len(g.order) == 0 {
+		return 0, nil
+	}
+	req := &meshpb.ClientRequest{AppId: app, Admin: &meshpb.AdminRequest{Cid: cid}}
+	reps := make([]*meshpb.AdminReply, len(g.order))
+	var wg sync.WaitGroup
+	for i, n := range g.order {
+		wg.Go(func() {
+			rep, err := g.call(ctx, n, meshpb.MethodRoomCount, req)
+			if err != nil {
+				g.log.Warn("a region's chatroom count", "region", n, "cid", cid, "err", err)
+				return
+			}
+			reps[i] = rep.GetAdmin()
+		})
+	}
+	wg.Wait()
+	total := 0
+	var members []string
+	for _, a := range reps {
+		total += int(max(a.GetCount(), 0))
+		members = append(members, a.GetRoomMembers()...)
+	}
+	return total, members
+}
+
+// serveRoomCount is MethodRoomCount: this region's sessions in a
+// chatroom, as this core's relay holds them (every core of a region
+// mirrors its edges' chatrooms).
+func (g *Regions) serveRoomCount(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	req := new(meshpb.ClientRequest)
+	if err := proto.Unmarshal(b, req); err != nil || req.GetAppId() == "" || req.GetAdmin().GetCid() == "" {
+		return nil, fmt.Errorf("core: bad chatroom count request from %s: %v", peer, err)
+	}
+	app, cid := req.GetAppId(), req.GetAdmin().GetCid()
+	return proto.Marshal(&meshpb.ClientReply{Admin: &meshpb.AdminReply{
+		Count: int64(g.relay.RoomCount(app, cid)), RoomMembers: g.relay.RoomMembers(app, cid, maxRoomMembers)}})
 }
 
 // Close stops the senders; pushes still queued are dropped.
@@ -695,7 +741,7 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 		return nil, fmt.Errorf("%w: region %d", errRegionDown, n)
 	}
 	wait := regionCallWait
-	if method == meshpb.MethodRegion || method == meshpb.MethodTokenGeneration {
+	if method != meshpb.MethodClient {
 		wait = regionPartWait
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
@@ -745,9 +791,11 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 				}
 				continue
 			}
-			rr.mu.Lock()
-			rr.router = addr
-			rr.mu.Unlock()
+			if method != meshpb.MethodRoomCount { // any core answers that one
+				rr.mu.Lock()
+				rr.router = addr
+				rr.mu.Unlock()
+			}
 			return rep, nil
 		}
 		if hint != "" {

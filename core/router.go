@@ -302,7 +302,17 @@ func (c *Core) leads() bool { return c.replica != nil && c.replica.IsLeader() }
 // another (its router, MethodClient).
 func (r *Router) callHome(ctx context.Context, region uint8, n int, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	if region != r.region {
-		return r.remote.call(ctx, region, meshpb.MethodClient, req)
+		if req.GetKind() == meshpb.ClientRequest_COMMAND && req.GetEdgeId() != "" && req.SessionRoom == nil {
+			// The session's chatroom, which only this region's relay
+			// knows (chatroom.go).
+			room := r.System().relay.RoomOf(req.GetAppId(), req.GetPeerId(), connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()})
+			req.SessionRoom = &room
+		}
+		rep, err := r.remote.call(ctx, region, meshpb.MethodClient, req)
+		if err == nil && rep.GetRoomChanged() && req.SessionRoom != nil {
+			r.System().moveRoom(req, rep.GetRoom()) // chatroom.go
+		}
+		return rep, err
 	}
 	return r.call(ctx, n, req)
 }

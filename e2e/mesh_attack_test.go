@@ -122,6 +122,43 @@ func TestMeshMethodsMisused(t *testing.T) {
 	})
 	works("role attacks")
 
+	t.Run("an edge cannot vouch for a chatroom membership", func(t *testing.T) {
+		room, err := alice.CreateChatRoom(ctx, "stage", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(n *mesh.Node, peer string) *lcpb.GenericCommand {
+			t.Helper()
+			cmd, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), I: proto.Int32(3),
+				DirectMessage: &lcpb.DirectCommand{Cid: proto.String(room), Msg: proto.String("forged")}})
+			b, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_COMMAND, AppId: app, PeerId: peer,
+				EdgeId: "edge-9", ConnId: 5, ProtocolVersion: 3, Command: cmd, SessionRoom: proto.String(room)})
+			out, err := n.Call(ctx, addr, meshpb.MethodClient, b)
+			if err != nil {
+				t.Fatalf("client rpc: %v", err)
+			}
+			rep := new(meshpb.ClientReply)
+			if err := proto.Unmarshal(out, rep); err != nil || len(rep.GetCommands()) != 1 {
+				t.Fatalf("client rpc reply: %v %v", rep, err)
+			}
+			g := new(lcpb.GenericCommand)
+			if err := proto.Unmarshal(rep.GetCommands()[0], g); err != nil {
+				t.Fatal(err)
+			}
+			return g
+		}
+		// An edge certificate saying "this session is in the chatroom"
+		// (session_room, which only another region's router may say):
+		// ignored, refused as any non-member.
+		if g := send(node(ids["edge-9"]), "mallory"); g.GetCmd() != lcpb.CommandType_error || g.GetErrorMessage().GetCode() != lcpb.ErrInvalidMessagingTarget {
+			t.Fatalf("edge-forged membership: %v, want error %d", g, lcpb.ErrInvalidMessagingTarget)
+		}
+		if n, err := alice.Count(ctx, room); err != nil || n != 1 {
+			t.Fatalf("count after the forged send: %d %v, want 1 (alice)", n, err)
+		}
+	})
+	works("forged chatroom membership")
+
 	mallory := node(ids["core-9"]) // a core certificate: trusted as a core
 	t.Run("garbage and unknown shards", func(t *testing.T) {
 		for _, b := range [][]byte{nil, {0xff, 0xff, 0xff}, []byte(strings.Repeat("\x0a", 1000))} {

@@ -221,11 +221,60 @@ func TestTwoRegions(t *testing.T) {
 		}
 		// The online count is every region's: alice's in region 1 and
 		// bob's in region 2, asked from either.
-		for _, c := range []*client.Client{alice, bob} {
-			if n, err := c.Count(ctx, room); err != nil || n != 2 {
-				t.Fatalf("chatroom count: %d, %v; want 2 (a member in each region)", n, err)
+		count := func(want int) {
+			t.Helper()
+			deadline := time.Now().Add(10 * time.Second)
+			for _, c := range []*client.Client{alice, bob} {
+				for {
+					n, err := c.Count(ctx, room)
+					if err == nil && n == want {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("chatroom count asked by %s: %d, %v; want %d", c.ID(), n, err, want)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
 			}
 		}
+		count(2)
+
+		// A member of region 2 sends, also after its connection dropped
+		// and came back (its region's relay rebinds it; the home region
+		// takes that region's word for its membership).
+		fay := dial(top, ctx, w.edges[1].URL, app, "fay")
+		if err := fay.Join(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		count(3)
+		for _, step := range []string{"joined", "reconnected"} {
+			if step == "reconnected" {
+				if !fay.Drop() {
+					t.Fatal("fay had no connection to drop")
+				}
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				s, err := fay.Send(ctx, room, client.TextMessage("fay "+step), client.SendOptions{})
+				if err == nil {
+					nextEvent(t, alice, func(m client.Message) bool { return m.ID == s.ID })
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("fay (region 2), %s, sends into region 1's chatroom: %v", step, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		// dave, of region 2 too, never joined: refused.
+		_, err = dave.Send(ctx, room, client.TextMessage("gatecrash"), client.SendOptions{})
+		var ce *client.Error
+		if !errors.As(err, &ce) || ce.Code != lcpb.ErrInvalidMessagingTarget {
+			t.Fatalf("dave, not in the chatroom, sends: %v; want %d", err, lcpb.ErrInvalidMessagingTarget)
+		}
+		// fay leaves for good: the count forgets her.
+		fay.Close()
+		count(2)
 	})
 
 	t.Run("unique conversations meet across regions", func(t *testing.T) {

@@ -656,7 +656,7 @@ func (m *muxServer) start(ctx context.Context, peer string, role Role, id uint64
 	go func() {
 		defer m.n.wg.Done()
 		defer m.handlers.Done()
-		reply, err := callRPC(hctx, h, peer, req)
+		reply, err := callRPC(hctx, h, peer, role, req)
 		cancel()
 		m.mu.Lock()
 		delete(m.calls, id) // before the reply: the caller's count of it ends after ours

@@ -926,3 +926,28 @@ func TestMuxLocalClose(t *testing.T) {
 		t.Errorf("call after Close: got %v, want ErrClosed and ErrNotSent", err)
 	}
 }
+
+// TestCallerRole: a handler learns the caller's role from its context,
+// on a mux stream and on a stream of its own alike.
+func TestCallerRole(t *testing.T) {
+	for _, mux := range []int{1, 0} {
+		setMux(t, mux, 1)
+		ids := pki(t, "core", "core2", "edge")
+		core, core2, edge := listen(t, ids["core"]), listen(t, ids["core2"]), listen(t, ids["edge"])
+		core.HandleRPC("who", func(ctx context.Context, peer string, req []byte) ([]byte, error) {
+			return []byte(CallerRole(ctx)), nil
+		}, RoleCore, RoleEdge)
+		ctx := ctxT(t)
+		for _, c := range []struct {
+			n    *Node
+			want Role
+		}{{edge, RoleEdge}, {core2, RoleCore}} {
+			if got, err := c.n.Call(ctx, core.Addr(), "who", nil); err != nil || Role(got) != c.want {
+				t.Errorf("mux %d: caller role %q %v, want %q", mux, got, err, c.want)
+			}
+		}
+		if got := CallerRole(ctx); got != "" {
+			t.Errorf("outside a handler: %q", got)
+		}
+	}
+}

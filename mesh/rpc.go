@@ -214,7 +214,7 @@ func (n *Node) serveRPC(peer string, role Role, method string, s *quic.Stream) {
 	}
 	ctx, cancel := n.streamContext(s)
 	defer cancel()
-	reply, err := callRPC(ctx, h, peer, req)
+	reply, err := callRPC(ctx, h, peer, role, req)
 	switch {
 	case err != nil:
 		writeReply(s, statusError, []byte(err.Error()))
@@ -243,13 +243,22 @@ func forbid(s *quic.Stream, role Role, method string) {
 }
 
 // callRPC runs a handler, turning a panic into an error for the caller.
-func callRPC(ctx context.Context, h RPCHandler, peer string, req []byte) (reply []byte, err error) {
+func callRPC(ctx context.Context, h RPCHandler, peer string, role Role, req []byte) (reply []byte, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panic: %v", r)
 		}
 	}()
-	return h(ctx, peer, req)
+	return h(context.WithValue(ctx, callerRoleKey{}, role), peer, req)
+}
+
+type callerRoleKey struct{}
+
+// CallerRole is the role of the peer whose call an RPC handler runs (its
+// certificate's), "" outside a handler.
+func CallerRole(ctx context.Context) Role {
+	r, _ := ctx.Value(callerRoleKey{}).(Role)
+	return r
 }
 
 // streamContext is a handler's context: it ends when the node closes or the

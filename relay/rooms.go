@@ -195,6 +195,16 @@ func (rs *chatrooms) joined(app, peer string, conn ConnKey, cid string) bool {
 	return m != nil && m.cid == cid
 }
 
+// roomOf is the chatroom the session of app/peer on conn is in ("" none).
+func (rs *chatrooms) roomOf(app, peer string, conn ConnKey) string {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if m := rs.byConn[roomConn{app, peer, conn}]; m != nil {
+		return m.cid
+	}
+	return ""
+}
+
 // count is the online count of chatroom cid: keys with a bound session.
 func (rs *chatrooms) count(app, cid string) int {
 	rs.mu.Lock()
@@ -317,6 +327,11 @@ func (r *Relay) LeaveRoom(m Member, cid string) bool { return r.rooms.leave(m, c
 // InRoom reports whether the session of app/peer on conn is in chatroom cid.
 func (r *Relay) InRoom(app, peer string, conn ConnKey, cid string) bool {
 	return r.rooms.joined(app, peer, conn, cid)
+}
+
+// RoomOf is the chatroom the session of app/peer on conn is in ("" none).
+func (r *Relay) RoomOf(app, peer string, conn ConnKey) string {
+	return r.rooms.roomOf(app, peer, conn)
 }
 
 // RoomCount is the online count of chatroom cid: members with a session

@@ -350,7 +350,14 @@ type ClientRequest struct {
 	// sent it. A core keeps the session through a replace_all Presence
 	// whose snapshot_seq is lower: that list was made before this OPEN and
 	// cannot hold the session (relay/presence.go).
-	PresenceSeq   uint64 `protobuf:"varint,54,opt,name=presence_seq,json=presenceSeq,proto3" json:"presence_seq,omitempty"`
+	PresenceSeq uint64 `protobuf:"varint,54,opt,name=presence_seq,json=presenceSeq,proto3" json:"presence_seq,omitempty"`
+	// The chatroom the session is in ("" none), as the relay of the
+	// session's own region knows it (its edges' presence). Set by that
+	// region's router on a COMMAND it sends to another region, whose core
+	// holds no presence of the session: a chatroom homed there takes it
+	// for the session's membership (core/chatroom.go). Unset: the session
+	// is this region's. Honoured only from a core; cleared from edges.
+	SessionRoom   *string `protobuf:"bytes,55,opt,name=session_room,json=sessionRoom,proto3,oneof" json:"session_room,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -544,6 +551,13 @@ func (x *ClientRequest) GetPresenceSeq() uint64 {
 		return x.PresenceSeq
 	}
 	return 0
+}
+
+func (x *ClientRequest) GetSessionRoom() string {
+	if x != nil && x.SessionRoom != nil {
+		return *x.SessionRoom
+	}
+	return ""
 }
 
 // PresenceSummaryRequest asks a core of another region which clientIds
@@ -1777,7 +1791,10 @@ type AdminReply struct {
 	Notifs    []*NotifEvent `protobuf:"bytes,70,rep,name=notifs,proto3" json:"notifs,omitempty"`
 	NotifMore bool          `protobuf:"varint,71,opt,name=notif_more,json=notifMore,proto3" json:"notif_more,omitempty"`
 	// IMPORT: the outcome, a JSON object (core/import.go).
-	ImportJson    []byte `protobuf:"bytes,80,opt,name=import_json,json=importJson,proto3" json:"import_json,omitempty"`
+	ImportJson []byte `protobuf:"bytes,80,opt,name=import_json,json=importJson,proto3" json:"import_json,omitempty"`
+	// MethodRoomCount: up to 50 clientIds of the answering region's
+	// sessions in the chatroom (count is how many sessions).
+	RoomMembers   []string `protobuf:"bytes,90,rep,name=room_members,json=roomMembers,proto3" json:"room_members,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1885,6 +1902,13 @@ func (x *AdminReply) GetNotifMore() bool {
 func (x *AdminReply) GetImportJson() []byte {
 	if x != nil {
 		return x.ImportJson
+	}
+	return nil
+}
+
+func (x *AdminReply) GetRoomMembers() []string {
+	if x != nil {
+		return x.RoomMembers
 	}
 	return nil
 }
@@ -2667,7 +2691,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xd2\x06\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x8b\a\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2696,13 +2720,15 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"regionPart\x12\x1f\n" +
 	"\vfrom_region\x185 \x01(\rR\n" +
 	"fromRegion\x12!\n" +
-	"\fpresence_seq\x186 \x01(\x04R\vpresenceSeq\"=\n" +
+	"\fpresence_seq\x186 \x01(\x04R\vpresenceSeq\x12&\n" +
+	"\fsession_room\x187 \x01(\tH\x00R\vsessionRoom\x88\x01\x01\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
 	"\x05CLOSE\x10\x02\x12\b\n" +
 	"\x04PING\x10\x03\x12\t\n" +
-	"\x05ADMIN\x10\x04\"H\n" +
+	"\x05ADMIN\x10\x04B\x0f\n" +
+	"\r_session_room\"H\n" +
 	"\x16PresenceSummaryRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\"\xb5\x01\n" +
@@ -2852,7 +2878,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\froom_changed\x18\b \x01(\bR\vroomChanged\x12-\n" +
 	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\x12!\n" +
 	"\fsys_commands\x18( \x03(\fR\vsysCommands\x12%\n" +
-	"\x0equery_examined\x18) \x01(\x03R\rqueryExamined\"\xae\x03\n" +
+	"\x0equery_examined\x18) \x01(\x03R\rqueryExamined\"\xd1\x03\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
@@ -2868,7 +2894,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
 	"notif_more\x18G \x01(\bR\tnotifMore\x12\x1f\n" +
 	"\vimport_json\x18P \x01(\fR\n" +
-	"importJson\"\xd1\x02\n" +
+	"importJson\x12!\n" +
+	"\froom_members\x18Z \x03(\tR\vroomMembers\"\xd1\x02\n" +
 	"\n" +
 	"NotifEvent\x12\x10\n" +
 	"\x03cmd\x18\x01 \x01(\tR\x03cmd\x12\x0e\n" +
@@ -3009,6 +3036,7 @@ func file_meshpb_mesh_proto_init() {
 	if File_meshpb_mesh_proto != nil {
 		return
 	}
+	file_meshpb_mesh_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -56,4 +56,9 @@ const (
 	// that region issued carry (core/auth.go). A core that does not lead
 	// its region's system shard answers not_leader.
 	MethodTokenGeneration = "token-generation"
+	// MethodRoomCount is the rpc ClientRequest (app_id, admin.cid) ->
+	// ClientReply (admin.count, admin.room_members) from a core to a core
+	// of another region: the answering region's sessions in the chatroom
+	// (each region's relays hold its own sessions' chatrooms).
+	MethodRoomCount = "room-count"
 )
