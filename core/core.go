@@ -103,11 +103,12 @@ type Core struct {
 	// relay holds sessions, chatroom membership and the edges' queues
 	// (relay.go); closed by Close.
 	relay     *relay.Relay
-	ownsRelay bool           // relay was made by New (Config.Relay nil)
-	home      catalog.ConvID // Config.Home; read-only
-	catalog   *catalog.Store // Config.Catalog; nil: none
-	uniq      uniqueStats    // unique.go
-	remote    *Regions       // Config.Remote; nil: one region
+	ownsRelay bool            // relay was made by New (Config.Relay nil)
+	home      catalog.ConvID  // Config.Home; read-only
+	catalog   *catalog.Store  // Config.Catalog; nil: none
+	uniq      uniqueStats     // unique.go
+	remote    *Regions        // Config.Remote; nil: one region
+	devSync   deviceSyncStats // devicesync.go
 
 	locks   convLocks
 	sends   sendQueues    // sendgroup.go

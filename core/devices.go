@@ -133,7 +133,7 @@ func (c *Core) deviceLogout(ctx context.Context, req *meshpb.ClientRequest) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxDeviceOpWait)
 	defer cancel()
-	if _, err := c.propose(ctx, &shard.Command{Op: shard.OpDeviceUnbind, App: app, From: peer, Now: c.nowMS(),
+	if _, err := c.proposeDevice(ctx, &shard.Command{Op: shard.OpDeviceUnbind, App: app, From: peer, Now: c.nowMS(),
 		Device: &shard.DeviceOp{Kind: kind, Ident: ident}}); err != nil {
 		c.log.Warn("unbinding a device at logout", "app", app, "peer", peer, "err", err)
 	}
@@ -155,7 +155,7 @@ func (c *Core) bindDevice(ctx context.Context, app, peer, kind, ident, typ strin
 	}
 	ctx, cancel := context.WithTimeout(ctx, maxDeviceOpWait)
 	defer cancel()
-	_, err = c.propose(ctx, &shard.Command{Op: shard.OpDeviceBind, App: app, From: peer, Now: now,
+	_, err = c.proposeDevice(ctx, &shard.Command{Op: shard.OpDeviceBind, App: app, From: peer, Now: now,
 		Device: &shard.DeviceOp{Kind: kind, Ident: ident, NewID: newRandomID(), Type: typ}})
 	return err
 }
@@ -315,7 +315,7 @@ func (s deviceSink) Invalid(ctx context.Context, app string, d push.Device, reas
 	c := s.c
 	ctx, cancel := context.WithTimeout(ctx, maxDeviceOpWait)
 	defer cancel()
-	_, err := c.propose(ctx, &shard.Command{Op: shard.OpDeviceDelete, App: app, Now: c.nowMS(),
+	_, err := c.proposeDevice(ctx, &shard.Command{Op: shard.OpDeviceDelete, App: app, Now: c.nowMS(),
 		Device: &shard.DeviceOp{ID: d.ID, IfToken: d.Token}})
 	switch {
 	case err == nil:
@@ -344,7 +344,7 @@ func (c *Core) adminDevice(ctx context.Context, app string, a *meshpb.AdminReque
 		if a.GetDeviceId() == "" {
 			return nil, fmt.Errorf("%w: no device id", errBadDevice)
 		}
-		if _, err := c.propose(ctx, &shard.Command{Op: shard.OpDeviceDelete, App: app, Now: c.nowMS(),
+		if _, err := c.proposeDevice(ctx, &shard.Command{Op: shard.OpDeviceDelete, App: app, Now: c.nowMS(),
 			Device: &shard.DeviceOp{ID: a.GetDeviceId()}}); err != nil {
 			return nil, err
 		}
@@ -356,7 +356,7 @@ func (c *Core) adminDevice(ctx context.Context, app string, a *meshpb.AdminReque
 	if err != nil {
 		return nil, err
 	}
-	res, err := c.propose(ctx, &shard.Command{Op: shard.OpDeviceSave, App: app, Now: c.nowMS(), Device: op})
+	res, err := c.proposeDevice(ctx, &shard.Command{Op: shard.OpDeviceSave, App: app, Now: c.nowMS(), Device: op})
 	if err != nil {
 		return nil, err
 	}

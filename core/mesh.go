@@ -66,6 +66,7 @@ func ServeShards(rt *Router, node *mesh.Node, reps []*raftstore.Node, log *slog.
 	node.HandleRPC(meshpb.MethodRegion, s.handleRegion, mesh.RoleCore)
 	node.HandleRPC(meshpb.MethodPresenceAdd, s.handlePresenceAdd, mesh.RoleCore)
 	node.HandleRPC(meshpb.MethodTokenGeneration, s.handleTokenGeneration, mesh.RoleCore)
+	node.HandleRPC(meshpb.MethodDeviceOp, s.handleDeviceOp, mesh.RoleCore) // devicesync.go
 	if rt.remote != nil {
 		rt.remote.Serve() // other regions' pushes in (regions.go)
 	}

@@ -112,6 +112,9 @@ var (
 	descPushWaiting   = metric.Gauge("relaymesh_push_queue_waiting", "Push requests waiting now.")
 	descPushDevices   = metric.Counter("relaymesh_core_push_devices_total", "Devices in the push requests handed to the providers.")
 	descDevicesGone   = metric.Counter("relaymesh_core_push_devices_removed_total", "Devices deleted because a push service called their token dead.")
+	descDevSyncSent   = metric.Counter("relaymesh_core_device_sync_sent_total", "Device changes (bind, unbind, save, delete) another region's system shard took from this core.")
+	descDevSyncFailed = metric.Counter("relaymesh_core_device_sync_failed_total", "Device changes a region did not take within a minute of retries (it learns the device at its next change).")
+	descDevSyncTaken  = metric.Counter("relaymesh_core_device_sync_taken_total", "Device changes of other regions this core's system shard took.")
 	descSysEnqueued   = metric.Counter("relaymesh_sys_webhook_enqueued_total", "User messages to system conversations queued for the service webhook.")
 	descSysDropped    = metric.Counter("relaymesh_sys_webhook_dropped_total", "Service-webhook messages refused: queue full or closed.")
 	descSysSent       = metric.Counter("relaymesh_sys_webhook_sent_total", "Service-webhook messages delivered (2xx).")
@@ -125,6 +128,7 @@ var (
 		descReplayed, descHalted, descSendRounds, descRoundSends, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
 		descPushRequests, descPushSkipped, descPushEnqueued, descPushDropped, descPushSent, descPushFailed,
 		descPushDiscarded, descPushWaiting, descPushDevices, descDevicesGone,
+		descDevSyncSent, descDevSyncFailed, descDevSyncTaken,
 		descSysEnqueued, descSysDropped, descSysSent, descSysRequests, descSysFailures, descSysTimeouts,
 		descSysLost, descSysWaiting,
 	}, query.Descs, notifyDescs)
@@ -157,6 +161,9 @@ func (c *Core) sampleOwn(s metric.Sink) {
 		{descPushWaiting, int64(p.Waiting)},
 		{descPushDevices, x.PushDevices},
 		{descDevicesGone, x.DevicesGone},
+		{descDevSyncSent, int64(c.devSync.sent.Load())},
+		{descDevSyncFailed, int64(c.devSync.failed.Load())},
+		{descDevSyncTaken, int64(c.devSync.taken.Load())},
 		{descSysEnqueued, sh.Enqueued},
 		{descSysDropped, sh.Dropped},
 		{descSysSent, sh.Sent},

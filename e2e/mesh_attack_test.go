@@ -103,7 +103,7 @@ func TestMeshMethodsMisused(t *testing.T) {
 				body   []byte
 			}{{meshpb.MethodShard, shardReq(0)}, {meshpb.MethodRegion, open("mallory")},
 				{meshpb.MethodPresenceSummary, nil}, {meshpb.MethodPresenceMark, nil}, {meshpb.MethodPresenceAdd, nil},
-				{meshpb.MethodTokenGeneration, tokenReq(app, "alice")}} {
+				{meshpb.MethodTokenGeneration, tokenReq(app, "alice")}, {meshpb.MethodDeviceOp, tokenReq(app, "alice")}} {
 				_, err := n.Call(ctx, addr, m.method, m.body)
 				if !errors.Is(err, mesh.ErrForbidden) {
 					t.Errorf("%s calling %s: %v, want ErrForbidden", name, m.method, err)
@@ -242,6 +242,45 @@ func TestMeshMethodsMisused(t *testing.T) {
 		}
 	})
 	works("token-generation rpc attacks")
+
+	t.Run("device-op rpc: only device changes, of the app named", func(t *testing.T) {
+		call := func(what string, req *meshpb.ClientRequest) *meshpb.ClientReply {
+			t.Helper()
+			b, _ := proto.Marshal(req)
+			out, err := mallory.Call(ctx, addr, meshpb.MethodDeviceOp, b)
+			rep := new(meshpb.ClientReply)
+			if err != nil || proto.Unmarshal(out, rep) != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			return rep
+		}
+		if _, err := mallory.Call(ctx, addr, meshpb.MethodDeviceOp, []byte{0xff, 0xff, 0x01}); err == nil {
+			t.Error("device-op with garbage: no error")
+		}
+		for what, cmd := range map[string]string{
+			"not JSON":                "{{",
+			"a conversation start":    `{"op":"start","app":"` + app + `","from":"mallory","now":1,"m":["alice"]}`,
+			"a message":               `{"op":"append","app":"` + app + `","cid":"` + cid + `","from":"mallory","now":1}`,
+			"another app's device":    `{"op":"device_bind","app":"other-app","from":"alice","now":1}`,
+			"a device change, no app": `{"op":"device_bind","from":"alice","now":1}`,
+		} {
+			app := app
+			if what == "a device change, no app" {
+				app = ""
+			}
+			if rep := call(what, &meshpb.ClientRequest{AppId: app, Command: []byte(cmd)}); rep.GetErrorCode() == 0 {
+				t.Errorf("device-op with %s: taken", what)
+			}
+		}
+		// A device change that is one: taken (a core certificate is
+		// trusted, as for presence).
+		rep := call("a binding", &meshpb.ClientRequest{AppId: app, Command: []byte(`{"op":"device_bind","app":"` + app +
+			`","from":"alice","now":1,"dev":{"kind":"tok","ident":"` + strings.Repeat("ab", 32) + `","nid":"dev1","type":"ios"}}`)})
+		if rep.GetErrorCode() != 0 {
+			t.Errorf("a device binding: %d %s", rep.GetErrorCode(), rep.GetErrorReason())
+		}
+	})
+	works("device-op rpc attacks")
 
 	t.Run("region rpc: a part is never passed on; a dead region costs little", func(t *testing.T) {
 		out, err := mallory.Call(ctx, addr, meshpb.MethodRegion, open("bob"))

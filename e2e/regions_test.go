@@ -619,3 +619,154 @@ func TestTwoRegionsTokens(t *testing.T) {
 		}
 	})
 }
+
+// TestTwoRegionsDevices: a device bound in one region is known to the
+// others (core/devicesync.go). ivy logs in to region 2 from an iPhone and
+// drops off; a message to her in a conversation homed in region 1 gets
+// region 1's offline push, to her device. After she logs out in region 2
+// the binding is gone in region 1 too.
+func TestTwoRegionsDevices(t *testing.T) {
+	w := startTwoRegions(t)
+	const app = "regions-app"
+	const tok = "1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f"
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	iphone := func() *raw {
+		t.Helper()
+		r, _, err := dialRaw(t, ctx, w.edges[1].URL, lcpb.SubprotocolBinary3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
+			AppId: proto.String(app), PeerId: proto.String("ivy"),
+			SessionMessage: &lcpb.SessionCommand{Ua: proto.String("LeanCloud-Swift-SDK/17.11.0"), ConfigBitmap: proto.Int64(187),
+				DeviceToken: proto.String(tok)}})
+		if got := r.next(ctx); got.GetOp() != lcpb.OpType_opened {
+			t.Fatalf("ivy's login in region 2: %v", got)
+		}
+		return r
+	}
+	ivy := iphone()
+	ivy.ws.CloseNow() // dropped, not logged out: the binding stays
+
+	alice := dial(t, ctx, w.edges[0].URL, app, "alice")
+	cid, err := alice.CreateConversation(ctx, []string{"ivy"}, "to ivy", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := catalog.HomeOf(cid); h.Region != 1 {
+		t.Fatalf("alice's conversation homed in region %d, want 1", h.Region)
+	}
+	// pushed sends one message and returns region 1's push request for it.
+	pushed := func(text string) push.Request {
+		t.Helper()
+		for len(w.pushes) > 0 {
+			<-w.pushes
+		}
+		s, err := alice.Send(ctx, cid, client.TextMessage(text), client.SendOptions{PushData: `{"alert":"` + text + `"}`})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			select {
+			case r := <-w.pushes:
+				if r.Timestamp == s.Timestamp {
+					if !slices.Equal(r.To, []string{"ivy"}) {
+						t.Fatalf("push to %v, want ivy", r.To)
+					}
+					return r
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("no offline push for %q", text)
+			}
+		}
+	}
+	hasTok := func(r push.Request) bool {
+		return slices.ContainsFunc(r.Devices, func(d push.Device) bool { return d.Token == tok && d.ClientID == "ivy" })
+	}
+	// The binding travels off the login's path: within a few tries.
+	deadline := time.Now().Add(10 * time.Second)
+	for k := 0; ; k++ {
+		r := pushed(fmt.Sprintf("hello %d", k))
+		if hasTok(r) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("region 1's push for ivy names devices %v, want her iPhone (bound in region 2)", r.Devices)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+
+	// A logout in region 2 unbinds her iPhone in region 1 too.
+	ivy = iphone()
+	ivy.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_close.Enum(), I: proto.Int32(2)})
+	if got := ivy.next(ctx); got.GetOp() != lcpb.OpType_closed {
+		t.Fatalf("logout: %v", got)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for k := 0; ; k++ {
+		r := pushed(fmt.Sprintf("bye %d", k))
+		if !hasTok(r) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("region 1 still pushes to ivy's iPhone after she logged out in region 2")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	var b strings.Builder
+	if err := w.cores[0].WriteMetrics(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\nrelaymesh_core_device_sync_taken_total ") || strings.Contains(b.String(), "\nrelaymesh_core_device_sync_taken_total 0\n") {
+		t.Fatal("region 1's /metrics: no device change taken from region 2")
+	}
+}
+
+// TestTwoRegionsBroadcastOnce: a global broadcast made in region 1 and
+// got live by a client of region 2 does not come again at the client's
+// next login, after a logout or after a dropped connection.
+func TestTwoRegionsBroadcastOnce(t *testing.T) {
+	w := startTwoRegions(t)
+	const app = "regions-app"
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	api := restAPI{t: t, base: "http://" + strings.TrimSuffix(strings.TrimPrefix(w.edges[0].URL, "ws://"), "/"), app: app, key: "anything,master"}
+	var conv map[string]any
+	api.must("POST", "/1.2/rtm/service-conversations", map[string]any{"name": "news"}, &conv)
+	sys, _ := conv["objectId"].(string)
+	for _, end := range []string{"logout", "drop"} {
+		t.Run(end, func(t *testing.T) {
+			peer := "gus-" + end
+			c := dial(t, ctx, w.edges[1].URL, app, peer) // region 2; a first login
+			var sent struct {
+				ID string `json:"msg-id"`
+			}
+			api.must("POST", "/1.2/rtm/broadcasts", map[string]any{"conv_id": sys, "from_client": "sys", "message": "once, " + end}, &sent)
+			// (A first login may get the newest earlier broadcast first.)
+			if m := nextEvent(t, c, func(m client.Message) bool { return m.From == "sys" && m.ID == sent.ID }); m.Offline {
+				t.Fatalf("%s got the broadcast %s as offline, want live", peer, m.ID)
+			}
+			if end == "drop" {
+				c.Drop() // the server sees the connection lost, no logout
+			}
+			c.Close()
+			// Region 1 hears of the end with the session's CLOSE; give its
+			// summary of region 2 time to drop the session too.
+			time.Sleep(time.Second)
+			again := dial(t, ctx, w.edges[1].URL, app, peer)
+			timeout := time.After(2 * time.Second)
+			for {
+				select {
+				case ev := <-again.Events():
+					if m, ok := ev.(client.Message); ok && m.ID == sent.ID {
+						t.Fatalf("the broadcast %s came again at %s's next login (after a %s)", sent.ID, peer, end)
+					}
+					continue
+				case <-timeout:
+				}
+				break
+			}
+		})
+	}
+}

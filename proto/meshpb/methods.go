@@ -61,4 +61,11 @@ const (
 	// of another region: the answering region's sessions in the chatroom
 	// (each region's relays hold its own sessions' chatrooms).
 	MethodRoomCount = "room-count"
+	// MethodDeviceOp is the rpc ClientRequest (app_id, command: a shard
+	// device command, JSON) -> ClientReply from a region's core to a core
+	// of another region: a device change the first region's system shard
+	// committed, for the answering region's system shard too
+	// (core/devicesync.go). A core that does not lead its region's system
+	// shard answers not_leader.
+	MethodDeviceOp = "device-op"
 )
