@@ -46,7 +46,9 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	}
 	s := &relay.Session{App: app, Peer: peer, Tag: req.GetTag(), Edge: req.GetEdgeId(), Conn: req.GetConnId(), Version: req.GetProtocolVersion(),
 		IP: req.GetSourceIp(), Seq: req.GetPresenceSeq()}
-	kicked, room, err := c.relay.Open(s, req.GetReconnect()) // tag kick; room: the chatroom it is back in
+	// A reopen whose session token passed the generation check is vouched:
+	// a session holding its tag is its own stale one (relay.Open).
+	kicked, room, err := c.relay.Open(s, req.GetReconnect(), req.GetStReopen()) // tag kick; room: the chatroom it is back in
 	if errors.Is(err, relay.ErrTagConflict) {
 		return refuse(fmt.Errorf("%w: tag %q", errTagConflict, s.Tag))
 	}

@@ -372,13 +372,7 @@ func isTimeoutErr(err error) bool {
 // signature), as an SDK does after a reconnect; it returns the answer.
 func rawReopen(t *testing.T, ctx context.Context, url, st string) (*raw, *lcpb.GenericCommand) {
 	t.Helper()
-	r, _, err := dialRaw(t, ctx, url, lcpb.SubprotocolBinary3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
-		AppId: proto.String(secApp), SessionMessage: &lcpb.SessionCommand{St: proto.String(st), R: proto.Bool(true)}})
-	return r, r.next(ctx)
+	return rawReopenApp(t, ctx, url, secApp, st) // regions_test.go
 }
 
 // TestSecurityTokenRevocation: a session token stops reopening once its

@@ -17,7 +17,9 @@ var (
 	descByPriority = metric.Counter("relaymesh_core_relay_dropped_total", "Deliveries shed by a full relay queue, by the priority class dropped.", "priority")
 	descHighWaits  = metric.Counter("relaymesh_core_relay_high_waits_total", "HIGH deliveries that waited for room in an edge's queue full of HIGH instead of being dropped (backpressure on their senders).")
 
-	descs = []metric.Desc{descDelivered, descDropped, descSendErrors, descQueued, descByPriority, descHighWaits}
+	descTagReplaced = metric.Counter("relaymesh_core_sessions_tag_replaced_total", "Sessions replaced by a reconnect of the same client and tag with a valid session token (the client's own, left on an edge that died), instead of refusing the reconnect with 4111.")
+
+	descs = []metric.Desc{descDelivered, descDropped, descSendErrors, descQueued, descByPriority, descHighWaits, descTagReplaced}
 )
 
 // Collector returns the collector of the relay's counters (Stats).
@@ -32,6 +34,7 @@ func (r *Relay) sample(s metric.Sink) {
 	s.Add(descSendErrors, float64(st.SendErrors.Load()))
 	s.Add(descQueued, float64(r.Queued()))
 	s.Add(descHighWaits, float64(st.HighWaits.Load()))
+	s.Add(descTagReplaced, float64(st.TagReplaced.Load()))
 	for class := range pq.Class(pq.NumClasses) {
 		s.Add(descByPriority, float64(st.DroppedByPriority[class].Load()), class.String())
 	}

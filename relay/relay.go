@@ -70,6 +70,9 @@ type Stats struct {
 	// HighWaits counts HIGH deliveries that found their edge's queue full
 	// of HIGH and waited for room (HighWait) instead of being dropped.
 	HighWaits atomic.Uint64
+	// TagReplaced counts sessions a vouched reconnect with their tag
+	// replaced (Open): the client's own, left on an edge that died.
+	TagReplaced atomic.Uint64
 }
 
 // HighWait bounds how long a HIGH delivery waits for room in an edge's
@@ -154,18 +157,24 @@ func (r *Relay) Close() {
 // connection is kicked (removed and returned, for the caller to tell its
 // connection); a session on the same connection is replaced. With
 // reconnect, a tag held elsewhere refuses the OPEN instead (ErrTagConflict,
-// nothing changed). room is the chatroom s is bound to again (a membership
-// of its (app, clientId, tag) detached less than RoomGrace ago, or still
-// bound and reconnect set), "" for none.
-func (r *Relay) Open(s *Session, reconnect bool) (kicked []*Session, room string, err error) {
+// nothing changed) — unless vouched: the OPEN reopens with a session token
+// the shard accepted, so the session holding the tag is the client's own
+// earlier one (on an edge that died, until this relay hears of it: a kick
+// by another device would have voided the token), which is replaced
+// quietly. room is the chatroom s is bound to again (a membership of its
+// (app, clientId, tag) detached less than RoomGrace ago, or still bound
+// and reconnect set), "" for none.
+func (r *Relay) Open(s *Session, reconnect, vouched bool) (kicked []*Session, room string, err error) {
 	k := peerKey{s.App, s.Peer}
 	now := r.now()
 	r.mu.Lock()
-	var kept []*Session
+	var kept, replaced []*Session
 	for _, o := range r.sessions[k] {
 		switch {
 		case o.Edge == s.Edge && o.Conn == s.Conn:
 			// the same connection opens again: replace
+		case s.Tag != "" && o.Tag == s.Tag && reconnect && vouched:
+			replaced = append(replaced, o)
 		case s.Tag != "" && o.Tag == s.Tag:
 			if reconnect {
 				r.mu.Unlock()
@@ -180,7 +189,8 @@ func (r *Relay) Open(s *Session, reconnect bool) (kicked []*Session, room string
 	r.sessions[k] = append(kept, s)
 	r.today.note(k, now)
 	r.mu.Unlock()
-	for _, o := range kicked {
+	r.stats.TagReplaced.Add(uint64(len(replaced)))
+	for _, o := range append(kicked, replaced...) {
 		r.rooms.closeSession(s.App, o.Peer, o.Key(), now)
 	}
 	room = r.rooms.open(Member{s.App, s.Peer, s.Tag}, s.Key(), reconnect, now)

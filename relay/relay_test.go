@@ -63,7 +63,7 @@ func newRelay(t *testing.T) *Relay {
 
 func open(t *testing.T, r *Relay, peer, tag, edge string, conn uint64) {
 	t.Helper()
-	if _, _, err := r.Open(&Session{App: "app", Peer: peer, Tag: tag, Edge: edge, Conn: conn, Version: 3}, false); err != nil {
+	if _, _, err := r.Open(&Session{App: "app", Peer: peer, Tag: tag, Edge: edge, Conn: conn, Version: 3}, false, false); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -160,14 +160,14 @@ func TestOpenTagRule(t *testing.T) {
 	r := newRelay(t)
 	open(t, r, "alice", "mobile", "e1", 1)
 	open(t, r, "alice", "", "e1", 2)
-	_, _, err := r.Open(&Session{App: "app", Peer: "alice", Tag: "mobile", Edge: "e2", Conn: 3}, true)
+	_, _, err := r.Open(&Session{App: "app", Peer: "alice", Tag: "mobile", Edge: "e2", Conn: 3}, true, false)
 	if !errors.Is(err, ErrTagConflict) {
 		t.Fatalf("reconnect with a held tag: got %v, want ErrTagConflict", err)
 	}
 	if n := len(r.Sessions("app", "alice")); n != 2 {
 		t.Fatalf("after the refusal: %d sessions, want 2", n)
 	}
-	kicked, _, err := r.Open(&Session{App: "app", Peer: "alice", Tag: "mobile", Edge: "e2", Conn: 3}, false)
+	kicked, _, err := r.Open(&Session{App: "app", Peer: "alice", Tag: "mobile", Edge: "e2", Conn: 3}, false, false)
 	if err != nil || len(kicked) != 1 || kicked[0].Key() != (ConnKey{"e1", 1}) {
 		t.Fatalf("tag kick: got %v %v, want e1/1 kicked", kicked, err)
 	}
@@ -182,11 +182,41 @@ func TestOpenTagRule(t *testing.T) {
 	}
 }
 
+// TestOpenVouchedReconnect: a reconnect with a valid session token
+// (vouched) replaces its own stale session holding the tag, quietly (not
+// kicked), keeps the others and its chatroom; unvouched, it is refused.
+func TestOpenVouchedReconnect(t *testing.T) {
+	r := newRelay(t)
+	open(t, r, "alice", "mobile", "e1", 1) // the client's, on an edge that died
+	open(t, r, "alice", "pad", "e1", 2)    // another device
+	r.JoinRoom(Member{"app", "alice", "mobile"}, ConnKey{"e1", 1}, "room1")
+	kicked, room, err := r.Open(&Session{App: "app", Peer: "alice", Tag: "mobile", Edge: "e2", Conn: 3}, true, true)
+	if err != nil || len(kicked) != 0 || room != "room1" {
+		t.Fatalf("vouched reconnect: kicked %v, room %q, %v; want none kicked, back in room1", kicked, room, err)
+	}
+	var keys []ConnKey
+	for _, s := range r.Sessions("app", "alice") {
+		keys = append(keys, s.Key())
+	}
+	if !slices.Equal(keys, []ConnKey{{"e1", 2}, {"e2", 3}}) {
+		t.Fatalf("sessions after: %v, want the pad's and the reconnect's", keys)
+	}
+	if r.InRoom("app", "alice", ConnKey{"e1", 1}, "room1") || !r.InRoom("app", "alice", ConnKey{"e2", 3}, "room1") || r.RoomCount("app", "room1") != 1 {
+		t.Fatal("the chatroom did not move to the reconnect's connection")
+	}
+	if n := r.Stats().TagReplaced.Load(); n != 1 {
+		t.Fatalf("TagReplaced %d, want 1", n)
+	}
+	if _, _, err := r.Open(&Session{App: "app", Peer: "alice", Tag: "pad", Edge: "e2", Conn: 4}, true, false); !errors.Is(err, ErrTagConflict) {
+		t.Fatalf("unvouched reconnect with a held tag: %v, want ErrTagConflict", err)
+	}
+}
+
 // TestSyncPresence: sessions learnt from an edge's frames; replace_all
 // replaces only that edge's; a re-add keeps the address its OPEN gave.
 func TestSyncPresence(t *testing.T) {
 	r := newRelay(t)
-	if _, _, err := r.Open(&Session{App: "app", Peer: "alice", Edge: "e1", Conn: 1, IP: "192.0.2.1"}, false); err != nil {
+	if _, _, err := r.Open(&Session{App: "app", Peer: "alice", Edge: "e1", Conn: 1, IP: "192.0.2.1"}, false, false); err != nil {
 		t.Fatal(err)
 	}
 	ps := func(peer string, conn uint64) *meshpb.PresenceSession {
@@ -219,7 +249,7 @@ func TestFullListKeepsLaterOpens(t *testing.T) {
 		return &meshpb.PresenceSession{AppId: "app", PeerId: peer, ConnId: conn, Seq: seq}
 	}
 	// bob is on the list; alice opened after it was made.
-	if _, _, err := r.Open(&Session{App: "app", Peer: "alice", Edge: "e1", Conn: 2, Seq: epoch + 2}, false); err != nil {
+	if _, _, err := r.Open(&Session{App: "app", Peer: "alice", Edge: "e1", Conn: 2, Seq: epoch + 2}, false, false); err != nil {
 		t.Fatal(err)
 	}
 	r.SyncPresence("e1", &meshpb.Presence{ReplaceAll: true, SnapshotSeq: epoch + 1, Add: []*meshpb.PresenceSession{ps("bob", 1, epoch+1)}}, true)

@@ -20,7 +20,7 @@ func refs(ps []PeerRef) []string {
 func TestOnlineSince(t *testing.T) {
 	r := newRelay(t)
 	open := func(peer string, conn uint64) {
-		if _, _, err := r.Open(&Session{App: "a", Peer: peer, Edge: "e1", Conn: conn}, false); err != nil {
+		if _, _, err := r.Open(&Session{App: "a", Peer: peer, Edge: "e1", Conn: conn}, false, false); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -1,0 +1,50 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+)
+
+// TestTagReopenAfterEdgeKill9: a client logged in with a tag whose edge is
+// killed -9 reconnects (r=true, its st) through another edge at once,
+// while the core still holds its old session on the dead edge (until the
+// mesh's idle timeout). The reopen takes the tag over from that stale
+// session of its own: session/opened, not session/closed 4111, which every
+// SDK takes for being kicked by another device (natives log out for
+// good). Another device's login with the same tag still kicks it, and the
+// kicked token no longer reopens (4112).
+func TestTagReopenAfterEdgeKill9(t *testing.T) {
+	c := startProcCluster(t, procOptions{Cores: 1, Edges: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const app = "failover-app"
+	edge1, edge2 := c.edges[0].URL, c.edges[1].URL
+	_, o := rawOpenApp(t, ctx, edge1, app, "tia", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("login: %v", o)
+	}
+	st := o.GetSessionMessage().GetSt()
+	c.edges[0].Kill9()
+	r, got := rawReopenApp(t, ctx, edge2, app, st)
+	if got.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("reopen through edge-2 right after edge-1's kill -9: %v/%v code %d; want session/opened (the stale session is tia's own)",
+			got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode())
+	}
+	// Another device with the same tag: a signature login kicks tia.
+	other, o2 := rawOpenApp(t, ctx, edge2, app, "tia", "phone")
+	if o2.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("the other device's login: %v", o2)
+	}
+	if k := r.next(ctx); k.GetOp() != lcpb.OpType_closed || k.GetSessionMessage().GetCode() != lcpb.ErrSessionConflict {
+		t.Fatalf("tia's reopened session after the other device's login: %v, want session/closed 4111", k)
+	}
+	r2, got := rawReopenApp(t, ctx, edge2, app, got.GetSessionMessage().GetSt())
+	wantError(t, "the kicked device's st", got, lcpb.ErrSessionTokenExpired, proto.Int32(1))
+	r2.ws.CloseNow()
+	other.ws.CloseNow()
+}
