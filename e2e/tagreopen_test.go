@@ -48,3 +48,37 @@ func TestTagReopenAfterEdgeKill9(t *testing.T) {
 	r2.ws.CloseNow()
 	other.ws.CloseNow()
 }
+
+// TestEdgeKill9Offline: the sessions of an edge killed -9 (no close on
+// any connection) are offline once the core drops the dead edge's mesh
+// connection: session/query stops listing them. The time it took is
+// logged (FIGURE): the mesh's idle timeout bounds it.
+func TestEdgeKill9Offline(t *testing.T) {
+	c := startProcCluster(t, procOptions{Cores: 1, Edges: 2, EdgeLimits: "ops_per_minute = -1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const app = "failover-app"
+	if _, o := rawOpenApp(t, ctx, c.edges[0].URL, app, "ned", ""); o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("ned's login: %v", o)
+	}
+	obs := dial(t, ctx, c.edges[1].URL, app, "obs")
+	if on, err := obs.Online(ctx, []string{"ned"}); err != nil || len(on) != 1 {
+		t.Fatalf("ned online before the kill: %v %v", on, err)
+	}
+	c.edges[0].Kill9()
+	killed := time.Now()
+	for {
+		on, err := obs.Online(ctx, []string{"ned"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(on) == 0 {
+			break
+		}
+		if time.Since(killed) > 30*time.Second {
+			t.Fatal("ned, whose edge was killed -9, still online after 30 s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("FIGURE an edge killed -9: its sessions offline after %v", time.Since(killed).Round(10*time.Millisecond))
+}

@@ -21,12 +21,16 @@ const ALPN = "relaymesh/1"
 
 // Connection tuning. Keepalives every keepAlivePeriod keep idle peers connected;
 // a peer silent for maxIdleTimeout (killed, or cut off) is dropped and
-// re-dialled on next use, and every stream on it fails.
+// re-dialled on next use, and every stream on it fails. A core learns
+// that an edge was killed -9 only this way, and keeps that edge's
+// sessions online until then (offline push skips them, session/query
+// lists them): 5 s, against 10 s before, with a keepalive every second,
+// so only a peer silent for five keepalives in a row is dropped.
 const (
 	handshakeTimeout  = 5 * time.Second
 	dialTimeout       = 3 * time.Second // one dial of an address, shared by its callers
-	maxIdleTimeout    = 10 * time.Second
-	keepAlivePeriod   = 2 * time.Second
+	maxIdleTimeout    = 5 * time.Second
+	keepAlivePeriod   = time.Second
 	headerTimeout     = 10 * time.Second // to send a stream header
 	requestTimeout    = time.Minute      // to send an RPC request after its header
 	replyTimeout      = 10 * time.Second // to write an RPC reply to a caller that stopped reading

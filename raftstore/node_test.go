@@ -50,8 +50,13 @@ func TestSingleNodeApplyRestart(t *testing.T) {
 		if err := c.Node(0).Raft().Barrier(10 * time.Second).Error(); err != nil {
 			t.Fatalf("round %d: barrier: %v", round, err)
 		}
-		if got := c.Node(0).Raft().AppliedIndex(); got <= applied {
-			t.Fatalf("round %d: raft applied index %d, want > %d", round, got, applied)
+		// hashicorp/raft sets AppliedIndex after it handed the entries to
+		// the FSM, which may answer the barrier first: wait for it.
+		for deadline := time.Now().Add(10 * time.Second); c.Node(0).Raft().AppliedIndex() <= applied; {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: raft applied index %d, want > %d", round, c.Node(0).Raft().AppliedIndex(), applied)
+			}
+			time.Sleep(time.Millisecond)
 		}
 		state := c.WaitConverged(time.Second)
 		if got := checkNoDup(t, state); got != 100 {
