@@ -24,7 +24,29 @@ func TestTagReopenAfterEdgeKill9(t *testing.T) {
 	defer cancel()
 	const app = "failover-app"
 	edge1, edge2 := c.edges[0].URL, c.edges[1].URL
-	_, o := rawOpenApp(t, ctx, edge1, app, "tia", "phone")
+
+	// First the same edge: a client whose old socket is still open (a
+	// mobile network that switched: the server has not seen the old
+	// connection end) reconnects on a new one.
+	old, o := rawOpenApp(t, ctx, edge2, app, "uma", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("uma's login: %v", o)
+	}
+	if _, got := rawReopenApp(t, ctx, edge2, app, o.GetSessionMessage().GetSt()); got.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("uma's reconnect on a new socket, the old one still open: %v/%v code %d; want session/opened",
+			got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode())
+	}
+	// The old socket is not told it was kicked (its SDK instance moved on).
+	quiet, qcancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	if _, b, err := old.ws.Read(quiet); err == nil {
+		g := new(lcpb.GenericCommand)
+		if proto.Unmarshal(b, g) == nil && g.GetCmd() == lcpb.CommandType_session && g.GetOp() == lcpb.OpType_closed {
+			t.Fatalf("uma's old socket got %v", g)
+		}
+	}
+	qcancel()
+
+	_, o = rawOpenApp(t, ctx, edge1, app, "tia", "phone")
 	if o.GetOp() != lcpb.OpType_opened {
 		t.Fatalf("login: %v", o)
 	}
