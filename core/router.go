@@ -477,9 +477,12 @@ func (r *Router) all() []int { return append([]int{0}, r.others()...) }
 // share; the shares are merged as one shard would have capped them.
 func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	req.LoginSplit = true
+	// A session token, checked here or in the region that issued it.
+	vouched := req.GetStReopen()
 	if err := r.checkForeignToken(ctx, req); err != nil { // auth.go
 		return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
 	}
+	req.Vouched = vouched && req.GetReconnect() // never the caller's word
 	rep, err := r.call(ctx, 0, req)
 	if err != nil || rep.GetErrorCode() != 0 || rep.GetNotLeader() {
 		return rep, err

@@ -46,9 +46,11 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	}
 	s := &relay.Session{App: app, Peer: peer, Tag: req.GetTag(), Edge: req.GetEdgeId(), Conn: req.GetConnId(), Version: req.GetProtocolVersion(),
 		IP: req.GetSourceIp(), Seq: req.GetPresenceSeq()}
-	// A reopen whose session token passed the generation check is vouched:
-	// a session holding its tag is its own stale one (relay.Open).
-	kicked, room, err := c.relay.Open(s, req.GetReconnect(), req.GetStReopen()) // tag kick; room: the chatroom it is back in
+	// A reopen whose session token passed the generation check (here, or
+	// in the region that issued it: Router.open) is vouched: a session
+	// holding its tag is its own stale one (relay.Open).
+	vouched := req.GetStReopen() || req.GetVouched()
+	kicked, room, err := c.relay.Open(s, req.GetReconnect(), vouched) // tag kick; room: the chatroom it is back in
 	if errors.Is(err, relay.ErrTagConflict) {
 		return refuse(fmt.Errorf("%w: tag %q", errTagConflict, s.Tag))
 	}
@@ -96,7 +98,17 @@ func (c *Core) kickConflicts(ctx context.Context, app, peer string, kicked []*re
 // kickTagHere ends this region's sessions of a client that logged in with
 // the same tag in another region (router.go, a region's share of a login).
 func (c *Core) kickTagHere(ctx context.Context, req *meshpb.ClientRequest) {
-	if req.GetTag() == "" || req.GetReconnect() {
+	if req.GetTag() == "" {
+		return
+	}
+	if req.GetReconnect() {
+		// A vouched reconnect's own earlier session, left here (its edge
+		// died, or the client moved regions with the old socket open):
+		// gone quietly, as relay.Open replaces one in its own region. An
+		// unvouched one is not refused across regions.
+		if req.GetVouched() {
+			c.relay.ReplaceTag(req.GetAppId(), req.GetPeerId(), req.GetTag())
+		}
 		return
 	}
 	c.kickConflicts(ctx, req.GetAppId(), req.GetPeerId(), c.relay.KickTag(req.GetAppId(), req.GetPeerId(), req.GetTag()))

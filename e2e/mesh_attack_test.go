@@ -159,6 +159,39 @@ func TestMeshMethodsMisused(t *testing.T) {
 	})
 	works("forged chatroom membership")
 
+	t.Run("an edge cannot vouch for a reconnect", func(t *testing.T) {
+		// A session with a tag; then an edge certificate's OPEN for the
+		// same client and tag, reconnecting, marked vouched (which only a
+		// router may say, after checking a session token): refused as an
+		// unvouched reconnect (4111), the session kept.
+		pam, err := client.Dial(ctx, e.URL, client.Options{AppID: app, ClientID: "pam", Tag: "phone"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pam.Close()
+		b, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), SessionMessage: &lcpb.SessionCommand{}})
+		r, _ := proto.Marshal(&meshpb.ClientRequest{Kind: meshpb.ClientRequest_OPEN, AppId: app, PeerId: "pam", Tag: "phone", Reconnect: true,
+			Vouched: true, EdgeId: "edge-9", ConnId: 9, ProtocolVersion: 3, Command: b})
+		out, err := node(ids["edge-9"]).Call(ctx, addr, meshpb.MethodClient, r)
+		rep := new(meshpb.ClientReply)
+		if err != nil || proto.Unmarshal(out, rep) != nil {
+			t.Fatalf("forged OPEN: %v", err)
+		}
+		if rep.GetErrorCode() != lcpb.ErrSessionConflict {
+			t.Fatalf("forged vouched reconnect: %v, want error %d", rep, lcpb.ErrSessionConflict)
+		}
+		s, err := alice.CreateConversation(ctx, []string{"pam"}, "to pam", nil, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent, err := alice.Send(ctx, s, client.TextMessage("still there?"), client.SendOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nextEvent(t, pam, func(m client.Message) bool { return m.ID == sent.ID })
+	})
+	works("forged vouched reconnect")
+
 	mallory := node(ids["core-9"]) // a core certificate: trusted as a core
 	t.Run("garbage and unknown shards", func(t *testing.T) {
 		for _, b := range [][]byte{nil, {0xff, 0xff, 0xff}, []byte(strings.Repeat("\x0a", 1000))} {

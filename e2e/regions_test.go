@@ -770,3 +770,66 @@ func TestTwoRegionsBroadcastOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoRegionsTagReconnect: a client with a tag whose old socket in
+// region 1 is still open (it moved on, as after a network switch)
+// reconnects in region 2 with its session token. Region 2 opens it, and
+// region 1 drops the old session quietly: the old socket gets no
+// session/closed and no more pushes; the new one gets them.
+func TestTwoRegionsTagReconnect(t *testing.T) {
+	w := startTwoRegions(t)
+	const app = "regions-app"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	old, o := rawOpenApp(t, ctx, w.edges[0].URL, app, "vic", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("vic's login in region 1: %v", o)
+	}
+	alice := dial(t, ctx, w.edges[0].URL, app, "alice")
+	cid, err := alice.CreateConversation(ctx, []string{"vic"}, "to vic", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	directs := func(r *raw, d time.Duration) []string {
+		t.Helper()
+		rctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		var got []string
+		for {
+			_, b, err := r.ws.Read(rctx)
+			if err != nil {
+				return got
+			}
+			g := new(lcpb.GenericCommand)
+			if proto.Unmarshal(b, g) != nil {
+				continue
+			}
+			if g.GetCmd() == lcpb.CommandType_session && g.GetOp() == lcpb.OpType_closed {
+				t.Fatalf("a socket of vic got %v", g)
+			}
+			if g.GetCmd() == lcpb.CommandType_direct {
+				got = append(got, g.GetDirectMessage().GetMsg())
+			}
+		}
+	}
+	nw, got := rawReopenApp(t, ctx, w.edges[1].URL, app, o.GetSessionMessage().GetSt())
+	if got.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("vic's reconnect in region 2: %v", got)
+	}
+	if _, err := alice.Send(ctx, cid, client.TextMessage("where are you"), client.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := directs(nw, 3*time.Second); len(d) != 1 {
+		t.Fatalf("vic's new socket got %v, want the message", d)
+	}
+	if d := directs(old, 500*time.Millisecond); len(d) != 0 {
+		t.Fatalf("vic's old socket in region 1 still got %v", d)
+	}
+	var b strings.Builder
+	if err := w.cores[0].WriteMetrics(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\nrelaymesh_core_sessions_tag_replaced_total 1\n") {
+		t.Fatal("region 1's /metrics: relaymesh_core_sessions_tag_replaced_total is not 1")
+	}
+}

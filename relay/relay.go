@@ -197,6 +197,16 @@ func (r *Relay) Open(s *Session, reconnect, vouched bool) (kicked []*Session, ro
 	return kicked, room, nil
 }
 
+// ReplaceTag forgets every session of app/peer with tag quietly: a
+// reconnect of the client with a valid session token took the tag in
+// another region (the sessions are its own earlier ones; Open's vouched
+// rule). Their chatroom memberships are detached. It returns how many.
+func (r *Relay) ReplaceTag(app, peer, tag string) int {
+	n := len(r.KickTag(app, peer, tag))
+	r.stats.TagReplaced.Add(uint64(n))
+	return n
+}
+
 // KickTag forgets every session of app/peer with tag (a login with that
 // tag in another region displaced them) and returns them; their chatroom
 // memberships are detached as on a tag kick here.

@@ -357,7 +357,14 @@ type ClientRequest struct {
 	// holds no presence of the session: a chatroom homed there takes it
 	// for the session's membership (core/chatroom.go). Unset: the session
 	// is this region's. Honoured only from a core; cleared from edges.
-	SessionRoom   *string `protobuf:"bytes,55,opt,name=session_room,json=sessionRoom,proto3,oneof" json:"session_room,omitempty"`
+	SessionRoom *string `protobuf:"bytes,55,opt,name=session_room,json=sessionRoom,proto3,oneof" json:"session_room,omitempty"`
+	// The OPEN reopens with a session token a router checked (its own
+	// region's, or the issuing region's: core/auth.go). A session of the
+	// client holding the same tag is then its own earlier one, replaced
+	// quietly instead of refusing the reconnect (relay.Open), in this region
+	// and, on the region parts of the login, in the others. Set by the
+	// router that takes the OPEN (Router.open), whatever its caller sent.
+	Vouched       bool `protobuf:"varint,56,opt,name=vouched,proto3" json:"vouched,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -558,6 +565,13 @@ func (x *ClientRequest) GetSessionRoom() string {
 		return *x.SessionRoom
 	}
 	return ""
+}
+
+func (x *ClientRequest) GetVouched() bool {
+	if x != nil {
+		return x.Vouched
+	}
+	return false
 }
 
 // PresenceSummaryRequest asks a core of another region which clientIds
@@ -2691,7 +2705,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x8b\a\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xa5\a\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2721,7 +2735,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\vfrom_region\x185 \x01(\rR\n" +
 	"fromRegion\x12!\n" +
 	"\fpresence_seq\x186 \x01(\x04R\vpresenceSeq\x12&\n" +
-	"\fsession_room\x187 \x01(\tH\x00R\vsessionRoom\x88\x01\x01\"=\n" +
+	"\fsession_room\x187 \x01(\tH\x00R\vsessionRoom\x88\x01\x01\x12\x18\n" +
+	"\avouched\x188 \x01(\bR\avouched\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
