@@ -65,11 +65,18 @@ func (c *Core) checkTokenGeneration(req *meshpb.ClientRequest) error {
 // tokenGeneration is the client's current generation, for the tokens of a
 // session that just opened: tagged with this region.
 func (c *Core) tokenGeneration(app, peer string) uint64 {
-	gen, err := shard.TokenGeneration(c.state(), app, peer)
+	g, err := c.taggedGeneration(app, peer)
 	if err != nil {
 		c.log.Error("token generation", "app", app, "peer", peer, "err", err)
 	}
-	return tokenGen(c.home.Region, gen)
+	return g
+}
+
+// taggedGeneration is the client's generation as this region's tokens
+// carry it.
+func (c *Core) taggedGeneration(app, peer string) (uint64, error) {
+	gen, err := shard.TokenGeneration(c.state(), app, peer)
+	return tokenGen(c.home.Region, gen), err
 }
 
 // checkForeignToken checks a reopen's session token that another region
@@ -111,11 +118,11 @@ func (r *Router) checkForeignToken(ctx context.Context, req *meshpb.ClientReques
 // shard's leader: the client's current generation, as its tokens carry
 // it.
 func (c *Core) tokenGenerationReply(app, peer string) *meshpb.ClientReply {
-	gen, err := shard.TokenGeneration(c.state(), app, peer)
+	g, err := c.taggedGeneration(app, peer)
 	if err != nil {
 		return &meshpb.ClientReply{ErrorCode: codeFor(errInternal), ErrorReason: err.Error()}
 	}
-	return &meshpb.ClientReply{SessionGeneration: tokenGen(c.home.Region, gen)}
+	return &meshpb.ClientReply{SessionGeneration: g}
 }
 
 // revokeTokens retires every outstanding session token of peer. A failure

@@ -144,9 +144,8 @@ func (s *MeshServer) handleDeviceOp(ctx context.Context, peer string, b []byte) 
 	if err := proto.Unmarshal(b, req); err != nil {
 		return nil, fmt.Errorf("core: bad device change from %s: %w", peer, err)
 	}
-	if rep := s.reps[0]; !rep.IsLeader() {
-		addr, _ := rep.Leader()
-		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
+	if b, ok := s.notSystemLeader(); ok {
+		return b, nil
 	}
 	return proto.Marshal(s.router.System().takeDevice(ctx, req))
 }

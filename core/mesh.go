@@ -201,9 +201,8 @@ func (s *MeshServer) handleClient(ctx context.Context, peer string, b []byte) ([
 	if err := proto.Unmarshal(b, req); err != nil {
 		return nil, fmt.Errorf("core: bad client request from %s: %w", peer, err)
 	}
-	if rep := s.reps[0]; !rep.IsLeader() {
-		addr, _ := rep.Leader()
-		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
+	if b, ok := s.notSystemLeader(); ok {
+		return b, nil
 	}
 	if req.Kind == meshpb.ClientRequest_PING {
 		return proto.Marshal(s.pingReply())
@@ -267,15 +266,28 @@ func (s *MeshServer) handleRegion(ctx context.Context, peer string, b []byte) ([
 	}
 	// The region's router serves its share: it leads the system shard,
 	// whose presence, tokens and hooks a share may touch (tag kick).
-	if rep := s.reps[0]; !rep.IsLeader() {
-		addr, _ := rep.Leader()
-		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
+	if b, ok := s.notSystemLeader(); ok {
+		return b, nil
 	}
 	rep, err := s.router.HandleRegion(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	return proto.Marshal(rep)
+}
+
+// notSystemLeader is the not_leader answer (with the leader this
+// replica knows) of a core that does not lead the region's system
+// shard, whose leader serves the client, region, token and device rpcs;
+// ok is false on the leader.
+func (s *MeshServer) notSystemLeader() (b []byte, ok bool) {
+	rep := s.reps[0]
+	if rep.IsLeader() {
+		return nil, false
+	}
+	addr, _ := rep.Leader()
+	b, err := proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
+	return b, err == nil
 }
 
 // handleTokenGeneration serves MethodTokenGeneration: the system shard's
@@ -285,9 +297,8 @@ func (s *MeshServer) handleTokenGeneration(ctx context.Context, peer string, b [
 	if err := proto.Unmarshal(b, req); err != nil || req.GetAppId() == "" || req.GetPeerId() == "" {
 		return nil, fmt.Errorf("core: bad token generation request from %s: %v", peer, err)
 	}
-	if rep := s.reps[0]; !rep.IsLeader() {
-		addr, _ := rep.Leader()
-		return proto.Marshal(&meshpb.ClientReply{NotLeader: true, Leader: addr})
+	if b, ok := s.notSystemLeader(); ok {
+		return b, nil
 	}
 	return proto.Marshal(s.router.System().tokenGenerationReply(req.GetAppId(), req.GetPeerId()))
 }

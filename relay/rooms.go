@@ -189,10 +189,7 @@ func (rs *chatrooms) dropEdge(edge string, now time.Time) {
 
 // joined reports whether the session is in chatroom cid.
 func (rs *chatrooms) joined(app, peer string, conn ConnKey, cid string) bool {
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	m := rs.byConn[roomConn{app, peer, conn}]
-	return m != nil && m.cid == cid
+	return rs.roomOf(app, peer, conn) == cid
 }
 
 // roomOf is the chatroom the session of app/peer on conn is in ("" none).
