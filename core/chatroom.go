@@ -91,7 +91,7 @@ func (c *Core) roomConv(ctx context.Context, r *request) (g *lcpb.GenericCommand
 	case lcpb.OpType_count:
 		g := r.reply(lcpb.CommandType_conv, lcpb.OpType_result.Enum())
 		// Every region's: each region's relays hold its own sessions.
-		n, _ := c.remote.RoomCount(ctx, r.app, cid) // regions.go
+		n, _ := c.remote.RoomCount(ctx, r.app, cid, false) // regions.go
 		n += c.relay.RoomCount(r.app, cid)
 		g.ConvMessage = &lcpb.ConvCommand{Cid: proto.String(cid), Count: proto.Int32(int32(n))}
 		return g, nil, true
@@ -101,7 +101,7 @@ func (c *Core) roomConv(ctx context.Context, r *request) (g *lcpb.GenericCommand
 			limit = maxRoomMembers
 		}
 		g := r.reply(lcpb.CommandType_conv, lcpb.OpType_members.Enum())
-		_, elsewhere := c.remote.RoomCount(ctx, r.app, cid)
+		_, elsewhere := c.remote.RoomCount(ctx, r.app, cid, true)
 		m := c.relay.RoomMembers(r.app, cid, limit)
 		if len(elsewhere) > 0 {
 			m = append(m, elsewhere...)

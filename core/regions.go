@@ -195,18 +195,23 @@ func (g *Regions) Serve() {
 	g.node.HandleRPC(meshpb.MethodPresenceMark, g.serveMark, mesh.RoleCore)
 	g.node.HandleRPC(meshpb.MethodRelayEdges, g.serveRelayEdges, mesh.RoleCore)
 	g.node.HandleRPC(meshpb.MethodRoomCount, g.serveRoomCount, mesh.RoleCore)
+	g.node.HandleRPC(meshpb.MethodTagHeld, g.serveTagHeld, mesh.RoleCore)
 }
 
 // RoomCount is how many sessions of the other regions are in chatroom cid
-// of app, and up to maxRoomMembers of their clientIds (MethodRoomCount),
-// asked of every region at once: a region's relays hold its own
-// sessions' chatrooms. A region that does not answer counts none (it is
-// logged): a count is no reason to wait out a region's outage.
-func (g *Regions) RoomCount(ctx context.Context, app, cid string) (int, []string) {
+// of app, and with members up to maxRoomMembers of their clientIds from
+// each region (MethodRoomCount), asked of every region at once: a
+// region's relays hold its own sessions' chatrooms. A region that does
+// not answer counts none (it is logged): a count is no reason to wait out
+// a region's outage.
+func (g *Regions) RoomCount(ctx context.Context, app, cid string, withMembers bool) (int, []string) {
 	if g == nil || len(g.order) == 0 {
 		return 0, nil
 	}
 	req := &meshpb.ClientRequest{AppId: app, Admin: &meshpb.AdminRequest{Cid: cid}}
+	if !withMembers {
+		req.Admin.Limit = roomCountOnly
+	}
 	reps := make([]*meshpb.AdminReply, len(g.order))
 	var wg sync.WaitGroup
 	for i, n := range g.order {
@@ -229,17 +234,70 @@ func (g *Regions) RoomCount(ctx context.Context, app, cid string) (int, []string
 	return total, members
 }
 
+// roomCountOnly in a MethodRoomCount request's admin.limit asks for the
+// count without the members (conv/count). Zero, as a core of an earlier
+// release sends, asks for both.
+const roomCountOnly = -1
+
 // serveRoomCount is MethodRoomCount: this region's sessions in a
 // chatroom, as this core's relay holds them (every core of a region
-// mirrors its edges' chatrooms).
+// mirrors its edges' chatrooms), and up to maxRoomMembers of their
+// clientIds unless the asker wants the count only.
 func (g *Regions) serveRoomCount(ctx context.Context, peer string, b []byte) ([]byte, error) {
 	req := new(meshpb.ClientRequest)
 	if err := proto.Unmarshal(b, req); err != nil || req.GetAppId() == "" || req.GetAdmin().GetCid() == "" {
 		return nil, fmt.Errorf("core: bad chatroom count request from %s: %v", peer, err)
 	}
 	app, cid := req.GetAppId(), req.GetAdmin().GetCid()
-	return proto.Marshal(&meshpb.ClientReply{Admin: &meshpb.AdminReply{
-		Count: int64(g.relay.RoomCount(app, cid)), RoomMembers: g.relay.RoomMembers(app, cid, maxRoomMembers)}})
+	rep := &meshpb.AdminReply{Count: int64(g.relay.RoomCount(app, cid))}
+	if req.GetAdmin().GetLimit() != roomCountOnly {
+		rep.RoomMembers = g.relay.RoomMembers(app, cid, maxRoomMembers)
+	}
+	return proto.Marshal(&meshpb.ClientReply{Admin: rep})
+}
+
+// TagHeld reports whether another region holds a session of app/peer
+// with tag (MethodTagHeld), asking every region at once. A region that
+// does not answer holds none (it is logged): a reconnect is no reason to
+// wait out a region's outage, and the client's own region decides alone
+// then, as it did before regions knew of each other.
+func (g *Regions) TagHeld(ctx context.Context, app, peer, tag string) bool {
+	if g == nil || len(g.order) == 0 || tag == "" {
+		return false
+	}
+	req := &meshpb.ClientRequest{AppId: app, PeerId: peer, Tag: tag}
+	var held atomic.Bool
+	var wg sync.WaitGroup
+	for _, n := range g.order {
+		wg.Go(func() {
+			rep, err := g.call(ctx, n, meshpb.MethodTagHeld, req)
+			if err != nil {
+				g.log.Warn("a region's tag check", "region", n, "app", app, "peer", peer, "err", err)
+				return
+			}
+			if rep.GetErrorCode() == lcpb.ErrSessionConflict {
+				held.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return held.Load()
+}
+
+// serveTagHeld is MethodTagHeld: whether this core's relay (which mirrors
+// every session of this region's edges) holds a session of the client
+// with the tag.
+func (g *Regions) serveTagHeld(ctx context.Context, peer string, b []byte) ([]byte, error) {
+	req := new(meshpb.ClientRequest)
+	if err := proto.Unmarshal(b, req); err != nil || req.GetAppId() == "" || req.GetPeerId() == "" || req.GetTag() == "" {
+		return nil, fmt.Errorf("core: bad tag check from %s: %v", peer, err)
+	}
+	for _, s := range g.relay.Sessions(req.GetAppId(), req.GetPeerId()) {
+		if s.Tag == req.GetTag() {
+			return proto.Marshal(&meshpb.ClientReply{ErrorCode: lcpb.ErrSessionConflict, ErrorReason: "SESSION_CONFLICT: the tag is held in this region"})
+		}
+	}
+	return proto.Marshal(&meshpb.ClientReply{})
 }
 
 // Close stops the senders; pushes still queued are dropped.
@@ -791,7 +849,7 @@ func (g *Regions) call(ctx context.Context, n uint8, method string, req *meshpb.
 				}
 				continue
 			}
-			if method != meshpb.MethodRoomCount { // any core answers that one
+			if method != meshpb.MethodRoomCount && method != meshpb.MethodTagHeld { // any core answers those
 				rr.mu.Lock()
 				rr.router = addr
 				rr.mu.Unlock()

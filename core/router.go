@@ -126,6 +126,9 @@ type RouterStats struct {
 	// (TokenChecks), and refused (TokenRefused: retired there, or the
 	// region did not answer; auth.go checkForeignToken).
 	TokenChecks, TokenRefused atomic.Uint64
+	// TagRefused counts reconnects without a valid session token refused
+	// (4111) because another region holds their tag.
+	TagRefused atomic.Uint64
 }
 
 // How long a router waits for a shard without a known leader (an
@@ -483,6 +486,13 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 		return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
 	}
 	req.Vouched = vouched && req.GetReconnect() // never the caller's word
+	if req.GetReconnect() && !req.Vouched && req.GetTag() != "" && r.remote.TagHeld(ctx, req.GetAppId(), req.GetPeerId(), req.GetTag()) {
+		// A reconnect that signs in afresh meets its tag held by a
+		// session in another region: refused, as relay.Open refuses it
+		// here (the session holding the tag may be another device's).
+		r.stats.TagRefused.Add(1)
+		return &meshpb.ClientReply{ErrorCode: codeFor(errTagConflict), ErrorReason: fmt.Sprintf("%v: tag %q (in another region)", errTagConflict, req.GetTag())}, nil
+	}
 	rep, err := r.call(ctx, 0, req)
 	if err != nil || rep.GetErrorCode() != 0 || rep.GetNotLeader() {
 		return rep, err
@@ -1330,6 +1340,7 @@ var (
 	descUniqueRouted  = metric.Counter("relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.")
 	descTokenChecks   = metric.Counter("relaymesh_router_foreign_tokens_total", "Session-token reopens with a token another region issued, checked with that region.")
 	descTokenRefused  = metric.Counter("relaymesh_router_foreign_tokens_refused_total", "Session tokens of another region refused with 4112: retired there by a kick or logout, or that region did not answer (the client signs in again).")
+	descTagRefused    = metric.Counter("relaymesh_router_reconnects_tag_refused_total", "Reconnects without a valid session token refused with 4111 because a session of the client with their tag is open in another region.")
 	descUniqueWon     = metric.Counter("relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).")
 	descUniqueLost    = metric.Counter("relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.")
 	descUniqueUnreach = metric.Counter("relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).")
@@ -1341,7 +1352,7 @@ var (
 func (r *Router) Collector() prometheus.Collector {
 	descs := []metric.Desc{descRouterShards, descRouterLed, descRouterLocal, descRouterFwd, descRouterSplit,
 		descRouterHints, descRouterMoved, descLoginParts, descLoginSkipped, descLoginFallback, descUniqueRouted,
-		descTokenChecks, descTokenRefused, descUniqueWon, descUniqueLost, descUniqueUnreach}
+		descTokenChecks, descTokenRefused, descTagRefused, descUniqueWon, descUniqueLost, descUniqueUnreach}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		led := 0
 		var won, lost, unreached uint64
@@ -1367,6 +1378,7 @@ func (r *Router) Collector() prometheus.Collector {
 		s.Add(descUniqueRouted, float64(r.stats.UniqueRouted.Load()))
 		s.Add(descTokenChecks, float64(r.stats.TokenChecks.Load()))
 		s.Add(descTokenRefused, float64(r.stats.TokenRefused.Load()))
+		s.Add(descTagRefused, float64(r.stats.TagRefused.Load()))
 		s.Add(descUniqueWon, float64(won))
 		s.Add(descUniqueLost, float64(lost))
 		s.Add(descUniqueUnreach, float64(unreached))

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,7 +104,8 @@ func TestMeshMethodsMisused(t *testing.T) {
 				body   []byte
 			}{{meshpb.MethodShard, shardReq(0)}, {meshpb.MethodRegion, open("mallory")},
 				{meshpb.MethodPresenceSummary, nil}, {meshpb.MethodPresenceMark, nil}, {meshpb.MethodPresenceAdd, nil},
-				{meshpb.MethodTokenGeneration, tokenReq(app, "alice")}, {meshpb.MethodDeviceOp, tokenReq(app, "alice")}} {
+				{meshpb.MethodTokenGeneration, tokenReq(app, "alice")}, {meshpb.MethodDeviceOp, tokenReq(app, "alice")},
+				{meshpb.MethodRoomCount, tokenReq(app, "alice")}, {meshpb.MethodTagHeld, tokenReq(app, "alice")}} {
 				_, err := n.Call(ctx, addr, m.method, m.body)
 				if !errors.Is(err, mesh.ErrForbidden) {
 					t.Errorf("%s calling %s: %v, want ErrForbidden", name, m.method, err)
@@ -314,6 +316,69 @@ func TestMeshMethodsMisused(t *testing.T) {
 		}
 	})
 	works("device-op rpc attacks")
+
+	t.Run("room-count and tag-held rpcs: garbage and empty names refused; answers name nothing else", func(t *testing.T) {
+		req := func(r *meshpb.ClientRequest) []byte {
+			b, _ := proto.Marshal(r)
+			return b
+		}
+		ask := func(method string, b []byte) (*meshpb.ClientReply, error) {
+			out, err := mallory.Call(ctx, addr, method, b)
+			if err != nil {
+				return nil, err
+			}
+			rep := new(meshpb.ClientReply)
+			return rep, proto.Unmarshal(out, rep)
+		}
+		huge := strings.Repeat("z", 60000)
+		for _, b := range [][]byte{nil, {0xff, 0xff, 0x01}, req(&meshpb.ClientRequest{AppId: app}),
+			req(&meshpb.ClientRequest{Admin: &meshpb.AdminRequest{Cid: "x"}}), []byte(strings.Repeat("\x0a", 1000))} {
+			if _, err := ask(meshpb.MethodRoomCount, b); err == nil {
+				t.Errorf("room-count with %q: no error", b)
+			}
+		}
+		for _, b := range [][]byte{nil, {0xff, 0xff, 0x01}, req(&meshpb.ClientRequest{AppId: app, PeerId: "alice"}),
+			req(&meshpb.ClientRequest{AppId: app, Tag: "t"}), req(&meshpb.ClientRequest{PeerId: "alice", Tag: "t"})} {
+			if _, err := ask(meshpb.MethodTagHeld, b); err == nil {
+				t.Errorf("tag-held with %q: no error", b)
+			}
+		}
+		// A chatroom nobody joined, and names no session holds: zero, no
+		// members, no conflict.
+		for _, cid := range []string{"nothing-here", huge} {
+			rep, err := ask(meshpb.MethodRoomCount, req(&meshpb.ClientRequest{AppId: app, Admin: &meshpb.AdminRequest{Cid: cid}}))
+			if err != nil || rep.GetAdmin().GetCount() != 0 || len(rep.GetAdmin().GetRoomMembers()) != 0 || rep.GetErrorCode() != 0 {
+				t.Fatalf("room-count of %.10s: %v %v, want 0 and no members", cid, rep, err)
+			}
+		}
+		// bob in a chatroom: counted; named unless the asker wants the
+		// count only (admin.limit -1, conv/count).
+		room, err := bob.CreateChatRoom(ctx, "counted", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bob.Join(ctx, room); err != nil {
+			t.Fatal(err)
+		}
+		for _, limit := range []int32{0, -1} {
+			rep, err := ask(meshpb.MethodRoomCount, req(&meshpb.ClientRequest{AppId: app, Admin: &meshpb.AdminRequest{Cid: room, Limit: limit}}))
+			want := []string{"bob"}
+			if limit < 0 {
+				want = nil
+			}
+			if err != nil || rep.GetAdmin().GetCount() != 1 || !slices.Equal(rep.GetAdmin().GetRoomMembers(), want) {
+				t.Fatalf("room-count with limit %d: %v %v, want 1 and members %v", limit, rep, err, want)
+			}
+		}
+		for _, r := range []*meshpb.ClientRequest{{AppId: app, PeerId: "alice", Tag: "phone"}, {AppId: app, PeerId: huge, Tag: huge},
+			{AppId: "other-app", PeerId: "alice", Tag: "phone"}} {
+			rep, err := ask(meshpb.MethodTagHeld, req(r))
+			if err != nil || rep.GetErrorCode() != 0 || len(rep.GetCommands()) != 0 {
+				t.Fatalf("tag-held of %.10s/%.10s: %v %v, want no conflict and nothing else", r.GetPeerId(), r.GetTag(), rep, err)
+			}
+		}
+	})
+	works("room-count and tag-held rpc attacks")
 
 	t.Run("region rpc: a part is never passed on; a dead region costs little", func(t *testing.T) {
 		out, err := mallory.Call(ctx, addr, meshpb.MethodRegion, open("bob"))

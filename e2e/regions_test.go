@@ -833,3 +833,89 @@ func TestTwoRegionsTagReconnect(t *testing.T) {
 		t.Fatal("region 1's /metrics: relaymesh_core_sessions_tag_replaced_total is not 1")
 	}
 }
+
+// TestTwoRegionsTagRefused: a reconnect that signs in afresh (r=true, no
+// session token) whose tag a session holds is refused with 4111 whether
+// that session is in its own region or in another, and the session
+// holding the tag keeps its messages. Another tag, or the same tag once
+// the holder logged out, opens. Before MethodTagHeld, region 2 opened
+// such a reconnect and then the two sessions shared the tag.
+func TestTwoRegionsTagRefused(t *testing.T) {
+	w := startTwoRegions(t)
+	const app = "regions-app"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	reconnect := func(url, tag string) (*raw, *lcpb.GenericCommand) {
+		t.Helper()
+		r, _, err := dialRaw(t, ctx, url, lcpb.SubprotocolBinary3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
+			AppId: proto.String(app), PeerId: proto.String("uma"),
+			SessionMessage: &lcpb.SessionCommand{Ua: proto.String("raw/1"), Tag: proto.String(tag), R: proto.Bool(true)}})
+		return r, r.next(ctx)
+	}
+	code := func(c *lcpb.GenericCommand) int32 {
+		if c.GetErrorMessage() != nil {
+			return c.GetErrorMessage().GetCode()
+		}
+		return c.GetSessionMessage().GetCode()
+	}
+	holder, o := rawOpenApp(t, ctx, w.edges[0].URL, app, "uma", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("uma's login in region 1: %v", o)
+	}
+	_, here := reconnect(w.edges[0].URL, "phone")
+	if here.GetOp() == lcpb.OpType_opened || code(here) != lcpb.ErrSessionConflict {
+		t.Fatalf("a reconnect without a token, its tag held in its own region: %v/%v code %d, want a refusal with %d",
+			here.GetCmd(), here.GetOp(), code(here), lcpb.ErrSessionConflict)
+	}
+	_, there := reconnect(w.edges[1].URL, "phone")
+	if there.GetOp() == lcpb.OpType_opened || code(there) != lcpb.ErrSessionConflict {
+		t.Fatalf("the same reconnect in region 2: %v/%v code %d, want a refusal with %d", there.GetCmd(), there.GetOp(), code(there), lcpb.ErrSessionConflict)
+	}
+	if there.GetCmd() != here.GetCmd() || there.GetOp() != here.GetOp() {
+		t.Fatalf("region 2 refused as %v/%v, region 1 as %v/%v: the SDKs must see one answer", there.GetCmd(), there.GetOp(), here.GetCmd(), here.GetOp())
+	}
+	// The holder was not disturbed: it still gets uma's messages.
+	alice := dial(t, ctx, w.edges[1].URL, app, "alice")
+	cid, err := alice.CreateConversation(ctx, []string{"uma"}, "to uma", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Send(ctx, cid, client.TextMessage("still there?"), client.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		g := holder.next(ctx)
+		if g.GetCmd() == lcpb.CommandType_session && g.GetOp() == lcpb.OpType_closed {
+			t.Fatalf("the tag's holder in region 1 was closed: %v", g)
+		}
+		if g.GetCmd() == lcpb.CommandType_direct && g.GetDirectMessage().GetMsg() != "" {
+			break
+		}
+	}
+	// Another tag is no conflict.
+	if _, c := reconnect(w.edges[1].URL, "pad"); c.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("a reconnect with another tag in region 2: %v", c)
+	}
+	var b strings.Builder
+	if err := w.cores[1].WriteMetrics(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\nrelaymesh_router_reconnects_tag_refused_total 1\n") {
+		t.Fatal("region 2's /metrics: relaymesh_router_reconnects_tag_refused_total is not 1")
+	}
+	// Once the holder logged out, the tag is free in every region.
+	holder.send(ctx, &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_close.Enum(), I: proto.Int32(2)})
+	for {
+		g := holder.next(ctx)
+		if g.GetCmd() == lcpb.CommandType_session && g.GetOp() == lcpb.OpType_closed {
+			break
+		}
+	}
+	if _, c := reconnect(w.edges[1].URL, "phone"); c.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("the reconnect in region 2 after the holder logged out: %v", c)
+	}
+}
