@@ -257,18 +257,30 @@ func (g *Regions) serveRoomCount(ctx context.Context, peer string, b []byte) ([]
 }
 
 // TagHeld reports whether another region holds a session of app/peer
-// with tag (MethodTagHeld), asking every region at once. A region that
-// does not answer holds none (it is logged): a reconnect is no reason to
-// wait out a region's outage, and the client's own region decides alone
-// then, as it did before regions knew of each other.
-func (g *Regions) TagHeld(ctx context.Context, app, peer, tag string) bool {
+// with tag that is not the client's own (MethodTagHeld): any session when
+// the reconnect is not vouched, one of another chain than chain when it
+// is (relay.Relay.TagHeld). It asks at once every region where the client
+// may be online (its summary, a login marked since, or a summary too old
+// to say: wants), so a reconnect of a client online nowhere else costs no
+// round trip. A region that does not answer holds none (it is logged): a
+// reconnect is no reason to wait out a region's outage, and the client's
+// own region decides alone then.
+func (g *Regions) TagHeld(ctx context.Context, app, peer, tag string, vouched bool, chain uint64) bool {
 	if g == nil || len(g.order) == 0 || tag == "" {
 		return false
 	}
-	req := &meshpb.ClientRequest{AppId: app, PeerId: peer, Tag: tag}
+	if !vouched {
+		chain = 0
+	} else if chain == 0 {
+		return false // an edge of an earlier release: its own, as before chains
+	}
+	req := &meshpb.ClientRequest{AppId: app, PeerId: peer, Tag: tag, SessionChain: chain}
 	var held atomic.Bool
 	var wg sync.WaitGroup
 	for _, n := range g.order {
+		if !g.wants(g.peers[n], app, []string{peer}) {
+			continue
+		}
 		wg.Go(func() {
 			rep, err := g.call(ctx, n, meshpb.MethodTagHeld, req)
 			if err != nil {
@@ -286,16 +298,14 @@ func (g *Regions) TagHeld(ctx context.Context, app, peer, tag string) bool {
 
 // serveTagHeld is MethodTagHeld: whether this core's relay (which mirrors
 // every session of this region's edges) holds a session of the client
-// with the tag.
+// with the tag, other than those of session_chain when that is set.
 func (g *Regions) serveTagHeld(ctx context.Context, peer string, b []byte) ([]byte, error) {
 	req := new(meshpb.ClientRequest)
 	if err := proto.Unmarshal(b, req); err != nil || req.GetAppId() == "" || req.GetPeerId() == "" || req.GetTag() == "" {
 		return nil, fmt.Errorf("core: bad tag check from %s: %v", peer, err)
 	}
-	for _, s := range g.relay.Sessions(req.GetAppId(), req.GetPeerId()) {
-		if s.Tag == req.GetTag() {
-			return proto.Marshal(&meshpb.ClientReply{ErrorCode: lcpb.ErrSessionConflict, ErrorReason: "SESSION_CONFLICT: the tag is held in this region"})
-		}
+	if g.relay.TagHeld(req.GetAppId(), req.GetPeerId(), req.GetTag(), req.GetSessionChain()) {
+		return proto.Marshal(&meshpb.ClientReply{ErrorCode: lcpb.ErrSessionConflict, ErrorReason: "SESSION_CONFLICT: the tag is held in this region"})
 	}
 	return proto.Marshal(&meshpb.ClientReply{})
 }

@@ -126,8 +126,8 @@ type RouterStats struct {
 	// (TokenChecks), and refused (TokenRefused: retired there, or the
 	// region did not answer; auth.go checkForeignToken).
 	TokenChecks, TokenRefused atomic.Uint64
-	// TagRefused counts reconnects without a valid session token refused
-	// (4111) because another region holds their tag.
+	// TagRefused counts reconnects refused (4111) because another region
+	// holds their tag in a session not provably theirs.
 	TagRefused atomic.Uint64
 }
 
@@ -486,10 +486,11 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 		return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
 	}
 	req.Vouched = vouched && req.GetReconnect() // never the caller's word
-	if req.GetReconnect() && !req.Vouched && req.GetTag() != "" && r.remote.TagHeld(ctx, req.GetAppId(), req.GetPeerId(), req.GetTag()) {
-		// A reconnect that signs in afresh meets its tag held by a
-		// session in another region: refused, as relay.Open refuses it
-		// here (the session holding the tag may be another device's).
+	if req.GetReconnect() && req.GetTag() != "" && r.remote.TagHeld(ctx, req.GetAppId(), req.GetPeerId(), req.GetTag(), req.Vouched, req.GetSessionChain()) {
+		// A reconnect meets its tag held in another region by a session
+		// that is not provably its own (any, if it signs in afresh; one
+		// of another chain, if it reopens with a token): refused, as
+		// relay.Open refuses it here.
 		r.stats.TagRefused.Add(1)
 		return &meshpb.ClientReply{ErrorCode: codeFor(errTagConflict), ErrorReason: fmt.Sprintf("%v: tag %q (in another region)", errTagConflict, req.GetTag())}, nil
 	}
@@ -499,7 +500,8 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 	}
 	if r.announce != nil {
 		r.announce(ctx, req.GetEdgeId(), &meshpb.PresenceSession{AppId: req.GetAppId(), PeerId: req.GetPeerId(),
-			ConnId: req.GetConnId(), Tag: req.GetTag(), ProtocolVersion: req.GetProtocolVersion(), Seq: req.GetPresenceSeq()})
+			ConnId: req.GetConnId(), Tag: req.GetTag(), ProtocolVersion: req.GetProtocolVersion(), Seq: req.GetPresenceSeq(),
+			Chain: req.GetSessionChain()})
 	}
 	parts, err := r.scatter(ctx, r.loginShards(req.GetAppId(), req.GetPeerId()), func(int) *meshpb.ClientRequest { return part(req) })
 	if err != nil {
@@ -1340,7 +1342,7 @@ var (
 	descUniqueRouted  = metric.Counter("relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.")
 	descTokenChecks   = metric.Counter("relaymesh_router_foreign_tokens_total", "Session-token reopens with a token another region issued, checked with that region.")
 	descTokenRefused  = metric.Counter("relaymesh_router_foreign_tokens_refused_total", "Session tokens of another region refused with 4112: retired there by a kick or logout, or that region did not answer (the client signs in again).")
-	descTagRefused    = metric.Counter("relaymesh_router_reconnects_tag_refused_total", "Reconnects without a valid session token refused with 4111 because a session of the client with their tag is open in another region.")
+	descTagRefused    = metric.Counter("relaymesh_router_reconnects_tag_refused_total", "Reconnects refused with 4111 because another region holds their tag in a session not provably theirs (any session, for a reconnect without a valid token; one of another chain, for one with a token).")
 	descUniqueWon     = metric.Counter("relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).")
 	descUniqueLost    = metric.Counter("relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.")
 	descUniqueUnreach = metric.Counter("relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).")

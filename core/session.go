@@ -45,7 +45,7 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 		return refuse(err)
 	}
 	s := &relay.Session{App: app, Peer: peer, Tag: req.GetTag(), Edge: req.GetEdgeId(), Conn: req.GetConnId(), Version: req.GetProtocolVersion(),
-		IP: req.GetSourceIp(), Seq: req.GetPresenceSeq()}
+		IP: req.GetSourceIp(), Seq: req.GetPresenceSeq(), Chain: req.GetSessionChain()}
 	// A reopen whose session token passed the generation check (here, or
 	// in the region that issued it: Router.open) is vouched: a session
 	// holding its tag is its own stale one (relay.Open).
@@ -104,10 +104,13 @@ func (c *Core) kickTagHere(ctx context.Context, req *meshpb.ClientRequest) {
 	if req.GetReconnect() {
 		// A vouched reconnect's own earlier session, left here (its edge
 		// died, or the client moved regions with the old socket open):
-		// gone quietly, as relay.Open replaces one in its own region. An
-		// unvouched one is not refused across regions.
+		// gone quietly, as relay.Open replaces one in its own region. A
+		// session of the tag of another chain, or any for an unvouched
+		// reconnect, made its router refuse the reconnect before it
+		// opened (Router.open, MethodTagHeld); one that came since is
+		// kept.
 		if req.GetVouched() {
-			c.relay.ReplaceTag(req.GetAppId(), req.GetPeerId(), req.GetTag())
+			c.relay.ReplaceTag(req.GetAppId(), req.GetPeerId(), req.GetTag(), req.GetSessionChain())
 		}
 		return
 	}

@@ -371,6 +371,7 @@ func TestMeshMethodsMisused(t *testing.T) {
 			}
 		}
 		for _, r := range []*meshpb.ClientRequest{{AppId: app, PeerId: "alice", Tag: "phone"}, {AppId: app, PeerId: huge, Tag: huge},
+			{AppId: app, PeerId: "alice", Tag: "phone", SessionChain: 1<<64 - 1},
 			{AppId: "other-app", PeerId: "alice", Tag: "phone"}} {
 			rep, err := ask(meshpb.MethodTagHeld, req(r))
 			if err != nil || rep.GetErrorCode() != 0 || len(rep.GetCommands()) != 0 {

@@ -880,22 +880,7 @@ func TestTwoRegionsTagRefused(t *testing.T) {
 	}
 	// The holder was not disturbed: it still gets uma's messages.
 	alice := dial(t, ctx, w.edges[1].URL, app, "alice")
-	cid, err := alice.CreateConversation(ctx, []string{"uma"}, "to uma", nil, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := alice.Send(ctx, cid, client.TextMessage("still there?"), client.SendOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		g := holder.next(ctx)
-		if g.GetCmd() == lcpb.CommandType_session && g.GetOp() == lcpb.OpType_closed {
-			t.Fatalf("the tag's holder in region 1 was closed: %v", g)
-		}
-		if g.GetCmd() == lcpb.CommandType_direct && g.GetDirectMessage().GetMsg() != "" {
-			break
-		}
-	}
+	stillHolds(t, ctx, holder, alice, "uma")
 	// Another tag is no conflict.
 	if _, c := reconnect(w.edges[1].URL, "pad"); c.GetOp() != lcpb.OpType_opened {
 		t.Fatalf("a reconnect with another tag in region 2: %v", c)
@@ -917,5 +902,50 @@ func TestTwoRegionsTagRefused(t *testing.T) {
 	}
 	if _, c := reconnect(w.edges[1].URL, "phone"); c.GetOp() != lcpb.OpType_opened {
 		t.Fatalf("the reconnect in region 2 after the holder logged out: %v", c)
+	}
+}
+
+// TestTwoRegionsTagTakenWhileAway: a tagged client of region 1 drops off,
+// another device logs in with the same tag in region 2 meanwhile, then the
+// first reconnects with its valid session token, in either region. Both
+// reconnects are refused with session/closed 4111 and the device holding
+// the tag keeps its session. Before session chains the reconnect in region
+// 1 opened and its login share to region 2 dropped the other device's
+// session there without a word.
+func TestTwoRegionsTagTakenWhileAway(t *testing.T) {
+	w := startTwoRegions(t)
+	const app = "regions-app"
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	r1, r2 := w.edges[0].URL, w.edges[1].URL
+	alice := dial(t, ctx, r1, app, "alice")
+	a, o := rawOpenApp(t, ctx, r1, app, "wes", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("wes's first device in region 1: %v", o)
+	}
+	stA := o.GetSessionMessage().GetSt()
+	a.ws.CloseNow()
+	waitFor(t, 10*time.Second, func() bool {
+		on, err := alice.Online(ctx, []string{"wes"})
+		return err == nil && len(on) == 0
+	})
+	b, o := rawOpenApp(t, ctx, r2, app, "wes", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("wes's second device in region 2: %v", o)
+	}
+	for i, url := range []string{r1, r2} {
+		_, got := rawReopenApp(t, ctx, url, app, stA)
+		if got.GetCmd() != lcpb.CommandType_session || got.GetOp() != lcpb.OpType_closed || got.GetSessionMessage().GetCode() != lcpb.ErrSessionConflict {
+			t.Fatalf("the first device's reconnect in region %d while the second holds the tag in region 2: %v/%v code %d, want session/closed %d",
+				i+1, got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode(), lcpb.ErrSessionConflict)
+		}
+	}
+	stillHolds(t, ctx, b, alice, "wes")
+	var m strings.Builder
+	if err := w.cores[0].WriteMetrics(&m); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(m.String(), "\nrelaymesh_router_reconnects_tag_refused_total 1\n") {
+		t.Fatal("region 1's /metrics: relaymesh_router_reconnects_tag_refused_total is not 1")
 	}
 }

@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
@@ -103,4 +104,70 @@ func TestEdgeKill9Offline(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("FIGURE an edge killed -9: its sessions offline after %v", time.Since(killed).Round(10*time.Millisecond))
+}
+
+// TestTagTakenWhileAway: a tagged client drops off (no logout), another
+// device logs in with the same tag meanwhile (nothing to kick, so no token
+// is voided), then the first one reconnects with its still valid session
+// token. The reconnect is refused with session/closed 4111, as LeanCloud
+// refuses it, and the device holding the tag keeps its session. Before
+// session chains (the token names the login its reopens began with) the
+// reconnect took the tag over quietly and the other device's session was
+// dropped without a word.
+func TestTagTakenWhileAway(t *testing.T) {
+	c := startProcCluster(t, procOptions{Cores: 1, Edges: 1})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const app = "failover-app"
+	url := c.edges[0].URL
+	watcher := dial(t, ctx, url, app, "watcher")
+	a, o := rawOpenApp(t, ctx, url, app, "vera", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("vera's first device: %v", o)
+	}
+	stA := o.GetSessionMessage().GetSt()
+	a.ws.CloseNow() // dropped, no session/close
+	waitFor(t, 10*time.Second, func() bool {
+		on, err := watcher.Online(ctx, []string{"vera"})
+		return err == nil && len(on) == 0
+	})
+	b, o := rawOpenApp(t, ctx, url, app, "vera", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("vera's second device: %v", o)
+	}
+	_, got := rawReopenApp(t, ctx, url, app, stA)
+	if got.GetCmd() != lcpb.CommandType_session || got.GetOp() != lcpb.OpType_closed || got.GetSessionMessage().GetCode() != lcpb.ErrSessionConflict {
+		t.Fatalf("the first device's reconnect while the second holds the tag: %v/%v code %d, want session/closed %d",
+			got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode(), lcpb.ErrSessionConflict)
+	}
+	// The second device is still the one that gets vera's messages.
+	stillHolds(t, ctx, b, watcher, "vera")
+	// The second device's own reconnect (its socket still open, as after a
+	// network switch) still replaces its session quietly.
+	if _, got := rawReopenApp(t, ctx, url, app, o.GetSessionMessage().GetSt()); got.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("the second device's own reconnect: %v/%v code %d, want session/opened", got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode())
+	}
+}
+
+// stillHolds checks that the raw session holder, which holds a tag,
+// still gets peer's messages: from sends a message to a new conversation
+// with peer, and holder must get it without a session/closed first.
+func stillHolds(t *testing.T, ctx context.Context, holder *raw, from *client.Client, peer string) {
+	t.Helper()
+	cid, err := from.CreateConversation(ctx, []string{peer}, "to "+peer, nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := from.Send(ctx, cid, client.TextMessage("which device?"), client.SendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		g := holder.next(ctx)
+		if g.GetCmd() == lcpb.CommandType_session && g.GetOp() == lcpb.OpType_closed {
+			t.Fatalf("the session holding %s's tag was closed: %v", peer, g)
+		}
+		if g.GetCmd() == lcpb.CommandType_direct && g.GetDirectMessage().GetMsg() != "" {
+			return
+		}
+	}
 }

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/base64"
@@ -24,13 +25,16 @@ import (
 //
 // Layout, before base64url (no padding):
 //
-//	version  1 byte   = 2
+//	version  1 byte   = 3
 //	expiry   8 bytes  big-endian Unix seconds
 //	login    8 bytes  big-endian Unix seconds of the login the session
 //	                  began with (a signature, or none where the app needs
 //	                  none); tokens derived from it never expire later
 //	                  than login + Limits.SessionMaxAge
 //	gen      uvarint  the client's token generation at that login's OPEN
+//	chain    8 bytes  big-endian random id drawn at that login, kept by
+//	                  every reopen: the core replaces quietly only a stale
+//	                  session of the same chain (relay.Open)
 //	appId    uvarint length + bytes
 //	clientId uvarint length + bytes
 //	tag      uvarint length + bytes
@@ -39,10 +43,13 @@ import (
 // Revocation: a kick or logout bumps the client's generation in the shard
 // (core/auth.go); the edge passes the token's gen with the OPEN and the
 // core refuses an old one with 4112. History: version 1 (no login, no gen)
-// is refused as malformed, so clients holding one sign in again once.
+// is refused as malformed, so clients holding one sign in again once;
+// version 2 (no chain) is read with chain 0, and its reopen begins a
+// chain.
 
 const (
-	tokenVersion  = 2
+	tokenVersion  = 3
+	tokenV2       = 2 // no chain; still read
 	tokenMACLen   = sha256.Size
 	maxTokenChars = 1024
 	tokenDomain   = "relaymesh-st\x00"
@@ -60,6 +67,18 @@ type tokenClaims struct {
 	Expiry               time.Time
 	Login                time.Time // the login the session chain began with
 	Gen                  uint64    // the client's token generation
+	Chain                uint64    // the login's chain id; 0 in a version 2 token
+}
+
+// newChain draws a chain id: random, never 0 (0 is "unknown").
+func newChain() uint64 {
+	for {
+		var b [8]byte
+		rand.Read(b[:])
+		if c := binary.BigEndian.Uint64(b[:]); c != 0 {
+			return c
+		}
+	}
 }
 
 func appendField(b []byte, s string) []byte {
@@ -81,6 +100,7 @@ func issueToken(key []byte, c tokenClaims) string {
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
 	b = binary.BigEndian.AppendUint64(b, uint64(c.Login.Unix()))
 	b = binary.AppendUvarint(b, c.Gen)
+	b = binary.BigEndian.AppendUint64(b, c.Chain)
 	b = appendField(b, c.AppID)
 	b = appendField(b, c.ClientID)
 	b = appendField(b, c.Tag)
@@ -94,7 +114,7 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 		return tokenClaims{}, errTokenMalformed
 	}
 	b, err := base64.RawURLEncoding.DecodeString(st)
-	if err != nil || len(b) < 1+8+8+1+3+tokenMACLen || b[0] != tokenVersion {
+	if err != nil || len(b) < 1+8+8+1+3+tokenMACLen || b[0] != tokenVersion && b[0] != tokenV2 {
 		return tokenClaims{}, errTokenMalformed
 	}
 	payload, mac := b[:len(b)-tokenMACLen], b[len(b)-tokenMACLen:]
@@ -108,6 +128,13 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 		return tokenClaims{}, errTokenMalformed
 	}
 	rest := payload[17+k:]
+	var chain uint64
+	if payload[0] == tokenVersion {
+		if len(rest) < 8 {
+			return tokenClaims{}, errTokenMalformed
+		}
+		chain, rest = binary.BigEndian.Uint64(rest), rest[8:]
+	}
 	var fields [3]string
 	for i := range fields {
 		n, k := binary.Uvarint(rest)
@@ -121,7 +148,7 @@ func verifyToken(key []byte, st string, now time.Time) (tokenClaims, error) {
 		return tokenClaims{}, errTokenMalformed
 	}
 	c := tokenClaims{AppID: fields[0], ClientID: fields[1], Tag: fields[2], Expiry: time.Unix(exp, 0),
-		Login: time.Unix(login, 0), Gen: gen}
+		Login: time.Unix(login, 0), Gen: gen, Chain: chain}
 	if !now.Before(c.Expiry) {
 		return c, errTokenExpired
 	}

@@ -1,6 +1,8 @@
 package edge
 
 import (
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"strings"
 	"testing"
@@ -15,7 +17,7 @@ func TestTokenRoundTrip(t *testing.T) {
 	key := []byte("k")
 	now := time.Unix(1_700_000_000, 0)
 	cases := []tokenClaims{
-		{AppID: "app", ClientID: "alice", Tag: "mobile", Expiry: now.Add(time.Hour)},
+		{AppID: "app", ClientID: "alice", Tag: "mobile", Expiry: now.Add(time.Hour), Chain: 0x0123456789abcdef},
 		{AppID: "app", ClientID: "é客户", Tag: "", Expiry: now.Add(time.Second)},
 		{AppID: strings.Repeat("a", 64), ClientID: strings.Repeat("b", 256), Tag: strings.Repeat("c", 128), Expiry: now.Add(48 * time.Hour)},
 	}
@@ -25,7 +27,7 @@ func TestTokenRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("verify %v: %v", c, err)
 		}
-		if got.AppID != c.AppID || got.ClientID != c.ClientID || got.Tag != c.Tag || !got.Expiry.Equal(c.Expiry) {
+		if got.AppID != c.AppID || got.ClientID != c.ClientID || got.Tag != c.Tag || !got.Expiry.Equal(c.Expiry) || got.Chain != c.Chain {
 			t.Fatalf("got %v, want %v", got, c)
 		}
 		if _, err := verifyToken(key, st, c.Expiry); !errors.Is(err, errTokenExpired) {
@@ -46,6 +48,38 @@ func TestTokenRoundTrip(t *testing.T) {
 				t.Fatalf("tampered token at %d accepted: %v", i, got)
 			}
 		}
+	}
+}
+
+// TestTokenVersion2: a token of the layout before chains (version 2: no
+// chain field) still verifies, with chain 0; one byte short of a version 3
+// chain, or a version 3 token relabelled 2, does not.
+func TestTokenVersion2(t *testing.T) {
+	key := []byte("k")
+	now := time.Unix(1_700_000_000, 0)
+	c := tokenClaims{AppID: "app", ClientID: "alice", Tag: "mobile", Expiry: now.Add(time.Hour), Login: now, Gen: 7}
+	b := []byte{tokenV2}
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Expiry.Unix()))
+	b = binary.BigEndian.AppendUint64(b, uint64(c.Login.Unix()))
+	b = binary.AppendUvarint(b, c.Gen)
+	b = appendField(b, c.AppID)
+	b = appendField(b, c.ClientID)
+	b = appendField(b, c.Tag)
+	b = append(b, tokenMAC(key, b)...)
+	got, err := verifyToken(key, base64.RawURLEncoding.EncodeToString(b), now)
+	if err != nil || got.Chain != 0 || got.Gen != 7 || got.Tag != "mobile" || !got.Login.Equal(now) {
+		t.Fatalf("version 2 token: %+v, %v; want its claims with chain 0", got, err)
+	}
+	// A version 3 token relabelled 2 (MAC recomputed, as a key holder
+	// could): its chain bytes are read as the appId's length: malformed
+	// or different claims, never the same ones.
+	c.Chain = 0xfeedface
+	v3, _ := base64.RawURLEncoding.DecodeString(issueToken(key, c))
+	v3 = v3[:len(v3)-tokenMACLen]
+	v3[0] = tokenV2
+	v3 = append(v3, tokenMAC(key, v3)...)
+	if got, err := verifyToken(key, base64.RawURLEncoding.EncodeToString(v3), now); err == nil && got.AppID == c.AppID {
+		t.Fatalf("a relabelled token verified as %+v", got)
 	}
 }
 

@@ -181,6 +181,10 @@ type session struct {
 	// with and the client's token generation from the core's OPEN reply.
 	login time.Time
 	gen   uint64
+	// chain is a random id drawn at that login and kept by every reopen
+	// of the chain (its tokens carry it): the core tells the client's own
+	// stale session from another device's by it (relay.SameChain).
+	chain uint64
 
 	// guarded by c.handleMu (the reader goroutine's)
 	sends, logs, ops bucket

@@ -224,8 +224,12 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 		ops:          newBucket(s.limits.OpsPerMinute, now),
 		login:        now,
 	}
+	ss.chain = newChain()
 	if reopen != nil {
 		ss.login = reopen.Login // the chain keeps its first login's bound
+		if reopen.Chain != 0 {
+			ss.chain = reopen.Chain // a version 2 token had none: a new chain begins
+		}
 	}
 	// Bind before OPEN so no delivery the core sends right after
 	// registering the session is lost; they are held until opened is queued.
@@ -233,6 +237,7 @@ func (c *conn) openSession(ctx context.Context, raw []byte, cmd *lcpb.GenericCom
 	s.goAwayIfDraining(ss) // drain.go
 	req := c.request(ss, meshpb.ClientRequest_OPEN, raw)
 	req.Reconnect = sm.GetR()
+	req.SessionChain = ss.chain
 	if reopen != nil { // the core refuses a revoked generation (core/auth.go)
 		req.StReopen, req.StGeneration = true, reopen.Gen
 	}
@@ -297,7 +302,7 @@ func (c *conn) issue(ss *session) (string, int32) {
 		exp = bound
 	}
 	st := issueToken(c.srv.cfg.TokenKey, tokenClaims{
-		AppID: ss.appID, ClientID: ss.peerID, Tag: ss.tag, Expiry: exp, Login: ss.login, Gen: ss.gen,
+		AppID: ss.appID, ClientID: ss.peerID, Tag: ss.tag, Expiry: exp, Login: ss.login, Gen: ss.gen, Chain: ss.chain,
 	})
 	return st, int32(max(exp.Sub(now).Round(time.Second).Seconds(), 1))
 }

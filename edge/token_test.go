@@ -109,6 +109,15 @@ func TestReopenCarriesTokenGeneration(t *testing.T) {
 	if first := opens[0]; first.GetStReopen() {
 		t.Fatal("a signed login was flagged as a token reopen")
 	}
+	// The login drew a chain; the token carries it and the reopen keeps it.
+	if first, last := opens[0], opens[len(opens)-1]; first.GetSessionChain() == 0 || cl.Chain != first.GetSessionChain() || last.GetSessionChain() != first.GetSessionChain() {
+		t.Fatalf("chains: login %x, token %x, reopen %x; want one nonzero chain", first.GetSessionChain(), cl.Chain, last.GetSessionChain())
+	}
+	c4 := env.dial(t, lcpb.SubprotocolBinary3)
+	c4.login(4, "alice")
+	if opens := env.be.requests(meshpb.ClientRequest_OPEN); opens[len(opens)-1].GetSessionChain() == cl.Chain {
+		t.Fatal("a second login drew the first one's chain")
+	}
 	// The same token under a newer generation: 4112 as cmd:error.
 	cl.Gen = 6
 	old := issueToken([]byte("test-token-key"), cl)

@@ -43,7 +43,15 @@ type Session struct {
 	// (meshpb.ClientRequest.presence_seq), 0 if unknown: a full list
 	// the edge made before it does not drop it (SyncPresence).
 	Seq uint64
+	// Chain is the session's chain (meshpb.ClientRequest.session_chain):
+	// the login its series of reopens began with; 0 if unknown.
+	Chain uint64
 }
+
+// SameChain reports whether a session of chain a may be the client's own
+// earlier session of chain b: the same chain, or either unknown (an edge
+// of an earlier release drew none).
+func SameChain(a, b uint64) bool { return a == 0 || b == 0 || a == b }
 
 // ConnKey names a connection: an edge and its connection id. The zero
 // ConnKey names none (requests of the server API).
@@ -157,11 +165,13 @@ func (r *Relay) Close() {
 // connection is kicked (removed and returned, for the caller to tell its
 // connection); a session on the same connection is replaced. With
 // reconnect, a tag held elsewhere refuses the OPEN instead (ErrTagConflict,
-// nothing changed) — unless vouched: the OPEN reopens with a session token
-// the shard accepted, so the session holding the tag is the client's own
-// earlier one (on an edge that died, until this relay hears of it: a kick
-// by another device would have voided the token), which is replaced
-// quietly. room is the chatroom s is bound to again (a membership of its
+// nothing changed) — unless vouched and of the same chain (SameChain): the
+// OPEN reopens with a session token the shard accepted, issued to the
+// session holding the tag, so that session is the client's own earlier one
+// (on an edge that died, until this relay hears of it), which is replaced
+// quietly. A holder of another chain is another device that took the tag
+// while this one was away (its login kicked nothing, so the token stayed
+// valid): the reconnect is refused. room is the chatroom s is bound to again (a membership of its
 // (app, clientId, tag) detached less than RoomGrace ago, or still bound
 // and reconnect set), "" for none.
 func (r *Relay) Open(s *Session, reconnect, vouched bool) (kicked []*Session, room string, err error) {
@@ -173,7 +183,7 @@ func (r *Relay) Open(s *Session, reconnect, vouched bool) (kicked []*Session, ro
 		switch {
 		case o.Edge == s.Edge && o.Conn == s.Conn:
 			// the same connection opens again: replace
-		case s.Tag != "" && o.Tag == s.Tag && reconnect && vouched:
+		case s.Tag != "" && o.Tag == s.Tag && reconnect && vouched && SameChain(o.Chain, s.Chain):
 			replaced = append(replaced, o)
 		case s.Tag != "" && o.Tag == s.Tag:
 			if reconnect {
@@ -197,20 +207,43 @@ func (r *Relay) Open(s *Session, reconnect, vouched bool) (kicked []*Session, ro
 	return kicked, room, nil
 }
 
-// ReplaceTag forgets every session of app/peer with tag quietly: a
-// reconnect of the client with a valid session token took the tag in
-// another region (the sessions are its own earlier ones; Open's vouched
-// rule). Their chatroom memberships are detached. It returns how many.
-func (r *Relay) ReplaceTag(app, peer, tag string) int {
-	n := len(r.KickTag(app, peer, tag))
+// ReplaceTag forgets quietly every session of app/peer with tag and of
+// chain (SameChain): a reconnect of the client with a valid session token
+// of that chain took the tag in another region (the sessions are its own
+// earlier ones; Open's vouched rule). Their chatroom memberships are
+// detached. Sessions of another chain are kept. It returns how many went.
+func (r *Relay) ReplaceTag(app, peer, tag string, chain uint64) int {
+	n := len(r.kickTag(app, peer, tag, func(o *Session) bool { return SameChain(o.Chain, chain) }))
 	r.stats.TagReplaced.Add(uint64(n))
 	return n
+}
+
+// TagHeld reports whether a session of app/peer holds tag other than the
+// client's own earlier ones of chain (chain 0: any session holds it).
+func (r *Relay) TagHeld(app, peer, tag string, chain uint64) bool {
+	if tag == "" {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, o := range r.sessions[peerKey{app, peer}] {
+		if o.Tag == tag && (chain == 0 || !SameChain(o.Chain, chain)) {
+			return true
+		}
+	}
+	return false
 }
 
 // KickTag forgets every session of app/peer with tag (a login with that
 // tag in another region displaced them) and returns them; their chatroom
 // memberships are detached as on a tag kick here.
 func (r *Relay) KickTag(app, peer, tag string) []*Session {
+	return r.kickTag(app, peer, tag, nil)
+}
+
+// kickTag forgets the sessions of app/peer with tag that match (every one
+// with match nil) and returns them.
+func (r *Relay) kickTag(app, peer, tag string, match func(*Session) bool) []*Session {
 	if tag == "" {
 		return nil
 	}
@@ -219,7 +252,7 @@ func (r *Relay) KickTag(app, peer, tag string) []*Session {
 	r.mu.Lock()
 	var kept, kicked []*Session
 	for _, o := range r.sessions[k] {
-		if o.Tag == tag {
+		if o.Tag == tag && (match == nil || match(o)) {
 			kicked = append(kicked, o)
 		} else {
 			kept = append(kept, o)

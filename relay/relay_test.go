@@ -212,6 +212,44 @@ func TestOpenVouchedReconnect(t *testing.T) {
 	}
 }
 
+// TestOpenVouchedChains: a vouched reconnect replaces a session holding
+// its tag only when it is of its own chain (or of an unknown one, 0: an
+// edge of an earlier release); another chain's session is another device
+// that took the tag meanwhile, and the reconnect is refused. ReplaceTag
+// and TagHeld follow the same rule; presence carries the chain.
+func TestOpenVouchedChains(t *testing.T) {
+	r := newRelay(t)
+	if _, _, err := r.Open(&Session{App: "app", Peer: "bea", Tag: "phone", Edge: "e1", Conn: 1, Chain: 7}, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Open(&Session{App: "app", Peer: "bea", Tag: "phone", Edge: "e2", Conn: 2, Chain: 8}, true, true); !errors.Is(err, ErrTagConflict) {
+		t.Fatalf("vouched reconnect of another chain: %v, want ErrTagConflict", err)
+	}
+	if !r.TagHeld("app", "bea", "phone", 8) || r.TagHeld("app", "bea", "phone", 7) || !r.TagHeld("app", "bea", "phone", 0) || r.TagHeld("app", "bea", "pad", 0) {
+		t.Fatal("TagHeld: want held for chain 8 and for any (0), not for its own chain 7 nor another tag")
+	}
+	if n := r.ReplaceTag("app", "bea", "phone", 8); n != 0 || len(r.Sessions("app", "bea")) != 1 {
+		t.Fatalf("ReplaceTag of another chain took %d sessions", n)
+	}
+	if _, _, err := r.Open(&Session{App: "app", Peer: "bea", Tag: "phone", Edge: "e2", Conn: 3, Chain: 7}, true, true); err != nil {
+		t.Fatalf("vouched reconnect of its own chain: %v", err)
+	}
+	if ss := r.Sessions("app", "bea"); len(ss) != 1 || ss[0].Conn != 3 {
+		t.Fatalf("sessions after its own chain's reconnect: %v, want only conn 3", ss)
+	}
+	// Chain unknown on either side: replaced, as before chains.
+	if _, _, err := r.Open(&Session{App: "app", Peer: "bea", Tag: "phone", Edge: "e2", Conn: 4}, true, true); err != nil {
+		t.Fatalf("vouched reconnect with no chain: %v", err)
+	}
+	r.SyncPresence("e3", &meshpb.Presence{Add: []*meshpb.PresenceSession{{AppId: "app", PeerId: "cy", ConnId: 5, Tag: "phone", Chain: 9}}}, false)
+	if ss := r.Sessions("app", "cy"); len(ss) != 1 || ss[0].Chain != 9 {
+		t.Fatalf("a session learnt from presence: %v, want chain 9", ss)
+	}
+	if n := r.ReplaceTag("app", "cy", "phone", 9); n != 1 {
+		t.Fatalf("ReplaceTag of its chain took %d, want 1", n)
+	}
+}
+
 // TestSyncPresence: sessions learnt from an edge's frames; replace_all
 // replaces only that edge's; a re-add keeps the address its OPEN gave.
 func TestSyncPresence(t *testing.T) {

@@ -234,7 +234,7 @@ func (l *Link) Do(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.Clien
 	var ps *meshpb.PresenceSession
 	if req.Kind == meshpb.ClientRequest_OPEN {
 		ps = &meshpb.PresenceSession{AppId: req.AppId, PeerId: req.PeerId, ConnId: req.ConnId,
-			Tag: req.Tag, ProtocolVersion: req.ProtocolVersion}
+			Tag: req.Tag, ProtocolVersion: req.ProtocolVersion, Chain: req.SessionChain}
 		req.PresenceSeq = l.beginOpen(ps) // presence.go
 	}
 	b, err := proto.Marshal(req)

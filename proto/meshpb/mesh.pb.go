@@ -364,7 +364,14 @@ type ClientRequest struct {
 	// quietly instead of refusing the reconnect (relay.Open), in this region
 	// and, on the region parts of the login, in the others. Set by the
 	// router that takes the OPEN (Router.open), whatever its caller sent.
-	Vouched       bool `protobuf:"varint,56,opt,name=vouched,proto3" json:"vouched,omitempty"`
+	Vouched bool `protobuf:"varint,56,opt,name=vouched,proto3" json:"vouched,omitempty"`
+	// The session's chain on an OPEN: a random id the edge drew at the
+	// login a series of reopens began with, carried in the session tokens
+	// it issues (edge/auth.go). A vouched reconnect replaces quietly only a
+	// session of its own chain (or one whose chain is unknown, 0: an edge
+	// of an earlier release); another chain holding its tag is another
+	// device, and the reconnect is refused (relay.Open). 0 for none.
+	SessionChain  uint64 `protobuf:"varint,57,opt,name=session_chain,json=sessionChain,proto3" json:"session_chain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -572,6 +579,13 @@ func (x *ClientRequest) GetVouched() bool {
 		return x.Vouched
 	}
 	return false
+}
+
+func (x *ClientRequest) GetSessionChain() uint64 {
+	if x != nil {
+		return x.SessionChain
+	}
+	return 0
 }
 
 // PresenceSummaryRequest asks a core of another region which clientIds
@@ -2303,7 +2317,9 @@ type PresenceSession struct {
 	Room string `protobuf:"bytes,6,opt,name=room,proto3" json:"room,omitempty"`
 	// The presence sequence number of the session's OPEN
 	// (ClientRequest.presence_seq).
-	Seq           uint64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,7,opt,name=seq,proto3" json:"seq,omitempty"`
+	// The session's chain (ClientRequest.session_chain), 0 if unknown.
+	Chain         uint64 `protobuf:"varint,8,opt,name=chain,proto3" json:"chain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2383,6 +2399,13 @@ func (x *PresenceSession) GetRoom() string {
 func (x *PresenceSession) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *PresenceSession) GetChain() uint64 {
+	if x != nil {
+		return x.Chain
 	}
 	return 0
 }
@@ -2705,7 +2728,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xa5\a\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xca\a\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2736,7 +2759,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"fromRegion\x12!\n" +
 	"\fpresence_seq\x186 \x01(\x04R\vpresenceSeq\x12&\n" +
 	"\fsession_room\x187 \x01(\tH\x00R\vsessionRoom\x88\x01\x01\x12\x18\n" +
-	"\avouched\x188 \x01(\bR\avouched\"=\n" +
+	"\avouched\x188 \x01(\bR\avouched\x12#\n" +
+	"\rsession_chain\x189 \x01(\x04R\fsessionChain\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
@@ -2944,7 +2968,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\"$\n" +
 	"\tEdgeHello\x12\x17\n" +
-	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\xbd\x01\n" +
+	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\"\xd3\x01\n" +
 	"\x0fPresenceSession\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
 	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x17\n" +
@@ -2952,7 +2976,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x03tag\x18\x04 \x01(\tR\x03tag\x12)\n" +
 	"\x10protocol_version\x18\x05 \x01(\x05R\x0fprotocolVersion\x12\x12\n" +
 	"\x04room\x18\x06 \x01(\tR\x04room\x12\x10\n" +
-	"\x03seq\x18\a \x01(\x04R\x03seq\"\xce\x01\n" +
+	"\x03seq\x18\a \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05chain\x18\b \x01(\x04R\x05chain\"\xce\x01\n" +
 	"\bPresence\x12\x1f\n" +
 	"\vreplace_all\x18\x01 \x01(\bR\n" +
 	"replaceAll\x12!\n" +

@@ -68,12 +68,13 @@ const (
 	// (core/devicesync.go). A core that does not lead its region's system
 	// shard answers not_leader.
 	MethodDeviceOp = "device-op"
-	// MethodTagHeld is the rpc ClientRequest (app_id, peer_id, tag) ->
-	// ClientReply from a router to a core of another region: error_code
-	// 4111 (SESSION_CONFLICT) when a session of the client with that tag
-	// is open in the answering region, 0 when none is. A reconnect that
-	// signs in afresh (no valid session token) is refused when its tag is
-	// held, in any region (core/router.go). Any core answers (every core
-	// of a region mirrors its edges' sessions).
+	// MethodTagHeld is the rpc ClientRequest (app_id, peer_id, tag,
+	// session_chain) -> ClientReply from a router to a core of another
+	// region: error_code 4111 (SESSION_CONFLICT) when a session of the
+	// client with that tag is open in the answering region and is not of
+	// session_chain (any session, when that is 0), else 0. A reconnect is
+	// refused when another device holds its tag, in any region
+	// (core/router.go). Any core answers (every core of a region mirrors
+	// its edges' sessions).
 	MethodTagHeld = "tag-held"
 )
