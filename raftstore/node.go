@@ -78,6 +78,7 @@ type Node struct {
 
 	closed    atomic.Bool
 	waiters   sync.WaitGroup // Propose goroutines waiting on futures for a ctx-bound caller
+	waitMu    sync.Mutex     // orders waiters.Add before Close's Wait (addWaiter)
 	closeOnce sync.Once
 	closeErr  error
 
@@ -282,16 +283,19 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (any, error) {
 	if ctx.Done() == nil {
 		err = f.Error()
 	} else {
-		done := make(chan error, 1)
-		n.waiters.Add(1)
-		go func() {
-			defer n.waiters.Done()
-			done <- f.Error()
-		}()
-		select {
-		case err = <-done:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("raftstore: propose (outcome unknown): %w", ctx.Err())
+		if !n.addWaiter() {
+			err = f.Error() // closing: raft's shutdown ends the future
+		} else {
+			done := make(chan error, 1)
+			go func() {
+				defer n.waiters.Done()
+				done <- f.Error()
+			}()
+			select {
+			case err = <-done:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("raftstore: propose (outcome unknown): %w", ctx.Err())
+			}
 		}
 	}
 	if err != nil {
@@ -435,11 +439,25 @@ func (n *Node) HandOff(ctx context.Context) (moved bool, err error) {
 // snapshots and stats.
 func (n *Node) Raft() *raft.Raft { return n.raft }
 
+// addWaiter counts one more goroutine waiting on a future, unless the
+// node is closing: a WaitGroup's Add must not race its Wait (Close).
+func (n *Node) addWaiter() bool {
+	n.waitMu.Lock()
+	defer n.waitMu.Unlock()
+	if n.closed.Load() {
+		return false
+	}
+	n.waiters.Add(1)
+	return true
+}
+
 // Close shuts raft down, closes the transport and both DBs, and returns
 // after every goroutine it started has exited. It takes no snapshot.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.waitMu.Lock()
 		n.closed.Store(true)
+		n.waitMu.Unlock()
 		f := n.shutdownRaft()
 		// Raft's shutdown waits for its replication goroutines, and one
 		// dialing a dead peer waits out the transport's timeout (10 s)
