@@ -249,6 +249,35 @@ for (const mode of MODES) {
       assert.equal(payload.reason, kicks[0].sessionMessage.reason);
     });
 
+    test.it('a device that dropped off while another took its tag gets RECONNECT_ERROR 4111, and the other keeps the session', async () => {
+      // The first device's socket dies (no logout); while it waits to
+      // retry, the user logs in on a second device with the same tag,
+      // which kicks nothing. The first device's reconnect, with its still
+      // valid session token, must then be refused (the SDK turns the
+      // session/closed{4111} reply into RECONNECT_ERROR), not take the
+      // tag back from the second device without a word.
+      const id = `away-${rnd()}`;
+      const watcher = await login(`watch-${rnd()}`);
+      const rtA = newRealtime();
+      const first = await rtA.createIMClient(id, { tag: 'mobile' });
+      const refused = once(first, Event.RECONNECT_ERROR, () => true, 20000);
+      let reopened = false;
+      first.on(Event.RECONNECT, () => { reopened = true; });
+      (await rtA._openPromise)._ws.terminate(); // the SDK retries in 1 s
+      await until(async () => (await watcher.ping([id])).length === 0);
+      const second = await login(id, { tag: 'mobile' });
+      let kicked = false;
+      second.on(Event.CONFLICT, () => { kicked = true; });
+      const [err] = await refused;
+      assert.equal(err.code, 4111, `RECONNECT_ERROR code ${err.code}, want 4111 SESSION_CONFLICT`);
+      assert.equal(reopened, false, 'the first device reconnected');
+      const conv = await watcher.createConversation({ members: [id], name: 'which device' });
+      const got = once(second, Event.MESSAGE, m => m.text === 'still yours');
+      await conv.send(new TextMessage('still yours'));
+      await got;
+      assert.equal(kicked, false, 'the second device was kicked');
+    });
+
     test.it('ping reports online status', async () => {
       const a = `a-${rnd()}`;
       const b = `b-${rnd()}`;
