@@ -481,12 +481,28 @@ func (r *Router) all() []int { return append([]int{0}, r.others()...) }
 func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	req.LoginSplit = true
 	// A session token, checked here or in the region that issued it.
-	vouched := req.GetStReopen()
+	vouched := req.GetStReopen() && req.GetReconnect()
+	app, peer, tag, chain := req.GetAppId(), req.GetPeerId(), req.GetTag(), req.GetSessionChain()
+	// A tagged reconnect asks the other regions whether they hold its tag
+	// (below). With a token of another region that check runs while the
+	// issuing region checks the token, so it costs no second round trip;
+	// its answer counts only if the token holds.
+	var held chan bool
+	if n := tokenGenRegion(req.GetStGeneration()); tag != "" && vouched && n != 0 && n != r.region {
+		held = make(chan bool, 1)
+		go func() { held <- r.remote.TagHeld(ctx, app, peer, tag, true, chain) }()
+	}
 	if err := r.checkForeignToken(ctx, req); err != nil { // auth.go
 		return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
 	}
-	req.Vouched = vouched && req.GetReconnect() // never the caller's word
-	if req.GetReconnect() && req.GetTag() != "" && r.remote.TagHeld(ctx, req.GetAppId(), req.GetPeerId(), req.GetTag(), req.Vouched, req.GetSessionChain()) {
+	req.Vouched = vouched // never the caller's word
+	tagHeld := func() bool {
+		if held != nil {
+			return <-held
+		}
+		return r.remote.TagHeld(ctx, app, peer, tag, req.Vouched, chain)
+	}
+	if req.GetReconnect() && tag != "" && tagHeld() {
 		// A reconnect meets its tag held in another region by a session
 		// that is not provably its own (any, if it signs in afresh; one
 		// of another chain, if it reopens with a token): refused, as

@@ -948,4 +948,24 @@ func TestTwoRegionsTagTakenWhileAway(t *testing.T) {
 	if !strings.Contains(m.String(), "\nrelaymesh_router_reconnects_tag_refused_total 1\n") {
 		t.Fatal("region 1's /metrics: relaymesh_router_reconnects_tag_refused_total is not 1")
 	}
+	// The second device drops off too (a logout would void every token);
+	// a third takes the tag in region 1, where the first device's token
+	// was issued. The first device's reconnect in region 2 (its token
+	// checked in region 1 while region 1 is asked for the tag, at once)
+	// is refused too.
+	b.ws.CloseNow()
+	waitFor(t, 10*time.Second, func() bool {
+		on, err := alice.Online(ctx, []string{"wes"})
+		return err == nil && len(on) == 0
+	})
+	c3, o := rawOpenApp(t, ctx, r1, app, "wes", "phone")
+	if o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("wes's third device in region 1: %v", o)
+	}
+	_, got := rawReopenApp(t, ctx, r2, app, stA)
+	if got.GetCmd() != lcpb.CommandType_session || got.GetOp() != lcpb.OpType_closed || got.GetSessionMessage().GetCode() != lcpb.ErrSessionConflict {
+		t.Fatalf("the first device's reconnect in region 2 while a third holds the tag in region 1: %v/%v code %d %v, want session/closed %d",
+			got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode(), got.GetErrorMessage(), lcpb.ErrSessionConflict)
+	}
+	stillHolds(t, ctx, c3, alice, "wes")
 }
