@@ -94,7 +94,7 @@ bench-peers:
 # each (~1 minute).
 lab:
 	RELAYMESH_LAB=1 $(GO) test -count=1 -timeout 10m -run 'TestLabSmoke' -v ./e2e
-	RELAYMESH_LAB=1 $(GO) test -count=1 -timeout 20m -run 'TestLabFaults|TestLabLoginThreeRegions' -v ./e2e
+	RELAYMESH_LAB=1 $(GO) test -count=1 -timeout 20m -run 'TestLabFaults|TestLabLoginThreeRegions|TestLabTagReconnect' -v ./e2e
 	$(GO) test -count=1 -timeout 30m -run 'TestReplicasAgree|TestReplicaDiskFailure' -v ./core/shard -replicas.commands=50000
 	GO=$(GO) ./scripts/bench.sh --lab
 	RELAYMESH_LAB=1 $(GO) test -count=1 -timeout 15m -run 'TestFailoverLab' -v ./e2e

@@ -14,6 +14,7 @@ import (
 
 	"github.com/relaymesh/relaymesh/client"
 	"github.com/relaymesh/relaymesh/loadtest"
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // Issue 9's faults under load, on `relaymesh lab --regions 2 --shards 2`
@@ -537,4 +538,53 @@ func TestLabLoginThreeRegions(t *testing.T) {
 	labRun(t)
 	l := startLabProc(t, "--regions", "3", "--latency", faultOneWay.String())
 	loginAcrossRegions(t, l)
+}
+
+// TestLabTagReconnect measures what the tag rule's check across regions
+// costs a tagged reconnect (make lab): 2 regions of 3 cores and 2 edges,
+// 80 ms one way. A client with tag "phone" in r1 drops its socket and
+// reopens with its session token at r1, 15 times each: once while it is
+// online nowhere else (no other region is asked), once while another
+// device of it (tag "pad") is online in r2 (r2 is asked whether it holds
+// "phone": one round trip). The time from dial to session/opened is the
+// figure.
+func TestLabTagReconnect(t *testing.T) {
+	labRun(t)
+	l := startLabProc(t, "--regions", "2", "--latency", faultOneWay.String())
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	const app = "lab-app"
+	r1, r2 := l.top.Regions[0].Edges[0], l.top.Regions[1].Edges[0]
+	measure := func(who string) []float64 {
+		_, o := rawOpenApp(t, ctx, r1, app, who, "phone")
+		if o.GetOp() != lcpb.OpType_opened {
+			t.Fatalf("%s's login: %v", who, o)
+		}
+		st := o.GetSessionMessage().GetSt()
+		var ms []float64
+		for range 15 {
+			t0 := time.Now()
+			r, got := rawReopenApp(t, ctx, r1, app, st)
+			if got.GetOp() != lcpb.OpType_opened {
+				t.Fatalf("%s's reopen: %v/%v code %d", who, got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode())
+			}
+			ms = append(ms, float64(time.Since(t0).Microseconds())/1000)
+			st = got.GetSessionMessage().GetSt()
+			r.ws.CloseNow()
+		}
+		sort.Float64s(ms)
+		return ms
+	}
+	alone := measure("tagre-alone")
+	if _, o := rawOpenApp(t, ctx, r2, app, "tagre-both", "pad"); o.GetOp() != lcpb.OpType_opened {
+		t.Fatalf("the other device's login in r2: %v", o)
+	}
+	time.Sleep(time.Second) // r1's summary of r2 lists the client (a login mark says it at once too)
+	both := measure("tagre-both")
+	q := func(v []float64, p float64) float64 { return v[min(len(v)-1, int(p*float64(len(v))))] }
+	t.Logf("FIGURE tagged reopen at r1 (one-way %v), dial→session/opened: online nowhere else p50 %.1f max %.1f ms; also online in r2 p50 %.1f max %.1f ms",
+		faultOneWay, q(alone, 0.5), alone[len(alone)-1], q(both, 0.5), both[len(both)-1])
+	if q(both, 0.5) < float64(2*faultOneWay/time.Millisecond) {
+		t.Errorf("with a device in r2, the reopen's p50 %.1f ms is under one round trip: r2 was not asked", q(both, 0.5))
+	}
 }
