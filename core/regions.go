@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -142,6 +143,10 @@ type RegionStats struct {
 	// it answered neither the call nor a PING (callCore); the call went on
 	// to the next core.
 	SilentCores atomic.Uint64
+	// TagChecks counts regions asked whether they hold a reconnect's tag
+	// (MethodTagHeld); TagSkips those not asked: their summary says the
+	// client holds no session with that tag there.
+	TagChecks, TagSkips atomic.Uint64
 }
 
 type remoteRegion struct {
@@ -152,7 +157,8 @@ type remoteRegion struct {
 	mu     sync.Mutex
 	router string                      // guarded by mu; the core that last answered as the region's router
 	down   bool                        // guarded by mu; unreachable: requests fail at once while a prober looks
-	online map[relay.PeerRef]struct{}  // guarded by mu; the region's presence summary as last pulled
+	online map[relay.PeerRef][]string  // guarded by mu; the region's presence summary as last pulled: clientId → its sessions' tags
+	tagged bool                        // guarded by mu; the summary names tags (PresenceSummary.with_tags)
 	pulled time.Time                   // guarded by mu; when a pull last succeeded
 	marks  map[relay.PeerRef]time.Time // guarded by mu; logins there not yet in a summary, until when
 	silent map[string]time.Time        // guarded by mu; cores that answered neither a call nor a PING, until when they are tried last
@@ -174,7 +180,7 @@ func NewRegions(self uint8, node *mesh.Node, rl *relay.Relay, peers []RemoteRegi
 			return nil, fmt.Errorf("core: region %d listed twice", p.Number)
 		}
 		rr := &remoteRegion{num: p.Number, cores: append([]string(nil), p.Cores...), q: pq.New[*meshpb.RegionDelivery](regionQueueLen, pq.DropNew),
-			online: map[relay.PeerRef]struct{}{}, marks: map[relay.PeerRef]time.Time{}}
+			online: map[relay.PeerRef][]string{}, marks: map[relay.PeerRef]time.Time{}}
 		g.peers[p.Number] = rr
 		g.order = append(g.order, p.Number)
 	}
@@ -278,9 +284,13 @@ func (g *Regions) TagHeld(ctx context.Context, app, peer, tag string, vouched bo
 	var held atomic.Bool
 	var wg sync.WaitGroup
 	for _, n := range g.order {
-		if !g.wants(g.peers[n], app, []string{peer}) {
+		if ask, online := g.mayHoldTag(g.peers[n], app, peer, tag); !ask {
+			if online {
+				g.stats.TagSkips.Add(1)
+			}
 			continue
 		}
+		g.stats.TagChecks.Add(1)
 		wg.Go(func() {
 			rep, err := g.call(ctx, n, meshpb.MethodTagHeld, req)
 			if err != nil {
@@ -387,6 +397,25 @@ func (g *Regions) wants(rr *remoteRegion, app string, peers []string) bool {
 		}
 	}
 	return false
+}
+
+// mayHoldTag reports whether app/peer may hold a session with tag in rr
+// (ask): its summary says so, or names no tags (a core of an earlier
+// release), or is too old to say, or a login there was marked since
+// (marks name no tag). online is what the summary says of the client.
+func (g *Regions) mayHoldTag(rr *remoteRegion, app, peer, tag string) (ask, online bool) {
+	now := time.Now()
+	k := relay.PeerRef{App: app, Peer: peer}
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	tags, on := rr.online[k]
+	if now.Sub(rr.pulled) > regionSummaryFresh {
+		return true, on
+	}
+	if until, ok := rr.marks[k]; ok && now.Before(until) {
+		return true, on
+	}
+	return on && (!rr.tagged || slices.Contains(tags, tag)), on
 }
 
 // SetLocalCores names this region's other cores, which MarkEverywhere
@@ -1105,10 +1134,11 @@ func (g *Regions) pull(rr *remoteRegion) {
 		fails = 0
 		rr.mu.Lock()
 		if sum.GetFull() {
-			rr.online = make(map[relay.PeerRef]struct{}, len(sum.GetAdds()))
+			rr.online = make(map[relay.PeerRef][]string, len(sum.GetAdds()))
 		}
+		rr.tagged = sum.GetWithTags()
 		for _, p := range sum.GetAdds() {
-			rr.online[relay.PeerRef{App: p.GetAppId(), Peer: p.GetPeerId()}] = struct{}{}
+			rr.online[relay.PeerRef{App: p.GetAppId(), Peer: p.GetPeerId()}] = p.GetTags()
 		}
 		for _, p := range sum.GetRemoves() {
 			delete(rr.online, relay.PeerRef{App: p.GetAppId(), Peer: p.GetPeerId()})
@@ -1127,9 +1157,9 @@ func (g *Regions) serveSummary(ctx context.Context, peer string, b []byte) ([]by
 		return nil, fmt.Errorf("core: bad presence summary request from %s: %w", peer, err)
 	}
 	epoch, version, full, adds, removes := g.relay.OnlineSince(req.GetEpoch(), req.GetVersion())
-	out := &meshpb.PresenceSummary{Epoch: epoch, Version: version, Full: full}
+	out := &meshpb.PresenceSummary{Epoch: epoch, Version: version, Full: full, WithTags: true}
 	for _, p := range adds {
-		out.Adds = append(out.Adds, &meshpb.PeerRef{AppId: p.App, PeerId: p.Peer})
+		out.Adds = append(out.Adds, &meshpb.PeerRef{AppId: p.App, PeerId: p.Peer, Tags: p.Tags})
 	}
 	for _, p := range removes {
 		out.Removes = append(out.Removes, &meshpb.PeerRef{AppId: p.App, PeerId: p.Peer})
@@ -1145,6 +1175,8 @@ var (
 	descRegionCalls       = metric.Counter("relaymesh_region_requests_total", "Requests sent to other regions.")
 	descRegionSkipped     = metric.Counter("relaymesh_region_pushes_skipped_total", "Conversation pushes not sent to a region: none of their recipients online there.")
 	descRegionSummaries   = metric.Counter("relaymesh_region_summaries_total", "Presence summaries pulled from other regions.")
+	descRegionTagChecks   = metric.Counter("relaymesh_region_tag_checks_total", "Other regions asked whether they hold a tagged reconnect's tag.")
+	descRegionTagSkips    = metric.Counter("relaymesh_region_tag_skips_total", "Other regions where a tagged reconnect's client is online not asked for its tag: their summary names only other tags.")
 	descRegionUnreachable = metric.Counter("relaymesh_region_unreachable_total", "Requests to another region failed at once: no core of it answered lately.")
 	descRegionDropped     = metric.Counter("relaymesh_region_pushes_dropped_total", "Pushes dropped at the region hop (queue full), by class.", "class")
 	descRegionRefused     = metric.Counter("relaymesh_region_push_streams_refused_total", "Push streams from other regions turned away while this core's edges were not back after its start.")
@@ -1158,7 +1190,8 @@ func (g *Regions) Collector() prometheus.Collector {
 		return metric.Collectors{}
 	}
 	descs := []metric.Desc{descRegionSent, descRegionResent, descRegionReceived, descRegionFailed, descRegionCalls,
-		descRegionSkipped, descRegionSummaries, descRegionUnreachable, descRegionDropped, descRegionRefused, descRegionSilent}
+		descRegionSkipped, descRegionSummaries, descRegionUnreachable, descRegionDropped, descRegionRefused, descRegionSilent,
+		descRegionTagChecks, descRegionTagSkips}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		s := metric.Chan(ch)
 		st := &g.stats
@@ -1169,6 +1202,8 @@ func (g *Regions) Collector() prometheus.Collector {
 		s.Add(descRegionCalls, float64(st.Calls.Load()))
 		s.Add(descRegionSkipped, float64(st.Skipped.Load()))
 		s.Add(descRegionSummaries, float64(st.Summaries.Load()))
+		s.Add(descRegionTagChecks, float64(st.TagChecks.Load()))
+		s.Add(descRegionTagSkips, float64(st.TagSkips.Load()))
 		s.Add(descRegionUnreachable, float64(st.Unreachable.Load()))
 		s.Add(descRegionRefused, float64(st.Refused.Load()))
 		s.Add(descRegionSilent, float64(st.SilentCores.Load()))

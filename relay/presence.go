@@ -46,7 +46,7 @@ func (r *Relay) SyncPresence(edgeID string, p *meshpb.Presence, authoritative bo
 		if old := r.removeSessionLocked(k, from); old != nil {
 			ip = old.IP
 		}
-		r.online.note(k, len(r.sessions[k]) > 0, true)
+		r.online.note(k, len(r.sessions[k]) > 0, true, true)
 		r.sessions[k] = append(r.sessions[k], &Session{App: a.GetAppId(), Peer: a.GetPeerId(), Tag: a.GetTag(),
 			Edge: edgeID, Conn: a.GetConnId(), Version: a.GetProtocolVersion(), IP: ip, Seq: a.GetSeq(), Chain: a.GetChain()})
 		if list != nil {

@@ -195,7 +195,7 @@ func (r *Relay) Open(s *Session, reconnect, vouched bool) (kicked []*Session, ro
 			kept = append(kept, o)
 		}
 	}
-	r.online.note(k, len(r.sessions[k]) > 0, true)
+	r.online.note(k, len(r.sessions[k]) > 0, true, true)
 	r.sessions[k] = append(kept, s)
 	r.today.note(k, now)
 	r.mu.Unlock()
@@ -361,7 +361,7 @@ func (r *Relay) Usage(app string) (online, today int64) {
 }
 
 func (r *Relay) setSessionsLocked(k peerKey, ss []*Session) {
-	r.online.note(k, len(r.sessions[k]) > 0, len(ss) > 0)
+	r.online.note(k, len(r.sessions[k]) > 0, len(ss) > 0, len(ss) != len(r.sessions[k]))
 	if len(ss) == 0 {
 		delete(r.sessions, k)
 		return

@@ -3,6 +3,7 @@ package relay
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"slices"
 )
 
 // The online summary (issue 9, docs/MESH.md "Regions and relays"): which
@@ -20,6 +21,25 @@ const onlineLogLen = 1 << 16
 
 // PeerRef names a clientId of an app.
 type PeerRef struct{ App, Peer string }
+
+// TaggedRef is an online clientId of a summary and the tags of its
+// sessions (sorted, without duplicates or "").
+type TaggedRef struct {
+	PeerRef
+	Tags []string
+}
+
+// tagsOf are the tags of ss, sorted, without duplicates or "".
+func tagsOf(ss []*Session) []string {
+	var tags []string
+	for _, s := range ss {
+		if s.Tag != "" {
+			tags = append(tags, s.Tag)
+		}
+	}
+	slices.Sort(tags)
+	return slices.Compact(tags)
+}
 
 type onlineChange struct {
 	k      peerKey
@@ -39,9 +59,11 @@ func (o *onlineLog) init() {
 	o.epoch = hex.EncodeToString(b[:])
 }
 
-// note records k going from was to now online.
-func (o *onlineLog) note(k peerKey, was, now bool) {
-	if was == now {
+// note records k going from was to now online, or, with changed, a
+// change of k's sessions while it stays online (their tags may differ:
+// readers get k again with its tags).
+func (o *onlineLog) note(k peerKey, was, now, changed bool) {
+	if was == now && !(now && changed) {
 		return
 	}
 	o.version++
@@ -54,14 +76,14 @@ func (o *onlineLog) note(k peerKey, was, now bool) {
 // OnlineSince returns the changes of the online set after version of
 // epoch: full is true (and adds the whole set) when epoch is not this
 // relay's or the log no longer reaches back to version.
-func (r *Relay) OnlineSince(epoch string, version uint64) (curEpoch string, curVersion uint64, full bool, adds, removes []PeerRef) {
+func (r *Relay) OnlineSince(epoch string, version uint64) (curEpoch string, curVersion uint64, full bool, adds []TaggedRef, removes []PeerRef) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	o := &r.online
 	oldest := o.version - uint64(len(o.log)) // the version before the first kept change
 	if epoch != o.epoch || version < oldest || version > o.version {
-		for k := range r.sessions {
-			adds = append(adds, PeerRef{k.app, k.peer})
+		for k, ss := range r.sessions {
+			adds = append(adds, TaggedRef{PeerRef{k.app, k.peer}, tagsOf(ss)})
 		}
 		return o.epoch, o.version, true, adds, nil
 	}
@@ -75,8 +97,8 @@ func (r *Relay) OnlineSince(epoch string, version uint64) (curEpoch string, curV
 		last[c.k] = c.online
 	}
 	for _, k := range order {
-		if last[k] {
-			adds = append(adds, PeerRef{k.app, k.peer})
+		if last[k] && len(r.sessions[k]) > 0 {
+			adds = append(adds, TaggedRef{PeerRef{k.app, k.peer}, tagsOf(r.sessions[k])})
 		} else {
 			removes = append(removes, PeerRef{k.app, k.peer})
 		}

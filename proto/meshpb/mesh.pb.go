@@ -649,9 +649,13 @@ type PresenceSummary struct {
 	Version uint64                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
 	// full: adds is the whole set; else the net changes since the version
 	// asked.
-	Full          bool       `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
-	Adds          []*PeerRef `protobuf:"bytes,4,rep,name=adds,proto3" json:"adds,omitempty"`
-	Removes       []*PeerRef `protobuf:"bytes,5,rep,name=removes,proto3" json:"removes,omitempty"`
+	Full    bool       `protobuf:"varint,3,opt,name=full,proto3" json:"full,omitempty"`
+	Adds    []*PeerRef `protobuf:"bytes,4,rep,name=adds,proto3" json:"adds,omitempty"`
+	Removes []*PeerRef `protobuf:"bytes,5,rep,name=removes,proto3" json:"removes,omitempty"`
+	// with_tags: every add names the tags the clientId's sessions hold
+	// (PeerRef.tags), and a change of those tags is an add again. A core
+	// of an earlier release sends none: its adds say nothing of tags.
+	WithTags      bool `protobuf:"varint,6,opt,name=with_tags,json=withTags,proto3" json:"with_tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -721,10 +725,20 @@ func (x *PresenceSummary) GetRemoves() []*PeerRef {
 	return nil
 }
 
+func (x *PresenceSummary) GetWithTags() bool {
+	if x != nil {
+		return x.WithTags
+	}
+	return false
+}
+
 type PeerRef struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AppId         string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
-	PeerId        string                 `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	AppId  string                 `protobuf:"bytes,1,opt,name=app_id,json=appId,proto3" json:"app_id,omitempty"`
+	PeerId string                 `protobuf:"bytes,2,opt,name=peer_id,json=peerId,proto3" json:"peer_id,omitempty"`
+	// The tags of the clientId's sessions in the answering region (an add
+	// of a summary with_tags), sorted, without duplicates or "".
+	Tags          []string `protobuf:"bytes,3,rep,name=tags,proto3" json:"tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -771,6 +785,13 @@ func (x *PeerRef) GetPeerId() string {
 		return x.PeerId
 	}
 	return ""
+}
+
+func (x *PeerRef) GetTags() []string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
 }
 
 // PresenceAdd is a session that just logged in, told by the region's
@@ -2770,16 +2791,18 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\r_session_room\"H\n" +
 	"\x16PresenceSummaryRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\x04R\aversion\"\xb5\x01\n" +
+	"\aversion\x18\x02 \x01(\x04R\aversion\"\xd2\x01\n" +
 	"\x0fPresenceSummary\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\tR\x05epoch\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x12\n" +
 	"\x04full\x18\x03 \x01(\bR\x04full\x12+\n" +
 	"\x04adds\x18\x04 \x03(\v2\x17.relaymesh.mesh.PeerRefR\x04adds\x121\n" +
-	"\aremoves\x18\x05 \x03(\v2\x17.relaymesh.mesh.PeerRefR\aremoves\"9\n" +
+	"\aremoves\x18\x05 \x03(\v2\x17.relaymesh.mesh.PeerRefR\aremoves\x12\x1b\n" +
+	"\twith_tags\x18\x06 \x01(\bR\bwithTags\"M\n" +
 	"\aPeerRef\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x17\n" +
-	"\apeer_id\x18\x02 \x01(\tR\x06peerId\"a\n" +
+	"\apeer_id\x18\x02 \x01(\tR\x06peerId\x12\x12\n" +
+	"\x04tags\x18\x03 \x03(\tR\x04tags\"a\n" +
 	"\vPresenceAdd\x12\x17\n" +
 	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\x129\n" +
 	"\asession\x18\x02 \x01(\v2\x1f.relaymesh.mesh.PresenceSessionR\asession\"S\n" +
