@@ -40,18 +40,19 @@ lint:
 # in a _test.go file, found afresh on every run), one after the other;
 # run longer by hand with FUZZTIME=10m. Go's fuzzer sometimes ends a run
 # with "context deadline exceeded" and no failing input when -fuzztime
-# runs out while it minimises a new interesting input on a loaded machine;
+# runs out on a loaded machine (seen on FuzzParseRows in 1 of 3 to 1 of 5
+# runs with a cleared fuzz cache, with input minimisation on or off);
 # such a run (and only such a run: a real failure writes a testdata/fuzz
-# input and says so) is tried again, twice at most.
+# input and says so) is tried again, four times at most.
 FUZZTIME ?= 10s
 fuzz:
 	@set -e; for f in $$(grep -rl --include='*_test.go' --exclude-dir=node_modules --exclude-dir=.git '^func Fuzz' . | sort); do \
 		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$f); do \
 			echo "== $$(dirname $$f) $$t"; \
-			for try in 1 2 3; do \
+			for try in 1 2 3 4 5; do \
 				if $(GO) test $$(dirname $$f) -run='^$$' -fuzz="^$$t\$$" -fuzztime=$(FUZZTIME) > .fuzz.log 2>&1; then cat .fuzz.log; break; fi; \
 				cat .fuzz.log; \
-				if grep -q 'context deadline exceeded' .fuzz.log && ! grep -q 'Failing input written\|testdata/fuzz' .fuzz.log && [ $$try -lt 3 ]; then \
+				if grep -q 'context deadline exceeded' .fuzz.log && ! grep -q 'Failing input written\|testdata/fuzz' .fuzz.log && [ $$try -lt 5 ]; then \
 					echo "== $$t: the fuzzer's deadline flake (no failing input); again"; continue; \
 				fi; \
 				rm -f .fuzz.log; exit 1; \
