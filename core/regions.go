@@ -218,26 +218,34 @@ func (g *Regions) RoomCount(ctx context.Context, app, cid string, withMembers bo
 	if !withMembers {
 		req.Admin.Limit = roomCountOnly
 	}
-	reps := make([]*meshpb.AdminReply, len(g.order))
+	total := 0
+	var members []string
+	for _, rep := range g.AskEach(ctx, g.order, meshpb.MethodRoomCount, req, "a region's chatroom count", "cid", cid) {
+		total += int(max(rep.GetAdmin().GetCount(), 0))
+		members = append(members, rep.GetAdmin().GetRoomMembers()...)
+	}
+	return total, members
+}
+
+// AskEach calls method with req on a core of each region of ns at once
+// and returns the replies of those that answered, in the order of ns. A
+// region that does not answer is left out and logged (what, with attrs):
+// none of these asks is a reason to wait out a region's outage.
+func (g *Regions) AskEach(ctx context.Context, ns []uint8, method string, req *meshpb.ClientRequest, what string, attrs ...any) []*meshpb.ClientReply {
+	reps := make([]*meshpb.ClientReply, len(ns))
 	var wg sync.WaitGroup
-	for i, n := range g.order {
+	for i, n := range ns {
 		wg.Go(func() {
-			rep, err := g.call(ctx, n, meshpb.MethodRoomCount, req)
+			rep, err := g.call(ctx, n, method, req)
 			if err != nil {
-				g.log.Warn("a region's chatroom count", "region", n, "cid", cid, "err", err)
+				g.log.Warn(what, append([]any{"region", n, "err", err}, attrs...)...)
 				return
 			}
-			reps[i] = rep.GetAdmin()
+			reps[i] = rep
 		})
 	}
 	wg.Wait()
-	total := 0
-	var members []string
-	for _, a := range reps {
-		total += int(max(a.GetCount(), 0))
-		members = append(members, a.GetRoomMembers()...)
-	}
-	return total, members
+	return slices.DeleteFunc(reps, func(rep *meshpb.ClientReply) bool { return rep == nil })
 }
 
 // roomCountOnly in a MethodRoomCount request's admin.limit asks for the
@@ -280,30 +288,22 @@ func (g *Regions) TagHeld(ctx context.Context, app, peer, tag string, vouched bo
 	} else if chain == 0 {
 		return false // an edge of an earlier release: its own, as before chains
 	}
-	req := &meshpb.ClientRequest{AppId: app, PeerId: peer, Tag: tag, SessionChain: chain}
-	var held atomic.Bool
-	var wg sync.WaitGroup
+	var ask []uint8
 	for _, n := range g.order {
-		if ask, online := g.mayHoldTag(g.peers[n], app, peer, tag); !ask {
-			if online {
-				g.stats.TagSkips.Add(1)
-			}
-			continue
+		if may, online := g.mayHoldTag(g.peers[n], app, peer, tag); may {
+			ask = append(ask, n)
+		} else if online {
+			g.stats.TagSkips.Add(1)
 		}
-		g.stats.TagChecks.Add(1)
-		wg.Go(func() {
-			rep, err := g.call(ctx, n, meshpb.MethodTagHeld, req)
-			if err != nil {
-				g.log.Warn("a region's tag check", "region", n, "app", app, "peer", peer, "err", err)
-				return
-			}
-			if rep.GetErrorCode() == lcpb.ErrSessionConflict {
-				held.Store(true)
-			}
-		})
 	}
-	wg.Wait()
-	return held.Load()
+	g.stats.TagChecks.Add(uint64(len(ask)))
+	req := &meshpb.ClientRequest{AppId: app, PeerId: peer, Tag: tag, SessionChain: chain}
+	for _, rep := range g.AskEach(ctx, ask, meshpb.MethodTagHeld, req, "a region's tag check", "app", app, "peer", peer) {
+		if rep.GetErrorCode() == lcpb.ErrSessionConflict {
+			return true
+		}
+	}
+	return false
 }
 
 // serveTagHeld is MethodTagHeld: whether this core's relay (which mirrors
@@ -386,17 +386,22 @@ func (g *Regions) wants(rr *remoteRegion, app string, peers []string) bool {
 	}
 	for _, p := range peers {
 		k := relay.PeerRef{App: app, Peer: p}
-		if _, ok := rr.online[k]; ok {
+		if _, ok := rr.online[k]; ok || rr.markedLocked(k, now) {
 			return true
-		}
-		if until, ok := rr.marks[k]; ok {
-			if now.Before(until) {
-				return true
-			}
-			delete(rr.marks, k)
 		}
 	}
 	return false
+}
+
+// markedLocked reports whether a login of k in rr was marked and the mark
+// still holds (an expired one is dropped). rr.mu is held.
+func (rr *remoteRegion) markedLocked(k relay.PeerRef, now time.Time) bool {
+	until, ok := rr.marks[k]
+	if ok && !now.Before(until) {
+		delete(rr.marks, k)
+		return false
+	}
+	return ok
 }
 
 // mayHoldTag reports whether app/peer may hold a session with tag in rr
@@ -412,7 +417,7 @@ func (g *Regions) mayHoldTag(rr *remoteRegion, app, peer, tag string) (ask, onli
 	if now.Sub(rr.pulled) > regionSummaryFresh {
 		return true, on
 	}
-	if until, ok := rr.marks[k]; ok && now.Before(until) {
+	if rr.markedLocked(k, now) {
 		return true, on
 	}
 	return on && (!rr.tagged || slices.Contains(tags, tag)), on

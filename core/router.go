@@ -211,27 +211,7 @@ func (r *Router) regionParts(ctx context.Context, req *meshpb.ClientRequest) []*
 	p := proto.Clone(req).(*meshpb.ClientRequest)
 	p.RegionPart, p.ShardPart, p.FromRegion = true, false, uint32(r.region)
 	p.StGeneration, p.StReopen = 0, false
-	ns := r.remote.Numbers()
-	reps := make([]*meshpb.ClientReply, len(ns))
-	var wg sync.WaitGroup
-	for i, n := range ns {
-		wg.Go(func() {
-			rep, err := r.remote.call(ctx, n, meshpb.MethodRegion, p)
-			if err != nil {
-				r.log.Warn("a region's share", "region", n, "kind", req.GetKind(), "err", err)
-				return
-			}
-			reps[i] = rep
-		})
-	}
-	wg.Wait()
-	out := reps[:0]
-	for _, rep := range reps {
-		if rep != nil {
-			out = append(out, rep)
-		}
-	}
-	return out
+	return r.remote.AskEach(ctx, r.remote.Numbers(), meshpb.MethodRegion, p, "a region's share", "kind", req.GetKind())
 }
 
 // HandleRegion serves a request another region's router handed this core
@@ -482,27 +462,20 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 	req.LoginSplit = true
 	// A session token, checked here or in the region that issued it.
 	vouched := req.GetStReopen() && req.GetReconnect()
-	app, peer, tag, chain := req.GetAppId(), req.GetPeerId(), req.GetTag(), req.GetSessionChain()
 	// A tagged reconnect asks the other regions whether they hold its tag
-	// (below). With a token of another region that check runs while the
-	// issuing region checks the token, so it costs no second round trip;
-	// its answer counts only if the token holds.
+	// while a token of another region is checked there, so the two cost
+	// one round trip; the answer counts only if the token holds.
 	var held chan bool
-	if n := tokenGenRegion(req.GetStGeneration()); tag != "" && vouched && n != 0 && n != r.region {
+	if req.GetReconnect() && req.GetTag() != "" && len(r.remote.Numbers()) > 0 {
 		held = make(chan bool, 1)
-		go func() { held <- r.remote.TagHeld(ctx, app, peer, tag, true, chain) }()
+		app, peer, tag, chain := req.GetAppId(), req.GetPeerId(), req.GetTag(), req.GetSessionChain()
+		go func() { held <- r.remote.TagHeld(ctx, app, peer, tag, vouched, chain) }()
 	}
 	if err := r.checkForeignToken(ctx, req); err != nil { // auth.go
 		return &meshpb.ClientReply{ErrorCode: codeFor(err), ErrorReason: err.Error()}, nil
 	}
 	req.Vouched = vouched // never the caller's word
-	tagHeld := func() bool {
-		if held != nil {
-			return <-held
-		}
-		return r.remote.TagHeld(ctx, app, peer, tag, req.Vouched, chain)
-	}
-	if req.GetReconnect() && tag != "" && tagHeld() {
+	if held != nil && <-held {
 		// A reconnect meets its tag held in another region by a session
 		// that is not provably its own (any, if it signs in afresh; one
 		// of another chain, if it reopens with a token): refused, as

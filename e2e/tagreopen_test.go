@@ -126,20 +126,13 @@ func TestTagTakenWhileAway(t *testing.T) {
 		t.Fatalf("vera's first device: %v", o)
 	}
 	stA := o.GetSessionMessage().GetSt()
-	a.ws.CloseNow() // dropped, no session/close
-	waitFor(t, 10*time.Second, func() bool {
-		on, err := watcher.Online(ctx, []string{"vera"})
-		return err == nil && len(on) == 0
-	})
+	dropOff(t, ctx, a, watcher, "vera")
 	b, o := rawOpenApp(t, ctx, url, app, "vera", "phone")
 	if o.GetOp() != lcpb.OpType_opened {
 		t.Fatalf("vera's second device: %v", o)
 	}
 	_, got := rawReopenApp(t, ctx, url, app, stA)
-	if got.GetCmd() != lcpb.CommandType_session || got.GetOp() != lcpb.OpType_closed || got.GetSessionMessage().GetCode() != lcpb.ErrSessionConflict {
-		t.Fatalf("the first device's reconnect while the second holds the tag: %v/%v code %d, want session/closed %d",
-			got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode(), lcpb.ErrSessionConflict)
-	}
+	wantTagRefused(t, "the first device's reconnect while the second holds the tag", got)
 	// The second device is still the one that gets vera's messages.
 	stillHolds(t, ctx, b, watcher, "vera")
 	// The second device's own reconnect (its socket still open, as after a
@@ -169,5 +162,26 @@ func stillHolds(t *testing.T, ctx context.Context, holder *raw, from *client.Cli
 		if g.GetCmd() == lcpb.CommandType_direct && g.GetDirectMessage().GetMsg() != "" {
 			return
 		}
+	}
+}
+
+// dropOff closes the raw session r's socket without a session/close (a
+// lost network) and waits until watcher sees peer offline.
+func dropOff(t *testing.T, ctx context.Context, r *raw, watcher *client.Client, peer string) {
+	t.Helper()
+	r.ws.CloseNow()
+	waitFor(t, 10*time.Second, func() bool {
+		on, err := watcher.Online(ctx, []string{peer})
+		return err == nil && len(on) == 0
+	})
+}
+
+// wantTagRefused checks that a reconnect got session/closed 4111, the
+// answer every SDK takes for "another device holds your tag".
+func wantTagRefused(t *testing.T, what string, got *lcpb.GenericCommand) {
+	t.Helper()
+	if got.GetCmd() != lcpb.CommandType_session || got.GetOp() != lcpb.OpType_closed || got.GetSessionMessage().GetCode() != lcpb.ErrSessionConflict {
+		t.Fatalf("%s: %v/%v code %d %v, want session/closed %d", what,
+			got.GetCmd(), got.GetOp(), got.GetSessionMessage().GetCode(), got.GetErrorMessage(), lcpb.ErrSessionConflict)
 	}
 }
