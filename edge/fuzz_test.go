@@ -2,7 +2,10 @@ package edge
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -75,5 +78,44 @@ func FuzzDecodeFrame(f *testing.F) {
 			}
 		}
 		c.teardown()
+	})
+}
+
+// FuzzVerifyToken: any string given as a session token is refused or
+// yields claims; a version 3 token that verifies is exactly the token its
+// claims issue (nothing in it is ignored), and a version 2 one verifies
+// with chain 0.
+func FuzzVerifyToken(f *testing.F) {
+	key := []byte("fuzz-key")
+	now := time.Unix(1_700_000_000, 0)
+	c := tokenClaims{AppID: "app", ClientID: "alice", Tag: "mobile", Expiry: now.Add(time.Hour), Login: now, Gen: 1 << 56, Chain: 42}
+	f.Add(issueToken(key, c))
+	v2 := []byte{tokenV2}
+	v2 = binary.BigEndian.AppendUint64(v2, uint64(c.Expiry.Unix()))
+	v2 = binary.BigEndian.AppendUint64(v2, uint64(c.Login.Unix()))
+	v2 = binary.AppendUvarint(v2, c.Gen)
+	v2 = appendField(appendField(appendField(v2, c.AppID), c.ClientID), c.Tag)
+	v2 = append(v2, tokenMAC(key, v2)...)
+	f.Add(base64.RawURLEncoding.EncodeToString(v2))
+	f.Add("")
+	f.Add("AAAA")
+	f.Fuzz(func(t *testing.T, st string) {
+		got, err := verifyToken(key, st, now)
+		if err != nil {
+			return
+		}
+		b, _ := base64.RawURLEncoding.DecodeString(st)
+		switch b[0] {
+		case tokenVersion:
+			if again := issueToken(key, got); again != st {
+				t.Fatalf("verified %q, but its claims %+v issue %q", st, got, again)
+			}
+		case tokenV2:
+			if got.Chain != 0 {
+				t.Fatalf("version 2 token %q verified with chain %d", st, got.Chain)
+			}
+		default:
+			t.Fatalf("token %q of version %d verified", st, b[0])
+		}
 	})
 }
