@@ -133,6 +133,7 @@ type Core struct {
 
 	notify     notifyQueue   // notification hooks (notifyhooks.go); closed by Close
 	notifs     notifBatcher  // stored notifications (notif.go)
+	missed     missedLog     // events just missed, for a login in another region (missed.go)
 	haltMarker string        // Config.HaltBeforeFanout; read-only
 	leaderTerm func() uint64 // Config.LeaderTerm; read-only
 

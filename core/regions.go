@@ -1106,6 +1106,29 @@ func (g *Regions) OnlineElsewhere(app, peer string) bool {
 	return false
 }
 
+// ReachedElsewhere reports whether a push for app/peer goes to another
+// region: its summary there says the client is online, or a login of it
+// there was marked since (MarkOnline).
+func (g *Regions) ReachedElsewhere(app, peer string) bool {
+	if g == nil {
+		return false
+	}
+	now := time.Now()
+	k := relay.PeerRef{App: app, Peer: peer}
+	for _, n := range g.order {
+		rr := g.peers[n]
+		rr.mu.Lock()
+		_, on := rr.online[k]
+		on = on || rr.markedLocked(k, now)
+		down := rr.down
+		rr.mu.Unlock()
+		if on && !down {
+			return true
+		}
+	}
+	return false
+}
+
 // pull keeps rr's summary, polling one of its cores (the next one after a
 // failure, which costs a full summary: each core has its own epoch).
 func (g *Regions) pull(rr *remoteRegion) {

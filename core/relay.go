@@ -92,6 +92,7 @@ func (c *Core) fanoutTo(app string, peers []string, skip connKey, cmd *lcpb.Gene
 	c.recordNotif(app, peers, cmd) // notif.go: conversation events and receipts are stored
 	waits := c.relay.Fanout(app, peers, skip, cmd, replay)
 	c.remote.Fanout(app, peers, skip, cmd, replay) // regions.go: once to every other region
+	c.noteMissed(app, peers, cmd)                  // missed.go: for a login under way in another region
 	return waits
 }
 

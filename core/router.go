@@ -129,6 +129,11 @@ type RouterStats struct {
 	// TagRefused counts reconnects refused (4111) because another region
 	// holds their tag in a session not provably theirs.
 	TagRefused atomic.Uint64
+	// Logins' shares from other regions (loginregions.go): waited for
+	// (LoginRegionsAwaited), answered after the login (LoginRegionsNotAwaited),
+	// and the commands such late answers held, pushed to the session
+	// (LoginLatePushes).
+	LoginRegionsAwaited, LoginRegionsNotAwaited, LoginLatePushes atomic.Uint64
 }
 
 // How long a router waits for a shard without a known leader (an
@@ -233,7 +238,11 @@ func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*
 			r.log.Warn("login share for another region", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", err)
 		}
 		cmds, sys := mergeLoginSplit(reps, req.GetProtocolVersion(), r.System().limits.MaxUnreadConvs)
-		return &meshpb.ClientReply{Commands: cmds, SysCommands: sys}, nil
+		var missed [][]byte // core/missed.go
+		for _, rep := range reps {
+			missed = append(missed, rep.GetMissed()...)
+		}
+		return &meshpb.ClientReply{Commands: cmds, SysCommands: sys, Missed: missed}, nil
 	case meshpb.ClientRequest_CLOSE:
 		if explicitClose(req.GetCommand()) {
 			// A logout in another region voids the client's tokens this
@@ -399,8 +408,9 @@ func (r *Router) forwardWatched(ctx context.Context, sh RouterShard, addr string
 // system shard; core/mesh.go answers not_leader otherwise).
 func (r *Router) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	// Parts are what a router asks of shards; an edge cannot ask for one
-	// (a part OPEN skips the token check).
-	req.ShardPart, req.LoginSplit, req.RegionPart = false, false, false
+	// (a part OPEN skips the token check, a region's part hands over the
+	// client's missed pushes).
+	req.ShardPart, req.LoginSplit, req.RegionPart, req.LoginAtMs = false, false, false, 0
 	if len(r.shards) == 1 && (r.remote == nil || len(r.remote.Numbers()) == 0) {
 		return r.call(ctx, 0, req)
 	}
@@ -460,6 +470,7 @@ func (r *Router) all() []int { return append([]int{0}, r.others()...) }
 // share; the shares are merged as one shard would have capped them.
 func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 	req.LoginSplit = true
+	req.LoginAtMs = time.Now().UnixMilli() // never the caller's word
 	// A session token, checked here or in the region that issued it.
 	vouched := req.GetStReopen() && req.GetReconnect()
 	// A tagged reconnect asks the other regions whether they hold its tag
@@ -501,7 +512,7 @@ func (r *Router) open(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.C
 		r.log.Warn("login: a shard's share", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", err)
 	}
 	all := append([]*meshpb.ClientReply{rep}, parts...)
-	all = append(all, r.regionParts(ctx, req)...) // conversations homed in other regions
+	all = append(all, r.loginShares(ctx, req)...) // conversations homed in other regions (loginregions.go)
 	lim := r.System().limits
 	rep.Commands = mergeLogin(all, req.GetProtocolVersion(), lim.MaxUnreadConvs)
 	rep.SysCommands = nil
@@ -574,12 +585,20 @@ func (r *Router) IndexVouches(n int) bool {
 	return err == nil && mark > 0 && mark >= r.shards[n].MemberIndex()
 }
 
-// mergeLogin merges the shards' login shares: offline messages of at most
-// maxConvs conversations (.1), the unread counts of at most maxConvs (.3),
-// newest conversations first, then missed patches and the system pushes.
+// mergeLogin merges the shards' login shares: first what other regions
+// pushed while the client was online nowhere (ClientReply.missed, in the
+// order each region pushed it), then offline messages of at most maxConvs
+// conversations (.1), the unread counts of at most maxConvs (.3), newest
+// conversations first (after the missed messages, so that a count the SDK
+// raised for one of them ends at the share's), then missed patches and
+// the system pushes.
 func mergeLogin(reps []*meshpb.ClientReply, version int32, maxConvs int) [][]byte {
 	cmds, sys := mergeLoginSplit(reps, version, maxConvs)
-	return append(cmds, sys...)
+	var out [][]byte
+	for _, rep := range reps {
+		out = append(out, rep.GetMissed()...)
+	}
+	return append(append(out, cmds...), sys...)
 }
 
 // mergeLoginSplit is mergeLogin with the system pushes apart (a region's
@@ -1318,23 +1337,26 @@ func (r *Router) notifications(ctx context.Context, req *meshpb.ClientRequest) (
 }
 
 var (
-	descRouterShards  = metric.Gauge("relaymesh_router_shards", "Shards (raft groups) of the region this core hosts a replica of.")
-	descRouterLed     = metric.Gauge("relaymesh_router_shards_led", "Shards whose raft leader is this core.")
-	descRouterLocal   = metric.Counter("relaymesh_router_local_total", "Requests or request parts the router ran on a shard this core leads.")
-	descRouterFwd     = metric.Counter("relaymesh_router_forwarded_total", "Requests or request parts the router sent to another core's shard leader.")
-	descRouterSplit   = metric.Counter("relaymesh_router_split_total", "Requests the router split over several shards (login, queries, receipts).")
-	descRouterHints   = metric.Counter("relaymesh_router_not_leader_hints_total", "not_leader answers the router followed to another core.")
-	descRouterMoved   = metric.Counter("relaymesh_router_moved_total", "Forwards to a shard leader abandoned because the shard got another leader meanwhile (retry-safe requests go to the new one).")
-	descLoginParts    = metric.Counter("relaymesh_router_login_parts_total", "Shards but the system shard asked for a login's share.")
-	descLoginSkipped  = metric.Counter("relaymesh_router_login_skipped_total", "Shards a login did not ask: the catalog's member index vouches the client has nothing there.")
-	descLoginFallback = metric.Counter("relaymesh_router_login_fallback_total", "Shards a login asked only because the member index could not be trusted for them (behind or unavailable).")
-	descUniqueRouted  = metric.Counter("relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.")
-	descTokenChecks   = metric.Counter("relaymesh_router_foreign_tokens_total", "Session-token reopens with a token another region issued, checked with that region.")
-	descTokenRefused  = metric.Counter("relaymesh_router_foreign_tokens_refused_total", "Session tokens of another region refused with 4112: retired there by a kick or logout, or that region did not answer (the client signs in again).")
-	descTagRefused    = metric.Counter("relaymesh_router_reconnects_tag_refused_total", "Reconnects refused with 4111 because another region holds their tag in a session not provably theirs (any session, for a reconnect without a valid token; one of another chain, for one with a token).")
-	descUniqueWon     = metric.Counter("relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).")
-	descUniqueLost    = metric.Counter("relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.")
-	descUniqueUnreach = metric.Counter("relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).")
+	descRouterShards        = metric.Gauge("relaymesh_router_shards", "Shards (raft groups) of the region this core hosts a replica of.")
+	descRouterLed           = metric.Gauge("relaymesh_router_shards_led", "Shards whose raft leader is this core.")
+	descRouterLocal         = metric.Counter("relaymesh_router_local_total", "Requests or request parts the router ran on a shard this core leads.")
+	descRouterFwd           = metric.Counter("relaymesh_router_forwarded_total", "Requests or request parts the router sent to another core's shard leader.")
+	descRouterSplit         = metric.Counter("relaymesh_router_split_total", "Requests the router split over several shards (login, queries, receipts).")
+	descRouterHints         = metric.Counter("relaymesh_router_not_leader_hints_total", "not_leader answers the router followed to another core.")
+	descRouterMoved         = metric.Counter("relaymesh_router_moved_total", "Forwards to a shard leader abandoned because the shard got another leader meanwhile (retry-safe requests go to the new one).")
+	descLoginParts          = metric.Counter("relaymesh_router_login_parts_total", "Shards but the system shard asked for a login's share.")
+	descLoginSkipped        = metric.Counter("relaymesh_router_login_skipped_total", "Shards a login did not ask: the catalog's member index vouches the client has nothing there.")
+	descLoginFallback       = metric.Counter("relaymesh_router_login_fallback_total", "Shards a login asked only because the member index could not be trusted for them (behind or unavailable).")
+	descUniqueRouted        = metric.Counter("relaymesh_router_unique_routed_total", "Unique conversation starts sent to the shard the catalog's unique index names.")
+	descTokenChecks         = metric.Counter("relaymesh_router_foreign_tokens_total", "Session-token reopens with a token another region issued, checked with that region.")
+	descTokenRefused        = metric.Counter("relaymesh_router_foreign_tokens_refused_total", "Session tokens of another region refused with 4112: retired there by a kick or logout, or that region did not answer (the client signs in again).")
+	descTagRefused          = metric.Counter("relaymesh_router_reconnects_tag_refused_total", "Reconnects refused with 4111 because another region holds their tag in a session not provably theirs (any session, for a reconnect without a valid token; one of another chain, for one with a token).")
+	descLoginRegionsAwaited = metric.Counter("relaymesh_router_login_regions_awaited_total", "Other regions' login shares a login waited for: regions the member index names for the client (every other region when the index cannot say).")
+	descLoginRegionsLate    = metric.Counter("relaymesh_router_login_regions_not_awaited_total", "Other regions' login shares that answered after the login (not waited for: the member index names nothing of the client there).")
+	descLoginLatePushes     = metric.Counter("relaymesh_router_login_late_pushes_total", "Commands (unread counts, offline messages, patches) of login shares not waited for, pushed to the session after session/opened.")
+	descUniqueWon           = metric.Counter("relaymesh_core_unique_won_total", "New unique conversations whose claim won the catalog's unique index (this node's shard leaders).")
+	descUniqueLost          = metric.Counter("relaymesh_core_unique_lost_total", "New unique conversations that lost the catalog's unique index to another one: deleted, the winner answered.")
+	descUniqueUnreach       = metric.Counter("relaymesh_core_unique_unreached_total", "New unique conversations kept without the catalog's unique index (it did not answer).")
 )
 
 // Collector returns the collector of the router's series: the shards of
@@ -1343,7 +1365,7 @@ var (
 func (r *Router) Collector() prometheus.Collector {
 	descs := []metric.Desc{descRouterShards, descRouterLed, descRouterLocal, descRouterFwd, descRouterSplit,
 		descRouterHints, descRouterMoved, descLoginParts, descLoginSkipped, descLoginFallback, descUniqueRouted,
-		descTokenChecks, descTokenRefused, descTagRefused, descUniqueWon, descUniqueLost, descUniqueUnreach}
+		descTokenChecks, descTokenRefused, descTagRefused, descLoginRegionsAwaited, descLoginRegionsLate, descLoginLatePushes, descUniqueWon, descUniqueLost, descUniqueUnreach}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		led := 0
 		var won, lost, unreached uint64
@@ -1370,6 +1392,9 @@ func (r *Router) Collector() prometheus.Collector {
 		s.Add(descTokenChecks, float64(r.stats.TokenChecks.Load()))
 		s.Add(descTokenRefused, float64(r.stats.TokenRefused.Load()))
 		s.Add(descTagRefused, float64(r.stats.TagRefused.Load()))
+		s.Add(descLoginRegionsAwaited, float64(r.stats.LoginRegionsAwaited.Load()))
+		s.Add(descLoginRegionsLate, float64(r.stats.LoginRegionsNotAwaited.Load()))
+		s.Add(descLoginLatePushes, float64(r.stats.LoginLatePushes.Load()))
 		s.Add(descUniqueWon, float64(won))
 		s.Add(descUniqueLost, float64(lost))
 		s.Add(descUniqueUnreach, float64(unreached))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -126,7 +127,19 @@ func (c *Core) loginPart(ctx context.Context, req *meshpb.ClientRequest) *meshpb
 	if err != nil {
 		c.log.Error("login notifications", "app", app, "peer", peer, "err", err)
 	}
-	return c.loginReply(req, cmds, c.sysLogin(ctx, app, peer)) // sysconv.go
+	rep := c.loginReply(req, cmds, c.sysLogin(ctx, app, peer)) // sysconv.go
+	// Another region's login: what the client may have missed here
+	// (missed.go).
+	if req.GetRegionPart() && req.GetLoginAtMs() > 0 {
+		offline := map[string]bool{}
+		for _, g := range cmds {
+			if g.GetCmd() == lcpb.CommandType_direct {
+				offline[g.GetDirectMessage().GetId()] = true
+			}
+		}
+		rep.Missed = c.missedFor(app, peer, time.UnixMilli(req.GetLoginAtMs()), offline)
+	}
+	return rep
 }
 
 // loginReply encodes what a login has due: notifications, then the

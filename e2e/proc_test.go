@@ -201,9 +201,12 @@ func (p *devProc) Stop() {
 
 // freeUDPAddr returns a free loopback UDP address for a mesh node whose
 // address must be known before it starts (raft peers).
-func freeUDPAddr(t testing.TB) string {
+func freeUDPAddr(t testing.TB) string { return freeUDPAddrOn(t, "127.0.0.1") }
+
+// freeUDPAddrOn is freeUDPAddr on host.
+func freeUDPAddrOn(t testing.TB, host string) string {
 	t.Helper()
-	u, err := net.ListenPacket("udp", "127.0.0.1:0")
+	u, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}

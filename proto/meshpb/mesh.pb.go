@@ -371,7 +371,12 @@ type ClientRequest struct {
 	// session of its own chain (or one whose chain is unknown, 0: an edge
 	// of an earlier release); another chain holding its tag is another
 	// device, and the reconnect is refused (relay.Open). 0 for none.
-	SessionChain  uint64 `protobuf:"varint,57,opt,name=session_chain,json=sessionChain,proto3" json:"session_chain,omitempty"`
+	SessionChain uint64 `protobuf:"varint,57,opt,name=session_chain,json=sessionChain,proto3" json:"session_chain,omitempty"`
+	// On a region's share of an OPEN (region_part): when the router took the
+	// login, Unix milliseconds by its clock. The share hands over the pushes
+	// its region made for the client since then (core/missed.go), so none
+	// made while the login was under way is lost; 0: none.
+	LoginAtMs     int64 `protobuf:"varint,58,opt,name=login_at_ms,json=loginAtMs,proto3" json:"login_at_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -584,6 +589,13 @@ func (x *ClientRequest) GetVouched() bool {
 func (x *ClientRequest) GetSessionChain() uint64 {
 	if x != nil {
 		return x.SessionChain
+	}
+	return 0
+}
+
+func (x *ClientRequest) GetLoginAtMs() int64 {
+	if x != nil {
+		return x.LoginAtMs
 	}
 	return 0
 }
@@ -1708,6 +1720,11 @@ type ClientReply struct {
 	// The conversations a conv/query part examined (shard_part), for the
 	// router's cap and the app's query budget (issue 9).
 	QueryExamined int64 `protobuf:"varint,41,opt,name=query_examined,json=queryExamined,proto3" json:"query_examined,omitempty"`
+	// For a region's share of an OPEN (region_part): pushes made in that
+	// region while the client was online nowhere, in the order they were
+	// made, just before its login marked it online there (core/missed.go).
+	// The router writes them before the rest of the share.
+	Missed        [][]byte `protobuf:"bytes,42,rep,name=missed,proto3" json:"missed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1817,6 +1834,13 @@ func (x *ClientReply) GetQueryExamined() int64 {
 		return x.QueryExamined
 	}
 	return 0
+}
+
+func (x *ClientReply) GetMissed() [][]byte {
+	if x != nil {
+		return x.Missed
+	}
+	return nil
 }
 
 type AdminReply struct {
@@ -2749,7 +2773,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xca\a\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xea\a\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2781,7 +2805,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\fpresence_seq\x186 \x01(\x04R\vpresenceSeq\x12&\n" +
 	"\fsession_room\x187 \x01(\tH\x00R\vsessionRoom\x88\x01\x01\x12\x18\n" +
 	"\avouched\x188 \x01(\bR\avouched\x12#\n" +
-	"\rsession_chain\x189 \x01(\x04R\fsessionChain\"=\n" +
+	"\rsession_chain\x189 \x01(\x04R\fsessionChain\x12\x1e\n" +
+	"\vlogin_at_ms\x18: \x01(\x03R\tloginAtMs\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
@@ -2926,7 +2951,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x0f \x01(\x03R\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"updated_at\x18\x10 \x01(\x03R\tupdatedAt\"\x84\x03\n" +
+	"updated_at\x18\x10 \x01(\x03R\tupdatedAt\"\x9c\x03\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
@@ -2940,7 +2965,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\froom_changed\x18\b \x01(\bR\vroomChanged\x12-\n" +
 	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\x12!\n" +
 	"\fsys_commands\x18( \x03(\fR\vsysCommands\x12%\n" +
-	"\x0equery_examined\x18) \x01(\x03R\rqueryExamined\"\xd1\x03\n" +
+	"\x0equery_examined\x18) \x01(\x03R\rqueryExamined\x12\x16\n" +
+	"\x06missed\x18* \x03(\fR\x06missed\"\xd1\x03\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +
