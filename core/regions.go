@@ -160,7 +160,7 @@ type remoteRegion struct {
 	online map[relay.PeerRef][]string  // guarded by mu; the region's presence summary as last pulled: clientId → its sessions' tags
 	tagged bool                        // guarded by mu; the summary names tags (PresenceSummary.with_tags)
 	pulled time.Time                   // guarded by mu; when a pull last succeeded
-	marks  map[relay.PeerRef]time.Time // guarded by mu; logins there not yet in a summary, until when
+	marks  map[relay.PeerRef]loginMark // guarded by mu; logins there not yet in a summary
 	silent map[string]time.Time        // guarded by mu; cores that answered neither a call nor a PING, until when they are tried last
 }
 
@@ -180,7 +180,7 @@ func NewRegions(self uint8, node *mesh.Node, rl *relay.Relay, peers []RemoteRegi
 			return nil, fmt.Errorf("core: region %d listed twice", p.Number)
 		}
 		rr := &remoteRegion{num: p.Number, cores: append([]string(nil), p.Cores...), q: pq.New[*meshpb.RegionDelivery](regionQueueLen, pq.DropNew),
-			online: map[relay.PeerRef][]string{}, marks: map[relay.PeerRef]time.Time{}}
+			online: map[relay.PeerRef][]string{}, marks: map[relay.PeerRef]loginMark{}}
 		g.peers[p.Number] = rr
 		g.order = append(g.order, p.Number)
 	}
@@ -396,18 +396,36 @@ func (g *Regions) wants(rr *remoteRegion, app string, peers []string) bool {
 // markedLocked reports whether a login of k in rr was marked and the mark
 // still holds (an expired one is dropped). rr.mu is held.
 func (rr *remoteRegion) markedLocked(k relay.PeerRef, now time.Time) bool {
-	until, ok := rr.marks[k]
-	if ok && !now.Before(until) {
-		delete(rr.marks, k)
-		return false
-	}
+	_, ok := rr.markLocked(k, now)
 	return ok
+}
+
+// markLocked returns the mark of k's logins in rr while it holds (an
+// expired one is dropped). rr.mu is held.
+func (rr *remoteRegion) markLocked(k relay.PeerRef, now time.Time) (loginMark, bool) {
+	m, ok := rr.marks[k]
+	if ok && !now.Before(m.until) {
+		delete(rr.marks, k)
+		return loginMark{}, false
+	}
+	return m, ok
+}
+
+// loginMark records logins of a client in another region that its summary
+// may not carry yet: until when it holds, and the tags of those logins
+// (tagged: tags is complete; a mark from a core of an earlier release
+// names none and says so).
+type loginMark struct {
+	until  time.Time
+	tags   []string
+	tagged bool
 }
 
 // mayHoldTag reports whether app/peer may hold a session with tag in rr
 // (ask): its summary says so, or names no tags (a core of an earlier
-// release), or is too old to say, or a login there was marked since
-// (marks name no tag). online is what the summary says of the client.
+// release), or is too old to say, or a login there with that tag was
+// marked since (or one whose mark names no tags: a core of an earlier
+// release). online is what the summary says of the client.
 func (g *Regions) mayHoldTag(rr *remoteRegion, app, peer, tag string) (ask, online bool) {
 	now := time.Now()
 	k := relay.PeerRef{App: app, Peer: peer}
@@ -417,7 +435,7 @@ func (g *Regions) mayHoldTag(rr *remoteRegion, app, peer, tag string) (ask, onli
 	if now.Sub(rr.pulled) > regionSummaryFresh {
 		return true, on
 	}
-	if rr.markedLocked(k, now) {
+	if m, ok := rr.markLocked(k, now); ok && (!m.tagged || slices.Contains(m.tags, tag)) {
 		return true, on
 	}
 	return on && (!rr.tagged || slices.Contains(tags, tag)), on
@@ -433,8 +451,10 @@ func (g *Regions) SetLocalCores(addrs []string) {
 }
 
 // MarkOnline records on this core that app/peer just logged in in region
-// n: pushes for it go there until a summary carries the session.
-func (g *Regions) MarkOnline(n uint8, app, peer string) {
+// n: pushes for it go there until a summary carries the session. tag is
+// the login's ("" for none) when tagged; a mark that is not tagged may
+// hold any tag (mayHoldTag).
+func (g *Regions) MarkOnline(n uint8, app, peer, tag string, tagged bool) {
 	if g == nil {
 		return
 	}
@@ -442,24 +462,46 @@ func (g *Regions) MarkOnline(n uint8, app, peer string) {
 	if rr == nil {
 		return
 	}
+	now := time.Now()
+	k := relay.PeerRef{App: app, Peer: peer}
 	rr.mu.Lock()
-	rr.marks[relay.PeerRef{App: app, Peer: peer}] = time.Now().Add(regionMarkFor)
+	m, ok := rr.markLocked(k, now)
+	if !ok {
+		m.tagged = true
+	}
+	m.until = now.Add(regionMarkFor)
+	m.tagged = m.tagged && tagged
+	if tag != "" && !slices.Contains(m.tags, tag) {
+		if len(m.tags) < maxMarkTags {
+			m.tags = append(m.tags, tag)
+		} else {
+			m.tagged = false // too many to name: any
+		}
+	}
+	rr.marks[k] = m
 	rr.mu.Unlock()
 }
+
+// maxMarkTags bounds the tags a login mark names.
+const maxMarkTags = 8
 
 // MarkEverywhere marks app/peer online in region n on this core and on
 // every other core of this region, and returns once they all have it (or
 // regionPartWait passed): a login in n then completes only after every
 // shard leader here sends its pushes to n.
-func (g *Regions) MarkEverywhere(ctx context.Context, n uint8, app, peer string) {
+func (g *Regions) MarkEverywhere(ctx context.Context, n uint8, app, peer, tag string) {
 	if g == nil || g.peers[n] == nil {
 		return
 	}
-	g.MarkOnline(n, app, peer)
+	g.MarkOnline(n, app, peer, tag, true)
 	if len(g.local) == 0 {
 		return
 	}
-	b, _ := proto.Marshal(&meshpb.PresenceMark{Region: uint32(n), Peer: &meshpb.PeerRef{AppId: app, PeerId: peer}})
+	ref := &meshpb.PeerRef{AppId: app, PeerId: peer}
+	if tag != "" {
+		ref.Tags = []string{tag}
+	}
+	b, _ := proto.Marshal(&meshpb.PresenceMark{Region: uint32(n), Peer: ref, WithTags: true})
 	ctx, cancel := context.WithTimeout(ctx, regionPartWait)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -479,7 +521,15 @@ func (g *Regions) serveMark(ctx context.Context, peer string, b []byte) ([]byte,
 	if err := proto.Unmarshal(b, m); err != nil || m.GetPeer() == nil || m.GetRegion() > 255 {
 		return nil, fmt.Errorf("core: bad presence mark from %s: %v", peer, err)
 	}
-	g.MarkOnline(uint8(m.GetRegion()), m.GetPeer().GetAppId(), m.GetPeer().GetPeerId())
+	tags := m.GetPeer().GetTags()
+	if len(tags) > 1 {
+		return nil, fmt.Errorf("core: presence mark from %s names %d tags", peer, len(tags))
+	}
+	tag := ""
+	if len(tags) == 1 {
+		tag = tags[0]
+	}
+	g.MarkOnline(uint8(m.GetRegion()), m.GetPeer().GetAppId(), m.GetPeer().GetPeerId(), tag, m.GetWithTags())
 	return nil, nil
 }
 

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -247,7 +248,7 @@ func (w *warmRig) delivered() []string {
 }
 
 func (w *warmRig) push(id string) {
-	w.sender.MarkOnline(2, "app", "alice") // no summary says otherwise
+	w.sender.MarkOnline(2, "app", "alice", "", true) // no summary says otherwise
 	hopPush(w.sender, id)
 }
 
@@ -320,5 +321,47 @@ func TestRegionWarmUpBounded(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("a core whose region has no edge elsewhere held the push")
 		}
+	}
+}
+
+// TestMarkTags: a login mark names its login's tag, so a tagged reconnect
+// elsewhere asks that region only about a tag one of its marked logins
+// holds, or when a mark cannot say (a core of an earlier release).
+func TestMarkTags(t *testing.T) {
+	g, _, _ := newHopSender(t, false, false)
+	rr := g.peers[1] // the hop sender is region 2; region 1 is the other
+	fresh := func() { rr.mu.Lock(); rr.pulled = time.Now(); rr.mu.Unlock() }
+	ask := func(peer, tag string) bool {
+		fresh()
+		a, _ := g.mayHoldTag(rr, "app", peer, tag)
+		return a
+	}
+	if ask("amy", "phone") {
+		t.Fatal("asked with no mark and a fresh summary naming nothing")
+	}
+	g.MarkOnline(1, "app", "amy", "pad", true)
+	if ask("amy", "phone") || !ask("amy", "pad") {
+		t.Fatalf("a mark naming pad: asked about phone %v (want false), about pad %v (want true)", ask("amy", "phone"), ask("amy", "pad"))
+	}
+	g.MarkOnline(1, "app", "amy", "phone", true) // a second login there
+	if !ask("amy", "phone") || !ask("amy", "pad") {
+		t.Fatal("a mark of two logins forgot one's tag")
+	}
+	g.MarkOnline(1, "app", "bea", "", true) // untagged: holds no tag
+	if ask("bea", "phone") {
+		t.Fatal("asked about a tag after an untagged login")
+	}
+	g.MarkOnline(1, "app", "bea", "", false) // from a core of an earlier release
+	if !ask("bea", "phone") {
+		t.Fatal("a mark that cannot name tags must be asked about any")
+	}
+	for i := range maxMarkTags + 1 {
+		g.MarkOnline(1, "app", "cal", fmt.Sprint("t", i), true)
+	}
+	if !ask("cal", "other") {
+		t.Fatalf("more than %d tags marked: asked %v about any other, want true", maxMarkTags, ask("cal", "other"))
+	}
+	if !g.ReachedElsewhere("app", "amy") || g.ReachedElsewhere("app", "dan") {
+		t.Fatal("ReachedElsewhere does not follow the marks")
 	}
 }

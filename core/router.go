@@ -229,7 +229,7 @@ func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*
 		// Every core here sends its pushes for the client to the asking
 		// region before this share is answered (regions.go).
 		if n := req.GetFromRegion(); n > 0 && n <= 255 {
-			r.remote.MarkEverywhere(ctx, uint8(n), req.GetAppId(), req.GetPeerId())
+			r.remote.MarkEverywhere(ctx, uint8(n), req.GetAppId(), req.GetPeerId(), req.GetTag())
 		}
 		r.System().kickTagHere(ctx, req) // the same tag logged in elsewhere
 		ns := append([]int{0}, r.loginShards(req.GetAppId(), req.GetPeerId())...)

@@ -905,9 +905,14 @@ func TestTwoRegionsTagRefused(t *testing.T) {
 	// The holder was not disturbed: it still gets uma's messages.
 	alice := dial(t, ctx, w.edges[1].URL, app, "alice")
 	stillHolds(t, ctx, holder, alice, "uma")
-	// Another tag is no conflict.
+	// Another tag is no conflict, and region 2 need not ask: the mark of
+	// uma's login in region 1 (and its summary) name only "phone".
+	checks := metricOf(t, w.cores[1], "relaymesh_region_tag_checks_total")
 	if _, c := reconnect(w.edges[1].URL, "pad"); c.GetOp() != lcpb.OpType_opened {
 		t.Fatalf("a reconnect with another tag in region 2: %v", c)
+	}
+	if n := metricOf(t, w.cores[1], "relaymesh_region_tag_checks_total") - checks; n != 0 {
+		t.Fatalf("region 2 asked region 1 %d times about tag \"pad\", which region 1 does not hold", n)
 	}
 	if n := metricOf(t, w.cores[1], "relaymesh_router_reconnects_tag_refused_total"); n != 1 {
 		t.Fatalf("region 2's /metrics: relaymesh_router_reconnects_tag_refused_total %d, want 1", n)

@@ -867,9 +867,13 @@ func (x *PresenceAdd) GetSession() *PresenceSession {
 // (meshpb.MethodPresenceMark): their pushes go to that region from now
 // on, before its presence summary says so.
 type PresenceMark struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Region        uint32                 `protobuf:"varint,1,opt,name=region,proto3" json:"region,omitempty"`
-	Peer          *PeerRef               `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Region uint32                 `protobuf:"varint,1,opt,name=region,proto3" json:"region,omitempty"`
+	// peer.tags: the login's tag, if it has one.
+	Peer *PeerRef `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	// peer.tags says the login's tag (none when empty); a mark from a core
+	// of an earlier release says nothing of tags.
+	WithTags      bool `protobuf:"varint,3,opt,name=with_tags,json=withTags,proto3" json:"with_tags,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -916,6 +920,13 @@ func (x *PresenceMark) GetPeer() *PeerRef {
 		return x.Peer
 	}
 	return nil
+}
+
+func (x *PresenceMark) GetWithTags() bool {
+	if x != nil {
+		return x.WithTags
+	}
+	return false
 }
 
 // RegionDelivery is a committed push crossing to another region, once per
@@ -2830,10 +2841,11 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x04tags\x18\x03 \x03(\tR\x04tags\"a\n" +
 	"\vPresenceAdd\x12\x17\n" +
 	"\aedge_id\x18\x01 \x01(\tR\x06edgeId\x129\n" +
-	"\asession\x18\x02 \x01(\v2\x1f.relaymesh.mesh.PresenceSessionR\asession\"S\n" +
+	"\asession\x18\x02 \x01(\v2\x1f.relaymesh.mesh.PresenceSessionR\asession\"p\n" +
 	"\fPresenceMark\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\rR\x06region\x12+\n" +
-	"\x04peer\x18\x02 \x01(\v2\x17.relaymesh.mesh.PeerRefR\x04peer\"\xe2\x02\n" +
+	"\x04peer\x18\x02 \x01(\v2\x17.relaymesh.mesh.PeerRefR\x04peer\x12\x1b\n" +
+	"\twith_tags\x18\x03 \x01(\bR\bwithTags\"\xe2\x02\n" +
 	"\x0eRegionDelivery\x12\x15\n" +
 	"\x06app_id\x18\x01 \x01(\tR\x05appId\x12\x14\n" +
 	"\x05peers\x18\x02 \x03(\tR\x05peers\x12\x1b\n" +
