@@ -1139,11 +1139,19 @@ const (
 // OnlineElsewhere reports whether app/peer has a session in another
 // region, as the last summaries said.
 func (g *Regions) OnlineElsewhere(app, peer string) bool {
+	return g.OnlineElsewhereBut(app, peer, 0)
+}
+
+// OnlineElsewhereBut is OnlineElsewhere leaving region but (0: none) out.
+func (g *Regions) OnlineElsewhereBut(app, peer string, but uint8) bool {
 	if g == nil {
 		return false
 	}
 	k := relay.PeerRef{App: app, Peer: peer}
 	for _, n := range g.order {
+		if n == but {
+			continue
+		}
 		rr := g.peers[n]
 		rr.mu.Lock()
 		_, on := rr.online[k]

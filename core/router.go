@@ -410,7 +410,7 @@ func (r *Router) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*
 	// Parts are what a router asks of shards; an edge cannot ask for one
 	// (a part OPEN skips the token check, a region's part hands over the
 	// client's missed pushes).
-	req.ShardPart, req.LoginSplit, req.RegionPart, req.LoginAtMs = false, false, false, 0
+	req.ShardPart, req.LoginSplit, req.RegionPart, req.LoginAtMs, req.GoneFromRegion = false, false, false, 0, false
 	if len(r.shards) == 1 && (r.remote == nil || len(r.remote.Numbers()) == 0) {
 		return r.call(ctx, 0, req)
 	}
@@ -698,6 +698,10 @@ func (r *Router) close(ctx context.Context, req *meshpb.ClientRequest) (*meshpb.
 	if _, perr := r.scatter(ctx, r.others(), func(int) *meshpb.ClientRequest { return part(req) }); perr != nil {
 		r.log.Warn("session end: a shard's wills", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", perr)
 	}
+	// Whether the client has a session left in this region (this core's
+	// relay; when another core led the close, it may not know yet, and
+	// says so: the other regions then go by their summaries, as before).
+	req.GoneFromRegion = !r.System().relay.Online(req.GetAppId(), req.GetPeerId())
 	r.regionParts(ctx, req) // wills in conversations homed elsewhere
 	return rep, err
 }

@@ -76,7 +76,7 @@ func TestRouterIgnoresPartFlagsFromEdges(t *testing.T) {
 	e := newRouterEnv(t, 2, nil)
 	req := openReq("mallory")
 	req.StReopen, req.StGeneration = true, 7 // no token of generation 7 was ever issued
-	req.ShardPart, req.LoginSplit, req.RegionPart, req.LoginAtMs = true, true, true, 1
+	req.ShardPart, req.LoginSplit, req.RegionPart, req.LoginAtMs, req.GoneFromRegion = true, true, true, 1, true
 	rep, err := e.rt.HandleClient(context.Background(), req)
 	if err != nil {
 		t.Fatal(err)

@@ -328,7 +328,11 @@ func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
 	from := connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}
 	if req.GetShardPart() { // one shard's part (router.go): its wills and marks only
 		c.endWills(ctx, req.GetAppId(), req.GetPeerId(), from, !explicitClose(req.GetCommand()))
-		c.sysLogout(ctx, req.GetAppId(), req.GetPeerId()) // sysconv.go
+		var gone uint8 // the region that says the client left it
+		if req.GetRegionPart() && req.GetGoneFromRegion() && req.GetFromRegion() <= 255 {
+			gone = uint8(req.GetFromRegion())
+		}
+		c.sysLogout(ctx, req.GetAppId(), req.GetPeerId(), gone) // sysconv.go
 		return
 	}
 	gone := c.relay.CloseSession(req.GetAppId(), req.GetPeerId(), from) // its chatroom detached too
@@ -343,8 +347,8 @@ func (c *Core) closeSession(ctx context.Context, req *meshpb.ClientRequest) {
 	if explicit {
 		c.revokeTokens(ctx, req.GetAppId(), req.GetPeerId()) // auth.go: a logout voids the st
 	}
-	c.sysLogout(ctx, req.GetAppId(), req.GetPeerId()) // sysconv.go
-	c.deviceLogout(ctx, req)                          // devices.go
+	c.sysLogout(ctx, req.GetAppId(), req.GetPeerId(), 0) // sysconv.go
+	c.deviceLogout(ctx, req)                             // devices.go
 }
 
 // sessionQuery answers which of up to 20 clientIds are online.

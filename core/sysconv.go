@@ -570,9 +570,11 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 
 // sysLogout records, when peer's last session ended, that it got the
 // broadcasts and messages sent so far (live), so its next login does not
-// repeat them.
-func (c *Core) sysLogout(ctx context.Context, app, peer string) {
-	if c.online(app, peer) {
+// repeat them. gone, when not 0, is a region that said the client has no
+// session left there: its summary, which may still name the client, is
+// not taken for a session.
+func (c *Core) sysLogout(ctx context.Context, app, peer string, gone uint8) {
+	if c.relay.Online(app, peer) || c.remote.OnlineElsewhereBut(app, peer, gone) {
 		return
 	}
 	st := c.state()

@@ -376,9 +376,14 @@ type ClientRequest struct {
 	// login, Unix milliseconds by its clock. The share hands over the pushes
 	// its region made for the client since then (core/missed.go), so none
 	// made while the login was under way is lost; 0: none.
-	LoginAtMs     int64 `protobuf:"varint,58,opt,name=login_at_ms,json=loginAtMs,proto3" json:"login_at_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	LoginAtMs int64 `protobuf:"varint,58,opt,name=login_at_ms,json=loginAtMs,proto3" json:"login_at_ms,omitempty"`
+	// On a region's part of a CLOSE (region_part): the client has no session
+	// left in the asking region (from_region), so the answering region does
+	// not count that region's presence summary, which may still name it, as
+	// a session still online (the "got the broadcasts" mark, core/sysconv.go).
+	GoneFromRegion bool `protobuf:"varint,59,opt,name=gone_from_region,json=goneFromRegion,proto3" json:"gone_from_region,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *ClientRequest) Reset() {
@@ -598,6 +603,13 @@ func (x *ClientRequest) GetLoginAtMs() int64 {
 		return x.LoginAtMs
 	}
 	return 0
+}
+
+func (x *ClientRequest) GetGoneFromRegion() bool {
+	if x != nil {
+		return x.GoneFromRegion
+	}
+	return false
 }
 
 // PresenceSummaryRequest asks a core of another region which clientIds
@@ -2784,7 +2796,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xea\a\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x94\b\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2817,7 +2829,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\fsession_room\x187 \x01(\tH\x00R\vsessionRoom\x88\x01\x01\x12\x18\n" +
 	"\avouched\x188 \x01(\bR\avouched\x12#\n" +
 	"\rsession_chain\x189 \x01(\x04R\fsessionChain\x12\x1e\n" +
-	"\vlogin_at_ms\x18: \x01(\x03R\tloginAtMs\"=\n" +
+	"\vlogin_at_ms\x18: \x01(\x03R\tloginAtMs\x12(\n" +
+	"\x10gone_from_region\x18; \x01(\bR\x0egoneFromRegion\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
