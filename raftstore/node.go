@@ -451,6 +451,10 @@ func (n *Node) addWaiter() bool {
 	return true
 }
 
+// closeWaitersMax bounds how long Close waits for proposals still waiting
+// on raft's futures once raft has shut down.
+const closeWaitersMax = 2 * time.Second
+
 // Close shuts raft down, closes the transport and both DBs, and returns
 // after every goroutine it started has exited. It takes no snapshot.
 func (n *Node) Close() error {
@@ -465,7 +469,19 @@ func (n *Node) Close() error {
 		// gives up at once.
 		stopDials(n.trans)
 		errs := []error{f.Error()}
-		n.waiters.Wait()
+		// Proposals still waiting end with raft's shutdown, except one
+		// whose future raft had queued but no loop took: raft never
+		// answers it. Give them closeWaitersMax, then go on (such a
+		// goroutine stays blocked; the process is stopping).
+		waited := make(chan struct{})
+		go func() {
+			n.waiters.Wait()
+			close(waited)
+		}()
+		select {
+		case <-waited:
+		case <-time.After(closeWaitersMax):
+		}
 		errs = append(errs, closeTransport(n.trans), n.logs.Close(), n.state.Close())
 		if err := errors.Join(errs...); err != nil {
 			n.closeErr = fmt.Errorf("raftstore: close: %w", err)
