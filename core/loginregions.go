@@ -76,9 +76,7 @@ func (r *Router) loginShares(ctx context.Context, req *meshpb.ClientRequest) []*
 		return nil
 	}
 	wait, all := r.loginRegions(req.GetAppId(), req.GetPeerId())
-	p := proto.Clone(req).(*meshpb.ClientRequest)
-	p.RegionPart, p.ShardPart, p.FromRegion = true, false, uint32(r.region)
-	p.StGeneration, p.StReopen = 0, false
+	p := r.regionPart(req)
 
 	answers := make(chan regionAnswer, len(ns)) // never blocks a caller
 	// The calls outlive the login when it does not wait for them.

@@ -36,15 +36,6 @@ const (
 	missedMaxBytes = 8 << 20
 )
 
-// missedSkew is how far before the login's start, by this core's clock,
-// a push still counts as made during the login. Zero: the regions' clocks
-// are taken as they are. If this region's clock runs behind the asking
-// router's by d, a push made in the first d of the login is not handed
-// over (it is in the share's unread counts, as a push made before the
-// login is); if it runs ahead, one made up to d before the login is
-// pushed as well.
-const missedSkew = 0
-
 type missedKey struct{ app, peer string }
 
 type missedEvent struct {
@@ -132,11 +123,14 @@ func (m *missedLog) trimLocked(now time.Time) {
 }
 
 // missedFor returns the pushes kept for (app, peer) that were made since
-// the login began (by this core's clock, less missedSkew),
-// oldest first, with peerId set, and forgets them; a message whose id is
-// in skip (the share's offline messages, protocol .1) is left out. What
-// was pushed before the login began is an offline message like any other:
-// counted in the share's unread, not pushed.
+// the login began, oldest first, with peerId set, and forgets them; a
+// message whose id is in skip (the share's offline messages, protocol .1)
+// is left out. What was pushed before the login began is an offline
+// message like any other: counted in the share's unread, not pushed.
+// since is the asking router's clock, compared with this core's as it is:
+// if this one runs behind by d, a push made in the first d of the login is
+// not handed over (it is in the share's unread counts); if ahead, one made
+// up to d before the login is pushed as well.
 func (c *Core) missedFor(app, peer string, since time.Time, skip map[string]bool) [][]byte {
 	return c.missed.take(app, peer, time.Now(), since, skip)
 }
@@ -155,7 +149,7 @@ func (m *missedLog) take(app, peer string, now, since time.Time, skip map[string
 			continue
 		}
 		m.bytes -= len(e.cmd)
-		if e.at.Before(since.Add(-missedSkew)) {
+		if e.at.Before(since) {
 			continue
 		}
 		g := new(lcpb.GenericCommand)

@@ -1144,9 +1144,24 @@ func (g *Regions) OnlineElsewhere(app, peer string) bool {
 
 // OnlineElsewhereBut is OnlineElsewhere leaving region but (0: none) out.
 func (g *Regions) OnlineElsewhereBut(app, peer string, but uint8) bool {
+	return g.onlineIn(app, peer, but, false)
+}
+
+// ReachedElsewhere reports whether a push for app/peer goes to another
+// region: its summary there says the client is online, or a login of it
+// there was marked since (MarkOnline).
+func (g *Regions) ReachedElsewhere(app, peer string) bool {
+	return g.onlineIn(app, peer, 0, true)
+}
+
+// onlineIn reports whether a region that is not down, other than but (0:
+// none), names app/peer online in its summary or, with marks, in a login
+// mark that still holds.
+func (g *Regions) onlineIn(app, peer string, but uint8, marks bool) bool {
 	if g == nil {
 		return false
 	}
+	now := time.Now()
 	k := relay.PeerRef{App: app, Peer: peer}
 	for _, n := range g.order {
 		if n == but {
@@ -1155,29 +1170,7 @@ func (g *Regions) OnlineElsewhereBut(app, peer string, but uint8) bool {
 		rr := g.peers[n]
 		rr.mu.Lock()
 		_, on := rr.online[k]
-		down := rr.down
-		rr.mu.Unlock()
-		if on && !down {
-			return true
-		}
-	}
-	return false
-}
-
-// ReachedElsewhere reports whether a push for app/peer goes to another
-// region: its summary there says the client is online, or a login of it
-// there was marked since (MarkOnline).
-func (g *Regions) ReachedElsewhere(app, peer string) bool {
-	if g == nil {
-		return false
-	}
-	now := time.Now()
-	k := relay.PeerRef{App: app, Peer: peer}
-	for _, n := range g.order {
-		rr := g.peers[n]
-		rr.mu.Lock()
-		_, on := rr.online[k]
-		on = on || rr.markedLocked(k, now)
+		on = on || marks && rr.markedLocked(k, now)
 		down := rr.down
 		rr.mu.Unlock()
 		if on && !down {

@@ -213,10 +213,17 @@ func (r *Router) regionParts(ctx context.Context, req *meshpb.ClientRequest) []*
 	if req.GetRegionPart() || r.remote == nil || len(r.remote.Numbers()) == 0 {
 		return nil
 	}
+	return r.remote.AskEach(ctx, r.remote.Numbers(), meshpb.MethodRegion, r.regionPart(req), "a region's share", "kind", req.GetKind())
+}
+
+// regionPart is req as this router asks another region for its share of
+// it: that region's part, from this region, with no session token to
+// check there (the system shard here checked it).
+func (r *Router) regionPart(req *meshpb.ClientRequest) *meshpb.ClientRequest {
 	p := proto.Clone(req).(*meshpb.ClientRequest)
 	p.RegionPart, p.ShardPart, p.FromRegion = true, false, uint32(r.region)
 	p.StGeneration, p.StReopen = 0, false
-	return r.remote.AskEach(ctx, r.remote.Numbers(), meshpb.MethodRegion, p, "a region's share", "kind", req.GetKind())
+	return p
 }
 
 // HandleRegion serves a request another region's router handed this core
@@ -238,11 +245,7 @@ func (r *Router) HandleRegion(ctx context.Context, req *meshpb.ClientRequest) (*
 			r.log.Warn("login share for another region", "app", req.GetAppId(), "peer", req.GetPeerId(), "err", err)
 		}
 		cmds, sys := mergeLoginSplit(reps, req.GetProtocolVersion(), r.System().limits.MaxUnreadConvs)
-		var missed [][]byte // core/missed.go
-		for _, rep := range reps {
-			missed = append(missed, rep.GetMissed()...)
-		}
-		return &meshpb.ClientReply{Commands: cmds, SysCommands: sys, Missed: missed}, nil
+		return &meshpb.ClientReply{Commands: cmds, SysCommands: sys, Missed: missedOf(reps)}, nil
 	case meshpb.ClientRequest_CLOSE:
 		if explicitClose(req.GetCommand()) {
 			// A logout in another region voids the client's tokens this
@@ -594,11 +597,16 @@ func (r *Router) IndexVouches(n int) bool {
 // the system pushes.
 func mergeLogin(reps []*meshpb.ClientReply, version int32, maxConvs int) [][]byte {
 	cmds, sys := mergeLoginSplit(reps, version, maxConvs)
+	return append(append(missedOf(reps), cmds...), sys...)
+}
+
+// missedOf is the shares' missed pushes (core/missed.go), in order.
+func missedOf(reps []*meshpb.ClientReply) [][]byte {
 	var out [][]byte
 	for _, rep := range reps {
 		out = append(out, rep.GetMissed()...)
 	}
-	return append(append(out, cmds...), sys...)
+	return out
 }
 
 // mergeLoginSplit is mergeLogin with the system pushes apart (a region's

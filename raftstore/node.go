@@ -456,7 +456,8 @@ func (n *Node) addWaiter() bool {
 const closeWaitersMax = 2 * time.Second
 
 // Close shuts raft down, closes the transport and both DBs, and returns
-// after every goroutine it started has exited. It takes no snapshot.
+// after every goroutine it started has exited, but for a proposal's waiter
+// whose future raft never answers (closeWaitersMax). It takes no snapshot.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.waitMu.Lock()
