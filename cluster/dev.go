@@ -50,6 +50,10 @@ type DevConfig struct {
 	// LoginAsksEveryShard is CoreConfig.LoginAsksEveryShard (a benchmark
 	// knob).
 	LoginAsksEveryShard bool
+	// MeshOverQUIC makes the core and the edge talk over QUIC on loopback,
+	// as before stop 23, instead of in memory (mesh.InProcess: they share
+	// the process). A benchmark knob: BENCHMARKS.md compares the two.
+	MeshOverQUIC bool
 	// NoWebTransport turns off the edge's WebTransport listener (on by
 	// default, with a self-signed certificate kept in DataDir/wt).
 	NoWebTransport bool
@@ -147,6 +151,7 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		LoginAsksEveryShard: cfg.LoginAsksEveryShard,
 
 		Integrations: cfg.Integrations,
+		MeshOptions:  devMeshOptions(cfg),
 	})
 	if err != nil {
 		return fail(err)
@@ -180,6 +185,8 @@ func StartDev(cfg DevConfig) (*Dev, error) {
 		TLS:          cfg.TLS,
 
 		Pages: map[string]http.Handler{"/demo": web.Handler(), web.Path: web.Handler()}, // the chat demo
+
+		MeshOptions: devMeshOptions(cfg),
 	})
 	if err != nil {
 		c.Close()
@@ -248,4 +255,14 @@ func LoadOrCreateKey(path string) ([]byte, error) {
 		return nil, fmt.Errorf("cluster: write key: %w", err)
 	}
 	return b, nil
+}
+
+// devMeshOptions: the dev core and edge share the process, so their mesh
+// calls and streams run in memory (mesh.InProcess), unless
+// cfg.MeshOverQUIC.
+func devMeshOptions(cfg DevConfig) []mesh.ListenOption {
+	if cfg.MeshOverQUIC {
+		return nil
+	}
+	return []mesh.ListenOption{mesh.InProcess()}
 }

@@ -620,7 +620,7 @@ func TestLabTagReconnect(t *testing.T) {
 	// to r1's core.
 	time.Sleep(time.Second)
 	marked := measure("right after a login in r2", "tagre-both", 0, -1) // skipped once r2's summary names "pad" too
-	time.Sleep(11 * time.Second) // the login's mark (10 s) gives way to r2's summary
+	time.Sleep(11 * time.Second)                                        // the login's mark (10 s) gives way to r2's summary
 	summary := measure("online in r2 with another tag", "tagre-both", 0, rounds)
 	q := func(v []float64, p float64) float64 { return v[min(len(v)-1, int(p*float64(len(v))))] }
 	t.Logf("FIGURE tagged reopen at r1 (one-way %v), dial→session/opened p50 / max: online nowhere else %.1f / %.1f ms; "+

@@ -133,7 +133,9 @@ func TestPKIReload(t *testing.T) {
 	}
 }
 
-func TestRPC(t *testing.T) {
+func TestRPC(t *testing.T) { eachLink(t, testRPC) }
+
+func testRPC(t *testing.T, listen func(testing.TB, *Identity) *Node) {
 	ids := pki(t, "core", "edge")
 	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
 	var gotPeer string
@@ -221,26 +223,37 @@ func TestOversizeRequestFrame(t *testing.T) {
 }
 
 func TestConcurrentCalls(t *testing.T) {
-	ids := pki(t, "core", "edge")
-	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
-	core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
-	ctx := ctxT(t)
-	callConcurrently(t, 64, 20, func(w, i int) error {
-		req := fmt.Appendf(nil, "%d/%d", w, i)
-		got, err := edge.Call(ctx, core.Addr(), "echo", req)
-		if err != nil {
-			return err
-		}
-		if !bytes.Equal(got, req) {
-			return fmt.Errorf("got %q, want %q", got, req)
-		}
-		return nil
-	})
-	edge.mu.Lock()
-	nconns := len(edge.conns)
-	edge.mu.Unlock()
-	if nconns != 1 {
-		t.Errorf("connections from edge: got %d, want 1", nconns)
+	for _, local := range []bool{false, true} {
+		t.Run(map[bool]string{false: "quic", true: "in-process"}[local], func(t *testing.T) {
+			mk, wantConns := listen, 1
+			if local {
+				mk, wantConns = listenLocal, 0 // local_test.go
+			}
+			ids := pki(t, "core", "edge")
+			core, edge := mk(t, ids["core"]), mk(t, ids["edge"])
+			core.HandleRPC("echo", func(ctx context.Context, peer string, req []byte) ([]byte, error) { return req, nil })
+			ctx := ctxT(t)
+			callConcurrently(t, 64, 20, func(w, i int) error {
+				req := fmt.Appendf(nil, "%d/%d", w, i)
+				got, err := edge.Call(ctx, core.Addr(), "echo", req)
+				if err != nil {
+					return err
+				}
+				if !bytes.Equal(got, req) {
+					return fmt.Errorf("got %q, want %q", got, req)
+				}
+				return nil
+			})
+			edge.mu.Lock()
+			nconns := len(edge.conns)
+			edge.mu.Unlock()
+			if nconns != wantConns {
+				t.Errorf("QUIC connections from edge: got %d, want %d", nconns, wantConns)
+			}
+			if local && edge.localCalls.Load() != 64*20 {
+				t.Errorf("calls in memory: %d, want %d", edge.localCalls.Load(), 64*20)
+			}
+		})
 	}
 }
 
@@ -268,7 +281,9 @@ func callConcurrently(t testing.TB, workers, calls int, call func(w, i int) erro
 	}
 }
 
-func TestCallCancel(t *testing.T) {
+func TestCallCancel(t *testing.T) { eachLink(t, testCallCancel) }
+
+func testCallCancel(t *testing.T, listen func(testing.TB, *Identity) *Node) {
 	ids := pki(t, "core", "edge")
 	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
 	started, handlerDone := make(chan struct{}), make(chan error, 1)
@@ -351,7 +366,9 @@ func TestForeignCA(t *testing.T) {
 	}
 }
 
-func TestStream(t *testing.T) {
+func TestStream(t *testing.T) { eachLink(t, testStream) }
+
+func testStream(t *testing.T, listen func(testing.TB, *Identity) *Node) {
 	ids := pki(t, "core", "edge")
 	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
 	handlerDone := make(chan error, 1)
@@ -428,7 +445,9 @@ func TestStream(t *testing.T) {
 	}
 }
 
-func TestStreamServerCloses(t *testing.T) {
+func TestStreamServerCloses(t *testing.T) { eachLink(t, testStreamServerCloses) }
+
+func testStreamServerCloses(t *testing.T, listen func(testing.TB, *Identity) *Node) {
 	ids := pki(t, "core", "edge")
 	core, edge := listen(t, ids["core"]), listen(t, ids["edge"])
 	core.HandleStream("once", func(ctx context.Context, peer string, s *Stream) {

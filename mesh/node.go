@@ -97,6 +97,11 @@ type Node struct {
 	noMux, refuseMux atomic.Bool
 	// Calls sent on mux streams and on streams of their own (for tests).
 	muxCalls, streamCalls atomic.Int64
+
+	// local: registered for in-process calls and streams (InProcess,
+	// local.go); localCalls counts the calls and streams it made in memory.
+	local      bool
+	localCalls atomic.Int64
 }
 
 // dial is one connection attempt to an address, shared by concurrent callers.
@@ -111,7 +116,8 @@ type dial struct {
 type ListenOption func(*listenOptions)
 
 type listenOptions struct {
-	wrap func(*net.UDPConn) net.PacketConn
+	wrap  func(*net.UDPConn) net.PacketConn
+	local bool // InProcess (local.go)
 }
 
 // WithPacketConn runs the node's QUIC transport on wrap(socket) instead of
@@ -173,6 +179,10 @@ func Listen(addr string, id *Identity, logger *slog.Logger, opts ...ListenOption
 		dials:   make(map[string]*dial),
 		conns:   make(map[*quic.Conn]struct{}),
 	}
+	if lo.local {
+		n.local = true
+		localNodes.Store(n.Addr(), n) // local.go
+	}
 	n.wg.Add(1)
 	go n.acceptLoop()
 	addLive(n) // metrics.go
@@ -219,6 +229,9 @@ func checkMethod(method string) {
 // end; Close returns after every goroutine of the node has exited.
 func (n *Node) Close() error {
 	removeLive(n) // metrics.go; before mu (Lock order)
+	if n.local {
+		localNodes.CompareAndDelete(n.Addr(), n) // no new in-process callers
+	}
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()

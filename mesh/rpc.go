@@ -46,6 +46,9 @@ func (n *Node) Call(ctx context.Context, addr, method string, req []byte) ([]byt
 	if len(method) > 255 {
 		return nil, fmt.Errorf("mesh: call %s: %w: method name of %d bytes, max 255", method, ErrNotSent, len(method))
 	}
+	if p := n.localPeer(addr); p != nil {
+		return n.callLocal(ctx, p, addr, method, req) // local.go
+	}
 	if len(req) <= muxMaxRequest && !n.noMux.Load() {
 		if reply, err, ok := n.callMux(ctx, addr, method, req); ok {
 			return reply, err

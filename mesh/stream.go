@@ -23,6 +23,7 @@ const DefaultSendTimeout = 10 * time.Second
 // Send may be called from many goroutines; Recv from one at a time.
 type Stream struct {
 	s      *quic.Stream
+	lp     *localEnd // instead of s: an in-process stream (local.go)
 	closed atomic.Bool
 	sendTO atomic.Int64 // Send's deadline in ns; 0: DefaultSendTimeout, <0: none
 
@@ -43,6 +44,9 @@ func (st *Stream) SetSendTimeout(d time.Duration) {
 // OpenStream opens a stream to method on the node at addr. ctx bounds the
 // opening only; the stream lives until Close or until the connection fails.
 func (n *Node) OpenStream(ctx context.Context, addr, method string) (*Stream, error) {
+	if p := n.localPeer(addr); p != nil {
+		return n.openLocal(ctx, p, addr, method) // local.go
+	}
 	s, _, err := n.openStream(ctx, addr, kindStream, method)
 	if err != nil {
 		return nil, fmt.Errorf("mesh: open stream %s: %w", method, err)
@@ -110,6 +114,16 @@ func (st *Stream) Send(msg []byte) error {
 	if to == 0 {
 		to = DefaultSendTimeout
 	}
+	if st.lp != nil {
+		var deadline time.Time
+		if to > 0 {
+			deadline = time.Now().Add(to)
+		}
+		if err := st.lp.send(msg, deadline); err != nil {
+			return st.err("send", err)
+		}
+		return nil
+	}
 	if to > 0 {
 		st.s.SetWriteDeadline(time.Now().Add(to))
 	} else {
@@ -132,6 +146,16 @@ func (st *Stream) Send(msg []byte) error {
 // Recv reads the next frame. It returns io.EOF once the peer has closed the
 // stream cleanly, and an error wrapping ErrClosed after Close.
 func (st *Stream) Recv() ([]byte, error) {
+	if st.lp != nil {
+		b, err := st.lp.recv()
+		if err != nil {
+			if err == io.EOF && !st.closed.Load() {
+				return nil, io.EOF
+			}
+			return nil, st.err("recv", err)
+		}
+		return b, nil
+	}
 	if _, err := io.ReadFull(st.s, st.rhdr[:]); err != nil {
 		if err == io.EOF && !st.closed.Load() {
 			return nil, io.EOF
@@ -154,6 +178,15 @@ func (st *Stream) Recv() ([]byte, error) {
 // what was sent, and its Send fails.
 func (st *Stream) Close() error {
 	if st.closed.Swap(true) {
+		return nil
+	}
+	if st.lp != nil {
+		if !st.wmu.TryLock() {
+			st.lp.close(true) // a Send is blocked: abort it
+			return nil
+		}
+		st.lp.close(false)
+		st.wmu.Unlock()
 		return nil
 	}
 	st.s.CancelRead(codeNoError)

@@ -43,6 +43,7 @@ func run() error {
 	unlimited := flag.Bool("unlimited", true, "lift the per-session send/logs/ops limits, like --sends-per-minute -1 etc.")
 	mutex := flag.Int("mutex-fraction", 0, "runtime.SetMutexProfileFraction (0 = off)")
 	block := flag.Int("block-rate", 0, "runtime.SetBlockProfileRate in ns (0 = off)")
+	overQUIC := flag.Bool("mesh-over-quic", false, "core and edge talk over QUIC on loopback, as before stop 23 (default: in memory, as relaymesh dev)")
 	flag.Parse()
 	if *data == "" {
 		return errors.New("--data is required")
@@ -62,7 +63,7 @@ func run() error {
 		lim.SendsPerMinute, lim.LogsPerMinute, lim.OpsPerMinute = -1, -1, -1
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	d, err := cluster.StartDev(cluster.DevConfig{DataDir: *data, Addr: *addr, Limits: lim, Logger: log})
+	d, err := cluster.StartDev(cluster.DevConfig{DataDir: *data, Addr: *addr, Limits: lim, Logger: log, MeshOverQUIC: *overQUIC})
 	if err != nil {
 		return err
 	}
