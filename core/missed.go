@@ -75,8 +75,9 @@ func (c *Core) noteMissed(app string, peers []string, cmd *lcpb.GenericCommand) 
 	}
 	var b []byte
 	now := time.Now()
-	for _, p := range peers {
-		if c.relay.Online(app, p) || c.remote.ReachedElsewhere(app, p) {
+	_, offline := c.relay.SplitOnline(app, peers) // one relay lock for the push, not one per recipient
+	for _, p := range offline {
+		if c.remote.ReachedElsewhere(app, p) {
 			continue
 		}
 		if b == nil {
