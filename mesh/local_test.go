@@ -6,9 +6,12 @@ import (
 	"errors"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/relaymesh/relaymesh/metric"
 )
 
 // eachLink runs f over QUIC and in memory (InProcess nodes), and checks
@@ -82,6 +85,13 @@ func TestLocalOnlyBetweenInProcessNodes(t *testing.T) {
 	}
 	if _, err := local.Call(ctx, core.Addr(), "echo", []byte("x")); err != nil || local.localCalls.Load() != 1 {
 		t.Errorf("in-process → in-process: err %v, %d in memory; want nil, 1", err, local.localCalls.Load())
+	}
+	text, _ := metric.Text(Collector())
+	if !strings.Contains(text, `relaymesh_mesh_inprocess_calls_total{node="edge-2"} 1`+"\n") {
+		t.Errorf("no in-process count of 1 for edge-2:\n%s", text)
+	}
+	if strings.Contains(text, `relaymesh_mesh_inprocess_calls_total{node="edge"}`) {
+		t.Errorf("a node without the option has an in-process series:\n%s", text)
 	}
 }
 

@@ -19,7 +19,9 @@ var (
 		"node", "peer", "addr")
 	descMinRTT = metric.Gauge("relaymesh_mesh_min_rtt_seconds",
 		"Smallest round-trip time seen on the mesh connections from node to peer.", "node", "peer", "addr")
-	descConns = metric.Gauge("relaymesh_mesh_connections", "Live QUIC mesh connections of the node (each peer once or twice: each side may dial).", "node")
+	descConns  = metric.Gauge("relaymesh_mesh_connections", "Live QUIC mesh connections of the node (each peer once or twice: each side may dial).", "node")
+	descInProc = metric.Counter("relaymesh_mesh_inprocess_calls_total",
+		"Calls and streams the node made in memory to another node of its process (mesh.InProcess: relaymesh dev's edge and core), not over QUIC.", "node")
 )
 
 // live is every Node of the process between Listen and Close, for
@@ -52,7 +54,7 @@ func removeLive(n *Node) {
 // add up into one series. A process part registers it once: an edge's
 // registry, a core's admin listener.
 func Collector() prometheus.Collector {
-	return metric.NewCollector([]metric.Desc{descLocalDrops, descRTT, descMinRTT, descConns}, func(ch chan<- prometheus.Metric) {
+	return metric.NewCollector([]metric.Desc{descLocalDrops, descRTT, descMinRTT, descConns, descInProc}, func(ch chan<- prometheus.Metric) {
 		s := metric.Chan(ch)
 		s.Add(descLocalDrops, float64(LocalDrops.Load()))
 		live.mu.Lock()
@@ -66,6 +68,9 @@ func Collector() prometheus.Collector {
 		var peers []*peerRTT
 		for _, n := range nodes {
 			peers = n.sampleRTT(&conns, peers)
+			if n.local {
+				conns.Add(descInProc, float64(n.localCalls.Load()), n.Name())
+			}
 		}
 		conns.To(s)
 		for _, p := range peers {
