@@ -193,6 +193,7 @@ func runDev(args []string) error {
 	useTLS := fs.Bool("tls", false, "serve the WebSocket/HTTP port over TLS too (wss://, https://) with the self-signed WebTransport certificate")
 	adminAddr := fs.String("admin-addr", "127.0.0.1:0", "admin listener: /metrics, /healthz, /readyz, /debug/pprof/ (port 0 picks one, printed at start; \"\" for none; keep it on loopback)")
 	pprofAddr := fs.String("pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ (keep it on loopback: it shows the process's internals)")
+	overQUIC := fs.Bool("mesh-over-quic", false, "edge and core talk QUIC over loopback, as separate processes do (default: in memory, one process); for comparisons, and for the mesh's QUIC series on /metrics")
 	drop := fs.Int64("test-drop-delivery", 0, "TEST HOOK: silently drop the Nth direct-message delivery at the edge (to prove the load tester's ledger catches losses)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -208,7 +209,8 @@ func runDev(args []string) error {
 		return fmt.Errorf("--shards %d: 1 to %d", *shards, cluster.MaxShards)
 	}
 	cfg := cluster.DevConfig{DataDir: *data, Addr: *addr, Logger: log, Limits: lim, REST: restLim, DropDelivery: *drop,
-		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT, TLS: *useTLS, AdminAddr: *adminAddr}
+		CoreLimits: coreLim, Shards: *shards, NoWebTransport: *noWT, TLS: *useTLS, AdminAddr: *adminAddr,
+		MeshOverQUIC: *overQUIC}
 	if *cfgFile != "" {
 		c, err := cluster.LoadConfig(*cfgFile)
 		if err != nil {
