@@ -49,8 +49,12 @@ func (c *Core) SyncPresence(edgeID string, p *meshpb.Presence) {
 func (c *Core) ChatroomOnline(app, cid string) int { return c.relay.RoomCount(app, cid) }
 
 // online reports whether the clientId has a session.
-func (c *Core) online(app, peer string) bool {
-	return c.relay.Online(app, peer) || c.remote.OnlineElsewhere(app, peer)
+func (c *Core) online(app, peer string) bool { return c.onlineBut(app, peer, 0) }
+
+// onlineBut is online leaving region but (0: none) out of the other
+// regions' summaries.
+func (c *Core) onlineBut(app, peer string, but uint8) bool {
+	return c.relay.Online(app, peer) || c.remote.OnlineElsewhereBut(app, peer, but)
 }
 
 // splitOnline splits peers into those with a session in this region or,

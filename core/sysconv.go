@@ -574,7 +574,7 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 // session left there: its summary, which may still name the client, is
 // not taken for a session.
 func (c *Core) sysLogout(ctx context.Context, app, peer string, gone uint8) {
-	if c.relay.Online(app, peer) || c.remote.OnlineElsewhereBut(app, peer, gone) {
+	if c.onlineBut(app, peer, gone) {
 		return
 	}
 	st := c.state()

@@ -206,7 +206,6 @@ type localEnd struct {
 	// context follows it, as it follows the QUIC stream's).
 	ctx    context.Context
 	cancel context.CancelFunc
-	peer   *localEnd
 }
 
 func newLocalPipe() (a, b *localEnd) {
@@ -214,7 +213,6 @@ func newLocalPipe() (a, b *localEnd) {
 	ctx, cancel := context.WithCancel(context.Background())
 	a = &localEnd{in: ba, out: ab, ctx: ctx, cancel: cancel}
 	b = &localEnd{in: ab, out: ba, ctx: ctx, cancel: cancel}
-	a.peer, b.peer = b, a
 	return a, b
 }
 
