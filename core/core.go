@@ -364,11 +364,10 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	case meshpb.ClientRequest_ADMIN:
 		return c.admin(ctx, req) // admin.go
 	}
-	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}, version: req.GetProtocolVersion(),
-		config: req.GetConfigBitmap(), ip: req.GetSourceIp(), idemKey: req.GetIdempotencyKey(), part: req.GetShardPart()}
-	if req.SessionRoom != nil {
-		r.remoteRoom, r.inRoom = true, req.GetSessionRoom()
+	if len(req.GetMoreCommands()) > 0 && req.GetKind() == meshpb.ClientRequest_COMMAND {
+		return c.commandRun(ctx, req) // batch.go
 	}
+	r := newRequest(req)
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(req.GetCommand(), cmd); err != nil {
 		return encodeReply(r.errorReply(fmt.Errorf("%w: %v", errMalformed, err))), nil
@@ -400,6 +399,16 @@ func (c *Core) HandleClient(ctx context.Context, req *meshpb.ClientRequest) (*me
 	return rep, nil
 }
 
+// newRequest is the request of req's command, cmd not decoded yet.
+func newRequest(req *meshpb.ClientRequest) *request {
+	r := &request{app: req.GetAppId(), peer: req.GetPeerId(), from: connKey{Edge: req.GetEdgeId(), Conn: req.GetConnId()}, version: req.GetProtocolVersion(),
+		config: req.GetConfigBitmap(), ip: req.GetSourceIp(), idemKey: req.GetIdempotencyKey(), part: req.GetShardPart()}
+	if req.SessionRoom != nil {
+		r.remoteRoom, r.inRoom = true, req.GetSessionRoom()
+	}
+	return r
+}
+
 func encodeReply(cmds ...*lcpb.GenericCommand) *meshpb.ClientReply {
 	rep := &meshpb.ClientReply{}
 	for _, g := range cmds {
@@ -413,23 +422,29 @@ func encodeReply(cmds ...*lcpb.GenericCommand) *meshpb.ClientReply {
 }
 
 // command dispatches a client command; a nil reply means none (ack, read).
-func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
+// commandCheck is what every command of a session passes first: a served
+// app, a session, a cmd, this core leading, the input's bounds.
+func (c *Core) commandCheck(r *request) error {
 	if _, err := c.apps.Lookup(r.app); err != nil {
-		return nil, fmt.Errorf("%w: %q", errUnknownApp, r.app)
+		return fmt.Errorf("%w: %q", errUnknownApp, r.app)
 	}
 	if r.peer == "" {
-		return nil, fmt.Errorf("%w: no session", errMalformed)
+		return fmt.Errorf("%w: no session", errMalformed)
 	}
 	if r.cmd.Cmd == nil {
-		return nil, fmt.Errorf("%w: no cmd", errMalformed)
+		return fmt.Errorf("%w: no cmd", errMalformed)
 	}
 	if c.replica == nil || !c.replica.IsLeader() {
-		return nil, ErrNotLeader
+		return ErrNotLeader
 	}
 	if err := c.checkTempExpired(r); err != nil { // tempconv.go
-		return nil, err
+		return err
 	}
-	if err := checkInput(r); err != nil { // validate.go
+	return checkInput(r) // validate.go
+}
+
+func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
+	if err := c.commandCheck(r); err != nil {
 		return nil, err
 	}
 	op := r.cmd.GetOp()

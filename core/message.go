@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"google.golang.org/protobuf/proto"
@@ -34,68 +35,103 @@ func directContent(dm *lcpb.DirectCommand) (data string, bin bool) {
 // harmless while a missing one times the send out. Will messages are
 // stored aside (will.go).
 func (c *Core) direct(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
+	s, out, err := c.directPrep(ctx, r, false)
+	if s == nil {
+		return out, err
+	}
+	c.sendGrouped(ctx, s.key, s) // sendgroup.go: stored, then fanned out
+	return s.ack()
+}
+
+// errNotPlain: a direct of a batch (batch.go) that is not stored through
+// its conversation's rounds (a system conversation's, a will, a transient
+// message); directPrep did nothing with it.
+var errNotPlain = errors.New("core: not a plain send")
+
+// directPrep checks a direct and returns the send to store through its
+// conversation's rounds (sendgroup.go); a direct that is not stored there
+// (a system conversation's, a will, a transient message) it handles whole
+// and returns the reply (s nil), or, with inBatch, leaves alone and
+// returns errNotPlain.
+func (c *Core) directPrep(ctx context.Context, r *request, inBatch bool) (s *queuedSend, out *lcpb.GenericCommand, err error) {
 	dm := r.cmd.GetDirectMessage()
 	cid := dm.GetCid()
 	if dm == nil || cid == "" {
-		return nil, fmt.Errorf("%w: direct without cid", errMalformed)
+		return nil, nil, fmt.Errorf("%w: direct without cid", errMalformed)
+	}
+	if inBatch && (dm.GetTransient() || dm.GetWill()) {
+		return nil, nil, errNotPlain
+	}
+	if inBatch {
+		if conv, err := c.convView(r.app, cid); err == nil && conv != nil && conv.System {
+			return nil, nil, errNotPlain
+		}
 	}
 	in, err := c.inbound(ctx, r, cid) // filter.go: _messageReceived, sensitive words
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	data, bin := in.data, in.bin
 	if g, err, ok := c.sysDirect(ctx, r, cid, data, bin); ok { // sysconv.go: for the server only
-		return g, err
+		return nil, g, err
 	}
 	if dm.GetWill() && !dm.GetTransient() {
-		return c.sendWill(ctx, r, dm, data, bin)
+		out, err := c.sendWill(ctx, r, dm, data, bin)
+		return nil, out, err
 	}
 	key := r.app + "\x00" + cid
 	roomConv, _ := c.convView(r.app, cid)
 	room, err := c.roomSender(r, roomConv) // chatroom.go: joined sessions only
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var m *shard.Message
 	if dm.GetTransient() {
 		unlock := c.locks.lock(key)
 		defer unlock()
 		conv, err := c.convView(r.app, cid)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errInternal, err)
+			return nil, nil, fmt.Errorf("%w: %v", errInternal, err)
 		}
 		if conv == nil || (!room && !conv.IsMember(r.peer)) {
-			return nil, fmt.Errorf("%w: %s", errSendTarget, cid)
+			return nil, nil, fmt.Errorf("%w: %s", errSendTarget, cid)
 		}
 		if conv.IsSilenced(r.peer, c.nowMS()) {
-			return nil, fmt.Errorf("%w: %s", shard.ErrShutup, cid)
+			return nil, nil, fmt.Errorf("%w: %s", shard.ErrShutup, cid)
 		}
-		m = &shard.Message{ID: newMessageID(), CID: cid, From: r.peer, T: c.nowMS(), Data: data, Bin: bin,
+		m := &shard.Message{ID: newMessageID(), CID: cid, From: r.peer, T: c.nowMS(), Data: data, Bin: bin,
 			MentionPids: dm.MentionPids, MentionAll: dm.GetMentionAll()}
 		c.fanoutSent(r, dm, in, m, conv.Members, room)
-	} else {
-		s := &queuedSend{r: r, dm: dm, in: in, room: room, cmd: &shard.Command{
-			Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Admin: isAdmin(ctx),
-			Data: data, Bin: bin, MentionPids: dm.MentionPids,
-			MentionAll: dm.GetMentionAll(), DT: dedupToken(dm.GetDt(), r.idemKey),
-			Receipt: dm.GetR(), GroupReceipt: r.config&configGroupReceipt != 0,
-			Edge: r.from.Edge, Conn: r.from.Conn, To: in.to,
-		}}
-		if err := checkCommand(s.cmd); err != nil { // validate.go: refused alone, not with its batch
-			return nil, err
-		}
-		c.sendGrouped(ctx, key, s) // sendgroup.go: stored, then fanned out
-		if s.err != nil {
-			return nil, s.err
-		}
-		if s.res == nil || s.res.Message == nil {
-			return nil, fmt.Errorf("%w: append without a message", errInternal)
-		}
-		m = s.res.Message
+		return nil, sendAck(r, m), nil
 	}
+	s = &queuedSend{r: r, dm: dm, in: in, room: room, key: key, cmd: &shard.Command{
+		Op: shard.OpAppend, App: r.app, CID: cid, From: r.peer, Admin: isAdmin(ctx),
+		Data: data, Bin: bin, MentionPids: dm.MentionPids,
+		MentionAll: dm.GetMentionAll(), DT: dedupToken(dm.GetDt(), r.idemKey),
+		Receipt: dm.GetR(), GroupReceipt: r.config&configGroupReceipt != 0,
+		Edge: r.from.Edge, Conn: r.from.Conn, To: in.to,
+	}}
+	if err := checkCommand(s.cmd); err != nil { // validate.go: refused alone, not with its batch
+		return nil, nil, err
+	}
+	return s, nil, nil
+}
+
+// ack is the reply to a send its round answered.
+func (s *queuedSend) ack() (*lcpb.GenericCommand, error) {
+	if s.err != nil {
+		return nil, s.err
+	}
+	if s.res == nil || s.res.Message == nil {
+		return nil, fmt.Errorf("%w: append without a message", errInternal)
+	}
+	return sendAck(s.r, s.res.Message), nil
+}
+
+// sendAck acks r's send of m.
+func sendAck(r *request, m *shard.Message) *lcpb.GenericCommand {
 	ack := r.reply(lcpb.CommandType_ack, nil)
 	ack.AckMessage = &lcpb.AckCommand{Uid: proto.String(m.ID), T: proto.Int64(m.T)}
-	return ack, nil
+	return ack
 }
 
 // fanoutSent pushes message m of a send (r, dm, in) to members (none for

@@ -25,6 +25,9 @@ type Stats struct {
 	// entry, and RoundSends the sends they proposed (sendgroup.go): their
 	// ratio is the mean batch.
 	SendRounds, RoundSends atomic.Uint64
+	// RunSends counts the sends that came several to a request, a
+	// session's run (batch.go).
+	RunSends atomic.Uint64
 }
 
 // Collector returns the collector of the core's counters: the relay to
@@ -98,6 +101,7 @@ var (
 	descHalted        = metric.Counter("relaymesh_core_fanout_halted_total", "TEST HOOK: messages held before their fan-out (--test-halt-before-fanout).")
 	descSendRounds    = metric.Counter("relaymesh_core_send_rounds_total", "Rounds of a conversation's sends, each proposed as one raft entry (group commit).")
 	descRoundSends    = metric.Counter("relaymesh_core_send_round_sends_total", "Sends proposed in rounds of sends; over relaymesh_core_send_rounds_total, the mean sends per raft entry.")
+	descRunSends      = metric.Counter("relaymesh_core_run_sends_total", "Sends that came several to a request: a session's run of sends into one conversation, which the edge read together and forwarded at once.")
 	descFiltered      = metric.Counter("relaymesh_core_filtered_messages_total", "Messages with at least one sensitive word replaced.")
 	descFilterHits    = metric.Counter("relaymesh_core_filter_hits_total", "Sensitive words replaced.")
 	descAfterQueued   = metric.Counter("relaymesh_core_after_send_queued_total", "After-send jobs queued (_messageSent, _receiversOffline, push).")
@@ -125,7 +129,7 @@ var (
 	descSysWaiting    = metric.Gauge("relaymesh_sys_webhook_waiting", "Service-webhook messages waiting now.")
 
 	ownDescs = slices.Concat([]metric.Desc{
-		descReplayed, descHalted, descSendRounds, descRoundSends, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
+		descReplayed, descHalted, descSendRounds, descRoundSends, descRunSends, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
 		descPushRequests, descPushSkipped, descPushEnqueued, descPushDropped, descPushSent, descPushFailed,
 		descPushDiscarded, descPushWaiting, descPushDevices, descDevicesGone,
 		descDevSyncSent, descDevSyncFailed, descDevSyncTaken,
@@ -147,6 +151,7 @@ func (c *Core) sampleOwn(s metric.Sink) {
 		{descHalted, int64(c.stats.Halted.Load())},
 		{descSendRounds, int64(c.stats.SendRounds.Load())},
 		{descRoundSends, int64(c.stats.RoundSends.Load())},
+		{descRunSends, int64(c.stats.RunSends.Load())},
 		{descFiltered, x.Filtered},
 		{descFilterHits, x.FilterHits},
 		{descAfterQueued, x.AfterQueued},

@@ -55,6 +55,7 @@ type queuedSend struct {
 	dm   *lcpb.DirectCommand
 	in   inbound
 	room bool           // the sender is in the chatroom (roomSender)
+	key  string         // its conversation's: app "\x00" cid
 	cmd  *shard.Command // the append; the round stamps Now and MID
 
 	// Written by the round that took the send, before it signals wake.
@@ -70,7 +71,16 @@ type queuedSend struct {
 // sendGrouped stores s's message in a round of its conversation's sends
 // (at key) and fans it out; on return s.res or s.err holds the outcome.
 func (c *Core) sendGrouped(ctx context.Context, key string, s *queuedSend) {
-	s.wake = make(chan struct{}, 1)
+	c.sendGroupedRun(ctx, key, []*queuedSend{s})
+}
+
+// sendGroupedRun is sendGrouped for several sends into the conversation
+// at key, queued together in their order (a session's batch, batch.go):
+// on return each holds its outcome.
+func (c *Core) sendGroupedRun(ctx context.Context, key string, run []*queuedSend) {
+	for _, s := range run {
+		s.wake = make(chan struct{}, 1)
+	}
 	c.sends.mu.Lock()
 	q := c.sends.m[key]
 	lead := q == nil
@@ -78,17 +88,21 @@ func (c *Core) sendGrouped(ctx context.Context, key string, s *queuedSend) {
 		q = &sendQueue{}
 		c.sends.m[key] = q
 	}
-	q.waiting = append(q.waiting, s)
+	q.waiting = append(q.waiting, run...)
 	c.sends.mu.Unlock()
-	if !lead {
-		// Not bounded by ctx, as the lock this replaces was not: the
-		// round in front is bounded by appendTimeout.
-		<-s.wake
-		if s.done {
-			return
+	for i, s := range run {
+		if i > 0 || !lead {
+			// Not bounded by ctx, as the lock this replaces was not: the
+			// round in front is bounded by appendTimeout. The sends of run
+			// are answered in their order, so waiting for each in turn
+			// misses no wake.
+			<-s.wake
+			if s.done {
+				continue
+			}
 		}
+		c.sendRound(ctx, key, q, s)
 	}
-	c.sendRound(ctx, key, q, s)
 }
 
 // sendRound runs one round of q, whose oldest waiting send is self: it

@@ -55,6 +55,12 @@ func decodeFrame(codec lcpb.Codec, text bool, frame []byte) ([]byte, *lcpb.Gener
 // client input and never forwards an undecodable frame.
 func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 	raw, cmd, err := decodeFrame(c.codec, text, frame)
+	c.handleDecoded(ctx, raw, cmd, err)
+}
+
+// handleDecoded handles one inbound frame that decodeFrame decoded (or
+// failed to: err).
+func (c *conn) handleDecoded(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand, err error) {
 	if err != nil {
 		c.srv.metrics.MalformedFrames.Add(1)
 		c.reject(nil, "", ErrUnparseable, "malformed command")
@@ -388,29 +394,46 @@ func (c *conn) allow(ss *session, cmd *lcpb.GenericCommand) bool {
 // forward sends a command of a logged-in session to the backend and queues
 // its replies.
 func (c *conn) forward(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand) {
-	s := c.srv
-	i := cmd.I
 	ss := c.sessionFor(cmd.GetPeerId())
 	if ss == nil {
-		c.reject(i, cmd.GetPeerId(), lcpb.ErrSessionRequired, "")
+		c.reject(cmd.I, cmd.GetPeerId(), lcpb.ErrSessionRequired, "")
 		return
 	}
+	if c.admit(ss, cmd) {
+		c.forwardChecked(ctx, ss, raw, cmd)
+	}
+}
+
+// admit reports whether a command of ss passes the edge's own checks
+// (content size, rate, conversation signature); a command refused is
+// answered here.
+func (c *conn) admit(ss *session, cmd *lcpb.GenericCommand) bool {
+	s := c.srv
+	i := cmd.I
 	if c.messageTooBig(cmd) {
 		c.reject(i, ss.peerID, lcpb.ErrFrameTooLong, fmt.Sprintf("message content exceeds %d bytes", s.limits.MaxMessageBytes))
-		return
+		return false
 	}
 	if !c.allow(ss, cmd) {
 		c.reject(i, ss.peerID, lcpb.ErrMessageSentQuotaExceeded, "")
-		return
+		return false
 	}
 	if app, err := s.cfg.Apps.Lookup(ss.appID); err == nil && app.ConversationSignatureRequired {
 		if op, ok := convSignature(ss.appID, ss.peerID, cmd); ok {
 			if err := op.verify(app.MasterKey, s.now()); err != nil {
 				c.reject(i, ss.peerID, op.code, err.Error())
-				return
+				return false
 			}
 		}
 	}
+	return true
+}
+
+// forwardChecked sends a command forward checked to the backend and
+// queues its replies.
+func (c *conn) forwardChecked(ctx context.Context, ss *session, raw []byte, cmd *lcpb.GenericCommand) {
+	s := c.srv
+	i := cmd.I
 	bctx, cancel := context.WithTimeout(ctx, s.limits.BackendTimeout)
 	t0 := time.Now()
 	rep, err := s.cfg.Backend.Do(bctx, c.request(ss, meshpb.ClientRequest_COMMAND, raw))

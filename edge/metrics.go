@@ -32,6 +32,8 @@ type Metrics struct {
 	DeliveredFrames   atomic.Int64 // frames queued for sessions by deliveries
 	DeliveryMisses    atomic.Int64 // targets with no session on this edge
 	BackendErrors     atomic.Int64 // Backend.Do transport errors
+	Runs              atomic.Int64 // requests carrying several sends of a session (batch.go)
+	RunSends          atomic.Int64 // sends those requests had answered
 	OverflowCloses    atomic.Int64 // connections closed because HIGH did not fit
 	IdleCloses        atomic.Int64 // connections closed by the idle timeout
 	LoginTimeouts     atomic.Int64 // connections closed without a login in time (4108)
@@ -199,6 +201,8 @@ var (
 	descDeliveredFrames   = metric.Counter("relaymesh_edge_delivered_frames_total", "Frames queued by deliveries.")
 	descDeliveryMisses    = metric.Counter("relaymesh_edge_delivery_misses_total", "Delivery targets without a session here.")
 	descBackendErrors     = metric.Counter("relaymesh_edge_backend_errors_total", "Backend call failures.")
+	descRuns              = metric.Counter("relaymesh_edge_send_runs_total", "Requests carrying a run of a session's sends into one conversation, read from the client together.")
+	descRunSends          = metric.Counter("relaymesh_edge_send_run_sends_total", "Sends answered by those requests; over relaymesh_edge_send_runs_total, the mean run.")
 	descOverflowCloses    = metric.Counter("relaymesh_edge_overflow_closes_total", "Connections closed because a HIGH frame did not fit.")
 	descIdleCloses        = metric.Counter("relaymesh_edge_idle_closes_total", "Connections closed by the idle timeout.")
 	descLoginTimeouts     = metric.Counter("relaymesh_edge_login_timeouts_total", "Connections closed with 4108: no login in time.")
@@ -235,7 +239,7 @@ func (m *Metrics) Collector() prometheus.Collector {
 	descs := []metric.Desc{
 		descConnections, descConnectionsTotal, descHandshakesRefused, descSessions, descSessionsTotal,
 		descFramesIn, descFramesOut, descBytesIn, descBytesOut, descMalformed, descBadReplies,
-		descDeliveries, descDeliveredFrames, descDeliveryMisses, descBackendErrors, descOverflowCloses,
+		descDeliveries, descDeliveredFrames, descDeliveryMisses, descBackendErrors, descRuns, descRunSends, descOverflowCloses,
 		descIdleCloses, descLoginTimeouts, descOverIPCap, descDrained, descDrainForced, descWTRefused,
 		descDatagramsIn, descDatagramsDropped, descDatagramsOut, descDatagramsFallback, descSocketWrites, descPoolHandoffs,
 		descTConnections, descTConnectionsTotal, descTSessions, descTSessionsTotal, descTFramesIn, descTFramesOut,
@@ -265,6 +269,8 @@ func (m *Metrics) collect(ch chan<- prometheus.Metric) {
 		{descDeliveredFrames, m.DeliveredFrames.Load()},
 		{descDeliveryMisses, m.DeliveryMisses.Load()},
 		{descBackendErrors, m.BackendErrors.Load()},
+		{descRuns, m.Runs.Load()},
+		{descRunSends, m.RunSends.Load()},
 		{descOverflowCloses, m.OverflowCloses.Load()},
 		{descIdleCloses, m.IdleCloses.Load()},
 		{descLoginTimeouts, m.LoginTimeouts.Load()},

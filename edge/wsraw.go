@@ -139,8 +139,22 @@ func (w *rawWS) feed(b []byte) bool {
 		in = w.partial
 	}
 	used := false
+	// The data messages of this read, handled together (inboundRun:
+	// a session's sends into one conversation go as one request); any
+	// other event handles them first, keeping the order.
+	var runBuf [4]inFrame
+	run := runBuf[:0]
 	for {
 		ev, n := w.p.next(in)
+		if ev.kind == wsMessage {
+			in, used = in[n:], true
+			run = append(run, inFrame{text: ev.text, data: ev.payload})
+			continue
+		}
+		if len(run) > 0 {
+			w.c.inboundRun(run)
+			run = run[:0]
+		}
 		if ev.kind == wsNeedMore {
 			switch {
 			case len(in) == 0:

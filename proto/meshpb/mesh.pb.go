@@ -382,8 +382,17 @@ type ClientRequest struct {
 	// not count that region's presence summary, which may still name it, as
 	// a session still online (the "got the broadcasts" mark, core/sysconv.go).
 	GoneFromRegion bool `protobuf:"varint,59,opt,name=gone_from_region,json=goneFromRegion,proto3" json:"gone_from_region,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Pipelined sends (issue 11; fields 60-69). more_commands: the commands
+	// the same session sent after command, in order, each as the client sent
+	// it (the edge batches a run of directs into one conversation that it
+	// read together: edge/batch.go). A core answers them in order, storing
+	// the sends in one round where it can (core/batch.go), and says in
+	// ClientReply.commands_done how many of command, more_commands it
+	// answered; the edge sends the rest again. A core of an earlier release
+	// ignores this field and answers command alone (commands_done 0).
+	MoreCommands  [][]byte `protobuf:"bytes,60,rep,name=more_commands,json=moreCommands,proto3" json:"more_commands,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClientRequest) Reset() {
@@ -610,6 +619,13 @@ func (x *ClientRequest) GetGoneFromRegion() bool {
 		return x.GoneFromRegion
 	}
 	return false
+}
+
+func (x *ClientRequest) GetMoreCommands() [][]byte {
+	if x != nil {
+		return x.MoreCommands
+	}
+	return nil
 }
 
 // PresenceSummaryRequest asks a core of another region which clientIds
@@ -1747,7 +1763,12 @@ type ClientReply struct {
 	// region while the client was online nowhere, in the order they were
 	// made, just before its login marked it online there (core/missed.go).
 	// The router writes them before the rest of the share.
-	Missed        [][]byte `protobuf:"bytes,42,rep,name=missed,proto3" json:"missed,omitempty"`
+	Missed [][]byte `protobuf:"bytes,42,rep,name=missed,proto3" json:"missed,omitempty"`
+	// For a COMMAND with more_commands: how many of command, more_commands
+	// this reply answers, in order (its commands are their replies). 0 means
+	// command alone (a core of an earlier release); the edge sends the rest
+	// again.
+	CommandsDone  int32 `protobuf:"varint,60,opt,name=commands_done,json=commandsDone,proto3" json:"commands_done,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1864,6 +1885,13 @@ func (x *ClientReply) GetMissed() [][]byte {
 		return x.Missed
 	}
 	return nil
+}
+
+func (x *ClientReply) GetCommandsDone() int32 {
+	if x != nil {
+		return x.CommandsDone
+	}
+	return 0
 }
 
 type AdminReply struct {
@@ -2796,7 +2824,7 @@ var File_meshpb_mesh_proto protoreflect.FileDescriptor
 
 const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
-	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\x94\b\n" +
+	"\x11meshpb/mesh.proto\x12\x0erelaymesh.mesh\"\xb9\b\n" +
 	"\rClientRequest\x126\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\".relaymesh.mesh.ClientRequest.KindR\x04kind\x12\x15\n" +
 	"\x06app_id\x18\x02 \x01(\tR\x05appId\x12\x17\n" +
@@ -2830,7 +2858,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\avouched\x188 \x01(\bR\avouched\x12#\n" +
 	"\rsession_chain\x189 \x01(\x04R\fsessionChain\x12\x1e\n" +
 	"\vlogin_at_ms\x18: \x01(\x03R\tloginAtMs\x12(\n" +
-	"\x10gone_from_region\x18; \x01(\bR\x0egoneFromRegion\"=\n" +
+	"\x10gone_from_region\x18; \x01(\bR\x0egoneFromRegion\x12#\n" +
+	"\rmore_commands\x18< \x03(\fR\fmoreCommands\"=\n" +
 	"\x04Kind\x12\v\n" +
 	"\aCOMMAND\x10\x00\x12\b\n" +
 	"\x04OPEN\x10\x01\x12\t\n" +
@@ -2976,7 +3005,7 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x0f \x01(\x03R\tcreatedAt\x12\x1d\n" +
 	"\n" +
-	"updated_at\x18\x10 \x01(\x03R\tupdatedAt\"\x9c\x03\n" +
+	"updated_at\x18\x10 \x01(\x03R\tupdatedAt\"\xc1\x03\n" +
 	"\vClientReply\x12\x1a\n" +
 	"\bcommands\x18\x01 \x03(\fR\bcommands\x12\x1d\n" +
 	"\n" +
@@ -2991,7 +3020,8 @@ const file_meshpb_mesh_proto_rawDesc = "" +
 	"\x12session_generation\x18\x19 \x01(\x04R\x11sessionGeneration\x12!\n" +
 	"\fsys_commands\x18( \x03(\fR\vsysCommands\x12%\n" +
 	"\x0equery_examined\x18) \x01(\x03R\rqueryExamined\x12\x16\n" +
-	"\x06missed\x18* \x03(\fR\x06missed\"\xd1\x03\n" +
+	"\x06missed\x18* \x03(\fR\x06missed\x12#\n" +
+	"\rcommands_done\x18< \x01(\x05R\fcommandsDone\"\xd1\x03\n" +
 	"\n" +
 	"AdminReply\x12\x14\n" +
 	"\x05count\x18\x01 \x01(\x03R\x05count\x120\n" +

@@ -1,0 +1,162 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
+	"github.com/relaymesh/relaymesh/proto/meshpb"
+)
+
+// Pipelined sends. A connection's commands are handled one at a time, in
+// order, each answered by the backend before the next goes (handleMu), so
+// a session sending faster than one round trip to its conversation's
+// leader would be held to one send per round trip, and the frames behind
+// wait in the socket. The raw WebSocket reader hands over every data
+// message one read brought (inboundRun); a run of them that are plain
+// sends (direct, neither transient nor will) of one session into one
+// conversation goes to the backend as one request: the first as
+// ClientRequest.command, the others in more_commands, up to maxRunSends.
+// The core queues them into the conversation's rounds in their order and
+// answers a prefix of them (ClientReply.commands_done, core/batch.go); the
+// edge sends the rest again, one request after another, so the session's
+// order holds whatever the core did (a core of an earlier release answers
+// the first alone). Each command passes the edge's checks (admit) in
+// order first; one refused is answered at once and left out.
+
+// maxRunSends bounds the sends of one request (the core's round takes up
+// to 64, core/sendgroup.go).
+const maxRunSends = 64
+
+// inFrame is one data message as the reader parsed it.
+type inFrame struct {
+	text bool
+	data []byte
+}
+
+// decoded is an inFrame decoded (decodeFrame).
+type decoded struct {
+	raw []byte
+	cmd *lcpb.GenericCommand
+	err error
+}
+
+// inboundRun handles the data messages one read brought, in order, as
+// inbound does one.
+func (c *conn) inboundRun(frames []inFrame) {
+	if len(frames) == 1 {
+		c.inbound(frames[0].text, frames[0].data)
+		return
+	}
+	if c.ctx.Err() != nil {
+		return
+	}
+	for _, f := range frames {
+		c.countIn(len(f.data))
+	}
+	c.handleMu.Lock()
+	defer c.handleMu.Unlock()
+	c.handleFrames(c.ctx, frames)
+}
+
+// handleFrames handles frames in order, forwarding each run of plain sends
+// of one session into one conversation as one request (forwardRun).
+func (c *conn) handleFrames(ctx context.Context, frames []inFrame) {
+	ds := make([]decoded, len(frames))
+	for i, f := range frames {
+		ds[i].raw, ds[i].cmd, ds[i].err = decodeFrame(c.codec, f.text, f.data)
+	}
+	for i := 0; i < len(ds); {
+		if ctx.Err() != nil {
+			return
+		}
+		d := ds[i]
+		if !plainSend(d) {
+			c.handleDecoded(ctx, d.raw, d.cmd, d.err)
+			i++
+			continue
+		}
+		j := i + 1
+		for j < len(ds) && j-i < maxRunSends && plainSend(ds[j]) && sameRun(d.cmd, ds[j].cmd) {
+			j++
+		}
+		if j == i+1 {
+			c.handleDecoded(ctx, d.raw, d.cmd, d.err)
+		} else {
+			c.forwardRun(ctx, ds[i:j])
+		}
+		i = j
+	}
+}
+
+// plainSend: a direct the core stores through its conversation's rounds.
+func plainSend(d decoded) bool {
+	if d.err != nil || d.cmd.GetCmd() != lcpb.CommandType_direct {
+		return false
+	}
+	dm := d.cmd.GetDirectMessage()
+	return dm != nil && dm.GetCid() != "" && !dm.GetTransient() && !dm.GetWill()
+}
+
+// sameRun: b goes in a's run (the same session, the same conversation).
+func sameRun(a, b *lcpb.GenericCommand) bool {
+	return a.GetPeerId() == b.GetPeerId() && a.GetDirectMessage().GetCid() == b.GetDirectMessage().GetCid()
+}
+
+// forwardRun forwards run, plain sends of one session into one
+// conversation, as few requests as the backend allows, in order.
+func (c *conn) forwardRun(ctx context.Context, run []decoded) {
+	s := c.srv
+	ss := c.sessionFor(run[0].cmd.GetPeerId())
+	if ss == nil {
+		for _, d := range run {
+			c.reject(d.cmd.I, d.cmd.GetPeerId(), lcpb.ErrSessionRequired, "")
+		}
+		return
+	}
+	ok := make([]decoded, 0, len(run))
+	for _, d := range run {
+		if c.admit(ss, d.cmd) {
+			ok = append(ok, d)
+		}
+	}
+	for len(ok) > 1 {
+		req := c.request(ss, meshpb.ClientRequest_COMMAND, ok[0].raw)
+		req.MoreCommands = make([][]byte, len(ok)-1)
+		for k, d := range ok[1:] {
+			req.MoreCommands[k] = d.raw
+		}
+		bctx, cancel := context.WithTimeout(ctx, s.limits.BackendTimeout)
+		t0 := time.Now()
+		rep, err := s.cfg.Backend.Do(bctx, req)
+		cancel()
+		s.metrics.observeBackend(lcpb.CommandType_direct, time.Since(t0))
+		if err != nil {
+			s.metrics.BackendErrors.Add(1)
+			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+				return // connection gone
+			}
+			for _, d := range ok {
+				if d.cmd.I != nil {
+					c.reject(d.cmd.I, ss.peerID, lcpb.ErrInternal, "")
+				}
+			}
+			return
+		}
+		if code := rep.GetErrorCode(); code != 0 {
+			for _, d := range ok {
+				c.reject(d.cmd.I, ss.peerID, code, rep.GetErrorReason())
+			}
+			return
+		}
+		c.writeReplies(ss, rep)
+		done := min(max(int(rep.GetCommandsDone()), 1), len(ok))
+		s.metrics.Runs.Add(1)
+		s.metrics.RunSends.Add(int64(done))
+		ok = ok[done:]
+	}
+	if len(ok) == 1 {
+		c.forwardChecked(ctx, ss, ok[0].raw, ok[0].cmd)
+	}
+}
