@@ -79,7 +79,8 @@
 //     session/query), auth.go (token generations), stats.go (usage); the
 //     registry itself is the relay's (relay.go is the core's side).
 //   - messages: message.go, sendgroup.go (group commit of a conversation's
-//     sends), receipts.go, cursors.go, will.go, tempconv.go.
+//     sends), batch.go (a session's run of sends in one request), receipts.go,
+//     cursors.go, will.go, tempconv.go.
 //   - fan-out and failover: relay.go, fanout.go (commit before fan-out, the
 //     replay), failover.go.
 //   - conversations: conv.go, moderation.go, chatroom.go (the protocol;
