@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -24,6 +25,61 @@ import (
 // order holds whatever the core did (a core of an earlier release answers
 // the first alone). Each command passes the edge's checks (admit) in
 // order first; one refused is answered at once and left out.
+
+// Fire-and-forget commands. A client's ack (of messages received) and
+// read carry no i and get no reply, yet the core answers the request only
+// once the cursor move it queued was applied (core/cursors.go): handled in
+// line, each held the connection's next command for a raft round, and a
+// busy session acks about as often as it sends. They go on goroutines of
+// their own instead, at most maxAsync at a time per connection (then the
+// reader waits); a send does not wait for them, any other command waits
+// until they are done, so a query after a read sees it.
+
+// maxAsync bounds a connection's fire-and-forget commands in flight.
+// A few are enough to keep a session's acks off its line (an SDK sends
+// one ack per conversation for everything received since its last), and
+// every one in flight holds a goroutine here and at the core.
+const maxAsync = 4
+
+// fireAndForget: a command whose client waits for no reply, handled off
+// the connection's line.
+func fireAndForget(cmd *lcpb.GenericCommand) bool {
+	switch cmd.GetCmd() {
+	case lcpb.CommandType_ack, lcpb.CommandType_read:
+		return cmd.I == nil
+	}
+	return false
+}
+
+// forwardAsync forwards a fire-and-forget command on a goroutine of its
+// own (c.handleMu held).
+func (c *conn) forwardAsync(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand) {
+	c.srv.metrics.Command(cmd.GetCmd())
+	ss := c.sessionFor(cmd.GetPeerId())
+	if ss == nil {
+		c.reject(cmd.I, cmd.GetPeerId(), lcpb.ErrSessionRequired, "")
+		return
+	}
+	if !c.admit(ss, cmd) {
+		return
+	}
+	if c.asyncSem == nil {
+		c.asyncSem = make(chan struct{}, maxAsync)
+	}
+	select {
+	case c.asyncSem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	raw = bytes.Clone(raw)
+	c.async.Add(1)
+	c.srv.metrics.AsyncCommands.Add(1)
+	sem := c.asyncSem
+	go func() {
+		defer func() { <-sem; c.async.Done() }()
+		c.forwardChecked(ctx, ss, raw, cmd)
+	}()
+}
 
 // maxRunSends bounds the sends of one request (the core's round takes up
 // to 64, core/sendgroup.go).
@@ -117,6 +173,7 @@ func (c *conn) forwardRun(ctx context.Context, run []decoded) {
 	}
 	ok := make([]decoded, 0, len(run))
 	for _, d := range run {
+		s.metrics.Command(d.cmd.GetCmd())
 		if c.admit(ss, d.cmd) {
 			ok = append(ok, d)
 		}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -207,4 +209,95 @@ func TestRunBackendFails(t *testing.T) {
 	}
 	c.write(clientFrame(true, opBinary, encodeCmd(t, echoCmd(20))))
 	c.wantEcho(20)
+}
+
+// TestAcksOffTheLine: a client's acks (no i, no reply) do not hold the
+// connection's next send while the core applies them, at most maxAsync
+// wait at a time (then the reader waits), and any other command waits
+// until the acks before it are done.
+func TestAcksOffTheLine(t *testing.T) {
+	env := newEnv(t, func(c *Config) { c.Limits.SendsPerMinute = -1 })
+	release := make(chan struct{})
+	var acksIn atomic.Int64
+	core := runCore(t, 64, 64)
+	env.be.setFn(func(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+		cmd := new(lcpb.GenericCommand)
+		_ = proto.Unmarshal(req.GetCommand(), cmd)
+		switch cmd.GetCmd() {
+		case lcpb.CommandType_ack:
+			acksIn.Add(1)
+			<-release
+			return &meshpb.ClientReply{}, nil
+		case lcpb.CommandType_logs:
+			return &meshpb.ClientReply{Commands: [][]byte{encodeCmd(t, &lcpb.GenericCommand{
+				Cmd: lcpb.CommandType_logs.Enum(), I: cmd.I, LogsMessage: &lcpb.LogsCommand{}})}}, nil
+		}
+		return core(req)
+	})
+	c := env.dialRaw(t, nil)
+	loginRaw(t, c, "alice")
+	ack := func() []byte {
+		return clientFrame(true, opBinary, encodeCmd(t, &lcpb.GenericCommand{Cmd: lcpb.CommandType_ack.Enum(),
+			AckMessage: &lcpb.AckCommand{Cid: proto.String("c1"), Mid: proto.String("m")}}))
+	}
+	var b []byte
+	for range 3 {
+		b = append(b, ack()...)
+	}
+	c.write(append(b, clientFrame(true, opBinary, encodeCmd(t, directCmd(5, "hi")))...))
+	if r := c.recvCmd(); r.GetCmd() != lcpb.CommandType_ack || r.GetI() != 5 {
+		t.Fatalf("the send behind three acks: got %v i=%d, want its ack", r.GetCmd(), r.GetI())
+	}
+	waitFor(t, "the three acks at the core", func() bool { return acksIn.Load() == 3 })
+	// A query waits for them.
+	c.write(clientFrame(true, opBinary, encodeCmd(t, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), I: proto.Int32(6),
+		LogsMessage: &lcpb.LogsCommand{Cid: proto.String("c1")}})))
+	time.Sleep(50 * time.Millisecond)
+	if n := len(env.be.requests(meshpb.ClientRequest_COMMAND)); n != 4 { // 3 acks, 1 send
+		t.Fatalf("%d requests before the acks were done, want 4 (the query waits)", n)
+	}
+	close(release)
+	if r := c.recvCmd(); r.GetCmd() != lcpb.CommandType_logs || r.GetI() != 6 {
+		t.Fatalf("the query: got %v i=%d", r.GetCmd(), r.GetI())
+	}
+	if got := env.srv.metrics.AsyncCommands.Load(); got != 3 {
+		t.Fatalf("async commands %d, want 3", got)
+	}
+}
+
+// TestAcksOffTheLineBounded: at most maxAsync acks wait at once; the
+// reader waits for a slot, so a send behind more acks than that waits too.
+func TestAcksOffTheLineBounded(t *testing.T) {
+	env := newEnv(t, func(c *Config) { c.Limits.SendsPerMinute = -1 })
+	release := make(chan struct{})
+	var acksIn atomic.Int64
+	core := runCore(t, 64, 64)
+	env.be.setFn(func(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
+		cmd := new(lcpb.GenericCommand)
+		_ = proto.Unmarshal(req.GetCommand(), cmd)
+		if cmd.GetCmd() == lcpb.CommandType_ack {
+			acksIn.Add(1)
+			<-release
+			return &meshpb.ClientReply{}, nil
+		}
+		return core(req)
+	})
+	c := env.dialRaw(t, nil)
+	loginRaw(t, c, "alice")
+	var b []byte
+	for range maxAsync + 5 {
+		b = append(b, clientFrame(true, opBinary, encodeCmd(t, &lcpb.GenericCommand{Cmd: lcpb.CommandType_ack.Enum(),
+			AckMessage: &lcpb.AckCommand{Cid: proto.String("c1"), Mid: proto.String("m")}}))...)
+	}
+	c.write(append(b, clientFrame(true, opBinary, encodeCmd(t, directCmd(7, "hi")))...))
+	waitFor(t, "maxAsync acks at the core", func() bool { return acksIn.Load() == maxAsync })
+	time.Sleep(50 * time.Millisecond)
+	if n := acksIn.Load(); n != maxAsync {
+		t.Fatalf("%d acks in flight, want at most %d", n, maxAsync)
+	}
+	close(release)
+	if r := c.recvCmd(); r.GetCmd() != lcpb.CommandType_ack || r.GetI() != 7 {
+		t.Fatalf("the send: got %v i=%d", r.GetCmd(), r.GetI())
+	}
+	waitFor(t, "every ack at the core", func() bool { return acksIn.Load() == maxAsync+5 })
 }

@@ -160,6 +160,10 @@ type conn struct {
 	handleMu sync.Mutex
 	// guarded by handleMu: per-connection rates (guard.go)
 	sessionOps, echoes bucket
+	// Fire-and-forget acks and reads in flight (batch.go): the wait group
+	// and its bound, made at the first; guarded by handleMu.
+	async    sync.WaitGroup
+	asyncSem chan struct{}
 
 	mu          sync.Mutex
 	sessions    []*session           // guarded by mu; bound sessions, oldest first

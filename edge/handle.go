@@ -61,6 +61,15 @@ func (c *conn) handleFrame(ctx context.Context, text bool, frame []byte) {
 // handleDecoded handles one inbound frame that decodeFrame decoded (or
 // failed to: err).
 func (c *conn) handleDecoded(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand, err error) {
+	if err == nil && cmd.Cmd != nil {
+		if fireAndForget(cmd) {
+			c.forwardAsync(ctx, raw, cmd) // batch.go
+			return
+		}
+		if cmd.GetCmd() != lcpb.CommandType_direct {
+			c.async.Wait() // what follows sees the acks and reads before it applied
+		}
+	}
 	if err != nil {
 		c.srv.metrics.MalformedFrames.Add(1)
 		c.reject(nil, "", ErrUnparseable, "malformed command")

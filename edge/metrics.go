@@ -34,6 +34,7 @@ type Metrics struct {
 	BackendErrors     atomic.Int64 // Backend.Do transport errors
 	Runs              atomic.Int64 // requests carrying several sends of a session (batch.go)
 	RunSends          atomic.Int64 // sends those requests had answered
+	AsyncCommands     atomic.Int64 // acks and reads forwarded off the connection's line (batch.go)
 	OverflowCloses    atomic.Int64 // connections closed because HIGH did not fit
 	IdleCloses        atomic.Int64 // connections closed by the idle timeout
 	LoginTimeouts     atomic.Int64 // connections closed without a login in time (4108)
@@ -202,6 +203,7 @@ var (
 	descDeliveryMisses    = metric.Counter("relaymesh_edge_delivery_misses_total", "Delivery targets without a session here.")
 	descBackendErrors     = metric.Counter("relaymesh_edge_backend_errors_total", "Backend call failures.")
 	descRuns              = metric.Counter("relaymesh_edge_send_runs_total", "Requests carrying a run of a session's sends into one conversation, read from the client together.")
+	descAsync             = metric.Counter("relaymesh_edge_async_commands_total", "Client acks and reads (no i, no reply) forwarded off the connection's line of commands.")
 	descRunSends          = metric.Counter("relaymesh_edge_send_run_sends_total", "Sends answered by those requests; over relaymesh_edge_send_runs_total, the mean run.")
 	descOverflowCloses    = metric.Counter("relaymesh_edge_overflow_closes_total", "Connections closed because a HIGH frame did not fit.")
 	descIdleCloses        = metric.Counter("relaymesh_edge_idle_closes_total", "Connections closed by the idle timeout.")
@@ -239,7 +241,7 @@ func (m *Metrics) Collector() prometheus.Collector {
 	descs := []metric.Desc{
 		descConnections, descConnectionsTotal, descHandshakesRefused, descSessions, descSessionsTotal,
 		descFramesIn, descFramesOut, descBytesIn, descBytesOut, descMalformed, descBadReplies,
-		descDeliveries, descDeliveredFrames, descDeliveryMisses, descBackendErrors, descRuns, descRunSends, descOverflowCloses,
+		descDeliveries, descDeliveredFrames, descDeliveryMisses, descBackendErrors, descRuns, descRunSends, descAsync, descOverflowCloses,
 		descIdleCloses, descLoginTimeouts, descOverIPCap, descDrained, descDrainForced, descWTRefused,
 		descDatagramsIn, descDatagramsDropped, descDatagramsOut, descDatagramsFallback, descSocketWrites, descPoolHandoffs,
 		descTConnections, descTConnectionsTotal, descTSessions, descTSessionsTotal, descTFramesIn, descTFramesOut,
@@ -271,6 +273,7 @@ func (m *Metrics) collect(ch chan<- prometheus.Metric) {
 		{descBackendErrors, m.BackendErrors.Load()},
 		{descRuns, m.Runs.Load()},
 		{descRunSends, m.RunSends.Load()},
+		{descAsync, m.AsyncCommands.Load()},
 		{descOverflowCloses, m.OverflowCloses.Load()},
 		{descIdleCloses, m.IdleCloses.Load()},
 		{descLoginTimeouts, m.LoginTimeouts.Load()},

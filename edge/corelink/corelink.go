@@ -91,6 +91,7 @@ type linkStats struct {
 	unknown          atomic.Uint64 // requests failed with ErrOutcomeUnknown
 	leaderChanges    atomic.Uint64 // times the link followed a new leader
 	discoveries      atomic.Uint64 // discovery rounds run
+	probesSkipped    atomic.Uint64 // probes that started no round: one had just ended
 	presenceResyncs  atomic.Uint64 // full presence lists sent (attach or overflow)
 	presenceOverflow atomic.Uint64 // presence queues that overflowed into a resync
 }
@@ -141,6 +142,7 @@ type Link struct {
 	term     uint64                                 // guarded by mu; raft term of the newest LinkLeader followed
 	changed  chan struct{}                          // guarded by mu; closed (and replaced) when leader changes
 	round    *discovery                             // guarded by mu; the discovery running, nil if none
+	found    time.Time                              // guarded by mu; when the last discovery ended
 	inflight map[*attempt]struct{}                  // guarded by mu
 	sessions map[sessionKey]*meshpb.PresenceSession // guarded by mu; logged-in sessions of this edge
 	opening  map[sessionKey]*meshpb.PresenceSession // guarded by mu; OPENs sent, not answered yet
@@ -443,9 +445,22 @@ type discovery struct {
 	leader string        // "" when no core answered as leader
 }
 
-// discoverAsync starts a discovery round unless one runs; its result moves
-// the requests in flight to a new leader.
-func (l *Link) discoverAsync() { l.startDiscovery() }
+// discoverAsync starts a discovery round unless one runs, or one ended
+// less than probeAfter ago; its result moves the requests in flight to a
+// new leader. The bound matters when many calls
+// are slow at once (a backlog at the core, not a dead leader): each one's
+// probe would start a round as soon as the last ended, and each round
+// walks every attempt in flight.
+func (l *Link) discoverAsync() {
+	l.mu.Lock()
+	recent := l.round == nil && !l.found.IsZero() && time.Since(l.found) < probeAfter
+	l.mu.Unlock()
+	if recent {
+		l.stats.probesSkipped.Add(1)
+		return
+	}
+	l.startDiscovery()
+}
 
 // discover waits for a discovery round (starting one if none runs) and
 // returns the leader it found, "" if none or ctx ended first.
@@ -473,7 +488,7 @@ func (l *Link) startDiscovery() *discovery {
 		defer l.wg.Done()
 		d.leader = l.askCores()
 		l.mu.Lock()
-		l.round = nil
+		l.round, l.found = nil, time.Now()
 		l.mu.Unlock()
 		close(d.done)
 	}()
@@ -529,6 +544,7 @@ var (
 	descUnknown          = metric.Counter("relaymesh_edge_link_outcome_unknown_total", "Requests failed because the leader failed during them and they are not safe to repeat.")
 	descLeaderChanges    = metric.Counter("relaymesh_edge_link_leader_changes_total", "Times the edge followed a new shard leader.")
 	descDiscoveries      = metric.Counter("relaymesh_edge_link_discoveries_total", "Leader discovery rounds (every core asked at once).")
+	descProbesSkipped    = metric.Counter("relaymesh_edge_link_probes_skipped_total", "Slow calls' probes that started no discovery round: one had ended less than a second before.")
 	descPresenceResyncs  = metric.Counter("relaymesh_edge_link_presence_resyncs_total", "Full session lists sent to a core (attach, or a queue overflow).")
 	descPresenceOverflow = metric.Counter("relaymesh_edge_link_presence_overflows_total", "Presence queues to a core that overflowed into a full resync.")
 	descReplayDropped    = metric.Counter("relaymesh_edge_link_replay_dropped_total", "Replayed pushes dropped: the session already had the message.")
@@ -539,7 +555,7 @@ var (
 // (relaymesh_edge_link_*).
 func (l *Link) Collector() prometheus.Collector {
 	descs := []metric.Desc{descRetries, descMoved, descUnknown, descLeaderChanges, descDiscoveries,
-		descPresenceResyncs, descPresenceOverflow, descReplayDropped, descReplayPassed}
+		descProbesSkipped, descPresenceResyncs, descPresenceOverflow, descReplayDropped, descReplayPassed}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		s := metric.Chan(ch)
 		s.Add(descRetries, float64(l.stats.retries.Load()))
@@ -547,6 +563,7 @@ func (l *Link) Collector() prometheus.Collector {
 		s.Add(descUnknown, float64(l.stats.unknown.Load()))
 		s.Add(descLeaderChanges, float64(l.stats.leaderChanges.Load()))
 		s.Add(descDiscoveries, float64(l.stats.discoveries.Load()))
+		s.Add(descProbesSkipped, float64(l.stats.probesSkipped.Load()))
 		s.Add(descPresenceResyncs, float64(l.stats.presenceResyncs.Load()))
 		s.Add(descPresenceOverflow, float64(l.stats.presenceOverflow.Load()))
 		s.Add(descReplayDropped, float64(l.replays.dropped.Load()))

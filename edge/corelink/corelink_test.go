@@ -29,6 +29,7 @@ type fakeCore struct {
 	leader   bool            // guarded by mu: answers requests (else not_leader)
 	hint     string          // guarded by mu: not_leader's leader
 	block    bool            // guarded by mu: COMMAND requests hang until the caller gives up
+	delay    time.Duration   // guarded by mu: COMMAND requests are answered this late
 	stuck    bool            // guarded by mu: the deliveries stream is never read after hello
 	keys     []string        // guarded by mu: idempotency keys of the COMMANDs answered or held
 	calls    int             // guarded by mu: requests of any kind
@@ -63,7 +64,7 @@ func (f *fakeCore) handleClient(ctx context.Context, peer string, b []byte) ([]b
 		return nil, err
 	}
 	f.mu.Lock()
-	leader, hint, block := f.leader, f.hint, f.block
+	leader, hint, block, delay := f.leader, f.hint, f.block, f.delay
 	f.calls++
 	if req.Kind == meshpb.ClientRequest_COMMAND {
 		f.keys = append(f.keys, req.IdempotencyKey)
@@ -81,6 +82,13 @@ func (f *fakeCore) handleClient(ctx context.Context, peer string, b []byte) ([]b
 		f.mu.Unlock()
 		<-ctx.Done() // a leader that died with the request
 		return nil, ctx.Err()
+	}
+	if delay > 0 && req.Kind == meshpb.ClientRequest_COMMAND {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	return proto.Marshal(&meshpb.ClientReply{ErrorReason: "from " + f.node.Addr()})
 }
@@ -502,5 +510,38 @@ func TestFullListFrames(t *testing.T) {
 	}
 	if len(frames) != 3 || total != n {
 		t.Fatalf("%d frames with %d sessions, want 3 with %d (logged in and opening)", len(frames), total, n)
+	}
+}
+
+// TestSlowCallsProbeOnce: when many calls are slow at once (a backlog at
+// the leader, which is alive), their probes start one discovery round a
+// probeAfter, not one each: each round walks every attempt in flight.
+func TestSlowCallsProbeOnce(t *testing.T) {
+	ids := testPKI(t)
+	core := newFakeCore(t, ids["core-1"])
+	core.set(func(f *fakeCore) { f.leader, f.delay = true, probeAfter+1500*time.Millisecond })
+	l := startLinkOver(t, ids["edge-1"], []string{core.node.Addr()})
+	l.follow(core.node.Addr(), 0, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const calls = 40
+	errs := make(chan error, calls)
+	for i := range calls {
+		go func() {
+			rep, err := l.Do(ctx, directReq(fmt.Sprintf("dt-%d", i)))
+			if err == nil && rep.ErrorReason != "from "+core.node.Addr() {
+				err = fmt.Errorf("answer %q", rep.ErrorReason)
+			}
+			errs <- err
+		}()
+		time.Sleep(25 * time.Millisecond) // their probes fire spread over a second
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d, s := l.stats.discoveries.Load(), l.stats.probesSkipped.Load(); d > 3 || s < calls-3 {
+		t.Fatalf("%d discovery rounds, %d probes skipped for %d slow calls; want at most 3 rounds", d, s, calls)
 	}
 }

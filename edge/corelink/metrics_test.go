@@ -17,8 +17,8 @@ func TestCollector(t *testing.T) {
 	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
 		t.Fatalf("lint: %v %v", problems, err)
 	}
-	if n := testutil.CollectAndCount(c); n != 9 {
-		t.Errorf("series: got %d, want 9", n)
+	if n := testutil.CollectAndCount(c); n != 10 {
+		t.Errorf("series: got %d, want 10", n)
 	}
 	want := `
 # HELP relaymesh_edge_link_retries_total Requests sent again to a core after a failed or moved attempt.
