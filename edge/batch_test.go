@@ -211,14 +211,12 @@ func TestRunBackendFails(t *testing.T) {
 	c.wantEcho(20)
 }
 
-// TestAcksOffTheLine: a client's acks (no i, no reply) do not hold the
-// connection's next send while the core applies them, at most maxAsync
-// wait at a time (then the reader waits), and any other command waits
-// until the acks before it are done.
-func TestAcksOffTheLine(t *testing.T) {
-	env := newEnv(t, func(c *Config) { c.Limits.SendsPerMinute = -1 })
-	release := make(chan struct{})
-	var acksIn atomic.Int64
+// heldAcks is an edge whose backend holds every ack until release is
+// closed (counting them in acksIn), answers logs with an empty page and
+// anything else as runCore does.
+func heldAcks(t *testing.T) (env *testEnv, release chan struct{}, acksIn *atomic.Int64) {
+	env = newEnv(t, func(c *Config) { c.Limits.SendsPerMinute = -1 })
+	release, acksIn = make(chan struct{}), new(atomic.Int64)
 	core := runCore(t, 64, 64)
 	env.be.setFn(func(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
 		cmd := new(lcpb.GenericCommand)
@@ -234,6 +232,15 @@ func TestAcksOffTheLine(t *testing.T) {
 		}
 		return core(req)
 	})
+	return env, release, acksIn
+}
+
+// TestAcksOffTheLine: a client's acks (no i, no reply) do not hold the
+// connection's next send while the core applies them, at most maxAsync
+// wait at a time (then the reader waits), and any other command waits
+// until the acks before it are done.
+func TestAcksOffTheLine(t *testing.T) {
+	env, release, acksIn := heldAcks(t)
 	c := env.dialRaw(t, nil)
 	loginRaw(t, c, "alice")
 	ack := func() []byte {
@@ -268,20 +275,7 @@ func TestAcksOffTheLine(t *testing.T) {
 // TestAcksOffTheLineBounded: at most maxAsync acks wait at once; the
 // reader waits for a slot, so a send behind more acks than that waits too.
 func TestAcksOffTheLineBounded(t *testing.T) {
-	env := newEnv(t, func(c *Config) { c.Limits.SendsPerMinute = -1 })
-	release := make(chan struct{})
-	var acksIn atomic.Int64
-	core := runCore(t, 64, 64)
-	env.be.setFn(func(req *meshpb.ClientRequest) (*meshpb.ClientReply, error) {
-		cmd := new(lcpb.GenericCommand)
-		_ = proto.Unmarshal(req.GetCommand(), cmd)
-		if cmd.GetCmd() == lcpb.CommandType_ack {
-			acksIn.Add(1)
-			<-release
-			return &meshpb.ClientReply{}, nil
-		}
-		return core(req)
-	})
+	env, release, acksIn := heldAcks(t)
 	c := env.dialRaw(t, nil)
 	loginRaw(t, c, "alice")
 	var b []byte
