@@ -217,6 +217,34 @@ test.describe('features (lc.protobuf2.3)', () => {
     assert.equal(jPush.service, 2);
   });
 
+  test.it('sends fired at once: each acked, stored and delivered in the order sent', async () => {
+    // The SDK writes the frames back to back; the edge forwards a run of
+    // them as one request (edge/batch.go) while jerry's acks go off the
+    // line. Under the default 60 sends a minute. Jerry loads the
+    // conversation first: the SDK looks up an unknown conversation once
+    // per message received, and 40 lookups at once would pass the 30 ops
+    // a minute (LeanCloud's limit; its refusals make the SDK drop those
+    // messages from its events).
+    const tomId = `tom-${rnd()}`;
+    const jerryId = `jerry-${rnd()}`;
+    const tom = await login(tomId);
+    const jerry = await login(jerryId);
+    const conv = await tom.createConversation({ members: [jerryId], name: 'burst' });
+    await jerry.getConversation(conv.id);
+    const got = collect(jerry, Event.MESSAGE);
+    const texts = Array.from({ length: 40 }, (_, k) => `burst-${k}`);
+    const sent = await Promise.all(texts.map(t => conv.send(new TextMessage(t))));
+    assert.equal(new Set(sent.map(m => m.id)).size, texts.length, 'every send acked with its own id');
+    for (let k = 1; k < sent.length; k++) {
+      assert.ok(sent[k].timestamp > sent[k - 1].timestamp, `send ${k} stored after send ${k - 1}`);
+    }
+    await until(() => got.length >= texts.length);
+    assert.deepEqual(got.map(([m]) => m.text), texts, 'jerry got each once, in order');
+    assert.deepEqual(got.map(([m]) => m.id), sent.map(m => m.id), 'with the ids the sends were acked with');
+    const hist = await conv.queryMessages({ limit: 100 });
+    assert.deepEqual(hist.map(m => m.text), texts, 'history in the order sent');
+  });
+
   test.it('transient messages: acked and delivered, never stored or offline', async () => {
     const tomId = `tom-${rnd()}`;
     const jerryId = `jerry-${rnd()}`;
