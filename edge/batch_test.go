@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+	"github.com/quic-go/webtransport-go"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
@@ -294,4 +296,54 @@ func TestAcksOffTheLineBounded(t *testing.T) {
 		t.Fatalf("the send: got %v i=%d", r.GetCmd(), r.GetI())
 	}
 	waitFor(t, "every ack at the core", func() bool { return acksIn.Load() == maxAsync+5 })
+}
+
+// TestRunOverWebTransport: sends a browser writes on its WebTransport
+// stream at once go as runs too (what the stream's read buffer holds
+// whole), answered in order; a frame cut across two writes waits for its
+// end, and a prefix over the limit still closes the session.
+func TestRunOverWebTransport(t *testing.T) {
+	e := newWTEnv(t, func(c *Config) { c.Limits.SendsPerMinute = -1 })
+	e.be.setFn(runCore(t, 64, 64))
+	c := e.dialWT(t, wtDialOpts{})
+	c.login(1, "alice")
+	var b []byte
+	for i := int32(2); i <= 21; i++ {
+		raw, err := proto.Marshal(directCmd(i, fmt.Sprintf("m%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = appendDelimited(b, raw)
+	}
+	cut := len(b) - 3 // the last frame's end comes in a second write
+	c.sendRaw(b[:cut])
+	time.Sleep(20 * time.Millisecond)
+	c.sendRaw(b[cut:])
+	for i := int32(2); i <= 21; i++ {
+		if r := c.recv(); r.GetCmd() != lcpb.CommandType_ack || r.GetI() != i {
+			t.Fatalf("reply %d: got %v i=%d", i, r.GetCmd(), r.GetI())
+		}
+	}
+	if e.srv.metrics.Runs.Load() == 0 {
+		t.Fatalf("no run over WebTransport: requests %v", requestIs(t, e.be))
+	}
+	next := int32(2)
+	for _, is := range requestIs(t, e.be) {
+		for k, i := range is {
+			if i != next+int32(k) {
+				t.Fatalf("requests %v: not in the order sent", requestIs(t, e.be))
+			}
+		}
+		next += int32(len(is))
+	}
+	// A frame, then a prefix over MaxFrameBytes in the same write: the
+	// frame is answered, then the session closes with 1009.
+	raw, _ := proto.Marshal(directCmd(30, "last"))
+	c.sendRaw(append(appendDelimited(nil, raw), 0x81, 0x80, 0x04))
+	if r := c.recv(); r.GetCmd() != lcpb.CommandType_ack || r.GetI() != 30 {
+		t.Fatalf("the frame before the bad prefix: got %v i=%d", r.GetCmd(), r.GetI())
+	}
+	if code, _ := c.closeCode(); code != webtransport.SessionErrorCode(websocket.StatusMessageTooBig) {
+		t.Fatalf("closed with %d, want 1009", code)
+	}
 }

@@ -268,8 +268,41 @@ func (c *conn) readLoop() {
 			return
 		}
 		c.countIn(len(data))
+		if more, ok := c.t.(bufferedReader); ok {
+			// What the read buffer (bounded) holds whole comes along.
+			if b, ok := more.bufferedFrame(); ok {
+				frames := []inFrame{{text: text, data: data}, {data: b}}
+				c.countIn(len(b))
+				for b, ok := more.bufferedFrame(); ok; b, ok = more.bufferedFrame() {
+					c.countIn(len(b))
+					frames = append(frames, inFrame{data: b})
+				}
+				c.handleFramesOffStack(frames)
+				continue
+			}
+		}
 		c.handleFrameOffStack(text, data)
 	}
+}
+
+// bufferedReader is a transport that can tell a frame it already holds
+// (WebTransport's stream): the frames one read brought are handled
+// together (batch.go).
+type bufferedReader interface {
+	bufferedFrame() ([]byte, bool)
+}
+
+// handleFramesOffStack is handleFrameOffStack for the frames one read
+// brought (handleFrames).
+func (c *conn) handleFramesOffStack(frames []inFrame) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.handleMu.Lock()
+		defer c.handleMu.Unlock()
+		c.handleFrames(c.ctx, frames)
+	}()
+	<-done
 }
 
 // countIn notes an inbound data frame of n bytes.

@@ -428,6 +428,23 @@ func (t *wtTransport) readFrame() ([]byte, bool, error) {
 	return nil, false, err
 }
 
+// bufferedFrame returns the next frame when the read buffer already holds
+// all of it (readFrame would not block), else ok false: the reader hands
+// what one stream read brought over together, as a raw WebSocket's does
+// (conn.readLoop, batch.go). A prefix readFrame would refuse is left to it.
+func (t *wtTransport) bufferedFrame() (b []byte, ok bool) {
+	if t.br == nil || t.br.Buffered() == 0 {
+		return nil, false
+	}
+	head, _ := t.br.Peek(t.br.Buffered())
+	n, k := binary.Uvarint(head)
+	if k <= 0 || (t.max >= 0 && n > uint64(t.max)) || n > uint64(len(head)-k) {
+		return nil, false
+	}
+	b, err := readDelimited(t.br, t.max)
+	return b, err == nil
+}
+
 // writeFrame sends a transient push as a datagram when it fits (quic-go
 // queues up to 32 datagrams per connection and blocks the writer, as a
 // full socket would, until the connection sends one or closes), else
