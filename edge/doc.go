@@ -24,9 +24,11 @@
 // (wsframe.go, behaving as coder/websocket does) and read without a
 // goroutine of its own (wsraw.go): its socket sits in an epoll set
 // (wsepoll_linux.go) and, when readable, a short-lived goroutine reads what
-// is there into a pooled buffer, handles the complete frames one at a time
-// and in order (calling the Backend synchronously, so replies keep request
-// order), keeps the bytes of an incomplete frame, and re-arms the socket.
+// is there into a pooled buffer, handles the complete frames in order
+// (calling the Backend synchronously, so replies keep request order; a run
+// of one session's sends into one conversation goes as one request, and
+// acks and reads, which get no reply, go on goroutines of their own:
+// batch.go), keeps the bytes of an incomplete frame, and re-arms the socket.
 // Other WebSockets (TLS, non-Linux, Config.GoroutineReader) and
 // WebTransport sessions have one reader goroutine each, started by the
 // handler, which then returns. The writer runs only
