@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -373,5 +374,64 @@ func testPipelinedSends(t *testing.T, shards int) {
 	}
 	if acked < 60 || refused == 0 {
 		t.Fatalf("over the quota: %d acked, %d refused; want the 60 of the burst acked and the rest refused", acked, refused)
+	}
+}
+
+// TestTwoRegionsRun: a run of sends into a conversation homed in the other
+// region crosses as one request and is stored in the order sent: alice's
+// burst on region 1's edge into bob's conversation of region 2, where dave
+// reads it.
+func TestTwoRegionsRun(t *testing.T) {
+	w := startTwoRegions(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const app = "regions-run"
+	bob := dial(t, ctx, w.edges[1].URL, app, "bob")
+	dave := dial(t, ctx, w.edges[1].URL, app, "dave")
+	cid, err := bob.CreateConversation(ctx, []string{"alice", "dave"}, "r2", nil, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge1 := strings.TrimSuffix(strings.TrimPrefix(w.edges[0].URL, "ws://"), "/")
+	alice := dialTCPWS(t, edge1)
+	alice.login(app, "alice")
+	const n = 120
+	var cmds []*lcpb.GenericCommand
+	for i := range int32(n) {
+		cmds = append(cmds, sendCmd(10+i, cid, fmt.Sprintf("x%03d", i), ""))
+	}
+	alice.write(cmds...)
+	got := alice.replies(n)
+	var lastT int64
+	for i := range int32(n) {
+		r := got[10+i]
+		if r.GetCmd() != lcpb.CommandType_ack || r.GetAckMessage().GetT() <= lastT {
+			t.Fatalf("send %d: got %v %v at %d (the one before at %d): want an ack, in order", i, r.GetCmd(), r.GetErrorMessage(), r.GetAckMessage().GetT(), lastT)
+		}
+		lastT = r.GetAckMessage().GetT()
+	}
+	for k := 0; k < n; {
+		m := nextEvent(t, dave, func(m client.Message) bool { return m.ConvID == cid })
+		if want := fmt.Sprintf("x%03d", k); m.Text != want {
+			t.Fatalf("dave got %q, want %q (in order, once)", m.Text, want)
+		}
+		k++
+	}
+	if runs := edgeMetric(t, edge1, "relaymesh_edge_send_run_sends_total"); runs < 2 {
+		t.Fatalf("region 1's edge sent %v sends in runs, want the burst's", runs)
+	}
+	var buf strings.Builder
+	if err := w.cores[1].WriteMetrics(&buf); err != nil {
+		t.Fatal(err)
+	}
+	var queued float64
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, "relaymesh_core_run_sends_total"); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v[strings.LastIndex(v, " "):]), 64)
+			queued += f
+		}
+	}
+	if queued < 2 {
+		t.Fatalf("region 2's core queued %v sends of runs, want the burst's", queued)
 	}
 }
