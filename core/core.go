@@ -421,7 +421,6 @@ func encodeReply(cmds ...*lcpb.GenericCommand) *meshpb.ClientReply {
 	return rep
 }
 
-// command dispatches a client command; a nil reply means none (ack, read).
 // commandCheck is what every command of a session passes first: a served
 // app, a session, a cmd, this core leading, the input's bounds.
 func (c *Core) commandCheck(r *request) error {
@@ -443,6 +442,7 @@ func (c *Core) commandCheck(r *request) error {
 	return checkInput(r) // validate.go
 }
 
+// command dispatches a client command; a nil reply means none (ack, read).
 func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, error) {
 	if err := c.commandCheck(r); err != nil {
 		return nil, err

@@ -3,8 +3,6 @@ package edge
 import (
 	"bytes"
 	"context"
-	"errors"
-	"time"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -127,20 +125,16 @@ func (c *conn) handleFrames(ctx context.Context, frames []inFrame) {
 		if ctx.Err() != nil {
 			return
 		}
-		d := ds[i]
-		if !plainSend(d) {
-			c.handleDecoded(ctx, d.raw, d.cmd, d.err)
-			i++
-			continue
-		}
 		j := i + 1
-		for j < len(ds) && j-i < maxRunSends && plainSend(ds[j]) && sameRun(d.cmd, ds[j].cmd) {
-			j++
+		if plainSend(ds[i]) {
+			for j < len(ds) && j-i < maxRunSends && plainSend(ds[j]) && sameRun(ds[i].cmd, ds[j].cmd) {
+				j++
+			}
 		}
-		if j == i+1 {
-			c.handleDecoded(ctx, d.raw, d.cmd, d.err)
-		} else {
+		if j-i > 1 {
 			c.forwardRun(ctx, ds[i:j])
+		} else {
+			c.handleDecoded(ctx, ds[i].raw, ds[i].cmd, ds[i].err)
 		}
 		i = j
 	}
@@ -184,27 +178,12 @@ func (c *conn) forwardRun(ctx context.Context, run []decoded) {
 		for k, d := range ok[1:] {
 			req.MoreCommands[k] = d.raw
 		}
-		bctx, cancel := context.WithTimeout(ctx, s.limits.BackendTimeout)
-		t0 := time.Now()
-		rep, err := s.cfg.Backend.Do(bctx, req)
-		cancel()
-		s.metrics.observeBackend(lcpb.CommandType_direct, time.Since(t0))
-		if err != nil {
-			s.metrics.BackendErrors.Add(1)
-			if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-				return // connection gone
-			}
-			for _, d := range ok {
-				if d.cmd.I != nil {
-					c.reject(d.cmd.I, ss.peerID, lcpb.ErrInternal, "")
-				}
-			}
-			return
+		cmds := make([]*lcpb.GenericCommand, len(ok))
+		for k, d := range ok {
+			cmds[k] = d.cmd
 		}
-		if code := rep.GetErrorCode(); code != 0 {
-			for _, d := range ok {
-				c.reject(d.cmd.I, ss.peerID, code, rep.GetErrorReason())
-			}
+		rep := c.ask(ctx, ss, req, cmds...)
+		if rep == nil {
 			return
 		}
 		c.writeReplies(ss, rep)

@@ -277,11 +277,11 @@ func (c *conn) readLoop() {
 					c.countIn(len(b))
 					frames = append(frames, inFrame{data: b})
 				}
-				c.handleFramesOffStack(frames)
+				c.offStack(func() { c.handleFrames(c.ctx, frames) })
 				continue
 			}
 		}
-		c.handleFrameOffStack(text, data)
+		c.offStack(func() { c.handleFrame(c.ctx, text, data) })
 	}
 }
 
@@ -292,19 +292,6 @@ type bufferedReader interface {
 	bufferedFrame() ([]byte, bool)
 }
 
-// handleFramesOffStack is handleFrameOffStack for the frames one read
-// brought (handleFrames).
-func (c *conn) handleFramesOffStack(frames []inFrame) {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		c.handleMu.Lock()
-		defer c.handleMu.Unlock()
-		c.handleFrames(c.ctx, frames)
-	}()
-	<-done
-}
-
 // countIn notes an inbound data frame of n bytes.
 func (c *conn) countIn(n int) {
 	c.touch()
@@ -313,19 +300,20 @@ func (c *conn) countIn(n int) {
 	c.srv.metrics.transport(c.t.kind()).FramesIn.Add(1)
 }
 
-// handleFrameOffStack runs handleFrame on a short-lived goroutine and waits
-// for it, so frames stay handled one at a time and in order. Handling a
-// frame (protobuf, the Backend call over QUIC) grows a stack to 8 KiB or
-// more, and a parked goroutine's stack only shrinks while it uses under a
-// quarter of it: run on the reader, that growth would stay with every idle
-// connection. The reader itself only ever needs the read path's stack.
-func (c *conn) handleFrameOffStack(text bool, data []byte) {
+// offStack runs handle (handleFrame, handleFrames) under handleMu on a
+// short-lived goroutine and waits for it, so frames stay handled one at a
+// time and in order. Handling a frame (protobuf, the Backend call over
+// QUIC) grows a stack to 8 KiB or more, and a parked goroutine's stack only
+// shrinks while it uses under a quarter of it: run on the reader, that
+// growth would stay with every idle connection. The reader itself only
+// ever needs the read path's stack.
+func (c *conn) offStack(handle func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		c.handleMu.Lock()
 		defer c.handleMu.Unlock()
-		c.handleFrame(c.ctx, text, data)
+		handle()
 	}()
 	<-done
 }

@@ -441,28 +441,41 @@ func (c *conn) admit(ss *session, cmd *lcpb.GenericCommand) bool {
 // forwardChecked sends a command forward checked to the backend and
 // queues its replies.
 func (c *conn) forwardChecked(ctx context.Context, ss *session, raw []byte, cmd *lcpb.GenericCommand) {
+	if rep := c.ask(ctx, ss, c.request(ss, meshpb.ClientRequest_COMMAND, raw), cmd); rep != nil {
+		c.writeReplies(ss, rep)
+	}
+}
+
+// ask sends req, which carries cmds (all of one type), to the backend and
+// returns its reply; when the call fails or the reply refuses the request
+// it answers each of cmds here (a failed call only those with an i) and
+// returns nil, as it does when the connection went meanwhile.
+func (c *conn) ask(ctx context.Context, ss *session, req *meshpb.ClientRequest, cmds ...*lcpb.GenericCommand) *meshpb.ClientReply {
 	s := c.srv
-	i := cmd.I
 	bctx, cancel := context.WithTimeout(ctx, s.limits.BackendTimeout)
 	t0 := time.Now()
-	rep, err := s.cfg.Backend.Do(bctx, c.request(ss, meshpb.ClientRequest_COMMAND, raw))
+	rep, err := s.cfg.Backend.Do(bctx, req)
 	cancel()
-	s.metrics.observeBackend(cmd.GetCmd(), time.Since(t0))
+	s.metrics.observeBackend(cmds[0].GetCmd(), time.Since(t0))
 	if err != nil {
 		s.metrics.BackendErrors.Add(1)
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-			return // connection gone
+			return nil // connection gone
 		}
-		if i != nil {
-			c.reject(i, ss.peerID, lcpb.ErrInternal, "")
+		for _, cmd := range cmds {
+			if cmd.I != nil {
+				c.reject(cmd.I, ss.peerID, lcpb.ErrInternal, "")
+			}
 		}
-		return
+		return nil
 	}
 	if code := rep.GetErrorCode(); code != 0 {
-		c.reject(i, ss.peerID, code, rep.GetErrorReason())
-		return
+		for _, cmd := range cmds {
+			c.reject(cmd.I, ss.peerID, code, rep.GetErrorReason())
+		}
+		return nil
 	}
-	c.writeReplies(ss, rep)
+	return rep
 }
 
 // writeReplies queues the backend's reply commands for ss, filling peerId

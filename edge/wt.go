@@ -526,7 +526,7 @@ func (c *conn) datagramLoop(d datagrammer) {
 		m.FramesIn.Add(1)
 		m.BytesIn.Add(int64(len(b)))
 		m.transport(TransportWebTransport).FramesIn.Add(1)
-		c.handleFrameOffStack(false, b)
+		c.offStack(func() { c.handleFrame(c.ctx, false, b) })
 	}
 }
 

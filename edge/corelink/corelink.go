@@ -447,10 +447,10 @@ type discovery struct {
 
 // discoverAsync starts a discovery round unless one runs, or one ended
 // less than probeAfter ago; its result moves the requests in flight to a
-// new leader. The bound matters when many calls
-// are slow at once (a backlog at the core, not a dead leader): each one's
-// probe would start a round as soon as the last ended, and each round
-// walks every attempt in flight.
+// new leader. The bound matters when many calls are slow at once (a
+// backlog at the core, not a dead leader): each one's probe would start a
+// round as soon as the last ended, and each round walks every attempt in
+// flight.
 func (l *Link) discoverAsync() {
 	l.mu.Lock()
 	recent := l.round == nil && !l.found.IsZero() && time.Since(l.found) < probeAfter
