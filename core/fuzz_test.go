@@ -30,10 +30,24 @@ func FuzzHandleClient(f *testing.F) {
 		e := newEnv(t)
 		a := e.client("alice")
 		a.open("", false, 0)
-		a.start([]string{"bob"}, `{"name":"n"}`, false)
+		cid := a.start([]string{"bob"}, `{"name":"n"}`, false).GetConvMessage().GetCid()
 		rep, err := e.core.HandleClient(context.Background(), a.req(meshpb.ClientRequest_COMMAND, b))
 		if err != nil {
 			t.Fatal(err)
+		}
+		decodeAll(t, rep)
+		// The same input in a run behind a plain send (core/batch.go):
+		// answered as a prefix, each answer decodable.
+		first, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), I: proto.Int32(1),
+			DirectMessage: &lcpb.DirectCommand{Cid: proto.String(cid), Msg: proto.String("first")}})
+		run := a.req(meshpb.ClientRequest_COMMAND, first)
+		run.MoreCommands, run.IdempotencyKey = [][]byte{b, b}, "fuzz-run"
+		rep, err = e.core.HandleClient(context.Background(), run)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := rep.GetCommandsDone(); d < 1 || d > 3 || len(rep.GetCommands()) > int(d) {
+			t.Fatalf("a run of 3 answered with commands_done %d and %d replies", d, len(rep.GetCommands()))
 		}
 		decodeAll(t, rep)
 	})

@@ -79,3 +79,41 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+// FuzzBufferedFrame: a frame bufferedFrame hands over is the next frame of
+// the stream, whole (what readDelimited would return); it never takes a
+// frame readDelimited would refuse, and with it the stream reads to the
+// same frames as readDelimited alone.
+func FuzzBufferedFrame(f *testing.F) {
+	var stream []byte
+	for _, c := range []*lcpb.GenericCommand{openCmd(1, "alice"), echoCmd(2), directCmd(3, "hello"), transientCmd("typing")} {
+		b, _ := proto.Marshal(c)
+		stream = appendDelimited(stream, b)
+	}
+	f.Add(stream, uint32(64<<10), uint8(16))
+	f.Add(stream, uint32(10), uint8(40))
+	f.Add([]byte{0x81, 0x80, 0x04}, uint32(64<<10), uint8(16))
+	f.Add([]byte{3, 1, 2, 3, 0x80}, uint32(1000), uint8(16))
+	f.Add(bytes.Repeat([]byte{0xff}, 11), uint32(1<<16), uint8(32))
+	f.Fuzz(func(t *testing.T, data []byte, limit uint32, size uint8) {
+		max := int64(limit % (1 << 17))
+		want := bufio.NewReaderSize(bytes.NewReader(data), 16)
+		tr := &wtTransport{br: bufio.NewReaderSize(bytes.NewReader(data), 16+int(size)), max: max}
+		for {
+			got, ok := tr.bufferedFrame()
+			if !ok {
+				var err error
+				if got, err = readDelimited(tr.br, max); err != nil {
+					if _, werr := readDelimited(want, max); werr == nil || !errors.Is(werr, err) && !errors.Is(err, werr) {
+						t.Fatalf("the stream ended with %v, readDelimited alone with %v", err, werr)
+					}
+					return
+				}
+			}
+			w, err := readDelimited(want, max)
+			if err != nil || !bytes.Equal(got, w) {
+				t.Fatalf("got frame %x (buffered %v), readDelimited alone %x, %v", got, ok, w, err)
+			}
+		}
+	})
+}
