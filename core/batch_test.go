@@ -121,3 +121,27 @@ func TestCommandRunRetried(t *testing.T) {
 		t.Fatalf("%d messages stored, want 3", n)
 	}
 }
+
+// TestCommandRunBounded: a request carrying more sends than a round takes
+// is answered for its first maxRunCommands; the rest are left to be sent
+// again.
+func TestCommandRunBounded(t *testing.T) {
+	e := newEnv(t)
+	alice := e.client("alice")
+	alice.open("", false, 0)
+	cid := alice.start([]string{"bob"}, "", false).GetConvMessage().GetCid()
+	var cmds []*lcpb.GenericCommand
+	for i := range int32(maxRunCommands + 36) {
+		cmds = append(cmds, runSend(i+1, cid, fmt.Sprintf("m%d", i)))
+	}
+	rep, err := e.core.HandleClient(context.Background(), alice.runReq(cmds...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, n := rep.GetCommandsDone(), len(decodeAll(t, rep)); d != maxRunCommands || n != maxRunCommands {
+		t.Fatalf("commands_done %d with %d replies, want %d of each", d, n, maxRunCommands)
+	}
+	if n := len(alice.logs(&lcpb.LogsCommand{Cid: proto.String(cid), Limit: proto.Int32(100)})); n != maxRunCommands {
+		t.Fatalf("%d messages stored, want %d", n, maxRunCommands)
+	}
+}
