@@ -139,10 +139,17 @@ func TestGroupCommitManySenders(t *testing.T) {
 	}
 
 	release := e.rep.hold()
+	since := e.rep.entered.Load()
 	var wg sync.WaitGroup
 	acks := make(chan sent, senders*each)
 	var first atomic.Int32
-	for _, c := range clients {
+	for i, c := range clients {
+		if i == 1 {
+			// The others start once the first sender's round holds only
+			// its own send: started together, a round could take two
+			// first messages, and then never would senders-1 wait.
+			waitUntil(t, "the first round at the replica", func() bool { return proposing(e, e.core, cid, since) })
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
