@@ -133,6 +133,10 @@ func (n *Node) callLocal(ctx context.Context, p *Node, addr, method string, req 
 		return nil, fmt.Errorf("mesh: call %s on %s: %w", method, addr, ctx.Err())
 	}
 	switch {
+	case res.err != nil && ctx.Err() != nil:
+		// The caller gave up and its handler ended with it: both were
+		// ready; the caller's reason wins, as in the case above.
+		return nil, fmt.Errorf("mesh: call %s on %s: %w", method, addr, ctx.Err())
 	case res.err != nil:
 		return nil, fmt.Errorf("mesh: call %s on %s: %w", method, addr, remoteErr(statusError, []byte(res.err.Error())))
 	case len(res.reply) > MaxFrameSize:
