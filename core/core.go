@@ -141,6 +141,9 @@ type Core struct {
 
 	mu     sync.Mutex
 	closed bool // guarded by mu
+	// seenInFlight counts login seen records proposed in the
+	// background (sysconv.go); guarded by mu.
+	seenInFlight int
 }
 
 // New returns a core over cfg.Replica.

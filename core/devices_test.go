@@ -29,6 +29,7 @@ func (c *client) openWith(sm *lcpb.SessionCommand) {
 	if err != nil || rep.GetErrorCode() != 0 {
 		c.e.t.Fatalf("open: %v %v", err, rep)
 	}
+	waitSeenRecords(c.e.t, c.e.core)
 }
 
 // logout sends the CLOSE an edge sends for session/close.

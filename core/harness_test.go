@@ -289,7 +289,20 @@ func (c *client) open(tag string, reconnect bool, lastPatch int64) *meshpb.Clien
 	if err != nil {
 		c.e.t.Fatal(err)
 	}
+	waitSeenRecords(c.e.t, c.e.core)
 	return rep
+}
+
+// waitSeenRecords waits until the seen records that logins proposed in the
+// background (sysconv.go) are done, so tests that count proposals start
+// from a quiet replica.
+func waitSeenRecords(t *testing.T, c *Core) {
+	t.Helper()
+	waitFor(t, "login seen records", func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.seenInFlight == 0
+	})
 }
 
 func decodeAll(t *testing.T, rep *meshpb.ClientReply) []*lcpb.GenericCommand {

@@ -28,6 +28,9 @@ type Stats struct {
 	// RunSends counts the sends that came several to a request, a
 	// session's run (batch.go).
 	RunSends atomic.Uint64
+	// SeenAsync counts first logins whose seen record went to raft in
+	// the background (sysconv.go).
+	SeenAsync atomic.Uint64
 }
 
 // Collector returns the collector of the core's counters: the relay to
@@ -102,6 +105,7 @@ var (
 	descSendRounds    = metric.Counter("relaymesh_core_send_rounds_total", "Rounds of a conversation's sends, each proposed as one raft entry (group commit).")
 	descRoundSends    = metric.Counter("relaymesh_core_send_round_sends_total", "Sends proposed in rounds of sends; over relaymesh_core_send_rounds_total, the mean sends per raft entry.")
 	descRunSends      = metric.Counter("relaymesh_core_run_sends_total", "Sends that came several to a request: a session's run of sends into one conversation, which the edge read together and forwarded at once.")
+	descSeenAsync     = metric.Counter("relaymesh_core_login_seen_async_total", "Logins that had no system message or broadcast due and whose seen record was proposed in the background rather than before the login's answer.")
 	descFiltered      = metric.Counter("relaymesh_core_filtered_messages_total", "Messages with at least one sensitive word replaced.")
 	descFilterHits    = metric.Counter("relaymesh_core_filter_hits_total", "Sensitive words replaced.")
 	descAfterQueued   = metric.Counter("relaymesh_core_after_send_queued_total", "After-send jobs queued (_messageSent, _receiversOffline, push).")
@@ -129,7 +133,7 @@ var (
 	descSysWaiting    = metric.Gauge("relaymesh_sys_webhook_waiting", "Service-webhook messages waiting now.")
 
 	ownDescs = slices.Concat([]metric.Desc{
-		descReplayed, descHalted, descSendRounds, descRoundSends, descRunSends, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
+		descReplayed, descHalted, descSendRounds, descRoundSends, descRunSends, descSeenAsync, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
 		descPushRequests, descPushSkipped, descPushEnqueued, descPushDropped, descPushSent, descPushFailed,
 		descPushDiscarded, descPushWaiting, descPushDevices, descDevicesGone,
 		descDevSyncSent, descDevSyncFailed, descDevSyncTaken,
@@ -152,6 +156,7 @@ func (c *Core) sampleOwn(s metric.Sink) {
 		{descSendRounds, int64(c.stats.SendRounds.Load())},
 		{descRoundSends, int64(c.stats.RoundSends.Load())},
 		{descRunSends, int64(c.stats.RunSends.Load())},
+		{descSeenAsync, int64(c.stats.SeenAsync.Load())},
 		{descFiltered, x.Filtered},
 		{descFilterHits, x.FilterHits},
 		{descAfterQueued, x.AfterQueued},

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -554,7 +555,13 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 		}
 	}
 	if !seen || len(cids) > 0 || len(mine) > 0 || len(globals) > 0 {
-		if _, err := c.propose(ctx, &shard.Command{Op: shard.OpSysSeen, App: app, From: peer, Now: now}); err != nil {
+		seenCmd := &shard.Command{Op: shard.OpSysSeen, App: app, From: peer, Now: now}
+		if len(due) == 0 {
+			// Nothing is delivered, so the record only moves the client's
+			// watermark to now: it need not hold the login for a raft
+			// round. A login before it lands finds nothing due again.
+			c.seenAsync(seenCmd)
+		} else if _, err := c.propose(ctx, seenCmd); err != nil {
 			c.log.Warn("sys login: mark seen", "app", app, "peer", peer, "err", err)
 		}
 	}
@@ -566,6 +573,53 @@ func (c *Core) sysLogin(ctx context.Context, app, peer string) []*lcpb.GenericCo
 		out = append(out, p)
 	}
 	return out
+}
+
+// maxSeenAsync bounds the seen records in flight in the background (a
+// variable for tests).
+var maxSeenAsync = 1024
+
+// seenAsyncTimeout bounds a login's seen record proposed in the background.
+const seenAsyncTimeout = 10 * time.Second
+
+// seenAsync proposes a login's seen record without holding the login: at
+// most maxSeenAsync at once, past that the record is proposed in line.
+func (c *Core) seenAsync(cmd *shard.Command) {
+	c.mu.Lock()
+	ok := !c.closed && c.seenInFlight < maxSeenAsync
+	if ok {
+		c.seenInFlight++
+		c.wg.Add(1)
+	}
+	c.mu.Unlock()
+	run := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), seenAsyncTimeout)
+		defer cancel()
+		go func() { // the core closing ends the wait
+			select {
+			case <-c.quit:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		if _, err := c.propose(ctx, cmd); err != nil {
+			c.log.Warn("sys login: mark seen", "app", cmd.App, "peer", cmd.From, "err", err)
+		}
+	}
+	if !ok {
+		run()
+		return
+	}
+	c.stats.SeenAsync.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer func() {
+			c.mu.Lock()
+			c.seenInFlight--
+			c.mu.Unlock()
+		}()
+		run()
+	}()
 }
 
 // sysLogout records, when peer's last session ended, that it got the

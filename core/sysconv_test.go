@@ -1,15 +1,18 @@
 package core
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/hooks"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -110,4 +113,111 @@ func TestSysWebhookOnce(t *testing.T) {
 	if len(got) != 1 || got[0].MsgID != ack.GetAckMessage().GetUid() || got[0].Conv.ObjectID != cid || got[0].From != "alice" {
 		t.Errorf("webhook: got %+v, want alice's one message to %s", got, cid)
 	}
+}
+
+// rawOpen sends a session open as open does, without waiting for the
+// login's background seen record.
+func (c *client) rawOpen() *meshpb.ClientReply {
+	b, _ := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(),
+		SessionMessage: &lcpb.SessionCommand{}})
+	rep, err := c.e.core.HandleClient(context.Background(), c.req(meshpb.ClientRequest_OPEN, b))
+	if err != nil || rep.GetErrorCode() != 0 {
+		c.e.t.Errorf("open %s: %v %v", c.peer, err, rep)
+	}
+	return rep
+}
+
+// TestFirstLoginSeenInBackground: a first login with nothing due is
+// answered while its seen record is held in raft, and the record lands
+// after; past maxSeenAsync records in flight a login waits for its own. A
+// first login with a broadcast due waits for its record, so a login after
+// it does not get the broadcast again.
+func TestFirstLoginSeenInBackground(t *testing.T) {
+	e := newEnv(t)
+	cid := e.sysStart("late")
+	rep, _ := e.admin("sys", &meshpb.AdminRequest{Op: meshpb.AdminRequest_SYS_BROADCAST, Cid: cid}, sysDirectCmd(cid, "news"))
+	wantReplyOK(t, "broadcast", rep)
+
+	old := maxSeenAsync
+	maxSeenAsync = 2
+	defer func() { maxSeenAsync = old }()
+	gate := make(chan struct{})
+	e.rep.gate.Store(&gate)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			e.rep.gate.Store(nil)
+			close(gate)
+		}
+	}
+	defer release()
+
+	entered := e.rep.entered.Load()
+	for _, peer := range []string{"new1", "new2"} {
+		done := make(chan *meshpb.ClientReply, 1)
+		go func() { done <- e.client(peer).rawOpen() }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the first login waited for its seen record", peer)
+		}
+	}
+	waitFor(t, "two seen records held in raft", func() bool { return e.rep.entered.Load() == entered+2 })
+	if n := e.core.stats.SeenAsync.Load(); n != 2 {
+		t.Errorf("seen records in the background: %d, want 2", n)
+	}
+
+	// A third first login past the bound, and the subscriber with a
+	// broadcast due: both wait for their records.
+	third := make(chan *meshpb.ClientReply, 1)
+	go func() { third <- e.client("new3").rawOpen() }()
+	late := make(chan *meshpb.ClientReply, 1)
+	go func() { late <- e.client("late").rawOpen() }()
+	waitFor(t, "four seen records held in raft", func() bool { return e.rep.entered.Load() == entered+4 })
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-third:
+		t.Fatal("a first login past the bound did not wait for its seen record")
+	case <-late:
+		t.Fatal("a login with a broadcast due did not wait for its seen record")
+	default:
+	}
+	release()
+	for name, ch := range map[string]chan *meshpb.ClientReply{"new3": third, "late": late} {
+		select {
+		case r := <-ch:
+			if name == "late" {
+				if got := countDirects(t, r); got != 1 {
+					t.Errorf("late's login: %d offline directs, want the broadcast", got)
+				}
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the login did not end once raft went on", name)
+		}
+	}
+	waitSeenRecords(t, e.core)
+	for _, peer := range []string{"new1", "new2", "new3", "late"} {
+		if _, ok, err := shard.LastSeen(e.rep.State(), testApp, peer); err != nil || !ok {
+			t.Errorf("%s: no seen record after the login (%v)", peer, err)
+		}
+	}
+	if n := e.core.stats.SeenAsync.Load(); n != 2 {
+		t.Errorf("seen records in the background: %d, want 2", n)
+	}
+	// The broadcast is not given again.
+	if got := countDirects(t, e.client("late").rawOpen()); got != 0 {
+		t.Errorf("late's second login: %d offline directs, want none", got)
+	}
+}
+
+// countDirects counts the directs among a reply's commands.
+func countDirects(t *testing.T, r *meshpb.ClientReply) int {
+	n := 0
+	for _, g := range decodeAll(t, r) {
+		if g.GetCmd() == lcpb.CommandType_direct {
+			n++
+		}
+	}
+	return n
 }

@@ -24,6 +24,36 @@ type keyBuf []byte
 
 func newKey(tag byte) keyBuf { return keyBuf{tag} }
 
+// key returns tag and parts, length-prefixed, in one allocation with room
+// for extra bytes more (a timestamp and an id that the caller appends):
+// keys are built on every message's apply, and growing them part by part
+// cost an allocation per part.
+func key(tag byte, extra int, parts ...string) keyBuf {
+	n := 1 + extra
+	for _, p := range parts {
+		n += uvarintLen(uint64(len(p))) + len(p)
+	}
+	k := make(keyBuf, 1, n)
+	k[0] = tag
+	for _, p := range parts {
+		k = k.str(p)
+	}
+	return k
+}
+
+// uvarintLen is the length of x's uvarint encoding.
+func uvarintLen(x uint64) int {
+	n := 1
+	for x >= 0x80 {
+		x >>= 7
+		n++
+	}
+	return n
+}
+
+// strLen is the room s takes as a component.
+func strLen(s string) int { return uvarintLen(uint64(len(s))) + len(s) }
+
 func (k keyBuf) str(s string) keyBuf {
 	k = binary.AppendUvarint(k, uint64(len(s)))
 	return append(k, s...)
@@ -33,33 +63,33 @@ func (k keyBuf) ts(t int64) keyBuf {
 	return binary.BigEndian.AppendUint64(k, uint64(t))
 }
 
-func convKey(app, cid string) []byte   { return newKey(tagConv).str(app).str(cid) }
-func convPrefix(app string) []byte     { return newKey(tagConv).str(app) }
-func lastKey(app, cid string) []byte   { return newKey(tagLast).str(app).str(cid) }
-func uniqueKey(app, h string) []byte   { return newKey(tagUnique).str(app).str(h) }
-func msgPrefix(app, cid string) []byte { return newKey(tagMsg).str(app).str(cid) }
+func convKey(app, cid string) []byte   { return key(tagConv, 0, app, cid) }
+func convPrefix(app string) []byte     { return key(tagConv, 0, app) }
+func lastKey(app, cid string) []byte   { return key(tagLast, 0, app, cid) }
+func uniqueKey(app, h string) []byte   { return key(tagUnique, 0, app, h) }
+func msgPrefix(app, cid string) []byte { return key(tagMsg, 0, app, cid) }
 func msgKey(app, cid string, t int64, mid string) []byte {
-	return keyBuf(msgPrefix(app, cid)).ts(t).str(mid)
+	return key(tagMsg, 8+strLen(mid), app, cid).ts(t).str(mid)
 }
-func msgIDKey(app, cid, mid string) []byte { return newKey(tagMsgID).str(app).str(cid).str(mid) }
-func patchPrefix(app, cid string) []byte   { return newKey(tagPatch).str(app).str(cid) }
+func msgIDKey(app, cid, mid string) []byte { return key(tagMsgID, 0, app, cid, mid) }
+func patchPrefix(app, cid string) []byte   { return key(tagPatch, 0, app, cid) }
 func patchKey(app, cid string, pt int64, mid string) []byte {
-	return keyBuf(patchPrefix(app, cid)).ts(pt).str(mid)
+	return key(tagPatch, 8+strLen(mid), app, cid).ts(pt).str(mid)
 }
-func cursorKey(app, cid, pid string) []byte { return newKey(tagCursor).str(app).str(cid).str(pid) }
-func cursorPrefix(app, cid string) []byte   { return newKey(tagCursor).str(app).str(cid) }
-func memberKey(app, pid, cid string) []byte { return newKey(tagMember).str(app).str(pid).str(cid) }
-func memberPrefix(app, pid string) []byte   { return newKey(tagMember).str(app).str(pid) }
+func cursorKey(app, cid, pid string) []byte { return key(tagCursor, 0, app, cid, pid) }
+func cursorPrefix(app, cid string) []byte   { return key(tagCursor, 0, app, cid) }
+func memberKey(app, pid, cid string) []byte { return key(tagMember, 0, app, pid, cid) }
+func memberPrefix(app, pid string) []byte   { return key(tagMember, 0, app, pid) }
 func dedupKey(app, sender, cid, dt string) []byte {
-	return newKey(tagDedup).str(app).str(sender).str(cid).str(dt)
+	return key(tagDedup, 0, app, sender, cid, dt)
 }
 
-func rcpPrefix(app, cid string) []byte { return newKey(tagRcp).str(app).str(cid) }
+func rcpPrefix(app, cid string) []byte { return key(tagRcp, 0, app, cid) }
 func rcpKey(app, cid string, t int64, mid string) []byte {
-	return keyBuf(rcpPrefix(app, cid)).ts(t).str(mid)
+	return key(tagRcp, 8+strLen(mid), app, cid).ts(t).str(mid)
 }
-func willPrefix(app, pid string) []byte   { return newKey(tagWill).str(app).str(pid) }
-func willKey(app, pid, cid string) []byte { return newKey(tagWill).str(app).str(pid).str(cid) }
+func willPrefix(app, pid string) []byte   { return key(tagWill, 0, app, pid) }
+func willKey(app, pid, cid string) []byte { return key(tagWill, 0, app, pid, cid) }
 
 // prefixEnd returns the smallest key greater than every key with prefix p.
 func prefixEnd(p []byte) []byte {
