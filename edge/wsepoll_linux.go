@@ -91,14 +91,15 @@ func (w *rawWS) arm() error {
 	p.mu.Lock()
 	setToken(&ev, w.token)
 	p.mu.Unlock()
-	return w.ctl(syscall.EPOLL_CTL_MOD, &ev)
+	return w.ctl(syscall.EPOLL_CTL_MOD, ev)
 }
 
-func (w *rawWS) ctl(op int, ev *syscall.EpollEvent) error {
-	var err error
-	cerr := w.rc.Control(func(fd uintptr) {
-		err = syscall.EpollCtl(thePoller.epfd, op, int(fd), ev)
-	})
+func (w *rawWS) ctl(op int, ev syscall.EpollEvent) error {
+	o := getSockOp()
+	o.op, o.ev = op, ev
+	cerr := w.rc.Control(o.ctl)
+	err := o.err
+	o.put()
 	if cerr != nil {
 		return cerr
 	}
@@ -118,7 +119,7 @@ func (p *poller) add(w *rawWS) error {
 	if start {
 		go p.loop()
 	}
-	err := w.ctl(syscall.EPOLL_CTL_ADD, &ev)
+	err := w.ctl(syscall.EPOLL_CTL_ADD, ev)
 	// A closeSock that ran before the entry was made did not remove it.
 	if err != nil || w.isSockClosed() {
 		p.remove(w)
@@ -131,7 +132,7 @@ func (w *rawWS) unregister() {
 	if w.rc == nil {
 		return
 	}
-	_ = w.ctl(syscall.EPOLL_CTL_DEL, &syscall.EpollEvent{})
+	_ = w.ctl(syscall.EPOLL_CTL_DEL, syscall.EpollEvent{})
 	if p := thePoller; p != nil {
 		p.remove(w)
 	}
@@ -183,19 +184,66 @@ func (p *poller) loop() {
 	}
 }
 
+// sockOp is one non-blocking system call on a socket through its
+// syscall.RawConn: the call's arguments and results, and the function
+// RawConn runs, bound once when the op is made. Ops are pooled, so a read,
+// a write or an epoll change allocates nothing (a closure capturing its
+// results would be two or three allocations each time, at every socket
+// read and write).
+type sockOp struct {
+	buf  []byte
+	ev   syscall.EpollEvent
+	op   int
+	n    int
+	err  error
+	read func(fd uintptr) bool
+	wrt  func(fd uintptr) bool
+	ctl  func(fd uintptr)
+}
+
+var sockOps = sync.Pool{New: func() any {
+	o := new(sockOp)
+	o.read, o.wrt, o.ctl = o.doRead, o.doWrite, o.doCtl
+	return o
+}}
+
+func getSockOp() *sockOp { return sockOps.Get().(*sockOp) }
+
+func (o *sockOp) put() {
+	o.buf, o.ev, o.n, o.err = nil, syscall.EpollEvent{}, 0, nil
+	sockOps.Put(o)
+}
+
+func (o *sockOp) doRead(fd uintptr) bool {
+	for {
+		o.n, o.err = syscall.Read(int(fd), o.buf)
+		if o.err != syscall.EINTR {
+			return true
+		}
+	}
+}
+
+func (o *sockOp) doWrite(fd uintptr) bool {
+	for {
+		o.n, o.err = syscall.Write(int(fd), o.buf)
+		if o.err != syscall.EINTR {
+			return true
+		}
+	}
+}
+
+func (o *sockOp) doCtl(fd uintptr) {
+	o.err = syscall.EpollCtl(thePoller.epfd, o.op, int(fd), &o.ev)
+}
+
 // readSome reads what the socket holds into buf without waiting:
 // errWouldBlock when there is nothing, io.EOF at its end.
 func (w *rawWS) readSome(buf []byte) (int, error) {
-	var n int
-	var rerr error
-	err := w.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = syscall.Read(int(fd), buf)
-			if rerr != syscall.EINTR {
-				return true
-			}
-		}
-	})
+	o := getSockOp()
+	o.buf = buf
+	err := w.rc.Read(o.read)
+	n, rerr := o.n, o.err
+	o.put()
 	switch {
 	case err != nil:
 		return 0, err
@@ -212,16 +260,11 @@ func (w *rawWS) readSome(buf []byte) (int, error) {
 // writeSome writes b to the socket with one non-blocking system call (the
 // pool writer's, writers.go): errWouldBlock when the socket takes nothing.
 func (w *rawWS) writeSome(b []byte) (int, error) {
-	var n int
-	var werr error
-	err := w.rc.Write(func(fd uintptr) bool {
-		for {
-			n, werr = syscall.Write(int(fd), b)
-			if werr != syscall.EINTR {
-				return true
-			}
-		}
-	})
+	o := getSockOp()
+	o.buf = b
+	err := w.rc.Write(o.wrt)
+	n, werr := o.n, o.err
+	o.put()
 	switch {
 	case err != nil:
 		return 0, err

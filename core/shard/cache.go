@@ -194,11 +194,14 @@ func (a *applier) putConv(conv *Conv) {
 }
 
 // putLast writes conv's last message to its own key and updates the cached
-// conversation; the record itself is left alone.
+// conversation; the record itself is left alone. conv becomes the cached
+// value as it is, not a copy (a copy a message cost an allocation of the
+// whole record): it must be the applier's own (a.conv returns a copy) and
+// is not changed after, as the cache's values never are.
 func (a *applier) putLast(conv *Conv) {
 	a.set(lastKey(a.c.App, conv.ID), conv.last().encode())
 	if a.err == nil {
-		a.cache.put(a.c.App, conv.ID, conv.clone())
+		a.cache.put(a.c.App, conv.ID, conv)
 	}
 }
 

@@ -64,6 +64,10 @@ const (
 	// starts a discovery in the background, which moves retry-safe
 	// requests if another core has taken over.
 	probeAfter = time.Second
+	// probeTick is how often the calls in flight are checked for one
+	// waiting probeAfter (watchSlow): a probe starts probeAfter to
+	// probeAfter+probeTick after its call.
+	probeTick = probeAfter / 10
 	// retryPause is the first pause between attempts when no new leader
 	// is known yet; it doubles up to maxRetryPause.
 	retryPause    = 20 * time.Millisecond
@@ -144,6 +148,8 @@ type Link struct {
 	round    *discovery                             // guarded by mu; the discovery running, nil if none
 	found    time.Time                              // guarded by mu; when the last discovery ended
 	inflight map[*attempt]struct{}                  // guarded by mu
+	watching bool                                   // guarded by mu; watchSlow runs
+	closed   bool                                   // guarded by mu; Close was called
 	sessions map[sessionKey]*meshpb.PresenceSession // guarded by mu; logged-in sessions of this edge
 	opening  map[sessionKey]*meshpb.PresenceSession // guarded by mu; OPENs sent, not answered yet
 	seq      uint64                                 // guarded by mu; presence sequence number of the last OPEN (presence.go)
@@ -160,6 +166,8 @@ type sessionKey struct {
 type attempt struct {
 	target string
 	cancel context.CancelCauseFunc
+	start  time.Time
+	probed bool // guarded by Link.mu: watchSlow started its probe
 }
 
 // New returns a link over cfg.Node; Start opens its delivery streams.
@@ -185,6 +193,9 @@ func New(cfg Config) *Link {
 // discovery round the link started (each bounded by discoveryTimeout),
 // have ended. Requests still in flight end with their contexts.
 func (l *Link) Close() {
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
 	l.cancel()
 	l.streams.Wait()
 	l.wg.Wait()
@@ -353,13 +364,16 @@ func (l *Link) call(ctx context.Context, req *meshpb.ClientRequest, b []byte) (*
 func (l *Link) attempt(ctx context.Context, target string, b []byte) (rep *meshpb.ClientReply, err error, moved bool) {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	a := &attempt{target: target, cancel: cancel}
+	a := &attempt{target: target, cancel: cancel, start: time.Now()}
 	l.mu.Lock()
 	l.inflight[a] = struct{}{}
+	if !l.watching && !l.closed {
+		l.watching = true
+		l.wg.Add(1)
+		go l.watchSlow()
+	}
 	l.mu.Unlock()
-	probe := time.AfterFunc(probeAfter, l.discoverAsync)
 	out, err := l.node.Call(actx, target, meshpb.MethodClient, b)
-	probe.Stop()
 	l.mu.Lock()
 	delete(l.inflight, a)
 	l.mu.Unlock()
@@ -436,6 +450,36 @@ func (l *Link) forget(target string) {
 		l.leader = ""
 	}
 	l.mu.Unlock()
+}
+
+// watchSlow starts a probe (discoverAsync) when a call in flight has
+// waited probeAfter, once per call: one goroutine looks at the calls every
+// probeTick, where a timer per call cost an allocation and two changes of
+// the runtime's timer heap at every request. It ends when no call is in
+// flight (the next attempt starts it again) or the link closes.
+func (l *Link) watchSlow() {
+	defer l.wg.Done()
+	t := time.NewTicker(probeTick)
+	defer t.Stop()
+	for range t.C {
+		now := time.Now()
+		slow := false
+		l.mu.Lock()
+		if l.closed || len(l.inflight) == 0 {
+			l.watching = false
+			l.mu.Unlock()
+			return
+		}
+		for a := range l.inflight {
+			if !a.probed && now.Sub(a.start) >= probeAfter {
+				a.probed, slow = true, true
+			}
+		}
+		l.mu.Unlock()
+		if slow {
+			l.discoverAsync()
+		}
+	}
 }
 
 // discovery is one round of asking every core who leads, shared by every

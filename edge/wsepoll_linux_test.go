@@ -1,0 +1,82 @@
+package edge
+
+import (
+	"io"
+	"net"
+	"syscall"
+	"testing"
+)
+
+// TestSockOpsAllocateNothing: a socket read, a write and an epoll change
+// through the pooled ops allocate nothing (they run at every socket read
+// and write of every connection), and each does its call.
+func TestSockOpsAllocateNothing(t *testing.T) {
+	_, err := getPoller()
+	if err != nil {
+		t.Skipf("no epoll here: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	srv := <-accepted
+	defer srv.Close()
+	rc, err := srv.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &rawWS{rc: rc}
+	out, in := []byte("0123456789"), make([]byte, 64)
+	if _, err := w.readSome(in); err != errWouldBlock {
+		t.Fatalf("read of an empty socket: %v, want errWouldBlock", err)
+	}
+	if err := w.ctl(syscall.EPOLL_CTL_ADD, syscall.EpollEvent{Events: syscall.EPOLLIN}); err != nil {
+		t.Fatalf("epoll add: %v", err)
+	}
+	back := make([]byte, len(out))
+	allocs := testing.AllocsPerRun(200, func() {
+		if n, err := w.writeSome(out); err != nil || n != len(out) {
+			t.Fatalf("write: %d, %v", n, err)
+		}
+		if _, err := io.ReadFull(cli, back); err != nil || string(back) != string(out) {
+			t.Fatalf("the client read %q, %v", back, err)
+		}
+		if _, err := cli.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for spins := 0; got < len(out); spins++ {
+			n, err := w.readSome(in[got:])
+			if err == errWouldBlock && spins < 1e6 {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("read: %v", err)
+			}
+			got += n
+		}
+		if string(in[:got]) != string(out) {
+			t.Fatalf("read %q", in[:got])
+		}
+		if err := w.ctl(syscall.EPOLL_CTL_MOD, syscall.EpollEvent{Events: syscall.EPOLLIN}); err != nil {
+			t.Fatalf("epoll mod: %v", err)
+		}
+	})
+	if err := w.ctl(syscall.EPOLL_CTL_DEL, syscall.EpollEvent{}); err != nil {
+		t.Fatalf("epoll del: %v", err)
+	}
+	if err := w.ctl(syscall.EPOLL_CTL_DEL, syscall.EpollEvent{}); err == nil {
+		t.Fatal("a second epoll del of the socket succeeded: the op did not reach epoll")
+	}
+	if allocs != 0 {
+		t.Errorf("a write, a read and an epoll change: %v allocations, want 0", allocs)
+	}
+}
