@@ -76,7 +76,10 @@ func TestSockOpsAllocateNothing(t *testing.T) {
 	if err := w.ctl(syscall.EPOLL_CTL_DEL, syscall.EpollEvent{}); err == nil {
 		t.Fatal("a second epoll del of the socket succeeded: the op did not reach epoll")
 	}
-	if allocs != 0 {
+	switch {
+	case raceEnabled: // sync.Pool drops items at random under the race detector
+		t.Logf("a write, a read and an epoll change: %v allocations (race detector on: not checked)", allocs)
+	case allocs != 0:
 		t.Errorf("a write, a read and an epoll change: %v allocations, want 0", allocs)
 	}
 }
