@@ -140,8 +140,11 @@ func TestConvIDBitFlips(t *testing.T) {
 			}
 		}
 	}
-	// Expected parsed: about total/65536 < 1; allow a little.
-	if parsed > 3 {
+	// A flip of bytes 1–9 parses when the 16-bit check happens to match:
+	// about 300·72/65536 ≈ 0.33 expected, Poisson. More than 3 came about
+	// once in 10,000 runs (one CI run saw 4); more than 8 has a chance of
+	// about 1e-10, while a check of 8 bits would let ~84 through.
+	if parsed > 8 {
 		t.Errorf("%d of %d single-bit flips parse as ours", parsed, total)
 	}
 }
