@@ -173,6 +173,9 @@ func TestEdgeIDTakeover(t *testing.T) {
 	}
 	defer e.Close()
 	waitUntil(t, func() bool { return len(e.link.NotReady()) == 0 })
+	// The edge's stream is up once it sent its hello; the core attaches the
+	// edge when it reads it (a CI run looked in between).
+	waitUntil(t, func() bool { _, ok := c.Service.Relay().EdgeOwner("gateway-1"); return ok })
 	if owner, ok := c.Service.Relay().EdgeOwner("gateway-1"); !ok || owner != "gateway-1" {
 		t.Fatalf("gateway-1 attached by %q (%v), want its certificate gateway-1", owner, ok)
 	}
