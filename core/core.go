@@ -502,7 +502,7 @@ func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, 
 		return nil, fmt.Errorf("%w: %s needs version %d, this core proposes %d", shard.ErrVersionTooOld, cmd.Op, need, cmd.V)
 	}
 	settle := c.carryFanoutDone(cmd) // fanout.go
-	b, err := cmd.Encode()
+	b, err := cmd.EncodeBinary()     // JSON below Version5
 	if err != nil {
 		settle(err)
 		return nil, fmt.Errorf("%w: %v", errInternal, err)

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -39,6 +40,8 @@ type fakeReplica struct {
 	// rounds: the appends of each proposal that had some, in order
 	// (guarded by mu).
 	rounds []int
+	// last: the bytes of the last proposal (guarded by mu).
+	last []byte
 }
 
 func newFakeReplica(t *testing.T) *fakeReplica {
@@ -78,6 +81,7 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	}
 	b := f.db.NewIndexedBatch()
 	f.idx++
+	f.last = bytes.Clone(cmd)
 	res := f.fsm.Apply(b, f.idx, cmd)
 	if fe, ok := res.(*shard.FatalError); ok { // as raftstore: discard, stop
 		b.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -402,4 +403,31 @@ func TestReplayGroupedEntryAfterLeaderChange(t *testing.T) {
 		t.Fatalf("replayed %v, want %v", got, entry)
 	}
 	waitUntil(t, "the entry to leave the tail", func() bool { return len(e.tail()) == 0 })
+}
+
+// TestProposesBinaryForm: a core proposes its sends in the binary form of
+// shard.Version5 (core/shard/bincmd.go) and, pinned to Version4 for a
+// rolling upgrade, as JSON, which a version 4 replica reads; both store
+// the message.
+func TestProposesBinaryForm(t *testing.T) {
+	for _, tc := range []struct {
+		ver    int
+		prefix string
+	}{{0, `{"v":5,"bin":"`}, {shard.Version4, `{"v":4,"op":`}} {
+		e := newEnvWith(t, func(c *Config) { c.CommandVersion = tc.ver })
+		a := e.client("alice")
+		a.open("", false, 0)
+		cid := a.start([]string{"bob"}, "", false).ConvMessage.GetCid()
+		ack := a.sendText(cid, "hello")
+		e.rep.mu.Lock()
+		last := string(e.rep.last)
+		e.rep.mu.Unlock()
+		if !strings.HasPrefix(last, tc.prefix) {
+			t.Errorf("version %d: the send was proposed as %.40q, want the prefix %s", tc.ver, last, tc.prefix)
+		}
+		m, err := shard.GetMessage(e.rep.State(), testApp, cid, ack.GetAckMessage().GetUid())
+		if err != nil || m == nil || m.Data != "hello" {
+			t.Errorf("version %d: stored %+v, %v", tc.ver, m, err)
+		}
+	}
 }

@@ -20,8 +20,13 @@ import (
 // cursors decode.
 func FuzzApply(f *testing.F) {
 	g := newGen(1)
-	for range 300 {
-		b, err := g.next().Encode()
+	for i := range 300 {
+		c := g.next()
+		encode := c.Encode
+		if i%2 == 1 { // both forms (bincmd.go) seed the corpus
+			encode = c.EncodeBinary
+		}
+		b, err := encode()
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -107,7 +107,14 @@ func seed(t *testing.T) uint64 {
 // propose proposes cmd through the leader; a refusal by the shard is a
 // result, not a failure.
 func propose(ctx context.Context, c *raftstoretest.Cluster, cmd *shard.Command) (refused bool, err error) {
-	b, err := cmd.Encode()
+	// The log holds both forms, every other command each: JSON (version 4
+	// entries and what leaves the shard) and the binary form the core
+	// proposes (bincmd.go).
+	encode := cmd.Encode
+	if proposeBinary.Add(1)%2 == 0 {
+		encode = cmd.EncodeBinary
+	}
+	b, err := encode()
 	if err != nil {
 		return false, err
 	}
@@ -118,6 +125,8 @@ func propose(ctx context.Context, c *raftstoretest.Cluster, cmd *shard.Command) 
 	}
 	return false, err
 }
+
+var proposeBinary atomic.Int64
 
 // compare checks that every recorder holds the same outcome for every
 // index and that none was fatal; it returns how many entries were

@@ -120,7 +120,8 @@ const (
 	OpSetWords Op = "set_words" // an app's sensitive-word list (server API only, words.go)
 )
 
-// Command is one state change, encoded as JSON in the raft log.
+// Command is one state change, encoded as JSON in the raft log, or from
+// Version5 on in the binary form (bincmd.go).
 type Command struct {
 	// V is the command's version (version.go): the proposer's, stamped by
 	// Encode; absent (0) in logs written before versions existed, which
@@ -245,6 +246,13 @@ func (c *Command) Encode() ([]byte, error) {
 
 // DecodeCommand parses a command from the raft log.
 func DecodeCommand(b []byte) (*Command, error) {
+	if p, v, ok := binPayload(b); ok { // bincmd.go
+		c, err := decodeBinEnvelope(p, v)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
+		}
+		return c, nil
+	}
 	c := new(Command)
 	if err := json.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadCommand, err)

@@ -42,10 +42,12 @@ const (
 	// appends are kept together under the entry's raft index, in order
 	// (fanout.go), where before each append overwrote the one before it.
 	Version4 = 4
+	// Version5 (bincmd.go) is the binary form of commands, which core
+	// proposes; their meaning is Version4's.
 
 	// Version is the newest version this code applies, and the one it
 	// proposes unless configured lower (core.Config.CommandVersion).
-	Version = Version4
+	Version = Version5
 )
 
 // MaxAttrBytes bounds a conversation's attributes (the JSON object, custom
