@@ -13,10 +13,12 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/relaymesh/relaymesh/core/shard"
 	"github.com/relaymesh/relaymesh/mesh"
 )
 
@@ -283,10 +285,15 @@ master_key = "m"
 	}
 }
 func TestCoreCommandVersion(t *testing.T) {
-	for _, tc := range []struct {
+	type vcase struct {
 		v    string
 		want bool // accepted
-	}{{"1", true}, {"2", true}, {"3", true}, {"4", true}, {"-1", false}, {"5", false}} {
+	}
+	cases := []vcase{{"-1", false}, {strconv.Itoa(shard.Version + 1), false}}
+	for v := 1; v <= shard.Version; v++ {
+		cases = append(cases, vcase{strconv.Itoa(v), true})
+	}
+	for _, tc := range cases {
 		c, err := LoadConfig(writeConfig(t, `
 [core]
 node_id = "core-1"
