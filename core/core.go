@@ -488,6 +488,21 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 	return nil, fmt.Errorf("%w: %v/%v", errUnsupported, r.cmd.GetCmd(), op)
 }
 
+// quitCtx returns a context that ends after d or when the core closes:
+// for what the core proposes in the background on its own behalf, which
+// Close must not wait out.
+func (c *Core) quitCtx(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-c.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // propose runs one shard command through the replica and returns its result.
 func (c *Core) propose(ctx context.Context, cmd *shard.Command) (*shard.Result, error) {
 	cmd.Admin = cmd.Admin || isAdmin(ctx)     // server API (admin.go)

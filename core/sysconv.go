@@ -593,15 +593,8 @@ func (c *Core) seenAsync(cmd *shard.Command) {
 	}
 	c.mu.Unlock()
 	run := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), seenAsyncTimeout)
+		ctx, cancel := c.quitCtx(seenAsyncTimeout)
 		defer cancel()
-		go func() { // the core closing ends the wait
-			select {
-			case <-c.quit:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		if _, err := c.propose(ctx, cmd); err != nil {
 			c.log.Warn("sys login: mark seen", "app", cmd.App, "peer", cmd.From, "err", err)
 		}

@@ -92,15 +92,8 @@ func (c *Core) releaseUnique(app, cid string, members []string) {
 		return
 	}
 	c.wg.Go(func() { // Close waits, and ends the wait
-		ctx, cancel := context.WithTimeout(context.Background(), uniqueWait)
+		ctx, cancel := c.quitCtx(uniqueWait)
 		defer cancel()
-		go func() {
-			select {
-			case <-c.quit:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
 		if _, err := c.catalog.Apply(ctx, &catalog.ReleaseUnique{App: app, Hash: h, Cid: cid}); err != nil {
 			c.log.Debug("unique conversation: release", "app", app, "cid", cid, "err", err)
 		}

@@ -152,14 +152,7 @@ func appendLenStr(b []byte, s string) []byte {
 		}
 		s = string(v)
 	}
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
-}
-
-func appendBytes(b []byte, tag byte, s []byte) []byte {
-	b = append(b, tag)
-	b = binary.AppendUvarint(b, uint64(len(s)))
-	return append(b, s...)
+	return keyBuf(b).str(s) // keys.go: the same length-prefixed component
 }
 
 func appendInt(b []byte, tag byte, v int64) []byte {
@@ -194,7 +187,7 @@ func appendJSON(b []byte, tag byte, v any) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return appendBytes(b, tag, j), nil
+	return keyBuf(append(b, tag)).str(string(j)), nil
 }
 
 func appendBinCommand(b []byte, c *Command) ([]byte, error) {
@@ -346,19 +339,13 @@ func (r *binReader) bytes() []byte {
 	return s
 }
 
-func (r *binReader) str() string {
-	n := r.uvarint()
-	if r.err != nil {
-		return ""
-	}
-	if n > uint64(len(r.b)) {
-		r.fail("length past the end")
-		r.b = nil
-		return ""
-	}
-	at := len(r.src) - len(r.b)
-	r.b = r.b[n:]
-	return r.src[at : at+int(n)]
+func (r *binReader) str() string { return r.strOf(r.bytes()) }
+
+// strOf returns p, the bytes just read, as the string src holds them
+// (no copy).
+func (r *binReader) strOf(p []byte) string {
+	at := len(r.src) - len(r.b) - len(p)
+	return r.src[at : at+len(p)]
 }
 
 // count reads a list's length, bounded by the bytes left (each item takes
@@ -517,8 +504,7 @@ func decodeBinFrom(p []byte, src string, depth int) (*Command, error) {
 				if r.err != nil {
 					break
 				}
-				at := len(r.src) - len(r.b) - len(sub) // where sub starts in src
-				sc, err := decodeBinFrom(sub, r.src[at:at+len(sub)], depth+1)
+				sc, err := decodeBinFrom(sub, r.strOf(sub), depth+1)
 				if err != nil {
 					return nil, err
 				}
