@@ -330,13 +330,17 @@ func (c *conn) fail(code websocket.StatusCode, reason string) {
 
 // kick starts a writer burst unless one is running: a pool turn for a
 // raw WebSocket (writers.go), else a goroutine.
-func (c *conn) kick() {
+func (c *conn) kick() { c.kickLane(laneFirst) }
+
+// kickLane is kick with the writer pool's lane for the turn: laneFan
+// for a copy of a delivery to many sessions.
+func (c *conn) kickLane(ln int) {
 	if c.t == nil {
 		return // frames handled without a socket (fuzz): nothing writes
 	}
 	if c.writing.CompareAndSwap(false, true) {
 		if nb, ok := c.t.(nbWriter); ok && nb.pooled() {
-			c.srv.writers.schedule(c) // writers.go
+			c.srv.writers.schedule(c, ln) // writers.go
 			return
 		}
 		go c.writeBurst()
@@ -549,13 +553,13 @@ func (c *conn) enqueue(f outFrame) bool {
 	switch o.Result {
 	case pq.QueuedShed:
 		c.srv.metrics.Dropped[o.Victim].Add(1)
-		c.kick()
+		c.kickLane(f.lane())
 		return true
 	case pq.DroppedNew:
 		c.srv.metrics.Dropped[o.Victim].Add(1)
 		return false
 	case pq.Queued:
-		c.kick()
+		c.kickLane(f.lane())
 		return true
 	case pq.Overflowed:
 		c.kick() // the writer closes

@@ -24,10 +24,21 @@ type outFrame struct {
 	// dgram: a transient direct, which a WebTransport session sends as a
 	// datagram when it fits (wt.go); WebSocket ignores it.
 	dgram bool
+	// fan: a copy of a delivery to several sessions on this edge, written
+	// in the writer pool's fan-out lane (writers.go).
+	fan bool
 	// at is the server timestamp (Unix ms) of the message a delivered
 	// copy carries, for the delivery latency (Metrics.Delivery); zero
 	// for every other frame.
 	at int64
+}
+
+// lane is the writer pool lane for f's turn (writers.go).
+func (f *outFrame) lane() int {
+	if f.fan {
+		return laneFan
+	}
+	return laneFirst
 }
 
 // outQueue is the bounded per-connection outbound queue: a relay/pq queue

@@ -459,14 +459,15 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 		s.metrics.BadReplies.Add(1)
 		return
 	}
-	var last *session // a client's sessions on one connection share bytes
+	fan := len(hits) > 1 // copies for the writer pool's fan-out lane
+	var last *session    // a client's sessions on one connection share bytes
 	var b []byte
 	for _, h := range hits {
 		if last == nil || last.peerID != h.ss.peerID {
 			b = withPeerID(shared, h.ss.peerID)
 		}
 		last = h.ss
-		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio, dgram: dgram, at: at}) {
+		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio, dgram: dgram, fan: fan, at: at}) {
 			s.metrics.DeliveredFrames.Add(1)
 		}
 		if h.end {

@@ -52,24 +52,77 @@ type nbWriter interface {
 // writerPool runs the pool writers: at most max goroutines, each taking
 // the next ready connection until none is left, then exiting (an idle edge
 // runs none).
+//
+// Connections wait in one of two lanes. A copy of a delivery to many
+// sessions on this edge (a chatroom's or a big group's message, one Deliver
+// with several targets) schedules its connection in the fan-out lane, which
+// at most fanMax writers (half the pool, at least one) serve at a time;
+// everything else (replies, one-to-one pushes) waits in the first lane,
+// which every writer serves first. Why a cap: a message to a 10,000-member
+// room queues a frame on 10,000 connections, and a writer on each of the 2
+// cores of a small edge kept pace with Deliver, so each turn found one frame
+// (one system call a copy) while the deliveries behind it waited upstream,
+// where nothing coalesces them. With one writer on the fan-out lane, Deliver
+// keeps a core: the backlog forms in the connections' queues, and a turn
+// writes several frames with one system call (docs/BENCHMARKS.md, "one
+// fan-out writer"). Replies and one-to-one pushes keep every writer and go
+// first.
 type writerPool struct {
-	max int
+	max    int
+	fanMax int
 
-	mu      sync.Mutex
-	ready   []*conn // guarded by mu: connections with c.writing set, in turn order
-	head    int     // guarded by mu: ready[head:] wait
-	running int     // guarded by mu
+	// turn is the turn a writer takes: nil for (*conn).poolTurn, set by
+	// tests of the lanes.
+	turn func(c *conn, ln int)
+
+	mu         sync.Mutex
+	lanes      [2]lane // guarded by mu: laneFirst, laneFan
+	running    int     // guarded by mu: writers started
+	fanRunning int     // guarded by mu: writers in a fan-out lane turn
+}
+
+// The lanes of the writer pool.
+const (
+	laneFirst = 0
+	laneFan   = 1
+)
+
+// lane is a FIFO of connections with c.writing set.
+type lane struct {
+	ready []*conn // ready[head:] wait, in turn order
+	head  int
+}
+
+func (l *lane) empty() bool { return l.head == len(l.ready) }
+
+func (l *lane) push(c *conn) { l.ready = append(l.ready, c) }
+
+func (l *lane) pop() *conn {
+	c := l.ready[l.head]
+	l.ready[l.head] = nil
+	l.head++
+	if l.head == len(l.ready) {
+		l.ready, l.head = l.ready[:0], 0
+	} else if l.head >= 1024 && l.head*2 >= len(l.ready) { // reuse the front
+		n := copy(l.ready, l.ready[l.head:])
+		clear(l.ready[n:])
+		l.ready, l.head = l.ready[:n], 0
+	}
+	return c
 }
 
 func newWriterPool() *writerPool {
-	return &writerPool{max: max(2, runtime.GOMAXPROCS(0))}
+	n := max(2, runtime.GOMAXPROCS(0))
+	return &writerPool{max: n, fanMax: max(1, n/2)}
 }
 
-// schedule queues c (c.writing set by the caller) for a turn.
-func (p *writerPool) schedule(c *conn) {
+// schedule queues c (c.writing set by the caller) for a turn in lane ln.
+func (p *writerPool) schedule(c *conn, ln int) {
 	p.mu.Lock()
-	p.ready = append(p.ready, c)
-	spawn := p.running < p.max
+	p.lanes[ln].push(c)
+	// A fan-out turn starts a writer only when the lane has room for one
+	// more: a running writer takes it up after its turn.
+	spawn := p.running < p.max && (ln == laneFirst || p.fanRunning < p.fanMax)
 	if spawn {
 		p.running++
 	}
@@ -80,24 +133,32 @@ func (p *writerPool) schedule(c *conn) {
 }
 
 func (p *writerPool) work() {
+	ln := -1 // the lane of the turn just taken
 	for {
 		p.mu.Lock()
-		if p.head == len(p.ready) {
-			p.ready, p.head = p.ready[:0], 0
+		if ln == laneFan {
+			p.fanRunning--
+		}
+		switch {
+		case !p.lanes[laneFirst].empty():
+			ln = laneFirst
+		case !p.lanes[laneFan].empty() && p.fanRunning < p.fanMax:
+			ln = laneFan
+			p.fanRunning++
+		default:
+			// Nothing this writer may take: the fan-out lane, if it waits,
+			// has its writers running, and they come back to it.
 			p.running--
 			p.mu.Unlock()
 			return
 		}
-		c := p.ready[p.head]
-		p.ready[p.head] = nil
-		p.head++
-		if p.head >= 1024 && p.head*2 >= len(p.ready) { // reuse the front
-			n := copy(p.ready, p.ready[p.head:])
-			clear(p.ready[n:])
-			p.ready, p.head = p.ready[:n], 0
-		}
+		c := p.lanes[ln].pop()
 		p.mu.Unlock()
-		c.poolTurn()
+		if p.turn != nil {
+			p.turn(c, ln)
+			continue
+		}
+		c.poolTurn(ln)
 	}
 }
 
@@ -105,7 +166,7 @@ func (p *writerPool) work() {
 // queued, up to corkMax bytes, in one non-blocking write. It schedules
 // another turn while frames remain, and hands the burst to finishBurst when
 // the socket is full or the queue ended.
-func (c *conn) poolTurn() {
+func (c *conn) poolTurn(ln int) {
 	t := c.t.(nbWriter)
 	if !c.wmu.TryLock() {
 		// Only the closer takes c.wmu besides the writer (which c.writing
@@ -116,7 +177,7 @@ func (c *conn) poolTurn() {
 			return
 		}
 		runtime.Gosched() // held by a test: try again later
-		c.srv.writers.schedule(c)
+		c.srv.writers.schedule(c, ln)
 		return
 	}
 	if c.wclosed {
@@ -131,7 +192,7 @@ func (c *conn) poolTurn() {
 			break
 		}
 		if st != pq.PopItem { // overflow or drained: the blocking path closes
-			go c.finishBurst() // takes over c.wmu
+			go c.finishBurst(ln) // takes over c.wmu
 			return
 		}
 		if err := c.writeCtx(context.Background(), f); err != nil { // appends
@@ -146,12 +207,12 @@ func (c *conn) poolTurn() {
 	}
 	if !done {
 		c.srv.metrics.PoolHandoffs.Add(1)
-		go c.finishBurst() // takes over c.wmu
+		go c.finishBurst(ln) // takes over c.wmu
 		return
 	}
 	_ = t.uncork() // nothing left to write: only stops collecting
 	c.wmu.Unlock()
-	c.afterBurst()
+	c.afterBurst(ln)
 }
 
 // abortTurnLocked drops the connection after a failed write in a pool
@@ -163,11 +224,11 @@ func (c *conn) abortTurnLocked() {
 }
 
 // afterBurst ends a burst (c.writing set, c.wmu not held): another turn
-// when frames are queued, else c.writing cleared.
-func (c *conn) afterBurst() {
+// in lane ln when frames are queued, else c.writing cleared.
+func (c *conn) afterBurst(ln int) {
 	for {
 		if c.q.Ready() {
-			c.srv.writers.schedule(c) // c.writing stays set
+			c.srv.writers.schedule(c, ln) // c.writing stays set
 			return
 		}
 		c.writing.Store(false)
@@ -183,7 +244,7 @@ func (c *conn) afterBurst() {
 // writer that started it held: it writes what the turn left corked and
 // what is queued with blocking writes (drainLocked), acts on the queue's
 // end state, and hands the connection back to the pool.
-func (c *conn) finishBurst() {
+func (c *conn) finishBurst(ln int) {
 	t := c.t.(nbWriter)
 	if err := t.uncork(); err != nil {
 		c.abortLocked()
@@ -196,5 +257,5 @@ func (c *conn) finishBurst() {
 		c.writing.Store(false)
 		return
 	}
-	c.afterBurst()
+	c.afterBurst(ln)
 }

@@ -149,3 +149,166 @@ func TestPoolWriterConcurrentDeliveries(t *testing.T) {
 		c.expectNothing(0)
 	}
 }
+
+// TestWriterPoolLanes: with connections waiting in both lanes, the pool's
+// writers take every first-lane connection before any fan-out one, run at
+// most fanMax fan-out turns at a time while the first lane runs several,
+// and give each scheduled connection exactly one turn.
+func TestWriterPoolLanes(t *testing.T) {
+	const n = 60
+	var (
+		mu              sync.Mutex
+		order           []int
+		turns           = map[*conn]int{}
+		inLane, maxLane [2]int
+	)
+	p := &writerPool{max: 4, fanMax: 1}
+	p.turn = func(c *conn, ln int) {
+		mu.Lock()
+		order = append(order, ln)
+		turns[c]++
+		inLane[ln]++
+		maxLane[ln] = max(maxLane[ln], inLane[ln])
+		mu.Unlock()
+		time.Sleep(time.Millisecond) // a write's system call
+		mu.Lock()
+		inLane[ln]--
+		mu.Unlock()
+	}
+	conns := make([]*conn, 2*n)
+	p.mu.Lock()
+	for i := range conns {
+		conns[i] = new(conn)
+		p.lanes[i%2].push(conns[i]) // first, fan, first, ...
+	}
+	p.running = p.max
+	p.mu.Unlock()
+	for range p.max {
+		go p.work()
+	}
+	waitPoolIdle(t, p)
+
+	mu.Lock()
+	defer mu.Unlock()
+	for i, c := range conns {
+		if turns[c] != 1 {
+			t.Fatalf("connection %d had %d turns, want 1", i, turns[c])
+		}
+	}
+	for i, ln := range order {
+		if want := i >= n; (ln == laneFan) != want {
+			t.Fatalf("turn %d was in lane %d: the first lane's %d connections go first (order %v)", i, ln, n, order)
+		}
+	}
+	if maxLane[laneFan] != 1 {
+		t.Errorf("%d fan-out turns ran at once, want fanMax = 1", maxLane[laneFan])
+	}
+	if maxLane[laneFirst] < 2 {
+		t.Errorf("at most %d first-lane turn ran at once, want several writers on it", maxLane[laneFirst])
+	}
+}
+
+// TestWriterPoolFanScheduleNoSpare: a fan-out turn scheduled while the
+// lane's one writer is busy starts no writer (one would find nothing it may
+// take); the busy writer takes it next. A first-lane turn does start one.
+func TestWriterPoolFanScheduleNoSpare(t *testing.T) {
+	gate := make(chan struct{})
+	var (
+		mu    sync.Mutex
+		turns []int
+	)
+	p := &writerPool{max: 4, fanMax: 1}
+	p.turn = func(c *conn, ln int) {
+		mu.Lock()
+		turns = append(turns, ln)
+		first := len(turns) == 1
+		mu.Unlock()
+		if first {
+			<-gate
+		}
+	}
+	p.schedule(new(conn), laneFan)
+	waitFor(t, "the first fan-out turn", func() bool { mu.Lock(); defer mu.Unlock(); return len(turns) == 1 })
+	p.schedule(new(conn), laneFan)
+	p.mu.Lock()
+	running := p.running
+	p.mu.Unlock()
+	if running != 1 {
+		t.Fatalf("%d writers after a second fan-out turn while the lane's writer is busy, want 1", running)
+	}
+	p.schedule(new(conn), laneFirst)
+	waitFor(t, "the first-lane turn", func() bool { mu.Lock(); defer mu.Unlock(); return len(turns) == 2 })
+	mu.Lock()
+	if turns[1] != laneFirst {
+		t.Fatalf("second turn in lane %d, want the first lane's, taken by a new writer", turns[1])
+	}
+	mu.Unlock()
+	close(gate)
+	waitPoolIdle(t, p)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(turns) != 3 || turns[2] != laneFan {
+		t.Fatalf("turns %v, want [fan first fan]", turns)
+	}
+}
+
+// waitPoolIdle waits for p's writers to exit.
+func waitPoolIdle(t *testing.T, p *writerPool) {
+	t.Helper()
+	waitFor(t, "the pool's writers to exit", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.running == 0
+	})
+}
+
+// TestDeliverFanLane: a delivery to several sessions on the edge puts its
+// copies in the pool's fan-out lane, a delivery to one session and a reply
+// in the first lane; every copy still arrives.
+func TestDeliverFanLane(t *testing.T) {
+	env := newEnv(t, nil)
+	var (
+		mu    sync.Mutex
+		lanes = map[int]int{}
+	)
+	env.srv.writers.turn = func(c *conn, ln int) {
+		mu.Lock()
+		lanes[ln]++
+		mu.Unlock()
+		c.poolTurn(ln)
+	}
+	peers := []string{"alice", "bob", "carol"}
+	clients := make([]*client, len(peers))
+	targets := make([]*meshpb.Target, len(peers))
+	for i, p := range peers {
+		clients[i] = env.dial(t, lcpb.SubprotocolBinary3)
+		clients[i].login(1, p)
+		targets[i] = &meshpb.Target{PeerId: p}
+	}
+	count := func() (first, fan int) {
+		mu.Lock()
+		defer mu.Unlock()
+		f, n := lanes[laneFirst], lanes[laneFan]
+		clear(lanes)
+		return f, n
+	}
+	if first, fan := count(); first == 0 || fan != 0 {
+		t.Fatalf("logins' replies took %d first-lane and %d fan-out turns, want some and 0", first, fan)
+	}
+	env.srv.Deliver(&meshpb.Delivery{AppId: testApp, Targets: targets, Command: push(t, "room", "m")})
+	for i, c := range clients {
+		if id := c.recv().GetDirectMessage().GetId(); id != "room" {
+			t.Fatalf("%s got %q, want the room's push", peers[i], id)
+		}
+	}
+	if first, fan := count(); first != 0 || fan != len(peers) {
+		t.Fatalf("a delivery to %d sessions took %d first-lane and %d fan-out turns, want 0 and %d", len(peers), first, fan, len(peers))
+	}
+	env.srv.Deliver(&meshpb.Delivery{AppId: testApp, Targets: targets[:1], Command: push(t, "direct", "m")})
+	if id := clients[0].recv().GetDirectMessage().GetId(); id != "direct" {
+		t.Fatalf("alice got %q, want the direct push", id)
+	}
+	if first, fan := count(); first != 1 || fan != 0 {
+		t.Fatalf("a delivery to one session took %d first-lane and %d fan-out turns, want 1 and 0", first, fan)
+	}
+}

@@ -40,7 +40,7 @@ func run() error {
 	data := flag.String("data", "", "data directory (required; use a fresh temporary one)")
 	addr := flag.String("addr", "127.0.0.1:18080", "WebSocket/HTTP listen address (the mesh uses port+1/udp)")
 	pp := flag.String("pprof", "127.0.0.1:18090", "pprof listen address (loopback only)")
-	unlimited := flag.Bool("unlimited", true, "lift the per-session send/logs/ops limits, like --sends-per-minute -1 etc.")
+	unlimited := flag.Bool("unlimited", true, "lift the per-session send/logs/ops limits and the per-IP connection cap, like --sends-per-minute -1 … --max-conns-per-ip -1")
 	mutex := flag.Int("mutex-fraction", 0, "runtime.SetMutexProfileFraction (0 = off)")
 	block := flag.Int("block-rate", 0, "runtime.SetBlockProfileRate in ns (0 = off)")
 	overQUIC := flag.Bool("mesh-over-quic", false, "core and edge talk over QUIC on loopback, as before stop 23 (default: in memory, as relaymesh dev)")
@@ -61,6 +61,7 @@ func run() error {
 	var lim edge.Limits
 	if *unlimited {
 		lim.SendsPerMinute, lim.LogsPerMinute, lim.OpsPerMinute = -1, -1, -1
+		lim.MaxConnsPerIP = -1
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	d, err := cluster.StartDev(cluster.DevConfig{DataDir: *data, Addr: *addr, Limits: lim, Logger: log, MeshOverQUIC: *overQUIC})
