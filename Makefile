@@ -72,7 +72,7 @@ bench-wt:
 	GO=$(GO) ./scripts/bench-wt.sh
 
 # relaymesh vs Centrifugo v6.9.1 side by side (issue 11;
-# scripts/bench-peers.sh, ~6–7 minutes on 2 cores; QUICK=1 for a ~80-second
+# scripts/bench-peers.sh, ~8 minutes on 2 cores; QUICK=1 for a ~80-second
 # smoke): idle RSS per session, chatroom fan-out of 1k and 10k members,
 # each on a fresh server, same load tester for both. Centrifugo is built
 # with go install into a scratch directory, never a dependency of ours.

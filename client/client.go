@@ -279,7 +279,7 @@ func (c *Client) dialTransport(ctx context.Context, url string) (frameTransport,
 		return nil, fmt.Errorf("%w: server chose subprotocol %q, want %q", ErrProtocol, got, c.opts.Subprotocol)
 	}
 	ws.SetReadLimit(c.opts.MaxFrame)
-	return wsTransport{ws}, nil
+	return newWSTransport(ws), nil
 }
 
 // open sends session/open and stores what session/opened returns. A reopen

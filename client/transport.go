@@ -37,7 +37,9 @@ const (
 // write are each called from one goroutine; close and closeNow from any.
 type frameTransport interface {
 	// read returns the next frame; text reports a WebSocket text message
-	// (a base64 subprotocol).
+	// (a base64 subprotocol). b is valid until the next read. A read ends
+	// with an error once closeNow is called (the conn's kill does), and
+	// may end earlier when ctx is done.
 	read(ctx context.Context) (b []byte, text bool, err error)
 	write(ctx context.Context, b []byte, text bool) error
 	// close ends the connection politely with a WebSocket close code.
@@ -46,11 +48,36 @@ type frameTransport interface {
 }
 
 // wsTransport is a WebSocket connection.
-type wsTransport struct{ ws *websocket.Conn }
+type wsTransport struct {
+	ws *websocket.Conn
+	rb *bytes.Buffer // read's frame; reused, as read's b is valid until the next
+}
 
-func (t wsTransport) read(ctx context.Context) ([]byte, bool, error) {
-	typ, b, err := t.ws.Read(ctx)
-	return b, typ == websocket.MessageText, err
+func newWSTransport(ws *websocket.Conn) wsTransport {
+	return wsTransport{ws: ws, rb: new(bytes.Buffer)}
+}
+
+// maxKeptReadBuf is the largest read buffer kept for the next frame: a
+// bigger one (a long history page) is dropped after its frame.
+const maxKeptReadBuf = 64 << 10
+
+// read reads the next message into t.rb. It does not pass ctx to the
+// library: closeNow ends the read, and a cancellable context costs a
+// registration (context.AfterFunc) per frame, a sixth of a busy client's
+// reading (docs/BENCHMARKS.md, "the Go SDK's reads").
+func (t wsTransport) read(context.Context) ([]byte, bool, error) {
+	typ, r, err := t.ws.Reader(context.Background())
+	if err != nil {
+		return nil, false, err
+	}
+	if t.rb.Cap() > maxKeptReadBuf {
+		*t.rb = bytes.Buffer{}
+	}
+	t.rb.Reset()
+	if _, err := t.rb.ReadFrom(r); err != nil {
+		return nil, false, err
+	}
+	return t.rb.Bytes(), typ == websocket.MessageText, nil
 }
 
 func (t wsTransport) write(ctx context.Context, b []byte, text bool) error {

@@ -3,10 +3,21 @@ package client
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 func delimited(frames ...[]byte) []byte {
@@ -88,5 +99,86 @@ func TestWTURL(t *testing.T) {
 		if got, err := wtURL(bad); err == nil {
 			t.Errorf("wtURL(%q) = %q, want an error", bad, got)
 		}
+	}
+}
+
+// TestWSReadReusesBuffer: read returns each frame in one reused buffer, and
+// what the conn decodes from it stays intact after later reads: a big frame
+// (past maxKeptReadBuf), then small ones, binary and text. A read after
+// closeNow ends with an error although its context is never done.
+func TestWSReadReusesBuffer(t *testing.T) {
+	texts := []string{strings.Repeat("a", maxKeptReadBuf+1000), "b", strings.Repeat("c", 700), "d"}
+	frames := make([][]byte, len(texts))
+	for i, s := range texts {
+		b, err := proto.Marshal(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(),
+			DirectMessage: &lcpb.DirectCommand{Msg: proto.String(s), BinaryMsg: []byte(s)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		frames[i] = b
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer ws.CloseNow()
+		for i, f := range frames {
+			typ := websocket.MessageBinary
+			if i == 3 { // a base64 subprotocol's text frame
+				typ, f = websocket.MessageText, []byte(base64.StdEncoding.EncodeToString(f))
+			}
+			if err := ws.Write(r.Context(), typ, f); err != nil {
+				return
+			}
+		}
+		_, _, _ = ws.Read(r.Context()) // until the client goes
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadLimit(1 << 20)
+	tr := newWSTransport(ws)
+	var got []*lcpb.GenericCommand
+	for i := range frames {
+		b, text, err := tr.read(ctx)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if text != (i == 3) {
+			t.Fatalf("frame %d: text %v", i, text)
+		}
+		cmd, err := lcpb.Codec{}.Decode(b, text)
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		got = append(got, cmd)
+		if i == 0 && tr.rb.Cap() <= maxKeptReadBuf {
+			t.Fatalf("the big frame was read into %d bytes", tr.rb.Cap())
+		}
+		if i == 1 && tr.rb.Cap() > maxKeptReadBuf {
+			t.Fatalf("the buffer of %d bytes was kept after the big frame", tr.rb.Cap())
+		}
+	}
+	for i, cmd := range got {
+		if dm := cmd.GetDirectMessage(); dm.GetMsg() != texts[i] || string(dm.GetBinaryMsg()) != texts[i] {
+			t.Fatalf("frame %d decoded to %.20q/%.20q after later reads, want %.20q", i, dm.GetMsg(), dm.GetBinaryMsg(), texts[i])
+		}
+	}
+	done := make(chan error, 1)
+	go func() { _, _, err := tr.read(context.Background()); done <- err }()
+	time.Sleep(50 * time.Millisecond) // let the read block
+	_ = tr.closeNow()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a read after closeNow returned a frame")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("closeNow did not end a read")
 	}
 }

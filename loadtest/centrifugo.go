@@ -286,13 +286,23 @@ func (c *cfConn) readErr() error {
 func (c *cfConn) readLoop() {
 	defer close(c.done)
 	var end error
+	// One buffer for every frame, as the Go SDK's reads (client/transport.go):
+	// the harness's two clients read alike. decodeCFFrame copies what it keeps.
+	var rb bytes.Buffer
 	for {
-		_, b, err := c.ws.Read(context.Background())
+		_, r, err := c.ws.Reader(context.Background())
+		if err == nil {
+			if rb.Cap() > 64<<10 {
+				rb = bytes.Buffer{}
+			}
+			rb.Reset()
+			_, err = rb.ReadFrom(r)
+		}
 		if err != nil {
 			end = err
 			break
 		}
-		rs, err := decodeCFFrame(b)
+		rs, err := decodeCFFrame(rb.Bytes())
 		for i := range rs {
 			r := &rs[i]
 			switch {

@@ -20,7 +20,7 @@
 # relaymesh runs as `relaymesh dev` (history persisted) with the limits
 # per session lifted as in make bench.
 #
-#   scripts/bench-peers.sh             # the full run, ~6–7 minutes on 2 cores
+#   scripts/bench-peers.sh             # the full run, ~8 minutes on 2 cores
 #   scripts/bench-peers.sh --quick     # an ~80-second smoke at small sizes
 #   BIG_RATES="2 20" DURATION=30s scripts/bench-peers.sh
 #   TABLE_ONLY=/tmp/relaymesh-bench-peers.XXXXXX scripts/bench-peers.sh  # reprint a run's table
@@ -47,7 +47,7 @@ if ((quick)); then
 	: "${IDLE_SESSIONS:=2000}" "${SMALL_ROOM:=200}" "${SMALL_RATE:=20}" "${BIG_ROOM:=1000}" "${BIG_RATES:=2 20}"
 	: "${DURATION:=5s}" "${DRAIN:=5s}" "${IDLE_DURATION:=3s}"
 else
-	: "${IDLE_SESSIONS:=15000}" "${SMALL_ROOM:=1000}" "${SMALL_RATE:=20}" "${BIG_ROOM:=10000}" "${BIG_RATES:=1 2 5 20}"
+	: "${IDLE_SESSIONS:=15000}" "${SMALL_ROOM:=1000}" "${SMALL_RATE:=20}" "${BIG_ROOM:=10000}" "${BIG_RATES:=1 2 5 20 40}"
 	: "${DURATION:=10s}" "${DRAIN:=30s}" "${IDLE_DURATION:=10s}"
 fi
 PAYLOAD=${PAYLOAD:-256}         # bytes of text per chatroom message (ledger id, send time, padding)
