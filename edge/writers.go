@@ -58,7 +58,8 @@ type nbWriter interface {
 // with several targets) schedules its connection in the fan-out lane, which
 // at most fanMax writers (half the pool, at least one) serve at a time;
 // everything else (replies, one-to-one pushes) waits in the first lane,
-// which every writer serves first. Why a cap: a message to a 10,000-member
+// which every writer serves first (4 turns of 5 while both lanes wait:
+// firstStreakMax). Why a cap: a message to a 10,000-member
 // room queues a frame on 10,000 connections, and a writer on each of the 2
 // cores of a small edge kept pace with Deliver, so each turn found one frame
 // (one system call a copy) while the deliveries behind it waited upstream,
@@ -79,7 +80,15 @@ type writerPool struct {
 	lanes      [2]lane // guarded by mu: laneFirst, laneFan
 	running    int     // guarded by mu: writers started
 	fanRunning int     // guarded by mu: writers in a fan-out lane turn
+	// firstStreak (guarded by mu) counts the first-lane turns taken in a
+	// row while a fan-out turn could have been: at firstStreakMax the next
+	// is a fan-out turn, so a flood of replies does not starve a room.
+	firstStreak int
 }
+
+// firstStreakMax is how many first-lane turns go before a waiting fan-out
+// turn: the first lane has 4 of every 5 turns while both lanes wait.
+const firstStreakMax = 4
 
 // The lanes of the writer pool.
 const (
@@ -139,12 +148,17 @@ func (p *writerPool) work() {
 		if ln == laneFan {
 			p.fanRunning--
 		}
+		fanOK := !p.lanes[laneFan].empty() && p.fanRunning < p.fanMax
 		switch {
-		case !p.lanes[laneFirst].empty():
+		case !p.lanes[laneFirst].empty() && (!fanOK || p.firstStreak < firstStreakMax):
 			ln = laneFirst
-		case !p.lanes[laneFan].empty() && p.fanRunning < p.fanMax:
+			if fanOK {
+				p.firstStreak++
+			}
+		case fanOK:
 			ln = laneFan
 			p.fanRunning++
+			p.firstStreak = 0
 		default:
 			// Nothing this writer may take: the fan-out lane, if it waits,
 			// has its writers running, and they come back to it.

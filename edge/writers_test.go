@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,21 +152,18 @@ func TestPoolWriterConcurrentDeliveries(t *testing.T) {
 }
 
 // TestWriterPoolLanes: with connections waiting in both lanes, the pool's
-// writers take every first-lane connection before any fan-out one, run at
-// most fanMax fan-out turns at a time while the first lane runs several,
-// and give each scheduled connection exactly one turn.
+// writers run at most fanMax fan-out turns at a time while the first lane
+// runs several, and give each scheduled connection exactly one turn.
 func TestWriterPoolLanes(t *testing.T) {
 	const n = 60
 	var (
 		mu              sync.Mutex
-		order           []int
 		turns           = map[*conn]int{}
 		inLane, maxLane [2]int
 	)
 	p := &writerPool{max: 4, fanMax: 1}
 	p.turn = func(c *conn, ln int) {
 		mu.Lock()
-		order = append(order, ln)
 		turns[c]++
 		inLane[ln]++
 		maxLane[ln] = max(maxLane[ln], inLane[ln])
@@ -195,17 +193,92 @@ func TestWriterPoolLanes(t *testing.T) {
 			t.Fatalf("connection %d had %d turns, want 1", i, turns[c])
 		}
 	}
-	for i, ln := range order {
-		if want := i >= n; (ln == laneFan) != want {
-			t.Fatalf("turn %d was in lane %d: the first lane's %d connections go first (order %v)", i, ln, n, order)
-		}
-	}
 	if maxLane[laneFan] != 1 {
 		t.Errorf("%d fan-out turns ran at once, want fanMax = 1", maxLane[laneFan])
 	}
 	if maxLane[laneFirst] < 2 {
 		t.Errorf("at most %d first-lane turn ran at once, want several writers on it", maxLane[laneFirst])
 	}
+}
+
+// TestWriterPoolLaneOrder: one writer, both lanes waiting: firstStreakMax
+// first-lane turns, then a fan-out one, and so on until the first lane is
+// empty; then the rest of the fan-out lane.
+func TestWriterPoolLaneOrder(t *testing.T) {
+	const first, fan = 20, 10
+	var order []int
+	var mu sync.Mutex
+	p := &writerPool{max: 1, fanMax: 1}
+	p.turn = func(c *conn, ln int) {
+		mu.Lock()
+		order = append(order, ln)
+		mu.Unlock()
+	}
+	p.mu.Lock()
+	for range first {
+		p.lanes[laneFirst].push(new(conn))
+	}
+	for range fan {
+		p.lanes[laneFan].push(new(conn))
+	}
+	p.running = 1
+	p.mu.Unlock()
+	go p.work()
+	waitPoolIdle(t, p)
+
+	var want []int
+	f, n := first, fan
+	for f > 0 || n > 0 {
+		for k := 0; k < firstStreakMax && f > 0; k++ {
+			want = append(want, laneFirst)
+			f--
+		}
+		if f == 0 {
+			for ; n > 0; n-- {
+				want = append(want, laneFan)
+			}
+			break
+		}
+		if n > 0 {
+			want = append(want, laneFan)
+			n--
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("turns in lanes\n%v\nwant\n%v", order, want)
+	}
+}
+
+// TestWriterPoolFanNotStarved: replies keep the first lane full (every turn
+// schedules its connection again, on both writers); connections waiting in
+// the fan-out lane still get their turns.
+func TestWriterPoolFanNotStarved(t *testing.T) {
+	const fan = 50
+	var (
+		stop    atomic.Bool
+		fanDone atomic.Int64
+	)
+	p := &writerPool{max: 2, fanMax: 1}
+	p.turn = func(c *conn, ln int) {
+		if ln == laneFan {
+			fanDone.Add(1)
+			return
+		}
+		if !stop.Load() {
+			p.schedule(c, laneFirst) // another reply queued at once
+		}
+	}
+	for range 8 {
+		p.schedule(new(conn), laneFirst)
+	}
+	for range fan {
+		p.schedule(new(conn), laneFan)
+	}
+	waitFor(t, "every fan-out turn while the first lane stays full", func() bool { return fanDone.Load() == fan })
+	stop.Store(true)
+	waitPoolIdle(t, p)
 }
 
 // TestWriterPoolFanScheduleNoSpare: a fan-out turn scheduled while the
