@@ -18,11 +18,12 @@ import (
 // once, and the goroutine handing the edge its next delivery waits behind
 // every one of them: the backlog piled up in front of the edge (seconds of
 // it) while each connection's queue held one frame, written with one system
-// call. With a pool of GOMAXPROCS writers the delivery path keeps its share
-// of the CPU, so under load the backlog forms in the connections' queues,
-// where a turn writes everything queued in one system call: the busier the
-// edge, the more frames per write, for the edge and for the client reading
-// them. It also spares a goroutine start and its stack growth per burst.
+// call. With a pool of a few writers (and the fan-out lane's cap below) the
+// delivery path keeps its share of the CPU, so under load the backlog forms
+// in the connections' queues, where a turn writes everything queued in one
+// system call: the busier the edge, the more frames per write, for the edge
+// and for the client reading them. It also spares a goroutine start and its
+// stack growth per burst.
 //
 // A pool writer never blocks on a client: a turn collects the connection's
 // frames (up to corkMax bytes) in its cork buffer and writes them with one
@@ -53,21 +54,22 @@ type nbWriter interface {
 // the next ready connection until none is left, then exiting (an idle edge
 // runs none).
 //
-// Connections wait in one of two lanes. A copy of a delivery to many
-// sessions on this edge (a chatroom's or a big group's message, one Deliver
+// Connections wait in one of two lanes. A copy of a delivery to several
+// sessions on this edge (a chatroom's or a group's message: one Deliver
 // with several targets) schedules its connection in the fan-out lane, which
-// at most fanMax writers (half the pool, at least one) serve at a time;
-// everything else (replies, one-to-one pushes) waits in the first lane,
-// which every writer serves first (4 turns of 5 while both lanes wait:
-// firstStreakMax). Why a cap: a message to a 10,000-member
-// room queues a frame on 10,000 connections, and a writer on each of the 2
-// cores of a small edge kept pace with Deliver, so each turn found one frame
-// (one system call a copy) while the deliveries behind it waited upstream,
-// where nothing coalesces them. With one writer on the fan-out lane, Deliver
-// keeps a core: the backlog forms in the connections' queues, and a turn
-// writes several frames with one system call (docs/BENCHMARKS.md, "one
-// fan-out writer"). Replies and one-to-one pushes keep every writer and go
-// first.
+// at most fanMax writers (half the pool, at least one) serve at a time.
+// Everything else (replies, one-to-one pushes) waits in the first lane,
+// which every writer serves first: 4 turns of 5 while both lanes wait
+// (firstStreakMax), so neither starves.
+//
+// Why the cap: a message to a 10,000-member room queues a frame on 10,000
+// connections, and a writer on each of the 2 cores of a small edge kept
+// pace with Deliver, so each turn found one frame or three (a system call
+// each) while the deliveries behind them waited upstream, where nothing
+// coalesces them. With one writer on the fan-out lane, Deliver keeps a
+// core: the backlog forms in the connections' queues, and a turn writes
+// several frames with one system call (docs/BENCHMARKS.md, "one fan-out
+// writer").
 type writerPool struct {
 	max    int
 	fanMax int
