@@ -385,3 +385,66 @@ func TestDeliverFanLane(t *testing.T) {
 		t.Fatalf("a delivery to one session took %d first-lane and %d fan-out turns, want 1 and 0", first, fan)
 	}
 }
+
+// TestFanLaneSlowMember: a room of three whose member alice stops reading.
+// The fan-out lane's one writer does not wait for her full socket: her
+// burst is handed to a goroutine of its own, and bob and carol get every
+// copy meanwhile. When alice reads again, every copy arrives in order.
+func TestFanLaneSlowMember(t *testing.T) {
+	const n = 4000 // 64 MB a member: more than a client's channel and both kernel buffers hold
+	env := newEnv(t, func(c *Config) { c.Limits.QueueLen = n + 64 })
+	if env.srv.writers.fanMax != max(1, env.srv.writers.max/2) {
+		t.Fatalf("fanMax %d of %d writers", env.srv.writers.fanMax, env.srv.writers.max)
+	}
+	peers := []string{"alice", "bob", "carol"}
+	clients := make([]*client, len(peers))
+	targets := make([]*meshpb.Target, len(peers))
+	for i, p := range peers {
+		clients[i] = env.dial(t, lcpb.SubprotocolBinary3)
+		clients[i].login(1, p)
+		targets[i] = &meshpb.Target{PeerId: p}
+	}
+	big := strings.Repeat("x", 16<<10)
+	errs := make(chan error, 2)
+	for _, i := range []int{1, 2} { // bob and carol read as the copies come
+		go func() {
+			for k := range n {
+				var f frame
+				select {
+				case f = <-clients[i].in:
+				case <-time.After(10 * time.Second):
+					errs <- fmt.Errorf("%s: timed out waiting for copy %d", peers[i], k)
+					return
+				}
+				r := new(lcpb.GenericCommand)
+				if err := proto.Unmarshal(f.b, r); err != nil {
+					errs <- fmt.Errorf("%s's copy %d: %v", peers[i], k, err)
+					return
+				}
+				if r.GetDirectMessage().GetId() != fmt.Sprint(k) || r.GetPeerId() != peers[i] {
+					errs <- fmt.Errorf("%s's copy %d: got id %q peer %q", peers[i], k, r.GetDirectMessage().GetId(), r.GetPeerId())
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for k := range n {
+		env.srv.Deliver(&meshpb.Delivery{AppId: testApp, Targets: targets, Command: push(t, fmt.Sprint(k), big)})
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if env.srv.Metrics().PoolHandoffs.Load() == 0 {
+		t.Fatalf("no handoff: alice's full socket never stopped a fan-out turn (queued %d)", connOf(t, env.srv, "alice").q.Len())
+	}
+	for k := range n {
+		r := clients[0].recv()
+		if r.GetDirectMessage().GetId() != fmt.Sprint(k) || len(r.GetDirectMessage().GetMsg()) != len(big) {
+			t.Fatalf("alice's copy %d: got id %q, %d bytes", k, r.GetDirectMessage().GetId(), len(r.GetDirectMessage().GetMsg()))
+		}
+	}
+	clients[0].expectNothing(0)
+}
