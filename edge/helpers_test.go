@@ -176,41 +176,61 @@ func (c *client) sendRaw(typ websocket.MessageType, b []byte) {
 // recvFrame waits for the next frame.
 func (c *client) recvFrame() frame {
 	c.t.Helper()
-	select {
-	case f := <-c.in:
-		return f
-	case <-c.done:
-		select {
-		case f := <-c.in:
-			return f
-		default:
-		}
-		c.t.Fatalf("connection closed while waiting for a frame: %v", c.err)
-	case <-time.After(5 * time.Second):
-		c.t.Fatalf("timed out waiting for a frame")
+	f, err := c.nextFrame(5 * time.Second)
+	if err != nil {
+		c.t.Fatal(err)
 	}
-	return frame{}
+	return f
 }
 
 func (c *client) recv() *lcpb.GenericCommand {
 	c.t.Helper()
-	f := c.recvFrame()
+	cmd, err := c.next(5 * time.Second)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cmd
+}
+
+// nextFrame waits up to wait for the next frame. It reports failures as
+// errors, so a goroutine other than the test's may call it (and next).
+func (c *client) nextFrame(wait time.Duration) (frame, error) {
+	select {
+	case f := <-c.in:
+		return f, nil
+	case <-c.done:
+		select {
+		case f := <-c.in:
+			return f, nil
+		default:
+		}
+		return frame{}, fmt.Errorf("connection closed while waiting for a frame: %v", c.err)
+	case <-time.After(wait):
+		return frame{}, errors.New("timed out waiting for a frame")
+	}
+}
+
+// next waits up to wait for the next frame and decodes it.
+func (c *client) next(wait time.Duration) (*lcpb.GenericCommand, error) {
+	f, err := c.nextFrame(wait)
+	if err != nil {
+		return nil, err
+	}
 	wantText := c.codec.Base64
 	if (f.typ == websocket.MessageText) != wantText {
-		c.t.Fatalf("frame type %v on %s", f.typ, c.codec.Name)
+		return nil, fmt.Errorf("frame type %v on %s", f.typ, c.codec.Name)
 	}
 	b := f.b
 	if wantText {
-		var err error
 		if b, err = base64.StdEncoding.DecodeString(string(f.b)); err != nil {
-			c.t.Fatalf("base64: %v", err)
+			return nil, fmt.Errorf("base64: %v", err)
 		}
 	}
 	cmd := new(lcpb.GenericCommand)
 	if err := proto.Unmarshal(b, cmd); err != nil {
-		c.t.Fatalf("decode: %v", err)
+		return nil, fmt.Errorf("decode: %v", err)
 	}
-	return cmd
+	return cmd, nil
 }
 
 // expectNothing checks that no reply (or HIGH push) is queued for c so

@@ -37,6 +37,20 @@ func connOf(t *testing.T, s *Server, peer string) *conn {
 	return nil
 }
 
+// loginPeers dials and logs in one client for each peer, and returns the
+// clients and the delivery targets naming them, in the same order.
+func loginPeers(t *testing.T, env *testEnv, peers ...string) ([]*client, []*meshpb.Target) {
+	t.Helper()
+	clients := make([]*client, len(peers))
+	targets := make([]*meshpb.Target, len(peers))
+	for i, p := range peers {
+		clients[i] = env.dial(t, lcpb.SubprotocolBinary3)
+		clients[i].login(1, p)
+		targets[i] = &meshpb.Target{PeerId: p}
+	}
+	return clients, targets
+}
+
 // TestPoolWriterSlowClient: alice stops reading and her socket fills; the
 // pool writer does not wait for it: it hands her burst to a goroutine of
 // its own (counted), and bob's pushes keep reaching bob meanwhile. When
@@ -95,13 +109,11 @@ func TestPoolWriterSlowClient(t *testing.T) {
 func TestPoolWriterConcurrentDeliveries(t *testing.T) {
 	const conns, senders, each = 20, 8, 300
 	env := newEnv(t, func(c *Config) { c.Limits.QueueLen = senders*each + 64 })
-	clients := make([]*client, conns)
-	targets := make([]*meshpb.Target, conns)
-	for i := range clients {
-		clients[i] = env.dial(t, lcpb.SubprotocolBinary3)
-		clients[i].login(1, fmt.Sprint("u", i))
-		targets[i] = &meshpb.Target{PeerId: fmt.Sprint("u", i)}
+	peers := make([]string, conns)
+	for i := range peers {
+		peers[i] = fmt.Sprint("u", i)
 	}
+	clients, targets := loginPeers(t, env, peers...)
 	var wg sync.WaitGroup
 	for s := range senders {
 		wg.Add(1)
@@ -120,23 +132,17 @@ func TestPoolWriterConcurrentDeliveries(t *testing.T) {
 			defer rwg.Done()
 			next := make([]int, senders)
 			for range senders * each {
-				select {
-				case f := <-c.in:
-					cmd := new(lcpb.GenericCommand)
-					if err := proto.Unmarshal(f.b, cmd); err != nil {
-						errs <- fmt.Sprintf("client %d: %v", i, err)
-						return
-					}
-					var s, k int
-					if _, err := fmt.Sscanf(cmd.GetDirectMessage().GetId(), "%d/%d", &s, &k); err != nil || s >= senders || k != next[s] {
-						errs <- fmt.Sprintf("client %d: got %q, want sender %d's push %d", i, cmd.GetDirectMessage().GetId(), s, next[s%senders])
-						return
-					}
-					next[s]++
-				case <-time.After(10 * time.Second):
-					errs <- fmt.Sprintf("client %d: timed out after %v", i, next)
+				cmd, err := c.next(10 * time.Second)
+				if err != nil {
+					errs <- fmt.Sprintf("client %d: %v after %v", i, err, next)
 					return
 				}
+				var s, k int
+				if _, err := fmt.Sscanf(cmd.GetDirectMessage().GetId(), "%d/%d", &s, &k); err != nil || s >= senders || k != next[s] {
+					errs <- fmt.Sprintf("client %d: got %q, want sender %d's push %d", i, cmd.GetDirectMessage().GetId(), s, next[s%senders])
+					return
+				}
+				next[s]++
 			}
 		}()
 	}
@@ -351,13 +357,7 @@ func TestDeliverFanLane(t *testing.T) {
 		c.poolTurn(ln)
 	}
 	peers := []string{"alice", "bob", "carol"}
-	clients := make([]*client, len(peers))
-	targets := make([]*meshpb.Target, len(peers))
-	for i, p := range peers {
-		clients[i] = env.dial(t, lcpb.SubprotocolBinary3)
-		clients[i].login(1, p)
-		targets[i] = &meshpb.Target{PeerId: p}
-	}
+	clients, targets := loginPeers(t, env, peers...)
 	count := func() (first, fan int) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -397,27 +397,14 @@ func TestFanLaneSlowMember(t *testing.T) {
 		t.Fatalf("fanMax %d of %d writers", env.srv.writers.fanMax, env.srv.writers.max)
 	}
 	peers := []string{"alice", "bob", "carol"}
-	clients := make([]*client, len(peers))
-	targets := make([]*meshpb.Target, len(peers))
-	for i, p := range peers {
-		clients[i] = env.dial(t, lcpb.SubprotocolBinary3)
-		clients[i].login(1, p)
-		targets[i] = &meshpb.Target{PeerId: p}
-	}
+	clients, targets := loginPeers(t, env, peers...)
 	big := strings.Repeat("x", 16<<10)
 	errs := make(chan error, 2)
 	for _, i := range []int{1, 2} { // bob and carol read as the copies come
 		go func() {
 			for k := range n {
-				var f frame
-				select {
-				case f = <-clients[i].in:
-				case <-time.After(10 * time.Second):
-					errs <- fmt.Errorf("%s: timed out waiting for copy %d", peers[i], k)
-					return
-				}
-				r := new(lcpb.GenericCommand)
-				if err := proto.Unmarshal(f.b, r); err != nil {
+				r, err := clients[i].next(10 * time.Second)
+				if err != nil {
 					errs <- fmt.Errorf("%s's copy %d: %v", peers[i], k, err)
 					return
 				}
