@@ -164,6 +164,9 @@ func (c *Client) Close() error {
 		c.mu.Unlock()
 		if polite && cn != nil && !cn.dead() {
 			ctx, cancel := context.WithTimeout(context.Background(), min(c.opts.RequestTimeout, 2*time.Second))
+			if err := cn.sendAcks(ctx); err != nil {
+				c.log.Debug("client: acks on close", "err", err)
+			}
 			_, err := cn.request(ctx, &lcpb.GenericCommand{
 				Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_close.Enum(),
 				SessionMessage: &lcpb.SessionCommand{},
@@ -242,7 +245,7 @@ func (c *Client) connect(ctx context.Context, url string, reconnect bool) (*conn
 	cn := newConn(ws, connConfig{
 		codec: c.codec, log: c.log, peerID: c.opts.ClientID, onPush: c.handlePush,
 		keepAlive: c.opts.KeepAlive, idle: c.opts.IdleTimeout, writeTimeout: c.opts.RequestTimeout,
-		readDelay: c.opts.ReadDelay,
+		readDelay: c.opts.ReadDelay, ackEvery: c.opts.AckInterval,
 	})
 	ctx, cancel := context.WithTimeoutCause(ctx, c.opts.RequestTimeout, ErrTimeout)
 	defer cancel()

@@ -795,3 +795,85 @@ func TestFatalCloseCode(t *testing.T) {
 	for range c.Events() {
 	}
 }
+
+// TestAckThrottle: acks go as the JS SDK throttles them. The first goes at
+// once; those recorded within the interval wait, batched one per
+// conversation, and Close sends what is still held back before
+// session/close.
+func TestAckThrottle(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.AckInterval = time.Hour // nothing but Close ends this interval
+	c, fc, _ := dial(t, s, opts)
+	direct := func(cid string, ts int64) {
+		fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
+			Cid: proto.String(cid), Id: proto.String(fmt.Sprint("m", ts)), FromPeerId: proto.String("bob"),
+			Timestamp: proto.Int64(ts), Msg: proto.String("x")}})
+		waitEvent[Message](t, c) // the reader records the ack before it emits
+	}
+	ackOf := func(a *lcpb.GenericCommand) string {
+		am := a.GetAckMessage()
+		return fmt.Sprintf("%s %d-%d", am.GetCid(), am.GetFromts(), am.GetTots())
+	}
+	direct("c1", 100)
+	if got := ackOf(fc.expect(t, lcpb.CommandType_ack, 0)); got != "c1 100-100" {
+		t.Fatalf("first ack %q, want c1 100-100 at once", got)
+	}
+	direct("c1", 200)
+	direct("c2", 400)
+	direct("c1", 300)
+	// Held back: the next command the server sees is this request's.
+	if _, err := c.Count(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	for got := range fc.got {
+		if got.GetCmd() == lcpb.CommandType_conv {
+			break
+		}
+		t.Errorf("before the interval ended: %v %v", got.GetCmd(), got.GetAckMessage())
+	}
+	go c.Close()
+	acks := map[string]bool{}
+	for got := range fc.got {
+		if got.GetCmd() == lcpb.CommandType_session && got.GetOp() == lcpb.OpType_close {
+			break
+		}
+		if got.GetCmd() != lcpb.CommandType_ack || got.I != nil || got.GetPeerId() != "alice" {
+			t.Fatalf("on close: got %v i=%v peerId=%q, want acks without i from alice", got.GetCmd(), got.I, got.GetPeerId())
+		}
+		acks[ackOf(got)] = true
+	}
+	if want := map[string]bool{"c1 200-300": true, "c2 400-400": true}; fmt.Sprint(acks) != fmt.Sprint(want) {
+		t.Errorf("acks sent on close %v, want %v (one per conversation, before session/close)", acks, want)
+	}
+}
+
+// TestAckThrottleTrailing: acks held back by the interval go when it ends,
+// without anything else to send.
+func TestAckThrottleTrailing(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.AckInterval = 50 * time.Millisecond
+	_, fc, _ := dial(t, s, opts)
+	push := func(ts int64) {
+		fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
+			Cid: proto.String("c1"), Id: proto.String(fmt.Sprint("m", ts)), FromPeerId: proto.String("bob"),
+			Timestamp: proto.Int64(ts), Msg: proto.String("x")}})
+	}
+	push(1)
+	if am := fc.expect(t, lcpb.CommandType_ack, 0).GetAckMessage(); am.GetFromts() != 1 || am.GetTots() != 1 {
+		t.Fatalf("first ack %d-%d, want 1-1", am.GetFromts(), am.GetTots())
+	}
+	// An interval starts with that ack: these wait for its end.
+	for ts := int64(2); ts <= 20; ts++ {
+		push(ts)
+	}
+	next := int64(2)
+	for next <= 20 {
+		am := fc.expect(t, lcpb.CommandType_ack, 0).GetAckMessage()
+		if am.GetFromts() != next || am.GetTots() < am.GetFromts() {
+			t.Fatalf("ack %d-%d, want one from %d on (each message acked once, in order)", am.GetFromts(), am.GetTots(), next)
+		}
+		next = am.GetTots() + 1
+	}
+}

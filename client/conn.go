@@ -29,6 +29,7 @@ type conn struct {
 	idle         time.Duration // inbound silence limit, <=0 off
 	writeTimeout time.Duration
 	readDelay    time.Duration // pause after each inbound frame (Options.ReadDelay)
+	ackEvery     time.Duration // at most one ack batch per this, <=0 none (Options.AckInterval)
 
 	writeq chan writeReq   // to the writer; unbuffered callers wait on ctx/done
 	ackSig chan struct{}   // cap 1: acks are pending
@@ -65,6 +66,7 @@ type connConfig struct {
 	onPush                        func(*conn, *lcpb.GenericCommand)
 	keepAlive, idle, writeTimeout time.Duration
 	readDelay                     time.Duration
+	ackEvery                      time.Duration
 }
 
 func newConn(ws frameTransport, cfg connConfig) *conn {
@@ -72,7 +74,8 @@ func newConn(ws frameTransport, cfg connConfig) *conn {
 	c := &conn{
 		ws: ws, codec: cfg.codec, log: cfg.log, peerID: cfg.peerID, onPush: cfg.onPush,
 		keepAlive: cfg.keepAlive, idle: cfg.idle, writeTimeout: cfg.writeTimeout, readDelay: cfg.readDelay,
-		writeq: make(chan writeReq), ackSig: make(chan struct{}, 1),
+		ackEvery: cfg.ackEvery,
+		writeq:   make(chan writeReq), ackSig: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}), away: make(chan struct{}),
 		pending: make(map[int32]chan *lcpb.GenericCommand),
 	}
@@ -228,10 +231,36 @@ func (c *conn) writeLoop() {
 		tick = t.C
 	}
 	lastEcho := time.Now()
+	// Acks are throttled as the JS SDK does (lodash throttle, 1 s): the
+	// first batch goes at once, later ones at most once per ackEvery, the
+	// acks recorded meanwhile in one batch when the interval ends.
+	var (
+		lastAck  time.Time
+		ackTimer *time.Timer
+		ackDue   <-chan time.Time // non-nil while a batch waits for the interval
+	)
+	defer func() {
+		if ackTimer != nil {
+			ackTimer.Stop()
+		}
+	}()
+	flush := func() bool {
+		lastAck = time.Now()
+		if err := c.flushAcks(); err != nil {
+			c.kill(fmt.Errorf("%w: write ack: %w", ErrConnectionLost, err))
+			return false
+		}
+		return true
+	}
 	for {
 		select {
 		case <-c.done:
 			return
+		case <-ackDue:
+			ackDue = nil
+			if !flush() {
+				return
+			}
 		case w := <-c.writeq:
 			err := c.write(w.frame)
 			if w.done != nil {
@@ -242,8 +271,19 @@ func (c *conn) writeLoop() {
 				return
 			}
 		case <-c.ackSig:
-			if err := c.flushAcks(); err != nil {
-				c.kill(fmt.Errorf("%w: write ack: %w", ErrConnectionLost, err))
+			if ackDue != nil {
+				break // the waiting batch takes these too
+			}
+			if wait := c.ackEvery - time.Since(lastAck); wait > 0 {
+				if ackTimer == nil {
+					ackTimer = time.NewTimer(wait)
+				} else {
+					ackTimer.Reset(wait)
+				}
+				ackDue = ackTimer.C
+				break
+			}
+			if !flush() {
 				return
 			}
 		case now := <-tick:
@@ -396,7 +436,8 @@ func (c *conn) enqueue(ctx context.Context, w writeReq) error {
 }
 
 // recordAck notes a received message to ack; the writer sends one
-// ack{cid, fromts, tots} per conversation when it is next idle.
+// ack{cid, fromts, tots} per conversation (writeLoop: at once, or when
+// the throttle interval ends).
 func (c *conn) recordAck(cid string, ts int64) {
 	c.mu.Lock()
 	if c.acks == nil {
@@ -415,23 +456,45 @@ func (c *conn) recordAck(cid string, ts int64) {
 	}
 }
 
-func (c *conn) flushAcks() error {
+// takeAcks returns the acks recorded since the last call, one command per
+// conversation.
+func (c *conn) takeAcks() []*lcpb.GenericCommand {
 	c.mu.Lock()
 	acks := c.acks
 	c.acks = nil
 	c.mu.Unlock()
+	cmds := make([]*lcpb.GenericCommand, 0, len(acks))
 	for cid, r := range acks {
-		b, err := c.encode(&lcpb.GenericCommand{
+		cmds = append(cmds, &lcpb.GenericCommand{
 			Cmd:    lcpb.CommandType_ack.Enum(),
 			PeerId: proto.String(c.peerID),
 			AckMessage: &lcpb.AckCommand{
 				Cid: proto.String(cid), Fromts: proto.Int64(r.from), Tots: proto.Int64(r.to),
 			},
 		})
+	}
+	return cmds
+}
+
+// flushAcks writes the recorded acks (on the writer).
+func (c *conn) flushAcks() error {
+	for _, cmd := range c.takeAcks() {
+		b, err := c.encode(cmd)
 		if err != nil {
 			return err
 		}
 		if err := c.write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sendAcks sends the recorded acks through the writer now, whatever the
+// throttle: Client.Close sends what the interval held back.
+func (c *conn) sendAcks(ctx context.Context) error {
+	for _, cmd := range c.takeAcks() {
+		if err := c.send(ctx, cmd); err != nil {
 			return err
 		}
 	}

@@ -20,8 +20,12 @@
 //     time out after Options.RequestTimeout (20 s, as JS).
 //   - Frames without i are pushes, turned into Events. ack and read are
 //     sent without i. Received non-transient directs from others are acked
-//     automatically with ack{cid, fromts, tots}; acks recorded while the
-//     writer is busy are merged per conversation.
+//     automatically with ack{cid, fromts, tots}, throttled as JS throttles
+//     them (1 s, Options.AckInterval): the first at once, then at most one
+//     batch per interval, one ack per conversation for everything received
+//     meanwhile. Close sends the acks still held back before session/close;
+//     a connection lost first leaves them unsent, as JS does, and the
+//     server holds those messages as not delivered.
 //   - Keepalive: an echo request every Options.KeepAlive (180 s); the
 //     connection is dropped when nothing arrived for Options.IdleTimeout
 //     (380 s), as JS does. WebSocket pings are answered by the library.

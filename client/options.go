@@ -72,6 +72,12 @@ type Options struct {
 	RequestTimeout time.Duration // default 20 s (JS COMMAND_TIMEOUT)
 	KeepAlive      time.Duration // echo interval, default 180 s; <0 disables
 	IdleTimeout    time.Duration // drop after this long without inbound frames, default 380 s; <0 disables
+	// AckInterval spaces the client's acks of received messages (one
+	// ack{cid, fromts, tots} per conversation for everything received
+	// since the last): the first goes at once, then at most one batch per
+	// interval, as the JS SDK throttles its acks to 1 s (im-client.js
+	// _doSendAck). Default 1 s; <0 sends them whenever the writer is idle.
+	AckInterval time.Duration
 
 	// EventBuffer is the Events channel capacity, default 65536.
 	EventBuffer int
@@ -138,6 +144,7 @@ func (o Options) withDefaults() Options {
 	def(&o.RequestTimeout, 20*time.Second)
 	def(&o.KeepAlive, 180*time.Second)
 	def(&o.IdleTimeout, 380*time.Second)
+	def(&o.AckInterval, time.Second)
 	def(&o.EventOverflowWait, time.Second)
 	def(&o.ProbeTimeout, 2*time.Second)
 	if o.EventBuffer <= 0 {

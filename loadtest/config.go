@@ -67,6 +67,11 @@ type Config struct {
 	WorkerCommand []string
 	RunID         string        // prefix of client ids, default from the clock
 	Progress      time.Duration // progress line interval, default 3 s; <0 off
+	// AckInterval is each session's client.Options.AckInterval: 0 keeps
+	// the SDK's default (1 s, as the JS SDK throttles its acks of received
+	// messages); <0 acks whenever the client's writer is idle, about one
+	// ack a message.
+	AckInterval time.Duration
 
 	// Chatroom scenario.
 	Rooms       int         // chatrooms, default 1; session g joins room g mod Rooms

@@ -400,6 +400,7 @@ func (w *worker) options(s *session) client.Options {
 		EventBuffer:  1024,
 		ReconnectMin: 200 * time.Millisecond, ReconnectMax: 2 * time.Second,
 		RequestTimeout: 20 * time.Second,
+		AckInterval:    w.cfg.AckInterval,
 		HTTPClient:     w.http,
 		Servers:        s.servers,
 		Router:         s.router,

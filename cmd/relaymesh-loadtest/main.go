@@ -73,6 +73,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Rooms, "rooms", 1, "chatroom: chatrooms; session i joins room i mod rooms")
 	mix := fs.String("priority-mix", "normal=1", "chatroom: share of sends per priority, e.g. high=0.1,normal=0.6,low=0.3 (normalised)")
 	fs.Float64Var(&cfg.SlowReaders, "slow-readers", 0, "chatroom: share of members (0 ≤ F < 1) that read their WebSocket slowly, so the edge's per-connection queue fills and sheds LOW, then NORMAL; they never send; reported apart from the others")
+	fs.DurationVar(&cfg.AckInterval, "ack-interval", 0, "how often at most each session acks the messages it received, batched per conversation (0 = the SDK's 1s, as the JS SDK; <0 = whenever its writer is idle, about one ack a message)")
 	fs.DurationVar(&cfg.SlowReadDelay, "slow-read-delay", 0, "chatroom: a slow reader's pause after each push (0 = 10ms, about 100 frames/s)")
 	fs.IntVar(&cfg.PayloadBytes, "payload-bytes", 0, "chatroom: pad each message's text to about N bytes (0 = no padding, ~50 bytes; at most 4096), so fewer frames fill a slow reader's socket buffers")
 	roomIDs := fs.String("chatroom-ids", "", "hidden: the chatrooms the coordinator created, comma-separated")
@@ -230,6 +231,10 @@ relaymesh_edge_dropped_frames_total{priority} read from http://HOST/metrics of e
 before and after the run. A missing HIGH copy is lost and fails the run. Delivery latency
 (send start → copy) is measured per priority from a send time carried in the text, so worker
 processes must share one clock (one machine).
+
+Acks (--ack-interval D): each session acks the messages it received as the JS SDK does, one batch
+per second at most (one ack per conversation); --ack-interval sets the interval, and a negative
+one acks whenever the client's writer is idle, about one ack a message, as the native SDKs do.
 
 Slow readers (--slow-readers F): a share F of the members pause --slow-read-delay after each push
 and have a 4 KiB socket receive buffer, so their TCP window fills and the edge's per-connection
