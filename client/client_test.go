@@ -877,3 +877,34 @@ func TestAckThrottleTrailing(t *testing.T) {
 		next = am.GetTots() + 1
 	}
 }
+
+// TestStuckWrite: a write that makes no progress for RequestTimeout ends
+// the connection (the writer's watchdog), with an error that says so, and
+// the client reconnects.
+func TestStuckWrite(t *testing.T) {
+	s := newFakeServer(t)
+	block := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(block) }) }
+	t.Cleanup(unblock)
+	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
+		if cmd.GetCmd() == lcpb.CommandType_direct {
+			<-block // the server stops reading: the client's writes fill the socket
+			return true
+		}
+		return false
+	})
+	opts := testOptions(t)
+	opts.RequestTimeout = 500 * time.Millisecond
+	c, _, _ := dial(t, s, opts)
+	big := strings.Repeat("x", 30<<10) // under the fake server's read limit (32 KiB)
+	for range 1024 { // 30 MiB: far more than the socket buffers on both ends hold
+		go func() { _, _ = c.Send(context.Background(), "c1", TextMessage(big), SendOptions{}) }()
+	}
+	d := waitEvent[Disconnected](t, c)
+	if !errors.Is(d.Err, ErrConnectionLost) || !strings.Contains(d.Err.Error(), "write: no progress for 500ms") {
+		t.Fatalf("disconnected with %v, want ErrConnectionLost from the write watchdog", d.Err)
+	}
+	unblock()
+	waitEvent[Reconnected](t, c)
+}

@@ -46,6 +46,9 @@ type conn struct {
 
 	lastRead atomic.Int64 // unix nanos of the last inbound frame
 
+	writeStart atomic.Int64 // unix nanos the write in progress started, 0 idle
+	wdog       *time.Timer  // the write watchdog (write, watchWrite), stopped until the first write
+
 	mu      sync.Mutex
 	nextI   int32                               // guarded by mu; last i used
 	pending map[int32]chan *lcpb.GenericCommand // guarded by mu; cap-1 channels
@@ -80,6 +83,8 @@ func newConn(ws frameTransport, cfg connConfig) *conn {
 		pending: make(map[int32]chan *lcpb.GenericCommand),
 	}
 	c.lastRead.Store(time.Now().UnixNano())
+	c.wdog = time.AfterFunc(time.Hour, c.watchWrite)
+	c.wdog.Stop()
 	c.wg.Add(2)
 	go c.readLoop()
 	go c.writeLoop()
@@ -224,6 +229,7 @@ func (c *conn) resolve(cmd *lcpb.GenericCommand) {
 
 func (c *conn) writeLoop() {
 	defer c.wg.Done()
+	defer c.wdog.Stop()
 	var tick <-chan time.Time
 	if every := c.tickEvery(); every > 0 {
 		t := time.NewTicker(every)
@@ -312,10 +318,34 @@ func (c *conn) tickEvery() time.Duration {
 	return d
 }
 
+// write writes one frame (on the writer). A write that makes no progress
+// for writeTimeout kills the connection: the watchdog (watchWrite) closes
+// the transport under it, which ends the write. One timer per connection,
+// moved at each write, instead of a context with a deadline per frame,
+// which the WebSocket library would register a callback on each time.
 func (c *conn) write(frame []byte) error {
-	ctx, cancel := context.WithTimeout(c.ctx, c.writeTimeout)
-	defer cancel()
-	return c.ws.write(ctx, frame, c.codec.Base64)
+	if c.writeTimeout > 0 {
+		c.writeStart.Store(time.Now().UnixNano())
+		c.wdog.Reset(c.writeTimeout)
+		defer c.writeStart.Store(0)
+	}
+	return c.ws.write(context.Background(), frame, c.codec.Base64)
+}
+
+// watchWrite runs when the write watchdog fires: it kills the connection
+// if the write in progress started writeTimeout ago or more, and waits
+// again for one that started later. Idle, it does nothing; the next write
+// arms it again.
+func (c *conn) watchWrite() {
+	s := c.writeStart.Load()
+	if s == 0 || c.dead() {
+		return
+	}
+	if left := c.writeTimeout - time.Since(time.Unix(0, s)); left > 0 {
+		c.wdog.Reset(left)
+		return
+	}
+	c.kill(fmt.Errorf("%w: write: no progress for %v", ErrConnectionLost, c.writeTimeout))
 }
 
 func (c *conn) encode(cmd *lcpb.GenericCommand) ([]byte, error) {
