@@ -908,3 +908,22 @@ func TestStuckWrite(t *testing.T) {
 	unblock()
 	waitEvent[Reconnected](t, c)
 }
+
+// TestAckNoThrottle: with a negative AckInterval every message is acked
+// as soon as the writer is free, the first as the later ones.
+func TestAckNoThrottle(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.AckInterval = -time.Millisecond
+	c, fc, _ := dial(t, s, opts)
+	for ts := int64(1); ts <= 5; ts++ {
+		fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
+			Cid: proto.String("c1"), Id: proto.String(fmt.Sprint("m", ts)), FromPeerId: proto.String("bob"),
+			Timestamp: proto.Int64(ts), Msg: proto.String("x")}})
+		waitEvent[Message](t, c)
+		// Each before the next message is pushed: nothing holds it back.
+		if am := fc.expect(t, lcpb.CommandType_ack, 0).GetAckMessage(); am.GetFromts() != ts || am.GetTots() != ts {
+			t.Fatalf("ack %d-%d, want %d-%d", am.GetFromts(), am.GetTots(), ts, ts)
+		}
+	}
+}

@@ -280,14 +280,18 @@ func (c *conn) writeLoop() {
 			if ackDue != nil {
 				break // the waiting batch takes these too
 			}
-			if wait := c.ackEvery - time.Since(lastAck); wait > 0 {
-				if ackTimer == nil {
-					ackTimer = time.NewTimer(wait)
-				} else {
-					ackTimer.Reset(wait)
+			// (Not ackEvery - time.Since(lastAck) alone: since the zero
+			// time is the largest duration, which that would overflow.)
+			if c.ackEvery > 0 && !lastAck.IsZero() {
+				if wait := c.ackEvery - time.Since(lastAck); wait > 0 {
+					if ackTimer == nil {
+						ackTimer = time.NewTimer(wait)
+					} else {
+						ackTimer.Reset(wait)
+					}
+					ackDue = ackTimer.C
+					break
 				}
-				ackDue = ackTimer.C
-				break
 			}
 			if !flush() {
 				return
