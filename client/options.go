@@ -76,7 +76,9 @@ type Options struct {
 	// ack{cid, fromts, tots} per conversation for everything received
 	// since the last): the first goes at once, then at most one batch per
 	// interval, as the JS SDK throttles its acks to 1 s (im-client.js
-	// _doSendAck). Default 1 s; <0 sends them whenever the writer is idle.
+	// _doSendAck). The server moves the delivered cursor, and pushes the
+	// senders' delivered receipts (rcp), when the ack arrives. Default
+	// 1 s; <0 sends them whenever the writer is idle.
 	AckInterval time.Duration
 
 	// EventBuffer is the Events channel capacity, default 65536.
