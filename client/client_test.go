@@ -897,8 +897,10 @@ func TestStuckWrite(t *testing.T) {
 	opts := testOptions(t)
 	opts.RequestTimeout = 500 * time.Millisecond
 	c, _, _ := dial(t, s, opts)
-	big := strings.Repeat("x", 30<<10) // under the fake server's read limit (32 KiB)
-	for range 1024 {                   // 30 MiB: far more than the socket buffers on both ends hold
+	// 1,024 frames of 30 KiB (under the fake server's read limit, 32 KiB):
+	// far more than the socket buffers on both ends hold.
+	big := strings.Repeat("x", 30<<10)
+	for range 1024 {
 		go func() { _, _ = c.Send(context.Background(), "c1", TextMessage(big), SendOptions{}) }()
 	}
 	d := waitEvent[Disconnected](t, c)
