@@ -280,8 +280,9 @@ func (c *conn) writeLoop() {
 			if ackDue != nil {
 				break // the waiting batch takes these too
 			}
-			// (Not ackEvery - time.Since(lastAck) alone: since the zero
-			// time is the largest duration, which that would overflow.)
+			// The first batch, or no throttle, goes at once. (Before the
+			// first, time.Since(lastAck) is the largest duration, and a
+			// negative ackEvery minus it would overflow into a wait.)
 			if c.ackEvery > 0 && !lastAck.IsZero() {
 				if wait := c.ackEvery - time.Since(lastAck); wait > 0 {
 					if ackTimer == nil {
