@@ -334,7 +334,7 @@ func (c *conn) write(frame []byte) error {
 		c.wdog.Reset(c.writeTimeout)
 		defer c.writeStart.Store(0)
 	}
-	return c.ws.write(context.Background(), frame, c.codec.Base64)
+	return c.ws.write(frame, c.codec.Base64)
 }
 
 // watchWrite runs when the write watchdog fires: it kills the connection

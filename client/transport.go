@@ -41,7 +41,9 @@ type frameTransport interface {
 	// with an error once closeNow is called (the conn's kill does), and
 	// may end earlier when ctx is done.
 	read(ctx context.Context) (b []byte, text bool, err error)
-	write(ctx context.Context, b []byte, text bool) error
+	// write writes one frame. It has no deadline: a write blocks until it
+	// is done or closeNow is called (the conn's write watchdog does).
+	write(b []byte, text bool) error
 	// close ends the connection politely with a WebSocket close code.
 	close(code websocket.StatusCode, reason string) error
 	closeNow() error
@@ -80,12 +82,12 @@ func (t wsTransport) read(context.Context) ([]byte, bool, error) {
 	return t.rb.Bytes(), typ == websocket.MessageText, nil
 }
 
-func (t wsTransport) write(ctx context.Context, b []byte, text bool) error {
+func (t wsTransport) write(b []byte, text bool) error {
 	typ := websocket.MessageBinary
 	if text {
 		typ = websocket.MessageText
 	}
-	return t.ws.Write(ctx, typ, b)
+	return t.ws.Write(context.Background(), typ, b)
 }
 
 func (t wsTransport) close(code websocket.StatusCode, reason string) error {
@@ -221,15 +223,10 @@ func (t *wtTransport) read(ctx context.Context) ([]byte, bool, error) {
 	}
 }
 
-func (t *wtTransport) write(ctx context.Context, b []byte, _ bool) error {
+func (t *wtTransport) write(b []byte, _ bool) error {
 	buf := make([]byte, 0, binary.MaxVarintLen64+len(b))
 	buf = binary.AppendUvarint(buf, uint64(len(b)))
 	buf = append(buf, b...)
-	if d, ok := ctx.Deadline(); ok {
-		_ = t.str.SetWriteDeadline(d)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = t.str.SetWriteDeadline(time.Now()) })
-	defer stop()
 	_, err := t.str.Write(buf)
 	return err
 }
