@@ -298,18 +298,21 @@ func deepEqualEvent(a, b Event) bool {
 	return aok && bok && ae.Err.Code == be.Err.Code && ae.Err.Reason == be.Err.Reason
 }
 
+// pushDirect pushes message m<ts> from from into cid, text "x", as the
+// server pushes a direct.
+func pushDirect(fc *fakeConn, cid, from string, ts int64, transient bool) {
+	fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
+		Cid: proto.String(cid), Id: proto.String(fmt.Sprint("m", ts)), FromPeerId: proto.String(from),
+		Timestamp: proto.Int64(ts), Msg: proto.String("x"), Transient: proto.Bool(transient)}})
+}
+
 func TestAutoAck(t *testing.T) {
 	s := newFakeServer(t)
 	c, fc, _ := dial(t, s, testOptions(t))
-	direct := func(cid, from string, ts int64, transient bool) {
-		fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
-			Cid: proto.String(cid), Id: proto.String(fmt.Sprint("m", ts)), FromPeerId: proto.String(from),
-			Timestamp: proto.Int64(ts), Msg: proto.String("x"), Transient: proto.Bool(transient)}})
-	}
-	direct("tr", "bob", 50, true)      // transient: no ack
-	direct("self", "alice", 60, false) // own message from another device: no ack
-	direct("c1", "bob", 100, false)
-	direct("c1", "bob", 200, false)
+	pushDirect(fc, "tr", "bob", 50, true)      // transient: no ack
+	pushDirect(fc, "self", "alice", 60, false) // own message from another device: no ack
+	pushDirect(fc, "c1", "bob", 100, false)
+	pushDirect(fc, "c1", "bob", 200, false)
 	for range 4 {
 		waitEvent[Message](t, c)
 	}
@@ -806,9 +809,7 @@ func TestAckThrottle(t *testing.T) {
 	opts.AckInterval = time.Hour // nothing but Close ends this interval
 	c, fc, _ := dial(t, s, opts)
 	direct := func(cid string, ts int64) {
-		fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
-			Cid: proto.String(cid), Id: proto.String(fmt.Sprint("m", ts)), FromPeerId: proto.String("bob"),
-			Timestamp: proto.Int64(ts), Msg: proto.String("x")}})
+		pushDirect(fc, cid, "bob", ts, false)
 		waitEvent[Message](t, c) // the reader records the ack before it emits
 	}
 	ackOf := func(a *lcpb.GenericCommand) string {
@@ -855,11 +856,7 @@ func TestAckThrottleTrailing(t *testing.T) {
 	opts := testOptions(t)
 	opts.AckInterval = 50 * time.Millisecond
 	_, fc, _ := dial(t, s, opts)
-	push := func(ts int64) {
-		fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
-			Cid: proto.String("c1"), Id: proto.String(fmt.Sprint("m", ts)), FromPeerId: proto.String("bob"),
-			Timestamp: proto.Int64(ts), Msg: proto.String("x")}})
-	}
+	push := func(ts int64) { pushDirect(fc, "c1", "bob", ts, false) }
 	push(1)
 	if am := fc.expect(t, lcpb.CommandType_ack, 0).GetAckMessage(); am.GetFromts() != 1 || am.GetTots() != 1 {
 		t.Fatalf("first ack %d-%d, want 1-1", am.GetFromts(), am.GetTots())
@@ -919,9 +916,7 @@ func TestAckNoThrottle(t *testing.T) {
 	opts.AckInterval = -time.Millisecond
 	c, fc, _ := dial(t, s, opts)
 	for ts := int64(1); ts <= 5; ts++ {
-		fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_direct.Enum(), DirectMessage: &lcpb.DirectCommand{
-			Cid: proto.String("c1"), Id: proto.String(fmt.Sprint("m", ts)), FromPeerId: proto.String("bob"),
-			Timestamp: proto.Int64(ts), Msg: proto.String("x")}})
+		pushDirect(fc, "c1", "bob", ts, false)
 		waitEvent[Message](t, c)
 		// Each before the next message is pushed: nothing holds it back.
 		if am := fc.expect(t, lcpb.CommandType_ack, 0).GetAckMessage(); am.GetFromts() != ts || am.GetTots() != ts {
