@@ -44,7 +44,7 @@ func TestHelpDocumentsFlagsAndScenarios(t *testing.T) {
 	}
 	for _, want := range []string{"--target", "--topology", "--scenario", "--sessions", "--rate", "--duration",
 		"--out", "--workers", "--app", "--connect-rate", "--source-ips", "--server-pid", "--group-size",
-		"--rooms", "--priority-mix", "connect", "pairs", "group", "reconnect", "chatroom", "cross-region", "region_pairs"} {
+		"--rooms", "--priority-mix", "--ack-interval", "connect", "pairs", "group", "reconnect", "chatroom", "cross-region", "region_pairs"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("--help does not mention %q", want)
 		}
@@ -90,6 +90,8 @@ func TestBadFlags(t *testing.T) {
 		{"--transport", "webtransport", "--loss", "1"},
 		{"--transport", "webtransport", "--loss", "-0.5"},
 		{"--transport", "webtransport", "--loss", "x"},
+		{"--ack-interval", "soon"},
+		{"--ack-interval", "1"}, // a duration needs its unit
 	} {
 		a := append([]string{"--target", "ws://127.0.0.1:1/", "--scenario", "pairs"}, args...)
 		if code, _, _ := runCmd(t, a...); code != exitUsage {
