@@ -40,7 +40,7 @@ var errGroupDown = errors.New("loadtest: network down for this group (reconnect 
 type netDialer struct {
 	ips  []netip.Addr // immutable
 	next atomic.Uint64
-	base *http.Transport // immutable
+	base http.RoundTripper // immutable: WebSocket handshakes direct (upgradeRT), the rest via http.Transport
 
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{} // guarded by mu
@@ -50,12 +50,12 @@ type netDialer struct {
 
 func newNetDialer(ips []netip.Addr) *netDialer {
 	d := &netDialer{ips: ips, conns: make(map[*trackedConn]struct{}), down: make(map[string]bool)}
-	d.base = &http.Transport{
+	d.base = upgradeRT{dial: d.dial, other: &http.Transport{
 		DialContext:         d.dial,
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: -1,
 		DisableKeepAlives:   true,
-	}
+	}}
 	return d
 }
 
