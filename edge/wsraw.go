@@ -43,6 +43,7 @@ type rawWS struct {
 	p       wsParser
 	partial []byte // the bytes of an incomplete frame; nil when none
 	armed   bool   // added to the poller
+	fed     bool   // a pass read data: later passes take readBufPool's buffers
 
 	token uint64 // the poller's key; guarded by the poller's mu
 
@@ -70,6 +71,16 @@ const readBufSize = 8 << 10
 
 var readBufPool = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
 
+// firstReadBufSize is the buffer of a connection's passes until one read
+// data: the pass that brings the session/open, a few hundred bytes, and
+// holds its buffer until the core answered the open. In a reconnect storm
+// thousands of opens wait on the core at once; with readBufSize buffers
+// they took ~75 MB of fresh memory on the edge in the first seconds of
+// 15,000 reconnects. A bigger first frame reads on through partial.
+const firstReadBufSize = 1 << 10
+
+var firstReadBufPool = sync.Pool{New: func() any { b := make([]byte, firstReadBufSize); return &b }}
+
 // errWouldBlock: the socket has nothing more to read now.
 var errWouldBlock = errors.New("edge: would block")
 
@@ -79,9 +90,13 @@ func (w *rawWS) readable() {
 	if w.partial != nil && w.feed(nil) {
 		return
 	}
-	bp := readBufPool.Get().(*[]byte)
+	pool := &readBufPool
+	if !w.fed {
+		pool = &firstReadBufPool
+	}
+	bp := pool.Get().(*[]byte)
 	ended := w.drain(*bp)
-	readBufPool.Put(bp)
+	pool.Put(bp)
 	if ended {
 		return
 	}
@@ -95,8 +110,11 @@ func (w *rawWS) readable() {
 func (w *rawWS) drain(buf []byte) bool {
 	for {
 		n, err := w.readSome(buf)
-		if n > 0 && w.feed(buf[:n]) {
-			return true
+		if n > 0 {
+			w.fed = true
+			if w.feed(buf[:n]) {
+				return true
+			}
 		}
 		if err == errWouldBlock || (err == nil && n < len(buf)) {
 			// A short read took what there was: the socket is re-armed

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
@@ -739,4 +740,23 @@ func TestRawWSWithoutDescriptor(t *testing.T) {
 	c.write(clientFrame(true, 0x3, nil))
 	c.wantClose(websocket.StatusProtocolError, "")
 	waitFor(t, "connection ended", func() bool { return srv.metrics.ConnectionsOpen.Load() == 0 })
+}
+
+// A connection's first reader pass reads into a firstReadBufSize buffer
+// (the pass that carries the session open holds it until the core
+// answers). A first frame bigger than that, with another behind it in the
+// same write, is read whole; later passes take the bigger buffer.
+func TestRawWSFirstReadBigger(t *testing.T) {
+	env := rawEnv(t, func(c *Config) { c.Limits.EchoPerMinute = -1 })
+	c := env.dialRaw(t, nil)
+	padded := func(i int32) []byte { // an echo with an unknown field of 3 KiB
+		b := encodeCmd(t, echoCmd(i))
+		b = protowire.AppendTag(b, 1000, protowire.BytesType)
+		return protowire.AppendBytes(b, bytes.Repeat([]byte{'x'}, 3*firstReadBufSize))
+	}
+	for i := int32(1); i <= 5; i += 2 {
+		c.write(append(clientFrame(true, opBinary, padded(i)), clientFrame(true, opBinary, encodeCmd(t, echoCmd(i+1)))...))
+		c.wantEcho(i)
+		c.wantEcho(i + 1)
+	}
 }
