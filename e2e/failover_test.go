@@ -409,7 +409,10 @@ func TestRollingRestart(t *testing.T) {
 func TestReconnectStormLab(t *testing.T) {
 	labRun(t)
 	// No per-IP cap: every session comes from 127.0.0.1.
-	c := startProcCluster(t, procOptions{Edges: 2, EdgeLimits: "max_conns_per_ip = -1"})
+	// RELAYMESH_STORM_EDGE_EXTRA adds keys to the edges' [edge] table, to
+	// look into a storm: admin_addr = "127.0.0.1:0" gives each edge an
+	// admin listener with /debug/pprof/ (its address is in the test log).
+	c := startProcCluster(t, procOptions{Edges: 2, EdgeLimits: "max_conns_per_ip = -1", EdgeExtra: os.Getenv("RELAYMESH_STORM_EDGE_EXTRA")})
 	c.waitLeader()
 	sessions := 15000
 	if n, err := strconv.Atoi(os.Getenv("RELAYMESH_STORM_SESSIONS")); err == nil && n >= 2 {
