@@ -147,5 +147,7 @@
 // Every session dials through its worker's http.Client
 // (client.Options.HTTPClient, netdial.go), which binds source addresses
 // (Config.SourceIPs) and can cut a group of sessions' connections at once
-// (reconnect).
+// (reconnect). Its plain ws:// handshakes skip net/http's Transport
+// (upgrade.go): the load tester shares the cores with the server it
+// measures, and a reconnect storm is thousands of dials at once.
 package loadtest
