@@ -59,7 +59,6 @@ func (u upgradeRT) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	_ = c.SetDeadline(time.Time{})
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		resp.Body = bodyCloser{resp.Body, c}
 		return resp, nil
