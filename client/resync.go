@@ -13,7 +13,8 @@ import (
 // connection is lost the client notes, per conversation, the timestamp of
 // the last message it received from others; after the reopen (on .3) the
 // server's unread push names the conversations with something new, and the
-// client reads each from that timestamp on (History, towards newer, up to
+// client reads each whose newest message is newer than that timestamp from
+// there on (History, towards newer, up to
 // maxResyncPages of 100), emitting every message from others it has not
 // had live since the reopen as a Message with Resynced set. A
 // conversation it had no message from others in yet gets its newest
@@ -153,6 +154,15 @@ func (c *Client) resyncConv(rs *resyncState, uc UnreadConv) error {
 	c.mu.Unlock()
 	if !known {
 		return c.resyncNewest(rs, uc)
+	}
+	if uc.LastTS != 0 && uc.LastTS <= from {
+		// The conversation's newest message is no newer than the last
+		// one from others the client had when the connection was lost:
+		// a read from there (exclusive) would return nothing. The reopen
+		// registered the session for live pushes before the server took
+		// the unread push's snapshot, so a message committed since came
+		// live.
+		return nil
 	}
 	q := HistoryQuery{Limit: 100, StartTS: from, Direction: New}
 	for range maxResyncPages {

@@ -178,6 +178,63 @@ func TestResync(t *testing.T) {
 	}
 }
 
+// TestResyncNothingNewer: a conversation of the unread push whose newest
+// message is the last one from others the client had when it lost the
+// connection is not read again; one with a newer message is, from there.
+func TestResyncNothingNewer(t *testing.T) {
+	s := newFakeServer(t)
+	opts := testOptions(t)
+	opts.Resync = true
+	logs := make(chan *lcpb.LogsCommand, 4)
+	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
+		switch {
+		case cmd.GetCmd() == lcpb.CommandType_session && cmd.GetOp() == lcpb.OpType_open && cmd.GetSessionMessage().GetR():
+			s.respond(fc, cmd)
+			// c1's newest is still m1, which the client had; c2 has m6
+			// after the m5 it had.
+			fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{
+				Convs: []*lcpb.UnreadTuple{
+					{Cid: proto.String("c1"), Unread: proto.Int32(1), Mid: proto.String("m1"), Timestamp: proto.Int64(100)},
+					{Cid: proto.String("c2"), Unread: proto.Int32(2), Mid: proto.String("m6"), Timestamp: proto.Int64(600)},
+				}}})
+			return true
+		case cmd.GetCmd() == lcpb.CommandType_logs:
+			logs <- cmd.GetLogsMessage()
+			fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{
+				Logs: []*lcpb.LogItem{{MsgId: proto.String("m6"), From: proto.String("carol"), Timestamp: proto.Int64(600), Data: proto.String("x")}}}})
+			return true
+		}
+		return false
+	})
+	c, fc, _ := dial(t, s, opts)
+	fc.push(directCmd("c1", "m1", "bob", 100))
+	fc.push(directCmd("c2", "m5", "carol", 500))
+	for _, want := range []string{"m1", "m5"} {
+		if m := waitEvent[Message](t, c); m.ID != want {
+			t.Fatalf("live message: got %s, want %s", m.ID, want)
+		}
+	}
+	fc.drop()
+	if m := waitEvent[Message](t, c); m.ID != "m6" || !m.Resynced {
+		t.Fatalf("after the reconnect: %+v, want m6 resynced", m)
+	}
+	if q := <-logs; q.GetCid() != "c2" || q.GetT() != 500 {
+		t.Errorf("history query: cid %s from %d, want c2 from 500", q.GetCid(), q.GetT())
+	}
+	// A later live message is the next event, and no other read came:
+	// c1 was not read.
+	fc2 := s.nextConnAfter(t, fc)
+	fc2.push(directCmd("c2", "m7", "carol", 700))
+	if m := waitEvent[Message](t, c); m.ID != "m7" {
+		t.Errorf("after the resync: got %s, want m7", m.ID)
+	}
+	select {
+	case q := <-logs:
+		t.Errorf("a second history query, of %s from %d: c1 had nothing newer", q.GetCid(), q.GetT())
+	default:
+	}
+}
+
 // TestResyncRetries: a history read that fails during the resync (a
 // reconnect storm's timeout or rate limit) is tried again, and the missed
 // message still arrives.

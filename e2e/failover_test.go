@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"testing"
@@ -201,6 +203,40 @@ func runLoad(t *testing.T, timeout time.Duration, cfg loadtest.Config) (*loadtes
 func labRun(t *testing.T) {
 	if os.Getenv("RELAYMESH_LAB") == "" {
 		t.Skip("lab run (20 s at 300 msgs/s over 3 cores and 2 edges): set RELAYMESH_LAB=1, or run make lab")
+	}
+}
+
+// stormProfiles writes CPU profiles of the storm's first d into dir: the
+// load tester's (this process, lt.prof) and each core's (core-N.prof,
+// from its admin listener). RELAYMESH_STORM_CPUPROFILE=DIR turns it on.
+func stormProfiles(t *testing.T, c *procCluster, dir string, d time.Duration) {
+	f, err := os.Create(filepath.Join(dir, "lt.prof"))
+	if err != nil {
+		t.Logf("storm profile: %v", err)
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		t.Logf("storm profile: %v", err)
+		f.Close()
+		return
+	}
+	time.AfterFunc(d, func() { pprof.StopCPUProfile(); f.Close() })
+	for i, m := range c.metrics {
+		go func() {
+			resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", m, int(d.Seconds())))
+			if err != nil {
+				t.Logf("storm profile of core-%d: %v", i+1, err)
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			if err == nil {
+				err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("core-%d.prof", i+1)), b, 0o644)
+			}
+			if err != nil {
+				t.Logf("storm profile of core-%d: %v", i+1, err)
+			}
+		}()
 	}
 }
 
@@ -412,6 +448,8 @@ func TestReconnectStormLab(t *testing.T) {
 	// RELAYMESH_STORM_EDGE_EXTRA adds keys to the edges' [edge] table, to
 	// look into a storm: admin_addr = "127.0.0.1:0" gives each edge an
 	// admin listener with /debug/pprof/ (its address is in the test log).
+	// RELAYMESH_STORM_CPUPROFILE=DIR writes CPU profiles of the storm's
+	// first 6 s there: the load tester's and each core's.
 	c := startProcCluster(t, procOptions{Edges: 2, EdgeLimits: "max_conns_per_ip = -1", EdgeExtra: os.Getenv("RELAYMESH_STORM_EDGE_EXTRA")})
 	c.waitLeader()
 	sessions := 15000
@@ -423,7 +461,13 @@ func TestReconnectStormLab(t *testing.T) {
 		Scenario: loadtest.ScenarioPairs, Sessions: sessions, Rate: 200, ConnectRate: 1500,
 		Duration: 40 * time.Second, Drain: 30 * time.Second, AppID: "failover-app", Progress: -1,
 		FaultAfter: 10 * time.Second,
-		Fault:      func() error { c.edges[0].Kill9(); return nil },
+		Fault: func() error {
+			c.edges[0].Kill9()
+			if dir := os.Getenv("RELAYMESH_STORM_CPUPROFILE"); dir != "" {
+				stormProfiles(t, c, dir, 6*time.Second)
+			}
+			return nil
+		},
 	}
 	s, text := runLoad(t, 10*time.Minute, cfg)
 	var drops []string
@@ -436,6 +480,8 @@ func TestReconnectStormLab(t *testing.T) {
 		drops = append(drops, fmt.Sprintf("edge-2 %s=%d", name, coreMetric("http://"+c.edges[1].Addr+"/metrics", name)))
 	}
 	t.Logf("drops after the storm: %s", strings.Join(drops, ", "))
+	t.Logf("history reads on edge-2 (the clients' resyncs): %d",
+		coreMetric("http://"+c.edges[1].Addr+"/metrics", `relaymesh_edge_commands_total{cmd="logs"}`))
 	t.Logf("reconnect storm: kill -9 of the edge holding %d sessions, 10 s into pairs at 200 msgs/s:\n%s", sessions, text)
 	if s.Sessions != sessions {
 		t.Fatalf("%d sessions logged in, want %d", s.Sessions, sessions)
