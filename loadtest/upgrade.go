@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -68,9 +69,20 @@ func (u upgradeRT) RoundTrip(r *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
+// handshakeRequestSize is room for a handshake request (~300 bytes), so
+// that writing one grows no buffer.
+const handshakeRequestSize = 512
+
 // handshake writes r on c and reads the response.
 func handshake(c net.Conn, r *http.Request) (*http.Response, *bufio.Reader, error) {
-	if err := r.Write(c); err != nil { // Request.Write buffers and flushes once
+	// Request.Write on a writer without WriteByte (a net.Conn) wraps it
+	// in a new 4 KiB bufio.Writer; a bytes.Buffer has WriteByte, and the
+	// request goes out in one write all the same.
+	buf := bytes.NewBuffer(make([]byte, 0, handshakeRequestSize))
+	if err := r.Write(buf); err != nil {
+		return nil, nil, err
+	}
+	if _, err := c.Write(buf.Bytes()); err != nil {
 		return nil, nil, err
 	}
 	br := bufio.NewReaderSize(c, handshakeBuffer)
