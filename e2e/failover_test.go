@@ -11,6 +11,7 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -221,8 +222,10 @@ func stormProfiles(t *testing.T, c *procCluster, dir string, d time.Duration) {
 		return
 	}
 	time.AfterFunc(d, func() { pprof.StopCPUProfile(); f.Close() })
+	var wg sync.WaitGroup
+	t.Cleanup(wg.Wait) // no t.Logf after the test
 	for i, m := range c.metrics {
-		go func() {
+		wg.Go(func() {
 			resp, err := http.Get(fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", m, int(d.Seconds())))
 			if err != nil {
 				t.Logf("storm profile of core-%d: %v", i+1, err)
@@ -236,7 +239,7 @@ func stormProfiles(t *testing.T, c *procCluster, dir string, d time.Duration) {
 			if err != nil {
 				t.Logf("storm profile of core-%d: %v", i+1, err)
 			}
-		}()
+		})
 	}
 }
 
