@@ -142,8 +142,11 @@ type Core struct {
 	mu     sync.Mutex
 	closed bool // guarded by mu
 	// seenInFlight counts login seen records proposed in the
-	// background (sysconv.go); guarded by mu.
+	// background (sysconv.go): queued in seenQueue or being proposed by
+	// the seen loop, which runs while seenRunning. All guarded by mu.
 	seenInFlight int
+	seenQueue    []*shard.Command
+	seenRunning  bool
 }
 
 // New returns a core over cfg.Replica.

@@ -584,35 +584,87 @@ const seenAsyncTimeout = 10 * time.Second
 
 // seenAsync proposes a login's seen record without holding the login: at
 // most maxSeenAsync at once, past that the record is proposed in line.
+// Records wait in a queue that one loop proposes as a batch command (up to
+// shard.MaxBatch), after letting them gather for seenLinger: those that
+// come while a batch is in raft go in the next one. A burst of first logins (a fresh deployment, a migration) is then a
+// raft entry and a log sync per round, not one per login.
 func (c *Core) seenAsync(cmd *shard.Command) {
 	c.mu.Lock()
 	ok := !c.closed && c.seenInFlight < maxSeenAsync
+	start := false
 	if ok {
 		c.seenInFlight++
-		c.wg.Add(1)
-	}
-	c.mu.Unlock()
-	run := func() {
-		ctx, cancel := c.quitCtx(seenAsyncTimeout)
-		defer cancel()
-		if _, err := c.propose(ctx, cmd); err != nil {
-			c.log.Warn("sys login: mark seen", "app", cmd.App, "peer", cmd.From, "err", err)
+		c.seenQueue = append(c.seenQueue, cmd)
+		if !c.seenRunning {
+			c.seenRunning, start = true, true
+			c.wg.Add(1)
 		}
 	}
+	c.mu.Unlock()
 	if !ok {
-		run()
+		c.proposeSeen([]*shard.Command{cmd})
 		return
 	}
 	c.stats.SeenAsync.Add(1)
-	go func() {
-		defer c.wg.Done()
-		defer func() {
-			c.mu.Lock()
-			c.seenInFlight--
+	if start {
+		go c.seenLoop()
+	}
+}
+
+// seenLinger is how long the seen loop lets records gather before it
+// takes a batch: a record holds no login, and at 1,000 first logins a
+// second this makes ~5 records a raft entry instead of one or two.
+const seenLinger = 5 * time.Millisecond
+
+// seenLoop proposes the queued seen records, a batch at a time, until the
+// queue is empty.
+func (c *Core) seenLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-time.After(seenLinger):
+		case <-c.quit:
+		}
+		c.mu.Lock()
+		n := min(len(c.seenQueue), shard.MaxBatch)
+		if n == 0 {
+			c.seenQueue, c.seenRunning = nil, false
 			c.mu.Unlock()
-		}()
-		run()
-	}()
+			return
+		}
+		batch := slices.Clone(c.seenQueue[:n])
+		clear(c.seenQueue[:n])
+		c.seenQueue = c.seenQueue[n:]
+		c.mu.Unlock()
+		c.proposeSeen(batch)
+		c.mu.Lock()
+		c.seenInFlight -= n
+		c.mu.Unlock()
+	}
+}
+
+// proposeSeen proposes login seen records: one alone, several as one batch
+// command (each applied as if alone, shard.applyBatch).
+func (c *Core) proposeSeen(cmds []*shard.Command) {
+	ctx, cancel := c.quitCtx(seenAsyncTimeout)
+	defer cancel()
+	cmd := cmds[0]
+	if len(cmds) > 1 {
+		cmd = &shard.Command{Op: shard.OpBatch, Batch: cmds}
+	}
+	res, err := c.propose(ctx, cmd)
+	if err != nil {
+		c.log.Warn("sys login: mark seen", "app", cmds[0].App, "peer", cmds[0].From, "records", len(cmds), "err", err)
+		return
+	}
+	if len(cmds) == 1 {
+		return
+	}
+	for i, it := range res.Batch {
+		if it.Err != nil {
+			c.log.Warn("sys login: mark seen", "app", cmds[i].App, "peer", cmds[i].From, "err", it.Err)
+		}
+	}
 }
 
 // sysLogout records, when peer's last session ended, that it got the
