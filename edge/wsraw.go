@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"sync"
@@ -359,6 +360,30 @@ func unwrapConn(nc net.Conn) net.Conn {
 	}
 }
 
+// upgradeWriteTimeout bounds the write of a 101 answer (a few hundred
+// bytes, taken by any socket buffer at once).
+const upgradeWriteTimeout = 10 * time.Second
+
+// writeUpgrade writes the 101 answer of a WebSocket upgrade on a hijacked
+// connection (RFC 6455 §4.2.2), with the subprotocol when sp is not empty.
+func writeUpgrade(nc net.Conn, accept, sp string) error {
+	b := make([]byte, 0, 192)
+	b = append(b, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	b = append(b, accept...)
+	if sp != "" {
+		b = append(b, "\r\nSec-WebSocket-Protocol: "...)
+		b = append(b, sp...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	if err := nc.SetWriteDeadline(time.Now().Add(upgradeWriteTimeout)); err != nil {
+		return err
+	}
+	if _, err := nc.Write(b); err != nil {
+		return fmt.Errorf("edge: write the upgrade's answer: %w", err)
+	}
+	return nc.SetWriteDeadline(time.Time{})
+}
+
 // serveRawWS is serveWS's upgrade for a raw WebSocket. It reports whether
 // the connection started (else serveWS releases what it took).
 func (s *Server) serveRawWS(rw http.ResponseWriter, r *http.Request, codec lcpb.Codec, echo bool, release func()) bool {
@@ -367,19 +392,21 @@ func (s *Server) serveRawWS(rw http.ResponseWriter, r *http.Request, codec lcpb.
 		s.log.Debug("edge: accept failed", "err", err)
 		return false
 	}
-	h := rw.Header()
-	h.Set("Upgrade", "websocket")
-	h.Set("Connection", "Upgrade")
-	h.Set("Sec-WebSocket-Accept", secWebSocketAccept(r.Header.Get("Sec-WebSocket-Key")))
+	sp := ""
 	if echo {
-		if sp := offeredSubprotocol(r, codec.Name); sp != "" {
-			h.Set("Sec-WebSocket-Protocol", sp)
-		}
+		sp = offeredSubprotocol(r, codec.Name)
 	}
-	rw.WriteHeader(http.StatusSwitchingProtocols)
+	// Hijacked before anything is written, the 101 is the edge's own
+	// write: net/http's response writer would format it through its header
+	// machinery (and grow the goroutine's stack for it) on every upgrade.
 	nc, brw, err := http.NewResponseController(rw).Hijack()
 	if err != nil {
 		http.Error(rw, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+		s.log.Debug("edge: accept failed", "err", err)
+		return false
+	}
+	if err := writeUpgrade(nc, secWebSocketAccept(r.Header.Get("Sec-WebSocket-Key")), sp); err != nil {
+		nc.Close()
 		s.log.Debug("edge: accept failed", "err", err)
 		return false
 	}
