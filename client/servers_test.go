@@ -121,33 +121,60 @@ func TestRouter(t *testing.T) {
 	}
 }
 
-// TestResync: after a reconnect the client reads the conversations of the
-// unread push from where it was and emits what it missed as Resynced
-// messages: not its own, not one it got live since the reopen.
-func TestResync(t *testing.T) {
+// resyncServer is the fake server of the resync tests and the options of
+// a client with Options.Resync: a reopen (r=true) is answered, then gets
+// what reopened pushes; every history read is answered by logs.
+func resyncServer(t *testing.T, reopened func(fc *fakeConn), logs func(fc *fakeConn, cmd *lcpb.GenericCommand)) (*fakeServer, Options) {
 	s := newFakeServer(t)
 	opts := testOptions(t)
 	opts.Resync = true
-	logs := make(chan *lcpb.LogsCommand, 4)
 	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
 		switch {
 		case cmd.GetCmd() == lcpb.CommandType_session && cmd.GetOp() == lcpb.OpType_open && cmd.GetSessionMessage().GetR():
 			s.respond(fc, cmd)
-			// m3 arrives live right after the reopen; the unread push names c1.
-			fc.push(directCmd("c1", "m3", "bob", 300))
-			fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{
-				Convs: []*lcpb.UnreadTuple{{Cid: proto.String("c1"), Unread: proto.Int32(3), Mid: proto.String("m3"), Timestamp: proto.Int64(300)}}}})
+			reopened(fc)
 			return true
 		case cmd.GetCmd() == lcpb.CommandType_logs:
-			logs <- cmd.GetLogsMessage()
-			item := func(id, from string, ts int64) *lcpb.LogItem {
-				return &lcpb.LogItem{MsgId: proto.String(id), From: proto.String(from), Timestamp: proto.Int64(ts), Data: proto.String("x")}
-			}
-			fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{
-				Logs: []*lcpb.LogItem{item("m2", "bob", 200), item("own", "alice", 250), item("m3", "bob", 300)}}})
+			logs(fc, cmd)
 			return true
 		}
 		return false
+	})
+	return s, opts
+}
+
+// unreadPush is an unread push naming tuples.
+func unreadPush(tuples ...*lcpb.UnreadTuple) *lcpb.GenericCommand {
+	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{Convs: tuples}}
+}
+
+// unreadTuple is cid's unread count and its newest message, mid at ts.
+func unreadTuple(cid string, unread int32, mid string, ts int64) *lcpb.UnreadTuple {
+	return &lcpb.UnreadTuple{Cid: proto.String(cid), Unread: proto.Int32(unread), Mid: proto.String(mid), Timestamp: proto.Int64(ts)}
+}
+
+// logItem is a history item of text "x".
+func logItem(id, from string, ts int64) *lcpb.LogItem {
+	return &lcpb.LogItem{MsgId: proto.String(id), From: proto.String(from), Timestamp: proto.Int64(ts), Data: proto.String("x")}
+}
+
+// logsReply answers the history read cmd with items.
+func logsReply(fc *fakeConn, cmd *lcpb.GenericCommand, items ...*lcpb.LogItem) {
+	fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{Logs: items}})
+}
+
+// TestResync: after a reconnect the client reads the conversations of the
+// unread push from where it was and emits what it missed as Resynced
+// messages: not its own, not one it got live since the reopen.
+func TestResync(t *testing.T) {
+	logs := make(chan *lcpb.LogsCommand, 4)
+	s, opts := resyncServer(t, func(fc *fakeConn) {
+		// m3 arrives live right after the reopen; the unread push names c1.
+		fc.push(directCmd("c1", "m3", "bob", 300))
+		fc.push(unreadPush(unreadTuple("c1", 3, "m3", 300)))
+	}, func(fc *fakeConn, cmd *lcpb.GenericCommand) {
+		logs <- cmd.GetLogsMessage()
+		logsReply(fc, cmd, logItem("m2", "bob", 200), logItem("own", "alice", 250), logItem("m3", "bob", 300))
 	})
 	c, fc, _ := dial(t, s, opts)
 	fc.push(directCmd("c1", "m1", "bob", 100))
@@ -182,29 +209,14 @@ func TestResync(t *testing.T) {
 // message is the last one from others the client had when it lost the
 // connection is not read again; one with a newer message is, from there.
 func TestResyncNothingNewer(t *testing.T) {
-	s := newFakeServer(t)
-	opts := testOptions(t)
-	opts.Resync = true
 	logs := make(chan *lcpb.LogsCommand, 4)
-	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
-		switch {
-		case cmd.GetCmd() == lcpb.CommandType_session && cmd.GetOp() == lcpb.OpType_open && cmd.GetSessionMessage().GetR():
-			s.respond(fc, cmd)
-			// c1's newest is still m1, which the client had; c2 has m6
-			// after the m5 it had.
-			fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{
-				Convs: []*lcpb.UnreadTuple{
-					{Cid: proto.String("c1"), Unread: proto.Int32(1), Mid: proto.String("m1"), Timestamp: proto.Int64(100)},
-					{Cid: proto.String("c2"), Unread: proto.Int32(2), Mid: proto.String("m6"), Timestamp: proto.Int64(600)},
-				}}})
-			return true
-		case cmd.GetCmd() == lcpb.CommandType_logs:
-			logs <- cmd.GetLogsMessage()
-			fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{
-				Logs: []*lcpb.LogItem{{MsgId: proto.String("m6"), From: proto.String("carol"), Timestamp: proto.Int64(600), Data: proto.String("x")}}}})
-			return true
-		}
-		return false
+	s, opts := resyncServer(t, func(fc *fakeConn) {
+		// c1's newest is still m1, which the client had; c2 has m6 after
+		// the m5 it had.
+		fc.push(unreadPush(unreadTuple("c1", 1, "m1", 100), unreadTuple("c2", 2, "m6", 600)))
+	}, func(fc *fakeConn, cmd *lcpb.GenericCommand) {
+		logs <- cmd.GetLogsMessage()
+		logsReply(fc, cmd, logItem("m6", "carol", 600))
 	})
 	c, fc, _ := dial(t, s, opts)
 	fc.push(directCmd("c1", "m1", "bob", 100))
@@ -239,32 +251,20 @@ func TestResyncNothingNewer(t *testing.T) {
 // reconnect storm's timeout or rate limit) is tried again, and the missed
 // message still arrives.
 func TestResyncRetries(t *testing.T) {
-	s := newFakeServer(t)
-	opts := testOptions(t)
-	opts.Resync = true
 	var mu sync.Mutex
 	reads := 0
-	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
-		switch {
-		case cmd.GetCmd() == lcpb.CommandType_session && cmd.GetOp() == lcpb.OpType_open && cmd.GetSessionMessage().GetR():
-			s.respond(fc, cmd)
-			fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{
-				Convs: []*lcpb.UnreadTuple{{Cid: proto.String("c1"), Unread: proto.Int32(1), Mid: proto.String("m2"), Timestamp: proto.Int64(200)}}}})
-			return true
-		case cmd.GetCmd() == lcpb.CommandType_logs:
-			mu.Lock()
-			reads++
-			n := reads
-			mu.Unlock()
-			if n <= 2 { // the first two reads fail as a busy server's would
-				fc.reply(cmd, lcpb.NewError(nil, "", lcpb.ErrInternal, "busy"))
-				return true
-			}
-			fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{
-				Logs: []*lcpb.LogItem{{MsgId: proto.String("m2"), From: proto.String("bob"), Timestamp: proto.Int64(200), Data: proto.String("x")}}}})
-			return true
+	s, opts := resyncServer(t, func(fc *fakeConn) {
+		fc.push(unreadPush(unreadTuple("c1", 1, "m2", 200)))
+	}, func(fc *fakeConn, cmd *lcpb.GenericCommand) {
+		mu.Lock()
+		reads++
+		n := reads
+		mu.Unlock()
+		if n <= 2 { // the first two reads fail as a busy server's would
+			fc.reply(cmd, lcpb.NewError(nil, "", lcpb.ErrInternal, "busy"))
+			return
 		}
-		return false
+		logsReply(fc, cmd, logItem("m2", "bob", 200))
 	})
 	c, fc, _ := dial(t, s, opts)
 	fc.push(directCmd("c1", "m1", "bob", 100))
@@ -288,30 +288,15 @@ func TestResyncRetries(t *testing.T) {
 // unread count leaves them out; a send made while away goes out at the
 // reopen, so it is the newest) to the one it missed.
 func TestResyncPastOwnMessages(t *testing.T) {
-	s := newFakeServer(t)
-	opts := testOptions(t)
-	opts.Resync = true
-	s.setHandler(func(fc *fakeConn, cmd *lcpb.GenericCommand) bool {
-		switch {
-		case cmd.GetCmd() == lcpb.CommandType_session && cmd.GetOp() == lcpb.OpType_open && cmd.GetSessionMessage().GetR():
-			s.respond(fc, cmd)
-			fc.push(&lcpb.GenericCommand{Cmd: lcpb.CommandType_unread.Enum(), UnreadMessage: &lcpb.UnreadCommand{
-				Convs: []*lcpb.UnreadTuple{{Cid: proto.String("c1"), Unread: proto.Int32(1), Mid: proto.String("own2"), Timestamp: proto.Int64(300)}}}})
-			return true
-		case cmd.GetCmd() == lcpb.CommandType_logs:
-			item := func(id, from string, ts int64) *lcpb.LogItem {
-				return &lcpb.LogItem{MsgId: proto.String(id), From: proto.String(from), Timestamp: proto.Int64(ts), Data: proto.String("x")}
-			}
-			limit := int(cmd.GetLogsMessage().GetLimit())
-			if limit <= 0 {
-				limit = 100 // the client leaves LeanCloud's default out
-			}
-			all := []*lcpb.LogItem{item("old", "bob", 50), item("own1", "alice", 100), item("missed", "bob", 200), item("own2", "alice", 300)}
-			fc.reply(cmd, &lcpb.GenericCommand{Cmd: lcpb.CommandType_logs.Enum(), LogsMessage: &lcpb.LogsCommand{
-				Logs: all[max(0, len(all)-limit):]}})
-			return true
+	s, opts := resyncServer(t, func(fc *fakeConn) {
+		fc.push(unreadPush(unreadTuple("c1", 1, "own2", 300)))
+	}, func(fc *fakeConn, cmd *lcpb.GenericCommand) {
+		limit := int(cmd.GetLogsMessage().GetLimit())
+		if limit <= 0 {
+			limit = 100 // the client leaves LeanCloud's default out
 		}
-		return false
+		all := []*lcpb.LogItem{logItem("old", "bob", 50), logItem("own1", "alice", 100), logItem("missed", "bob", 200), logItem("own2", "alice", 300)}
+		logsReply(fc, cmd, all[max(0, len(all)-limit):]...)
 	})
 	c, fc, _ := dial(t, s, opts)
 	fc.drop()
