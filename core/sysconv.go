@@ -586,8 +586,9 @@ const seenAsyncTimeout = 10 * time.Second
 // most maxSeenAsync at once, past that the record is proposed in line.
 // Records wait in a queue that one loop proposes as a batch command (up to
 // shard.MaxBatch), after letting them gather for seenLinger: those that
-// come while a batch is in raft go in the next one. A burst of first logins (a fresh deployment, a migration) is then a
-// raft entry and a log sync per round, not one per login.
+// come while a batch is in raft go in the next one. A burst of first
+// logins (a fresh deployment, a migration) is then a raft entry and a log
+// sync per round, not one per login.
 func (c *Core) seenAsync(cmd *shard.Command) {
 	c.mu.Lock()
 	ok := !c.closed && c.seenInFlight < maxSeenAsync
