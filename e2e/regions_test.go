@@ -678,6 +678,21 @@ func TestTwoRegionsDevices(t *testing.T) {
 	ivy.ws.CloseNow() // dropped, not logged out: the binding stays
 
 	alice := dial(t, ctx, w.edges[0].URL, app, "alice")
+	watcher := dial(t, ctx, w.edges[1].URL, app, "watcher") // in ivy's region
+	// offline waits until region 2 has ended ivy's session and region 1's
+	// summary of region 2 no longer names her: a push is skipped for a
+	// client online in another region, so a send made before that (region
+	// 1 pulls the summary every half second) may rightly get none.
+	offline := func() {
+		t.Helper()
+		for _, c := range []*client.Client{watcher, alice} {
+			waitFor(t, 10*time.Second, func() bool {
+				on, err := c.Online(ctx, []string{"ivy"})
+				return err == nil && len(on) == 0
+			})
+		}
+	}
+	offline()
 	cid, err := alice.CreateConversation(ctx, []string{"ivy"}, "to ivy", nil, false)
 	if err != nil {
 		t.Fatal(err)
@@ -731,6 +746,7 @@ func TestTwoRegionsDevices(t *testing.T) {
 	if got := ivy.next(ctx); got.GetOp() != lcpb.OpType_closed {
 		t.Fatalf("logout: %v", got)
 	}
+	offline()
 	deadline = time.Now().Add(10 * time.Second)
 	for k := 0; ; k++ {
 		r := pushed(fmt.Sprintf("bye %d", k))
