@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
@@ -464,6 +465,7 @@ func TestReconnectStormLab(t *testing.T) {
 		Scenario: loadtest.ScenarioPairs, Sessions: sessions, Rate: 200, ConnectRate: 1500,
 		Duration: 40 * time.Second, Drain: 30 * time.Second, AppID: "failover-app", Progress: -1,
 		FaultAfter: 10 * time.Second,
+		SourceIPs:  stormSourceIPs(t),
 		Fault: func() error {
 			c.edges[0].Kill9()
 			if dir := os.Getenv("RELAYMESH_STORM_CPUPROFILE"); dir != "" {
@@ -498,4 +500,22 @@ func TestReconnectStormLab(t *testing.T) {
 	if s.Lost != 0 {
 		t.Errorf("%d acked copies never arrived (%v)", s.Lost, s.LostSamples)
 	}
+}
+
+// stormSourceIPs spreads the storm's 15,000 client connections over 8
+// loopback source addresses, as `make bench-peers` does: from one address
+// to one edge they would use more local ports than Linux's connect() finds
+// quickly (it tries even ports first, 14,116 of them in the default
+// range, and past those each connect walks the used ones in the kernel:
+// ~1 CPU-second of the load tester's in the storm). Real clients come from
+// many addresses. RELAYMESH_STORM_ONE_IP=1 dials from 127.0.0.1 alone.
+func stormSourceIPs(t *testing.T) []netip.Addr {
+	if os.Getenv("RELAYMESH_STORM_ONE_IP") != "" {
+		return nil
+	}
+	ips, err := loadtest.ParseSourceIPs("127.0.0.1-127.0.0.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ips
 }
