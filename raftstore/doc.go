@@ -46,9 +46,11 @@
 // entries at or below A and re-applies the rest: the raft log is the state's
 // write-ahead log, and replaying it is idempotent. raft runs with
 // NoSnapshotRestoreOnStart so a restart keeps the newer persistent state
-// rather than rolling back to the snapshot. Before raft takes a snapshot (and
-// then compacts the log behind it) the FSM flushes the state DB, so the state
-// at the snapshot index is on disk before the log entries that built it go.
+// rather than rolling back to the snapshot. Before a snapshot is written (and
+// raft then compacts the log behind it) its Persist flushes the state DB, so
+// the state at the snapshot index is on disk before the snapshot is, and
+// before the log entries that built it go; the flush runs on raft's snapshot
+// goroutine, so the group's applies go on meanwhile.
 //
 // # Fatal apply errors
 //

@@ -218,10 +218,10 @@ func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
 		// claim state this replica does not have.
 		return nil, err
 	}
-	if err := f.db.Flush(); err != nil {
-		return nil, fmt.Errorf("raftstore: flush state before snapshot: %w", err)
-	}
-	return &fsmSnapshot{snap: f.db.NewSnapshot()}, nil
+	// The flush that makes the state at the snapshot's index durable is
+	// Persist's, off the FSM goroutine: here it held every apply of the
+	// group for a memtable's flush.
+	return &fsmSnapshot{db: f.db, snap: f.db.NewSnapshot()}, nil
 }
 
 // Restore replaces the whole state with the snapshot stream. It first wipes

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble"
@@ -176,5 +177,71 @@ func TestFSMResetsStateMachine(t *testing.T) {
 	}
 	if sm.resets <= n {
 		t.Fatal("a failed restore did not reset the state machine")
+	}
+}
+
+// flushSink is a raft.SnapshotSink that records the state DB's flush count
+// at its first write and at its close.
+type flushSink struct {
+	bytes.Buffer
+	db                      *pebble.DB
+	atFirstWrite, atClose   int64
+	wrote, closed, canceled bool
+}
+
+func (s *flushSink) Write(p []byte) (int, error) {
+	if !s.wrote {
+		s.wrote, s.atFirstWrite = true, dbStats(s.db).Flushes
+	}
+	return s.Buffer.Write(p)
+}
+func (s *flushSink) Close() error  { s.closed, s.atClose = true, dbStats(s.db).Flushes; return nil }
+func (s *flushSink) ID() string    { return "test" }
+func (s *flushSink) Cancel() error { s.canceled = true; return nil }
+
+// TestSnapshotFlushesInPersist: taking a snapshot (on the FSM's goroutine,
+// between applies) flushes nothing; Persist (on raft's snapshot goroutine)
+// flushes the state before it writes the snapshot, so the state at its
+// index is on disk before the snapshot is.
+func TestSnapshotFlushesInPersist(t *testing.T) {
+	db := openState(t, t.TempDir())
+	defer db.Close()
+	f, err := newFSM(db, putSM{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.ApplyBatch(cmdLogs(1, 200))
+	before := dbStats(db)
+	if before.MemtableBytes == 0 {
+		t.Fatal("nothing in the memtable to flush")
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	if got := dbStats(db).Flushes; got != before.Flushes {
+		t.Fatalf("Snapshot flushed the state (%d flushes, was %d): the FSM's applies wait for it", got, before.Flushes)
+	}
+	f.ApplyBatch(cmdLogs(201, 210)) // applies go on while the snapshot is open
+	sink := &flushSink{db: db}
+	if err := snap.Persist(sink); err != nil {
+		t.Fatal(err)
+	}
+	if !sink.wrote || !sink.closed || sink.canceled {
+		t.Fatalf("sink: wrote %v, closed %v, canceled %v", sink.wrote, sink.closed, sink.canceled)
+	}
+	if sink.atFirstWrite <= before.Flushes {
+		t.Fatalf("the snapshot was written before the state was flushed (%d flushes at its first write, %d before)", sink.atFirstWrite, before.Flushes)
+	}
+	// Flushed through what came after the snapshot too; the snapshot
+	// itself holds only up to 200.
+	if v, c, err := db.Get([]byte("k210")); err != nil || string(v) != "v210" {
+		t.Fatalf("k210: %q %v", v, err)
+	} else {
+		c.Close()
+	}
+	if n := strings.Count(sink.String(), "k2"); n != 1 { // k200 only
+		t.Fatalf("snapshot holds %d keys k2xx, want 1 (k200)", n)
 	}
 }

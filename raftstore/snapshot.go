@@ -24,11 +24,25 @@ const snapMagic = "rmsnap1\n"
 const restoreBatchBytes = 4 << 20
 
 type fsmSnapshot struct {
+	db   *pebble.DB
 	snap *pebble.Snapshot
 }
 
-// Persist streams every key of the Pebble snapshot into sink.
+// Persist flushes the state DB, then streams every key of the Pebble
+// snapshot into sink.
+//
+// The flush comes first: a restart starts raft at the newest snapshot's
+// index without restoring it (NoSnapshotRestoreOnStart) and replays only
+// the log after it, so the state up to that index must be on disk before
+// the snapshot is (sink.Close), and before raft compacts the log behind it
+// (after Persist). The state may have no WAL; the flush writes everything
+// applied so far, the snapshot's index and what came after it. raft runs
+// Persist on its snapshot goroutine while the FSM goes on applying.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.db.Flush(); err != nil {
+		_ = sink.Cancel()
+		return fmt.Errorf("raftstore: flush state before snapshot: %w", err)
+	}
 	if err := writeSnapshot(sink, s.snap); err != nil {
 		_ = sink.Cancel()
 		return err
