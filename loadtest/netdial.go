@@ -3,10 +3,12 @@ package loadtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -190,4 +192,36 @@ func withGroup(target, group string) string {
 		}
 	}
 	return target + sep + groupParam + "=" + group
+}
+
+// PortWarning returns a warning, or "", when the run would open more
+// connections from one source address to one target than Linux's
+// connect() finds local ports for quickly. It tries the even ports of
+// net.ipv4.ip_local_port_range first (14,116 in the default range); once
+// those are taken by connections to the same destination, each further
+// connect walks all of them in the kernel: ~1 ms of CPU a dial here
+// against ~20 µs, on the machine the load tester shares with the server.
+// Config.SourceIPs spreads the connections.
+func PortWarning(cfg Config) string {
+	lo, hi := localPortRange()
+	even := (hi-lo)/2 + 1
+	per := cfg.Sessions / max(len(cfg.SourceIPs), 1) / max(len(cfg.Targets), 1)
+	if per <= even {
+		return ""
+	}
+	return fmt.Sprintf("%d connections from one source address to one target, past the %d even local ports connect() tries first (each further dial walks them in the kernel, ~1 ms of CPU); spread them with --source-ips, e.g. 127.0.0.1-127.0.0.8", per, even)
+}
+
+// localPortRange is net.ipv4.ip_local_port_range, or Linux's default.
+func localPortRange() (lo, hi int) {
+	lo, hi = 32768, 60999
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return lo, hi
+	}
+	var l, h int
+	if n, _ := fmt.Sscan(string(b), &l, &h); n == 2 && l > 0 && h >= l {
+		return l, h
+	}
+	return lo, hi
 }

@@ -139,6 +139,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
+	if w := loadtest.PortWarning(cfg); w != "" && *worker == "" { // the coordinator warns once
+		fmt.Fprintln(stderr, "relaymesh-loadtest: warning:", w)
+	}
 	if per := cfg.Sessions / max(cfg.Workers, 1); per > 19000 {
 		fmt.Fprintf(stderr, "relaymesh-loadtest: warning: %d sessions per process; one process may hold at most ~20,000 fds — raise --workers\n", per)
 	}
