@@ -149,7 +149,8 @@
 // (Config.SourceIPs) and can cut a group of sessions' connections at once
 // (reconnect). Past ~14,000 connections from one source address to one
 // target, Linux's connect() spends ~1 ms of kernel CPU choosing each local
-// port (PortWarning; the command warns): spread big runs over addresses. Its plain ws:// handshakes skip net/http's Transport
-// (upgrade.go): the load tester shares the cores with the server it
-// measures, and a reconnect storm is thousands of dials at once.
+// port (PortWarning; the command warns): spread big runs over addresses.
+// Its plain ws:// handshakes skip net/http's Transport (upgrade.go): the
+// load tester shares the cores with the server it measures, and a
+// reconnect storm is thousands of dials at once.
 package loadtest
