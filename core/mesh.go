@@ -37,7 +37,8 @@ type MeshServer struct {
 	ctx      context.Context // ends when Stop starts: stops the watchers and a replay
 	stop     context.CancelFunc
 	wg       sync.WaitGroup // the leader watchers
-	barriers sync.WaitGroup // raft barrier waits; raft answers them by the replica's Close at the latest
+	barriers sync.WaitGroup // raft barrier waits; raft answers them by the replica's Close, but for one stranded (Wait)
+	waitMax  time.Duration  // Wait's bound (barrierWaitMax)
 }
 
 // ServeMesh registers c's mesh handlers on node and starts the leader
@@ -106,8 +107,35 @@ func (s *MeshServer) Stop() {
 }
 
 // Wait returns once every raft barrier the watchers asked for is
-// answered; call it after the replicas' Close (which answers them all).
-func (s *MeshServer) Wait() { s.barriers.Wait() }
+// answered, or after barrierWaitMax; call it after the replicas' Close.
+//
+// raft's shutdown answers a barrier it still holds, except one it had
+// committed and queued for the FSM when it stopped (a replica that failed
+// on an entry, say): such a future is never answered, and its waiter stays
+// blocked, as raftstore's Close lets a stranded proposal's waiter be. A
+// core closing waited for it forever (a CI run hung 19 minutes in
+// cluster's TestCoreStopsOnNewerCommand, the failed replica restarted).
+func (s *MeshServer) Wait() {
+	done := make(chan struct{})
+	go func() {
+		s.barriers.Wait()
+		close(done)
+	}()
+	max := s.waitMax
+	if max <= 0 {
+		max = barrierWaitMax
+	}
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("mesh: a raft barrier was not answered by the replica's close; going on", "waited", max)
+	}
+}
+
+// barrierWaitMax bounds Wait.
+const barrierWaitMax = 2 * time.Second
 
 // leaderRecheck is how often watchLeader looks at the leader even when
 // raft announced nothing (observations can be dropped).
