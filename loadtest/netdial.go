@@ -203,14 +203,16 @@ func withGroup(target, group string) string {
 // against ~20 µs, on the machine the load tester shares with the server.
 // Config.SourceIPs spreads the connections.
 func PortWarning(cfg Config) string {
-	lo, hi := localPortRange()
-	even := (hi-lo)/2 + 1
+	even := evenPorts(localPortRange())
 	per := cfg.Sessions / max(len(cfg.SourceIPs), 1) / max(len(cfg.Targets), 1)
 	if per <= even {
 		return ""
 	}
 	return fmt.Sprintf("%d connections from one source address to one target, past the %d even local ports connect() tries first (each further dial walks them in the kernel, ~1 ms of CPU); spread them with --source-ips, e.g. 127.0.0.1-127.0.0.8", per, even)
 }
+
+// evenPorts counts the even ports from lo to hi.
+func evenPorts(lo, hi int) int { return hi/2 - (lo+1)/2 + 1 }
 
 // localPortRange is net.ipv4.ip_local_port_range, or Linux's default.
 func localPortRange() (lo, hi int) {

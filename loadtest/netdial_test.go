@@ -8,8 +8,12 @@ import (
 // TestPortWarning: more connections from one address to one target than
 // the even local ports is warned of; spread over addresses or targets, not.
 func TestPortWarning(t *testing.T) {
-	lo, hi := localPortRange()
-	even := (hi-lo)/2 + 1
+	for _, r := range [][3]int{{32768, 60999, 14116}, {32769, 60999, 14115}, {32768, 32768, 1}, {32769, 32769, 0}, {1024, 65535, 32256}} {
+		if got := evenPorts(r[0], r[1]); got != r[2] {
+			t.Errorf("even ports in %d–%d: %d, want %d", r[0], r[1], got, r[2])
+		}
+	}
+	even := evenPorts(localPortRange())
 	two, err := ParseSourceIPs("127.0.0.1-127.0.0.2")
 	if err != nil {
 		t.Fatal(err)
