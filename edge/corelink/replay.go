@@ -1,6 +1,7 @@
 package corelink
 
 import (
+	"hash/maphash"
 	"sync"
 	"sync/atomic"
 
@@ -14,27 +15,36 @@ import (
 // first copies always pass.
 //
 // Overflow: it remembers at most replayMaxTargets (message, session)
-// pairs, forgetting the oldest messages first; a replay of a forgotten
-// message reaches its sessions again (at-least-once; counted in
+// pairs, forgetting the oldest first; a replay of a forgotten pair reaches
+// its session again (at-least-once; counted in
 // relaymesh_edge_link_replay_passed_total). At 300 messages a second to
 // two recipients that is several minutes of history, far more than a
 // leader change takes.
+//
+// Memory: a pair is three integers (hashes of the app and message id and
+// of the peer id, and the connection), in a map and a ring with no
+// pointers, so the garbage collector never scans them and no decoded
+// delivery's strings stay alive through the filter. Full, it holds about
+// 16 MiB. The hashes are seeded at random per filter; two pairs of
+// different sessions or messages are confused only if both 64-bit hashes
+// collide, which at 2^18 remembered pairs is about one chance in 2^46 per
+// replayed copy, and then that copy is dropped as a duplicate.
 type replayFilter struct {
 	passed, dropped atomic.Uint64
 
-	mu    sync.Mutex
-	seen  map[replayKey][]replayTarget // guarded by mu
-	order []replayKey                  // guarded by mu; FIFO of the keys in seen
-	total int                          // guarded by mu; targets in seen
+	mu   sync.Mutex
+	seed maphash.Seed              // guarded by mu; set with seen
+	seen map[replayPair]struct{}   // guarded by mu
+	ring []replayPair              // guarded by mu; the pairs in seen, oldest at next once full
+	next int                       // guarded by mu; where the next pair goes once ring is full
 }
 
 const replayMaxTargets = 1 << 18
 
-type replayKey struct{ app, msgID string }
-
-type replayTarget struct {
-	peer string
-	conn uint64
+// replayPair is one message pushed to one session: conn 0 stands for every
+// session of the peer, as in meshpb.Target.
+type replayPair struct {
+	msg, peer, conn uint64
 }
 
 // filter records d (a first copy) or trims d's targets to the sessions
@@ -44,17 +54,25 @@ func (f *replayFilter) filter(d *meshpb.Delivery) bool {
 	if d.MsgId == "" {
 		return true
 	}
-	k := replayKey{d.AppId, d.MsgId}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.seen == nil {
-		f.seen = make(map[replayKey][]replayTarget)
+		f.seed = maphash.MakeSeed()
+		f.seen = make(map[replayPair]struct{})
 	}
-	got, known := f.seen[k]
+	var h maphash.Hash
+	h.SetSeed(f.seed)
+	h.WriteString(d.AppId)
+	h.WriteByte(0)
+	h.WriteString(d.MsgId)
+	msg := h.Sum64()
 	if d.Replay {
 		kept := d.Targets[:0]
 		for _, t := range d.Targets {
-			if had(got, t) {
+			peer := maphash.String(f.seed, t.PeerId)
+			_, same := f.seen[replayPair{msg, peer, t.ConnId}]
+			_, any := f.seen[replayPair{msg, peer, 0}]
+			if same || any {
 				f.dropped.Add(1)
 				continue
 			}
@@ -63,28 +81,23 @@ func (f *replayFilter) filter(d *meshpb.Delivery) bool {
 		}
 		d.Targets = kept
 	}
-	if !known {
-		f.order = append(f.order, k)
-	}
 	for _, t := range d.Targets {
-		got = append(got, replayTarget{t.PeerId, t.ConnId})
-	}
-	f.total += len(d.Targets)
-	f.seen[k] = got
-	for f.total > replayMaxTargets && len(f.order) > 1 {
-		old := f.order[0]
-		f.order = f.order[1:]
-		f.total -= len(f.seen[old])
-		delete(f.seen, old)
+		f.remember(replayPair{msg, maphash.String(f.seed, t.PeerId), t.ConnId})
 	}
 	return len(d.Targets) > 0
 }
 
-func had(got []replayTarget, t *meshpb.Target) bool {
-	for _, g := range got {
-		if g.peer == t.PeerId && (g.conn == t.ConnId || g.conn == 0) {
-			return true
-		}
+// remember adds p, forgetting the oldest pair when the filter is full.
+func (f *replayFilter) remember(p replayPair) {
+	if _, ok := f.seen[p]; ok {
+		return // a first copy sent again: one entry, so forgetting it once is enough
 	}
-	return false
+	f.seen[p] = struct{}{}
+	if len(f.ring) < replayMaxTargets {
+		f.ring = append(f.ring, p)
+		return
+	}
+	delete(f.seen, f.ring[f.next])
+	f.ring[f.next] = p
+	f.next = (f.next + 1) % replayMaxTargets
 }
