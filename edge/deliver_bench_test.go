@@ -25,8 +25,13 @@ import (
 // ns/op is one fan-out of 200 copies; the per-copy cost is ns/op / 200.
 // It is what the delivery latency histogram (relaymesh_delivery_seconds)
 // adds its observation to.
-func BenchmarkDeliverFanout(b *testing.B) {
-	const n = 200
+func BenchmarkDeliverFanout(b *testing.B) { benchDeliver(b, 200) }
+
+// BenchmarkDeliverOne is the same trip for a one-to-one push: one Delivery
+// to one session.
+func BenchmarkDeliverOne(b *testing.B) { benchDeliver(b, 1) }
+
+func benchDeliver(b *testing.B, n int) {
 	srv := New(Config{EdgeID: "edge-bench", Backend: &fakeBackend{}, Apps: apps.NewDev(), TokenKey: []byte("k")})
 	ts := httptest.NewServer(srv.Handler())
 	defer func() {
@@ -78,7 +83,7 @@ func BenchmarkDeliverFanout(b *testing.B) {
 	want := int64(0)
 	for b.Loop() {
 		srv.Deliver(d)
-		want += n
+		want += int64(n)
 		for got.Load() < want {
 			time.Sleep(20 * time.Microsecond)
 		}

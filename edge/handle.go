@@ -482,24 +482,11 @@ func (c *conn) ask(ctx context.Context, ss *session, req *meshpb.ClientRequest, 
 // and service when the backend left them unset.
 func (c *conn) writeReplies(ss *session, rep *meshpb.ClientReply) {
 	for _, b := range rep.GetCommands() {
-		cmd := new(lcpb.GenericCommand)
-		if err := decodeOpts.Unmarshal(b, cmd); err != nil || len(b) == 0 {
+		f, ok := scanCommand(b) // pushwire.go
+		if !ok || len(b) == 0 {
 			c.srv.metrics.BadReplies.Add(1)
 			continue
 		}
-		if cmd.PeerId == nil || cmd.Service == nil {
-			if cmd.PeerId == nil {
-				cmd.PeerId = proto.String(ss.peerID)
-			}
-			if cmd.Service == nil {
-				cmd.Service = proto.Int32(lcpb.ServiceIM)
-			}
-			var err error
-			if b, err = encodeOpts.Marshal(cmd); err != nil {
-				c.srv.metrics.BadReplies.Add(1)
-				continue
-			}
-		}
-		c.enqueue(outFrame{b: b, p: PriorityHigh})
+		c.enqueue(outFrame{b: completeReply(b, f, ss.peerID), p: PriorityHigh})
 	}
 }

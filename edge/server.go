@@ -17,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/relaymesh/relaymesh/apps"
 	"github.com/relaymesh/relaymesh/mesh"
@@ -410,16 +409,16 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 		return
 	}
 	s.metrics.Deliveries.Add(1)
-	cmd := new(lcpb.GenericCommand)
-	if err := (proto.UnmarshalOptions{AllowPartial: true}).Unmarshal(d.GetCommand(), cmd); err != nil || len(d.GetCommand()) == 0 {
+	f, ok := scanCommand(d.GetCommand()) // pushwire.go
+	if !ok || len(d.GetCommand()) == 0 {
 		s.metrics.BadReplies.Add(1)
 		return
 	}
 	prio := pq.ClassOf(d.GetPriority())
-	dgram := cmd.GetCmd() == lcpb.CommandType_direct && cmd.GetDirectMessage().GetTransient()
+	dgram := f.cmd == lcpb.CommandType_direct && f.transient
 	var at int64 // a message's first copies are timed (Metrics.Delivery), not a replay's
-	if cmd.GetCmd() == lcpb.CommandType_direct && !d.GetReplay() {
-		at = cmd.GetDirectMessage().GetTimestamp()
+	if f.cmd == lcpb.CommandType_direct && !d.GetReplay() {
+		at = f.timestamp
 	}
 	type hit struct {
 		ss  *session
@@ -450,15 +449,7 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 	// One encoding for every copy: the command without peerId, then per
 	// target that field appended (protobuf takes fields in any order, and
 	// field 4 appears once), so a copy costs an append, not a Marshal.
-	if cmd.Service == nil {
-		cmd.Service = proto.Int32(lcpb.ServiceIM)
-	}
-	cmd.PeerId = nil
-	shared, err := (proto.MarshalOptions{AllowPartial: true}).Marshal(cmd)
-	if err != nil {
-		s.metrics.BadReplies.Add(1)
-		return
-	}
+	shared := sharedPush(d.GetCommand(), f)
 	fan := len(hits) > 1 // copies for the writer pool's fan-out lane
 	var last *session    // a client's sessions on one connection share bytes
 	var b []byte

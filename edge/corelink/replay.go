@@ -33,10 +33,10 @@ type replayFilter struct {
 	passed, dropped atomic.Uint64
 
 	mu   sync.Mutex
-	seed maphash.Seed              // guarded by mu; set with seen
-	seen map[replayPair]struct{}   // guarded by mu
-	ring []replayPair              // guarded by mu; the pairs in seen, oldest at next once full
-	next int                       // guarded by mu; where the next pair goes once ring is full
+	seed maphash.Seed            // guarded by mu; set with seen
+	seen map[replayPair]struct{} // guarded by mu
+	ring []replayPair            // guarded by mu; the pairs in seen, oldest at next once full
+	next int                     // guarded by mu; where the next pair goes once ring is full
 }
 
 const replayMaxTargets = 1 << 18
