@@ -35,6 +35,36 @@ func TestDevFlagMisuse(t *testing.T) {
 	}
 }
 
+// TestGCFloorEnv: RELAYMESH_GC_HEAP_FLOOR_MIB sets the collector's heap
+// floor, 0 turns it off, and anything but a number of MiB is refused
+// before a serving command starts; GOGC in the environment wins.
+func TestGCFloorEnv(t *testing.T) {
+	t.Setenv("GOGC", "")
+	for _, bad := range []string{"abc", "-1", "1.5", "99999999"} {
+		t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MIB", bad)
+		if tu, err := startGCFloor(); err == nil || !strings.Contains(err.Error(), "RELAYMESH_GC_HEAP_FLOOR_MIB") {
+			tu.Stop()
+			t.Errorf("RELAYMESH_GC_HEAP_FLOOR_MIB=%s: %v, want an error naming the variable", bad, err)
+		}
+	}
+	t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MIB", "0")
+	if tu, err := startGCFloor(); tu != nil || err != nil {
+		tu.Stop()
+		t.Errorf("a floor of 0: tuner %v, err %v; want none", tu, err)
+	}
+	t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MIB", "")
+	tu, err := startGCFloor()
+	if tu == nil || err != nil {
+		t.Fatalf("unset: tuner %v, err %v; want the default floor", tu, err)
+	}
+	tu.Stop()
+	t.Setenv("GOGC", "200")
+	if tu, err := startGCFloor(); tu != nil || err != nil {
+		tu.Stop()
+		t.Errorf("with GOGC set: tuner %v, err %v; want none", tu, err)
+	}
+}
+
 // TestDevAdminListener: relaymesh dev prints its admin listener's URLs at
 // start; there /metrics has the edge's and the core's series, /readyz
 // turns 200 and the profiler answers, while the client port has no

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -33,6 +34,7 @@ import (
 	"github.com/relaymesh/relaymesh/cluster"
 	"github.com/relaymesh/relaymesh/core"
 	"github.com/relaymesh/relaymesh/edge"
+	"github.com/relaymesh/relaymesh/internal/gcfloor"
 	"github.com/relaymesh/relaymesh/mesh"
 	"github.com/relaymesh/relaymesh/rest"
 )
@@ -49,6 +51,13 @@ func main() {
 		os.Exit(2)
 	}
 	var err error
+	switch os.Args[1] {
+	case "dev", "core", "edge":
+		if _, err = startGCFloor(); err != nil {
+			fmt.Fprintln(os.Stderr, "relaymesh:", err)
+			os.Exit(2)
+		}
+	}
 	switch cmd, args := os.Args[1], os.Args[2:]; cmd {
 	case "dev":
 		err = runDev(args)
@@ -267,6 +276,21 @@ func runDev(args []string) error {
 	ferr := waitCore(d.Core)
 	fmt.Println("relaymesh dev: shutting down")
 	return errors.Join(ferr, d.Close())
+}
+
+// startGCFloor keeps the collector's heap floor (internal/gcfloor) for
+// the serving commands: RELAYMESH_GC_HEAP_FLOOR_MIB, 64 when unset, 0 for
+// none; a GOGC in the environment turns it off.
+func startGCFloor() (*gcfloor.Tuner, error) {
+	floor := uint64(gcfloor.DefaultFloor)
+	if v := os.Getenv("RELAYMESH_GC_HEAP_FLOOR_MIB"); v != "" {
+		mib, err := strconv.ParseUint(v, 10, 20)
+		if err != nil {
+			return nil, fmt.Errorf("RELAYMESH_GC_HEAP_FLOOR_MIB=%q: a whole number of MiB below 1048576 (0: no floor)", v)
+		}
+		floor = mib << 20
+	}
+	return gcfloor.Start(floor), nil
 }
 
 // mergeLimits lets flags given on the command line win over the file.
