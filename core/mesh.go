@@ -116,20 +116,11 @@ func (s *MeshServer) Stop() {
 // core closing waited for it forever (a CI run hung 19 minutes in
 // cluster's TestCoreStopsOnNewerCommand, the failed replica restarted).
 func (s *MeshServer) Wait() {
-	done := make(chan struct{})
-	go func() {
-		s.barriers.Wait()
-		close(done)
-	}()
 	max := s.waitMax
 	if max <= 0 {
 		max = barrierWaitMax
 	}
-	t := time.NewTimer(max)
-	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
+	if !raftstore.WaitAtMost(&s.barriers, max) {
 		s.log.Warn("mesh: a raft barrier was not answered by the replica's close; going on", "waited", max)
 	}
 }

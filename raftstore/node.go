@@ -455,6 +455,27 @@ func (n *Node) addWaiter() bool {
 // on raft's futures once raft has shut down.
 const closeWaitersMax = 2 * time.Second
 
+// WaitAtMost waits for wg, at most max, and reports whether it finished.
+// It is for goroutines blocked on raft futures once raft is shutting
+// down: raft answers every future it holds then, except one it had queued
+// where no loop took it, which it never answers. Such a goroutine stays
+// blocked (the process is stopping); the caller goes on.
+func WaitAtMost(wg *sync.WaitGroup, max time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	t := time.NewTimer(max)
+	defer t.Stop()
+	select {
+	case <-done:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
 // Close shuts raft down, closes the transport and both DBs, and returns
 // after every goroutine it started has exited, but for a proposal's waiter
 // whose future raft never answers (closeWaitersMax). It takes no snapshot.
@@ -474,15 +495,7 @@ func (n *Node) Close() error {
 		// whose future raft had queued but no loop took: raft never
 		// answers it. Give them closeWaitersMax, then go on (such a
 		// goroutine stays blocked; the process is stopping).
-		waited := make(chan struct{})
-		go func() {
-			n.waiters.Wait()
-			close(waited)
-		}()
-		select {
-		case <-waited:
-		case <-time.After(closeWaitersMax):
-		}
+		WaitAtMost(&n.waiters, closeWaitersMax)
 		errs = append(errs, closeTransport(n.trans), n.logs.Close(), n.state.Close())
 		if err := errors.Join(errs...); err != nil {
 			n.closeErr = fmt.Errorf("raftstore: close: %w", err)
