@@ -84,13 +84,10 @@ func (t *Tuner) adjust() {
 }
 
 // percentFor is the GOGC that makes the heap goal live + max(live, floor).
+// Below the floor that is floor/live × 100, which is then above 100.
 func percentFor(live, floor uint64) int {
-	if live == 0 || live >= floor*basePercent/100 {
+	if live == 0 || live >= floor {
 		return basePercent
 	}
-	p := floor * 100 / live
-	if p < basePercent {
-		return basePercent
-	}
-	return int(min(p, 1<<20))
+	return int(min(floor*100/live, 1<<20))
 }
