@@ -12,7 +12,10 @@
 //	state/      Pebble DB: the state machine's keys, plus the applied index
 //	            under ReservedPrefix. Writes are never synced, and by
 //	            default the DB has no WAL (Config.StateWAL turns one on).
-//	snapshots/  raft.FileSnapshotStore.
+//	snapshots/  snapshots (snapstore.go, raft.FileSnapshotStore's layout):
+//	            a snapshot taken here is a Pebble checkpoint of state/
+//	            (hard links to its tables); one received from the leader
+//	            or restored from a backup is a stream.
 //
 // Two DBs rather than one with prefixes, so the synced log traffic and the
 // unsynced state traffic do not share a WAL: a state commit never waits for,
@@ -72,11 +75,18 @@
 //
 // # Snapshots
 //
-// FSM snapshots are Pebble snapshots streamed as length-prefixed key/value
-// records (see snapshot.go). Restore wipes the state keyspace and loads the
-// stream, the applied index included; a restore marker written in the wiping
-// batch and cleared after the load lets Open finish a restore a crash cut
-// short, from the newest snapshot on disk.
+// A snapshot of the local state is a Pebble checkpoint of the state DB,
+// taken after the flush (snapshot.go, snapstore.go): hard links, whatever
+// the state's size, where a stream of every key cost a full copy every few
+// minutes under load. Its state is as of the flush, at or past the
+// snapshot's index. What a follower is sent, and what Restore reads, is a
+// stream of length-prefixed key/value records (snapshot.go); the store
+// makes it from the checkpoint the first time the snapshot is opened.
+// Restore wipes the state keyspace and loads the stream, the applied index
+// included, so the entries up to that index are skipped when raft replays
+// them; a restore marker written in the wiping batch and cleared after the
+// load lets Open finish a restore a crash cut short, from the newest
+// snapshot on disk.
 //
 // # Backups
 //

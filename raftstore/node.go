@@ -155,9 +155,13 @@ func Open(cfg Config) (n *Node, err error) {
 	}
 	f.log = logger
 	hlog := newHCLog(logger, "raft")
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.Dir, "snapshots"), cfg.SnapshotRetain, hlog)
+	snaps, err := openSnapStore(filepath.Join(cfg.Dir, "snapshots"), cfg.SnapshotRetain, logger, func() *pebble.Options {
+		o := &pebble.Options{Logger: pebbleLogger{logger.With("db", "snapshot")}}
+		TuneStateDB(o)
+		return o
+	})
 	if err != nil {
-		return nil, fmt.Errorf("raftstore: open snapshot store: %w", err)
+		return nil, err
 	}
 	if err := finishRestore(f, snaps); err != nil {
 		return nil, err

@@ -28,8 +28,9 @@ type fsmSnapshot struct {
 	snap *pebble.Snapshot
 }
 
-// Persist flushes the state DB, then streams every key of the Pebble
-// snapshot into sink.
+// Persist flushes the state DB, then makes the snapshot a checkpoint of it
+// (snapstore.go), or, for a store of another kind, streams every key of the
+// Pebble snapshot into sink.
 //
 // The flush comes first: a restart starts raft at the newest snapshot's
 // index without restoring it (NoSnapshotRestoreOnStart) and replays only
@@ -38,12 +39,24 @@ type fsmSnapshot struct {
 // (after Persist). The state may have no WAL; the flush writes everything
 // applied so far, the snapshot's index and what came after it. raft runs
 // Persist on its snapshot goroutine while the FSM goes on applying.
+//
+// A checkpoint holds the tables as of the flush, so its state (and applied
+// index) may be past the snapshot's index: batches reach the tables in
+// order, so it is the state as of some applied index at or above it, and a
+// replica restored from it skips the entries up to that index when raft
+// replays them (ApplyBatch), as after a restart.
 func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 	if err := s.db.Flush(); err != nil {
 		_ = sink.Cancel()
 		return fmt.Errorf("raftstore: flush state before snapshot: %w", err)
 	}
-	if err := writeSnapshot(sink, s.snap); err != nil {
+	var err error
+	if k, ok := sink.(*snapSink); ok {
+		err = k.checkpoint(s.db)
+	} else {
+		err = writeSnapshot(sink, s.snap)
+	}
+	if err != nil {
 		_ = sink.Cancel()
 		return err
 	}

@@ -28,6 +28,16 @@ func proposeN(t *testing.T, c *raftstoretest.Cluster, prefix string, n int) {
 	}
 }
 
+// snapFiles lists what is named name in the replica's snapshots.
+func snapFiles(t *testing.T, dir, name string) []string {
+	t.Helper()
+	got, err := filepath.Glob(filepath.Join(dir, "snapshots", "snapshots", "*", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
 func firstIndex(t *testing.T, n *raftstore.Node) uint64 {
 	t.Helper()
 	fi, err := n.LogStoreForTest().FirstIndex()
@@ -55,6 +65,9 @@ func TestSnapshotCompactionRestore(t *testing.T) {
 		}
 	}
 	for _, i := range c.Live() {
+		if got := snapFiles(t, c.Dir(i), "ckpt"); len(got) != 1 {
+			t.Fatalf("replica %d: %d snapshot checkpoints, want its snapshot to be one", i, len(got))
+		}
 		last := c.Node(i).Raft().AppliedIndex()
 		if fi := firstIndex(t, c.Node(i)); fi < last-20 || fi <= 1 {
 			t.Fatalf("replica %d: FirstIndex = %d after snapshot at ~%d with TrailingLogs 10", i, fi, last)
@@ -69,6 +82,20 @@ func TestSnapshotCompactionRestore(t *testing.T) {
 	}
 	if s := c.Node(lagger).Raft().Stats()["last_snapshot_index"]; s == "0" {
 		t.Fatalf("lagging replica caught up without a snapshot (last_snapshot_index %s)", s)
+	}
+	// The leader sent the stream it made from its checkpoint; the lagging
+	// replica keeps the stream it received.
+	made := 0
+	for _, i := range c.Live() {
+		if i != lagger {
+			made += len(snapFiles(t, c.Dir(i), "stream.bin"))
+		}
+	}
+	if made == 0 {
+		t.Fatal("no snapshot stream was made from a checkpoint")
+	}
+	if got := snapFiles(t, c.Dir(lagger), "state.bin"); len(got) == 0 {
+		t.Fatal("lagging replica kept no received snapshot stream")
 	}
 
 	// The restored replica keeps its state across a restart.
