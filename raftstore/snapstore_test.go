@@ -293,3 +293,70 @@ func TestSnapStoreRetain(t *testing.T) {
 		t.Fatalf("List after reopen = %d snapshots", len(list))
 	}
 }
+
+// TestSnapStoreMisuse: a sink takes a stream or a checkpoint, not both;
+// Close and Cancel are idempotent; a checkpoint snapshot whose checkpoint
+// is gone does not open; two Opens at once make one stream, the same for
+// both.
+func TestSnapStoreMisuse(t *testing.T) {
+	db, _ := testStateDB(t, false)
+	putState(t, db, 0, 2000, 5)
+	s := testSnapStore(t, t.TempDir(), 3)
+
+	sink, err := s.Create(1, 5, 1, raft.Configuration{}, 1, nil)
+	must(t, err)
+	if _, err := sink.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.(*snapSink).checkpoint(db); err == nil {
+		t.Fatal("checkpoint after a stream accepted")
+	}
+	must(t, sink.Cancel())
+	must(t, sink.Cancel())
+	must(t, sink.Close())
+
+	if _, err := s.Create(0, 5, 1, raft.Configuration{}, 1, nil); err == nil {
+		t.Fatal("version 0 accepted")
+	}
+
+	sink, err = s.Create(1, 6, 1, raft.Configuration{}, 1, nil)
+	must(t, err)
+	must(t, (&fsmSnapshot{db: db, snap: db.NewSnapshot()}).Persist(sink))
+	if _, err := sink.Write([]byte("x")); err == nil {
+		t.Fatal("a stream written after a checkpoint accepted")
+	}
+	must(t, sink.Close()) // closed by Persist: nothing more
+
+	want := streamOf(t, db)
+	got := make([][]byte, 2)
+	errs := make(chan error, 2)
+	for i := range got {
+		go func() {
+			_, rc, err := s.Open(sink.ID())
+			if err == nil {
+				got[i], err = io.ReadAll(rc)
+				rc.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range got {
+		must(t, <-errs)
+	}
+	for i := range got {
+		if !bytes.Equal(got[i], want) {
+			t.Fatalf("concurrent Open %d: %d bytes, want %d", i, len(got[i]), len(want))
+		}
+	}
+
+	sink2, err := s.Create(1, 7, 1, raft.Configuration{}, 1, nil)
+	must(t, err)
+	must(t, (&fsmSnapshot{db: db, snap: db.NewSnapshot()}).Persist(sink2))
+	must(t, os.RemoveAll(filepath.Join(s.path, sink2.ID(), snapCkptDir)))
+	if _, _, err := s.Open(sink2.ID()); err == nil {
+		t.Fatal("a checkpoint snapshot without its checkpoint opened")
+	}
+	if _, err := os.Stat(filepath.Join(s.path, sink2.ID(), snapStreamFile)); !os.IsNotExist(err) {
+		t.Fatalf("a failed Open left a stream behind: %v", err)
+	}
+}
