@@ -2,6 +2,7 @@ package loadtest
 
 import (
 	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
@@ -198,6 +199,42 @@ func Points(windows map[int]*Hist) []Point {
 		out = append(out, Point{Second: sec, Count: q.Count, P50: q.P50, P99: q.P99, Max: q.Max})
 	}
 	return out
+}
+
+// SlowSecondMS is the per-second p99 above which SecondsSummary counts a
+// second as slow.
+const SlowSecondMS = 50
+
+// SecondTail sums up a series by second: how the p99 of each second that
+// saw anything is spread over the run, which a run's own p99 hides (a
+// 20-second run missed a spike every few seconds that minutes showed,
+// docs/BENCHMARKS.md stop 32).
+type SecondTail struct {
+	Seconds   int     `json:"seconds"`       // seconds with a count
+	MedianP99 float64 `json:"median_p99_ms"` // the median of their p99s
+	WorstP99  float64 `json:"worst_p99_ms"`
+	Slow      int     `json:"slow"` // seconds whose p99 was over SlowSecondMS
+}
+
+// SecondsSummary is points' SecondTail.
+func SecondsSummary(points []Point) SecondTail {
+	var p99 []float64
+	for _, p := range points {
+		if p.Count > 0 {
+			p99 = append(p99, p.P99)
+		}
+	}
+	if len(p99) == 0 {
+		return SecondTail{}
+	}
+	slices.Sort(p99)
+	t := SecondTail{Seconds: len(p99), MedianP99: p99[len(p99)/2], WorstP99: p99[len(p99)-1]}
+	for _, v := range p99 {
+		if v > SlowSecondMS {
+			t.Slow++
+		}
+	}
+	return t
 }
 
 // mergeWindows adds the windows of src into dst.

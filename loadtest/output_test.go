@@ -71,6 +71,31 @@ func TestSeriesPoints(t *testing.T) {
 	}
 }
 
+// TestSecondsSummary: the p99 of each second with a count, spread: median,
+// worst, seconds over SlowSecondMS; empty seconds do not count.
+func TestSecondsSummary(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	s := NewSeries(t0)
+	for sec, ms := range []int{5, 7, 0, 80, 6, 300} {
+		if ms == 0 {
+			continue // a second without sends
+		}
+		for i := range 100 {
+			s.Record(t0.Add(time.Duration(sec)*time.Second+time.Duration(i)*time.Millisecond), time.Duration(ms)*time.Millisecond)
+		}
+	}
+	got := SecondsSummary(Points(s.Windows()))
+	if got.Seconds != 5 || got.Slow != 2 {
+		t.Fatalf("seconds %d slow %d, want 5 and 2", got.Seconds, got.Slow)
+	}
+	if got.MedianP99 < 6.8 || got.MedianP99 > 7.2 || got.WorstP99 < 290 || got.WorstP99 > 310 {
+		t.Fatalf("median p99 %.1f, worst %.1f; want 7 and 300", got.MedianP99, got.WorstP99)
+	}
+	if z := SecondsSummary(nil); z != (SecondTail{}) {
+		t.Fatalf("empty series: %+v", z)
+	}
+}
+
 // sampleSummary builds a summary from a worker report with some traffic.
 func sampleSummary() *Summary {
 	l := NewLedger(0, nil)

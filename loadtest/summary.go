@@ -73,10 +73,11 @@ type Summary struct {
 	// "from->to" (crossregion.go).
 	RegionPairs map[string]*RegionPairSummary `json:"region_pairs,omitempty"`
 
-	AckSeries         []Point  `json:"ack_series"`
-	DeliverySeries    []Point  `json:"delivery_series"`
-	AckHistogram      []Bucket `json:"ack_histogram"` // µs buckets
-	DeliveryHistogram []Bucket `json:"delivery_histogram"`
+	AckSeconds        SecondTail `json:"ack_seconds"` // AckSeries by second
+	AckSeries         []Point    `json:"ack_series"`
+	DeliverySeries    []Point    `json:"delivery_series"`
+	AckHistogram      []Bucket   `json:"ack_histogram"` // µs buckets
+	DeliveryHistogram []Bucket   `json:"delivery_histogram"`
 }
 
 // FaultSummary is the fault of a run and the sends around it.
@@ -159,6 +160,7 @@ func buildSummary(cfg Config, workers int, reports []*Report, elapsed time.Durat
 	}
 	s.mergePairs(reports)
 	s.AckSeries, s.DeliverySeries = Points(ackW), Points(delW)
+	s.AckSeconds = SecondsSummary(s.AckSeries)
 	s.AckHistogram, s.DeliveryHistogram = ack.Buckets(), del.Buckets()
 	s.Passed = s.Lost == 0 && len(reports) > 0 && s.Sessions > 0
 	return s
@@ -215,6 +217,10 @@ func (s *Summary) WriteText(w io.Writer) {
 	}
 	q("connect", s.ConnectLatencyMS)
 	q("send→ack", s.LatencyMS)
+	if t := s.AckSeconds; t.Seconds > 1 {
+		p("  send→ack by second: p99 median %.1f, worst %.1f ms; %d of %d seconds over %d ms",
+			t.MedianP99, t.WorstP99, t.Slow, t.Seconds, SlowSecondMS)
+	}
 	q("send→delivery", s.DeliveryLatencyMS)
 	if s.RecoverMS != nil {
 		q("reconnect→unread", *s.RecoverMS)
