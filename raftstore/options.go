@@ -56,6 +56,12 @@ const NodeStateCacheSize = 128 << 20
 // groups (Config.StateCache). The caller unrefs it after they closed.
 func NewStateCache() *pebble.Cache { return pebble.NewCache(NodeStateCacheSize) }
 
+// The state DB's L0 thresholds (TuneStateDB).
+const (
+	stateL0CompactionThreshold = 16
+	stateL0StopWritesThreshold = 64
+)
+
 // stateBloomBits is the bloom filter's bits per key in the state DB's
 // tables (about 1 % false positives).
 const stateBloomBits = 10
@@ -70,7 +76,23 @@ const stateBloomBits = 10
 // and decompressing a block from each (readBlock/snappy were ~10 % of a
 // server's CPU under the pairs load). Filters only change how tables are
 // written; tables written without them read as before.
+//
+// L0 is compacted 16 files at a time (Pebble's default is 4), and writes
+// stop at 64 sublevels (12). A flush's keys span every conversation, so
+// each L0 table overlaps all of Lbase and every L0→Lbase compaction
+// rewrote Lbase: at 5,000 one-to-one sends a second, 500 MB of
+// compaction output in 110 s, in runs of 300–600 ms on one of two cores,
+// each a spike in the acks' latency. Four times fewer, larger steps wrote
+// 0.32× the bytes in 0.32× the time, for the same server CPU (the reads
+// of a deeper L0 cost the rest; bloom filters keep point lookups to a
+// filter probe per table) and p90 0.74–0.76× (docs/BENCHMARKS.md, stop 32).
 func TuneStateDB(o *pebble.Options) {
+	if o.L0CompactionThreshold == 0 {
+		o.L0CompactionThreshold = stateL0CompactionThreshold
+	}
+	if o.L0StopWritesThreshold == 0 {
+		o.L0StopWritesThreshold = stateL0StopWritesThreshold
+	}
 	if len(o.Levels) == 0 {
 		o.Levels = make([]pebble.LevelOptions, 7)
 	}
