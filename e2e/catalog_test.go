@@ -283,11 +283,8 @@ func TestCatalogTwoRegions(t *testing.T) {
 	}
 
 	// Region 2 back: its catalog replica has the claim from disk.
-	c2, err := cluster.StartCore(w.cfgs[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.cores[1] = c2
+	w.cores[1] = restartCore(t, w.cfgs[1])
+	c2 := w.cores[1]
 	// Its replica reads what it had applied before it stopped, at once
 	// (the state is flushed on close).
 	if got, ok, err := c2.Catalog.UniqueCid(app, catalog.UniqueHash([]string{"u1", "u2"})); err != nil || !ok || got != pair {
@@ -454,4 +451,25 @@ func TestCatalogLoginChurn(t *testing.T) {
 	wg.Wait()
 	delta = readLoginCounters(t, addr).minus(before)
 	t.Logf("%d logins right after a new conversation each: %v shard parts asked, %v skipped, %v asked as fallback", clients, delta.parts, delta.skipped, delta.fallback)
+}
+
+// restartCore starts a stopped core again on its own addresses. Between
+// the stop and the start, another socket of the test binary (a client's
+// ephemeral port) may hold the core's old UDP port for a moment; bind then
+// fails with "address already in use", and the start is tried again for up
+// to 10 s. Any other error fails t.
+func restartCore(t *testing.T, cfg cluster.CoreConfig) *cluster.Core {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := cluster.StartCore(cfg)
+		if err == nil {
+			return c
+		}
+		if !strings.Contains(err.Error(), "address already in use") || time.Now().After(deadline) {
+			t.Fatalf("restart %s: %v", cfg.NodeID, err)
+		}
+		t.Logf("restart %s: %v; again", cfg.NodeID, err)
+		time.Sleep(200 * time.Millisecond)
+	}
 }

@@ -479,10 +479,7 @@ func TestTwoRegions(t *testing.T) {
 	})
 
 	t.Run("region 1 back: its conversations are reachable again", func(t *testing.T) {
-		c, err := cluster.StartCore(w.cfgs[0])
-		if err != nil {
-			t.Fatal(err)
-		}
+		c := restartCore(t, w.cfgs[0])
 		w.cores[0] = c
 		waitFor(t, 20*time.Second, c.Ready)
 		deadline := time.Now().Add(20 * time.Second)
