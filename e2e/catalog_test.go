@@ -283,8 +283,8 @@ func TestCatalogTwoRegions(t *testing.T) {
 	}
 
 	// Region 2 back: its catalog replica has the claim from disk.
-	w.cores[1] = restartCore(t, w.cfgs[1])
-	c2 := w.cores[1]
+	c2 := restartCore(t, w.cfgs[1])
+	w.cores[1] = c2
 	// Its replica reads what it had applied before it stopped, at once
 	// (the state is flushed on close).
 	if got, ok, err := c2.Catalog.UniqueCid(app, catalog.UniqueHash([]string{"u1", "u2"})); err != nil || !ok || got != pair {

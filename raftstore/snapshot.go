@@ -66,8 +66,8 @@ func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
 // Release closes the Pebble snapshot.
 func (s *fsmSnapshot) Release() { _ = s.snap.Close() }
 
-func writeSnapshot(w io.Writer, snap *pebble.Snapshot) error {
-	it, err := snap.NewIter(nil)
+func writeSnapshot(w io.Writer, r pebble.Reader) error {
+	it, err := r.NewIter(nil)
 	if err != nil {
 		return fmt.Errorf("raftstore: snapshot iterator: %w", err)
 	}

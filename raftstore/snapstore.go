@@ -9,6 +9,7 @@ import (
 	"hash"
 	"hash/crc64"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -227,43 +228,10 @@ func (s *snapStore) checkpointStream(dir string) (*os.File, int64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	path := filepath.Join(dir, snapStreamFile)
-	if f, err := os.Open(path); err == nil {
-		st, err := f.Stat()
-		if err != nil {
-			f.Close()
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		if err := s.makeStream(dir, path); err != nil {
 			return nil, 0, err
 		}
-		return f, st.Size(), nil
-	}
-	start := time.Now()
-	opts := s.opts()
-	opts.ReadOnly = true
-	db, err := pebble.Open(filepath.Join(dir, snapCkptDir), opts)
-	if err != nil {
-		return nil, 0, fmt.Errorf("open checkpoint: %w", err)
-	}
-	snap := db.NewSnapshot()
-	tmp := path + snapTmpSuffix
-	out, err := os.Create(tmp)
-	if err == nil {
-		err = writeSnapshot(out, snap)
-		if err == nil {
-			err = out.Sync()
-		}
-		if cerr := out.Close(); err == nil {
-			err = cerr
-		}
-	}
-	_ = snap.Close()
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-		return nil, 0, err
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -274,8 +242,47 @@ func (s *snapStore) checkpointStream(dir string) (*os.File, int64, error) {
 		f.Close()
 		return nil, 0, err
 	}
-	s.log.Info("made the stream of a snapshot checkpoint", "dir", dir, "bytes", st.Size(), "took", time.Since(start))
 	return f, st.Size(), nil
+}
+
+// makeStream writes the snapshot stream of the checkpoint in dir to path,
+// through a temporary file and a rename. Nothing writes to a checkpoint, so
+// the read-only DB is read as it is.
+func (s *snapStore) makeStream(dir, path string) error {
+	start := time.Now()
+	opts := s.opts()
+	opts.ReadOnly = true
+	db, err := pebble.Open(filepath.Join(dir, snapCkptDir), opts)
+	if err != nil {
+		return fmt.Errorf("open checkpoint: %w", err)
+	}
+	tmp := path + snapTmpSuffix
+	var size int64
+	out, err := os.Create(tmp)
+	if err == nil {
+		err = writeSnapshot(out, db)
+		if err == nil {
+			size, err = out.Seek(0, io.SeekCurrent)
+		}
+		if err == nil {
+			err = out.Sync()
+		}
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	s.log.Info("made the stream of a snapshot checkpoint", "dir", dir, "bytes", size, "took", time.Since(start))
+	return nil
 }
 
 // reap removes the snapshots beyond the newest retain.
