@@ -225,8 +225,12 @@ func TestMuxCancel(t *testing.T) {
 	// A context that has ended before the call: nothing is sent.
 	done, cancel2 := context.WithCancel(context.Background())
 	cancel2()
-	if _, err := edge.Call(done, core.Addr(), "echo", []byte("x")); !errors.Is(err, context.Canceled) {
-		t.Errorf("call with an ended context: got %v, want context.Canceled", err)
+	sent := edge.muxCalls.Load() + edge.streamCalls.Load()
+	if _, err := edge.Call(done, core.Addr(), "echo", []byte("x")); !errors.Is(err, context.Canceled) || !errors.Is(err, ErrNotSent) {
+		t.Errorf("call with an ended context: got %v, want context.Canceled and ErrNotSent", err)
+	}
+	if now := edge.muxCalls.Load() + edge.streamCalls.Load(); now != sent {
+		t.Errorf("call with an ended context was sent: %d calls, had %d", now, sent)
 	}
 }
 
