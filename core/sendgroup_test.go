@@ -407,13 +407,17 @@ func TestReplayGroupedEntryAfterLeaderChange(t *testing.T) {
 
 // TestProposesBinaryForm: a core proposes its sends in the binary form of
 // shard.Version5 (core/shard/bincmd.go) and, pinned to Version4 for a
-// rolling upgrade, as JSON, which a version 4 replica reads; both store
-// the message.
+// rolling upgrade, as JSON, which a version 4 replica reads; each stores
+// the message (in the form its version writes, shard.Version6).
 func TestProposesBinaryForm(t *testing.T) {
 	for _, tc := range []struct {
 		ver    int
 		prefix string
-	}{{0, `{"v":5,"bin":"`}, {shard.Version4, `{"v":4,"op":`}} {
+	}{
+		{0, fmt.Sprintf(`{"v":%d,"bin":"`, shard.Version)},
+		{shard.Version5, `{"v":5,"bin":"`}, // messages stored as JSON (shard.Version6)
+		{shard.Version4, `{"v":4,"op":`},
+	} {
 		e := newEnvWith(t, func(c *Config) { c.CommandVersion = tc.ver })
 		a := e.client("alice")
 		a.open("", false, 0)

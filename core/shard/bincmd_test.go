@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -168,12 +169,12 @@ func TestBinCommandVersions(t *testing.T) {
 		t.Fatalf("a Version4 command: %s, %v; want JSON", b, err)
 	}
 	c.V = 0
-	if b, _ = c.EncodeBinary(); !bytes.HasPrefix(b, []byte(`{"v":5,"bin":"`)) || c.V != Version {
+	if b, _ = c.EncodeBinary(); !bytes.HasPrefix(b, fmt.Appendf(nil, `{"v":%d,"bin":"`, Version)) || c.V != Version {
 		t.Fatalf("an unstamped command: %s (v %d); want the binary form at Version", b, c.V)
 	}
 	c.V = Version + 1
 	p, _ := appendBinCommand(nil, c)
-	newer := []byte(`{"v":6,"bin":"` + base64.StdEncoding.EncodeToString(p) + `"}`)
+	newer := fmt.Appendf(nil, `{"v":%d,"bin":"%s"}`, Version+1, base64.StdEncoding.EncodeToString(p))
 	if _, err := DecodeCommand(newer); !errors.Is(err, ErrBadCommand) || peekVersion(newer) != Version+1 {
 		t.Fatalf("a newer version: %v, peeked %d", err, peekVersion(newer))
 	}

@@ -43,7 +43,7 @@
 //	'C' app cid                      -> Conv (JSON)
 //	'L' app cid                      -> last message (binary, last.go)
 //	'U' app memberSetHash            -> cid of the unique conversation
-//	'M' app cid ts(8) mid            -> Message (JSON)
+//	'M' app cid ts(8) mid            -> Message (binary from Version6 on, JSON before; msgcodec.go)
 //	'I' app cid mid                  -> ts(8)                message id index
 //	'P' app cid patchTs(8) mid       -> ts(8)                patches by patch time
 //	'R' app cid clientId             -> Cursor (JSON)        delivered/read cursors

@@ -205,7 +205,7 @@ func (a *applier) importMsgs(msgs []ImportMsg, res *Result) (*Result, *Error) {
 		seen[im.ID] = true
 		m := &Message{ID: im.ID, CID: c.CID, From: im.From, T: im.T, Data: im.Data, Bin: im.Bin,
 			MentionPids: im.MentionPids, MentionAll: im.MentionAll}
-		a.set(msgKey(c.App, c.CID, m.T, m.ID), m)
+		a.putMsg(msgKey(c.App, c.CID, m.T, m.ID), m)
 		a.set(msgIDKey(c.App, c.CID, m.ID), keyBuf(nil).ts(m.T))
 		res.Import.MsgsNew++
 		// The newest by (timestamp, id), the order history pages in.

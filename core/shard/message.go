@@ -55,7 +55,7 @@ func (a *applier) store(conv *Conv, m *Message) {
 		t = floor + 1
 	}
 	m.T = t
-	a.set(msgKey(app, conv.ID, t, m.ID), m)
+	a.putMsg(msgKey(app, conv.ID, t, m.ID), m)
 	a.set(msgIDKey(app, conv.ID, m.ID), keyBuf(nil).ts(t))
 	if m.Receipt {
 		a.cache.setNoReceipts(app, conv.ID, false) // receipts.go
@@ -117,7 +117,7 @@ func (a *applier) patch() (*Result, *Error) {
 		} else {
 			m.Data, m.Bin, m.MentionPids, m.MentionAll = p.Data, p.Bin, p.MentionPids, p.MentionAll
 		}
-		a.set(msgKey(c.App, p.CID, m.T, m.ID), m)
+		a.putMsg(msgKey(c.App, p.CID, m.T, m.ID), m)
 		a.set(patchKey(c.App, p.CID, pt, m.ID), keyBuf(nil).ts(m.T))
 		if conv.LastMID == m.ID {
 			conv.LastData, conv.LastBin = m.Content()

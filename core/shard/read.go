@@ -20,6 +20,16 @@ type Reader interface {
 
 // getJSON loads key into v; ok is false when the key is absent.
 func getJSON(r Reader, key []byte, v any) (ok bool, err error) {
+	return getDecoded(r, key, func(b []byte) error { return json.Unmarshal(b, v) })
+}
+
+// getMsg loads the message stored at key into m (either form,
+// msgcodec.go); ok is false when the key is absent.
+func getMsg(r Reader, key []byte, m *Message) (ok bool, err error) {
+	return getDecoded(r, key, func(b []byte) error { return decodeMessage(b, m) })
+}
+
+func getDecoded(r Reader, key []byte, decode func([]byte) error) (ok bool, err error) {
 	b, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return false, nil
@@ -28,7 +38,7 @@ func getJSON(r Reader, key []byte, v any) (ok bool, err error) {
 		return false, fmt.Errorf("%w: get: %w", ErrStorage, err)
 	}
 	defer closer.Close()
-	if err := json.Unmarshal(b, v); err != nil {
+	if err := decode(b); err != nil {
 		return false, fmt.Errorf("%w: decode %q: %v", ErrStorage, key, err)
 	}
 	return true, nil
@@ -186,7 +196,7 @@ func GetMessage(r Reader, app, cid, mid string) (*Message, error) {
 		return nil, err
 	}
 	m := new(Message)
-	ok, err = getJSON(r, msgKey(app, cid, t, mid), m)
+	ok, err = getMsg(r, msgKey(app, cid, t, mid), m)
 	if err != nil {
 		return nil, err
 	}
@@ -278,8 +288,8 @@ func ListMessages(r Reader, app, cid string, q LogQuery) ([]*Message, error) {
 	for valid := step(); valid && len(out) < q.Limit && scanned < maxScan; valid = ok() {
 		scanned++
 		m := new(Message)
-		if err := json.Unmarshal(it.Value(), m); err != nil {
-			return nil, fmt.Errorf("shard: decode message: %w", err)
+		if err := decodeMessage(it.Value(), m); err != nil {
+			return nil, err
 		}
 		if q.Filter != nil && !q.Filter(m) {
 			continue
@@ -321,8 +331,8 @@ func CountUnread(r Reader, app, cid, pid string, after int64) (Unread, error) {
 	for ok := it.Last(); ok && n < MaxUnreadScan; ok = it.Prev() {
 		n++
 		m := new(Message)
-		if err := json.Unmarshal(it.Value(), m); err != nil {
-			return u, fmt.Errorf("shard: decode message: %w", err)
+		if err := decodeMessage(it.Value(), m); err != nil {
+			return u, err
 		}
 		if u.Last == nil {
 			u.Last = m
@@ -356,7 +366,7 @@ func PatchesSince(r Reader, app, cid string, since int64, limit int) ([]*Message
 			continue
 		}
 		m := new(Message)
-		found, err := getJSON(r, msgKey(app, cid, t, mid), m)
+		found, err := getMsg(r, msgKey(app, cid, t, mid), m)
 		if err != nil {
 			return nil, err
 		}

@@ -3,7 +3,6 @@ package shard
 import (
 	"cmp"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -246,7 +245,7 @@ func (a *applier) sysIn() (*Result, *Error) {
 		return nil, fail(ErrBadCommand, "no message id or sender")
 	}
 	m := &Message{ID: c.MID, CID: conv.ID, From: c.From, T: c.Now, Data: c.Data, Bin: c.Bin}
-	a.set(keyBuf(sysInPrefix(c.App, conv.ID)).ts(m.T).str(m.ID), m)
+	a.putMsg(keyBuf(sysInPrefix(c.App, conv.ID)).ts(m.T).str(m.ID), m)
 	return &Result{Conv: conv, Message: m}, nil
 }
 
@@ -266,7 +265,7 @@ func (a *applier) sysSend() (*Result, *Error) {
 	}
 	m := &Message{ID: c.MID, CID: conv.ID, From: c.From, T: c.Now, Data: c.Data, Bin: c.Bin}
 	for _, p := range pids {
-		a.set(userMsgKey(c.App, conv.ID, p, m.T, m.ID), m)
+		a.putMsg(userMsgKey(c.App, conv.ID, p, m.T, m.ID), m)
 		a.set(userIdxKey(c.App, p, m.T, conv.ID, m.ID), []byte{})
 	}
 	return &Result{Conv: conv, Message: m, Changed: pids}, nil
@@ -491,7 +490,7 @@ func timedMessages(r Reader, prefix []byte, after, before int64, limit int, newe
 			return false
 		}
 		m := new(Message)
-		if derr = json.Unmarshal(val, m); derr != nil {
+		if derr = decodeMessage(val, m); derr != nil {
 			return false
 		}
 		out = append(out, m)
@@ -583,7 +582,7 @@ func DueUserMessages(r Reader, app, pid string, after int64, limit int) ([]*Mess
 		}
 		if found {
 			m := new(Message)
-			if derr = json.Unmarshal(b, m); derr != nil {
+			if derr = decodeMessage(b, m); derr != nil {
 				return false
 			}
 			out = append(out, m)

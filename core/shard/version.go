@@ -45,9 +45,13 @@ const (
 	// Version5 (bincmd.go) is the binary form of commands, which core
 	// proposes; their meaning is Version4's.
 
+	// Version6 stores messages in a binary form (msgcodec.go) instead of
+	// JSON; both forms are read.
+	Version6 = 6
+
 	// Version is the newest version this code applies, and the one it
 	// proposes unless configured lower (core.Config.CommandVersion).
-	Version = Version5
+	Version = Version6
 )
 
 // MaxAttrBytes bounds a conversation's attributes (the JSON object, custom
