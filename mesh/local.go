@@ -164,9 +164,14 @@ func (n *Node) openLocal(ctx context.Context, p *Node, addr, method string) (*St
 	mine, theirs := newLocalPipe()
 	// Either node closing breaks the pipe, as a closed connection
 	// fails its streams.
+	// The pipe breaks before the handler's context ends (reset ends the
+	// pipe's context, which ends the handler's): a handler that returns
+	// at once would otherwise close its end first, and the caller would
+	// read a clean EOF from a node that closed (TestLocalNodeClose failed
+	// once so under -race).
 	stopN := context.AfterFunc(n.ctx, func() { mine.reset(ErrClosed) })
 	stopP := context.AfterFunc(p.ctx, func() { mine.reset(ErrClosed) })
-	hctx, cancel := context.WithCancel(p.ctx)
+	hctx, cancel := context.WithCancel(context.WithoutCancel(p.ctx))
 	stopH := context.AfterFunc(theirs.ctx, cancel)
 	go func() {
 		defer p.wg.Done()

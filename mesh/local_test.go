@@ -305,6 +305,36 @@ func TestLocalNodeClose(t *testing.T) {
 	}
 }
 
+// TestLocalNodeCloseStreams: a node that closes breaks every stream to it
+// before its handlers' contexts end, so a handler that returns at once
+// (closing its end) never makes the close look like a clean EOF.
+func TestLocalNodeCloseStreams(t *testing.T) {
+	ids := pki(t, "core", "edge")
+	core, edge := listenLocal(t, ids["core"]), listenLocal(t, ids["edge"])
+	core.HandleStream("quick", func(ctx context.Context, peer string, s *Stream) { <-ctx.Done() })
+	ctx := ctxT(t)
+	const n = 300
+	streams := make([]*Stream, n)
+	for i := range streams {
+		s, err := edge.OpenStream(ctx, core.Addr(), "quick")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		streams[i] = s
+	}
+	core.Close()
+	eof := 0
+	for _, s := range streams {
+		if _, err := s.Recv(); err == nil || err == io.EOF {
+			eof++
+		}
+	}
+	if eof > 0 {
+		t.Errorf("%d of %d streams to a closed node read a clean end, want an error", eof, n)
+	}
+}
+
 // TestLocalCallCancel: a caller that gives up returns at once even when the
 // handler ignores its context.
 func TestLocalCallCancel(t *testing.T) {
