@@ -278,3 +278,42 @@ func BenchmarkLoginFanInRegion(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHistoryPage: a Go SDK client reads the newest 100 messages of a
+// conversation of 1,000 (a history query, `logs`) from a dev region, end to
+// end: the edge, the core's read of the shard's state and the reply.
+//
+//	go test ./e2e -run '^$' -bench HistoryPage -benchmem
+func BenchmarkHistoryPage(b *testing.B) {
+	addr := freeAddrB(b)
+	d, err := cluster.StartDev(cluster.DevConfig{DataDir: b.TempDir(), Addr: addr,
+		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	ctx := context.Background()
+	waitReady(b, d)
+	c, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: "bench", ClientID: "reader"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	cid, err := c.CreateConversation(ctx, []string{"other"}, "bench", nil, false)
+	if err != nil {
+		b.Fatal(err)
+	}
+	msg := client.TextMessage("benchmark message of a typical chat length, about sixty bytes")
+	for range 1000 {
+		if _, err := c.Send(ctx, cid, msg, client.SendOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		ms, err := c.History(ctx, cid, client.HistoryQuery{Limit: 100})
+		if err != nil || len(ms) != 100 {
+			b.Fatal(len(ms), err)
+		}
+	}
+}
