@@ -34,6 +34,9 @@ type fakeReplica struct {
 	transferring atomic.Bool
 	proposed     atomic.Int64
 	entered      atomic.Int64 // calls that reached Propose, counted before mu (notifications not)
+	// ackEntered, ackRounds: entered and proposed, of the proposals that
+	// move a delivered cursor (an ack, alone or in a batch).
+	ackEntered, ackRounds atomic.Int64
 	// gate, when set, holds every counted proposal (after entered) until
 	// the channel is closed: a raft round that does not end (sendgroup_test.go).
 	gate atomic.Pointer[chan struct{}]
@@ -65,8 +68,12 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	// (notif.go): they are neither entered nor proposed for the counters.
 	decoded, _ := shard.DecodeCommand(cmd)
 	counted := !notifOnly(decoded)
+	acks := counted && countOp(decoded, shard.OpAck) > 0
 	if counted {
 		f.entered.Add(1)
+		if acks {
+			f.ackEntered.Add(1)
+		}
 		if g := f.gate.Load(); g != nil {
 			<-*g
 		}
@@ -75,6 +82,9 @@ func (f *fakeReplica) Propose(ctx context.Context, cmd []byte) (any, error) {
 	defer f.mu.Unlock()
 	if counted {
 		f.proposed.Add(1)
+		if acks {
+			f.ackRounds.Add(1)
+		}
 	}
 	if n := countAppends(decoded); counted && n > 0 {
 		f.rounds = append(f.rounds, n)
@@ -114,13 +124,16 @@ func notifOnly(c *shard.Command) bool {
 }
 
 // countAppends returns how many messages c appends.
-func countAppends(c *shard.Command) int {
+func countAppends(c *shard.Command) int { return countOp(c, shard.OpAppend) }
+
+// countOp counts the commands of op in c and its batch.
+func countOp(c *shard.Command, op shard.Op) int {
 	if c == nil {
 		return 0
 	}
 	n := 0
 	for _, sub := range append([]*shard.Command{c}, c.Batch...) {
-		if sub != nil && sub.Op == shard.OpAppend {
+		if sub != nil && sub.Op == op {
 			n++
 		}
 	}
