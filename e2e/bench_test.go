@@ -18,6 +18,20 @@ import (
 	"github.com/relaymesh/relaymesh/edge"
 )
 
+// startBenchDev starts a dev region without send or query limits, closed
+// when b ends, and waits until it serves.
+func startBenchDev(b *testing.B) *cluster.Dev {
+	b.Helper()
+	d, err := cluster.StartDev(cluster.DevConfig{DataDir: b.TempDir(), Addr: freeAddrB(b),
+		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Close() })
+	waitReady(b, d)
+	return d
+}
+
 // BenchmarkDirectAck measures direct→ack round trips through a dev region
 // in this process (edge and core over QUIC on loopback, single-node shard
 // on Pebble with fsync): the Go SDK sends, the ack comes back after commit.
@@ -25,15 +39,8 @@ import (
 func BenchmarkDirectAck(b *testing.B) {
 	for _, par := range []int{1, 16} {
 		b.Run(fmt.Sprintf("senders=%d", par), func(b *testing.B) {
-			addr := freeAddrB(b)
-			d, err := cluster.StartDev(cluster.DevConfig{DataDir: b.TempDir(), Addr: addr,
-				Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer d.Close()
+			d := startBenchDev(b)
 			ctx := context.Background()
-			waitReady(b, d)
 			type sender struct {
 				c   *client.Client
 				cid string
@@ -285,15 +292,8 @@ func BenchmarkLoginFanInRegion(b *testing.B) {
 //
 //	go test ./e2e -run '^$' -bench HistoryPage -benchmem
 func BenchmarkHistoryPage(b *testing.B) {
-	addr := freeAddrB(b)
-	d, err := cluster.StartDev(cluster.DevConfig{DataDir: b.TempDir(), Addr: addr,
-		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.Close()
+	d := startBenchDev(b)
 	ctx := context.Background()
-	waitReady(b, d)
 	c, err := client.Dial(ctx, d.Edge.URL, client.Options{AppID: "bench", ClientID: "reader"})
 	if err != nil {
 		b.Fatal(err)
