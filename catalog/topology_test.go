@@ -9,10 +9,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/relaymesh/relaymesh/catalog"
+	"github.com/relaymesh/relaymesh/raftstore/raftstoretest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, raftstoretest.LeakOptions()...)
 }
 
 func TestCatalogRegions(t *testing.T) {

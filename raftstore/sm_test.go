@@ -10,10 +10,11 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/relaymesh/relaymesh/raftstore"
+	"github.com/relaymesh/relaymesh/raftstore/raftstoretest"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, raftstoretest.LeakOptions()...)
 }
 
 // counterSM is a test state machine that detects double application.
