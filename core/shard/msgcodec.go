@@ -93,58 +93,43 @@ func decodeMessage(b []byte, m *Message) error {
 		return fail("patch time")
 	}
 	m.PatchT = pt
-	// One string holds the fields: each is a piece of it, one allocation
-	// instead of one a field.
-	rest := string(b[10+w:])
+	// One string holds the value: each field is a piece of it, one
+	// allocation instead of one a field. The lengths are read from b, at
+	// the same offsets.
+	s, pos := string(b), 10+w
+	str := func() (string, bool) {
+		n, w := binary.Uvarint(b[pos:])
+		if w <= 0 || n > uint64(len(b)-pos-w) {
+			return "", false
+		}
+		pos += w
+		v := s[pos : pos+int(n)]
+		pos += int(n)
+		return v, true
+	}
 	var ok bool
 	for _, f := range []*string{&m.ID, &m.CID, &m.From, &m.Data} {
-		if *f, rest, ok = sliceStr(rest); !ok {
+		if *f, ok = str(); !ok {
 			return fail("string field")
 		}
 	}
-	cnt, rest, ok := sliceUvarint(rest)
-	if !ok || cnt > uint64(len(rest)) { // each mention takes a byte at least
+	cnt, w := binary.Uvarint(b[pos:])
+	if w <= 0 || cnt > uint64(len(b)-pos-w) { // each mention takes a byte at least
 		return fail("mention count")
 	}
+	pos += w
 	if cnt > 0 {
 		m.MentionPids = make([]string, cnt)
 		for i := range m.MentionPids {
-			if m.MentionPids[i], rest, ok = sliceStr(rest); !ok {
+			if m.MentionPids[i], ok = str(); !ok {
 				return fail("mention")
 			}
 		}
 	}
-	if rest != "" {
-		return fail(fmt.Sprintf("%d bytes after the last field", len(rest)))
+	if pos != len(b) {
+		return fail(fmt.Sprintf("%d bytes after the last field", len(b)-pos))
 	}
 	return nil
-}
-
-// sliceStr is readStr on a string: the component is a slice of s.
-func sliceStr(s string) (string, string, bool) {
-	n, rest, ok := sliceUvarint(s)
-	if !ok || uint64(len(rest)) < n {
-		return "", "", false
-	}
-	return rest[:n], rest[n:], true
-}
-
-// sliceUvarint is binary.Uvarint on a string.
-func sliceUvarint(s string) (uint64, string, bool) {
-	var x uint64
-	var shift uint
-	for i := 0; i < len(s) && i < binary.MaxVarintLen64; i++ {
-		c := s[i]
-		if c < 0x80 {
-			if i == binary.MaxVarintLen64-1 && c > 1 {
-				return 0, "", false // overflows 64 bits
-			}
-			return x | uint64(c)<<shift, s[i+1:], true
-		}
-		x |= uint64(c&0x7f) << shift
-		shift += 7
-	}
-	return 0, "", false
 }
 
 // putMsg stores m under key in the form the command's version writes.
@@ -153,5 +138,5 @@ func (a *applier) putMsg(key []byte, m *Message) {
 		a.set(key, m) // JSON
 		return
 	}
-	a.set(key, keyBuf(encodeMessage(m)))
+	a.set(key, encodeMessage(m))
 }
