@@ -31,7 +31,9 @@ type SendOptions struct {
 	PushData    string // JSON for offline push
 	Binary      []byte // send binaryMsg instead of text
 	// DT is the client's dedup token; a uuid is generated when empty.
-	// Reuse it when retrying a Send that failed with a Retryable error.
+	// Reuse it when retrying a Send that failed with a Retryable error:
+	// the server answers a resend within 10 minutes of the first with
+	// the first's ack (docs/ARCHITECTURE.md, "Send dedup").
 	DT string
 }
 

@@ -39,7 +39,7 @@ func (f *FSM) applyBatch(b *pebble.Batch, index uint64, c *Command) any {
 		if ferr := checkVersion(index, sub); ferr != nil {
 			return ferr
 		}
-		a := &applier{b: b, c: sub, cache: &f.cache, v: sub.version(), index: index, touched: &f.members.touched,
+		a := &applier{b: b, c: sub, cache: &f.cache, dedup: &f.dedup, v: sub.version(), index: index, touched: &f.members.touched,
 			tails: tails}
 		r, serr := a.apply()
 		if a.err != nil { // as Apply: the whole entry is fatal

@@ -120,6 +120,7 @@ func (v *Conv) clone() *Conv {
 // the state (snapshot restore) and when it opens a state DB.
 func (f *FSM) Reset() {
 	f.cache.reset()
+	f.dedup.reset()   // dedup.go
 	f.members.reset() // members.go
 }
 

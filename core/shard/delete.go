@@ -4,8 +4,8 @@ package shard
 // /1.2/rtm/conversations/{id}): its row, unique link, member index, the
 // members' cursors and wills, and its whole history (messages, id index,
 // patches, pending receipts) by range. Send dedup entries are left: they
-// are keyed by sender first and name a conversation id that is never
-// reused. Clients are not told; the members' next operation on it gets
+// are keyed by time (dedup.go; by sender before Version7) and name a
+// conversation id that is never reused; they expire with their window. Clients are not told; the members' next operation on it gets
 // 4303 (LeanCloud does the same).
 func (a *applier) deleteConv() (*Result, *Error) {
 	c := a.c

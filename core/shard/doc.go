@@ -48,7 +48,9 @@
 //	'P' app cid patchTs(8) mid       -> ts(8)                patches by patch time
 //	'R' app cid clientId             -> Cursor (JSON)        delivered/read cursors
 //	'X' app clientId cid             -> ""                   member index
-//	'D' app sender cid dt            -> DedupEntry (JSON)    sender dedup
+//	'D' app sender cid dt            -> DedupEntry (JSON)    sender dedup before Version7
+//	'd'                              -> floor(8) first(8)    send dedup window (dedup.go)
+//	'd' bucket(8) digest(16)         -> t(8) mid             sender dedup from Version7
 //	'Q' app cid ts(8) mid            -> sender               messages that asked for receipts
 //	'W' app sender cid               -> Will (JSON)          will message of a session
 //

@@ -230,7 +230,7 @@ func TestCorruptStateIsFatal(t *testing.T) {
 		{"last message", lastKey(app, "c1"), &Command{Op: OpRead, App: app, CID: "c1", From: "b", Now: 5}},
 		{"message index", msgIDKey(app, "c1", "m1"), &Command{Op: OpAck, App: app, CID: "c1", From: "b", MID: "m1", Now: 5}},
 		{"cursor", cursorKey(app, "c1", "b"), &Command{Op: OpRead, App: app, CID: "c1", From: "b", Now: 5}},
-		{"dedup", dedupKey(app, "a", "c1", "d1"), &Command{Op: OpAppend, App: app, CID: "c1", From: "a", MID: "m3", DT: "d1", Now: 5}},
+		{"dedup", dedupWinKey(0, dedupDigest(app, "a", "c1", "d1")), &Command{Op: OpAppend, App: app, CID: "c1", From: "a", MID: "m3", DT: "d1", Now: 5}},
 		{"will", willKey(app, "a", "c1"), &Command{Op: OpEndWills, App: app, From: "a", Edge: "e", Conn: 1, Fire: true, Now: 5}},
 		{"words version", wordsVersionKey(app), &Command{Op: OpSetWords, App: app, Reset: true, Now: 5}},
 		{"last seen", seenKey(app, "a"), &Command{Op: OpSysSeen, App: app, From: "a", Now: 5}},

@@ -12,9 +12,12 @@ import (
 )
 
 // FSM is the shard state machine. All state is in Pebble; the FSM keeps
-// only a cache of decoded conversations (cache.go).
+// only a cache of decoded conversations (cache.go) and filters of the send
+// dedup window's keys (dedup.go).
 type FSM struct {
 	cache convCache
+	// dedup.go: the send dedup window's floor and filters.
+	dedup dedupWindow
 	// members.go: the member observer and this replica's member index.
 	members memberWatch
 }
@@ -63,7 +66,7 @@ func (f *FSM) apply(b *pebble.Batch, index uint64, cmd []byte) any {
 	if c.App == "" {
 		return fail(ErrBadCommand, "no app")
 	}
-	a := &applier{b: b, c: c, cache: &f.cache, v: c.version(), index: index, touched: &f.members.touched}
+	a := &applier{b: b, c: c, cache: &f.cache, dedup: &f.dedup, v: c.version(), index: index, touched: &f.members.touched}
 	res, serr := a.apply()
 	if a.err != nil {
 		return fatal(index, c.Op, a.err)
@@ -83,8 +86,12 @@ type applier struct {
 	c     *Command
 	v     int // the command's version (version.go)
 	cache *convCache
-	index uint64 // the raft index being applied
-	err   error
+	dedup *dedupWindow // dedup.go
+	// winDigest names the send's dedup token in the window (dedup.go):
+	// dedupFind's, for dedupPut.
+	winDigest [16]byte
+	index     uint64 // the raft index being applied
+	err       error
 	// touched collects the clients whose member, subscription or
 	// user-message index entries this entry writes (members.go).
 	touched *[]MemberTouch

@@ -128,12 +128,18 @@ func (g *gen) attr() json.RawMessage {
 
 // next returns the next command. Now moves forward by 0–30 ms, and now
 // and then backwards (a new leader with a slower clock), which the shard
-// must absorb (timestamps stay increasing per conversation).
+// must absorb (timestamps stay increasing per conversation); now and then
+// it jumps by a send dedup window or two, or back by one.
 func (g *gen) next() *shard.Command {
 	g.n++
-	if g.r.IntN(20) == 0 {
+	switch {
+	case g.r.IntN(400) == 0: // the send dedup window moves (dedup.go)
+		g.now += int64(1+g.r.IntN(2)) * shard.DedupWindowMS
+	case g.r.IntN(800) == 0: // a leader a window behind
+		g.now -= shard.DedupWindowMS
+	case g.r.IntN(20) == 0:
 		g.now -= int64(g.r.IntN(500))
-	} else {
+	default:
 		g.now += int64(g.r.IntN(30))
 	}
 	app := g.app()

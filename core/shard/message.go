@@ -16,11 +16,9 @@ func (a *applier) appendMsg() (*Result, *Error) {
 		return nil, fail(ErrBadCommand, "no message id")
 	}
 	if c.DT != "" {
-		var d DedupEntry
-		ok, err := getJSON(a.b, dedupKey(c.App, c.From, c.CID, c.DT), &d)
-		if err != nil {
-			a.err = err
-			return nil, fail(ErrBadCommand, err.Error())
+		d, ok := a.dedupFind() // dedup.go
+		if a.err != nil {
+			return nil, fail(ErrBadCommand, a.err.Error())
 		}
 		if ok {
 			m, err := GetMessage(a.b, c.App, c.CID, d.ID)
@@ -40,7 +38,7 @@ func (a *applier) appendMsg() (*Result, *Error) {
 	}
 	a.store(conv, m)
 	if c.DT != "" {
-		a.set(dedupKey(c.App, c.From, c.CID, c.DT), DedupEntry{ID: m.ID, T: m.T})
+		a.dedupPut(m)
 	}
 	a.tail(m) // fanout.go: until the leader says it pushed it
 	return &Result{Conv: conv, Message: m, Index: a.index}, nil

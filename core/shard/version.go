@@ -49,9 +49,16 @@ const (
 	// JSON; both forms are read.
 	Version6 = 6
 
+	// Version7 keeps a send's dedup entry for a window of time (dedup.go:
+	// 'd' keys by time bucket, deleted by range as the window moves)
+	// instead of forever ('D' keys), so a resend is found within
+	// DedupWindowMS of the original and maybe up to twice that; entries of
+	// the earlier form are read for one more window, then deleted.
+	Version7 = 7
+
 	// Version is the newest version this code applies, and the one it
 	// proposes unless configured lower (core.Config.CommandVersion).
-	Version = Version6
+	Version = Version7
 )
 
 // MaxAttrBytes bounds a conversation's attributes (the JSON object, custom
