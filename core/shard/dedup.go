@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+
+	"github.com/cockroachdb/pebble"
 )
 
 // Send dedup. A send with a dedup token (Command.DT: the client's dt, or
@@ -47,8 +49,9 @@ import (
 // conversation leaves its entries to expire with their bucket.
 //
 // The FSM keeps the floor and a Bloom filter of each live bucket's keys in
-// memory (dedupWindow), so that a send with a new token, nearly every one,
-// is decided without reading Pebble. A bucket's filter has every key the
+// memory (dedupWindow), and whether any entry of the earlier form is left,
+// so that a send with a new token, nearly every one, is decided without
+// reading Pebble. A bucket's filter has every key the
 // state holds in that bucket (and perhaps more: the writes of a batch that
 // was thrown away), so its "no" is exact and its "maybe" is checked in the
 // state: what a send gets depends only on the state, as on every replica.
@@ -84,17 +87,21 @@ func digestHash(digest []byte) uint64 { return binary.BigEndian.Uint64(digest) }
 // buckets as stored, and the live buckets' filters. Only Apply uses it;
 // the mutex keeps Reset, which raftstore may call from elsewhere, safe.
 type dedupWindow struct {
-	mu      sync.Mutex
-	known   bool // floor, first and set are the state's
-	set     bool // the floor key exists (a Version7 send was applied)
-	floor   int64
-	first   int64
-	filters map[int64]*bloom
+	mu    sync.Mutex
+	known bool // floor, first and set are the state's
+	set   bool // the floor key exists (a Version7 send was applied)
+	floor int64
+	first int64
+	// noLegacy: the state holds no entry of the earlier form, so a send
+	// need not look for one (set by load, cleared by a Version6 send's
+	// write, set again by the range deletion).
+	noLegacy bool
+	filters  map[int64]*bloom
 }
 
 func (w *dedupWindow) reset() {
 	w.mu.Lock()
-	w.known, w.set, w.floor, w.first, w.filters = false, false, 0, 0, nil
+	w.known, w.set, w.floor, w.first, w.noLegacy, w.filters = false, false, 0, 0, false, nil
 	w.mu.Unlock()
 }
 
@@ -117,7 +124,16 @@ func (w *dedupWindow) load(r Reader) error {
 	if err != nil {
 		return err
 	}
-	w.set, w.known = ok, true
+	p := []byte{tagDedup}
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return fmt.Errorf("%w: dedup: %w", ErrStorage, err)
+	}
+	legacy := it.First()
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("%w: dedup: %w", ErrStorage, err)
+	}
+	w.set, w.noLegacy, w.known = ok, !legacy, true
 	if w.filters == nil {
 		w.filters = make(map[int64]*bloom)
 	}
@@ -208,7 +224,7 @@ func (a *applier) dedupFind() (d DedupEntry, ok bool) {
 			return d, true
 		}
 	}
-	if w.legacy(bucket) {
+	if w.legacy(bucket) && !w.noLegacy {
 		ok, err := getJSON(a.b, dedupKey(c.App, c.From, c.CID, c.DT), &d)
 		if err != nil {
 			a.err = err
@@ -225,6 +241,9 @@ func (a *applier) dedupPut(m *Message) {
 	c := a.c
 	if a.v < Version7 {
 		a.set(dedupKey(c.App, c.From, c.CID, c.DT), DedupEntry{ID: m.ID, T: m.T})
+		a.dedup.mu.Lock()
+		a.dedup.noLegacy = false
+		a.dedup.mu.Unlock()
 		return
 	}
 	w := a.dedup
@@ -244,7 +263,8 @@ func (a *applier) dedupPut(m *Message) {
 			// Buckets before bucket-1 are out of every later send's reach.
 			a.rangeDel(dedupBucketPrefix(0), dedupBucketPrefix(bucket-1))
 		}
-		if w.set && w.legacy(w.floor) && !w.legacy(bucket) {
+		dropLegacy := w.set && w.legacy(w.floor) && !w.legacy(bucket)
+		if dropLegacy {
 			a.rangeDel([]byte{tagDedup}, []byte{tagDedup + 1})
 		}
 		a.set(dedupFloorKey, keyBuf(nil).ts(bucket).ts(first))
@@ -252,6 +272,7 @@ func (a *applier) dedupPut(m *Message) {
 			return
 		}
 		w.set, w.floor, w.first = true, bucket, first
+		w.noLegacy = w.noLegacy || dropLegacy
 		for b := range w.filters {
 			if b < bucket-1 {
 				delete(w.filters, b)

@@ -171,6 +171,17 @@ func TestDedupWindowUpgrade(t *testing.T) {
 		t.Fatalf("%d entries of the earlier form past bucket first+1", n)
 	}
 	wantNew(t, h.send(Version7, "a", "c1", "m5", "d1", base+2*win+1), "m5")
+	// A Version6 send after Version7 ones, while the FSM knew of no entry
+	// of the earlier form, is found by a Version7 resend in the window's
+	// first buckets, from memory and after a Reset.
+	h2 := newHarness(t)
+	h2.must(&Command{Op: OpStart, App: app, CID: "c1", From: "a", Members: []string{"b"}, Now: 1})
+	wantNew(t, h2.send(Version7, "a", "c1", "m1", "d1", base), "m1")
+	pinned := h2.send(Version6, "a", "c1", "m2", "d2", base+1)
+	wantDup(t, h2.send(Version7, "a", "c1", "m2b", "d2", base+2), pinned)
+	h2.fsm.Reset()
+	wantDup(t, h2.send(Version7, "a", "c1", "m2c", "d2", base+3), pinned)
+
 	// A Version6 command (a core pinned back) uses the earlier form only.
 	wantNew(t, h.send(Version6, "a", "c1", "m6", "d4", base+2*win+2), "m6")
 	r := h.send(Version6, "a", "c1", "m7", "d4", base+2*win+3)
