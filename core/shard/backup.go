@@ -13,13 +13,8 @@ import (
 // membership: a shard a restore would overwrite.
 func HasData(r Reader) (bool, error) {
 	for _, tag := range []byte{tagConv, tagMsg, tagMember, tagSubIdx, tagUserIdx, tagGlobal} {
-		p := []byte{tag}
-		it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+		found, err := hasPrefix(r, []byte{tag})
 		if err != nil {
-			return false, fmt.Errorf("shard: has data: %w", err)
-		}
-		found := it.First()
-		if err := it.Close(); err != nil {
 			return false, fmt.Errorf("shard: has data: %w", err)
 		}
 		if found {

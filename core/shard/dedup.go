@@ -5,8 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
-
-	"github.com/cockroachdb/pebble"
 )
 
 // Send dedup. A send with a dedup token (Command.DT: the client's dt, or
@@ -124,13 +122,8 @@ func (w *dedupWindow) load(r Reader) error {
 	if err != nil {
 		return err
 	}
-	p := []byte{tagDedup}
-	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	legacy, err := hasPrefix(r, []byte{tagDedup})
 	if err != nil {
-		return fmt.Errorf("%w: dedup: %w", ErrStorage, err)
-	}
-	legacy := it.First()
-	if err := it.Close(); err != nil {
 		return fmt.Errorf("%w: dedup: %w", ErrStorage, err)
 	}
 	w.set, w.noLegacy, w.known = ok, !legacy, true
@@ -178,11 +171,7 @@ func (w *dedupWindow) legacy(bucket int64) bool {
 func (a *applier) dedupFind() (d DedupEntry, ok bool) {
 	c := a.c
 	if a.v < Version7 {
-		ok, err := getJSON(a.b, dedupKey(c.App, c.From, c.CID, c.DT), &d)
-		if err != nil {
-			a.err = err
-		}
-		return d, ok
+		return a.dedupFindLegacy()
 	}
 	w := a.dedup
 	w.mu.Lock()
@@ -225,13 +214,19 @@ func (a *applier) dedupFind() (d DedupEntry, ok bool) {
 		}
 	}
 	if w.legacy(bucket) && !w.noLegacy {
-		ok, err := getJSON(a.b, dedupKey(c.App, c.From, c.CID, c.DT), &d)
-		if err != nil {
-			a.err = err
-		}
-		return d, ok
+		return a.dedupFindLegacy()
 	}
 	return d, false
+}
+
+// dedupFindLegacy looks the command's token up in the earlier form.
+func (a *applier) dedupFindLegacy() (d DedupEntry, ok bool) {
+	c := a.c
+	ok, err := getJSON(a.b, dedupKey(c.App, c.From, c.CID, c.DT), &d)
+	if err != nil {
+		a.err = err
+	}
+	return d, ok
 }
 
 // dedupPut records m as the outcome of the command's token, moving the
@@ -265,7 +260,7 @@ func (a *applier) dedupPut(m *Message) {
 		}
 		dropLegacy := w.set && w.legacy(w.floor) && !w.legacy(bucket)
 		if dropLegacy {
-			a.rangeDel([]byte{tagDedup}, []byte{tagDedup + 1})
+			a.delRange([]byte{tagDedup})
 		}
 		a.set(dedupFloorKey, keyBuf(nil).ts(bucket).ts(first))
 		if a.err != nil {
@@ -288,16 +283,6 @@ func (a *applier) dedupPut(m *Message) {
 	v := make([]byte, 0, 8+len(m.ID))
 	a.set(k, append(binary.BigEndian.AppendUint64(v, uint64(m.T)), m.ID...))
 	f.add(digestHash(a.winDigest[:]))
-}
-
-// rangeDel deletes the keys in [start, end).
-func (a *applier) rangeDel(start, end []byte) {
-	if a.err != nil {
-		return
-	}
-	if err := a.b.DeleteRange(start, end, nil); err != nil {
-		a.err = err
-	}
 }
 
 // bloom is a Bloom filter that grows: a chain of split-block filters

@@ -35,11 +35,14 @@ func (a *applier) deleteConv() (*Result, *Error) {
 }
 
 // delRange deletes every key with prefix p.
-func (a *applier) delRange(p []byte) {
+func (a *applier) delRange(p []byte) { a.rangeDel(p, prefixEnd(p)) }
+
+// rangeDel deletes the keys in [start, end).
+func (a *applier) rangeDel(start, end []byte) {
 	if a.err != nil {
 		return
 	}
-	if err := a.b.DeleteRange(p, prefixEnd(p), nil); err != nil {
+	if err := a.b.DeleteRange(start, end, nil); err != nil {
 		a.err = err
 	}
 }

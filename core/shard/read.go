@@ -18,6 +18,16 @@ type Reader interface {
 	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
 }
 
+// hasPrefix reports whether r holds any key with prefix p.
+func hasPrefix(r Reader, p []byte) (bool, error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: p, UpperBound: prefixEnd(p)})
+	if err != nil {
+		return false, err
+	}
+	found := it.First()
+	return found, it.Close()
+}
+
 // getJSON loads key into v; ok is false when the key is absent.
 func getJSON(r Reader, key []byte, v any) (ok bool, err error) {
 	return getDecoded(r, key, func(b []byte) error { return json.Unmarshal(b, v) })
