@@ -23,6 +23,8 @@ var (
 	descPebbleReadAmp     = metric.Gauge("relaymesh_pebble_read_amplification", "L0 sublevels plus non-empty lower levels: tables a read may look at.", "db", "shard")
 	descPebbleCompactions = metric.Counter("relaymesh_pebble_compactions_total", "Compactions since the database opened.", "db", "shard")
 	descPebbleFlushes     = metric.Counter("relaymesh_pebble_flushes_total", "Memtable flushes since the database opened.", "db", "shard")
+	descPebbleFlushed     = metric.Counter("relaymesh_pebble_flushed_bytes_total", "Bytes of tables memtable flushes wrote since the database opened.", "db", "shard")
+	descPebbleCompacted   = metric.Counter("relaymesh_pebble_compacted_bytes_total", "Bytes of tables compactions wrote since the database opened (with the flushed bytes, the database's write amplification).", "db", "shard")
 	descPebbleCacheHits   = metric.Counter("relaymesh_pebble_block_cache_hits_total", "Block cache hits since the cache was made (the state DBs of a core share one: shard=\"shared\").", "db", "shard")
 	descPebbleCacheMisses = metric.Counter("relaymesh_pebble_block_cache_misses_total", "Block cache misses since the cache was made (the state DBs of a core share one: shard=\"shared\").", "db", "shard")
 )
@@ -31,7 +33,7 @@ var (
 // database of the node's raft groups, read at scrape time.
 func (c *Core) pebbleCollector() prometheus.Collector {
 	descs := []metric.Desc{descPebbleDisk, descPebbleMemtable, descPebbleWAL, descPebbleL0Files, descPebbleReadAmp,
-		descPebbleCompactions, descPebbleFlushes, descPebbleCacheHits, descPebbleCacheMisses}
+		descPebbleCompactions, descPebbleFlushes, descPebbleFlushed, descPebbleCompacted, descPebbleCacheHits, descPebbleCacheMisses}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		s := metric.Chan(ch)
 		type group struct {
@@ -94,4 +96,6 @@ func addDBStats(s metric.Sink, st raftstore.DBStats, db, shard string) {
 	s.Add(descPebbleReadAmp, float64(st.ReadAmp), db, shard)
 	s.Add(descPebbleCompactions, float64(st.Compactions), db, shard)
 	s.Add(descPebbleFlushes, float64(st.Flushes), db, shard)
+	s.Add(descPebbleFlushed, float64(st.FlushedBytes), db, shard)
+	s.Add(descPebbleCompacted, float64(st.CompactedBytes), db, shard)
 }

@@ -109,7 +109,8 @@ func TestCoreReadyz(t *testing.T) {
 		// shards share (once), and the catalog's own.
 		for _, re := range []string{`relaymesh_pebble_disk_bytes\{db="state",shard="0"\} [1-9]`, `relaymesh_pebble_disk_bytes\{db="state",shard="1"\} [1-9]`,
 			`relaymesh_pebble_disk_bytes\{db="state",shard="catalog"\} [1-9]`, `relaymesh_pebble_wal_bytes\{db="raft",shard="shared"\} [1-9]`,
-			`relaymesh_pebble_block_cache_misses_total\{db="state",shard="shared"\} `, `relaymesh_pebble_l0_files\{db="raft",shard="catalog"\} `} {
+			`relaymesh_pebble_block_cache_misses_total\{db="state",shard="shared"\} `, `relaymesh_pebble_l0_files\{db="raft",shard="catalog"\} `,
+			`relaymesh_pebble_compacted_bytes_total\{db="state",shard="0"\} `, `relaymesh_pebble_flushed_bytes_total\{db="raft",shard="shared"\} `} {
 			if !regexp.MustCompile(re).MatchString(m) {
 				t.Errorf("/metrics does not match %s", re)
 			}

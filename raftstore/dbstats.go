@@ -6,29 +6,38 @@ import "github.com/cockroachdb/pebble"
 // operator watches to see a store fill its disk, fall behind on
 // compactions (read amplification, files in L0) or miss its cache.
 type DBStats struct {
-	DiskBytes     uint64 // live and obsolete tables, WAL, manifest
-	MemtableBytes uint64
-	WALBytes      uint64 // live WAL files
-	L0Files       int64
-	ReadAmp       int   // sublevels of L0 plus non-empty levels below
-	Compactions   int64 // since open
-	Flushes       int64 // since open
-	CacheHits     int64 // block cache, since it was made (a cache several DBs share counts for all of them)
-	CacheMisses   int64
+	DiskBytes      uint64 // live and obsolete tables, WAL, manifest
+	MemtableBytes  uint64
+	WALBytes       uint64 // live WAL files
+	L0Files        int64
+	ReadAmp        int    // sublevels of L0 plus non-empty levels below
+	Compactions    int64  // since open
+	Flushes        int64  // since open
+	FlushedBytes   uint64 // tables written by flushes since open
+	CompactedBytes uint64 // tables written by compactions since open
+	CacheHits      int64  // block cache, since it was made (a cache several DBs share counts for all of them)
+	CacheMisses    int64
 }
 
 func dbStats(db *pebble.DB) DBStats {
 	m := db.Metrics()
+	var flushed, compacted uint64
+	for _, l := range m.Levels {
+		flushed += l.BytesFlushed
+		compacted += l.BytesCompacted
+	}
 	return DBStats{
-		DiskBytes:     m.DiskSpaceUsage(),
-		MemtableBytes: m.MemTable.Size,
-		WALBytes:      m.WAL.Size,
-		L0Files:       m.Levels[0].NumFiles,
-		ReadAmp:       m.ReadAmp(),
-		Compactions:   m.Compact.Count,
-		Flushes:       m.Flush.Count,
-		CacheHits:     m.BlockCache.Hits,
-		CacheMisses:   m.BlockCache.Misses,
+		DiskBytes:      m.DiskSpaceUsage(),
+		MemtableBytes:  m.MemTable.Size,
+		WALBytes:       m.WAL.Size,
+		L0Files:        m.Levels[0].NumFiles,
+		ReadAmp:        m.ReadAmp(),
+		Compactions:    m.Compact.Count,
+		Flushes:        m.Flush.Count,
+		FlushedBytes:   flushed,
+		CompactedBytes: compacted,
+		CacheHits:      m.BlockCache.Hits,
+		CacheMisses:    m.BlockCache.Misses,
 	}
 }
 

@@ -239,3 +239,34 @@ func TestSnapshotFlushesInPersist(t *testing.T) {
 		t.Fatalf("snapshot holds %d keys k2xx, want 1 (k200)", n)
 	}
 }
+
+// TestDBStatsBytes: the bytes flushes and compactions wrote are counted
+// (relaymesh_pebble_flushed_bytes_total, …_compacted_bytes_total).
+func TestDBStatsBytes(t *testing.T) {
+	db := openState(t, t.TempDir())
+	defer db.Close()
+	if st := dbStats(db); st.FlushedBytes != 0 || st.CompactedBytes != 0 {
+		t.Fatalf("a new DB: flushed %d, compacted %d bytes", st.FlushedBytes, st.CompactedBytes)
+	}
+	val := bytes.Repeat([]byte("v"), 1000)
+	for round := 0; round < 2; round++ {
+		for i := 0; i < 500; i++ {
+			if err := db.Set(fmt.Appendf(nil, "k%04d", i), val, pebble.NoSync); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := dbStats(db)
+	if st.Flushes < 2 || st.FlushedBytes < 1000 {
+		t.Fatalf("after two flushes of 500 KB: %d flushes, %d bytes flushed", st.Flushes, st.FlushedBytes)
+	}
+	if err := db.Compact([]byte("k"), []byte("l"), true); err != nil {
+		t.Fatal(err)
+	}
+	if st := dbStats(db); st.Compactions == 0 || st.CompactedBytes < 1000 {
+		t.Fatalf("after a compaction: %d compactions, %d bytes compacted", st.Compactions, st.CompactedBytes)
+	}
+}
