@@ -122,6 +122,10 @@ type CoreSection struct {
 	// elect a new one; raise them on networks with pauses longer than that.
 	RaftHeartbeatTimeout string `toml:"raft_heartbeat_timeout"`
 	RaftElectionTimeout  string `toml:"raft_election_timeout"`
+	// CompactionShare is the share of the time a state DB compaction may
+	// work while L0 keeps up (raftstore.Config.CompactionShare): 0 is the
+	// default, 0.25; 1 turns pacing off (a machine with cores to spare).
+	CompactionShare float64 `toml:"compaction_share"`
 }
 
 // Default raft timeouts of `relaymesh core` ([core] raft_heartbeat_timeout,
@@ -384,6 +388,9 @@ func LoadConfig(path string) (*Config, error) {
 	if _, _, err := c.Core.raftTimeouts(); err != nil {
 		errs = append(errs, err)
 	}
+	if v := c.Core.CompactionShare; v < 0 || v > 1 {
+		errs = append(errs, fmt.Errorf("%w: core.compaction_share: %v is not a share of the time, 0 (the default) to 1 (not paced)", ErrConfig, v))
+	}
 	regionsOK := true
 	if _, err := c.regions(); err != nil {
 		errs = append(errs, err)
@@ -536,7 +543,7 @@ func (c *Config) CoreConfig() (CoreConfig, error) {
 	return CoreConfig{NodeID: s.NodeID, MeshAddr: s.MeshAddr, DataDir: filepath.Join(c.DataDir(), s.NodeID),
 		Identity: id, Peers: s.Peers, Apps: reg, Integrations: integ, MetricsAddr: s.MetricsAddr,
 		Limits: c.CoreLimits(), CommandVersion: s.CommandVersion, RaftHeartbeatTimeout: hb, RaftElectionTimeout: el,
-		Region: uint8(s.Region), Shards: s.Shards, Remote: remote,
+		CompactionShare: s.CompactionShare, Region: uint8(s.Region), Shards: s.Shards, Remote: remote,
 		ConfigApps: c.ConfigApps(), FollowCatalogApps: true}, nil
 }
 

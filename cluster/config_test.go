@@ -353,6 +353,21 @@ func TestLoadConfigRaftTimeouts(t *testing.T) {
 	}
 }
 
+func TestLoadConfigCompactionShare(t *testing.T) {
+	c, err := LoadConfig(writeConfig(t, "[core]\ncompaction_share = 0.5\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Core.CompactionShare; got != 0.5 {
+		t.Errorf("compaction_share = %v, want 0.5", got)
+	}
+	for _, bad := range []string{"-0.1", "1.5"} {
+		if _, err := LoadConfig(writeConfig(t, "[core]\ncompaction_share = "+bad+"\n")); !errors.Is(err, ErrConfig) {
+			t.Errorf("compaction_share = %s: got %v, want ErrConfig", bad, err)
+		}
+	}
+}
+
 func TestRegionsConfig(t *testing.T) {
 	const regions = `
 [[apps]]

@@ -83,6 +83,9 @@ type CoreConfig struct {
 	// leader is replaced (raftstore.Config); zero keeps raftstore's 1 s.
 	// `relaymesh core` sets 500ms (DefaultRaftHeartbeatTimeout).
 	RaftHeartbeatTimeout, RaftElectionTimeout time.Duration
+	// CompactionShare is raftstore.Config.CompactionShare for the shards'
+	// state DBs ([core] compaction_share; 0: the default).
+	CompactionShare float64
 	// HaltBeforeFanout is core.Config.HaltBeforeFanout, a TEST HOOK.
 	HaltBeforeFanout string
 	// LoginAsksEveryShard makes the router ignore the catalog's member
@@ -289,6 +292,7 @@ func StartCore(cfg CoreConfig) (*Core, error) {
 			// The lease must not exceed the heartbeat timeout (raft refuses it).
 			LeaderLeaseTimeout: min(cfg.RaftHeartbeatTimeout, 500*time.Millisecond),
 			StateCache:         c.stateCache,
+			CompactionShare:    cfg.CompactionShare,
 		})
 		if err != nil {
 			trans.Close()

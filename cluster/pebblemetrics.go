@@ -25,6 +25,9 @@ var (
 	descPebbleFlushes     = metric.Counter("relaymesh_pebble_flushes_total", "Memtable flushes since the database opened.", "db", "shard")
 	descPebbleFlushed     = metric.Counter("relaymesh_pebble_flushed_bytes_total", "Bytes of tables memtable flushes wrote since the database opened.", "db", "shard")
 	descPebbleCompacted   = metric.Counter("relaymesh_pebble_compacted_bytes_total", "Bytes of tables compactions wrote since the database opened (with the flushed bytes, the database's write amplification).", "db", "shard")
+	descPebblePaced       = metric.Counter("relaymesh_pebble_compaction_paced_bytes_total", "Bytes state DB compactions wrote at the compaction pace (raftstore.Config.CompactionRate).", "db", "shard")
+	descPebblePaceWait    = metric.Counter("relaymesh_pebble_compaction_pace_wait_seconds_total", "Time state DB compactions waited for the compaction pace.", "db", "shard")
+	descPebbleUnpaced     = metric.Counter("relaymesh_pebble_compaction_unpaced_bytes_total", "Bytes state DB compactions wrote at full speed because L0 was behind (a rising count: writes outrun the pace).", "db", "shard")
 	descPebbleCacheHits   = metric.Counter("relaymesh_pebble_block_cache_hits_total", "Block cache hits since the cache was made (the state DBs of a core share one: shard=\"shared\").", "db", "shard")
 	descPebbleCacheMisses = metric.Counter("relaymesh_pebble_block_cache_misses_total", "Block cache misses since the cache was made (the state DBs of a core share one: shard=\"shared\").", "db", "shard")
 )
@@ -33,7 +36,7 @@ var (
 // database of the node's raft groups, read at scrape time.
 func (c *Core) pebbleCollector() prometheus.Collector {
 	descs := []metric.Desc{descPebbleDisk, descPebbleMemtable, descPebbleWAL, descPebbleL0Files, descPebbleReadAmp,
-		descPebbleCompactions, descPebbleFlushes, descPebbleFlushed, descPebbleCompacted, descPebbleCacheHits, descPebbleCacheMisses}
+		descPebbleCompactions, descPebbleFlushes, descPebbleFlushed, descPebbleCompacted, descPebblePaced, descPebblePaceWait, descPebbleUnpaced, descPebbleCacheHits, descPebbleCacheMisses}
 	return metric.NewCollector(descs, func(ch chan<- prometheus.Metric) {
 		s := metric.Chan(ch)
 		type group struct {
@@ -58,6 +61,9 @@ func (c *Core) pebbleCollector() prometheus.Collector {
 		for _, g := range groups {
 			st, cache := g.rep.StateStats()
 			addDBStats(s, st, "state", g.name)
+			s.Add(descPebblePaced, float64(st.PacedBytes), "state", g.name)
+			s.Add(descPebblePaceWait, st.PaceWait.Seconds(), "state", g.name)
+			s.Add(descPebbleUnpaced, float64(st.UnpacedBytes), "state", g.name)
 			if c := caches[cache]; c != nil {
 				c.name = "shared"
 			} else {

@@ -1,6 +1,10 @@
 package raftstore
 
-import "github.com/cockroachdb/pebble"
+import (
+	"time"
+
+	"github.com/cockroachdb/pebble"
+)
 
 // DBStats are one Pebble database's figures for /metrics: what an
 // operator watches to see a store fill its disk, fall behind on
@@ -15,8 +19,14 @@ type DBStats struct {
 	Flushes        int64  // since open
 	FlushedBytes   uint64 // tables written by flushes since open
 	CompactedBytes uint64 // tables written by compactions since open
-	CacheHits      int64  // block cache, since it was made (a cache several DBs share counts for all of them)
-	CacheMisses    int64
+	// The compaction pacer's figures (state DBs only, since open): bytes
+	// written at its pace, the time it held them for it, and bytes written
+	// at full speed because L0 was behind.
+	PacedBytes   int64
+	PaceWait     time.Duration
+	UnpacedBytes int64
+	CacheHits    int64 // block cache, since it was made (a cache several DBs share counts for all of them)
+	CacheMisses  int64
 }
 
 func dbStats(db *pebble.DB) DBStats {
@@ -44,7 +54,13 @@ func dbStats(db *pebble.DB) DBStats {
 // StateStats are the figures of the replica's state DB, and its block
 // cache: the groups of a node share one (Config.StateCache), so a caller
 // adding up replicas counts each cache's hits and misses once.
-func (n *Node) StateStats() (DBStats, *pebble.Cache) { return dbStats(n.state), n.cache }
+func (n *Node) StateStats() (DBStats, *pebble.Cache) {
+	st := dbStats(n.state)
+	if p := n.pacer; p != nil {
+		st.PacedBytes, st.PaceWait, st.UnpacedBytes = p.paced.Load(), time.Duration(p.waited.Load()), p.unpaced.Load()
+	}
+	return st, n.cache
+}
 
 // LogStats are the figures of the replica's raft log DB, and that DB: the
 // groups of one node share it (LogStore.Group), so a caller adding up

@@ -1,6 +1,7 @@
 package raftstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 	"github.com/hashicorp/raft"
 
 	"github.com/relaymesh/relaymesh/metric"
@@ -57,7 +59,22 @@ type Config struct {
 	// it opens; tests inject storage faults with it (an FS from pebble's
 	// vfs/errorfs, a zero-size block cache so reads reach the files).
 	StateOptions func(*pebble.Options)
+	// CompactionShare paces the state DB's compactions: while L0 keeps
+	// up, a compaction works at most this share of the time and sleeps
+	// the rest (see compactionPacer). 0 is DefaultCompactionShare; 1 or
+	// more turns pacing off.
+	CompactionShare float64
 }
+
+// DefaultCompactionShare is the state DB's compaction pace
+// (Config.CompactionShare): a compaction that would take a core for a
+// second takes a quarter of one for four (docs/BENCHMARKS.md, stop 35).
+const DefaultCompactionShare = 0.25
+
+// compactionBacklogL0 is the L0 table count at which compactions stop
+// being paced: twice the count that starts an L0 compaction means writes
+// are outrunning them.
+const compactionBacklogL0 = 2 * stateL0CompactionThreshold
 
 const defaultMaxAppendEntries = 1024
 
@@ -69,7 +86,8 @@ type Node struct {
 	raft  *raft.Raft
 	logs  *LogStore
 	state *pebble.DB
-	cache *pebble.Cache // the state DB's block cache (maybe shared: Config.StateCache)
+	cache *pebble.Cache    // the state DB's block cache (maybe shared: Config.StateCache)
+	pacer *compactionPacer // nil: the state DB's compactions are not paced
 	fsm   *fsm
 	trans raft.Transport
 
@@ -140,6 +158,11 @@ func Open(cfg Config) (n *Node, err error) {
 	if cfg.StateOptions != nil {
 		cfg.StateOptions(stateOpts)
 	}
+	var pacer *compactionPacer
+	if share := cmp.Or(cfg.CompactionShare, DefaultCompactionShare); share > 0 && share < 1 {
+		pacer = newCompactionPacer(cmp.Or(stateOpts.FS, vfs.Default), share, compactionBacklogL0)
+		pacer.install(stateOpts)
+	}
 	state, err := pebble.Open(filepath.Join(cfg.Dir, "state"), stateOpts)
 	if cfg.StateCache == nil {
 		stateCache.Unref() // the state DB holds its own reference while open
@@ -148,6 +171,9 @@ func Open(cfg Config) (n *Node, err error) {
 		return nil, fmt.Errorf("raftstore: open state db: %w", err)
 	}
 	cleanup = append(cleanup, state.Close)
+	if pacer != nil {
+		pacer.db.Store(state)
+	}
 
 	f, err := newFSM(state, cfg.SM)
 	if err != nil {
@@ -188,7 +214,7 @@ func Open(cfg Config) (n *Node, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("raftstore: start raft: %w", err)
 	}
-	n = &Node{cfg: cfg, log: logger, raft: r, logs: logs, state: state, cache: stateOpts.Cache, fsm: f, trans: cfg.Transport}
+	n = &Node{cfg: cfg, log: logger, raft: r, logs: logs, state: state, cache: stateOpts.Cache, pacer: pacer, fsm: f, trans: cfg.Transport}
 	stop := func() { n.shutdownRaft() }
 	f.onFail.Store(&stop)
 	if f.err() != nil { // failed before onFail was set
