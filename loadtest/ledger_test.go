@@ -1,7 +1,10 @@
 package loadtest
 
 import (
+	"fmt"
 	"reflect"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -188,4 +191,81 @@ func TestSettleFault(t *testing.T) {
 	if m != want {
 		t.Errorf("merge with an empty report:\n got %+v\nwant %+v", m, want)
 	}
+}
+
+// TestPosSet: positions inline and past 64, as bitset holds them.
+func TestPosSet(t *testing.T) {
+	for _, n := range []int{1, 2, 63, 64, 65, 128, 129, 1000} {
+		s, b := newPosSet(n), newBitset(n)
+		if s.words() != len(b) {
+			t.Fatalf("n=%d: %d words, bitset %d", n, s.words(), len(b))
+		}
+		for i := 0; i < n; i += 3 {
+			s.set(i)
+			b.set(i)
+		}
+		for i := range s.words() * 64 {
+			if s.has(i) != b.has(i) {
+				t.Fatalf("n=%d: position %d: %v, bitset %v", n, i, s.has(i), b.has(i))
+			}
+		}
+		for i := range s.words() {
+			if s.word(i) != b[i] {
+				t.Fatalf("n=%d: word %d = %x, bitset %x", n, i, s.word(i), b[i])
+			}
+		}
+	}
+}
+
+// TestLedgerLargeGroup: in a conversation of 200 members, copies past
+// position 64 are counted, a missing one is lost and outstanding, and a
+// second server id is a duplicate after dedup.
+func TestLedgerLargeGroup(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := NewLedger(0, nil)
+	expect := []int{1, 63, 64, 65, 130, 199}
+	_, seq := l.Sent("big", 200, expect, t0)
+	l.Acked(seq, "u", 1, t0.Add(time.Millisecond))
+	for _, p := range []int{1, 63, 64, 130, 199} {
+		if lat, _ := l.Delivered(0, seq, "u", p, false, t0.Add(2*time.Millisecond)); lat != 2*time.Millisecond {
+			t.Fatalf("position %d: latency %v", p, lat)
+		}
+	}
+	if n := l.Outstanding(); n != 1 {
+		t.Fatalf("outstanding %d, want 1 (position 65)", n)
+	}
+	l.Delivered(0, seq, "u2", 130, false, t0.Add(3*time.Millisecond))
+	l.Delivered(0, seq, "u", 150, false, t0.Add(3*time.Millisecond)) // not expected
+	c := l.Settle()
+	c.LostSamples = nil
+	want := Counts{Sent: 1, Acked: 1, Expected: 6, Delivered: 5, Lost: 1, LostAfterDedup: 1, Duplicates: 1, DuplicatesAfterDedup: 1, Unexpected: 1}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("settled %+v\nwant    %+v", c, want)
+	}
+}
+
+// BenchmarkLedgerRecord: what the ledger keeps a one-to-one message
+// (sent, acked, its copy received): heap objects and bytes a record.
+func BenchmarkLedgerRecord(b *testing.B) {
+	l := NewLedger(0, nil)
+	t0 := time.Now()
+	uids := make([]string, b.N)
+	for i := range uids {
+		uids[i] = fmt.Sprintf("uid-%020d", i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := range b.N {
+		_, seq := l.Sent("conv", 2, []int{1}, t0)
+		l.Acked(seq, uids[i], int64(i), t0)
+		l.Delivered(0, seq, strings.Clone(uids[i]), 1, false, t0)
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	b.ReportMetric(float64(after.HeapObjects-before.HeapObjects)/float64(b.N), "objects/msg")
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "B/msg")
+	runtime.KeepAlive(l)
 }
