@@ -31,3 +31,7 @@ func ForgeBackupForTest(hdr BackupHeader, kv [][2][]byte) []byte {
 	buf.Write(h.Sum(nil))
 	return buf.Bytes()
 }
+
+// WriteFlush writes rounds × keys random 1 KB values to db, flushing each
+// round into an L0 table (pace_test.go).
+var WriteFlush = writeFlush

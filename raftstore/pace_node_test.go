@@ -2,10 +2,7 @@ package raftstore_test
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"testing"
-
-	"github.com/cockroachdb/pebble"
 
 	"github.com/relaymesh/relaymesh/raftstore"
 	"github.com/relaymesh/relaymesh/raftstore/raftstoretest"
@@ -24,23 +21,9 @@ func TestNodeCompactionShare(t *testing.T) {
 				raftstoretest.WithConfig(func(_ int, cfg *raftstore.Config) { cfg.CompactionShare = tc.share }))
 			c.WaitLeader()
 			db := c.Node(0).State()
-			rng := rand.New(rand.NewPCG(3, 4))
-			val := make([]byte, 1000)
-			for round := 0; round < 3; round++ {
-				for i := 0; i < 2000; i++ {
-					for j := range val {
-						val[j] = byte(rng.Uint32())
-					}
-					// Keys of a prefix the state machine never reads.
-					if err := db.Set(fmt.Appendf(nil, "~pace-test-%05d", i), val, pebble.NoSync); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if err := db.Flush(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := db.Compact([]byte("~pace-test-"), []byte("~pace-test."), true); err != nil {
+			// Keys "k…", which counterSM never writes or reads.
+			raftstore.WriteFlush(t, db, 3, 2000)
+			if err := db.Compact([]byte("k"), []byte("l"), true); err != nil {
 				t.Fatal(err)
 			}
 			st, _ := c.Node(0).StateStats()
