@@ -526,6 +526,9 @@ func (n *Node) Close() error {
 		// answers it. Give them closeWaitersMax, then go on (such a
 		// goroutine stays blocked; the process is stopping).
 		WaitAtMost(&n.waiters, closeWaitersMax)
+		if n.pacer != nil {
+			n.pacer.closing.Store(true) // Close waits for a compaction running: let it run flat out
+		}
 		errs = append(errs, closeTransport(n.trans), n.logs.Close(), n.state.Close())
 		if err := errors.Join(errs...); err != nil {
 			n.closeErr = fmt.Errorf("raftstore: close: %w", err)

@@ -23,7 +23,8 @@ import (
 // Flushes are never paced: a slow flush holds a full memtable and stalls
 // the writes behind it. Nor is a compaction once L0 has fallen behind
 // (backlogL0 tables or more): then compactions run flat out until L0 is
-// back under it, so writes never stop for the pacing.
+// back under it, so writes never stop for the pacing. Nor once the DB is
+// closing: Pebble's Close waits for the compaction running.
 //
 // It is the state DB's vfs.FS, and tells a compaction's tables from a
 // flush's by Pebble's TableCreated event, which Pebble sends right after it
@@ -35,7 +36,8 @@ type compactionPacer struct {
 	share     float64 // of the time a compaction may work, (0, 1)
 	backlogL0 int64
 
-	db atomic.Pointer[pebble.DB] // set once open; nil: nothing is paced
+	db      atomic.Pointer[pebble.DB] // set once open; nil: nothing is paced
+	closing atomic.Bool               // the DB is closing: nothing is paced
 
 	mu      sync.Mutex
 	created map[string]*pacedFile // tables created, not yet told apart
@@ -124,7 +126,7 @@ func (f *pacedFile) pace(n int) {
 		return
 	}
 	now := p.now()
-	if p.behind(db, now) {
+	if p.closing.Load() || p.behind(db, now) {
 		f.last = time.Time{}
 		p.unpaced.Add(int64(n))
 		return

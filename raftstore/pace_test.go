@@ -103,3 +103,17 @@ func TestCompactionPacerBacklog(t *testing.T) {
 		t.Fatalf("L0 behind: paced %d, unpaced %d bytes, slept %v", p.paced.Load(), p.unpaced.Load(), *slept)
 	}
 }
+
+// TestCompactionPacerClosing: once the DB is closing, a compaction runs
+// flat out (Pebble's Close waits for it).
+func TestCompactionPacerClosing(t *testing.T) {
+	db, p, slept, _ := openPaced(t, 0.25, 100)
+	writeFlush(t, db, 3, 3000)
+	p.closing.Store(true)
+	if err := db.Compact([]byte("k"), []byte("l"), true); err != nil {
+		t.Fatal(err)
+	}
+	if p.paced.Load() != 0 || *slept != 0 || p.unpaced.Load() < 2<<20 {
+		t.Fatalf("closing: paced %d, unpaced %d bytes, slept %v", p.paced.Load(), p.unpaced.Load(), *slept)
+	}
+}
