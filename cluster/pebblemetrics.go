@@ -25,7 +25,7 @@ var (
 	descPebbleFlushes     = metric.Counter("relaymesh_pebble_flushes_total", "Memtable flushes since the database opened.", "db", "shard")
 	descPebbleFlushed     = metric.Counter("relaymesh_pebble_flushed_bytes_total", "Bytes of tables memtable flushes wrote since the database opened.", "db", "shard")
 	descPebbleCompacted   = metric.Counter("relaymesh_pebble_compacted_bytes_total", "Bytes of tables compactions wrote since the database opened (with the flushed bytes, the database's write amplification).", "db", "shard")
-	descPebblePaced       = metric.Counter("relaymesh_pebble_compaction_paced_bytes_total", "Bytes state DB compactions wrote at the compaction pace (raftstore.Config.CompactionRate).", "db", "shard")
+	descPebblePaced       = metric.Counter("relaymesh_pebble_compaction_paced_bytes_total", "Bytes state DB compactions wrote at the compaction pace (raftstore.Config.CompactionShare, [core] compaction_share).", "db", "shard")
 	descPebblePaceWait    = metric.Counter("relaymesh_pebble_compaction_pace_wait_seconds_total", "Time state DB compactions waited for the compaction pace.", "db", "shard")
 	descPebbleUnpaced     = metric.Counter("relaymesh_pebble_compaction_unpaced_bytes_total", "Bytes state DB compactions wrote at full speed because L0 was behind (a rising count: writes outrun the pace).", "db", "shard")
 	descPebbleCacheHits   = metric.Counter("relaymesh_pebble_block_cache_hits_total", "Block cache hits since the cache was made (the state DBs of a core share one: shard=\"shared\").", "db", "shard")

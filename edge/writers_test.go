@@ -347,38 +347,24 @@ func waitPoolIdle(t *testing.T, p *writerPool) {
 func TestDeliverFanLane(t *testing.T) {
 	env := newEnv(t, nil)
 	var (
-		mu     sync.Mutex
-		lanes  = map[int]int{}
-		active int // turns not yet over
+		mu    sync.Mutex
+		lanes = map[int]int{}
 	)
 	env.srv.writers.turn = func(c *conn, ln int) {
 		mu.Lock()
 		lanes[ln]++
-		active++
 		mu.Unlock()
 		c.poolTurn(ln)
-		mu.Lock()
-		active--
-		mu.Unlock()
 	}
 	peers := []string{"alice", "bob", "carol"}
 	clients, targets := loginPeers(t, env, peers...)
-	// count waits for every turn to be over (a client may read a frame
-	// before the turn that wrote it has ended, and a frame queued then
-	// joins that turn), then returns the turns taken and forgets them.
+	// count waits for the pool's writers to exit, every turn over (a
+	// client may read a frame before the turn that wrote it has ended, and
+	// a frame queued then joins that turn), then returns the turns taken
+	// and forgets them.
 	count := func() (first, fan int) {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			mu.Lock()
-			if active == 0 {
-				break
-			}
-			mu.Unlock()
-			if time.Now().After(deadline) {
-				t.Fatal("writer turns still running after 10 s")
-			}
-			time.Sleep(time.Millisecond)
-		}
+		waitPoolIdle(t, env.srv.writers)
+		mu.Lock()
 		defer mu.Unlock()
 		f, n := lanes[laneFirst], lanes[laneFan]
 		clear(lanes)

@@ -248,17 +248,7 @@ func TestDBStatsBytes(t *testing.T) {
 	if st := dbStats(db); st.FlushedBytes != 0 || st.CompactedBytes != 0 {
 		t.Fatalf("a new DB: flushed %d, compacted %d bytes", st.FlushedBytes, st.CompactedBytes)
 	}
-	val := bytes.Repeat([]byte("v"), 1000)
-	for round := 0; round < 2; round++ {
-		for i := 0; i < 500; i++ {
-			if err := db.Set(fmt.Appendf(nil, "k%04d", i), val, pebble.NoSync); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if err := db.Flush(); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFlush(t, db, 2, 500)
 	st := dbStats(db)
 	if st.Flushes < 2 || st.FlushedBytes < 1000 {
 		t.Fatalf("after two flushes of 500 KB: %d flushes, %d bytes flushed", st.Flushes, st.FlushedBytes)

@@ -12,7 +12,7 @@ import (
 
 // compactionPacer spreads the state DB's compactions over time. A
 // compaction of L0 into Lbase merges, compresses and writes tens of MB; run
-// flat out it takes a core for 0.5–1.5 s, and on a machine with few cores
+// flat out it took a core for 0.5–1.8 s, and on a machine with few cores
 // the request path waits behind it: those seconds were the one-to-one
 // acks' worst (docs/BENCHMARKS.md, stops 32 and 35). Paced, a compaction
 // works at most a share of the time: after each stretch of work it sleeps
