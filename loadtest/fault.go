@@ -100,10 +100,12 @@ func (l *Ledger) SettleFault(at time.Time) FaultCounts {
 	c := FaultCounts{FirstAckAfterMS: -1}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	failed := false
-	for _, r := range l.msgs {
-		after := !r.sentAt.Before(at)
+	for seq := uint64(1); seq <= uint64(l.n); seq++ {
+		r := l.recLocked(seq)
+		sentAt, ackedAt := l.base.Add(r.sentAt), l.base.Add(r.ackedAt)
+		after := !sentAt.Before(at)
 		if !r.acked {
-			start := ms(r.sentAt.Sub(at))
+			start := ms(sentAt.Sub(at))
 			if !failed {
 				c.FirstFailedStartMS, c.LastFailedStartMS = start, start
 				failed = true
@@ -117,16 +119,16 @@ func (l *Ledger) SettleFault(at time.Time) FaultCounts {
 		c.SentAfter++
 		if !r.acked {
 			c.FailedAfter++
-			if r.sentAt.Sub(at) >= FaultGrace {
+			if sentAt.Sub(at) >= FaultGrace {
 				c.FailedAfterGrace++
 			}
 			continue
 		}
 		c.AckedAfter++
-		if a := ms(r.ackedAt.Sub(at)); c.FirstAckAfterMS < 0 || a < c.FirstAckAfterMS {
+		if a := ms(ackedAt.Sub(at)); c.FirstAckAfterMS < 0 || a < c.FirstAckAfterMS {
 			c.FirstAckAfterMS = a
 		}
-		c.MaxAckAfterMS = max(c.MaxAckAfterMS, ms(r.ackedAt.Sub(r.sentAt)))
+		c.MaxAckAfterMS = max(c.MaxAckAfterMS, ms(r.ackedAt-r.sentAt))
 	}
 	return c
 }

@@ -50,73 +50,114 @@ func newBitset(n int) bitset    { return make(bitset, (n+63)/64) }
 func (b bitset) has(i int) bool { return b[i/64]&(1<<(i%64)) != 0 }
 func (b bitset) set(i int)      { b[i/64] |= 1 << (i % 64) }
 
-// posSet is a set of member positions in a conversation, as bitset, with
-// the first 64 held inline: a ledger keeps one record per message sent,
-// and with the sets (and the first copy's) in the record, a one-to-one or
-// small group message is one object for the collector to mark, not seven
-// (at 5,000 sends a second the load tester's collections marked hundreds
-// of MB of records, 0.2-0.4 s each, on the cores the server runs on).
-type posSet struct {
-	w    uint64
-	more []uint64 // positions 64 and up
+// arena keeps values of a type without pointers in chunks, each one heap
+// object the collector never scans: the ledger keeps a record, four
+// member sets and a server id for every message sent, millions in a long
+// run, and as heap objects with pointers (stop 35: 5.25 objects, 325 B a
+// message) the load tester's collections marked hundreds of MB of them,
+// 0.1-0.4 s each on the cores the server runs on.
+type arena[T any] struct {
+	chunks [][]T
+	size   int // values a chunk holds
 }
 
-func newPosSet(n int) posSet {
-	if n <= 64 {
-		return posSet{}
+// aref locates a run of values in an arena.
+type aref struct{ chunk, off uint32 }
+
+// alloc returns n zero values, contiguous, and where they are.
+func (a *arena[T]) alloc(n int) (aref, []T) {
+	last := len(a.chunks) - 1
+	if last < 0 || len(a.chunks[last])+n > cap(a.chunks[last]) {
+		a.chunks = append(a.chunks, make([]T, 0, max(a.size, n)))
+		last++
 	}
-	return posSet{more: make([]uint64, (n-1)/64)}
+	c := a.chunks[last]
+	off := len(c)
+	a.chunks[last] = c[:off+n]
+	return aref{uint32(last), uint32(off)}, a.chunks[last][off : off+n : off+n]
 }
 
-// words is how many words of 64 positions the set has.
-func (b *posSet) words() int { return 1 + len(b.more) }
+// at returns the n values alloc placed at r.
+func (a *arena[T]) at(r aref, n int) []T {
+	return a.chunks[r.chunk][int(r.off) : int(r.off)+n : int(r.off)+n]
+}
 
-func (b *posSet) word(i int) uint64 {
-	if i == 0 {
-		return b.w
+// strRef is a string kept in an arena of bytes; the zero strRef is "".
+type strRef struct {
+	aref
+	n uint32
+}
+
+func (l *Ledger) keep(s string) strRef {
+	if s == "" {
+		return strRef{}
 	}
-	return b.more[i-1]
+	r, b := l.bytes.alloc(len(s))
+	copy(b, s)
+	return strRef{r, uint32(len(s))}
 }
 
-func (b *posSet) has(i int) bool {
-	if i < 64 {
-		return b.w&(1<<i) != 0
+func (l *Ledger) str(r strRef) []byte {
+	if r.n == 0 {
+		return nil
 	}
-	i -= 64
-	return b.more[i/64]&(1<<(i%64)) != 0
+	return l.bytes.at(r.aref, int(r.n))
 }
 
-func (b *posSet) set(i int) {
-	if i < 64 {
-		b.w |= 1 << i
-		return
+// name interns s (a conversation id or a label, a few per worker); name 0
+// is "".
+func (l *Ledger) name(s string) uint32 {
+	if i, ok := l.nameIdx[s]; ok {
+		return i
 	}
-	i -= 64
-	b.more[i/64] |= 1 << (i % 64)
+	if l.nameIdx == nil {
+		l.nameIdx = map[string]uint32{"": 0}
+		l.names = []string{""}
+		if s == "" {
+			return 0
+		}
+	}
+	i := uint32(len(l.names))
+	l.names = append(l.names, s)
+	l.nameIdx[s] = i
+	return i
 }
 
-// uidCopies are the recipients that got a message under one server id.
+// Sets of a record, each nw words in the words arena, one after another.
+const (
+	setExpect = iota // positions of the recipients that must get it
+	setLive          // positions that got it live (first copy)
+	setLate          // positions that got it only through sync
+	setGot0          // positions that got a copy under uid0
+	numSets
+)
+
+// uidCopies are the recipients that got a message under one server id:
+// the second and later ids of a message, which are rare (l.extra).
 type uidCopies struct {
 	uid string
-	got posSet
+	got bitset
 }
 
-// msgRec is the ledger entry of one sent message.
+// msgRec is the ledger entry of one sent message. It holds no pointer (see
+// arena; TestLedgerRecordPointerFree).
 type msgRec struct {
-	cid       string
-	sentAt    time.Time
-	ackedAt   time.Time
-	uid       string // server id from the ack
+	sentAt    Duration // since the ledger's base
+	ackedAt   Duration
+	uid       strRef // server id from the ack
+	uid0      strRef // server id of the first copy received (set got0)
+	sets      aref   // numSets sets of nw words
+	cid       uint32 // l.names
+	label     uint32 // l.names; Label: e.g. the region pair "r1→r2"; 0 for none
+	rawDups   int32  // live copies beyond the first per recipient
+	syncAgain int32  // sync copies of a message already received live
+	nw        uint32 // words a set
 	acked     bool
-	expect    posSet      // positions of the recipients that must get it
-	live      posSet      // positions that got it live (first copy)
-	late      posSet      // positions that got it only through sync
-	copies    []uidCopies // per server id, usually one (in copy0)
-	copy0     [1]uidCopies
-	rawDups   int    // live copies beyond the first per recipient
-	syncAgain int    // sync copies of a message already received live
-	label     string // Label: e.g. the region pair "r1→r2"; "" for none
+	copied    bool // a copy came: uid0 and got0 hold it; more ids in l.extra
 }
+
+// recChunk is how many records an arena chunk holds.
+const recChunk = 4096
 
 // Ledger records every message a worker sends, its ack, and every copy
 // its sessions receive, and settles them at the end (see the package doc
@@ -127,12 +168,19 @@ type Ledger struct {
 	recvHook func(d Duration) // immutable; called with each first live copy's latency
 
 	mu      sync.Mutex
-	msgs    []*msgRec          // guarded by mu; index = seq-1
-	acked   int                // guarded by mu
-	copies  int                // guarded by mu; every copy received
-	last    map[string]lastAck // guarded by mu; per conversation
-	foreign int                // guarded by mu; copies with an id this ledger did not issue
-	unknown int                // guarded by mu; copies at a position that was not expected
+	base    time.Time              // guarded by mu; the first send's time, records count from it
+	recs    arena[msgRec]          // guarded by mu; seq-1 is the index
+	n       int                    // guarded by mu; records
+	words   arena[uint64]          // guarded by mu; the records' sets
+	bytes   arena[byte]            // guarded by mu; the records' server ids
+	names   []string               // guarded by mu; cid and labels (name)
+	nameIdx map[string]uint32      // guarded by mu
+	extra   map[uint64][]uidCopies // guarded by mu; per seq, copies under a second id and more
+	acked   int                    // guarded by mu
+	copies  int                    // guarded by mu; every copy received
+	last    map[string]lastAck     // guarded by mu; per conversation
+	foreign int                    // guarded by mu; copies with an id this ledger did not issue
+	unknown int                    // guarded by mu; copies at a position that was not expected
 }
 
 // Duration is a latency in nanoseconds.
@@ -141,7 +189,12 @@ type Duration = time.Duration
 // NewLedger returns the ledger of worker; onDelivery, when not nil, gets the
 // latency (send start to arrival) of each first live copy.
 func NewLedger(worker int, onDelivery func(Duration)) *Ledger {
-	return &Ledger{worker: worker, recvHook: onDelivery}
+	return &Ledger{
+		worker: worker, recvHook: onDelivery,
+		recs:  arena[msgRec]{size: recChunk},
+		words: arena[uint64]{size: 1 << 16},
+		bytes: arena[byte]{size: 1 << 20},
+	}
 }
 
 type lastAck struct {
@@ -153,13 +206,20 @@ type lastAck struct {
 // members; expect lists the member positions that must receive it. It
 // returns the ledger id to put in the text.
 func (l *Ledger) Sent(cid string, n int, expect []int, at time.Time) (id string, seq uint64) {
-	r := &msgRec{cid: cid, sentAt: at, expect: newPosSet(n), live: newPosSet(n), late: newPosSet(n)}
-	for _, p := range expect {
-		r.expect.set(p)
-	}
+	nw := max(1, (n+63)/64)
 	l.mu.Lock()
-	l.msgs = append(l.msgs, r)
-	seq = uint64(len(l.msgs))
+	if l.n == 0 {
+		l.base = at
+	}
+	sets, words := l.words.alloc(numSets * nw)
+	exp := bitset(words[:nw])
+	for _, p := range expect {
+		exp.set(p)
+	}
+	_, rs := l.recs.alloc(1)
+	rs[0] = msgRec{sentAt: at.Sub(l.base), sets: sets, nw: uint32(nw), cid: l.name(cid)}
+	l.n++
+	seq = uint64(l.n)
 	l.mu.Unlock()
 	return LedgerID(l.worker, seq), seq
 }
@@ -170,7 +230,7 @@ func (l *Ledger) Label(seq uint64, label string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if r := l.recLocked(seq); r != nil {
-		r.label = label
+		r.label = l.name(label)
 	}
 }
 
@@ -183,13 +243,19 @@ func (l *Ledger) Acked(seq uint64, uid string, ts int64, at time.Time) {
 	if r == nil || r.acked {
 		return
 	}
-	r.acked, r.uid, r.ackedAt = true, uid, at
+	r.acked, r.ackedAt = true, at.Sub(l.base)
+	if r.copied && string(l.str(r.uid0)) == uid {
+		r.uid = r.uid0 // one copy of the bytes
+	} else {
+		r.uid = l.keep(uid)
+	}
 	l.acked++
 	if l.last == nil {
 		l.last = make(map[string]lastAck)
 	}
-	if ts >= l.last[r.cid].ts {
-		l.last[r.cid] = lastAck{ts: ts, uid: uid}
+	cid := l.names[r.cid]
+	if ts >= l.last[cid].ts {
+		l.last[cid] = lastAck{ts: ts, uid: uid}
 	}
 }
 
@@ -201,10 +267,17 @@ func (l *Ledger) LastAcked(cid string) string {
 }
 
 func (l *Ledger) recLocked(seq uint64) *msgRec {
-	if seq == 0 || seq > uint64(len(l.msgs)) {
+	if seq == 0 || seq > uint64(l.n) {
 		return nil
 	}
-	return l.msgs[seq-1]
+	i := seq - 1
+	return &l.recs.chunks[i/recChunk][i%recChunk]
+}
+
+// set returns set k (setExpect...) of r.
+func (l *Ledger) set(r *msgRec, k int) bitset {
+	nw := int(r.nw)
+	return bitset(l.words.at(r.sets, numSets*nw)[k*nw : (k+1)*nw])
 }
 
 // Delivered records a copy of message (worker, seq) with server id uid that
@@ -221,33 +294,34 @@ func (l *Ledger) Delivered(worker int, seq uint64, uid string, pos int, sync boo
 		l.mu.Unlock()
 		return -1, ""
 	}
-	if pos < 0 || pos >= r.expect.words()*64 {
+	if pos < 0 || pos >= int(r.nw)*64 {
 		l.unknown++
 		l.mu.Unlock()
 		return -1, ""
 	}
-	if !r.expect.has(pos) {
+	if !l.set(r, setExpect).has(pos) {
 		l.unknown++
 	}
+	live := l.set(r, setLive)
 	var lat Duration = -1
 	if sync {
-		if r.live.has(pos) {
+		if live.has(pos) {
 			r.syncAgain++
 		} else {
-			r.late.set(pos)
+			l.set(r, setLate).set(pos)
 		}
-		l.markCopyLocked(r, uid, pos)
+		l.markCopyLocked(seq, r, uid, pos)
 		l.mu.Unlock()
 		return -1, ""
 	}
-	if r.live.has(pos) {
+	if live.has(pos) {
 		r.rawDups++
 	} else {
-		r.live.set(pos)
-		lat = at.Sub(r.sentAt)
+		live.set(pos)
+		lat = at.Sub(l.base) - r.sentAt
 	}
-	label = r.label
-	l.markCopyLocked(r, uid, pos)
+	label = l.names[r.label]
+	l.markCopyLocked(seq, r, uid, pos)
 	l.mu.Unlock()
 	if lat >= 0 && l.recvHook != nil {
 		l.recvHook(lat)
@@ -255,22 +329,34 @@ func (l *Ledger) Delivered(worker int, seq uint64, uid string, pos int, sync boo
 	return lat, label
 }
 
-func (l *Ledger) markCopyLocked(r *msgRec, uid string, pos int) {
-	for i := range r.copies {
-		if r.copies[i].uid == uid {
-			r.copies[i].got.set(pos)
+func (l *Ledger) markCopyLocked(seq uint64, r *msgRec, uid string, pos int) {
+	switch {
+	case !r.copied:
+		r.copied = true
+		if string(l.str(r.uid)) == uid {
+			r.uid0 = r.uid // one copy of the bytes
+		} else {
+			r.uid0 = l.keep(uid)
+		}
+		l.set(r, setGot0).set(pos)
+		return
+	case string(l.str(r.uid0)) == uid:
+		l.set(r, setGot0).set(pos)
+		return
+	}
+	more := l.extra[seq]
+	for i := range more {
+		if more[i].uid == uid {
+			more[i].got.set(pos)
 			return
 		}
 	}
-	if uid == r.uid {
-		uid = r.uid // keep one string alive, not the copy's as well
-	}
-	c := uidCopies{uid: uid, got: newPosSet(r.expect.words() * 64)}
+	c := uidCopies{uid: uid, got: make(bitset, r.nw)}
 	c.got.set(pos)
-	if r.copies == nil {
-		r.copies = r.copy0[:0]
+	if l.extra == nil {
+		l.extra = make(map[uint64][]uidCopies)
 	}
-	r.copies = append(r.copies, c)
+	l.extra[seq] = append(more, c)
 }
 
 // Counts is the settled ledger; see the package doc for each rule.
@@ -323,9 +409,9 @@ const maxLostSamples = 20
 func (l *Ledger) Settle() Counts {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	c := Counts{Sent: int64(len(l.msgs)), Unexpected: int64(l.foreign + l.unknown)}
-	for i, r := range l.msgs {
-		c.settle(LedgerID(l.worker, uint64(i+1)), r)
+	c := Counts{Sent: int64(l.n), Unexpected: int64(l.foreign + l.unknown)}
+	for seq := uint64(1); seq <= uint64(l.n); seq++ {
+		l.settleLocked(&c, seq)
 	}
 	return c
 }
@@ -336,26 +422,37 @@ func (l *Ledger) SettleLabels() map[string]Counts {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	out := map[string]Counts{}
-	for i, r := range l.msgs {
-		if r.label == "" {
+	for seq := uint64(1); seq <= uint64(l.n); seq++ {
+		r := l.recLocked(seq)
+		if r.label == 0 {
 			continue
 		}
-		c := out[r.label]
+		label := l.names[r.label]
+		c := out[label]
 		c.Sent++
-		c.settle(LedgerID(l.worker, uint64(i+1)), r)
-		out[r.label] = c
+		l.settleLocked(&c, seq)
+		out[label] = c
 	}
 	return out
 }
 
-// settle adds message r (ledger id id) to c; Sent is counted by the caller.
-func (c *Counts) settle(id string, r *msgRec) {
+// settleLocked adds message seq to c; Sent is counted by the caller.
+func (l *Ledger) settleLocked(c *Counts, seq uint64) {
+	r := l.recLocked(seq)
 	c.Resynced += int64(r.syncAgain)
 	c.Duplicates += int64(r.rawDups)
+	more := l.extra[seq]
+	got0 := l.set(r, setGot0)
 	// copies under distinct server ids beyond the first, per recipient
-	for p := range r.expect.words() * 64 {
+	for p := range len(got0) * 64 {
+		if len(more) == 0 {
+			break // one id at most
+		}
 		n := 0
-		for _, cp := range r.copies {
+		if got0.has(p) {
+			n++
+		}
+		for _, cp := range more {
 			if cp.got.has(p) {
 				n++
 			}
@@ -369,45 +466,51 @@ func (c *Counts) settle(id string, r *msgRec) {
 		return
 	}
 	c.Acked++
+	uid := l.str(r.uid)
+	// the copies under the ack's id
+	var ackCopies bitset
+	if r.copied && string(l.str(r.uid0)) == string(uid) {
+		ackCopies = got0
+	}
+	for _, cp := range more {
+		if cp.uid == string(uid) {
+			ackCopies = cp.got
+		}
+	}
 	var missing []int
-	for p := range r.expect.words() * 64 {
-		if !r.expect.has(p) {
-			continue
-		}
-		c.Expected++
-		switch {
-		case r.live.has(p):
-			c.Delivered++
-		case r.late.has(p):
-			c.Late++
-		default:
-			c.Lost++
-			missing = append(missing, p)
-		}
-		if !r.hasCopy(r.uid, p) {
-			c.LostAfterDedup++
+	expect, live, late := l.set(r, setExpect), l.set(r, setLive), l.set(r, setLate)
+	for i, w := range expect {
+		for w != 0 {
+			p := i*64 + bits.TrailingZeros64(w)
+			w &= w - 1
+			c.Expected++
+			switch {
+			case live.has(p):
+				c.Delivered++
+			case late.has(p):
+				c.Late++
+			default:
+				c.Lost++
+				missing = append(missing, p)
+			}
+			if ackCopies == nil || !ackCopies.has(p) {
+				c.LostAfterDedup++
+			}
 		}
 	}
 	if len(missing) > 0 && len(c.LostSamples) < maxLostSamples {
-		c.LostSamples = append(c.LostSamples, fmt.Sprintf("%s uid=%s cid=%s positions=%v sent=%s acked after %v", id, r.uid, r.cid, missing,
-			r.sentAt.UTC().Format("15:04:05.000"), r.ackedAt.Sub(r.sentAt).Round(time.Millisecond)))
+		sentAt := l.base.Add(r.sentAt)
+		c.LostSamples = append(c.LostSamples, fmt.Sprintf("%s uid=%s cid=%s positions=%v sent=%s acked after %v",
+			LedgerID(l.worker, seq), uid, l.names[r.cid], missing,
+			sentAt.UTC().Format("15:04:05.000"), (r.ackedAt-r.sentAt).Round(time.Millisecond)))
 	}
-}
-
-func (r *msgRec) hasCopy(uid string, p int) bool {
-	for _, cp := range r.copies {
-		if cp.uid == uid && cp.got.has(p) {
-			return true
-		}
-	}
-	return false
 }
 
 // Progress returns how many messages were sent and acked so far.
 func (l *Ledger) Progress() (sent, acked int) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.msgs), l.acked
+	return l.n, l.acked
 }
 
 // Received counts every copy received so far.
@@ -423,12 +526,14 @@ func (l *Ledger) Outstanding() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
-	for _, r := range l.msgs {
+	for seq := uint64(1); seq <= uint64(l.n); seq++ {
+		r := l.recLocked(seq)
 		if !r.acked {
 			continue
 		}
-		for i := range r.expect.words() {
-			n += bits.OnesCount64(r.expect.word(i) &^ (r.live.word(i) | r.late.word(i)))
+		expect, live, late := l.set(r, setExpect), l.set(r, setLive), l.set(r, setLate)
+		for i := range expect {
+			n += bits.OnesCount64(expect[i] &^ (live[i] | late[i]))
 		}
 	}
 	return n

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"runtime/metrics"
 	"strings"
 	"testing"
 	"time"
@@ -193,27 +194,128 @@ func TestSettleFault(t *testing.T) {
 	}
 }
 
-// TestPosSet: positions inline and past 64, as bitset holds them.
-func TestPosSet(t *testing.T) {
-	for _, n := range []int{1, 2, 63, 64, 65, 128, 129, 1000} {
-		s, b := newPosSet(n), newBitset(n)
-		if s.words() != len(b) {
-			t.Fatalf("n=%d: %d words, bitset %d", n, s.words(), len(b))
+// TestLedgerRecordPointerFree: a record holds no pointer, so its arena's
+// chunks are objects the collector does not scan (the reason for arena).
+func TestLedgerRecordPointerFree(t *testing.T) {
+	var walk func(path string, typ reflect.Type)
+	walk = func(path string, typ reflect.Type) {
+		switch typ.Kind() {
+		case reflect.Struct:
+			for i := range typ.NumField() {
+				walk(path+"."+typ.Field(i).Name, typ.Field(i).Type)
+			}
+		case reflect.Array:
+			walk(path+"[]", typ.Elem())
+		case reflect.Pointer, reflect.String, reflect.Slice, reflect.Map, reflect.Interface,
+			reflect.Chan, reflect.Func, reflect.UnsafePointer:
+			t.Errorf("%s is a %s: the collector would scan every record", path, typ.Kind())
 		}
-		for i := 0; i < n; i += 3 {
-			s.set(i)
-			b.set(i)
+	}
+	walk("msgRec", reflect.TypeFor[msgRec]())
+}
+
+// TestArena: runs of values past a chunk's end start the next chunk, a run
+// larger than a chunk gets one of its own, and each run reads back what was
+// written to it.
+func TestArena(t *testing.T) {
+	a := arena[uint64]{size: 8}
+	type run struct {
+		ref aref
+		n   int
+	}
+	var runs []run
+	for i, n := range []int{3, 3, 3, 8, 20, 1, 7, 1} {
+		ref, s := a.alloc(n)
+		if len(s) != n || cap(s) != n {
+			t.Fatalf("alloc(%d): len %d cap %d", n, len(s), cap(s))
 		}
-		for i := range s.words() * 64 {
-			if s.has(i) != b.has(i) {
-				t.Fatalf("n=%d: position %d: %v, bitset %v", n, i, s.has(i), b.has(i))
+		for j := range s {
+			if s[j] != 0 {
+				t.Fatalf("alloc(%d): value %d is %d, not zero", n, j, s[j])
+			}
+			s[j] = uint64(i*100 + j)
+		}
+		runs = append(runs, run{ref, n})
+	}
+	for i, r := range runs {
+		for j, v := range a.at(r.ref, r.n) {
+			if v != uint64(i*100+j) {
+				t.Fatalf("run %d (%d at %+v): value %d is %d", i, r.n, r.ref, j, v)
 			}
 		}
-		for i := range s.words() {
-			if s.word(i) != b[i] {
-				t.Fatalf("n=%d: word %d = %x, bitset %x", n, i, s.word(i), b[i])
+	}
+	// 3+3 fill chunk 0 to 6; the third 3 starts chunk 1; 8 takes chunk 2;
+	// 20 its own chunk 3; 1+7 fill chunk 4; the last 1 starts chunk 5.
+	wantChunks := []uint32{0, 0, 1, 2, 3, 4, 4, 5}
+	for i, r := range runs {
+		if r.ref.chunk != wantChunks[i] {
+			t.Errorf("run %d in chunk %d, want %d", i, r.ref.chunk, wantChunks[i])
+		}
+	}
+}
+
+// TestLedgerManyChunks: 10,000 messages (records, sets and server ids
+// over several chunks each) in conversations of 2 to 150 members settle
+// as they were sent, acked and received; copies before the ack count.
+func TestLedgerManyChunks(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	l := NewLedger(0, nil)
+	l.bytes.size = 64 // a few server ids a chunk
+	var want Counts
+	const msgs = 10000
+	for i := range msgs {
+		n := 2 + i%149
+		expect := []int{1, n - 1}
+		if n == 2 {
+			expect = expect[:1]
+		}
+		cid := fmt.Sprintf("c%d", i%7)
+		_, seq := l.Sent(cid, n, expect, t0.Add(time.Duration(i)*time.Microsecond))
+		uid := fmt.Sprintf("uid-%d", i)
+		want.Sent++
+		if i%10 == 9 {
+			want.Failed++
+			continue
+		}
+		early := i%3 == 0 // the copy at position 1 comes before the ack
+		if early {
+			l.Delivered(0, seq, uid, 1, false, t0.Add(time.Second))
+		}
+		l.Acked(seq, uid, int64(i), t0.Add(time.Second))
+		if !early {
+			l.Delivered(0, seq, uid, 1, false, t0.Add(time.Second))
+		}
+		want.Acked++
+		want.Expected += int64(len(expect))
+		want.Delivered++
+		if len(expect) == 2 {
+			if i%11 == 0 {
+				want.Lost++
+				want.LostAfterDedup++
+			} else {
+				l.Delivered(0, seq, uid, n-1, i%5 == 0, t0.Add(time.Second))
+				if i%5 == 0 {
+					want.Late++
+				} else {
+					want.Delivered++
+				}
 			}
 		}
+		if l.LastAcked(cid) != uid {
+			t.Fatalf("message %d: LastAcked(%s) = %q", i, cid, l.LastAcked(cid))
+		}
+	}
+	got := l.Settle()
+	if len(got.LostSamples) != maxLostSamples || !strings.Contains(got.LostSamples[0], "uid=uid-11 cid=c4 positions=[12]") {
+		t.Errorf("lost samples %d, first %q", len(got.LostSamples), got.LostSamples[0])
+	}
+	got.LostSamples = nil
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("settled %+v\nwant    %+v", got, want)
+	}
+	if len(l.recs.chunks) < 3 || len(l.words.chunks) < 2 || len(l.bytes.chunks) < 100 {
+		t.Fatalf("chunks: %d of records, %d of words, %d of bytes: the test does not cross chunks",
+			len(l.recs.chunks), len(l.words.chunks), len(l.bytes.chunks))
 	}
 }
 
@@ -245,7 +347,8 @@ func TestLedgerLargeGroup(t *testing.T) {
 }
 
 // BenchmarkLedgerRecord: what the ledger keeps a one-to-one message
-// (sent, acked, its copy received): heap objects and bytes a record.
+// (sent, acked, its copy received): heap objects, bytes, and the bytes the
+// collector must scan, a record.
 func BenchmarkLedgerRecord(b *testing.B) {
 	l := NewLedger(0, nil)
 	t0 := time.Now()
@@ -253,9 +356,12 @@ func BenchmarkLedgerRecord(b *testing.B) {
 	for i := range uids {
 		uids[i] = fmt.Sprintf("uid-%020d", i)
 	}
+	scan := []metrics.Sample{{Name: "/gc/scan/heap:bytes"}}
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	metrics.Read(scan)
+	scan0 := scan[0].Value.Uint64()
 	b.ResetTimer()
 	for i := range b.N {
 		_, seq := l.Sent("conv", 2, []int{1}, t0)
@@ -265,7 +371,11 @@ func BenchmarkLedgerRecord(b *testing.B) {
 	b.StopTimer()
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	b.ReportMetric(float64(after.HeapObjects-before.HeapObjects)/float64(b.N), "objects/msg")
-	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(b.N), "B/msg")
+	metrics.Read(scan)
+	n := float64(b.N)
+	b.ReportMetric((float64(after.HeapObjects)-float64(before.HeapObjects))/n, "objects/msg")
+	b.ReportMetric((float64(after.HeapAlloc)-float64(before.HeapAlloc))/n, "B/msg")
+	b.ReportMetric((float64(scan[0].Value.Uint64())-float64(scan0))/n, "scanB/msg")
 	runtime.KeepAlive(l)
+	runtime.KeepAlive(uids)
 }
