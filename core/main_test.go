@@ -1,9 +1,10 @@
 package core
 
 import (
+	"github.com/relaymesh/relaymesh/internal/gopool/gopooltest"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, gopooltest.IgnoreWorkers()) }

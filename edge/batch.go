@@ -3,6 +3,7 @@ package edge
 import (
 	"bytes"
 	"context"
+	"github.com/relaymesh/relaymesh/internal/gopool"
 
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
@@ -50,7 +51,7 @@ func fireAndForget(cmd *lcpb.GenericCommand) bool {
 }
 
 // forwardAsync forwards a fire-and-forget command on a goroutine of its
-// own (c.handleMu held).
+// own (c.handleMu held), a pooled one (internal/gopool).
 func (c *conn) forwardAsync(ctx context.Context, raw []byte, cmd *lcpb.GenericCommand) {
 	c.srv.metrics.Command(cmd.GetCmd())
 	ss := c.sessionFor(cmd.GetPeerId())
@@ -73,10 +74,10 @@ func (c *conn) forwardAsync(ctx context.Context, raw []byte, cmd *lcpb.GenericCo
 	c.async.Add(1)
 	c.srv.metrics.AsyncCommands.Add(1)
 	sem := c.asyncSem
-	go func() {
+	gopool.Go(func() {
 		defer func() { <-sem; c.async.Done() }()
 		c.forwardChecked(ctx, ss, raw, cmd)
-	}()
+	})
 }
 
 // maxRunSends bounds the sends of one request (the core's round takes up

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/gopool"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -309,12 +310,12 @@ func (c *conn) countIn(n int) {
 // ever needs the read path's stack.
 func (c *conn) offStack(handle func()) {
 	done := make(chan struct{})
-	go func() {
+	gopool.Go(func() {
 		defer close(done)
 		c.handleMu.Lock()
 		defer c.handleMu.Unlock()
 		handle()
-	}()
+	})
 	<-done
 }
 

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/gopool/gopooltest"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -23,7 +24,7 @@ import (
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, gopooltest.IgnoreWorkers()) }
 
 // fakeBackend records requests and answers with fn (default: empty reply).
 type fakeBackend struct {

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"github.com/relaymesh/relaymesh/internal/gopool"
 	"io"
 	"sync"
 	"syscall"
@@ -10,7 +11,8 @@ import (
 // WebSocket's socket one-shot for input, and one goroutine waiting on it
 // while any socket is in the set (it exits when the set empties, so an
 // edge with no WebSockets runs none). A readable socket gets a reader
-// pass on a goroutine of its own (rawWS.readable), which re-arms it.
+// pass on a goroutine of its own (rawWS.readable, on a pooled goroutine:
+// internal/gopool), which re-arms it.
 //
 // The set is level-triggered (no EPOLLET): a socket re-armed with input
 // already waiting (or its end) reports at once, so a pass may stop after a
@@ -172,7 +174,7 @@ func (p *poller) loop() {
 				continue
 			}
 			if w := p.conns[tok]; w != nil {
-				go w.readable()
+				gopool.Go(w.readable)
 			}
 		}
 		if len(p.conns) == 0 {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/gopool"
 	"net"
 	"net/http"
 	"sync"
@@ -21,7 +22,7 @@ import (
 // rawWS is a WebSocket the edge frames itself (wsframe.go), read by the
 // epoll poller (wsepoll_linux.go) instead of a goroutine: an idle
 // connection parks no goroutine and holds no read buffer. When its socket
-// is readable, a short-lived goroutine (readable) reads what is there into
+// is readable, a pooled goroutine (readable, internal/gopool) reads what is there into
 // a pooled buffer, handles the complete frames in order, keeps the bytes
 // of an incomplete frame (partial), and re-arms the socket, which the
 // poller watches one-shot: one pass at a time per connection, so frames
@@ -448,7 +449,7 @@ func (s *Server) serveRawWS(rw http.ResponseWriter, r *http.Request, codec lcpb.
 	}
 	c.start()
 	if w.rc != nil {
-		go w.readable()
+		gopool.Go(w.readable)
 	} else {
 		go w.readBlocking()
 	}

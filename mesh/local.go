@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/gopool"
 	"io"
 	"os"
 	"sync"
@@ -114,13 +115,13 @@ func (n *Node) callLocal(ctx context.Context, p *Node, addr, method string, req 
 		err   error
 	}
 	done := make(chan result, 1)
-	go func() {
+	gopool.Go(func() { // a worker whose stack a handler has grown already
 		defer p.wg.Done()
 		defer stop()
 		defer cancel()
 		reply, err := callRPC(hctx, h, n.id.Name, n.id.Role, req)
 		done <- result{reply, err}
-	}()
+	})
 	var res result
 	select {
 	case res = <-done:

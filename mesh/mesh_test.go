@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/gopool/gopooltest"
 	"io"
 	"log/slog"
 	"os"
@@ -20,7 +21,7 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m, gopooltest.IgnoreWorkers()) }
 
 // pki creates a fresh cluster CA with identities for names.
 func pki(t testing.TB, names ...string) map[string]*Identity {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/relaymesh/relaymesh/internal/gopool"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -652,8 +653,8 @@ func (m *muxServer) start(ctx context.Context, peer string, role Role, id uint64
 	m.calls[id] = cancel
 	m.mu.Unlock()
 	m.handlers.Add(1)
-	m.n.wg.Add(1) // serveStream holds one: no race with Close's Wait
-	go func() {
+	m.n.wg.Add(1)      // serveStream holds one: no race with Close's Wait
+	gopool.Go(func() { // a worker whose stack a handler has grown already
 		defer m.n.wg.Done()
 		defer m.handlers.Done()
 		reply, err := callRPC(hctx, h, peer, role, req)
@@ -669,7 +670,7 @@ func (m *muxServer) start(ctx context.Context, peer string, role Role, id uint64
 		default:
 			m.reply(id, statusOK, reply)
 		}
-	}()
+	})
 	return nil
 }
 
