@@ -27,13 +27,10 @@ func waitParked(t *testing.T, n int, within time.Duration) {
 	}
 }
 
-// TestGo: every function runs once, all at the same time (a function that
-// waits for all the others to start does not deadlock the pool); then the
-// workers are parked, and later functions run on them, starting no
-// goroutine.
-func TestGo(t *testing.T) {
-	setIdle(t, 2*time.Second)
-	const n = 200
+// burst gives Go n functions that each wait until all n have started, fails
+// t unless all n ran, and waits until their n workers are parked.
+func burst(t *testing.T, n int) {
+	t.Helper()
 	var started, ran sync.WaitGroup
 	started.Add(n)
 	ran.Add(n)
@@ -47,10 +44,20 @@ func TestGo(t *testing.T) {
 		})
 	}
 	ran.Wait()
-	if c := count.Load(); c != n {
+	if c := count.Load(); c != int32(n) {
 		t.Fatalf("%d functions ran, want %d", c, n)
 	}
 	waitParked(t, n, 10*time.Second)
+}
+
+// TestGo: every function runs once, all at the same time (a function that
+// waits for all the others to start does not deadlock the pool); then the
+// workers are parked, and later functions run on them, starting no
+// goroutine.
+func TestGo(t *testing.T) {
+	setIdle(t, 2*time.Second)
+	const n = 200
+	burst(t, n)
 	before := runtime.NumGoroutine()
 	var wg sync.WaitGroup
 	for range 50 {
@@ -70,14 +77,7 @@ func TestGo(t *testing.T) {
 func TestBurstWorkersExit(t *testing.T) {
 	setIdle(t, 100*time.Millisecond)
 	const n = 100
-	var started, ran sync.WaitGroup
-	started.Add(n)
-	ran.Add(n)
-	for range n {
-		Go(func() { started.Done(); started.Wait(); ran.Done() })
-	}
-	ran.Wait()
-	waitParked(t, n, 10*time.Second)
+	burst(t, n)
 	var trickle sync.WaitGroup
 	deadline := time.Now().Add(10 * time.Second)
 	for Parked() > 2 {
