@@ -9,10 +9,18 @@ import (
 	"time"
 )
 
-// setIdle shortens the workers' idle time for one test.
+// setIdle sets the workers' idle time for one test; when it ends, every
+// parked worker is made to exit.
 func setIdle(t *testing.T, d time.Duration) {
 	old := idleFor.Swap(int64(d))
-	t.Cleanup(func() { idleFor.Store(old); waitParked(t, 0, time.Minute) })
+	t.Cleanup(func() {
+		// Each parked worker takes one of the functions (they wait for one
+		// another) and parks again, now for a millisecond.
+		idleFor.Store(int64(time.Millisecond))
+		together(Parked())
+		waitParked(t, 0, time.Minute)
+		idleFor.Store(old)
+	})
 }
 
 // waitParked waits until exactly n workers are parked.
@@ -27,10 +35,9 @@ func waitParked(t *testing.T, n int, within time.Duration) {
 	}
 }
 
-// burst gives Go n functions that each wait until all n have started, fails
-// t unless all n ran, and waits until their n workers are parked.
-func burst(t *testing.T, n int) {
-	t.Helper()
+// together gives Go n functions that each wait until all n have started,
+// and returns, once they have ended, how many ran.
+func together(n int) int32 {
 	var started, ran sync.WaitGroup
 	started.Add(n)
 	ran.Add(n)
@@ -44,10 +51,7 @@ func burst(t *testing.T, n int) {
 		})
 	}
 	ran.Wait()
-	if c := count.Load(); c != int32(n) {
-		t.Fatalf("%d functions ran, want %d", c, n)
-	}
-	waitParked(t, n, 10*time.Second)
+	return count.Load()
 }
 
 // TestGo: every function runs once, all at the same time (a function that
@@ -55,9 +59,12 @@ func burst(t *testing.T, n int) {
 // workers are parked, and later functions run on them, starting no
 // goroutine.
 func TestGo(t *testing.T) {
-	setIdle(t, 2*time.Second)
+	setIdle(t, time.Minute)
 	const n = 200
-	burst(t, n)
+	if c := together(n); c != n {
+		t.Fatalf("%d functions ran, want %d", c, n)
+	}
+	waitParked(t, n, 10*time.Second)
 	before := runtime.NumGoroutine()
 	var wg sync.WaitGroup
 	for range 50 {
@@ -72,12 +79,20 @@ func TestGo(t *testing.T) {
 
 // TestBurstWorkersExit: after a burst of 100 workers, a steady trickle
 // (one function every 0.5 ms, each worker's turn every 50 ms if they took
-// turns) keeps one or two busy, and the rest exit after their idle time.
+// turns, against an idle time of 300 ms) keeps one or two busy, and the
+// rest exit after their idle time.
 // Handing functions to the worker parked longest would keep all 100.
 func TestBurstWorkersExit(t *testing.T) {
-	setIdle(t, 100*time.Millisecond)
+	setIdle(t, 300*time.Millisecond)
 	const n = 100
-	burst(t, n)
+	if c := together(n); c != n {
+		t.Fatalf("%d functions ran, want %d", c, n)
+	}
+	for start := time.Now(); Parked() < n/2; time.Sleep(time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("%d of the burst's %d workers parked", Parked(), n)
+		}
+	}
 	var trickle sync.WaitGroup
 	deadline := time.Now().Add(10 * time.Second)
 	for Parked() > 2 {
