@@ -33,7 +33,7 @@ var (
 	idleFor atomic.Int64 // 0 is Idle; tests shorten it
 
 	mu     sync.Mutex
-	parked []*worker // guarded by mu; the last parked last
+	parked []*worker // guarded by mu; in the order they parked (Go takes the last)
 )
 
 type worker struct {
@@ -64,6 +64,7 @@ func work(f func()) {
 	t := time.NewTimer(idle())
 	for {
 		f()
+		f = nil // a parked worker keeps nothing its function held alive
 		mu.Lock()
 		parked = append(parked, w)
 		mu.Unlock()
