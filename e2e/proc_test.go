@@ -203,13 +203,39 @@ func (p *devProc) Stop() {
 // address must be known before it starts (raft peers).
 func freeUDPAddr(t testing.TB) string { return freeUDPAddrOn(t, "127.0.0.1") }
 
-// freeUDPAddrOn is freeUDPAddr on host.
+// udpPicked holds the UDP addresses freeUDPAddrOn has handed out: each is
+// free when picked but bound only later, by a process, so it must not be
+// picked twice.
+var udpPicked struct {
+	sync.Mutex
+	m map[string]bool
+}
+
+// freeUDPAddrOn is freeUDPAddr on host. The port is below freeAddr's range
+// (10000-31999) and below Linux's ephemeral range (32768-60999): a port
+// the kernel picked (":0") was free only until some process's outgoing
+// socket took it, which is how a core once failed to bind its mesh port
+// after an edge's QUIC dial had taken it (TestLeaderKilledBeforeFanout).
 func freeUDPAddrOn(t testing.TB, host string) string {
 	t.Helper()
-	u, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		t.Fatal(err)
+	udpPicked.Lock()
+	defer udpPicked.Unlock()
+	if udpPicked.m == nil {
+		udpPicked.m = map[string]bool{}
 	}
-	defer u.Close()
-	return u.LocalAddr().String()
+	for range 500 {
+		addr := net.JoinHostPort(host, strconv.Itoa(5000+rand.IntN(5000)))
+		if udpPicked.m[addr] {
+			continue
+		}
+		u, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			continue
+		}
+		u.Close()
+		udpPicked.m[addr] = true
+		return addr
+	}
+	t.Fatal("no free UDP port in 5000-9999")
+	return ""
 }
