@@ -1,10 +1,11 @@
 package core
 
 import (
-	"github.com/relaymesh/relaymesh/internal/gopool/gopooltest"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/relaymesh/relaymesh/internal/gopool/gopooltest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m, gopooltest.IgnoreWorkers()) }

@@ -3,8 +3,8 @@ package edge
 import (
 	"bytes"
 	"context"
-	"github.com/relaymesh/relaymesh/internal/gopool"
 
+	"github.com/relaymesh/relaymesh/internal/gopool"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 	"github.com/relaymesh/relaymesh/proto/meshpb"
 )

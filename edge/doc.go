@@ -23,8 +23,9 @@
 // Reading: a plain-TCP WebSocket on Linux is framed by the edge itself
 // (wsframe.go, behaving as coder/websocket does) and read without a
 // goroutine of its own (wsraw.go): its socket sits in an epoll set
-// (wsepoll_linux.go) and, when readable, a pooled goroutine (internal/gopool,
-// its stack already grown by earlier passes) reads what is there into a pooled buffer, handles the complete frames in order
+// (wsepoll_linux.go) and, when readable, a pooled goroutine
+// (internal/gopool, its stack already grown by earlier passes) reads what
+// is there into a pooled buffer, handles the complete frames in order
 // (calling the Backend synchronously, so replies keep request order; a run
 // of one session's sends into one conversation goes as one request, and
 // acks and reads, which get no reply, go on goroutines of their own:

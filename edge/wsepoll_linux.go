@@ -1,18 +1,19 @@
 package edge
 
 import (
-	"github.com/relaymesh/relaymesh/internal/gopool"
 	"io"
 	"sync"
 	"syscall"
+
+	"github.com/relaymesh/relaymesh/internal/gopool"
 )
 
 // The epoll poller: one epoll set for the process, watching every raw
 // WebSocket's socket one-shot for input, and one goroutine waiting on it
 // while any socket is in the set (it exits when the set empties, so an
 // edge with no WebSockets runs none). A readable socket gets a reader
-// pass on a goroutine of its own (rawWS.readable, on a pooled goroutine:
-// internal/gopool), which re-arms it.
+// pass (rawWS.readable) on a goroutine of the pool (internal/gopool),
+// which re-arms it.
 //
 // The set is level-triggered (no EPOLLET): a socket re-armed with input
 // already waiting (or its end) reports at once, so a pass may stop after a

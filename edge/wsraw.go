@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"github.com/relaymesh/relaymesh/internal/gopool"
 	"net"
 	"net/http"
 	"sync"
@@ -16,14 +15,15 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/relaymesh/relaymesh/internal/gopool"
 	"github.com/relaymesh/relaymesh/proto/lcpb"
 )
 
 // rawWS is a WebSocket the edge frames itself (wsframe.go), read by the
 // epoll poller (wsepoll_linux.go) instead of a goroutine: an idle
 // connection parks no goroutine and holds no read buffer. When its socket
-// is readable, a pooled goroutine (readable, internal/gopool) reads what is there into
-// a pooled buffer, handles the complete frames in order, keeps the bytes
+// is readable, a pooled goroutine (readable, internal/gopool) reads what
+// is there into a pooled buffer, handles the complete frames in order, keeps the bytes
 // of an incomplete frame (partial), and re-arms the socket, which the
 // poller watches one-shot: one pass at a time per connection, so frames
 // stay handled one at a time and in order, as with a reader goroutine.

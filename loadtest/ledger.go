@@ -444,21 +444,21 @@ func (l *Ledger) settleLocked(c *Counts, seq uint64) {
 	more := l.extra[seq]
 	got0 := l.set(r, setGot0)
 	// copies under distinct server ids beyond the first, per recipient
-	for p := range len(got0) * 64 {
-		if len(more) == 0 {
-			break // one id at most
-		}
-		n := 0
-		if got0.has(p) {
-			n++
-		}
-		for _, cp := range more {
-			if cp.got.has(p) {
+	// (none when the message came under one id at most)
+	if len(more) > 0 {
+		for p := range len(got0) * 64 {
+			n := 0
+			if got0.has(p) {
 				n++
 			}
-		}
-		if n > 1 {
-			c.DuplicatesAfterDedup += int64(n - 1)
+			for _, cp := range more {
+				if cp.got.has(p) {
+					n++
+				}
+			}
+			if n > 1 {
+				c.DuplicatesAfterDedup += int64(n - 1)
+			}
 		}
 	}
 	if !r.acked {

@@ -83,8 +83,7 @@
 // Two nodes of one process that both listen with InProcess reach each
 // other in memory, not over QUIC (local.go): Call runs the target's
 // handler on a goroutine of its own (a pooled one, internal/gopool, as for
-// a call over QUIC), OpenStream gives each side one end of
-// a pipe. Nothing goes on the wire, so the format above does not apply,
+// a call over QUIC), OpenStream gives each side one end of a pipe. Nothing goes on the wire, so the format above does not apply,
 // but its rules do: the target's method and role checks with the same
 // errors, the caller's name and role as peer, request, reply and frames
 // copied, a handler context ending with the caller's context or the

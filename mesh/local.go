@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/relaymesh/relaymesh/internal/gopool"
 	"io"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/relaymesh/relaymesh/internal/gopool"
 )
 
 // In-process links. A node listening with InProcess is registered under

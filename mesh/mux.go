@@ -5,13 +5,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"github.com/relaymesh/relaymesh/internal/gopool"
 	"io"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/relaymesh/relaymesh/internal/gopool"
 )
 
 // Multiplexed calls (kind 4, "mux"; issue 11).

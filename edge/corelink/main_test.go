@@ -1,10 +1,11 @@
 package corelink
 
 import (
-	"github.com/relaymesh/relaymesh/internal/gopool/gopooltest"
 	"testing"
 
 	"go.uber.org/goleak"
+
+	"github.com/relaymesh/relaymesh/internal/gopool/gopooltest"
 )
 
 // Close returns after every goroutine of the link has ended.
