@@ -23,7 +23,9 @@
 // Reading: a plain-TCP WebSocket on Linux is framed by the edge itself
 // (wsframe.go, behaving as coder/websocket does) and read without a
 // goroutine of its own (wsraw.go): its socket sits in an epoll set
-// (wsepoll_linux.go) and, when readable, a pooled goroutine
+// (wsepoll_linux.go, whose descriptor the poller's one goroutine waits on
+// in Go's netpoller, never in a blocking epoll_wait that would hold a P)
+// and, when readable, a pooled goroutine
 // (internal/gopool, its stack already grown by earlier passes) reads what
 // is there into a pooled buffer, handles the complete frames in order
 // (calling the Backend synchronously, so replies keep request order; a run

@@ -2,8 +2,10 @@ package edge
 
 import (
 	"io"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/relaymesh/relaymesh/internal/gopool"
 )
@@ -19,11 +21,20 @@ import (
 // already waiting (or its end) reports at once, so a pass may stop after a
 // short read.
 //
+// The loop waits in Go's own netpoller, on the epoll descriptor itself (an
+// epoll set is readable while it has events), never in a blocking
+// epoll_wait: a goroutine blocked in a system call keeps its P, and the
+// reader passes the loop had just queued on that P waited for the runtime's
+// monitor to take it back, up to 10 ms later (a trace at 5,000 sends/s: a
+// pass started 1.7 ms after it was queued on average, 21 ms at the 99th
+// percentile). Parked in the netpoller, the loop frees its P at once.
+//
 // Sockets are keyed by a token, not by descriptor: an event for a socket
 // that has left the set (its number perhaps reused) finds no entry.
 type poller struct {
 	epfd  int
-	wakeR int // a pipe's read end in the set (token 0): wakes the loop
+	ep    syscall.RawConn // epfd in Go's netpoller; nil: wait in epoll_wait
+	wakeR int             // a pipe's read end in the set (token 0): wakes the loop
 	wakeW int
 
 	mu      sync.Mutex
@@ -60,9 +71,29 @@ func getPoller() (*poller, error) {
 			pollerErr = err
 			return
 		}
-		thePoller = &poller{epfd: epfd, wakeR: p[0], wakeW: p[1], conns: make(map[uint64]*rawWS)}
+		thePoller = &poller{epfd: epfd, ep: pollable(epfd), wakeR: p[0], wakeW: p[1], conns: make(map[uint64]*rawWS)}
 	})
 	return thePoller, pollerErr
+}
+
+// pollable puts the epoll descriptor epfd into Go's netpoller, or returns
+// nil when it cannot be (the loop then blocks in epoll_wait). The os.File
+// that does it is kept by its RawConn for the life of the process, so its
+// finalizer never closes epfd.
+func pollable(epfd int) syscall.RawConn {
+	if err := syscall.SetNonblock(epfd, true); err != nil {
+		return nil
+	}
+	f := os.NewFile(uintptr(epfd), "epoll")
+	// A descriptor the netpoller refused takes no deadline.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // pollerAvailable reports whether raw WebSockets can be polled here.
@@ -158,10 +189,16 @@ func (p *poller) remove(w *rawWS) {
 func (p *poller) loop() {
 	events := make([]syscall.EpollEvent, 256)
 	var drain [64]byte
+	n := 0
+	ready := func(epfd uintptr) bool { // RawConn.Read waits while this is false
+		n = epollWait(int(epfd), events, 0)
+		return n > 0
+	}
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, -1)
-		if err != nil && err != syscall.EINTR {
-			panic("edge: epoll_wait: " + err.Error())
+		if p.ep == nil {
+			n = epollWait(p.epfd, events, -1)
+		} else if err := p.ep.Read(ready); err != nil {
+			panic("edge: epoll wait: " + err.Error())
 		}
 		p.mu.Lock()
 		for i := range n {
@@ -184,6 +221,20 @@ func (p *poller) loop() {
 			return
 		}
 		p.mu.Unlock()
+	}
+}
+
+// epollWait is epoll_wait, tried again when interrupted.
+func epollWait(epfd int, events []syscall.EpollEvent, msec int) int {
+	for {
+		n, err := syscall.EpollWait(epfd, events, msec)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err != nil:
+			panic("edge: epoll_wait: " + err.Error())
+		}
+		return n
 	}
 }
 

@@ -3,8 +3,11 @@ package edge
 import (
 	"io"
 	"net"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // TestSockOpsAllocateNothing: a socket read, a write and an epoll change
@@ -82,4 +85,60 @@ func TestSockOpsAllocateNothing(t *testing.T) {
 	case allocs != 0:
 		t.Errorf("a write, a read and an epoll change: %v allocations, want 0", allocs)
 	}
+}
+
+// TestPollerWaitsInNetpoller: the poller's loop waits parked in Go's
+// netpoller ("IO wait"), not in a blocking epoll_wait ("syscall"), which
+// would keep its P and strand the reader passes it had just queued there
+// until the runtime's monitor took the P back.
+func TestPollerWaitsInNetpoller(t *testing.T) {
+	p, err := getPoller()
+	if err != nil {
+		t.Skipf("no epoll here: %v", err)
+	}
+	if p.ep == nil {
+		t.Fatal("the epoll descriptor is not in the netpoller")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	cli, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	srv := <-accepted
+	defer srv.Close()
+	rc, err := srv.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &rawWS{rc: rc}
+	if err := w.arm(); err != nil { // adds the socket and starts the loop
+		t.Fatal(err)
+	}
+	defer w.unregister()
+	// The loop may be busy with other tests' sockets; look until it waits.
+	var states []string
+	buf := make([]byte, 1<<20)
+	for range 500 {
+		n := runtime.Stack(buf, true)
+		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
+			if !strings.Contains(g, "edge.(*poller).loop(") {
+				continue
+			}
+			head, _, _ := strings.Cut(g, "\n")
+			state := head[strings.Index(head, "[")+1 : strings.Index(head, "]")]
+			if strings.HasPrefix(state, "IO wait") {
+				return
+			}
+			states = append(states, state)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("the poller's loop never waited in the netpoller; states seen: %q", states[max(0, len(states)-5):])
 }
