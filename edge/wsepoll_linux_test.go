@@ -10,14 +10,11 @@ import (
 	"time"
 )
 
-// TestSockOpsAllocateNothing: a socket read, a write and an epoll change
-// through the pooled ops allocate nothing (they run at every socket read
-// and write of every connection), and each does its call.
-func TestSockOpsAllocateNothing(t *testing.T) {
-	_, err := getPoller()
-	if err != nil {
-		t.Skipf("no epoll here: %v", err)
-	}
+// rawPair connects a TCP client to a server socket on loopback and returns
+// the client and a bare rawWS on the server's end; both close at the test's
+// end.
+func rawPair(t *testing.T) (net.Conn, *rawWS) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -29,14 +26,28 @@ func TestSockOpsAllocateNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cli.Close()
+	t.Cleanup(func() { cli.Close() })
 	srv := <-accepted
-	defer srv.Close()
+	if srv == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { srv.Close() })
 	rc, err := srv.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &rawWS{rc: rc}
+	return cli, &rawWS{rc: rc}
+}
+
+// TestSockOpsAllocateNothing: a socket read, a write and an epoll change
+// through the pooled ops allocate nothing (they run at every socket read
+// and write of every connection), and each does its call.
+func TestSockOpsAllocateNothing(t *testing.T) {
+	_, err := getPoller()
+	if err != nil {
+		t.Skipf("no epoll here: %v", err)
+	}
+	cli, w := rawPair(t)
 	out, in := []byte("0123456789"), make([]byte, 64)
 	if _, err := w.readSome(in); err != errWouldBlock {
 		t.Fatalf("read of an empty socket: %v, want errWouldBlock", err)
@@ -99,25 +110,7 @@ func TestPollerWaitsInNetpoller(t *testing.T) {
 	if p.ep == nil {
 		t.Fatal("the epoll descriptor is not in the netpoller")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() { c, _ := ln.Accept(); accepted <- c }()
-	cli, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	srv := <-accepted
-	defer srv.Close()
-	rc, err := srv.(*net.TCPConn).SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := &rawWS{rc: rc}
+	_, w := rawPair(t)
 	if err := w.arm(); err != nil { // adds the socket and starts the loop
 		t.Fatal(err)
 	}
