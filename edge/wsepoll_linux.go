@@ -33,7 +33,7 @@ import (
 // that has left the set (its number perhaps reused) finds no entry.
 type poller struct {
 	epfd  int
-	ep    syscall.RawConn // epfd in Go's netpoller; nil: wait in epoll_wait
+	ep    syscall.RawConn // epfd in Go's netpoller
 	wakeR int             // a pipe's read end in the set (token 0): wakes the loop
 	wakeW int
 
@@ -71,29 +71,40 @@ func getPoller() (*poller, error) {
 			pollerErr = err
 			return
 		}
-		thePoller = &poller{epfd: epfd, ep: pollable(epfd), wakeR: p[0], wakeW: p[1], conns: make(map[uint64]*rawWS)}
+		ep, err := pollable(epfd) // closes epfd when it fails
+		if err != nil {
+			syscall.Close(p[0])
+			syscall.Close(p[1])
+			pollerErr = err
+			return
+		}
+		thePoller = &poller{epfd: epfd, ep: ep, wakeR: p[0], wakeW: p[1], conns: make(map[uint64]*rawWS)}
 	})
 	return thePoller, pollerErr
 }
 
-// pollable puts the epoll descriptor epfd into Go's netpoller, or returns
-// nil when it cannot be (the loop then blocks in epoll_wait). The os.File
-// that does it is kept by its RawConn for the life of the process, so its
-// finalizer never closes epfd.
-func pollable(epfd int) syscall.RawConn {
+// pollable puts the epoll descriptor epfd into Go's netpoller, or closes
+// it and fails. Where it fails there is no poller, and raw WebSockets are
+// read by a goroutine each, as TLS ones are. The os.File that does it is
+// kept by its RawConn for the life of the process, so its finalizer never
+// closes epfd.
+func pollable(epfd int) (syscall.RawConn, error) {
 	if err := syscall.SetNonblock(epfd, true); err != nil {
-		return nil
+		syscall.Close(epfd)
+		return nil, err
 	}
 	f := os.NewFile(uintptr(epfd), "epoll")
 	// A descriptor the netpoller refused takes no deadline.
-	if err := f.SetReadDeadline(time.Time{}); err != nil {
-		return nil
+	err := f.SetReadDeadline(time.Time{})
+	var rc syscall.RawConn
+	if err == nil {
+		rc, err = f.SyscallConn()
 	}
-	rc, err := f.SyscallConn()
 	if err != nil {
-		return nil
+		f.Close()
+		return nil, err
 	}
-	return rc
+	return rc, nil
 }
 
 // pollerAvailable reports whether raw WebSockets can be polled here.
@@ -191,13 +202,11 @@ func (p *poller) loop() {
 	var drain [64]byte
 	n := 0
 	ready := func(epfd uintptr) bool { // RawConn.Read waits while this is false
-		n = epollWait(int(epfd), events, 0)
+		n = epollWait(int(epfd), events)
 		return n > 0
 	}
 	for {
-		if p.ep == nil {
-			n = epollWait(p.epfd, events, -1)
-		} else if err := p.ep.Read(ready); err != nil {
+		if err := p.ep.Read(ready); err != nil {
 			panic("edge: epoll wait: " + err.Error())
 		}
 		p.mu.Lock()
@@ -224,10 +233,10 @@ func (p *poller) loop() {
 	}
 }
 
-// epollWait is epoll_wait, tried again when interrupted.
-func epollWait(epfd int, events []syscall.EpollEvent, msec int) int {
+// epollWait is epoll_wait without a timeout, tried again when interrupted.
+func epollWait(epfd int, events []syscall.EpollEvent) int {
 	for {
-		n, err := syscall.EpollWait(epfd, events, msec)
+		n, err := syscall.EpollWait(epfd, events, 0)
 		switch {
 		case err == syscall.EINTR:
 			continue
