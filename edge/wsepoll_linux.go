@@ -233,7 +233,8 @@ func (p *poller) loop() {
 	}
 }
 
-// epollWait is epoll_wait without a timeout, tried again when interrupted.
+// epollWait takes the events ready now (epoll_wait with a zero timeout: it
+// never blocks), tried again when interrupted.
 func epollWait(epfd int, events []syscall.EpollEvent) int {
 	for {
 		n, err := syscall.EpollWait(epfd, events, 0)

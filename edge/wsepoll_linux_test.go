@@ -113,7 +113,7 @@ func TestPollerWaitsInNetpoller(t *testing.T) {
 	defer w.unregister()
 	// The loop may be busy with other tests' sockets; look until it waits.
 	var states []string
-	buf := make([]byte, 1<<20)
+	buf := make([]byte, 8<<20) // every goroutine's stack, the loop's among them
 	for range 500 {
 		n := runtime.Stack(buf, true)
 		for g := range strings.SplitSeq(string(buf[:n]), "\n\n") {
