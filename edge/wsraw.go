@@ -20,13 +20,13 @@ import (
 )
 
 // rawWS is a WebSocket the edge frames itself (wsframe.go), read by the
-// epoll poller (wsepoll_linux.go) instead of a goroutine: an idle
-// connection parks no goroutine and holds no read buffer. When its socket
-// is readable, a pooled goroutine (readable, internal/gopool) reads what
-// is there into a pooled buffer, handles the complete frames in order, keeps the bytes
-// of an incomplete frame (partial), and re-arms the socket, which the
-// poller watches one-shot: one pass at a time per connection, so frames
-// stay handled one at a time and in order, as with a reader goroutine.
+// epoll poller (wsepoll_linux.go) instead of a goroutine: an idle connection
+// parks no goroutine and holds no read buffer. When its socket is readable,
+// a pooled goroutine (readable, internal/gopool) reads what is there into a
+// pooled buffer, handles the complete frames in order, keeps the bytes of an
+// incomplete frame (partial), and re-arms the socket, which the poller
+// watches one-shot: one pass at a time per connection, so frames stay
+// handled one at a time and in order, as with a reader goroutine.
 //
 // Writes go to the socket under wmu (the conn's writer bursts, pongs and
 // close frames from the reader, the closer), through a corkConn.

@@ -80,17 +80,17 @@
 //
 // # In process
 //
-// Two nodes of one process that both listen with InProcess reach each
-// other in memory, not over QUIC (local.go): Call runs the target's
-// handler on a goroutine of its own (a pooled one, internal/gopool, as for
-// a call over QUIC), OpenStream gives each side one end of a pipe. Nothing goes on the wire, so the format above does not apply,
-// but its rules do: the target's method and role checks with the same
-// errors, the caller's name and role as peer, request, reply and frames
-// copied, a handler context ending with the caller's context or the
-// target's Close, a stream direction bounded to 8 MiB queued (Send waits,
-// then fails after its send timeout and resets the pipe), Close ending the
-// peer's Recv with io.EOF after what was sent. relaymesh dev's core and
-// edge use it.
+// Two nodes of one process that both listen with InProcess reach each other
+// in memory, not over QUIC (local.go): Call runs the target's handler on a
+// goroutine of its own (a pooled one, internal/gopool, as for a call over
+// QUIC), OpenStream gives each side one end of a pipe. Nothing goes on the
+// wire, so the format above does not apply, but its rules do: the target's
+// method and role checks with the same errors, the caller's name and role as
+// peer, request, reply and frames copied, a handler context ending with the
+// caller's context or the target's Close, a stream direction bounded to
+// 8 MiB queued (Send waits, then fails after its send timeout and resets the
+// pipe), Close ending the peer's Recv with io.EOF after what was sent.
+// relaymesh dev's core and edge use it.
 //
 // History: relaymesh/1 is the first version of this protocol. Kind 4 (mux)
 // was added to it later (issue 11) without a new ALPN: a caller falls back

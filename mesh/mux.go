@@ -654,8 +654,9 @@ func (m *muxServer) start(ctx context.Context, peer string, role Role, id uint64
 	m.calls[id] = cancel
 	m.mu.Unlock()
 	m.handlers.Add(1)
-	m.n.wg.Add(1)      // serveStream holds one: no race with Close's Wait
-	gopool.Go(func() { // a worker whose stack a handler has grown already
+	m.n.wg.Add(1) // serveStream holds one: no race with Close's Wait
+	// On a pooled worker, whose stack a handler has grown already.
+	gopool.Go(func() {
 		defer m.n.wg.Done()
 		defer m.handlers.Done()
 		reply, err := callRPC(hctx, h, peer, role, req)
