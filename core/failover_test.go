@@ -104,10 +104,43 @@ func TestFanoutTailNamedDone(t *testing.T) {
 	cid := alice.start([]string{"bob"}, "", false).GetConvMessage().GetCid()
 	mustOK(t, alice.sendText(cid, "hello"))
 	waitUntil(t, "the tail to empty", func() bool { return len(e.tail()) == 0 })
+	waitUntil(t, "nothing unsettled", func() bool {
+		return value1(t, e.core.Collector(), "relaymesh_core_fanout_unsettled") == 0
+	})
 	n, err := e.core.ReplayFanout(context.Background())
 	if err != nil || n != 0 {
 		t.Fatalf("replay after a normal fan-out: %d, %v; want 0", n, err)
 	}
+}
+
+// TestFanoutUnsettled: the tracker counts a fan-out from its proposal until
+// the proposal naming it done is applied; a proposal that failed leaves it
+// counted, to be named again.
+func TestFanoutUnsettled(t *testing.T) {
+	var tr fanoutTracker
+	tr.init()
+	step := func(what string, want int) {
+		t.Helper()
+		if got := tr.unsettled(); got != want {
+			t.Fatalf("%s: unsettled %d, want %d", what, got, want)
+		}
+	}
+	step("empty", 0)
+	a, b := tr.begin(), tr.begin()
+	step("two appends proposed", 2)
+	tr.end(a, 7, nil) // stored, nothing to wait for: done
+	tr.end(b, 0, nil) // a duplicate: nothing stored
+	step("one stored", 1)
+	idxs := tr.take()
+	if len(idxs) != 1 || idxs[0] != 7 {
+		t.Fatalf("take: %v, want [7]", idxs)
+	}
+	step("named in a proposal", 1)
+	tr.settle(idxs, false)
+	step("that proposal failed", 1)
+	idxs = tr.take()
+	tr.settle(idxs, true)
+	step("named again and applied", 0)
 }
 
 // TestReplayFanout: a message another leader stored but never pushed (a

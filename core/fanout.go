@@ -83,6 +83,16 @@ func (t *fanoutTracker) init() {
 	t.proposing = make(map[uint64]struct{})
 }
 
+// unsettled is how many fan-outs this core has not yet named done in the
+// shard: appends being proposed, and indexes queued, left or named in a
+// proposal in flight. Were the core to lose its leadership now, a new
+// leader would push their messages again (ReplayFanout).
+func (t *fanoutTracker) unsettled() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.inflight) + len(t.pending) + len(t.done) + len(t.proposing)
+}
+
 // begin registers an append about to be proposed.
 func (t *fanoutTracker) begin() *fanoutToken {
 	tok := &fanoutToken{done: make(chan struct{})}

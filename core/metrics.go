@@ -101,6 +101,7 @@ func samplePushLatency(ch chan<- prometheus.Metric, cores []*Core) {
 // The counters that are each shard core's alone.
 var (
 	descReplayed      = metric.Counter("relaymesh_core_fanout_replayed_total", "Messages a new leader pushed again from the fan-out tail.")
+	descUnsettled     = metric.Gauge("relaymesh_core_fanout_unsettled", "Fan-outs this core has not yet named done in the shard's fan-out tail (being proposed, queued, or named in a proposal in flight); a new leader would push their messages again.")
 	descHalted        = metric.Counter("relaymesh_core_fanout_halted_total", "TEST HOOK: messages held before their fan-out (--test-halt-before-fanout).")
 	descSendRounds    = metric.Counter("relaymesh_core_send_rounds_total", "Rounds of a conversation's sends, each proposed as one raft entry (group commit).")
 	descRoundSends    = metric.Counter("relaymesh_core_send_round_sends_total", "Sends proposed in rounds of sends; over relaymesh_core_send_rounds_total, the mean sends per raft entry.")
@@ -133,7 +134,7 @@ var (
 	descSysWaiting    = metric.Gauge("relaymesh_sys_webhook_waiting", "Service-webhook messages waiting now.")
 
 	ownDescs = slices.Concat([]metric.Desc{
-		descReplayed, descHalted, descSendRounds, descRoundSends, descRunSends, descSeenAsync, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
+		descReplayed, descUnsettled, descHalted, descSendRounds, descRoundSends, descRunSends, descSeenAsync, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
 		descPushRequests, descPushSkipped, descPushEnqueued, descPushDropped, descPushSent, descPushFailed,
 		descPushDiscarded, descPushWaiting, descPushDevices, descDevicesGone,
 		descDevSyncSent, descDevSyncFailed, descDevSyncTaken,
@@ -152,6 +153,7 @@ func (c *Core) sampleOwn(s metric.Sink) {
 		v int64
 	}{
 		{descReplayed, int64(c.stats.Replayed.Load())},
+		{descUnsettled, int64(c.fanouts.unsettled())},
 		{descHalted, int64(c.stats.Halted.Load())},
 		{descSendRounds, int64(c.stats.SendRounds.Load())},
 		{descRoundSends, int64(c.stats.RoundSends.Load())},
