@@ -455,6 +455,12 @@ func (c *Core) command(ctx context.Context, r *request) (*lcpb.GenericCommand, e
 	}
 	op := r.cmd.GetOp()
 	switch r.cmd.GetCmd() {
+	case lcpb.CommandType_direct, lcpb.CommandType_ack, lcpb.CommandType_read:
+	default:
+		// What the client asks after an ack or read sees it (cursors.go).
+		c.awaitPeerCursors(ctx, r.app, r.peer)
+	}
+	switch r.cmd.GetCmd() {
 	case lcpb.CommandType_direct:
 		return c.direct(ctx, r)
 	case lcpb.CommandType_ack:

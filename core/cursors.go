@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/relaymesh/relaymesh/core/shard"
@@ -18,13 +19,23 @@ import (
 // repeated acks are), merges the moves of the same (app, cid, clientId)
 // into the furthest one, and proposes what is left as one shard batch
 // command. Moves queued while a round is in flight form the next round.
-// The client's ack/read returns once its round is applied, as it did when
-// it proposed alone, and receipts are pushed from the round's results.
+// Receipts are pushed from the round's results.
+//
+// The client's ack/read gets no reply, and its request returns once the
+// move is queued, not applied: a request held until its round applied
+// cost little CPU, but a round's hundreds of waiters all woke at once and
+// their replies crowded out the sends of that moment (docs/BENCHMARKS.md,
+// stop 39). The client still sees its own moves: the peer's later commands
+// (queries, a login's unread counts), other than sends and further moves,
+// wait until the newest round holding one of its moves is applied
+// (awaitPeerCursors). Rounds are applied in queue order, so that one is
+// enough.
 //
 // Overflow: a round holds at most maxCursorRound moves; later moves start
-// another round. Rounds wait in a FIFO that is not bounded here, but every
-// queued move holds up the request that queued it, and edges bound their
-// requests in flight, so the edges' windows bound the queue.
+// another round. While more than cursorQueueFree rounds wait, an ack or
+// read holds its request until its own round is applied, as it always
+// did before: edges bound their requests in flight, so the edges'
+// windows bound the queue.
 //
 // Lock order: cursorBatcher.mu, then Core.mu.
 
@@ -35,7 +46,14 @@ const maxCursorRound = shard.MaxBatch / 2
 // cursorProposeTimeout bounds one round's proposal.
 const cursorProposeTimeout = 10 * time.Second
 
+// cursorQueueFree is how many rounds may wait before an ack or read waits
+// for its round (see Overflow above).
+const cursorQueueFree = 4
+
 type cursorKey struct{ app, cid, peer string }
+
+// peerKey names one clientId of one app.
+type peerKey struct{ app, peer string }
 
 // cursorReq is one requested move: to message mid, or to t, or (read with
 // neither) to the last message.
@@ -58,12 +76,23 @@ type cursorBatcher struct {
 	queue   []*cursorRound // guarded by mu; queue[0] is next
 	running bool           // guarded by mu; the goroutine is started
 	wake    chan struct{}  // capacity 1: the queue grew
+	// pending: each peer's newest round not yet applied (guarded by mu);
+	// npending is its length, read without mu.
+	pending  map[peerKey]*cursorRound
+	npending atomic.Int64
 }
 
 // moveCursor queues a move of peer's delivered cursor (with read: read and
 // delivered) in cid and returns the round to wait for, nil when the core is
 // closed.
 func (c *Core) moveCursor(app, cid, peer, mid string, t int64, read bool, now int64) *cursorRound {
+	r, _ := c.queueCursor(app, cid, peer, mid, t, read, now)
+	return r
+}
+
+// queueCursor is moveCursor, and says whether the queue is deep enough
+// that the requester should wait for its round (cursorQueueFree).
+func (c *Core) queueCursor(app, cid, peer, mid string, t int64, read bool, now int64) (r *cursorRound, deep bool) {
 	b := &c.cursors
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -75,7 +104,7 @@ func (c *Core) moveCursor(app, cid, peer, mid string, t int64, read bool, now in
 		}
 		c.mu.Unlock()
 		if closed {
-			return nil
+			return nil, false
 		}
 		b.running = true
 		b.wake = make(chan struct{}, 1)
@@ -89,13 +118,54 @@ func (c *Core) moveCursor(app, cid, peer, mid string, t int64, read bool, now in
 		b.queue = append(b.queue, &cursorRound{done: make(chan struct{})})
 		n++
 	}
-	r := b.queue[n-1]
+	r = b.queue[n-1]
 	r.reqs = append(r.reqs, cursorReq{cursorKey{app, cid, peer}, mid, t, read, now})
+	if b.pending == nil {
+		b.pending = make(map[peerKey]*cursorRound)
+	}
+	b.pending[peerKey{app, peer}] = r
+	b.npending.Store(int64(len(b.pending)))
 	select {
 	case b.wake <- struct{}{}:
 	default:
 	}
-	return r
+	return r, n > cursorQueueFree
+}
+
+// settled forgets r as its peers' newest round (r is applied or dropped).
+func (b *cursorBatcher) settled(r *cursorRound) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, q := range r.reqs {
+		k := peerKey{q.app, q.peer}
+		if b.pending[k] == r {
+			delete(b.pending, k)
+		}
+	}
+	b.npending.Store(int64(len(b.pending)))
+}
+
+// awaitPeerCursors waits until the cursor moves peer queued so far are
+// applied (or dropped), or ctx ends: what a client asks after an ack or
+// read sees them.
+func (c *Core) awaitPeerCursors(ctx context.Context, app, peer string) {
+	b := &c.cursors
+	if b.npending.Load() == 0 {
+		return
+	}
+	b.mu.Lock()
+	r := b.pending[peerKey{app, peer}]
+	b.mu.Unlock()
+	if r == nil {
+		return
+	}
+	select {
+	case <-r.done:
+		return
+	default:
+	}
+	c.stats.CursorWaits.Add(1)
+	waitCursors(ctx, r)
 }
 
 // cursorLoop proposes queued rounds one at a time until the core closes;
@@ -117,6 +187,7 @@ func (c *Core) cursorLoop() {
 				c.proposeRound(r.reqs)
 			}
 			close(r.done)
+			b.settled(r)
 			continue
 		}
 		select {
@@ -125,6 +196,8 @@ func (c *Core) cursorLoop() {
 			b.mu.Lock()
 			q := b.queue
 			b.queue, b.running = nil, false // later moves see the core closed
+			b.pending = nil
+			b.npending.Store(0)
 			b.mu.Unlock()
 			for _, r := range q {
 				close(r.done)

@@ -35,8 +35,9 @@ func queuedCursors(c *Core) int {
 }
 
 // TestAckCoalescing: acks that arrive while a cursor proposal is in flight
-// go into one proposal, every ack request returns only after its move is
-// applied, and each member's receipt still reaches the sender.
+// go into one proposal, every ack request returns once its move is queued
+// (the client waits for no reply), and each member's receipt still
+// reaches the sender.
 func TestAckCoalescing(t *testing.T) {
 	e := newEnv(t)
 	a := e.client("alice")
@@ -72,26 +73,24 @@ func TestAckCoalescing(t *testing.T) {
 			e.rep.mu.Unlock()
 		}
 	}()
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); ack(peers[0]) }()
+	ack(peers[0]) // returns at once, its round blocked in Propose
 	waitFor(t, "first round blocked in Propose", func() bool {
 		return e.rep.ackEntered.Load() == entered+1 && e.rep.ackRounds.Load() == before && queuedCursors(e.core) == 0
 	})
-	returned := make(chan struct{}, n)
+	var wg sync.WaitGroup
 	for _, p := range peers[1:] {
-		wg.Add(1)
-		go func() { defer wg.Done(); ack(p); returned <- struct{}{} }()
+		wg.Go(func() { ack(p) })
 	}
-	waitFor(t, "acks queued", func() bool { return queuedCursors(e.core) == n-1 })
-	select {
-	case <-returned:
-		t.Fatal("an ack returned before its move was applied")
-	default:
+	wg.Wait() // every ack returned while no round could be applied
+	if q := queuedCursors(e.core); q != n-1 {
+		t.Fatalf("%d moves queued behind the blocked round, want %d", q, n-1)
+	}
+	if got := e.rep.ackRounds.Load(); got != before {
+		t.Fatalf("a cursor round was applied while proposals were blocked (%d, want %d)", got, before)
 	}
 	e.rep.mu.Unlock()
 	locked = false
-	wg.Wait()
+	waitFor(t, "both rounds applied", func() bool { return e.rep.ackRounds.Load()-before >= 2 && queuedCursors(e.core) == 0 })
 	if got := e.rep.ackRounds.Load() - before; got != 2 {
 		t.Fatalf("%d acks made %d proposals, want 2 (one in flight, one for the rest)", n, got)
 	}
@@ -142,5 +141,147 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestAckAnsweredQueued: an ack is answered once queued, and what the same
+// client asks next (a history query, a reopen's unread counts) waits until
+// the move is applied; another client's query does not wait.
+func TestAckAnsweredQueued(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.client("alice"), e.client("bob")
+	a.open("", false, 0)
+	b.open("", false, 0)
+	cid := a.start([]string{"bob"}, "", false).ConvMessage.GetCid()
+	var ms []*lcpb.AckCommand
+	for i := range 3 {
+		ms = append(ms, mustOK(t, a.sendText(cid, fmt.Sprint(i))).AckMessage)
+	}
+	move := func(g *lcpb.GenericCommand) func() {
+		return func() {
+			t.Helper()
+			if rep := b.send(g); rep != nil {
+				t.Fatalf("%v replied %v", g.GetCmd(), rep)
+			}
+		}
+	}
+	unread := func(rep *meshpb.ClientReply) int32 {
+		t.Helper()
+		for _, g := range decodeAll(t, rep) {
+			for _, c := range g.GetUnreadMessage().GetConvs() {
+				if c.GetCid() == cid {
+					return c.GetUnread()
+				}
+			}
+		}
+		return 0
+	}
+	for _, step := range []struct {
+		name string
+		move func()                   // bob's ack or read
+		at   func(shard.Cursor) int64 // the cursor it moves
+		want int64                    // to where
+		ask  func()                   // bob's next request
+	}{
+		{"ack, then logs", move(&lcpb.GenericCommand{Cmd: lcpb.CommandType_ack.Enum(),
+			AckMessage: &lcpb.AckCommand{Cid: proto.String(cid), Mid: proto.String(ms[0].GetUid())}}),
+			func(c shard.Cursor) int64 { return c.Ack }, ms[0].GetT(),
+			func() { b.logs(&lcpb.LogsCommand{Cid: proto.String(cid)}) }},
+		{"read, then reopen", move(&lcpb.GenericCommand{Cmd: lcpb.CommandType_read.Enum(),
+			ReadMessage: &lcpb.ReadCommand{Cid: proto.String(cid)}}),
+			func(c shard.Cursor) int64 { return c.Read }, ms[2].GetT(),
+			func() {
+				if n := unread(b.open("", false, 0)); n != 0 {
+					t.Errorf("reopen after reading everything: %d unread, want 0", n)
+				}
+			}},
+	} {
+		waits := e.core.stats.CursorWaits.Load()
+		e.rep.mu.Lock() // no round can be applied
+		locked := true
+		unlock := func() {
+			if locked {
+				locked = false
+				e.rep.mu.Unlock()
+			}
+		}
+		defer unlock() // a failed check below must not leave it locked
+		moved := make(chan struct{})
+		go func() { defer close(moved); step.move() }()
+		select { // answered once queued
+		case <-moved:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: not answered while its round could not be applied", step.name)
+		}
+		if got := step.at(cursorOf(t, e, cid, "bob")); got >= step.want {
+			t.Fatalf("%s: cursor at %d before the round was applied", step.name, got)
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); step.ask() }()
+		waitFor(t, step.name+": waiting for bob's moves", func() bool { return e.core.stats.CursorWaits.Load() == waits+1 })
+		a.logs(&lcpb.LogsCommand{Cid: proto.String(cid)}) // alice has nothing queued: answered now
+		select {
+		case <-done:
+			t.Fatalf("%s: answered before bob's move was applied", step.name)
+		default:
+		}
+		unlock()
+		<-done
+		if got := step.at(cursorOf(t, e, cid, "bob")); got != step.want {
+			t.Fatalf("%s: cursor at %d after the wait, want %d", step.name, got, step.want)
+		}
+	}
+	if e.core.stats.CursorHeld.Load() != 0 {
+		t.Fatalf("%d acks held with a short queue", e.core.stats.CursorHeld.Load())
+	}
+}
+
+// TestAckHeldWhenQueueDeep: with more than cursorQueueFree rounds waiting,
+// an ack is answered only once applied, so the edges' request windows
+// bound the queue as before.
+func TestAckHeldWhenQueueDeep(t *testing.T) {
+	e := newEnv(t)
+	a, b, c := e.client("alice"), e.client("bob"), e.client("carol")
+	a.open("", false, 0)
+	b.open("", false, 0)
+	c.open("", false, 0)
+	cid := a.start([]string{"bob", "carol"}, "", false).ConvMessage.GetCid()
+	m := mustOK(t, a.sendText(cid, "hi")).AckMessage
+	e.rep.mu.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			e.rep.mu.Unlock()
+		}
+	}()
+	// One round in flight (carol's move, blocked in Propose), then enough
+	// moves of strangers (no members: dropped when resolved) to queue
+	// cursorQueueFree+1 rounds behind it.
+	entered := e.rep.ackEntered.Load()
+	e.core.moveCursor(testApp, cid, "carol", "", m.GetT(), false, 1)
+	waitFor(t, "a round in flight", func() bool { return e.rep.ackEntered.Load() == entered+1 && queuedCursors(e.core) == 0 })
+	for i := range (cursorQueueFree + 1) * maxCursorRound {
+		e.core.moveCursor(testApp, cid, fmt.Sprintf("s%d", i), "", 1, false, 1)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.send(&lcpb.GenericCommand{Cmd: lcpb.CommandType_ack.Enum(),
+			AckMessage: &lcpb.AckCommand{Cid: proto.String(cid), Mid: proto.String(m.GetUid())}})
+	}()
+	waitFor(t, "the ack held", func() bool { return e.core.stats.CursorHeld.Load() == 1 })
+	select {
+	case <-done:
+		t.Fatal("an ack behind a deep queue was answered before it was applied")
+	default:
+	}
+	e.rep.mu.Unlock()
+	locked = false
+	<-done
+	if cur := cursorOf(t, e, cid, "bob"); cur.Ack != m.GetT() {
+		t.Fatalf("cursor at %d, want %d", cur.Ack, m.GetT())
+	}
+	if n := e.core.cursors.npending.Load(); n != 0 {
+		t.Fatalf("%d peers still pending after every round was applied", n)
 	}
 }

@@ -190,17 +190,22 @@ func (c *Core) ack(ctx context.Context, r *request) {
 	if a.GetCid() == "" {
 		return
 	}
-	waitCursors(ctx, c.moveCursor(r.app, a.GetCid(), r.peer, a.GetMid(), a.GetTots(), false, c.nowMS()))
+	if rd, deep := c.queueCursor(r.app, a.GetCid(), r.peer, a.GetMid(), a.GetTots(), false, c.nowMS()); deep {
+		c.stats.CursorHeld.Add(1)
+		waitCursors(ctx, rd)
+	}
 }
 
 // read moves read cursors for each conversation named. Never replies.
 func (c *Core) read(ctx context.Context, r *request) {
 	rm := r.cmd.GetReadMessage()
 	now := c.nowMS()
-	var rounds []*cursorRound
+	var last *cursorRound
+	held := false
 	one := func(cid, mid string, t int64) {
 		if cid != "" {
-			rounds = append(rounds, c.moveCursor(r.app, cid, r.peer, mid, t, true, now))
+			rd, deep := c.queueCursor(r.app, cid, r.peer, mid, t, true, now)
+			last, held = rd, held || deep
 		}
 	}
 	for _, t := range rm.GetConvs() {
@@ -210,7 +215,10 @@ func (c *Core) read(ctx context.Context, r *request) {
 	for _, cid := range rm.GetCids() {
 		one(cid, "", 0)
 	}
-	waitCursors(ctx, rounds...)
+	if held {
+		c.stats.CursorHeld.Add(1)
+		waitCursors(ctx, last) // the newest: rounds are applied in order
+	}
 }
 
 // logs answers a history query; results are always ascending.

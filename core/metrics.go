@@ -31,6 +31,10 @@ type Stats struct {
 	// SeenAsync counts first logins whose seen record went to raft in
 	// the background (sysconv.go).
 	SeenAsync atomic.Uint64
+	// CursorWaits counts a peer's commands that waited for its queued
+	// cursor moves to be applied, and CursorHeld the acks and reads held
+	// until applied because many rounds were queued (cursors.go).
+	CursorWaits, CursorHeld atomic.Uint64
 }
 
 // Collector returns the collector of the core's counters: the relay to
@@ -107,6 +111,8 @@ var (
 	descRoundSends    = metric.Counter("relaymesh_core_send_round_sends_total", "Sends proposed in rounds of sends; over relaymesh_core_send_rounds_total, the mean sends per raft entry.")
 	descRunSends      = metric.Counter("relaymesh_core_run_sends_total", "Sends that came several to a request: a session's run of sends into one conversation, which the edge read together and forwarded at once.")
 	descSeenAsync     = metric.Counter("relaymesh_core_login_seen_async_total", "Logins that had no system message or broadcast due and whose seen record was proposed in the background rather than before the login's answer.")
+	descCursorWaits   = metric.Counter("relaymesh_core_cursor_waits_total", "A client's commands (a query, a login) that waited for its acks and reads, answered once queued, to be applied first.")
+	descCursorHeld    = metric.Counter("relaymesh_core_cursor_held_total", "Acks and reads answered only once applied, because the cursor rounds waiting were many (backpressure on the edges).")
 	descFiltered      = metric.Counter("relaymesh_core_filtered_messages_total", "Messages with at least one sensitive word replaced.")
 	descFilterHits    = metric.Counter("relaymesh_core_filter_hits_total", "Sensitive words replaced.")
 	descAfterQueued   = metric.Counter("relaymesh_core_after_send_queued_total", "After-send jobs queued (_messageSent, _receiversOffline, push).")
@@ -134,7 +140,7 @@ var (
 	descSysWaiting    = metric.Gauge("relaymesh_sys_webhook_waiting", "Service-webhook messages waiting now.")
 
 	ownDescs = slices.Concat([]metric.Desc{
-		descReplayed, descUnsettled, descHalted, descSendRounds, descRoundSends, descRunSends, descSeenAsync, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
+		descReplayed, descUnsettled, descHalted, descSendRounds, descRoundSends, descRunSends, descSeenAsync, descCursorWaits, descCursorHeld, descFiltered, descFilterHits, descAfterQueued, descAfterOverflow,
 		descPushRequests, descPushSkipped, descPushEnqueued, descPushDropped, descPushSent, descPushFailed,
 		descPushDiscarded, descPushWaiting, descPushDevices, descDevicesGone,
 		descDevSyncSent, descDevSyncFailed, descDevSyncTaken,
@@ -159,6 +165,8 @@ func (c *Core) sampleOwn(s metric.Sink) {
 		{descRoundSends, int64(c.stats.RoundSends.Load())},
 		{descRunSends, int64(c.stats.RunSends.Load())},
 		{descSeenAsync, int64(c.stats.SeenAsync.Load())},
+		{descCursorWaits, int64(c.stats.CursorWaits.Load())},
+		{descCursorHeld, int64(c.stats.CursorHeld.Load())},
 		{descFiltered, x.Filtered},
 		{descFilterHits, x.FilterHits},
 		{descAfterQueued, x.AfterQueued},

@@ -39,6 +39,9 @@ func (c *Core) open(ctx context.Context, req *meshpb.ClientRequest) *meshpb.Clie
 	if c.replica == nil || !c.replica.IsLeader() {
 		return refuse(ErrNotLeader)
 	}
+	// A reopen's unread counts see the acks and reads the client sent
+	// before (cursors.go).
+	c.awaitPeerCursors(ctx, app, peer)
 	if req.GetShardPart() {
 		return c.loginPart(ctx, req)
 	}

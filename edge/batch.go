@@ -26,13 +26,15 @@ import (
 // order first; one refused is answered at once and left out.
 
 // Fire-and-forget commands. A client's ack (of messages received) and
-// read carry no i and get no reply, yet the core answers the request only
-// once the cursor move it queued was applied (core/cursors.go): handled in
-// line, each held the connection's next command for a raft round, and a
-// busy session acks about as often as it sends. They go on goroutines of
-// their own instead, at most maxAsync at a time per connection (then the
-// reader waits); a send does not wait for them, any other command waits
-// until they are done, so a query after a read sees it.
+// read carry no i and get no reply. The core answers the request once the
+// cursor move is queued, or, while its queue is deep, once applied
+// (core/cursors.go): handled in line, each could hold the connection's
+// next command for a raft round, and a busy session acks about as often
+// as it sends. They go on goroutines of their own instead, at most
+// maxAsync at a time per connection (then the reader waits); a send does
+// not wait for them, any other command waits until they are answered, and
+// the core holds that command until the moves are applied, so a query
+// after a read sees it.
 
 // maxAsync bounds a connection's fire-and-forget commands in flight.
 // A few are enough to keep a session's acks off its line (an SDK sends
