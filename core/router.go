@@ -806,7 +806,7 @@ func (r *Router) route(app, peer string, cmd *lcpb.GenericCommand) (route, error
 		return one(cmd.GetLogsMessage().GetCid())
 	case lcpb.CommandType_read:
 		rm := cmd.GetReadMessage()
-		if len(rm.GetConvs()) > 0 {
+		if len(rm.GetConvs()) > 0 || len(rm.GetCids()) > 0 {
 			return route{kind: routeRead}, nil
 		}
 		return one(rm.GetCid())
@@ -958,7 +958,19 @@ func (r *Router) readMany(ctx context.Context, req *meshpb.ClientRequest, cmd *l
 	by := map[int][]*lcpb.ReadTuple{}
 	var ns []int
 	remote := map[uint8][]*lcpb.ReadTuple{}
-	for _, t := range cmd.GetReadMessage().GetConvs() {
+	// cid and cids (read to the last message) become tuples without a
+	// message: the core reads them the same way (Core.read).
+	rm := cmd.GetReadMessage()
+	tuples := rm.GetConvs()
+	if rm.Cid != nil || len(rm.GetCids()) > 0 {
+		tuples = slices.Clone(tuples)
+		for _, cid := range append([]string{rm.GetCid()}, rm.GetCids()...) {
+			if cid != "" {
+				tuples = append(tuples, &lcpb.ReadTuple{Cid: proto.String(cid)})
+			}
+		}
+	}
+	for _, t := range tuples {
 		region, n, err := r.home(req.GetAppId(), t.GetCid())
 		if err != nil {
 			continue // nothing to mark there
@@ -975,7 +987,7 @@ func (r *Router) readMany(ctx context.Context, req *meshpb.ClientRequest, cmd *l
 	with := func(ts []*lcpb.ReadTuple) *meshpb.ClientRequest {
 		p := proto.Clone(req).(*meshpb.ClientRequest)
 		c := proto.Clone(cmd).(*lcpb.GenericCommand)
-		c.ReadMessage.Convs = ts
+		c.ReadMessage.Convs, c.ReadMessage.Cid, c.ReadMessage.Cids = ts, nil, nil
 		p.Command, _ = proto.Marshal(c)
 		return p
 	}

@@ -92,6 +92,16 @@ func (w *tcpWS) write(cmds ...*lcpb.GenericCommand) {
 func (w *tcpWS) next() *lcpb.GenericCommand {
 	w.t.Helper()
 	for {
+		if c := w.nextAny(); c.GetCmd() != lcpb.CommandType_unread {
+			return c
+		}
+	}
+}
+
+// nextAny reads the next command, skipping control frames.
+func (w *tcpWS) nextAny() *lcpb.GenericCommand {
+	w.t.Helper()
+	for {
 		_ = w.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
 		var h [2]byte
 		if _, err := io.ReadFull(w.br, h[:]); err != nil {
@@ -122,9 +132,6 @@ func (w *tcpWS) next() *lcpb.GenericCommand {
 		c := new(lcpb.GenericCommand)
 		if err := proto.Unmarshal(p, c); err != nil {
 			w.t.Fatalf("server sent an undecodable frame: %v", err)
-		}
-		if c.GetCmd() == lcpb.CommandType_unread {
-			continue
 		}
 		return c
 	}
@@ -171,15 +178,25 @@ func (w *tcpWS) replies(n int) map[int32]*lcpb.GenericCommand {
 // then one write mixing a repeated dt, a transient send, another
 // conversation, a conversation the sender is not in, a malformed frame and
 // an echo; then more sends than the session's quota in one write.
-func TestPipelinedSends(t *testing.T) {
+func TestPipelinedSends(t *testing.T) { withShards(t, testPipelinedSends) }
+
+// withShards runs f in a subtest with 1 shard, then with 3.
+func withShards(t *testing.T, f func(t *testing.T, shards int)) {
 	for _, shards := range []int{1, 3} {
-		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) { testPipelinedSends(t, shards) })
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) { f(t, shards) })
 	}
 }
 
-func testPipelinedSends(t *testing.T, shards int) {
-	d, addr := startDevWith(t, cluster.DevConfig{NoWebTransport: true, Shards: shards,
+// startUnlimited starts a dev region of shards shards, without
+// WebTransport, with the sessions' send, history and op limits off.
+func startUnlimited(t *testing.T, shards int) (*cluster.Dev, string) {
+	t.Helper()
+	return startDevWith(t, cluster.DevConfig{NoWebTransport: true, Shards: shards,
 		Limits: edge.Limits{SendsPerMinute: -1, LogsPerMinute: -1, OpsPerMinute: -1}})
+}
+
+func testPipelinedSends(t *testing.T, shards int) {
+	d, addr := startUnlimited(t, shards)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	const app = "pipeline"
