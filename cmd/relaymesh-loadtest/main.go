@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -38,6 +39,21 @@ type targets []string
 
 func (t *targets) String() string     { return strings.Join(*t, ",") }
 func (t *targets) Set(v string) error { *t = append(*t, v); return nil }
+
+// defaultGOGC is --gogc's default. The load tester shares the machine
+// with the server it measures, and its heap grows with the messages it
+// tracks: at Go's default 100 its mark phases (35–100 ms every ~4 s at
+// 5,000 messages/s) showed in the latencies it reported. At 400, six
+// pairs of runs gave 0.66× the send p99 for twice the peak RSS
+// (docs/BENCHMARKS.md, stop 39).
+const defaultGOGC = 400
+
+// flagSet reports whether the flag name was given.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
 
 // hidden flags are left out of --help: the coordinator passes them to the
 // worker processes it starts.
@@ -86,12 +102,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	worker := fs.String("worker", "", "hidden: run as worker i/n of a coordinator and report JSON lines on stdout")
 	killPID := fs.Int("kill-pid", 0, "kill -9 this process --kill-after into the sending (e.g. a core or an edge) and report the sends around it; needs --workers 1")
 	fs.DurationVar(&cfg.FaultAfter, "kill-after", 7*time.Second, "with --kill-pid: when, from the start of the sending")
+	gogc := fs.Int("gogc", defaultGOGC, "the load tester's own garbage-collection percent (as GOGC; the GOGC environment variable wins unless this flag is given): its collections stall the reads whose latency it measures, so it collects less often than Go's 100, for about twice the memory")
 	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
 		return exitUsage
+	}
+	if flagSet(fs, "gogc") || os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(*gogc)
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "relaymesh-loadtest: unexpected arguments %q\n", fs.Args())

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -265,5 +266,32 @@ func TestCrossRegionWorkers(t *testing.T) {
 	}
 	if !strings.Contains(stdout, "region pair r1->r2") {
 		t.Error("no region pair in the text summary")
+	}
+}
+
+// TestGOGC: the load tester sets its own collector's percent: --gogc's
+// default when GOGC is unset, GOGC when set, --gogc when given.
+func TestGOGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	percent := func() int { p := debug.SetGCPercent(100); debug.SetGCPercent(p); return p }
+	for _, c := range []struct {
+		env  string
+		args []string
+		want int
+	}{
+		{"", nil, defaultGOGC},
+		{"150", nil, 100}, // GOGC is the runtime's own: left alone
+		{"150", []string{"--gogc", "250"}, 250},
+		{"", []string{"--gogc", "-1"}, -1},
+	} {
+		t.Setenv("GOGC", c.env)
+		debug.SetGCPercent(100)
+		// No scenario: refused after the flags are parsed and applied.
+		if code, _, _ := runCmd(t, c.args...); code != exitUsage {
+			t.Fatalf("GOGC=%q %v: exit %d, want %d (no scenario)", c.env, c.args, code, exitUsage)
+		}
+		if got := percent(); got != c.want {
+			t.Errorf("GOGC=%q %v: GC percent %d, want %d", c.env, c.args, got, c.want)
+		}
 	}
 }
