@@ -84,15 +84,9 @@ type cursorBatcher struct {
 
 // moveCursor queues a move of peer's delivered cursor (with read: read and
 // delivered) in cid and returns the round to wait for, nil when the core is
-// closed.
-func (c *Core) moveCursor(app, cid, peer, mid string, t int64, read bool, now int64) *cursorRound {
-	r, _ := c.queueCursor(app, cid, peer, mid, t, read, now)
-	return r
-}
-
-// queueCursor is moveCursor, and says whether the queue is deep enough
-// that the requester should wait for its round (cursorQueueFree).
-func (c *Core) queueCursor(app, cid, peer, mid string, t int64, read bool, now int64) (r *cursorRound, deep bool) {
+// closed; deep says the queue is long enough that the requester should
+// wait for that round (cursorQueueFree).
+func (c *Core) moveCursor(app, cid, peer, mid string, t int64, read bool, now int64) (r *cursorRound, deep bool) {
 	b := &c.cursors
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -24,6 +24,16 @@ func cursorOf(t *testing.T, e *env, cid, peer string) shard.Cursor {
 	return cur
 }
 
+// holdProposals blocks the replica's proposals, so no cursor round can be
+// applied, until the returned release is called (at the latest when the
+// test ends, so a failed check does not leave them blocked).
+func holdProposals(t *testing.T, e *env) (release func()) {
+	e.rep.mu.Lock()
+	release = sync.OnceFunc(e.rep.mu.Unlock)
+	t.Cleanup(release)
+	return release
+}
+
 func queuedCursors(c *Core) int {
 	c.cursors.mu.Lock()
 	defer c.cursors.mu.Unlock()
@@ -66,14 +76,8 @@ func TestAckCoalescing(t *testing.T) {
 	// (a first login's seen mark is proposed in the background; the
 	// message's fan-out done): CI once counted 3 proposals here.
 	before, entered := e.rep.ackRounds.Load(), e.rep.ackEntered.Load()
-	e.rep.mu.Lock() // proposals block: the first round stays in flight
-	locked := true
-	defer func() { // a failed wait below must not leave the replica locked
-		if locked {
-			e.rep.mu.Unlock()
-		}
-	}()
-	ack(peers[0]) // returns at once, its round blocked in Propose
+	release := holdProposals(t, e) // the first round stays in flight
+	ack(peers[0])                  // returns at once, its round blocked in Propose
 	waitFor(t, "first round blocked in Propose", func() bool {
 		return e.rep.ackEntered.Load() == entered+1 && e.rep.ackRounds.Load() == before && queuedCursors(e.core) == 0
 	})
@@ -88,8 +92,7 @@ func TestAckCoalescing(t *testing.T) {
 	if got := e.rep.ackRounds.Load(); got != before {
 		t.Fatalf("a cursor round was applied while proposals were blocked (%d, want %d)", got, before)
 	}
-	e.rep.mu.Unlock()
-	locked = false
+	release()
 	waitFor(t, "both rounds applied", func() bool { return e.rep.ackRounds.Load()-before >= 2 && queuedCursors(e.core) == 0 })
 	if got := e.rep.ackRounds.Load() - before; got != 2 {
 		t.Fatalf("%d acks made %d proposals, want 2 (one in flight, one for the rest)", n, got)
@@ -121,11 +124,11 @@ func TestCursorMerge(t *testing.T) {
 	for i := range 3 {
 		ts = append(ts, mustOK(t, a.sendText(cid, fmt.Sprint(i))).AckMessage.GetT())
 	}
-	e.rep.mu.Lock()
-	r1 := e.core.moveCursor(testApp, cid, "bob", "", ts[2], false, 1)
-	r2 := e.core.moveCursor(testApp, cid, "bob", "", ts[0], true, 2)
-	r3 := e.core.moveCursor(testApp, cid, "bob", "", ts[1], false, 3)
-	e.rep.mu.Unlock()
+	release := holdProposals(t, e)
+	r1, _ := e.core.moveCursor(testApp, cid, "bob", "", ts[2], false, 1)
+	r2, _ := e.core.moveCursor(testApp, cid, "bob", "", ts[0], true, 2)
+	r3, _ := e.core.moveCursor(testApp, cid, "bob", "", ts[1], false, 3)
+	release()
 	waitCursors(context.Background(), r1, r2, r3)
 	cur := cursorOf(t, e, cid, "bob")
 	if cur.Ack != ts[2] || cur.Read != ts[0] {
@@ -197,15 +200,7 @@ func TestAckAnsweredQueued(t *testing.T) {
 			}},
 	} {
 		waits := e.core.stats.CursorWaits.Load()
-		e.rep.mu.Lock() // no round can be applied
-		locked := true
-		unlock := func() {
-			if locked {
-				locked = false
-				e.rep.mu.Unlock()
-			}
-		}
-		defer unlock() // a failed check below must not leave it locked
+		release := holdProposals(t, e) // no round can be applied
 		moved := make(chan struct{})
 		go func() { defer close(moved); step.move() }()
 		select { // answered once queued
@@ -225,7 +220,7 @@ func TestAckAnsweredQueued(t *testing.T) {
 			t.Fatalf("%s: answered before bob's move was applied", step.name)
 		default:
 		}
-		unlock()
+		release()
 		<-done
 		if got := step.at(cursorOf(t, e, cid, "bob")); got != step.want {
 			t.Fatalf("%s: cursor at %d after the wait, want %d", step.name, got, step.want)
@@ -247,13 +242,7 @@ func TestAckHeldWhenQueueDeep(t *testing.T) {
 	c.open("", false, 0)
 	cid := a.start([]string{"bob", "carol"}, "", false).ConvMessage.GetCid()
 	m := mustOK(t, a.sendText(cid, "hi")).AckMessage
-	e.rep.mu.Lock()
-	locked := true
-	defer func() {
-		if locked {
-			e.rep.mu.Unlock()
-		}
-	}()
+	release := holdProposals(t, e)
 	// One round in flight (carol's move, blocked in Propose), then enough
 	// moves of strangers (no members: dropped when resolved) to queue
 	// cursorQueueFree+1 rounds behind it.
@@ -275,8 +264,7 @@ func TestAckHeldWhenQueueDeep(t *testing.T) {
 		t.Fatal("an ack behind a deep queue was answered before it was applied")
 	default:
 	}
-	e.rep.mu.Unlock()
-	locked = false
+	release()
 	<-done
 	if cur := cursorOf(t, e, cid, "bob"); cur.Ack != m.GetT() {
 		t.Fatalf("cursor at %d, want %d", cur.Ack, m.GetT())

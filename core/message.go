@@ -190,7 +190,7 @@ func (c *Core) ack(ctx context.Context, r *request) {
 	if a.GetCid() == "" {
 		return
 	}
-	if rd, deep := c.queueCursor(r.app, a.GetCid(), r.peer, a.GetMid(), a.GetTots(), false, c.nowMS()); deep {
+	if rd, deep := c.moveCursor(r.app, a.GetCid(), r.peer, a.GetMid(), a.GetTots(), false, c.nowMS()); deep {
 		c.stats.CursorHeld.Add(1)
 		waitCursors(ctx, rd)
 	}
@@ -204,7 +204,7 @@ func (c *Core) read(ctx context.Context, r *request) {
 	held := false
 	one := func(cid, mid string, t int64) {
 		if cid != "" {
-			rd, deep := c.queueCursor(r.app, cid, r.peer, mid, t, true, now)
+			rd, deep := c.moveCursor(r.app, cid, r.peer, mid, t, true, now)
 			last, held = rd, held || deep
 		}
 	}
