@@ -198,6 +198,10 @@ type session struct {
 	bound bool
 	ready bool       // session/opened queued; until then deliveries are held
 	held  []outFrame // deliveries that arrived while opening
+	// heldEnd counts the held frames up to and including one that ended
+	// the session (deliverEnd), which markReady writes even though the
+	// session is gone by then: the client already has its opened reply.
+	heldEnd int
 }
 
 func newConn(s *Server, codec lcpb.Codec, t transport) *conn {
@@ -587,20 +591,43 @@ func (c *conn) deliver(ss *session, f outFrame) bool {
 	return c.enqueue(f)
 }
 
+// deliverEnd is deliver for the last frame of a session that the caller
+// unbinds next (a session/closed notice: app closed, tag kick). While ss
+// is opening the frame is held past the queue bound, and markReady writes
+// it and what was held before it although ss has ended by then.
+func (c *conn) deliverEnd(ss *session, f outFrame) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !ss.bound {
+		c.srv.metrics.DeliveryMisses.Add(1)
+		return false
+	}
+	if !ss.ready {
+		ss.held = append(ss.held, f)
+		ss.heldEnd = len(ss.held)
+		return true
+	}
+	return c.enqueue(f)
+}
+
 // markReady releases the deliveries held while ss was opening, after the
-// session/opened reply has been queued.
+// session/opened reply has been queued. A session that ended while opening
+// gets only what was held up to its end notice.
 func (c *conn) markReady(ss *session) {
+	if h := c.srv.testBeforeReady; h != nil {
+		h(ss)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ss.ready = true
+	held := ss.held
 	if !ss.bound {
-		ss.held = nil // ended while opening (tag kick)
-		return
+		held = held[:ss.heldEnd]
 	}
-	for _, f := range ss.held {
+	for _, f := range held {
 		c.enqueue(f)
 	}
-	ss.held = nil
+	ss.held, ss.heldEnd = nil, 0
 }
 
 // teardown unbinds every session left and reports each to the backend.

@@ -82,7 +82,9 @@
 // the first session; several IMClients may share one socket (JS), then
 // commands carry peerId. A command for no bound session gets 4105. The
 // session is bound before OPEN so that deliveries the core sends while the
-// login is in flight are held and written after session/opened.
+// login is in flight are held and written after session/opened. A session
+// that ends while opening (app closed, tag kick) still gets what was held
+// up to its session/closed notice, the notice included.
 //
 // Every other command of a session goes to the Backend as COMMAND with the
 // raw GenericCommand bytes, after these checks (each rejection is a

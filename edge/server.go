@@ -224,7 +224,10 @@ type Server struct {
 	metrics *Metrics
 	reg     *prometheus.Registry // the process part's: metrics, queues, mesh, Go runtime, Config.Collectors
 	now     func() time.Time     // injectable for tests
-	nextID  atomic.Uint64
+	// testBeforeReady, set by tests only, runs in a login between its
+	// session/opened reply and conn.markReady.
+	testBeforeReady func(*session)
+	nextID          atomic.Uint64
 
 	wg sync.WaitGroup // one per accepted connection (its reader goroutine)
 
@@ -458,7 +461,14 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 			b = withPeerID(shared, h.ss.peerID)
 		}
 		last = h.ss
-		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio, dgram: dgram, fan: fan, at: at}) {
+		f := outFrame{b: b, p: prio, dgram: dgram, fan: fan, at: at}
+		var ok bool
+		if h.end {
+			ok = h.ss.c.deliverEnd(h.ss, f)
+		} else {
+			ok = h.ss.c.deliver(h.ss, f)
+		}
+		if ok {
 			s.metrics.DeliveredFrames.Add(1)
 		}
 		if h.end {
