@@ -53,8 +53,7 @@ func testAckFloodThenRead(t *testing.T, shards int) {
 	unreadOnLogin := func() map[string]int32 {
 		w := dialTCPWS(t, addr)
 		defer w.nc.Close()
-		w.write(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
-			AppId: proto.String(app), PeerId: proto.String("alice"), SessionMessage: &lcpb.SessionCommand{Ua: proto.String("raw")}})
+		w.write(openCmd(app, "alice"))
 		var opened, unread bool
 		got := map[string]int32{}
 		for !opened || !unread {

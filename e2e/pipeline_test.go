@@ -137,10 +137,15 @@ func (w *tcpWS) nextAny() *lcpb.GenericCommand {
 	}
 }
 
+// openCmd is a raw client's session/open (i 1) for peer in app.
+func openCmd(app, peer string) *lcpb.GenericCommand {
+	return &lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
+		AppId: proto.String(app), PeerId: proto.String(peer), SessionMessage: &lcpb.SessionCommand{Ua: proto.String("raw")}}
+}
+
 func (w *tcpWS) login(app, peer string) {
 	w.t.Helper()
-	w.write(&lcpb.GenericCommand{Cmd: lcpb.CommandType_session.Enum(), Op: lcpb.OpType_open.Enum(), I: proto.Int32(1),
-		AppId: proto.String(app), PeerId: proto.String(peer), SessionMessage: &lcpb.SessionCommand{Ua: proto.String("raw")}})
+	w.write(openCmd(app, peer))
 	if c := w.next(); c.GetCmd() != lcpb.CommandType_session || c.GetOp() != lcpb.OpType_opened {
 		w.t.Fatalf("login %s: got %v/%v %v", peer, c.GetCmd(), c.GetOp(), c.GetErrorMessage())
 	}
