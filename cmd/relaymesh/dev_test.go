@@ -36,28 +36,62 @@ func TestDevFlagMisuse(t *testing.T) {
 }
 
 // TestGCFloorEnv: RELAYMESH_GC_HEAP_FLOOR_MIB sets the collector's heap
-// floor, 0 turns it off, and anything but a number of MiB is refused
-// before a serving command starts; GOGC in the environment wins.
+// floor, 0 turns it off, RELAYMESH_GC_HEAP_FLOOR_MAX_MIB how far it may
+// rise with the allocation rate (unset: a fixed floor, 64 MiB by
+// default), and anything but a number of MiB,
+// or a maximum below the floor, is refused before a serving command
+// starts; GOGC in the environment wins.
 func TestGCFloorEnv(t *testing.T) {
 	t.Setenv("GOGC", "")
-	for _, bad := range []string{"abc", "-1", "1.5", "99999999"} {
-		t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MIB", bad)
-		if tu, err := startGCFloor(); err == nil || !strings.Contains(err.Error(), "RELAYMESH_GC_HEAP_FLOOR_MIB") {
-			tu.Stop()
-			t.Errorf("RELAYMESH_GC_HEAP_FLOOR_MIB=%s: %v, want an error naming the variable", bad, err)
+	for _, name := range []string{"RELAYMESH_GC_HEAP_FLOOR_MIB", "RELAYMESH_GC_HEAP_FLOOR_MAX_MIB"} {
+		for _, bad := range []string{"abc", "-1", "1.5", "99999999"} {
+			t.Setenv(name, bad)
+			if tu, err := startGCFloor(); err == nil || !strings.Contains(err.Error(), name) {
+				tu.Stop()
+				t.Errorf("%s=%s: %v, want an error naming the variable", name, bad, err)
+			}
 		}
+		t.Setenv(name, "")
 	}
-	t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MIB", "0")
-	if tu, err := startGCFloor(); tu != nil || err != nil {
+	for _, c := range []struct {
+		floor, max string
+		lo, hi     uint64 // MiB; 0: no tuner
+		err        bool
+	}{
+		{"", "", 64, 64, false},
+		{"32", "", 32, 32, false},
+		{"32", "128", 32, 128, false},
+		{"", "512", 64, 512, false},
+		{"", "64", 64, 64, false},
+		{"128", "64", 0, 0, true}, // the maximum below the floor
+		{"0", "", 0, 0, false},    // no floor
+	} {
+		t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MIB", c.floor)
+		t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MAX_MIB", c.max)
+		tu, err := startGCFloor()
+		if (err != nil) != c.err {
+			t.Errorf("floor %q max %q: err %v, want an error: %v", c.floor, c.max, err, c.err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "RELAYMESH_GC_HEAP_FLOOR_MAX_MIB") {
+			t.Errorf("floor %q max %q: %v, want an error naming the maximum", c.floor, c.max, err)
+		}
+		if c.lo == 0 {
+			if tu != nil {
+				tu.Stop()
+				t.Errorf("floor %q max %q: a tuner, want none", c.floor, c.max)
+			}
+			continue
+		}
+		if tu == nil {
+			t.Fatalf("floor %q max %q: no tuner", c.floor, c.max)
+		}
+		if lo, hi := tu.Bounds(); lo != c.lo<<20 || hi != c.hi<<20 {
+			t.Errorf("floor %q max %q: bounds %d, %d MiB, want %d, %d", c.floor, c.max, lo>>20, hi>>20, c.lo, c.hi)
+		}
 		tu.Stop()
-		t.Errorf("a floor of 0: tuner %v, err %v; want none", tu, err)
 	}
 	t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MIB", "")
-	tu, err := startGCFloor()
-	if tu == nil || err != nil {
-		t.Fatalf("unset: tuner %v, err %v; want the default floor", tu, err)
-	}
-	tu.Stop()
+	t.Setenv("RELAYMESH_GC_HEAP_FLOOR_MAX_MIB", "")
 	t.Setenv("GOGC", "200")
 	if tu, err := startGCFloor(); tu != nil || err != nil {
 		tu.Stop()

@@ -280,17 +280,36 @@ func runDev(args []string) error {
 
 // startGCFloor keeps the collector's heap floor (internal/gcfloor) for
 // the serving commands: RELAYMESH_GC_HEAP_FLOOR_MIB, 64 when unset, 0 for
-// none; a GOGC in the environment turns it off.
+// none; with RELAYMESH_GC_HEAP_FLOOR_MAX_MIB above it, the floor rises
+// with the allocation rate up to that. A GOGC in the environment turns it
+// off.
 func startGCFloor() (*gcfloor.Tuner, error) {
-	floor := uint64(gcfloor.DefaultFloor)
-	if v := os.Getenv("RELAYMESH_GC_HEAP_FLOOR_MIB"); v != "" {
-		mib, err := strconv.ParseUint(v, 10, 20)
-		if err != nil {
-			return nil, fmt.Errorf("RELAYMESH_GC_HEAP_FLOOR_MIB=%q: a whole number of MiB below 1048576 (0: no floor)", v)
-		}
-		floor = mib << 20
+	floor, err := mibEnv("RELAYMESH_GC_HEAP_FLOOR_MIB", gcfloor.DefaultFloor)
+	if err != nil {
+		return nil, fmt.Errorf("%w (0: no floor)", err)
 	}
-	return gcfloor.Start(floor), nil
+	hi, err := mibEnv("RELAYMESH_GC_HEAP_FLOOR_MAX_MIB", floor)
+	if err != nil {
+		return nil, err
+	}
+	if hi < floor {
+		return nil, fmt.Errorf("RELAYMESH_GC_HEAP_FLOOR_MAX_MIB=%d is below the floor, %d MiB", hi>>20, floor>>20)
+	}
+	return gcfloor.Start(floor, hi), nil
+}
+
+// mibEnv reads a size in MiB from the environment variable name, dflt
+// bytes when it is unset.
+func mibEnv(name string, dflt uint64) (uint64, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return dflt, nil
+	}
+	mib, err := strconv.ParseUint(v, 10, 20)
+	if err != nil {
+		return 0, fmt.Errorf("%s=%q: a whole number of MiB below 1048576", name, v)
+	}
+	return mib << 20, nil
 }
 
 // mergeLimits lets flags given on the command line win over the file.

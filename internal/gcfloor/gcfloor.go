@@ -7,9 +7,20 @@
 // second, so at GOGC=100 it collected five times a second, and each
 // collection's mark phase took a share of the CPU the sends were waiting
 // for (docs/BENCHMARKS.md, stop 31). A floor of 64 MiB makes those
-// collections rare for at most 64 MiB of extra heap; once the live heap is
+// collections rarer for at most 64 MiB of extra heap; once the live heap is
 // larger than the floor (15,000 idle sessions hold ~130 MiB) the collector
 // runs at GOGC=100 as before, so memory per session does not change.
+//
+// The floor can follow the allocation rate (Start's hi above lo; the
+// relaymesh commands' RELAYMESH_GC_HEAP_FLOOR_MAX_MIB): it is then what the
+// process allocated in the last Window at the rate it allocated since the
+// collection before, kept between the two. A quiet process keeps the
+// minimum; one under load collects about once a Window for at most the
+// maximum of extra heap. At 5,000 sends a second, 64 to 256 MiB gave the
+// sends' ack p99 0.64-0.71x of a fixed 64 MiB's for 1.6x the peak RSS;
+// but a login storm allocates fast too, and 15,000 idle sessions then
+// peaked at ~12 KiB each against ~9.5 (docs/BENCHMARKS.md, stop 40), so
+// the commands keep a fixed floor unless the maximum is set.
 //
 // How: after every collection (a finalizer on an object made unreachable
 // at each one) it sets the GOGC percentage to max(100, floor/live × 100),
@@ -22,33 +33,71 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
-// DefaultFloor is the floor the relaymesh commands start with.
-const DefaultFloor = 64 << 20
+// DefaultFloor is the floor the relaymesh commands keep unless told
+// otherwise; Window is how long a floor that follows the allocation rate
+// lets it run between collections.
+const (
+	DefaultFloor = 64 << 20
+	Window       = 2 * time.Second
+)
+
+const minInterval = 10 * time.Millisecond
 
 // basePercent is Go's default GOGC, the setting above the floor.
 const basePercent = 100
 
 // Tuner keeps the floor until Stop.
 type Tuner struct {
-	floor   uint64
-	stopped atomic.Bool
-	runs    atomic.Uint64 // collections seen, for tests
-	sample  []metrics.Sample
+	min, max uint64
+	stopped  atomic.Bool
+	runs     atomic.Uint64 // collections seen, for tests
+	cur      atomic.Uint64 // the floor in force (Floor)
+	sample   []metrics.Sample
+
+	// the collection before, on the finalizer goroutine only
+	lastAllocs uint64
+	lastAt     time.Time
+
+	mu   sync.Mutex // orders setting the floor and GOGC
+	done chan struct{}
 }
 
-// Start keeps a heap floor of floor bytes from the next collection on. It
-// returns nil (no tuning) when floor is 0 or GOGC is set in the
-// environment.
-func Start(floor uint64) *Tuner {
-	if floor == 0 || os.Getenv("GOGC") != "" {
+// Start keeps a heap floor from the next collection on: at least lo
+// bytes, and up to hi while the process allocates faster than lo a
+// Window (hi below lo: lo). It returns nil (no tuning) when lo is 0 or
+// GOGC is set in the environment.
+func Start(lo, hi uint64) *Tuner {
+	if lo == 0 || os.Getenv("GOGC") != "" {
 		return nil
 	}
-	t := &Tuner{floor: floor, sample: []metrics.Sample{{Name: "/gc/heap/live:bytes"}}}
+	t := &Tuner{min: lo, max: max(lo, hi), sample: []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"}}}
+	t.cur.Store(lo)
+	t.done = make(chan struct{})
 	t.arm()
+	if t.max > t.min {
+		go t.watch()
+	} else {
+		close(t.done) // a fixed floor: nothing to watch
+	}
 	return t
+}
+
+// Bounds are the floor's minimum and maximum.
+func (t *Tuner) Bounds() (lo, hi uint64) { return t.min, t.max }
+
+// Floor is the floor in force: the minimum until a collection has shown
+// the allocation rate. A nil Tuner's is 0.
+func (t *Tuner) Floor() uint64 {
+	if t == nil {
+		return 0
+	}
+	return t.cur.Load()
 }
 
 // Stop ends the tuning and puts GOGC back to 100. A nil Tuner does
@@ -57,6 +106,11 @@ func (t *Tuner) Stop() {
 	if t == nil || t.stopped.Swap(true) {
 		return
 	}
+	if t.max > t.min {
+		close(t.done)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	debug.SetGCPercent(basePercent)
 }
 
@@ -78,9 +132,71 @@ func (t *Tuner) arm() {
 // adjust runs on the finalizer goroutine after a collection.
 func (t *Tuner) adjust() {
 	metrics.Read(t.sample)
-	live := t.sample[0].Value.Uint64()
-	debug.SetGCPercent(percentFor(live, t.floor))
+	live, allocs := t.sample[0].Value.Uint64(), t.sample[1].Value.Uint64()
+	now := time.Now()
+	floor := t.min
+	if !t.lastAt.IsZero() {
+		floor = floorFor(allocs-t.lastAllocs, now.Sub(t.lastAt), t.min, t.max)
+	}
+	t.lastAllocs, t.lastAt = allocs, now
+	t.set(floor, live, false)
 	t.runs.Add(1)
+}
+
+// watch lowers the floor between collections once the allocation rate
+// falls: a burst (a reconnect storm's logins) must not leave the heap
+// goal high for the quiet that follows it, which could last until Go's
+// forced collection two minutes later.
+func (t *Tuner) watch() {
+	tick := time.NewTicker(Window / 2)
+	defer tick.Stop()
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
+	var last uint64
+	var lastAt time.Time
+	for {
+		var now time.Time
+		select {
+		case <-t.done:
+			return
+		case now = <-tick.C:
+		}
+		metrics.Read(s)
+		live, allocs := s[0].Value.Uint64(), s[1].Value.Uint64()
+		if !lastAt.IsZero() {
+			t.set(floorFor(allocs-last, now.Sub(lastAt), t.min, t.max), live, true)
+		}
+		last, lastAt = allocs, now
+	}
+}
+
+// set puts floor in force for a live heap of live bytes. With lowerOnly
+// it only lowers the floor, and only by a quarter or more, so that a
+// second's dip in a steady load does not bring the next collection
+// forward.
+func (t *Tuner) set(floor, live uint64, lowerOnly bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped.Load() || lowerOnly && floor > t.cur.Load()/4*3 {
+		return
+	}
+	t.cur.Store(floor)
+	debug.SetGCPercent(percentFor(live, floor))
+}
+
+// floorFor is the floor for a process that allocated n bytes in d: a
+// Window's worth at that rate, between lo and hi. d is taken as at least
+// minInterval, so that two collections in a row (debug.FreeOSMemory) do
+// not read a rate off a few bytes.
+func floorFor(n uint64, d time.Duration, lo, hi uint64) uint64 {
+	d = max(d, minInterval)
+	f := float64(n) * float64(Window) / float64(d)
+	switch {
+	case f <= float64(lo):
+		return lo
+	case f >= float64(hi):
+		return hi
+	}
+	return uint64(f)
 }
 
 // percentFor is the GOGC that makes the heap goal live + max(live, floor).

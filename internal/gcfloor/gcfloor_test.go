@@ -35,7 +35,7 @@ var keep [][]*int
 func TestFloor(t *testing.T) {
 	t.Setenv("GOGC", "")
 	const floor = 256 << 20
-	tu := Start(floor)
+	tu := Start(floor, floor)
 	if tu == nil {
 		t.Fatal("Start returned nil with GOGC unset")
 	}
@@ -76,12 +76,12 @@ func TestFloor(t *testing.T) {
 // TestOperatorGOGC: a GOGC in the environment is the operator's choice.
 func TestOperatorGOGC(t *testing.T) {
 	t.Setenv("GOGC", "150")
-	if tu := Start(64 << 20); tu != nil {
+	if tu := Start(64<<20, 256<<20); tu != nil {
 		tu.Stop()
 		t.Fatal("Start tuned with GOGC set in the environment")
 	}
 	t.Setenv("GOGC", "")
-	if tu := Start(0); tu != nil {
+	if tu := Start(0, 256<<20); tu != nil {
 		t.Fatal("Start tuned with a floor of 0")
 	}
 }
@@ -102,5 +102,100 @@ func TestPercentFor(t *testing.T) {
 		if got := percentFor(c.live, c.floor); got != c.want {
 			t.Errorf("percentFor(%d MiB, %d MiB) = %d, want %d", c.live>>20, c.floor>>20, got, c.want)
 		}
+	}
+}
+
+func TestFloorFor(t *testing.T) {
+	const lo, hi = 64 << 20, 256 << 20
+	for _, c := range []struct {
+		n    uint64
+		d    time.Duration
+		want uint64
+	}{
+		{0, time.Second, lo},
+		{16 << 20, time.Second, lo},             // 32 MiB a Window: the minimum
+		{50 << 20, time.Second, 100 << 20},      // 100 MiB a Window
+		{100 << 20, 500 * time.Millisecond, hi}, // 400 MiB a Window: the maximum
+		{120 << 20, 2 * time.Minute, lo},        // a quiet process's forced collections
+		{1 << 20, 0, 200 << 20},                 // no time between: taken as 10 ms
+		{64 << 10, 0, lo},                       // two collections in a row, next to nothing allocated
+		{200 << 20, 2 * time.Second, 200 << 20}, // 100 MiB a second, as `relaymesh dev` at 5,000 sends a second
+		{uint64(1) << 62, time.Nanosecond, hi},  // no overflow
+	} {
+		if got := floorFor(c.n, c.d, lo, hi); got != c.want {
+			t.Errorf("floorFor(%d MiB, %v) = %d MiB, want %d MiB", c.n>>20, c.d, got>>20, c.want>>20)
+		}
+	}
+}
+
+var sink []byte
+
+func liveHeap() uint64 {
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// TestFloorFollowsAllocation: a collection after fast allocation raises
+// the floor to the maximum, and collections in a quiet spell bring it back
+// to the minimum; the GOGC set follows the floor in force.
+func TestFloorFollowsAllocation(t *testing.T) {
+	t.Setenv("GOGC", "")
+	const lo, hi = 8 << 20, 512 << 20
+	tu := Start(lo, hi)
+	if tu == nil {
+		t.Fatal("Start returned nil with GOGC unset")
+	}
+	defer tu.Stop()
+	if l, h := tu.Bounds(); l != lo || h != hi || tu.Floor() != lo {
+		t.Fatalf("bounds %d, %d MiB, floor %d MiB; want %d, %d and the minimum", l>>20, h>>20, tu.Floor()>>20, lo>>20, hi>>20)
+	}
+	waitRuns(t, tu, 0) // a first collection: the rate is measured from here
+	// 1 GiB of garbage as fast as it comes: over 256 MiB a second.
+	n := tu.runs.Load()
+	start := time.Now()
+	for range 1024 {
+		sink = make([]byte, 1<<20)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Skipf("allocating 1 GiB took %v on this machine: too slow to tell a fast rate", d)
+	}
+	waitRuns(t, tu, n)
+	if f := tu.Floor(); f != hi {
+		t.Fatalf("floor %d MiB after allocating 1 GiB quickly, want the maximum %d MiB", f>>20, hi>>20)
+	}
+	// Quiet: the watcher lowers the floor within a tick or two. Nothing
+	// else would: the heap goal is ~512 MiB over the live heap, so no
+	// collection comes until the lower goal brings one.
+	sink = nil
+	for deadline := time.Now().Add(5 * time.Second); tu.Floor() != lo; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("floor %d MiB 5 s after the allocation stopped, want the minimum %d MiB", tu.Floor()>>20, lo>>20)
+		}
+	}
+	if p := gogc(); p >= uint64(percentFor(liveHeap(), hi)) {
+		t.Errorf("GOGC %d%% with the minimum floor in force, want below the maximum's %d%%", p, percentFor(liveHeap(), hi))
+	}
+
+	// Again, then collections 300 ms apart with next to nothing allocated (the
+	// first still counts what the loop allocated after its last one).
+	n = tu.runs.Load()
+	for range 1024 {
+		sink = make([]byte, 1<<20)
+	}
+	waitRuns(t, tu, n)
+	sink = nil
+	for range 2 {
+		time.Sleep(300 * time.Millisecond)
+		n = tu.runs.Load()
+		runtime.GC()
+		for deadline := time.Now().Add(5 * time.Second); tu.runs.Load() <= n; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the tuner did not run within 5 s of a collection")
+			}
+		}
+	}
+	if f := tu.Floor(); f != lo {
+		t.Fatalf("floor %d MiB after a quiet spell, want the minimum %d MiB", f>>20, lo>>20)
 	}
 }
