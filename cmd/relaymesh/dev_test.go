@@ -37,8 +37,8 @@ func TestDevFlagMisuse(t *testing.T) {
 
 // TestGCFloorEnv: RELAYMESH_GC_HEAP_FLOOR_MIB sets the collector's heap
 // floor, 0 turns it off, RELAYMESH_GC_HEAP_FLOOR_MAX_MIB how far it may
-// rise with the allocation rate (unset: a fixed floor, 64 MiB by
-// default), and anything but a number of MiB,
+// rise with the allocation rate (64 to 256 MiB when neither is set, a
+// fixed floor when only the first is), and anything but a number of MiB,
 // or a maximum below the floor, is refused before a serving command
 // starts; GOGC in the environment wins.
 func TestGCFloorEnv(t *testing.T) {
@@ -58,8 +58,8 @@ func TestGCFloorEnv(t *testing.T) {
 		lo, hi     uint64 // MiB; 0: no tuner
 		err        bool
 	}{
-		{"", "", 64, 64, false},
-		{"32", "", 32, 32, false},
+		{"", "", 64, 256, false},
+		{"32", "", 32, 32, false}, // a fixed floor, as an operator who set it had before stop 40
 		{"32", "128", 32, 128, false},
 		{"", "512", 64, 512, false},
 		{"", "64", 64, 64, false},

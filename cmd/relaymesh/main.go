@@ -280,15 +280,20 @@ func runDev(args []string) error {
 
 // startGCFloor keeps the collector's heap floor (internal/gcfloor) for
 // the serving commands: RELAYMESH_GC_HEAP_FLOOR_MIB, 64 when unset, 0 for
-// none; with RELAYMESH_GC_HEAP_FLOOR_MAX_MIB above it, the floor rises
-// with the allocation rate up to that. A GOGC in the environment turns it
-// off.
+// none, rising with the allocation rate up to
+// RELAYMESH_GC_HEAP_FLOOR_MAX_MIB (256 when neither is set; the floor
+// itself, a fixed floor, when only the floor is set). A GOGC in the
+// environment turns it off.
 func startGCFloor() (*gcfloor.Tuner, error) {
 	floor, err := mibEnv("RELAYMESH_GC_HEAP_FLOOR_MIB", gcfloor.DefaultFloor)
 	if err != nil {
 		return nil, fmt.Errorf("%w (0: no floor)", err)
 	}
-	hi, err := mibEnv("RELAYMESH_GC_HEAP_FLOOR_MAX_MIB", floor)
+	dflt := uint64(gcfloor.DefaultMaxFloor)
+	if os.Getenv("RELAYMESH_GC_HEAP_FLOOR_MIB") != "" {
+		dflt = floor
+	}
+	hi, err := mibEnv("RELAYMESH_GC_HEAP_FLOOR_MAX_MIB", dflt)
 	if err != nil {
 		return nil, err
 	}

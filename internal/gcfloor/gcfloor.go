@@ -11,16 +11,17 @@
 // larger than the floor (15,000 idle sessions hold ~130 MiB) the collector
 // runs at GOGC=100 as before, so memory per session does not change.
 //
-// The floor can follow the allocation rate (Start's hi above lo; the
-// relaymesh commands' RELAYMESH_GC_HEAP_FLOOR_MAX_MIB): it is then what the
-// process allocated in the last Window at the rate it allocated since the
-// collection before, kept between the two. A quiet process keeps the
-// minimum; one under load collects about once a Window for at most the
-// maximum of extra heap. At 5,000 sends a second, 64 to 256 MiB gave the
-// sends' ack p99 0.64-0.71x of a fixed 64 MiB's for 1.6x the peak RSS;
-// but a login storm allocates fast too, and 15,000 idle sessions then
-// peaked at ~12 KiB each against ~9.5 (docs/BENCHMARKS.md, stop 40), so
-// the commands keep a fixed floor unless the maximum is set.
+// The floor follows the allocation rate (Start's hi above lo): after each
+// collection it is what the process allocated in the last Window at the
+// rate since the collection before, kept between the two, and a watcher
+// lowers it within a second or two once the rate falls. A quiet process
+// keeps the minimum; one under load collects about once a Window for at
+// most the maximum of extra heap. At 5,000 sends a second, 64 to 256 MiB
+// gave an ack p99 of 0.64-0.71x a fixed 64 MiB's for 1.6x the peak RSS
+// (docs/BENCHMARKS.md, stop 40). While the live heap grows fast (new
+// state arriving: a login storm, which allocates fast too) the floor
+// stays at the minimum, or the storm's peak RSS would rise with it (~12
+// KiB per idle session at 15,000 against ~9.5).
 //
 // How: after every collection (a finalizer on an object made unreachable
 // at each one) it sets the GOGC percentage to max(100, floor/live × 100),
@@ -38,12 +39,13 @@ import (
 	"time"
 )
 
-// DefaultFloor is the floor the relaymesh commands keep unless told
-// otherwise; Window is how long a floor that follows the allocation rate
-// lets it run between collections.
+// DefaultFloor and DefaultMaxFloor bound the floor the relaymesh commands
+// keep unless told otherwise; Window is how long the floor lets the
+// allocation rate run between collections.
 const (
-	DefaultFloor = 64 << 20
-	Window       = 2 * time.Second
+	DefaultFloor    = 64 << 20
+	DefaultMaxFloor = 256 << 20
+	Window          = 2 * time.Second
 )
 
 const minInterval = 10 * time.Millisecond
@@ -60,8 +62,8 @@ type Tuner struct {
 	sample   []metrics.Sample
 
 	// the collection before, on the finalizer goroutine only
-	lastAllocs uint64
-	lastAt     time.Time
+	lastAllocs, lastLive uint64
+	lastAt               time.Time
 
 	mu   sync.Mutex // orders setting the floor and GOGC
 	done chan struct{}
@@ -135,10 +137,10 @@ func (t *Tuner) adjust() {
 	live, allocs := t.sample[0].Value.Uint64(), t.sample[1].Value.Uint64()
 	now := time.Now()
 	floor := t.min
-	if !t.lastAt.IsZero() {
-		floor = floorFor(allocs-t.lastAllocs, now.Sub(t.lastAt), t.min, t.max)
+	if d := now.Sub(t.lastAt); !t.lastAt.IsZero() && !growing(t.lastLive, live, d, t.min) {
+		floor = floorFor(allocs-t.lastAllocs, d, t.min, t.max)
 	}
-	t.lastAllocs, t.lastAt = allocs, now
+	t.lastAllocs, t.lastLive, t.lastAt = allocs, live, now
 	t.set(floor, live, false)
 	t.runs.Add(1)
 }
@@ -181,6 +183,19 @@ func (t *Tuner) set(floor, live uint64, lowerOnly bool) {
 	}
 	t.cur.Store(floor)
 	debug.SetGCPercent(percentFor(live, floor))
+}
+
+// growing reports whether the live heap grew from was to is, in d, faster
+// than a sixteenth of the minimum floor a second (4 MiB/s at 64 MiB): new
+// state arriving, as in a login storm, whose allocations would otherwise
+// raise the floor and with it the storm's peak RSS. A steady load's live
+// heap moves by a few MiB between collections.
+func growing(was, is uint64, d time.Duration, lo uint64) bool {
+	if is <= was {
+		return false
+	}
+	d = max(d, minInterval)
+	return float64(is-was)*float64(time.Second)/float64(d) > float64(lo/16)
 }
 
 // floorFor is the floor for a process that allocated n bytes in d: a

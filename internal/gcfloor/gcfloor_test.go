@@ -130,6 +130,18 @@ func TestFloorFor(t *testing.T) {
 
 var sink []byte
 
+// startTuner starts a tuner of lo to hi bytes, stopped when the test ends.
+func startTuner(t *testing.T, lo, hi uint64) *Tuner {
+	t.Helper()
+	t.Setenv("GOGC", "")
+	tu := Start(lo, hi)
+	if tu == nil {
+		t.Fatal("Start returned nil with GOGC unset")
+	}
+	t.Cleanup(tu.Stop)
+	return tu
+}
+
 func liveHeap() uint64 {
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	metrics.Read(s)
@@ -140,13 +152,8 @@ func liveHeap() uint64 {
 // the floor to the maximum, and collections in a quiet spell bring it back
 // to the minimum; the GOGC set follows the floor in force.
 func TestFloorFollowsAllocation(t *testing.T) {
-	t.Setenv("GOGC", "")
 	const lo, hi = 8 << 20, 512 << 20
-	tu := Start(lo, hi)
-	if tu == nil {
-		t.Fatal("Start returned nil with GOGC unset")
-	}
-	defer tu.Stop()
+	tu := startTuner(t, lo, hi)
 	if l, h := tu.Bounds(); l != lo || h != hi || tu.Floor() != lo {
 		t.Fatalf("bounds %d, %d MiB, floor %d MiB; want %d, %d and the minimum", l>>20, h>>20, tu.Floor()>>20, lo>>20, hi>>20)
 	}
@@ -198,4 +205,46 @@ func TestFloorFollowsAllocation(t *testing.T) {
 	if f := tu.Floor(); f != lo {
 		t.Fatalf("floor %d MiB after a quiet spell, want the minimum %d MiB", f>>20, lo>>20)
 	}
+}
+
+func TestGrowing(t *testing.T) {
+	const lo = 64 << 20 // 4 MiB/s is growing
+	for _, c := range []struct {
+		was, is uint64
+		d       time.Duration
+		want    bool
+	}{
+		{21 << 20, 28 << 20, 1100 * time.Millisecond, true},  // a login storm: 7 MiB in 1.1 s
+		{45 << 20, 53 << 20, time.Second, true},              // 8 MiB in 1 s
+		{50 << 20, 55 << 20, 1700 * time.Millisecond, false}, // a steady load's memtable filling
+		{55 << 20, 50 << 20, time.Second, false},             // shrinking
+		{50 << 20, 50 << 20, 0, false},
+		{50 << 20, 51 << 20, 0, true}, // 1 MiB in no time: taken as 10 ms
+	} {
+		if got := growing(c.was, c.is, c.d, lo); got != c.want {
+			t.Errorf("growing(%d → %d MiB in %v) = %v, want %v", c.was>>20, c.is>>20, c.d, got, c.want)
+		}
+	}
+}
+
+// TestFloorStaysWhileLiveGrows: allocating fast while the live heap grows
+// fast (a login storm) leaves the floor at the minimum.
+func TestFloorStaysWhileLiveGrows(t *testing.T) {
+	const lo, hi = 8 << 20, 512 << 20
+	tu := startTuner(t, lo, hi)
+	waitRuns(t, tu, 0)
+	var kept [][]byte
+	n := tu.runs.Load()
+	for range 256 {
+		kept = append(kept, make([]byte, 1<<20)) // 256 MiB more live
+		for range 3 {
+			sink = make([]byte, 1<<20) // and three times that of garbage
+		}
+	}
+	waitRuns(t, tu, n)
+	if f := tu.Floor(); f != lo {
+		t.Fatalf("floor %d MiB while the live heap grew by 256 MiB, want the minimum %d MiB", f>>20, lo>>20)
+	}
+	runtime.KeepAlive(kept)
+	sink = nil
 }
