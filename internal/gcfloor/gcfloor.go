@@ -17,7 +17,7 @@
 // lowers it within a second or two once the rate falls. A quiet process
 // keeps the minimum; one under load collects about once a Window for at
 // most the maximum of extra heap. At 5,000 sends a second, 64 to 256 MiB
-// gave an ack p99 of 0.64-0.71x a fixed 64 MiB's for 1.6x the peak RSS
+// gave an ack p99 of 0.64-0.81x a fixed 64 MiB's for 1.5-1.7x the peak RSS
 // (docs/BENCHMARKS.md, stop 40). While the live heap grows fast (new
 // state arriving: a login storm, which allocates fast too) the floor
 // stays at the minimum, or the storm's peak RSS would rise with it (~12
