@@ -34,7 +34,7 @@ func (s *Server) CloseApp(appID string) int {
 		if err != nil {
 			continue
 		}
-		ss.c.deliverEnd(ss, outFrame{b: b, p: pq.High})
+		ss.c.deliver(ss, outFrame{b: b, p: pq.High}, true)
 		if s.unbind(ss) {
 			ss.c.closeSession(ss, explicitCloseCmd)
 			n++

@@ -199,7 +199,7 @@ type session struct {
 	ready bool       // session/opened queued; until then deliveries are held
 	held  []outFrame // deliveries that arrived while opening
 	// heldEnd counts the held frames up to and including one that ended
-	// the session (deliverEnd), which markReady writes even though the
+	// the session (deliver with end), which markReady writes even though the
 	// session is gone by then: the client already has its opened reply.
 	heldEnd int
 }
@@ -573,7 +573,11 @@ func (c *conn) enqueue(f outFrame) bool {
 }
 
 // deliver queues a push for ss, or holds it while ss is still opening.
-func (c *conn) deliver(ss *session, f outFrame) bool {
+// end marks the last frame of a session that the caller unbinds next (a
+// session/closed notice: app closed, tag kick): while ss is opening it is
+// held past the queue bound, and markReady writes it and what was held
+// before it although ss has ended by then.
+func (c *conn) deliver(ss *session, f outFrame, end bool) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !ss.bound {
@@ -581,30 +585,14 @@ func (c *conn) deliver(ss *session, f outFrame) bool {
 		return false
 	}
 	if !ss.ready {
-		if len(ss.held) >= c.srv.limits.QueueLen {
+		if !end && len(ss.held) >= c.srv.limits.QueueLen {
 			c.srv.metrics.Dropped[f.p].Add(1)
 			return false
 		}
 		ss.held = append(ss.held, f)
-		return true
-	}
-	return c.enqueue(f)
-}
-
-// deliverEnd is deliver for the last frame of a session that the caller
-// unbinds next (a session/closed notice: app closed, tag kick). While ss
-// is opening the frame is held past the queue bound, and markReady writes
-// it and what was held before it although ss has ended by then.
-func (c *conn) deliverEnd(ss *session, f outFrame) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if !ss.bound {
-		c.srv.metrics.DeliveryMisses.Add(1)
-		return false
-	}
-	if !ss.ready {
-		ss.held = append(ss.held, f)
-		ss.heldEnd = len(ss.held)
+		if end {
+			ss.heldEnd = len(ss.held)
+		}
 		return true
 	}
 	return c.enqueue(f)

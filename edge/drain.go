@@ -84,6 +84,6 @@ func (s *Server) goAwayIfDraining(ss *session) {
 		Service: proto.Int32(lcpb.ServiceIM),
 	})
 	if err == nil {
-		ss.c.deliver(ss, outFrame{b: b, p: PriorityHigh})
+		ss.c.deliver(ss, outFrame{b: b, p: PriorityHigh}, false)
 	}
 }

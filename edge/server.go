@@ -461,14 +461,7 @@ func (s *Server) Deliver(d *meshpb.Delivery) {
 			b = withPeerID(shared, h.ss.peerID)
 		}
 		last = h.ss
-		f := outFrame{b: b, p: prio, dgram: dgram, fan: fan, at: at}
-		var ok bool
-		if h.end {
-			ok = h.ss.c.deliverEnd(h.ss, f)
-		} else {
-			ok = h.ss.c.deliver(h.ss, f)
-		}
-		if ok {
+		if h.ss.c.deliver(h.ss, outFrame{b: b, p: prio, dgram: dgram, fan: fan, at: at}, h.end) {
 			s.metrics.DeliveredFrames.Add(1)
 		}
 		if h.end {

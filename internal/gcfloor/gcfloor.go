@@ -65,8 +65,8 @@ type Tuner struct {
 	lastAllocs, lastLive uint64
 	lastAt               time.Time
 
-	mu   sync.Mutex // orders setting the floor and GOGC
-	done chan struct{}
+	mu   sync.Mutex    // orders setting the floor and GOGC
+	done chan struct{} // ends watch; nil for a fixed floor
 }
 
 // Start keeps a heap floor from the next collection on: at least lo
@@ -80,12 +80,10 @@ func Start(lo, hi uint64) *Tuner {
 	t := &Tuner{min: lo, max: max(lo, hi), sample: []metrics.Sample{
 		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"}}}
 	t.cur.Store(lo)
-	t.done = make(chan struct{})
 	t.arm()
-	if t.max > t.min {
+	if t.max > t.min { // a fixed floor has nothing to watch
+		t.done = make(chan struct{})
 		go t.watch()
-	} else {
-		close(t.done) // a fixed floor: nothing to watch
 	}
 	return t
 }
@@ -108,7 +106,7 @@ func (t *Tuner) Stop() {
 	if t == nil || t.stopped.Swap(true) {
 		return
 	}
-	if t.max > t.min {
+	if t.done != nil {
 		close(t.done)
 	}
 	t.mu.Lock()
