@@ -133,14 +133,21 @@ func (t *Tuner) arm() {
 func (t *Tuner) adjust() {
 	metrics.Read(t.sample)
 	live, allocs := t.sample[0].Value.Uint64(), t.sample[1].Value.Uint64()
-	now := time.Now()
+	t.set(t.observe(live, allocs, time.Now()), live, false)
+	t.runs.Add(1)
+}
+
+// observe is the floor after a collection at now that left live bytes
+// live with allocs bytes allocated since the process started: the
+// minimum at the first collection and while the live heap grows fast,
+// else a Window's worth at the rate since the collection before.
+func (t *Tuner) observe(live, allocs uint64, now time.Time) uint64 {
 	floor := t.min
 	if d := now.Sub(t.lastAt); !t.lastAt.IsZero() && !growing(t.lastLive, live, d, t.min) {
 		floor = floorFor(allocs-t.lastAllocs, d, t.min, t.max)
 	}
 	t.lastAllocs, t.lastLive, t.lastAt = allocs, live, now
-	t.set(floor, live, false)
-	t.runs.Add(1)
+	return floor
 }
 
 // watch lowers the floor between collections once the allocation rate
@@ -151,8 +158,7 @@ func (t *Tuner) watch() {
 	tick := time.NewTicker(Window / 2)
 	defer tick.Stop()
 	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
-	var last uint64
-	var lastAt time.Time
+	var w watcher
 	for {
 		var now time.Time
 		select {
@@ -162,11 +168,27 @@ func (t *Tuner) watch() {
 		}
 		metrics.Read(s)
 		live, allocs := s[0].Value.Uint64(), s[1].Value.Uint64()
-		if !lastAt.IsZero() {
-			t.set(floorFor(allocs-last, now.Sub(lastAt), t.min, t.max), live, true)
+		if floor, ok := w.tick(allocs, now, t.min, t.max); ok {
+			t.set(floor, live, true)
 		}
-		last, lastAt = allocs, now
 	}
+}
+
+// watcher is the watch goroutine's reading before.
+type watcher struct {
+	allocs uint64
+	at     time.Time
+}
+
+// tick is the floor for the allocation rate since the tick before, and
+// false at the first tick.
+func (w *watcher) tick(allocs uint64, now time.Time, lo, hi uint64) (uint64, bool) {
+	last, at := w.allocs, w.at
+	w.allocs, w.at = allocs, now
+	if at.IsZero() {
+		return 0, false
+	}
+	return floorFor(allocs-last, now.Sub(at), lo, hi), true
 }
 
 // set puts floor in force for a live heap of live bytes. With lowerOnly

@@ -2,6 +2,7 @@ package gcfloor
 
 import (
 	"runtime"
+	"runtime/debug"
 	"runtime/metrics"
 	"testing"
 	"time"
@@ -148,62 +149,127 @@ func liveHeap() uint64 {
 	return s[0].Value.Uint64()
 }
 
-// TestFloorFollowsAllocation: a collection after fast allocation raises
-// the floor to the maximum, and collections in a quiet spell bring it back
-// to the minimum; the GOGC set follows the floor in force.
+const (
+	mib = 1 << 20
+	sec = time.Second
+)
+
+// TestObserve: the floor each collection sets, over a made-up run.
+func TestObserve(t *testing.T) {
+	tu := &Tuner{min: 64 * mib, max: 256 * mib}
+	t0 := time.Unix(1e9, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for _, c := range []struct {
+		what        string
+		live, alloc uint64 // MiB: the live heap, and allocated since start
+		at          time.Time
+		want        uint64 // MiB
+	}{
+		{"the first collection: no rate yet", 20, 1000, at(0), 64},
+		{"100 MiB a second, live flat", 21, 1150, at(1500 * time.Millisecond), 200},
+		{"a burst: 400 MiB in a second", 20, 1550, at(2500 * time.Millisecond), 256},
+		{"a login storm: live +8 MiB in a second", 28, 1750, at(3500 * time.Millisecond), 64},
+		{"the storm goes on", 36, 1950, at(4500 * time.Millisecond), 64},
+		{"after it, live flat again", 36, 2050, at(5500 * time.Millisecond), 200},
+		{"live +3 MiB in a second: a steady load's memtable", 39, 2150, at(6500 * time.Millisecond), 200},
+		{"live down", 30, 2250, at(7500 * time.Millisecond), 200},
+		{"a forced collection 2 minutes on, quiet", 30, 2370, at(7500*time.Millisecond + 2*time.Minute), 64},
+		{"another right after it, next to nothing allocated", 30, 2370, at(7500*time.Millisecond + 2*time.Minute + time.Millisecond), 64},
+	} {
+		if got := tu.observe(c.live*mib, c.alloc*mib, c.at); got != c.want*mib {
+			t.Errorf("%s: floor %d MiB, want %d MiB", c.what, got/mib, c.want)
+		}
+	}
+}
+
+// TestWatcherTick: the watcher's floor is the rate since its tick before.
+func TestWatcherTick(t *testing.T) {
+	var w watcher
+	t0 := time.Unix(1e9, 0)
+	if _, ok := w.tick(500*mib, t0, 64*mib, 256*mib); ok {
+		t.Fatal("the first tick gave a floor, with no rate to read")
+	}
+	for i, c := range []struct{ alloc, want uint64 }{
+		{800, 256}, // 300 MiB in the second
+		{900, 200}, // 100
+		{910, 64},  // 10
+		{910, 64},  // none
+	} {
+		f, ok := w.tick(c.alloc*mib, t0.Add(time.Duration(i+1)*sec), 64*mib, 256*mib)
+		if !ok || f != c.want*mib {
+			t.Errorf("tick %d: floor %d MiB (%v), want %d MiB", i+1, f/mib, ok, c.want)
+		}
+	}
+}
+
+// TestSetLowerOnly: the watcher only lowers the floor, and only by a
+// quarter or more; a collection sets it either way.
+func TestSetLowerOnly(t *testing.T) {
+	t.Cleanup(func() { debug.SetGCPercent(basePercent) })
+	tu := &Tuner{min: 64 * mib, max: 256 * mib}
+	tu.set(256*mib, 16*mib, false)
+	for _, c := range []struct {
+		floor     uint64
+		lowerOnly bool
+		want      uint64
+	}{
+		{200, true, 256}, // less than a quarter lower
+		{192, true, 192}, // a quarter lower
+		{256, true, 192}, // higher
+		{64, true, 64},
+		{256, false, 256}, // a collection raises it
+		{64, false, 64},
+	} {
+		tu.set(c.floor*mib, 16*mib, c.lowerOnly)
+		if got := tu.Floor(); got != c.want*mib {
+			t.Errorf("set(%d MiB, lowerOnly %v): floor %d MiB, want %d", c.floor, c.lowerOnly, got/mib, c.want)
+		}
+		if p, want := gogc(), uint64(percentFor(16*mib, tu.Floor())); p != want {
+			t.Errorf("set(%d MiB, lowerOnly %v): GOGC %d%%, want %d%%", c.floor, c.lowerOnly, p, want)
+		}
+	}
+}
+
+// TestFloorFollowsAllocation, with the runtime's own collections: fast
+// allocation raises the floor above the minimum, and the watcher alone
+// brings it back once the allocation stops. The exact floors are
+// TestObserve's and TestWatcherTick's: here collections come when the
+// runtime runs them, on a machine that may be busy.
 func TestFloorFollowsAllocation(t *testing.T) {
-	const lo, hi = 8 << 20, 512 << 20
+	const lo, hi = 64 * mib, 512 * mib
 	tu := startTuner(t, lo, hi)
 	if l, h := tu.Bounds(); l != lo || h != hi || tu.Floor() != lo {
 		t.Fatalf("bounds %d, %d MiB, floor %d MiB; want %d, %d and the minimum", l>>20, h>>20, tu.Floor()>>20, lo>>20, hi>>20)
 	}
 	waitRuns(t, tu, 0) // a first collection: the rate is measured from here
-	// 1 GiB of garbage as fast as it comes: over 256 MiB a second.
+	// Garbage as fast as it comes, until a collection has raised the
+	// floor: a 64-MiB floor lets 64 MiB pass between collections, so each
+	// one reads the rate, and anything above 32 MiB a second raises it. A
+	// collection may also read a MiB of jitter in the live heap as growth
+	// and keep the minimum; the next one will not.
 	n := tu.runs.Load()
-	start := time.Now()
-	for range 1024 {
-		sink = make([]byte, 1<<20)
+	top := tu.Floor()
+	for i := 0; i < 4096 && top == lo; i++ {
+		sink = make([]byte, mib)
+		top = max(top, tu.Floor())
+		if i%16 == 15 {
+			time.Sleep(time.Millisecond) // let the finalizer goroutine run
+		}
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Skipf("allocating 1 GiB took %v on this machine: too slow to tell a fast rate", d)
+	sink = nil
+	if runs := tu.runs.Load() - n; top == lo {
+		t.Fatalf("the floor stayed at the minimum through 4 GiB of garbage and %d collections", runs)
 	}
-	waitRuns(t, tu, n)
-	if f := tu.Floor(); f != hi {
-		t.Fatalf("floor %d MiB after allocating 1 GiB quickly, want the maximum %d MiB", f>>20, hi>>20)
+	if p := gogc(); p <= uint64(percentFor(liveHeap(), lo)) && tu.Floor() > lo {
+		t.Errorf("GOGC %d%% with a floor of %d MiB in force, want above the minimum's %d%%", p, tu.Floor()>>20, percentFor(liveHeap(), lo))
 	}
 	// Quiet: the watcher lowers the floor within a tick or two. Nothing
-	// else would: the heap goal is ~512 MiB over the live heap, so no
-	// collection comes until the lower goal brings one.
-	sink = nil
-	for deadline := time.Now().Add(5 * time.Second); tu.Floor() != lo; time.Sleep(10 * time.Millisecond) {
+	// else would: no collection comes while the goal is far above the
+	// live heap and nothing is allocated.
+	for deadline := time.Now().Add(10 * time.Second); tu.Floor() != lo; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("floor %d MiB 5 s after the allocation stopped, want the minimum %d MiB", tu.Floor()>>20, lo>>20)
+			t.Fatalf("floor %d MiB 10 s after the allocation stopped, want the minimum %d MiB", tu.Floor()>>20, lo>>20)
 		}
-	}
-	if p := gogc(); p >= uint64(percentFor(liveHeap(), hi)) {
-		t.Errorf("GOGC %d%% with the minimum floor in force, want below the maximum's %d%%", p, percentFor(liveHeap(), hi))
-	}
-
-	// Again, then collections 300 ms apart with next to nothing allocated (the
-	// first still counts what the loop allocated after its last one).
-	n = tu.runs.Load()
-	for range 1024 {
-		sink = make([]byte, 1<<20)
-	}
-	waitRuns(t, tu, n)
-	sink = nil
-	for range 2 {
-		time.Sleep(300 * time.Millisecond)
-		n = tu.runs.Load()
-		runtime.GC()
-		for deadline := time.Now().Add(5 * time.Second); tu.runs.Load() <= n; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("the tuner did not run within 5 s of a collection")
-			}
-		}
-	}
-	if f := tu.Floor(); f != lo {
-		t.Fatalf("floor %d MiB after a quiet spell, want the minimum %d MiB", f>>20, lo>>20)
 	}
 }
 
@@ -227,24 +293,35 @@ func TestGrowing(t *testing.T) {
 	}
 }
 
-// TestFloorStaysWhileLiveGrows: allocating fast while the live heap grows
-// fast (a login storm) leaves the floor at the minimum.
+// TestFloorStaysWhileLiveGrows, with the runtime's own collections:
+// allocating fast while the live heap grows fast (a login storm) leaves
+// the floor at the minimum at every collection during the growth.
 func TestFloorStaysWhileLiveGrows(t *testing.T) {
-	const lo, hi = 8 << 20, 512 << 20
+	const lo, hi = 64 * mib, 512 * mib
 	tu := startTuner(t, lo, hi)
 	waitRuns(t, tu, 0)
 	var kept [][]byte
 	n := tu.runs.Load()
-	for range 256 {
-		kept = append(kept, make([]byte, 1<<20)) // 256 MiB more live
+	top := tu.Floor()
+	// 1 MiB more live and three times that of garbage at a time, until the
+	// tuner has seen three collections (at most 1 GiB more live).
+	for i := 0; i < 1024 && tu.runs.Load()-n < 3; i++ {
+		kept = append(kept, make([]byte, mib))
 		for range 3 {
-			sink = make([]byte, 1<<20) // and three times that of garbage
+			sink = make([]byte, mib)
+		}
+		top = max(top, tu.Floor())
+		if i%16 == 15 {
+			time.Sleep(time.Millisecond) // let the finalizer goroutine run
 		}
 	}
-	waitRuns(t, tu, n)
-	if f := tu.Floor(); f != lo {
-		t.Fatalf("floor %d MiB while the live heap grew by 256 MiB, want the minimum %d MiB", f>>20, lo>>20)
-	}
+	runs := tu.runs.Load() - n
 	runtime.KeepAlive(kept)
 	sink = nil
+	if runs < 3 {
+		t.Fatalf("%d collections while 4 GiB was allocated, want 3", runs)
+	}
+	if top != lo {
+		t.Fatalf("floor up to %d MiB while the live heap grew by %d MiB over %d collections, want the minimum %d MiB", top>>20, len(kept), runs, lo>>20)
+	}
 }
