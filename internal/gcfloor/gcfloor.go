@@ -20,12 +20,14 @@
 // gave an ack p99 of 0.64-0.81x a fixed 64 MiB's for 1.5-1.7x the peak RSS
 // (docs/BENCHMARKS.md, stop 40). While the live heap grows fast (new
 // state arriving: a login storm, which allocates fast too) the floor
-// stays at the minimum, or the storm's peak RSS would rise with it (~12
-// KiB per idle session at 15,000 against ~9.5).
+// stays at the minimum, and for a Window after, or the storm's peak RSS
+// would rise with it (~12 KiB per idle session at 15,000 against ~9.5;
+// up to 21 when one collection in a storm misread it, stop 41).
 //
 // How: after every collection (a finalizer on an object made unreachable
-// at each one) it sets the GOGC percentage to max(100, floor/live × 100),
-// so the heap goal is live + max(live, floor). An operator's own GOGC
+// at each one) it sets the GOGC percentage to max(100, floor/base × 100),
+// where base is the live heap with the goroutine stacks and globals that
+// GOGC counts too, so the heap goal is live + max(base, floor). An operator's own GOGC
 // (the environment variable) wins: Start then does nothing.
 package gcfloor
 
@@ -64,6 +66,7 @@ type Tuner struct {
 	// the collection before, on the finalizer goroutine only
 	lastAllocs, lastLive uint64
 	lastAt               time.Time
+	grewAt               time.Time // the last collection that found the live heap growing fast
 
 	mu   sync.Mutex    // orders setting the floor and GOGC
 	done chan struct{} // ends watch; nil for a fixed floor
@@ -77,8 +80,7 @@ func Start(lo, hi uint64) *Tuner {
 	if lo == 0 || os.Getenv("GOGC") != "" {
 		return nil
 	}
-	t := &Tuner{min: lo, max: max(lo, hi), sample: []metrics.Sample{
-		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"}}}
+	t := &Tuner{min: lo, max: max(lo, hi), sample: newSample()}
 	t.cur.Store(lo)
 	t.arm()
 	if t.max > t.min { // a fixed floor has nothing to watch
@@ -131,20 +133,31 @@ func (t *Tuner) arm() {
 
 // adjust runs on the finalizer goroutine after a collection.
 func (t *Tuner) adjust() {
-	metrics.Read(t.sample)
-	live, allocs := t.sample[0].Value.Uint64(), t.sample[1].Value.Uint64()
-	t.set(t.observe(live, allocs, time.Now()), live, false)
+	live, allocs, base := read(t.sample)
+	t.set(t.observe(live, allocs, time.Now()), base, false)
 	t.runs.Add(1)
 }
 
 // observe is the floor after a collection at now that left live bytes
 // live with allocs bytes allocated since the process started: the
-// minimum at the first collection and while the live heap grows fast,
-// else a Window's worth at the rate since the collection before.
+// minimum at the first collection, while the live heap grows fast and for
+// a Window after, else a Window's worth at the rate since the collection
+// before.
 func (t *Tuner) observe(live, allocs uint64, now time.Time) uint64 {
 	floor := t.min
-	if d := now.Sub(t.lastAt); !t.lastAt.IsZero() && !growing(t.lastLive, live, d, t.min) {
-		floor = floorFor(allocs-t.lastAllocs, d, t.min, t.max)
+	if d := now.Sub(t.lastAt); !t.lastAt.IsZero() {
+		switch {
+		case growing(t.lastLive, live, d, t.min):
+			t.grewAt = now
+		case now.Sub(t.grewAt) < Window:
+			// A storm's growth is uneven: its collections come close
+			// together, and one of them may find the live heap grown by
+			// only a MiB or two (15,000 logins: 32 to 34 MB in 0.45 s,
+			// then 34 to 84 MB in 1.6 s). The floor rises only once the
+			// live heap has stopped growing fast for a Window.
+		default:
+			floor = floorFor(allocs-t.lastAllocs, d, t.min, t.max)
+		}
 	}
 	t.lastAllocs, t.lastLive, t.lastAt = allocs, live, now
 	return floor
@@ -157,7 +170,7 @@ func (t *Tuner) observe(live, allocs uint64, now time.Time) uint64 {
 func (t *Tuner) watch() {
 	tick := time.NewTicker(Window / 2)
 	defer tick.Stop()
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
+	s := newSample()
 	var w watcher
 	for {
 		var now time.Time
@@ -166,10 +179,9 @@ func (t *Tuner) watch() {
 			return
 		case now = <-tick.C:
 		}
-		metrics.Read(s)
-		live, allocs := s[0].Value.Uint64(), s[1].Value.Uint64()
+		_, allocs, base := read(s)
 		if floor, ok := w.tick(allocs, now, t.min, t.max); ok {
-			t.set(floor, live, true)
+			t.set(floor, base, true)
 		}
 	}
 }
@@ -191,27 +203,29 @@ func (w *watcher) tick(allocs uint64, now time.Time, lo, hi uint64) (uint64, boo
 	return floorFor(allocs-last, now.Sub(at), lo, hi), true
 }
 
-// set puts floor in force for a live heap of live bytes. With lowerOnly
+// set puts floor in force over base bytes (live heap, stacks, globals). With lowerOnly
 // it only lowers the floor, and only by a quarter or more, so that a
 // second's dip in a steady load does not bring the next collection
 // forward.
-func (t *Tuner) set(floor, live uint64, lowerOnly bool) {
+func (t *Tuner) set(floor, base uint64, lowerOnly bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.stopped.Load() || lowerOnly && floor > t.cur.Load()/4*3 {
 		return
 	}
 	t.cur.Store(floor)
-	debug.SetGCPercent(percentFor(live, floor))
+	debug.SetGCPercent(percentFor(base, floor))
 }
 
-// growing reports whether the live heap grew from was to is, in d, faster
-// than a sixteenth of the minimum floor a second (4 MiB/s at 64 MiB): new
-// state arriving, as in a login storm, whose allocations would otherwise
-// raise the floor and with it the storm's peak RSS. A steady load's live
-// heap moves by a few MiB between collections.
+// growing reports whether the live heap grew from was to is, in d, by
+// more than a sixteenth of the minimum floor and faster than that a second
+// (4 MiB, and 4 MiB/s, at 64 MiB): new state arriving, as in a login
+// storm, whose allocations would otherwise raise the floor and with it the
+// storm's peak RSS. A steady load's live heap moves by a few MiB between
+// collections, and two collections close together can read a MiB of
+// jitter as a fast rate: the growth must be a sixteenth of the floor too.
 func growing(was, is uint64, d time.Duration, lo uint64) bool {
-	if is <= was {
+	if is <= was || is-was <= lo/16 {
 		return false
 	}
 	d = max(d, minInterval)
@@ -234,11 +248,37 @@ func floorFor(n uint64, d time.Duration, lo, hi uint64) uint64 {
 	return uint64(f)
 }
 
-// percentFor is the GOGC that makes the heap goal live + max(live, floor).
-// Below the floor that is floor/live × 100, which is then above 100.
-func percentFor(live, floor uint64) int {
-	if live == 0 || live >= floor {
+// percentFor is the GOGC that makes the heap goal live + max(base,
+// floor), base being what GOGC is a percentage of: the live heap, the
+// goroutine stacks and the globals. Below the floor that is floor/base ×
+// 100, which is then above 100.
+func percentFor(base, floor uint64) int {
+	if base == 0 || base >= floor {
 		return basePercent
 	}
-	return int(min(floor*100/live, 1<<20))
+	// The runtime's goal is never under heapMinimum × GOGC/100 either: at
+	// a percentage made for a live heap of 100 KiB that minimum alone
+	// would be 2,600 times the floor.
+	base = max(base, heapMinimum)
+	return int(min(floor*100/base, 1<<20))
+}
+
+// heapMinimum is the Go runtime's smallest heap goal at GOGC=100.
+const heapMinimum = 4 << 20
+
+// newSample is what read reads.
+func newSample() []metrics.Sample {
+	return []metrics.Sample{
+		{Name: "/gc/heap/live:bytes"}, {Name: "/gc/heap/allocs:bytes"},
+		{Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
+}
+
+// read reads s (newSample): the live heap after the last collection, the
+// bytes allocated since the process started, and the base GOGC is a
+// percentage of: the live heap with the goroutine stacks and the globals,
+// which the runtime's heap goal counts too.
+func read(s []metrics.Sample) (live, allocs, base uint64) {
+	metrics.Read(s)
+	live = s[0].Value.Uint64()
+	return live, s[1].Value.Uint64(), live + s[2].Value.Uint64() + s[3].Value.Uint64()
 }

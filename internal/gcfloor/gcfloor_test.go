@@ -45,6 +45,13 @@ func TestFloor(t *testing.T) {
 	if small <= 200 {
 		t.Fatalf("GOGC %d%% with a live heap of a few MiB and a 256 MiB floor, want far above 100", small)
 	}
+	// The goal is the live heap and the floor: GOGC counts the stacks and
+	// globals too, and so does the percentage set.
+	g := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}, {Name: "/gc/heap/live:bytes"}}
+	metrics.Read(g)
+	if goal, live := g[0].Value.Uint64(), g[1].Value.Uint64(); goal < floor || goal > live+floor+floor/64 {
+		t.Fatalf("heap goal %d MiB over a live heap of %d KiB and a 256 MiB floor, want the two together (GOGC %d, base %d)", goal>>20, live>>10, gogc(), gcBase())
+	}
 	// A live heap above the floor: 300 MiB of pointers kept.
 	for range 300 {
 		keep = append(keep, make([]*int, (1<<20)/8))
@@ -89,7 +96,7 @@ func TestOperatorGOGC(t *testing.T) {
 
 func TestPercentFor(t *testing.T) {
 	for _, c := range []struct {
-		live, floor uint64
+		base, floor uint64
 		want        int
 	}{
 		{0, 64 << 20, 100},
@@ -98,10 +105,11 @@ func TestPercentFor(t *testing.T) {
 		{48 << 20, 64 << 20, 133},  // goal 48 + 64 (floor*100/live, rounded down)
 		{64 << 20, 64 << 20, 100},  // goal 2 × live from here on
 		{130 << 20, 64 << 20, 100}, // 15,000 idle sessions
-		{1, 64 << 20, 1 << 20},     // capped
+		{1 << 20, 64 << 20, 1600},  // under the runtime's 4-MiB minimum heap: 4 MiB × 16 = the floor
+		{1, 64 << 20, 1600},
 	} {
-		if got := percentFor(c.live, c.floor); got != c.want {
-			t.Errorf("percentFor(%d MiB, %d MiB) = %d, want %d", c.live>>20, c.floor>>20, got, c.want)
+		if got := percentFor(c.base, c.floor); got != c.want {
+			t.Errorf("percentFor(%d MiB, %d MiB) = %d, want %d", c.base>>20, c.floor>>20, got, c.want)
 		}
 	}
 }
@@ -143,10 +151,11 @@ func startTuner(t *testing.T, lo, hi uint64) *Tuner {
 	return tu
 }
 
-func liveHeap() uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	metrics.Read(s)
-	return s[0].Value.Uint64()
+// gcBase is what GOGC is a percentage of now: the live heap, stacks and
+// globals.
+func gcBase() uint64 {
+	_, _, base := read(newSample())
+	return base
 }
 
 const (
@@ -170,11 +179,14 @@ func TestObserve(t *testing.T) {
 		{"a burst: 400 MiB in a second", 20, 1550, at(2500 * time.Millisecond), 256},
 		{"a login storm: live +8 MiB in a second", 28, 1750, at(3500 * time.Millisecond), 64},
 		{"the storm goes on", 36, 1950, at(4500 * time.Millisecond), 64},
-		{"after it, live flat again", 36, 2050, at(5500 * time.Millisecond), 200},
-		{"live +3 MiB in a second: a steady load's memtable", 39, 2150, at(6500 * time.Millisecond), 200},
-		{"live down", 30, 2250, at(7500 * time.Millisecond), 200},
-		{"a forced collection 2 minutes on, quiet", 30, 2370, at(7500*time.Millisecond + 2*time.Minute), 64},
-		{"another right after it, next to nothing allocated", 30, 2370, at(7500*time.Millisecond + 2*time.Minute + time.Millisecond), 64},
+		{"the storm's live heap +1 MiB in half a second", 37, 2010, at(5 * time.Second), 64},
+		{"and +50 MiB in 1.6 s", 87, 2200, at(6600 * time.Millisecond), 64},
+		{"live flat, the growth 1 s behind", 87, 2300, at(7600 * time.Millisecond), 64},
+		{"live flat, the growth 2 s behind", 87, 2400, at(8600 * time.Millisecond), 200},
+		{"live +3 MiB in a second: a steady load's memtable", 90, 2500, at(9600 * time.Millisecond), 200},
+		{"live down", 80, 2600, at(10600 * time.Millisecond), 200},
+		{"a forced collection 2 minutes on, quiet", 80, 2720, at(10600*time.Millisecond + 2*time.Minute), 64},
+		{"another right after it, next to nothing allocated", 80, 2720, at(10600*time.Millisecond + 2*time.Minute + time.Millisecond), 64},
 	} {
 		if got := tu.observe(c.live*mib, c.alloc*mib, c.at); got != c.want*mib {
 			t.Errorf("%s: floor %d MiB, want %d MiB", c.what, got/mib, c.want)
@@ -242,26 +254,28 @@ func TestFloorFollowsAllocation(t *testing.T) {
 		t.Fatalf("bounds %d, %d MiB, floor %d MiB; want %d, %d and the minimum", l>>20, h>>20, tu.Floor()>>20, lo>>20, hi>>20)
 	}
 	waitRuns(t, tu, 0) // a first collection: the rate is measured from here
-	// Garbage as fast as it comes, until a collection has raised the
-	// floor: a 64-MiB floor lets 64 MiB pass between collections, so each
-	// one reads the rate, and anything above 32 MiB a second raises it. A
-	// collection may also read a MiB of jitter in the live heap as growth
-	// and keep the minimum; the next one will not.
+	// Garbage at about 200 MiB a second, a busy server's rate, until a
+	// collection has raised the floor: a 64-MiB floor lets 64 MiB pass
+	// between collections, so each one reads the rate, and anything above
+	// 32 MiB a second raises it once the live heap has not grown fast for
+	// a Window. (Much faster, the objects allocated during a collection's
+	// mark, which it counts as live, make the live heap jump by more than
+	// the growth rule's 4 MiB.)
 	n := tu.runs.Load()
 	top := tu.Floor()
 	for i := 0; i < 4096 && top == lo; i++ {
 		sink = make([]byte, mib)
 		top = max(top, tu.Floor())
 		if i%16 == 15 {
-			time.Sleep(time.Millisecond) // let the finalizer goroutine run
+			time.Sleep(80 * time.Millisecond)
 		}
 	}
 	sink = nil
 	if runs := tu.runs.Load() - n; top == lo {
 		t.Fatalf("the floor stayed at the minimum through 4 GiB of garbage and %d collections", runs)
 	}
-	if p := gogc(); p <= uint64(percentFor(liveHeap(), lo)) && tu.Floor() > lo {
-		t.Errorf("GOGC %d%% with a floor of %d MiB in force, want above the minimum's %d%%", p, tu.Floor()>>20, percentFor(liveHeap(), lo))
+	if p := gogc(); p <= uint64(percentFor(gcBase(), lo)) && tu.Floor() > lo {
+		t.Errorf("GOGC %d%% with a floor of %d MiB in force, want above the minimum's %d%%", p, tu.Floor()>>20, percentFor(gcBase(), lo))
 	}
 	// Quiet: the watcher lowers the floor within a tick or two. Nothing
 	// else would: no collection comes while the goal is far above the
@@ -285,7 +299,10 @@ func TestGrowing(t *testing.T) {
 		{50 << 20, 55 << 20, 1700 * time.Millisecond, false}, // a steady load's memtable filling
 		{55 << 20, 50 << 20, time.Second, false},             // shrinking
 		{50 << 20, 50 << 20, 0, false},
-		{50 << 20, 51 << 20, 0, true}, // 1 MiB in no time: taken as 10 ms
+		{50 << 20, 51 << 20, 0, false},                     // 1 MiB in no time: jitter, under 4 MiB
+		{50 << 20, 55 << 20, 0, true},                      // 5 MiB in no time: taken as 10 ms
+		{32 << 20, 36 << 20, 10 * time.Millisecond, false}, // exactly 4 MiB: not more
+		{50 << 20, 55 << 20, 2 * time.Second, false},       // 5 MiB in 2 s: 2.5 MiB/s
 	} {
 		if got := growing(c.was, c.is, c.d, lo); got != c.want {
 			t.Errorf("growing(%d → %d MiB in %v) = %v, want %v", c.was>>20, c.is>>20, c.d, got, c.want)
