@@ -180,8 +180,10 @@ func (c *Core) cursorLoop() {
 			if !c.isClosed() {
 				c.proposeRound(r.reqs)
 			}
-			close(r.done)
+			// Settled before done: whoever waited for r sees its
+			// peers no longer pending.
 			b.settled(r)
+			close(r.done)
 			continue
 		}
 		select {
