@@ -27,8 +27,9 @@
 // How: after every collection (a finalizer on an object made unreachable
 // at each one) it sets the GOGC percentage to max(100, floor/base × 100),
 // where base is the live heap with the goroutine stacks and globals that
-// GOGC counts too, so the heap goal is live + max(base, floor). An operator's own GOGC
-// (the environment variable) wins: Start then does nothing.
+// GOGC counts too, so the heap goal is live + max(base, floor). An
+// operator's own GOGC (the environment variable) wins: Start then does
+// nothing.
 package gcfloor
 
 import (
@@ -203,10 +204,10 @@ func (w *watcher) tick(allocs uint64, now time.Time, lo, hi uint64) (uint64, boo
 	return floorFor(allocs-last, now.Sub(at), lo, hi), true
 }
 
-// set puts floor in force over base bytes (live heap, stacks, globals). With lowerOnly
-// it only lowers the floor, and only by a quarter or more, so that a
-// second's dip in a steady load does not bring the next collection
-// forward.
+// set puts floor in force over base bytes (live heap, stacks, globals).
+// With lowerOnly it only lowers the floor, and only by a quarter or more,
+// so that a second's dip in a steady load does not bring the next
+// collection forward.
 func (t *Tuner) set(floor, base uint64, lowerOnly bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -258,7 +259,7 @@ func percentFor(base, floor uint64) int {
 	}
 	// The runtime's goal is never under heapMinimum × GOGC/100 either: at
 	// a percentage made for a live heap of 100 KiB that minimum alone
-	// would be 2,600 times the floor.
+	// would be ~40 times the floor.
 	base = max(base, heapMinimum)
 	return int(min(floor*100/base, 1<<20))
 }
