@@ -45,13 +45,6 @@ func TestFloor(t *testing.T) {
 	if small <= 200 {
 		t.Fatalf("GOGC %d%% with a live heap of a few MiB and a 256 MiB floor, want far above 100", small)
 	}
-	// The goal is the live heap and the floor: GOGC counts the stacks and
-	// globals too, and so does the percentage set.
-	g := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}, {Name: "/gc/heap/live:bytes"}}
-	metrics.Read(g)
-	if goal, live := g[0].Value.Uint64(), g[1].Value.Uint64(); goal < floor || goal > live+floor+floor/64 {
-		t.Fatalf("heap goal %d MiB over a live heap of %d KiB and a 256 MiB floor, want the two together (GOGC %d, base %d)", goal>>20, live>>10, gogc(), gcBase())
-	}
 	// A live heap above the floor: 300 MiB of pointers kept.
 	for range 300 {
 		keep = append(keep, make([]*int, (1<<20)/8))
@@ -96,7 +89,7 @@ func TestOperatorGOGC(t *testing.T) {
 
 func TestPercentFor(t *testing.T) {
 	for _, c := range []struct {
-		base, floor uint64
+		live, floor uint64
 		want        int
 	}{
 		{0, 64 << 20, 100},
@@ -105,11 +98,10 @@ func TestPercentFor(t *testing.T) {
 		{48 << 20, 64 << 20, 133},  // goal 48 + 64 (floor*100/live, rounded down)
 		{64 << 20, 64 << 20, 100},  // goal 2 × live from here on
 		{130 << 20, 64 << 20, 100}, // 15,000 idle sessions
-		{1 << 20, 64 << 20, 1600},  // under the runtime's 4-MiB minimum heap: 4 MiB × 16 = the floor
-		{1, 64 << 20, 1600},
+		{1, 64 << 20, 1 << 20},     // capped
 	} {
-		if got := percentFor(c.base, c.floor); got != c.want {
-			t.Errorf("percentFor(%d MiB, %d MiB) = %d, want %d", c.base>>20, c.floor>>20, got, c.want)
+		if got := percentFor(c.live, c.floor); got != c.want {
+			t.Errorf("percentFor(%d MiB, %d MiB) = %d, want %d", c.live>>20, c.floor>>20, got, c.want)
 		}
 	}
 }
@@ -139,9 +131,16 @@ func TestFloorFor(t *testing.T) {
 
 var sink []byte
 
+// ballast keeps the runtime tests' live heap above the runtime's 4-MiB
+// minimum heap: under it the goal a floor sets is far above live + floor
+// (percentFor), and a test binary's live heap is ~100 KiB.
+var ballast []byte
+
 // startTuner starts a tuner of lo to hi bytes, stopped when the test ends.
 func startTuner(t *testing.T, lo, hi uint64) *Tuner {
 	t.Helper()
+	ballast = make([]byte, 16<<20)
+	t.Cleanup(func() { ballast = nil })
 	t.Setenv("GOGC", "")
 	tu := Start(lo, hi)
 	if tu == nil {
@@ -151,11 +150,9 @@ func startTuner(t *testing.T, lo, hi uint64) *Tuner {
 	return tu
 }
 
-// gcBase is what GOGC is a percentage of now: the live heap, stacks and
-// globals.
-func gcBase() uint64 {
-	_, _, base := read(newSample())
-	return base
+func liveHeap() uint64 {
+	live, _ := read(newSample())
+	return live
 }
 
 const (
@@ -261,9 +258,13 @@ func TestFloorFollowsAllocation(t *testing.T) {
 	// a Window. (Much faster, the objects allocated during a collection's
 	// mark, which it counts as live, make the live heap jump by more than
 	// the growth rule's 4 MiB.)
-	n := tu.runs.Load()
+	n, r := tu.runs.Load(), tu.rated.Load()
 	top := tu.Floor()
-	for i := 0; i < 4096 && top == lo; i++ {
+	// It must rise to twice the minimum at least: the watcher lowers a
+	// floor only by a quarter or more, so one a little above the minimum
+	// (a collection reading a rate just over 32 MiB a second on a busy
+	// machine) stays.
+	for i := 0; i < 4096 && top < 2*lo; i++ {
 		sink = make([]byte, mib)
 		top = max(top, tu.Floor())
 		if i%16 == 15 {
@@ -271,11 +272,18 @@ func TestFloorFollowsAllocation(t *testing.T) {
 		}
 	}
 	sink = nil
-	if runs := tu.runs.Load() - n; top == lo {
-		t.Fatalf("the floor stayed at the minimum through 4 GiB of garbage and %d collections", runs)
+	if runs, rated := tu.runs.Load()-n, tu.rated.Load()-r; top < 2*lo {
+		if rated == 0 {
+			// On a machine busy enough that a collection's mark phase
+			// runs long, what is allocated meanwhile counts as live, and
+			// the live heap seems to jump: growth, which keeps the floor
+			// at the minimum for 2 s (TestObserve has the rule itself).
+			t.Skipf("none of %d collections read the rate: each came within 2 s of one that read fast growth of the live heap; too busy a machine to tell", runs)
+		}
+		t.Fatalf("the floor rose to %d MiB at most through 4 GiB of garbage; %d of %d collections read the rate; want twice the minimum", top>>20, rated, runs)
 	}
-	if p := gogc(); p <= uint64(percentFor(gcBase(), lo)) && tu.Floor() > lo {
-		t.Errorf("GOGC %d%% with a floor of %d MiB in force, want above the minimum's %d%%", p, tu.Floor()>>20, percentFor(gcBase(), lo))
+	if p := gogc(); p <= uint64(percentFor(liveHeap(), lo)) && tu.Floor() > lo {
+		t.Errorf("GOGC %d%% with a floor of %d MiB in force, want above the minimum's %d%%", p, tu.Floor()>>20, percentFor(liveHeap(), lo))
 	}
 	// Quiet: the watcher lowers the floor within a tick or two. Nothing
 	// else would: no collection comes while the goal is far above the
