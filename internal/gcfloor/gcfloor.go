@@ -261,8 +261,9 @@ func floorFor(n uint64, d time.Duration, lo, hi uint64) uint64 {
 // MiB. Taking the percentage of live + stacks + globals, and of at least 4
 // MiB, makes the goal exactly live + floor, and was tried (stop 41): the
 // reconnect storm's last session came back in 2.6-3.8 s against 2.5-2.7
-// with this, its cores, whose live heaps are small while they allocate
-// fast, collecting more often. Kept as it was measured.
+// with this. Likely its cores, whose live heaps are small while they
+// allocate fast, collected more often (not profiled). Kept as it was
+// measured.
 func percentFor(live, floor uint64) int {
 	if live == 0 || live >= floor {
 		return basePercent
